@@ -1,0 +1,31 @@
+//! The tailwater data model: what a log record is, and how it travels.
+//!
+//! Every other crate speaks these types; this one depends on nothing of ours.
+//!
+//! - [`record`]: [`LogRecord`] (a stored record, as the API returns it) and its
+//!   parts: [`Level`], [`Stream`], [`Source`].
+//! - [`parse`]: turning one line of worker output into a level, message,
+//!   request id, timestamp and fields ([`parse_line`]).
+//! - [`filter`]: which records a reader wants ([`Filter`], [`Query`]) and the
+//!   opaque [`Cursor`] that pages through them.
+//! - [`wire`]: the HTTP bodies shared by server, client and agent.
+//! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
+//!
+//! ```
+//! use tailwater_model::{parse_line, Level};
+//!
+//! let parsed = parse_line(r#"{"level":"warning","msg":"vram 91%","requestId":"req-7"}"#);
+//! assert_eq!(parsed.level, Some(Level::Warn));
+//! assert_eq!(parsed.message, "vram 91%");
+//! assert_eq!(parsed.request_id.as_deref(), Some("req-7"));
+//! ```
+
+pub mod filter;
+pub mod parse;
+pub mod record;
+pub mod time;
+pub mod wire;
+
+pub use filter::{Cursor, Direction, Filter, Query};
+pub use parse::{parse_line, ParsedLine};
+pub use record::{Fields, Level, LogRecord, Source, Stream};

@@ -1,0 +1,440 @@
+//! Parsing one line of worker output into a level, message, request id,
+//! timestamp and fields.
+//!
+//! Workers print whatever their language and libraries print. This module
+//! understands the common shapes and keeps everything else verbatim:
+//!
+//! - JSON objects, with the keys loggers use for the level (`level`,
+//!   `severity`, `levelname`, `lvl`), the message (`msg`, `message`), the
+//!   request (`request_id`, `requestId`) and the time (`ts`, `time`,
+//!   `timestamp`). Every other key becomes a field. RunPod's
+//!   `{"requestId", "message", "level"}` lines are one case of this.
+//! - Plain-text level prefixes: `INFO | msg` (and loguru's
+//!   `time | LEVEL | msg`), `[ERROR] msg`, `WARNING: msg` (and Python
+//!   logging's `WARNING:logger:msg`), and glog's `E1120 12:00:00.000000 42
+//!   file.cc:7] msg`.
+//!
+//! The recognised level token is removed from the message (the level is kept
+//! beside it); nothing else is. A line that fits no shape is kept as it is,
+//! with no level, so the caller picks the default.
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::record::{Fields, Level};
+
+/// What [`parse_line`] found in one line.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ParsedLine {
+    /// `None` when the line names no level.
+    pub level: Option<Level>,
+    pub message: String,
+    pub request_id: Option<String>,
+    /// The event time the line states, when it states one we can read.
+    pub ts: Option<Timestamp>,
+    pub fields: Fields,
+}
+
+const LEVEL_KEYS: [&str; 4] = ["level", "severity", "levelname", "lvl"];
+const MESSAGE_KEYS: [&str; 2] = ["msg", "message"];
+const REQUEST_ID_KEYS: [&str; 3] = ["request_id", "requestId", "requestID"];
+const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
+
+/// Parses one line (without its newline) of worker output.
+pub fn parse_line(line: &str) -> ParsedLine {
+    if let Some(parsed) = parse_json(line) {
+        return parsed;
+    }
+    if let Some(parsed) = parse_glog(line) {
+        return parsed;
+    }
+    if let Some(parsed) = parse_level_prefix(line) {
+        return parsed;
+    }
+    ParsedLine {
+        message: line.to_owned(),
+        ..ParsedLine::default()
+    }
+}
+
+fn parse_json(line: &str) -> Option<ParsedLine> {
+    let trimmed = line.trim();
+    if !(trimmed.starts_with('{') && trimmed.ends_with('}')) {
+        return None;
+    }
+    let mut object: Fields = serde_json::from_str(trimmed).ok()?;
+    let mut parsed = ParsedLine::default();
+
+    if let Some((key, level)) = take_first(&object, &LEVEL_KEYS, json_level) {
+        object.remove(&key);
+        parsed.level = Some(level);
+    }
+    parsed.message = match take_first(&object, &MESSAGE_KEYS, json_string) {
+        Some((key, message)) => {
+            object.remove(&key);
+            message
+        }
+        // No message key: the whole line is the message, so text search
+        // still finds it; its keys are fields as well.
+        None => trimmed.to_owned(),
+    };
+    if let Some((key, request_id)) = take_first(&object, &REQUEST_ID_KEYS, json_string) {
+        object.remove(&key);
+        parsed.request_id = Some(request_id);
+    }
+    if let Some((key, ts)) = take_first(&object, &TIME_KEYS, json_timestamp) {
+        object.remove(&key);
+        parsed.ts = Some(ts);
+    }
+    parsed.fields = object;
+    Some(parsed)
+}
+
+/// The first of `keys` present in `object` whose value `read` accepts. A value
+/// it does not accept stays in the object, as a field.
+fn take_first<T>(
+    object: &Fields,
+    keys: &[&str],
+    read: impl Fn(&Value) -> Option<T>,
+) -> Option<(String, T)> {
+    keys.iter().find_map(|key| {
+        let value = object.get(*key)?;
+        read(value).map(|found| ((*key).to_owned(), found))
+    })
+}
+
+fn json_level(value: &Value) -> Option<Level> {
+    match value {
+        Value::String(name) => Level::from_name(name.trim()),
+        Value::Number(number) => Level::from_number(number.as_i64()?),
+        _ => None,
+    }
+}
+
+fn json_string(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 3339 text, or a Unix time in seconds, milliseconds, microseconds or
+/// nanoseconds (told apart by magnitude).
+fn json_timestamp(value: &Value) -> Option<Timestamp> {
+    match value {
+        Value::String(text) => text.parse().ok(),
+        Value::Number(number) => {
+            // Integers are scaled exactly; floats (`1763632800.25`) as floats.
+            let nanos = match number.as_i64() {
+                Some(value) => {
+                    let value = i128::from(value);
+                    match value.unsigned_abs() {
+                        v if v < 100_000_000_000 => value * 1_000_000_000,
+                        v if v < 100_000_000_000_000 => value * 1_000_000,
+                        v if v < 100_000_000_000_000_000 => value * 1_000,
+                        _ => value,
+                    }
+                }
+                None => {
+                    let value = number.as_f64()?;
+                    let scale = match value.abs() {
+                        v if v < 1e11 => 1e9,
+                        v if v < 1e14 => 1e6,
+                        v if v < 1e17 => 1e3,
+                        _ => 1.0,
+                    };
+                    (value * scale) as i128
+                }
+            };
+            Timestamp::from_nanosecond(nanos).ok()
+        }
+        _ => None,
+    }
+}
+
+/// glog / abseil: `Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg`.
+fn parse_glog(line: &str) -> Option<ParsedLine> {
+    let bytes = line.as_bytes();
+    let level = match bytes.first()? {
+        b'I' => Level::Info,
+        b'W' => Level::Warn,
+        b'E' => Level::Error,
+        b'F' => Level::Fatal,
+        _ => return None,
+    };
+    let date_ok = bytes.len() > 15
+        && bytes[1..5].iter().all(u8::is_ascii_digit)
+        && bytes[5] == b' '
+        && bytes[6..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b':'
+        && bytes[9..11].iter().all(u8::is_ascii_digit)
+        && bytes[11] == b':'
+        && bytes[12..14].iter().all(u8::is_ascii_digit);
+    if !date_ok {
+        return None;
+    }
+    let close = line.find("] ")?;
+    let header = &line[14..close];
+    let mut parts = header.split_whitespace();
+    let _fraction = parts.next().filter(|part| part.starts_with('.'))?;
+    let thread = parts.next()?.parse::<u64>().ok()?;
+    let location = parts.next()?;
+    if parts.next().is_some() || !location.contains(':') {
+        return None;
+    }
+    let mut fields = Fields::new();
+    fields.insert("thread".into(), thread.into());
+    fields.insert("location".into(), location.into());
+    Some(ParsedLine {
+        level: Some(level),
+        message: line[close + 2..].to_owned(),
+        fields,
+        ..ParsedLine::default()
+    })
+}
+
+/// `INFO | msg`, `time | INFO | msg`, `[ERROR] msg`, `WARNING: msg`,
+/// `WARNING:logger:msg`.
+fn parse_level_prefix(line: &str) -> Option<ParsedLine> {
+    parse_pipe_prefix(line)
+        .or_else(|| parse_bracket_prefix(line))
+        .or_else(|| parse_colon_prefix(line))
+}
+
+fn parse_pipe_prefix(line: &str) -> Option<ParsedLine> {
+    let mut segment_start = 0;
+    // The level is the first or second `|`-separated segment.
+    for _ in 0..2 {
+        let rest = &line[segment_start..];
+        let end = rest.find('|')?;
+        if let Some(level) = Level::from_name(rest[..end].trim()) {
+            let before = line[..segment_start].trim_end();
+            let after = rest[end + 1..].trim_start();
+            let message = if before.is_empty() {
+                after.to_owned()
+            } else {
+                format!("{before} {after}")
+            };
+            return Some(with_level(level, message));
+        }
+        segment_start += end + 1;
+    }
+    None
+}
+
+fn parse_bracket_prefix(line: &str) -> Option<ParsedLine> {
+    let mut offset = 0;
+    // The level is one of the first three `[…]` groups: `[ts] [host] [ERROR]`.
+    for _ in 0..3 {
+        let rest = &line[offset..];
+        if !rest.starts_with('[') {
+            return None;
+        }
+        let close = rest.find(']')?;
+        if let Some(level) = Level::from_name(rest[1..close].trim()) {
+            let before = line[..offset].trim_end();
+            let after = rest[close + 1..].trim_start();
+            let message = if before.is_empty() {
+                after.to_owned()
+            } else {
+                format!("{before} {after}")
+            };
+            return Some(with_level(level, message));
+        }
+        offset += close + 1;
+        offset += line[offset..].len() - line[offset..].trim_start().len();
+    }
+    None
+}
+
+fn parse_colon_prefix(line: &str) -> Option<ParsedLine> {
+    let colon = line.find(':')?;
+    let level = Level::from_name(&line[..colon])?;
+    let rest = &line[colon + 1..];
+    // Python logging's default format: `LEVEL:logger:message`, no spaces.
+    if let Some(logger_end) = rest.find(':') {
+        let logger = &rest[..logger_end];
+        let is_logger_name = !logger.is_empty()
+            && logger
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if is_logger_name {
+            let mut parsed = with_level(level, rest[logger_end + 1..].trim_start().to_owned());
+            parsed.fields.insert("logger".into(), logger.into());
+            return Some(parsed);
+        }
+    }
+    Some(with_level(level, rest.trim_start().to_owned()))
+}
+
+fn with_level(level: Level, message: String) -> ParsedLine {
+    ParsedLine {
+        level: Some(level),
+        message,
+        ..ParsedLine::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(value: Value) -> Fields {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn json_line_with_common_keys() {
+        let parsed = parse_line(
+            r#"{"level":"ERROR","msg":"cuda oom","request_id":"r-1","ts":"2026-11-20T10:00:00Z","gpu":0}"#,
+        );
+        assert_eq!(parsed.level, Some(Level::Error));
+        assert_eq!(parsed.message, "cuda oom");
+        assert_eq!(parsed.request_id.as_deref(), Some("r-1"));
+        assert_eq!(
+            parsed.ts,
+            Some("2026-11-20T10:00:00Z".parse::<Timestamp>().unwrap())
+        );
+        assert_eq!(parsed.fields, fields(json!({"gpu": 0})));
+    }
+
+    #[test]
+    fn runpod_structured_line() {
+        let parsed = parse_line(
+            r#"{"requestId": "sync-123-u1", "message": "Started job", "level": "INFO"}"#,
+        );
+        assert_eq!(parsed.level, Some(Level::Info));
+        assert_eq!(parsed.message, "Started job");
+        assert_eq!(parsed.request_id.as_deref(), Some("sync-123-u1"));
+        assert!(parsed.fields.is_empty());
+    }
+
+    #[test]
+    fn json_alternative_keys_severity_levelname_message_time() {
+        let parsed = parse_line(r#"{"severity":"warning","message":"slow","time":1763632800}"#);
+        assert_eq!(parsed.level, Some(Level::Warn));
+        assert_eq!(parsed.message, "slow");
+        assert_eq!(parsed.ts, Some(Timestamp::from_second(1763632800).unwrap()));
+
+        let parsed =
+            parse_line(r#"{"levelname":"CRITICAL","message":"dead","timestamp":1763632800123}"#);
+        assert_eq!(parsed.level, Some(Level::Fatal));
+        assert_eq!(
+            parsed.ts,
+            Some(Timestamp::from_millisecond(1763632800123).unwrap())
+        );
+    }
+
+    #[test]
+    fn json_numeric_pino_levels() {
+        let parsed = parse_line(r#"{"level":40,"msg":"careful"}"#);
+        assert_eq!(parsed.level, Some(Level::Warn));
+    }
+
+    #[test]
+    fn json_without_message_keeps_whole_line_and_fields() {
+        let line = r#"{"step": 10, "loss": 0.25}"#;
+        let parsed = parse_line(line);
+        assert_eq!(parsed.level, None);
+        assert_eq!(parsed.message, line);
+        assert_eq!(parsed.fields, fields(json!({"step": 10, "loss": 0.25})));
+    }
+
+    #[test]
+    fn json_with_unknown_level_value_keeps_it_as_a_field() {
+        let parsed = parse_line(r#"{"level":"loud","msg":"x"}"#);
+        assert_eq!(parsed.level, None);
+        assert_eq!(parsed.fields, fields(json!({"level": "loud"})));
+    }
+
+    #[test]
+    fn broken_json_is_verbatim() {
+        let line = r#"{"level":"info","msg":"#;
+        assert_eq!(
+            parse_line(line),
+            ParsedLine {
+                message: line.into(),
+                ..ParsedLine::default()
+            }
+        );
+    }
+
+    #[test]
+    fn pipe_prefix() {
+        let parsed = parse_line("INFO | loading weights");
+        assert_eq!(parsed.level, Some(Level::Info));
+        assert_eq!(parsed.message, "loading weights");
+    }
+
+    #[test]
+    fn loguru_pipe_prefix_after_time() {
+        let parsed = parse_line("2026-11-20 10:00:00.123 | WARNING  | app:main:12 - queue is long");
+        assert_eq!(parsed.level, Some(Level::Warn));
+        assert_eq!(
+            parsed.message,
+            "2026-11-20 10:00:00.123 | app:main:12 - queue is long"
+        );
+    }
+
+    #[test]
+    fn bracket_prefix() {
+        let parsed = parse_line("[ERROR] failed to load model");
+        assert_eq!(parsed.level, Some(Level::Error));
+        assert_eq!(parsed.message, "failed to load model");
+
+        let parsed = parse_line("[2026-11-20 10:00:00] [warn] disk almost full");
+        assert_eq!(parsed.level, Some(Level::Warn));
+        assert_eq!(parsed.message, "[2026-11-20 10:00:00] disk almost full");
+    }
+
+    #[test]
+    fn colon_prefix_and_python_logging_default_format() {
+        let parsed = parse_line("WARNING: torch not compiled with flash attention");
+        assert_eq!(parsed.level, Some(Level::Warn));
+        assert_eq!(parsed.message, "torch not compiled with flash attention");
+
+        let parsed = parse_line("ERROR:handler:job failed: timeout");
+        assert_eq!(parsed.level, Some(Level::Error));
+        assert_eq!(parsed.message, "job failed: timeout");
+        assert_eq!(parsed.fields, fields(json!({"logger": "handler"})));
+
+        let parsed = parse_line("INFO:     Uvicorn running on http://0.0.0.0:8000");
+        assert_eq!(parsed.level, Some(Level::Info));
+        assert_eq!(parsed.message, "Uvicorn running on http://0.0.0.0:8000");
+        assert!(parsed.fields.is_empty());
+    }
+
+    #[test]
+    fn glog_prefix() {
+        let parsed = parse_line(
+            "E1120 10:11:12.123456  4242 engine.cc:88] NCCL error: unhandled cuda error",
+        );
+        assert_eq!(parsed.level, Some(Level::Error));
+        assert_eq!(parsed.message, "NCCL error: unhandled cuda error");
+        assert_eq!(
+            parsed.fields,
+            fields(json!({"thread": 4242, "location": "engine.cc:88"}))
+        );
+    }
+
+    #[test]
+    fn plain_lines_are_verbatim_without_level() {
+        for line in [
+            "Traceback (most recent call last):",
+            "  File \"/app/handler.py\", line 3, in <module>",
+            "ModuleNotFoundError: No module named 'flash_attn'",
+            "Information is power | ok", // not a level word
+            "Epoch 3: loss=0.1",
+            "",
+            "I am not glog",
+            "[step 3] done",
+        ] {
+            let parsed = parse_line(line);
+            assert_eq!(parsed.level, None, "{line}");
+            assert_eq!(parsed.message, line);
+            assert!(parsed.fields.is_empty());
+        }
+    }
+}
