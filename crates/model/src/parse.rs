@@ -14,6 +14,10 @@
 //!   logging's `WARNING:logger:msg`), and glog's `E1120 12:00:00.000000 42
 //!   file.cc:7] msg`.
 //!
+//! - The first and last lines of a Python traceback (`Traceback (most recent
+//!   call last):` and `ValueError: …`) are errors, kept verbatim, so a
+//!   search for errors finds the crash.
+//!
 //! The recognised level token is removed from the message (the level is kept
 //! beside it); nothing else is. A line that fits no shape is kept as it is,
 //! with no level, so the caller picks the default.
@@ -51,7 +55,9 @@ pub fn parse_line(line: &str) -> ParsedLine {
     if let Some(parsed) = parse_level_prefix(line) {
         return parsed;
     }
+    let level = is_python_exception(line).then_some(Level::Error);
     ParsedLine {
+        level,
         message: line.to_owned(),
         ..ParsedLine::default()
     }
@@ -268,6 +274,30 @@ fn parse_colon_prefix(line: &str) -> Option<ParsedLine> {
     Some(with_level(level, rest.trim_start().to_owned()))
 }
 
+/// `Traceback (most recent call last):`, or the exception line that ends a
+/// traceback: `ModuleNotFoundError: No module named 'av'`,
+/// `torch.OutOfMemoryError: CUDA out of memory`.
+fn is_python_exception(line: &str) -> bool {
+    if line.starts_with("Traceback (most recent call last):") {
+        return true;
+    }
+    let Some(colon) = line.find(": ") else {
+        return false;
+    };
+    let name = &line[..colon];
+    let type_name = name.rsplit('.').next().unwrap_or(name);
+    let is_dotted_identifier = name.split('.').all(|part| {
+        part.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    });
+    is_dotted_identifier
+        && ["Error", "Exception", "Exit", "Interrupt", "Warning"]
+            .iter()
+            .any(|suffix| type_name.ends_with(suffix) && type_name.len() > suffix.len())
+}
+
 fn with_level(level: Level, message: String) -> ParsedLine {
     ParsedLine {
         level: Some(level),
@@ -420,11 +450,24 @@ mod tests {
     }
 
     #[test]
-    fn plain_lines_are_verbatim_without_level() {
+    fn python_traceback_ends_are_errors_kept_verbatim() {
         for line in [
             "Traceback (most recent call last):",
-            "  File \"/app/handler.py\", line 3, in <module>",
             "ModuleNotFoundError: No module named 'flash_attn'",
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB.",
+        ] {
+            let parsed = parse_line(line);
+            assert_eq!(parsed.level, Some(Level::Error), "{line}");
+            assert_eq!(parsed.message, line);
+        }
+    }
+
+    #[test]
+    fn plain_lines_are_verbatim_without_level() {
+        for line in [
+            "  File \"/app/handler.py\", line 3, in <module>",
+            "Errors: 3 of 10 files",
+            "my error: something",       // has a space: not an exception type
             "Information is power | ok", // not a level word
             "Epoch 3: loss=0.1",
             "",

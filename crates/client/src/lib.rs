@@ -1,0 +1,199 @@
+//! A typed client for the tailwater HTTP API, used by the CLI, the agent and
+//! the tests.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), tailwater_client::ClientError> {
+//! use tailwater_client::Client;
+//! use tailwater_model::wire::LogsParams;
+//!
+//! let client = Client::new("http://127.0.0.1:7070", "tw_...")?;
+//! let page = client
+//!     .logs(&LogsParams { app: Some("sdxl".into()), ..Default::default() })
+//!     .await?;
+//! for record in page.records {
+//!     println!("{} {}", record.level, record.message);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use tailwater_model::wire::{ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams};
+use tailwater_model::LogRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server url '{0}': use a full url such as http://127.0.0.1:7070")]
+    InvalidUrl(String),
+    #[error("cannot reach the tailwater server at {server}: is it running? (set --server or TAILWATER_SERVER)")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{message}")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed: the server was away, or busy.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
+            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            ClientError::InvalidUrl(_) => false,
+        }
+    }
+}
+
+/// A connection to one server with one token.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub fn new(server: &str, token: &str) -> Result<Client, ClientError> {
+        let base = server.trim_end_matches('/').to_owned();
+        match reqwest::Url::parse(&base) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => return Err(ClientError::InvalidUrl(server.to_owned())),
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        Ok(Client {
+            http,
+            base,
+            token: token.to_owned(),
+        })
+    }
+
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ClientError> {
+        let response = request
+            .send()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                server: self.base.clone(),
+                source,
+            })?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status().as_u16();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(error) => ClientError::Api {
+                status,
+                code: error.error.code,
+                message: error.error.message,
+            },
+            Err(_) => ClientError::Api {
+                status,
+                code: "http".into(),
+                message: format!(
+                    "server answered {status}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ),
+            },
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = self.send(request).await?;
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                server: self.base.clone(),
+                source,
+            })?;
+        serde_json::from_slice(&body).map_err(|error| ClientError::Protocol(error.to_string()))
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<(), ClientError> {
+        self.send(self.request(reqwest::Method::GET, "/healthz"))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/ingest`.
+    pub async fn ingest(&self, batch: &IngestBatch) -> Result<IngestResponse, ClientError> {
+        self.json(
+            self.request(reqwest::Method::POST, "/v1/ingest")
+                .json(batch),
+        )
+        .await
+    }
+
+    /// `GET /v1/logs`: one page.
+    pub async fn logs(&self, params: &LogsParams) -> Result<LogsPage, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/v1/logs").query(params))
+            .await
+    }
+
+    /// `GET /v1/logs/tail`: records as they are stored, after record id
+    /// `after` (or from now on when `None`).
+    pub async fn tail(
+        &self,
+        params: &LogsParams,
+        after: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<LogRecord, ClientError>> + use<>, ClientError> {
+        let mut request = self
+            .request(reqwest::Method::GET, "/v1/logs/tail")
+            .query(params)
+            .header("accept", "text/event-stream");
+        if let Some(after) = after {
+            request = request.header("last-event-id", after.to_string());
+        }
+        let response = self.send(request).await?;
+        let server = self.base.clone();
+        let events = response.bytes_stream().eventsource();
+        Ok(events.filter_map(move |event| {
+            let server = server.clone();
+            async move {
+                match event {
+                    Ok(event) if event.event == "record" => Some(
+                        serde_json::from_str::<LogRecord>(&event.data)
+                            .map_err(|error| ClientError::Protocol(error.to_string())),
+                    ),
+                    Ok(_) => None,
+                    Err(eventsource_stream::EventStreamError::Transport(source)) => {
+                        Some(Err(ClientError::Unreachable { server, source }))
+                    }
+                    Err(error) => Some(Err(ClientError::Protocol(error.to_string()))),
+                }
+            }
+        }))
+    }
+}

@@ -1,0 +1,61 @@
+//! `POST /v1/ingest`: a batch of records from one runner.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use tailwater_model::wire::{IngestBatch, IngestResponse};
+
+use super::ApiError;
+use crate::auth::Principal;
+use crate::AppState;
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    principal: Principal,
+    body: Bytes,
+) -> Result<Json<IngestResponse>, ApiError> {
+    if body.len() > state.max_batch_bytes {
+        tracing::warn!(
+            bytes = body.len(),
+            limit = state.max_batch_bytes,
+            "ingest batch refused: too large"
+        );
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "ingest batch of {} bytes is over the limit of {} bytes (--max-batch-bytes): send smaller batches",
+                body.len(),
+                state.max_batch_bytes
+            ),
+        ));
+    }
+    let batch: IngestBatch = serde_json::from_slice(&body).map_err(|error| {
+        ApiError::bad_request(format!(
+            "invalid ingest batch: {error}; send a JSON object with app, runner, boot and records"
+        ))
+    })?;
+    for (name, value) in [
+        ("app", &batch.app),
+        ("runner", &batch.runner),
+        ("boot", &batch.boot),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "invalid ingest batch: {name} is empty; every batch names its {name}"
+            )));
+        }
+    }
+
+    let store = state.store.clone();
+    let tenant = principal.tenant.clone();
+    let response = tokio::task::spawn_blocking(move || store.append(&tenant, &batch))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if response.accepted > 0 {
+        state.new_records.send_replace(state.store.last_id());
+    }
+    Ok(Json(response))
+}

@@ -1,0 +1,82 @@
+//! `GET /v1/logs` (history, paged) and `GET /v1/logs/tail` (live, SSE).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use futures_util::Stream;
+use jiff::Timestamp;
+use tailwater_model::wire::{LogsPage, LogsParams};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use super::ApiError;
+use crate::auth::Principal;
+use crate::{tail, AppState};
+
+pub async fn history(
+    State(state): State<AppState>,
+    principal: Principal,
+    Query(params): Query<LogsParams>,
+) -> Result<Json<LogsPage>, ApiError> {
+    let query = params
+        .to_query(Timestamp::now())
+        .map_err(ApiError::bad_request)?;
+    let store = state.store.clone();
+    let page = tokio::task::spawn_blocking(move || store.query(&principal.tenant, &query))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(LogsPage {
+        records: page.records,
+        next_cursor: page.next.map(|cursor| cursor.encode()),
+        as_of: page.as_of,
+    }))
+}
+
+/// Server-sent events, one `record` event per record with the record id as
+/// the event id. Resumes after `Last-Event-ID` (or `?after=`); without
+/// either, starts with the next record stored.
+pub async fn tail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Query(params): Query<LogsParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let filter = params
+        .to_filter(Timestamp::now())
+        .map_err(ApiError::bad_request)?;
+    let last_event_id = match headers.get("last-event-id") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid Last-Event-ID: send the id of the last event you received",
+                    )
+                })?,
+        ),
+    };
+    let after = match last_event_id {
+        Some(id) => id,
+        None => params
+            .after_id()
+            .map_err(ApiError::bad_request)?
+            .unwrap_or_else(|| state.store.last_id()),
+    };
+    let records = tail::follow(&state, principal.tenant, filter, after);
+    let events = ReceiverStream::new(records).map(|record| {
+        let data = serde_json::to_string(&record).expect("records serialize to json");
+        Ok(Event::default()
+            .id(record.id.to_string())
+            .event("record")
+            .data(data))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,153 @@
+//! The tailwater server: the HTTP API over the embedded store.
+//!
+//! - [`auth`]: API tokens, hashed at rest, and the [`auth::Principal`] a
+//!   request acts as.
+//! - [`api`]: the routes: ingest, history, live tail, health.
+//! - [`tail`]: how live tail learns that new records arrived.
+//!
+//! [`start`] binds and serves in the background and hands back a
+//! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
+//! and the tests all start it this way.
+
+pub mod api;
+pub mod auth;
+pub mod tail;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tailwater_store::{Durability, Store, StoreOptions};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::Auth;
+
+/// The address the server listens on unless told otherwise: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Largest ingest request body, in bytes, unless configured otherwise.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Ensures this token exists as an admin token (for automation) instead
+    /// of generating a random one on first start.
+    pub bootstrap_token: Option<String>,
+    pub durability: Durability,
+    /// Largest ingest request body; larger ones are refused with 413.
+    pub max_batch_bytes: usize,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf) -> ServerConfig {
+        ServerConfig {
+            data_dir,
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            bootstrap_token: None,
+            durability: Durability::default(),
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub auth: Arc<Auth>,
+    /// The newest stored record id; live tails wait on it.
+    pub new_records: watch::Sender<u64>,
+    /// Turns `true` when the server shuts down, so live tails end and
+    /// graceful shutdown does not wait on them forever.
+    pub stopping: watch::Sender<bool>,
+    pub max_batch_bytes: usize,
+}
+
+/// A server serving in the background.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    /// The admin token created on this start, if one was: shown once, never
+    /// stored in clear.
+    pub new_admin_token: Option<String>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes requests in flight, and returns.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.task.await?.context("server failed")
+    }
+
+    /// Serves until the process is asked to stop (Ctrl-C or SIGTERM).
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        self.shutdown().await
+    }
+}
+
+/// Opens the data directory, binds, and serves in the background.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let store_dir = config.data_dir.join("store");
+    let options = StoreOptions {
+        durability: config.durability,
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
+    let (auth, new_admin_token) = Auth::open(
+        &config.data_dir.join("auth"),
+        config.bootstrap_token.as_deref(),
+    )?;
+    let (new_records, _) = watch::channel(store.last_id());
+    let state = AppState {
+        store: Arc::new(store),
+        auth: Arc::new(auth),
+        new_records,
+        stopping: watch::channel(false).0,
+        max_batch_bytes: config.max_batch_bytes,
+    };
+    let stopping = state.stopping.clone();
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another server using it? pass another --listen",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let app = api::router(state);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.await;
+                stopping.send_replace(true);
+            })
+            .await
+    });
+    tracing::info!(%addr, data = %config.data_dir.display(), "tailwater server listening");
+    Ok(RunningServer {
+        addr,
+        new_admin_token,
+        shutdown: Some(shutdown),
+        task,
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("can install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,70 @@
+//! `tailwater server`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use tailwater_server::{ServerConfig, DEFAULT_MAX_BATCH_BYTES};
+use tailwater_store::Durability;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  tailwater server\n  tailwater server --data /var/lib/tailwater --listen 0.0.0.0:7070"
+)]
+pub struct ServerArgs {
+    /// Where the server keeps its data.
+    #[arg(long, env = "TAILWATER_DATA", default_value = "tailwater-data")]
+    data: PathBuf,
+    /// Address to listen on. Loopback unless told otherwise.
+    #[arg(long, env = "TAILWATER_LISTEN", default_value = tailwater_server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// When an acknowledged write is on disk: `sync` fsyncs every batch
+    /// (survives power loss); `buffered` leaves it to the OS (survives a
+    /// server crash only).
+    #[arg(long, value_enum, default_value = "sync")]
+    durability: DurabilityArg,
+    /// Largest ingest request body, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
+    max_batch_bytes: usize,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Buffered,
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
+    super::init_tracing("info");
+    let mut config = ServerConfig::new(args.data.clone());
+    config.listen = args.listen;
+    config.bootstrap_token = bootstrap_token();
+    config.max_batch_bytes = args.max_batch_bytes;
+    config.durability = match args.durability {
+        DurabilityArg::Sync => Durability::SyncEachBatch,
+        DurabilityArg::Buffered => Durability::Buffered,
+    };
+    let server = tailwater_server::start(config).await?;
+    println!(
+        "tailwater server listening on http://{} (data in {})",
+        server.addr,
+        args.data.display()
+    );
+    if let Some(token) = &server.new_admin_token {
+        print_new_token(token);
+    }
+    server.run_until_signal().await?;
+    Ok(0)
+}
+
+/// `TAILWATER_BOOTSTRAP_TOKEN`, if set and not empty.
+pub fn bootstrap_token() -> Option<String> {
+    std::env::var("TAILWATER_BOOTSTRAP_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty())
+}
+
+pub fn print_new_token(token: &str) {
+    println!("admin token (shown once, stored hashed; keep it safe):\n  {token}");
+    println!("use it with:\n  export TAILWATER_TOKEN={token}");
+}
