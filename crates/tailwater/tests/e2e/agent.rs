@@ -1,0 +1,141 @@
+use std::collections::HashSet;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::common::*;
+
+#[test]
+fn sigkill_right_after_a_print_keeps_the_line_and_records_signal_9() {
+    let server = TestServer::start();
+    let output = run_worker(
+        &server,
+        "killed",
+        "echo 'last words before the kill'; kill -9 $$",
+    );
+    assert_eq!(
+        output.status.code(),
+        Some(128 + 9),
+        "the agent exits 128 + signal"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "last words before the kill\n",
+        "echoed"
+    );
+
+    let records = server.logs(&["--app", "killed"]);
+    assert_eq!(messages(&records)[1], "last words before the kill");
+    let exit = records.last().unwrap();
+    assert_eq!(exit["stream"], "system");
+    assert_eq!(exit["fields"]["event"], "exit");
+    assert_eq!(exit["fields"]["signal"], 9);
+    assert_eq!(exit["fields"]["signal_name"], "SIGKILL");
+    assert!(exit["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("killed by signal 9 (SIGKILL)"));
+}
+
+#[test]
+fn exit_code_streams_and_first_bytes_are_kept() {
+    let server = TestServer::start();
+    let output = run_worker(
+        &server,
+        "exits",
+        "echo \"unbuffered=$PYTHONUNBUFFERED\"; echo 'to stderr' >&2; printf 'no newline at the end'; exit 3",
+    );
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "to stderr\n");
+
+    let records = server.logs(&["--app", "exits"]);
+    let start = &records[0];
+    assert_eq!(start["fields"]["event"], "start");
+    assert_eq!(
+        start["fields"]["command"],
+        serde_json::json!(["sh", "-c", start["fields"]["command"][2]])
+    );
+    assert!(start["fields"]["pid"].as_u64().unwrap() > 0);
+    let lines: Vec<_> = records[1..records.len() - 1]
+        .iter()
+        .map(|r| {
+            (
+                r["stream"].as_str().unwrap(),
+                r["message"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    let stdout: Vec<_> = lines
+        .iter()
+        .filter(|(s, _)| *s == "stdout")
+        .map(|(_, m)| *m)
+        .collect();
+    assert_eq!(stdout, ["unbuffered=1", "no newline at the end"]);
+    assert!(lines.contains(&("stderr", "to stderr")));
+    let exit = records.last().unwrap();
+    assert_eq!(exit["fields"]["exit_code"], 3);
+    assert_eq!(exit["level"], "error");
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..records.len() as u64).collect::<Vec<_>>(),
+        "one sequence, no gaps"
+    );
+}
+
+#[test]
+fn a_command_that_cannot_start_is_reported() {
+    let server = TestServer::start();
+    let output = server
+        .command(&["run", "--app", "missing", "--", "/no/such/worker"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("failed to start /no/such/worker"));
+    let records = server.logs(&["--app", "missing"]);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["fields"]["event"], "spawn_failed");
+}
+
+#[test]
+fn a_server_started_after_the_worker_still_receives_every_line_once() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Command::new(binary())
+        .args([
+            "run",
+            "--server",
+            &format!("http://127.0.0.1:{port}"),
+            "--token",
+            TOKEN,
+            "--app",
+            "early",
+            "--quiet",
+        ])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "i=1; while [ $i -le 300 ]; do echo \"line $i\"; i=$((i+1)); done",
+        ])
+        .spawn()
+        .unwrap();
+    // The worker is long done before the server exists.
+    std::thread::sleep(Duration::from_millis(1500));
+    let server = TestServer::start_on(port, &dir.path().join("data"));
+    let output = agent.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    let records = server.logs(&["--app", "early"]);
+    let lines: Vec<_> = records
+        .iter()
+        .filter(|r| r["stream"] == "stdout")
+        .map(|r| r["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        lines,
+        (1..=300).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+    let seqs: HashSet<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs.len(), records.len(), "no record stored twice");
+    assert_eq!(records.len(), 302, "start, 300 lines, exit");
+}

@@ -1,0 +1,139 @@
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+fn batch(seqs: std::ops::Range<u64>) -> String {
+    let records: Vec<Value> = seqs
+        .map(|seq| json!({"seq": seq, "ts": "2026-11-20T10:00:00Z", "stream": "stdout", "level": "info", "message": format!("line {seq}")}))
+        .collect();
+    json!({"app": "api", "version": "v1", "runner": "r1", "boot": "b1", "records": records})
+        .to_string()
+}
+
+#[test]
+fn every_api_call_needs_a_valid_token_and_errors_are_json() {
+    let server = TestServer::start();
+    assert_eq!(http("GET", server.port, "/healthz", None, None).0, 200);
+    for (method, path) in [
+        ("GET", "/v1/logs"),
+        ("GET", "/v1/logs/tail"),
+        ("POST", "/v1/ingest"),
+    ] {
+        for token in [None, Some("tw_not_a_token")] {
+            let (status, body) = http(method, server.port, path, token, Some("{}"));
+            assert_eq!(status, 401, "{method} {path} with {token:?}");
+            let error: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(error["error"]["code"], "unauthorized");
+            assert!(error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("token"));
+        }
+    }
+    let (status, body) = http("GET", server.port, "/v1/logs?limit=0", Some(TOKEN), None);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("use a whole number from 1 to 10000"),
+        "{body}"
+    );
+    let (status, body) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some("{\"app\": 1}"),
+    );
+    assert_eq!(status, 400);
+    assert!(body.contains("invalid ingest batch"), "{body}");
+}
+
+#[test]
+fn ingest_is_idempotent_by_runner_boot_and_seq() {
+    let server = TestServer::start();
+    let (status, body) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&batch(0..10)),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"accepted": 10, "duplicates": 0})
+    );
+    let (_, body) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&batch(5..15)),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"accepted": 5, "duplicates": 5})
+    );
+    let records = server.logs(&["--app", "api"]);
+    assert_eq!(records.len(), 15);
+}
+
+#[test]
+fn acknowledged_records_survive_kill_9_of_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = TestServer::start_on(port, &data);
+    for start in (0..500).step_by(50) {
+        let (status, _) = http(
+            "POST",
+            port,
+            "/v1/ingest",
+            Some(TOKEN),
+            Some(&batch(start..start + 50)),
+        );
+        assert_eq!(status, 200);
+    }
+    server.kill_9();
+
+    let server = TestServer::start_on(port, &data);
+    let records = server.logs(&["--app", "api"]);
+    assert_eq!(records.len(), 500);
+    let (_, body) = http(
+        "POST",
+        port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&batch(0..500)),
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"accepted": 0, "duplicates": 500})
+    );
+}
+
+#[test]
+fn the_first_start_prints_a_new_admin_token_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = std::process::Command::new(binary())
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the server", std::time::Duration::from_secs(20), || {
+        http("GET", port, "/healthz", None, None).0 == 200
+    });
+    server.kill().unwrap();
+    let output = server.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let token = stdout
+        .split_whitespace()
+        .find(|word| word.starts_with("tw_"))
+        .expect("a token is printed");
+    assert!(
+        !std::fs::read_to_string(dir.path().join("auth/tokens.json"))
+            .unwrap()
+            .contains(token)
+    );
+}

@@ -1,0 +1,113 @@
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `tailwater demo`: the workers' logs reach `tailwater logs`, including the
+/// whole traceback and the exit code of the worker that crashed importing.
+#[test]
+fn demo_workers_logs_include_the_import_crash_with_traceback_and_exit_code() {
+    let port = free_port();
+    let mut demo = Command::new(binary())
+        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = DemoServer { port };
+
+    let mut crashed = Vec::new();
+    wait_for(
+        "the crashed worker's exit record",
+        Duration::from_secs(30),
+        || {
+            crashed = server.logs(&["--app", "whisper-large"]);
+            crashed.iter().any(|r| r["fields"]["event"] == "exit")
+        },
+    );
+    let lines = messages(&crashed);
+    let traceback = [
+        "Traceback (most recent call last):",
+        "  File \"/app/handler.py\", line 4, in <module>",
+        "    from faster_whisper import WhisperModel",
+        "  File \"/usr/local/lib/python3.11/site-packages/faster_whisper/__init__.py\", line 1, in <module>",
+        "    from faster_whisper.audio import decode_audio",
+        "  File \"/usr/local/lib/python3.11/site-packages/faster_whisper/audio.py\", line 7, in <module>",
+        "    import av",
+        "ModuleNotFoundError: No module named 'av'",
+    ];
+    let start = lines
+        .iter()
+        .position(|l| *l == traceback[0])
+        .expect("traceback start is stored");
+    assert_eq!(
+        &lines[start..start + traceback.len()],
+        traceback,
+        "the whole traceback, in order"
+    );
+    let exit = crashed.last().unwrap();
+    assert_eq!(exit["stream"], "system");
+    assert_eq!(exit["fields"]["exit_code"], 1);
+    assert_eq!(exit["level"], "error");
+    assert_eq!(crashed.first().unwrap()["fields"]["event"], "start");
+    assert!(crashed
+        .iter()
+        .all(|r| r["runner"] == "r-gpu-l4-1" && r["version"] == "v7"));
+
+    // The GPU workers load their model and serve requests with request ids.
+    let mut served = Vec::new();
+    wait_for(
+        "a GPU worker's finished request",
+        Duration::from_secs(30),
+        || {
+            served = server.logs(&["--app", "sdxl-turbo", "--request", "req-a100-1-0001"]);
+            served.iter().any(|r| r["message"] == "Finished.")
+        },
+    );
+    assert_eq!(
+        messages(&served),
+        ["Started.", "generating 1024x1024, 4 steps", "Finished."]
+    );
+    assert_eq!(served[1]["level"], "debug");
+    let loading = server.logs(&["--app", "sdxl-turbo", "--grep", "model loaded"]);
+    assert_eq!(loading.len(), 2, "one per GPU runner");
+    assert_eq!(loading[0]["fields"]["vram_gb"], 9.8);
+
+    // SIGTERM stops the demo cleanly.
+    // SAFETY: kill(2) on our own child process.
+    unsafe { libc::kill(demo.id() as libc::pid_t, libc::SIGTERM) };
+    let status = demo.wait().unwrap();
+    assert!(status.success(), "demo exit status: {status:?}");
+}
+
+struct DemoServer {
+    port: u16,
+}
+
+impl DemoServer {
+    fn logs(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let output = Command::new(binary())
+            .args(
+                [
+                    &[
+                        "logs",
+                        "--json",
+                        "-n",
+                        "10000",
+                        "--server",
+                        &format!("http://127.0.0.1:{}", self.port),
+                        "--token",
+                        TOKEN,
+                    ],
+                    args,
+                ]
+                .concat(),
+            )
+            .output()
+            .unwrap();
+        if !output.status.success() {
+            return Vec::new(); // not up yet
+        }
+        json_lines(&output.stdout)
+    }
+}

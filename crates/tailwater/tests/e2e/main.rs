@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `tailwater` binary, real child processes and
+//! signals, a real server on loopback with its data on disk.
+
+mod common;
+
+mod agent;
+mod api;
+mod demo;
+mod logs;
