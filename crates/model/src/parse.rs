@@ -215,13 +215,7 @@ fn parse_pipe_prefix(line: &str) -> Option<ParsedLine> {
         let rest = &line[segment_start..];
         let end = rest.find('|')?;
         if let Some(level) = Level::from_name(rest[..end].trim()) {
-            let before = line[..segment_start].trim_end();
-            let after = rest[end + 1..].trim_start();
-            let message = if before.is_empty() {
-                after.to_owned()
-            } else {
-                format!("{before} {after}")
-            };
+            let message = without_token(&line[..segment_start], &rest[end + 1..]);
             return Some(with_level(level, message));
         }
         segment_start += end + 1;
@@ -239,19 +233,24 @@ fn parse_bracket_prefix(line: &str) -> Option<ParsedLine> {
         }
         let close = rest.find(']')?;
         if let Some(level) = Level::from_name(rest[1..close].trim()) {
-            let before = line[..offset].trim_end();
-            let after = rest[close + 1..].trim_start();
-            let message = if before.is_empty() {
-                after.to_owned()
-            } else {
-                format!("{before} {after}")
-            };
+            let message = without_token(&line[..offset], &rest[close + 1..]);
             return Some(with_level(level, message));
         }
         offset += close + 1;
         offset += line[offset..].len() - line[offset..].trim_start().len();
     }
     None
+}
+
+/// The message once the level token between `before` and `after` is taken
+/// out.
+fn without_token(before: &str, after: &str) -> String {
+    let (before, after) = (before.trim_end(), after.trim_start());
+    if before.is_empty() {
+        after.to_owned()
+    } else {
+        format!("{before} {after}")
+    }
 }
 
 fn parse_colon_prefix(line: &str) -> Option<ParsedLine> {
