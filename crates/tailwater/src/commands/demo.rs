@@ -2,6 +2,7 @@
 //! under its own agent process, that log like GPU workers do. And the demo
 //! workers themselves (`tailwater demo-worker`, hidden).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -113,29 +114,31 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
         agents.push(agent);
     }
 
-    println!(
-        "tailwater demo is running: a server and {} workers under the agent",
-        WORKERS.len()
+    let banner = format!(
+        "tailwater demo is running: a server and {workers} workers under the agent
+
+  server  {url}
+  data    {data}
+  token   {token}
+
+try, in another terminal:
+  export TAILWATER_SERVER={url} TAILWATER_TOKEN={token}
+  tailwater logs --app sdxl-turbo -f             # live, across both runners
+  tailwater logs --app whisper-large             # a worker that crashed while importing
+  tailwater logs --app sdxl-turbo --level warn   # warnings and errors only
+  tailwater logs --request req-a100-1-0003       # one request
+  tailwater logs --stream system --json          # lifecycle events
+
+press Ctrl-C to stop
+",
+        workers = WORKERS.len(),
+        data = data.display(),
     );
-    println!();
-    println!("  server  {url}");
-    println!("  data    {}", data.display());
-    println!("  token   {token}");
-    println!();
-    println!("try, in another terminal:");
-    println!("  export TAILWATER_SERVER={url} TAILWATER_TOKEN={token}");
-    println!("  tailwater logs --app sdxl-turbo -f             # live, across both runners");
-    println!(
-        "  tailwater logs --app whisper-large             # a worker that crashed while importing"
-    );
-    println!("  tailwater logs --app sdxl-turbo --level warn   # warnings and errors only");
-    println!("  tailwater logs --request req-a100-1-0003       # one request");
-    println!("  tailwater logs --stream system --json          # lifecycle events");
-    println!();
-    println!("press Ctrl-C to stop");
+    // A closed stdout must not stop the demo before it stops its workers.
+    let _ = std::io::stdout().write_all(banner.as_bytes());
 
     tailwater_server::shutdown_signal().await;
-    println!("stopping the workers…");
+    let _ = std::io::stdout().write_all("stopping the workers…\n".as_bytes());
     for agent in &agents {
         if let Some(pid) = agent.id() {
             // SAFETY: kill(2) on a child we started; no memory effects.
