@@ -6,6 +6,7 @@ use base64::Engine;
 use jiff::Timestamp;
 
 use crate::record::{Level, LogRecord, Source, Stream};
+use crate::words::Phrase;
 
 /// Conditions a record must meet; every `None` matches all.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -18,8 +19,9 @@ pub struct Filter {
     pub stream: Option<Stream>,
     /// This level and the more severe ones.
     pub min_level: Option<Level>,
-    /// Contained in the message, ignoring ASCII case.
-    pub text: Option<String>,
+    /// Words standing together in the message, ignoring ASCII case (see
+    /// [`crate::words`]).
+    pub text: Option<Phrase>,
     /// Inclusive.
     pub since: Option<Timestamp>,
     /// Exclusive.
@@ -45,17 +47,9 @@ impl Filter {
             && self.until.is_none_or(|until| record.ts < until)
             && self
                 .text
-                .as_deref()
-                .is_none_or(|text| contains_ignore_ascii_case(&record.message, text))
+                .as_ref()
+                .is_none_or(|phrase| phrase.is_in(&record.message))
     }
-}
-
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 /// Order of a page: `Forward` is oldest first, `Backward` newest first.
@@ -178,7 +172,7 @@ mod tests {
             source: Some(Source::Run),
             stream: Some(Stream::Stdout),
             min_level: Some(Level::Warn),
-            text: Some("out of memory".into()),
+            text: Some(Phrase::new("out of memory")),
             since: Some("2026-11-20T10:00:00Z".parse().unwrap()),
             until: Some("2026-11-20T10:00:01Z".parse().unwrap()),
         };
@@ -198,7 +192,7 @@ mod tests {
                 ..filter.clone()
             },
             Filter {
-                text: Some("disk".into()),
+                text: Some(Phrase::new("disk")),
                 ..filter.clone()
             },
             Filter {

@@ -10,6 +10,7 @@
 //!   opaque [`Cursor`] that pages through them.
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
 //! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
+//! - [`words`]: what full-text search matches: whole words and phrases.
 //!
 //! ```
 //! use tailwater_model::{parse_line, Level};
@@ -25,7 +26,9 @@ pub mod parse;
 pub mod record;
 pub mod time;
 pub mod wire;
+pub mod words;
 
 pub use filter::{Cursor, Direction, Filter, Query};
 pub use parse::{parse_line, ParsedLine};
 pub use record::{Fields, Level, LogRecord, Source, Stream};
+pub use words::Phrase;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::filter::{Cursor, Direction, Filter, Query};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
+use crate::words::Phrase;
 
 /// Records one page holds when the request names no limit.
 pub const DEFAULT_PAGE_LIMIT: usize = 100;
@@ -124,7 +125,7 @@ impl LogsParams {
             source: parsed::<Source>(&self.source)?,
             stream: parsed::<Stream>(&self.stream)?,
             min_level: parsed::<Level>(&self.level)?,
-            text: non_empty(&self.text),
+            text: non_empty(&self.text).map(|text| Phrase::new(&text)),
             since: time(&self.since)?,
             until: time(&self.until)?,
         })

@@ -169,7 +169,7 @@ fn queries_filter_by_labels_level_text_and_time() {
     );
 
     let text = query(Filter {
-        text: Some("LINE 29 OF".into()),
+        text: Some(tailwater_model::Phrase::new("LINE 29 OF")),
         ..Filter::default()
     });
     assert_eq!(messages(&text), ["line 29 of r1", "line 29 of r2"]);

@@ -37,7 +37,8 @@ pub struct LogsArgs {
     /// This level and more severe: trace, debug, info, warn, error, fatal.
     #[arg(long)]
     level: Option<String>,
-    /// Only lines containing this text (ignoring case).
+    /// Only lines with these words, together and in this order (ignoring
+    /// case): `out of memory` finds "CUDA out-of-memory", not "memoryless".
     #[arg(long)]
     grep: Option<String>,
     /// From this time: RFC 3339, or a duration ago such as 15m. Shows every

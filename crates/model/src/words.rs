@@ -1,0 +1,147 @@
+//! Words: the unit of full-text search.
+//!
+//! A word is a maximal run of ASCII letters, digits and `_`, or of non-ASCII
+//! characters; everything else separates words. Text search finds a phrase
+//! when its words stand consecutively in a message, ignoring ASCII case:
+//! `out of memory` finds `CUDA out-of-memory`, `OutOfMemoryError` finds
+//! `torch.OutOfMemoryError: …`, and `memory` does not find `memoryless`.
+//! Because matches are whole words, a store can index words (in bloom
+//! filters) and skip whatever cannot match. For parts of words, use a regex.
+
+/// Whether `byte` belongs to a word.
+pub fn is_word_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || byte == b'_' || byte >= 0x80
+}
+
+/// The words of `text`, in order.
+pub fn words(text: &str) -> Words<'_> {
+    Words { rest: text }
+}
+
+#[derive(Clone, Debug)]
+pub struct Words<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let bytes = self.rest.as_bytes();
+        // Word boundaries are ASCII bytes, so slicing there stays on char
+        // boundaries.
+        let start = bytes.iter().position(|&b| is_word_byte(b))?;
+        let len = bytes[start..]
+            .iter()
+            .position(|&b| !is_word_byte(b))
+            .unwrap_or(bytes.len() - start);
+        let word = &self.rest[start..start + len];
+        self.rest = &self.rest[start + len..];
+        Some(word)
+    }
+}
+
+/// A phrase to find in messages, prepared once per query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Phrase {
+    /// As the user typed it.
+    pub text: String,
+    /// Its words, lowercased (ASCII).
+    pub words: Vec<String>,
+}
+
+impl Phrase {
+    pub fn new(text: &str) -> Phrase {
+        Phrase {
+            text: text.to_owned(),
+            words: words(text).map(|word| word.to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Whether the phrase's words stand consecutively in `message`. A phrase
+    /// with no words at all (`...`) is looked for as plain text instead.
+    pub fn is_in(&self, message: &str) -> bool {
+        let Some(first) = self.words.first() else {
+            return contains_ignore_ascii_case(message, &self.text);
+        };
+        let mut candidates = words(message);
+        loop {
+            let Some(word) = candidates.next() else {
+                return false;
+            };
+            if !word.eq_ignore_ascii_case(first) {
+                continue;
+            }
+            let mut following = candidates.clone();
+            if self.words[1..].iter().all(|wanted| {
+                following
+                    .next()
+                    .is_some_and(|word| word.eq_ignore_ascii_case(wanted))
+            }) {
+                return true;
+            }
+        }
+    }
+}
+
+fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
+    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_on_punctuation_and_keep_unicode() {
+        let found: Vec<_> =
+            words("torch.OutOfMemoryError: CUDA out-of-memory (2.50 GiB) für_dich ✓").collect();
+        assert_eq!(
+            found,
+            [
+                "torch",
+                "OutOfMemoryError",
+                "CUDA",
+                "out",
+                "of",
+                "memory",
+                "2",
+                "50",
+                "GiB",
+                "für_dich",
+                "✓"
+            ]
+        );
+        assert_eq!(words("  ...  ").count(), 0);
+    }
+
+    #[test]
+    fn phrases_match_whole_consecutive_words_ignoring_case() {
+        let message = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.50 GiB";
+        for hit in [
+            "out of memory",
+            "OUT OF MEMORY",
+            "outofmemoryerror",
+            "cuda",
+            "2.50 gib",
+            "memory. tried",
+        ] {
+            assert!(Phrase::new(hit).is_in(message), "{hit}");
+        }
+        for miss in ["memor", "of out", "out memory", "allocated", "tor"] {
+            assert!(!Phrase::new(miss).is_in(message), "{miss}");
+        }
+        // A repeated first word does not hide a later match.
+        assert!(Phrase::new("out of time").is_in("out of memory, out of time"));
+    }
+
+    #[test]
+    fn a_phrase_without_words_is_plain_text() {
+        assert!(Phrase::new("->").is_in("a -> b"));
+        assert!(!Phrase::new("->").is_in("a - b"));
+    }
+}
