@@ -128,7 +128,9 @@ impl FromStr for Stream {
 
 /// Which part of the platform produced a record: the worker itself (`run`),
 /// the request gateway in front of it, or the deployment machinery.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     #[default]

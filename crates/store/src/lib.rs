@@ -43,6 +43,7 @@
 //! ```
 
 mod memory;
+pub mod part;
 pub mod wal;
 
 use std::fs::{self, File};

@@ -1,0 +1,125 @@
+//! Reading a part: its footer at open, its blocks on demand.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tailwater_model::LogRecord;
+
+use super::{block, Footer, MAGIC, TRAILER_LEN};
+
+/// Bytes read from the end of a part at open, in the hope that the footer
+/// fits (it is read again, whole, when it does not).
+const TAIL_READ: u64 = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    #[error("cannot read part {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("part {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// An open part: its footer in memory, its file for block reads.
+pub struct Part {
+    path: PathBuf,
+    file: File,
+    pub footer: Footer,
+    pub file_len: u64,
+}
+
+impl Part {
+    pub fn open(path: &Path) -> Result<Part, PartError> {
+        let io_error = |source| PartError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let corrupt = |reason: &str| PartError::Corrupt {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let file = File::open(path).map_err(io_error)?;
+        let file_len = file.metadata().map_err(io_error)?.len();
+        if file_len < TRAILER_LEN as u64 {
+            return Err(corrupt("shorter than its trailer"));
+        }
+        let tail_len = file_len.min(TAIL_READ);
+        let mut tail = vec![0u8; tail_len as usize];
+        file.read_exact_at(&mut tail, file_len - tail_len)
+            .map_err(io_error)?;
+        let trailer = &tail[tail.len() - TRAILER_LEN..];
+        if &trailer[8..16] != MAGIC {
+            return Err(corrupt("no part trailer (magic) at its end"));
+        }
+        let footer_len = u32::from_le_bytes(trailer[0..4].try_into().unwrap()) as u64;
+        let footer_crc = u32::from_le_bytes(trailer[4..8].try_into().unwrap());
+        if footer_len + TRAILER_LEN as u64 > file_len {
+            return Err(corrupt("footer length beyond the file"));
+        }
+        let footer_bytes = if footer_len + TRAILER_LEN as u64 <= tail_len {
+            tail[tail.len() - TRAILER_LEN - footer_len as usize..tail.len() - TRAILER_LEN].to_vec()
+        } else {
+            let mut bytes = vec![0u8; footer_len as usize];
+            file.read_exact_at(&mut bytes, file_len - TRAILER_LEN as u64 - footer_len)
+                .map_err(io_error)?;
+            bytes
+        };
+        if crc32fast::hash(&footer_bytes) != footer_crc {
+            return Err(corrupt("footer checksum mismatch"));
+        }
+        let decoded = zstd::stream::decode_all(footer_bytes.as_slice())
+            .map_err(|_| corrupt("footer does not decompress"))?;
+        let footer: Footer =
+            postcard::from_bytes(&decoded).map_err(|_| corrupt("footer does not decode"))?;
+        let data_end = file_len - TRAILER_LEN as u64 - footer_len;
+        for block in &footer.blocks {
+            if block.offset + u64::from(block.len) > data_end
+                || block.stream as usize >= footer.streams.len()
+            {
+                return Err(corrupt("a block lies outside the part"));
+            }
+        }
+        Ok(Part {
+            path: path.to_owned(),
+            file,
+            footer,
+            file_len,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The records of block `index`, checksum verified.
+    pub fn read_block(&self, index: usize) -> Result<Vec<LogRecord>, PartError> {
+        let meta = &self.footer.blocks[index];
+        let mut compressed = vec![0u8; meta.len as usize];
+        self.file
+            .read_exact_at(&mut compressed, meta.offset)
+            .map_err(|source| PartError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        let corrupt = |reason: String| PartError::Corrupt {
+            path: self.path.clone(),
+            reason,
+        };
+        if crc32fast::hash(&compressed) != meta.crc32 {
+            return Err(corrupt(format!("block {index} checksum mismatch")));
+        }
+        let labels = &self.footer.streams[meta.stream as usize].labels;
+        block::decode(
+            &compressed,
+            meta.raw_len as usize,
+            &self.footer.tenant,
+            labels,
+        )
+        .map_err(|reason| corrupt(format!("block {index}: {reason}")))
+    }
+}

@@ -1,0 +1,159 @@
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+
+use jiff::Timestamp;
+use tailwater_model::{Level, LogRecord, Source, Stream};
+
+use super::reader::{Part, PartError};
+use super::writer::{write_part, BLOCK_MAX_RECORDS};
+
+fn record(id: u64, runner: &str, seq: u64, message: &str) -> LogRecord {
+    LogRecord {
+        id,
+        ts: Timestamp::from_nanosecond(1_763_600_000_000_000_000 + i128::from(id) * 1_000).unwrap(),
+        tenant: "acme".into(),
+        app: "sdxl".into(),
+        version: "v1".into(),
+        runner: runner.into(),
+        boot: "b1".into(),
+        seq,
+        source: Source::Run,
+        stream: if id.is_multiple_of(3) {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        },
+        level: if id.is_multiple_of(10) {
+            Level::Error
+        } else {
+            Level::Info
+        },
+        request_id: (id.is_multiple_of(4)).then(|| format!("req-{}", id % 8)),
+        message: message.into(),
+        fields: if id.is_multiple_of(5) {
+            serde_json::json!({"gpu": id % 2})
+                .as_object()
+                .unwrap()
+                .clone()
+        } else {
+            Default::default()
+        },
+        invalid_utf8: id == 7,
+    }
+}
+
+fn sample() -> Vec<LogRecord> {
+    (1..=20_000)
+        .map(|id| {
+            let runner = if id.is_multiple_of(2) {
+                "r-even"
+            } else {
+                "r-odd"
+            };
+            record(id, runner, id / 2, &format!("step {id} loss {}", id % 97))
+        })
+        .collect()
+}
+
+fn read_everything(part: &Part) -> Vec<LogRecord> {
+    let mut records: Vec<LogRecord> = (0..part.footer.blocks.len())
+        .flat_map(|block| part.read_block(block).unwrap())
+        .collect();
+    records.sort_by_key(|r| r.id);
+    records
+}
+
+#[test]
+fn a_part_gives_back_exactly_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = sample();
+    let (path, footer) = write_part(dir.path(), "p1", "acme", &records).unwrap();
+    assert!(
+        !dir.path().join("p1.tmp").exists(),
+        "the temporary file was renamed"
+    );
+    let part = Part::open(&path).unwrap();
+    assert_eq!(part.footer, footer);
+    assert_eq!(read_everything(&part), records);
+    assert_eq!(
+        (footer.min_id, footer.max_id, footer.records),
+        (1, 20_000, 20_000)
+    );
+    assert_eq!(footer.streams.len(), 2);
+    assert!(footer.blocks.len() >= 20_000 / BLOCK_MAX_RECORDS);
+    // Each block holds one stream, in time order.
+    for block in 0..footer.blocks.len() {
+        let records = part.read_block(block).unwrap();
+        assert!(records
+            .windows(2)
+            .all(|w| w[0].ts <= w[1].ts && w[0].runner == w[1].runner));
+    }
+}
+
+#[test]
+fn the_footer_indexes_requests_words_levels_and_sequences() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_part(dir.path(), "p1", "acme", &sample()).unwrap();
+    let part = Part::open(&path).unwrap();
+    let footer = &part.footer;
+
+    let blocks = footer.request_blocks("req-4");
+    assert!(!blocks.is_empty());
+    for (block, meta) in footer.blocks.iter().enumerate() {
+        let holds = part
+            .read_block(block)
+            .unwrap()
+            .iter()
+            .any(|r| r.request_id.as_deref() == Some("req-4"));
+        assert_eq!(holds, blocks.contains(&(block as u32)), "block {block}");
+        assert!(meta.words.may_contain("loss"));
+        assert_eq!(
+            meta.levels & (1 << Level::Error as u8) != 0,
+            part.read_block(block)
+                .unwrap()
+                .iter()
+                .any(|r| r.level == Level::Error)
+        );
+    }
+    assert!(footer.request_blocks("req-404").is_empty());
+    assert!(
+        footer
+            .blocks
+            .iter()
+            .all(|b| !b.words.may_contain("missingword")),
+        "no false positive for this word"
+    );
+    let even = footer
+        .streams
+        .iter()
+        .find(|s| s.labels.runner == "r-even")
+        .unwrap();
+    assert_eq!(even.seq_ranges, [(1, 10_000)]);
+}
+
+#[test]
+fn damage_is_reported_not_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, footer) = write_part(dir.path(), "p1", "acme", &sample()).unwrap();
+
+    // A flipped byte inside a block: that block fails, the part still opens.
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let target = footer.blocks[1].offset + 10;
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, target).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], target).unwrap();
+    let part = Part::open(&path).unwrap();
+    assert!(part.read_block(0).is_ok());
+    assert!(
+        matches!(part.read_block(1), Err(PartError::Corrupt { reason, .. }) if reason.contains("checksum"))
+    );
+
+    // A cut-off part does not open.
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 5).unwrap();
+    assert!(matches!(Part::open(&path), Err(PartError::Corrupt { .. })));
+}
