@@ -43,7 +43,7 @@ fn record(id: u64, runner: &str, seq: u64, message: &str) -> LogRecord {
 }
 
 fn sample() -> Vec<LogRecord> {
-    (1..=20_000)
+    (1..=20_000u64)
         .map(|id| {
             let runner = if id.is_multiple_of(2) {
                 "r-even"
