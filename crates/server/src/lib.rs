@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tailwater_store::{Durability, Store, StoreOptions};
+use tailwater_store::{Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -36,7 +36,8 @@ pub struct ServerConfig {
     /// Ensures this token exists as an admin token (for automation) instead
     /// of generating a random one on first start.
     pub bootstrap_token: Option<String>,
-    pub durability: Durability,
+    /// Durability and memtable limits of the embedded store.
+    pub store: StoreOptions,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
 }
@@ -47,7 +48,7 @@ impl ServerConfig {
             data_dir,
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             bootstrap_token: None,
-            durability: Durability::default(),
+            store: StoreOptions::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
@@ -96,9 +97,7 @@ impl RunningServer {
 /// Opens the data directory, binds, and serves in the background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let store_dir = config.data_dir.join("store");
-    let options = StoreOptions {
-        durability: config.durability,
-    };
+    let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
     let (auth, new_admin_token) = Auth::open(
         &config.data_dir.join("auth"),
@@ -113,6 +112,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_batch_bytes: config.max_batch_bytes,
     };
     let stopping = state.stopping.clone();
+    spawn_store_upkeep(state.store.clone(), state.stopping.subscribe());
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -140,6 +140,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: Some(shutdown),
         task,
     })
+}
+
+/// How often the store's upkeep (flushing an old memtable) runs.
+const STORE_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn spawn_store_upkeep(store: Arc<Store>, mut stopping: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(STORE_UPKEEP_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stopping.wait_for(|stopping| *stopping) => return,
+            }
+            let store = store.clone();
+            match tokio::task::spawn_blocking(move || store.maintain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "store upkeep failed; will retry"),
+                Err(error) => tracing::error!(%error, "store upkeep panicked"),
+            }
+        }
+    });
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

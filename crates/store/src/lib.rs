@@ -5,11 +5,21 @@
 //! order with an opaque cursor, and [`Store::read_after`] the records ingested
 //! after a given id, which is how live tail follows and resumes.
 //!
-//! Every appended batch is first written to the write-ahead log ([`wal`]) and,
-//! by default, fsynced before `append` returns, so an acknowledged record
-//! survives a crash. This first engine keeps its index in memory and rebuilds
-//! it from the log on open; the on-disk engine with parts, blocks and bloom
-//! filters replaces the inside without changing this API.
+//! Inside, data flows one way:
+//!
+//! - every appended batch is written to the write-ahead log ([`wal`]) and, by
+//!   default, fsynced before `append` returns, so an acknowledged record
+//!   survives kill -9 and power loss;
+//! - it then sits in the memtable ([`memtable`]), readable at once;
+//! - when the memtable is large or old enough, it is flushed into immutable
+//!   parts ([`part`]), one per tenant and day, and the log it came from is
+//!   deleted;
+//! - queries ([`query`]) merge the memtable with the part blocks their
+//!   footers cannot rule out.
+//!
+//! On open, parts are loaded (a damaged one is moved to `quarantine/` and
+//! reported, never fatal) and the log is replayed into the memtable; a torn
+//! log tail is cut off and reported.
 //!
 //! ```
 //! use tailwater_model::wire::{IngestBatch, IngestRecord};
@@ -42,18 +52,23 @@
 //! assert_eq!(page.records[0].message, "model loaded");
 //! ```
 
-mod memory;
+mod dedup;
+mod memtable;
 pub mod part;
+mod query;
 pub mod wal;
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 use tailwater_model::{Cursor, Filter, LogRecord, Query};
 
-use crate::memory::MemoryIndex;
+use crate::dedup::Dedup;
+use crate::memtable::Memtable;
+use crate::part::reader::Part;
 use crate::wal::{WalReader, WalWriter};
 
 /// When an append reaches the disk.
@@ -68,9 +83,28 @@ pub enum Durability {
     Buffered,
 }
 
-#[derive(Clone, Debug, Default)]
+/// Memtable size that triggers a flush into parts, unless configured
+/// otherwise (estimated memory, not message bytes).
+pub const DEFAULT_MEMTABLE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Age of the oldest memtable record that triggers a flush on
+/// [`Store::maintain`], unless configured otherwise.
+pub const DEFAULT_MEMTABLE_MAX_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub durability: Durability,
+    pub memtable_max_bytes: usize,
+    pub memtable_max_age: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::default(),
+            memtable_max_bytes: DEFAULT_MEMTABLE_MAX_BYTES,
+            memtable_max_age: DEFAULT_MEMTABLE_MAX_AGE,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,23 +141,32 @@ pub struct Page {
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
 /// `&self`.
 pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
     state: RwLock<State>,
     _lock: File,
 }
 
 struct State {
     wal: WalWriter,
-    index: MemoryIndex,
+    wal_segment: u64,
+    memtable: Memtable,
+    parts: Vec<Arc<Part>>,
+    dedup: Dedup,
+    last_id: u64,
+    next_part: u64,
 }
 
-const WAL_FILE: &str = "wal-000001.log";
 const LOCK_FILE: &str = "LOCK";
+const WAL_DIR: &str = "wal";
+const PARTS_DIR: &str = "parts";
+const QUARANTINE_DIR: &str = "quarantine";
 
 impl Store {
-    /// Opens (or creates) the store in `dir`, replaying its write-ahead log.
-    /// A torn tail left by a crash is cut off and reported in the log output.
+    /// Opens (or creates) the store in `dir`: loads its parts and replays its
+    /// write-ahead log.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
-        fs::create_dir_all(dir).map_err(StoreError::io(dir))?;
+        fs::create_dir_all(dir.join(WAL_DIR)).map_err(StoreError::io(dir))?;
         let lock_path = dir.join(LOCK_FILE);
         let lock = File::create(&lock_path).map_err(StoreError::io(&lock_path))?;
         if lock.try_lock().is_err() {
@@ -132,31 +175,91 @@ impl Store {
             });
         }
 
-        let wal_path = dir.join(WAL_FILE);
-        let mut index = MemoryIndex::default();
-        let recovered = WalReader::recover(&wal_path, |payload| {
-            match serde_json::from_slice::<Vec<LogRecord>>(payload) {
-                Ok(records) => {
-                    index.insert_all(records);
-                    true
+        let parts = load_parts(dir)?;
+        let mut dedup = Dedup::default();
+        let mut last_id = 0;
+        let mut next_part = 1;
+        for part in &parts {
+            for stream in &part.footer.streams {
+                for (start, end) in &stream.seq_ranges {
+                    dedup.insert_range(
+                        &part.footer.tenant,
+                        &stream.labels.runner,
+                        &stream.labels.boot,
+                        *start,
+                        *end,
+                    );
                 }
-                Err(_) => false,
             }
-        })
-        .map_err(StoreError::io(&wal_path))?;
-        if recovered.discarded_bytes > 0 {
-            tracing::warn!(
-                path = %wal_path.display(),
-                discarded_bytes = recovered.discarded_bytes,
-                kept_batches = recovered.batches,
-                "write-ahead log had a torn or corrupt tail (an unacknowledged write cut short by a crash): truncated it"
-            );
+            last_id = last_id.max(part.footer.max_id);
+            next_part = next_part.max(part_number(part.path()).unwrap_or(0) + 1);
         }
-        tracing::info!(records = index.last_id(), path = %dir.display(), "store opened");
-        let wal = WalWriter::open(&wal_path, recovered.valid_len, options.durability)
+
+        let mut memtable = Memtable::default();
+        let segments = wal_segments(dir)?;
+        let mut last_segment = 0;
+        for (number, path) in &segments {
+            let recovered = WalReader::recover(path, |payload| {
+                match serde_json::from_slice::<Vec<LogRecord>>(payload) {
+                    Ok(records) => {
+                        for record in records {
+                            last_id = last_id.max(record.id);
+                            // Already flushed into a part before a crash cut the
+                            // log's deletion short.
+                            if dedup.contains(
+                                &record.tenant,
+                                &record.runner,
+                                &record.boot,
+                                record.seq,
+                            ) {
+                                continue;
+                            }
+                            dedup.insert(&record.tenant, &record.runner, &record.boot, record.seq);
+                            memtable.insert(record);
+                        }
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+            .map_err(StoreError::io(path))?;
+            if recovered.discarded_bytes > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    discarded_bytes = recovered.discarded_bytes,
+                    kept_batches = recovered.batches,
+                    "write-ahead log had a torn or corrupt tail (a write cut short by a crash, never acknowledged): truncated it"
+                );
+                // Cut it now, so the segment is whole if appended to.
+                WalWriter::open(path, recovered.valid_len, options.durability)
+                    .map_err(StoreError::io(path))?;
+            }
+            last_segment = *number;
+        }
+        let wal_segment = last_segment.max(1);
+        let wal_path = wal_path(dir, wal_segment);
+        let valid_len = fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+        let wal = WalWriter::open(&wal_path, valid_len, options.durability)
             .map_err(StoreError::io(&wal_path))?;
+        tracing::info!(
+            path = %dir.display(),
+            parts = parts.len(),
+            memtable_records = memtable.len(),
+            last_id,
+            "store opened"
+        );
         Ok(Store {
-            state: RwLock::new(State { wal, index }),
+            dir: dir.to_owned(),
+            options,
+            state: RwLock::new(State {
+                wal,
+                wal_segment,
+                memtable,
+                parts,
+                dedup,
+                last_id,
+                next_part,
+            }),
             _lock: lock,
         })
     }
@@ -166,8 +269,35 @@ impl Store {
     /// may retry a batch it is unsure about.
     pub fn append(&self, tenant: &str, batch: &IngestBatch) -> Result<IngestResponse, StoreError> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
-        let State { wal, index } = &mut *state;
-        let fresh = index.assign_fresh(tenant, batch);
+        let mut fresh = Vec::new();
+        for record in &batch.records {
+            if state
+                .dedup
+                .contains(tenant, &batch.runner, &batch.boot, record.seq)
+            {
+                continue;
+            }
+            state
+                .dedup
+                .insert(tenant, &batch.runner, &batch.boot, record.seq);
+            fresh.push(LogRecord {
+                id: state.last_id + 1 + fresh.len() as u64,
+                ts: record.ts,
+                tenant: tenant.to_owned(),
+                app: batch.app.clone(),
+                version: batch.version.clone(),
+                runner: batch.runner.clone(),
+                boot: batch.boot.clone(),
+                seq: record.seq,
+                source: batch.source,
+                stream: record.stream,
+                level: record.level,
+                request_id: record.request_id.clone(),
+                message: record.message.clone(),
+                fields: record.fields.clone(),
+                invalid_utf8: record.invalid_utf8,
+            });
+        }
         let response = IngestResponse {
             accepted: fresh.len(),
             duplicates: batch.records.len() - fresh.len(),
@@ -176,18 +306,34 @@ impl Store {
             return Ok(response);
         }
         let payload = serde_json::to_vec(&fresh).expect("records serialize to json");
-        if let Err(error) = wal.append(&payload) {
-            index.forget_unwritten(&fresh);
-            return Err(StoreError::io(wal.path())(error));
+        if let Err(error) = state.wal.append(&payload) {
+            for record in &fresh {
+                state
+                    .dedup
+                    .remove(tenant, &record.runner, &record.boot, record.seq);
+            }
+            return Err(StoreError::io(state.wal.path())(error));
         }
-        index.insert_all(fresh);
+        state.last_id += fresh.len() as u64;
+        for record in fresh {
+            state.memtable.insert(record);
+        }
+        if state.memtable.bytes() >= self.options.memtable_max_bytes {
+            self.flush_locked(&mut state)?;
+        }
         Ok(response)
     }
 
     /// One page of `tenant`'s records matching the query, in time order.
     pub fn query(&self, tenant: &str, query: &Query) -> Result<Page, StoreError> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        Ok(state.index.query(tenant, query))
+        Ok(query::page(
+            tenant,
+            query,
+            &state.memtable,
+            &state.parts,
+            state.last_id,
+        ))
     }
 
     /// Up to `limit` of `tenant`'s records matching `filter` whose id is above
@@ -200,13 +346,187 @@ impl Store {
         limit: usize,
     ) -> Vec<LogRecord> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state.index.read_after(tenant, filter, after_id, limit)
+        query::after_id(
+            tenant,
+            filter,
+            after_id,
+            limit,
+            &state.memtable,
+            &state.parts,
+        )
     }
 
     /// The id of the newest stored record (0 when empty).
     pub fn last_id(&self) -> u64 {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        state.index.last_id()
+        self.state.read().unwrap_or_else(|e| e.into_inner()).last_id
+    }
+
+    /// Background upkeep, for a timer to call: flushes a memtable older than
+    /// its maximum age.
+    pub fn maintain(&self) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if !state.memtable.is_empty() && state.memtable.age() >= self.options.memtable_max_age {
+            self.flush_locked(&mut state)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the memtable into parts now.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        self.flush_locked(&mut state)
+    }
+
+    /// Memtable → parts (one per tenant and day), then a fresh log segment
+    /// and the old one deleted. A crash anywhere in between loses nothing:
+    /// until the old log is gone, replay restores what is not in a part.
+    fn flush_locked(&self, state: &mut State) -> Result<(), StoreError> {
+        if state.memtable.is_empty() {
+            return Ok(());
+        }
+        let records = state.memtable.take();
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<LogRecord>> =
+            Default::default();
+        for record in records {
+            let day = record.ts.strftime("%Y-%m-%d").to_string();
+            groups
+                .entry((record.tenant.clone(), day))
+                .or_default()
+                .push(record);
+        }
+        let started = std::time::Instant::now();
+        let mut flushed = 0;
+        let groups: Vec<((String, String), Vec<LogRecord>)> = groups.into_iter().collect();
+        for (index, ((tenant, day), records)) in groups.iter().enumerate() {
+            let dir = self.dir.join(PARTS_DIR).join(dir_name(tenant)).join(day);
+            let name = format!("{:012}", state.next_part);
+            let written =
+                part::writer::write_part(&dir, &name, tenant, records).and_then(|(path, _)| {
+                    Part::open(&path).map_err(|error| std::io::Error::other(error.to_string()))
+                });
+            match written {
+                Ok(part) => {
+                    state.next_part += 1;
+                    flushed += records.len();
+                    state.parts.push(Arc::new(part));
+                }
+                Err(error) => {
+                    // What is not in a part goes back to the memtable; the
+                    // log, not rotated, still holds all of it.
+                    for (_, records) in &groups[index..] {
+                        for record in records {
+                            state.memtable.insert(record.clone());
+                        }
+                    }
+                    return Err(StoreError::io(&dir)(error));
+                }
+            }
+        }
+        let old_segment = state.wal_segment;
+        let new_path = wal_path(&self.dir, old_segment + 1);
+        state.wal = WalWriter::open(&new_path, 0, self.options.durability)
+            .map_err(StoreError::io(&new_path))?;
+        state.wal_segment = old_segment + 1;
+        for (number, path) in wal_segments(&self.dir)? {
+            if number <= old_segment {
+                fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+        tracing::info!(
+            records = flushed,
+            parts = groups.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "memtable flushed into parts"
+        );
+        Ok(())
+    }
+}
+
+fn wal_path(dir: &Path, segment: u64) -> PathBuf {
+    dir.join(WAL_DIR).join(format!("{segment:012}.log"))
+}
+
+/// The log segments, oldest first.
+fn wal_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let wal_dir = dir.join(WAL_DIR);
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(&wal_dir).map_err(StoreError::io(&wal_dir))? {
+        let path = entry.map_err(StoreError::io(&wal_dir))?.path();
+        let number = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .and_then(|stem| stem.parse::<u64>().ok());
+        if let (Some(number), Some("log")) = (number, path.extension().and_then(|e| e.to_str())) {
+            segments.push((number, path));
+        }
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+fn part_number(path: &Path) -> Option<u64> {
+    path.file_stem()?.to_str()?.parse().ok()
+}
+
+/// Every part under `parts/`. A part that does not open is moved to
+/// `quarantine/` and reported; the others load.
+fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
+    let mut paths = Vec::new();
+    let mut stack = vec![dir.join(PARTS_DIR)];
+    while let Some(folder) = stack.pop() {
+        let entries = match fs::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(StoreError::io(&folder)(error)),
+        };
+        for entry in entries {
+            let path = entry.map_err(StoreError::io(&folder))?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some(part::EXTENSION) {
+                paths.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some("tmp") {
+                // A part whose write a crash interrupted: its records are
+                // still in the log.
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+    paths.sort_by_key(|path| part_number(path));
+    let mut parts = Vec::new();
+    for path in paths {
+        match Part::open(&path) {
+            Ok(part) => parts.push(Arc::new(part)),
+            Err(error) => {
+                let quarantine = dir.join(QUARANTINE_DIR);
+                let moved_to = quarantine.join(path.file_name().expect("a part file has a name"));
+                let moved =
+                    fs::create_dir_all(&quarantine).and_then(|()| fs::rename(&path, &moved_to));
+                tracing::error!(%error, quarantined = %moved_to.display(), moved = moved.is_ok(), "a part could not be opened: moved aside, the other parts are served");
+            }
+        }
+    }
+    Ok(parts)
+}
+
+/// A tenant's folder name: the name itself when it is plain, else an
+/// encoding that cannot escape the parts folder.
+fn dir_name(tenant: &str) -> String {
+    let plain = !tenant.is_empty()
+        && tenant.len() <= 64
+        && tenant
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if plain {
+        tenant.to_owned()
+    } else {
+        format!(
+            "x-{}",
+            tenant
+                .bytes()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
     }
 }
 

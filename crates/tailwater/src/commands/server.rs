@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// server crash only).
     #[arg(long, value_enum, default_value = "sync")]
     durability: DurabilityArg,
+    /// Memory for recent records before they are written into compressed
+    /// parts, in bytes.
+    #[arg(long, default_value_t = tailwater_store::DEFAULT_MEMTABLE_MAX_BYTES)]
+    memtable_max_bytes: usize,
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
@@ -40,7 +44,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
-    config.durability = match args.durability {
+    config.store.memtable_max_bytes = args.memtable_max_bytes;
+    config.store.durability = match args.durability {
         DurabilityArg::Sync => Durability::SyncEachBatch,
         DurabilityArg::Buffered => Durability::Buffered,
     };

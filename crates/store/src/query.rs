@@ -1,0 +1,353 @@
+//! Query execution: one ordered page from the memtable and the parts.
+//!
+//! Candidate blocks are chosen from part footers alone (tenant, labels, time,
+//! levels, output streams, request index, word filters). They are opened
+//! lazily, in order of their first possible record, and merged with the
+//! memtable through a heap, so a page reads only the blocks it needs and
+//! memory stays bounded by the blocks that overlap in time.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use tailwater_model::filter::timestamp_ns;
+use tailwater_model::{Cursor, Direction, Filter, LogRecord, Query};
+
+use crate::memtable::Memtable;
+use crate::part::block::{level_code, stream_code};
+use crate::part::reader::Part;
+use crate::part::{BlockMeta, Footer};
+use crate::Page;
+
+/// The time bounds of a query, with its cursor applied.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    pub lower: Bound<Cursor>,
+    pub upper: Bound<Cursor>,
+}
+
+impl Bounds {
+    pub fn of(query: &Query) -> Bounds {
+        let filter = &query.filter;
+        let mut lower = filter
+            .since
+            .map(|since| {
+                Bound::Included(Cursor {
+                    ts_ns: timestamp_ns(since),
+                    id: 0,
+                })
+            })
+            .unwrap_or(Bound::Unbounded);
+        let mut upper = filter
+            .until
+            .map(|until| {
+                Bound::Excluded(Cursor {
+                    ts_ns: timestamp_ns(until),
+                    id: 0,
+                })
+            })
+            .unwrap_or(Bound::Unbounded);
+        match (query.direction, query.cursor) {
+            (Direction::Forward, Some(cursor)) => lower = tighter_lower(lower, cursor),
+            (Direction::Backward, Some(cursor)) => upper = tighter_upper(upper, cursor),
+            (_, None) => {}
+        }
+        Bounds { lower, upper }
+    }
+
+    /// `BTreeSet::range` panics on an inverted range; it is an empty page.
+    pub fn is_empty(&self) -> bool {
+        match (&self.lower, &self.upper) {
+            (Bound::Included(start), Bound::Included(end)) => start > end,
+            (
+                Bound::Included(start) | Bound::Excluded(start),
+                Bound::Included(end) | Bound::Excluded(end),
+            ) => start >= end,
+            _ => false,
+        }
+    }
+
+    fn contains(&self, position: &Cursor) -> bool {
+        let above = match &self.lower {
+            Bound::Included(start) => position >= start,
+            Bound::Excluded(start) => position > start,
+            Bound::Unbounded => true,
+        };
+        let below = match &self.upper {
+            Bound::Included(end) => position <= end,
+            Bound::Excluded(end) => position < end,
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
+    /// Whether records with times in `min_ts..=max_ts` may fall within.
+    fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
+        let above = match &self.lower {
+            Bound::Included(start) | Bound::Excluded(start) => max_ts >= start.ts_ns,
+            Bound::Unbounded => true,
+        };
+        let below = match &self.upper {
+            Bound::Included(end) | Bound::Excluded(end) => min_ts <= end.ts_ns,
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+}
+
+fn tighter_lower(bound: Bound<Cursor>, cursor: Cursor) -> Bound<Cursor> {
+    match bound {
+        Bound::Included(start) | Bound::Excluded(start) if start > cursor => bound,
+        _ => Bound::Excluded(cursor),
+    }
+}
+
+fn tighter_upper(bound: Bound<Cursor>, cursor: Cursor) -> Bound<Cursor> {
+    match bound {
+        Bound::Included(end) | Bound::Excluded(end) if end <= cursor => bound,
+        _ => Bound::Excluded(cursor),
+    }
+}
+
+/// Whether a block may hold a record of `tenant` matching `filter`, judged
+/// from the footer alone.
+pub(crate) fn block_may_match(footer: &Footer, block: &BlockMeta, filter: &Filter) -> bool {
+    let labels = &footer.streams[block.stream as usize].labels;
+    let same = |wanted: &Option<String>, actual: &str| {
+        wanted.as_deref().is_none_or(|wanted| wanted == actual)
+    };
+    same(&filter.app, &labels.app)
+        && same(&filter.version, &labels.version)
+        && same(&filter.runner, &labels.runner)
+        && filter.source.is_none_or(|source| source == labels.source)
+        && filter
+            .min_level
+            .is_none_or(|level| block.levels >> level_code(level) != 0)
+        && filter
+            .stream
+            .is_none_or(|stream| block.outputs & (1 << stream_code(stream)) != 0)
+        && filter.text.as_ref().is_none_or(|phrase| {
+            phrase
+                .words
+                .iter()
+                .all(|word| block.words.may_contain(word))
+        })
+}
+
+/// The blocks of `part` that may hold matches, as indexes.
+pub(crate) fn candidate_blocks<'p>(
+    part: &'p Part,
+    tenant: &str,
+    filter: &'p Filter,
+) -> Box<dyn Iterator<Item = usize> + 'p> {
+    let footer = &part.footer;
+    if footer.tenant != tenant {
+        return Box::new(std::iter::empty());
+    }
+    let matching = move |index: &usize| block_may_match(footer, &footer.blocks[*index], filter);
+    match &filter.request_id {
+        Some(request_id) => Box::new(
+            footer
+                .request_blocks(request_id)
+                .iter()
+                .map(|index| *index as usize)
+                .filter(matching),
+        ),
+        None => Box::new((0..footer.blocks.len()).filter(matching)),
+    }
+}
+
+/// Reads a block, or logs why it could not and yields nothing: one damaged
+/// block never fails a whole query.
+pub(crate) fn read_block_or_report(part: &Part, index: usize) -> Vec<LogRecord> {
+    part.read_block(index).unwrap_or_else(|error| {
+        tracing::error!(%error, "skipping an unreadable block");
+        Vec::new()
+    })
+}
+
+struct Pending<'p> {
+    part: &'p Part,
+    block: usize,
+    /// Where its first record may lie in the page's order.
+    edge_ts: i64,
+}
+
+struct Head {
+    position: Cursor,
+    backward: bool,
+    source: usize,
+    record: LogRecord,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Head {}
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head {
+    /// The heap pops its greatest: the next record in the page's order.
+    fn cmp(&self, other: &Self) -> Ordering {
+        let order = self.position.cmp(&other.position);
+        if self.backward {
+            order
+        } else {
+            order.reverse()
+        }
+    }
+}
+
+/// One page of `tenant`'s records matching `query`.
+pub(crate) fn page(
+    tenant: &str,
+    query: &Query,
+    memtable: &Memtable,
+    parts: &[Arc<Part>],
+    as_of: u64,
+) -> Page {
+    let bounds = Bounds::of(query);
+    if bounds.is_empty() {
+        return Page {
+            as_of,
+            ..Page::default()
+        };
+    }
+    let backward = query.direction == Direction::Backward;
+    let filter = &query.filter;
+    let wanted = |record: &LogRecord| record.tenant == tenant && filter.matches(record);
+
+    let mut pending: Vec<Pending> = parts
+        .iter()
+        .filter(|part| {
+            part.footer.tenant == tenant && bounds.overlaps(part.footer.min_ts, part.footer.max_ts)
+        })
+        .flat_map(|part| {
+            candidate_blocks(part, tenant, filter).filter_map(|block| {
+                let meta = &part.footer.blocks[block];
+                bounds
+                    .overlaps(meta.min_ts, meta.max_ts)
+                    .then_some(Pending {
+                        part,
+                        block,
+                        edge_ts: if backward { meta.max_ts } else { meta.min_ts },
+                    })
+            })
+        })
+        .collect();
+    // Opened from the back of the vector: the block whose records come first.
+    if backward {
+        pending.sort_by_key(|p| p.edge_ts);
+    } else {
+        pending.sort_by_key(|p| std::cmp::Reverse(p.edge_ts));
+    }
+
+    let mut sources: Vec<Box<dyn Iterator<Item = LogRecord> + '_>> = Vec::new();
+    let mut heap = BinaryHeap::new();
+    let push_next = |heap: &mut BinaryHeap<Head>,
+                     sources: &mut Vec<Box<dyn Iterator<Item = LogRecord> + '_>>,
+                     source: usize| {
+        if let Some(record) = sources[source].next() {
+            heap.push(Head {
+                position: Cursor::of(&record),
+                backward,
+                source,
+                record,
+            });
+        }
+    };
+    sources.push(Box::new(
+        memtable
+            .in_time_range(bounds.lower, bounds.upper, backward)
+            .filter(|record| wanted(record))
+            .cloned(),
+    ));
+    push_next(&mut heap, &mut sources, 0);
+
+    let mut records = Vec::with_capacity(query.limit.min(1024) + 1);
+    while records.len() <= query.limit {
+        // Open every block whose first record could come before the head.
+        while let Some(next) = pending.last() {
+            let could_come_first = match heap.peek() {
+                None => true,
+                Some(head) if backward => next.edge_ts >= head.position.ts_ns,
+                Some(head) => next.edge_ts <= head.position.ts_ns,
+            };
+            if !could_come_first {
+                break;
+            }
+            let next = pending.pop().expect("peeked");
+            let mut block_records: Vec<LogRecord> = read_block_or_report(next.part, next.block)
+                .into_iter()
+                .filter(|record| bounds.contains(&Cursor::of(record)) && wanted(record))
+                .collect();
+            if backward {
+                block_records.reverse();
+            }
+            sources.push(Box::new(block_records.into_iter()));
+            let source = sources.len() - 1;
+            push_next(&mut heap, &mut sources, source);
+        }
+        let Some(head) = heap.pop() else { break };
+        push_next(&mut heap, &mut sources, head.source);
+        records.push(head.record);
+    }
+    let next = if records.len() > query.limit {
+        records.truncate(query.limit);
+        records.last().map(Cursor::of)
+    } else {
+        None
+    };
+    Page {
+        records,
+        next,
+        as_of,
+    }
+}
+
+/// Up to `limit` of `tenant`'s records matching `filter` with ids above
+/// `after`, in id order.
+pub(crate) fn after_id(
+    tenant: &str,
+    filter: &Filter,
+    after: u64,
+    limit: usize,
+    memtable: &Memtable,
+    parts: &[Arc<Part>],
+) -> Vec<LogRecord> {
+    let wanted =
+        |record: &LogRecord| record.id > after && record.tenant == tenant && filter.matches(record);
+    let mut records: Vec<LogRecord> = Vec::new();
+    let memtable_covers_all = memtable.min_id().is_some_and(|min| min <= after + 1)
+        || parts.iter().all(|p| p.footer.max_id <= after);
+    if !memtable_covers_all {
+        for part in parts.iter().filter(|part| part.footer.max_id > after) {
+            for block in candidate_blocks(part, tenant, filter) {
+                if part.footer.blocks[block].max_id > after {
+                    records.extend(
+                        read_block_or_report(part, block)
+                            .into_iter()
+                            .filter(|record| wanted(record)),
+                    );
+                }
+            }
+        }
+        records.sort_by_key(|record| record.id);
+        records.truncate(limit);
+    }
+    let room = limit - records.len();
+    records.extend(
+        memtable
+            .after_id(after)
+            .filter(|record| wanted(record))
+            .take(room)
+            .cloned(),
+    );
+    records
+}
