@@ -137,3 +137,67 @@ fn the_first_start_prints_a_new_admin_token_once() {
             .contains(token)
     );
 }
+
+/// kill -9 of the server while clients are ingesting: every batch it
+/// acknowledged is there after a restart, exactly once.
+#[test]
+fn kill_9_during_ingest_keeps_every_acknowledged_record_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = TestServer::start_on(port, &data);
+    let writer = std::thread::spawn(move || {
+        let mut acknowledged = Vec::new();
+        for start in (0u64..).step_by(20) {
+            let (status, _) = http(
+                "POST",
+                port,
+                "/v1/ingest",
+                Some(TOKEN),
+                Some(&batch(start..start + 20)),
+            );
+            if status != 200 {
+                break; // the server is gone
+            }
+            acknowledged.push(start);
+        }
+        acknowledged
+    });
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    server.kill_9();
+    let acknowledged = writer.join().unwrap();
+    assert!(
+        acknowledged.len() > 5,
+        "the writer got going before the kill"
+    );
+
+    let server = TestServer::start_on(port, &data);
+    let output = server
+        .command(&[
+            "logs",
+            "--json",
+            "--app",
+            "api",
+            "--since",
+            "2000-01-01T00:00:00Z",
+        ])
+        .output()
+        .unwrap();
+    let records = json_lines(&output.stdout);
+    let mut seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    let unique = {
+        let mut unique = seqs.clone();
+        unique.dedup();
+        unique
+    };
+    assert_eq!(unique.len(), seqs.len(), "no record twice");
+    for start in acknowledged {
+        for seq in start..start + 20 {
+            assert!(
+                seqs.binary_search(&seq).is_ok(),
+                "acknowledged seq {seq} is missing"
+            );
+        }
+    }
+}
