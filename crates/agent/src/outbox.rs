@@ -72,7 +72,6 @@ impl Outbox {
     /// Records one captured line: parsed for level, request id, time and
     /// fields; invalid UTF-8 replaced and marked.
     pub fn record_line(&self, stream: Stream, line: Line) {
-        let read_at = Timestamp::now();
         let text = String::from_utf8_lossy(&line.bytes);
         let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
         let parsed = parse_line(&text);
@@ -80,9 +79,9 @@ impl Outbox {
         if line.continued {
             fields.insert("continued".into(), true.into());
         }
-        self.push(|seq| IngestRecord {
+        self.push(|seq, now| IngestRecord {
             seq,
-            ts: parsed.ts.unwrap_or(read_at),
+            ts: parsed.ts.unwrap_or(now),
             stream,
             level: parsed.level.unwrap_or_default(),
             request_id: parsed.request_id,
@@ -94,9 +93,9 @@ impl Outbox {
 
     /// Records a lifecycle or accounting event of the agent's own.
     pub fn system(&self, level: Level, message: String, fields: Fields) {
-        self.push(|seq| IngestRecord {
+        self.push(|seq, now| IngestRecord {
             seq,
-            ts: Timestamp::now(),
+            ts: now,
             stream: Stream::System,
             level,
             request_id: None,
@@ -110,9 +109,12 @@ impl Outbox {
         self.system(Level::Warn, message, Fields::new());
     }
 
-    fn push(&self, make: impl FnOnce(u64) -> IngestRecord) {
+    /// Adds a record made from its sequence number and the current time,
+    /// both taken under one lock, so stdout and stderr lines read at once
+    /// still have times in sequence order.
+    fn push(&self, make: impl FnOnce(u64, Timestamp) -> IngestRecord) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let record = make(state.next_seq);
+        let record = make(state.next_seq, Timestamp::now());
         state.next_seq += 1;
         let bytes = record_bytes(&record);
         state.queued_bytes += bytes;

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tailwater_store::{Store, StoreOptions};
+use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub bootstrap_token: Option<String>,
     /// Durability and memtable limits of the embedded store.
     pub store: StoreOptions,
+    /// How long records are kept and how much disk they may take.
+    pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
 }
@@ -49,6 +51,7 @@ impl ServerConfig {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             bootstrap_token: None,
             store: StoreOptions::default(),
+            retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
@@ -112,7 +115,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_batch_bytes: config.max_batch_bytes,
     };
     let stopping = state.stopping.clone();
-    spawn_store_upkeep(state.store.clone(), state.stopping.subscribe());
+    spawn_store_upkeep(
+        state.store.clone(),
+        config.retention.clone(),
+        state.stopping.subscribe(),
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -142,10 +149,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     })
 }
 
-/// How often the store's upkeep (flushing an old memtable) runs.
+/// How often the store's upkeep (flushing an old memtable, retention) runs.
 const STORE_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn spawn_store_upkeep(store: Arc<Store>, mut stopping: watch::Receiver<bool>) {
+fn spawn_store_upkeep(
+    store: Arc<Store>,
+    retention: Retention,
+    mut stopping: watch::Receiver<bool>,
+) {
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(STORE_UPKEEP_INTERVAL);
         loop {
@@ -154,7 +165,14 @@ fn spawn_store_upkeep(store: Arc<Store>, mut stopping: watch::Receiver<bool>) {
                 _ = stopping.wait_for(|stopping| *stopping) => return,
             }
             let store = store.clone();
-            match tokio::task::spawn_blocking(move || store.maintain()).await {
+            let retention = retention.clone();
+            let upkeep = move || {
+                store.maintain()?;
+                store
+                    .apply_retention(&retention, jiff::Timestamp::now())
+                    .map(drop)
+            };
+            match tokio::task::spawn_blocking(upkeep).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => tracing::error!(%error, "store upkeep failed; will retry"),
                 Err(error) => tracing::error!(%error, "store upkeep panicked"),

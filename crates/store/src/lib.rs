@@ -69,6 +69,7 @@ use tailwater_model::{Cursor, Filter, LogRecord, Query};
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
+pub use crate::part::Partition;
 use crate::wal::{WalReader, WalWriter};
 
 /// When an append reaches the disk.
@@ -105,6 +106,48 @@ impl Default for StoreOptions {
             memtable_max_age: DEFAULT_MEMTABLE_MAX_AGE,
         }
     }
+}
+
+/// How long records are kept, and how much disk their parts may take.
+/// Retention deletes whole partitions (one tenant's app on one day).
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Kept this long, unless their app has an age of its own.
+    pub max_age: Duration,
+    /// Ages of particular apps, by `(tenant, app)`.
+    pub app_max_age: std::collections::HashMap<(String, String), Duration>,
+    /// When parts take more than this, the oldest partitions go first.
+    pub max_total_bytes: Option<u64>,
+}
+
+/// Records are kept this long unless configured otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            max_age: DEFAULT_RETENTION,
+            app_max_age: Default::default(),
+            max_total_bytes: None,
+        }
+    }
+}
+
+/// A partition retention deleted, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub partition: Partition,
+    pub parts: usize,
+    pub bytes: u64,
+    pub reason: DeleteReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Older than its app's retention.
+    Age,
+    /// The oldest, while parts took more than the disk limit.
+    DiskSize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +226,7 @@ impl Store {
             for stream in &part.footer.streams {
                 for (start, end) in &stream.seq_ranges {
                     dedup.insert_range(
-                        &part.footer.tenant,
+                        &part.footer.partition.tenant,
                         &stream.labels.runner,
                         &stream.labels.boot,
                         *start,
@@ -371,13 +414,95 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes partitions past their app's retention age, then the oldest
+    /// ones while parts take more than the disk limit. Each deletion is
+    /// logged and returned.
+    pub fn apply_retention(
+        &self,
+        retention: &Retention,
+        now: jiff::Timestamp,
+    ) -> Result<Vec<Deleted>, StoreError> {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut partitions: std::collections::BTreeMap<Partition, (usize, u64)> =
+            Default::default();
+        for part in &state.parts {
+            let entry = partitions.entry(part.footer.partition.clone()).or_default();
+            entry.0 += 1;
+            entry.1 += part.file_len;
+        }
+        let mut doomed = Vec::new();
+        for (partition, (parts, bytes)) in &partitions {
+            let max_age = retention
+                .app_max_age
+                .get(&(partition.tenant.clone(), partition.app.clone()))
+                .copied()
+                .unwrap_or(retention.max_age);
+            if day_end(&partition.day)
+                .is_some_and(|end| now.as_second() - end.as_second() >= max_age.as_secs() as i64)
+            {
+                doomed.push(Deleted {
+                    partition: partition.clone(),
+                    parts: *parts,
+                    bytes: *bytes,
+                    reason: DeleteReason::Age,
+                });
+            }
+        }
+        if let Some(limit) = retention.max_total_bytes {
+            let mut total: u64 = partitions.values().map(|(_, bytes)| bytes).sum::<u64>()
+                - doomed.iter().map(|d| d.bytes).sum::<u64>();
+            // Partitions sort oldest day first.
+            for (partition, (parts, bytes)) in &partitions {
+                if total <= limit {
+                    break;
+                }
+                if doomed.iter().any(|d| d.partition == *partition) {
+                    continue;
+                }
+                total -= bytes;
+                doomed.push(Deleted {
+                    partition: partition.clone(),
+                    parts: *parts,
+                    bytes: *bytes,
+                    reason: DeleteReason::DiskSize,
+                });
+            }
+        }
+        for deleted in &doomed {
+            state
+                .parts
+                .retain(|part| part.footer.partition != deleted.partition);
+            let dir = self.partition_dir(&deleted.partition);
+            fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+            tracing::info!(
+                tenant = %deleted.partition.tenant,
+                app = %deleted.partition.app,
+                day = %deleted.partition.day,
+                parts = deleted.parts,
+                bytes = deleted.bytes,
+                reason = ?deleted.reason,
+                "retention deleted a partition"
+            );
+        }
+        Ok(doomed)
+    }
+
     /// Writes the memtable into parts now.
     pub fn flush(&self) -> Result<(), StoreError> {
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
         self.flush_locked(&mut state)
     }
 
-    /// Memtable → parts (one per tenant and day), then a fresh log segment
+    /// `parts/<tenant>/<app>/<day>`.
+    fn partition_dir(&self, partition: &Partition) -> PathBuf {
+        self.dir
+            .join(PARTS_DIR)
+            .join(dir_name(&partition.tenant))
+            .join(dir_name(&partition.app))
+            .join(&partition.day)
+    }
+
+    /// Memtable → parts (one per tenant, app and day), then a fresh log segment
     /// and the old one deleted. A crash anywhere in between loses nothing:
     /// until the old log is gone, replay restores what is not in a part.
     fn flush_locked(&self, state: &mut State) -> Result<(), StoreError> {
@@ -385,23 +510,23 @@ impl Store {
             return Ok(());
         }
         let records = state.memtable.take();
-        let mut groups: std::collections::BTreeMap<(String, String), Vec<LogRecord>> =
-            Default::default();
+        let mut groups: std::collections::BTreeMap<Partition, Vec<LogRecord>> = Default::default();
         for record in records {
-            let day = record.ts.strftime("%Y-%m-%d").to_string();
-            groups
-                .entry((record.tenant.clone(), day))
-                .or_default()
-                .push(record);
+            let partition = Partition {
+                day: day_of(record.ts),
+                tenant: record.tenant.clone(),
+                app: record.app.clone(),
+            };
+            groups.entry(partition).or_default().push(record);
         }
         let started = std::time::Instant::now();
         let mut flushed = 0;
-        let groups: Vec<((String, String), Vec<LogRecord>)> = groups.into_iter().collect();
-        for (index, ((tenant, day), records)) in groups.iter().enumerate() {
-            let dir = self.dir.join(PARTS_DIR).join(dir_name(tenant)).join(day);
+        let groups: Vec<(Partition, Vec<LogRecord>)> = groups.into_iter().collect();
+        for (index, (partition, records)) in groups.iter().enumerate() {
+            let dir = self.partition_dir(partition);
             let name = format!("{:012}", state.next_part);
             let written =
-                part::writer::write_part(&dir, &name, tenant, records).and_then(|(path, _)| {
+                part::writer::write_part(&dir, &name, partition, records).and_then(|(path, _)| {
                     Part::open(&path).map_err(|error| std::io::Error::other(error.to_string()))
                 });
             match written {
@@ -440,6 +565,21 @@ impl Store {
         );
         Ok(())
     }
+}
+
+/// The end (next midnight, UTC) of a `YYYY-MM-DD` day.
+fn day_end(day: &str) -> Option<jiff::Timestamp> {
+    let date: jiff::civil::Date = day.parse().ok()?;
+    date.tomorrow()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|zoned| zoned.timestamp())
+}
+
+/// The UTC day of a time, as `YYYY-MM-DD`.
+fn day_of(ts: jiff::Timestamp) -> String {
+    ts.strftime("%Y-%m-%d").to_string()
 }
 
 fn wal_path(dir: &Path, segment: u64) -> PathBuf {
@@ -509,8 +649,8 @@ fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
     Ok(parts)
 }
 
-/// A tenant's folder name: the name itself when it is plain, else an
-/// encoding that cannot escape the parts folder.
+/// A tenant's or app's folder name: the name itself when it is plain, else
+/// an encoding that cannot escape the parts folder.
 fn dir_name(tenant: &str) -> String {
     let plain = !tenant.is_empty()
         && tenant.len() <= 64

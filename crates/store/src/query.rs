@@ -142,7 +142,7 @@ pub(crate) fn candidate_blocks<'p>(
     filter: &'p Filter,
 ) -> Box<dyn Iterator<Item = usize> + 'p> {
     let footer = &part.footer;
-    if footer.tenant != tenant {
+    if footer.partition.tenant != tenant {
         return Box::new(std::iter::empty());
     }
     let matching = move |index: &usize| block_may_match(footer, &footer.blocks[*index], filter);
@@ -226,7 +226,8 @@ pub(crate) fn page(
     let mut pending: Vec<Pending> = parts
         .iter()
         .filter(|part| {
-            part.footer.tenant == tenant && bounds.overlaps(part.footer.min_ts, part.footer.max_ts)
+            part.footer.partition.tenant == tenant
+                && bounds.overlaps(part.footer.min_ts, part.footer.max_ts)
         })
         .flat_map(|part| {
             candidate_blocks(part, tenant, filter).filter_map(|block| {

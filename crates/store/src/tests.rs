@@ -517,3 +517,92 @@ fn queries_agree_with_a_naive_model_on_random_data() {
         }
     }
 }
+
+fn at_day(app: &str, runner: &str, days_ago: i64, now: Timestamp) -> IngestBatch {
+    let mut batch = batch(runner, "b", 0..20, now.as_second() - days_ago * 86_400);
+    batch.app = app.into();
+    batch
+}
+
+#[test]
+fn retention_deletes_whole_partitions_by_app_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    store.append("t", &at_day("short", "r1", 40, now)).unwrap();
+    store.append("t", &at_day("short", "r2", 1, now)).unwrap();
+    store.append("t", &at_day("long", "r3", 40, now)).unwrap();
+    store.flush().unwrap();
+
+    let mut retention = Retention {
+        max_age: Duration::from_secs(30 * 86_400),
+        ..Retention::default()
+    };
+    retention.app_max_age.insert(
+        ("t".into(), "long".into()),
+        Duration::from_secs(365 * 86_400),
+    );
+    let deleted = store.apply_retention(&retention, now).unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert_eq!(
+        (deleted[0].partition.app.as_str(), deleted[0].reason),
+        ("short", DeleteReason::Age)
+    );
+    assert!(!store.partition_dir(&deleted[0].partition).exists());
+
+    let left = store
+        .query(
+            "t",
+            &Query {
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap()
+        .records;
+    let runners: std::collections::BTreeSet<&str> =
+        left.iter().map(|r| r.runner.as_str()).collect();
+    assert_eq!(runners, ["r2", "r3"].into());
+    // Nothing else is due.
+    assert!(store.apply_retention(&retention, now).unwrap().is_empty());
+}
+
+#[test]
+fn retention_by_disk_size_deletes_the_oldest_days_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    for days_ago in [5, 3, 4, 1, 2] {
+        store
+            .append("t", &at_day("a", &format!("r{days_ago}"), days_ago, now))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let one_part = load_parts(dir.path()).unwrap()[0].file_len;
+    let retention = Retention {
+        max_total_bytes: Some(one_part * 2 + one_part / 2),
+        ..Retention::default()
+    };
+    let deleted = store.apply_retention(&retention, now).unwrap();
+    let days: Vec<i64> = deleted
+        .iter()
+        .map(|d| {
+            assert_eq!(d.reason, DeleteReason::DiskSize);
+            let day: jiff::civil::Date = d.partition.day.parse().unwrap();
+            let today = now.to_zoned(jiff::tz::TimeZone::UTC).date();
+            (today - day).get_days() as i64
+        })
+        .collect();
+    assert_eq!(days, [5, 4, 3]);
+    let left = store
+        .query(
+            "t",
+            &Query {
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap()
+        .records;
+    assert_eq!(left.len(), 40);
+}

@@ -1,5 +1,5 @@
-//! Parts: immutable files of compressed, indexed records of one tenant and
-//! one day.
+//! Parts: immutable files of compressed, indexed records of one tenant's app
+//! on one day.
 //!
 //! ```text
 //! [block 0][block 1]…[block n-1][footer][footer len: u32 LE][footer crc32: u32 LE]["TWPART01"]
@@ -69,9 +69,19 @@ pub struct BlockMeta {
     pub words: WordBloom,
 }
 
+/// What a part belongs to: one tenant's app on one (UTC) day. Retention
+/// deletes whole partitions.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Partition {
+    /// `YYYY-MM-DD`, first so partitions sort oldest first.
+    pub day: String,
+    pub tenant: String,
+    pub app: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Footer {
-    pub tenant: String,
+    pub partition: Partition,
     pub records: u64,
     /// Bytes of message text, as captured.
     pub raw_bytes: u64,

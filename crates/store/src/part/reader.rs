@@ -117,7 +117,7 @@ impl Part {
         block::decode(
             &compressed,
             meta.raw_len as usize,
-            &self.footer.tenant,
+            &self.footer.partition.tenant,
             labels,
         )
         .map_err(|reason| corrupt(format!("block {index}: {reason}")))

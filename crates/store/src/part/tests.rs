@@ -6,6 +6,15 @@ use tailwater_model::{Level, LogRecord, Source, Stream};
 
 use super::reader::{Part, PartError};
 use super::writer::{write_part, BLOCK_MAX_RECORDS};
+use super::Partition;
+
+fn partition() -> Partition {
+    Partition {
+        day: "2025-11-20".into(),
+        tenant: "acme".into(),
+        app: "sdxl".into(),
+    }
+}
 
 fn record(id: u64, runner: &str, seq: u64, message: &str) -> LogRecord {
     LogRecord {
@@ -67,7 +76,7 @@ fn read_everything(part: &Part) -> Vec<LogRecord> {
 fn a_part_gives_back_exactly_what_was_written() {
     let dir = tempfile::tempdir().unwrap();
     let records = sample();
-    let (path, footer) = write_part(dir.path(), "p1", "acme", &records).unwrap();
+    let (path, footer) = write_part(dir.path(), "p1", &partition(), &records).unwrap();
     assert!(
         !dir.path().join("p1.tmp").exists(),
         "the temporary file was renamed"
@@ -93,7 +102,7 @@ fn a_part_gives_back_exactly_what_was_written() {
 #[test]
 fn the_footer_indexes_requests_words_levels_and_sequences() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, _) = write_part(dir.path(), "p1", "acme", &sample()).unwrap();
+    let (path, _) = write_part(dir.path(), "p1", &partition(), &sample()).unwrap();
     let part = Part::open(&path).unwrap();
     let footer = &part.footer;
 
@@ -134,7 +143,7 @@ fn the_footer_indexes_requests_words_levels_and_sequences() {
 #[test]
 fn damage_is_reported_not_hidden() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, footer) = write_part(dir.path(), "p1", "acme", &sample()).unwrap();
+    let (path, footer) = write_part(dir.path(), "p1", &partition(), &sample()).unwrap();
 
     // A flipped byte inside a block: that block fails, the part still opens.
     let file = OpenOptions::new()

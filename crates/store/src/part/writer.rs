@@ -11,20 +11,20 @@ use tailwater_model::LogRecord;
 
 use super::block::{self, level_code, stream_code};
 use super::bloom::WordBloom;
-use super::{BlockMeta, Footer, StreamLabels, StreamMeta, EXTENSION, MAGIC};
+use super::{BlockMeta, Footer, Partition, StreamLabels, StreamMeta, EXTENSION, MAGIC};
 
 /// Records in one block at most.
 pub const BLOCK_MAX_RECORDS: usize = 8192;
 /// Message bytes in one block at most (a single longer record is alone).
 pub const BLOCK_MAX_BYTES: usize = 1024 * 1024;
 
-/// Writes `records` (all of `tenant`) as the part `dir/<name>.twp` and returns
-/// its footer. Durable when it returns: the file and its directory entry are
+/// Writes `records` (all of `partition`) as the part `dir/<name>.twp` and
+/// returns its footer. Durable when it returns: the file and its directory entry are
 /// fsynced.
 pub fn write_part(
     dir: &Path,
     name: &str,
-    tenant: &str,
+    partition: &Partition,
     records: &[LogRecord],
 ) -> io::Result<(PathBuf, Footer)> {
     assert!(!records.is_empty(), "a part holds at least one record");
@@ -39,7 +39,7 @@ pub fn write_part(
     }
 
     let mut footer = Footer {
-        tenant: tenant.to_owned(),
+        partition: partition.clone(),
         records: records.len() as u64,
         raw_bytes: records.iter().map(|r| r.message.len() as u64).sum(),
         min_ts: i64::MAX,

@@ -27,6 +27,13 @@ pub struct ServerArgs {
     /// parts, in bytes.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_MEMTABLE_MAX_BYTES)]
     memtable_max_bytes: usize,
+    /// How long records are kept (whole days are deleted once past it).
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    retention: std::time::Duration,
+    /// Disk the stored parts may take, in bytes; past it the oldest days are
+    /// deleted. Unlimited when not given.
+    #[arg(long)]
+    max_disk_bytes: Option<u64>,
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
@@ -45,6 +52,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
+    config.retention.max_age = args.retention;
+    config.retention.max_total_bytes = args.max_disk_bytes;
     config.store.durability = match args.durability {
         DurabilityArg::Sync => Durability::SyncEachBatch,
         DurabilityArg::Buffered => Durability::Buffered,
@@ -60,6 +69,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     }
     server.run_until_signal().await?;
     Ok(0)
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = tailwater_model::time::parse_duration(text)?;
+    std::time::Duration::try_from(duration).map_err(|error| error.to_string())
 }
 
 /// `TAILWATER_BOOTSTRAP_TOKEN`, if set and not empty.
