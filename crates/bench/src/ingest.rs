@@ -1,0 +1,284 @@
+//! Ingest: the corpus into a store with an fsync per batch, beside the same
+//! raw bytes appended to a plain file with a `sync_data` per batch.
+//!
+//! Batches are ~1000 lines from one runner, made as the agent makes them
+//! (`parse_line`, invalid UTF-8 replaced and marked), a chunk at a time and
+//! outside the timing, so only `Store::append` and the plain-file writes are
+//! timed. Store and baseline take turns chunk by chunk, so both see the same
+//! noise. Every other figure reads what this leaves behind: the store, the
+//! raw text file, and one runner's own timestamped file.
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, ensure, Context};
+use jiff::Timestamp;
+use tailwater_model::parse_line;
+use tailwater_model::wire::{IngestBatch, IngestRecord};
+use tailwater_store::{Durability, Store, StoreOptions};
+
+use crate::corpus::{Corpus, CorpusLine, RunnerLabels};
+use crate::measure::{span, Row, Span, Unit};
+
+/// The tenant every benchmark record belongs to.
+pub const TENANT: &str = "bench";
+const BATCH_LINES: usize = 1000;
+/// Batches built ahead of each timed stretch: bounds memory at any size.
+const CHUNK_BATCHES: usize = 64;
+
+/// What ingest leaves for the other figures.
+pub struct Ingested {
+    pub store_dir: PathBuf,
+    /// Every line's raw bytes and a newline, in batch order.
+    pub raw_path: PathBuf,
+    pub raw_bytes: u64,
+    pub lines: u64,
+    pub probe: Probe,
+    pub rows: Vec<Row>,
+}
+
+/// What the query figures look for.
+pub struct Probe {
+    /// The first runner of the fleet.
+    pub runner: String,
+    /// That runner's lines alone, each after its RFC 3339 time (fixed
+    /// width), as a container runtime keeps one file per container.
+    pub runner_file: PathBuf,
+    /// The middle half of that runner's time span.
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// A request id the first runner logged after the corpus's midpoint.
+    pub request: Option<String>,
+}
+
+struct Pending {
+    records: Vec<IngestRecord>,
+    raw: Vec<u8>,
+    next_seq: u64,
+}
+
+struct Ready {
+    batch: IngestBatch,
+    raw: Vec<u8>,
+}
+
+pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
+    let store_dir = work.join("store");
+    let raw_path = work.join("raw.log");
+    let runner_path = work.join("runner.log");
+    let options = StoreOptions {
+        durability: Durability::SyncEachBatch,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&store_dir, options)
+        .with_context(|| format!("cannot open a store in {}", store_dir.display()))?;
+    let create = |path: &Path| {
+        File::create(path).map_err(|error| {
+            anyhow!(
+                "cannot create {}: {error}; pass a writable --dir",
+                path.display()
+            )
+        })
+    };
+    let mut raw = create(&raw_path)?;
+    let mut runner_file = BufWriter::new(create(&runner_path)?);
+
+    let runners: Vec<RunnerLabels> = corpus.runners().to_vec();
+    let total = corpus.len();
+    let mut pending: Vec<Pending> = runners
+        .iter()
+        .map(|_| Pending {
+            records: Vec::with_capacity(BATCH_LINES),
+            raw: Vec::new(),
+            next_seq: 0,
+        })
+        .collect();
+    let mut ready = Vec::with_capacity(CHUNK_BATCHES);
+    let mut timing = Timing::default();
+    let mut lines = 0u64;
+    let mut runner_span: Option<(Timestamp, Timestamp)> = None;
+    let mut request = None;
+    let mut reported_tenth = 0;
+
+    for line in corpus {
+        let line = line.context("cannot read the corpus")?;
+        if line.runner == 0 {
+            write!(runner_file, "{:.9} ", line.ts)?;
+            runner_file.write_all(&line.bytes)?;
+            runner_file.write_all(b"\n")?;
+            runner_span = Some((runner_span.map_or(line.ts, |(first, _)| first), line.ts));
+        }
+        let at = &mut pending[line.runner];
+        let record = record(&line, at.next_seq);
+        if request.is_none() && line.runner == 0 && lines >= total / 2 {
+            request = record.request_id.clone();
+        }
+        at.next_seq += 1;
+        at.records.push(record);
+        at.raw.extend_from_slice(&line.bytes);
+        at.raw.push(b'\n');
+        lines += 1;
+        if at.records.len() == BATCH_LINES {
+            ready.push(take_batch(&runners[line.runner], at));
+        }
+        if ready.len() == CHUNK_BATCHES {
+            timing.chunk(&store, &mut raw, &ready)?;
+            ready.clear();
+            let tenth = lines * 10 / total.max(1);
+            if tenth > reported_tenth {
+                reported_tenth = tenth;
+                eprintln!("  ingested {lines} of {total} lines");
+            }
+        }
+    }
+    for (labels, at) in runners.iter().zip(&mut pending) {
+        if !at.records.is_empty() {
+            ready.push(take_batch(labels, at));
+        }
+    }
+    timing.chunk(&store, &mut raw, &ready)?;
+    // What is still in the memtable is ingest work not yet done: flush it
+    // inside the timing, so sizes and queries see the store at rest.
+    let (flushed, took) = span(|| store.flush());
+    timing.store += took;
+    flushed.context("cannot flush the store")?;
+    runner_file.flush()?;
+    drop(store);
+
+    let (since, until) = runner_span.map_or((Timestamp::MIN, Timestamp::MAX), |(first, last)| {
+        let quarter = first.duration_until(last) / 4;
+        (first + quarter, last - quarter)
+    });
+    let raw_bytes = raw.metadata()?.len();
+    Ok(Ingested {
+        store_dir,
+        raw_path,
+        raw_bytes,
+        lines,
+        probe: Probe {
+            runner: runners[0].runner.clone(),
+            runner_file: runner_path,
+            since,
+            until,
+            request,
+        },
+        rows: timing.rows(lines),
+    })
+}
+
+/// A captured line as the agent's outbox records it.
+fn record(line: &CorpusLine, seq: u64) -> IngestRecord {
+    let text = String::from_utf8_lossy(&line.bytes);
+    let invalid_utf8 = matches!(text, Cow::Owned(_));
+    let parsed = parse_line(&text);
+    IngestRecord {
+        seq,
+        ts: parsed.ts.unwrap_or(line.ts),
+        stream: line.stream,
+        level: parsed.level.unwrap_or_default(),
+        request_id: parsed.request_id,
+        message: parsed.message,
+        fields: parsed.fields,
+        invalid_utf8,
+    }
+}
+
+fn take_batch(labels: &RunnerLabels, pending: &mut Pending) -> Ready {
+    Ready {
+        batch: IngestBatch {
+            app: labels.app.clone(),
+            version: labels.version.clone(),
+            runner: labels.runner.clone(),
+            boot: labels.boot.clone(),
+            source: Default::default(),
+            records: std::mem::replace(&mut pending.records, Vec::with_capacity(BATCH_LINES)),
+        },
+        raw: std::mem::take(&mut pending.raw),
+    }
+}
+
+#[derive(Default)]
+struct Timing {
+    store: Span,
+    plain: Span,
+    chunks: u64,
+    batches: u64,
+}
+
+impl Timing {
+    /// Appends a chunk of batches to the store and to the plain file, in
+    /// turns: the store first on even chunks, the plain file on odd ones.
+    fn chunk(&mut self, store: &Store, raw: &mut File, ready: &[Ready]) -> anyhow::Result<()> {
+        let mut to_store = || -> anyhow::Result<()> {
+            let (result, took) = span(|| {
+                for ready in ready {
+                    let response = store.append(TENANT, &ready.batch)?;
+                    ensure!(
+                        response.accepted == ready.batch.records.len(),
+                        "the store took {} of {} records of a fresh batch: a benchmark bug",
+                        response.accepted,
+                        ready.batch.records.len()
+                    );
+                }
+                Ok(())
+            });
+            self.store += took;
+            result
+        };
+        let mut to_plain = |timing: &mut Span| -> anyhow::Result<()> {
+            let (result, took) = span(|| {
+                for ready in ready {
+                    raw.write_all(&ready.raw)?;
+                    raw.sync_data()?;
+                }
+                std::io::Result::Ok(())
+            });
+            *timing += took;
+            result.context("cannot write the plain-file baseline")
+        };
+        let mut plain = Span::default();
+        if self.chunks.is_multiple_of(2) {
+            to_store()?;
+            to_plain(&mut plain)?;
+        } else {
+            to_plain(&mut plain)?;
+            to_store()?;
+        }
+        self.plain += plain;
+        self.chunks += 1;
+        self.batches += ready.len() as u64;
+        Ok(())
+    }
+
+    fn rows(&self, lines: u64) -> Vec<Row> {
+        let rate = |time: std::time::Duration| {
+            (time.as_secs_f64() > 0.0).then(|| lines as f64 / time.as_secs_f64())
+        };
+        let baseline =
+            "the same raw bytes appended to a plain file, same batches, sync_data per batch";
+        vec![
+            Row::new(
+                "ingest, fsync per batch",
+                Unit::LinesPerCpuSecond,
+                rate(self.store.cpu),
+                rate(self.plain.cpu),
+            )
+            .baseline_is(baseline)
+            .target("≥ 1,000,000 lines/s/core", |value, _| Some(value >= 1e6))
+            .note(format!(
+                "per core = lines ÷ this process's CPU time (user + system, getrusage) during the appends and the final flush; {} batches of ≤ {BATCH_LINES} lines from one runner, built (parse_line, as the agent does) outside the timing",
+                self.batches
+            )),
+            Row::new(
+                "ingest, fsync per batch, wall",
+                Unit::LinesPerSecond,
+                rate(self.store.wall),
+                rate(self.plain.wall),
+            )
+            .baseline_is(baseline)
+            .note("wall clock, fsync waits included"),
+        ]
+    }
+}

@@ -1,0 +1,263 @@
+//! `tailwater-bench`: the benchmark suite's command line.
+//!
+//! Every run generates (or reads) a corpus, ingests it into a fresh store
+//! and beside it into a plain file, then measures the figures asked for,
+//! each beside a baseline measured in the same run, and prints a table (or
+//! JSON). The machine is shared and noisy: compare ratios, not values.
+//!
+//! - [`corpus`]: the lines, deterministic from a seed, streamed.
+//! - [`ingest`], [`size`], [`query`], [`memory`]: one figure group each.
+//! - [`measure`]: timing, peak memory, the table and JSON output.
+
+mod corpus;
+mod ingest;
+mod measure;
+mod memory;
+mod query;
+mod size;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::{Args, Parser, Subcommand};
+
+use crate::corpus::Corpus;
+use crate::measure::Report;
+use crate::query::Grep;
+
+/// Lines of a `--quick` run: well under a minute on two shared cores.
+const QUICK_LINES: u64 = 200_000;
+/// Lines of a full run: minutes, a few GiB of scratch disk.
+const FULL_LINES: u64 = 10_000_000;
+
+#[derive(Parser)]
+#[command(
+    name = "tailwater-bench",
+    version,
+    about = "Benchmarks tailwater's store: every figure beside a baseline measured in the same run"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Every figure: ingest, size, query and memory.
+    All(Options),
+    /// Ingest throughput: the store against a plain file, fsync per batch.
+    Ingest(Options),
+    /// Stored bytes against the raw text and zstd -3 of it (ingests first).
+    Size(Options),
+    /// Query latencies against rg over the raw text (ingests first).
+    Query(Options),
+    /// Peak memory of a full scan (ingests first).
+    Memory(Options),
+    /// Print the generated corpus's raw lines to stdout, to look at or to
+    /// feed other tools.
+    Corpus {
+        /// How many lines.
+        #[arg(long, default_value_t = 1000)]
+        lines: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Internal: run a command and print its peak resident memory.
+    #[command(hide = true)]
+    PeakRss {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Internal: open a store and read every record (the memory figure's
+    /// child).
+    #[command(hide = true)]
+    ScanChild {
+        #[arg(long)]
+        store: PathBuf,
+    },
+    /// Internal: read every line of a raw text file (the memory baseline
+    /// without rg).
+    #[command(hide = true)]
+    ScanRawChild {
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct Options {
+    /// 200,000 lines and 5 runs per query: under a minute.
+    #[arg(long)]
+    quick: bool,
+    /// Print the rows as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Lines to generate [default: 200,000 with --quick, else 10,000,000];
+    /// with --corpus, the most lines to take from the file.
+    #[arg(long, value_parser = at_least_one)]
+    lines: Option<u64>,
+    /// Seed of the generated corpus (and of the runner ids).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Use this text file's lines instead of generated ones, round-robin
+    /// over the 32 runners.
+    #[arg(long, value_name = "FILE")]
+    corpus: Option<PathBuf>,
+    /// Where to make the scratch directory [default: the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the scratch directory (store, raw text) and print its path.
+    #[arg(long)]
+    keep: bool,
+    /// Timed runs per query figure, of which the median is shown
+    /// [default: 5 with --quick, else 9].
+    #[arg(long, value_parser = at_least_one)]
+    runs: Option<u64>,
+    /// The common term to search for.
+    #[arg(long, default_value = corpus::COMMON_TERM)]
+    common_term: String,
+}
+
+fn at_least_one(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(count) if count >= 1 => Ok(count),
+        _ => Err("use a whole number, 1 or more".to_owned()),
+    }
+}
+
+struct Figures {
+    ingest: bool,
+    size: bool,
+    query: bool,
+    memory: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    let only = |ingest, size, query, memory| Figures {
+        ingest,
+        size,
+        query,
+        memory,
+    };
+    let (figures, options) = match command {
+        Command::All(options) => (only(true, true, true, true), options),
+        Command::Ingest(options) => (only(true, false, false, false), options),
+        Command::Size(options) => (only(false, true, false, false), options),
+        Command::Query(options) => (only(false, false, true, false), options),
+        Command::Memory(options) => (only(false, false, false, true), options),
+        Command::Corpus { lines, seed } => return print_corpus(seed, lines),
+        Command::PeakRss { command } => {
+            return measure::peak_rss_wrapper(&command[0], &command[1..])
+        }
+        Command::ScanChild { store } => return memory::scan_child(&store),
+        Command::ScanRawChild { file } => return memory::scan_raw_child(&file),
+    };
+    let default_lines = if options.quick {
+        QUICK_LINES
+    } else {
+        FULL_LINES
+    };
+    let run_kind = match (options.lines, options.quick) {
+        (Some(_), _) => "custom",
+        (None, true) => "quick",
+        (None, false) => "full",
+    };
+    let (corpus, describe) = match &options.corpus {
+        Some(path) => {
+            let limit = options.lines.or(options.quick.then_some(QUICK_LINES));
+            let corpus = Corpus::from_file(path, options.seed, limit).map_err(|error| {
+                anyhow!(
+                    "cannot read the corpus file {}: {error}; pass a readable text file",
+                    path.display()
+                )
+            })?;
+            (
+                corpus,
+                format!("{run_kind} run, lines of {}", path.display()),
+            )
+        }
+        None => (
+            Corpus::synthetic(options.seed, options.lines.unwrap_or(default_lines)),
+            format!("{run_kind} run, synthetic (seed {})", options.seed),
+        ),
+    };
+    let describe = format!(
+        "{describe}, {} runners, {} cores",
+        corpus.runners().len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let parent = options.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let work = tempfile::Builder::new()
+        .prefix("tailwater-bench-")
+        .tempdir_in(&parent)
+        .map_err(|error| {
+            anyhow!(
+                "cannot make a scratch directory in {}: {error}; pass a writable --dir",
+                parent.display()
+            )
+        })?;
+    eprintln!(
+        "ingesting {} lines in {}",
+        corpus.len(),
+        work.path().display()
+    );
+    let ingested = ingest::run(corpus, work.path())?;
+
+    let mut rows = Vec::new();
+    if figures.ingest {
+        rows.extend(ingested.rows.iter().cloned());
+    }
+    if figures.size {
+        eprintln!("measuring sizes");
+        rows.extend(size::run(&ingested)?);
+    }
+    let grep = Grep::detect();
+    if figures.query {
+        eprintln!("timing queries");
+        let runs = options.runs.unwrap_or(if options.quick { 5 } else { 9 }) as usize;
+        rows.extend(query::run(&ingested, &grep, runs, &options.common_term)?);
+    }
+    if figures.memory {
+        eprintln!("measuring peak memory of a full scan");
+        rows.extend(memory::run(&ingested, &grep)?);
+    }
+    let report = Report {
+        corpus: describe,
+        lines: ingested.lines,
+        raw_bytes: ingested.raw_bytes,
+        rows,
+    };
+    if options.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.table());
+    }
+    if options.keep {
+        eprintln!("kept {}", work.keep().display());
+    }
+    Ok(())
+}
+
+fn print_corpus(seed: u64, lines: u64) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for line in Corpus::synthetic(seed, lines) {
+        let line = line?;
+        out.write_all(&line.bytes)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
