@@ -92,6 +92,13 @@ impl Client {
             .bearer_auth(&self.token)
     }
 
+    fn unreachable(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Unreachable {
+            server: self.base.clone(),
+            source,
+        }
+    }
+
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
@@ -99,10 +106,7 @@ impl Client {
         let response = request
             .send()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                server: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         if response.status().is_success() {
             return Ok(response);
         }
@@ -133,10 +137,7 @@ impl Client {
         let body = response
             .bytes()
             .await
-            .map_err(|source| ClientError::Unreachable {
-                server: self.base.clone(),
-                source,
-            })?;
+            .map_err(|source| self.unreachable(source))?;
         serde_json::from_slice(&body).map_err(|error| ClientError::Protocol(error.to_string()))
     }
 

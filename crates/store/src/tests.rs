@@ -56,6 +56,20 @@ fn both(test: impl Fn(&dyn Fn(&Path) -> Store)) {
     test(&open_flushing);
 }
 
+/// One page holding every record of `tenant` (the tests store fewer than
+/// 1000), newest first.
+fn everything(store: &Store, tenant: &str) -> Page {
+    store
+        .query(
+            tenant,
+            &Query {
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap()
+}
+
 fn messages(records: &[LogRecord]) -> Vec<String> {
     records.iter().map(|r| r.message.clone()).collect()
 }
@@ -214,15 +228,7 @@ fn tenants_never_see_each_other() {
                 .accepted,
             5
         );
-        let page = store
-            .query(
-                "acme",
-                &Query {
-                    limit: 100,
-                    ..Query::default()
-                },
-            )
-            .unwrap();
+        let page = everything(&store, "acme");
         assert_eq!(page.records.len(), 5);
         assert!(page.records.iter().all(|r| r.tenant == "acme"));
         assert!(store
@@ -312,15 +318,7 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
     assert_eq!(store.last_id(), 200);
     let again = store.append("t", &batch("r1", "b", 150..250, 100)).unwrap();
     assert_eq!((again.accepted, again.duplicates), (50, 50));
-    let all = store
-        .query(
-            "t",
-            &Query {
-                limit: 1000,
-                ..Query::default()
-            },
-        )
-        .unwrap();
+    let all = everything(&store, "t");
     assert_eq!(all.records.len(), 250);
     let ids: std::collections::HashSet<u64> = all.records.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 250, "ids stay unique across flushes and reopen");
@@ -346,15 +344,7 @@ fn a_corrupt_part_is_quarantined_and_the_rest_is_served() {
         .unwrap();
 
     let store = open(dir.path());
-    let page = store
-        .query(
-            "t",
-            &Query {
-                limit: 100,
-                ..Query::default()
-            },
-        )
-        .unwrap();
+    let page = everything(&store, "t");
     assert_eq!(messages(&page.records).len(), 10);
     assert!(page.records.iter().all(|r| r.runner == "r2"));
     assert!(dir
@@ -376,15 +366,7 @@ fn a_crash_between_part_and_log_deletion_loses_and_repeats_nothing() {
     std::fs::write(wal_path(dir.path(), 1), log).unwrap();
 
     let store = open(dir.path());
-    let page = store
-        .query(
-            "t",
-            &Query {
-                limit: 1000,
-                ..Query::default()
-            },
-        )
-        .unwrap();
+    let page = everything(&store, "t");
     assert_eq!(page.records.len(), 40);
     assert_eq!(store.last_id(), 40);
 }
@@ -550,16 +532,7 @@ fn retention_deletes_whole_partitions_by_app_age() {
     );
     assert!(!store.partition_dir(&deleted[0].partition).exists());
 
-    let left = store
-        .query(
-            "t",
-            &Query {
-                limit: 1000,
-                ..Query::default()
-            },
-        )
-        .unwrap()
-        .records;
+    let left = everything(&store, "t").records;
     let runners: std::collections::BTreeSet<&str> =
         left.iter().map(|r| r.runner.as_str()).collect();
     assert_eq!(runners, ["r2", "r3"].into());
@@ -594,15 +567,6 @@ fn retention_by_disk_size_deletes_the_oldest_days_first() {
         })
         .collect();
     assert_eq!(days, [5, 4, 3]);
-    let left = store
-        .query(
-            "t",
-            &Query {
-                limit: 1000,
-                ..Query::default()
-            },
-        )
-        .unwrap()
-        .records;
+    let left = everything(&store, "t").records;
     assert_eq!(left.len(), 40);
 }
