@@ -107,10 +107,12 @@ pub async fn capture(
                 echo = None;
             }
         }
-        splitter.push(&chunk[..read], |line| outbox.record_line(stream, line));
+        splitter.push(&chunk[..read], |line| {
+            outbox.record_line(stream, line, None)
+        });
     }
     if let Some(line) = splitter.finish() {
-        outbox.record_line(stream, line);
+        outbox.record_line(stream, line, None);
     }
 }
 

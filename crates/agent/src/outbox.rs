@@ -70,8 +70,10 @@ impl Outbox {
     }
 
     /// Records one captured line: parsed for level, request id, time and
-    /// fields; invalid UTF-8 replaced and marked.
-    pub fn record_line(&self, stream: Stream, line: Line) {
+    /// fields; invalid UTF-8 replaced and marked. A line that names no
+    /// request of its own belongs to `in_request`, the one request in flight
+    /// when it was read (if exactly one was).
+    pub fn record_line(&self, stream: Stream, line: Line, in_request: Option<&str>) {
         let text = String::from_utf8_lossy(&line.bytes);
         let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
         let parsed = parse_line(&text);
@@ -84,7 +86,7 @@ impl Outbox {
             ts: parsed.ts.unwrap_or(now),
             stream,
             level: parsed.level.unwrap_or_default(),
-            request_id: parsed.request_id,
+            request_id: parsed.request_id.or_else(|| in_request.map(str::to_owned)),
             message: parsed.message,
             fields,
             invalid_utf8,
@@ -264,6 +266,7 @@ mod tests {
         outbox.record_line(
             Stream::Stdout,
             line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#),
+            None,
         );
         outbox.record_line(
             Stream::Stderr,
@@ -271,6 +274,7 @@ mod tests {
                 bytes: b"bad \xff byte".to_vec(),
                 continued: true,
             },
+            None,
         );
         let batch = outbox.batch(10, 1 << 20).unwrap();
         let [first, second] = &batch.records[..] else {
@@ -291,7 +295,7 @@ mod tests {
     fn batches_respect_limits_and_acknowledged_records_leave() {
         let outbox = outbox(1 << 20);
         for n in 0..10 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n}")));
+            outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None);
         }
         assert_eq!(outbox.batch(4, 1 << 20).unwrap().records.len(), 4);
         // A byte limit below one record still ships that one record.
@@ -308,7 +312,7 @@ mod tests {
         let per_record = RECORD_OVERHEAD_BYTES + "line 00".len();
         let outbox = outbox(per_record * 5);
         for n in 0..12 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:02}")));
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:02}")), None);
         }
         assert_eq!(outbox.pending(), (12, (per_record * 5 + 7 * 7) as u64));
         let batch = outbox.batch(100, 1 << 20).unwrap();
