@@ -1,19 +1,27 @@
 //! What a reader asks for: a [`Filter`] over records, and a [`Query`] that
 //! pages through the matching records with an opaque [`Cursor`].
 
+use std::collections::BTreeMap;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jiff::Timestamp;
 
-use crate::record::{Level, LogRecord, Source, Stream};
+use crate::matcher::{Matcher, Pattern, Substring};
+use crate::record::{Fields, Level, LogRecord, Source, Stream};
 use crate::words::Phrase;
 
-/// Conditions a record must meet; every `None` matches all.
+/// Conditions a record must meet, all of them; every `None` (and an empty
+/// `fields`) matches all. What each kind of condition matches is described
+/// in [`crate::matcher`] and [`crate::words`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Filter {
-    pub app: Option<String>,
-    pub version: Option<String>,
-    pub runner: Option<String>,
+    pub app: Option<Matcher>,
+    pub version: Option<Matcher>,
+    pub runner: Option<Matcher>,
+    /// One start of a runner's agent.
+    pub boot: Option<Matcher>,
+    /// Exactly this request id.
     pub request_id: Option<String>,
     pub source: Option<Source>,
     pub stream: Option<Stream>,
@@ -22,33 +30,125 @@ pub struct Filter {
     /// Words standing together in the message, ignoring ASCII case (see
     /// [`crate::words`]).
     pub text: Option<Phrase>,
+    /// Text anywhere in the message, inside words too.
+    pub contains: Option<Substring>,
+    /// A regex found anywhere in the message ([`Pattern::search`]).
+    pub regex: Option<Pattern>,
+    /// Field key → the value it must have ([`field_matches`]).
+    pub fields: BTreeMap<String, String>,
     /// Inclusive.
     pub since: Option<Timestamp>,
     /// Exclusive.
     pub until: Option<Timestamp>,
 }
 
+/// The string labels of a record or a stored stream, for
+/// [`Filter::matches_labels`].
+#[derive(Clone, Copy, Debug)]
+pub struct Labels<'a> {
+    pub app: &'a str,
+    pub version: &'a str,
+    pub runner: &'a str,
+    pub boot: &'a str,
+}
+
 impl Filter {
     pub fn matches(&self, record: &LogRecord) -> bool {
-        fn same(wanted: &Option<String>, actual: &str) -> bool {
-            wanted.as_deref().is_none_or(|wanted| wanted == actual)
-        }
-        same(&self.app, &record.app)
-            && same(&self.version, &record.version)
-            && same(&self.runner, &record.runner)
+        // Cheap conditions first; the message and fields last.
+        self.since.is_none_or(|since| record.ts >= since)
+            && self.until.is_none_or(|until| record.ts < until)
+            && self.min_level.is_none_or(|level| record.level >= level)
+            && self.source.is_none_or(|source| source == record.source)
+            && self.stream.is_none_or(|stream| stream == record.stream)
             && self
                 .request_id
                 .as_deref()
                 .is_none_or(|wanted| record.request_id.as_deref() == Some(wanted))
-            && self.source.is_none_or(|source| source == record.source)
-            && self.stream.is_none_or(|stream| stream == record.stream)
-            && self.min_level.is_none_or(|level| record.level >= level)
-            && self.since.is_none_or(|since| record.ts >= since)
-            && self.until.is_none_or(|until| record.ts < until)
+            && self.matches_labels(Labels {
+                app: &record.app,
+                version: &record.version,
+                runner: &record.runner,
+                boot: &record.boot,
+            })
+            && self.matches_fields(&record.fields)
+            && self.matches_message(&record.message)
+    }
+
+    /// Whether records with these labels can match: the label matchers
+    /// alone. A store judges whole streams of records by it.
+    pub fn matches_labels(&self, labels: Labels<'_>) -> bool {
+        fn meets(matcher: &Option<Matcher>, value: &str) -> bool {
+            matcher.as_ref().is_none_or(|matcher| matcher.matches(value))
+        }
+        meets(&self.app, labels.app)
+            && meets(&self.version, labels.version)
+            && meets(&self.runner, labels.runner)
+            && meets(&self.boot, labels.boot)
+    }
+
+    /// Whether `message` meets the text conditions: phrase, substring and
+    /// regex.
+    pub fn matches_message(&self, message: &str) -> bool {
+        self.text
+            .as_ref()
+            .is_none_or(|phrase| phrase.is_in(message))
             && self
-                .text
+                .contains
                 .as_ref()
-                .is_none_or(|phrase| phrase.is_in(&record.message))
+                .is_none_or(|substring| substring.is_in(message))
+            && self
+                .regex
+                .as_ref()
+                .is_none_or(|pattern| pattern.is_match(message))
+    }
+
+    /// Whether `fields` has every wanted field value.
+    pub fn matches_fields(&self, fields: &Fields) -> bool {
+        self.fields
+            .iter()
+            .all(|(key, wanted)| field_matches(fields, key, wanted))
+    }
+
+    /// Lowercased words every matching message holds whole, sorted and
+    /// deduplicated: a store skips blocks whose word filter lacks one. Taken
+    /// from the phrase (all its words), the substring (its inner words) and
+    /// the regex (literal inner words it surely requires).
+    pub fn required_words(&self) -> Vec<String> {
+        let mut words: Vec<String> = Vec::new();
+        if let Some(phrase) = &self.text {
+            words.extend(phrase.words.iter().cloned());
+        }
+        if let Some(substring) = &self.contains {
+            words.extend(substring.required_words().iter().cloned());
+        }
+        if let Some(pattern) = &self.regex {
+            words.extend(pattern.required_words().iter().cloned());
+        }
+        words.sort();
+        words.dedup();
+        words
+    }
+}
+
+/// Whether the field `key` of `fields` has the value `wanted`. `key` names a
+/// top-level field; when there is no field of that exact name, dots in it
+/// walk into nested objects (`gpu.id` finds `{"gpu": {"id": 0}}`). A string
+/// value is compared as the string; any other value as its compact JSON
+/// text: `200`, `true`, `null`, `0.5`, `["a","b"]`. A missing field never
+/// matches.
+pub fn field_matches(fields: &Fields, key: &str, wanted: &str) -> bool {
+    let value = fields.get(key).or_else(|| {
+        let mut parts = key.split('.');
+        let mut value = fields.get(parts.next()?)?;
+        for part in parts {
+            value = value.as_object()?.get(part)?;
+        }
+        Some(value)
+    });
+    match value {
+        None => false,
+        Some(serde_json::Value::String(text)) => text == wanted,
+        Some(other) => other.to_string() == wanted,
     }
 }
 
@@ -148,7 +248,18 @@ mod tests {
             level,
             request_id: Some("req-1".into()),
             message: message.into(),
-            fields: Default::default(),
+            fields: serde_json::json!({
+                "status": 200,
+                "ok": true,
+                "model": "sdxl-turbo",
+                "gpu": {"id": 0},
+                "gpu.name": "A100",
+                "ratio": 0.5,
+                "nothing": null,
+            })
+            .as_object()
+            .unwrap()
+            .clone(),
             invalid_utf8: false,
         }
     }
@@ -175,6 +286,10 @@ mod tests {
             text: Some(Phrase::new("out of memory")),
             since: Some("2026-11-20T10:00:00Z".parse().unwrap()),
             until: Some("2026-11-20T10:00:01Z".parse().unwrap()),
+            boot: Some(Matcher::Re(Pattern::whole("b|c").unwrap())),
+            contains: Some(Substring::new("a Out", false).unwrap()),
+            regex: Some(Pattern::search("Out Of M[aeiou]mory$").unwrap()),
+            fields: [("status".to_owned(), "200".to_owned())].into(),
         };
         assert!(filter.matches(&record));
 
@@ -203,9 +318,81 @@ mod tests {
                 stream: Some(Stream::Stderr),
                 ..filter.clone()
             },
+            Filter {
+                runner: Some(Matcher::Ne("r1".into())),
+                ..filter.clone()
+            },
+            Filter {
+                version: Some(Matcher::NotRe(Pattern::whole("v.*").unwrap())),
+                ..filter.clone()
+            },
+            Filter {
+                boot: Some(Matcher::Re(Pattern::whole("bb").unwrap())),
+                ..filter.clone()
+            },
+            Filter {
+                contains: Some(Substring::new("a Out", true).unwrap()),
+                ..filter.clone()
+            },
+            Filter {
+                regex: Some(Pattern::search("^Out").unwrap()),
+                ..filter.clone()
+            },
+            Filter {
+                fields: [("status".to_owned(), "404".to_owned())].into(),
+                ..filter.clone()
+            },
         ];
         for miss in misses {
             assert!(!miss.matches(&record), "{miss:?}");
         }
+    }
+
+    #[test]
+    fn fields_compare_strings_as_strings_and_the_rest_as_json() {
+        let fields = record("", Level::Info).fields;
+        for (key, wanted) in [
+            ("status", "200"),
+            ("ok", "true"),
+            ("model", "sdxl-turbo"),
+            ("gpu.id", "0"),
+            ("gpu", r#"{"id":0}"#),
+            ("gpu.name", "A100"),
+            ("ratio", "0.5"),
+            ("nothing", "null"),
+        ] {
+            assert!(field_matches(&fields, key, wanted), "{key}={wanted}");
+        }
+        for (key, wanted) in [
+            ("status", "200.0"),
+            ("model", "\"sdxl-turbo\""),
+            ("ok", "True"),
+            ("missing", ""),
+            ("missing", "null"),
+            ("gpu.id.x", "0"),
+        ] {
+            assert!(!field_matches(&fields, key, wanted), "{key}={wanted}");
+        }
+        let filter = Filter {
+            fields: [
+                ("status".to_owned(), "200".to_owned()),
+                ("ok".to_owned(), "true".to_owned()),
+            ]
+            .into(),
+            ..Filter::default()
+        };
+        assert!(filter.matches(&record("", Level::Info)));
+    }
+
+    #[test]
+    fn required_words_come_from_every_text_condition() {
+        let filter = Filter {
+            text: Some(Phrase::new("CUDA error")),
+            contains: Some(Substring::new("timeout of memory", true).unwrap()),
+            regex: Some(Pattern::search("(?i)device [0-9]+ is busy").unwrap()),
+            ..Filter::default()
+        };
+        assert_eq!(filter.required_words(), ["cuda", "error", "of"]);
+        assert!(Filter::default().required_words().is_empty());
     }
 }

@@ -8,6 +8,8 @@
 //!   request id, timestamp and fields ([`parse_line`]).
 //! - [`filter`]: which records a reader wants ([`Filter`], [`Query`]) and the
 //!   opaque [`Cursor`] that pages through them.
+//! - [`matcher`]: how labels and messages are matched: exact values, regexes
+//!   ([`Pattern`], size-bounded) and substrings.
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
 //! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
 //! - [`words`]: what full-text search matches: whole words and phrases.
@@ -22,13 +24,15 @@
 //! ```
 
 pub mod filter;
+pub mod matcher;
 pub mod parse;
 pub mod record;
 pub mod time;
 pub mod wire;
 pub mod words;
 
-pub use filter::{Cursor, Direction, Filter, Query};
+pub use filter::{Cursor, Direction, Filter, Labels, Query};
+pub use matcher::{Matcher, Pattern, Substring};
 pub use parse::{parse_line, ParsedLine};
 pub use record::{Fields, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

@@ -1,9 +1,12 @@
 //! Bodies of the HTTP API, shared by the server, the client and the agent.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{Cursor, Direction, Filter, Query};
+use crate::matcher::{Matcher, Pattern, Substring};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
@@ -67,43 +70,274 @@ pub struct LogsPage {
 
 /// The query string of `GET /v1/logs` and `GET /v1/logs/tail`, as text, so
 /// that every bad value gets our own clear error ([`LogsParams::to_query`]).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+///
+/// The scheme, one condition per parameter, all of them applying:
+///
+/// | parameter | matches |
+/// |---|---|
+/// | `app`, `version`, `runner`, `boot` | the label, exactly |
+/// | `app_not`, … | any other value of the label |
+/// | `app_re`, … | values a regex matches whole (`runner_re=gpu-.*`) |
+/// | `app_not_re`, … | values a regex does not match whole |
+/// | `request` | one request id, exactly |
+/// | `source`, `stream` | `run`/`gateway`/`deploy`, `stdout`/`stderr`/`system` |
+/// | `level` | this level and more severe |
+/// | `text` | words together in the message, ignoring case (word index) |
+/// | `contains` | text anywhere in the message, inside words too, ignoring ASCII case; `case=sensitive` respects case |
+/// | `regex` | a regex found anywhere in the message |
+/// | `field.KEY` | the field `KEY` has this value (`field.status=200`); several allowed |
+/// | `since`, `until` | a time window (RFC 3339, `now`, or a duration ago) |
+///
+/// plus paging (`limit`, `direction`, `cursor`) and, for live tail, `after`.
+/// An empty value counts as absent, except for `field.KEY` (where it wants
+/// the empty string). Each parameter may be given once; a label takes one
+/// of its four forms; unknown parameters are refused, so a typo is never
+/// silently ignored. See [`crate::matcher`] for exactly what each form
+/// matches.
+///
+/// It (de)serializes as a flat map of names to strings, so `serde_urlencoded`
+/// (axum's `Query`, reqwest's `.query`) reads and writes it; reading refuses
+/// unknown and repeated names with the errors of [`LogsParams::from_pairs`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogsParams {
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub app: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_not: Option<String>,
+    pub app_re: Option<String>,
+    pub app_not_re: Option<String>,
     pub version: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version_not: Option<String>,
+    pub version_re: Option<String>,
+    pub version_not_re: Option<String>,
     pub runner: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runner_not: Option<String>,
+    pub runner_re: Option<String>,
+    pub runner_not_re: Option<String>,
+    pub boot: Option<String>,
+    pub boot_not: Option<String>,
+    pub boot_re: Option<String>,
+    pub boot_not_re: Option<String>,
     pub request: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<String>,
     /// Minimum level.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub level: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Words together, ignoring case.
     pub text: Option<String>,
+    /// A substring of the message.
+    pub contains: Option<String>,
+    /// How `contains` treats case: `insensitive` (ASCII, the default) or
+    /// `sensitive`.
+    pub case: Option<String>,
+    /// A regex searched in the message.
+    pub regex: Option<String>,
     /// RFC 3339, `now`, or a duration ago (`15m`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<String>,
     /// `forward` (oldest first) or `backward` (newest first, the default).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub direction: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// Live tail only: start after this record `id` (as `Last-Event-ID`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<String>,
+    /// `field.KEY=VALUE`, keyed by `KEY` (without the `field.` prefix).
+    pub fields: BTreeMap<String, String>,
 }
 
+/// The prefix of field conditions in a query string: `field.status=200`.
+pub const FIELD_PREFIX: &str = "field.";
+
+/// The labels a query can match, each with four parameter forms.
+const LABELS: [&str; 4] = ["app", "version", "runner", "boot"];
+/// The suffixes of a label's parameters: equal, not equal, regex, not regex.
+const LABEL_FORMS: [&str; 4] = ["", "_not", "_re", "_not_re"];
+
 impl LogsParams {
+    /// Every named parameter but `field.KEY`, in a fixed order.
+    fn slots(&mut self) -> [(&'static str, &mut Option<String>); 30] {
+        [
+            ("app", &mut self.app),
+            ("app_not", &mut self.app_not),
+            ("app_re", &mut self.app_re),
+            ("app_not_re", &mut self.app_not_re),
+            ("version", &mut self.version),
+            ("version_not", &mut self.version_not),
+            ("version_re", &mut self.version_re),
+            ("version_not_re", &mut self.version_not_re),
+            ("runner", &mut self.runner),
+            ("runner_not", &mut self.runner_not),
+            ("runner_re", &mut self.runner_re),
+            ("runner_not_re", &mut self.runner_not_re),
+            ("boot", &mut self.boot),
+            ("boot_not", &mut self.boot_not),
+            ("boot_re", &mut self.boot_re),
+            ("boot_not_re", &mut self.boot_not_re),
+            ("request", &mut self.request),
+            ("source", &mut self.source),
+            ("stream", &mut self.stream),
+            ("level", &mut self.level),
+            ("text", &mut self.text),
+            ("contains", &mut self.contains),
+            ("case", &mut self.case),
+            ("regex", &mut self.regex),
+            ("since", &mut self.since),
+            ("until", &mut self.until),
+            ("limit", &mut self.limit),
+            ("direction", &mut self.direction),
+            ("cursor", &mut self.cursor),
+            ("after", &mut self.after),
+        ]
+    }
+
+    /// Parameters from a decoded query string's name/value pairs. Refuses an
+    /// unknown name, a repeated one, and `field.` without a key.
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Result<LogsParams, String>
+    where
+        K: AsRef<str>,
+        V: Into<String>,
+    {
+        let mut params = LogsParams::default();
+        for (name, value) in pairs {
+            let name = name.as_ref();
+            let value = value.into();
+            let twice = || {
+                format!("parameter '{name}' is given twice: give it once (a regex can match several values, as in runner_re=r1|r2)")
+            };
+            if let Some(key) = name.strip_prefix(FIELD_PREFIX) {
+                if key.is_empty() {
+                    return Err(format!(
+                        "parameter '{name}' names no field: use {FIELD_PREFIX}KEY=VALUE, as in {FIELD_PREFIX}status=200"
+                    ));
+                }
+                if params.fields.insert(key.to_owned(), value).is_some() {
+                    return Err(twice());
+                }
+                continue;
+            }
+            let mut slots = params.slots();
+            let Some((_, slot)) = slots.iter_mut().find(|(known, _)| *known == name) else {
+                return Err(format!(
+                    "unknown parameter '{name}': use app, version, runner or boot (each also with _not, _re or _not_re), request, source, stream, level, text, contains, case, regex, {FIELD_PREFIX}KEY, since, until, limit, direction, cursor or after"
+                ));
+            };
+            if slot.replace(value).is_some() {
+                return Err(twice());
+            }
+        }
+        Ok(params)
+    }
+
+    /// The parameters as name/value pairs, `field.KEY` last; absent ones
+    /// left out.
+    pub fn to_pairs(&self) -> Vec<(String, String)> {
+        let mut copy = self.clone();
+        let mut pairs: Vec<(String, String)> = copy
+            .slots()
+            .into_iter()
+            .filter_map(|(name, value)| value.take().map(|value| (name.to_owned(), value)))
+            .collect();
+        pairs.extend(
+            self.fields
+                .iter()
+                .map(|(key, value)| (format!("{FIELD_PREFIX}{key}"), value.clone())),
+        );
+        pairs
+    }
+
+    /// The parameters that describe `query` (times as RFC 3339): the inverse
+    /// of [`LogsParams::to_query`].
+    pub fn from_query(query: &Query) -> LogsParams {
+        let mut params = LogsParams::from_filter(&query.filter);
+        params.limit = Some(query.limit.to_string());
+        params.direction = Some(
+            match query.direction {
+                Direction::Forward => "forward",
+                Direction::Backward => "backward",
+            }
+            .to_owned(),
+        );
+        params.cursor = query.cursor.map(|cursor| cursor.encode());
+        params
+    }
+
+    /// The parameters that describe `filter` (times as RFC 3339): the inverse
+    /// of [`LogsParams::to_filter`].
+    pub fn from_filter(filter: &Filter) -> LogsParams {
+        let mut params = LogsParams {
+            request: filter.request_id.clone(),
+            source: filter.source.map(|source| source.as_str().to_owned()),
+            stream: filter.stream.map(|stream| stream.as_str().to_owned()),
+            level: filter.min_level.map(|level| level.as_str().to_owned()),
+            text: filter.text.as_ref().map(|phrase| phrase.text.clone()),
+            contains: filter
+                .contains
+                .as_ref()
+                .map(|substring| substring.as_str().to_owned()),
+            case: filter
+                .contains
+                .as_ref()
+                .filter(|substring| substring.case_sensitive())
+                .map(|_| "sensitive".to_owned()),
+            regex: filter
+                .regex
+                .as_ref()
+                .map(|pattern| pattern.as_str().to_owned()),
+            since: filter.since.map(|time| time.to_string()),
+            until: filter.until.map(|time| time.to_string()),
+            fields: filter.fields.clone(),
+            ..LogsParams::default()
+        };
+        let matchers = [&filter.app, &filter.version, &filter.runner, &filter.boot];
+        for (label, matcher) in LABELS.into_iter().zip(matchers) {
+            let Some(matcher) = matcher else { continue };
+            let (suffix, value) = match matcher {
+                Matcher::Eq(value) => ("", value.as_str()),
+                Matcher::Ne(value) => ("_not", value.as_str()),
+                Matcher::Re(pattern) => ("_re", pattern.as_str()),
+                Matcher::NotRe(pattern) => ("_not_re", pattern.as_str()),
+            };
+            let name = format!("{label}{suffix}");
+            let mut slots = params.slots();
+            let (_, slot) = slots
+                .iter_mut()
+                .find(|(known, _)| *known == name)
+                .expect("every label has its four forms");
+            **slot = Some(value.to_owned());
+        }
+        params
+    }
+
+    /// The matcher of `label` (one of [`LABELS`]) from its four forms.
+    fn matcher(&mut self, label: &str) -> Result<Option<Matcher>, String> {
+        let mut given = Vec::new();
+        for (name, value) in self.slots() {
+            let Some(suffix) = name
+                .strip_prefix(label)
+                .filter(|suffix| LABEL_FORMS.contains(suffix))
+            else {
+                continue;
+            };
+            if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+                given.push((name, suffix, value.to_owned()));
+            }
+        }
+        let Some((name, suffix, value)) = given.pop() else {
+            return Ok(None);
+        };
+        if let Some((other, _, _)) = given.pop() {
+            return Err(format!(
+                "{other} and {name} are both given: give one of {label}, {label}_not, {label}_re or {label}_not_re (a regex can say the rest, as in {label}_re=a|b)"
+            ));
+        }
+        let pattern = || Pattern::whole(&value).map_err(|error| format!("invalid {name}: {error}"));
+        Ok(Some(match suffix {
+            "" => Matcher::Eq(value),
+            "_not" => Matcher::Ne(value),
+            "_re" => Matcher::Re(pattern()?),
+            "_not_re" => Matcher::NotRe(pattern()?),
+            _ => unreachable!("the four forms of a label"),
+        }))
+    }
+
     /// The filter these parameters describe; relative times count back from
     /// `now`.
     pub fn to_filter(&self, now: Timestamp) -> Result<Filter, String> {
@@ -117,15 +351,45 @@ impl LogsParams {
         }
         let time =
             |value: &Option<String>| non_empty(value).map(|v| parse_time(&v, now)).transpose();
+        let case_sensitive = match self.case.as_deref().unwrap_or("") {
+            "" | "insensitive" => false,
+            "sensitive" => true,
+            other => {
+                return Err(format!(
+                    "unknown case '{other}': use sensitive, or insensitive (the default)"
+                ))
+            }
+        };
+        let contains = non_empty(&self.contains);
+        if contains.is_none() && non_empty(&self.case).is_some() {
+            return Err(
+                "case applies to contains: add contains=TEXT, or leave case out (text ignores case; a regex can say (?i))"
+                    .to_owned(),
+            );
+        }
+        let mut labels = self.clone();
         Ok(Filter {
-            app: non_empty(&self.app),
-            version: non_empty(&self.version),
-            runner: non_empty(&self.runner),
+            app: labels.matcher("app")?,
+            version: labels.matcher("version")?,
+            runner: labels.matcher("runner")?,
+            boot: labels.matcher("boot")?,
             request_id: non_empty(&self.request),
             source: parsed::<Source>(&self.source)?,
             stream: parsed::<Stream>(&self.stream)?,
             min_level: parsed::<Level>(&self.level)?,
             text: non_empty(&self.text).map(|text| Phrase::new(&text)),
+            contains: contains
+                .map(|text| {
+                    Substring::new(&text, case_sensitive)
+                        .map_err(|error| format!("invalid contains: {error}"))
+                })
+                .transpose()?,
+            regex: non_empty(&self.regex)
+                .map(|source| {
+                    Pattern::search(&source).map_err(|error| format!("invalid regex: {error}"))
+                })
+                .transpose()?,
+            fields: self.fields.clone(),
             since: time(&self.since)?,
             until: time(&self.until)?,
         })
@@ -177,6 +441,41 @@ impl LogsParams {
     }
 }
 
+impl Serialize for LogsParams {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pairs = self.to_pairs();
+        let mut map = serializer.serialize_map(Some(pairs.len()))?;
+        for (name, value) in &pairs {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LogsParams {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> serde::de::Visitor<'de> for Pairs {
+            type Value = LogsParams;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("query parameters: names and text values")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<LogsParams, A::Error> {
+                let mut pairs: Vec<(String, String)> = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                LogsParams::from_pairs(pairs).map_err(serde::de::Error::custom)
+            }
+        }
+        deserializer.deserialize_map(Pairs)
+    }
+}
+
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -208,7 +507,7 @@ mod tests {
         let query = params.to_query(now).unwrap();
         assert_eq!(query.limit, DEFAULT_PAGE_LIMIT);
         assert_eq!(query.direction, Direction::Backward);
-        assert_eq!(query.filter.app.as_deref(), Some("sdxl"));
+        assert_eq!(query.filter.app, Some(Matcher::Eq("sdxl".into())));
         assert_eq!(query.filter.runner, None);
         assert_eq!(query.filter.min_level, Some(Level::Warn));
         assert_eq!(
@@ -248,5 +547,148 @@ mod tests {
         .after_id()
         .unwrap_err()
         .contains("invalid after"));
+    }
+
+    #[test]
+    fn label_forms_regexes_text_and_fields_become_a_filter() {
+        let params = LogsParams::from_pairs([
+            ("app_not", "whisper"),
+            ("runner_re", "gpu-.*"),
+            ("version_not_re", "v0.*"),
+            ("boot", "b1"),
+            ("contains", "Out Of"),
+            ("case", "sensitive"),
+            ("regex", "step [0-9]+"),
+            ("field.status", "200"),
+            ("field.gpu.id", "0"),
+        ])
+        .unwrap();
+        let filter = params.to_filter(Timestamp::UNIX_EPOCH).unwrap();
+        assert_eq!(filter.app, Some(Matcher::Ne("whisper".into())));
+        assert_eq!(
+            filter.runner,
+            Some(Matcher::Re(Pattern::whole("gpu-.*").unwrap()))
+        );
+        assert_eq!(
+            filter.version,
+            Some(Matcher::NotRe(Pattern::whole("v0.*").unwrap()))
+        );
+        assert_eq!(filter.boot, Some(Matcher::Eq("b1".into())));
+        assert_eq!(filter.contains, Some(Substring::new("Out Of", true).unwrap()));
+        assert_eq!(filter.regex, Some(Pattern::search("step [0-9]+").unwrap()));
+        assert_eq!(
+            filter.fields,
+            BTreeMap::from([
+                ("gpu.id".to_owned(), "0".to_owned()),
+                ("status".to_owned(), "200".to_owned())
+            ])
+        );
+        // contains ignores ASCII case unless told otherwise.
+        let default_case = LogsParams {
+            contains: Some("oom".into()),
+            ..LogsParams::default()
+        };
+        assert!(
+            !default_case
+                .to_filter(Timestamp::UNIX_EPOCH)
+                .unwrap()
+                .contains
+                .unwrap()
+                .case_sensitive()
+        );
+    }
+
+    #[test]
+    fn params_and_filters_round_trip_both_ways() {
+        let params = LogsParams {
+            app: Some("sdxl".into()),
+            version_not: Some("v1".into()),
+            runner_re: Some("gpu-(a|b)".into()),
+            boot_not_re: Some("old.*".into()),
+            request: Some("req-1".into()),
+            source: Some("gateway".into()),
+            stream: Some("stderr".into()),
+            level: Some("warn".into()),
+            text: Some("out of memory".into()),
+            contains: Some("CUDA".into()),
+            case: Some("sensitive".into()),
+            regex: Some("(?i)oom".into()),
+            since: Some("2026-11-20T10:00:00Z".into()),
+            until: Some("2026-11-20T11:00:00.5Z".into()),
+            limit: Some("25".into()),
+            direction: Some("forward".into()),
+            cursor: Some(Cursor { ts_ns: 7, id: 9 }.encode()),
+            fields: BTreeMap::from([
+                ("status".to_owned(), "200".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ]),
+            ..LogsParams::default()
+        };
+        let now = Timestamp::UNIX_EPOCH;
+        let query = params.to_query(now).unwrap();
+        assert_eq!(LogsParams::from_query(&query), params);
+        assert_eq!(LogsParams::from_query(&query).to_query(now).unwrap(), query);
+        // As pairs, and through serde as a query string's flat map.
+        assert_eq!(LogsParams::from_pairs(params.to_pairs()).unwrap(), params);
+        let encoded = serde_urlencoded::to_string(&params).unwrap();
+        assert!(encoded.contains("runner_re=gpu-%28a%7Cb%29"), "{encoded}");
+        assert!(encoded.contains("field.status=200"), "{encoded}");
+        assert_eq!(
+            serde_urlencoded::from_str::<LogsParams>(&encoded).unwrap(),
+            params
+        );
+        assert_eq!(
+            serde_urlencoded::to_string(LogsParams::default()).unwrap(),
+            ""
+        );
+    }
+
+    #[test]
+    fn bad_query_language_gets_clear_errors() {
+        let now = Timestamp::UNIX_EPOCH;
+        let error = |pairs: &[(&str, &str)]| {
+            let pairs = pairs.iter().map(|&(name, value)| (name, value));
+            match LogsParams::from_pairs(pairs) {
+                Err(error) => error,
+                Ok(params) => params.to_filter(now).unwrap_err(),
+            }
+        };
+        let cases: [(&[(&str, &str)], &[&str]); 9] = [
+            (
+                &[("runner_re", "gpu-(")],
+                &["invalid runner_re: bad regex 'gpu-('", "unclosed group"],
+            ),
+            (&[("regex", "a{2,1}")], &["invalid regex: bad regex"]),
+            (
+                &[("regex", r"\w{1000}")],
+                &["invalid regex: regex '\\w{1000}' is too large", "1024 KiB"],
+            ),
+            (
+                &[("runner_regex", "x")],
+                &["unknown parameter 'runner_regex'", "runner_re"],
+            ),
+            (&[("app", "a"), ("app", "b")], &["'app' is given twice"]),
+            (
+                &[("field.x", "1"), ("field.x", "2")],
+                &["'field.x' is given twice"],
+            ),
+            (&[("field.", "1")], &["names no field", "field.KEY=VALUE"]),
+            (
+                &[("runner", "a"), ("runner_re", "b")],
+                &["runner and runner_re are both given"],
+            ),
+            (&[("case", "sensitive")], &["case applies to contains"]),
+        ];
+        for (pairs, wanted) in cases {
+            let error = error(pairs);
+            for part in wanted {
+                assert!(error.contains(part), "{pairs:?}: {error}");
+            }
+            assert!(!error.contains('\n'), "{error}");
+        }
+        assert!(error(&[("contains", "x"), ("case", "upper")]).contains("unknown case 'upper'"));
+        // Through serde too, as the server reads it.
+        let error = serde_urlencoded::from_str::<LogsParams>("app=a&aap=b").unwrap_err();
+        assert!(error.to_string().contains("unknown parameter 'aap'"), "{error}");
     }
 }

@@ -6,7 +6,9 @@
 //! `out of memory` finds `CUDA out-of-memory`, `OutOfMemoryError` finds
 //! `torch.OutOfMemoryError: …`, and `memory` does not find `memoryless`.
 //! Because matches are whole words, a store can index words (in bloom
-//! filters) and skip whatever cannot match. For parts of words, use a regex.
+//! filters) and skip whatever cannot match. For parts of words, use a
+//! substring (`contains`) or a regex; those can still skip blocks by the
+//! whole words they require ([`inner_words`]).
 
 /// Whether `byte` belongs to a word.
 pub fn is_word_byte(byte: u8) -> bool {
@@ -39,6 +41,22 @@ impl<'a> Iterator for Words<'a> {
         self.rest = &self.rest[start + len..];
         Some(word)
     }
+}
+
+/// The words of `text` that stand whole inside it: with a separator on both
+/// sides, so not its first or last word unless `text` begins or ends with a
+/// separator. Any message that holds `text` verbatim (or ignoring ASCII case)
+/// holds each of these as a whole word, which is what a word filter can
+/// check: ` of ` in `out of memory`, while `out` may end `timeout` and
+/// `memory` may begin `memoryless`.
+pub fn inner_words(text: &str) -> impl Iterator<Item = &str> {
+    let bytes = text.as_bytes();
+    let base = text.as_ptr() as usize;
+    words(text).filter(move |word| {
+        let start = word.as_ptr() as usize - base;
+        let end = start + word.len();
+        start > 0 && end < bytes.len()
+    })
 }
 
 /// A phrase to find in messages, prepared once per query.
@@ -137,6 +155,17 @@ mod tests {
         }
         // A repeated first word does not hide a later match.
         assert!(Phrase::new("out of time").is_in("out of memory, out of time"));
+    }
+
+    #[test]
+    fn inner_words_are_those_with_a_separator_on_both_sides() {
+        let inner = |text| inner_words(text).collect::<Vec<_>>();
+        assert_eq!(inner("out of memory"), ["of"]);
+        assert_eq!(inner(" out of memory."), ["out", "of", "memory"]);
+        assert_eq!(inner("(für)"), ["für"]);
+        assert!(inner("memory").is_empty());
+        assert!(inner("a-b").is_empty());
+        assert!(inner("").is_empty());
     }
 
     #[test]

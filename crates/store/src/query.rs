@@ -1,7 +1,9 @@
 //! Query execution: one ordered page from the memtable and the parts.
 //!
-//! Candidate blocks are chosen from part footers alone (tenant, labels, time,
-//! levels, output streams, request index, word filters). They are opened
+//! Candidate blocks are chosen from part footers alone (tenant, label
+//! matchers against the partition's app and each stream's labels, time,
+//! levels, output streams, request index, and the words a phrase, substring
+//! or regex requires against each block's word filter). They are opened
 //! lazily, in order of their first possible record, and merged with the
 //! memtable through a heap, so a page reads only the blocks it needs and
 //! memory stays bounded by the blocks that overlap in time.
@@ -12,12 +14,12 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use tailwater_model::filter::timestamp_ns;
-use tailwater_model::{Cursor, Direction, Filter, LogRecord, Query};
+use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
 use crate::memtable::Memtable;
 use crate::part::block::{level_code, stream_code};
 use crate::part::reader::Part;
-use crate::part::{BlockMeta, Footer};
+use crate::part::{BlockMeta, Footer, StreamLabels};
 use crate::Page;
 
 /// The time bounds of a query, with its cursor applied.
@@ -110,43 +112,80 @@ fn tighter_upper(bound: Bound<Cursor>, cursor: Cursor) -> Bound<Cursor> {
     }
 }
 
-/// Whether a block may hold a record of `tenant` matching `filter`, judged
-/// from the footer alone.
-pub(crate) fn block_may_match(footer: &Footer, block: &BlockMeta, filter: &Filter) -> bool {
-    let labels = &footer.streams[block.stream as usize].labels;
-    let same = |wanted: &Option<String>, actual: &str| {
-        wanted.as_deref().is_none_or(|wanted| wanted == actual)
-    };
-    same(&filter.app, &labels.app)
-        && same(&filter.version, &labels.version)
-        && same(&filter.runner, &labels.runner)
-        && filter.source.is_none_or(|source| source == labels.source)
-        && filter
-            .min_level
-            .is_none_or(|level| block.levels >> level_code(level) != 0)
-        && filter
-            .stream
-            .is_none_or(|stream| block.outputs & (1 << stream_code(stream)) != 0)
-        && filter.text.as_ref().is_none_or(|phrase| {
-            phrase
-                .words
-                .iter()
-                .all(|word| block.words.may_contain(word))
-        })
+/// What a query rules out from footers alone, prepared once per query.
+pub(crate) struct Prune<'f> {
+    filter: &'f Filter,
+    /// Lowercased words every match holds ([`Filter::required_words`]).
+    words: Vec<String>,
 }
 
-/// The blocks of `part` that may hold matches, as indexes.
+impl<'f> Prune<'f> {
+    pub fn new(filter: &'f Filter) -> Prune<'f> {
+        Prune {
+            filter,
+            words: filter.required_words(),
+        }
+    }
+
+    /// Whether `footer`'s part may hold a match, by its partition's app.
+    pub fn part_may_match(&self, footer: &Footer) -> bool {
+        self.filter
+            .app
+            .as_ref()
+            .is_none_or(|app| app.matches(&footer.partition.app))
+    }
+
+    /// Whether records of a stream with `labels` may match.
+    fn stream_may_match(&self, labels: &StreamLabels) -> bool {
+        self.filter.source.is_none_or(|source| source == labels.source)
+            && self.filter.matches_labels(Labels {
+                app: &labels.app,
+                version: &labels.version,
+                runner: &labels.runner,
+                boot: &labels.boot,
+            })
+    }
+
+    /// Whether a block of a stream that may match may hold a match: levels,
+    /// output streams and words.
+    fn block_may_match(&self, block: &BlockMeta) -> bool {
+        let filter = self.filter;
+        filter
+            .min_level
+            .is_none_or(|level| block.levels >> level_code(level) != 0)
+            && filter
+                .stream
+                .is_none_or(|stream| block.outputs & (1 << stream_code(stream)) != 0)
+            && self.words.iter().all(|word| block.words.may_contain(word))
+    }
+}
+
+/// The blocks of `part` that may hold matches of `tenant`'s query, as
+/// indexes, judged from the footer alone: labels once per stream, then each
+/// block's levels, outputs and word filter; the request index when the
+/// query names a request.
 pub(crate) fn candidate_blocks<'p>(
     part: &'p Part,
     tenant: &str,
-    filter: &'p Filter,
+    prune: &'p Prune<'p>,
 ) -> Box<dyn Iterator<Item = usize> + 'p> {
     let footer = &part.footer;
-    if footer.partition.tenant != tenant {
+    if footer.partition.tenant != tenant || !prune.part_may_match(footer) {
         return Box::new(std::iter::empty());
     }
-    let matching = move |index: &usize| block_may_match(footer, &footer.blocks[*index], filter);
-    match &filter.request_id {
+    let streams: Vec<bool> = footer
+        .streams
+        .iter()
+        .map(|stream| prune.stream_may_match(&stream.labels))
+        .collect();
+    if !streams.contains(&true) {
+        return Box::new(std::iter::empty());
+    }
+    let matching = move |index: &usize| {
+        let block = &footer.blocks[*index];
+        streams[block.stream as usize] && prune.block_may_match(block)
+    };
+    match &prune.filter.request_id {
         Some(request_id) => Box::new(
             footer
                 .request_blocks(request_id)
@@ -222,6 +261,8 @@ pub(crate) fn page(
     let backward = query.direction == Direction::Backward;
     let filter = &query.filter;
     let wanted = |record: &LogRecord| record.tenant == tenant && filter.matches(record);
+    let prune = Prune::new(filter);
+    let prune = &prune;
 
     let mut pending: Vec<Pending> = parts
         .iter()
@@ -230,7 +271,7 @@ pub(crate) fn page(
                 && bounds.overlaps(part.footer.min_ts, part.footer.max_ts)
         })
         .flat_map(|part| {
-            candidate_blocks(part, tenant, filter).filter_map(|block| {
+            candidate_blocks(part, tenant, prune).filter_map(move |block| {
                 let meta = &part.footer.blocks[block];
                 bounds
                     .overlaps(meta.min_ts, meta.max_ts)
@@ -328,8 +369,9 @@ pub(crate) fn after_id(
     let memtable_covers_all = memtable.min_id().is_some_and(|min| min <= after + 1)
         || parts.iter().all(|p| p.footer.max_id <= after);
     if !memtable_covers_all {
+        let prune = Prune::new(filter);
         for part in parts.iter().filter(|part| part.footer.max_id > after) {
-            for block in candidate_blocks(part, tenant, filter) {
+            for block in candidate_blocks(part, tenant, &prune) {
                 if part.footer.blocks[block].max_id > after {
                     records.extend(
                         read_block_or_report(part, block)

@@ -1,0 +1,381 @@
+//! Matching strings: label [`Matcher`]s, size-bounded regexes ([`Pattern`])
+//! and substrings ([`Substring`]), each with the words it requires of a
+//! message, so a store can skip blocks by their word filters.
+//!
+//! What each one matches:
+//!
+//! - A label matcher compares a whole label value: `Eq` and `Ne` exactly
+//!   (case and all), `Re` and `NotRe` with a regex that must match the
+//!   *whole* value, as in Prometheus and Loki: `gpu-.*` matches `gpu-a100-1`,
+//!   `gpu` alone does not.
+//! - A message regex ([`Pattern::search`]) matches anywhere in the message,
+//!   like grep: `oom|out of memory`. Case matters unless the regex says
+//!   `(?i)`.
+//! - A substring ([`Substring`]) is found anywhere in the message, inside
+//!   words too: `memor` finds `memoryless`. Case-sensitive, or ignoring
+//!   ASCII case (like word search: `É` and `é` stay different).
+//!
+//! Regexes use the [`regex`] crate's syntax (Unicode-aware, no look-around,
+//! no backreferences; matching time is linear in the text) and are refused
+//! past [`REGEX_SIZE_LIMIT`] once compiled.
+
+use std::fmt;
+
+use regex::{Regex, RegexBuilder};
+use regex_syntax::hir::{Hir, HirKind};
+
+use crate::words::inner_words;
+
+/// The most memory one regex may take once compiled, in bytes (1 MiB). A
+/// regex past it (`\w{500}` is one: `\w` is Unicode-wide) is refused with an
+/// error rather than compiled, so a query cannot make the server build an
+/// unbounded automaton. It also bounds substrings, which are compiled the
+/// same way.
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+/// A compiled regex, with the text it was written as.
+#[derive(Clone)]
+pub struct Pattern {
+    source: String,
+    whole: bool,
+    regex: Regex,
+    /// Lowercased words any matching text holds whole.
+    required_words: Vec<String>,
+}
+
+impl Pattern {
+    /// A regex that must match the whole value (label matchers): `gpu-.*`
+    /// matches `gpu-a100-1` but not `old-gpu-1`.
+    pub fn whole(source: &str) -> Result<Pattern, String> {
+        // Validate the regex alone first: wrapped, `a)|(b` would be valid.
+        compile(source, source)?;
+        let regex = compile(&format!(r"\A(?:{source})\z"), source)?;
+        Ok(Pattern {
+            source: source.to_owned(),
+            whole: true,
+            regex,
+            required_words: Vec::new(),
+        })
+    }
+
+    /// A regex found anywhere in the text (message search).
+    pub fn search(source: &str) -> Result<Pattern, String> {
+        let regex = compile(source, source)?;
+        Ok(Pattern {
+            source: source.to_owned(),
+            whole: false,
+            regex,
+            required_words: regex_required_words(source),
+        })
+    }
+
+    /// The regex as written.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn is_match(&self, text: &str) -> bool {
+        self.regex.is_match(text)
+    }
+
+    /// Lowercased words that every text this regex matches holds as whole
+    /// words (see [`crate::words`]): literal words with a literal separator
+    /// on both sides, outside alternations and optional parts. `failed to
+    /// (load|open) model\.` requires `to`; `(?i)…` letters require nothing.
+    /// Possibly none: an empty list never rules anything out.
+    pub fn required_words(&self) -> &[String] {
+        &self.required_words
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.whole == other.whole
+    }
+}
+
+impl fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.whole { "whole" } else { "search" };
+        write!(f, "Pattern::{kind}({:?})", self.source)
+    }
+}
+
+fn compile(pattern: &str, source: &str) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .size_limit(REGEX_SIZE_LIMIT)
+        .build()
+        .map_err(|error| match error {
+            regex::Error::CompiledTooBig(limit) => format!(
+                "regex '{source}' is too large: compiled, it would pass the {} KiB limit; \
+                 use fewer or smaller repetitions and classes (\\w, \\d and . are Unicode-wide; \
+                 (?-u) makes them ASCII)",
+                limit / 1024
+            ),
+            regex::Error::Syntax(text) => {
+                // The crate's message is several lines ending "error: <what>".
+                let what = text
+                    .lines()
+                    .rev()
+                    .find_map(|line| line.trim().strip_prefix("error: "))
+                    .unwrap_or(text.trim())
+                    .to_owned();
+                format!(
+                    "bad regex '{source}': {what}; fix it, or put \\ before special characters \
+                     to match them as written"
+                )
+            }
+            other => format!("bad regex '{source}': {other}"),
+        })
+}
+
+/// See [`Pattern::required_words`].
+fn regex_required_words(source: &str) -> Vec<String> {
+    let Ok(hir) = regex_syntax::parse(source) else {
+        return Vec::new();
+    };
+    let mut literals = Vec::new();
+    required_literals(&hir, &mut literals);
+    let mut found: Vec<String> = literals
+        .iter()
+        .filter_map(|bytes| std::str::from_utf8(bytes).ok())
+        .flat_map(inner_words)
+        .map(str::to_ascii_lowercase)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Byte strings every match of `hir` holds verbatim: runs of consecutive
+/// literals, found through groups and through repetitions of at least one.
+/// Anything else (classes, alternations, optional parts, look-arounds) ends
+/// a run and adds nothing, which is always safe.
+fn required_literals(hir: &Hir, out: &mut Vec<Vec<u8>>) {
+    fn feed(hir: &Hir, run: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        match hir.kind() {
+            HirKind::Empty => {}
+            HirKind::Literal(literal) => run.extend_from_slice(&literal.0),
+            HirKind::Capture(capture) => feed(&capture.sub, run, out),
+            HirKind::Concat(items) => {
+                for item in items {
+                    feed(item, run, out);
+                }
+            }
+            HirKind::Repetition(repetition) if repetition.min >= 1 => {
+                flush(run, out);
+                required_literals(&repetition.sub, out);
+            }
+            _ => flush(run, out),
+        }
+    }
+    fn flush(run: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
+        if !run.is_empty() {
+            out.push(std::mem::take(run));
+        }
+    }
+    let mut run = Vec::new();
+    feed(hir, &mut run, out);
+    flush(&mut run, out);
+}
+
+/// How a label value is matched (see the [module](self) for semantics).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Matcher {
+    /// Exactly this value.
+    Eq(String),
+    /// Any value but this one.
+    Ne(String),
+    /// Values the regex matches whole ([`Pattern::whole`]).
+    Re(Pattern),
+    /// Values the regex does not match whole.
+    NotRe(Pattern),
+}
+
+impl Matcher {
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Eq(wanted) => value == wanted,
+            Matcher::Ne(unwanted) => value != unwanted,
+            Matcher::Re(pattern) => pattern.is_match(value),
+            Matcher::NotRe(pattern) => !pattern.is_match(value),
+        }
+    }
+}
+
+impl From<&str> for Matcher {
+    fn from(value: &str) -> Matcher {
+        Matcher::Eq(value.to_owned())
+    }
+}
+
+impl From<String> for Matcher {
+    fn from(value: String) -> Matcher {
+        Matcher::Eq(value)
+    }
+}
+
+/// Text to find anywhere in a message, inside words too.
+#[derive(Clone)]
+pub struct Substring {
+    text: String,
+    case_sensitive: bool,
+    regex: Regex,
+    required_words: Vec<String>,
+}
+
+impl Substring {
+    /// `text` as written when `case_sensitive`, else ignoring ASCII case
+    /// (`OOM` finds `oom`; `É` does not find `é`). Fails only when `text` is
+    /// too long to compile within [`REGEX_SIZE_LIMIT`].
+    pub fn new(text: &str, case_sensitive: bool) -> Result<Substring, String> {
+        let pattern = if case_sensitive {
+            regex::escape(text)
+        } else {
+            let mut pattern = String::with_capacity(text.len() * 2);
+            for c in text.chars() {
+                if c.is_ascii_alphabetic() {
+                    pattern.extend(['[', c.to_ascii_lowercase(), c.to_ascii_uppercase(), ']']);
+                } else {
+                    pattern.push_str(&regex::escape(c.encode_utf8(&mut [0; 4])));
+                }
+            }
+            pattern
+        };
+        let regex = RegexBuilder::new(&pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+            .map_err(|_| {
+                format!(
+                    "text to find is too long ({} bytes): search for a shorter part of it",
+                    text.len()
+                )
+            })?;
+        let mut required_words: Vec<String> =
+            inner_words(text).map(str::to_ascii_lowercase).collect();
+        required_words.sort();
+        required_words.dedup();
+        Ok(Substring {
+            text: text.to_owned(),
+            case_sensitive,
+            regex,
+            required_words,
+        })
+    }
+
+    /// The text as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn case_sensitive(&self) -> bool {
+        self.case_sensitive
+    }
+
+    pub fn is_in(&self, message: &str) -> bool {
+        self.regex.is_match(message)
+    }
+
+    /// Lowercased words any message holding the text holds whole: its inner
+    /// words ([`inner_words`]).
+    pub fn required_words(&self) -> &[String] {
+        &self.required_words
+    }
+}
+
+impl PartialEq for Substring {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.case_sensitive == other.case_sensitive
+    }
+}
+
+impl fmt::Debug for Substring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Substring")
+            .field("text", &self.text)
+            .field("case_sensitive", &self.case_sensitive)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_regexes_match_whole_values() {
+        let re = Matcher::Re(Pattern::whole("gpu-.*").unwrap());
+        assert!(re.matches("gpu-a100-1"));
+        assert!(!re.matches("old-gpu-1"));
+        let alternatives = Matcher::Re(Pattern::whole("r1|r2").unwrap());
+        assert!(alternatives.matches("r1") && alternatives.matches("r2"));
+        assert!(!alternatives.matches("r12"), "anchored around the alternation");
+        let not = Matcher::NotRe(Pattern::whole("r[12]").unwrap());
+        assert!(not.matches("r3") && !not.matches("r1"));
+        assert!(Matcher::Ne("a".into()).matches("b"));
+        assert!(!Matcher::Ne("a".into()).matches("a"));
+        assert_eq!(Matcher::from("x"), Matcher::Eq("x".into()));
+        // (?m) inside does not loosen the anchors.
+        assert!(!Pattern::whole("(?m)a$").unwrap().is_match("a\nb"));
+    }
+
+    #[test]
+    fn bad_and_huge_regexes_get_clear_errors() {
+        let error = Pattern::whole("gpu-(").unwrap_err();
+        assert!(error.contains("bad regex 'gpu-('"), "{error}");
+        assert!(error.contains("unclosed group"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        // Valid only once wrapped: still refused.
+        assert!(Pattern::whole("a)|(b").is_err());
+        let error = Pattern::search(r"\w{1000}").unwrap_err();
+        assert!(error.contains("too large") && error.contains("1024 KiB"), "{error}");
+    }
+
+    #[test]
+    fn message_regexes_search_anywhere() {
+        let pattern = Pattern::search("out of (memory|time)").unwrap();
+        assert!(pattern.is_match("CUDA out of memory."));
+        assert!(!pattern.is_match("CUDA Out Of Memory."));
+        assert!(Pattern::search("(?i)out of memory")
+            .unwrap()
+            .is_match("CUDA Out Of Memory."));
+    }
+
+    #[test]
+    fn regexes_require_only_words_they_surely_hold() {
+        let words = |source| Pattern::search(source).unwrap().required_words().to_vec();
+        assert_eq!(words("failed to (load|open) model"), ["to"]);
+        assert_eq!(words("CUDA out of memory"), ["of", "out"]);
+        assert_eq!(words(r"Error: (code 42\.)+"), ["42"]);
+        assert_eq!(words("a (b c)? d"), Vec::<String>::new());
+        assert_eq!(words("x (?i)foo bar baz 42 y"), ["42"]);
+        assert_eq!(words(r"\bfoo\b"), Vec::<String>::new());
+        assert_eq!(words("one|two three four"), Vec::<String>::new());
+        assert_eq!(words("(?:a b )*c d e"), ["d"]);
+        // Each word found really is a whole word of any match.
+        let pattern = Pattern::search("x OutOfMemory, y").unwrap();
+        assert_eq!(pattern.required_words(), ["outofmemory"]);
+    }
+
+    #[test]
+    fn substrings_match_inside_words_with_or_without_case() {
+        let insensitive = Substring::new("Out Of Mem", false).unwrap();
+        assert!(insensitive.is_in("cuda OUT OF MEMORY"));
+        assert!(insensitive.is_in("timeout of memoryless"));
+        assert!(!insensitive.is_in("out  of memory"));
+        let sensitive = Substring::new("Out Of Mem", true).unwrap();
+        assert!(!sensitive.is_in("cuda OUT OF MEMORY"));
+        assert!(sensitive.is_in("xOut Of Memory"));
+        // Special characters are text, and only ASCII case is ignored.
+        assert!(Substring::new("a.b(", false).unwrap().is_in("xA.B(y"));
+        assert!(!Substring::new("a.b(", false).unwrap().is_in("axb("));
+        assert!(!Substring::new("É", false).unwrap().is_in("é"));
+        assert!(Substring::new("", true).unwrap().is_in("anything"));
+        assert_eq!(
+            Substring::new("timeout of memory", false)
+                .unwrap()
+                .required_words(),
+            ["of"]
+        );
+    }
+}
