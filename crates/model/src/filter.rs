@@ -78,7 +78,9 @@ impl Filter {
     /// alone. A store judges whole streams of records by it.
     pub fn matches_labels(&self, labels: Labels<'_>) -> bool {
         fn meets(matcher: &Option<Matcher>, value: &str) -> bool {
-            matcher.as_ref().is_none_or(|matcher| matcher.matches(value))
+            matcher
+                .as_ref()
+                .is_none_or(|matcher| matcher.matches(value))
         }
         meets(&self.app, labels.app)
             && meets(&self.version, labels.version)

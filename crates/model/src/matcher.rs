@@ -309,7 +309,10 @@ mod tests {
         assert!(!re.matches("old-gpu-1"));
         let alternatives = Matcher::Re(Pattern::whole("r1|r2").unwrap());
         assert!(alternatives.matches("r1") && alternatives.matches("r2"));
-        assert!(!alternatives.matches("r12"), "anchored around the alternation");
+        assert!(
+            !alternatives.matches("r12"),
+            "anchored around the alternation"
+        );
         let not = Matcher::NotRe(Pattern::whole("r[12]").unwrap());
         assert!(not.matches("r3") && !not.matches("r1"));
         assert!(Matcher::Ne("a".into()).matches("b"));
@@ -328,7 +331,10 @@ mod tests {
         // Valid only once wrapped: still refused.
         assert!(Pattern::whole("a)|(b").is_err());
         let error = Pattern::search(r"\w{1000}").unwrap_err();
-        assert!(error.contains("too large") && error.contains("1024 KiB"), "{error}");
+        assert!(
+            error.contains("too large") && error.contains("1024 KiB"),
+            "{error}"
+        );
     }
 
     #[test]

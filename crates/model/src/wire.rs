@@ -574,7 +574,10 @@ mod tests {
             Some(Matcher::NotRe(Pattern::whole("v0.*").unwrap()))
         );
         assert_eq!(filter.boot, Some(Matcher::Eq("b1".into())));
-        assert_eq!(filter.contains, Some(Substring::new("Out Of", true).unwrap()));
+        assert_eq!(
+            filter.contains,
+            Some(Substring::new("Out Of", true).unwrap())
+        );
         assert_eq!(filter.regex, Some(Pattern::search("step [0-9]+").unwrap()));
         assert_eq!(
             filter.fields,
@@ -588,14 +591,12 @@ mod tests {
             contains: Some("oom".into()),
             ..LogsParams::default()
         };
-        assert!(
-            !default_case
-                .to_filter(Timestamp::UNIX_EPOCH)
-                .unwrap()
-                .contains
-                .unwrap()
-                .case_sensitive()
-        );
+        assert!(!default_case
+            .to_filter(Timestamp::UNIX_EPOCH)
+            .unwrap()
+            .contains
+            .unwrap()
+            .case_sensitive());
     }
 
     #[test]
@@ -689,6 +690,9 @@ mod tests {
         assert!(error(&[("contains", "x"), ("case", "upper")]).contains("unknown case 'upper'"));
         // Through serde too, as the server reads it.
         let error = serde_urlencoded::from_str::<LogsParams>("app=a&aap=b").unwrap_err();
-        assert!(error.to_string().contains("unknown parameter 'aap'"), "{error}");
+        assert!(
+            error.to_string().contains("unknown parameter 'aap'"),
+            "{error}"
+        );
     }
 }

@@ -671,4 +671,6 @@ fn dir_name(tenant: &str) -> String {
 }
 
 #[cfg(test)]
+mod query_tests;
+#[cfg(test)]
 mod tests;

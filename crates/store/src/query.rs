@@ -137,7 +137,9 @@ impl<'f> Prune<'f> {
 
     /// Whether records of a stream with `labels` may match.
     fn stream_may_match(&self, labels: &StreamLabels) -> bool {
-        self.filter.source.is_none_or(|source| source == labels.source)
+        self.filter
+            .source
+            .is_none_or(|source| source == labels.source)
             && self.filter.matches_labels(Labels {
                 app: &labels.app,
                 version: &labels.version,

@@ -2,7 +2,7 @@ use std::fs::OpenOptions;
 
 use jiff::Timestamp;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Direction, Filter, Level, Query, Stream};
+use tailwater_model::{Direction, Filter, Level, Matcher, Query, Stream};
 
 use super::*;
 
@@ -405,7 +405,10 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                             ["alpha", "beta gamma", "delta"][rng.random_range(0..3)],
                             rng.random_range(0..4)
                         ),
-                        fields: Default::default(),
+                        fields: serde_json::json!({"n": rng.random_range(0..3)})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
                         invalid_utf8: false,
                     }
                 })
@@ -427,10 +430,49 @@ fn queries_agree_with_a_naive_model_on_random_data() {
             }
         }
         for _ in 0..30 {
+            /// Any of the four label matchers, over values and patterns
+            /// that sometimes match.
+            fn matcher(rng: &mut rand::rngs::StdRng, values: &[&str]) -> Matcher {
+                let value = values[rng.random_range(0..values.len())].to_owned();
+                let patterns = ["r1|r2", "r.*", "r", ".*3", "[abv]", "a|v|b"];
+                let pattern =
+                    tailwater_model::Pattern::whole(patterns[rng.random_range(0..patterns.len())])
+                        .unwrap();
+                match rng.random_range(0..4) {
+                    0 => Matcher::Eq(value),
+                    1 => Matcher::Ne(value),
+                    2 => Matcher::Re(pattern),
+                    _ => Matcher::NotRe(pattern),
+                }
+            }
             let filter = Filter {
-                runner: rng
-                    .random_bool(0.3)
-                    .then(|| runners[rng.random_range(0..3)].into()),
+                runner: rng.random_bool(0.4).then(|| matcher(&mut rng, &runners)),
+                app: rng.random_bool(0.1).then(|| matcher(&mut rng, &["a", "x"])),
+                version: rng.random_bool(0.1).then(|| matcher(&mut rng, &["v", "x"])),
+                boot: rng.random_bool(0.1).then(|| matcher(&mut rng, &["b", "x"])),
+                contains: rng.random_bool(0.2).then(|| {
+                    let texts = ["TA 3", "ta g", "lpha", " gamma ", "eta gamma 1"];
+                    tailwater_model::Substring::new(
+                        texts[rng.random_range(0..texts.len())],
+                        rng.random_bool(0.5),
+                    )
+                    .unwrap()
+                }),
+                regex: rng.random_bool(0.2).then(|| {
+                    let patterns = [
+                        "^(alpha|delta) [0-2]$",
+                        " gamma [0-3]$",
+                        "a [13]",
+                        "(?i)DELTA",
+                    ];
+                    tailwater_model::Pattern::search(patterns[rng.random_range(0..patterns.len())])
+                        .unwrap()
+                }),
+                fields: if rng.random_bool(0.2) {
+                    [("n".to_owned(), rng.random_range(0..3).to_string())].into()
+                } else {
+                    Default::default()
+                },
                 request_id: rng
                     .random_bool(0.2)
                     .then(|| format!("req-{}", rng.random_range(0..5))),

@@ -17,12 +17,19 @@ use super::ApiError;
 use crate::auth::Principal;
 use crate::{tail, AppState};
 
+/// The query string as [`LogsParams`]. Read as plain pairs first, so an
+/// unknown or repeated parameter gets the same clear JSON error as a bad
+/// value, rather than axum's text rejection.
+fn params(Query(pairs): Query<Vec<(String, String)>>) -> Result<LogsParams, ApiError> {
+    LogsParams::from_pairs(pairs).map_err(ApiError::bad_request)
+}
+
 pub async fn history(
     State(state): State<AppState>,
     principal: Principal,
-    Query(params): Query<LogsParams>,
+    pairs: Query<Vec<(String, String)>>,
 ) -> Result<Json<LogsPage>, ApiError> {
-    let query = params
+    let query = params(pairs)?
         .to_query(Timestamp::now())
         .map_err(ApiError::bad_request)?;
     let store = state.store.clone();
@@ -44,8 +51,9 @@ pub async fn tail(
     State(state): State<AppState>,
     principal: Principal,
     headers: HeaderMap,
-    Query(params): Query<LogsParams>,
+    pairs: Query<Vec<(String, String)>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let params = params(pairs)?;
     let filter = params
         .to_filter(Timestamp::now())
         .map_err(ApiError::bad_request)?;
