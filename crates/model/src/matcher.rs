@@ -48,8 +48,8 @@ impl Pattern {
     /// matches `gpu-a100-1` but not `old-gpu-1`.
     pub fn whole(source: &str) -> Result<Pattern, String> {
         // Validate the regex alone first: wrapped, `a)|(b` would be valid.
-        compile(source, source)?;
-        let regex = compile(&format!(r"\A(?:{source})\z"), source)?;
+        compile(source)?;
+        let regex = compile(&format!(r"\A(?:{source})\z"))?;
         Ok(Pattern {
             source: source.to_owned(),
             whole: true,
@@ -60,7 +60,7 @@ impl Pattern {
 
     /// A regex found anywhere in the text (message search).
     pub fn search(source: &str) -> Result<Pattern, String> {
-        let regex = compile(source, source)?;
+        let regex = compile(source)?;
         Ok(Pattern {
             source: source.to_owned(),
             whole: false,
@@ -101,16 +101,17 @@ impl fmt::Debug for Pattern {
     }
 }
 
-fn compile(pattern: &str, source: &str) -> Result<Regex, String> {
+/// Compiles `pattern` within [`REGEX_SIZE_LIMIT`]. Errors say what is wrong
+/// and what to do, without repeating the regex (the caller names it).
+fn compile(pattern: &str) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
         .size_limit(REGEX_SIZE_LIMIT)
         .build()
         .map_err(|error| match error {
             regex::Error::CompiledTooBig(limit) => format!(
-                "regex '{source}' is too large: compiled, it would pass the {} KiB limit; \
-                 use fewer or smaller repetitions and classes (\\w, \\d and . are Unicode-wide; \
-                 (?-u) makes them ASCII)",
-                limit / 1024
+                "too large once compiled (past the {} limit); use fewer or smaller repetitions \
+                 and classes (\\w, \\d and . are Unicode-wide; (?-u) makes them ASCII)",
+                size(limit)
             ),
             regex::Error::Syntax(text) => {
                 // The crate's message is several lines ending "error: <what>".
@@ -121,12 +122,21 @@ fn compile(pattern: &str, source: &str) -> Result<Regex, String> {
                     .unwrap_or(text.trim())
                     .to_owned();
                 format!(
-                    "bad regex '{source}': {what}; fix it, or put \\ before special characters \
-                     to match them as written"
+                    "{what}; fix the regex, or put \\ before special characters to match them \
+                     as written"
                 )
             }
-            other => format!("bad regex '{source}': {other}"),
+            other => other.to_string(),
         })
+}
+
+/// `bytes` as people read it: `1 MiB`, `512 KiB`.
+fn size(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{} KiB", bytes.div_ceil(1024))
+    }
 }
 
 /// See [`Pattern::required_words`].
@@ -247,8 +257,10 @@ impl Substring {
             .build()
             .map_err(|_| {
                 format!(
-                    "text to find is too long ({} bytes): search for a shorter part of it",
-                    text.len()
+                    "too long to search for ({} bytes, past the {} limit once compiled): \
+                     search for a shorter part of it",
+                    text.len(),
+                    size(REGEX_SIZE_LIMIT)
                 )
             })?;
         let mut required_words: Vec<String> =
@@ -325,14 +337,21 @@ mod tests {
     #[test]
     fn bad_and_huge_regexes_get_clear_errors() {
         let error = Pattern::whole("gpu-(").unwrap_err();
-        assert!(error.contains("bad regex 'gpu-('"), "{error}");
-        assert!(error.contains("unclosed group"), "{error}");
+        assert!(
+            error.starts_with("unclosed group; fix the regex"),
+            "{error}"
+        );
         assert!(!error.contains('\n'), "{error}");
         // Valid only once wrapped: still refused.
         assert!(Pattern::whole("a)|(b").is_err());
         let error = Pattern::search(r"\w{1000}").unwrap_err();
         assert!(
-            error.contains("too large") && error.contains("1024 KiB"),
+            error.starts_with("too large once compiled (past the 1 MiB limit)"),
+            "{error}"
+        );
+        let error = Substring::new(&"x".repeat(200_000), false).unwrap_err();
+        assert!(
+            error.starts_with("too long to search for (200000 bytes"),
             "{error}"
         );
     }

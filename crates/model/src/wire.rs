@@ -328,7 +328,8 @@ impl LogsParams {
                 "{other} and {name} are both given: give one of {label}, {label}_not, {label}_re or {label}_not_re (a regex can say the rest, as in {label}_re=a|b)"
             ));
         }
-        let pattern = || Pattern::whole(&value).map_err(|error| format!("invalid {name}: {error}"));
+        let pattern =
+            || Pattern::whole(&value).map_err(|error| format!("invalid {name} '{value}': {error}"));
         Ok(Some(match suffix {
             "" => Matcher::Eq(value),
             "_not" => Matcher::Ne(value),
@@ -386,7 +387,8 @@ impl LogsParams {
                 .transpose()?,
             regex: non_empty(&self.regex)
                 .map(|source| {
-                    Pattern::search(&source).map_err(|error| format!("invalid regex: {error}"))
+                    Pattern::search(&source)
+                        .map_err(|error| format!("invalid regex '{source}': {error}"))
                 })
                 .transpose()?,
             fields: self.fields.clone(),
@@ -657,12 +659,12 @@ mod tests {
         let cases: [(&[(&str, &str)], &[&str]); 9] = [
             (
                 &[("runner_re", "gpu-(")],
-                &["invalid runner_re: bad regex 'gpu-('", "unclosed group"],
+                &["invalid runner_re 'gpu-(': unclosed group; fix the regex"],
             ),
-            (&[("regex", "a{2,1}")], &["invalid regex: bad regex"]),
+            (&[("regex", "a{2,1}")], &["invalid regex 'a{2,1}': "]),
             (
                 &[("regex", r"\w{1000}")],
-                &["invalid regex: regex '\\w{1000}' is too large", "1024 KiB"],
+                &["invalid regex '\\w{1000}': too large once compiled (past the 1 MiB limit)"],
             ),
             (
                 &[("runner_regex", "x")],
