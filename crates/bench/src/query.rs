@@ -192,7 +192,7 @@ pub fn run(
 
     let (since, until) = (format!("{:.9}", probe.since), format!("{:.9}", probe.until));
     let runner = page(Filter {
-        runner: Some(probe.runner.clone()),
+        runner: Some(probe.runner.clone().into()),
         since: Some(probe.since),
         until: Some(probe.until),
         ..Filter::default()

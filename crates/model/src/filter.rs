@@ -150,7 +150,11 @@ pub fn field_matches(fields: &Fields, key: &str, wanted: &str) -> bool {
     match value {
         None => false,
         Some(serde_json::Value::String(text)) => text == wanted,
-        Some(other) => other.to_string() == wanted,
+        Some(other) => {
+            // Not `*other == wanted`: that compares only strings.
+            let text = other.to_string();
+            text == wanted
+        }
     }
 }
 

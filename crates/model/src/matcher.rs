@@ -132,7 +132,7 @@ fn compile(pattern: &str) -> Result<Regex, String> {
 
 /// `bytes` as people read it: `1 MiB`, `512 KiB`.
 fn size(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.trailing_zeros() >= 20 {
         format!("{} MiB", bytes >> 20)
     } else {
         format!("{} KiB", bytes.div_ceil(1024))

@@ -656,7 +656,8 @@ mod tests {
                 Ok(params) => params.to_filter(now).unwrap_err(),
             }
         };
-        let cases: [(&[(&str, &str)], &[&str]); 9] = [
+        type Pairs<'a> = &'a [(&'a str, &'a str)];
+        let cases: [(Pairs, &[&str]); 9] = [
             (
                 &[("runner_re", "gpu-(")],
                 &["invalid runner_re 'gpu-(': unclosed group; fix the regex"],

@@ -121,6 +121,15 @@ fn seq_of(record: &LogRecord) -> u64 {
     record.fields["seq"].as_u64().unwrap()
 }
 
+/// Which of [`MESSAGES`] a record holds.
+fn kind(record: &LogRecord) -> u64 {
+    seq_of(record) % 5
+}
+
+fn parity(record: &LogRecord) -> u64 {
+    seq_of(record) % 2
+}
+
 /// Checks that `filter` returns exactly the records `expected` picks (a
 /// predicate written apart from the filter), forward and backward, paged,
 /// and through `read_after` (live tail).
@@ -243,7 +252,7 @@ fn substrings_with_and_without_case() {
                 contains: Some(Substring::new("OUT OF MEM", false).unwrap()),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 <= 1,
+            |r| kind(r) <= 1,
         );
         check(
             store,
@@ -251,7 +260,7 @@ fn substrings_with_and_without_case() {
                 contains: Some(Substring::new("OutOfMemory", true).unwrap()),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 1,
+            |r| kind(r) == 1,
         );
         check(
             store,
@@ -268,7 +277,7 @@ fn substrings_with_and_without_case() {
                 runner: Some(Matcher::Re(re("gpu-a100-[12]"))),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 2 && r.runner.starts_with("gpu-a100"),
+            |r| kind(r) == 2 && r.runner.starts_with("gpu-a100"),
         );
         // The word phrase, by contrast, wants whole words.
         check(
@@ -277,7 +286,7 @@ fn substrings_with_and_without_case() {
                 text: Some(tailwater_model::Phrase::new("out of memory")),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 0,
+            |r| kind(r) == 0,
         );
     });
 }
@@ -291,7 +300,7 @@ fn message_regexes() {
                 regex: Some(Pattern::search("step [0-9]+ loss").unwrap()),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 2,
+            |r| kind(r) == 2,
         );
         check(
             store,
@@ -299,7 +308,7 @@ fn message_regexes() {
                 regex: Some(Pattern::search("(?i)^loaded MODEL").unwrap()),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 3,
+            |r| kind(r) == 3,
         );
         // Requires the words 2 and 50, which the word filters hold.
         check(
@@ -308,7 +317,7 @@ fn message_regexes() {
                 regex: Some(Pattern::search(r"allocate 2\.50 GiB$").unwrap()),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 0,
+            |r| kind(r) == 0,
         );
         check(
             store,
@@ -317,7 +326,7 @@ fn message_regexes() {
                 min_level: Some(Level::Error),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 1,
+            |r| kind(r) == 1,
         );
     });
 }
@@ -337,7 +346,7 @@ fn field_equality_and_request_ids() {
                 fields: fields(&[("kind", "oom")]),
                 ..Filter::default()
             },
-            |r| seq_of(r) % 5 == 0,
+            |r| kind(r) == 0,
         );
         check(
             store,
@@ -353,7 +362,7 @@ fn field_equality_and_request_ids() {
                 fields: fields(&[("gpu.id", "2"), ("ok", "true")]),
                 ..Filter::default()
             },
-            |r| r.runner == "cpu-1" && seq_of(r) % 2 == 0,
+            |r| r.runner == "cpu-1" && parity(r) == 0,
         );
         check(
             store,
@@ -373,7 +382,7 @@ fn field_equality_and_request_ids() {
             },
             |r| {
                 seq_of(r) % 3 == 1
-                    && seq_of(r) % 5 == 4
+                    && kind(r) == 4
                     && ["gpu-a100-1", "cpu-1", "gpu-l4-1"].contains(&r.runner.as_str())
             },
         );
