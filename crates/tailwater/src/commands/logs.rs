@@ -7,14 +7,14 @@ use std::time::Duration;
 use clap::Args;
 use futures_util::StreamExt;
 use tailwater_client::Client;
-use tailwater_model::wire::LogsParams;
+use tailwater_model::wire::{LogsParams, FIELD_PREFIX};
 use tailwater_model::{LogRecord, Stream};
 
 use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'"
+    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train"
 )]
 pub struct LogsArgs {
     #[command(flatten)]
@@ -41,6 +41,25 @@ pub struct LogsArgs {
     /// case): `out of memory` finds "CUDA out-of-memory", not "memoryless".
     #[arg(long)]
     grep: Option<String>,
+    /// Only lines holding this text anywhere, inside words too, ignoring
+    /// ASCII case unless --case-sensitive: `memor` finds "memoryless".
+    #[arg(long)]
+    contains: Option<String>,
+    /// Make --contains respect case.
+    #[arg(long, requires = "contains")]
+    case_sensitive: bool,
+    /// Only lines a regex finds, anywhere in the line (Rust regex syntax;
+    /// `(?i)` ignores case).
+    #[arg(long)]
+    regex: Option<String>,
+    /// Only records whose field KEY has VALUE; repeat for several. Numbers and
+    /// booleans as JSON writes them: --field status=500 --field cached=true.
+    #[arg(long, value_name = "KEY=VALUE")]
+    field: Vec<String>,
+    /// Any other query parameter of GET /v1/logs (see the README); repeat for
+    /// several: --where 'runner_re=gpu-.*' --where app_not=staging.
+    #[arg(long = "where", value_name = "NAME=VALUE")]
+    where_: Vec<String>,
     /// From this time: RFC 3339, or a duration ago such as 15m. Shows every
     /// line since then unless -n is given.
     #[arg(long)]
@@ -64,19 +83,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
     let client = args.connection.client()?;
-    let params = LogsParams {
-        app: args.app.clone(),
-        version: args.version.clone(),
-        runner: args.runner.clone(),
-        request: args.request.clone(),
-        source: args.source.clone(),
-        stream: args.stream.clone(),
-        level: args.level.clone(),
-        text: args.grep.clone(),
-        since: args.since.clone(),
-        until: args.until.clone(),
-        ..LogsParams::default()
-    };
+    let params = params(&args)?;
     let mut out = std::io::stdout().lock();
     let as_of = match (args.since.is_some(), args.lines) {
         (true, None) => print_all_since(&client, &params, &args, &mut out).await?,
@@ -96,6 +103,43 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
         follow(&client, &params, as_of, &args).await?;
     }
     Ok(0)
+}
+
+/// The query parameters the flags describe; a bad `--field` or `--where`,
+/// an unknown name or one given twice is an error before anything is sent.
+fn params(args: &LogsArgs) -> anyhow::Result<LogsParams> {
+    let mut pairs = LogsParams {
+        app: args.app.clone(),
+        version: args.version.clone(),
+        runner: args.runner.clone(),
+        request: args.request.clone(),
+        source: args.source.clone(),
+        stream: args.stream.clone(),
+        level: args.level.clone(),
+        text: args.grep.clone(),
+        contains: args.contains.clone(),
+        case: args.case_sensitive.then(|| "sensitive".to_owned()),
+        regex: args.regex.clone(),
+        since: args.since.clone(),
+        until: args.until.clone(),
+        ..LogsParams::default()
+    }
+    .to_pairs();
+    for field in &args.field {
+        let (key, value) = field.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("invalid --field '{field}': use KEY=VALUE, as in --field status=500")
+        })?;
+        pairs.push((format!("{FIELD_PREFIX}{key}"), value.to_owned()));
+    }
+    for pair in &args.where_ {
+        let (name, value) = pair.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid --where '{pair}': use NAME=VALUE, as in --where 'runner_re=gpu-.*'"
+            )
+        })?;
+        pairs.push((name.to_owned(), value.to_owned()));
+    }
+    LogsParams::from_pairs(pairs).map_err(|error| anyhow::anyhow!(error))
 }
 
 /// The latest `lines` records, oldest first. Returns the `as_of` to follow

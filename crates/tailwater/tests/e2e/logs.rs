@@ -139,3 +139,58 @@ fn bad_flags_and_tokens_get_clear_errors() {
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("cannot reach the tailwater server at http://127.0.0.1:1"));
 }
+
+#[test]
+fn the_query_language_from_the_command_line() {
+    let server = TestServer::start();
+    let script = r#"
+echo '{"level":"info","message":"job started","phase":"load"}'
+echo '{"level":"info","message":"step 10 loss=0.25","phase":"train","step":10}'
+echo 'CUDA out of memory. Tried to allocate 2.50 GiB' >&2
+"#;
+    assert!(run_worker(&server, "query", script).status.success());
+
+    let found = |args: &[&str]| -> Vec<String> {
+        let records = server.logs(&[&["--app", "query"], args].concat());
+        messages(&records).into_iter().map(str::to_owned).collect()
+    };
+    assert_eq!(
+        found(&["--contains", "OUT OF MEM", "--stream", "stderr"]),
+        ["CUDA out of memory. Tried to allocate 2.50 GiB"]
+    );
+    assert!(found(&["--contains", "OUT OF MEM", "--case-sensitive"]).is_empty());
+    // The agent's start record quotes the script, so it matches too.
+    assert_eq!(
+        found(&["--contains", "out of mem", "--case-sensitive"]).len(),
+        2
+    );
+    assert_eq!(
+        found(&["--regex", r"^step [0-9]+ loss", "--field", "step=10"]),
+        ["step 10 loss=0.25"]
+    );
+    assert_eq!(
+        found(&["--field", "phase=load", "--where", "runner_re=query-.*"]),
+        ["job started"]
+    );
+    assert!(found(&["--field", "phase=load", "--where", "runner_not_re=query-.*"]).is_empty());
+
+    for (args, wanted) in [
+        (
+            &["--regex", "step ("][..],
+            "invalid regex 'step (': unclosed group",
+        ),
+        (
+            &["--where", "runner_regex=x"][..],
+            "unknown parameter 'runner_regex'",
+        ),
+        (&["--field", "status"][..], "invalid --field 'status'"),
+    ] {
+        let output = server
+            .command(&[&["logs"], args].concat())
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(wanted), "{args:?}: {stderr}");
+    }
+}
