@@ -27,7 +27,7 @@ enum Command {
     /// Run a worker under the agent: capture its output and ship it.
     Run(commands::run::RunArgs),
     /// Show logs, then follow them with -f.
-    Logs(commands::logs::LogsArgs),
+    Logs(Box<commands::logs::LogsArgs>),
     /// Start a server and demo workers that log like GPU workers.
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
             Command::Run(args) => commands::run::run(args).await,
-            Command::Logs(args) => commands::logs::run(args).await,
+            Command::Logs(args) => commands::logs::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }
