@@ -9,6 +9,11 @@
 //! - [`ingest`], [`size`], [`query`], [`memory`]: one figure group each.
 //! - [`measure`]: timing, peak memory, the table and JSON output.
 
+/// The allocator the `tailwater` binary uses, so the store is measured as
+/// it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod corpus;
 mod ingest;
 mod measure;

@@ -49,11 +49,17 @@ pub struct IngestRecord {
 }
 
 /// The answer to an ingest: how many records were new, and how many had been
-/// stored before (a retried batch) and were skipped.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// stored before (a retried batch) and were skipped, and how many were
+/// refused (older than the out-of-order window of their runner) and why.
+/// Refused records are not stored; sending them again does not help.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestResponse {
     pub accepted: usize,
     pub duplicates: usize,
+    #[serde(default)]
+    pub refused: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_reason: Option<String>,
 }
 
 /// `GET /v1/logs`: one page of records.

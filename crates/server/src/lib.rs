@@ -167,7 +167,6 @@ fn spawn_store_upkeep(
             let store = store.clone();
             let retention = retention.clone();
             let upkeep = move || {
-                store.maintain()?;
                 store
                     .apply_retention(&retention, jiff::Timestamp::now())
                     .map(drop)

@@ -8,35 +8,49 @@ type Key = (String, String, String);
 
 #[derive(Default)]
 pub(crate) struct Dedup {
-    /// Per `(tenant, runner, boot)`: range start → inclusive end.
-    seen: HashMap<Key, BTreeMap<u64, u64>>,
+    seen: HashMap<Key, Seen>,
+}
+
+/// What is stored of one `(tenant, runner, boot)`.
+#[derive(Default)]
+pub(crate) struct Seen {
+    /// Range start → inclusive end.
+    ranges: BTreeMap<u64, u64>,
+    /// Time of the newest record (ns), for the out-of-order window.
+    pub newest_ts: Option<i64>,
 }
 
 impl Dedup {
-    fn key(tenant: &str, runner: &str, boot: &str) -> Key {
-        (tenant.to_owned(), runner.to_owned(), boot.to_owned())
+    /// What is stored of a stream: looked up once per batch.
+    pub fn stream(&mut self, tenant: &str, runner: &str, boot: &str) -> &mut Seen {
+        self.seen
+            .entry((tenant.to_owned(), runner.to_owned(), boot.to_owned()))
+            .or_default()
     }
+}
 
-    pub fn contains(&self, tenant: &str, runner: &str, boot: &str, seq: u64) -> bool {
-        let Some(ranges) = self.seen.get(&Dedup::key(tenant, runner, boot)) else {
-            return false;
-        };
-        ranges
+impl Seen {
+    pub fn contains(&self, seq: u64) -> bool {
+        self.ranges
             .range(..=seq)
             .next_back()
             .is_some_and(|(_, end)| *end >= seq)
     }
 
-    pub fn insert(&mut self, tenant: &str, runner: &str, boot: &str, seq: u64) {
-        self.insert_range(tenant, runner, boot, seq, seq);
+    pub fn insert(&mut self, seq: u64) {
+        // The common case: the number after the last range.
+        if let Some(mut last) = self.ranges.last_entry() {
+            if *last.get() + 1 == seq {
+                *last.get_mut() = seq;
+                return;
+            }
+        }
+        self.insert_range(seq, seq);
     }
 
     /// Marks `start..=end` as stored, merging with neighbouring ranges.
-    pub fn insert_range(&mut self, tenant: &str, runner: &str, boot: &str, start: u64, end: u64) {
-        let ranges = self
-            .seen
-            .entry(Dedup::key(tenant, runner, boot))
-            .or_default();
+    pub fn insert_range(&mut self, start: u64, end: u64) {
+        let ranges = &mut self.ranges;
         let (mut start, mut end) = (start, end);
         if let Some((&before_start, &before_end)) = ranges.range(..=start).next_back() {
             if before_end.saturating_add(1) >= start {
@@ -55,23 +69,24 @@ impl Dedup {
         ranges.insert(start, end);
     }
 
-    pub fn remove(&mut self, tenant: &str, runner: &str, boot: &str, seq: u64) {
-        let Some(ranges) = self.seen.get_mut(&Dedup::key(tenant, runner, boot)) else {
-            return;
-        };
-        let Some((&start, &end)) = ranges.range(..=seq).next_back() else {
+    pub fn remove(&mut self, seq: u64) {
+        let Some((&start, &end)) = self.ranges.range(..=seq).next_back() else {
             return;
         };
         if end < seq {
             return;
         }
-        ranges.remove(&start);
+        self.ranges.remove(&start);
         if start < seq {
-            ranges.insert(start, seq - 1);
+            self.ranges.insert(start, seq - 1);
         }
         if seq < end {
-            ranges.insert(seq + 1, end);
+            self.ranges.insert(seq + 1, end);
         }
+    }
+
+    pub fn saw_time(&mut self, ts_ns: i64) {
+        self.newest_ts = Some(self.newest_ts.map_or(ts_ns, |newest| newest.max(ts_ns)));
     }
 }
 
@@ -82,23 +97,24 @@ mod tests {
     #[test]
     fn ranges_merge_split_and_answer() {
         let mut dedup = Dedup::default();
-        for seq in [0, 1, 2, 5, 3, 4, 9] {
-            dedup.insert("t", "r", "b", seq);
+        let seen = dedup.stream("t", "r", "b");
+        for seq in [0, 1, 2, 5, 3, 4, 9, 6] {
+            seen.insert(seq);
         }
         assert_eq!(
-            dedup.seen[&Dedup::key("t", "r", "b")]
+            seen.ranges
                 .iter()
                 .map(|(s, e)| (*s, *e))
                 .collect::<Vec<_>>(),
-            [(0, 5), (9, 9)]
+            [(0, 6), (9, 9)]
         );
-        assert!(dedup.contains("t", "r", "b", 4));
-        assert!(!dedup.contains("t", "r", "b", 6));
-        assert!(!dedup.contains("t", "r", "other-boot", 4));
-        dedup.remove("t", "r", "b", 3);
-        assert!(!dedup.contains("t", "r", "b", 3));
-        assert!(dedup.contains("t", "r", "b", 2) && dedup.contains("t", "r", "b", 4));
-        dedup.insert_range("t", "r", "b", 3, 20);
-        assert_eq!(dedup.seen[&Dedup::key("t", "r", "b")].len(), 1);
+        assert!(seen.contains(4));
+        assert!(!seen.contains(7));
+        seen.remove(3);
+        assert!(!seen.contains(3));
+        assert!(seen.contains(2) && seen.contains(4));
+        seen.insert_range(3, 20);
+        assert_eq!(seen.ranges.len(), 1);
+        assert!(!dedup.stream("t", "r", "other-boot").contains(4));
     }
 }

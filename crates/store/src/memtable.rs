@@ -1,92 +1,406 @@
-//! The memtable: records appended since the last flush, in memory, indexed
-//! by id (for live tail) and by time (for history). Everything in it is also
-//! in the write-ahead log; a flush turns it into parts.
+//! The memtable: records appended since they were last flushed into parts,
+//! in memory, readable by id (for live tail) and by time (for history).
+//! Everything in it is also in the write-ahead log.
+//!
+//! It is made of tables: the active one, which appends go to, and frozen
+//! ones, full tables a background thread is writing into parts. A table
+//! keeps its records in id order (ids are consecutive, so finding one is
+//! arithmetic) and, per stream, the order of those records by time: agents
+//! send each stream in time order, so that order is almost always appended
+//! to, and a time-range read merges the streams.
+//!
+//! Readers see only records whose id is at most the visibility watermark:
+//! the store raises it once records are durable (see `Store::append`), so a
+//! reader never sees a record that could still be lost, nor a later one
+//! before an earlier one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Cursor, LogRecord};
 
-/// Estimated memory of a record beyond its message and fields.
-const RECORD_OVERHEAD_BYTES: usize = 256;
+use crate::part::StreamLabels;
 
-#[derive(Default)]
+/// Estimated memory of a record beyond its message, fields and request id.
+const RECORD_OVERHEAD_BYTES: usize = 200;
+
+/// Records not yet in parts: the active table and the frozen ones.
 pub(crate) struct Memtable {
-    by_id: BTreeMap<u64, LogRecord>,
-    by_time: BTreeSet<Cursor>,
+    active: Table,
+    frozen: Vec<Arc<Table>>,
+    visible: Arc<AtomicU64>,
+}
+
+/// One table: records in ascending id order.
+pub(crate) struct Table {
+    first_id: u64,
+    records: Vec<LogRecord>,
+    streams: Vec<TableStream>,
+    by_key: HashMap<StreamKey, usize>,
     bytes: usize,
-    oldest_insert: Option<std::time::Instant>,
+    created: std::time::Instant,
+    /// The last write-ahead log segment holding this table's records.
+    pub last_segment: u64,
+}
+
+/// A stream's records in a table.
+pub(crate) struct TableStream {
+    pub tenant: String,
+    pub labels: StreamLabels,
+    /// Positions in `records`, in time order (then id).
+    order: Vec<u32>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct StreamKey {
+    tenant: String,
+    labels: StreamLabels,
 }
 
 impl Memtable {
-    pub fn insert(&mut self, record: LogRecord) {
-        self.bytes += estimated_bytes(&record);
-        self.oldest_insert
-            .get_or_insert_with(std::time::Instant::now);
-        self.by_time.insert(Cursor::of(&record));
-        self.by_id.insert(record.id, record);
+    pub fn new(visible: Arc<AtomicU64>, next_id: u64, segment: u64) -> Memtable {
+        Memtable {
+            active: Table::new(next_id, segment),
+            frozen: Vec::new(),
+            visible,
+        }
     }
 
-    pub fn len(&self) -> usize {
-        self.by_id.len()
+    /// Adds records of one stream (all with the labels of the first), with
+    /// ids above every id in the memtable.
+    pub fn insert_stream(&mut self, records: Vec<LogRecord>, segment: u64) {
+        self.active.insert_stream(records, segment);
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+    /// Estimated memory of the active table.
+    pub fn active_bytes(&self) -> usize {
+        self.active.bytes
     }
 
-    pub fn bytes(&self) -> usize {
-        self.bytes
+    pub fn active_is_empty(&self) -> bool {
+        self.active.records.is_empty()
     }
 
-    pub fn age(&self) -> std::time::Duration {
-        self.oldest_insert
-            .map(|at| at.elapsed())
-            .unwrap_or_default()
+    /// Time since the active table's first record.
+    pub fn active_age(&self) -> std::time::Duration {
+        self.active.created.elapsed()
+    }
+
+    pub fn frozen_count(&self) -> usize {
+        self.frozen.len()
+    }
+
+    /// Makes the active table a frozen one and starts a new one for ids from
+    /// `next_id`. Returns the frozen table, for its flush.
+    pub fn freeze(&mut self, next_id: u64, segment: u64) -> Arc<Table> {
+        let table = Arc::new(std::mem::replace(
+            &mut self.active,
+            Table::new(next_id, segment),
+        ));
+        self.frozen.push(table.clone());
+        table
+    }
+
+    /// The oldest frozen table, the next to flush.
+    pub fn oldest_frozen(&self) -> Option<Arc<Table>> {
+        self.frozen.first().cloned()
+    }
+
+    /// Drops a frozen table whose records are now in parts.
+    pub fn forget(&mut self, table: &Arc<Table>) {
+        self.frozen.retain(|frozen| !Arc::ptr_eq(frozen, table));
     }
 
     pub fn min_id(&self) -> Option<u64> {
-        self.by_id.keys().next().copied()
+        self.tables()
+            .find(|table| !table.records.is_empty())
+            .map(|table| table.first_id)
     }
 
-    /// All records, leaving the memtable empty.
-    pub fn take(&mut self) -> Vec<LogRecord> {
-        self.by_time.clear();
-        self.bytes = 0;
-        self.oldest_insert = None;
-        std::mem::take(&mut self.by_id).into_values().collect()
+    /// Records and message bytes per tenant and app.
+    pub fn app_totals(&self) -> Vec<(String, String, u64, u64)> {
+        let mut totals: HashMap<(&str, &str), (u64, u64)> = HashMap::new();
+        for table in self.tables() {
+            for (stream, records) in table.streams() {
+                let entry = totals
+                    .entry((&stream.tenant, &stream.labels.app))
+                    .or_default();
+                for record in records {
+                    entry.0 += 1;
+                    entry.1 += record.message.len() as u64;
+                }
+            }
+        }
+        totals
+            .into_iter()
+            .map(|((tenant, app), (records, bytes))| {
+                (tenant.to_owned(), app.to_owned(), records, bytes)
+            })
+            .collect()
     }
 
-    /// Records with ids above `after`, in id order.
+    fn tables(&self) -> impl Iterator<Item = &Table> {
+        self.frozen
+            .iter()
+            .map(|table| &**table)
+            .chain(std::iter::once(&self.active))
+    }
+
+    /// Visible records with ids above `after`, in id order.
     pub fn after_id(&self, after: u64) -> impl Iterator<Item = &LogRecord> {
-        self.by_id
-            .range((Bound::Excluded(after), Bound::Unbounded))
-            .map(|(_, record)| record)
+        let visible = self.visible.load(Ordering::Acquire);
+        self.tables()
+            .flat_map(move |table| {
+                let skip = table.records.partition_point(|record| record.id <= after);
+                &table.records[skip..]
+            })
+            .take_while(move |record| record.id <= visible)
     }
 
-    /// Records within the bounds, in time order (or reversed).
+    /// Visible records within the bounds, in time order (or reversed).
     pub fn in_time_range(
         &self,
         lower: Bound<Cursor>,
         upper: Bound<Cursor>,
         backward: bool,
     ) -> Box<dyn Iterator<Item = &LogRecord> + '_> {
-        let positions = self.by_time.range((lower, upper));
-        let lookup = |position: &Cursor| &self.by_id[&position.id];
-        if backward {
-            Box::new(positions.rev().map(lookup))
+        let visible = self.visible.load(Ordering::Acquire);
+        let mut runs = Vec::new();
+        for table in self.tables() {
+            for stream in &table.streams {
+                let position = |index: &u32| Cursor::of(&table.records[*index as usize]);
+                let start = match &lower {
+                    Bound::Unbounded => 0,
+                    Bound::Included(cursor) => {
+                        stream.order.partition_point(|i| position(i) < *cursor)
+                    }
+                    Bound::Excluded(cursor) => {
+                        stream.order.partition_point(|i| position(i) <= *cursor)
+                    }
+                };
+                let end = match &upper {
+                    Bound::Unbounded => stream.order.len(),
+                    Bound::Included(cursor) => {
+                        stream.order.partition_point(|i| position(i) <= *cursor)
+                    }
+                    Bound::Excluded(cursor) => {
+                        stream.order.partition_point(|i| position(i) < *cursor)
+                    }
+                };
+                if start < end {
+                    runs.push(Run {
+                        records: &table.records,
+                        order: &stream.order[start..end],
+                    });
+                }
+            }
+        }
+        let merged = Merge::new(runs, backward);
+        Box::new(merged.filter(move |record| record.id <= visible))
+    }
+}
+
+impl Table {
+    fn new(first_id: u64, segment: u64) -> Table {
+        Table {
+            first_id,
+            records: Vec::new(),
+            streams: Vec::new(),
+            by_key: HashMap::new(),
+            bytes: 0,
+            created: std::time::Instant::now(),
+            last_segment: segment,
+        }
+    }
+
+    fn insert_stream(&mut self, records: Vec<LogRecord>, segment: u64) {
+        let Some(first) = records.first() else { return };
+        if self.records.is_empty() {
+            self.first_id = first.id;
+            self.created = std::time::Instant::now();
+        }
+        self.last_segment = segment;
+        let key = StreamKey {
+            tenant: first.tenant.clone(),
+            labels: crate::part::writer::labels_of(first),
+        };
+        let stream = match self.by_key.get(&key) {
+            Some(&stream) => stream,
+            None => {
+                self.streams.push(TableStream {
+                    tenant: key.tenant.clone(),
+                    labels: key.labels.clone(),
+                    order: Vec::new(),
+                });
+                self.by_key.insert(key, self.streams.len() - 1);
+                self.streams.len() - 1
+            }
+        };
+        for record in records {
+            self.bytes += estimated_bytes(&record);
+            let position = self.records.len() as u32;
+            let order = &mut self.streams[stream].order;
+            let cursor = (timestamp_ns(record.ts), record.id);
+            let in_order = order.last().is_none_or(|last| {
+                let last = &self.records[*last as usize];
+                (timestamp_ns(last.ts), last.id) <= cursor
+            });
+            if in_order {
+                order.push(position);
+            } else {
+                let records = &self.records;
+                let at = order.partition_point(|i| {
+                    let other = &records[*i as usize];
+                    (timestamp_ns(other.ts), other.id) <= cursor
+                });
+                order.insert(at, position);
+            }
+            self.records.push(record);
+        }
+    }
+
+    pub fn records(&self) -> &[LogRecord] {
+        &self.records
+    }
+
+    /// The streams, each with its records in time order.
+    pub fn streams(
+        &self,
+    ) -> impl Iterator<Item = (&TableStream, impl Iterator<Item = &LogRecord>)> {
+        self.streams.iter().map(|stream| {
+            (
+                stream,
+                stream
+                    .order
+                    .iter()
+                    .map(|index| &self.records[*index as usize]),
+            )
+        })
+    }
+}
+
+/// A stream's records within bounds.
+struct Run<'a> {
+    records: &'a [LogRecord],
+    order: &'a [u32],
+}
+
+/// Streams merged into one time order through a heap of their heads.
+struct Merge<'a> {
+    runs: Vec<Run<'a>>,
+    heap: BinaryHeap<Head>,
+    backward: bool,
+}
+
+struct Head {
+    position: (i64, u64),
+    run: usize,
+    backward: bool,
+}
+
+impl PartialEq for Head {
+    fn eq(&self, other: &Self) -> bool {
+        self.position == other.position
+    }
+}
+impl Eq for Head {}
+impl PartialOrd for Head {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Head {
+    /// The heap pops its greatest: the next record in the merge's order.
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        let order = self.position.cmp(&other.position);
+        if self.backward {
+            order
         } else {
-            Box::new(positions.map(lookup))
+            order.reverse()
         }
     }
 }
 
+impl<'a> Merge<'a> {
+    fn new(runs: Vec<Run<'a>>, backward: bool) -> Merge<'a> {
+        let mut merge = Merge {
+            runs,
+            heap: BinaryHeap::new(),
+            backward,
+        };
+        for run in 0..merge.runs.len() {
+            merge.push_head(run);
+        }
+        merge
+    }
+
+    fn push_head(&mut self, run: usize) {
+        let Run { records, order } = &self.runs[run];
+        let next = if self.backward {
+            order.last()
+        } else {
+            order.first()
+        };
+        if let Some(index) = next {
+            let record = &records[*index as usize];
+            self.heap.push(Head {
+                position: (timestamp_ns(record.ts), record.id),
+                run,
+                backward: self.backward,
+            });
+        }
+    }
+}
+
+impl<'a> Iterator for Merge<'a> {
+    type Item = &'a LogRecord;
+
+    fn next(&mut self) -> Option<&'a LogRecord> {
+        let head = self.heap.pop()?;
+        let run = &mut self.runs[head.run];
+        let records = run.records;
+        let index = if self.backward {
+            let (last, rest) = run
+                .order
+                .split_last()
+                .expect("a run in the heap has records");
+            run.order = rest;
+            *last
+        } else {
+            let (first, rest) = run
+                .order
+                .split_first()
+                .expect("a run in the heap has records");
+            run.order = rest;
+            *first
+        };
+        self.push_head(head.run);
+        Some(&records[index as usize])
+    }
+}
+
 pub(crate) fn estimated_bytes(record: &LogRecord) -> usize {
-    let fields: usize = record
-        .fields
-        .iter()
-        .map(|(key, value)| key.len() + value.to_string().len())
-        .sum();
+    let fields = if record.fields.is_empty() {
+        0
+    } else {
+        // Keys and values, roughly, without serializing them.
+        record
+            .fields
+            .iter()
+            .map(|(key, value)| {
+                key.len()
+                    + 48
+                    + match value {
+                        serde_json::Value::String(text) => text.len(),
+                        _ => 16,
+                    }
+            })
+            .sum()
+    };
     RECORD_OVERHEAD_BYTES
         + record.message.len()
         + fields

@@ -1,4 +1,5 @@
 use std::fs::OpenOptions;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
@@ -44,6 +45,7 @@ fn open_flushing(dir: &Path) -> Store {
         dir,
         StoreOptions {
             memtable_max_bytes: 1,
+            background: false,
             ..StoreOptions::default()
         },
     )
@@ -81,17 +83,17 @@ fn retried_batches_are_stored_once_even_after_reopen() {
         let store = open(dir.path());
         assert_eq!(
             store
-                .append("t", &batch("r1", "b1", 0..10, 100))
+                .append("t", batch("r1", "b1", 0..10, 100))
                 .unwrap()
                 .accepted,
             10
         );
-        let overlap = store.append("t", &batch("r1", "b1", 5..15, 100)).unwrap();
+        let overlap = store.append("t", batch("r1", "b1", 5..15, 100)).unwrap();
         assert_eq!((overlap.accepted, overlap.duplicates), (5, 5));
         // A new boot of the same runner restarts its sequence numbers.
         assert_eq!(
             store
-                .append("t", &batch("r1", "b2", 0..3, 100))
+                .append("t", batch("r1", "b2", 0..3, 100))
                 .unwrap()
                 .accepted,
             3
@@ -100,7 +102,7 @@ fn retried_batches_are_stored_once_even_after_reopen() {
 
         let store = open(dir.path());
         assert_eq!(store.last_id(), 18);
-        let again = store.append("t", &batch("r1", "b1", 0..15, 100)).unwrap();
+        let again = store.append("t", batch("r1", "b1", 0..15, 100)).unwrap();
         assert_eq!((again.accepted, again.duplicates), (0, 15));
     });
 }
@@ -110,8 +112,8 @@ fn pages_forward_and_backward_without_gap_or_duplicate() {
     both(|open| {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.append("t", &batch("r1", "b", 0..50, 100)).unwrap();
-        store.append("t", &batch("r2", "b", 0..50, 100)).unwrap();
+        store.append("t", batch("r1", "b", 0..50, 100)).unwrap();
+        store.append("t", batch("r2", "b", 0..50, 100)).unwrap();
 
         for direction in [Direction::Forward, Direction::Backward] {
             let mut query = Query {
@@ -145,8 +147,8 @@ fn queries_filter_by_labels_level_text_and_time() {
     both(|open| {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.append("t", &batch("r1", "b", 0..30, 100)).unwrap();
-        store.append("t", &batch("r2", "b", 0..30, 100)).unwrap();
+        store.append("t", batch("r1", "b", 0..30, 100)).unwrap();
+        store.append("t", batch("r2", "b", 0..30, 100)).unwrap();
         let query = |filter: Filter| {
             store
                 .query(
@@ -219,11 +221,11 @@ fn tenants_never_see_each_other() {
     both(|open| {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.append("acme", &batch("r1", "b", 0..5, 100)).unwrap();
+        store.append("acme", batch("r1", "b", 0..5, 100)).unwrap();
         // The same runner name and boot in another tenant is another runner.
         assert_eq!(
             store
-                .append("globex", &batch("r1", "b", 0..5, 100))
+                .append("globex", batch("r1", "b", 0..5, 100))
                 .unwrap()
                 .accepted,
             5
@@ -242,9 +244,9 @@ fn read_after_follows_ingest_order() {
     both(|open| {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        store.append("t", &batch("r1", "b", 0..5, 200)).unwrap();
+        store.append("t", batch("r1", "b", 0..5, 200)).unwrap();
         // Arrives later but happened earlier: still after id 5 for a tail.
-        store.append("t", &batch("r2", "b", 0..5, 100)).unwrap();
+        store.append("t", batch("r2", "b", 0..5, 100)).unwrap();
         let after = store.read_after("t", &Filter::default(), 5, 3);
         assert_eq!(
             messages(&after),
@@ -258,8 +260,8 @@ fn read_after_follows_ingest_order() {
 fn a_torn_log_tail_loses_only_the_unfinished_batch() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.append("t", &batch("r1", "b", 0..10, 100)).unwrap();
-    store.append("t", &batch("r1", "b", 10..20, 100)).unwrap();
+    store.append("t", batch("r1", "b", 0..10, 100)).unwrap();
+    store.append("t", batch("r1", "b", 10..20, 100)).unwrap();
     drop(store);
     let wal = wal_path(dir.path(), 1);
     let len = std::fs::metadata(&wal).unwrap().len();
@@ -275,7 +277,7 @@ fn a_torn_log_tail_loses_only_the_unfinished_batch() {
     // The agent retries the batch it never saw acknowledged.
     assert_eq!(
         store
-            .append("t", &batch("r1", "b", 10..20, 100))
+            .append("t", batch("r1", "b", 10..20, 100))
             .unwrap()
             .accepted,
         10
@@ -303,8 +305,8 @@ fn a_second_store_on_the_same_directory_is_refused() {
 fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_flushing(dir.path());
-    store.append("t", &batch("r1", "b", 0..100, 100)).unwrap();
-    store.append("t", &batch("r1", "b", 100..200, 100)).unwrap();
+    store.append("t", batch("r1", "b", 0..100, 100)).unwrap();
+    store.append("t", batch("r1", "b", 100..200, 100)).unwrap();
     assert!(
         wal_segments(dir.path())
             .unwrap()
@@ -316,7 +318,7 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
 
     let store = open(dir.path());
     assert_eq!(store.last_id(), 200);
-    let again = store.append("t", &batch("r1", "b", 150..250, 100)).unwrap();
+    let again = store.append("t", batch("r1", "b", 150..250, 100)).unwrap();
     assert_eq!((again.accepted, again.duplicates), (50, 50));
     let all = everything(&store, "t");
     assert_eq!(all.records.len(), 250);
@@ -328,8 +330,8 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
 fn a_corrupt_part_is_quarantined_and_the_rest_is_served() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_flushing(dir.path());
-    store.append("t", &batch("r1", "b", 0..10, 100)).unwrap();
-    store.append("t", &batch("r2", "b", 0..10, 100)).unwrap();
+    store.append("t", batch("r1", "b", 0..10, 100)).unwrap();
+    store.append("t", batch("r2", "b", 0..10, 100)).unwrap();
     drop(store);
     let parts = load_parts(dir.path()).unwrap();
     assert_eq!(parts.len(), 2);
@@ -358,7 +360,7 @@ fn a_corrupt_part_is_quarantined_and_the_rest_is_served() {
 fn a_crash_between_part_and_log_deletion_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    store.append("t", &batch("r1", "b", 0..40, 100)).unwrap();
+    store.append("t", batch("r1", "b", 0..40, 100)).unwrap();
     // Keep a copy of the log as it was before the flush deleted it.
     let log = std::fs::read(wal_path(dir.path(), 1)).unwrap();
     store.flush().unwrap();
@@ -423,7 +425,7 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                 records,
             };
             let before = store.last_id();
-            store.append(tenant, &batch).unwrap();
+            store.append(tenant, batch.clone()).unwrap();
             model.extend(store.read_after(tenant, &Filter::default(), before, usize::MAX));
             if rng.random_bool(0.4) {
                 store.flush().unwrap();
@@ -553,9 +555,9 @@ fn retention_deletes_whole_partitions_by_app_age() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     let now = Timestamp::from_second(1_800_000_000).unwrap();
-    store.append("t", &at_day("short", "r1", 40, now)).unwrap();
-    store.append("t", &at_day("short", "r2", 1, now)).unwrap();
-    store.append("t", &at_day("long", "r3", 40, now)).unwrap();
+    store.append("t", at_day("short", "r1", 40, now)).unwrap();
+    store.append("t", at_day("short", "r2", 1, now)).unwrap();
+    store.append("t", at_day("long", "r3", 40, now)).unwrap();
     store.flush().unwrap();
 
     let mut retention = Retention {
@@ -572,7 +574,7 @@ fn retention_deletes_whole_partitions_by_app_age() {
         (deleted[0].partition.app.as_str(), deleted[0].reason),
         ("short", DeleteReason::Age)
     );
-    assert!(!store.partition_dir(&deleted[0].partition).exists());
+    assert!(!store.inner.partition_dir(&deleted[0].partition).exists());
 
     let left = everything(&store, "t").records;
     let runners: std::collections::BTreeSet<&str> =
@@ -589,7 +591,7 @@ fn retention_by_disk_size_deletes_the_oldest_days_first() {
     let now = Timestamp::from_second(1_800_000_000).unwrap();
     for days_ago in [5, 3, 4, 1, 2] {
         store
-            .append("t", &at_day("a", &format!("r{days_ago}"), days_ago, now))
+            .append("t", at_day("a", &format!("r{days_ago}"), days_ago, now))
             .unwrap();
         store.flush().unwrap();
     }

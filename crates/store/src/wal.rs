@@ -5,12 +5,23 @@
 //! Recovery reads frames from the start and stops at the first one that is
 //! cut short or fails its checksum: that and everything after it is a write
 //! a crash interrupted (never acknowledged), and is truncated away.
+//!
+//! The payload is one appended batch of one stream ([`encode_batch`]):
+//! its labels once, then each record's id, time, sequence number, level,
+//! output, request id, message and fields, in postcard.
+//!
+//! Writing and syncing are separate: the store writes frames under its
+//! writer lock and syncs outside it, so concurrent appends share one fsync
+//! (group commit).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::Durability;
+use serde::{Deserialize, Serialize};
+use tailwater_model::filter::timestamp_ns;
+use tailwater_model::{Fields, Level, LogRecord, Source, Stream};
 
 const HEADER_LEN: usize = 8;
 /// A length above this cannot be one we wrote: the header itself is garbage.
@@ -18,17 +29,17 @@ const MAX_FRAME_LEN: u32 = 1 << 30;
 
 /// Appends frames to the log.
 pub struct WalWriter {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     /// Bytes of whole, valid frames: where the next frame starts.
     len: u64,
-    durability: Durability,
+    frame: Vec<u8>,
 }
 
 impl WalWriter {
     /// Opens the log for appending after its first `valid_len` bytes (as
     /// [`WalReader::recover`] found them), cutting off anything beyond.
-    pub fn open(path: &Path, valid_len: u64, durability: Durability) -> io::Result<WalWriter> {
+    pub fn open(path: &Path, valid_len: u64) -> io::Result<WalWriter> {
         let file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -43,23 +54,37 @@ impl WalWriter {
             // Make the file's own directory entry durable on first creation.
             File::open(parent)?.sync_all()?;
         }
-        let mut writer = WalWriter {
-            file,
+        let mut file = file;
+        file.seek(SeekFrom::Start(valid_len))?;
+        Ok(WalWriter {
+            file: Arc::new(file),
             path: path.to_owned(),
             len: valid_len,
-            durability,
-        };
-        writer.file.seek(SeekFrom::Start(valid_len))?;
-        Ok(writer)
+            frame: Vec::new(),
+        })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Writes one frame and, with [`Durability::SyncEachBatch`], fsyncs it.
-    /// On failure the log is cut back to its last whole frame, so a later
-    /// append never lands behind a half-written one.
+    /// The log file, to fsync without holding the writer.
+    pub fn file(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
+    /// Bytes of whole frames written.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes one frame (to the page cache: see [`WalWriter::file`] for
+    /// making it durable). On failure the log is cut back to its last whole
+    /// frame, so a later append never lands behind a half-written one.
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
         let len = u32::try_from(payload.len())
             .ok()
@@ -70,32 +95,120 @@ impl WalWriter {
                     "batch too large for one log frame",
                 )
             })?;
-        let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-        frame.extend_from_slice(&len.to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        frame.extend_from_slice(payload);
-
-        let written = self
-            .file
-            .write_all(&frame)
-            .and_then(|()| match self.durability {
-                Durability::SyncEachBatch => self.file.sync_data(),
-                Durability::Buffered => Ok(()),
-            });
-        match written {
+        self.frame.clear();
+        self.frame.extend_from_slice(&len.to_le_bytes());
+        self.frame
+            .extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        self.frame.extend_from_slice(payload);
+        let mut file = &*self.file;
+        match file.write_all(&self.frame) {
             Ok(()) => {
-                self.len += frame.len() as u64;
+                self.len += self.frame.len() as u64;
                 Ok(())
             }
             Err(error) => {
                 // Best effort: if even this fails, recovery truncates the
                 // torn frame on the next open.
                 let _ = self.file.set_len(self.len);
-                let _ = self.file.seek(SeekFrom::Start(self.len));
+                let _ = file.seek(SeekFrom::Start(self.len));
                 Err(error)
             }
         }
     }
+}
+
+/// A batch as the log holds it: labels once, then the records.
+#[derive(Serialize, Deserialize)]
+struct Frame<'a> {
+    #[serde(borrow)]
+    tenant: &'a str,
+    app: &'a str,
+    version: &'a str,
+    runner: &'a str,
+    boot: &'a str,
+    source: Source,
+    records: Vec<Row<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Row<'a> {
+    id: u64,
+    ts_ns: i64,
+    seq: u64,
+    level: Level,
+    stream: Stream,
+    #[serde(borrow)]
+    request_id: Option<&'a str>,
+    message: &'a str,
+    /// JSON text of the fields; empty for none.
+    fields: String,
+    invalid_utf8: bool,
+}
+
+/// Encodes records of one stream (they share the labels of the first) as a
+/// log payload.
+pub fn encode_batch(records: &[LogRecord], out: &mut Vec<u8>) {
+    let Some(first) = records.first() else { return };
+    let frame = Frame {
+        tenant: &first.tenant,
+        app: &first.app,
+        version: &first.version,
+        runner: &first.runner,
+        boot: &first.boot,
+        source: first.source,
+        records: records
+            .iter()
+            .map(|record| Row {
+                id: record.id,
+                ts_ns: timestamp_ns(record.ts),
+                seq: record.seq,
+                level: record.level,
+                stream: record.stream,
+                request_id: record.request_id.as_deref(),
+                message: &record.message,
+                fields: if record.fields.is_empty() {
+                    String::new()
+                } else {
+                    serde_json::to_string(&record.fields).expect("fields serialize to json")
+                },
+                invalid_utf8: record.invalid_utf8,
+            })
+            .collect(),
+    };
+    out.clear();
+    postcard::to_io(&frame, &mut *out).expect("writing to a vector cannot fail");
+}
+
+/// Decodes a log payload back into its records.
+pub fn decode_batch(payload: &[u8]) -> Result<Vec<LogRecord>, String> {
+    let frame: Frame = postcard::from_bytes(payload).map_err(|error| error.to_string())?;
+    frame
+        .records
+        .into_iter()
+        .map(|row| {
+            Ok(LogRecord {
+                id: row.id,
+                ts: jiff::Timestamp::from_nanosecond(i128::from(row.ts_ns))
+                    .map_err(|error| error.to_string())?,
+                tenant: frame.tenant.to_owned(),
+                app: frame.app.to_owned(),
+                version: frame.version.to_owned(),
+                runner: frame.runner.to_owned(),
+                boot: frame.boot.to_owned(),
+                seq: row.seq,
+                source: frame.source,
+                stream: row.stream,
+                level: row.level,
+                request_id: row.request_id.map(str::to_owned),
+                message: row.message.to_owned(),
+                fields: match row.fields.as_str() {
+                    "" => Fields::new(),
+                    json => serde_json::from_str(json).map_err(|error| error.to_string())?,
+                },
+                invalid_utf8: row.invalid_utf8,
+            })
+        })
+        .collect()
 }
 
 /// What recovery found.
@@ -181,7 +294,7 @@ mod tests {
     fn frames_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let mut writer = WalWriter::open(&path, 0, Durability::SyncEachBatch).unwrap();
+        let mut writer = WalWriter::open(&path, 0).unwrap();
         writer.append(b"one").unwrap();
         writer.append(b"").unwrap();
         writer.append(b"three").unwrap();
@@ -195,7 +308,7 @@ mod tests {
     fn torn_tail_is_discarded_and_appends_continue_after_the_last_whole_frame() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let mut writer = WalWriter::open(&path, 0, Durability::SyncEachBatch).unwrap();
+        let mut writer = WalWriter::open(&path, 0).unwrap();
         writer.append(b"kept").unwrap();
         writer.append(b"torn away").unwrap();
         drop(writer);
@@ -212,8 +325,7 @@ mod tests {
         assert_eq!(payloads, vec![b"kept".to_vec()]);
         assert_eq!(recovered.discarded_bytes, (HEADER_LEN + 9 - 3) as u64);
 
-        let mut writer =
-            WalWriter::open(&path, recovered.valid_len, Durability::SyncEachBatch).unwrap();
+        let mut writer = WalWriter::open(&path, recovered.valid_len).unwrap();
         writer.append(b"after").unwrap();
         let (_, payloads) = replay_all(&path);
         assert_eq!(payloads, vec![b"kept".to_vec(), b"after".to_vec()]);
@@ -223,7 +335,7 @@ mod tests {
     fn corrupt_frame_stops_replay_there() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let mut writer = WalWriter::open(&path, 0, Durability::Buffered).unwrap();
+        let mut writer = WalWriter::open(&path, 0).unwrap();
         writer.append(b"good").unwrap();
         writer.append(b"flipped").unwrap();
         writer.append(b"after").unwrap();

@@ -50,7 +50,7 @@ pub async fn ingest(
 
     let store = state.store.clone();
     let tenant = principal.tenant.clone();
-    let response = tokio::task::spawn_blocking(move || store.append(&tenant, &batch))
+    let response = tokio::task::spawn_blocking(move || store.append(&tenant, batch))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;

@@ -3,17 +3,14 @@
 //!
 //! Columns are chosen for what compresses: times, ids and sequence numbers as
 //! deltas (small varints), levels and streams as one byte each, request ids
-//! as a dictionary, messages concatenated so zstd sees them as one text.
+//! as a dictionary, messages one per line so zstd sees them as one text
+//! (with a length column only in a block where a message holds a newline).
 
 use serde::{Deserialize, Serialize};
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
 use super::StreamLabels;
-
-/// zstd level for blocks: fast to write, and close to the best ratio for
-/// log text.
-const ZSTD_LEVEL: i32 = 3;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Columns {
@@ -27,6 +24,8 @@ struct Columns {
     request_dictionary: Vec<String>,
     /// 0 for none, else 1 + an index into `request_dictionary`.
     request: Vec<u32>,
+    /// Empty when no message holds a newline: then `messages` has one per
+    /// line.
     message_len: Vec<u32>,
     messages: String,
     /// JSON text of each record's fields; empty for none.
@@ -37,8 +36,9 @@ struct Columns {
 
 /// Encodes records (of one stream, in time order) into a compressed block;
 /// returns it and its uncompressed length.
-pub fn encode(records: &[&LogRecord]) -> (Vec<u8>, usize) {
+pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
     let mut columns = Columns::default();
+    let by_line = !records.iter().any(|record| record.message.contains('\n'));
     let mut request_positions = std::collections::HashMap::new();
     let (mut previous_ts, mut previous_id, mut previous_seq) = (0i64, 0i64, 0i64);
     for (position, record) in records.iter().enumerate() {
@@ -67,8 +67,12 @@ pub fn encode(records: &[&LogRecord]) -> (Vec<u8>, usize) {
             }
         };
         columns.request.push(request);
-        columns.message_len.push(record.message.len() as u32);
         columns.messages.push_str(&record.message);
+        if by_line {
+            columns.messages.push('\n');
+        } else {
+            columns.message_len.push(record.message.len() as u32);
+        }
         columns.fields.push(if record.fields.is_empty() {
             String::new()
         } else {
@@ -79,7 +83,7 @@ pub fn encode(records: &[&LogRecord]) -> (Vec<u8>, usize) {
         }
     }
     let encoded = postcard::to_stdvec(&columns).expect("columns serialize");
-    let compressed = zstd::bulk::compress(&encoded, ZSTD_LEVEL).expect("zstd compresses in memory");
+    let compressed = zstd::bulk::compress(&encoded, zstd_level).expect("zstd compresses in memory");
     (compressed, encoded.len())
 }
 
@@ -101,12 +105,15 @@ pub fn decode(
         columns.level.len(),
         columns.stream.len(),
         columns.request.len(),
-        columns.message_len.len(),
         columns.fields.len(),
     ]
     .iter()
     .all(|len| *len == count);
     if !lengths_agree {
+        return Err("block columns disagree in length".into());
+    }
+    let by_line = columns.message_len.is_empty();
+    if !by_line && columns.message_len.len() != count {
         return Err("block columns disagree in length".into());
     }
     let mut records = Vec::with_capacity(count);
@@ -115,13 +122,22 @@ pub fn decode(
         ts = ts.wrapping_add(columns.ts[position]);
         id = id.wrapping_add(columns.id[position]);
         seq = seq.wrapping_add(columns.seq[position]);
-        let message_end = message_start + columns.message_len[position] as usize;
-        let message = columns
+        let rest = columns
             .messages
-            .get(message_start..message_end)
+            .get(message_start..)
+            .ok_or("block message out of range")?;
+        let (len, skip) = if by_line {
+            let len = rest.find('\n').ok_or("block message out of range")?;
+            (len, len + 1)
+        } else {
+            let len = columns.message_len[position] as usize;
+            (len, len)
+        };
+        let message = rest
+            .get(..len)
             .ok_or("block message out of range")?
             .to_owned();
-        message_start = message_end;
+        message_start += skip;
         let request_id = match columns.request[position] {
             0 => None,
             n => Some(

@@ -26,7 +26,7 @@ use tailwater_model::Source;
 
 use self::bloom::WordBloom;
 
-pub const MAGIC: &[u8; 8] = b"TWPART01";
+pub const MAGIC: &[u8; 8] = b"TWPART02";
 pub const EXTENSION: &str = "twp";
 const TRAILER_LEN: usize = 16;
 
@@ -91,8 +91,27 @@ pub struct Footer {
     pub max_id: u64,
     pub streams: Vec<StreamMeta>,
     pub blocks: Vec<BlockMeta>,
-    /// Request id → the blocks holding its records, sorted by request id.
-    pub requests: Vec<(String, Vec<u32>)>,
+    /// The requests with records here, sorted by request id.
+    pub requests: Vec<RequestMeta>,
+    /// Numbers of the parts this one was merged from: if a crash left them
+    /// behind, opening the store deletes them. Empty for a flushed part.
+    pub replaces: Vec<u64>,
+}
+
+/// One request's records in a part.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    pub id: String,
+    /// The blocks holding its records.
+    pub blocks: Vec<u32>,
+    /// The stream of its first record here.
+    pub stream: u32,
+    pub records: u64,
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// The status its end record reported (a `status` field on a system
+    /// record of the request), if one is here.
+    pub status: Option<i64>,
 }
 
 impl Footer {
@@ -100,9 +119,9 @@ impl Footer {
     pub fn request_blocks(&self, request_id: &str) -> &[u32] {
         match self
             .requests
-            .binary_search_by(|(id, _)| id.as_str().cmp(request_id))
+            .binary_search_by(|meta| meta.id.as_str().cmp(request_id))
         {
-            Ok(found) => &self.requests[found].1,
+            Ok(found) => &self.requests[found].blocks,
             Err(_) => &[],
         }
     }

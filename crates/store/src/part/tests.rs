@@ -125,12 +125,20 @@ fn the_footer_indexes_requests_words_levels_and_sequences() {
         );
     }
     assert!(footer.request_blocks("req-404").is_empty());
+    let false_positives: usize = (0..100)
+        .map(|n| {
+            let word = format!("missingword{n}");
+            footer
+                .blocks
+                .iter()
+                .filter(|b| b.words.may_contain(&word))
+                .count()
+        })
+        .sum();
+    let checks = 100 * footer.blocks.len();
     assert!(
-        footer
-            .blocks
-            .iter()
-            .all(|b| !b.words.may_contain("missingword")),
-        "no false positive for this word"
+        false_positives * 10 < checks,
+        "{false_positives} false positives in {checks}: the filters rule out most absent words"
     );
     let even = footer
         .streams

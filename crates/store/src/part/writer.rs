@@ -1,102 +1,223 @@
-//! Writing a part: sort, cut into blocks, index, write, fsync, rename.
+//! Writing a part: streams cut into blocks, indexed, written, fsynced and
+//! renamed into place.
+//!
+//! [`PartWriter`] takes one stream at a time, its records in time order, and
+//! writes each block as soon as it is full, so a flush or a merge holds one
+//! block in memory, not the part.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use tailwater_model::filter::timestamp_ns;
-use tailwater_model::words::words;
-use tailwater_model::LogRecord;
+use tailwater_model::{LogRecord, Stream};
 
 use super::block::{self, level_code, stream_code};
 use super::bloom::WordBloom;
-use super::{BlockMeta, Footer, Partition, StreamLabels, StreamMeta, EXTENSION, MAGIC};
+use super::{
+    BlockMeta, Footer, Partition, RequestMeta, StreamLabels, StreamMeta, EXTENSION, MAGIC,
+};
 
 /// Records in one block at most.
 pub const BLOCK_MAX_RECORDS: usize = 8192;
 /// Message bytes in one block at most (a single longer record is alone).
 pub const BLOCK_MAX_BYTES: usize = 1024 * 1024;
 
-/// Writes `records` (all of `partition`) as the part `dir/<name>.twp` and
-/// returns its footer. Durable when it returns: the file and its directory entry are
-/// fsynced.
+/// A part being written.
+pub struct PartWriter {
+    dir: PathBuf,
+    final_path: PathBuf,
+    temporary_path: PathBuf,
+    out: BufWriter<File>,
+    offset: u64,
+    footer: Footer,
+    requests: HashMap<String, RequestMeta>,
+    zstd_level: i32,
+    finished: bool,
+}
+
+impl PartWriter {
+    /// Starts the part `dir/<name>.twp` (written as `<name>.tmp` until
+    /// [`PartWriter::finish`]).
+    pub fn create(
+        dir: &Path,
+        name: &str,
+        partition: &Partition,
+        zstd_level: i32,
+    ) -> io::Result<PartWriter> {
+        fs::create_dir_all(dir)?;
+        let temporary_path = dir.join(format!("{name}.tmp"));
+        Ok(PartWriter {
+            dir: dir.to_owned(),
+            final_path: dir.join(format!("{name}.{EXTENSION}")),
+            out: BufWriter::with_capacity(1 << 20, File::create(&temporary_path)?),
+            temporary_path,
+            offset: 0,
+            footer: Footer {
+                partition: partition.clone(),
+                records: 0,
+                raw_bytes: 0,
+                min_ts: i64::MAX,
+                max_ts: i64::MIN,
+                min_id: u64::MAX,
+                max_id: 0,
+                streams: Vec::new(),
+                blocks: Vec::new(),
+                requests: Vec::new(),
+                replaces: Vec::new(),
+            },
+            requests: HashMap::new(),
+            zstd_level,
+            finished: false,
+        })
+    }
+
+    /// Marks the parts this one replaces (a merge's inputs).
+    pub fn replaces(&mut self, parts: Vec<u64>) {
+        self.footer.replaces = parts;
+    }
+
+    /// Writes one stream: `records` all have `labels` and come in time order
+    /// (then id). A stream may be added once.
+    pub fn add_stream<R: Borrow<LogRecord>>(
+        &mut self,
+        labels: StreamLabels,
+        records: impl IntoIterator<Item = R>,
+    ) -> io::Result<()> {
+        let stream_index = self.footer.streams.len() as u32;
+        let mut seqs = SeqRanges::default();
+        let mut chunk: Vec<R> = Vec::new();
+        let mut chunk_bytes = 0;
+        for record in records {
+            let len = record.borrow().message.len();
+            if !chunk.is_empty()
+                && (chunk.len() == BLOCK_MAX_RECORDS || chunk_bytes + len > BLOCK_MAX_BYTES)
+            {
+                self.write_block(stream_index, &chunk, &mut seqs)?;
+                chunk.clear();
+                chunk_bytes = 0;
+            }
+            chunk_bytes += len;
+            chunk.push(record);
+        }
+        if !chunk.is_empty() {
+            self.write_block(stream_index, &chunk, &mut seqs)?;
+        }
+        self.footer.streams.push(StreamMeta {
+            labels,
+            seq_ranges: seqs.finish(),
+        });
+        Ok(())
+    }
+
+    fn write_block<R: Borrow<LogRecord>>(
+        &mut self,
+        stream: u32,
+        chunk: &[R],
+        seqs: &mut SeqRanges,
+    ) -> io::Result<()> {
+        let records: Vec<&LogRecord> = chunk.iter().map(Borrow::borrow).collect();
+        let block_index = self.footer.blocks.len() as u32;
+        let (compressed, raw_len) = block::encode(&records, self.zstd_level);
+        let meta = block_meta(stream, self.offset, &records, &compressed, raw_len);
+        self.out.write_all(&compressed)?;
+        self.offset += compressed.len() as u64;
+        for record in &records {
+            seqs.add(record.seq);
+            self.footer.raw_bytes += record.message.len() as u64;
+            if let Some(request_id) = &record.request_id {
+                let ts = timestamp_ns(record.ts);
+                let entry =
+                    self.requests
+                        .entry(request_id.clone())
+                        .or_insert_with(|| RequestMeta {
+                            id: request_id.clone(),
+                            blocks: Vec::new(),
+                            stream,
+                            records: 0,
+                            first_ts: ts,
+                            last_ts: ts,
+                            status: None,
+                        });
+                if entry.blocks.last() != Some(&block_index) {
+                    entry.blocks.push(block_index);
+                }
+                entry.records += 1;
+                entry.first_ts = entry.first_ts.min(ts);
+                entry.last_ts = entry.last_ts.max(ts);
+                if let Some(status) = status_of(record) {
+                    entry.status = Some(status);
+                }
+            }
+        }
+        self.footer.records += records.len() as u64;
+        self.footer.min_ts = self.footer.min_ts.min(meta.min_ts);
+        self.footer.max_ts = self.footer.max_ts.max(meta.max_ts);
+        self.footer.min_id = self.footer.min_id.min(meta.min_id);
+        self.footer.max_id = self.footer.max_id.max(meta.max_id);
+        self.footer.blocks.push(meta);
+        Ok(())
+    }
+
+    /// Writes the footer, fsyncs, and renames the part into place. Durable
+    /// when it returns: the file and its directory entry are fsynced.
+    pub fn finish(mut self) -> io::Result<(PathBuf, Footer)> {
+        assert!(self.footer.records > 0, "a part holds at least one record");
+        let mut requests: Vec<RequestMeta> = self.requests.drain().map(|(_, meta)| meta).collect();
+        requests.sort_by(|a, b| a.id.cmp(&b.id));
+        for meta in &mut requests {
+            meta.blocks.sort_unstable();
+            meta.blocks.dedup();
+        }
+        self.footer.requests = requests;
+        let encoded = zstd::bulk::compress(
+            &postcard::to_stdvec(&self.footer).expect("footer serializes"),
+            3,
+        )?;
+        self.out.write_all(&encoded)?;
+        self.out.write_all(&(encoded.len() as u32).to_le_bytes())?;
+        self.out
+            .write_all(&crc32fast::hash(&encoded).to_le_bytes())?;
+        self.out.write_all(MAGIC)?;
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        fs::rename(&self.temporary_path, &self.final_path)?;
+        self.finished = true;
+        File::open(&self.dir)?.sync_all()?;
+        Ok((self.final_path.clone(), self.footer.clone()))
+    }
+}
+
+impl Drop for PartWriter {
+    /// An unfinished part leaves nothing behind.
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.temporary_path);
+        }
+    }
+}
+
+/// Writes `records` (all of `partition`, any order) as one part: grouped by
+/// stream, each in time order. For tests and small writes; the store's flush
+/// and merge feed [`PartWriter`] stream by stream.
 pub fn write_part(
     dir: &Path,
     name: &str,
     partition: &Partition,
     records: &[LogRecord],
 ) -> io::Result<(PathBuf, Footer)> {
-    assert!(!records.is_empty(), "a part holds at least one record");
-    fs::create_dir_all(dir)?;
-    let final_path = dir.join(format!("{name}.{EXTENSION}"));
-    let temporary_path = dir.join(format!("{name}.tmp"));
-
-    // Streams in label order; each stream's records in time order.
     let mut by_stream: BTreeMap<StreamLabels, Vec<&LogRecord>> = BTreeMap::new();
     for record in records {
         by_stream.entry(labels_of(record)).or_default().push(record);
     }
-
-    let mut footer = Footer {
-        partition: partition.clone(),
-        records: records.len() as u64,
-        raw_bytes: records.iter().map(|r| r.message.len() as u64).sum(),
-        min_ts: i64::MAX,
-        max_ts: i64::MIN,
-        min_id: u64::MAX,
-        max_id: 0,
-        streams: Vec::new(),
-        blocks: Vec::new(),
-        requests: Vec::new(),
-    };
-    let mut requests: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(&temporary_path)?);
-    let mut offset = 0u64;
-    for (stream_index, (labels, mut stream_records)) in by_stream.into_iter().enumerate() {
-        stream_records.sort_by_key(|r| (timestamp_ns(r.ts), r.id));
-        footer.streams.push(StreamMeta {
-            seq_ranges: seq_ranges(&stream_records),
-            labels,
-        });
-        for chunk in blocks_of(&stream_records) {
-            let block_index = footer.blocks.len() as u32;
-            let (compressed, raw_len) = block::encode(chunk);
-            let meta = block_meta(stream_index as u32, offset, chunk, &compressed, raw_len);
-            out.write_all(&compressed)?;
-            offset += compressed.len() as u64;
-            for record in chunk {
-                if let Some(request_id) = &record.request_id {
-                    requests
-                        .entry(request_id.clone())
-                        .or_default()
-                        .insert(block_index);
-                }
-            }
-            footer.min_ts = footer.min_ts.min(meta.min_ts);
-            footer.max_ts = footer.max_ts.max(meta.max_ts);
-            footer.min_id = footer.min_id.min(meta.min_id);
-            footer.max_id = footer.max_id.max(meta.max_id);
-            footer.blocks.push(meta);
-        }
+    let mut writer = PartWriter::create(dir, name, partition, crate::DEFAULT_ZSTD_LEVEL)?;
+    for (labels, mut stream) in by_stream {
+        stream.sort_by_key(|r| (timestamp_ns(r.ts), r.id));
+        writer.add_stream(labels, stream)?;
     }
-    footer.requests = requests
-        .into_iter()
-        .map(|(id, blocks)| (id, blocks.into_iter().collect()))
-        .collect();
-
-    let encoded =
-        zstd::bulk::compress(&postcard::to_stdvec(&footer).expect("footer serializes"), 3)?;
-    out.write_all(&encoded)?;
-    out.write_all(&(encoded.len() as u32).to_le_bytes())?;
-    out.write_all(&crc32fast::hash(&encoded).to_le_bytes())?;
-    out.write_all(MAGIC)?;
-    let file = out.into_inner().map_err(|error| error.into_error())?;
-    file.sync_all()?;
-    drop(file);
-    fs::rename(&temporary_path, &final_path)?;
-    File::open(dir)?.sync_all()?;
-    Ok((final_path, footer))
+    writer.finish()
 }
 
 pub fn labels_of(record: &LogRecord) -> StreamLabels {
@@ -109,26 +230,13 @@ pub fn labels_of(record: &LogRecord) -> StreamLabels {
     }
 }
 
-/// Cuts a stream's records into blocks by count and message bytes.
-fn blocks_of<'a, 'r>(records: &'a [&'r LogRecord]) -> impl Iterator<Item = &'a [&'r LogRecord]> {
-    let mut rest = records;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let mut len = 0;
-        while len < rest.len() && len < BLOCK_MAX_RECORDS {
-            bytes += rest[len].message.len();
-            if bytes > BLOCK_MAX_BYTES && len > 0 {
-                break;
-            }
-            len += 1;
-        }
-        let (block, after) = rest.split_at(len);
-        rest = after;
-        Some(block)
-    })
+/// The status a request's end record reports: a numeric `status` field on a
+/// system record.
+pub fn status_of(record: &LogRecord) -> Option<i64> {
+    if record.stream != Stream::System {
+        return None;
+    }
+    record.fields.get("status")?.as_i64()
 }
 
 fn block_meta(
@@ -138,16 +246,19 @@ fn block_meta(
     compressed: &[u8],
     raw_len: usize,
 ) -> BlockMeta {
-    let mut distinct_words: HashMap<String, ()> = HashMap::new();
     let (mut levels, mut outputs) = (0u8, 0u8);
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let (mut min_id, mut max_id) = (u64::MAX, 0);
+    let mut words = WordBloom::builder();
     for record in records {
         levels |= 1 << level_code(record.level);
         outputs |= 1 << stream_code(record.stream);
-        for word in words(&record.message) {
-            if !distinct_words.contains_key(word) {
-                distinct_words.insert(word.to_ascii_lowercase(), ());
-            }
-        }
+        let ts = timestamp_ns(record.ts);
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        min_id = min_id.min(record.id);
+        max_id = max_id.max(record.id);
+        words.add_text(&record.message);
     }
     BlockMeta {
         stream,
@@ -156,35 +267,49 @@ fn block_meta(
         raw_len: raw_len as u32,
         crc32: crc32fast::hash(compressed),
         count: records.len() as u32,
-        min_ts: records
-            .iter()
-            .map(|r| timestamp_ns(r.ts))
-            .min()
-            .unwrap_or_default(),
-        max_ts: records
-            .iter()
-            .map(|r| timestamp_ns(r.ts))
-            .max()
-            .unwrap_or_default(),
-        min_id: records.iter().map(|r| r.id).min().unwrap_or_default(),
-        max_id: records.iter().map(|r| r.id).max().unwrap_or_default(),
+        min_ts,
+        max_ts,
+        min_id,
+        max_id,
         levels,
         outputs,
-        words: WordBloom::build(distinct_words.keys().map(String::as_str)),
+        words: words.build(),
     }
 }
 
-/// Sorted, disjoint, inclusive ranges of the records' sequence numbers.
-fn seq_ranges(records: &[&LogRecord]) -> Vec<(u64, u64)> {
-    let mut seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    let mut ranges: Vec<(u64, u64)> = Vec::new();
-    for seq in seqs {
-        match ranges.last_mut() {
+/// Sorted, disjoint, inclusive ranges of sequence numbers, built from
+/// numbers that mostly come in order.
+#[derive(Default)]
+struct SeqRanges {
+    ranges: Vec<(u64, u64)>,
+    unsorted: bool,
+}
+
+impl SeqRanges {
+    fn add(&mut self, seq: u64) {
+        match self.ranges.last_mut() {
             Some((_, end)) if *end + 1 == seq => *end = seq,
-            _ => ranges.push((seq, seq)),
+            Some((start, end)) if (*start..=*end).contains(&seq) => {}
+            Some((_, end)) if *end > seq => {
+                self.unsorted = true;
+                self.ranges.push((seq, seq));
+            }
+            _ => self.ranges.push((seq, seq)),
         }
     }
-    ranges
+
+    fn finish(mut self) -> Vec<(u64, u64)> {
+        if !self.unsorted {
+            return self.ranges;
+        }
+        self.ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.ranges.len());
+        for (start, end) in self.ranges {
+            match merged.last_mut() {
+                Some((_, last_end)) if *last_end + 1 >= start => *last_end = (*last_end).max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
 }

@@ -18,15 +18,23 @@ pub struct ServerArgs {
     /// Address to listen on. Loopback unless told otherwise.
     #[arg(long, env = "TAILWATER_LISTEN", default_value = tailwater_server::DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// When an acknowledged write is on disk: `sync` fsyncs every batch
-    /// (survives power loss); `buffered` leaves it to the OS (survives a
-    /// server crash only).
+    /// When an acknowledged write is on disk: `sync` fsyncs before
+    /// answering (survives power loss; concurrent batches share an fsync);
+    /// `interval` fsyncs every --sync-interval (a power loss takes at most
+    /// that); `none` leaves it to the OS (survives a server crash only).
     #[arg(long, value_enum, default_value = "sync")]
     durability: DurabilityArg,
+    /// With --durability interval: how often the log is fsynced.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    sync_interval: std::time::Duration,
     /// Memory for recent records before they are written into compressed
     /// parts, in bytes.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_MEMTABLE_MAX_BYTES)]
     memtable_max_bytes: usize,
+    /// How far behind the newest record of its runner a record may be and
+    /// still be stored; older ones are refused and counted.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    out_of_order_window: std::time::Duration,
     /// How long records are kept (whole days are deleted once past it).
     #[arg(long, default_value = "90d", value_parser = parse_duration)]
     retention: std::time::Duration,
@@ -42,7 +50,9 @@ pub struct ServerArgs {
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum DurabilityArg {
     Sync,
-    Buffered,
+    Interval,
+    #[value(alias = "buffered")]
+    None,
 }
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
@@ -52,11 +62,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
+    config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;
     config.retention.max_total_bytes = args.max_disk_bytes;
     config.store.durability = match args.durability {
         DurabilityArg::Sync => Durability::SyncEachBatch,
-        DurabilityArg::Buffered => Durability::Buffered,
+        DurabilityArg::Interval => Durability::Interval(args.sync_interval),
+        DurabilityArg::None => Durability::Buffered,
     };
     let server = tailwater_server::start(config).await?;
     println!(

@@ -60,7 +60,7 @@ fn ingest_is_idempotent_by_runner_boot_and_seq() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"accepted": 10, "duplicates": 0})
+        json!({"accepted": 10, "duplicates": 0, "refused": 0})
     );
     let (_, body) = http(
         "POST",
@@ -71,7 +71,7 @@ fn ingest_is_idempotent_by_runner_boot_and_seq() {
     );
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"accepted": 5, "duplicates": 5})
+        json!({"accepted": 5, "duplicates": 5, "refused": 0})
     );
     let records = server.logs(&["--app", "api"]);
     assert_eq!(records.len(), 15);
@@ -107,7 +107,7 @@ fn acknowledged_records_survive_kill_9_of_the_server() {
     );
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"accepted": 0, "duplicates": 500})
+        json!({"accepted": 0, "duplicates": 500, "refused": 0})
     );
 }
 

@@ -1,0 +1,426 @@
+//! The engine's moving parts: group commit and the visibility watermark,
+//! background flushes, merges, the out-of-order window, statistics and the
+//! request index.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use tailwater_model::wire::{IngestBatch, IngestRecord};
+use tailwater_model::{Filter, Level, Query, Stream};
+
+use super::*;
+
+fn record(seq: u64, ts: Timestamp, message: String) -> IngestRecord {
+    IngestRecord {
+        seq,
+        ts,
+        stream: Stream::Stdout,
+        level: Level::Info,
+        request_id: None,
+        message,
+        fields: Default::default(),
+        invalid_utf8: false,
+    }
+}
+
+fn batch_of(app: &str, runner: &str, records: Vec<IngestRecord>) -> IngestBatch {
+    IngestBatch {
+        app: app.into(),
+        version: "v1".into(),
+        runner: runner.into(),
+        boot: "b".into(),
+        source: Default::default(),
+        records,
+    }
+}
+
+/// `count` records from `first`, one millisecond apart from `start`.
+fn run(runner: &str, first: u64, count: u64, start: Timestamp) -> IngestBatch {
+    batch_of(
+        "sdxl",
+        runner,
+        (first..first + count)
+            .map(|seq| {
+                record(
+                    seq,
+                    start + Duration::from_millis(seq),
+                    format!("line {seq} of {runner}"),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn all(store: &Store, tenant: &str) -> Vec<LogRecord> {
+    let mut records = Vec::new();
+    let mut query = Query {
+        limit: 1000,
+        direction: tailwater_model::Direction::Forward,
+        ..Query::default()
+    };
+    loop {
+        let page = store.query(tenant, &query).unwrap();
+        records.extend(page.records);
+        match page.next {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return records,
+        }
+    }
+}
+
+fn start() -> Timestamp {
+    "2026-11-20T10:00:00Z".parse().unwrap()
+}
+
+#[test]
+fn concurrent_appends_share_fsyncs_and_tail_never_skips_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            StoreOptions {
+                // Small tables: freezes and background flushes happen while
+                // the writers write and the reader reads.
+                memtable_max_bytes: 64 * 1024,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    const WRITERS: u64 = 4;
+    const BATCHES: u64 = 40;
+    const PER_BATCH: u64 = 25;
+    let total = WRITERS * BATCHES * PER_BATCH;
+
+    let reader = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            while (seen.len() as u64) < total {
+                let records = store.read_after("t", &Filter::default(), after, 500);
+                for record in records {
+                    seen.push(record.id);
+                    after = record.id;
+                }
+            }
+            seen
+        })
+    };
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|writer| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                for batch in 0..BATCHES {
+                    let runner = format!("r{writer}");
+                    let response = store
+                        .append("t", run(&runner, batch * PER_BATCH, PER_BATCH, start()))
+                        .unwrap();
+                    assert_eq!(response.accepted as u64, PER_BATCH);
+                    // Acknowledged means readable.
+                    assert!(store.last_id() >= PER_BATCH);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let seen = reader.join().unwrap();
+    // The live reader saw every id, once, in order: the watermark never let
+    // a later id through before an earlier one.
+    assert_eq!(seen, (1..=total).collect::<Vec<_>>());
+    assert_eq!(all(&store, "t").len() as u64, total);
+    assert!(store.counters().flushes > 0, "the small memtable flushed");
+
+    drop(Arc::into_inner(store).unwrap());
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let records = all(&store, "t");
+    let ids: HashSet<u64> = records.iter().map(|r| r.id).collect();
+    assert_eq!((records.len() as u64, ids.len() as u64), (total, total));
+}
+
+#[test]
+fn every_durability_keeps_what_it_acknowledged_across_a_reopen() {
+    for durability in [
+        Durability::SyncEachBatch,
+        Durability::Interval(Duration::from_millis(5)),
+        Durability::Buffered,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            durability,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        store.append("t", run("r1", 0, 100, start())).unwrap();
+        assert_eq!(
+            all(&store, "t").len(),
+            100,
+            "{durability:?}: readable at once"
+        );
+        drop(store);
+        let store = Store::open(dir.path(), options).unwrap();
+        assert_eq!(all(&store, "t").len(), 100, "{durability:?}");
+    }
+}
+
+#[test]
+fn out_of_order_records_within_the_window_are_sorted_and_older_ones_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        out_of_order_window: Duration::from_secs(60),
+        background: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let at = |seconds: u64| start() + Duration::from_secs(seconds);
+    let line = |seq, seconds, text: &str| record(seq, at(seconds), text.into());
+    let first = store
+        .append(
+            "t",
+            batch_of("a", "r1", vec![line(0, 100, "newest so far")]),
+        )
+        .unwrap();
+    assert_eq!((first.accepted, first.refused), (1, 0));
+    let late = store
+        .append(
+            "t",
+            batch_of(
+                "a",
+                "r1",
+                vec![
+                    line(1, 50, "late but within the window"),
+                    line(2, 10, "too late"),
+                    line(3, 101, "on time"),
+                ],
+            ),
+        )
+        .unwrap();
+    assert_eq!((late.accepted, late.duplicates, late.refused), (2, 0, 1));
+    let reason = late.refused_reason.unwrap();
+    assert!(
+        reason.contains("1 records") && reason.contains("1m") && reason.contains("r1"),
+        "{reason}"
+    );
+    // Another runner has a window of its own.
+    let other = store
+        .append(
+            "t",
+            batch_of("a", "r2", vec![line(0, 10, "r2 starts early")]),
+        )
+        .unwrap();
+    assert_eq!(other.accepted, 1);
+    assert_eq!(store.counters().refused_out_of_order, 1);
+
+    let messages =
+        |store: &Store| -> Vec<String> { all(store, "t").into_iter().map(|r| r.message).collect() };
+    let expected = [
+        "r2 starts early",
+        "late but within the window",
+        "newest so far",
+        "on time",
+    ];
+    assert_eq!(messages(&store), expected);
+    store.flush().unwrap();
+    assert_eq!(messages(&store), expected);
+    drop(store);
+    // The window holds across a restart: the newest time comes from parts.
+    let store = Store::open(dir.path(), options).unwrap();
+    let again = store
+        .append(
+            "t",
+            batch_of("a", "r1", vec![line(4, 20, "still too late")]),
+        )
+        .unwrap();
+    assert_eq!(again.refused, 1);
+    assert_eq!(messages(&store), expected);
+}
+
+#[test]
+fn times_are_kept_to_the_millisecond() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let ts: Timestamp = "2026-11-20T10:00:00.123456789Z".parse().unwrap();
+    store
+        .append("t", batch_of("a", "r", vec![record(0, ts, "x".into())]))
+        .unwrap();
+    let stored = all(&store, "t")[0].ts;
+    assert_eq!(
+        stored,
+        "2026-11-20T10:00:00.123Z".parse::<Timestamp>().unwrap()
+    );
+}
+
+#[test]
+fn small_parts_merge_into_one_without_losing_or_repeating_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        merge_min_parts: 4,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    for flush in 0..6u64 {
+        for runner in ["r1", "r2"] {
+            store
+                .append("t", run(runner, flush * 50, 50, start()))
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let before = all(&store, "t");
+    assert_eq!(before.len(), 600);
+    assert_eq!(store.stats()[0].parts, 6);
+    store.merge().unwrap();
+    assert_eq!(store.stats()[0].parts, 1, "six small parts became one");
+    assert_eq!(store.counters().merges, 1);
+    assert_eq!(
+        all(&store, "t"),
+        before,
+        "the same records, in the same order"
+    );
+    let runner_two = store
+        .query(
+            "t",
+            &Query {
+                filter: Filter {
+                    runner: Some("r2".into()),
+                    ..Filter::default()
+                },
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(runner_two.records.len(), 300);
+    drop(store);
+
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(all(&store, "t"), before);
+    let again = store.append("t", run("r1", 0, 300, start())).unwrap();
+    assert_eq!(again.duplicates, 300, "merged parts keep ingest idempotent");
+}
+
+#[test]
+fn a_crash_after_a_merge_before_its_inputs_are_deleted_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        merge_min_parts: 2,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    store.append("t", run("r1", 0, 40, start())).unwrap();
+    store.flush().unwrap();
+    store.append("t", run("r1", 40, 40, start())).unwrap();
+    store.flush().unwrap();
+    let inputs: Vec<(PathBuf, Vec<u8>)> = load_parts(dir.path())
+        .unwrap()
+        .iter()
+        .map(|part| (part.path().to_owned(), std::fs::read(part.path()).unwrap()))
+        .collect();
+    store.merge().unwrap();
+    drop(store);
+    // As if the crash came between the merged part's rename and the
+    // deletion of its inputs.
+    for (path, bytes) in &inputs {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(all(&store, "t").len(), 80);
+    assert!(
+        inputs.iter().all(|(path, _)| !path.exists()),
+        "the inputs are deleted"
+    );
+}
+
+#[test]
+fn statistics_per_tenant_and_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    store.append("acme", run("r1", 0, 10, start())).unwrap();
+    let mut other_app = run("r2", 0, 5, start());
+    other_app.app = "whisper".into();
+    store.append("acme", other_app).unwrap();
+    store.append("globex", run("r1", 0, 3, start())).unwrap();
+    let raw = |count: u64, runner: &str| -> u64 {
+        (0..count)
+            .map(|seq| format!("line {seq} of {runner}").len() as u64)
+            .sum()
+    };
+    let stats = store.stats();
+    let summary: Vec<(&str, &str, u64, u64, u64)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.tenant.as_str(),
+                s.app.as_str(),
+                s.records,
+                s.raw_bytes,
+                s.stored_bytes,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("acme", "sdxl", 10, raw(10, "r1"), 0),
+            ("acme", "whisper", 5, raw(5, "r2"), 0),
+            ("globex", "sdxl", 3, raw(3, "r1"), 0),
+        ],
+        "in the memtable: counted, nothing on disk yet"
+    );
+    store.flush().unwrap();
+    for stats in store.stats() {
+        assert!(stats.stored_bytes > 0 && stats.parts == 1, "{stats:?}");
+    }
+    assert_eq!(store.stats().iter().map(|s| s.records).sum::<u64>(), 18);
+}
+
+#[test]
+fn a_part_indexes_requests_with_their_runner_times_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut records: Vec<IngestRecord> = (0..5)
+        .map(|seq| {
+            let mut r = record(
+                seq,
+                start() + Duration::from_secs(seq),
+                format!("work {seq}"),
+            );
+            r.request_id = Some("req-1".into());
+            r
+        })
+        .collect();
+    let mut end = record(5, start() + Duration::from_secs(9), "request end".into());
+    end.stream = Stream::System;
+    end.request_id = Some("req-1".into());
+    end.fields.insert("status".into(), 503.into());
+    records.push(end);
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    store.append("t", batch_of("a", "r7", records)).unwrap();
+    store.flush().unwrap();
+    let parts = load_parts(dir.path()).unwrap();
+    let footer = &parts[0].footer;
+    let meta = &footer.requests[0];
+    assert_eq!(meta.id, "req-1");
+    assert_eq!(footer.streams[meta.stream as usize].labels.runner, "r7");
+    assert_eq!((meta.records, meta.status), (6, Some(503)));
+    assert_eq!(
+        meta.last_ts - meta.first_ts,
+        Duration::from_secs(9).as_nanos() as i64
+    );
+}

@@ -1,0 +1,446 @@
+//! From memory to parts, and small parts to larger ones.
+//!
+//! A full (or old) memtable is frozen: the log is fsynced and a new segment
+//! started, and the table waits, still readable, for its flush. The flush
+//! writes one part per tenant, app and day, stream by stream, then swaps the
+//! parts in for the table and deletes the log segments it came from. A crash
+//! anywhere in between loses nothing: until a segment is deleted, replay
+//! restores what is not in a part, and replay skips what is.
+//!
+//! Merges take a partition's small parts and write one part with their
+//! records, each stream merged in time order a block at a time, so memory
+//! stays bounded whatever the partition's size. The merged part names the
+//! parts it replaces; if a crash leaves them behind, opening the store
+//! deletes them.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tailwater_model::filter::timestamp_ns;
+use tailwater_model::LogRecord;
+
+use crate::memtable::Table;
+use crate::part::reader::Part;
+use crate::part::writer::PartWriter;
+use crate::part::{Partition, StreamLabels};
+use crate::wal::WalWriter;
+use crate::{day_of, part_number, wal_path, Durability, Inner, State, StoreError, Writer};
+
+/// How often the background thread looks at the memtable's age, merges and
+/// (with interval durability) the clock.
+const TICK: Duration = Duration::from_secs(1);
+
+impl Inner {
+    /// Freezes the active table: the log is fsynced (so the frozen records
+    /// are durable whatever the durability) and a new segment begun.
+    pub(crate) fn freeze(&self, writer: &mut Writer, state: &mut State) -> Result<(), StoreError> {
+        if state.memtable.active_is_empty() {
+            return Ok(());
+        }
+        let path = writer.wal.path().to_owned();
+        if let Err(error) = writer.wal.file().sync_data() {
+            self.fail(format!("fsync of {} failed: {error}", path.display()));
+            return Err(StoreError::io(&path)(error));
+        }
+        self.durable.fetch_max(writer.last_id, Ordering::AcqRel);
+        self.visible.fetch_max(writer.last_id, Ordering::AcqRel);
+        let segment = writer.segment + 1;
+        let new_path = wal_path(&self.dir, segment);
+        writer.wal = WalWriter::open(&new_path, 0).map_err(StoreError::io(&new_path))?;
+        writer.segment = segment;
+        state.memtable.freeze(writer.last_id + 1, segment);
+        Ok(())
+    }
+
+    /// Freezes the active table and flushes everything frozen.
+    pub(crate) fn flush_all(&self) -> Result<(), StoreError> {
+        {
+            let mut writer = self.lock_writer();
+            let mut state = self.write();
+            self.freeze(&mut writer, &mut state)?;
+        }
+        self.flush_frozen()
+    }
+
+    /// Flushes the frozen tables, oldest first.
+    pub(crate) fn flush_frozen(&self) -> Result<(), StoreError> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let oldest = self.read().memtable.oldest_frozen();
+            let Some(table) = oldest else { break };
+            let started = Instant::now();
+            let parts = match self.write_table(&table) {
+                Ok(parts) => parts,
+                Err(error) => {
+                    *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(error.to_string());
+                    self.room.notify_all();
+                    return Err(error);
+                }
+            };
+            *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let part_count = parts.len();
+            {
+                let mut state = self.write();
+                state.parts.extend(parts);
+                state.memtable.forget(&table);
+            }
+            self.room.notify_all();
+            self.delete_segments_through(table.last_segment)?;
+            self.counters().flushes += 1;
+            tracing::info!(
+                records = table.records().len(),
+                parts = part_count,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "memtable flushed into parts"
+            );
+        }
+        Ok(())
+    }
+
+    /// Writes a table as parts, one per tenant, app and day. On failure,
+    /// the parts already written are removed: the table stays frozen and
+    /// is written whole again.
+    fn write_table(&self, table: &Table) -> Result<Vec<Arc<Part>>, StoreError> {
+        let mut partitions: BTreeMap<Partition, Vec<(&StreamLabels, Vec<&LogRecord>)>> =
+            BTreeMap::new();
+        for (stream, records) in table.streams() {
+            let mut current: Option<(String, Vec<&LogRecord>)> = None;
+            for record in records {
+                let day = day_of(timestamp_ns(record.ts));
+                match &mut current {
+                    Some((current_day, run)) if *current_day == day => run.push(record),
+                    _ => {
+                        if let Some((day, run)) = current.take() {
+                            partitions
+                                .entry(partition(&stream.tenant, &stream.labels, day))
+                                .or_default()
+                                .push((&stream.labels, run));
+                        }
+                        current = Some((day, vec![record]));
+                    }
+                }
+            }
+            if let Some((day, run)) = current {
+                partitions
+                    .entry(partition(&stream.tenant, &stream.labels, day))
+                    .or_default()
+                    .push((&stream.labels, run));
+            }
+        }
+        let mut written: Vec<Arc<Part>> = Vec::new();
+        for (partition, streams) in partitions {
+            let result = self.write_part(
+                &partition,
+                Vec::new(),
+                |writer| {
+                    for (labels, records) in streams {
+                        writer.add_stream(labels.clone(), records)?;
+                    }
+                    Ok(())
+                },
+                self.options.zstd_level,
+            );
+            match result {
+                Ok(part) => written.push(part),
+                Err(error) => {
+                    for part in written {
+                        let _ = std::fs::remove_file(part.path());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    /// Writes one part of `partition` with what `fill` adds, and opens it.
+    fn write_part(
+        &self,
+        partition: &Partition,
+        replaces: Vec<u64>,
+        fill: impl FnOnce(&mut PartWriter) -> std::io::Result<()>,
+        zstd_level: i32,
+    ) -> Result<Arc<Part>, StoreError> {
+        let dir = self.partition_dir(partition);
+        let number = self.next_part.fetch_add(1, Ordering::AcqRel);
+        let name = format!("{number:012}");
+        let written =
+            PartWriter::create(&dir, &name, partition, zstd_level).and_then(|mut writer| {
+                writer.replaces(replaces);
+                fill(&mut writer)?;
+                writer.finish()
+            });
+        let (path, _) = written.map_err(StoreError::io(&dir))?;
+        let part = Part::open(&path).map_err(|error| StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::other(error.to_string()),
+        })?;
+        Ok(Arc::new(part))
+    }
+
+    fn delete_segments_through(&self, last: u64) -> Result<(), StoreError> {
+        for (number, path) in crate::open::wal_segments(&self.dir)? {
+            if number <= last {
+                std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Merges parts of like size: in each partition, parts smaller than
+    /// [`crate::StoreOptions::merged_part_bytes`] fall in tiers by size
+    /// (each tier four times the one below, from 1 MiB), and a tier with
+    /// [`crate::StoreOptions::merge_min_parts`] parts is merged into one of
+    /// the next. A record is rewritten once per tier, not once per merge.
+    /// Returns how many merges ran.
+    pub(crate) fn merge_all(&self) -> Result<usize, StoreError> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut tiers: BTreeMap<(Partition, u32), Vec<Arc<Part>>> = BTreeMap::new();
+        for part in &self.read().parts {
+            if part.file_len < self.options.merged_part_bytes {
+                let tier = (part.file_len >> 20).max(1).ilog(4);
+                tiers
+                    .entry((part.footer.partition.clone(), tier))
+                    .or_default()
+                    .push(part.clone());
+            }
+        }
+        let mut merges = 0;
+        for ((partition, _), parts) in tiers {
+            if parts.len() >= self.options.merge_min_parts.max(2) {
+                self.merge(&partition, &parts)?;
+                merges += 1;
+            }
+        }
+        Ok(merges)
+    }
+
+    fn merge(&self, partition: &Partition, parts: &[Arc<Part>]) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut streams: BTreeMap<&StreamLabels, Vec<StreamBlocks>> = BTreeMap::new();
+        for part in parts {
+            for (index, stream) in part.footer.streams.iter().enumerate() {
+                let blocks: Vec<usize> = part
+                    .footer
+                    .blocks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, block)| block.stream as usize == index)
+                    .map(|(number, _)| number)
+                    .collect();
+                streams
+                    .entry(&stream.labels)
+                    .or_default()
+                    .push((part, blocks));
+            }
+        }
+        // Never empty: an empty list marks a flushed part.
+        let replaces: Vec<u64> = parts
+            .iter()
+            .map(|part| part_number(part.path()).unwrap_or(0))
+            .collect();
+        let mut failure = None;
+        let merged = self.write_part(
+            partition,
+            replaces,
+            |writer| {
+                for (labels, sources) in streams {
+                    let mut merge = StreamMerge::new(sources);
+                    writer.add_stream(labels.clone(), merge.by_ref())?;
+                    if let Some(error) = merge.failure {
+                        failure = Some(error.clone());
+                        return Err(std::io::Error::other(error));
+                    }
+                }
+                Ok(())
+            },
+            self.options.zstd_level,
+        );
+        let merged = match (merged, failure) {
+            (Ok(part), None) => part,
+            (_, Some(reason)) => {
+                // A damaged block: leave the parts as they are, so queries
+                // still serve what is readable; the merge is retried later.
+                tracing::error!(%reason, "a merge could not read a block; the parts were left unmerged");
+                return Ok(());
+            }
+            (Err(error), None) => return Err(error),
+        };
+        let (records, bytes_before) = (
+            merged.footer.records,
+            parts.iter().map(|part| part.file_len).sum::<u64>(),
+        );
+        let bytes_after = merged.file_len;
+        {
+            let mut state = self.write();
+            state
+                .parts
+                .retain(|part| !parts.iter().any(|old| Arc::ptr_eq(old, part)));
+            state.parts.push(merged);
+        }
+        for part in parts {
+            let _ = std::fs::remove_file(part.path());
+        }
+        self.counters().merges += 1;
+        tracing::info!(
+            tenant = %partition.tenant,
+            app = %partition.app,
+            day = %partition.day,
+            parts = parts.len(),
+            records,
+            bytes_before,
+            bytes_after,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "parts merged"
+        );
+        Ok(())
+    }
+}
+
+fn partition(tenant: &str, labels: &StreamLabels, day: String) -> Partition {
+    Partition {
+        day,
+        tenant: tenant.to_owned(),
+        app: labels.app.clone(),
+    }
+}
+
+/// A part and the blocks of one stream in it, in time order.
+type StreamBlocks<'a> = (&'a Arc<Part>, Vec<usize>);
+
+/// One stream's records from several parts, in time order, decoded a block
+/// at a time.
+struct StreamMerge<'a> {
+    sources: Vec<Source<'a>>,
+    heap: BinaryHeap<std::cmp::Reverse<((i64, u64), usize)>>,
+    failure: Option<String>,
+}
+
+struct Source<'a> {
+    part: &'a Part,
+    blocks: std::vec::IntoIter<usize>,
+    records: std::vec::IntoIter<LogRecord>,
+    head: Option<LogRecord>,
+}
+
+impl<'a> StreamMerge<'a> {
+    fn new(sources: Vec<StreamBlocks<'a>>) -> StreamMerge<'a> {
+        let mut merge = StreamMerge {
+            sources: sources
+                .into_iter()
+                .map(|(part, blocks)| Source {
+                    part,
+                    blocks: blocks.into_iter(),
+                    records: Vec::new().into_iter(),
+                    head: None,
+                })
+                .collect(),
+            heap: BinaryHeap::new(),
+            failure: None,
+        };
+        for source in 0..merge.sources.len() {
+            merge.advance(source);
+        }
+        merge
+    }
+
+    /// Moves a source to its next record and queues it.
+    fn advance(&mut self, index: usize) {
+        let source = &mut self.sources[index];
+        loop {
+            if let Some(record) = source.records.next() {
+                self.heap.push(std::cmp::Reverse((
+                    (timestamp_ns(record.ts), record.id),
+                    index,
+                )));
+                source.head = Some(record);
+                return;
+            }
+            let Some(block) = source.blocks.next() else {
+                source.head = None;
+                return;
+            };
+            match source.part.read_block(block) {
+                Ok(records) => source.records = records.into_iter(),
+                Err(error) => {
+                    self.failure = Some(error.to_string());
+                    source.head = None;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Iterator for StreamMerge<'_> {
+    type Item = LogRecord;
+
+    fn next(&mut self) -> Option<LogRecord> {
+        if self.failure.is_some() {
+            return None;
+        }
+        let std::cmp::Reverse((_, index)) = self.heap.pop()?;
+        let record = self.sources[index].head.take()?;
+        self.advance(index);
+        Some(record)
+    }
+}
+
+/// The background thread: flushes frozen tables, flushes the memtable when
+/// it is old enough, fsyncs on the interval, and merges, until the store is
+/// dropped.
+pub(crate) fn background(inner: &Inner) {
+    let interval = match inner.options.durability {
+        Durability::Interval(every) => Some(every.max(Duration::from_millis(1))),
+        _ => None,
+    };
+    let mut last_sync = Instant::now();
+    let mut last_error: Option<String> = None;
+    loop {
+        {
+            let (stop, wake) = &inner.wake;
+            let stopped = stop.lock().unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                break;
+            }
+            let timeout = interval.map_or(TICK, |every| every.min(TICK));
+            let (stopped, _) = wake
+                .wait_timeout(stopped, timeout)
+                .unwrap_or_else(|e| e.into_inner());
+            if *stopped {
+                break;
+            }
+        }
+        if let Some(every) = interval {
+            if last_sync.elapsed() >= every {
+                inner.sync_log();
+                last_sync = Instant::now();
+            }
+        }
+        let old = {
+            let state = inner.read();
+            !state.memtable.active_is_empty()
+                && state.memtable.active_age() >= inner.options.memtable_max_age
+        };
+        let result = if old {
+            inner.flush_all()
+        } else {
+            inner.flush_frozen()
+        }
+        .and_then(|()| inner.merge_all().map(|_| ()));
+        match result {
+            Ok(()) => last_error = None,
+            Err(error) => {
+                let error = error.to_string();
+                // Retried every tick; said once until it changes.
+                if last_error.as_ref() != Some(&error) {
+                    tracing::error!(%error, "background flush or merge failed; retrying");
+                }
+                last_error = Some(error);
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! What a store is told: durability, memory and merge bounds, the
+//! out-of-order window, and retention. Every limit has a named default.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// When an append reaches the disk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the log before an append returns: an acknowledged batch
+    /// survives kill -9 and power loss. Appends that arrive together share
+    /// one fsync (group commit). The default.
+    #[default]
+    SyncEachBatch,
+    /// fsync the log on a timer: an acknowledged batch survives kill -9 of
+    /// the server, and a power loss takes at most the last interval.
+    Interval(Duration),
+    /// Leave flushing to the operating system: survives kill -9 of the
+    /// server, not a power loss. For benchmarks and throwaway data.
+    Buffered,
+}
+
+/// Memtable size that makes it a frozen table to flush into parts, unless
+/// configured otherwise (estimated memory, not message bytes).
+pub const DEFAULT_MEMTABLE_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// Age of the memtable's oldest record that makes it flush, unless
+/// configured otherwise.
+pub const DEFAULT_MEMTABLE_MAX_AGE: Duration = Duration::from_secs(60);
+/// How far behind the newest record of its stream (runner and boot) a record
+/// may be and still be accepted, unless configured otherwise.
+pub const DEFAULT_OUT_OF_ORDER_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// This many parts of like size in a partition are merged into one.
+pub const DEFAULT_MERGE_MIN_PARTS: usize = 4;
+/// Parts at least this large are left out of merges.
+pub const DEFAULT_MERGED_PART_BYTES: u64 = 512 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub durability: Durability,
+    pub memtable_max_bytes: usize,
+    pub memtable_max_age: Duration,
+    pub out_of_order_window: Duration,
+    /// zstd level of blocks.
+    pub zstd_level: i32,
+    pub merge_min_parts: usize,
+    pub merged_part_bytes: u64,
+    /// Flush and merge on a background thread (the default). When `false`,
+    /// the append that fills the memtable flushes it before it returns, and
+    /// nothing merges unless [`crate::Store::merge`] is called: for tests
+    /// that need to know where records are.
+    pub background: bool,
+}
+
+/// zstd level of blocks unless configured otherwise: fast to write (ingest
+/// waits behind flushes when they fall behind), and within a few percent of
+/// level 6's ratio on log text.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::default(),
+            memtable_max_bytes: DEFAULT_MEMTABLE_MAX_BYTES,
+            memtable_max_age: DEFAULT_MEMTABLE_MAX_AGE,
+            out_of_order_window: DEFAULT_OUT_OF_ORDER_WINDOW,
+            zstd_level: DEFAULT_ZSTD_LEVEL,
+            merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
+            merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
+            background: true,
+        }
+    }
+}
+
+/// How long records are kept, and how much disk their parts may take.
+/// Retention deletes whole partitions (one tenant's app on one day).
+#[derive(Clone, Debug)]
+pub struct Retention {
+    /// Kept this long, unless their app has an age of its own.
+    pub max_age: Duration,
+    /// Ages of particular apps, by `(tenant, app)`.
+    pub app_max_age: HashMap<(String, String), Duration>,
+    /// When parts take more than this, the oldest partitions go first.
+    pub max_total_bytes: Option<u64>,
+}
+
+/// Records are kept this long unless configured otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention {
+            max_age: DEFAULT_RETENTION,
+            app_max_age: Default::default(),
+            max_total_bytes: None,
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Retention: whole partitions (one tenant's app on one day) deleted when
+//! past their app's age, then the oldest while parts take more than the
+//! disk limit. Each deletion is logged and returned.
+
+use std::fs;
+
+use crate::{Inner, Partition, Retention, StoreError};
+
+/// A partition retention deleted, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deleted {
+    pub partition: Partition,
+    pub parts: usize,
+    pub bytes: u64,
+    pub reason: DeleteReason,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// Older than its app's retention.
+    Age,
+    /// The oldest, while parts took more than the disk limit.
+    DiskSize,
+}
+
+pub(crate) fn apply(
+    inner: &Inner,
+    retention: &Retention,
+    now: jiff::Timestamp,
+) -> Result<Vec<Deleted>, StoreError> {
+    // No flush or merge writes parts meanwhile.
+    let _flushing = inner.flushing.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = inner.write();
+    let mut partitions: std::collections::BTreeMap<Partition, (usize, u64)> = Default::default();
+    for part in &state.parts {
+        let entry = partitions.entry(part.footer.partition.clone()).or_default();
+        entry.0 += 1;
+        entry.1 += part.file_len;
+    }
+    let mut doomed = Vec::new();
+    for (partition, (parts, bytes)) in &partitions {
+        let max_age = retention
+            .app_max_age
+            .get(&(partition.tenant.clone(), partition.app.clone()))
+            .copied()
+            .unwrap_or(retention.max_age);
+        if day_end(&partition.day)
+            .is_some_and(|end| now.as_second() - end.as_second() >= max_age.as_secs() as i64)
+        {
+            doomed.push(Deleted {
+                partition: partition.clone(),
+                parts: *parts,
+                bytes: *bytes,
+                reason: DeleteReason::Age,
+            });
+        }
+    }
+    if let Some(limit) = retention.max_total_bytes {
+        let mut total: u64 = partitions.values().map(|(_, bytes)| bytes).sum::<u64>()
+            - doomed.iter().map(|d| d.bytes).sum::<u64>();
+        // Partitions sort oldest day first.
+        for (partition, (parts, bytes)) in &partitions {
+            if total <= limit {
+                break;
+            }
+            if doomed.iter().any(|d| d.partition == *partition) {
+                continue;
+            }
+            total -= bytes;
+            doomed.push(Deleted {
+                partition: partition.clone(),
+                parts: *parts,
+                bytes: *bytes,
+                reason: DeleteReason::DiskSize,
+            });
+        }
+    }
+    for deleted in &doomed {
+        state
+            .parts
+            .retain(|part| part.footer.partition != deleted.partition);
+        let dir = inner.partition_dir(&deleted.partition);
+        fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        tracing::info!(
+            tenant = %deleted.partition.tenant,
+            app = %deleted.partition.app,
+            day = %deleted.partition.day,
+            parts = deleted.parts,
+            bytes = deleted.bytes,
+            reason = ?deleted.reason,
+            "retention deleted a partition"
+        );
+    }
+    Ok(doomed)
+}
+
+/// The end (next midnight, UTC) of a `YYYY-MM-DD` day.
+pub(crate) fn day_end(day: &str) -> Option<jiff::Timestamp> {
+    let date: jiff::civil::Date = day.parse().ok()?;
+    date.tomorrow()
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|zoned| zoned.timestamp())
+}
