@@ -274,3 +274,129 @@ fn request_id(value: &Value, key: &str) -> Result<String, String> {
     }
     Ok(id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::OutputSync;
+    use crate::outbox::Outbox;
+    use crate::AgentConfig;
+
+    fn requests() -> Requests {
+        let config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
+        Requests::new(
+            Arc::new(Outbox::new(&config)),
+            Arc::new(OutputSync::default()),
+        )
+    }
+
+    async fn answer(requests: &Requests, line: &str) -> Value {
+        let answer = handle(line, requests).await;
+        assert!(answer.ends_with('\n'), "one line: {answer:?}");
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    #[tokio::test]
+    async fn commands_are_answered_in_one_line_each() {
+        let requests = requests();
+        assert_eq!(
+            answer(&requests, r#"{"ready":true}"#).await,
+            json!({"ok": true})
+        );
+        assert!(requests.is_ready());
+        assert_eq!(
+            answer(&requests, r#"{"request_start":"r1"}"#).await,
+            json!({"ok": true})
+        );
+        assert_eq!(requests.sole_in_flight().as_deref(), Some("r1"));
+        // A number is taken as its text.
+        answer(&requests, r#"{"request_start":42}"#).await;
+        assert_eq!(requests.sole_in_flight(), None, "two in flight");
+        let ended = answer(&requests, r#"{"request_end":"42","status":204}"#).await;
+        assert_eq!(ended["ok"], true);
+        assert!(ended["duration_ms"].is_u64());
+        assert_eq!(
+            answer(
+                &requests,
+                r#"{"log":{"level":"warn","msg":"x"},"request_id":"r1"}"#
+            )
+            .await,
+            json!({"ok": true})
+        );
+        assert_eq!(
+            answer(&requests, r#"{"request_end":"r1","error":"boom"}"#).await["ok"],
+            true
+        );
+        assert_eq!(requests.sole_in_flight(), None);
+    }
+
+    #[tokio::test]
+    async fn what_cannot_be_done_is_said() {
+        let requests = requests();
+        for (line, error) in [
+            ("not json", "not a JSON object"),
+            ("[1]", "not a JSON object"),
+            ("{}", "unknown command"),
+            (
+                r#"{"ready":true,"request_start":"a"}"#,
+                "one command per line, not ready and request_start",
+            ),
+            (r#"{"ready":false}"#, "ready must be true"),
+            (
+                r#"{"request_start":""}"#,
+                "request_start must be a request id of 1 to 256 bytes",
+            ),
+            (
+                r#"{"request_start":{"id":1}}"#,
+                "request_start must be a request id",
+            ),
+            (r#"{"request_end":"nope"}"#, "request nope is not in flight"),
+            (
+                r#"{"request_end":"r","status":"ok"}"#,
+                "status must be an HTTP status",
+            ),
+            (r#"{"log":3}"#, "log must be a string or a JSON object"),
+            (
+                r#"{"log":"x","stream":"stdin"}"#,
+                "stream must be stdout or stderr, not stdin",
+            ),
+        ] {
+            let answer = answer(&requests, line).await;
+            assert_eq!(answer["ok"], false, "{line}");
+            let said = answer["error"].as_str().unwrap();
+            assert!(said.starts_with(error), "{line}: {said}");
+        }
+        assert!(!requests.is_ready());
+    }
+
+    #[tokio::test]
+    async fn the_socket_answers_in_order_and_goes_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let mut socket = ControlSocket::bind(Some(&path)).unwrap();
+        let task = socket.serve(Arc::new(requests()));
+        let mut client = UnixStream::connect(&path).await.unwrap();
+        client
+            .write_all(b"{\"ready\":true}\n\n{\"request_end\":\"x\"}\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(client).lines();
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), r#"{"ok":true}"#);
+        let second = lines.next_line().await.unwrap().unwrap();
+        assert!(second.contains("not in flight"), "{second}");
+        task.abort();
+        drop(socket);
+        assert!(!path.exists());
+
+        // Made in a private directory when no path is given.
+        let socket = ControlSocket::bind(None).unwrap();
+        let made = socket.path().parent().unwrap().to_owned();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&made).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        drop(socket);
+        assert!(!made.exists());
+    }
+}

@@ -205,18 +205,47 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     drop(control);
 
     outbox.close();
-    match tokio::time::timeout(config.drain_timeout, shipper).await {
-        Ok(_) => {}
-        Err(_) => {
-            let (lines, bytes) = outbox.pending();
+    // The worker is gone; a stop signal now (a second Ctrl-C, the
+    // platform's TERM) means "do not wait for the server any longer".
+    let why = tokio::select! {
+        shipped = tokio::time::timeout(config.drain_timeout, shipper) => match shipped {
+            Ok(_) => None,
+            Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
+        },
+        number = stop_signal() => Some(format!(
+            "before {} stopped the agent",
+            supervisor::signal_name(number)
+        )),
+    };
+    if let Some(why) = why {
+        let (lines, bytes) = outbox.pending();
+        if lines > 0 {
             eprintln!(
-                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} within {}s (--drain-timeout) and are lost",
+                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} {why} and are lost",
                 client.server(),
-                config.drain_timeout.as_secs()
             );
         }
     }
     Ok(exit_code)
+}
+
+/// The next SIGTERM, SIGINT or SIGQUIT; never, if they cannot be listened
+/// for.
+async fn stop_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |number| signal(SignalKind::from_raw(number));
+    let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+        listen(libc::SIGTERM),
+        listen(libc::SIGINT),
+        listen(libc::SIGQUIT),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => libc::SIGTERM,
+        _ = interrupt.recv() => libc::SIGINT,
+        _ = quit.recv() => libc::SIGQUIT,
+    }
 }
 
 /// A duration for people: `153ms`, `8s`, `2.4s`, `3m05s`, `2h10m`.

@@ -676,6 +676,57 @@ fn the_control_socket_marks_ready_and_requests() {
     assert_eq!(records.last().unwrap()["fields"]["event"], "exit");
 }
 
+/// Writes a burst of about 1.5 MB for r1 and ends it at once, while up to
+/// 1 MiB of the burst still waits in the pipe; then starts r2 and writes one
+/// line. (Under Tokio's scheduling the capture usually drains the pipe
+/// before the control command runs even without the settle step; the
+/// control socket test is the one that catches a missing settle.)
+const BURST_THEN_NEXT_REQUEST: &str = r#"
+import json, os, socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect(os.environ["TAILWATER_CONTROL"])
+f = conn.makefile("rw")
+def send(command):
+    f.write(json.dumps(command) + "\n")
+    f.flush()
+    return json.loads(f.readline())
+send({"request_start": "r1"})
+sys.stdout.write("".join("burst %05d %s\n" % (i, "x" * 280) for i in range(5000)))
+sys.stdout.flush()
+send({"request_end": "r1", "status": 200})
+send({"request_start": "r2"})
+print("r2 line")
+send({"request_end": "r2", "status": 200})
+"#;
+
+#[test]
+fn lines_still_in_the_pipe_when_a_request_ends_stay_with_it() {
+    let python = python();
+    let server = TestServer::start();
+    let agent = start_agent(
+        &server,
+        "burst",
+        &["--quiet"],
+        &[python, "-c", BURST_THEN_NEXT_REQUEST],
+    );
+    let (status, _, stderr) = wait_agent(agent);
+    assert!(status.success(), "{stderr}");
+    let records = records(&server, "burst");
+    let burst: Vec<_> = records
+        .iter()
+        .filter(|r| r["message"].as_str().unwrap().starts_with("burst "))
+        .collect();
+    assert_eq!(burst.len(), 5000);
+    let strays: Vec<_> = burst.iter().filter(|r| r["request_id"] != "r1").collect();
+    assert!(
+        strays.is_empty(),
+        "{} burst lines not attributed to r1, the first: {}",
+        strays.len(),
+        strays[0]
+    );
+    assert_eq!(by_message(&records, "r2 line")["request_id"], "r2");
+}
+
 #[test]
 fn a_progress_bar_drawn_with_carriage_returns_does_not_flood() {
     let python = python();
