@@ -295,16 +295,13 @@ async fn wait_forwarding_signals(
     stop_timeout: Duration,
     outbox: &Outbox,
 ) -> Option<ExitStatus> {
-    let group = -(pid as libc::pid_t);
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let far_future = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     loop {
         tokio::select! {
             status = &mut exited => return status.ok(),
             Some(number) = signals.receiver.recv() => {
-                // SAFETY: kill(2) with a negative pid signals the process
-                // group the worker leads; it has no memory effects.
-                unsafe { libc::kill(group, number) };
+                signal_worker(pid, number);
                 if STOP_SIGNALS.contains(&number) && stop_deadline.is_none() {
                     stop_deadline = Some(tokio::time::Instant::now() + stop_timeout);
                     let name = signal_name(number);
@@ -324,8 +321,7 @@ async fn wait_forwarding_signals(
                 }
             }
             _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far_future)), if stop_deadline.is_some() => {
-                // SAFETY: as above.
-                unsafe { libc::kill(group, libc::SIGKILL) };
+                signal_worker(pid, libc::SIGKILL);
                 outbox.system(
                     Level::Warn,
                     format!(
@@ -337,6 +333,19 @@ async fn wait_forwarding_signals(
                 stop_deadline = None;
             }
         }
+    }
+}
+
+/// Signals the worker's process group; the worker alone if the group is
+/// gone (a worker that moved itself to a group or session of its own).
+fn signal_worker(pid: u32, number: libc::c_int) {
+    let pid = pid as libc::pid_t;
+    // SAFETY: kill(2) has no memory effects; a negative pid is the process
+    // group the worker leads.
+    let sent = unsafe { libc::kill(-pid, number) };
+    if sent != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, number) };
     }
 }
 

@@ -438,9 +438,13 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
 /// both log with and without ids while both are in flight; A answers; B
 /// waits for that, logs alone, answers 201.
 const OVERLAPPING_SERVER: &str = r#"
-import json, sys, threading, time
+import json, os, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 b_arrived, a_done = threading.Event(), threading.Event()
+def say(text):
+    # One write per line: print() writes the newline apart, and two
+    # threads' lines would interleave.
+    os.write(1, (text + "\n").encode())
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def log_message(self, *args):
@@ -457,19 +461,19 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             return self.reply(200, "healthy")
         if self.path == "/a":
-            print("a: alone")
+            say("a: alone")
             b_arrived.wait(20)
-            print("a: overlap, no id")
-            print(json.dumps({"msg": "a: overlap, with id", "request_id": rid}))
+            say("a: overlap, no id")
+            say(json.dumps({"msg": "a: overlap, with id", "request_id": rid}))
             self.reply(200, "a done")
             a_done.set()
         elif self.path == "/b":
             b_arrived.set()
-            print("b: overlap, no id")
-            print(json.dumps({"msg": "b: overlap, with id", "request_id": rid}))
+            say("b: overlap, no id")
+            say(json.dumps({"msg": "b: overlap, with id", "request_id": rid}))
             a_done.wait(20)
             time.sleep(0.3)
-            print("b: alone")
+            say("b: alone")
             self.reply(201, "b done")
         else:
             self.reply(404, "no")
