@@ -141,28 +141,23 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         })?),
         None => None,
     };
-    let control = match ControlSocket::bind(config.control_socket.as_deref()) {
-        Ok(control) => Ok(Some(control)),
-        Err(error) if config.control_socket.is_some() => Err(anyhow::anyhow!(
-            "cannot make the control socket {}: {error}",
-            config
-                .control_socket
-                .as_deref()
-                .unwrap_or_else(|| "".as_ref())
-                .display()
-        )),
-        // Without a path asked for, a read-only /tmp costs only the socket.
-        Err(error) => Err(anyhow::Error::from(error)).or_else(|error| {
-            tracing::warn!("no control socket: {error}");
-            Ok::<_, anyhow::Error>(None)
-        }),
-    }?;
+    let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
+        Ok(control) => (Some(control), None),
+        Err(error) => match &config.control_socket {
+            Some(path) => {
+                anyhow::bail!("cannot make the control socket {}: {error}", path.display())
+            }
+            // Without a path asked for, a read-only /tmp costs only the
+            // socket, and a system record says so.
+            None => (None, Some(error)),
+        },
+    };
 
     let outbox = Arc::new(Outbox::new(&config));
     let shipper = tokio::spawn(shipper::ship(client.clone(), outbox.clone()));
-    if control.is_none() {
+    if let Some(error) = no_control {
         outbox.system_warning(format!(
-            "no control socket: cannot make one in {}; the worker cannot mark requests or readiness through it",
+            "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
             std::env::temp_dir().display()
         ));
     }
