@@ -1,32 +1,48 @@
 //! The worker agent behind `tailwater run`: it starts the worker, captures
 //! its stdout and stderr from the first byte, and ships every line.
 //!
-//! Data flows one way through four parts:
+//! Data flows one way:
 //!
 //! - [`supervisor`] starts the worker in its own process group, forwards
-//!   signals to it, and reports how it ended;
-//! - [`capture`] reads the worker's pipes, echoes them, and cuts them into
-//!   lines;
+//!   signals to it, stops it within a deadline, and reports how it ended;
+//!   [`reaper`] reaps every child (the agent may be PID 1), and [`cgroup`]
+//!   notices OOM kills;
+//! - [`capture`] reads the worker's pipes (or pseudo-terminal), cuts them
+//!   into lines, collapses progress bars, and echoes them;
+//! - [`requests`] knows which requests are in flight, marked by the
+//!   [`proxy`] (`--proxy`) or through the [`control`] socket, so a line
+//!   belongs to its request;
 //! - [`outbox`] stamps each line with its time and sequence number, parses
 //!   it, and holds it until the server has it;
 //! - [`shipper`] sends what the outbox holds in batches, retrying while the
 //!   server is away.
 //!
-//! Lifecycle events (start, exit with code or signal) are records of the
-//! `system` stream, in the same sequence as the lines around them.
+//! Lifecycle events (start, ready, request start and end, stop, OOM kill,
+//! exit with code or signal) are records of the `system` stream, in the same
+//! sequence as the lines around them.
 
 pub mod capture;
+pub mod cgroup;
+pub mod control;
 pub mod outbox;
+pub mod proxy;
+pub mod reaper;
+pub mod requests;
 pub mod shipper;
 pub mod supervisor;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tailwater_client::Client;
 use tailwater_model::Source;
 
+use crate::capture::OutputSync;
+use crate::control::ControlSocket;
 use crate::outbox::Outbox;
+pub use crate::proxy::ProxyConfig;
+use crate::requests::Requests;
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
 /// split into pieces of this size.
@@ -36,6 +52,13 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
 pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// How long the agent keeps trying to ship after the worker exited.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the worker has to exit after a stop signal before it is
+/// SIGKILLed: below Docker's 10 s (and Kubernetes' 30 s) grace period, so
+/// the agent still has time to record the end and ship it.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
+/// A line rewritten with `\r` (a progress bar) keeps at most one state per
+/// this interval, and its final state.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -54,6 +77,20 @@ pub struct AgentConfig {
     pub max_line_bytes: usize,
     pub buffer_bytes: usize,
     pub drain_timeout: Duration,
+    /// Run the worker on a pseudo-terminal: line-buffered output, stdout and
+    /// stderr merged.
+    pub tty: bool,
+    /// After a stop signal, how long the worker has before SIGKILL.
+    pub stop_timeout: Duration,
+    /// One state per interval of a line rewritten with `\r`.
+    pub progress_interval: Duration,
+    /// The worker's health check URL (`http://`): ready when it answers 2xx.
+    pub health: Option<String>,
+    /// Be a reverse proxy in front of the worker's HTTP port.
+    pub proxy: Option<ProxyConfig>,
+    /// Where the control socket goes; a private temporary directory if not
+    /// given.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -71,6 +108,12 @@ impl AgentConfig {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            tty: false,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            health: None,
+            proxy: None,
+            control_socket: None,
         }
     }
 }
@@ -82,25 +125,148 @@ pub fn new_runner_id() -> String {
 
 /// Runs the worker to its end and ships its output. Returns the exit code
 /// the agent should exit with: the worker's, or 128 + the signal that killed
-/// it.
+/// it. Fails before the worker starts on a configuration it cannot serve (a
+/// proxy address in use, a control socket path it cannot bind).
 pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let client = Client::new(&config.server, &config.token)?;
+    let health = config
+        .health
+        .as_deref()
+        .map(proxy::parse_health_url)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let proxy_listener = match &config.proxy {
+        Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
+            anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
+        })?),
+        None => None,
+    };
+    let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
+        Ok(control) => (Some(control), None),
+        Err(error) => match &config.control_socket {
+            Some(path) => {
+                anyhow::bail!("cannot make the control socket {}: {error}", path.display())
+            }
+            // Without a path asked for, a read-only /tmp costs only the
+            // socket, and a system record says so.
+            None => (None, Some(error)),
+        },
+    };
+
     let outbox = Arc::new(Outbox::new(&config));
     let shipper = tokio::spawn(shipper::ship(client.clone(), outbox.clone()));
+    if let Some(error) = no_control {
+        outbox.system_warning(format!(
+            "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
+            std::env::temp_dir().display()
+        ));
+    }
+    let sync = Arc::new(OutputSync::default());
+    let requests = Arc::new(Requests::new(outbox.clone(), sync.clone()));
 
-    let exit_code = supervisor::supervise(&config, &outbox).await;
+    let mut tasks = Vec::new();
+    let mut control = control;
+    if let Some(control) = control.as_mut() {
+        tasks.push(control.serve(requests.clone()));
+    }
+    if let (Some(listener), Some(proxy)) = (proxy_listener, &config.proxy) {
+        tasks.push(proxy::serve(
+            listener,
+            proxy,
+            health.clone(),
+            requests.clone(),
+        ));
+    }
+    if let Some(url) = health {
+        tasks.push(tokio::spawn(proxy::wait_until_healthy(
+            url,
+            requests.clone(),
+        )));
+    }
+
+    let exit_code = supervisor::supervise(
+        &config,
+        supervisor::Shared {
+            outbox: &outbox,
+            requests: &requests,
+            sync: &sync,
+            control_socket: control.as_ref().map(ControlSocket::path),
+        },
+    )
+    .await;
+    for task in tasks {
+        task.abort();
+    }
+    drop(control);
 
     outbox.close();
-    match tokio::time::timeout(config.drain_timeout, shipper).await {
-        Ok(_) => {}
-        Err(_) => {
-            let (lines, bytes) = outbox.pending();
+    // The worker is gone; a stop signal now (a second Ctrl-C, the
+    // platform's TERM) means "do not wait for the server any longer".
+    let why = tokio::select! {
+        shipped = tokio::time::timeout(config.drain_timeout, shipper) => match shipped {
+            Ok(_) => None,
+            Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
+        },
+        number = stop_signal() => Some(format!(
+            "before {} stopped the agent",
+            supervisor::signal_name(number)
+        )),
+    };
+    if let Some(why) = why {
+        let (lines, bytes) = outbox.pending();
+        if lines > 0 {
             eprintln!(
-                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} within {}s (--drain-timeout) and are lost",
+                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} {why} and are lost",
                 client.server(),
-                config.drain_timeout.as_secs()
             );
         }
     }
     Ok(exit_code)
+}
+
+/// The next SIGTERM, SIGINT or SIGQUIT; never, if they cannot be listened
+/// for.
+async fn stop_signal() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |number| signal(SignalKind::from_raw(number));
+    let (Ok(mut term), Ok(mut interrupt), Ok(mut quit)) = (
+        listen(libc::SIGTERM),
+        listen(libc::SIGINT),
+        listen(libc::SIGQUIT),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => libc::SIGTERM,
+        _ = interrupt.recv() => libc::SIGINT,
+        _ = quit.recv() => libc::SIGQUIT,
+    }
+}
+
+/// A duration for people: `153ms`, `8s`, `2.4s`, `3m05s`, `2h10m`.
+pub fn format_duration(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let seconds = duration.as_secs();
+    match millis {
+        0..1_000 => format!("{millis}ms"),
+        1_000..60_000 if duration.subsec_millis() == 0 => format!("{seconds}s"),
+        1_000..60_000 => format!("{:.1}s", duration.as_secs_f64()),
+        60_000..3_600_000 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_for_people() {
+        let ms = Duration::from_millis;
+        assert_eq!(format_duration(ms(153)), "153ms");
+        assert_eq!(format_duration(ms(8_000)), "8s");
+        assert_eq!(format_duration(ms(2_449)), "2.4s");
+        assert_eq!(format_duration(ms(185_000)), "3m05s");
+        assert_eq!(format_duration(ms(7_800_000)), "2h10m");
+    }
 }

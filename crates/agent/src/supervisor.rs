@@ -1,74 +1,170 @@
-//! Starting the worker, forwarding signals to it, and reporting its end.
+//! Starting the worker, forwarding signals to it, stopping it within a
+//! deadline, and reporting its end.
+//!
+//! The agent is fit to be a container's entrypoint: as PID 1 or as a child
+//! subreaper it reaps every orphan ([`crate::reaper`]); it forwards SIGTERM,
+//! SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 to the worker's process
+//! group; after a stop signal (TERM, INT, QUIT) the worker has
+//! `stop_timeout` to exit before the group is SIGKILLed; and the agent exits
+//! with the worker's code (128 + signal when it was killed).
 
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tailwater_model::{Level, Stream};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::capture::capture;
+use crate::capture::{capture, Cutting, OutputSync, Outputs, Reader};
+use crate::cgroup::{self, OomWatch};
 use crate::outbox::{fields, Outbox};
-use crate::AgentConfig;
+use crate::reaper::{InitRole, Reaper};
+use crate::requests::Requests;
+use crate::{format_duration, AgentConfig};
 
 /// Signals the agent passes on to the worker's process group.
-const FORWARDED: [libc::c_int; 5] = [
+const FORWARDED: [libc::c_int; 6] = [
     libc::SIGTERM,
     libc::SIGINT,
+    libc::SIGQUIT,
     libc::SIGHUP,
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
+/// Forwarded signals that ask the worker to stop: they start the
+/// `--stop-timeout` deadline.
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
 /// After the worker exits, how long its pipes may stay open (held by a child
 /// it left behind) before the agent stops reading them.
 const PIPE_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
-/// Runs the worker to its end, capturing its output into `outbox`. Returns
-/// the exit code for the agent: the worker's, or 128 + its fatal signal.
-pub async fn supervise(config: &AgentConfig, outbox: &Arc<Outbox>) -> i32 {
+/// What the supervisor shares with the rest of the agent.
+pub struct Shared<'a> {
+    pub outbox: &'a Arc<Outbox>,
+    pub requests: &'a Arc<Requests>,
+    pub sync: &'a Arc<OutputSync>,
+    /// The control socket, given to the worker as `TAILWATER_CONTROL`.
+    pub control_socket: Option<&'a Path>,
+}
+
+/// Runs the worker to its end, capturing its output into the outbox.
+/// Returns the exit code for the agent: the worker's, or 128 + its fatal
+/// signal.
+pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
+    let outbox = shared.outbox;
     let command_line = config.command.join(" ");
     let Some((program, arguments)) = config.command.split_first() else {
         outbox.system(Level::Error, "no command to run".into(), Default::default());
         return 127;
     };
-    let mut command = tokio::process::Command::new(program);
+
+    let role = InitRole::take_up();
+    let spawn_failed = |message: String, error: &std::io::Error, code: i32| {
+        eprintln!("tailwater: {message}");
+        outbox.system(
+            Level::Error,
+            message,
+            fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
+        );
+        code
+    };
+    let reaper = match Reaper::start() {
+        Ok(reaper) => reaper,
+        Err(error) => {
+            return spawn_failed(
+                format!("cannot watch for exited children: {error}"),
+                &error,
+                1,
+            )
+        }
+    };
+    // Listening before the worker starts: a stop requested while it starts
+    // is passed on, not lost.
+    let signals = match Signals::listen() {
+        Ok(signals) => signals,
+        Err(error) => {
+            return spawn_failed(format!("cannot listen for signals: {error}"), &error, 1)
+        }
+    };
+    let outputs = if config.tty {
+        Outputs::tty()
+    } else {
+        Outputs::pipes()
+    };
+    let outputs = match outputs {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            let what = if config.tty {
+                "a pseudo-terminal"
+            } else {
+                "pipes"
+            };
+            return spawn_failed(
+                format!("cannot open {what} for the worker's output: {error}"),
+                &error,
+                1,
+            );
+        }
+    };
+
+    let mut command = std::process::Command::new(program);
     command
         .args(arguments)
         .stdin(Stdio::inherit())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so a terminal's Ctrl-C reaches the agent,
-        // which forwards it, and forwarded signals reach the whole worker.
-        .process_group(0)
+        .stdout(Stdio::from(outputs.stdout))
+        .stderr(Stdio::from(outputs.stderr))
         .env("TAILWATER_APP", &config.app)
-        .env("TAILWATER_RUNNER", &config.runner)
-        .kill_on_drop(true);
+        .env("TAILWATER_RUNNER", &config.runner);
+    if let Some(path) = shared.control_socket {
+        command.env("TAILWATER_CONTROL", path);
+    }
     if config.unbuffered {
         command.env("PYTHONUNBUFFERED", "1");
     }
+    if outputs.tty {
+        // SAFETY: only async-signal-safe calls between fork and exec. A new
+        // session (so a process group of its own, led by the worker) with
+        // the terminal (already its stdout) as its controlling terminal.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::ioctl(libc::STDOUT_FILENO, libc::TIOCSCTTY, 0);
+                Ok(())
+            });
+        }
+    } else {
+        // Its own process group, so a terminal's Ctrl-C reaches the agent,
+        // which forwards it, and forwarded signals reach the whole worker.
+        command.process_group(0);
+    }
 
     let started = Instant::now();
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let spawned = reaper.spawn(&mut command);
+    // The worker's ends of its outputs close with the command: the agent
+    // sees the end of output once the worker (and what it left behind)
+    // closed them.
+    drop(command);
+    let (pid, exited) = match spawned {
+        Ok(spawned) => spawned,
         Err(error) => {
             let code = if error.kind() == std::io::ErrorKind::PermissionDenied {
                 126
             } else {
                 127
             };
-            let message = format!("failed to start {command_line}: {error}");
-            eprintln!("tailwater: {message}");
-            outbox.system(
-                Level::Error,
-                message,
-                fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
+            return spawn_failed(
+                format!("failed to start {command_line}: {error}"),
+                &error,
+                code,
             );
-            return code;
         }
     };
-    let pid = child.id().unwrap_or_default();
+    shared.requests.worker_started();
     outbox.system(
         Level::Info,
         format!("starting {command_line} (pid {pid})"),
@@ -78,42 +174,44 @@ pub async fn supervise(config: &AgentConfig, outbox: &Arc<Outbox>) -> i32 {
             "pid": pid,
             "boot": outbox.boot(),
             "agent_version": env!("CARGO_PKG_VERSION"),
+            "init": role.as_str(),
+            "tty": outputs.tty,
+            "control_socket": shared.control_socket.map(|path| path.display().to_string()),
         })),
     );
 
-    let readers = [
-        (
-            child
-                .stdout
-                .take()
-                .map(|pipe| Box::new(pipe) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            Stream::Stdout,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|pipe| Box::new(pipe) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-            Stream::Stderr,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(pipe, stream)| {
-        let pipe = pipe?;
+    let cutting = Cutting {
+        max_line_bytes: config.max_line_bytes,
+        progress_interval: config.progress_interval,
+    };
+    let mut readers = Vec::new();
+    for (fd, stream) in outputs.readers {
+        let reader = match Reader::new(fd, outputs.tty, shared.sync) {
+            Ok(reader) => reader,
+            Err(error) => {
+                outbox.system_warning(format!(
+                    "cannot read the worker's {}: {error}",
+                    stream.as_str()
+                ));
+                continue;
+            }
+        };
         let outbox = outbox.clone();
-        let (echo, max_line_bytes) = (config.echo, config.max_line_bytes);
-        Some(tokio::spawn(async move {
+        let requests = shared.requests.clone();
+        let echo = config.echo;
+        readers.push(tokio::spawn(async move {
             let echo: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match (echo, stream) {
                 (false, _) => None,
                 (true, Stream::Stderr) => Some(Box::new(tokio::io::stderr())),
                 (true, _) => Some(Box::new(tokio::io::stdout())),
             };
-            capture(pipe, stream, echo, &outbox, max_line_bytes).await;
-        }))
-    })
-    .collect::<Vec<_>>();
+            capture(reader, stream, echo, &outbox, &requests, cutting).await;
+        }));
+    }
 
-    let status = wait_forwarding_signals(&mut child, pid).await;
+    let oom = watch_oom(outbox);
+
+    let status = wait_forwarding_signals(exited, pid, signals, config.stop_timeout, outbox).await;
     let run_time = started.elapsed();
 
     let deadline = tokio::time::Instant::now() + PIPE_DRAIN_AFTER_EXIT;
@@ -127,68 +225,214 @@ pub async fn supervise(config: &AgentConfig, outbox: &Arc<Outbox>) -> i32 {
             ));
         }
     }
+    let oom_kills = oom.finish(outbox);
+    shared.requests.end_unfinished();
+    reaper.reap();
 
     match status {
-        Ok(status) => report_exit(outbox, status, run_time),
-        Err(error) => {
+        Some(status) => report_exit(
+            outbox,
+            status,
+            Ending {
+                run_time,
+                oom_kills,
+                orphans_reaped: reaper.orphans_reaped(),
+            },
+        ),
+        None => {
             outbox.system(
                 Level::Error,
-                format!("lost track of the worker: {error}"),
-                fields(json!({ "event": "exit", "error": error.to_string() })),
+                "lost track of the worker".into(),
+                fields(json!({ "event": "exit", "error": "lost track of the worker" })),
             );
             1
         }
     }
 }
 
-async fn wait_forwarding_signals(
-    child: &mut tokio::process::Child,
-    pid: u32,
-) -> std::io::Result<ExitStatus> {
-    let mut listeners = Vec::new();
-    for number in FORWARDED {
-        listeners.push((number, signal(SignalKind::from_raw(number))?));
-    }
-    let (forward_tx, mut forward_rx) = tokio::sync::mpsc::unbounded_channel();
-    let forwarders: Vec<_> = listeners
-        .into_iter()
-        .map(|(number, mut listener)| {
-            let forward_tx = forward_tx.clone();
-            tokio::spawn(async move {
+/// The forwarded signals, listened for.
+struct Signals {
+    receiver: tokio::sync::mpsc::UnboundedReceiver<libc::c_int>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Signals {
+    fn listen() -> std::io::Result<Signals> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let mut listeners = Vec::new();
+        for number in FORWARDED {
+            let mut listener = signal(SignalKind::from_raw(number))?;
+            let sender = sender.clone();
+            listeners.push(tokio::spawn(async move {
                 while listener.recv().await.is_some() {
-                    if forward_tx.send(number).is_err() {
+                    if sender.send(number).is_err() {
                         return;
                     }
                 }
-            })
+            }));
+        }
+        Ok(Signals {
+            receiver,
+            listeners,
         })
-        .collect();
-    let status = loop {
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for listener in &self.listeners {
+            listener.abort();
+        }
+    }
+}
+
+/// Waits for the worker's exit, passing signals on to its process group; a
+/// stop signal starts the deadline after which the group is SIGKILLed.
+async fn wait_forwarding_signals(
+    mut exited: tokio::sync::oneshot::Receiver<ExitStatus>,
+    pid: u32,
+    mut signals: Signals,
+    stop_timeout: Duration,
+    outbox: &Outbox,
+) -> Option<ExitStatus> {
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let far_future = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    loop {
         tokio::select! {
-            status = child.wait() => break status,
-            Some(number) = forward_rx.recv() => {
-                // SAFETY: kill(2) with a negative pid signals the process
-                // group the worker leads; it has no memory effects.
-                unsafe { libc::kill(-(pid as libc::pid_t), number) };
+            status = &mut exited => return status.ok(),
+            Some(number) = signals.receiver.recv() => {
+                signal_worker(pid, number);
+                if STOP_SIGNALS.contains(&number) && stop_deadline.is_none() {
+                    stop_deadline = Some(tokio::time::Instant::now() + stop_timeout);
+                    let name = signal_name(number);
+                    outbox.system(
+                        Level::Info,
+                        format!(
+                            "received {name}, passed it on: the worker has {} to exit (--stop-timeout)",
+                            format_duration(stop_timeout)
+                        ),
+                        fields(json!({
+                            "event": "stop",
+                            "signal": number,
+                            "signal_name": name,
+                            "stop_timeout_ms": stop_timeout.as_millis() as u64,
+                        })),
+                    );
+                }
+            }
+            _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far_future)), if stop_deadline.is_some() => {
+                signal_worker(pid, libc::SIGKILL);
+                outbox.system(
+                    Level::Warn,
+                    format!(
+                        "the worker did not exit within {} of being asked to stop (--stop-timeout): sent SIGKILL",
+                        format_duration(stop_timeout)
+                    ),
+                    fields(json!({ "event": "stop_timeout", "stop_timeout_ms": stop_timeout.as_millis() as u64 })),
+                );
+                stop_deadline = None;
             }
         }
-    };
-    for forwarder in forwarders {
-        forwarder.abort();
     }
-    status
+}
+
+/// Signals the worker's process group; the worker alone if the group is
+/// gone (a worker that moved itself to a group or session of its own).
+fn signal_worker(pid: u32, number: libc::c_int) {
+    let pid = pid as libc::pid_t;
+    // SAFETY: kill(2) has no memory effects; a negative pid is the process
+    // group the worker leads.
+    let sent = unsafe { libc::kill(-pid, number) };
+    if sent != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH) {
+        // SAFETY: as above.
+        unsafe { libc::kill(pid, number) };
+    }
+}
+
+/// Reads the OOM kill count now, every [`cgroup::CHECK_INTERVAL`], and at
+/// the end; says once if it cannot.
+struct OomWatcher {
+    watch: Option<Arc<Mutex<OomWatch>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn watch_oom(outbox: &Arc<Outbox>) -> OomWatcher {
+    let watch = match cgroup::find().and_then(OomWatch::start) {
+        Ok(watch) => Arc::new(Mutex::new(watch)),
+        Err(reason) => {
+            let (message, extra) = cgroup::unavailable_record(&reason);
+            outbox.system(Level::Info, message, extra);
+            return OomWatcher {
+                watch: None,
+                task: None,
+            };
+        }
+    };
+    let task = {
+        let (watch, outbox) = (watch.clone(), outbox.clone());
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(cgroup::CHECK_INTERVAL);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                check_oom(&watch, &outbox);
+            }
+        })
+    };
+    OomWatcher {
+        watch: Some(watch),
+        task: Some(task),
+    }
+}
+
+fn check_oom(watch: &Mutex<OomWatch>, outbox: &Outbox) {
+    let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((before, after)) = watch.check() {
+        let (message, extra) = cgroup::oom_kill_record(watch.cgroup(), before, after);
+        outbox.system(Level::Error, message, extra);
+    }
+}
+
+impl OomWatcher {
+    /// The last check; OOM kills since the worker started, if they can be
+    /// counted.
+    fn finish(self, outbox: &Outbox) -> Option<u64> {
+        if let Some(task) = self.task {
+            task.abort();
+        }
+        let watch = self.watch?;
+        check_oom(&watch, outbox);
+        let total = watch.lock().unwrap_or_else(|e| e.into_inner()).total();
+        Some(total)
+    }
+}
+
+/// What else is known about the worker's end.
+struct Ending {
+    run_time: Duration,
+    /// `None` where OOM kills cannot be counted.
+    oom_kills: Option<u64>,
+    orphans_reaped: u64,
 }
 
 /// Records the exit and returns the agent's exit code.
-fn report_exit(outbox: &Outbox, status: ExitStatus, run_time: Duration) -> i32 {
-    let seconds = run_time.as_secs_f64();
-    let run_time_ms = run_time.as_millis() as u64;
+fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> i32 {
+    let took = format_duration(ending.run_time);
+    let mut extra = fields(json!({
+        "event": "exit",
+        "run_time_ms": ending.run_time.as_millis() as u64,
+        "orphans_reaped": ending.orphans_reaped,
+    }));
+    if let Some(kills) = ending.oom_kills {
+        extra.insert("oom_kills".into(), kills.into());
+    }
     if let Some(code) = status.code() {
         let level = if code == 0 { Level::Info } else { Level::Error };
+        extra.insert("exit_code".into(), code.into());
         outbox.system(
             level,
-            format!("exited with code {code} after {seconds:.1}s"),
-            fields(json!({ "event": "exit", "exit_code": code, "run_time_ms": run_time_ms })),
+            format!("exited with code {code} after {took}"),
+            extra,
         );
         return code;
     }
@@ -199,16 +443,20 @@ fn report_exit(outbox: &Outbox, status: ExitStatus, run_time: Duration) -> i32 {
     } else {
         ""
     };
+    let oom_killed = number == libc::SIGKILL && ending.oom_kills.unwrap_or(0) > 0;
+    let cause = if oom_killed {
+        ": out of memory (the kernel's OOM killer)"
+    } else {
+        ""
+    };
+    extra.insert("signal".into(), number.into());
+    extra.insert("signal_name".into(), name.into());
+    extra.insert("core_dumped".into(), status.core_dumped().into());
+    extra.insert("oom_killed".into(), oom_killed.into());
     outbox.system(
         Level::Error,
-        format!("killed by signal {number} ({name}){core} after {seconds:.1}s"),
-        fields(json!({
-            "event": "exit",
-            "signal": number,
-            "signal_name": name,
-            "core_dumped": status.core_dumped(),
-            "run_time_ms": run_time_ms,
-        })),
+        format!("killed by signal {number} ({name}){core} after {took}{cause}"),
+        extra,
     );
     128 + number
 }

@@ -1,16 +1,17 @@
 //! `tailwater run`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use tailwater_agent::{AgentConfig, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_LINE_BYTES};
+use tailwater_agent::{AgentConfig, ProxyConfig, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_LINE_BYTES};
 use tailwater_model::Source;
 
 use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater run --app sdxl -- python handler.py\n  tailwater run --app sdxl --version v3 --runner $HOSTNAME -- ./serve --port 8000"
+    after_help = "Examples:\n  tailwater run --app sdxl -- python handler.py\n  tailwater run --app sdxl --version v3 --runner $HOSTNAME -- ./serve --port 8000\n  tailwater run --app sdxl --proxy 0.0.0.0:8080=127.0.0.1:8000 -- python server.py\n\nAs a container's ENTRYPOINT it is a proper init: it reaps every orphaned process (as PID 1, or as\na child subreaper otherwise), passes SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 on\nto the worker's process group, SIGKILLs it --stop-timeout after a stop signal, and exits with\nthe worker's code (128 + signal when it was killed).\n\nThe worker finds the control socket in TAILWATER_CONTROL: one JSON object per line, such as\n{\"ready\":true}, {\"request_start\":\"ID\"}, {\"request_end\":\"ID\",\"status\":200}; each is answered\nwith one line, {\"ok\":true} or {\"ok\":false,\"error\":\"...\"}."
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -43,6 +44,43 @@ pub struct RunArgs {
     /// After the worker exits, how long to keep trying to ship, in seconds.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
+    /// After a stop signal (TERM, INT, QUIT), how long the worker has to
+    /// exit before it is SIGKILLed. Keep it below the platform's grace
+    /// period (Docker: 10s, Kubernetes: 30s), so the agent can still record
+    /// the end and ship it.
+    #[arg(long, default_value = "8s", value_parser = parse_duration, value_name = "DURATION")]
+    stop_timeout: Duration,
+    /// Run the worker on a pseudo-terminal instead of pipes. Programs that
+    /// buffer output written to a pipe (C stdio, Python without
+    /// PYTHONUNBUFFERED, many CLIs) then write line by line, and progress
+    /// bars draw as on a terminal. The cost: stdout and stderr become one
+    /// stream (all recorded as stdout), programs may add colors and other
+    /// terminal codes, and the worker's stdin stays the agent's.
+    #[arg(long)]
+    tty: bool,
+    /// A line rewritten with carriage returns (a progress bar) keeps at most
+    /// one state per this interval, and always its final state; the number
+    /// of states not kept is reported in a system record. 0s keeps every
+    /// state.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    progress_interval: Duration,
+    /// The worker's health check, an http:// URL: the worker is recorded as
+    /// ready when it first answers 2xx (also when it says so through the
+    /// control socket, or when the first request arrives). With --proxy,
+    /// GET /healthz is answered from it.
+    #[arg(long, value_name = "URL")]
+    health: Option<String>,
+    /// Be a reverse proxy in front of the worker's HTTP port: listen on
+    /// LISTEN, forward to TARGET (0.0.0.0:8080=127.0.0.1:8000, or 8080=8000).
+    /// Every request gets an X-Request-Id (the client's, or a new one), and
+    /// its start and end (status, duration) are recorded; GET /healthz is
+    /// answered from the worker's health check and not recorded.
+    #[arg(long, value_name = "LISTEN=TARGET", value_parser = parse_proxy)]
+    proxy: Option<ProxyConfig>,
+    /// Where to make the control socket (given to the worker as
+    /// TAILWATER_CONTROL); by default in a private temporary directory.
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
     /// The worker's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -68,8 +106,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.max_line_bytes = args.max_line_bytes;
     config.buffer_bytes = args.buffer_bytes;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
+    config.stop_timeout = args.stop_timeout;
+    config.tty = args.tty;
+    config.progress_interval = args.progress_interval;
+    config.health = args.health;
+    config.proxy = args.proxy;
+    config.control_socket = args.control_socket;
     let code = tailwater_agent::run(config).await?;
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.
     Ok(u8::try_from(code).unwrap_or(1))
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = tailwater_model::time::parse_duration(text)?;
+    Duration::try_from(duration).map_err(|error| error.to_string())
+}
+
+fn parse_proxy(text: &str) -> Result<ProxyConfig, String> {
+    text.parse()
 }

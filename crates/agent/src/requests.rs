@@ -1,0 +1,407 @@
+//! Requests in flight, and which request a line belongs to.
+//!
+//! The rule: a line written while exactly one request is in flight belongs
+//! to it; while several are in flight, only lines that carry an id (a JSON
+//! line's `request_id`, or a line sent through the control socket with one)
+//! are attributed, and the rest stay runner-scoped. Never mixed.
+//!
+//! "Written while" is taken strictly: before the set of requests in flight
+//! changes, [`OutputSync::settle`] waits until everything the worker wrote
+//! before the change has been recorded (under the old set). So the lines a
+//! request printed just before its response are still its own, even when the
+//! agent reads them after the response went out and another request is
+//! alone in flight by then.
+//!
+//! Requests are marked by the proxy (`--proxy`) or by the worker through the
+//! control socket; both report here, and this module writes the lifecycle
+//! records: `ready` (once), `request_start`, `request_end`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tailwater_model::{Fields, Level, Stream};
+
+use crate::capture::{Line, OutputSync};
+use crate::outbox::{fields, Outbox};
+
+/// How long a request mark waits for the capture to catch up before it
+/// goes ahead anyway (a capture held up by a blocked echo must not hold
+/// requests up).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Who marked a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    Proxy,
+    Control,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Proxy => "proxy",
+            Via::Control => "control",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered (with a status, when one is known).
+    Completed,
+    /// It failed: the worker did not answer, the response broke off, or the
+    /// worker said so.
+    Error(String),
+    /// The client went away before the response was complete.
+    ClientClosed,
+    /// Still in flight when the worker exited.
+    Unfinished,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Error(_) => "error",
+            Outcome::ClientClosed => "client_closed",
+            Outcome::Unfinished => "unfinished",
+        }
+    }
+}
+
+/// One request in flight, as [`Requests::start`] returned it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ticket(u64);
+
+/// The requests in flight: the pure part, without records.
+#[derive(Default, Debug)]
+pub struct InFlight {
+    next: u64,
+    /// By ticket, so oldest first. The same id may be in flight twice (a
+    /// client retrying with its id): lines are still attributed to it while
+    /// every request in flight has that id.
+    entries: BTreeMap<u64, Entry>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub id: Arc<str>,
+    pub via: Via,
+    pub started: Instant,
+}
+
+impl InFlight {
+    pub fn start(&mut self, id: &str, via: Via, started: Instant) -> Ticket {
+        let ticket = self.next;
+        self.next += 1;
+        self.entries.insert(
+            ticket,
+            Entry {
+                id: id.into(),
+                via,
+                started,
+            },
+        );
+        Ticket(ticket)
+    }
+
+    pub fn end(&mut self, ticket: Ticket) -> Option<Entry> {
+        self.entries.remove(&ticket.0)
+    }
+
+    /// Ends the oldest request in flight with this id.
+    pub fn end_id(&mut self, id: &str) -> Option<Entry> {
+        let ticket = *self.entries.iter().find(|(_, entry)| &*entry.id == id)?.0;
+        self.entries.remove(&ticket)
+    }
+
+    /// The request a line without an id of its own belongs to: the one in
+    /// flight, when exactly one is.
+    pub fn sole(&self) -> Option<Arc<str>> {
+        let mut entries = self.entries.values();
+        let first = entries.next()?;
+        entries
+            .all(|entry| entry.id == first.id)
+            .then(|| first.id.clone())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn drain(&mut self) -> Vec<Entry> {
+        std::mem::take(&mut self.entries).into_values().collect()
+    }
+}
+
+/// Why the worker counts as ready.
+#[derive(Clone, Debug)]
+pub enum Ready {
+    /// It said so through the control socket.
+    Control,
+    /// Its health check (`--health`) answered with a success.
+    Health { url: String, status: u16 },
+    /// The first request arrived.
+    FirstRequest,
+}
+
+/// The requests in flight and their records.
+pub struct Requests {
+    outbox: Arc<Outbox>,
+    sync: Arc<OutputSync>,
+    state: Mutex<InFlight>,
+    ready: AtomicBool,
+    worker_started: Mutex<Instant>,
+}
+
+impl Requests {
+    pub fn new(outbox: Arc<Outbox>, sync: Arc<OutputSync>) -> Requests {
+        Requests {
+            outbox,
+            sync,
+            state: Mutex::new(InFlight::default()),
+            ready: AtomicBool::new(false),
+            worker_started: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// The worker started now: readiness is timed from here.
+    pub fn worker_started(&self) {
+        *lock(&self.worker_started) = Instant::now();
+    }
+
+    /// The request a line that names none belongs to (see the module doc).
+    pub fn sole_in_flight(&self) -> Option<Arc<str>> {
+        lock(&self.state).sole()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Records that the worker is ready, the first time only. Returns
+    /// whether this was the first time.
+    pub fn ready(&self, why: Ready) -> bool {
+        if self.ready.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let elapsed = lock(&self.worker_started).elapsed();
+        let (via, reason, mut extra) = match &why {
+            Ready::Control => (
+                "control",
+                "the worker said so through the control socket".to_owned(),
+                Fields::new(),
+            ),
+            Ready::Health { url, status } => (
+                "health",
+                format!("{url} answered {status}"),
+                fields(json!({ "health_url": url, "status": status })),
+            ),
+            Ready::FirstRequest => (
+                "request",
+                "the first request arrived".to_owned(),
+                Fields::new(),
+            ),
+        };
+        extra.insert("event".into(), "ready".into());
+        extra.insert("via".into(), via.into());
+        extra.insert("startup_ms".into(), (elapsed.as_millis() as u64).into());
+        self.outbox.system(
+            Level::Info,
+            format!("ready after {} ({reason})", crate::format_duration(elapsed)),
+            extra,
+        );
+        true
+    }
+
+    /// Marks a request as started at `received` (when it arrived), once the
+    /// lines written before it are recorded. `detail` goes into the start
+    /// record's fields (method, path).
+    pub async fn start(&self, id: &str, via: Via, received: Instant, detail: Fields) -> Ticket {
+        self.sync.settle(SETTLE_TIMEOUT).await;
+        self.ready(Ready::FirstRequest);
+        let mut state = lock(&self.state);
+        let ticket = state.start(id, via, received);
+        let mut extra = detail;
+        extra.insert("event".into(), "request_start".into());
+        extra.insert("via".into(), via.as_str().into());
+        extra.insert("in_flight".into(), state.len().into());
+        // Under the lock: a line attributed to this request comes after its
+        // start record.
+        system_record(
+            &self.outbox,
+            Level::Info,
+            format!("request {id} started"),
+            extra,
+            Some(id),
+        );
+        ticket
+    }
+
+    /// Marks a request as ended at `finished`, once the lines written before
+    /// it are recorded. Returns how long it took, or `None` if it was not in
+    /// flight (already ended, or ended at the worker's exit).
+    pub async fn end(
+        &self,
+        which: Which<'_>,
+        finished: Instant,
+        status: Option<u16>,
+        outcome: Outcome,
+    ) -> Option<Duration> {
+        self.sync.settle(SETTLE_TIMEOUT).await;
+        let mut state = lock(&self.state);
+        let entry = match which {
+            Which::Ticket(ticket) => state.end(ticket),
+            Which::Id(id) => state.end_id(id),
+        }?;
+        let duration = finished.saturating_duration_since(entry.started);
+        self.record_end(&entry, duration, status, &outcome, state.len());
+        Some(duration)
+    }
+
+    /// The worker exited: every request still in flight ends unfinished.
+    pub fn end_unfinished(&self) {
+        let mut state = lock(&self.state);
+        for entry in state.drain() {
+            let duration = entry.started.elapsed();
+            self.record_end(&entry, duration, None, &Outcome::Unfinished, 0);
+        }
+    }
+
+    fn record_end(
+        &self,
+        entry: &Entry,
+        duration: Duration,
+        status: Option<u16>,
+        outcome: &Outcome,
+        in_flight: usize,
+    ) {
+        let id = &*entry.id;
+        let took = crate::format_duration(duration);
+        let (level, message) = match (outcome, status) {
+            (Outcome::Completed, Some(status)) => (
+                if status >= 500 { Level::Warn } else { Level::Info },
+                format!("request {id} ended: {status} in {took}"),
+            ),
+            (Outcome::Completed, None) => (Level::Info, format!("request {id} ended in {took}")),
+            (Outcome::Error(error), _) => (
+                Level::Warn,
+                format!("request {id} failed after {took}: {error}"),
+            ),
+            (Outcome::ClientClosed, _) => (
+                Level::Warn,
+                format!("request {id}: the client went away after {took}, before the response was complete"),
+            ),
+            (Outcome::Unfinished, _) => (
+                Level::Error,
+                format!("request {id} was still in flight when the worker exited, after {took}"),
+            ),
+        };
+        let mut extra = fields(json!({
+            "event": "request_end",
+            "via": entry.via.as_str(),
+            "outcome": outcome.as_str(),
+            "duration_ms": duration.as_millis() as u64,
+            "in_flight": in_flight,
+        }));
+        if let Some(status) = status {
+            extra.insert("status".into(), status.into());
+        }
+        if let Outcome::Error(error) = outcome {
+            extra.insert("error".into(), error.as_str().into());
+        }
+        system_record(&self.outbox, level, message, extra, Some(id));
+    }
+
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+}
+
+/// Which request [`Requests::end`] ends.
+#[derive(Clone, Copy, Debug)]
+pub enum Which<'a> {
+    Ticket(Ticket),
+    /// The oldest in flight with this id.
+    Id(&'a str),
+}
+
+/// A record of the `system` stream, belonging to `request` when given.
+///
+/// `Outbox::system` has no request id, so a request's own lifecycle records
+/// go through `record_line` on the `system` stream, as a JSON line the
+/// model's parser reads back into level, message, request id and fields.
+/// (None of the fields used here is a key the parser takes for something
+/// else, such as `ts`.)
+pub(crate) fn system_record(
+    outbox: &Outbox,
+    level: Level,
+    message: String,
+    mut extra: Fields,
+    request: Option<&str>,
+) {
+    let Some(id) = request else {
+        outbox.system(level, message, extra);
+        return;
+    };
+    extra.insert("level".into(), level.as_str().into());
+    extra.insert("msg".into(), message.into());
+    extra.insert("request_id".into(), id.into());
+    let bytes = serde_json::to_vec(&Value::Object(extra)).expect("a JSON object serializes");
+    outbox.record_line(
+        Stream::System,
+        Line {
+            bytes,
+            continued: false,
+        },
+        Some(id),
+    );
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_belongs_to_the_one_request_in_flight_and_to_none_of_several() {
+        let now = Instant::now();
+        let mut in_flight = InFlight::default();
+        assert_eq!(in_flight.sole(), None, "none in flight");
+        let a = in_flight.start("a", Via::Proxy, now);
+        assert_eq!(in_flight.sole().as_deref(), Some("a"));
+        let b = in_flight.start("b", Via::Control, now);
+        assert_eq!(in_flight.sole(), None, "two in flight: runner-scoped");
+        assert_eq!(&*in_flight.end(a).unwrap().id, "a");
+        assert_eq!(in_flight.sole().as_deref(), Some("b"), "b alone again");
+        assert!(in_flight.end(a).is_none(), "ended once");
+        assert_eq!(&*in_flight.end(b).unwrap().id, "b");
+        assert!(in_flight.is_empty());
+    }
+
+    #[test]
+    fn the_same_id_twice_still_attributes_and_ends_oldest_first() {
+        let now = Instant::now();
+        let mut in_flight = InFlight::default();
+        in_flight.start("r", Via::Control, now);
+        in_flight.start("r", Via::Control, now + Duration::from_secs(1));
+        assert_eq!(in_flight.sole().as_deref(), Some("r"));
+        let oldest = in_flight.end_id("r").unwrap();
+        assert_eq!(oldest.started, now);
+        assert_eq!(in_flight.len(), 1);
+        assert!(in_flight.end_id("other").is_none());
+        assert_eq!(in_flight.drain().len(), 1);
+        assert!(in_flight.is_empty());
+    }
+}

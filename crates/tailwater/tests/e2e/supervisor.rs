@@ -1,0 +1,948 @@
+//! The agent as a container's entrypoint, with real processes: orphans
+//! reaped, signals forwarded, the stop deadline, requests marked by the
+//! proxy and the control socket, progress bars, a pseudo-terminal, OOM
+//! kills. Workers are small `sh` and `python3` programs.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::*;
+
+/// `tailwater run --app APP --runner APP-runner FLAGS… -- WORKER…`, in the
+/// background, its output piped.
+fn start_agent(server: &TestServer, app: &str, flags: &[&str], worker: &[&str]) -> Child {
+    let runner = format!("{app}-runner");
+    let mut args = vec!["run", "--app", app, "--runner", &runner];
+    args.extend_from_slice(flags);
+    args.push("--");
+    args.extend_from_slice(worker);
+    server
+        .command(&args)
+        // Hermetic: whether the worker buffers is the agent's doing.
+        .env_remove("PYTHONUNBUFFERED")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn python() -> &'static str {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "these tests run python3 workers: install it (apt-get install -y python3)"
+    );
+    "python3"
+}
+
+/// Every record of `app`, oldest first, straight from the API (cheaper to
+/// poll than a `tailwater logs` process).
+fn records(server: &TestServer, app: &str) -> Vec<Value> {
+    let (status, body) = http(
+        "GET",
+        server.port,
+        &format!("/v1/logs?app={app}&direction=forward&limit=10000"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    page["records"].as_array().unwrap().clone()
+}
+
+fn wait_for_record(server: &TestServer, app: &str, what: &str, found: impl Fn(&Value) -> bool) {
+    wait_for(what, Duration::from_secs(20), || {
+        records(server, app).iter().any(&found)
+    });
+}
+
+fn has_message(text: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |record| record["message"] == text
+}
+
+fn has_event(event: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |record| record["stream"] == "system" && record["fields"]["event"] == event
+}
+
+fn by_message<'a>(records: &'a [Value], text: &str) -> &'a Value {
+    records
+        .iter()
+        .find(|record| record["message"] == text)
+        .unwrap_or_else(|| panic!("no record {text:?} in {:#?}", messages(records)))
+}
+
+fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
+    records
+        .iter()
+        .filter(|record| has_event(event)(record))
+        .collect()
+}
+
+/// Waits for the agent to exit (within a generous bound) and returns its
+/// status and what it printed.
+fn wait_agent(mut agent: Child) -> (ExitStatus, String, String) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    agent
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    agent
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stdout, stderr)
+}
+
+fn send_signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on a process this test started.
+    assert_eq!(unsafe { libc::kill(pid as libc::pid_t, signal) }, 0);
+}
+
+/// `(pid, state)` of every process whose parent is `parent`, from /proc.
+fn children_of(parent: u32) -> Vec<(u32, char)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let Some((_, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid == parent {
+            children.push((pid, state));
+        }
+    }
+    children
+}
+
+fn zombies_of(parent: u32) -> Vec<u32> {
+    children_of(parent)
+        .into_iter()
+        .filter(|(_, state)| *state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("PPid:"))
+        .and_then(|ppid| ppid.trim().parse().ok())
+}
+
+fn wait_for_file(path: &Path) -> String {
+    wait_for(
+        &format!("{}", path.display()),
+        Duration::from_secs(20),
+        || std::fs::read_to_string(path).is_ok_and(|text| text.ends_with('\n')),
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// A worker that leaves orphans behind: three that exit at once, and one
+/// that lives until the test kills it; then it waits for `stop` and exits 5.
+const ORPHANING_WORKER: &str = r#"
+(sleep 0.2 &); (sleep 0.2 &); (sleep 0.2 &)
+(sleep 60 & echo $! > "$DIR/orphan.tmp" && mv "$DIR/orphan.tmp" "$DIR/orphan.pid")
+echo spawned
+while [ ! -e "$DIR/stop" ]; do sleep 0.05; done
+echo stopping
+exit 5
+"#;
+
+/// Checks what [`ORPHANING_WORKER`] leaves with `agent` as its reaper:
+/// orphans come to the agent, and no zombie stays.
+fn check_orphans_are_reaped(agent: u32, dir: &Path) {
+    let orphan: u32 = wait_for_file(&dir.join("orphan.pid"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        parent_of(orphan),
+        Some(agent),
+        "an orphan of the worker is the agent's child"
+    );
+    // The short-lived orphans have exited by now; none is left a zombie.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        zombies_of(agent),
+        Vec::<u32>::new(),
+        "zombie children of the agent"
+    );
+    send_signal(orphan, libc::SIGKILL);
+    wait_for(
+        "the killed orphan to be reaped",
+        Duration::from_secs(5),
+        || !Path::new(&format!("/proc/{orphan}")).exists(),
+    );
+    assert_eq!(zombies_of(agent), Vec::<u32>::new());
+    std::fs::write(dir.join("stop"), "").unwrap();
+}
+
+#[test]
+fn orphans_come_to_the_agent_and_are_reaped_and_the_worker_code_is_kept() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = server
+        .command(&[
+            "run",
+            "--app",
+            "orphans",
+            "--runner",
+            "orphans-runner",
+            "--",
+            "sh",
+            "-c",
+            ORPHANING_WORKER,
+        ])
+        .env("DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    check_orphans_are_reaped(agent.id(), dir.path());
+    let (status, stdout, _) = wait_agent(agent);
+    assert_eq!(
+        status.code(),
+        Some(5),
+        "the worker's own code, not an orphan's"
+    );
+    assert_eq!(stdout, "spawned\nstopping\n");
+
+    let records = records(&server, "orphans");
+    assert_eq!(records[0]["fields"]["init"], "subreaper");
+    let exit = records.last().unwrap();
+    assert_eq!(exit["fields"]["exit_code"], 5);
+    assert!(
+        exit["fields"]["orphans_reaped"].as_u64().unwrap() >= 4,
+        "{exit}"
+    );
+}
+
+#[test]
+fn as_pid_1_of_a_pid_namespace_it_reaps_and_forwards_term() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "true"])
+        .stderr(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|status| status.success()) {
+        eprintln!("skipped: cannot make a PID namespace here (unshare --pid needs root or user namespaces)");
+        return;
+    }
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = format!("trap 'echo worker got TERM; exit 7' TERM\n{ORPHANING_WORKER}");
+    let unshare = Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", binary()])
+        .args([
+            "run",
+            "--app",
+            "pid1",
+            "--runner",
+            "pid1-runner",
+            "--",
+            "sh",
+            "-c",
+            &worker,
+        ])
+        .env("TAILWATER_SERVER", server.url())
+        .env("TAILWATER_TOKEN", TOKEN)
+        .env("DIR", dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut agent = None;
+    wait_for("the agent under unshare", Duration::from_secs(10), || {
+        agent = children_of(unshare.id()).first().map(|(pid, _)| *pid);
+        agent.is_some()
+    });
+    let agent = agent.unwrap();
+    // orphan.pid holds the pid inside the namespace; from out here, the
+    // orphan is the agent's child that is a `sleep`.
+    wait_for_file(&dir.path().join("orphan.pid"));
+    let is_sleep = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm == "sleep\n")
+    };
+    wait_for(
+        "PID 1 to inherit the orphan",
+        Duration::from_secs(5),
+        || children_of(agent).iter().any(|(pid, _)| is_sleep(*pid)),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        zombies_of(agent),
+        Vec::<u32>::new(),
+        "zombie children of PID 1"
+    );
+
+    // PID 1 gets no default signal handling from the kernel: the agent must
+    // handle TERM itself and pass it on.
+    send_signal(agent, libc::SIGTERM);
+    let (status, stdout, _) = wait_agent(unshare);
+    assert_eq!(status.code(), Some(7), "{stdout}");
+    let records = records(&server, "pid1");
+    assert_eq!(records[0]["fields"]["init"], "pid1");
+    by_message(&records, "worker got TERM");
+    assert_eq!(records.last().unwrap()["fields"]["exit_code"], 7);
+    let _ = std::fs::write(dir.path().join("stop"), "");
+}
+
+#[test]
+fn sigterm_is_passed_to_the_worker_and_its_exit_code_kept() {
+    let server = TestServer::start();
+    let agent = start_agent(
+        &server,
+        "term",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "trap 'echo worker got TERM; exit 7' TERM\necho ready\nwhile :; do sleep 0.1; done",
+        ],
+    );
+    wait_for_record(&server, "term", "the worker to start", has_message("ready"));
+    send_signal(agent.id(), libc::SIGTERM);
+    let (status, stdout, _) = wait_agent(agent);
+    assert_eq!(status.code(), Some(7));
+    assert_eq!(stdout, "ready\nworker got TERM\n");
+
+    let records = records(&server, "term");
+    let [stop] = events(&records, "stop")[..] else {
+        panic!("one stop record: {records:#?}")
+    };
+    assert_eq!(stop["fields"]["signal_name"], "SIGTERM");
+    assert_eq!(stop["fields"]["stop_timeout_ms"], 8000, "the default");
+    assert!(stop["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("received SIGTERM, passed it on: the worker has 8s to exit"));
+    by_message(&records, "worker got TERM");
+    assert!(events(&records, "stop_timeout").is_empty());
+    assert_eq!(records.last().unwrap()["fields"]["exit_code"], 7);
+}
+
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_at_the_stop_timeout() {
+    let server = TestServer::start();
+    let agent = start_agent(
+        &server,
+        "stubborn",
+        &["--stop-timeout", "1s"],
+        &[
+            "sh",
+            "-c",
+            "trap '' TERM\necho ready\nwhile :; do sleep 0.1; done",
+        ],
+    );
+    wait_for_record(
+        &server,
+        "stubborn",
+        "the worker to start",
+        has_message("ready"),
+    );
+    let asked = Instant::now();
+    send_signal(agent.id(), libc::SIGTERM);
+    let (status, _, _) = wait_agent(agent);
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(128 + 9));
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "killed after {took:?}"
+    );
+
+    let records = records(&server, "stubborn");
+    assert_eq!(events(&records, "stop").len(), 1);
+    let [timeout] = events(&records, "stop_timeout")[..] else {
+        panic!("one stop_timeout record: {records:#?}")
+    };
+    assert_eq!(timeout["level"], "warn");
+    assert!(timeout["message"]
+        .as_str()
+        .unwrap()
+        .contains("sent SIGKILL"));
+    let exit = records.last().unwrap();
+    assert_eq!(exit["fields"]["signal_name"], "SIGKILL");
+    assert_eq!(exit["fields"]["oom_killed"], false);
+}
+
+/// A tiny HTTP/1.1 GET that also returns the response headers.
+fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).unwrap();
+    let status = status_line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut response_headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line.split_once(':').unwrap();
+        response_headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut body = String::new();
+    reader.read_to_string(&mut body).unwrap();
+    (status, response_headers, body)
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
+/// Serves `/a` and `/b` so that they overlap: A logs alone, waits for B;
+/// both log with and without ids while both are in flight; A answers; B
+/// waits for that, logs alone, answers 201.
+const OVERLAPPING_SERVER: &str = r#"
+import json, os, sys, threading, time
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+b_arrived, a_done = threading.Event(), threading.Event()
+def say(text):
+    # One write per line: print() writes the newline apart, and two
+    # threads' lines would interleave.
+    os.write(1, (text + "\n").encode())
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def reply(self, status, text):
+        body = text.encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.wfile.flush()
+    def do_GET(self):
+        rid = self.headers.get("X-Request-Id")
+        if self.path == "/healthz":
+            return self.reply(200, "healthy")
+        if self.path == "/a":
+            say("a: alone")
+            b_arrived.wait(20)
+            say("a: overlap, no id")
+            say(json.dumps({"msg": "a: overlap, with id", "request_id": rid}))
+            self.reply(200, "a done")
+            a_done.set()
+        elif self.path == "/b":
+            b_arrived.set()
+            say("b: overlap, no id")
+            say(json.dumps({"msg": "b: overlap, with id", "request_id": rid}))
+            a_done.wait(20)
+            time.sleep(0.3)
+            say("b: alone")
+            self.reply(201, "b done")
+        else:
+            self.reply(404, "no")
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+#[test]
+fn the_proxy_attributes_overlapping_requests_without_mixing_them() {
+    let python = python();
+    let server = TestServer::start();
+    let (listen, worker_port) = (free_port(), free_port());
+    let proxy = format!("127.0.0.1:{listen}=127.0.0.1:{worker_port}");
+    let health = format!("http://127.0.0.1:{worker_port}/healthz");
+    let worker_port_text = worker_port.to_string();
+    let agent = start_agent(
+        &server,
+        "proxied",
+        &["--proxy", &proxy, "--health", &health],
+        &[python, "-c", OVERLAPPING_SERVER, &worker_port_text],
+    );
+    wait_for_record(
+        &server,
+        "proxied",
+        "the worker to be ready",
+        has_event("ready"),
+    );
+    // The load balancer's view: the worker's health, through the agent.
+    let (status, _, body) = get(listen, "/healthz", &[]);
+    assert_eq!((status, body.as_str()), (200, "healthy"));
+
+    let a = std::thread::spawn(move || get(listen, "/a", &[("X-Request-Id", "req-a")]));
+    wait_for_record(
+        &server,
+        "proxied",
+        "A to log alone",
+        has_message("a: alone"),
+    );
+    let (b_status, b_headers, b_body) = get(listen, "/b", &[]);
+    let (a_status, a_headers, a_body) = a.join().unwrap();
+    assert_eq!((a_status, a_body.as_str()), (200, "a done"));
+    assert_eq!((b_status, b_body.as_str()), (201, "b done"));
+    assert_eq!(
+        header(&a_headers, "x-request-id"),
+        Some("req-a"),
+        "the client's id, kept"
+    );
+    let b_id = header(&b_headers, "x-request-id")
+        .expect("a new id for B")
+        .to_owned();
+    assert!(b_id.starts_with("req-"), "{b_id}");
+
+    wait_for_record(&server, "proxied", "B's end", |record| {
+        has_event("request_end")(record) && record["request_id"] == b_id.as_str()
+    });
+    let records = records(&server, "proxied");
+    let request_of = |text: &str| by_message(&records, text)["request_id"].clone();
+    assert_eq!(request_of("a: alone"), "req-a", "A alone in flight");
+    assert_eq!(
+        request_of("a: overlap, no id"),
+        Value::Null,
+        "two in flight: runner-scoped"
+    );
+    assert_eq!(
+        request_of("b: overlap, no id"),
+        Value::Null,
+        "two in flight: runner-scoped"
+    );
+    assert_eq!(request_of("a: overlap, with id"), "req-a");
+    assert_eq!(request_of("b: overlap, with id"), b_id.as_str());
+    assert_eq!(
+        request_of("b: alone"),
+        b_id.as_str(),
+        "B alone in flight again"
+    );
+
+    let ready = &events(&records, "ready")[0];
+    assert_eq!(ready["fields"]["via"], "health");
+    let starts = events(&records, "request_start");
+    let ends = events(&records, "request_end");
+    assert_eq!(starts.len(), 2, "/healthz is not a request: {starts:#?}");
+    assert_eq!(ends.len(), 2);
+    for (id, path, status) in [("req-a", "/a", 200), (b_id.as_str(), "/b", 201)] {
+        let start = starts.iter().find(|r| r["request_id"] == id).unwrap();
+        assert_eq!(start["fields"]["method"], "GET");
+        assert_eq!(start["fields"]["path"], path);
+        assert_eq!(start["fields"]["via"], "proxy");
+        let end = ends.iter().find(|r| r["request_id"] == id).unwrap();
+        assert_eq!(end["fields"]["status"], status);
+        assert_eq!(end["fields"]["outcome"], "completed");
+        // B waited 300 ms for A's end.
+        let at_least = if path == "/b" { 300 } else { 0 };
+        assert!(
+            end["fields"]["duration_ms"].as_u64().unwrap() >= at_least,
+            "{end}"
+        );
+        assert!(end["message"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("request {id} ended: {status} in ")));
+    }
+
+    // One request, exactly: its start, its lines, its end.
+    let only_a = server.logs(&["--app", "proxied", "--request", "req-a"]);
+    assert_eq!(
+        messages(&only_a),
+        [
+            "request req-a started",
+            "a: alone",
+            "a: overlap, with id",
+            messages(&only_a)[3],
+        ]
+    );
+    assert!(messages(&only_a)[3].starts_with("request req-a ended: 200 in"));
+
+    let mut agent = agent;
+    send_signal(agent.id(), libc::SIGTERM);
+    let status = agent.wait().unwrap();
+    assert_eq!(
+        status.code(),
+        Some(128 + libc::SIGTERM),
+        "python dies of the TERM"
+    );
+}
+
+/// Talks to the agent through `TAILWATER_CONTROL`, checking every answer.
+const CONTROL_CLIENT: &str = r#"
+import json, os, socket
+conn = socket.socket(socket.AF_UNIX)
+conn.connect(os.environ["TAILWATER_CONTROL"])
+f = conn.makefile("rw")
+def send(command):
+    f.write(json.dumps(command) + "\n")
+    f.flush()
+    return json.loads(f.readline())
+print("booting")
+assert send({"ready": True}) == {"ok": True}
+print("before any request")
+assert send({"request_start": "r1"}) == {"ok": True}
+print("inside r1")
+answer = send({"request_end": "r1", "status": 200})
+assert answer["ok"] and answer["duration_ms"] >= 0, answer
+print("after r1")
+assert send({"request_start": "r2"}) == {"ok": True}
+assert send({"request_start": "r3"}) == {"ok": True}
+print("r2 and r3 in flight")
+assert send({"log": "for r3 only", "request_id": "r3"}) == {"ok": True}
+print(json.dumps({"msg": "structured for r2", "request_id": "r2"}))
+assert send({"request_end": "r2", "error": "model exploded"})["ok"]
+print("r3 alone")
+answer = send({"request_end": "nope"})
+assert answer["ok"] is False and "not in flight" in answer["error"], answer
+answer = send({"what": 1})
+assert answer["ok"] is False and "unknown command" in answer["error"], answer
+f.write("not json\n")
+f.flush()
+assert json.loads(f.readline())["ok"] is False
+print("answers ok")
+"#;
+
+#[test]
+fn the_control_socket_marks_ready_and_requests() {
+    let python = python();
+    let server = TestServer::start();
+    let agent = start_agent(&server, "controlled", &[], &[python, "-c", CONTROL_CLIENT]);
+    let (status, stdout, stderr) = wait_agent(agent);
+    assert!(status.success(), "{stdout}\n{stderr}");
+
+    let records = records(&server, "controlled");
+    let socket = records[0]["fields"]["control_socket"].as_str().unwrap();
+    assert!(
+        !Path::new(socket).exists(),
+        "the socket is removed at the end"
+    );
+    let ready = &events(&records, "ready")[0];
+    assert_eq!(ready["fields"]["via"], "control");
+    let request_of = |text: &str| by_message(&records, text)["request_id"].clone();
+    assert_eq!(request_of("booting"), Value::Null);
+    assert_eq!(request_of("before any request"), Value::Null);
+    assert_eq!(request_of("inside r1"), "r1");
+    assert_eq!(request_of("after r1"), Value::Null);
+    assert_eq!(request_of("r2 and r3 in flight"), Value::Null);
+    assert_eq!(request_of("for r3 only"), "r3");
+    assert_eq!(request_of("structured for r2"), "r2");
+    assert_eq!(request_of("r3 alone"), "r3");
+    assert_eq!(request_of("answers ok"), "r3");
+
+    let end_of = |id: &str| {
+        *events(&records, "request_end")
+            .iter()
+            .find(|r| r["request_id"] == id)
+            .unwrap_or_else(|| panic!("no end of {id}"))
+    };
+    assert_eq!(end_of("r1")["fields"]["status"], 200);
+    assert_eq!(end_of("r1")["fields"]["via"], "control");
+    assert_eq!(end_of("r2")["fields"]["outcome"], "error");
+    assert_eq!(end_of("r2")["fields"]["error"], "model exploded");
+    assert_eq!(
+        end_of("r3")["fields"]["outcome"],
+        "unfinished",
+        "in flight at exit"
+    );
+    assert_eq!(end_of("r3")["level"], "error");
+    // The end of r3 comes before the exit record.
+    assert_eq!(records.last().unwrap()["fields"]["event"], "exit");
+}
+
+/// Writes a burst of about 1.5 MB for r1 and ends it at once, while up to
+/// 1 MiB of the burst still waits in the pipe; then starts r2 and writes one
+/// line. (Under Tokio's scheduling the capture usually drains the pipe
+/// before the control command runs even without the settle step; the
+/// control socket test is the one that catches a missing settle.)
+const BURST_THEN_NEXT_REQUEST: &str = r#"
+import json, os, socket, sys
+conn = socket.socket(socket.AF_UNIX)
+conn.connect(os.environ["TAILWATER_CONTROL"])
+f = conn.makefile("rw")
+def send(command):
+    f.write(json.dumps(command) + "\n")
+    f.flush()
+    return json.loads(f.readline())
+send({"request_start": "r1"})
+sys.stdout.write("".join("burst %05d %s\n" % (i, "x" * 280) for i in range(5000)))
+sys.stdout.flush()
+send({"request_end": "r1", "status": 200})
+send({"request_start": "r2"})
+print("r2 line")
+send({"request_end": "r2", "status": 200})
+"#;
+
+#[test]
+fn lines_still_in_the_pipe_when_a_request_ends_stay_with_it() {
+    let python = python();
+    let server = TestServer::start();
+    let agent = start_agent(
+        &server,
+        "burst",
+        &["--quiet"],
+        &[python, "-c", BURST_THEN_NEXT_REQUEST],
+    );
+    let (status, _, stderr) = wait_agent(agent);
+    assert!(status.success(), "{stderr}");
+    let records = records(&server, "burst");
+    let burst: Vec<_> = records
+        .iter()
+        .filter(|r| r["message"].as_str().unwrap().starts_with("burst "))
+        .collect();
+    assert_eq!(burst.len(), 5000);
+    let strays: Vec<_> = burst.iter().filter(|r| r["request_id"] != "r1").collect();
+    assert!(
+        strays.is_empty(),
+        "{} burst lines not attributed to r1, the first: {}",
+        strays.len(),
+        strays[0]
+    );
+    assert_eq!(by_message(&records, "r2 line")["request_id"], "r2");
+}
+
+#[test]
+fn a_progress_bar_drawn_with_carriage_returns_does_not_flood() {
+    let python = python();
+    let server = TestServer::start();
+    // tqdm's way: "\r" and the whole bar, 101 times over about 2 s, to
+    // stderr; then a newline.
+    let worker = r##"
+import sys, time
+for i in range(101):
+    sys.stderr.write("\r%3d%%|%-10s| %d/100" % (i, "#" * (i // 10), i))
+    sys.stderr.flush()
+    time.sleep(0.02)
+sys.stderr.write("\n")
+print("done")
+"##;
+    let agent = start_agent(
+        &server,
+        "progress",
+        &["--progress-interval", "500ms"],
+        &[python, "-c", worker],
+    );
+    let (status, _, stderr) = wait_agent(agent);
+    assert!(status.success());
+    assert_eq!(
+        stderr.matches('\r').count(),
+        101,
+        "the echo is the worker's own bytes"
+    );
+
+    let records = records(&server, "progress");
+    let bars: Vec<&str> = records
+        .iter()
+        .filter(|r| r["stream"] == "stderr")
+        .map(|r| r["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        (3..=9).contains(&bars.len()),
+        "about one state per 500ms and the final one, not 101: {bars:#?}"
+    );
+    assert!(
+        bars[0].starts_with("  0%|"),
+        "the first state at once: {bars:?}"
+    );
+    assert_eq!(
+        *bars.last().unwrap(),
+        "100%|##########| 100/100",
+        "the final state"
+    );
+    let [collapsed] = events(&records, "progress_collapsed")[..] else {
+        panic!("one progress_collapsed record: {records:#?}")
+    };
+    assert_eq!(collapsed["fields"]["states"], 101);
+    assert_eq!(collapsed["fields"]["kept"], bars.len());
+    assert_eq!(collapsed["fields"]["output"], "stderr");
+    by_message(&records, "done");
+}
+
+fn seconds_between(earlier: &Value, later: &Value) -> f64 {
+    let at = |record: &Value| {
+        record["ts"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    };
+    (at(later) - at(earlier)).total(jiff::Unit::Second).unwrap()
+}
+
+#[test]
+fn under_tty_the_worker_sees_a_terminal_and_writes_line_by_line() {
+    let python = python();
+    let server = TestServer::start();
+    let worker = r#"
+import sys, time
+print("isatty", sys.stdout.isatty(), sys.stderr.isatty())
+print("to stderr", file=sys.stderr)
+time.sleep(1)
+print("a second later")
+"#;
+    // Without PYTHONUNBUFFERED, Python buffers a pipe until exit but writes
+    // to a terminal line by line.
+    let agent = start_agent(
+        &server,
+        "tty",
+        &["--tty", "--no-unbuffered"],
+        &[python, "-c", worker],
+    );
+    let (status, stdout, _) = wait_agent(agent);
+    assert!(status.success());
+    assert!(stdout.contains("isatty True True\n"), "{stdout:?}");
+    let tty = records(&server, "tty");
+    assert_eq!(tty[0]["fields"]["tty"], true);
+    let lines: Vec<_> = tty.iter().filter(|r| r["stream"] != "system").collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|r| (
+                r["stream"].as_str().unwrap(),
+                r["message"].as_str().unwrap()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("stdout", "isatty True True"),
+            ("stdout", "to stderr"),
+            ("stdout", "a second later")
+        ],
+        "one stream, in order, no \\r"
+    );
+    assert!(seconds_between(lines[0], lines[2]) >= 0.8, "line by line");
+
+    // The same worker on pipes: the first line waits in Python's buffer
+    // until the end.
+    let agent = start_agent(
+        &server,
+        "piped",
+        &["--no-unbuffered"],
+        &[python, "-c", worker],
+    );
+    assert!(wait_agent(agent).0.success());
+    let piped = records(&server, "piped");
+    let first = by_message(&piped, "isatty False False");
+    let last = by_message(&piped, "a second later");
+    assert!(seconds_between(first, last) < 0.5, "buffered until exit");
+}
+
+/// A memory cgroup this test may make and limit: cgroup v2 (the memory
+/// controller enabled for children of the root) or v1.
+fn writable_memory_cgroup(name: &str, limit_bytes: u64) -> Option<std::path::PathBuf> {
+    let v2 = Path::new("/sys/fs/cgroup");
+    let v2_memory = std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+        .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "memory"));
+    let (dir, files): (_, &[&str]) = if v2_memory {
+        (v2.join(name), &["memory.max", "memory.swap.max"])
+    } else if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        (
+            Path::new("/sys/fs/cgroup/memory").join(name),
+            &["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"],
+        )
+    } else {
+        return None;
+    };
+    std::fs::create_dir(&dir).ok()?;
+    let limit = limit_bytes.to_string();
+    for (at, file) in files.iter().enumerate() {
+        // The first file (the memory limit) must take; swap limits may not
+        // exist.
+        if std::fs::write(dir.join(file), &limit).is_err() && at == 0 {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+    }
+    Some(dir)
+}
+
+#[test]
+fn an_oom_kill_is_reported_with_the_exit() {
+    let python = python();
+    let name = format!("tailwater-e2e-oom-{}", std::process::id());
+    let Some(cgroup) = writable_memory_cgroup(&name, 128 * 1024 * 1024) else {
+        eprintln!("skipped: no writable memory cgroup here (needs root and a cgroup v2 memory controller, or cgroup v1)");
+        return;
+    };
+    let server = TestServer::start();
+    // The agent moves itself into the cgroup before it starts; the worker
+    // then grows past the limit, 16 MiB at a time.
+    let worker = "
+import time
+print('allocating', flush=True)
+hog = []
+while True:
+    hog.append(bytearray(16 * 1024 * 1024))
+    time.sleep(0.01)
+";
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("echo $$ > \"$CGROUP/cgroup.procs\" && exec \"$@\"")
+        .arg("sh")
+        .arg(binary())
+        .args([
+            "run",
+            "--app",
+            "oom",
+            "--runner",
+            "oom-runner",
+            "--quiet",
+            "--",
+            python,
+            "-c",
+            worker,
+        ])
+        .env("CGROUP", &cgroup)
+        .env("TAILWATER_SERVER", server.url())
+        .env("TAILWATER_TOKEN", TOKEN)
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir(&cgroup);
+    assert_eq!(status.code(), Some(128 + 9), "the worker was SIGKILLed");
+
+    let records = records(&server, "oom");
+    let oom = events(&records, "oom_kill");
+    assert!(
+        !oom.is_empty(),
+        "an oom_kill record: {:#?}",
+        messages(&records)
+    );
+    assert_eq!(oom[0]["level"], "error");
+    assert!(oom[0]["fields"]["oom_kills"].as_u64().unwrap() >= 1);
+    assert_eq!(oom[0]["fields"]["memory_limit_bytes"], 128 * 1024 * 1024);
+    let exit = records.last().unwrap();
+    assert_eq!(exit["fields"]["oom_killed"], true);
+    assert!(exit["message"]
+        .as_str()
+        .unwrap()
+        .ends_with("out of memory (the kernel's OOM killer)"));
+}
