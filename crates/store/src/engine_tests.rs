@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use tailwater_model::filter::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{Filter, Level, Query, Stream};
 
@@ -412,7 +413,32 @@ fn a_part_indexes_requests_with_their_runner_times_and_status() {
     )
     .unwrap();
     store.append("t", batch_of("a", "r7", records)).unwrap();
+    let expected = RequestSummary {
+        id: "req-1".into(),
+        app: "a".into(),
+        runner: "r7".into(),
+        records: 6,
+        first_ts: timestamp_ns(start()),
+        last_ts: timestamp_ns(start() + Duration::from_secs(9)),
+        status: Some(503),
+    };
+    assert_eq!(
+        store.request("t", "req-1"),
+        Some(expected.clone()),
+        "from the memtable"
+    );
+    assert_eq!(
+        store.request("other", "req-1"),
+        None,
+        "tenants see their own"
+    );
     store.flush().unwrap();
+    assert_eq!(
+        store.request("t", "req-1"),
+        Some(expected),
+        "from the footers"
+    );
+    assert_eq!(store.request("t", "req-2"), None);
     let parts = load_parts(dir.path()).unwrap();
     let footer = &parts[0].footer;
     let meta = &footer.requests[0];

@@ -135,6 +135,22 @@ pub struct AppStats {
     pub parts: u64,
 }
 
+/// One request: where it ran, when, and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestSummary {
+    pub id: String,
+    /// App and runner of its first record.
+    pub app: String,
+    pub runner: String,
+    pub records: u64,
+    /// Time of its first and last record, in ns since the epoch.
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// The status its end record reported (a numeric `status` field on a
+    /// system record of the request), once there is one.
+    pub status: Option<i64>,
+}
+
 /// Counters since the store opened.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -260,6 +276,13 @@ impl Store {
             &state.memtable,
             &state.parts,
         )
+    }
+
+    /// What is known of one of `tenant`'s requests, found through the part
+    /// footers' request index and the memtable (no block is read).
+    pub fn request(&self, tenant: &str, request_id: &str) -> Option<RequestSummary> {
+        let state = self.inner.read();
+        query::request_summary(tenant, request_id, &state.memtable, &state.parts)
     }
 
     /// The id of the newest readable record (0 when empty).

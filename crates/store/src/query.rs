@@ -371,20 +371,41 @@ pub(crate) fn after_id(
     let memtable_covers_all = memtable.min_id().is_some_and(|min| min <= after + 1)
         || parts.iter().all(|p| p.footer.max_id <= after);
     if !memtable_covers_all {
+        // Blocks in the order of their first id, opened only when a record
+        // they may hold could come next: memory holds the blocks whose id
+        // ranges overlap the position reached, not everything after `after`.
         let prune = Prune::new(filter);
-        for part in parts.iter().filter(|part| part.footer.max_id > after) {
-            for block in candidate_blocks(part, tenant, &prune) {
-                if part.footer.blocks[block].max_id > after {
-                    records.extend(
-                        read_block_or_report(part, block)
-                            .into_iter()
-                            .filter(|record| wanted(record)),
-                    );
+        let mut pending: Vec<(u64, &Arc<Part>, usize)> = parts
+            .iter()
+            .filter(|part| part.footer.max_id > after)
+            .flat_map(|part| {
+                candidate_blocks(part, tenant, &prune).filter_map(move |block| {
+                    let meta = &part.footer.blocks[block];
+                    (meta.max_id > after).then_some((meta.min_id, part, block))
+                })
+            })
+            .collect();
+        // Popped from the back: the lowest first id.
+        pending.sort_by_key(|(min_id, _, _)| std::cmp::Reverse(*min_id));
+        let mut heap: BinaryHeap<std::cmp::Reverse<IdOrdered>> = BinaryHeap::new();
+        while records.len() < limit {
+            while let Some((min_id, part, block)) = pending.last().copied() {
+                if heap.peek().is_some_and(|head| head.0.record.id < min_id) {
+                    break;
                 }
+                pending.pop();
+                heap.extend(
+                    read_block_or_report(part, block)
+                        .into_iter()
+                        .filter(|record| wanted(record))
+                        .map(|record| std::cmp::Reverse(IdOrdered { record })),
+                );
             }
+            let Some(std::cmp::Reverse(next)) = heap.pop() else {
+                break;
+            };
+            records.push(next.record);
         }
-        records.sort_by_key(|record| record.id);
-        records.truncate(limit);
     }
     let room = limit - records.len();
     records.extend(
@@ -395,4 +416,94 @@ pub(crate) fn after_id(
             .cloned(),
     );
     records
+}
+
+/// A record ordered by id alone.
+struct IdOrdered {
+    record: LogRecord,
+}
+
+impl PartialEq for IdOrdered {
+    fn eq(&self, other: &Self) -> bool {
+        self.record.id == other.record.id
+    }
+}
+impl Eq for IdOrdered {}
+impl PartialOrd for IdOrdered {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for IdOrdered {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.record.id.cmp(&other.record.id)
+    }
+}
+
+/// What the store knows of one request: from the part footers' request
+/// index and a pass over the memtable, without reading a block.
+pub(crate) fn request_summary(
+    tenant: &str,
+    request_id: &str,
+    memtable: &Memtable,
+    parts: &[Arc<Part>],
+) -> Option<crate::RequestSummary> {
+    let mut summary: Option<crate::RequestSummary> = None;
+    let mut add =
+        |app: &str, runner: &str, records: u64, first: i64, last: i64, status: Option<i64>| {
+            let entry = summary.get_or_insert_with(|| crate::RequestSummary {
+                id: request_id.to_owned(),
+                app: app.to_owned(),
+                runner: runner.to_owned(),
+                records: 0,
+                first_ts: first,
+                last_ts: last,
+                status: None,
+            });
+            entry.records += records;
+            if first < entry.first_ts {
+                entry.first_ts = first;
+                entry.app = app.to_owned();
+                entry.runner = runner.to_owned();
+            }
+            entry.last_ts = entry.last_ts.max(last);
+            if status.is_some() {
+                entry.status = status;
+            }
+        };
+    for part in parts
+        .iter()
+        .filter(|part| part.footer.partition.tenant == tenant)
+    {
+        let footer = &part.footer;
+        if let Ok(found) = footer
+            .requests
+            .binary_search_by(|meta| meta.id.as_str().cmp(request_id))
+        {
+            let meta = &footer.requests[found];
+            let runner = &footer.streams[meta.stream as usize].labels.runner;
+            add(
+                &footer.partition.app,
+                runner,
+                meta.records,
+                meta.first_ts,
+                meta.last_ts,
+                meta.status,
+            );
+        }
+    }
+    for record in memtable.after_id(0) {
+        if record.tenant == tenant && record.request_id.as_deref() == Some(request_id) {
+            let ts = timestamp_ns(record.ts);
+            add(
+                &record.app,
+                &record.runner,
+                1,
+                ts,
+                ts,
+                crate::part::writer::status_of(record),
+            );
+        }
+    }
+    summary
 }
