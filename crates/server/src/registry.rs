@@ -295,6 +295,18 @@ impl Registry {
         })
     }
 
+    /// Whether the token with this id is neither revoked nor expired: live
+    /// tails check it before each record, so revocation ends them too.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.read().state.tokens.iter().any(|token| {
+            token.id == id
+                && token.revoked.is_none()
+                && token
+                    .expires
+                    .is_none_or(|expires| expires > Timestamp::now())
+        })
+    }
+
     /// Creates a token and returns its secret (to show once) and its
     /// listing. The caller has checked the scope, tenant and app make sense.
     pub fn create_token(

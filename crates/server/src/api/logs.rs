@@ -99,17 +99,23 @@ pub async fn tail(
             .unwrap_or_else(|| state.store.last_id()),
     };
     let records = tail::follow(&state, tenant, filter, after);
+    // A token revoked or expired while its tail is open gets nothing more.
+    let (registry, token_id) = (state.registry.clone(), principal.token_id.clone());
+    let live = move |_: &tailwater_model::LogRecord| registry.is_live(&token_id);
     let registry = state.registry.clone();
     let visible = move |record: &tailwater_model::LogRecord| {
         view.as_ref()
             .is_none_or(|view| view.sees(record, &registry))
     };
-    let events = ReceiverStream::new(records).filter(visible).map(|record| {
-        let data = serde_json::to_string(&record).expect("records serialize to json");
-        Ok(Event::default()
-            .id(record.id.to_string())
-            .event("record")
-            .data(data))
-    });
+    let events = ReceiverStream::new(records)
+        .take_while(live)
+        .filter(visible)
+        .map(|record| {
+            let data = serde_json::to_string(&record).expect("records serialize to json");
+            Ok(Event::default()
+                .id(record.id.to_string())
+                .event("record")
+                .data(data))
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
