@@ -22,6 +22,10 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
+use tailwater_model::tenancy::{
+    AppInfo, AppPatch, CreatedToken, NewApp, NewTenant, NewToken, TenantInfo, TenantPatch,
+    TokenInfo,
+};
 use tailwater_model::wire::{ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams};
 use tailwater_model::LogRecord;
 
@@ -197,4 +201,100 @@ impl Client {
             }
         }))
     }
+
+    /// `POST /v1/tenants` (admin).
+    pub async fn create_tenant(&self, new: &NewTenant) -> Result<TenantInfo, ClientError> {
+        self.json(self.request(reqwest::Method::POST, "/v1/tenants").json(new))
+            .await
+    }
+
+    /// `GET /v1/tenants`: every tenant for an admin, its own for an owner.
+    pub async fn tenants(&self) -> Result<Vec<TenantInfo>, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/v1/tenants"))
+            .await
+    }
+
+    /// `PATCH /v1/tenants/{name}`: the defaults new apps start with.
+    pub async fn update_tenant(
+        &self,
+        name: &str,
+        patch: &TenantPatch,
+    ) -> Result<TenantInfo, ClientError> {
+        let path = format!("/v1/tenants/{}", encode(name));
+        self.json(self.request(reqwest::Method::PATCH, &path).json(patch))
+            .await
+    }
+
+    /// `POST /v1/tokens`: the answer holds the secret, shown this once.
+    pub async fn create_token(&self, new: &NewToken) -> Result<CreatedToken, ClientError> {
+        self.json(self.request(reqwest::Method::POST, "/v1/tokens").json(new))
+            .await
+    }
+
+    /// `GET /v1/tokens` (of `tenant`, or every one this token may see).
+    pub async fn tokens(&self, tenant: Option<&str>) -> Result<Vec<TokenInfo>, ClientError> {
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, "/v1/tokens"),
+            tenant,
+        ))
+        .await
+    }
+
+    /// `DELETE /v1/tokens/{id}`: revokes it, from now on.
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        let path = format!("/v1/tokens/{}", encode(id));
+        self.json(self.request(reqwest::Method::DELETE, &path))
+            .await
+    }
+
+    /// `POST /v1/apps` in `tenant` (the token's own when `None`).
+    pub async fn create_app(
+        &self,
+        tenant: Option<&str>,
+        new: &NewApp,
+    ) -> Result<AppInfo, ClientError> {
+        self.json(tenant_query(self.request(reqwest::Method::POST, "/v1/apps"), tenant).json(new))
+            .await
+    }
+
+    /// `GET /v1/apps` of `tenant` (the token's own when `None`).
+    pub async fn apps(&self, tenant: Option<&str>) -> Result<Vec<AppInfo>, ClientError> {
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, "/v1/apps"),
+            tenant,
+        ))
+        .await
+    }
+
+    /// `PATCH /v1/apps/{name}` in `tenant` (the token's own when `None`).
+    pub async fn update_app(
+        &self,
+        tenant: Option<&str>,
+        name: &str,
+        patch: &AppPatch,
+    ) -> Result<AppInfo, ClientError> {
+        let path = format!("/v1/apps/{}", encode(name));
+        self.json(tenant_query(self.request(reqwest::Method::PATCH, &path), tenant).json(patch))
+            .await
+    }
+}
+
+fn tenant_query(request: reqwest::RequestBuilder, tenant: Option<&str>) -> reqwest::RequestBuilder {
+    match tenant {
+        Some(tenant) => request.query(&[("tenant", tenant)]),
+        None => request,
+    }
+}
+
+/// A path segment, percent-encoded.
+fn encode(segment: &str) -> String {
+    let mut encoded = String::new();
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }

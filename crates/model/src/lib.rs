@@ -11,6 +11,8 @@
 //! - [`matcher`]: how labels and messages are matched: exact values, regexes
 //!   ([`Pattern`], size-bounded) and substrings.
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
+//! - [`tenancy`]: the HTTP bodies of tenants, apps, their settings and
+//!   scoped tokens.
 //! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
 //! - [`words`]: what full-text search matches: whole words and phrases.
 //!
@@ -27,6 +29,7 @@ pub mod filter;
 pub mod matcher;
 pub mod parse;
 pub mod record;
+pub mod tenancy;
 pub mod time;
 pub mod wire;
 pub mod words;

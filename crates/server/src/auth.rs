@@ -1,215 +1,232 @@
-//! API tokens: random, shown once, stored as SHA-256 hashes, compared in
-//! constant time.
+//! Who is asking, and may they? The scope rules, in one place.
 //!
-//! Tokens are 256 random bits, so a fast hash is the right one: there is no
-//! password to stretch, only a secret not to keep in clear on disk.
+//! Tokens themselves (random, shown once, SHA-256 at rest, compared in
+//! constant time, expiry, revocation) live in [`crate::registry`]; this
+//! module turns a token into a [`Principal`] and decides what it may do.
+//!
+//! The rules, checked in this order:
+//!
+//! 1. **Authentication.** No token, an unknown one, an expired one or a
+//!    revoked one: 401, whatever the endpoint.
+//! 2. **Tenant.** A request acts on the tenant named by `?tenant=` (or the
+//!    `tenant` of a new token), else on the token's own tenant (an admin's
+//!    is `default`). Only admin may name another tenant; for anyone else
+//!    another tenant is 404 `not_found`, exactly as a tenant that does not
+//!    exist, so tenants cannot be discovered.
+//! 3. **Scope.** What each scope may do in its tenant ([`Principal::allow`]):
+//!
+//!    | action | admin | owner | ingest | caller |
+//!    |---|---|---|---|---|
+//!    | ingest | yes | yes | its app only | no |
+//!    | read logs (history, tail) | yes | yes | no | one request at a time (`request=`), never a private app; only its app if it has one |
+//!    | create tenants | yes | no | no | no |
+//!    | list tenants | all | its own | no | no |
+//!    | change a tenant's defaults | yes | its own | no | no |
+//!    | create, list, revoke tokens | yes | its tenant's, never admin tokens | no | no |
+//!    | create, list, change apps | yes | yes | no | no |
+//!
+//!    Refusals are 403 `forbidden` and say what the token may do.
+//! 4. **Private apps.** A caller that names a private app (`app=`, or its
+//!    token is bound to one) is refused with 403 `private_logs`; records of
+//!    private apps are left out of everything else a caller reads. Privacy
+//!    is checked as records are read, so making an app private hides it
+//!    from live tails at once.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use tailwater_model::tenancy::Scope;
+use tailwater_model::LogRecord;
 
-use anyhow::Context;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use jiff::Timestamp;
-use rand::RngCore;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 
-/// The tenant the admin token's own reads and writes go to.
-pub const DEFAULT_TENANT: &str = "default";
-const TOKENS_FILE: &str = "tokens.json";
-const TOKEN_PREFIX: &str = "tw_";
-
-/// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything.
-    Admin,
-}
+pub use crate::registry::generate_secret as generate_token;
 
 /// Who a request acts as, once its token checked out.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Principal {
     pub token_id: String,
-    pub tenant: String,
     pub scope: Scope,
+    /// The token's tenant; `None` for admin tokens, which act on every
+    /// tenant.
+    pub tenant: Option<String>,
+    /// The one app an ingest token writes, or a caller token reads.
+    pub app: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct StoredToken {
-    id: String,
-    /// Hex SHA-256 of the token.
-    sha256: String,
-    scope: Scope,
+impl From<TokenIdentity> for Principal {
+    fn from(identity: TokenIdentity) -> Principal {
+        Principal {
+            token_id: identity.id,
+            scope: identity.scope,
+            tenant: identity.tenant,
+            app: identity.app,
+        }
+    }
+}
+
+/// What a request wants to do, for [`Principal::allow`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Ingest,
+    ReadLogs,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant,
+    ManageTokens,
+    ManageApps,
+}
+
+/// A refusal: the API answers 404 or 403 with this message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// 404: the thing does not exist, or is in a tenant the token cannot
+    /// see (the two look the same).
+    NotFound(String),
+    /// 403 `forbidden`: the token's scope does not allow it.
+    Forbidden(String),
+    /// 403 `private_logs`: a caller asked for a private app's logs.
+    Private(String),
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.scope == Scope::Admin
+    }
+
+    /// The tenant a request acts on: `requested`, or the token's own.
+    /// Another tenant than its own is 404 for every scope but admin; a
+    /// tenant that does not exist is 404 for everyone.
+    pub fn tenant_for(
+        &self,
+        requested: Option<&str>,
+        registry: &Registry,
+    ) -> Result<String, Denied> {
+        let own = self.tenant.as_deref().unwrap_or(DEFAULT_TENANT);
+        let tenant = requested.filter(|name| !name.is_empty()).unwrap_or(own);
+        if (self.is_admin() || tenant == own) && registry.tenant(tenant).is_some() {
+            Ok(tenant.to_owned())
+        } else {
+            Err(Denied::NotFound(format!(
+                "no such tenant '{tenant}': check the name (`tailwater tenant list`)"
+            )))
+        }
+    }
+
+    /// Whether the token's scope allows `action` at all (in its tenant).
+    pub fn allow(&self, action: Action) -> Result<(), Denied> {
+        use Action::*;
+        let allowed = match self.scope {
+            Scope::Admin => true,
+            Scope::Owner => action != CreateTenant,
+            Scope::Ingest => action == Ingest,
+            Scope::Caller => action == ReadLogs,
+        };
+        if allowed {
+            return Ok(());
+        }
+        let can = match self.scope {
+            Scope::Admin => "everything",
+            Scope::Owner => "everything in its tenant except creating tenants",
+            Scope::Ingest => "only send logs (POST /v1/ingest) for its app",
+            Scope::Caller => "only read one request's logs (GET /v1/logs?request=ID)",
+        };
+        let what = match action {
+            Ingest => "send logs",
+            ReadLogs => "read logs",
+            CreateTenant => "create tenants",
+            ListTenants => "list tenants",
+            UpdateTenant => "change tenants",
+            ManageTokens => "manage tokens",
+            ManageApps => "manage apps",
+        };
+        Err(Denied::Forbidden(format!(
+            "a {} token cannot {what}: it can do {can}; use a token with the right scope",
+            self.scope
+        )))
+    }
+
+    /// An ingest token writes only its own app.
+    pub fn allow_ingest_app(&self, app: &str) -> Result<(), Denied> {
+        match (&self.scope, &self.app) {
+            (Scope::Ingest, Some(own)) if own != app => Err(Denied::Forbidden(format!(
+                "this ingest token may only send logs for app '{own}', not '{app}': use a token for '{app}'"
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a token may create a token of `scope`.
+    pub fn allow_new_token(&self, scope: Scope) -> Result<(), Denied> {
+        self.allow(Action::ManageTokens)?;
+        if scope == Scope::Admin && !self.is_admin() {
+            return Err(Denied::Forbidden(
+                "only an admin token can create admin tokens: ask an admin".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether this token may see (list, revoke) a token of `scope` in
+    /// `tenant` (`None` for admin tokens). Tokens it may not see are 404.
+    pub fn may_see_token(&self, scope: Scope, tenant: Option<&str>) -> bool {
+        match self.scope {
+            Scope::Admin => true,
+            Scope::Owner => scope != Scope::Admin && tenant == self.tenant.as_deref(),
+            Scope::Ingest | Scope::Caller => false,
+        }
+    }
+
+    /// For a log read by this token in `tenant`: `None` when it sees every
+    /// record, else the [`CallerView`] its records are limited to. Refuses a
+    /// caller's read without `request=`, for another app than its own, or
+    /// of a private app.
+    pub fn log_view(
+        &self,
+        tenant: &str,
+        request: Option<&str>,
+        app: Option<&str>,
+        registry: &Registry,
+    ) -> Result<Option<CallerView>, Denied> {
+        self.allow(Action::ReadLogs)?;
+        if self.scope != Scope::Caller {
+            return Ok(None);
+        }
+        if request.is_none_or(str::is_empty) {
+            return Err(Denied::Forbidden(
+                "a caller token reads one request's logs at a time: add request=ID (`tailwater logs --request ID`)".into(),
+            ));
+        }
+        if let (Some(own), Some(asked)) = (&self.app, app) {
+            if own != asked {
+                return Err(Denied::Forbidden(format!(
+                    "this caller token reads only app '{own}', not '{asked}': use a token for '{asked}'"
+                )));
+            }
+        }
+        if let Some(named) = app.or(self.app.as_deref()) {
+            if registry.is_private(tenant, named) {
+                return Err(Denied::Private(format!(
+                    "the logs of app '{named}' are private: callers cannot read them; ask the tenant's owner"
+                )));
+            }
+        }
+        Ok(Some(CallerView {
+            tenant: tenant.to_owned(),
+            app: self.app.clone(),
+        }))
+    }
+}
+
+/// What a caller token sees of a log read: records of its app (if it has
+/// one), never of a private app.
+#[derive(Clone, Debug)]
+pub struct CallerView {
     tenant: String,
-    created: Timestamp,
+    app: Option<String>,
 }
 
-/// The token table, loaded from `<data>/auth/tokens.json`.
-pub struct Auth {
-    tokens: Vec<(StoredToken, [u8; 32])>,
-}
-
-impl Auth {
-    /// Loads the tokens. When there are none, creates an admin token: the
-    /// bootstrap token if given, else a random one, returned so the caller can
-    /// show it once. A bootstrap token not yet known is added as admin.
-    pub fn open(dir: &Path, bootstrap: Option<&str>) -> anyhow::Result<(Auth, Option<String>)> {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join(TOKENS_FILE);
-        let mut stored: Vec<StoredToken> = match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| {
-                format!("{} is not a valid token file: restore it from a backup, or move it away to start with a new admin token", path.display())
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(error) => return Err(error).context(format!("cannot read {}", path.display())),
-        };
-        let mut auth = Auth::from_stored(stored.clone())?;
-
-        let mut shown_once = None;
-        let new_token = match bootstrap {
-            Some(token) if auth.authenticate(token).is_none() => Some(token.to_owned()),
-            Some(_) => None,
-            None if stored.is_empty() => {
-                let token = generate_token();
-                shown_once = Some(token.clone());
-                Some(token)
-            }
-            None => None,
-        };
-        if let Some(token) = new_token {
-            stored.push(StoredToken {
-                id: format!("tok_{}", &hex::encode(hash(&token))[..12]),
-                sha256: hex::encode(hash(&token)),
-                scope: Scope::Admin,
-                tenant: DEFAULT_TENANT.to_owned(),
-                created: Timestamp::now(),
-            });
-            write_atomically(&path, &serde_json::to_vec_pretty(&stored)?)?;
-            auth = Auth::from_stored(stored)?;
-        }
-        Ok((auth, shown_once))
-    }
-
-    fn from_stored(stored: Vec<StoredToken>) -> anyhow::Result<Auth> {
-        let tokens = stored
-            .into_iter()
-            .map(|token| {
-                let digest: [u8; 32] = hex::decode(&token.sha256)
-                    .ok()
-                    .and_then(|bytes| bytes.try_into().ok())
-                    .with_context(|| format!("token {} has a malformed hash", token.id))?;
-                Ok((token, digest))
-            })
-            .collect::<anyhow::Result<_>>()?;
-        Ok(Auth { tokens })
-    }
-
-    /// The principal a presented token stands for, or `None`. Every stored
-    /// hash is compared, in constant time, whatever matches.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
-        let digest = hash(presented);
-        let mut found = None;
-        for (token, stored_digest) in &self.tokens {
-            if bool::from(stored_digest.ct_eq(&digest)) {
-                found = Some(token);
-            }
-        }
-        found.map(|token| Principal {
-            token_id: token.id.clone(),
-            tenant: token.tenant.clone(),
-            scope: token.scope,
-        })
-    }
-}
-
-fn hash(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
-/// A new random token: `tw_` and 256 bits, base64url.
-pub fn generate_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Write to a temporary file (mode 600), fsync, rename over, fsync the
-/// directory: readers see the old file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temporary: PathBuf = path.with_extension("json.tmp");
-    let mut file = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("cannot write {}", temporary.display()))?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&temporary, path)?;
-    if let Some(parent) = path.parent() {
-        fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn first_start_creates_one_admin_token_stored_hashed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (auth, token) = Auth::open(dir.path(), None).unwrap();
-        let token = token.expect("a new token is shown on first start");
-        assert!(token.starts_with("tw_") && token.len() > 40);
-        let principal = auth.authenticate(&token).unwrap();
-        assert_eq!(principal.scope, Scope::Admin);
-        assert!(auth.authenticate("tw_wrong").is_none());
-
-        let on_disk = fs::read_to_string(dir.path().join(TOKENS_FILE)).unwrap();
-        assert!(
-            !on_disk.contains(&token),
-            "the token itself is never stored"
-        );
-        let mode = fs::metadata(dir.path().join(TOKENS_FILE))
-            .unwrap()
-            .permissions();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
-            0o600
-        );
-
-        // Later starts keep the token and show nothing.
-        let (auth, again) = Auth::open(dir.path(), None).unwrap();
-        assert!(again.is_none());
-        assert!(auth.authenticate(&token).is_some());
-    }
-
-    #[test]
-    fn bootstrap_token_is_used_instead_and_never_shown() {
-        let dir = tempfile::tempdir().unwrap();
-        let (auth, shown) = Auth::open(dir.path(), Some("tw_from_automation")).unwrap();
-        assert!(shown.is_none());
-        assert!(auth.authenticate("tw_from_automation").is_some());
-        let (auth, _) = Auth::open(dir.path(), Some("tw_from_automation")).unwrap();
-        assert_eq!(
-            auth.tokens.len(),
-            1,
-            "the same bootstrap token is not added twice"
-        );
-    }
-
-    #[test]
-    fn a_damaged_token_file_is_a_clear_error() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join(TOKENS_FILE), b"{not json").unwrap();
-        let error = Auth::open(dir.path(), None).err().unwrap().to_string();
-        assert!(error.contains("not a valid token file"), "{error}");
+impl CallerView {
+    /// Checked per record, as it is read: privacy changes apply at once.
+    pub fn sees(&self, record: &LogRecord, registry: &Registry) -> bool {
+        self.app.as_ref().is_none_or(|app| *app == record.app)
+            && !registry.is_private(&self.tenant, &record.app)
     }
 }

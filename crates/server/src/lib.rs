@@ -1,7 +1,9 @@
 //! The tailwater server: the HTTP API over the embedded store.
 //!
-//! - [`auth`]: API tokens, hashed at rest, and the [`auth::Principal`] a
-//!   request acts as.
+//! - [`registry`]: tenants, apps and their settings, and API tokens (hashed),
+//!   in one durable file.
+//! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
+//!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, health.
 //! - [`tail`]: how live tail learns that new records arrived.
 //!
@@ -11,6 +13,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod registry;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::auth::Auth;
+use crate::registry::Registry;
 
 /// The address the server listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -61,7 +64,7 @@ impl ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<Store>,
-    pub auth: Arc<Auth>,
+    pub registry: Arc<Registry>,
     /// The newest stored record id; live tails wait on it.
     pub new_records: watch::Sender<u64>,
     /// Turns `true` when the server shuts down, so live tails end and
@@ -102,14 +105,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
-    let (auth, new_admin_token) = Auth::open(
+    let (registry, new_admin_token) = Registry::open(
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
     let (new_records, _) = watch::channel(store.last_id());
     let state = AppState {
         store: Arc::new(store),
-        auth: Arc::new(auth),
+        registry: Arc::new(registry),
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
@@ -117,6 +120,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
+        state.registry.clone(),
         config.retention.clone(),
         state.stopping.subscribe(),
     );
@@ -154,6 +158,7 @@ const STORE_UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 
 fn spawn_store_upkeep(
     store: Arc<Store>,
+    registry: Arc<Registry>,
     retention: Retention,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -165,7 +170,9 @@ fn spawn_store_upkeep(
                 _ = stopping.wait_for(|stopping| *stopping) => return,
             }
             let store = store.clone();
-            let retention = retention.clone();
+            let mut retention = retention.clone();
+            // Apps' own `retention_days`, as the registry has them now.
+            retention.app_max_age.extend(registry.app_retention());
             let upkeep = move || {
                 store
                     .apply_retention(&retention, jiff::Timestamp::now())

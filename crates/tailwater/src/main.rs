@@ -33,6 +33,12 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Show logs, then follow them with -f.
     Logs(Box<commands::logs::LogsArgs>),
+    /// Tenants: create, list, set their defaults for new apps.
+    Tenant(commands::tenancy::TenantArgs),
+    /// Scoped API tokens: create (shown once), list, revoke.
+    Token(commands::tenancy::TokenArgs),
+    /// Apps and their settings: create, set, list.
+    App(commands::tenancy::AppArgs),
     /// Start a server and demo workers that log like GPU workers.
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
@@ -75,6 +81,9 @@ fn main() -> ExitCode {
             Command::Server(args) => commands::server::run(args).await,
             Command::Run(args) => commands::run::run(args).await,
             Command::Logs(args) => commands::logs::run(*args).await,
+            Command::Tenant(args) => commands::tenancy::tenant(args).await,
+            Command::Token(args) => commands::tenancy::token(args).await,
+            Command::App(args) => commands::tenancy::app(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }

@@ -1,20 +1,27 @@
 //! `POST /v1/ingest`: a batch of records from one runner.
+//!
+//! An app the tenant does not have yet is created with the tenant's
+//! defaults on its first batch: agents need no prior step.
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 
-use super::ApiError;
-use crate::auth::Principal;
+use super::{only_tenant, ApiError};
+use crate::auth::{Action, Principal};
+use crate::registry::validate_app_name;
 use crate::AppState;
 
 pub async fn ingest(
     State(state): State<AppState>,
     principal: Principal,
+    Query(pairs): Query<Vec<(String, String)>>,
     body: Bytes,
 ) -> Result<Json<IngestResponse>, ApiError> {
+    let tenant = principal.tenant_for(only_tenant(pairs)?.as_deref(), &state.registry)?;
+    principal.allow(Action::Ingest)?;
     if body.len() > state.max_batch_bytes {
         tracing::warn!(
             bytes = body.len(),
@@ -48,12 +55,17 @@ pub async fn ingest(
         }
     }
 
+    principal.allow_ingest_app(&batch.app)?;
+    validate_app_name(&batch.app)?;
+
     let store = state.store.clone();
-    let tenant = principal.tenant.clone();
-    let response = tokio::task::spawn_blocking(move || store.append(&tenant, batch))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let registry = state.registry.clone();
+    let response = tokio::task::spawn_blocking(move || {
+        registry.ensure_app(&tenant, &batch.app)?;
+        store.append(&tenant, batch).map_err(ApiError::internal)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     if response.accepted > 0 {
         state.new_records.send_replace(state.store.last_id());
     }

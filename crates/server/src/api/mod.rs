@@ -3,16 +3,18 @@
 
 mod ingest;
 mod logs;
+mod tenancy;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use tailwater_model::wire::{ErrorBody, ErrorDetail};
 
-use crate::auth::Principal;
+use crate::auth::{Denied, Principal};
+use crate::registry::{RegistryError, TokenRejected};
 use crate::AppState;
 
 pub fn router(state: AppState) -> Router {
@@ -28,6 +30,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/logs", get(logs::history))
         .route("/v1/logs/tail", get(logs::tail))
+        .route(
+            "/v1/tenants",
+            post(tenancy::create_tenant).get(tenancy::list_tenants),
+        )
+        .route("/v1/tenants/{name}", patch(tenancy::update_tenant))
+        .route(
+            "/v1/tokens",
+            post(tenancy::create_token).get(tenancy::list_tokens),
+        )
+        .route(
+            "/v1/tokens/{id}",
+            axum::routing::delete(tenancy::revoke_token),
+        )
+        .route(
+            "/v1/apps",
+            post(tenancy::create_app).get(tenancy::list_apps),
+        )
+        .route("/v1/apps/{name}", patch(tenancy::update_app))
         .fallback(not_found)
         .with_state(state)
 }
@@ -65,6 +85,10 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError::new(
@@ -73,6 +97,66 @@ impl ApiError {
             format!("internal error: {error}; the server log has details"),
         )
     }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> ApiError {
+        match denied {
+            Denied::NotFound(message) => ApiError::not_found(message),
+            Denied::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
+            Denied::Private(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "private_logs", message)
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(error: RegistryError) -> ApiError {
+        match error {
+            RegistryError::NotFound(message) => ApiError::not_found(message),
+            RegistryError::Conflict(message) => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", message)
+            }
+            RegistryError::Invalid(message) => ApiError::bad_request(message),
+            RegistryError::Io(error) => ApiError::internal(format!("{error:#}")),
+        }
+    }
+}
+
+/// Takes `tenant` out of a query string's pairs: the tenant a request acts
+/// on, when not the token's own.
+pub(crate) fn take_tenant(pairs: &mut Vec<(String, String)>) -> Result<Option<String>, ApiError> {
+    let mut tenant = None;
+    let mut error = None;
+    pairs.retain(|(name, value)| {
+        if name != "tenant" {
+            return true;
+        }
+        if tenant.replace(value.clone()).is_some() {
+            error = Some(ApiError::bad_request(
+                "tenant is given more than once: give it once",
+            ));
+        }
+        false
+    });
+    match error {
+        Some(error) => Err(error),
+        None => Ok(tenant.filter(|tenant| !tenant.is_empty())),
+    }
+}
+
+/// The query string of calls that take nothing but `tenant`.
+pub(crate) fn only_tenant(mut pairs: Vec<(String, String)>) -> Result<Option<String>, ApiError> {
+    let tenant = take_tenant(&mut pairs)?;
+    if let Some((name, _)) = pairs.first() {
+        return Err(ApiError::bad_request(format!(
+            "unknown parameter '{name}': this call takes only tenant"
+        )));
+    }
+    Ok(tenant)
 }
 
 impl IntoResponse for ApiError {
@@ -112,9 +196,17 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or_else(|| {
                 unauthorized("malformed authorization header: use 'Authorization: Bearer <token>'")
             })?;
-        state
-            .auth
-            .authenticate(token)
-            .ok_or_else(|| unauthorized("invalid token: check it, or ask an admin for a new one"))
+        match state.registry.authenticate(token) {
+            Ok(identity) => Ok(identity.into()),
+            Err(TokenRejected::Unknown) => Err(unauthorized(
+                "invalid token: check it, or ask an admin for a new one",
+            )),
+            Err(TokenRejected::Expired) => Err(unauthorized(
+                "this token has expired: ask its tenant's owner or an admin for a new one",
+            )),
+            Err(TokenRejected::Revoked) => Err(unauthorized(
+                "this token was revoked: ask its tenant's owner or an admin for a new one",
+            )),
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod logs;
 pub mod run;
 pub mod server;
+pub mod tenancy;
 
 /// Logs of tailwater itself go to stderr, filtered by `TAILWATER_LOG`
 /// (`info`, `debug`, `tailwater_store=debug`, …), else by `default`.

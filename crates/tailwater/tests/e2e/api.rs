@@ -132,7 +132,7 @@ fn the_first_start_prints_a_new_admin_token_once() {
         .find(|word| word.starts_with("tw_"))
         .expect("a token is printed");
     assert!(
-        !std::fs::read_to_string(dir.path().join("auth/tokens.json"))
+        !std::fs::read_to_string(dir.path().join("auth/registry.json"))
             .unwrap()
             .contains(token)
     );

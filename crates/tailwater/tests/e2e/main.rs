@@ -8,3 +8,4 @@ mod api;
 mod demo;
 mod logs;
 mod supervisor;
+mod tenancy;

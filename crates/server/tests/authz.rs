@@ -1,0 +1,602 @@
+//! The authorization matrix over real HTTP: every endpoint × every kind of
+//! token × own or other tenant × public or private app, each cell written
+//! out below and asserted. Then what the matrix cannot show: secrets shown
+//! once and stored hashed, revocation and expiry at once (live tails too),
+//! the registry surviving a restart, tenant defaults for new apps.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tailwater_server::{start, RunningServer, ServerConfig};
+
+const ADMIN: &str = "tw_authz_admin";
+
+/// One HTTP call: status and body (a tail is read until it is quiet for
+/// `TAIL_QUIET`, and its body is the events).
+async fn call(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, String) {
+    let http = reqwest::Client::new();
+    let mut request = http.request(
+        method.parse().unwrap(),
+        format!("http://{}{path}", server.addr),
+    );
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    if path.starts_with("/v1/logs/tail") && status == 200 {
+        let mut events = String::new();
+        let mut stream = response.bytes_stream();
+        while let Result::Ok(Some(Result::Ok(chunk))) =
+            tokio::time::timeout(TAIL_QUIET, stream.next()).await
+        {
+            events.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        return (status, events);
+    }
+    (status, response.text().await.unwrap())
+}
+
+const TAIL_QUIET: Duration = Duration::from_millis(300);
+
+async fn ok(server: &RunningServer, method: &str, path: &str, body: Value) -> Value {
+    let (status, text) = call(server, method, path, Some(ADMIN), Some(body)).await;
+    assert!(status < 300, "{method} {path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn new_token(server: &RunningServer, body: Value) -> (String, String) {
+    let created = ok(server, "POST", "/v1/tokens", body).await;
+    (
+        created["token"].as_str().unwrap().to_owned(),
+        created["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn batch(app: &str, runner: &str, request: &str) -> Value {
+    json!({"app": app, "version": "v1", "runner": runner, "boot": "b", "records": [
+        {"seq": 0, "ts": jiff::Timestamp::now().to_string(), "stream": "stdout", "level": "info",
+         "request_id": request, "message": format!("{app} {request}")}
+    ]})
+}
+
+async fn server_on(dir: &std::path::Path) -> RunningServer {
+    let mut config = ServerConfig::new(dir.to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(ADMIN.into());
+    start(config).await.unwrap()
+}
+
+/// The expected answer of one cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Want {
+    /// 200 (201 for creations) with at least one record (for log reads).
+    Ok,
+    /// 200 with no record at all (a caller, records of private apps).
+    Empty,
+    /// 401: not authenticated.
+    Unauth,
+    /// 403 `forbidden`: the scope does not allow it.
+    Forbidden,
+    /// 403 `private_logs`: a caller named a private app.
+    Private,
+    /// 404: another tenant (or one that does not exist).
+    NotFound,
+}
+use Want::*;
+
+/// Columns, in order.
+const KINDS: [&str; 8] = [
+    "admin", "owner", "ingest", "caller", "none", "bad", "expired", "revoked",
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Endpoint {
+    Ingest,
+    /// `GET /v1/logs?request=R&app=A`.
+    Logs,
+    /// `GET /v1/logs?request=R` (no app named).
+    LogsAnyApp,
+    /// `GET /v1/logs?app=A` (no request).
+    LogsNoRequest,
+    Tail,
+    TailAnyApp,
+    TailNoRequest,
+    CreateTenant,
+    ListTenants,
+    UpdateTenant,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
+    CreateApp,
+    ListApps,
+    UpdateApp,
+}
+use Endpoint::*;
+
+/// `(endpoint, tenant: own or other, app: pub or priv or "-")` and the answer
+/// for each column of [`KINDS`]. The ingest token is for app `pub` of the
+/// own tenant; the caller token is for the own tenant (any app).
+#[rustfmt::skip]
+const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
+    //                                   admin      owner      ingest     caller     none    bad     expired revoked
+    (Ingest,        "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Ingest,        "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Ingest,        "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Ingest,        "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Logs,          "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Logs,          "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (Logs,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Logs,          "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsAnyApp,    "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (LogsAnyApp,    "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LogsAnyApp,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsAnyApp,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsNoRequest, "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LogsNoRequest, "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LogsNoRequest, "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsNoRequest, "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Tail,          "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Tail,          "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (Tail,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Tail,          "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailAnyApp,    "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (TailAnyApp,    "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (TailAnyApp,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailAnyApp,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailNoRequest, "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (TailNoRequest, "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (TailNoRequest, "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailNoRequest, "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CreateTenant,  "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ListTenants,   "-",     "-",    [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (UpdateTenant,  "own",   "-",    [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (UpdateTenant,  "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CreateToken,   "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateToken,   "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateToken,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CreateToken,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ListTokens,    "own",   "-",    [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ListTokens,    "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // Revoking is by token id: ingest and caller tokens manage no token, so
+    // any id is 403 for them (whichever tenant, even an unknown id).
+    (RevokeToken,   "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (RevokeToken,   "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (RevokeToken,   "other", "pub",  [Ok,       NotFound,  Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (RevokeToken,   "other", "priv", [Ok,       NotFound,  Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateApp,     "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateApp,     "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateApp,     "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CreateApp,     "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ListApps,      "own",   "-",    [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ListApps,      "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (UpdateApp,     "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (UpdateApp,     "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (UpdateApp,     "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (UpdateApp,     "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+];
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+
+    // Two tenants, each with a public app and a private one, each app with
+    // one request's record.
+    for tenant in ["acme", "globex"] {
+        ok(&server, "POST", "/v1/tenants", json!({"name": tenant})).await;
+        for (app, private) in [("pub", false), ("priv", true)] {
+            let path = format!("/v1/apps?tenant={tenant}");
+            ok(
+                &server,
+                "POST",
+                &path,
+                json!({"name": app, "private_logs": private}),
+            )
+            .await;
+            let path = format!("/v1/ingest?tenant={tenant}");
+            ok(
+                &server,
+                "POST",
+                &path,
+                batch(app, &format!("seed-{app}"), &format!("r-{app}")),
+            )
+            .await;
+        }
+    }
+    let (owner, _) = new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
+    let (ingest, _) = new_token(
+        &server,
+        json!({"scope": "ingest", "tenant": "acme", "app": "pub"}),
+    )
+    .await;
+    let (caller, _) = new_token(&server, json!({"scope": "caller", "tenant": "acme"})).await;
+    let (revoked, revoked_id) =
+        new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
+    ok(
+        &server,
+        "DELETE",
+        &format!("/v1/tokens/{revoked_id}"),
+        json!(null),
+    )
+    .await;
+    let (expired, _) = new_token(
+        &server,
+        json!({"scope": "owner", "tenant": "acme", "expires_in": "1s"}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let tokens: [Option<&str>; 8] = [
+        Some(ADMIN),
+        Some(&owner),
+        Some(&ingest),
+        Some(&caller),
+        None,
+        Some("tw_not_a_token"),
+        Some(&expired),
+        Some(&revoked),
+    ];
+
+    let mut cells = 0;
+    let mut unique = 0;
+    for (row, &(endpoint, which_tenant, app, wants)) in MATRIX.iter().enumerate() {
+        let tenant = if which_tenant == "other" {
+            "globex"
+        } else {
+            "acme"
+        };
+        for (column, (token, want)) in tokens.iter().zip(wants).enumerate() {
+            unique += 1;
+            let fresh = format!("n{row}x{column}");
+            let (method, path, body) = match endpoint {
+                Ingest => (
+                    "POST",
+                    format!("/v1/ingest?tenant={tenant}"),
+                    Some(batch(app, &fresh, "r-new")),
+                ),
+                Logs => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                LogsAnyApp => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=r-{app}"),
+                    None,
+                ),
+                LogsNoRequest => ("GET", format!("/v1/logs?tenant={tenant}&app={app}"), None),
+                Tail => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&app={app}&after=0"),
+                    None,
+                ),
+                TailAnyApp => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&after=0"),
+                    None,
+                ),
+                TailNoRequest => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&app={app}&after=0"),
+                    None,
+                ),
+                CreateTenant => ("POST", "/v1/tenants".into(), Some(json!({"name": fresh}))),
+                ListTenants => ("GET", "/v1/tenants".into(), None),
+                UpdateTenant => (
+                    "PATCH",
+                    format!("/v1/tenants/{tenant}"),
+                    Some(json!({"private_logs": false})),
+                ),
+                CreateToken => (
+                    "POST",
+                    "/v1/tokens".into(),
+                    Some(json!({"scope": "caller", "tenant": tenant, "app": app})),
+                ),
+                ListTokens => ("GET", format!("/v1/tokens?tenant={tenant}"), None),
+                RevokeToken => {
+                    let (_, victim) = new_token(
+                        &server,
+                        json!({"scope": "caller", "tenant": tenant, "app": app}),
+                    )
+                    .await;
+                    ("DELETE", format!("/v1/tokens/{victim}"), None)
+                }
+                CreateApp => (
+                    "POST",
+                    format!("/v1/apps?tenant={tenant}"),
+                    Some(json!({"name": fresh, "private_logs": app == "priv"})),
+                ),
+                ListApps => ("GET", format!("/v1/apps?tenant={tenant}"), None),
+                UpdateApp => (
+                    "PATCH",
+                    format!("/v1/apps/{app}?tenant={tenant}"),
+                    Some(json!({"private_logs": app == "priv"})),
+                ),
+            };
+            let (status, text) = call(&server, method, &path, *token, body).await;
+            let what = format!(
+                "{endpoint:?} {which_tenant} {app} as {}: {method} {path} answered {status} {text}",
+                KINDS[column]
+            );
+            let code = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+            let records = if path.starts_with("/v1/logs/tail") {
+                text.matches("event: record").count()
+            } else if path.starts_with("/v1/logs") && status == 200 {
+                serde_json::from_str::<Value>(&text).unwrap()["records"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            } else {
+                usize::MAX
+            };
+            match want {
+                Ok => {
+                    assert!(status == 200 || status == 201, "{what}");
+                    if records != usize::MAX {
+                        assert!(records > 0, "{what}");
+                    }
+                }
+                Empty => assert_eq!((status, records), (200, 0), "{what}"),
+                Unauth => assert_eq!(
+                    (status, code.as_deref()),
+                    (401, Some("unauthorized")),
+                    "{what}"
+                ),
+                Forbidden => assert_eq!(
+                    (status, code.as_deref()),
+                    (403, Some("forbidden")),
+                    "{what}"
+                ),
+                Private => {
+                    assert_eq!(
+                        (status, code.as_deref()),
+                        (403, Some("private_logs")),
+                        "{what}"
+                    )
+                }
+                NotFound => assert_eq!(
+                    (status, code.as_deref()),
+                    (404, Some("not_found")),
+                    "{what}"
+                ),
+            }
+            cells += 1;
+        }
+    }
+    assert_eq!(cells, MATRIX.len() * KINDS.len());
+    assert_eq!(unique, cells);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn what_each_scope_sees_in_listings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+    ok(&server, "POST", "/v1/tenants", json!({"name": "acme"})).await;
+    ok(&server, "POST", "/v1/tenants", json!({"name": "globex"})).await;
+    let (owner, owner_id) = new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
+    new_token(&server, json!({"scope": "owner", "tenant": "globex"})).await;
+
+    let (_, text) = call(&server, "GET", "/v1/tenants", Some(&owner), None).await;
+    let tenants: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(tenants.len(), 1, "an owner sees its tenant only: {text}");
+    assert_eq!(tenants[0]["name"], "acme");
+
+    let (_, text) = call(&server, "GET", "/v1/tokens", Some(&owner), None).await;
+    let tokens: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(tokens.len(), 1, "no admin token, no other tenant's: {text}");
+    assert_eq!(tokens[0]["id"], owner_id.as_str());
+    assert!(!text.contains("sha256") && !text.contains(&owner));
+
+    // An owner cannot create an admin token, nor see or revoke one.
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/tokens",
+        Some(&owner),
+        Some(json!({"scope": "admin"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (_, text) = call(&server, "GET", "/v1/tokens", Some(ADMIN), None).await;
+    let admin_id = serde_json::from_str::<Vec<Value>>(&text).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = call(
+        &server,
+        "DELETE",
+        &format!("/v1/tokens/{admin_id}"),
+        Some(&owner),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+
+    // A token with a bad combination is a clear 400.
+    for (body, says) in [
+        (json!({"scope": "ingest", "tenant": "acme"}), "give its app"),
+        (
+            json!({"scope": "owner", "tenant": "acme", "app": "x"}),
+            "leave app out",
+        ),
+        (
+            json!({"scope": "admin", "tenant": "acme"}),
+            "belongs to no tenant",
+        ),
+        (
+            json!({"scope": "caller", "expires_in": "soon"}),
+            "invalid expires_in",
+        ),
+        (json!({"scope": "root"}), "unknown variant"),
+    ] {
+        let (status, text) = call(&server, "POST", "/v1/tokens", Some(ADMIN), Some(body)).await;
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains(says), "{text}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_are_shown_once_and_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+    let created = ok(
+        &server,
+        "POST",
+        "/v1/tokens",
+        json!({"scope": "owner", "name": "ci"}),
+    )
+    .await;
+    let secret = created["token"].as_str().unwrap();
+    assert!(secret.starts_with("tw_") && secret.len() > 40);
+    assert!(created["id"].as_str().unwrap().starts_with("tok_"));
+    assert_eq!(created["tenant"], "default");
+
+    let (_, listing) = call(&server, "GET", "/v1/tokens", Some(ADMIN), None).await;
+    assert!(!listing.contains(secret), "listings never show the secret");
+    assert!(!listing.contains("sha256"));
+    let on_disk = std::fs::read_to_string(dir.path().join("auth/registry.json")).unwrap();
+    assert!(!on_disk.contains(secret) && !on_disk.contains(ADMIN));
+    assert!(on_disk.contains("sha256"));
+    let mode = std::fs::metadata(dir.path().join("auth/registry.json"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn revocation_and_expiry_take_effect_at_once_even_on_an_open_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+    let (owner, id) = new_token(&server, json!({"scope": "owner"})).await;
+    assert_eq!(
+        call(&server, "GET", "/v1/apps", Some(&owner), None).await.0,
+        200
+    );
+
+    // A tail open before the revocation gets nothing after it.
+    let http = reqwest::Client::new();
+    let response = http
+        .get(format!("http://{}/v1/logs/tail", server.addr))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut tail = response.bytes_stream();
+    ok(&server, "POST", "/v1/ingest", batch("app", "r1", "before")).await;
+    let first = tokio::time::timeout(Duration::from_secs(5), tail.next()).await;
+    assert!(String::from_utf8_lossy(&first.unwrap().unwrap().unwrap()).contains("before"));
+
+    ok(&server, "DELETE", &format!("/v1/tokens/{id}"), json!(null)).await;
+    let (status, text) = call(&server, "GET", "/v1/apps", Some(&owner), None).await;
+    assert_eq!(status, 401);
+    assert!(text.contains("revoked"), "{text}");
+    ok(&server, "POST", "/v1/ingest", batch("app", "r2", "after")).await;
+    let mut rest = String::new();
+    while let Result::Ok(Some(Result::Ok(chunk))) =
+        tokio::time::timeout(TAIL_QUIET, tail.next()).await
+    {
+        rest.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        !rest.contains("after"),
+        "a revoked token's tail got: {rest}"
+    );
+
+    let (short, _) = new_token(&server, json!({"scope": "owner", "expires_in": "1s"})).await;
+    assert_eq!(
+        call(&server, "GET", "/v1/apps", Some(&short), None).await.0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, text) = call(&server, "GET", "/v1/apps", Some(&short), None).await;
+    assert_eq!(status, 401);
+    assert!(text.contains("expired"), "{text}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_registry_survives_a_restart_and_new_apps_take_the_tenant_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+    ok(&server, "POST", "/v1/tenants", json!({"name": "acme"})).await;
+    let (ingest, _) = new_token(
+        &server,
+        json!({"scope": "ingest", "tenant": "acme", "app": "old"}),
+    )
+    .await;
+    let (ingest_new, _) = new_token(
+        &server,
+        json!({"scope": "ingest", "tenant": "acme", "app": "new"}),
+    )
+    .await;
+    // Ingest creates an unknown app with the tenant's defaults.
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/ingest",
+        Some(&ingest),
+        Some(batch("old", "r", "q")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    ok(
+        &server,
+        "PATCH",
+        "/v1/tenants/acme",
+        json!({"private_logs": true}),
+    )
+    .await;
+    ok(
+        &server,
+        "PATCH",
+        "/v1/apps/old?tenant=acme",
+        json!({"retention_days": 7, "max_line_bytes": 65536, "rate_limit_lines_per_sec": 1000}),
+    )
+    .await;
+    server.shutdown().await.unwrap();
+
+    let server = server_on(dir.path()).await;
+    let (status, _) = call(
+        &server,
+        "POST",
+        "/v1/ingest",
+        Some(&ingest_new),
+        Some(batch("new", "r", "q")),
+    )
+    .await;
+    assert_eq!(status, 200, "tokens survive the restart");
+    let apps = ok(&server, "GET", "/v1/apps?tenant=acme", json!(null)).await;
+    assert_eq!(
+        apps,
+        json!([
+            {"tenant": "acme", "name": "new", "created": apps[0]["created"], "private_logs": true},
+            {"tenant": "acme", "name": "old", "created": apps[1]["created"], "private_logs": false,
+             "retention_days": 7, "max_line_bytes": 65536, "rate_limit_lines_per_sec": 1000},
+        ]),
+        "the new app took the new default; the old one kept its own"
+    );
+    let tenants = ok(&server, "GET", "/v1/tenants", json!(null)).await;
+    assert_eq!(tenants[0]["name"], "acme");
+    assert_eq!(tenants[0]["private_logs"], true);
+    assert_eq!(tenants[1]["name"], "default");
+    server.shutdown().await.unwrap();
+}
