@@ -295,10 +295,12 @@ impl Store {
         self.inner.flush_all()
     }
 
-    /// Merges every partition's small parts now, and waits for it (the
-    /// background thread does this on its own).
+    /// Merges every partition's small parts now, until no tier has enough
+    /// parts to merge, and waits for it (the background thread does this on
+    /// its own).
     pub fn merge(&self) -> Result<(), StoreError> {
-        self.inner.merge_all().map(|_| ())
+        while self.inner.merge_all()? > 0 {}
+        Ok(())
     }
 
     /// Deletes partitions past their app's retention age, then the oldest
