@@ -355,7 +355,7 @@ fn ingest_rows(
         )
         .baseline_is(sink_is)
         .note(format!(
-            "per core = lines ÷ the serving process's CPU time (user + system: its CPU-time clock, clock_getcpuclockid) from the first request to the last answer; {how}; background flushes after the last answer are not counted"
+            "per core = lines ÷ the serving process's CPU time (user + system: its CPU-time clock, clock_getcpuclockid) from the first request to the last answer; {how}; the memtable's later flush into compressed parts is not in that window (the in-process ingest row counts its final flush and merge), so the two per-core figures are not alike"
         )),
         Row::new(
             "server ingest over HTTP, wall",
