@@ -171,7 +171,7 @@ pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
 }
 
 /// A captured line as the agent's outbox records it.
-fn record(line: &CorpusLine, seq: u64) -> IngestRecord {
+pub fn record(line: &CorpusLine, seq: u64) -> IngestRecord {
     let text = String::from_utf8_lossy(&line.bytes);
     let invalid_utf8 = matches!(text, Cow::Owned(_));
     let parsed = parse_line(&text);

@@ -7,6 +7,8 @@
 //!
 //! - [`corpus`]: the lines, deterministic from a seed, streamed.
 //! - [`ingest`], [`size`], [`query`], [`memory`]: one figure group each.
+//! - [`server`], [`agent`]: the `tailwater` binary measured from outside,
+//!   over loopback HTTP ([`http`]).
 //! - [`measure`]: timing, peak memory, the table and JSON output.
 
 /// The allocator the `tailwater` binary uses, so the store is measured as
@@ -14,11 +16,14 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod agent;
 mod corpus;
+mod http;
 mod ingest;
 mod measure;
 mod memory;
 mod query;
+mod server;
 mod size;
 
 use std::io::Write;
@@ -36,12 +41,19 @@ use crate::query::Grep;
 const QUICK_LINES: u64 = 200_000;
 /// Lines of a full run: minutes, a few GiB of scratch disk.
 const FULL_LINES: u64 = 10_000_000;
+/// Lines POSTed to the server in a full run at most (they are built into
+/// request bodies beforehand, in memory).
+const FULL_SERVER_LINES: u64 = 1_000_000;
+/// Lines the agent's worker prints: `--quick`, full.
+const AGENT_LINES: (u64, u64) = (100_000, 1_000_000);
+/// Seconds of live tail at 1000 lines/s: `--quick`, full.
+const TAIL_SECONDS: (u64, u64) = (3, 10);
 
 #[derive(Parser)]
 #[command(
     name = "tailwater-bench",
     version,
-    about = "Benchmarks tailwater's store: every figure beside a baseline measured in the same run"
+    about = "Benchmarks tailwater's store, server and agent: every figure beside a baseline measured in the same run"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,7 +62,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Every figure: ingest, size, query and memory.
+    /// Every figure: ingest, size, query, memory and server.
     All(Options),
     /// Ingest throughput: the store against a plain file, fsync per batch.
     Ingest(Options),
@@ -60,6 +72,10 @@ enum Command {
     Query(Options),
     /// Peak memory of a full scan (ingests first).
     Memory(Options),
+    /// The tailwater binary over loopback HTTP: server ingest and memory,
+    /// agent overhead and memory, live-tail latency. Build the binary
+    /// first: cargo build --release -p tailwater -p tailwater-bench.
+    Server(Options),
     /// Print the generated corpus's raw lines to stdout, to look at or to
     /// feed other tools.
     Corpus {
@@ -88,6 +104,18 @@ enum Command {
     ScanRawChild {
         #[arg(long)]
         file: PathBuf,
+    },
+    /// Internal: the HTTP sink, the server ingest baseline (reads each
+    /// POST body and discards it).
+    #[command(hide = true)]
+    Sink,
+    /// Internal: the live-tail worker: lines carrying their write time.
+    #[command(hide = true)]
+    EmitTimed {
+        #[arg(long)]
+        rate: u64,
+        #[arg(long)]
+        count: u64,
     },
 }
 
@@ -123,6 +151,27 @@ struct Options {
     /// The common term to search for.
     #[arg(long, default_value = corpus::COMMON_TERM)]
     common_term: String,
+    /// The tailwater binary the server figures run [default: the one next
+    /// to this benchmark, target/release/tailwater].
+    #[arg(long, value_name = "PATH")]
+    tailwater: Option<PathBuf>,
+    /// Lines POSTed to the server [default: the corpus, at most 1,000,000].
+    #[arg(long, value_parser = at_least_one)]
+    server_lines: Option<u64>,
+    /// Concurrent connections POSTing to the server.
+    #[arg(long, default_value_t = 4, value_parser = at_least_one)]
+    connections: u64,
+    /// Lines the agent's worker prints [default: 100,000 with --quick, else
+    /// 1,000,000].
+    #[arg(long, value_parser = at_least_one)]
+    agent_lines: Option<u64>,
+    /// Runs of the agent and of its baseline, taking turns.
+    #[arg(long, default_value_t = 3, value_parser = at_least_one)]
+    agent_runs: u64,
+    /// Seconds of live tail at 1000 lines/s [default: 3 with --quick, else
+    /// 10].
+    #[arg(long, value_parser = at_least_one)]
+    tail_seconds: Option<u64>,
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -137,6 +186,7 @@ struct Figures {
     size: bool,
     query: bool,
     memory: bool,
+    server: bool,
 }
 
 fn main() -> ExitCode {
@@ -150,24 +200,28 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> anyhow::Result<()> {
-    let only = |ingest, size, query, memory| Figures {
+    let only = |ingest, size, query, memory, server| Figures {
         ingest,
         size,
         query,
         memory,
+        server,
     };
     let (figures, options) = match command {
-        Command::All(options) => (only(true, true, true, true), options),
-        Command::Ingest(options) => (only(true, false, false, false), options),
-        Command::Size(options) => (only(false, true, false, false), options),
-        Command::Query(options) => (only(false, false, true, false), options),
-        Command::Memory(options) => (only(false, false, false, true), options),
+        Command::All(options) => (only(true, true, true, true, true), options),
+        Command::Ingest(options) => (only(true, false, false, false, false), options),
+        Command::Size(options) => (only(false, true, false, false, false), options),
+        Command::Query(options) => (only(false, false, true, false, false), options),
+        Command::Memory(options) => (only(false, false, false, true, false), options),
+        Command::Server(options) => (only(false, false, false, false, true), options),
         Command::Corpus { lines, seed } => return print_corpus(seed, lines),
         Command::PeakRss { command } => {
             return measure::peak_rss_wrapper(&command[0], &command[1..])
         }
         Command::ScanChild { store } => return memory::scan_child(&store),
         Command::ScanRawChild { file } => return memory::scan_raw_child(&file),
+        Command::Sink => return http::sink(),
+        Command::EmitTimed { rate, count } => return agent::emit_timed(rate, count),
     };
     let default_lines = if options.quick {
         QUICK_LINES
@@ -179,24 +233,35 @@ fn run(command: Command) -> anyhow::Result<()> {
         (None, true) => "quick",
         (None, false) => "full",
     };
-    let (corpus, describe) = match &options.corpus {
-        Some(path) => {
-            let limit = options.lines.or(options.quick.then_some(QUICK_LINES));
-            let corpus = Corpus::from_file(path, options.seed, limit).map_err(|error| {
-                anyhow!(
-                    "cannot read the corpus file {}: {error}; pass a readable text file",
-                    path.display()
-                )
-            })?;
-            (
-                corpus,
-                format!("{run_kind} run, lines of {}", path.display()),
-            )
+    // The corpus, its first `at_most` lines when given.
+    let make_corpus = |at_most: Option<u64>| -> anyhow::Result<Corpus> {
+        match &options.corpus {
+            Some(path) => {
+                let limit = options.lines.or(options.quick.then_some(QUICK_LINES));
+                let limit = match (limit, at_most) {
+                    (Some(limit), Some(most)) => Some(limit.min(most)),
+                    (limit, most) => limit.or(most),
+                };
+                Corpus::from_file(path, options.seed, limit).map_err(|error| {
+                    anyhow!(
+                        "cannot read the corpus file {}: {error}; pass a readable text file",
+                        path.display()
+                    )
+                })
+            }
+            None => {
+                let lines = options.lines.unwrap_or(default_lines);
+                Ok(Corpus::synthetic(
+                    options.seed,
+                    at_most.map_or(lines, |most| lines.min(most)),
+                ))
+            }
         }
-        None => (
-            Corpus::synthetic(options.seed, options.lines.unwrap_or(default_lines)),
-            format!("{run_kind} run, synthetic (seed {})", options.seed),
-        ),
+    };
+    let corpus = make_corpus(None)?;
+    let describe = match &options.corpus {
+        Some(path) => format!("{run_kind} run, lines of {}", path.display()),
+        None => format!("{run_kind} run, synthetic (seed {})", options.seed),
     };
     let describe = format!(
         "{describe}, {} runners, {} cores",
@@ -214,35 +279,80 @@ fn run(command: Command) -> anyhow::Result<()> {
                 parent.display()
             )
         })?;
-    eprintln!(
-        "ingesting {} lines in {}",
-        corpus.len(),
-        work.path().display()
-    );
-    let ingested = ingest::run(corpus, work.path())?;
-
-    let mut rows = Vec::new();
-    if figures.ingest {
-        rows.extend(ingested.rows.iter().cloned());
-    }
-    if figures.size {
-        eprintln!("measuring sizes");
-        rows.extend(size::run(&ingested)?);
-    }
     let grep = Grep::detect();
-    if figures.query {
-        eprintln!("timing queries");
-        let runs = options.runs.unwrap_or(if options.quick { 5 } else { 9 }) as usize;
-        rows.extend(query::run(&ingested, &grep, runs, &options.common_term)?);
+    let mut rows = Vec::new();
+    let (mut lines, mut raw_bytes) = (0, 0);
+    if figures.ingest || figures.size || figures.query || figures.memory {
+        eprintln!(
+            "ingesting {} lines in {}",
+            corpus.len(),
+            work.path().display()
+        );
+        let ingested = ingest::run(corpus, work.path())?;
+        (lines, raw_bytes) = (ingested.lines, ingested.raw_bytes);
+        if figures.ingest {
+            rows.extend(ingested.rows.iter().cloned());
+        }
+        if figures.size {
+            eprintln!("measuring sizes");
+            rows.extend(size::run(&ingested)?);
+        }
+        if figures.query {
+            eprintln!("timing queries");
+            let runs = options.runs.unwrap_or(if options.quick { 5 } else { 9 }) as usize;
+            rows.extend(query::run(&ingested, &grep, runs, &options.common_term)?);
+        }
+        if figures.memory {
+            eprintln!("measuring peak memory of a full scan");
+            rows.extend(memory::run(&ingested, &grep)?);
+        }
     }
-    if figures.memory {
-        eprintln!("measuring peak memory of a full scan");
-        rows.extend(memory::run(&ingested, &grep)?);
+    if figures.server {
+        eprintln!("measuring the tailwater binary over loopback HTTP");
+        let pick = |(quick, full)| if options.quick { quick } else { full };
+        let server_rows = server::find_tailwater(options.tailwater.clone()).and_then(|tailwater| {
+            let setup = server::Setup {
+                tailwater,
+                work: work.path(),
+                connections: options.connections as usize,
+                agent_lines: options.agent_lines.unwrap_or(pick(AGENT_LINES)),
+                agent_runs: options.agent_runs as usize,
+                tail_seconds: options.tail_seconds.unwrap_or(pick(TAIL_SECONDS)),
+                seed: options.seed,
+                grep: &grep,
+            };
+            let at_most = options.server_lines.unwrap_or(FULL_SERVER_LINES);
+            server::run(&setup, make_corpus(Some(at_most))?)
+        });
+        match server_rows {
+            Ok(server) => {
+                if lines == 0 {
+                    (lines, raw_bytes) = (server.lines, server.raw_bytes);
+                }
+                rows.extend(server.rows);
+            }
+            // `all` still reports the store's figures, and says why these
+            // are missing; `server` alone fails.
+            Err(error) if figures.ingest => {
+                eprintln!("warning: no server figures: {error:#}");
+                rows.push(
+                    measure::Row::new(
+                        "server, agent and live tail",
+                        measure::Unit::Milliseconds,
+                        None,
+                        None,
+                    )
+                    .baseline_is("—")
+                    .note(format!("not measured: {error:#}")),
+                );
+            }
+            Err(error) => return Err(error),
+        }
     }
     let report = Report {
         corpus: describe,
-        lines: ingested.lines,
-        raw_bytes: ingested.raw_bytes,
+        lines,
+        raw_bytes,
         rows,
     };
     if options.json {

@@ -295,6 +295,9 @@ pub fn format_value(unit: Unit, value: f64) -> String {
         Unit::LinesPerCpuSecond => format!("{} lines/s/core", thousands(value)),
         Unit::Bytes if value >= 1024.0 * 1024.0 => format!("{:.1} MiB", value / 1024.0 / 1024.0),
         Unit::Bytes => format!("{:.1} KiB", value / 1024.0),
+        Unit::Milliseconds if value > 0.0 && value < 0.1 => {
+            format!("{:.1} µs", value * 1000.0)
+        }
         Unit::Milliseconds => format!("{value:.2} ms"),
     }
 }
@@ -334,6 +337,7 @@ mod tests {
         assert_eq!(thousands(999.0), "999");
         assert_eq!(format_value(Unit::Bytes, 3.0 * 1024.0 * 1024.0), "3.0 MiB");
         assert_eq!(format_value(Unit::Milliseconds, 1.234), "1.23 ms");
+        assert_eq!(format_value(Unit::Milliseconds, 0.0042), "4.2 µs");
     }
 
     #[test]

@@ -31,25 +31,7 @@ pub fn run(ingested: &Ingested, grep: &Grep) -> anyhow::Result<Vec<Row>> {
         "the store scan child failed: see its error above"
     );
 
-    let (baseline, baseline_is) = match grep {
-        Grep::Rg(version) => {
-            let mut rg = Command::new("rg");
-            rg.env_remove("RIPGREP_CONFIG_PATH")
-                .args(["--no-mmap", "--count", "--text", "-e", "", "--"])
-                .arg(&ingested.raw_path);
-            let what = format!("{version} --no-mmap -c '' over the raw text (every line read; --no-mmap so the file's pages are not counted)");
-            (rg, what)
-        }
-        Grep::Memmem => {
-            let mut child = Command::new(&exe);
-            child
-                .arg("scan-raw-child")
-                .arg("--file")
-                .arg(&ingested.raw_path);
-            let what = "counting the raw text's lines in 1 MiB reads (rg is not installed: apt-get install ripgrep for the rg baseline)".to_owned();
-            (child, what)
-        }
-    };
+    let (baseline, baseline_is) = raw_scan_command(grep, &exe, &ingested.raw_path);
     let raw = run_measuring_peak_rss(&baseline).context("cannot run the raw-text scan")?;
     let found = |stdout: &[u8]| String::from_utf8_lossy(stdout).trim().to_owned();
     Ok(vec![Row::new(
@@ -65,6 +47,27 @@ pub fn run(ingested: &Ingested, grep: &Grep) -> anyhow::Result<Vec<Row>> {
         found(&store.stdout),
         found(&raw.stdout)
     ))])
+}
+
+/// The baseline scan of a raw text file: `rg` reading every line, or
+/// without `rg` this binary's plain read loop; and what it is.
+pub fn raw_scan_command(grep: &Grep, exe: &Path, raw_path: &Path) -> (Command, String) {
+    match grep {
+        Grep::Rg(version) => {
+            let mut rg = Command::new("rg");
+            rg.env_remove("RIPGREP_CONFIG_PATH")
+                .args(["--no-mmap", "--count", "--text", "-e", "", "--"])
+                .arg(raw_path);
+            let what = format!("{version} --no-mmap -c '' over the raw text (every line read; --no-mmap so the file's pages are not counted)");
+            (rg, what)
+        }
+        Grep::Memmem => {
+            let mut child = Command::new(exe);
+            child.arg("scan-raw-child").arg("--file").arg(raw_path);
+            let what = "counting the raw text's lines in 1 MiB reads (rg is not installed: apt-get install ripgrep for the rg baseline)".to_owned();
+            (child, what)
+        }
+    }
 }
 
 /// The child side: open the store, read every record, print how many.

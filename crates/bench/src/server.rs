@@ -1,0 +1,377 @@
+//! The server figures: the real `tailwater server` binary, started on a
+//! scratch data directory, measured from outside over loopback HTTP.
+//!
+//! - Ingest: prebuilt `IngestBatch` JSON bodies (≤ 1000 lines or ~1 MiB of
+//!   text from one runner, as the agent cuts them) POSTed to `/v1/ingest`
+//!   over a few kept-alive connections, each runner's batches in order on
+//!   one connection. Beside it, the same bodies through the same client to
+//!   the sink (`tailwater-bench sink`, an axum handler that reads each body
+//!   and discards it): what HTTP over loopback costs by itself.
+//! - Memory: the server's peak RSS (`VmHWM`) after that ingest, beside the
+//!   sink's; then, the peak reset, while one client pages through every
+//!   record with `GET /v1/logs`, beside `rg` reading the same raw text.
+//! - Then the agent and live-tail figures ([`crate::agent`]) run against the
+//!   same server.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context};
+use serde::Deserialize;
+use tailwater_model::wire::{IngestBatch, IngestRecord, IngestResponse, MAX_PAGE_LIMIT};
+
+use crate::corpus::Corpus;
+use crate::http::{self, Connection, Served};
+use crate::measure::{millis, run_measuring_peak_rss, Row, Unit};
+use crate::query::Grep;
+
+/// Lines in one batch at most, as the store ingest figure cuts them.
+const BATCH_LINES: usize = 1000;
+/// Raw text in one batch at most (the agent's `MAX_BATCH_BYTES`).
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// What the server figures need.
+pub struct Setup<'a> {
+    /// The `tailwater` binary.
+    pub tailwater: PathBuf,
+    pub work: &'a Path,
+    pub connections: usize,
+    pub agent_lines: u64,
+    pub agent_runs: usize,
+    pub tail_seconds: u64,
+    pub seed: u64,
+    pub grep: &'a Grep,
+}
+
+/// Where the `tailwater` binary is: `--tailwater`, else next to this
+/// benchmark's own executable (both are built into `target/release`).
+pub fn find_tailwater(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = given {
+        ensure!(
+            path.is_file(),
+            "--tailwater {} is not a file: pass the tailwater binary",
+            path.display()
+        );
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().context("cannot find this benchmark's own executable")?;
+    let beside = exe.with_file_name("tailwater");
+    ensure!(
+        beside.is_file(),
+        "the server figures run the tailwater binary, and there is none at {}: build both with `cargo build --release -p tailwater -p tailwater-bench` (or pass --tailwater PATH)",
+        beside.display()
+    );
+    Ok(beside)
+}
+
+/// The prebuilt request bodies, and the same lines as raw text.
+struct Bodies {
+    /// `(runner index, JSON body)`, in the order they were cut.
+    bodies: Vec<(usize, Vec<u8>)>,
+    lines: u64,
+    raw_path: PathBuf,
+}
+
+fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
+    let raw_path = work.join("http-raw.log");
+    let mut raw = BufWriter::new(
+        File::create(&raw_path).with_context(|| format!("cannot create {}", raw_path.display()))?,
+    );
+    let runners = corpus.runners().to_vec();
+    let mut pending: Vec<(Vec<IngestRecord>, usize, u64)> =
+        runners.iter().map(|_| (Vec::new(), 0, 0)).collect();
+    let mut bodies = Vec::new();
+    let mut lines = 0;
+    let cut = |runner: usize, records: Vec<IngestRecord>| -> anyhow::Result<(usize, Vec<u8>)> {
+        let labels = &runners[runner];
+        let batch = IngestBatch {
+            app: labels.app.clone(),
+            version: labels.version.clone(),
+            runner: labels.runner.clone(),
+            boot: labels.boot.clone(),
+            source: Default::default(),
+            records,
+        };
+        Ok((runner, serde_json::to_vec(&batch)?))
+    };
+    for line in corpus {
+        let line = line.context("cannot read the corpus")?;
+        raw.write_all(&line.bytes)?;
+        raw.write_all(b"\n")?;
+        let (records, bytes, seq) = &mut pending[line.runner];
+        records.push(crate::ingest::record(&line, *seq));
+        *seq += 1;
+        *bytes += line.bytes.len();
+        lines += 1;
+        if records.len() == BATCH_LINES || *bytes >= BATCH_BYTES {
+            *bytes = 0;
+            bodies.push(cut(line.runner, std::mem::take(records))?);
+        }
+    }
+    for (runner, (records, _, _)) in pending.into_iter().enumerate() {
+        if !records.is_empty() {
+            bodies.push(cut(runner, records)?);
+        }
+    }
+    raw.flush()?;
+    Ok(Bodies {
+        bodies,
+        lines,
+        raw_path,
+    })
+}
+
+/// One ingest of every body into a serving child.
+struct Posted {
+    wall: Duration,
+    /// The child's CPU time during it.
+    cpu: Duration,
+    /// The child's peak RSS after it (its start included).
+    peak_rss: u64,
+    accepted: u64,
+}
+
+/// POSTs every body to `served`, each runner's batches in order on one of
+/// `connections` connections, all connections at once.
+fn post_all(
+    served: &Served,
+    token: &str,
+    bodies: &Bodies,
+    connections: usize,
+) -> anyhow::Result<Posted> {
+    let mut per_connection: Vec<Vec<&[u8]>> = vec![Vec::new(); connections];
+    for (runner, body) in &bodies.bodies {
+        per_connection[runner % connections].push(body);
+    }
+    let mut opened = Vec::new();
+    for _ in 0..connections {
+        opened.push(Connection::open(served.addr, token)?);
+    }
+    let barrier = Barrier::new(connections + 1);
+    let pid = served.pid();
+    let (results, cpu, wall) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let handles: Vec<_> = opened
+            .into_iter()
+            .zip(&per_connection)
+            .map(|(mut connection, bodies)| {
+                let barrier = &barrier;
+                scope.spawn(move || -> anyhow::Result<u64> {
+                    barrier.wait();
+                    let mut accepted = 0;
+                    for body in bodies {
+                        let response = connection.request("POST", "/v1/ingest", body)?;
+                        if response.status != 200 {
+                            bail!(
+                                "POST /v1/ingest answered {}: {}",
+                                response.status,
+                                String::from_utf8_lossy(&response.body)
+                            );
+                        }
+                        // The sink answers no counts; the server does.
+                        if let Ok(answer) = serde_json::from_slice::<IngestResponse>(&response.body)
+                        {
+                            accepted += answer.accepted as u64;
+                        }
+                    }
+                    Ok(accepted)
+                })
+            })
+            .collect();
+        let cpu = http::process_cpu(pid)?;
+        let start = Instant::now();
+        barrier.wait();
+        let results: Vec<anyhow::Result<u64>> = handles
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client panicked")))
+            })
+            .collect();
+        let wall = start.elapsed();
+        Ok((results, http::process_cpu(pid)?.saturating_sub(cpu), wall))
+    })?;
+    let mut accepted = 0;
+    for result in results {
+        accepted += result?;
+    }
+    Ok(Posted {
+        wall,
+        cpu,
+        peak_rss: http::process_peak_rss(pid)?,
+        accepted,
+    })
+}
+
+/// Pages through every record, oldest first; how many, and how long.
+fn scan_all(served: &Served, token: &str) -> anyhow::Result<(u64, Duration)> {
+    #[derive(Deserialize)]
+    struct Page {
+        records: Vec<serde::de::IgnoredAny>,
+        next_cursor: Option<String>,
+    }
+    let mut connection = Connection::open(served.addr, token)?;
+    let mut records = 0;
+    let mut cursor: Option<String> = None;
+    let start = Instant::now();
+    loop {
+        let mut path = format!("/v1/logs?limit={MAX_PAGE_LIMIT}&direction=forward");
+        if let Some(cursor) = &cursor {
+            path.push_str("&cursor=");
+            path.push_str(&http::escape(cursor));
+        }
+        let response = connection.request("GET", &path, b"")?;
+        ensure!(
+            response.status == 200,
+            "GET /v1/logs answered {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        );
+        let page: Page = serde_json::from_slice(&response.body)
+            .context("GET /v1/logs answered something other than a page")?;
+        records += page.records.len() as u64;
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return Ok((records, start.elapsed())),
+        }
+    }
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("bench-{hex}")
+}
+
+/// The server figures' rows, and the lines and raw bytes POSTed.
+pub struct Measured {
+    pub rows: Vec<Row>,
+    pub lines: u64,
+    pub raw_bytes: u64,
+}
+
+/// Every server, agent and live-tail figure.
+pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
+    let exe = std::env::current_exe().context("cannot find this benchmark's own executable")?;
+    eprintln!("  building the HTTP batches");
+    let bodies = build_bodies(corpus, setup.work)?;
+    let lines = bodies.lines;
+    let token = random_token();
+
+    eprintln!("  POSTing them to the sink");
+    let mut sink_command = Command::new(&exe);
+    sink_command.arg("sink");
+    let sink = Served::start(sink_command, &setup.work.join("sink.log"), "the sink")?;
+    let sunk = post_all(&sink, &token, &bodies, setup.connections)?;
+    sink.stop()?;
+
+    eprintln!("  POSTing them to tailwater server");
+    let data = setup.work.join("server-data");
+    let mut server_command = Command::new(&setup.tailwater);
+    server_command
+        .arg("server")
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TAILWATER_BOOTSTRAP_TOKEN", &token)
+        .env("TAILWATER_LOG", "warn");
+    let server = Served::start(
+        server_command,
+        &setup.work.join("server.log"),
+        "tailwater server",
+    )?;
+    let posted = post_all(&server, &token, &bodies, setup.connections)?;
+    ensure!(
+        posted.accepted == lines,
+        "the server accepted {} of {lines} fresh lines: a benchmark or server bug (its log: {})",
+        posted.accepted,
+        server.log.display()
+    );
+
+    eprintln!("  paging through every record");
+    http::reset_peak_rss(server.pid())?;
+    let (scanned, scan_time) = scan_all(&server, &token)?;
+    let scan_peak = http::process_peak_rss(server.pid())?;
+    let (raw_scan, raw_scan_is) =
+        crate::memory::raw_scan_command(setup.grep, &exe, &bodies.raw_path);
+    let raw = run_measuring_peak_rss(&raw_scan).context("cannot run the raw-text scan")?;
+    ensure!(raw.success, "the raw-text scan failed: see its error above");
+
+    let mut rows = ingest_rows(
+        lines,
+        &posted,
+        &sunk,
+        setup.connections,
+        bodies.bodies.len(),
+    );
+    rows.push(
+        Row::new(
+            "server peak memory, full scan over HTTP",
+            Unit::Bytes,
+            Some(scan_peak as f64),
+            Some(raw.peak_rss_bytes as f64),
+        )
+        .baseline_is(format!("peak RSS of {raw_scan_is}"))
+        .note(format!(
+            "the server's VmHWM, reset (clear_refs) after the ingest above, while one client reads every record with GET /v1/logs?limit={MAX_PAGE_LIMIT}&direction=forward and its cursors ({scanned} records in {:.0} ms); the server's own memory before the scan counts",
+            millis(scan_time)
+        )),
+    );
+
+    let agent = crate::agent::run(setup, &exe, server.addr, &token);
+    let stopped = server.stop();
+    rows.extend(agent?);
+    stopped?;
+    Ok(Measured {
+        rows,
+        lines,
+        raw_bytes: std::fs::metadata(&bodies.raw_path)?.len(),
+    })
+}
+
+fn ingest_rows(
+    lines: u64,
+    posted: &Posted,
+    sunk: &Posted,
+    connections: usize,
+    batches: usize,
+) -> Vec<Row> {
+    let rate =
+        |time: Duration| (time.as_secs_f64() > 0.0).then(|| lines as f64 / time.as_secs_f64());
+    let how = format!(
+        "{batches} prebuilt batches (≤ {BATCH_LINES} lines or ~1 MiB of text from one runner, JSON) POSTed to /v1/ingest over {connections} kept-alive loopback connections (each runner's batches in order on one), durability sync (the default)"
+    );
+    let sink_is = "the same bodies, same client, to the sink: an axum handler in its own process that reads each body and discards it";
+    vec![
+        Row::new(
+            "server ingest over HTTP",
+            Unit::LinesPerCpuSecond,
+            rate(posted.cpu),
+            rate(sunk.cpu),
+        )
+        .baseline_is(sink_is)
+        .note(format!(
+            "per core = lines ÷ the serving process's CPU time (user + system: its CPU-time clock, clock_getcpuclockid) from the first request to the last answer; {how}; the memtable's later flush into compressed parts is not in that window (the in-process ingest row counts its final flush and merge), so the two per-core figures are not alike"
+        )),
+        Row::new(
+            "server ingest over HTTP, wall",
+            Unit::LinesPerSecond,
+            rate(posted.wall),
+            rate(sunk.wall),
+        )
+        .baseline_is(sink_is)
+        .note("wall clock from the first request to the last answer; the client shares the 2 cores"),
+        Row::new(
+            "server peak memory, ingest",
+            Unit::Bytes,
+            Some(posted.peak_rss as f64),
+            Some(sunk.peak_rss as f64),
+        )
+        .baseline_is("the sink's peak RSS (VmHWM) after the same bodies")
+        .note("VmHWM of the server process after the ingest above, its start included"),
+    ]
+}
