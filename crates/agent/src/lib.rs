@@ -8,9 +8,9 @@
 //! - [`capture`] reads the worker's pipes, echoes them, and cuts them into
 //!   lines;
 //! - [`outbox`] stamps each line with its time and sequence number, parses
-//!   it, and holds it until the server has it;
-//! - [`shipper`] sends what the outbox holds in batches, retrying while the
-//!   server is away.
+//!   it, and keeps it in the [`spool`] on disk until the server has it;
+//! - [`shipper`] sends what the spool holds in batches, retrying while the
+//!   server is away, within the [`throttle`]'s rate limit.
 //!
 //! Lifecycle events (start, exit with code or signal) are records of the
 //! `system` stream, in the same sequence as the lines around them.
@@ -18,8 +18,11 @@
 pub mod capture;
 pub mod outbox;
 pub mod shipper;
+pub mod spool;
 pub mod supervisor;
+pub mod throttle;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,13 +30,12 @@ use tailwater_client::Client;
 use tailwater_model::Source;
 
 use crate::outbox::Outbox;
+pub use crate::spool::{DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES};
+pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
 /// split into pieces of this size.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
-/// Memory the agent may hold for a server that is away, unless configured
-/// otherwise. Past it, the oldest lines are dropped and counted.
-pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// How long the agent keeps trying to ship after the worker exited.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -52,7 +54,16 @@ pub struct AgentConfig {
     /// Copy the worker's output to the agent's own stdout and stderr.
     pub echo: bool,
     pub max_line_bytes: usize,
-    pub buffer_bytes: usize,
+    /// Where runners' spools live (each in `<spool_dir>/<runner>/`); `None`
+    /// is [`spool::default_spool_root`].
+    pub spool_dir: Option<PathBuf>,
+    /// Disk the spool may use; past it the oldest records are dropped and
+    /// counted.
+    pub spool_max_bytes: u64,
+    /// Lines per second shipped at most (`None`: no limit).
+    pub rate_lines: Option<u64>,
+    /// Bytes of lines per second shipped at most (`None`: no limit).
+    pub rate_bytes: Option<u64>,
     pub drain_timeout: Duration,
 }
 
@@ -69,8 +80,19 @@ impl AgentConfig {
             unbuffered: true,
             echo: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            rate_lines: DEFAULT_RATE_LINES,
+            rate_bytes: DEFAULT_RATE_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// The shipping rate limit.
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit {
+            lines_per_second: self.rate_lines,
+            bytes_per_second: self.rate_bytes,
         }
     }
 }
@@ -85,22 +107,33 @@ pub fn new_runner_id() -> String {
 /// it.
 pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let client = Client::new(&config.server, &config.token)?;
-    let outbox = Arc::new(Outbox::new(&config));
-    let shipper = tokio::spawn(shipper::ship(client.clone(), outbox.clone()));
+    let outbox = Arc::new(Outbox::open(&config)?);
+    let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    let mut shipper = tokio::spawn(shipper::ship(
+        client.clone(),
+        outbox.clone(),
+        config.rate_limit(),
+    ));
 
     let exit_code = supervisor::supervise(&config, &outbox).await;
 
     outbox.close();
-    match tokio::time::timeout(config.drain_timeout, shipper).await {
-        Ok(_) => {}
-        Err(_) => {
-            let (lines, bytes) = outbox.pending();
-            eprintln!(
-                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} within {}s (--drain-timeout) and are lost",
-                client.server(),
-                config.drain_timeout.as_secs()
-            );
-        }
+    let drained = tokio::time::timeout(config.drain_timeout, &mut shipper)
+        .await
+        .is_ok();
+    shipper.abort();
+    flusher.abort();
+    let left = outbox.shutdown();
+    if !drained && left.records > 0 {
+        eprintln!(
+            "tailwater: {} lines ({} bytes) could not be shipped to {} within {}s (--drain-timeout); they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {}",
+            left.records,
+            left.line_bytes,
+            client.server(),
+            config.drain_timeout.as_secs(),
+            outbox.dir().display(),
+            config.runner,
+        );
     }
     Ok(exit_code)
 }
