@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 use crate::capture::Line;
 use crate::spool::{
     self, read_batch, runner_dir_name, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader,
-    Spool, Stop, Tally, FLAG_UNMETERED,
+    Spool, Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 use crate::AgentConfig;
 
@@ -236,7 +236,7 @@ impl Outbox {
             let (message, fields) = drop_report(&tally, &self.dir, cap);
             push_locked(
                 state,
-                FLAG_UNMETERED,
+                FLAG_UNMETERED | FLAG_DROP_REPORT,
                 None,
                 system_record(Level::Error, message, fields),
             );
@@ -391,8 +391,8 @@ fn open_spool(config: &AgentConfig, header: SegmentHeader) -> anyhow::Result<(Sp
 }
 
 fn drop_report(tally: &Tally, dir: &Path, cap: u64) -> (String, Fields) {
-    let first = timestamp(tally.first_ts);
-    let last = timestamp(tally.last_ts);
+    let first = spool::timestamp(tally.first_ts);
+    let last = spool::timestamp(tally.last_ts);
     let why = match tally.reason.as_str() {
         spool::REASON_SPOOL_FULL => format!(
             "the spool at {} reached its cap (--spool-max-bytes {cap}) while the server was away or shipping was throttled",
@@ -412,25 +412,7 @@ fn drop_report(tally: &Tally, dir: &Path, cap: u64) -> (String, Fields) {
         "dropped {} lines ({} bytes) written between {first} and {last}: {why}",
         tally.lines, tally.bytes
     );
-    let fields = fields(json!({
-        "event": "dropped",
-        "reason": tally.reason,
-        "dropped_lines": tally.lines,
-        "dropped_bytes": tally.bytes,
-        "first": first.to_string(),
-        "last": last.to_string(),
-        "seqs": tally.seqs,
-    }));
-    (message, fields)
-}
-
-/// Nanoseconds as a timestamp (clamped to the representable range).
-pub fn timestamp(ns: i64) -> Timestamp {
-    Timestamp::from_nanosecond(ns as i128).unwrap_or(if ns < 0 {
-        Timestamp::MIN
-    } else {
-        Timestamp::MAX
-    })
+    (message, tally.to_fields())
 }
 
 /// A JSON object literal as [`Fields`].
@@ -443,6 +425,8 @@ pub fn fields(value: serde_json::Value) -> Fields {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn config(dir: &Path, cap: u64) -> AgentConfig {
@@ -571,6 +555,57 @@ mod tests {
                 .starts_with(&format!("dropped {dropped} lines ({} bytes)", dropped * 9)),
             "{}",
             report.message
+        );
+    }
+
+    #[test]
+    fn a_drop_report_dropped_in_turn_is_counted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
+        for n in 0..500 {
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+        }
+        // Shipping works for one batch: the drops so far are reported (seq
+        // 500), then a flood pushes the report out before it is shipped.
+        let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
+        outbox.acknowledge(&batch);
+        let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
+        for n in 500..1500 {
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+        }
+        let mut reports = Vec::new();
+        while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
+            for record in &batch.body.records {
+                if record.fields.get("event") == Some(&json!("dropped")) {
+                    reports.push(record.clone());
+                } else {
+                    shipped.insert(record.seq);
+                }
+            }
+            outbox.acknowledge(&batch);
+        }
+        let [report] = &reports[..] else {
+            panic!("one report reached the server: {reports:?}")
+        };
+        assert_eq!(report.seq, 1501);
+        let tally = Tally::from_fields(&report.fields).unwrap();
+        let mut dropped = BTreeSet::new();
+        for range in &tally.seqs {
+            assert_eq!(range.boot, outbox.boot());
+            dropped.extend(range.first..=range.last);
+        }
+        assert!(dropped.contains(&500), "the first report was dropped");
+        assert!(dropped.is_disjoint(&shipped));
+        assert_eq!(
+            dropped.union(&shipped).copied().collect::<Vec<_>>(),
+            (0..=1500).collect::<Vec<_>>()
+        );
+        assert_eq!(tally.lines, dropped.len() as u64);
+        // Every dropped line's 9 bytes, and the first report's message.
+        let first_report_bytes = tally.bytes - (dropped.len() as u64 - 1) * 9;
+        assert!(
+            (100..400).contains(&first_report_bytes),
+            "{first_report_bytes}"
         );
     }
 

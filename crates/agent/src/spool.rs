@@ -78,6 +78,10 @@ const SEGMENT_SUFFIX: &str = ".seg";
 /// Record flag: not metered by the shipping rate limit (the agent's own
 /// `system` records).
 pub const FLAG_UNMETERED: u8 = 1;
+/// Record flag: a drop report, its [`Tally`] in its fields (see
+/// [`Tally::to_fields`]). When the cap drops it before it was shipped, its
+/// tally is counted again, in the next report.
+pub const FLAG_DROP_REPORT: u8 = 2;
 
 /// Why records were dropped.
 pub const REASON_SPOOL_FULL: &str = "spool_full";
@@ -123,6 +127,78 @@ impl Tally {
             reason: reason.to_owned(),
             ..Tally::default()
         }
+    }
+
+    /// Adds the counts of `other`, another tally of the same reason.
+    pub fn merge(&mut self, other: Tally) {
+        if other.lines == 0 {
+            return;
+        }
+        if self.lines == 0 {
+            (self.first_ts, self.last_ts) = (other.first_ts, other.last_ts);
+        } else {
+            self.first_ts = self.first_ts.min(other.first_ts);
+            self.last_ts = self.last_ts.max(other.last_ts);
+        }
+        self.lines += other.lines;
+        self.bytes += other.bytes;
+        // Ranges by boot (in order of first appearance), then by sequence
+        // number, joined where they touch.
+        let mut ranges = other.seqs;
+        ranges.append(&mut self.seqs);
+        let mut boots: Vec<String> = Vec::new();
+        for range in &ranges {
+            if !boots.contains(&range.boot) {
+                boots.push(range.boot.clone());
+            }
+        }
+        ranges.sort_by_key(|r| (boots.iter().position(|b| *b == r.boot), r.first));
+        for range in ranges {
+            match self.seqs.last_mut() {
+                Some(last) if last.boot == range.boot && last.last + 1 >= range.first => {
+                    last.last = last.last.max(range.last)
+                }
+                _ => self.seqs.push(range),
+            }
+        }
+    }
+
+    /// The fields of a drop report: `reason`, `dropped_lines`,
+    /// `dropped_bytes`, `first`, `last` (RFC 3339) and `seqs`.
+    pub fn to_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let json = serde_json::json!({
+            "event": "dropped",
+            "reason": self.reason,
+            "dropped_lines": self.lines,
+            "dropped_bytes": self.bytes,
+            "first": timestamp(self.first_ts).to_string(),
+            "last": timestamp(self.last_ts).to_string(),
+            "seqs": self.seqs,
+        });
+        match json {
+            serde_json::Value::Object(map) => map,
+            _ => unreachable!("an object"),
+        }
+    }
+
+    /// The tally a drop report's fields hold.
+    pub fn from_fields(fields: &serde_json::Map<String, serde_json::Value>) -> Option<Tally> {
+        let time = |key: &str| {
+            fields
+                .get(key)?
+                .as_str()?
+                .parse::<jiff::Timestamp>()
+                .ok()
+                .map(timestamp_ns)
+        };
+        Some(Tally {
+            reason: fields.get("reason")?.as_str()?.to_owned(),
+            lines: fields.get("dropped_lines")?.as_u64()?,
+            bytes: fields.get("dropped_bytes")?.as_u64()?,
+            first_ts: time("first")?,
+            last_ts: time("last")?,
+            seqs: serde_json::from_value(fields.get("seqs")?.clone()).ok()?,
+        })
     }
 
     /// Adds `lines` records of `boot` with sequence numbers `first..=last`.
@@ -288,6 +364,8 @@ struct Segment {
     /// Still appended to (the newest segment of this boot).
     open: bool,
     unacked: Stats,
+    /// Holds drop reports, perhaps not yet shipped.
+    has_reports: bool,
 }
 
 /// The ledger's content.
@@ -510,6 +588,7 @@ impl Spool {
 
         let segment = self.segments.back_mut().expect("an open segment");
         segment.unacked.add(&prefix, frame_bytes);
+        segment.has_reports |= flags & FLAG_DROP_REPORT != 0;
         self.buffered.add(&prefix, frame_bytes);
         self.bytes += frame_bytes;
         self.backlog.records += 1;
@@ -719,6 +798,7 @@ impl Spool {
             len,
             open: true,
             unacked: Stats::default(),
+            has_reports: false,
         });
         Ok(())
     }
@@ -760,6 +840,15 @@ impl Spool {
         }
         let header = segment.header.clone();
         self.tally(reason, &header.boot, &segment.unacked);
+        if segment.has_reports {
+            // Reports of earlier drops go with it: count what they said again.
+            for tally in drop_reports(&segment.file, segment.start, segment.len) {
+                match self.dropped.iter_mut().find(|t| t.reason == tally.reason) {
+                    Some(pending) => pending.merge(tally),
+                    None => self.dropped.push(tally),
+                }
+            }
+        }
         self.bytes -= segment.len;
         self.backlog.records -= segment.unacked.records;
         self.backlog.line_bytes -= segment.unacked.line_bytes;
@@ -1005,6 +1094,36 @@ impl Prefix {
     }
 }
 
+/// The tallies of the drop reports among the records from `start` to `end`.
+fn drop_reports(file: &File, start: u64, end: u64) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    let mut reader = FrameReader::new(file, start, end);
+    while let Ok(Next::Frame { body, .. }) = reader.next() {
+        let Some(prefix) = Prefix::decode(body) else {
+            break;
+        };
+        if prefix.flags & FLAG_DROP_REPORT == 0 {
+            continue;
+        }
+        if let Some(tally) = serde_json::from_slice::<IngestRecord>(&body[RECORD_PREFIX_BYTES..])
+            .ok()
+            .and_then(|record| Tally::from_fields(&record.fields))
+        {
+            tallies.push(tally);
+        }
+    }
+    tallies
+}
+
+/// Nanoseconds as a timestamp (clamped to the representable range).
+pub fn timestamp(ns: i64) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(ns as i128).unwrap_or(if ns < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    })
+}
+
 /// The prefix of the record frame at `at`, if it reads back whole.
 fn read_prefix(file: &File, at: u64) -> Option<Prefix> {
     let end = file.metadata().ok()?.len();
@@ -1112,6 +1231,7 @@ fn recover_segment(path: &Path, id: u64, acked: u64) -> io::Result<Option<(Segme
         _ => return Ok(None),
     };
     let mut unacked = Stats::default();
+    let mut has_reports = false;
     let mut start = None;
     let valid_end = loop {
         let at = reader.pos;
@@ -1125,6 +1245,7 @@ fn recover_segment(path: &Path, id: u64, acked: u64) -> io::Result<Option<(Segme
                 if at >= acked {
                     start.get_or_insert(at);
                     unacked.add(&prefix, next - at);
+                    has_reports |= prefix.flags & FLAG_DROP_REPORT != 0;
                 }
             }
         }
@@ -1142,6 +1263,7 @@ fn recover_segment(path: &Path, id: u64, acked: u64) -> io::Result<Option<(Segme
             len: valid_end,
             open: false,
             unacked,
+            has_reports,
         },
         truncated,
     )))

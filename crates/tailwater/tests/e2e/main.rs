@@ -7,3 +7,4 @@ mod agent;
 mod api;
 mod demo;
 mod logs;
+mod spool;
