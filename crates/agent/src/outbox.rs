@@ -36,6 +36,9 @@ use crate::AgentConfig;
 /// its file (where it survives the agent being killed). Records coming
 /// within this time are written together.
 const FLUSH_DELAY: Duration = Duration::from_millis(1);
+/// Unreadable segments skipped in one call of [`Outbox::next_batch`], at
+/// most (each is counted in a drop report).
+const MAX_DISCARDS_PER_BATCH: usize = 16;
 
 pub struct Outbox {
     boot: String,
@@ -160,7 +163,7 @@ impl Outbox {
     /// (`stop` is then [`Stop::Throttled`]). Hand it back with
     /// [`Outbox::acknowledge`] or [`Outbox::release`].
     pub fn next_batch(&self, limits: &BatchLimits) -> io::Result<Option<Batch>> {
-        loop {
+        for _ in 0..MAX_DISCARDS_PER_BATCH {
             let Some(plan) = self.lock().spool.plan_read() else {
                 return Ok(None);
             };
@@ -192,6 +195,10 @@ impl Outbox {
                 stop: read.stop,
             }));
         }
+        Err(io::Error::other(format!(
+            "{MAX_DISCARDS_PER_BATCH} spool segments in a row in {} were unreadable",
+            self.dir.display()
+        )))
     }
 
     /// The server has `batch`: forget it. Drops counted meanwhile are
