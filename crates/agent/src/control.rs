@@ -282,12 +282,17 @@ mod tests {
     use crate::outbox::Outbox;
     use crate::AgentConfig;
 
-    fn requests() -> Requests {
-        let config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        Requests::new(
-            Arc::new(Outbox::new(&config)),
+    /// Requests over an outbox spooling into a temporary directory, kept as
+    /// long as the requests are.
+    fn requests() -> (Requests, tempfile::TempDir) {
+        let spool = tempfile::tempdir().unwrap();
+        let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
+        config.spool_dir = Some(spool.path().to_owned());
+        let requests = Requests::new(
+            Arc::new(Outbox::open(&config).unwrap()),
             Arc::new(OutputSync::default()),
-        )
+        );
+        (requests, spool)
     }
 
     async fn answer(requests: &Requests, line: &str) -> Value {
@@ -298,7 +303,7 @@ mod tests {
 
     #[tokio::test]
     async fn commands_are_answered_in_one_line_each() {
-        let requests = requests();
+        let (requests, _spool) = requests();
         assert_eq!(
             answer(&requests, r#"{"ready":true}"#).await,
             json!({"ok": true})
@@ -332,7 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_cannot_be_done_is_said() {
-        let requests = requests();
+        let (requests, _spool) = requests();
         for (line, error) in [
             ("not json", "not a JSON object"),
             ("[1]", "not a JSON object"),
@@ -374,7 +379,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
         let mut socket = ControlSocket::bind(Some(&path)).unwrap();
-        let task = socket.serve(Arc::new(requests()));
+        let (requests, _spool) = requests();
+        let task = socket.serve(Arc::new(requests));
         let mut client = UnixStream::connect(&path).await.unwrap();
         client
             .write_all(b"{\"ready\":true}\n\n{\"request_end\":\"x\"}\n")

@@ -13,9 +13,9 @@
 //!   [`proxy`] (`--proxy`) or through the [`control`] socket, so a line
 //!   belongs to its request;
 //! - [`outbox`] stamps each line with its time and sequence number, parses
-//!   it, and holds it until the server has it;
-//! - [`shipper`] sends what the outbox holds in batches, retrying while the
-//!   server is away.
+//!   it, and keeps it in the [`spool`] on disk until the server has it;
+//! - [`shipper`] sends what the spool holds in batches, retrying while the
+//!   server is away, within the [`throttle`]'s rate limit.
 //!
 //! Lifecycle events (start, ready, request start and end, stop, OOM kill,
 //! exit with code or signal) are records of the `system` stream, in the same
@@ -29,7 +29,9 @@ pub mod proxy;
 pub mod reaper;
 pub mod requests;
 pub mod shipper;
+pub mod spool;
 pub mod supervisor;
+pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,13 +45,12 @@ use crate::control::ControlSocket;
 use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
 use crate::requests::Requests;
+pub use crate::spool::{DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES};
+pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
 /// split into pieces of this size.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
-/// Memory the agent may hold for a server that is away, unless configured
-/// otherwise. Past it, the oldest lines are dropped and counted.
-pub const DEFAULT_BUFFER_BYTES: usize = 64 * 1024 * 1024;
 /// How long the agent keeps trying to ship after the worker exited.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the worker has to exit after a stop signal before it is
@@ -75,7 +76,16 @@ pub struct AgentConfig {
     /// Copy the worker's output to the agent's own stdout and stderr.
     pub echo: bool,
     pub max_line_bytes: usize,
-    pub buffer_bytes: usize,
+    /// Where runners' spools live (each in `<spool_dir>/<runner>/`); `None`
+    /// is [`spool::default_spool_root`].
+    pub spool_dir: Option<PathBuf>,
+    /// Disk the spool may use; past it the oldest records are dropped and
+    /// counted.
+    pub spool_max_bytes: u64,
+    /// Lines per second shipped at most (`None`: no limit).
+    pub rate_lines: Option<u64>,
+    /// Bytes of lines per second shipped at most (`None`: no limit).
+    pub rate_bytes: Option<u64>,
     pub drain_timeout: Duration,
     /// Run the worker on a pseudo-terminal: line-buffered output, stdout and
     /// stderr merged.
@@ -106,7 +116,10 @@ impl AgentConfig {
             unbuffered: true,
             echo: true,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            buffer_bytes: DEFAULT_BUFFER_BYTES,
+            spool_dir: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            rate_lines: DEFAULT_RATE_LINES,
+            rate_bytes: DEFAULT_RATE_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             tty: false,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
@@ -114,6 +127,14 @@ impl AgentConfig {
             health: None,
             proxy: None,
             control_socket: None,
+        }
+    }
+
+    /// The shipping rate limit.
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit {
+            lines_per_second: self.rate_lines,
+            bytes_per_second: self.rate_bytes,
         }
     }
 }
@@ -153,8 +174,13 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         },
     };
 
-    let outbox = Arc::new(Outbox::new(&config));
-    let shipper = tokio::spawn(shipper::ship(client.clone(), outbox.clone()));
+    let outbox = Arc::new(Outbox::open(&config)?);
+    let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    let mut shipper = tokio::spawn(shipper::ship(
+        client.clone(),
+        outbox.clone(),
+        config.rate_limit(),
+    ));
     if let Some(error) = no_control {
         outbox.system_warning(format!(
             "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
@@ -203,7 +229,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     // The worker is gone; a stop signal now (a second Ctrl-C, the
     // platform's TERM) means "do not wait for the server any longer".
     let why = tokio::select! {
-        shipped = tokio::time::timeout(config.drain_timeout, shipper) => match shipped {
+        shipped = tokio::time::timeout(config.drain_timeout, &mut shipper) => match shipped {
             Ok(_) => None,
             Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
         },
@@ -212,14 +238,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             supervisor::signal_name(number)
         )),
     };
-    if let Some(why) = why {
-        let (lines, bytes) = outbox.pending();
-        if lines > 0 {
-            eprintln!(
-                "tailwater: {lines} lines ({bytes} bytes) could not be shipped to {} {why} and are lost",
-                client.server(),
-            );
-        }
+    shipper.abort();
+    flusher.abort();
+    let left = outbox.shutdown();
+    if let (Some(why), true) = (why, left.records > 0) {
+        eprintln!(
+            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {}",
+            left.records,
+            left.line_bytes,
+            client.server(),
+            outbox.dir().display(),
+            config.runner,
+        );
     }
     Ok(exit_code)
 }

@@ -1,72 +1,100 @@
-//! The outbox: every record the agent makes, stamped and in order, held until
-//! the server acknowledged it.
+//! The outbox: every record the agent makes, stamped and in order, kept in
+//! the [`spool`](crate::spool) on disk until the server acknowledged it.
 //!
-//! This is a memory buffer with a byte cap: when the server is away longer
-//! than the cap lasts, the oldest records are dropped, counted, and reported
-//! in a system record once shipping resumes (and on the agent's stderr if it
-//! never does). Nothing is dropped silently.
+//! Producers (the supervisor and capture) call [`Outbox::record_line`],
+//! [`Outbox::system`] and [`Outbox::system_warning`]; the time and the
+//! per-boot sequence number are taken under one lock, so records are in
+//! sequence order and their times too. The shipper takes batches with
+//! [`Outbox::next_batch`] and hands them back with
+//! [`Outbox::acknowledge`] (or [`Outbox::release`] when sending failed).
+//!
+//! Nothing is dropped silently: what the spool's cap dropped, what could not
+//! be written, and what the server refused for good are counted, kept in the
+//! spool's ledger, and reported in a system record as soon as shipping works
+//! (after a restart too).
 
-use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{parse_line, Fields, Level, Source, Stream};
+use tailwater_model::{parse_line, Fields, Level, Stream};
 use tokio::sync::Notify;
 
 use crate::capture::Line;
+use crate::spool::{
+    self, read_batch, runner_dir_name, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader,
+    Spool, Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
+};
 use crate::AgentConfig;
 
-/// Bytes a record costs beyond its message and fields, for the buffer cap and
-/// batch sizes: an estimate of its JSON framing.
-const RECORD_OVERHEAD_BYTES: usize = 96;
+/// How soon after a record comes it is written from the spool's buffer to
+/// its file (where it survives the agent being killed). Records coming
+/// within this time are written together.
+const FLUSH_DELAY: Duration = Duration::from_millis(1);
+/// Unreadable segments skipped in one call of [`Outbox::next_batch`], at
+/// most (each is counted in a drop report).
+const MAX_DISCARDS_PER_BATCH: usize = 16;
 
 pub struct Outbox {
-    app: String,
-    version: String,
-    runner: String,
     boot: String,
-    source: Source,
-    cap_bytes: usize,
+    dir: PathBuf,
     state: Mutex<State>,
     work: Notify,
+    written: Notify,
     closed: AtomicBool,
 }
 
-#[derive(Default)]
 struct State {
     next_seq: u64,
-    queue: VecDeque<(IngestRecord, usize)>,
-    queued_bytes: usize,
-    dropped: Option<Dropped>,
+    spool: Spool,
 }
 
-struct Dropped {
-    lines: u64,
-    bytes: u64,
-    first: Timestamp,
-    last: Timestamp,
+/// A batch read from the spool, ready to send.
+pub struct Batch {
+    pub body: IngestBatch,
+    pub receipt: Receipt,
+    /// Why the batch ends where it does.
+    pub stop: Stop,
 }
 
 impl Outbox {
-    pub fn new(config: &AgentConfig) -> Outbox {
-        Outbox {
+    /// Opens the runner's spool (`--spool`, or the default place) for a new
+    /// boot. What a previous agent left there is shipped first, and said so
+    /// in a system record.
+    pub fn open(config: &AgentConfig) -> anyhow::Result<Outbox> {
+        let boot = hex::encode(rand::random::<[u8; 8]>());
+        let header = SegmentHeader {
             app: config.app.clone(),
             version: config.version.clone(),
             runner: config.runner.clone(),
-            boot: hex::encode(rand::random::<[u8; 8]>()),
+            boot: boot.clone(),
             source: config.source,
-            cap_bytes: config.buffer_bytes,
-            state: Mutex::new(State::default()),
+        };
+        let (spool, recovery) = open_spool(config, header)?;
+        let outbox = Outbox {
+            boot,
+            dir: spool.dir().to_owned(),
+            state: Mutex::new(State { next_seq: 0, spool }),
             work: Notify::new(),
+            written: Notify::new(),
             closed: AtomicBool::new(false),
-        }
+        };
+        outbox.report_recovery(recovery);
+        Ok(outbox)
     }
 
     pub fn boot(&self) -> &str {
         &self.boot
+    }
+
+    /// The runner's spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Records one captured line: parsed for level, request id, time and
@@ -74,6 +102,7 @@ impl Outbox {
     /// request of its own belongs to `in_request`, the one request in flight
     /// when it was read (if exactly one was).
     pub fn record_line(&self, stream: Stream, line: Line, in_request: Option<&str>) {
+        let line_bytes = line.bytes.len() as u64;
         let text = String::from_utf8_lossy(&line.bytes);
         let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
         let parsed = parse_line(&text);
@@ -81,7 +110,7 @@ impl Outbox {
         if line.continued {
             fields.insert("continued".into(), true.into());
         }
-        self.push(|seq, now| IngestRecord {
+        self.push(0, Some(line_bytes), |seq, now| IngestRecord {
             seq,
             ts: parsed.ts.unwrap_or(now),
             stream,
@@ -93,18 +122,10 @@ impl Outbox {
         });
     }
 
-    /// Records a lifecycle or accounting event of the agent's own.
+    /// Records a lifecycle or accounting event of the agent's own. These
+    /// are not metered by the shipping rate limit.
     pub fn system(&self, level: Level, message: String, fields: Fields) {
-        self.push(|seq, now| IngestRecord {
-            seq,
-            ts: now,
-            stream: Stream::System,
-            level,
-            request_id: None,
-            message,
-            fields,
-            invalid_utf8: false,
-        });
+        self.push(FLAG_UNMETERED, None, system_record(level, message, fields));
     }
 
     pub fn system_warning(&self, message: String) {
@@ -114,100 +135,167 @@ impl Outbox {
     /// Adds a record made from its sequence number and the current time,
     /// both taken under one lock, so stdout and stderr lines read at once
     /// still have times in sequence order.
-    fn push(&self, make: impl FnOnce(u64, Timestamp) -> IngestRecord) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let record = make(state.next_seq, Timestamp::now());
-        state.next_seq += 1;
-        let bytes = record_bytes(&record);
-        state.queued_bytes += bytes;
-        state.queue.push_back((record, bytes));
-        while state.queued_bytes > self.cap_bytes && state.queue.len() > 1 {
-            let (dropped, bytes) = state.queue.pop_front().expect("queue is not empty");
-            state.queued_bytes -= bytes;
-            let tally = state.dropped.get_or_insert(Dropped {
-                lines: 0,
-                bytes: 0,
-                first: dropped.ts,
-                last: dropped.ts,
-            });
-            tally.lines += 1;
-            tally.bytes += dropped.message.len() as u64;
-            tally.last = dropped.ts;
+    fn push(
+        &self,
+        flags: u8,
+        line_bytes: Option<u64>,
+        make: impl FnOnce(u64, Timestamp) -> IngestRecord,
+    ) {
+        let was_empty = push_locked(&mut self.lock(), flags, line_bytes, make);
+        self.work.notify_one();
+        if was_empty {
+            self.written.notify_one();
         }
-        drop(state);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records waiting for the server.
+    pub fn backlog(&self) -> Backlog {
+        self.lock().spool.backlog()
+    }
+
+    /// The oldest records not yet acknowledged, as one batch within
+    /// `limits` (one segment's, so one boot's). `None` when there are none.
+    /// A batch may be empty when the rate limit's allowance is spent
+    /// (`stop` is then [`Stop::Throttled`]). Hand it back with
+    /// [`Outbox::acknowledge`] or [`Outbox::release`].
+    pub fn next_batch(&self, limits: &BatchLimits) -> io::Result<Option<Batch>> {
+        for _ in 0..MAX_DISCARDS_PER_BATCH {
+            let Some(plan) = self.lock().spool.plan_read() else {
+                return Ok(None);
+            };
+            // Read without the lock: producers go on meanwhile.
+            let read = match read_batch(&plan, limits) {
+                Ok(read) => read,
+                Err(error) => {
+                    self.lock().spool.release();
+                    return Err(error);
+                }
+            };
+            if let (Stop::Corrupt(at), true) = (read.stop, read.records.is_empty()) {
+                let mut state = self.lock();
+                state.spool.discard_corrupt(plan.segment(), at);
+                self.report_locked(&mut state);
+                continue;
+            }
+            let header = &read.header;
+            return Ok(Some(Batch {
+                body: IngestBatch {
+                    app: header.app.clone(),
+                    version: header.version.clone(),
+                    runner: header.runner.clone(),
+                    boot: header.boot.clone(),
+                    source: header.source,
+                    records: read.records,
+                },
+                receipt: read.receipt,
+                stop: read.stop,
+            }));
+        }
+        Err(io::Error::other(format!(
+            "{MAX_DISCARDS_PER_BATCH} spool segments in a row in {} were unreadable",
+            self.dir.display()
+        )))
+    }
+
+    /// The server has `batch`: forget it. Drops counted meanwhile are
+    /// reported now that shipping works.
+    pub fn acknowledge(&self, batch: &Batch) {
+        let mut state = self.lock();
+        state.spool.acknowledge(&batch.receipt);
+        self.report_locked(&mut state);
+    }
+
+    /// `batch` was not shipped; it will be read again.
+    pub fn release(&self) {
+        self.lock().spool.release();
+    }
+
+    /// The server refused `batch` for good (one record too large for it, or
+    /// invalid): count it as dropped and go on.
+    pub fn reject(&self, batch: &Batch) {
+        let mut state = self.lock();
+        state.spool.reject(&batch.receipt, &batch.body.boot);
+        self.report_locked(&mut state);
+    }
+
+    /// Turns pending drop tallies and spool problems into system records.
+    fn report_locked(&self, state: &mut State) {
+        let dropped = state.spool.take_dropped();
+        let problems = state.spool.take_problems();
+        if dropped.is_empty() && problems.is_empty() {
+            return;
+        }
+        let cap = state.spool.cap();
+        for problem in problems {
+            eprintln!("tailwater: {problem}");
+            push_locked(
+                state,
+                FLAG_UNMETERED,
+                None,
+                system_record(Level::Warn, problem, Fields::new()),
+            );
+        }
+        for tally in dropped {
+            let (message, fields) = drop_report(&tally, &self.dir, cap);
+            push_locked(
+                state,
+                FLAG_UNMETERED | FLAG_DROP_REPORT,
+                None,
+                system_record(Level::Error, message, fields),
+            );
+        }
+        // The reports are in the spool before the ledger forgets the tallies.
+        state.spool.persist();
         self.work.notify_one();
     }
 
-    /// The oldest records not yet acknowledged, as one batch of at most
-    /// `max_records` records and about `max_bytes` bytes (always at least one
-    /// record). `None` when there are none.
-    pub fn batch(&self, max_records: usize, max_bytes: usize) -> Option<IngestBatch> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        if state.queue.is_empty() {
-            return None;
+    fn report_recovery(&self, recovery: Recovery) {
+        let dir = self.dir.display();
+        if let Some(problem) = &recovery.ledger_problem {
+            self.system_warning(format!(
+                "{problem}: shipping everything in the spool again (the server stores each record once)"
+            ));
         }
-        let mut bytes = 0;
-        let records = state
-            .queue
-            .iter()
-            .take(max_records)
-            .take_while(|(_, size)| {
-                bytes += size;
-                bytes <= max_bytes || bytes == *size
-            })
-            .map(|(record, _)| record.clone())
-            .collect();
-        Some(IngestBatch {
-            app: self.app.clone(),
-            version: self.version.clone(),
-            runner: self.runner.clone(),
-            boot: self.boot.clone(),
-            source: self.source,
-            records,
-        })
-    }
-
-    /// The server has the oldest `count` records: forget them. If records
-    /// were dropped while it was away, say so now that it is back.
-    pub fn acknowledge(&self, count: usize) {
-        let dropped = {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            for _ in 0..count.min(state.queue.len()) {
-                let (_, bytes) = state.queue.pop_front().expect("queue is not empty");
-                state.queued_bytes -= bytes;
-            }
-            state.dropped.take()
-        };
-        if let Some(dropped) = dropped {
+        if recovery.truncated_bytes > 0 {
             self.system(
-                Level::Error,
+                Level::Warn,
                 format!(
-                    "dropped {} lines ({} bytes) written between {} and {}: the server was unreachable and the agent's buffer (--buffer-bytes {}) was full",
-                    dropped.lines, dropped.bytes, dropped.first, dropped.last, self.cap_bytes
+                    "cut off {} bytes of a torn or corrupt record at the end of a spool segment in {dir} (the agent before was killed while writing it, or the disk is damaged)",
+                    recovery.truncated_bytes
+                ),
+                fields(json!({ "event": "spool_truncated", "truncated_bytes": recovery.truncated_bytes })),
+            );
+        }
+        for file in &recovery.discarded {
+            self.system_warning(format!("removed {file}: not a readable spool segment"));
+        }
+        if recovery.records > 0 {
+            self.system(
+                Level::Info,
+                format!(
+                    "found {} lines ({} bytes) a previous agent did not ship, in {dir}: shipping them first",
+                    recovery.records, recovery.line_bytes
                 ),
                 fields(json!({
-                    "event": "dropped",
-                    "dropped_lines": dropped.lines,
-                    "dropped_bytes": dropped.bytes,
-                    "first": dropped.first.to_string(),
-                    "last": dropped.last.to_string(),
-                    "reason": "buffer_full",
+                    "event": "spool_recovered",
+                    "lines": recovery.records,
+                    "bytes": recovery.line_bytes,
+                    "boots": recovery.boots,
                 })),
             );
         }
+        let mut state = self.lock();
+        self.report_locked(&mut state);
     }
 
-    /// Lines and bytes not yet acknowledged, counting those dropped.
+    /// Lines and bytes not yet acknowledged.
     pub fn pending(&self) -> (u64, u64) {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (dropped_lines, dropped_bytes) = state
-            .dropped
-            .as_ref()
-            .map_or((0, 0), |dropped| (dropped.lines, dropped.bytes));
-        (
-            state.queue.len() as u64 + dropped_lines,
-            state.queued_bytes as u64 + dropped_bytes,
-        )
+        let backlog = self.backlog();
+        (backlog.records, backlog.line_bytes)
     }
 
     /// No more records will come: the shipper stops once the outbox is empty.
@@ -224,15 +312,114 @@ impl Outbox {
     pub async fn wait_for_work(&self) {
         self.work.notified().await;
     }
+
+    /// Writes buffered records to the spool's file.
+    pub fn flush(&self) {
+        self.lock().spool.flush();
+    }
+
+    /// Writes records to the spool's file about [`FLUSH_DELAY`] after they
+    /// come; runs until aborted.
+    pub async fn flush_continuously(self: Arc<Self>) {
+        loop {
+            self.written.notified().await;
+            tokio::time::sleep(FLUSH_DELAY).await;
+            self.flush();
+        }
+    }
+
+    /// The agent stops: the spool is written and fsynced, and removed when
+    /// nothing is left in it. Returns what is left for the next agent.
+    pub fn shutdown(&self) -> Backlog {
+        let mut state = self.lock();
+        for problem in state.spool.take_problems() {
+            eprintln!("tailwater: {problem}");
+        }
+        state.spool.shutdown()
+    }
 }
 
-fn record_bytes(record: &IngestRecord) -> usize {
-    let fields: usize = record
-        .fields
-        .iter()
-        .map(|(key, value)| key.len() + value.to_string().len())
-        .sum();
-    RECORD_OVERHEAD_BYTES + record.message.len() + fields
+fn push_locked(
+    state: &mut State,
+    flags: u8,
+    line_bytes: Option<u64>,
+    make: impl FnOnce(u64, Timestamp) -> IngestRecord,
+) -> bool {
+    let record = make(state.next_seq, Timestamp::now());
+    state.next_seq += 1;
+    let line_bytes = line_bytes.unwrap_or(record.message.len() as u64);
+    state.spool.append(&record, flags, line_bytes)
+}
+
+fn system_record(
+    level: Level,
+    message: String,
+    fields: Fields,
+) -> impl FnOnce(u64, Timestamp) -> IngestRecord {
+    move |seq, now| IngestRecord {
+        seq,
+        ts: now,
+        stream: Stream::System,
+        level,
+        request_id: None,
+        message,
+        fields,
+        invalid_utf8: false,
+    }
+}
+
+/// Opens `<spool>/<runner>/`. Without `--spool`, a default place that is not
+/// writable falls back to the temporary directory, with a warning.
+fn open_spool(config: &AgentConfig, header: SegmentHeader) -> anyhow::Result<(Spool, Recovery)> {
+    let name = runner_dir_name(&config.runner);
+    let cap = config.spool_max_bytes;
+    if let Some(root) = &config.spool_dir {
+        return Ok(Spool::open(&root.join(&name), header, cap)?);
+    }
+    let root = spool::default_spool_root();
+    let error = match Spool::open(&root.join(&name), header.clone(), cap) {
+        Ok(opened) => return Ok(opened),
+        Err(error) if error.in_use => return Err(error.into()),
+        Err(error) => error,
+    };
+    let fallback = spool::fallback_spool_root();
+    let ours =
+        fallback.parent().is_none_or(spool::check_root_owner) && spool::check_root_owner(&fallback);
+    if fallback != root && ours {
+        if let Ok(opened) = Spool::open(&fallback.join(&name), header, cap) {
+            eprintln!(
+                "tailwater: {error}\ntailwater: spooling in {} instead",
+                opened.0.dir().display()
+            );
+            return Ok(opened);
+        }
+    }
+    Err(error.into())
+}
+
+fn drop_report(tally: &Tally, dir: &Path, cap: u64) -> (String, Fields) {
+    let first = spool::timestamp(tally.first_ts);
+    let last = spool::timestamp(tally.last_ts);
+    let why = match tally.reason.as_str() {
+        spool::REASON_SPOOL_FULL => format!(
+            "the spool at {} reached its cap (--spool-max-bytes {cap}) while the server was away or shipping was throttled",
+            dir.display()
+        ),
+        spool::REASON_WRITE_FAILED => format!(
+            "they could not be written to the spool at {} (see the warning before)",
+            dir.display()
+        ),
+        spool::REASON_CORRUPT => "the spool file holding them was corrupt".to_owned(),
+        spool::REASON_REJECTED => {
+            "the server refused them for good (the agent's stderr says why)".to_owned()
+        }
+        other => other.to_owned(),
+    };
+    let message = format!(
+        "dropped {} lines ({} bytes) written between {first} and {last}: {why}",
+        tally.lines, tally.bytes
+    );
+    (message, tally.to_fields())
 }
 
 /// A JSON object literal as [`Fields`].
@@ -245,12 +432,15 @@ pub fn fields(value: serde_json::Value) -> Fields {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
-    fn outbox(cap_bytes: usize) -> Outbox {
+    fn config(dir: &Path, cap: u64) -> AgentConfig {
         let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        config.buffer_bytes = cap_bytes;
-        Outbox::new(&config)
+        config.spool_dir = Some(dir.to_owned());
+        config.spool_max_bytes = cap;
+        config
     }
 
     fn line(text: &str) -> Line {
@@ -260,9 +450,19 @@ mod tests {
         }
     }
 
+    fn limits(max_records: usize) -> BatchLimits {
+        BatchLimits {
+            max_records,
+            max_bytes: 1 << 20,
+            lines: None,
+            line_bytes: None,
+        }
+    }
+
     #[test]
     fn lines_are_sequenced_parsed_and_marked() {
-        let outbox = outbox(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
         outbox.record_line(
             Stream::Stdout,
             line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#),
@@ -274,10 +474,11 @@ mod tests {
                 bytes: b"bad \xff byte".to_vec(),
                 continued: true,
             },
-            None,
+            Some("req-1"),
         );
-        let batch = outbox.batch(10, 1 << 20).unwrap();
-        let [first, second] = &batch.records[..] else {
+        let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
+        assert_eq!(batch.body.boot, outbox.boot());
+        let [first, second] = &batch.body.records[..] else {
             panic!("two records")
         };
         assert_eq!(
@@ -288,52 +489,165 @@ mod tests {
         assert_eq!((second.seq, second.stream), (1, Stream::Stderr));
         assert!(second.invalid_utf8);
         assert_eq!(second.message, "bad \u{fffd} byte");
+        assert_eq!(second.request_id.as_deref(), Some("req-1"));
         assert_eq!(second.fields.get("continued"), Some(&true.into()));
+        // Line bytes are the line as written, not the parsed message.
+        assert_eq!(batch.receipt.line_bytes, 45 + 10);
     }
 
     #[test]
     fn batches_respect_limits_and_acknowledged_records_leave() {
-        let outbox = outbox(1 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
         for n in 0..10 {
             outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None);
         }
-        assert_eq!(outbox.batch(4, 1 << 20).unwrap().records.len(), 4);
+        let first = outbox.next_batch(&limits(4)).unwrap().unwrap();
+        assert_eq!((first.body.records.len(), first.stop), (4, Stop::Full));
+        outbox.release();
         // A byte limit below one record still ships that one record.
-        assert_eq!(outbox.batch(100, 1).unwrap().records.len(), 1);
-        outbox.acknowledge(4);
-        let rest = outbox.batch(100, 1 << 20).unwrap();
-        assert_eq!(rest.records.first().unwrap().seq, 4);
-        outbox.acknowledge(6);
-        assert!(outbox.batch(100, 1 << 20).is_none());
+        let mut one = limits(100);
+        one.max_bytes = 1;
+        assert_eq!(
+            outbox.next_batch(&one).unwrap().unwrap().body.records.len(),
+            1
+        );
+        outbox.release();
+        outbox.acknowledge(&first);
+        let rest = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        assert_eq!(rest.body.records.first().unwrap().seq, 4);
+        outbox.acknowledge(&rest);
+        assert!(outbox.next_batch(&limits(100)).unwrap().is_none());
+        assert_eq!(outbox.pending(), (0, 0));
+        assert_eq!(outbox.shutdown().records, 0);
+        assert!(!dir.path().join(runner_dir_name(&rest.body.runner)).exists());
     }
 
     #[test]
     fn overflow_drops_oldest_and_reports_exact_counts_when_shipping_resumes() {
-        let per_record = RECORD_OVERHEAD_BYTES + "line 00".len();
-        let outbox = outbox(per_record * 5);
-        for n in 0..12 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:02}")), None);
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
+        for n in 0..1000 {
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
         }
-        assert_eq!(outbox.pending(), (12, (per_record * 5 + 7 * 7) as u64));
-        let batch = outbox.batch(100, 1 << 20).unwrap();
-        let messages: Vec<_> = batch.records.iter().map(|r| r.message.as_str()).collect();
-        assert_eq!(
-            messages,
-            ["line 07", "line 08", "line 09", "line 10", "line 11"]
-        );
-        outbox.acknowledge(5);
-        let report = outbox.batch(100, 1 << 20).unwrap();
-        let [summary] = &report.records[..] else {
-            panic!("one drop record")
+        let mut shipped = Vec::new();
+        let mut reports = Vec::new();
+        while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
+            for record in &batch.body.records {
+                if record.stream == Stream::System {
+                    reports.push(record.clone());
+                } else {
+                    shipped.push(record.seq);
+                }
+            }
+            outbox.acknowledge(&batch);
+        }
+        let [report] = &reports[..] else {
+            panic!("one drop record: {reports:?}")
         };
-        assert_eq!(summary.stream, Stream::System);
-        assert_eq!(summary.seq, 12);
-        assert_eq!(summary.fields.get("dropped_lines"), Some(&7.into()));
-        assert_eq!(summary.fields.get("dropped_bytes"), Some(&49.into()));
-        assert!(
-            summary.message.starts_with("dropped 7 lines (49 bytes)"),
-            "{}",
-            summary.message
+        let dropped = report.fields["dropped_lines"].as_u64().unwrap();
+        assert_eq!(report.seq, 1000);
+        assert_eq!(report.level, Level::Error);
+        assert_eq!(report.fields["reason"], "spool_full");
+        assert_eq!(dropped + shipped.len() as u64, 1000);
+        assert_eq!(report.fields["dropped_bytes"], dropped * 9);
+        assert_eq!(shipped, (dropped..1000).collect::<Vec<_>>());
+        assert_eq!(
+            report.fields["seqs"],
+            json!([{ "boot": outbox.boot(), "first": 0, "last": dropped - 1 }])
         );
+        assert!(
+            report
+                .message
+                .starts_with(&format!("dropped {dropped} lines ({} bytes)", dropped * 9)),
+            "{}",
+            report.message
+        );
+    }
+
+    #[test]
+    fn a_drop_report_dropped_in_turn_is_counted_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
+        for n in 0..500 {
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+        }
+        // Shipping works for one batch: the drops so far are reported (seq
+        // 500), then a flood pushes the report out before it is shipped.
+        let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
+        outbox.acknowledge(&batch);
+        let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
+        for n in 500..1500 {
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+        }
+        let mut reports = Vec::new();
+        while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
+            for record in &batch.body.records {
+                if record.fields.get("event") == Some(&json!("dropped")) {
+                    reports.push(record.clone());
+                } else {
+                    shipped.insert(record.seq);
+                }
+            }
+            outbox.acknowledge(&batch);
+        }
+        let [report] = &reports[..] else {
+            panic!("one report reached the server: {reports:?}")
+        };
+        assert_eq!(report.seq, 1501);
+        let tally = Tally::from_fields(&report.fields).unwrap();
+        let mut dropped = BTreeSet::new();
+        for range in &tally.seqs {
+            assert_eq!(range.boot, outbox.boot());
+            dropped.extend(range.first..=range.last);
+        }
+        assert!(dropped.contains(&500), "the first report was dropped");
+        assert!(dropped.is_disjoint(&shipped));
+        assert_eq!(
+            dropped.union(&shipped).copied().collect::<Vec<_>>(),
+            (0..=1500).collect::<Vec<_>>()
+        );
+        assert_eq!(tally.lines, dropped.len() as u64);
+        // Every dropped line's 9 bytes, and the first report's message.
+        let first_report_bytes = tally.bytes - (dropped.len() as u64 - 1) * 9;
+        assert!(
+            (100..400).contains(&first_report_bytes),
+            "{first_report_bytes}"
+        );
+    }
+
+    #[test]
+    fn a_restart_reports_what_it_found_and_ships_it_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path(), 1 << 20);
+        let first_boot = {
+            let outbox = Outbox::open(&config).unwrap();
+            for n in 0..3 {
+                outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None);
+            }
+            outbox.flush();
+            outbox.boot().to_owned()
+            // Killed: no shutdown.
+        };
+        config.app = "renamed".into();
+        let outbox = Outbox::open(&config).unwrap();
+        let old = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        assert_eq!(
+            (old.body.boot.as_str(), old.body.app.as_str()),
+            (first_boot.as_str(), "app")
+        );
+        assert_eq!(old.body.records.len(), 3);
+        outbox.acknowledge(&old);
+        let new = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        assert_eq!(
+            (new.body.boot.as_str(), new.body.app.as_str()),
+            (outbox.boot(), "renamed")
+        );
+        let [found] = &new.body.records[..] else {
+            panic!("one record")
+        };
+        assert_eq!(found.fields["event"], "spool_recovered");
+        assert_eq!(found.fields["lines"], 3);
+        assert_eq!(found.seq, 0);
     }
 }

@@ -30,7 +30,7 @@ enum Command {
     /// Run the server: ingest, storage, search and live tail.
     Server(commands::server::ServerArgs),
     /// Run a worker under the agent: capture its output and ship it.
-    Run(commands::run::RunArgs),
+    Run(Box<commands::run::RunArgs>),
     /// Show logs, then follow them with -f.
     Logs(Box<commands::logs::LogsArgs>),
     /// Tenants: create, list, set their defaults for new apps.
@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => commands::server::run(args).await,
-            Command::Run(args) => commands::run::run(args).await,
+            Command::Run(args) => commands::run::run(*args).await,
             Command::Logs(args) => commands::logs::run(*args).await,
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,

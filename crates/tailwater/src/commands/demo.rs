@@ -102,6 +102,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
                 "--version",
                 worker.version,
             ])
+            // The demo's own spools, beside its data: not the user's.
+            .arg("--spool")
+            .arg(data.join("spool"))
             .args(["--runner", worker.runner, "--"])
             .arg(&exe)
             .args(["demo-worker", worker.kind])

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use tailwater_agent::{AgentConfig, ProxyConfig, DEFAULT_BUFFER_BYTES, DEFAULT_MAX_LINE_BYTES};
+use tailwater_agent::{
+    AgentConfig, ProxyConfig, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
+};
 use tailwater_model::Source;
 
 use crate::Connection;
@@ -37,10 +39,24 @@ pub struct RunArgs {
     /// Longest line kept whole, in bytes; longer lines are split.
     #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES)]
     max_line_bytes: usize,
-    /// Memory for lines the server has not taken yet, in bytes; past it the
-    /// oldest are dropped and counted.
-    #[arg(long, default_value_t = DEFAULT_BUFFER_BYTES)]
-    buffer_bytes: usize,
+    /// Where to keep lines until the server has them: DIR/<runner>/ (put DIR
+    /// on a volume to keep them across container restarts). Default:
+    /// $XDG_STATE_HOME/tailwater/spool, else /var/lib/tailwater/spool for
+    /// root, else ~/.local/state/tailwater/spool.
+    #[arg(long, env = "TAILWATER_SPOOL", value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// Disk the spool may use, in bytes; past it the oldest lines are
+    /// dropped and counted in a system record.
+    #[arg(long, default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
+    spool_max_bytes: u64,
+    /// Ship at most this many lines per second; the rest waits in the spool
+    /// and is counted in a system record. Default: no limit.
+    #[arg(long, value_name = "LINES")]
+    rate_lines: Option<u64>,
+    /// Ship at most this many bytes of lines per second; the rest waits in
+    /// the spool and is counted in a system record. Default: no limit.
+    #[arg(long, value_name = "BYTES")]
+    rate_bytes: Option<u64>,
     /// After the worker exits, how long to keep trying to ship, in seconds.
     #[arg(long, default_value_t = 30)]
     drain_timeout: u64,
@@ -95,6 +111,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         args.max_line_bytes > 0,
         "--max-line-bytes must be at least 1"
     );
+    anyhow::ensure!(
+        args.spool_max_bytes >= MIN_SPOOL_MAX_BYTES,
+        "--spool-max-bytes must be at least {MIN_SPOOL_MAX_BYTES}"
+    );
+    anyhow::ensure!(
+        args.rate_lines != Some(0) && args.rate_bytes != Some(0),
+        "--rate-lines and --rate-bytes must be at least 1 (leave them out for no limit)"
+    );
+    anyhow::ensure!(
+        !args.app.trim().is_empty(),
+        "--app is empty: name the app this worker belongs to"
+    );
+    anyhow::ensure!(
+        args.runner.as_deref().is_none_or(|r| !r.trim().is_empty()),
+        "--runner is empty: give this worker an id, or leave it out for a random one"
+    );
     let mut config = AgentConfig::new(&args.connection.server, &token, &args.app, args.command);
     config.version = args.version;
     if let Some(runner) = args.runner {
@@ -104,7 +136,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.unbuffered = !args.no_unbuffered;
     config.echo = !args.quiet;
     config.max_line_bytes = args.max_line_bytes;
-    config.buffer_bytes = args.buffer_bytes;
+    config.spool_dir = args.spool;
+    config.spool_max_bytes = args.spool_max_bytes;
+    config.rate_lines = args.rate_lines;
+    config.rate_bytes = args.rate_bytes;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
     config.stop_timeout = args.stop_timeout;
     config.tty = args.tty;

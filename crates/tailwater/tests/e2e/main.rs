@@ -7,5 +7,6 @@ mod agent;
 mod api;
 mod demo;
 mod logs;
+mod spool;
 mod supervisor;
 mod tenancy;
