@@ -126,7 +126,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let left = outbox.shutdown();
     if !drained && left.records > 0 {
         eprintln!(
-            "tailwater: {} lines ({} bytes) could not be shipped to {} within {}s (--drain-timeout); they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {}",
+            "tailwater: {} lines ({} bytes) could not be shipped to {} within {}s (--drain-timeout); they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {} (and the same --spool)",
             left.records,
             left.line_bytes,
             client.server(),
