@@ -243,7 +243,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let left = outbox.shutdown();
     if let (Some(why), true) = (why, left.records > 0) {
         eprintln!(
-            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {}",
+            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {} (and the same --spool)",
             left.records,
             left.line_bytes,
             client.server(),

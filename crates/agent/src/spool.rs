@@ -413,15 +413,7 @@ impl Spool {
         header: SegmentHeader,
         cap: u64,
     ) -> Result<(Spool, Recovery), OpenError> {
-        let unusable = |what: &str, error: io::Error| {
-            OpenError {
-            in_use: false,
-            message: format!(
-                "cannot use the spool directory {}: {what}: {error}; make it writable, or pass --spool DIR with a writable directory (on a volume, to keep unshipped lines across container restarts)",
-                dir.display()
-            ),
-        }
-        };
+        let unusable = |what: &str, error: io::Error| unusable(dir, what, error);
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -642,6 +634,9 @@ impl Spool {
                 self.backlog.records -= lost.records;
                 self.backlog.line_bytes -= lost.line_bytes;
                 self.backlog.frame_bytes -= lost.frame_bytes;
+                for tally in drop_reports_in(&self.buffer) {
+                    self.merge_dropped(tally);
+                }
                 self.buffer.clear();
                 self.buffered = Stats::default();
                 self.problem(format!("cannot write to {}: {error}", path.display()));
@@ -755,11 +750,11 @@ impl Spool {
     /// left to ship, the directory is removed.
     pub fn shutdown(&mut self) -> Backlog {
         self.flush();
-        if let Some(segment) = self.segments.back() {
+        self.syncer = None;
+        for segment in &self.segments {
             let _ = segment.file.sync_data();
         }
         self.write_ledger();
-        self.syncer = None;
         if self.backlog.records == 0 && self.dropped.is_empty() {
             for segment in self.segments.drain(..) {
                 let _ = fs::remove_file(segment_path(&self.dir, segment.id));
@@ -847,10 +842,7 @@ impl Spool {
         if segment.has_reports {
             // Reports of earlier drops go with it: count what they said again.
             for tally in drop_reports(&segment.file, segment.start, segment.len) {
-                match self.dropped.iter_mut().find(|t| t.reason == tally.reason) {
-                    Some(pending) => pending.merge(tally),
-                    None => self.dropped.push(tally),
-                }
+                self.merge_dropped(tally);
             }
         }
         self.bytes -= segment.len;
@@ -890,6 +882,13 @@ impl Spool {
             stats.line_bytes,
             (stats.first_ts.unwrap_or(stats.last_ts), stats.last_ts),
         );
+    }
+
+    fn merge_dropped(&mut self, tally: Tally) {
+        match self.dropped.iter_mut().find(|t| t.reason == tally.reason) {
+            Some(pending) => pending.merge(tally),
+            None => self.dropped.push(tally),
+        }
     }
 
     fn problem(&mut self, message: String) {
@@ -1199,6 +1198,28 @@ fn drop_reports(file: &File, start: u64, end: u64) -> Vec<Tally> {
     tallies
 }
 
+/// The tallies of the drop reports among the frames in `buffer`.
+fn drop_reports_in(mut buffer: &[u8]) -> Vec<Tally> {
+    let mut tallies = Vec::new();
+    while buffer.len() >= FRAME_HEAD_BYTES {
+        let len = u32::from_le_bytes(buffer[..4].try_into().expect("4 bytes")) as usize;
+        let Some(body) = buffer.get(FRAME_HEAD_BYTES..FRAME_HEAD_BYTES + len) else {
+            break;
+        };
+        buffer = &buffer[FRAME_HEAD_BYTES + len..];
+        let Some(prefix) = Prefix::decode(body) else {
+            continue;
+        };
+        if prefix.flags & FLAG_DROP_REPORT != 0 {
+            tallies.extend(
+                decode_record(&prefix, &body[RECORD_PREFIX_BYTES..])
+                    .and_then(|record| Tally::from_fields(&record.fields)),
+            );
+        }
+    }
+    tallies
+}
+
 /// Nanoseconds as a timestamp (clamped to the representable range).
 pub fn timestamp(ns: i64) -> jiff::Timestamp {
     jiff::Timestamp::from_nanosecond(ns as i128).unwrap_or(if ns < 0 {
@@ -1351,6 +1372,16 @@ fn recover_segment(path: &Path, id: u64, acked: u64) -> io::Result<Option<(Segme
         },
         truncated,
     )))
+}
+
+fn unusable(dir: &Path, what: &str, error: io::Error) -> OpenError {
+    OpenError {
+        in_use: false,
+        message: format!(
+            "cannot use the spool directory {}: {what}: {error}; make it writable, or pass --spool DIR with a writable directory (on a volume, to keep unshipped lines across container restarts)",
+            dir.display()
+        ),
+    }
 }
 
 enum LockError {
@@ -1800,6 +1831,45 @@ mod tests {
             ..ALL
         };
         assert_eq!(read_batch(&plan, &tiny).unwrap().records.len(), 2);
+    }
+
+    #[test]
+    fn records_that_cannot_be_written_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        append_lines(&mut spool, 0..3);
+        spool.flush();
+        append_lines(&mut spool, 3..5);
+        // The disk is full for the next write.
+        let full = Arc::new(OpenOptions::new().write(true).open("/dev/full").unwrap());
+        let file = std::mem::replace(&mut spool.segments.back_mut().unwrap().file, full);
+        spool.flush();
+        spool.segments.back_mut().unwrap().file = file;
+
+        let [problem] = &spool.take_problems()[..] else {
+            panic!("one problem")
+        };
+        assert!(problem.starts_with("cannot write to "), "{problem}");
+        let [tally] = &spool.take_dropped()[..] else {
+            panic!("one tally")
+        };
+        assert_eq!(
+            (tally.reason.as_str(), tally.lines, tally.bytes),
+            (REASON_WRITE_FAILED, 2, 18)
+        );
+        assert_eq!(
+            tally.seqs,
+            [SeqRange {
+                boot: "b1".into(),
+                first: 3,
+                last: 4
+            }]
+        );
+        assert_eq!(spool.backlog().records, 3);
+        // The next records go to a new segment.
+        append_lines(&mut spool, 5..6);
+        let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
+        assert_eq!(shipped, [0, 1, 2, 5]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,10 @@ pub fn free_port() -> u16 {
 /// A `tailwater server` child process; killed when dropped.
 pub struct TestServer {
     pub port: u16,
+    /// Where agents started with [`TestServer::command`] keep their spools:
+    /// beside the data, not in the machine's default place, so test runs
+    /// (of other checkouts too) never share one.
+    pub spool: PathBuf,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -52,6 +56,7 @@ impl TestServer {
             .unwrap();
         let server = TestServer {
             port,
+            spool: data.parent().unwrap_or(data).join("spool"),
             child: Some(child),
             _dir: None,
         };
@@ -73,7 +78,8 @@ impl TestServer {
         command
             .args(args)
             .env("TAILWATER_SERVER", self.url())
-            .env("TAILWATER_TOKEN", TOKEN);
+            .env("TAILWATER_TOKEN", TOKEN)
+            .env("TAILWATER_SPOOL", &self.spool);
         command
     }
 

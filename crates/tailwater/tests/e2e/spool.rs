@@ -167,7 +167,7 @@ fn a_killed_agents_spool_is_shipped_by_the_next_one_once() {
     let ticks = &lines[500..];
     // The echo comes before the spool: the last tick or so echoed may not
     // have been written when the agent died.
-    assert!(ticks.len() >= 25, "{} ticks", ticks.len());
+    assert!(ticks.len() >= 20, "{} ticks", ticks.len());
     assert_eq!(ticks, numbered("tick", ticks.len()));
 
     // The new agent said what it found, and went on with its own boot.
