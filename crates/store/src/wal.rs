@@ -73,15 +73,6 @@ impl WalWriter {
         self.file.clone()
     }
 
-    /// Bytes of whole frames written.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// Writes one frame (to the page cache: see [`WalWriter::file`] for
     /// making it durable). On failure the log is cut back to its last whole
     /// frame, so a later append never lands behind a half-written one.
