@@ -130,6 +130,16 @@ impl Filter {
         words.dedup();
         words
     }
+
+    /// Beyond [`Filter::required_words`]: lists of lowercased words of which
+    /// every matching message holds all of at least one (a regex's
+    /// alternation, [`Pattern::word_alternatives`]); empty when there is
+    /// nothing more to require.
+    pub fn word_alternatives(&self) -> &[Vec<String>] {
+        self.regex
+            .as_ref()
+            .map_or(&[], |pattern| pattern.word_alternatives())
+    }
 }
 
 /// Whether the field `key` of `fields` has the value `wanted`. `key` names a

@@ -17,7 +17,8 @@
 //!
 //! Regexes use the [`regex`] crate's syntax (Unicode-aware, no look-around,
 //! no backreferences; matching time is linear in the text) and are refused
-//! past [`REGEX_SIZE_LIMIT`] once compiled.
+//! past a size limit once compiled: [`DEFAULT_REGEX_SIZE_LIMIT`], or the
+//! server's `--regex-size-limit` through the `*_within` constructors.
 
 use std::fmt;
 
@@ -26,12 +27,13 @@ use regex_syntax::hir::{Hir, HirKind};
 
 use crate::words::inner_words;
 
-/// The most memory one regex may take once compiled, in bytes (1 MiB). A
-/// regex past it (`\w{500}` is one: `\w` is Unicode-wide) is refused with an
+/// The most memory one regex may take once compiled, in bytes, unless
+/// configured otherwise (the server's `--regex-size-limit`): 1 MiB. A regex
+/// past it (`\w{500}` is one: `\w` is Unicode-wide) is refused with an
 /// error rather than compiled, so a query cannot make the server build an
 /// unbounded automaton. It also bounds substrings, which are compiled the
 /// same way.
-pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+pub const DEFAULT_REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 /// A compiled regex, with the text it was written as.
 #[derive(Clone)]
@@ -41,31 +43,47 @@ pub struct Pattern {
     regex: Regex,
     /// Lowercased words any matching text holds whole.
     required_words: Vec<String>,
+    /// Alternatives of words beyond those: any match holds every word of
+    /// at least one of them.
+    word_alternatives: Vec<Vec<String>>,
 }
 
 impl Pattern {
     /// A regex that must match the whole value (label matchers): `gpu-.*`
     /// matches `gpu-a100-1` but not `old-gpu-1`.
     pub fn whole(source: &str) -> Result<Pattern, String> {
+        Pattern::whole_within(source, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// [`Pattern::whole`], refused past `size_limit` bytes once compiled.
+    pub fn whole_within(source: &str, size_limit: usize) -> Result<Pattern, String> {
         // Validate the regex alone first: wrapped, `a)|(b` would be valid.
-        compile(source)?;
-        let regex = compile(&format!(r"\A(?:{source})\z"))?;
+        compile(source, size_limit)?;
+        let regex = compile(&format!(r"\A(?:{source})\z"), size_limit)?;
         Ok(Pattern {
             source: source.to_owned(),
             whole: true,
             regex,
             required_words: Vec::new(),
+            word_alternatives: Vec::new(),
         })
     }
 
     /// A regex found anywhere in the text (message search).
     pub fn search(source: &str) -> Result<Pattern, String> {
-        let regex = compile(source)?;
+        Pattern::search_within(source, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// [`Pattern::search`], refused past `size_limit` bytes once compiled.
+    pub fn search_within(source: &str, size_limit: usize) -> Result<Pattern, String> {
+        let regex = compile(source, size_limit)?;
+        let (required_words, word_alternatives) = regex_words(source);
         Ok(Pattern {
             source: source.to_owned(),
             whole: false,
             regex,
-            required_words: regex_required_words(source),
+            required_words,
+            word_alternatives,
         })
     }
 
@@ -80,11 +98,22 @@ impl Pattern {
 
     /// Lowercased words that every text this regex matches holds as whole
     /// words (see [`crate::words`]): literal words with a literal separator
-    /// on both sides, outside alternations and optional parts. `failed to
-    /// (load|open) model\.` requires `to`; `(?i)…` letters require nothing.
-    /// Possibly none: an empty list never rules anything out.
+    /// on both sides, outside optional parts, and in every branch of an
+    /// alternation. `failed to (load|open) model\.` requires `to`; `(?i)…`
+    /// letters require nothing. Possibly none: an empty list never rules
+    /// anything out.
     pub fn required_words(&self) -> &[String] {
         &self.required_words
+    }
+
+    /// What alternations require beyond [`Pattern::required_words`]: every
+    /// match holds all the words of at least one of these lists. `failed to
+    /// (load|open) model` gives `[["load"], ["open"]]`; `out of memory|
+    /// connection refused by peer` gives `[["by", "refused"], ["of"]]`.
+    /// Empty when some branch requires no whole word (then nothing can be
+    /// ruled out by them).
+    pub fn word_alternatives(&self) -> &[Vec<String>] {
+        &self.word_alternatives
     }
 }
 
@@ -101,16 +130,17 @@ impl fmt::Debug for Pattern {
     }
 }
 
-/// Compiles `pattern` within [`REGEX_SIZE_LIMIT`]. Errors say what is wrong
+/// Compiles `pattern` within `size_limit` bytes. Errors say what is wrong
 /// and what to do, without repeating the regex (the caller names it).
-fn compile(pattern: &str) -> Result<Regex, String> {
+fn compile(pattern: &str, size_limit: usize) -> Result<Regex, String> {
     RegexBuilder::new(pattern)
-        .size_limit(REGEX_SIZE_LIMIT)
+        .size_limit(size_limit)
         .build()
         .map_err(|error| match error {
             regex::Error::CompiledTooBig(limit) => format!(
                 "too large once compiled (past the {} limit); use fewer or smaller repetitions \
-                 and classes (\\w, \\d and . are Unicode-wide; (?-u) makes them ASCII)",
+                 and classes (\\w, \\d and . are Unicode-wide; (?-u) makes them ASCII), or \
+                 raise the server's --regex-size-limit",
                 size(limit)
             ),
             regex::Error::Syntax(text) => {
@@ -139,54 +169,124 @@ fn size(bytes: usize) -> String {
     }
 }
 
-/// See [`Pattern::required_words`].
-fn regex_required_words(source: &str) -> Vec<String> {
+/// Alternatives a regex is expanded into at most when finding the words it
+/// requires; past it, an alternation is treated as requiring nothing.
+const MAX_WORD_ALTERNATIVES: usize = 16;
+
+/// See [`Pattern::required_words`] and [`Pattern::word_alternatives`].
+fn regex_words(source: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let Ok(hir) = regex_syntax::parse(source) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let mut literals = Vec::new();
-    required_literals(&hir, &mut literals);
-    let mut found: Vec<String> = literals
-        .iter()
-        .filter_map(|bytes| std::str::from_utf8(bytes).ok())
-        .flat_map(inner_words)
-        .map(str::to_ascii_lowercase)
+    let mut alternatives = vec![Runs::default()];
+    feed(&hir, &mut alternatives);
+    let mut word_sets: Vec<Vec<String>> = alternatives
+        .into_iter()
+        .map(|mut runs| {
+            runs.end_run();
+            let mut words: Vec<String> = runs
+                .done
+                .iter()
+                .filter_map(|bytes| std::str::from_utf8(bytes).ok())
+                .flat_map(inner_words)
+                .map(str::to_ascii_lowercase)
+                .collect();
+            words.sort();
+            words.dedup();
+            words
+        })
         .collect();
-    found.sort();
-    found.dedup();
-    found
+    word_sets.sort();
+    word_sets.dedup();
+    // Words in every alternative are simply required.
+    let mut required = word_sets[0].clone();
+    required.retain(|word| word_sets.iter().all(|set| set.contains(word)));
+    for set in &mut word_sets {
+        set.retain(|word| !required.contains(word));
+    }
+    let alternatives = if word_sets.len() > 1 && word_sets.iter().all(|set| !set.is_empty()) {
+        word_sets
+    } else {
+        Vec::new()
+    };
+    (required, alternatives)
 }
 
-/// Byte strings every match of `hir` holds verbatim: runs of consecutive
-/// literals, found through groups and through repetitions of at least one.
-/// Anything else (classes, alternations, optional parts, look-arounds) ends
-/// a run and adds nothing, which is always safe.
-fn required_literals(hir: &Hir, out: &mut Vec<Vec<u8>>) {
-    fn feed(hir: &Hir, run: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        match hir.kind() {
-            HirKind::Empty => {}
-            HirKind::Literal(literal) => run.extend_from_slice(&literal.0),
-            HirKind::Capture(capture) => feed(&capture.sub, run, out),
-            HirKind::Concat(items) => {
-                for item in items {
-                    feed(item, run, out);
-                }
-            }
-            HirKind::Repetition(repetition) if repetition.min >= 1 => {
-                flush(run, out);
-                required_literals(&repetition.sub, out);
-            }
-            _ => flush(run, out),
+/// Byte strings one way of matching surely holds verbatim: runs of
+/// consecutive literals (`done`), and the run still growing (`open`).
+#[derive(Clone, Default)]
+struct Runs {
+    done: Vec<Vec<u8>>,
+    open: Vec<u8>,
+}
+
+impl Runs {
+    fn end_run(&mut self) {
+        if !self.open.is_empty() {
+            self.done.push(std::mem::take(&mut self.open));
         }
     }
-    fn flush(run: &mut Vec<u8>, out: &mut Vec<Vec<u8>>) {
-        if !run.is_empty() {
-            out.push(std::mem::take(run));
+}
+
+/// Extends each way of matching with what `hir` surely adds: literals join
+/// the open run; groups and concatenations are followed; an alternation
+/// multiplies the ways (up to [`MAX_WORD_ALTERNATIVES`]); a repetition of at
+/// least one adds what its body requires, as runs of their own. Anything
+/// else (classes, optional parts, look-arounds, an alternation too wide)
+/// ends the runs and adds nothing, which is always safe.
+fn feed(hir: &Hir, ways: &mut Vec<Runs>) {
+    match hir.kind() {
+        HirKind::Empty => {}
+        HirKind::Literal(literal) => {
+            for way in ways.iter_mut() {
+                way.open.extend_from_slice(&literal.0);
+            }
+        }
+        HirKind::Capture(capture) => feed(&capture.sub, ways),
+        HirKind::Concat(items) => {
+            for item in items {
+                feed(item, ways);
+            }
+        }
+        HirKind::Alternation(branches) if ways.len() * branches.len() <= MAX_WORD_ALTERNATIVES => {
+            let mut expanded = Vec::with_capacity(ways.len() * branches.len());
+            for branch in branches {
+                let mut branch_ways = ways.clone();
+                feed(branch, &mut branch_ways);
+                expanded.extend(branch_ways);
+            }
+            *ways = expanded;
+        }
+        HirKind::Repetition(repetition) if repetition.min >= 1 => {
+            let mut body = vec![Runs::default()];
+            feed(&repetition.sub, &mut body);
+            let combined: Vec<Runs> = if ways.len() * body.len() <= MAX_WORD_ALTERNATIVES {
+                ways.iter()
+                    .flat_map(|way| {
+                        body.iter().map(move |inside| {
+                            let mut way = way.clone();
+                            way.end_run();
+                            let mut inside = inside.clone();
+                            inside.end_run();
+                            way.done.extend(inside.done);
+                            way
+                        })
+                    })
+                    .collect()
+            } else {
+                ways.clone()
+            };
+            *ways = combined;
+            for way in ways.iter_mut() {
+                way.end_run();
+            }
+        }
+        _ => {
+            for way in ways.iter_mut() {
+                way.end_run();
+            }
         }
     }
-    let mut run = Vec::new();
-    feed(hir, &mut run, out);
-    flush(&mut run, out);
 }
 
 /// How a label value is matched (see the [module](self) for semantics).
@@ -237,8 +337,17 @@ pub struct Substring {
 impl Substring {
     /// `text` as written when `case_sensitive`, else ignoring ASCII case
     /// (`OOM` finds `oom`; `É` does not find `é`). Fails only when `text` is
-    /// too long to compile within [`REGEX_SIZE_LIMIT`].
+    /// too long to compile within [`DEFAULT_REGEX_SIZE_LIMIT`].
     pub fn new(text: &str, case_sensitive: bool) -> Result<Substring, String> {
+        Substring::within(text, case_sensitive, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// [`Substring::new`], refused past `size_limit` bytes once compiled.
+    pub fn within(
+        text: &str,
+        case_sensitive: bool,
+        size_limit: usize,
+    ) -> Result<Substring, String> {
         let pattern = if case_sensitive {
             regex::escape(text)
         } else {
@@ -253,14 +362,14 @@ impl Substring {
             pattern
         };
         let regex = RegexBuilder::new(&pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
+            .size_limit(size_limit)
             .build()
             .map_err(|_| {
                 format!(
                     "too long to search for ({} bytes, past the {} limit once compiled): \
-                     search for a shorter part of it",
+                     search for a shorter part of it, or raise the server's --regex-size-limit",
                     text.len(),
-                    size(REGEX_SIZE_LIMIT)
+                    size(size_limit)
                 )
             })?;
         let mut required_words: Vec<String> =
@@ -376,10 +485,68 @@ mod tests {
         assert_eq!(words("x (?i)foo bar baz 42 y"), ["42"]);
         assert_eq!(words(r"\bfoo\b"), Vec::<String>::new());
         assert_eq!(words("one|two three four"), Vec::<String>::new());
+        assert_eq!(words("say (one|two) more"), Vec::<String>::new());
         assert_eq!(words("(?:a b )*c d e"), ["d"]);
         // Each word found really is a whole word of any match.
         let pattern = Pattern::search("x OutOfMemory, y").unwrap();
         assert_eq!(pattern.required_words(), ["outofmemory"]);
+    }
+
+    #[test]
+    fn alternations_require_the_words_of_one_branch() {
+        let pattern = |source| Pattern::search(source).unwrap();
+        let alternatives = |source| pattern(source).word_alternatives().to_vec();
+        assert_eq!(
+            alternatives("failed to (load|open) model"),
+            [vec!["load"], vec!["open"]]
+        );
+        assert_eq!(
+            pattern("failed to (load|open) model").required_words(),
+            ["to"]
+        );
+        assert_eq!(
+            alternatives("out of memory|connection refused by peer"),
+            [vec!["by", "refused"], vec!["of"]]
+        );
+        // Words every branch holds are required outright.
+        let shared = pattern("a (x out of y|z of w) b");
+        assert_eq!(shared.required_words(), ["of"]);
+        assert_eq!(
+            shared.word_alternatives(),
+            [vec!["out", "x", "y"], vec!["w", "z"]]
+        );
+        // A branch without a whole word rules nothing out.
+        assert!(alternatives("oom|out of memory").is_empty());
+        assert!(alternatives("a (b|c)? d").is_empty());
+        // Nested, and under a repetition of at least one.
+        assert_eq!(
+            alternatives("go ((to|from) (the|a) )+x"),
+            [vec!["a"], vec!["the"]]
+        );
+        // Too many ways to expand: required words only, as before.
+        let wide = (0..40)
+            .map(|n| format!("w{n}"))
+            .collect::<Vec<_>>()
+            .join("|");
+        assert!(alternatives(&format!("x ({wide}) y")).is_empty());
+    }
+
+    #[test]
+    fn the_size_limit_is_a_setting() {
+        let source = "x{300}";
+        assert!(Pattern::search(source).is_ok(), "within the default");
+        let error = Pattern::search_within(source, 1024).unwrap_err();
+        assert!(
+            error.starts_with("too large once compiled (past the 1 KiB limit)"),
+            "{error}"
+        );
+        assert!(
+            error.ends_with("or raise the server's --regex-size-limit"),
+            "{error}"
+        );
+        assert!(Pattern::whole_within(source, 1024).is_err());
+        assert!(Substring::within(&"x".repeat(5000), true, 1024).is_err());
+        assert!(Substring::within(&"x".repeat(5000), true, DEFAULT_REGEX_SIZE_LIMIT).is_ok());
     }
 
     #[test]

@@ -442,11 +442,54 @@ fn a_part_indexes_requests_with_their_runner_times_and_status() {
     let parts = load_parts(dir.path()).unwrap();
     let footer = &parts[0].footer;
     let meta = &footer.requests[0];
-    assert_eq!(meta.id, "req-1");
+    assert_eq!(meta.key, crate::part::request_key("req-1"));
     assert_eq!(footer.streams[meta.stream as usize].labels.runner, "r7");
     assert_eq!((meta.records, meta.status), (6, Some(503)));
-    assert_eq!(
-        meta.last_ts - meta.first_ts,
-        Duration::from_secs(9).as_nanos() as i64
-    );
+    assert_eq!(meta.duration, Duration::from_secs(9).as_nanos() as u64);
+}
+
+#[test]
+fn a_merge_that_meets_a_damaged_block_leaves_that_part_out_from_then_on() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        merge_min_parts: 2,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    let mut next_seq = 0;
+    let mut flush_a_part = |store: &Store| {
+        store.append("t", run("r1", next_seq, 40, start())).unwrap();
+        store.flush().unwrap();
+        next_seq += 40;
+    };
+    flush_a_part(&store);
+    flush_a_part(&store);
+    // Damage the first part's only block, as a bad disk sector would.
+    let damaged = load_parts(dir.path()).unwrap()[0].path().to_owned();
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&damaged)
+        .unwrap();
+    file.write_all_at(b"\xff\xff\xff\xff", 8).unwrap();
+
+    store.merge().unwrap();
+    let counters = store.counters();
+    assert_eq!((counters.merges, counters.unmergeable_parts), (0, 1));
+    assert_eq!(store.stats()[0].parts, 2, "both parts left as they were");
+    assert_eq!(all(&store, "t").len(), 40, "the readable part is served");
+    // Asked again, the damaged part is not tried again.
+    store.merge().unwrap();
+    assert_eq!(store.counters().unmergeable_parts, 1);
+
+    // New parts merge among themselves, without it.
+    flush_a_part(&store);
+    flush_a_part(&store);
+    store.merge().unwrap();
+    let counters = store.counters();
+    assert_eq!((counters.merges, counters.unmergeable_parts), (1, 1));
+    assert_eq!(store.stats()[0].parts, 2, "the damaged part and one merged");
+    assert!(damaged.exists(), "the damaged part is kept as it is");
+    assert_eq!(all(&store, "t").len(), 120);
 }

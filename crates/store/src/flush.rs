@@ -14,6 +14,7 @@
 //! deletes them.
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::LogRecord;
 
 use crate::memtable::Table;
+use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
 use crate::part::writer::PartWriter;
 use crate::part::{Partition, StreamLabels};
@@ -199,8 +201,14 @@ impl Inner {
     pub(crate) fn merge_all(&self) -> Result<usize, StoreError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let mut tiers: BTreeMap<(Partition, u32), Vec<Arc<Part>>> = BTreeMap::new();
+        let unmergeable = self
+            .unmergeable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for part in &self.read().parts {
-            if part.file_len < self.options.merged_part_bytes {
+            if part.file_len < self.options.merged_part_bytes && !unmergeable.contains(part.path())
+            {
                 let tier = (part.file_len >> 20).max(1).ilog(4);
                 tiers
                     .entry((part.footer.partition.clone(), tier))
@@ -250,9 +258,10 @@ impl Inner {
                 for (labels, sources) in streams {
                     let mut merge = StreamMerge::new(sources);
                     writer.add_stream(labels.clone(), merge.by_ref())?;
-                    if let Some(error) = merge.failure {
-                        failure = Some(error.clone());
-                        return Err(std::io::Error::other(error));
+                    if let Some((part, reason)) = merge.failure {
+                        let error = std::io::Error::other(reason.clone());
+                        failure = Some((part, reason));
+                        return Err(error);
                     }
                 }
                 Ok(())
@@ -261,10 +270,20 @@ impl Inner {
         );
         let merged = match (merged, failure) {
             (Ok(part), None) => part,
-            (_, Some(reason)) => {
+            (_, Some((damaged, reason))) => {
                 // A damaged block: leave the parts as they are, so queries
-                // still serve what is readable; the merge is retried later.
-                tracing::error!(%reason, "a merge could not read a block; the parts were left unmerged");
+                // still serve what is readable, and leave the damaged part
+                // out of merges from now on (the others merge without it),
+                // rather than fail on it again every tick.
+                tracing::error!(
+                    %reason,
+                    part = %damaged.display(),
+                    "a merge could not read a block; the part is left as it is and out of merges"
+                );
+                let mut unmergeable = self.unmergeable.lock().unwrap_or_else(|e| e.into_inner());
+                if unmergeable.insert(damaged) {
+                    self.counters().unmergeable_parts += 1;
+                }
                 return Ok(());
             }
             (Err(error), None) => return Err(error),
@@ -312,18 +331,20 @@ fn partition(tenant: &str, labels: &StreamLabels, day: String) -> Partition {
 type StreamBlocks<'a> = (&'a Arc<Part>, Vec<usize>);
 
 /// One stream's records from several parts, in time order, decoded a block
-/// at a time.
+/// at a time and built a record at a time.
 struct StreamMerge<'a> {
     sources: Vec<Source<'a>>,
     heap: BinaryHeap<std::cmp::Reverse<((i64, u64), usize)>>,
-    failure: Option<String>,
+    /// The part a block could not be read from, and why.
+    failure: Option<(PathBuf, String)>,
 }
 
 struct Source<'a> {
     part: &'a Part,
     blocks: std::vec::IntoIter<usize>,
-    records: std::vec::IntoIter<LogRecord>,
-    head: Option<LogRecord>,
+    block: Option<DecodedBlock>,
+    /// The next record of `block` to queue.
+    position: usize,
 }
 
 impl<'a> StreamMerge<'a> {
@@ -334,8 +355,8 @@ impl<'a> StreamMerge<'a> {
                 .map(|(part, blocks)| Source {
                     part,
                     blocks: blocks.into_iter(),
-                    records: Vec::new().into_iter(),
-                    head: None,
+                    block: None,
+                    position: 0,
                 })
                 .collect(),
             heap: BinaryHeap::new(),
@@ -347,27 +368,28 @@ impl<'a> StreamMerge<'a> {
         merge
     }
 
-    /// Moves a source to its next record and queues it.
+    /// Queues a source's next record, opening its next block when needed.
     fn advance(&mut self, index: usize) {
         let source = &mut self.sources[index];
         loop {
-            if let Some(record) = source.records.next() {
-                self.heap.push(std::cmp::Reverse((
-                    (timestamp_ns(record.ts), record.id),
-                    index,
-                )));
-                source.head = Some(record);
-                return;
+            if let Some(block) = &source.block {
+                if source.position < block.len() {
+                    let key = (block.ts(source.position), block.id(source.position));
+                    self.heap.push(std::cmp::Reverse((key, index)));
+                    return;
+                }
             }
+            source.block = None;
             let Some(block) = source.blocks.next() else {
-                source.head = None;
                 return;
             };
-            match source.part.read_block(block) {
-                Ok(records) => source.records = records.into_iter(),
+            match source.part.open_block(block) {
+                Ok(decoded) => {
+                    source.block = Some(decoded);
+                    source.position = 0;
+                }
                 Err(error) => {
-                    self.failure = Some(error.to_string());
-                    source.head = None;
+                    self.failure = Some((source.part.path().to_owned(), error.to_string()));
                     return;
                 }
             }
@@ -383,7 +405,19 @@ impl Iterator for StreamMerge<'_> {
             return None;
         }
         let std::cmp::Reverse((_, index)) = self.heap.pop()?;
-        let record = self.sources[index].head.take()?;
+        let source = &mut self.sources[index];
+        let block = source.block.as_ref()?;
+        let record = match block.record(source.position) {
+            Ok(record) => record,
+            Err(reason) => {
+                self.failure = Some((
+                    source.part.path().to_owned(),
+                    format!("part {} is corrupt: {reason}", source.part.path().display()),
+                ));
+                return None;
+            }
+        };
+        source.position += 1;
         self.advance(index);
         Some(record)
     }

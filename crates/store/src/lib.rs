@@ -160,6 +160,10 @@ pub struct Counters {
     pub refused_out_of_order: u64,
     pub flushes: u64,
     pub merges: u64,
+    /// Parts in which a merge found a block it could not read: each is
+    /// left as it is (queries serve its readable blocks) and out of every
+    /// later merge, and the error is logged once.
+    pub unmergeable_parts: u64,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
@@ -197,6 +201,8 @@ struct Inner {
     /// room answer with it instead of waiting forever.
     stalled: Mutex<Option<String>>,
     next_part: AtomicU64,
+    /// Parts left out of merges: a merge found a damaged block in them.
+    unmergeable: Mutex<std::collections::HashSet<PathBuf>>,
     counters: Mutex<Counters>,
     _lock: File,
 }

@@ -124,6 +124,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         failed: Mutex::new(None),
         stalled: Mutex::new(None),
         next_part: AtomicU64::new(next_part),
+        unmergeable: Mutex::default(),
         counters: Mutex::new(Counters::default()),
         _lock: lock,
     })

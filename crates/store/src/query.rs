@@ -3,7 +3,8 @@
 //! Candidate blocks are chosen from part footers alone (tenant, label
 //! matchers against the partition's app and each stream's labels, time,
 //! levels, output streams, request index, and the words a phrase, substring
-//! or regex requires against each block's word filter). They are opened
+//! or regex requires against each block's word filter, alternations as
+//! "all the words of one branch"). They are opened
 //! lazily, in order of their first possible record, and merged with the
 //! memtable through a heap, so a page reads only the blocks it needs and
 //! memory stays bounded by the blocks that overlap in time.
@@ -17,6 +18,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
 use crate::memtable::Memtable;
+use crate::part::block::DecodedBlock;
 use crate::part::block::{level_code, stream_code};
 use crate::part::reader::Part;
 use crate::part::{BlockMeta, Footer, StreamLabels};
@@ -117,6 +119,9 @@ pub(crate) struct Prune<'f> {
     filter: &'f Filter,
     /// Lowercased words every match holds ([`Filter::required_words`]).
     words: Vec<String>,
+    /// Lists of words of which every match holds all of one
+    /// ([`Filter::word_alternatives`]).
+    alternatives: &'f [Vec<String>],
 }
 
 impl<'f> Prune<'f> {
@@ -124,6 +129,7 @@ impl<'f> Prune<'f> {
         Prune {
             filter,
             words: filter.required_words(),
+            alternatives: filter.word_alternatives(),
         }
     }
 
@@ -159,6 +165,10 @@ impl<'f> Prune<'f> {
                 .stream
                 .is_none_or(|stream| block.outputs & (1 << stream_code(stream)) != 0)
             && self.words.iter().all(|word| block.words.may_contain(word))
+            && (self.alternatives.is_empty()
+                || self.alternatives.iter().any(|alternative| {
+                    alternative.iter().all(|word| block.words.may_contain(word))
+                }))
     }
 }
 
@@ -206,6 +216,67 @@ pub(crate) fn read_block_or_report(part: &Part, index: usize) -> Vec<LogRecord> 
         tracing::error!(%error, "skipping an unreadable block");
         Vec::new()
     })
+}
+
+/// Opens a block, or logs why it could not and gives nothing.
+fn open_block_or_report(part: &Part, index: usize) -> Option<DecodedBlock> {
+    part.open_block(index)
+        .inspect_err(|error| tracing::error!(%error, "skipping an unreadable block"))
+        .ok()
+}
+
+/// The records of one block within a page's bounds that match its filter,
+/// in the page's order, each built only once the cheap checks (time, id,
+/// message) pass: an open block costs its columns, not its records.
+struct BlockRecords<'f> {
+    block: DecodedBlock,
+    positions: std::ops::Range<usize>,
+    backward: bool,
+    bounds: Bounds,
+    filter: &'f Filter,
+}
+
+impl<'f> BlockRecords<'f> {
+    fn new(block: DecodedBlock, backward: bool, bounds: Bounds, filter: &'f Filter) -> Self {
+        BlockRecords {
+            positions: 0..block.len(),
+            block,
+            backward,
+            bounds,
+            filter,
+        }
+    }
+}
+
+impl Iterator for BlockRecords<'_> {
+    type Item = LogRecord;
+
+    fn next(&mut self) -> Option<LogRecord> {
+        loop {
+            let index = if self.backward {
+                self.positions.next_back()?
+            } else {
+                self.positions.next()?
+            };
+            let position = Cursor {
+                ts_ns: self.block.ts(index),
+                id: self.block.id(index),
+            };
+            if !self.bounds.contains(&position)
+                || !self.filter.matches_message(self.block.message(index))
+            {
+                continue;
+            }
+            match self.block.record(index) {
+                Ok(record) if self.filter.matches(&record) => return Some(record),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, "skipping the rest of an unreadable block");
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 struct Pending<'p> {
@@ -327,14 +398,11 @@ pub(crate) fn page(
                 break;
             }
             let next = pending.pop().expect("peeked");
-            let mut block_records: Vec<LogRecord> = read_block_or_report(next.part, next.block)
-                .into_iter()
-                .filter(|record| bounds.contains(&Cursor::of(record)) && wanted(record))
-                .collect();
-            if backward {
-                block_records.reverse();
+            if let Some(block) = open_block_or_report(next.part, next.block) {
+                sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
+            } else {
+                continue;
             }
-            sources.push(Box::new(block_records.into_iter()));
             let source = sources.len() - 1;
             push_next(&mut heap, &mut sources, source);
         }
@@ -476,18 +544,15 @@ pub(crate) fn request_summary(
         .filter(|part| part.footer.partition.tenant == tenant)
     {
         let footer = &part.footer;
-        if let Ok(found) = footer
-            .requests
-            .binary_search_by(|meta| meta.id.as_str().cmp(request_id))
-        {
-            let meta = &footer.requests[found];
+        if let Some(meta) = footer.request(request_id) {
             let runner = &footer.streams[meta.stream as usize].labels.runner;
+            let (first, last) = footer.request_times(meta);
             add(
                 &footer.partition.app,
                 runner,
                 meta.records,
-                meta.first_ts,
-                meta.last_ts,
+                first,
+                last,
                 meta.status,
             );
         }

@@ -455,6 +455,11 @@ fn footers_skip_blocks_that_cannot_match_and_keep_those_that_can() {
             regex: Some(Pattern::search(r"Tried to allocate 2\.50 GiB").unwrap()),
             ..Filter::default()
         },
+        Filter {
+            // Either branch's words: "of", or "model".
+            regex: Some(Pattern::search("CUDA out of memory|Loaded model sdxl").unwrap()),
+            ..Filter::default()
+        },
     ] {
         assert_eq!(runners(filter), all[..4]);
     }
@@ -470,6 +475,11 @@ fn footers_skip_blocks_that_cannot_match_and_keep_those_that_can() {
         },
         Filter {
             regex: Some(Pattern::search("no+thing here").unwrap()),
+            ..Filter::default()
+        },
+        Filter {
+            // One branch's word ("here") is in the quiet runner's blocks.
+            regex: Some(Pattern::search("out of memory|nothing here now").unwrap()),
             ..Filter::default()
         },
     ] {

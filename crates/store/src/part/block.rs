@@ -1,10 +1,19 @@
 //! A block: records of one stream in time order, stored as columns and
 //! compressed with zstd.
 //!
-//! Columns are chosen for what compresses: times, ids and sequence numbers as
-//! deltas (small varints), levels and streams as one byte each, request ids
-//! as a dictionary, messages one per line so zstd sees them as one text
-//! (with a length column only in a block where a message holds a newline).
+//! Columns are chosen for what compresses: times as deltas in the block's
+//! own unit (the largest that divides them all: a millisecond clock costs a
+//! byte a record, not four), ids and sequence numbers as deltas, level and
+//! output stream in one byte, request ids as a dictionary, messages one per
+//! line so zstd sees them as one text (with a length column only in a block
+//! where a message holds a newline), and fields as compact JSON, one object
+//! per line.
+//!
+//! Reading goes through [`DecodedBlock`]: the columns decompressed once,
+//! records built one at a time as a reader takes them, so a scan holds a
+//! block's columns (about its raw size), never a block of built records.
+
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 use tailwater_model::filter::timestamp_ns;
@@ -14,13 +23,19 @@ use super::StreamLabels;
 
 #[derive(Default, Serialize, Deserialize)]
 struct Columns {
-    /// First absolute, then deltas (ns).
-    ts: Vec<i64>,
+    /// Time of the first record (ns).
+    first_ts: i64,
+    /// The unit of `ts`, in ns: every delta is a multiple of it.
+    ts_unit: u64,
+    /// Each record's time after the previous one's, in `ts_unit`s (the
+    /// first is 0). Records come in time order, so deltas are not negative;
+    /// were one, it wraps and still decodes exactly.
+    ts: Vec<u64>,
     /// Deltas from the previous id (the first from 0).
     id: Vec<i64>,
     seq: Vec<i64>,
-    level: Vec<u8>,
-    stream: Vec<u8>,
+    /// Level code in the low 3 bits, output stream code above.
+    kind: Vec<u8>,
     request_dictionary: Vec<String>,
     /// 0 for none, else 1 + an index into `request_dictionary`.
     request: Vec<u32>,
@@ -28,11 +43,14 @@ struct Columns {
     /// line.
     message_len: Vec<u32>,
     messages: String,
-    /// JSON text of each record's fields; empty for none.
-    fields: Vec<String>,
+    /// Each record's fields as compact JSON (which never holds a raw
+    /// newline), one per line; an empty line for none.
+    fields: Vec<u8>,
     /// Positions of records whose output was not valid UTF-8.
     invalid_utf8: Vec<u32>,
 }
+
+const LEVEL_BITS: u8 = 3;
 
 /// Encodes records (of one stream, in time order) into a compressed block;
 /// returns it and its uncompressed length.
@@ -40,10 +58,16 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
     let mut columns = Columns::default();
     let by_line = !records.iter().any(|record| record.message.contains('\n'));
     let mut request_positions = std::collections::HashMap::new();
-    let (mut previous_ts, mut previous_id, mut previous_seq) = (0i64, 0i64, 0i64);
+    let first_ts = records.first().map_or(0, |record| timestamp_ns(record.ts));
+    let (mut previous_ts, mut previous_id, mut previous_seq) = (first_ts, 0i64, 0i64);
+    let mut ts_unit = 0u64;
+    columns.first_ts = first_ts;
+    columns.ts.reserve(records.len());
     for (position, record) in records.iter().enumerate() {
         let ts = timestamp_ns(record.ts);
-        columns.ts.push(ts.wrapping_sub(previous_ts));
+        let delta = ts.wrapping_sub(previous_ts) as u64;
+        ts_unit = gcd(ts_unit, delta);
+        columns.ts.push(delta);
         previous_ts = ts;
         columns
             .id
@@ -53,8 +77,9 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
             .seq
             .push((record.seq as i64).wrapping_sub(previous_seq));
         previous_seq = record.seq as i64;
-        columns.level.push(level_code(record.level));
-        columns.stream.push(stream_code(record.stream));
+        columns
+            .kind
+            .push(level_code(record.level) | stream_code(record.stream) << LEVEL_BITS);
         let request = match &record.request_id {
             None => 0,
             Some(request_id) => {
@@ -73,112 +98,208 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
         } else {
             columns.message_len.push(record.message.len() as u32);
         }
-        columns.fields.push(if record.fields.is_empty() {
-            String::new()
-        } else {
-            serde_json::to_string(&record.fields).expect("fields serialize to json")
-        });
+        if !record.fields.is_empty() {
+            serde_json::to_writer(&mut columns.fields, &record.fields)
+                .expect("fields serialize to json");
+        }
+        columns.fields.push(b'\n');
         if record.invalid_utf8 {
             columns.invalid_utf8.push(position as u32);
         }
+    }
+    columns.ts_unit = ts_unit.max(1);
+    for delta in &mut columns.ts {
+        *delta /= columns.ts_unit;
     }
     let encoded = postcard::to_stdvec(&columns).expect("columns serialize");
     let compressed = zstd::bulk::compress(&encoded, zstd_level).expect("zstd compresses in memory");
     (compressed, encoded.len())
 }
 
-/// Decodes a block back into records, with the labels of its stream.
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// A block's columns, decompressed and checked, from which records are built
+/// one at a time.
+pub struct DecodedBlock {
+    columns: Columns,
+    tenant: String,
+    labels: StreamLabels,
+    /// Absolute times and ids, for ordering and bounds without building
+    /// records.
+    ts: Vec<i64>,
+    ids: Vec<u64>,
+    seqs: Vec<u64>,
+    messages: Vec<Range<u32>>,
+    fields: Vec<Range<u32>>,
+}
+
+impl DecodedBlock {
+    /// Decompresses and checks a block, with the labels of its stream.
+    pub fn new(
+        compressed: &[u8],
+        raw_len: usize,
+        tenant: &str,
+        labels: &StreamLabels,
+    ) -> Result<DecodedBlock, String> {
+        let encoded = zstd::bulk::decompress(compressed, raw_len)
+            .map_err(|error| format!("block does not decompress: {error}"))?;
+        let columns: Columns = postcard::from_bytes(&encoded)
+            .map_err(|error| format!("block does not decode: {error}"))?;
+        drop(encoded);
+        let count = columns.ts.len();
+        let lengths_agree = [
+            columns.id.len(),
+            columns.seq.len(),
+            columns.kind.len(),
+            columns.request.len(),
+        ]
+        .iter()
+        .all(|len| *len == count);
+        let by_line = columns.message_len.is_empty();
+        if !lengths_agree || (!by_line && columns.message_len.len() != count) {
+            return Err("block columns disagree in length".into());
+        }
+        let mut ts = Vec::with_capacity(count);
+        let mut ids = Vec::with_capacity(count);
+        let mut seqs = Vec::with_capacity(count);
+        let (mut time, mut id, mut seq) = (columns.first_ts, 0i64, 0i64);
+        for position in 0..count {
+            time = time.wrapping_add(columns.ts[position].wrapping_mul(columns.ts_unit) as i64);
+            id = id.wrapping_add(columns.id[position]);
+            seq = seq.wrapping_add(columns.seq[position]);
+            ts.push(time);
+            ids.push(id as u64);
+            seqs.push(seq as u64);
+            let kind = columns.kind[position];
+            if level_from_code(kind & ((1 << LEVEL_BITS) - 1)).is_none()
+                || stream_from_code(kind >> LEVEL_BITS).is_none()
+            {
+                return Err("block has an unknown level or stream".into());
+            }
+            if columns.request[position] as usize > columns.request_dictionary.len() {
+                return Err("block request id out of range".into());
+            }
+        }
+        let messages = if by_line {
+            lines(columns.messages.as_bytes(), count)?
+        } else {
+            let mut ranges = Vec::with_capacity(count);
+            let mut start = 0u32;
+            for len in &columns.message_len {
+                let end = start
+                    .checked_add(*len)
+                    .filter(|end| {
+                        columns.messages.is_char_boundary(*end as usize)
+                            && *end as usize <= columns.messages.len()
+                    })
+                    .ok_or("block message out of range")?;
+                ranges.push(start..end);
+                start = end;
+            }
+            ranges
+        };
+        let fields = lines(&columns.fields, count)?;
+        if columns.invalid_utf8.iter().any(|p| *p as usize >= count) {
+            return Err("block invalid-utf8 mark out of range".into());
+        }
+        Ok(DecodedBlock {
+            tenant: tenant.to_owned(),
+            labels: labels.clone(),
+            ts,
+            ids,
+            seqs,
+            messages,
+            fields,
+            columns,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Time of record `index`, in ns.
+    pub fn ts(&self, index: usize) -> i64 {
+        self.ts[index]
+    }
+
+    pub fn id(&self, index: usize) -> u64 {
+        self.ids[index]
+    }
+
+    pub fn message(&self, index: usize) -> &str {
+        let range = &self.messages[index];
+        &self.columns.messages[range.start as usize..range.end as usize]
+    }
+
+    /// Builds record `index`.
+    pub fn record(&self, index: usize) -> Result<LogRecord, String> {
+        let columns = &self.columns;
+        let kind = columns.kind[index];
+        let request_id = match columns.request[index] {
+            0 => None,
+            n => Some(columns.request_dictionary[n as usize - 1].clone()),
+        };
+        let fields_range = &self.fields[index];
+        let fields: Fields =
+            match &columns.fields[fields_range.start as usize..fields_range.end as usize] {
+                b"" => Fields::new(),
+                json => serde_json::from_slice(json)
+                    .map_err(|error| format!("block fields do not decode: {error}"))?,
+            };
+        Ok(LogRecord {
+            id: self.ids[index],
+            ts: jiff::Timestamp::from_nanosecond(i128::from(self.ts[index]))
+                .map_err(|error| error.to_string())?,
+            tenant: self.tenant.clone(),
+            app: self.labels.app.clone(),
+            version: self.labels.version.clone(),
+            runner: self.labels.runner.clone(),
+            boot: self.labels.boot.clone(),
+            seq: self.seqs[index],
+            source: self.labels.source,
+            stream: stream_from_code(kind >> LEVEL_BITS).expect("checked when decoded"),
+            level: level_from_code(kind & ((1 << LEVEL_BITS) - 1)).expect("checked when decoded"),
+            request_id,
+            message: self.message(index).to_owned(),
+            fields,
+            invalid_utf8: columns.invalid_utf8.binary_search(&(index as u32)).is_ok(),
+        })
+    }
+}
+
+/// The ranges of the first `count` newline-ended lines of `text`.
+fn lines(text: &[u8], count: usize) -> Result<Vec<Range<u32>>, String> {
+    let mut ranges = Vec::with_capacity(count);
+    let mut start = 0usize;
+    for end in memchr::memchr_iter(b'\n', text).take(count) {
+        ranges.push(start as u32..end as u32);
+        start = end + 1;
+    }
+    if ranges.len() != count {
+        return Err("block columns disagree in length".into());
+    }
+    Ok(ranges)
+}
+
+/// Decodes a whole block into records, with the labels of its stream.
 pub fn decode(
     compressed: &[u8],
     raw_len: usize,
     tenant: &str,
     labels: &StreamLabels,
 ) -> Result<Vec<LogRecord>, String> {
-    let encoded = zstd::bulk::decompress(compressed, raw_len)
-        .map_err(|error| format!("block does not decompress: {error}"))?;
-    let columns: Columns = postcard::from_bytes(&encoded)
-        .map_err(|error| format!("block does not decode: {error}"))?;
-    let count = columns.ts.len();
-    let lengths_agree = [
-        columns.id.len(),
-        columns.seq.len(),
-        columns.level.len(),
-        columns.stream.len(),
-        columns.request.len(),
-        columns.fields.len(),
-    ]
-    .iter()
-    .all(|len| *len == count);
-    if !lengths_agree {
-        return Err("block columns disagree in length".into());
-    }
-    let by_line = columns.message_len.is_empty();
-    if !by_line && columns.message_len.len() != count {
-        return Err("block columns disagree in length".into());
-    }
-    let mut records = Vec::with_capacity(count);
-    let (mut ts, mut id, mut seq, mut message_start) = (0i64, 0i64, 0i64, 0usize);
-    for position in 0..count {
-        ts = ts.wrapping_add(columns.ts[position]);
-        id = id.wrapping_add(columns.id[position]);
-        seq = seq.wrapping_add(columns.seq[position]);
-        let rest = columns
-            .messages
-            .get(message_start..)
-            .ok_or("block message out of range")?;
-        let (len, skip) = if by_line {
-            let len = rest.find('\n').ok_or("block message out of range")?;
-            (len, len + 1)
-        } else {
-            let len = columns.message_len[position] as usize;
-            (len, len)
-        };
-        let message = rest
-            .get(..len)
-            .ok_or("block message out of range")?
-            .to_owned();
-        message_start += skip;
-        let request_id = match columns.request[position] {
-            0 => None,
-            n => Some(
-                columns
-                    .request_dictionary
-                    .get(n as usize - 1)
-                    .ok_or("block request id out of range")?
-                    .clone(),
-            ),
-        };
-        let fields: Fields = match columns.fields[position].as_str() {
-            "" => Fields::new(),
-            json => serde_json::from_str(json)
-                .map_err(|error| format!("block fields do not decode: {error}"))?,
-        };
-        records.push(LogRecord {
-            id: id as u64,
-            ts: jiff::Timestamp::from_nanosecond(ts as i128).map_err(|error| error.to_string())?,
-            tenant: tenant.to_owned(),
-            app: labels.app.clone(),
-            version: labels.version.clone(),
-            runner: labels.runner.clone(),
-            boot: labels.boot.clone(),
-            seq: seq as u64,
-            source: labels.source,
-            stream: stream_from_code(columns.stream[position])
-                .ok_or("block has an unknown stream")?,
-            level: level_from_code(columns.level[position]).ok_or("block has an unknown level")?,
-            request_id,
-            message,
-            fields,
-            invalid_utf8: false,
-        });
-    }
-    for position in columns.invalid_utf8 {
-        records
-            .get_mut(position as usize)
-            .ok_or("block invalid-utf8 mark out of range")?
-            .invalid_utf8 = true;
-    }
-    Ok(records)
+    let block = DecodedBlock::new(compressed, raw_len, tenant, labels)?;
+    (0..block.len()).map(|index| block.record(index)).collect()
 }
 
 pub fn level_code(level: Level) -> u8 {

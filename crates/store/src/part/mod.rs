@@ -26,7 +26,7 @@ use tailwater_model::Source;
 
 use self::bloom::WordBloom;
 
-pub const MAGIC: &[u8; 8] = b"TWPART02";
+pub const MAGIC: &[u8; 8] = b"TWPART03";
 pub const EXTENSION: &str = "twp";
 const TRAILER_LEN: usize = 16;
 
@@ -91,7 +91,7 @@ pub struct Footer {
     pub max_id: u64,
     pub streams: Vec<StreamMeta>,
     pub blocks: Vec<BlockMeta>,
-    /// The requests with records here, sorted by request id.
+    /// The requests with records here, sorted by key.
     pub requests: Vec<RequestMeta>,
     /// Numbers of the parts this one was merged from: if a crash left them
     /// behind, opening the store deletes them. Empty for a flushed part.
@@ -101,29 +101,52 @@ pub struct Footer {
 /// One request's records in a part.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RequestMeta {
-    pub id: String,
+    /// [`request_key`] of the request id: the id itself is in the blocks'
+    /// request dictionaries, so the footer keeps 8 bytes, not the id. Two
+    /// ids sharing a key (odds of about one in 2^64 per lookup) would only
+    /// make a query read a block more, whose records are then checked
+    /// against the id itself.
+    pub key: [u8; 8],
     /// The blocks holding its records.
     pub blocks: Vec<u32>,
     /// The stream of its first record here.
     pub stream: u32,
     pub records: u64,
-    pub first_ts: i64,
-    pub last_ts: i64,
+    /// Time of its first record, in ns after the part's `min_ts`.
+    pub first_after_min: u64,
+    /// From its first record to its last, in ns.
+    pub duration: u64,
     /// The status its end record reported (a `status` field on a system
     /// record of the request), if one is here.
     pub status: Option<i64>,
 }
 
+/// The footer's key of a request id: its xxh3, big-endian so keys sort as
+/// numbers.
+pub fn request_key(request_id: &str) -> [u8; 8] {
+    xxhash_rust::xxh3::xxh3_64(request_id.as_bytes()).to_be_bytes()
+}
+
 impl Footer {
+    /// The requests index entry of `request_id`, if it has records here.
+    pub fn request(&self, request_id: &str) -> Option<&RequestMeta> {
+        let key = request_key(request_id);
+        self.requests
+            .binary_search_by(|meta| meta.key.cmp(&key))
+            .ok()
+            .map(|found| &self.requests[found])
+    }
+
     /// The blocks holding records of `request_id`.
     pub fn request_blocks(&self, request_id: &str) -> &[u32] {
-        match self
-            .requests
-            .binary_search_by(|meta| meta.id.as_str().cmp(request_id))
-        {
-            Ok(found) => &self.requests[found].blocks,
-            Err(_) => &[],
-        }
+        self.request(request_id)
+            .map_or(&[], |meta| meta.blocks.as_slice())
+    }
+
+    /// Times of a request's first and last record here, in ns.
+    pub fn request_times(&self, meta: &RequestMeta) -> (i64, i64) {
+        let first = self.min_ts.wrapping_add(meta.first_after_min as i64);
+        (first, first.wrapping_add(meta.duration as i64))
     }
 }
 

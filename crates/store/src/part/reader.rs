@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use tailwater_model::LogRecord;
 
-use super::{block, Footer, MAGIC, TRAILER_LEN};
+use super::block::DecodedBlock;
+use super::{Footer, MAGIC, TRAILER_LEN};
 
 /// Bytes read from the end of a part at open, in the hope that the footer
 /// fits (it is read again, whole, when it does not).
@@ -98,6 +99,19 @@ impl Part {
 
     /// The records of block `index`, checksum verified.
     pub fn read_block(&self, index: usize) -> Result<Vec<LogRecord>, PartError> {
+        let decoded = self.open_block(index)?;
+        (0..decoded.len())
+            .map(|position| decoded.record(position))
+            .collect::<Result<_, _>>()
+            .map_err(|reason| PartError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("block {index}: {reason}"),
+            })
+    }
+
+    /// Block `index`'s columns, checksum verified, to build records from
+    /// one at a time.
+    pub fn open_block(&self, index: usize) -> Result<DecodedBlock, PartError> {
         let meta = &self.footer.blocks[index];
         let mut compressed = vec![0u8; meta.len as usize];
         self.file
@@ -114,7 +128,7 @@ impl Part {
             return Err(corrupt(format!("block {index} checksum mismatch")));
         }
         let labels = &self.footer.streams[meta.stream as usize].labels;
-        block::decode(
+        DecodedBlock::new(
             &compressed,
             meta.raw_len as usize,
             &self.footer.partition.tenant,

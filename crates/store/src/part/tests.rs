@@ -174,3 +174,29 @@ fn damage_is_reported_not_hidden() {
     file.set_len(len - 5).unwrap();
     assert!(matches!(Part::open(&path), Err(PartError::Corrupt { .. })));
 }
+
+#[test]
+fn times_keep_every_nanosecond_whatever_unit_the_block_finds() {
+    let labels = super::writer::labels_of(&record(1, "r1", 0, "x"));
+    let base = 1_763_600_000_000_000_000i128;
+    for offsets in [
+        // A millisecond clock: stored in milliseconds.
+        vec![0, 1_000_000, 1_000_000, 5_000_000, 260_000_000],
+        // Nanoseconds, and one step back in time (wraps, still exact).
+        vec![0, 7, 1_000_000_003, 999_999_999, 2_000_000_000],
+        vec![0],
+    ] {
+        let records: Vec<LogRecord> = offsets
+            .iter()
+            .enumerate()
+            .map(|(n, offset)| LogRecord {
+                ts: Timestamp::from_nanosecond(base + offset).unwrap(),
+                ..record(n as u64 + 1, "r1", n as u64, &format!("line {n}"))
+            })
+            .collect();
+        let borrowed: Vec<&LogRecord> = records.iter().collect();
+        let (compressed, raw_len) = super::block::encode(&borrowed, 3);
+        let decoded = super::block::decode(&compressed, raw_len, "acme", &labels).unwrap();
+        assert_eq!(decoded, records);
+    }
+}

@@ -33,7 +33,7 @@ pub struct PartWriter {
     out: BufWriter<File>,
     offset: u64,
     footer: Footer,
-    requests: HashMap<String, RequestMeta>,
+    requests: HashMap<String, RequestSpan>,
     zstd_level: i32,
     finished: bool,
 }
@@ -132,8 +132,7 @@ impl PartWriter {
                 let entry =
                     self.requests
                         .entry(request_id.clone())
-                        .or_insert_with(|| RequestMeta {
-                            id: request_id.clone(),
+                        .or_insert_with(|| RequestSpan {
                             blocks: Vec::new(),
                             stream,
                             records: 0,
@@ -165,12 +164,25 @@ impl PartWriter {
     /// when it returns: the file and its directory entry are fsynced.
     pub fn finish(mut self) -> io::Result<(PathBuf, Footer)> {
         assert!(self.footer.records > 0, "a part holds at least one record");
-        let mut requests: Vec<RequestMeta> = self.requests.drain().map(|(_, meta)| meta).collect();
-        requests.sort_by(|a, b| a.id.cmp(&b.id));
-        for meta in &mut requests {
-            meta.blocks.sort_unstable();
-            meta.blocks.dedup();
-        }
+        let min_ts = self.footer.min_ts;
+        let mut requests: Vec<RequestMeta> = self
+            .requests
+            .drain()
+            .map(|(id, mut span)| {
+                span.blocks.sort_unstable();
+                span.blocks.dedup();
+                RequestMeta {
+                    key: super::request_key(&id),
+                    blocks: span.blocks,
+                    stream: span.stream,
+                    records: span.records,
+                    first_after_min: span.first_ts.wrapping_sub(min_ts) as u64,
+                    duration: span.last_ts.wrapping_sub(span.first_ts) as u64,
+                    status: span.status,
+                }
+            })
+            .collect();
+        requests.sort_by_key(|meta| meta.key);
         self.footer.requests = requests;
         let encoded = zstd::bulk::compress(
             &postcard::to_stdvec(&self.footer).expect("footer serializes"),
@@ -275,6 +287,16 @@ fn block_meta(
         outputs,
         words: words.build(),
     }
+}
+
+/// One request's records in the part being written.
+struct RequestSpan {
+    blocks: Vec<u32>,
+    stream: u32,
+    records: u64,
+    first_ts: i64,
+    last_ts: i64,
+    status: Option<i64>,
 }
 
 /// Sorted, disjoint, inclusive ranges of sequence numbers, built from
