@@ -35,7 +35,7 @@ pub mod wire;
 pub mod words;
 
 pub use filter::{Cursor, Direction, Filter, Labels, Query};
-pub use matcher::{Matcher, Pattern, Substring};
+pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
 pub use record::{Fields, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

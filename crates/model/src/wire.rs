@@ -6,7 +6,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::filter::{Cursor, Direction, Filter, Query};
-use crate::matcher::{Matcher, Pattern, Substring};
+use crate::matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
@@ -313,7 +313,7 @@ impl LogsParams {
     }
 
     /// The matcher of `label` (one of [`LABELS`]) from its four forms.
-    fn matcher(&mut self, label: &str) -> Result<Option<Matcher>, String> {
+    fn matcher(&mut self, label: &str, regex_size_limit: usize) -> Result<Option<Matcher>, String> {
         let mut given = Vec::new();
         for (name, value) in self.slots() {
             let Some(suffix) = name
@@ -334,8 +334,10 @@ impl LogsParams {
                 "{other} and {name} are both given: give one of {label}, {label}_not, {label}_re or {label}_not_re (a regex can say the rest, as in {label}_re=a|b)"
             ));
         }
-        let pattern =
-            || Pattern::whole(&value).map_err(|error| format!("invalid {name} '{value}': {error}"));
+        let pattern = || {
+            Pattern::whole_within(&value, regex_size_limit)
+                .map_err(|error| format!("invalid {name} '{value}': {error}"))
+        };
         Ok(Some(match suffix {
             "" => Matcher::Eq(value),
             "_not" => Matcher::Ne(value),
@@ -348,6 +350,17 @@ impl LogsParams {
     /// The filter these parameters describe; relative times count back from
     /// `now`.
     pub fn to_filter(&self, now: Timestamp) -> Result<Filter, String> {
+        self.to_filter_within(now, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// [`LogsParams::to_filter`], with regexes (and substrings) refused past
+    /// `regex_size_limit` bytes once compiled (the server's
+    /// `--regex-size-limit`).
+    pub fn to_filter_within(
+        &self,
+        now: Timestamp,
+        regex_size_limit: usize,
+    ) -> Result<Filter, String> {
         fn non_empty(value: &Option<String>) -> Option<String> {
             value.as_ref().filter(|v| !v.is_empty()).cloned()
         }
@@ -376,10 +389,10 @@ impl LogsParams {
         }
         let mut labels = self.clone();
         Ok(Filter {
-            app: labels.matcher("app")?,
-            version: labels.matcher("version")?,
-            runner: labels.matcher("runner")?,
-            boot: labels.matcher("boot")?,
+            app: labels.matcher("app", regex_size_limit)?,
+            version: labels.matcher("version", regex_size_limit)?,
+            runner: labels.matcher("runner", regex_size_limit)?,
+            boot: labels.matcher("boot", regex_size_limit)?,
             request_id: non_empty(&self.request),
             source: parsed::<Source>(&self.source)?,
             stream: parsed::<Stream>(&self.stream)?,
@@ -387,13 +400,13 @@ impl LogsParams {
             text: non_empty(&self.text).map(|text| Phrase::new(&text)),
             contains: contains
                 .map(|text| {
-                    Substring::new(&text, case_sensitive)
+                    Substring::within(&text, case_sensitive, regex_size_limit)
                         .map_err(|error| format!("invalid contains: {error}"))
                 })
                 .transpose()?,
             regex: non_empty(&self.regex)
                 .map(|source| {
-                    Pattern::search(&source)
+                    Pattern::search_within(&source, regex_size_limit)
                         .map_err(|error| format!("invalid regex '{source}': {error}"))
                 })
                 .transpose()?,
@@ -405,6 +418,15 @@ impl LogsParams {
 
     /// The page query these parameters describe.
     pub fn to_query(&self, now: Timestamp) -> Result<Query, String> {
+        self.to_query_within(now, DEFAULT_REGEX_SIZE_LIMIT)
+    }
+
+    /// [`LogsParams::to_query`] with [`LogsParams::to_filter_within`].
+    pub fn to_query_within(
+        &self,
+        now: Timestamp,
+        regex_size_limit: usize,
+    ) -> Result<Query, String> {
         let limit = match self.limit.as_deref().filter(|v| !v.is_empty()) {
             None => DEFAULT_PAGE_LIMIT,
             Some(text) => match text.parse::<usize>() {
@@ -417,7 +439,7 @@ impl LogsParams {
             },
         };
         Ok(Query {
-            filter: self.to_filter(now)?,
+            filter: self.to_filter_within(now, regex_size_limit)?,
             direction: self
                 .direction
                 .as_deref()

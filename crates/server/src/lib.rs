@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
+    /// Most memory one query regex (or substring, or label regex) may take
+    /// once compiled, in bytes; larger ones are refused with 400.
+    pub regex_size_limit: usize,
 }
 
 impl ServerConfig {
@@ -56,6 +59,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            regex_size_limit: tailwater_model::DEFAULT_REGEX_SIZE_LIMIT,
         }
     }
 }
@@ -71,6 +75,8 @@ pub struct AppState {
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
+    /// See [`ServerConfig::regex_size_limit`].
+    pub regex_size_limit: usize,
 }
 
 /// A server serving in the background.
@@ -116,6 +122,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
+        regex_size_limit: config.regex_size_limit,
     };
     let stopping = state.stopping.clone();
     spawn_store_upkeep(

@@ -44,7 +44,7 @@ pub async fn history(
 ) -> Result<Json<LogsPage>, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs)?;
     let query = params
-        .to_query(Timestamp::now())
+        .to_query_within(Timestamp::now(), state.regex_size_limit)
         .map_err(ApiError::bad_request)?;
     let store = state.store.clone();
     let page = tokio::task::spawn_blocking(move || store.query(&tenant, &query))
@@ -75,7 +75,7 @@ pub async fn tail(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs)?;
     let filter = params
-        .to_filter(Timestamp::now())
+        .to_filter_within(Timestamp::now(), state.regex_size_limit)
         .map_err(ApiError::bad_request)?;
     let last_event_id = match headers.get("last-event-id") {
         None => None,

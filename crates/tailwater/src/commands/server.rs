@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
+    /// Most memory one query regex (or `contains` text, or label regex) may
+    /// take once compiled, in bytes; larger ones are refused with a 400.
+    #[arg(long, default_value_t = tailwater_model::DEFAULT_REGEX_SIZE_LIMIT)]
+    regex_size_limit: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,6 +65,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
+    config.regex_size_limit = args.regex_size_limit;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;
