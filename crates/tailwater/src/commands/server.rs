@@ -61,6 +61,13 @@ enum DurabilityArg {
 
 pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     super::init_tracing("info");
+    // mimalloc asks for transparent huge pages on its arenas; each page it
+    // returns and touches again is then 2 MiB to zero. Without them the
+    // store's ingest spends half the system time and a full scan peaks a
+    // quarter lower (BENCHMARKS.md). Only the server: the agent's worker
+    // would inherit the setting.
+    // SAFETY: prctl with integer arguments; it changes no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     let mut config = ServerConfig::new(args.data.clone());
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
