@@ -151,6 +151,10 @@ struct Options {
     /// The common term to search for.
     #[arg(long, default_value = corpus::COMMON_TERM)]
     common_term: String,
+    /// The message regex to search for (the regex crate's syntax, which rg
+    /// shares for the baseline).
+    #[arg(long, default_value = query::REGEX)]
+    regex: String,
     /// The tailwater binary the server figures run [default: the one next
     /// to this benchmark, target/release/tailwater].
     #[arg(long, value_name = "PATH")]
@@ -304,7 +308,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         if figures.query {
             eprintln!("timing queries");
             let runs = options.runs.unwrap_or(if options.quick { 5 } else { 9 }) as usize;
-            rows.extend(query::run(&ingested, &grep, runs, &options.common_term)?);
+            rows.extend(query::run(
+                &ingested,
+                &grep,
+                runs,
+                &options.common_term,
+                &options.regex,
+            )?);
         }
         if figures.memory {
             eprintln!("measuring peak memory of a full scan");

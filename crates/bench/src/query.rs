@@ -7,7 +7,9 @@
 //!   the range;
 //! - one request's records, a rare term and a common term, beside `rg` over
 //!   the raw text (or, without `rg`, an in-process `memchr::memmem` scan of
-//!   the file).
+//!   the file);
+//! - a message regex (an alternation, as people search for either of two
+//!   failures), beside `rg` with the same regex (no baseline without `rg`).
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -18,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use memchr::memmem;
-use tailwater_model::{Direction, Filter, Phrase, Query};
+use tailwater_model::{Direction, Filter, Pattern, Phrase, Query};
 use tailwater_store::{Store, StoreOptions};
 
 use crate::corpus::RARE_TERM;
@@ -27,6 +29,9 @@ use crate::measure::{median, millis, Row, Unit};
 
 /// The page size of every query, and the most matches a baseline looks for.
 const PAGE: usize = 100;
+/// The regex of the regex figure, unless `--regex` says otherwise: two
+/// failures a worker's traceback ends with.
+pub const REGEX: &str = "Connection reset by peer|CUDA error: device-side assert";
 const MS_TARGET: f64 = 10.0;
 const RUNNER_FILE_BASELINE: &str = "that runner's own file (each line after its RFC 3339 time, as a container runtime keeps one), read and scanned for its last 100 lines in the range";
 
@@ -61,13 +66,36 @@ impl Grep {
         }
     }
 
-    /// The `rg` command line of a search; `None` without `rg`. `mmap: false`
-    /// makes rg read instead of mapping the file (whose pages would count
-    /// as its memory).
+    /// What the regex baseline is.
+    pub fn describe_regex(&self) -> String {
+        match self {
+            Grep::Rg(version) => format!(
+                "{version} -c -m {PAGE} with the same regex over the raw text, one process per search (its start-up included)"
+            ),
+            Grep::Memmem => "n/a: rg is not installed".to_owned(),
+        }
+    }
+
+    /// The `rg` command line of a search for `needle` as written; `None`
+    /// without `rg`. `mmap: false` makes rg read instead of mapping the file
+    /// (whose pages would count as its memory).
     pub fn rg_command(
         &self,
         file: &Path,
         needle: &str,
+        ignore_case: bool,
+        mmap: bool,
+    ) -> Option<Command> {
+        self.rg(file, needle, true, ignore_case, mmap)
+    }
+
+    /// The `rg` command line of a search for `pattern`, as written
+    /// (`fixed`) or as a regex; `None` without `rg`.
+    fn rg(
+        &self,
+        file: &Path,
+        pattern: &str,
+        fixed: bool,
         ignore_case: bool,
         mmap: bool,
     ) -> Option<Command> {
@@ -76,15 +104,20 @@ impl Grep {
         command
             .env_remove("RIPGREP_CONFIG_PATH")
             .arg(if mmap { "--mmap" } else { "--no-mmap" })
-            .args(["--count", "--fixed-strings", "--text", "--max-count"])
+            .arg(if fixed {
+                "--fixed-strings"
+            } else {
+                "--no-fixed-strings"
+            })
+            .args(["--count", "--text", "--max-count"])
             .arg(PAGE.to_string())
             .arg(if ignore_case {
                 "--ignore-case"
             } else {
                 "--case-sensitive"
             })
-            .arg("--")
-            .arg(needle)
+            .arg("--regexp")
+            .arg(pattern)
             .arg(file);
         Some(command)
     }
@@ -92,25 +125,34 @@ impl Grep {
     /// Matching lines (rg) or matches (memmem) of `needle`, at most [`PAGE`].
     pub fn search(&self, file: &Path, needle: &str, ignore_case: bool) -> anyhow::Result<usize> {
         // rg's own choice: a single file is mapped.
-        let Some(mut command) = self.rg_command(file, needle, ignore_case, true) else {
-            return memmem_count(file, needle.as_bytes(), PAGE)
-                .with_context(|| format!("cannot scan {}", file.display()));
-        };
-        let output = command.output().context("cannot run rg")?;
-        match output.status.code() {
-            Some(0) => String::from_utf8_lossy(&output.stdout)
-                .trim()
-                .parse()
-                .context(
-                    "rg printed something other than a count: check that rg on PATH is ripgrep",
-                ),
-            Some(1) => Ok(0),
-            _ => bail!(
-                "rg failed ({}): {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
+        match self.rg_command(file, needle, ignore_case, true) {
+            Some(command) => rg_count(command),
+            None => memmem_count(file, needle.as_bytes(), PAGE)
+                .with_context(|| format!("cannot scan {}", file.display())),
         }
+    }
+
+    /// Lines matching the regex `pattern`, at most [`PAGE`]; `None` without
+    /// `rg`.
+    pub fn search_regex(&self, file: &Path, pattern: &str) -> Option<anyhow::Result<usize>> {
+        self.rg(file, pattern, false, false, true).map(rg_count)
+    }
+}
+
+/// Runs an `rg --count` command: its count, 0 when nothing matched.
+fn rg_count(mut command: Command) -> anyhow::Result<usize> {
+    let output = command.output().context("cannot run rg")?;
+    match output.status.code() {
+        Some(0) => String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .context("rg printed something other than a count: check that rg on PATH is ripgrep"),
+        Some(1) => Ok(0),
+        _ => bail!(
+            "rg failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
     }
 }
 
@@ -164,6 +206,7 @@ pub fn run(
     grep: &Grep,
     runs: usize,
     common_term: &str,
+    regex: &str,
 ) -> anyhow::Result<Vec<Row>> {
     let opened = Instant::now();
     let store = Store::open(&ingested.store_dir, StoreOptions::default()).with_context(|| {
@@ -239,6 +282,23 @@ pub fn run(
             None => row,
         });
     }
+
+    let pattern = Pattern::search(regex)
+        .map_err(|error| anyhow::anyhow!("invalid --regex '{regex}': {error}"))?;
+    let store_regex = page(Filter {
+        regex: Some(pattern),
+        ..Filter::default()
+    });
+    let figure = format!("regex '{regex}'");
+    rows.push(match grep.search_regex(raw, regex) {
+        Some(_) => compare(runs, store_regex, || {
+            grep.search_regex(raw, regex).expect("rg was found")
+        })?
+        .row(&figure, &grep.describe_regex()),
+        None => Row::new(&figure, Unit::Milliseconds, None, None)
+            .baseline_is("—")
+            .note("n/a: rg is not installed (apt-get install ripgrep), and this figure's baseline is rg's regex search"),
+    });
     Ok(rows)
 }
 

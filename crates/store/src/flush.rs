@@ -109,9 +109,11 @@ impl Inner {
         let mut partitions: BTreeMap<Partition, Vec<(&StreamLabels, Vec<&LogRecord>)>> =
             BTreeMap::new();
         for (stream, records) in table.streams() {
-            let mut current: Option<(String, Vec<&LogRecord>)> = None;
+            // Runs of records of one UTC day, found by day number; the day's
+            // name is formatted once a run.
+            let mut current: Option<(i64, Vec<&LogRecord>)> = None;
             for record in records {
-                let day = day_of(timestamp_ns(record.ts));
+                let day = timestamp_ns(record.ts).div_euclid(NANOS_PER_DAY);
                 match &mut current {
                     Some((current_day, run)) if *current_day == day => run.push(record),
                     _ => {
@@ -319,9 +321,12 @@ impl Inner {
     }
 }
 
-fn partition(tenant: &str, labels: &StreamLabels, day: String) -> Partition {
+const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
+
+/// The partition of a stream's records on day number `day` (since the epoch).
+fn partition(tenant: &str, labels: &StreamLabels, day: i64) -> Partition {
     Partition {
-        day,
+        day: day_of(day * NANOS_PER_DAY),
         tenant: tenant.to_owned(),
         app: labels.app.clone(),
     }

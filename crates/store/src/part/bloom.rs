@@ -6,6 +6,9 @@
 //! take most of the filter's bits. [`WordBloom::may_contain`] answers `true`
 //! for them.
 
+use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
 use serde::{Deserialize, Serialize};
 use tailwater_model::words::words;
 use xxhash_rust::xxh3::xxh3_128;
@@ -21,10 +24,11 @@ fn is_indexed(word: &str) -> bool {
     word.len() > MAX_UNINDEXED_DIGITS || !word.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Collects the words of a block's messages.
+/// Collects the words of a block's messages, each distinct word once (a
+/// block repeats most of its words many times).
 #[derive(Default)]
 pub struct BloomBuilder {
-    hashes: Vec<u128>,
+    hashes: HashSet<u128, BuildHasherDefault<AlreadyHashed>>,
     lowercase: Vec<u8>,
 }
 
@@ -35,17 +39,38 @@ impl BloomBuilder {
             if !is_indexed(word) {
                 continue;
             }
-            self.lowercase.clear();
-            self.lowercase
-                .extend(word.bytes().map(|b| b.to_ascii_lowercase()));
-            self.hashes.push(xxh3_128(&self.lowercase));
+            let hash = if word.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.lowercase.clear();
+                self.lowercase
+                    .extend(word.bytes().map(|b| b.to_ascii_lowercase()));
+                xxh3_128(&self.lowercase)
+            } else {
+                xxh3_128(word.as_bytes())
+            };
+            self.hashes.insert(hash);
         }
     }
 
-    pub fn build(mut self) -> WordBloom {
-        self.hashes.sort_unstable();
-        self.hashes.dedup();
-        WordBloom::from_hashes(&self.hashes)
+    pub fn build(self) -> WordBloom {
+        WordBloom::from_hashes(self.hashes.into_iter())
+    }
+}
+
+/// The set's hasher for keys that are already hashes: their low bits.
+#[derive(Default)]
+struct AlreadyHashed(u64);
+
+impl Hasher for AlreadyHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u128 hashes are keys");
+    }
+
+    fn write_u128(&mut self, hash: u128) {
+        self.0 = hash as u64;
     }
 }
 
@@ -69,13 +94,13 @@ impl WordBloom {
     }
 
     /// A filter holding the words with these hashes (distinct).
-    fn from_hashes(hashes: &[u128]) -> WordBloom {
+    fn from_hashes(hashes: impl ExactSizeIterator<Item = u128>) -> WordBloom {
         let bit_count = (hashes.len() * BITS_PER_WORD).max(64).next_multiple_of(64);
         let mut bloom = WordBloom {
             bits: vec![0; bit_count / 64],
         };
         for hash in hashes {
-            for bit in probes(*hash, bit_count as u64) {
+            for bit in probes(hash, bit_count as u64) {
                 bloom.bits[(bit / 64) as usize] |= 1 << (bit % 64);
             }
         }
