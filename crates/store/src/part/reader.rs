@@ -55,6 +55,14 @@ impl Part {
             .map_err(io_error)?;
         let trailer = &tail[tail.len() - TRAILER_LEN..];
         if &trailer[8..16] != MAGIC {
+            if trailer[8..14] == MAGIC[..6] {
+                // TWPARTnn of another version: kept in quarantine, not lost.
+                return Err(corrupt(&format!(
+                    "written in part format {} by another tailwater version; this one reads {}",
+                    String::from_utf8_lossy(&trailer[8..16]),
+                    String::from_utf8_lossy(MAGIC)
+                )));
+            }
             return Err(corrupt("no part trailer (magic) at its end"));
         }
         let footer_len = u32::from_le_bytes(trailer[0..4].try_into().unwrap()) as u64;

@@ -200,3 +200,19 @@ fn times_keep_every_nanosecond_whatever_unit_the_block_finds() {
         assert_eq!(decoded, records);
     }
 }
+
+#[test]
+fn a_part_of_another_format_version_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = write_part(dir.path(), "p1", &partition(), &sample()).unwrap();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.write_all_at(b"02", len - 2).unwrap();
+    match Part::open(&path) {
+        Err(PartError::Corrupt { reason, .. }) => assert_eq!(
+            reason,
+            "written in part format TWPART02 by another tailwater version; this one reads TWPART03"
+        ),
+        other => panic!("{:?}", other.map(|part| part.footer.records)),
+    }
+}
