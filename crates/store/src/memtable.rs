@@ -25,8 +25,14 @@ use tailwater_model::{Cursor, LogRecord};
 
 use crate::part::StreamLabels;
 
-/// Estimated memory of a record beyond its message, fields and request id.
-const RECORD_OVERHEAD_BYTES: usize = 200;
+/// What one heap allocation costs beyond the bytes asked for (size-class
+/// rounding and the allocator's own bookkeeping), roughly.
+const ALLOCATION_OVERHEAD_BYTES: usize = 16;
+/// One node of a record's field map (serde_json's map is a B-tree of up to
+/// 11 entries a node; a record with one field still holds a whole node).
+const FIELD_NODE_BYTES: usize = 11
+    * (std::mem::size_of::<String>() + std::mem::size_of::<serde_json::Value>())
+    + 2 * ALLOCATION_OVERHEAD_BYTES;
 
 /// Records not yet in parts: the active table and the frozen ones.
 pub(crate) struct Memtable {
@@ -76,9 +82,15 @@ impl Memtable {
         self.active.insert_stream(records, segment);
     }
 
-    /// Estimated memory of the active table.
+    /// Estimated memory of the active table: its records as the vector
+    /// holds them (with its spare capacity), what each record holds on the
+    /// heap, and the streams' time-order index.
     pub fn active_bytes(&self) -> usize {
-        self.active.bytes
+        let table = &self.active;
+        let index: usize = table.streams.iter().map(|s| s.order.capacity()).sum();
+        table.records.capacity() * std::mem::size_of::<LogRecord>()
+            + table.bytes
+            + index * std::mem::size_of::<u32>()
     }
 
     pub fn active_is_empty(&self) -> bool {
@@ -383,26 +395,43 @@ impl<'a> Iterator for Merge<'a> {
     }
 }
 
+/// Estimated heap memory a record holds: each of its strings (labels
+/// included: every record has its own copies) and its field map.
 pub(crate) fn estimated_bytes(record: &LogRecord) -> usize {
+    fn string(text: &str) -> usize {
+        if text.is_empty() {
+            0
+        } else {
+            text.len() + ALLOCATION_OVERHEAD_BYTES
+        }
+    }
+    let labels = [
+        &record.tenant,
+        &record.app,
+        &record.version,
+        &record.runner,
+        &record.boot,
+    ]
+    .iter()
+    .map(|label| string(label))
+    .sum::<usize>();
     let fields = if record.fields.is_empty() {
         0
     } else {
         // Keys and values, roughly, without serializing them.
-        record
-            .fields
-            .iter()
-            .map(|(key, value)| {
-                key.len()
-                    + 48
-                    + match value {
-                        serde_json::Value::String(text) => text.len(),
-                        _ => 16,
-                    }
-            })
-            .sum()
+        record.fields.len().div_ceil(11) * FIELD_NODE_BYTES
+            + record
+                .fields
+                .iter()
+                .map(|(key, value)| {
+                    string(key)
+                        + match value {
+                            serde_json::Value::String(text) => string(text),
+                            serde_json::Value::Array(_) | serde_json::Value::Object(_) => 128,
+                            _ => 0,
+                        }
+                })
+                .sum::<usize>()
     };
-    RECORD_OVERHEAD_BYTES
-        + record.message.len()
-        + fields
-        + record.request_id.as_ref().map_or(0, String::len)
+    labels + string(&record.message) + fields + record.request_id.as_deref().map_or(0, string)
 }
