@@ -196,10 +196,10 @@ impl Inner {
 
     /// Merges parts of like size: in each partition, parts smaller than
     /// [`crate::StoreOptions::merged_part_bytes`] fall in tiers by size
-    /// (each tier four times the one below, from 1 MiB), and a tier with
-    /// [`crate::StoreOptions::merge_min_parts`] parts is merged into one of
-    /// the next. A record is rewritten once per tier, not once per merge.
-    /// Returns how many merges ran.
+    /// (each tier [`crate::StoreOptions::merge_min_parts`] times the one
+    /// below, from [`crate::MERGE_TIER_BASE_BYTES`]), and a tier with that
+    /// many parts is merged into one of the next. A record is rewritten once
+    /// per tier, not once per merge. Returns how many merges ran.
     pub(crate) fn merge_all(&self) -> Result<usize, StoreError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         let mut tiers: BTreeMap<(Partition, u32), Vec<Arc<Part>>> = BTreeMap::new();
@@ -211,7 +211,9 @@ impl Inner {
         for part in &self.read().parts {
             if part.file_len < self.options.merged_part_bytes && !unmergeable.contains(part.path())
             {
-                let tier = (part.file_len >> 20).max(1).ilog(4);
+                let tier = (part.file_len / crate::MERGE_TIER_BASE_BYTES)
+                    .max(1)
+                    .ilog(self.options.merge_min_parts.max(2) as u64);
                 tiers
                     .entry((part.footer.partition.clone(), tier))
                     .or_default()
