@@ -199,7 +199,10 @@ fn regex_words(source: &str) -> (Vec<String>, Vec<Vec<String>>) {
     word_sets.sort();
     word_sets.dedup();
     // Words in every alternative are simply required.
-    let mut required = word_sets[0].clone();
+    let Some(first) = word_sets.first() else {
+        return (Vec::new(), Vec::new());
+    };
+    let mut required = first.clone();
     required.retain(|word| word_sets.iter().all(|set| set.contains(word)));
     for set in &mut word_sets {
         set.retain(|word| !required.contains(word));

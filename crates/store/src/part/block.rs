@@ -62,7 +62,17 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
     let (mut previous_ts, mut previous_id, mut previous_seq) = (first_ts, 0i64, 0i64);
     let mut ts_unit = 0u64;
     columns.first_ts = first_ts;
+    // Every column's room at once: growing them record by record copied
+    // each one several times.
+    let message_bytes: usize = records.iter().map(|record| record.message.len() + 1).sum();
+    columns.messages.reserve(message_bytes);
+    columns.fields.reserve(records.len());
+    for column in [&mut columns.id, &mut columns.seq] {
+        column.reserve(records.len());
+    }
     columns.ts.reserve(records.len());
+    columns.kind.reserve(records.len());
+    columns.request.reserve(records.len());
     for (position, record) in records.iter().enumerate() {
         let ts = timestamp_ns(record.ts);
         let delta = ts.wrapping_sub(previous_ts) as u64;
