@@ -4,10 +4,11 @@
 //! matchers against the partition's app and each stream's labels, time,
 //! levels, output streams, request index, and the words a phrase, substring
 //! or regex requires against each block's word filter, alternations as
-//! "all the words of one branch"). They are opened
-//! lazily, in order of their first possible record, and merged with the
-//! memtable through a heap, so a page reads only the blocks it needs and
-//! memory stays bounded by the blocks that overlap in time.
+//! "all the words of one branch"). They are opened lazily, in order of
+//! their first possible record, and merged with the memtable through a
+//! heap; a block's records are built one at a time as the page takes them,
+//! and a block is let go once read through. So a page reads only the blocks
+//! it needs, and memory stays bounded by the blocks that overlap in time.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -368,13 +369,16 @@ pub(crate) fn page(
     let push_next = |heap: &mut BinaryHeap<Head>,
                      sources: &mut Vec<Box<dyn Iterator<Item = LogRecord> + '_>>,
                      source: usize| {
-        if let Some(record) = sources[source].next() {
-            heap.push(Head {
+        match sources[source].next() {
+            Some(record) => heap.push(Head {
                 position: Cursor::of(&record),
                 backward,
                 source,
                 record,
-            });
+            }),
+            // Done: let its block go now, not at the end of the page, so a
+            // page that reads through many blocks holds one at a time.
+            None => sources[source] = Box::new(std::iter::empty()),
         }
     };
     sources.push(Box::new(
@@ -398,11 +402,10 @@ pub(crate) fn page(
                 break;
             }
             let next = pending.pop().expect("peeked");
-            if let Some(block) = open_block_or_report(next.part, next.block) {
-                sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
-            } else {
+            let Some(block) = open_block_or_report(next.part, next.block) else {
                 continue;
-            }
+            };
+            sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
             let source = sources.len() - 1;
             push_next(&mut heap, &mut sources, source);
         }
