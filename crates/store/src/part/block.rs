@@ -52,9 +52,28 @@ struct Columns {
 
 const LEVEL_BITS: u8 = 3;
 
+thread_local! {
+    /// One zstd decompression context a thread, made on first use: setting
+    /// one up for every block read was a measurable part of a scan.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Encodes records (of one stream, in time order) into a compressed block;
 /// returns it and its uncompressed length.
 pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
+    let mut compressor =
+        zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
+    encode_with(records, &mut compressor)
+}
+
+/// [`encode`] with a compressor kept by the caller: a zstd context costs
+/// about a megabyte of tables to set up, so a part's writer makes one for
+/// all its blocks.
+pub fn encode_with(
+    records: &[&LogRecord],
+    compressor: &mut zstd::bulk::Compressor<'_>,
+) -> (Vec<u8>, usize) {
     let mut columns = Columns::default();
     let by_line = !records.iter().any(|record| record.message.contains('\n'));
     let mut request_positions = std::collections::HashMap::new();
@@ -122,7 +141,9 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
         *delta /= columns.ts_unit;
     }
     let encoded = postcard::to_stdvec(&columns).expect("columns serialize");
-    let compressed = zstd::bulk::compress(&encoded, zstd_level).expect("zstd compresses in memory");
+    let compressed = compressor
+        .compress(&encoded)
+        .expect("zstd compresses in memory");
     (compressed, encoded.len())
 }
 
@@ -156,7 +177,14 @@ impl DecodedBlock {
         tenant: &str,
         labels: &StreamLabels,
     ) -> Result<DecodedBlock, String> {
-        let encoded = zstd::bulk::decompress(compressed, raw_len)
+        let encoded = DECOMPRESSOR
+            .with_borrow_mut(|decompressor| {
+                let decompressor = match decompressor {
+                    Some(decompressor) => decompressor,
+                    None => decompressor.insert(zstd::bulk::Decompressor::new()?),
+                };
+                decompressor.decompress(compressed, raw_len)
+            })
             .map_err(|error| format!("block does not decompress: {error}"))?;
         let columns: Columns = postcard::from_bytes(&encoded)
             .map_err(|error| format!("block does not decode: {error}"))?;

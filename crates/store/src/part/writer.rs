@@ -34,7 +34,7 @@ pub struct PartWriter {
     offset: u64,
     footer: Footer,
     requests: HashMap<String, RequestSpan>,
-    zstd_level: i32,
+    compressor: zstd::bulk::Compressor<'static>,
     finished: bool,
 }
 
@@ -69,7 +69,7 @@ impl PartWriter {
                 replaces: Vec::new(),
             },
             requests: HashMap::new(),
-            zstd_level,
+            compressor: zstd::bulk::Compressor::new(zstd_level)?,
             finished: false,
         })
     }
@@ -120,7 +120,7 @@ impl PartWriter {
     ) -> io::Result<()> {
         let records: Vec<&LogRecord> = chunk.iter().map(Borrow::borrow).collect();
         let block_index = self.footer.blocks.len() as u32;
-        let (compressed, raw_len) = block::encode(&records, self.zstd_level);
+        let (compressed, raw_len) = block::encode_with(&records, &mut self.compressor);
         let meta = block_meta(stream, self.offset, &records, &compressed, raw_len);
         self.out.write_all(&compressed)?;
         self.offset += compressed.len() as u64;
