@@ -45,6 +45,7 @@ use crate::control::ControlSocket;
 use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
 use crate::requests::Requests;
+pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES};
 pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
@@ -101,6 +102,9 @@ pub struct AgentConfig {
     /// Where the control socket goes; a private temporary directory if not
     /// given.
     pub control_socket: Option<PathBuf>,
+    /// With nothing shipped for this long, an empty batch says the runner is
+    /// alive (`None`: no heartbeats).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -127,6 +131,7 @@ impl AgentConfig {
             health: None,
             proxy: None,
             control_socket: None,
+            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
         }
     }
 
@@ -137,6 +142,18 @@ impl AgentConfig {
             bytes_per_second: self.rate_bytes,
         }
     }
+}
+
+/// Keeps the agent's own memory small: no transparent huge pages for this
+/// process. The allocator (mimalloc, chosen for the server) asks for huge
+/// pages, so each thread's first allocation would fault in 2 MiB; the agent
+/// lives beside a GPU worker for its whole life and needs a few MiB. Call it
+/// first thing in `main`, before the threads start. The worker gets the
+/// machine's own policy back (see [`supervisor`]).
+pub fn stay_small() {
+    // SAFETY: prctl with integer arguments; a refusal (an old kernel)
+    // leaves the default.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// A runner id for a worker that was given none: `r-` and 8 hex digits.
@@ -179,7 +196,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let mut shipper = tokio::spawn(shipper::ship(
         client.clone(),
         outbox.clone(),
-        config.rate_limit(),
+        shipper::ShipOptions {
+            rate: config.rate_limit(),
+            heartbeat: config.heartbeat_interval,
+        },
     ));
     if let Some(error) = no_control {
         outbox.system_warning(format!(

@@ -86,6 +86,9 @@ pub const FLAG_UNMETERED: u8 = 1;
 /// [`Tally::to_fields`]). When the cap drops it before it was shipped, its
 /// tally is counted again, in the next report.
 pub const FLAG_DROP_REPORT: u8 = 2;
+/// The record is a line as the capture read it ([`Captured`]): it is parsed
+/// when it is read for shipping, so the capture path only copies bytes.
+pub const FLAG_CAPTURED: u8 = 4;
 
 /// Why records were dropped.
 pub const REASON_SPOOL_FULL: &str = "spool_full";
@@ -227,6 +230,22 @@ impl Tally {
             }),
         }
     }
+}
+
+/// A line as the capture read it, not parsed yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<'a> {
+    pub stream: Stream,
+    /// The line without its ending; any bytes, valid UTF-8 or not.
+    pub bytes: &'a [u8],
+    /// The line goes on in the next record (it was longer than the maximum).
+    pub continued: bool,
+    /// The one request in flight when it was written, if exactly one was.
+    pub in_request: Option<&'a str>,
+    /// A kept state of a line rewritten with `\r`: how many states it
+    /// stands for (itself and those not kept before it), and whether it is
+    /// the line's final state.
+    pub progress: Option<(u32, bool)>,
 }
 
 /// The spool could not be opened.
@@ -555,13 +574,31 @@ impl Spool {
     /// Appends a record of this boot. Returns whether the write buffer was
     /// empty before (someone should flush it soon).
     pub fn append(&mut self, record: &IngestRecord, flags: u8, line_bytes: u64) -> bool {
-        let was_empty = self.buffer.is_empty();
+        debug_assert_eq!(flags & FLAG_CAPTURED, 0);
         let prefix = Prefix {
             flags,
             seq: record.seq,
             ts: timestamp_ns(record.ts),
             line_bytes: line_bytes.min(u32::MAX as u64) as u32,
         };
+        self.append_frame(prefix, |buffer| encode_record(record, buffer))
+    }
+
+    /// Appends a captured line of this boot, stamped with `seq` and `ts`
+    /// (nanoseconds); see [`Spool::append`].
+    pub fn append_captured(&mut self, seq: u64, ts: i64, line: &Captured<'_>, flags: u8) -> bool {
+        let prefix = Prefix {
+            flags: flags | FLAG_CAPTURED,
+            seq,
+            ts,
+            line_bytes: line.bytes.len().min(u32::MAX as usize) as u32,
+        };
+        self.append_frame(prefix, |buffer| encode_captured(line, buffer))
+    }
+
+    fn append_frame(&mut self, prefix: Prefix, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let was_empty = self.buffer.is_empty();
+        let flags = prefix.flags;
         if !self.segments.back().is_some_and(|s| s.open) {
             if let Err(error) = self.start_segment() {
                 self.problem(format!(
@@ -578,7 +615,7 @@ impl Spool {
         let at = self.buffer.len();
         self.buffer.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
         prefix.encode(&mut self.buffer);
-        encode_record(record, &mut self.buffer);
+        encode(&mut self.buffer);
         seal_frame(&mut self.buffer, at);
         let frame_bytes = (self.buffer.len() - at) as u64;
 
@@ -1056,7 +1093,7 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}{SEGMENT_SUFFIX}"))
 }
 
-fn timestamp_ns(ts: jiff::Timestamp) -> i64 {
+pub fn timestamp_ns(ts: jiff::Timestamp) -> i64 {
     ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
@@ -1101,11 +1138,7 @@ const BIT_REQUEST_ID: u8 = 2;
 
 /// Appends a record's body after its prefix (see the module's doc).
 fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
-    let stream = match record.stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
-        Stream::System => 2,
-    };
+    let stream = stream_code(record.stream);
     let level = Level::ALL
         .iter()
         .position(|level| *level == record.level)
@@ -1132,6 +1165,82 @@ fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
     buffer[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+const BIT_CONTINUED: u8 = 1;
+const BIT_IN_REQUEST: u8 = 2;
+const BIT_PROGRESS: u8 = 4;
+const BIT_PROGRESS_FINAL: u8 = 8;
+
+/// Appends a captured line's body after its prefix: `stream: u8`, `bits:
+/// u8`, the progress count (`u32`, when a progress state), the request in
+/// flight (length-prefixed, when there was one), then the line's bytes to
+/// the end of the frame.
+fn encode_captured(line: &Captured<'_>, buffer: &mut Vec<u8>) {
+    let mut bits = 0;
+    if line.continued {
+        bits |= BIT_CONTINUED;
+    }
+    if line.in_request.is_some() {
+        bits |= BIT_IN_REQUEST;
+    }
+    match line.progress {
+        Some((_, true)) => bits |= BIT_PROGRESS | BIT_PROGRESS_FINAL,
+        Some((_, false)) => bits |= BIT_PROGRESS,
+        None => {}
+    }
+    buffer.extend_from_slice(&[stream_code(line.stream), bits]);
+    if let Some((updates, _)) = line.progress {
+        buffer.extend_from_slice(&updates.to_le_bytes());
+    }
+    if let Some(request) = line.in_request {
+        put_bytes(buffer, request.as_bytes());
+    }
+    buffer.extend_from_slice(line.bytes);
+}
+
+fn decode_captured(mut body: &[u8]) -> Option<Captured<'_>> {
+    let (&[stream, bits], rest) = body.split_first_chunk::<2>()?;
+    body = rest;
+    let progress = if bits & BIT_PROGRESS != 0 {
+        let (updates, rest) = body.split_first_chunk::<4>()?;
+        body = rest;
+        Some((u32::from_le_bytes(*updates), bits & BIT_PROGRESS_FINAL != 0))
+    } else {
+        None
+    };
+    let in_request = if bits & BIT_IN_REQUEST != 0 {
+        let (len, rest) = body.split_first_chunk::<4>()?;
+        let (request, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+        body = rest;
+        Some(std::str::from_utf8(request).ok()?)
+    } else {
+        None
+    };
+    Some(Captured {
+        stream: stream_from_code(stream)?,
+        bytes: body,
+        continued: bits & BIT_CONTINUED != 0,
+        in_request,
+        progress,
+    })
+}
+
+fn stream_code(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+        Stream::System => 2,
+    }
+}
+
+fn stream_from_code(code: u8) -> Option<Stream> {
+    match code {
+        0 => Some(Stream::Stdout),
+        1 => Some(Stream::Stderr),
+        2 => Some(Stream::System),
+        _ => None,
+    }
+}
+
 fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
     buffer.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buffer.extend_from_slice(bytes);
@@ -1140,6 +1249,14 @@ fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
 /// The record of `prefix` and the rest of its body; `None` if it does not
 /// decode.
 fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRecord> {
+    if prefix.flags & FLAG_CAPTURED != 0 {
+        let line = decode_captured(body)?;
+        return Some(crate::outbox::parse_captured(
+            prefix.seq,
+            timestamp(prefix.ts),
+            &line,
+        ));
+    }
     fn take<'a>(body: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
         let (taken, rest) = body.split_at_checked(len)?;
         *body = rest;
@@ -1152,12 +1269,7 @@ fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRecord> {
     let &[stream, level, bits] = take(&mut body, 3)? else {
         return None;
     };
-    let stream = match stream {
-        0 => Stream::Stdout,
-        1 => Stream::Stderr,
-        2 => Stream::System,
-        _ => return None,
-    };
+    let stream = stream_from_code(stream)?;
     let level = *Level::ALL.get(level as usize)?;
     let message = string(&mut body)?;
     let request_id = string(&mut body)?;

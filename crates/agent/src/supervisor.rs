@@ -124,10 +124,19 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
     if config.unbuffered {
         command.env("PYTHONUNBUFFERED", "1");
     }
+    // SAFETY: only async-signal-safe calls between fork and exec. The
+    // agent's "no huge pages" (`stay_small`) would pass over exec: the
+    // worker gets the machine's policy back.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+            Ok(())
+        });
+    }
     if outputs.tty {
-        // SAFETY: only async-signal-safe calls between fork and exec. A new
-        // session (so a process group of its own, led by the worker) with
-        // the terminal (already its stdout) as its controlling terminal.
+        // SAFETY: as above. A new session (so a process group of its own,
+        // led by the worker) with the terminal (already its stdout) as its
+        // controlling terminal.
         unsafe {
             command.pre_exec(|| {
                 if libc::setsid() < 0 {

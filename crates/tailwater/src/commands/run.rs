@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// TAILWATER_CONTROL); by default in a private temporary directory.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// With nothing shipped for this long, send the server an empty batch
+    /// (a heartbeat), so it can tell a quiet runner from a lost one. 0s
+    /// sends none.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat_interval: Duration,
     /// The worker's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -147,6 +152,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.health = args.health;
     config.proxy = args.proxy;
     config.control_socket = args.control_socket;
+    config.heartbeat_interval = Some(args.heartbeat_interval).filter(|every| !every.is_zero());
     let code = tailwater_agent::run(config).await?;
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.
