@@ -46,7 +46,9 @@ use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
 use crate::requests::Requests;
 pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
-pub use crate::spool::{DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES};
+pub use crate::spool::{
+    Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
+};
 pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
@@ -83,6 +85,9 @@ pub struct AgentConfig {
     /// Disk the spool may use; past it the oldest records are dropped and
     /// counted.
     pub spool_max_bytes: u64,
+    /// What the spool survives: the agent killed (default), or the machine
+    /// crashing too (an fsync per flush).
+    pub spool_durability: SpoolDurability,
     /// Lines per second shipped at most (`None`: no limit).
     pub rate_lines: Option<u64>,
     /// Bytes of lines per second shipped at most (`None`: no limit).
@@ -122,6 +127,7 @@ impl AgentConfig {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_durability: SpoolDurability::default(),
             rate_lines: DEFAULT_RATE_LINES,
             rate_bytes: DEFAULT_RATE_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,

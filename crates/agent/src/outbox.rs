@@ -84,7 +84,8 @@ impl Outbox {
             boot: boot.clone(),
             source: config.source,
         };
-        let (spool, recovery) = open_spool(config, header.clone())?;
+        let (mut spool, recovery) = open_spool(config, header.clone())?;
+        spool.set_durability(config.spool_durability);
         let outbox = Outbox {
             boot,
             labels: header,

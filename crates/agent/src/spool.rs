@@ -24,9 +24,12 @@
 //!
 //! Writes go to the page cache through a small buffer (the agent flushes it
 //! when the worker pauses, within about a millisecond, and at every 64 KiB):
-//! the spool survives the agent being killed (`kill -9`) but not the machine
-//! losing power. A finished segment is fsynced in the background, the open
-//! one at shutdown.
+//! by default ([`Durability::Process`]) the spool survives the agent being
+//! killed (`kill -9`) but not the machine losing power. A finished segment
+//! is fsynced in the background, the open one, the ledger and the directory
+//! at shutdown. [`Durability::Machine`] (`--spool-fsync`) fsyncs every
+//! flush, each new segment's directory entry, and the ledger and its
+//! directory after each rename.
 //!
 //! The ledger is `TWLEDGR1` and one frame holding `{acked_segment,
 //! acked_offset, dropped}`: every record before that position is
@@ -54,6 +57,23 @@ use std::sync::{mpsc, Arc};
 use serde::{Deserialize, Serialize};
 use tailwater_model::wire::IngestRecord;
 use tailwater_model::{Fields, Level, Source, Stream};
+
+/// What the spool survives: a choice between speed and a machine crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Records reach the page cache about a millisecond after the worker
+    /// writes them: they survive the agent being killed, not the machine
+    /// losing power (what was written since the last fsync may be lost; a
+    /// finished segment is fsynced in the background, the rest at
+    /// shutdown).
+    #[default]
+    Process,
+    /// Every write is fsynced before the next (segment data, a new segment's
+    /// directory entry, the ledger and its directory): the spool survives a
+    /// machine crash, at the cost of an fsync per flush, which capture waits
+    /// for (`--spool-fsync`).
+    Machine,
+}
 
 /// Disk the spool may use unless configured otherwise; past it, the oldest
 /// records are dropped and counted.
@@ -421,6 +441,7 @@ pub struct Spool {
     /// Write errors not yet reported.
     problems: Vec<String>,
     syncer: Option<mpsc::Sender<Arc<File>>>,
+    durability: Durability,
     _lock: File,
 }
 
@@ -545,6 +566,7 @@ impl Spool {
             pinned: None,
             problems: Vec::new(),
             syncer,
+            durability: Durability::Process,
             _lock: lock,
         };
         // Acknowledgements now name the oldest segment left; and a smaller
@@ -552,6 +574,17 @@ impl Spool {
         spool.enforce_cap();
         spool.write_ledger();
         Ok((spool, recovery))
+    }
+
+    /// Makes every later write as durable as `durability` says.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+        if durability == Durability::Machine {
+            self.flush();
+            let synced: io::Result<()> = self.segments.iter().try_for_each(|s| s.file.sync_data());
+            self.problem_if(synced, "cannot fsync a spool segment");
+            self.write_ledger();
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -644,11 +677,18 @@ impl Spool {
         if self.buffer.is_empty() {
             return;
         }
+        let durability = self.durability;
         let segment = self
             .segments
             .back_mut()
             .expect("buffered records have an open segment");
-        match (&*segment.file).write_all(&self.buffer) {
+        let written = (&*segment.file)
+            .write_all(&self.buffer)
+            .and_then(|()| match durability {
+                Durability::Machine => segment.file.sync_data(),
+                Durability::Process => Ok(()),
+            });
+        match written {
             Ok(()) => {
                 segment.len += self.buffer.len() as u64;
                 self.buffer.clear();
@@ -800,8 +840,14 @@ impl Spool {
             let _ = fs::remove_file(self.dir.join(LEDGER_FILE));
             let _ = fs::remove_file(self.dir.join(LOCK_FILE));
             let _ = fs::remove_dir(&self.dir);
-        } else if let Ok(ledger) = File::open(self.dir.join(LEDGER_FILE)) {
-            let _ = ledger.sync_data();
+        } else {
+            // What the next agent needs survives a machine crash from here:
+            // the ledger's data, and the directory naming it and the
+            // segments.
+            if let Ok(ledger) = File::open(self.dir.join(LEDGER_FILE)) {
+                let _ = ledger.sync_data();
+            }
+            let _ = sync_directory(&self.dir);
         }
         self.backlog
     }
@@ -820,7 +866,13 @@ impl Spool {
         head.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
         serde_json::to_writer(&mut head, &*self.header).expect("a header serializes to JSON");
         seal_frame(&mut head, SEGMENT_MAGIC.len());
-        if let Err(error) = (&file).write_all(&head) {
+        let written = (&file)
+            .write_all(&head)
+            .and_then(|()| match self.durability {
+                Durability::Machine => file.sync_data().and_then(|()| sync_directory(&self.dir)),
+                Durability::Process => Ok(()),
+            });
+        if let Err(error) = written {
             let _ = fs::remove_file(&path);
             return Err(error);
         }
@@ -928,6 +980,12 @@ impl Spool {
         }
     }
 
+    fn problem_if(&mut self, result: io::Result<()>, what: &str) {
+        if let Err(error) = result {
+            self.problem(format!("{what} in {}: {error}", self.dir.display()));
+        }
+    }
+
     fn problem(&mut self, message: String) {
         if self.problems.len() < 8 {
             self.problems.push(message);
@@ -947,7 +1005,7 @@ impl Spool {
                 dropped: self.dropped.clone(),
             },
         };
-        if let Err(error) = write_ledger(&self.dir, &ledger) {
+        if let Err(error) = write_ledger(&self.dir, &ledger, self.durability) {
             self.problem(format!(
                 "cannot write the spool ledger in {}: {error}",
                 self.dir.display()
@@ -1560,7 +1618,7 @@ fn read_ledger(dir: &Path) -> Result<Option<Ledger>, String> {
 }
 
 /// Replaces the ledger: written beside it, then renamed over it.
-fn write_ledger(dir: &Path, ledger: &Ledger) -> io::Result<()> {
+fn write_ledger(dir: &Path, ledger: &Ledger, durability: Durability) -> io::Result<()> {
     let mut bytes = LEDGER_MAGIC.to_vec();
     bytes.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
     serde_json::to_writer(&mut bytes, ledger).expect("a ledger serializes to JSON");
@@ -1573,8 +1631,20 @@ fn write_ledger(dir: &Path, ledger: &Ledger) -> io::Result<()> {
         .mode(0o600)
         .open(&temporary)?;
     file.write_all(&bytes)?;
+    if durability == Durability::Machine {
+        file.sync_data()?;
+    }
     drop(file);
-    fs::rename(&temporary, dir.join(LEDGER_FILE))
+    fs::rename(&temporary, dir.join(LEDGER_FILE))?;
+    if durability == Durability::Machine {
+        sync_directory(dir)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory: the names created, renamed or removed in it last.
+fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -1647,6 +1717,77 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    #[test]
+    fn captured_lines_come_back_parsed_with_what_capture_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let stamped = Timestamp::from_second(1_700_000_000).unwrap();
+        let captured = [
+            Captured {
+                stream: Stream::Stderr,
+                bytes: br#"{"level":"error","msg":"boom","request_id":"own"}"#,
+                continued: false,
+                in_request: Some("in-flight"),
+                progress: None,
+            },
+            Captured {
+                stream: Stream::Stdout,
+                bytes: b"50%|#####     | 5/10 \xff",
+                continued: true,
+                in_request: Some("in-flight"),
+                progress: Some((7, true)),
+            },
+        ];
+        for (seq, line) in captured.iter().enumerate() {
+            spool.append_captured(seq as u64, timestamp_ns(stamped), line, 0);
+        }
+        let plan = spool.plan_read().unwrap();
+        let batch = read_batch(&plan, &ALL).unwrap();
+        let [json, bar] = &batch.records[..] else {
+            panic!("two records: {:?}", batch.records)
+        };
+        assert_eq!(
+            (
+                json.level,
+                json.message.as_str(),
+                json.request_id.as_deref()
+            ),
+            (Level::Error, "boom", Some("own")),
+            "a line's own request id wins over the one in flight"
+        );
+        assert_eq!(
+            (json.stream, json.ts, json.seq),
+            (Stream::Stderr, stamped, 0)
+        );
+        assert_eq!(bar.request_id.as_deref(), Some("in-flight"));
+        assert!(bar.invalid_utf8);
+        assert_eq!(bar.message, "50%|#####     | 5/10 \u{fffd}");
+        assert_eq!(bar.fields["continued"], true);
+        assert_eq!(bar.fields["progress_updates"], 7);
+        assert_eq!(bar.fields["progress_final"], true);
+        // Metered by the bytes as written, invalid ones included.
+        assert_eq!(
+            batch.receipt.line_bytes,
+            (captured[0].bytes.len() + captured[1].bytes.len()) as u64
+        );
+    }
+
+    #[test]
+    fn with_machine_durability_records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            spool.set_durability(Durability::Machine);
+            append_lines(&mut spool, 0..10);
+            spool.flush();
+            assert!(spool.take_problems().is_empty());
+            // Killed: no shutdown.
+        }
+        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        assert_eq!(recovery.records, 10);
+        assert_eq!(drain(&mut spool).len(), 10);
     }
 
     #[test]
