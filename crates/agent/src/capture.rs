@@ -389,7 +389,7 @@ pub fn pipe_size(fd: &impl AsRawFd) -> io::Result<usize> {
 
 /// A pseudo-terminal, `(master, slave)`, both close-on-exec. Output
 /// processing is off (a `\n` stays a `\n`, not `\r\n`), and the size is the
-/// agent's own terminal's, or 80×24.
+/// agent's own terminal's ([`copy_terminal_size`]), or 80×24.
 pub fn pty() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: plain libc calls on descriptors this function owns; every
     // result is checked before it is used.
@@ -422,17 +422,34 @@ pub fn pty() -> io::Result<(OwnedFd, OwnedFd)> {
             termios.c_oflag &= !libc::OPOST;
             libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios);
         }
-        let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) != 0
-            || size.ws_col == 0
-            || size.ws_row == 0
-        {
+        if !copy_terminal_size(&master) {
+            let mut size: libc::winsize = std::mem::zeroed();
             size.ws_col = DEFAULT_TTY_SIZE.0;
             size.ws_row = DEFAULT_TTY_SIZE.1;
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
         }
-        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
         Ok((master, slave))
     }
+}
+
+/// Gives the pseudo-terminal `master` the size of the agent's own terminal
+/// (its stdout's, else its stdin's); false when the agent has none. The
+/// kernel then sends SIGWINCH to the worker's foreground process group, as
+/// a terminal emulator's resize would.
+pub fn copy_terminal_size(master: &impl AsRawFd) -> bool {
+    for own in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
+        // SAFETY: TIOCGWINSZ writes one winsize; TIOCSWINSZ reads one.
+        unsafe {
+            let mut size: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(own, libc::TIOCGWINSZ, &mut size) == 0
+                && size.ws_col > 0
+                && size.ws_row > 0
+            {
+                return libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) == 0;
+            }
+        }
+    }
+    false
 }
 
 /// Lets request marks wait for the capture: "every byte the worker wrote

@@ -875,6 +875,82 @@ print("a second later")
     assert!(seconds_between(first, last) < 0.5, "buffered until exit");
 }
 
+/// Under `--tty`, resizing the agent's terminal resizes the worker's: the
+/// agent's stdout is a terminal this test owns; after it is resized and the
+/// agent gets SIGWINCH (as from a terminal emulator), the worker gets
+/// SIGWINCH and sees the new size.
+#[test]
+fn under_tty_a_resize_of_the_agents_terminal_reaches_the_worker() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let python = python();
+    let server = TestServer::start();
+    let set_size = |fd: libc::c_int, cols: u16, rows: u16| {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }, 0);
+    };
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the rest may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both were just opened and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_size(std::os::fd::AsRawFd::as_raw_fd(&master), 120, 40);
+    let worker = r#"
+import os, signal, time
+resized = []
+signal.signal(signal.SIGWINCH, lambda *_: resized.append(1))
+print("size %d %d" % tuple(os.get_terminal_size(1)), flush=True)
+deadline = time.time() + 20
+while not resized and time.time() < deadline:
+    time.sleep(0.02)
+print("resized" if resized else "no SIGWINCH", "size %d %d" % tuple(os.get_terminal_size(1)), flush=True)
+"#;
+    let agent = server
+        .command(&[
+            "run",
+            "--app",
+            "winch",
+            "--runner",
+            "winch-runner",
+            "--tty",
+            "--quiet",
+            "--",
+            python,
+            "-c",
+            worker,
+        ])
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_record(
+        &server,
+        "winch",
+        "the first size",
+        has_message("size 120 40"),
+    );
+    set_size(std::os::fd::AsRawFd::as_raw_fd(&master), 100, 30);
+    send_signal(agent.id(), libc::SIGWINCH);
+    let output = agent.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let records = records(&server, "winch");
+    by_message(&records, "resized size 100 30");
+}
+
 /// A memory cgroup this test may make and limit: cgroup v2 (the memory
 /// controller enabled for children of the root) or v1.
 fn writable_memory_cgroup(name: &str, limit_bytes: u64) -> Option<std::path::PathBuf> {
