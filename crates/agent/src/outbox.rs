@@ -2,9 +2,12 @@
 //! the [`spool`](crate::spool) on disk until the server acknowledged it.
 //!
 //! Producers (the supervisor and capture) call [`Outbox::record_line`],
-//! [`Outbox::system`] and [`Outbox::system_warning`]; the time and the
-//! per-boot sequence number are taken under one lock, so records are in
-//! sequence order and their times too. The shipper takes batches with
+//! [`Outbox::system`], [`Outbox::request_event`] and
+//! [`Outbox::system_warning`]; the time and the per-boot sequence number
+//! are taken under one lock, so records are in sequence order and their
+//! times too. A captured line goes into the spool as it was read and is
+//! parsed when it is read back for shipping ([`parse_captured`]): the
+//! worker's pipe is drained at the cost of a copy a line. The shipper takes batches with
 //! [`Outbox::next_batch`] and hands them back with
 //! [`Outbox::acknowledge`] (or [`Outbox::release`] when sending failed).
 //!
@@ -49,7 +52,7 @@ pub struct Outbox {
     /// Wakes the shipper when it waits for records ([`Outbox::wait_for_work`]).
     work: Notify,
     /// The shipper is waiting: the next record wakes it. Otherwise records
-    /// wake no one (a task wake-up per line costed more than the line).
+    /// wake no one (a task wake-up per line cost more than the line).
     shipper_waiting: AtomicBool,
     /// Records added so far, so the shipper can tell a quiet worker by
     /// looking twice.
@@ -445,7 +448,7 @@ fn system_record(
 /// flight when it was read. A piece of a long line says `continued`; a kept
 /// progress state says how many states it stands for (`progress_updates`)
 /// and whether it is the final one (`progress_final`).
-pub(crate) fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> IngestRecord {
+pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> IngestRecord {
     // Valid UTF-8 is checked the fast way first; the lossy walk is for the
     // rare line that is not.
     let text = match std::str::from_utf8(line.bytes) {

@@ -194,8 +194,8 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
                 outbox.release();
                 let wait = match retry_after {
                     Some(asked) => asked
-                        .min(LONGEST_RETRY_AFTER)
-                        .mul_f64(rand::random_range(1.0..1.25)),
+                        .mul_f64(rand::random_range(1.0..1.25))
+                        .min(LONGEST_RETRY_AFTER),
                     None => jittered(retry),
                 };
                 retry = (retry * 2).min(LONGEST_RETRY);
