@@ -566,9 +566,15 @@ fn a_quiet_runner_sends_heartbeats_the_server_accepts() {
         })
         .map(|(_, batch)| batch)
         .collect();
-    // 1.5 s quiet at one beat per 200 ms: about 7; allow for a loaded machine.
-    assert!(beats.len() >= 3, "{} heartbeats while quiet", beats.len());
-    assert!(beats.len() <= 8, "{} heartbeats while quiet", beats.len());
+    // At least 1.5 s quiet at one beat per 200 ms: about 7, fewer on a
+    // loaded machine, never more than the quiet time allows.
+    let quiet_for = after.duration_since(before);
+    let most = (quiet_for.as_millis() / 200) as usize + 1;
+    assert!(
+        (3..=most).contains(&beats.len()),
+        "{} heartbeats in {quiet_for:?} of quiet",
+        beats.len()
+    );
     for beat in beats {
         assert_eq!(
             (&beat["app"], &beat["runner"], &beat["boot"]),
