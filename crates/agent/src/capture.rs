@@ -57,10 +57,11 @@ pub struct LineSplitter {
     collapsed: Option<Collapsed>,
 }
 
-/// One line, without its line ending.
+/// One line, without its line ending; borrowed from what was read where it
+/// can be, so a line costs no copy before the spool.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Line {
-    pub bytes: Vec<u8>,
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
     /// The line goes on in the next piece (it was longer than the maximum).
     pub continued: bool,
 }
@@ -113,12 +114,12 @@ impl LineSplitter {
         &mut self,
         mut bytes: &[u8],
         now: Instant,
-        emit: &mut impl FnMut(Line, Option<Progress>),
+        emit: &mut impl FnMut(Line<'_>, Option<Progress>),
     ) {
         while !bytes.is_empty() {
             if std::mem::take(&mut self.carriage_return) {
                 if bytes[0] == b'\n' {
-                    self.end_line(emit);
+                    self.end_line(&[], emit);
                     bytes = &bytes[1..];
                     continue;
                 }
@@ -126,10 +127,10 @@ impl LineSplitter {
             }
             match memchr::memchr2(b'\n', b'\r', bytes) {
                 Some(end) => {
-                    self.append_bounded(&bytes[..end], emit);
                     if bytes[end] == b'\n' {
-                        self.end_line(emit);
+                        self.end_line(&bytes[..end], emit);
                     } else {
+                        self.append_bounded(&bytes[..end], emit);
                         self.carriage_return = true;
                     }
                     bytes = &bytes[end + 1..];
@@ -151,7 +152,7 @@ impl LineSplitter {
 
     /// Keeps the waiting progress state if its interval has passed, so a bar
     /// that stalls still shows where it stalled.
-    pub fn flush_due(&mut self, now: Instant, emit: &mut impl FnMut(Line, Option<Progress>)) {
+    pub fn flush_due(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
         if self.rewrites.is_none() {
             return;
         }
@@ -167,7 +168,7 @@ impl LineSplitter {
         };
         if rewrites.held.is_some() && rewrites.due(now, interval) {
             let state = rewrites.held.take().expect("a held state");
-            emit(line(state), Some(rewrites.keep(now, false)));
+            emit(line(&state), Some(rewrites.keep(now, false)));
         }
     }
 
@@ -178,15 +179,15 @@ impl LineSplitter {
     }
 
     /// The stream ended: the last line, if it had no newline.
-    pub fn finish(&mut self, emit: &mut impl FnMut(Line, Option<Progress>)) {
+    pub fn finish(&mut self, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
         self.carriage_return = false;
         if self.rewrites.is_some() || !self.pending.is_empty() {
-            self.end_line(emit);
+            self.end_line(&[], emit);
         }
     }
 
     /// A `\r` that does not end the line: what came before it is one state.
-    fn rewrite(&mut self, now: Instant, emit: &mut impl FnMut(Line, Option<Progress>)) {
+    fn rewrite(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
         let state = std::mem::take(&mut self.pending);
         let interval = self.progress_interval;
         let rewrites = self.rewrites.get_or_insert_with(Rewrites::default);
@@ -197,18 +198,27 @@ impl LineSplitter {
         rewrites.since_kept += 1;
         if rewrites.due(now, interval) {
             rewrites.held = None;
-            emit(line(state), Some(rewrites.keep(now, false)));
+            emit(line(&state), Some(rewrites.keep(now, false)));
         } else {
             rewrites.held = Some(state);
         }
     }
 
-    fn end_line(&mut self, emit: &mut impl FnMut(Line, Option<Progress>)) {
-        let last = std::mem::take(&mut self.pending);
+    /// The line ends with `tail` (what came of it in this read).
+    fn end_line(&mut self, tail: &[u8], emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
+        if self.rewrites.is_none() && self.pending.is_empty() && tail.len() <= self.max_line_bytes {
+            // The common case: a whole line within one read, passed on as
+            // it lies in the read buffer.
+            emit(line(tail), None);
+            return;
+        }
+        self.append_bounded(tail, emit);
         let Some(mut rewrites) = self.rewrites.take() else {
-            emit(line(last), None);
+            emit(line(&self.pending), None);
+            self.pending.clear();
             return;
         };
+        let last = std::mem::take(&mut self.pending);
         let (final_state, blank) = if is_blank(&last) {
             (rewrites.held.take(), last)
         } else {
@@ -218,14 +228,14 @@ impl LineSplitter {
         };
         match final_state {
             // A line drawn once is just a line.
-            Some(state) if rewrites.states == 1 => emit(line(state), None),
+            Some(state) if rewrites.states == 1 => emit(line(&state), None),
             Some(state) => {
                 let progress = rewrites.keep(Instant::now(), true);
-                emit(line(state), Some(progress));
+                emit(line(&state), Some(progress));
             }
             // The final state was kept already, or there was none: a blank
             // line stays a blank line.
-            None if rewrites.states == 0 => emit(line(blank), None),
+            None if rewrites.states == 0 => emit(line(&blank), None),
             None => {}
         }
         if rewrites.states > rewrites.kept {
@@ -236,18 +246,23 @@ impl LineSplitter {
         }
     }
 
-    fn append_bounded(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(Line, Option<Progress>)) {
+    fn append_bounded(
+        &mut self,
+        mut bytes: &[u8],
+        emit: &mut impl FnMut(Line<'_>, Option<Progress>),
+    ) {
         while self.pending.len() + bytes.len() > self.max_line_bytes {
             let room = self.max_line_bytes - self.pending.len();
             self.pending.extend_from_slice(&bytes[..room]);
             bytes = &bytes[room..];
             emit(
                 Line {
-                    bytes: std::mem::take(&mut self.pending),
+                    bytes: &self.pending,
                     continued: true,
                 },
                 None,
             );
+            self.pending.clear();
         }
         self.pending.extend_from_slice(bytes);
     }
@@ -271,7 +286,7 @@ impl Rewrites {
     }
 }
 
-fn line(bytes: Vec<u8>) -> Line {
+fn line(bytes: &[u8]) -> Line<'_> {
     Line {
         bytes,
         continued: false,
@@ -374,7 +389,7 @@ pub fn pipe_size(fd: &impl AsRawFd) -> io::Result<usize> {
 
 /// A pseudo-terminal, `(master, slave)`, both close-on-exec. Output
 /// processing is off (a `\n` stays a `\n`, not `\r\n`), and the size is the
-/// agent's own terminal's, or 80×24.
+/// agent's own terminal's ([`copy_terminal_size`]), or 80×24.
 pub fn pty() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: plain libc calls on descriptors this function owns; every
     // result is checked before it is used.
@@ -407,17 +422,34 @@ pub fn pty() -> io::Result<(OwnedFd, OwnedFd)> {
             termios.c_oflag &= !libc::OPOST;
             libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios);
         }
-        let mut size: libc::winsize = std::mem::zeroed();
-        if libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) != 0
-            || size.ws_col == 0
-            || size.ws_row == 0
-        {
+        if !copy_terminal_size(&master) {
+            let mut size: libc::winsize = std::mem::zeroed();
             size.ws_col = DEFAULT_TTY_SIZE.0;
             size.ws_row = DEFAULT_TTY_SIZE.1;
+            libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
         }
-        libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size);
         Ok((master, slave))
     }
+}
+
+/// Gives the pseudo-terminal `master` the size of the agent's own terminal
+/// (its stdout's, else its stdin's); false when the agent has none. The
+/// kernel then sends SIGWINCH to the worker's foreground process group, as
+/// a terminal emulator's resize would.
+pub fn copy_terminal_size(master: &impl AsRawFd) -> bool {
+    for own in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
+        // SAFETY: TIOCGWINSZ writes one winsize; TIOCSWINSZ reads one.
+        unsafe {
+            let mut size: libc::winsize = std::mem::zeroed();
+            if libc::ioctl(own, libc::TIOCGWINSZ, &mut size) == 0
+                && size.ws_col > 0
+                && size.ws_row > 0
+            {
+                return libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) == 0;
+            }
+        }
+    }
+    false
 }
 
 /// Lets request marks wait for the capture: "every byte the worker wrote
@@ -595,12 +627,9 @@ pub async fn capture(
     let mut splitter = LineSplitter::new(cutting.max_line_bytes, cutting.progress_interval);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut consumed = 0u64;
-    let mut record = |line: Line, _progress: Option<Progress>| {
-        // The count of states a kept progress state stands for has no place
-        // in a record yet (`Outbox::record_line` takes no fields); the
-        // collapse is reported by a system record when the line ends.
+    let mut record = |line: Line<'_>, progress: Option<Progress>| {
         let in_request = requests.sole_in_flight();
-        outbox.record_line(stream, line, in_request.as_deref());
+        outbox.record_line(stream, line, in_request.as_deref(), progress);
     };
     loop {
         let read = if splitter.holds_progress() {
@@ -691,9 +720,9 @@ mod tests {
         let mut splitter = LineSplitter::new(max, interval);
         let mut lines = Vec::new();
         let mut collapsed = Vec::new();
-        let mut emit = |line: Line, progress| {
+        let mut emit = |line: Line<'_>, progress| {
             lines.push((
-                String::from_utf8(line.bytes).unwrap(),
+                String::from_utf8(line.bytes.to_vec()).unwrap(),
                 line.continued,
                 progress,
             ))
@@ -878,9 +907,9 @@ mod tests {
         let start = Instant::now();
         let mut splitter = LineSplitter::new(1024, SECOND);
         let mut lines = Vec::new();
-        let mut emit = |line: Line, progress: Option<Progress>| {
+        let mut emit = |line: Line<'_>, progress: Option<Progress>| {
             lines.push((
-                String::from_utf8(line.bytes).unwrap(),
+                String::from_utf8(line.bytes.to_vec()).unwrap(),
                 progress.map(|p| p.updates),
             ))
         };

@@ -250,10 +250,11 @@ async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, 
             requests.outbox().record_line(
                 stream,
                 Line {
-                    bytes: text.into_bytes(),
+                    bytes: text.as_bytes(),
                     continued: false,
                 },
                 request.as_deref(),
+                None,
             );
             Ok(Map::new())
         }

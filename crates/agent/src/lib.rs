@@ -45,7 +45,10 @@ use crate::control::ControlSocket;
 use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
 use crate::requests::Requests;
-pub use crate::spool::{DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES};
+pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
+pub use crate::spool::{
+    Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
+};
 pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
@@ -82,6 +85,9 @@ pub struct AgentConfig {
     /// Disk the spool may use; past it the oldest records are dropped and
     /// counted.
     pub spool_max_bytes: u64,
+    /// What the spool survives: the agent killed (default), or the machine
+    /// crashing too (an fsync per flush).
+    pub spool_durability: SpoolDurability,
     /// Lines per second shipped at most (`None`: no limit).
     pub rate_lines: Option<u64>,
     /// Bytes of lines per second shipped at most (`None`: no limit).
@@ -101,6 +107,9 @@ pub struct AgentConfig {
     /// Where the control socket goes; a private temporary directory if not
     /// given.
     pub control_socket: Option<PathBuf>,
+    /// With nothing shipped for this long, an empty batch says the runner is
+    /// alive (`None`: no heartbeats).
+    pub heartbeat_interval: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -118,6 +127,7 @@ impl AgentConfig {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             spool_dir: None,
             spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_durability: SpoolDurability::default(),
             rate_lines: DEFAULT_RATE_LINES,
             rate_bytes: DEFAULT_RATE_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -127,6 +137,7 @@ impl AgentConfig {
             health: None,
             proxy: None,
             control_socket: None,
+            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
         }
     }
 
@@ -137,6 +148,18 @@ impl AgentConfig {
             bytes_per_second: self.rate_bytes,
         }
     }
+}
+
+/// Keeps the agent's own memory small: no transparent huge pages for this
+/// process. The allocator (mimalloc, chosen for the server) asks for huge
+/// pages, so each thread's first allocation would fault in 2 MiB; the agent
+/// lives beside a GPU worker for its whole life and needs a few MiB. Call it
+/// first thing in `main`, before the threads start. The worker gets the
+/// machine's own policy back (see [`supervisor`]).
+pub fn stay_small() {
+    // SAFETY: prctl with integer arguments; a refusal (an old kernel)
+    // leaves the default.
+    unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 
 /// A runner id for a worker that was given none: `r-` and 8 hex digits.
@@ -179,7 +202,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let mut shipper = tokio::spawn(shipper::ship(
         client.clone(),
         outbox.clone(),
-        config.rate_limit(),
+        shipper::ShipOptions {
+            rate: config.rate_limit(),
+            heartbeat: config.heartbeat_interval,
+        },
     ));
     if let Some(error) = no_control {
         outbox.system_warning(format!(

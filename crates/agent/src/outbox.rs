@@ -2,9 +2,12 @@
 //! the [`spool`](crate::spool) on disk until the server acknowledged it.
 //!
 //! Producers (the supervisor and capture) call [`Outbox::record_line`],
-//! [`Outbox::system`] and [`Outbox::system_warning`]; the time and the
-//! per-boot sequence number are taken under one lock, so records are in
-//! sequence order and their times too. The shipper takes batches with
+//! [`Outbox::system`], [`Outbox::request_event`] and
+//! [`Outbox::system_warning`]; the time and the per-boot sequence number
+//! are taken under one lock, so records are in sequence order and their
+//! times too. A captured line goes into the spool as it was read and is
+//! parsed when it is read back for shipping ([`parse_captured`]): the
+//! worker's pipe is drained at the cost of a copy a line. The shipper takes batches with
 //! [`Outbox::next_batch`] and hands them back with
 //! [`Outbox::acknowledge`] (or [`Outbox::release`] when sending failed).
 //!
@@ -15,7 +18,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,10 +28,10 @@ use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{parse_line, Fields, Level, Stream};
 use tokio::sync::Notify;
 
-use crate::capture::Line;
+use crate::capture::{Line, Progress};
 use crate::spool::{
-    self, read_batch, runner_dir_name, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader,
-    Spool, Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
+    self, read_batch, runner_dir_name, Backlog, BatchLimits, Captured, Receipt, Recovery,
+    SegmentHeader, Spool, Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 use crate::AgentConfig;
 
@@ -42,9 +45,18 @@ const MAX_DISCARDS_PER_BATCH: usize = 16;
 
 pub struct Outbox {
     boot: String,
+    /// This boot's labels, as its batches carry them.
+    labels: SegmentHeader,
     dir: PathBuf,
     state: Mutex<State>,
+    /// Wakes the shipper when it waits for records ([`Outbox::wait_for_work`]).
     work: Notify,
+    /// The shipper is waiting: the next record wakes it. Otherwise records
+    /// wake no one (a task wake-up per line cost more than the line).
+    shipper_waiting: AtomicBool,
+    /// Records added so far, so the shipper can tell a quiet worker by
+    /// looking twice.
+    appended: AtomicU64,
     written: Notify,
     closed: AtomicBool,
 }
@@ -75,12 +87,16 @@ impl Outbox {
             boot: boot.clone(),
             source: config.source,
         };
-        let (spool, recovery) = open_spool(config, header)?;
+        let (mut spool, recovery) = open_spool(config, header.clone())?;
+        spool.set_durability(config.spool_durability);
         let outbox = Outbox {
             boot,
+            labels: header,
             dir: spool.dir().to_owned(),
             state: Mutex::new(State { next_seq: 0, spool }),
             work: Notify::new(),
+            shipper_waiting: AtomicBool::new(false),
+            appended: AtomicU64::new(0),
             written: Notify::new(),
             closed: AtomicBool::new(false),
         };
@@ -92,40 +108,70 @@ impl Outbox {
         &self.boot
     }
 
+    /// A batch of no records with this boot's labels: the heartbeat that
+    /// says the runner is alive while it has nothing to ship.
+    pub fn heartbeat(&self) -> IngestBatch {
+        let labels = &self.labels;
+        IngestBatch {
+            app: labels.app.clone(),
+            version: labels.version.clone(),
+            runner: labels.runner.clone(),
+            boot: labels.boot.clone(),
+            source: labels.source,
+            records: Vec::new(),
+        }
+    }
+
     /// The runner's spool directory.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Records one captured line: parsed for level, request id, time and
-    /// fields; invalid UTF-8 replaced and marked. A line that names no
-    /// request of its own belongs to `in_request`, the one request in flight
-    /// when it was read (if exactly one was).
-    pub fn record_line(&self, stream: Stream, line: Line, in_request: Option<&str>) {
-        let line_bytes = line.bytes.len() as u64;
-        let text = String::from_utf8_lossy(&line.bytes);
-        let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
-        let parsed = parse_line(&text);
-        let mut fields = parsed.fields;
-        if line.continued {
-            fields.insert("continued".into(), true.into());
-        }
-        self.push(0, Some(line_bytes), |seq, now| IngestRecord {
-            seq,
-            ts: parsed.ts.unwrap_or(now),
+    /// Records one captured line, as it was read: stamped with its time and
+    /// sequence number, and spooled without parsing (it is parsed when read
+    /// for shipping, [`parse_captured`]), so capturing a line costs a copy.
+    /// `in_request` is the one request in flight when it was read (if
+    /// exactly one was); `progress`, what a kept state of a progress bar
+    /// stands for.
+    pub fn record_line(
+        &self,
+        stream: Stream,
+        line: Line<'_>,
+        in_request: Option<&str>,
+        progress: Option<Progress>,
+    ) {
+        let captured = Captured {
             stream,
-            level: parsed.level.unwrap_or_default(),
-            request_id: parsed.request_id.or_else(|| in_request.map(str::to_owned)),
-            message: parsed.message,
-            fields,
-            invalid_utf8,
-        });
+            bytes: line.bytes,
+            continued: line.continued,
+            in_request,
+            progress: progress.map(|p| (p.updates.min(u32::MAX as u64) as u32, p.last)),
+        };
+        let was_empty = {
+            let mut state = self.lock();
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let ts = spool::timestamp_ns(Timestamp::now());
+            state.spool.append_captured(seq, ts, &captured, 0)
+        };
+        self.added(was_empty);
     }
 
     /// Records a lifecycle or accounting event of the agent's own. These
     /// are not metered by the shipping rate limit.
     pub fn system(&self, level: Level, message: String, fields: Fields) {
-        self.push(FLAG_UNMETERED, None, system_record(level, message, fields));
+        self.push(
+            FLAG_UNMETERED,
+            None,
+            system_record(level, message, fields, None),
+        );
+    }
+
+    /// Records an event of one request's (its start and end): a system
+    /// record with its request id, found with the request's own lines.
+    pub fn request_event(&self, request_id: &str, level: Level, message: String, fields: Fields) {
+        let record = system_record(level, message, fields, Some(request_id.to_owned()));
+        self.push(FLAG_UNMETERED, None, record);
     }
 
     pub fn system_warning(&self, message: String) {
@@ -142,7 +188,14 @@ impl Outbox {
         make: impl FnOnce(u64, Timestamp) -> IngestRecord,
     ) {
         let was_empty = push_locked(&mut self.lock(), flags, line_bytes, make);
-        self.work.notify_one();
+        self.added(was_empty);
+    }
+
+    /// A record was added: the shipper may want it, and the write buffer
+    /// wants flushing soon if it was empty before.
+    fn added(&self, was_empty: bool) {
+        self.appended.fetch_add(1, Ordering::Release);
+        self.wake_shipper();
         if was_empty {
             self.written.notify_one();
         }
@@ -236,7 +289,7 @@ impl Outbox {
                 state,
                 FLAG_UNMETERED,
                 None,
-                system_record(Level::Warn, problem, Fields::new()),
+                system_record(Level::Warn, problem, Fields::new(), None),
             );
         }
         for tally in dropped {
@@ -245,12 +298,12 @@ impl Outbox {
                 state,
                 FLAG_UNMETERED | FLAG_DROP_REPORT,
                 None,
-                system_record(Level::Error, message, fields),
+                system_record(Level::Error, message, fields, None),
             );
         }
         // The reports are in the spool before the ledger forgets the tallies.
         state.spool.persist();
-        self.work.notify_one();
+        self.wake_shipper();
     }
 
     fn report_recovery(&self, recovery: Recovery) {
@@ -308,9 +361,29 @@ impl Outbox {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Waits until a record is added or the outbox is closed.
-    pub async fn wait_for_work(&self) {
-        self.work.notified().await;
+    /// Records added since the outbox opened.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
+    }
+
+    fn wake_shipper(&self) {
+        if self.shipper_waiting.swap(false, Ordering::AcqRel) {
+            self.work.notify_one();
+        }
+    }
+
+    /// Waits until a record is added (or the outbox is closed), if none is
+    /// waiting to be shipped now; at most `timeout`.
+    pub async fn wait_for_work(&self, timeout: Duration) {
+        self.shipper_waiting.store(true, Ordering::Release);
+        // Looked at after raising the flag: a record added before it is
+        // seen here, one added after it wakes us.
+        if self.backlog().records > 0 || self.is_closed() {
+            self.shipper_waiting.store(false, Ordering::Release);
+            return;
+        }
+        let _ = tokio::time::timeout(timeout, self.work.notified()).await;
+        self.shipper_waiting.store(false, Ordering::Release);
     }
 
     /// Writes buffered records to the spool's file.
@@ -355,16 +428,56 @@ fn system_record(
     level: Level,
     message: String,
     fields: Fields,
+    request_id: Option<String>,
 ) -> impl FnOnce(u64, Timestamp) -> IngestRecord {
     move |seq, now| IngestRecord {
         seq,
         ts: now,
         stream: Stream::System,
         level,
-        request_id: None,
+        request_id,
         message,
         fields,
         invalid_utf8: false,
+    }
+}
+
+/// What a captured line becomes when it is shipped: parsed with the model's
+/// parser for level, request id, time and fields; invalid UTF-8 replaced
+/// and marked; a line naming no request of its own belongs to the one in
+/// flight when it was read. A piece of a long line says `continued`; a kept
+/// progress state says how many states it stands for (`progress_updates`)
+/// and whether it is the final one (`progress_final`).
+pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> IngestRecord {
+    // Valid UTF-8 is checked the fast way first; the lossy walk is for the
+    // rare line that is not.
+    let text = match std::str::from_utf8(line.bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(line.bytes),
+    };
+    let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
+    let parsed = parse_line(&text);
+    let mut fields = parsed.fields;
+    if line.continued {
+        fields.insert("continued".into(), true.into());
+    }
+    if let Some((updates, last)) = line.progress {
+        fields.insert("progress_updates".into(), updates.into());
+        if last {
+            fields.insert("progress_final".into(), true.into());
+        }
+    }
+    IngestRecord {
+        seq,
+        ts: parsed.ts.unwrap_or(stamped),
+        stream: line.stream,
+        level: parsed.level.unwrap_or_default(),
+        request_id: parsed
+            .request_id
+            .or_else(|| line.in_request.map(str::to_owned)),
+        message: parsed.message,
+        fields,
+        invalid_utf8,
     }
 }
 
@@ -443,9 +556,9 @@ mod tests {
         config
     }
 
-    fn line(text: &str) -> Line {
+    fn line(text: &str) -> Line<'_> {
         Line {
-            bytes: text.as_bytes().to_vec(),
+            bytes: text.as_bytes(),
             continued: false,
         }
     }
@@ -467,14 +580,16 @@ mod tests {
             Stream::Stdout,
             line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#),
             None,
+            None,
         );
         outbox.record_line(
             Stream::Stderr,
             Line {
-                bytes: b"bad \xff byte".to_vec(),
+                bytes: b"bad \xff byte",
                 continued: true,
             },
             Some("req-1"),
+            None,
         );
         let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
         assert_eq!(batch.body.boot, outbox.boot());
@@ -500,7 +615,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
         for n in 0..10 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None);
+            outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None, None);
         }
         let first = outbox.next_batch(&limits(4)).unwrap().unwrap();
         assert_eq!((first.body.records.len(), first.stop), (4, Stop::Full));
@@ -528,7 +643,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
         for n in 0..1000 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
         }
         let mut shipped = Vec::new();
         let mut reports = Vec::new();
@@ -570,7 +685,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
         for n in 0..500 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
         }
         // Shipping works for one batch: the drops so far are reported (seq
         // 500), then a flood pushes the report out before it is shipped.
@@ -578,7 +693,7 @@ mod tests {
         outbox.acknowledge(&batch);
         let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
         for n in 500..1500 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None);
+            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
         }
         let mut reports = Vec::new();
         while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
@@ -623,7 +738,7 @@ mod tests {
         let first_boot = {
             let outbox = Outbox::open(&config).unwrap();
             for n in 0..3 {
-                outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None);
+                outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None, None);
             }
             outbox.flush();
             outbox.boot().to_owned()

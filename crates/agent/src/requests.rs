@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use tailwater_model::{Fields, Level, Stream};
+use serde_json::json;
+use tailwater_model::{Fields, Level};
 
-use crate::capture::{Line, OutputSync};
+use crate::capture::OutputSync;
 use crate::outbox::{fields, Outbox};
 
 /// How long a request mark waits for the capture to catch up before it
@@ -236,13 +236,8 @@ impl Requests {
         extra.insert("in_flight".into(), state.len().into());
         // Under the lock: a line attributed to this request comes after its
         // start record.
-        system_record(
-            &self.outbox,
-            Level::Info,
-            format!("request {id} started"),
-            extra,
-            Some(id),
-        );
+        self.outbox
+            .request_event(id, Level::Info, format!("request {id} started"), extra);
         ticket
     }
 
@@ -318,7 +313,7 @@ impl Requests {
         if let Outcome::Error(error) = outcome {
             extra.insert("error".into(), error.as_str().into());
         }
-        system_record(&self.outbox, level, message, extra, Some(id));
+        self.outbox.request_event(id, level, message, extra);
     }
 
     pub(crate) fn outbox(&self) -> &Outbox {
@@ -332,38 +327,6 @@ pub enum Which<'a> {
     Ticket(Ticket),
     /// The oldest in flight with this id.
     Id(&'a str),
-}
-
-/// A record of the `system` stream, belonging to `request` when given.
-///
-/// `Outbox::system` has no request id, so a request's own lifecycle records
-/// go through `record_line` on the `system` stream, as a JSON line the
-/// model's parser reads back into level, message, request id and fields.
-/// (None of the fields used here is a key the parser takes for something
-/// else, such as `ts`.)
-pub(crate) fn system_record(
-    outbox: &Outbox,
-    level: Level,
-    message: String,
-    mut extra: Fields,
-    request: Option<&str>,
-) {
-    let Some(id) = request else {
-        outbox.system(level, message, extra);
-        return;
-    };
-    extra.insert("level".into(), level.as_str().into());
-    extra.insert("msg".into(), message.into());
-    extra.insert("request_id".into(), id.into());
-    let bytes = serde_json::to_vec(&Value::Object(extra)).expect("a JSON object serializes");
-    outbox.record_line(
-        Stream::System,
-        Line {
-            bytes,
-            continued: false,
-        },
-        Some(id),
-    );
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

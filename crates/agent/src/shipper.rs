@@ -16,7 +16,15 @@
 //! too large is dropped and counted.
 //!
 //! With a rate limit ([`crate::throttle`]), what exceeds it waits in the
-//! spool; each stretch of holding back is summed up in a system record.
+//! spool; each stretch of holding back is summed up in a system record. A
+//! server that answers 429 is obeyed the same way: the shipper waits as
+//! long as its `Retry-After` says (plus jitter), the lines stay in the
+//! spool, and a `server_rate_limited` record counts the answers and the
+//! wait once shipping works again.
+//!
+//! With nothing to ship for the heartbeat interval, an empty batch (the
+//! runner's labels, no records) tells the server the runner is alive, so it
+//! can tell a quiet runner from a lost one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,25 +48,73 @@ pub const QUIET_GAP: Duration = Duration::from_millis(2);
 pub const MAX_BATCH_DELAY: Duration = Duration::from_millis(20);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(2);
+/// A server's `Retry-After` is followed up to this long; a longer one is
+/// taken as this (a mistaken hour must not silence a runner).
+pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// Sending nothing, the shipper still looks this often (the heartbeat may
+/// be off).
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
+/// How often an agent that shipped nothing says it is alive, unless
+/// configured otherwise.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(10);
 /// A stretch of holding back that lasts longer is reported in parts.
 const THROTTLE_REPORT_EVERY: Duration = Duration::from_secs(60);
 
-pub async fn ship(client: Client, outbox: Arc<Outbox>, rate: RateLimit) {
-    let mut throttle = Throttle::new(rate, Instant::now());
+/// How shipping behaves beyond its batches.
+#[derive(Clone, Copy, Debug)]
+pub struct ShipOptions {
+    pub rate: RateLimit,
+    /// With nothing shipped for this long, an empty batch tells the server
+    /// the runner is alive (`None`: never).
+    pub heartbeat: Option<Duration>,
+}
+
+pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
+    let mut throttle = Throttle::new(options.rate, Instant::now());
     let mut held: Option<HeldBack> = None;
+    let mut limited: Option<RateLimited> = None;
     let mut retry = FIRST_RETRY;
     let mut failing = false;
     let mut max_bytes = MAX_BATCH_BYTES;
     let mut max_records = MAX_BATCH_RECORDS;
+    let mut last_sent = Instant::now();
     loop {
         if outbox.backlog().records == 0 {
             if outbox.is_closed() {
                 return;
             }
-            outbox.wait_for_work().await;
+            let Some(every) = options.heartbeat else {
+                outbox.wait_for_work(IDLE_WAIT).await;
+                continue;
+            };
+            let due = last_sent + every;
+            let now = Instant::now();
+            if now < due {
+                outbox.wait_for_work(due - now).await;
+                continue;
+            }
+            // Tried once per interval, whatever the answer: a heartbeat is
+            // news of now, never worth a retry later.
+            last_sent = now;
+            match client.ingest(&outbox.heartbeat()).await {
+                Ok(_) if failing => {
+                    failing = false;
+                    eprintln!("tailwater: shipping logs to {} again", client.server());
+                }
+                Ok(_) => {}
+                Err(error) if !failing => {
+                    failing = true;
+                    eprintln!(
+                        "tailwater: cannot send a heartbeat to {}: {error}; trying again in {}",
+                        client.server(),
+                        crate::format_duration(every)
+                    );
+                }
+                Err(_) => {}
+            }
             continue;
         }
-        if !failing && held.is_none() {
+        if !failing && held.is_none() && limited.is_none() {
             gather(&outbox, max_records, max_bytes).await;
         }
         let allowance = throttle.allowance(Instant::now());
@@ -72,7 +128,7 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, rate: RateLimit) {
             Ok(Some(batch)) => batch,
             Ok(None) => {
                 // Counted but not readable yet; look again shortly.
-                let _ = tokio::time::timeout(FIRST_RETRY, outbox.wait_for_work()).await;
+                outbox.wait_for_work(FIRST_RETRY).await;
                 continue;
             }
             Err(error) => {
@@ -98,6 +154,7 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, rate: RateLimit) {
         match client.ingest(&batch.body).await {
             Ok(_) => {
                 let now = Instant::now();
+                last_sent = now;
                 throttle.spend(
                     batch.receipt.metered_lines,
                     batch.receipt.metered_bytes,
@@ -117,12 +174,43 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, rate: RateLimit) {
                 } else {
                     report_held_back(&outbox, held.take(), throttle.limit());
                 }
+                if let Some(limited) = limited.take() {
+                    limited.report(&outbox);
+                }
                 retry = FIRST_RETRY;
                 max_records = MAX_BATCH_RECORDS;
                 if failing {
                     failing = false;
                     eprintln!("tailwater: shipping logs to {} again", client.server());
                 }
+            }
+            Err(ClientError::RateLimited {
+                retry_after,
+                message,
+                ..
+            }) => {
+                // The server asks this runner to slow down: wait as long as
+                // it says (never less), the lines staying in the spool.
+                outbox.release();
+                let wait = match retry_after {
+                    Some(asked) => asked
+                        .mul_f64(rand::random_range(1.0..1.25))
+                        .min(LONGEST_RETRY_AFTER),
+                    None => jittered(retry),
+                };
+                retry = (retry * 2).min(LONGEST_RETRY);
+                let limited = limited.get_or_insert_with(RateLimited::new);
+                if limited.answers == 0 {
+                    eprintln!(
+                        "tailwater: {} is rate limiting this runner ({message}); waiting {} as it asks, the lines stay in the spool at {}",
+                        client.server(),
+                        crate::format_duration(wait),
+                        outbox.dir().display()
+                    );
+                }
+                limited.answers += 1;
+                limited.waited += wait;
+                tokio::time::sleep(wait).await;
             }
             Err(ClientError::Api {
                 status: 413,
@@ -165,10 +253,14 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, rate: RateLimit) {
     }
 }
 
-/// Lets a batch gather: returns once the worker is quiet, the batch is
-/// full, [`MAX_BATCH_DELAY`] passed, or the outbox closed.
+/// Lets a batch gather: returns once the worker is quiet (no record came
+/// for [`QUIET_GAP`]), the batch is full, [`MAX_BATCH_DELAY`] passed, or
+/// the outbox closed. It looks rather than being woken per record: a
+/// worker printing flat out costs the agent a few timer wake-ups per
+/// batch, not one per line.
 async fn gather(outbox: &Outbox, max_records: usize, max_bytes: u64) {
     let deadline = tokio::time::Instant::now() + MAX_BATCH_DELAY;
+    let mut seen = outbox.appended();
     loop {
         let backlog = outbox.backlog();
         if outbox.is_closed()
@@ -181,13 +273,51 @@ async fn gather(outbox: &Outbox, max_records: usize, max_bytes: u64) {
         if now >= deadline {
             return;
         }
-        let wait = QUIET_GAP.min(deadline - now);
-        if tokio::time::timeout(wait, outbox.wait_for_work())
-            .await
-            .is_err()
-        {
+        tokio::time::sleep(QUIET_GAP.min(deadline - now)).await;
+        let appended = outbox.appended();
+        if appended == seen {
             return;
         }
+        seen = appended;
+    }
+}
+
+/// A stretch of time while the server answered 429 (rate limited): how
+/// often, and how long the shipper waited as it asked.
+struct RateLimited {
+    since: Timestamp,
+    answers: u64,
+    waited: Duration,
+}
+
+impl RateLimited {
+    fn new() -> RateLimited {
+        RateLimited {
+            since: Timestamp::now(),
+            answers: 0,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// Shipping works again: one record says how it was held up.
+    fn report(self, outbox: &Outbox) {
+        let until = Timestamp::now();
+        outbox.system(
+            Level::Warn,
+            format!(
+                "the server rate limited this runner between {} and {until}: {} answers 429, waited {} in all as it asked (Retry-After); the lines waited in the spool and were shipped late, none dropped",
+                self.since,
+                self.answers,
+                crate::format_duration(self.waited),
+            ),
+            fields(json!({
+                "event": "server_rate_limited",
+                "answers": self.answers,
+                "waited_ms": self.waited.as_millis() as u64,
+                "since": self.since.to_string(),
+                "until": until.to_string(),
+            })),
+        );
     }
 }
 

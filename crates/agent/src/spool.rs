@@ -24,9 +24,12 @@
 //!
 //! Writes go to the page cache through a small buffer (the agent flushes it
 //! when the worker pauses, within about a millisecond, and at every 64 KiB):
-//! the spool survives the agent being killed (`kill -9`) but not the machine
-//! losing power. A finished segment is fsynced in the background, the open
-//! one at shutdown.
+//! by default ([`Durability::Process`]) the spool survives the agent being
+//! killed (`kill -9`) but not the machine losing power. A finished segment
+//! is fsynced in the background, the open one, the ledger and the directory
+//! at shutdown. [`Durability::Machine`] (`--spool-fsync`) fsyncs every
+//! flush, each new segment's directory entry, and the ledger and its
+//! directory after each rename.
 //!
 //! The ledger is `TWLEDGR1` and one frame holding `{acked_segment,
 //! acked_offset, dropped}`: every record before that position is
@@ -54,6 +57,23 @@ use std::sync::{mpsc, Arc};
 use serde::{Deserialize, Serialize};
 use tailwater_model::wire::IngestRecord;
 use tailwater_model::{Fields, Level, Source, Stream};
+
+/// What the spool survives: a choice between speed and a machine crash.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Records reach the page cache about a millisecond after the worker
+    /// writes them: they survive the agent being killed, not the machine
+    /// losing power (what was written since the last fsync may be lost; a
+    /// finished segment is fsynced in the background, the rest at
+    /// shutdown).
+    #[default]
+    Process,
+    /// Every write is fsynced before the next (segment data, a new segment's
+    /// directory entry, the ledger and its directory): the spool survives a
+    /// machine crash, at the cost of an fsync per flush, which capture waits
+    /// for (`--spool-fsync`).
+    Machine,
+}
 
 /// Disk the spool may use unless configured otherwise; past it, the oldest
 /// records are dropped and counted.
@@ -86,6 +106,9 @@ pub const FLAG_UNMETERED: u8 = 1;
 /// [`Tally::to_fields`]). When the cap drops it before it was shipped, its
 /// tally is counted again, in the next report.
 pub const FLAG_DROP_REPORT: u8 = 2;
+/// The record is a line as the capture read it ([`Captured`]): it is parsed
+/// when it is read for shipping, so the capture path only copies bytes.
+pub const FLAG_CAPTURED: u8 = 4;
 
 /// Why records were dropped.
 pub const REASON_SPOOL_FULL: &str = "spool_full";
@@ -227,6 +250,22 @@ impl Tally {
             }),
         }
     }
+}
+
+/// A line as the capture read it, not parsed yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Captured<'a> {
+    pub stream: Stream,
+    /// The line without its ending; any bytes, valid UTF-8 or not.
+    pub bytes: &'a [u8],
+    /// The line goes on in the next record (it was longer than the maximum).
+    pub continued: bool,
+    /// The one request in flight when it was written, if exactly one was.
+    pub in_request: Option<&'a str>,
+    /// A kept state of a line rewritten with `\r`: how many states it
+    /// stands for (itself and those not kept before it), and whether it is
+    /// the line's final state.
+    pub progress: Option<(u32, bool)>,
 }
 
 /// The spool could not be opened.
@@ -402,6 +441,7 @@ pub struct Spool {
     /// Write errors not yet reported.
     problems: Vec<String>,
     syncer: Option<mpsc::Sender<Arc<File>>>,
+    durability: Durability,
     _lock: File,
 }
 
@@ -526,6 +566,7 @@ impl Spool {
             pinned: None,
             problems: Vec::new(),
             syncer,
+            durability: Durability::Process,
             _lock: lock,
         };
         // Acknowledgements now name the oldest segment left; and a smaller
@@ -533,6 +574,17 @@ impl Spool {
         spool.enforce_cap();
         spool.write_ledger();
         Ok((spool, recovery))
+    }
+
+    /// Makes every later write as durable as `durability` says.
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+        if durability == Durability::Machine {
+            self.flush();
+            let synced: io::Result<()> = self.segments.iter().try_for_each(|s| s.file.sync_data());
+            self.problem_if(synced, "cannot fsync a spool segment");
+            self.write_ledger();
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -555,13 +607,31 @@ impl Spool {
     /// Appends a record of this boot. Returns whether the write buffer was
     /// empty before (someone should flush it soon).
     pub fn append(&mut self, record: &IngestRecord, flags: u8, line_bytes: u64) -> bool {
-        let was_empty = self.buffer.is_empty();
+        debug_assert_eq!(flags & FLAG_CAPTURED, 0);
         let prefix = Prefix {
             flags,
             seq: record.seq,
             ts: timestamp_ns(record.ts),
             line_bytes: line_bytes.min(u32::MAX as u64) as u32,
         };
+        self.append_frame(prefix, |buffer| encode_record(record, buffer))
+    }
+
+    /// Appends a captured line of this boot, stamped with `seq` and `ts`
+    /// (nanoseconds); see [`Spool::append`].
+    pub fn append_captured(&mut self, seq: u64, ts: i64, line: &Captured<'_>, flags: u8) -> bool {
+        let prefix = Prefix {
+            flags: flags | FLAG_CAPTURED,
+            seq,
+            ts,
+            line_bytes: line.bytes.len().min(u32::MAX as usize) as u32,
+        };
+        self.append_frame(prefix, |buffer| encode_captured(line, buffer))
+    }
+
+    fn append_frame(&mut self, prefix: Prefix, encode: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let was_empty = self.buffer.is_empty();
+        let flags = prefix.flags;
         if !self.segments.back().is_some_and(|s| s.open) {
             if let Err(error) = self.start_segment() {
                 self.problem(format!(
@@ -578,7 +648,7 @@ impl Spool {
         let at = self.buffer.len();
         self.buffer.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
         prefix.encode(&mut self.buffer);
-        encode_record(record, &mut self.buffer);
+        encode(&mut self.buffer);
         seal_frame(&mut self.buffer, at);
         let frame_bytes = (self.buffer.len() - at) as u64;
 
@@ -607,11 +677,18 @@ impl Spool {
         if self.buffer.is_empty() {
             return;
         }
+        let durability = self.durability;
         let segment = self
             .segments
             .back_mut()
             .expect("buffered records have an open segment");
-        match (&*segment.file).write_all(&self.buffer) {
+        let written = (&*segment.file)
+            .write_all(&self.buffer)
+            .and_then(|()| match durability {
+                Durability::Machine => segment.file.sync_data(),
+                Durability::Process => Ok(()),
+            });
+        match written {
             Ok(()) => {
                 segment.len += self.buffer.len() as u64;
                 self.buffer.clear();
@@ -763,8 +840,14 @@ impl Spool {
             let _ = fs::remove_file(self.dir.join(LEDGER_FILE));
             let _ = fs::remove_file(self.dir.join(LOCK_FILE));
             let _ = fs::remove_dir(&self.dir);
-        } else if let Ok(ledger) = File::open(self.dir.join(LEDGER_FILE)) {
-            let _ = ledger.sync_data();
+        } else {
+            // What the next agent needs survives a machine crash from here:
+            // the ledger's data, and the directory naming it and the
+            // segments.
+            if let Ok(ledger) = File::open(self.dir.join(LEDGER_FILE)) {
+                let _ = ledger.sync_data();
+            }
+            let _ = sync_directory(&self.dir);
         }
         self.backlog
     }
@@ -783,7 +866,13 @@ impl Spool {
         head.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
         serde_json::to_writer(&mut head, &*self.header).expect("a header serializes to JSON");
         seal_frame(&mut head, SEGMENT_MAGIC.len());
-        if let Err(error) = (&file).write_all(&head) {
+        let written = (&file)
+            .write_all(&head)
+            .and_then(|()| match self.durability {
+                Durability::Machine => file.sync_data().and_then(|()| sync_directory(&self.dir)),
+                Durability::Process => Ok(()),
+            });
+        if let Err(error) = written {
             let _ = fs::remove_file(&path);
             return Err(error);
         }
@@ -891,6 +980,12 @@ impl Spool {
         }
     }
 
+    fn problem_if(&mut self, result: io::Result<()>, what: &str) {
+        if let Err(error) = result {
+            self.problem(format!("{what} in {}: {error}", self.dir.display()));
+        }
+    }
+
     fn problem(&mut self, message: String) {
         if self.problems.len() < 8 {
             self.problems.push(message);
@@ -910,7 +1005,7 @@ impl Spool {
                 dropped: self.dropped.clone(),
             },
         };
-        if let Err(error) = write_ledger(&self.dir, &ledger) {
+        if let Err(error) = write_ledger(&self.dir, &ledger, self.durability) {
             self.problem(format!(
                 "cannot write the spool ledger in {}: {error}",
                 self.dir.display()
@@ -1056,7 +1151,7 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}{SEGMENT_SUFFIX}"))
 }
 
-fn timestamp_ns(ts: jiff::Timestamp) -> i64 {
+pub fn timestamp_ns(ts: jiff::Timestamp) -> i64 {
     ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
@@ -1101,11 +1196,7 @@ const BIT_REQUEST_ID: u8 = 2;
 
 /// Appends a record's body after its prefix (see the module's doc).
 fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
-    let stream = match record.stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
-        Stream::System => 2,
-    };
+    let stream = stream_code(record.stream);
     let level = Level::ALL
         .iter()
         .position(|level| *level == record.level)
@@ -1132,6 +1223,82 @@ fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
     buffer[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
+const BIT_CONTINUED: u8 = 1;
+const BIT_IN_REQUEST: u8 = 2;
+const BIT_PROGRESS: u8 = 4;
+const BIT_PROGRESS_FINAL: u8 = 8;
+
+/// Appends a captured line's body after its prefix: `stream: u8`, `bits:
+/// u8`, the progress count (`u32`, when a progress state), the request in
+/// flight (length-prefixed, when there was one), then the line's bytes to
+/// the end of the frame.
+fn encode_captured(line: &Captured<'_>, buffer: &mut Vec<u8>) {
+    let mut bits = 0;
+    if line.continued {
+        bits |= BIT_CONTINUED;
+    }
+    if line.in_request.is_some() {
+        bits |= BIT_IN_REQUEST;
+    }
+    match line.progress {
+        Some((_, true)) => bits |= BIT_PROGRESS | BIT_PROGRESS_FINAL,
+        Some((_, false)) => bits |= BIT_PROGRESS,
+        None => {}
+    }
+    buffer.extend_from_slice(&[stream_code(line.stream), bits]);
+    if let Some((updates, _)) = line.progress {
+        buffer.extend_from_slice(&updates.to_le_bytes());
+    }
+    if let Some(request) = line.in_request {
+        put_bytes(buffer, request.as_bytes());
+    }
+    buffer.extend_from_slice(line.bytes);
+}
+
+fn decode_captured(mut body: &[u8]) -> Option<Captured<'_>> {
+    let (&[stream, bits], rest) = body.split_first_chunk::<2>()?;
+    body = rest;
+    let progress = if bits & BIT_PROGRESS != 0 {
+        let (updates, rest) = body.split_first_chunk::<4>()?;
+        body = rest;
+        Some((u32::from_le_bytes(*updates), bits & BIT_PROGRESS_FINAL != 0))
+    } else {
+        None
+    };
+    let in_request = if bits & BIT_IN_REQUEST != 0 {
+        let (len, rest) = body.split_first_chunk::<4>()?;
+        let (request, rest) = rest.split_at_checked(u32::from_le_bytes(*len) as usize)?;
+        body = rest;
+        Some(std::str::from_utf8(request).ok()?)
+    } else {
+        None
+    };
+    Some(Captured {
+        stream: stream_from_code(stream)?,
+        bytes: body,
+        continued: bits & BIT_CONTINUED != 0,
+        in_request,
+        progress,
+    })
+}
+
+fn stream_code(stream: Stream) -> u8 {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+        Stream::System => 2,
+    }
+}
+
+fn stream_from_code(code: u8) -> Option<Stream> {
+    match code {
+        0 => Some(Stream::Stdout),
+        1 => Some(Stream::Stderr),
+        2 => Some(Stream::System),
+        _ => None,
+    }
+}
+
 fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
     buffer.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
     buffer.extend_from_slice(bytes);
@@ -1140,6 +1307,14 @@ fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
 /// The record of `prefix` and the rest of its body; `None` if it does not
 /// decode.
 fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRecord> {
+    if prefix.flags & FLAG_CAPTURED != 0 {
+        let line = decode_captured(body)?;
+        return Some(crate::outbox::parse_captured(
+            prefix.seq,
+            timestamp(prefix.ts),
+            &line,
+        ));
+    }
     fn take<'a>(body: &mut &'a [u8], len: usize) -> Option<&'a [u8]> {
         let (taken, rest) = body.split_at_checked(len)?;
         *body = rest;
@@ -1152,12 +1327,7 @@ fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRecord> {
     let &[stream, level, bits] = take(&mut body, 3)? else {
         return None;
     };
-    let stream = match stream {
-        0 => Stream::Stdout,
-        1 => Stream::Stderr,
-        2 => Stream::System,
-        _ => return None,
-    };
+    let stream = stream_from_code(stream)?;
     let level = *Level::ALL.get(level as usize)?;
     let message = string(&mut body)?;
     let request_id = string(&mut body)?;
@@ -1448,7 +1618,7 @@ fn read_ledger(dir: &Path) -> Result<Option<Ledger>, String> {
 }
 
 /// Replaces the ledger: written beside it, then renamed over it.
-fn write_ledger(dir: &Path, ledger: &Ledger) -> io::Result<()> {
+fn write_ledger(dir: &Path, ledger: &Ledger, durability: Durability) -> io::Result<()> {
     let mut bytes = LEDGER_MAGIC.to_vec();
     bytes.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
     serde_json::to_writer(&mut bytes, ledger).expect("a ledger serializes to JSON");
@@ -1461,8 +1631,20 @@ fn write_ledger(dir: &Path, ledger: &Ledger) -> io::Result<()> {
         .mode(0o600)
         .open(&temporary)?;
     file.write_all(&bytes)?;
+    if durability == Durability::Machine {
+        file.sync_data()?;
+    }
     drop(file);
-    fs::rename(&temporary, dir.join(LEDGER_FILE))
+    fs::rename(&temporary, dir.join(LEDGER_FILE))?;
+    if durability == Durability::Machine {
+        sync_directory(dir)?;
+    }
+    Ok(())
+}
+
+/// fsyncs a directory: the names created, renamed or removed in it last.
+fn sync_directory(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -1535,6 +1717,77 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    #[test]
+    fn captured_lines_come_back_parsed_with_what_capture_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let stamped = Timestamp::from_second(1_700_000_000).unwrap();
+        let captured = [
+            Captured {
+                stream: Stream::Stderr,
+                bytes: br#"{"level":"error","msg":"boom","request_id":"own"}"#,
+                continued: false,
+                in_request: Some("in-flight"),
+                progress: None,
+            },
+            Captured {
+                stream: Stream::Stdout,
+                bytes: b"50%|#####     | 5/10 \xff",
+                continued: true,
+                in_request: Some("in-flight"),
+                progress: Some((7, true)),
+            },
+        ];
+        for (seq, line) in captured.iter().enumerate() {
+            spool.append_captured(seq as u64, timestamp_ns(stamped), line, 0);
+        }
+        let plan = spool.plan_read().unwrap();
+        let batch = read_batch(&plan, &ALL).unwrap();
+        let [json, bar] = &batch.records[..] else {
+            panic!("two records: {:?}", batch.records)
+        };
+        assert_eq!(
+            (
+                json.level,
+                json.message.as_str(),
+                json.request_id.as_deref()
+            ),
+            (Level::Error, "boom", Some("own")),
+            "a line's own request id wins over the one in flight"
+        );
+        assert_eq!(
+            (json.stream, json.ts, json.seq),
+            (Stream::Stderr, stamped, 0)
+        );
+        assert_eq!(bar.request_id.as_deref(), Some("in-flight"));
+        assert!(bar.invalid_utf8);
+        assert_eq!(bar.message, "50%|#####     | 5/10 \u{fffd}");
+        assert_eq!(bar.fields["continued"], true);
+        assert_eq!(bar.fields["progress_updates"], 7);
+        assert_eq!(bar.fields["progress_final"], true);
+        // Metered by the bytes as written, invalid ones included.
+        assert_eq!(
+            batch.receipt.line_bytes,
+            (captured[0].bytes.len() + captured[1].bytes.len()) as u64
+        );
+    }
+
+    #[test]
+    fn with_machine_durability_records_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            spool.set_durability(Durability::Machine);
+            append_lines(&mut spool, 0..10);
+            spool.flush();
+            assert!(spool.take_problems().is_empty());
+            // Killed: no shutdown.
+        }
+        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        assert_eq!(recovery.records, 10);
+        assert_eq!(drain(&mut spool).len(), 10);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 to the worker's process
 //! group; after a stop signal (TERM, INT, QUIT) the worker has
 //! `stop_timeout` to exit before the group is SIGKILLed; and the agent exits
-//! with the worker's code (128 + signal when it was killed).
+//! with the worker's code (128 + signal when it was killed). Under `--tty`,
+//! a resize of the agent's terminal (SIGWINCH) resizes the worker's.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -124,10 +125,19 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
     if config.unbuffered {
         command.env("PYTHONUNBUFFERED", "1");
     }
+    // SAFETY: only async-signal-safe calls between fork and exec. The
+    // agent's "no huge pages" (`stay_small`) would pass over exec: the
+    // worker gets the machine's policy back.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+            Ok(())
+        });
+    }
     if outputs.tty {
-        // SAFETY: only async-signal-safe calls between fork and exec. A new
-        // session (so a process group of its own, led by the worker) with
-        // the terminal (already its stdout) as its controlling terminal.
+        // SAFETY: as above. A new session (so a process group of its own,
+        // led by the worker) with the terminal (already its stdout) as its
+        // controlling terminal.
         unsafe {
             command.pre_exec(|| {
                 if libc::setsid() < 0 {
@@ -180,6 +190,19 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
         })),
     );
 
+    // Under --tty the worker's terminal follows the agent's: a resize of
+    // the agent's terminal (SIGWINCH) is passed on as one of the worker's.
+    let resizes = outputs
+        .tty
+        .then(|| {
+            outputs
+                .readers
+                .first()
+                .and_then(|(master, _)| master.try_clone().ok())
+        })
+        .flatten()
+        .and_then(|master| follow_resizes(master).ok());
+
     let cutting = Cutting {
         max_line_bytes: config.max_line_bytes,
         progress_interval: config.progress_interval,
@@ -225,6 +248,9 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             ));
         }
     }
+    if let Some(resizes) = resizes {
+        resizes.abort();
+    }
     let oom_kills = oom.finish(outbox);
     shared.requests.end_unfinished();
     reaper.reap();
@@ -248,6 +274,17 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             1
         }
     }
+}
+
+/// On each SIGWINCH, gives the worker's pseudo-terminal the agent's
+/// terminal size.
+fn follow_resizes(master: std::os::fd::OwnedFd) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut resized = signal(SignalKind::window_change())?;
+    Ok(tokio::spawn(async move {
+        while resized.recv().await.is_some() {
+            crate::capture::copy_terminal_size(&master);
+        }
+    }))
 }
 
 /// The forwarded signals, listened for.

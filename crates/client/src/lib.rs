@@ -47,17 +47,34 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
+    /// 429: the server asks the caller to slow down, for `retry_after` when
+    /// it said how long (`Retry-After` in seconds).
+    #[error("{message}")]
+    RateLimited {
+        retry_after: Option<Duration>,
+        code: String,
+        message: String,
+    },
 }
 
 impl ClientError {
     /// Whether trying again later may succeed: the server was away, or busy.
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Unreachable { .. } | ClientError::Protocol(_) => true,
-            ClientError::Api { status, .. } => *status == 429 || *status >= 500,
+            ClientError::Unreachable { .. }
+            | ClientError::Protocol(_)
+            | ClientError::RateLimited { .. } => true,
+            ClientError::Api { status, .. } => *status >= 500,
             ClientError::InvalidUrl(_) => false,
         }
     }
+}
+
+/// A `Retry-After` of delta-seconds (the form rate limiters send; an HTTP
+/// date is left to the caller's own backoff).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// A connection to one server with one token.
@@ -115,8 +132,24 @@ impl Client {
             return Ok(response);
         }
         let status = response.status().as_u16();
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.unwrap_or_default();
-        Err(match serde_json::from_slice::<ErrorBody>(&body) {
+        let parsed = serde_json::from_slice::<ErrorBody>(&body);
+        if status == 429 {
+            let (code, message) = match parsed {
+                Ok(error) => (error.error.code, error.error.message),
+                Err(_) => (
+                    "rate_limited".into(),
+                    "the server answered 429 (too many requests)".into(),
+                ),
+            };
+            return Err(ClientError::RateLimited {
+                retry_after,
+                code,
+                message,
+            });
+        }
+        Err(match parsed {
             Ok(error) => ClientError::Api {
                 status,
                 code: error.error.code,

@@ -9,6 +9,23 @@ mod commands;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `tailwater run` lives beside a worker for the worker's whole life, so it
+/// keeps its memory small: memory it frees goes back to the system at once
+/// (mimalloc keeps it a while by default, which suits the server), and no
+/// transparent huge pages ([`tailwater_agent::stay_small`]).
+fn keep_the_agent_small() {
+    extern "C" {
+        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    }
+    /// `mi_option_purge_delay` in mimalloc's `mi_option_t` (the same in its
+    /// v2 and v3; options are only ever appended).
+    const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+    // SAFETY: mimalloc is this binary's allocator (linked in above); setting
+    // an option is a plain store, safe at any time.
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    tailwater_agent::stay_small();
+}
+
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
@@ -71,6 +88,12 @@ impl Connection {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "run")
+    {
+        keep_the_agent_small();
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

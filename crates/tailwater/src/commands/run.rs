@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 use tailwater_agent::{
-    AgentConfig, ProxyConfig, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
+    AgentConfig, ProxyConfig, SpoolDurability, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPOOL_MAX_BYTES,
+    MIN_SPOOL_MAX_BYTES,
 };
 use tailwater_model::Source;
 
@@ -49,6 +50,12 @@ pub struct RunArgs {
     /// dropped and counted in a system record.
     #[arg(long, default_value_t = DEFAULT_SPOOL_MAX_BYTES)]
     spool_max_bytes: u64,
+    /// fsync the spool at every write (about each millisecond the worker
+    /// prints): lines survive the machine crashing or losing power, not
+    /// only the agent being killed. Capture waits for each fsync, so a
+    /// worker printing flat out on a slow disk is slowed down.
+    #[arg(long)]
+    spool_fsync: bool,
     /// Ship at most this many lines per second; the rest waits in the spool
     /// and is counted in a system record. Default: no limit.
     #[arg(long, value_name = "LINES")]
@@ -97,6 +104,11 @@ pub struct RunArgs {
     /// TAILWATER_CONTROL); by default in a private temporary directory.
     #[arg(long, value_name = "PATH")]
     control_socket: Option<PathBuf>,
+    /// With nothing shipped for this long, send the server an empty batch
+    /// (a heartbeat), so it can tell a quiet runner from a lost one. 0s
+    /// sends none.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    heartbeat_interval: Duration,
     /// The worker's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -138,6 +150,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.max_line_bytes = args.max_line_bytes;
     config.spool_dir = args.spool;
     config.spool_max_bytes = args.spool_max_bytes;
+    if args.spool_fsync {
+        config.spool_durability = SpoolDurability::Machine;
+    }
     config.rate_lines = args.rate_lines;
     config.rate_bytes = args.rate_bytes;
     config.drain_timeout = Duration::from_secs(args.drain_timeout);
@@ -147,6 +162,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.health = args.health;
     config.proxy = args.proxy;
     config.control_socket = args.control_socket;
+    config.heartbeat_interval = Some(args.heartbeat_interval).filter(|every| !every.is_zero());
     let code = tailwater_agent::run(config).await?;
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.

@@ -412,3 +412,194 @@ fn an_unusable_spool_directory_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// An ingest endpoint on loopback that keeps every batch it is sent (with
+/// when it came) and answers as `answer` says for the n-th POST (from 0):
+/// `Some((status, retry_after_seconds))`, or `None` for 200.
+struct IngestStub {
+    port: u16,
+    batches: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl IngestStub {
+    fn start(answer: fn(usize) -> Option<(u16, u64)>) -> IngestStub {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let batches: Arc<Mutex<Vec<(Instant, Value)>>> = Arc::default();
+        let posts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let kept = batches.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (kept, posts) = (kept.clone(), posts.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut length = 0;
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            reader.read_line(&mut line).unwrap();
+                            if line == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = line.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    length = value.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        reader.read_exact(&mut body).unwrap();
+                        let n = posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let batch: Value = serde_json::from_slice(&body).unwrap();
+                        let response = match answer(n) {
+                            Some((status, retry_after)) => {
+                                let body = r#"{"error":{"code":"rate_limited","message":"app over its rate limit"}}"#;
+                                format!("HTTP/1.1 {status} Too Many Requests\r\nRetry-After: {retry_after}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                            }
+                            None => {
+                                let records = batch["records"].as_array().unwrap().len();
+                                kept.lock().unwrap().push((Instant::now(), batch));
+                                let body = format!(r#"{{"accepted":{records},"duplicates":0}}"#);
+                                format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                            }
+                        };
+                        if writer.write_all(response.as_bytes()).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        IngestStub { port, batches }
+    }
+
+    fn batches(&self) -> Vec<(Instant, Value)> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+/// The server answers 429 with `Retry-After: 1` twice: the agent waits at
+/// least that long each time, keeps the lines, ships every one once and in
+/// order afterwards, and says how it was held up.
+#[test]
+fn a_server_asking_to_retry_after_is_obeyed_and_nothing_is_lost() {
+    let stub = IngestStub::start(|n| (n < 2).then_some((429, 1)));
+    let spool = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let agent = agent(
+        stub.port,
+        spool.path(),
+        "limited",
+        &[],
+        "for i in $(seq 1 50); do echo line $i; done",
+    );
+    let output = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("is rate limiting this runner (app over its rate limit)"),
+        "{stderr}"
+    );
+    let batches = stub.batches();
+    // Two 429s of one second each came before the first batch was taken.
+    let first = batches.first().expect("a batch").0;
+    assert!(
+        first.duration_since(started) >= Duration::from_secs(2),
+        "shipped {:?} after the start, before two Retry-After waits",
+        first.duration_since(started)
+    );
+    let records: Vec<Value> = batches
+        .iter()
+        .flat_map(|(_, batch)| batch["records"].as_array().unwrap().clone())
+        .collect();
+    // One boot: each sequence number once, in order, from the first.
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (0..records.len() as u64).collect::<Vec<_>>());
+    assert_eq!(stdout_messages(&records), numbered("line", 50));
+    let [limited] = &events(&records, "server_rate_limited")[..] else {
+        panic!("one server_rate_limited record: {:#?}", messages(&records))
+    };
+    assert_eq!(limited["fields"]["answers"], 2);
+    assert!(limited["fields"]["waited_ms"].as_u64().unwrap() >= 2000);
+    assert_eq!(limited["level"], "warn");
+}
+
+/// With nothing to ship, the agent sends an empty batch with its labels
+/// every --heartbeat-interval, and the real server takes it.
+#[test]
+fn a_quiet_runner_sends_heartbeats_the_server_accepts() {
+    let stub = IngestStub::start(|_| None);
+    let spool = tempfile::tempdir().unwrap();
+    let quiet = "echo before; sleep 1.5; echo after";
+    let agent_on_stub = agent(
+        stub.port,
+        spool.path(),
+        "beating",
+        &["--heartbeat-interval", "200ms"],
+        quiet,
+    );
+    wait_success(agent_on_stub);
+    let batches = stub.batches();
+    let boot = batches[0].1["boot"].as_str().unwrap().to_owned();
+    let sent_at = |text: &str| {
+        batches
+            .iter()
+            .find(|(_, batch)| {
+                stdout_messages(batch["records"].as_array().unwrap()).contains(&text)
+            })
+            .unwrap_or_else(|| panic!("a batch with '{text}'"))
+            .0
+    };
+    let (before, after) = (sent_at("before"), sent_at("after"));
+    let beats: Vec<&Value> = batches
+        .iter()
+        .filter(|(at, batch)| {
+            *at > before && *at < after && batch["records"].as_array().unwrap().is_empty()
+        })
+        .map(|(_, batch)| batch)
+        .collect();
+    // At least 1.5 s quiet at one beat per 200 ms: about 7, fewer on a
+    // loaded machine, never more than the quiet time allows.
+    let quiet_for = after.duration_since(before);
+    let most = (quiet_for.as_millis() / 200) as usize + 1;
+    assert!(
+        (3..=most).contains(&beats.len()),
+        "{} heartbeats in {quiet_for:?} of quiet",
+        beats.len()
+    );
+    for beat in beats {
+        assert_eq!(
+            (&beat["app"], &beat["runner"], &beat["boot"]),
+            (
+                &Value::from("beating"),
+                &Value::from("beating-runner"),
+                &Value::from(boot.as_str())
+            )
+        );
+    }
+
+    // The real server takes empty batches: no complaint, every line there.
+    let server = TestServer::start();
+    let output = agent(
+        server.port,
+        &server.spool,
+        "beating-real",
+        &["--heartbeat-interval", "100ms"],
+        "echo before; sleep 0.5; echo after",
+    )
+    .wait_with_output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("heartbeat"), "{stderr}");
+    let records = server.logs(&["--app", "beating-real"]);
+    assert_eq!(stdout_messages(&records), ["before", "after"]);
+}

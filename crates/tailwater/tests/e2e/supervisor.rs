@@ -250,13 +250,18 @@ fn orphans_come_to_the_agent_and_are_reaped_and_the_worker_code_is_kept() {
 
 #[test]
 fn as_pid_1_of_a_pid_namespace_it_reaps_and_forwards_term() {
+    // Never skipped: CI runs as root, where `unshare --pid` works (and
+    // scripts/test installs util-linux where it is missing).
     let probe = Command::new("unshare")
         .args(["--pid", "--fork", "true"])
-        .stderr(Stdio::null())
-        .status();
-    if !probe.is_ok_and(|status| status.success()) {
-        eprintln!("skipped: cannot make a PID namespace here (unshare --pid needs root or user namespaces)");
-        return;
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "cannot make a PID namespace here: {}; run the tests as root (as CI does), where unshare --pid works",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => panic!("cannot run unshare ({error}): install util-linux"),
     }
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
@@ -761,11 +766,25 @@ print("done")
     );
 
     let records = records(&server, "progress");
-    let bars: Vec<&str> = records
+    let bar_records: Vec<&Value> = records.iter().filter(|r| r["stream"] == "stderr").collect();
+    let bars: Vec<&str> = bar_records
         .iter()
-        .filter(|r| r["stream"] == "stderr")
         .map(|r| r["message"].as_str().unwrap())
         .collect();
+    // Each kept state says how many it stands for: all 101 between them,
+    // and only the last is final.
+    let updates: Vec<u64> = bar_records
+        .iter()
+        .map(|r| r["fields"]["progress_updates"].as_u64().unwrap())
+        .collect();
+    assert_eq!(updates[0], 1, "the first state stands for itself");
+    assert_eq!(updates.iter().sum::<u64>(), 101, "{updates:?}");
+    let finals: Vec<bool> = bar_records
+        .iter()
+        .map(|r| r["fields"]["progress_final"] == true)
+        .collect();
+    assert_eq!(finals.iter().filter(|last| **last).count(), 1);
+    assert!(finals.last().unwrap());
     assert!(
         (3..=9).contains(&bars.len()),
         "about one state per 500ms and the final one, not 101: {bars:#?}"
@@ -856,6 +875,82 @@ print("a second later")
     assert!(seconds_between(first, last) < 0.5, "buffered until exit");
 }
 
+/// Under `--tty`, resizing the agent's terminal resizes the worker's: the
+/// agent's stdout is a terminal this test owns; after it is resized and the
+/// agent gets SIGWINCH (as from a terminal emulator), the worker gets
+/// SIGWINCH and sees the new size.
+#[test]
+fn under_tty_a_resize_of_the_agents_terminal_reaches_the_worker() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let python = python();
+    let server = TestServer::start();
+    let set_size = |fd: libc::c_int, cols: u16, rows: u16| {
+        let size = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads one winsize.
+        assert_eq!(unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &size) }, 0);
+    };
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors; the rest may be null.
+    let opened = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both were just opened and are owned by nothing else.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    set_size(std::os::fd::AsRawFd::as_raw_fd(&master), 120, 40);
+    let worker = r#"
+import os, signal, time
+resized = []
+signal.signal(signal.SIGWINCH, lambda *_: resized.append(1))
+print("size %d %d" % tuple(os.get_terminal_size(1)), flush=True)
+deadline = time.time() + 20
+while not resized and time.time() < deadline:
+    time.sleep(0.02)
+print("resized" if resized else "no SIGWINCH", "size %d %d" % tuple(os.get_terminal_size(1)), flush=True)
+"#;
+    let agent = server
+        .command(&[
+            "run",
+            "--app",
+            "winch",
+            "--runner",
+            "winch-runner",
+            "--tty",
+            "--quiet",
+            "--",
+            python,
+            "-c",
+            worker,
+        ])
+        .stdout(Stdio::from(slave))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_record(
+        &server,
+        "winch",
+        "the first size",
+        has_message("size 120 40"),
+    );
+    set_size(std::os::fd::AsRawFd::as_raw_fd(&master), 100, 30);
+    send_signal(agent.id(), libc::SIGWINCH);
+    let output = agent.wait_with_output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let records = records(&server, "winch");
+    by_message(&records, "resized size 100 30");
+}
+
 /// A memory cgroup this test may make and limit: cgroup v2 (the memory
 /// controller enabled for children of the root) or v1.
 fn writable_memory_cgroup(name: &str, limit_bytes: u64) -> Option<std::path::PathBuf> {
@@ -889,10 +984,11 @@ fn writable_memory_cgroup(name: &str, limit_bytes: u64) -> Option<std::path::Pat
 fn an_oom_kill_is_reported_with_the_exit() {
     let python = python();
     let name = format!("tailwater-e2e-oom-{}", std::process::id());
-    let Some(cgroup) = writable_memory_cgroup(&name, 128 * 1024 * 1024) else {
-        eprintln!("skipped: no writable memory cgroup here (needs root and a cgroup v2 memory controller, or cgroup v1)");
-        return;
-    };
+    // Never skipped: CI runs as root, where a child memory cgroup can be
+    // made (cgroup v1 here, v2 elsewhere).
+    let cgroup = writable_memory_cgroup(&name, 128 * 1024 * 1024).unwrap_or_else(|| {
+        panic!("cannot make a memory cgroup with a limit under /sys/fs/cgroup: run the tests as root (as CI does), on a machine with a cgroup v2 memory controller or cgroup v1's memory hierarchy")
+    });
     let server = TestServer::start();
     // The agent moves itself into the cgroup before it starts; the worker
     // then grows past the limit, 16 MiB at a time.
