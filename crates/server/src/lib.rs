@@ -106,6 +106,31 @@ pub struct AppState {
     pub public_metrics: bool,
 }
 
+impl AppState {
+    /// The state of a server over an open store and registry.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        redactor: Redactor,
+        config: &ServerConfig,
+    ) -> AppState {
+        let (new_records, _) = watch::channel(store.last_id());
+        let store = Arc::new(store);
+        AppState {
+            metrics: Arc::new(Metrics::new(store.clone())),
+            store,
+            registry: Arc::new(registry),
+            new_records,
+            stopping: watch::channel(false).0,
+            max_batch_bytes: config.max_batch_bytes,
+            limits: Arc::new(config.limits.clone()),
+            rates: Arc::new(RateLimiter::default()),
+            redactor: Arc::new(redactor),
+            public_metrics: config.public_metrics,
+        }
+    }
+}
+
 /// A server serving in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -153,20 +178,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
-    let (new_records, _) = watch::channel(store.last_id());
-    let store = Arc::new(store);
-    let state = AppState {
-        metrics: Arc::new(Metrics::new(store.clone())),
-        store,
-        registry: Arc::new(registry),
-        new_records,
-        stopping: watch::channel(false).0,
-        max_batch_bytes: config.max_batch_bytes,
-        limits: Arc::new(config.limits.clone()),
-        rates: Arc::new(RateLimiter::default()),
-        redactor: Arc::new(redactor),
-        public_metrics: config.public_metrics,
-    };
+    let state = AppState::new(store, registry, redactor, &config);
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),

@@ -273,3 +273,37 @@ impl Collector for StoreCollector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_clients_are_counted_while_their_guard_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Default::default()).unwrap();
+        let metrics = Metrics::new(Arc::new(store));
+        let sample = |metrics: &Metrics| {
+            let text = metrics.render();
+            let lines = text.lines().map(|line| Ok(line.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == "tailwater_tail_clients" && s.labels.get("tenant") == Some("acme")
+                })
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => panic!("a gauge"),
+                })
+        };
+        let first = metrics.tail_client("acme");
+        let second = metrics.tail_client("acme");
+        assert_eq!(sample(&metrics), Some(2.0));
+        drop(first);
+        assert_eq!(sample(&metrics), Some(1.0));
+        drop(second);
+        assert_eq!(sample(&metrics), Some(0.0));
+    }
+}

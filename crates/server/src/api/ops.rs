@@ -64,3 +64,31 @@ pub async fn time_queries(State(state): State<AppState>, request: Request, next:
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redact::Redactor;
+    use crate::registry::Registry;
+    use crate::ServerConfig;
+
+    #[tokio::test]
+    async fn readyz_says_503_with_the_reason_once_shutdown_began() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig::new(dir.path().to_owned());
+        let store =
+            tailwater_store::Store::open(&dir.path().join("store"), config.store.clone()).unwrap();
+        let (registry, _) = Registry::open(&dir.path().join("auth"), None).unwrap();
+        let state = crate::AppState::new(store, registry, Redactor::none(), &config);
+        assert_eq!(readyz(State(state.clone())).await.status(), StatusCode::OK);
+
+        state.stopping.send_replace(true);
+        let response = readyz(State(state)).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "shutting_down");
+    }
+}
