@@ -60,7 +60,8 @@ pub struct Connection {
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A PEM file of certificates to trust for an https server whose
-    /// certificate is self-signed or from a private authority.
+    /// certificate is self-signed or from a private authority (not yet
+    /// used by `run`, whose agent trusts the public roots only).
     #[arg(long, env = "TAILWATER_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
 }
