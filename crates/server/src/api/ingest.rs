@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +36,8 @@ pub async fn ingest(
     principal.allow(Action::Ingest)?;
     let body = match body {
         Ok(body) if body.len() <= state.max_batch_bytes => body,
-        Ok(_) | Err(BytesRejection::FailedToBufferBody(_)) => {
+        Ok(_)
+        | Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
             tracing::warn!(
                 limit = state.max_batch_bytes,
                 "ingest batch refused: too large"
@@ -53,7 +54,12 @@ pub async fn ingest(
                 ),
             ));
         }
-        Err(rejection) => return Err(ApiError::bad_request(rejection.body_text())),
+        Err(rejection) => {
+            return Err(ApiError::bad_request(format!(
+                "cannot read the ingest body ({}): send it again",
+                rejection.body_text()
+            )))
+        }
     };
     let batch: IngestBatch = serde_json::from_slice(&body).map_err(|error| {
         ApiError::bad_request(format!(
@@ -79,18 +85,9 @@ pub async fn ingest(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, reason, message));
     }
 
-    let store = state.store.clone();
-    let registry = state.registry.clone();
-    let state_for_store = state.clone();
-    let tenant_for_store = tenant.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        store_batch(
-            &state_for_store,
-            &registry,
-            &store,
-            &tenant_for_store,
-            batch,
-        )
+    let outcome = tokio::task::spawn_blocking({
+        let (state, tenant) = (state.clone(), tenant.clone());
+        move || store_batch(&state, &tenant, batch)
     })
     .await
     .map_err(ApiError::internal)??;
@@ -124,13 +121,8 @@ enum Stored {
 
 /// The app's checks, limits and redaction, then the store: blocking work
 /// (the registry's file, redaction of a large batch, the store's fsync).
-fn store_batch(
-    state: &AppState,
-    registry: &crate::registry::Registry,
-    store: &tailwater_store::Store,
-    tenant: &str,
-    mut batch: IngestBatch,
-) -> Result<Stored, ApiError> {
+fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result<Stored, ApiError> {
+    let registry = &state.registry;
     registry.ensure_app(tenant, &batch.app)?;
     let settings = registry.app(tenant, &batch.app).map(|app| app.settings);
     let app_rate = state.limits.app_rate(settings.as_ref());
@@ -174,7 +166,7 @@ fn store_batch(
 
     let total = batch.records.len();
     let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
-    let response = match store.append(tenant, batch) {
+    let response = match state.store.append(tenant, batch) {
         Ok(response) => response,
         Err(error) => {
             if let Some(pending) = rate_report {
@@ -196,6 +188,8 @@ fn store_batch(
             .ingested_lines
             .get_or_create(&app_labels)
             .inc_by(response.accepted as u64);
+        // Exact unless a batch is partly duplicates (rare: an agent's
+        // batches are cut the same way when sent again): then pro rata.
         let stored_bytes = message_bytes * response.accepted as u64 / total.max(1) as u64;
         metrics
             .ingested_bytes
