@@ -12,7 +12,12 @@
 //! pass of all patterns joined into one regex, which the `regex` crate
 //! pre-filters by the patterns' literal prefixes (`AKIA`, `sk-`, `ghp_`,
 //! `eyJ`, …) before running any automaton. Only a line that matches is
-//! looked at pattern by pattern.
+//! looked at pattern by pattern. Measured (release, this 2-core machine
+//! under load): about 70–150 ns for a clean 100-byte line, a few µs for a
+//! line with secrets. A separate case-insensitive Aho-Corasick pass over
+//! the literals was tried as a pre-filter and was slower than the joined
+//! regex alone (its short literals, `sk-`, `hf_`, in every case, defeat its
+//! SIMD search).
 
 use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
@@ -122,10 +127,6 @@ impl Redactor {
     /// A redactor that replaces nothing.
     pub fn none() -> Redactor {
         Redactor::new(false, &[]).expect("no patterns compile")
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 
     /// The name of pattern `index` (for metrics).
