@@ -300,6 +300,8 @@ async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
         message.contains("version") && message.contains("--max-label-bytes"),
         "{message}"
     );
+    let (status, _, _) = post(&server, &batch("bad\napp", "r1", vec![record(1, "x")])).await;
+    assert_eq!(status, 400);
     let reserved = batch("labels", "r1", vec![record(1 << 62, "forged")]);
     let (status, _, answer) = post(&server, &reserved).await;
     assert_eq!(
@@ -328,6 +330,13 @@ async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
         sample(
             &samples,
             r#"tailwater_ingest_refused_batches_total{app="",reason="batch_too_large",tenant="default"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_ingest_refused_batches_total{app="",reason="invalid_label",tenant="default"}"#
         ),
         1.0
     );

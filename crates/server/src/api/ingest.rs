@@ -79,7 +79,11 @@ pub async fn ingest(
     }
 
     principal.allow_ingest_app(&batch.app)?;
-    validate_app_name(&batch.app)?;
+    if let Err(error) = validate_app_name(&batch.app) {
+        // Not a label value to keep: counted under no app.
+        count_refused(&state, &tenant, "", limits::INVALID_LABEL, Some(&batch));
+        return Err(error.into());
+    }
     if let Err(Refusal { reason, message }) = state.limits.check_batch(&batch) {
         count_refused(&state, &tenant, &batch.app, reason, Some(&batch));
         return Err(ApiError::new(StatusCode::BAD_REQUEST, reason, message));
