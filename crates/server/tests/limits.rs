@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::{json, Value};
 use tailwater_client::Client;
-use tailwater_model::tenancy::NewApp;
+use tailwater_model::tenancy::{AppPatch, NewApp};
 use tailwater_model::wire::LogsParams;
 use tailwater_model::LogRecord;
 use tailwater_server::limits::Rate;
@@ -59,7 +59,7 @@ async fn runner_logs(client: &Client, runner: &str) -> Vec<LogRecord> {
     let params = LogsParams {
         runner: Some(runner.into()),
         direction: Some("forward".into()),
-        limit: Some("1000".into()),
+        limit: Some("10000".into()),
         ..LogsParams::default()
     };
     client.logs(&params).await.unwrap().records
@@ -179,19 +179,20 @@ async fn app_rate_limits_answer_429_with_retry_after_and_report_in_the_runner_lo
         ..NewApp::default()
     };
     client.create_app(None, &app).await.unwrap();
-    // 150 lines at 100 lines/s: taken (a second's burst, then debt), and
-    // the next batch waits until the debt is paid.
-    let first: Vec<Value> = (0..150).map(|seq| record(seq, "line")).collect();
+    // 1000 lines at 100 lines/s: taken (a second's burst, then debt), and
+    // the next batch waits until the debt is paid: 9 s, long enough for
+    // the next request to come within it however loaded the machine.
+    let first: Vec<Value> = (0..1000).map(|seq| record(seq, "line")).collect();
     let (status, _, answer) = post(&server, &batch("busy", "r1", first)).await;
     assert_eq!(status, 200, "{answer}");
-    let next = batch("busy", "r1", vec![record(150, "next")]);
+    let next = batch("busy", "r1", vec![record(1000, "next")]);
     let (status, retry_after, answer) = post(&server, &next).await;
     assert_eq!(status, 429, "{answer}");
     assert_eq!(answer["error"]["code"], "rate_limited");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("100 lines/s for the app"), "{message}");
     let retry_after = retry_after.expect("a Retry-After header");
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert!((1..=9).contains(&retry_after), "{retry_after}");
     assert!(runner_logs(&client, "r1")
         .await
         .iter()
@@ -214,8 +215,12 @@ async fn app_rate_limits_answer_429_with_retry_after_and_report_in_the_runner_lo
         1.0
     );
 
-    // After Retry-After the same batch gets in, with the report.
-    tokio::time::sleep(Duration::from_secs(retry_after)).await;
+    // Once the limit is lifted the same batch gets in, with the report.
+    let lift = AppPatch {
+        rate_limit_lines_per_sec: Some(None),
+        ..AppPatch::default()
+    };
+    client.update_app(None, "busy", &lift).await.unwrap();
     let (status, _, answer) = post(&server, &next).await;
     assert_eq!(status, 200, "{answer}");
     let logs = runner_logs(&client, "r1").await;
@@ -239,7 +244,8 @@ async fn runner_rate_limits_hold_back_one_runner_only() {
         };
     })
     .await;
-    let big = "y".repeat(1500);
+    // 10 s of debt: the next batch of r1 comes well within it.
+    let big = "y".repeat(11_000);
     let (status, _, _) = post(&server, &batch("shared", "r1", vec![record(0, &big)])).await;
     assert_eq!(status, 200);
     let (status, retry_after, answer) =

@@ -92,9 +92,9 @@ fn an_agent_over_the_limits_loses_nothing_and_its_owner_sees_why() {
         ],
         "http",
     );
-    // 120 lines at once (in, with a debt of over a second), then more
-    // while the debt lasts: 429s that the agent rides out.
-    let script = "for i in $(seq 1 120); do echo line $i; done; \
+    // 400 lines at once (in, with a debt of about 7 s past the burst),
+    // then more while the debt lasts: 429s that the agent rides out.
+    let script = "for i in $(seq 1 400); do echo line $i; done; \
                   sleep 0.3; \
                   echo 'aws AKIAIOSFODNN7EXAMPLE patient=bob42'; \
                   head -c 1000 /dev/zero | tr '\\0' 'L'; echo; \
@@ -117,7 +117,7 @@ fn an_agent_over_the_limits_loses_nothing_and_its_owner_sees_why() {
 
     let records = logs(&server, "http", &spool, &["--runner", "limited-1"]);
     let texts = messages(&records);
-    for i in 1..=120 {
+    for i in 1..=400 {
         assert!(
             texts.contains(&format!("line {i}").as_str()),
             "line {i} lost"
