@@ -4,7 +4,6 @@
 //! own logs.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use jiff::Timestamp;
 use serde_json::{json, Value};
