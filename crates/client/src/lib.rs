@@ -103,6 +103,25 @@ impl Client {
         })
     }
 
+    /// Trusts the certificates in `pem` for `https://`, beside the public
+    /// roots: for a server whose certificate is self-signed or from a
+    /// private authority (`--ca-cert`, `TAILWATER_CA_CERT`).
+    pub fn with_ca_certificate(mut self, pem: &[u8]) -> Result<Client, ClientError> {
+        let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+            ClientError::Protocol(format!(
+                "invalid CA certificate: {error}; give a PEM file with one or more certificates"
+            ))
+        })?;
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+        self.http = builder
+            .build()
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        Ok(self)
+    }
+
     pub fn server(&self) -> &str {
         &self.base
     }

@@ -61,16 +61,16 @@ pub struct AppSettings {
     /// Whole days of logs older than this are deleted (else `--retention`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_days: Option<u32>,
-    /// The longest line kept whole, in bytes (stored; enforced by a later
-    /// release).
+    /// The longest line kept whole, in bytes (else the server's
+    /// `--max-line-bytes`); longer ones are cut and marked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_line_bytes: Option<u64>,
-    /// Ingest rate limit in lines per second (stored; enforced by a later
-    /// release).
+    /// Ingest rate limit in lines per second (else the server's
+    /// `--app-rate-lines`); past it, 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_lines_per_sec: Option<u64>,
-    /// Ingest rate limit in bytes per second (stored; enforced by a later
-    /// release).
+    /// Ingest rate limit in bytes of message text per second (else the
+    /// server's `--app-rate-bytes`); past it, 429.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_bytes_per_sec: Option<u64>,
 }

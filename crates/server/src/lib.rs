@@ -6,6 +6,10 @@
 //!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, health.
 //! - [`tail`]: how live tail learns that new records arrived.
+//! - [`limits`]: ingest limits (sizes, rates) and the reports of them.
+//! - [`redact`]: secrets replaced before storage.
+//! - [`metrics`]: the counters behind `GET /metrics`.
+//! - [`tls`]: HTTPS, when given a certificate and key.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -13,8 +17,12 @@
 
 pub mod api;
 pub mod auth;
+pub mod limits;
+pub mod metrics;
+pub mod redact;
 pub mod registry;
 pub mod tail;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +33,9 @@ use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::limits::{IngestLimits, RateLimiter};
+use crate::metrics::Metrics;
+use crate::redact::Redactor;
 use crate::registry::Registry;
 
 /// The address the server listens on unless told otherwise: loopback only.
@@ -48,6 +59,18 @@ pub struct ServerConfig {
     /// Most memory one query regex (or substring, or label regex) may take
     /// once compiled, in bytes; larger ones are refused with 400.
     pub regex_size_limit: usize,
+    /// Line, field, label and rate limits of ingest.
+    pub limits: IngestLimits,
+    /// Whether the default redaction patterns apply (`--no-default-redaction`
+    /// turns them off).
+    pub redact_defaults: bool,
+    /// More redaction patterns (`--redact`), named `custom_1`, ….
+    pub redact: Vec<String>,
+    /// Whether `/metrics` answers without a token (`--public-metrics`);
+    /// otherwise it takes an admin token.
+    pub public_metrics: bool,
+    /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -60,6 +83,11 @@ impl ServerConfig {
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             regex_size_limit: tailwater_model::DEFAULT_REGEX_SIZE_LIMIT,
+            limits: IngestLimits::default(),
+            redact_defaults: true,
+            redact: Vec::new(),
+            public_metrics: false,
+            tls: None,
         }
     }
 }
@@ -77,11 +105,44 @@ pub struct AppState {
     pub max_batch_bytes: usize,
     /// See [`ServerConfig::regex_size_limit`].
     pub regex_size_limit: usize,
+    pub limits: Arc<IngestLimits>,
+    pub rates: Arc<RateLimiter>,
+    pub redactor: Arc<Redactor>,
+    pub metrics: Arc<Metrics>,
+    pub public_metrics: bool,
+}
+
+impl AppState {
+    /// The state of a server over an open store and registry.
+    pub fn new(
+        store: Store,
+        registry: Registry,
+        redactor: Redactor,
+        config: &ServerConfig,
+    ) -> AppState {
+        let (new_records, _) = watch::channel(store.last_id());
+        let store = Arc::new(store);
+        AppState {
+            metrics: Arc::new(Metrics::new(store.clone())),
+            store,
+            registry: Arc::new(registry),
+            new_records,
+            stopping: watch::channel(false).0,
+            max_batch_bytes: config.max_batch_bytes,
+            limits: Arc::new(config.limits.clone()),
+            rates: Arc::new(RateLimiter::default()),
+            redactor: Arc::new(redactor),
+            public_metrics: config.public_metrics,
+            regex_size_limit: config.regex_size_limit,
+        }
+    }
 }
 
 /// A server serving in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Whether it serves HTTPS.
+    pub tls: bool,
     /// The admin token created on this start, if one was: shown once, never
     /// stored in clear.
     pub new_admin_token: Option<String>,
@@ -98,6 +159,12 @@ impl RunningServer {
         self.task.await?.context("server failed")
     }
 
+    /// The base URL clients use: `http://ADDR` or `https://ADDR`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Serves until the process is asked to stop (Ctrl-C or SIGTERM).
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         shutdown_signal().await;
@@ -108,6 +175,9 @@ impl RunningServer {
 
 /// Opens the data directory, binds, and serves in the background.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let redactor =
+        Redactor::new(config.redact_defaults, &config.redact).map_err(anyhow::Error::msg)?;
+    let tls = config.tls.as_ref().map(tls::load).transpose()?;
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
@@ -115,15 +185,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
-    let (new_records, _) = watch::channel(store.last_id());
-    let state = AppState {
-        store: Arc::new(store),
-        registry: Arc::new(registry),
-        new_records,
-        stopping: watch::channel(false).0,
-        max_batch_bytes: config.max_batch_bytes,
-        regex_size_limit: config.regex_size_limit,
-    };
+    let state = AppState::new(store, registry, redactor, &config);
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -143,17 +205,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let app = api::router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.await;
-                stopping.send_replace(true);
-            })
-            .await
-    });
-    tracing::info!(%addr, data = %config.data_dir.display(), "tailwater server listening");
+    let stopped = async move {
+        let _ = shutdown_rx.await;
+        stopping.send_replace(true);
+    };
+    let task = match tls {
+        None => tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }),
+        Some(tls) => tls::serve(listener, tls, app, stopped)?,
+    };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(%addr, scheme, data = %config.data_dir.display(), "tailwater server listening");
     Ok(RunningServer {
         addr,
+        tls: config.tls.is_some(),
         new_admin_token,
         shutdown: Some(shutdown),
         task,

@@ -76,6 +76,11 @@ pub struct Connection {
     /// An API token (printed by the server on its first start).
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A PEM file of certificates to trust for an https server whose
+    /// certificate is self-signed or from a private authority (not yet
+    /// used by `run`, whose agent trusts the public roots only).
+    #[arg(long, env = "TAILWATER_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Connection {
@@ -83,7 +88,17 @@ impl Connection {
         let token = self.token.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no token: pass --token or set TAILWATER_TOKEN (the server prints an admin token on its first start)")
         })?;
-        Ok(tailwater_client::Client::new(&self.server, token)?)
+        let client = tailwater_client::Client::new(&self.server, token)?;
+        let Some(path) = &self.ca_cert else {
+            return Ok(client);
+        };
+        let pem = std::fs::read(path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read --ca-cert {}: {error}; give the PEM file of the server's certificate or its authority",
+                path.display()
+            )
+        })?;
+        Ok(client.with_ca_certificate(&pem)?)
     }
 }
 

@@ -1,8 +1,10 @@
-//! The HTTP API. Every route but `/healthz` needs a bearer token; every error
+//! The HTTP API. Every route but `/healthz`, `/readyz` (and `/metrics` with
+//! `--public-metrics`) needs a bearer token; every error
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
 mod ingest;
 mod logs;
+mod ops;
 mod tenancy;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -48,7 +50,13 @@ pub fn router(state: AppState) -> Router {
             post(tenancy::create_app).get(tenancy::list_apps),
         )
         .route("/v1/apps/{name}", patch(tenancy::update_app))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::time_queries,
+        ))
         .with_state(state)
 }
 

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use tailwater_server::limits::{self, IngestLimits, Rate};
+use tailwater_server::tls::TlsFiles;
 use tailwater_server::{ServerConfig, DEFAULT_MAX_BATCH_BYTES};
 use tailwater_store::Durability;
 
@@ -49,6 +51,50 @@ pub struct ServerArgs {
     /// take once compiled, in bytes; larger ones are refused with a 400.
     #[arg(long, default_value_t = tailwater_model::DEFAULT_REGEX_SIZE_LIMIT)]
     regex_size_limit: usize,
+    /// The longest line stored whole, in bytes, for apps without their own
+    /// max_line_bytes; longer ones are cut and marked.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_LINE_BYTES)]
+    max_line_bytes: usize,
+    /// Fields one record may carry; more are left out and the record marked.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_FIELDS)]
+    max_fields: usize,
+    /// Longest label value (version, runner, boot) and request id, in bytes.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_LABEL_BYTES)]
+    max_label_bytes: usize,
+    /// Lines per second each app may send, for apps without their own
+    /// rate_limit_lines_per_sec (429 past it). No limit when not given.
+    #[arg(long)]
+    app_rate_lines: Option<u64>,
+    /// Bytes of text per second each app may send, for apps without their
+    /// own rate_limit_bytes_per_sec. No limit when not given.
+    #[arg(long)]
+    app_rate_bytes: Option<u64>,
+    /// Lines per second each runner may send (429 past it). No limit when
+    /// not given.
+    #[arg(long)]
+    runner_rate_lines: Option<u64>,
+    /// Bytes of text per second each runner may send. No limit when not
+    /// given.
+    #[arg(long)]
+    runner_rate_bytes: Option<u64>,
+    /// Replace what this regex matches before storage (repeatable; named
+    /// custom_1, custom_2, … in /metrics; a group named `keep` is kept).
+    #[arg(long, value_name = "REGEX")]
+    redact: Vec<String>,
+    /// Do not apply the default redaction patterns (API keys, tokens, JWTs,
+    /// Authorization headers).
+    #[arg(long)]
+    no_default_redaction: bool,
+    /// Let anyone who can reach the server read /metrics (by default it
+    /// takes an admin token).
+    #[arg(long)]
+    public_metrics: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key", env = "TAILWATER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert", env = "TAILWATER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -82,10 +128,30 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         DurabilityArg::Interval => Durability::Interval(args.sync_interval),
         DurabilityArg::None => Durability::Buffered,
     };
+    config.limits = IngestLimits {
+        max_line_bytes: args.max_line_bytes,
+        max_fields: args.max_fields,
+        max_label_bytes: args.max_label_bytes,
+        app_rate: Rate {
+            lines_per_sec: args.app_rate_lines,
+            bytes_per_sec: args.app_rate_bytes,
+        },
+        runner_rate: Rate {
+            lines_per_sec: args.runner_rate_lines,
+            bytes_per_sec: args.runner_rate_bytes,
+        },
+    };
+    config.redact_defaults = !args.no_default_redaction;
+    config.redact = args.redact;
+    config.public_metrics = args.public_metrics;
+    config.tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        _ => None,
+    };
     let server = tailwater_server::start(config).await?;
     println!(
-        "tailwater server listening on http://{} (data in {})",
-        server.addr,
+        "tailwater server listening on {} (data in {})",
+        server.url(),
         args.data.display()
     );
     if let Some(token) = &server.new_admin_token {

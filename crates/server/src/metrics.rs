@@ -1,0 +1,309 @@
+//! The server's metrics, and their Prometheus exposition (`GET /metrics`).
+//!
+//! One home for every number the server counts: what ingest stored, what
+//! its limits refused or cut, what redaction replaced, what the agents
+//! report they throttled or dropped (their `system` records, read as they
+//! arrive), live tail clients, query latency. The store's size and
+//! counters are read from the store itself at each scrape, so they are
+//! never stale and never counted twice.
+//!
+//! Series are labelled by tenant and app (and reason or pattern), never by
+//! runner or request: those are unbounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use tailwater_store::Store;
+
+/// The content type of [`Metrics::render`]'s text (OpenMetrics, which
+/// Prometheus reads natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub tenant: String,
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub tenant: String,
+    pub app: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PatternLabels {
+    pub tenant: String,
+    pub app: String,
+    pub pattern: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
+type Counters<L> = Family<L, Counter>;
+
+/// Every metric the server keeps. Shared through [`crate::AppState`].
+pub struct Metrics {
+    registry: Registry,
+    pub ingested_lines: Counters<AppLabels>,
+    pub ingested_bytes: Counters<AppLabels>,
+    pub refused_batches: Counters<ReasonLabels>,
+    pub refused_lines: Counters<ReasonLabels>,
+    pub cut_lines: Counters<ReasonLabels>,
+    pub redactions: Counters<PatternLabels>,
+    pub agent_throttled_lines: Counters<AppLabels>,
+    pub agent_dropped_lines: Counters<ReasonLabels>,
+    tail_clients: Family<TenantLabels, Gauge>,
+    query_seconds: Family<EndpointLabels, Histogram>,
+}
+
+impl Metrics {
+    /// Metrics of a server over `store`, whose size is read at each scrape.
+    pub fn new(store: Arc<Store>) -> Metrics {
+        let mut registry = Registry::with_prefix("tailwater");
+        let ingested_lines = counters(
+            &mut registry,
+            "ingested_lines",
+            "Records stored by ingest (duplicates of stored records not counted)",
+        );
+        let ingested_bytes = counters(
+            &mut registry,
+            "ingested_bytes",
+            "Bytes of message text stored by ingest",
+        );
+        let refused_batches = counters(
+            &mut registry,
+            "ingest_refused_batches",
+            "Ingest batches refused by a limit (429 rate limits, 413 batch_too_large, 400 invalid_label and invalid_seq); nothing of them was stored",
+        );
+        let refused_lines = counters(
+            &mut registry,
+            "ingest_refused_lines",
+            "Records in ingest batches refused by a limit (a batch sent again after a 429 counts again)",
+        );
+        let cut_lines = counters(
+            &mut registry,
+            "ingest_cut_lines",
+            "Records stored cut to a limit and marked in their field 'limited' (line_too_long, too_many_fields, invalid_request_id)",
+        );
+        let redactions = counters(
+            &mut registry,
+            "redactions",
+            "Secrets replaced before storage, by pattern name",
+        );
+        let agent_throttled_lines = counters(
+            &mut registry,
+            "agent_throttled_lines",
+            "Lines agents report their own rate limit held back (shipped late, not lost)",
+        );
+        let agent_dropped_lines = counters(
+            &mut registry,
+            "agent_dropped_lines",
+            "Lines agents report they dropped, by reason (spool_full, rejected_by_server, ...)",
+        );
+        let tail_clients = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "tail_clients",
+            "Live tail connections open now",
+            tail_clients.clone(),
+        );
+        let query_seconds =
+            Family::<EndpointLabels, Histogram>::new_with_constructor(query_histogram as fn() -> _);
+        registry.register(
+            "query_duration_seconds",
+            "Time to answer a history query, until its response starts",
+            query_seconds.clone(),
+        );
+        registry.register_collector(Box::new(StoreCollector(store)));
+        Metrics {
+            registry,
+            ingested_lines,
+            ingested_bytes,
+            refused_batches,
+            refused_lines,
+            cut_lines,
+            redactions,
+            agent_throttled_lines,
+            agent_dropped_lines,
+            tail_clients,
+            query_seconds,
+        }
+    }
+
+    /// The exposition, as `GET /metrics` answers it.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts one open live tail of `tenant` for as long as the guard lives.
+    pub fn tail_client(&self, tenant: &str) -> TailClientGuard {
+        let gauge = self.tail_clients.get_or_create_owned(&TenantLabels {
+            tenant: tenant.to_owned(),
+        });
+        gauge.inc();
+        TailClientGuard { gauge }
+    }
+
+    /// Records how long a query on `endpoint` (`logs`, …) took to answer.
+    pub fn observe_query(&self, endpoint: &str, took: Duration) {
+        self.query_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// Holds one count in `tailwater_tail_clients` until dropped: a live tail
+/// keeps it for its whole connection.
+#[must_use = "the client is counted only while the guard lives"]
+pub struct TailClientGuard {
+    gauge: Gauge,
+}
+
+impl Drop for TailClientGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A new family of counters, registered.
+fn counters<L>(registry: &mut Registry, name: &str, help: &str) -> Counters<L>
+where
+    L: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static,
+{
+    let family = Counters::<L>::default();
+    registry.register(name, help, family.clone());
+    family
+}
+
+/// 1 ms to about 16 s, doubling.
+fn query_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
+}
+
+/// One figure of an app's [`tailwater_store::AppStats`].
+type AppFigure = fn(&tailwater_store::AppStats) -> u64;
+
+/// Reads the store's size and counters at each scrape.
+struct StoreCollector(Arc<Store>);
+
+impl std::fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreCollector")
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let per_app: [(&str, &str, AppFigure); 4] = [
+            ("store_records", "Records stored, per tenant and app", |s| s.records),
+            (
+                "store_raw_bytes",
+                "Bytes of message text stored, as captured",
+                |s| s.raw_bytes,
+            ),
+            (
+                "store_disk_bytes",
+                "Bytes of compressed parts on disk (records not yet flushed count in store_raw_bytes only)",
+                |s| s.stored_bytes,
+            ),
+            ("store_parts", "Immutable parts on disk", |s| s.parts),
+        ];
+        for (name, help, value) in per_app {
+            let gauge = ConstGauge::new(0i64);
+            let mut family = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            for app in &stats {
+                let labels = AppLabels {
+                    tenant: app.tenant.clone(),
+                    app: app.app.clone(),
+                };
+                let value = i64::try_from(value(app)).unwrap_or(i64::MAX);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let counters = self.0.counters();
+        for (name, help, value) in [
+            (
+                "store_appended",
+                "Records appended since the server started",
+                counters.appended,
+            ),
+            (
+                "store_duplicates",
+                "Records skipped as already stored (retried batches)",
+                counters.duplicates,
+            ),
+            (
+                "store_refused_out_of_order",
+                "Records refused for being older than the out-of-order window",
+                counters.refused_out_of_order,
+            ),
+            (
+                "store_flushes",
+                "Memtable flushes into parts",
+                counters.flushes,
+            ),
+            ("store_merges", "Merges of parts", counters.merges),
+        ] {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_clients_are_counted_while_their_guard_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), Default::default()).unwrap();
+        let metrics = Metrics::new(Arc::new(store));
+        let sample = |metrics: &Metrics| {
+            let text = metrics.render();
+            let lines = text.lines().map(|line| Ok(line.to_owned()));
+            let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+            scrape
+                .samples
+                .iter()
+                .find(|s| {
+                    s.metric == "tailwater_tail_clients" && s.labels.get("tenant") == Some("acme")
+                })
+                .map(|s| match s.value {
+                    prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Untyped(v) => v,
+                    _ => panic!("a gauge"),
+                })
+        };
+        let first = metrics.tail_client("acme");
+        let second = metrics.tail_client("acme");
+        assert_eq!(sample(&metrics), Some(2.0));
+        drop(first);
+        assert_eq!(sample(&metrics), Some(1.0));
+        drop(second);
+        assert_eq!(sample(&metrics), Some(0.0));
+    }
+}

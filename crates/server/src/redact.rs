@@ -1,0 +1,297 @@
+//! Redaction: secrets replaced before anything is stored.
+//!
+//! A [`Redactor`] holds named patterns: the defaults ([`DEFAULT_PATTERNS`],
+//! common API key and token shapes and `Authorization:` headers) unless
+//! `--no-default-redaction`, then each `--redact REGEX` (named `custom_1`,
+//! `custom_2`, … in the order given). Every match in a record's message and
+//! in its string fields (nested ones too) becomes `[REDACTED:name]`; a
+//! pattern with a group named `keep` keeps that part (`Authorization:
+//! Bearer [REDACTED:authorization]`).
+//!
+//! Most lines hold no secret, so the cost that matters is the miss: one
+//! pass of all patterns joined into one regex, which the `regex` crate
+//! pre-filters by the patterns' literal prefixes (`AKIA`, `sk-`, `ghp_`,
+//! `eyJ`, …) before running any automaton. Only a line that matches is
+//! looked at pattern by pattern. Measured (release, this 2-core machine
+//! under load): about 70–150 ns for a clean 100-byte line, a few µs for a
+//! line with secrets. A separate case-insensitive Aho-Corasick pass over
+//! the literals was tried as a pre-filter and was slower than the joined
+//! regex alone (its short literals, `sk-`, `hf_`, in every case, defeat its
+//! SIMD search).
+
+use regex::{Captures, Regex, RegexSet};
+use serde_json::Value;
+use tailwater_model::DEFAULT_REGEX_SIZE_LIMIT;
+use tailwater_model::Fields;
+
+/// The patterns on by default: `(name, regex)`.
+pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
+    // Headers first, so they keep their name and scheme whatever the
+    // credential's shape; a value already redacted (`[REDACTED:…]`) is
+    // left alone.
+    (
+        "authorization",
+        r"(?i)(?P<keep>\bauthorization[\x22']?\s*[:=]\s*[\x22']?(?:(?:bearer|basic|token|bot)\s+)?)[^\s\x22',;\[][^\s\x22',;]{3,}",
+    ),
+    (
+        "bearer",
+        r"(?i)(?P<keep>\bbearer\s+)[A-Za-z0-9._~+/=\-]{8,}",
+    ),
+    ("aws_access_key", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"),
+    (
+        "aws_secret_key",
+        r"(?i)(?P<keep>aws_secret_access_key[\x22']?\s*[=:]\s*[\x22']?)[A-Za-z0-9/+=]{40}",
+    ),
+    // OpenAI (`sk-…`, `sk-proj-…`) and Anthropic (`sk-ant-…`) keys.
+    ("sk_api_key", r"\bsk-[A-Za-z0-9_\-]{20,}"),
+    (
+        "github_token",
+        r"\b(?:(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})",
+    ),
+    ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
+    ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
+    ("tailwater_token", r"\btw_[A-Za-z0-9_\-]{40,}"),
+    (
+        "jwt",
+        r"\beyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",
+    ),
+];
+
+/// What one pass replaced: `(pattern index, count)` for each pattern that
+/// matched.
+pub type Replaced = Vec<(usize, u64)>;
+
+pub struct Redactor {
+    names: Vec<String>,
+    /// All patterns as one alternation: the one pass a line without secrets
+    /// costs.
+    any: Option<Regex>,
+    /// Which patterns match, once `any` did.
+    set: RegexSet,
+    each: Vec<Regex>,
+}
+
+impl Redactor {
+    /// The defaults (unless `defaults` is false), then `custom` patterns.
+    /// A pattern that does not compile is refused with a message that says
+    /// which and why.
+    pub fn new(defaults: bool, custom: &[String]) -> Result<Redactor, String> {
+        let mut named: Vec<(String, String)> = Vec::new();
+        if defaults {
+            named.extend(
+                DEFAULT_PATTERNS
+                    .iter()
+                    .map(|(name, pattern)| ((*name).to_owned(), (*pattern).to_owned())),
+            );
+        }
+        for (index, pattern) in custom.iter().enumerate() {
+            named.push((format!("custom_{}", index + 1), pattern.clone()));
+        }
+        let compile = |pattern: &str| {
+            regex::RegexBuilder::new(pattern)
+                .size_limit(DEFAULT_REGEX_SIZE_LIMIT)
+                .build()
+        };
+        let mut each = Vec::with_capacity(named.len());
+        for (name, pattern) in &named {
+            let regex = compile(pattern).map_err(|error| {
+                format!("invalid --redact pattern {name} '{pattern}': {error}; use Rust regex syntax (https://docs.rs/regex)")
+            })?;
+            each.push(regex);
+        }
+        let any = if named.is_empty() {
+            None
+        } else {
+            let joined = named
+                .iter()
+                .map(|(_, pattern)| format!("(?:{pattern})"))
+                .collect::<Vec<_>>()
+                .join("|");
+            // Group names repeat across patterns (`keep`); the joined regex
+            // only answers "is anything here", so strip them.
+            let joined = joined.replace("(?P<keep>", "(");
+            Some(compile(&joined).map_err(|error| {
+                format!("the --redact patterns together are too large: {error}; use fewer or simpler patterns")
+            })?)
+        };
+        let set = RegexSet::new(named.iter().map(|(_, pattern)| pattern))
+            .map_err(|error| format!("invalid --redact patterns: {error}"))?;
+        Ok(Redactor {
+            names: named.into_iter().map(|(name, _)| name).collect(),
+            any,
+            set,
+            each,
+        })
+    }
+
+    /// A redactor that replaces nothing.
+    pub fn none() -> Redactor {
+        Redactor::new(false, &[]).expect("no patterns compile")
+    }
+
+    /// The name of pattern `index` (for metrics).
+    pub fn name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+
+    /// Replaces every secret in `message` and in the string values of
+    /// `fields`, adding what was replaced to `replaced`.
+    pub fn redact(&self, message: &mut String, fields: &mut Fields, replaced: &mut Replaced) {
+        if self.any.is_none() {
+            return;
+        }
+        self.redact_text(message, replaced);
+        for value in fields.values_mut() {
+            self.redact_value(value, replaced);
+        }
+    }
+
+    fn redact_value(&self, value: &mut Value, replaced: &mut Replaced) {
+        match value {
+            Value::String(text) => self.redact_text(text, replaced),
+            Value::Array(values) => {
+                for value in values {
+                    self.redact_value(value, replaced);
+                }
+            }
+            Value::Object(map) => {
+                for value in map.values_mut() {
+                    self.redact_value(value, replaced);
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+
+    fn redact_text(&self, text: &mut String, replaced: &mut Replaced) {
+        let Some(any) = &self.any else { return };
+        if !any.is_match(text) {
+            return;
+        }
+        for index in self.set.matches(text).iter() {
+            let name = &self.names[index];
+            let mut count = 0u64;
+            let result = self.each[index].replace_all(text, |captures: &Captures| {
+                count += 1;
+                let keep = captures.name("keep").map_or("", |keep| keep.as_str());
+                format!("{keep}[REDACTED:{name}]")
+            });
+            if count > 0 {
+                *text = result.into_owned();
+                match replaced.iter_mut().find(|(seen, _)| *seen == index) {
+                    Some((_, total)) => *total += count,
+                    None => replaced.push((index, count)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(text: &str) -> (String, Replaced) {
+        let redactor = Redactor::new(true, &[]).unwrap();
+        let mut message = text.to_owned();
+        let mut replaced = Vec::new();
+        redactor.redact(&mut message, &mut Fields::new(), &mut replaced);
+        (message, replaced)
+    }
+
+    #[test]
+    fn default_patterns_replace_common_secret_shapes() {
+        let secrets = [
+            ("key AKIAIOSFODNN7EXAMPLE used", "aws_access_key"),
+            (
+                "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "aws_secret_key",
+            ),
+            ("OPENAI_API_KEY=sk-proj-abcdefghijklmnopqrstuvwxyz012345", "sk_api_key"),
+            ("sk-ant-api03-abcdefghijklmnopqrstuvwxyz-0123456789", "sk_api_key"),
+            ("token ghp_abcdefghijklmnopqrstuvwxyz0123456789", "github_token"),
+            ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_token"),
+            ("slack xoxb-1234567890-abcdefghij", "slack_token"),
+            ("HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyzABCDEFGH", "huggingface_token"),
+            (
+                "tw_Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE",
+                "tailwater_token",
+            ),
+            (
+                "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                "jwt",
+            ),
+            ("Authorization: Basic dXNlcjpwYXNzd29yZA==", "authorization"),
+            ("curl -H 'bearer abcdef0123456789'", "bearer"),
+        ];
+        let redactor = Redactor::new(true, &[]).unwrap();
+        for (text, name) in secrets {
+            let (message, replaced) = redacted(text);
+            assert!(
+                message.contains(&format!("[REDACTED:{name}]")),
+                "{text} → {message}"
+            );
+            assert_eq!(replaced.len(), 1, "{text} → {message}");
+            assert_eq!(redactor.name(replaced[0].0), name);
+        }
+    }
+
+    #[test]
+    fn headers_keep_their_name_and_scheme() {
+        let (message, replaced) = redacted(
+            "GET / Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl x",
+        );
+        assert_eq!(
+            message,
+            "GET / Authorization: Bearer [REDACTED:authorization] x"
+        );
+        assert_eq!(replaced.iter().map(|(_, n)| n).sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn ordinary_lines_are_left_alone() {
+        for text in [
+            "step 1200 loss 0.231 lr 3e-4",
+            "the task-runner finished; skipped 3",
+            "Authorization failed for user alice",
+            "ask-me-anything",
+        ] {
+            let (message, replaced) = redacted(text);
+            assert_eq!(message, text);
+            assert!(replaced.is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn custom_patterns_and_fields_are_redacted() {
+        let redactor = Redactor::new(
+            false,
+            &[r"card=\d{16}".to_owned(), r"(?P<keep>pin=)\d+".to_owned()],
+        )
+        .unwrap();
+        let mut message = "card=4111111111111111 pin=1234 AKIAIOSFODNN7EXAMPLE".to_owned();
+        let mut fields = Fields::new();
+        fields.insert(
+            "nested".into(),
+            serde_json::json!({"list": ["pin=99", 3], "card": "card=4000000000000002"}),
+        );
+        let mut replaced = Vec::new();
+        redactor.redact(&mut message, &mut fields, &mut replaced);
+        assert_eq!(
+            message,
+            "[REDACTED:custom_1] pin=[REDACTED:custom_2] AKIAIOSFODNN7EXAMPLE"
+        );
+        assert_eq!(fields["nested"]["list"][0], "pin=[REDACTED:custom_2]");
+        assert_eq!(fields["nested"]["card"], "[REDACTED:custom_1]");
+        replaced.sort();
+        assert_eq!(replaced, vec![(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn a_bad_pattern_is_refused_with_its_name() {
+        let error = Redactor::new(true, &["(unclosed".to_owned()])
+            .err()
+            .unwrap();
+        assert!(error.contains("custom_1 '(unclosed'"), "{error}");
+    }
+}

@@ -1,0 +1,577 @@
+//! Ingest limits, redaction, `/metrics` and `/readyz` over real HTTP on
+//! loopback: each limit's answer, what is stored, its count in the
+//! Prometheus exposition (parsed), and its `system` record in the runner's
+//! own logs.
+
+use std::collections::HashMap;
+
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use tailwater_client::Client;
+use tailwater_model::tenancy::{AppPatch, NewApp};
+use tailwater_model::wire::LogsParams;
+use tailwater_model::LogRecord;
+use tailwater_server::limits::Rate;
+use tailwater_server::{start, RunningServer, ServerConfig};
+
+const ADMIN: &str = "tw_limits_admin";
+
+async fn server_with(
+    dir: &std::path::Path,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (RunningServer, Client) {
+    let mut config = ServerConfig::new(dir.to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(ADMIN.into());
+    configure(&mut config);
+    let server = start(config).await.unwrap();
+    let client = Client::new(&server.url(), ADMIN).unwrap();
+    (server, client)
+}
+
+fn record(seq: u64, message: &str) -> Value {
+    json!({"seq": seq, "ts": Timestamp::now().to_string(), "stream": "stdout", "message": message})
+}
+
+fn batch(app: &str, runner: &str, records: Vec<Value>) -> Value {
+    json!({"app": app, "version": "v1", "runner": runner, "boot": "b1", "records": records})
+}
+
+/// POSTs a raw ingest body: status, `Retry-After`, and the JSON answer.
+async fn post(server: &RunningServer, body: &Value) -> (u16, Option<u64>, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/ingest", server.url()))
+        .bearer_auth(ADMIN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().parse().unwrap());
+    (status, retry_after, response.json().await.unwrap())
+}
+
+async fn runner_logs(client: &Client, runner: &str) -> Vec<LogRecord> {
+    let params = LogsParams {
+        runner: Some(runner.into()),
+        direction: Some("forward".into()),
+        limit: Some("10000".into()),
+        ..LogsParams::default()
+    };
+    client.logs(&params).await.unwrap().records
+}
+
+fn events<'a>(records: &'a [LogRecord], event: &str) -> Vec<&'a LogRecord> {
+    records
+        .iter()
+        .filter(|record| record.fields.get("event") == Some(&json!(event)))
+        .collect()
+}
+
+/// The exposition, parsed: each sample's value by name and labels
+/// (`name{a="x",b="y"}`, labels sorted).
+async fn scrape(server: &RunningServer, token: Option<&str>) -> HashMap<String, f64> {
+    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.url()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = response.text().await.unwrap();
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let mut samples = HashMap::new();
+    for sample in scrape.samples {
+        let mut labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{value}\""))
+            .collect();
+        labels.sort();
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.last().map_or(0.0, |bucket| bucket.count)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
+    }
+    samples
+}
+
+fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
+    *samples
+        .get(key)
+        .unwrap_or_else(|| panic!("no sample {key} in {:#?}", samples.keys()))
+}
+
+#[tokio::test]
+async fn long_lines_are_cut_marked_counted_and_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let app = NewApp {
+        name: "cut".into(),
+        max_line_bytes: Some(100),
+        ..NewApp::default()
+    };
+    client.create_app(None, &app).await.unwrap();
+    let long = "x".repeat(250);
+    let body = batch(
+        "cut",
+        "r1",
+        vec![record(0, "short"), record(1, &long), record(2, &long)],
+    );
+    let (status, _, answer) = post(&server, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Sent again (a lost answer): nothing more is stored, the report neither.
+    let (status, _, answer) = post(&server, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["accepted"], 0);
+
+    let logs = runner_logs(&client, "r1").await;
+    let cut: Vec<_> = logs.iter().filter(|r| r.message.starts_with('x')).collect();
+    assert_eq!(cut.len(), 2);
+    for record in cut {
+        assert_eq!(record.message, "x".repeat(100));
+        assert_eq!(record.fields["limited"]["message_bytes"], 250);
+    }
+    assert_eq!(logs[0].message, "short");
+    let reports = events(&logs, "ingest_cut");
+    assert_eq!(reports.len(), 1, "{logs:#?}");
+    assert_eq!(reports[0].stream, tailwater_model::Stream::System);
+    assert_eq!(reports[0].fields["lines"]["line_too_long"], 2);
+    assert!(
+        reports[0].message.contains("2 cut to 100 bytes"),
+        "{}",
+        reports[0].message
+    );
+    assert_eq!(reports[0].boot, "b1");
+
+    let samples = scrape(&server, Some(ADMIN)).await;
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_ingest_cut_lines_total{app="cut",reason="line_too_long",tenant="default"}"#
+        ),
+        2.0
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn app_rate_limits_answer_429_with_retry_after_and_report_in_the_runner_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let app = NewApp {
+        name: "busy".into(),
+        rate_limit_lines_per_sec: Some(100),
+        ..NewApp::default()
+    };
+    client.create_app(None, &app).await.unwrap();
+    // 1000 lines at 100 lines/s: taken (a second's burst, then debt), and
+    // the next batch waits until the debt is paid: 9 s, long enough for
+    // the next request to come within it however loaded the machine.
+    let first: Vec<Value> = (0..1000).map(|seq| record(seq, "line")).collect();
+    let (status, _, answer) = post(&server, &batch("busy", "r1", first)).await;
+    assert_eq!(status, 200, "{answer}");
+    let next = batch("busy", "r1", vec![record(1000, "next")]);
+    let (status, retry_after, answer) = post(&server, &next).await;
+    assert_eq!(status, 429, "{answer}");
+    assert_eq!(answer["error"]["code"], "rate_limited");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("100 lines/s for the app"), "{message}");
+    let retry_after = retry_after.expect("a Retry-After header");
+    assert!((1..=9).contains(&retry_after), "{retry_after}");
+    assert!(runner_logs(&client, "r1")
+        .await
+        .iter()
+        .all(|r| r.message != "next"));
+
+    let samples = scrape(&server, Some(ADMIN)).await;
+    let labels = r#"{app="busy",reason="rate_limit_app_lines",tenant="default"}"#;
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("tailwater_ingest_refused_batches_total{labels}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("tailwater_ingest_refused_lines_total{labels}")
+        ),
+        1.0
+    );
+
+    // Once the limit is lifted the same batch gets in, with the report.
+    let lift = AppPatch {
+        rate_limit_lines_per_sec: Some(None),
+        ..AppPatch::default()
+    };
+    client.update_app(None, "busy", &lift).await.unwrap();
+    let (status, _, answer) = post(&server, &next).await;
+    assert_eq!(status, 200, "{answer}");
+    let logs = runner_logs(&client, "r1").await;
+    assert!(logs.iter().any(|r| r.message == "next"));
+    let reports = events(&logs, "rate_limited");
+    assert_eq!(reports.len(), 1, "{logs:#?}");
+    assert_eq!(reports[0].fields["refused_batches"], 1);
+    assert_eq!(reports[0].fields["refused_lines"], 1);
+    assert_eq!(reports[0].fields["reason"], "rate_limit_app_lines");
+    assert!(reports[0].message.contains("100 lines/s for the app"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn runner_rate_limits_hold_back_one_runner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _client) = server_with(dir.path(), |config| {
+        config.limits.runner_rate = Rate {
+            lines_per_sec: None,
+            bytes_per_sec: Some(1000),
+        };
+    })
+    .await;
+    // 10 s of debt: the next batch of r1 comes well within it.
+    let big = "y".repeat(11_000);
+    let (status, _, _) = post(&server, &batch("shared", "r1", vec![record(0, &big)])).await;
+    assert_eq!(status, 200);
+    let (status, retry_after, answer) =
+        post(&server, &batch("shared", "r1", vec![record(1, "more")])).await;
+    assert_eq!(status, 429, "{answer}");
+    assert!(retry_after.is_some());
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--runner-rate-bytes"));
+    let (status, _, answer) = post(&server, &batch("shared", "r2", vec![record(0, &big)])).await;
+    assert_eq!(status, 200, "another runner is not held back: {answer}");
+    let samples = scrape(&server, Some(ADMIN)).await;
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_ingest_refused_batches_total{app="shared",reason="rate_limit_runner_bytes",tenant="default"}"#
+        ),
+        1.0
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |config| {
+        config.limits.max_fields = 3;
+        config.max_batch_bytes = 4096;
+    })
+    .await;
+    let mut wide = record(0, "wide");
+    wide["fields"] = json!({"a": 1, "b": 2, "c": 3, "d": 4, "e": 5});
+    wide["request_id"] = json!("r".repeat(300));
+    let (status, _, answer) = post(&server, &batch("labels", "r1", vec![wide])).await;
+    assert_eq!(status, 200, "{answer}");
+    let logs = runner_logs(&client, "r1").await;
+    let stored = logs.iter().find(|r| r.message == "wide").unwrap();
+    assert_eq!(
+        stored.fields.keys().collect::<Vec<_>>(),
+        ["a", "b", "c", "limited"]
+    );
+    assert_eq!(stored.fields["limited"]["fields_dropped"], 2);
+    assert_eq!(stored.fields["limited"]["request_id"], "r".repeat(200));
+    assert_eq!(stored.request_id, None);
+    let report = events(&logs, "ingest_cut")[0];
+    assert_eq!(report.fields["lines"]["too_many_fields"], 1);
+    assert_eq!(report.fields["lines"]["invalid_request_id"], 1);
+
+    // A label that breaks the rules refuses the batch: nothing stored.
+    let mut bad = batch("labels", "r1", vec![record(1, "never stored")]);
+    bad["version"] = json!("v\u{1b}[31m");
+    let (status, _, answer) = post(&server, &bad).await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"]["code"], "invalid_label");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("version") && message.contains("--max-label-bytes"),
+        "{message}"
+    );
+    let (status, _, _) = post(&server, &batch("bad\napp", "r1", vec![record(1, "x")])).await;
+    assert_eq!(status, 400);
+    let reserved = batch("labels", "r1", vec![record(1 << 62, "forged")]);
+    let (status, _, answer) = post(&server, &reserved).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_seq"))
+    );
+    let huge = batch("labels", "r1", vec![record(1, &"z".repeat(5000))]);
+    let (status, _, answer) = post(&server, &huge).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("batch_too_large"))
+    );
+    assert!(runner_logs(&client, "r1")
+        .await
+        .iter()
+        .all(|r| r.seq != 1 && r.message != "never stored"));
+
+    let samples = scrape(&server, Some(ADMIN)).await;
+    for (reason, batches) in [("invalid_label", 1.0), ("invalid_seq", 1.0)] {
+        let key = format!(
+            r#"tailwater_ingest_refused_batches_total{{app="labels",reason="{reason}",tenant="default"}}"#
+        );
+        assert_eq!(sample(&samples, &key), batches, "{key}");
+    }
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_ingest_refused_batches_total{app="",reason="batch_too_large",tenant="default"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_ingest_refused_batches_total{app="",reason="invalid_label",tenant="default"}"#
+        ),
+        1.0
+    );
+    for reason in ["too_many_fields", "invalid_request_id"] {
+        let key = format!(
+            r#"tailwater_ingest_cut_lines_total{{app="labels",reason="{reason}",tenant="default"}}"#
+        );
+        assert_eq!(sample(&samples, &key), 1.0, "{key}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Every byte under `dir`, for a secret that must not be anywhere.
+fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes())
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test]
+async fn default_redaction_replaces_secrets_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let aws = "AKIAIOSFODNN7EXAMPLE";
+    let github = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+    let bearer = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlc2lnbmF0dXJl";
+    let mut with_fields = record(1, "calling the hub");
+    with_fields["fields"] = json!({"env": {"GITHUB_TOKEN": github}, "attempt": 2});
+    let records = vec![
+        record(0, &format!("boto3 uses {aws} for s3")),
+        with_fields,
+        record(
+            2,
+            &format!("request headers: Authorization: Bearer {bearer}"),
+        ),
+        record(3, "step 10 loss 0.25"),
+    ];
+    let (status, _, answer) = post(&server, &batch("secrets", "r1", records)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let logs = runner_logs(&client, "r1").await;
+    let messages: Vec<&str> = logs.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "boto3 uses [REDACTED:aws_access_key] for s3",
+            "calling the hub",
+            "request headers: Authorization: Bearer [REDACTED:authorization]",
+            "step 10 loss 0.25",
+        ]
+    );
+    assert_eq!(
+        logs[1].fields["env"]["GITHUB_TOKEN"],
+        "[REDACTED:github_token]"
+    );
+    assert_eq!(logs[1].fields["attempt"], 2);
+    // Not in the log files either: redaction happens before the write.
+    for secret in [aws, github, bearer] {
+        assert!(!files_contain(dir.path(), secret), "{secret} is on disk");
+    }
+    let samples = scrape(&server, Some(ADMIN)).await;
+    for pattern in ["aws_access_key", "github_token", "authorization"] {
+        let key = format!(
+            r#"tailwater_redactions_total{{app="secrets",pattern="{pattern}",tenant="default"}}"#
+        );
+        assert_eq!(sample(&samples, &key), 1.0, "{key}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn custom_redaction_patterns_apply_and_defaults_can_be_turned_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |config| {
+        config.redact_defaults = false;
+        config.redact = vec![r"(?P<keep>patient=)\w+".into()];
+    })
+    .await;
+    let records = vec![record(0, "patient=alice98 key AKIAIOSFODNN7EXAMPLE")];
+    let (status, _, _) = post(&server, &batch("custom", "r1", records)).await;
+    assert_eq!(status, 200);
+    let logs = runner_logs(&client, "r1").await;
+    assert_eq!(
+        logs[0].message,
+        "patient=[REDACTED:custom_1] key AKIAIOSFODNN7EXAMPLE"
+    );
+    assert!(!files_contain(dir.path(), "alice98"));
+    let samples = scrape(&server, Some(ADMIN)).await;
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_redactions_total{app="custom",pattern="custom_1",tenant="default"}"#
+        ),
+        1.0
+    );
+    server.shutdown().await.unwrap();
+
+    let error = start({
+        let mut config = ServerConfig::new(dir.path().join("other"));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.redact = vec!["([unclosed".into()];
+        config
+    })
+    .await
+    .err()
+    .expect("a bad pattern stops the start");
+    assert!(
+        error
+            .to_string()
+            .contains("invalid --redact pattern custom_1"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let mut throttled = record(2, "throttled: 40 lines held back");
+    throttled["stream"] = json!("system");
+    throttled["fields"] = json!({"event": "throttled", "held_lines": 40, "held_bytes": 400});
+    let mut dropped = record(3, "dropped 7 lines");
+    dropped["stream"] = json!("system");
+    dropped["fields"] = json!({"event": "dropped", "reason": "spool_full", "dropped_lines": 7});
+    let records = vec![record(0, "hello"), record(1, "world!"), throttled, dropped];
+    let (status, _, _) = post(&server, &batch("seen", "r1", records.clone())).await;
+    assert_eq!(status, 200);
+    // A batch sent again is not counted again.
+    post(&server, &batch("seen", "r1", records)).await;
+    runner_logs(&client, "r1").await;
+
+    let samples = scrape(&server, Some(ADMIN)).await;
+    let app = r#"{app="seen",tenant="default"}"#;
+    assert_eq!(
+        sample(&samples, &format!("tailwater_ingested_lines_total{app}")),
+        4.0
+    );
+    let text_bytes = ("hello world!".len() - 1
+        + "throttled: 40 lines held back".len()
+        + "dropped 7 lines".len()) as f64;
+    assert_eq!(
+        sample(&samples, &format!("tailwater_ingested_bytes_total{app}")),
+        text_bytes
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            &format!("tailwater_agent_throttled_lines_total{app}")
+        ),
+        40.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            r#"tailwater_agent_dropped_lines_total{app="seen",reason="spool_full",tenant="default"}"#
+        ),
+        7.0
+    );
+    assert_eq!(
+        sample(&samples, &format!("tailwater_store_records{app}")),
+        4.0
+    );
+    assert_eq!(sample(&samples, "tailwater_store_appended_total{}"), 4.0);
+    assert_eq!(sample(&samples, "tailwater_store_duplicates_total{}"), 4.0);
+    assert!(
+        sample(
+            &samples,
+            r#"tailwater_query_duration_seconds_count{endpoint="logs"}"#
+        ) >= 1.0
+    );
+
+    // Who may read them.
+    let anonymous = reqwest::get(format!("{}/metrics", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let owner = client
+        .create_token(&tailwater_model::tenancy::NewToken {
+            scope: tailwater_model::tenancy::Scope::Owner,
+            tenant: Some("default".into()),
+            app: None,
+            expires_in: None,
+            name: None,
+        })
+        .await
+        .unwrap();
+    let response = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(&owner.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--public-metrics"));
+    server.shutdown().await.unwrap();
+
+    let (server, _) = server_with(dir.path(), |config| config.public_metrics = true).await;
+    let samples = scrape(&server, None).await;
+    assert_eq!(
+        sample(&samples, &format!("tailwater_store_records{app}")),
+        4.0
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn readyz_answers_without_a_token_once_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = server_with(dir.path(), |_| {}).await;
+    let response = reqwest::get(format!("{}/readyz", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    server.shutdown().await.unwrap();
+}
