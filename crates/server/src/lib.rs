@@ -6,6 +6,8 @@
 //!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, health.
 //! - [`tail`]: how live tail learns that new records arrived.
+//! - [`runners`]: each runner's state, from its lifecycle records and
+//!   heartbeats; lost runners.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -14,6 +16,7 @@
 pub mod api;
 pub mod auth;
 pub mod registry;
+pub mod runners;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -26,6 +29,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::registry::Registry;
+use crate::runners::{RunnerSettings, Runners};
 
 /// The address the server listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -45,6 +49,8 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
+    /// The runner table: heartbeat timeout, size.
+    pub runners: RunnerSettings,
 }
 
 impl ServerConfig {
@@ -56,6 +62,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            runners: RunnerSettings::default(),
         }
     }
 }
@@ -71,6 +78,8 @@ pub struct AppState {
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
+    /// Each runner's state; ingest appends through it.
+    pub runners: Arc<Runners>,
 }
 
 /// A server serving in the background.
@@ -81,6 +90,7 @@ pub struct RunningServer {
     pub new_admin_token: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    runners: Arc<Runners>,
 }
 
 impl RunningServer {
@@ -89,7 +99,12 @@ impl RunningServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        self.task.await?.context("server failed")
+        let served = self.task.await?.context("server failed");
+        let runners = self.runners.clone();
+        tokio::task::spawn_blocking(move || runners.save())
+            .await?
+            .context("cannot save the runner table")?;
+        served
     }
 
     /// Serves until the process is asked to stop (Ctrl-C or SIGTERM).
@@ -109,14 +124,29 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
+    let registry = Arc::new(registry);
     let (new_records, _) = watch::channel(store.last_id());
+    let store = Arc::new(store);
+    let runners = {
+        let (data_dir, store, new_records) =
+            (config.data_dir.clone(), store.clone(), new_records.clone());
+        let settings = config.runners.clone();
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || {
+            Runners::open(&data_dir, store, new_records, &registry, settings)
+        })
+        .await??
+    };
+    let runners = Arc::new(runners);
     let state = AppState {
-        store: Arc::new(store),
-        registry: Arc::new(registry),
+        store,
+        registry,
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
+        runners: runners.clone(),
     };
+    runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -150,6 +180,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_admin_token,
         shutdown: Some(shutdown),
         task,
+        runners,
     })
 }
 
