@@ -90,7 +90,8 @@ pub struct RunningServer {
     pub new_admin_token: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
-    runners: Arc<Runners>,
+    /// The runner table's upkeep, which saves it once more as it ends.
+    runner_upkeep: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -100,10 +101,7 @@ impl RunningServer {
             let _ = shutdown.send(());
         }
         let served = self.task.await?.context("server failed");
-        let runners = self.runners.clone();
-        tokio::task::spawn_blocking(move || runners.save())
-            .await?
-            .context("cannot save the runner table")?;
+        self.runner_upkeep.await?;
         served
     }
 
@@ -146,7 +144,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_batch_bytes: config.max_batch_bytes,
         runners: runners.clone(),
     };
-    runners.spawn_upkeep(state.stopping.subscribe());
+    let runner_upkeep = runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -180,7 +178,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_admin_token,
         shutdown: Some(shutdown),
         task,
-        runners,
+        runner_upkeep,
     })
 }
 

@@ -40,6 +40,7 @@ use tailwater_model::wire::{
 use tailwater_model::{Fields, Filter, Level, LogRecord, Source, Stream};
 use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::registry::{write_atomically, Registry};
 
@@ -164,7 +165,7 @@ impl Sighting {
             .records
             .iter()
             .filter(|record| record.stream == Stream::System)
-            .filter_map(|record| Event::new(record.seq, record.ts, &record.fields))
+            .filter_map(|record| Event::new(record.seq, as_stored(record.ts), &record.fields))
             .collect();
         Sighting {
             app: batch.app.clone(),
@@ -172,7 +173,7 @@ impl Sighting {
             runner: batch.runner.clone(),
             boot: batch.boot.clone(),
             source: batch.source,
-            first_ts: batch.records.first().map(|record| record.ts),
+            first_ts: batch.records.first().map(|record| as_stored(record.ts)),
             events,
         }
     }
@@ -218,6 +219,12 @@ impl Event {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false)
     }
+}
+
+/// A record time as the store keeps it (to the millisecond), so the table
+/// reads the same whether built live or replayed from the store.
+fn as_stored(ts: Timestamp) -> Timestamp {
+    Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
 }
 
 fn is_server_notice(event: &str) -> bool {
@@ -508,7 +515,7 @@ impl Runners {
 
     /// Sweeps for lost runners and saves the table in the background, and
     /// once more when the server stops.
-    pub fn spawn_upkeep(self: &Arc<Self>, mut stopping: watch::Receiver<bool>) {
+    pub fn spawn_upkeep(self: &Arc<Self>, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         let runners = self.clone();
         let tick = (runners.settings.heartbeat_timeout / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(1));
@@ -549,7 +556,7 @@ impl Runners {
                     return;
                 }
             }
-        });
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
