@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use clap::{FromArgMatches, Parser};
+use clap::{Args, FromArgMatches, Parser};
 use jiff::Timestamp;
 
 use crate::Connection;
@@ -60,9 +60,32 @@ struct Logs {
     args: super::logs::LogsArgs,
 }
 
-/// Runs `tailwater logs` with `scope` (such as `--request ID`) and the
-/// user's other `logs` options.
-pub async fn run_logs(
+/// `… logs ID [LOGS OPTIONS]`: one runner's or request's logs, with any
+/// `tailwater logs` option after the id.
+#[derive(Args, Debug)]
+pub struct ScopedLogsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The runner or request id.
+    id: String,
+    /// `tailwater logs` options, after the id.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "LOGS OPTIONS"
+    )]
+    options: Vec<String>,
+}
+
+impl ScopedLogsArgs {
+    /// Runs `tailwater logs` (as `name`) with `FLAG ID` (`--request ID`,
+    /// `--runner ID`) and the other options given.
+    pub async fn run(self, name: &'static str, flag: &str) -> anyhow::Result<u8> {
+        run_logs(name, &self.connection, &[(flag, &self.id)], &self.options).await
+    }
+}
+
+async fn run_logs(
     name: &'static str,
     connection: &Connection,
     scope: &[(&str, &str)],

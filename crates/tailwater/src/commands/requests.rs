@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
-use super::output::{ago, duration_ms, print_json, print_table, run_logs};
+use super::output::{ago, duration_ms, print_json, print_table, ScopedLogsArgs};
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -41,19 +41,7 @@ enum RequestsCommand {
     #[command(
         after_help = "Examples:\n  tailwater requests logs req-5f2a9c01d3e4b7a8\n  tailwater requests logs req-5f2a9c01d3e4b7a8 -f\n  tailwater requests logs req-5f2a9c01d3e4b7a8 --json --stream stderr"
     )]
-    Logs {
-        #[command(flatten)]
-        connection: Connection,
-        /// The request id.
-        id: String,
-        /// `tailwater logs` options, after the id.
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "LOGS OPTIONS"
-        )]
-        options: Vec<String>,
-    },
+    Logs(ScopedLogsArgs),
 }
 
 pub async fn run(args: RequestsArgs) -> anyhow::Result<u8> {
@@ -99,18 +87,6 @@ pub async fn run(args: RequestsArgs) -> anyhow::Result<u8> {
             ])?;
             Ok(0)
         }
-        RequestsCommand::Logs {
-            connection,
-            id,
-            options,
-        } => {
-            run_logs(
-                "tailwater requests logs",
-                &connection,
-                &[("--request", &id)],
-                &options,
-            )
-            .await
-        }
+        RequestsCommand::Logs(logs) => logs.run("tailwater requests logs", "--request").await,
     }
 }

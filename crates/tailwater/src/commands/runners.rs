@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use tailwater_model::wire::{Runner, RunnerExit, RunnerState};
 
-use super::output::{ago, print_json, print_table, run_logs};
+use super::output::{ago, print_json, print_table, ScopedLogsArgs};
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -65,19 +65,7 @@ enum RunnersCommand {
     #[command(
         after_help = "Examples:\n  tailwater runners logs gpu-a100-7\n  tailwater runners logs gpu-a100-7 -f --level warn\n  tailwater runners logs worker-1 --app sdxl --stream system --json"
     )]
-    Logs {
-        #[command(flatten)]
-        connection: Connection,
-        /// The runner id.
-        id: String,
-        /// `tailwater logs` options, after the id.
-        #[arg(
-            trailing_var_arg = true,
-            allow_hyphen_values = true,
-            value_name = "LOGS OPTIONS"
-        )]
-        options: Vec<String>,
-    },
+    Logs(ScopedLogsArgs),
 }
 
 pub async fn run(args: RunnersArgs) -> anyhow::Result<u8> {
@@ -185,19 +173,7 @@ pub async fn run(args: RunnersArgs) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        RunnersCommand::Logs {
-            connection,
-            id,
-            options,
-        } => {
-            run_logs(
-                "tailwater runners logs",
-                &connection,
-                &[("--runner", &id)],
-                &options,
-            )
-            .await
-        }
+        RunnersCommand::Logs(logs) => logs.run("tailwater runners logs", "--runner").await,
     }
 }
 
