@@ -391,32 +391,50 @@ impl Runners {
         notice
     }
 
-    /// Marks runners silent past the heartbeat timeout as lost and writes
-    /// their notices.
+    /// Marks runners silent past the heartbeat timeout as lost, each once
+    /// its notice is stored: whoever sees the state finds the notice too.
     pub fn sweep(&self, now: Timestamp) {
         let timeout = SignedDuration::try_from(self.settings.heartbeat_timeout)
             .unwrap_or(SignedDuration::MAX);
-        let mut notices = Vec::new();
+        let due: Vec<(Key, Timestamp, Notice)> = self
+            .lock()
+            .iter()
+            .filter(|(_, entry)| entry.may_go_lost())
+            .filter(|(_, entry)| {
+                let silent_since = entry.runner.last_seen.max(self.opened);
+                now.duration_since(silent_since) > timeout
+            })
+            .map(|(key, entry)| {
+                let notice = entry.lost_notice(now, self.settings.heartbeat_timeout);
+                (key.clone(), entry.runner.last_seen, notice)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (marked, notices): (Vec<(Key, Timestamp)>, Vec<Notice>) = due
+            .into_iter()
+            .map(|(key, seen, notice)| ((key, seen), notice))
+            .unzip();
+        self.write_notices(notices);
+        let mut heard_meanwhile = Vec::new();
         {
             let mut table = self.lock();
-            for entry in table.values_mut() {
-                let state = entry.runner.state;
-                if state.is_final() || state == RunnerState::Lost {
+            for (key, seen) in marked {
+                let Some(entry) = table.get_mut(&key) else {
                     continue;
+                };
+                if entry.runner.last_seen == seen && entry.may_go_lost() {
+                    entry.before_lost = Some(entry.runner.state);
+                    entry.runner.state = RunnerState::Lost;
+                } else if !entry.runner.state.is_final() {
+                    // Heard from while its notice was written: say so too.
+                    heard_meanwhile.push(entry.returned_notice(seen, entry.runner.last_seen));
                 }
-                let silent_since = entry.runner.last_seen.max(self.opened);
-                if now.duration_since(silent_since) <= timeout {
-                    continue;
-                }
-                entry.before_lost = Some(state);
-                entry.runner.state = RunnerState::Lost;
-                notices.push(entry.lost_notice(now, self.settings.heartbeat_timeout));
             }
         }
-        if !notices.is_empty() {
-            self.dirty.store(true, Ordering::Relaxed);
-            self.write_notices(notices);
-        }
+        self.dirty.store(true, Ordering::Relaxed);
+        self.write_notices(heard_meanwhile);
     }
 
     fn write_notices(&self, notices: Vec<Notice>) {
@@ -587,6 +605,11 @@ impl Entry {
             oom_seen: false,
             before_lost: None,
         }
+    }
+
+    /// Not ended, and not lost already.
+    fn may_go_lost(&self) -> bool {
+        !self.runner.state.is_final() && self.runner.state != RunnerState::Lost
     }
 
     fn key(&self) -> Key {

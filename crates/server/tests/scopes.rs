@@ -549,3 +549,42 @@ async fn a_request_shows_its_status_timing_runner_and_only_to_its_caller() {
     assert_eq!(status, 200);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn past_max_runners_the_runner_heard_from_longest_ago_is_forgotten_ended_ones_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(ADMIN.into());
+    config.runners.max_runners = 2;
+    let server = start(config).await.unwrap();
+    let start_event = [(0, json!({"event": "start"}))];
+    ingest(&server, batch("sd", "old-but-alive", "b1", &start_event)).await;
+    ingest(
+        &server,
+        batch(
+            "sd",
+            "ended",
+            "b1",
+            &[
+                (0, json!({"event": "start"})),
+                (1, json!({"event": "exit", "exit_code": 0})),
+            ],
+        ),
+    )
+    .await;
+    ingest(&server, batch("sd", "new", "b1", &start_event)).await;
+    let listed = get(&server, "/v1/runners").await;
+    let mut ids: Vec<&str> = listed["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runner"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["new", "old-but-alive"], "the ended runner went first");
+    // Its logs stay.
+    let logs = get(&server, "/v1/logs?runner=ended").await;
+    assert_eq!(logs["records"].as_array().unwrap().len(), 2);
+    server.shutdown().await.unwrap();
+}
