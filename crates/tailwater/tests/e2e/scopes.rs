@@ -52,18 +52,6 @@ fn wait_for_runner(
     last
 }
 
-fn python() -> &'static str {
-    let found = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    assert!(
-        found,
-        "these tests run python3 workers: install it (apt-get install -y python3)"
-    );
-    "python3"
-}
-
 #[test]
 fn runner_states_of_real_workers_and_the_cli_tables() {
     let server = TestServer::start();
