@@ -51,9 +51,11 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runners the table keeps, unless configured otherwise (`--max-runners`).
 /// Past it, the runner heard from longest ago (ended or lost ones first) is
 /// forgotten, counted and logged; its records stay in the store.
-pub const DEFAULT_MAX_RUNNERS: usize = 100_000;
-/// How often a changed table is written to disk.
-pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_MAX_RUNNERS: usize = 50_000;
+/// How often a changed table is written to disk: a whole table of
+/// `DEFAULT_MAX_RUNNERS` is tens of MB, and a kill -9 loses nothing of what
+/// came since (it is replayed from the store).
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 const DIR: &str = "runners";
 const SNAPSHOT_FILE: &str = "runners.json";
