@@ -324,13 +324,15 @@ impl Runners {
     /// way ingest appends, so no batch is stored unseen by the table.
     pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
         let sighting = Sighting::of_batch(&batch);
-        let notice = {
+        let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
             let response = self.store.append(tenant, batch)?;
-            let notice = self.observe(tenant, sighting, Timestamp::now(), true);
-            (response, notice)
+            (
+                response,
+                self.observe(tenant, sighting, Timestamp::now(), true),
+            )
         };
-        let (response, notice) = notice;
+        // Outside the gate: the notice is one more append.
         self.write_notices(notice.into_iter().collect());
         Ok(response)
     }
