@@ -10,6 +10,8 @@
 //! - [`redact`]: secrets replaced before storage.
 //! - [`metrics`]: the counters behind `GET /metrics`.
 //! - [`tls`]: HTTPS, when given a certificate and key.
+//! - [`runners`]: each runner's state, from its lifecycle records and
+//!   heartbeats; lost runners.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -21,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod redact;
 pub mod registry;
+pub mod runners;
 pub mod tail;
 pub mod tls;
 
@@ -37,6 +40,7 @@ use crate::limits::{IngestLimits, RateLimiter};
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::registry::Registry;
+use crate::runners::{RunnerSettings, Runners};
 
 /// The address the server listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -71,6 +75,8 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`).
     pub tls: Option<tls::TlsFiles>,
+    /// The runner table: heartbeat timeout, size.
+    pub runners: RunnerSettings,
 }
 
 impl ServerConfig {
@@ -88,6 +94,7 @@ impl ServerConfig {
             redact: Vec::new(),
             public_metrics: false,
             tls: None,
+            runners: RunnerSettings::default(),
         }
     }
 }
@@ -110,22 +117,34 @@ pub struct AppState {
     pub redactor: Arc<Redactor>,
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
+    /// Each runner's state; ingest appends through it.
+    pub runners: Arc<Runners>,
 }
 
 impl AppState {
-    /// The state of a server over an open store and registry.
-    pub fn new(
+    /// The state of a server over an open store and registry; opens the
+    /// runner table (it may replay stored lifecycle records: blocking).
+    pub fn open(
         store: Store,
         registry: Registry,
         redactor: Redactor,
         config: &ServerConfig,
-    ) -> AppState {
+    ) -> anyhow::Result<AppState> {
+        let registry = Arc::new(registry);
         let (new_records, _) = watch::channel(store.last_id());
         let store = Arc::new(store);
-        AppState {
+        let runners = Arc::new(Runners::open(
+            &config.data_dir,
+            store.clone(),
+            new_records.clone(),
+            &registry,
+            config.runners.clone(),
+        )?);
+        Ok(AppState {
             metrics: Arc::new(Metrics::new(store.clone())),
             store,
-            registry: Arc::new(registry),
+            registry,
+            runners,
             new_records,
             stopping: watch::channel(false).0,
             max_batch_bytes: config.max_batch_bytes,
@@ -134,7 +153,7 @@ impl AppState {
             redactor: Arc::new(redactor),
             public_metrics: config.public_metrics,
             regex_size_limit: config.regex_size_limit,
-        }
+        })
     }
 }
 
@@ -148,6 +167,8 @@ pub struct RunningServer {
     pub new_admin_token: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The runner table's upkeep, which saves it once more as it ends.
+    runner_upkeep: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -156,7 +177,9 @@ impl RunningServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        self.task.await?.context("server failed")
+        let served = self.task.await?.context("server failed");
+        self.runner_upkeep.await?;
+        served
     }
 
     /// The base URL clients use: `http://ADDR` or `https://ADDR`.
@@ -185,7 +208,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
-    let state = AppState::new(store, registry, redactor, &config);
+    let state = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || AppState::open(store, registry, redactor, &config))
+            .await??
+    };
+    let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -229,6 +257,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_admin_token,
         shutdown: Some(shutdown),
         task,
+        runner_upkeep,
     })
 }
 

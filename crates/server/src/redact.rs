@@ -21,8 +21,8 @@
 
 use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
-use tailwater_model::DEFAULT_REGEX_SIZE_LIMIT;
 use tailwater_model::Fields;
+use tailwater_model::DEFAULT_REGEX_SIZE_LIMIT;
 
 /// The patterns on by default: `(name, regex)`.
 pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[

@@ -170,7 +170,7 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
 
     let total = batch.records.len();
     let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
-    let response = match state.store.append(tenant, batch) {
+    let response = match state.runners.append(tenant, batch) {
         Ok(response) => response,
         Err(error) => {
             if let Some(pending) = rate_report {

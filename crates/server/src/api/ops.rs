@@ -79,7 +79,7 @@ mod tests {
         let store =
             tailwater_store::Store::open(&dir.path().join("store"), config.store.clone()).unwrap();
         let (registry, _) = Registry::open(&dir.path().join("auth"), None).unwrap();
-        let state = crate::AppState::new(store, registry, Redactor::none(), &config);
+        let state = crate::AppState::open(store, registry, Redactor::none(), &config).unwrap();
         assert_eq!(readyz(State(state.clone())).await.status(), StatusCode::OK);
 
         state.stopping.send_replace(true);

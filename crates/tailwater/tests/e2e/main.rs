@@ -8,6 +8,7 @@ mod api;
 mod demo;
 mod limits;
 mod logs;
+mod scopes;
 mod spool;
 mod supervisor;
 mod tenancy;
