@@ -5,7 +5,8 @@
 //! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
 //!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, health.
-//! - [`tail`]: how live tail learns that new records arrived.
+//! - [`tail`]: how live tail follows the store, and what a slow client
+//!   misses.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -45,6 +46,9 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
+    /// How many matching records a live tail client may fall behind the
+    /// newest before the ones it has not got are skipped and reported.
+    pub tail_buffer: u64,
 }
 
 impl ServerConfig {
@@ -56,6 +60,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            tail_buffer: tail::DEFAULT_TAIL_BUFFER,
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct AppState {
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
+    pub tail_buffer: u64,
+    pub tail_stats: Arc<tail::TailStats>,
 }
 
 /// A server serving in the background.
@@ -116,6 +123,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
+        tail_buffer: config.tail_buffer,
+        tail_stats: Arc::default(),
     };
     let stopping = state.stopping.clone();
     spawn_store_upkeep(

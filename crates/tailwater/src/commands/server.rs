@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
+    /// How many records a live tail client may fall behind before the ones
+    /// it has not got are skipped; it is told how many, with a cursor.
+    #[arg(long, default_value_t = tailwater_server::tail::DEFAULT_TAIL_BUFFER)]
+    tail_buffer: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,6 +65,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
+    config.tail_buffer = args.tail_buffer;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;
