@@ -6,34 +6,16 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use jiff::Timestamp;
-use tailwater_client::Client;
-use tailwater_model::wire::{IngestBatch, IngestRecord, LogsParams};
-use tailwater_model::{LogRecord, Stream};
-use tailwater_server::{start, RunningServer, ServerConfig};
+use tailwater_model::wire::{IngestBatch, LogsParams};
+use tailwater_model::LogRecord;
+use tailwater_server::RunningServer;
 
-const TOKEN: &str = "tw_tail_test";
+mod common;
+
+use common::TOKEN;
 
 fn batch(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
-    IngestBatch {
-        app: "tail".into(),
-        version: String::new(),
-        runner: runner.into(),
-        boot: "b".into(),
-        source: Default::default(),
-        records: seqs
-            .map(|seq| IngestRecord {
-                seq,
-                ts: Timestamp::now(),
-                stream: Stream::Stdout,
-                level: Default::default(),
-                request_id: None,
-                message: format!("{runner} {seq}"),
-                fields: Default::default(),
-                invalid_utf8: false,
-            })
-            .collect(),
-    }
+    common::batch("tail", runner, seqs)
 }
 
 async fn next_records(
@@ -55,13 +37,7 @@ async fn next_records(
 
 #[tokio::test]
 async fn tail_follows_and_resumes_after_the_last_event_without_gap_or_duplicate() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(TOKEN.into());
-    let server = start(config).await.unwrap();
-    let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
-
+    let (_dir, server, client) = common::server(tailwater_server::tail::DEFAULT_TAIL_BUFFER).await;
     client.ingest(&batch("r1", 0..3)).await.unwrap();
     // Without a position, a tail starts with the next record stored.
     let mut live = Box::pin(client.tail(&LogsParams::default(), None).await.unwrap());
@@ -92,17 +68,6 @@ async fn tail_follows_and_resumes_after_the_last_event_without_gap_or_duplicate(
         .await
         .expect("shutdown does not hang")
         .unwrap();
-}
-
-async fn server_with_tail_buffer(tail_buffer: u64) -> (tempfile::TempDir, RunningServer, Client) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(TOKEN.into());
-    config.tail_buffer = tail_buffer;
-    let server = start(config).await.unwrap();
-    let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
-    (dir, server, client)
 }
 
 /// One server-sent event, as a raw client reads it.
@@ -177,7 +142,7 @@ fn many(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_exactly_the_skipped_records(
 ) {
-    let (_dir, server, client) = server_with_tail_buffer(500).await;
+    let (_dir, server, client) = common::server(500).await;
     let mut slow = SlowSseClient::connect(&server, "runner=r1").await;
 
     // While the client reads nothing, ingest goes on at full speed.
@@ -271,7 +236,7 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
 
 #[tokio::test]
 async fn a_missed_cursor_refuses_a_backward_read() {
-    let (_dir, _server, client) = server_with_tail_buffer(500).await;
+    let (_dir, _server, client) = common::server(500).await;
     let cursor = tailwater_model::IdRange {
         after: 1,
         through: 5,
@@ -302,11 +267,15 @@ mod websocket {
     /// Connects as a browser does: the token offered as a subprotocol, never
     /// in the URL.
     async fn connect(server: &RunningServer, query: &str) -> Socket {
+        connect_with(server, TOKEN, query).await
+    }
+
+    async fn connect_with(server: &RunningServer, token: &str, query: &str) -> Socket {
         let url = format!("ws://{}/v1/logs/tail?{query}", server.addr);
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
             "sec-websocket-protocol",
-            HeaderValue::from_str(&format!("tailwater.v1, tailwater.bearer.{TOKEN}")).unwrap(),
+            HeaderValue::from_str(&format!("tailwater.v1, tailwater.bearer.{token}")).unwrap(),
         );
         let (socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
         assert_eq!(
@@ -347,7 +316,7 @@ mod websocket {
     #[tokio::test]
     async fn websocket_tail_follows_filters_and_resumes_after_a_reconnect_without_gap_or_duplicate()
     {
-        let (_dir, server, client) = server_with_tail_buffer(10_000).await;
+        let (_dir, server, client) = common::server(10_000).await;
         client.ingest(&batch("r1", 0..2)).await.unwrap();
         let mut socket = connect(&server, "runner=r1").await;
         client.ingest(&batch("r2", 0..3)).await.unwrap(); // filtered out
@@ -390,7 +359,7 @@ mod websocket {
 
     #[tokio::test]
     async fn a_websocket_tail_without_a_valid_token_is_refused_before_the_upgrade() {
-        let (_dir, server, _client) = server_with_tail_buffer(10_000).await;
+        let (_dir, server, _client) = common::server(10_000).await;
         let refused = |offered: &str, query: &str| {
             let url = format!("ws://{}/v1/logs/tail?{query}", server.addr);
             let mut request = url.into_client_request().unwrap();
@@ -431,5 +400,36 @@ mod websocket {
             .await,
             (400, "bad_request".to_owned())
         );
+    }
+
+    #[tokio::test]
+    async fn a_revoked_token_closes_its_websocket_tail_with_nothing_more() {
+        let (_dir, server, client) = common::server(10_000).await;
+        let owner = client
+            .create_token(&tailwater_model::tenancy::NewToken {
+                scope: tailwater_model::tenancy::Scope::Owner,
+                tenant: None,
+                app: None,
+                expires_in: None,
+                name: None,
+            })
+            .await
+            .unwrap();
+        let mut socket = connect_with(&server, &owner.token, "").await;
+        client.ingest(&batch("r1", 0..1)).await.unwrap();
+        assert_eq!(next_ids(&mut socket, 1).await[0].1, "r1 0");
+
+        client.revoke_token(&owner.info.id).await.unwrap();
+        client.ingest(&batch("r1", 1..3)).await.unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the socket closes")
+            .expect("a close frame")
+            .unwrap();
+        let Message::Close(Some(frame)) = frame else {
+            panic!("expected a close frame, got {frame:?}");
+        };
+        assert_eq!(u16::from(frame.code), 1008);
+        assert!(frame.reason.contains("revoked"), "{}", frame.reason);
     }
 }

@@ -39,6 +39,8 @@ enum Command {
     Token(commands::tenancy::TokenArgs),
     /// Apps and their settings: create, set, list.
     App(commands::tenancy::AppArgs),
+    /// Export every record a filter matches, as text or NDJSON, to a file.
+    Export(Box<commands::export::ExportArgs>),
     /// Start a server and demo workers that log like GPU workers.
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,
             Command::App(args) => commands::tenancy::app(args).await,
+            Command::Export(args) => commands::export::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }

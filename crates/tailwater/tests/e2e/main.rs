@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod api;
 mod demo;
+mod export;
 mod logs;
 mod spool;
 mod supervisor;
