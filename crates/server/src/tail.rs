@@ -8,14 +8,14 @@
 //!
 //! A slow client: its follower hands records to the transport through a
 //! small channel ([`CHANNEL_MESSAGES`]). When the channel is full the
-//! follower holds nothing back in memory: it only counts the matching
-//! records stored since (reading and dropping them). A client may fall
-//! `tail_buffer` such records behind ([`DEFAULT_TAIL_BUFFER`]); once it has
-//! drained half its channel, a client within that limit gets them all from
-//! the store, and one past it gets a [`MissedNotice`] instead (how many, and
-//! an [`IdRange`] cursor that `GET /v1/logs` pages through to fetch exactly
-//! those) and goes on with the records stored after them. Skipping is
-//! counted in [`TailStats`] and logged.
+//! follower waits and holds nothing back in memory. A client may fall
+//! `tail_buffer` matching records behind the newest
+//! ([`DEFAULT_TAIL_BUFFER`]): once it has drained half its channel, the
+//! follower counts the records it is behind by (reading and dropping them);
+//! within the buffer the client gets them all from the store, and past it a
+//! [`MissedNotice`] instead (how many, and an [`IdRange`] cursor that
+//! `GET /v1/logs` pages through to fetch exactly those), then the records
+//! stored after them. Skipping is counted in [`TailStats`] and logged.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -136,6 +136,8 @@ pub fn follow(state: &AppState, subscription: Subscription) -> Tail {
     let follower = Follower {
         store: state.store.clone(),
         sent: subscription.after,
+        counted_to: subscription.after,
+        behind: 0,
         subscription,
         buffer: state.tail_buffer,
         stats: state.tail_stats.clone(),
@@ -155,6 +157,11 @@ struct Follower {
     subscription: Subscription,
     /// The last id handed to the channel, skipped, or known not to match.
     sent: u64,
+    /// While the client is behind: the records it would get in
+    /// `(sent, counted_to]`, so each is counted once however many turns
+    /// catching up takes.
+    counted_to: u64,
+    behind: u64,
     buffer: u64,
     stats: Arc<TailStats>,
     newest: watch::Receiver<u64>,
@@ -191,6 +198,9 @@ impl Follower {
                 let id = record.id;
                 if (self.subscription.sees)(&record) {
                     match self.sender.try_send(TailEvent::Record(record)) {
+                        Ok(()) if id <= self.counted_to => {
+                            self.behind = self.behind.saturating_sub(1)
+                        }
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => return GO_ON,
                         Err(mpsc::error::TrySendError::Closed(_)) => return STOP,
@@ -211,62 +221,60 @@ impl Follower {
         }
     }
 
-    /// The channel is full. Counts the records the client falls behind by
-    /// until it drains half its channel; then, past the buffer, tells it
-    /// what it missed and moves on to what was stored since.
+    /// The channel is full: waits, holding nothing, until the client has
+    /// drained half of it. Then counts how far behind the newest record it
+    /// is (each record counted once across turns); within the buffer it
+    /// goes on from the store, past it it is told what it missed and moves
+    /// on to what was stored after.
     async fn catch_up_or_skip(&mut self) -> ControlFlow<()> {
-        let mut counted_to = self.sent;
-        let mut behind = 0u64;
-        let room = loop {
-            if !(self.subscription.allowed)() {
-                return STOP;
-            }
-            let stored_up_to = *self.newest.borrow_and_update();
-            if stored_up_to > counted_to {
-                let Some(count) = self.count(counted_to, stored_up_to).await else {
-                    return STOP;
-                };
-                behind += count;
-                counted_to = stored_up_to;
-            }
-            tokio::select! {
-                room = self.sender.reserve_many(CHANNEL_MESSAGES / 2) => match room {
-                    Ok(room) => break room,
-                    Err(_) => return STOP,
-                },
-                changed = self.newest.changed() => if changed.is_err() { return STOP },
-                _ = self.stopping.wait_for(|stopping| *stopping) => return STOP,
-            }
+        let mut room = tokio::select! {
+            room = self.sender.reserve_many(CHANNEL_MESSAGES / 2) => match room {
+                Ok(room) => room,
+                Err(_) => return STOP,
+            },
+            _ = self.stopping.wait_for(|stopping| *stopping) => return STOP,
         };
-        if behind <= self.buffer {
+        if !(self.subscription.allowed)() {
+            return STOP;
+        }
+        if self.counted_to <= self.sent {
+            (self.counted_to, self.behind) = (self.sent, 0);
+        }
+        let stored_up_to = *self.newest.borrow();
+        if stored_up_to > self.counted_to {
+            let Some(count) = self.count(self.counted_to, stored_up_to).await else {
+                return STOP;
+            };
+            (self.counted_to, self.behind) = (stored_up_to, self.behind + count);
+        }
+        if self.behind <= self.buffer {
             // Within the buffer: the store still has them all.
             return GO_ON;
         }
-        let skipped = IdRange {
-            after: self.sent,
-            through: counted_to,
-        };
         tracing::info!(
             tenant = %self.subscription.tenant,
-            missed = behind,
+            missed = self.behind,
             buffer = self.buffer,
             "a live tail client fell behind past its buffer; it gets a missed notice with a cursor"
         );
         self.stats.missed_notices.fetch_add(1, Ordering::Relaxed);
         self.stats
             .missed_records
-            .fetch_add(behind, Ordering::Relaxed);
+            .fetch_add(self.behind, Ordering::Relaxed);
+        let skipped = IdRange {
+            after: self.sent,
+            through: self.counted_to,
+        };
         let notice = MissedNotice {
-            count: behind,
+            count: self.behind,
             cursor: skipped.encode(),
         };
-        let mut room = room;
         let permit = room.next().expect("room for at least one message");
         permit.send(TailEvent::Missed {
-            through: counted_to,
+            through: self.counted_to,
             notice,
         });
-        self.sent = counted_to;
+        (self.sent, self.behind) = (self.counted_to, 0);
         GO_ON
     }
 
