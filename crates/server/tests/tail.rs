@@ -139,13 +139,9 @@ fn many(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
     batch
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_exactly_the_skipped_records(
-) {
-    let (_dir, server, client) = common::server(500).await;
-    let mut slow = SlowSseClient::connect(&server, "runner=r1").await;
-
-    // While the client reads nothing, ingest goes on at full speed.
+/// Records `0..20_000` of `r1` (and some of another runner), in batches,
+/// then `20_000..20_003`, while the tail client reads nothing.
+async fn ingest_while_the_client_reads_nothing(client: &tailwater_client::Client) {
     let ingest_started = std::time::Instant::now();
     for start in (0..20_000).step_by(1000) {
         client
@@ -157,14 +153,66 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
             .await
             .unwrap();
     }
+    client.ingest(&many("r1", 20_000..20_003)).await.unwrap();
     assert!(
         ingest_started.elapsed() < Duration::from_secs(60),
         "ingest waited for the slow client"
     );
+}
+
+/// What the client got and fetched is every record of r1, once, in order,
+/// after at least one missed notice.
+fn assert_every_record_once(seqs: &[u64], notices: usize) {
+    assert!(notices >= 1, "the client fell behind past its buffer");
+    assert_eq!(
+        seqs,
+        (0..20_003).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+}
+
+/// Pages through a missed notice's cursor (with the tail's filter,
+/// `runner=r1`): exactly `count` records, none past the notice's id. Their
+/// seqs.
+async fn fetch_missed(
+    client: &tailwater_client::Client,
+    missed: &tailwater_model::wire::MissedNotice,
+    through: u64,
+) -> Vec<u64> {
+    let mut fetched = Vec::new();
+    let mut params = LogsParams {
+        runner: Some("r1".into()),
+        cursor: Some(missed.cursor.clone()),
+        limit: Some("777".into()),
+        ..Default::default()
+    };
+    loop {
+        let page = client.logs(&params).await.unwrap();
+        assert!(page.records.len() <= 777);
+        fetched.extend(page.records);
+        match page.next_cursor {
+            Some(cursor) => params.cursor = Some(cursor),
+            None => break,
+        }
+    }
+    assert!(missed.count > 500, "past the buffer: {missed:?}");
+    assert_eq!(fetched.len() as u64, missed.count);
+    assert!(fetched.last().unwrap().id <= through);
+    assert!(fetched.iter().all(|record| record.runner == "r1"));
+    fetched.iter().map(|record| record.seq).collect()
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_exactly_the_skipped_records(
+) {
+    let (_dir, server, client) = common::server(500).await;
+    let mut slow = SlowSseClient::connect(&server, "runner=r1").await;
+
+    // While the client reads nothing, ingest goes on at full speed.
+    ingest_while_the_client_reads_nothing(&client).await;
 
     // It reads again: what was buffered, then a notice for what it missed
     // (one or more, as the server's socket buffer grew), then live records.
-    client.ingest(&many("r1", 20_000..20_003)).await.unwrap();
     let mut seqs = Vec::new();
     let mut notices = 0;
     let mut last_id = 0;
@@ -183,36 +231,11 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
         notices += 1;
         let missed: tailwater_model::wire::MissedNotice =
             serde_json::from_str(&event.data).unwrap();
-        assert!(missed.count > 500, "past the buffer: {missed:?}");
         // The cursor pages through exactly the skipped records, up to the
         // notice's id (what Last-Event-ID resumes after).
-        let mut fetched = Vec::new();
-        let mut params = LogsParams {
-            runner: Some("r1".into()),
-            cursor: Some(missed.cursor.clone()),
-            limit: Some("777".into()),
-            ..Default::default()
-        };
-        loop {
-            let page = client.logs(&params).await.unwrap();
-            assert!(page.records.len() <= 777);
-            fetched.extend(page.records);
-            match page.next_cursor {
-                Some(cursor) => params.cursor = Some(cursor),
-                None => break,
-            }
-        }
-        assert_eq!(fetched.len() as u64, missed.count);
-        assert!(fetched.last().unwrap().id <= id);
-        assert!(fetched.iter().all(|record| record.runner == "r1"));
-        seqs.extend(fetched.iter().map(|record| record.seq));
+        seqs.extend(fetch_missed(&client, &missed, id).await);
     }
-    assert!(notices >= 1);
-    assert_eq!(
-        seqs,
-        (0..20_003).collect::<Vec<_>>(),
-        "no gap, no duplicate"
-    );
+    assert_every_record_once(&seqs, notices);
 
     // The typed client fills such gaps itself.
     let mut typed = Box::pin(
@@ -288,7 +311,7 @@ mod websocket {
 
     async fn next_message(socket: &mut Socket) -> TailMessage {
         loop {
-            let frame = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            let frame = tokio::time::timeout(Duration::from_secs(30), socket.next())
                 .await
                 .expect("a message arrives")
                 .expect("the socket stays open")
@@ -431,5 +454,38 @@ mod websocket {
         };
         assert_eq!(u16::from(frame.code), 1008);
         assert!(frame.reason.contains("revoked"), "{}", frame.reason);
+    }
+
+    #[tokio::test]
+    async fn a_websocket_client_that_stops_reading_gets_a_missed_message_then_live_records() {
+        let (_dir, server, client) = common::server(500).await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(server.addr).await.unwrap();
+        let mut request = format!("ws://{}/v1/logs/tail?runner=r1", server.addr)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {TOKEN}")).unwrap(),
+        );
+        let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
+        let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+
+        ingest_while_the_client_reads_nothing(&client).await;
+        let mut seqs = Vec::new();
+        let mut notices = 0;
+        while seqs.last() != Some(&20_002) {
+            match next_message(&mut socket).await {
+                TailMessage::Record { record, .. } => seqs.push(record.seq),
+                TailMessage::Missed { id, notice } => {
+                    notices += 1;
+                    seqs.extend(fetch_missed(&client, &notice, id).await);
+                }
+            }
+        }
+        assert_every_record_once(&seqs, notices);
     }
 }

@@ -94,6 +94,8 @@ fn progress_bar() -> ProgressBar {
         .expect("a valid template"),
     );
     progress.enable_steady_tick(Duration::from_millis(120));
+    // Shown from the start, however short the export.
+    progress.set_message("0 lines");
     progress
 }
 

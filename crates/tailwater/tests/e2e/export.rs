@@ -184,3 +184,35 @@ fn export_writes_text_to_stdout_and_gzip_to_a_file() {
     assert!(!path.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+#[test]
+fn on_a_terminal_export_shows_a_progress_bar_with_bytes_and_lines() {
+    let server = TestServer::start();
+    ingest(&server, "r1", 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r1.log");
+    // script(1) runs the command on a pseudo-terminal and copies what it
+    // draws to stdout.
+    let command = format!(
+        "{} export --runner r1 -o {}",
+        binary(),
+        path.to_str().unwrap()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("TAILWATER_SERVER", server.url())
+        .env("TAILWATER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let screen = String::from_utf8_lossy(&output.stdout);
+    // `exporting 1.2 MiB (…/s), 3000 lines, 0s`, then cleared.
+    assert!(screen.contains("exporting "), "{screen}");
+    assert!(screen.contains(" lines, "), "{screen}");
+    assert!(screen.contains("exported 3000 lines"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().lines().count(),
+        3_000
+    );
+}
