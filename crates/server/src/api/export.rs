@@ -260,10 +260,9 @@ impl Chunks {
     }
 
     fn send(&mut self) -> std::io::Result<()> {
-        let chunk = Bytes::copy_from_slice(self.written());
-        self.written().clear();
+        let chunk = std::mem::replace(self.written(), Vec::with_capacity(CHUNK_BYTES * 2));
         self.sender
-            .blocking_send(Ok(chunk))
+            .blocking_send(Ok(Bytes::from(chunk)))
             .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
     }
 

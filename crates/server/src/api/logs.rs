@@ -86,15 +86,15 @@ pub async fn history(
                 let as_of = store.last_id();
                 let mut records =
                     store.read_after(&tenant, &query.filter, range.after, query.limit);
-                let full = records.len() == query.limit;
-                records.retain(|record| record.id <= range.through);
+                // More may follow only a full page that stopped inside the range.
                 let next = records
                     .last()
-                    .filter(|last| full && last.id < range.through)
+                    .filter(|last| records.len() == query.limit && last.id < range.through)
                     .map(|last| IdRange {
                         after: last.id,
                         through: range.through,
                     });
+                records.retain(|record| record.id <= range.through);
                 LogsPage {
                     records,
                     next_cursor: next.map(|range| range.encode()),
