@@ -290,28 +290,24 @@ impl Follower {
             .ok()
     }
 
-    /// How many records in `(after, through]` the client would get.
+    /// How many records in `(after, through]` the client would get; `None`
+    /// when the client left or the server stops meanwhile. A store read at a
+    /// time, so a long count stops as soon as no one waits for it.
     async fn count(&self, after: u64, through: u64) -> Option<u64> {
-        let store = self.store.clone();
-        let (tenant, filter) = (
-            self.subscription.tenant.clone(),
-            self.subscription.filter.clone(),
-        );
-        let sees = self.subscription.sees.clone();
-        let count = move || {
-            let (mut position, mut count) = (after, 0);
-            loop {
-                let records = store.read_after(&tenant, &filter, position, COUNT_BATCH);
-                let done = records.len() < COUNT_BATCH;
-                for record in records.iter().take_while(|record| record.id <= through) {
-                    count += u64::from(sees(record));
-                    position = record.id;
-                }
-                if done || position >= through || records.last().is_some_and(|r| r.id > through) {
-                    return count;
-                }
+        let (mut position, mut count) = (after, 0);
+        loop {
+            if self.sender.is_closed() || *self.stopping.borrow() {
+                return None;
             }
-        };
-        tokio::task::spawn_blocking(count).await.ok()
+            let records = self.read(position, COUNT_BATCH).await?;
+            let done = records.len() < COUNT_BATCH;
+            for record in records.iter().take_while(|record| record.id <= through) {
+                count += u64::from((self.subscription.sees)(record));
+                position = record.id;
+            }
+            if done || position >= through || records.last().is_some_and(|r| r.id > through) {
+                return Some(count);
+            }
+        }
     }
 }
