@@ -301,3 +301,40 @@ pub(crate) fn websocket_bearer(headers: &HeaderMap) -> Option<&str> {
         .flat_map(|value| value.split(','))
         .find_map(|protocol| protocol.trim().strip_prefix(WEBSOCKET_BEARER))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    header::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_websocket_token_is_read_from_the_subprotocols_of_an_upgrade_only() {
+        let upgrade = headers(&[
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-protocol", "tailwater.v1"),
+            (
+                "sec-websocket-protocol",
+                "other, tailwater.bearer.tw_abc-_1",
+            ),
+        ]);
+        assert_eq!(websocket_bearer(&upgrade), Some("tw_abc-_1"));
+        let plain = headers(&[("sec-websocket-protocol", "tailwater.bearer.tw_abc")]);
+        assert_eq!(websocket_bearer(&plain), None);
+        let no_token = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-protocol", "tailwater.v1"),
+        ]);
+        assert_eq!(websocket_bearer(&no_token), None);
+    }
+}
