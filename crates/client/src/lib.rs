@@ -20,7 +20,6 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
