@@ -19,6 +19,7 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -27,8 +28,8 @@ use tailwater_model::tenancy::{
     TokenInfo,
 };
 use tailwater_model::wire::{
-    ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams, RequestInfo, RunnerDetail,
-    RunnerList, RunnerState,
+    ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
+    RequestInfo, RunnerDetail, RunnerList, RunnerState, MAX_PAGE_LIMIT,
 };
 use tailwater_model::LogRecord;
 
@@ -223,12 +224,34 @@ impl Client {
     }
 
     /// `GET /v1/logs/tail`: records as they are stored, after record id
-    /// `after` (or from now on when `None`).
+    /// `after` (or from now on when `None`), in id order. When the server
+    /// says this client fell too far behind, the records it skipped are
+    /// fetched through `GET /v1/logs` and come first, so none is lost; an
+    /// error ends nothing, and resuming after the last record's id goes on
+    /// with no gap and no duplicate.
     pub async fn tail(
         &self,
         params: &LogsParams,
         after: Option<u64>,
     ) -> Result<impl Stream<Item = Result<LogRecord, ClientError>> + use<>, ClientError> {
+        let events = Box::pin(self.tail_events(params, after).await?);
+        let filling = GapFiller {
+            client: self.clone(),
+            params: params.clone(),
+            events,
+            fetched: std::collections::VecDeque::new(),
+            cursor: None,
+        };
+        Ok(futures_util::stream::unfold(filling, GapFiller::next))
+    }
+
+    /// `GET /v1/logs/tail` as the server sends it: records, and a
+    /// [`TailEvent::Missed`] where this client fell too far behind.
+    pub async fn tail_events(
+        &self,
+        params: &LogsParams,
+        after: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<TailEvent, ClientError>> + use<>, ClientError> {
         let mut request = self
             .request(reqwest::Method::GET, "/v1/logs/tail")
             .query(params)
@@ -242,19 +265,61 @@ impl Client {
         Ok(events.filter_map(move |event| {
             let server = server.clone();
             async move {
+                let protocol = |error: String| ClientError::Protocol(error);
                 match event {
                     Ok(event) if event.event == "record" => Some(
                         serde_json::from_str::<LogRecord>(&event.data)
-                            .map_err(|error| ClientError::Protocol(error.to_string())),
+                            .map(TailEvent::Record)
+                            .map_err(|error| protocol(error.to_string())),
+                    ),
+                    Ok(event) if event.event == "missed" => Some(
+                        serde_json::from_str::<MissedNotice>(&event.data)
+                            .map_err(|error| protocol(error.to_string()))
+                            .and_then(|notice| {
+                                let id = event.id.parse().map_err(|_| {
+                                    protocol(format!("missed event without an id: '{}'", event.id))
+                                })?;
+                                Ok(TailEvent::Missed { id, notice })
+                            }),
                     ),
                     Ok(_) => None,
                     Err(eventsource_stream::EventStreamError::Transport(source)) => {
                         Some(Err(ClientError::Unreachable { server, source }))
                     }
-                    Err(error) => Some(Err(ClientError::Protocol(error.to_string()))),
+                    Err(error) => Some(Err(protocol(error.to_string()))),
                 }
             }
         }))
+    }
+
+    /// `GET /v1/export`: every record `params`' filters match (no limit,
+    /// cursor or after), as the server streams it.
+    pub async fn export(
+        &self,
+        params: &LogsParams,
+        format: ExportFormat,
+    ) -> Result<Export, ClientError> {
+        let request = self
+            .request(reqwest::Method::GET, "/v1/export")
+            .query(params)
+            .query(&[("format", format.as_str())]);
+        let response = self.send(request).await?;
+        let as_of = response
+            .headers()
+            .get("x-tailwater-as-of")
+            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .ok_or_else(|| ClientError::Protocol("an export without x-tailwater-as-of".into()))?;
+        let server = self.base.clone();
+        let chunks = response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|source| ClientError::Unreachable {
+                server: server.clone(),
+                source,
+            })
+        });
+        Ok(Export {
+            as_of,
+            chunks: Box::pin(chunks),
+        })
     }
 
     /// `POST /v1/tenants` (admin).
@@ -380,6 +445,69 @@ impl Client {
             tenant,
         ))
         .await
+    }
+}
+
+/// One event of a live tail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TailEvent {
+    Record(LogRecord),
+    /// The client fell too far behind: `notice.count` records up to id `id`
+    /// were skipped; `GET /v1/logs` with the tail's filters and
+    /// `cursor=notice.cursor` returns them. The tail goes on after `id`.
+    Missed {
+        id: u64,
+        notice: MissedNotice,
+    },
+}
+
+/// An export as it arrives.
+pub struct Export {
+    /// The newest record id it covers: a live tail after it continues it.
+    pub as_of: u64,
+    /// The body, in the chunks it arrives in; an error means it was cut off.
+    pub chunks: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>,
+}
+
+/// [`Client::tail`]'s state: the server's events, and the skipped records
+/// being fetched by cursor before the next event is read.
+struct GapFiller<S> {
+    client: Client,
+    params: LogsParams,
+    events: std::pin::Pin<Box<S>>,
+    fetched: std::collections::VecDeque<LogRecord>,
+    cursor: Option<String>,
+}
+
+impl<S: Stream<Item = Result<TailEvent, ClientError>>> GapFiller<S> {
+    async fn next(mut self) -> Option<(Result<LogRecord, ClientError>, Self)> {
+        loop {
+            if let Some(record) = self.fetched.pop_front() {
+                return Some((Ok(record), self));
+            }
+            if let Some(cursor) = self.cursor.take() {
+                let params = LogsParams {
+                    cursor: Some(cursor),
+                    limit: Some(MAX_PAGE_LIMIT.to_string()),
+                    direction: None,
+                    after: None,
+                    ..self.params.clone()
+                };
+                match self.client.logs(&params).await {
+                    Ok(page) => {
+                        self.fetched = page.records.into();
+                        self.cursor = page.next_cursor;
+                        continue;
+                    }
+                    Err(error) => return Some((Err(error), self)),
+                }
+            }
+            match self.events.next().await? {
+                Ok(TailEvent::Record(record)) => return Some((Ok(record), self)),
+                Ok(TailEvent::Missed { notice, .. }) => self.cursor = Some(notice.cursor),
+                Err(error) => return Some((Err(error), self)),
+            }
+        }
     }
 }
 

@@ -34,7 +34,7 @@ pub mod time;
 pub mod wire;
 pub mod words;
 
-pub use filter::{Cursor, Direction, Filter, Labels, Query};
+pub use filter::{Cursor, Direction, Filter, IdRange, Labels, Query};
 pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
 pub use record::{Fields, Level, LogRecord, Source, Stream};

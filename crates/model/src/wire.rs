@@ -506,6 +506,68 @@ impl<'de> Deserialize<'de> for LogsParams {
     }
 }
 
+/// The `format` of `GET /v1/export`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `2026-11-21T10:00:00.123456789Z sdxl r-1 stderr ERROR [req-7] message`:
+    /// one line per record, its time in full, line breaks in a message
+    /// written `\n`.
+    #[default]
+    Text,
+    /// One record per line, in the API's record shape.
+    Ndjson,
+}
+
+impl ExportFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Text => "text",
+            ExportFormat::Ndjson => "ndjson",
+        }
+    }
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<ExportFormat, String> {
+        match text {
+            "" | "text" => Ok(ExportFormat::Text),
+            "ndjson" => Ok(ExportFormat::Ndjson),
+            other => Err(format!("unknown format '{other}': use text or ndjson")),
+        }
+    }
+}
+
+/// The notice a live tail client gets when it fell too far behind: over SSE
+/// the data of an `event: missed` (whose `id` is the last record skipped);
+/// over WebSocket a [`TailMessage::Missed`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedNotice {
+    /// Records skipped, each one that the tail would have sent.
+    pub count: u64,
+    /// `GET /v1/logs` with the tail's filters and this `cursor` pages
+    /// through exactly the skipped records, in ingest order.
+    pub cursor: String,
+}
+
+/// One text frame of a WebSocket live tail, tagged by `type`. A client
+/// resumes after the `id` of the last message it got (`?after=ID`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TailMessage {
+    /// `{"type":"record","id":…,"record":{…}}`, in id order.
+    Record { id: u64, record: LogRecord },
+    /// `{"type":"missed","id":…,"count":…,"cursor":…}`: the records after
+    /// the previous message up to `id` that the client fell too far behind
+    /// to get; the tail goes on after them.
+    Missed {
+        id: u64,
+        #[serde(flatten)]
+        notice: MissedNotice,
+    },
+}
+
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -5,7 +5,8 @@
 //! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
 //!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, health.
-//! - [`tail`]: how live tail learns that new records arrived.
+//! - [`tail`]: how live tail follows the store, and what a slow client
+//!   misses.
 //! - [`limits`]: ingest limits (sizes, rates) and the reports of them.
 //! - [`redact`]: secrets replaced before storage.
 //! - [`metrics`]: the counters behind `GET /metrics`.
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub tls: Option<tls::TlsFiles>,
     /// The runner table: heartbeat timeout, size.
     pub runners: RunnerSettings,
+    /// How many matching records a live tail client may fall behind the
+    /// newest before the ones it has not got are skipped and reported.
+    pub tail_buffer: u64,
 }
 
 impl ServerConfig {
@@ -95,6 +99,7 @@ impl ServerConfig {
             public_metrics: false,
             tls: None,
             runners: RunnerSettings::default(),
+            tail_buffer: tail::DEFAULT_TAIL_BUFFER,
         }
     }
 }
@@ -119,6 +124,8 @@ pub struct AppState {
     pub public_metrics: bool,
     /// Each runner's state; ingest appends through it.
     pub runners: Arc<Runners>,
+    pub tail_buffer: u64,
+    pub tail_stats: Arc<tail::TailStats>,
 }
 
 impl AppState {
@@ -153,6 +160,8 @@ impl AppState {
             redactor: Arc::new(redactor),
             public_metrics: config.public_metrics,
             regex_size_limit: config.regex_size_limit,
+            tail_buffer: config.tail_buffer,
+            tail_stats: Arc::default(),
         })
     }
 }

@@ -1,64 +1,313 @@
-//! Live tail: following the store as records arrive.
+//! Live tail: following the store as records arrive, for every tail
+//! transport (SSE, WebSocket) and every tail route.
 //!
 //! A follower does not receive records pushed by ingest; it reads them from
 //! the store after the last id it delivered, woken by a watch on the newest
-//! id. So a slow client never slows ingest or holds records in memory: it
-//! only falls behind, and catches up from the store. And resuming after a
+//! id. So ingest never waits for a tail client, and resuming after a
 //! reconnect is the same read as following.
+//!
+//! A slow client: its follower hands records to the transport through a
+//! small channel ([`CHANNEL_MESSAGES`]). When the channel is full the
+//! follower waits and holds nothing back in memory. A client may fall
+//! `tail_buffer` matching records behind the newest
+//! ([`DEFAULT_TAIL_BUFFER`]): once it has drained half its channel, the
+//! follower counts the records it is behind by (reading and dropping them);
+//! within the buffer the client gets them all from the store, and past it a
+//! [`MissedNotice`] instead (how many, and an [`IdRange`] cursor that
+//! `GET /v1/logs` pages through to fetch exactly those), then the records
+//! stored after them. Skipping is counted in [`TailStats`] and logged.
 
-use tailwater_model::{Filter, LogRecord};
-use tokio::sync::mpsc;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tailwater_model::wire::MissedNotice;
+use tailwater_model::{Filter, IdRange, LogRecord};
+use tailwater_store::Store;
+use tokio::sync::{mpsc, watch};
 
 use crate::AppState;
 
+/// How many matching records a live tail client may fall behind the newest
+/// before the ones it has not got are skipped (and reported), unless the
+/// server is configured otherwise.
+pub const DEFAULT_TAIL_BUFFER: u64 = 10_000;
+/// Messages a follower hands its transport ahead of what the client took.
+const CHANNEL_MESSAGES: usize = 256;
 /// Records one store read hands a follower at most.
 const READ_BATCH: usize = 512;
-/// Records buffered for a follower's client before the follower waits.
-const CLIENT_BUFFER: usize = 1024;
+/// Records one store read counts at most while a client is behind.
+const COUNT_BATCH: usize = 4096;
 
-/// Streams `tenant`'s records matching `filter` with ids above `after`, in
-/// id order, until the receiver is dropped or the server stops.
-pub fn follow(
-    state: &AppState,
-    tenant: String,
-    filter: Filter,
-    mut after: u64,
-) -> mpsc::Receiver<LogRecord> {
-    let (sender, receiver) = mpsc::channel(CLIENT_BUFFER);
-    let store = state.store.clone();
-    let mut newest = state.new_records.subscribe();
-    let mut stopping = state.stopping.subscribe();
-    tokio::spawn(async move {
+/// What a tail client gets, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TailEvent {
+    Record(LogRecord),
+    /// Records up to id `through` were skipped; resume after `through`.
+    Missed {
+        through: u64,
+        notice: MissedNotice,
+    },
+}
+
+/// Whether a client may see a record (a caller's view of private apps).
+pub type Sees = Arc<dyn Fn(&LogRecord) -> bool + Send + Sync>;
+/// Whether a client may still receive anything (its token is live).
+pub type Allowed = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// What one tail client follows.
+pub struct Subscription {
+    pub tenant: String,
+    pub filter: Filter,
+    /// Deliver records with ids above this one.
+    pub after: u64,
+    pub sees: Sees,
+    pub allowed: Allowed,
+}
+
+/// Live tail clients and what slowness cost them, since the server started.
+#[derive(Debug, Default)]
+pub struct TailStats {
+    clients: AtomicU64,
+    missed_notices: AtomicU64,
+    missed_records: AtomicU64,
+}
+
+impl TailStats {
+    /// Tail clients connected now.
+    pub fn clients(&self) -> u64 {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    /// Missed notices sent to clients that fell too far behind.
+    pub fn missed_notices(&self) -> u64 {
+        self.missed_notices.load(Ordering::Relaxed)
+    }
+
+    /// Records those notices told of (the clients can fetch them by cursor).
+    pub fn missed_records(&self) -> u64 {
+        self.missed_records.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a tail client for as long as it lives: the one place where a tail
+/// client starts and ends, whatever its transport.
+struct ClientGuard(Arc<TailStats>);
+
+impl ClientGuard {
+    fn start(stats: &Arc<TailStats>) -> ClientGuard {
+        stats.clients.fetch_add(1, Ordering::Relaxed);
+        ClientGuard(stats.clone())
+    }
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The client's end of a follower: events in order until the server stops
+/// or the client's token stops being live.
+pub struct Tail {
+    events: mpsc::Receiver<TailEvent>,
+    allowed: Allowed,
+}
+
+impl Tail {
+    /// The next event; `None` once the tail is over. Cancel-safe.
+    pub async fn next(&mut self) -> Option<TailEvent> {
+        let event = self.events.recv().await?;
+        // Checked as each event leaves, so a revoked token gets nothing
+        // more, not even what was already queued for it.
+        (self.allowed)().then_some(event)
+    }
+
+    /// Whether the client's token is still live (why a tail ended).
+    pub fn allowed(&self) -> bool {
+        (self.allowed)()
+    }
+}
+
+/// Starts following `subscription` in the background.
+pub fn follow(state: &AppState, subscription: Subscription) -> Tail {
+    let (sender, events) = mpsc::channel(CHANNEL_MESSAGES);
+    let allowed = subscription.allowed.clone();
+    let follower = Follower {
+        store: state.store.clone(),
+        sent: subscription.after,
+        counted_to: subscription.after,
+        behind: 0,
+        subscription,
+        buffer: state.tail_buffer,
+        stats: state.tail_stats.clone(),
+        newest: state.new_records.subscribe(),
+        stopping: state.stopping.subscribe(),
+        sender,
+    };
+    tokio::spawn(follower.run());
+    Tail { events, allowed }
+}
+
+const STOP: ControlFlow<()> = ControlFlow::Break(());
+const GO_ON: ControlFlow<()> = ControlFlow::Continue(());
+
+struct Follower {
+    store: Arc<Store>,
+    subscription: Subscription,
+    /// The last id handed to the channel, skipped, or known not to match.
+    sent: u64,
+    /// While the client is behind: the records it would get in
+    /// `(sent, counted_to]`, so each is counted once however many turns
+    /// catching up takes.
+    counted_to: u64,
+    behind: u64,
+    buffer: u64,
+    stats: Arc<TailStats>,
+    newest: watch::Receiver<u64>,
+    stopping: watch::Receiver<bool>,
+    sender: mpsc::Sender<TailEvent>,
+}
+
+impl Follower {
+    async fn run(mut self) {
+        let _client = ClientGuard::start(&self.stats);
         loop {
+            // Each phase breaks when the client left, the server stops, or
+            // the token is no longer live.
+            if self.deliver().await.is_break() || self.catch_up_or_skip().await.is_break() {
+                return;
+            }
+        }
+    }
+
+    /// Reads and hands over records until the channel is full.
+    async fn deliver(&mut self) -> ControlFlow<()> {
+        loop {
+            if !(self.subscription.allowed)() {
+                return STOP;
+            }
             // Mark the current newest id as seen *before* reading, so an
             // append during the read wakes the wait below.
-            let stored_up_to = *newest.borrow_and_update();
-            let read = {
-                let (store, tenant, filter) = (store.clone(), tenant.clone(), filter.clone());
-                tokio::task::spawn_blocking(move || {
-                    store.read_after(&tenant, &filter, after, READ_BATCH)
-                })
-                .await
+            let stored_up_to = *self.newest.borrow_and_update();
+            let Some(records) = self.read(self.sent, READ_BATCH).await else {
+                return STOP;
             };
-            let Ok(records) = read else { return };
             let read_everything = records.len() < READ_BATCH;
             for record in records {
-                after = record.id;
-                if sender.send(record).await.is_err() {
-                    return;
+                let id = record.id;
+                if (self.subscription.sees)(&record) {
+                    match self.sender.try_send(TailEvent::Record(record)) {
+                        Ok(()) if id <= self.counted_to => {
+                            self.behind = self.behind.saturating_sub(1)
+                        }
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => return GO_ON,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return STOP,
+                    }
                 }
+                self.sent = id;
             }
             if !read_everything {
                 continue;
             }
             // Non-matching records up to here need no second look.
-            after = after.max(stored_up_to);
+            self.sent = self.sent.max(stored_up_to);
             tokio::select! {
-                changed = newest.changed() => if changed.is_err() { return },
-                _ = stopping.wait_for(|stopping| *stopping) => return,
-                _ = sender.closed() => return,
+                changed = self.newest.changed() => if changed.is_err() { return STOP },
+                _ = self.stopping.wait_for(|stopping| *stopping) => return STOP,
+                _ = self.sender.closed() => return STOP,
             }
         }
-    });
-    receiver
+    }
+
+    /// The channel is full: waits, holding nothing, until the client has
+    /// drained half of it. Then counts how far behind the newest record it
+    /// is (each record counted once across turns); within the buffer it
+    /// goes on from the store, past it it is told what it missed and moves
+    /// on to what was stored after.
+    async fn catch_up_or_skip(&mut self) -> ControlFlow<()> {
+        let mut room = tokio::select! {
+            room = self.sender.reserve_many(CHANNEL_MESSAGES / 2) => match room {
+                Ok(room) => room,
+                Err(_) => return STOP,
+            },
+            _ = self.stopping.wait_for(|stopping| *stopping) => return STOP,
+        };
+        if !(self.subscription.allowed)() {
+            return STOP;
+        }
+        if self.counted_to <= self.sent {
+            (self.counted_to, self.behind) = (self.sent, 0);
+        }
+        let stored_up_to = *self.newest.borrow();
+        if stored_up_to > self.counted_to {
+            let Some(count) = self.count(self.counted_to, stored_up_to).await else {
+                return STOP;
+            };
+            (self.counted_to, self.behind) = (stored_up_to, self.behind + count);
+        }
+        if self.behind <= self.buffer {
+            // Within the buffer: the store still has them all.
+            return GO_ON;
+        }
+        tracing::info!(
+            tenant = %self.subscription.tenant,
+            missed = self.behind,
+            buffer = self.buffer,
+            "a live tail client fell behind past its buffer; it gets a missed notice with a cursor"
+        );
+        self.stats.missed_notices.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .missed_records
+            .fetch_add(self.behind, Ordering::Relaxed);
+        let skipped = IdRange {
+            after: self.sent,
+            through: self.counted_to,
+        };
+        let notice = MissedNotice {
+            count: self.behind,
+            cursor: skipped.encode(),
+        };
+        let permit = room.next().expect("room for at least one message");
+        permit.send(TailEvent::Missed {
+            through: self.counted_to,
+            notice,
+        });
+        (self.sent, self.behind) = (self.counted_to, 0);
+        GO_ON
+    }
+
+    /// Up to `limit` matching records with ids above `after`.
+    async fn read(&self, after: u64, limit: usize) -> Option<Vec<LogRecord>> {
+        let store = self.store.clone();
+        let (tenant, filter) = (
+            self.subscription.tenant.clone(),
+            self.subscription.filter.clone(),
+        );
+        tokio::task::spawn_blocking(move || store.read_after(&tenant, &filter, after, limit))
+            .await
+            .ok()
+    }
+
+    /// How many records in `(after, through]` the client would get; `None`
+    /// when the client left or the server stops meanwhile. A store read at a
+    /// time, so a long count stops as soon as no one waits for it.
+    async fn count(&self, after: u64, through: u64) -> Option<u64> {
+        let (mut position, mut count) = (after, 0);
+        loop {
+            if self.sender.is_closed() || *self.stopping.borrow() {
+                return None;
+            }
+            let records = self.read(position, COUNT_BATCH).await?;
+            let done = records.len() < COUNT_BATCH;
+            for record in records.iter().take_while(|record| record.id <= through) {
+                count += u64::from((self.subscription.sees)(record));
+                position = record.id;
+            }
+            if done || position >= through || records.last().is_some_and(|r| r.id > through) {
+                return Some(count);
+            }
+        }
+    }
 }

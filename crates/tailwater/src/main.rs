@@ -61,6 +61,8 @@ enum Command {
     Requests(commands::requests::RequestsArgs),
     /// Runners and their states, and their logs across their whole life.
     Runners(commands::runners::RunnersArgs),
+    /// Export every record a filter matches, as text or NDJSON, to a file.
+    Export(Box<commands::export::ExportArgs>),
     /// Start a server and demo workers that log like GPU workers.
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
@@ -129,6 +131,7 @@ fn main() -> ExitCode {
             Command::App(args) => commands::tenancy::app(args).await,
             Command::Requests(args) => commands::requests::run(args).await,
             Command::Runners(args) => commands::runners::run(args).await,
+            Command::Export(args) => commands::export::run(*args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }

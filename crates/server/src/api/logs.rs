@@ -1,27 +1,39 @@
-//! `GET /v1/logs` (history, paged) and `GET /v1/logs/tail` (live, SSE).
+//! `GET /v1/logs` (history, paged) and `GET /v1/logs/tail` (live: SSE, or a
+//! WebSocket when the request asks to upgrade). [`serve_tail`] serves every
+//! tail route, whatever its scope.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures_util::Stream;
 use jiff::Timestamp;
-use tailwater_model::wire::{LogsPage, LogsParams};
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
+use tailwater_model::wire::{LogsPage, LogsParams, TailMessage};
+use tailwater_model::{Filter, IdRange, LogRecord};
 
 use super::{take_tenant, ApiError};
 use crate::auth::{CallerView, Principal};
-use crate::{tail, AppState};
+use crate::tail::{self, Subscription, Tail, TailEvent};
+use crate::AppState;
+
+/// How often an idle tail shows the client (and proxies) it is alive.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The WebSocket subprotocol of live tail; the server selects it.
+pub const WEBSOCKET_PROTOCOL: &str = "tailwater.v1";
+/// The prefix of the subprotocol that carries a browser's token.
+const WEBSOCKET_BEARER: &str = "tailwater.bearer.";
 
 /// The query string as [`LogsParams`], the tenant it reads, and what of it
 /// the token may see. Read as plain pairs first, so an unknown or repeated
 /// parameter gets the same clear JSON error as a bad value, rather than
 /// axum's text rejection.
-fn params(
+pub(crate) fn params(
     state: &AppState,
     principal: &Principal,
     Query(mut pairs): Query<Vec<(String, String)>>,
@@ -42,7 +54,7 @@ pub async fn history(
     principal: Principal,
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Json<LogsPage>, ApiError> {
-    let (params, tenant, view) = params(&state, &principal, pairs)?;
+    let (mut params, tenant, view) = params(&state, &principal, pairs)?;
     let view = super::requests::restrict_to_recorded_caller(
         &state,
         &tenant,
@@ -50,36 +62,73 @@ pub async fn history(
         params.request.as_deref(),
     )
     .await?;
+    // A live tail's missed notice hands out a range of ids as the cursor.
+    let missed = params.cursor.as_deref().and_then(IdRange::decode);
+    if missed.is_some() {
+        params.cursor = None;
+    }
     let query = params
         .to_query_within(Timestamp::now(), state.regex_size_limit)
         .map_err(ApiError::bad_request)?;
     let store = state.store.clone();
-    let page = tokio::task::spawn_blocking(move || store.query(&tenant, &query))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    let mut records = page.records;
+    let mut page = match missed {
+        None => {
+            let page = tokio::task::spawn_blocking(move || store.query(&tenant, &query))
+                .await
+                .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?;
+            LogsPage {
+                records: page.records,
+                next_cursor: page.next.map(|cursor| cursor.encode()),
+                as_of: page.as_of,
+            }
+        }
+        Some(range) => {
+            if params.direction.as_deref() == Some("backward") {
+                return Err(ApiError::bad_request(
+                    "a missed-records cursor reads forward, in ingest order: leave direction out",
+                ));
+            }
+            tokio::task::spawn_blocking(move || {
+                let as_of = store.last_id();
+                let mut records =
+                    store.read_after(&tenant, &query.filter, range.after, query.limit);
+                // More may follow only a full page that stopped inside the range.
+                let next = records
+                    .last()
+                    .filter(|last| records.len() == query.limit && last.id < range.through)
+                    .map(|last| IdRange {
+                        after: last.id,
+                        through: range.through,
+                    });
+                records.retain(|record| record.id <= range.through);
+                LogsPage {
+                    records,
+                    next_cursor: next.map(|range| range.encode()),
+                    as_of,
+                }
+            })
+            .await
+            .map_err(ApiError::internal)?
+        }
+    };
     // A caller's page may hold fewer than `limit` records; its cursor still
     // continues exactly where the store stopped.
     if let Some(view) = &view {
-        records.retain(|record| view.sees(record, &state.registry));
+        page.records
+            .retain(|record| view.sees(record, &state.registry));
     }
-    Ok(Json(LogsPage {
-        records,
-        next_cursor: page.next.map(|cursor| cursor.encode()),
-        as_of: page.as_of,
-    }))
+    Ok(Json(page))
 }
 
-/// Server-sent events, one `record` event per record with the record id as
-/// the event id. Resumes after `Last-Event-ID` (or `?after=`); without
-/// either, starts with the next record stored.
+/// `GET /v1/logs/tail`: a live tail of the records the query string's
+/// filters match.
 pub async fn tail(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    transport: TailTransport,
     pairs: Query<Vec<(String, String)>>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs)?;
     let view = super::requests::restrict_to_recorded_caller(
         &state,
@@ -91,45 +140,215 @@ pub async fn tail(
     let filter = params
         .to_filter_within(Timestamp::now(), state.regex_size_limit)
         .map_err(ApiError::bad_request)?;
-    let last_event_id = match headers.get("last-event-id") {
-        None => None,
-        Some(value) => Some(
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid Last-Event-ID: send the id of the last event you received",
-                    )
-                })?,
-        ),
+    let after = params.after_id().map_err(ApiError::bad_request)?;
+    Ok(serve_tail(
+        &state, &principal, tenant, filter, view, after, transport,
+    ))
+}
+
+/// How a live tail reaches its client: a WebSocket when the request asks to
+/// upgrade, else server-sent events (resuming after `Last-Event-ID`).
+pub enum TailTransport {
+    WebSocket(WebSocketUpgrade),
+    Sse { last_event_id: Option<u64> },
+}
+
+impl FromRequestParts<AppState> for TailTransport {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let upgrade = parts.headers.get(header::UPGRADE);
+        if upgrade.is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"websocket")) {
+            let upgrade = WebSocketUpgrade::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| {
+                    ApiError::bad_request(format!(
+                        "cannot open a websocket: {}",
+                        rejection.body_text().to_lowercase()
+                    ))
+                })?;
+            return Ok(TailTransport::WebSocket(upgrade));
+        }
+        let last_event_id = match parts.headers.get("last-event-id") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|text| text.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid Last-Event-ID: send the id of the last event you received",
+                        )
+                    })?,
+            ),
+        };
+        Ok(TailTransport::Sse { last_event_id })
+    }
+}
+
+/// A live tail of `tenant`'s records matching `filter`, as `view` may see
+/// them, for as long as the principal's token is live: the one function
+/// every tail route ends in. Starts after `Last-Event-ID`, else `after`,
+/// else with the next record stored.
+pub(crate) fn serve_tail(
+    state: &AppState,
+    principal: &Principal,
+    tenant: String,
+    filter: Filter,
+    view: Option<CallerView>,
+    after: Option<u64>,
+    transport: TailTransport,
+) -> Response {
+    let last_event_id = match &transport {
+        TailTransport::Sse { last_event_id } => *last_event_id,
+        TailTransport::WebSocket(_) => None,
     };
-    let after = match last_event_id {
-        Some(id) => id,
-        None => params
-            .after_id()
-            .map_err(ApiError::bad_request)?
-            .unwrap_or_else(|| state.store.last_id()),
-    };
-    let records = tail::follow(&state, tenant, filter, after);
-    // A token revoked or expired while its tail is open gets nothing more.
-    let (registry, token_id) = (state.registry.clone(), principal.token_id.clone());
-    let live = move |_: &tailwater_model::LogRecord| registry.is_live(&token_id);
+    let after = last_event_id
+        .or(after)
+        .unwrap_or_else(|| state.store.last_id());
     let registry = state.registry.clone();
-    let visible = move |record: &tailwater_model::LogRecord| {
+    let sees = move |record: &LogRecord| {
         view.as_ref()
             .is_none_or(|view| view.sees(record, &registry))
     };
-    let events = ReceiverStream::new(records)
-        .take_while(live)
-        .filter(visible)
-        .map(|record| {
-            let data = serde_json::to_string(&record).expect("records serialize to json");
-            Ok(Event::default()
+    let (registry, token_id) = (state.registry.clone(), principal.token_id.clone());
+    let subscription = Subscription {
+        tenant,
+        filter,
+        after,
+        sees: Arc::new(sees),
+        allowed: Arc::new(move || registry.is_live(&token_id)),
+    };
+    match transport {
+        TailTransport::Sse { .. } => sse(tail::follow(state, subscription)).into_response(),
+        TailTransport::WebSocket(upgrade) => {
+            let state = state.clone();
+            upgrade
+                .protocols([WEBSOCKET_PROTOCOL])
+                .on_upgrade(move |socket| websocket(socket, tail::follow(&state, subscription)))
+        }
+    }
+}
+
+/// Server-sent events: `event: record` with the record as data and its id
+/// as the event id; `event: missed` with a [`tailwater_model::wire::MissedNotice`]
+/// and the last skipped id as the event id, so `Last-Event-ID` resumes after
+/// the skipped records.
+fn sse(tail: Tail) -> impl IntoResponse {
+    let events = futures_util::stream::unfold(tail, |mut tail| async move {
+        let event = match tail.next().await? {
+            TailEvent::Record(record) => Event::default()
                 .id(record.id.to_string())
                 .event("record")
-                .data(data))
-        });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+                .data(serde_json::to_string(&record).expect("records serialize to json")),
+            TailEvent::Missed { through, notice } => Event::default()
+                .id(through.to_string())
+                .event("missed")
+                .data(serde_json::to_string(&notice).expect("notices serialize to json")),
+        };
+        Some((Ok::<_, Infallible>(event), tail))
+    });
+    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// A WebSocket tail: one [`TailMessage`] per text frame; pings while idle;
+/// a close frame saying why when the tail ends (1001 when the server stops,
+/// 1008 when the token is revoked or expires). The follower ends with the
+/// server, so this does too.
+async fn websocket(mut socket: WebSocket, mut tail: Tail) {
+    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    keep_alive.tick().await;
+    loop {
+        tokio::select! {
+            event = tail.next() => {
+                let Some(event) = event else { break };
+                let message = match event {
+                    TailEvent::Record(record) => TailMessage::Record { id: record.id, record },
+                    TailEvent::Missed { through, notice } => TailMessage::Missed { id: through, notice },
+                };
+                let text = serde_json::to_string(&message).expect("tail messages serialize to json");
+                if socket.send(Message::Text(text.into())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // Pings are answered by the protocol layer; other frames
+                // from the client mean nothing to a tail.
+                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = keep_alive.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let (code, reason) = if tail.allowed() {
+        (
+            1001,
+            "the server is stopping: reconnect with after=<last id>",
+        )
+    } else {
+        (1008, "the token was revoked or expired: get a new one")
+    };
+    let close = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = socket.send(Message::Close(Some(close))).await;
+}
+
+/// The token a browser's WebSocket carries as a subprotocol
+/// (`tailwater.bearer.<token>`, offered with `tailwater.v1`), on an upgrade
+/// request only.
+pub(crate) fn websocket_bearer(headers: &HeaderMap) -> Option<&str> {
+    let upgrade = headers.get(header::UPGRADE)?;
+    if !upgrade.as_bytes().eq_ignore_ascii_case(b"websocket") {
+        return None;
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|value: &HeaderValue| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find_map(|protocol| protocol.trim().strip_prefix(WEBSOCKET_BEARER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(name, value)| {
+                (
+                    header::HeaderName::from_static(name),
+                    HeaderValue::from_static(value),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_websocket_token_is_read_from_the_subprotocols_of_an_upgrade_only() {
+        let upgrade = headers(&[
+            ("upgrade", "WebSocket"),
+            ("sec-websocket-protocol", "tailwater.v1"),
+            (
+                "sec-websocket-protocol",
+                "other, tailwater.bearer.tw_abc-_1",
+            ),
+        ]);
+        assert_eq!(websocket_bearer(&upgrade), Some("tw_abc-_1"));
+        let plain = headers(&[("sec-websocket-protocol", "tailwater.bearer.tw_abc")]);
+        assert_eq!(websocket_bearer(&plain), None);
+        let no_token = headers(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-protocol", "tailwater.v1"),
+        ]);
+        assert_eq!(websocket_bearer(&no_token), None);
+    }
 }

@@ -2,6 +2,7 @@
 //! `--public-metrics`) needs a bearer token; every error
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
+mod export;
 mod ingest;
 mod logs;
 mod ops;
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/logs", get(logs::history))
         .route("/v1/logs/tail", get(logs::tail))
+        .route("/v1/export", get(export::export))
         .route(
             "/v1/tenants",
             post(tenancy::create_tenant).get(tenancy::list_tenants),
@@ -215,18 +217,22 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let unauthorized =
             |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing token: send 'Authorization: Bearer <token>' (the CLI takes --token or TAILWATER_TOKEN)"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| {
-                unauthorized("malformed authorization header: use 'Authorization: Bearer <token>'")
-            })?;
+        let token = match parts.headers.get(header::AUTHORIZATION) {
+            Some(header) => header
+                .to_str()
+                .ok()
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .map(str::trim)
+                .ok_or_else(|| {
+                    unauthorized(
+                        "malformed authorization header: use 'Authorization: Bearer <token>'",
+                    )
+                })?,
+            // Browsers cannot set headers on a WebSocket; they can offer
+            // subprotocols, which stay out of URLs and access logs.
+            None => logs::websocket_bearer(&parts.headers)
+                .ok_or_else(|| unauthorized("missing token: send 'Authorization: Bearer <token>' (the CLI takes --token or TAILWATER_TOKEN; a browser WebSocket offers the subprotocols tailwater.v1 and tailwater.bearer.<token>)"))?,
+        };
         match state.registry.authenticate(token) {
             Ok(identity) => Ok(identity.into()),
             Err(TokenRejected::Unknown) => Err(unauthorized(

@@ -15,8 +15,7 @@
 //! 404, so a caller cannot learn that another caller's request exists.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use tailwater_model::wire::{LogsPage, RequestInfo, RequestState};
 use tailwater_model::{Direction, Filter, LogRecord, Stream};
@@ -264,11 +263,11 @@ pub async fn logs(
 pub async fn tail(
     State(state): State<AppState>,
     principal: Principal,
-    headers: HeaderMap,
+    transport: super::logs::TailTransport,
     Path(id): Path<String>,
     Query(pairs): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let pairs = request_pairs(&state, &principal, id, pairs).await?;
-    let events = super::logs::tail(State(state), principal, headers, Query(pairs)).await?;
-    Ok(events.into_response())
+    let events = super::logs::tail(State(state), principal, transport, Query(pairs)).await?;
+    Ok(events)
 }

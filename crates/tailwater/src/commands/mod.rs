@@ -1,6 +1,8 @@
 //! One module per subcommand.
 
 pub mod demo;
+pub mod export;
+pub mod filters;
 pub mod logs;
 pub mod output;
 pub mod requests;

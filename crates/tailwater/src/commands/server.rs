@@ -103,6 +103,10 @@ pub struct ServerArgs {
     /// ago is forgotten (its logs are kept), counted and logged.
     #[arg(long, default_value_t = tailwater_server::runners::DEFAULT_MAX_RUNNERS)]
     max_runners: usize,
+    /// How many records a live tail client may fall behind before the ones
+    /// it has not got are skipped; it is told how many, with a cursor.
+    #[arg(long, default_value_t = tailwater_server::tail::DEFAULT_TAIL_BUFFER)]
+    tail_buffer: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -129,6 +133,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.regex_size_limit = args.regex_size_limit;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
+    config.tail_buffer = args.tail_buffer;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;

@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod api;
 mod demo;
+mod export;
 mod limits;
 mod logs;
 mod scopes;

@@ -1,0 +1,218 @@
+//! `tailwater export` against the real server: a million lines in bounded
+//! server memory, complete and in order; text to stdout; gzip to a file;
+//! and a failed export leaves no file behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// Stores `count` records of runner `runner` (app `export`), in batches.
+fn ingest(server: &TestServer, runner: &str, count: u64) {
+    const BATCH: u64 = 20_000;
+    let ts = jiff::Timestamp::now();
+    for start in (0..count).step_by(BATCH as usize) {
+        let records: Vec<String> = (start..(start + BATCH).min(count))
+            .map(|seq| {
+                // Times rise with seq, so time order is seq order.
+                let at = ts + jiff::SignedDuration::from_micros(seq as i64);
+                format!(
+                    r#"{{"seq":{seq},"ts":"{at}","stream":"stdout","message":"line {seq} of the export test"}}"#
+                )
+            })
+            .collect();
+        let body = format!(
+            r#"{{"app":"export","runner":"{runner}","boot":"b","records":[{}]}}"#,
+            records.join(",")
+        );
+        let (status, answer) = http("POST", server.port, "/v1/ingest", Some(TOKEN), Some(&body));
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
+/// A field of `/proc/PID/status`, in KiB.
+fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+#[test]
+fn a_million_line_export_is_complete_in_order_and_the_server_memory_stays_bounded() {
+    const LINES: u64 = 1_000_000;
+    let server = TestServer::start();
+    let started = Instant::now();
+    ingest(&server, "r1", LINES);
+    ingest(&server, "other", 1_000); // filtered out
+    eprintln!("ingested {LINES} lines in {:?}", started.elapsed());
+
+    // The peak from here on: reset the high-water mark (clear_refs 5) and
+    // also sample the resident size, in case the reset is not allowed.
+    let pid = server.pid();
+    let baseline = proc_status_kib(pid, "VmRSS");
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while stopped.recv_timeout(Duration::from_millis(5)).is_err() {
+            peak = peak.max(proc_status_kib(pid, "VmRSS"));
+        }
+        peak
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.ndjson");
+    let output = server
+        .command(&[
+            "export", "--app", "export", "--runner", "r1", "--format", "ndjson", "-o",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stop.send(()).unwrap();
+    let sampled_peak = sampler.join().unwrap();
+    let peak = if reset {
+        proc_status_kib(pid, "VmHWM").max(sampled_peak)
+    } else {
+        sampled_peak
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("exported 1000000 lines"), "{stderr}");
+
+    let export_kib = std::fs::metadata(&path).unwrap().len() / 1024;
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "export {export_kib} KiB; server rss {baseline} KiB, peak {peak} KiB (reset: {reset})"
+    );
+    assert!(export_kib > 100 * 1024, "a big export: {export_kib} KiB");
+    assert!(
+        growth < 64 * 1024 && growth < export_kib / 4,
+        "the server grew by {growth} KiB for an export of {export_kib} KiB"
+    );
+
+    // Complete and in order: every line the next seq of r1, in rising ids;
+    // one line in 10 000 read whole as a record in the API's shape.
+    let number_after = |line: &str, key: &str| -> u64 {
+        let at = line
+            .find(key)
+            .unwrap_or_else(|| panic!("no {key} in {line}"))
+            + key.len();
+        let digits = line[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap();
+        digits.parse().unwrap()
+    };
+    let mut expected_seq = 0;
+    let mut last_id = 0;
+    for line in BufReader::new(std::fs::File::open(&path).unwrap()).lines() {
+        let line = line.unwrap();
+        assert_eq!(number_after(&line, r#""seq":"#), expected_seq);
+        assert!(line.contains(r#""runner":"r1""#), "{line}");
+        let id = number_after(&line, r#""id":"#);
+        assert!(id > last_id);
+        last_id = id;
+        if expected_seq % 10_000 == 0 {
+            let record: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(record["app"], "export");
+            assert_eq!(record["tenant"], "default");
+            assert_eq!(
+                record["message"],
+                format!("line {expected_seq} of the export test")
+            );
+            assert_eq!(record["stream"], "stdout");
+        }
+        expected_seq += 1;
+    }
+    assert_eq!(expected_seq, LINES);
+}
+
+#[test]
+fn export_writes_text_to_stdout_and_gzip_to_a_file() {
+    let server = TestServer::start();
+    ingest(&server, "r1", 3_000);
+
+    let output = server
+        .command(&["export", "--runner", "r1", "--grep", "line 2999"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.ends_with(" export r1 stdout INFO  line 2999 of the export test\n"),
+        "{text}"
+    );
+    // No progress bar when stderr is not a terminal, and no summary on stdout.
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r1.log.gz");
+    let output = server
+        .command(&["export", "--runner", "r1", "--gzip", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&path).unwrap())
+        .read_to_string(&mut plain)
+        .unwrap();
+    let lines: Vec<&str> = plain.lines().collect();
+    assert_eq!(lines.len(), 3_000);
+    assert!(lines[0].ends_with("line 0 of the export test"));
+    assert!(lines[2_999].ends_with("line 2999 of the export test"));
+
+    // A refused export says why and leaves no file.
+    let path = dir.path().join("refused.log");
+    let output = server
+        .command(&["export", "--level", "loud", "-o"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown level"));
+    assert!(!path.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn on_a_terminal_export_shows_a_progress_bar_with_bytes_and_lines() {
+    let server = TestServer::start();
+    ingest(&server, "r1", 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r1.log");
+    // script(1) runs the command on a pseudo-terminal and copies what it
+    // draws to stdout.
+    let command = format!(
+        "{} export --runner r1 -o {}",
+        binary(),
+        path.to_str().unwrap()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .env("TAILWATER_SERVER", server.url())
+        .env("TAILWATER_TOKEN", TOKEN)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let screen = String::from_utf8_lossy(&output.stdout);
+    // `exporting 1.2 MiB (…/s), 3000 lines, 0s`, then cleared.
+    assert!(screen.contains("exporting "), "{screen}");
+    assert!(screen.contains(" lines, "), "{screen}");
+    assert!(screen.contains("exported 3000 lines"), "{screen}");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().lines().count(),
+        3_000
+    );
+}
