@@ -26,7 +26,9 @@ use tailwater_model::tenancy::{
     AppInfo, AppPatch, CreatedToken, NewApp, NewTenant, NewToken, TenantInfo, TenantPatch,
     TokenInfo,
 };
-use tailwater_model::wire::{ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams};
+use tailwater_model::wire::{
+    ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams, StatusInfo,
+};
 use tailwater_model::LogRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,13 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, "/healthz"))
             .await
             .map(drop)
+    }
+
+    /// `GET /v1/status`: the server's version, the token's tenant and scope,
+    /// and the tenant's store size (owner and admin tokens).
+    pub async fn status(&self) -> Result<StatusInfo, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/v1/status"))
+            .await
     }
 
     /// `POST /v1/ingest`.

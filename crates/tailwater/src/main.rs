@@ -3,6 +3,8 @@
 //! another command would need.
 
 mod commands;
+mod config;
+mod render;
 
 /// mimalloc: the store and the server allocate many small strings per
 /// record; glibc's allocator spent a quarter of ingest's time on them.
@@ -18,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
     name = "tailwater",
     version,
     about = "Logs for serverless and GPU worker fleets: capture from the first byte, store, search, tail.",
-    after_help = "Start here:\n  tailwater demo                          a server and demo workers, on this machine\n  tailwater server                        the server, on 127.0.0.1:7070\n  tailwater run --app my-app -- python handler.py\n  tailwater logs --app my-app -f"
+    after_help = "Start here:\n  tailwater demo                          a server and demo workers, on this machine\n  tailwater server                        the server, on 127.0.0.1:7070\n  tailwater run --app my-app -- python handler.py\n  tailwater logs --app my-app -f\n  tailwater dev --port 8080 -- python server.py\n\nConfiguration: flags, then TAILWATER_SERVER and TAILWATER_TOKEN, then a profile of\n~/.config/tailwater/config.toml (`tailwater login` writes one)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -33,6 +35,15 @@ enum Command {
     Run(Box<commands::run::RunArgs>),
     /// Show logs, then follow them with -f.
     Logs(Box<commands::logs::LogsArgs>),
+    /// Develop a worker locally: a server, the agent and live logs, in one
+    /// command.
+    Dev(Box<commands::dev::DevArgs>),
+    /// Is the server reachable; its version, your token, your store's size.
+    Status(commands::status::StatusArgs),
+    /// Save a server and token as a profile of the config file.
+    Login(commands::login::LoginArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completions(commands::completions::CompletionsArgs),
     /// Tenants: create, list, set their defaults for new apps.
     Tenant(commands::tenancy::TenantArgs),
     /// Scoped API tokens: create (shown once), list, revoke.
@@ -46,27 +57,63 @@ enum Command {
     DemoWorker(commands::demo::DemoWorkerArgs),
 }
 
-/// Where a client command finds the server.
+/// Where a client command finds the server: flags, then the environment,
+/// then a profile of the config file (see [`config`]).
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
-    /// The server's URL.
-    #[arg(
-        long,
-        env = "TAILWATER_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    server: String,
-    /// An API token (printed by the server on its first start).
+    /// The server's URL [default: the profile's, else http://127.0.0.1:7070].
+    #[arg(long, env = "TAILWATER_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// An API token (printed by the server on its first start) [default: the
+    /// profile's].
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// The config file's profile to use (`tailwater login` writes them)
+    /// [default: the file's default_profile, else "default"].
+    #[arg(long, env = "TAILWATER_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
 }
 
+/// Where the token in use came from, for the hint printed with a 401.
+static TOKEN_ORIGIN: std::sync::OnceLock<config::Origin> = std::sync::OnceLock::new();
+
 impl Connection {
+    /// The server and token, by flags, environment, profile, default.
+    pub fn resolve(&self) -> anyhow::Result<config::Resolved> {
+        let resolved = config::resolve(
+            self.server.as_deref(),
+            self.token.as_deref(),
+            self.profile.as_deref(),
+        )?;
+        let _ = TOKEN_ORIGIN.set(resolved.token_origin.clone());
+        Ok(resolved)
+    }
+
     pub fn client(&self) -> anyhow::Result<tailwater_client::Client> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("no token: pass --token or set TAILWATER_TOKEN (the server prints an admin token on its first start)")
+        let resolved = self.resolve()?;
+        let token = resolved.token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("no token for {}: pass --token, set TAILWATER_TOKEN, or save one with `tailwater login` (the server prints an admin token on its first start)", resolved.server)
         })?;
-        Ok(tailwater_client::Client::new(&self.server, token)?)
+        Ok(tailwater_client::Client::new(&resolved.server, token)?)
+    }
+}
+
+/// What to do about an error the server gave, beyond its own message.
+fn hint(error: &anyhow::Error) -> Option<String> {
+    let status = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(tailwater_client::ClientError::Api { status, .. }) => Some(*status),
+        _ => None,
+    })?;
+    match (status, TOKEN_ORIGIN.get()?) {
+        (401, config::Origin::Profile { name, path }) => Some(format!(
+            "the token is profile '{name}''s, in {}: run `tailwater login --profile {name}` with a valid one",
+            path.display()
+        )),
+        (401, _) => Some("the token is from --token or TAILWATER_TOKEN: check it".to_owned()),
+        (403, _) => Some(
+            "`tailwater status` shows this token's scope; an owner or admin can create one with more (`tailwater token create --scope …`)".to_owned(),
+        ),
+        _ => None,
     }
 }
 
@@ -81,6 +128,10 @@ fn main() -> ExitCode {
             Command::Server(args) => commands::server::run(args).await,
             Command::Run(args) => commands::run::run(*args).await,
             Command::Logs(args) => commands::logs::run(*args).await,
+            Command::Dev(args) => commands::dev::run(*args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Login(args) => commands::login::run(args).await,
+            Command::Completions(args) => commands::completions::run(args),
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,
             Command::App(args) => commands::tenancy::app(args).await,
@@ -95,6 +146,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("tailwater: error: {error:#}");
+            if let Some(hint) = hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -3,6 +3,7 @@
 
 mod ingest;
 mod logs;
+mod status;
 mod tenancy;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             post(tenancy::create_app).get(tenancy::list_apps),
         )
         .route("/v1/apps/{name}", patch(tenancy::update_app))
+        .route("/v1/status", get(status::status))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,9 +1,13 @@
 //! One module per subcommand.
 
+pub mod completions;
 pub mod demo;
+pub mod dev;
+pub mod login;
 pub mod logs;
 pub mod run;
 pub mod server;
+pub mod status;
 pub mod tenancy;
 
 /// Logs of tailwater itself go to stderr, filtered by `TAILWATER_LOG`

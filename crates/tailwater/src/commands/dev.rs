@@ -1,0 +1,275 @@
+//! `tailwater dev`: local development in one command. An embedded server
+//! (temporary data unless `--data`), the worker under the agent (`tailwater
+//! run`, as a child process; its reverse proxy with `--port`), and the
+//! worker's logs followed live from the server, coloured. What is shown is
+//! what was stored: the same path as in production.
+//!
+//! Stopping, in order: Ctrl-C (or SIGTERM) is passed to the agent as SIGINT,
+//! which passes it to the worker and waits for it (`--stop-timeout`); the
+//! agent ships what is left and exits; the last lines are printed; the
+//! server shuts down; temporary data is removed. The agent runs in its own
+//! process group, so the terminal's Ctrl-C reaches it only through us, in
+//! that order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use clap::Args;
+use tailwater_model::wire::LogsParams;
+use tailwater_server::ServerConfig;
+
+use crate::render::{OutputArgs, Printer};
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  tailwater dev -- python handler.py
+  tailwater dev --port 8080 -- python -m uvicorn app:app --port 8000   # with --worker-port 8000
+  tailwater dev --port 8080 --worker-port 8000 -- python server.py
+  tailwater dev --data ./dev-data --app sdxl -- ./start.sh
+
+With --port, requests to 127.0.0.1:PORT go through the agent to the worker (at
+127.0.0.1:WORKER_PORT, told to the worker as PORT), and each gets an X-Request-Id
+that its log lines carry. Press Ctrl-C to stop: the worker gets SIGINT and
+--stop-timeout (8s) to exit, its last lines are shown, then everything stops.")]
+pub struct DevArgs {
+    /// Be the worker's reverse proxy on 127.0.0.1:PORT: each request is
+    /// recorded and its lines attributed to it.
+    #[arg(long)]
+    port: Option<u16>,
+    /// With --port: where the worker listens, given to it as PORT
+    /// [default: a free port].
+    #[arg(long, requires = "port")]
+    worker_port: Option<u16>,
+    /// Keep the data here (default: a temporary directory, removed on exit).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// Address the embedded server listens on.
+    #[arg(long, default_value = tailwater_server::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// The app the worker's logs are stored under.
+    #[arg(long, default_value = "dev")]
+    app: String,
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The worker's command and arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+/// The runner id of the worker in `tailwater dev`.
+const RUNNER: &str = "local";
+/// How long the agent may take to stop after we pass on a stop signal: its
+/// `--stop-timeout` (8 s) and a drain to a server on this machine.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long to wait for the last stored lines to reach the screen.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
+    super::init_tracing("warn");
+    anyhow::ensure!(
+        !args.app.trim().is_empty(),
+        "--app is empty: name the app, or leave it out for 'dev'"
+    );
+    // Listened for from the start: a Ctrl-C while starting still stops
+    // everything in order.
+    let mut stop = StopSignals::new()?;
+    let temporary = match &args.data {
+        Some(_) => None,
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("tailwater-dev-")
+                .tempdir()?,
+        ),
+    };
+    let data = match (&args.data, &temporary) {
+        (Some(data), _) => data.clone(),
+        (None, Some(temporary)) => temporary.path().to_owned(),
+        (None, None) => unreachable!("a temporary directory is made without --data"),
+    };
+    let token =
+        super::server::bootstrap_token().unwrap_or_else(tailwater_server::auth::generate_token);
+    let mut config = ServerConfig::new(data.clone());
+    config.listen = args.listen;
+    config.bootstrap_token = Some(token.clone());
+    let server = tailwater_server::start(config).await?;
+    let url = format!("http://{}", server.addr);
+
+    let client = tailwater_client::Client::new(&url, &token)?;
+    let params = LogsParams {
+        app: Some(args.app.clone()),
+        runner: Some(RUNNER.to_owned()),
+        ..LogsParams::default()
+    };
+    // Follow from what is stored now (older runs in --data are not shown
+    // again); taken before the agent starts, so no line of it is missed.
+    let as_of = client.logs(&params).await?.as_of;
+    let printer = Printer::new(&args.output).without_labels();
+
+    let proxy = match args.port {
+        Some(port) => Some((port, args.worker_port.unwrap_or(free_port()?))),
+        None => None,
+    };
+    let exe = std::env::current_exe()?;
+    let mut agent = tokio::process::Command::new(&exe);
+    agent
+        .args(["run", "--quiet", "--server", &url, "--app", &args.app])
+        .args(["--runner", RUNNER, "--spool"])
+        .arg(data.join("spool"))
+        .env("TAILWATER_TOKEN", &token)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some((port, worker_port)) = proxy {
+        agent
+            .arg("--proxy")
+            .arg(format!("127.0.0.1:{port}=127.0.0.1:{worker_port}"))
+            .env("PORT", worker_port.to_string());
+    }
+    let mut agent = agent.arg("--").args(&args.command).spawn()?;
+
+    print_banner(&args, &url, &token, &data, temporary.is_some(), proxy);
+    let mut follower = tokio::spawn({
+        let (client, params, printer) = (client.clone(), params.clone(), printer.clone());
+        async move { super::logs::follow_from(&client, &params, as_of, &printer).await }
+    });
+
+    let (agent_status, stopped_by_user) = tokio::select! {
+        status = agent.wait() => (status?, false),
+        name = stop.next() => {
+            eprintln!("tailwater dev: {name}: stopping the worker…");
+            (stop_agent(&mut agent).await?, true)
+        }
+        ended = &mut follower => {
+            // The output closed (`| head`) or the server refused: nothing
+            // more can be shown, so stop.
+            if let Ok(Err(error)) = ended {
+                if !error.is::<crate::render::OutputClosed>() {
+                    eprintln!("tailwater dev: cannot show the logs: {error:#}");
+                }
+            }
+            (stop_agent(&mut agent).await?, true)
+        }
+    };
+
+    catch_up(&client, &params, &printer).await;
+    follower.abort();
+    server.shutdown().await?;
+    let removed = temporary.is_some();
+    drop(temporary);
+    let code = agent_status.code().unwrap_or(1);
+    eprintln!(
+        "tailwater dev: stopped (the worker's exit code: {code}{})",
+        if removed {
+            "; temporary data removed"
+        } else {
+            ""
+        }
+    );
+    // The worker's own code when it ended by itself; a stop asked for is a
+    // clean exit.
+    Ok(if stopped_by_user {
+        0
+    } else {
+        u8::try_from(code).unwrap_or(1)
+    })
+}
+
+/// Passes SIGINT to the agent (which passes it to the worker) and waits for
+/// it to exit; one that does not within [`AGENT_STOP_TIMEOUT`] is killed.
+async fn stop_agent(agent: &mut tokio::process::Child) -> anyhow::Result<ExitStatus> {
+    if let Some(pid) = agent.id() {
+        // SAFETY: kill(2) on our own child; no memory effects.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    }
+    match tokio::time::timeout(AGENT_STOP_TIMEOUT, agent.wait()).await {
+        Ok(status) => Ok(status?),
+        Err(_) => {
+            eprintln!(
+                "tailwater dev: the agent did not stop within {}s; killing it",
+                AGENT_STOP_TIMEOUT.as_secs()
+            );
+            agent.kill().await?;
+            Ok(agent.wait().await?)
+        }
+    }
+}
+
+/// Waits (boundedly) until the newest stored line of the worker is on the
+/// screen: the agent has shipped everything before it exits.
+async fn catch_up(client: &tailwater_client::Client, params: &LogsParams, printer: &Printer) {
+    let newest = LogsParams {
+        limit: Some("1".into()),
+        ..params.clone()
+    };
+    let Ok(page) = client.logs(&newest).await else {
+        return;
+    };
+    let Some(last) = page.records.first().map(|record| record.id) else {
+        return;
+    };
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
+    while printer.last_printed() < last && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn print_banner(
+    args: &DevArgs,
+    url: &str,
+    token: &str,
+    data: &std::path::Path,
+    temporary: bool,
+    proxy: Option<(u16, u16)>,
+) {
+    let mut banner = format!(
+        "tailwater dev: `{command}` under the agent, app {app}\n\n",
+        command = args.command.join(" "),
+        app = args.app
+    );
+    if let Some((port, worker_port)) = proxy {
+        banner.push_str(&format!(
+            "  requests  http://127.0.0.1:{port}  (to the worker on 127.0.0.1:{worker_port}, its PORT)\n"
+        ));
+    }
+    banner.push_str(&format!(
+        "  server    {url}  (web UI: {url}/)\n  token     {token}\n  data      {data}{note}\n\n\
+         in another terminal:\n  export TAILWATER_SERVER={url} TAILWATER_TOKEN={token}\n  \
+         tailwater logs --app {app} --level warn\n\npress Ctrl-C to stop\n",
+        data = data.display(),
+        note = if temporary { "  (removed on exit)" } else { "" },
+        app = args.app,
+    ));
+    // Beside the logs, not in them: `tailwater dev … | grep` sees lines only.
+    eprintln!("{banner}");
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Ctrl-C and SIGTERM, as they come.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> anyhow::Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "interrupted",
+            _ = self.terminate.recv() => "terminated",
+        }
+    }
+}
