@@ -51,6 +51,9 @@ enum Command {
     /// Apps and their settings: create, set, list.
     App(commands::tenancy::AppArgs),
     /// Start a server and demo workers that log like GPU workers.
+    #[command(
+        after_help = "Examples:\n  tailwater demo\n  tailwater demo --listen 127.0.0.1:7171 --data ./demo-data"
+    )]
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
     #[command(hide = true)]

@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use clap::Args;
 use tailwater_model::wire::LogsParams;
-use tailwater_server::ServerConfig;
 
 use crate::render::{OutputArgs, Printer};
 
@@ -75,27 +74,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
     // Listened for from the start: a Ctrl-C while starting still stops
     // everything in order.
     let mut stop = StopSignals::new()?;
-    let temporary = match &args.data {
-        Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
-                .prefix("tailwater-dev-")
-                .tempdir()?,
-        ),
-    };
-    let data = match (&args.data, &temporary) {
-        (Some(data), _) => data.clone(),
-        (None, Some(temporary)) => temporary.path().to_owned(),
-        (None, None) => unreachable!("a temporary directory is made without --data"),
-    };
-    let token =
-        super::server::bootstrap_token().unwrap_or_else(tailwater_server::auth::generate_token);
-    let mut config = ServerConfig::new(data.clone());
-    config.listen = args.listen;
-    config.bootstrap_token = Some(token.clone());
-    let server = tailwater_server::start(config).await?;
-    let url = format!("http://{}", server.addr);
-
+    let super::LocalServer {
+        server,
+        url,
+        token,
+        data,
+        temporary,
+    } = super::LocalServer::start(args.data.clone(), args.listen, "tailwater-dev-").await?;
     let client = tailwater_client::Client::new(&url, &token)?;
     let params = LogsParams {
         app: Some(args.app.clone()),
