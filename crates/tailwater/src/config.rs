@@ -81,6 +81,17 @@ impl ConfigFile {
                 return Err(error).with_context(|| format!("cannot read {}", path.display()))
             }
         };
+        if let Ok(metadata) = std::fs::metadata(path) {
+            let mode = metadata.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                // As ssh does for keys, but a warning: the tokens still work.
+                eprintln!(
+                    "tailwater: warning: {} holds tokens but others may read it (mode {mode:o}): run `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
         toml::from_str(&text).with_context(|| {
             format!(
                 "invalid config file {}: fix it, or delete it and run `tailwater login` again",

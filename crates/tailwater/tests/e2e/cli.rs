@@ -174,6 +174,17 @@ fn login_writes_a_private_profile_and_flags_beat_environment_beat_profile() {
         stderr(&missing)
     );
 
+    // A file others may read still works, with a warning that says the fix.
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let exposed = status(&[], &[]);
+    assert_eq!(token_id(&exposed), owner_id);
+    assert!(
+        stderr(&exposed).contains("others may read it (mode 644): run `chmod 600"),
+        "{}",
+        stderr(&exposed)
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+
     // A revoked token in a profile: the hint names the profile to fix.
     let revoke = server
         .command(&["token", "revoke", &owner_id])

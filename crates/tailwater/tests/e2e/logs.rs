@@ -359,3 +359,55 @@ fn follow_across_a_server_restart_loses_and_repeats_nothing() {
     assert!(stderr.contains("following again"), "{stderr}");
     drop(server);
 }
+
+/// In a pipe that closes early (`| head`, a pager that quits), `logs` ends
+/// quietly with status 0; times come as asked.
+#[test]
+fn a_closed_pipe_ends_quietly_and_times_come_as_asked() {
+    let server = TestServer::start();
+    let script = "i=0; while [ $i -lt 3000 ]; do echo \"line $i\"; i=$((i+1)); done";
+    assert!(run_worker(&server, "pager", script).status.success());
+
+    let mut reader = server
+        .command(&["logs", "--app", "pager", "-n", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 64];
+    reader
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut first)
+        .unwrap();
+    drop(reader.stdout.take());
+    let output = reader.wait_with_output().unwrap();
+    assert!(output.status.success(), "{:?}", output.status);
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "quietly");
+
+    let last_line = |time: &str| -> String {
+        let output = server
+            .command(&["logs", "--app", "pager", "-n", "1", "--time", time])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let utc = last_line("utc");
+    let (stamp, _) = utc.split_once(' ').unwrap();
+    assert!(
+        stamp.ends_with('Z') && stamp.parse::<jiff::Timestamp>().is_ok(),
+        "{utc}"
+    );
+    let local = last_line("local");
+    assert!(
+        jiff::civil::DateTime::strptime("%Y-%m-%d %H:%M:%S%.f", &local[..23]).is_ok(),
+        "{local}"
+    );
+    let relative = last_line("relative");
+    assert!(
+        relative.trim_start().starts_with("now ") || relative.contains("s ago "),
+        "{relative}"
+    );
+}
