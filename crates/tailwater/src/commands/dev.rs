@@ -124,7 +124,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
         status = agent.wait() => (status?, false),
         name = stop.next() => {
             eprintln!("tailwater dev: {name}: stopping the worker…");
-            (stop_agent(&mut agent).await?, true)
+            (stop_agent(&mut agent, &mut stop).await?, true)
         }
         ended = &mut follower => {
             // The output closed (`| head`) or the server refused: nothing
@@ -134,7 +134,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
                     eprintln!("tailwater dev: cannot show the logs: {error:#}");
                 }
             }
-            (stop_agent(&mut agent).await?, true)
+            (stop_agent(&mut agent, &mut stop).await?, true)
         }
     };
 
@@ -162,21 +162,37 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
 }
 
 /// Passes SIGINT to the agent (which passes it to the worker) and waits for
-/// it to exit; one that does not within [`AGENT_STOP_TIMEOUT`] is killed.
-async fn stop_agent(agent: &mut tokio::process::Child) -> anyhow::Result<ExitStatus> {
-    if let Some(pid) = agent.id() {
-        // SAFETY: kill(2) on our own child; no memory effects.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-    }
-    match tokio::time::timeout(AGENT_STOP_TIMEOUT, agent.wait()).await {
-        Ok(status) => Ok(status?),
-        Err(_) => {
-            eprintln!(
-                "tailwater dev: the agent did not stop within {}s; killing it",
-                AGENT_STOP_TIMEOUT.as_secs()
-            );
-            agent.kill().await?;
-            Ok(agent.wait().await?)
+/// it to exit. Each further Ctrl-C is passed on too (the agent then stops
+/// waiting for the server); an agent still there after
+/// [`AGENT_STOP_TIMEOUT`] is killed.
+async fn stop_agent(
+    agent: &mut tokio::process::Child,
+    stop: &mut StopSignals,
+) -> anyhow::Result<ExitStatus> {
+    let interrupt = |agent: &tokio::process::Child| {
+        if let Some(pid) = agent.id() {
+            // SAFETY: kill(2) on our own child; no memory effects.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+        }
+    };
+    interrupt(agent);
+    let deadline = tokio::time::sleep(AGENT_STOP_TIMEOUT);
+    let mut deadline = std::pin::pin!(deadline);
+    loop {
+        tokio::select! {
+            status = agent.wait() => return Ok(status?),
+            _ = stop.next() => {
+                eprintln!("tailwater dev: stopping now, without waiting for the last lines");
+                interrupt(agent);
+            }
+            () = &mut deadline => {
+                eprintln!(
+                    "tailwater dev: the agent did not stop within {}s; killing it",
+                    AGENT_STOP_TIMEOUT.as_secs()
+                );
+                agent.kill().await?;
+                return Ok(agent.wait().await?);
+            }
         }
     }
 }

@@ -329,3 +329,62 @@ pub fn ingest_batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> Stri
     serde_json::json!({"app": app, "version": "v1", "runner": runner, "boot": "b1", "records": records})
         .to_string()
 }
+
+/// A TCP relay on loopback in front of a server, to make network blips:
+/// while it is down, open connections are cut and new ones closed at once.
+pub struct Relay {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    down: bool,
+    open: Vec<TcpStream>,
+}
+
+impl Relay {
+    pub fn start(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(RelayState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let mut state = shared.lock().unwrap();
+                if state.down {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                state.open.extend([client, server]);
+            }
+        });
+        Relay { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every open connection and refuses new ones (`true`), or lets
+    /// them through again (`false`).
+    pub fn set_down(&self, down: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.down = down;
+        if down {
+            for stream in state.open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}

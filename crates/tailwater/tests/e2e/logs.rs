@@ -360,6 +360,72 @@ fn follow_across_a_server_restart_loses_and_repeats_nothing() {
     drop(server);
 }
 
+/// `-f` through a network blip: connections cut and refused for a while,
+/// lines stored meanwhile, then shown once each when the network is back.
+#[test]
+fn follow_through_a_network_blip_loses_and_repeats_nothing() {
+    let server = TestServer::start();
+    let relay = Relay::start(server.port);
+    let ingest = |seqs: std::ops::Range<u64>| {
+        let body = ingest_batch("blip", "r1", seqs);
+        let (status, answer) = http("POST", server.port, "/v1/ingest", Some(TOKEN), Some(&body));
+        assert_eq!(status, 200, "{answer}");
+    };
+    ingest(0..10);
+    let mut follower = server
+        .command(&[
+            "logs",
+            "--app",
+            "blip",
+            "--json",
+            "-f",
+            "--server",
+            &relay.url(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(follower.stdout.take().unwrap());
+    let mut seen = Vec::new();
+    let mut take = |count: usize| {
+        for _ in 0..count {
+            let (_, line) = lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no more lines after {seen:?}"));
+            let record: Value = serde_json::from_str(&line).unwrap();
+            seen.push(record["seq"].as_u64().unwrap());
+        }
+        seen.clone()
+    };
+    take(10);
+    ingest(10..20);
+    take(10);
+
+    relay.set_down(true);
+    ingest(20..40);
+    // Long enough for several failed reconnections.
+    std::thread::sleep(Duration::from_millis(1500));
+    relay.set_down(false);
+    ingest(40..50);
+    assert_eq!(
+        take(30),
+        (0..50).collect::<Vec<_>>(),
+        "every line once, in order"
+    );
+    assert!(
+        lines.recv_timeout(Duration::from_secs(2)).is_err(),
+        "no late duplicate"
+    );
+    follower.kill().unwrap();
+    let output = follower.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("following again"),
+        "the blip was noticed: {stderr}"
+    );
+}
+
 /// In a pipe that closes early (`| head`, a pager that quits), `logs` ends
 /// quietly with status 0; times come as asked.
 #[test]
