@@ -1,5 +1,6 @@
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -303,11 +304,7 @@ fn follow_across_a_server_restart_loses_and_repeats_nothing() {
     let data = dir.path().join("data");
     let port = free_port();
     let server = TestServer::start_on(port, &data);
-    let ingest = |seqs: std::ops::Range<u64>| {
-        let body = ingest_batch("restart", "r1", seqs);
-        let (status, answer) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&body));
-        assert_eq!(status, 200, "{answer}");
-    };
+    let ingest = |seqs| ingest_seqs(port, "restart", seqs);
     ingest(0..20);
 
     let mut follower = server
@@ -318,15 +315,7 @@ fn follow_across_a_server_restart_loses_and_repeats_nothing() {
         .unwrap();
     let lines = lines_of(follower.stdout.take().unwrap());
     let mut seen = Vec::new();
-    let take = |count: usize, seen: &mut Vec<u64>| {
-        for _ in 0..count {
-            let (_, line) = lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no more lines after {seen:?}"));
-            let record: Value = serde_json::from_str(&line).unwrap();
-            seen.push(record["seq"].as_u64().unwrap());
-        }
-    };
+    let take = |count, seen: &mut Vec<u64>| take_seqs(&lines, count, seen);
     take(5, &mut seen);
     // Lines stored now arrive live, or through the tail's resume from the
     // history's `as_of`: either way, each once.
@@ -366,11 +355,7 @@ fn follow_across_a_server_restart_loses_and_repeats_nothing() {
 fn follow_through_a_network_blip_loses_and_repeats_nothing() {
     let server = TestServer::start();
     let relay = Relay::start(server.port);
-    let ingest = |seqs: std::ops::Range<u64>| {
-        let body = ingest_batch("blip", "r1", seqs);
-        let (status, answer) = http("POST", server.port, "/v1/ingest", Some(TOKEN), Some(&body));
-        assert_eq!(status, 200, "{answer}");
-    };
+    let ingest = |seqs| ingest_seqs(server.port, "blip", seqs);
     ingest(0..10);
     let mut follower = server
         .command(&[
@@ -388,19 +373,9 @@ fn follow_through_a_network_blip_loses_and_repeats_nothing() {
         .unwrap();
     let lines = lines_of(follower.stdout.take().unwrap());
     let mut seen = Vec::new();
-    let mut take = |count: usize| {
-        for _ in 0..count {
-            let (_, line) = lines
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no more lines after {seen:?}"));
-            let record: Value = serde_json::from_str(&line).unwrap();
-            seen.push(record["seq"].as_u64().unwrap());
-        }
-        seen.clone()
-    };
-    take(10);
+    take_seqs(&lines, 10, &mut seen);
     ingest(10..20);
-    take(10);
+    take_seqs(&lines, 10, &mut seen);
 
     relay.set_down(true);
     ingest(20..40);
@@ -408,8 +383,9 @@ fn follow_through_a_network_blip_loses_and_repeats_nothing() {
     std::thread::sleep(Duration::from_millis(1500));
     relay.set_down(false);
     ingest(40..50);
+    take_seqs(&lines, 30, &mut seen);
     assert_eq!(
-        take(30),
+        seen,
         (0..50).collect::<Vec<_>>(),
         "every line once, in order"
     );
@@ -476,4 +452,22 @@ fn a_closed_pipe_ends_quietly_and_times_come_as_asked() {
         relative.trim_start().starts_with("now ") || relative.contains("s ago "),
         "{relative}"
     );
+}
+
+/// Stores records `seqs` of runner `r1` of `app` through the API.
+fn ingest_seqs(port: u16, app: &str, seqs: std::ops::Range<u64>) {
+    let body = ingest_batch(app, "r1", seqs);
+    let (status, answer) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Reads `count` more `--json` lines, adding their `seq` to `seen`.
+fn take_seqs(lines: &Receiver<(Instant, String)>, count: usize, seen: &mut Vec<u64>) {
+    for _ in 0..count {
+        let (_, line) = lines
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no more lines after {seen:?}"));
+        let record: Value = serde_json::from_str(&line).unwrap();
+        seen.push(record["seq"].as_u64().unwrap());
+    }
 }
