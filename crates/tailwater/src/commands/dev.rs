@@ -93,7 +93,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
     let printer = Printer::new(&args.output).without_labels();
 
     let proxy = match args.port {
-        Some(port) => Some((port, args.worker_port.unwrap_or(free_port()?))),
+        Some(port) => Some((port, args.worker_port.map_or_else(free_port, Ok)?)),
         None => None,
     };
     let exe = std::env::current_exe()?;
@@ -106,6 +106,15 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    // SAFETY: prctl(2) only, between fork and exec. If `tailwater dev` is
+    // killed outright (SIGKILL, a crash), the agent still gets a stop
+    // signal, so neither it nor the worker outlive us.
+    unsafe {
+        agent.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     if let Some((port, worker_port)) = proxy {
         agent
             .arg("--proxy")

@@ -136,3 +136,40 @@ fn dev_ends_with_the_workers_own_exit_code() {
         "--data is kept after exit"
     );
 }
+
+/// `tailwater dev` killed outright (SIGKILL, no chance to clean up): the
+/// agent gets a stop signal all the same, and the worker does not outlive it.
+#[test]
+fn a_killed_dev_leaves_no_worker_behind() {
+    let mut command = Command::new(binary());
+    command
+        .args(["dev", "--no-color", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo \"worker pid $$\"; while true; do sleep 0.1; done",
+        ])
+        .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN);
+    let dev = Pty::spawn(command);
+    let output = dev.wait_for_output("INFO  worker pid ", Duration::from_secs(30));
+    let pid: i32 = output
+        .split("INFO  worker pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|pid| pid.parse().ok())
+        .expect("the worker's pid");
+    let alive = |pid: i32| {
+        // SAFETY: kill(2) with signal 0 only checks that the process exists.
+        let exists = unsafe { libc::kill(pid, 0) == 0 };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+        exists && !zombie
+    };
+    assert!(alive(pid));
+    dev.signal(libc::SIGKILL);
+    wait_for("the worker to stop", Duration::from_secs(30), || {
+        !alive(pid)
+    });
+}
