@@ -62,6 +62,28 @@ pub enum TimeFormat {
 #[error("output closed")]
 pub struct OutputClosed;
 
+/// Resolves once stdout's reader is gone (a pager quit, `| head` ended),
+/// found without writing: so `-f` ends when the pager does, not at the next
+/// record, which may be hours away.
+pub async fn stdout_closed() {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    loop {
+        let mut poll = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own, without waiting.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        // A pipe whose reader closed reports POLLERR; a terminal that hung
+        // up, POLLHUP.
+        if ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
 /// Prints records to stdout as the flags ask. Cheap to clone; clones share
 /// the id of the last record printed.
 #[derive(Clone)]

@@ -126,7 +126,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
     print_banner(&args, &url, &token, &data, temporary.is_some(), proxy);
     let mut follower = tokio::spawn({
         let (client, params, printer) = (client.clone(), params.clone(), printer.clone());
-        async move { super::logs::follow_from(&client, &params, as_of, &printer).await }
+        async move {
+            tokio::select! {
+                followed = super::logs::follow_from(&client, &params, as_of, &printer) => followed,
+                () = crate::render::stdout_closed() => Err(crate::render::OutputClosed.into()),
+            }
+        }
     });
 
     let (agent_status, stopped_by_user) = tokio::select! {

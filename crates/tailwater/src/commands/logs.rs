@@ -124,7 +124,10 @@ pub async fn print_logs(
         (_, lines) => print_latest(client, params, lines.unwrap_or(DEFAULT_LINES), printer).await?,
     };
     if follow {
-        follow_from(client, params, as_of, printer).await?;
+        tokio::select! {
+            followed = follow_from(client, params, as_of, printer) => followed?,
+            () = crate::render::stdout_closed() => return Err(OutputClosed.into()),
+        }
     }
     Ok(())
 }

@@ -143,7 +143,12 @@ fn dev_ends_with_the_workers_own_exit_code() {
 fn a_killed_dev_leaves_no_worker_behind() {
     let mut command = Command::new(binary());
     command
-        .args(["dev", "--no-color", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args([
+            "dev",
+            "--no-color",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
         .args([
             "--",
             "sh",

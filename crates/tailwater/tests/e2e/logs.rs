@@ -428,6 +428,30 @@ fn a_closed_pipe_ends_quietly_and_times_come_as_asked() {
     assert!(output.status.success(), "{:?}", output.status);
     assert_eq!(String::from_utf8_lossy(&output.stderr), "", "quietly");
 
+    // Following, with nothing new to print: it ends when the reader does.
+    let mut follower = server
+        .command(&[
+            "logs", "--app", "pager", "--stream", "stdout", "-n", "1", "-f",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(follower.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    assert!(first.ends_with("line 2999\n"), "{first}");
+    drop(reader);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = follower.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "-f outlived its reader");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
     let last_line = |time: &str| -> String {
         let output = server
             .command(&["logs", "--app", "pager", "-n", "1", "--time", time])
