@@ -77,11 +77,12 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<u8> {
 fn read_token() -> anyhow::Result<String> {
     let stdin = std::io::stdin();
     let terminal = stdin.is_terminal();
+    // Echo off before the prompt: nothing typed after it is ever shown.
+    let echo = terminal.then(EchoOff::new).flatten();
     if terminal {
         eprint!("token: ");
         std::io::stderr().flush()?;
     }
-    let echo = terminal.then(EchoOff::new).flatten();
     let mut line = String::new();
     stdin.lock().read_line(&mut line)?;
     // With echo off, ECHONL still ends the prompt's line.

@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -199,6 +200,26 @@ fn login_writes_a_private_profile_and_flags_beat_environment_beat_profile() {
         "{}",
         stderr(&revoked)
     );
+}
+
+/// On a terminal, `login` asks for the token and does not echo it.
+#[test]
+fn login_on_a_terminal_asks_for_the_token_without_echo() {
+    let server = TestServer::start();
+    let home = tempfile::tempdir().unwrap();
+    let mut command = Command::new(binary());
+    command
+        .args(["login", "--server", &server.url()])
+        .env_remove("TAILWATER_TOKEN")
+        .env("XDG_CONFIG_HOME", home.path());
+    let mut terminal = Pty::spawn(command);
+    terminal.wait_for_output("token: ", Duration::from_secs(10));
+    terminal.type_text(&format!("{TOKEN}\n"));
+    assert!(terminal.wait(Duration::from_secs(20)).success());
+    let output = terminal.wait_for_output("saved profile 'default'", Duration::from_secs(5));
+    assert!(!output.contains(TOKEN), "the token was echoed: {output:?}");
+    let saved = std::fs::read_to_string(home.path().join("tailwater/config.toml")).unwrap();
+    assert!(saved.contains(TOKEN), "{saved}");
 }
 
 #[test]

@@ -227,6 +227,8 @@ pub fn http(
 pub struct Pty {
     pub child: Child,
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The terminal's keyboard side: what is written here, the child reads.
+    keyboard: std::fs::File,
 }
 
 impl Pty {
@@ -262,13 +264,23 @@ impl Pty {
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let collected = output.clone();
         let mut reader = std::fs::File::from(controller);
+        let keyboard = reader.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut buffer = [0u8; 8192];
             while let Ok(n @ 1..) = reader.read(&mut buffer) {
                 collected.lock().unwrap().extend_from_slice(&buffer[..n]);
             }
         });
-        Pty { child, output }
+        Pty {
+            child,
+            output,
+            keyboard,
+        }
+    }
+
+    /// Types `text` on the terminal.
+    pub fn type_text(&mut self, text: &str) {
+        self.keyboard.write_all(text.as_bytes()).unwrap();
     }
 
     /// Everything written so far, lossily as text.
