@@ -29,7 +29,7 @@ use tailwater_model::tenancy::{
 };
 use tailwater_model::wire::{
     ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
-    RequestInfo, RunnerDetail, RunnerList, RunnerState, MAX_PAGE_LIMIT,
+    RequestInfo, RunnerDetail, RunnerList, RunnerState, StatusInfo, MAX_PAGE_LIMIT,
 };
 use tailwater_model::LogRecord;
 
@@ -206,6 +206,13 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, "/healthz"))
             .await
             .map(drop)
+    }
+
+    /// `GET /v1/status`: the server's version, the token's tenant and scope,
+    /// and the tenant's store size (owner and admin tokens).
+    pub async fn status(&self) -> Result<StatusInfo, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/v1/status"))
+            .await
     }
 
     /// `POST /v1/ingest`.

@@ -750,6 +750,44 @@ pub struct RequestInfo {
     pub records: u64,
 }
 
+/// `GET /v1/status`: the server's version, who the token is, and (for
+/// tokens that may see it) the size of the tenant's stored logs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The server's version (`tailwater --version` of the server binary).
+    pub version: String,
+    /// The tenant the token acts on.
+    pub tenant: String,
+    /// The token's scope: `admin`, `owner`, `ingest` or `caller`.
+    pub scope: crate::tenancy::Scope,
+    /// The token's public id (`tok_…`).
+    pub token_id: String,
+    /// The tenant's stored logs; `None` for scopes that may not manage the
+    /// tenant's apps (ingest and caller tokens).
+    pub store: Option<StoreStatus>,
+}
+
+/// The size of one tenant's stored logs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    pub records: u64,
+    /// Bytes of message text, as captured.
+    pub raw_bytes: u64,
+    /// Bytes on disk of its compressed parts (recent records still in
+    /// memory count in `records` and `raw_bytes` only).
+    pub stored_bytes: u64,
+    pub apps: Vec<AppStatus>,
+}
+
+/// The size of one app's stored logs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub app: String,
+    pub records: u64,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

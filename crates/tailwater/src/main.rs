@@ -3,6 +3,8 @@
 //! another command would need.
 
 mod commands;
+mod config;
+mod render;
 
 /// mimalloc: the store and the server allocate many small strings per
 /// record; glibc's allocator spent a quarter of ingest's time on them.
@@ -35,7 +37,7 @@ use clap::{Args, Parser, Subcommand};
     name = "tailwater",
     version,
     about = "Logs for serverless and GPU worker fleets: capture from the first byte, store, search, tail.",
-    after_help = "Start here:\n  tailwater demo                          a server and demo workers, on this machine\n  tailwater server                        the server, on 127.0.0.1:7070\n  tailwater run --app my-app -- python handler.py\n  tailwater logs --app my-app -f"
+    after_help = "Start here:\n  tailwater demo                          a server and demo workers, on this machine\n  tailwater server                        the server, on 127.0.0.1:7070\n  tailwater run --app my-app -- python handler.py\n  tailwater logs --app my-app -f\n  tailwater dev --port 8080 -- python server.py\n\nConfiguration: flags, then TAILWATER_SERVER and TAILWATER_TOKEN, then a profile of\n~/.config/tailwater/config.toml (`tailwater login` writes one)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,6 +52,15 @@ enum Command {
     Run(Box<commands::run::RunArgs>),
     /// Show logs, then follow them with -f.
     Logs(Box<commands::logs::LogsArgs>),
+    /// Develop a worker locally: a server, the agent and live logs, in one
+    /// command.
+    Dev(Box<commands::dev::DevArgs>),
+    /// Is the server reachable; its version, your token, your store's size.
+    Status(commands::status::StatusArgs),
+    /// Save a server and token as a profile of the config file.
+    Login(commands::login::LoginArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completions(commands::completions::CompletionsArgs),
     /// Tenants: create, list, set their defaults for new apps.
     Tenant(commands::tenancy::TenantArgs),
     /// Scoped API tokens: create (shown once), list, revoke.
@@ -64,23 +75,24 @@ enum Command {
     /// Export every record a filter matches, as text or NDJSON, to a file.
     Export(Box<commands::export::ExportArgs>),
     /// Start a server and demo workers that log like GPU workers.
+    #[command(
+        after_help = "Examples:\n  tailwater demo\n  tailwater demo --listen 127.0.0.1:7171 --data ./demo-data"
+    )]
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
     #[command(hide = true)]
     DemoWorker(commands::demo::DemoWorkerArgs),
 }
 
-/// Where a client command finds the server.
+/// Where a client command finds the server: flags, then the environment,
+/// then a profile of the config file (see [`config`]).
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
-    /// The server's URL.
-    #[arg(
-        long,
-        env = "TAILWATER_SERVER",
-        default_value = "http://127.0.0.1:7070"
-    )]
-    server: String,
-    /// An API token (printed by the server on its first start).
+    /// The server's URL [default: the profile's, else http://127.0.0.1:7070].
+    #[arg(long, env = "TAILWATER_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// An API token (printed by the server on its first start) [default: the
+    /// profile's].
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A PEM file of certificates to trust for an https server whose
@@ -88,14 +100,54 @@ pub struct Connection {
     /// used by `run`, whose agent trusts the public roots only).
     #[arg(long, env = "TAILWATER_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
+    /// The config file's profile to use (`tailwater login` writes them)
+    /// [default: the file's default_profile, else "default"].
+    #[arg(long, env = "TAILWATER_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
 }
 
+/// Where the token in use came from, for the hint printed with a 401.
+static TOKEN_ORIGIN: std::sync::OnceLock<config::Origin> = std::sync::OnceLock::new();
+
 impl Connection {
+    /// These settings as the flags that give them, for a command that parses
+    /// its own arguments again (`runners logs ID …` runs `logs`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let flags = [
+            ("--server", self.server.clone()),
+            ("--token", self.token.clone()),
+            ("--profile", self.profile.clone()),
+            (
+                "--ca-cert",
+                self.ca_cert.as_ref().map(|path| path.display().to_string()),
+            ),
+        ];
+        for (flag, value) in flags {
+            if let Some(value) = value {
+                args.extend([flag.to_owned(), value]);
+            }
+        }
+        args
+    }
+
+    /// The server and token, by flags, environment, profile, default.
+    pub fn resolve(&self) -> anyhow::Result<config::Resolved> {
+        let resolved = config::resolve(
+            self.server.as_deref(),
+            self.token.as_deref(),
+            self.profile.as_deref(),
+        )?;
+        let _ = TOKEN_ORIGIN.set(resolved.token_origin.clone());
+        Ok(resolved)
+    }
+
     pub fn client(&self) -> anyhow::Result<tailwater_client::Client> {
-        let token = self.token.as_deref().ok_or_else(|| {
-            anyhow::anyhow!("no token: pass --token or set TAILWATER_TOKEN (the server prints an admin token on its first start)")
+        let resolved = self.resolve()?;
+        let token = resolved.token.as_deref().ok_or_else(|| {
+            anyhow::anyhow!("no token for {}: pass --token, set TAILWATER_TOKEN, or save one with `tailwater login` (the server prints an admin token on its first start)", resolved.server)
         })?;
-        let client = tailwater_client::Client::new(&self.server, token)?;
+        let client = tailwater_client::Client::new(&resolved.server, token)?;
         let Some(path) = &self.ca_cert else {
             return Ok(client);
         };
@@ -106,6 +158,25 @@ impl Connection {
             )
         })?;
         Ok(client.with_ca_certificate(&pem)?)
+    }
+}
+
+/// What to do about an error the server gave, beyond its own message.
+fn hint(error: &anyhow::Error) -> Option<String> {
+    let status = error.chain().find_map(|cause| match cause.downcast_ref() {
+        Some(tailwater_client::ClientError::Api { status, .. }) => Some(*status),
+        _ => None,
+    })?;
+    match (status, TOKEN_ORIGIN.get()?) {
+        (401, config::Origin::Profile { name, path }) => Some(format!(
+            "the token is profile '{name}''s, in {}: run `tailwater login --profile {name}` with a valid one",
+            path.display()
+        )),
+        (401, _) => Some("the token is from --token or TAILWATER_TOKEN: check it".to_owned()),
+        (403, _) => Some(
+            "`tailwater status` shows this token's scope; an owner or admin can create one with more (`tailwater token create --scope …`)".to_owned(),
+        ),
+        _ => None,
     }
 }
 
@@ -126,6 +197,10 @@ fn main() -> ExitCode {
             Command::Server(args) => commands::server::run(args).await,
             Command::Run(args) => commands::run::run(*args).await,
             Command::Logs(args) => commands::logs::run(*args).await,
+            Command::Dev(args) => commands::dev::run(*args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Login(args) => commands::login::run(args).await,
+            Command::Completions(args) => commands::completions::run(args),
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,
             Command::App(args) => commands::tenancy::app(args).await,
@@ -143,6 +218,9 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
             eprintln!("tailwater: error: {error:#}");
+            if let Some(hint) = hint(&error) {
+                eprintln!("hint: {hint}");
+            }
             ExitCode::FAILURE
         }
     }

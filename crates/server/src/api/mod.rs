@@ -8,6 +8,7 @@ mod logs;
 mod ops;
 mod requests;
 mod runners;
+mod status;
 mod tenancy;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -61,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}", get(requests::show))
         .route("/v1/requests/{id}/logs", get(requests::logs))
         .route("/v1/requests/{id}/logs/tail", get(requests::tail))
+        .route("/v1/status", get(status::status))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -10,7 +10,6 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use tailwater_server::ServerConfig;
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -67,26 +66,13 @@ const WORKERS: [DemoWorker; 3] = [
 
 pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
     super::init_tracing("warn");
-    let temporary = match &args.data {
-        Some(_) => None,
-        None => Some(
-            tempfile::Builder::new()
-                .prefix("tailwater-demo-")
-                .tempdir()?,
-        ),
-    };
-    let data = args
-        .data
-        .clone()
-        .unwrap_or_else(|| temporary.as_ref().expect("made above").path().to_owned());
-    let token =
-        super::server::bootstrap_token().unwrap_or_else(tailwater_server::auth::generate_token);
-
-    let mut config = ServerConfig::new(data.clone());
-    config.listen = args.listen;
-    config.bootstrap_token = Some(token.clone());
-    let server = tailwater_server::start(config).await?;
-    let url = format!("http://{}", server.addr);
+    let super::LocalServer {
+        server,
+        url,
+        token,
+        data,
+        temporary,
+    } = super::LocalServer::start(args.data.clone(), args.listen, "tailwater-demo-").await?;
 
     let exe = std::env::current_exe()?;
     let mut agents = Vec::new();

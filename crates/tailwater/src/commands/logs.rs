@@ -1,145 +1,178 @@
 //! `tailwater logs`: history, then (with `-f`) live tail that resumes after
-//! the history with no gap and no duplicate, and reconnects after a blip.
+//! the history with no gap and no duplicate, and after a server restart or a
+//! network blip resumes after the last record printed (SSE `Last-Event-ID`),
+//! again with no gap and no duplicate.
+//!
+//! For other commands that print a filter's records: [`FilterArgs`] (the
+//! filter flags, flattened into their own args), [`crate::render::OutputArgs`]
+//! and [`print_logs`].
 
-use std::io::Write;
 use std::time::Duration;
 
 use clap::Args;
 use futures_util::StreamExt;
 use tailwater_client::Client;
 use tailwater_model::wire::{LogsParams, FIELD_PREFIX};
-use tailwater_model::{LogRecord, Stream};
 
+use crate::render::{OutputArgs, OutputClosed, Printer};
 use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train"
+    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --runner r-gpu-1 --since 2h --until 1h --time utc\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train\n  tailwater logs --app sdxl -n 10000 | less -R\n\nFollowing (-f) survives server restarts and network blips: it resumes after the last\nline shown, with nothing lost and nothing repeated."
 )]
 pub struct LogsArgs {
     #[command(flatten)]
     connection: Connection,
-    #[arg(long)]
-    app: Option<String>,
-    #[arg(long)]
-    version: Option<String>,
-    #[arg(long)]
-    runner: Option<String>,
-    /// Only this request's logs.
-    #[arg(long)]
-    request: Option<String>,
-    /// run, gateway or deploy.
-    #[arg(long)]
-    source: Option<String>,
-    /// stdout, stderr or system.
-    #[arg(long)]
-    stream: Option<String>,
-    /// This level and more severe: trace, debug, info, warn, error, fatal.
-    #[arg(long)]
-    level: Option<String>,
-    /// Only lines with these words, together and in this order (ignoring
-    /// case): `out of memory` finds "CUDA out-of-memory", not "memoryless".
-    #[arg(long)]
-    grep: Option<String>,
-    /// Only lines holding this text anywhere, inside words too, ignoring
-    /// ASCII case unless --case-sensitive: `memor` finds "memoryless".
-    #[arg(long)]
-    contains: Option<String>,
-    /// Make --contains respect case.
-    #[arg(long, requires = "contains")]
-    case_sensitive: bool,
-    /// Only lines a regex finds, anywhere in the line (Rust regex syntax;
-    /// `(?i)` ignores case).
-    #[arg(long)]
-    regex: Option<String>,
-    /// Only records whose field KEY has VALUE; repeat for several. Numbers and
-    /// booleans as JSON writes them: --field status=500 --field cached=true.
-    #[arg(long, value_name = "KEY=VALUE")]
-    field: Vec<String>,
-    /// Any other query parameter of GET /v1/logs (see the README); repeat for
-    /// several: --where 'runner_re=gpu-.*' --where app_not=staging.
-    #[arg(long = "where", value_name = "NAME=VALUE")]
-    where_: Vec<String>,
-    /// From this time: RFC 3339, or a duration ago such as 15m. Shows every
-    /// line since then unless -n is given.
-    #[arg(long)]
-    since: Option<String>,
-    /// Up to this time: RFC 3339, or a duration ago.
-    #[arg(long)]
-    until: Option<String>,
-    /// How many of the latest lines to show first (default 100).
+    #[command(flatten)]
+    filter: FilterArgs,
+    /// How many of the latest lines to show first (default 100; with
+    /// --since, every line since then unless -n is given).
     #[arg(long, short = 'n')]
     lines: Option<usize>,
     /// Keep printing new lines as they arrive.
     #[arg(long, short)]
     follow: bool,
-    /// One JSON record per line, in the API's record shape.
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// The filter flags of `tailwater logs`, for any command that reads logs
+/// (`export`, …): flatten them, then call [`FilterArgs::params`].
+#[derive(Args, Clone, Debug, Default)]
+pub struct FilterArgs {
+    /// Only this app.
     #[arg(long)]
-    json: bool,
+    pub app: Option<String>,
+    /// Only this app version.
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Only this runner (worker).
+    #[arg(long)]
+    pub runner: Option<String>,
+    /// Only this boot (one life of a runner).
+    #[arg(long)]
+    pub boot: Option<String>,
+    /// Only this request's logs.
+    #[arg(long)]
+    pub request: Option<String>,
+    /// run, gateway or deploy.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// stdout, stderr or system.
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// This level and more severe: trace, debug, info, warn, error, fatal.
+    #[arg(long)]
+    pub level: Option<String>,
+    /// Only lines with these words, together and in this order (ignoring
+    /// case): `out of memory` finds "CUDA out-of-memory", not "memoryless".
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Only lines holding this text anywhere, inside words too, ignoring
+    /// ASCII case unless --case-sensitive: `memor` finds "memoryless".
+    #[arg(long)]
+    pub contains: Option<String>,
+    /// Make --contains respect case.
+    #[arg(long, requires = "contains")]
+    pub case_sensitive: bool,
+    /// Only lines a regex finds, anywhere in the line (Rust regex syntax;
+    /// `(?i)` ignores case).
+    #[arg(long)]
+    pub regex: Option<String>,
+    /// Only records whose field KEY has VALUE; repeat for several. Numbers and
+    /// booleans as JSON writes them: --field status=500 --field cached=true.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub field: Vec<String>,
+    /// Any other query parameter of GET /v1/logs (see the README); repeat for
+    /// several: --where 'runner_re=gpu-.*' --where app_not=staging.
+    #[arg(long = "where", value_name = "NAME=VALUE")]
+    pub where_: Vec<String>,
+    /// From this time: RFC 3339, or a duration ago such as 15m.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Up to this time (not included): RFC 3339, or a duration ago.
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
 const DEFAULT_LINES: usize = 100;
-const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
     let client = args.connection.client()?;
-    let params = params(&args)?;
-    let mut out = std::io::stdout().lock();
-    let as_of = match (args.since.is_some(), args.lines) {
-        (true, None) => print_all_since(&client, &params, &args, &mut out).await?,
-        (_, lines) => {
-            print_latest(
-                &client,
-                &params,
-                lines.unwrap_or(DEFAULT_LINES),
-                &args,
-                &mut out,
-            )
-            .await?
-        }
-    };
-    drop(out);
-    if args.follow {
-        follow(&client, &params, as_of, &args).await?;
+    let params = args.filter.params()?;
+    let printer = Printer::new(&args.output);
+    match print_logs(&client, &params, args.lines, args.follow, &printer).await {
+        Err(error) if error.is::<OutputClosed>() => Ok(0),
+        other => other.map(|()| 0),
     }
-    Ok(0)
 }
 
-/// The query parameters the flags describe; a bad `--field` or `--where`,
-/// an unknown name or one given twice is an error before anything is sent.
-fn params(args: &LogsArgs) -> anyhow::Result<LogsParams> {
-    let mut pairs = LogsParams {
-        app: args.app.clone(),
-        version: args.version.clone(),
-        runner: args.runner.clone(),
-        request: args.request.clone(),
-        source: args.source.clone(),
-        stream: args.stream.clone(),
-        level: args.level.clone(),
-        text: args.grep.clone(),
-        contains: args.contains.clone(),
-        case: args.case_sensitive.then(|| "sensitive".to_owned()),
-        regex: args.regex.clone(),
-        since: args.since.clone(),
-        until: args.until.clone(),
-        ..LogsParams::default()
+/// Prints the records `params` selects, oldest first: the latest `lines`
+/// (default 100), or with `since` and no `lines` every one since then; then,
+/// with `follow`, every new one as it is stored, until the output closes
+/// ([`OutputClosed`]) or the server refuses (a revoked token, …).
+pub async fn print_logs(
+    client: &Client,
+    params: &LogsParams,
+    lines: Option<usize>,
+    follow: bool,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let as_of = match (params.since.is_some(), lines) {
+        (true, None) => print_all_since(client, params, printer).await?,
+        (_, lines) => print_latest(client, params, lines.unwrap_or(DEFAULT_LINES), printer).await?,
+    };
+    if follow {
+        tokio::select! {
+            followed = follow_from(client, params, as_of, printer) => followed?,
+            () = crate::render::stdout_closed() => return Err(OutputClosed.into()),
+        }
     }
-    .to_pairs();
-    for field in &args.field {
-        let (key, value) = field.split_once('=').ok_or_else(|| {
-            anyhow::anyhow!("invalid --field '{field}': use KEY=VALUE, as in --field status=500")
-        })?;
-        pairs.push((format!("{FIELD_PREFIX}{key}"), value.to_owned()));
+    Ok(())
+}
+
+impl FilterArgs {
+    /// The query parameters the flags describe; a bad `--field` or
+    /// `--where`, an unknown name or one given twice is an error before
+    /// anything is sent.
+    pub fn params(&self) -> anyhow::Result<LogsParams> {
+        let mut pairs = LogsParams {
+            app: self.app.clone(),
+            version: self.version.clone(),
+            runner: self.runner.clone(),
+            boot: self.boot.clone(),
+            request: self.request.clone(),
+            source: self.source.clone(),
+            stream: self.stream.clone(),
+            level: self.level.clone(),
+            text: self.grep.clone(),
+            contains: self.contains.clone(),
+            case: self.case_sensitive.then(|| "sensitive".to_owned()),
+            regex: self.regex.clone(),
+            since: self.since.clone(),
+            until: self.until.clone(),
+            ..LogsParams::default()
+        }
+        .to_pairs();
+        for field in &self.field {
+            let (key, value) = field.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid --field '{field}': use KEY=VALUE, as in --field status=500"
+                )
+            })?;
+            pairs.push((format!("{FIELD_PREFIX}{key}"), value.to_owned()));
+        }
+        for pair in &self.where_ {
+            let (name, value) = pair.split_once('=').ok_or_else(|| {
+                anyhow::anyhow!(
+                    "invalid --where '{pair}': use NAME=VALUE, as in --where 'runner_re=gpu-.*'"
+                )
+            })?;
+            pairs.push((name.to_owned(), value.to_owned()));
+        }
+        LogsParams::from_pairs(pairs).map_err(|error| anyhow::anyhow!(error))
     }
-    for pair in &args.where_ {
-        let (name, value) = pair.split_once('=').ok_or_else(|| {
-            anyhow::anyhow!(
-                "invalid --where '{pair}': use NAME=VALUE, as in --where 'runner_re=gpu-.*'"
-            )
-        })?;
-        pairs.push((name.to_owned(), value.to_owned()));
-    }
-    LogsParams::from_pairs(pairs).map_err(|error| anyhow::anyhow!(error))
 }
 
 /// The latest `lines` records, oldest first. Returns the `as_of` to follow
@@ -148,8 +181,7 @@ async fn print_latest(
     client: &Client,
     params: &LogsParams,
     lines: usize,
-    args: &LogsArgs,
-    out: &mut impl Write,
+    printer: &Printer,
 ) -> anyhow::Result<u64> {
     let mut records = Vec::new();
     let mut params = LogsParams {
@@ -173,10 +205,7 @@ async fn print_latest(
         params.limit = Some("1".into());
         as_of = Some(client.logs(&params).await?.as_of);
     }
-    for record in records.iter().rev() {
-        print_record(record, args.json, out)?;
-    }
-    out.flush()?;
+    printer.print(records.iter().rev())?;
     Ok(as_of.unwrap_or_default())
 }
 
@@ -184,8 +213,7 @@ async fn print_latest(
 async fn print_all_since(
     client: &Client,
     params: &LogsParams,
-    args: &LogsArgs,
-    out: &mut impl Write,
+    printer: &Printer,
 ) -> anyhow::Result<u64> {
     let mut params = LogsParams {
         direction: Some("forward".into()),
@@ -196,25 +224,24 @@ async fn print_all_since(
     loop {
         let page = client.logs(&params).await?;
         as_of.get_or_insert(page.as_of);
-        for record in &page.records {
-            print_record(record, args.json, out)?;
-        }
+        printer.print(&page.records)?;
         match page.next_cursor {
             Some(cursor) => params.cursor = Some(cursor),
             None => break,
         }
     }
-    out.flush()?;
     Ok(as_of.unwrap_or_default())
 }
 
-/// Prints records stored after `after`, reconnecting (from the last record
-/// printed) when the connection drops.
-async fn follow(
+/// Prints records stored after record id `after`, as they come. When the
+/// connection drops (a server restart, a network blip), it connects again
+/// and resumes after the last record printed: the server sends exactly the
+/// records after that id, so nothing is lost or repeated.
+pub async fn follow_from(
     client: &Client,
     params: &LogsParams,
     mut after: u64,
-    args: &LogsArgs,
+    printer: &Printer,
 ) -> anyhow::Result<()> {
     // A time window closes over history; following goes on past `until`.
     let params = LogsParams {
@@ -222,78 +249,66 @@ async fn follow(
         until: None,
         ..params.clone()
     };
-    let mut warned = false;
+    let mut retry = Backoff::default();
     loop {
         match client.tail(&params, Some(after)).await {
             Ok(stream) => {
-                if warned {
+                if retry.failed() {
                     eprintln!("tailwater: following again");
-                    warned = false;
                 }
+                retry.reset();
                 let mut stream = std::pin::pin!(stream);
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(record) => {
+                            printer.print([&record])?;
                             after = record.id;
-                            let mut out = std::io::stdout().lock();
-                            print_record(&record, args.json, &mut out)?;
-                            out.flush()?;
                         }
                         Err(error) => {
                             eprintln!("tailwater: live tail interrupted: {error}; reconnecting");
-                            warned = true;
+                            retry.fail();
                             break;
                         }
                     }
                 }
             }
             Err(error) if error.is_transient() => {
-                if !warned {
+                if !retry.failed() {
                     eprintln!("tailwater: {error}; retrying");
-                    warned = true;
                 }
+                retry.fail();
             }
             Err(error) => return Err(error.into()),
         }
-        tokio::time::sleep(RECONNECT_AFTER).await;
+        // A stream the server ended (it is shutting down) is retried too.
+        tokio::time::sleep(retry.delay()).await;
     }
 }
 
-fn print_record(record: &LogRecord, json: bool, out: &mut impl Write) -> std::io::Result<()> {
-    let written = if json {
-        serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)
-    } else {
-        write!(out, "{}", TextLine(record))
-    };
-    match written.and_then(|()| writeln!(out)) {
-        // A closed pipe (`| head`) is a normal way to stop reading.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        other => other,
-    }
+/// Reconnection delays: 250 ms, doubling to 4 s while it keeps failing.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
 }
 
-/// `2026-11-21T10:00:00.123Z sdxl r-1a2b stderr ERROR [req-7] message`
-struct TextLine<'a>(&'a LogRecord);
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(4);
 
-impl std::fmt::Display for TextLine<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let record = self.0;
-        let level = record.level.as_str().to_ascii_uppercase();
-        write!(
-            f,
-            "{:.3} {} {} {:<6} {:<5} ",
-            record.ts,
-            record.app,
-            record.runner,
-            record.stream.as_str(),
-            level
-        )?;
-        if let Some(request) = &record.request_id {
-            write!(f, "[{request}] ")?;
-        }
-        if record.stream == Stream::System {
-            write!(f, "tailwater: ")?;
-        }
-        f.write_str(&record.message)
+    fn fail(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
+    fn failed(&self) -> bool {
+        self.failures > 0
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+
+    fn delay(&self) -> Duration {
+        let doublings = self.failures.saturating_sub(1).min(8);
+        (Self::FIRST * 2u32.pow(doublings)).min(Self::MAX)
     }
 }

@@ -102,14 +102,8 @@ async fn run_logs(
     scope: &[(&str, &str)],
     options: &[String],
 ) -> anyhow::Result<u8> {
-    let mut argv = vec![
-        name.to_owned(),
-        "--server".into(),
-        connection.server.clone(),
-    ];
-    if let Some(token) = &connection.token {
-        argv.extend(["--token".to_owned(), token.clone()]);
-    }
+    let mut argv = vec![name.to_owned()];
+    argv.extend(connection.to_args());
     for (flag, value) in scope {
         argv.extend([(*flag).to_owned(), (*value).to_owned()]);
     }

@@ -116,7 +116,8 @@ pub struct RunArgs {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     super::init_tracing("warn");
-    let token = args.connection.token.clone().ok_or_else(|| {
+    let connection = args.connection.resolve()?;
+    let token = connection.token.clone().ok_or_else(|| {
         anyhow::anyhow!("no token: pass --token or set TAILWATER_TOKEN (an ingest or admin token)")
     })?;
     anyhow::ensure!(
@@ -139,7 +140,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         args.runner.as_deref().is_none_or(|r| !r.trim().is_empty()),
         "--runner is empty: give this worker an id, or leave it out for a random one"
     );
-    let mut config = AgentConfig::new(&args.connection.server, &token, &args.app, args.command);
+    let mut config = AgentConfig::new(&connection.server, &token, &args.app, args.command);
     config.version = args.version;
     if let Some(runner) = args.runner {
         config.runner = runner;

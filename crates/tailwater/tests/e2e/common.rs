@@ -90,7 +90,9 @@ impl TestServer {
             .args(args)
             .env("TAILWATER_SERVER", self.url())
             .env("TAILWATER_TOKEN", TOKEN)
-            .env("TAILWATER_SPOOL", &self.spool);
+            .env("TAILWATER_SPOOL", &self.spool)
+            // Never the user's own profiles.
+            .env("TAILWATER_CONFIG", self.spool.with_file_name("config.toml"));
         command
     }
 
@@ -161,6 +163,20 @@ pub fn run_worker(server: &TestServer, app: &str, script: &str) -> Output {
         .unwrap()
 }
 
+/// The lines a child writes to `stdout`, each with when it was read.
+pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<(Instant, String)> {
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            let Ok(line) = line else { return };
+            if lines_tx.send((Instant::now(), line)).is_err() {
+                return;
+            }
+        }
+    });
+    lines
+}
+
 /// Polls `condition` until it holds, or fails the test after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
@@ -229,4 +245,183 @@ pub fn python() -> &'static str {
         "these tests run python3 workers: install it (apt-get install -y python3)"
     );
     "python3"
+}
+
+/// A child process on a pseudo-terminal (stdin, stdout and stderr), as under
+/// a real terminal: what it writes is collected as it comes.
+pub struct Pty {
+    pub child: Child,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    /// The terminal's keyboard side: what is written here, the child reads.
+    keyboard: std::fs::File,
+}
+
+impl Pty {
+    pub fn spawn(mut command: Command) -> Pty {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut controller, mut terminal) = (0, 0);
+        // SAFETY: openpty(3) writes two new descriptors, owned below.
+        let opened = unsafe {
+            libc::openpty(
+                &mut controller,
+                &mut terminal,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here only.
+        let (controller, terminal) = unsafe {
+            (
+                OwnedFd::from_raw_fd(controller),
+                OwnedFd::from_raw_fd(terminal),
+            )
+        };
+        command
+            .stdin(terminal.try_clone().unwrap())
+            .stdout(terminal.try_clone().unwrap())
+            .stderr(terminal);
+        let child = command.spawn().unwrap();
+        // Our copies of the terminal side close with `command`, so reading
+        // ends (EIO) once the child and its children let go of it.
+        drop(command);
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let collected = output.clone();
+        let mut reader = std::fs::File::from(controller);
+        let keyboard = reader.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 8192];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                collected.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Pty {
+            child,
+            output,
+            keyboard,
+        }
+    }
+
+    /// Types `text` on the terminal.
+    pub fn type_text(&mut self, text: &str) {
+        self.keyboard.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Everything written so far, lossily as text.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output holds `text`; the output so far.
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if output.contains(text) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {text:?} in:\n{output}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// Waits for the child to exit, or fails the test after `timeout`.
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the child did not exit within {timeout:?}; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Pty {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An ingest batch of runner `runner`'s records `seqs`, as the agent sends.
+pub fn ingest_batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> String {
+    let records: Vec<Value> = seqs
+        .map(|seq| serde_json::json!({"seq": seq, "ts": jiff::Timestamp::now().to_string(), "stream": "stdout", "level": "info", "message": format!("line {seq}")}))
+        .collect();
+    serde_json::json!({"app": app, "version": "v1", "runner": runner, "boot": "b1", "records": records})
+        .to_string()
+}
+
+/// A TCP relay on loopback in front of a server, to make network blips:
+/// while it is down, open connections are cut and new ones closed at once.
+pub struct Relay {
+    pub port: u16,
+    state: std::sync::Arc<std::sync::Mutex<RelayState>>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    down: bool,
+    open: Vec<TcpStream>,
+}
+
+impl Relay {
+    pub fn start(target: u16) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = std::sync::Arc::new(std::sync::Mutex::new(RelayState::default()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let mut state = shared.lock().unwrap();
+                if state.down {
+                    continue; // dropped: closed at once
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+                state.open.extend([client, server]);
+            }
+        });
+        Relay { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts every open connection and refuses new ones (`true`), or lets
+    /// them through again (`false`).
+    pub fn set_down(&self, down: bool) {
+        let mut state = self.state.lock().unwrap();
+        state.down = down;
+        if down {
+            for stream in state.open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
 }

@@ -5,7 +5,9 @@ mod common;
 
 mod agent;
 mod api;
+mod cli;
 mod demo;
+mod dev;
 mod export;
 mod limits;
 mod logs;

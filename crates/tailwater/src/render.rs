@@ -1,0 +1,345 @@
+//! How a record looks on a terminal or in a pipe: the one home of the text
+//! line (`tailwater logs`, `tailwater dev`), its colours, its time formats,
+//! and `--json` (the API's record shape, one per line).
+//!
+//! Colours are on only when stdout is a terminal, `NO_COLOR` is unset and
+//! `--no-color` is not given (`--color always` forces them, for `less -R`).
+//! A worker's own colour codes pass through when colours are on and are
+//! removed otherwise; every other control character in a message is shown
+//! escaped (`\x07`), so a log line cannot move the cursor, retitle the
+//! window or ring the bell.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anstyle::{AnsiColor, Style};
+use clap::{Args, ValueEnum};
+use jiff::tz::TimeZone;
+use jiff::Timestamp;
+use tailwater_model::{Level, LogRecord, Stream};
+
+/// The output flags every command that prints records shares.
+#[derive(Args, Clone, Debug, Default)]
+pub struct OutputArgs {
+    /// One JSON record per line, in the API's record shape (stable field
+    /// names: id ts tenant app version runner boot seq source stream level
+    /// request_id message fields).
+    #[arg(long)]
+    pub json: bool,
+    /// When to colour: auto (a terminal, unless NO_COLOR is set), always,
+    /// never.
+    #[arg(long, value_enum, default_value_t = ColorWhen::Auto, value_name = "WHEN")]
+    pub color: ColorWhen,
+    /// Never colour (the same as --color never).
+    #[arg(long)]
+    pub no_color: bool,
+    /// How times are shown: local (this machine's time zone), utc (RFC
+    /// 3339), relative (`3m ago`).
+    #[arg(long, value_enum, default_value_t = TimeFormat::Local, value_name = "FORMAT")]
+    pub time: TimeFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorWhen {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum TimeFormat {
+    #[default]
+    Local,
+    Utc,
+    Relative,
+}
+
+/// Stdout closed under us (`| head`, a pager that quit): a normal way to
+/// stop reading, not a failure.
+#[derive(Debug, thiserror::Error)]
+#[error("output closed")]
+pub struct OutputClosed;
+
+/// Resolves once stdout's reader is gone (a pager quit, `| head` ended),
+/// found without writing: so `-f` ends when the pager does, not at the next
+/// record, which may be hours away.
+pub async fn stdout_closed() {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    loop {
+        let mut poll = libc::pollfd {
+            fd: libc::STDOUT_FILENO,
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one pollfd we own, without waiting.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        // A pipe whose reader closed reports POLLERR; a terminal that hung
+        // up, POLLHUP.
+        if ready > 0 && poll.revents & (libc::POLLERR | libc::POLLHUP) != 0 {
+            return;
+        }
+        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// Prints records to stdout as the flags ask. Cheap to clone; clones share
+/// the id of the last record printed.
+#[derive(Clone)]
+pub struct Printer {
+    json: bool,
+    color: bool,
+    time: TimeFormat,
+    zone: TimeZone,
+    /// Whether to show app and runner (off in `tailwater dev`, which runs
+    /// one worker).
+    labels: bool,
+    last_printed: Arc<AtomicU64>,
+}
+
+impl Printer {
+    pub fn new(args: &OutputArgs) -> Printer {
+        let color = match (args.no_color, args.color) {
+            (true, _) | (_, ColorWhen::Never) => false,
+            (false, ColorWhen::Always) => true,
+            (false, ColorWhen::Auto) => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
+            }
+        };
+        Printer {
+            json: args.json,
+            color,
+            time: args.time,
+            zone: TimeZone::system(),
+            labels: true,
+            last_printed: Arc::default(),
+        }
+    }
+
+    /// Leaves app and runner out of text lines.
+    pub fn without_labels(mut self) -> Printer {
+        self.labels = false;
+        self
+    }
+
+    /// The id of the last record printed (0 before the first).
+    pub fn last_printed(&self) -> u64 {
+        self.last_printed.load(Ordering::Acquire)
+    }
+
+    /// Prints `records` and flushes. [`OutputClosed`] when stdout is gone.
+    pub fn print<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a LogRecord>,
+    ) -> Result<(), OutputClosed> {
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let now = Timestamp::now();
+        let written = records.into_iter().try_for_each(|record| {
+            self.write(&mut out, record, now)?;
+            self.last_printed.fetch_max(record.id, Ordering::AcqRel);
+            Ok(())
+        });
+        written.and_then(|()| out.flush()).map_err(|error| {
+            if error.kind() != std::io::ErrorKind::BrokenPipe {
+                // A full disk or a dead terminal: nothing better to do than
+                // stop, as for a closed pipe, but say why.
+                eprintln!("tailwater: cannot write the output: {error}");
+            }
+            OutputClosed
+        })
+    }
+
+    /// One record, one line.
+    pub fn write(
+        &self,
+        out: &mut impl Write,
+        record: &LogRecord,
+        now: Timestamp,
+    ) -> std::io::Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut *out, record)?;
+            return writeln!(out);
+        }
+        let paint = |style: Style| if self.color { style } else { Style::new() };
+        let time = self.format_time(record.ts, now);
+        write!(out, "{} ", Painted(paint(TIME), &time))?;
+        if self.labels {
+            write!(
+                out,
+                "{} {} ",
+                Painted(paint(APP), &record.app),
+                Painted(paint(RUNNER), &record.runner)
+            )?;
+        }
+        let stream = format!("{:<6}", record.stream.as_str());
+        let level = format!("{:<5}", record.level.as_str().to_ascii_uppercase());
+        write!(
+            out,
+            "{} {} ",
+            Painted(paint(stream_style(record.stream)), &stream),
+            Painted(paint(level_style(record.level)), &level)
+        )?;
+        if let Some(request) = &record.request_id {
+            write!(out, "[{}] ", Painted(paint(REQUEST), request))?;
+        }
+        // Lifecycle lines (start, ready, requests, exit) are the agent's
+        // own: set apart from the worker's output.
+        let message_style = if record.stream == Stream::System {
+            write!(out, "{} ", Painted(paint(LIFECYCLE), "tailwater:"))?;
+            paint(LIFECYCLE)
+        } else {
+            Style::new()
+        };
+        write!(out, "{}", message_style.render())?;
+        write_message(out, &record.message, self.color)?;
+        writeln!(out, "{}", message_style.render_reset())
+    }
+
+    fn format_time(&self, ts: Timestamp, now: Timestamp) -> String {
+        match self.time {
+            TimeFormat::Utc => format!("{ts:.3}"),
+            TimeFormat::Local => ts
+                .to_zoned(self.zone.clone())
+                .strftime("%Y-%m-%d %H:%M:%S%.3f")
+                .to_string(),
+            TimeFormat::Relative => format!("{:>8}", relative(ts, now)),
+        }
+    }
+}
+
+const TIME: Style = Style::new().dimmed();
+const APP: Style = AnsiColor::Blue.on_default();
+const RUNNER: Style = Style::new().dimmed();
+const REQUEST: Style = AnsiColor::Cyan.on_default().bold();
+const LIFECYCLE: Style = AnsiColor::Magenta.on_default().bold();
+
+fn level_style(level: Level) -> Style {
+    match level {
+        Level::Trace => Style::new().dimmed(),
+        Level::Debug => AnsiColor::Blue.on_default(),
+        Level::Info => AnsiColor::Green.on_default(),
+        Level::Warn => AnsiColor::Yellow.on_default().bold(),
+        Level::Error => AnsiColor::Red.on_default().bold(),
+        Level::Fatal => AnsiColor::White.on(AnsiColor::Red).bold(),
+    }
+}
+
+fn stream_style(stream: Stream) -> Style {
+    match stream {
+        Stream::Stdout => Style::new().dimmed(),
+        Stream::Stderr => AnsiColor::Yellow.on_default(),
+        Stream::System => AnsiColor::Magenta.on_default(),
+    }
+}
+
+/// Text in a style; no escape codes at all for the plain style.
+struct Painted<'a>(Style, &'a str);
+
+impl std::fmt::Display for Painted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Painted(style, text) = self;
+        write!(f, "{}{text}{}", style.render(), style.render_reset())
+    }
+}
+
+/// A message, with its colour codes (SGR: `ESC [ … m`) kept when `color`
+/// and dropped otherwise, and every other control character escaped.
+fn write_message(out: &mut impl Write, message: &str, color: bool) -> std::io::Result<()> {
+    let mut coloured = false;
+    let mut rest = message;
+    while let Some(at) = rest.find(|c: char| c.is_control() && c != '\t') {
+        out.write_all(&rest.as_bytes()[..at])?;
+        let control = rest[at..].chars().next().expect("found above");
+        rest = &rest[at + control.len_utf8()..];
+        if control == '\x1b' {
+            if let Some(length) = sgr_length(rest) {
+                if color {
+                    out.write_all(b"\x1b")?;
+                    out.write_all(&rest.as_bytes()[..length])?;
+                    coloured = true;
+                }
+                rest = &rest[length..];
+                continue;
+            }
+        }
+        write!(out, "\\x{:02x}", control as u32)?;
+    }
+    out.write_all(rest.as_bytes())?;
+    if coloured {
+        // The worker's colour must not run into the next line.
+        out.write_all(b"\x1b[0m")?;
+    }
+    Ok(())
+}
+
+/// The length of `[0;31m` at the start of `text` (what follows an ESC of a
+/// colour code), if it is one.
+fn sgr_length(text: &str) -> Option<usize> {
+    let body = text.strip_prefix('[')?;
+    let params = body
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b';')
+        .count();
+    (body.as_bytes().get(params) == Some(&b'm')).then_some(params + 2)
+}
+
+/// `12s ago`, `3m ago`, `2h ago`, `4d ago`; `now` within a second.
+fn relative(ts: Timestamp, now: Timestamp) -> String {
+    let seconds = now.as_second() - ts.as_second();
+    let (amount, unit) = match seconds.unsigned_abs() {
+        0 => return "now".to_owned(),
+        s @ 1..60 => (s, "s"),
+        s @ 60..3600 => (s / 60, "m"),
+        s @ 3600..86400 => (s / 3600, "h"),
+        s => (s / 86400, "d"),
+    };
+    if seconds < 0 {
+        format!("in {amount}{unit}")
+    } else {
+        format!("{amount}{unit} ago")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str, color: bool) -> String {
+        let mut out = Vec::new();
+        write_message(&mut out, text, color).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn colour_codes_pass_with_colour_and_go_without() {
+        assert_eq!(message("\x1b[31mred\x1b[0m", false), "red");
+        assert_eq!(
+            message("\x1b[1;31mred", true),
+            "\x1b[1;31mred\x1b[0m",
+            "reset at the end of the line"
+        );
+    }
+
+    #[test]
+    fn other_control_characters_are_shown_escaped() {
+        assert_eq!(
+            message("bell\x07 title\x1b]0;pwned\x07 tab\tkept", true),
+            "bell\\x07 title\\x1b]0;pwned\\x07 tab\tkept"
+        );
+        assert_eq!(message("cursor\x1b[2Jclear", false), "cursor\\x1b[2Jclear");
+    }
+
+    #[test]
+    fn relative_times_round_down_to_one_unit() {
+        let now: Timestamp = "2026-12-04T10:00:00Z".parse().unwrap();
+        let ago = |seconds: i64| relative(now - jiff::SignedDuration::from_secs(seconds), now);
+        assert_eq!(ago(0), "now");
+        assert_eq!(ago(12), "12s ago");
+        assert_eq!(ago(179), "2m ago");
+        assert_eq!(ago(7300), "2h ago");
+        assert_eq!(ago(4 * 86400 + 5), "4d ago");
+        assert_eq!(ago(-3), "in 3s");
+    }
+}
