@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tailwater_model::wire::ExportFormat;
 
-use super::filters::FilterArgs;
+use super::logs::FilterArgs;
 use crate::Connection;
 
 #[derive(Args, Debug)]

@@ -4,7 +4,6 @@ pub mod completions;
 pub mod demo;
 pub mod dev;
 pub mod export;
-pub mod filters;
 pub mod login;
 pub mod logs;
 pub mod output;
