@@ -4,7 +4,8 @@
 //!   in one durable file.
 //! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
 //!   and what it may do.
-//! - [`api`]: the routes: ingest, history, live tail, health.
+//! - [`api`]: the routes: ingest, history, live tail, histogram, health,
+//!   and the web UI.
 //! - [`tail`]: how live tail learns that new records arrived.
 //!
 //! [`start`] binds and serves in the background and hands back a
@@ -31,6 +32,9 @@ use crate::registry::Registry;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest ingest request body, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Records one `GET /v1/histogram` counts at most, unless configured
+/// otherwise: past it, the answer holds the newest and says so.
+pub const DEFAULT_HISTOGRAM_MAX_RECORDS: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -45,6 +49,8 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
+    /// Records one histogram counts at most (the newest first).
+    pub histogram_max_records: usize,
 }
 
 impl ServerConfig {
@@ -56,6 +62,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
         }
     }
 }
@@ -71,6 +78,7 @@ pub struct AppState {
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
+    pub histogram_max_records: usize,
 }
 
 /// A server serving in the background.
@@ -116,6 +124,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
+        histogram_max_records: config.histogram_max_records.max(1),
     };
     let stopping = state.stopping.clone();
     spawn_store_upkeep(

@@ -21,7 +21,7 @@ use crate::{tail, AppState};
 /// the token may see. Read as plain pairs first, so an unknown or repeated
 /// parameter gets the same clear JSON error as a bad value, rather than
 /// axum's text rejection.
-fn params(
+pub(super) fn params(
     state: &AppState,
     principal: &Principal,
     Query(mut pairs): Query<Vec<(String, String)>>,

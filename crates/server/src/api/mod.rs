@@ -1,9 +1,11 @@
 //! The HTTP API. Every route but `/healthz` needs a bearer token; every error
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
+mod histogram;
 mod ingest;
 mod logs;
 mod tenancy;
+mod ui;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -48,6 +50,12 @@ pub fn router(state: AppState) -> Router {
             post(tenancy::create_app).get(tenancy::list_apps),
         )
         .route("/v1/apps/{name}", patch(tenancy::update_app))
+        .route("/v1/histogram", get(histogram::histogram))
+        .route("/", get(ui::page))
+        .route("/runners", get(ui::page))
+        .route("/runners/{runner}", get(ui::page))
+        .route("/requests/{id}", get(ui::page))
+        .route("/ui/{file}", get(ui::asset))
         .fallback(not_found)
         .with_state(state)
 }

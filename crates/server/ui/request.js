@@ -1,0 +1,67 @@
+// One request's page: its status, timing and runner from
+// `/v1/requests/{id}`, and its logs, live while it runs.
+
+import { h, replace, state as stateView, count } from "./dom.js";
+import { get } from "./api.js";
+import { clock, duration } from "./format.js";
+import { Explorer } from "./explorer.js";
+
+const REFRESH_MS = 2000;
+
+function statusBadge(status) {
+  if (status == null) return h("span", { class: "badge state-running" }, "no status yet");
+  const kind = status >= 500 ? "error" : status >= 400 ? "warn" : "ok";
+  return h("span", { class: `badge status-${kind}` }, String(status));
+}
+
+export class RequestPage {
+  constructor({ id, explorerState, navigate, onState }) {
+    this.id = id;
+    this.navigate = navigate;
+    this.card = h("div", { class: "card" }, stateView("loading", "Loading the request…"));
+    this.explorer = new Explorer({ base: { request: id }, state: explorerState, onState, navigate, placeholder: "search this request's lines: words, /regex/, level:>=warn  ( / )" });
+    this.element = h("div", { class: "page request-page" },
+      h("div", { class: "page-head" }, h("span", { class: "dim" }, "Request"), h("h1", { class: "mono" }, id)),
+      this.card,
+      h("h2", { class: "section-title" }, "Logs"),
+      this.explorer.element);
+  }
+
+  start() {
+    this.explorer.start();
+    this.load();
+    this.timer = setInterval(() => this.load(), REFRESH_MS);
+  }
+
+  stop() {
+    clearInterval(this.timer);
+    this.explorer.stop();
+  }
+
+  async load() {
+    let request;
+    try {
+      request = await get(`/v1/requests/${encodeURIComponent(this.id)}`);
+    } catch (error) {
+      replace(this.card, stateView(error.status === 404 ? "empty" : "error",
+        error.status === 404 ? "No such request (yet)" : "The request could not be loaded", error.message));
+      if (error.status !== 404) clearInterval(this.timer);
+      return;
+    }
+    if (request.ended) clearInterval(this.timer);
+    const runnerLink = h("a", { href: `/runners/${encodeURIComponent(request.runner)}`, class: "mono",
+      onclick: (event) => { event.preventDefault(); this.navigate(`/runners/${encodeURIComponent(request.runner)}`); } }, request.runner);
+    const facts = [
+      ["status", statusBadge(request.status)],
+      ["state", h("span", { class: `badge state-${request.state}` }, request.state)],
+      ["app", request.app],
+      ["version", request.version || "—"],
+      ["runner", runnerLink],
+      ["started", request.started ? clock(request.started, true) : "—"],
+      ["ended", request.ended ? clock(request.ended, true) : "still running"],
+      ["duration", request.duration_ms != null ? duration(request.duration_ms) : "—"],
+      ["lines", count(request.records ?? 0)],
+    ];
+    replace(this.card, h("dl", { class: "facts facts-wide" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])));
+  }
+}

@@ -1,0 +1,296 @@
+//! The web UI end to end: the real `tailwater` binary serving it, real
+//! agents sending real lines, and headless Chromium driven over WebDriver
+//! doing what a person does. Each view leaves a screenshot in
+//! `target/ui-screenshots/`.
+
+#[allow(dead_code)]
+#[path = "../e2e/common.rs"]
+mod common;
+
+mod browser;
+
+use std::time::{Duration, Instant};
+
+use browser::Browser;
+use common::*;
+use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
+use serde_json::Value;
+
+/// A worker that logs like a GPU worker: JSON lines with levels, fields and
+/// request ids, plain lines, stderr, and ANSI colours.
+const WORKER: &str = r#"
+echo '{"level":"info","msg":"loading model sdxl-turbo","gpu":{"id":0,"name":"A100"}}'
+echo '{"level":"debug","msg":"weights mapped","bytes":6938040320}'
+echo '{"level":"info","request_id":"req-7","msg":"job started","prompt":"a lighthouse"}'
+echo '{"level":"warning","request_id":"req-7","msg":"slow denoise step","step":14,"ms":812}'
+printf '\033[32mINFO\033[0m | progress \033[1m50%%\033[0m\n'
+echo '[ERROR] CUDA out of memory while allocating 2.00 GiB' >&2
+echo '{"level":"info","request_id":"req-7","msg":"job done","status":200}'
+"#;
+
+#[tokio::test]
+async fn sign_in_search_and_filter_by_a_click() {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "sdxl", WORKER).status.success());
+    let browser = Browser::open().await;
+
+    // A wrong token is refused with the server's reason.
+    browser.client.goto(&server.url()).await.unwrap();
+    let token = browser.wait_for_element("input[name=token]").await;
+    browser.screenshot("signin").await;
+    token.send_keys("tw_not_a_token").await.unwrap();
+    browser
+        .js("document.querySelector('form.signin button').click()")
+        .await;
+    browser
+        .wait_until(
+            "the refusal",
+            "return document.querySelector('.signin-error')?.textContent.includes('invalid token') ?? false",
+        )
+        .await;
+
+    browser.sign_in(&server, "/").await;
+    browser
+        .wait_until(
+            "the worker's lines",
+            "return document.querySelectorAll('.logview .row').length >= 7",
+        )
+        .await;
+    let messages = browser.messages().await;
+    // Newest first: the agent's record of the worker's exit on top.
+    assert!(messages[0].contains("exited with code 0"), "{messages:?}");
+    assert!(
+        messages.last().unwrap().contains("starting"),
+        "{messages:?}"
+    );
+    // ANSI colours become styled spans, never markup.
+    let coloured = browser
+        .js("const row = [...document.querySelectorAll('.row')].find((r) => r.textContent.includes('progress'));
+             return [row.querySelector('.msg').textContent, row.querySelectorAll('.msg span').length]")
+        .await;
+    let text = coloured[0].as_str().unwrap();
+    assert!(
+        text.ends_with("progress 50%") && !text.contains('\u{1b}'),
+        "{text:?}"
+    );
+    assert!(
+        coloured[1].as_u64() >= Some(2),
+        "coloured spans: {coloured}"
+    );
+    browser.screenshot("explorer").await;
+
+    // A search with qualifiers narrows the lines, and lives in the URL.
+    let search = browser.wait_for_element("input.search").await;
+    search.send_keys("level:>=warn app:sdxl\n").await.unwrap();
+    browser
+        .wait_until(
+            "only warnings and errors",
+            "const rows = [...document.querySelectorAll('.logview .row')];
+             return rows.length === 2 && rows.every((r) => /level-(warn|error)/.test(r.className))",
+        )
+        .await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(url.query().unwrap().contains("q=level"), "{url}");
+
+    // Reopening the link shows the same view.
+    browser.client.goto(url.as_str()).await.unwrap();
+    browser
+        .wait_until(
+            "the same two lines after a reload",
+            "return document.querySelectorAll('.logview .row').length === 2
+                && document.querySelector('input.search').value === 'level:>=warn app:sdxl'",
+        )
+        .await;
+
+    // A click on a request id filters by it.
+    browser.client.goto(&server.url()).await.unwrap();
+    browser
+        .wait_until(
+            "the lines again",
+            "return document.querySelectorAll('.logview .row').length >= 7",
+        )
+        .await;
+    browser
+        .js("document.querySelector('.row .chip.request').click()")
+        .await;
+    browser
+        .wait_until(
+            "the request's three lines",
+            "return document.querySelector('input.search').value.includes('request:req-7')
+                && document.querySelectorAll('.logview .row').length === 3",
+        )
+        .await;
+
+    // A line expands to its fields.
+    browser
+        .js("[...document.querySelectorAll('.row')].find((r) => r.textContent.includes('slow denoise')).querySelector('.msg').click()")
+        .await;
+    browser
+        .wait_until(
+            "the expanded fields",
+            "return document.querySelector('.row.expanded .json')?.textContent.includes('812') ?? false",
+        )
+        .await;
+    browser.screenshot("explorer-expanded").await;
+
+    // A search that cannot be read says what to write instead.
+    let search = browser.wait_for_element("input.search").await;
+    search.clear().await.unwrap();
+    search.send_keys("lvl:warn\n").await.unwrap();
+    browser
+        .wait_until(
+            "the search error",
+            "return document.querySelector('.search-error')?.textContent.includes(\"unknown qualifier 'lvl:'\") ?? false",
+        )
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn live_tail_shows_a_new_line_within_a_second() {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "live", "echo 'from history'")
+        .status
+        .success());
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/?q=app:live&live=1").await;
+    browser
+        .wait_until(
+            "history, then the live tail connected",
+            "return document.querySelector('.status-live.on') !== null
+                && document.querySelectorAll('.logview .row').length === 1",
+        )
+        .await;
+
+    let output = run_worker(&server, "live", "echo 'fresh line'");
+    // The agent exits once the server has acknowledged the line.
+    let stored_at = Instant::now();
+    assert!(output.status.success());
+    browser
+        .wait_until_within(
+            "the new line",
+            "return [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('fresh line'))",
+            Duration::from_secs(5),
+        )
+        .await;
+    let delay = stored_at.elapsed();
+    assert!(
+        delay < Duration::from_secs(1),
+        "shown {delay:?} after it was stored"
+    );
+    let messages = browser.messages().await;
+    assert!(
+        messages[0].contains("fresh line"),
+        "newest on top: {messages:?}"
+    );
+    browser.screenshot("live").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn download_saves_the_view_as_text_and_ndjson() {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "sdxl", WORKER).status.success());
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/?q=app:sdxl&order=oldest").await;
+    browser
+        .wait_until(
+            "the lines",
+            "return document.querySelectorAll('.logview .row').length >= 7",
+        )
+        .await;
+
+    browser
+        .js("document.querySelector('.menu summary').click()")
+        .await;
+    browser
+        .js("document.querySelector('[data-format=text]').click()")
+        .await;
+    let text = std::fs::read_to_string(browser.downloaded("log").await).unwrap();
+    // The same lines, in the same form, as `tailwater logs` prints.
+    let cli = server
+        .command(&["logs", "--app", "sdxl", "--since", "1h", "-n", "1000"])
+        .output()
+        .unwrap();
+    assert!(cli.status.success());
+    assert_eq!(text, String::from_utf8(cli.stdout).unwrap());
+    assert!(text.contains("[req-7] slow denoise step"), "{text}");
+
+    browser
+        .js("document.querySelector('.menu summary').click()")
+        .await;
+    browser
+        .js("document.querySelector('[data-format=ndjson]').click()")
+        .await;
+    let ndjson = std::fs::read_to_string(browser.downloaded("ndjson").await).unwrap();
+    let records = json_lines(ndjson.as_bytes());
+    let expected = server.logs(&["--app", "sdxl", "--since", "1h"]);
+    assert_eq!(records, expected);
+    assert_eq!(records[3]["fields"]["ms"], 812);
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn histogram_counts_by_level_and_a_drag_zooms() {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "sdxl", WORKER).status.success());
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/?q=app:sdxl&range=15m").await;
+    browser
+        .wait_until(
+            "the histogram of the seven lines",
+            "return document.querySelector('.histogram-total')?.textContent === '7 lines'",
+        )
+        .await;
+    let bars: Value = browser
+        .js("return ['debug','info','warn','error'].map((l) => document.querySelectorAll('.histogram rect.bar-' + l).length)")
+        .await;
+    assert!(
+        bars.as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n.as_u64() >= Some(1)),
+        "one bar for each level present: {bars}"
+    );
+    browser.screenshot("histogram").await;
+
+    // Dragging across the last third zooms the range to it.
+    let plot = browser.wait_for_element(".histogram-svg").await;
+    let (width, _) = plot.rectangle().await.map(|(_, _, w, h)| (w, h)).unwrap();
+    let drag = MouseActions::new("mouse".into())
+        .then(PointerAction::MoveToElement {
+            element: plot.clone(),
+            duration: None,
+            x: width / 6.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Down {
+            button: MOUSE_BUTTON_LEFT,
+        })
+        .then(PointerAction::MoveToElement {
+            element: plot.clone(),
+            duration: Some(Duration::from_millis(100)),
+            x: width / 2.0 - 2.0,
+            y: 0.0,
+        })
+        .then(PointerAction::Up {
+            button: MOUSE_BUTTON_LEFT,
+        });
+    browser.client.perform_actions(drag).await.unwrap();
+    browser
+        .wait_until(
+            "a custom range from the drag",
+            "return location.search.includes('range=custom') && !document.querySelector('.custom-range').hidden",
+        )
+        .await;
+    let url = browser.client.current_url().await.unwrap();
+    let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    let from: jiff::Timestamp = query["from"].parse().unwrap();
+    let to: jiff::Timestamp = query["to"].parse().unwrap();
+    let span = to.duration_since(from);
+    assert!(
+        span > jiff::SignedDuration::from_mins(4) && span < jiff::SignedDuration::from_mins(6),
+        "a third of 15 minutes: {span:?}"
+    );
+    browser.close().await;
+}
