@@ -123,6 +123,11 @@ impl Browser {
         }
     }
 
+    /// Clicks the element `css` finds, as a person would.
+    pub async fn click(&self, css: &str) {
+        self.wait_for_element(css).await.click().await.unwrap();
+    }
+
     /// Runs `script` in the page and returns its value.
     pub async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()
