@@ -24,6 +24,8 @@
 //!    | change a tenant's defaults | yes | its own | no | no |
 //!    | create, list, revoke tokens | yes | its tenant's, never admin tokens | no | no |
 //!    | create, list, change apps | yes | yes | no | no |
+//!    | read runners (`/v1/runners`) | yes | yes | no | no |
+//!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. |
 //!
 //!    Refusals are 403 `forbidden` and say what the token may do.
 //! 4. **Private apps.** A caller that names a private app (`app=`, or its
@@ -31,6 +33,12 @@
 //!    private apps are left out of everything else a caller reads. Privacy
 //!    is checked as records are read, so making an app private hides it
 //!    from live tails at once.
+//! 5. **Recorded callers.** Where the gateway recorded which caller made a
+//!    request (`fields.caller` on its `request_start` record: the caller
+//!    token's public id), only that caller token reads it: any other caller
+//!    gets 404 from `/v1/requests/{id}` and its logs, and no record from
+//!    `/v1/logs?request=` and its tail, exactly as for a request that does
+//!    not exist ([`CallerView::may_see_caller`]).
 
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
@@ -72,6 +80,7 @@ pub enum Action {
     UpdateTenant,
     ManageTokens,
     ManageApps,
+    ReadRunners,
 }
 
 /// A refusal: the API answers 404 or 403 with this message.
@@ -136,6 +145,7 @@ impl Principal {
             UpdateTenant => "change tenants",
             ManageTokens => "manage tokens",
             ManageApps => "manage apps",
+            ReadRunners => "read runners",
         };
         Err(Denied::Forbidden(format!(
             "a {} token cannot {what}: it can do {can}; use a token with the right scope",
@@ -211,6 +221,8 @@ impl Principal {
         Ok(Some(CallerView {
             tenant: tenant.to_owned(),
             app: self.app.clone(),
+            token_id: self.token_id.clone(),
+            blind: false,
         }))
     }
 }
@@ -221,12 +233,37 @@ impl Principal {
 pub struct CallerView {
     tenant: String,
     app: Option<String>,
+    /// The caller token's public id.
+    token_id: String,
+    /// Sees nothing: the request read is another caller's.
+    blind: bool,
 }
 
 impl CallerView {
     /// Checked per record, as it is read: privacy changes apply at once.
     pub fn sees(&self, record: &LogRecord, registry: &Registry) -> bool {
-        self.app.as_ref().is_none_or(|app| *app == record.app)
-            && !registry.is_private(&self.tenant, &record.app)
+        self.sees_app(&record.app, registry)
+    }
+
+    /// Whether records of `app` are visible to this caller.
+    pub fn sees_app(&self, app: &str, registry: &Registry) -> bool {
+        !self.blind
+            && self.app.as_deref().is_none_or(|own| own == app)
+            && !registry.is_private(&self.tenant, app)
+    }
+
+    /// Whether this caller may read a request the gateway recorded as made
+    /// by `recorded` (a caller token's public id); any caller may read one
+    /// recorded with none.
+    pub fn may_see_caller(&self, recorded: Option<&str>) -> bool {
+        recorded.is_none_or(|recorded| recorded == self.token_id)
+    }
+
+    /// This view, seeing nothing at all.
+    pub fn blind(self) -> CallerView {
+        CallerView {
+            blind: true,
+            ..self
+        }
     }
 }

@@ -7,6 +7,8 @@
 //! - [`api`]: the routes: ingest, history, live tail, histogram, health,
 //!   and the web UI.
 //! - [`tail`]: how live tail learns that new records arrived.
+//! - [`runners`]: each runner's state, from its lifecycle records and
+//!   heartbeats; lost runners.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -15,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod registry;
+pub mod runners;
 pub mod tail;
 
 use std::net::SocketAddr;
@@ -27,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::registry::Registry;
+use crate::runners::{RunnerSettings, Runners};
 
 /// The address the server listens on unless told otherwise: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -51,6 +55,8 @@ pub struct ServerConfig {
     pub max_batch_bytes: usize,
     /// Records one histogram counts at most (the newest first).
     pub histogram_max_records: usize,
+    /// The runner table: heartbeat timeout, size.
+    pub runners: RunnerSettings,
 }
 
 impl ServerConfig {
@@ -63,6 +69,7 @@ impl ServerConfig {
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
+            runners: RunnerSettings::default(),
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct AppState {
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
     pub histogram_max_records: usize,
+    /// Each runner's state; ingest appends through it.
+    pub runners: Arc<Runners>,
 }
 
 /// A server serving in the background.
@@ -89,6 +98,8 @@ pub struct RunningServer {
     pub new_admin_token: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    /// The runner table's upkeep, which saves it once more as it ends.
+    runner_upkeep: JoinHandle<()>,
 }
 
 impl RunningServer {
@@ -97,7 +108,9 @@ impl RunningServer {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
-        self.task.await?.context("server failed")
+        let served = self.task.await?.context("server failed");
+        self.runner_upkeep.await?;
+        served
     }
 
     /// Serves until the process is asked to stop (Ctrl-C or SIGTERM).
@@ -117,15 +130,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
+    let registry = Arc::new(registry);
     let (new_records, _) = watch::channel(store.last_id());
+    let store = Arc::new(store);
+    let runners = {
+        let (data_dir, store, new_records) =
+            (config.data_dir.clone(), store.clone(), new_records.clone());
+        let settings = config.runners.clone();
+        let registry = registry.clone();
+        tokio::task::spawn_blocking(move || {
+            Runners::open(&data_dir, store, new_records, &registry, settings)
+        })
+        .await??
+    };
+    let runners = Arc::new(runners);
     let state = AppState {
-        store: Arc::new(store),
-        registry: Arc::new(registry),
+        store,
+        registry,
         new_records,
         stopping: watch::channel(false).0,
         max_batch_bytes: config.max_batch_bytes,
         histogram_max_records: config.histogram_max_records.max(1),
+        runners: runners.clone(),
     };
+    let runner_upkeep = runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -159,6 +187,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_admin_token,
         shutdown: Some(shutdown),
         task,
+        runner_upkeep,
     })
 }
 

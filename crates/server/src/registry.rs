@@ -710,7 +710,7 @@ fn generate_id() -> String {
 
 /// Write to a temporary file (mode 600), fsync, rename over, fsync the
 /// directory: readers see the old file or the new one, never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let temporary: PathBuf = path.with_extension("json.tmp");
     let mut file = fs::OpenOptions::new()
         .create(true)

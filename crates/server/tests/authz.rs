@@ -34,7 +34,7 @@ async fn call(
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    if path.starts_with("/v1/logs/tail") && status == 200 {
+    if is_tail(path) && status == 200 {
         let mut events = String::new();
         let mut stream = response.bytes_stream();
         while let Result::Ok(Some(Result::Ok(chunk))) =
@@ -48,6 +48,25 @@ async fn call(
 }
 
 const TAIL_QUIET: Duration = Duration::from_millis(300);
+
+/// `/v1/logs/tail` and `/v1/requests/{id}/logs/tail`.
+fn is_tail(path: &str) -> bool {
+    path.split('?').next().unwrap().ends_with("/logs/tail")
+}
+
+/// `/v1/logs` and `/v1/requests/{id}/logs`: a page of records.
+fn is_page(path: &str) -> bool {
+    path.split('?').next().unwrap().ends_with("/logs")
+}
+
+/// A gateway's record of a request's start, made by caller token `caller`.
+fn gateway_start(app: &str, runner: &str, request: &str, caller: &str) -> Value {
+    json!({"app": app, "version": "v1", "runner": runner, "boot": "b", "source": "gateway", "records": [
+        {"seq": 0, "ts": jiff::Timestamp::now().to_string(), "stream": "system", "level": "info",
+         "request_id": request, "message": format!("request {request} started"),
+         "fields": {"event": "request_start", "caller": caller}}
+    ]})
+}
 
 async fn ok(server: &RunningServer, method: &str, path: &str, body: Value) -> Value {
     let (status, text) = call(server, method, path, Some(ADMIN), Some(body)).await;
@@ -121,6 +140,27 @@ enum Endpoint {
     CreateApp,
     ListApps,
     UpdateApp,
+    /// `GET /v1/runners?app=A`.
+    Runners,
+    /// `GET /v1/runners/seed-A`.
+    RunnerShow,
+    /// `GET /v1/requests/r-A`.
+    Request,
+    /// `GET /v1/requests/r-A/logs`.
+    RequestLogs,
+    /// `GET /v1/requests/r-A/logs/tail?after=0`.
+    RequestTail,
+    /// `GET /v1/requests/mine-A`: the gateway recorded the caller token
+    /// of the matrix as its caller.
+    RequestMine,
+    /// `GET /v1/requests/theirs-A`: recorded as another caller's.
+    RequestTheirs,
+    /// `GET /v1/requests/theirs-A/logs`.
+    RequestTheirsLogs,
+    /// `GET /v1/logs?request=theirs-A`.
+    LogsTheirs,
+    /// `GET /v1/logs/tail?request=theirs-A&after=0`.
+    TailTheirs,
 }
 use Endpoint::*;
 
@@ -184,6 +224,49 @@ const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (UpdateApp,     "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (UpdateApp,     "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (UpdateApp,     "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Runners,       "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Runners,       "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Runners,       "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Runners,       "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RunnerShow,    "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (RunnerShow,    "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (RunnerShow,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RunnerShow,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // A caller names no app here: a private app's request is as missing.
+    (Request,       "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Request,       "own",   "priv", [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Request,       "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Request,       "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestLogs,   "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (RequestLogs,   "own",   "priv", [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestLogs,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestLogs,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTail,   "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (RequestTail,   "own",   "priv", [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTail,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTail,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestMine,   "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (RequestMine,   "own",   "priv", [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestMine,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestMine,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // Another caller's request: 404 where a missing request is 404, no
+    // record where a missing request has none.
+    (RequestTheirs, "own",   "pub",  [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirs, "own",   "priv", [Ok,       Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirs, "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirs, "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirsLogs, "own", "pub", [Ok,      Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirsLogs, "own", "priv",[Ok,      Ok,        Forbidden, NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirsLogs, "other","pub",[Ok,      NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (RequestTheirsLogs, "other","priv",[Ok,     NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsTheirs,    "own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LogsTheirs,    "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LogsTheirs,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LogsTheirs,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailTheirs,    "own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (TailTheirs,    "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (TailTheirs,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (TailTheirs,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
 ];
 
 #[tokio::test]
@@ -220,7 +303,19 @@ async fn authorization_matrix() {
         json!({"scope": "ingest", "tenant": "acme", "app": "pub"}),
     )
     .await;
-    let (caller, _) = new_token(&server, json!({"scope": "caller", "tenant": "acme"})).await;
+    let (caller, caller_id) =
+        new_token(&server, json!({"scope": "caller", "tenant": "acme"})).await;
+    // Requests the gateway recorded as made by this caller, and by another.
+    for tenant in ["acme", "globex"] {
+        for app in ["pub", "priv"] {
+            let path = format!("/v1/ingest?tenant={tenant}");
+            for (request, who) in [("mine", caller_id.as_str()), ("theirs", "tok_someone_else")] {
+                let runner = format!("gw-{request}-{app}");
+                let start = gateway_start(app, &runner, &format!("{request}-{app}"), who);
+                ok(&server, "POST", &path, start).await;
+            }
+        }
+    }
     let (revoked, revoked_id) =
         new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
     ok(
@@ -317,6 +412,52 @@ async fn authorization_matrix() {
                     Some(json!({"name": fresh, "private_logs": app == "priv"})),
                 ),
                 ListApps => ("GET", format!("/v1/apps?tenant={tenant}"), None),
+                Runners => (
+                    "GET",
+                    format!("/v1/runners?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                RunnerShow => (
+                    "GET",
+                    format!("/v1/runners/seed-{app}?tenant={tenant}"),
+                    None,
+                ),
+                Request => ("GET", format!("/v1/requests/r-{app}?tenant={tenant}"), None),
+                RequestLogs => (
+                    "GET",
+                    format!("/v1/requests/r-{app}/logs?tenant={tenant}"),
+                    None,
+                ),
+                RequestTail => (
+                    "GET",
+                    format!("/v1/requests/r-{app}/logs/tail?tenant={tenant}&after=0"),
+                    None,
+                ),
+                RequestMine => (
+                    "GET",
+                    format!("/v1/requests/mine-{app}?tenant={tenant}"),
+                    None,
+                ),
+                RequestTheirs => (
+                    "GET",
+                    format!("/v1/requests/theirs-{app}?tenant={tenant}"),
+                    None,
+                ),
+                RequestTheirsLogs => (
+                    "GET",
+                    format!("/v1/requests/theirs-{app}/logs?tenant={tenant}"),
+                    None,
+                ),
+                LogsTheirs => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                TailTheirs => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=theirs-{app}&after=0"),
+                    None,
+                ),
                 UpdateApp => (
                     "PATCH",
                     format!("/v1/apps/{app}?tenant={tenant}"),
@@ -331,9 +472,9 @@ async fn authorization_matrix() {
             let code = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
-            let records = if path.starts_with("/v1/logs/tail") {
+            let records = if is_tail(&path) {
                 text.matches("event: record").count()
-            } else if path.starts_with("/v1/logs") && status == 200 {
+            } else if is_page(&path) && status == 200 {
                 serde_json::from_str::<Value>(&text).unwrap()["records"]
                     .as_array()
                     .unwrap()

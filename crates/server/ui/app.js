@@ -7,6 +7,7 @@ import { get, loadSession, saveSession, signedOut } from "./api.js";
 import { Explorer, stateFromUrl, stateToUrl } from "./explorer.js";
 import { RunnersPage, RunnerPage } from "./runners.js";
 import { RequestPage } from "./request.js";
+import { requestPath } from "./format.js";
 
 const root = document.getElementById("app");
 let page = null;
@@ -65,7 +66,7 @@ function render() {
   } else if (path === "/runners") {
     page = new RunnersPage({ app, state: query.get("state"), navigate, onState: ({ state }) => history.replaceState(null, "", withQuery({ state })) });
   } else if ((match = /^\/runners\/([^/]+)$/.exec(path))) {
-    page = new RunnerPage({ runner: decode(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
+    page = new RunnerPage({ runner: decode(match[1]), app, explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
   } else if ((match = /^\/requests\/([^/]+)$/.exec(path))) {
     page = new RequestPage({ id: decode(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
   }
@@ -104,7 +105,7 @@ function header(session, path, app) {
     h("a", { href: "/", class: "brand", onclick: (event) => { event.preventDefault(); navigate("/"); } },
       h("img", { src: "/ui/favicon.svg", alt: "", width: 22, height: 22 }), "tailwater"),
     h("nav", { class: "nav" }, link("/", "Logs", path === "/"), link("/runners", "Runners", path.startsWith("/runners"))),
-    h("form", { class: "goto-form", onsubmit: (event) => { event.preventDefault(); if (goTo.value.trim()) navigate(`/requests/${encodeURIComponent(goTo.value.trim())}`); } }, goTo),
+    h("form", { class: "goto-form", onsubmit: (event) => { event.preventDefault(); if (goTo.value.trim()) navigate(requestPath(goTo.value.trim())); } }, goTo),
     h("div", { class: "spacer" }),
     h("label", { class: "picker-label" }, "tenant", tenantPicker),
     h("label", { class: "picker-label" }, "app", appPicker),

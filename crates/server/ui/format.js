@@ -1,5 +1,5 @@
 // Times, durations and the text form of a record, as the UI shows and
-// downloads them.
+// downloads them; and the console's own addresses of runners and requests.
 
 export const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
 
@@ -66,4 +66,14 @@ export function resolveTime(text, now = Date.now()) {
   if (ago != null) return new Date(now - ago);
   const date = new Date(text);
   return Number.isNaN(date.getTime()) ? null : date;
+}
+
+/** A runner's page, with its app: one runner id may be in several apps. */
+export function runnerPath(runner) {
+  return `/runners/${encodeURIComponent(runner.runner)}?app=${encodeURIComponent(runner.app)}`;
+}
+
+/** A request's page. */
+export function requestPath(id) {
+  return `/requests/${encodeURIComponent(id)}`;
 }

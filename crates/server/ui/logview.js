@@ -6,7 +6,7 @@
 
 import { h } from "./dom.js";
 import { renderAnsi, stripAnsi } from "./ansi.js";
-import { clock } from "./format.js";
+import { clock, requestPath, runnerPath } from "./format.js";
 
 /** Height of one collapsed row, in pixels: matches `.row` in style.css. */
 export const ROW_HEIGHT = 22;
@@ -198,8 +198,8 @@ export class LogView {
           h("span", { class: "label" }, h("span", { class: "label-name" }, name), String(value))),
         record.invalid_utf8 ? h("span", { class: "label warn" }, "invalid utf-8 replaced") : null),
       h("div", { class: "detail-actions" },
-        h("a", { href: `/runners/${encodeURIComponent(record.runner)}`, dataset: { nav: "1" } }, "runner page →"),
-        record.request_id ? h("a", { href: `/requests/${encodeURIComponent(record.request_id)}`, dataset: { nav: "1" } }, "request page →") : null,
+        h("a", { href: runnerPath(record), dataset: { nav: "1" } }, "runner page →"),
+        record.request_id ? h("a", { href: requestPath(record.request_id), dataset: { nav: "1" } }, "request page →") : null,
         h("button", { type: "button", class: "link copy", dataset: { copy: "1" } }, "copy line")));
     detail.addEventListener("toggle", () => this.schedule(), true);
     return detail;

@@ -3,7 +3,7 @@
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, duration } from "./format.js";
+import { clock, duration, runnerPath } from "./format.js";
 import { Explorer } from "./explorer.js";
 
 const REFRESH_MS = 2000;
@@ -49,11 +49,11 @@ export class RequestPage {
       return;
     }
     if (request.ended) clearInterval(this.timer);
-    const runnerLink = h("a", { href: `/runners/${encodeURIComponent(request.runner)}`, class: "mono",
-      onclick: (event) => { event.preventDefault(); this.navigate(`/runners/${encodeURIComponent(request.runner)}`); } }, request.runner);
+    const path = runnerPath(request);
+    const runnerLink = h("a", { href: path, class: "mono", onclick: (event) => { event.preventDefault(); this.navigate(path); } }, request.runner);
     const facts = [
       ["status", statusBadge(request.status)],
-      ["state", h("span", { class: `badge state-${request.state}` }, request.state)],
+      ["state", h("span", { class: `badge state-${request.state}` }, request.state.replace(/_/g, " "))],
       ["app", request.app],
       ["version", request.version || "—"],
       ["runner", runnerLink],

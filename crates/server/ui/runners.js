@@ -4,19 +4,21 @@
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, ago, duration } from "./format.js";
+import { clock, ago, duration, runnerPath } from "./format.js";
 import { Explorer } from "./explorer.js";
 
 export const STATES = ["initializing", "ready", "running", "exited", "crashed", "oom-killed", "lost"];
 const ENDED = new Set(["exited", "crashed", "oom-killed", "lost"]);
 const REFRESH_MS = 5000;
 
+const SIGNALS = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM" };
+
 /** Why a runner ended: `exit 0`, `exit 1`, `SIGKILL`, `OOM-killed`. */
 export function exitReason(exit) {
   if (!exit) return "—";
   if (exit.oom_killed) return "OOM-killed";
   const parts = [];
-  if (exit.signal != null) parts.push(typeof exit.signal === "number" ? `signal ${exit.signal}` : String(exit.signal));
+  if (exit.signal != null) parts.push(SIGNALS[exit.signal] || `signal ${exit.signal}`);
   else if (exit.code != null) parts.push(`exit ${exit.code}`);
   if (exit.core_dumped) parts.push("core dumped");
   return parts.join(", ") || "—";
@@ -73,8 +75,10 @@ export class RunnersPage {
       return;
     }
     runners.sort((a, b) => String(b.last_seen || b.started).localeCompare(String(a.last_seen || a.started)));
-    const row = (runner) => h("tr", { class: "clickable", dataset: { runner: runner.runner }, onclick: () => this.navigate(`/runners/${encodeURIComponent(runner.runner)}`) },
-      h("td", null, h("a", { href: `/runners/${encodeURIComponent(runner.runner)}`, class: "mono", onclick: (event) => { event.preventDefault(); } }, runner.runner)),
+    const row = (runner) => {
+      const path = runnerPath(runner);
+      return h("tr", { class: "clickable", dataset: { runner: runner.runner }, onclick: () => this.navigate(path) },
+      h("td", null, h("a", { href: path, class: "mono", onclick: (event) => { event.preventDefault(); } }, runner.runner)),
       h("td", null, stateBadge(runner.state)),
       h("td", null, runner.app),
       h("td", { class: "mono" }, runner.version || "—"),
@@ -83,6 +87,7 @@ export class RunnersPage {
       h("td", null, exitReason(runner.exit)),
       h("td", { class: "num" }, count(runner.requests?.served ?? 0)),
       h("td", { class: "num" }, count(runner.requests?.in_flight ?? 0)));
+    };
     replace(this.body, h("table", { class: "table" },
       h("thead", null, h("tr", null, ["runner", "state", "app", "version", "started", "last seen", "exit", "served", "in flight"].map((name) => h("th", null, name)))),
       h("tbody", null, runners.map(row))));
@@ -91,12 +96,13 @@ export class RunnersPage {
 
 /** One runner: its card, lifecycle timeline and logs. */
 export class RunnerPage {
-  constructor({ runner, explorerState, navigate, onState }) {
+  constructor({ runner, app, explorerState, navigate, onState }) {
     this.runner = runner;
+    this.app = app;
     this.navigate = navigate;
     this.card = h("div", { class: "card" }, stateView("loading", "Loading the runner…"));
     this.timeline = h("ol", { class: "timeline" });
-    this.explorer = new Explorer({ base: { runner }, state: explorerState, onState, navigate, placeholder: `search this runner's lines: words, /regex/, level:>=warn, request:…  ( / )` });
+    this.explorer = new Explorer({ base: { runner, app }, state: explorerState, onState, navigate, placeholder: `search this runner's lines: words, /regex/, level:>=warn, request:…  ( / )` });
     this.element = h("div", { class: "page runner-page" },
       h("div", { class: "page-head" }, h("a", { href: "/runners", class: "back", onclick: (e) => { e.preventDefault(); navigate("/runners"); } }, "← Runners"),
         h("h1", { class: "mono" }, runner)),
@@ -119,7 +125,7 @@ export class RunnerPage {
   async load() {
     let runner;
     try {
-      runner = await get(`/v1/runners/${encodeURIComponent(this.runner)}`);
+      runner = await get(`/v1/runners/${encodeURIComponent(this.runner)}`, { app: this.app });
     } catch (error) {
       replace(this.card, stateView("error", "The runner could not be loaded", error.message));
       replace(this.timeline, h("li", { class: "dim" }, "—"));

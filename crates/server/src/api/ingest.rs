@@ -58,11 +58,13 @@ pub async fn ingest(
     principal.allow_ingest_app(&batch.app)?;
     validate_app_name(&batch.app)?;
 
-    let store = state.store.clone();
+    let runners = state.runners.clone();
     let registry = state.registry.clone();
     let response = tokio::task::spawn_blocking(move || {
         registry.ensure_app(&tenant, &batch.app)?;
-        store.append(&tenant, batch).map_err(ApiError::internal)
+        // Through the runner table: a batch, even an empty heartbeat, is
+        // the runner being seen.
+        runners.append(&tenant, batch).map_err(ApiError::internal)
     })
     .await
     .map_err(ApiError::internal)??;

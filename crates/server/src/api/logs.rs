@@ -43,6 +43,13 @@ pub async fn history(
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Json<LogsPage>, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs)?;
+    let view = super::requests::restrict_to_recorded_caller(
+        &state,
+        &tenant,
+        view,
+        params.request.as_deref(),
+    )
+    .await?;
     let query = params
         .to_query(Timestamp::now())
         .map_err(ApiError::bad_request)?;
@@ -74,6 +81,13 @@ pub async fn tail(
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs)?;
+    let view = super::requests::restrict_to_recorded_caller(
+        &state,
+        &tenant,
+        view,
+        params.request.as_deref(),
+    )
+    .await?;
     let filter = params
         .to_filter(Timestamp::now())
         .map_err(ApiError::bad_request)?;

@@ -4,6 +4,8 @@
 mod histogram;
 mod ingest;
 mod logs;
+mod requests;
+mod runners;
 mod tenancy;
 mod ui;
 
@@ -56,6 +58,11 @@ pub fn router(state: AppState) -> Router {
         .route("/runners/{runner}", get(ui::page))
         .route("/requests/{id}", get(ui::page))
         .route("/ui/{file}", get(ui::asset))
+        .route("/v1/runners", get(runners::list))
+        .route("/v1/runners/{runner}", get(runners::show))
+        .route("/v1/requests/{id}", get(requests::show))
+        .route("/v1/requests/{id}/logs", get(requests::logs))
+        .route("/v1/requests/{id}/logs/tail", get(requests::tail))
         .fallback(not_found)
         .with_state(state)
 }
@@ -137,33 +144,49 @@ impl From<RegistryError> for ApiError {
 /// Takes `tenant` out of a query string's pairs: the tenant a request acts
 /// on, when not the token's own.
 pub(crate) fn take_tenant(pairs: &mut Vec<(String, String)>) -> Result<Option<String>, ApiError> {
-    let mut tenant = None;
+    take_param(pairs, "tenant")
+}
+
+/// Takes parameter `wanted` out of a query string's pairs: `None` when it
+/// is absent or empty, a 400 when it is given twice.
+pub(crate) fn take_param(
+    pairs: &mut Vec<(String, String)>,
+    wanted: &str,
+) -> Result<Option<String>, ApiError> {
+    let mut found = None;
     let mut error = None;
     pairs.retain(|(name, value)| {
-        if name != "tenant" {
+        if name != wanted {
             return true;
         }
-        if tenant.replace(value.clone()).is_some() {
-            error = Some(ApiError::bad_request(
-                "tenant is given more than once: give it once",
-            ));
+        if found.replace(value.clone()).is_some() {
+            error = Some(ApiError::bad_request(format!(
+                "{wanted} is given more than once: give it once"
+            )));
         }
         false
     });
     match error {
         Some(error) => Err(error),
-        None => Ok(tenant.filter(|tenant| !tenant.is_empty())),
+        None => Ok(found.filter(|value| !value.is_empty())),
+    }
+}
+
+/// Refuses whatever parameter is left in `pairs` once a call took the ones
+/// it knows (`takes`, for the message).
+pub(crate) fn no_other_params(pairs: &[(String, String)], takes: &str) -> Result<(), ApiError> {
+    match pairs.first() {
+        Some((name, _)) => Err(ApiError::bad_request(format!(
+            "unknown parameter '{name}': this call takes only {takes}"
+        ))),
+        None => Ok(()),
     }
 }
 
 /// The query string of calls that take nothing but `tenant`.
 pub(crate) fn only_tenant(mut pairs: Vec<(String, String)>) -> Result<Option<String>, ApiError> {
     let tenant = take_tenant(&mut pairs)?;
-    if let Some((name, _)) = pairs.first() {
-        return Err(ApiError::bad_request(format!(
-            "unknown parameter '{name}': this call takes only tenant"
-        )));
-    }
+    no_other_params(&pairs, "tenant")?;
     Ok(tenant)
 }
 

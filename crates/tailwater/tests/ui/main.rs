@@ -292,3 +292,246 @@ async fn histogram_counts_by_level_and_a_drag_zooms() {
     );
     browser.close().await;
 }
+
+/// A Python worker that marks a request through the control socket, as the
+/// SDKs do, and logs inside it. With `GATE` set, the request stays in
+/// flight until that file exists.
+const REQUEST_WORKER: &str = r#"
+import json, os, socket, time
+control = socket.socket(socket.AF_UNIX)
+control.connect(os.environ["TAILWATER_CONTROL"])
+f = control.makefile("rw")
+def tell(command):
+    f.write(json.dumps(command) + "\n"); f.flush()
+    return json.loads(f.readline())
+request = os.environ["REQUEST"]
+print("loading weights", flush=True)
+tell({"ready": True})
+tell({"request_start": request})
+print(json.dumps({"level": "info", "msg": "denoising", "step": 1}), flush=True)
+gate = os.environ.get("GATE")
+while gate and not os.path.exists(gate):
+    time.sleep(0.02)
+print(json.dumps({"level": "warning", "msg": "nsfw filter slow"}), flush=True)
+tell({"request_end": request, "status": 200})
+print("idle", flush=True)
+"#;
+
+fn request_worker(server: &TestServer, runner: &str, request: &str) -> std::process::Command {
+    let mut command = server.command(&[
+        "run",
+        "--app",
+        "sdxl",
+        "--version",
+        "v3",
+        "--runner",
+        runner,
+        "--",
+        "python3",
+        "-c",
+        REQUEST_WORKER,
+    ]);
+    command.env("REQUEST", request);
+    command
+}
+
+#[tokio::test]
+async fn the_runners_table_and_a_runners_page() {
+    let server = TestServer::start();
+    let output = request_worker(&server, "gpu-7", "req-ui-1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let crash = run_worker(&server, "sdxl", "echo 'import torch' && kill -9 $$");
+    assert!(!crash.status.success());
+
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/runners").await;
+    browser
+        .wait_until(
+            "both runners",
+            "return document.querySelectorAll('.runners-page tbody tr').length === 2",
+        )
+        .await;
+    let rows = browser
+        .js("return [...document.querySelectorAll('.runners-page tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
+        .await;
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+    let gpu = rows.iter().find(|row| row[0] == "gpu-7").unwrap();
+    assert_eq!(gpu[1], "exited", "{gpu:?}");
+    assert_eq!(gpu[3], "v3", "{gpu:?}");
+    assert_eq!(gpu[6], "exit 0", "{gpu:?}");
+    assert_eq!(gpu[7], "1", "one request served: {gpu:?}");
+    let crashed = rows.iter().find(|row| row[0] == "sdxl-runner").unwrap();
+    assert_eq!(crashed[1], "crashed", "{crashed:?}");
+    assert_eq!(crashed[6], "SIGKILL", "{crashed:?}");
+    browser.screenshot("runners").await;
+
+    browser.click("tr[data-runner=gpu-7]").await;
+    browser
+        .wait_until(
+            "the runner's card, timeline and logs",
+            "return location.pathname === '/runners/gpu-7'
+                && document.querySelector('.facts')?.textContent.includes('exit 0')
+                && document.querySelectorAll('.timeline .event').length >= 4
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('nsfw filter slow'))",
+        )
+        .await;
+    let events: Vec<String> = serde_json::from_value(
+        browser
+            .js("return [...document.querySelectorAll('.timeline .event-name')].map((e) => e.textContent)")
+            .await,
+    )
+    .unwrap();
+    for event in ["start", "ready", "request start", "request end", "exit"] {
+        assert!(
+            events.iter().any(|e| e == event),
+            "no {event} in {events:?}"
+        );
+    }
+    let messages = browser.messages().await;
+    assert!(
+        messages.iter().all(|m| !m.contains("import torch")),
+        "only this runner's lines: {messages:?}"
+    );
+    browser.screenshot("runner").await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
+    let server = TestServer::start();
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("go");
+    let mut worker = request_worker(&server, "gpu-9", "req-live")
+        .env("GATE", &gate_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/").await;
+    // The request id field opens its page.
+    let goto = browser.wait_for_element("input.goto").await;
+    goto.send_keys("req-live\n").await.unwrap();
+    browser
+        .wait_until(
+            "the request in flight, with its first line",
+            "return location.pathname === '/requests/req-live'
+                && document.querySelector('.request-page .facts')?.textContent.includes('in flight')
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('denoising'))
+                && document.querySelector('.status-live.on') !== null",
+        )
+        .await;
+    browser.screenshot("request-in-flight").await;
+
+    std::fs::write(&gate_file, "").unwrap();
+    browser
+        .wait_until(
+            "the new line, live, and the status once it ended",
+            "return [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('nsfw filter slow'))
+                && document.querySelector('.request-page .facts')?.textContent.includes('200')
+                && document.querySelector('.request-page .facts')?.textContent.includes('completed')",
+        )
+        .await;
+    assert!(worker.wait().unwrap().success());
+    let facts = browser
+        .js("return document.querySelector('.request-page .facts').textContent")
+        .await;
+    let facts = facts.as_str().unwrap();
+    assert!(facts.contains("gpu-9") && facts.contains("sdxl"), "{facts}");
+    let messages = browser.messages().await;
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.contains("loading weights") && !m.contains("idle")),
+        "only the request's lines: {messages:?}"
+    );
+    browser.screenshot("request").await;
+
+    // Its runner is a click away.
+    browser.click(".request-page .facts a").await;
+    browser
+        .wait_until(
+            "the runner's page",
+            "return location.pathname === '/runners/gpu-9'",
+        )
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
+    const LINES: usize = 100_000;
+    let server = TestServer::start();
+    let script = format!("for i in range({LINES}): print(f'line {{i:06d}} of the bulk load')");
+    let output = server
+        .command(&["run", "--app", "bulk", "--", "python3", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    let browser = Browser::open().await;
+    browser
+        .sign_in(&server, "/?q=app:bulk+stream:stdout&order=oldest")
+        .await;
+    browser
+        .wait_until(
+            "the first page",
+            "return document.querySelectorAll('.logview .row').length > 0",
+        )
+        .await;
+    // Scrolling to the end loads the next page, until there is no more.
+    let loaded = format!(
+        "const view = document.querySelector('.logview');
+         view.scrollTop = view.scrollHeight;
+         return document.querySelector('.status').textContent.startsWith('{} lines') &&
+             document.querySelector('.status').textContent.includes('all loaded')",
+        "100,000"
+    );
+    browser
+        .wait_until_within("all the lines", &loaded, Duration::from_secs(120))
+        .await;
+    let rows = browser
+        .js("return document.querySelectorAll('.logview .row').length")
+        .await;
+    assert!(
+        rows.as_u64().unwrap() < 200,
+        "only the rows in sight are in the page: {rows}"
+    );
+
+    // Any line is a jump away, and the page draws it at once.
+    let jumps = browser
+        .js("return new Promise((resolve) => {
+            const view = document.querySelector('.logview');
+            const times = [];
+            const jump = (n) => {
+              if (n === 20) return resolve(times);
+              const line = Math.floor((n * 7919) % 100000);
+              const started = performance.now();
+              view.scrollTop = line * 22;
+              requestAnimationFrame(() => requestAnimationFrame(() => {
+                times.push(performance.now() - started);
+                const top = [...view.querySelectorAll('.row')]
+                  .find((row) => Math.abs(row.getBoundingClientRect().top - view.getBoundingClientRect().top) < 12);
+                const want = 'line ' + String(line).padStart(6, '0');
+                if (!top || !top.textContent.includes(want)) return resolve('row ' + line + ' shows ' + top?.textContent);
+                jump(n + 1);
+              }));
+            };
+            jump(0);
+          })")
+        .await;
+    let mut times: Vec<f64> = serde_json::from_value(jumps.clone())
+        .unwrap_or_else(|_| panic!("a jump showed the wrong line: {jumps}"));
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    // Two frames at 60 Hz are 33 ms; generous for a loaded machine.
+    assert!(
+        median < 250.0,
+        "a jump takes {median} ms to draw: {times:?}"
+    );
+    browser.screenshot("hundred-thousand-lines").await;
+    browser.close().await;
+}

@@ -1,0 +1,263 @@
+//! `GET /v1/requests/{id}` (where and when a request ran, and how it ended),
+//! `GET /v1/requests/{id}/logs` and `GET /v1/requests/{id}/logs/tail` (its
+//! records: the `/v1/logs` handlers with `request=ID`), and the rule that a
+//! request recorded with a caller is that caller's alone.
+//!
+//! **How a gateway records the caller.** The request's `request_start`
+//! system record carries `fields.caller`: the public id (`tok_…`, as
+//! `POST /v1/tokens` returns it and `GET /v1/tokens` lists it) of the caller
+//! token the request was made with. The first `request_start` of a request
+//! that names a caller decides. Caller tokens then read that request only
+//! if they are that token (see [`crate::auth`], rule 5); owners and admins
+//! read every request of their tenant.
+//!
+//! A request that does not exist, and one the token may not see, are both
+//! 404, so a caller cannot learn that another caller's request exists.
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tailwater_model::wire::{LogsPage, RequestInfo, RequestState};
+use tailwater_model::{Direction, Filter, LogRecord, Stream};
+use tailwater_store::RequestSummary;
+
+use super::{only_tenant, take_tenant, ApiError};
+use crate::auth::{CallerView, Principal};
+use crate::AppState;
+
+/// A request's `system` records read to find its start and end.
+const LIFECYCLE_LIMIT: usize = 64;
+
+/// A request's `request_start` and `request_end` records.
+#[derive(Default)]
+struct Lifecycle {
+    start: Option<LogRecord>,
+    end: Option<LogRecord>,
+    /// Its first record of any stream, when it has no lifecycle record.
+    first: Option<LogRecord>,
+}
+
+impl Lifecycle {
+    /// The caller token the gateway recorded, if it recorded one.
+    fn caller(&self) -> Option<&str> {
+        self.start.as_ref()?.fields.get("caller")?.as_str()
+    }
+}
+
+fn event(record: &LogRecord) -> Option<&str> {
+    record.fields.get("event")?.as_str()
+}
+
+async fn lifecycle(state: &AppState, tenant: &str, id: &str) -> Result<Lifecycle, ApiError> {
+    let store = state.store.clone();
+    let (tenant, id) = (tenant.to_owned(), id.to_owned());
+    let read = move || {
+        let query = |stream, limit| tailwater_model::Query {
+            filter: Filter {
+                request_id: Some(id.clone()),
+                stream,
+                ..Filter::default()
+            },
+            direction: Direction::Forward,
+            limit,
+            cursor: None,
+        };
+        let system = store.query(&tenant, &query(Some(Stream::System), LIFECYCLE_LIMIT))?;
+        let mut lifecycle = Lifecycle::default();
+        for record in system.records {
+            match event(&record) {
+                Some("request_start") if lifecycle.start.is_none() => {
+                    lifecycle.start = Some(record)
+                }
+                Some("request_start") if lifecycle.caller().is_none() => {
+                    lifecycle.start = Some(record)
+                }
+                Some("request_end") => lifecycle.end = Some(record),
+                _ => {}
+            }
+        }
+        if lifecycle.start.is_none() && lifecycle.end.is_none() {
+            lifecycle.first = store.query(&tenant, &query(None, 1))?.records.pop();
+        }
+        Ok::<_, tailwater_store::StoreError>(lifecycle)
+    };
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+/// For `/v1/logs?request=ID` and its tail: a caller reading a request the
+/// gateway recorded for another caller sees no record of it.
+pub(crate) async fn restrict_to_recorded_caller(
+    state: &AppState,
+    tenant: &str,
+    view: Option<CallerView>,
+    request: Option<&str>,
+) -> Result<Option<CallerView>, ApiError> {
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    let Some(request) = request else {
+        return Ok(Some(view));
+    };
+    let lifecycle = lifecycle(state, tenant, request).await?;
+    Ok(Some(if view.may_see_caller(lifecycle.caller()) {
+        view
+    } else {
+        view.blind()
+    }))
+}
+
+/// The request as this token may see it; 404 when it does not exist or may
+/// not be seen.
+async fn visible_request(
+    state: &AppState,
+    principal: &Principal,
+    tenant: &str,
+    id: &str,
+) -> Result<(RequestSummary, Lifecycle), ApiError> {
+    let view = principal.log_view(tenant, Some(id), None, &state.registry)?;
+    let missing = || {
+        ApiError::not_found(format!(
+            "no request '{id}': check the id (the gateway returns it in X-Request-Id)"
+        ))
+    };
+    let store = state.store.clone();
+    let (summary_tenant, summary_id) = (tenant.to_owned(), id.to_owned());
+    let summary = tokio::task::spawn_blocking(move || store.request(&summary_tenant, &summary_id))
+        .await
+        .map_err(ApiError::internal)?
+        .ok_or_else(missing)?;
+    let lifecycle = lifecycle(state, tenant, id).await?;
+    if let Some(view) = view {
+        if !view.sees_app(&summary.app, &state.registry) || !view.may_see_caller(lifecycle.caller())
+        {
+            return Err(missing());
+        }
+    }
+    Ok((summary, lifecycle))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<RequestInfo>, ApiError> {
+    let tenant = principal.tenant_for(only_tenant(pairs)?.as_deref(), &state.registry)?;
+    let (summary, lifecycle) = visible_request(&state, &principal, &tenant, &id).await?;
+    Ok(Json(request_info(&state, tenant, summary, &lifecycle)))
+}
+
+fn request_info(
+    state: &AppState,
+    tenant: String,
+    summary: RequestSummary,
+    lifecycle: &Lifecycle,
+) -> RequestInfo {
+    let int = |record: &Option<LogRecord>, key: &str| {
+        record
+            .as_ref()
+            .and_then(|record| record.fields.get(key))
+            .and_then(serde_json::Value::as_i64)
+    };
+    let any = lifecycle
+        .start
+        .as_ref()
+        .or(lifecycle.end.as_ref())
+        .or(lifecycle.first.as_ref());
+    let started = match &lifecycle.start {
+        Some(start) => start.ts,
+        None => jiff::Timestamp::from_nanosecond(i128::from(summary.first_ts))
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+    };
+    let ended = lifecycle.end.as_ref().map(|end| end.ts);
+    let duration_ms = int(&lifecycle.end, "duration_ms")
+        .and_then(|ms| u64::try_from(ms).ok())
+        .or_else(|| {
+            let took = ended?.duration_since(started);
+            u64::try_from(took.as_millis()).ok()
+        });
+    let status = int(&lifecycle.end, "status").or(summary.status);
+    let request_state = match &lifecycle.end {
+        Some(end) => match end.fields.get("outcome").and_then(|value| value.as_str()) {
+            Some("unfinished") => RequestState::Unfinished,
+            Some("completed") | None => RequestState::Completed,
+            Some(_) => RequestState::Error,
+        },
+        // No end yet: unfinished if its runner's life is over (an agent
+        // killed before it could say so), else still in flight.
+        None => {
+            let boot = any.map(|record| record.boot.as_str()).unwrap_or_default();
+            let runner_over = state
+                .runners
+                .find(&tenant, &summary.runner, Some(&summary.app))
+                .into_iter()
+                .any(|runner| runner.state.is_final() || runner.boot != boot);
+            if runner_over {
+                RequestState::Unfinished
+            } else {
+                RequestState::InFlight
+            }
+        }
+    };
+    RequestInfo {
+        request_id: summary.id,
+        tenant,
+        app: summary.app,
+        version: any.map(|record| record.version.clone()).unwrap_or_default(),
+        runner: summary.runner,
+        state: request_state,
+        status,
+        started,
+        ended,
+        duration_ms,
+        records: summary.records,
+    }
+}
+
+/// The query string of `/v1/requests/{id}/logs…`: its own parameters with
+/// `request=ID`, once the request is known to be visible.
+async fn request_pairs(
+    state: &AppState,
+    principal: &Principal,
+    id: String,
+    mut pairs: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, ApiError> {
+    if pairs.iter().any(|(name, _)| name == "request") {
+        return Err(ApiError::bad_request(
+            "the request id is in the path: leave request= out",
+        ));
+    }
+    let mut probe = pairs.clone();
+    let tenant = principal.tenant_for(take_tenant(&mut probe)?.as_deref(), &state.registry)?;
+    visible_request(state, principal, &tenant, &id).await?;
+    pairs.push(("request".into(), id));
+    Ok(pairs)
+}
+
+/// `GET /v1/requests/{id}/logs`: a page, as `GET /v1/logs?request=ID`.
+pub async fn logs(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Json<LogsPage>, ApiError> {
+    let pairs = request_pairs(&state, &principal, id, pairs).await?;
+    super::logs::history(State(state), principal, Query(pairs)).await
+}
+
+/// `GET /v1/requests/{id}/logs/tail`: live, as `GET /v1/logs/tail?request=ID`.
+pub async fn tail(
+    State(state): State<AppState>,
+    principal: Principal,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let pairs = request_pairs(&state, &principal, id, pairs).await?;
+    let events = super::logs::tail(State(state), principal, headers, Query(pairs)).await?;
+    Ok(events.into_response())
+}
