@@ -60,7 +60,10 @@ function render() {
   const app = query.get("app") || "";
   const decode = (text) => { try { return decodeURIComponent(text); } catch { return text; } };
   let match;
-  if (path === "/") {
+  if (session.limited && !path.startsWith("/requests/")) {
+    // A caller's token reads one request at a time, and nothing else.
+    page = null;
+  } else if (path === "/") {
     page = new Explorer({ base: { app }, state: stateFromUrl(location.search), onState: explorerStateChanged, navigate });
     page.element.classList.add("page", "logs-page");
   } else if (path === "/runners") {
@@ -70,7 +73,11 @@ function render() {
   } else if ((match = /^\/requests\/([^/]+)$/.exec(path))) {
     page = new RequestPage({ id: decode(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
   }
-  const view = page ? page.element : stateView("empty", "No such page", "Open Logs or Runners above.");
+  const view = page
+    ? page.element
+    : session.limited
+      ? stateView("empty", "This token reads one request's logs at a time", "Type a request id in the box above to open its page.")
+      : stateView("empty", "No such page", "Open Logs or Runners above.");
   replace(root, header(session, path, app), h("main", { class: "main" }, view));
   page?.start();
 }
@@ -104,11 +111,11 @@ function header(session, path, app) {
   return h("header", { class: "topbar" },
     h("a", { href: "/", class: "brand", onclick: (event) => { event.preventDefault(); navigate("/"); } },
       h("img", { src: "/ui/favicon.svg", alt: "", width: 22, height: 22 }), "tailwater"),
-    h("nav", { class: "nav" }, link("/", "Logs", path === "/"), link("/runners", "Runners", path.startsWith("/runners"))),
+    session.limited ? null : h("nav", { class: "nav" }, link("/", "Logs", path === "/"), link("/runners", "Runners", path.startsWith("/runners"))),
     h("form", { class: "goto-form", onsubmit: (event) => { event.preventDefault(); if (goTo.value.trim()) navigate(requestPath(goTo.value.trim())); } }, goTo),
     h("div", { class: "spacer" }),
-    h("label", { class: "picker-label" }, "tenant", tenantPicker),
-    h("label", { class: "picker-label" }, "app", appPicker),
+    session.limited ? null : h("label", { class: "picker-label" }, "tenant", tenantPicker),
+    session.limited ? null : h("label", { class: "picker-label" }, "app", appPicker),
     h("button", { type: "button", class: "button ghost", title: "keyboard shortcuts (?)", onclick: toggleHelp }, "?"),
     h("button", { type: "button", class: "button ghost signout", onclick: () => { saveSession(null); signInMessage = ""; render(); } }, "Sign out"));
 }

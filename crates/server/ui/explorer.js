@@ -8,7 +8,7 @@ import { get, follow } from "./api.js";
 import { parseSearch, withQualifier } from "./search.js";
 import { LogView } from "./logview.js";
 import { Histogram } from "./histogram.js";
-import { parseDuration, textLine } from "./format.js";
+import { parseDuration, parseTime, textLine } from "./format.js";
 
 export const RANGES = [
   ["5m", "last 5 minutes"], ["15m", "last 15 minutes"], ["1h", "last hour"], ["6h", "last 6 hours"],
@@ -180,6 +180,20 @@ export class Explorer {
     this.element?.classList.toggle("is-live", this.state.live);
   }
 
+  /**
+   * Narrows the histogram of a preset range to when the subject lived: a
+   * runner's lives, a request's span (`end` null while it goes on), so it
+   * shows them rather than a sliver of the last 7 days. The lines are not
+   * narrowed: nothing is hidden by it.
+   */
+  setBounds(start, end) {
+    const key = `${start?.getTime()}-${end?.getTime()}`;
+    if (key === this.boundsKey) return;
+    this.boundsKey = key;
+    this.bounds = { start, end };
+    if (this.params && this.abort && !this.abort.signal.aborted) this.loadHistogram(this.abort.signal);
+  }
+
   /** The time window `[since, until)` the state means, now. */
   window() {
     if (this.state.range === "custom") {
@@ -189,6 +203,19 @@ export class Explorer {
     }
     const now = Date.now();
     return [new Date(now - (parseDuration(this.state.range) ?? 3_600_000)), new Date(now)];
+  }
+
+  /** The histogram's window: the state's, narrowed to the bounds given. */
+  histogramWindow() {
+    let [since, until] = this.window().map((date) => date.getTime());
+    const now = Date.now();
+    if (this.state.range !== "custom" && this.bounds?.start) {
+      const end = this.bounds.end ? Math.min(now, this.bounds.end.getTime()) : now;
+      const margin = Math.max(1000, (end - this.bounds.start.getTime()) * 0.02);
+      since = Math.max(since, this.bounds.start.getTime() - margin);
+      if (this.bounds.end) until = Math.min(until, end + margin);
+    }
+    return [new Date(since), new Date(Math.max(until, since + 1000))];
   }
 
   /** The filters of the current state: `{params}` or `{error}`. */
@@ -247,7 +274,7 @@ export class Explorer {
   }
 
   async loadHistogram(signal) {
-    const [since, until] = this.window();
+    const [since, until] = this.histogramWindow();
     const params = { ...this.params, since: since.toISOString(), until: until.toISOString(), buckets: this.histogram.buckets() };
     if (!this.histogram.data) this.histogram.loading();
     try {
@@ -322,6 +349,7 @@ export class Explorer {
     this.flushScheduled = false;
     const records = this.incoming.splice(0);
     if (!records.length || this.abort.signal.aborted) return;
+    this.histogram.add(records);
     if (this.state.order === "newest") {
       const atTop = this.view.element.scrollTop <= 1;
       this.view.prepend(records.reverse());

@@ -3,9 +3,17 @@
 
 export const LEVELS = ["trace", "debug", "info", "warn", "error", "fatal"];
 
+/**
+ * A record's time as a Date: the API writes nanoseconds, more fraction
+ * digits than every browser's Date reads, so it is cut to milliseconds.
+ */
+export function parseTime(ts) {
+  return new Date(typeof ts === "string" ? rfc3339Millis(ts) : ts);
+}
+
 /** `2026-11-21T10:00:00.123456789Z` as local `10:00:00.123` (with the date when asked). */
 export function clock(ts, withDate = false) {
-  const date = new Date(ts);
+  const date = parseTime(ts);
   if (Number.isNaN(date.getTime())) return String(ts);
   const pad = (n, width = 2) => String(n).padStart(width, "0");
   const time = `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}.${pad(date.getMilliseconds(), 3)}`;
@@ -47,7 +55,7 @@ export function duration(ms) {
 /** `3 m ago` from a time. */
 export function ago(ts) {
   if (!ts) return "—";
-  const ms = Date.now() - new Date(ts).getTime();
+  const ms = Date.now() - parseTime(ts).getTime();
   if (ms < 5000) return "just now";
   return `${duration(ms).replace(/ \d+ (s|m|h)$/, "")} ago`;
 }

@@ -3,7 +3,7 @@
 // dragged range; hovering shows a bucket's counts.
 
 import { h, svg, replace, count } from "./dom.js";
-import { LEVELS, clock } from "./format.js";
+import { LEVELS, clock, parseTime } from "./format.js";
 
 const HEIGHT = 96;
 const AXIS = 18;
@@ -45,6 +45,27 @@ export class Histogram {
     replace(this.note);
   }
 
+  /** Counts records that arrived live, until the next fetch redraws it all. */
+  add(records) {
+    const data = this.data;
+    if (!data) return;
+    const since = parseTime(data.since).getTime();
+    const stepMs = data.step_ns / 1e6;
+    for (const record of records) {
+      const index = Math.floor((parseTime(record.ts).getTime() - since) / stepMs);
+      if (index < 0) continue;
+      const bucket = data.buckets[Math.min(index, data.buckets.length - 1)];
+      bucket.counts[record.level] = (bucket.counts[record.level] || 0) + 1;
+      data.total += 1;
+    }
+    if (!this.redraw) {
+      this.redraw = requestAnimationFrame(() => {
+        this.redraw = 0;
+        this.draw();
+      });
+    }
+  }
+
   draw() {
     const data = this.data;
     if (!data) return;
@@ -67,14 +88,16 @@ export class Histogram {
         chart.append(svg("rect", { class: `bar bar-${level}`, x: index * barWidth + 0.5, y: base, width: Math.max(1, barWidth - 1.5), height: barHeight }));
       }
     });
-    const since = Date.parse(data.since);
-    const until = Date.parse(data.until);
+    const since = parseTime(data.since).getTime();
+    const until = parseTime(data.until).getTime();
     const withDate = until - since > 86_400_000;
-    const ticks = Math.max(2, Math.floor(width / 140));
+    const ticks = Math.max(2, Math.floor(width / 150));
     for (let i = 0; i <= ticks; i++) {
       const x = (i / ticks) * width;
       const label = svg("text", { class: "axis", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" });
-      label.textContent = clock(new Date(since + ((until - since) * i) / ticks).toISOString(), withDate).slice(0, withDate ? 16 : 8);
+      const text = clock(new Date(since + ((until - since) * i) / ticks).toISOString(), withDate);
+      // `12-04 09:08` over days, `09:08:51` within one, `09:08:51.250` within seconds.
+      label.textContent = withDate ? text.slice(5, 16) : until - since < 20_000 ? text : text.slice(0, 8);
       chart.append(label);
     }
     const topLabel = svg("text", { class: "axis", x: 4, y: 11 });

@@ -3,7 +3,7 @@
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, duration, runnerPath } from "./format.js";
+import { clock, duration, parseTime, runnerPath } from "./format.js";
 import { Explorer } from "./explorer.js";
 
 const REFRESH_MS = 2000;
@@ -49,6 +49,7 @@ export class RequestPage {
       return;
     }
     if (request.ended) clearInterval(this.timer);
+    this.explorer.setBounds(parseTime(request.started), request.ended ? parseTime(request.ended) : null);
     const path = runnerPath(request);
     const runnerLink = h("a", { href: path, class: "mono", onclick: (event) => { event.preventDefault(); this.navigate(path); } }, request.runner);
     const facts = [

@@ -4,7 +4,7 @@
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, ago, duration, runnerPath } from "./format.js";
+import { clock, ago, duration, parseTime, runnerPath } from "./format.js";
 import { Explorer } from "./explorer.js";
 
 export const STATES = ["initializing", "ready", "running", "exited", "crashed", "oom-killed", "lost"];
@@ -133,7 +133,10 @@ export class RunnerPage {
       return;
     }
     if (ENDED.has(runner.state)) clearInterval(this.timer);
-    const startup = runner.ready_at && runner.started ? Date.parse(runner.ready_at) - Date.parse(runner.started) : null;
+    // Its lifecycle records reach back to its first life's start.
+    const first = runner.events?.[0]?.ts ?? runner.started;
+    this.explorer.setBounds(parseTime(first), runner.exited_at ? parseTime(runner.exited_at) : null);
+    const startup = runner.ready_at && runner.started ? parseTime(runner.ready_at) - parseTime(runner.started) : null;
     const facts = [
       ["state", stateBadge(runner.state)],
       ["app", runner.app],
