@@ -4,7 +4,7 @@
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
 import { clock, duration, parseTime, runnerPath } from "./format.js";
-import { Explorer } from "./explorer.js";
+import { SubjectPage } from "./subject.js";
 
 const REFRESH_MS = 2000;
 
@@ -14,41 +14,26 @@ function statusBadge(status) {
   return h("span", { class: `badge status-${kind}` }, String(status));
 }
 
-export class RequestPage {
+export class RequestPage extends SubjectPage {
   constructor({ id, explorerState, navigate, onState }) {
+    super({
+      kind: "request", title: id, head: h("span", { class: "dim" }, "Request"), base: { request: id },
+      refreshMs: REFRESH_MS, explorerState, navigate, onState,
+    });
     this.id = id;
-    this.navigate = navigate;
-    this.card = h("div", { class: "card" }, stateView("loading", "Loading the request…"));
-    this.explorer = new Explorer({ base: { request: id }, state: explorerState, onState, navigate, placeholder: "search this request's lines: words, /regex/, level:>=warn  ( / )" });
-    this.element = h("div", { class: "page request-page" },
-      h("div", { class: "page-head" }, h("span", { class: "dim" }, "Request"), h("h1", { class: "mono" }, id)),
-      this.card,
-      h("h2", { class: "section-title" }, "Logs"),
-      this.explorer.element);
   }
 
-  start() {
-    this.explorer.start();
-    this.load();
-    this.timer = setInterval(() => this.load(), REFRESH_MS);
-  }
-
-  stop() {
-    clearInterval(this.timer);
-    this.explorer.stop();
-  }
-
-  async load() {
+  async refresh() {
     let request;
     try {
       request = await get(`/v1/requests/${encodeURIComponent(this.id)}`);
     } catch (error) {
       replace(this.card, stateView(error.status === 404 ? "empty" : "error",
         error.status === 404 ? "No such request (yet)" : "The request could not be loaded", error.message));
-      if (error.status !== 404) clearInterval(this.timer);
+      if (error.status !== 404) this.done();
       return;
     }
-    if (request.ended) clearInterval(this.timer);
+    if (request.ended) this.done();
     this.explorer.setBounds(parseTime(request.started), request.ended ? parseTime(request.ended) : null);
     const path = runnerPath(request);
     const runnerLink = h("a", { href: path, class: "mono", onclick: (event) => { event.preventDefault(); this.navigate(path); } }, request.runner);

@@ -5,7 +5,7 @@
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
 import { clock, ago, duration, parseTime, runnerPath } from "./format.js";
-import { Explorer } from "./explorer.js";
+import { SubjectPage } from "./subject.js";
 
 export const STATES = ["initializing", "ready", "running", "exited", "crashed", "oom-killed", "lost"];
 const ENDED = new Set(["exited", "crashed", "oom-killed", "lost"]);
@@ -95,44 +95,31 @@ export class RunnersPage {
 }
 
 /** One runner: its card, lifecycle timeline and logs. */
-export class RunnerPage {
+export class RunnerPage extends SubjectPage {
   constructor({ runner, app, explorerState, navigate, onState }) {
+    const timeline = h("ol", { class: "timeline" });
+    super({
+      kind: "runner", title: runner, base: { runner, app },
+      head: h("a", { href: "/runners", class: "back", onclick: (e) => { e.preventDefault(); navigate("/runners"); } }, "← Runners"),
+      aside: h("section", { class: "card timeline-card" }, h("h2", null, "Lifecycle"), timeline),
+      refreshMs: REFRESH_MS, explorerState, navigate, onState,
+    });
+    this.timeline = timeline;
     this.runner = runner;
     this.app = app;
-    this.navigate = navigate;
-    this.card = h("div", { class: "card" }, stateView("loading", "Loading the runner…"));
-    this.timeline = h("ol", { class: "timeline" });
-    this.explorer = new Explorer({ base: { runner, app }, state: explorerState, onState, navigate, placeholder: `search this runner's lines: words, /regex/, level:>=warn, request:…  ( / )` });
-    this.element = h("div", { class: "page runner-page" },
-      h("div", { class: "page-head" }, h("a", { href: "/runners", class: "back", onclick: (e) => { e.preventDefault(); navigate("/runners"); } }, "← Runners"),
-        h("h1", { class: "mono" }, runner)),
-      h("div", { class: "split" }, this.card, h("section", { class: "card timeline-card" }, h("h2", null, "Lifecycle"), this.timeline)),
-      h("h2", { class: "section-title" }, "Logs"),
-      this.explorer.element);
   }
 
-  start() {
-    this.explorer.start();
-    this.load();
-    this.timer = setInterval(() => this.load(), REFRESH_MS);
-  }
-
-  stop() {
-    clearInterval(this.timer);
-    this.explorer.stop();
-  }
-
-  async load() {
+  async refresh() {
     let runner;
     try {
       runner = await get(`/v1/runners/${encodeURIComponent(this.runner)}`, { app: this.app });
     } catch (error) {
       replace(this.card, stateView("error", "The runner could not be loaded", error.message));
       replace(this.timeline, h("li", { class: "dim" }, "—"));
-      clearInterval(this.timer);
+      this.done();
       return;
     }
-    if (ENDED.has(runner.state)) clearInterval(this.timer);
+    if (ENDED.has(runner.state)) this.done();
     // Its lifecycle records reach back to its first life's start.
     const first = runner.events?.[0]?.ts ?? runner.started;
     this.explorer.setBounds(parseTime(first), runner.exited_at ? parseTime(runner.exited_at) : null);

@@ -53,6 +53,7 @@ const ASSETS: &[Asset] = &[
     asset!("explorer.js"),
     asset!("runners.js"),
     asset!("request.js"),
+    asset!("subject.js"),
 ];
 
 /// Each asset's entity tag: a digest of its bytes, so a browser revalidates

@@ -45,6 +45,10 @@ pub struct ServerArgs {
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
+    /// Records one `GET /v1/histogram` counts at most (the newest first);
+    /// past it, the answer says it counted only those.
+    #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
+    histogram_max_records: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,6 +65,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
+    config.histogram_max_records = args.histogram_max_records;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;
