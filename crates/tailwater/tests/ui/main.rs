@@ -28,6 +28,15 @@ echo '[ERROR] CUDA out of memory while allocating 2.00 GiB' >&2
 echo '{"level":"info","request_id":"req-7","msg":"job done","status":200}'
 "#;
 
+/// A server holding `WORKER`'s lines, and a browser signed in at `path`.
+async fn console_over_worker(path: &str) -> (TestServer, Browser) {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "sdxl", WORKER).status.success());
+    let browser = Browser::open().await;
+    browser.sign_in(&server, path).await;
+    (server, browser)
+}
+
 #[tokio::test]
 async fn sign_in_search_and_filter_by_a_click() {
     let server = TestServer::start();
@@ -191,10 +200,7 @@ async fn live_tail_shows_a_new_line_within_a_second() {
 
 #[tokio::test]
 async fn download_saves_the_view_as_text_and_ndjson() {
-    let server = TestServer::start();
-    assert!(run_worker(&server, "sdxl", WORKER).status.success());
-    let browser = Browser::open().await;
-    browser.sign_in(&server, "/?q=app:sdxl&order=oldest").await;
+    let (server, browser) = console_over_worker("/?q=app:sdxl&order=oldest").await;
     browser
         .wait_until(
             "the lines",
@@ -230,10 +236,7 @@ async fn download_saves_the_view_as_text_and_ndjson() {
 
 #[tokio::test]
 async fn histogram_counts_by_level_and_a_drag_zooms() {
-    let server = TestServer::start();
-    assert!(run_worker(&server, "sdxl", WORKER).status.success());
-    let browser = Browser::open().await;
-    browser.sign_in(&server, "/?q=app:sdxl&range=15m").await;
+    let (server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
     browser
         .wait_until(
             "the histogram of the worker's seven lines and the agent's two",
