@@ -95,7 +95,8 @@ function header(session, path, app) {
   const link = (href, label, active) => h("a", { href, class: active ? "nav-link active" : "nav-link", onclick: (event) => { event.preventDefault(); navigate(href + appQuery(app)); } }, label);
   const tenantPicker = h("select", { class: "picker", "aria-label": "tenant", title: "tenant", onchange: () => {
     saveSession({ ...loadSession(), tenant: tenantPicker.value });
-    navigate(location.pathname);
+    // The same view in the other tenant, but for the app: apps are a tenant's own.
+    navigate(withQuery({ app: null }));
   } }, (session.tenants || [session.tenant || "—"]).map((name) => h("option", { value: name, selected: name === session.tenant }, name)));
   tenantPicker.disabled = !session.tenants || session.tenants.length < 2;
   const appPicker = h("select", { class: "picker", "aria-label": "app", title: "app", onchange: () => navigate(withQuery({ app: appPicker.value })) },

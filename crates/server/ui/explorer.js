@@ -243,6 +243,7 @@ export class Explorer {
     this.view.clear();
     this.cursor = null;
     this.paging = false;
+    this.failed = false;
     this.capped = false;
     this.hasMore = false;
     this.incoming = [];
@@ -314,13 +315,14 @@ export class Explorer {
     } catch (error) {
       if (signal.aborted || error.name === "AbortError") return null;
       this.hasMore = false;
+      this.failed = true;
       this.showOverlay(stateView("error", "The lines could not be loaded", error.message));
       return null;
     } finally {
       // A newer load has its own paging; only this load's state is ours.
       if (signal === this.abort.signal) {
         this.paging = false;
-        if (this.view.length || !this.overlay.querySelector(".state-error")) this.setStatus();
+        this.setStatus();
       }
     }
   }
@@ -394,6 +396,10 @@ export class Explorer {
   setStatus(text) {
     if (text != null) {
       replace(this.status, text);
+      return;
+    }
+    if (this.failed && !this.view.length) {
+      replace(this.status);
       return;
     }
     const parts = [h("span", { class: "status-count" }, `${count(this.view.length)} lines`)];

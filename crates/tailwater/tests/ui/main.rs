@@ -142,6 +142,27 @@ async fn sign_in_search_and_filter_by_a_click() {
         .await;
     browser.screenshot("explorer-expanded").await;
 
+    // A search nothing matches says so, and so does one the server refuses.
+    let search = browser.wait_for_element("input.search").await;
+    search.clear().await.unwrap();
+    search.send_keys("no-such-word-anywhere\n").await.unwrap();
+    browser
+        .wait_until(
+            "the empty state",
+            "return document.querySelector('.overlay .state-empty')?.textContent.includes('No lines match') ?? false",
+        )
+        .await;
+    browser.screenshot("explorer-empty").await;
+    search.clear().await.unwrap();
+    search.send_keys("/(unclosed/\n").await.unwrap();
+    browser
+        .wait_until(
+            "the server's error",
+            "return document.querySelector('.overlay .state-error')?.textContent.includes('invalid regex') ?? false",
+        )
+        .await;
+    browser.screenshot("explorer-error").await;
+
     // A search that cannot be read says what to write instead.
     let search = browser.wait_for_element("input.search").await;
     search.clear().await.unwrap();
@@ -162,9 +183,15 @@ async fn live_tail_shows_a_new_line_within_a_second() {
         .status
         .success());
     let browser = Browser::open().await;
+    browser.sign_in(&server, "/?q=app:live+stream:stdout").await;
     browser
-        .sign_in(&server, "/?q=app:live+stream:stdout&live=1")
+        .wait_until(
+            "history",
+            "return document.querySelectorAll('.logview .row').length === 1",
+        )
         .await;
+    // `f` follows: the Live button turns on, and the URL says so.
+    browser.press('f').await;
     browser
         .wait_until(
             "history, then the live tail connected",
@@ -194,7 +221,134 @@ async fn live_tail_shows_a_new_line_within_a_second() {
         messages[0].contains("fresh line"),
         "newest on top: {messages:?}"
     );
+    assert!(browser
+        .client
+        .current_url()
+        .await
+        .unwrap()
+        .query()
+        .unwrap()
+        .contains("live=1"));
     browser.screenshot("live").await;
+
+    // `/` goes to the search box.
+    browser.press('/').await;
+    let focused = browser
+        .js("return document.activeElement.classList.contains('search')")
+        .await;
+    assert_eq!(focused, Value::Bool(true));
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn live_tail_resumes_after_the_server_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = TestServer::start_on(port, &data);
+    assert!(run_worker(&server, "resume", "echo 'before the restart'")
+        .status
+        .success());
+    let browser = Browser::open().await;
+    browser
+        .sign_in(&server, "/?q=app:resume+stream:stdout&live=1")
+        .await;
+    browser
+        .wait_until(
+            "history and the live tail",
+            "return document.querySelector('.status-live.on') !== null
+                && document.querySelectorAll('.logview .row').length === 1",
+        )
+        .await;
+
+    server.kill_9();
+    browser
+        .wait_until(
+            "the tail to notice",
+            "return document.querySelector('.status-live')?.textContent === 'reconnecting…'",
+        )
+        .await;
+    let server = TestServer::start_on(port, &data);
+    browser
+        .wait_until(
+            "the tail back",
+            "return document.querySelector('.status-live.on') !== null",
+        )
+        .await;
+    assert!(run_worker(&server, "resume", "echo 'after the restart'")
+        .status
+        .success());
+    browser
+        .wait_until(
+            "the new line, once, after the old one",
+            "const rows = [...document.querySelectorAll('.logview .row')]
+                .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+                .map((r) => r.querySelector('.msg').textContent);
+             return rows.length === 2 && rows[0] === 'after the restart' && rows[1] === 'before the restart'",
+        )
+        .await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn the_tenant_picker_shows_one_tenant_at_a_time() {
+    let server = TestServer::start();
+    assert!(run_worker(&server, "web", "echo 'a default line'")
+        .status
+        .success());
+    let created = server
+        .command(&["tenant", "create", "acme"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let token = server
+        .command(&[
+            "token", "create", "--tenant", "acme", "--scope", "ingest", "--app", "web",
+        ])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap();
+    let acme = server
+        .command(&[
+            "run",
+            "--app",
+            "web",
+            "--runner",
+            "acme-1",
+            "--",
+            "sh",
+            "-c",
+            "echo 'an acme line'",
+        ])
+        .env("TAILWATER_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(acme.status.success(), "{acme:?}");
+
+    let browser = Browser::open().await;
+    browser.sign_in(&server, "/?q=stream:stdout").await;
+    browser
+        .wait_until(
+            "the default tenant's line only",
+            "const rows = [...document.querySelectorAll('.logview .row')].map((r) => r.textContent);
+             return rows.length === 1 && rows[0].includes('a default line')",
+        )
+        .await;
+    browser
+        .js(
+            "const picker = document.querySelector('select[aria-label=tenant]');
+             picker.value = 'acme';
+             picker.dispatchEvent(new Event('change'));",
+        )
+        .await;
+    browser
+        .wait_until(
+            "acme's line only",
+            "const rows = [...document.querySelectorAll('.logview .row')].map((r) => r.textContent);
+             return rows.length === 1 && rows[0].includes('an acme line')",
+        )
+        .await;
     browser.close().await;
 }
 
