@@ -243,7 +243,7 @@ export class Explorer {
     this.view.clear();
     this.cursor = null;
     this.paging = false;
-    this.failed = false;
+    this.failed = null;
     this.capped = false;
     this.hasMore = false;
     this.incoming = [];
@@ -315,8 +315,9 @@ export class Explorer {
     } catch (error) {
       if (signal.aborted || error.name === "AbortError") return null;
       this.hasMore = false;
-      this.failed = true;
-      this.showOverlay(stateView("error", "The lines could not be loaded", error.message));
+      this.failed = error.message;
+      // Lines already shown stay; the status line says why no more came.
+      if (!this.view.length) this.showOverlay(stateView("error", "The lines could not be loaded", error.message));
       return null;
     } finally {
       // A newer load has its own paging; only this load's state is ours.
@@ -406,6 +407,7 @@ export class Explorer {
     parts.push(this.state.order === "newest" ? " · newest first" : " · oldest first");
     if (this.paging) parts.push(" · loading more…");
     else if (this.hasMore) parts.push(" · scroll for more");
+    else if (this.failed) parts.push(h("span", { class: "status-error" }, ` · could not load more: ${this.failed}`));
     else if (this.capped) parts.push(" · the view keeps 200,000 lines: narrow the search to see the rest");
     else if (this.view.length) parts.push(" · all loaded");
     if (this.state.live) {
