@@ -47,7 +47,8 @@ function headers(token, extra) {
   return { Authorization: `Bearer ${token ?? session?.token ?? ""}`, ...extra };
 }
 
-async function failure(response) {
+/** The API's error from a failed response; a 401 to the session's own token signs it out. */
+async function failure(response, ownToken = true) {
   let code = "http_" + response.status;
   let message = `the server answered ${response.status} ${response.statusText}`.trim();
   try {
@@ -57,7 +58,7 @@ async function failure(response) {
     // Not our JSON error: keep the status line.
   }
   const error = new ApiError(response.status, code, message);
-  if (response.status === 401) signedOut.dispatchEvent(new CustomEvent("signedout", { detail: error }));
+  if (response.status === 401 && ownToken) signedOut.dispatchEvent(new CustomEvent("signedout", { detail: error }));
   return error;
 }
 
@@ -70,7 +71,7 @@ export async function get(path, params, { signal, token } = {}) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, "network", "cannot reach the tailwater server: is it running? retry in a moment");
   }
-  if (!response.ok) throw await failure(response);
+  if (!response.ok) throw await failure(response, token == null);
   return response.json();
 }
 

@@ -390,7 +390,7 @@ async fn download_saves_the_view_as_text_and_ndjson() {
 
 #[tokio::test]
 async fn histogram_counts_by_level_and_a_drag_zooms() {
-    let (server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
+    let (_server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
     browser
         .wait_until(
             "the histogram of the worker's seven lines and the agent's two",
