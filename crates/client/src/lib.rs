@@ -26,7 +26,10 @@ use tailwater_model::tenancy::{
     AppInfo, AppPatch, CreatedToken, NewApp, NewTenant, NewToken, TenantInfo, TenantPatch,
     TokenInfo,
 };
-use tailwater_model::wire::{ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams};
+use tailwater_model::wire::{
+    ErrorBody, IngestBatch, IngestResponse, LogsPage, LogsParams, RequestInfo, RunnerDetail,
+    RunnerList, RunnerState,
+};
 use tailwater_model::LogRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -276,6 +279,55 @@ impl Client {
         let path = format!("/v1/apps/{}", encode(name));
         self.json(tenant_query(self.request(reqwest::Method::PATCH, &path), tenant).json(patch))
             .await
+    }
+
+    /// `GET /v1/runners`: the runners of `tenant` (the token's own when
+    /// `None`), of one app and in one state if given, newest start first.
+    pub async fn runners(
+        &self,
+        tenant: Option<&str>,
+        app: Option<&str>,
+        state: Option<RunnerState>,
+    ) -> Result<RunnerList, ClientError> {
+        let mut query: Vec<(&str, &str)> = Vec::new();
+        query.extend(app.map(|app| ("app", app)));
+        query.extend(state.map(|state| ("state", state.as_str())));
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, "/v1/runners")
+                .query(&query),
+            tenant,
+        ))
+        .await
+    }
+
+    /// `GET /v1/runners/{runner}`, in one app when the id is in several.
+    pub async fn runner(
+        &self,
+        tenant: Option<&str>,
+        runner: &str,
+        app: Option<&str>,
+    ) -> Result<RunnerDetail, ClientError> {
+        let path = format!("/v1/runners/{}", encode(runner));
+        let query: Vec<(&str, &str)> = app.map(|app| ("app", app)).into_iter().collect();
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, &path).query(&query),
+            tenant,
+        ))
+        .await
+    }
+
+    /// `GET /v1/requests/{id}`: its state, status, timing and runner.
+    pub async fn request_info(
+        &self,
+        tenant: Option<&str>,
+        id: &str,
+    ) -> Result<RequestInfo, ClientError> {
+        let path = format!("/v1/requests/{}", encode(id));
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, &path),
+            tenant,
+        ))
+        .await
     }
 }
 

@@ -38,7 +38,12 @@ enum Command {
     /// Scoped API tokens: create (shown once), list, revoke.
     Token(commands::tenancy::TokenArgs),
     /// Apps and their settings: create, set, list.
+    #[command(visible_alias = "apps")]
     App(commands::tenancy::AppArgs),
+    /// One request: its state, status, timing, runner and logs.
+    Requests(commands::requests::RequestsArgs),
+    /// Runners and their states, and their logs across their whole life.
+    Runners(commands::runners::RunnersArgs),
     /// Start a server and demo workers that log like GPU workers.
     Demo(commands::demo::DemoArgs),
     /// A demo worker (used by `tailwater demo`).
@@ -84,6 +89,8 @@ fn main() -> ExitCode {
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,
             Command::App(args) => commands::tenancy::app(args).await,
+            Command::Requests(args) => commands::requests::run(args).await,
+            Command::Runners(args) => commands::runners::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }

@@ -2,7 +2,10 @@
 
 pub mod demo;
 pub mod logs;
+pub mod output;
+pub mod requests;
 pub mod run;
+pub mod runners;
 pub mod server;
 pub mod tenancy;
 

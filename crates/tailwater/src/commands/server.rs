@@ -49,6 +49,14 @@ pub struct ServerArgs {
     /// past it, the answer says it counted only those.
     #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
     histogram_max_records: usize,
+    /// How long a runner that has not ended may be silent (agents send a
+    /// heartbeat every 10 s when idle) before it is marked lost.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    heartbeat_timeout: std::time::Duration,
+    /// Runners the runner table keeps; past it, the one heard from longest
+    /// ago is forgotten (its logs are kept), counted and logged.
+    #[arg(long, default_value_t = tailwater_server::runners::DEFAULT_MAX_RUNNERS)]
+    max_runners: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -66,6 +74,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.histogram_max_records = args.histogram_max_records;
+    config.runners.heartbeat_timeout = args.heartbeat_timeout;
+    config.runners.max_runners = args.max_runners;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;

@@ -116,6 +116,7 @@ enum AppCommand {
         settings: Settings,
     },
     /// List a tenant's apps and their settings.
+    #[command(visible_alias = "ls")]
     List {
         #[arg(long)]
         tenant: Option<String>,

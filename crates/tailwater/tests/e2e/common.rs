@@ -46,9 +46,15 @@ impl TestServer {
 
     /// A server on `port` over `data`, once it answers health checks.
     pub fn start_on(port: u16, data: &Path) -> TestServer {
+        TestServer::start_on_with(port, data, &[])
+    }
+
+    /// A server on `port` over `data` with more `tailwater server` flags.
+    pub fn start_on_with(port: u16, data: &Path, flags: &[&str]) -> TestServer {
         let child = Command::new(binary())
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data)
+            .args(flags)
             .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
             .env("TAILWATER_LOG", "warn")
             .stdout(Stdio::null())

@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod demo;
 mod logs;
+mod scopes;
 mod spool;
 mod supervisor;
 mod tenancy;

@@ -1,0 +1,112 @@
+//! What the listing commands share: aligned tables, relative times, JSON,
+//! and handing a `… logs ID` subcommand over to `tailwater logs`.
+
+use std::io::Write;
+
+use clap::{Args, FromArgMatches, Parser};
+use jiff::Timestamp;
+
+use crate::Connection;
+
+/// Prints rows as columns aligned on elastic tab stops; the first row is
+/// the header.
+pub fn print_table(rows: &[Vec<String>]) -> anyhow::Result<()> {
+    let mut table = tabwriter::TabWriter::new(std::io::stdout().lock()).padding(2);
+    for row in rows {
+        // A tab inside a value would start a new column.
+        let cells: Vec<String> = row.iter().map(|cell| cell.replace('\t', " ")).collect();
+        writeln!(table, "{}", cells.join("\t"))?;
+    }
+    table.flush()?;
+    Ok(())
+}
+
+/// Pretty JSON, as every `--json` prints it.
+pub fn print_json(value: serde_json::Value) -> anyhow::Result<u8> {
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(0)
+}
+
+/// `12s ago`, `5m ago`, `3h ago`, `4d ago`; `-` for none.
+pub fn ago(time: Option<Timestamp>, now: Timestamp) -> String {
+    let Some(time) = time else {
+        return "-".to_owned();
+    };
+    let seconds = now.duration_since(time).as_secs();
+    match seconds {
+        ..=0 => "just now".to_owned(),
+        1..=59 => format!("{seconds}s ago"),
+        60..=3599 => format!("{}m ago", seconds / 60),
+        3600..=86_399 => format!("{}h ago", seconds / 3600),
+        _ => format!("{}d ago", seconds / 86_400),
+    }
+}
+
+/// `250ms`, `1.5s`, `2m 5s`.
+pub fn duration_ms(ms: Option<u64>) -> String {
+    match ms {
+        None => "-".to_owned(),
+        Some(ms @ ..=999) => format!("{ms}ms"),
+        Some(ms @ ..=59_999) => format!("{:.1}s", ms as f64 / 1000.0),
+        Some(ms) => format!("{}m {}s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+/// `tailwater logs` as a parser of its own, for the `… logs ID`
+/// subcommands that hand over to it.
+#[derive(Parser)]
+struct Logs {
+    #[command(flatten)]
+    args: super::logs::LogsArgs,
+}
+
+/// `… logs ID [LOGS OPTIONS]`: one runner's or request's logs, with any
+/// `tailwater logs` option after the id.
+#[derive(Args, Debug)]
+pub struct ScopedLogsArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// The runner or request id.
+    id: String,
+    /// `tailwater logs` options, after the id.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "LOGS OPTIONS"
+    )]
+    options: Vec<String>,
+}
+
+impl ScopedLogsArgs {
+    /// Runs `tailwater logs` (as `name`) with `FLAG ID` (`--request ID`,
+    /// `--runner ID`) and the other options given.
+    pub async fn run(self, name: &'static str, flag: &str) -> anyhow::Result<u8> {
+        run_logs(name, &self.connection, &[(flag, &self.id)], &self.options).await
+    }
+}
+
+async fn run_logs(
+    name: &'static str,
+    connection: &Connection,
+    scope: &[(&str, &str)],
+    options: &[String],
+) -> anyhow::Result<u8> {
+    let mut argv = vec![
+        name.to_owned(),
+        "--server".into(),
+        connection.server.clone(),
+    ];
+    if let Some(token) = &connection.token {
+        argv.extend(["--token".to_owned(), token.clone()]);
+    }
+    for (flag, value) in scope {
+        argv.extend([(*flag).to_owned(), (*value).to_owned()]);
+    }
+    argv.extend(options.iter().cloned());
+    let command = <Logs as clap::CommandFactory>::command().name(name);
+    let matches = command
+        .try_get_matches_from(argv)
+        .unwrap_or_else(|error| error.exit());
+    let logs = Logs::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    super::logs::run(logs.args).await
+}
