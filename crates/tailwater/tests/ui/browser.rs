@@ -25,16 +25,21 @@ const CHROMIUM_FLAGS: [&str; 8] = [
     "--disable-sync",
 ];
 
-/// One browser at a time: each is a few processes, and the machine may
-/// have few cores.
-static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// One test at a time, from its first step: a browser is a few processes,
+/// the machine may have few cores, and one test's bulk load must not slow
+/// another's timing.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Held for a whole test.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
 
 pub struct Browser {
     pub client: Client,
     pub downloads: PathBuf,
     driver: Child,
     _profile: tempfile::TempDir,
-    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
 
 fn find(program: &str) -> PathBuf {
@@ -49,7 +54,6 @@ fn find(program: &str) -> PathBuf {
 
 impl Browser {
     pub async fn open() -> Browser {
-        let turn = ONE_BROWSER.lock().await;
         let profile = tempfile::tempdir().unwrap();
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads).unwrap();
@@ -98,7 +102,6 @@ impl Browser {
             downloads,
             driver,
             _profile: profile,
-            _turn: turn,
         }
     }
 

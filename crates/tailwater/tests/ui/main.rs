@@ -39,6 +39,7 @@ async fn console_over_worker(path: &str) -> (TestServer, Browser) {
 
 #[tokio::test]
 async fn sign_in_search_and_filter_by_a_click() {
+    let _serial = browser::one_at_a_time().await;
     let server = TestServer::start();
     assert!(run_worker(&server, "sdxl", WORKER).status.success());
     let browser = Browser::open().await;
@@ -178,6 +179,7 @@ async fn sign_in_search_and_filter_by_a_click() {
 
 #[tokio::test]
 async fn live_tail_shows_a_new_line_within_a_second() {
+    let _serial = browser::one_at_a_time().await;
     let server = TestServer::start();
     assert!(run_worker(&server, "live", "echo 'from history'")
         .status
@@ -242,6 +244,7 @@ async fn live_tail_shows_a_new_line_within_a_second() {
 
 #[tokio::test]
 async fn live_tail_resumes_after_the_server_restarts() {
+    let _serial = browser::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
@@ -292,6 +295,7 @@ async fn live_tail_resumes_after_the_server_restarts() {
 
 #[tokio::test]
 async fn the_tenant_picker_shows_one_tenant_at_a_time() {
+    let _serial = browser::one_at_a_time().await;
     let server = TestServer::start();
     assert!(run_worker(&server, "web", "echo 'a default line'")
         .status
@@ -354,6 +358,7 @@ async fn the_tenant_picker_shows_one_tenant_at_a_time() {
 
 #[tokio::test]
 async fn download_saves_the_view_as_text_and_ndjson() {
+    let _serial = browser::one_at_a_time().await;
     let (server, browser) = console_over_worker("/?q=app:sdxl&order=oldest").await;
     browser
         .wait_until(
@@ -390,6 +395,7 @@ async fn download_saves_the_view_as_text_and_ndjson() {
 
 #[tokio::test]
 async fn histogram_counts_by_level_and_a_drag_zooms() {
+    let _serial = browser::one_at_a_time().await;
     let (_server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
     browser
         .wait_until(
@@ -494,6 +500,7 @@ fn request_worker(server: &TestServer, runner: &str, request: &str) -> std::proc
 
 #[tokio::test]
 async fn the_runners_table_and_a_runners_page() {
+    let _serial = browser::one_at_a_time().await;
     let server = TestServer::start();
     let output = request_worker(&server, "gpu-7", "req-ui-1")
         .output()
@@ -557,6 +564,7 @@ async fn the_runners_table_and_a_runners_page() {
 
 #[tokio::test]
 async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
+    let _serial = browser::one_at_a_time().await;
     let server = TestServer::start();
     let gate = tempfile::tempdir().unwrap();
     let gate_file = gate.path().join("go");
@@ -619,6 +627,7 @@ async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
 
 #[tokio::test]
 async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
+    let _serial = browser::one_at_a_time().await;
     const LINES: usize = 100_000;
     let server = TestServer::start();
     let script = format!("for i in range({LINES}): print(f'line {{i:06d}} of the bulk load')");
