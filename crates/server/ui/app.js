@@ -58,7 +58,6 @@ function render() {
   const path = location.pathname;
   const query = new URLSearchParams(location.search);
   const app = query.get("app") || "";
-  const decode = (text) => { try { return decodeURIComponent(text); } catch { return text; } };
   let match;
   if (session.limited && !path.startsWith("/requests/")) {
     // A caller's token reads one request at a time, and nothing else.
@@ -69,17 +68,35 @@ function render() {
   } else if (path === "/runners") {
     page = new RunnersPage({ app, state: query.get("state"), navigate, onState: ({ state }) => history.replaceState(null, "", withQuery({ state })) });
   } else if ((match = /^\/runners\/([^/]+)$/.exec(path))) {
-    page = new RunnerPage({ runner: decode(match[1]), app, explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
+    page = new RunnerPage({ runner: decodePart(match[1]), app, explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
   } else if ((match = /^\/requests\/([^/]+)$/.exec(path))) {
-    page = new RequestPage({ id: decode(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
+    page = new RequestPage({ id: decodePart(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
   }
   const view = page
     ? page.element
     : session.limited
       ? stateView("empty", "This token reads one request's logs at a time", "Type a request id in the box above to open its page.")
       : stateView("empty", "No such page", "Open Logs or Runners above.");
+  document.title = `${titleOf(path)} · tailwater`;
   replace(root, header(session, path, app), h("main", { class: "main" }, view));
   page?.start();
+}
+
+/** One part of a path, decoded (as written when it is not valid). */
+function decodePart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
+/** The tab's title for a page of the console. */
+function titleOf(path) {
+  const [, section, id] = path.split("/").map(decodePart);
+  if (section === "runners") return id ? `runner ${id}` : "Runners";
+  if (section === "requests") return `request ${id}`;
+  return "Logs";
 }
 
 /** A runner's or a request's logs: oldest first over a long range, live, unless the address says otherwise. */

@@ -589,6 +589,8 @@ async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
         )
         .await;
     browser.screenshot("request-in-flight").await;
+    let title = browser.client.title().await.unwrap();
+    assert_eq!(title, "request req-live · tailwater");
 
     std::fs::write(&gate_file, "").unwrap();
     browser
