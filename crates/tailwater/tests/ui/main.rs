@@ -17,13 +17,14 @@ use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON
 use serde_json::Value;
 
 /// A worker that logs like a GPU worker: JSON lines with levels, fields and
-/// request ids, plain lines, stderr, and ANSI colours.
+/// request ids, plain lines, stderr, ANSI colours, and a line of markup.
 const WORKER: &str = r#"
 echo '{"level":"info","msg":"loading model sdxl-turbo","gpu":{"id":0,"name":"A100"}}'
 echo '{"level":"debug","msg":"weights mapped","bytes":6938040320}'
 echo '{"level":"info","request_id":"req-7","msg":"job started","prompt":"a lighthouse"}'
 echo '{"level":"warning","request_id":"req-7","msg":"slow denoise step","step":14,"ms":812}'
 printf '\033[32mINFO\033[0m | progress \033[1m50%%\033[0m\n'
+echo '<img src=x onerror="window.injected=1"> is text, never markup'
 echo '[ERROR] CUDA out of memory while allocating 2.00 GiB' >&2
 echo '{"level":"info","request_id":"req-7","msg":"job done","status":200}'
 "#;
@@ -86,6 +87,19 @@ async fn sign_in_search_and_filter_by_a_click() {
     assert!(
         coloured[1].as_u64() >= Some(2),
         "coloured spans: {coloured}"
+    );
+    // Markup in a line is shown as the text it is.
+    let markup = browser
+        .js("const row = [...document.querySelectorAll('.row')].find((r) => r.textContent.includes('never markup'));
+             return [row.querySelector('.msg').textContent, document.querySelectorAll('.logview img').length, window.injected ?? null]")
+        .await;
+    assert_eq!(
+        markup,
+        serde_json::json!([
+            "<img src=x onerror=\"window.injected=1\"> is text, never markup",
+            0,
+            null
+        ])
     );
     browser.screenshot("explorer").await;
 
@@ -399,8 +413,8 @@ async fn histogram_counts_by_level_and_a_drag_zooms() {
     let (_server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
     browser
         .wait_until(
-            "the histogram of the worker's seven lines and the agent's two",
-            "return document.querySelector('.histogram-total')?.textContent === '9 lines'",
+            "the histogram of the worker's eight lines and the agent's two",
+            "return document.querySelector('.histogram-total')?.textContent === '10 lines'",
         )
         .await;
     let bars: Value = browser
