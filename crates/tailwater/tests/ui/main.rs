@@ -717,3 +717,55 @@ async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
     browser.screenshot("hundred-thousand-lines").await;
     browser.close().await;
 }
+
+#[tokio::test]
+async fn a_callers_token_opens_one_request_at_a_time() {
+    let _serial = browser::one_at_a_time().await;
+    let server = TestServer::start();
+    let output = request_worker(&server, "gpu-3", "req-caller")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = server
+        .command(&["token", "create", "--scope", "caller"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap();
+
+    let browser = Browser::open().await;
+    browser.client.goto(&server.url()).await.unwrap();
+    let input = browser.wait_for_element("input[name=token]").await;
+    input.send_keys(token.trim()).await.unwrap();
+    browser.click("form.signin button[type=submit]").await;
+    browser
+        .wait_until(
+            "the caller's start page",
+            "return document.querySelector('.state-title')?.textContent.includes('one request') ?? false",
+        )
+        .await;
+    let nav = browser
+        .js("return document.querySelector('.nav') === null")
+        .await;
+    assert_eq!(
+        nav,
+        Value::Bool(true),
+        "no logs or runners pages for a caller"
+    );
+
+    browser
+        .wait_for_element("input.goto")
+        .await
+        .send_keys("req-caller\n")
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "the request's lines",
+            "const rows = [...document.querySelectorAll('.logview .row')].map((r) => r.textContent);
+             return rows.some((r) => r.includes('nsfw filter slow')) && rows.every((r) => r.includes('req-caller'))",
+        )
+        .await;
+    browser.screenshot("request-as-caller").await;
+    browser.close().await;
+}
