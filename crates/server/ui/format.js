@@ -57,6 +57,7 @@ export function ago(ts) {
   if (!ts) return "—";
   const ms = Date.now() - parseTime(ts).getTime();
   if (ms < 5000) return "just now";
+  if (ms < 60_000) return `${Math.round(ms / 1000)} s ago`;
   return `${duration(ms).replace(/ \d+ (s|m|h)$/, "")} ago`;
 }
 
