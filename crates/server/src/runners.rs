@@ -51,9 +51,11 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Runners the table keeps, unless configured otherwise (`--max-runners`).
 /// Past it, the runner heard from longest ago (ended or lost ones first) is
 /// forgotten, counted and logged; its records stay in the store.
-pub const DEFAULT_MAX_RUNNERS: usize = 100_000;
-/// How often a changed table is written to disk.
-pub const SAVE_INTERVAL: Duration = Duration::from_secs(2);
+pub const DEFAULT_MAX_RUNNERS: usize = 50_000;
+/// How often a changed table is written to disk: a whole table of
+/// `DEFAULT_MAX_RUNNERS` is tens of MB, and a kill -9 loses nothing of what
+/// came since (it is replayed from the store).
+pub const SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 const DIR: &str = "runners";
 const SNAPSHOT_FILE: &str = "runners.json";
@@ -322,13 +324,15 @@ impl Runners {
     /// way ingest appends, so no batch is stored unseen by the table.
     pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
         let sighting = Sighting::of_batch(&batch);
-        let notice = {
+        let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
             let response = self.store.append(tenant, batch)?;
-            let notice = self.observe(tenant, sighting, Timestamp::now(), true);
-            (response, notice)
+            (
+                response,
+                self.observe(tenant, sighting, Timestamp::now(), true),
+            )
         };
-        let (response, notice) = notice;
+        // Outside the gate: the notice is one more append.
         self.write_notices(notice.into_iter().collect());
         Ok(response)
     }
@@ -391,32 +395,50 @@ impl Runners {
         notice
     }
 
-    /// Marks runners silent past the heartbeat timeout as lost and writes
-    /// their notices.
+    /// Marks runners silent past the heartbeat timeout as lost, each once
+    /// its notice is stored: whoever sees the state finds the notice too.
     pub fn sweep(&self, now: Timestamp) {
         let timeout = SignedDuration::try_from(self.settings.heartbeat_timeout)
             .unwrap_or(SignedDuration::MAX);
-        let mut notices = Vec::new();
+        let due: Vec<(Key, Timestamp, Notice)> = self
+            .lock()
+            .iter()
+            .filter(|(_, entry)| entry.may_go_lost())
+            .filter(|(_, entry)| {
+                let silent_since = entry.runner.last_seen.max(self.opened);
+                now.duration_since(silent_since) > timeout
+            })
+            .map(|(key, entry)| {
+                let notice = entry.lost_notice(now, self.settings.heartbeat_timeout);
+                (key.clone(), entry.runner.last_seen, notice)
+            })
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let (marked, notices): (Vec<(Key, Timestamp)>, Vec<Notice>) = due
+            .into_iter()
+            .map(|(key, seen, notice)| ((key, seen), notice))
+            .unzip();
+        self.write_notices(notices);
+        let mut heard_meanwhile = Vec::new();
         {
             let mut table = self.lock();
-            for entry in table.values_mut() {
-                let state = entry.runner.state;
-                if state.is_final() || state == RunnerState::Lost {
+            for (key, seen) in marked {
+                let Some(entry) = table.get_mut(&key) else {
                     continue;
+                };
+                if entry.runner.last_seen == seen && entry.may_go_lost() {
+                    entry.before_lost = Some(entry.runner.state);
+                    entry.runner.state = RunnerState::Lost;
+                } else if !entry.runner.state.is_final() {
+                    // Heard from while its notice was written: say so too.
+                    heard_meanwhile.push(entry.returned_notice(seen, entry.runner.last_seen));
                 }
-                let silent_since = entry.runner.last_seen.max(self.opened);
-                if now.duration_since(silent_since) <= timeout {
-                    continue;
-                }
-                entry.before_lost = Some(state);
-                entry.runner.state = RunnerState::Lost;
-                notices.push(entry.lost_notice(now, self.settings.heartbeat_timeout));
             }
         }
-        if !notices.is_empty() {
-            self.dirty.store(true, Ordering::Relaxed);
-            self.write_notices(notices);
-        }
+        self.dirty.store(true, Ordering::Relaxed);
+        self.write_notices(heard_meanwhile);
     }
 
     fn write_notices(&self, notices: Vec<Notice>) {
@@ -587,6 +609,11 @@ impl Entry {
             oom_seen: false,
             before_lost: None,
         }
+    }
+
+    /// Not ended, and not lost already.
+    fn may_go_lost(&self) -> bool {
+        !self.runner.state.is_final() && self.runner.state != RunnerState::Lost
     }
 
     fn key(&self) -> Key {

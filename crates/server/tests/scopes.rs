@@ -68,6 +68,14 @@ fn batch(app: &str, runner: &str, boot: &str, events: &[(u64, Value)]) -> Value 
     json!({"app": app, "version": "v7", "runner": runner, "boot": boot, "records": records})
 }
 
+/// A whole short life: started, then exited with `code`.
+fn lived(code: i64) -> [(u64, Value); 2] {
+    [
+        (0, json!({"event": "start"})),
+        (1, json!({"event": "exit", "exit_code": code})),
+    ]
+}
+
 async fn ingest(server: &RunningServer, body: Value) {
     let (status, answer) = call(server, "POST", "/v1/ingest", ADMIN, Some(body)).await;
     assert_eq!(status, 200, "{answer}");
@@ -170,16 +178,7 @@ async fn runner_states_follow_the_lifecycle_records() {
     );
 
     // A crash, a requested stop, an unrequested signal, an OOM kill.
-    ingest(
-        &server,
-        batch(
-            "sd",
-            "crash",
-            "b1",
-            &[start(0), (1, json!({"event": "exit", "exit_code": 3}))],
-        ),
-    )
-    .await;
+    ingest(&server, batch("sd", "crash", "b1", &lived(3))).await;
     ingest(&server, batch("sd", "stopped", "b1", &[
         start(0),
         (1, json!({"event": "stop", "signal": 15})),
@@ -330,19 +329,7 @@ async fn a_silent_runner_is_lost_with_a_notice_and_returns_with_another() {
     assert_eq!(last["fields"]["event"], "returned", "{runner}");
 
     // A runner that ended is never lost.
-    ingest(
-        &server,
-        batch(
-            "sd",
-            "done",
-            "b1",
-            &[
-                (0, json!({"event": "start"})),
-                (1, json!({"event": "exit", "exit_code": 0})),
-            ],
-        ),
-    )
-    .await;
+    ingest(&server, batch("sd", "done", "b1", &lived(0))).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(state(&get(&server, "/v1/runners/done").await), "exited");
     server.shutdown().await.unwrap();
@@ -358,19 +345,7 @@ async fn the_runner_table_survives_restarts_from_its_file_or_the_store() {
         (2, json!({"event": "request_start", "request": "q", "in_flight": 1})),
         (3, json!({"event": "request_end", "request": "q", "in_flight": 0, "outcome": "completed", "status": 200})),
     ])).await;
-    ingest(
-        &server,
-        batch(
-            "sd",
-            "b",
-            "b1",
-            &[
-                (0, json!({"event": "start"})),
-                (1, json!({"event": "exit", "exit_code": 2})),
-            ],
-        ),
-    )
-    .await;
+    ingest(&server, batch("sd", "b", "b1", &lived(2))).await;
     let before = get(&server, "/v1/runners").await;
     server.shutdown().await.unwrap();
     assert!(dir.path().join("runners/runners.json").exists());
@@ -547,5 +522,32 @@ async fn a_request_shows_its_status_timing_runner_and_only_to_its_caller() {
     // A request with no recorded caller is any caller's (of a public app).
     let (status, _) = call(&server, "GET", "/v1/requests/q-open", &bob, None).await;
     assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_max_runners_the_runner_heard_from_longest_ago_is_forgotten_ended_ones_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(ADMIN.into());
+    config.runners.max_runners = 2;
+    let server = start(config).await.unwrap();
+    let start_event = [(0, json!({"event": "start"}))];
+    ingest(&server, batch("sd", "old-but-alive", "b1", &start_event)).await;
+    ingest(&server, batch("sd", "ended", "b1", &lived(0))).await;
+    ingest(&server, batch("sd", "new", "b1", &start_event)).await;
+    let listed = get(&server, "/v1/runners").await;
+    let mut ids: Vec<&str> = listed["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["runner"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["new", "old-but-alive"], "the ended runner went first");
+    // Its logs stay.
+    let logs = get(&server, "/v1/logs?runner=ended").await;
+    assert_eq!(logs["records"].as_array().unwrap().len(), 2);
     server.shutdown().await.unwrap();
 }

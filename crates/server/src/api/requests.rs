@@ -26,8 +26,9 @@ use super::{only_tenant, take_tenant, ApiError};
 use crate::auth::{CallerView, Principal};
 use crate::AppState;
 
-/// A request's `system` records read to find its start and end.
-const LIFECYCLE_LIMIT: usize = 64;
+/// `request_start` records of one request read to find its recorded
+/// caller (a retried start may repeat it).
+const STARTS_READ: usize = 16;
 
 /// A request's `request_start` and `request_end` records.
 #[derive(Default)]
@@ -45,40 +46,50 @@ impl Lifecycle {
     }
 }
 
-fn event(record: &LogRecord) -> Option<&str> {
-    record.fields.get("event")?.as_str()
-}
-
 async fn lifecycle(state: &AppState, tenant: &str, id: &str) -> Result<Lifecycle, ApiError> {
     let store = state.store.clone();
     let (tenant, id) = (tenant.to_owned(), id.to_owned());
     let read = move || {
-        let query = |stream, limit| tailwater_model::Query {
+        let query = |event: Option<&str>, direction, limit| tailwater_model::Query {
             filter: Filter {
                 request_id: Some(id.clone()),
-                stream,
+                stream: event.map(|_| Stream::System),
+                fields: event
+                    .map(|event| [("event".to_owned(), event.to_owned())].into())
+                    .unwrap_or_default(),
                 ..Filter::default()
             },
-            direction: Direction::Forward,
+            direction,
             limit,
             cursor: None,
         };
-        let system = store.query(&tenant, &query(Some(Stream::System), LIFECYCLE_LIMIT))?;
-        let mut lifecycle = Lifecycle::default();
-        for record in system.records {
-            match event(&record) {
-                Some("request_start") if lifecycle.start.is_none() => {
-                    lifecycle.start = Some(record)
-                }
-                Some("request_start") if lifecycle.caller().is_none() => {
-                    lifecycle.start = Some(record)
-                }
-                Some("request_end") => lifecycle.end = Some(record),
-                _ => {}
-            }
-        }
+        let starts = store.query(
+            &tenant,
+            &query(Some("request_start"), Direction::Forward, STARTS_READ),
+        )?;
+        let mut lifecycle = Lifecycle {
+            start: starts
+                .records
+                .iter()
+                .find(|start| {
+                    start
+                        .fields
+                        .get("caller")
+                        .is_some_and(|caller| caller.is_string())
+                })
+                .or(starts.records.first())
+                .cloned(),
+            end: store
+                .query(&tenant, &query(Some("request_end"), Direction::Backward, 1))?
+                .records
+                .pop(),
+            first: None,
+        };
         if lifecycle.start.is_none() && lifecycle.end.is_none() {
-            lifecycle.first = store.query(&tenant, &query(None, 1))?.records.pop();
+            lifecycle.first = store
+                .query(&tenant, &query(None, Direction::Forward, 1))?
+                .records
+                .pop();
         }
         Ok::<_, tailwater_store::StoreError>(lifecycle)
     };

@@ -42,6 +42,17 @@ pub fn ago(time: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
+/// `2026-01-01T00:00:00.25Z (5m ago)`, to the millisecond; `-` for none.
+pub fn when(time: Option<Timestamp>, now: Timestamp) -> String {
+    match time {
+        Some(time) => {
+            let shown = time.round(jiff::Unit::Millisecond).unwrap_or(time);
+            format!("{shown} ({})", ago(Some(time), now))
+        }
+        None => "-".to_owned(),
+    }
+}
+
 /// `250ms`, `1.5s`, `2m 5s`.
 pub fn duration_ms(ms: Option<u64>) -> String {
     match ms {

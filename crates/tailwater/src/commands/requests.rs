@@ -5,7 +5,7 @@
 use clap::{Args, Subcommand};
 use jiff::Timestamp;
 
-use super::output::{ago, duration_ms, print_json, print_table, ScopedLogsArgs};
+use super::output::{duration_ms, print_json, print_table, when, ScopedLogsArgs};
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -58,10 +58,7 @@ pub async fn run(args: RequestsArgs) -> anyhow::Result<u8> {
                 return print_json(serde_json::to_value(&info)?);
             }
             let now = Timestamp::now();
-            let when = |time: Option<Timestamp>| match time {
-                Some(time) => format!("{time} ({})", ago(Some(time), now)),
-                None => "-".to_owned(),
-            };
+            let when = |time| when(time, now);
             print_table(&[
                 vec!["request".into(), info.request_id.clone()],
                 vec!["state".into(), info.state.as_str().into()],

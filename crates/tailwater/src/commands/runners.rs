@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use jiff::Timestamp;
 use tailwater_model::wire::{Runner, RunnerExit, RunnerState};
 
-use super::output::{ago, print_json, print_table, ScopedLogsArgs};
+use super::output::{ago, print_json, print_table, when, ScopedLogsArgs};
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -132,10 +132,7 @@ pub async fn run(args: RunnersArgs) -> anyhow::Result<u8> {
             }
             let runner = &detail.runner;
             let now = Timestamp::now();
-            let when = |time: Option<Timestamp>| match time {
-                Some(time) => format!("{time} ({})", ago(Some(time), now)),
-                None => "-".to_owned(),
-            };
+            let when = |time| when(time, now);
             print_table(&[
                 vec!["runner".into(), runner.runner.clone()],
                 vec!["app".into(), runner.app.clone()],

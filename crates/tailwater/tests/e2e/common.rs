@@ -211,3 +211,17 @@ pub fn http(
         .unwrap_or_default();
     (status, body)
 }
+
+/// `python3`, for tests whose workers are Python programs; fails the test
+/// with what to install when it is missing.
+pub fn python() -> &'static str {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| output.status.success());
+    assert!(
+        found,
+        "these tests run python3 workers: install it (apt-get install -y python3)"
+    );
+    "python3"
+}

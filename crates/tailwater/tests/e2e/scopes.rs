@@ -52,18 +52,6 @@ fn wait_for_runner(
     last
 }
 
-fn python() -> &'static str {
-    let found = std::process::Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    assert!(
-        found,
-        "these tests run python3 workers: install it (apt-get install -y python3)"
-    );
-    "python3"
-}
-
 #[test]
 fn runner_states_of_real_workers_and_the_cli_tables() {
     let server = TestServer::start();
@@ -230,9 +218,7 @@ fn a_runner_whose_agent_is_killed_goes_lost_and_the_table_survives_a_server_kill
     unsafe { libc::kill(worker_pid as libc::pid_t, libc::SIGKILL) };
 
     let lost = wait_for_runner(&server, "gone-runner", "the runner to be lost", |runner| {
-        // The notice is stored just after the state changes.
         runner["state"] == "lost"
-            && runner["events"].as_array().unwrap().last().unwrap()["fields"]["event"] == "lost"
     });
     let notice = lost["events"].as_array().unwrap().last().unwrap();
     assert_eq!(notice["fields"]["event"], "lost", "{lost}");
