@@ -568,6 +568,63 @@ pub enum TailMessage {
     },
 }
 
+/// `GET /v1/histogram`: how many records match the filters, per time
+/// bucket and level, over `[since, until)`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    pub since: Timestamp,
+    pub until: Timestamp,
+    /// The width of every bucket, in nanoseconds (the last may be cut short
+    /// by `until`).
+    pub step_ns: u64,
+    /// Oldest first; bucket `i` starts at `since + i × step_ns`.
+    pub buckets: Vec<HistogramBucket>,
+    /// Records counted.
+    pub total: u64,
+    /// `false` when more records matched than the server counts for one
+    /// histogram: the counts then hold only the newest ones, from
+    /// `counted_since` on.
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_since: Option<Timestamp>,
+}
+
+/// One bucket of a [`Histogram`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistogramBucket {
+    pub start: Timestamp,
+    pub counts: LevelCounts,
+}
+
+/// Records per level.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LevelCounts {
+    pub trace: u64,
+    pub debug: u64,
+    pub info: u64,
+    pub warn: u64,
+    pub error: u64,
+    pub fatal: u64,
+}
+
+impl LevelCounts {
+    pub fn add(&mut self, level: Level) {
+        let count = match level {
+            Level::Trace => &mut self.trace,
+            Level::Debug => &mut self.debug,
+            Level::Info => &mut self.info,
+            Level::Warn => &mut self.warn,
+            Level::Error => &mut self.error,
+            Level::Fatal => &mut self.fatal,
+        };
+        *count += 1;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.trace + self.debug + self.info + self.warn + self.error + self.fatal
+    }
+}
+
 /// Every API error: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {

@@ -4,7 +4,8 @@
 //!   in one durable file.
 //! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
 //!   and what it may do.
-//! - [`api`]: the routes: ingest, history, live tail, health.
+//! - [`api`]: the routes: ingest, history, live tail, histogram, health,
+//!   and the web UI.
 //! - [`tail`]: how live tail follows the store, and what a slow client
 //!   misses.
 //! - [`limits`]: ingest limits (sizes, rates) and the reports of them.
@@ -47,6 +48,9 @@ use crate::runners::{RunnerSettings, Runners};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest ingest request body, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Records one `GET /v1/histogram` counts at most, unless configured
+/// otherwise: past it, the answer holds the newest and says so.
+pub const DEFAULT_HISTOGRAM_MAX_RECORDS: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -76,6 +80,8 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`).
     pub tls: Option<tls::TlsFiles>,
+    /// Records one histogram counts at most (the newest first).
+    pub histogram_max_records: usize,
     /// The runner table: heartbeat timeout, size.
     pub runners: RunnerSettings,
     /// How many matching records a live tail client may fall behind the
@@ -98,6 +104,7 @@ impl ServerConfig {
             redact: Vec::new(),
             public_metrics: false,
             tls: None,
+            histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
         }
@@ -122,6 +129,7 @@ pub struct AppState {
     pub redactor: Arc<Redactor>,
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
+    pub histogram_max_records: usize,
     /// Each runner's state; ingest appends through it.
     pub runners: Arc<Runners>,
     pub tail_buffer: u64,
@@ -162,6 +170,7 @@ impl AppState {
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,
             tail_stats: Arc::default(),
+            histogram_max_records: config.histogram_max_records.max(1),
         })
     }
 }

@@ -3,6 +3,7 @@
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
 mod export;
+mod histogram;
 mod ingest;
 mod logs;
 mod ops;
@@ -10,6 +11,7 @@ mod requests;
 mod runners;
 mod status;
 mod tenancy;
+mod ui;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -57,6 +59,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/apps/{name}", patch(tenancy::update_app))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/v1/histogram", get(histogram::histogram))
+        .route("/", get(ui::page))
+        .route("/runners", get(ui::page))
+        .route("/runners/{runner}", get(ui::page))
+        .route("/requests/{id}", get(ui::page))
+        .route("/ui/{file}", get(ui::asset))
         .route("/v1/runners", get(runners::list))
         .route("/v1/runners/{runner}", get(runners::show))
         .route("/v1/requests/{id}", get(requests::show))

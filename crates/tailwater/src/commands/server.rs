@@ -95,6 +95,10 @@ pub struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "TAILWATER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    /// Records one `GET /v1/histogram` counts at most (the newest first);
+    /// past it, the answer says it counted only those.
+    #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
+    histogram_max_records: usize,
     /// How long a runner that has not ended may be silent (agents send a
     /// heartbeat every 10 s when idle) before it is marked lost.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
@@ -131,6 +135,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.regex_size_limit = args.regex_size_limit;
+    config.histogram_max_records = args.histogram_max_records;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
     config.tail_buffer = args.tail_buffer;

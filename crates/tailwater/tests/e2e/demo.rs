@@ -69,7 +69,17 @@ fn demo_workers_logs_include_the_import_crash_with_traceback_and_exit_code() {
         ["Started.", "generating 1024x1024, 4 steps", "Finished."]
     );
     assert_eq!(served[1]["level"], "debug");
-    let loading = server.logs(&["--app", "sdxl-turbo", "--grep", "model loaded"]);
+    // The two runners load side by side; the other one's line may still be
+    // on its way when this one's first request is stored.
+    let mut loading = Vec::new();
+    wait_for(
+        "both GPU runners' model loaded line",
+        Duration::from_secs(30),
+        || {
+            loading = server.logs(&["--app", "sdxl-turbo", "--grep", "model loaded"]);
+            loading.len() >= 2
+        },
+    );
     assert_eq!(loading.len(), 2, "one per GPU runner");
     assert_eq!(loading[0]["fields"]["vram_gb"], 9.8);
 
