@@ -62,8 +62,8 @@ async function failure(response, ownToken = true) {
   return error;
 }
 
-/** GET `path` with `params`; the parsed JSON, or an ApiError. */
-export async function get(path, params, { signal, token } = {}) {
+/** GET `path` with `params`: the response, or an ApiError. */
+async function fetchOk(path, params, { signal, token } = {}) {
   let response;
   try {
     response = await fetch(url(path, params), { headers: headers(token), signal, cache: "no-store" });
@@ -72,7 +72,17 @@ export async function get(path, params, { signal, token } = {}) {
     throw new ApiError(0, "network", "cannot reach the tailwater server: is it running? retry in a moment");
   }
   if (!response.ok) throw await failure(response, token == null);
-  return response.json();
+  return response;
+}
+
+/** GET `path` with `params`; the parsed JSON, or an ApiError. */
+export async function get(path, params, options) {
+  return (await fetchOk(path, params, options)).json();
+}
+
+/** GET `path` with `params`; the body as a Blob (an export), or an ApiError. */
+export async function getBlob(path, params, options) {
+  return (await fetchOk(path, params, options)).blob();
 }
 
 /**

@@ -4,11 +4,11 @@
 // one with their own fixed filter.
 
 import { h, replace, state as stateView, count } from "./dom.js";
-import { get, follow } from "./api.js";
+import { get, getBlob, follow } from "./api.js";
 import { parseSearch, withQualifier } from "./search.js";
 import { LogView } from "./logview.js";
 import { Histogram } from "./histogram.js";
-import { parseDuration, parseTime, textLine } from "./format.js";
+import { parseDuration, parseTime } from "./format.js";
 
 export const RANGES = [
   ["5m", "last 5 minutes"], ["15m", "last 15 minutes"], ["1h", "last hour"], ["6h", "last 6 hours"],
@@ -16,8 +16,6 @@ export const RANGES = [
 ];
 const FIRST_PAGE = 300;
 const NEXT_PAGE = 2000;
-/** Lines one download holds at most; it says so when it stops there. */
-export const MAX_DOWNLOAD_LINES = 500_000;
 /** How often the histogram is redrawn while following. */
 const LIVE_HISTOGRAM_EVERY_MS = 5000;
 
@@ -417,42 +415,32 @@ export class Explorer {
     replace(this.status, parts);
   }
 
-  /** Downloads every line of the current search and range, in the current order. */
+  /**
+   * Downloads every line of the current search and range, in the current
+   * order, through `GET /v1/export`: the same text as `tailwater export`,
+   * streamed by the server whatever its size.
+   */
   async download(format) {
     this.downloadMenu.open = false;
     if (!this.params) return;
-    const signal = this.abort.signal;
-    const lines = [];
-    let cursor = null;
-    let truncated = false;
+    this.setStatus("preparing the download…");
+    let blob;
     try {
-      do {
-        this.setStatus(`preparing the download… ${count(lines.length)} lines`);
-        const page = await get("/v1/logs", {
-          ...this.params,
-          limit: 10000,
-          direction: this.state.order === "newest" ? "backward" : "forward",
-          cursor,
-        }, { signal });
-        for (const record of page.records) {
-          lines.push(format === "ndjson" ? JSON.stringify(record) : textLine(record));
-        }
-        cursor = page.next_cursor;
-        if (lines.length >= MAX_DOWNLOAD_LINES && cursor) truncated = true;
-      } while (cursor && !truncated);
+      blob = await getBlob("/v1/export", {
+        ...this.params,
+        format,
+        direction: this.state.order === "newest" ? "backward" : "forward",
+      }, { signal: this.abort.signal });
     } catch (error) {
       if (error.name !== "AbortError") this.setStatus(`the download failed: ${error.message}`);
       return;
     }
-    const body = lines.length ? lines.join("\n") + "\n" : "";
-    const blob = new Blob([body], { type: format === "ndjson" ? "application/x-ndjson" : "text/plain" });
     const link = h("a", { href: URL.createObjectURL(blob), download: `tailwater-${stamp()}.${format === "ndjson" ? "ndjson" : "log"}` });
     document.body.append(link);
     link.click();
     link.remove();
     setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
     this.setStatus();
-    if (truncated) this.setStatus(`downloaded the first ${count(MAX_DOWNLOAD_LINES)} lines only: narrow the search or the range for the rest`);
   }
 }
 

@@ -28,18 +28,6 @@ export function rfc3339Millis(ts) {
   return `${match[1]}.${(match[2] || "").padEnd(3, "0").slice(0, 3)}Z`;
 }
 
-/**
- * One record as a line of text, exactly as `tailwater logs` prints it:
- * `2026-11-21T10:00:00.123Z sdxl r-1a2b stderr ERROR [req-7] message`.
- */
-export function textLine(record) {
-  const stream = record.stream.padEnd(6);
-  const level = record.level.toUpperCase().padEnd(5);
-  const request = record.request_id ? `[${record.request_id}] ` : "";
-  const system = record.stream === "system" ? "tailwater: " : "";
-  return `${rfc3339Millis(record.ts)} ${record.app} ${record.runner} ${stream} ${level} ${request}${system}${record.message}`;
-}
-
 /** `812 ms`, `4.2 s`, `3 m 12 s`, `2 h 5 m`. */
 export function duration(ms) {
   if (ms == null || Number.isNaN(ms)) return "—";

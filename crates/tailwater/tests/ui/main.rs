@@ -384,9 +384,9 @@ async fn download_saves_the_view_as_text_and_ndjson() {
     browser.click(".menu summary").await;
     browser.click("[data-format=text]").await;
     let text = std::fs::read_to_string(browser.downloaded("log").await).unwrap();
-    // The same lines, in the same form, as `tailwater logs` prints.
+    // The same lines, in the same form, as `tailwater export` writes.
     let cli = server
-        .command(&["logs", "--app", "sdxl", "--since", "1h", "-n", "1000"])
+        .command(&["export", "--app", "sdxl", "--since", "1h"])
         .output()
         .unwrap();
     assert!(cli.status.success());
