@@ -49,6 +49,7 @@ pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
+pub use crate::supervisor::{RestartBackoff, RestartPolicy, DEFAULT_RESTART_MAX};
 pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
@@ -110,6 +111,12 @@ pub struct AgentConfig {
     /// With nothing shipped for this long, an empty batch says the runner is
     /// alive (`None`: no heartbeats).
     pub heartbeat_interval: Option<Duration>,
+    /// When a worker that ended is started again.
+    pub restart: RestartPolicy,
+    /// Restarts allowed at most; 0 is no limit.
+    pub restart_max: u32,
+    /// The wait before each restart.
+    pub restart_backoff: RestartBackoff,
 }
 
 impl AgentConfig {
@@ -138,6 +145,9 @@ impl AgentConfig {
             proxy: None,
             control_socket: None,
             heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
+            restart: RestartPolicy::default(),
+            restart_max: DEFAULT_RESTART_MAX,
+            restart_backoff: RestartBackoff::default(),
         }
     }
 

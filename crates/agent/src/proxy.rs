@@ -270,24 +270,26 @@ impl Proxy {
     }
 }
 
-/// Tries `url` every [`HEALTH_INTERVAL`] until it answers with a success (or
-/// the worker is ready some other way), then records the worker as ready.
+/// Tries `url` every [`HEALTH_INTERVAL`] while the worker is not ready (it
+/// may be again after a restart), and records it as ready when the check
+/// answers with a success; runs until aborted.
 pub async fn wait_until_healthy(url: Uri, requests: Arc<Requests>) {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    while !requests.is_ready() {
-        let request = Request::get(url.clone())
-            .body(Empty::new())
-            .expect("a GET of a checked URL");
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(HEALTH_TIMEOUT, client.request(request)).await
-        {
-            if response.status().is_success() {
-                requests.ready(Ready::Health {
-                    url: url.to_string(),
-                    status: response.status().as_u16(),
-                });
-                return;
+    loop {
+        if !requests.is_ready() {
+            let request = Request::get(url.clone())
+                .body(Empty::new())
+                .expect("a GET of a checked URL");
+            if let Ok(Ok(response)) =
+                tokio::time::timeout(HEALTH_TIMEOUT, client.request(request)).await
+            {
+                if response.status().is_success() {
+                    requests.ready(Ready::Health {
+                        url: url.to_string(),
+                        status: response.status().as_u16(),
+                    });
+                }
             }
         }
         tokio::time::sleep(HEALTH_INTERVAL).await;
