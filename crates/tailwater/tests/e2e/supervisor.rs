@@ -1221,3 +1221,144 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
         .unwrap()
         .starts_with("received SIGTERM while waiting to restart the worker: not restarting"));
 }
+
+/// A WebSocket echo server from Python's standard library: the handshake,
+/// then each text frame printed (so the line belongs to the request) and
+/// echoed back in capitals; a close frame is answered and ends it.
+const WEBSOCKET_SERVER: &str = r#"
+import base64, hashlib, os, socketserver, struct, sys
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def say(text):
+    os.write(1, (text + "\n").encode())
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        headers = {}
+        self.rfile.readline()
+        while True:
+            line = self.rfile.readline().decode().strip()
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("upgrade", "").lower() != "websocket":
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        say("handshake for " + headers.get("x-request-id", "no id"))
+        accept = base64.b64encode(hashlib.sha1((headers["sec-websocket-key"] + GUID).encode()).digest()).decode()
+        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 8:
+                self.wfile.write(b"\x88\x00")
+                self.wfile.flush()
+                say("socket closed")
+                return
+            text = data.decode()
+            say("got " + text)
+            reply = text.upper().encode()
+            self.wfile.write(bytes([0x81, len(reply)]) + reply)
+            self.wfile.flush()
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_websocket_passes_through_the_proxy_as_one_request() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let python = python();
+    let server = TestServer::start();
+    let (listen, worker_port) = (free_port(), free_port());
+    let proxy = format!("127.0.0.1:{listen}=127.0.0.1:{worker_port}");
+    let worker_port_text = worker_port.to_string();
+    let agent = start_agent(
+        &server,
+        "sockets",
+        &["--proxy", &proxy],
+        &[python, "-c", WEBSOCKET_SERVER, &worker_port_text],
+    );
+    wait_for("the worker to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", worker_port)).is_ok()
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request_id = runtime.block_on(async {
+        let mut request = format!("ws://127.0.0.1:{listen}/echo")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-request-id", "ws-1".parse().unwrap());
+        let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.status(), 101);
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for word in ["hello", "again"] {
+            socket.send(Message::text(word)).await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("an answer within 20 s")
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer, Message::text(word.to_uppercase()));
+        }
+        socket.close(None).await.unwrap();
+        // The worker's close frame, then the end.
+        while let Some(Ok(_)) = socket.next().await {}
+        id
+    });
+    assert_eq!(request_id, "ws-1");
+
+    wait_for_record(
+        &server,
+        "sockets",
+        "the request's end",
+        has_event("request_end"),
+    );
+    send_signal(agent.id(), libc::SIGTERM);
+    let (_, stdout, _) = wait_agent(agent);
+    assert!(stdout.contains("got hello\ngot again\n"), "{stdout}");
+
+    let records = records(&server, "sockets");
+    let [start] = events(&records, "request_start")[..] else {
+        panic!("one request start: {records:#?}")
+    };
+    let [end] = events(&records, "request_end")[..] else {
+        panic!("one request end: {records:#?}")
+    };
+    assert_eq!(start["request_id"], "ws-1");
+    assert_eq!(start["fields"]["path"], "/echo");
+    assert_eq!(end["request_id"], "ws-1");
+    assert_eq!(end["fields"]["status"], 101);
+    assert_eq!(end["fields"]["outcome"], "completed");
+    // Everything the worker printed for the connection is the request's,
+    // and came between its start and its end.
+    for text in [
+        "handshake for ws-1",
+        "got hello",
+        "got again",
+        "socket closed",
+    ] {
+        let line = by_message(&records, text);
+        assert_eq!(line["request_id"], "ws-1", "{line}");
+        let seq = line["seq"].as_u64().unwrap();
+        assert!(start["seq"].as_u64().unwrap() < seq && seq < end["seq"].as_u64().unwrap());
+    }
+}
