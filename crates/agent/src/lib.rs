@@ -209,6 +209,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
 
     let outbox = Arc::new(Outbox::open(&config)?);
     let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    // What a previous agent left is read while the worker starts, not
+    // before: it ships first, once read.
+    let recovering = {
+        let outbox = outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.recover_leftovers())
+    };
     let mut shipper = tokio::spawn(shipper::ship(
         client.clone(),
         outbox.clone(),
@@ -261,6 +267,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     }
     drop(control);
 
+    // Leftovers are read whole (a bounded disk read) before the end is
+    // planned, so what is left for the next agent is counted right.
+    let _ = recovering.await;
     outbox.close();
     // The worker is gone; a stop signal now (a second Ctrl-C, the
     // platform's TERM) means "do not wait for the server any longer".
