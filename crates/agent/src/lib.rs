@@ -49,6 +49,7 @@ pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
+pub use crate::supervisor::{RestartBackoff, RestartPolicy, DEFAULT_RESTART_MAX};
 pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
@@ -110,6 +111,12 @@ pub struct AgentConfig {
     /// With nothing shipped for this long, an empty batch says the runner is
     /// alive (`None`: no heartbeats).
     pub heartbeat_interval: Option<Duration>,
+    /// When a worker that ended is started again.
+    pub restart: RestartPolicy,
+    /// Restarts allowed at most; 0 is no limit.
+    pub restart_max: u32,
+    /// The wait before each restart.
+    pub restart_backoff: RestartBackoff,
 }
 
 impl AgentConfig {
@@ -138,6 +145,9 @@ impl AgentConfig {
             proxy: None,
             control_socket: None,
             heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
+            restart: RestartPolicy::default(),
+            restart_max: DEFAULT_RESTART_MAX,
+            restart_backoff: RestartBackoff::default(),
         }
     }
 
@@ -199,6 +209,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
 
     let outbox = Arc::new(Outbox::open(&config)?);
     let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    // What a previous agent left is read while the worker starts, not
+    // before: it ships first, once read.
+    let recovering = {
+        let outbox = outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.recover_leftovers())
+    };
     let mut shipper = tokio::spawn(shipper::ship(
         client.clone(),
         outbox.clone(),
@@ -251,6 +267,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     }
     drop(control);
 
+    // Leftovers are read whole (a bounded disk read) before the end is
+    // planned, so what is left for the next agent is counted right.
+    let _ = recovering.await;
     outbox.close();
     // The worker is gone; a stop signal now (a second Ctrl-C, the
     // platform's TERM) means "do not wait for the server any longer".

@@ -76,8 +76,9 @@ pub struct Batch {
 
 impl Outbox {
     /// Opens the runner's spool (`--spool`, or the default place) for a new
-    /// boot. What a previous agent left there is shipped first, and said so
-    /// in a system record.
+    /// boot, without reading what a previous agent left there: that is
+    /// [`Outbox::recover_leftovers`]' job, in the background, and it ships
+    /// first.
     pub fn open(config: &AgentConfig) -> anyhow::Result<Outbox> {
         let boot = hex::encode(rand::random::<[u8; 8]>());
         let header = SegmentHeader {
@@ -106,6 +107,24 @@ impl Outbox {
 
     pub fn boot(&self) -> &str {
         &self.boot
+    }
+
+    /// Checks and takes in what a previous agent left in the spool, one
+    /// segment at a time without holding the lock (capture goes on), and
+    /// says what it found in a system record. Nothing is shipped before it
+    /// is done. Blocking: run it off the async threads.
+    pub fn recover_leftovers(&self) {
+        let mut recovery = spool::Recovery::default();
+        loop {
+            let Some(leftover) = self.lock().spool.next_leftover() else {
+                break;
+            };
+            let recovered = leftover.recover();
+            self.lock().spool.adopt(recovered, &mut recovery);
+        }
+        self.report_recovery(recovery);
+        // The shipper may be waiting for the leftovers.
+        self.work.notify_one();
     }
 
     /// A batch of no records with this boot's labels: the heartbeat that
@@ -377,8 +396,13 @@ impl Outbox {
     pub async fn wait_for_work(&self, timeout: Duration) {
         self.shipper_waiting.store(true, Ordering::Release);
         // Looked at after raising the flag: a record added before it is
-        // seen here, one added after it wakes us.
-        if self.backlog().records > 0 || self.is_closed() {
+        // seen here, one added after it wakes us. While leftovers are being
+        // recovered nothing is readable: their end wakes us.
+        let readable = {
+            let state = self.lock();
+            state.spool.backlog().records > 0 && state.spool.leftovers_recovered()
+        };
+        if readable || self.is_closed() {
             self.shipper_waiting.store(false, Ordering::Release);
             return;
         }
@@ -746,6 +770,7 @@ mod tests {
         };
         config.app = "renamed".into();
         let outbox = Outbox::open(&config).unwrap();
+        outbox.recover_leftovers();
         let old = outbox.next_batch(&limits(100)).unwrap().unwrap();
         assert_eq!(
             (old.body.boot.as_str(), old.body.app.as_str()),

@@ -10,6 +10,12 @@
 //! both are system records with the request's id, the end with status and
 //! duration. Bodies stream both ways; nothing is buffered.
 //!
+//! A request asking to switch protocols (`Connection: upgrade`, such as a
+//! WebSocket) is passed to the worker with its `Upgrade` header; when the
+//! worker answers `101`, the client's and the worker's connections are
+//! joined both ways, and the request ends (status 101) when the joined
+//! connection closes.
+//!
 //! `GET /healthz` (and `HEAD`) is not a request: it is answered from the
 //! worker's health check (`--health`, else the worker's own `/healthz`),
 //! and leaves no record, so a load balancer's polling does not fill the logs.
@@ -157,6 +163,7 @@ pub fn serve(
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
                     .await;
             });
         }
@@ -164,7 +171,11 @@ pub fn serve(
 }
 
 impl Proxy {
-    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         if request.uri().path() == "/healthz"
             && (request.method() == Method::GET || request.method() == Method::HEAD)
         {
@@ -180,8 +191,21 @@ impl Proxy {
         }));
         let ticket = self.requests.start(&id, Via::Proxy, received, detail).await;
 
+        // Taken before the hop-by-hop headers go: a protocol switch asked
+        // for, and the client's side of it once hyper has sent our 101.
+        let upgrade = upgrade_asked(request.headers())
+            .map(|protocol| (protocol, hyper::upgrade::on(&mut request)));
         let (mut parts, body) = request.into_parts();
         remove_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            parts.headers.insert(
+                hyper::header::CONNECTION,
+                HeaderValue::from_static("upgrade"),
+            );
+            parts
+                .headers
+                .insert(hyper::header::UPGRADE, protocol.clone());
+        }
         parts.headers.insert(REQUEST_ID.clone(), id_header.clone());
         append_forwarded_for(&mut parts.headers, peer);
         let path = parts
@@ -198,6 +222,21 @@ impl Proxy {
         parts.version = hyper::Version::HTTP_11;
 
         match self.client.request(Request::from_parts(parts, body)).await {
+            Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => match upgrade {
+                Some((_, client_side)) => self.join(response, client_side, ticket, id_header),
+                None => {
+                    let message = "the worker switched protocols without being asked to";
+                    self.requests
+                        .end(
+                            Which::Ticket(ticket),
+                            Instant::now(),
+                            Some(502),
+                            Outcome::Error(message.into()),
+                        )
+                        .await;
+                    json_error(StatusCode::BAD_GATEWAY, "bad_gateway", message)
+                }
+            },
             Ok(response) => {
                 let status = response.status().as_u16();
                 let (mut parts, body) = response.into_parts();
@@ -228,6 +267,53 @@ impl Proxy {
                 response
             }
         }
+    }
+
+    /// The worker agreed to switch protocols: answers the client's 101 with
+    /// the worker's headers, and once both sides are upgraded copies bytes
+    /// both ways until either closes; the request ends then.
+    fn join(
+        &self,
+        mut response: Response<Incoming>,
+        client_side: hyper::upgrade::OnUpgrade,
+        ticket: Ticket,
+        id_header: HeaderValue,
+    ) -> Response<ProxyBody> {
+        let worker_side = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        let protocol = parts.headers.get(hyper::header::UPGRADE).cloned();
+        remove_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(
+            hyper::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        if let Some(protocol) = protocol {
+            parts.headers.insert(hyper::header::UPGRADE, protocol);
+        }
+        parts.headers.entry(REQUEST_ID.clone()).or_insert(id_header);
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            let joined = async {
+                let (client, worker) = tokio::try_join!(client_side, worker_side)?;
+                let (mut client, mut worker) = (TokioIo::new(client), TokioIo::new(worker));
+                let copied = tokio::io::copy_bidirectional(&mut client, &mut worker).await?;
+                Ok::<_, BoxError>(copied)
+            };
+            let outcome = match joined.await {
+                Ok(_) => Outcome::Completed,
+                Err(error) => Outcome::Error(format!(
+                    "the upgraded connection broke off: {}",
+                    error_chain(&*error)
+                )),
+            };
+            requests
+                .end(Which::Ticket(ticket), Instant::now(), Some(101), outcome)
+                .await;
+        });
+        Response::from_parts(
+            parts,
+            Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        )
     }
 
     /// The worker's health, as it answers it.
@@ -270,24 +356,26 @@ impl Proxy {
     }
 }
 
-/// Tries `url` every [`HEALTH_INTERVAL`] until it answers with a success (or
-/// the worker is ready some other way), then records the worker as ready.
+/// Tries `url` every [`HEALTH_INTERVAL`] while the worker is not ready (it
+/// may be again after a restart), and records it as ready when the check
+/// answers with a success; runs until aborted.
 pub async fn wait_until_healthy(url: Uri, requests: Arc<Requests>) {
     let client: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
-    while !requests.is_ready() {
-        let request = Request::get(url.clone())
-            .body(Empty::new())
-            .expect("a GET of a checked URL");
-        if let Ok(Ok(response)) =
-            tokio::time::timeout(HEALTH_TIMEOUT, client.request(request)).await
-        {
-            if response.status().is_success() {
-                requests.ready(Ready::Health {
-                    url: url.to_string(),
-                    status: response.status().as_u16(),
-                });
-                return;
+    loop {
+        if !requests.is_ready() {
+            let request = Request::get(url.clone())
+                .body(Empty::new())
+                .expect("a GET of a checked URL");
+            if let Ok(Ok(response)) =
+                tokio::time::timeout(HEALTH_TIMEOUT, client.request(request)).await
+            {
+                if response.status().is_success() {
+                    requests.ready(Ready::Health {
+                        url: url.to_string(),
+                        status: response.status().as_u16(),
+                    });
+                }
             }
         }
         tokio::time::sleep(HEALTH_INTERVAL).await;
@@ -377,6 +465,19 @@ impl Drop for Tracked {
             end.finish(outcome);
         }
     }
+}
+
+/// The protocol a request asks to switch to (`Connection: upgrade` and an
+/// `Upgrade` header), if it asks.
+fn upgrade_asked(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(hyper::header::UPGRADE).cloned())
+        .flatten()
 }
 
 /// The client's `X-Request-Id`, when it is a usable one: 1 to 200 visible

@@ -14,7 +14,8 @@
 //!
 //! Requests are marked by the proxy (`--proxy`) or by the worker through the
 //! control socket; both report here, and this module writes the lifecycle
-//! records: `ready` (once), `request_start`, `request_end`.
+//! records: `ready` (once per start of the worker), `request_start`,
+//! `request_end`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,9 +174,11 @@ impl Requests {
         }
     }
 
-    /// The worker started now: readiness is timed from here.
+    /// The worker started now (again, after a restart): readiness is timed
+    /// from here, and is to be seen again.
     pub fn worker_started(&self) {
         *lock(&self.worker_started) = Instant::now();
+        self.ready.store(false, Ordering::Release);
     }
 
     /// The request a line that names none belongs to (see the module doc).

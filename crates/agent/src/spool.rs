@@ -36,10 +36,15 @@
 //! acknowledged. It is rewritten (write, rename) after each acknowledged
 //! batch; a segment is deleted, whole, once all of it is acknowledged.
 //!
-//! Opening the spool recovers what a previous agent left: segments are
-//! checked frame by frame, a torn or corrupt tail is cut off, and what is
-//! not acknowledged is shipped first, under its original labels, boot and
-//! sequence numbers. A missing or unreadable ledger means nothing counts as
+//! Opening the spool only lists what a previous agent left, so the worker
+//! starts at once; the leftovers are recovered in the background
+//! ([`Spool::next_leftover`], [`Leftover::recover`] without the lock,
+//! [`Spool::adopt`]): segments are checked frame by frame, a torn or
+//! corrupt tail is cut off, and what is not acknowledged is shipped first
+//! (nothing is read for shipping until every leftover is adopted), under
+//! its original labels, boot and sequence numbers. Until a leftover is
+//! adopted the ledger keeps naming it, so a crash meanwhile loses nothing;
+//! its bytes count against the cap once it is adopted. A missing or unreadable ledger means nothing counts as
 //! acknowledged: the server deduplicates what it already has.
 //!
 //! Past the size cap, the oldest segments go first (all but the open one and
@@ -285,7 +290,7 @@ impl fmt::Display for OpenError {
 
 impl std::error::Error for OpenError {}
 
-/// What opening the spool found of a previous agent's.
+/// What recovering a previous agent's leftovers found.
 #[derive(Debug, Default)]
 pub struct Recovery {
     /// Records not acknowledged, to be shipped first.
@@ -442,7 +447,37 @@ pub struct Spool {
     problems: Vec<String>,
     syncer: Option<mpsc::Sender<Arc<File>>>,
     durability: Durability,
+    /// A previous agent's segments not recovered yet, oldest first, each
+    /// with its acknowledged offset (0: none of it).
+    leftovers: VecDeque<(u64, u64)>,
     _lock: File,
+}
+
+/// A previous agent's segment, to check without the spool's lock.
+pub struct Leftover {
+    path: PathBuf,
+    id: u64,
+    acked: u64,
+}
+
+/// A leftover segment, checked: hand it to [`Spool::adopt`].
+pub struct Recovered {
+    id: u64,
+    path: PathBuf,
+    result: io::Result<Option<(Segment, u64)>>,
+}
+
+impl Leftover {
+    /// Checks the segment frame by frame (the slow part, done off the
+    /// lock), cutting a torn or corrupt tail off.
+    pub fn recover(self) -> Recovered {
+        let result = recover_segment(&self.path, self.id, self.acked);
+        Recovered {
+            id: self.id,
+            path: self.path,
+            result,
+        }
+    }
 }
 
 impl Spool {
@@ -495,11 +530,10 @@ impl Spool {
         }
         ids.sort_unstable();
 
-        let mut segments = VecDeque::new();
+        let mut leftovers = VecDeque::new();
         for &id in &ids {
-            let path = segment_path(dir, id);
             if id < ledger.acked_segment {
-                let _ = fs::remove_file(&path);
+                let _ = fs::remove_file(segment_path(dir, id));
                 continue;
             }
             let acked = if id == ledger.acked_segment {
@@ -507,39 +541,13 @@ impl Spool {
             } else {
                 0
             };
-            match recover_segment(&path, id, acked) {
-                Ok(Some((segment, truncated))) => {
-                    recovery.truncated_bytes += truncated;
-                    if segment.unacked.records == 0 {
-                        let _ = fs::remove_file(&path);
-                        continue;
-                    }
-                    recovery.records += segment.unacked.records;
-                    recovery.line_bytes += segment.unacked.line_bytes;
-                    if !recovery.boots.contains(&segment.header.boot) {
-                        recovery.boots.push(segment.header.boot.clone());
-                    }
-                    segments.push_back(segment);
-                }
-                Ok(None) => {
-                    recovery.discarded.push(path.display().to_string());
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(unusable(&format!("cannot read {}", path.display()), e)),
-            }
+            leftovers.push_back((id, acked));
         }
 
         let next_id = ids
             .last()
             .map_or(0, |last| last + 1)
             .max(ledger.acked_segment + 1);
-        let bytes = segments.iter().map(|s| s.len).sum();
-        let mut backlog = Backlog::default();
-        for segment in &segments {
-            backlog.records += segment.unacked.records;
-            backlog.line_bytes += segment.unacked.line_bytes;
-            backlog.frame_bytes += segment.unacked.frame_bytes;
-        }
         let (sync_tx, sync_rx) = mpsc::channel::<Arc<File>>();
         let syncer = std::thread::Builder::new()
             .name("tailwater-spool-sync".into())
@@ -556,24 +564,86 @@ impl Spool {
             cap,
             segment_target: (cap / SEGMENTS_PER_CAP).clamp(1, MAX_SEGMENT_BYTES),
             header: Arc::new(header),
-            segments,
+            segments: VecDeque::new(),
             buffer: Vec::with_capacity(WRITE_BUFFER_BYTES * 2),
             buffered: Stats::default(),
             next_id,
-            bytes,
-            backlog,
+            bytes: 0,
+            backlog: Backlog::default(),
             dropped: ledger.dropped.clone(),
             pinned: None,
             problems: Vec::new(),
             syncer,
             durability: Durability::Process,
+            leftovers,
             _lock: lock,
         };
-        // Acknowledgements now name the oldest segment left; and a smaller
-        // cap than the previous agent's applies at once.
-        spool.enforce_cap();
         spool.write_ledger();
         Ok((spool, recovery))
+    }
+
+    /// The oldest leftover segment not recovered yet; check it with
+    /// [`Leftover::recover`] without the lock, then [`Spool::adopt`] it.
+    pub fn next_leftover(&self) -> Option<Leftover> {
+        let &(id, acked) = self.leftovers.front()?;
+        Some(Leftover {
+            path: segment_path(&self.dir, id),
+            id,
+            acked,
+        })
+    }
+
+    /// Takes a recovered leftover in, before this boot's records, counting
+    /// what it holds in `recovery`; a smaller cap than the previous agent's
+    /// applies at once.
+    pub fn adopt(&mut self, recovered: Recovered, recovery: &mut Recovery) {
+        debug_assert_eq!(self.leftovers.front().map(|l| l.0), Some(recovered.id));
+        self.leftovers.pop_front();
+        let path = recovered.path;
+        match recovered.result {
+            Ok(Some((segment, truncated))) => {
+                recovery.truncated_bytes += truncated;
+                if segment.unacked.records == 0 {
+                    let _ = fs::remove_file(&path);
+                } else {
+                    recovery.records += segment.unacked.records;
+                    recovery.line_bytes += segment.unacked.line_bytes;
+                    if !recovery.boots.contains(&segment.header.boot) {
+                        recovery.boots.push(segment.header.boot.clone());
+                    }
+                    self.bytes += segment.len;
+                    self.backlog.records += segment.unacked.records;
+                    self.backlog.line_bytes += segment.unacked.line_bytes;
+                    self.backlog.frame_bytes += segment.unacked.frame_bytes;
+                    // This boot's segments are numbered after every leftover.
+                    let at = self
+                        .segments
+                        .iter()
+                        .position(|s| s.id > segment.id)
+                        .unwrap_or(self.segments.len());
+                    self.segments.insert(at, segment);
+                }
+            }
+            Ok(None) => {
+                recovery.discarded.push(path.display().to_string());
+                let _ = fs::remove_file(&path);
+            }
+            Err(error) => {
+                // Left on disk and out of the ledger's way: a later agent
+                // (once the problem is fixed) may ship it.
+                self.problem(format!(
+                    "cannot read the leftover spool segment {}: {error}; it is kept, not shipped",
+                    path.display()
+                ));
+            }
+        }
+        self.enforce_cap();
+        self.write_ledger();
+    }
+
+    /// Every leftover segment is adopted: shipping may begin.
+    pub fn leftovers_recovered(&self) -> bool {
+        self.leftovers.is_empty()
     }
 
     /// Makes every later write as durable as `durability` says.
@@ -728,6 +798,10 @@ impl Spool {
     /// nothing is waiting (the write buffer is flushed first).
     pub fn plan_read(&mut self) -> Option<ReadPlan> {
         self.flush();
+        if !self.leftovers.is_empty() {
+            // The leftovers ship first: nothing is read before they are in.
+            return None;
+        }
         self.remove_finished_head();
         let head = self.segments.front()?;
         if head.start >= head.len {
@@ -832,7 +906,7 @@ impl Spool {
             let _ = segment.file.sync_data();
         }
         self.write_ledger();
-        if self.backlog.records == 0 && self.dropped.is_empty() {
+        if self.backlog.records == 0 && self.dropped.is_empty() && self.leftovers.is_empty() {
             for segment in self.segments.drain(..) {
                 let _ = fs::remove_file(segment_path(&self.dir, segment.id));
             }
@@ -993,17 +1067,19 @@ impl Spool {
     }
 
     fn write_ledger(&mut self) {
-        let ledger = match self.segments.front() {
-            Some(head) => Ledger {
-                acked_segment: head.id,
-                acked_offset: head.start,
-                dropped: self.dropped.clone(),
-            },
-            None => Ledger {
-                acked_segment: self.next_id,
-                acked_offset: 0,
-                dropped: self.dropped.clone(),
-            },
+        // The oldest record not acknowledged: adopted leftovers come before
+        // those still waiting, and those before this boot's segments.
+        let head = self.segments.front().map(|head| (head.id, head.start));
+        let leftover = self.leftovers.front().copied();
+        let (acked_segment, acked_offset) = match (head, leftover) {
+            (Some(head), Some(leftover)) => head.min(leftover),
+            (Some(oldest), None) | (None, Some(oldest)) => oldest,
+            (None, None) => (self.next_id, 0),
+        };
+        let ledger = Ledger {
+            acked_segment,
+            acked_offset,
+            dropped: self.dropped.clone(),
         };
         if let Err(error) = write_ledger(&self.dir, &ledger, self.durability) {
             self.problem(format!(
@@ -1653,6 +1729,58 @@ mod tests {
     use jiff::Timestamp;
     use tailwater_model::{Fields, Level, Stream};
 
+    /// Opens the spool and adopts every leftover, as the agent does in the
+    /// background.
+    fn open_recovered(dir: &Path, header: SegmentHeader, cap: u64) -> (Spool, Recovery) {
+        let (mut spool, mut recovery) = Spool::open(dir, header, cap).unwrap();
+        while let Some(leftover) = spool.next_leftover() {
+            spool.adopt(leftover.recover(), &mut recovery);
+        }
+        (spool, recovery)
+    }
+
+    #[test]
+    fn leftovers_ship_first_and_stay_in_the_ledger_until_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
+            append_lines(&mut spool, 0..3);
+            spool.flush();
+        }
+        {
+            // Opened, new records written, killed before the leftover was
+            // read: nothing is readable meanwhile, and nothing is lost.
+            let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+            assert_eq!(recovery.records, 0, "not read at open");
+            append_lines(&mut spool, 0..2);
+            assert!(spool.plan_read().is_none(), "the leftover ships first");
+            assert!(!spool.leftovers_recovered());
+        }
+        {
+            // Killed again with one leftover adopted, one not: the ledger
+            // still names both.
+            let (mut spool, mut found) = Spool::open(dir.path(), header("b3"), 1 << 20).unwrap();
+            let first = spool.next_leftover().unwrap();
+            spool.adopt(first.recover(), &mut found);
+            assert_eq!(found.records, 3);
+            assert!(!spool.leftovers_recovered());
+        }
+        let (mut spool, recovery) = Spool::open(dir.path(), header("b4"), 1 << 20).unwrap();
+        append_lines(&mut spool, 0..1);
+        let mut found = Recovery::default();
+        while let Some(leftover) = spool.next_leftover() {
+            spool.adopt(leftover.recover(), &mut found);
+        }
+        assert!(recovery.ledger_problem.is_none());
+        assert_eq!(
+            (found.records, found.boots.clone()),
+            (5, vec!["b1".to_owned(), "b2".to_owned()])
+        );
+        let shipped = drain(&mut spool);
+        let boots: Vec<&str> = shipped.iter().map(|(boot, _, _)| boot.as_str()).collect();
+        assert_eq!(boots, ["b1", "b1", "b1", "b2", "b2", "b4"]);
+    }
+
     fn header(boot: &str) -> SegmentHeader {
         SegmentHeader {
             app: "app".into(),
@@ -1722,7 +1850,7 @@ mod tests {
     #[test]
     fn captured_lines_come_back_parsed_with_what_capture_knew() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
         let stamped = Timestamp::from_second(1_700_000_000).unwrap();
         let captured = [
             Captured {
@@ -1778,14 +1906,14 @@ mod tests {
     fn with_machine_durability_records_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
             spool.set_durability(Durability::Machine);
             append_lines(&mut spool, 0..10);
             spool.flush();
             assert!(spool.take_problems().is_empty());
             // Killed: no shutdown.
         }
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
         assert_eq!(recovery.records, 10);
         assert_eq!(drain(&mut spool).len(), 10);
     }
@@ -1793,7 +1921,7 @@ mod tests {
     #[test]
     fn records_round_trip_and_acknowledged_segments_are_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b1"), 64 * 1024).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b1"), 64 * 1024);
         assert_eq!(recovery.records, 0);
         append_lines(&mut spool, 0..300);
         assert_eq!(spool.backlog().records, 300);
@@ -1816,7 +1944,7 @@ mod tests {
     #[test]
     fn every_part_of_a_record_comes_back() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
         let mut fields = Fields::new();
         fields.insert("gpu".into(), serde_json::json!({ "id": 3, "util": 0.97 }));
         let written = vec![
@@ -1849,7 +1977,7 @@ mod tests {
     fn a_restart_ships_what_was_not_acknowledged_with_its_boot_and_seq() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
             append_lines(&mut spool, 0..10);
             let plan = spool.plan_read().unwrap();
             let limits = BatchLimits {
@@ -1862,7 +1990,7 @@ mod tests {
             // Flushed, but the agent dies without a shutdown.
             spool.flush();
         }
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
         assert_eq!(recovery.records, 6);
         assert_eq!(recovery.boots, ["b1"]);
         assert_eq!(recovery.line_bytes, 6 * 9);
@@ -1879,7 +2007,7 @@ mod tests {
     fn a_half_written_last_record_is_cut_off() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
             append_lines(&mut spool, 0..5);
             spool.flush();
         }
@@ -1892,7 +2020,7 @@ mod tests {
         file.set_len(len - 10).unwrap();
         drop(file);
 
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
         assert_eq!(recovery.records, 4);
         let record_bytes = (len - 10) - fs::metadata(segment).unwrap().len();
         assert_eq!(recovery.truncated_bytes, record_bytes);
@@ -1904,7 +2032,7 @@ mod tests {
     fn a_record_failing_its_checksum_ends_the_segment() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
             append_lines(&mut spool, 0..5);
             spool.flush();
         }
@@ -1917,7 +2045,7 @@ mod tests {
         bytes[at + 8] = b'X';
         fs::write(segment, &bytes).unwrap();
 
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
         assert_eq!(recovery.records, 3);
         assert!(recovery.truncated_bytes > 0);
         let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
@@ -1928,7 +2056,7 @@ mod tests {
     fn a_segment_without_a_whole_header_is_discarded() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("000000000003.seg"), b"TWSPOOL1\x20\x00").unwrap();
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b1"), 1 << 20);
         assert_eq!(recovery.discarded.len(), 1);
         append_lines(&mut spool, 0..1);
         spool.flush();
@@ -1943,7 +2071,7 @@ mod tests {
     fn the_ledger_survives_a_restart_and_a_torn_ledger_ships_everything_again() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
             append_lines(&mut spool, 0..8);
             let plan = spool.plan_read().unwrap();
             let batch = read_batch(
@@ -1964,7 +2092,7 @@ mod tests {
         assert_eq!(segment, &segment_path(dir.path(), ledger.acked_segment));
         assert!(ledger.acked_offset > 0);
         {
-            let (spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
+            let (spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
             assert_eq!(recovery.records, 3);
             assert!(recovery.ledger_problem.is_none());
             drop(spool);
@@ -1974,7 +2102,7 @@ mod tests {
         let path = dir.path().join(LEDGER_FILE);
         let bytes = fs::read(&path).unwrap();
         fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b3"), 1 << 20).unwrap();
+        let (mut spool, recovery) = open_recovered(dir.path(), header("b3"), 1 << 20);
         assert!(recovery.ledger_problem.is_some());
         assert_eq!(recovery.records, 8);
         let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
@@ -1985,7 +2113,7 @@ mod tests {
     fn over_the_cap_the_oldest_segments_are_dropped_and_counted_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let cap = MIN_SPOOL_MAX_BYTES;
-        let (mut spool, _) = Spool::open(dir.path(), header("b1"), cap).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), cap);
         append_lines(&mut spool, 0..1000);
         assert!(spool.bytes() <= cap, "{} > {cap}", spool.bytes());
         let [tally] = &spool.take_dropped()[..] else {
@@ -2019,7 +2147,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cap = MIN_SPOOL_MAX_BYTES;
         let first_batch = {
-            let (mut spool, _) = Spool::open(dir.path(), header("b1"), cap).unwrap();
+            let (mut spool, _) = open_recovered(dir.path(), header("b1"), cap);
             append_lines(&mut spool, 0..10);
             let plan = spool.plan_read().unwrap();
             append_lines(&mut spool, 10..1000);
@@ -2030,7 +2158,7 @@ mod tests {
             // The agent dies before reporting the drops.
             batch.records.len() as u64
         };
-        let (mut spool, _) = Spool::open(dir.path(), header("b2"), cap).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b2"), cap);
         let [tally] = &spool.take_dropped()[..] else {
             panic!("the tally was kept in the ledger")
         };
@@ -2054,7 +2182,7 @@ mod tests {
     #[test]
     fn the_rate_allowance_stops_a_batch_but_not_unmetered_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
         let mut system = record(0, "agent says");
         system.stream = Stream::System;
         spool.append(&system, FLAG_UNMETERED, 10);
@@ -2089,7 +2217,7 @@ mod tests {
     #[test]
     fn records_that_cannot_be_written_are_counted_as_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let (mut spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
         append_lines(&mut spool, 0..3);
         spool.flush();
         append_lines(&mut spool, 3..5);
@@ -2128,7 +2256,7 @@ mod tests {
     #[test]
     fn a_second_agent_on_the_same_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (_spool, _) = Spool::open(dir.path(), header("b1"), 1 << 20).unwrap();
+        let (_spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
         let Err(error) = Spool::open(dir.path(), header("b2"), 1 << 20) else {
             panic!("opened twice")
         };

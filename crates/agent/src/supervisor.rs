@@ -8,6 +8,13 @@
 //! `stop_timeout` to exit before the group is SIGKILLed; and the agent exits
 //! with the worker's code (128 + signal when it was killed). Under `--tty`,
 //! a resize of the agent's terminal (SIGWINCH) resizes the worker's.
+//!
+//! With `--restart on-failure|always` a worker that ends is started again,
+//! under the same runner, boot and sequence, after an exponential backoff
+//! ([`RestartBackoff`]); a `restart` record (attempt, the previous exit, the
+//! delay) comes before each new start. A stop signal ends the agent: during
+//! a run it is passed on and nothing restarts; during a backoff the agent
+//! ends at once. The agent's exit code is always the last worker's.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -16,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tailwater_model::{Level, Stream};
+use tailwater_model::{Fields, Level, Stream};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::{capture, Cutting, OutputSync, Outputs, Reader};
@@ -42,6 +49,67 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQU
 /// it left behind) before the agent stops reading them.
 const PIPE_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
+/// Restarts allowed unless configured otherwise (`--restart-max`; 0 is no
+/// limit).
+pub const DEFAULT_RESTART_MAX: u32 = 5;
+
+/// When a worker that ended is started again (`--restart`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RestartPolicy {
+    /// The agent ends with the worker.
+    #[default]
+    Never,
+    /// Again when it exited with a code other than 0 or was killed.
+    OnFailure,
+    /// Again however it ended.
+    Always,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::Always => "always",
+        }
+    }
+}
+
+impl std::str::FromStr for RestartPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RestartPolicy, String> {
+        match text {
+            "never" => Ok(RestartPolicy::Never),
+            "on-failure" => Ok(RestartPolicy::OnFailure),
+            "always" => Ok(RestartPolicy::Always),
+            _ => Err(format!(
+                "invalid --restart '{text}': write never, on-failure or always"
+            )),
+        }
+    }
+}
+
+/// The wait before each restart: `first`, doubling up to `max`; back to
+/// `first` once a worker ran `reset_after` (it was healthy for a while, so
+/// its next failure is a new story, not the same crash loop).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestartBackoff {
+    pub first: Duration,
+    pub max: Duration,
+    pub reset_after: Duration,
+}
+
+impl Default for RestartBackoff {
+    fn default() -> RestartBackoff {
+        RestartBackoff {
+            first: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            reset_after: Duration::from_secs(60),
+        }
+    }
+}
+
 /// What the supervisor shares with the rest of the agent.
 pub struct Shared<'a> {
     pub outbox: &'a Arc<Outbox>,
@@ -51,45 +119,171 @@ pub struct Shared<'a> {
     pub control_socket: Option<&'a Path>,
 }
 
-/// Runs the worker to its end, capturing its output into the outbox.
-/// Returns the exit code for the agent: the worker's, or 128 + its fatal
-/// signal.
+/// Runs the worker to its end (and again, as `--restart` says), capturing
+/// its output into the outbox. Returns the exit code for the agent: the
+/// last worker's, or 128 + its fatal signal.
 pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
     let outbox = shared.outbox;
-    let command_line = config.command.join(" ");
-    let Some((program, arguments)) = config.command.split_first() else {
+    if config.command.is_empty() {
         outbox.system(Level::Error, "no command to run".into(), Default::default());
         return 127;
-    };
+    }
 
     let role = InitRole::take_up();
-    let spawn_failed = |message: String, error: &std::io::Error, code: i32| {
-        eprintln!("tailwater: {message}");
-        outbox.system(
-            Level::Error,
-            message,
-            fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
-        );
-        code
-    };
     let reaper = match Reaper::start() {
         Ok(reaper) => reaper,
         Err(error) => {
-            return spawn_failed(
-                format!("cannot watch for exited children: {error}"),
-                &error,
-                1,
-            )
+            let message = format!("cannot watch for exited children: {error}");
+            return spawn_failed(config, outbox, message, &error, 1);
         }
     };
     // Listening before the worker starts: a stop requested while it starts
     // is passed on, not lost.
-    let signals = match Signals::listen() {
+    let mut signals = match Signals::listen() {
         Ok(signals) => signals,
         Err(error) => {
-            return spawn_failed(format!("cannot listen for signals: {error}"), &error, 1)
+            let message = format!("cannot listen for signals: {error}");
+            return spawn_failed(config, outbox, message, &error, 1);
         }
     };
+
+    let backoff = config.restart_backoff;
+    let mut delay = backoff.first;
+    let mut restarts: u32 = 0;
+    let mut oom_unavailable_said = false;
+    loop {
+        let run = run_once(
+            config,
+            &shared,
+            &role,
+            &reaper,
+            &mut signals,
+            &mut oom_unavailable_said,
+        )
+        .await;
+        let failed = run.code != 0;
+        let wanted = match config.restart {
+            RestartPolicy::Never => false,
+            RestartPolicy::OnFailure => failed,
+            RestartPolicy::Always => true,
+        };
+        if !wanted || run.stop_requested {
+            return run.code;
+        }
+        if config.restart_max != 0 && restarts >= config.restart_max {
+            outbox.system(
+                Level::Error,
+                format!(
+                    "not restarting the worker: it was restarted {restarts} times already (--restart-max {})",
+                    config.restart_max
+                ),
+                fields(json!({ "event": "restart_limit", "restarts": restarts, "restart_max": config.restart_max })),
+            );
+            return run.code;
+        }
+        if run.run_time >= backoff.reset_after {
+            delay = backoff.first;
+        }
+        restarts += 1;
+        let of_max = match config.restart_max {
+            0 => String::new(),
+            max => format!(" of {max}"),
+        };
+        outbox.system(
+            Level::Warn,
+            format!(
+                "restarting the worker in {} (restart {restarts}{of_max}, --restart {}): it {}",
+                format_duration(delay),
+                config.restart.as_str(),
+                run.ending,
+            ),
+            fields(json!({
+                "event": "restart",
+                "attempt": restarts,
+                "restart_max": config.restart_max,
+                "policy": config.restart.as_str(),
+                "delay_ms": delay.as_millis() as u64,
+                "previous_exit": run.exit_fields,
+                "previous_run_time_ms": run.run_time.as_millis() as u64,
+            })),
+        );
+        if let Some(number) = signals.stop_within(delay).await {
+            let name = signal_name(number);
+            let mut extra = run.exit_fields.clone();
+            extra.insert("event".into(), "exit".into());
+            extra.insert("restart_cancelled".into(), true.into());
+            extra.insert("stop_signal".into(), number.into());
+            outbox.system(
+                Level::Info,
+                format!(
+                    "received {name} while waiting to restart the worker: not restarting; the runner ends as its last worker did ({})",
+                    run.ending
+                ),
+                extra,
+            );
+            return run.code;
+        }
+        delay = (delay * 2).min(backoff.max);
+    }
+}
+
+/// How one run of the worker ended.
+struct Run {
+    /// The agent's exit code for it.
+    code: i32,
+    /// "exited with code 3", "was killed by SIGKILL": for messages.
+    ending: String,
+    /// `exit_code`, or `signal` and `signal_name`.
+    exit_fields: Fields,
+    run_time: Duration,
+    /// A stop signal came during the run: the agent is asked to end.
+    stop_requested: bool,
+}
+
+impl Run {
+    fn failed_to_start(code: i32) -> Run {
+        Run {
+            code,
+            ending: format!("failed to start (code {code})"),
+            exit_fields: fields(json!({ "exit_code": code })),
+            run_time: Duration::ZERO,
+            stop_requested: false,
+        }
+    }
+}
+
+/// Records that the worker could not be started and returns `code`.
+fn spawn_failed(
+    config: &AgentConfig,
+    outbox: &Outbox,
+    message: String,
+    error: &std::io::Error,
+    code: i32,
+) -> i32 {
+    eprintln!("tailwater: {message}");
+    outbox.system(
+        Level::Error,
+        message,
+        fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
+    );
+    code
+}
+
+/// Starts the worker once and waits for its end.
+async fn run_once(
+    config: &AgentConfig,
+    shared: &Shared<'_>,
+    role: &InitRole,
+    reaper: &Reaper,
+    signals: &mut Signals,
+    oom_unavailable_said: &mut bool,
+) -> Run {
+    let outbox = shared.outbox;
+    let command_line = config.command.join(" ");
+    let (program, arguments) = config
+        .command
+        .split_first()
+        .expect("the command was checked to be there");
     let outputs = if config.tty {
         Outputs::tty()
     } else {
@@ -103,11 +297,8 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             } else {
                 "pipes"
             };
-            return spawn_failed(
-                format!("cannot open {what} for the worker's output: {error}"),
-                &error,
-                1,
-            );
+            let message = format!("cannot open {what} for the worker's output: {error}");
+            return Run::failed_to_start(spawn_failed(config, outbox, message, &error, 1));
         }
     };
 
@@ -167,11 +358,8 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             } else {
                 127
             };
-            return spawn_failed(
-                format!("failed to start {command_line}: {error}"),
-                &error,
-                code,
-            );
+            let message = format!("failed to start {command_line}: {error}");
+            return Run::failed_to_start(spawn_failed(config, outbox, message, &error, code));
         }
     };
     shared.requests.worker_started();
@@ -232,9 +420,10 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
         }));
     }
 
-    let oom = watch_oom(outbox);
+    let oom = watch_oom(outbox, oom_unavailable_said);
 
-    let status = wait_forwarding_signals(exited, pid, signals, config.stop_timeout, outbox).await;
+    let (status, stop_requested) =
+        wait_forwarding_signals(exited, pid, signals, config.stop_timeout, outbox).await;
     let run_time = started.elapsed();
 
     let deadline = tokio::time::Instant::now() + PIPE_DRAIN_AFTER_EXIT;
@@ -255,24 +444,43 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
     shared.requests.end_unfinished();
     reaper.reap();
 
-    match status {
-        Some(status) => report_exit(
-            outbox,
-            status,
-            Ending {
-                run_time,
-                oom_kills,
-                orphans_reaped: reaper.orphans_reaped(),
-            },
+    let Some(status) = status else {
+        let error = "lost track of the worker";
+        outbox.system(
+            Level::Error,
+            error.into(),
+            fields(json!({ "event": "exit", "error": error })),
+        );
+        return Run {
+            code: 1,
+            ending: error.into(),
+            exit_fields: fields(json!({ "error": error })),
+            run_time,
+            stop_requested,
+        };
+    };
+    let (code, exit_fields) = report_exit(
+        outbox,
+        status,
+        Ending {
+            run_time,
+            oom_kills,
+            orphans_reaped: reaper.orphans_reaped(),
+        },
+    );
+    let ending = match status.code() {
+        Some(code) => format!("exited with code {code}"),
+        None => format!(
+            "was killed by {}",
+            signal_name(status.signal().unwrap_or_default())
         ),
-        None => {
-            outbox.system(
-                Level::Error,
-                "lost track of the worker".into(),
-                fields(json!({ "event": "exit", "error": "lost track of the worker" })),
-            );
-            1
-        }
+    };
+    Run {
+        code,
+        ending,
+        exit_fields,
+        run_time,
+        stop_requested,
     }
 }
 
@@ -315,6 +523,25 @@ impl Signals {
     }
 }
 
+impl Signals {
+    /// Waits `delay` (no worker to pass signals to); returns the stop
+    /// signal that came meanwhile, if one did. Other signals are dropped:
+    /// they were meant for a worker that is not there.
+    async fn stop_within(&mut self, delay: Duration) -> Option<libc::c_int> {
+        let deadline = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return None,
+                Some(number) = self.receiver.recv() => {
+                    if STOP_SIGNALS.contains(&number) {
+                        return Some(number);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl Drop for Signals {
     fn drop(&mut self) {
         for listener in &self.listeners {
@@ -325,21 +552,24 @@ impl Drop for Signals {
 
 /// Waits for the worker's exit, passing signals on to its process group; a
 /// stop signal starts the deadline after which the group is SIGKILLed.
+/// Returns the exit status, and whether a stop signal came.
 async fn wait_forwarding_signals(
     mut exited: tokio::sync::oneshot::Receiver<ExitStatus>,
     pid: u32,
-    mut signals: Signals,
+    signals: &mut Signals,
     stop_timeout: Duration,
     outbox: &Outbox,
-) -> Option<ExitStatus> {
+) -> (Option<ExitStatus>, bool) {
     let mut stop_deadline: Option<tokio::time::Instant> = None;
+    let mut stop_requested = false;
     let far_future = tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     loop {
         tokio::select! {
-            status = &mut exited => return status.ok(),
+            status = &mut exited => return (status.ok(), stop_requested),
             Some(number) = signals.receiver.recv() => {
                 signal_worker(pid, number);
-                if STOP_SIGNALS.contains(&number) && stop_deadline.is_none() {
+                if STOP_SIGNALS.contains(&number) && !stop_requested {
+                    stop_requested = true;
                     stop_deadline = Some(tokio::time::Instant::now() + stop_timeout);
                     let name = signal_name(number);
                     outbox.system(
@@ -393,12 +623,16 @@ struct OomWatcher {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn watch_oom(outbox: &Arc<Outbox>) -> OomWatcher {
+/// `unavailable_said`: whether the agent already said it cannot count OOM
+/// kills (once is enough, whatever the restarts).
+fn watch_oom(outbox: &Arc<Outbox>, unavailable_said: &mut bool) -> OomWatcher {
     let watch = match cgroup::find().and_then(OomWatch::start) {
         Ok(watch) => Arc::new(Mutex::new(watch)),
         Err(reason) => {
-            let (message, extra) = cgroup::unavailable_record(&reason);
-            outbox.system(Level::Info, message, extra);
+            if !std::mem::replace(unavailable_said, true) {
+                let (message, extra) = cgroup::unavailable_record(&reason);
+                outbox.system(Level::Info, message, extra);
+            }
             return OomWatcher {
                 watch: None,
                 task: None,
@@ -452,8 +686,9 @@ struct Ending {
     orphans_reaped: u64,
 }
 
-/// Records the exit and returns the agent's exit code.
-fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> i32 {
+/// Records the exit; returns the agent's exit code and the exit as fields
+/// (`exit_code`, or `signal` and `signal_name`).
+fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> (i32, Fields) {
     let took = format_duration(ending.run_time);
     let mut extra = fields(json!({
         "event": "exit",
@@ -471,7 +706,7 @@ fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> i32 {
             format!("exited with code {code} after {took}"),
             extra,
         );
-        return code;
+        return (code, fields(json!({ "exit_code": code })));
     }
     let number = status.signal().unwrap_or_default();
     let name = signal_name(number);
@@ -495,7 +730,8 @@ fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> i32 {
         format!("killed by signal {number} ({name}){core} after {took}{cause}"),
         extra,
     );
-    128 + number
+    let exit = fields(json!({ "signal": number, "signal_name": name, "oom_killed": oom_killed }));
+    (128 + number, exit)
 }
 
 pub fn signal_name(number: i32) -> &'static str {

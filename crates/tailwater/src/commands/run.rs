@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 use tailwater_agent::{
-    AgentConfig, ProxyConfig, SpoolDurability, DEFAULT_MAX_LINE_BYTES, DEFAULT_SPOOL_MAX_BYTES,
-    MIN_SPOOL_MAX_BYTES,
+    AgentConfig, ProxyConfig, RestartPolicy, SpoolDurability, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_RESTART_MAX, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
 use tailwater_model::Source;
 
@@ -109,6 +109,16 @@ pub struct RunArgs {
     /// sends none.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     heartbeat_interval: Duration,
+    /// Start the worker again when it ends: never, on-failure (a code other
+    /// than 0, or killed by a signal) or always. Each restart waits 1s,
+    /// doubling up to 30s, back to 1s after a worker that ran 60s, and is
+    /// recorded (attempt, the previous exit, the delay). A stop signal ends
+    /// the agent, also during a wait; it exits with the last worker's code.
+    #[arg(long, default_value = "never", value_name = "WHEN", value_parser = parse_restart)]
+    restart: RestartPolicy,
+    /// Restarts allowed at most with --restart (0: no limit).
+    #[arg(long, default_value_t = DEFAULT_RESTART_MAX, value_name = "N")]
+    restart_max: u32,
     /// The worker's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -164,6 +174,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.proxy = args.proxy;
     config.control_socket = args.control_socket;
     config.heartbeat_interval = Some(args.heartbeat_interval).filter(|every| !every.is_zero());
+    config.restart = args.restart;
+    config.restart_max = args.restart_max;
     let code = tailwater_agent::run(config).await?;
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.
@@ -173,6 +185,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = tailwater_model::time::parse_duration(text)?;
     Duration::try_from(duration).map_err(|error| error.to_string())
+}
+
+fn parse_restart(text: &str) -> Result<RestartPolicy, String> {
+    text.parse()
 }
 
 fn parse_proxy(text: &str) -> Result<ProxyConfig, String> {

@@ -603,3 +603,65 @@ fn a_quiet_runner_sends_heartbeats_the_server_accepts() {
     let records = server.logs(&["--app", "beating-real"]);
     assert_eq!(stdout_messages(&records), ["before", "after"]);
 }
+
+/// A large spool left by an agent that could not ship does not hold the
+/// next worker back: the worker starts and prints while the leftovers are
+/// still being read, and they ship first, in the background, under their
+/// own boot and sequence numbers.
+#[test]
+fn a_large_leftover_spool_does_not_delay_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let port = free_port();
+    let app = "spool-large";
+    const LINES: u64 = 100_000;
+    // About 20 MB of spool, with no server to ship to.
+    let first = agent(
+        port,
+        &spool,
+        app,
+        &["--drain-timeout", "0", "--quiet"],
+        &format!(
+            "python3 -c 'import sys\nfor i in range(1, {}): sys.stdout.write(\"line %d %s\\n\" % (i, \"x\" * 180))'",
+            LINES + 1
+        ),
+    );
+    let output = first.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0));
+    let runner_dir = spool.join(format!("{app}-runner"));
+    assert!(runner_dir.exists(), "the first agent left its spool");
+
+    let server = TestServer::start_on(port, &dir.path().join("data"));
+    wait_success(agent(port, &spool, app, &[], "echo first"));
+    assert!(!runner_dir.exists(), "everything left was shipped");
+
+    let records = server.logs(&["--app", app, "--since", "1h", "--stream", "system"]);
+    let found = records
+        .iter()
+        .find(|r| r["fields"]["event"] == "spool_recovered")
+        .expect("a spool_recovered record");
+    assert!(
+        found["fields"]["lines"].as_u64().unwrap() > LINES,
+        "{found}"
+    );
+    let new_boot = found["boot"].as_str().unwrap();
+    let [first_line] = &server.logs(&["--app", app, "--stream", "stdout", "--grep", "first"])[..]
+    else {
+        panic!("the second worker's line, once")
+    };
+    assert_eq!(first_line["boot"], new_boot);
+    // The worker's line came while the leftovers were still being read.
+    assert!(
+        first_line["seq"].as_u64() < found["seq"].as_u64(),
+        "the worker waited for the leftovers: {first_line} {found}"
+    );
+    let last_old = server.logs(&["--app", app, "--grep", &format!("line {LINES} ")]);
+    let [last_old] = &last_old[..] else {
+        panic!("the last leftover line, once: {last_old:?}")
+    };
+    assert_ne!(last_old["boot"], new_boot);
+    assert_eq!(
+        last_old["seq"], LINES,
+        "after the first agent's start record"
+    );
+}

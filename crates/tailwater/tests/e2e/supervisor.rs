@@ -1042,3 +1042,323 @@ while True:
         .unwrap()
         .ends_with("out of memory (the kernel's OOM killer)"));
 }
+
+/// A worker that counts its runs in `dir/runs`, prints `run N` and exits
+/// with code 10 + N.
+fn counting_worker(dir: &Path) -> String {
+    let runs = dir.join("runs");
+    format!(
+        "n=$(cat {runs} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {runs}; echo \"run $n\"; exit $((10+n))",
+        runs = runs.display()
+    )
+}
+
+#[test]
+fn on_failure_the_worker_restarts_with_backoff_up_to_the_limit() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = counting_worker(dir.path());
+    let started = Instant::now();
+    let agent = start_agent(
+        &server,
+        "restarts",
+        &["--restart", "on-failure", "--restart-max", "2"],
+        &["sh", "-c", &worker],
+    );
+    let (status, stdout, _) = wait_agent(agent);
+    // Two waits: 1 s, then 2 s.
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert_eq!(status.code(), Some(13), "the last worker's code");
+    assert_eq!(stdout, "run 1\nrun 2\nrun 3\n");
+
+    wait_for_record(
+        &server,
+        "restarts",
+        "the limit record",
+        has_event("restart_limit"),
+    );
+    let records = records(&server, "restarts");
+    let boot = &records[0]["boot"];
+    assert!(records.iter().all(|record| &record["boot"] == boot));
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+    // Each run's line, between its start and its exit, in one sequence.
+    let story: Vec<String> = records
+        .iter()
+        .filter_map(|record| match record["fields"]["event"].as_str() {
+            Some(event @ ("start" | "exit" | "restart" | "restart_limit")) => {
+                Some(event.to_owned())
+            }
+            Some(_) => None,
+            None => Some(record["message"].as_str().unwrap().to_owned()),
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "start",
+            "run 1",
+            "exit",
+            "restart",
+            "start",
+            "run 2",
+            "exit",
+            "restart",
+            "start",
+            "run 3",
+            "exit",
+            "restart_limit"
+        ]
+    );
+    let restarts = events(&records, "restart");
+    for (restart, (attempt, previous, delay)) in restarts.iter().zip([(1, 11, 1000), (2, 12, 2000)])
+    {
+        let fields = &restart["fields"];
+        assert_eq!(fields["attempt"], attempt);
+        assert_eq!(fields["restart_max"], 2);
+        assert_eq!(fields["policy"], "on-failure");
+        assert_eq!(fields["previous_exit"]["exit_code"], previous);
+        assert_eq!(fields["delay_ms"], delay);
+        assert_eq!(
+            restart["message"],
+            format!(
+                "restarting the worker in {}s (restart {attempt} of 2, --restart on-failure): it exited with code {previous}",
+                delay / 1000
+            )
+        );
+    }
+    // The runner table follows: the latest life is the last worker's.
+    wait_for(
+        "the runner to end as its last worker",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = http(
+                "GET",
+                server.port,
+                "/v1/runners/restarts-runner",
+                Some(TOKEN),
+                None,
+            );
+            let runner: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            status == 200 && runner["state"] == "crashed" && runner["exit"]["code"] == 13
+        },
+    );
+}
+
+#[test]
+fn a_worker_that_succeeds_is_not_restarted_on_failure_only() {
+    let server = TestServer::start();
+    let agent = start_agent(
+        &server,
+        "no-restart",
+        &["--restart", "on-failure"],
+        &["sh", "-c", "echo done"],
+    );
+    let (status, stdout, _) = wait_agent(agent);
+    assert_eq!((status.code(), stdout.as_str()), (Some(0), "done\n"));
+    wait_for_record(&server, "no-restart", "the exit", has_event("exit"));
+    assert!(events(&records(&server, "no-restart"), "restart").is_empty());
+}
+
+#[test]
+fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
+    let server = TestServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let worker = counting_worker(dir.path());
+    let mut agent = start_agent(
+        &server,
+        "always",
+        &["--restart", "always", "--restart-max", "0"],
+        &["sh", "-c", &worker],
+    );
+    let lines = lines_of(agent.stdout.take().unwrap());
+    // The third run ends at once; the wait after it is 4 s.
+    for expected in ["run 1", "run 2", "run 3"] {
+        let (_, line) = lines.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(line, expected);
+    }
+    wait_for_record(&server, "always", "the third restart", |record| {
+        has_event("restart")(record) && record["fields"]["attempt"] == 3
+    });
+    let asked = Instant::now();
+    send_signal(agent.id(), libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the agent waited out the 4 s backoff: {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(status.code(), Some(13), "the last worker's code");
+    assert!(
+        lines.recv_timeout(Duration::from_secs(1)).is_err(),
+        "no fourth run"
+    );
+
+    wait_for_record(&server, "always", "the cancelled restart", |record| {
+        record["fields"]["restart_cancelled"] == true
+    });
+    let records = records(&server, "always");
+    let third = events(&records, "restart")[2];
+    assert_eq!(third["fields"]["delay_ms"], 4000);
+    assert_eq!(third["fields"]["restart_max"], 0);
+    assert!(third["message"]
+        .as_str()
+        .unwrap()
+        .contains("(restart 3, --restart always)"));
+    let last = records.last().unwrap();
+    assert_eq!(last["fields"]["event"], "exit");
+    assert_eq!(last["fields"]["exit_code"], 13);
+    assert_eq!(last["fields"]["stop_signal"], libc::SIGTERM);
+    assert!(last["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("received SIGTERM while waiting to restart the worker: not restarting"));
+}
+
+/// A WebSocket echo server from Python's standard library: the handshake,
+/// then each text frame printed (so the line belongs to the request) and
+/// echoed back in capitals; a close frame is answered and ends it.
+const WEBSOCKET_SERVER: &str = r#"
+import base64, hashlib, os, socketserver, struct, sys
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+def say(text):
+    os.write(1, (text + "\n").encode())
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        headers = {}
+        self.rfile.readline()
+        while True:
+            line = self.rfile.readline().decode().strip()
+            if not line:
+                break
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("upgrade", "").lower() != "websocket":
+            self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            return
+        say("handshake for " + headers.get("x-request-id", "no id"))
+        accept = base64.b64encode(hashlib.sha1((headers["sec-websocket-key"] + GUID).encode()).digest()).decode()
+        self.wfile.write(("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept).encode())
+        self.wfile.flush()
+        while True:
+            head = self.rfile.read(2)
+            if len(head) < 2:
+                return
+            opcode, length = head[0] & 0x0F, head[1] & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self.rfile.read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self.rfile.read(8))[0]
+            mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(length)))
+            if opcode == 8:
+                self.wfile.write(b"\x88\x00")
+                self.wfile.flush()
+                say("socket closed")
+                return
+            text = data.decode()
+            say("got " + text)
+            reply = text.upper().encode()
+            self.wfile.write(bytes([0x81, len(reply)]) + reply)
+            self.wfile.flush()
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+#[test]
+fn a_websocket_passes_through_the_proxy_as_one_request() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let python = python();
+    let server = TestServer::start();
+    let (listen, worker_port) = (free_port(), free_port());
+    let proxy = format!("127.0.0.1:{listen}=127.0.0.1:{worker_port}");
+    let worker_port_text = worker_port.to_string();
+    let agent = start_agent(
+        &server,
+        "sockets",
+        &["--proxy", &proxy],
+        &[python, "-c", WEBSOCKET_SERVER, &worker_port_text],
+    );
+    wait_for("the worker to listen", Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", worker_port)).is_ok()
+    });
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let request_id = runtime.block_on(async {
+        let mut request = format!("ws://127.0.0.1:{listen}/echo")
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("x-request-id", "ws-1".parse().unwrap());
+        let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.status(), 101);
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        for word in ["hello", "again"] {
+            socket.send(Message::text(word)).await.unwrap();
+            let answer = tokio::time::timeout(Duration::from_secs(20), socket.next())
+                .await
+                .expect("an answer within 20 s")
+                .unwrap()
+                .unwrap();
+            assert_eq!(answer, Message::text(word.to_uppercase()));
+        }
+        socket.close(None).await.unwrap();
+        // The worker's close frame, then the end.
+        while let Some(Ok(_)) = socket.next().await {}
+        id
+    });
+    assert_eq!(request_id, "ws-1");
+
+    wait_for_record(
+        &server,
+        "sockets",
+        "the request's end",
+        has_event("request_end"),
+    );
+    send_signal(agent.id(), libc::SIGTERM);
+    let (_, stdout, _) = wait_agent(agent);
+    assert!(stdout.contains("got hello\ngot again\n"), "{stdout}");
+
+    let records = records(&server, "sockets");
+    let [start] = events(&records, "request_start")[..] else {
+        panic!("one request start: {records:#?}")
+    };
+    let [end] = events(&records, "request_end")[..] else {
+        panic!("one request end: {records:#?}")
+    };
+    assert_eq!(start["request_id"], "ws-1");
+    assert_eq!(start["fields"]["path"], "/echo");
+    assert_eq!(end["request_id"], "ws-1");
+    assert_eq!(end["fields"]["status"], 101);
+    assert_eq!(end["fields"]["outcome"], "completed");
+    // Everything the worker printed for the connection is the request's,
+    // and came between its start and its end.
+    for text in [
+        "handshake for ws-1",
+        "got hello",
+        "got again",
+        "socket closed",
+    ] {
+        let line = by_message(&records, text);
+        assert_eq!(line["request_id"], "ws-1", "{line}");
+        let seq = line["seq"].as_u64().unwrap();
+        assert!(start["seq"].as_u64().unwrap() < seq && seq < end["seq"].as_u64().unwrap());
+    }
+}
