@@ -1,5 +1,6 @@
-//! Operations endpoints: `GET /metrics` (Prometheus), `GET /readyz`, and
-//! the timing of history queries for `tailwater_query_duration_seconds`.
+//! Operations endpoints: `GET /metrics` (Prometheus), `GET /readyz`,
+//! `GET /v1/openapi.json` (the API described, OpenAPI 3.1), and the timing
+//! of queries for `tailwater_query_duration_seconds`.
 //!
 //! `/metrics` names every tenant and app, so it takes an admin token
 //! (Prometheus sends one with `authorization: {credentials: …}` in its
@@ -34,6 +35,14 @@ pub async fn metrics(
     }
     let text = state.metrics.render();
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// The API's description, kept beside the routes (`openapi.json`; a test
+/// holds it and the router to the same paths). Public: it names no tenant.
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Ready while the server takes requests: it binds only once the store is
