@@ -20,7 +20,12 @@ use crate::auth::Principal;
 use crate::AppState;
 
 /// Paths whose answer time is a query's latency, and their endpoint label.
-const TIMED_QUERIES: &[(&str, &str)] = &[("/v1/logs", "logs")];
+/// A request's logs (`/v1/requests/{id}/logs`) are timed as `request_logs`.
+const TIMED_QUERIES: &[(&str, &str)] = &[
+    ("/v1/logs", "logs"),
+    ("/v1/export", "export"),
+    ("/v1/histogram", "histogram"),
+];
 
 pub async fn metrics(
     State(state): State<AppState>,
@@ -62,16 +67,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Times the queries of [`TIMED_QUERIES`] until their response starts.
 pub async fn time_queries(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
     let endpoint = TIMED_QUERIES
         .iter()
-        .find(|(path, _)| *path == request.uri().path())
-        .map(|(_, endpoint)| *endpoint);
+        .find(|(timed, _)| *timed == path)
+        .map(|(_, endpoint)| *endpoint)
+        .or_else(|| is_request_logs(path).then_some("request_logs"));
     let started = Instant::now();
     let response = next.run(request).await;
     if let Some(endpoint) = endpoint {
         state.metrics.observe_query(endpoint, started.elapsed());
     }
     response
+}
+
+/// `/v1/requests/{id}/logs` (its tail is live, not a query).
+fn is_request_logs(path: &str) -> bool {
+    path.strip_prefix("/v1/requests/")
+        .and_then(|rest| rest.strip_suffix("/logs"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 #[cfg(test)]
