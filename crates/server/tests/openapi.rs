@@ -1,7 +1,8 @@
 //! `GET /v1/openapi.json` over real HTTP: served without a token, and the
 //! same paths as the router, both ways: every route of `api/mod.rs` (but
 //! the web console's pages) is documented, and every documented path and
-//! method answers with something other than the fallback's `not_found`.
+//! method answers with something other than the fallback's `not_found`;
+//! and plain reads answer the kind of JSON documented.
 
 use std::collections::BTreeSet;
 
@@ -96,5 +97,28 @@ async fn the_document_lists_every_route_and_every_documented_path_is_served() {
         }
     }
     assert!(calls >= routes.len());
+
+    // The JSON answers of plain reads have the documented kind (an array
+    // for the listings, an object otherwise).
+    for (path, operations) in paths {
+        let Some(schema) = operations
+            .pointer("/get/responses/200/content/application~1json/schema")
+            .filter(|_| !path.contains('{') && !path.ends_with("/tail"))
+        else {
+            continue;
+        };
+        let body: Value = http
+            .get(format!("{}{path}", server.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let documented_array = schema["type"] == "array";
+        assert_eq!(body.is_array(), documented_array, "GET {path}: {body}");
+        assert!(body.is_array() || body.is_object(), "GET {path}: {body}");
+    }
     server.shutdown().await.unwrap();
 }
