@@ -69,6 +69,9 @@ pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct AgentConfig {
     pub server: String,
     pub token: String,
+    /// PEM certificates to trust for an https server (`--ca-cert`), beside
+    /// the public roots.
+    pub ca_certificate: Option<Vec<u8>>,
     pub app: String,
     pub version: String,
     pub runner: String,
@@ -124,6 +127,7 @@ impl AgentConfig {
         AgentConfig {
             server: server.to_owned(),
             token: token.to_owned(),
+            ca_certificate: None,
             app: app.to_owned(),
             version: String::new(),
             runner: new_runner_id(),
@@ -182,7 +186,10 @@ pub fn new_runner_id() -> String {
 /// it. Fails before the worker starts on a configuration it cannot serve (a
 /// proxy address in use, a control socket path it cannot bind).
 pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
-    let client = Client::new(&config.server, &config.token)?;
+    let mut client = Client::new(&config.server, &config.token)?;
+    if let Some(pem) = &config.ca_certificate {
+        client = client.with_ca_certificate(pem)?;
+    }
     let health = config
         .health
         .as_deref()

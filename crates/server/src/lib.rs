@@ -155,8 +155,12 @@ impl AppState {
             &registry,
             config.runners.clone(),
         )?);
+        let tail_stats = Arc::<tail::TailStats>::default();
+        let mut metrics = Metrics::new(store.clone());
+        metrics.watch_tail(tail_stats.clone());
+        metrics.watch_runners(runners.clone());
         Ok(AppState {
-            metrics: Arc::new(Metrics::new(store.clone())),
+            metrics: Arc::new(metrics),
             store,
             registry,
             runners,
@@ -169,7 +173,7 @@ impl AppState {
             public_metrics: config.public_metrics,
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,
-            tail_stats: Arc::default(),
+            tail_stats,
             histogram_max_records: config.histogram_max_records.max(1),
         })
     }

@@ -4,8 +4,9 @@
 //! its limits refused or cut, what redaction replaced, what the agents
 //! report they throttled or dropped (their `system` records, read as they
 //! arrive), live tail clients, query latency. The store's size and
-//! counters are read from the store itself at each scrape, so they are
-//! never stale and never counted twice.
+//! counters, what slow tail clients missed ([`crate::tail::TailStats`]) and
+//! the runner table (runners by state, evictions) are read from their own
+//! homes at each scrape, so they are never stale and never counted twice.
 //!
 //! Series are labelled by tenant and app (and reason or pattern), never by
 //! runner or request: those are unbounded.
@@ -21,6 +22,9 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use tailwater_store::Store;
+
+use crate::runners::Runners;
+use crate::tail::TailStats;
 
 /// The content type of [`Metrics::render`]'s text (OpenMetrics, which
 /// Prometheus reads natively).
@@ -127,7 +131,7 @@ impl Metrics {
             Family::<EndpointLabels, Histogram>::new_with_constructor(query_histogram as fn() -> _);
         registry.register(
             "query_duration_seconds",
-            "Time to answer a history query, until its response starts",
+            "Time to answer a query (logs, request_logs, histogram; export until its first byte), until its response starts",
             query_seconds.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store)));
@@ -152,6 +156,19 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+
+    /// Exports what slow live tail clients missed, read at each scrape.
+    pub fn watch_tail(&mut self, stats: Arc<TailStats>) {
+        self.registry
+            .register_collector(Box::new(TailCollector(stats)));
+    }
+
+    /// Exports the runner table (runners by state, evictions), read at each
+    /// scrape.
+    pub fn watch_runners(&mut self, runners: Arc<Runners>) {
+        self.registry
+            .register_collector(Box::new(RunnersCollector(runners)));
     }
 
     /// Counts one open live tail of `tenant` for as long as the guard lives.
@@ -266,11 +283,92 @@ impl Collector for StoreCollector {
             ),
             ("store_merges", "Merges of parts", counters.merges),
         ] {
-            let counter = ConstCounter::new(value);
-            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            counter.encode(metric)?;
+            encode_counter(&mut encoder, name, help, value)?;
         }
         Ok(())
+    }
+}
+
+/// Encodes one counter without labels.
+fn encode_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let counter = ConstCounter::new(value);
+    let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+    counter.encode(metric)
+}
+
+/// Reads what slow live tail clients missed at each scrape.
+#[derive(Debug)]
+struct TailCollector(Arc<TailStats>);
+
+impl Collector for TailCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_counter(
+            &mut encoder,
+            "tail_missed_notices",
+            "Missed notices sent to live tail clients that fell more than --tail-buffer records behind",
+            self.0.missed_notices(),
+        )?;
+        encode_counter(
+            &mut encoder,
+            "tail_missed_records",
+            "Records those notices skipped (the clients can read them by the notice's cursor)",
+            self.0.missed_records(),
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunnerStateLabels {
+    tenant: String,
+    app: String,
+    state: String,
+}
+
+/// Reads the runner table at each scrape.
+struct RunnersCollector(Arc<Runners>);
+
+impl std::fmt::Debug for RunnersCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RunnersCollector")
+    }
+}
+
+impl Collector for RunnersCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts: Vec<_> = self
+            .0
+            .count_states()
+            .into_iter()
+            .map(|((tenant, app, state), count)| ((tenant, app, state.as_str()), count))
+            .collect();
+        counts.sort_unstable();
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "runners",
+            "Runners in the runner table, by tenant, app and state",
+            None,
+            gauge.metric_type(),
+        )?;
+        for ((tenant, app, state), count) in counts {
+            let labels = RunnerStateLabels {
+                tenant,
+                app,
+                state: state.to_owned(),
+            };
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        encode_counter(
+            &mut encoder,
+            "runners_evicted",
+            "Runners forgotten because the table was full (--max-runners), the one heard from longest ago first",
+            self.0.evicted(),
+        )
     }
 }
 

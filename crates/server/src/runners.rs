@@ -488,6 +488,18 @@ impl Runners {
         self.evicted.load(Ordering::Relaxed)
     }
 
+    /// How many runners of each tenant and app are in each state (for
+    /// `/metrics`): one pass over the table, which `--max-runners` bounds.
+    pub fn count_states(&self) -> HashMap<(String, String, RunnerState), u64> {
+        let mut counts = HashMap::new();
+        for entry in self.lock().values() {
+            let runner = &entry.runner;
+            let key = (runner.tenant.clone(), runner.app.clone(), runner.state);
+            *counts.entry(key).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// `tenant`'s runners, newest start first.
     pub fn list(&self, tenant: &str, app: Option<&str>, state: Option<RunnerState>) -> Vec<Runner> {
         let mut runners: Vec<Runner> = self

@@ -26,6 +26,7 @@ use tailwater_model::{Filter, IdRange, LogRecord};
 use tailwater_store::Store;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::{Metrics, TailClientGuard};
 use crate::AppState;
 
 /// How many matching records a live tail client may fall behind the newest
@@ -90,20 +91,27 @@ impl TailStats {
     }
 }
 
-/// Counts a tail client for as long as it lives: the one place where a tail
-/// client starts and ends, whatever its transport.
-struct ClientGuard(Arc<TailStats>);
+/// Counts a tail client for as long as it lives, in [`TailStats`] and in
+/// `tailwater_tail_clients{tenant}`: the one place where a tail client
+/// starts and ends, whatever its transport.
+struct ClientGuard {
+    stats: Arc<TailStats>,
+    _gauge: TailClientGuard,
+}
 
 impl ClientGuard {
-    fn start(stats: &Arc<TailStats>) -> ClientGuard {
+    fn start(stats: &Arc<TailStats>, metrics: &Metrics, tenant: &str) -> ClientGuard {
         stats.clients.fetch_add(1, Ordering::Relaxed);
-        ClientGuard(stats.clone())
+        ClientGuard {
+            stats: stats.clone(),
+            _gauge: metrics.tail_client(tenant),
+        }
     }
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        self.stats.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -141,6 +149,7 @@ pub fn follow(state: &AppState, subscription: Subscription) -> Tail {
         subscription,
         buffer: state.tail_buffer,
         stats: state.tail_stats.clone(),
+        metrics: state.metrics.clone(),
         newest: state.new_records.subscribe(),
         stopping: state.stopping.subscribe(),
         sender,
@@ -164,6 +173,7 @@ struct Follower {
     behind: u64,
     buffer: u64,
     stats: Arc<TailStats>,
+    metrics: Arc<Metrics>,
     newest: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     sender: mpsc::Sender<TailEvent>,
@@ -171,7 +181,7 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self) {
-        let _client = ClientGuard::start(&self.stats);
+        let _client = ClientGuard::start(&self.stats, &self.metrics, &self.subscription.tenant);
         loop {
             // Each phase breaks when the client left, the server stops, or
             // the token is no longer live.

@@ -21,6 +21,9 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, String) {
+    if method == "WS" {
+        return websocket(server, path, token).await;
+    }
     let http = reqwest::Client::new();
     let mut request = http.request(
         method.parse().unwrap(),
@@ -48,6 +51,41 @@ async fn call(
 }
 
 const TAIL_QUIET: Duration = Duration::from_millis(300);
+
+/// A WebSocket tail with the token in `Authorization`: 101 and its text
+/// frames until quiet for `TAIL_QUIET`, or the refusal's status and body.
+async fn websocket(server: &RunningServer, path: &str, token: Option<&str>) -> (u16, String) {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::{Error, Message};
+    let mut request = format!("ws://{}{path}", server.addr)
+        .into_client_request()
+        .unwrap();
+    if let Some(token) = token {
+        let bearer = format!("Bearer {token}").parse().unwrap();
+        request.headers_mut().insert("authorization", bearer);
+    }
+    let mut socket = match tokio_tungstenite::connect_async(request).await {
+        Result::Ok((socket, _)) => socket,
+        Err(Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            return (
+                response.status().as_u16(),
+                String::from_utf8_lossy(&body).into_owned(),
+            );
+        }
+        Err(error) => panic!("websocket {path}: {error}"),
+    };
+    let mut frames = String::new();
+    while let Result::Ok(Some(Result::Ok(message))) =
+        tokio::time::timeout(TAIL_QUIET, socket.next()).await
+    {
+        if let Message::Text(text) = message {
+            frames.push_str(&text);
+            frames.push('\n');
+        }
+    }
+    (101, frames)
+}
 
 /// `/v1/logs/tail` and `/v1/requests/{id}/logs/tail`.
 fn is_tail(path: &str) -> bool {
@@ -161,6 +199,28 @@ enum Endpoint {
     LogsTheirs,
     /// `GET /v1/logs/tail?request=theirs-A&after=0`.
     TailTheirs,
+    /// `GET /v1/logs/tail?request=R&app=A&after=0` as a WebSocket.
+    WsTail,
+    /// `GET /v1/logs/tail?app=A&after=0` as a WebSocket (no request).
+    WsTailNoRequest,
+    /// `GET /v1/logs/tail?request=theirs-A&after=0` as a WebSocket.
+    WsTailTheirs,
+    /// `GET /v1/export?request=R&app=A`.
+    Export,
+    /// `GET /v1/export?app=A` (no request).
+    ExportNoRequest,
+    /// `GET /v1/export?request=theirs-A`.
+    ExportTheirs,
+    /// `GET /v1/histogram?request=R&app=A`.
+    Histogram,
+    /// `GET /v1/histogram?app=A` (no request).
+    HistogramNoRequest,
+    /// `GET /v1/histogram?request=theirs-A`.
+    HistogramTheirs,
+    /// `GET /v1/status`.
+    Status,
+    /// `GET /metrics` (the server runs without `--public-metrics`).
+    Metrics,
 }
 use Endpoint::*;
 
@@ -267,6 +327,50 @@ const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (TailTheirs,    "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
     (TailTheirs,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (TailTheirs,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // The WebSocket form of the tail answers as SSE does, refusing before
+    // the upgrade.
+    (WsTail,        "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (WsTail,        "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (WsTail,        "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (WsTail,        "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (WsTailNoRequest,"own",  "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (WsTailNoRequest,"own",  "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (WsTailNoRequest,"other","pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (WsTailNoRequest,"other","priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (WsTailTheirs,  "own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (WsTailTheirs,  "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (WsTailTheirs,  "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (WsTailTheirs,  "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // Export and the histogram read records as /v1/logs does.
+    (Export,        "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Export,        "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (Export,        "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Export,        "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ExportNoRequest,"own",  "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ExportNoRequest,"own",  "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ExportNoRequest,"other","pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ExportNoRequest,"other","priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ExportTheirs,  "own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (ExportTheirs,  "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (ExportTheirs,  "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ExportTheirs,  "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Histogram,     "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Histogram,     "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (Histogram,     "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Histogram,     "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (HistogramNoRequest,"own","pub", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (HistogramNoRequest,"own","priv",[Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (HistogramNoRequest,"other","pub",[Ok,      NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (HistogramNoRequest,"other","priv",[Ok,     NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (HistogramTheirs,"own",  "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (HistogramTheirs,"own",  "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (HistogramTheirs,"other","pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (HistogramTheirs,"other","priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // Every token may ask who it is, of its own tenant only.
+    (Status,        "own",   "-",    [Ok,       Ok,        Ok,        Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Status,        "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // Metrics name every tenant: admin only (see limits.rs for --public-metrics).
+    (Metrics,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
 ];
 
 #[tokio::test]
@@ -458,6 +562,49 @@ async fn authorization_matrix() {
                     format!("/v1/logs/tail?tenant={tenant}&request=theirs-{app}&after=0"),
                     None,
                 ),
+                WsTail => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&app={app}&after=0"),
+                    None,
+                ),
+                WsTailNoRequest => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&app={app}&after=0"),
+                    None,
+                ),
+                WsTailTheirs => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&request=theirs-{app}&after=0"),
+                    None,
+                ),
+                Export => (
+                    "GET",
+                    format!("/v1/export?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                ExportNoRequest => ("GET", format!("/v1/export?tenant={tenant}&app={app}"), None),
+                ExportTheirs => (
+                    "GET",
+                    format!("/v1/export?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                Histogram => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                HistogramNoRequest => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                HistogramTheirs => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                Status => ("GET", format!("/v1/status?tenant={tenant}"), None),
+                Metrics => ("GET", "/metrics".into(), None),
                 UpdateApp => (
                     "PATCH",
                     format!("/v1/apps/{app}?tenant={tenant}"),
@@ -472,8 +619,21 @@ async fn authorization_matrix() {
             let code = serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
-            let records = if is_tail(&path) {
+            // A successful WebSocket upgrade stands for a 200 below.
+            let status = if method == "WS" && status == 101 {
+                200
+            } else {
+                status
+            };
+            let records = if method == "WS" {
+                text.matches(r#""type":"record""#).count()
+            } else if is_tail(&path) {
                 text.matches("event: record").count()
+            } else if path.starts_with("/v1/export") && status == 200 {
+                text.lines().filter(|line| !line.is_empty()).count()
+            } else if path.starts_with("/v1/histogram") && status == 200 {
+                let total = serde_json::from_str::<Value>(&text).unwrap()["total"].as_u64();
+                total.unwrap() as usize
             } else if is_page(&path) && status == 200 {
                 serde_json::from_str::<Value>(&text).unwrap()["records"]
                     .as_array()

@@ -109,6 +109,24 @@ async fn scrape(server: &RunningServer, token: Option<&str>) -> HashMap<String, 
     samples
 }
 
+/// Scrapes until sample `key` is `want` (a tail's end is seen by the
+/// server a moment after the client leaves).
+async fn wait_for_sample(server: &RunningServer, key: &str, want: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let samples = scrape(server, Some(ADMIN)).await;
+        let value = samples.get(key).copied();
+        if value == Some(want) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{key} is {value:?}, not {want}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
@@ -524,6 +542,67 @@ async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures()
             r#"tailwater_query_duration_seconds_count{endpoint="logs"}"#
         ) >= 1.0
     );
+    // The runner table: r1 in one state, nothing forgotten.
+    let runners: f64 = samples
+        .iter()
+        .filter(|(key, _)| key.starts_with("tailwater_runners{") && key.contains(r#"app="seen""#))
+        .map(|(_, value)| value)
+        .sum();
+    assert_eq!(runners, 1.0);
+    assert_eq!(sample(&samples, "tailwater_runners_evicted_total{}"), 0.0);
+    assert_eq!(
+        sample(&samples, "tailwater_tail_missed_notices_total{}"),
+        0.0
+    );
+    assert_eq!(
+        sample(&samples, "tailwater_tail_missed_records_total{}"),
+        0.0
+    );
+
+    // Every query endpoint is timed.
+    let http = reqwest::Client::new();
+    for path in [
+        "/v1/export?app=seen",
+        "/v1/histogram?app=seen",
+        "/v1/requests/no-such-request/logs",
+    ] {
+        let response = http
+            .get(format!("{}{path}", server.url()))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        response.bytes().await.unwrap();
+    }
+    let samples = scrape(&server, Some(ADMIN)).await;
+    for endpoint in ["export", "histogram", "request_logs"] {
+        let key = format!(r#"tailwater_query_duration_seconds_count{{endpoint="{endpoint}"}}"#);
+        assert_eq!(sample(&samples, &key), 1.0, "{key}");
+    }
+
+    // Live tails are counted while they are open, SSE and WebSocket alike.
+    let tail_clients = r#"tailwater_tail_clients{tenant="default"}"#;
+    let sse = http
+        .get(format!("{}/v1/logs/tail?app=seen", server.url()))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut websocket = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("ws://{}/v1/logs/tail?app=seen", server.addr);
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.unwrap().0
+    };
+    wait_for_sample(&server, tail_clients, 2.0).await;
+    drop(sse);
+    wait_for_sample(&server, tail_clients, 1.0).await;
+    websocket.close(None).await.unwrap();
+    wait_for_sample(&server, tail_clients, 0.0).await;
 
     // Who may read them.
     let anonymous = reqwest::get(format!("{}/metrics", server.url()))
@@ -554,12 +633,22 @@ async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures()
         .contains("--public-metrics"));
     server.shutdown().await.unwrap();
 
-    let (server, _) = server_with(dir.path(), |config| config.public_metrics = true).await;
+    // A full runner table forgets the runner heard from longest ago, and
+    // says so.
+    let (server, _) = server_with(dir.path(), |config| {
+        config.public_metrics = true;
+        config.runners.max_runners = 1;
+    })
+    .await;
     let samples = scrape(&server, None).await;
     assert_eq!(
         sample(&samples, &format!("tailwater_store_records{app}")),
         4.0
     );
+    let (status, _, _) = post(&server, &batch("seen", "r2", vec![record(0, "hi")])).await;
+    assert_eq!(status, 200);
+    let samples = scrape(&server, None).await;
+    assert_eq!(sample(&samples, "tailwater_runners_evicted_total{}"), 1.0);
     server.shutdown().await.unwrap();
 }
 

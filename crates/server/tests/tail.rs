@@ -130,6 +130,32 @@ impl SlowSseClient {
     }
 }
 
+/// The sum of a metric's samples in `/metrics`.
+async fn metric(server: &RunningServer, name: &str) -> f64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", server.url()))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => value,
+            _ => panic!("{name} is a counter or a gauge"),
+        })
+        .sum()
+}
+
 fn many(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
     let mut batch = batch(runner, seqs);
     for record in &mut batch.records {
@@ -215,6 +241,7 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
     // (one or more, as the server's socket buffer grew), then live records.
     let mut seqs = Vec::new();
     let mut notices = 0;
+    let mut missed_records = 0;
     let mut last_id = 0;
     while seqs.last() != Some(&20_002) {
         let event = slow.next().await;
@@ -233,9 +260,20 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
             serde_json::from_str(&event.data).unwrap();
         // The cursor pages through exactly the skipped records, up to the
         // notice's id (what Last-Event-ID resumes after).
+        missed_records += missed.count;
         seqs.extend(fetch_missed(&client, &missed, id).await);
     }
     assert_every_record_once(&seqs, notices);
+    // Skipping is visible in /metrics, and the client is counted while open.
+    assert_eq!(
+        metric(&server, "tailwater_tail_missed_notices_total").await,
+        notices as f64
+    );
+    assert_eq!(
+        metric(&server, "tailwater_tail_missed_records_total").await,
+        missed_records as f64
+    );
+    assert_eq!(metric(&server, "tailwater_tail_clients").await, 1.0);
 
     // The typed client fills such gaps itself.
     let mut typed = Box::pin(

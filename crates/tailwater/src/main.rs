@@ -96,8 +96,7 @@ pub struct Connection {
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// A PEM file of certificates to trust for an https server whose
-    /// certificate is self-signed or from a private authority (not yet
-    /// used by `run`, whose agent trusts the public roots only).
+    /// certificate is self-signed or from a private authority.
     #[arg(long, env = "TAILWATER_CA_CERT")]
     ca_cert: Option<std::path::PathBuf>,
     /// The config file's profile to use (`tailwater login` writes them)
@@ -148,8 +147,16 @@ impl Connection {
             anyhow::anyhow!("no token for {}: pass --token, set TAILWATER_TOKEN, or save one with `tailwater login` (the server prints an admin token on its first start)", resolved.server)
         })?;
         let client = tailwater_client::Client::new(&resolved.server, token)?;
+        match self.ca_certificate()? {
+            Some(pem) => Ok(client.with_ca_certificate(&pem)?),
+            None => Ok(client),
+        }
+    }
+
+    /// The PEM of `--ca-cert`, if given.
+    pub fn ca_certificate(&self) -> anyhow::Result<Option<Vec<u8>>> {
         let Some(path) = &self.ca_cert else {
-            return Ok(client);
+            return Ok(None);
         };
         let pem = std::fs::read(path).map_err(|error| {
             anyhow::anyhow!(
@@ -157,7 +164,7 @@ impl Connection {
                 path.display()
             )
         })?;
-        Ok(client.with_ca_certificate(&pem)?)
+        Ok(Some(pem))
     }
 }
 

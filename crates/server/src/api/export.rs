@@ -67,7 +67,7 @@ pub async fn export(
             )))
         }
     };
-    let (params, tenant, view) = params(&state, &principal, Query(pairs))?;
+    let (params, tenant, view) = params(&state, &principal, Query(pairs)).await?;
     for (name, given) in [
         ("limit", &params.limit),
         ("cursor", &params.cursor),

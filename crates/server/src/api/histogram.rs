@@ -43,7 +43,7 @@ pub async fn histogram(
             "unknown parameter '{name}': the histogram takes the filters of /v1/logs, since, until and buckets"
         )));
     }
-    let (mut params, tenant, view) = params(&state, &principal, Query(pairs))?;
+    let (mut params, tenant, view) = params(&state, &principal, Query(pairs)).await?;
     params.since.get_or_insert_with(|| DEFAULT_SINCE.to_owned());
     params.until.get_or_insert_with(|| "now".to_owned());
     let now = Timestamp::now();

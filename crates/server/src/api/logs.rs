@@ -30,10 +30,12 @@ pub const WEBSOCKET_PROTOCOL: &str = "tailwater.v1";
 const WEBSOCKET_BEARER: &str = "tailwater.bearer.";
 
 /// The query string as [`LogsParams`], the tenant it reads, and what of it
-/// the token may see. Read as plain pairs first, so an unknown or repeated
+/// the token may see (a caller: not a request the gateway recorded for
+/// another caller). Read as plain pairs first, so an unknown or repeated
 /// parameter gets the same clear JSON error as a bad value, rather than
-/// axum's text rejection.
-pub(crate) fn params(
+/// axum's text rejection. Every read of records (history, tail, export,
+/// histogram) starts here.
+pub(crate) async fn params(
     state: &AppState,
     principal: &Principal,
     Query(mut pairs): Query<Vec<(String, String)>>,
@@ -46,6 +48,13 @@ pub(crate) fn params(
         params.app.as_deref(),
         &state.registry,
     )?;
+    let view = super::requests::restrict_to_recorded_caller(
+        state,
+        &tenant,
+        view,
+        params.request.as_deref(),
+    )
+    .await?;
     Ok((params, tenant, view))
 }
 
@@ -54,14 +63,7 @@ pub async fn history(
     principal: Principal,
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Json<LogsPage>, ApiError> {
-    let (mut params, tenant, view) = params(&state, &principal, pairs)?;
-    let view = super::requests::restrict_to_recorded_caller(
-        &state,
-        &tenant,
-        view,
-        params.request.as_deref(),
-    )
-    .await?;
+    let (mut params, tenant, view) = params(&state, &principal, pairs).await?;
     // A live tail's missed notice hands out a range of ids as the cursor.
     let missed = params.cursor.as_deref().and_then(IdRange::decode);
     if missed.is_some() {
@@ -129,14 +131,7 @@ pub async fn tail(
     transport: TailTransport,
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
-    let (params, tenant, view) = params(&state, &principal, pairs)?;
-    let view = super::requests::restrict_to_recorded_caller(
-        &state,
-        &tenant,
-        view,
-        params.request.as_deref(),
-    )
-    .await?;
+    let (params, tenant, view) = params(&state, &principal, pairs).await?;
     let filter = params
         .to_filter_within(Timestamp::now(), state.regex_size_limit)
         .map_err(ApiError::bad_request)?;

@@ -1,5 +1,5 @@
-//! The HTTP API. Every route but `/healthz`, `/readyz` (and `/metrics` with
-//! `--public-metrics`) needs a bearer token; every error
+//! The HTTP API. Every route but `/healthz`, `/readyz`, `/v1/openapi.json`
+//! (and `/metrics` with `--public-metrics`) needs a bearer token; every error
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
 mod export;
@@ -71,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/logs", get(requests::logs))
         .route("/v1/requests/{id}/logs/tail", get(requests::tail))
         .route("/v1/status", get(status::status))
+        .route("/v1/openapi.json", get(ops::openapi))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

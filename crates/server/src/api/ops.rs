@@ -1,5 +1,6 @@
-//! Operations endpoints: `GET /metrics` (Prometheus), `GET /readyz`, and
-//! the timing of history queries for `tailwater_query_duration_seconds`.
+//! Operations endpoints: `GET /metrics` (Prometheus), `GET /readyz`,
+//! `GET /v1/openapi.json` (the API described, OpenAPI 3.1), and the timing
+//! of queries for `tailwater_query_duration_seconds`.
 //!
 //! `/metrics` names every tenant and app, so it takes an admin token
 //! (Prometheus sends one with `authorization: {credentials: …}` in its
@@ -19,7 +20,12 @@ use crate::auth::Principal;
 use crate::AppState;
 
 /// Paths whose answer time is a query's latency, and their endpoint label.
-const TIMED_QUERIES: &[(&str, &str)] = &[("/v1/logs", "logs")];
+/// A request's logs (`/v1/requests/{id}/logs`) are timed as `request_logs`.
+const TIMED_QUERIES: &[(&str, &str)] = &[
+    ("/v1/logs", "logs"),
+    ("/v1/export", "export"),
+    ("/v1/histogram", "histogram"),
+];
 
 pub async fn metrics(
     State(state): State<AppState>,
@@ -34,6 +40,14 @@ pub async fn metrics(
     }
     let text = state.metrics.render();
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
+}
+
+/// The API's description, kept beside the routes (`openapi.json`; a test
+/// holds it and the router to the same paths). Public: it names no tenant.
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 /// Ready while the server takes requests: it binds only once the store is
@@ -53,16 +67,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 /// Times the queries of [`TIMED_QUERIES`] until their response starts.
 pub async fn time_queries(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
     let endpoint = TIMED_QUERIES
         .iter()
-        .find(|(path, _)| *path == request.uri().path())
-        .map(|(_, endpoint)| *endpoint);
+        .find(|(timed, _)| *timed == path)
+        .map(|(_, endpoint)| *endpoint)
+        .or_else(|| is_request_logs(path).then_some("request_logs"));
     let started = Instant::now();
     let response = next.run(request).await;
     if let Some(endpoint) = endpoint {
         state.metrics.observe_query(endpoint, started.elapsed());
     }
     response
+}
+
+/// `/v1/requests/{id}/logs` (its tail is live, not a query).
+fn is_request_logs(path: &str) -> bool {
+    path.strip_prefix("/v1/requests/")
+        .and_then(|rest| rest.strip_suffix("/logs"))
+        .is_some_and(|id| !id.is_empty() && !id.contains('/'))
 }
 
 #[cfg(test)]

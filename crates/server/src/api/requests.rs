@@ -98,8 +98,9 @@ async fn lifecycle(state: &AppState, tenant: &str, id: &str) -> Result<Lifecycle
         .map_err(ApiError::internal)
 }
 
-/// For `/v1/logs?request=ID` and its tail: a caller reading a request the
-/// gateway recorded for another caller sees no record of it.
+/// For every read of records with `request=ID` (`logs::params`): a caller
+/// reading a request the gateway recorded for another caller sees no
+/// record of it.
 pub(crate) async fn restrict_to_recorded_caller(
     state: &AppState,
     tenant: &str,

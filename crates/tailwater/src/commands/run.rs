@@ -151,6 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         "--runner is empty: give this worker an id, or leave it out for a random one"
     );
     let mut config = AgentConfig::new(&connection.server, &token, &args.app, args.command);
+    config.ca_certificate = args.connection.ca_certificate()?;
     config.version = args.version;
     if let Some(runner) = args.runner {
         config.runner = runner;

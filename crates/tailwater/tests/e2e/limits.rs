@@ -218,4 +218,28 @@ fn the_cli_reads_logs_over_https_with_the_servers_certificate() {
         .output()
         .unwrap();
     assert!(!output.status.success());
+
+    // The agent of `tailwater run` trusts it too, and ships over TLS.
+    let run = [
+        "run",
+        "--app",
+        "tls-run",
+        "--runner",
+        "tls-runner",
+        "--ca-cert",
+        cert.to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo shipped over tls",
+    ];
+    succeed(&mut server.command("https", &spool, &run));
+    let mut command = server.command("https", &spool, &["logs", "--json", "--app", "tls-run"]);
+    let stdout = succeed(
+        command
+            .arg("--ca-cert")
+            .arg(&cert)
+            .args(["--stream", "stdout"]),
+    );
+    assert_eq!(messages(&json_lines(&stdout)), ["shipped over tls"]);
 }
