@@ -9,6 +9,9 @@ use serde_json::{json, Value};
 use tailwater_server::runners::RunnerSettings;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
+mod common;
+use common::call;
+
 const ADMIN: &str = "tw_scopes_admin";
 
 async fn server_on(dir: &std::path::Path, heartbeat_timeout: Duration) -> RunningServer {
@@ -20,32 +23,6 @@ async fn server_on(dir: &std::path::Path, heartbeat_timeout: Duration) -> Runnin
         ..RunnerSettings::default()
     };
     start(config).await.unwrap()
-}
-
-async fn call(
-    server: &RunningServer,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let http = reqwest::Client::new();
-    let mut request = http
-        .request(
-            method.parse().unwrap(),
-            format!("http://{}{path}", server.addr),
-        )
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 async fn get(server: &RunningServer, path: &str) -> Value {

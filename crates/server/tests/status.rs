@@ -5,28 +5,10 @@
 use serde_json::{json, Value};
 use tailwater_server::{start, RunningServer, ServerConfig};
 
-const ADMIN: &str = "tw_status_admin";
+mod common;
+use common::call;
 
-async fn call(
-    server: &RunningServer,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(
-            method.parse().unwrap(),
-            format!("http://{}{path}", server.addr),
-        )
-        .bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
+const ADMIN: &str = "tw_status_admin";
 
 async fn token(server: &RunningServer, body: Value) -> String {
     let (status, created) = call(server, "POST", "/v1/tokens", ADMIN, Some(body)).await;

@@ -1,7 +1,12 @@
-//! What the tail and export tests share: a server on a free loopback port
-//! with its own data directory, and batches of numbered records.
+//! What the server's integration tests share: a server on a free loopback
+//! port with its own data directory, batches of numbered records, and a
+//! plain HTTP call.
+
+// Each test file uses some of these.
+#![allow(dead_code)]
 
 use jiff::Timestamp;
+use serde_json::Value;
 use tailwater_client::Client;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::Stream;
@@ -48,4 +53,31 @@ pub fn batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch
             })
             .collect(),
     }
+}
+
+/// `method path` with `token` (and a JSON body): the status and the answer,
+/// as JSON, or as a JSON string when it is not JSON.
+pub async fn call(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .request(
+            method.parse().unwrap(),
+            format!("http://{}{path}", server.addr),
+        )
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }

@@ -31,18 +31,6 @@ fn start_agent(server: &TestServer, app: &str, flags: &[&str], worker: &[&str]) 
         .unwrap()
 }
 
-fn python() -> &'static str {
-    let found = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    assert!(
-        found,
-        "these tests run python3 workers: install it (apt-get install -y python3)"
-    );
-    "python3"
-}
-
 /// Every record of `app`, oldest first, straight from the API (cheaper to
 /// poll than a `tailwater logs` process).
 fn records(server: &TestServer, app: &str) -> Vec<Value> {
