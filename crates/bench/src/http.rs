@@ -371,23 +371,7 @@ pub fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
 fn process_cpu_ticks(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
-    // The command name may hold spaces and parentheses: fields follow the
-    // last ')'. utime and stime are fields 14 and 15, 12th and 13th here.
-    let after = stat
-        .rfind(')')
-        .map(|at| &stat[at + 1..])
-        .ok_or_else(|| anyhow!("/proc/{pid}/stat has no command name"))?;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields
-            .get(i)
-            .and_then(|field| field.parse().ok())
-            .ok_or_else(|| anyhow!("/proc/{pid}/stat is short"))
-    };
-    // SAFETY: sysconf only reads a configuration value.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-    let ticks = ticks(11)? + ticks(12)?;
-    Ok(Duration::from_nanos(ticks * 1_000_000_000 / per_second))
+    crate::measure::stat_cpu_time(&stat).ok_or_else(|| anyhow!("/proc/{pid}/stat is short"))
 }
 
 /// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-/// Wall time and this process's CPU time (user + system, all threads) of a
-/// piece of work.
+/// Wall time and CPU time (user + system) of a piece of work.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Span {
     pub wall: Duration,
@@ -29,27 +28,59 @@ impl std::ops::AddAssign for Span {
     }
 }
 
-/// Runs `work`, measuring its wall and CPU time.
-pub fn span<T>(work: impl FnOnce() -> T) -> (T, Span) {
-    let (cpu, wall) = (cpu_time(), Instant::now());
+/// Runs `work`, measuring its wall time and the CPU time of the calling
+/// thread alone: work that other threads do meanwhile is not counted.
+pub fn thread_span<T>(work: impl FnOnce() -> T) -> (T, Span) {
+    let (cpu, wall) = (thread_cpu_time(), Instant::now());
     let result = work();
     let span = Span {
         wall: wall.elapsed(),
-        cpu: cpu_time().saturating_sub(cpu),
+        cpu: thread_cpu_time().saturating_sub(cpu),
     };
     (result, span)
 }
 
-/// User plus system CPU time of this process so far (`getrusage`).
-pub fn cpu_time() -> Duration {
-    // SAFETY: getrusage only writes the struct we pass it.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
+/// User plus system CPU time of the calling thread so far.
+pub fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
     };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+    // SAFETY: clock_gettime only writes the struct we pass it.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// User plus system CPU time so far of this process's threads named
+/// `name` (from `/proc/self/task/*/comm` and `stat`, in clock ticks).
+pub fn named_threads_cpu_time(name: &str) -> anyhow::Result<Duration> {
+    let mut total = Duration::ZERO;
+    for task in std::fs::read_dir("/proc/self/task").context("cannot list /proc/self/task")? {
+        let task = task?.path();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim_end() == name {
+            let stat = std::fs::read_to_string(task.join("stat"))
+                .with_context(|| format!("cannot read {}/stat", task.display()))?;
+            total += stat_cpu_time(&stat)
+                .with_context(|| format!("{}/stat has no CPU times", task.display()))?;
+        }
+    }
+    Ok(total)
+}
+
+/// User plus system time from a `/proc/.../stat` line.
+pub fn stat_cpu_time(stat: &str) -> Option<Duration> {
+    // The command name may hold spaces and parentheses: fields follow the
+    // last ')'. utime and stime are fields 14 and 15, 12th and 13th here.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(Duration::from_nanos(
+        (ticks(11)? + ticks(12)?) * 1_000_000_000 / per_second,
+    ))
 }
 
 /// The middle value (the upper middle of an even count); zero when empty.

@@ -282,6 +282,16 @@ impl Collector for StoreCollector {
                 counters.flushes,
             ),
             ("store_merges", "Merges of parts", counters.merges),
+            (
+                "store_merge_blocks_copied",
+                "Blocks merges copied into their part as they were",
+                counters.merge_blocks_copied,
+            ),
+            (
+                "store_merge_blocks_written",
+                "Blocks merges wrote anew from the records of overlapping or small blocks",
+                counters.merge_blocks_written,
+            ),
         ] {
             encode_counter(&mut encoder, name, help, value)?;
         }

@@ -306,6 +306,110 @@ fn small_parts_merge_into_one_without_losing_or_repeating_a_record() {
 }
 
 #[test]
+fn a_merge_copies_blocks_nothing_overlaps_and_rewrites_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        merge_min_parts: 3,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    let large = crate::part::writer::BLOCK_COPY_MIN_RECORDS as u64;
+    for flush in 0..3u64 {
+        // r1: a large block a flush, in time order; request "span" runs
+        // from the end of the first flush into the second, where it ends.
+        let mut big = run("r1", flush * large, large, start());
+        if flush < 2 {
+            let records = &mut big.records;
+            let at = if flush == 0 { records.len() - 3 } else { 0 };
+            for record in &mut records[at..at + 3] {
+                record.request_id = Some("span".into());
+            }
+            if flush == 1 {
+                records[2].stream = Stream::System;
+                records[2].fields.insert("status".into(), 200.into());
+            }
+        }
+        store.append("t", big).unwrap();
+        // r2: small blocks, to be rewritten together into one.
+        store
+            .append("t", run("r2", flush * 10, 10, start()))
+            .unwrap();
+        // r3: three flushes whose records interleave in time (every third
+        // millisecond each): rewritten in time order.
+        let interleaved = (0..20u64)
+            .map(|n| {
+                let seq = n * 3 + flush;
+                record(
+                    seq,
+                    start() + Duration::from_millis(seq),
+                    format!("r3 {seq}"),
+                )
+            })
+            .collect();
+        store
+            .append("t", batch_of("sdxl", "r3", interleaved))
+            .unwrap();
+        store.flush().unwrap();
+    }
+    let before = all(&store, "t");
+    let request = store.request("t", "span").unwrap();
+    assert_eq!((request.records, request.status), (6, Some(200)));
+    let stats = store.stats();
+    store.merge().unwrap();
+    let counters = store.counters();
+    assert_eq!(counters.merges, 1);
+    assert_eq!(
+        (counters.merge_blocks_copied, counters.merge_blocks_written),
+        (3, 2),
+        "r1's three blocks copied; r2's and r3's records rewritten, a block each"
+    );
+    assert_eq!(
+        all(&store, "t"),
+        before,
+        "the same records, in the same order"
+    );
+    assert_eq!(store.request("t", "span"), Some(request.clone()));
+    let after = store.stats();
+    assert_eq!(
+        (after[0].records, after[0].raw_bytes, after[0].parts),
+        (stats[0].records, stats[0].raw_bytes, 1)
+    );
+    let span_only = store
+        .query(
+            "t",
+            &Query {
+                filter: Filter {
+                    request_id: Some("span".into()),
+                    ..Filter::default()
+                },
+                limit: 100,
+                direction: tailwater_model::Direction::Forward,
+                ..Query::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        span_only.records.len(),
+        6,
+        "the request index finds both blocks"
+    );
+    drop(store);
+
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(all(&store, "t"), before);
+    assert_eq!(store.request("t", "span"), Some(request));
+    let again = store.append("t", run("r1", 0, 3 * large, start())).unwrap();
+    assert_eq!(
+        again.duplicates as u64,
+        3 * large,
+        "copied blocks keep ingest idempotent"
+    );
+    let r3 = run("r3", 0, 60, start());
+    assert_eq!(store.append("t", r3).unwrap().duplicates, 60);
+}
+
+#[test]
 fn a_crash_after_a_merge_before_its_inputs_are_deleted_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {

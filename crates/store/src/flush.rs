@@ -13,7 +13,7 @@
 //! parts it replaces; if a crash leaves them behind, opening the store
 //! deletes them.
 
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ use tailwater_model::LogRecord;
 use crate::memtable::Table;
 use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
-use crate::part::writer::PartWriter;
-use crate::part::{Partition, StreamLabels};
+use crate::part::writer::{PartWriter, BLOCK_COPY_MIN_BYTES, BLOCK_COPY_MIN_RECORDS};
+use crate::part::{BlockMeta, Partition, StreamLabels};
 use crate::wal::WalWriter;
 use crate::{day_of, part_number, wal_path, Durability, Inner, State, StoreError, Writer};
 
@@ -232,22 +232,34 @@ impl Inner {
 
     fn merge(&self, partition: &Partition, parts: &[Arc<Part>]) -> Result<(), StoreError> {
         let started = Instant::now();
-        let mut streams: BTreeMap<&StreamLabels, Vec<StreamBlocks>> = BTreeMap::new();
+        // Each stream's blocks in all the parts, and the requests each
+        // block holds (for the blocks copied whole).
+        let mut streams: BTreeMap<&StreamLabels, Vec<SourceBlock>> = BTreeMap::new();
+        let mut seq_ranges: BTreeMap<&StreamLabels, Vec<(u64, u64)>> = BTreeMap::new();
+        let mut block_requests: Vec<HashMap<u32, Vec<[u8; 8]>>> = Vec::new();
         for part in parts {
-            for (index, stream) in part.footer.streams.iter().enumerate() {
-                let blocks: Vec<usize> = part
-                    .footer
-                    .blocks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, block)| block.stream as usize == index)
-                    .map(|(number, _)| number)
-                    .collect();
-                streams
+            let footer = &part.footer;
+            for (index, block) in footer.blocks.iter().enumerate() {
+                let labels = &footer.streams[block.stream as usize].labels;
+                streams.entry(labels).or_default().push(SourceBlock {
+                    part,
+                    index,
+                    meta: block,
+                });
+            }
+            for stream in &footer.streams {
+                seq_ranges
                     .entry(&stream.labels)
                     .or_default()
-                    .push((part, blocks));
+                    .extend(&stream.seq_ranges);
             }
+            let mut requests: HashMap<u32, Vec<[u8; 8]>> = HashMap::new();
+            for meta in &footer.requests {
+                for block in &meta.blocks {
+                    requests.entry(*block).or_default().push(meta.key);
+                }
+            }
+            block_requests.push(requests);
         }
         // Never empty: an empty list marks a flushed part.
         let replaces: Vec<u64> = parts
@@ -255,18 +267,57 @@ impl Inner {
             .map(|part| part_number(part.path()).unwrap_or(0))
             .collect();
         let mut failure = None;
+        let mut copied = 0u64;
         let merged = self.write_part(
             partition,
             replaces,
             |writer| {
-                for (labels, sources) in streams {
-                    let mut merge = StreamMerge::new(sources);
-                    writer.add_stream(labels.clone(), merge.by_ref())?;
-                    if let Some((part, reason)) = merge.failure {
-                        let error = std::io::Error::other(reason.clone());
-                        failure = Some((part, reason));
-                        return Err(error);
+                writer.merged_from(parts.iter().map(|part| &part.footer));
+                for (labels, blocks) in streams {
+                    let mut stream = writer.stream::<LogRecord>();
+                    for piece in plan_stream(blocks) {
+                        let result = match piece {
+                            Piece::Copy(block) => {
+                                let source = parts.iter().position(|p| Arc::ptr_eq(p, block.part));
+                                let keys = source
+                                    .and_then(|source| {
+                                        block_requests[source].get(&(block.index as u32))
+                                    })
+                                    .map_or(&[][..], Vec::as_slice);
+                                copied += 1;
+                                block
+                                    .part
+                                    .read_compressed(block.index)
+                                    .map_err(|error| {
+                                        (block.part.path().to_owned(), error.to_string())
+                                    })
+                                    .map(|compressed| {
+                                        stream.copy_block(&compressed, block.meta, keys)
+                                    })
+                            }
+                            Piece::Merge(sources) => {
+                                let mut merge = StreamMerge::new(sources);
+                                let written =
+                                    merge.by_ref().try_for_each(|record| stream.push(record));
+                                match merge.failure {
+                                    Some(failure) => Err(failure),
+                                    None => Ok(written),
+                                }
+                            }
+                        };
+                        match result {
+                            Ok(written) => written?,
+                            Err((part, reason)) => {
+                                let error = std::io::Error::other(reason.clone());
+                                failure = Some((part, reason));
+                                return Err(error);
+                            }
+                        }
                     }
+                    if let Some(ranges) = seq_ranges.get(labels) {
+                        stream.add_seq_ranges(ranges);
+                    }
+                    stream.finish(labels.clone())?;
                 }
                 Ok(())
             },
@@ -297,6 +348,7 @@ impl Inner {
             parts.iter().map(|part| part.file_len).sum::<u64>(),
         );
         let bytes_after = merged.file_len;
+        let written = merged.footer.blocks.len() as u64 - copied;
         {
             let mut state = self.write();
             state
@@ -307,13 +359,20 @@ impl Inner {
         for part in parts {
             let _ = std::fs::remove_file(part.path());
         }
-        self.counters().merges += 1;
+        {
+            let mut counters = self.counters();
+            counters.merges += 1;
+            counters.merge_blocks_copied += copied;
+            counters.merge_blocks_written += written;
+        }
         tracing::info!(
             tenant = %partition.tenant,
             app = %partition.app,
             day = %partition.day,
             parts = parts.len(),
             records,
+            blocks_copied = copied,
+            blocks_written = written,
             bytes_before,
             bytes_after,
             elapsed_ms = started.elapsed().as_millis() as u64,
@@ -336,6 +395,75 @@ fn partition(tenant: &str, labels: &StreamLabels, day: i64) -> Partition {
 
 /// A part and the blocks of one stream in it, in time order.
 type StreamBlocks<'a> = (&'a Arc<Part>, Vec<usize>);
+
+/// A block of a stream in one of a merge's parts.
+struct SourceBlock<'a> {
+    part: &'a Arc<Part>,
+    index: usize,
+    meta: &'a BlockMeta,
+}
+
+/// How a merge writes a stretch of a stream.
+enum Piece<'a> {
+    /// A block whose records no other block's time range overlaps, large
+    /// enough to keep: written as it is, without decoding it.
+    Copy(SourceBlock<'a>),
+    /// Blocks whose records interleave in time, or a small block: their
+    /// records merged in time order and written into new blocks (with
+    /// those of the small blocks around them).
+    Merge(Vec<StreamBlocks<'a>>),
+}
+
+/// Cuts a stream's blocks from several parts into pieces, in time order:
+/// runs of blocks whose ranges of (time, id) overlap are merged record by
+/// record, and a block that overlaps none is copied when it holds at least
+/// [`BLOCK_COPY_MIN_RECORDS`] records or [`BLOCK_COPY_MIN_BYTES`] bytes
+/// (smaller ones are rewritten together into fuller blocks). Agents send
+/// each stream in time order and each flush takes what came since the
+/// last, so a merge mostly copies: a record is compressed about once.
+fn plan_stream(mut blocks: Vec<SourceBlock<'_>>) -> Vec<Piece<'_>> {
+    blocks.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
+    let mut clusters: Vec<Vec<SourceBlock>> = Vec::new();
+    // The greatest (time, id) any record of the last cluster may have.
+    let mut cluster_end = (i64::MIN, 0u64);
+    for block in blocks {
+        let start = (block.meta.min_ts, block.meta.min_id);
+        let end = (block.meta.max_ts, block.meta.max_id);
+        match clusters.last_mut() {
+            Some(cluster) if start <= cluster_end => {
+                cluster.push(block);
+                cluster_end = cluster_end.max(end);
+            }
+            _ => {
+                clusters.push(vec![block]);
+                cluster_end = end;
+            }
+        }
+    }
+    clusters
+        .into_iter()
+        .map(|mut cluster| {
+            let large = |meta: &BlockMeta| {
+                meta.count as usize >= BLOCK_COPY_MIN_RECORDS
+                    || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
+            };
+            if cluster.len() == 1 && large(cluster[0].meta) {
+                return Piece::Copy(cluster.remove(0));
+            }
+            let mut sources: Vec<StreamBlocks> = Vec::new();
+            for block in cluster {
+                match sources
+                    .iter_mut()
+                    .find(|(part, _)| Arc::ptr_eq(part, block.part))
+                {
+                    Some((_, indexes)) => indexes.push(block.index),
+                    None => sources.push((block.part, vec![block.index])),
+                }
+            }
+            Piece::Merge(sources)
+        })
+        .collect()
+}
 
 /// One stream's records from several parts, in time order, decoded a block
 /// at a time and built a record at a time.

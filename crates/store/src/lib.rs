@@ -160,6 +160,11 @@ pub struct Counters {
     pub refused_out_of_order: u64,
     pub flushes: u64,
     pub merges: u64,
+    /// Blocks merges wrote into their part as they were, without decoding.
+    pub merge_blocks_copied: u64,
+    /// Blocks merges wrote anew, from records of overlapping or small
+    /// blocks.
+    pub merge_blocks_written: u64,
     /// Parts in which a merge found a block it could not read: each is
     /// left as it is (queries serve its readable blocks) and out of every
     /// later merge, and the error is logged once.
@@ -220,6 +225,9 @@ struct State {
     parts: Vec<Arc<Part>>,
 }
 
+/// The name of the store's background thread (flushes and merges), as
+/// `/proc/<pid>/task/*/comm` shows it (at most 15 bytes).
+pub const THREAD_NAME: &str = "tailwater-store";
 const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
 const PARTS_DIR: &str = "parts";
@@ -236,7 +244,7 @@ impl Store {
         let background = inner.options.background.then(|| {
             let inner = inner.clone();
             std::thread::Builder::new()
-                .name("tailwater-store".into())
+                .name(THREAD_NAME.into())
                 .spawn(move || flush::background(&inner))
                 .expect("the store's background thread starts")
         });

@@ -121,20 +121,7 @@ impl Part {
     /// one at a time.
     pub fn open_block(&self, index: usize) -> Result<DecodedBlock, PartError> {
         let meta = &self.footer.blocks[index];
-        let mut compressed = vec![0u8; meta.len as usize];
-        self.file
-            .read_exact_at(&mut compressed, meta.offset)
-            .map_err(|source| PartError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        let corrupt = |reason: String| PartError::Corrupt {
-            path: self.path.clone(),
-            reason,
-        };
-        if crc32fast::hash(&compressed) != meta.crc32 {
-            return Err(corrupt(format!("block {index} checksum mismatch")));
-        }
+        let compressed = self.read_compressed(index)?;
         let labels = &self.footer.streams[meta.stream as usize].labels;
         DecodedBlock::new(
             &compressed,
@@ -142,6 +129,29 @@ impl Part {
             &self.footer.partition.tenant,
             labels,
         )
-        .map_err(|reason| corrupt(format!("block {index}: {reason}")))
+        .map_err(|reason| PartError::Corrupt {
+            path: self.path.clone(),
+            reason: format!("block {index}: {reason}"),
+        })
+    }
+
+    /// Block `index` as stored (compressed), checksum verified: what a merge
+    /// copies into a new part without decoding it.
+    pub fn read_compressed(&self, index: usize) -> Result<Vec<u8>, PartError> {
+        let meta = &self.footer.blocks[index];
+        let mut compressed = vec![0u8; meta.len as usize];
+        self.file
+            .read_exact_at(&mut compressed, meta.offset)
+            .map_err(|source| PartError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        if crc32fast::hash(&compressed) != meta.crc32 {
+            return Err(PartError::Corrupt {
+                path: self.path.clone(),
+                reason: format!("block {index} checksum mismatch"),
+            });
+        }
+        Ok(compressed)
     }
 }

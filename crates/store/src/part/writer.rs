@@ -24,6 +24,11 @@ use super::{
 pub const BLOCK_MAX_RECORDS: usize = 8192;
 /// Message bytes in one block at most (a single longer record is alone).
 pub const BLOCK_MAX_BYTES: usize = 1024 * 1024;
+/// A merge copies a block as it is (rather than rewriting its records with
+/// others into a fuller block) when it holds at least this many records…
+pub const BLOCK_COPY_MIN_RECORDS: usize = BLOCK_MAX_RECORDS / 2;
+/// …or this many bytes of columns.
+pub const BLOCK_COPY_MIN_BYTES: usize = BLOCK_MAX_BYTES / 2;
 
 /// A part being written.
 pub struct PartWriter {
@@ -33,9 +38,95 @@ pub struct PartWriter {
     out: BufWriter<File>,
     offset: u64,
     footer: Footer,
-    requests: HashMap<String, RequestSpan>,
+    /// By [`super::request_key`].
+    requests: HashMap<[u8; 8], RequestSpan>,
+    /// Set for a merge: its inputs' totals.
+    merged: Option<MergeTotals>,
     compressor: zstd::bulk::Compressor<'static>,
     finished: bool,
+}
+
+/// A stream being written: records gather into a block until it is full.
+pub struct StreamWriter<'w, R> {
+    part: &'w mut PartWriter,
+    index: u32,
+    seqs: SeqRanges,
+    /// Set when blocks were copied: their sequence numbers, from their
+    /// parts' index.
+    seq_ranges: Option<SeqRanges>,
+    chunk: Vec<R>,
+    chunk_bytes: usize,
+}
+
+impl<R: Borrow<LogRecord>> StreamWriter<'_, R> {
+    /// Adds the next record (in time order, then id).
+    pub fn push(&mut self, record: R) -> io::Result<()> {
+        let len = record.borrow().message.len();
+        if !self.chunk.is_empty()
+            && (self.chunk.len() == BLOCK_MAX_RECORDS || self.chunk_bytes + len > BLOCK_MAX_BYTES)
+        {
+            self.write_chunk()?;
+        }
+        self.chunk_bytes += len;
+        self.chunk.push(record);
+        Ok(())
+    }
+
+    /// Adds a block of another part whole, as the next records: `compressed`
+    /// as read, `meta` its index entry there, `request_keys` the requests
+    /// it holds.
+    pub fn copy_block(
+        &mut self,
+        compressed: &[u8],
+        meta: &BlockMeta,
+        request_keys: &[[u8; 8]],
+    ) -> io::Result<()> {
+        self.write_chunk()?;
+        self.part
+            .copy_block(self.index, compressed, meta, request_keys)
+    }
+
+    /// Adds sequence numbers held by copied blocks (from their parts'
+    /// stream index).
+    pub fn add_seq_ranges(&mut self, ranges: &[(u64, u64)]) {
+        let seqs = self.seq_ranges.get_or_insert_with(SeqRanges::default);
+        for &(start, end) in ranges {
+            seqs.add_range(start, end);
+        }
+    }
+
+    pub fn finish(mut self, labels: StreamLabels) -> io::Result<()> {
+        self.write_chunk()?;
+        let mut seqs = std::mem::take(&mut self.seqs);
+        if let Some(copied) = self.seq_ranges.take() {
+            for (start, end) in copied.finish() {
+                seqs.add_range(start, end);
+            }
+        }
+        self.part.footer.streams.push(StreamMeta {
+            labels,
+            seq_ranges: seqs.finish(),
+        });
+        Ok(())
+    }
+
+    fn write_chunk(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        self.part
+            .write_block(self.index, &self.chunk, &mut self.seqs)?;
+        self.chunk.clear();
+        self.chunk_bytes = 0;
+        Ok(())
+    }
+}
+
+/// A merge's inputs' totals.
+#[derive(Default)]
+struct MergeTotals {
+    raw_bytes: u64,
+    requests: HashMap<[u8; 8], RequestSpan>,
 }
 
 impl PartWriter {
@@ -69,6 +160,7 @@ impl PartWriter {
                 replaces: Vec::new(),
             },
             requests: HashMap::new(),
+            merged: None,
             compressor: zstd::bulk::Compressor::new(zstd_level)?,
             finished: false,
         })
@@ -86,30 +178,53 @@ impl PartWriter {
         labels: StreamLabels,
         records: impl IntoIterator<Item = R>,
     ) -> io::Result<()> {
-        let stream_index = self.footer.streams.len() as u32;
-        let mut seqs = SeqRanges::default();
-        let mut chunk: Vec<R> = Vec::new();
-        let mut chunk_bytes = 0;
+        let mut stream = self.stream();
         for record in records {
-            let len = record.borrow().message.len();
-            if !chunk.is_empty()
-                && (chunk.len() == BLOCK_MAX_RECORDS || chunk_bytes + len > BLOCK_MAX_BYTES)
-            {
-                self.write_block(stream_index, &chunk, &mut seqs)?;
-                chunk.clear();
-                chunk_bytes = 0;
+            stream.push(record)?;
+        }
+        stream.finish(labels)
+    }
+
+    /// Starts the next stream, to be given its records (and, in a merge,
+    /// whole blocks) in time order, then finished with its labels.
+    pub fn stream<R: Borrow<LogRecord>>(&mut self) -> StreamWriter<'_, R> {
+        StreamWriter {
+            index: self.footer.streams.len() as u32,
+            part: self,
+            seqs: SeqRanges::default(),
+            seq_ranges: None,
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+        }
+    }
+
+    /// Makes this part a merge of parts with these footers: their totals
+    /// (message bytes, and each request's record count, first and last
+    /// time and status) become the part's, since blocks copied whole are
+    /// not read record by record.
+    pub fn merged_from<'a>(&mut self, footers: impl IntoIterator<Item = &'a Footer>) {
+        let mut totals = MergeTotals::default();
+        for footer in footers {
+            totals.raw_bytes += footer.raw_bytes;
+            for meta in &footer.requests {
+                let (first_ts, last_ts) = footer.request_times(meta);
+                let span = totals.requests.entry(meta.key).or_insert(RequestSpan {
+                    blocks: Vec::new(),
+                    stream: meta.stream,
+                    records: 0,
+                    first_ts,
+                    last_ts,
+                    status: None,
+                });
+                span.records += meta.records;
+                span.first_ts = span.first_ts.min(first_ts);
+                if meta.status.is_some() && (span.status.is_none() || last_ts >= span.last_ts) {
+                    span.status = meta.status;
+                }
+                span.last_ts = span.last_ts.max(last_ts);
             }
-            chunk_bytes += len;
-            chunk.push(record);
         }
-        if !chunk.is_empty() {
-            self.write_block(stream_index, &chunk, &mut seqs)?;
-        }
-        self.footer.streams.push(StreamMeta {
-            labels,
-            seq_ranges: seqs.finish(),
-        });
-        Ok(())
+        self.merged = Some(totals);
     }
 
     fn write_block<R: Borrow<LogRecord>>(
@@ -129,17 +244,17 @@ impl PartWriter {
             self.footer.raw_bytes += record.message.len() as u64;
             if let Some(request_id) = &record.request_id {
                 let ts = timestamp_ns(record.ts);
-                let entry =
-                    self.requests
-                        .entry(request_id.clone())
-                        .or_insert_with(|| RequestSpan {
-                            blocks: Vec::new(),
-                            stream,
-                            records: 0,
-                            first_ts: ts,
-                            last_ts: ts,
-                            status: None,
-                        });
+                let entry = self
+                    .requests
+                    .entry(super::request_key(request_id))
+                    .or_insert_with(|| RequestSpan {
+                        blocks: Vec::new(),
+                        stream,
+                        records: 0,
+                        first_ts: ts,
+                        last_ts: ts,
+                        status: None,
+                    });
                 if entry.blocks.last() != Some(&block_index) {
                     entry.blocks.push(block_index);
                 }
@@ -151,13 +266,50 @@ impl PartWriter {
                 }
             }
         }
-        self.footer.records += records.len() as u64;
+        self.add_block_meta(meta);
+        Ok(())
+    }
+
+    /// Writes a block of another part as it is: its compressed bytes and
+    /// its index entry (with this part's offset and stream), and adds it
+    /// to the requests with these keys.
+    fn copy_block(
+        &mut self,
+        stream: u32,
+        compressed: &[u8],
+        meta: &BlockMeta,
+        request_keys: &[[u8; 8]],
+    ) -> io::Result<()> {
+        let block_index = self.footer.blocks.len() as u32;
+        self.out.write_all(compressed)?;
+        let meta = BlockMeta {
+            stream,
+            offset: self.offset,
+            ..meta.clone()
+        };
+        self.offset += compressed.len() as u64;
+        for key in request_keys {
+            let entry = self.requests.entry(*key).or_insert_with(|| RequestSpan {
+                blocks: Vec::new(),
+                stream,
+                records: 0,
+                first_ts: meta.min_ts,
+                last_ts: meta.max_ts,
+                status: None,
+            });
+            entry.blocks.push(block_index);
+        }
+        self.add_block_meta(meta);
+        Ok(())
+    }
+
+    fn add_block_meta(&mut self, meta: BlockMeta) {
+        self.footer.records += u64::from(meta.count);
         self.footer.min_ts = self.footer.min_ts.min(meta.min_ts);
         self.footer.max_ts = self.footer.max_ts.max(meta.max_ts);
         self.footer.min_id = self.footer.min_id.min(meta.min_id);
         self.footer.max_id = self.footer.max_id.max(meta.max_id);
         self.footer.blocks.push(meta);
-        Ok(())
     }
 
     /// Writes the footer, fsyncs, and renames the part into place. Durable
@@ -165,14 +317,24 @@ impl PartWriter {
     pub fn finish(mut self) -> io::Result<(PathBuf, Footer)> {
         assert!(self.footer.records > 0, "a part holds at least one record");
         let min_ts = self.footer.min_ts;
+        let merged = self.merged.take();
+        if let Some(merged) = &merged {
+            self.footer.raw_bytes = merged.raw_bytes;
+        }
         let mut requests: Vec<RequestMeta> = self
             .requests
             .drain()
-            .map(|(id, mut span)| {
+            .map(|(key, mut span)| {
                 span.blocks.sort_unstable();
                 span.blocks.dedup();
+                if let Some(total) = merged.as_ref().and_then(|m| m.requests.get(&key)) {
+                    span.records = total.records;
+                    span.first_ts = total.first_ts;
+                    span.last_ts = total.last_ts;
+                    span.status = total.status;
+                }
                 RequestMeta {
-                    key: super::request_key(&id),
+                    key,
                     blocks: span.blocks,
                     stream: span.stream,
                     records: span.records,
@@ -318,6 +480,12 @@ impl SeqRanges {
             }
             _ => self.ranges.push((seq, seq)),
         }
+    }
+
+    /// Adds the numbers `start..=end`, in any order.
+    fn add_range(&mut self, start: u64, end: u64) {
+        self.unsorted = true;
+        self.ranges.push((start, end));
     }
 
     fn finish(mut self) -> Vec<(u64, u64)> {
