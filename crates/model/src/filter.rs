@@ -54,6 +54,20 @@ pub struct Labels<'a> {
 
 impl Filter {
     pub fn matches(&self, record: &LogRecord) -> bool {
+        self.matches_with_labels(
+            record,
+            Labels {
+                app: &record.app,
+                version: &record.version,
+                runner: &record.runner,
+                boot: &record.boot,
+            },
+        )
+    }
+
+    /// [`Filter::matches`] for a record whose labels are kept apart from
+    /// it (a store keeps them once a stream): `labels` stand for its own.
+    pub fn matches_with_labels(&self, record: &LogRecord, labels: Labels<'_>) -> bool {
         // Cheap conditions first; the message and fields last.
         self.since.is_none_or(|since| record.ts >= since)
             && self.until.is_none_or(|until| record.ts < until)
@@ -64,12 +78,7 @@ impl Filter {
                 .request_id
                 .as_deref()
                 .is_none_or(|wanted| record.request_id.as_deref() == Some(wanted))
-            && self.matches_labels(Labels {
-                app: &record.app,
-                version: &record.version,
-                runner: &record.runner,
-                boot: &record.boot,
-            })
+            && self.matches_labels(labels)
             && self.matches_fields(&record.fields)
             && self.matches_message(&record.message)
     }

@@ -17,6 +17,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 use tailwater_model::LogRecord;
 
+use crate::part::StreamLabels;
 use crate::{Durability, Inner, StoreError, MAX_FROZEN_TABLES};
 
 impl Inner {
@@ -83,14 +84,15 @@ impl Inner {
             }
             seen.insert(record.seq);
             seen.saw_time(ts_ns);
+            // Labels are the stream's: the memtable keeps them once.
             fresh.push(LogRecord {
                 id: writer.last_id + 1 + fresh.len() as u64,
                 ts,
-                tenant: tenant.to_owned(),
-                app: app.clone(),
-                version: version.clone(),
-                runner: runner.clone(),
-                boot: boot.clone(),
+                tenant: String::new(),
+                app: String::new(),
+                version: String::new(),
+                runner: String::new(),
+                boot: String::new(),
                 seq: record.seq,
                 source,
                 stream: record.stream,
@@ -123,9 +125,16 @@ impl Inner {
         };
         let last_id = last.id;
 
-        crate::wal::encode_batch(&fresh, &mut writer.payload);
+        let labels = StreamLabels {
+            app,
+            version,
+            runner,
+            boot,
+            source,
+        };
+        crate::wal::encode_batch(tenant, &labels, &fresh, &mut writer.payload);
         if let Err(error) = writer.wal.append(&writer.payload) {
-            let seen = writer.dedup.stream(tenant, &runner, &boot);
+            let seen = writer.dedup.stream(tenant, &labels.runner, &labels.boot);
             for record in &fresh {
                 seen.remove(record.seq);
             }
@@ -134,7 +143,9 @@ impl Inner {
         }
         writer.last_id = last_id;
         let mut state = self.write();
-        state.memtable.insert_stream(fresh, writer.segment);
+        state
+            .memtable
+            .insert_stream(tenant, &labels, fresh, writer.segment);
         let full = state.memtable.active_bytes() >= self.options.memtable_max_bytes;
         if full {
             self.freeze(writer, &mut state)?;

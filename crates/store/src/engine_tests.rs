@@ -306,7 +306,7 @@ fn small_parts_merge_into_one_without_losing_or_repeating_a_record() {
 }
 
 #[test]
-fn a_merge_copies_blocks_nothing_overlaps_and_rewrites_the_rest() {
+fn a_merge_copies_large_blocks_and_rewrites_small_ones_together() {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         background: false,
@@ -350,6 +350,23 @@ fn a_merge_copies_blocks_nothing_overlaps_and_rewrites_the_rest() {
         store
             .append("t", batch_of("sdxl", "r3", interleaved))
             .unwrap();
+        // r4: two flushes of large blocks whose times interleave: copied
+        // as they are, and still read back in time order.
+        if flush < 2 {
+            let interleaved = (0..large)
+                .map(|n| {
+                    let seq = n * 2 + flush;
+                    record(
+                        seq,
+                        start() + Duration::from_millis(seq),
+                        format!("r4 {seq}"),
+                    )
+                })
+                .collect();
+            store
+                .append("t", batch_of("sdxl", "r4", interleaved))
+                .unwrap();
+        }
         store.flush().unwrap();
     }
     let before = all(&store, "t");
@@ -361,8 +378,8 @@ fn a_merge_copies_blocks_nothing_overlaps_and_rewrites_the_rest() {
     assert_eq!(counters.merges, 1);
     assert_eq!(
         (counters.merge_blocks_copied, counters.merge_blocks_written),
-        (3, 2),
-        "r1's three blocks copied; r2's and r3's records rewritten, a block each"
+        (5, 2),
+        "r1's three blocks and r4's two copied; r2's and r3's records rewritten, a block each"
     );
     assert_eq!(
         all(&store, "t"),
@@ -393,6 +410,27 @@ fn a_merge_copies_blocks_nothing_overlaps_and_rewrites_the_rest() {
         span_only.records.len(),
         6,
         "the request index finds both blocks"
+    );
+    let newest_of_r4 = store
+        .query(
+            "t",
+            &Query {
+                filter: Filter {
+                    runner: Some("r4".into()),
+                    ..Filter::default()
+                },
+                limit: 4,
+                direction: tailwater_model::Direction::Backward,
+                ..Query::default()
+            },
+        )
+        .unwrap();
+    let seqs: Vec<u64> = newest_of_r4.records.iter().map(|r| r.seq).collect();
+    let last = 2 * large - 1;
+    assert_eq!(
+        seqs,
+        [last, last - 1, last - 2, last - 3],
+        "overlapping blocks, newest first"
     );
     drop(store);
 

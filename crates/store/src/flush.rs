@@ -14,7 +14,7 @@
 //! deletes them.
 
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,7 +93,7 @@ impl Inner {
             self.delete_segments_through(table.last_segment)?;
             self.counters().flushes += 1;
             tracing::info!(
-                records = table.records().len(),
+                records = table.len(),
                 parts = part_count,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "memtable flushed into parts"
@@ -267,6 +267,10 @@ impl Inner {
             .map(|part| part_number(part.path()).unwrap_or(0))
             .collect();
         let mut failure = None;
+        let mut damaged = |part: &Path, reason: String| {
+            failure = Some((part.to_owned(), reason.clone()));
+            std::io::Error::other(reason)
+        };
         let mut copied = 0u64;
         let merged = self.write_part(
             partition,
@@ -275,45 +279,31 @@ impl Inner {
                 writer.merged_from(parts.iter().map(|part| &part.footer));
                 for (labels, blocks) in streams {
                     let mut stream = writer.stream::<LogRecord>();
-                    for piece in plan_stream(blocks) {
-                        let result = match piece {
-                            Piece::Copy(block) => {
-                                let source = parts.iter().position(|p| Arc::ptr_eq(p, block.part));
-                                let keys = source
-                                    .and_then(|source| {
-                                        block_requests[source].get(&(block.index as u32))
-                                    })
-                                    .map_or(&[][..], Vec::as_slice);
-                                copied += 1;
-                                block
-                                    .part
-                                    .read_compressed(block.index)
-                                    .map_err(|error| {
-                                        (block.part.path().to_owned(), error.to_string())
-                                    })
-                                    .map(|compressed| {
-                                        stream.copy_block(&compressed, block.meta, keys)
-                                    })
-                            }
-                            Piece::Merge(sources) => {
-                                let mut merge = StreamMerge::new(sources);
-                                let written =
-                                    merge.by_ref().try_for_each(|record| stream.push(record));
-                                match merge.failure {
-                                    Some(failure) => Err(failure),
-                                    None => Ok(written),
-                                }
-                            }
-                        };
-                        match result {
-                            Ok(written) => written?,
-                            Err((part, reason)) => {
-                                let error = std::io::Error::other(reason.clone());
-                                failure = Some((part, reason));
-                                return Err(error);
+                    // Large blocks are copied whole, whatever their times
+                    // (a part's blocks may overlap: readers order records
+                    // across blocks); the small ones are rewritten together.
+                    let (mut large, small): (Vec<SourceBlock>, Vec<SourceBlock>) =
+                        blocks.into_iter().partition(|block| is_large(block.meta));
+                    large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
+                    for block in large {
+                        let source = parts.iter().position(|p| Arc::ptr_eq(p, block.part));
+                        let keys = source
+                            .and_then(|source| block_requests[source].get(&(block.index as u32)))
+                            .map_or(&[][..], Vec::as_slice);
+                        match block.part.read_compressed(block.index) {
+                            Ok(compressed) => stream.copy_block(&compressed, block.meta, keys)?,
+                            Err(error) => {
+                                return Err(damaged(block.part.path(), error.to_string()));
                             }
                         }
+                        copied += 1;
                     }
+                    let mut merge = StreamMerge::new(small);
+                    let written = merge.by_ref().try_for_each(|record| stream.push(record));
+                    if let Some((part, reason)) = merge.failure {
+                        return Err(damaged(&part, reason));
+                    }
+                    written?;
                     if let Some(ranges) = seq_ranges.get(labels) {
                         stream.add_seq_ranges(ranges);
                     }
@@ -393,9 +383,6 @@ fn partition(tenant: &str, labels: &StreamLabels, day: i64) -> Partition {
     }
 }
 
-/// A part and the blocks of one stream in it, in time order.
-type StreamBlocks<'a> = (&'a Arc<Part>, Vec<usize>);
-
 /// A block of a stream in one of a merge's parts.
 struct SourceBlock<'a> {
     part: &'a Arc<Part>,
@@ -403,131 +390,94 @@ struct SourceBlock<'a> {
     meta: &'a BlockMeta,
 }
 
-/// How a merge writes a stretch of a stream.
-enum Piece<'a> {
-    /// A block whose records no other block's time range overlaps, large
-    /// enough to keep: written as it is, without decoding it.
-    Copy(SourceBlock<'a>),
-    /// Blocks whose records interleave in time, or a small block: their
-    /// records merged in time order and written into new blocks (with
-    /// those of the small blocks around them).
-    Merge(Vec<StreamBlocks<'a>>),
+/// Whether a merge copies a block as it is rather than rewrite its records
+/// with others: when it holds at least [`BLOCK_COPY_MIN_RECORDS`] records or
+/// [`BLOCK_COPY_MIN_BYTES`] bytes. A flush writes each stream's records
+/// since the last flush, so its blocks are usually large enough, and a
+/// record is then compressed once, however many merges its part goes
+/// through.
+fn is_large(meta: &BlockMeta) -> bool {
+    meta.count as usize >= BLOCK_COPY_MIN_RECORDS || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
 }
 
-/// Cuts a stream's blocks from several parts into pieces, in time order:
-/// runs of blocks whose ranges of (time, id) overlap are merged record by
-/// record, and a block that overlaps none is copied when it holds at least
-/// [`BLOCK_COPY_MIN_RECORDS`] records or [`BLOCK_COPY_MIN_BYTES`] bytes
-/// (smaller ones are rewritten together into fuller blocks). Agents send
-/// each stream in time order and each flush takes what came since the
-/// last, so a merge mostly copies: a record is compressed about once.
-fn plan_stream(mut blocks: Vec<SourceBlock<'_>>) -> Vec<Piece<'_>> {
-    blocks.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
-    let mut clusters: Vec<Vec<SourceBlock>> = Vec::new();
-    // The greatest (time, id) any record of the last cluster may have.
-    let mut cluster_end = (i64::MIN, 0u64);
-    for block in blocks {
-        let start = (block.meta.min_ts, block.meta.min_id);
-        let end = (block.meta.max_ts, block.meta.max_id);
-        match clusters.last_mut() {
-            Some(cluster) if start <= cluster_end => {
-                cluster.push(block);
-                cluster_end = cluster_end.max(end);
-            }
-            _ => {
-                clusters.push(vec![block]);
-                cluster_end = end;
-            }
-        }
-    }
-    clusters
-        .into_iter()
-        .map(|mut cluster| {
-            let large = |meta: &BlockMeta| {
-                meta.count as usize >= BLOCK_COPY_MIN_RECORDS
-                    || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
-            };
-            if cluster.len() == 1 && large(cluster[0].meta) {
-                return Piece::Copy(cluster.remove(0));
-            }
-            let mut sources: Vec<StreamBlocks> = Vec::new();
-            for block in cluster {
-                match sources
-                    .iter_mut()
-                    .find(|(part, _)| Arc::ptr_eq(part, block.part))
-                {
-                    Some((_, indexes)) => indexes.push(block.index),
-                    None => sources.push((block.part, vec![block.index])),
-                }
-            }
-            Piece::Merge(sources)
-        })
-        .collect()
-}
-
-/// One stream's records from several parts, in time order, decoded a block
-/// at a time and built a record at a time.
+/// One stream's records from blocks of several parts, in time order (then
+/// id), built a record at a time. A block is opened only when its first
+/// record could come next, so memory holds the blocks whose times overlap
+/// the position reached, not all of them.
 struct StreamMerge<'a> {
-    sources: Vec<Source<'a>>,
+    /// Blocks not yet opened, the one with the earliest start last.
+    pending: Vec<SourceBlock<'a>>,
+    open: Vec<Option<OpenBlock<'a>>>,
+    /// The next record of each open block, by (time, id).
     heap: BinaryHeap<std::cmp::Reverse<((i64, u64), usize)>>,
     /// The part a block could not be read from, and why.
     failure: Option<(PathBuf, String)>,
 }
 
-struct Source<'a> {
+struct OpenBlock<'a> {
     part: &'a Part,
-    blocks: std::vec::IntoIter<usize>,
-    block: Option<DecodedBlock>,
-    /// The next record of `block` to queue.
+    block: DecodedBlock,
+    /// Its next record.
     position: usize,
 }
 
 impl<'a> StreamMerge<'a> {
-    fn new(sources: Vec<StreamBlocks<'a>>) -> StreamMerge<'a> {
-        let mut merge = StreamMerge {
-            sources: sources
-                .into_iter()
-                .map(|(part, blocks)| Source {
-                    part,
-                    blocks: blocks.into_iter(),
-                    block: None,
-                    position: 0,
-                })
-                .collect(),
+    fn new(mut blocks: Vec<SourceBlock<'a>>) -> StreamMerge<'a> {
+        blocks.sort_by_key(|block| std::cmp::Reverse((block.meta.min_ts, block.meta.min_id)));
+        StreamMerge {
+            pending: blocks,
+            open: Vec::new(),
             heap: BinaryHeap::new(),
             failure: None,
-        };
-        for source in 0..merge.sources.len() {
-            merge.advance(source);
         }
-        merge
     }
 
-    /// Queues a source's next record, opening its next block when needed.
-    fn advance(&mut self, index: usize) {
-        let source = &mut self.sources[index];
-        loop {
-            if let Some(block) = &source.block {
-                if source.position < block.len() {
-                    let key = (block.ts(source.position), block.id(source.position));
-                    self.heap.push(std::cmp::Reverse((key, index)));
-                    return;
-                }
-            }
-            source.block = None;
-            let Some(block) = source.blocks.next() else {
+    /// Opens every pending block whose records could come before the
+    /// heap's head: no record of a block comes before (its min time, its
+    /// min id).
+    fn open_due(&mut self) {
+        while let Some(next) = self.pending.last() {
+            let start = (next.meta.min_ts, next.meta.min_id);
+            if self
+                .heap
+                .peek()
+                .is_some_and(|std::cmp::Reverse((head, _))| start > *head)
+            {
                 return;
-            };
-            match source.part.open_block(block) {
-                Ok(decoded) => {
-                    source.block = Some(decoded);
-                    source.position = 0;
+            }
+            let next = self.pending.pop().expect("peeked");
+            match next.part.open_block(next.index) {
+                Ok(block) => {
+                    let slot = match self.open.iter().position(Option::is_none) {
+                        Some(free) => free,
+                        None => {
+                            self.open.push(None);
+                            self.open.len() - 1
+                        }
+                    };
+                    self.open[slot] = Some(OpenBlock {
+                        part: next.part,
+                        block,
+                        position: 0,
+                    });
+                    self.queue(slot);
                 }
                 Err(error) => {
-                    self.failure = Some((source.part.path().to_owned(), error.to_string()));
+                    self.failure = Some((next.part.path().to_owned(), error.to_string()));
                     return;
                 }
             }
+        }
+    }
+
+    /// Queues the next record of an open block, or closes it.
+    fn queue(&mut self, slot: usize) {
+        let Some(open) = &self.open[slot] else { return };
+        if open.position < open.block.len() {
+            let key = (open.block.ts(open.position), open.block.id(open.position));
+            self.heap.push(std::cmp::Reverse((key, slot)));
+        } else {
+            self.open[slot] = None;
         }
     }
 }
@@ -536,24 +486,24 @@ impl Iterator for StreamMerge<'_> {
     type Item = LogRecord;
 
     fn next(&mut self) -> Option<LogRecord> {
+        self.open_due();
         if self.failure.is_some() {
             return None;
         }
-        let std::cmp::Reverse((_, index)) = self.heap.pop()?;
-        let source = &mut self.sources[index];
-        let block = source.block.as_ref()?;
-        let record = match block.record(source.position) {
+        let std::cmp::Reverse((_, slot)) = self.heap.pop()?;
+        let open = self.open[slot].as_mut()?;
+        let record = match open.block.record(open.position) {
             Ok(record) => record,
             Err(reason) => {
                 self.failure = Some((
-                    source.part.path().to_owned(),
-                    format!("part {} is corrupt: {reason}", source.part.path().display()),
+                    open.part.path().to_owned(),
+                    format!("part {} is corrupt: {reason}", open.part.path().display()),
                 ));
                 return None;
             }
         };
-        source.position += 1;
-        self.advance(index);
+        open.position += 1;
+        self.queue(slot);
         Some(record)
     }
 }

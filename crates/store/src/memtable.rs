@@ -9,6 +9,11 @@
 //! send each stream in time order, so that order is almost always appended
 //! to, and a time-range read merges the streams.
 //!
+//! A record's labels (tenant, app, version, runner, boot) are kept once, by
+//! its stream, not by the record: most of a short line's memory would
+//! otherwise be five copies of the same strings, made and freed a record at
+//! a time. Readers get an [`Entry`]: the record and its stream.
+//!
 //! Readers see only records whose id is at most the visibility watermark:
 //! the store raises it once records are durable (see `Store::append`), so a
 //! reader never sees a record that could still be lost, nor a later one
@@ -20,8 +25,8 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tailwater_model::filter::timestamp_ns;
-use tailwater_model::{Cursor, LogRecord};
+use tailwater_model::filter::{timestamp_ns, Labels};
+use tailwater_model::{Cursor, Filter, LogRecord};
 
 use crate::part::StreamLabels;
 
@@ -44,7 +49,10 @@ pub(crate) struct Memtable {
 /// One table: records in ascending id order.
 pub(crate) struct Table {
     first_id: u64,
+    /// Without their labels (see [`TableStream`]).
     records: Vec<LogRecord>,
+    /// Each record's index in `streams`.
+    stream_of: Vec<u32>,
     streams: Vec<TableStream>,
     by_key: HashMap<StreamKey, usize>,
     bytes: usize,
@@ -76,10 +84,16 @@ impl Memtable {
         }
     }
 
-    /// Adds records of one stream (all with the labels of the first), with
-    /// ids above every id in the memtable.
-    pub fn insert_stream(&mut self, records: Vec<LogRecord>, segment: u64) {
-        self.active.insert_stream(records, segment);
+    /// Adds records of one stream, with ids above every id in the
+    /// memtable. Their own label strings are dropped: leave them empty.
+    pub fn insert_stream(
+        &mut self,
+        tenant: &str,
+        labels: &StreamLabels,
+        records: Vec<LogRecord>,
+        segment: u64,
+    ) {
+        self.active.insert_stream(tenant, labels, records, segment);
     }
 
     /// Estimated memory of the active table: its records as the vector
@@ -163,14 +177,20 @@ impl Memtable {
     }
 
     /// Visible records with ids above `after`, in id order.
-    pub fn after_id(&self, after: u64) -> impl Iterator<Item = &LogRecord> {
+    pub fn after_id(&self, after: u64) -> impl Iterator<Item = Entry<'_>> {
         let visible = self.visible.load(Ordering::Acquire);
         self.tables()
             .flat_map(move |table| {
                 let skip = table.records.partition_point(|record| record.id <= after);
-                &table.records[skip..]
+                table.records[skip..]
+                    .iter()
+                    .zip(&table.stream_of[skip..])
+                    .map(|(record, stream)| Entry {
+                        record,
+                        stream: &table.streams[*stream as usize],
+                    })
             })
-            .take_while(move |record| record.id <= visible)
+            .take_while(move |entry| entry.record.id <= visible)
     }
 
     /// Visible records within the bounds, in time order (or reversed).
@@ -179,7 +199,7 @@ impl Memtable {
         lower: Bound<Cursor>,
         upper: Bound<Cursor>,
         backward: bool,
-    ) -> Box<dyn Iterator<Item = &LogRecord> + '_> {
+    ) -> Box<dyn Iterator<Item = Entry<'_>> + '_> {
         let visible = self.visible.load(Ordering::Acquire);
         let mut runs = Vec::new();
         for table in self.tables() {
@@ -206,13 +226,14 @@ impl Memtable {
                 if start < end {
                     runs.push(Run {
                         records: &table.records,
+                        stream,
                         order: &stream.order[start..end],
                     });
                 }
             }
         }
         let merged = Merge::new(runs, backward);
-        Box::new(merged.filter(move |record| record.id <= visible))
+        Box::new(merged.filter(move |entry| entry.record.id <= visible))
     }
 }
 
@@ -221,6 +242,7 @@ impl Table {
         Table {
             first_id,
             records: Vec::new(),
+            stream_of: Vec::new(),
             streams: Vec::new(),
             by_key: HashMap::new(),
             bytes: 0,
@@ -229,7 +251,13 @@ impl Table {
         }
     }
 
-    fn insert_stream(&mut self, records: Vec<LogRecord>, segment: u64) {
+    fn insert_stream(
+        &mut self,
+        tenant: &str,
+        labels: &StreamLabels,
+        records: Vec<LogRecord>,
+        segment: u64,
+    ) {
         let Some(first) = records.first() else { return };
         if self.records.is_empty() {
             self.first_id = first.id;
@@ -237,8 +265,8 @@ impl Table {
         }
         self.last_segment = segment;
         let key = StreamKey {
-            tenant: first.tenant.clone(),
-            labels: crate::part::writer::labels_of(first),
+            tenant: tenant.to_owned(),
+            labels: labels.clone(),
         };
         let stream = match self.by_key.get(&key) {
             Some(&stream) => stream,
@@ -252,7 +280,25 @@ impl Table {
                 self.streams.len() - 1
             }
         };
-        for record in records {
+        // Grown an eighth at a time, not doubled: the table's estimated
+        // memory counts the vector's spare room, and room for twice the
+        // records would make it flush at half the records it could hold.
+        let room = self.records.capacity() - self.records.len();
+        if room < records.len() {
+            let more = records.len().max(self.records.len() / 8).max(1024);
+            self.records.reserve_exact(more);
+            self.stream_of.reserve_exact(more);
+        }
+        for mut record in records {
+            for label in [
+                &mut record.tenant,
+                &mut record.app,
+                &mut record.version,
+                &mut record.runner,
+                &mut record.boot,
+            ] {
+                std::mem::take(label);
+            }
             self.bytes += estimated_bytes(&record);
             let position = self.records.len() as u32;
             let order = &mut self.streams[stream].order;
@@ -272,14 +318,15 @@ impl Table {
                 order.insert(at, position);
             }
             self.records.push(record);
+            self.stream_of.push(stream as u32);
         }
     }
 
-    pub fn records(&self) -> &[LogRecord] {
-        &self.records
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
 
-    /// The streams, each with its records in time order.
+    /// The streams, each with its records (without labels) in time order.
     pub fn streams(
         &self,
     ) -> impl Iterator<Item = (&TableStream, impl Iterator<Item = &LogRecord>)> {
@@ -298,7 +345,46 @@ impl Table {
 /// A stream's records within bounds.
 struct Run<'a> {
     records: &'a [LogRecord],
+    stream: &'a TableStream,
     order: &'a [u32],
+}
+
+/// A record in the memtable and the stream it belongs to.
+#[derive(Clone, Copy)]
+pub(crate) struct Entry<'a> {
+    /// Without its labels: they are the stream's.
+    pub record: &'a LogRecord,
+    pub stream: &'a TableStream,
+}
+
+impl Entry<'_> {
+    /// Whether the record is `tenant`'s and `filter` takes it.
+    pub fn matches(&self, tenant: &str, filter: &Filter) -> bool {
+        let labels = &self.stream.labels;
+        self.stream.tenant == tenant
+            && filter.matches_with_labels(
+                self.record,
+                Labels {
+                    app: &labels.app,
+                    version: &labels.version,
+                    runner: &labels.runner,
+                    boot: &labels.boot,
+                },
+            )
+    }
+
+    /// The whole record, labels included.
+    pub fn to_record(&self) -> LogRecord {
+        let labels = &self.stream.labels;
+        LogRecord {
+            tenant: self.stream.tenant.clone(),
+            app: labels.app.clone(),
+            version: labels.version.clone(),
+            runner: labels.runner.clone(),
+            boot: labels.boot.clone(),
+            ..self.record.clone()
+        }
+    }
 }
 
 /// Streams merged into one time order through a heap of their heads.
@@ -351,7 +437,7 @@ impl<'a> Merge<'a> {
     }
 
     fn push_head(&mut self, run: usize) {
-        let Run { records, order } = &self.runs[run];
+        let Run { records, order, .. } = &self.runs[run];
         let next = if self.backward {
             order.last()
         } else {
@@ -369,9 +455,9 @@ impl<'a> Merge<'a> {
 }
 
 impl<'a> Iterator for Merge<'a> {
-    type Item = &'a LogRecord;
+    type Item = Entry<'a>;
 
-    fn next(&mut self) -> Option<&'a LogRecord> {
+    fn next(&mut self) -> Option<Entry<'a>> {
         let head = self.heap.pop()?;
         let run = &mut self.runs[head.run];
         let records = run.records;
@@ -390,13 +476,17 @@ impl<'a> Iterator for Merge<'a> {
             run.order = rest;
             *first
         };
+        let stream = run.stream;
         self.push_head(head.run);
-        Some(&records[index as usize])
+        Some(Entry {
+            record: &records[index as usize],
+            stream,
+        })
     }
 }
 
-/// Estimated heap memory a record holds: each of its strings (labels
-/// included: every record has its own copies) and its field map.
+/// Estimated heap memory a record holds: each of its strings and its field
+/// map.
 pub(crate) fn estimated_bytes(record: &LogRecord) -> usize {
     fn string(text: &str) -> usize {
         if text.is_empty() {

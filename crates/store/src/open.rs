@@ -11,6 +11,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
+use crate::part::writer::labels_of;
 use crate::wal::{WalReader, WalWriter};
 use crate::{
     part, part_number, wal_path, Counters, Inner, State, StoreError, StoreOptions, Writer,
@@ -92,7 +93,10 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let mut memtable_records = 0;
     for (records, number) in replayed {
         memtable_records += records.len();
-        memtable.insert_stream(records, number);
+        if let Some(first) = records.first() {
+            let (tenant, labels) = (first.tenant.clone(), labels_of(first));
+            memtable.insert_stream(&tenant, &labels, records, number);
+        }
     }
     let wal_path = wal_path(dir, segment);
     let valid_len = fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);

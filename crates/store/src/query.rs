@@ -334,7 +334,6 @@ pub(crate) fn page(
     }
     let backward = query.direction == Direction::Backward;
     let filter = &query.filter;
-    let wanted = |record: &LogRecord| record.tenant == tenant && filter.matches(record);
     let prune = Prune::new(filter);
     let prune = &prune;
 
@@ -384,8 +383,8 @@ pub(crate) fn page(
     sources.push(Box::new(
         memtable
             .in_time_range(bounds.lower, bounds.upper, backward)
-            .filter(|record| wanted(record))
-            .cloned(),
+            .filter(|entry| entry.matches(tenant, filter))
+            .map(|entry| entry.to_record()),
     ));
     push_next(&mut heap, &mut sources, 0);
 
@@ -482,9 +481,9 @@ pub(crate) fn after_id(
     records.extend(
         memtable
             .after_id(after)
-            .filter(|record| wanted(record))
+            .filter(|entry| entry.matches(tenant, filter))
             .take(room)
-            .cloned(),
+            .map(|entry| entry.to_record()),
     );
     records
 }
@@ -560,12 +559,13 @@ pub(crate) fn request_summary(
             );
         }
     }
-    for record in memtable.after_id(0) {
-        if record.tenant == tenant && record.request_id.as_deref() == Some(request_id) {
+    for entry in memtable.after_id(0) {
+        let record = entry.record;
+        if entry.stream.tenant == tenant && record.request_id.as_deref() == Some(request_id) {
             let ts = timestamp_ns(record.ts);
             add(
-                &record.app,
-                &record.runner,
+                &entry.stream.labels.app,
+                &entry.stream.labels.runner,
                 1,
                 ts,
                 ts,

@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Fields, Level, LogRecord, Source, Stream};
 
+use crate::part::StreamLabels;
+
 const HEADER_LEN: usize = 8;
 /// A length above this cannot be one we wrote: the header itself is garbage.
 const MAX_FRAME_LEN: u32 = 1 << 30;
@@ -138,15 +140,14 @@ struct Row<'a> {
 
 /// Encodes records of one stream (they share the labels of the first) as a
 /// log payload.
-pub fn encode_batch(records: &[LogRecord], out: &mut Vec<u8>) {
-    let Some(first) = records.first() else { return };
+pub fn encode_batch(tenant: &str, labels: &StreamLabels, records: &[LogRecord], out: &mut Vec<u8>) {
     let frame = Frame {
-        tenant: &first.tenant,
-        app: &first.app,
-        version: &first.version,
-        runner: &first.runner,
-        boot: &first.boot,
-        source: first.source,
+        tenant,
+        app: &labels.app,
+        version: &labels.version,
+        runner: &labels.runner,
+        boot: &labels.boot,
+        source: labels.source,
         records: records
             .iter()
             .map(|record| Row {
