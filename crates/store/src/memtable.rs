@@ -374,7 +374,7 @@ impl Entry<'_> {
     }
 
     /// The whole record, labels included.
-    pub fn to_record(&self) -> LogRecord {
+    pub fn to_record(self) -> LogRecord {
         let labels = &self.stream.labels;
         LogRecord {
             tenant: self.stream.tenant.clone(),
