@@ -42,6 +42,18 @@ pub struct Filter {
     pub until: Option<Timestamp>,
 }
 
+/// What a filter reads of a record, wherever its parts are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct RecordParts<'a> {
+    pub ts: Timestamp,
+    pub level: Level,
+    pub source: Source,
+    pub stream: Stream,
+    pub request_id: Option<&'a str>,
+    pub labels: Labels<'a>,
+    pub message: &'a str,
+}
+
 /// The string labels of a record or a stored stream, for
 /// [`Filter::matches_labels`].
 #[derive(Clone, Copy, Debug)]
@@ -54,20 +66,37 @@ pub struct Labels<'a> {
 
 impl Filter {
     pub fn matches(&self, record: &LogRecord) -> bool {
-        self.matches_with_labels(
-            record,
-            Labels {
+        let parts = RecordParts {
+            ts: record.ts,
+            level: record.level,
+            source: record.source,
+            stream: record.stream,
+            request_id: record.request_id.as_deref(),
+            labels: Labels {
                 app: &record.app,
                 version: &record.version,
                 runner: &record.runner,
                 boot: &record.boot,
             },
-        )
+            message: &record.message,
+        };
+        self.matches_parts_with(parts, |filter| filter.matches_fields(&record.fields))
     }
 
-    /// [`Filter::matches`] for a record whose labels are kept apart from
-    /// it (a store keeps them once a stream): `labels` stand for its own.
-    pub fn matches_with_labels(&self, record: &LogRecord, labels: Labels<'_>) -> bool {
+    /// [`Filter::matches`] for a record kept in parts (a store keeps labels
+    /// once a stream, and fields as text): `fields` is called only when
+    /// the filter has field conditions.
+    pub fn matches_parts(&self, parts: RecordParts<'_>, fields: impl FnOnce() -> Fields) -> bool {
+        self.matches_parts_with(parts, |filter| {
+            filter.fields.is_empty() || filter.matches_fields(&fields())
+        })
+    }
+
+    fn matches_parts_with(
+        &self,
+        record: RecordParts<'_>,
+        fields_match: impl FnOnce(&Filter) -> bool,
+    ) -> bool {
         // Cheap conditions first; the message and fields last.
         self.since.is_none_or(|since| record.ts >= since)
             && self.until.is_none_or(|until| record.ts < until)
@@ -77,10 +106,10 @@ impl Filter {
             && self
                 .request_id
                 .as_deref()
-                .is_none_or(|wanted| record.request_id.as_deref() == Some(wanted))
-            && self.matches_labels(labels)
-            && self.matches_fields(&record.fields)
-            && self.matches_message(&record.message)
+                .is_none_or(|wanted| record.request_id == Some(wanted))
+            && self.matches_labels(record.labels)
+            && fields_match(self)
+            && self.matches_message(record.message)
     }
 
     /// Whether records with these labels can match: the label matchers

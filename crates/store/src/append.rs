@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestResponse};
-use tailwater_model::LogRecord;
 
 use crate::part::StreamLabels;
+use crate::row::Row;
 use crate::{Durability, Inner, StoreError, MAX_FROZEN_TABLES};
 
 impl Inner {
@@ -84,24 +84,11 @@ impl Inner {
             }
             seen.insert(record.seq);
             seen.saw_time(ts_ns);
-            // Labels are the stream's: the memtable keeps them once.
-            fresh.push(LogRecord {
-                id: writer.last_id + 1 + fresh.len() as u64,
-                ts,
-                tenant: String::new(),
-                app: String::new(),
-                version: String::new(),
-                runner: String::new(),
-                boot: String::new(),
-                seq: record.seq,
-                source,
-                stream: record.stream,
-                level: record.level,
-                request_id: record.request_id,
-                message: record.message,
-                fields: record.fields,
-                invalid_utf8: record.invalid_utf8,
-            });
+            fresh.push(Row::new(
+                writer.last_id + 1 + fresh.len() as u64,
+                ts_ns,
+                record,
+            ));
         }
         let response = IngestResponse {
             accepted: fresh.len(),

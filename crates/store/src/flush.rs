@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tailwater_model::filter::timestamp_ns;
 use tailwater_model::LogRecord;
 
 use crate::memtable::Table;
@@ -27,6 +26,7 @@ use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
 use crate::part::writer::{PartWriter, BLOCK_COPY_MIN_BYTES, BLOCK_COPY_MIN_RECORDS};
 use crate::part::{BlockMeta, Partition, StreamLabels};
+use crate::row::Row;
 use crate::wal::WalWriter;
 use crate::{day_of, part_number, wal_path, Durability, Inner, State, StoreError, Writer};
 
@@ -106,14 +106,13 @@ impl Inner {
     /// the parts already written are removed: the table stays frozen and
     /// is written whole again.
     fn write_table(&self, table: &Table) -> Result<Vec<Arc<Part>>, StoreError> {
-        let mut partitions: BTreeMap<Partition, Vec<(&StreamLabels, Vec<&LogRecord>)>> =
-            BTreeMap::new();
+        let mut partitions: BTreeMap<Partition, Vec<(&StreamLabels, Vec<&Row>)>> = BTreeMap::new();
         for (stream, records) in table.streams() {
             // Runs of records of one UTC day, found by day number; the day's
             // name is formatted once a run.
-            let mut current: Option<(i64, Vec<&LogRecord>)> = None;
+            let mut current: Option<(i64, Vec<&Row>)> = None;
             for record in records {
-                let day = timestamp_ns(record.ts).div_euclid(NANOS_PER_DAY);
+                let day = record.ts_ns.div_euclid(NANOS_PER_DAY);
                 match &mut current {
                     Some((current_day, run)) if *current_day == day => run.push(record),
                     _ => {

@@ -65,7 +65,8 @@ mod options;
 pub mod part;
 mod query;
 mod retention;
-pub mod wal;
+mod row;
+mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

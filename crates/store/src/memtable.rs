@@ -9,10 +9,8 @@
 //! send each stream in time order, so that order is almost always appended
 //! to, and a time-range read merges the streams.
 //!
-//! A record's labels (tenant, app, version, runner, boot) are kept once, by
-//! its stream, not by the record: most of a short line's memory would
-//! otherwise be five copies of the same strings, made and freed a record at
-//! a time. Readers get an [`Entry`]: the record and its stream.
+//! Records are kept as [`Row`]s, their labels once by their stream. Readers
+//! get an [`Entry`]: the row and its stream.
 //!
 //! Readers see only records whose id is at most the visibility watermark:
 //! the store raises it once records are durable (see `Store::append`), so a
@@ -25,19 +23,14 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tailwater_model::filter::{timestamp_ns, Labels};
 use tailwater_model::{Cursor, Filter, LogRecord};
 
 use crate::part::StreamLabels;
+use crate::row::Row;
 
 /// What one heap allocation costs beyond the bytes asked for (size-class
 /// rounding and the allocator's own bookkeeping), roughly.
 const ALLOCATION_OVERHEAD_BYTES: usize = 16;
-/// One node of a record's field map (serde_json's map is a B-tree of up to
-/// 11 entries a node; a record with one field still holds a whole node).
-const FIELD_NODE_BYTES: usize = 11
-    * (std::mem::size_of::<String>() + std::mem::size_of::<serde_json::Value>())
-    + 2 * ALLOCATION_OVERHEAD_BYTES;
 
 /// Records not yet in parts: the active table and the frozen ones.
 pub(crate) struct Memtable {
@@ -49,8 +42,7 @@ pub(crate) struct Memtable {
 /// One table: records in ascending id order.
 pub(crate) struct Table {
     first_id: u64,
-    /// Without their labels (see [`TableStream`]).
-    records: Vec<LogRecord>,
+    records: Vec<Row>,
     /// Each record's index in `streams`.
     stream_of: Vec<u32>,
     streams: Vec<TableStream>,
@@ -90,7 +82,7 @@ impl Memtable {
         &mut self,
         tenant: &str,
         labels: &StreamLabels,
-        records: Vec<LogRecord>,
+        records: Vec<Row>,
         segment: u64,
     ) {
         self.active.insert_stream(tenant, labels, records, segment);
@@ -102,7 +94,7 @@ impl Memtable {
     pub fn active_bytes(&self) -> usize {
         let table = &self.active;
         let index: usize = table.streams.iter().map(|s| s.order.capacity()).sum();
-        table.records.capacity() * std::mem::size_of::<LogRecord>()
+        table.records.capacity() * std::mem::size_of::<Row>()
             + table.bytes
             + index * std::mem::size_of::<u32>()
     }
@@ -204,7 +196,13 @@ impl Memtable {
         let mut runs = Vec::new();
         for table in self.tables() {
             for stream in &table.streams {
-                let position = |index: &u32| Cursor::of(&table.records[*index as usize]);
+                let position = |index: &u32| {
+                    let row = &table.records[*index as usize];
+                    Cursor {
+                        ts_ns: row.ts_ns,
+                        id: row.id,
+                    }
+                };
                 let start = match &lower {
                     Bound::Unbounded => 0,
                     Bound::Included(cursor) => {
@@ -255,7 +253,7 @@ impl Table {
         &mut self,
         tenant: &str,
         labels: &StreamLabels,
-        records: Vec<LogRecord>,
+        records: Vec<Row>,
         segment: u64,
     ) {
         let Some(first) = records.first() else { return };
@@ -289,23 +287,14 @@ impl Table {
             self.records.reserve_exact(more);
             self.stream_of.reserve_exact(more);
         }
-        for mut record in records {
-            for label in [
-                &mut record.tenant,
-                &mut record.app,
-                &mut record.version,
-                &mut record.runner,
-                &mut record.boot,
-            ] {
-                std::mem::take(label);
-            }
+        for record in records {
             self.bytes += estimated_bytes(&record);
             let position = self.records.len() as u32;
             let order = &mut self.streams[stream].order;
-            let cursor = (timestamp_ns(record.ts), record.id);
+            let cursor = (record.ts_ns, record.id);
             let in_order = order.last().is_none_or(|last| {
                 let last = &self.records[*last as usize];
-                (timestamp_ns(last.ts), last.id) <= cursor
+                (last.ts_ns, last.id) <= cursor
             });
             if in_order {
                 order.push(position);
@@ -313,7 +302,7 @@ impl Table {
                 let records = &self.records;
                 let at = order.partition_point(|i| {
                     let other = &records[*i as usize];
-                    (timestamp_ns(other.ts), other.id) <= cursor
+                    (other.ts_ns, other.id) <= cursor
                 });
                 order.insert(at, position);
             }
@@ -327,9 +316,7 @@ impl Table {
     }
 
     /// The streams, each with its records (without labels) in time order.
-    pub fn streams(
-        &self,
-    ) -> impl Iterator<Item = (&TableStream, impl Iterator<Item = &LogRecord>)> {
+    pub fn streams(&self) -> impl Iterator<Item = (&TableStream, impl Iterator<Item = &Row>)> {
         self.streams.iter().map(|stream| {
             (
                 stream,
@@ -344,7 +331,7 @@ impl Table {
 
 /// A stream's records within bounds.
 struct Run<'a> {
-    records: &'a [LogRecord],
+    records: &'a [Row],
     stream: &'a TableStream,
     order: &'a [u32],
 }
@@ -352,38 +339,20 @@ struct Run<'a> {
 /// A record in the memtable and the stream it belongs to.
 #[derive(Clone, Copy)]
 pub(crate) struct Entry<'a> {
-    /// Without its labels: they are the stream's.
-    pub record: &'a LogRecord,
+    pub record: &'a Row,
     pub stream: &'a TableStream,
 }
 
 impl Entry<'_> {
     /// Whether the record is `tenant`'s and `filter` takes it.
     pub fn matches(&self, tenant: &str, filter: &Filter) -> bool {
-        let labels = &self.stream.labels;
-        self.stream.tenant == tenant
-            && filter.matches_with_labels(
-                self.record,
-                Labels {
-                    app: &labels.app,
-                    version: &labels.version,
-                    runner: &labels.runner,
-                    boot: &labels.boot,
-                },
-            )
+        self.stream.tenant == tenant && self.record.matches(filter, &self.stream.labels)
     }
 
     /// The whole record, labels included.
     pub fn to_record(self) -> LogRecord {
-        let labels = &self.stream.labels;
-        LogRecord {
-            tenant: self.stream.tenant.clone(),
-            app: labels.app.clone(),
-            version: labels.version.clone(),
-            runner: labels.runner.clone(),
-            boot: labels.boot.clone(),
-            ..self.record.clone()
-        }
+        self.record
+            .to_record(&self.stream.tenant, &self.stream.labels)
     }
 }
 
@@ -446,7 +415,7 @@ impl<'a> Merge<'a> {
         if let Some(index) = next {
             let record = &records[*index as usize];
             self.heap.push(Head {
-                position: (timestamp_ns(record.ts), record.id),
+                position: (record.ts_ns, record.id),
                 run,
                 backward: self.backward,
             });
@@ -485,9 +454,8 @@ impl<'a> Iterator for Merge<'a> {
     }
 }
 
-/// Estimated heap memory a record holds: each of its strings and its field
-/// map.
-pub(crate) fn estimated_bytes(record: &LogRecord) -> usize {
+/// Estimated heap memory a row holds: its strings.
+pub(crate) fn estimated_bytes(row: &Row) -> usize {
     fn string(text: &str) -> usize {
         if text.is_empty() {
             0
@@ -495,33 +463,5 @@ pub(crate) fn estimated_bytes(record: &LogRecord) -> usize {
             text.len() + ALLOCATION_OVERHEAD_BYTES
         }
     }
-    let labels = [
-        &record.tenant,
-        &record.app,
-        &record.version,
-        &record.runner,
-        &record.boot,
-    ]
-    .iter()
-    .map(|label| string(label))
-    .sum::<usize>();
-    let fields = if record.fields.is_empty() {
-        0
-    } else {
-        // Keys and values, roughly, without serializing them.
-        record.fields.len().div_ceil(11) * FIELD_NODE_BYTES
-            + record
-                .fields
-                .iter()
-                .map(|(key, value)| {
-                    string(key)
-                        + match value {
-                            serde_json::Value::String(text) => string(text),
-                            serde_json::Value::Array(_) | serde_json::Value::Object(_) => 128,
-                            _ => 0,
-                        }
-                })
-                .sum::<usize>()
-    };
-    labels + string(&record.message) + fields + record.request_id.as_deref().map_or(0, string)
+    string(&row.message) + string(&row.fields) + row.request_id.as_deref().map_or(0, string)
 }

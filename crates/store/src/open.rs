@@ -11,7 +11,6 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
-use crate::part::writer::labels_of;
 use crate::wal::{WalReader, WalWriter};
 use crate::{
     part, part_number, wal_path, Counters, Inner, State, StoreError, StoreOptions, Writer,
@@ -55,21 +54,22 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     for (number, path) in &segments {
         let recovered =
             WalReader::recover(path, |payload| match crate::wal::decode_batch(payload) {
-                Ok(records) => {
-                    let mut fresh = Vec::with_capacity(records.len());
-                    for record in records {
-                        last_id = last_id.max(record.id);
-                        let seen = dedup.stream(&record.tenant, &record.runner, &record.boot);
+                Ok(batch) => {
+                    let mut fresh = Vec::with_capacity(batch.rows.len());
+                    let seen =
+                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                    for row in batch.rows {
+                        last_id = last_id.max(row.id);
                         // Already flushed into a part before a crash cut the log's
                         // deletion short.
-                        if seen.contains(record.seq) {
+                        if seen.contains(row.seq) {
                             continue;
                         }
-                        seen.insert(record.seq);
-                        seen.saw_time(tailwater_model::filter::timestamp_ns(record.ts));
-                        fresh.push(record);
+                        seen.insert(row.seq);
+                        seen.saw_time(row.ts_ns);
+                        fresh.push(row);
                     }
-                    replayed.push((fresh, *number));
+                    replayed.push((batch.tenant, batch.labels, fresh, *number));
                     true
                 }
                 Err(_) => false,
@@ -91,12 +91,9 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let visible = Arc::new(AtomicU64::new(last_id));
     let mut memtable = Memtable::new(visible.clone(), last_id + 1, segment);
     let mut memtable_records = 0;
-    for (records, number) in replayed {
-        memtable_records += records.len();
-        if let Some(first) = records.first() {
-            let (tenant, labels) = (first.tenant.clone(), labels_of(first));
-            memtable.insert_stream(&tenant, &labels, records, number);
-        }
+    for (tenant, labels, rows, number) in replayed {
+        memtable_records += rows.len();
+        memtable.insert_stream(&tenant, &labels, rows, number);
     }
     let wal_path = wal_path(dir, segment);
     let valid_len = fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);

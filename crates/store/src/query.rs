@@ -560,16 +560,15 @@ pub(crate) fn request_summary(
         }
     }
     for entry in memtable.after_id(0) {
-        let record = entry.record;
-        if entry.stream.tenant == tenant && record.request_id.as_deref() == Some(request_id) {
-            let ts = timestamp_ns(record.ts);
+        let row = entry.record;
+        if entry.stream.tenant == tenant && row.request_id.as_deref() == Some(request_id) {
             add(
                 &entry.stream.labels.app,
                 &entry.stream.labels.runner,
                 1,
-                ts,
-                ts,
-                crate::part::writer::status_of(record),
+                row.ts_ns,
+                row.ts_ns,
+                crate::part::block::BlockRecord::status(row),
             );
         }
     }

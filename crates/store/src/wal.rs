@@ -7,8 +7,8 @@
 //! a crash interrupted (never acknowledged), and is truncated away.
 //!
 //! The payload is one appended batch of one stream ([`encode_batch`]):
-//! its labels once, then each record's id, time, sequence number, level,
-//! output, request id, message and fields, in postcard.
+//! its labels once, then each record's [`Row`] (id, time, sequence number,
+//! level, output, request id, message and fields as JSON), in postcard.
 //!
 //! Writing and syncing are separate: the store writes frames under its
 //! writer lock and syncs outside it, so concurrent appends share one fsync
@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tailwater_model::filter::timestamp_ns;
-use tailwater_model::{Fields, Level, LogRecord, Source, Stream};
+use tailwater_model::Source;
 
 use crate::part::StreamLabels;
+use crate::row::Row;
 
 const HEADER_LEN: usize = 8;
 /// A length above this cannot be one we wrote: the header itself is garbage.
@@ -110,37 +110,32 @@ impl WalWriter {
     }
 }
 
-/// A batch as the log holds it: labels once, then the records.
-#[derive(Serialize, Deserialize)]
+/// A batch as the log holds it: labels once, then the rows.
+#[derive(Serialize)]
 struct Frame<'a> {
-    #[serde(borrow)]
     tenant: &'a str,
     app: &'a str,
     version: &'a str,
     runner: &'a str,
     boot: &'a str,
     source: Source,
-    records: Vec<Row<'a>>,
+    records: &'a [Row],
 }
 
-#[derive(Serialize, Deserialize)]
-struct Row<'a> {
-    id: u64,
-    ts_ns: i64,
-    seq: u64,
-    level: Level,
-    stream: Stream,
-    #[serde(borrow)]
-    request_id: Option<&'a str>,
-    message: &'a str,
-    /// JSON text of the fields; empty for none.
-    fields: String,
-    invalid_utf8: bool,
+/// [`Frame`], read back.
+#[derive(Deserialize)]
+struct ReadFrame {
+    tenant: String,
+    app: String,
+    version: String,
+    runner: String,
+    boot: String,
+    source: Source,
+    records: Vec<Row>,
 }
 
-/// Encodes records of one stream (they share the labels of the first) as a
-/// log payload.
-pub fn encode_batch(tenant: &str, labels: &StreamLabels, records: &[LogRecord], out: &mut Vec<u8>) {
+/// Encodes rows of one stream of `tenant` as a log payload.
+pub fn encode_batch(tenant: &str, labels: &StreamLabels, rows: &[Row], out: &mut Vec<u8>) {
     let frame = Frame {
         tenant,
         app: &labels.app,
@@ -148,59 +143,33 @@ pub fn encode_batch(tenant: &str, labels: &StreamLabels, records: &[LogRecord], 
         runner: &labels.runner,
         boot: &labels.boot,
         source: labels.source,
-        records: records
-            .iter()
-            .map(|record| Row {
-                id: record.id,
-                ts_ns: timestamp_ns(record.ts),
-                seq: record.seq,
-                level: record.level,
-                stream: record.stream,
-                request_id: record.request_id.as_deref(),
-                message: &record.message,
-                fields: if record.fields.is_empty() {
-                    String::new()
-                } else {
-                    serde_json::to_string(&record.fields).expect("fields serialize to json")
-                },
-                invalid_utf8: record.invalid_utf8,
-            })
-            .collect(),
+        records: rows,
     };
     out.clear();
     postcard::to_io(&frame, &mut *out).expect("writing to a vector cannot fail");
 }
 
-/// Decodes a log payload back into its records.
-pub fn decode_batch(payload: &[u8]) -> Result<Vec<LogRecord>, String> {
-    let frame: Frame = postcard::from_bytes(payload).map_err(|error| error.to_string())?;
-    frame
-        .records
-        .into_iter()
-        .map(|row| {
-            Ok(LogRecord {
-                id: row.id,
-                ts: jiff::Timestamp::from_nanosecond(i128::from(row.ts_ns))
-                    .map_err(|error| error.to_string())?,
-                tenant: frame.tenant.to_owned(),
-                app: frame.app.to_owned(),
-                version: frame.version.to_owned(),
-                runner: frame.runner.to_owned(),
-                boot: frame.boot.to_owned(),
-                seq: row.seq,
-                source: frame.source,
-                stream: row.stream,
-                level: row.level,
-                request_id: row.request_id.map(str::to_owned),
-                message: row.message.to_owned(),
-                fields: match row.fields.as_str() {
-                    "" => Fields::new(),
-                    json => serde_json::from_str(json).map_err(|error| error.to_string())?,
-                },
-                invalid_utf8: row.invalid_utf8,
-            })
-        })
-        .collect()
+/// One stream's batch, read back from the log.
+pub struct Batch {
+    pub tenant: String,
+    pub labels: StreamLabels,
+    pub rows: Vec<Row>,
+}
+
+/// Decodes a log payload back into its batch.
+pub fn decode_batch(payload: &[u8]) -> Result<Batch, String> {
+    let frame: ReadFrame = postcard::from_bytes(payload).map_err(|error| error.to_string())?;
+    Ok(Batch {
+        tenant: frame.tenant,
+        labels: StreamLabels {
+            app: frame.app,
+            version: frame.version,
+            runner: frame.runner,
+            boot: frame.boot,
+            source: frame.source,
+        },
+        rows: frame.records,
+    })
 }
 
 /// What recovery found.

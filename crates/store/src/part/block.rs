@@ -59,9 +59,98 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// What a block stores of a record: all but its labels (its stream's). A
+/// flush writes the memtable's rows, a merge the records it decoded.
+pub trait BlockRecord {
+    fn ts_ns(&self) -> i64;
+    fn id(&self) -> u64;
+    fn seq(&self) -> u64;
+    fn level(&self) -> Level;
+    fn stream(&self) -> Stream;
+    fn request_id(&self) -> Option<&str>;
+    fn message(&self) -> &str;
+    /// Appends the fields as compact JSON (nothing for none).
+    fn write_fields(&self, out: &mut Vec<u8>);
+    fn invalid_utf8(&self) -> bool;
+    /// The status a request's end record reports: a numeric `status` field
+    /// on a system record.
+    fn status(&self) -> Option<i64>;
+}
+
+impl BlockRecord for LogRecord {
+    fn ts_ns(&self) -> i64 {
+        timestamp_ns(self.ts)
+    }
+    fn id(&self) -> u64 {
+        self.id
+    }
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+    fn level(&self) -> Level {
+        self.level
+    }
+    fn stream(&self) -> Stream {
+        self.stream
+    }
+    fn request_id(&self) -> Option<&str> {
+        self.request_id.as_deref()
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        if !self.fields.is_empty() {
+            serde_json::to_writer(out, &self.fields).expect("fields serialize to json");
+        }
+    }
+    fn invalid_utf8(&self) -> bool {
+        self.invalid_utf8
+    }
+    fn status(&self) -> Option<i64> {
+        if self.stream != Stream::System {
+            return None;
+        }
+        self.fields.get("status")?.as_i64()
+    }
+}
+
+impl<T: BlockRecord> BlockRecord for &T {
+    fn ts_ns(&self) -> i64 {
+        (**self).ts_ns()
+    }
+    fn id(&self) -> u64 {
+        (**self).id()
+    }
+    fn seq(&self) -> u64 {
+        (**self).seq()
+    }
+    fn level(&self) -> Level {
+        (**self).level()
+    }
+    fn stream(&self) -> Stream {
+        (**self).stream()
+    }
+    fn request_id(&self) -> Option<&str> {
+        (**self).request_id()
+    }
+    fn message(&self) -> &str {
+        (**self).message()
+    }
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        (**self).write_fields(out)
+    }
+    fn invalid_utf8(&self) -> bool {
+        (**self).invalid_utf8()
+    }
+    fn status(&self) -> Option<i64> {
+        (**self).status()
+    }
+}
+
 /// Encodes records (of one stream, in time order) into a compressed block;
 /// returns it and its uncompressed length.
-pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
+pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> (Vec<u8>, usize) {
     let mut compressor =
         zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
     encode_with(records, &mut compressor)
@@ -70,20 +159,25 @@ pub fn encode(records: &[&LogRecord], zstd_level: i32) -> (Vec<u8>, usize) {
 /// [`encode`] with a compressor kept by the caller: a zstd context costs
 /// about a megabyte of tables to set up, so a part's writer makes one for
 /// all its blocks.
-pub fn encode_with(
-    records: &[&LogRecord],
+pub fn encode_with<R: BlockRecord>(
+    records: &[R],
     compressor: &mut zstd::bulk::Compressor<'_>,
 ) -> (Vec<u8>, usize) {
     let mut columns = Columns::default();
-    let by_line = !records.iter().any(|record| record.message.contains('\n'));
+    let by_line = !records
+        .iter()
+        .any(|record| memchr::memchr(b'\n', record.message().as_bytes()).is_some());
     let mut request_positions = std::collections::HashMap::new();
-    let first_ts = records.first().map_or(0, |record| timestamp_ns(record.ts));
+    let first_ts = records.first().map_or(0, BlockRecord::ts_ns);
     let (mut previous_ts, mut previous_id, mut previous_seq) = (first_ts, 0i64, 0i64);
     let mut ts_unit = 0u64;
     columns.first_ts = first_ts;
     // Every column's room at once: growing them record by record copied
     // each one several times.
-    let message_bytes: usize = records.iter().map(|record| record.message.len() + 1).sum();
+    let message_bytes: usize = records
+        .iter()
+        .map(|record| record.message().len() + 1)
+        .sum();
     columns.messages.reserve(message_bytes);
     columns.fields.reserve(records.len());
     for column in [&mut columns.id, &mut columns.seq] {
@@ -93,46 +187,39 @@ pub fn encode_with(
     columns.kind.reserve(records.len());
     columns.request.reserve(records.len());
     for (position, record) in records.iter().enumerate() {
-        let ts = timestamp_ns(record.ts);
+        let ts = record.ts_ns();
         let delta = ts.wrapping_sub(previous_ts) as u64;
         ts_unit = gcd(ts_unit, delta);
         columns.ts.push(delta);
         previous_ts = ts;
         columns
             .id
-            .push((record.id as i64).wrapping_sub(previous_id));
-        previous_id = record.id as i64;
+            .push((record.id() as i64).wrapping_sub(previous_id));
+        previous_id = record.id() as i64;
         columns
             .seq
-            .push((record.seq as i64).wrapping_sub(previous_seq));
-        previous_seq = record.seq as i64;
+            .push((record.seq() as i64).wrapping_sub(previous_seq));
+        previous_seq = record.seq() as i64;
         columns
             .kind
-            .push(level_code(record.level) | stream_code(record.stream) << LEVEL_BITS);
-        let request = match &record.request_id {
+            .push(level_code(record.level()) | stream_code(record.stream()) << LEVEL_BITS);
+        let request = match record.request_id() {
             None => 0,
-            Some(request_id) => {
-                *request_positions
-                    .entry(request_id.as_str())
-                    .or_insert_with(|| {
-                        columns.request_dictionary.push(request_id.clone());
-                        columns.request_dictionary.len() as u32
-                    })
-            }
+            Some(request_id) => *request_positions.entry(request_id).or_insert_with(|| {
+                columns.request_dictionary.push(request_id.to_owned());
+                columns.request_dictionary.len() as u32
+            }),
         };
         columns.request.push(request);
-        columns.messages.push_str(&record.message);
+        columns.messages.push_str(record.message());
         if by_line {
             columns.messages.push('\n');
         } else {
-            columns.message_len.push(record.message.len() as u32);
+            columns.message_len.push(record.message().len() as u32);
         }
-        if !record.fields.is_empty() {
-            serde_json::to_writer(&mut columns.fields, &record.fields)
-                .expect("fields serialize to json");
-        }
+        record.write_fields(&mut columns.fields);
         columns.fields.push(b'\n');
-        if record.invalid_utf8 {
+        if record.invalid_utf8() {
             columns.invalid_utf8.push(position as u32);
         }
     }

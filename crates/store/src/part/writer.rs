@@ -5,16 +5,15 @@
 //! writes each block as soon as it is full, so a flush or a merge holds one
 //! block in memory, not the part.
 
-use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use tailwater_model::filter::timestamp_ns;
-use tailwater_model::{LogRecord, Stream};
+use tailwater_model::LogRecord;
 
-use super::block::{self, level_code, stream_code};
+use super::block::{self, level_code, stream_code, BlockRecord};
 use super::bloom::WordBloom;
 use super::{
     BlockMeta, Footer, Partition, RequestMeta, StreamLabels, StreamMeta, EXTENSION, MAGIC,
@@ -58,10 +57,10 @@ pub struct StreamWriter<'w, R> {
     chunk_bytes: usize,
 }
 
-impl<R: Borrow<LogRecord>> StreamWriter<'_, R> {
+impl<R: BlockRecord> StreamWriter<'_, R> {
     /// Adds the next record (in time order, then id).
     pub fn push(&mut self, record: R) -> io::Result<()> {
-        let len = record.borrow().message.len();
+        let len = record.message().len();
         if !self.chunk.is_empty()
             && (self.chunk.len() == BLOCK_MAX_RECORDS || self.chunk_bytes + len > BLOCK_MAX_BYTES)
         {
@@ -173,7 +172,7 @@ impl PartWriter {
 
     /// Writes one stream: `records` all have `labels` and come in time order
     /// (then id). A stream may be added once.
-    pub fn add_stream<R: Borrow<LogRecord>>(
+    pub fn add_stream<R: BlockRecord>(
         &mut self,
         labels: StreamLabels,
         records: impl IntoIterator<Item = R>,
@@ -187,7 +186,7 @@ impl PartWriter {
 
     /// Starts the next stream, to be given its records (and, in a merge,
     /// whole blocks) in time order, then finished with its labels.
-    pub fn stream<R: Borrow<LogRecord>>(&mut self) -> StreamWriter<'_, R> {
+    pub fn stream<R: BlockRecord>(&mut self) -> StreamWriter<'_, R> {
         StreamWriter {
             index: self.footer.streams.len() as u32,
             part: self,
@@ -227,23 +226,22 @@ impl PartWriter {
         self.merged = Some(totals);
     }
 
-    fn write_block<R: Borrow<LogRecord>>(
+    fn write_block<R: BlockRecord>(
         &mut self,
         stream: u32,
-        chunk: &[R],
+        records: &[R],
         seqs: &mut SeqRanges,
     ) -> io::Result<()> {
-        let records: Vec<&LogRecord> = chunk.iter().map(Borrow::borrow).collect();
         let block_index = self.footer.blocks.len() as u32;
-        let (compressed, raw_len) = block::encode_with(&records, &mut self.compressor);
-        let meta = block_meta(stream, self.offset, &records, &compressed, raw_len);
+        let (compressed, raw_len) = block::encode_with(records, &mut self.compressor);
+        let meta = block_meta(stream, self.offset, records, &compressed, raw_len);
         self.out.write_all(&compressed)?;
         self.offset += compressed.len() as u64;
-        for record in &records {
-            seqs.add(record.seq);
-            self.footer.raw_bytes += record.message.len() as u64;
-            if let Some(request_id) = &record.request_id {
-                let ts = timestamp_ns(record.ts);
+        for record in records {
+            seqs.add(record.seq());
+            self.footer.raw_bytes += record.message().len() as u64;
+            if let Some(request_id) = record.request_id() {
+                let ts = record.ts_ns();
                 let entry = self
                     .requests
                     .entry(super::request_key(request_id))
@@ -261,7 +259,7 @@ impl PartWriter {
                 entry.records += 1;
                 entry.first_ts = entry.first_ts.min(ts);
                 entry.last_ts = entry.last_ts.max(ts);
-                if let Some(status) = status_of(record) {
+                if let Some(status) = record.status() {
                     entry.status = Some(status);
                 }
             }
@@ -404,19 +402,10 @@ pub fn labels_of(record: &LogRecord) -> StreamLabels {
     }
 }
 
-/// The status a request's end record reports: a numeric `status` field on a
-/// system record.
-pub fn status_of(record: &LogRecord) -> Option<i64> {
-    if record.stream != Stream::System {
-        return None;
-    }
-    record.fields.get("status")?.as_i64()
-}
-
-fn block_meta(
+fn block_meta<R: BlockRecord>(
     stream: u32,
     offset: u64,
-    records: &[&LogRecord],
+    records: &[R],
     compressed: &[u8],
     raw_len: usize,
 ) -> BlockMeta {
@@ -425,14 +414,14 @@ fn block_meta(
     let (mut min_id, mut max_id) = (u64::MAX, 0);
     let mut words = WordBloom::builder();
     for record in records {
-        levels |= 1 << level_code(record.level);
-        outputs |= 1 << stream_code(record.stream);
-        let ts = timestamp_ns(record.ts);
+        levels |= 1 << level_code(record.level());
+        outputs |= 1 << stream_code(record.stream());
+        let ts = record.ts_ns();
         min_ts = min_ts.min(ts);
         max_ts = max_ts.max(ts);
-        min_id = min_id.min(record.id);
-        max_id = max_id.max(record.id);
-        words.add_text(&record.message);
+        min_id = min_id.min(record.id());
+        max_id = max_id.max(record.id());
+        words.add_text(record.message());
     }
     BlockMeta {
         stream,
