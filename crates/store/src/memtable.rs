@@ -37,6 +37,8 @@ pub(crate) struct Memtable {
     active: Table,
     frozen: Vec<Arc<Table>>,
     visible: Arc<AtomicU64>,
+    /// Rows a table has room for.
+    max_rows: usize,
 }
 
 /// One table: records in ascending id order.
@@ -68,16 +70,21 @@ struct StreamKey {
 }
 
 impl Memtable {
-    pub fn new(visible: Arc<AtomicU64>, next_id: u64, segment: u64) -> Memtable {
+    /// An empty memtable whose tables are frozen at about `max_bytes`.
+    pub fn new(visible: Arc<AtomicU64>, next_id: u64, segment: u64, max_bytes: usize) -> Memtable {
+        // Room for the most rows a table can hold (were their strings
+        // empty), reserved once: growing the vector copied all of it each
+        // time. Pages are only resident once rows are written to them.
+        let max_rows = (max_bytes / std::mem::size_of::<Row>()).max(1);
         Memtable {
-            active: Table::new(next_id, segment),
+            active: Table::new(next_id, segment, max_rows),
             frozen: Vec::new(),
             visible,
+            max_rows,
         }
     }
 
-    /// Adds records of one stream, with ids above every id in the
-    /// memtable. Their own label strings are dropped: leave them empty.
+    /// Adds rows of one stream, with ids above every id in the memtable.
     pub fn insert_stream(
         &mut self,
         tenant: &str,
@@ -88,13 +95,13 @@ impl Memtable {
         self.active.insert_stream(tenant, labels, records, segment);
     }
 
-    /// Estimated memory of the active table: its records as the vector
-    /// holds them (with its spare capacity), what each record holds on the
+    /// Estimated memory of the active table: its rows (the vectors' room
+    /// beyond them is reserved, not resident), what each row holds on the
     /// heap, and the streams' time-order index.
     pub fn active_bytes(&self) -> usize {
         let table = &self.active;
         let index: usize = table.streams.iter().map(|s| s.order.capacity()).sum();
-        table.records.capacity() * std::mem::size_of::<Row>()
+        table.records.len() * (std::mem::size_of::<Row>() + std::mem::size_of::<u32>())
             + table.bytes
             + index * std::mem::size_of::<u32>()
     }
@@ -117,7 +124,7 @@ impl Memtable {
     pub fn freeze(&mut self, next_id: u64, segment: u64) -> Arc<Table> {
         let table = Arc::new(std::mem::replace(
             &mut self.active,
-            Table::new(next_id, segment),
+            Table::new(next_id, segment, self.max_rows),
         ));
         self.frozen.push(table.clone());
         table
@@ -236,11 +243,11 @@ impl Memtable {
 }
 
 impl Table {
-    fn new(first_id: u64, segment: u64) -> Table {
+    fn new(first_id: u64, segment: u64, max_rows: usize) -> Table {
         Table {
             first_id,
-            records: Vec::new(),
-            stream_of: Vec::new(),
+            records: Vec::with_capacity(max_rows),
+            stream_of: Vec::with_capacity(max_rows),
             streams: Vec::new(),
             by_key: HashMap::new(),
             bytes: 0,
@@ -278,15 +285,6 @@ impl Table {
                 self.streams.len() - 1
             }
         };
-        // Grown an eighth at a time, not doubled: the table's estimated
-        // memory counts the vector's spare room, and room for twice the
-        // records would make it flush at half the records it could hold.
-        let room = self.records.capacity() - self.records.len();
-        if room < records.len() {
-            let more = records.len().max(self.records.len() / 8).max(1024);
-            self.records.reserve_exact(more);
-            self.stream_of.reserve_exact(more);
-        }
         for record in records {
             self.bytes += estimated_bytes(&record);
             let position = self.records.len() as u32;

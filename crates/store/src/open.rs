@@ -89,7 +89,12 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     }
     let segment = last_segment.max(1);
     let visible = Arc::new(AtomicU64::new(last_id));
-    let mut memtable = Memtable::new(visible.clone(), last_id + 1, segment);
+    let mut memtable = Memtable::new(
+        visible.clone(),
+        last_id + 1,
+        segment,
+        options.memtable_max_bytes,
+    );
     let mut memtable_records = 0;
     for (tenant, labels, rows, number) in replayed {
         memtable_records += rows.len();
