@@ -32,6 +32,9 @@ use crate::row::Row;
 /// rounding and the allocator's own bookkeeping), roughly.
 const ALLOCATION_OVERHEAD_BYTES: usize = 16;
 
+/// Rows a table reserves room for at most.
+const MAX_RESERVED_ROWS: usize = 4 << 20;
+
 /// Records not yet in parts: the active table and the frozen ones.
 pub(crate) struct Memtable {
     active: Table,
@@ -75,7 +78,8 @@ impl Memtable {
         // Room for the most rows a table can hold (were their strings
         // empty), reserved once: growing the vector copied all of it each
         // time. Pages are only resident once rows are written to them.
-        let max_rows = (max_bytes / std::mem::size_of::<Row>()).max(1);
+        // (Capped: past that, a huge memtable's vector grows as usual.)
+        let max_rows = (max_bytes / std::mem::size_of::<Row>()).clamp(1, MAX_RESERVED_ROWS);
         Memtable {
             active: Table::new(next_id, segment, max_rows),
             frozen: Vec::new(),
