@@ -1189,9 +1189,12 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
         "no fourth run"
     );
 
-    wait_for_record(&server, "always", "the cancelled restart", |record| {
-        record["fields"]["restart_cancelled"] == true
-    });
+    wait_for_record(
+        &server,
+        "always",
+        "the cancelled restart",
+        has_event("restart_cancelled"),
+    );
     let records = records(&server, "always");
     let third = events(&records, "restart")[2];
     assert_eq!(third["fields"]["delay_ms"], 4000);
@@ -1200,14 +1203,40 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
         .as_str()
         .unwrap()
         .contains("(restart 3, --restart always)"));
+    // The third worker's exit is the last: the cancelled restart is a note
+    // after it, not another exit.
+    let exits = events(&records, "exit");
+    assert_eq!(exits.len(), 3, "one exit per run");
+    assert_eq!(exits[2]["fields"]["exit_code"], 13);
     let last = records.last().unwrap();
-    assert_eq!(last["fields"]["event"], "exit");
-    assert_eq!(last["fields"]["exit_code"], 13);
+    assert_eq!(last["fields"]["event"], "restart_cancelled");
+    assert_eq!(last["fields"]["attempt"], 3);
     assert_eq!(last["fields"]["stop_signal"], libc::SIGTERM);
+    assert_eq!(last["fields"]["stop_signal_name"], "SIGTERM");
+    assert_eq!(last["fields"]["previous_exit"]["exit_code"], 13);
     assert!(last["message"]
         .as_str()
         .unwrap()
         .starts_with("received SIGTERM while waiting to restart the worker: not restarting"));
+    // The server shows the runner as its last worker ended, not waiting to
+    // start again (and so never lost).
+    let (status, body) = http(
+        "GET",
+        server.port,
+        "/v1/runners/always-runner",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let runner: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runner["state"], "crashed", "{runner}");
+    assert_eq!(runner["exit"]["code"], 13, "{runner}");
+    let time = |value: &Value| value.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert_eq!(
+        time(&runner["exited_at"]),
+        time(&exits[2]["ts"]),
+        "the last worker's exit: {runner}"
+    );
 }
 
 /// A WebSocket echo server from Python's standard library: the handshake,
