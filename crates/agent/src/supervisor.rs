@@ -315,7 +315,7 @@ async fn run_once(
         .stdout(Stdio::from(outputs.stdout))
         .stderr(Stdio::from(outputs.stderr))
         .env("TAILWATER_APP", &config.app)
-        .env("TAILWATER_RUNNER", &config.runner);
+        .env("TAILWATER_RUNNER", outbox.runner());
     if let Some(path) = shared.control_socket {
         command.env("TAILWATER_CONTROL", path);
     }
@@ -371,12 +371,17 @@ async fn run_once(
     shared.requests.worker_started();
     outbox.system(
         Level::Info,
-        format!("starting {command_line} (pid {pid})"),
+        format!(
+            "starting {command_line} (pid {pid}) as runner {}",
+            outbox.runner()
+        ),
         fields(json!({
             "event": "start",
             "command": config.command,
             "pid": pid,
             "boot": outbox.boot(),
+            "runner": outbox.runner(),
+            "runner_from": outbox.runner_origin().as_str(),
             "agent_version": env!("CARGO_PKG_VERSION"),
             "init": role.as_str(),
             "tty": outputs.tty,
