@@ -13,7 +13,9 @@
 //!   [`proxy`] (`--proxy`) or through the [`control`] socket, so a line
 //!   belongs to its request;
 //! - [`outbox`] stamps each line with its time and sequence number, parses
-//!   it, and keeps it in the [`spool`] on disk until the server has it;
+//!   it, and keeps it in the [`spool`] on disk until the server has it (the
+//!   spool of the runner [`runner_id`] chooses: `--runner`, else the host
+//!   name, so a restarted container ships what the last agent left);
 //! - [`shipper`] sends what the spool holds in batches, retrying while the
 //!   server is away, within the [`throttle`]'s rate limit.
 //!
@@ -28,6 +30,7 @@ pub mod outbox;
 pub mod proxy;
 pub mod reaper;
 pub mod requests;
+pub mod runner_id;
 pub mod shipper;
 pub mod spool;
 pub mod supervisor;
@@ -74,7 +77,9 @@ pub struct AgentConfig {
     pub ca_certificate: Option<Vec<u8>>,
     pub app: String,
     pub version: String,
-    pub runner: String,
+    /// This worker's runner id (`--runner`); `None`: the host name, see
+    /// [`runner_id`].
+    pub runner: Option<String>,
     pub source: Source,
     /// The worker's program and arguments.
     pub command: Vec<String>,
@@ -130,7 +135,7 @@ impl AgentConfig {
             ca_certificate: None,
             app: app.to_owned(),
             version: String::new(),
-            runner: new_runner_id(),
+            runner: None,
             source: Source::Run,
             command,
             unbuffered: true,
@@ -174,11 +179,6 @@ pub fn stay_small() {
     // SAFETY: prctl with integer arguments; a refusal (an old kernel)
     // leaves the default.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-}
-
-/// A runner id for a worker that was given none: `r-` and 8 hex digits.
-pub fn new_runner_id() -> String {
-    format!("r-{}", hex::encode(rand::random::<[u8; 4]>()))
 }
 
 /// Runs the worker to its end and ships its output. Returns the exit code
@@ -294,13 +294,19 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     flusher.abort();
     let left = outbox.shutdown();
     if let (Some(why), true) = (why, left.records > 0) {
+        let runner = outbox.runner();
+        let again = match outbox.runner_origin() {
+            runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
+            runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
+                format!("with --runner {runner}")
+            }
+        };
         eprintln!(
-            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again with --runner {} (and the same --spool)",
+            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again {again} and the same --spool",
             left.records,
             left.line_bytes,
             client.server(),
             outbox.dir().display(),
-            config.runner,
         );
     }
     Ok(exit_code)

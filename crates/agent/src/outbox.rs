@@ -29,9 +29,10 @@ use tailwater_model::{parse_line, Fields, Level, Stream};
 use tokio::sync::Notify;
 
 use crate::capture::{Line, Progress};
+use crate::runner_id;
 use crate::spool::{
-    self, read_batch, runner_dir_name, Backlog, BatchLimits, Captured, Receipt, Recovery,
-    SegmentHeader, Spool, Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
+    self, read_batch, Backlog, BatchLimits, Captured, Receipt, Recovery, SegmentHeader, Spool,
+    Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 use crate::AgentConfig;
 
@@ -47,6 +48,7 @@ pub struct Outbox {
     boot: String,
     /// This boot's labels, as its batches carry them.
     labels: SegmentHeader,
+    runner_origin: runner_id::Origin,
     dir: PathBuf,
     state: Mutex<State>,
     /// Wakes the shipper when it waits for records ([`Outbox::wait_for_work`]).
@@ -84,15 +86,22 @@ impl Outbox {
         let header = SegmentHeader {
             app: config.app.clone(),
             version: config.version.clone(),
-            runner: config.runner.clone(),
+            // Chosen with the spool.
+            runner: String::new(),
             boot: boot.clone(),
             source: config.source,
         };
-        let (mut spool, recovery) = open_spool(config, header.clone())?;
+        let runner_id::Opened {
+            mut spool,
+            recovery,
+            header,
+            origin,
+        } = open_spool(config, &header)?;
         spool.set_durability(config.spool_durability);
         let outbox = Outbox {
             boot,
             labels: header,
+            runner_origin: origin,
             dir: spool.dir().to_owned(),
             state: Mutex::new(State { next_seq: 0, spool }),
             work: Notify::new(),
@@ -107,6 +116,16 @@ impl Outbox {
 
     pub fn boot(&self) -> &str {
         &self.boot
+    }
+
+    /// The runner this agent runs as.
+    pub fn runner(&self) -> &str {
+        &self.labels.runner
+    }
+
+    /// Where the runner id came from.
+    pub fn runner_origin(&self) -> runner_id::Origin {
+        self.runner_origin
     }
 
     /// Checks and takes in what a previous agent left in the spool, one
@@ -505,16 +524,17 @@ pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> Inge
     }
 }
 
-/// Opens `<spool>/<runner>/`. Without `--spool`, a default place that is not
+/// Opens the runner's spool, `<spool>/<runner>/` ([`runner_id::open_spool`]
+/// chooses the runner). Without `--spool`, a default place that is not
 /// writable falls back to the temporary directory, with a warning.
-fn open_spool(config: &AgentConfig, header: SegmentHeader) -> anyhow::Result<(Spool, Recovery)> {
-    let name = runner_dir_name(&config.runner);
+fn open_spool(config: &AgentConfig, header: &SegmentHeader) -> anyhow::Result<runner_id::Opened> {
+    let given = config.runner.as_deref();
     let cap = config.spool_max_bytes;
     if let Some(root) = &config.spool_dir {
-        return Ok(Spool::open(&root.join(&name), header, cap)?);
+        return Ok(runner_id::open_spool(root, given, header, cap)?);
     }
     let root = spool::default_spool_root();
-    let error = match Spool::open(&root.join(&name), header.clone(), cap) {
+    let error = match runner_id::open_spool(&root, given, header, cap) {
         Ok(opened) => return Ok(opened),
         Err(error) if error.in_use => return Err(error.into()),
         Err(error) => error,
@@ -523,10 +543,10 @@ fn open_spool(config: &AgentConfig, header: SegmentHeader) -> anyhow::Result<(Sp
     let ours =
         fallback.parent().is_none_or(spool::check_root_owner) && spool::check_root_owner(&fallback);
     if fallback != root && ours {
-        if let Ok(opened) = Spool::open(&fallback.join(&name), header, cap) {
+        if let Ok(opened) = runner_id::open_spool(&fallback, given, header, cap) {
             eprintln!(
                 "tailwater: {error}\ntailwater: spooling in {} instead",
-                opened.0.dir().display()
+                opened.spool.dir().display()
             );
             return Ok(opened);
         }
@@ -572,6 +592,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::spool::runner_dir_name;
 
     fn config(dir: &Path, cap: u64) -> AgentConfig {
         let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);

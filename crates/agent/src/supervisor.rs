@@ -14,7 +14,9 @@
 //! ([`RestartBackoff`]); a `restart` record (attempt, the previous exit, the
 //! delay) comes before each new start. A stop signal ends the agent: during
 //! a run it is passed on and nothing restarts; during a backoff the agent
-//! ends at once. The agent's exit code is always the last worker's.
+//! ends at once, with a `restart_cancelled` record (the last worker's `exit`
+//! stays the runner's end). The agent's exit code is always the last
+//! worker's.
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -208,18 +210,22 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             })),
         );
         if let Some(number) = signals.stop_within(delay).await {
+            // The last worker's `exit` stands as the runner's end: the
+            // server keeps it until a `start`, which now never comes.
             let name = signal_name(number);
-            let mut extra = run.exit_fields.clone();
-            extra.insert("event".into(), "exit".into());
-            extra.insert("restart_cancelled".into(), true.into());
-            extra.insert("stop_signal".into(), number.into());
             outbox.system(
                 Level::Info,
                 format!(
                     "received {name} while waiting to restart the worker: not restarting; the runner ends as its last worker did ({})",
                     run.ending
                 ),
-                extra,
+                fields(json!({
+                    "event": "restart_cancelled",
+                    "attempt": restarts,
+                    "stop_signal": number,
+                    "stop_signal_name": name,
+                    "previous_exit": run.exit_fields,
+                })),
             );
             return run.code;
         }
@@ -309,7 +315,7 @@ async fn run_once(
         .stdout(Stdio::from(outputs.stdout))
         .stderr(Stdio::from(outputs.stderr))
         .env("TAILWATER_APP", &config.app)
-        .env("TAILWATER_RUNNER", &config.runner);
+        .env("TAILWATER_RUNNER", outbox.runner());
     if let Some(path) = shared.control_socket {
         command.env("TAILWATER_CONTROL", path);
     }
@@ -365,12 +371,17 @@ async fn run_once(
     shared.requests.worker_started();
     outbox.system(
         Level::Info,
-        format!("starting {command_line} (pid {pid})"),
+        format!(
+            "starting {command_line} (pid {pid}) as runner {}",
+            outbox.runner()
+        ),
         fields(json!({
             "event": "start",
             "command": config.command,
             "pid": pid,
             "boot": outbox.boot(),
+            "runner": outbox.runner(),
+            "runner_from": outbox.runner_origin().as_str(),
             "agent_version": env!("CARGO_PKG_VERSION"),
             "init": role.as_str(),
             "tty": outputs.tty,

@@ -2,8 +2,11 @@
 //! ready, running, exited, crashed, oom-killed, lost), kept from the
 //! lifecycle `system` records its agent ships (`fields.event`: `start`,
 //! `ready`, `request_start`, `request_end`, `stop`, `oom_kill`, `exit`,
-//! `spawn_failed`, `restart`) and from when its batches arrive (an empty
-//! batch is a heartbeat).
+//! `spawn_failed`) and from when its batches arrive (an empty batch is a
+//! heartbeat). Under `--restart`, each run of the worker begins with its
+//! own `start`: the `restart` record before it changes nothing, so while
+//! a restart waits (or after a stop signal cancelled it) the runner shows
+//! how its last run ended.
 //!
 //! A runner is `(tenant, app, runner id)`; a new `boot` is a new life of the
 //! same runner, and the table shows its latest life. A runner that has not
@@ -665,13 +668,19 @@ impl Entry {
             .int("in_flight")
             .and_then(|count| u64::try_from(count).ok());
         match event.name.as_str() {
-            "start" | "restart" => {
+            // A new run of the worker. A `restart` record only announces
+            // one (after a backoff the agent may never finish: a stop
+            // signal cancels it), so until this `start` the runner keeps
+            // its last run's end, and a cancelled restart leaves it there.
+            "start" => {
                 runner.state = RunnerState::Initializing;
                 runner.started = event.ts;
                 runner.ready_at = None;
                 runner.exited_at = None;
                 runner.exit = None;
                 runner.requests.in_flight = 0;
+                self.stop_signal = None;
+                self.oom_seen = false;
             }
             "ready" => {
                 runner.ready_at.get_or_insert(event.ts);

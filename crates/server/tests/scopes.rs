@@ -256,6 +256,97 @@ async fn runner_states_follow_the_lifecycle_records() {
 }
 
 #[tokio::test]
+async fn a_restart_keeps_the_last_runs_end_until_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // Short, so a runner waiting to restart would go lost within the test
+    // if it were taken for a live one.
+    let heartbeat_timeout = Duration::from_millis(500);
+    let server = server_on(dir.path(), heartbeat_timeout).await;
+    let restart = |seq, attempt| {
+        (
+            seq,
+            json!({"event": "restart", "attempt": attempt, "delay_ms": 1000,
+                   "previous_exit": {"exit_code": 3}}),
+        )
+    };
+    let [start, exit] = lived(3);
+    ingest(
+        &server,
+        batch("sd", "again", "b1", &[start, exit, restart(2, 1)]),
+    )
+    .await;
+    let crashed = |runner: &Value| {
+        assert_eq!(state(runner), "crashed", "{runner}");
+        assert_eq!(
+            runner["exit"],
+            json!({"code": 3, "signal": null, "core_dumped": false, "oom_killed": false}),
+        );
+        assert!(runner["exited_at"].is_string(), "{runner}");
+    };
+    crashed(&get(&server, "/v1/runners/again").await);
+    // The agent stopped during the backoff: no start follows, only its
+    // note, and the runner stays as its last run ended, never lost.
+    ingest(
+        &server,
+        batch(
+            "sd",
+            "again",
+            "b1",
+            &[(3, json!({"event": "restart_cancelled", "stop_signal": 15}))],
+        ),
+    )
+    .await;
+    tokio::time::sleep(heartbeat_timeout * 4).await;
+    let runner = get(&server, "/v1/runners/again").await;
+    crashed(&runner);
+    let events: Vec<&str> = runner["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["fields"]["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["start", "exit", "restart", "restart_cancelled"]);
+    // The same after a restart of the server: from its file, and from the
+    // store alone.
+    server.shutdown().await.unwrap();
+    let server = server_on(dir.path(), heartbeat_timeout).await;
+    crashed(&get(&server, "/v1/runners/again").await);
+    server.shutdown().await.unwrap();
+    std::fs::remove_file(dir.path().join("runners/runners.json")).unwrap();
+    let server = server_on(dir.path(), heartbeat_timeout).await;
+    crashed(&get(&server, "/v1/runners/again").await);
+    server.shutdown().await.unwrap();
+
+    // A restart that goes ahead: its start begins the new run (a long
+    // heartbeat timeout, so the new run is not lost while it is checked).
+    let server = server_on(dir.path(), Duration::from_secs(60)).await;
+    // Its first run was OOM-killed.
+    let killed = json!({"event": "exit", "signal": 9, "core_dumped": false, "oom_killed": true});
+    let first_run = [
+        (0, json!({"event": "start", "pid": 7})),
+        (1, json!({"event": "oom_kill", "oom_kills": 1})),
+        (2, killed),
+        restart(3, 1),
+    ];
+    ingest(&server, batch("sd", "next", "b1", &first_run)).await;
+    assert_eq!(state(&get(&server, "/v1/runners/next").await), "oom-killed");
+    let second_start = (4, json!({"event": "start", "pid": 8}));
+    ingest(&server, batch("sd", "next", "b1", &[second_start])).await;
+    let runner = get(&server, "/v1/runners/next").await;
+    assert_eq!(state(&runner), "initializing", "{runner}");
+    assert_eq!(runner["exit"], Value::Null);
+    assert_eq!(runner["exited_at"], Value::Null);
+    assert_eq!(runner["boot"], "b1", "the same life");
+    // The first run's OOM kill is not the second's: a SIGKILL now (no OOM
+    // kill seen in this run) is a crash.
+    let plain_kill =
+        json!({"event": "exit", "signal": 9, "core_dumped": false, "oom_killed": false});
+    ingest(&server, batch("sd", "next", "b1", &[(5, plain_kill)])).await;
+    assert_eq!(state(&get(&server, "/v1/runners/next").await), "crashed");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_silent_runner_is_lost_with_a_notice_and_returns_with_another() {
     let dir = tempfile::tempdir().unwrap();
     // Generous enough that a loaded machine never misses a heartbeat by it.

@@ -14,7 +14,7 @@ use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater run --app sdxl -- python handler.py\n  tailwater run --app sdxl --version v3 --runner $HOSTNAME -- ./serve --port 8000\n  tailwater run --app sdxl --proxy 0.0.0.0:8080=127.0.0.1:8000 -- python server.py\n\nAs a container's ENTRYPOINT it is a proper init: it reaps every orphaned process (as PID 1, or as\na child subreaper otherwise), passes SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 on\nto the worker's process group, SIGKILLs it --stop-timeout after a stop signal, and exits with\nthe worker's code (128 + signal when it was killed).\n\nThe worker finds the control socket in TAILWATER_CONTROL: one JSON object per line, such as\n{\"ready\":true}, {\"request_start\":\"ID\"}, {\"request_end\":\"ID\",\"status\":200}; each is answered\nwith one line, {\"ok\":true} or {\"ok\":false,\"error\":\"...\"}."
+    after_help = "Examples:\n  tailwater run --app sdxl -- python handler.py\n  tailwater run --app sdxl --version v3 --runner gpu-a100-7 -- ./serve --port 8000\n  tailwater run --app sdxl --proxy 0.0.0.0:8080=127.0.0.1:8000 -- python server.py\n\nAs a container's ENTRYPOINT it is a proper init: it reaps every orphaned process (as PID 1, or as\na child subreaper otherwise), passes SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1 and SIGUSR2 on\nto the worker's process group, SIGKILLs it --stop-timeout after a stop signal, and exits with\nthe worker's code (128 + signal when it was killed).\n\nThe worker finds the control socket in TAILWATER_CONTROL: one JSON object per line, such as\n{\"ready\":true}, {\"request_start\":\"ID\"}, {\"request_end\":\"ID\",\"status\":200}; each is answered\nwith one line, {\"ok\":true} or {\"ok\":false,\"error\":\"...\"}."
 )]
 pub struct RunArgs {
     #[command(flatten)]
@@ -25,7 +25,11 @@ pub struct RunArgs {
     /// The app version the worker runs.
     #[arg(long, env = "TAILWATER_VERSION", default_value = "")]
     version: String,
-    /// This worker's id; a random one when not given.
+    /// This worker's id. Default: the host name (a container's id), so a
+    /// container restarted on the same --spool volume ships what its last
+    /// agent left; when another agent on this machine already runs as the
+    /// host name, the host name and a suffix (said on stderr). Give each
+    /// worker its own when several share a machine and a spool.
     #[arg(long, env = "TAILWATER_RUNNER")]
     runner: Option<String>,
     /// Which part of the platform this is.
@@ -148,14 +152,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     );
     anyhow::ensure!(
         args.runner.as_deref().is_none_or(|r| !r.trim().is_empty()),
-        "--runner is empty: give this worker an id, or leave it out for a random one"
+        "--runner is empty: give this worker an id, or leave it out for the host name"
     );
     let mut config = AgentConfig::new(&connection.server, &token, &args.app, args.command);
     config.ca_certificate = args.connection.ca_certificate()?;
     config.version = args.version;
-    if let Some(runner) = args.runner {
-        config.runner = runner;
-    }
+    config.runner = args.runner;
     config.source = args.source.parse::<Source>().map_err(anyhow::Error::msg)?;
     config.unbuffered = !args.no_unbuffered;
     config.echo = !args.quiet;

@@ -115,7 +115,11 @@ fn a_server_started_after_the_worker_still_receives_every_line_once() {
             "--app",
             "early",
             "--quiet",
+            // Its own spool, not the machine's default place (shared by
+            // every agent of this host that is given no --spool).
+            "--spool",
         ])
+        .arg(dir.path().join("spool"))
         .args([
             "--",
             "sh",

@@ -247,6 +247,29 @@ pub fn python() -> &'static str {
     "python3"
 }
 
+/// `unshare` with `namespaces` (such as `["--pid", "--fork"]`), for tests
+/// that put the agent in a namespace of its own, as a container does; fails
+/// the test with what to do when it cannot (never skipped: CI runs as root,
+/// and scripts/test installs util-linux where it is missing).
+pub fn unshare(namespaces: &[&str]) -> Command {
+    match Command::new("unshare")
+        .args(namespaces)
+        .arg("true")
+        .output()
+    {
+        Ok(output) if output.status.success() => {}
+        Ok(output) => panic!(
+            "cannot make namespaces here (unshare {}): {}; run the tests as root (as CI does)",
+            namespaces.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Err(error) => panic!("cannot run unshare ({error}): install util-linux"),
+    }
+    let mut command = Command::new("unshare");
+    command.args(namespaces);
+    command
+}
+
 /// A child process on a pseudo-terminal (stdin, stdout and stderr), as under
 /// a real terminal: what it writes is collected as it comes.
 pub struct Pty {

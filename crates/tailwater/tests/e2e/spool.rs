@@ -21,22 +21,63 @@ const OUTAGE: Duration = Duration::from_secs(30);
 /// `port` (running or not), its spool in `spool`, the worker `sh -c
 /// script`, the worker's output echoed to a pipe.
 fn agent(port: u16, spool: &Path, app: &str, flags: &[&str], script: &str) -> Child {
-    Command::new(binary())
-        .args([
-            "run",
-            "--server",
-            &format!("http://127.0.0.1:{port}"),
-            "--token",
-            TOKEN,
-            "--app",
-            app,
-            "--runner",
-            &format!("{app}-runner"),
-            "--spool",
-        ])
-        .arg(spool)
-        .args(flags)
-        .args(["--", "sh", "-c", script])
+    let runner = format!("{app}-runner");
+    spawn_piped(Command::new(binary()).args(run_args(
+        port,
+        spool,
+        app,
+        Some(&runner),
+        flags,
+        script,
+    )))
+}
+
+/// [`agent`] without `--runner`, on a host named `host`: in a UTS namespace
+/// of its own with that host name, as in a container of that name (a
+/// container restarted keeps its name).
+fn agent_on_host(
+    host: &str,
+    port: u16,
+    spool: &Path,
+    app: &str,
+    flags: &[&str],
+    script: &str,
+) -> Child {
+    spawn_piped(
+        unshare(&["--uts"])
+            .args([
+                "sh",
+                "-c",
+                "echo \"$0\" > /proc/sys/kernel/hostname && exec \"$@\"",
+            ])
+            .args([host, binary()])
+            .args(run_args(port, spool, app, None, flags, script)),
+    )
+}
+
+/// The arguments of `tailwater run` for [`agent`] and [`agent_on_host`].
+fn run_args(
+    port: u16,
+    spool: &Path,
+    app: &str,
+    runner: Option<&str>,
+    flags: &[&str],
+    script: &str,
+) -> Vec<String> {
+    let server = format!("http://127.0.0.1:{port}");
+    let spool = spool.to_str().expect("a UTF-8 temporary path");
+    let mut args = vec!["run", "--server", &server, "--token", TOKEN, "--app", app];
+    if let Some(runner) = runner {
+        args.extend(["--runner", runner]);
+    }
+    args.extend(["--spool", spool]);
+    args.extend(flags);
+    args.extend(["--", "sh", "-c", script]);
+    args.into_iter().map(str::to_owned).collect()
+}
+
+fn spawn_piped(command: &mut Command) -> Child {
+    command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -115,11 +156,48 @@ fn seqs_of(report: &Value, boot: &str) -> BTreeSet<u64> {
 /// lost that was spooled, nothing stored twice.
 #[test]
 fn a_killed_agents_spool_is_shipped_by_the_next_one_once() {
+    let records = kill_an_agent_then_start_another("spool-kill", &agent);
+    assert_eq!(records[0]["runner"], "spool-kill-runner");
+}
+
+/// The same in a container restarted on its spool volume, with no
+/// `--runner`: both agents run as the container's host name, so the second
+/// finds the first one's spool.
+#[test]
+fn without_runner_a_restarted_container_ships_what_its_last_agent_left() {
+    let host = "c0ffee15b00c";
+    let in_container = |port, spool: &Path, app: &str, flags: &[&str], script: &str| {
+        agent_on_host(host, port, spool, app, flags, script)
+    };
+    let records = kill_an_agent_then_start_another("spool-host", &in_container);
+    assert_eq!(records[0]["runner"], host);
+    let starts = events(&records, "start");
+    assert_eq!(starts.len(), 2, "one start per agent");
+    for start in starts {
+        assert_eq!(start["fields"]["runner"], host);
+        assert_eq!(start["fields"]["runner_from"], "host_name");
+        assert!(
+            start["message"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("as runner {host}")),
+            "{start}"
+        );
+    }
+}
+
+/// How a test starts an agent: `(port, spool, app, flags, script)`.
+type StartAgent<'a> = &'a dyn Fn(u16, &Path, &str, &[&str], &str) -> Child;
+
+/// Kills an agent started with `start` while its worker streams and the
+/// server is down, then starts another the same way once the server is up;
+/// checks that the first one's records arrive whole and once, under its
+/// boot, and that both are one runner. Returns every record of `app`.
+fn kill_an_agent_then_start_another(app: &str, start: StartAgent) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let port = free_port();
-    let app = "spool-kill";
-    let mut first = agent(
+    let mut first = start(
         port,
         &spool,
         app,
@@ -136,14 +214,16 @@ fn a_killed_agents_spool_is_shipped_by_the_next_one_once() {
     // The worker dies of SIGPIPE at its next tick, with no one reading.
 
     let server = TestServer::start_on(port, &dir.path().join("data"));
-    wait_success(agent(port, &spool, app, &[], "echo 'second boot'"));
-    assert!(
-        !spool.join(format!("{app}-runner")).exists(),
-        "a drained spool is removed"
-    );
+    wait_success(start(port, &spool, app, &[], "echo 'second boot'"));
 
     let records = server.logs(&["--app", app]);
     assert_each_once(&records);
+    let runner = records[0]["runner"].as_str().unwrap();
+    assert!(
+        records.iter().all(|r| r["runner"] == runner),
+        "both agents are one runner"
+    );
+    assert!(!spool.join(runner).exists(), "a drained spool is removed");
     let second_boot = records
         .iter()
         .find(|r| r["message"] == "second boot")
@@ -175,6 +255,106 @@ fn a_killed_agents_spool_is_shipped_by_the_next_one_once() {
     assert_eq!(found["fields"]["lines"], old.len());
     assert_eq!(found["fields"]["boots"][0], old[0]["boot"]);
     assert_eq!(stdout_messages(&new), ["second boot"]);
+    records
+}
+
+/// Two agents at once on one host, sharing a spool directory, neither
+/// given `--runner`: the first runs as the host name, the second as the
+/// host name and a suffix, says so, and both ship.
+#[test]
+fn two_agents_without_runner_on_one_host_and_spool_both_run_as_different_runners() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let stop = dir.path().join("stop");
+    let server = TestServer::start_on(free_port(), &dir.path().join("data"));
+    let app = "spool-twins";
+    let host = "twin-host";
+    let worker = |name: &str| {
+        format!(
+            "echo 'hello from {name}'; while [ ! -e {stop} ]; do sleep 0.05; done; echo 'bye from {name}'",
+            stop = stop.display()
+        )
+    };
+    let first = agent_on_host(host, server.port, &spool, app, &[], &worker("first"));
+    let hello_from = |name: &str| {
+        let text = format!("hello from {name}");
+        let server = &server;
+        move || {
+            server
+                .logs(&["--app", app])
+                .iter()
+                .any(|r| r["message"] == text)
+        }
+    };
+    // The first holds the host name's spool before the second starts.
+    wait_for(
+        "the first worker",
+        Duration::from_secs(30),
+        hello_from("first"),
+    );
+    let second = agent_on_host(host, server.port, &spool, app, &[], &worker("second"));
+    wait_for(
+        "the second worker",
+        Duration::from_secs(30),
+        hello_from("second"),
+    );
+    std::fs::write(&stop, "").unwrap();
+    let (first, second) = (
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    );
+    assert!(first.status.success(), "{first:?}");
+    assert!(second.status.success(), "{second:?}");
+
+    let records = server.logs(&["--app", app]);
+    assert_each_once(&records);
+    let runner_of = |name: &str| {
+        let said = |word: &str| format!("{word} from {name}");
+        let mine: Vec<&Value> = records
+            .iter()
+            .filter(|r| r["message"] == said("hello") || r["message"] == said("bye"))
+            .collect();
+        assert_eq!(mine.len(), 2, "both lines of the {name} worker");
+        assert_eq!(mine[0]["runner"], mine[1]["runner"]);
+        mine[0]["runner"].as_str().unwrap().to_owned()
+    };
+    let (first_runner, second_runner) = (runner_of("first"), runner_of("second"));
+    assert_eq!(first_runner, host);
+    let suffix = second_runner.strip_prefix("twin-host-").unwrap_or_else(|| {
+        panic!("the second runs as the host name and a suffix: {second_runner}")
+    });
+    assert!(
+        suffix.len() == 8 && suffix.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{second_runner}"
+    );
+    // Said once, on stderr; the first agent had nothing to say.
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(
+        said.matches(&format!("running as runner {second_runner} instead"))
+            .count(),
+        1,
+        "{said}"
+    );
+    assert!(
+        said.contains("is in use by another `tailwater run`"),
+        "{said}"
+    );
+    assert!(
+        first.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let start_of = |runner: &str| {
+        events(&records, "start")
+            .into_iter()
+            .find(|r| r["runner"] == runner)
+            .unwrap_or_else(|| panic!("no start record of {runner}"))["fields"]["runner_from"]
+            .clone()
+    };
+    assert_eq!(start_of(&first_runner), "host_name");
+    assert_eq!(start_of(&second_runner), "host_name_in_use");
+    // Both drained: their spools are gone.
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
 }
 
 /// The server away for [`OUTAGE`] while the worker logs: every line

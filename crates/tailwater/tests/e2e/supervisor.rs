@@ -74,17 +74,22 @@ fn events<'a>(records: &'a [Value], event: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Waits for the agent to exit, within a generous bound.
+fn wait_exit(agent: &mut Child) -> ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = agent.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the agent did not exit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Waits for the agent to exit (within a generous bound) and returns its
 /// status and what it printed.
 fn wait_agent(mut agent: Child) -> (ExitStatus, String, String) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the agent did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_exit(&mut agent);
     let mut stdout = String::new();
     let mut stderr = String::new();
     agent
@@ -238,24 +243,11 @@ fn orphans_come_to_the_agent_and_are_reaped_and_the_worker_code_is_kept() {
 
 #[test]
 fn as_pid_1_of_a_pid_namespace_it_reaps_and_forwards_term() {
-    // Never skipped: CI runs as root, where `unshare --pid` works (and
-    // scripts/test installs util-linux where it is missing).
-    let probe = Command::new("unshare")
-        .args(["--pid", "--fork", "true"])
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => panic!(
-            "cannot make a PID namespace here: {}; run the tests as root (as CI does), where unshare --pid works",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Err(error) => panic!("cannot run unshare ({error}): install util-linux"),
-    }
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let worker = format!("trap 'echo worker got TERM; exit 7' TERM\n{ORPHANING_WORKER}");
-    let unshare = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child", binary()])
+    let unshare = unshare(&["--pid", "--fork", "--kill-child"])
+        .arg(binary())
         .args([
             "run",
             "--app",
@@ -269,6 +261,7 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_and_forwards_term() {
         ])
         .env("TAILWATER_SERVER", server.url())
         .env("TAILWATER_TOKEN", TOKEN)
+        .env("TAILWATER_SPOOL", &server.spool)
         .env("DIR", dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -342,6 +335,65 @@ fn sigterm_is_passed_to_the_worker_and_its_exit_code_kept() {
     by_message(&records, "worker got TERM");
     assert!(events(&records, "stop_timeout").is_empty());
     assert_eq!(records.last().unwrap()["fields"]["exit_code"], 7);
+}
+
+/// A worker and the child it started (one process group), each saying
+/// which signals reach it; SIGINT stops the worker, which stops its child.
+const SIGNAL_LOGGING_WORKER: &str = r#"
+trap 'echo worker got HUP' HUP
+trap 'echo worker got USR1' USR1
+trap 'echo worker got USR2' USR2
+trap 'echo worker got INT; kill $child; exit 5' INT
+sh -c 'for s in HUP USR1 USR2; do trap "echo child got $s" $s; done; trap "exit 0" TERM; echo child ready; while :; do sleep 0.1; done' &
+child=$!
+echo worker ready
+while :; do sleep 0.1; done
+"#;
+
+#[test]
+fn hup_usr1_usr2_reach_the_whole_group_and_int_stops_the_worker() {
+    let server = TestServer::start();
+    let mut agent = start_agent(
+        &server,
+        "signals",
+        &[],
+        &["sh", "-c", SIGNAL_LOGGING_WORKER],
+    );
+    let lines = lines_of(agent.stdout.take().unwrap());
+    // Lines of the worker and its child interleave as they come.
+    let expect = |wanted: &[&str]| {
+        let mut missing: Vec<&str> = wanted.to_vec();
+        while !missing.is_empty() {
+            let (_, line) = lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("never saw {missing:?}"));
+            missing.retain(|wanted| *wanted != line);
+        }
+    };
+    expect(&["worker ready", "child ready"]);
+    send_signal(agent.id(), libc::SIGHUP);
+    expect(&["worker got HUP", "child got HUP"]);
+    send_signal(agent.id(), libc::SIGUSR1);
+    expect(&["worker got USR1", "child got USR1"]);
+    send_signal(agent.id(), libc::SIGUSR2);
+    expect(&["worker got USR2", "child got USR2"]);
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "HUP, USR1 and USR2 do not end the agent"
+    );
+    send_signal(agent.id(), libc::SIGINT);
+    expect(&["worker got INT"]);
+    assert_eq!(wait_exit(&mut agent).code(), Some(5));
+
+    wait_for_record(&server, "signals", "the exit", has_event("exit"));
+    let records = records(&server, "signals");
+    // Only the stop signal is a stop.
+    let [stop] = events(&records, "stop")[..] else {
+        panic!("one stop record: {records:#?}")
+    };
+    assert_eq!(stop["fields"]["signal_name"], "SIGINT");
+    let exit = events(&records, "exit")[0];
+    assert_eq!(exit["fields"]["exit_code"], 5);
 }
 
 #[test]
@@ -1170,14 +1222,7 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
     });
     let asked = Instant::now();
     send_signal(agent.id(), libc::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = agent.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "the agent did not exit");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_exit(&mut agent);
     assert!(
         asked.elapsed() < Duration::from_secs(3),
         "the agent waited out the 4 s backoff: {:?}",
@@ -1189,9 +1234,12 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
         "no fourth run"
     );
 
-    wait_for_record(&server, "always", "the cancelled restart", |record| {
-        record["fields"]["restart_cancelled"] == true
-    });
+    wait_for_record(
+        &server,
+        "always",
+        "the cancelled restart",
+        has_event("restart_cancelled"),
+    );
     let records = records(&server, "always");
     let third = events(&records, "restart")[2];
     assert_eq!(third["fields"]["delay_ms"], 4000);
@@ -1200,14 +1248,40 @@ fn a_stop_signal_during_the_backoff_ends_the_agent_at_once() {
         .as_str()
         .unwrap()
         .contains("(restart 3, --restart always)"));
+    // The third worker's exit is the last: the cancelled restart is a note
+    // after it, not another exit.
+    let exits = events(&records, "exit");
+    assert_eq!(exits.len(), 3, "one exit per run");
+    assert_eq!(exits[2]["fields"]["exit_code"], 13);
     let last = records.last().unwrap();
-    assert_eq!(last["fields"]["event"], "exit");
-    assert_eq!(last["fields"]["exit_code"], 13);
+    assert_eq!(last["fields"]["event"], "restart_cancelled");
+    assert_eq!(last["fields"]["attempt"], 3);
     assert_eq!(last["fields"]["stop_signal"], libc::SIGTERM);
+    assert_eq!(last["fields"]["stop_signal_name"], "SIGTERM");
+    assert_eq!(last["fields"]["previous_exit"]["exit_code"], 13);
     assert!(last["message"]
         .as_str()
         .unwrap()
         .starts_with("received SIGTERM while waiting to restart the worker: not restarting"));
+    // The server shows the runner as its last worker ended, not waiting to
+    // start again (and so never lost).
+    let (status, body) = http(
+        "GET",
+        server.port,
+        "/v1/runners/always-runner",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    let runner: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runner["state"], "crashed", "{runner}");
+    assert_eq!(runner["exit"]["code"], 13, "{runner}");
+    let time = |value: &Value| value.as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert_eq!(
+        time(&runner["exited_at"]),
+        time(&exits[2]["ts"]),
+        "the last worker's exit: {runner}"
+    );
 }
 
 /// A WebSocket echo server from Python's standard library: the handshake,
