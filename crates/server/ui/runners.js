@@ -119,7 +119,10 @@ export class RunnerPage extends SubjectPage {
       this.done();
       return;
     }
-    if (ENDED.has(runner.state)) this.done();
+    // An ended runner waiting out its restart backoff starts again: keep
+    // refreshing until it ends with no restart pending.
+    const restarting = runner.events?.at(-1)?.fields?.event === "restart";
+    if (ENDED.has(runner.state) && !restarting) this.done();
     // Its lifecycle records reach back to its first life's start.
     const first = runner.events?.[0]?.ts ?? runner.started;
     this.explorer.setBounds(parseTime(first), runner.exited_at ? parseTime(runner.exited_at) : null);
