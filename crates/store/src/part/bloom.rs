@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
-use tailwater_model::words::words;
+use tailwater_model::words::is_word_byte;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bits per distinct word: about 3% false positives with 5 probes (a
@@ -20,8 +20,8 @@ const PROBES: u64 = 5;
 /// Words of only digits, up to this many, are not indexed.
 pub const MAX_UNINDEXED_DIGITS: usize = 4;
 
-fn is_indexed(word: &str) -> bool {
-    word.len() > MAX_UNINDEXED_DIGITS || !word.bytes().all(|b| b.is_ascii_digit())
+fn is_indexed(word: &[u8]) -> bool {
+    word.len() > MAX_UNINDEXED_DIGITS || !word.iter().all(u8::is_ascii_digit)
 }
 
 /// Collects the words of a block's messages, each distinct word once (a
@@ -33,21 +33,27 @@ pub struct BloomBuilder {
 }
 
 impl BloomBuilder {
-    /// Adds the words of a message.
+    /// Adds the words of a message: lowercased whole first (one pass that
+    /// vectorizes), then cut into words and hashed in one more pass. The
+    /// same words as [`tailwater_model::words::words`] finds.
     pub fn add_text(&mut self, text: &str) {
-        for word in words(text) {
-            if !is_indexed(word) {
-                continue;
+        self.lowercase.clear();
+        self.lowercase.extend_from_slice(text.as_bytes());
+        self.lowercase.make_ascii_lowercase();
+        let bytes = self.lowercase.as_slice();
+        let mut at = 0;
+        while at < bytes.len() {
+            while at < bytes.len() && !is_word_byte(bytes[at]) {
+                at += 1;
             }
-            let hash = if word.bytes().any(|b| b.is_ascii_uppercase()) {
-                self.lowercase.clear();
-                self.lowercase
-                    .extend(word.bytes().map(|b| b.to_ascii_lowercase()));
-                xxh3_128(&self.lowercase)
-            } else {
-                xxh3_128(word.as_bytes())
-            };
-            self.hashes.insert(hash);
+            let start = at;
+            while at < bytes.len() && is_word_byte(bytes[at]) {
+                at += 1;
+            }
+            let word = &bytes[start..at];
+            if !word.is_empty() && is_indexed(word) {
+                self.hashes.insert(xxh3_128(word));
+            }
         }
     }
 
@@ -109,7 +115,7 @@ impl WordBloom {
 
     /// `false` when `word` (lowercased) is surely absent.
     pub fn may_contain(&self, word: &str) -> bool {
-        if self.bits.is_empty() || !is_indexed(word) {
+        if self.bits.is_empty() || !is_indexed(word.as_bytes()) {
             return true;
         }
         let bit_count = self.bits.len() as u64 * 64;
@@ -131,6 +137,32 @@ fn probes(hash: u128, bit_count: u64) -> impl Iterator<Item = u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn indexes_exactly_the_words_the_model_finds_lowercased() {
+        let messages = [
+            "CUDA out-of-memory: Tried to allocate 2.00 GiB (GPU 0; 79.35 GiB total)",
+            "torch.OutOfMemoryError at step 12345 of 9; request_id=Req-42_ABC",
+            "  naïve Ünïcode 東京 words, snake_case and kebab-case; trailing_",
+            "",
+            "...",
+            "1234 12345 007 x",
+        ];
+        let mut builder = WordBloom::builder();
+        let mut expected = HashSet::new();
+        for message in messages {
+            builder.add_text(message);
+            for word in tailwater_model::words::words(message) {
+                let lowered = word.to_ascii_lowercase();
+                if is_indexed(lowered.as_bytes()) {
+                    expected.insert(xxh3_128(lowered.as_bytes()));
+                }
+            }
+        }
+        let built: HashSet<u128> = builder.hashes.iter().copied().collect();
+        assert_eq!(built, expected);
+        assert!(built.contains(&xxh3_128(b"12345")) && !built.contains(&xxh3_128(b"1234")));
+    }
 
     #[test]
     fn holds_what_it_was_built_with_and_rejects_most_else() {
