@@ -320,6 +320,10 @@ impl Browser {
 
     /// Saves a screenshot as `target/ui-screenshots/<browser>/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
+        // What the page drew by its next frame: Firefox takes the picture
+        // at once, before the rows scheduled for that frame are there.
+        self.js("return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+            .await;
         let png = self.client.screenshot().await.unwrap();
         let dir = screenshots_dir().join(self.engine.name());
         std::fs::create_dir_all(&dir).unwrap();

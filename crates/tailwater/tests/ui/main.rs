@@ -504,6 +504,7 @@ async fn histogram_counts_by_level_and_a_drag_zooms(engine: Engine) {
         span > jiff::SignedDuration::from_mins(4) && span < jiff::SignedDuration::from_mins(6),
         "a third of 15 minutes: {span:?}"
     );
+    browser.screenshot("histogram-zoomed").await;
     browser.close().await;
 }
 
@@ -747,6 +748,11 @@ async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page(engine: Engin
         median < 250.0,
         "a jump takes {median} ms to draw: {times:?}"
     );
+    // Its scrollbar is drawn dark, as the page is, in every browser.
+    let scheme = browser
+        .js("return getComputedStyle(document.querySelector('.logview')).colorScheme")
+        .await;
+    assert_eq!(scheme, "dark");
     browser.screenshot("hundred-thousand-lines").await;
     browser.close().await;
 }
