@@ -28,9 +28,9 @@ const CHROMIUM_FLAGS: [&str; 8] = [
 
 /// Firefox's preferences that keep it off the network: no updates, no
 /// telemetry, no captive portal or connectivity checks, no safe browsing
-/// lists, no remote settings. (geckodriver sets most of them too; these
-/// do not depend on its version.)
-const FIREFOX_OFFLINE_PREFS: [(&str, bool); 18] = [
+/// lists, no prefetching. (geckodriver sets most of them too; these do not
+/// depend on its version.)
+const FIREFOX_OFFLINE_PREFS: [(&str, bool); 17] = [
     ("app.update.auto", false),
     ("app.update.enabled", false),
     ("app.update.disabledForTesting", true),
@@ -47,10 +47,6 @@ const FIREFOX_OFFLINE_PREFS: [(&str, bool); 18] = [
     ("browser.safebrowsing.downloads.enabled", false),
     ("browser.safebrowsing.downloads.remote.enabled", false),
     ("browser.safebrowsing.blockedURIs.enabled", false),
-    (
-        "browser.newtabpage.activity-stream.feeds.system.topstories",
-        false,
-    ),
     ("network.dns.disablePrefetch", true),
 ];
 
@@ -81,8 +77,9 @@ impl Engine {
             }
             Engine::Firefox => {
                 let mut command = Command::new(self.find("geckodriver"));
-                // With a profile of ours, geckodriver cannot learn the
-                // port Firefox would pick for Marionette: it gives one.
+                // Given a profile of ours, geckodriver does not learn which
+                // port Firefox picks for Marionette (a known geckodriver
+                // bug), so it picks the port itself.
                 command
                     .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                     .args(["--marionette-port", &free_port().to_string()]);
