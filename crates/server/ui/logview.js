@@ -237,7 +237,10 @@ export class LogView {
       row.append(this.detail(record));
     }
     row.classList.toggle("expanded", this.expanded.has(record.id));
+    // Laid out now, not at the next frame: the lines below make room as the
+    // detail opens (or close up as it shuts), never drawn under it.
     this.layout();
+    this.render();
   }
 }
 

@@ -244,7 +244,14 @@ fn sse(tail: Tail) -> impl IntoResponse {
         };
         Some((Ok::<_, Infallible>(event), tail))
     });
-    Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    // A comment at once: Firefox's fetch() answers only with the first
+    // bytes of the body, so without it a browser would wait for the first
+    // keep-alive to learn that the tail is open.
+    let opened = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Event::default().comment("tail open"))
+    });
+    Sse::new(futures_util::StreamExt::chain(opened, events))
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
 }
 
 /// A WebSocket tail: one [`TailMessage`] per text frame; pings while idle;

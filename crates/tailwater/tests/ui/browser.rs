@@ -1,6 +1,7 @@
-//! Headless Chromium driven over WebDriver: chromedriver started by the
-//! test on a free loopback port, a fresh profile and download folder per
-//! browser, screenshots saved under `target/ui-screenshots/`.
+//! A headless browser driven over WebDriver, Chromium or Firefox: its
+//! driver (chromedriver, geckodriver) started by the test on a free
+//! loopback port, a fresh profile and download folder per browser, removed
+//! with it, and screenshots saved under `target/ui-screenshots/<browser>/`.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,159 @@ const CHROMIUM_FLAGS: [&str; 8] = [
     "--disable-sync",
 ];
 
+/// Firefox's preferences that keep it off the network: no updates, no
+/// telemetry, no captive portal or connectivity checks, no safe browsing
+/// lists, no prefetching. (geckodriver sets most of them too; these do not
+/// depend on its version.)
+const FIREFOX_OFFLINE_PREFS: [(&str, bool); 17] = [
+    ("app.update.auto", false),
+    ("app.update.enabled", false),
+    ("app.update.disabledForTesting", true),
+    ("extensions.update.enabled", false),
+    ("browser.search.update", false),
+    ("toolkit.telemetry.enabled", false),
+    ("toolkit.telemetry.unified", false),
+    ("datareporting.healthreport.uploadEnabled", false),
+    ("datareporting.policy.dataSubmissionEnabled", false),
+    ("network.captive-portal-service.enabled", false),
+    ("network.connectivity-service.enabled", false),
+    ("browser.safebrowsing.malware.enabled", false),
+    ("browser.safebrowsing.phishing.enabled", false),
+    ("browser.safebrowsing.downloads.enabled", false),
+    ("browser.safebrowsing.downloads.remote.enabled", false),
+    ("browser.safebrowsing.blockedURIs.enabled", false),
+    ("network.dns.disablePrefetch", true),
+];
+
+/// The browsers the console is tested in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Chromium,
+    Firefox,
+}
+
+impl Engine {
+    /// Its name in test names and screenshot folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+
+    /// Starts its WebDriver server on `port`, in its own process group so
+    /// the browser it starts goes with it.
+    fn start_driver(self, port: u16, profile: &Path) -> Child {
+        let mut command = match self {
+            Engine::Chromium => {
+                let mut command = Command::new(self.find("chromedriver"));
+                command.arg(format!("--port={port}"));
+                command
+            }
+            Engine::Firefox => {
+                let mut command = Command::new(self.find("geckodriver"));
+                // Given a profile of ours, geckodriver does not learn which
+                // port Firefox picks for Marionette (a known geckodriver
+                // bug), so it picks the port itself.
+                command
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--marionette-port", &free_port().to_string()]);
+                command
+            }
+        };
+        // What the driver and the browser write besides the profile goes
+        // with it too.
+        command
+            .env("TMPDIR", profile)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    /// The session's capabilities: headless, 1440×900, a fresh profile
+    /// under `profile`, downloads saved into `downloads` without asking.
+    fn capabilities(self, profile: &Path, downloads: &Path) -> Value {
+        match self {
+            Engine::Chromium => {
+                let mut args: Vec<String> =
+                    CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
+                args.push(format!(
+                    "--user-data-dir={}",
+                    profile.join("profile").display()
+                ));
+                args.push("--window-size=1440,900".into());
+                json!({
+                    "goog:chromeOptions": {
+                        "binary": self.find("chromium"),
+                        "args": args,
+                        "prefs": {
+                            "download.default_directory": downloads,
+                            "download.prompt_for_download": false,
+                        },
+                    },
+                })
+            }
+            Engine::Firefox => {
+                let firefox_profile = profile.join("profile");
+                std::fs::create_dir_all(&firefox_profile).unwrap();
+                let mut prefs: serde_json::Map<String, Value> = FIREFOX_OFFLINE_PREFS
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), Value::Bool(*value)))
+                    .collect();
+                prefs.extend([
+                    ("browser.download.folderList".into(), json!(2)),
+                    ("browser.download.dir".into(), json!(downloads)),
+                    ("browser.download.useDownloadDir".into(), json!(true)),
+                    (
+                        "browser.download.always_ask_before_handling_new_types".into(),
+                        json!(false),
+                    ),
+                    (
+                        "browser.helperApps.neverAsk.saveToDisk".into(),
+                        json!("text/plain,application/x-ndjson"),
+                    ),
+                ]);
+                json!({
+                    "browserName": "firefox",
+                    "moz:firefoxOptions": {
+                        "binary": self.find("firefox-esr"),
+                        "args": [
+                            "-headless",
+                            "-profile", firefox_profile,
+                            "--width=1440",
+                            "--height=900",
+                        ],
+                        "prefs": prefs,
+                    },
+                })
+            }
+        }
+    }
+
+    /// `program` (the browser or its driver) on the PATH.
+    fn find(self, program: &str) -> PathBuf {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let installs = match self {
+            Engine::Chromium => "Debian's chromium and chromium-driver",
+            Engine::Firefox => "Debian's firefox-esr, and geckodriver into ~/.cargo/bin",
+        };
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(program))
+            .find(|candidate| candidate.is_file())
+            .unwrap_or_else(|| {
+                panic!("{program} is not installed: run ./scripts/test (it installs {installs})")
+            })
+    }
+}
+
+/// `text`, then the Enter key: typed as a person types and submits (a
+/// `\n` is Enter to chromedriver but a plain character to geckodriver).
+pub fn then_enter(text: &str) -> String {
+    format!("{text}{}", fantoccini::key::Key::Enter)
+}
+
 /// One test at a time, from its first step: a browser is a few processes,
 /// the machine may have few cores, and one test's bulk load must not slow
 /// another's timing.
@@ -37,51 +191,20 @@ pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
 
 pub struct Browser {
     pub client: Client,
+    pub engine: Engine,
     pub downloads: PathBuf,
     driver: Child,
     _profile: tempfile::TempDir,
 }
 
-fn find(program: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed: run ./scripts/test (it installs Debian's chromium and chromium-driver)")
-        })
-}
-
 impl Browser {
-    pub async fn open() -> Browser {
+    pub async fn open(engine: Engine) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads).unwrap();
         let port = free_port();
-        // Its own process group, so the browser it starts goes with it.
-        let driver = Command::new(find("chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|flag| flag.to_string()).collect();
-        args.push(format!(
-            "--user-data-dir={}",
-            profile.path().join("profile").display()
-        ));
-        args.push("--window-size=1440,900".into());
-        let capabilities = json!({
-            "goog:chromeOptions": {
-                "binary": find("chromium"),
-                "args": args,
-                "prefs": {
-                    "download.default_directory": downloads,
-                    "download.prompt_for_download": false,
-                },
-            },
-        });
+        let driver = engine.start_driver(port, profile.path());
+        let capabilities = engine.capabilities(profile.path(), &downloads);
         let mut builder =
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
         builder.capabilities(capabilities.as_object().unwrap().clone());
@@ -94,11 +217,15 @@ impl Browser {
                     let _ = error;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                Err(error) => panic!("cannot start chromium through chromedriver: {error}"),
+                Err(error) => panic!(
+                    "cannot start {} through its WebDriver server: {error}",
+                    engine.name()
+                ),
             }
         };
         Browser {
             client,
+            engine,
             downloads,
             driver,
             _profile: profile,
@@ -188,23 +315,37 @@ impl Browser {
         serde_json::from_value(value).unwrap()
     }
 
-    /// Saves a screenshot as `target/ui-screenshots/NAME.png`.
+    /// Saves a screenshot as `target/ui-screenshots/<browser>/NAME.png`.
     pub async fn screenshot(&self, name: &str) {
+        // What the page drew by its next frame: Firefox takes the picture
+        // at once, before the rows scheduled for that frame are there.
+        self.js("return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+            .await;
         let png = self.client.screenshot().await.unwrap();
-        let dir = screenshots_dir();
+        let dir = screenshots_dir().join(self.engine.name());
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
 
-    /// Waits for a finished download and returns its path.
+    /// Waits for a finished download and returns its path. A browser
+    /// writes a partial file first (`.crdownload`, `.part`) and may make
+    /// the final name before it is filled: the download is done when the
+    /// file is there and no partial file is left.
     pub async fn downloaded(&self, extension: &str) -> PathBuf {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let found = std::fs::read_dir(&self.downloads)
+            let files: Vec<PathBuf> = std::fs::read_dir(&self.downloads)
                 .unwrap()
                 .map(|entry| entry.unwrap().path())
+                .collect();
+            let partial = files.iter().any(|path| {
+                path.extension()
+                    .is_some_and(|e| e == "part" || e == "crdownload")
+            });
+            let found = files
+                .into_iter()
                 .find(|path| path.extension().is_some_and(|e| e == extension));
-            if let Some(path) = found {
+            if let (Some(path), false) = (found, partial) {
                 return path;
             }
             assert!(

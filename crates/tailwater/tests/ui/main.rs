@@ -1,7 +1,8 @@
 //! The web UI end to end: the real `tailwater` binary serving it, real
-//! agents sending real lines, and headless Chromium driven over WebDriver
-//! doing what a person does. Each view leaves a screenshot in
-//! `target/ui-screenshots/`.
+//! agents sending real lines, and a headless browser driven over WebDriver
+//! doing what a person does. Every test runs in Chromium and in Firefox
+//! (`chromium::NAME`, `firefox::NAME`), one at a time; each view leaves a
+//! screenshot in `target/ui-screenshots/<browser>/`.
 
 #[allow(dead_code)]
 #[path = "../e2e/common.rs"]
@@ -11,10 +12,42 @@ mod browser;
 
 use std::time::{Duration, Instant};
 
-use browser::Browser;
+use browser::{then_enter, Browser, Engine};
 use common::*;
 use fantoccini::actions::{InputSource, MouseActions, PointerAction, MOUSE_BUTTON_LEFT};
 use serde_json::Value;
+
+/// Each test, once per browser: `chromium::NAME` and `firefox::NAME`.
+macro_rules! in_every_browser {
+    ($($test:ident),* $(,)?) => {
+        in_every_browser!(@browser chromium, Chromium, $($test),*);
+        in_every_browser!(@browser firefox, Firefox, $($test),*);
+    };
+    (@browser $module:ident, $engine:ident, $($test:ident),*) => {
+        mod $module {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let _serial = crate::browser::one_at_a_time().await;
+                    super::$test(crate::browser::Engine::$engine).await;
+                }
+            )*
+        }
+    };
+}
+
+in_every_browser!(
+    sign_in_search_and_filter_by_a_click,
+    live_tail_shows_a_new_line_within_a_second,
+    live_tail_resumes_after_the_server_restarts,
+    the_tenant_picker_shows_one_tenant_at_a_time,
+    download_saves_the_view_as_text_and_ndjson,
+    histogram_counts_by_level_and_a_drag_zooms,
+    the_runners_table_and_a_runners_page,
+    a_requests_page_shows_its_status_timing_runner_and_live_logs,
+    a_hundred_thousand_lines_scroll_with_few_rows_in_the_page,
+    a_callers_token_opens_one_request_at_a_time,
+);
 
 /// A worker that logs like a GPU worker: JSON lines with levels, fields and
 /// request ids, plain lines, stderr, ANSI colours, and a line of markup.
@@ -30,20 +63,18 @@ echo '{"level":"info","request_id":"req-7","msg":"job done","status":200}'
 "#;
 
 /// A server holding `WORKER`'s lines, and a browser signed in at `path`.
-async fn console_over_worker(path: &str) -> (TestServer, Browser) {
+async fn console_over_worker(engine: Engine, path: &str) -> (TestServer, Browser) {
     let server = TestServer::start();
     assert!(run_worker(&server, "sdxl", WORKER).status.success());
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.sign_in(&server, path).await;
     (server, browser)
 }
 
-#[tokio::test]
-async fn sign_in_search_and_filter_by_a_click() {
-    let _serial = browser::one_at_a_time().await;
+async fn sign_in_search_and_filter_by_a_click(engine: Engine) {
     let server = TestServer::start();
     assert!(run_worker(&server, "sdxl", WORKER).status.success());
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
 
     // A wrong token is refused with the server's reason.
     browser.client.goto(&server.url()).await.unwrap();
@@ -105,7 +136,10 @@ async fn sign_in_search_and_filter_by_a_click() {
 
     // A search with qualifiers narrows the lines, and lives in the URL.
     let search = browser.wait_for_element("input.search").await;
-    search.send_keys("level:>=warn app:sdxl\n").await.unwrap();
+    search
+        .send_keys(&then_enter("level:>=warn app:sdxl"))
+        .await
+        .unwrap();
     browser
         .wait_until(
             "only warnings and errors",
@@ -145,10 +179,20 @@ async fn sign_in_search_and_filter_by_a_click() {
         )
         .await;
 
-    // A line expands to its fields.
-    browser
-        .js("[...document.querySelectorAll('.row')].find((r) => r.textContent.includes('slow denoise')).querySelector('.msg').click()")
+    // A line expands to its fields, and the lines below make room in the
+    // same frame: none is ever drawn under the fields.
+    let overlap = browser
+        .js("[...document.querySelectorAll('.row')].find((r) => r.textContent.includes('slow denoise')).querySelector('.msg').click();
+             const rows = [...document.querySelectorAll('.logview .row')]
+                .map((r) => r.getBoundingClientRect())
+                .sort((a, b) => a.top - b.top);
+             return rows.some((r, i) => i > 0 && r.top < rows[i - 1].bottom - 0.5)")
         .await;
+    assert_eq!(
+        overlap,
+        Value::Bool(false),
+        "an expanded line covers the next"
+    );
     browser
         .wait_until(
             "the expanded fields",
@@ -160,7 +204,10 @@ async fn sign_in_search_and_filter_by_a_click() {
     // A search nothing matches says so, and so does one the server refuses.
     let search = browser.wait_for_element("input.search").await;
     search.clear().await.unwrap();
-    search.send_keys("no-such-word-anywhere\n").await.unwrap();
+    search
+        .send_keys(&then_enter("no-such-word-anywhere"))
+        .await
+        .unwrap();
     browser
         .wait_until(
             "the empty state",
@@ -169,7 +216,7 @@ async fn sign_in_search_and_filter_by_a_click() {
         .await;
     browser.screenshot("explorer-empty").await;
     search.clear().await.unwrap();
-    search.send_keys("/(unclosed/\n").await.unwrap();
+    search.send_keys(&then_enter("/(unclosed/")).await.unwrap();
     browser
         .wait_until(
             "the server's error",
@@ -181,7 +228,7 @@ async fn sign_in_search_and_filter_by_a_click() {
     // A search that cannot be read says what to write instead.
     let search = browser.wait_for_element("input.search").await;
     search.clear().await.unwrap();
-    search.send_keys("lvl:warn\n").await.unwrap();
+    search.send_keys(&then_enter("lvl:warn")).await.unwrap();
     browser
         .wait_until(
             "the search error",
@@ -191,14 +238,12 @@ async fn sign_in_search_and_filter_by_a_click() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn live_tail_shows_a_new_line_within_a_second() {
-    let _serial = browser::one_at_a_time().await;
+async fn live_tail_shows_a_new_line_within_a_second(engine: Engine) {
     let server = TestServer::start();
     assert!(run_worker(&server, "live", "echo 'from history'")
         .status
         .success());
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.sign_in(&server, "/?q=app:live+stream:stdout").await;
     browser
         .wait_until(
@@ -206,13 +251,16 @@ async fn live_tail_shows_a_new_line_within_a_second() {
             "return document.querySelectorAll('.logview .row').length === 1",
         )
         .await;
-    // `f` follows: the Live button turns on, and the URL says so.
+    // `f` follows: the Live button turns on, and the URL says so. The
+    // status says live as soon as the tail is open, in every browser, not
+    // at the server's first keep-alive (15 s).
     browser.press('f').await;
     browser
-        .wait_until(
+        .wait_until_within(
             "history, then the live tail connected",
             "return document.querySelector('.status-live.on') !== null
                 && document.querySelectorAll('.logview .row').length === 1",
+            Duration::from_secs(5),
         )
         .await;
 
@@ -256,9 +304,7 @@ async fn live_tail_shows_a_new_line_within_a_second() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn live_tail_resumes_after_the_server_restarts() {
-    let _serial = browser::one_at_a_time().await;
+async fn live_tail_resumes_after_the_server_restarts(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
@@ -266,7 +312,7 @@ async fn live_tail_resumes_after_the_server_restarts() {
     assert!(run_worker(&server, "resume", "echo 'before the restart'")
         .status
         .success());
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser
         .sign_in(&server, "/?q=app:resume+stream:stdout&live=1")
         .await;
@@ -307,9 +353,7 @@ async fn live_tail_resumes_after_the_server_restarts() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn the_tenant_picker_shows_one_tenant_at_a_time() {
-    let _serial = browser::one_at_a_time().await;
+async fn the_tenant_picker_shows_one_tenant_at_a_time(engine: Engine) {
     let server = TestServer::start();
     assert!(run_worker(&server, "web", "echo 'a default line'")
         .status
@@ -344,7 +388,7 @@ async fn the_tenant_picker_shows_one_tenant_at_a_time() {
         .unwrap();
     assert!(acme.status.success(), "{acme:?}");
 
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.sign_in(&server, "/?q=stream:stdout").await;
     browser
         .wait_until(
@@ -370,10 +414,8 @@ async fn the_tenant_picker_shows_one_tenant_at_a_time() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn download_saves_the_view_as_text_and_ndjson() {
-    let _serial = browser::one_at_a_time().await;
-    let (server, browser) = console_over_worker("/?q=app:sdxl&order=oldest").await;
+async fn download_saves_the_view_as_text_and_ndjson(engine: Engine) {
+    let (server, browser) = console_over_worker(engine, "/?q=app:sdxl&order=oldest").await;
     browser
         .wait_until(
             "the lines",
@@ -407,10 +449,8 @@ async fn download_saves_the_view_as_text_and_ndjson() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn histogram_counts_by_level_and_a_drag_zooms() {
-    let _serial = browser::one_at_a_time().await;
-    let (_server, browser) = console_over_worker("/?q=app:sdxl&range=15m").await;
+async fn histogram_counts_by_level_and_a_drag_zooms(engine: Engine) {
+    let (_server, browser) = console_over_worker(engine, "/?q=app:sdxl&range=15m").await;
     browser
         .wait_until(
             "the histogram of the worker's eight lines and the agent's two",
@@ -467,6 +507,7 @@ async fn histogram_counts_by_level_and_a_drag_zooms() {
         span > jiff::SignedDuration::from_mins(4) && span < jiff::SignedDuration::from_mins(6),
         "a third of 15 minutes: {span:?}"
     );
+    browser.screenshot("histogram-zoomed").await;
     browser.close().await;
 }
 
@@ -512,9 +553,7 @@ fn request_worker(server: &TestServer, runner: &str, request: &str) -> std::proc
     command
 }
 
-#[tokio::test]
-async fn the_runners_table_and_a_runners_page() {
-    let _serial = browser::one_at_a_time().await;
+async fn the_runners_table_and_a_runners_page(engine: Engine) {
     let server = TestServer::start();
     let output = request_worker(&server, "gpu-7", "req-ui-1")
         .output()
@@ -523,7 +562,7 @@ async fn the_runners_table_and_a_runners_page() {
     let crash = run_worker(&server, "sdxl", "echo 'import torch' && kill -9 $$");
     assert!(!crash.status.success());
 
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.sign_in(&server, "/runners").await;
     browser
         .wait_until(
@@ -545,7 +584,9 @@ async fn the_runners_table_and_a_runners_page() {
     assert_eq!(crashed[6], "SIGKILL", "{crashed:?}");
     browser.screenshot("runners").await;
 
-    browser.click("tr[data-runner=gpu-7]").await;
+    // A click anywhere on its row opens it: here its start time. (A cell,
+    // not the row: Firefox's WebDriver clicks only what it hit-tests.)
+    browser.click("tr[data-runner=gpu-7] td:nth-child(5)").await;
     browser
         .wait_until(
             "the runner's card, timeline and logs",
@@ -576,9 +617,7 @@ async fn the_runners_table_and_a_runners_page() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
-    let _serial = browser::one_at_a_time().await;
+async fn a_requests_page_shows_its_status_timing_runner_and_live_logs(engine: Engine) {
     let server = TestServer::start();
     let gate = tempfile::tempdir().unwrap();
     let gate_file = gate.path().join("go");
@@ -588,11 +627,11 @@ async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
         .spawn()
         .unwrap();
 
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.sign_in(&server, "/").await;
     // The request id field opens its page.
     let goto = browser.wait_for_element("input.goto").await;
-    goto.send_keys("req-live\n").await.unwrap();
+    goto.send_keys(&then_enter("req-live")).await.unwrap();
     browser
         .wait_until(
             "the request in flight, with its first line",
@@ -641,9 +680,7 @@ async fn a_requests_page_shows_its_status_timing_runner_and_live_logs() {
     browser.close().await;
 }
 
-#[tokio::test]
-async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
-    let _serial = browser::one_at_a_time().await;
+async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page(engine: Engine) {
     const LINES: usize = 100_000;
     let server = TestServer::start();
     let script = format!("for i in range({LINES}): print(f'line {{i:06d}} of the bulk load')");
@@ -654,7 +691,7 @@ async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
 
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser
         .sign_in(&server, "/?q=app:bulk+stream:stdout&order=oldest")
         .await;
@@ -714,13 +751,16 @@ async fn a_hundred_thousand_lines_scroll_with_few_rows_in_the_page() {
         median < 250.0,
         "a jump takes {median} ms to draw: {times:?}"
     );
+    // Its scrollbar is drawn dark, as the page is, in every browser.
+    let scheme = browser
+        .js("return getComputedStyle(document.querySelector('.logview')).colorScheme")
+        .await;
+    assert_eq!(scheme, "dark");
     browser.screenshot("hundred-thousand-lines").await;
     browser.close().await;
 }
 
-#[tokio::test]
-async fn a_callers_token_opens_one_request_at_a_time() {
-    let _serial = browser::one_at_a_time().await;
+async fn a_callers_token_opens_one_request_at_a_time(engine: Engine) {
     let server = TestServer::start();
     let output = request_worker(&server, "gpu-3", "req-caller")
         .output()
@@ -733,7 +773,7 @@ async fn a_callers_token_opens_one_request_at_a_time() {
     assert!(token.status.success(), "{token:?}");
     let token = String::from_utf8(token.stdout).unwrap();
 
-    let browser = Browser::open().await;
+    let browser = Browser::open(engine).await;
     browser.client.goto(&server.url()).await.unwrap();
     let input = browser.wait_for_element("input[name=token]").await;
     input.send_keys(token.trim()).await.unwrap();
@@ -756,7 +796,7 @@ async fn a_callers_token_opens_one_request_at_a_time() {
     browser
         .wait_for_element("input.goto")
         .await
-        .send_keys("req-caller\n")
+        .send_keys(&then_enter("req-caller"))
         .await
         .unwrap();
     browser
