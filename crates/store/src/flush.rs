@@ -98,6 +98,12 @@ impl Inner {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "memtable flushed into parts"
             );
+            // Unless a reader still holds it, its rows are dropped here,
+            // outside the lock, and its vectors kept for a next table.
+            if let Ok(table) = Arc::try_unwrap(table) {
+                let spare = table.into_spare();
+                self.write().memtable.recycle(spare);
+            }
         }
         Ok(())
     }

@@ -42,6 +42,11 @@ pub(crate) struct Memtable {
     visible: Arc<AtomicU64>,
     /// Rows a table has room for.
     max_rows: usize,
+    /// The row vectors of the last table flushed, emptied, for the next
+    /// table: their pages are already the process's, so filling them again
+    /// costs no page faults (fresh memory is zeroed by the kernel page by
+    /// page as it is first touched).
+    spare: Option<(Vec<Row>, Vec<u32>)>,
 }
 
 /// One table: records in ascending id order.
@@ -85,6 +90,7 @@ impl Memtable {
             frozen: Vec::new(),
             visible,
             max_rows,
+            spare: None,
         }
     }
 
@@ -126,10 +132,14 @@ impl Memtable {
     /// Makes the active table a frozen one and starts a new one for ids from
     /// `next_id`. Returns the frozen table, for its flush.
     pub fn freeze(&mut self, next_id: u64, segment: u64) -> Arc<Table> {
-        let table = Arc::new(std::mem::replace(
-            &mut self.active,
-            Table::new(next_id, segment, self.max_rows),
-        ));
+        let mut next = Table::new(next_id, segment, 0);
+        (next.records, next.stream_of) = self.spare.take().unwrap_or_else(|| {
+            (
+                Vec::with_capacity(self.max_rows),
+                Vec::with_capacity(self.max_rows),
+            )
+        });
+        let table = Arc::new(std::mem::replace(&mut self.active, next));
         self.frozen.push(table.clone());
         table
     }
@@ -142,6 +152,11 @@ impl Memtable {
     /// Drops a frozen table whose records are now in parts.
     pub fn forget(&mut self, table: &Arc<Table>) {
         self.frozen.retain(|frozen| !Arc::ptr_eq(frozen, table));
+    }
+
+    /// Keeps a forgotten table's emptied row vectors for the next table.
+    pub fn recycle(&mut self, spare: (Vec<Row>, Vec<u32>)) {
+        self.spare = Some(spare);
     }
 
     pub fn min_id(&self) -> Option<u64> {
@@ -315,6 +330,15 @@ impl Table {
 
     pub fn len(&self) -> usize {
         self.records.len()
+    }
+
+    /// Its row vectors, emptied (the rows dropped), for
+    /// [`Memtable::recycle`].
+    pub fn into_spare(self) -> (Vec<Row>, Vec<u32>) {
+        let (mut records, mut stream_of) = (self.records, self.stream_of);
+        records.clear();
+        stream_of.clear();
+        (records, stream_of)
     }
 
     /// The streams, each with its records (without labels) in time order.
