@@ -323,7 +323,7 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
         )),
     );
 
-    let agent = crate::agent::run(setup, &exe, server.addr, &token);
+    let agent = crate::agent::run(setup, &exe, server.addr, server.pid(), &token);
     let stopped = server.stop();
     rows.extend(agent?);
     stopped?;
