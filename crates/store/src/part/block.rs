@@ -34,7 +34,9 @@ struct Columns {
     /// Deltas from the previous id (the first from 0).
     id: Vec<i64>,
     seq: Vec<i64>,
-    /// Level code in the low 3 bits, output stream code above.
+    /// Level code in the low 3 bits, output stream code above. (Bytes, as
+    /// postcard writes a sequence of `u8`s: the same layout, written at once.)
+    #[serde(with = "serde_bytes")]
     kind: Vec<u8>,
     request_dictionary: Vec<String>,
     /// 0 for none, else 1 + an index into `request_dictionary`.
@@ -45,6 +47,7 @@ struct Columns {
     messages: String,
     /// Each record's fields as compact JSON (which never holds a raw
     /// newline), one per line; an empty line for none.
+    #[serde(with = "serde_bytes")]
     fields: Vec<u8>,
     /// Positions of records whose output was not valid UTF-8.
     invalid_utf8: Vec<u32>,
@@ -447,4 +450,26 @@ fn stream_from_code(code: u8) -> Option<Stream> {
     [Stream::Stdout, Stream::Stderr, Stream::System]
         .get(code as usize)
         .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    /// Byte columns are written as bytes, which postcard lays out as it
+    /// lays out a sequence of `u8`s: parts written before they were are
+    /// read the same.
+    #[test]
+    fn byte_columns_keep_the_layout_of_a_sequence_of_bytes() {
+        #[derive(Serialize)]
+        struct AsSequence(Vec<u8>);
+        #[derive(Serialize)]
+        struct AsBytes(#[serde(with = "serde_bytes")] Vec<u8>);
+        for column in [vec![], b"{\"gpu\":7}\n\n".to_vec(), vec![0x8a; 300]] {
+            assert_eq!(
+                postcard::to_stdvec(&AsBytes(column.clone())).unwrap(),
+                postcard::to_stdvec(&AsSequence(column)).unwrap()
+            );
+        }
+    }
 }
