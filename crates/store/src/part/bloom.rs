@@ -57,8 +57,10 @@ impl BloomBuilder {
         }
     }
 
-    pub fn build(self) -> WordBloom {
-        WordBloom::from_hashes(self.hashes.into_iter())
+    /// The filter of the words added since the last `take`; the builder is
+    /// left empty, its room kept for the next block.
+    pub fn take(&mut self) -> WordBloom {
+        WordBloom::from_hashes(self.hashes.drain())
     }
 }
 
@@ -96,7 +98,7 @@ impl WordBloom {
         for word in words {
             builder.add_text(word);
         }
-        builder.build()
+        builder.take()
     }
 
     /// A filter holding the words with these hashes (distinct).

@@ -14,7 +14,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::LogRecord;
 
 use super::block::{self, level_code, stream_code, BlockRecord};
-use super::bloom::WordBloom;
+use super::bloom::{BloomBuilder, WordBloom};
 use super::{
     BlockMeta, Footer, Partition, RequestMeta, StreamLabels, StreamMeta, EXTENSION, MAGIC,
 };
@@ -41,6 +41,8 @@ pub struct PartWriter {
     requests: HashMap<[u8; 8], RequestSpan>,
     /// Set for a merge: its inputs' totals.
     merged: Option<MergeTotals>,
+    /// Builds each block's word filter; kept, so its set's room is.
+    words: BloomBuilder,
     compressor: zstd::bulk::Compressor<'static>,
     finished: bool,
 }
@@ -160,6 +162,7 @@ impl PartWriter {
             },
             requests: HashMap::new(),
             merged: None,
+            words: WordBloom::builder(),
             compressor: zstd::bulk::Compressor::new(zstd_level)?,
             finished: false,
         })
@@ -234,7 +237,13 @@ impl PartWriter {
     ) -> io::Result<()> {
         let block_index = self.footer.blocks.len() as u32;
         let (compressed, raw_len) = block::encode_with(records, &mut self.compressor);
-        let meta = block_meta(stream, self.offset, records, &compressed, raw_len);
+        let meta = block_meta(
+            stream,
+            self.offset,
+            records,
+            (&compressed, raw_len),
+            &mut self.words,
+        );
         self.out.write_all(&compressed)?;
         self.offset += compressed.len() as u64;
         for record in records {
@@ -406,13 +415,13 @@ fn block_meta<R: BlockRecord>(
     stream: u32,
     offset: u64,
     records: &[R],
-    compressed: &[u8],
-    raw_len: usize,
+    (compressed, raw_len): (&[u8], usize),
+    words: &mut BloomBuilder,
 ) -> BlockMeta {
     let (mut levels, mut outputs) = (0u8, 0u8);
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let (mut min_id, mut max_id) = (u64::MAX, 0);
-    let mut words = WordBloom::builder();
+
     for record in records {
         levels |= 1 << level_code(record.level());
         outputs |= 1 << stream_code(record.stream());
@@ -436,7 +445,7 @@ fn block_meta<R: BlockRecord>(
         max_id,
         levels,
         outputs,
-        words: words.build(),
+        words: words.take(),
     }
 }
 
