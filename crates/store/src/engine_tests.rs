@@ -314,7 +314,7 @@ fn a_merge_copies_large_blocks_and_rewrites_small_ones_together() {
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), options.clone()).unwrap();
-    let large = crate::part::writer::BLOCK_COPY_MIN_RECORDS as u64;
+    let large = crate::DEFAULT_MERGE_COPY_MIN_RECORDS as u64;
     for flush in 0..3u64 {
         // r1: a large block a flush, in time order; request "span" runs
         // from the end of the first flush into the second, where it ends.

@@ -24,7 +24,7 @@ use tailwater_model::LogRecord;
 use crate::memtable::Table;
 use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
-use crate::part::writer::{PartWriter, BLOCK_COPY_MIN_BYTES, BLOCK_COPY_MIN_RECORDS};
+use crate::part::writer::{PartWriter, BLOCK_COPY_MIN_BYTES};
 use crate::part::{BlockMeta, Partition, StreamLabels};
 use crate::row::Row;
 use crate::wal::WalWriter;
@@ -288,7 +288,9 @@ impl Inner {
                     // (a part's blocks may overlap: readers order records
                     // across blocks); the small ones are rewritten together.
                     let (mut large, small): (Vec<SourceBlock>, Vec<SourceBlock>) =
-                        blocks.into_iter().partition(|block| is_large(block.meta));
+                        blocks.into_iter().partition(|block| {
+                            is_large(block.meta, self.options.merge_copy_min_records)
+                        });
                     large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
                     for block in large {
                         let source = parts.iter().position(|p| Arc::ptr_eq(p, block.part));
@@ -396,13 +398,13 @@ struct SourceBlock<'a> {
 }
 
 /// Whether a merge copies a block as it is rather than rewrite its records
-/// with others: when it holds at least [`BLOCK_COPY_MIN_RECORDS`] records or
+/// with others: when it holds at least `min_records` records or
 /// [`BLOCK_COPY_MIN_BYTES`] bytes. A flush writes each stream's records
 /// since the last flush, so its blocks are usually large enough, and a
 /// record is then compressed once, however many merges its part goes
 /// through.
-fn is_large(meta: &BlockMeta) -> bool {
-    meta.count as usize >= BLOCK_COPY_MIN_RECORDS || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
+fn is_large(meta: &BlockMeta, min_records: usize) -> bool {
+    meta.count as usize >= min_records || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
 }
 
 /// One stream's records from blocks of several parts, in time order (then

@@ -35,6 +35,11 @@ pub const DEFAULT_OUT_OF_ORDER_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// benchmark lines, about 2.7 writes a record where 4 a merge took 3.9;
 /// Lucene merges 10 at a time, VictoriaLogs up to 15).
 pub const DEFAULT_MERGE_MIN_PARTS: usize = 8;
+/// A merge copies a block as it is, rather than rewrite its records with
+/// other small blocks' into fuller ones, when it holds at least this many
+/// records (half the most a block holds) or half a block's bytes, unless
+/// configured otherwise.
+pub const DEFAULT_MERGE_COPY_MIN_RECORDS: usize = crate::part::writer::BLOCK_MAX_RECORDS / 2;
 /// Parts below this size are the lowest merge tier.
 pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;
 /// Parts at least this large are left out of merges.
@@ -50,6 +55,8 @@ pub struct StoreOptions {
     pub zstd_level: i32,
     pub merge_min_parts: usize,
     pub merged_part_bytes: u64,
+    /// See [`DEFAULT_MERGE_COPY_MIN_RECORDS`].
+    pub merge_copy_min_records: usize,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -72,6 +79,7 @@ impl Default for StoreOptions {
             zstd_level: DEFAULT_ZSTD_LEVEL,
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
+            merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,
             background: true,
         }
     }

@@ -373,16 +373,27 @@ fn a_crash_between_part_and_log_deletion_loses_and_repeats_nothing() {
     assert_eq!(store.last_id(), 40);
 }
 
-/// Random batches, flushes and queries, compared with a naive model: filter
-/// everything, sort, page.
+/// Random batches, flushes, merges and queries, compared with a naive
+/// model: filter everything, sort, page. Merges copy blocks of a random
+/// size up and rewrite the smaller ones, so parts hold blocks of a stream
+/// whose times overlap, copied and rewritten.
 #[test]
 fn queries_agree_with_a_naive_model_on_random_data() {
     use rand::{Rng, SeedableRng};
     use tailwater_model::Source;
+    let (mut copied, mut written) = (0, 0);
     for seed in 0..12u64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let dir = tempfile::tempdir().unwrap();
-        let store = open(dir.path());
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                merge_min_parts: 2,
+                merge_copy_min_records: rng.random_range(1..60),
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
         let mut model: Vec<LogRecord> = Vec::new();
         let runners = ["r1", "r2", "r3"];
         let mut next_seq = [0u64; 3];
@@ -429,6 +440,9 @@ fn queries_agree_with_a_naive_model_on_random_data() {
             model.extend(store.read_after(tenant, &Filter::default(), before, usize::MAX));
             if rng.random_bool(0.4) {
                 store.flush().unwrap();
+            }
+            if rng.random_bool(0.3) {
+                store.merge().unwrap();
             }
         }
         for _ in 0..30 {
@@ -541,7 +555,38 @@ fn queries_agree_with_a_naive_model_on_random_data() {
             expected_tail.truncate(25);
             assert_eq!(tail, expected_tail, "seed {seed}: read_after {after}");
         }
+        // The request index, from memtable, flushed and merged footers.
+        for n in 0..5 {
+            let id = format!("req-{n}");
+            let of_request: Vec<&LogRecord> = model
+                .iter()
+                .filter(|r| r.tenant == "t" && r.request_id.as_deref() == Some(id.as_str()))
+                .collect();
+            let summary = store.request("t", &id);
+            let expected = (!of_request.is_empty()).then(|| {
+                let times = of_request
+                    .iter()
+                    .map(|r| tailwater_model::filter::timestamp_ns(r.ts));
+                (
+                    of_request.len() as u64,
+                    times.clone().min().unwrap(),
+                    times.max().unwrap(),
+                )
+            });
+            assert_eq!(
+                summary.map(|s| (s.records, s.first_ts, s.last_ts)),
+                expected,
+                "seed {seed}: request {id}"
+            );
+        }
+        let counters = store.counters();
+        copied += counters.merge_blocks_copied;
+        written += counters.merge_blocks_written;
     }
+    assert!(
+        copied > 0 && written > 0,
+        "merges both copied ({copied}) and rewrote ({written}) blocks"
+    );
 }
 
 fn at_day(app: &str, runner: &str, days_ago: i64, now: Timestamp) -> IngestBatch {

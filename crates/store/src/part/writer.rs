@@ -24,9 +24,8 @@ pub const BLOCK_MAX_RECORDS: usize = 8192;
 /// Message bytes in one block at most (a single longer record is alone).
 pub const BLOCK_MAX_BYTES: usize = 1024 * 1024;
 /// A merge copies a block as it is (rather than rewriting its records with
-/// others into a fuller block) when it holds at least this many records…
-pub const BLOCK_COPY_MIN_RECORDS: usize = BLOCK_MAX_RECORDS / 2;
-/// …or this many bytes of columns.
+/// others into a fuller block) when it holds this many bytes of columns,
+/// or enough records ([`crate::StoreOptions::merge_copy_min_records`]).
 pub const BLOCK_COPY_MIN_BYTES: usize = BLOCK_MAX_BYTES / 2;
 
 /// A part being written.
