@@ -56,6 +56,8 @@ pub struct StreamWriter<'w, R> {
     seq_ranges: Option<SeqRanges>,
     chunk: Vec<R>,
     chunk_bytes: usize,
+    /// Records a block holds at most (up to [`BLOCK_MAX_RECORDS`]).
+    block_records: usize,
 }
 
 impl<R: BlockRecord> StreamWriter<'_, R> {
@@ -63,7 +65,7 @@ impl<R: BlockRecord> StreamWriter<'_, R> {
     pub fn push(&mut self, record: R) -> io::Result<()> {
         let len = record.message().len();
         if !self.chunk.is_empty()
-            && (self.chunk.len() == BLOCK_MAX_RECORDS || self.chunk_bytes + len > BLOCK_MAX_BYTES)
+            && (self.chunk.len() == self.block_records || self.chunk_bytes + len > BLOCK_MAX_BYTES)
         {
             self.write_chunk()?;
         }
@@ -174,12 +176,25 @@ impl PartWriter {
 
     /// Writes one stream: `records` all have `labels` and come in time order
     /// (then id). A stream may be added once.
+    ///
+    /// When the number of records is known, they are spread evenly over the
+    /// fewest blocks that hold them (9,000 records make two blocks of 4,500,
+    /// not 8,192 and 808), so none is left small: a merge copies large
+    /// blocks and rewrites small ones together, and a block rewritten from
+    /// the small ends of many flushes would span them all, which a scan then
+    /// holds open beside each of them.
     pub fn add_stream<R: BlockRecord>(
         &mut self,
         labels: StreamLabels,
         records: impl IntoIterator<Item = R>,
     ) -> io::Result<()> {
+        let records = records.into_iter();
         let mut stream = self.stream();
+        if let (count, Some(upper)) = records.size_hint() {
+            if count == upper && count > 0 {
+                stream.block_records = count.div_ceil(count.div_ceil(BLOCK_MAX_RECORDS));
+            }
+        }
         for record in records {
             stream.push(record)?;
         }
@@ -196,6 +211,7 @@ impl PartWriter {
             seq_ranges: None,
             chunk: Vec::new(),
             chunk_bytes: 0,
+            block_records: BLOCK_MAX_RECORDS,
         }
     }
 
