@@ -91,7 +91,7 @@ fn a_part_gives_back_exactly_what_was_written() {
     assert_eq!(footer.streams.len(), 2);
     // 10,000 records a stream: the fewest blocks (2, of at most
     // BLOCK_MAX_RECORDS), evenly filled, none left small.
-    assert!(10_000 > BLOCK_MAX_RECORDS && 10_000 <= 2 * BLOCK_MAX_RECORDS);
+    const { assert!(10_000 > BLOCK_MAX_RECORDS && 10_000 <= 2 * BLOCK_MAX_RECORDS) };
     let counts: Vec<u32> = footer.blocks.iter().map(|block| block.count).collect();
     assert_eq!(counts, [5_000; 4]);
     // Each block holds one stream, in time order.
