@@ -242,11 +242,12 @@ impl Inner {
         let mut streams: BTreeMap<&StreamLabels, Vec<SourceBlock>> = BTreeMap::new();
         let mut seq_ranges: BTreeMap<&StreamLabels, Vec<(u64, u64)>> = BTreeMap::new();
         let mut block_requests: Vec<HashMap<u32, Vec<[u8; 8]>>> = Vec::new();
-        for part in parts {
+        for (source, part) in parts.iter().enumerate() {
             let footer = &part.footer;
             for (index, block) in footer.blocks.iter().enumerate() {
                 let labels = &footer.streams[block.stream as usize].labels;
                 streams.entry(labels).or_default().push(SourceBlock {
+                    source,
                     part,
                     index,
                     meta: block,
@@ -293,9 +294,8 @@ impl Inner {
                         });
                     large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
                     for block in large {
-                        let source = parts.iter().position(|p| Arc::ptr_eq(p, block.part));
-                        let keys = source
-                            .and_then(|source| block_requests[source].get(&(block.index as u32)))
+                        let keys = block_requests[block.source]
+                            .get(&(block.index as u32))
                             .map_or(&[][..], Vec::as_slice);
                         match block.part.read_compressed(block.index) {
                             Ok(compressed) => stream.copy_block(&compressed, block.meta, keys)?,
@@ -392,6 +392,8 @@ fn partition(tenant: &str, labels: &StreamLabels, day: i64) -> Partition {
 
 /// A block of a stream in one of a merge's parts.
 struct SourceBlock<'a> {
+    /// The part's place among the merge's.
+    source: usize,
     part: &'a Arc<Part>,
     index: usize,
     meta: &'a BlockMeta,

@@ -51,9 +51,6 @@ pub struct StreamWriter<'w, R> {
     part: &'w mut PartWriter,
     index: u32,
     seqs: SeqRanges,
-    /// Set when blocks were copied: their sequence numbers, from their
-    /// parts' index.
-    seq_ranges: Option<SeqRanges>,
     chunk: Vec<R>,
     chunk_bytes: usize,
     /// Records a block holds at most (up to [`BLOCK_MAX_RECORDS`]).
@@ -91,20 +88,14 @@ impl<R: BlockRecord> StreamWriter<'_, R> {
     /// Adds sequence numbers held by copied blocks (from their parts'
     /// stream index).
     pub fn add_seq_ranges(&mut self, ranges: &[(u64, u64)]) {
-        let seqs = self.seq_ranges.get_or_insert_with(SeqRanges::default);
         for &(start, end) in ranges {
-            seqs.add_range(start, end);
+            self.seqs.add_range(start, end);
         }
     }
 
     pub fn finish(mut self, labels: StreamLabels) -> io::Result<()> {
         self.write_chunk()?;
-        let mut seqs = std::mem::take(&mut self.seqs);
-        if let Some(copied) = self.seq_ranges.take() {
-            for (start, end) in copied.finish() {
-                seqs.add_range(start, end);
-            }
-        }
+        let seqs = std::mem::take(&mut self.seqs);
         self.part.footer.streams.push(StreamMeta {
             labels,
             seq_ranges: seqs.finish(),
@@ -208,7 +199,6 @@ impl PartWriter {
             index: self.footer.streams.len() as u32,
             part: self,
             seqs: SeqRanges::default(),
-            seq_ranges: None,
             chunk: Vec::new(),
             chunk_bytes: 0,
             block_records: BLOCK_MAX_RECORDS,
