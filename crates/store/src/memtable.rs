@@ -86,7 +86,7 @@ impl Memtable {
         // (Capped: past that, a huge memtable's vector grows as usual.)
         let max_rows = (max_bytes / std::mem::size_of::<Row>()).clamp(1, MAX_RESERVED_ROWS);
         Memtable {
-            active: Table::new(next_id, segment, max_rows),
+            active: Table::new(next_id, segment, max_rows, None),
             frozen: Vec::new(),
             visible,
             max_rows,
@@ -132,13 +132,8 @@ impl Memtable {
     /// Makes the active table a frozen one and starts a new one for ids from
     /// `next_id`. Returns the frozen table, for its flush.
     pub fn freeze(&mut self, next_id: u64, segment: u64) -> Arc<Table> {
-        let mut next = Table::new(next_id, segment, 0);
-        (next.records, next.stream_of) = self.spare.take().unwrap_or_else(|| {
-            (
-                Vec::with_capacity(self.max_rows),
-                Vec::with_capacity(self.max_rows),
-            )
-        });
+        let room = self.spare.take();
+        let next = Table::new(next_id, segment, self.max_rows, room);
         let table = Arc::new(std::mem::replace(&mut self.active, next));
         self.frozen.push(table.clone());
         table
@@ -262,11 +257,20 @@ impl Memtable {
 }
 
 impl Table {
-    fn new(first_id: u64, segment: u64, max_rows: usize) -> Table {
+    /// An empty table in `room` (a flushed table's emptied vectors), or in
+    /// new vectors with room for `max_rows`.
+    fn new(
+        first_id: u64,
+        segment: u64,
+        max_rows: usize,
+        room: Option<(Vec<Row>, Vec<u32>)>,
+    ) -> Table {
+        let (records, stream_of) =
+            room.unwrap_or_else(|| (Vec::with_capacity(max_rows), Vec::with_capacity(max_rows)));
         Table {
             first_id,
-            records: Vec::with_capacity(max_rows),
-            stream_of: Vec::with_capacity(max_rows),
+            records,
+            stream_of,
             streams: Vec::new(),
             by_key: HashMap::new(),
             bytes: 0,
