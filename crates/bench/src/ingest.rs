@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context};
 use jiff::Timestamp;
@@ -142,12 +143,15 @@ pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
     // What is still in the memtable is ingest work not yet done: flush it,
     // and merge what the store would merge in the background, inside the
     // timing, so sizes and queries see the store at rest.
+    timing.appending_cpu = timing.store.cpu;
     let (flushed, took) = thread_span(|| store.flush().and_then(|()| store.merge()));
     timing.store += took;
+    timing.final_flush_cpu = took.cpu;
     flushed.context("cannot flush and merge the store")?;
     // The flushes and merges the store's own thread did, whenever they ran
     // (also while this thread built batches, outside the spans).
-    timing.store.cpu += named_threads_cpu_time(tailwater_store::THREAD_NAME)?;
+    timing.background_cpu = named_threads_cpu_time(tailwater_store::THREAD_NAME)?;
+    timing.store.cpu += timing.background_cpu;
     runner_file.flush()?;
     drop(store);
 
@@ -207,6 +211,10 @@ fn take_batch(labels: &RunnerLabels, pending: &mut Pending) -> Ready {
 struct Timing {
     store: Span,
     plain: Span,
+    /// The parts of `store.cpu`.
+    appending_cpu: Duration,
+    final_flush_cpu: Duration,
+    background_cpu: Duration,
     chunks: u64,
     batches: u64,
 }
@@ -274,8 +282,11 @@ impl Timing {
             .baseline_is(baseline)
             .target("≥ 1,000,000 lines/s/core", |value, _| Some(value >= 1e6))
             .note(format!(
-                "per core = lines ÷ the store's CPU time (user + system): this thread's during the appends and the final flush and merge, plus all of the store's background thread's (its flushes and merges, whenever they ran); the baseline's is this thread's during its writes; {} batches of ≤ {BATCH_LINES} lines from one runner, built (parse_line, as the agent does) outside the timing",
-                self.batches
+                "per core = lines ÷ the store's CPU time (user + system): this thread's during the appends and the final flush and merge, plus all of the store's background thread's (its flushes and merges, whenever they ran); the baseline's is this thread's during its writes; {} batches of ≤ {BATCH_LINES} lines from one runner, built (parse_line, as the agent does) outside the timing; the store's CPU: {:.2} s appending, {:.2} s in the final flush and merge, {:.2} s in the background thread",
+                self.batches,
+                self.appending_cpu.as_secs_f64(),
+                self.final_flush_cpu.as_secs_f64(),
+                self.background_cpu.as_secs_f64(),
             )),
             Row::new(
                 "ingest, fsync per batch, wall",

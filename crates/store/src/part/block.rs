@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
+use super::bloom::{BloomBuilder, WordBloom};
 use super::StreamLabels;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -151,29 +152,51 @@ impl<T: BlockRecord> BlockRecord for &T {
     }
 }
 
-/// Encodes records (of one stream, in time order) into a compressed block;
-/// returns it and its uncompressed length.
-pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> (Vec<u8>, usize) {
-    let mut compressor =
-        zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
-    encode_with(records, &mut compressor)
+/// A block made by [`encode_with`]: its compressed bytes, and what its
+/// index entry says of its records.
+pub struct Encoded {
+    pub compressed: Vec<u8>,
+    /// Bytes of its columns before compression.
+    pub raw_len: usize,
+    pub min_ts: i64,
+    pub max_ts: i64,
+    pub min_id: u64,
+    pub max_id: u64,
+    /// Bit n set: a record of level n.
+    pub levels: u8,
+    /// Bit n set: a record of output stream n.
+    pub outputs: u8,
+    pub words: WordBloom,
 }
 
-/// [`encode`] with a compressor kept by the caller: a zstd context costs
-/// about a megabyte of tables to set up, so a part's writer makes one for
-/// all its blocks.
+/// Encodes records (of one stream, in time order) into a compressed block.
+pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> Encoded {
+    let mut compressor =
+        zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
+    encode_with(records, &mut compressor, &mut WordBloom::builder())
+}
+
+/// [`encode`] with a compressor and a word filter builder kept by the
+/// caller: a zstd context costs about a megabyte of tables to set up, so a
+/// part's writer makes one for all its blocks.
+///
+/// One pass over the records makes the columns, the word filter and the
+/// summary: a block's messages are larger than the processor's caches, so
+/// each further pass read them from memory again.
 pub fn encode_with<R: BlockRecord>(
     records: &[R],
     compressor: &mut zstd::bulk::Compressor<'_>,
-) -> (Vec<u8>, usize) {
+    words: &mut BloomBuilder,
+) -> Encoded {
     let mut columns = Columns::default();
-    let by_line = !records
-        .iter()
-        .any(|record| memchr::memchr(b'\n', record.message().as_bytes()).is_some());
+    let mut newline = false;
     let mut request_positions = std::collections::HashMap::new();
     let first_ts = records.first().map_or(0, BlockRecord::ts_ns);
     let (mut previous_ts, mut previous_id, mut previous_seq) = (first_ts, 0i64, 0i64);
     let mut ts_unit = 0u64;
+    let (mut levels, mut outputs) = (0u8, 0u8);
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let (mut min_id, mut max_id) = (u64::MAX, 0);
     columns.first_ts = first_ts;
     // Every column's room at once: growing them record by record copied
     // each one several times.
@@ -189,23 +212,28 @@ pub fn encode_with<R: BlockRecord>(
     columns.ts.reserve(records.len());
     columns.kind.reserve(records.len());
     columns.request.reserve(records.len());
+    columns.message_len.reserve(records.len());
     for (position, record) in records.iter().enumerate() {
         let ts = record.ts_ns();
         let delta = ts.wrapping_sub(previous_ts) as u64;
         ts_unit = gcd(ts_unit, delta);
         columns.ts.push(delta);
         previous_ts = ts;
-        columns
-            .id
-            .push((record.id() as i64).wrapping_sub(previous_id));
-        previous_id = record.id() as i64;
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        let id = record.id();
+        columns.id.push((id as i64).wrapping_sub(previous_id));
+        previous_id = id as i64;
+        min_id = min_id.min(id);
+        max_id = max_id.max(id);
         columns
             .seq
             .push((record.seq() as i64).wrapping_sub(previous_seq));
         previous_seq = record.seq() as i64;
-        columns
-            .kind
-            .push(level_code(record.level()) | stream_code(record.stream()) << LEVEL_BITS);
+        let (level, stream) = (level_code(record.level()), stream_code(record.stream()));
+        columns.kind.push(level | stream << LEVEL_BITS);
+        levels |= 1 << level;
+        outputs |= 1 << stream;
         let request = match record.request_id() {
             None => 0,
             Some(request_id) => *request_positions.entry(request_id).or_insert_with(|| {
@@ -214,17 +242,30 @@ pub fn encode_with<R: BlockRecord>(
             }),
         };
         columns.request.push(request);
-        columns.messages.push_str(record.message());
-        if by_line {
-            columns.messages.push('\n');
-        } else {
-            columns.message_len.push(record.message().len() as u32);
-        }
+        let message = record.message();
+        newline |= memchr::memchr(b'\n', message.as_bytes()).is_some();
+        columns.messages.push_str(message);
+        columns.messages.push('\n');
+        columns.message_len.push(message.len() as u32);
+        words.add_text(message);
         record.write_fields(&mut columns.fields);
         columns.fields.push(b'\n');
         if record.invalid_utf8() {
             columns.invalid_utf8.push(position as u32);
         }
+    }
+    if newline {
+        // Messages with newlines in them are kept whole by their lengths,
+        // one after another.
+        let mut joined = String::with_capacity(columns.messages.len());
+        let mut at = 0;
+        for &len in &columns.message_len {
+            joined.push_str(&columns.messages[at..at + len as usize]);
+            at += len as usize + 1;
+        }
+        columns.messages = joined;
+    } else {
+        columns.message_len = Vec::new();
     }
     columns.ts_unit = ts_unit.max(1);
     for delta in &mut columns.ts {
@@ -234,7 +275,17 @@ pub fn encode_with<R: BlockRecord>(
     let compressed = compressor
         .compress(&encoded)
         .expect("zstd compresses in memory");
-    (compressed, encoded.len())
+    Encoded {
+        compressed,
+        raw_len: encoded.len(),
+        min_ts,
+        max_ts,
+        min_id,
+        max_id,
+        levels,
+        outputs,
+        words: words.take(),
+    }
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {

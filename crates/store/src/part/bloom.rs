@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
-use tailwater_model::words::is_word_byte;
+use tailwater_model::words::for_each_word;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bits per distinct word: about 3% false positives with 5 probes (a
@@ -26,40 +26,58 @@ fn is_indexed(word: &[u8]) -> bool {
 
 /// Collects the words of a block's messages, each distinct word once (a
 /// block repeats most of its words many times).
-#[derive(Default)]
 pub struct BloomBuilder {
     hashes: HashSet<u128, BuildHasherDefault<AlreadyHashed>>,
+    /// The hash last added in each slot (by its low bits): most words of a
+    /// block were added before, and are found here without going to the
+    /// set. Cleared with the set.
+    recent: Box<[u128; RECENT_SLOTS]>,
     lowercase: Vec<u8>,
+}
+
+/// Slots of [`BloomBuilder::recent`]: 32 KiB, which stays in the L1 cache.
+const RECENT_SLOTS: usize = 2048;
+
+impl Default for BloomBuilder {
+    fn default() -> BloomBuilder {
+        BloomBuilder {
+            hashes: HashSet::default(),
+            recent: Box::new([0; RECENT_SLOTS]),
+            lowercase: Vec::new(),
+        }
+    }
 }
 
 impl BloomBuilder {
     /// Adds the words of a message: lowercased whole first (one pass that
-    /// vectorizes), then cut into words and hashed in one more pass. The
-    /// same words as [`tailwater_model::words::words`] finds.
+    /// vectorizes), then cut into words, the same words as
+    /// [`tailwater_model::words::words`] finds.
     pub fn add_text(&mut self, text: &str) {
-        self.lowercase.clear();
-        self.lowercase.extend_from_slice(text.as_bytes());
-        self.lowercase.make_ascii_lowercase();
-        let bytes = self.lowercase.as_slice();
-        let mut at = 0;
-        while at < bytes.len() {
-            while at < bytes.len() && !is_word_byte(bytes[at]) {
-                at += 1;
+        let BloomBuilder {
+            hashes,
+            recent,
+            lowercase,
+        } = self;
+        lowercase.clear();
+        lowercase.extend_from_slice(text.as_bytes());
+        lowercase.make_ascii_lowercase();
+        for_each_word(lowercase, |word| {
+            if is_indexed(word) {
+                let hash = xxh3_128(word);
+                // An empty slot holds 0: a hash of 0 always goes to the set.
+                let slot = &mut recent[hash as usize % RECENT_SLOTS];
+                if *slot != hash || hash == 0 {
+                    *slot = hash;
+                    hashes.insert(hash);
+                }
             }
-            let start = at;
-            while at < bytes.len() && is_word_byte(bytes[at]) {
-                at += 1;
-            }
-            let word = &bytes[start..at];
-            if !word.is_empty() && is_indexed(word) {
-                self.hashes.insert(xxh3_128(word));
-            }
-        }
+        });
     }
 
     /// The filter of the words added since the last `take`; the builder is
     /// left empty, its room kept for the next block.
     pub fn take(&mut self) -> WordBloom {
+        self.recent.fill(0);
         WordBloom::from_hashes(self.hashes.drain())
     }
 }

@@ -199,9 +199,40 @@ fn times_keep_every_nanosecond_whatever_unit_the_block_finds() {
             })
             .collect();
         let borrowed: Vec<&LogRecord> = records.iter().collect();
-        let (compressed, raw_len) = super::block::encode(&borrowed, 3);
-        let decoded = super::block::decode(&compressed, raw_len, "acme", &labels).unwrap();
+        let encoded = super::block::encode(&borrowed, 3);
+        let decoded =
+            super::block::decode(&encoded.compressed, encoded.raw_len, "acme", &labels).unwrap();
         assert_eq!(decoded, records);
+    }
+}
+
+#[test]
+fn messages_with_and_without_newlines_come_back_whole() {
+    let labels = super::writer::labels_of(&record(1, "r1", 0, "x"));
+    for messages in [
+        // One per line.
+        vec!["first", "", "third line", "ünïcode ✓"],
+        // Some hold newlines: kept by their lengths.
+        vec![
+            "Traceback:\n  File \"x.py\"",
+            "",
+            "\n",
+            "plain",
+            "ends with\n",
+        ],
+    ] {
+        let records: Vec<LogRecord> = messages
+            .iter()
+            .enumerate()
+            .map(|(n, message)| record(n as u64 + 1, "r1", n as u64, message))
+            .collect();
+        let encoded = super::block::encode(&records, 3);
+        let decoded =
+            super::block::decode(&encoded.compressed, encoded.raw_len, "acme", &labels).unwrap();
+        assert_eq!(decoded, records);
+        assert!(encoded.words.may_contain("third") || messages.len() == 5);
+        assert!(encoded.words.may_contain("traceback") || messages.len() == 4);
+        assert_eq!((encoded.min_id, encoded.max_id), (1, messages.len() as u64));
     }
 }
 

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::LogRecord;
 
-use super::block::{self, level_code, stream_code, BlockRecord};
+use super::block::{self, BlockRecord};
 use super::bloom::{BloomBuilder, WordBloom};
 use super::{
     BlockMeta, Footer, Partition, RequestMeta, StreamLabels, StreamMeta, EXTENSION, MAGIC,
@@ -241,16 +241,24 @@ impl PartWriter {
         seqs: &mut SeqRanges,
     ) -> io::Result<()> {
         let block_index = self.footer.blocks.len() as u32;
-        let (compressed, raw_len) = block::encode_with(records, &mut self.compressor);
-        let meta = block_meta(
+        let encoded = block::encode_with(records, &mut self.compressor, &mut self.words);
+        self.out.write_all(&encoded.compressed)?;
+        let meta = BlockMeta {
             stream,
-            self.offset,
-            records,
-            (&compressed, raw_len),
-            &mut self.words,
-        );
-        self.out.write_all(&compressed)?;
-        self.offset += compressed.len() as u64;
+            offset: self.offset,
+            len: encoded.compressed.len() as u32,
+            raw_len: encoded.raw_len as u32,
+            crc32: crc32fast::hash(&encoded.compressed),
+            count: records.len() as u32,
+            min_ts: encoded.min_ts,
+            max_ts: encoded.max_ts,
+            min_id: encoded.min_id,
+            max_id: encoded.max_id,
+            levels: encoded.levels,
+            outputs: encoded.outputs,
+            words: encoded.words,
+        };
+        self.offset += u64::from(meta.len);
         for record in records {
             seqs.add(record.seq());
             self.footer.raw_bytes += record.message().len() as u64;
@@ -413,44 +421,6 @@ pub fn labels_of(record: &LogRecord) -> StreamLabels {
         runner: record.runner.clone(),
         boot: record.boot.clone(),
         source: record.source,
-    }
-}
-
-fn block_meta<R: BlockRecord>(
-    stream: u32,
-    offset: u64,
-    records: &[R],
-    (compressed, raw_len): (&[u8], usize),
-    words: &mut BloomBuilder,
-) -> BlockMeta {
-    let (mut levels, mut outputs) = (0u8, 0u8);
-    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
-    let (mut min_id, mut max_id) = (u64::MAX, 0);
-
-    for record in records {
-        levels |= 1 << level_code(record.level());
-        outputs |= 1 << stream_code(record.stream());
-        let ts = record.ts_ns();
-        min_ts = min_ts.min(ts);
-        max_ts = max_ts.max(ts);
-        min_id = min_id.min(record.id());
-        max_id = max_id.max(record.id());
-        words.add_text(record.message());
-    }
-    BlockMeta {
-        stream,
-        offset,
-        len: compressed.len() as u32,
-        raw_len: raw_len as u32,
-        crc32: crc32fast::hash(compressed),
-        count: records.len() as u32,
-        min_ts,
-        max_ts,
-        min_id,
-        max_id,
-        levels,
-        outputs,
-        words: words.take(),
     }
 }
 
