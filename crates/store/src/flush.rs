@@ -50,7 +50,9 @@ impl Inner {
         self.visible.fetch_max(writer.last_id, Ordering::AcqRel);
         let segment = writer.segment + 1;
         let new_path = wal_path(&self.dir, segment);
-        writer.wal = WalWriter::open(&new_path, 0).map_err(StoreError::io(&new_path))?;
+        let spare = crate::open::spare_segment(&self.dir);
+        writer.wal = WalWriter::create(&new_path, segment, spare.as_deref())
+            .map_err(StoreError::io(&new_path))?;
         writer.segment = segment;
         state.memtable.freeze(writer.last_id + 1, segment);
         Ok(())
@@ -190,9 +192,17 @@ impl Inner {
         Ok(Arc::new(part))
     }
 
+    /// Removes the log segments up to `last`, whose records are all in
+    /// parts now; one is kept as the spare for a next segment to reuse.
     fn delete_segments_through(&self, last: u64) -> Result<(), StoreError> {
         for (number, path) in crate::open::wal_segments(&self.dir)? {
-            if number <= last {
+            if number > last {
+                continue;
+            }
+            let spare = self.dir.join(crate::WAL_DIR).join(crate::wal::SPARE);
+            if !spare.exists() && crate::wal::is_current_format(&path) {
+                std::fs::rename(&path, &spare).map_err(StoreError::io(&path))?;
+            } else {
                 std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             }
         }

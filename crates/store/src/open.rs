@@ -53,26 +53,28 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let mut last_segment = 0;
     for (number, path) in &segments {
         let recovered =
-            WalReader::recover(path, |payload| match crate::wal::decode_batch(payload) {
-                Ok(batch) => {
-                    let mut fresh = Vec::with_capacity(batch.rows.len());
-                    let seen =
-                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
-                    for row in batch.rows {
-                        last_id = last_id.max(row.id);
-                        // Already flushed into a part before a crash cut the log's
-                        // deletion short.
-                        if seen.contains(row.seq) {
-                            continue;
+            WalReader::recover(path, *number, |payload| {
+                match crate::wal::decode_batch(payload) {
+                    Ok(batch) => {
+                        let mut fresh = Vec::with_capacity(batch.rows.len());
+                        let seen =
+                            dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                        for row in batch.rows {
+                            last_id = last_id.max(row.id);
+                            // Already flushed into a part before a crash cut the log's
+                            // deletion short.
+                            if seen.contains(row.seq) {
+                                continue;
+                            }
+                            seen.insert(row.seq);
+                            seen.saw_time(row.ts_ns);
+                            fresh.push(row);
                         }
-                        seen.insert(row.seq);
-                        seen.saw_time(row.ts_ns);
-                        fresh.push(row);
+                        replayed.push((batch.tenant, batch.labels, fresh, *number));
+                        true
                     }
-                    replayed.push((batch.tenant, batch.labels, fresh, *number));
-                    true
+                    Err(_) => false,
                 }
-                Err(_) => false,
             })
             .map_err(StoreError::io(path))?;
         if recovered.discarded_bytes > 0 {
@@ -82,12 +84,23 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
                 kept_batches = recovered.batches,
                 "write-ahead log had a torn or corrupt tail (a write cut short by a crash, never acknowledged): truncated it"
             );
-            // Cut it now, so the segment is whole if appended to.
-            WalWriter::open(path, recovered.valid_len).map_err(StoreError::io(path))?;
+        }
+        // Cut what follows the frames (a torn tail, or the rest of a reused
+        // file), so it is not read again at the next open.
+        let file_len = fs::metadata(path).map_err(StoreError::io(path))?.len();
+        if file_len > recovered.valid_len {
+            let file = fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(StoreError::io(path))?;
+            file.set_len(recovered.valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(StoreError::io(path))?;
         }
         last_segment = *number;
     }
-    let segment = last_segment.max(1);
+    // Appends go to a new segment: the replayed ones are only read.
+    let segment = last_segment + 1;
     let visible = Arc::new(AtomicU64::new(last_id));
     let mut memtable = Memtable::new(
         visible.clone(),
@@ -101,8 +114,9 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         memtable.insert_stream(&tenant, &labels, rows, number);
     }
     let wal_path = wal_path(dir, segment);
-    let valid_len = fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
-    let wal = WalWriter::open(&wal_path, valid_len).map_err(StoreError::io(&wal_path))?;
+    let spare = spare_segment(dir);
+    let wal = WalWriter::create(&wal_path, segment, spare.as_deref())
+        .map_err(StoreError::io(&wal_path))?;
     tracing::info!(
         path = %dir.display(),
         parts = parts.len(),
@@ -152,6 +166,12 @@ pub(crate) fn wal_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError
     }
     segments.sort();
     Ok(segments)
+}
+
+/// The spare segment file, if there is one to reuse.
+pub(crate) fn spare_segment(dir: &Path) -> Option<PathBuf> {
+    let path = dir.join(WAL_DIR).join(crate::wal::SPARE);
+    path.exists().then_some(path)
 }
 
 /// Every part under `parts/`. A part that does not open is moved to

@@ -311,8 +311,17 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
         wal_segments(dir.path())
             .unwrap()
             .iter()
-            .all(|(_, path)| std::fs::metadata(path).unwrap().len() == 0),
+            .all(|(number, path)| {
+                crate::wal::WalReader::recover(path, *number, |_| true)
+                    .unwrap()
+                    .batches
+                    == 0
+            }),
         "flushed logs are deleted"
+    );
+    assert!(
+        dir.path().join("wal").join(crate::wal::SPARE).exists(),
+        "one is kept for the next segment to reuse"
     );
     drop(store);
 

@@ -142,10 +142,22 @@ fn the_first_start_prints_a_new_admin_token_once() {
 /// acknowledged is there after a restart, exactly once.
 #[test]
 fn kill_9_during_ingest_keeps_every_acknowledged_record_once() {
+    kill_9_during_ingest(&[]);
+}
+
+/// The same with a memtable so small that it is flushed every few batches:
+/// the log's segments are written over reused files, and the kill cuts one
+/// of them short.
+#[test]
+fn kill_9_during_ingest_into_reused_log_files_keeps_every_acknowledged_record_once() {
+    kill_9_during_ingest(&["--memtable-max-bytes", "20000"]);
+}
+
+fn kill_9_during_ingest(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on_with(port, &data, flags);
     let writer = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
         for start in (0u64..).step_by(20) {
@@ -171,7 +183,7 @@ fn kill_9_during_ingest_keeps_every_acknowledged_record_once() {
         "the writer got going before the kill"
     );
 
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on_with(port, &data, flags);
     let output = server
         .command(&[
             "logs",
