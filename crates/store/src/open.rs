@@ -52,31 +52,30 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let mut replayed = Vec::new();
     let mut last_segment = 0;
     for (number, path) in &segments {
-        let recovered =
-            WalReader::recover(path, *number, |payload| {
-                match crate::wal::decode_batch(payload) {
-                    Ok(batch) => {
-                        let mut fresh = Vec::with_capacity(batch.rows.len());
-                        let seen =
-                            dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
-                        for row in batch.rows {
-                            last_id = last_id.max(row.id);
-                            // Already flushed into a part before a crash cut the log's
-                            // deletion short.
-                            if seen.contains(row.seq) {
-                                continue;
-                            }
-                            seen.insert(row.seq);
-                            seen.saw_time(row.ts_ns);
-                            fresh.push(row);
+        let recovered = WalReader::recover(path, *number, |payload| {
+            match crate::wal::decode_batch(payload) {
+                Ok(batch) => {
+                    let mut fresh = Vec::with_capacity(batch.rows.len());
+                    let seen =
+                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                    for row in batch.rows {
+                        last_id = last_id.max(row.id);
+                        // Already flushed into a part before a crash cut the log's
+                        // deletion short.
+                        if seen.contains(row.seq) {
+                            continue;
                         }
-                        replayed.push((batch.tenant, batch.labels, fresh, *number));
-                        true
+                        seen.insert(row.seq);
+                        seen.saw_time(row.ts_ns);
+                        fresh.push(row);
                     }
-                    Err(_) => false,
+                    replayed.push((batch.tenant, batch.labels, fresh, *number));
+                    true
                 }
-            })
-            .map_err(StoreError::io(path))?;
+                Err(_) => false,
+            }
+        })
+        .map_err(StoreError::io(path))?;
         if recovered.discarded_bytes > 0 {
             tracing::warn!(
                 path = %path.display(),

@@ -446,17 +446,18 @@ fn footers_skip_blocks_that_cannot_match_and_keep_those_that_can() {
     // Text conditions skip the quiet runner by the words they require...
     for filter in [
         Filter {
-            contains: Some(Substring::new("timeout of memoryless", false).unwrap()),
+            contains: Some(Substring::new("timeout out of memoryless", false).unwrap()),
             ..Filter::default()
         },
         Filter {
-            // "to" and "allocate" stand whole between spaces; the short
-            // numbers are not indexed (see part/bloom.rs).
+            // "allocate" stands whole between spaces; "to" and the short
+            // numbers are too short to be indexed (see part/bloom.rs).
             regex: Some(Pattern::search(r"Tried to allocate 2\.50 GiB").unwrap()),
             ..Filter::default()
         },
         Filter {
-            // Either branch's words: "of", or "model".
+            // Either branch's words: "out" (not "of", too short to be
+            // indexed), or "model".
             regex: Some(Pattern::search("CUDA out of memory|Loaded model sdxl").unwrap()),
             ..Filter::default()
         },
