@@ -371,6 +371,9 @@ impl Drop for Store {
             wake.notify_all();
             let _ = background.join();
         }
+        // A closed store keeps no spare log file: it is only worth its disk
+        // space while segments come and go.
+        let _ = std::fs::remove_file(self.inner.dir.join(WAL_DIR).join(wal::SPARE));
     }
 }
 

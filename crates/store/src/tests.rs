@@ -319,11 +319,10 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
             }),
         "flushed logs are deleted"
     );
-    assert!(
-        dir.path().join("wal").join(crate::wal::SPARE).exists(),
-        "one is kept for the next segment to reuse"
-    );
+    let spare = dir.path().join("wal").join(crate::wal::SPARE);
+    assert!(spare.exists(), "one is kept for the next segment to reuse");
     drop(store);
+    assert!(!spare.exists(), "a closed store keeps no spare");
 
     let store = open(dir.path());
     assert_eq!(store.last_id(), 200);

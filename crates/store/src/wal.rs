@@ -17,7 +17,7 @@
 //! the last frame of a reused file is the older segment's: its frames carry
 //! the older number, so recovery knows where the segment ends. A segment
 //! is cut to its length when it is done, so only the segment being written
-//! at a crash can end in older bytes.
+//! at a crash can end in older bytes. A closed store removes its spare.
 //!
 //! Segments of the first format (no magic, frames without the segment
 //! number) are still read.
