@@ -119,8 +119,7 @@ impl Inner {
             boot,
             source,
         };
-        crate::wal::encode_batch(tenant, &labels, &fresh, &mut writer.payload);
-        if let Err(error) = writer.wal.append(&writer.payload) {
+        if let Err(error) = writer.wal.append_batch(tenant, &labels, &fresh) {
             let seen = writer.dedup.stream(tenant, &labels.runner, &labels.boot);
             for record in &fresh {
                 seen.remove(record.seq);

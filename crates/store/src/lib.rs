@@ -218,7 +218,6 @@ struct Writer {
     segment: u64,
     dedup: Dedup,
     last_id: u64,
-    payload: Vec<u8>,
 }
 
 struct State {

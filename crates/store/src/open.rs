@@ -131,7 +131,6 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
             segment,
             dedup,
             last_id,
-            payload: Vec::new(),
         }),
         state: RwLock::new(State { memtable, parts }),
         visible,

@@ -22,7 +22,7 @@
 //! Segments of the first format (no magic, frames without the segment
 //! number) are still read.
 //!
-//! The payload is one appended batch of one stream ([`encode_batch`]):
+//! The payload is one appended batch of one stream ([`WalWriter::append_batch`]):
 //! its labels once, then each record's [`Row`] (id, time, sequence number,
 //! level, output, request id, message and fields as JSON), in postcard.
 //!
@@ -102,10 +102,43 @@ impl WalWriter {
         self.file.clone()
     }
 
-    /// Writes one frame (to the page cache: see [`WalWriter::file`] for
-    /// making it durable). On failure the log is cut back to its last whole
-    /// frame, so a later append never lands behind a half-written one.
+    /// Writes one batch of one stream of `tenant` as a frame (to the page
+    /// cache: see [`WalWriter::file`] for making it durable), serialized
+    /// straight into the frame. On failure the log is cut back to its last
+    /// whole frame, so a later append never lands behind a half-written one.
+    pub fn append_batch(
+        &mut self,
+        tenant: &str,
+        labels: &StreamLabels,
+        rows: &[Row],
+    ) -> io::Result<()> {
+        self.frame.clear();
+        self.frame.resize(HEADER_LEN, 0);
+        let batch = Frame {
+            tenant,
+            app: &labels.app,
+            version: &labels.version,
+            runner: &labels.runner,
+            boot: &labels.boot,
+            source: labels.source,
+            records: rows,
+        };
+        postcard::to_io(&batch, &mut self.frame).expect("writing to a vector cannot fail");
+        self.write_frame()
+    }
+
+    /// Writes one frame of `payload` (as [`WalWriter::append_batch`]).
+    #[cfg(test)]
     pub fn append(&mut self, payload: &[u8]) -> io::Result<()> {
+        self.frame.clear();
+        self.frame.resize(HEADER_LEN, 0);
+        self.frame.extend_from_slice(payload);
+        self.write_frame()
+    }
+
+    /// Fills in the header of the frame in `self.frame` and writes it.
+    fn write_frame(&mut self) -> io::Result<()> {
+        let (header, payload) = self.frame.split_at_mut(HEADER_LEN);
         let len = u32::try_from(payload.len())
             .ok()
             .filter(|len| *len <= MAX_FRAME_LEN)
@@ -116,12 +149,9 @@ impl WalWriter {
                 )
             })?;
         let segment = self.segment.to_le_bytes();
-        self.frame.clear();
-        self.frame.extend_from_slice(&len.to_le_bytes());
-        self.frame
-            .extend_from_slice(&frame_crc(&segment, payload).to_le_bytes());
-        self.frame.extend_from_slice(&segment);
-        self.frame.extend_from_slice(payload);
+        header[0..4].copy_from_slice(&len.to_le_bytes());
+        header[4..8].copy_from_slice(&frame_crc(&segment, payload).to_le_bytes());
+        header[8..16].copy_from_slice(&segment);
         let mut file = &*self.file;
         match file.write_all(&self.frame) {
             Ok(()) => {
@@ -185,21 +215,6 @@ struct ReadFrame {
     boot: String,
     source: Source,
     records: Vec<Row>,
-}
-
-/// Encodes rows of one stream of `tenant` as a log payload.
-pub fn encode_batch(tenant: &str, labels: &StreamLabels, rows: &[Row], out: &mut Vec<u8>) {
-    let frame = Frame {
-        tenant,
-        app: &labels.app,
-        version: &labels.version,
-        runner: &labels.runner,
-        boot: &labels.boot,
-        source: labels.source,
-        records: rows,
-    };
-    out.clear();
-    postcard::to_io(&frame, &mut *out).expect("writing to a vector cannot fail");
 }
 
 /// One stream's batch, read back from the log.
