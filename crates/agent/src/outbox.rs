@@ -25,7 +25,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{parse_line, Fields, Level, Stream};
+use tailwater_model::{parse_line, Fields, FieldsJson, Level, Stream};
 use tokio::sync::Notify;
 
 use crate::capture::{Line, Progress};
@@ -480,7 +480,7 @@ fn system_record(
         level,
         request_id,
         message,
-        fields,
+        fields: FieldsJson::from_map(&fields),
         invalid_utf8: false,
     }
 }
@@ -501,14 +501,19 @@ pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> Inge
     let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
     let parsed = parse_line(&text);
     let mut fields = parsed.fields;
-    if line.continued {
-        fields.insert("continued".into(), true.into());
-    }
-    if let Some((updates, last)) = line.progress {
-        fields.insert("progress_updates".into(), updates.into());
-        if last {
-            fields.insert("progress_final".into(), true.into());
+    if line.continued || line.progress.is_some() {
+        // A piece of a long line or a progress bar: rare enough to parse.
+        let mut map = fields.to_map();
+        if line.continued {
+            map.insert("continued".into(), true.into());
         }
+        if let Some((updates, last)) = line.progress {
+            map.insert("progress_updates".into(), updates.into());
+            if last {
+                map.insert("progress_final".into(), true.into());
+            }
+        }
+        fields = FieldsJson::from_map(&map);
     }
     IngestRecord {
         seq,
@@ -650,7 +655,7 @@ mod tests {
         assert!(second.invalid_utf8);
         assert_eq!(second.message, "bad \u{fffd} byte");
         assert_eq!(second.request_id.as_deref(), Some("req-1"));
-        assert_eq!(second.fields.get("continued"), Some(&true.into()));
+        assert_eq!(second.fields.to_map().get("continued"), Some(&true.into()));
         // Line bytes are the line as written, not the parsed message.
         assert_eq!(batch.receipt.line_bytes, 45 + 10);
     }
@@ -705,15 +710,16 @@ mod tests {
         let [report] = &reports[..] else {
             panic!("one drop record: {reports:?}")
         };
-        let dropped = report.fields["dropped_lines"].as_u64().unwrap();
+        let report_fields = report.fields.to_map();
+        let dropped = report_fields["dropped_lines"].as_u64().unwrap();
         assert_eq!(report.seq, 1000);
         assert_eq!(report.level, Level::Error);
-        assert_eq!(report.fields["reason"], "spool_full");
+        assert_eq!(report_fields["reason"], "spool_full");
         assert_eq!(dropped + shipped.len() as u64, 1000);
-        assert_eq!(report.fields["dropped_bytes"], dropped * 9);
+        assert_eq!(report_fields["dropped_bytes"], dropped * 9);
         assert_eq!(shipped, (dropped..1000).collect::<Vec<_>>());
         assert_eq!(
-            report.fields["seqs"],
+            report_fields["seqs"],
             json!([{ "boot": outbox.boot(), "first": 0, "last": dropped - 1 }])
         );
         assert!(
@@ -743,7 +749,7 @@ mod tests {
         let mut reports = Vec::new();
         while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
             for record in &batch.body.records {
-                if record.fields.get("event") == Some(&json!("dropped")) {
+                if record.fields.to_map().get("event") == Some(&json!("dropped")) {
                     reports.push(record.clone());
                 } else {
                     shipped.insert(record.seq);
@@ -755,7 +761,7 @@ mod tests {
             panic!("one report reached the server: {reports:?}")
         };
         assert_eq!(report.seq, 1501);
-        let tally = Tally::from_fields(&report.fields).unwrap();
+        let tally = Tally::from_fields(&report.fields.to_map()).unwrap();
         let mut dropped = BTreeSet::new();
         for range in &tally.seqs {
             assert_eq!(range.boot, outbox.boot());
@@ -807,8 +813,9 @@ mod tests {
         let [found] = &new.body.records[..] else {
             panic!("one record")
         };
-        assert_eq!(found.fields["event"], "spool_recovered");
-        assert_eq!(found.fields["lines"], 3);
+        let found_fields = found.fields.to_map();
+        assert_eq!(found_fields["event"], "spool_recovered");
+        assert_eq!(found_fields["lines"], 3);
         assert_eq!(found.seq, 0);
     }
 }

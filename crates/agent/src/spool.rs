@@ -61,7 +61,7 @@ use std::sync::{mpsc, Arc};
 
 use serde::{Deserialize, Serialize};
 use tailwater_model::wire::IngestRecord;
-use tailwater_model::{Fields, Level, Source, Stream};
+use tailwater_model::{FieldsJson, Level, Source, Stream};
 
 /// What the spool survives: a choice between speed and a machine crash.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -1292,9 +1292,7 @@ fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
     );
     let at = buffer.len();
     buffer.extend_from_slice(&[0; 4]);
-    if !record.fields.is_empty() {
-        serde_json::to_writer(&mut *buffer, &record.fields).expect("fields serialize to JSON");
-    }
+    buffer.extend_from_slice(record.fields.as_str().as_bytes());
     let len = (buffer.len() - at - 4) as u32;
     buffer[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
@@ -1409,7 +1407,7 @@ fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRecord> {
     let request_id = string(&mut body)?;
     let fields_len = u32::from_le_bytes(take(&mut body, 4)?.try_into().ok()?) as usize;
     let fields = match take(&mut body, fields_len)? {
-        [] => Fields::new(),
+        [] => FieldsJson::new(),
         json => serde_json::from_slice(json).ok()?,
     };
     Some(IngestRecord {
@@ -1436,7 +1434,7 @@ fn drop_reports(file: &File, start: u64, end: u64) -> Vec<Tally> {
             continue;
         }
         if let Some(tally) = decode_record(&prefix, &body[RECORD_PREFIX_BYTES..])
-            .and_then(|record| Tally::from_fields(&record.fields))
+            .and_then(|record| Tally::from_fields(&record.fields.to_map()))
         {
             tallies.push(tally);
         }
@@ -1459,7 +1457,7 @@ fn drop_reports_in(mut buffer: &[u8]) -> Vec<Tally> {
         if prefix.flags & FLAG_DROP_REPORT != 0 {
             tallies.extend(
                 decode_record(&prefix, &body[RECORD_PREFIX_BYTES..])
-                    .and_then(|record| Tally::from_fields(&record.fields)),
+                    .and_then(|record| Tally::from_fields(&record.fields.to_map())),
             );
         }
     }
@@ -1727,7 +1725,7 @@ fn sync_directory(dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use jiff::Timestamp;
-    use tailwater_model::{Fields, Level, Stream};
+    use tailwater_model::{Fields, FieldsJson, Level, Stream};
 
     /// Opens the spool and adopts every leftover, as the agent does in the
     /// background.
@@ -1799,7 +1797,7 @@ mod tests {
             level: Level::Info,
             request_id: None,
             message: message.into(),
-            fields: Fields::new(),
+            fields: FieldsJson::new(),
             invalid_utf8: false,
         }
     }
@@ -1892,9 +1890,10 @@ mod tests {
         assert_eq!(bar.request_id.as_deref(), Some("in-flight"));
         assert!(bar.invalid_utf8);
         assert_eq!(bar.message, "50%|#####     | 5/10 \u{fffd}");
-        assert_eq!(bar.fields["continued"], true);
-        assert_eq!(bar.fields["progress_updates"], 7);
-        assert_eq!(bar.fields["progress_final"], true);
+        let bar_fields = bar.fields.to_map();
+        assert_eq!(bar_fields["continued"], true);
+        assert_eq!(bar_fields["progress_updates"], 7);
+        assert_eq!(bar_fields["progress_final"], true);
         // Metered by the bytes as written, invalid ones included.
         assert_eq!(
             batch.receipt.line_bytes,
@@ -1953,7 +1952,7 @@ mod tests {
                 level: Level::Fatal,
                 stream: Stream::Stderr,
                 invalid_utf8: true,
-                fields,
+                fields: FieldsJson::from_map(&fields),
                 message: "bad \u{fffd} \"quoted\"\n".into(),
                 ..record(0, "")
             },
@@ -1971,6 +1970,11 @@ mod tests {
         let batch = read_batch(&plan, &ALL).unwrap();
         assert_eq!(batch.stop, Stop::End);
         assert_eq!(batch.records, written);
+        // The fields are written as spools always held them: the map's JSON,
+        // last in the body.
+        let mut body = Vec::new();
+        encode_record(&written[0], &mut body);
+        assert!(body.ends_with(&serde_json::to_vec(&fields).unwrap()));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Every other crate speaks these types; this one depends on nothing of ours.
 //!
 //! - [`record`]: [`LogRecord`] (a stored record, as the API returns it) and its
-//!   parts: [`Level`], [`Stream`], [`Source`].
+//!   parts: [`Level`], [`Stream`], [`Source`], and [`FieldsJson`] (an
+//!   ingested record's fields, as JSON text).
 //! - [`parse`]: turning one line of worker output into a level, message,
 //!   request id, timestamp and fields ([`parse_line`]).
 //! - [`filter`]: which records a reader wants ([`Filter`], [`Query`]) and the
@@ -37,5 +38,5 @@ pub mod words;
 pub use filter::{Cursor, Direction, Filter, IdRange, Labels, Query};
 pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
-pub use record::{Fields, Level, LogRecord, Source, Stream};
+pub use record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

@@ -25,7 +25,7 @@
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::record::{Fields, Level};
+use crate::record::{Fields, FieldsJson, Level};
 
 /// What [`parse_line`] found in one line.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -36,7 +36,9 @@ pub struct ParsedLine {
     pub request_id: Option<String>,
     /// The event time the line states, when it states one we can read.
     pub ts: Option<Timestamp>,
-    pub fields: Fields,
+    /// The keys of a JSON line left over (or what a prefix names, such as
+    /// Python logging's logger), as the record carries them.
+    pub fields: FieldsJson,
 }
 
 const LEVEL_KEYS: [&str; 4] = ["level", "severity", "levelname", "lvl"];
@@ -92,7 +94,7 @@ fn parse_json(line: &str) -> Option<ParsedLine> {
         object.remove(&key);
         parsed.ts = Some(ts);
     }
-    parsed.fields = object;
+    parsed.fields = FieldsJson::from_map(&object);
     Some(parsed)
 }
 
@@ -195,7 +197,7 @@ fn parse_glog(line: &str) -> Option<ParsedLine> {
     Some(ParsedLine {
         level: Some(level),
         message: line[close + 2..].to_owned(),
-        fields,
+        fields: FieldsJson::from_map(&fields),
         ..ParsedLine::default()
     })
 }
@@ -266,7 +268,8 @@ fn parse_colon_prefix(line: &str) -> Option<ParsedLine> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
         if is_logger_name {
             let mut parsed = with_level(level, rest[logger_end + 1..].trim_start().to_owned());
-            parsed.fields.insert("logger".into(), logger.into());
+            let fields = Fields::from_iter([("logger".to_owned(), logger.into())]);
+            parsed.fields = FieldsJson::from_map(&fields);
             return Some(parsed);
         }
     }
@@ -310,8 +313,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fields(value: Value) -> Fields {
-        value.as_object().unwrap().clone()
+    fn fields(value: Value) -> FieldsJson {
+        FieldsJson::from_map(value.as_object().unwrap())
     }
 
     #[test]
@@ -369,6 +372,7 @@ mod tests {
         assert_eq!(parsed.level, None);
         assert_eq!(parsed.message, line);
         assert_eq!(parsed.fields, fields(json!({"step": 10, "loss": 0.25})));
+        assert_eq!(parsed.fields.as_str(), r#"{"loss":0.25,"step":10}"#);
     }
 
     #[test]

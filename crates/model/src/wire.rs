@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::{Cursor, Direction, Filter, Query};
 use crate::matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
-use crate::record::{Fields, Level, LogRecord, Source, Stream};
+use crate::record::{FieldsJson, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
 
@@ -42,8 +42,9 @@ pub struct IngestRecord {
     #[serde(default)]
     pub request_id: Option<String>,
     pub message: String,
+    /// The record's fields, kept as the JSON text they came as (compacted).
     #[serde(default)]
-    pub fields: Fields,
+    pub fields: FieldsJson,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invalid_utf8: bool,
 }
@@ -848,6 +849,24 @@ pub struct AppStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What agents send today reads and writes back byte for byte, fields
+    /// included; fields sent with whitespace are kept compact.
+    #[test]
+    fn an_ingest_batch_round_trips_as_it_was_sent() {
+        let sent = r#"{"app":"sdxl","version":"v1","runner":"r-1","boot":"b","source":"run","records":[{"seq":0,"ts":"2026-11-20T10:00:00Z","stream":"stdout","level":"info","request_id":null,"message":"hi","fields":{}},{"seq":1,"ts":"2026-11-20T10:00:01Z","stream":"system","level":"warn","request_id":"req-7","message":"x","fields":{"event":"exit","gpu":{"id":3,"util":0.97}},"invalid_utf8":true}]}"#;
+        let batch: IngestBatch = serde_json::from_str(sent).unwrap();
+        assert_eq!(serde_json::to_string(&batch).unwrap(), sent);
+        assert_eq!(batch.records[1].fields.to_map()["gpu"]["id"], 3);
+
+        let spaced = sent.replace(r#"{"id":3,"util":0.97}"#, "{ \"id\": 3,\n \"util\": 0.97 }");
+        let batch: IngestBatch = serde_json::from_str(&spaced).unwrap();
+        assert_eq!(serde_json::to_string(&batch).unwrap(), sent);
+
+        let without_fields = r#"{"app":"a","runner":"r","boot":"b","records":[{"seq":0,"ts":"2026-11-20T10:00:00Z","stream":"stdout","message":"m"}]}"#;
+        let batch: IngestBatch = serde_json::from_str(without_fields).unwrap();
+        assert!(batch.records[0].fields.is_empty());
+    }
 
     #[test]
     fn params_become_a_query_with_defaults() {

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tailwater_model::tenancy::AppSettings;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Fields, Level, Stream};
+use tailwater_model::{Fields, FieldsJson, Level, Stream};
 
 /// The longest line stored whole, for apps without their own
 /// `max_line_bytes`: the agent's own `--max-line-bytes`, so lines it
@@ -148,10 +148,15 @@ impl IngestLimits {
     }
 
     /// Holds `record` to the line, field and request id limits; returns
-    /// which it was cut to (none, almost always).
+    /// which it was cut to (none, almost always). Its fields are parsed
+    /// only when their text may be over a limit, and written again only
+    /// when cut.
     pub fn cut_record(&self, record: &mut IngestRecord, max_line_bytes: usize) -> Cuts {
         let mut cuts = Cuts::default();
         let mut mark = Fields::new();
+        let mut fields = self
+            .fields_may_be_cut(&record.fields, max_line_bytes)
+            .then(|| record.fields.to_map());
         if let Some(request_id) = &record.request_id {
             if request_id.len() > self.max_label_bytes || request_id.chars().any(char::is_control) {
                 mark.insert(
@@ -162,15 +167,10 @@ impl IngestLimits {
                 cuts.invalid_request_id = true;
             }
         }
-        if record.fields.len() > self.max_fields {
-            let extra: Vec<String> = record
-                .fields
-                .keys()
-                .skip(self.max_fields)
-                .cloned()
-                .collect();
+        if let Some(fields) = fields.as_mut().filter(|f| f.len() > self.max_fields) {
+            let extra: Vec<String> = fields.keys().skip(self.max_fields).cloned().collect();
             for key in &extra {
-                record.fields.remove(key);
+                fields.remove(key);
             }
             mark.insert("fields_dropped".into(), extra.len().into());
             cuts.too_many_fields = true;
@@ -182,7 +182,7 @@ impl IngestLimits {
             cuts.line_too_long = true;
         }
         let mut cut_fields = Vec::new();
-        for (key, value) in record.fields.iter_mut() {
+        for (key, value) in fields.iter_mut().flatten() {
             if cut_value(value, max_line_bytes) {
                 cut_fields.push(Value::from(key.as_str()));
             }
@@ -192,9 +192,19 @@ impl IngestLimits {
             cuts.line_too_long = true;
         }
         if !mark.is_empty() {
-            record.fields.insert(MARK_FIELD.into(), Value::Object(mark));
+            let mut fields = fields.unwrap_or_else(|| record.fields.to_map());
+            fields.insert(MARK_FIELD.into(), Value::Object(mark));
+            record.fields = FieldsJson::from_map(&fields);
         }
         cuts
+    }
+
+    /// Whether fields written as `json` may hold more keys than
+    /// `--max-fields` or a string longer than `max_line_bytes`, told
+    /// without parsing them: a string is never longer than the text that
+    /// holds it (escapes only shorten it).
+    fn fields_may_be_cut(&self, json: &FieldsJson, max_line_bytes: usize) -> bool {
+        json.as_str().len() > max_line_bytes || json.more_keys_than(self.max_fields)
     }
 }
 
@@ -337,7 +347,7 @@ fn server_record(seq: u64, ts: jiff::Timestamp, message: String, fields: Value) 
         level: Level::Warn,
         request_id: None,
         message,
-        fields,
+        fields: FieldsJson::from_map(&fields),
         invalid_utf8: false,
     }
 }
@@ -585,9 +595,13 @@ mod tests {
             level: Level::Info,
             request_id: None,
             message: message.to_owned(),
-            fields: Fields::new(),
+            fields: FieldsJson::new(),
             invalid_utf8: false,
         }
+    }
+
+    fn fields(value: Value) -> FieldsJson {
+        FieldsJson::from_map(value.as_object().unwrap())
     }
 
     fn batch(lines: usize) -> IngestBatch {
@@ -607,12 +621,13 @@ mod tests {
     fn long_lines_are_cut_on_a_character_boundary_and_marked() {
         let limits = IngestLimits::default();
         let mut long = record(7, &"é".repeat(10));
-        long.fields.insert("detail".into(), "x".repeat(30).into());
+        long.fields = fields(json!({ "detail": "x".repeat(30) }));
         let cuts = limits.cut_record(&mut long, 9);
         assert_eq!(long.message, "é".repeat(4));
-        assert_eq!(long.fields["detail"], "x".repeat(9));
-        assert_eq!(long.fields[MARK_FIELD]["message_bytes"], 20);
-        assert_eq!(long.fields[MARK_FIELD]["fields_cut"], json!(["detail"]));
+        let fields = long.fields.to_map();
+        assert_eq!(fields["detail"], "x".repeat(9));
+        assert_eq!(fields[MARK_FIELD]["message_bytes"], 20);
+        assert_eq!(fields[MARK_FIELD]["fields_cut"], json!(["detail"]));
         assert_eq!(cuts.reasons().collect::<Vec<_>>(), vec![LINE_TOO_LONG]);
     }
 
@@ -623,19 +638,49 @@ mod tests {
             ..IngestLimits::default()
         };
         let mut many = record(1, "ok");
-        for key in ["a", "b", "c", "d"] {
-            many.fields.insert(key.into(), 1.into());
-        }
+        many.fields = fields(json!({ "a": 1, "b": 1, "c": 1, "d": 1 }));
         many.request_id = Some("req\n1".into());
         let cuts = limits.cut_record(&mut many, 100);
-        assert_eq!(
-            many.fields.keys().collect::<Vec<_>>(),
-            ["a", "b", MARK_FIELD]
-        );
-        assert_eq!(many.fields[MARK_FIELD]["fields_dropped"], 2);
-        assert_eq!(many.fields[MARK_FIELD]["request_id"], "req\n1");
+        let fields = many.fields.to_map();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), ["a", "b", MARK_FIELD]);
+        assert_eq!(fields[MARK_FIELD]["fields_dropped"], 2);
+        assert_eq!(fields[MARK_FIELD]["request_id"], "req\n1");
         assert_eq!(many.request_id, None);
         assert!(cuts.too_many_fields && cuts.invalid_request_id && !cuts.line_too_long);
+    }
+
+    #[test]
+    fn fields_within_the_limits_keep_their_text_as_it_came() {
+        let limits = IngestLimits {
+            max_fields: 3,
+            ..IngestLimits::default()
+        };
+        let as_sent = r#"{"z":"abc","a":[1,2],"m":{"k":"v"}}"#;
+        let mut kept = record(1, "ok");
+        kept.fields = serde_json::from_str(as_sent).unwrap();
+        // Short: kept without a look. Longer than the line limit, but no
+        // string in it is: parsed, nothing cut, the text kept.
+        for max_line_bytes in [100, 4] {
+            let cuts = limits.cut_record(&mut kept, max_line_bytes);
+            assert_eq!(cuts, Cuts::default());
+            assert_eq!(kept.fields.as_str(), as_sent);
+        }
+        // Three keys are not more than three, however they are counted.
+        let mut wide = record(2, "ok");
+        wide.fields =
+            serde_json::from_str(&format!(r#"{{"a":"{}","b":1,"c":2}}"#, "x".repeat(40))).unwrap();
+        let before = wide.fields.clone();
+        assert_eq!(limits.cut_record(&mut wide, 100), Cuts::default());
+        assert_eq!(wide.fields, before);
+        // A cut request id marks fields that needed no parse.
+        let mut marked = record(3, "ok");
+        marked.fields = serde_json::from_str(as_sent).unwrap();
+        marked.request_id = Some("x".repeat(300));
+        let cuts = limits.cut_record(&mut marked, 100);
+        assert!(cuts.invalid_request_id);
+        let fields = marked.fields.to_map();
+        assert_eq!(fields["z"], "abc");
+        assert_eq!(fields[MARK_FIELD]["request_id"], "x".repeat(200));
     }
 
     #[test]
@@ -665,8 +710,9 @@ mod tests {
             )
             .unwrap();
         let report = limiter.take_report("t", &batch(3)).unwrap();
-        assert_eq!(report.record.fields["refused_batches"], 1);
-        assert_eq!(report.record.fields["refused_lines"], 1);
+        let fields = report.record.fields.to_map();
+        assert_eq!(fields["refused_batches"], 1);
+        assert_eq!(fields["refused_lines"], 1);
         assert_eq!(report.record.seq, server_seq(0, ReportKind::RateLimited));
         assert!(limiter.take_report("t", &batch(3)).is_none());
     }

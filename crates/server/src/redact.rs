@@ -18,11 +18,19 @@
 //! the literals was tried as a pre-filter and was slower than the joined
 //! regex alone (its short literals, `sk-`, `hf_`, in every case, defeat its
 //! SIMD search).
+//!
+//! A record's fields come as JSON text ([`FieldsJson`]), and are parsed only
+//! when a secret may be in them: when the joined regex matches somewhere in
+//! that text. The text stands for its string values only when it holds no
+//! escape (no `\`: each value is then its text between quotes, and quotes
+//! are not word characters, as the edge of a text is not) and no pattern
+//! is anchored (`^`, `$`: a value's start is not the text's); otherwise
+//! the fields are always parsed. Fields with nothing replaced keep their
+//! text as it came.
 
 use regex::{Captures, Regex, RegexSet};
 use serde_json::Value;
-use tailwater_model::Fields;
-use tailwater_model::DEFAULT_REGEX_SIZE_LIMIT;
+use tailwater_model::{Fields, FieldsJson, DEFAULT_REGEX_SIZE_LIMIT};
 
 /// The patterns on by default: `(name, regex)`.
 pub const DEFAULT_PATTERNS: &[(&str, &str)] = &[
@@ -69,6 +77,9 @@ pub struct Redactor {
     /// Which patterns match, once `any` did.
     set: RegexSet,
     each: Vec<Regex>,
+    /// Some pattern matches at the start or end of a text or line, so a
+    /// search of fields' JSON text does not stand for one of their values.
+    anchored: bool,
 }
 
 impl Redactor {
@@ -116,11 +127,16 @@ impl Redactor {
         };
         let set = RegexSet::new(named.iter().map(|(_, pattern)| pattern))
             .map_err(|error| format!("invalid --redact patterns: {error}"))?;
+        let anchored = named.iter().any(|(_, pattern)| {
+            regex_syntax::parse(pattern)
+                .map_or(true, |hir| hir.properties().look_set().contains_anchor())
+        });
         Ok(Redactor {
             names: named.into_iter().map(|(name, _)| name).collect(),
             any,
             set,
             each,
+            anchored,
         })
     }
 
@@ -136,38 +152,46 @@ impl Redactor {
 
     /// Replaces every secret in `message` and in the string values of
     /// `fields`, adding what was replaced to `replaced`.
-    pub fn redact(&self, message: &mut String, fields: &mut Fields, replaced: &mut Replaced) {
-        if self.any.is_none() {
+    pub fn redact(&self, message: &mut String, fields: &mut FieldsJson, replaced: &mut Replaced) {
+        let Some(any) = &self.any else { return };
+        self.redact_text(message, replaced);
+        let json = fields.as_str();
+        let text_stands_for_values = !self.anchored && !json.contains('\\');
+        if json.is_empty() || (text_stands_for_values && !any.is_match(json)) {
             return;
         }
-        self.redact_text(message, replaced);
-        for value in fields.values_mut() {
-            self.redact_value(value, replaced);
+        let mut map = fields.to_map();
+        if self.redact_fields(&mut map, replaced) {
+            *fields = FieldsJson::from_map(&map);
         }
     }
 
-    fn redact_value(&self, value: &mut Value, replaced: &mut Replaced) {
+    /// Replaces every secret in the string values of `fields`; whether any
+    /// was.
+    fn redact_fields(&self, fields: &mut Fields, replaced: &mut Replaced) -> bool {
+        fields.values_mut().fold(false, |redacted, value| {
+            self.redact_value(value, replaced) | redacted
+        })
+    }
+
+    fn redact_value(&self, value: &mut Value, replaced: &mut Replaced) -> bool {
         match value {
             Value::String(text) => self.redact_text(text, replaced),
-            Value::Array(values) => {
-                for value in values {
-                    self.redact_value(value, replaced);
-                }
-            }
-            Value::Object(map) => {
-                for value in map.values_mut() {
-                    self.redact_value(value, replaced);
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+            Value::Array(values) => values.iter_mut().fold(false, |redacted, value| {
+                self.redact_value(value, replaced) | redacted
+            }),
+            Value::Object(map) => self.redact_fields(map, replaced),
+            Value::Null | Value::Bool(_) | Value::Number(_) => false,
         }
     }
 
-    fn redact_text(&self, text: &mut String, replaced: &mut Replaced) {
-        let Some(any) = &self.any else { return };
+    /// Replaces every secret in `text`; whether any was.
+    fn redact_text(&self, text: &mut String, replaced: &mut Replaced) -> bool {
+        let Some(any) = &self.any else { return false };
         if !any.is_match(text) {
-            return;
+            return false;
         }
+        let mut redacted = false;
         for index in self.set.matches(text).iter() {
             let name = &self.names[index];
             let mut count = 0u64;
@@ -177,6 +201,7 @@ impl Redactor {
                 format!("{keep}[REDACTED:{name}]")
             });
             if count > 0 {
+                redacted = true;
                 *text = result.into_owned();
                 match replaced.iter_mut().find(|(seen, _)| *seen == index) {
                     Some((_, total)) => *total += count,
@@ -184,6 +209,7 @@ impl Redactor {
                 }
             }
         }
+        redacted
     }
 }
 
@@ -195,7 +221,7 @@ mod tests {
         let redactor = Redactor::new(true, &[]).unwrap();
         let mut message = text.to_owned();
         let mut replaced = Vec::new();
-        redactor.redact(&mut message, &mut Fields::new(), &mut replaced);
+        redactor.redact(&mut message, &mut FieldsJson::new(), &mut replaced);
         (message, replaced)
     }
 
@@ -270,21 +296,65 @@ mod tests {
         )
         .unwrap();
         let mut message = "card=4111111111111111 pin=1234 AKIAIOSFODNN7EXAMPLE".to_owned();
-        let mut fields = Fields::new();
-        fields.insert(
-            "nested".into(),
-            serde_json::json!({"list": ["pin=99", 3], "card": "card=4000000000000002"}),
-        );
+        let mut fields =
+            fields_json(r#"{"nested":{"list":["pin=99",3],"card":"card=4000000000000002"}}"#);
         let mut replaced = Vec::new();
         redactor.redact(&mut message, &mut fields, &mut replaced);
         assert_eq!(
             message,
             "[REDACTED:custom_1] pin=[REDACTED:custom_2] AKIAIOSFODNN7EXAMPLE"
         );
+        let fields = fields.to_map();
         assert_eq!(fields["nested"]["list"][0], "pin=[REDACTED:custom_2]");
         assert_eq!(fields["nested"]["card"], "[REDACTED:custom_1]");
         replaced.sort();
         assert_eq!(replaced, vec![(0, 2), (1, 2)]);
+    }
+
+    fn fields_json(json: &str) -> FieldsJson {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// Redacts `json` fields (and an empty message) with `redactor`.
+    fn redacted_fields(redactor: &Redactor, json: &str) -> (String, Replaced) {
+        let mut fields = fields_json(json);
+        let mut replaced = Vec::new();
+        redactor.redact(&mut String::new(), &mut fields, &mut replaced);
+        (fields.as_str().to_owned(), replaced)
+    }
+
+    #[test]
+    fn fields_without_secrets_keep_their_text_as_it_came() {
+        let redactor = Redactor::new(true, &[]).unwrap();
+        for json in [
+            r#"{"z":"plain","a":{"list":[1,"two"]}}"#,
+            // An escape: parsed, nothing found, the text kept.
+            r#"{"z":"line\nbreak \u00e9","a":1}"#,
+        ] {
+            assert_eq!(redacted_fields(&redactor, json), (json.to_owned(), vec![]));
+        }
+    }
+
+    /// A secret is found in a value whatever its JSON text looks like.
+    #[test]
+    fn secrets_in_fields_are_found_behind_escapes_and_anchors() {
+        let defaults = Redactor::new(true, &[]).unwrap();
+        let key = redacted_fields(&defaults, r#"{"key":"\u0041KIAIOSFODNN7EXAMPLE"}"#);
+        assert_eq!(key.0, r#"{"key":"[REDACTED:aws_access_key]"}"#);
+        let anchored = Redactor::new(false, &["^hunter2$".to_owned()]).unwrap();
+        let whole = redacted_fields(&anchored, r#"{"password":"hunter2","note":"hunter2 x"}"#);
+        assert_eq!(
+            whole,
+            (
+                r#"{"note":"hunter2 x","password":"[REDACTED:custom_1]"}"#.to_owned(),
+                vec![(0, 1)]
+            )
+        );
+        // Word boundaries at a value's edges hold at its quotes too.
+        let bounded = Redactor::new(false, &[r"\btok_[a-z]+\b".to_owned()]).unwrap();
+        let (json, replaced) = redacted_fields(&bounded, r#"{"a":"tok_abc"}"#);
+        assert_eq!(json, r#"{"a":"[REDACTED:custom_1]"}"#);
+        assert_eq!(replaced, vec![(0, 1)]);
     }
 
     #[test]

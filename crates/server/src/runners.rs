@@ -40,7 +40,7 @@ use serde_json::json;
 use tailwater_model::wire::{
     IngestBatch, IngestRecord, IngestResponse, Runner, RunnerExit, RunnerRequests, RunnerState,
 };
-use tailwater_model::{Fields, Filter, Level, LogRecord, Source, Stream};
+use tailwater_model::{Fields, FieldsJson, Filter, Level, LogRecord, Source, Stream};
 use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -170,7 +170,9 @@ impl Sighting {
             .records
             .iter()
             .filter(|record| record.stream == Stream::System)
-            .filter_map(|record| Event::new(record.seq, as_stored(record.ts), &record.fields))
+            .filter_map(|record| {
+                Event::new(record.seq, as_stored(record.ts), &record.fields.to_map())
+            })
             .collect();
         Sighting {
             app: batch.app.clone(),
@@ -757,7 +759,7 @@ impl Entry {
                     level,
                     request_id: None,
                     message,
-                    fields,
+                    fields: FieldsJson::from_map(&fields),
                     invalid_utf8: false,
                 }],
             },

@@ -664,3 +664,87 @@ async fn readyz_answers_without_a_token_once_the_store_is_open() {
     assert_eq!(body["status"], "ready");
     server.shutdown().await.unwrap();
 }
+
+/// Fields go from the wire to the store as JSON text: sent with whitespace
+/// and line breaks, they are stored compact (a block's fields column holds
+/// one object a line) and read back whole; what is no object, or would not
+/// parse as one, refuses the batch with the parser's words.
+#[tokio::test]
+async fn fields_are_stored_compact_and_bad_ones_refuse_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_with(dir.path(), |config| {
+        // Each append flushes before it answers: the records are read
+        // back from a part's blocks.
+        config.store.background = false;
+        config.store.memtable_max_bytes = 1;
+    })
+    .await;
+    let body = |records: &[(u64, &str)]| {
+        let records: Vec<String> = records
+            .iter()
+            .map(|(seq, fields)| {
+                format!(
+                    r#"{{"seq":{seq},"ts":"{}","stream":"stdout","message":"m{seq}","fields":{fields}}}"#,
+                    Timestamp::now()
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"app":"raw","runner":"r1","boot":"b1","records":[{}]}}"#,
+            records.join(",")
+        )
+    };
+    let send = |body: String| {
+        let url = format!("{}/v1/ingest", server.url());
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(ADMIN)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    for (fields, words) in [
+        (
+            r#""gpu=3""#,
+            r#"invalid type: string "gpu=3", expected a map"#,
+        ),
+        ("[1, 2]", "invalid type: sequence, expected a map"),
+        (r#"{"s":"\ud800"}"#, "unexpected end of hex escape"),
+        (r#"{"n":1e400}"#, "number out of range"),
+    ] {
+        let (status, answer) = send(body(&[(0, "{}"), (1, fields)])).await;
+        assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["code"], "bad_request");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("invalid ingest batch: ") && message.contains(words),
+            "{message}"
+        );
+    }
+    assert!(runner_logs(&client, "r1").await.is_empty());
+
+    let pretty = "{\n  \"gpu\" : { \"id\" : 3 },\r\n\t\"note\" : \"a  b\\nc\"\n}";
+    let (status, answer) = send(body(&[(0, pretty), (1, r#"{"after":true}"#), (2, "{ }")])).await;
+    assert_eq!(status, 200, "{answer}");
+    let logs = runner_logs(&client, "r1").await;
+    let fields: Vec<Value> = logs
+        .iter()
+        .map(|r| Value::Object(r.fields.clone()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            json!({"gpu": {"id": 3}, "note": "a  b\nc"}),
+            json!({"after": true}),
+            json!({}),
+        ]
+    );
+    server.shutdown().await.unwrap();
+}

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use jiff::Timestamp;
 use tailwater_client::{Client, ClientError};
 use tailwater_model::wire::{ErrorBody, IngestBatch, IngestRecord, LogsParams};
-use tailwater_model::Stream;
+use tailwater_model::{FieldsJson, Stream};
 use tailwater_server::{start, RunningServer, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -30,10 +30,11 @@ fn batch(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
                 level: Default::default(),
                 request_id: None,
                 message: format!("{runner} step {seq}"),
-                fields: serde_json::json!({"step": seq, "phase": if seq % 2 == 0 { "warmup" } else { "serve" }})
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                fields: FieldsJson::from_map(
+                    serde_json::json!({"step": seq, "phase": if seq % 2 == 0 { "warmup" } else { "serve" }})
+                        .as_object()
+                        .unwrap(),
+                ),
                 invalid_utf8: false,
             })
             .collect(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Filter, Level, Query, Stream};
+use tailwater_model::{Fields, FieldsJson, Filter, Level, Query, Stream};
 
 use super::*;
 
@@ -327,7 +327,8 @@ fn a_merge_copies_large_blocks_and_rewrites_small_ones_together() {
             }
             if flush == 1 {
                 records[2].stream = Stream::System;
-                records[2].fields.insert("status".into(), 200.into());
+                records[2].fields =
+                    FieldsJson::from_map(&Fields::from_iter([("status".to_owned(), 200.into())]));
             }
         }
         store.append("t", big).unwrap();
@@ -544,7 +545,7 @@ fn a_part_indexes_requests_with_their_runner_times_and_status() {
     let mut end = record(5, start() + Duration::from_secs(9), "request end".into());
     end.stream = Stream::System;
     end.request_id = Some("req-1".into());
-    end.fields.insert("status".into(), 503.into());
+    end.fields = FieldsJson::from_map(&Fields::from_iter([("status".to_owned(), 503.into())]));
     records.push(end);
     let store = Store::open(
         dir.path(),

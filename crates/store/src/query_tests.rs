@@ -9,7 +9,8 @@ use std::path::Path;
 use jiff::Timestamp;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{
-    Cursor, Direction, Filter, Level, LogRecord, Matcher, Pattern, Query, Stream, Substring,
+    Cursor, Direction, FieldsJson, Filter, Level, LogRecord, Matcher, Pattern, Query, Stream,
+    Substring,
 };
 
 use crate::query::{candidate_blocks, Prune};
@@ -62,7 +63,7 @@ fn batch(runner: usize, seqs: std::ops::Range<u64>) -> IngestBatch {
                     level: if kind <= 1 { Level::Error } else { Level::Info },
                     request_id: Some(format!("req-{}", seq % 3)),
                     message: MESSAGES[kind].into(),
-                    fields: fields.as_object().unwrap().clone(),
+                    fields: FieldsJson::from_map(fields.as_object().unwrap()),
                     invalid_utf8: false,
                 }
             })

@@ -2,9 +2,9 @@
 //! the write-ahead log and in the memtable.
 //!
 //! A row has no labels (tenant, app, version, runner, boot, source: its
-//! stream's, kept once) and its fields are compact JSON text, made once at
-//! append: the log writes that text, and a flush copies it into a block's
-//! fields column. A short line's memory is then mostly its message, where a
+//! stream's, kept once) and its fields are compact JSON text, as the
+//! ingested record carried it ([`tailwater_model::FieldsJson`]): the log
+//! writes that text, and a flush copies it into a block's fields column. A short line's memory is then mostly its message, where a
 //! [`LogRecord`] would hold five label strings and a field map node of its
 //! own; so a memtable of a given size holds about twice the records, and
 //! flushes write blocks large enough for merges to copy.
@@ -45,7 +45,7 @@ impl Row {
             stream: record.stream,
             request_id: record.request_id,
             message: record.message,
-            fields: fields_json(&record.fields),
+            fields: record.fields.into_string(),
             invalid_utf8: record.invalid_utf8,
         }
     }
@@ -94,18 +94,9 @@ impl Row {
     pub fn parsed_fields(&self) -> Fields {
         match self.fields.as_str() {
             "" => Fields::new(),
-            // Written by `fields_json`, so it parses.
+            // Checked to parse when it was ingested.
             json => serde_json::from_str(json).unwrap_or_default(),
         }
-    }
-}
-
-/// Compact JSON of fields; empty for none.
-pub fn fields_json(fields: &Fields) -> String {
-    if fields.is_empty() {
-        String::new()
-    } else {
-        serde_json::to_string(fields).expect("fields serialize to json")
     }
 }
 
@@ -146,5 +137,33 @@ impl BlockRecord for Row {
             return None;
         }
         self.parsed_fields().get("status")?.as_i64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The text an ingested record carried is the row's, as it came: the
+    /// append writes it, and only a read parses it.
+    #[test]
+    fn a_row_keeps_its_records_fields_text() {
+        let as_sent = r#"{"z":1,"a":{"s":"x\ny"}}"#;
+        let record = IngestRecord {
+            seq: 7,
+            ts: jiff::Timestamp::UNIX_EPOCH,
+            stream: Stream::System,
+            level: Level::Warn,
+            request_id: None,
+            message: "m".into(),
+            fields: serde_json::from_str(as_sent).unwrap(),
+            invalid_utf8: false,
+        };
+        let row = Row::new(1, 0, record);
+        assert_eq!(row.fields, as_sent);
+        assert_eq!(row.parsed_fields()["a"]["s"], "x\ny");
+        let mut column = Vec::new();
+        row.write_fields(&mut column);
+        assert_eq!(column, as_sent.as_bytes());
     }
 }

@@ -426,10 +426,11 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                             ["alpha", "beta gamma", "delta"][rng.random_range(0..3)],
                             rng.random_range(0..4)
                         ),
-                        fields: serde_json::json!({"n": rng.random_range(0..3)})
-                            .as_object()
-                            .unwrap()
-                            .clone(),
+                        fields: tailwater_model::FieldsJson::from_map(
+                            serde_json::json!({"n": rng.random_range(0..3)})
+                                .as_object()
+                                .unwrap(),
+                        ),
                         invalid_utf8: false,
                     }
                 })

@@ -245,7 +245,7 @@ impl AgentReports {
         if record.stream != Stream::System {
             return;
         }
-        let fields = &record.fields;
+        let fields = record.fields.to_map();
         let number = |key: &str| fields.get(key).and_then(|value| value.as_u64());
         match fields.get("event").and_then(|event| event.as_str()) {
             Some("throttled") => self.throttled += number("held_lines").unwrap_or(0),

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tailwater_client::Client;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::Stream;
+use tailwater_model::{FieldsJson, Stream};
 use tailwater_server::{start, RunningServer, ServerConfig};
 
 pub const TOKEN: &str = "tw_server_test";
@@ -45,10 +45,9 @@ pub fn batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch
                 level: Default::default(),
                 request_id: (seq % 10 == 0).then(|| format!("req-{seq}")),
                 message: format!("{runner} {seq}"),
-                fields: serde_json::json!({ "step": seq })
-                    .as_object()
-                    .unwrap()
-                    .clone(),
+                fields: FieldsJson::from_map(
+                    serde_json::json!({ "step": seq }).as_object().unwrap(),
+                ),
                 invalid_utf8: false,
             })
             .collect(),
