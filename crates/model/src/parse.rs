@@ -7,8 +7,9 @@
 //! - JSON objects, with the keys loggers use for the level (`level`,
 //!   `severity`, `levelname`, `lvl`), the message (`msg`, `message`), the
 //!   request (`request_id`, `requestId`) and the time (`ts`, `time`,
-//!   `timestamp`). Every other key becomes a field. RunPod's
-//!   `{"requestId", "message", "level"}` lines are one case of this.
+//!   `timestamp`). Every other key becomes a field, but a request id of
+//!   `null` (no request) is dropped. RunPod's `{"requestId", "message",
+//!   "level"}` lines are one case of this.
 //! - Plain-text level prefixes: `INFO | msg` (and loguru's
 //!   `time | LEVEL | msg`), `[ERROR] msg`, `WARNING: msg` (and Python
 //!   logging's `WARNING:logger:msg`), and glog's `E1120 12:00:00.000000 42
@@ -90,6 +91,9 @@ fn parse_json(line: &str) -> Option<ParsedLine> {
         object.remove(&key);
         parsed.request_id = Some(request_id);
     }
+    // A request id of null says the line belongs to no request (RunPod's
+    // worker prints `"requestId": null` outside a job): no field to keep.
+    object.retain(|key, value| !(value.is_null() && REQUEST_ID_KEYS.contains(&key.as_str())));
     if let Some((key, ts)) = take_first(&object, &TIME_KEYS, json_timestamp) {
         object.remove(&key);
         parsed.ts = Some(ts);
@@ -341,6 +345,18 @@ mod tests {
         assert_eq!(parsed.message, "Started job");
         assert_eq!(parsed.request_id.as_deref(), Some("sync-123-u1"));
         assert!(parsed.fields.is_empty());
+
+        // Outside a job the worker prints a null request id: no request,
+        // and no field either.
+        let parsed = parse_line(
+            r#"{"requestId": null, "message": "GPU memory: 9.46 GiB", "level": "INFO"}"#,
+        );
+        assert_eq!(parsed.message, "GPU memory: 9.46 GiB");
+        assert_eq!(parsed.request_id, None);
+        assert!(parsed.fields.is_empty());
+        // Other nulls are kept as fields.
+        let parsed = parse_line(r#"{"msg": "x", "request_id": null, "gpu": null}"#);
+        assert_eq!(parsed.fields, fields(json!({"gpu": null})));
     }
 
     #[test]
