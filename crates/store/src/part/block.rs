@@ -20,7 +20,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
 use super::bloom::{BloomBuilder, WordBloom};
-use super::StreamLabels;
+use super::{BlockMeta, StreamLabels};
 
 #[derive(Default, Serialize, Deserialize)]
 struct Columns {
@@ -152,42 +152,30 @@ impl<T: BlockRecord> BlockRecord for &T {
     }
 }
 
-/// A block made by [`encode_with`]: its compressed bytes, and what its
-/// index entry says of its records.
-pub struct Encoded {
-    pub compressed: Vec<u8>,
-    /// Bytes of its columns before compression.
-    pub raw_len: usize,
-    pub min_ts: i64,
-    pub max_ts: i64,
-    pub min_id: u64,
-    pub max_id: u64,
-    /// Bit n set: a record of level n.
-    pub levels: u8,
-    /// Bit n set: a record of output stream n.
-    pub outputs: u8,
-    pub words: WordBloom,
-}
-
-/// Encodes records (of one stream, in time order) into a compressed block.
-pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> Encoded {
+/// Encodes records (of one stream, in time order) into a compressed block,
+/// and its index entry as the first block of stream 0.
+pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> (Vec<u8>, BlockMeta) {
     let mut compressor =
         zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
-    encode_with(records, &mut compressor, &mut WordBloom::builder())
+    encode_with(records, &mut compressor, &mut WordBloom::builder(), 0, 0)
 }
 
 /// [`encode`] with a compressor and a word filter builder kept by the
 /// caller: a zstd context costs about a megabyte of tables to set up, so a
 /// part's writer makes one for all its blocks.
 ///
-/// One pass over the records makes the columns, the word filter and the
-/// summary: a block's messages are larger than the processor's caches, so
-/// each further pass read them from memory again.
+/// Returns the block and its index entry, for a block of stream `stream`
+/// (an index into the footer's streams) at `offset` in its part. One pass
+/// over the records makes the columns, the word filter and the entry: a
+/// block's messages are larger than the processor's caches, so each
+/// further pass read them from memory again.
 pub fn encode_with<R: BlockRecord>(
     records: &[R],
     compressor: &mut zstd::bulk::Compressor<'_>,
     words: &mut BloomBuilder,
-) -> Encoded {
+    stream: u32,
+    offset: u64,
+) -> (Vec<u8>, BlockMeta) {
     let mut columns = Columns::default();
     let mut newline = false;
     let mut request_positions = std::collections::HashMap::new();
@@ -275,9 +263,13 @@ pub fn encode_with<R: BlockRecord>(
     let compressed = compressor
         .compress(&encoded)
         .expect("zstd compresses in memory");
-    Encoded {
-        compressed,
-        raw_len: encoded.len(),
+    let meta = BlockMeta {
+        stream,
+        offset,
+        len: compressed.len() as u32,
+        raw_len: encoded.len() as u32,
+        crc32: crc32fast::hash(&compressed),
+        count: records.len() as u32,
         min_ts,
         max_ts,
         min_id,
@@ -285,7 +277,8 @@ pub fn encode_with<R: BlockRecord>(
         levels,
         outputs,
         words: words.take(),
-    }
+    };
+    (compressed, meta)
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {

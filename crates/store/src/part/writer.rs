@@ -241,23 +241,14 @@ impl PartWriter {
         seqs: &mut SeqRanges,
     ) -> io::Result<()> {
         let block_index = self.footer.blocks.len() as u32;
-        let encoded = block::encode_with(records, &mut self.compressor, &mut self.words);
-        self.out.write_all(&encoded.compressed)?;
-        let meta = BlockMeta {
+        let (compressed, meta) = block::encode_with(
+            records,
+            &mut self.compressor,
+            &mut self.words,
             stream,
-            offset: self.offset,
-            len: encoded.compressed.len() as u32,
-            raw_len: encoded.raw_len as u32,
-            crc32: crc32fast::hash(&encoded.compressed),
-            count: records.len() as u32,
-            min_ts: encoded.min_ts,
-            max_ts: encoded.max_ts,
-            min_id: encoded.min_id,
-            max_id: encoded.max_id,
-            levels: encoded.levels,
-            outputs: encoded.outputs,
-            words: encoded.words,
-        };
+            self.offset,
+        );
+        self.out.write_all(&compressed)?;
         self.offset += u64::from(meta.len);
         for record in records {
             seqs.add(record.seq());
