@@ -260,6 +260,7 @@ impl Collector for StoreCollector {
             }
         }
         let counters = self.0.counters();
+        let cache = self.0.block_cache();
         for (name, help, value) in [
             (
                 "store_appended",
@@ -292,9 +293,32 @@ impl Collector for StoreCollector {
                 "Blocks merges wrote anew from the records of overlapping or small blocks",
                 counters.merge_blocks_written,
             ),
+            (
+                "store_block_cache_hits",
+                "Blocks queries found decoded in the block cache",
+                cache.hits,
+            ),
+            (
+                "store_block_cache_misses",
+                "Blocks queries read and decoded (the block cache did not hold them)",
+                cache.misses,
+            ),
+            (
+                "store_block_cache_evictions",
+                "Decoded blocks the block cache let go to stay within --block-cache-bytes",
+                cache.evictions,
+            ),
         ] {
             encode_counter(&mut encoder, name, help, value)?;
         }
+        let held = ConstGauge::new(i64::try_from(cache.bytes).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "store_block_cache_bytes",
+            "Bytes of decoded blocks the block cache holds",
+            None,
+            held.metric_type(),
+        )?;
+        held.encode(metric)?;
         Ok(())
     }
 }

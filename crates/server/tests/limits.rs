@@ -536,6 +536,12 @@ async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures()
     );
     assert_eq!(sample(&samples, "tailwater_store_appended_total{}"), 4.0);
     assert_eq!(sample(&samples, "tailwater_store_duplicates_total{}"), 4.0);
+    // Everything is still in the memtable: no block was decoded.
+    assert_eq!(
+        sample(&samples, "tailwater_store_block_cache_misses_total{}"),
+        0.0
+    );
+    assert_eq!(sample(&samples, "tailwater_store_block_cache_bytes{}"), 0.0);
     assert!(
         sample(
             &samples,

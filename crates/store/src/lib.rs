@@ -57,6 +57,7 @@
 //! ```
 
 mod append;
+mod cache;
 mod dedup;
 mod flush;
 mod memtable;
@@ -77,6 +78,8 @@ use std::thread::JoinHandle;
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 use tailwater_model::{Cursor, Filter, LogRecord, Query};
 
+use crate::cache::BlockCache;
+pub use crate::cache::CacheStats;
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 #[cfg(test)]
@@ -210,6 +213,8 @@ struct Inner {
     /// Parts left out of merges: a merge found a damaged block in them.
     unmergeable: Mutex<std::collections::HashSet<PathBuf>>,
     counters: Mutex<Counters>,
+    /// Decoded blocks kept for the next page.
+    cache: BlockCache,
     _lock: File,
 }
 
@@ -268,6 +273,7 @@ impl Store {
             query,
             &state.memtable,
             &state.parts,
+            &self.inner.cache,
             as_of,
         ))
     }
@@ -359,6 +365,11 @@ impl Store {
     /// Counters since the store opened.
     pub fn counters(&self) -> Counters {
         self.inner.counters().clone()
+    }
+
+    /// What the block cache did since the store opened.
+    pub fn block_cache(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 }
 

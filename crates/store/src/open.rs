@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
+use crate::cache::BlockCache;
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
@@ -123,6 +124,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         last_id,
         "store opened"
     );
+    let cache = BlockCache::new(options.block_cache_bytes);
     Ok(Inner {
         dir: dir.to_owned(),
         options,
@@ -144,6 +146,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         next_part: AtomicU64::new(next_part),
         unmergeable: Mutex::default(),
         counters: Mutex::new(Counters::default()),
+        cache,
         _lock: lock,
     })
 }

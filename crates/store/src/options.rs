@@ -40,6 +40,11 @@ pub const DEFAULT_MERGE_MIN_PARTS: usize = 8;
 /// records (half the most a block holds) or half a block's bytes, unless
 /// configured otherwise.
 pub const DEFAULT_MERGE_COPY_MIN_RECORDS: usize = crate::part::writer::BLOCK_MAX_RECORDS / 2;
+/// Decoded blocks kept for the next page unless configured otherwise: a
+/// page of 10,000 records over 32 runners opens about 32 blocks of about
+/// 1 MiB each decoded, so the next page finds them all, and a paged scan
+/// decodes each block about once.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Parts below this size are the lowest merge tier.
 pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;
 /// Parts at least this large are left out of merges.
@@ -57,6 +62,9 @@ pub struct StoreOptions {
     pub merged_part_bytes: u64,
     /// See [`DEFAULT_MERGE_COPY_MIN_RECORDS`].
     pub merge_copy_min_records: usize,
+    /// Bytes of decoded blocks kept for the next page (see
+    /// [`DEFAULT_BLOCK_CACHE_BYTES`]); 0 keeps none.
+    pub block_cache_bytes: usize,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -80,6 +88,7 @@ impl Default for StoreOptions {
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             background: true,
         }
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
+use crate::cache::BlockCache;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
 use crate::part::block::{level_code, stream_code};
@@ -219,9 +220,15 @@ pub(crate) fn read_block_or_report(part: &Part, index: usize) -> Vec<LogRecord> 
     })
 }
 
-/// Opens a block, or logs why it could not and gives nothing.
-fn open_block_or_report(part: &Part, index: usize) -> Option<DecodedBlock> {
-    part.open_block(index)
+/// Opens a block (through the cache), or logs why it could not and gives
+/// nothing.
+fn open_block_or_report(
+    cache: &BlockCache,
+    part: &Part,
+    index: usize,
+) -> Option<Arc<DecodedBlock>> {
+    cache
+        .open(part, index)
         .inspect_err(|error| tracing::error!(%error, "skipping an unreadable block"))
         .ok()
 }
@@ -230,7 +237,7 @@ fn open_block_or_report(part: &Part, index: usize) -> Option<DecodedBlock> {
 /// in the page's order, each built only once the cheap checks (time, id,
 /// message) pass: an open block costs its columns, not its records.
 struct BlockRecords<'f> {
-    block: DecodedBlock,
+    block: Arc<DecodedBlock>,
     positions: std::ops::Range<usize>,
     backward: bool,
     bounds: Bounds,
@@ -238,7 +245,7 @@ struct BlockRecords<'f> {
 }
 
 impl<'f> BlockRecords<'f> {
-    fn new(block: DecodedBlock, backward: bool, bounds: Bounds, filter: &'f Filter) -> Self {
+    fn new(block: Arc<DecodedBlock>, backward: bool, bounds: Bounds, filter: &'f Filter) -> Self {
         BlockRecords {
             positions: 0..block.len(),
             block,
@@ -323,6 +330,7 @@ pub(crate) fn page(
     query: &Query,
     memtable: &Memtable,
     parts: &[Arc<Part>],
+    cache: &BlockCache,
     as_of: u64,
 ) -> Page {
     let bounds = Bounds::of(query);
@@ -401,7 +409,7 @@ pub(crate) fn page(
                 break;
             }
             let next = pending.pop().expect("peeked");
-            let Some(block) = open_block_or_report(next.part, next.block) else {
+            let Some(block) = open_block_or_report(cache, next.part, next.block) else {
                 continue;
             };
             sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));

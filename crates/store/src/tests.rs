@@ -668,3 +668,54 @@ fn retention_by_disk_size_deletes_the_oldest_days_first() {
     let left = everything(&store, "t").records;
     assert_eq!(left.len(), 40);
 }
+
+/// Paging through parts page by page opens each block once: the next page
+/// finds the blocks the last one decoded in the block cache, and reads the
+/// same records as a store without one.
+#[test]
+fn paging_through_parts_decodes_each_block_once() {
+    let page_through = |cache_bytes: usize| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                memtable_max_bytes: 1,
+                background: false,
+                block_cache_bytes: cache_bytes,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        for runner in ["r1", "r2", "r3"] {
+            store.append("t", batch(runner, "b", 0..300, 100)).unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .query(
+                    "t",
+                    &Query {
+                        limit: 7,
+                        direction: Direction::Forward,
+                        cursor,
+                        ..Query::default()
+                    },
+                )
+                .unwrap();
+            seen.extend(page.records.iter().map(|r| (r.runner.clone(), r.seq)));
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        (seen, store.block_cache())
+    };
+    let (cached, stats) = page_through(DEFAULT_BLOCK_CACHE_BYTES);
+    let (uncached, without) = page_through(0);
+    assert_eq!(cached.len(), 900);
+    assert_eq!(cached, uncached);
+    assert_eq!(stats.misses, 3, "one block per runner, each decoded once");
+    assert!(stats.hits > 100, "{stats:?}");
+    assert!(without.misses > 100 && without.hits == 0, "{without:?}");
+}

@@ -304,6 +304,35 @@ pub struct DecodedBlock {
 }
 
 impl DecodedBlock {
+    /// About the memory it holds, in bytes: its columns, and the times,
+    /// ids and places worked out from them.
+    pub fn memory_bytes(&self) -> usize {
+        fn held<T>(items: &Vec<T>) -> usize {
+            items.capacity() * std::mem::size_of::<T>()
+        }
+        let columns = &self.columns;
+        let dictionary: usize = columns
+            .request_dictionary
+            .iter()
+            .map(|id| id.capacity() + std::mem::size_of::<String>())
+            .sum();
+        columns.messages.capacity()
+            + held(&columns.fields)
+            + held(&columns.kind)
+            + held(&columns.ts)
+            + held(&columns.id)
+            + held(&columns.seq)
+            + held(&columns.request)
+            + held(&columns.message_len)
+            + held(&columns.invalid_utf8)
+            + dictionary
+            + held(&self.ts)
+            + held(&self.ids)
+            + held(&self.seqs)
+            + held(&self.messages)
+            + held(&self.fields)
+    }
+
     /// Decompresses and checks a block, with the labels of its stream.
     pub fn new(
         compressed: &[u8],

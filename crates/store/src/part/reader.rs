@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tailwater_model::LogRecord;
 
@@ -28,6 +29,9 @@ pub enum PartError {
 
 /// An open part: its footer in memory, its file for block reads.
 pub struct Part {
+    /// Unique among the parts this process opened: what the block cache
+    /// knows its blocks by.
+    id: u64,
     path: PathBuf,
     file: File,
     pub footer: Footer,
@@ -93,7 +97,9 @@ impl Part {
                 return Err(corrupt("a block lies outside the part"));
             }
         }
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Part {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_owned(),
             file,
             footer,
@@ -103,6 +109,10 @@ impl Part {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The records of block `index`, checksum verified.

@@ -33,6 +33,10 @@ pub struct ServerArgs {
     /// parts, in bytes.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_MEMTABLE_MAX_BYTES)]
     memtable_max_bytes: usize,
+    /// Memory for decoded blocks kept for the next page of a query, in
+    /// bytes (0 keeps none).
+    #[arg(long, default_value_t = tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)]
+    block_cache_bytes: usize,
     /// How far behind the newest record of its runner a record may be and
     /// still be stored; older ones are refused and counted.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
@@ -140,6 +144,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.runners.max_runners = args.max_runners;
     config.tail_buffer = args.tail_buffer;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
+    config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
     config.retention.max_age = args.retention;
     config.retention.max_total_bytes = args.max_disk_bytes;
