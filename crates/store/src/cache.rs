@@ -1,15 +1,20 @@
-//! Decoded blocks kept for the next query: the block cache.
+//! Decoded blocks kept for the next page: the block cache.
 //!
 //! A page is stateless: the next page starts again from its cursor, so
 //! paging through a range opened the same blocks page after page (a page
 //! of 10,000 records over 32 runners used about 300 records of each of 32
-//! blocks of 8,192, and decompressed them all). The cache keeps decoded
-//! blocks, least recently used out first, up to a byte budget
-//! ([`crate::StoreOptions::block_cache_bytes`]), so a block is decoded
-//! about once per scan. A block is known by its part's id (unique in the
-//! process, never reused, so a merged-away part's blocks are never served
-//! for another) and its index; parts are immutable, so a cached block never
-//! goes stale. Hits, misses and evictions are counted.
+//! blocks of 8,192, and decompressed them all). So a page that stops inside
+//! blocks keeps them ([`BlockCache::keep`]), and the next page finds them
+//! ([`BlockCache::open`]): a paged scan decodes each block about once. Only
+//! such blocks are kept, not every block read, so a scan does not fill the
+//! cache with blocks it is done with, and the cache holds about one page's
+//! open blocks per scan under way. Least recently used go first when the
+//! byte budget ([`crate::StoreOptions::block_cache_bytes`]) is reached.
+//!
+//! A block is known by its part's id (unique in the process, never reused,
+//! so a merged-away part's blocks are never served for another) and its
+//! index; parts are immutable, so a kept block never goes stale. Hits,
+//! misses and evictions are counted.
 
 use std::sync::{Arc, Mutex};
 
@@ -56,29 +61,36 @@ impl BlockCache {
         }
     }
 
-    /// Block `index` of `part`, decoded: from the cache, or read, decoded
-    /// (outside the cache's lock) and kept.
+    /// Block `index` of `part`, decoded: from the cache, or read and
+    /// decoded (outside the cache's lock).
     pub fn open(&self, part: &Part, index: usize) -> Result<Arc<DecodedBlock>, PartError> {
-        let key = (part.id(), index);
-        if let Some(block) = self.lock().hit(&key) {
+        if let Some(block) = self.lock().hit(&(part.id(), index)) {
             return Ok(block);
         }
         let block = Arc::new(part.open_block(index)?);
-        let mut inner = self.lock();
-        inner.stats.misses += 1;
-        let bytes = block.memory_bytes();
-        if bytes <= self.capacity_bytes && inner.blocks.put(key, block.clone()).is_none() {
-            inner.bytes += bytes;
-            while inner.bytes > self.capacity_bytes {
-                let (_, evicted) = inner
-                    .blocks
-                    .pop_lru()
-                    .expect("bytes held means blocks held");
-                inner.bytes -= evicted.memory_bytes();
-                inner.stats.evictions += 1;
-            }
-        }
+        self.lock().stats.misses += 1;
         Ok(block)
+    }
+
+    /// Keeps block `index` of `part` for a next page, making room within the
+    /// budget by letting the least recently used go.
+    pub fn keep(&self, part: &Part, index: usize, block: Arc<DecodedBlock>) {
+        let bytes = block.memory_bytes();
+        if bytes > self.capacity_bytes {
+            return;
+        }
+        let mut inner = self.lock();
+        if inner.blocks.put((part.id(), index), block).is_none() {
+            inner.bytes += bytes;
+        }
+        while inner.bytes > self.capacity_bytes {
+            let (_, evicted) = inner
+                .blocks
+                .pop_lru()
+                .expect("bytes held means blocks held");
+            inner.bytes -= evicted.memory_bytes();
+            inner.stats.evictions += 1;
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -139,6 +151,13 @@ mod tests {
         Part::open(&path).unwrap()
     }
 
+    /// Opens block `index` of `part` through `cache`, and keeps it.
+    fn open_and_keep(cache: &BlockCache, part: &Part, index: usize) -> Arc<DecodedBlock> {
+        let block = cache.open(part, index).unwrap();
+        cache.keep(part, index, block.clone());
+        block
+    }
+
     #[test]
     fn keeps_blocks_within_its_budget_least_recently_used_out_first() {
         let dir = tempfile::tempdir().unwrap();
@@ -146,18 +165,22 @@ mod tests {
         let block_bytes = part.open_block(0).unwrap().memory_bytes();
         let cache = BlockCache::new(2 * block_bytes + block_bytes / 2);
 
-        let first = cache.open(&part, 0).unwrap();
+        // Opened but not kept: decoded again.
+        let unkept = cache.open(&part, 3).unwrap();
+        assert!(!Arc::ptr_eq(&unkept, &cache.open(&part, 3).unwrap()));
+
+        let first = open_and_keep(&cache, &part, 0);
         assert!(Arc::ptr_eq(&first, &cache.open(&part, 0).unwrap()));
-        cache.open(&part, 1).unwrap();
+        open_and_keep(&cache, &part, 1);
         cache.open(&part, 0).unwrap(); // 0 is now the most recently used
-        cache.open(&part, 2).unwrap(); // so 1 makes room
+        open_and_keep(&cache, &part, 2); // so 1 makes room
         let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.evictions), (2, 3, 1));
+        assert_eq!((stats.hits, stats.misses, stats.evictions), (2, 5, 1));
         let held = first.memory_bytes() + part.open_block(2).unwrap().memory_bytes();
         assert_eq!(stats.bytes, held as u64);
         assert!(Arc::ptr_eq(&first, &cache.open(&part, 0).unwrap()));
         cache.open(&part, 1).unwrap();
-        assert_eq!(cache.stats().misses, 4, "block 1 was let go");
+        assert_eq!(cache.stats().misses, 6, "block 1 was let go");
     }
 
     #[test]
@@ -165,8 +188,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (one, two) = (part(dir.path(), "p1", 1), part(dir.path(), "p2", 1));
         let cache = BlockCache::new(1 << 30);
-        let from_one = cache.open(&one, 0).unwrap();
-        let from_two = cache.open(&two, 0).unwrap();
+        let from_one = open_and_keep(&cache, &one, 0);
+        let from_two = open_and_keep(&cache, &two, 0);
         assert!(!Arc::ptr_eq(&from_one, &from_two));
         // The same file opened again is another part: nothing stale is
         // served for it.
@@ -180,7 +203,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let part = part(dir.path(), "p1", 1);
         let cache = BlockCache::new(0);
-        let first = cache.open(&part, 0).unwrap();
+        let first = open_and_keep(&cache, &part, 0);
         assert!(!Arc::ptr_eq(&first, &cache.open(&part, 0).unwrap()));
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.bytes), (0, 2, 0));

@@ -40,10 +40,10 @@ pub const DEFAULT_MERGE_MIN_PARTS: usize = 8;
 /// records (half the most a block holds) or half a block's bytes, unless
 /// configured otherwise.
 pub const DEFAULT_MERGE_COPY_MIN_RECORDS: usize = crate::part::writer::BLOCK_MAX_RECORDS / 2;
-/// Decoded blocks kept for the next page unless configured otherwise: a
-/// page of 10,000 records over 32 runners opens about 32 blocks of about
-/// 1 MiB each decoded, so the next page finds them all, and a paged scan
-/// decodes each block about once.
+/// Bytes of decoded blocks kept for next pages unless configured otherwise:
+/// a page of 10,000 records over 32 runners stops inside about 32 blocks of
+/// about 1.3 MiB each decoded, so the next pages of a few such scans at
+/// once find theirs.
 pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Parts below this size are the lowest merge tier.
 pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;

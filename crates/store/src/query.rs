@@ -397,6 +397,7 @@ pub(crate) fn page(
     push_next(&mut heap, &mut sources, 0);
 
     let mut records = Vec::with_capacity(query.limit.min(1024) + 1);
+    let mut opened = Vec::new();
     while records.len() <= query.limit {
         // Open every block whose first record could come before the head.
         while let Some(next) = pending.last() {
@@ -412,6 +413,7 @@ pub(crate) fn page(
             let Some(block) = open_block_or_report(cache, next.part, next.block) else {
                 continue;
             };
+            opened.push((next.part, next.block, block.clone()));
             sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
             let source = sources.len() - 1;
             push_next(&mut heap, &mut sources, source);
@@ -426,6 +428,21 @@ pub(crate) fn page(
     } else {
         None
     };
+    if let Some(cursor) = next {
+        // The next page starts where this one stopped: it needs again the
+        // blocks with records past the cursor.
+        for (part, index, block) in opened {
+            let meta = &part.footer.blocks[index];
+            let continues = if backward {
+                meta.min_ts <= cursor.ts_ns
+            } else {
+                meta.max_ts >= cursor.ts_ns
+            };
+            if continues {
+                cache.keep(part, index, block);
+            }
+        }
+    }
     Page {
         records,
         next,
