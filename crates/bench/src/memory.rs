@@ -43,7 +43,7 @@ pub fn run(ingested: &Ingested, grep: &Grep) -> anyhow::Result<Vec<Row>> {
     .baseline_is(format!("peak RSS of {baseline_is}"))
     .target("< 256 MiB", |value, _| Some(value < TARGET_BYTES))
     .note(format!(
-        "peak RSS (wait4's ru_maxrss, started by a small wrapper) of a process that opens the store and reads every record, oldest first, in pages of {MAX_PAGE_LIMIT}; store read {} records, baseline {} lines",
+        "peak RSS (wait4's ru_maxrss, started by a small wrapper) of a process that opens the store (default settings: its block cache keeps the blocks each page stops inside for the next) and reads every record, oldest first, in pages of {MAX_PAGE_LIMIT}; store read {} records, baseline {} lines",
         found(&store.stdout),
         found(&raw.stdout)
     ))])
