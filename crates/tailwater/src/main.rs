@@ -11,18 +11,11 @@ mod render;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long memory the process frees stays with mimalloc before it goes
-/// back to the system, in ms (mimalloc's own default is 1 s).
-///
 /// `tailwater run` lives beside a worker for the worker's whole life, so it
-/// keeps its memory small: what it frees goes back at once, and it takes no
-/// transparent huge pages ([`tailwater_agent::stay_small`]). The other
-/// commands (the server above all) keep freed memory 100 ms: long enough
-/// for the allocations of a burst of ingest to reuse it, short enough that
-/// a flushed memtable's memory does not sit beside a scan's. Measured with
-/// the server benchmark at 1M lines: a full scan's peak 312–319 → 266–280
-/// MiB, ingest per core within its noise.
-fn set_purge_delay(agent: bool) {
+/// keeps its memory small: memory it frees goes back to the system at once
+/// (mimalloc keeps it a while by default, which suits the server), and no
+/// transparent huge pages ([`tailwater_agent::stay_small`]).
+fn keep_the_agent_small() {
     extern "C" {
         fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
     }
@@ -31,10 +24,8 @@ fn set_purge_delay(agent: bool) {
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
     // SAFETY: mimalloc is this binary's allocator (linked in above); setting
     // an option is a plain store, safe at any time.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, if agent { 0 } else { 100 }) };
-    if agent {
-        tailwater_agent::stay_small();
-    }
+    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    tailwater_agent::stay_small();
 }
 
 use std::process::ExitCode;
@@ -197,11 +188,12 @@ fn hint(error: &anyhow::Error) -> Option<String> {
 }
 
 fn main() -> ExitCode {
-    set_purge_delay(
-        std::env::args_os()
-            .nth(1)
-            .is_some_and(|command| command == "run"),
-    );
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|command| command == "run")
+    {
+        keep_the_agent_small();
+    }
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
