@@ -199,7 +199,7 @@ impl Inner {
             if number > last {
                 continue;
             }
-            let spare = self.dir.join(crate::WAL_DIR).join(crate::wal::SPARE);
+            let spare = crate::spare_wal_path(&self.dir);
             if !spare.exists() && crate::wal::is_current_format(&path) {
                 std::fs::rename(&path, &spare).map_err(StoreError::io(&path))?;
             } else {

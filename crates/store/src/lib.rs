@@ -383,7 +383,7 @@ impl Drop for Store {
         }
         // A closed store keeps no spare log file: it is only worth its disk
         // space while segments come and go.
-        let _ = std::fs::remove_file(self.inner.dir.join(WAL_DIR).join(wal::SPARE));
+        let _ = std::fs::remove_file(spare_wal_path(&self.inner.dir));
     }
 }
 
@@ -443,6 +443,11 @@ fn day_of(ts_ns: i64) -> String {
 
 fn wal_path(dir: &Path, segment: u64) -> PathBuf {
     dir.join(WAL_DIR).join(format!("{segment:012}.log"))
+}
+
+/// Where a flushed log segment's file waits to be reused.
+fn spare_wal_path(dir: &Path) -> PathBuf {
+    dir.join(WAL_DIR).join(wal::SPARE)
 }
 
 fn part_number(path: &Path) -> Option<u64> {

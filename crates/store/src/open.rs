@@ -171,7 +171,7 @@ pub(crate) fn wal_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError
 
 /// The spare segment file, if there is one to reuse.
 pub(crate) fn spare_segment(dir: &Path) -> Option<PathBuf> {
-    let path = dir.join(WAL_DIR).join(crate::wal::SPARE);
+    let path = crate::spare_wal_path(dir);
     path.exists().then_some(path)
 }
 

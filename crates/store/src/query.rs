@@ -413,7 +413,8 @@ pub(crate) fn page(
             let Some(block) = open_block_or_report(cache, next.part, next.block) else {
                 continue;
             };
-            opened.push((next.part, next.block, block.clone()));
+            // Weak: a block read through is still let go at once.
+            opened.push((next.part, next.block, Arc::downgrade(&block)));
             sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
             let source = sources.len() - 1;
             push_next(&mut heap, &mut sources, source);
@@ -430,7 +431,7 @@ pub(crate) fn page(
     };
     if let Some(cursor) = next {
         // The next page starts where this one stopped: it needs again the
-        // blocks with records past the cursor.
+        // blocks with records past the cursor (still open, so still held).
         for (part, index, block) in opened {
             let meta = &part.footer.blocks[index];
             let continues = if backward {
@@ -438,7 +439,7 @@ pub(crate) fn page(
             } else {
                 meta.max_ts >= cursor.ts_ns
             };
-            if continues {
+            if let Some(block) = block.upgrade().filter(|_| continues) {
                 cache.keep(part, index, block);
             }
         }
