@@ -70,7 +70,7 @@ impl WalWriter {
     /// else in a new file.
     pub fn create(path: &Path, segment: u64, spare: Option<&Path>) -> io::Result<WalWriter> {
         let reused = spare.is_some_and(|spare| fs::rename(spare, path).is_ok());
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
@@ -82,7 +82,6 @@ impl WalWriter {
             // segment number.
             File::open(parent)?.sync_all()?;
         }
-        let mut file = file;
         file.seek(SeekFrom::Start(MAGIC.len() as u64))?;
         Ok(WalWriter {
             file: Arc::new(file),
