@@ -9,6 +9,7 @@ mod cli;
 mod demo;
 mod dev;
 mod export;
+mod faults;
 mod limits;
 mod logs;
 mod scopes;
