@@ -207,16 +207,22 @@ async fn a_tail_opened_before_the_request_started_gets_only_what_its_caller_may_
     .await;
 
     let everything = ["request started", "b secret 1", "b secret 2", "side marker"];
+    let got = [
+        ("a sse", until_message(&mut a_sse, "side marker").await),
+        ("a websocket", until_message(&mut a_ws, "side marker").await),
+        ("b sse", until_message(&mut b_sse, "side marker").await),
+        ("b websocket", until_message(&mut b_ws, "side marker").await),
+    ];
+    let want = [
+        ("a sse", vec!["side marker"]),
+        ("a websocket", vec!["side marker"]),
+        ("b sse", everything.to_vec()),
+        ("b websocket", everything.to_vec()),
+    ];
     assert_eq!(
-        until_message(&mut a_sse, "side marker").await,
-        ["side marker"]
+        got.map(|(how, got)| (how, got.join(", "))),
+        want.map(|(how, want)| (how, want.join(", ")))
     );
-    assert_eq!(
-        until_message(&mut a_ws, "side marker").await,
-        ["side marker"]
-    );
-    assert_eq!(until_message(&mut b_sse, "side marker").await, everything);
-    assert_eq!(until_message(&mut b_ws, "side marker").await, everything);
 
     // History agrees, record for record.
     for (token, want) in [(&a, &["side marker"][..]), (&b, &everything[..])] {
