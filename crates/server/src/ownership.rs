@@ -156,3 +156,66 @@ impl RequestStarts {
         recorded
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailwater_model::wire::{IngestBatch, IngestRecord};
+    use tailwater_model::FieldsJson;
+    use tailwater_store::StoreOptions;
+
+    /// One record of request `r` by `runner` of `app`: a `request_start`
+    /// naming `caller` (a JSON value), or a plain line.
+    fn send(store: &Store, app: &str, runner: &str, seq: u64, caller: Option<serde_json::Value>) {
+        let ts = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seq as i64);
+        let (stream, fields) = match caller {
+            Some(caller) => (
+                Stream::System,
+                serde_json::json!({"event": "request_start", "caller": caller}),
+            ),
+            None => (Stream::Stdout, serde_json::json!({})),
+        };
+        let batch = IngestBatch {
+            app: app.into(),
+            version: "v1".into(),
+            runner: runner.into(),
+            boot: "b".into(),
+            source: Default::default(),
+            records: vec![IngestRecord {
+                seq,
+                ts,
+                stream,
+                level: Default::default(),
+                request_id: Some("r".into()),
+                message: format!("{app} {seq}"),
+                fields: FieldsJson::from_map(fields.as_object().unwrap()),
+                invalid_utf8: false,
+            }],
+        };
+        assert_eq!(store.append("t", batch).unwrap().accepted, 1);
+    }
+
+    #[test]
+    fn the_first_start_stored_of_each_app_decides_whatever_its_time_or_runner() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let starts = RequestStarts::new(store.clone(), "t", "r");
+        // A line before any start: no recorded caller yet.
+        send(&store, "pub", "pub-1", 1, None);
+        assert_eq!(starts.recorded("pub"), Recorded::Anyone);
+        // The start stored next decides, for this read too.
+        send(&store, "pub", "pub-1", 2, Some("tok_a".into()));
+        assert_eq!(starts.recorded("pub"), Recorded::Caller("tok_a".into()));
+        // A later start, dated earlier, from another runner of the app:
+        // stored second, it decides nothing.
+        send(&store, "pub", "pub-2", 100, Some("tok_b".into()));
+        assert_eq!(starts.recorded("pub"), Recorded::Caller("tok_a".into()));
+        let fresh = RequestStarts::new(store.clone(), "t", "r");
+        assert_eq!(fresh.recorded("pub"), Recorded::Caller("tok_a".into()));
+        // Another app's start of the same id is that app's alone.
+        send(&store, "other", "other-1", 200, Some(serde_json::json!(7)));
+        assert_eq!(fresh.recorded("other"), Recorded::Nobody);
+        assert_eq!(fresh.recorded("pub"), Recorded::Caller("tok_a".into()));
+        assert!(!Recorded::Nobody.admits("tok_a") && Recorded::Anyone.admits("tok_a"));
+    }
+}
