@@ -39,8 +39,8 @@
 //!    gets 404 from `/v1/requests/{id}` and its logs, and no record from
 //!    `/v1/logs?request=`, its tail, export or histogram, exactly as for a
 //!    request that does not exist. Checked per record, as it leaves
-//!    ([`CallerView::sees`]), against the first `request_start` (in ingest
-//!    order) of the record's own app ([`crate::ownership`]): a start stored
+//!    ([`CallerView::sees`]), against the first `request_start` naming a
+//!    caller (in ingest order) of the record's own app ([`crate::ownership`]): a start stored
 //!    after a tail opened applies to that tail at once, and another app's
 //!    start decides nothing about this app's records. Runners of one app
 //!    are one trust domain (one ingest token speaks for all of them).
@@ -52,7 +52,6 @@ use tailwater_model::LogRecord;
 use tailwater_store::Store;
 
 use crate::ownership::RequestStarts;
-
 use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 
 pub use crate::registry::generate_secret as generate_token;

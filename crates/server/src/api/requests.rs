@@ -9,8 +9,9 @@
 //! token the request was made with. Caller tokens then read that request only
 //! if they are that token (see [`crate::auth`], rule 5); owners and admins
 //! read every request of their tenant. A request is its app's: the app's
-//! first `request_start` in ingest order decides, and another app sending
-//! the same request id has a request of its own ([`crate::ownership`]).
+//! first `request_start` naming a caller, in ingest order, decides, and
+//! another app sending the same request id has a request of its own
+//! ([`crate::ownership`]).
 //!
 //! A request that does not exist, and one the token may not see, are both
 //! 404, so a caller cannot learn that another caller's request exists.
@@ -33,7 +34,8 @@ use crate::AppState;
 /// One app's `request_start` and `request_end` records of a request.
 #[derive(Default)]
 struct Lifecycle {
-    /// Its first `request_start` in ingest order: the one that decides.
+    /// Its deciding `request_start` (the first naming a caller, in ingest
+    /// order), else its first.
     start: Option<LogRecord>,
     end: Option<LogRecord>,
     /// Its first record of any stream, when it has no lifecycle record.
@@ -57,7 +59,8 @@ fn lifecycle(store: &Store, tenant: &str, app: &str, id: &str) -> Result<Lifecyc
         cursor: None,
     };
     let mut lifecycle = Lifecycle {
-        start: ownership::first_start(store, tenant, app, id, 0),
+        start: ownership::deciding_start(store, tenant, app, id, 0)
+            .or_else(|| ownership::first_start(store, tenant, app, id)),
         end: store
             .query(tenant, &query(Some("request_end"), Direction::Backward, 1))?
             .records
