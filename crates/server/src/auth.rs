@@ -37,12 +37,21 @@
 //!    request (`fields.caller` on its `request_start` record: the caller
 //!    token's public id), only that caller token reads it: any other caller
 //!    gets 404 from `/v1/requests/{id}` and its logs, and no record from
-//!    `/v1/logs?request=` and its tail, exactly as for a request that does
-//!    not exist ([`CallerView::may_see_caller`]).
+//!    `/v1/logs?request=`, its tail, export or histogram, exactly as for a
+//!    request that does not exist. Checked per record, as it leaves
+//!    ([`CallerView::sees`]), against the first `request_start` naming a
+//!    caller (in ingest order) of the record's own app ([`crate::ownership`]): a start stored
+//!    after a tail opened applies to that tail at once, and another app's
+//!    start decides nothing about this app's records. Runners of one app
+//!    are one trust domain (one ingest token speaks for all of them).
+
+use std::sync::Arc;
 
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
+use tailwater_store::Store;
 
+use crate::ownership::RequestStarts;
 use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 
 pub use crate::registry::generate_secret as generate_token;
@@ -194,16 +203,17 @@ impl Principal {
         request: Option<&str>,
         app: Option<&str>,
         registry: &Registry,
+        store: &Arc<Store>,
     ) -> Result<Option<CallerView>, Denied> {
         self.allow(Action::ReadLogs)?;
         if self.scope != Scope::Caller {
             return Ok(None);
         }
-        if request.is_none_or(str::is_empty) {
+        let Some(request) = request.filter(|request| !request.is_empty()) else {
             return Err(Denied::Forbidden(
                 "a caller token reads one request's logs at a time: add request=ID (`tailwater logs --request ID`)".into(),
             ));
-        }
+        };
         if let (Some(own), Some(asked)) = (&self.app, app) {
             if own != asked {
                 return Err(Denied::Forbidden(format!(
@@ -222,48 +232,55 @@ impl Principal {
             tenant: tenant.to_owned(),
             app: self.app.clone(),
             token_id: self.token_id.clone(),
-            blind: false,
+            starts: Arc::new(RequestStarts::new(store.clone(), tenant, request)),
         }))
     }
 }
 
-/// What a caller token sees of a log read: records of its app (if it has
-/// one), never of a private app.
-#[derive(Clone, Debug)]
+/// What a caller token sees of a log read: records of the one request it
+/// reads, of its app (if it has one), never of a private app, and only
+/// where that app's request was recorded with this caller or none.
+#[derive(Clone)]
 pub struct CallerView {
     tenant: String,
     app: Option<String>,
     /// The caller token's public id.
     token_id: String,
-    /// Sees nothing: the request read is another caller's.
-    blind: bool,
+    /// The request read, and its apps' recorded callers as found so far.
+    starts: Arc<RequestStarts>,
+}
+
+impl std::fmt::Debug for CallerView {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("CallerView")
+            .field("tenant", &self.tenant)
+            .field("app", &self.app)
+            .field("token_id", &self.token_id)
+            .field("request", &self.starts.request_id())
+            .finish()
+    }
 }
 
 impl CallerView {
-    /// Checked per record, as it is read: privacy changes apply at once.
+    /// Checked per record, as it leaves, by every read of records
+    /// (history, tail, export, histogram): privacy changes and a
+    /// `request_start` stored after the read began apply at once.
+    /// Blocking: may read the store (see [`RequestStarts::recorded`]).
     pub fn sees(&self, record: &LogRecord, registry: &Registry) -> bool {
-        self.sees_app(&record.app, registry)
+        record.request_id.as_deref() == Some(self.starts.request_id())
+            && self.sees_request_of(&record.app, registry)
+    }
+
+    /// Whether this caller may read the request as `app` holds it: records
+    /// of `app` visible to it, and `app`'s first `request_start` recorded
+    /// this caller or none. Blocking, as [`CallerView::sees`].
+    pub fn sees_request_of(&self, app: &str, registry: &Registry) -> bool {
+        self.sees_app(app, registry) && self.starts.recorded(app).admits(&self.token_id)
     }
 
     /// Whether records of `app` are visible to this caller.
     pub fn sees_app(&self, app: &str, registry: &Registry) -> bool {
-        !self.blind
-            && self.app.as_deref().is_none_or(|own| own == app)
-            && !registry.is_private(&self.tenant, app)
-    }
-
-    /// Whether this caller may read a request the gateway recorded as made
-    /// by `recorded` (a caller token's public id); any caller may read one
-    /// recorded with none.
-    pub fn may_see_caller(&self, recorded: Option<&str>) -> bool {
-        recorded.is_none_or(|recorded| recorded == self.token_id)
-    }
-
-    /// This view, seeing nothing at all.
-    pub fn blind(self) -> CallerView {
-        CallerView {
-            blind: true,
-            ..self
-        }
+        self.app.as_deref().is_none_or(|own| own == app) && !registry.is_private(&self.tenant, app)
     }
 }

@@ -23,6 +23,7 @@ pub mod api;
 pub mod auth;
 pub mod limits;
 pub mod metrics;
+pub mod ownership;
 pub mod redact;
 pub mod registry;
 pub mod runners;

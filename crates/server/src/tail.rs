@@ -51,7 +51,9 @@ pub enum TailEvent {
     },
 }
 
-/// Whether a client may see a record (a caller's view of private apps).
+/// Whether a client may see a record (a caller's view: private apps, the
+/// request's recorded caller). Called off the async threads: it may read
+/// the store.
 pub type Sees = Arc<dyn Fn(&LogRecord) -> bool + Send + Sync>;
 /// Whether a client may still receive anything (its token is live).
 pub type Allowed = Arc<dyn Fn() -> bool + Send + Sync>;
@@ -204,9 +206,9 @@ impl Follower {
                 return STOP;
             };
             let read_everything = records.len() < READ_BATCH;
-            for record in records {
+            for (record, visible) in records {
                 let id = record.id;
-                if (self.subscription.sees)(&record) {
+                if visible {
                     match self.sender.try_send(TailEvent::Record(record)) {
                         Ok(()) if id <= self.counted_to => {
                             self.behind = self.behind.saturating_sub(1)
@@ -288,16 +290,28 @@ impl Follower {
         GO_ON
     }
 
-    /// Up to `limit` matching records with ids above `after`.
-    async fn read(&self, after: u64, limit: usize) -> Option<Vec<LogRecord>> {
+    /// Up to `limit` matching records with ids above `after`, each with
+    /// whether the client may see it, judged as it is read: the check may
+    /// read the store too (a request's recorded caller), so it runs off the
+    /// async threads.
+    async fn read(&self, after: u64, limit: usize) -> Option<Vec<(LogRecord, bool)>> {
         let store = self.store.clone();
-        let (tenant, filter) = (
+        let (tenant, filter, sees) = (
             self.subscription.tenant.clone(),
             self.subscription.filter.clone(),
+            self.subscription.sees.clone(),
         );
-        tokio::task::spawn_blocking(move || store.read_after(&tenant, &filter, after, limit))
-            .await
-            .ok()
+        let read = move || {
+            let records = store.read_after(&tenant, &filter, after, limit);
+            records
+                .into_iter()
+                .map(|record| {
+                    let visible = sees(&record);
+                    (record, visible)
+                })
+                .collect()
+        };
+        tokio::task::spawn_blocking(read).await.ok()
     }
 
     /// How many records in `(after, through]` the client would get; `None`
@@ -311,11 +325,14 @@ impl Follower {
             }
             let records = self.read(position, COUNT_BATCH).await?;
             let done = records.len() < COUNT_BATCH;
-            for record in records.iter().take_while(|record| record.id <= through) {
-                count += u64::from((self.subscription.sees)(record));
+            for (record, visible) in records
+                .iter()
+                .take_while(|(record, _)| record.id <= through)
+            {
+                count += u64::from(*visible);
                 position = record.id;
             }
-            if done || position >= through || records.last().is_some_and(|r| r.id > through) {
+            if done || position >= through || records.last().is_some_and(|(r, _)| r.id > through) {
                 return Some(count);
             }
         }

@@ -636,3 +636,57 @@ fn a_merge_that_meets_a_damaged_block_leaves_that_part_out_from_then_on() {
     assert!(damaged.exists(), "the damaged part is kept as it is");
     assert_eq!(all(&store, "t").len(), 120);
 }
+
+/// A request id is the sender's to choose: two apps may use the same one,
+/// and each app's request is summarized apart, before and after a flush.
+#[test]
+fn each_app_holding_a_request_id_has_a_summary_of_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let of_request = |seqs: std::ops::Range<u64>, at: Timestamp| {
+        seqs.map(|seq| {
+            let mut r = record(seq, at, format!("line {seq}"));
+            r.request_id = Some("req-1".into());
+            r
+        })
+        .collect::<Vec<_>>()
+    };
+    store
+        .append("t", batch_of("pub", "p1", of_request(0..3, start())))
+        .unwrap();
+    // Dated an hour earlier: the merged summary takes its app and runner.
+    let earlier = start() - Duration::from_secs(3600);
+    store
+        .append("t", batch_of("other", "o1", of_request(0..2, earlier)))
+        .unwrap();
+    for when in ["from the memtable", "from the part"] {
+        assert_eq!(store.request_apps("t", "req-1"), ["other", "pub"], "{when}");
+        assert_eq!(
+            store.request_apps("u", "req-1"),
+            Vec::<String>::new(),
+            "{when}"
+        );
+        let pub_request = store.request_in_app("t", "pub", "req-1").unwrap();
+        assert_eq!(
+            (pub_request.app.as_str(), pub_request.runner.as_str()),
+            ("pub", "p1")
+        );
+        assert_eq!(
+            (pub_request.records, pub_request.first_ts),
+            (3, timestamp_ns(start())),
+            "{when}"
+        );
+        let other = store.request_in_app("t", "other", "req-1").unwrap();
+        assert_eq!((other.runner.as_str(), other.records), ("o1", 2), "{when}");
+        assert_eq!(store.request_in_app("t", "none", "req-1"), None, "{when}");
+        assert_eq!(store.request("t", "req-1").unwrap().records, 5, "{when}");
+        store.flush().unwrap();
+    }
+}

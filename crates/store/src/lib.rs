@@ -302,7 +302,26 @@ impl Store {
     /// footers' request index and the memtable (no block is read).
     pub fn request(&self, tenant: &str, request_id: &str) -> Option<RequestSummary> {
         let state = self.inner.read();
-        query::request_summary(tenant, request_id, &state.memtable, &state.parts)
+        query::request_summary(tenant, None, request_id, &state.memtable, &state.parts)
+    }
+
+    /// What is known of one request of one of `tenant`'s apps: a request
+    /// id is the sender's to choose, so another app may use the same one,
+    /// and each app's request is its own.
+    pub fn request_in_app(
+        &self,
+        tenant: &str,
+        app: &str,
+        request_id: &str,
+    ) -> Option<RequestSummary> {
+        let state = self.inner.read();
+        query::request_summary(tenant, Some(app), request_id, &state.memtable, &state.parts)
+    }
+
+    /// The apps of `tenant` holding records of a request, in name order.
+    pub fn request_apps(&self, tenant: &str, request_id: &str) -> Vec<String> {
+        let state = self.inner.read();
+        query::request_apps(tenant, request_id, &state.memtable, &state.parts)
     }
 
     /// The id of the newest readable record (0 when empty).

@@ -536,14 +536,17 @@ impl Ord for IdOrdered {
     }
 }
 
-/// What the store knows of one request: from the part footers' request
-/// index and a pass over the memtable, without reading a block.
+/// What the store knows of one request (of one `app`, or of every app):
+/// from the part footers' request index and a pass over the memtable,
+/// without reading a block.
 pub(crate) fn request_summary(
     tenant: &str,
+    app: Option<&str>,
     request_id: &str,
     memtable: &Memtable,
     parts: &[Arc<Part>],
 ) -> Option<crate::RequestSummary> {
+    let of_app = |candidate: &str| app.is_none_or(|app| app == candidate);
     let mut summary: Option<crate::RequestSummary> = None;
     let mut add =
         |app: &str, runner: &str, records: u64, first: i64, last: i64, status: Option<i64>| {
@@ -569,7 +572,7 @@ pub(crate) fn request_summary(
         };
     for part in parts
         .iter()
-        .filter(|part| part.footer.partition.tenant == tenant)
+        .filter(|part| part.footer.partition.tenant == tenant && of_app(&part.footer.partition.app))
     {
         let footer = &part.footer;
         if let Some(meta) = footer.request(request_id) {
@@ -587,7 +590,10 @@ pub(crate) fn request_summary(
     }
     for entry in memtable.after_id(0) {
         let row = entry.record;
-        if entry.stream.tenant == tenant && row.request_id.as_deref() == Some(request_id) {
+        if entry.stream.tenant == tenant
+            && of_app(&entry.stream.labels.app)
+            && row.request_id.as_deref() == Some(request_id)
+        {
             add(
                 &entry.stream.labels.app,
                 &entry.stream.labels.runner,
@@ -599,4 +605,29 @@ pub(crate) fn request_summary(
         }
     }
     summary
+}
+
+/// The apps of `tenant` holding records of one request, from the part
+/// footers' request index and the memtable, in name order.
+pub(crate) fn request_apps(
+    tenant: &str,
+    request_id: &str,
+    memtable: &Memtable,
+    parts: &[Arc<Part>],
+) -> Vec<String> {
+    let mut apps = std::collections::BTreeSet::new();
+    for part in parts
+        .iter()
+        .filter(|part| part.footer.partition.tenant == tenant)
+    {
+        if part.footer.request(request_id).is_some() {
+            apps.insert(part.footer.partition.app.clone());
+        }
+    }
+    for entry in memtable.after_id(0) {
+        if entry.stream.tenant == tenant && entry.record.request_id.as_deref() == Some(request_id) {
+            apps.insert(entry.stream.labels.app.clone());
+        }
+    }
+    apps.into_iter().collect()
 }

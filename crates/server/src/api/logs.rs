@@ -30,8 +30,8 @@ pub const WEBSOCKET_PROTOCOL: &str = "tailwater.v1";
 const WEBSOCKET_BEARER: &str = "tailwater.bearer.";
 
 /// The query string as [`LogsParams`], the tenant it reads, and what of it
-/// the token may see (a caller: not a request the gateway recorded for
-/// another caller). Read as plain pairs first, so an unknown or repeated
+/// the token may see (a caller: checked per record, see
+/// [`CallerView::sees`]). Read as plain pairs first, so an unknown or repeated
 /// parameter gets the same clear JSON error as a bad value, rather than
 /// axum's text rejection. Every read of records (history, tail, export,
 /// histogram) starts here.
@@ -47,14 +47,8 @@ pub(crate) async fn params(
         params.request.as_deref(),
         params.app.as_deref(),
         &state.registry,
+        &state.store,
     )?;
-    let view = super::requests::restrict_to_recorded_caller(
-        state,
-        &tenant,
-        view,
-        params.request.as_deref(),
-    )
-    .await?;
     Ok((params, tenant, view))
 }
 
@@ -116,9 +110,15 @@ pub async fn history(
     };
     // A caller's page may hold fewer than `limit` records; its cursor still
     // continues exactly where the store stopped.
-    if let Some(view) = &view {
-        page.records
-            .retain(|record| view.sees(record, &state.registry));
+    if let Some(view) = view {
+        let registry = state.registry.clone();
+        let mut records = std::mem::take(&mut page.records);
+        page.records = tokio::task::spawn_blocking(move || {
+            records.retain(|record| view.sees(record, &registry));
+            records
+        })
+        .await
+        .map_err(ApiError::internal)?;
     }
     Ok(Json(page))
 }

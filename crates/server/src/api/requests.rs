@@ -6,119 +6,109 @@
 //! **How a gateway records the caller.** The request's `request_start`
 //! system record carries `fields.caller`: the public id (`tok_…`, as
 //! `POST /v1/tokens` returns it and `GET /v1/tokens` lists it) of the caller
-//! token the request was made with. The first `request_start` of a request
-//! that names a caller decides. Caller tokens then read that request only
+//! token the request was made with. Caller tokens then read that request only
 //! if they are that token (see [`crate::auth`], rule 5); owners and admins
-//! read every request of their tenant.
+//! read every request of their tenant. A request is its app's: the app's
+//! first `request_start` naming a caller, in ingest order, decides, and
+//! another app sending the same request id has a request of its own
+//! ([`crate::ownership`]).
 //!
 //! A request that does not exist, and one the token may not see, are both
 //! 404, so a caller cannot learn that another caller's request exists.
+
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
 use tailwater_model::wire::{LogsPage, RequestInfo, RequestState};
-use tailwater_model::{Direction, Filter, LogRecord, Stream};
-use tailwater_store::RequestSummary;
+use tailwater_model::{Direction, Filter, LogRecord, Matcher, Stream};
+use tailwater_store::{RequestSummary, Store, StoreError};
 
 use super::{only_tenant, take_tenant, ApiError};
 use crate::auth::{CallerView, Principal};
+use crate::ownership;
+use crate::registry::Registry;
 use crate::AppState;
 
-/// `request_start` records of one request read to find its recorded
-/// caller (a retried start may repeat it).
-const STARTS_READ: usize = 16;
-
-/// A request's `request_start` and `request_end` records.
+/// One app's `request_start` and `request_end` records of a request.
 #[derive(Default)]
 struct Lifecycle {
+    /// Its deciding `request_start` (the first naming a caller, in ingest
+    /// order), else its first.
     start: Option<LogRecord>,
     end: Option<LogRecord>,
     /// Its first record of any stream, when it has no lifecycle record.
     first: Option<LogRecord>,
 }
 
-impl Lifecycle {
-    /// The caller token the gateway recorded, if it recorded one.
-    fn caller(&self) -> Option<&str> {
-        self.start.as_ref()?.fields.get("caller")?.as_str()
+/// `app`'s lifecycle records of request `id`. Blocking.
+fn lifecycle(store: &Store, tenant: &str, app: &str, id: &str) -> Result<Lifecycle, StoreError> {
+    let query = |event: Option<&str>, direction, limit| tailwater_model::Query {
+        filter: Filter {
+            app: Some(Matcher::Eq(app.to_owned())),
+            request_id: Some(id.to_owned()),
+            stream: event.map(|_| Stream::System),
+            fields: event
+                .map(|event| [("event".to_owned(), event.to_owned())].into())
+                .unwrap_or_default(),
+            ..Filter::default()
+        },
+        direction,
+        limit,
+        cursor: None,
+    };
+    let mut lifecycle = Lifecycle {
+        start: ownership::deciding_start(store, tenant, app, id, 0)
+            .or_else(|| ownership::first_start(store, tenant, app, id)),
+        end: store
+            .query(tenant, &query(Some("request_end"), Direction::Backward, 1))?
+            .records
+            .pop(),
+        first: None,
+    };
+    if lifecycle.start.is_none() && lifecycle.end.is_none() {
+        lifecycle.first = store
+            .query(tenant, &query(None, Direction::Forward, 1))?
+            .records
+            .pop();
     }
+    Ok(lifecycle)
 }
 
-async fn lifecycle(state: &AppState, tenant: &str, id: &str) -> Result<Lifecycle, ApiError> {
-    let store = state.store.clone();
-    let (tenant, id) = (tenant.to_owned(), id.to_owned());
-    let read = move || {
-        let query = |event: Option<&str>, direction, limit| tailwater_model::Query {
-            filter: Filter {
-                request_id: Some(id.clone()),
-                stream: event.map(|_| Stream::System),
-                fields: event
-                    .map(|event| [("event".to_owned(), event.to_owned())].into())
-                    .unwrap_or_default(),
-                ..Filter::default()
-            },
-            direction,
-            limit,
-            cursor: None,
-        };
-        let starts = store.query(
-            &tenant,
-            &query(Some("request_start"), Direction::Forward, STARTS_READ),
-        )?;
-        let mut lifecycle = Lifecycle {
-            start: starts
-                .records
-                .iter()
-                .find(|start| {
-                    start
-                        .fields
-                        .get("caller")
-                        .is_some_and(|caller| caller.is_string())
-                })
-                .or(starts.records.first())
-                .cloned(),
-            end: store
-                .query(&tenant, &query(Some("request_end"), Direction::Backward, 1))?
-                .records
-                .pop(),
-            first: None,
-        };
-        if lifecycle.start.is_none() && lifecycle.end.is_none() {
-            lifecycle.first = store
-                .query(&tenant, &query(None, Direction::Forward, 1))?
-                .records
-                .pop();
-        }
-        Ok::<_, tailwater_store::StoreError>(lifecycle)
-    };
-    tokio::task::spawn_blocking(read)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
-}
-
-/// For every read of records with `request=ID` (`logs::params`): a caller
-/// reading a request the gateway recorded for another caller sees no
-/// record of it.
-pub(crate) async fn restrict_to_recorded_caller(
-    state: &AppState,
+/// Of the apps holding request `id`, the one whose request `view` may see
+/// (every app when `view` is `None`), with its summary and lifecycle. When
+/// several may be seen: the one started first in ingest order, else the
+/// one whose records are oldest. Blocking.
+fn find_request(
+    store: &Arc<Store>,
+    registry: &Registry,
+    view: Option<&CallerView>,
     tenant: &str,
-    view: Option<CallerView>,
-    request: Option<&str>,
-) -> Result<Option<CallerView>, ApiError> {
-    let Some(view) = view else {
-        return Ok(None);
-    };
-    let Some(request) = request else {
-        return Ok(Some(view));
-    };
-    let lifecycle = lifecycle(state, tenant, request).await?;
-    Ok(Some(if view.may_see_caller(lifecycle.caller()) {
-        view
-    } else {
-        view.blind()
-    }))
+    id: &str,
+) -> Result<Option<(RequestSummary, Lifecycle)>, StoreError> {
+    let mut best: Option<(RequestSummary, Lifecycle)> = None;
+    for app in store.request_apps(tenant, id) {
+        if view.is_some_and(|view| !view.sees_request_of(&app, registry)) {
+            continue;
+        }
+        let Some(summary) = store.request_in_app(tenant, &app, id) else {
+            continue;
+        };
+        let lifecycle = lifecycle(store, tenant, &app, id)?;
+        let order = |(summary, lifecycle): &(RequestSummary, Lifecycle)| {
+            let start = lifecycle.start.as_ref().map_or(u64::MAX, |start| start.id);
+            (start, summary.first_ts)
+        };
+        let candidate = (summary, lifecycle);
+        if best
+            .as_ref()
+            .is_none_or(|best| order(&candidate) < order(best))
+        {
+            best = Some(candidate);
+        }
+    }
+    Ok(best)
 }
 
 /// The request as this token may see it; 404 when it does not exist or may
@@ -129,26 +119,19 @@ async fn visible_request(
     tenant: &str,
     id: &str,
 ) -> Result<(RequestSummary, Lifecycle), ApiError> {
-    let view = principal.log_view(tenant, Some(id), None, &state.registry)?;
-    let missing = || {
+    let view = principal.log_view(tenant, Some(id), None, &state.registry, &state.store)?;
+    let (store, registry) = (state.store.clone(), state.registry.clone());
+    let (tenant, request) = (tenant.to_owned(), id.to_owned());
+    let find = move || find_request(&store, &registry, view.as_ref(), &tenant, &request);
+    let found = tokio::task::spawn_blocking(find)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    found.ok_or_else(|| {
         ApiError::not_found(format!(
             "no request '{id}': check the id (the gateway returns it in X-Request-Id)"
         ))
-    };
-    let store = state.store.clone();
-    let (summary_tenant, summary_id) = (tenant.to_owned(), id.to_owned());
-    let summary = tokio::task::spawn_blocking(move || store.request(&summary_tenant, &summary_id))
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or_else(missing)?;
-    let lifecycle = lifecycle(state, tenant, id).await?;
-    if let Some(view) = view {
-        if !view.sees_app(&summary.app, &state.registry) || !view.may_see_caller(lifecycle.caller())
-        {
-            return Err(missing());
-        }
-    }
-    Ok((summary, lifecycle))
+    })
 }
 
 pub async fn show(
