@@ -898,11 +898,14 @@ impl Incomplete {
     /// `damaged_blocks` unreadable blocks holding `records` records were
     /// skipped.
     pub fn damaged_blocks(damaged_blocks: u64, records: u64) -> Incomplete {
-        let plural = if damaged_blocks == 1 { "" } else { "s" };
+        let (blocks, were) = match damaged_blocks {
+            1 => ("block", "was"),
+            _ => ("blocks", "were"),
+        };
         Incomplete {
             reason: Incomplete::DAMAGED_BLOCKS.to_owned(),
             message: format!(
-                "incomplete: {damaged_blocks} damaged block{plural} of stored logs could not be read and were skipped (up to {records} records missing); the server's admin finds the parts in `tailwater status` and the server log"
+                "incomplete: {damaged_blocks} damaged {blocks} of stored logs could not be read and {were} skipped (up to {records} records missing); the server's admin finds the parts in `tailwater status` and the server log"
             ),
             damaged_blocks,
             records,

@@ -193,7 +193,7 @@ pub(crate) fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
 
 /// [`load_parts`], noting each part quarantined in `damage`. A quarantined
 /// part keeps its folders below `quarantine/` (`quarantine/<tenant>/<app>/
-/// <day>/<n>.part`), so it is still known as its tenant's when its footer
+/// <day>/<n>.twp`), so it is still known as its tenant's when its footer
 /// cannot be read, after a restart too.
 fn load_parts_noting(dir: &Path, damage: &mut Damage) -> Result<Vec<Arc<Part>>, StoreError> {
     let mut paths = Vec::new();
