@@ -73,6 +73,10 @@ pub struct LogsPage {
     /// tail from `after=as_of` continues this read with no gap and no
     /// duplicate.
     pub as_of: u64,
+    /// Present when the page lacks records that match (see [`Incomplete`]);
+    /// absent on a complete page, and from servers before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
 }
 
 /// The query string of `GET /v1/logs` and `GET /v1/logs/tail`, as text, so
@@ -582,12 +586,17 @@ pub struct Histogram {
     pub buckets: Vec<HistogramBucket>,
     /// Records counted.
     pub total: u64,
-    /// `false` when more records matched than the server counts for one
-    /// histogram: the counts then hold only the newest ones, from
-    /// `counted_since` on.
+    /// `false` when the counts leave matching records out: more matched
+    /// than the server counts for one histogram (the counts then hold only
+    /// the newest ones, from `counted_since` on), or some could not be read
+    /// (`incomplete`).
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_since: Option<Timestamp>,
+    /// Present when records that match could not be read, so the counts
+    /// lack them (see [`Incomplete`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
 }
 
 /// One bucket of a [`Histogram`].
@@ -835,6 +844,123 @@ pub struct StoreStatus {
     /// memory count in `records` and `raw_bytes` only).
     pub stored_bytes: u64,
     pub apps: Vec<AppStatus>,
+    /// Parts the server found damaged: quarantined when it started, or
+    /// with blocks it could not read since. Their unreadable records are
+    /// not in `records`. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_parts: Vec<DamagedPartStatus>,
+}
+
+/// One damaged part of [`StoreStatus::damaged_parts`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DamagedPartStatus {
+    /// Its file, relative to the server's data directory.
+    pub path: String,
+    /// Its app, when its footer could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// `true`: it could not be opened and was moved to `quarantine/`, and
+    /// none of its records is served. `false`: the blocks in `blocks`
+    /// could not be read; its other blocks are served.
+    pub quarantined: bool,
+    /// Why, from the first failure found.
+    pub reason: String,
+    /// The unreadable blocks found so far (by index).
+    #[serde(default)]
+    pub blocks: Vec<u64>,
+    /// Records those blocks hold; absent for a quarantined part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<u64>,
+}
+
+/// Why an answer lacks records that match: [`LogsPage::incomplete`],
+/// [`Histogram::incomplete`], and the last line of an export
+/// ([`ExportFormat::incomplete_line`]). Readers skip a block of stored
+/// records they cannot read (damaged on disk: a checksum mismatch, bad
+/// compression, bad columns) rather than fail, and say so here.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incomplete {
+    /// Why, as a code: [`Incomplete::DAMAGED_BLOCKS`].
+    pub reason: String,
+    /// The same for people, with what to do.
+    pub message: String,
+    /// Blocks skipped as unreadable.
+    pub damaged_blocks: u64,
+    /// Records those blocks hold, matching or not: at most this many
+    /// matching records are missing.
+    pub records: u64,
+}
+
+impl Incomplete {
+    /// Blocks of stored records could not be read.
+    pub const DAMAGED_BLOCKS: &'static str = "damaged_blocks";
+
+    /// `damaged_blocks` unreadable blocks holding `records` records were
+    /// skipped.
+    pub fn damaged_blocks(damaged_blocks: u64, records: u64) -> Incomplete {
+        let (blocks, were) = match damaged_blocks {
+            1 => ("block", "was"),
+            _ => ("blocks", "were"),
+        };
+        Incomplete {
+            reason: Incomplete::DAMAGED_BLOCKS.to_owned(),
+            message: format!(
+                "incomplete: {damaged_blocks} damaged {blocks} of stored logs could not be read and {were} skipped (up to {records} records missing); the server's admin finds the parts in `tailwater status` and the server log"
+            ),
+            damaged_blocks,
+            records,
+        }
+    }
+}
+
+/// The first line of an export's [`ExportFormat::Text`] trailer: no record's
+/// line starts with `#` (each starts with its time).
+pub const EXPORT_TEXT_TRAILER: &str = "# tailwater: ";
+
+/// The last line of an NDJSON export that lacks records:
+/// `{"incomplete":{…}}`, an object no record is (records have no field
+/// `incomplete`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportTrailer {
+    pub incomplete: Incomplete,
+}
+
+impl ExportFormat {
+    /// The line (with its newline) an export in this format ends with when
+    /// it lacks records: NDJSON, an [`ExportTrailer`]; text,
+    /// [`EXPORT_TEXT_TRAILER`], the message, then the [`ExportTrailer`].
+    pub fn incomplete_line(self, incomplete: &Incomplete) -> String {
+        let trailer = serde_json::to_string(&ExportTrailer {
+            incomplete: incomplete.clone(),
+        })
+        .expect("a trailer serializes");
+        match self {
+            ExportFormat::Ndjson => format!("{trailer}\n"),
+            ExportFormat::Text => {
+                format!("{EXPORT_TEXT_TRAILER}{} {trailer}\n", incomplete.message)
+            }
+        }
+    }
+
+    /// What `line` (one line of an export in this format, without its
+    /// newline) says is missing, if it is an export's trailer.
+    pub fn parse_incomplete_line(self, line: &[u8]) -> Option<Incomplete> {
+        const TRAILER_START: &[u8] = br#"{"incomplete":"#;
+        let json = match self {
+            ExportFormat::Ndjson => line,
+            ExportFormat::Text => {
+                let rest = line.strip_prefix(EXPORT_TEXT_TRAILER.as_bytes())?;
+                let start = rest
+                    .windows(TRAILER_START.len())
+                    .position(|window| window == TRAILER_START)?;
+                &rest[start..]
+            }
+        };
+        serde_json::from_slice::<ExportTrailer>(json)
+            .ok()
+            .map(|trailer| trailer.incomplete)
+    }
 }
 
 /// The size of one app's stored logs.
@@ -1068,6 +1194,74 @@ mod tests {
         assert!(
             error.to_string().contains("unknown parameter 'aap'"),
             "{error}"
+        );
+    }
+
+    /// An answer that lacks records says so, and one from a server without
+    /// the field still reads (complete); a complete one carries nothing new.
+    #[test]
+    fn incompleteness_is_optional_on_the_wire_both_ways() {
+        let old: LogsPage =
+            serde_json::from_str(r#"{"records":[],"next_cursor":null,"as_of":3}"#).unwrap();
+        assert_eq!(old.incomplete, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("incomplete"));
+        let page = LogsPage {
+            incomplete: Some(Incomplete::damaged_blocks(2, 900)),
+            ..LogsPage::default()
+        };
+        let json = serde_json::to_value(&page).unwrap();
+        assert_eq!(json["incomplete"]["reason"], "damaged_blocks");
+        assert_eq!(json["incomplete"]["damaged_blocks"], 2);
+        assert_eq!(json["incomplete"]["records"], 900);
+        assert_eq!(serde_json::from_value::<LogsPage>(json).unwrap(), page);
+        let status: StoreStatus =
+            serde_json::from_str(r#"{"records":1,"raw_bytes":2,"stored_bytes":3,"apps":[]}"#)
+                .unwrap();
+        assert!(status.damaged_parts.is_empty());
+    }
+
+    #[test]
+    fn an_export_trailer_is_told_apart_from_records_in_both_formats() {
+        let incomplete = Incomplete::damaged_blocks(1, 40);
+        for format in [ExportFormat::Text, ExportFormat::Ndjson] {
+            let line = format.incomplete_line(&incomplete);
+            assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+            let parsed = format.parse_incomplete_line(line.trim_end().as_bytes());
+            assert_eq!(parsed.as_ref(), Some(&incomplete), "{line}");
+        }
+        let text = ExportFormat::Text.incomplete_line(&incomplete);
+        assert!(
+            text.starts_with("# tailwater: incomplete: 1 damaged block of stored logs"),
+            "{text}"
+        );
+        let record = LogRecord {
+            id: 1,
+            ts: Timestamp::UNIX_EPOCH,
+            tenant: "t".into(),
+            app: "a".into(),
+            version: String::new(),
+            runner: "r".into(),
+            boot: "b".into(),
+            seq: 0,
+            source: Source::Run,
+            stream: Stream::Stdout,
+            level: Level::Info,
+            request_id: None,
+            message:
+                r#"{"incomplete":{"reason":"x","message":"m","damaged_blocks":1,"records":1}}"#
+                    .into(),
+            fields: Default::default(),
+            invalid_utf8: false,
+        };
+        let ndjson = serde_json::to_string(&record).unwrap();
+        assert_eq!(
+            ExportFormat::Ndjson.parse_incomplete_line(ndjson.as_bytes()),
+            None
+        );
+        let line = record.text_line().to_string();
+        assert_eq!(
+            ExportFormat::Text.parse_incomplete_line(line.as_bytes()),
+            None
         );
     }
 }

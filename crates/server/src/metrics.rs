@@ -294,6 +294,11 @@ impl Collector for StoreCollector {
                 counters.merge_blocks_written,
             ),
             (
+                "store_damaged_block_reads",
+                "Reads of stored blocks that could not be read (damaged on disk) and were skipped; the answers said they were incomplete",
+                counters.damaged_block_reads,
+            ),
+            (
                 "store_block_cache_hits",
                 "Blocks queries found decoded in the block cache",
                 cache.hits,

@@ -1,6 +1,7 @@
 //! `--regex-size-limit` over real HTTP on loopback: a regex within the
 //! default but past a server's configured limit is a JSON 400 that names the
-//! limit and the setting, in history and in live tail; one within it runs.
+//! limit and the setting, in history, live tail, export and histogram; one
+//! within it runs.
 
 use jiff::Timestamp;
 use tailwater_client::{Client, ClientError};
@@ -72,6 +73,31 @@ async fn a_regex_past_the_configured_size_limit_is_refused_with_a_json_400() {
         .await
         .unwrap();
     assert_eq!(tail.status().as_u16(), 400);
+
+    // Every read of records holds to the same limit: export and histogram
+    // too, with the same JSON 400.
+    for path in ["/v1/histogram", "/v1/export", "/v1/export?format=ndjson"] {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        let response = reqwest::Client::new()
+            .get(format!(
+                "http://{}{path}{separator}regex=x%7B1000%7D",
+                server.addr
+            ))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{path}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{path}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(
+                "invalid regex 'x{1000}': too large once compiled (past the 4 KiB limit)"
+            ) && message.contains("--regex-size-limit"),
+            "{path}: {message}"
+        );
+    }
 
     let small = LogsParams {
         regex: Some("x{4} loaded".into()),

@@ -242,6 +242,8 @@ export class Explorer {
     this.cursor = null;
     this.paging = false;
     this.failed = null;
+    // Why lines that match are missing (damaged stored blocks), once told.
+    this.incomplete = null;
     this.capped = false;
     this.hasMore = false;
     this.incoming = [];
@@ -300,6 +302,7 @@ export class Explorer {
       if (signal.aborted) return null;
       this.cursor = page.next_cursor;
       this.hasMore = Boolean(page.next_cursor);
+      if (page.incomplete) this.incomplete = page.incomplete.message;
       const kept = this.view.append(page.records);
       if (!kept) {
         this.hasMore = false;
@@ -408,6 +411,7 @@ export class Explorer {
     else if (this.failed) parts.push(h("span", { class: "status-error" }, ` · could not load more: ${this.failed}`));
     else if (this.capped) parts.push(" · the view keeps 200,000 lines: narrow the search to see the rest");
     else if (this.view.length) parts.push(" · all loaded");
+    if (this.incomplete) parts.push(h("span", { class: "status-error" }, ` · ${this.incomplete}`));
     if (this.state.live) {
       const live = this.liveStatus === "live" ? "live" : this.liveStatus === "reconnecting" ? "reconnecting…" : this.liveStatus || "connecting…";
       parts.push(" · ", h("span", { class: `status-live ${this.liveStatus === "live" ? "on" : ""}` }, live));

@@ -108,9 +108,10 @@ export class Histogram {
     this.interact(chart, selection, { since, until, width, barWidth, buckets });
     replace(this.plot, chart);
 
-    const shown = data.counted_since
+    let shown = data.counted_since
       ? `${count(data.total)} lines counted (only the newest, from ${clock(data.counted_since, true)}: narrow the search to count all)`
       : `${count(data.total)} lines`;
+    if (data.incomplete) shown += ` (${data.incomplete.message})`;
     replace(this.note,
       h("span", { class: "histogram-total" }, shown),
       h("span", { class: "legend" }, LEVELS.map((level) => h("span", { class: "legend-item" }, h("span", { class: `swatch bar-${level}` }), level))),

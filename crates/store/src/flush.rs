@@ -342,6 +342,9 @@ impl Inner {
                     part = %damaged.display(),
                     "a merge could not read a block; the part is left as it is and out of merges"
                 );
+                if let Some(part) = parts.iter().find(|part| part.path() == damaged) {
+                    self.damage().unmergeable(part, reason);
+                }
                 let mut unmergeable = self.unmergeable.lock().unwrap_or_else(|e| e.into_inner());
                 if unmergeable.insert(damaged) {
                     self.counters().unmergeable_parts += 1;

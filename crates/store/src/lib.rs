@@ -58,6 +58,7 @@
 
 mod append;
 mod cache;
+mod damage;
 mod dedup;
 mod flush;
 mod memtable;
@@ -80,6 +81,7 @@ use tailwater_model::{Cursor, Filter, LogRecord, Query};
 
 use crate::cache::BlockCache;
 pub use crate::cache::CacheStats;
+pub use crate::damage::{DamagedPart, SkippedBlock};
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 #[cfg(test)]
@@ -123,6 +125,9 @@ pub struct Page {
     pub next: Option<Cursor>,
     /// The newest record id readable when the page was read.
     pub as_of: u64,
+    /// Blocks that may hold matches but could not be read (damaged on
+    /// disk), skipped: when not empty, the page lacks their matches.
+    pub skipped: Vec<SkippedBlock>,
 }
 
 /// What one tenant's app holds.
@@ -173,6 +178,10 @@ pub struct Counters {
     /// left as it is (queries serve its readable blocks) and out of every
     /// later merge, and the error is logged once.
     pub unmergeable_parts: u64,
+    /// Reads of a block that could not be read (a checksum mismatch, bad
+    /// compression, bad columns), by queries: each skipped the block. A
+    /// block read again counts again.
+    pub damaged_block_reads: u64,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
@@ -212,6 +221,8 @@ struct Inner {
     next_part: AtomicU64,
     /// Parts left out of merges: a merge found a damaged block in them.
     unmergeable: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Parts quarantined at open, and unreadable blocks found since.
+    damage: Mutex<damage::Damage>,
     counters: Mutex<Counters>,
     /// Decoded blocks kept for the next page.
     cache: BlockCache,
@@ -268,18 +279,23 @@ impl Store {
     pub fn query(&self, tenant: &str, query: &Query) -> Result<Page, StoreError> {
         let as_of = self.inner.visible.load(Ordering::Acquire);
         let state = self.inner.read();
-        Ok(query::page(
+        let page = query::page(
             tenant,
             query,
             &state.memtable,
             &state.parts,
             &self.inner.cache,
             as_of,
-        ))
+        );
+        drop(state);
+        self.inner.note_skipped(&page.skipped);
+        Ok(page)
     }
 
     /// Up to `limit` of `tenant`'s records matching `filter` whose id is above
-    /// `after_id`, in ingest (id) order.
+    /// `after_id`, in ingest (id) order. Unreadable blocks are skipped,
+    /// counted and listed in [`Store::damaged_parts`];
+    /// [`Store::read_after_reporting`] also says which.
     pub fn read_after(
         &self,
         tenant: &str,
@@ -287,15 +303,56 @@ impl Store {
         after_id: u64,
         limit: usize,
     ) -> Vec<LogRecord> {
+        self.read_after_reporting(tenant, filter, after_id, limit).0
+    }
+
+    /// [`Store::read_after`], with the blocks it skipped as unreadable.
+    pub fn read_after_reporting(
+        &self,
+        tenant: &str,
+        filter: &Filter,
+        after_id: u64,
+        limit: usize,
+    ) -> (Vec<LogRecord>, Vec<SkippedBlock>) {
         let state = self.inner.read();
-        query::after_id(
+        let (records, skipped) = query::after_id(
             tenant,
             filter,
             after_id,
             limit,
             &state.memtable,
             &state.parts,
-        )
+        );
+        drop(state);
+        self.inner.note_skipped(&skipped);
+        (records, skipped)
+    }
+
+    /// `tenant`'s damaged parts: quarantined at open (a quarantined part
+    /// whose footer could not be read is known by its folder, which names
+    /// its tenant), and served parts with blocks found unreadable since.
+    pub fn damaged_parts(&self, tenant: &str) -> Vec<DamagedPart> {
+        let served: std::collections::HashSet<PathBuf> = self
+            .inner
+            .read()
+            .parts
+            .iter()
+            .map(|part| part.path().to_owned())
+            .collect();
+        let folder = dir_name(tenant);
+        self.inner
+            .damage()
+            .list(&self.inner.dir, |path| served.contains(path))
+            .into_iter()
+            .filter(|part| match &part.partition {
+                Some(partition) => partition.tenant == tenant,
+                None => part
+                    .path
+                    .components()
+                    .nth(1)
+                    .is_some_and(|name| name.as_os_str() == folder.as_str()),
+            })
+            .collect()
     }
 
     /// What is known of one of `tenant`'s requests, found through the part
@@ -356,13 +413,18 @@ impl Store {
     /// Records, raw and stored bytes per tenant and app.
     pub fn stats(&self) -> Vec<AppStats> {
         let state = self.inner.read();
+        let damage = self.inner.damage();
         let mut apps: std::collections::BTreeMap<(String, String), AppStats> = Default::default();
         for part in &state.parts {
             let partition = &part.footer.partition;
             let entry = apps
                 .entry((partition.tenant.clone(), partition.app.clone()))
                 .or_default();
-            entry.records += part.footer.records;
+            // Records in blocks known unreadable are not served: not counted.
+            entry.records += part
+                .footer
+                .records
+                .saturating_sub(damage.unreadable_records(part.path()));
             entry.raw_bytes += part.footer.raw_bytes;
             entry.stored_bytes += part.file_len;
             entry.parts += 1;
@@ -421,6 +483,31 @@ impl Inner {
 
     fn counters(&self) -> std::sync::MutexGuard<'_, Counters> {
         self.counters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn damage(&self) -> std::sync::MutexGuard<'_, damage::Damage> {
+        self.damage.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts and notes blocks a read skipped; logs each block the first
+    /// time it is found.
+    fn note_skipped(&self, skipped: &[SkippedBlock]) {
+        if skipped.is_empty() {
+            return;
+        }
+        self.counters().damaged_block_reads += skipped.len() as u64;
+        let mut damage = self.damage();
+        for block in skipped {
+            if damage.skipped(block) {
+                tracing::error!(
+                    part = %block.part.display(),
+                    block = block.block,
+                    records = block.records,
+                    reason = %block.reason,
+                    "a block could not be read: reads skip it and say so"
+                );
+            }
+        }
     }
 
     fn check_failed(&self) -> Result<(), StoreError> {

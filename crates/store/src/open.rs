@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use crate::cache::BlockCache;
+use crate::damage::Damage;
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
@@ -28,7 +29,9 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         });
     }
 
-    let parts = load_parts(dir)?;
+    let mut damage = Damage::default();
+    let parts = load_parts_noting(dir, &mut damage)?;
+    note_earlier_quarantines(dir, &mut damage);
     let mut dedup = Dedup::default();
     let mut last_id = 0;
     let mut next_part = 1;
@@ -47,6 +50,10 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         }
         last_id = last_id.max(part.footer.max_id);
         next_part = next_part.max(part_number(part.path()).unwrap_or(0) + 1);
+    }
+    // A new part never takes a quarantined one's number (and place).
+    for quarantined in damage.list(dir, |_| false) {
+        next_part = next_part.max(part_number(&quarantined.path).unwrap_or(0) + 1);
     }
 
     let segments = wal_segments(dir)?;
@@ -145,6 +152,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         stalled: Mutex::new(None),
         next_part: AtomicU64::new(next_part),
         unmergeable: Mutex::default(),
+        damage: Mutex::new(damage),
         counters: Mutex::new(Counters::default()),
         cache,
         _lock: lock,
@@ -178,7 +186,16 @@ pub(crate) fn spare_segment(dir: &Path) -> Option<PathBuf> {
 /// Every part under `parts/`. A part that does not open is moved to
 /// `quarantine/` and reported; a part a merged one replaces is deleted; the
 /// others load.
+#[cfg(test)]
 pub(crate) fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
+    load_parts_noting(dir, &mut Damage::default())
+}
+
+/// [`load_parts`], noting each part quarantined in `damage`. A quarantined
+/// part keeps its folders below `quarantine/` (`quarantine/<tenant>/<app>/
+/// <day>/<n>.twp`), so it is still known as its tenant's when its footer
+/// cannot be read, after a restart too.
+fn load_parts_noting(dir: &Path, damage: &mut Damage) -> Result<Vec<Arc<Part>>, StoreError> {
     let mut paths = Vec::new();
     let mut stack = vec![dir.join(PARTS_DIR)];
     while let Some(folder) = stack.pop() {
@@ -206,11 +223,15 @@ pub(crate) fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
         match Part::open(&path) {
             Ok(part) => parts.push(Arc::new(part)),
             Err(error) => {
-                let quarantine = dir.join(QUARANTINE_DIR);
-                let moved_to = quarantine.join(path.file_name().expect("a part file has a name"));
-                let moved =
-                    fs::create_dir_all(&quarantine).and_then(|()| fs::rename(&path, &moved_to));
+                let below = path
+                    .strip_prefix(dir.join(PARTS_DIR))
+                    .unwrap_or(Path::new(path.file_name().expect("a part file has a name")));
+                let moved_to = dir.join(QUARANTINE_DIR).join(below);
+                let moved = fs::create_dir_all(moved_to.parent().expect("a part has a folder"))
+                    .and_then(|()| fs::rename(&path, &moved_to));
                 tracing::error!(%error, quarantined = %moved_to.display(), moved = moved.is_ok(), "a part could not be opened: moved aside, the other parts are served");
+                let at = if moved.is_ok() { moved_to } else { path };
+                damage.quarantined(at, error.to_string());
             }
         }
     }
@@ -227,4 +248,31 @@ pub(crate) fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
         !gone
     });
     Ok(parts)
+}
+
+/// Notes the parts earlier starts quarantined, so they are still listed.
+fn note_earlier_quarantines(dir: &Path, damage: &mut Damage) {
+    let known: HashSet<PathBuf> = damage
+        .list(dir, |_| false)
+        .into_iter()
+        .map(|part| dir.join(part.path))
+        .collect();
+    let mut stack = vec![dir.join(QUARANTINE_DIR)];
+    while let Some(folder) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&folder) else {
+            continue;
+        };
+        for path in entries.flatten().map(|entry| entry.path()) {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().and_then(|e| e.to_str()) == Some(part::EXTENSION)
+                && !known.contains(&path)
+            {
+                damage.quarantined(
+                    path,
+                    "quarantined by an earlier start, which logged why".to_owned(),
+                );
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@
 //! and a block is let go once read through. So a page reads only the blocks
 //! it needs, and memory stays bounded by the blocks that overlap in time.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 use std::ops::Bound;
@@ -19,6 +20,7 @@ use tailwater_model::filter::timestamp_ns;
 use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
 use crate::cache::BlockCache;
+use crate::damage::SkippedBlock;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
 use crate::part::block::{level_code, stream_code};
@@ -211,25 +213,35 @@ pub(crate) fn candidate_blocks<'p>(
     }
 }
 
-/// Reads a block, or logs why it could not and yields nothing: one damaged
-/// block never fails a whole query.
-pub(crate) fn read_block_or_report(part: &Part, index: usize) -> Vec<LogRecord> {
+/// Reads a block, or notes in `skipped` why it could not and yields
+/// nothing: one damaged block never fails a whole query, and the caller is
+/// told what it lacks.
+pub(crate) fn read_block_or_skip(
+    part: &Part,
+    index: usize,
+    skipped: &mut Vec<SkippedBlock>,
+) -> Vec<LogRecord> {
     part.read_block(index).unwrap_or_else(|error| {
-        tracing::error!(%error, "skipping an unreadable block");
+        skipped.push(SkippedBlock::of(part, index, error));
         Vec::new()
     })
 }
 
-/// Opens a block (through the cache), or logs why it could not and gives
-/// nothing.
-fn open_block_or_report(
+/// Opens a block (through the cache), or notes in `skipped` why it could
+/// not and gives nothing.
+fn open_block_or_skip(
     cache: &BlockCache,
     part: &Part,
     index: usize,
+    skipped: &RefCell<Vec<SkippedBlock>>,
 ) -> Option<Arc<DecodedBlock>> {
     cache
         .open(part, index)
-        .inspect_err(|error| tracing::error!(%error, "skipping an unreadable block"))
+        .inspect_err(|error| {
+            skipped
+                .borrow_mut()
+                .push(SkippedBlock::of(part, index, error))
+        })
         .ok()
 }
 
@@ -242,16 +254,30 @@ struct BlockRecords<'f> {
     backward: bool,
     bounds: Bounds,
     filter: &'f Filter,
+    /// Where it is, to say so should a record not build.
+    part: &'f Part,
+    index: usize,
+    skipped: &'f RefCell<Vec<SkippedBlock>>,
 }
 
 impl<'f> BlockRecords<'f> {
-    fn new(block: Arc<DecodedBlock>, backward: bool, bounds: Bounds, filter: &'f Filter) -> Self {
+    fn new(
+        (part, index): (&'f Part, usize),
+        block: Arc<DecodedBlock>,
+        backward: bool,
+        bounds: Bounds,
+        filter: &'f Filter,
+        skipped: &'f RefCell<Vec<SkippedBlock>>,
+    ) -> Self {
         BlockRecords {
             positions: 0..block.len(),
             block,
             backward,
             bounds,
             filter,
+            part,
+            index,
+            skipped,
         }
     }
 }
@@ -278,8 +304,14 @@ impl Iterator for BlockRecords<'_> {
             match self.block.record(index) {
                 Ok(record) if self.filter.matches(&record) => return Some(record),
                 Ok(_) => {}
-                Err(error) => {
-                    tracing::error!(%error, "skipping the rest of an unreadable block");
+                Err(reason) => {
+                    let reason = format!("block {}: {reason}", self.index);
+                    self.skipped.borrow_mut().push(SkippedBlock::of(
+                        self.part,
+                        self.index,
+                        format!("part {} is corrupt: {reason}", self.part.path().display()),
+                    ));
+                    self.positions = 0..0;
                     return None;
                 }
             }
@@ -333,6 +365,7 @@ pub(crate) fn page(
     cache: &BlockCache,
     as_of: u64,
 ) -> Page {
+    let skipped = RefCell::new(Vec::new());
     let bounds = Bounds::of(query);
     if bounds.is_empty() {
         return Page {
@@ -410,12 +443,19 @@ pub(crate) fn page(
                 break;
             }
             let next = pending.pop().expect("peeked");
-            let Some(block) = open_block_or_report(cache, next.part, next.block) else {
+            let Some(block) = open_block_or_skip(cache, next.part, next.block, &skipped) else {
                 continue;
             };
             // Weak: a block read through is still let go at once.
             opened.push((next.part, next.block, Arc::downgrade(&block)));
-            sources.push(Box::new(BlockRecords::new(block, backward, bounds, filter)));
+            sources.push(Box::new(BlockRecords::new(
+                (next.part, next.block),
+                block,
+                backward,
+                bounds,
+                filter,
+                &skipped,
+            )));
             let source = sources.len() - 1;
             push_next(&mut heap, &mut sources, source);
         }
@@ -444,15 +484,17 @@ pub(crate) fn page(
             }
         }
     }
+    drop(sources);
     Page {
         records,
         next,
         as_of,
+        skipped: skipped.into_inner(),
     }
 }
 
 /// Up to `limit` of `tenant`'s records matching `filter` with ids above
-/// `after`, in id order.
+/// `after`, in id order, and the blocks skipped as unreadable.
 pub(crate) fn after_id(
     tenant: &str,
     filter: &Filter,
@@ -460,7 +502,8 @@ pub(crate) fn after_id(
     limit: usize,
     memtable: &Memtable,
     parts: &[Arc<Part>],
-) -> Vec<LogRecord> {
+) -> (Vec<LogRecord>, Vec<SkippedBlock>) {
+    let mut skipped = Vec::new();
     let wanted =
         |record: &LogRecord| record.id > after && record.tenant == tenant && filter.matches(record);
     let mut records: Vec<LogRecord> = Vec::new();
@@ -491,7 +534,7 @@ pub(crate) fn after_id(
                 }
                 pending.pop();
                 heap.extend(
-                    read_block_or_report(part, block)
+                    read_block_or_skip(part, block, &mut skipped)
                         .into_iter()
                         .filter(|record| wanted(record))
                         .map(|record| std::cmp::Reverse(IdOrdered { record })),
@@ -511,7 +554,7 @@ pub(crate) fn after_id(
             .take(room)
             .map(|entry| entry.to_record()),
     );
-    records
+    (records, skipped)
 }
 
 /// A record ordered by id alone.

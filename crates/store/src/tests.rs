@@ -357,11 +357,90 @@ fn a_corrupt_part_is_quarantined_and_the_rest_is_served() {
     let page = everything(&store, "t");
     assert_eq!(messages(&page.records).len(), 10);
     assert!(page.records.iter().all(|r| r.runner == "r2"));
-    assert!(dir
-        .path()
-        .join(QUARANTINE_DIR)
-        .join(damaged.file_name().unwrap())
-        .exists());
+    // Kept below the same folders, so it is still known as the tenant's.
+    let below = damaged.strip_prefix(dir.path().join(PARTS_DIR)).unwrap();
+    let quarantined = Path::new(QUARANTINE_DIR).join(below);
+    assert!(dir.path().join(&quarantined).exists());
+    let listed = store.damaged_parts("t");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (&listed[0].path, listed[0].quarantined, &listed[0].partition),
+        (&quarantined, true, &None)
+    );
+    assert!(listed[0].reason.contains("trailer"), "{}", listed[0].reason);
+    assert!(store.damaged_parts("other").is_empty());
+    drop(store);
+    // Still listed after a restart, and its number is never given again.
+    let store = open_flushing(dir.path());
+    assert_eq!(store.damaged_parts("t")[0].path, quarantined);
+    store.append("t", batch("r3", "b", 0..10, 100)).unwrap();
+    assert!(dir.path().join(&quarantined).exists());
+}
+
+#[test]
+fn a_damaged_block_is_skipped_and_the_reader_told_counted_and_listed() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_flushing(dir.path());
+    store.append("t", batch("r1", "b", 0..10, 100)).unwrap();
+    store.append("t", batch("r2", "b", 0..10, 100)).unwrap();
+    let parts = load_parts(dir.path()).unwrap();
+    let damaged = parts
+        .iter()
+        .find(|part| part.footer.streams[0].labels.runner == "r1")
+        .unwrap();
+    let (path, block) = (damaged.path().to_owned(), &damaged.footer.blocks[0]);
+    // One flipped byte inside the block's compressed bytes.
+    let at = block.offset + u64::from(block.len) / 2;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], at).unwrap();
+    drop(parts);
+    assert_eq!(store.stats()[0].records, 20, "not known yet");
+
+    let page = everything(&store, "t");
+    assert_eq!(page.records.len(), 10);
+    assert!(page.records.iter().all(|r| r.runner == "r2"));
+    assert_eq!(page.skipped.len(), 1, "the page says what it lacks");
+    let skipped = &page.skipped[0];
+    assert_eq!(
+        (&skipped.part, skipped.block, skipped.records),
+        (&path, 0, 10)
+    );
+    assert!(skipped.reason.contains("checksum"), "{}", skipped.reason);
+    assert_eq!(store.counters().damaged_block_reads, 1);
+
+    let (records, skipped) = store.read_after_reporting("t", &Filter::default(), 0, 100);
+    assert_eq!((records.len(), skipped.len()), (10, 1));
+    assert_eq!(store.counters().damaged_block_reads, 2, "each read counts");
+
+    let listed = store.damaged_parts("t");
+    assert_eq!(listed.len(), 1);
+    let relative = path.strip_prefix(dir.path()).unwrap();
+    assert_eq!(
+        (
+            listed[0].path.as_path(),
+            listed[0].quarantined,
+            &listed[0].blocks,
+            listed[0].records
+        ),
+        (relative, false, &vec![0], Some(10))
+    );
+    assert!(store.damaged_parts("other").is_empty());
+    assert_eq!(
+        store.stats()[0].records,
+        10,
+        "what cannot be read is not counted"
+    );
+
+    // Another tenant's reads neither skip nor see it.
+    let other = store.query("other", &Query::default()).unwrap();
+    assert!(other.skipped.is_empty());
 }
 
 #[test]

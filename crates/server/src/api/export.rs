@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::logs::params;
+use super::read::Skipped;
 use super::ApiError;
 use crate::AppState;
 
@@ -79,9 +80,7 @@ pub async fn export(
             )));
         }
     }
-    let mut query = params
-        .to_query(Timestamp::now())
-        .map_err(ApiError::bad_request)?;
+    let mut query = super::read::query(&state, &params, Timestamp::now())?;
     query.limit = EXPORT_PAGE;
     if params.direction.as_deref().is_none_or(str::is_empty) {
         query.direction = Direction::Forward;
@@ -155,15 +154,19 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    /// Writes every record, page by page, counting the lines.
+    /// Writes every record, page by page, counting the lines; then, if
+    /// blocks could not be read, a last line saying what is missing
+    /// ([`Format::incomplete_line`]).
     fn write(&self, out: &mut Chunks, format: Format, lines: &mut u64) -> std::io::Result<()> {
         let mut query = self.query.clone();
+        let mut skipped = Skipped::default();
         loop {
             let page = self
                 .state
                 .store
                 .query(&self.tenant, &query)
                 .map_err(std::io::Error::other)?;
+            skipped.add(&page.skipped);
             for record in &page.records {
                 let visible = self
                     .view
@@ -177,9 +180,14 @@ impl Snapshot {
             }
             match page.next {
                 Some(next) => query.cursor = Some(next),
-                None => return out.finish(),
+                None => break,
             }
         }
+        if let Some(incomplete) = skipped.incomplete() {
+            tracing::warn!(tenant = %self.tenant, damaged_blocks = incomplete.damaged_blocks, "an export skipped unreadable blocks and says so in its last line");
+            out.write_all(format.incomplete_line(&incomplete).as_bytes())?;
+        }
+        out.finish()
     }
 }
 

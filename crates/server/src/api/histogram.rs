@@ -15,6 +15,7 @@ use tailwater_model::wire::{Histogram, HistogramBucket, LevelCounts, MAX_PAGE_LI
 use tailwater_model::{Direction, Query as PageQuery};
 
 use super::logs::params;
+use super::read::Skipped;
 use super::ApiError;
 use crate::auth::Principal;
 use crate::AppState;
@@ -47,7 +48,7 @@ pub async fn histogram(
     params.since.get_or_insert_with(|| DEFAULT_SINCE.to_owned());
     params.until.get_or_insert_with(|| "now".to_owned());
     let now = Timestamp::now();
-    let filter = params.to_filter(now).map_err(ApiError::bad_request)?;
+    let filter = super::read::filter(&state, &params, now)?;
     let (since, until) = (filter.since.unwrap_or(now), filter.until.unwrap_or(now));
     if since >= until {
         return Err(ApiError::bad_request(format!(
@@ -63,6 +64,7 @@ pub async fn histogram(
     let count = move || {
         let mut counts = vec![LevelCounts::default(); buckets];
         let (mut scanned, mut total) = (0usize, 0u64);
+        let mut skipped = Skipped::default();
         let mut query = PageQuery {
             filter,
             direction: Direction::Backward,
@@ -72,6 +74,7 @@ pub async fn histogram(
         loop {
             query.limit = MAX_PAGE_LIMIT.min(max_records - scanned).max(1);
             let page = store.query(&tenant, &query)?;
+            skipped.add(&page.skipped);
             scanned += page.records.len();
             let oldest = page.records.last().map(|record| record.ts);
             for record in &page.records {
@@ -87,13 +90,15 @@ pub async fn histogram(
                 total += 1;
             }
             match page.next {
-                None => return Ok((counts, total, None)),
-                Some(_) if scanned >= max_records => return Ok((counts, total, oldest)),
+                None => return Ok((counts, total, None, skipped.incomplete())),
+                Some(_) if scanned >= max_records => {
+                    return Ok((counts, total, oldest, skipped.incomplete()))
+                }
                 Some(next) => query.cursor = Some(next),
             }
         }
     };
-    let (counts, total, cut_at) = tokio::task::spawn_blocking(count)
+    let (counts, total, cut_at, incomplete) = tokio::task::spawn_blocking(count)
         .await
         .map_err(ApiError::internal)?
         .map_err(|error: tailwater_store::StoreError| ApiError::internal(error))?;
@@ -117,8 +122,9 @@ pub async fn histogram(
         step_ns,
         buckets,
         total,
-        complete: cut_at.is_none(),
+        complete: cut_at.is_none() && incomplete.is_none(),
         counted_since: cut_at,
+        incomplete,
     }))
 }
 

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use tailwater_model::wire::{LogsPage, LogsParams, TailMessage};
 use tailwater_model::{Filter, IdRange, LogRecord};
 
+use super::read::Skipped;
 use super::{take_tenant, ApiError};
 use crate::auth::{CallerView, Principal};
 use crate::tail::{self, Subscription, Tail, TailEvent};
@@ -63,9 +64,7 @@ pub async fn history(
     if missed.is_some() {
         params.cursor = None;
     }
-    let query = params
-        .to_query_within(Timestamp::now(), state.regex_size_limit)
-        .map_err(ApiError::bad_request)?;
+    let query = super::read::query(&state, &params, Timestamp::now())?;
     let store = state.store.clone();
     let mut page = match missed {
         None => {
@@ -77,6 +76,7 @@ pub async fn history(
                 records: page.records,
                 next_cursor: page.next.map(|cursor| cursor.encode()),
                 as_of: page.as_of,
+                incomplete: Skipped::of(&page.skipped),
             }
         }
         Some(range) => {
@@ -87,8 +87,8 @@ pub async fn history(
             }
             tokio::task::spawn_blocking(move || {
                 let as_of = store.last_id();
-                let mut records =
-                    store.read_after(&tenant, &query.filter, range.after, query.limit);
+                let (mut records, skipped) =
+                    store.read_after_reporting(&tenant, &query.filter, range.after, query.limit);
                 // More may follow only a full page that stopped inside the range.
                 let next = records
                     .last()
@@ -102,6 +102,7 @@ pub async fn history(
                     records,
                     next_cursor: next.map(|range| range.encode()),
                     as_of,
+                    incomplete: Skipped::of(&skipped),
                 }
             })
             .await
@@ -132,9 +133,7 @@ pub async fn tail(
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs).await?;
-    let filter = params
-        .to_filter_within(Timestamp::now(), state.regex_size_limit)
-        .map_err(ApiError::bad_request)?;
+    let filter = super::read::filter(&state, &params, Timestamp::now())?;
     let after = params.after_id().map_err(ApiError::bad_request)?;
     Ok(serve_tail(
         &state, &principal, tenant, filter, view, after, transport,

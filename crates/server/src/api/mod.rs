@@ -7,6 +7,7 @@ mod histogram;
 mod ingest;
 mod logs;
 mod ops;
+mod read;
 mod requests;
 mod runners;
 mod status;

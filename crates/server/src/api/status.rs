@@ -1,10 +1,11 @@
 //! `GET /v1/status`: is the server there, which version is it, who is this
-//! token, and how much does its tenant store. What `tailwater status` and
+//! token, and how much does its tenant store (and which of its parts are
+//! damaged). What `tailwater status` and
 //! `tailwater login` ask before anything else.
 
 use axum::extract::{Query, State};
 use axum::Json;
-use tailwater_model::wire::{AppStatus, StatusInfo, StoreStatus};
+use tailwater_model::wire::{AppStatus, DamagedPartStatus, StatusInfo, StoreStatus};
 
 use super::{only_tenant, ApiError};
 use crate::auth::{Action, Principal};
@@ -34,9 +35,11 @@ async fn store_status(state: &AppState, tenant: &str) -> Result<StoreStatus, Api
     let store = state.store.clone();
     // `stats` walks every part's footer under the store's lock: off the
     // async threads.
-    let stats = tokio::task::spawn_blocking(move || store.stats())
-        .await
-        .map_err(ApiError::internal)?;
+    let owner = tenant.to_owned();
+    let (stats, damaged) =
+        tokio::task::spawn_blocking(move || (store.stats(), store.damaged_parts(&owner)))
+            .await
+            .map_err(ApiError::internal)?;
     let mut status = StoreStatus::default();
     for app in stats.into_iter().filter(|app| app.tenant == tenant) {
         status.records += app.records;
@@ -49,5 +52,16 @@ async fn store_status(state: &AppState, tenant: &str) -> Result<StoreStatus, Api
             stored_bytes: app.stored_bytes,
         });
     }
+    status.damaged_parts = damaged
+        .into_iter()
+        .map(|part| DamagedPartStatus {
+            path: part.path.display().to_string(),
+            app: part.partition.map(|partition| partition.app),
+            quarantined: part.quarantined,
+            reason: part.reason,
+            blocks: part.blocks.into_iter().map(|block| block as u64).collect(),
+            records: part.records,
+        })
+        .collect();
     Ok(status)
 }

@@ -6,6 +6,11 @@
 //! done here, so the progress bar can count lines. A file is written under a
 //! temporary name beside it and renamed only once complete: an export that
 //! fails leaves no half file behind.
+//!
+//! An export that lacks records the server could not read (damaged blocks)
+//! ends with a line saying so ([`ExportFormat::incomplete_line`]): it is
+//! kept in the output, repeated as a warning on stderr, and the command
+//! exits with [`EXIT_INCOMPLETE`].
 
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -42,6 +47,14 @@ pub struct ExportArgs {
     output: Option<PathBuf>,
 }
 
+/// The exit code of an export that wrote everything the server sent, but
+/// the server said records are missing.
+pub const EXIT_INCOMPLETE: u8 = 3;
+
+/// The longest last line kept to check for the server's trailer (which is
+/// far shorter): a longer one is a record.
+const TRAILER_MAX: usize = 64 * 1024;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum FormatArg {
     Text,
@@ -59,17 +72,28 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u8> {
     let progress = progress_bar();
     let mut out = Output::open(args.output.as_deref(), args.gzip)?;
     let (mut bytes, mut lines) = (0u64, 0u64);
+    let mut last_line = LastLine {
+        rest: Some(Vec::new()),
+        ..LastLine::default()
+    };
     let mut chunks = export.chunks;
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk.context("the export was cut off")?;
         bytes += chunk.len() as u64;
         lines += chunk.iter().filter(|byte| **byte == b'\n').count() as u64;
+        last_line.push(&chunk);
         out.write_all(&chunk)?;
         progress.set_position(bytes);
         progress.set_message(format!("{lines} lines"));
     }
     out.finish()?;
     progress.finish_and_clear();
+    let incomplete = last_line
+        .finish()
+        .and_then(|line| format.parse_incomplete_line(line));
+    if incomplete.is_some() {
+        lines -= 1;
+    }
     if let Some(path) = &args.output {
         eprintln!(
             "tailwater: exported {lines} lines ({}) to {} (records up to id {})",
@@ -78,7 +102,57 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u8> {
             export.as_of
         );
     }
+    if let Some(incomplete) = incomplete {
+        eprintln!(
+            "tailwater: warning: the export is {} (its last line says so too)",
+            incomplete.message
+        );
+        return Ok(EXIT_INCOMPLETE);
+    }
     Ok(0)
+}
+
+/// The last whole line of a body read chunk by chunk, kept only while it
+/// is short enough to be the server's trailer.
+#[derive(Default)]
+struct LastLine {
+    /// The last whole line; `None` when it was too long.
+    line: Option<Vec<u8>>,
+    /// What came after it; `None` once past [`TRAILER_MAX`].
+    rest: Option<Vec<u8>>,
+}
+
+impl LastLine {
+    fn push(&mut self, chunk: &[u8]) {
+        let Some(end) = chunk.iter().rposition(|byte| *byte == b'\n') else {
+            self.rest = self
+                .rest
+                .take()
+                .filter(|rest| rest.len() + chunk.len() <= TRAILER_MAX)
+                .map(|mut rest| {
+                    rest.extend_from_slice(chunk);
+                    rest
+                });
+            return;
+        };
+        let line = match chunk[..end].iter().rposition(|byte| *byte == b'\n') {
+            Some(start) => Some(chunk[start + 1..end].to_vec()),
+            None => self.rest.take().map(|mut line| {
+                line.extend_from_slice(&chunk[..end]);
+                line
+            }),
+        };
+        self.line = line.filter(|line| line.len() <= TRAILER_MAX);
+        self.rest = Some(chunk[end + 1..].to_vec());
+    }
+
+    /// The last line, when the body ended with a newline.
+    fn finish(&self) -> Option<&[u8]> {
+        match &self.rest {
+            Some(rest) if rest.is_empty() => self.line.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// A spinner with bytes and lines on stderr, when stderr is a terminal.
@@ -190,5 +264,28 @@ impl Output {
                 .with_context(|| format!("cannot write {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_line_is_found_however_the_body_is_cut_into_chunks() {
+        let body = b"first record\nsecond\n# tailwater: trailer\n";
+        for size in 1..body.len() {
+            let mut last = LastLine {
+                rest: Some(Vec::new()),
+                ..LastLine::default()
+            };
+            for chunk in body.chunks(size) {
+                last.push(chunk);
+            }
+            assert_eq!(last.finish(), Some(&b"# tailwater: trailer"[..]), "{size}");
+        }
+        let mut cut = LastLine::default();
+        cut.push(b"a\nno newline at the end");
+        assert_eq!(cut.finish(), None);
     }
 }

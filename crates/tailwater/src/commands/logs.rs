@@ -119,10 +119,15 @@ pub async fn print_logs(
     follow: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
+    let mut incomplete = Incomplete::default();
     let as_of = match (params.since.is_some(), lines) {
-        (true, None) => print_all_since(client, params, printer).await?,
-        (_, lines) => print_latest(client, params, lines.unwrap_or(DEFAULT_LINES), printer).await?,
+        (true, None) => print_all_since(client, params, printer, &mut incomplete).await?,
+        (_, lines) => {
+            let lines = lines.unwrap_or(DEFAULT_LINES);
+            print_latest(client, params, lines, printer, &mut incomplete).await?
+        }
     };
+    incomplete.warn();
     if follow {
         tokio::select! {
             followed = follow_from(client, params, as_of, printer) => followed?,
@@ -182,6 +187,7 @@ async fn print_latest(
     params: &LogsParams,
     lines: usize,
     printer: &Printer,
+    incomplete: &mut Incomplete,
 ) -> anyhow::Result<u64> {
     let mut records = Vec::new();
     let mut params = LogsParams {
@@ -194,6 +200,7 @@ async fn print_latest(
         params.limit = Some(want.to_string());
         let page = client.logs(&params).await?;
         as_of.get_or_insert(page.as_of);
+        incomplete.note(&page);
         records.extend(page.records);
         match page.next_cursor {
             Some(cursor) => params.cursor = Some(cursor),
@@ -214,6 +221,7 @@ async fn print_all_since(
     client: &Client,
     params: &LogsParams,
     printer: &Printer,
+    incomplete: &mut Incomplete,
 ) -> anyhow::Result<u64> {
     let mut params = LogsParams {
         direction: Some("forward".into()),
@@ -224,6 +232,7 @@ async fn print_all_since(
     loop {
         let page = client.logs(&params).await?;
         as_of.get_or_insert(page.as_of);
+        incomplete.note(&page);
         printer.print(&page.records)?;
         match page.next_cursor {
             Some(cursor) => params.cursor = Some(cursor),
@@ -310,5 +319,35 @@ impl Backoff {
     fn delay(&self) -> Duration {
         let doublings = self.failures.saturating_sub(1).min(8);
         (Self::FIRST * 2u32.pow(doublings)).min(Self::MAX)
+    }
+}
+
+/// Pages that said they lack records (damaged blocks on the server): told
+/// once on stderr, after the records, never mixed into stdout.
+#[derive(Default)]
+struct Incomplete {
+    first: Option<tailwater_model::wire::Incomplete>,
+    pages: usize,
+}
+
+impl Incomplete {
+    fn note(&mut self, page: &tailwater_model::wire::LogsPage) {
+        if let Some(incomplete) = &page.incomplete {
+            self.first.get_or_insert_with(|| incomplete.clone());
+            self.pages += 1;
+        }
+    }
+
+    fn warn(&self) {
+        if let Some(first) = &self.first {
+            let more = match self.pages {
+                1 => String::new(),
+                pages => format!(" (said by {pages} pages; the first's count)"),
+            };
+            eprintln!(
+                "tailwater: warning: the lines shown are {}{more}",
+                first.message
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! `tailwater status`: is the server reachable, which version is it, who is
-//! this token, and how much its tenant stores.
+//! this token, how much its tenant stores, and which of its parts are
+//! damaged.
 
 use clap::Args;
 
@@ -47,6 +48,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
             app.app,
             app.records,
             bytes(app.stored_bytes)
+        );
+    }
+    if !store.damaged_parts.is_empty() {
+        println!(
+            "damaged  {} parts (their unreadable records are not counted above; reads that meet them say they are incomplete):",
+            store.damaged_parts.len()
+        );
+    }
+    for part in &store.damaged_parts {
+        let what = match (part.quarantined, part.records) {
+            (true, _) => "quarantined: none of its records is served".to_owned(),
+            (false, Some(records)) => format!(
+                "{} unreadable blocks ({records} records), the rest served",
+                part.blocks.len()
+            ),
+            (false, None) => "unreadable blocks".to_owned(),
+        };
+        println!(
+            "  {} (app {}): {what}; {}",
+            part.path,
+            part.app.as_deref().unwrap_or("unknown"),
+            part.reason
         );
     }
     Ok(0)

@@ -216,3 +216,111 @@ fn on_a_terminal_export_shows_a_progress_bar_with_bytes_and_lines() {
         3_000
     );
 }
+
+/// Flips one byte in the middle of the first block of the one part of app
+/// `app` under the server data directory `data`, once it is flushed.
+fn damage_a_block_of(data: &std::path::Path, app: &str) {
+    use std::os::unix::fs::FileExt;
+    use tailwater_store::part::{reader::Part, EXTENSION};
+    let parts = || {
+        let mut found = Vec::new();
+        let mut stack = vec![data.join("store/parts")];
+        while let Some(folder) = stack.pop() {
+            for path in std::fs::read_dir(&folder)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.path())
+            {
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|ext| ext == EXTENSION) {
+                    found.push(path);
+                }
+            }
+        }
+        found
+    };
+    let mut damaged = None;
+    wait_for("the app's part", Duration::from_secs(30), || {
+        damaged = parts()
+            .into_iter()
+            .find(|path| Part::open(path).is_ok_and(|part| part.footer.partition.app == app));
+        damaged.is_some()
+    });
+    let damaged = damaged.unwrap();
+    let block = Part::open(&damaged).unwrap().footer.blocks[0].clone();
+    let at = block.offset + u64::from(block.len) / 2;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&damaged)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+}
+
+#[test]
+fn cli_reads_that_meet_a_damaged_block_warn_and_export_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = TestServer::start_on_with(free_port(), &data, &["--memtable-max-bytes", "1"]);
+    for (app, runner) in [("sdxl", "r1"), ("other", "r2")] {
+        let (status, answer) = http(
+            "POST",
+            server.port,
+            "/v1/ingest",
+            Some(TOKEN),
+            Some(&ingest_batch(app, runner, 0..30)),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    damage_a_block_of(&data, "sdxl");
+
+    let path = dir.path().join("all.log");
+    let output = server
+        .command(&["export", "-o"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("exported 30 lines")
+            && stderr.contains("warning: the export is incomplete: 1 damaged block"),
+        "{stderr}"
+    );
+    let written = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = written.lines().collect();
+    assert_eq!(lines.len(), 31, "{written}");
+    assert!(
+        lines[30].starts_with("# tailwater: incomplete: "),
+        "{written}"
+    );
+
+    // A complete export exits 0.
+    let output = server
+        .command(&["export", "--app", "other", "--format", "ndjson"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(json_lines(&output.stdout).len(), 30);
+
+    let output = server.command(&["logs", "--json"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(json_lines(&output.stdout).len(), 30);
+    assert!(
+        stderr.contains("warning: the lines shown are incomplete: 1 damaged block"),
+        "{stderr}"
+    );
+
+    let output = server.command(&["status"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("damaged  1 parts"), "{stdout}");
+    assert!(
+        stdout.contains("(app sdxl): 1 unreadable blocks (30 records)"),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,70 @@
+//! What every read of records (history, tail, export, histogram) shares once
+//! `logs::params` has read its query string: the one place parameters
+//! become a query under the server's own limits (`--regex-size-limit`), and
+//! the note of what a read had to skip, which its answer carries.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use jiff::Timestamp;
+use tailwater_model::wire::{Incomplete, LogsParams};
+use tailwater_model::{Filter, Query};
+use tailwater_store::SkippedBlock;
+
+use super::ApiError;
+use crate::AppState;
+
+/// `params` as a page query, under the server's limits: a bad or too
+/// large value is a 400.
+pub(crate) fn query(
+    state: &AppState,
+    params: &LogsParams,
+    now: Timestamp,
+) -> Result<Query, ApiError> {
+    params
+        .to_query_within(now, state.regex_size_limit)
+        .map_err(ApiError::bad_request)
+}
+
+/// `params`' filters alone (for a tail or a histogram), under the server's
+/// limits.
+pub(crate) fn filter(
+    state: &AppState,
+    params: &LogsParams,
+    now: Timestamp,
+) -> Result<Filter, ApiError> {
+    params
+        .to_filter_within(now, state.regex_size_limit)
+        .map_err(ApiError::bad_request)
+}
+
+/// The unreadable blocks a read of several pages skipped, each once: a
+/// block that spans two pages is tried, and skipped, by both.
+#[derive(Default)]
+pub(crate) struct Skipped {
+    blocks: HashSet<(PathBuf, usize)>,
+    records: u64,
+}
+
+impl Skipped {
+    pub fn add(&mut self, skipped: &[SkippedBlock]) {
+        for block in skipped {
+            if self.blocks.insert((block.part.clone(), block.block)) {
+                self.records += block.records;
+            }
+        }
+    }
+
+    /// What the answer says it lacks, if anything.
+    pub fn incomplete(&self) -> Option<Incomplete> {
+        (!self.blocks.is_empty())
+            .then(|| Incomplete::damaged_blocks(self.blocks.len() as u64, self.records))
+    }
+
+    /// [`Skipped::incomplete`] of one page's skipped blocks.
+    pub fn of(skipped: &[SkippedBlock]) -> Option<Incomplete> {
+        let mut once = Skipped::default();
+        once.add(skipped);
+        once.incomplete()
+    }
+}
