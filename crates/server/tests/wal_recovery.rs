@@ -72,7 +72,7 @@ fn app(name: &str) -> LogsParams {
     }
 }
 
-async fn metric(client: &Client, server: &RunningServer, name: &str) -> f64 {
+async fn metric(server: &RunningServer, name: &str) -> f64 {
     let text = reqwest::Client::new()
         .get(format!("{}/metrics", server.url()))
         .bearer_auth(TOKEN)
@@ -82,7 +82,6 @@ async fn metric(client: &Client, server: &RunningServer, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    let _ = client;
     text.lines()
         .find_map(|line| {
             let (metric, value) = line.split_once(' ')?;
@@ -178,16 +177,10 @@ async fn a_flipped_byte_in_the_log_loses_one_batch_and_says_so() {
         "no server path in a tenant's logs"
     );
 
+    assert_eq!(metric(&server, "store_wal_lost_regions").await, 1.0);
+    assert_eq!(metric(&server, "store_wal_lost_records").await, 10.0);
     assert_eq!(
-        metric(&client, &server, "store_wal_lost_regions").await,
-        1.0
-    );
-    assert_eq!(
-        metric(&client, &server, "store_wal_lost_records").await,
-        10.0
-    );
-    assert_eq!(
-        metric(&client, &server, "store_wal_lost_bytes").await,
+        metric(&server, "store_wal_lost_bytes").await,
         third.len() as f64
     );
 
@@ -224,9 +217,43 @@ async fn a_flipped_byte_in_the_log_loses_one_batch_and_says_so() {
         .await
         .unwrap();
     assert_eq!(operator.records.len(), 1);
+    assert_eq!(metric(&server, "store_wal_lost_regions").await, 0.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_torn_last_batch_is_a_torn_tail_not_lost_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, client) = server_on(dir.path()).await;
+    for first in (0..30).step_by(10) {
+        client
+            .ingest(&common::batch("wal", "r1", first..first + 10))
+            .await
+            .unwrap();
+    }
+    server.shutdown().await.unwrap();
+
+    // A crash in the middle of writing the last batch.
+    let (segment, frames) = frames(dir.path());
+    let last = frames.last().unwrap().clone();
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..last.end - 5]).unwrap();
+
+    let (server, client) = server_on(dir.path()).await;
+    assert_eq!(client.logs(&app("wal")).await.unwrap().records.len(), 20);
+    assert_eq!(metric(&server, "store_wal_lost_regions").await, 0.0);
     assert_eq!(
-        metric(&client, &server, "store_wal_lost_regions").await,
-        0.0
+        metric(&server, "store_wal_torn_tail_bytes").await,
+        (last.len() - 5) as f64
+    );
+    let operator = client
+        .logs(&app(tailwater_server::recovery::NOTICE_APP))
+        .await
+        .unwrap();
+    assert!(
+        operator.records.is_empty(),
+        "a torn tail is no loss to report: {:?}",
+        operator.records
     );
     server.shutdown().await.unwrap();
 }
