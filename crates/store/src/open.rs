@@ -56,39 +56,32 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let mut last_segment = 0;
     let mut recovery = Recovery::new(dir, last_id);
     for (number, path) in &segments {
-        let recovered = WalReader::recover(
-            path,
-            *number,
-            |payload| {
-                let batch = crate::wal::decode_batch(payload).ok()?;
-                let summary = FrameSummary {
-                    ids: batch
-                        .rows
-                        .first()
-                        .zip(batch.rows.last())
-                        .map(|(a, b)| (a.id, b.id)),
-                    tenant: batch.tenant.clone(),
-                    labels: batch.labels.clone(),
-                };
-                let mut fresh = Vec::with_capacity(batch.rows.len());
-                let seen = dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
-                for row in batch.rows {
-                    last_id = last_id.max(row.id);
-                    // Already flushed into a part before a crash cut the log's
-                    // deletion short.
-                    if seen.contains(row.seq) {
-                        continue;
+        let replay = |payload: &[u8]| {
+            match crate::wal::decode_batch(payload) {
+                Ok(batch) => {
+                    let summary = FrameSummary::of(&batch);
+                    let mut fresh = Vec::with_capacity(batch.rows.len());
+                    let seen =
+                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                    for row in batch.rows {
+                        last_id = last_id.max(row.id);
+                        // Already flushed into a part before a crash cut the log's
+                        // deletion short.
+                        if seen.contains(row.seq) {
+                            continue;
+                        }
+                        seen.insert(row.seq);
+                        seen.saw_time(row.ts_ns);
+                        fresh.push(row);
                     }
-                    seen.insert(row.seq);
-                    seen.saw_time(row.ts_ns);
-                    fresh.push(row);
+                    replayed.push((batch.tenant, batch.labels, fresh, *number));
+                    Some(summary)
                 }
-                replayed.push((batch.tenant, batch.labels, fresh, *number));
-                Some(summary)
-            },
-            FrameSummary::peek,
-        )
-        .map_err(StoreError::io(path))?;
+                Err(_) => None,
+            }
+        };
+        let recovered = WalReader::recover(path, *number, replay, FrameSummary::peek)
+            .map_err(StoreError::io(path))?;
         // Damage is skipped, kept aside and reported; what follows the
         // frames (a torn tail, or the rest of a reused file) is cut, so it
         // is not read again at the next open.

@@ -116,6 +116,18 @@ pub struct WalDamage {
 }
 
 impl FrameSummary {
+    pub fn of(batch: &wal::Batch) -> FrameSummary {
+        FrameSummary {
+            ids: batch
+                .rows
+                .first()
+                .zip(batch.rows.last())
+                .map(|(a, b)| (a.id, b.id)),
+            tenant: batch.tenant.clone(),
+            labels: batch.labels.clone(),
+        }
+    }
+
     /// The stream a damaged frame names, if the start of its payload (the
     /// labels, before the records) still reads.
     pub fn peek(payload: &[u8]) -> Option<FrameSummary> {
