@@ -653,6 +653,55 @@ mod tests {
         }
     }
 
+    /// A byte flipped anywhere costs exactly the frame it is in (or the
+    /// magic alone): every other frame is replayed, in order.
+    #[test]
+    fn a_flip_at_any_offset_costs_only_its_frame() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let payloads: Vec<Vec<u8>> = (0..rng.random_range(1..8))
+                .map(|_| {
+                    let len = rng.random_range(0..64);
+                    (0..len).map(|_| rng.random()).collect()
+                })
+                .collect();
+            let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            write_segment(&path, 3, &slices);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let offsets = frame_offsets(&bytes);
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] ^= 1 << rng.random_range(0..8);
+            std::fs::write(&path, &bytes).unwrap();
+
+            let (recovered, replayed) = replay_all(&path, 3);
+            let hit = offsets.iter().rposition(|offset| *offset <= at);
+            let expected: Vec<Vec<u8>> = payloads
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| Some(*index) != hit)
+                .map(|(_, payload)| payload.clone())
+                .collect();
+            assert_eq!(replayed, expected, "seed {seed}, flipped at {at}");
+            assert_eq!(recovered.damage.len(), 1, "seed {seed}");
+            let damage = &recovered.damage[0];
+            let (start, end) = match hit {
+                None => (0, MAGIC.len()),
+                Some(index) => (
+                    offsets[index],
+                    offsets.get(index + 1).copied().unwrap_or(bytes.len()),
+                ),
+            };
+            assert_eq!(
+                (damage.offset, damage.len),
+                (start as u64, (end - start) as u64),
+                "seed {seed}, flipped at {at}"
+            );
+        }
+    }
+
     #[test]
     fn a_frame_replay_rejects_is_damage_and_replay_goes_on() {
         let dir = tempfile::tempdir().unwrap();
