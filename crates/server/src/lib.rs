@@ -14,6 +14,7 @@
 //! - [`tls`]: HTTPS, when given a certificate and key.
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
+//! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod limits;
 pub mod metrics;
 pub mod ownership;
+pub mod recovery;
 pub mod redact;
 pub mod registry;
 pub mod runners;
@@ -147,6 +149,7 @@ impl AppState {
         config: &ServerConfig,
     ) -> anyhow::Result<AppState> {
         let registry = Arc::new(registry);
+        recovery::write_loss_notices(&store);
         let (new_records, _) = watch::channel(store.last_id());
         let store = Arc::new(store);
         let runners = Arc::new(Runners::open(

@@ -313,6 +313,26 @@ impl Collector for StoreCollector {
                 "Decoded blocks the block cache let go to stay within --block-cache-bytes",
                 cache.evictions,
             ),
+            (
+                "store_wal_lost_regions",
+                "Stretches of the write-ahead log found damaged at start with valid records after them: acknowledged records lost (each is an error record of tenant default, app tailwater)",
+                counters.wal_lost_regions,
+            ),
+            (
+                "store_wal_lost_bytes",
+                "Bytes of those stretches (kept in store/damaged/)",
+                counters.wal_lost_bytes,
+            ),
+            (
+                "store_wal_lost_records",
+                "Acknowledged records those stretches held, where the ids around them tell",
+                counters.wal_lost_records,
+            ),
+            (
+                "store_wal_torn_tail_bytes",
+                "Bytes of torn write-ahead log tails cut off at start (most likely writes a crash cut short, never acknowledged)",
+                counters.wal_torn_tail_bytes,
+            ),
         ] {
             encode_counter(&mut encoder, name, help, value)?;
         }

@@ -22,7 +22,8 @@
 //!
 //! On open ([`open`]), parts are loaded (a damaged one is moved to
 //! `quarantine/` and reported, never fatal) and the log is replayed into the
-//! memtable; a torn log tail is cut off and reported. Retention
+//! memtable; damage in the log is skipped (the frames after it are kept),
+//! copied to `damaged/` and reported ([`recovery`]). Retention
 //! ([`retention`]) deletes whole partitions.
 //!
 //! ```
@@ -66,6 +67,7 @@ mod open;
 mod options;
 pub mod part;
 mod query;
+mod recovery;
 mod retention;
 mod row;
 mod wal;
@@ -89,6 +91,7 @@ use crate::open::{load_parts, wal_segments};
 pub use crate::options::*;
 use crate::part::reader::Part;
 pub use crate::part::Partition;
+pub use crate::recovery::{DamageKind, RecoveryReport, WalDamage, DAMAGED_DIR};
 pub use crate::retention::{DeleteReason, Deleted};
 use crate::wal::WalWriter;
 
@@ -182,6 +185,15 @@ pub struct Counters {
     /// compression, bad columns), by queries: each skipped the block. A
     /// block read again counts again.
     pub damaged_block_reads: u64,
+    /// Stretches of the write-ahead log that open found damaged with valid
+    /// frames after them (acknowledged records lost), their bytes, and the
+    /// records they held where the ids around them tell ([`recovery`]).
+    pub wal_lost_regions: u64,
+    pub wal_lost_bytes: u64,
+    pub wal_lost_records: u64,
+    /// Bytes of torn log tails open cut off (most likely never
+    /// acknowledged).
+    pub wal_torn_tail_bytes: u64,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
@@ -224,6 +236,8 @@ struct Inner {
     /// Parts quarantined at open, and unreadable blocks found since.
     damage: Mutex<damage::Damage>,
     counters: Mutex<Counters>,
+    /// What open found damaged in the log.
+    recovery: RecoveryReport,
     /// Decoded blocks kept for the next page.
     cache: BlockCache,
     _lock: File,
@@ -452,6 +466,12 @@ impl Store {
     pub fn block_cache(&self) -> CacheStats {
         self.inner.cache.stats()
     }
+
+    /// What opening the store found damaged in its write-ahead log: lost
+    /// records (to report to their owner and the operator) and torn tails.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.recovery
+    }
 }
 
 impl Drop for Store {
@@ -585,5 +605,7 @@ fn dir_name(tenant: &str) -> String {
 mod engine_tests;
 #[cfg(test)]
 mod query_tests;
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
 //! Opening a store: parts loaded (damaged ones quarantined, merged-away ones
 //! deleted), then the write-ahead log replayed into the memtable, skipping
-//! what parts already hold and cutting off a torn tail.
+//! what parts already hold and, past damage, going on with the frames after
+//! it ([`crate::recovery`] keeps, reports and cuts the damage).
 
 use std::collections::HashSet;
 use std::fs::{self, File};
@@ -13,6 +14,7 @@ use crate::damage::Damage;
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
+use crate::recovery::{FrameSummary, Recovery};
 use crate::wal::{WalReader, WalWriter};
 use crate::{
     part, part_number, wal_path, Counters, Inner, State, StoreError, StoreOptions, Writer,
@@ -59,10 +61,12 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     let segments = wal_segments(dir)?;
     let mut replayed = Vec::new();
     let mut last_segment = 0;
+    let mut recovery = Recovery::new(dir, last_id);
     for (number, path) in &segments {
-        let recovered = WalReader::recover(path, *number, |payload| {
+        let replay = |payload: &[u8]| {
             match crate::wal::decode_batch(payload) {
                 Ok(batch) => {
+                    let summary = FrameSummary::of(&batch);
                     let mut fresh = Vec::with_capacity(batch.rows.len());
                     let seen =
                         dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
@@ -78,34 +82,22 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
                         fresh.push(row);
                     }
                     replayed.push((batch.tenant, batch.labels, fresh, *number));
-                    true
+                    Some(summary)
                 }
-                Err(_) => false,
+                Err(_) => None,
             }
-        })
-        .map_err(StoreError::io(path))?;
-        if recovered.discarded_bytes > 0 {
-            tracing::warn!(
-                path = %path.display(),
-                discarded_bytes = recovered.discarded_bytes,
-                kept_batches = recovered.batches,
-                "write-ahead log had a torn or corrupt tail (a write cut short by a crash, never acknowledged): truncated it"
-            );
-        }
-        // Cut what follows the frames (a torn tail, or the rest of a reused
-        // file), so it is not read again at the next open.
-        let file_len = fs::metadata(path).map_err(StoreError::io(path))?.len();
-        if file_len > recovered.valid_len {
-            let file = fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(StoreError::io(path))?;
-            file.set_len(recovered.valid_len)
-                .and_then(|()| file.sync_all())
-                .map_err(StoreError::io(path))?;
-        }
+        };
+        let recovered = WalReader::recover(path, *number, replay, FrameSummary::peek)
+            .map_err(StoreError::io(path))?;
+        // Damage is skipped, kept aside and reported; what follows the
+        // frames (a torn tail, or the rest of a reused file) is cut, so it
+        // is not read again at the next open.
+        recovery.segment(*number, path, recovered)?;
         last_segment = *number;
     }
+    let recovery = recovery.finish();
+    // Above any id the damage may have held: ids never go backwards.
+    last_id += recovery.skipped_ids;
     // Appends go to a new segment: the replayed ones are only read.
     let segment = last_segment + 1;
     let visible = Arc::new(AtomicU64::new(last_id));
@@ -153,7 +145,8 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         next_part: AtomicU64::new(next_part),
         unmergeable: Mutex::default(),
         damage: Mutex::new(damage),
-        counters: Mutex::new(Counters::default()),
+        counters: Mutex::new(Counters::recovered(&recovery)),
+        recovery,
         cache,
         _lock: lock,
     })

@@ -5,9 +5,13 @@
 //! segment file starts with [`MAGIC`], then frames of
 //! `[payload length: u32 LE][crc32: u32 LE][segment number: u64 LE][payload]`,
 //! the checksum over the segment number and the payload. Recovery reads
-//! frames from the start and stops at the first one that is cut short or
-//! fails its checksum: that and everything after it is a write a crash
-//! interrupted (never acknowledged), and is truncated away.
+//! frames from the start; at one that is cut short or fails its checksum it
+//! resynchronises: it skips to the next offset where a whole frame of the
+//! segment checks, and goes on. Damage with valid frames after it is lost
+//! acknowledged data (one flipped byte costs its frame, not the rest of the
+//! log); damage at the end is most likely a write a crash cut short. What
+//! to do with either (report, copy aside, rewrite or cut) is
+//! [`crate::recovery`]'s.
 //!
 //! Once a segment's records are in parts, its file is kept as the spare
 //! ([`SPARE`]) and the next segment is written over it, from the start
@@ -31,7 +35,8 @@
 //! (group commit).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -239,17 +244,194 @@ pub fn decode_batch(payload: &[u8]) -> Result<Batch, String> {
     })
 }
 
-/// What recovery found.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Recovered {
-    /// Bytes from the start of the file to the end of its last whole,
-    /// valid frame.
-    pub valid_len: u64,
+/// A stretch of a segment that holds no frame recovery could read: a torn
+/// write, or damaged bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage<T> {
+    /// Where it starts in the file, and how many bytes it covers.
+    pub offset: u64,
+    pub len: u64,
+    /// What `replay` returned for the valid frame just before it and just
+    /// after it in this segment (`None` at the segment's start or end).
+    pub before: Option<T>,
+    pub after: Option<T>,
+    /// What `peek` made of the payload, when the stretch is exactly one
+    /// frame of this segment (its header's length and number intact).
+    pub peeked: Option<T>,
+}
+
+impl<T> Damage<T> {
+    /// Damage starting at `offset`, after the frame `before`.
+    fn at(offset: usize, before: Option<T>) -> Damage<T> {
+        Damage {
+            offset: offset as u64,
+            len: 0,
+            before,
+            after: None,
+            peeked: None,
+        }
+    }
+}
+
+/// What recovery found in one segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered<T> {
+    /// Whether the file is of this format (starts with [`MAGIC`], or did
+    /// before a damaged byte: see [`WalReader::recover`]).
+    pub current: bool,
+    /// The byte ranges of the frames replayed, runs of adjacent frames
+    /// joined: what a rewrite of the segment keeps.
+    pub kept: Vec<Range<u64>>,
     /// Frames replayed.
     pub batches: u64,
-    /// Bytes after the last valid frame that are a torn or corrupt frame
-    /// and what follows it (0 when the segment ended cleanly).
-    pub discarded_bytes: u64,
+    /// What `replay` returned for the first and the last frame replayed.
+    pub first: Option<T>,
+    pub last: Option<T>,
+    /// The unreadable stretches, in file order. Only the last may have no
+    /// frame after it (a torn tail, or damage at the segment's end).
+    pub damage: Vec<Damage<T>>,
+    /// Where this segment's bytes end: what follows is nothing, or the
+    /// older segment a reused file held.
+    pub end: u64,
+    pub file_len: u64,
+}
+
+impl<T> Recovered<T> {
+    fn empty() -> Recovered<T> {
+        Recovered {
+            current: true,
+            kept: Vec::new(),
+            batches: 0,
+            first: None,
+            last: None,
+            damage: Vec::new(),
+            end: 0,
+            file_len: 0,
+        }
+    }
+
+    /// Bytes of damage (what recovery had to skip).
+    #[cfg(test)]
+    pub fn discarded_bytes(&self) -> u64 {
+        self.damage.iter().map(|damage| damage.len).sum()
+    }
+
+    /// Whether valid frames follow some damage: the segment cannot just be
+    /// cut, it must be rewritten without the damage.
+    pub fn has_gaps(&self) -> bool {
+        self.damage.iter().any(|damage| damage.after.is_some())
+    }
+
+    /// Where the segment's last valid frame ends: what a cut keeps.
+    pub fn valid_len(&self) -> u64 {
+        self.kept
+            .last()
+            .map_or(if self.current { MAGIC.len() as u64 } else { 0 }, |kept| {
+                kept.end
+            })
+    }
+}
+
+/// What [`frame_at`] found at an offset.
+enum At {
+    /// A whole frame of the segment, checksum right: its payload.
+    Frame { payload: Range<usize>, end: usize },
+    /// A whole frame of an older segment: a reused file's older bytes.
+    Older,
+    /// Nothing that is a frame.
+    Nothing,
+}
+
+/// Reads the frame at `pos` of `bytes`, if one is there.
+fn frame_at(bytes: &[u8], pos: usize, current: bool, segment: u64) -> At {
+    let header_len = if current { HEADER_LEN } else { V1_HEADER_LEN };
+    let Some(header) = bytes.get(pos..pos + header_len) else {
+        return At::Nothing;
+    };
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap());
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let start = pos + header_len;
+    let end = start + len as usize;
+    if len > MAX_FRAME_LEN || end > bytes.len() {
+        return At::Nothing;
+    }
+    let payload = &bytes[start..end];
+    if !current {
+        return if crc32fast::hash(payload) == crc {
+            At::Frame {
+                payload: start..end,
+                end,
+            }
+        } else {
+            At::Nothing
+        };
+    }
+    let tag: [u8; 8] = header[8..16].try_into().unwrap();
+    // Only frames that could be ours or an older segment's are worth a
+    // checksum: this keeps a scan through damage cheap.
+    if u64::from_le_bytes(tag) > segment || frame_crc(&tag, payload) != crc {
+        return At::Nothing;
+    }
+    if u64::from_le_bytes(tag) < segment {
+        At::Older
+    } else {
+        At::Frame {
+            payload: start..end,
+            end,
+        }
+    }
+}
+
+/// Writes the segment file at `path` anew with only the frames
+/// `recovered` kept (after the magic, if of this format), through a
+/// temporary file renamed over it: a crash leaves the old file or the new,
+/// and the old one's inode, if linked elsewhere first, keeps its bytes.
+pub fn rewrite<T>(path: &Path, recovered: &Recovered<T>) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut old = File::open(path)?;
+    let tmp = path.with_extension("log.tmp");
+    let mut out = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    if recovered.current {
+        out.write_all(MAGIC)?;
+    }
+    for run in &recovered.kept {
+        old.seek(SeekFrom::Start(run.start))?;
+        let copied = io::copy(&mut io::Read::take(&mut old, run.end - run.start), &mut out)?;
+        if copied != run.end - run.start {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the log segment shrank while it was rewritten",
+            ));
+        }
+    }
+    out.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The payload of `damage` when it is exactly one frame of `segment`: its
+/// header's length ends it, and its number is the segment's.
+fn one_frame<'a, T>(
+    bytes: &'a [u8],
+    damage: &Damage<T>,
+    current: bool,
+    segment: u64,
+) -> Option<&'a [u8]> {
+    let header_len = if current { HEADER_LEN } else { V1_HEADER_LEN };
+    let start = usize::try_from(damage.offset).ok()?;
+    let header = bytes.get(start..start + header_len)?;
+    let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
+    let ours = !current || header[8..16] == segment.to_le_bytes();
+    (ours && header_len as u64 + len == damage.len)
+        .then(|| &bytes[start + header_len..start + damage.len as usize])
 }
 
 /// Replays a log.
@@ -257,83 +439,93 @@ pub struct WalReader;
 
 impl WalReader {
     /// Calls `replay` with the payload of each valid frame of segment
-    /// `segment` in order, and stops at the first torn or corrupt frame,
-    /// the first frame of an older segment (the rest of a reused file), or
-    /// the first payload `replay` rejects (returns `false` for). A missing
+    /// `segment`, in order, and says what it could not read.
+    ///
+    /// A frame that is cut short, fails its checksum, or whose payload
+    /// `replay` rejects (returns `None` for) starts damage; recovery then
+    /// looks for the next offset where a whole frame of this segment
+    /// checks, and goes on from there (resynchronises), so one damaged
+    /// byte costs its frame, not the rest of the segment. The segment ends
+    /// at the end of the file or at the first whole frame of an older
+    /// segment (the rest of a reused file). Damage that is exactly one
+    /// frame is handed to `peek`, which may read what is left of it (whose
+    /// it was). A file that does not start
+    /// with [`MAGIC`] but holds a frame of this segment right after where
+    /// it would be is read as this format with a damaged magic. A missing
     /// file is an empty log.
-    pub fn recover(
+    pub fn recover<T: Clone>(
         path: &Path,
         segment: u64,
-        mut replay: impl FnMut(&[u8]) -> bool,
-    ) -> io::Result<Recovered> {
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                return Ok(Recovered::default())
-            }
+        mut replay: impl FnMut(&[u8]) -> Option<T>,
+        mut peek: impl FnMut(&[u8]) -> Option<T>,
+    ) -> io::Result<Recovered<T>> {
+        // Whole: resynchronising scans back and forth over it, and the
+        // memtable it is replayed into holds as much.
+        let bytes = match fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Recovered::empty()),
             Err(error) => return Err(error),
         };
-        let file_len = file.metadata()?.len();
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut recovered = Recovered::default();
-        let mut magic = [0u8; MAGIC.len()];
-        let current = read_full(&mut reader, &mut magic)? && &magic == MAGIC;
-        let header_len = if current {
-            recovered.valid_len = MAGIC.len() as u64;
-            HEADER_LEN
-        } else {
-            reader.seek(SeekFrom::Start(0))?;
-            V1_HEADER_LEN
+        let magic = bytes.starts_with(MAGIC);
+        let current = magic
+            || (!matches!(frame_at(&bytes, 0, false, segment), At::Frame { .. })
+                && matches!(
+                    frame_at(&bytes, MAGIC.len(), true, segment),
+                    At::Frame { .. }
+                ));
+        let mut recovered = Recovered {
+            current,
+            end: bytes.len() as u64,
+            file_len: bytes.len() as u64,
+            ..Recovered::empty()
         };
-        let mut header = [0u8; HEADER_LEN];
-        let header = &mut header[..header_len];
-        let mut payload = Vec::new();
-        let ended_cleanly = loop {
-            if !read_full(&mut reader, header)? {
-                break recovered.valid_len == file_len;
-            }
-            let len = u32::from_le_bytes(header[0..4].try_into().unwrap());
-            let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-            let frame_end = recovered.valid_len + (header_len as u64) + u64::from(len);
-            if len > MAX_FRAME_LEN || frame_end > file_len {
-                break false;
-            }
-            payload.resize(len as usize, 0);
-            if !read_full(&mut reader, &mut payload)? {
-                break false;
-            }
-            if current {
-                let tag: [u8; 8] = header[8..16].try_into().unwrap();
-                if frame_crc(&tag, &payload) != crc {
-                    break false;
+        let mut pos = if current { MAGIC.len() } else { 0 };
+        let mut damage: Option<Damage<T>> = (current && !magic).then(|| Damage::at(0, None));
+        while pos < bytes.len() {
+            match frame_at(&bytes, pos, current, segment) {
+                At::Frame { payload, end } => match replay(&bytes[payload]) {
+                    Some(summary) => {
+                        if let Some(mut ended) = damage.take() {
+                            ended.len = pos as u64 - ended.offset;
+                            ended.after = Some(summary.clone());
+                            ended.peeked =
+                                one_frame(&bytes, &ended, current, segment).and_then(&mut peek);
+                            recovered.damage.push(ended);
+                        }
+                        match recovered.kept.last_mut() {
+                            Some(run) if run.end == pos as u64 => run.end = end as u64,
+                            _ => recovered.kept.push(pos as u64..end as u64),
+                        }
+                        recovered.batches += 1;
+                        if recovered.first.is_none() {
+                            recovered.first = Some(summary.clone());
+                        }
+                        recovered.last = Some(summary);
+                        pos = end;
+                    }
+                    None => {
+                        // Checksummed but unreadable: skip the whole frame.
+                        damage.get_or_insert_with(|| Damage::at(pos, recovered.last.clone()));
+                        pos = end;
+                    }
+                },
+                At::Older => {
+                    recovered.end = pos as u64;
+                    break;
                 }
-                if u64::from_le_bytes(tag) != segment {
-                    // A whole frame of the segment this file held before:
-                    // this one ends here.
-                    break u64::from_le_bytes(tag) < segment;
+                At::Nothing => {
+                    damage.get_or_insert_with(|| Damage::at(pos, recovered.last.clone()));
+                    pos += 1;
                 }
-            } else if crc32fast::hash(&payload) != crc {
-                break false;
             }
-            if !replay(&payload) {
-                break false;
-            }
-            recovered.valid_len = frame_end;
-            recovered.batches += 1;
-        };
-        if !ended_cleanly {
-            recovered.discarded_bytes = file_len - recovered.valid_len;
+        }
+        if let Some(mut tail) = damage {
+            tail.len = recovered.end - tail.offset;
+            // A later segment may show it was no torn write.
+            tail.peeked = one_frame(&bytes, &tail, current, segment).and_then(&mut peek);
+            recovered.damage.push(tail);
         }
         Ok(recovered)
-    }
-}
-
-/// Fills `buf`, or returns `false` at a clean or partial end of file.
-fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
-    match reader.read_exact(buf) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(error) => Err(error),
     }
 }
 
@@ -341,14 +533,31 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
 mod tests {
     use super::*;
 
-    fn replay_all(path: &Path, segment: u64) -> (Recovered, Vec<Vec<u8>>) {
+    fn replay_all(path: &Path, segment: u64) -> (Recovered<Vec<u8>>, Vec<Vec<u8>>) {
         let mut payloads = Vec::new();
-        let recovered = WalReader::recover(path, segment, |payload| {
-            payloads.push(payload.to_vec());
-            true
-        })
+        let recovered = WalReader::recover(
+            path,
+            segment,
+            |payload| {
+                payloads.push(payload.to_vec());
+                Some(payload.to_vec())
+            },
+            |damaged| Some(damaged.to_vec()),
+        )
         .unwrap();
         (recovered, payloads)
+    }
+
+    /// The offset of each frame of a segment of this format, and its end.
+    fn frame_offsets(bytes: &[u8]) -> Vec<usize> {
+        let mut offsets = Vec::new();
+        let mut pos = MAGIC.len();
+        while pos + HEADER_LEN <= bytes.len() {
+            offsets.push(pos);
+            pos +=
+                HEADER_LEN + u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        }
+        offsets
     }
 
     fn write_segment(path: &Path, segment: u64, payloads: &[&[u8]]) {
@@ -366,8 +575,11 @@ mod tests {
         let (recovered, payloads) = replay_all(&path, 1);
         assert_eq!(payloads, vec![b"one".to_vec(), vec![], b"three".to_vec()]);
         assert_eq!(recovered.batches, 3);
-        assert_eq!(recovered.discarded_bytes, 0);
-        assert_eq!(recovered.valid_len, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(recovered.discarded_bytes(), 0);
+        assert_eq!(
+            recovered.valid_len(),
+            std::fs::metadata(&path).unwrap().len()
+        );
     }
 
     #[test]
@@ -386,24 +598,145 @@ mod tests {
 
         let (recovered, payloads) = replay_all(&path, 1);
         assert_eq!(payloads, vec![b"kept".to_vec()]);
-        assert_eq!(recovered.discarded_bytes, (HEADER_LEN + 9 - 3) as u64);
-        assert_eq!(recovered.valid_len, (MAGIC.len() + HEADER_LEN + 4) as u64);
+        assert_eq!(recovered.discarded_bytes(), (HEADER_LEN + 9 - 3) as u64);
+        assert_eq!(recovered.valid_len(), (MAGIC.len() + HEADER_LEN + 4) as u64);
+        assert!(!recovered.has_gaps(), "a torn tail has no frame after it");
+        assert_eq!(recovered.damage[0].before.as_deref(), Some(&b"kept"[..]));
     }
 
     #[test]
-    fn corrupt_frame_stops_replay_there() {
+    fn a_damaged_frame_is_skipped_and_the_frames_after_it_are_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        write_segment(&path, 1, &[b"good", b"flipped", b"after"]);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let second_payload = MAGIC.len() + HEADER_LEN + 4 + HEADER_LEN;
-        bytes[second_payload] ^= 0xff;
-        std::fs::write(&path, &bytes).unwrap();
+        write_segment(&path, 1, &[b"good", b"flipped", b"after", b"last"]);
+        let clean = std::fs::read(&path).unwrap();
+        let offsets = frame_offsets(&clean);
+        // A byte of the payload, of the checksum, of the segment number,
+        // of the length (which then points anywhere): each costs its frame.
+        for at in [HEADER_LEN + 3, 5, 9, 1, 0] {
+            let mut bytes = clean.clone();
+            bytes[offsets[1] + at] ^= 0x5a;
+            std::fs::write(&path, &bytes).unwrap();
+            let (recovered, payloads) = replay_all(&path, 1);
+            assert_eq!(
+                payloads,
+                vec![b"good".to_vec(), b"after".to_vec(), b"last".to_vec()],
+                "flipped at {at} of the frame"
+            );
+            assert_eq!(recovered.damage.len(), 1);
+            let damage = &recovered.damage[0];
+            assert_eq!(
+                (damage.offset, damage.len),
+                (offsets[1] as u64, (offsets[2] - offsets[1]) as u64)
+            );
+            assert_eq!(damage.before.as_deref(), Some(&b"good"[..]));
+            assert_eq!(damage.after.as_deref(), Some(&b"after"[..]));
+            assert!(recovered.has_gaps());
+            assert_eq!(recovered.end, bytes.len() as u64);
+            // Its length and number intact, what is left of it is peeked at.
+            let intact_header = at != 0 && at != 1 && at != 9;
+            assert_eq!(
+                damage.peeked.is_some(),
+                intact_header,
+                "flipped at {at} of the frame"
+            );
 
-        let (recovered, payloads) = replay_all(&path, 1);
-        assert_eq!(payloads, vec![b"good".to_vec()]);
-        assert_eq!(recovered.valid_len, (MAGIC.len() + HEADER_LEN + 4) as u64);
-        assert!(recovered.discarded_bytes > 0);
+            // Rewritten without it, the segment reads cleanly.
+            rewrite(&path, &recovered).unwrap();
+            let (again, payloads) = replay_all(&path, 1);
+            assert_eq!(payloads.len(), 3);
+            assert!(again.damage.is_empty());
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                (clean.len() - (offsets[2] - offsets[1])) as u64
+            );
+        }
+    }
+
+    /// A byte flipped anywhere costs exactly the frame it is in (or the
+    /// magic alone): every other frame is replayed, in order.
+    #[test]
+    fn a_flip_at_any_offset_costs_only_its_frame() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        for seed in 0..300u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let payloads: Vec<Vec<u8>> = (0..rng.random_range(1..8))
+                .map(|_| {
+                    let len = rng.random_range(0..64);
+                    (0..len).map(|_| rng.random()).collect()
+                })
+                .collect();
+            let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+            write_segment(&path, 3, &slices);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let offsets = frame_offsets(&bytes);
+            let at = rng.random_range(0..bytes.len());
+            bytes[at] ^= 1 << rng.random_range(0..8);
+            std::fs::write(&path, &bytes).unwrap();
+
+            let (recovered, replayed) = replay_all(&path, 3);
+            let hit = offsets.iter().rposition(|offset| *offset <= at);
+            let expected: Vec<Vec<u8>> = payloads
+                .iter()
+                .enumerate()
+                .filter(|(index, _)| Some(*index) != hit)
+                .map(|(_, payload)| payload.clone())
+                .collect();
+            assert_eq!(replayed, expected, "seed {seed}, flipped at {at}");
+            assert_eq!(recovered.damage.len(), 1, "seed {seed}");
+            let damage = &recovered.damage[0];
+            let (start, end) = match hit {
+                None => (0, MAGIC.len()),
+                Some(index) => (
+                    offsets[index],
+                    offsets.get(index + 1).copied().unwrap_or(bytes.len()),
+                ),
+            };
+            assert_eq!(
+                (damage.offset, damage.len),
+                (start as u64, (end - start) as u64),
+                "seed {seed}, flipped at {at}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_frame_replay_rejects_is_damage_and_replay_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        write_segment(&path, 1, &[b"one", b"bad", b"three"]);
+        let recovered = WalReader::recover(
+            &path,
+            1,
+            |payload| (payload != b"bad").then_some(()),
+            |_| None,
+        )
+        .unwrap();
+        assert_eq!(recovered.batches, 2);
+        assert_eq!(recovered.damage.len(), 1);
+        assert_eq!(recovered.damage[0].len, (HEADER_LEN + 3) as u64);
+    }
+
+    #[test]
+    fn a_damaged_magic_costs_nothing_but_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        write_segment(&path, 7, &[b"one", b"two"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[2] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, payloads) = replay_all(&path, 7);
+        assert_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec()]);
+        assert!(recovered.current);
+        assert_eq!(recovered.damage.len(), 1);
+        assert_eq!(
+            (recovered.damage[0].offset, recovered.damage[0].len),
+            (0, 8)
+        );
+        rewrite(&path, &recovered).unwrap();
+        assert!(is_current_format(&path), "the rewrite restores the magic");
     }
 
     #[test]
@@ -424,11 +757,13 @@ mod tests {
         assert_eq!(std::fs::metadata(&path).unwrap().len(), old_len);
         let (recovered, payloads) = replay_all(&path, 2);
         assert_eq!(payloads, vec![b"new one".to_vec()]);
-        assert_eq!(recovered.discarded_bytes, 0);
-        assert_eq!(recovered.valid_len, (MAGIC.len() + HEADER_LEN + 7) as u64);
+        assert_eq!(recovered.discarded_bytes(), 0);
+        assert_eq!(recovered.valid_len(), (MAGIC.len() + HEADER_LEN + 7) as u64);
+        assert_eq!(recovered.end, recovered.valid_len());
 
-        // Ending inside an old frame: what follows cannot be told from a
-        // torn write, and is discarded as one.
+        // Ending inside an old frame: what follows, up to the next whole
+        // old frame, cannot be told from a torn write, and is discarded as
+        // one.
         std::fs::rename(&path, &spare).unwrap();
         let path = dir.path().join("3.log");
         let mut writer = WalWriter::create(&path, 3, Some(&spare)).unwrap();
@@ -436,7 +771,13 @@ mod tests {
         std::mem::forget(writer);
         let (recovered, payloads) = replay_all(&path, 3);
         assert_eq!(payloads, vec![b"new".to_vec()]);
-        assert_eq!(recovered.discarded_bytes, old_len - recovered.valid_len);
+        let second_old_frame = (MAGIC.len() + HEADER_LEN + 7) as u64;
+        assert_eq!(recovered.end, second_old_frame);
+        assert_eq!(
+            recovered.discarded_bytes(),
+            second_old_frame - recovered.valid_len()
+        );
+        assert!(!recovered.has_gaps());
 
         // A segment done (its writer dropped) is cut to its frames.
         std::fs::rename(&path, &spare).unwrap();
@@ -444,8 +785,11 @@ mod tests {
         write_segment(&path, 4, &[b"new"]);
         let (recovered, payloads) = replay_all(&path, 4);
         assert_eq!(payloads, vec![b"new".to_vec()]);
-        assert_eq!(recovered.discarded_bytes, 0);
-        assert_eq!(recovered.valid_len, std::fs::metadata(&path).unwrap().len());
+        assert_eq!(recovered.discarded_bytes(), 0);
+        assert_eq!(
+            recovered.valid_len(),
+            std::fs::metadata(&path).unwrap().len()
+        );
     }
 
     #[test]
@@ -453,12 +797,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("1.log");
         let mut bytes = Vec::new();
-        for payload in [&b"first"[..], b"", b"second"] {
+        for payload in [&b"first"[..], b"", b"damaged", b"second"] {
             bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
             bytes.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
             bytes.extend_from_slice(payload);
         }
         bytes.extend_from_slice(&[9, 0, 0, 0, 1, 2]);
+        let damaged = V1_HEADER_LEN + 5 + V1_HEADER_LEN + V1_HEADER_LEN + 3;
+        bytes[damaged] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
         assert!(!is_current_format(&path));
         let (recovered, payloads) = replay_all(&path, 1);
@@ -466,7 +812,13 @@ mod tests {
             payloads,
             vec![b"first".to_vec(), vec![], b"second".to_vec()]
         );
-        assert_eq!(recovered.discarded_bytes, 6);
+        assert!(!recovered.current);
+        assert_eq!(recovered.damage.len(), 2);
+        assert_eq!(recovered.damage[0].len, (V1_HEADER_LEN + 7) as u64);
+        assert_eq!(recovered.damage[1].len, 6);
+        rewrite(&path, &recovered).unwrap();
+        assert!(!is_current_format(&path), "a rewrite keeps the format");
+        assert_eq!(replay_all(&path, 1).1.len(), 3);
     }
 
     #[test]
@@ -476,6 +828,6 @@ mod tests {
         std::fs::write(&path, [0xff; 64]).unwrap();
         let (recovered, payloads) = replay_all(&path, 1);
         assert!(payloads.is_empty());
-        assert_eq!(recovered.discarded_bytes, 64);
+        assert_eq!(recovered.discarded_bytes(), 64);
     }
 }

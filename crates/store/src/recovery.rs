@@ -1,0 +1,396 @@
+//! What opening the store does about damage in its write-ahead log, once
+//! [`crate::wal`] has read past it.
+//!
+//! Each unreadable stretch is one of two kinds. Damage with a valid frame
+//! after it, in its segment or a later one, held acknowledged records (a
+//! frame is acknowledged only once on disk, and a later frame means the
+//! writer went on): it is **lost data**, logged as an error, counted
+//! ([`crate::Counters::wal_lost_regions`] and the rest) and returned in the
+//! [`RecoveryReport`] for the server to write as a `system` record. Damage
+//! with nothing after it is a **torn tail**, most likely the frame a crash
+//! cut short (never acknowledged): the common case, logged as a warning and
+//! counted, not reported as loss.
+//!
+//! Nothing is destroyed: before a segment is rewritten without its damage
+//! (when valid frames follow it) the segment as it was is kept under
+//! `damaged/<segment>.<unix ms>.log`; before a torn tail is cut off, its
+//! bytes are kept under `damaged/<segment>.<unix ms>.from-<offset>.log`
+//! (files 0600, the folder 0700; the operator removes them).
+//!
+//! Ids never go backwards: ids in a log are consecutive, so lost records'
+//! ids lie between the frames around them, and a tail's lie above
+//! everything read. A record takes at least one byte of a frame, so the
+//! next id is set above the highest id read plus the bytes of every
+//! stretch with no known id above it: a live tail resuming after an id it
+//! got before the crash misses nothing stored after it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::part::StreamLabels;
+use crate::wal::{self, Damage, Recovered};
+use crate::StoreError;
+
+/// The folder, in the store's, where damaged log bytes are kept.
+pub const DAMAGED_DIR: &str = "damaged";
+
+/// What replay tells recovery about one frame: its ids and its stream.
+#[derive(Clone, Debug)]
+pub(crate) struct FrameSummary {
+    /// First and last id of its records.
+    pub ids: Option<(u64, u64)>,
+    pub tenant: String,
+    pub labels: StreamLabels,
+}
+
+/// What opening the store found damaged in its write-ahead log
+/// ([`crate::Store::recovery_report`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Each damaged stretch, in log order.
+    pub damage: Vec<WalDamage>,
+    /// Ids skipped so that none a damaged stretch may have held is issued
+    /// again.
+    pub skipped_ids: u64,
+}
+
+impl RecoveryReport {
+    /// The stretches that held acknowledged records.
+    pub fn lost(&self) -> impl Iterator<Item = &WalDamage> {
+        self.damage
+            .iter()
+            .filter(|damage| damage.kind == DamageKind::Lost)
+    }
+
+    fn total(&self, kind: DamageKind, figure: impl Fn(&WalDamage) -> u64) -> u64 {
+        self.damage
+            .iter()
+            .filter(|damage| damage.kind == kind)
+            .map(figure)
+            .sum()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DamageKind {
+    /// Valid frames follow it: acknowledged records were lost.
+    Lost,
+    /// Nothing follows it: most likely a write a crash cut short.
+    TornTail,
+}
+
+impl DamageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DamageKind::Lost => "lost",
+            DamageKind::TornTail => "torn_tail",
+        }
+    }
+}
+
+/// One damaged stretch of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalDamage {
+    pub kind: DamageKind,
+    pub segment: u64,
+    /// Where it starts in its segment file, and its length.
+    pub offset: u64,
+    pub bytes: u64,
+    /// The records it held have ids above this one (the last id read
+    /// before it) …
+    pub after_id: Option<u64>,
+    /// … and below this one (the first id read after it).
+    pub before_id: Option<u64>,
+    /// How many records it held, when both bounds are known (ids in a log
+    /// are consecutive, so the count is exact).
+    pub records: Option<u64>,
+    /// Whose records were lost, when it can be known: the stretch is one
+    /// frame whose labels still read, and an intact frame beside it names
+    /// the same tenant, app, runner and boot.
+    pub owner: Option<(String, StreamLabels)>,
+    /// Where its bytes were kept: the whole segment as it was
+    /// (`<segment>.<ms>.log`), or the stretch alone (`….from-<offset>.log`).
+    pub copy: Option<PathBuf>,
+}
+
+impl FrameSummary {
+    pub fn of(batch: &wal::Batch) -> FrameSummary {
+        FrameSummary {
+            ids: batch
+                .rows
+                .first()
+                .zip(batch.rows.last())
+                .map(|(a, b)| (a.id, b.id)),
+            tenant: batch.tenant.clone(),
+            labels: batch.labels.clone(),
+        }
+    }
+
+    /// The stream a damaged frame names, if the start of its payload (the
+    /// labels, before the records) still reads.
+    pub fn peek(payload: &[u8]) -> Option<FrameSummary> {
+        let (labels, _) = postcard::take_from_bytes::<FrameLabels>(payload).ok()?;
+        Some(FrameSummary {
+            ids: None,
+            tenant: labels.tenant,
+            labels: StreamLabels {
+                app: labels.app,
+                version: labels.version,
+                runner: labels.runner,
+                boot: labels.boot,
+                source: labels.source,
+            },
+        })
+    }
+}
+
+/// The start of a frame's payload, as [`crate::wal`] writes it: its labels.
+#[derive(serde::Deserialize)]
+struct FrameLabels {
+    tenant: String,
+    app: String,
+    version: String,
+    runner: String,
+    boot: String,
+    source: tailwater_model::Source,
+}
+
+/// Recovery across the log's segments, oldest first: frames on one side of
+/// a stretch may be in another segment.
+pub(crate) struct Recovery<'a> {
+    dir: &'a Path,
+    /// The highest id in parts: a bound for damage before the first frame.
+    parts_max_id: u64,
+    last_frame: Option<FrameSummary>,
+    /// Stretches with no frame after them yet.
+    pending: Vec<(Damage<FrameSummary>, u64, Option<PathBuf>)>,
+    report: RecoveryReport,
+}
+
+impl<'a> Recovery<'a> {
+    pub fn new(dir: &'a Path, parts_max_id: u64) -> Recovery<'a> {
+        Recovery {
+            dir,
+            parts_max_id,
+            last_frame: None,
+            pending: Vec::new(),
+            report: RecoveryReport::default(),
+        }
+    }
+
+    /// Keeps segment `segment`'s damaged bytes, rewrites or cuts its file so
+    /// the next open reads it cleanly, and takes in its damage.
+    pub fn segment(
+        &mut self,
+        segment: u64,
+        path: &Path,
+        recovered: Recovered<FrameSummary>,
+    ) -> Result<(), StoreError> {
+        let copy = settle(self.dir, segment, path, &recovered).map_err(StoreError::io(path))?;
+        if let Some(first) = &recovered.first {
+            for (damage, segment, copy) in std::mem::take(&mut self.pending) {
+                self.resolve(damage, segment, copy, Some(first));
+            }
+        }
+        for mut damage in recovered.damage {
+            if damage.before.is_none() {
+                damage.before = self.last_frame.clone();
+            }
+            match damage.after.take() {
+                Some(after) => self.resolve(damage, segment, copy.clone(), Some(&after)),
+                None => self.pending.push((damage, segment, copy.clone())),
+            }
+        }
+        if recovered.last.is_some() {
+            self.last_frame = recovered.last;
+        }
+        Ok(())
+    }
+
+    /// The report, once every segment is read; logs each stretch.
+    pub fn finish(mut self) -> RecoveryReport {
+        for (damage, segment, copy) in std::mem::take(&mut self.pending) {
+            self.resolve(damage, segment, copy, None);
+        }
+        self.report.skipped_ids = self
+            .report
+            .damage
+            .iter()
+            .filter(|damage| damage.before_id.is_none())
+            .map(|damage| damage.bytes)
+            .sum();
+        self.report
+    }
+
+    fn resolve(
+        &mut self,
+        damage: Damage<FrameSummary>,
+        segment: u64,
+        copy: Option<PathBuf>,
+        after: Option<&FrameSummary>,
+    ) {
+        let after_id = damage
+            .before
+            .as_ref()
+            .and_then(|frame| frame.ids)
+            .map(|(_, last)| last)
+            .or((self.parts_max_id > 0).then_some(self.parts_max_id));
+        let before_id = after.and_then(|frame| frame.ids).map(|(first, _)| first);
+        let records = match (after_id, before_id) {
+            (Some(above), Some(below)) if below > above => Some(below - above - 1),
+            _ => None,
+        };
+        // Whose records were lost, only when the damaged frame's own labels
+        // still read and an intact frame beside it names the same stream:
+        // neighbours alone may be another stream's, and a damaged label
+        // alone may name anyone.
+        let owner = damage
+            .peeked
+            .as_ref()
+            .filter(|peeked| {
+                damage
+                    .before
+                    .iter()
+                    .chain(after)
+                    .any(|beside| same_stream(peeked, beside))
+            })
+            .map(|peeked| (peeked.tenant.clone(), peeked.labels.clone()));
+        let kind = if after.is_some() {
+            DamageKind::Lost
+        } else {
+            DamageKind::TornTail
+        };
+        let found = WalDamage {
+            kind,
+            segment,
+            offset: damage.offset,
+            bytes: damage.len,
+            after_id,
+            before_id,
+            records,
+            owner,
+            copy,
+        };
+        log(&found);
+        self.report.damage.push(found);
+    }
+}
+
+fn same_stream(a: &FrameSummary, b: &FrameSummary) -> bool {
+    a.tenant == b.tenant
+        && a.labels.app == b.labels.app
+        && a.labels.runner == b.labels.runner
+        && a.labels.boot == b.labels.boot
+}
+
+fn log(damage: &WalDamage) {
+    let copy = damage.copy.as_ref().map(|copy| copy.display().to_string());
+    let owner = damage
+        .owner
+        .as_ref()
+        .map(|(tenant, labels)| format!("{tenant}/{}/{}", labels.app, labels.runner));
+    match damage.kind {
+        DamageKind::Lost => tracing::error!(
+            segment = damage.segment,
+            offset = damage.offset,
+            bytes = damage.bytes,
+            records = damage.records,
+            after_id = damage.after_id,
+            before_id = damage.before_id,
+            owner,
+            copy,
+            "the write-ahead log was damaged: acknowledged records in it are lost; the valid frames after the damage were kept, and the damaged bytes are kept in the copy"
+        ),
+        DamageKind::TornTail => tracing::warn!(
+            segment = damage.segment,
+            offset = damage.offset,
+            bytes = damage.bytes,
+            after_id = damage.after_id,
+            copy,
+            "the write-ahead log ended in a torn or damaged frame, most likely a write a crash cut short (never acknowledged): cut it off, its bytes kept in the copy"
+        ),
+    }
+}
+
+impl crate::Counters {
+    /// Counters of a store whose open found `report`.
+    pub(crate) fn recovered(report: &RecoveryReport) -> crate::Counters {
+        crate::Counters {
+            wal_lost_regions: report.lost().count() as u64,
+            wal_lost_bytes: report.total(DamageKind::Lost, |damage| damage.bytes),
+            wal_lost_records: report.total(DamageKind::Lost, |damage| {
+                damage.records.unwrap_or_default()
+            }),
+            wal_torn_tail_bytes: report.total(DamageKind::TornTail, |damage| damage.bytes),
+            ..crate::Counters::default()
+        }
+    }
+}
+
+/// Keeps a segment's damaged bytes, then leaves its file as the next open
+/// should read it: rewritten without the damage when frames follow it, cut
+/// after its last frame otherwise. Returns where the bytes were kept.
+fn settle<T>(
+    dir: &Path,
+    segment: u64,
+    path: &Path,
+    recovered: &Recovered<T>,
+) -> io::Result<Option<PathBuf>> {
+    let stamp = jiff::Timestamp::now().as_millisecond();
+    if recovered.has_gaps() {
+        let copy = damaged_dir(dir)?.join(format!("{segment:012}.{stamp}.log"));
+        // A link, not a copy: the rewrite puts a new file in its place, so
+        // the old one's bytes stay as they were, at no cost.
+        if fs::hard_link(path, &copy).is_err() {
+            fs::copy(path, &copy)?;
+            File::open(&copy)?.sync_all()?;
+        }
+        fs::set_permissions(&copy, fs::Permissions::from_mode(0o600))?;
+        File::open(copy.parent().expect("in the damaged folder"))?.sync_all()?;
+        wal::rewrite(path, recovered)?;
+        return Ok(Some(copy));
+    }
+    let valid_len = recovered.valid_len();
+    let copy = match recovered.damage.last() {
+        Some(tail) => {
+            let copy =
+                damaged_dir(dir)?.join(format!("{segment:012}.{stamp}.from-{}.log", tail.offset));
+            let mut from = File::open(path)?;
+            from.seek(SeekFrom::Start(tail.offset))?;
+            let mut to = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&copy)?;
+            io::copy(&mut (&mut from).take(tail.len), &mut to)?;
+            to.flush()?;
+            to.sync_all()?;
+            File::open(copy.parent().expect("in the damaged folder"))?.sync_all()?;
+            Some(copy)
+        }
+        None => None,
+    };
+    // Also what follows the frames of a reused file: not read again.
+    if recovered.file_len > valid_len {
+        let file = OpenOptions::new().write(true).open(path)?;
+        file.set_len(valid_len)?;
+        file.sync_all()?;
+    }
+    Ok(copy)
+}
+
+/// `damaged/`, created (0700) if need be.
+fn damaged_dir(dir: &Path) -> io::Result<PathBuf> {
+    let damaged = dir.join(DAMAGED_DIR);
+    match fs::DirBuilder::new().mode(0o700).create(&damaged) {
+        Ok(()) => {
+            File::open(dir)?.sync_all()?;
+            Ok(damaged)
+        }
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(damaged),
+        Err(error) => Err(error),
+    }
+}

@@ -1,0 +1,290 @@
+//! Damage in the write-ahead log of a real store: a flipped byte in an
+//! acknowledged batch, a torn tail, a damaged last frame, damage at the end
+//! of a segment a later one follows.
+
+use std::ops::Range;
+use std::os::unix::fs::PermissionsExt;
+
+use jiff::Timestamp;
+use tailwater_model::wire::{IngestBatch, IngestRecord};
+use tailwater_model::{Filter, Query, Stream};
+
+use super::*;
+
+/// Records `seqs` of `runner`, message `"{runner} {seq}"`.
+fn batch(runner: &str, seqs: Range<u64>) -> IngestBatch {
+    IngestBatch {
+        app: "sdxl".into(),
+        version: "v1".into(),
+        runner: runner.into(),
+        boot: "b".into(),
+        source: Default::default(),
+        records: seqs
+            .map(|seq| IngestRecord {
+                seq,
+                ts: Timestamp::now(),
+                stream: Stream::Stdout,
+                level: Default::default(),
+                request_id: None,
+                message: format!("{runner} {seq}"),
+                fields: Default::default(),
+                invalid_utf8: false,
+            })
+            .collect(),
+    }
+}
+
+/// A store that flushes nothing by itself: records stay in the log.
+fn open(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn messages(store: &Store) -> Vec<String> {
+    let page = store
+        .query(
+            "t",
+            &Query {
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap();
+    let mut messages: Vec<String> = page.records.into_iter().map(|r| r.message).collect();
+    messages.sort();
+    messages
+}
+
+fn expected(runs: &[(&str, Range<u64>)]) -> Vec<String> {
+    let mut messages: Vec<String> = runs
+        .iter()
+        .flat_map(|(runner, seqs)| seqs.clone().map(move |seq| format!("{runner} {seq}")))
+        .collect();
+    messages.sort();
+    messages
+}
+
+/// The byte range of each frame of a log segment of the current format.
+fn frames(bytes: &[u8]) -> Vec<Range<usize>> {
+    let mut frames = Vec::new();
+    let mut pos = 8;
+    while pos + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        frames.push(pos..pos + 16 + len);
+        pos += 16 + len;
+    }
+    frames
+}
+
+/// Flips one byte in the middle of frame `frame` of segment `segment`;
+/// returns the file as it was after the flip, and the frame's range.
+fn flip(dir: &Path, segment: u64, frame: usize) -> (Vec<u8>, Range<usize>) {
+    let path = wal_path(dir, segment);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let range = frames(&bytes)[frame].clone();
+    bytes[(range.start + range.end) / 2] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    (bytes, range)
+}
+
+fn damaged_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(DAMAGED_DIR))
+        .map(|entries| entries.map(|entry| entry.unwrap().path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn a_flipped_byte_loses_only_its_batch_and_the_loss_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for first in (0..50).step_by(10) {
+        store.append("t", batch("r1", first..first + 10)).unwrap();
+    }
+    assert_eq!(store.last_id(), 50);
+    // Dropped without a flush: every batch is only in the log.
+    drop(store);
+    let (damaged, frame) = flip(dir.path(), 1, 2);
+
+    let store = open(dir.path());
+    assert_eq!(
+        messages(&store),
+        expected(&[("r1", 0..20), ("r1", 30..50)]),
+        "every batch after the damaged one is kept"
+    );
+    let report = store.recovery_report().clone();
+    assert_eq!(report.damage.len(), 1);
+    let loss = &report.damage[0];
+    assert_eq!(loss.kind, DamageKind::Lost);
+    assert_eq!(
+        (loss.segment, loss.offset, loss.bytes),
+        (1, frame.start as u64, frame.len() as u64)
+    );
+    assert_eq!((loss.after_id, loss.before_id), (Some(20), Some(31)));
+    assert_eq!(loss.records, Some(10));
+    let (tenant, labels) = loss.owner.clone().expect("the frames around it are r1's");
+    assert_eq!((tenant.as_str(), labels.runner.as_str()), ("t", "r1"));
+
+    // The segment as it was is kept aside, readable by its owner only.
+    let copy = loss.copy.clone().unwrap();
+    assert_eq!(damaged_files(dir.path()), std::slice::from_ref(&copy));
+    assert_eq!(std::fs::read(&copy).unwrap(), damaged);
+    assert_eq!(
+        std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let counters = store.counters();
+    assert_eq!(
+        (
+            counters.wal_lost_regions,
+            counters.wal_lost_bytes,
+            counters.wal_lost_records,
+            counters.wal_torn_tail_bytes
+        ),
+        (1, frame.len() as u64, 10, 0)
+    );
+
+    // New ids go on above every id acknowledged: a tail resuming after
+    // the last one it got (50) gets the new records.
+    assert!(store.last_id() >= 50);
+    store.append("t", batch("r1", 50..55)).unwrap();
+    let after = store.read_after("t", &Filter::default(), 50, 100);
+    assert_eq!(
+        after.iter().map(|r| r.message.as_str()).collect::<Vec<_>>(),
+        ["r1 50", "r1 51", "r1 52", "r1 53", "r1 54"]
+    );
+    drop(store);
+
+    // The log was rewritten without the damage: nothing to report again,
+    // nothing lost since.
+    let store = open(dir.path());
+    assert_eq!(store.recovery_report(), &RecoveryReport::default());
+    assert_eq!(messages(&store), expected(&[("r1", 0..20), ("r1", 30..55)]));
+    assert_eq!(damaged_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn damage_between_two_streams_names_no_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("t", batch("r1", 0..5)).unwrap();
+    store.append("t", batch("r2", 0..5)).unwrap();
+    store.append("t", batch("r1", 5..10)).unwrap();
+    drop(store);
+    flip(dir.path(), 1, 1);
+
+    let store = open(dir.path());
+    assert_eq!(messages(&store), expected(&[("r1", 0..10)]));
+    let loss = &store.recovery_report().damage[0];
+    assert_eq!(loss.kind, DamageKind::Lost);
+    assert_eq!(loss.records, Some(5));
+    assert_eq!(
+        loss.owner, None,
+        "r1's frames are around it, but it was r2's"
+    );
+}
+
+#[test]
+fn a_torn_tail_is_reported_as_torn_not_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for first in (0..30).step_by(10) {
+        store.append("t", batch("r1", first..first + 10)).unwrap();
+    }
+    drop(store);
+    let path = wal_path(dir.path(), 1);
+    let bytes = std::fs::read(&path).unwrap();
+    let last = frames(&bytes)[2].clone();
+    // A crash in the middle of writing the last frame.
+    let cut = last.end - 7;
+    std::fs::write(&path, &bytes[..cut]).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(messages(&store), expected(&[("r1", 0..20)]));
+    let report = store.recovery_report();
+    assert_eq!(report.damage.len(), 1);
+    let torn = &report.damage[0];
+    assert_eq!(torn.kind, DamageKind::TornTail);
+    assert_eq!(report.lost().count(), 0, "a torn tail is not lost data");
+    assert_eq!(
+        (torn.offset, torn.bytes, torn.after_id, torn.records),
+        (last.start as u64, (cut - last.start) as u64, Some(20), None)
+    );
+    let counters = store.counters();
+    assert_eq!(
+        (counters.wal_lost_regions, counters.wal_torn_tail_bytes),
+        (0, (cut - last.start) as u64)
+    );
+    // Its bytes are kept; the log is cut after the last whole frame.
+    let copy = torn.copy.clone().unwrap();
+    assert_eq!(std::fs::read(&copy).unwrap(), &bytes[last.start..cut]);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), last.start as u64);
+    // The torn frame held ids 21 to 30, maybe acknowledged to nobody, but
+    // they are not issued again.
+    assert!(store.last_id() >= 30, "{}", store.last_id());
+    store.append("t", batch("r1", 20..30)).unwrap();
+    assert!(store
+        .read_after("t", &Filter::default(), 30, 100)
+        .iter()
+        .all(|r| r.id > 30));
+    assert_eq!(store.read_after("t", &Filter::default(), 30, 100).len(), 10);
+}
+
+#[test]
+fn ids_in_a_damaged_last_frame_are_never_issued_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("t", batch("r1", 0..10)).unwrap();
+    store.append("t", batch("r1", 10..20)).unwrap();
+    drop(store);
+    // Acknowledged (ids 11 to 20), then damaged: nothing after it tells.
+    flip(dir.path(), 1, 1);
+
+    let store = open(dir.path());
+    assert_eq!(messages(&store), expected(&[("r1", 0..10)]));
+    assert_eq!(store.recovery_report().damage[0].kind, DamageKind::TornTail);
+    assert!(store.last_id() >= 20, "{}", store.last_id());
+    store.append("t", batch("r2", 0..3)).unwrap();
+    let after = store.read_after("t", &Filter::default(), 20, 100);
+    assert_eq!(after.len(), 3, "a tail resuming after id 20 gets them");
+}
+
+#[test]
+fn damage_at_the_end_of_a_segment_a_later_one_follows_is_lost_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.append("t", batch("r1", 0..10)).unwrap();
+    store.append("t", batch("r1", 10..20)).unwrap();
+    drop(store);
+    // Reopened: segment 1 is replayed and kept, appends go to segment 2.
+    let store = open(dir.path());
+    store.append("t", batch("r1", 20..30)).unwrap();
+    drop(store);
+    flip(dir.path(), 1, 1);
+
+    let store = open(dir.path());
+    assert_eq!(messages(&store), expected(&[("r1", 0..10), ("r1", 20..30)]));
+    let report = store.recovery_report();
+    assert_eq!(report.damage.len(), 1);
+    let loss = &report.damage[0];
+    assert_eq!(
+        loss.kind,
+        DamageKind::Lost,
+        "segment 2 was written after it"
+    );
+    assert_eq!(
+        (loss.segment, loss.after_id, loss.before_id),
+        (1, Some(10), Some(21))
+    );
+    assert_eq!(loss.records, Some(10));
+    assert!(loss.owner.is_some());
+    assert_eq!(report.skipped_ids, 0, "its ids are bounded by segment 2's");
+}
