@@ -27,9 +27,11 @@ pub use model::{cursor, filter_match, logs_params, parse_line};
 pub use spool::spool;
 pub use store::{block, part, wal};
 
-/// The targets, by name: what `scripts/fuzz` runs and the replay test
-/// reads.
-pub const TARGETS: [(&str, fn(&[u8])); 9] = [
+/// A target: a function of one input.
+pub type Target = fn(&[u8]);
+
+/// The targets, by name: what the replay test reads.
+pub const TARGETS: [(&str, Target); 9] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),

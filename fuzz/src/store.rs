@@ -37,11 +37,14 @@ pub fn wal(data: &[u8]) {
     let path = dir.path().join(WAL_FILE);
     fs::create_dir_all(path.parent().unwrap()).unwrap();
     fs::write(&path, bytes).unwrap();
-    let first = open_and_read(dir.path());
-    if mode & 1 == 0 {
-        // Frames a checksum passed are ones the store wrote: recovery is
-        // done once, and what it kept stays.
-        let second = open_and_read(dir.path());
+    // From raw bytes, frames a checksum passed are ones the store wrote,
+    // so every read path must agree on them, and recovery is done once:
+    // what it kept stays. Framed payloads may hold what the store never
+    // writes (a record id 0, ids out of order): they must only not crash.
+    let strict = mode & 1 == 0;
+    let first = open_and_read(dir.path(), strict);
+    if strict {
+        let second = open_and_read(dir.path(), strict);
         assert_eq!(
             first, second,
             "a recovered store reopens with the same records"
@@ -104,7 +107,10 @@ pub fn part(data: &[u8]) {
             let _ = part.read_block(index);
         }
     }
-    open_and_read(dir.path());
+    // A footer read back with its checksum passing is one the store wrote:
+    // raw bytes are held to agreeing read paths, crafted footers only to
+    // not crashing.
+    open_and_read(dir.path(), mode & 1 == 0);
 }
 
 /// A part file of `blocks` then `footer` (postcard, compressed here).
@@ -158,8 +164,9 @@ pub fn block(data: &[u8]) {
 
 /// Opens a store over `dir` and reads every tenant's records, forward in
 /// pages, backward, in id order, by word and by request; the records as
-/// read forward, by tenant. Nothing when the store does not open.
-fn open_and_read(dir: &Path) -> Vec<(String, Vec<LogRecord>)> {
+/// read forward, by tenant. Nothing when the store does not open. When
+/// `strict`, the read paths must agree.
+fn open_and_read(dir: &Path, strict: bool) -> Vec<(String, Vec<LogRecord>)> {
     let Ok(store) = Store::open(dir, StoreOptions::default()) else {
         return Vec::new();
     };
@@ -168,17 +175,19 @@ fn open_and_read(dir: &Path) -> Vec<(String, Vec<LogRecord>)> {
     for tenant in tenants {
         let forward = pages(&store, &tenant, Filter::default(), Direction::Forward);
         let backward = pages(&store, &tenant, Filter::default(), Direction::Backward);
-        assert_eq!(
-            forward.len(),
-            backward.len(),
-            "both directions read the same records"
-        );
         let after = store.read_after(&tenant, &Filter::default(), 0, 100_000);
-        assert_eq!(
-            after.len(),
-            forward.len(),
-            "id order reads the same records"
-        );
+        if strict {
+            assert_eq!(
+                forward.len(),
+                backward.len(),
+                "both directions read the same records"
+            );
+            assert_eq!(
+                after.len(),
+                forward.len(),
+                "id order reads the same records"
+            );
+        }
         for record in forward.iter().take(4) {
             if let Some(word) = tailwater_model::words::words(&record.message).next() {
                 let filter = Filter {
@@ -187,7 +196,7 @@ fn open_and_read(dir: &Path) -> Vec<(String, Vec<LogRecord>)> {
                 };
                 let found = pages(&store, &tenant, filter, Direction::Forward);
                 assert!(
-                    found.iter().any(|r| r.id == record.id),
+                    !strict || found.iter().any(|r| r.id == record.id),
                     "a record is found by its words"
                 );
             }

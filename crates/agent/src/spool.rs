@@ -837,7 +837,9 @@ impl Spool {
         segment.unacked.records -= receipt.records;
         segment.unacked.line_bytes -= receipt.line_bytes;
         segment.unacked.frame_bytes -= receipt.end - receipt.start;
-        segment.unacked.first_seq = receipt.last_seq + 1;
+        // Saturating: a leftover segment's checksummed frame may still
+        // carry any sequence number (the server refuses the highest).
+        segment.unacked.first_seq = receipt.last_seq.saturating_add(1);
         segment.unacked.first_ts = None;
         self.backlog.records -= receipt.records;
         self.backlog.line_bytes -= receipt.line_bytes;
