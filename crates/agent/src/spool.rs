@@ -1847,6 +1847,20 @@ mod tests {
         files
     }
 
+    /// A leftover segment's checksummed frame may carry any sequence
+    /// number: acknowledging the highest one must not overflow (found by
+    /// the `spool` fuzz target).
+    #[test]
+    fn a_record_of_the_highest_sequence_number_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
+        spool.append(&record(u64::MAX, "last"), 0, 4);
+        spool.flush();
+        let read = drain(&mut spool);
+        assert_eq!(read, [("b1".to_owned(), u64::MAX, "last".to_owned())]);
+        assert_eq!(spool.backlog().records, 0);
+    }
+
     #[test]
     fn captured_lines_come_back_parsed_with_what_capture_knew() {
         let dir = tempfile::tempdir().unwrap();
