@@ -25,7 +25,7 @@ mod store;
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line};
 pub use spool::spool;
-pub use store::{block, part, wal};
+pub use store::{block, part, wal, wal_records};
 
 /// A target: a function of one input.
 pub type Target = fn(&[u8]);
