@@ -24,8 +24,8 @@ mod store;
 
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line};
-pub use spool::spool;
-pub use store::{block, part, wal, wal_records};
+pub use spool::{spool, spool_records};
+pub use store::{block, part, part_records, wal, wal_records};
 
 /// A target: a function of one input.
 pub type Target = fn(&[u8]);

@@ -20,8 +20,14 @@ pub const SEGMENT_FILE: &str = "000000000001.seg";
 /// (which must read back as sent) and acknowledged, or discarded where
 /// unreadable.
 pub fn spool(data: &[u8]) {
+    spool_records(data);
+}
+
+/// [`spool`], returning how many records were read for shipping: the
+/// replay test checks that the seeds' frames reach the record decoder.
+pub fn spool_records(data: &[u8]) -> usize {
     let Some((&mode, rest)) = data.split_first() else {
-        return;
+        return 0;
     };
     let dir = crate::scratch();
     let runner = dir.path().join("runner");
@@ -46,8 +52,9 @@ pub fn spool(data: &[u8]) {
         source: Default::default(),
     };
     let Ok((mut spool, mut recovery)) = Spool::open(&runner, header, 1 << 20) else {
-        return;
+        return 0;
     };
+    let mut shipped = 0;
     while let Some(leftover) = spool.next_leftover() {
         spool.adopt(leftover.recover(), &mut recovery);
     }
@@ -84,9 +91,11 @@ pub fn spool(data: &[u8]) {
             sent, body,
             "a batch reaches the server as read from the spool"
         );
+        shipped += body.records.len();
         spool.acknowledge(&batch.receipt);
     }
     spool.shutdown();
+    shipped
 }
 
 /// `magic`, then a `[len][crc32][body]` frame per body.

@@ -92,8 +92,14 @@ fn wal_v1_frames(payloads: &[&[u8]]) -> Vec<u8> {
 /// (set). Opened on its own, each block decoded; then as a store's part,
 /// read through queries.
 pub fn part(data: &[u8]) {
+    part_records(data);
+}
+
+/// [`part`], returning how many records the store read from the part (see
+/// [`wal_records`]).
+pub fn part_records(data: &[u8]) -> usize {
     let Some((&mode, rest)) = data.split_first() else {
-        return;
+        return 0;
     };
     let bytes = if mode & 1 == 0 {
         rest.to_vec()
@@ -118,7 +124,8 @@ pub fn part(data: &[u8]) {
     // A footer read back with its checksum passing is one the store wrote:
     // raw bytes are held to agreeing read paths, crafted footers only to
     // not crashing.
-    open_and_read(dir.path(), mode & 1 == 0);
+    let read = open_and_read(dir.path(), mode & 1 == 0);
+    read.iter().map(|(_, records)| records.len()).sum()
 }
 
 /// A part file of `blocks` then `footer` (postcard, compressed here).
