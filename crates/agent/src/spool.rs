@@ -837,7 +837,9 @@ impl Spool {
         segment.unacked.records -= receipt.records;
         segment.unacked.line_bytes -= receipt.line_bytes;
         segment.unacked.frame_bytes -= receipt.end - receipt.start;
-        segment.unacked.first_seq = receipt.last_seq + 1;
+        // Saturating: a leftover segment's checksummed frame may still
+        // carry any sequence number (the server refuses the highest).
+        segment.unacked.first_seq = receipt.last_seq.saturating_add(1);
         segment.unacked.first_ts = None;
         self.backlog.records -= receipt.records;
         self.backlog.line_bytes -= receipt.line_bytes;
@@ -1843,6 +1845,20 @@ mod tests {
             .collect();
         files.sort();
         files
+    }
+
+    /// A leftover segment's checksummed frame may carry any sequence
+    /// number: acknowledging the highest one must not overflow (found by
+    /// the `spool` fuzz target).
+    #[test]
+    fn a_record_of_the_highest_sequence_number_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
+        spool.append(&record(u64::MAX, "last"), 0, 4);
+        spool.flush();
+        let read = drain(&mut spool);
+        assert_eq!(read, [("b1".to_owned(), u64::MAX, "last".to_owned())]);
+        assert_eq!(spool.backlog().records, 0);
     }
 
     #[test]

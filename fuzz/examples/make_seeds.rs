@@ -1,0 +1,270 @@
+//! Writes the seed corpus of every target into `seeds/` (small, valid
+//! inputs, most made by the real writers: a store's log and part, an
+//! agent's spool). Run from `fuzz/` after a format changes:
+//! `cargo run --no-default-features --example make_seeds`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use jiff::Timestamp;
+use tailwater_agent::spool::{SegmentHeader, Spool};
+use tailwater_fuzz::join;
+use tailwater_model::wire::{IngestBatch, IngestRecord};
+use tailwater_model::{Cursor, FieldsJson, IdRange, Level, Stream};
+use tailwater_store::part::reader::Part;
+use tailwater_store::{Store, StoreOptions};
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds");
+    let seed = |target: &str, name: &str, bytes: &[u8]| {
+        let folder = root.join(target);
+        fs::create_dir_all(&folder).unwrap();
+        fs::write(folder.join(name), bytes).unwrap();
+    };
+
+    for (name, batch) in [
+        ("plain", batch("sdxl", 0, 3)),
+        ("fields", batch("x-612e", 7, 2)),
+    ] {
+        seed("ingest_body", name, &serde_json::to_vec(&batch).unwrap());
+    }
+    seed(
+        "ingest_body",
+        "cut",
+        br#"{"app":"a.","runner":"r","boot":"b","records":[{"seq":1,"ts":"2026-01-01T00:00:00Z","stream":"stderr","level":"error","request_id":"req\u0001","message":"token=sk_live_1234567890abcdefghijkl and a line much longer than sixty-four bytes, to be cut","fields":{"a":1,"b":[1,2],"c":{"d":"e"},"f":null,"g":"a long field value that is longer than sixty four bytes, to be cut"}}]}"#,
+    );
+
+    for (name, line) in [
+        (
+            "json",
+            r#"{"level":"warning","msg":"vram 91%","requestId":"req-7","ts":"2026-01-01T00:00:00Z","gpu":{"id":0}}"#,
+        ),
+        ("prefix", "ERROR | worker crashed: CUDA out of memory"),
+        ("bracket", "[WARN] queue is 90% full"),
+        ("glog", "I0101 12:00:00.123456  1234 main.cc:42] started"),
+        ("python", "WARNING:root:deprecated"),
+        ("traceback", "RuntimeError: CUDA error: out of memory"),
+        ("plain", "loading model weights 3/7"),
+    ] {
+        seed("parse_line", name, line.as_bytes());
+    }
+
+    let cursor = Cursor {
+        ts_ns: 1_767_225_600_000_000_000,
+        id: 42,
+    };
+    let range = IdRange {
+        after: 10,
+        through: 20,
+    };
+    for (name, query) in [
+        (
+            "labels",
+            "app=sdxl&version_not=v1&runner_re=r%5B0-9%5D%2B&boot_not_re=b.*".to_owned(),
+        ),
+        (
+            "text",
+            "text=out+of+memory&contains=CUDA&case=sensitive&regex=%28oom%7Ckilled%29&level=warn"
+                .to_owned(),
+        ),
+        (
+            "fields",
+            "field.status=200&field.gpu.id=0&source=worker&stream=stderr&request=req-7".to_owned(),
+        ),
+        (
+            "times",
+            "since=15m&until=now&limit=10&direction=forward&after=5".to_owned(),
+        ),
+        ("cursor", format!("cursor={}", cursor.encode())),
+    ] {
+        seed("logs_params", name, query.as_bytes());
+    }
+
+    for (name, parts) in [
+        (
+            "words",
+            [
+                &b"\x00"[..],
+                b"out of (memory|disk) error",
+                b"CUDA out",
+                b"of memory",
+                b"CUDA out of memory error",
+            ],
+        ),
+        (
+            "case",
+            [
+                b"\x01",
+                b"(?i)oom|killed\\s+\\d+",
+                b"OOM killer",
+                b"killer",
+                b"the OOM killer killed 42",
+            ],
+        ),
+        (
+            "classes",
+            [
+                b"\x00",
+                b"^[a-z]+_(gpu|cpu)[0-9]{2,}$",
+                b"err-",
+                b"...",
+                b"err-worker_gpu12 x",
+            ],
+        ),
+    ] {
+        let mut data = parts[0].to_vec();
+        data.extend_from_slice(&join(0, &parts[1..])[1..]);
+        seed("filter_match", name, &data);
+    }
+
+    seed("cursor", "cursor", cursor.encode().as_bytes());
+    seed("cursor", "range", range.encode().as_bytes());
+    seed(
+        "cursor",
+        "numbers",
+        &[
+            1, 2, 3, 4, 5, 6, 7, 8, 255, 254, 253, 252, 251, 250, 249, 248,
+        ],
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    store.append("acme", batch("sdxl", 0, 3)).unwrap();
+    store.append("acme", batch("x-612e", 0, 2)).unwrap();
+    store.append("globex", batch("sdxl", 5, 2)).unwrap();
+    let log = newest(&dir.path().join("wal"), "log");
+    let bytes = fs::read(&log).unwrap();
+    seed("wal", "raw", &join(0, &[&bytes]));
+    let payloads = wal_payloads(&bytes);
+    seed("wal", "framed", &join(1, &payloads));
+    seed("wal", "v1", &join(3, &payloads));
+
+    store.flush().unwrap();
+    let path = newest(&dir.path().join("parts"), "twp");
+    let bytes = fs::read(&path).unwrap();
+    seed("part", "raw", &join(0, &[&bytes]));
+    let part = Part::open(&path).unwrap();
+    let footer_len = u32::from_le_bytes(bytes[bytes.len() - 16..][..4].try_into().unwrap());
+    let data_end = bytes.len() - 16 - footer_len as usize;
+    let footer = zstd::decode_all(&bytes[data_end..bytes.len() - 16]).unwrap();
+    seed("part", "framed", &join(1, &[&bytes[..data_end], &footer]));
+
+    let meta = &part.footer.blocks[0];
+    let compressed = part.read_compressed(0).unwrap();
+    let columns = zstd::bulk::decompress(&compressed, meta.raw_len as usize).unwrap();
+    seed("block", "framed", &join(1, &[&columns]));
+    let mut raw = ((meta.raw_len as usize).div_ceil(16) as u16)
+        .to_le_bytes()
+        .to_vec();
+    raw.extend_from_slice(&compressed);
+    seed("block", "raw", &join(0, &[&raw]));
+    drop(store);
+
+    let spool_dir = tempfile::tempdir().unwrap();
+    let runner = spool_dir.path().join("runner");
+    let header = SegmentHeader {
+        app: "sdxl".into(),
+        version: "v1".into(),
+        runner: "runner".into(),
+        boot: "boot1".into(),
+        source: Default::default(),
+    };
+    let (mut spool, _) = Spool::open(&runner, header, 1 << 20).unwrap();
+    for record in batch("sdxl", 0, 3).records {
+        spool.append(&record, 0, record.message.len() as u64);
+    }
+    spool.flush();
+    spool.shutdown();
+    drop(spool);
+    let segment = newest(&runner, "seg");
+    let bytes = fs::read(&segment).unwrap();
+    seed("spool", "raw", &join(0, &[&bytes]));
+    let mut bodies = spool_bodies(&bytes);
+    seed("spool", "framed", &join(1, &bodies));
+    let ledger = br#"{"acked_segment":1,"acked_offset":0,"dropped":[]}"#;
+    bodies.push(ledger);
+    seed("spool", "ledger", &join(3, &bodies));
+}
+
+fn batch(app: &str, first_seq: u64, records: u64) -> IngestBatch {
+    let mut fields = serde_json::Map::new();
+    fields.insert("status".into(), 200.into());
+    fields.insert("gpu".into(), serde_json::json!({"id": 0}));
+    IngestBatch {
+        app: app.into(),
+        version: "v1".into(),
+        runner: "r1".into(),
+        boot: "b1".into(),
+        source: Default::default(),
+        records: (first_seq..first_seq + records)
+            .map(|seq| IngestRecord {
+                seq,
+                ts: Timestamp::from_second(1_767_225_600 + seq as i64).unwrap(),
+                stream: if seq % 2 == 0 {
+                    Stream::Stdout
+                } else {
+                    Stream::Stderr
+                },
+                level: if seq % 2 == 0 {
+                    Level::Info
+                } else {
+                    Level::Error
+                },
+                request_id: (seq % 2 == 1).then(|| format!("req-{seq}")),
+                message: format!("step {seq}: CUDA out of memory on gpu{seq}"),
+                fields: if seq == 0 {
+                    FieldsJson::default()
+                } else {
+                    FieldsJson::from_map(&fields)
+                },
+                invalid_utf8: false,
+            })
+            .collect(),
+    }
+}
+
+/// The newest file with extension `ext` under `dir`.
+fn newest(dir: &Path, ext: &str) -> PathBuf {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == ext)
+                && fs::metadata(&path).unwrap().len() > 16
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+        .pop()
+        .unwrap_or_else(|| panic!("no .{ext} file under {}", dir.display()))
+}
+
+/// The payloads of a current-format log segment.
+fn wal_payloads(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut rest = &bytes[8..];
+    let mut payloads = Vec::new();
+    while rest.len() >= 16 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        payloads.push(&rest[16..16 + len]);
+        rest = &rest[16 + len..];
+    }
+    payloads
+}
+
+/// The frame bodies of a spool segment.
+fn spool_bodies(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut rest = &bytes[8..];
+    let mut bodies = Vec::new();
+    while rest.len() >= 8 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        bodies.push(&rest[8..8 + len]);
+        rest = &rest[8 + len..];
+    }
+    bodies
+}

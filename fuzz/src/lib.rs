@@ -1,0 +1,82 @@
+//! Fuzz targets for every decoder of bytes that come from outside the
+//! process: what a client sends (the ingest body, query parameters,
+//! filters and regexes, cursors), what a worker prints (the line parser),
+//! and what is read back from disk after a crash or a flipped byte (WAL
+//! frames, part footers and blocks, the agent's spool segments).
+//!
+//! Each target is a plain function of the input bytes, so the same code
+//! runs under libFuzzer (`fuzz_targets/`, through `cargo fuzz`) and in
+//! `cargo test --no-default-features`, which replays `seeds/` and
+//! `regressions/` (every input that once crashed) without libFuzzer.
+//! Beyond "no panic", targets assert what users rely on: round trips of
+//! what is encoded, the words a filter requires being in what it matches,
+//! and a store reopened after recovery holding what it held.
+//!
+//! Inputs with several parts (a regex and a message; a WAL's frames) are
+//! split at [`SPLIT`]; a first mode byte chooses between raw bytes and
+//! bytes framed with valid checksums, so the fuzzer reaches the decoders
+//! behind a checksum as well as the checks themselves.
+
+mod ingest;
+mod model;
+mod spool;
+mod store;
+
+pub use ingest::ingest_body;
+pub use model::{cursor, filter_match, logs_params, parse_line};
+pub use spool::{spool, spool_records};
+pub use store::{block, part, part_records, wal, wal_records};
+
+/// A target: a function of one input.
+pub type Target = fn(&[u8]);
+
+/// The targets, by name: what the replay test reads.
+pub const TARGETS: [(&str, Target); 9] = [
+    ("ingest_body", ingest_body),
+    ("parse_line", parse_line),
+    ("logs_params", logs_params),
+    ("filter_match", filter_match),
+    ("cursor", cursor),
+    ("wal", wal),
+    ("part", part),
+    ("block", block),
+    ("spool", spool),
+];
+
+/// Separates the parts of one input.
+pub const SPLIT: &[u8] = b"\xff\x00\xfe";
+
+/// The parts of `data` between [`SPLIT`]s.
+pub fn split(data: &[u8]) -> Vec<&[u8]> {
+    let mut parts = Vec::new();
+    let mut rest = data;
+    while let Some(at) = rest.windows(SPLIT.len()).position(|w| w == SPLIT) {
+        parts.push(&rest[..at]);
+        rest = &rest[at + SPLIT.len()..];
+    }
+    parts.push(rest);
+    parts
+}
+
+/// `parts` joined by [`SPLIT`], behind a `mode` byte: a seed.
+pub fn join(mode: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut data = vec![mode];
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            data.extend_from_slice(SPLIT);
+        }
+        data.extend_from_slice(part);
+    }
+    data
+}
+
+/// A fresh directory for one input, in memory when the machine has
+/// `/dev/shm`: the stores and spools fsync, and a disk would make each
+/// run milliseconds slower.
+fn scratch() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("tailwater-fuzz")
+        .tempdir_in("/dev/shm")
+        .or_else(|_| tempfile::tempdir())
+        .expect("a temporary directory")
+}

@@ -1,0 +1,139 @@
+//! Targets of the model crate's decoders: the line parser, query
+//! parameters, filters and regexes, cursors.
+
+use std::collections::HashSet;
+
+use jiff::Timestamp;
+use tailwater_model::matcher::Matcher;
+use tailwater_model::wire::LogsParams;
+use tailwater_model::words::words;
+use tailwater_model::{Cursor, Filter, IdRange, Pattern, Phrase, Substring};
+
+/// Small enough that the fuzzer meets the limit, large enough for real
+/// patterns.
+const REGEX_SIZE_LIMIT: usize = 64 * 1024;
+
+/// A worker's output line: parsed, with its fields a JSON object that
+/// can be written again. (Only the keys are compared: serde_json reads
+/// some floats a last digit off, so a float written again may differ;
+/// stored fields keep the line's own text.)
+pub fn parse_line(data: &[u8]) {
+    let line = String::from_utf8_lossy(data);
+    let parsed = tailwater_model::parse_line(&line);
+    let fields = parsed.fields.to_map();
+    let again = tailwater_model::FieldsJson::from_map(&fields).to_map();
+    assert!(
+        again.keys().eq(fields.keys()),
+        "fields keep their keys when written again"
+    );
+}
+
+/// A query string, as `GET /v1/logs` reads it: pairs, parameters, a query
+/// under a regex size limit.
+pub fn logs_params(data: &[u8]) {
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(data) else {
+        return;
+    };
+    let Ok(params) = LogsParams::from_pairs(pairs) else {
+        return;
+    };
+    let again = LogsParams::from_pairs(params.to_pairs()).expect("written parameters read back");
+    assert_eq!(again, params, "parameters survive to_pairs");
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let _ = params.after_id();
+    if let Ok(query) = params.to_query_within(now, REGEX_SIZE_LIMIT) {
+        let _ = query.filter.required_words();
+    }
+}
+
+/// A filter's regex, substring and phrase, and messages to match: a
+/// matching message holds every word the filter requires (the store skips
+/// blocks by them, so a wrong one loses results silently).
+///
+/// Parts: mode (bit 0: case-sensitive substring), regex, substring,
+/// phrase, then messages.
+pub fn filter_match(data: &[u8]) {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let parts: Vec<String> = crate::split(rest)
+        .into_iter()
+        .map(|part| String::from_utf8_lossy(part).into_owned())
+        .collect();
+    let part = |index: usize| parts.get(index).filter(|p| !p.is_empty());
+    let filter = Filter {
+        regex: part(0).and_then(|source| Pattern::search_within(source, REGEX_SIZE_LIMIT).ok()),
+        contains: part(1)
+            .and_then(|text| Substring::within(text, mode & 1 == 1, REGEX_SIZE_LIMIT).ok()),
+        text: part(2).map(|text| Phrase::new(text)),
+        ..Filter::default()
+    };
+    let label = part(0).and_then(|source| Pattern::whole_within(source, REGEX_SIZE_LIMIT).ok());
+    // The conditions' own texts, and around them, are the messages most
+    // likely to match.
+    let mut messages: Vec<String> = parts.clone();
+    for text in parts.iter().take(3) {
+        messages.push(format!("x {text} y"));
+    }
+    let required = filter.required_words();
+    for message in &messages {
+        if let Some(pattern) = &label {
+            let _ = Matcher::Re(pattern.clone()).matches(message);
+        }
+        if !filter.matches_message(message) {
+            continue;
+        }
+        let present: HashSet<String> = words(message).map(str::to_ascii_lowercase).collect();
+        for word in &required {
+            assert!(
+                present.contains(word),
+                "{filter:?} matches {message:?}, which lacks its required word {word:?}"
+            );
+        }
+        let alternatives = filter.word_alternatives();
+        assert!(
+            alternatives.is_empty()
+                || alternatives
+                    .iter()
+                    .any(|words| words.iter().all(|word| present.contains(word))),
+            "{filter:?} matches {message:?}, which holds none of its alternatives {alternatives:?}"
+        );
+    }
+}
+
+/// Cursors and id ranges: garbage refused, and decode(encode(x)) == x.
+pub fn cursor(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(cursor) = Cursor::decode(&text) {
+        assert_eq!(cursor.encode(), text, "a cursor has one spelling");
+    }
+    if let Some(range) = IdRange::decode(&text) {
+        assert_eq!(range.encode(), text, "an id range has one spelling");
+        assert!(range.after < range.through);
+    }
+    if let Some(bytes) = data.get(..16) {
+        let (a, b) = bytes.split_at(8);
+        let a = u64::from_le_bytes(a.try_into().unwrap());
+        let b = u64::from_le_bytes(b.try_into().unwrap());
+        let cursor = Cursor {
+            ts_ns: a as i64,
+            id: b,
+        };
+        assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
+        assert_eq!(
+            IdRange::decode(&cursor.encode()),
+            None,
+            "a cursor is no range"
+        );
+        let range = IdRange {
+            after: a.min(b),
+            through: a.max(b),
+        };
+        let decoded = IdRange::decode(&range.encode());
+        assert_eq!(decoded, (a != b).then_some(range));
+        assert!(
+            Cursor::decode(&range.encode()).is_err(),
+            "a range is no cursor"
+        );
+    }
+}
