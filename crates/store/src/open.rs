@@ -3,7 +3,7 @@
 //! what parts already hold and cutting off a torn tail.
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -19,9 +19,15 @@ use crate::{
 };
 
 pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreError> {
-    fs::create_dir_all(dir.join(WAL_DIR)).map_err(StoreError::io(dir))?;
+    crate::create_private_dir_all(&dir.join(WAL_DIR)).map_err(StoreError::io(dir))?;
+    restrict_to_owner(dir)?;
     let lock_path = dir.join(LOCK_FILE);
-    let lock = File::create(&lock_path).map_err(StoreError::io(&lock_path))?;
+    let lock = crate::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&lock_path)
+        .map_err(StoreError::io(&lock_path))?;
     if lock.try_lock().is_err() {
         return Err(StoreError::Locked {
             path: dir.to_owned(),
@@ -151,6 +157,22 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     })
 }
 
+/// Takes group and other access away from a store folder an older version
+/// created with the umask's mode: its own mode is what guards everything
+/// in it.
+fn restrict_to_owner(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir)
+        .map_err(StoreError::io(dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+            .map_err(StoreError::io(dir))?;
+    }
+    Ok(())
+}
+
 /// The log segments, oldest first.
 pub(crate) fn wal_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let wal_dir = dir.join(WAL_DIR);
@@ -208,8 +230,8 @@ pub(crate) fn load_parts(dir: &Path) -> Result<Vec<Arc<Part>>, StoreError> {
             Err(error) => {
                 let quarantine = dir.join(QUARANTINE_DIR);
                 let moved_to = quarantine.join(path.file_name().expect("a part file has a name"));
-                let moved =
-                    fs::create_dir_all(&quarantine).and_then(|()| fs::rename(&path, &moved_to));
+                let moved = crate::create_private_dir_all(&quarantine)
+                    .and_then(|()| fs::rename(&path, &moved_to));
                 tracing::error!(%error, quarantined = %moved_to.display(), moved = moved.is_ok(), "a part could not be opened: moved aside, the other parts are served");
             }
         }

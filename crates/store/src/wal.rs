@@ -30,7 +30,7 @@
 //! writer lock and syncs outside it, so concurrent appends share one fsync
 //! (group commit).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ impl WalWriter {
     /// else in a new file.
     pub fn create(path: &Path, segment: u64, spare: Option<&Path>) -> io::Result<WalWriter> {
         let reused = spare.is_some_and(|spare| fs::rename(spare, path).is_ok());
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_file()
             .create(true)
             .read(true)
             .write(true)
@@ -377,7 +377,7 @@ mod tests {
         write_segment(&path, 1, &[b"kept", b"torn away"]);
         let full = std::fs::metadata(&path).unwrap().len();
         // A crash in the middle of the second frame's payload.
-        OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()
