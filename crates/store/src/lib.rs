@@ -102,6 +102,12 @@ pub enum StoreError {
     },
     #[error("the store cannot flush its memtable ({0}) and has no room for more: free disk space or fix the data directory; appends resume by themselves")]
     Stalled(String),
+    #[error("app {app:?} of tenant {tenant:?} cannot be stored for {day} at the moment (the server's log says why); its records received so far are kept and retried: send this batch again later")]
+    PartitionUnwritable {
+        tenant: String,
+        app: String,
+        day: String,
+    },
     #[error("the store stopped accepting writes after a failure it cannot recover from while running ({0}); fix the cause and restart the server: what was acknowledged is safe")]
     Failed(String),
 }
@@ -173,6 +179,9 @@ pub struct Counters {
     /// left as it is (queries serve its readable blocks) and out of every
     /// later merge, and the error is logged once.
     pub unmergeable_parts: u64,
+    /// Batches refused because a partition they hold could not be written
+    /// into parts (see [`StoreError::PartitionUnwritable`]).
+    pub refused_unwritable: u64,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
@@ -206,9 +215,13 @@ struct Inner {
     wake: (Mutex<bool>, Condvar),
     /// Why the store stopped taking writes, if it did.
     failed: Mutex<Option<String>>,
-    /// Why the last flush failed, while flushes fail: appends that wait for
-    /// room answer with it instead of waiting forever.
+    /// Why the last flush failed, while flushes fail: appends that find
+    /// held tables over their bound answer with it instead of waiting
+    /// forever. Says no path: clients see it.
     stalled: Mutex<Option<String>>,
+    /// Partitions a flush could not write, by tenant and app, then day
+    /// number: appends to them are refused until a write of theirs succeeds.
+    unwritable: Mutex<std::collections::HashMap<(String, String), std::collections::HashSet<i64>>>,
     next_part: AtomicU64,
     /// Parts left out of merges: a merge found a damaged block in them.
     unmergeable: Mutex<std::collections::HashSet<PathBuf>>,
@@ -240,6 +253,12 @@ const QUARANTINE_DIR: &str = "quarantine";
 /// Frozen tables waiting for their flush before appends wait too: bounds
 /// memory when flushes fall behind.
 const MAX_FROZEN_TABLES: usize = 2;
+/// Memory held tables (rows of partitions a flush could not write) may
+/// take, in memtables: past it every append waits, then fails, as when
+/// flushes fail for all. One failing partition holds at most the rows it
+/// had in the tables in flight (three) when it failed, since its appends
+/// are refused from then on.
+const MAX_HELD_MEMTABLES: usize = 4;
 
 impl Store {
     /// Opens (or creates) the store in `dir`: loads its parts and replays its

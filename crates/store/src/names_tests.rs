@@ -223,3 +223,140 @@ fn only_the_owner_can_read_the_store() {
         ["LOCK", "folder", "log", "twp"].map(String::from).into()
     );
 }
+
+fn count(store: &Store, tenant: &str) -> usize {
+    apps(store, tenant).values().sum()
+}
+
+/// `blocked`'s folder cannot be made (a file is in its place): its records
+/// stay readable and durable, its appends are refused with an error that
+/// names no path, and `other` goes on as if nothing happened, flushed into
+/// parts. Once the folder can be made, nothing was lost.
+#[test]
+fn a_partition_that_cannot_be_written_stalls_no_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let options = || StoreOptions {
+        memtable_max_bytes: 64 << 10,
+        ..StoreOptions::default()
+    };
+    let in_parts = |tenant: &str| -> u64 {
+        load_parts(dir.path())
+            .unwrap()
+            .iter()
+            .filter(|part| part.footer.partition.tenant == tenant)
+            .map(|part| part.footer.records)
+            .sum()
+    };
+    let blocker = dir.path().join(PARTS_DIR).join("blocked");
+    std::fs::create_dir_all(dir.path().join(PARTS_DIR)).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        store.append("blocked", batch("a", "r", 5, now)).unwrap();
+        store.append("other", batch("b", "r0", 5, now)).unwrap();
+        let error = store.flush().unwrap_err();
+        assert!(
+            matches!(&error, StoreError::PartitionUnwritable { tenant, .. } if tenant == "blocked"),
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(!message.contains(dir.path().to_str().unwrap()), "{message}");
+        assert_eq!(in_parts("other"), 5);
+        assert_eq!(count(&store, "blocked"), 5);
+
+        let refused = store
+            .append("blocked", batch("a", "r2", 5, now))
+            .unwrap_err();
+        assert!(
+            matches!(refused, StoreError::PartitionUnwritable { .. }),
+            "{refused}"
+        );
+        assert_eq!(store.counters().refused_unwritable, 1);
+        // Enough of `other` to fill many memtables: none of its appends
+        // waits on `blocked`, and its records reach parts.
+        for round in 1..=40u64 {
+            let mut more = batch("b", &format!("r{round}"), 200, now);
+            for record in &mut more.records {
+                record.message = format!("{} {}", record.message, "x".repeat(100));
+            }
+            assert_eq!(store.append("other", more).unwrap().accepted, 200);
+        }
+        let _ = store.flush();
+        assert_eq!(in_parts("other"), 5 + 40 * 200);
+        assert_eq!(count(&store, "other"), 5 + 40 * 200);
+        assert_eq!(count(&store, "blocked"), 5);
+    }
+    // Still blocked after a restart: its records come back from the log,
+    // and `other`'s are not repeated.
+    {
+        let store = Store::open(dir.path(), options()).unwrap();
+        assert_eq!(count(&store, "blocked"), 5);
+        assert_eq!(count(&store, "other"), 5 + 40 * 200);
+        assert!(store.flush().is_err());
+        assert_eq!(count(&store, "blocked"), 5);
+        assert_eq!(count(&store, "other"), 5 + 40 * 200);
+    }
+    std::fs::remove_file(&blocker).unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    store.flush().unwrap();
+    assert_eq!(in_parts("blocked"), 5);
+    assert_eq!(
+        wal_segments(dir.path()).unwrap().len(),
+        1,
+        "only the current segment"
+    );
+    store.append("blocked", batch("a", "r2", 5, now)).unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(count(&store, "blocked"), 10);
+    assert_eq!(count(&store, "other"), 5 + 40 * 200);
+}
+
+/// The same while the store runs on its own: the background thread retries
+/// the held partition and the other tenant's appends never wait for it.
+#[test]
+fn a_held_partition_is_retried_until_it_can_be_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = Timestamp::now();
+    let blocker = dir.path().join(PARTS_DIR).join("blocked");
+    std::fs::create_dir_all(dir.path().join(PARTS_DIR)).unwrap();
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            memtable_max_age: Duration::from_millis(50),
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    store.append("blocked", batch("a", "r", 5, now)).unwrap();
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait("appends to blocked are refused", &|| {
+        store.append("blocked", batch("a", "r", 6, now)).is_err()
+    });
+    store.append("other", batch("b", "r", 5, now)).unwrap();
+    wait("other is flushed", &|| {
+        load_parts(dir.path())
+            .unwrap()
+            .iter()
+            .any(|p| p.footer.partition.tenant == "other")
+    });
+    std::fs::remove_file(&blocker).unwrap();
+    wait("blocked is flushed by a retry", &|| {
+        load_parts(dir.path())
+            .unwrap()
+            .iter()
+            .any(|p| p.footer.partition.tenant == "blocked")
+    });
+    wait("appends to blocked are taken again", &|| {
+        store.append("blocked", batch("a", "r", 6, now)).is_ok()
+    });
+    assert_eq!(count(&store, "blocked"), 6);
+}

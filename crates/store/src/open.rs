@@ -149,6 +149,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         wake: (Mutex::new(false), Condvar::new()),
         failed: Mutex::new(None),
         stalled: Mutex::new(None),
+        unwritable: Mutex::default(),
         next_part: AtomicU64::new(next_part),
         unmergeable: Mutex::default(),
         counters: Mutex::new(Counters::default()),
