@@ -82,13 +82,20 @@ impl Inner {
             let started = Instant::now();
             let (parts, failed) = self.write_table(&table);
             let part_count = parts.len();
-            let held = (!failed.is_empty()).then(|| {
+            // A held table no partition of which could be written again
+            // stays as it is: nothing to copy.
+            let unchanged = table.held && parts.is_empty();
+            let held = (!failed.is_empty() && !unchanged).then(|| {
                 table.held_rows(|tenant, labels, row| {
                     failed.contains(&(tenant, labels.app.as_str(), day_number(row.ts_ns)))
                 })
             });
-            let held_records = held.as_ref().map_or(0, |held| held.len());
-            {
+            let held_records = if unchanged {
+                table.len()
+            } else {
+                held.as_ref().map_or(0, |held| held.len())
+            };
+            if !unchanged {
                 let mut state = self.write();
                 state.parts.extend(parts);
                 match held {
@@ -120,7 +127,11 @@ impl Inner {
                 );
             }
             // Unless a reader still holds it, its rows are dropped here,
-            // outside the lock, and its vectors kept for a next table.
+            // outside the lock, and its vectors kept for a next table (a
+            // held table's are too small to be worth it).
+            if table.held {
+                continue;
+            }
             if let Ok(table) = Arc::try_unwrap(table) {
                 let spare = table.into_spare();
                 self.write().memtable.recycle(spare);
