@@ -92,3 +92,61 @@ async fn a_200_byte_app_name_stalls_nobody_across_a_restart() {
     assert_eq!(mode(&data), 0o700);
     assert_eq!(mode(&data.join("store")), 0o700);
 }
+
+/// An app whose folder cannot be made (a file is in its place) is answered
+/// 503 `unwritable`, with no path in the answer and counted, once the
+/// store knows; every other app is answered 200 and flushed meanwhile, and
+/// nothing the blocked app had sent is lost.
+#[tokio::test]
+async fn an_app_that_cannot_be_written_is_refused_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tenant_parts = data.join("store").join("parts").join("default");
+    std::fs::create_dir_all(&tenant_parts).unwrap();
+    std::fs::write(tenant_parts.join("blocked"), b"in the way").unwrap();
+    let server = server(&data).await;
+    assert_eq!(ingest(&server, "blocked", "r1", 0..5).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (status, answer) = loop {
+        let body = serde_json::to_value(batch("blocked", "r1", 5..10)).unwrap();
+        let (status, answer) = call(&server, "POST", "/v1/ingest", TOKEN, Some(body)).await;
+        if status != 200 || Instant::now() > deadline {
+            break (status, answer);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "unwritable", "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(!message.contains(dir.path().to_str().unwrap()), "{message}");
+    assert!(!message.contains("/store"), "{message}");
+
+    for round in 0..5 {
+        let seqs = round * 5..round * 5 + 5;
+        assert_eq!(ingest(&server, "other", "r2", seqs).await, 200);
+    }
+    wait_flushed(&data, "other", 25).await;
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", server.addr))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("reason=\"unwritable\""),
+        "the refusal is counted"
+    );
+
+    std::fs::remove_file(tenant_parts.join("blocked")).unwrap();
+    wait_flushed(&data, "blocked", 5).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ingest(&server, "blocked", "r1", 5..10).await != 200 {
+        assert!(Instant::now() < deadline, "blocked is taken again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_flushed(&data, "blocked", 10).await;
+    server.shutdown().await.unwrap();
+}
