@@ -227,6 +227,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let redactor =
         Redactor::new(config.redact_defaults, &config.redact).map_err(anyhow::Error::msg)?;
     let tls = config.tls.as_ref().map(tls::load).transpose()?;
+    // Tokens and logs: the owner's alone (folders already there are left
+    // as the operator set them; the store's own is restricted on open).
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .recursive(true)
+        .create(&config.data_dir)?;
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;

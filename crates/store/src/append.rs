@@ -18,7 +18,7 @@ use tailwater_model::wire::{IngestBatch, IngestResponse};
 
 use crate::part::StreamLabels;
 use crate::row::Row;
-use crate::{Durability, Inner, StoreError, MAX_FROZEN_TABLES};
+use crate::{Durability, Inner, StoreError, MAX_FROZEN_TABLES, MAX_HELD_MEMTABLES};
 
 impl Inner {
     pub(crate) fn append(
@@ -27,16 +27,27 @@ impl Inner {
         batch: IngestBatch,
     ) -> Result<IngestResponse, StoreError> {
         self.check_failed()?;
+        self.check_writable(tenant, &batch)?;
         let mut guard = self.lock_writer();
-        while self.read().memtable.frozen_count() >= MAX_FROZEN_TABLES {
+        loop {
+            let (frozen, held) = {
+                let state = self.read();
+                (state.memtable.frozen_count(), state.memtable.held_bytes())
+            };
+            let held_over = held > MAX_HELD_MEMTABLES * self.options.memtable_max_bytes;
+            if frozen < MAX_FROZEN_TABLES && !held_over {
+                break;
+            }
             self.check_failed()?;
-            if let Some(reason) = self
-                .stalled
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone()
-            {
-                return Err(StoreError::Stalled(reason));
+            if held_over {
+                let reason = self
+                    .stalled
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                return Err(StoreError::Stalled(reason.unwrap_or_else(|| {
+                    "records of partitions that cannot be written fill memory".into()
+                })));
             }
             self.wake_background();
             guard = self
@@ -147,13 +158,48 @@ impl Inner {
             if self.options.background {
                 self.wake_background();
             } else {
-                self.flush_frozen()?;
+                match self.flush_frozen() {
+                    // This batch is stored: a partition the flush could not
+                    // write is its own appends' error, not this one's.
+                    Ok(()) | Err(StoreError::PartitionUnwritable { .. }) => {}
+                    Err(error) => return Err(error),
+                }
             }
         }
         if self.options.durability == Durability::SyncEachBatch {
             self.commit(last_id)?;
         }
         Ok(response)
+    }
+
+    /// Refuses a batch with records for a partition a flush could not write:
+    /// what it already holds of them waits in memory for the retry, and
+    /// must not grow. Other partitions are not slowed: this is one lookup
+    /// while no partition fails.
+    fn check_writable(&self, tenant: &str, batch: &IngestBatch) -> Result<(), StoreError> {
+        let unwritable = self.unwritable.lock().unwrap_or_else(|e| e.into_inner());
+        if unwritable.is_empty() {
+            return Ok(());
+        }
+        let Some(days) = unwritable.get(&(tenant.to_owned(), batch.app.clone())) else {
+            return Ok(());
+        };
+        let blocked = batch.records.iter().find_map(|record| {
+            let day = crate::flush::day_number(timestamp_ns(record.ts));
+            days.contains(&day).then_some(day)
+        });
+        drop(unwritable);
+        match blocked {
+            None => Ok(()),
+            Some(day) => {
+                self.counters().refused_unwritable += 1;
+                Err(StoreError::PartitionUnwritable {
+                    tenant: tenant.to_owned(),
+                    app: batch.app.clone(),
+                    day: crate::day_of(day * 86_400 * 1_000_000_000),
+                })
+            }
+        }
     }
 
     /// Makes ids up to `id` durable and visible: one fsync for every append

@@ -13,7 +13,7 @@
 //! parts it replaces; if a crash leaves them behind, opening the store
 //! deletes them.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -68,65 +68,99 @@ impl Inner {
         self.flush_frozen()
     }
 
-    /// Flushes the frozen tables, oldest first.
+    /// Flushes the frozen tables, oldest first, held ones again. A
+    /// partition that cannot be written leaves the others flushed: its rows
+    /// stay in a held table (and their log segments on disk) and are
+    /// retried at the next flush, while appends to it are refused
+    /// ([`StoreError::PartitionUnwritable`]). Returns the first such
+    /// failure, once every table was tried.
     pub(crate) fn flush_frozen(&self) -> Result<(), StoreError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let oldest = self.read().memtable.oldest_frozen();
-            let Some(table) = oldest else { break };
+        let mut first_failure = None;
+        let tables = self.read().memtable.frozen_tables();
+        for table in tables {
             let started = Instant::now();
-            let parts = match self.write_table(&table) {
-                Ok(parts) => parts,
-                Err(error) => {
-                    *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(error.to_string());
-                    self.room.notify_all();
-                    return Err(error);
-                }
-            };
-            *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let (parts, failed) = self.write_table(&table);
             let part_count = parts.len();
-            {
+            // A held table no partition of which could be written again
+            // stays as it is: nothing to copy.
+            let unchanged = table.held && parts.is_empty();
+            let held = (!failed.is_empty() && !unchanged).then(|| {
+                table.held_rows(|tenant, labels, row| {
+                    failed.contains(&(tenant, labels.app.as_str(), day_number(row.ts_ns)))
+                })
+            });
+            let held_records = if unchanged {
+                table.len()
+            } else {
+                held.as_ref().map_or(0, |held| held.len())
+            };
+            if !unchanged {
                 let mut state = self.write();
                 state.parts.extend(parts);
-                state.memtable.forget(&table);
+                match held {
+                    Some(held) => state.memtable.replace(&table, held),
+                    None => state.memtable.forget(&table),
+                }
             }
             self.room.notify_all();
-            self.delete_segments_through(table.last_segment)?;
-            self.counters().flushes += 1;
-            tracing::info!(
-                records = table.len(),
-                parts = part_count,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "memtable flushed into parts"
-            );
+            if first_failure.is_none() {
+                first_failure = failed.into_iter().next().map(|(tenant, app, day)| {
+                    StoreError::PartitionUnwritable {
+                        tenant: tenant.to_owned(),
+                        app: app.to_owned(),
+                        day: day_of(day * NANOS_PER_DAY),
+                    }
+                });
+            }
+            if held_records == 0 {
+                self.delete_segments_through(table.last_segment)?;
+            }
+            if part_count > 0 {
+                self.counters().flushes += 1;
+                tracing::info!(
+                    records = table.len() - held_records,
+                    parts = part_count,
+                    held_records,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "memtable flushed into parts"
+                );
+            }
             // Unless a reader still holds it, its rows are dropped here,
-            // outside the lock, and its vectors kept for a next table.
+            // outside the lock, and its vectors kept for a next table (a
+            // held table's are too small to be worth it).
+            if table.held {
+                continue;
+            }
             if let Ok(table) = Arc::try_unwrap(table) {
                 let spare = table.into_spare();
                 self.write().memtable.recycle(spare);
             }
         }
-        Ok(())
+        *self.stalled.lock().unwrap_or_else(|e| e.into_inner()) =
+            first_failure.as_ref().map(ToString::to_string);
+        first_failure.map_or(Ok(()), Err)
     }
 
-    /// Writes a table as parts, one per tenant, app and day. On failure,
-    /// the parts already written are removed: the table stays frozen and
-    /// is written whole again.
-    fn write_table(&self, table: &Table) -> Result<Vec<Arc<Part>>, StoreError> {
-        let mut partitions: BTreeMap<Partition, Vec<(&StreamLabels, Vec<&Row>)>> = BTreeMap::new();
+    /// Writes a table as parts, one per tenant, app and day. Returns the
+    /// parts written and the partitions (tenant, app, day number) that
+    /// could not be, each failure logged; those are marked unwritable (for
+    /// appends to refuse) until a write of theirs succeeds.
+    fn write_table<'t>(&self, table: &'t Table) -> (Vec<Arc<Part>>, HashSet<PartitionKey<'t>>) {
+        type Key<'t> = PartitionKey<'t>;
+        let mut partitions: BTreeMap<Key<'t>, Vec<(&StreamLabels, Vec<&Row>)>> = BTreeMap::new();
         for (stream, records) in table.streams() {
-            // Runs of records of one UTC day, found by day number; the day's
-            // name is formatted once a run.
+            // Runs of records of one UTC day, found by day number.
             let mut current: Option<(i64, Vec<&Row>)> = None;
+            let key = |day| (stream.tenant.as_str(), stream.labels.app.as_str(), day);
             for record in records {
-                let day = record.ts_ns.div_euclid(NANOS_PER_DAY);
+                let day = day_number(record.ts_ns);
                 match &mut current {
                     Some((current_day, run)) if *current_day == day => run.push(record),
                     _ => {
                         if let Some((day, run)) = current.take() {
                             partitions
-                                .entry(partition(&stream.tenant, &stream.labels, day))
+                                .entry(key(day))
                                 .or_default()
                                 .push((&stream.labels, run));
                         }
@@ -136,13 +170,19 @@ impl Inner {
             }
             if let Some((day, run)) = current {
                 partitions
-                    .entry(partition(&stream.tenant, &stream.labels, day))
+                    .entry(key(day))
                     .or_default()
                     .push((&stream.labels, run));
             }
         }
         let mut written: Vec<Arc<Part>> = Vec::new();
-        for (partition, streams) in partitions {
+        let mut failed = HashSet::new();
+        for ((tenant, app, day), streams) in partitions {
+            let partition = Partition {
+                day: day_of(day * NANOS_PER_DAY),
+                tenant: tenant.to_owned(),
+                app: app.to_owned(),
+            };
             let result = self.write_part(
                 &partition,
                 Vec::new(),
@@ -154,17 +194,34 @@ impl Inner {
                 },
                 self.options.zstd_level,
             );
+            let mut unwritable = self.unwritable.lock().unwrap_or_else(|e| e.into_inner());
+            let app_key = (partition.tenant.clone(), partition.app.clone());
             match result {
-                Ok(part) => written.push(part),
-                Err(error) => {
-                    for part in written {
-                        let _ = std::fs::remove_file(part.path());
+                Ok(part) => {
+                    written.push(part);
+                    if let Some(days) = unwritable.get_mut(&app_key) {
+                        days.remove(&day);
+                        if days.is_empty() {
+                            unwritable.remove(&app_key);
+                        }
                     }
-                    return Err(error);
+                }
+                Err(error) => {
+                    // Said once, not at every retry.
+                    if unwritable.entry(app_key).or_default().insert(day) {
+                        tracing::error!(
+                            %error,
+                            tenant = %partition.tenant,
+                            app = %partition.app,
+                            day = %partition.day,
+                            "a partition could not be written into a part: its records stay in the log and memory and are retried; appends to it are refused meanwhile"
+                        );
+                    }
+                    failed.insert((tenant, app, day));
                 }
             }
         }
-        Ok(written)
+        (written, failed)
     }
 
     /// Writes one part of `partition` with what `fill` adds, and opens it.
@@ -193,10 +250,12 @@ impl Inner {
     }
 
     /// Removes the log segments up to `last`, whose records are all in
-    /// parts now; one is kept as the spare for a next segment to reuse.
+    /// parts now, but those a held table's rows may be in; one is kept as
+    /// the spare for a next segment to reuse.
     fn delete_segments_through(&self, last: u64) -> Result<(), StoreError> {
+        let held = self.read().memtable.held_through_segment().unwrap_or(0);
         for (number, path) in crate::open::wal_segments(&self.dir)? {
-            if number > last {
+            if number > last || number <= held {
                 continue;
             }
             let spare = crate::spare_wal_path(&self.dir);
@@ -394,13 +453,12 @@ impl Inner {
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
 
-/// The partition of a stream's records on day number `day` (since the epoch).
-fn partition(tenant: &str, labels: &StreamLabels, day: i64) -> Partition {
-    Partition {
-        day: day_of(day * NANOS_PER_DAY),
-        tenant: tenant.to_owned(),
-        app: labels.app.clone(),
-    }
+/// A partition in a table being flushed: tenant, app and day number.
+type PartitionKey<'t> = (&'t str, &'t str, i64);
+
+/// The UTC day of a time, as a number of days since the epoch.
+pub(crate) fn day_number(ts_ns: i64) -> i64 {
+    ts_ns.div_euclid(NANOS_PER_DAY)
 }
 
 /// A block of a stream in one of a merge's parts.
@@ -566,12 +624,15 @@ pub(crate) fn background(inner: &Inner) {
             !state.memtable.active_is_empty()
                 && state.memtable.active_age() >= inner.options.memtable_max_age
         };
-        let result = if old {
+        let flushed = if old {
             inner.flush_all()
         } else {
             inner.flush_frozen()
-        }
-        .and_then(|()| inner.merge_all().map(|_| ()));
+        };
+        // A partition that cannot be written does not hold up the merges
+        // of the others.
+        let merged = inner.merge_all().map(|_| ());
+        let result = flushed.and(merged);
         match result {
             Ok(()) => last_error = None,
             Err(error) => {

@@ -107,6 +107,12 @@ pub enum StoreError {
     },
     #[error("the store cannot flush its memtable ({0}) and has no room for more: free disk space or fix the data directory; appends resume by themselves")]
     Stalled(String),
+    #[error("app {app:?} of tenant {tenant:?} cannot be stored for {day} at the moment (the server's log says why); its records received so far are kept and retried: send this batch again later")]
+    PartitionUnwritable {
+        tenant: String,
+        app: String,
+        day: String,
+    },
     #[error("the store stopped accepting writes after a failure it cannot recover from while running ({0}); fix the cause and restart the server: what was acknowledged is safe")]
     Failed(String),
 }
@@ -194,6 +200,9 @@ pub struct Counters {
     /// Bytes of torn log tails open cut off (most likely never
     /// acknowledged).
     pub wal_torn_tail_bytes: u64,
+    /// Batches refused because a partition they hold could not be written
+    /// into parts (see [`StoreError::PartitionUnwritable`]).
+    pub refused_unwritable: u64,
 }
 
 /// The embedded store. Cheap to share behind an `Arc`; every method takes
@@ -227,9 +236,13 @@ struct Inner {
     wake: (Mutex<bool>, Condvar),
     /// Why the store stopped taking writes, if it did.
     failed: Mutex<Option<String>>,
-    /// Why the last flush failed, while flushes fail: appends that wait for
-    /// room answer with it instead of waiting forever.
+    /// Why the last flush failed, while flushes fail: appends that find
+    /// held tables over their bound answer with it instead of waiting
+    /// forever. Says no path: clients see it.
     stalled: Mutex<Option<String>>,
+    /// Partitions a flush could not write, by tenant and app, then day
+    /// number: appends to them are refused until a write of theirs succeeds.
+    unwritable: Mutex<std::collections::HashMap<(String, String), std::collections::HashSet<i64>>>,
     next_part: AtomicU64,
     /// Parts left out of merges: a merge found a damaged block in them.
     unmergeable: Mutex<std::collections::HashSet<PathBuf>>,
@@ -265,6 +278,12 @@ const QUARANTINE_DIR: &str = "quarantine";
 /// Frozen tables waiting for their flush before appends wait too: bounds
 /// memory when flushes fall behind.
 const MAX_FROZEN_TABLES: usize = 2;
+/// Memory held tables (rows of partitions a flush could not write) may
+/// take, in memtables: past it every append waits, then fails, as when
+/// flushes fail for all. One failing partition holds at most the rows it
+/// had in the tables in flight (three) when it failed, since its appends
+/// are refused from then on.
+const MAX_HELD_MEMTABLES: usize = 4;
 
 impl Store {
     /// Opens (or creates) the store in `dir`: loads its parts and replays its
@@ -559,6 +578,28 @@ impl Inner {
     }
 }
 
+/// The mode of every folder the store creates, and of every file: the logs
+/// are readable by the server's user alone, whatever its umask.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `path` and its missing parents, each readable by the owner alone.
+fn create_private_dir_all(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+}
+
+/// Options that create a file readable by the owner alone.
+fn private_file() -> std::fs::OpenOptions {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.mode(PRIVATE_FILE_MODE);
+    options
+}
+
 /// The UTC day of a time, as `YYYY-MM-DD`.
 fn day_of(ts_ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(i128::from(ts_ns))
@@ -580,29 +621,46 @@ fn part_number(path: &Path) -> Option<u64> {
     path.file_stem()?.to_str()?.parse().ok()
 }
 
-/// A tenant's or app's folder name: the name itself when it is plain, else
-/// an encoding that cannot escape the parts folder.
-fn dir_name(tenant: &str) -> String {
-    let plain = !tenant.is_empty()
-        && tenant.len() <= 64
-        && tenant
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if plain {
-        tenant.to_owned()
-    } else {
-        format!(
-            "x-{}",
-            tenant
-                .bytes()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        )
+/// Tenant and app names kept as they are in folder names: longer or other
+/// names are hashed.
+const PLAIN_NAME_MAX_BYTES: usize = 64;
+/// The readable start a hashed folder name keeps of its name.
+const HASHED_NAME_PREFIX_BYTES: usize = 40;
+
+/// A tenant's or app's folder name. A plain name (ASCII letters, digits,
+/// `-` and `_`, at most 64 bytes) is kept as it is; any other name becomes
+/// its first bytes with the others replaced by `_`, a `.` and 128 bits of
+/// the SHA-256 of the whole name. Plain names hold no `.`, so the two kinds
+/// never meet, and the hash tells hashed names apart: no two names share a
+/// folder, and no folder name is longer than 73 bytes, whatever users name
+/// things. (Stores written before kept `x-<hex>` folders: their parts load
+/// by their footers' partition, wherever they are.)
+fn dir_name(name: &str) -> String {
+    let plain_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if !name.is_empty() && name.len() <= PLAIN_NAME_MAX_BYTES && name.bytes().all(plain_byte) {
+        return name.to_owned();
     }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    let mut folder: String = name
+        .bytes()
+        .take(HASHED_NAME_PREFIX_BYTES)
+        .map(|b| if plain_byte(b) { b as char } else { '_' })
+        .collect();
+    if folder.is_empty() {
+        folder.push('_');
+    }
+    folder.push('.');
+    for byte in &hash[..16] {
+        folder.push_str(&format!("{byte:02x}"));
+    }
+    folder
 }
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod names_tests;
 #[cfg(test)]
 mod query_tests;
 #[cfg(test)]

@@ -12,6 +12,11 @@
 //! Records are kept as [`Row`]s, their labels once by their stream. Readers
 //! get an [`Entry`]: the row and its stream.
 //!
+//! A frozen table a flush could not write whole is replaced by a held one:
+//! the rows of the partitions it could not write, kept (readable, in the
+//! log) and retried, while the next tables flush as usual. Its ids are not
+//! consecutive and lie below those of parts written after it.
+//!
 //! Readers see only records whose id is at most the visibility watermark:
 //! the store raises it once records are durable (see `Store::append`), so a
 //! reader never sees a record that could still be lost, nor a later one
@@ -61,6 +66,8 @@ pub(crate) struct Table {
     created: std::time::Instant,
     /// The last write-ahead log segment holding this table's records.
     pub last_segment: u64,
+    /// Rows a flush could not write (see the module's notes).
+    pub held: bool,
 }
 
 /// A stream's records in a table.
@@ -125,8 +132,35 @@ impl Memtable {
         self.active.created.elapsed()
     }
 
+    /// Frozen tables waiting for their first flush (held ones are not).
     pub fn frozen_count(&self) -> usize {
-        self.frozen.len()
+        self.frozen.iter().filter(|table| !table.held).count()
+    }
+
+    /// Estimated memory of the held tables.
+    pub fn held_bytes(&self) -> usize {
+        let held = self.frozen.iter().filter(|table| table.held);
+        held.map(|table| table.records.len() * std::mem::size_of::<Row>() + table.bytes)
+            .sum()
+    }
+
+    /// The last log segment holding rows of a held table: no segment up to
+    /// it may be deleted yet.
+    pub fn held_through_segment(&self) -> Option<u64> {
+        let held = self.frozen.iter().filter(|table| table.held);
+        held.map(|table| table.last_segment).max()
+    }
+
+    /// Every frozen table, oldest first.
+    pub fn frozen_tables(&self) -> Vec<Arc<Table>> {
+        self.frozen.clone()
+    }
+
+    /// Puts a held table in the place of the frozen one it keeps rows of.
+    pub fn replace(&mut self, table: &Arc<Table>, held: Table) {
+        if let Some(slot) = self.frozen.iter_mut().find(|f| Arc::ptr_eq(f, table)) {
+            *slot = Arc::new(held);
+        }
     }
 
     /// Makes the active table a frozen one and starts a new one for ids from
@@ -139,11 +173,6 @@ impl Memtable {
         table
     }
 
-    /// The oldest frozen table, the next to flush.
-    pub fn oldest_frozen(&self) -> Option<Arc<Table>> {
-        self.frozen.first().cloned()
-    }
-
     /// Drops a frozen table whose records are now in parts.
     pub fn forget(&mut self, table: &Arc<Table>) {
         self.frozen.retain(|frozen| !Arc::ptr_eq(frozen, table));
@@ -154,9 +183,11 @@ impl Memtable {
         self.spare = Some(spare);
     }
 
+    /// The lowest id from which the memtable holds every record (a held
+    /// table's rows are a few, among ids in parts).
     pub fn min_id(&self) -> Option<u64> {
         self.tables()
-            .find(|table| !table.records.is_empty())
+            .find(|table| !table.records.is_empty() && !table.held)
             .map(|table| table.first_id)
     }
 
@@ -276,7 +307,24 @@ impl Table {
             bytes: 0,
             created: std::time::Instant::now(),
             last_segment: segment,
+            held: false,
         }
+    }
+
+    /// A held table with this table's rows that `keep` takes (by tenant,
+    /// labels and row), in their id order, whose log segments are this
+    /// table's.
+    pub fn held_rows(&self, keep: impl Fn(&str, &StreamLabels, &Row) -> bool) -> Table {
+        let mut held = Table::new(self.first_id, self.last_segment, 0, None);
+        for (row, stream) in self.records.iter().zip(&self.stream_of) {
+            let stream = &self.streams[*stream as usize];
+            if keep(&stream.tenant, &stream.labels, row) {
+                held.insert_stream(&stream.tenant, &stream.labels, vec![row.clone()], 0);
+            }
+        }
+        held.last_segment = self.last_segment;
+        held.held = true;
+        held
     }
 
     fn insert_stream(
@@ -291,7 +339,9 @@ impl Table {
             self.first_id = first.id;
             self.created = std::time::Instant::now();
         }
-        self.last_segment = segment;
+        // Replayed streams come segment by segment, after the table was
+        // made for the newest: its last segment is the newest of them all.
+        self.last_segment = self.last_segment.max(segment);
         let key = StreamKey {
             tenant: tenant.to_owned(),
             labels: labels.clone(),

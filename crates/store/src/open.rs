@@ -4,7 +4,7 @@
 //! it ([`crate::recovery`] keeps, reports and cuts the damage).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -22,9 +22,15 @@ use crate::{
 };
 
 pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreError> {
-    fs::create_dir_all(dir.join(WAL_DIR)).map_err(StoreError::io(dir))?;
+    crate::create_private_dir_all(&dir.join(WAL_DIR)).map_err(StoreError::io(dir))?;
+    restrict_to_owner(dir)?;
     let lock_path = dir.join(LOCK_FILE);
-    let lock = File::create(&lock_path).map_err(StoreError::io(&lock_path))?;
+    let lock = crate::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&lock_path)
+        .map_err(StoreError::io(&lock_path))?;
     if lock.try_lock().is_err() {
         return Err(StoreError::Locked {
             path: dir.to_owned(),
@@ -142,6 +148,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         wake: (Mutex::new(false), Condvar::new()),
         failed: Mutex::new(None),
         stalled: Mutex::new(None),
+        unwritable: Mutex::default(),
         next_part: AtomicU64::new(next_part),
         unmergeable: Mutex::default(),
         damage: Mutex::new(damage),
@@ -150,6 +157,22 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         cache,
         _lock: lock,
     })
+}
+
+/// Takes group and other access away from a store folder an older version
+/// created with the umask's mode: its own mode is what guards everything
+/// in it.
+fn restrict_to_owner(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(dir)
+        .map_err(StoreError::io(dir))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))
+            .map_err(StoreError::io(dir))?;
+    }
+    Ok(())
 }
 
 /// The log segments, oldest first.
@@ -220,7 +243,7 @@ fn load_parts_noting(dir: &Path, damage: &mut Damage) -> Result<Vec<Arc<Part>>, 
                     .strip_prefix(dir.join(PARTS_DIR))
                     .unwrap_or(Path::new(path.file_name().expect("a part file has a name")));
                 let moved_to = dir.join(QUARANTINE_DIR).join(below);
-                let moved = fs::create_dir_all(moved_to.parent().expect("a part has a folder"))
+                let moved = crate::create_private_dir_all(moved_to.parent().expect("a part has a folder"))
                     .and_then(|()| fs::rename(&path, &moved_to));
                 tracing::error!(%error, quarantined = %moved_to.display(), moved = moved.is_ok(), "a part could not be opened: moved aside, the other parts are served");
                 let at = if moved.is_ok() { moved_to } else { path };

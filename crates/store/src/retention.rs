@@ -3,6 +3,7 @@
 //! disk limit. Each deletion is logged and returned.
 
 use std::fs;
+use std::path::Path;
 
 use crate::{Inner, Partition, Retention, StoreError};
 
@@ -76,11 +77,27 @@ pub(crate) fn apply(
         }
     }
     for deleted in &doomed {
-        state
-            .parts
-            .retain(|part| part.footer.partition != deleted.partition);
-        let dir = inner.partition_dir(&deleted.partition);
-        fs::remove_dir_all(&dir).map_err(StoreError::io(&dir))?;
+        // The partition's parts, by their own paths: a folder may also
+        // hold another partition's parts (stores written before kept names
+        // in folders two names could share), which stay.
+        let mut paths = Vec::new();
+        state.parts.retain(|part| {
+            let doomed = part.footer.partition == deleted.partition;
+            if doomed {
+                paths.push(part.path().to_owned());
+            }
+            !doomed
+        });
+        for path in &paths {
+            match fs::remove_file(path) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StoreError::io(path)(error)),
+            }
+        }
+        for path in &paths {
+            remove_empty_folders(&inner.dir.join(crate::PARTS_DIR), path);
+        }
         tracing::info!(
             tenant = %deleted.partition.tenant,
             app = %deleted.partition.app,
@@ -92,6 +109,18 @@ pub(crate) fn apply(
         );
     }
     Ok(doomed)
+}
+
+/// Removes the folders holding `path` up to `root` (not included) while
+/// they are empty: a folder that still holds anything stays.
+fn remove_empty_folders(root: &Path, path: &Path) {
+    let mut folder = path.parent();
+    while let Some(dir) = folder.filter(|dir| dir.starts_with(root) && *dir != root) {
+        if fs::remove_dir(dir).is_err() {
+            break;
+        }
+        folder = dir.parent();
+    }
 }
 
 /// The end (next midnight, UTC) of a `YYYY-MM-DD` day.

@@ -75,7 +75,7 @@ impl WalWriter {
     /// else in a new file.
     pub fn create(path: &Path, segment: u64, spare: Option<&Path>) -> io::Result<WalWriter> {
         let reused = spare.is_some_and(|spare| fs::rename(spare, path).is_ok());
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_file()
             .create(true)
             .read(true)
             .write(true)
@@ -589,7 +589,7 @@ mod tests {
         write_segment(&path, 1, &[b"kept", b"torn away"]);
         let full = std::fs::metadata(&path).unwrap().len();
         // A crash in the middle of the second frame's payload.
-        OpenOptions::new()
+        std::fs::OpenOptions::new()
             .write(true)
             .open(&path)
             .unwrap()

@@ -176,6 +176,21 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
             if let Some(pending) = rate_report {
                 state.rates.restore(pending);
             }
+            if let tailwater_store::StoreError::PartitionUnwritable { .. } = error {
+                // This app's day only: every other app goes on being stored.
+                let labels = labels("unwritable");
+                let metrics = &state.metrics;
+                metrics.refused_batches.get_or_create(&labels).inc();
+                metrics
+                    .refused_lines
+                    .get_or_create(&labels)
+                    .inc_by(total as u64);
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unwritable",
+                    error.to_string(),
+                ));
+            }
             return Err(ApiError::internal(error));
         }
     };

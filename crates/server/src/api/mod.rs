@@ -118,12 +118,14 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// The error is logged, not answered: it may name the server's files,
+    /// another tenant's among them.
     pub fn internal(error: impl std::fmt::Display) -> ApiError {
         tracing::error!(%error, "request failed");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
-            format!("internal error: {error}; the server log has details"),
+            "internal error: the server log has details; try again later",
         )
     }
 }

@@ -131,12 +131,19 @@ impl PartWriter {
         partition: &Partition,
         zstd_level: i32,
     ) -> io::Result<PartWriter> {
-        fs::create_dir_all(dir)?;
+        crate::create_private_dir_all(dir)?;
         let temporary_path = dir.join(format!("{name}.tmp"));
         Ok(PartWriter {
             dir: dir.to_owned(),
             final_path: dir.join(format!("{name}.{EXTENSION}")),
-            out: BufWriter::with_capacity(1 << 20, File::create(&temporary_path)?),
+            out: BufWriter::with_capacity(
+                1 << 20,
+                crate::private_file()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&temporary_path)?,
+            ),
             temporary_path,
             offset: 0,
             footer: Footer {
