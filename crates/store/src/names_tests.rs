@@ -199,7 +199,11 @@ fn only_the_owner_can_read_the_store() {
         std::fs::write(broken.join("000000000999.twp"), b"not a part").unwrap();
     }
     let _store = Store::open(&root, StoreOptions::default()).unwrap();
-    assert!(root.join(QUARANTINE_DIR).join("000000000999.twp").exists());
+    // Quarantined below the same tenant, app and day folders.
+    assert!(root
+        .join(QUARANTINE_DIR)
+        .join("t/a/2020-01-01/000000000999.twp")
+        .exists());
     assert_eq!(mode(&root), 0o700);
     let mut kinds: std::collections::BTreeSet<String> = Default::default();
     for path in walk(&root) {

@@ -243,8 +243,9 @@ fn load_parts_noting(dir: &Path, damage: &mut Damage) -> Result<Vec<Arc<Part>>, 
                     .strip_prefix(dir.join(PARTS_DIR))
                     .unwrap_or(Path::new(path.file_name().expect("a part file has a name")));
                 let moved_to = dir.join(QUARANTINE_DIR).join(below);
-                let moved = crate::create_private_dir_all(moved_to.parent().expect("a part has a folder"))
-                    .and_then(|()| fs::rename(&path, &moved_to));
+                let moved =
+                    crate::create_private_dir_all(moved_to.parent().expect("a part has a folder"))
+                        .and_then(|()| fs::rename(&path, &moved_to));
                 tracing::error!(%error, quarantined = %moved_to.display(), moved = moved.is_ok(), "a part could not be opened: moved aside, the other parts are served");
                 let at = if moved.is_ok() { moved_to } else { path };
                 damage.quarantined(at, error.to_string());
