@@ -65,6 +65,16 @@ pub struct ServerArgs {
     /// Longest label value (version, runner, boot) and request id, in bytes.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_LABEL_BYTES)]
     max_label_bytes: usize,
+    /// Longest token name, in bytes; longer ones are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKEN_NAME_BYTES)]
+    max_token_name_bytes: usize,
+    /// Live (neither revoked nor expired) tokens one tenant may have; more
+    /// are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKENS_PER_TENANT)]
+    max_tokens_per_tenant: usize,
+    /// Apps one tenant may have; more are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_APPS_PER_TENANT)]
+    max_apps_per_tenant: usize,
     /// Lines per second each app may send, for apps without their own
     /// rate_limit_lines_per_sec (429 past it). No limit when not given.
     #[arg(long)]
@@ -165,6 +175,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
             lines_per_sec: args.runner_rate_lines,
             bytes_per_sec: args.runner_rate_bytes,
         },
+    };
+    config.registry = tailwater_server::registry::RegistryLimits {
+        max_token_name_bytes: args.max_token_name_bytes,
+        max_tokens_per_tenant: args.max_tokens_per_tenant,
+        max_apps_per_tenant: args.max_apps_per_tenant,
     };
     config.redact_defaults = !args.no_default_redaction;
     config.redact = args.redact;
