@@ -117,8 +117,10 @@ struct State {
     /// releases, which had no journal).
     #[serde(default)]
     journal_seq: u64,
-    tenants: BTreeMap<String, Tenant>,
-    tokens: Vec<StoredToken>,
+    // Behind `Arc`s, so a change copies pointers, not every token, to make
+    // the next state.
+    tenants: BTreeMap<String, Arc<Tenant>>,
+    tokens: Vec<Arc<StoredToken>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -202,7 +204,7 @@ enum Change {
 struct Loaded {
     state: State,
     by_digest: HashMap<[u8; 32], usize>,
-    by_id: HashMap<String, usize>,
+    by_id: HashMap<Arc<str>, usize>,
 }
 
 impl Loaded {
@@ -225,7 +227,7 @@ impl Loaded {
             .and_then(|bytes| bytes.try_into().ok())
             .with_context(|| format!("token {} has a malformed hash", token.id))?;
         self.by_digest.insert(digest, index);
-        self.by_id.insert(token.id.clone(), index);
+        self.by_id.insert(Arc::from(token.id.as_str()), index);
         Ok(())
     }
 
@@ -234,11 +236,11 @@ impl Loaded {
     /// one; the final comparison is in constant time all the same.
     fn find(&self, digest: &[u8; 32]) -> Option<&StoredToken> {
         let (stored, &index) = self.by_digest.get_key_value(digest)?;
-        bool::from(stored.ct_eq(digest)).then(|| &self.state.tokens[index])
+        bool::from(stored.ct_eq(digest)).then(|| &*self.state.tokens[index])
     }
 
     fn token(&self, id: &str) -> Option<&StoredToken> {
-        self.by_id.get(id).map(|&index| &self.state.tokens[index])
+        self.by_id.get(id).map(|&index| &*self.state.tokens[index])
     }
 
     fn apply(&mut self, change: Change) -> anyhow::Result<()> {
@@ -248,29 +250,31 @@ impl Loaded {
                 created,
                 private_logs,
             } => {
-                let tenant = self.state.tenants.entry(name).or_insert_with(|| Tenant {
-                    created,
-                    private_logs,
-                    apps: BTreeMap::new(),
+                let tenant = self.state.tenants.entry(name).or_insert_with(|| {
+                    Arc::new(Tenant {
+                        created,
+                        private_logs,
+                        apps: BTreeMap::new(),
+                    })
                 });
+                let tenant = Arc::make_mut(tenant);
                 tenant.created = created;
                 tenant.private_logs = private_logs;
             }
             Change::App { tenant, name, app } => {
-                self.state
-                    .tenants
-                    .get_mut(&tenant)
-                    .with_context(|| format!("app '{name}' of a tenant '{tenant}' not there"))?
-                    .apps
-                    .insert(name, app);
+                let found =
+                    self.state.tenants.get_mut(&tenant).with_context(|| {
+                        format!("app '{name}' of a tenant '{tenant}' not there")
+                    })?;
+                Arc::make_mut(found).apps.insert(name, app);
             }
-            Change::Token(token) => match self.by_id.get(&token.id) {
+            Change::Token(token) => match self.by_id.get(token.id.as_str()) {
                 Some(&index) => {
-                    self.state.tokens[index] = token;
+                    self.state.tokens[index] = Arc::new(token);
                     self.index_token(index)?;
                 }
                 None => {
-                    self.state.tokens.push(token);
+                    self.state.tokens.push(Arc::new(token));
                     self.index_token(self.state.tokens.len() - 1)?;
                 }
             },
@@ -571,7 +575,7 @@ impl Registry {
             .state
             .tokens
             .iter()
-            .map(StoredToken::info)
+            .map(|token| token.info())
             .collect()
     }
 
@@ -586,7 +590,7 @@ impl Registry {
             if token.revoked.is_some() {
                 return Ok((None, token.info()));
             }
-            let mut token = token.clone();
+            let mut token = StoredToken::clone(token);
             token.revoked = Some(Timestamp::now());
             let info = token.info();
             Ok((Some(Change::Token(token)), info))
@@ -641,12 +645,12 @@ impl Registry {
         patch: &TenantPatch,
     ) -> Result<TenantInfo, RegistryError> {
         self.change(|loaded| {
-            let mut tenant = loaded
+            let tenant = loaded
                 .state
                 .tenants
                 .get(name)
-                .ok_or_else(|| no_such_tenant(name))?
-                .clone();
+                .ok_or_else(|| no_such_tenant(name))?;
+            let mut tenant = Tenant::clone(tenant);
             let Some(private) = patch.private_logs else {
                 return Ok((None, tenant.info(name)));
             };
@@ -905,7 +909,7 @@ fn validate_settings(settings: &AppSettings) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn import_legacy_tokens(path: &Path) -> anyhow::Result<Vec<StoredToken>> {
+fn import_legacy_tokens(path: &Path) -> anyhow::Result<Vec<Arc<StoredToken>>> {
     #[derive(Deserialize)]
     struct Legacy {
         id: String,
@@ -922,16 +926,18 @@ fn import_legacy_tokens(path: &Path) -> anyhow::Result<Vec<StoredToken>> {
     })?;
     Ok(legacy
         .into_iter()
-        .map(|token| StoredToken {
-            id: token.id,
-            sha256: token.sha256,
-            scope: Scope::Admin,
-            tenant: None,
-            app: None,
-            name: None,
-            created: token.created,
-            expires: None,
-            revoked: None,
+        .map(|token| {
+            Arc::new(StoredToken {
+                id: token.id,
+                sha256: token.sha256,
+                scope: Scope::Admin,
+                tenant: None,
+                app: None,
+                name: None,
+                created: token.created,
+                expires: None,
+                revoked: None,
+            })
         })
         .collect())
 }

@@ -65,6 +65,10 @@ pub struct ServerArgs {
     /// Longest label value (version, runner, boot) and request id, in bytes.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_LABEL_BYTES)]
     max_label_bytes: usize,
+    /// Longest top-level field key, in bytes; fields with longer keys are
+    /// left out and the record marked.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_FIELD_KEY_BYTES)]
+    max_field_key_bytes: usize,
     /// Longest token name, in bytes; longer ones are refused with a 400.
     #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKEN_NAME_BYTES)]
     max_token_name_bytes: usize,
@@ -167,6 +171,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         max_line_bytes: args.max_line_bytes,
         max_fields: args.max_fields,
         max_label_bytes: args.max_label_bytes,
+        max_field_key_bytes: args.max_field_key_bytes,
         app_rate: Rate {
             lines_per_sec: args.app_rate_lines,
             bytes_per_sec: args.app_rate_bytes,
