@@ -20,7 +20,7 @@ mod journal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
 use anyhow::Context;
@@ -293,7 +293,6 @@ pub struct TokenIdentity {
 }
 
 pub struct Registry {
-    dir: PathBuf,
     /// What readers act on; replaced whole, never changed in place.
     current: RwLock<Arc<Loaded>>,
     /// Taken by writers only, for the whole of a change.
@@ -364,7 +363,6 @@ impl Registry {
                 .with_context(|| format!("cannot remove {}", legacy.display()))?;
         }
         let registry = Registry {
-            dir: dir.to_owned(),
             current: RwLock::new(Arc::new(loaded)),
             journal_shared: journal.shared(),
             journal: Mutex::new(journal),
@@ -451,11 +449,6 @@ impl Registry {
         while self.journal_shared.compacting() {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-    }
-
-    /// Where the registry keeps its files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     // --- tokens ---
