@@ -800,6 +800,14 @@ impl Registry {
     }
 }
 
+/// A compaction under way finishes first, so the registry's files are whole
+/// for whoever opens them next (a test, or the next start in this process).
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.wait_for_compaction();
+    }
+}
+
 impl Tenant {
     fn new(private_logs: bool) -> Tenant {
         Tenant {
