@@ -1,7 +1,7 @@
 //! The tailwater server: the HTTP API over the embedded store.
 //!
 //! - [`registry`]: tenants, apps and their settings, and API tokens (hashed),
-//!   in one durable file.
+//!   in a snapshot and a journal of changes; readers never wait on writers.
 //! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
 //!   and what it may do.
 //! - [`api`]: the routes: ingest, history, live tail, histogram, health,
@@ -90,6 +90,9 @@ pub struct ServerConfig {
     /// How many matching records a live tail client may fall behind the
     /// newest before the ones it has not got are skipped and reported.
     pub tail_buffer: u64,
+    /// What owners may keep in the registry: token name length, live tokens
+    /// and apps per tenant.
+    pub registry: registry::RegistryLimits,
 }
 
 impl ServerConfig {
@@ -110,6 +113,7 @@ impl ServerConfig {
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
+            registry: registry::RegistryLimits::default(),
         }
     }
 }
@@ -163,6 +167,7 @@ impl AppState {
         let mut metrics = Metrics::new(store.clone());
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
+        metrics.watch_registry(registry.clone());
         Ok(AppState {
             metrics: Arc::new(metrics),
             store,
@@ -239,6 +244,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         &config.data_dir.join("auth"),
         config.bootstrap_token.as_deref(),
     )?;
+    let registry = registry.with_limits(config.registry.clone());
     let state = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || AppState::open(store, registry, redactor, &config))

@@ -12,6 +12,7 @@
 //! | line length | the app's `max_line_bytes`, else `--max-line-bytes` | the message (and any longer string field) is cut, and marked |
 //! | field count ("label count": a record's labels are a fixed set, its fields are what grows) | `--max-fields` | fields past it (in key order) are left out, and the record marked |
 //! | request id | `--max-label-bytes`, no control characters | moved to the mark, so the line is kept |
+//! | field key (top level) | `--max-field-key-bytes` | the field is left out (a cut key could collide with another), its key's start kept in the mark |
 //!
 //! A line is never lost to a limit: whole batches are refused (and stay
 //! with the agent), single records are cut and marked in their field
@@ -71,6 +72,7 @@ pub struct IngestLimits {
     pub max_line_bytes: usize,
     pub max_fields: usize,
     pub max_label_bytes: usize,
+    pub max_field_key_bytes: usize,
     /// For apps without rate limits of their own.
     pub app_rate: Rate,
     /// Each runner's, whatever its app.
@@ -83,6 +85,7 @@ impl Default for IngestLimits {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             max_fields: DEFAULT_MAX_FIELDS,
             max_label_bytes: DEFAULT_MAX_LABEL_BYTES,
+            max_field_key_bytes: DEFAULT_MAX_FIELD_KEY_BYTES,
             app_rate: Rate::default(),
             runner_rate: Rate::default(),
         }
@@ -175,6 +178,12 @@ impl IngestLimits {
             mark.insert("fields_dropped".into(), extra.len().into());
             cuts.too_many_fields = true;
         }
+        if let Some(fields) = fields.as_mut() {
+            if let Some(keys) = drop_long_keys(fields, self.max_field_key_bytes) {
+                mark.insert("field_keys_too_long".into(), keys);
+                cuts.field_key_too_long = true;
+            }
+        }
         if record.message.len() > max_line_bytes {
             mark.insert("message_bytes".into(), record.message.len().into());
             let kept = cut_str(&record.message, max_line_bytes).len();
@@ -204,7 +213,9 @@ impl IngestLimits {
     /// without parsing them: a string is never longer than the text that
     /// holds it (escapes only shorten it).
     fn fields_may_be_cut(&self, json: &FieldsJson, max_line_bytes: usize) -> bool {
-        json.as_str().len() > max_line_bytes || json.more_keys_than(self.max_fields)
+        json.as_str().len() > max_line_bytes
+            || json.more_keys_than(self.max_fields)
+            || has_long_key(json, self.max_field_key_bytes)
     }
 }
 
@@ -245,6 +256,7 @@ pub struct Cuts {
     pub line_too_long: bool,
     pub too_many_fields: bool,
     pub invalid_request_id: bool,
+    pub field_key_too_long: bool,
 }
 
 impl Cuts {
@@ -253,6 +265,7 @@ impl Cuts {
             (self.line_too_long, LINE_TOO_LONG),
             (self.too_many_fields, TOO_MANY_FIELDS),
             (self.invalid_request_id, INVALID_REQUEST_ID),
+            (self.field_key_too_long, FIELD_KEY_TOO_LONG),
         ]
         .into_iter()
         .filter_map(|(hit, reason)| hit.then_some(reason))
@@ -297,6 +310,10 @@ impl CutTally {
                 TOO_MANY_FIELDS => format!(
                     "{count} with fields past {} left out (--max-fields)",
                     limits.max_fields
+                ),
+                FIELD_KEY_TOO_LONG => format!(
+                    "{count} with fields whose key is over {} bytes left out (--max-field-key-bytes)",
+                    limits.max_field_key_bytes
                 ),
                 _ => format!(
                     "{count} with a request id over {} bytes or with control characters, kept in the field {MARK_FIELD}.request_id",
@@ -583,6 +600,80 @@ impl RateState {
     }
 }
 
+/// Longest top-level field key, in bytes, unless configured otherwise.
+pub const DEFAULT_MAX_FIELD_KEY_BYTES: usize = 128;
+pub const FIELD_KEY_TOO_LONG: &str = "field_key_too_long";
+/// A label value matched a redaction pattern: the batch is refused (labels
+/// are identity, never redacted).
+pub const SECRET_IN_LABEL: &str = "secret_in_label";
+
+/// Whether fields written as `json` have a top-level key longer than `max`
+/// bytes, told without building a map or copying a key: only when the text
+/// is long enough to hold one.
+fn has_long_key(json: &FieldsJson, max: usize) -> bool {
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct KeyLen(usize);
+    impl<'de> de::Deserialize<'de> for KeyLen {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<KeyLen, D::Error> {
+            struct Len;
+            impl Visitor<'_> for Len {
+                type Value = KeyLen;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_str<E: de::Error>(self, key: &str) -> Result<KeyLen, E> {
+                    Ok(KeyLen(key.len()))
+                }
+            }
+            deserializer.deserialize_str(Len)
+        }
+    }
+    struct Longest(usize);
+    impl<'de> Visitor<'de> for Longest {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+            let mut long = false;
+            while let Some(KeyLen(len)) = map.next_key()? {
+                long |= len > self.0;
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok(long)
+        }
+    }
+    let text = json.as_str();
+    if text.len() <= max {
+        return false;
+    }
+    serde_json::Deserializer::from_str(text)
+        .deserialize_map(Longest(max))
+        .unwrap_or(true)
+}
+
+/// Leaves out the fields whose key is longer than `max` bytes; the start
+/// of each such key, if any was.
+fn drop_long_keys(fields: &mut Fields, max: usize) -> Option<Value> {
+    let long: Vec<String> = fields
+        .keys()
+        .filter(|key| key.len() > max)
+        .cloned()
+        .collect();
+    if long.is_empty() {
+        return None;
+    }
+    let starts = long
+        .iter()
+        .map(|key| {
+            fields.remove(key);
+            Value::from(cut_str(key, 64))
+        })
+        .collect();
+    Some(Value::Array(starts))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -754,5 +845,34 @@ mod tests {
         assert_eq!(refusal.reason, INVALID_SEQ);
         assert!(refusal.message.contains("server's own records"));
         limits.check_batch(&batch(3)).unwrap();
+    }
+
+    #[test]
+    fn fields_with_keys_over_the_limit_are_left_out_and_marked() {
+        let limits = IngestLimits::default();
+        let long = "k".repeat(DEFAULT_MAX_FIELD_KEY_BYTES + 1);
+        let mut record = record(1, "line");
+        record.fields = fields(json!({ long.clone(): 1, "ok": 2 }));
+        let cuts = limits.cut_record(&mut record, DEFAULT_MAX_LINE_BYTES);
+        assert!(cuts.field_key_too_long);
+        assert_eq!(cuts.reasons().collect::<Vec<_>>(), vec![FIELD_KEY_TOO_LONG]);
+        let kept = record.fields.to_map();
+        assert!(!kept.contains_key(&long));
+        assert_eq!(kept["ok"], 2);
+        assert_eq!(
+            kept[MARK_FIELD]["field_keys_too_long"],
+            json!(["k".repeat(64)])
+        );
+
+        // Keys at the limit, and long values, leave the fields as they came.
+        let at = "k".repeat(DEFAULT_MAX_FIELD_KEY_BYTES);
+        let mut record = super::tests::record(2, "line");
+        record.fields = fields(json!({ at: "v".repeat(500) }));
+        let text = record.fields.as_str().to_owned();
+        assert_eq!(
+            limits.cut_record(&mut record, DEFAULT_MAX_LINE_BYTES),
+            Cuts::default()
+        );
+        assert_eq!(record.fields.as_str(), text);
     }
 }

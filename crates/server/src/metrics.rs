@@ -171,6 +171,12 @@ impl Metrics {
             .register_collector(Box::new(RunnersCollector(runners)));
     }
 
+    /// Exports the registry's refusals by its limits, read at each scrape.
+    pub fn watch_registry(&mut self, registry: Arc<crate::registry::Registry>) {
+        self.registry
+            .register_collector(Box::new(RegistryCollector(registry)));
+    }
+
     /// Counts one open live tail of `tenant` for as long as the guard lives.
     pub fn tail_client(&self, tenant: &str) -> TailClientGuard {
         let gauge = self.tail_clients.get_or_create_owned(&TenantLabels {
@@ -428,6 +434,42 @@ impl Collector for RunnersCollector {
             "Runners forgotten because the table was full (--max-runners), the one heard from longest ago first",
             self.0.evicted(),
         )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantReasonLabels {
+    tenant: String,
+    reason: String,
+}
+
+/// Reads the registry's refusals (token names too long, too many tokens or
+/// apps) at each scrape.
+struct RegistryCollector(Arc<crate::registry::Registry>);
+
+impl std::fmt::Debug for RegistryCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegistryCollector")
+    }
+}
+
+impl Collector for RegistryCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "registry_refused",
+            "Registry changes refused by a limit, by tenant and reason (name_too_long, too_many_tokens, too_many_apps)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (tenant, reason, count) in self.0.refused() {
+            let labels = TenantReasonLabels {
+                tenant,
+                reason: reason.to_owned(),
+            };
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,5 +1,15 @@
 //! Redaction: secrets replaced before anything is stored.
 //!
+//! What is redacted, and what is not: the message, field values, field
+//! keys (a key that holds a secret is replaced the same way; numbered
+//! `#2`, … if it then reads as another key) and request ids (one that holds
+//! a secret is removed from the record and kept, redacted, in its field
+//! `request_id_redacted`: replaced in place, different requests would read
+//! as one, and a caller could see another's). Labels (`app`, `runner`,
+//! `version`, `boot`) are identity: redacted, two runners would become one,
+//! so a batch whose label holds a secret is refused instead (400
+//! `secret_in_label`), and the agent's operator fixes its name.
+//!
 //! A [`Redactor`] holds named patterns: the defaults ([`DEFAULT_PATTERNS`],
 //! common API key and token shapes and `Authorization:` headers) unless
 //! `--no-default-redaction`, then each `--redact REGEX` (named `custom_1`,
@@ -166,12 +176,37 @@ impl Redactor {
         }
     }
 
-    /// Replaces every secret in the string values of `fields`; whether any
-    /// was.
+    /// Replaces every secret in the string values and the keys of
+    /// `fields`; whether any was.
     fn redact_fields(&self, fields: &mut Fields, replaced: &mut Replaced) -> bool {
-        fields.values_mut().fold(false, |redacted, value| {
+        let mut redacted = fields.values_mut().fold(false, |redacted, value| {
             self.redact_value(value, replaced) | redacted
-        })
+        });
+        let Some(any) = &self.any else {
+            return redacted;
+        };
+        let secret_keys: Vec<String> = fields
+            .keys()
+            .filter(|key| any.is_match(key))
+            .cloned()
+            .collect();
+        for key in secret_keys {
+            let mut new_key = key.clone();
+            if !self.redact_text(&mut new_key, replaced) {
+                continue;
+            }
+            let value = fields.remove(&key).expect("a key just listed");
+            // Two keys may read the same once redacted: neither is lost.
+            let mut unique = new_key.clone();
+            let mut number = 2;
+            while fields.contains_key(&unique) {
+                unique = format!("{new_key}#{number}");
+                number += 1;
+            }
+            fields.insert(unique, value);
+            redacted = true;
+        }
+        redacted
     }
 
     fn redact_value(&self, value: &mut Value, replaced: &mut Replaced) -> bool {
@@ -210,6 +245,43 @@ impl Redactor {
             }
         }
         redacted
+    }
+}
+
+/// The field that keeps a request id that held a secret, redacted.
+pub const REQUEST_ID_REDACTED_FIELD: &str = "request_id_redacted";
+
+impl Redactor {
+    /// Removes `record`'s request id if it holds a secret, keeping it
+    /// redacted in the field [`REQUEST_ID_REDACTED_FIELD`]; whether it did.
+    pub fn redact_request_id(
+        &self,
+        record: &mut tailwater_model::wire::IngestRecord,
+        replaced: &mut Replaced,
+    ) -> bool {
+        let Some(request_id) = &record.request_id else {
+            return false;
+        };
+        let mut text = request_id.clone();
+        if !self.redact_text(&mut text, replaced) {
+            return false;
+        }
+        record.request_id = None;
+        let mut fields = record.fields.to_map();
+        fields.insert(REQUEST_ID_REDACTED_FIELD.into(), Value::String(text));
+        record.fields = FieldsJson::from_map(&fields);
+        true
+    }
+
+    /// The name of the first pattern that matches `text`, if one does: for
+    /// labels, which are refused rather than redacted.
+    pub fn secret_in(&self, text: &str) -> Option<&str> {
+        self.any.as_ref().filter(|any| any.is_match(text))?;
+        self.set
+            .matches(text)
+            .iter()
+            .next()
+            .map(|index| self.names[index].as_str())
     }
 }
 
@@ -363,5 +435,41 @@ mod tests {
             .err()
             .unwrap();
         assert!(error.contains("custom_1 '(unclosed'"), "{error}");
+    }
+
+    #[test]
+    fn secrets_in_field_keys_and_request_ids_are_redacted_and_labels_told() {
+        let redactor = Redactor::new(true, &[]).unwrap();
+        let key = "sk-abcdefghijklmnopqrstuvwxyz012345";
+        let json = format!(r#"{{"{key}":1,"other":2}}"#);
+        let (text, replaced) = redacted_fields(&redactor, &json);
+        assert!(!text.contains(key), "{text}");
+        assert!(text.contains("[REDACTED:sk_api_key]"), "{text}");
+        assert!(text.contains("other"), "{text}");
+        assert_eq!(replaced.len(), 1);
+
+        let mut record = tailwater_model::wire::IngestRecord {
+            seq: 1,
+            ts: jiff::Timestamp::now(),
+            stream: tailwater_model::Stream::Stdout,
+            level: Default::default(),
+            request_id: Some(format!("req-{key}")),
+            message: "line".into(),
+            fields: FieldsJson::new(),
+            invalid_utf8: false,
+        };
+        let mut replaced = Vec::new();
+        assert!(redactor.redact_request_id(&mut record, &mut replaced));
+        assert_eq!(record.request_id, None);
+        assert_eq!(
+            record.fields.to_map()[REQUEST_ID_REDACTED_FIELD],
+            "req-[REDACTED:sk_api_key]"
+        );
+        record.request_id = Some("req-42".into());
+        assert!(!redactor.redact_request_id(&mut record, &mut replaced));
+        assert_eq!(record.request_id.as_deref(), Some("req-42"));
+
+        assert_eq!(redactor.secret_in(key), Some("sk_api_key"));
+        assert_eq!(redactor.secret_in("gpu-node-7"), None);
     }
 }

@@ -496,16 +496,18 @@ async fn authorization_matrix() {
                     format!("/v1/tenants/{tenant}"),
                     Some(json!({"private_logs": false})),
                 ),
+                // Ingest: a caller token for a private app is refused
+                // whoever asks (tests/registry.rs tests that).
                 CreateToken => (
                     "POST",
                     "/v1/tokens".into(),
-                    Some(json!({"scope": "caller", "tenant": tenant, "app": app})),
+                    Some(json!({"scope": "ingest", "tenant": tenant, "app": app})),
                 ),
                 ListTokens => ("GET", format!("/v1/tokens?tenant={tenant}"), None),
                 RevokeToken => {
                     let (_, victim) = new_token(
                         &server,
-                        json!({"scope": "caller", "tenant": tenant, "app": app}),
+                        json!({"scope": "ingest", "tenant": tenant, "app": app}),
                     )
                     .await;
                     ("DELETE", format!("/v1/tokens/{victim}"), None)

@@ -88,6 +88,23 @@ pub async fn ingest(
         count_refused(&state, &tenant, &batch.app, reason, Some(&batch));
         return Err(ApiError::new(StatusCode::BAD_REQUEST, reason, message));
     }
+    // Labels are identity, so never redacted (see redact.rs): refused.
+    for (name, value) in [
+        ("app", &batch.app),
+        ("version", &batch.version),
+        ("runner", &batch.runner),
+        ("boot", &batch.boot),
+    ] {
+        if let Some(pattern) = state.redactor.secret_in(value) {
+            // Not a label value to keep in metrics: counted under no app.
+            count_refused(&state, &tenant, "", limits::SECRET_IN_LABEL, Some(&batch));
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                limits::SECRET_IN_LABEL,
+                format!("invalid ingest batch: its {name} looks like a secret (redaction pattern {pattern}); labels name runners and apps to everyone who reads the logs and are never redacted: give the agent another --{name}"),
+            ));
+        }
+    }
 
     let outcome = tokio::task::spawn_blocking({
         let (state, tenant) = (state.clone(), tenant.clone());
@@ -150,6 +167,7 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
         state
             .redactor
             .redact(&mut record.message, &mut record.fields, &mut replaced);
+        state.redactor.redact_request_id(record, &mut replaced);
         let cuts = state.limits.cut_record(record, max_line_bytes);
         cut.add(record, cuts);
         agent_reports.read(record);

@@ -152,6 +152,9 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
             RegistryError::Invalid(message) => ApiError::bad_request(message),
+            RegistryError::Limit { reason, message } => {
+                ApiError::new(StatusCode::BAD_REQUEST, reason, message)
+            }
             RegistryError::Io(error) => ApiError::internal(format!("{error:#}")),
         }
     }

@@ -65,6 +65,20 @@ pub struct ServerArgs {
     /// Longest label value (version, runner, boot) and request id, in bytes.
     #[arg(long, default_value_t = limits::DEFAULT_MAX_LABEL_BYTES)]
     max_label_bytes: usize,
+    /// Longest top-level field key, in bytes; fields with longer keys are
+    /// left out and the record marked.
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_FIELD_KEY_BYTES)]
+    max_field_key_bytes: usize,
+    /// Longest token name, in bytes; longer ones are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKEN_NAME_BYTES)]
+    max_token_name_bytes: usize,
+    /// Live (neither revoked nor expired) tokens one tenant may have; more
+    /// are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKENS_PER_TENANT)]
+    max_tokens_per_tenant: usize,
+    /// Apps one tenant may have; more are refused with a 400.
+    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_APPS_PER_TENANT)]
+    max_apps_per_tenant: usize,
     /// Lines per second each app may send, for apps without their own
     /// rate_limit_lines_per_sec (429 past it). No limit when not given.
     #[arg(long)]
@@ -157,6 +171,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         max_line_bytes: args.max_line_bytes,
         max_fields: args.max_fields,
         max_label_bytes: args.max_label_bytes,
+        max_field_key_bytes: args.max_field_key_bytes,
         app_rate: Rate {
             lines_per_sec: args.app_rate_lines,
             bytes_per_sec: args.app_rate_bytes,
@@ -165,6 +180,11 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
             lines_per_sec: args.runner_rate_lines,
             bytes_per_sec: args.runner_rate_bytes,
         },
+    };
+    config.registry = tailwater_server::registry::RegistryLimits {
+        max_token_name_bytes: args.max_token_name_bytes,
+        max_tokens_per_tenant: args.max_tokens_per_tenant,
+        max_apps_per_tenant: args.max_apps_per_tenant,
     };
     config.redact_defaults = !args.no_default_redaction;
     config.redact = args.redact;
