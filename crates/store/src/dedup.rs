@@ -1,17 +1,23 @@
-//! Which `(tenant, runner, boot, seq)` are stored: what makes ingest
+//! Which `(tenant, app, runner, boot, seq)` are stored: what makes ingest
 //! idempotent. Agents send each boot's sequence in order, so each boot's set
 //! is almost always one range; it is kept as sorted, disjoint ranges.
+//!
+//! The app is part of the key: an ingest token is bound to an app, so one
+//! app's token naming another app's runner and boot must find a stream of
+//! its own, never mark the other app's sequence numbers as stored nor move
+//! its out-of-order window.
 
 use std::collections::{BTreeMap, HashMap};
 
-type Key = (String, String, String);
+/// `(tenant, app, runner, boot)`.
+type Key = (String, String, String, String);
 
 #[derive(Default)]
 pub(crate) struct Dedup {
     seen: HashMap<Key, Seen>,
 }
 
-/// What is stored of one `(tenant, runner, boot)`.
+/// What is stored of one `(tenant, app, runner, boot)`.
 #[derive(Default)]
 pub(crate) struct Seen {
     /// Range start → inclusive end.
@@ -22,9 +28,14 @@ pub(crate) struct Seen {
 
 impl Dedup {
     /// What is stored of a stream: looked up once per batch.
-    pub fn stream(&mut self, tenant: &str, runner: &str, boot: &str) -> &mut Seen {
+    pub fn stream(&mut self, tenant: &str, app: &str, runner: &str, boot: &str) -> &mut Seen {
         self.seen
-            .entry((tenant.to_owned(), runner.to_owned(), boot.to_owned()))
+            .entry((
+                tenant.to_owned(),
+                app.to_owned(),
+                runner.to_owned(),
+                boot.to_owned(),
+            ))
             .or_default()
     }
 }
@@ -97,7 +108,7 @@ mod tests {
     #[test]
     fn ranges_merge_split_and_answer() {
         let mut dedup = Dedup::default();
-        let seen = dedup.stream("t", "r", "b");
+        let seen = dedup.stream("t", "a", "r", "b");
         for seq in [0, 1, 2, 5, 3, 4, 9, 6] {
             seen.insert(seq);
         }
@@ -115,6 +126,7 @@ mod tests {
         assert!(seen.contains(2) && seen.contains(4));
         seen.insert_range(3, 20);
         assert_eq!(seen.ranges.len(), 1);
-        assert!(!dedup.stream("t", "r", "other-boot").contains(4));
+        assert!(!dedup.stream("t", "a", "r", "other-boot").contains(4));
+        assert!(!dedup.stream("t", "other-app", "r", "b").contains(4));
     }
 }

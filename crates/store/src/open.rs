@@ -35,7 +35,8 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     for part in &parts {
         let tenant = &part.footer.partition.tenant;
         for (index, stream) in part.footer.streams.iter().enumerate() {
-            let seen = dedup.stream(tenant, &stream.labels.runner, &stream.labels.boot);
+            let labels = &stream.labels;
+            let seen = dedup.stream(tenant, &labels.app, &labels.runner, &labels.boot);
             for (start, end) in &stream.seq_ranges {
                 seen.insert_range(*start, *end);
             }
@@ -57,8 +58,9 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
             match crate::wal::decode_batch(payload) {
                 Ok(batch) => {
                     let mut fresh = Vec::with_capacity(batch.rows.len());
+                    let labels = &batch.labels;
                     let seen =
-                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                        dedup.stream(&batch.tenant, &labels.app, &labels.runner, &labels.boot);
                     for row in batch.rows {
                         last_id = last_id.max(row.id);
                         // Already flushed into a part before a crash cut the log's
