@@ -23,6 +23,7 @@ use tailwater_model::wire::{
     REFUSED_OUT_OF_ORDER, RETIMED_CLOCK_SKEW, RETIMED_OUT_OF_RANGE,
 };
 
+use crate::dedup::{self, StreamKey};
 use crate::part::StreamLabels;
 use crate::row::Row;
 use crate::{retention, Durability, Inner, StoreError, MAX_FROZEN_TABLES};
@@ -73,9 +74,23 @@ impl Inner {
         let newest_before = seen.newest_ts;
         let mut fresh = Vec::with_capacity(records.len());
         let mut tally = Tally::default();
+        let key = StreamKey {
+            tenant,
+            app: &app,
+            runner: &runner,
+            boot: &boot,
+        };
+        // Read only when a number below the dedup watermark comes.
+        let mut parts = None;
         for mut record in records {
             if seen.contains(record.seq) {
                 continue;
+            }
+            if seen.may_be_in_parts(record.seq) {
+                let parts = parts.get_or_insert_with(|| self.read().parts.clone());
+                if dedup::in_parts(parts, key, record.seq) {
+                    continue;
+                }
             }
             // Before the clock rule: a time too old to hold is past any
             // retention, and refused rather than moved to now.

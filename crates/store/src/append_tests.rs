@@ -46,7 +46,7 @@ fn records_of(store: &Store, app: &str) -> Vec<LogRecord> {
         app: Some(tailwater_model::Matcher::Eq(app.into())),
         ..Filter::default()
     };
-    store.read_after("t", &filter, 0, 10_000)
+    store.read_after("t", &filter, 0, 100_000)
 }
 
 fn options() -> StoreOptions {
@@ -213,4 +213,59 @@ fn a_failed_append_is_not_counted_as_appended() {
     let again = store.append("t", batch("a", 3..6, ago(0))).unwrap();
     assert_eq!(again.accepted, 3);
     assert_eq!(store.counters().appended, 6);
+}
+
+/// Numbers `from..to` of every other number: `2 × from`, `2 × from + 2`, ….
+fn sparse(app: &str, numbers: std::ops::Range<u64>, ts: Timestamp) -> IngestBatch {
+    let mut batch = batch(app, 0..0, ts);
+    batch.records = numbers.map(|n| record(n * 2, ts)).collect();
+    batch
+}
+
+#[test]
+fn dedup_memory_of_sparse_sequence_numbers_is_freed_once_they_are_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let ts = ago(1);
+    let records = 20_000;
+    for start in (0..records).step_by(500) {
+        let answer = store
+            .append("t", sparse("a", start..start + 500, ts))
+            .unwrap();
+        assert_eq!(answer.accepted, 500);
+    }
+    let held = |store: &Store| store.inner.lock_writer().dedup.ranges_held();
+    // In the memtable: one range a record, each about 40 bytes in a B-tree.
+    assert_eq!(held(&store), records as usize);
+    store.flush().unwrap();
+    assert!(
+        held(&store) <= dedup::COMPACT_MIN_RANGES,
+        "{}",
+        held(&store)
+    );
+
+    // Still exactly once: the numbers sent are duplicates (found in the
+    // parts), the numbers between them new.
+    let again = store.append("t", sparse("a", 0..1000, ts)).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 1000));
+    let mut gaps = sparse("a", 0..1000, ts);
+    for record in &mut gaps.records {
+        record.seq += 1;
+    }
+    assert_eq!(store.append("t", gaps.clone()).unwrap().accepted, 1000);
+    // Those are in the memtable, below the watermark: answered from memory.
+    assert_eq!(store.append("t", gaps).unwrap().duplicates, 1000);
+    assert_eq!(records_of(&store, "a").len(), records as usize + 1000);
+
+    // After a reopen, what the footers fill in is compacted too.
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert!(
+        held(&store) <= dedup::COMPACT_MIN_RANGES,
+        "{}",
+        held(&store)
+    );
+    let again = store.append("t", sparse("a", 0..records + 10, ts)).unwrap();
+    assert_eq!((again.accepted, again.duplicates), (10, records as usize));
 }

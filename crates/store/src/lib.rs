@@ -256,6 +256,8 @@ impl Store {
     /// write-ahead log, then starts the background thread.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let inner = Arc::new(open::open(dir, options)?);
+        // What the parts' footers filled dedup with is kept as watermarks.
+        inner.compact_dedup();
         let background = inner.options.background.then(|| {
             let inner = inner.clone();
             std::thread::Builder::new()
