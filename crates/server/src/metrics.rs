@@ -292,6 +292,16 @@ impl Collector for StoreCollector {
                 counters.refused_out_of_order,
             ),
             (
+                "store_refused_older_than_retention",
+                "Records refused for being older than their app's retention",
+                counters.refused_older_than_retention,
+            ),
+            (
+                "store_retimed",
+                "Records stored at the server's time: dated past --max-clock-skew, or outside the times the store holds",
+                counters.retimed_clock_skew + counters.retimed_out_of_range,
+            ),
+            (
                 "store_flushes",
                 "Memtable flushes into parts",
                 counters.flushes,
