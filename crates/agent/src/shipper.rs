@@ -22,6 +22,12 @@
 //! spool, and a `server_rate_limited` record counts the answers and the
 //! wait once shipping works again.
 //!
+//! Lines the server answers it refused (in a 200: too old for its
+//! out-of-order window or their app's retention) are not sent again, and
+//! never silently: each answer that refused some is told in a
+//! `server_refused` record in the runner's logs, with the reasons and a
+//! running count, and on the agent's stderr the first time.
+//!
 //! With nothing to ship for the heartbeat interval, an empty batch (the
 //! runner's labels, no records) tells the server the runner is alive, so it
 //! can tell a quiet runner from a lost one.
@@ -73,6 +79,7 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
     let mut throttle = Throttle::new(options.rate, Instant::now());
     let mut held: Option<HeldBack> = None;
     let mut limited: Option<RateLimited> = None;
+    let mut refused = Refused::default();
     let mut retry = FIRST_RETRY;
     let mut failing = false;
     let mut max_bytes = MAX_BATCH_BYTES;
@@ -152,7 +159,10 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
             continue;
         }
         match client.ingest(&batch.body).await {
-            Ok(_) => {
+            Ok(answer) => {
+                if answer.refused > 0 {
+                    refused.report(&outbox, &batch, &answer, client.server());
+                }
                 let now = Instant::now();
                 last_sent = now;
                 throttle.spend(
@@ -316,6 +326,62 @@ impl RateLimited {
                 "waited_ms": self.waited.as_millis() as u64,
                 "since": self.since.to_string(),
                 "until": until.to_string(),
+            })),
+        );
+    }
+}
+
+/// Lines the server took in a batch it answered 200 but did not store
+/// (`refused` in its answer: older than its out-of-order window or than
+/// their app's retention). Sending them again would not help, so each such
+/// answer is told at once: a `server_refused` system record in the
+/// runner's own logs, and a line on the agent's stderr the first time.
+#[derive(Default)]
+struct Refused {
+    /// Lines refused since the agent started: the counter the records
+    /// carry.
+    lines: u64,
+}
+
+impl Refused {
+    fn report(
+        &mut self,
+        outbox: &Outbox,
+        batch: &Batch,
+        answer: &tailwater_model::wire::IngestResponse,
+        server: &str,
+    ) {
+        let first = self.lines == 0;
+        self.lines += answer.refused as u64;
+        let why = answer
+            .refused_reason
+            .clone()
+            .unwrap_or_else(|| "the server gave no reason".to_owned());
+        let reasons: serde_json::Map<String, serde_json::Value> = answer
+            .refused_by_reason
+            .iter()
+            .map(|(reason, lines)| (reason.clone(), (*lines).into()))
+            .collect();
+        let receipt = &batch.receipt;
+        if first {
+            eprintln!(
+                "tailwater: {server} refused {} lines of this runner ({why}); each refusal is told in a server_refused record in the runner's logs",
+                answer.refused
+            );
+        }
+        outbox.system(
+            Level::Warn,
+            format!(
+                "the server refused {} of the lines {}..={} of boot {} and did not store them: {why}",
+                answer.refused, receipt.first_seq, receipt.last_seq, batch.body.boot
+            ),
+            fields(json!({
+                "event": "server_refused",
+                "refused_lines": answer.refused,
+                "reasons": reasons,
+                "first_seq": receipt.first_seq,
+                "last_seq": receipt.last_seq,
+                "refused_total": self.lines,
             })),
         );
     }

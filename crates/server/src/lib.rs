@@ -141,6 +141,9 @@ pub struct AppState {
     pub runners: Arc<Runners>,
     pub tail_buffer: u64,
     pub tail_stats: Arc<tail::TailStats>,
+    /// How long records are kept unless their app says otherwise: ingest
+    /// refuses records already past it.
+    pub retention_max_age: std::time::Duration,
 }
 
 impl AppState {
@@ -184,6 +187,7 @@ impl AppState {
             tail_buffer: config.tail_buffer,
             tail_stats,
             histogram_max_records: config.histogram_max_records.max(1),
+            retention_max_age: config.retention.max_age,
         })
     }
 }

@@ -434,13 +434,21 @@ const REFUSED_KEPT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug)]
 struct RefusedTally {
+    /// Each limit that refused batches, in the order first hit: a stretch
+    /// may meet the app's limit and the runner's, and the report names
+    /// each with what it refused, not only the last.
+    limits: Vec<LimitTally>,
+    since: jiff::Timestamp,
+    until: jiff::Timestamp,
+    last: Instant,
+}
+
+#[derive(Debug)]
+struct LimitTally {
     reason: &'static str,
     limit: String,
     batches: u64,
     lines: u64,
-    since: jiff::Timestamp,
-    until: jiff::Timestamp,
-    last: Instant,
 }
 
 impl RateLimiter {
@@ -467,14 +475,14 @@ impl RateLimiter {
                 app_rate.lines_per_sec,
                 lines,
                 "rate_limit_app_lines",
-                "lines/s for the app",
+                "lines/s for the app (its rate_limit_lines_per_sec, else --app-rate-lines)",
             ),
             (
                 PaceKey::AppBytes(t.clone(), app.clone()),
                 app_rate.bytes_per_sec,
                 bytes,
                 "rate_limit_app_bytes",
-                "bytes/s for the app",
+                "bytes/s for the app (its rate_limit_bytes_per_sec, else --app-rate-bytes)",
             ),
             (
                 PaceKey::RunnerLines(t.clone(), app.clone(), runner.clone()),
@@ -534,18 +542,45 @@ impl RateLimiter {
         let key = (tenant.to_owned(), batch.app.clone(), batch.runner.clone());
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let tally = state.refused.remove(&key)?;
+        let batches: u64 = tally.limits.iter().map(|limit| limit.batches).sum();
+        let lines: u64 = tally.limits.iter().map(|limit| limit.lines).sum();
+        let described: Vec<String> = tally
+            .limits
+            .iter()
+            .map(|limit| {
+                format!(
+                    "{} batches ({} lines) by its limit of {}",
+                    limit.batches, limit.lines, limit.limit
+                )
+            })
+            .collect();
+        // The limit that refused the most batches (the first on a tie).
+        let main = tally
+            .limits
+            .iter()
+            .rev()
+            .max_by_key(|limit| limit.batches)
+            .expect("a tally has a limit");
+        let mut reasons = serde_json::Map::new();
+        for limit in &tally.limits {
+            reasons.insert(limit.reason.into(), limit.batches.into());
+        }
         let record = server_record(
             server_seq(first.seq, ReportKind::RateLimited),
             first.ts,
             format!(
-                "the server's rate limit ({}) refused {} batches ({} lines) of this runner between {} and {} with 429; the agent kept them and sent them again",
-                tally.limit, tally.batches, tally.lines, tally.since, tally.until
+                "the server's rate limits refused {batches} batches ({lines} lines) of this runner between {} and {} with 429: {}; the agent kept them and sent them again",
+                tally.since,
+                tally.until,
+                described.join(", ")
             ),
             json!({
                 "event": "rate_limited",
-                "reason": tally.reason,
-                "refused_batches": tally.batches,
-                "refused_lines": tally.lines,
+                "reason": main.reason,
+                "reasons": reasons,
+                "limit": main.limit,
+                "refused_batches": batches,
+                "refused_lines": lines,
                 "since": tally.since.to_string(),
                 "until": tally.until.to_string(),
             }),
@@ -579,18 +614,32 @@ impl RateState {
         let limit = refused.limit.clone();
         let key = (tenant.to_owned(), batch.app.clone(), batch.runner.clone());
         let tally = self.refused.entry(key).or_insert_with(|| RefusedTally {
-            reason: refused.reason,
-            limit: limit.clone(),
-            batches: 0,
-            lines: 0,
+            limits: Vec::new(),
             since: wall,
             until: wall,
             last: now,
         });
-        tally.reason = refused.reason;
-        tally.limit = limit;
-        tally.batches += 1;
-        tally.lines += lines;
+        let index = match tally
+            .limits
+            .iter()
+            .position(|seen| seen.reason == refused.reason)
+        {
+            Some(index) => index,
+            None => {
+                tally.limits.push(LimitTally {
+                    reason: refused.reason,
+                    limit: limit.clone(),
+                    batches: 0,
+                    lines: 0,
+                });
+                tally.limits.len() - 1
+            }
+        };
+        let hit = &mut tally.limits[index];
+        // The rate of a limit may change meanwhile: the latest is named.
+        hit.limit = limit;
+        hit.batches += 1;
+        hit.lines += lines;
         tally.until = wall;
         tally.last = now;
         if self.refused.len() > PACES_KEPT {
@@ -828,6 +877,54 @@ mod tests {
         limiter
             .admit("t", &other, Rate::default(), rate, now)
             .unwrap();
+    }
+
+    #[test]
+    fn a_rate_limit_report_names_each_limit_that_refused_and_what_it_refused() {
+        let limiter = RateLimiter::default();
+        let app_rate = Rate {
+            lines_per_sec: Some(100),
+            bytes_per_sec: None,
+        };
+        let runner_rate = Rate {
+            lines_per_sec: None,
+            bytes_per_sec: Some(10),
+        };
+        let now = Instant::now();
+        // 500 lines put the app 5 s ahead (4 s to wait) and the runner 500 s.
+        limiter
+            .admit("t", &batch(500), app_rate, Rate::default(), now)
+            .unwrap();
+        for _ in 0..2 {
+            let refused = limiter
+                .admit("t", &batch(1), app_rate, Rate::default(), now)
+                .unwrap_err();
+            assert_eq!(refused.reason, "rate_limit_app_lines");
+        }
+        let later = now + Duration::from_secs(5);
+        limiter
+            .admit("t", &batch(2), Rate::default(), runner_rate, later)
+            .unwrap();
+        let refused = limiter
+            .admit("t", &batch(1), Rate::default(), runner_rate, later)
+            .unwrap_err();
+        assert_eq!(refused.reason, "rate_limit_runner_bytes");
+
+        let report = limiter.take_report("t", &batch(1)).unwrap();
+        let fields = report.record.fields.to_map();
+        assert_eq!(fields["refused_batches"], 3);
+        assert_eq!(fields["reason"], "rate_limit_app_lines");
+        assert_eq!(
+            fields["reasons"],
+            json!({"rate_limit_app_lines": 2, "rate_limit_runner_bytes": 1})
+        );
+        let message = &report.record.message;
+        assert!(
+            message.contains("2 batches (2 lines) by its limit of 100 lines/s for the app")
+                && message
+                    .contains("1 batches (1 lines) by its limit of 10 bytes/s for each runner"),
+            "{message}"
+        );
     }
 
     #[test]

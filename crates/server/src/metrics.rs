@@ -73,6 +73,8 @@ pub struct Metrics {
     pub redactions: Counters<PatternLabels>,
     pub agent_throttled_lines: Counters<AppLabels>,
     pub agent_dropped_lines: Counters<ReasonLabels>,
+    pub refused_records: Counters<ReasonLabels>,
+    pub retimed_records: Counters<ReasonLabels>,
     tail_clients: Family<TenantLabels, Gauge>,
     query_seconds: Family<EndpointLabels, Histogram>,
 }
@@ -121,6 +123,16 @@ impl Metrics {
             "agent_dropped_lines",
             "Lines agents report they dropped, by reason (spool_full, rejected_by_server, ...)",
         );
+        let refused_records = counters(
+            &mut registry,
+            "ingest_refused_records",
+            "Records the store refused inside an accepted batch (200, counted in its 'refused'), by reason (out_of_order, older_than_retention); they are not stored, and the agent reports them in the runner's logs",
+        );
+        let retimed_records = counters(
+            &mut registry,
+            "ingest_retimed_records",
+            "Records stored at the server's time instead of their own, by reason (clock_skew: ahead by more than --max-clock-skew; time_out_of_range), each keeping its own in the field original_ts",
+        );
         let tail_clients = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "tail_clients",
@@ -145,6 +157,8 @@ impl Metrics {
             redactions,
             agent_throttled_lines,
             agent_dropped_lines,
+            refused_records,
+            retimed_records,
             tail_clients,
             query_seconds,
         }
@@ -282,6 +296,16 @@ impl Collector for StoreCollector {
                 "store_refused_out_of_order",
                 "Records refused for being older than the out-of-order window",
                 counters.refused_out_of_order,
+            ),
+            (
+                "store_refused_older_than_retention",
+                "Records refused for being older than their app's retention",
+                counters.refused_older_than_retention,
+            ),
+            (
+                "store_retimed",
+                "Records stored at the server's time: dated past --max-clock-skew, or outside the times the store holds",
+                counters.retimed_clock_skew + counters.retimed_out_of_range,
             ),
             (
                 "store_flushes",

@@ -325,13 +325,21 @@ impl Runners {
         replayed
     }
 
-    /// Stores a batch and applies what it says about its runner. The one
-    /// way ingest appends, so no batch is stored unseen by the table.
-    pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
+    /// Stores a batch (refusing records past `retention`, the app's) and
+    /// applies what it says about its runner. The one way ingest appends,
+    /// so no batch is stored unseen by the table.
+    pub fn append(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        retention: std::time::Duration,
+    ) -> Result<IngestResponse, StoreError> {
         let sighting = Sighting::of_batch(&batch);
         let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-            let response = self.store.append(tenant, batch)?;
+            let response = self
+                .store
+                .append_within_retention(tenant, batch, retention)?;
             (
                 response,
                 self.observe(tenant, sighting, Timestamp::now(), true),

@@ -1,9 +1,14 @@
 //! The write path: a batch checked, numbered, logged, made readable, and
 //! made durable.
 //!
-//! Under the writer lock, in turn: duplicates are skipped (by `(runner,
-//! boot, seq)`), records older than the out-of-order window refused, the
-//! rest given consecutive ids, written to the log (not yet fsynced) and put
+//! Under the writer lock, in turn: duplicates are skipped (by `(app,
+//! runner, boot, seq)`); a record dated more than `max_clock_skew` ahead of
+//! the store's clock, or outside the times it can hold, is given the
+//! store's time and keeps its own in the field `original_ts` (so one
+//! record from a clock set wrong never moves its stream's window into the
+//! future); records older than their retention (when the caller gives one)
+//! or the out-of-order window are refused, by reason; the rest given
+//! consecutive ids, written to the log (not yet fsynced) and put
 //! in the memtable. Then, outside the lock, group commit: the first append
 //! to reach the commit lock fsyncs the log up to the newest record written
 //! so far, which covers every append queued behind it; they find their ids
@@ -13,18 +18,24 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tailwater_model::filter::timestamp_ns;
-use tailwater_model::wire::{IngestBatch, IngestResponse};
+use tailwater_model::wire::{
+    IngestBatch, IngestRecord, IngestResponse, ORIGINAL_TS_FIELD, REFUSED_OLDER_THAN_RETENTION,
+    REFUSED_OUT_OF_ORDER, RETIMED_CLOCK_SKEW, RETIMED_OUT_OF_RANGE,
+};
 
+use crate::dedup::{self, StreamKey};
 use crate::part::StreamLabels;
 use crate::row::Row;
-use crate::{Durability, Inner, StoreError, MAX_FROZEN_TABLES, MAX_HELD_MEMTABLES};
+use crate::{retention, Durability, Inner, StoreError, MAX_FROZEN_TABLES, MAX_HELD_MEMTABLES};
 
 impl Inner {
+    /// Stores `batch`; with `max_age`, records whose day that retention
+    /// would delete are refused.
     pub(crate) fn append(
         &self,
         tenant: &str,
         batch: IngestBatch,
+        max_age: Option<Duration>,
     ) -> Result<IngestResponse, StoreError> {
         self.check_failed()?;
         self.check_writable(tenant, &batch)?;
@@ -58,6 +69,7 @@ impl Inner {
         }
         let window_ns =
             i64::try_from(self.options.out_of_order_window.as_nanos()).unwrap_or(i64::MAX);
+        let clock = Clock::new(self.options.max_clock_skew);
         let total = batch.records.len();
         let IngestBatch {
             app,
@@ -69,29 +81,49 @@ impl Inner {
         } = batch;
 
         let writer = &mut *guard;
-        let seen = writer.dedup.stream(tenant, &runner, &boot);
+        let seen = writer.dedup.stream(tenant, &app, &runner, &boot);
         let newest_before = seen.newest_ts;
         let mut fresh = Vec::with_capacity(records.len());
-        let mut refused = 0;
-        let mut oldest_refused = None;
-        for record in records {
+        let mut tally = Tally::default();
+        let key = StreamKey {
+            tenant,
+            app: &app,
+            runner: &runner,
+            boot: &boot,
+        };
+        // Read only when a number below the dedup watermark comes.
+        let mut parts = None;
+        for mut record in records {
             if seen.contains(record.seq) {
                 continue;
             }
-            // Kept to the millisecond, as CloudWatch and Elasticsearch keep
-            // them: finer digits of a capture time are noise that costs two
-            // bytes a record to store. Order within a runner is kept by id.
-            let ts =
-                jiff::Timestamp::from_millisecond(record.ts.as_millisecond()).unwrap_or(record.ts);
-            let ts_ns = timestamp_ns(ts);
-            if seen
-                .newest_ts
-                .is_some_and(|newest| ts_ns < newest.saturating_sub(window_ns))
-            {
-                refused += 1;
-                oldest_refused =
-                    Some(oldest_refused.map_or(ts, |oldest: jiff::Timestamp| oldest.min(ts)));
+            if seen.may_be_in_parts(record.seq) {
+                let parts = parts.get_or_insert_with(|| self.read().parts.clone());
+                if dedup::in_parts(parts, key, record.seq) {
+                    continue;
+                }
+            }
+            // Before the clock rule: a time too old to hold is past any
+            // retention, and refused rather than moved to now.
+            if max_age.is_some_and(|max_age| {
+                retention::expired_record(clamped_ns(record.ts), clock.now, max_age)
+            }) {
+                tally.older_than_retention.add(record.ts);
                 continue;
+            }
+            let (ts_ns, retimed) = clock.accept(&mut record);
+            // The newest time a window is measured from is never ahead of
+            // what the clock rule lets in, even when it came from records
+            // stored before that rule (or under a larger skew).
+            let newest = seen.newest_ts.map(|newest| newest.min(clock.latest_ns));
+            if newest.is_some_and(|newest| ts_ns < newest.saturating_sub(window_ns)) {
+                tally.out_of_order.add(record.ts);
+                continue;
+            }
+            match retimed {
+                Some(RETIMED_CLOCK_SKEW) => tally.clock_skew += 1,
+                Some(_) => tally.out_of_range += 1,
+                None => {}
             }
             seen.insert(record.seq);
             seen.saw_time(ts_ns);
@@ -101,24 +133,16 @@ impl Inner {
                 record,
             ));
         }
-        let response = IngestResponse {
-            accepted: fresh.len(),
-            duplicates: total - fresh.len() - refused,
-            refused,
-            refused_reason: oldest_refused.map(|oldest| {
-                format!(
-                    "{refused} records (the oldest at {oldest}) were more than {} older than the newest record of runner {runner} (boot {boot}) and were refused: send each runner's records in time order, or raise the server's --out-of-order-window",
-                    humantime(self.options.out_of_order_window)
-                )
-            }),
-        };
-        {
-            let mut counters = self.counters();
-            counters.appended += response.accepted as u64;
-            counters.duplicates += response.duplicates as u64;
-            counters.refused_out_of_order += refused as u64;
-        }
+        let response = tally.response(
+            fresh.len(),
+            total,
+            max_age,
+            self.options.out_of_order_window,
+            &runner,
+            &boot,
+        );
         let Some(last) = fresh.last() else {
+            self.count(&response, &tally);
             return Ok(response);
         };
         let last_id = last.id;
@@ -131,7 +155,9 @@ impl Inner {
             source,
         };
         if let Err(error) = writer.wal.append_batch(tenant, &labels, &fresh) {
-            let seen = writer.dedup.stream(tenant, &labels.runner, &labels.boot);
+            let seen = writer
+                .dedup
+                .stream(tenant, &labels.app, &labels.runner, &labels.boot);
             for record in &fresh {
                 seen.remove(record.seq);
             }
@@ -169,6 +195,9 @@ impl Inner {
         if self.options.durability == Durability::SyncEachBatch {
             self.commit(last_id)?;
         }
+        // Counted once stored (and, when each batch is synced, durable): an
+        // append that failed stored nothing to count.
+        self.count(&response, &tally);
         Ok(response)
     }
 
@@ -185,7 +214,7 @@ impl Inner {
             return Ok(());
         };
         let blocked = batch.records.iter().find_map(|record| {
-            let day = crate::flush::day_number(timestamp_ns(record.ts));
+            let day = crate::flush::day_number(tailwater_model::filter::timestamp_ns(record.ts));
             days.contains(&day).then_some(day)
         });
         drop(unwritable);
@@ -200,6 +229,16 @@ impl Inner {
                 })
             }
         }
+    }
+
+    fn count(&self, response: &IngestResponse, tally: &Tally) {
+        let mut counters = self.counters();
+        counters.appended += response.accepted as u64;
+        counters.duplicates += response.duplicates as u64;
+        counters.refused_out_of_order += tally.out_of_order.count as u64;
+        counters.refused_older_than_retention += tally.older_than_retention.count as u64;
+        counters.retimed_clock_skew += tally.clock_skew as u64;
+        counters.retimed_out_of_range += tally.out_of_range as u64;
     }
 
     /// Makes ids up to `id` durable and visible: one fsync for every append
@@ -257,8 +296,139 @@ impl Inner {
 fn humantime(duration: Duration) -> String {
     let seconds = duration.as_secs();
     match seconds {
+        s if s % 86400 == 0 && s > 0 => format!("{}d", s / 86400),
         s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
+    }
+}
+
+/// The store's clock for one append: what a record's time may be.
+struct Clock {
+    now: jiff::Timestamp,
+    /// The latest time stored as it came: now plus the allowed skew.
+    latest: jiff::Timestamp,
+    latest_ns: i64,
+}
+
+impl Clock {
+    fn new(max_skew: Duration) -> Clock {
+        let now = jiff::Timestamp::now();
+        let latest = jiff::SignedDuration::try_from(max_skew)
+            .ok()
+            .and_then(|skew| now.checked_add(skew).ok())
+            .unwrap_or(jiff::Timestamp::MAX);
+        Clock {
+            now,
+            latest,
+            latest_ns: clamped_ns(latest),
+        }
+    }
+
+    /// The time `record` is stored at, in ns, and why it is not its own
+    /// when it is not (then its own is kept in [`ORIGINAL_TS_FIELD`] and
+    /// its `ts` becomes the store's).
+    fn accept(&self, record: &mut IngestRecord) -> (i64, Option<&'static str>) {
+        // Kept to the millisecond, as CloudWatch and Elasticsearch keep
+        // them: finer digits of a capture time are noise that costs two
+        // bytes a record to store. Order within a runner is kept by id.
+        let ts = jiff::Timestamp::from_millisecond(record.ts.as_millisecond()).unwrap_or(record.ts);
+        let retimed = if i64::try_from(ts.as_nanosecond()).is_err() {
+            Some(RETIMED_OUT_OF_RANGE)
+        } else if ts > self.latest {
+            Some(RETIMED_CLOCK_SKEW)
+        } else {
+            None
+        };
+        let Some(reason) = retimed else {
+            return (clamped_ns(ts), None);
+        };
+        let mut fields = record.fields.to_map();
+        fields.insert(ORIGINAL_TS_FIELD.into(), record.ts.to_string().into());
+        record.fields = tailwater_model::FieldsJson::from_map(&fields);
+        let now = jiff::Timestamp::from_millisecond(self.now.as_millisecond()).unwrap_or(self.now);
+        record.ts = now;
+        (clamped_ns(now), Some(reason))
+    }
+}
+
+fn clamped_ns(ts: jiff::Timestamp) -> i64 {
+    tailwater_model::filter::timestamp_ns(ts)
+}
+
+/// Records of one append refused for one reason: how many, and the oldest
+/// time among them.
+#[derive(Default)]
+struct Refused {
+    count: usize,
+    oldest: Option<jiff::Timestamp>,
+}
+
+impl Refused {
+    fn add(&mut self, ts: jiff::Timestamp) {
+        self.count += 1;
+        self.oldest = Some(self.oldest.map_or(ts, |oldest| oldest.min(ts)));
+    }
+}
+
+/// What one append refused and retimed.
+#[derive(Default)]
+struct Tally {
+    out_of_order: Refused,
+    older_than_retention: Refused,
+    clock_skew: usize,
+    out_of_range: usize,
+}
+
+impl Tally {
+    fn response(
+        &self,
+        accepted: usize,
+        total: usize,
+        max_age: Option<Duration>,
+        window: Duration,
+        runner: &str,
+        boot: &str,
+    ) -> IngestResponse {
+        let refused = self.out_of_order.count + self.older_than_retention.count;
+        let mut reasons = Vec::new();
+        if let Some(oldest) = self.older_than_retention.oldest {
+            reasons.push(format!(
+                "{} records (the oldest at {oldest}) were older than the app's retention of {} and were refused: they would be deleted at once; check the runner's clock, or raise the app's retention_days",
+                self.older_than_retention.count,
+                humantime(max_age.unwrap_or_default())
+            ));
+        }
+        if let Some(oldest) = self.out_of_order.oldest {
+            reasons.push(format!(
+                "{} records (the oldest at {oldest}) were more than {} older than the newest record of runner {runner} (boot {boot}) and were refused: send each runner's records in time order, or raise the server's --out-of-order-window",
+                self.out_of_order.count,
+                humantime(window)
+            ));
+        }
+        let by_reason = |pairs: [(&str, usize); 2]| {
+            pairs
+                .into_iter()
+                .filter(|(_, count)| *count > 0)
+                .map(|(reason, count)| (reason.to_owned(), count))
+                .collect()
+        };
+        IngestResponse {
+            accepted,
+            duplicates: total - accepted - refused,
+            refused,
+            refused_reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+            refused_by_reason: by_reason([
+                (REFUSED_OUT_OF_ORDER, self.out_of_order.count),
+                (
+                    REFUSED_OLDER_THAN_RETENTION,
+                    self.older_than_retention.count,
+                ),
+            ]),
+            retimed_by_reason: by_reason([
+                (RETIMED_CLOCK_SKEW, self.clock_skew),
+                (RETIMED_OUT_OF_RANGE, self.out_of_range),
+            ]),
+        }
     }
 }

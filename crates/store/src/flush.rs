@@ -58,6 +58,15 @@ impl Inner {
         Ok(())
     }
 
+    /// Frees the dedup ranges of what is now in parts (see
+    /// [`crate::dedup`]): with the writer lock, so no append adds to the
+    /// memtable meanwhile.
+    pub(crate) fn compact_dedup(&self) {
+        let mut writer = self.lock_writer();
+        let state = self.read();
+        writer.dedup.compact(|key| state.memtable.lowest_seq(key));
+    }
+
     /// Freezes the active table and flushes everything frozen.
     pub(crate) fn flush_all(&self) -> Result<(), StoreError> {
         {
@@ -113,6 +122,7 @@ impl Inner {
                     }
                 });
             }
+            self.compact_dedup();
             if held_records == 0 {
                 self.delete_segments_through(table.last_segment)?;
             }

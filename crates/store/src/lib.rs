@@ -8,7 +8,9 @@
 //! Inside, data flows one way:
 //!
 //! - every appended batch is checked against what is stored (duplicates are
-//!   skipped, records older than the out-of-order window refused), written
+//!   skipped, records older than the out-of-order window or their
+//!   retention refused, records dated too far ahead stored at the store's
+//!   time), written
 //!   to the write-ahead log ([`wal`]) and, by default, fsynced before
 //!   `append` returns (appends that arrive together share one fsync), so an
 //!   acknowledged record survives kill -9 and power loss ([`append`]);
@@ -176,6 +178,14 @@ pub struct Counters {
     pub duplicates: u64,
     /// Records refused for being older than the out-of-order window.
     pub refused_out_of_order: u64,
+    /// Records refused for being older than their app's retention.
+    pub refused_older_than_retention: u64,
+    /// Records stored at the store's time: dated further ahead than
+    /// [`StoreOptions::max_clock_skew`].
+    pub retimed_clock_skew: u64,
+    /// Records stored at the store's time: dated outside the times it can
+    /// hold.
+    pub retimed_out_of_range: u64,
     pub flushes: u64,
     pub merges: u64,
     /// Blocks merges wrote into their part as they were, without decoding.
@@ -290,6 +300,8 @@ impl Store {
     /// write-ahead log, then starts the background thread.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Store, StoreError> {
         let inner = Arc::new(open::open(dir, options)?);
+        // What the parts' footers filled dedup with is kept as watermarks.
+        inner.compact_dedup();
         let background = inner.options.background.then(|| {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -300,12 +312,28 @@ impl Store {
         Ok(Store { inner, background })
     }
 
-    /// Stores a batch from one runner. Records whose `(runner, boot, seq)`
-    /// is already stored are skipped and counted as duplicates, so a client
-    /// may retry a batch it is unsure about; records older than the
-    /// out-of-order window of their stream are refused and counted.
+    /// Stores a batch from one runner. Records whose `(app, runner, boot,
+    /// seq)` is already stored are skipped and counted as duplicates, so a
+    /// client may retry a batch it is unsure about; records older than the
+    /// out-of-order window of their stream are refused and counted; records
+    /// dated more than [`StoreOptions::max_clock_skew`] ahead, or outside
+    /// the times the store holds, are stored at the store's time with their
+    /// own in the field `original_ts`, and counted.
     pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch)
+        self.inner.append(tenant, batch, None)
+    }
+
+    /// [`Store::append`], and records so old that a retention of `max_age`
+    /// would delete their day at once (the rule of
+    /// [`Store::apply_retention`]) are refused and counted rather than
+    /// stored and deleted moments later.
+    pub fn append_within_retention(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        max_age: std::time::Duration,
+    ) -> Result<IngestResponse, StoreError> {
+        self.inner.append(tenant, batch, Some(max_age))
     }
 
     /// One page of `tenant`'s records matching the query, in time order.
@@ -657,6 +685,8 @@ fn dir_name(name: &str) -> String {
     folder
 }
 
+#[cfg(test)]
+mod append_tests;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]

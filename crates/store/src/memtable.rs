@@ -132,6 +132,23 @@ impl Memtable {
         self.active.created.elapsed()
     }
 
+    /// The lowest sequence number of `(tenant, app, runner, boot)` in any
+    /// table (what dedup compaction must keep answering from memory).
+    pub fn lowest_seq(&self, key: &crate::dedup::Key) -> Option<u64> {
+        let (tenant, app, runner, boot) = key;
+        std::iter::once(&self.active)
+            .chain(self.frozen.iter().map(|table| &**table))
+            .flat_map(|table| table.streams())
+            .filter(|(stream, _)| {
+                stream.tenant == *tenant
+                    && stream.labels.app == *app
+                    && stream.labels.runner == *runner
+                    && stream.labels.boot == *boot
+            })
+            .flat_map(|(_, rows)| rows.map(|row| row.seq))
+            .min()
+    }
+
     /// Frozen tables waiting for their first flush (held ones are not).
     pub fn frozen_count(&self) -> usize {
         self.frozen.iter().filter(|table| !table.held).count()

@@ -46,7 +46,8 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     for part in &parts {
         let tenant = &part.footer.partition.tenant;
         for (index, stream) in part.footer.streams.iter().enumerate() {
-            let seen = dedup.stream(tenant, &stream.labels.runner, &stream.labels.boot);
+            let labels = &stream.labels;
+            let seen = dedup.stream(tenant, &labels.app, &labels.runner, &labels.boot);
             for (start, end) in &stream.seq_ranges {
                 seen.insert_range(*start, *end);
             }
@@ -74,8 +75,9 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
                 Ok(batch) => {
                     let summary = FrameSummary::of(&batch);
                     let mut fresh = Vec::with_capacity(batch.rows.len());
+                    let labels = &batch.labels;
                     let seen =
-                        dedup.stream(&batch.tenant, &batch.labels.runner, &batch.labels.boot);
+                        dedup.stream(&batch.tenant, &labels.app, &labels.runner, &labels.boot);
                     for row in batch.rows {
                         last_id = last_id.max(row.id);
                         // Already flushed into a part before a crash cut the log's

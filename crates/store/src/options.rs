@@ -1,5 +1,5 @@
 //! What a store is told: durability, memory and merge bounds, the
-//! out-of-order window, and retention. Every limit has a named default.
+//! out-of-order window and clock skew, and retention. Every limit has a named default.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,6 +29,13 @@ pub const DEFAULT_MEMTABLE_MAX_AGE: Duration = Duration::from_secs(60);
 /// How far behind the newest record of its stream (runner and boot) a record
 /// may be and still be accepted, unless configured otherwise.
 pub const DEFAULT_OUT_OF_ORDER_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// How far ahead of the server's clock a record's time may be and still be
+/// stored as it is, unless configured otherwise. A record dated further
+/// ahead (a runner's clock set wrong) is stored at the server's time, its
+/// own kept in the field `original_ts`, and counted: it must not become the
+/// newest record of its stream, from which the out-of-order window would
+/// refuse every later line of that boot.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// This many parts of like size in a partition are merged into one, and
 /// each size tier is this many times the one below: a record is rewritten
 /// once per tier, so a wider merge rewrites it fewer times (at 10M
@@ -56,6 +63,8 @@ pub struct StoreOptions {
     pub memtable_max_bytes: usize,
     pub memtable_max_age: Duration,
     pub out_of_order_window: Duration,
+    /// See [`DEFAULT_MAX_CLOCK_SKEW`].
+    pub max_clock_skew: Duration,
     /// zstd level of blocks.
     pub zstd_level: i32,
     pub merge_min_parts: usize,
@@ -84,6 +93,7 @@ impl Default for StoreOptions {
             memtable_max_bytes: DEFAULT_MEMTABLE_MAX_BYTES,
             memtable_max_age: DEFAULT_MEMTABLE_MAX_AGE,
             out_of_order_window: DEFAULT_OUT_OF_ORDER_WINDOW,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,

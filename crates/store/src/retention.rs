@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::{Inner, Partition, Retention, StoreError};
 
@@ -45,9 +46,7 @@ pub(crate) fn apply(
             .get(&(partition.tenant.clone(), partition.app.clone()))
             .copied()
             .unwrap_or(retention.max_age);
-        if day_end(&partition.day)
-            .is_some_and(|end| now.as_second() - end.as_second() >= max_age.as_secs() as i64)
-        {
+        if day_end(&partition.day).is_some_and(|end| expired(end.as_second(), now, max_age)) {
             doomed.push(Deleted {
                 partition: partition.clone(),
                 parts: *parts,
@@ -121,6 +120,22 @@ fn remove_empty_folders(root: &Path, path: &Path) {
         }
         folder = dir.parent();
     }
+}
+
+/// Whether a day that ended at `day_end` (seconds since the epoch) is past
+/// a retention of `max_age` at `now`: the one rule of what retention
+/// deletes, and so of what ingest refuses as already too old.
+pub(crate) fn expired(day_end: i64, now: jiff::Timestamp, max_age: Duration) -> bool {
+    now.as_second().saturating_sub(day_end) >= i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Whether a record of time `ts_ns` is in a day past a retention of
+/// `max_age` at `now` (its day's partition would be deleted).
+pub(crate) fn expired_record(ts_ns: i64, now: jiff::Timestamp, max_age: Duration) -> bool {
+    const DAY: i64 = 24 * 60 * 60;
+    let second = ts_ns.div_euclid(1_000_000_000);
+    let day_end = (second.div_euclid(DAY) + 1).saturating_mul(DAY);
+    expired(day_end, now, max_age)
 }
 
 /// The end (next midnight, UTC) of a `YYYY-MM-DD` day.

@@ -693,7 +693,8 @@ fn at_day(app: &str, runner: &str, days_ago: i64, now: Timestamp) -> IngestBatch
 fn retention_deletes_whole_partitions_by_app_age() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    // In the past: records dated ahead of the clock are stored at its time.
+    let now = Timestamp::from_second(1_750_000_000).unwrap();
     store.append("t", at_day("short", "r1", 40, now)).unwrap();
     store.append("t", at_day("short", "r2", 1, now)).unwrap();
     store.append("t", at_day("long", "r3", 40, now)).unwrap();
@@ -727,7 +728,8 @@ fn retention_deletes_whole_partitions_by_app_age() {
 fn retention_by_disk_size_deletes_the_oldest_days_first() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
-    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    // In the past: records dated ahead of the clock are stored at its time.
+    let now = Timestamp::from_second(1_750_000_000).unwrap();
     for days_ago in [5, 3, 4, 1, 2] {
         store
             .append("t", at_day("a", &format!("r{days_ago}"), days_ago, now))

@@ -529,6 +529,19 @@ impl WalReader {
     }
 }
 
+/// A writer over `path` opened read-only, so every write fails as a full
+/// or failing disk makes it fail: for tests of what a failed append leaves.
+#[cfg(test)]
+pub fn failing_writer(path: &Path) -> WalWriter {
+    WalWriter {
+        file: Arc::new(File::open(path).expect("the segment opens for reading")),
+        path: path.to_owned(),
+        segment: u64::MAX,
+        len: 0,
+        frame: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,11 @@
 //! defaults on its first batch: agents need no prior step); its rate limits
 //! and the runner's (429 with `Retry-After`); then each record redacted
 //! ([`crate::redact`]) and held to the line limits, the server's own
-//! reports added, and the batch stored. What was refused, cut, redacted and
-//! stored is counted in [`crate::metrics`].
+//! reports added, and the batch stored (the store refuses records past the
+//! app's retention or the out-of-order window, and stores records dated
+//! past `--max-clock-skew` at its own time: the answer says how many, by
+//! reason). What was refused, retimed, cut, redacted and stored is counted
+//! in [`crate::metrics`].
 
 use std::time::Instant;
 
@@ -188,7 +191,13 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
 
     let total = batch.records.len();
     let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
-    let response = match state.runners.append(tenant, batch) {
+    let retention = settings
+        .as_ref()
+        .and_then(|settings| settings.retention_days)
+        .map_or(state.retention_max_age, |days| {
+            std::time::Duration::from_secs(u64::from(days) * 24 * 60 * 60)
+        });
+    let response = match state.runners.append(tenant, batch, retention) {
         Ok(response) => response,
         Err(error) => {
             if let Some(pending) = rate_report {
@@ -216,6 +225,22 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
         tenant: tenant.to_owned(),
         app: app.clone(),
     };
+    // Refused records are not stored, so a batch sent again is refused
+    // (and counted) again, as its answer says.
+    for (reason, count) in &response.refused_by_reason {
+        state
+            .metrics
+            .refused_records
+            .get_or_create(&labels(reason))
+            .inc_by(*count as u64);
+    }
+    for (reason, count) in &response.retimed_by_reason {
+        state
+            .metrics
+            .retimed_records
+            .get_or_create(&labels(reason))
+            .inc_by(*count as u64);
+    }
     // A batch sent again after a lost answer is all duplicates: its lines,
     // cuts, redactions and the agents' reports in it were counted the
     // first time.

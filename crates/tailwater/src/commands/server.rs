@@ -41,6 +41,12 @@ pub struct ServerArgs {
     /// still be stored; older ones are refused and counted.
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     out_of_order_window: std::time::Duration,
+    /// How far ahead of the server's clock a record's time may be; a record
+    /// dated further ahead is stored at the server's time, keeps its own in
+    /// the field original_ts, and is counted (so a runner's wrong clock
+    /// never makes its later lines look out of order).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    max_clock_skew: std::time::Duration,
     /// How long records are kept (whole days are deleted once past it).
     #[arg(long, default_value = "90d", value_parser = parse_duration)]
     retention: std::time::Duration,
@@ -160,6 +166,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
+    config.store.max_clock_skew = args.max_clock_skew;
     config.retention.max_age = args.retention;
     config.retention.max_total_bytes = args.max_disk_bytes;
     config.store.durability = match args.durability {

@@ -157,3 +157,43 @@ fn a_server_started_after_the_worker_still_receives_every_line_once() {
     assert_eq!(events.last(), Some(&"exit"));
     assert_eq!(records.len() - events.len(), 300);
 }
+
+#[test]
+fn lines_the_server_refuses_are_reported_in_the_runners_logs_and_on_stderr() {
+    let server = TestServer::start();
+    // A JSON line's own time is its record's: one from 2020 is past the
+    // server's retention (90 days), and refused inside a 200.
+    let output = run_worker(
+        &server,
+        "refused",
+        r#"echo '{"ts":"2020-01-01T00:00:00Z","msg":"from long ago"}'; echo 'a line of now'"#,
+    );
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("refused 1 lines of this runner") && stderr.contains("retention"),
+        "{stderr}"
+    );
+
+    let records = server.logs(&["--app", "refused"]);
+    let messages = messages(&records);
+    assert!(messages.contains(&"a line of now"), "{messages:?}");
+    assert!(!messages.contains(&"from long ago"), "{messages:?}");
+    let reports: Vec<_> = records
+        .iter()
+        .filter(|r| r["fields"]["event"] == "server_refused")
+        .collect();
+    assert_eq!(reports.len(), 1, "{records:#?}");
+    let report = reports[0];
+    assert_eq!(report["stream"], "system");
+    assert_eq!(report["fields"]["refused_lines"], 1);
+    assert_eq!(report["fields"]["refused_total"], 1);
+    assert_eq!(
+        report["fields"]["reasons"],
+        serde_json::json!({"older_than_retention": 1})
+    );
+    assert!(report["message"]
+        .as_str()
+        .unwrap()
+        .contains("older than the app's retention"));
+}
