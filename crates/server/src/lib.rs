@@ -12,6 +12,8 @@
 //! - [`redact`]: secrets replaced before storage.
 //! - [`metrics`]: the counters behind `GET /metrics`.
 //! - [`tls`]: HTTPS, when given a certificate and key.
+//! - [`serve`]: the accept loop and each connection's life (timeouts, the
+//!   connection cap), for HTTP and HTTPS alike.
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
 //!
@@ -26,6 +28,7 @@ pub mod metrics;
 pub mod redact;
 pub mod registry;
 pub mod runners;
+pub mod serve;
 pub mod tail;
 pub mod tls;
 
@@ -87,6 +90,8 @@ pub struct ServerConfig {
     /// How many matching records a live tail client may fall behind the
     /// newest before the ones it has not got are skipped and reported.
     pub tail_buffer: u64,
+    /// Header-read and idle timeouts, the connection cap, head sizes.
+    pub connections: serve::ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -107,6 +112,7 @@ impl ServerConfig {
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
+            connections: serve::ConnectionLimits::default(),
         }
     }
 }
@@ -254,24 +260,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })?;
     let addr = listener.local_addr()?;
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let metrics = state.metrics.clone();
     let app = api::router(state);
     let stopped = async move {
         let _ = shutdown_rx.await;
         stopping.send_replace(true);
     };
-    let task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }),
-        Some(tls) => tls::serve(listener, tls, app, stopped)?,
-    };
+    let task = serve::spawn(
+        listener,
+        tls,
+        app,
+        config.connections.clone(),
+        metrics,
+        stopped,
+    );
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: tokens and logs cross the network in clear; pass --tls-cert and --tls-key, or listen on 127.0.0.1 behind a TLS proxy"
+        );
+    }
     tracing::info!(%addr, scheme, data = %config.data_dir.display(), "tailwater server listening");
     Ok(RunningServer {
         addr,
