@@ -259,6 +259,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             )
         })?;
     let addr = listener.local_addr()?;
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: tokens and logs cross the network in clear; pass --tls-cert and --tls-key, or listen on 127.0.0.1 behind a TLS proxy"
+        );
+    }
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = state.metrics.clone();
     let app = api::router(state);
@@ -279,12 +285,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     } else {
         "http"
     };
-    if config.tls.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            "serving plain HTTP on a non-loopback address: tokens and logs cross the network in clear; pass --tls-cert and --tls-key, or listen on 127.0.0.1 behind a TLS proxy"
-        );
-    }
     tracing::info!(%addr, scheme, data = %config.data_dir.display(), "tailwater server listening");
     Ok(RunningServer {
         addr,

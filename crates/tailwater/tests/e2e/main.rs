@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod api;
 mod cli;
+mod connections;
 mod demo;
 mod dev;
 mod export;
