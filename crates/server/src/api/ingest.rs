@@ -23,7 +23,7 @@ use super::{only_tenant, ApiError};
 use crate::auth::{Action, Principal};
 use crate::limits::{self, CutTally, Refusal, Throttled};
 use crate::metrics::{AppLabels, PatternLabels, ReasonLabels};
-use crate::registry::validate_app_name;
+use crate::registry::{validate_app_name, RegistryError};
 use crate::AppState;
 use tailwater_store::StoreError;
 
@@ -140,18 +140,29 @@ struct Unavailable {
     message: &'static str,
 }
 
+const DISK_FULL: Unavailable = Unavailable {
+    status: StatusCode::INSUFFICIENT_STORAGE,
+    code: "disk_full",
+    message: "the server's disk is full: send the batch again after Retry-After (the server's operator must free space)",
+};
+
+/// Whether `error` comes, at any depth, from a full disk (or quota).
+fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let io = error.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
 impl Unavailable {
     fn of(error: &StoreError) -> Option<Unavailable> {
         match error {
-            StoreError::Io { source, .. }
-                if matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) =>
-            {
-                Some(Unavailable {
-                    status: StatusCode::INSUFFICIENT_STORAGE,
-                    code: "disk_full",
-                    message: "the server's disk is full: send the batch again after Retry-After (the server's operator must free space)",
-                })
-            }
+            error if is_disk_full(error) => Some(DISK_FULL),
             // Its reason may name another tenant's files: only the log has it.
             StoreError::Stalled(_) => Some(Unavailable {
                 status: StatusCode::SERVICE_UNAVAILABLE,
@@ -176,7 +187,16 @@ impl Unavailable {
 /// (the registry's file, redaction of a large batch, the store's fsync).
 fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result<Stored, ApiError> {
     let registry = &state.registry;
-    registry.ensure_app(tenant, &batch.app)?;
+    if let Err(error) = registry.ensure_app(tenant, &batch.app) {
+        if let RegistryError::Io(io) = &error {
+            if is_disk_full(io.as_ref()) {
+                tracing::warn!(error = %format!("{io:#}"), tenant, app = %batch.app, "ingest batch refused: the disk is full");
+                count_refused(state, tenant, &batch.app, DISK_FULL.code, Some(&batch));
+                return Ok(Stored::Unavailable(DISK_FULL));
+            }
+        }
+        return Err(error.into());
+    }
     let settings = registry.app(tenant, &batch.app).map(|app| app.settings);
     let app_rate = state.limits.app_rate(settings.as_ref());
     if let Err(throttled) = state.rates.admit(

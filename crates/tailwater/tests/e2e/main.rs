@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod demo;
 mod dev;
+mod disk_full;
 mod export;
 mod limits;
 mod logs;
