@@ -17,14 +17,13 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::http::{Request, StatusCode};
 use axum::response::IntoResponse;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -98,6 +97,9 @@ struct Conn {
     /// start: the oldest is evicted first, and timeouts run from it.
     since_ms: AtomicU64,
     wake: Notify,
+    /// A request was handed to the router and its answer's head is not
+    /// written yet: a head written while this is false is hyper's own.
+    dispatched: AtomicBool,
 }
 
 impl Conn {
@@ -228,6 +230,7 @@ async fn accept_loop(
             phase: AtomicU8::new(if tls.is_some() { HEAD } else { IDLE }),
             since_ms: AtomicU64::new(shared.now_ms()),
             wake: Notify::new(),
+            dispatched: AtomicBool::new(false),
         });
         shared
             .open
@@ -341,6 +344,7 @@ async fn serve_http<S>(
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let (conn, shared, mut app) = (conn.clone(), shared.clone(), app.clone());
             async move {
+                conn.dispatched.store(true, Ordering::Release);
                 conn.shift(&[IDLE, HEAD], BUSY, 0);
                 let response = match uri_too_long(&request, shared.limits.max_uri_bytes) {
                     Some(error) => error.into_response(),
@@ -355,12 +359,7 @@ async fn serve_http<S>(
                 // The request is in progress until its answer's body is
                 // done (a live tail's, only when the tail ends).
                 let done = RequestDone { conn, shared };
-                Ok::<_, Infallible>(response.map(move |body| {
-                    body.map_frame(move |frame| {
-                        let _ = &done;
-                        frame
-                    })
-                }))
+                Ok::<_, Infallible>(response.map(move |inner| DoneBody { inner, _done: done }))
             }
         })
     };
@@ -418,6 +417,34 @@ async fn serve_http<S>(
 /// Resolves once the server stops (its guard dropped: it is not `Send`).
 async fn stop_requested(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stopping| *stopping).await;
+}
+
+/// An answer's body, holding its request's [`RequestDone`] until hyper
+/// drops it; its size is the inner body's, so a known length is still sent
+/// as `content-length`.
+struct DoneBody {
+    inner: axum::body::Body,
+    _done: RequestDone,
+}
+
+impl hyper::body::Body for DoneBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Marks its connection idle again once dropped (with the answer's body).
@@ -500,20 +527,27 @@ struct Tracked<S> {
 }
 
 impl<S: AsyncWrite + Unpin> Tracked<S> {
-    /// Whether `bytes` start hyper's own answer: written while no request
-    /// is in progress, so no handler's.
+    /// Whether `bytes` start hyper's own answer: a final answer's head
+    /// with no request handed to the router since the last one.
     fn replaces(&mut self, bytes: &[u8]) -> bool {
         if self.replacement.is_some() {
             return true;
         }
-        if !matches!(self.conn.phase(), IDLE | HEAD) || !bytes.starts_with(b"HTTP/1.") {
+        if self.conn.phase() == UPGRADED || !bytes.starts_with(b"HTTP/1.") {
             return false;
         }
-        let status = bytes
+        let Some(status) = bytes
             .get(9..12)
             .and_then(|code| std::str::from_utf8(code).ok())
-            .and_then(|code| code.parse().ok());
-        match status.and_then(|status| json_answer(status, &self.shared.limits)) {
+            .and_then(|code| code.parse::<u16>().ok())
+        else {
+            return false;
+        };
+        // An interim answer (100 Continue) goes before a handler's own.
+        if status < 200 || self.conn.dispatched.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        match json_answer(status, &self.shared.limits) {
             Some(answer) => {
                 self.replacement = Some((answer, 0));
                 true

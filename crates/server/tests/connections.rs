@@ -49,7 +49,12 @@ async fn raw(server: &RunningServer, request: &[u8]) -> (u16, Value) {
         complete_body(&answer).unwrap_or_default()
     })
     .await
-    .expect("an answer within 10 s");
+    .unwrap_or_else(|_| {
+        panic!(
+            "no answer within 10 s to {:?}",
+            String::from_utf8_lossy(&request[..request.len().min(60)])
+        )
+    });
     let text = String::from_utf8_lossy(&answer).into_owned();
     let status = text
         .split(' ')
