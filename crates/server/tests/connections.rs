@@ -255,5 +255,15 @@ async fn silent_and_slow_connections_are_closed_but_live_tails_go_on() {
     })
     .await
     .expect("the WebSocket tail gets the new record");
-    server.shutdown().await.unwrap();
+
+    // Shutdown ends the tails and closes an idle connection at once.
+    let mut idle_at_stop = TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server.shutdown())
+        .await
+        .expect("shutdown is prompt with tails and idle connections open")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), closed(&mut idle_at_stop))
+        .await
+        .expect("the idle connection is closed by the shutdown");
+    drop((sse, ws));
 }
