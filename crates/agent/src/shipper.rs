@@ -222,6 +222,34 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
                 limited.waited += wait;
                 tokio::time::sleep(wait).await;
             }
+            Err(ClientError::Unavailable {
+                status,
+                retry_after,
+                message,
+                ..
+            }) => {
+                // The server cannot store for now (507: its disk is full;
+                // 503: its store is stalled): as after a 429, wait as long
+                // as it says, the lines staying in the spool.
+                outbox.release();
+                let wait = match retry_after {
+                    Some(asked) => asked
+                        .mul_f64(rand::random_range(1.0..1.25))
+                        .min(LONGEST_RETRY_AFTER),
+                    None => jittered(retry),
+                };
+                retry = (retry * 2).min(LONGEST_RETRY);
+                if !failing {
+                    failing = true;
+                    eprintln!(
+                        "tailwater: {} cannot store logs now ({status}: {message}); waiting {} as it asks, the lines stay in the spool at {}",
+                        client.server(),
+                        crate::format_duration(wait),
+                        outbox.dir().display()
+                    );
+                }
+                tokio::time::sleep(wait).await;
+            }
             Err(ClientError::Api {
                 status: 413,
                 message,

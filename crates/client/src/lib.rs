@@ -59,6 +59,16 @@ pub enum ClientError {
         code: String,
         message: String,
     },
+    /// 507 (the server's disk is full) or 503 (it cannot store for now):
+    /// nothing is wrong with the request; send it again after
+    /// `retry_after` when the server said how long.
+    #[error("{message}")]
+    Unavailable {
+        status: u16,
+        retry_after: Option<Duration>,
+        code: String,
+        message: String,
+    },
 }
 
 impl ClientError {
@@ -67,7 +77,8 @@ impl ClientError {
         match self {
             ClientError::Unreachable { .. }
             | ClientError::Protocol(_)
-            | ClientError::RateLimited { .. } => true,
+            | ClientError::RateLimited { .. }
+            | ClientError::Unavailable { .. } => true,
             ClientError::Api { status, .. } => *status >= 500,
             ClientError::InvalidUrl(_) => false,
         }
@@ -167,6 +178,21 @@ impl Client {
                 ),
             };
             return Err(ClientError::RateLimited {
+                retry_after,
+                code,
+                message,
+            });
+        }
+        if status == 503 || status == 507 {
+            let (code, message) = match parsed {
+                Ok(error) => (error.error.code, error.error.message),
+                Err(_) => (
+                    "unavailable".into(),
+                    format!("the server answered {status}: it cannot store for now"),
+                ),
+            };
+            return Err(ClientError::Unavailable {
+                status,
                 retry_after,
                 code,
                 message,

@@ -12,6 +12,8 @@
 //! - [`redact`]: secrets replaced before storage.
 //! - [`metrics`]: the counters behind `GET /metrics`.
 //! - [`tls`]: HTTPS, when given a certificate and key.
+//! - [`serve`]: the accept loop and each connection's life (timeouts, the
+//!   connection cap), for HTTP and HTTPS alike.
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
 //! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
@@ -29,6 +31,7 @@ pub mod recovery;
 pub mod redact;
 pub mod registry;
 pub mod runners;
+pub mod serve;
 pub mod tail;
 pub mod tls;
 
@@ -93,6 +96,8 @@ pub struct ServerConfig {
     /// What owners may keep in the registry: token name length, live tokens
     /// and apps per tenant.
     pub registry: registry::RegistryLimits,
+    /// Header-read and idle timeouts, the connection cap, head sizes.
+    pub connections: serve::ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -114,6 +119,7 @@ impl ServerConfig {
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
             registry: registry::RegistryLimits::default(),
+            connections: serve::ConnectionLimits::default(),
         }
     }
 }
@@ -272,20 +278,27 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             )
         })?;
     let addr = listener.local_addr()?;
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP on a non-loopback address: tokens and logs cross the network in clear; pass --tls-cert and --tls-key, or listen on 127.0.0.1 behind a TLS proxy"
+        );
+    }
     let (shutdown, shutdown_rx) = tokio::sync::oneshot::channel::<()>();
+    let metrics = state.metrics.clone();
     let app = api::router(state);
     let stopped = async move {
         let _ = shutdown_rx.await;
         stopping.send_replace(true);
     };
-    let task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }),
-        Some(tls) => tls::serve(listener, tls, app, stopped)?,
-    };
+    let task = serve::spawn(
+        listener,
+        tls,
+        app,
+        config.connections.clone(),
+        metrics,
+        stopped,
+    );
     let scheme = if config.tls.is_some() {
         "https"
     } else {

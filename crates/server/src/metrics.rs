@@ -77,6 +77,14 @@ pub struct Metrics {
     pub retimed_records: Counters<ReasonLabels>,
     tail_clients: Family<TenantLabels, Gauge>,
     query_seconds: Family<EndpointLabels, Histogram>,
+    /// Connections open now ([`crate::serve`]).
+    pub connections_open: Gauge,
+    connections_closed: Counters<CloseLabels>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub reason: String,
 }
 
 impl Metrics {
@@ -147,6 +155,17 @@ impl Metrics {
             query_seconds.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store)));
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "HTTP connections open now (WebSockets included)",
+            connections_open.clone(),
+        );
+        let connections_closed = counters(
+            &mut registry,
+            "connections_closed",
+            "Connections the server closed or refused by a connection limit, by reason (header_timeout, idle_timeout, evicted at --max-connections, refused with every place busy, accept_failed out of file descriptors, tls_handshake_failed)",
+        );
         Metrics {
             registry,
             ingested_lines,
@@ -161,7 +180,18 @@ impl Metrics {
             retimed_records,
             tail_clients,
             query_seconds,
+            connections_open,
+            connections_closed,
         }
+    }
+
+    /// Counts one connection closed or refused by a connection limit.
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&CloseLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// The exposition, as `GET /metrics` answers it.

@@ -1,19 +1,14 @@
 //! HTTPS: the certificate and key loaded once at start (rustls, with the
-//! `ring` provider), and the listener served through `axum-server`, which
-//! does each TLS handshake in the connection's own task, so a client that
-//! never finishes one holds up no other.
+//! `ring` provider). [`crate::serve`] does each TLS handshake in the
+//! connection's own task, so a client that never finishes one holds up no
+//! other.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::task::JoinHandle;
-
-/// How long requests in flight may take to finish once shutdown starts.
-const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where the certificate chain and private key are (PEM files).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +19,7 @@ pub struct TlsFiles {
 
 /// Reads and checks the certificate and key: a bad file stops the start
 /// with a message that names it.
-pub fn load(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
+pub fn load(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
     let certs = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .with_context(|| {
@@ -59,25 +54,5 @@ pub fn load(files: &TlsFiles) -> anyhow::Result<RustlsConfig> {
             )
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
-}
-
-/// Serves `app` over TLS on `listener` until `stopped` resolves, then
-/// finishes requests in flight (up to [`GRACE`]).
-pub(crate) fn serve(
-    listener: tokio::net::TcpListener,
-    config: RustlsConfig,
-    app: axum::Router,
-    stopped: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<JoinHandle<std::io::Result<()>>> {
-    let listener = listener.into_std()?;
-    let handle = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
-    tokio::spawn(async move {
-        stopped.await;
-        handle.graceful_shutdown(Some(GRACE));
-    });
-    Ok(tokio::spawn(async move {
-        server.serve(app.into_make_service()).await
-    }))
+    Ok(Arc::new(config))
 }

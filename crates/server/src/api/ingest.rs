@@ -26,8 +26,9 @@ use super::{only_tenant, ApiError};
 use crate::auth::{Action, Principal};
 use crate::limits::{self, CutTally, Refusal, Throttled};
 use crate::metrics::{AppLabels, PatternLabels, ReasonLabels};
-use crate::registry::validate_app_name;
+use crate::registry::{validate_app_name, RegistryError};
 use crate::AppState;
+use tailwater_store::StoreError;
 
 pub async fn ingest(
     State(state): State<AppState>,
@@ -135,19 +136,93 @@ pub async fn ingest(
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             Ok(response)
         }
+        Stored::Unavailable(unavailable) => Ok(unavailable.into_response()),
     }
 }
 
 enum Stored {
     Done(IngestResponse),
     Throttled(Throttled),
+    Unavailable(Unavailable),
+}
+
+/// How long a client is asked to wait (`Retry-After`) when the store
+/// cannot take writes for now, before it sends the batch again.
+pub const STORE_UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A batch the store cannot take for now, through no fault of the sender:
+/// a full disk (507) or a stalled store (503). Either way nothing is lost
+/// by sending it again after `Retry-After`: records already stored are
+/// recognised by their sequence numbers and not stored twice.
+struct Unavailable {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+const DISK_FULL: Unavailable = Unavailable {
+    status: StatusCode::INSUFFICIENT_STORAGE,
+    code: "disk_full",
+    message: "the server's disk is full: send the batch again after Retry-After (the server's operator must free space)",
+};
+
+/// Whether `error` comes, at any depth, from a full disk (or quota).
+fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        let io = error.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))) {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+impl Unavailable {
+    fn of(error: &StoreError) -> Option<Unavailable> {
+        match error {
+            error if is_disk_full(error) => Some(DISK_FULL),
+            // Its reason may name another tenant's files: only the log has it.
+            // This app's day alone: every other app goes on being stored.
+            StoreError::PartitionUnwritable { .. } => Some(Unavailable {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "unwritable",
+                message: "this app's records of that day cannot be written to disk for now (the server's log says why; other apps are not affected): send the batch again after Retry-After",
+            }),
+            StoreError::Stalled(_) => Some(Unavailable {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "store_stalled",
+                message: "the server cannot store records for now (its log says why): send the batch again after Retry-After",
+            }),
+            _ => None,
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = ApiError::new(self.status, self.code, self.message).into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(STORE_UNAVAILABLE_RETRY_AFTER.as_secs()),
+        );
+        response
+    }
 }
 
 /// The app's checks, limits and redaction, then the store: blocking work
 /// (the registry's file, redaction of a large batch, the store's fsync).
 fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result<Stored, ApiError> {
     let registry = &state.registry;
-    registry.ensure_app(tenant, &batch.app)?;
+    if let Err(error) = registry.ensure_app(tenant, &batch.app) {
+        if let RegistryError::Io(io) = &error {
+            if is_disk_full(io.as_ref()) {
+                tracing::warn!(error = %format!("{io:#}"), tenant, app = %batch.app, "ingest batch refused: the disk is full");
+                count_refused(state, tenant, &batch.app, DISK_FULL.code, Some(&batch));
+                return Ok(Stored::Unavailable(DISK_FULL));
+            }
+        }
+        return Err(error.into());
+    }
     let settings = registry.app(tenant, &batch.app).map(|app| app.settings);
     let app_rate = state.limits.app_rate(settings.as_ref());
     if let Err(throttled) = state.rates.admit(
@@ -203,22 +278,14 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
             if let Some(pending) = rate_report {
                 state.rates.restore(pending);
             }
-            if let tailwater_store::StoreError::PartitionUnwritable { .. } = error {
-                // This app's day only: every other app goes on being stored.
-                let labels = labels("unwritable");
-                let metrics = &state.metrics;
-                metrics.refused_batches.get_or_create(&labels).inc();
-                metrics
-                    .refused_lines
-                    .get_or_create(&labels)
-                    .inc_by(total as u64);
-                return Err(ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unwritable",
-                    error.to_string(),
-                ));
-            }
-            return Err(ApiError::internal(error));
+            return match Unavailable::of(&error) {
+                Some(unavailable) => {
+                    tracing::warn!(%error, tenant, app = %app, "ingest batch refused: the store cannot take writes now");
+                    count_refused_lines(state, tenant, &app, unavailable.code, total);
+                    Ok(Stored::Unavailable(unavailable))
+                }
+                None => Err(ApiError::internal(error)),
+            };
         }
     };
     let app_labels = AppLabels {
@@ -339,17 +406,27 @@ fn count_refused(
     reason: &str,
     batch: Option<&IngestBatch>,
 ) {
+    count_refused_lines(
+        state,
+        tenant,
+        app,
+        reason,
+        batch.map_or(0, |batch| batch.records.len()),
+    );
+}
+
+fn count_refused_lines(state: &AppState, tenant: &str, app: &str, reason: &str, lines: usize) {
     let labels = ReasonLabels {
         tenant: tenant.to_owned(),
         app: app.to_owned(),
         reason: reason.to_owned(),
     };
     state.metrics.refused_batches.get_or_create(&labels).inc();
-    if let Some(batch) = batch {
+    if lines > 0 {
         state
             .metrics
             .refused_lines
             .get_or_create(&labels)
-            .inc_by(batch.records.len() as u64);
+            .inc_by(lines as u64);
     }
 }

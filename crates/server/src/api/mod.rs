@@ -78,7 +78,49 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             ops::time_queries,
         ))
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// The errors axum answers by itself (a body over its limit, a method a
+/// route does not take, …) are plain text or empty: they are given the
+/// API's JSON shape here, so a client reads every error the same way.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_lowercase(),
+        Err(_) => String::new(),
+    };
+    let (code, hint) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "send a smaller body (ingest takes up to --max-batch-bytes, other calls 2 MiB)",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => (
+            "method_not_allowed",
+            "use a method this endpoint takes: see the API list in the README",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        status if status.is_server_error() => ("internal", "try again; the server log has details"),
+        _ => ("bad_request", "see the API list in the README"),
+    };
+    let what = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_lowercase()
+    } else {
+        text
+    };
+    ApiError::new(status, code, format!("{what}: {hint}")).into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

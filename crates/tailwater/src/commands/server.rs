@@ -135,6 +135,27 @@ pub struct ServerArgs {
     /// it has not got are skipped; it is told how many, with a cursor.
     #[arg(long, default_value_t = tailwater_server::tail::DEFAULT_TAIL_BUFFER)]
     tail_buffer: u64,
+    /// How long a client may take to send a request's head once it starts
+    /// (over TLS: from connecting to the end of the handshake); past it the
+    /// connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_read_timeout: std::time::Duration,
+    /// How long a connection may wait for its next request (or its first)
+    /// before it is closed. Live tails are never cut while they stream.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    idle_timeout: std::time::Duration,
+    /// Connections open at once, at most (fewer if `ulimit -n` does not
+    /// allow them). At the cap a new connection takes the place of the one
+    /// waiting longest with no request in progress.
+    #[arg(long, default_value_t = tailwater_server::serve::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Longest request head (request line and headers), in bytes; past it
+    /// the answer is 431.
+    #[arg(long, default_value_t = tailwater_server::serve::DEFAULT_MAX_HEADER_BYTES)]
+    max_header_bytes: usize,
+    /// Longest URI (path and query), in bytes; past it the answer is 414.
+    #[arg(long, default_value_t = tailwater_server::serve::DEFAULT_MAX_URI_BYTES)]
+    max_uri_bytes: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -163,6 +184,13 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
     config.tail_buffer = args.tail_buffer;
+    config.connections = tailwater_server::serve::ConnectionLimits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: args.max_connections.max(1),
+        max_header_bytes: args.max_header_bytes,
+        max_uri_bytes: args.max_uri_bytes,
+    };
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;

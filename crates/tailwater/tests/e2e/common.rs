@@ -51,7 +51,37 @@ impl TestServer {
 
     /// A server on `port` over `data` with more `tailwater server` flags.
     pub fn start_on_with(port: u16, data: &Path, flags: &[&str]) -> TestServer {
-        let child = Command::new(binary())
+        TestServer::start_command(port, data, flags, Command::new(binary()))
+    }
+
+    /// A server on `port` over `data` that may open at most `open_files`
+    /// files (sockets included), as under `ulimit -n`.
+    pub fn start_with_open_files(
+        port: u16,
+        data: &Path,
+        flags: &[&str],
+        open_files: u64,
+    ) -> TestServer {
+        use std::os::unix::process::CommandExt;
+        let mut command = Command::new(binary());
+        // SAFETY: setrlimit is async-signal-safe and touches only the child.
+        unsafe {
+            command.pre_exec(move || {
+                let limit = libc::rlimit {
+                    rlim_cur: open_files,
+                    rlim_max: open_files,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        TestServer::start_command(port, data, flags, command)
+    }
+
+    fn start_command(port: u16, data: &Path, flags: &[&str], mut command: Command) -> TestServer {
+        let child = command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data)
             .args(flags)
