@@ -47,12 +47,10 @@
 
 use std::sync::Arc;
 
+use crate::ownership::{RequestStarts, Settling, Verdict};
+use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
-use tailwater_store::Store;
-
-use crate::ownership::RequestStarts;
-use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 
 pub use crate::registry::generate_secret as generate_token;
 
@@ -203,7 +201,7 @@ impl Principal {
         request: Option<&str>,
         app: Option<&str>,
         registry: &Registry,
-        store: &Arc<Store>,
+        settling: &Arc<Settling>,
     ) -> Result<Option<CallerView>, Denied> {
         self.allow(Action::ReadLogs)?;
         if self.scope != Scope::Caller {
@@ -232,7 +230,7 @@ impl Principal {
             tenant: tenant.to_owned(),
             app: self.app.clone(),
             token_id: self.token_id.clone(),
-            starts: Arc::new(RequestStarts::new(store.clone(), tenant, request)),
+            starts: Arc::new(RequestStarts::new(settling.clone(), tenant, request)),
         }))
     }
 }
@@ -263,18 +261,31 @@ impl std::fmt::Debug for CallerView {
 }
 
 impl CallerView {
-    /// Checked per record, as it leaves, by every read of records
-    /// (history, tail, export, histogram): privacy changes and a
-    /// `request_start` stored after the read began apply at once.
-    /// Blocking: may read the store (see [`RequestStarts::recorded`]).
+    /// Whether the record is shown now, by every read of records that
+    /// cannot wait (history, export, histogram): a record of a request
+    /// whose ownership is not settled is not. Blocking, as
+    /// [`CallerView::judge`].
     pub fn sees(&self, record: &LogRecord, registry: &Registry) -> bool {
-        record.request_id.as_deref() == Some(self.starts.request_id())
-            && self.sees_request_of(&record.app, registry)
+        self.judge(record, registry) == Verdict::Show
     }
 
-    /// Whether this caller may read the request as `app` holds it: records
-    /// of `app` visible to it, and `app`'s first `request_start` recorded
-    /// this caller or none. Blocking, as [`CallerView::sees`].
+    /// What this caller gets of a record, checked per record as it leaves
+    /// (a live tail holds a [`Verdict::Hold`] back and asks again):
+    /// privacy changes and a `request_start` stored after the read began
+    /// apply at once. Blocking: may read the store (see
+    /// [`RequestStarts::recorded`]).
+    pub fn judge(&self, record: &LogRecord, registry: &Registry) -> Verdict {
+        if record.request_id.as_deref() != Some(self.starts.request_id())
+            || !self.sees_app(&record.app, registry)
+        {
+            return Verdict::Hide;
+        }
+        self.starts.recorded(&record.app).verdict(&self.token_id)
+    }
+
+    /// Whether this caller may read the request as `app` holds it now:
+    /// records of `app` visible to it, and `app`'s request settled to this
+    /// caller or to anyone. Blocking, as [`CallerView::sees`].
     pub fn sees_request_of(&self, app: &str, registry: &Registry) -> bool {
         self.sees_app(app, registry) && self.starts.recorded(app).admits(&self.token_id)
     }

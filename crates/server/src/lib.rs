@@ -88,6 +88,10 @@ pub struct ServerConfig {
     /// How many matching records a live tail client may fall behind the
     /// newest before the ones it has not got are skipped and reported.
     pub tail_buffer: u64,
+    /// How long after a request's first line its gateway's `request_start`
+    /// naming a caller must be stored; a request without one is shown to
+    /// callers once its first line is half as old again.
+    pub request_owner_grace: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -108,6 +112,7 @@ impl ServerConfig {
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
+            request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
         }
     }
 }
@@ -135,6 +140,8 @@ pub struct AppState {
     pub runners: Arc<Runners>,
     pub tail_buffer: u64,
     pub tail_stats: Arc<tail::TailStats>,
+    /// When records were stored: settles requests with no recorded caller.
+    pub settling: Arc<ownership::Settling>,
 }
 
 impl AppState {
@@ -160,6 +167,10 @@ impl AppState {
         let mut metrics = Metrics::new(store.clone());
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
+        let settling = Arc::new(ownership::Settling::new(
+            store.clone(),
+            config.request_owner_grace,
+        ));
         Ok(AppState {
             metrics: Arc::new(metrics),
             store,
@@ -175,6 +186,7 @@ impl AppState {
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,
             tail_stats,
+            settling,
             histogram_max_records: config.histogram_max_records.max(1),
         })
     }

@@ -352,6 +352,12 @@ impl Collector for TailCollector {
             "tail_missed_records",
             "Records those notices skipped (the clients can read them by the notice's cursor)",
             self.0.missed_records(),
+        )?;
+        encode_counter(
+            &mut encoder,
+            "tail_holds",
+            "Times a caller's live tail held records back until their request's owner settled (--request-owner-grace)",
+            self.0.holds(),
         )
     }
 }

@@ -98,7 +98,9 @@ pub async fn ingest(
     match outcome {
         Stored::Done(response) => {
             if response.accepted > 0 {
-                state.new_records.send_replace(state.store.last_id());
+                let last_id = state.store.last_id();
+                state.settling.stamp(last_id);
+                state.new_records.send_replace(last_id);
             }
             Ok(Json(response).into_response())
         }

@@ -115,6 +115,12 @@ pub struct ServerArgs {
     /// it has not got are skipped; it is told how many, with a cursor.
     #[arg(long, default_value_t = tailwater_server::tail::DEFAULT_TAIL_BUFFER)]
     tail_buffer: u64,
+    /// How long after a request's first line its gateway's request_start
+    /// naming the caller must be stored. Until then (and half as long
+    /// again) callers see none of the request; one with no recorded caller
+    /// by then is any caller's of the app.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    request_owner_grace: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -143,6 +149,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
     config.tail_buffer = args.tail_buffer;
+    config.request_owner_grace = args.request_owner_grace;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
