@@ -11,7 +11,10 @@
 //! - a caller sees one request at a time, of its tenant (of its app, when
 //!   the token names one), never of a private app, and, when that app has a
 //!   `request_start` of that request naming a caller token, only if the
-//!   first such start to arrive (whatever its time says) names its own.
+//!   first such start to arrive (whatever its time says) names its own;
+//!   and only once the request's owner is settled: every read is checked
+//!   after the hold (`--request-owner-grace` and half again) has passed,
+//!   and the ingest takes less than the grace, so every start counts.
 //!
 //! Every read path is held to the model: history, live tail over SSE and
 //! WebSocket (opened before the records exist), export, histogram,
@@ -201,21 +204,33 @@ async fn run(seed: u64) {
             for websocket in [false, true] {
                 let path = format!("/v1/logs/tail{query}");
                 let open = Tail::open(world.server.addr, &path, &token.secret, websocket).await;
-                tails.push((
-                    token.clone(),
-                    request.map(str::to_owned),
-                    tokio::spawn(open.read()),
-                ));
+                tails.push((token.clone(), request.map(str::to_owned), open));
             }
         }
     }
 
+    let grace = tailwater_server::ownership::DEFAULT_REQUEST_OWNER_GRACE;
+    let ingest_began = tokio::time::Instant::now();
     ingest_randomly(&mut rng, &world, &mut model, seed).await;
+    assert!(
+        ingest_began.elapsed() < grace,
+        "seed {seed}: the ingest took {:?}, longer than the grace {grace:?} a gateway's start has: the model cannot tell which starts count",
+        ingest_began.elapsed()
+    );
+    // The rule is about time: a request with no recorded caller is any
+    // caller's once its first line is older than the hold. Past it, every
+    // request's owner is settled.
+    tokio::time::sleep_until(tokio::time::Instant::now() + grace * 3 / 2).await;
 
-    // Every path, every token.
+    // Every path, every token. The tails have followed the store since
+    // before the ingest; what they hold for their clients is read now.
     for token in &world.tokens {
         check_reads(&world.server, token, &model, seed).await;
     }
+    let tails: Vec<_> = tails
+        .into_iter()
+        .map(|(token, request, open)| (token, request, tokio::spawn(open.read())))
+        .collect();
     for (token, request, handle) in tails {
         let want = model.visible(&token, request.as_deref());
         let got = handle.await.unwrap();
