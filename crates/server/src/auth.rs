@@ -18,14 +18,14 @@
 //!    | action | admin | owner | ingest | caller |
 //!    |---|---|---|---|---|
 //!    | ingest | yes | yes | its app only | no |
-//!    | read logs (history, tail) | yes | yes | no | one request at a time (`request=`), never a private app; only its app if it has one |
+//!    | read logs (history, tail) | yes | yes | no | one request at a time (`request=`), never a private app; only its app if it has one; once its owner settled (6.) |
 //!    | create tenants | yes | no | no | no |
 //!    | list tenants | all | its own | no | no |
 //!    | change a tenant's defaults | yes | its own | no | no |
 //!    | create, list, revoke tokens | yes | its tenant's, never admin tokens | no | no |
 //!    | create, list, change apps | yes | yes | no | no |
 //!    | read runners (`/v1/runners`) | yes | yes | no | no |
-//!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. |
+//!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. and 6. |
 //!
 //!    Refusals are 403 `forbidden` and say what the token may do.
 //! 4. **Private apps.** A caller that names a private app (`app=`, or its
@@ -39,11 +39,19 @@
 //!    gets 404 from `/v1/requests/{id}` and its logs, and no record from
 //!    `/v1/logs?request=`, its tail, export or histogram, exactly as for a
 //!    request that does not exist. Checked per record, as it leaves
-//!    ([`CallerView::sees`]), against the first `request_start` naming a
-//!    caller (in ingest order) of the record's own app ([`crate::ownership`]): a start stored
-//!    after a tail opened applies to that tail at once, and another app's
-//!    start decides nothing about this app's records. Runners of one app
-//!    are one trust domain (one ingest token speaks for all of them).
+//!    ([`CallerView::judge`]), against the first `request_start` naming a
+//!    caller (in ingest order) of the record's own app
+//!    ([`crate::ownership`]): a start stored after a tail opened applies to
+//!    that tail at once, and another app's start decides nothing about
+//!    this app's records. Runners of one app are one trust domain (one
+//!    ingest token speaks for all of them).
+//! 6. **Ownership settles first.** No caller sees a record of a request
+//!    whose owner in its app is not settled: by a start naming a caller,
+//!    or by the hold (`--request-owner-grace` and half again) passing
+//!    since the app's first record of it with none (then any caller of the
+//!    app). Until then history, export and histogram leave it out,
+//!    `/v1/requests/{id}` is 404, and a live tail holds it back
+//!    ([`crate::tail`]). Owners and admins are never held back.
 
 use std::sync::Arc;
 
