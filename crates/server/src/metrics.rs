@@ -73,6 +73,7 @@ pub struct Metrics {
     pub redactions: Counters<PatternLabels>,
     pub agent_throttled_lines: Counters<AppLabels>,
     pub agent_dropped_lines: Counters<ReasonLabels>,
+    pub late_request_starts: Counters<AppLabels>,
     tail_clients: Family<TenantLabels, Gauge>,
     query_seconds: Family<EndpointLabels, Histogram>,
 }
@@ -121,6 +122,11 @@ impl Metrics {
             "agent_dropped_lines",
             "Lines agents report they dropped, by reason (spool_full, rejected_by_server, ...)",
         );
+        let late_request_starts = counters(
+            &mut registry,
+            "late_request_starts",
+            "request_start records naming a caller stored more than --request-owner-grace after their request's first line: kept with the caller as 'late_caller', deciding nothing",
+        );
         let tail_clients = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "tail_clients",
@@ -145,6 +151,7 @@ impl Metrics {
             redactions,
             agent_throttled_lines,
             agent_dropped_lines,
+            late_request_starts,
             tail_clients,
             query_seconds,
         }

@@ -38,7 +38,10 @@
 //!   before anyone judges) with no such start, any caller of the app.
 //!
 //! A gateway must store its start within the grace of the request's first
-//! line; one slower than the hold has no effect on records already shown.
+//! line. Settled is final: a start naming a caller that ingest stores
+//! later than that decides nothing ([`Settling::mark_late_starts`] keeps
+//! its caller as `late_caller` and counts it), so what a tail has already
+//! sent stays what history shows.
 //! Until it settles, a caller's history leaves the records out and its live
 //! tail holds them back (and everything after them, so ids stay in order
 //! and `Last-Event-ID` never jumps over a held record), sending them once
@@ -60,7 +63,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tailwater_model::{Filter, LogRecord, Matcher, Stream};
+use tailwater_model::wire::IngestRecord;
+use tailwater_model::{FieldsJson, Filter, LogRecord, Matcher, Stream};
 use tailwater_store::Store;
 
 /// The first record (lowest id) of request `request_id` of `tenant`'s
@@ -147,6 +151,12 @@ impl Settling {
     /// `newest`: a request whose app's first record is at or below it, and
     /// which has no start naming a caller up to `newest`, is any caller's.
     pub fn settled_through(&self, newest: u64) -> u64 {
+        self.stored_before(self.hold(), newest)
+    }
+
+    /// The newest id stored at least `age` ago (`age` at most the hold),
+    /// and no newer than `newest`.
+    fn stored_before(&self, age: Duration, newest: u64) -> u64 {
         self.stamp(self.store.last_id());
         let now = Instant::now();
         let stamps = self
@@ -156,9 +166,46 @@ impl Settling {
         stamps
             .iter()
             .rev()
-            .find(|(when, _)| *when + self.hold() <= now)
+            .find(|(when, _)| *when + age <= now)
             .map_or(0, |(_, id)| *id)
             .min(newest)
+    }
+
+    /// Makes every `request_start` naming a caller in `records` (of
+    /// `tenant`'s `app`) that comes later than the grace after its
+    /// request's first stored record decide nothing: its `caller` is kept
+    /// as `late_caller`. Readers settle such a request to anyone only after
+    /// the hold, half a grace later, so a start stored in time is read
+    /// before anyone settles without it (unless storing it takes longer
+    /// than that half). Returns how many were late. Blocking: reads the
+    /// store's request index, for such starts only.
+    pub fn mark_late_starts(&self, tenant: &str, app: &str, records: &mut [IngestRecord]) -> u64 {
+        let mut late = 0;
+        for record in records {
+            let Some(request_id) = &record.request_id else {
+                continue;
+            };
+            if record.stream != Stream::System {
+                continue;
+            }
+            let mut fields = record.fields.to_map();
+            let is_start =
+                fields.get("event").and_then(|event| event.as_str()) == Some("request_start");
+            if !is_start || !fields.contains_key("caller") {
+                continue;
+            }
+            let newest = self.store.last_id();
+            let first = first_record(&self.store, tenant, app, request_id);
+            if first.is_none_or(|first| first > self.stored_before(self.grace, newest)) {
+                continue;
+            }
+            if let Some(caller) = fields.remove("caller") {
+                fields.insert("late_caller".to_owned(), caller);
+            }
+            record.fields = FieldsJson::from_map(&fields);
+            late += 1;
+        }
+        late
     }
 }
 
@@ -342,8 +389,7 @@ impl RequestStarts {
 mod tests {
     use super::*;
     use serde_json::json;
-    use tailwater_model::wire::{IngestBatch, IngestRecord};
-    use tailwater_model::FieldsJson;
+    use tailwater_model::wire::IngestBatch;
     use tailwater_store::StoreOptions;
 
     /// One record of request `r` by `runner` of `app`, dated `seq` seconds

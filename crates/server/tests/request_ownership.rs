@@ -574,4 +574,43 @@ async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_set
         let (status, info) = call(&server, "GET", "/v1/requests/r-5", token, None).await;
         assert_eq!((status, info["records"].as_u64()), (200, Some(2)), "{info}");
     }
+
+    // A gateway's start naming a caller, stored later than the grace:
+    // the request stays any caller's, in history as in the tail that has
+    // it; the start keeps its caller as `late_caller`, and is counted.
+    let (_, late_id) = token(&server, "caller", None).await;
+    ingest(
+        &server,
+        TOKEN,
+        records("pub", "gateway", "r-5", 0, &[start(&late_id)]),
+    )
+    .await;
+    assert_eq!(
+        until_message(&mut a_ws, "request started").await,
+        ["request started"]
+    );
+    let (status, page) = call(
+        &server,
+        "GET",
+        "/v1/logs?request=r-5&direction=forward",
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(messages(&page), ["lone 1", "lone 2", "request started"]);
+    assert_eq!(
+        page["records"][2]["fields"],
+        json!({"event": "request_start", "late_caller": late_id}),
+        "{page}"
+    );
+    let (status, metrics) = call(&server, "GET", "/metrics", TOKEN, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"tailwater_late_request_starts_total{tenant="default",app="pub"} 1"#),
+        "{metrics}"
+    );
 }

@@ -170,6 +170,20 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
         batch.records.push(pending.record.clone());
     }
 
+    let late = state
+        .settling
+        .mark_late_starts(tenant, &batch.app, &mut batch.records);
+    if late > 0 {
+        tracing::info!(tenant, app = %batch.app, late, "request_start records naming a caller came later than --request-owner-grace after their request's first line; they decide nothing");
+        state
+            .metrics
+            .late_request_starts
+            .get_or_create(&AppLabels {
+                tenant: tenant.to_owned(),
+                app: batch.app.clone(),
+            })
+            .inc_by(late);
+    }
     let total = batch.records.len();
     let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
     let response = match state.runners.append(tenant, batch) {
