@@ -118,7 +118,7 @@ impl Settling {
     /// How long a request with no recorded caller waits before any caller
     /// of its app sees it: the grace and half of it again.
     pub fn hold(&self) -> Duration {
-        self.grace + self.grace / 2
+        self.grace.saturating_add(self.grace / 2)
     }
 
     /// Notes that every record up to `last_id` is stored by now.
@@ -136,13 +136,23 @@ impl Settling {
         let len = stamps.len();
         // Every other stamp at least `spacing` apart: the newest moves
         // forward (later, so never wrong) instead of piling up.
-        if len >= 2 && stamps[len - 2].0 + spacing > now {
+        if len >= 2
+            && stamps[len - 2]
+                .0
+                .checked_add(spacing)
+                .is_none_or(|then| then > now)
+        {
             stamps[len - 1] = (now, last_id);
         } else {
             stamps.push_back((now, last_id));
         }
         let hold = self.hold();
-        while stamps.len() >= 2 && stamps[1].0 + hold <= now {
+        while stamps.len() >= 2
+            && stamps[1]
+                .0
+                .checked_add(hold)
+                .is_some_and(|then| then <= now)
+        {
             stamps.pop_front();
         }
     }
@@ -166,7 +176,7 @@ impl Settling {
         stamps
             .iter()
             .rev()
-            .find(|(when, _)| *when + age <= now)
+            .find(|(when, _)| when.checked_add(age).is_some_and(|then| then <= now))
             .map_or(0, |(_, id)| *id)
             .min(newest)
     }

@@ -118,7 +118,8 @@ pub struct ServerArgs {
     /// How long after a request's first line its gateway's request_start
     /// naming the caller must be stored. Until then (and half as long
     /// again) callers see none of the request; one with no recorded caller
-    /// by then is any caller's of the app.
+    /// by then is any caller's of the app. 0s: a request's start must come
+    /// in the batch of its first line.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     request_owner_grace: std::time::Duration,
 }
