@@ -18,14 +18,14 @@
 //!    | action | admin | owner | ingest | caller |
 //!    |---|---|---|---|---|
 //!    | ingest | yes | yes | its app only | no |
-//!    | read logs (history, tail) | yes | yes | no | one request at a time (`request=`), never a private app; only its app if it has one |
+//!    | read logs (history, tail) | yes | yes | no | one request at a time (`request=`), never a private app; only its app if it has one; once its owner settled (6.) |
 //!    | create tenants | yes | no | no | no |
 //!    | list tenants | all | its own | no | no |
 //!    | change a tenant's defaults | yes | its own | no | no |
 //!    | create, list, revoke tokens | yes | its tenant's, never admin tokens | no | no |
 //!    | create, list, change apps | yes | yes | no | no |
 //!    | read runners (`/v1/runners`) | yes | yes | no | no |
-//!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. |
+//!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. and 6. |
 //!
 //!    Refusals are 403 `forbidden` and say what the token may do.
 //! 4. **Private apps.** A caller that names a private app (`app=`, or its
@@ -39,20 +39,26 @@
 //!    gets 404 from `/v1/requests/{id}` and its logs, and no record from
 //!    `/v1/logs?request=`, its tail, export or histogram, exactly as for a
 //!    request that does not exist. Checked per record, as it leaves
-//!    ([`CallerView::sees`]), against the first `request_start` naming a
-//!    caller (in ingest order) of the record's own app ([`crate::ownership`]): a start stored
-//!    after a tail opened applies to that tail at once, and another app's
-//!    start decides nothing about this app's records. Runners of one app
-//!    are one trust domain (one ingest token speaks for all of them).
+//!    ([`CallerView::judge`]), against the first `request_start` naming a
+//!    caller (in ingest order) of the record's own app
+//!    ([`crate::ownership`]): a start stored after a tail opened applies to
+//!    that tail at once, and another app's start decides nothing about
+//!    this app's records. Runners of one app are one trust domain (one
+//!    ingest token speaks for all of them).
+//! 6. **Ownership settles first.** No caller sees a record of a request
+//!    whose owner in its app is not settled: by a start naming a caller,
+//!    or by the hold (`--request-owner-grace` and half again) passing
+//!    since the app's first record of it with none (then any caller of the
+//!    app). Until then history, export and histogram leave it out,
+//!    `/v1/requests/{id}` is 404, and a live tail holds it back
+//!    ([`crate::tail`]). Owners and admins are never held back.
 
 use std::sync::Arc;
 
+use crate::ownership::{RequestStarts, Settling, Verdict};
+use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
-use tailwater_store::Store;
-
-use crate::ownership::RequestStarts;
-use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 
 pub use crate::registry::generate_secret as generate_token;
 
@@ -203,7 +209,7 @@ impl Principal {
         request: Option<&str>,
         app: Option<&str>,
         registry: &Registry,
-        store: &Arc<Store>,
+        settling: &Arc<Settling>,
     ) -> Result<Option<CallerView>, Denied> {
         self.allow(Action::ReadLogs)?;
         if self.scope != Scope::Caller {
@@ -232,7 +238,7 @@ impl Principal {
             tenant: tenant.to_owned(),
             app: self.app.clone(),
             token_id: self.token_id.clone(),
-            starts: Arc::new(RequestStarts::new(store.clone(), tenant, request)),
+            starts: Arc::new(RequestStarts::new(settling.clone(), tenant, request)),
         }))
     }
 }
@@ -263,18 +269,31 @@ impl std::fmt::Debug for CallerView {
 }
 
 impl CallerView {
-    /// Checked per record, as it leaves, by every read of records
-    /// (history, tail, export, histogram): privacy changes and a
-    /// `request_start` stored after the read began apply at once.
-    /// Blocking: may read the store (see [`RequestStarts::recorded`]).
+    /// Whether the record is shown now, by every read of records that
+    /// cannot wait (history, export, histogram): a record of a request
+    /// whose ownership is not settled is not. Blocking, as
+    /// [`CallerView::judge`].
     pub fn sees(&self, record: &LogRecord, registry: &Registry) -> bool {
-        record.request_id.as_deref() == Some(self.starts.request_id())
-            && self.sees_request_of(&record.app, registry)
+        self.judge(record, registry) == Verdict::Show
     }
 
-    /// Whether this caller may read the request as `app` holds it: records
-    /// of `app` visible to it, and `app`'s first `request_start` recorded
-    /// this caller or none. Blocking, as [`CallerView::sees`].
+    /// What this caller gets of a record, checked per record as it leaves
+    /// (a live tail holds a [`Verdict::Hold`] back and asks again):
+    /// privacy changes and a `request_start` stored after the read began
+    /// apply at once. Blocking: may read the store (see
+    /// [`RequestStarts::recorded`]).
+    pub fn judge(&self, record: &LogRecord, registry: &Registry) -> Verdict {
+        if record.request_id.as_deref() != Some(self.starts.request_id())
+            || !self.sees_app(&record.app, registry)
+        {
+            return Verdict::Hide;
+        }
+        self.starts.recorded(&record.app).verdict(&self.token_id)
+    }
+
+    /// Whether this caller may read the request as `app` holds it now:
+    /// records of `app` visible to it, and `app`'s request settled to this
+    /// caller or to anyone. Blocking, as [`CallerView::sees`].
     pub fn sees_request_of(&self, app: &str, registry: &Registry) -> bool {
         self.sees_app(app, registry) && self.starts.recorded(app).admits(&self.token_id)
     }

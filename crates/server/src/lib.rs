@@ -98,6 +98,10 @@ pub struct ServerConfig {
     pub registry: registry::RegistryLimits,
     /// Header-read and idle timeouts, the connection cap, head sizes.
     pub connections: serve::ConnectionLimits,
+    /// How long after a request's first line its gateway's `request_start`
+    /// naming a caller must be stored; a request without one is shown to
+    /// callers once its first line is half as old again.
+    pub request_owner_grace: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -120,6 +124,7 @@ impl ServerConfig {
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
             registry: registry::RegistryLimits::default(),
             connections: serve::ConnectionLimits::default(),
+            request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
         }
     }
 }
@@ -150,6 +155,8 @@ pub struct AppState {
     /// How long records are kept unless their app says otherwise: ingest
     /// refuses records already past it.
     pub retention_max_age: std::time::Duration,
+    /// When records were stored: settles requests with no recorded caller.
+    pub settling: Arc<ownership::Settling>,
 }
 
 impl AppState {
@@ -177,6 +184,10 @@ impl AppState {
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
         metrics.watch_registry(registry.clone());
+        let settling = Arc::new(ownership::Settling::new(
+            store.clone(),
+            config.request_owner_grace,
+        ));
         Ok(AppState {
             metrics: Arc::new(metrics),
             store,
@@ -192,6 +203,7 @@ impl AppState {
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,
             tail_stats,
+            settling,
             histogram_max_records: config.histogram_max_records.max(1),
             retention_max_age: config.retention.max_age,
         })

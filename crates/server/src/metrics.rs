@@ -75,6 +75,7 @@ pub struct Metrics {
     pub agent_dropped_lines: Counters<ReasonLabels>,
     pub refused_records: Counters<ReasonLabels>,
     pub retimed_records: Counters<ReasonLabels>,
+    pub late_request_starts: Counters<AppLabels>,
     tail_clients: Family<TenantLabels, Gauge>,
     query_seconds: Family<EndpointLabels, Histogram>,
     /// Connections open now ([`crate::serve`]).
@@ -141,6 +142,11 @@ impl Metrics {
             "ingest_retimed_records",
             "Records stored at the server's time instead of their own, by reason (clock_skew: ahead by more than --max-clock-skew; time_out_of_range), each keeping its own in the field original_ts",
         );
+        let late_request_starts = counters(
+            &mut registry,
+            "late_request_starts",
+            "request_start records naming a caller stored more than --request-owner-grace after their request's first line: kept with the caller as 'late_caller', deciding nothing",
+        );
         let tail_clients = Family::<TenantLabels, Gauge>::default();
         registry.register(
             "tail_clients",
@@ -178,6 +184,7 @@ impl Metrics {
             agent_dropped_lines,
             refused_records,
             retimed_records,
+            late_request_starts,
             tail_clients,
             query_seconds,
             connections_open,
@@ -437,6 +444,12 @@ impl Collector for TailCollector {
             "tail_missed_records",
             "Records those notices skipped (the clients can read them by the notice's cursor)",
             self.0.missed_records(),
+        )?;
+        encode_counter(
+            &mut encoder,
+            "tail_holds",
+            "Times a caller's live tail held records back until their request's owner settled (--request-owner-grace)",
+            self.0.holds(),
         )
     }
 }

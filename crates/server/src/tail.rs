@@ -16,6 +16,15 @@
 //! [`MissedNotice`] instead (how many, and an [`IdRange`] cursor that
 //! `GET /v1/logs` pages through to fetch exactly those), then the records
 //! stored after them. Skipping is counted in [`TailStats`] and logged.
+//!
+//! A caller's record whose request's ownership is not settled yet
+//! ([`crate::ownership`]) is held back: the follower stops just before it
+//! and reads it again from the store (on each new record, and every
+//! [`HOLD_POLL`]) until it settles, then sends it or passes it by. What
+//! follows it waits too, so records leave in id order and a client that
+//! resumes after the last id it got never skips a held one. Holding keeps
+//! nothing in memory (the store is the buffer) and never delays ingest;
+//! each time a tail starts holding is counted in [`TailStats`].
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +36,7 @@ use tailwater_store::Store;
 use tokio::sync::{mpsc, watch};
 
 use crate::metrics::{Metrics, TailClientGuard};
+use crate::ownership::Verdict;
 use crate::AppState;
 
 /// How many matching records a live tail client may fall behind the newest
@@ -39,6 +49,9 @@ const CHANNEL_MESSAGES: usize = 256;
 const READ_BATCH: usize = 512;
 /// Records one store read counts at most while a client is behind.
 const COUNT_BATCH: usize = 4096;
+/// How often a follower holding a record back looks again whether its
+/// request has settled, when nothing new is stored meanwhile.
+pub const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What a tail client gets, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -51,10 +64,10 @@ pub enum TailEvent {
     },
 }
 
-/// Whether a client may see a record (a caller's view: private apps, the
-/// request's recorded caller). Called off the async threads: it may read
-/// the store.
-pub type Sees = Arc<dyn Fn(&LogRecord) -> bool + Send + Sync>;
+/// What a client gets of a record (a caller's view: private apps, the
+/// request's recorded caller, held while that is not settled). Called off
+/// the async threads: it may read the store.
+pub type Sees = Arc<dyn Fn(&LogRecord) -> Verdict + Send + Sync>;
 /// Whether a client may still receive anything (its token is live).
 pub type Allowed = Arc<dyn Fn() -> bool + Send + Sync>;
 
@@ -74,9 +87,15 @@ pub struct TailStats {
     clients: AtomicU64,
     missed_notices: AtomicU64,
     missed_records: AtomicU64,
+    holds: AtomicU64,
 }
 
 impl TailStats {
+    /// Times a caller's tail held a record back until its request settled.
+    pub fn holds(&self) -> u64 {
+        self.holds.load(Ordering::Relaxed)
+    }
+
     /// Tail clients connected now.
     pub fn clients(&self) -> u64 {
         self.clients.load(Ordering::Relaxed)
@@ -155,6 +174,7 @@ pub fn follow(state: &AppState, subscription: Subscription) -> Tail {
         newest: state.new_records.subscribe(),
         stopping: state.stopping.subscribe(),
         sender,
+        holding: false,
     };
     tokio::spawn(follower.run());
     Tail { events, allowed }
@@ -179,6 +199,8 @@ struct Follower {
     newest: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     sender: mpsc::Sender<TailEvent>,
+    /// Whether the record after `sent` is held back now.
+    holding: bool,
 }
 
 impl Follower {
@@ -206,27 +228,48 @@ impl Follower {
                 return STOP;
             };
             let read_everything = records.len() < READ_BATCH;
-            for (record, visible) in records {
+            let mut held = false;
+            for (record, verdict) in records {
                 let id = record.id;
-                if visible {
-                    match self.sender.try_send(TailEvent::Record(record)) {
+                match verdict {
+                    Verdict::Show => match self.sender.try_send(TailEvent::Record(record)) {
                         Ok(()) if id <= self.counted_to => {
                             self.behind = self.behind.saturating_sub(1)
                         }
                         Ok(()) => {}
                         Err(mpsc::error::TrySendError::Full(_)) => return GO_ON,
                         Err(mpsc::error::TrySendError::Closed(_)) => return STOP,
+                    },
+                    Verdict::Hide => {}
+                    // It and what follows wait, in the store.
+                    Verdict::Hold => {
+                        held = true;
+                        break;
                     }
                 }
                 self.sent = id;
             }
-            if !read_everything {
+            if held && !self.holding {
+                self.stats.holds.fetch_add(1, Ordering::Relaxed);
+            }
+            self.holding = held;
+            if !read_everything && !held {
                 continue;
             }
-            // Non-matching records up to here need no second look.
-            self.sent = self.sent.max(stored_up_to);
+            if !held {
+                // Non-matching records up to here need no second look.
+                self.sent = self.sent.max(stored_up_to);
+            }
+            // A held record settles with time as well as with new records.
+            let poll = async {
+                match held {
+                    true => tokio::time::sleep(HOLD_POLL).await,
+                    false => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = self.newest.changed() => if changed.is_err() { return STOP },
+                _ = poll => {}
                 _ = self.stopping.wait_for(|stopping| *stopping) => return STOP,
                 _ = self.sender.closed() => return STOP,
             }
@@ -291,10 +334,10 @@ impl Follower {
     }
 
     /// Up to `limit` matching records with ids above `after`, each with
-    /// whether the client may see it, judged as it is read: the check may
+    /// what the client gets of it, judged as it is read: the check may
     /// read the store too (a request's recorded caller), so it runs off the
     /// async threads.
-    async fn read(&self, after: u64, limit: usize) -> Option<Vec<(LogRecord, bool)>> {
+    async fn read(&self, after: u64, limit: usize) -> Option<Vec<(LogRecord, Verdict)>> {
         let store = self.store.clone();
         let (tenant, filter, sees) = (
             self.subscription.tenant.clone(),
@@ -306,8 +349,8 @@ impl Follower {
             records
                 .into_iter()
                 .map(|record| {
-                    let visible = sees(&record);
-                    (record, visible)
+                    let verdict = sees(&record);
+                    (record, verdict)
                 })
                 .collect()
         };
@@ -325,11 +368,12 @@ impl Follower {
             }
             let records = self.read(position, COUNT_BATCH).await?;
             let done = records.len() < COUNT_BATCH;
-            for (record, visible) in records
+            for (record, verdict) in records
                 .iter()
                 .take_while(|(record, _)| record.id <= through)
             {
-                count += u64::from(*visible);
+                // A held record is one the client may yet get.
+                count += u64::from(*verdict != Verdict::Hide);
                 position = record.id;
             }
             if done || position >= through || records.last().is_some_and(|(r, _)| r.id > through) {

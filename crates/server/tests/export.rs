@@ -20,7 +20,8 @@ fn batch(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
 }
 
 async fn server() -> (tempfile::TempDir, RunningServer, Client) {
-    common::server(tailwater_server::tail::DEFAULT_TAIL_BUFFER).await
+    // Callers export requests with no recorded caller here at once.
+    common::server_with(|config| config.request_owner_grace = std::time::Duration::ZERO).await
 }
 
 /// `GET /v1/export?query` with `token` and extra headers: status, headers,

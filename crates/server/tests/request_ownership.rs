@@ -437,3 +437,180 @@ async fn an_ingest_token_of_another_app_cannot_take_over_a_request() {
         assert_eq!(histogram["total"], json!(total), "{histogram}");
     }
 }
+
+#[tokio::test]
+async fn lines_stored_before_the_gateways_start_reach_only_the_caller_it_names() {
+    let (_dir, server, _admin) = common::server(tailwater_server::tail::DEFAULT_TAIL_BUFFER).await;
+    let (a, _a_id) = token(&server, "caller", None).await;
+    let (b, b_id) = token(&server, "caller", None).await;
+    let url = format!("http://{}", server.addr);
+    let request = LogsParams {
+        request: Some("r-9".into()),
+        ..LogsParams::default()
+    };
+    let (a_caller, b_caller) = (
+        Client::new(&url, &a).unwrap(),
+        Client::new(&url, &b).unwrap(),
+    );
+    let mut a_sse = Box::pin(a_caller.tail(&request, None).await.unwrap());
+    let mut b_sse = Box::pin(b_caller.tail(&request, None).await.unwrap());
+    let mut a_ws = websocket_records(websocket_tail(&server, &a, "r-9").await);
+    let mut b_ws = websocket_records(websocket_tail(&server, &b, "r-9").await);
+
+    // The app's own lines of r-9 reach the server before its gateway's
+    // start, which names caller B: two senders, a race.
+    ingest(
+        &server,
+        TOKEN,
+        records(
+            "pub",
+            "pub-1",
+            "r-9",
+            0,
+            &[line("early 1"), line("early 2")],
+        ),
+    )
+    .await;
+    ingest(
+        &server,
+        TOKEN,
+        records("pub", "gateway", "r-9", 0, &[start(&b_id), line("b line")]),
+    )
+    .await;
+    // A record A may see, once its own request (of app side, no recorded
+    // caller) settles: after it, A's tail has had all it will get.
+    ingest(
+        &server,
+        TOKEN,
+        records("side", "side-1", "r-9", 0, &[line("side marker")]),
+    )
+    .await;
+
+    let everything = [
+        "early 1",
+        "early 2",
+        "request started",
+        "b line",
+        "side marker",
+    ];
+    let got = [
+        ("a sse", until_message(&mut a_sse, "side marker").await),
+        ("a websocket", until_message(&mut a_ws, "side marker").await),
+        ("b sse", until_message(&mut b_sse, "side marker").await),
+        ("b websocket", until_message(&mut b_ws, "side marker").await),
+    ];
+    let want = [
+        ("a sse", vec!["side marker"]),
+        ("a websocket", vec!["side marker"]),
+        ("b sse", everything.to_vec()),
+        ("b websocket", everything.to_vec()),
+    ];
+    assert_eq!(
+        got.map(|(how, got)| (how, got.join(", "))),
+        want.map(|(how, want)| (how, want.join(", ")))
+    );
+    // History agrees.
+    for (token, want) in [(&a, &["side marker"][..]), (&b, &everything[..])] {
+        let (status, page) = call(
+            &server,
+            "GET",
+            "/v1/logs?request=r-9&direction=forward",
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(messages(&page), want);
+    }
+    // B resuming from before the request with Last-Event-ID gets it all
+    // again, in order: nothing held was passed by.
+    let mut resumed = Box::pin(b_caller.tail(&request, Some(0)).await.unwrap());
+    assert_eq!(until_message(&mut resumed, "side marker").await, everything);
+}
+
+#[tokio::test]
+async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_settles() {
+    let (_dir, server, _admin) = common::server(tailwater_server::tail::DEFAULT_TAIL_BUFFER).await;
+    let (a, _) = token(&server, "caller", None).await;
+    let (c, _) = token(&server, "caller", Some("pub")).await;
+    let mut a_ws = websocket_records(websocket_tail(&server, &a, "r-5").await);
+    let hold = tailwater_server::ownership::DEFAULT_REQUEST_OWNER_GRACE * 3 / 2;
+
+    let sent = std::time::Instant::now();
+    ingest(
+        &server,
+        TOKEN,
+        records("pub", "pub-1", "r-5", 0, &[line("lone 1"), line("lone 2")]),
+    )
+    .await;
+    // Not settled yet: no caller sees it, nor its request page.
+    let (status, page) = call(&server, "GET", "/v1/logs?request=r-5", &a, None).await;
+    assert_eq!((status, messages(&page).len()), (200, 0), "{page}");
+    let (status, info) = call(&server, "GET", "/v1/requests/r-5", &c, None).await;
+    assert_eq!(status, 404, "{info}");
+    assert!(
+        sent.elapsed() < hold,
+        "the checks above ran within the hold"
+    );
+
+    // The tail gets it once settled, never before.
+    assert_eq!(
+        until_message(&mut a_ws, "lone 2").await,
+        ["lone 1", "lone 2"]
+    );
+    assert!(sent.elapsed() >= hold, "held for {:?}", sent.elapsed());
+    // Then every caller of the app, in history and by its request page.
+    for token in [&a, &c] {
+        let (status, page) = call(
+            &server,
+            "GET",
+            "/v1/logs?request=r-5&direction=forward",
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(messages(&page), ["lone 1", "lone 2"]);
+        let (status, info) = call(&server, "GET", "/v1/requests/r-5", token, None).await;
+        assert_eq!((status, info["records"].as_u64()), (200, Some(2)), "{info}");
+    }
+
+    // A gateway's start naming a caller, stored later than the grace:
+    // the request stays any caller's, in history as in the tail that has
+    // it; the start keeps its caller as `late_caller`, and is counted.
+    let (_, late_id) = token(&server, "caller", None).await;
+    ingest(
+        &server,
+        TOKEN,
+        records("pub", "gateway", "r-5", 0, &[start(&late_id)]),
+    )
+    .await;
+    assert_eq!(
+        until_message(&mut a_ws, "request started").await,
+        ["request started"]
+    );
+    let (status, page) = call(
+        &server,
+        "GET",
+        "/v1/logs?request=r-5&direction=forward",
+        &c,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(messages(&page), ["lone 1", "lone 2", "request started"]);
+    assert_eq!(
+        page["records"][2]["fields"],
+        json!({"event": "request_start", "late_caller": late_id}),
+        "{page}"
+    );
+    let (status, metrics) = call(&server, "GET", "/metrics", TOKEN, None).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains(r#"tailwater_late_request_starts_total{tenant="default",app="pub"} 1"#),
+        "{metrics}"
+    );
+}

@@ -119,7 +119,9 @@ pub async fn ingest(
     match outcome {
         Stored::Done(response) => {
             if response.accepted > 0 {
-                state.new_records.send_replace(state.store.last_id());
+                let last_id = state.store.last_id();
+                state.settling.stamp(last_id);
+                state.new_records.send_replace(last_id);
             }
             Ok(Json(response).into_response())
         }
@@ -264,6 +266,20 @@ fn store_batch(state: &AppState, tenant: &str, mut batch: IngestBatch) -> Result
         batch.records.push(pending.record.clone());
     }
 
+    let late = state
+        .settling
+        .mark_late_starts(tenant, &batch.app, &mut batch.records);
+    if late > 0 {
+        tracing::info!(tenant, app = %batch.app, late, "request_start records naming a caller came later than --request-owner-grace after their request's first line; they decide nothing");
+        state
+            .metrics
+            .late_request_starts
+            .get_or_create(&AppLabels {
+                tenant: tenant.to_owned(),
+                app: batch.app.clone(),
+            })
+            .inc_by(late);
+    }
     let total = batch.records.len();
     let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
     let retention = settings

@@ -20,6 +20,7 @@ use tailwater_model::{Filter, IdRange, LogRecord};
 use super::read::Skipped;
 use super::{take_tenant, ApiError};
 use crate::auth::{CallerView, Principal};
+use crate::ownership::Verdict;
 use crate::tail::{self, Subscription, Tail, TailEvent};
 use crate::AppState;
 
@@ -48,7 +49,7 @@ pub(crate) async fn params(
         params.request.as_deref(),
         params.app.as_deref(),
         &state.registry,
-        &state.store,
+        &state.settling,
     )?;
     Ok((params, tenant, view))
 }
@@ -202,9 +203,9 @@ pub(crate) fn serve_tail(
         .or(after)
         .unwrap_or_else(|| state.store.last_id());
     let registry = state.registry.clone();
-    let sees = move |record: &LogRecord| {
-        view.as_ref()
-            .is_none_or(|view| view.sees(record, &registry))
+    let sees = move |record: &LogRecord| match &view {
+        None => Verdict::Show,
+        Some(view) => view.judge(record, &registry),
     };
     let (registry, token_id) = (state.registry.clone(), principal.token_id.clone());
     let subscription = Subscription {

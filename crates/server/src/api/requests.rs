@@ -119,7 +119,7 @@ async fn visible_request(
     tenant: &str,
     id: &str,
 ) -> Result<(RequestSummary, Lifecycle), ApiError> {
-    let view = principal.log_view(tenant, Some(id), None, &state.registry, &state.store)?;
+    let view = principal.log_view(tenant, Some(id), None, &state.registry, &state.settling)?;
     let (store, registry) = (state.store.clone(), state.registry.clone());
     let (tenant, request) = (tenant.to_owned(), id.to_owned());
     let find = move || find_request(&store, &registry, view.as_ref(), &tenant, &request);

@@ -17,11 +17,18 @@ pub const TOKEN: &str = "tw_server_test";
 /// A server whose live tail clients may fall `tail_buffer` records behind,
 /// and a client with its admin token.
 pub async fn server(tail_buffer: u64) -> (tempfile::TempDir, RunningServer, Client) {
+    server_with(|config| config.tail_buffer = tail_buffer).await
+}
+
+/// A server configured by `configure`, and a client with its admin token.
+pub async fn server_with(
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (tempfile::TempDir, RunningServer, Client) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path().to_owned());
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.bootstrap_token = Some(TOKEN.into());
-    config.tail_buffer = tail_buffer;
+    configure(&mut config);
     let server = start(config).await.unwrap();
     let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
     (dir, server, client)

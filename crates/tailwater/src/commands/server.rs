@@ -156,6 +156,13 @@ pub struct ServerArgs {
     /// Longest URI (path and query), in bytes; past it the answer is 414.
     #[arg(long, default_value_t = tailwater_server::serve::DEFAULT_MAX_URI_BYTES)]
     max_uri_bytes: usize,
+    /// How long after a request's first line its gateway's request_start
+    /// naming the caller must be stored. Until then (and half as long
+    /// again) callers see none of the request; one with no recorded caller
+    /// by then is any caller's of the app. 0s: a request's start must come
+    /// in the batch of its first line.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    request_owner_grace: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -191,6 +198,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         max_header_bytes: args.max_header_bytes,
         max_uri_bytes: args.max_uri_bytes,
     };
+    config.request_owner_grace = args.request_owner_grace;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;
