@@ -166,7 +166,7 @@ impl Snapshot {
                 .store
                 .query(&self.tenant, &query)
                 .map_err(std::io::Error::other)?;
-            skipped.add(&page.skipped);
+            skipped.add(&page.skipped, self.view.as_ref(), &self.state.registry);
             for record in &page.records {
                 let visible = self
                     .view

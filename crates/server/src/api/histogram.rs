@@ -74,7 +74,7 @@ pub async fn histogram(
         loop {
             query.limit = MAX_PAGE_LIMIT.min(max_records - scanned).max(1);
             let page = store.query(&tenant, &query)?;
-            skipped.add(&page.skipped);
+            skipped.add(&page.skipped, view.as_ref(), &registry);
             scanned += page.records.len();
             let oldest = page.records.last().map(|record| record.ts);
             for record in &page.records {

@@ -77,7 +77,7 @@ pub async fn history(
                 records: page.records,
                 next_cursor: page.next.map(|cursor| cursor.encode()),
                 as_of: page.as_of,
-                incomplete: Skipped::of(&page.skipped),
+                incomplete: Skipped::of(&page.skipped, view.as_ref(), &state.registry),
             }
         }
         Some(range) => {
@@ -86,6 +86,7 @@ pub async fn history(
                     "a missed-records cursor reads forward, in ingest order: leave direction out",
                 ));
             }
+            let (view, registry) = (view.clone(), state.registry.clone());
             tokio::task::spawn_blocking(move || {
                 let as_of = store.last_id();
                 let (mut records, skipped) =
@@ -103,7 +104,7 @@ pub async fn history(
                     records,
                     next_cursor: next.map(|range| range.encode()),
                     as_of,
-                    incomplete: Skipped::of(&skipped),
+                    incomplete: Skipped::of(&skipped, view.as_ref(), &registry),
                 }
             })
             .await

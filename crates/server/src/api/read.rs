@@ -12,6 +12,8 @@ use tailwater_model::{Filter, Query};
 use tailwater_store::SkippedBlock;
 
 use super::ApiError;
+use crate::auth::CallerView;
+use crate::registry::Registry;
 use crate::AppState;
 
 /// `params` as a page query, under the server's limits: a bad or too
@@ -47,8 +49,13 @@ pub(crate) struct Skipped {
 }
 
 impl Skipped {
-    pub fn add(&mut self, skipped: &[SkippedBlock]) {
-        for block in skipped {
+    /// Notes the blocks of apps `view` may read (all, for owners): a caller
+    /// is not told of damage in apps it cannot see, nor so that they exist.
+    pub fn add(&mut self, skipped: &[SkippedBlock], view: Option<&CallerView>, registry: &Registry) {
+        let visible = skipped
+            .iter()
+            .filter(|block| view.is_none_or(|view| view.sees_app(&block.partition.app, registry)));
+        for block in visible {
             if self.blocks.insert((block.part.clone(), block.block)) {
                 self.records += block.records;
             }
@@ -62,9 +69,13 @@ impl Skipped {
     }
 
     /// [`Skipped::incomplete`] of one page's skipped blocks.
-    pub fn of(skipped: &[SkippedBlock]) -> Option<Incomplete> {
+    pub fn of(
+        skipped: &[SkippedBlock],
+        view: Option<&CallerView>,
+        registry: &Registry,
+    ) -> Option<Incomplete> {
         let mut once = Skipped::default();
-        once.add(skipped);
+        once.add(skipped, view, registry);
         once.incomplete()
     }
 }
