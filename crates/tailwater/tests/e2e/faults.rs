@@ -681,12 +681,15 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
     let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
     let data = disk.path.join("data");
     let port = free_port();
-    let mut server = TestServer::start_on(port, &data);
+    // Small memtables: flushes into parts meet the full disk too.
+    let flags = ["--memtable-max-bytes", "200000"];
+    let mut server = TestServer::start_on_with(port, &data, &flags);
     // The agents' spools stay off the full disk: the server's is the fault.
     server.spool = dir.path().join("spool");
-    // A ballast leaves the server half a megabyte: less than the lines need.
+    // A ballast leaves the server 64 KiB: less than a
+    // memtable's log.
     let ballast = disk.path.join("ballast");
-    let headroom = 512 * 1024;
+    let headroom = 64 * 1024;
     std::fs::write(&ballast, vec![0u8; (disk.free_bytes() - headroom) as usize]).unwrap();
 
     let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
@@ -742,7 +745,7 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
     // What the full disk left in the log reads back whole after a crash.
     let spool = server.spool.clone();
     server.kill_9();
-    let mut server = TestServer::start_on(port, &data);
+    let mut server = TestServer::start_on_with(port, &data, &flags);
     server.spool = spool;
     let (stored, _) = stored_lines(&server);
     let missing = missing_lines(&stored, &runners, CHUNKS * CHUNK_LINES);
