@@ -776,3 +776,36 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
     );
     assert_eq!(metric(&server, "tailwater_store_wal_lost_regions_total"), 0);
 }
+
+/// The known gap the log test allows for, made deterministic: two batches
+/// acknowledged over HTTP, the server killed, one byte of the second (the
+/// log's last frame) flipped. Nothing follows the damage, so recovery takes
+/// it for a write the crash cut short and reports no loss, while an
+/// acknowledged batch is gone. Ignored until recovery can tell the two
+/// apart (for example by recording how far the log was acknowledged).
+#[test]
+#[ignore = "known gap: an acknowledged last frame of the log, damaged, is taken for a torn write"]
+fn a_damaged_acknowledged_last_frame_is_reported_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = TestServer::start_on(port, &data);
+    for seqs in [0..50, 50..100] {
+        let batch = ingest_batch("faults", "fault-9", seqs);
+        let (status, body) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&batch));
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill_9();
+    let (segment, _, frames) = live_segment(&data);
+    let last = frames.last().unwrap();
+    flip_byte(&segment, (last.bytes.start + last.bytes.end) / 2);
+    let server = TestServer::start_on(port, &data);
+    let stored = server.logs(&["--app", "faults", "--since", "1h"]).len() as u64;
+    let lost = metric(&server, "tailwater_store_wal_lost_records_total");
+    assert_eq!(
+        stored + lost,
+        100,
+        "{} acknowledged records missing, {lost} reported lost",
+        100 - stored
+    );
+}
