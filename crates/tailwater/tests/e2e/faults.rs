@@ -448,7 +448,7 @@ fn a_flipped_byte_in_the_log_costs_its_frame_and_is_reported_exactly() {
             // counted as a torn tail and its bytes kept in `damaged/`, not
             // reported as lost. A known gap: when the frame had been
             // acknowledged, its lines are missing with no loss reported
-            // (reported with issue 15).
+            // (`a_damaged_acknowledged_last_frame_is_reported_lost`, ignored).
             // What holds: nothing else is missing, and the bytes are kept.
             let last = frames.last().unwrap();
             assert_eq!((regions, records), (0, 0));
