@@ -4,15 +4,22 @@
 //! their spools and send it again, and the server keeps every acknowledged
 //! batch and deduplicates what is sent twice.
 //!
-//! The moments are drawn from a seed printed at the start;
+//! Then damage: one byte flipped in the write-ahead log or in a part while
+//! the server is down, and a full disk under it. Every line is stored once
+//! or is exactly what the server reports lost, and the server keeps
+//! answering through a full disk and takes every line once space is back.
+//!
+//! The moments and offsets are drawn from a seed printed at the start;
 //! `TAILWATER_FAULT_SEED=N` replays one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::Value;
 
 use crate::common::*;
 
@@ -39,10 +46,16 @@ fn seed() -> u64 {
 /// A worker printing `CHUNKS` × `CHUNK_LINES` numbered lines over about
 /// four seconds, under `tailwater run` with its own runner id.
 fn start_agent(server: &TestServer, runner: &str) -> Child {
+    start_agent_of(server, runner, CHUNKS)
+}
+
+/// A worker printing `chunks` × `CHUNK_LINES` numbered lines, a chunk each
+/// tenth of a second.
+fn start_agent_of(server: &TestServer, runner: &str, chunks: usize) -> Child {
     let script = format!(
         "import sys, time\n\
          n = 0\n\
-         for chunk in range({CHUNKS}):\n\
+         for chunk in range({chunks}):\n\
          \x20   for _ in range({CHUNK_LINES}):\n\
          \x20       print(f'{runner} line {{n}}')\n\
          \x20       n += 1\n\
@@ -170,4 +183,629 @@ fn wait_child(child: &mut Child, timeout: Duration) -> std::process::ExitStatus 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A worker line: its runner and number.
+type Line = (String, usize);
+
+/// How many times each worker line (`<runner> line <n>`, stdout of app
+/// `faults`) is stored, and the export's closing line when the server says
+/// the answer is incomplete.
+fn stored_lines(server: &TestServer) -> (BTreeMap<Line, usize>, Option<Value>) {
+    let output = server
+        .command(&[
+            "export", "--format", "ndjson", "--app", "faults", "--since", "1h",
+        ])
+        .output()
+        .unwrap();
+    let mut records = json_lines(&output.stdout);
+    let incomplete = records
+        .last()
+        .filter(|last| last.get("incomplete").is_some())
+        .cloned();
+    if incomplete.is_some() {
+        records.pop();
+    }
+    assert!(
+        output.status.success() || incomplete.is_some(),
+        "export: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut seen = BTreeMap::new();
+    for record in &records {
+        if record["stream"] != "stdout" {
+            continue;
+        }
+        let line = worker_line(record["message"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("not a worker line: {record}"));
+        *seen.entry(line).or_default() += 1;
+    }
+    (seen, incomplete)
+}
+
+fn worker_line(message: &str) -> Option<Line> {
+    let (runner, n) = message.split_once(" line ")?;
+    (runner.starts_with("fault-") && !runner.contains(' '))
+        .then_some(())
+        .and(n.parse().ok())
+        .map(|n| (runner.to_owned(), n))
+}
+
+/// The lines each of `runners` printed (`per_runner` each) that are not
+/// stored; fails if any is stored more than once.
+fn missing_lines(
+    stored: &BTreeMap<Line, usize>,
+    runners: &[String],
+    per_runner: usize,
+) -> BTreeSet<Line> {
+    let twice: Vec<&Line> = stored
+        .iter()
+        .filter(|(_, count)| **count > 1)
+        .map(|(line, _)| line)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} lines stored more than once (first {:?})",
+        twice.len(),
+        twice.iter().take(5).collect::<Vec<_>>()
+    );
+    runners
+        .iter()
+        .flat_map(|runner| (0..per_runner).map(move |n| (runner.clone(), n)))
+        .filter(|line| !stored.contains_key(line))
+        .collect()
+}
+
+/// A counter of the server's `/metrics` (0 when it has no samples yet).
+fn metric(server: &TestServer, name: &str) -> u64 {
+    let (status, text) = http("GET", server.port, "/metrics", Some(TOKEN), None);
+    assert_eq!(status, 200, "{text}");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .map(|value| value.trim().parse::<f64>().unwrap() as u64)
+        .unwrap_or(0)
+}
+
+fn start_agents(server: &TestServer, runners: &[String], chunks: usize) -> Vec<Child> {
+    runners
+        .iter()
+        .map(|runner| start_agent_of(server, runner, chunks))
+        .collect()
+}
+
+fn wait_agents(agents: &mut [Child]) {
+    for agent in agents {
+        let status = wait_child(agent, Duration::from_secs(120));
+        assert!(status.success(), "an agent failed: {status}");
+    }
+}
+
+fn flip_byte(path: &Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, at).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    file.sync_all().unwrap();
+}
+
+/// One frame of a log segment: its bytes, and the worker lines it holds.
+struct WalFrame {
+    bytes: std::ops::Range<u64>,
+    lines: BTreeSet<Line>,
+}
+
+/// The log segment being written (the highest numbered), its length and
+/// its frames. The frames are read as `wal.rs` writes them (magic, then
+/// `[len u32][crc u32][segment u64][payload]`); they end where a header
+/// names another segment (a reused file's older bytes) or runs past the end.
+fn live_segment(data: &Path) -> (PathBuf, u64, Vec<WalFrame>) {
+    let wal = data.join("store/wal");
+    let (segment, path) = std::fs::read_dir(&wal)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter_map(|path| {
+            let number = path.file_stem()?.to_str()?.parse::<u64>().ok()?;
+            Some((number, path))
+        })
+        .max()
+        .unwrap_or_else(|| panic!("no log segment in {}", wal.display()));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[..8], b"TWLOG002", "a segment of the current format");
+    let mut frames = Vec::new();
+    let mut pos = 8;
+    while pos + 16 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()) as usize;
+        let number = u64::from_le_bytes(bytes[pos + 8..pos + 16].try_into().unwrap());
+        if number != segment || pos + 16 + len > bytes.len() {
+            break;
+        }
+        let payload = &bytes[pos + 16..pos + 16 + len];
+        frames.push(WalFrame {
+            bytes: pos as u64..(pos + 16 + len) as u64,
+            lines: payload_lines(payload),
+        });
+        pos += 16 + len;
+    }
+    (path, bytes.len() as u64, frames)
+}
+
+/// The worker lines in a frame's payload: each message is a postcard
+/// string, its length (one byte, for these short ones) just before it.
+fn payload_lines(payload: &[u8]) -> BTreeSet<Line> {
+    let mut lines = BTreeSet::new();
+    let mut from = 1;
+    while let Some(found) = payload[from..].windows(6).position(|w| w == b"fault-") {
+        let at = from + found;
+        let len = payload[at - 1] as usize;
+        if let Some(line) = payload
+            .get(at..at + len)
+            .and_then(|message| std::str::from_utf8(message).ok())
+            .and_then(worker_line)
+        {
+            lines.insert(line);
+        }
+        from = at + 1;
+    }
+    lines
+}
+
+/// Where a flipped byte of a log segment fell.
+#[derive(Debug)]
+enum WalHit {
+    /// The segment's magic: its frames all read.
+    Magic,
+    /// A frame with valid frames after it: lost, and reported so.
+    Frame(usize),
+    /// The last frame: nothing after it to tell a flip from a cut write.
+    LastFrame,
+    /// A reused file's older bytes, past the segment's end.
+    PastEnd,
+}
+
+#[test]
+fn a_flipped_byte_in_the_log_costs_its_frame_and_is_reported_exactly() {
+    let mut rng = StdRng::seed_from_u64(seed());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let mut server = TestServer::start_on(port, &data);
+    let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
+    const RUN_CHUNKS: usize = 15;
+    let mut agents = start_agents(&server, &runners, RUN_CHUNKS);
+
+    // Killed while the agents ship, once the segment holds a few frames.
+    wait_for("frames in the log", Duration::from_secs(20), || {
+        live_segment(&data).2.len() >= 3
+    });
+    std::thread::sleep(Duration::from_millis(rng.random_range(0..1000)));
+    server.kill_9();
+    let (segment, len, frames) = live_segment(&data);
+    let at = rng.random_range(0..len);
+    let hit = match frames.iter().position(|frame| frame.bytes.contains(&at)) {
+        _ if at < 8 => WalHit::Magic,
+        Some(index) if index + 1 == frames.len() => WalHit::LastFrame,
+        Some(index) => WalHit::Frame(index),
+        None => WalHit::PastEnd,
+    };
+    eprintln!(
+        "fault rounds: byte {at} of {} ({len} bytes, {} frames) flipped: {hit:?}",
+        segment.display(),
+        frames.len()
+    );
+    flip_byte(&segment, at);
+    server = TestServer::start_on(port, &data);
+    wait_agents(&mut agents);
+
+    let (stored, incomplete) = stored_lines(&server);
+    assert!(incomplete.is_none(), "{incomplete:?}");
+    let missing = missing_lines(&stored, &runners, RUN_CHUNKS * CHUNK_LINES);
+    let regions = metric(&server, "tailwater_store_wal_lost_regions_total");
+    let records = metric(&server, "tailwater_store_wal_lost_records_total");
+    match hit {
+        WalHit::Magic | WalHit::PastEnd => {
+            assert_eq!(records, 0, "{hit:?} costs no record");
+            assert!(
+                missing.is_empty(),
+                "{hit:?}: {} lines missing",
+                missing.len()
+            );
+        }
+        WalHit::Frame(index) => {
+            let frame = &frames[index];
+            assert_eq!(regions, 1, "the damaged frame is reported");
+            // Exactly its records are reported lost (a frame of other
+            // records, such as the agents' own notices, holds no line).
+            if !frame.lines.is_empty() {
+                assert_eq!(records, frame.lines.len() as u64, "lost records reported");
+            }
+            // Each of them is missing, unless it was not acknowledged yet
+            // at the kill: then the agent sent it again.
+            let extra: Vec<&Line> = missing.difference(&frame.lines).collect();
+            assert!(
+                extra.is_empty(),
+                "{} lines missing outside the damaged frame (first {:?})",
+                extra.len(),
+                extra.iter().take(5).collect::<Vec<_>>()
+            );
+            let notices =
+                server.logs(&["--app", "tailwater", "--runner", "server", "--since", "1h"]);
+            assert!(
+                notices
+                    .iter()
+                    .any(|notice| notice["fields"]["event"] == "wal_loss"
+                        && notice["fields"]["records"] == records),
+                "no wal_loss record of {records} records: {notices:?}"
+            );
+        }
+        WalHit::LastFrame => {
+            // Nothing follows it, so recovery cannot tell a flipped byte
+            // from a write the kill cut short (never acknowledged): it is
+            // counted as a torn tail and its bytes kept in `damaged/`, not
+            // reported as lost. A known gap: when the frame had been
+            // acknowledged, its lines are missing with no loss reported
+            // (`a_damaged_acknowledged_last_frame_is_reported_lost`, ignored).
+            // What holds: nothing else is missing, and the bytes are kept.
+            let last = frames.last().unwrap();
+            assert_eq!((regions, records), (0, 0));
+            assert!(
+                metric(&server, "tailwater_store_wal_torn_tail_bytes_total")
+                    >= last.bytes.end - last.bytes.start
+            );
+            let extra: Vec<&Line> = missing.difference(&last.lines).collect();
+            assert!(
+                extra.is_empty(),
+                "{} lines missing outside the last frame (first {:?})",
+                extra.len(),
+                extra.iter().take(5).collect::<Vec<_>>()
+            );
+            let kept = std::fs::read_dir(data.join("store/damaged"))
+                .unwrap()
+                .count();
+            assert!(kept >= 1, "the torn tail's bytes are kept");
+            if !missing.is_empty() {
+                eprintln!(
+                    "fault rounds: {} acknowledged lines of the last frame lost, reported only as a torn tail",
+                    missing.len()
+                );
+            }
+        }
+    }
+}
+
+/// Every part file under `folder`.
+fn part_files(folder: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![folder.to_owned()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|ext| ext == tailwater_store::part::EXTENSION)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn a_flipped_byte_in_a_part_is_told_to_readers_and_costs_exactly_its_block() {
+    use tailwater_store::part::reader::Part;
+    let mut rng = StdRng::seed_from_u64(seed());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    // Small memtables: the lines go to several parts as they come.
+    let flags = ["--memtable-max-bytes", "100000"];
+    let server = TestServer::start_on_with(port, &data, &flags);
+    let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
+    const RUN_CHUNKS: usize = 10;
+    let mut agents = start_agents(&server, &runners, RUN_CHUNKS);
+    wait_agents(&mut agents);
+    server.kill_9();
+
+    // The workers' parts (not the server's own notices, in app `tailwater`).
+    let parts: Vec<PathBuf> = part_files(&data.join("store/parts/default/faults"));
+    // A part a finished merge replaces (the kill came before it was
+    // deleted) is deleted at open, its records served from the merged one:
+    // damage to it costs nothing, so the damage goes to a live part.
+    let number =
+        |path: &Path| -> u64 { path.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
+    let replaced: BTreeSet<u64> = parts
+        .iter()
+        .flat_map(|path| Part::open(path).unwrap().footer.replaces)
+        .collect();
+    let parts: Vec<PathBuf> = parts
+        .into_iter()
+        .filter(|path| !replaced.contains(&number(path)))
+        .collect();
+    assert!(!parts.is_empty(), "flushed into parts: {parts:?}");
+    let path = &parts[rng.random_range(0..parts.len())];
+    let part = Part::open(path).unwrap();
+    let blocks: Vec<(std::ops::Range<u64>, usize, BTreeSet<Line>)> = (0..part.footer.blocks.len())
+        .map(|index| {
+            let block = &part.footer.blocks[index];
+            let records = part.read_block(index).unwrap();
+            let lines = records
+                .iter()
+                .filter(|record| record.stream == tailwater_model::Stream::Stdout)
+                .filter_map(|record| worker_line(&record.message))
+                .collect();
+            (
+                block.offset..block.offset + u64::from(block.len),
+                records.len(),
+                lines,
+            )
+        })
+        .collect();
+    drop(part);
+    let at = rng.random_range(0..std::fs::metadata(path).unwrap().len());
+    let block = blocks.iter().position(|(bytes, _, _)| bytes.contains(&at));
+    let data_end = blocks
+        .iter()
+        .map(|(bytes, _, _)| bytes.end)
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "fault rounds: byte {at} of {} flipped: block {block:?} of {} (blocks end at {data_end})",
+        path.display(),
+        blocks.len()
+    );
+    flip_byte(path, at);
+    let server = TestServer::start_on_with(port, &data, &flags);
+
+    let (stored, incomplete) = stored_lines(&server);
+    let missing = missing_lines(&stored, &runners, RUN_CHUNKS * CHUNK_LINES);
+    let (status, body) = http("GET", port, "/v1/status", Some(TOKEN), None);
+    assert_eq!(status, 200, "{body}");
+    let status: Value = serde_json::from_str(&body).unwrap();
+    let damaged = status["store"]["damaged_parts"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let relative = path
+        .strip_prefix(data.join("store"))
+        .unwrap()
+        .display()
+        .to_string();
+    let logs = server
+        .command(&[
+            "logs", "--json", "--app", "faults", "--since", "1h", "-n", "100000",
+        ])
+        .output()
+        .unwrap();
+    let logs_stderr = String::from_utf8_lossy(&logs.stderr).into_owned();
+    match block {
+        Some(index) => {
+            let (_, records, lines) = &blocks[index];
+            assert_eq!(
+                &missing,
+                lines,
+                "the missing lines are the damaged block's (export: {incomplete:?}, status: {damaged:?}, parts now: {:?})",
+                part_files(&data.join("store"))
+            );
+            let incomplete = incomplete.expect("the export says it is incomplete");
+            assert_eq!(
+                incomplete["incomplete"]["damaged_blocks"], 1,
+                "{incomplete}"
+            );
+            assert_eq!(
+                incomplete["incomplete"]["records"], *records,
+                "{incomplete}"
+            );
+            assert!(logs_stderr.contains("incomplete"), "logs: {logs_stderr}");
+            assert_eq!(damaged.len(), 1, "{damaged:?}");
+            assert_eq!(damaged[0]["path"], relative.as_str());
+            assert_eq!(damaged[0]["quarantined"], false);
+            assert_eq!(damaged[0]["blocks"], serde_json::json!([index]));
+            assert!(metric(&server, "tailwater_store_damaged_block_reads_total") >= 1);
+        }
+        None if at >= data_end => {
+            // The footer or trailer: the part cannot be opened, so it is
+            // quarantined and listed, and only its lines are missing.
+            let all: BTreeSet<Line> = blocks
+                .iter()
+                .flat_map(|(_, _, lines)| lines.clone())
+                .collect();
+            assert_eq!(missing, all, "the missing lines are the quarantined part's");
+            assert_eq!(damaged.len(), 1, "{damaged:?}");
+            assert_eq!(damaged[0]["quarantined"], true, "{damaged:?}");
+            assert!(
+                damaged[0]["path"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with(path.file_name().unwrap().to_str().unwrap()),
+                "{damaged:?}"
+            );
+        }
+        None => {
+            assert!(missing.is_empty(), "{} lines missing", missing.len());
+            assert!(
+                incomplete.is_none() && damaged.is_empty(),
+                "{incomplete:?} {damaged:?}"
+            );
+        }
+    }
+}
+
+/// A size-capped tmpfs mounted for one test; unmounted when dropped, after
+/// a panic too.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let output = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
+            .arg("tailwater-faults")
+            .arg(path)
+            .output();
+        match output {
+            Ok(output) if output.status.success() => {}
+            Ok(output) => panic!(
+                "cannot mount a tmpfs at {} ({}): this test fills a small disk; run it as root (as CI does)",
+                path.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => panic!("cannot run mount ({error}): install util-linux"),
+        }
+        Tmpfs {
+            path: path.to_owned(),
+        }
+    }
+
+    fn free_bytes(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: statvfs(3) fills the struct it is given.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+        stat.f_bavail as u64 * stat.f_frsize as u64
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !unmounted {
+            // Still busy (a child holding a file): detach it now, freed
+            // once the last user lets go.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    // Declared before the server, so unmounted after it is killed.
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
+    let data = disk.path.join("data");
+    let port = free_port();
+    // Small memtables: flushes into parts meet the full disk too.
+    let flags = ["--memtable-max-bytes", "200000"];
+    let mut server = TestServer::start_on_with(port, &data, &flags);
+    // The agents' spools stay off the full disk: the server's is the fault.
+    server.spool = dir.path().join("spool");
+    // A ballast leaves the server 64 KiB: less than a
+    // memtable's log.
+    let ballast = disk.path.join("ballast");
+    let headroom = 64 * 1024;
+    std::fs::write(&ballast, vec![0u8; (disk.free_bytes() - headroom) as usize]).unwrap();
+
+    let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
+    let mut agents = start_agents(&server, &runners, CHUNKS);
+    let mut probe_seq = 0;
+    let mut probe = || {
+        probe_seq += 1;
+        let batch = ingest_batch("probe", "probe-runner", probe_seq..probe_seq + 1);
+        http("POST", port, "/v1/ingest", Some(TOKEN), Some(&batch)).0
+    };
+    wait_for(
+        "the full disk to refuse ingest",
+        Duration::from_secs(30),
+        || {
+            let status = probe();
+            assert_ne!(status, 0, "the server stopped answering on a full disk");
+            status != 200
+        },
+    );
+    eprintln!("fault rounds: the disk is full: ingest answers {}", probe());
+    // Refused, not crashed: health and reads are still answered.
+    for _ in 0..5 {
+        assert_eq!(http("GET", port, "/healthz", None, None).0, 200);
+        let (status, body) = http(
+            "GET",
+            port,
+            "/v1/logs?app=faults&limit=5",
+            Some(TOKEN),
+            None,
+        );
+        assert_eq!(status, 200, "{body}");
+        // Answered (a refusal, or taken into space a flush gave back).
+        assert_ne!(probe(), 0, "the server stopped answering ingest");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Space back: the server takes ingest again without a restart, and the
+    // agents deliver every line they kept.
+    std::fs::remove_file(&ballast).unwrap();
+    wait_for("ingest to be taken again", Duration::from_secs(30), || {
+        probe() == 200
+    });
+    wait_agents(&mut agents);
+    let (stored, incomplete) = stored_lines(&server);
+    assert!(incomplete.is_none(), "{incomplete:?}");
+    let missing = missing_lines(&stored, &runners, CHUNKS * CHUNK_LINES);
+    assert!(
+        missing.is_empty(),
+        "{} lines missing after the disk had space again (first {:?})",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>()
+    );
+
+    // What the full disk left in the log reads back whole after a crash.
+    let spool = server.spool.clone();
+    server.kill_9();
+    let mut server = TestServer::start_on_with(port, &data, &flags);
+    server.spool = spool;
+    let (stored, _) = stored_lines(&server);
+    let missing = missing_lines(&stored, &runners, CHUNKS * CHUNK_LINES);
+    assert!(
+        missing.is_empty(),
+        "{} lines missing after a restart",
+        missing.len()
+    );
+    assert_eq!(metric(&server, "tailwater_store_wal_lost_regions_total"), 0);
+}
+
+/// The known gap the log test allows for, made deterministic: two batches
+/// acknowledged over HTTP, the server killed, one byte of the second (the
+/// log's last frame) flipped. Nothing follows the damage, so recovery takes
+/// it for a write the crash cut short and reports no loss, while an
+/// acknowledged batch is gone. Ignored until recovery can tell the two
+/// apart (for example by recording how far the log was acknowledged).
+#[test]
+#[ignore = "known gap: an acknowledged last frame of the log, damaged, is taken for a torn write"]
+fn a_damaged_acknowledged_last_frame_is_reported_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let server = TestServer::start_on(port, &data);
+    for seqs in [0..50, 50..100] {
+        let batch = ingest_batch("faults", "fault-9", seqs);
+        let (status, body) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&batch));
+        assert_eq!(status, 200, "{body}");
+    }
+    server.kill_9();
+    let (segment, _, frames) = live_segment(&data);
+    let last = frames.last().unwrap();
+    flip_byte(&segment, (last.bytes.start + last.bytes.end) / 2);
+    let server = TestServer::start_on(port, &data);
+    let stored = server.logs(&["--app", "faults", "--since", "1h"]).len() as u64;
+    let lost = metric(&server, "tailwater_store_wal_lost_records_total");
+    assert_eq!(
+        stored + lost,
+        100,
+        "{} acknowledged records missing, {lost} reported lost",
+        100 - stored
+    );
 }
