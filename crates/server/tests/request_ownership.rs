@@ -546,6 +546,11 @@ async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_set
     // Not settled yet: no caller sees it, nor its request page.
     let (status, page) = call(&server, "GET", "/v1/logs?request=r-5", &a, None).await;
     assert_eq!((status, messages(&page).len()), (200, 0), "{page}");
+    // The page's `as_of` stops before what it held back, so a tail that
+    // follows from it (as the console does) gets the lines once settled.
+    let as_of = page["as_of"].as_u64().unwrap();
+    let mut followed =
+        websocket_records(websocket_tail(&server, &a, &format!("r-5&after={as_of}")).await);
     let (status, info) = call(&server, "GET", "/v1/requests/r-5", &c, None).await;
     assert_eq!(status, 404, "{info}");
     assert!(
@@ -559,6 +564,11 @@ async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_set
         ["lone 1", "lone 2"]
     );
     assert!(sent.elapsed() >= hold, "held for {:?}", sent.elapsed());
+    assert_eq!(
+        until_message(&mut followed, "lone 2").await,
+        ["lone 1", "lone 2"],
+        "a tail from the unsettled page's as_of"
+    );
     // Then every caller of the app, in history and by its request page.
     for token in [&a, &c] {
         let (status, page) = call(

@@ -112,16 +112,31 @@ pub async fn history(
         }
     };
     // A caller's page may hold fewer than `limit` records; its cursor still
-    // continues exactly where the store stopped.
+    // continues exactly where the store stopped. Its `as_of` never passes a
+    // record held back because its request's owner is not settled yet: a
+    // live tail following from it sends that record once it settles to
+    // this caller, as it would have had it been open from the start.
     if let Some(view) = view {
         let registry = state.registry.clone();
         let mut records = std::mem::take(&mut page.records);
-        page.records = tokio::task::spawn_blocking(move || {
-            records.retain(|record| view.sees(record, &registry));
-            records
+        let (records, first_held) = tokio::task::spawn_blocking(move || {
+            let mut first_held: Option<u64> = None;
+            records.retain(|record| match view.judge(record, &registry) {
+                Verdict::Show => true,
+                Verdict::Hide => false,
+                Verdict::Hold => {
+                    first_held = Some(first_held.map_or(record.id, |id| id.min(record.id)));
+                    false
+                }
+            });
+            (records, first_held)
         })
         .await
         .map_err(ApiError::internal)?;
+        page.records = records;
+        if let Some(held) = first_held {
+            page.as_of = page.as_of.min(held - 1);
+        }
     }
     Ok(Json(page))
 }
