@@ -14,6 +14,10 @@ use tailwater_model::LogRecord;
 use tailwater_server::limits::Rate;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
+mod common;
+
+use common::scrape;
+
 const ADMIN: &str = "tw_limits_admin";
 
 async fn server_with(
@@ -69,44 +73,6 @@ fn events<'a>(records: &'a [LogRecord], event: &str) -> Vec<&'a LogRecord> {
         .iter()
         .filter(|record| record.fields.get("event") == Some(&json!(event)))
         .collect()
-}
-
-/// The exposition, parsed: each sample's value by name and labels
-/// (`name{a="x",b="y"}`, labels sorted).
-async fn scrape(server: &RunningServer, token: Option<&str>) -> HashMap<String, f64> {
-    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.url()));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let text = response.text().await.unwrap();
-    let lines = text.lines().map(|line| Ok(line.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
-    let mut samples = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(name, value)| format!("{name}=\"{value}\""))
-            .collect();
-        labels.sort();
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.last().map_or(0.0, |bucket| bucket.count)
-            }
-            prometheus_parse::Value::Summary(_) => continue,
-        };
-        samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
-    }
-    samples
 }
 
 /// Scrapes until sample `key` is `want` (a tail's end is seen by the

@@ -14,6 +14,10 @@ use tailwater_model::wire::LogsParams;
 use tailwater_model::LogRecord;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
+mod common;
+
+use common::scrape;
+
 const ADMIN: &str = "tw_refusals_admin";
 
 async fn server_with(
@@ -58,36 +62,6 @@ async fn logs_of(client: &Client, app: &str) -> Vec<LogRecord> {
         ..LogsParams::default()
     };
     client.logs(&params).await.unwrap().records
-}
-
-/// Samples by `name{labels}`, labels sorted.
-async fn scrape(server: &RunningServer) -> HashMap<String, f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let lines = text.lines().map(|line| Ok(line.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
-    let mut samples = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(name, value)| format!("{name}=\"{value}\""))
-            .collect();
-        labels.sort();
-        if let prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Untyped(value) =
-            sample.value
-        {
-            samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
-        }
-    }
-    samples
 }
 
 fn counted(samples: &HashMap<String, f64>, family: &str, app: &str, reason: &str) -> f64 {
@@ -150,7 +124,7 @@ async fn another_apps_token_cannot_get_an_apps_lines_refused() {
     let answer = post(&server, ADMIN, &batch("pub", 10..12, hours_ago(6))).await;
     assert_eq!(answer["refused"], 2, "{answer}");
     assert_eq!(answer["refused_by_reason"], json!({"out_of_order": 2}));
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(&samples, "ingest_refused_records", "pub", "out_of_order"),
         2.0
@@ -184,7 +158,7 @@ async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
     let retimed = logs.iter().find(|r| r.seq == 0).unwrap();
     assert!(retimed.ts <= Timestamp::now());
     assert_eq!(retimed.fields["original_ts"], ahead.to_string());
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(&samples, "ingest_retimed_records", "app", "clock_skew"),
         1.0
@@ -228,7 +202,7 @@ async fn records_past_their_apps_retention_are_refused_at_ingest() {
         }
     }
     assert_eq!(logs_of(&client, "short").await.len(), 1);
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(
             &samples,
