@@ -12,26 +12,13 @@ use tailwater_client::Client;
 use tailwater_model::tenancy::{NewApp, NewToken, Scope};
 use tailwater_model::wire::LogsParams;
 use tailwater_model::LogRecord;
-use tailwater_server::{start, RunningServer, ServerConfig};
+use tailwater_server::RunningServer;
 
 mod common;
 
-use common::scrape;
+use common::{scrape, server_in};
 
 const ADMIN: &str = "tw_refusals_admin";
-
-async fn server_with(
-    dir: &std::path::Path,
-    configure: impl FnOnce(&mut ServerConfig),
-) -> (RunningServer, Client) {
-    let mut config = ServerConfig::new(dir.to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(ADMIN.into());
-    configure(&mut config);
-    let server = start(config).await.unwrap();
-    let client = Client::new(&server.url(), ADMIN).unwrap();
-    (server, client)
-}
 
 fn batch(app: &str, seqs: std::ops::Range<u64>, ts: Timestamp) -> Value {
     let records: Vec<Value> = seqs
@@ -77,7 +64,7 @@ fn hours_ago(hours: i64) -> Timestamp {
 #[tokio::test]
 async fn another_apps_token_cannot_get_an_apps_lines_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     for app in ["pub", "other"] {
         client
             .create_app(
@@ -139,7 +126,7 @@ async fn another_apps_token_cannot_get_an_apps_lines_refused() {
 #[tokio::test]
 async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.store.max_clock_skew = std::time::Duration::from_secs(60);
     })
     .await;
@@ -169,7 +156,7 @@ async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
 #[tokio::test]
 async fn records_past_their_apps_retention_are_refused_at_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.retention.max_age = std::time::Duration::from_secs(30 * 86400);
     })
     .await;

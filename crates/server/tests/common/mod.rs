@@ -27,13 +27,24 @@ pub async fn server_with(
     configure: impl FnOnce(&mut ServerConfig),
 ) -> (tempfile::TempDir, RunningServer, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_owned());
+    let (server, client) = server_in(dir.path(), TOKEN, configure).await;
+    (dir, server, client)
+}
+
+/// A server on a free loopback port with its data in `dir` and admin token
+/// `token`, configured by `configure`, and a client with that token.
+pub async fn server_in(
+    dir: &std::path::Path,
+    token: &str,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (RunningServer, Client) {
+    let mut config = ServerConfig::new(dir.to_owned());
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(TOKEN.into());
+    config.bootstrap_token = Some(token.into());
     configure(&mut config);
     let server = start(config).await.unwrap();
-    let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
-    (dir, server, client)
+    let client = Client::new(&server.url(), token).unwrap();
+    (server, client)
 }
 
 /// Records `seqs` of `runner` (app `app`), stamped now: message
