@@ -202,12 +202,7 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
                 // The server asks this runner to slow down: wait as long as
                 // it says (never less), the lines staying in the spool.
                 outbox.release();
-                let wait = match retry_after {
-                    Some(asked) => asked
-                        .mul_f64(rand::random_range(1.0..1.25))
-                        .min(LONGEST_RETRY_AFTER),
-                    None => jittered(retry),
-                };
+                let wait = asked_wait(retry_after, retry);
                 retry = (retry * 2).min(LONGEST_RETRY);
                 let limited = limited.get_or_insert_with(RateLimited::new);
                 if limited.answers == 0 {
@@ -232,12 +227,7 @@ pub async fn ship(client: Client, outbox: Arc<Outbox>, options: ShipOptions) {
                 // 503: its store is stalled): as after a 429, wait as long
                 // as it says, the lines staying in the spool.
                 outbox.release();
-                let wait = match retry_after {
-                    Some(asked) => asked
-                        .mul_f64(rand::random_range(1.0..1.25))
-                        .min(LONGEST_RETRY_AFTER),
-                    None => jittered(retry),
-                };
+                let wait = asked_wait(retry_after, retry);
                 retry = (retry * 2).min(LONGEST_RETRY);
                 if !failing {
                     failing = true;
@@ -469,6 +459,19 @@ fn report_held_back(outbox: &Outbox, held: Option<HeldBack>, limit: RateLimit) {
             "rate_bytes": limit.bytes_per_second,
         })),
     );
+}
+
+/// How long to wait after the server asked this agent to hold off (429, or
+/// 507/503 while it cannot store): as long as its `Retry-After` says, never
+/// less, jittered up so the agents it turned away do not return in lockstep and
+/// capped so a wild value cannot park the agent; without one, the backoff.
+fn asked_wait(retry_after: Option<Duration>, backoff: Duration) -> Duration {
+    match retry_after {
+        Some(asked) => asked
+            .mul_f64(rand::random_range(1.0..1.25))
+            .min(LONGEST_RETRY_AFTER),
+        None => jittered(backoff),
+    }
 }
 
 /// `delay` ± 25%, so many agents that lost the same server do not return in

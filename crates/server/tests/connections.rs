@@ -163,9 +163,8 @@ async fn closed(stream: &mut TcpStream) -> bool {
 }
 
 async fn closed_counts(server: &RunningServer) -> String {
-    let (_, text) = common::call(server, "GET", "/metrics", TOKEN, None).await;
-    text.as_str()
-        .unwrap()
+    common::metrics_text(server)
+        .await
         .lines()
         .filter(|line| line.starts_with("tailwater_connections_closed_total"))
         .collect::<Vec<_>>()

@@ -79,14 +79,7 @@ async fn server_with_a_damaged_block(dir: &Path) -> (RunningServer, Client, Path
 }
 
 async fn damaged_block_reads(server: &RunningServer) -> f64 {
-    let (status, body) = call(server, "GET", "/metrics", TOKEN, None).await;
-    assert_eq!(status, 200);
-    let text = body.as_str().unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix("tailwater_store_damaged_block_reads_total "))
-        .unwrap_or_else(|| panic!("no damaged block reads counter in {text}"))
-        .parse()
-        .unwrap()
+    common::metric(server, "tailwater_store_damaged_block_reads_total").await
 }
 
 async fn export(server: &RunningServer, format: &str) -> String {

@@ -14,20 +14,11 @@ use tailwater_model::LogRecord;
 use tailwater_server::limits::Rate;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
-const ADMIN: &str = "tw_limits_admin";
+mod common;
 
-async fn server_with(
-    dir: &std::path::Path,
-    configure: impl FnOnce(&mut ServerConfig),
-) -> (RunningServer, Client) {
-    let mut config = ServerConfig::new(dir.to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(ADMIN.into());
-    configure(&mut config);
-    let server = start(config).await.unwrap();
-    let client = Client::new(&server.url(), ADMIN).unwrap();
-    (server, client)
-}
+use common::{scrape, server_in};
+
+const ADMIN: &str = "tw_limits_admin";
 
 fn record(seq: u64, message: &str) -> Value {
     json!({"seq": seq, "ts": Timestamp::now().to_string(), "stream": "stdout", "message": message})
@@ -71,44 +62,6 @@ fn events<'a>(records: &'a [LogRecord], event: &str) -> Vec<&'a LogRecord> {
         .collect()
 }
 
-/// The exposition, parsed: each sample's value by name and labels
-/// (`name{a="x",b="y"}`, labels sorted).
-async fn scrape(server: &RunningServer, token: Option<&str>) -> HashMap<String, f64> {
-    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.url()));
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("application/openmetrics-text"));
-    let text = response.text().await.unwrap();
-    let lines = text.lines().map(|line| Ok(line.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
-    let mut samples = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(name, value)| format!("{name}=\"{value}\""))
-            .collect();
-        labels.sort();
-        let value = match sample.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            prometheus_parse::Value::Histogram(buckets) => {
-                buckets.last().map_or(0.0, |bucket| bucket.count)
-            }
-            prometheus_parse::Value::Summary(_) => continue,
-        };
-        samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
-    }
-    samples
-}
-
 /// Scrapes until sample `key` is `want` (a tail's end is seen by the
 /// server a moment after the client leaves).
 async fn wait_for_sample(server: &RunningServer, key: &str, want: f64) {
@@ -136,7 +89,7 @@ fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
 #[tokio::test]
 async fn long_lines_are_cut_marked_counted_and_reported_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     let app = NewApp {
         name: "cut".into(),
         max_line_bytes: Some(100),
@@ -189,7 +142,7 @@ async fn long_lines_are_cut_marked_counted_and_reported_once() {
 #[tokio::test]
 async fn app_rate_limits_answer_429_with_retry_after_and_report_in_the_runner_logs() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     let app = NewApp {
         name: "busy".into(),
         rate_limit_lines_per_sec: Some(100),
@@ -254,7 +207,7 @@ async fn app_rate_limits_answer_429_with_retry_after_and_report_in_the_runner_lo
 #[tokio::test]
 async fn runner_rate_limits_hold_back_one_runner_only() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _client) = server_with(dir.path(), |config| {
+    let (server, _client) = server_in(dir.path(), ADMIN, |config| {
         config.limits.runner_rate = Rate {
             lines_per_sec: None,
             bytes_per_sec: Some(1000),
@@ -289,7 +242,7 @@ async fn runner_rate_limits_hold_back_one_runner_only() {
 #[tokio::test]
 async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.limits.max_fields = 3;
         config.max_batch_bytes = 4096;
     })
@@ -394,7 +347,7 @@ fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
 #[tokio::test]
 async fn default_redaction_replaces_secrets_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     let aws = "AKIAIOSFODNN7EXAMPLE";
     let github = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
     let bearer = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlc2lnbmF0dXJl";
@@ -445,7 +398,7 @@ async fn default_redaction_replaces_secrets_before_anything_is_written() {
 #[tokio::test]
 async fn custom_redaction_patterns_apply_and_defaults_can_be_turned_off() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.redact_defaults = false;
         config.redact = vec![r"(?P<keep>patient=)\w+".into()];
     })
@@ -489,7 +442,7 @@ async fn custom_redaction_patterns_apply_and_defaults_can_be_turned_off() {
 #[tokio::test]
 async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     let mut throttled = record(2, "throttled: 40 lines held back");
     throttled["stream"] = json!("system");
     throttled["fields"] = json!({"event": "throttled", "held_lines": 40, "held_bytes": 400});
@@ -641,7 +594,7 @@ async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures()
 
     // A full runner table forgets the runner heard from longest ago, and
     // says so.
-    let (server, _) = server_with(dir.path(), |config| {
+    let (server, _) = server_in(dir.path(), ADMIN, |config| {
         config.public_metrics = true;
         config.runners.max_runners = 1;
     })
@@ -661,7 +614,7 @@ async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures()
 #[tokio::test]
 async fn readyz_answers_without_a_token_once_the_store_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, _) = server_with(dir.path(), |_| {}).await;
+    let (server, _) = server_in(dir.path(), ADMIN, |_| {}).await;
     let response = reqwest::get(format!("{}/readyz", server.url()))
         .await
         .unwrap();
@@ -678,7 +631,7 @@ async fn readyz_answers_without_a_token_once_the_store_is_open() {
 #[tokio::test]
 async fn fields_are_stored_compact_and_bad_ones_refuse_the_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         // Each append flushes before it answers: the records are read
         // back from a part's blocks.
         config.store.background = false;

@@ -126,15 +126,7 @@ async fn an_app_that_cannot_be_written_is_refused_alone() {
         assert_eq!(ingest(&server, "other", "r2", seqs).await, 200);
     }
     wait_flushed(&data, "other", 25).await;
-    let metrics = reqwest::Client::new()
-        .get(format!("http://{}/metrics", server.addr))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains("reason=\"unwritable\""),
         "the refusal is counted"

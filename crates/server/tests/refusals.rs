@@ -12,22 +12,13 @@ use tailwater_client::Client;
 use tailwater_model::tenancy::{NewApp, NewToken, Scope};
 use tailwater_model::wire::LogsParams;
 use tailwater_model::LogRecord;
-use tailwater_server::{start, RunningServer, ServerConfig};
+use tailwater_server::RunningServer;
+
+mod common;
+
+use common::{scrape, server_in};
 
 const ADMIN: &str = "tw_refusals_admin";
-
-async fn server_with(
-    dir: &std::path::Path,
-    configure: impl FnOnce(&mut ServerConfig),
-) -> (RunningServer, Client) {
-    let mut config = ServerConfig::new(dir.to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(ADMIN.into());
-    configure(&mut config);
-    let server = start(config).await.unwrap();
-    let client = Client::new(&server.url(), ADMIN).unwrap();
-    (server, client)
-}
 
 fn batch(app: &str, seqs: std::ops::Range<u64>, ts: Timestamp) -> Value {
     let records: Vec<Value> = seqs
@@ -60,36 +51,6 @@ async fn logs_of(client: &Client, app: &str) -> Vec<LogRecord> {
     client.logs(&params).await.unwrap().records
 }
 
-/// Samples by `name{labels}`, labels sorted.
-async fn scrape(server: &RunningServer) -> HashMap<String, f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let lines = text.lines().map(|line| Ok(line.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
-    let mut samples = HashMap::new();
-    for sample in scrape.samples {
-        let mut labels: Vec<String> = sample
-            .labels
-            .iter()
-            .map(|(name, value)| format!("{name}=\"{value}\""))
-            .collect();
-        labels.sort();
-        if let prometheus_parse::Value::Counter(value) | prometheus_parse::Value::Untyped(value) =
-            sample.value
-        {
-            samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
-        }
-    }
-    samples
-}
-
 fn counted(samples: &HashMap<String, f64>, family: &str, app: &str, reason: &str) -> f64 {
     let key =
         format!(r#"tailwater_{family}_total{{app="{app}",reason="{reason}",tenant="default"}}"#);
@@ -103,7 +64,7 @@ fn hours_ago(hours: i64) -> Timestamp {
 #[tokio::test]
 async fn another_apps_token_cannot_get_an_apps_lines_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |_| {}).await;
+    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
     for app in ["pub", "other"] {
         client
             .create_app(
@@ -150,7 +111,7 @@ async fn another_apps_token_cannot_get_an_apps_lines_refused() {
     let answer = post(&server, ADMIN, &batch("pub", 10..12, hours_ago(6))).await;
     assert_eq!(answer["refused"], 2, "{answer}");
     assert_eq!(answer["refused_by_reason"], json!({"out_of_order": 2}));
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(&samples, "ingest_refused_records", "pub", "out_of_order"),
         2.0
@@ -165,7 +126,7 @@ async fn another_apps_token_cannot_get_an_apps_lines_refused() {
 #[tokio::test]
 async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.store.max_clock_skew = std::time::Duration::from_secs(60);
     })
     .await;
@@ -184,7 +145,7 @@ async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
     let retimed = logs.iter().find(|r| r.seq == 0).unwrap();
     assert!(retimed.ts <= Timestamp::now());
     assert_eq!(retimed.fields["original_ts"], ahead.to_string());
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(&samples, "ingest_retimed_records", "app", "clock_skew"),
         1.0
@@ -195,7 +156,7 @@ async fn a_clock_far_ahead_is_stored_at_the_servers_time_and_counted() {
 #[tokio::test]
 async fn records_past_their_apps_retention_are_refused_at_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_with(dir.path(), |config| {
+    let (server, client) = server_in(dir.path(), ADMIN, |config| {
         config.retention.max_age = std::time::Duration::from_secs(30 * 86400);
     })
     .await;
@@ -228,7 +189,7 @@ async fn records_past_their_apps_retention_are_refused_at_ingest() {
         }
     }
     assert_eq!(logs_of(&client, "short").await.len(), 1);
-    let samples = scrape(&server).await;
+    let samples = scrape(&server, Some(ADMIN)).await;
     assert_eq!(
         counted(
             &samples,

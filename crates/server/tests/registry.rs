@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{call, TOKEN};
+use common::{call, metrics_text, TOKEN};
 use serde_json::{json, Value};
 use tailwater_server::{start, RunningServer, ServerConfig};
 
@@ -41,12 +41,6 @@ async fn tenant_with_owner(server: &RunningServer, tenant: &str) -> String {
     created["token"].as_str().unwrap().to_owned()
 }
 
-async fn metrics(server: &RunningServer) -> String {
-    let (status, text) = call(server, "GET", "/metrics", TOKEN, None).await;
-    assert_eq!(status, 200);
-    text.as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn long_token_names_are_refused_with_a_json_400_and_counted() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +59,7 @@ async fn long_token_names_are_refused_with_a_json_400_and_counted() {
     assert_eq!(answer["error"]["code"], "name_too_long");
     let message = answer["error"]["message"].as_str().unwrap();
     assert!(message.contains("--max-token-name-bytes"), "{message}");
-    assert!(metrics(&server)
+    assert!(metrics_text(&server)
         .await
         .contains(r#"tailwater_registry_refused_total{tenant="acme",reason="name_too_long"} 1"#));
 

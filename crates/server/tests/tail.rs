@@ -12,7 +12,7 @@ use tailwater_server::RunningServer;
 
 mod common;
 
-use common::TOKEN;
+use common::{metric, TOKEN};
 
 fn batch(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {
     common::batch("tail", runner, seqs)
@@ -128,32 +128,6 @@ impl SlowSseClient {
             }
         }
     }
-}
-
-/// The sum of a metric's samples in `/metrics`.
-async fn metric(server: &RunningServer, name: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let lines = text.lines().map(|line| Ok(line.to_owned()));
-    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
-    scrape
-        .samples
-        .iter()
-        .filter(|sample| sample.metric == name)
-        .map(|sample| match sample.value {
-            prometheus_parse::Value::Counter(value)
-            | prometheus_parse::Value::Gauge(value)
-            | prometheus_parse::Value::Untyped(value) => value,
-            _ => panic!("{name} is a counter or a gauge"),
-        })
-        .sum()
 }
 
 fn many(runner: &str, seqs: std::ops::Range<u64>) -> IngestBatch {

@@ -16,7 +16,7 @@ use tailwater_server::{start, RunningServer, ServerConfig};
 
 mod common;
 
-use common::TOKEN;
+use common::{metric, TOKEN};
 
 async fn server_on(dir: &Path) -> (RunningServer, Client) {
     let mut config = ServerConfig::new(dir.to_owned());
@@ -70,25 +70,6 @@ fn app(name: &str) -> LogsParams {
         limit: Some("1000".into()),
         ..Default::default()
     }
-}
-
-async fn metric(server: &RunningServer, name: &str) -> f64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (metric, value) = line.split_once(' ')?;
-            (metric == format!("tailwater_{name}_total") || metric == format!("tailwater_{name}"))
-                .then(|| value.parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 #[tokio::test]
@@ -177,10 +158,16 @@ async fn a_flipped_byte_in_the_log_loses_one_batch_and_says_so() {
         "no server path in a tenant's logs"
     );
 
-    assert_eq!(metric(&server, "store_wal_lost_regions").await, 1.0);
-    assert_eq!(metric(&server, "store_wal_lost_records").await, 10.0);
     assert_eq!(
-        metric(&server, "store_wal_lost_bytes").await,
+        metric(&server, "tailwater_store_wal_lost_regions_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&server, "tailwater_store_wal_lost_records_total").await,
+        10.0
+    );
+    assert_eq!(
+        metric(&server, "tailwater_store_wal_lost_bytes_total").await,
         third.len() as f64
     );
 
@@ -217,7 +204,10 @@ async fn a_flipped_byte_in_the_log_loses_one_batch_and_says_so() {
         .await
         .unwrap();
     assert_eq!(operator.records.len(), 1);
-    assert_eq!(metric(&server, "store_wal_lost_regions").await, 0.0);
+    assert_eq!(
+        metric(&server, "tailwater_store_wal_lost_regions_total").await,
+        0.0
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -241,9 +231,12 @@ async fn a_torn_last_batch_is_a_torn_tail_not_lost_data() {
 
     let (server, client) = server_on(dir.path()).await;
     assert_eq!(client.logs(&app("wal")).await.unwrap().records.len(), 20);
-    assert_eq!(metric(&server, "store_wal_lost_regions").await, 0.0);
     assert_eq!(
-        metric(&server, "store_wal_torn_tail_bytes").await,
+        metric(&server, "tailwater_store_wal_lost_regions_total").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&server, "tailwater_store_wal_torn_tail_bytes_total").await,
         (last.len() - 5) as f64
     );
     let operator = client

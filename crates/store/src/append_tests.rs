@@ -9,32 +9,18 @@ use tailwater_model::wire::{
     IngestBatch, IngestRecord, ORIGINAL_TS_FIELD, REFUSED_OLDER_THAN_RETENTION,
     REFUSED_OUT_OF_ORDER, RETIMED_CLOCK_SKEW, RETIMED_OUT_OF_RANGE,
 };
-use tailwater_model::{Filter, Level, Stream};
+use tailwater_model::Filter;
 
+use super::test_support::{batch_of, record};
 use super::*;
 
-fn record(seq: u64, ts: Timestamp) -> IngestRecord {
-    IngestRecord {
-        seq,
-        ts,
-        stream: Stream::Stdout,
-        level: Level::Info,
-        request_id: None,
-        message: format!("line {seq}"),
-        fields: Default::default(),
-        invalid_utf8: false,
-    }
+/// Record `seq` at `ts`, message `"line {seq}"`.
+fn line(seq: u64, ts: Timestamp) -> IngestRecord {
+    record(seq, ts, format!("line {seq}"))
 }
 
 fn batch(app: &str, seqs: std::ops::Range<u64>, ts: Timestamp) -> IngestBatch {
-    IngestBatch {
-        app: app.into(),
-        version: "v1".into(),
-        runner: "r1".into(),
-        boot: "b1".into(),
-        source: Default::default(),
-        records: seqs.map(|seq| record(seq, ts)).collect(),
-    }
+    batch_of(app, "r1", seqs.map(|seq| line(seq, ts)).collect())
 }
 
 fn ago(hours: i64) -> Timestamp {
@@ -218,7 +204,7 @@ fn a_failed_append_is_not_counted_as_appended() {
 /// Numbers `from..to` of every other number: `2 × from`, `2 × from + 2`, ….
 fn sparse(app: &str, numbers: std::ops::Range<u64>, ts: Timestamp) -> IngestBatch {
     let mut batch = batch(app, 0..0, ts);
-    batch.records = numbers.map(|n| record(n * 2, ts)).collect();
+    batch.records = numbers.map(|n| line(n * 2, ts)).collect();
     batch
 }
 

@@ -9,33 +9,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use tailwater_model::filter::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Fields, FieldsJson, Filter, Level, Query, Stream};
+use tailwater_model::{Fields, FieldsJson, Filter, Query, Stream};
 
+use super::test_support::{batch_of, record};
 use super::*;
-
-fn record(seq: u64, ts: Timestamp, message: String) -> IngestRecord {
-    IngestRecord {
-        seq,
-        ts,
-        stream: Stream::Stdout,
-        level: Level::Info,
-        request_id: None,
-        message,
-        fields: Default::default(),
-        invalid_utf8: false,
-    }
-}
-
-fn batch_of(app: &str, runner: &str, records: Vec<IngestRecord>) -> IngestBatch {
-    IngestBatch {
-        app: app.into(),
-        version: "v1".into(),
-        runner: runner.into(),
-        boot: "b".into(),
-        source: Default::default(),
-        records,
-    }
-}
 
 /// `count` records from `first`, one millisecond apart from `start`.
 fn run(runner: &str, first: u64, count: u64, start: Timestamp) -> IngestBatch {

@@ -696,4 +696,6 @@ mod query_tests;
 #[cfg(test)]
 mod recovery_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -6,31 +6,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Query, Stream};
+use tailwater_model::wire::IngestBatch;
+use tailwater_model::Query;
 
+use super::test_support::{batch_of, record};
 use super::*;
 
 fn batch(app: &str, runner: &str, count: u64, ts: Timestamp) -> IngestBatch {
-    IngestBatch {
-        app: app.into(),
-        version: "v1".into(),
-        runner: runner.into(),
-        boot: "b".into(),
-        source: Default::default(),
-        records: (0..count)
-            .map(|seq| IngestRecord {
-                seq,
-                ts,
-                stream: Stream::Stdout,
-                level: Default::default(),
-                request_id: None,
-                message: format!("line {seq} of {app}"),
-                fields: Default::default(),
-                invalid_utf8: false,
-            })
-            .collect(),
-    }
+    let records = (0..count)
+        .map(|seq| record(seq, ts, format!("line {seq} of {app}")))
+        .collect();
+    batch_of(app, runner, records)
 }
 
 fn apps(store: &Store, tenant: &str) -> std::collections::BTreeMap<String, usize> {

@@ -6,32 +6,18 @@ use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
 
 use jiff::Timestamp;
-use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Filter, Query, Stream};
+use tailwater_model::wire::IngestBatch;
+use tailwater_model::{Filter, Query};
 
+use super::test_support::{batch_of, record};
 use super::*;
 
 /// Records `seqs` of `runner`, message `"{runner} {seq}"`.
 fn batch(runner: &str, seqs: Range<u64>) -> IngestBatch {
-    IngestBatch {
-        app: "sdxl".into(),
-        version: "v1".into(),
-        runner: runner.into(),
-        boot: "b".into(),
-        source: Default::default(),
-        records: seqs
-            .map(|seq| IngestRecord {
-                seq,
-                ts: Timestamp::now(),
-                stream: Stream::Stdout,
-                level: Default::default(),
-                request_id: None,
-                message: format!("{runner} {seq}"),
-                fields: Default::default(),
-                invalid_utf8: false,
-            })
-            .collect(),
-    }
+    let records = seqs
+        .map(|seq| record(seq, Timestamp::now(), format!("{runner} {seq}")))
+        .collect();
+    batch_of("sdxl", runner, records)
 }
 
 /// A store that flushes nothing by itself: records stay in the log.

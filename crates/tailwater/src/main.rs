@@ -47,7 +47,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server: ingest, storage, search and live tail.
-    Server(commands::server::ServerArgs),
+    Server(Box<commands::server::ServerArgs>),
     /// Run a worker under the agent: capture its output and ship it.
     Run(Box<commands::run::RunArgs>),
     /// Show logs, then follow them with -f.
@@ -201,7 +201,7 @@ fn main() -> ExitCode {
         .expect("can start the async runtime");
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => commands::server::run(args).await,
+            Command::Server(args) => commands::server::run(*args).await,
             Command::Run(args) => commands::run::run(*args).await,
             Command::Logs(args) => commands::logs::run(*args).await,
             Command::Dev(args) => commands::dev::run(*args).await,

@@ -1,9 +1,11 @@
 //! What the server's integration tests share: a server on a free loopback
-//! port with its own data directory, batches of numbered records, and a
-//! plain HTTP call.
+//! port with its own data directory, batches of numbered records, a
+//! plain HTTP call, and the `/metrics` exposition read back.
 
 // Each test file uses some of these.
 #![allow(dead_code)]
+
+use std::collections::HashMap;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -25,13 +27,24 @@ pub async fn server_with(
     configure: impl FnOnce(&mut ServerConfig),
 ) -> (tempfile::TempDir, RunningServer, Client) {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_owned());
+    let (server, client) = server_in(dir.path(), TOKEN, configure).await;
+    (dir, server, client)
+}
+
+/// A server on a free loopback port with its data in `dir` and admin token
+/// `token`, configured by `configure`, and a client with that token.
+pub async fn server_in(
+    dir: &std::path::Path,
+    token: &str,
+    configure: impl FnOnce(&mut ServerConfig),
+) -> (RunningServer, Client) {
+    let mut config = ServerConfig::new(dir.to_owned());
     config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(TOKEN.into());
+    config.bootstrap_token = Some(token.into());
     configure(&mut config);
     let server = start(config).await.unwrap();
-    let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
-    (dir, server, client)
+    let client = Client::new(&server.url(), token).unwrap();
+    (server, client)
 }
 
 /// Records `seqs` of `runner` (app `app`), stamped now: message
@@ -86,4 +99,75 @@ pub async fn call(
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// The `/metrics` exposition as text, read with `token` (none: the server
+/// runs with `--public-metrics`).
+pub async fn metrics_text_with(server: &RunningServer, token: Option<&str>) -> String {
+    let mut request = reqwest::Client::new().get(format!("{}/metrics", server.url()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    response.text().await.unwrap()
+}
+
+/// The `/metrics` exposition as text, read with [`TOKEN`].
+pub async fn metrics_text(server: &RunningServer) -> String {
+    metrics_text_with(server, Some(TOKEN)).await
+}
+
+/// The exposition read with `token`, parsed: each sample's value by name and
+/// labels (`name{a="x",b="y"}`, labels sorted), a histogram's by its count.
+pub async fn scrape(server: &RunningServer, token: Option<&str>) -> HashMap<String, f64> {
+    let text = metrics_text_with(server, token).await;
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let mut samples = HashMap::new();
+    for sample in scrape.samples {
+        let mut labels: Vec<String> = sample
+            .labels
+            .iter()
+            .map(|(name, value)| format!("{name}=\"{value}\""))
+            .collect();
+        labels.sort();
+        let value = match sample.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.last().map_or(0.0, |bucket| bucket.count)
+            }
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        samples.insert(format!("{}{{{}}}", sample.metric, labels.join(",")), value);
+    }
+    samples
+}
+
+/// The sum of the samples of counter or gauge `name` (as exposed, with
+/// `_total` for a counter), read with [`TOKEN`]; a metric not exposed at all
+/// is a failure, not a zero.
+pub async fn metric(server: &RunningServer, name: &str) -> f64 {
+    let text = metrics_text(server).await;
+    let lines = text.lines().map(|line| Ok(line.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    let values: Vec<f64> = scrape
+        .samples
+        .iter()
+        .filter(|sample| sample.metric == name)
+        .map(|sample| match sample.value {
+            prometheus_parse::Value::Counter(value)
+            | prometheus_parse::Value::Gauge(value)
+            | prometheus_parse::Value::Untyped(value) => value,
+            _ => panic!("{name} is a counter or a gauge"),
+        })
+        .collect();
+    assert!(!values.is_empty(), "no {name} in\n{text}");
+    values.iter().sum()
 }

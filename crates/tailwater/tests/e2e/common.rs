@@ -193,8 +193,11 @@ pub fn run_worker(server: &TestServer, app: &str, script: &str) -> Output {
         .unwrap()
 }
 
-/// The lines a child writes to `stdout`, each with when it was read.
-pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<(Instant, String)> {
+/// The lines a child writes to `stdout` (or stderr), each with when it was
+/// read.
+pub fn lines_of(
+    stdout: impl Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<(Instant, String)> {
     let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
@@ -205,6 +208,25 @@ pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<
         }
     });
     lines
+}
+
+/// The first of `lines` that contains `needle`, read within `timeout`; else
+/// every line read before, to say what came instead.
+pub fn line_containing(
+    lines: &std::sync::mpsc::Receiver<(Instant, String)>,
+    needle: &str,
+    timeout: Duration,
+) -> Result<String, Vec<String>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok((_, line)) if line.contains(needle) => return Ok(line),
+            Ok((_, line)) => seen.push(line),
+            Err(_) => return Err(seen),
+        }
+    }
 }
 
 /// Polls `condition` until it holds, or fails the test after `timeout`.
@@ -477,4 +499,50 @@ impl Relay {
             }
         }
     }
+}
+
+/// A tmpfs of `size` mounted on a new directory, unmounted when dropped: a
+/// disk that really fills.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .expect("mount(8) runs");
+        assert!(
+            output.status.success(),
+            "cannot mount a tmpfs ({}): run the tests as root (as CI does)",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazily: the server may still hold files there.
+        let _ = Command::new("umount")
+            .arg("--lazy")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Writes `path` until the filesystem has no byte left.
+pub fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 4096];
+    while file.write(&chunk).is_ok_and(|n| n > 0) {}
+    // The last partial page too.
+    while file.write(&[0u8]).is_ok_and(|n| n == 1) {}
 }

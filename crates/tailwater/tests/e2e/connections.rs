@@ -3,14 +3,14 @@
 //! answered, and the flood is closed after its timeouts. And the warning
 //! for plain HTTP off loopback.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, http, wait_for, TestServer, TOKEN};
+use crate::common::{free_port, http, line_containing, lines_of, wait_for, TestServer, TOKEN};
 
 /// Lets this test process open the thousands of sockets it floods with.
 fn raise_own_open_file_limit() {
@@ -167,25 +167,9 @@ fn plain_http_off_loopback_warns_at_start() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (lines, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    let warning = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match received.recv_timeout(left) {
-            Ok(line) if line.contains("plain HTTP") => break line,
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no warning about plain HTTP in: {seen:#?}"),
-        }
-    };
+    let stderr = lines_of(child.stderr.take().unwrap());
+    let warning = line_containing(&stderr, "plain HTTP", Duration::from_secs(20))
+        .unwrap_or_else(|seen| panic!("no warning about plain HTTP in: {seen:#?}"));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(warning.contains("WARN"), "{warning}");
