@@ -9,9 +9,10 @@
 //! resynchronises: it skips to the next offset where a whole frame of the
 //! segment checks, and goes on. Damage with valid frames after it is lost
 //! acknowledged data (one flipped byte costs its frame, not the rest of the
-//! log); damage at the end is most likely a write a crash cut short. What
-//! to do with either (report, copy aside, rewrite or cut) is
-//! [`crate::recovery`]'s.
+//! log); damage at the end is a write a crash cut short, unless it is one
+//! whole frame of the segment ([`Damage::whole_frame`]), which may be an
+//! acknowledged frame with a flipped byte. What to do with each (report,
+//! copy aside, rewrite or cut) is [`crate::recovery`]'s.
 //!
 //! Once a segment's records are in parts, its file is kept as the spare
 //! ([`SPARE`]) and the next segment is written over it, from the start
@@ -258,6 +259,13 @@ pub struct Damage<T> {
     /// What `peek` made of the payload, when the stretch is exactly one
     /// frame of this segment (its header's length and number intact).
     pub peeked: Option<T>,
+    /// Whether the stretch is exactly one frame of this segment: its
+    /// header's number is this segment's, and its length ends it where the
+    /// next frame, an older segment's frame or the file's end begins. At
+    /// the end of a segment this tells a complete frame that fails its
+    /// checksum (a flipped byte, possibly in an acknowledged frame) from a
+    /// write cut short (see [`crate::recovery`]).
+    pub whole_frame: bool,
 }
 
 impl<T> Damage<T> {
@@ -269,6 +277,7 @@ impl<T> Damage<T> {
             before,
             after: None,
             peeked: None,
+            whole_frame: false,
         }
     }
 }
@@ -488,8 +497,9 @@ impl WalReader {
                         if let Some(mut ended) = damage.take() {
                             ended.len = pos as u64 - ended.offset;
                             ended.after = Some(summary.clone());
-                            ended.peeked =
-                                one_frame(&bytes, &ended, current, segment).and_then(&mut peek);
+                            let frame = one_frame(&bytes, &ended, current, segment);
+                            ended.whole_frame = frame.is_some();
+                            ended.peeked = frame.and_then(&mut peek);
                             recovered.damage.push(ended);
                         }
                         match recovered.kept.last_mut() {
@@ -522,7 +532,9 @@ impl WalReader {
         if let Some(mut tail) = damage {
             tail.len = recovered.end - tail.offset;
             // A later segment may show it was no torn write.
-            tail.peeked = one_frame(&bytes, &tail, current, segment).and_then(&mut peek);
+            let frame = one_frame(&bytes, &tail, current, segment);
+            tail.whole_frame = frame.is_some();
+            tail.peeked = frame.and_then(&mut peek);
             recovered.damage.push(tail);
         }
         Ok(recovered)
