@@ -627,6 +627,17 @@ mod tests {
         assert_eq!(recovered.valid_len(), (MAGIC.len() + HEADER_LEN + 4) as u64);
         assert!(!recovered.has_gaps(), "a torn tail has no frame after it");
         assert_eq!(recovered.damage[0].before.as_deref(), Some(&b"kept"[..]));
+        assert!(!recovered.damage[0].whole_frame, "the file ends inside it");
+
+        // Whole, with a flipped byte: the same place, but one whole frame.
+        write_segment(&path, 1, &[b"kept", b"flipped"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, _) = replay_all(&path, 1);
+        assert!(recovered.damage[0].whole_frame);
+        assert_eq!(recovered.damage[0].peeked.as_deref(), Some(&b"flippee"[..]));
     }
 
     #[test]
