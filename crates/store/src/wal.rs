@@ -637,7 +637,7 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let (recovered, _) = replay_all(&path, 1);
         assert!(recovered.damage[0].whole_frame);
-        assert_eq!(recovered.damage[0].peeked.as_deref(), Some(&b"flippee"[..]));
+        assert_eq!(recovered.damage[0].peeked.as_deref(), Some(&b"flippdd"[..]));
     }
 
     #[test]

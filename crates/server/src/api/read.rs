@@ -51,12 +51,7 @@ pub(crate) struct Skipped {
 impl Skipped {
     /// Notes the blocks of apps `view` may read (all, for owners): a caller
     /// is not told of damage in apps it cannot see, nor so that they exist.
-    pub fn add(
-        &mut self,
-        skipped: &[SkippedBlock],
-        view: Option<&CallerView>,
-        registry: &Registry,
-    ) {
+    pub fn add(&mut self, skipped: &[SkippedBlock], view: Option<&CallerView>, registry: &Registry) {
         let visible = skipped
             .iter()
             .filter(|block| view.is_none_or(|view| view.sees_app(&block.partition.app, registry)));
