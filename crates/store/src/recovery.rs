@@ -17,7 +17,7 @@
 //! written, and the header's length then ends the frame inside those older
 //! bytes, where no older frame starts. So damage at the end that is exactly
 //! one whole frame ([`Damage::whole_frame`]: its number is this segment's,
-//! and its length ends it at the file's end or where an older segment's
+//! or its checksum proves it, and its length ends it at the file's end or where an older segment's
 //! frame starts) is reported as **possibly lost**: an error, its own
 //! counters ([`crate::Counters::wal_possibly_lost_regions`] and the rest),
 //! the ids its payload still reads (checked against the frame before it),
@@ -25,10 +25,10 @@
 //! Anything else at the end is a **torn tail**: logged as a warning and
 //! counted, not reported as loss.
 //!
-//! Why this rule: a flipped byte anywhere but the header's length and
-//! number (12 of a frame's bytes: the header then no longer says where the
-//! frame ends or that it is this segment's, and the stretch is taken for a
-//! torn tail) is told, and an ordinary crash rarely trips it. A kill -9
+//! Why this rule: a flipped byte anywhere but the header's length (4 of a
+//! frame's bytes: the header then no longer says where the frame ends, and
+//! the stretch is taken for a torn tail; a damaged number is proved by the
+//! checksum) is told, and an ordinary crash rarely trips it. A kill -9
 //! cuts a write only between the pages it copies, so a torn frame needs a
 //! frame over a page and a kill within that copy; it is then reported
 //! possibly lost only in a reused file whose older frame ended exactly

@@ -260,7 +260,8 @@ pub struct Damage<T> {
     /// frame of this segment (its header's length and number intact).
     pub peeked: Option<T>,
     /// Whether the stretch is exactly one frame of this segment: its
-    /// header's number is this segment's, and its length ends it where the
+    /// header's number is this segment's (or, damaged, the checksum with
+    /// this segment's number verifies), and its length ends it where the
     /// next frame, an older segment's frame or the file's end begins. At
     /// the end of a segment this tells a complete frame that fails its
     /// checksum (a flipped byte, possibly in an acknowledged frame) from a
@@ -438,9 +439,17 @@ fn one_frame<'a, T>(
     let start = usize::try_from(damage.offset).ok()?;
     let header = bytes.get(start..start + header_len)?;
     let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
-    let ours = !current || header[8..16] == segment.to_le_bytes();
-    (ours && header_len as u64 + len == damage.len)
-        .then(|| &bytes[start + header_len..start + damage.len as usize])
+    if header_len as u64 + len != damage.len {
+        return None;
+    }
+    let payload = &bytes[start + header_len..start + damage.len as usize];
+    // A damaged number is still ours when the checksum proves it: the
+    // frame was written whole, by this segment.
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let ours = !current
+        || header[8..16] == segment.to_le_bytes()
+        || frame_crc(&segment.to_le_bytes(), payload) == crc;
+    ours.then_some(payload)
 }
 
 /// Replays a log.
@@ -638,6 +647,20 @@ mod tests {
         let (recovered, _) = replay_all(&path, 1);
         assert!(recovered.damage[0].whole_frame);
         assert_eq!(recovered.damage[0].peeked.as_deref(), Some(&b"flippdd"[..]));
+
+        // A flipped byte in its segment number: the checksum still shows
+        // it was written whole, by this segment.
+        write_segment(&path, 1, &[b"kept", b"flipped"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let number = MAGIC.len() + HEADER_LEN + 4 + 9;
+        bytes[number] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, _) = replay_all(&path, 1);
+        assert_eq!(
+            recovered.damage[0].offset,
+            (MAGIC.len() + HEADER_LEN + 4) as u64
+        );
+        assert!(recovered.damage[0].whole_frame);
     }
 
     #[test]
@@ -669,8 +692,9 @@ mod tests {
             assert_eq!(damage.after.as_deref(), Some(&b"after"[..]));
             assert!(recovered.has_gaps());
             assert_eq!(recovered.end, bytes.len() as u64);
-            // Its length and number intact, what is left of it is peeked at.
-            let intact_header = at != 0 && at != 1 && at != 9;
+            // Its length intact (its number, if damaged, proved by the
+            // checksum), what is left of it is peeked at.
+            let intact_header = at != 0 && at != 1;
             assert_eq!(
                 damage.peeked.is_some(),
                 intact_header,
