@@ -400,6 +400,16 @@ impl Collector for StoreCollector {
                 "Bytes of torn write-ahead log tails cut off at start (most likely writes a crash cut short, never acknowledged)",
                 counters.wal_torn_tail_bytes,
             ),
+            (
+                "store_wal_possibly_lost_regions",
+                "Write-ahead log tails found at start to be one whole frame failing its checksum: a damaged byte in a frame that may have been acknowledged (each is an error record of tenant default, app tailwater)",
+                counters.wal_possibly_lost_regions,
+            ),
+            (
+                "store_wal_possibly_lost_records",
+                "Records those frames held, where their damaged payload still tells",
+                counters.wal_possibly_lost_records,
+            ),
         ] {
             encode_counter(&mut encoder, name, help, value)?;
         }

@@ -13,8 +13,12 @@
 //!   its tenant, app, runner, and boot `<boot>+server`, like the runner
 //!   table's notices. Nothing of the server's files is in that one.
 //!
-//! A torn tail (most likely a write a crash cut short, never acknowledged)
-//! is logged and counted by the store (`/metrics`), not written here. A
+//! A log that ends in one whole frame failing its checksum (a damaged
+//! byte, not a write cut short: see [`tailwater_store::DamageKind`]) is
+//! told the same way, its records said to MAYBE have been acknowledged
+//! (`event` `wal_possible_loss`). A torn tail (most likely a write a crash
+//! cut short, never acknowledged) is logged and counted by the store
+//! (`/metrics`), not written here. A
 //! crash before these records are stored loses them (the log was already
 //! rewritten); the store's log line and the kept bytes remain.
 
@@ -22,7 +26,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{FieldsJson, Level, Source, Stream};
-use tailwater_store::{Store, WalDamage};
+use tailwater_store::{DamageKind, Store, WalDamage};
 
 use crate::registry::DEFAULT_TENANT;
 use crate::runners::SERVER_BOOT_SUFFIX;
@@ -38,11 +42,23 @@ pub fn write_loss_notices(store: &Store) {
     let now = Timestamp::now();
     // Unique and rising across starts, as the runner table's notices.
     let first_seq = u64::try_from(now.as_microsecond()).unwrap_or_default();
-    for (index, loss) in store.recovery_report().lost().enumerate() {
+    for (index, loss) in store.recovery_report().lost_or_possibly().enumerate() {
         let seq = first_seq + index as u64;
         let lost = describe(loss);
+        let possibly = loss.kind == DamageKind::PossiblyLost;
+        let (event, were) = if possibly {
+            (
+                "wal_possible_loss",
+                "MAY have been acknowledged and were lost: the log's last frame was damaged (a damaged byte, not a write a crash cut short)",
+            )
+        } else {
+            (
+                "wal_loss",
+                "were lost: the server's write-ahead log was damaged (the records stored after them were kept)",
+            )
+        };
         let mut fields = json!({
-            "event": "wal_loss",
+            "event": event,
             "segment": loss.segment,
             "offset": loss.offset,
             "bytes": loss.bytes,
@@ -60,9 +76,7 @@ pub fn write_loss_notices(store: &Store) {
                 records: vec![notice(
                     seq,
                     now,
-                    format!(
-                        "{lost} of this runner were lost: the server's write-ahead log was damaged (the records stored after them were kept)"
-                    ),
+                    format!("{lost} of this runner {were}"),
                     &fields,
                 )],
             };
@@ -91,7 +105,12 @@ pub fn write_loss_notices(store: &Store) {
                 seq,
                 now,
                 format!(
-                    "the write-ahead log was damaged: {lost}, {whose}, were lost ({} bytes at offset {} of segment {}); the records after them were kept, and the damaged bytes are in {}",
+                    "the write-ahead log was damaged: {lost}, {whose}, {} ({} bytes at offset {} of segment {}); the damaged bytes are in {}",
+                    if possibly {
+                        "MAY have been acknowledged and were lost (the log's last frame, whole but failing its checksum)"
+                    } else {
+                        "were lost; the records after them were kept"
+                    },
                     loss.bytes,
                     loss.offset,
                     loss.segment,
@@ -110,13 +129,22 @@ fn describe(loss: &WalDamage) -> String {
         (Some(after), Some(before)) if before > after + 1 => {
             format!(" (ids {} to {})", after + 1, before - 1)
         }
+        (Some(after), None) if loss.records.is_some_and(|count| count > 0) => {
+            let count = loss.records.unwrap_or_default();
+            format!(" (ids {} to {})", after + 1, after + count)
+        }
         (Some(after), _) => format!(" (ids above {after})"),
         (None, Some(before)) => format!(" (ids below {before})"),
         _ => String::new(),
     };
+    let what = if loss.kind == DamageKind::PossiblyLost {
+        "records"
+    } else {
+        "acknowledged records"
+    };
     match loss.records {
-        Some(count) => format!("{count} acknowledged records{range}"),
-        None => format!("acknowledged records{range}"),
+        Some(count) => format!("{count} {what}{range}"),
+        None => format!("{what}{range}"),
     }
 }
 

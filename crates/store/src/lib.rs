@@ -210,6 +210,11 @@ pub struct Counters {
     /// Bytes of torn log tails open cut off (most likely never
     /// acknowledged).
     pub wal_torn_tail_bytes: u64,
+    /// Log tails open cut off that were one whole frame failing its
+    /// checksum (a damaged byte; its records may have been acknowledged),
+    /// and the records their payload still told ([`recovery`]).
+    pub wal_possibly_lost_regions: u64,
+    pub wal_possibly_lost_records: u64,
     /// Batches refused because a partition they hold could not be written
     /// into parts (see [`StoreError::PartitionUnwritable`]).
     pub refused_unwritable: u64,

@@ -1,6 +1,6 @@
 //! Damage in the write-ahead log of a real store: a flipped byte in an
-//! acknowledged batch, a torn tail, a damaged last frame, damage at the end
-//! of a segment a later one follows.
+//! acknowledged batch, a torn tail, a damaged last frame, a torn write into
+//! a reused file, damage at the end of a segment a later one follows.
 
 use std::ops::Range;
 use std::os::unix::fs::PermissionsExt;
@@ -225,22 +225,95 @@ fn a_torn_tail_is_reported_as_torn_not_as_lost() {
 }
 
 #[test]
-fn ids_in_a_damaged_last_frame_are_never_issued_again() {
+fn a_flipped_byte_in_an_acknowledged_last_frame_is_reported_possibly_lost() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());
     store.append("t", batch("r1", 0..10)).unwrap();
     store.append("t", batch("r1", 10..20)).unwrap();
     drop(store);
-    // Acknowledged (ids 11 to 20), then damaged: nothing after it tells.
-    flip(dir.path(), 1, 1);
+    // Acknowledged (ids 11 to 20), then damaged: nothing after it tells,
+    // but it is one whole frame, so no write a crash cut short.
+    let (damaged, frame) = flip(dir.path(), 1, 1);
 
     let store = open(dir.path());
     assert_eq!(messages(&store), expected(&[("r1", 0..10)]));
-    assert_eq!(store.recovery_report().damage[0].kind, DamageKind::TornTail);
+    let report = store.recovery_report();
+    assert_eq!(report.damage.len(), 1);
+    let loss = &report.damage[0];
+    assert_eq!(loss.kind, DamageKind::PossiblyLost);
+    assert_eq!(report.lost().count(), 0, "not known to be acknowledged");
+    assert_eq!(report.lost_or_possibly().count(), 1, "but told");
+    assert_eq!(
+        (loss.offset, loss.bytes, loss.after_id, loss.records),
+        (frame.start as u64, frame.len() as u64, Some(10), Some(10)),
+        "its ids, 11 to 20, read from its payload"
+    );
+    assert!(loss.owner.is_some(), "its labels still read");
+    let counters = store.counters();
+    assert_eq!(
+        (
+            counters.wal_possibly_lost_regions,
+            counters.wal_possibly_lost_records,
+            counters.wal_lost_regions,
+            counters.wal_torn_tail_bytes
+        ),
+        (1, 10, 0, 0)
+    );
+    assert_eq!(
+        std::fs::read(loss.copy.as_ref().unwrap()).unwrap(),
+        &damaged[frame.clone()],
+        "its bytes are kept"
+    );
+    // Its ids are never issued again.
     assert!(store.last_id() >= 20, "{}", store.last_id());
     store.append("t", batch("r2", 0..3)).unwrap();
     let after = store.read_after("t", &Filter::default(), 20, 100);
     assert_eq!(after.len(), 3, "a tail resuming after id 20 gets them");
+}
+
+/// A crash in the middle of a write into a reused file: the older
+/// segment's bytes follow what was written, so the header's length ends
+/// the frame inside them. That is no whole frame: a quiet torn tail.
+#[test]
+fn a_torn_write_into_a_reused_file_stays_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for first in (0..30).step_by(10) {
+        store.append("t", batch("r1", first..first + 10)).unwrap();
+    }
+    drop(store);
+    // Reopened: segment 1 is replayed and kept, appends go to segment 2.
+    let store = open(dir.path());
+    store.append("t", batch("r2", 0..5)).unwrap();
+    store.append("t", batch("r2", 5..10)).unwrap();
+    drop(store);
+    let older = std::fs::read(wal_path(dir.path(), 1)).unwrap();
+    let path = wal_path(dir.path(), 2);
+    let newer = std::fs::read(&path).unwrap();
+    let last = frames(&newer)[1].clone();
+    assert!(older.len() > newer.len(), "segment 1 is the longer");
+    // Segment 2 as a reused segment 1 holds it when the kill cut its
+    // second frame's write in the middle.
+    let cut = (last.start + last.end) / 2;
+    let mut torn = newer[..cut].to_vec();
+    torn.extend_from_slice(&older[cut..]);
+    std::fs::write(&path, &torn).unwrap();
+
+    let store = open(dir.path());
+    assert_eq!(messages(&store), expected(&[("r1", 0..30), ("r2", 0..5)]));
+    let report = store.recovery_report();
+    assert_eq!(report.damage.len(), 1, "{report:?}");
+    assert_eq!(report.damage[0].kind, DamageKind::TornTail);
+    assert_eq!(report.damage[0].offset, last.start as u64);
+    assert_eq!(report.lost_or_possibly().count(), 0, "no loss to tell");
+    let counters = store.counters();
+    assert_eq!(
+        (
+            counters.wal_possibly_lost_regions,
+            counters.wal_lost_regions
+        ),
+        (0, 0)
+    );
 }
 
 #[test]

@@ -9,9 +9,10 @@
 //! resynchronises: it skips to the next offset where a whole frame of the
 //! segment checks, and goes on. Damage with valid frames after it is lost
 //! acknowledged data (one flipped byte costs its frame, not the rest of the
-//! log); damage at the end is most likely a write a crash cut short. What
-//! to do with either (report, copy aside, rewrite or cut) is
-//! [`crate::recovery`]'s.
+//! log); damage at the end is a write a crash cut short, unless it is one
+//! whole frame of the segment ([`Damage::whole_frame`]), which may be an
+//! acknowledged frame with a flipped byte. What to do with each (report,
+//! copy aside, rewrite or cut) is [`crate::recovery`]'s.
 //!
 //! Once a segment's records are in parts, its file is kept as the spare
 //! ([`SPARE`]) and the next segment is written over it, from the start
@@ -258,6 +259,14 @@ pub struct Damage<T> {
     /// What `peek` made of the payload, when the stretch is exactly one
     /// frame of this segment (its header's length and number intact).
     pub peeked: Option<T>,
+    /// Whether the stretch is exactly one frame of this segment: its
+    /// header's number is this segment's (or, damaged, the checksum with
+    /// this segment's number verifies), and its length ends it where the
+    /// next frame, an older segment's frame or the file's end begins. At
+    /// the end of a segment this tells a complete frame that fails its
+    /// checksum (a flipped byte, possibly in an acknowledged frame) from a
+    /// write cut short (see [`crate::recovery`]).
+    pub whole_frame: bool,
 }
 
 impl<T> Damage<T> {
@@ -269,6 +278,7 @@ impl<T> Damage<T> {
             before,
             after: None,
             peeked: None,
+            whole_frame: false,
         }
     }
 }
@@ -429,9 +439,17 @@ fn one_frame<'a, T>(
     let start = usize::try_from(damage.offset).ok()?;
     let header = bytes.get(start..start + header_len)?;
     let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
-    let ours = !current || header[8..16] == segment.to_le_bytes();
-    (ours && header_len as u64 + len == damage.len)
-        .then(|| &bytes[start + header_len..start + damage.len as usize])
+    if header_len as u64 + len != damage.len {
+        return None;
+    }
+    let payload = &bytes[start + header_len..start + damage.len as usize];
+    // A damaged number is still ours when the checksum proves it: the
+    // frame was written whole, by this segment.
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let ours = !current
+        || header[8..16] == segment.to_le_bytes()
+        || frame_crc(&segment.to_le_bytes(), payload) == crc;
+    ours.then_some(payload)
 }
 
 /// Replays a log.
@@ -488,8 +506,9 @@ impl WalReader {
                         if let Some(mut ended) = damage.take() {
                             ended.len = pos as u64 - ended.offset;
                             ended.after = Some(summary.clone());
-                            ended.peeked =
-                                one_frame(&bytes, &ended, current, segment).and_then(&mut peek);
+                            let frame = one_frame(&bytes, &ended, current, segment);
+                            ended.whole_frame = frame.is_some();
+                            ended.peeked = frame.and_then(&mut peek);
                             recovered.damage.push(ended);
                         }
                         match recovered.kept.last_mut() {
@@ -522,7 +541,9 @@ impl WalReader {
         if let Some(mut tail) = damage {
             tail.len = recovered.end - tail.offset;
             // A later segment may show it was no torn write.
-            tail.peeked = one_frame(&bytes, &tail, current, segment).and_then(&mut peek);
+            let frame = one_frame(&bytes, &tail, current, segment);
+            tail.whole_frame = frame.is_some();
+            tail.peeked = frame.and_then(&mut peek);
             recovered.damage.push(tail);
         }
         Ok(recovered)
@@ -615,6 +636,31 @@ mod tests {
         assert_eq!(recovered.valid_len(), (MAGIC.len() + HEADER_LEN + 4) as u64);
         assert!(!recovered.has_gaps(), "a torn tail has no frame after it");
         assert_eq!(recovered.damage[0].before.as_deref(), Some(&b"kept"[..]));
+        assert!(!recovered.damage[0].whole_frame, "the file ends inside it");
+
+        // Whole, with a flipped byte: the same place, but one whole frame.
+        write_segment(&path, 1, &[b"kept", b"flipped"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, _) = replay_all(&path, 1);
+        assert!(recovered.damage[0].whole_frame);
+        assert_eq!(recovered.damage[0].peeked.as_deref(), Some(&b"flippdd"[..]));
+
+        // A flipped byte in its segment number: the checksum still shows
+        // it was written whole, by this segment.
+        write_segment(&path, 1, &[b"kept", b"flipped"]);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let number = MAGIC.len() + HEADER_LEN + 4 + 9;
+        bytes[number] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let (recovered, _) = replay_all(&path, 1);
+        assert_eq!(
+            recovered.damage[0].offset,
+            (MAGIC.len() + HEADER_LEN + 4) as u64
+        );
+        assert!(recovered.damage[0].whole_frame);
     }
 
     #[test]
@@ -646,8 +692,9 @@ mod tests {
             assert_eq!(damage.after.as_deref(), Some(&b"after"[..]));
             assert!(recovered.has_gaps());
             assert_eq!(recovered.end, bytes.len() as u64);
-            // Its length and number intact, what is left of it is peeked at.
-            let intact_header = at != 0 && at != 1 && at != 9;
+            // Its length intact (its number, if damaged, proved by the
+            // checksum), what is left of it is peeked at.
+            let intact_header = at != 0 && at != 1;
             assert_eq!(
                 damage.peeked.is_some(),
                 intact_header,
