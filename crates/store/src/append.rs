@@ -213,8 +213,11 @@ impl Inner {
         let Some(days) = unwritable.get(&(tenant.to_owned(), batch.app.clone())) else {
             return Ok(());
         };
+        // The day each record is stored in: a record dated too far ahead
+        // goes into today's partition.
+        let clock = Clock::new(self.options.max_clock_skew);
         let blocked = batch.records.iter().find_map(|record| {
-            let day = crate::flush::day_number(tailwater_model::filter::timestamp_ns(record.ts));
+            let day = crate::flush::day_number(clock.stored_ns(record.ts));
             days.contains(&day).then_some(day)
         });
         drop(unwritable);
@@ -329,10 +332,30 @@ impl Clock {
     /// when it is not (then its own is kept in [`ORIGINAL_TS_FIELD`] and
     /// its `ts` becomes the store's).
     fn accept(&self, record: &mut IngestRecord) -> (i64, Option<&'static str>) {
+        let (ts, retimed) = self.judge(record.ts);
+        let Some(reason) = retimed else {
+            return (clamped_ns(ts), None);
+        };
+        let mut fields = record.fields.to_map();
+        fields.insert(ORIGINAL_TS_FIELD.into(), record.ts.to_string().into());
+        record.fields = tailwater_model::FieldsJson::from_map(&fields);
+        record.ts = ts;
+        (clamped_ns(ts), Some(reason))
+    }
+
+    /// The time, in ns, a record dated `ts` is stored at ([`Clock::accept`]
+    /// without changing the record).
+    fn stored_ns(&self, ts: jiff::Timestamp) -> i64 {
+        clamped_ns(self.judge(ts).0)
+    }
+
+    /// The time a record dated `ts` is stored at, and why it is not its
+    /// own when it is not.
+    fn judge(&self, ts: jiff::Timestamp) -> (jiff::Timestamp, Option<&'static str>) {
         // Kept to the millisecond, as CloudWatch and Elasticsearch keep
         // them: finer digits of a capture time are noise that costs two
         // bytes a record to store. Order within a runner is kept by id.
-        let ts = jiff::Timestamp::from_millisecond(record.ts.as_millisecond()).unwrap_or(record.ts);
+        let ts = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
         let retimed = if i64::try_from(ts.as_nanosecond()).is_err() {
             Some(RETIMED_OUT_OF_RANGE)
         } else if ts > self.latest {
@@ -340,15 +363,13 @@ impl Clock {
         } else {
             None
         };
-        let Some(reason) = retimed else {
-            return (clamped_ns(ts), None);
-        };
-        let mut fields = record.fields.to_map();
-        fields.insert(ORIGINAL_TS_FIELD.into(), record.ts.to_string().into());
-        record.fields = tailwater_model::FieldsJson::from_map(&fields);
-        let now = jiff::Timestamp::from_millisecond(self.now.as_millisecond()).unwrap_or(self.now);
-        record.ts = now;
-        (clamped_ns(now), Some(reason))
+        match retimed {
+            None => (ts, None),
+            Some(reason) => (
+                jiff::Timestamp::from_millisecond(self.now.as_millisecond()).unwrap_or(self.now),
+                Some(reason),
+            ),
+        }
     }
 }
 

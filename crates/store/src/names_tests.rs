@@ -263,6 +263,17 @@ fn a_partition_that_cannot_be_written_stalls_no_other() {
             "{refused}"
         );
         assert_eq!(store.counters().refused_unwritable, 1);
+        // A batch dated a year ahead is stored at the store's time, in the
+        // day that cannot be written: refused too, not let into memory.
+        let year = jiff::SignedDuration::from_hours(24 * 365);
+        let ahead = store
+            .append("blocked", batch("a", "r3", 5, now + year))
+            .unwrap_err();
+        assert!(
+            matches!(ahead, StoreError::PartitionUnwritable { .. }),
+            "{ahead}"
+        );
+        assert_eq!(store.counters().refused_unwritable, 2);
         // Enough of `other` to fill many memtables: none of its appends
         // waits on `blocked`, and its records reach parts.
         for round in 1..=40u64 {
