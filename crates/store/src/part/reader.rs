@@ -97,6 +97,20 @@ impl Part {
                 return Err(corrupt("a block lies outside the part"));
             }
         }
+        // The request index points into the streams and blocks: a footer
+        // that says otherwise is damaged, whatever its checksum says.
+        for request in &footer.requests {
+            if request.stream as usize >= footer.streams.len()
+                || request
+                    .blocks
+                    .iter()
+                    .any(|block| *block as usize >= footer.blocks.len())
+            {
+                return Err(corrupt(
+                    "a request's index entry names a stream or block the part has not",
+                ));
+            }
+        }
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(Part {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
