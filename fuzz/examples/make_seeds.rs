@@ -49,9 +49,10 @@ fn main() {
         seed("parse_line", name, line.as_bytes());
     }
 
+    let seal = tailwater_fuzz::model::seal("acme");
     let cursor = Cursor {
         ts_ns: 1_767_225_600_000_000_000,
-        id: 42,
+        position: 42,
     };
     let range = IdRange {
         after: 10,
@@ -75,7 +76,7 @@ fn main() {
             "times",
             "since=15m&until=now&limit=10&direction=forward&after=5".to_owned(),
         ),
-        ("cursor", format!("cursor={}", cursor.encode())),
+        ("cursor", format!("cursor={}", cursor.encode(&seal))),
     ] {
         seed("logs_params", name, query.as_bytes());
     }
@@ -117,8 +118,8 @@ fn main() {
         seed("filter_match", name, &data);
     }
 
-    seed("cursor", "cursor", cursor.encode().as_bytes());
-    seed("cursor", "range", range.encode().as_bytes());
+    seed("cursor", "cursor", cursor.encode(&seal).as_bytes());
+    seed("cursor", "range", range.encode(&seal).as_bytes());
     seed(
         "cursor",
         "numbers",

@@ -18,7 +18,7 @@
 //! behind a checksum as well as the checks themselves.
 
 mod ingest;
-mod model;
+pub mod model;
 mod spool;
 mod store;
 

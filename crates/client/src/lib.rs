@@ -256,8 +256,8 @@ impl Client {
             .await
     }
 
-    /// `GET /v1/logs/tail`: records as they are stored, after record id
-    /// `after` (or from now on when `None`), in id order. When the server
+    /// `GET /v1/logs/tail`: records as they are stored, after the record
+    /// with id `after` (or from now on when `None`), in ingest order. When the server
     /// says this client fell too far behind, the records it skipped are
     /// fetched through `GET /v1/logs` and come first, so none is lost; an
     /// error ends nothing, and resuming after the last record's id goes on
@@ -265,7 +265,7 @@ impl Client {
     pub async fn tail(
         &self,
         params: &LogsParams,
-        after: Option<u64>,
+        after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<LogRecord, ClientError>> + use<>, ClientError> {
         let events = Box::pin(self.tail_events(params, after).await?);
         let filling = GapFiller {
@@ -283,14 +283,14 @@ impl Client {
     pub async fn tail_events(
         &self,
         params: &LogsParams,
-        after: Option<u64>,
+        after: Option<&str>,
     ) -> Result<impl Stream<Item = Result<TailEvent, ClientError>> + use<>, ClientError> {
         let mut request = self
             .request(reqwest::Method::GET, "/v1/logs/tail")
             .query(params)
             .header("accept", "text/event-stream");
         if let Some(after) = after {
-            request = request.header("last-event-id", after.to_string());
+            request = request.header("last-event-id", after);
         }
         let response = self.send(request).await?;
         let server = self.base.clone();
@@ -309,10 +309,13 @@ impl Client {
                         serde_json::from_str::<MissedNotice>(&event.data)
                             .map_err(|error| protocol(error.to_string()))
                             .and_then(|notice| {
-                                let id = event.id.parse().map_err(|_| {
-                                    protocol(format!("missed event without an id: '{}'", event.id))
-                                })?;
-                                Ok(TailEvent::Missed { id, notice })
+                                if event.id.is_empty() {
+                                    return Err(protocol("a missed event without an id".into()));
+                                }
+                                Ok(TailEvent::Missed {
+                                    id: event.id,
+                                    notice,
+                                })
                             }),
                     ),
                     Ok(_) => None,
@@ -340,7 +343,7 @@ impl Client {
         let as_of = response
             .headers()
             .get("x-tailwater-as-of")
-            .and_then(|value| value.to_str().ok()?.parse().ok())
+            .and_then(|value| Some(value.to_str().ok()?.to_owned()))
             .ok_or_else(|| ClientError::Protocol("an export without x-tailwater-as-of".into()))?;
         let server = self.base.clone();
         let chunks = response.bytes_stream().map(move |chunk| {
@@ -489,15 +492,16 @@ pub enum TailEvent {
     /// were skipped; `GET /v1/logs` with the tail's filters and
     /// `cursor=notice.cursor` returns them. The tail goes on after `id`.
     Missed {
-        id: u64,
+        id: String,
         notice: MissedNotice,
     },
 }
 
 /// An export as it arrives.
 pub struct Export {
-    /// The newest record id it covers: a live tail after it continues it.
-    pub as_of: u64,
+    /// The id of the newest record it covers: a live tail after it
+    /// continues it.
+    pub as_of: String,
     /// The body, in the chunks it arrives in; an error means it was cut off.
     pub chunks: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>,
 }

@@ -8,6 +8,7 @@ use base64::Engine;
 use jiff::Timestamp;
 
 use crate::matcher::{Matcher, Pattern, Substring};
+use crate::positions::{TenantSeal, SEALED_LEN};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
 use crate::words::Phrase;
 
@@ -237,78 +238,91 @@ pub struct Query {
     pub cursor: Option<Cursor>,
 }
 
-/// A position in the time order of records: `(ts, id)`, where `id` breaks ties
-/// between records of the same nanosecond. Opaque to clients.
+/// A position in the time order of records: `(ts, position)`, where the
+/// record's ingest [`position`](LogRecord::position) breaks ties between
+/// records of the same nanosecond. Clients get it sealed
+/// ([`Cursor::encode`]), as opaque text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cursor {
     pub ts_ns: i64,
-    pub id: u64,
+    pub position: u64,
 }
 
-const CURSOR_VERSION: u8 = 1;
+/// Version bytes of the sealed text forms, so a cursor is never taken for a
+/// range (and the unsealed forms of older servers are refused).
+const CURSOR_VERSION: u8 = 3;
+const ID_RANGE_VERSION: u8 = 4;
 
 impl Cursor {
     /// The position of a record.
     pub fn of(record: &LogRecord) -> Cursor {
         Cursor {
             ts_ns: timestamp_ns(record.ts),
-            id: record.id,
+            position: record.position,
         }
     }
 
-    pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(17);
+    /// The cursor as `seal`'s tenant is given it.
+    pub fn encode(&self, seal: &TenantSeal) -> String {
+        let mut bytes = Vec::with_capacity(1 + 8 + SEALED_LEN);
         bytes.push(CURSOR_VERSION);
         bytes.extend_from_slice(&self.ts_ns.to_be_bytes());
-        bytes.extend_from_slice(&self.id.to_be_bytes());
+        bytes.extend_from_slice(&seal.seal(self.position));
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    pub fn decode(text: &str) -> Result<Cursor, String> {
+    /// A cursor `seal`'s tenant was given; anything else is an error.
+    pub fn decode(text: &str, seal: &TenantSeal) -> Result<Cursor, String> {
         let invalid =
             || "invalid cursor: pass the next_cursor value of a previous page unchanged".to_owned();
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
-        if bytes.len() != 17 || bytes[0] != CURSOR_VERSION {
+        let [CURSOR_VERSION, rest @ ..] = bytes.as_slice() else {
+            return Err(invalid());
+        };
+        if rest.len() != 8 + SEALED_LEN {
             return Err(invalid());
         }
+        let (ts, sealed) = rest.split_at(8);
         Ok(Cursor {
-            ts_ns: i64::from_be_bytes(bytes[1..9].try_into().unwrap()),
-            id: u64::from_be_bytes(bytes[9..17].try_into().unwrap()),
+            ts_ns: i64::from_be_bytes(ts.try_into().unwrap()),
+            position: seal.open(sealed.try_into().unwrap()).ok_or_else(invalid)?,
         })
     }
 }
 
-/// A stretch of ingest order: the records with ids in `(after, through]`.
-/// A live tail that had to skip records hands one out (encoded, as the
-/// `cursor` of `GET /v1/logs`) so the client can fetch exactly what it
-/// missed; pages of it go in id order. Opaque to clients, like [`Cursor`],
-/// and told apart from one by its version byte.
+/// A stretch of ingest order: the records with positions in
+/// `(after, through]`. A live tail that had to skip records hands one out
+/// (encoded, as the `cursor` of `GET /v1/logs`) so the client can fetch
+/// exactly what it missed; pages of it go in ingest order. Sealed like a
+/// [`Cursor`], and told apart from one by its version byte.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct IdRange {
     pub after: u64,
     pub through: u64,
 }
 
-const ID_RANGE_VERSION: u8 = 2;
-
 impl IdRange {
-    pub fn encode(&self) -> String {
-        let mut bytes = Vec::with_capacity(17);
+    pub fn encode(&self, seal: &TenantSeal) -> String {
+        let mut bytes = Vec::with_capacity(1 + 2 * SEALED_LEN);
         bytes.push(ID_RANGE_VERSION);
-        bytes.extend_from_slice(&self.after.to_be_bytes());
-        bytes.extend_from_slice(&self.through.to_be_bytes());
+        bytes.extend_from_slice(&seal.seal(self.after));
+        bytes.extend_from_slice(&seal.seal(self.through));
         URL_SAFE_NO_PAD.encode(bytes)
     }
 
-    /// `None` for anything that is not an encoded range (a time-order
-    /// [`Cursor`] included), so a caller can try this first.
-    pub fn decode(text: &str) -> Option<IdRange> {
+    /// `None` for anything that is not a range `seal`'s tenant was given (a
+    /// time-order [`Cursor`] included), so a caller can try this first.
+    pub fn decode(text: &str, seal: &TenantSeal) -> Option<IdRange> {
         let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-        if bytes.len() != 17 || bytes[0] != ID_RANGE_VERSION {
+        let [ID_RANGE_VERSION, sealed @ ..] = bytes.as_slice() else {
+            return None;
+        };
+        if sealed.len() != 2 * SEALED_LEN {
             return None;
         }
-        let after = u64::from_be_bytes(bytes[1..9].try_into().unwrap());
-        let through = u64::from_be_bytes(bytes[9..17].try_into().unwrap());
+        let (after, through) = sealed.split_at(SEALED_LEN);
+        let after = seal.open(after.try_into().unwrap())?;
+        let through = seal.open(through.try_into().unwrap())?;
         (after < through).then_some(IdRange { after, through })
     }
 }
@@ -321,10 +335,12 @@ pub fn timestamp_ns(ts: Timestamp) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::positions::SealKey;
 
     fn record(message: &str, level: Level) -> LogRecord {
         LogRecord {
-            id: 1,
+            id: String::new(),
+            position: 1,
             ts: "2026-11-20T10:00:00Z".parse().unwrap(),
             tenant: "t".into(),
             app: "sdxl".into(),
@@ -355,22 +371,45 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let cursor = Cursor { ts_ns: -5, id: 99 };
-        assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);
-        assert!(Cursor::decode("nope").unwrap_err().contains("next_cursor"));
+        let key = SealKey::new([1; SealKey::LEN]);
+        let acme = key.tenant("acme");
+        let cursor = Cursor {
+            ts_ns: -5,
+            position: 99,
+        };
+        assert_eq!(
+            Cursor::decode(&cursor.encode(&acme), &acme).unwrap(),
+            cursor
+        );
+        assert!(Cursor::decode("nope", &acme)
+            .unwrap_err()
+            .contains("next_cursor"));
+        // Another tenant's cursor is as invalid as garbage.
+        let other = key.tenant("globex");
+        assert!(Cursor::decode(&cursor.encode(&other), &acme).is_err());
     }
 
     #[test]
     fn id_ranges_round_trip_and_are_told_apart_from_cursors() {
+        let key = SealKey::new([1; SealKey::LEN]);
+        let acme = key.tenant("acme");
         let range = IdRange {
             after: 7,
             through: 1 << 40,
         };
-        assert_eq!(IdRange::decode(&range.encode()), Some(range));
-        let cursor = Cursor { ts_ns: 7, id: 9 }.encode();
-        assert_eq!(IdRange::decode(&cursor), None);
-        assert!(Cursor::decode(&range.encode()).is_err());
-        assert_eq!(IdRange::decode("nope"), None);
+        assert_eq!(IdRange::decode(&range.encode(&acme), &acme), Some(range));
+        assert_eq!(
+            IdRange::decode(&range.encode(&key.tenant("b")), &acme),
+            None
+        );
+        let cursor = Cursor {
+            ts_ns: 7,
+            position: 9,
+        }
+        .encode(&acme);
+        assert_eq!(IdRange::decode(&cursor, &acme), None);
+        assert!(Cursor::decode(&range.encode(&acme), &acme).is_err());
+        assert_eq!(IdRange::decode("nope", &acme), None);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   request id, timestamp and fields ([`parse_line`]).
 //! - [`filter`]: which records a reader wants ([`Filter`], [`Query`]) and the
 //!   opaque [`Cursor`] that pages through them.
+//! - [`positions`]: a record's place in ingest order, sealed for its
+//!   tenant, as ids, cursors and resume points carry it.
 //! - [`matcher`]: how labels and messages are matched: exact values, regexes
 //!   ([`Pattern`], size-bounded) and substrings.
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
@@ -29,6 +31,7 @@
 pub mod filter;
 pub mod matcher;
 pub mod parse;
+pub mod positions;
 pub mod record;
 pub mod tenancy;
 pub mod time;
@@ -38,5 +41,6 @@ pub mod words;
 pub use filter::{Cursor, Direction, Filter, IdRange, Labels, Query};
 pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
+pub use positions::{SealKey, TenantSeal};
 pub use record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

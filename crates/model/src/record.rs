@@ -439,12 +439,19 @@ impl FromStr for Source {
 
 /// A stored record, as every read API returns it.
 ///
-/// `(tenant, runner, boot, seq)` identifies the line the agent captured, so a
-/// batch delivered twice is stored once. `id` is the server's own ingest
-/// order: live tail resumes after an `id`, history pages by `(ts, id)`.
+/// `(tenant, app, runner, boot, seq)` identifies the line the agent
+/// captured, so a batch delivered twice is stored once. `id` is opaque: the
+/// record's ingest position sealed for its tenant ([`crate::positions`]);
+/// live tail resumes after an `id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LogRecord {
-    pub id: u64,
+    /// Filled by the server as the record leaves it; empty inside.
+    #[serde(default)]
+    pub id: String,
+    /// The store's ingest order, across all tenants: live tail follows it,
+    /// history breaks ties of time with it. Never sent.
+    #[serde(skip)]
+    pub position: u64,
     pub ts: Timestamp,
     pub tenant: String,
     pub app: String,
@@ -522,7 +529,8 @@ mod tests {
     #[test]
     fn a_record_is_one_line_of_text() {
         let record = LogRecord {
-            id: 1,
+            id: String::new(),
+            position: 1,
             ts: "2026-11-21T10:00:00.123456789Z".parse().unwrap(),
             tenant: "t".into(),
             app: "sdxl".into(),

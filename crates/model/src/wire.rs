@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::{Cursor, Direction, Filter, Query};
 use crate::matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
+use crate::positions::TenantSeal;
 use crate::record::{FieldsJson, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
@@ -95,10 +96,10 @@ pub struct LogsPage {
     pub records: Vec<LogRecord>,
     /// Pass as `cursor` to get the next page; absent on the last page.
     pub next_cursor: Option<String>,
-    /// The newest record `id` the server had stored when it answered. Live
-    /// tail from `after=as_of` continues this read with no gap and no
-    /// duplicate.
-    pub as_of: u64,
+    /// The id of the newest record the server had stored when it answered
+    /// (opaque, like every id). Live tail from `after=as_of` continues this
+    /// read with no gap and no duplicate.
+    pub as_of: String,
     /// Present when the page lacks records that match (see [`Incomplete`]);
     /// absent on a complete page, and from servers before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,7 +175,8 @@ pub struct LogsParams {
     /// `forward` (oldest first) or `backward` (newest first, the default).
     pub direction: Option<String>,
     pub cursor: Option<String>,
-    /// Live tail only: start after this record `id` (as `Last-Event-ID`).
+    /// Live tail only: start after the record with this `id` (as
+    /// `Last-Event-ID`), or from the first record with `0`.
     pub after: Option<String>,
     /// `field.KEY=VALUE`, keyed by `KEY` (without the `field.` prefix).
     pub fields: BTreeMap<String, String>,
@@ -282,7 +284,7 @@ impl LogsParams {
 
     /// The parameters that describe `query` (times as RFC 3339): the inverse
     /// of [`LogsParams::to_query`].
-    pub fn from_query(query: &Query) -> LogsParams {
+    pub fn from_query(query: &Query, seal: &TenantSeal) -> LogsParams {
         let mut params = LogsParams::from_filter(&query.filter);
         params.limit = Some(query.limit.to_string());
         params.direction = Some(
@@ -292,7 +294,7 @@ impl LogsParams {
             }
             .to_owned(),
         );
-        params.cursor = query.cursor.map(|cursor| cursor.encode());
+        params.cursor = query.cursor.map(|cursor| cursor.encode(seal));
         params
     }
 
@@ -447,9 +449,10 @@ impl LogsParams {
         })
     }
 
-    /// The page query these parameters describe.
-    pub fn to_query(&self, now: Timestamp) -> Result<Query, String> {
-        self.to_query_within(now, DEFAULT_REGEX_SIZE_LIMIT)
+    /// The page query these parameters describe, for the tenant `seal`
+    /// opens cursors of.
+    pub fn to_query(&self, now: Timestamp, seal: &TenantSeal) -> Result<Query, String> {
+        self.to_query_within(now, DEFAULT_REGEX_SIZE_LIMIT, seal)
     }
 
     /// [`LogsParams::to_query`] with [`LogsParams::to_filter_within`].
@@ -457,6 +460,7 @@ impl LogsParams {
         &self,
         now: Timestamp,
         regex_size_limit: usize,
+        seal: &TenantSeal,
     ) -> Result<Query, String> {
         let limit = match self.limit.as_deref().filter(|v| !v.is_empty()) {
             None => DEFAULT_PAGE_LIMIT,
@@ -483,23 +487,36 @@ impl LogsParams {
                 .cursor
                 .as_deref()
                 .filter(|v| !v.is_empty())
-                .map(Cursor::decode)
+                .map(|text| Cursor::decode(text, seal))
                 .transpose()?,
         })
     }
 
-    /// The `after` id of a live tail, if given.
-    pub fn after_id(&self) -> Result<Option<u64>, String> {
+    /// The position a live tail starts after, from its `after` id, if
+    /// given.
+    pub fn after_position(&self, seal: &TenantSeal) -> Result<Option<u64>, String> {
         self.after
             .as_deref()
             .filter(|v| !v.is_empty())
-            .map(|text| {
-                text.parse().map_err(|_| {
-                    format!("invalid after '{text}': use the id of the last record you received")
-                })
-            })
+            .map(|text| parse_after(text, seal))
             .transpose()
     }
+}
+
+/// What `after` (or `Last-Event-ID`) says to start a live tail from the
+/// first record stored: the position before every record.
+pub const AFTER_START: &str = "0";
+
+/// The position behind the id a live tail resumes after (`after` or
+/// `Last-Event-ID`), or [`AFTER_START`].
+pub fn parse_after(text: &str, seal: &TenantSeal) -> Result<u64, String> {
+    if text == AFTER_START {
+        return Ok(0);
+    }
+    seal.position(text).ok_or_else(|| {
+        let shown: String = text.chars().take(40).collect();
+        format!("invalid after '{shown}': use the id of the last record you received, unchanged")
+    })
 }
 
 impl Serialize for LogsParams {
@@ -587,13 +604,13 @@ pub struct MissedNotice {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TailMessage {
-    /// `{"type":"record","id":…,"record":{…}}`, in id order.
-    Record { id: u64, record: LogRecord },
+    /// `{"type":"record","id":…,"record":{…}}`, in ingest order.
+    Record { id: String, record: Box<LogRecord> },
     /// `{"type":"missed","id":…,"count":…,"cursor":…}`: the records after
     /// the previous message up to `id` that the client fell too far behind
     /// to get; the tail goes on after them.
     Missed {
-        id: u64,
+        id: String,
         #[serde(flatten)]
         notice: MissedNotice,
     },
@@ -1001,6 +1018,11 @@ pub struct AppStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::positions::SealKey;
+
+    fn key() -> SealKey {
+        SealKey::new([3; SealKey::LEN])
+    }
 
     /// What agents send today reads and writes back byte for byte, fields
     /// included; fields sent with whitespace are kept compact.
@@ -1030,7 +1052,7 @@ mod tests {
             runner: Some(String::new()),
             ..LogsParams::default()
         };
-        let query = params.to_query(now).unwrap();
+        let query = params.to_query(now, &key().tenant("t")).unwrap();
         assert_eq!(query.limit, DEFAULT_PAGE_LIMIT);
         assert_eq!(query.direction, Direction::Backward);
         assert_eq!(query.filter.app, Some(Matcher::Eq("sdxl".into())));
@@ -1045,7 +1067,7 @@ mod tests {
     #[test]
     fn bad_params_get_clear_errors() {
         let now = Timestamp::UNIX_EPOCH;
-        let bad = |params: LogsParams| params.to_query(now).unwrap_err();
+        let bad = |params: LogsParams| params.to_query(now, &key().tenant("t")).unwrap_err();
         assert!(bad(LogsParams {
             limit: Some("0".into()),
             ..Default::default()
@@ -1070,7 +1092,7 @@ mod tests {
             after: Some("x".into()),
             ..Default::default()
         }
-        .after_id()
+        .after_position(&key().tenant("t"))
         .unwrap_err()
         .contains("invalid after"));
     }
@@ -1127,6 +1149,8 @@ mod tests {
 
     #[test]
     fn params_and_filters_round_trip_both_ways() {
+        let key = key();
+        let seal = key.tenant("t");
         let params = LogsParams {
             app: Some("sdxl".into()),
             version_not: Some("v1".into()),
@@ -1144,7 +1168,13 @@ mod tests {
             until: Some("2026-11-20T11:00:00.5Z".into()),
             limit: Some("25".into()),
             direction: Some("forward".into()),
-            cursor: Some(Cursor { ts_ns: 7, id: 9 }.encode()),
+            cursor: Some(
+                Cursor {
+                    ts_ns: 7,
+                    position: 9,
+                }
+                .encode(&seal),
+            ),
             fields: BTreeMap::from([
                 ("status".to_owned(), "200".to_owned()),
                 ("empty".to_owned(), String::new()),
@@ -1152,9 +1182,14 @@ mod tests {
             ..LogsParams::default()
         };
         let now = Timestamp::UNIX_EPOCH;
-        let query = params.to_query(now).unwrap();
-        assert_eq!(LogsParams::from_query(&query), params);
-        assert_eq!(LogsParams::from_query(&query).to_query(now).unwrap(), query);
+        let query = params.to_query(now, &seal).unwrap();
+        assert_eq!(LogsParams::from_query(&query, &seal), params);
+        assert_eq!(
+            LogsParams::from_query(&query, &seal)
+                .to_query(now, &seal)
+                .unwrap(),
+            query
+        );
         // As pairs, and through serde as a query string's flat map.
         assert_eq!(LogsParams::from_pairs(params.to_pairs()).unwrap(), params);
         let encoded = serde_urlencoded::to_string(&params).unwrap();
@@ -1228,7 +1263,7 @@ mod tests {
     #[test]
     fn incompleteness_is_optional_on_the_wire_both_ways() {
         let old: LogsPage =
-            serde_json::from_str(r#"{"records":[],"next_cursor":null,"as_of":3}"#).unwrap();
+            serde_json::from_str(r#"{"records":[],"next_cursor":null,"as_of":"x"}"#).unwrap();
         assert_eq!(old.incomplete, None);
         assert!(!serde_json::to_string(&old).unwrap().contains("incomplete"));
         let page = LogsPage {
@@ -1261,7 +1296,8 @@ mod tests {
             "{text}"
         );
         let record = LogRecord {
-            id: 1,
+            id: String::new(),
+            position: 1,
             ts: Timestamp::UNIX_EPOCH,
             tenant: "t".into(),
             app: "a".into(),

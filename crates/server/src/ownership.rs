@@ -78,7 +78,7 @@ fn first_record(store: &Store, tenant: &str, app: &str, request_id: &str) -> Opt
     store
         .read_after(tenant, &filter, 0, 1)
         .first()
-        .map(|record| record.id)
+        .map(|record| record.position)
 }
 
 /// `request_start` records read at a time while looking for the first one
@@ -316,7 +316,7 @@ pub fn deciding_start(
         if starts.len() < STARTS_BATCH {
             return None;
         }
-        after = starts.last()?.id;
+        after = starts.last()?.position;
     }
 }
 

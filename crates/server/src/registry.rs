@@ -17,6 +17,7 @@
 //! Who may do what is not decided here but in [`crate::auth`].
 
 mod journal;
+pub mod seal;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -34,6 +35,7 @@ use subtle::ConstantTimeEq;
 use tailwater_model::tenancy::{
     AppInfo, AppPatch, AppSettings, NewApp, Scope, TenantInfo, TenantPatch, TokenInfo,
 };
+use tailwater_model::{SealKey, TenantSeal};
 
 pub(crate) use journal::write_atomically;
 use journal::Journal;
@@ -301,6 +303,8 @@ pub struct Registry {
     limits: RegistryLimits,
     /// Changes refused by a limit, by tenant and reason, for `/metrics`.
     refused: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Seals record positions for each tenant.
+    seal_key: SealKey,
 }
 
 impl Registry {
@@ -357,6 +361,7 @@ impl Registry {
             }))?;
             changed = true;
         }
+        let seal_key = seal::load_or_create(dir)?;
         let journal = Journal::start(dir, &loaded, changed || on_disk.replayed)?;
         if changed && legacy.exists() {
             fs::remove_file(&legacy)
@@ -368,8 +373,14 @@ impl Registry {
             journal: Mutex::new(journal),
             limits: RegistryLimits::default(),
             refused: Mutex::default(),
+            seal_key,
         };
         Ok((registry, shown_once))
+    }
+
+    /// How `tenant` is shown record positions: sealed for it alone.
+    pub fn seal(&self, tenant: &str) -> TenantSeal {
+        self.seal_key.tenant(tenant)
     }
 
     /// The same registry with these limits on what owners may add.

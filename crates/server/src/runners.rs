@@ -310,7 +310,7 @@ impl Runners {
                     .store
                     .read_after(&tenant.name, &filter, position, REPLAY_BATCH);
                 for record in &records {
-                    position = record.id;
+                    position = record.position;
                     if record.boot.ends_with(SERVER_BOOT_SUFFIX) {
                         continue;
                     }

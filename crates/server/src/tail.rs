@@ -31,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tailwater_model::wire::MissedNotice;
-use tailwater_model::{Filter, IdRange, LogRecord};
+use tailwater_model::{Filter, IdRange, LogRecord, TenantSeal};
 use tailwater_store::Store;
 use tokio::sync::{mpsc, watch};
 
@@ -56,12 +56,10 @@ pub const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(100)
 /// What a tail client gets, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TailEvent {
+    /// With its `id` filled in.
     Record(LogRecord),
-    /// Records up to id `through` were skipped; resume after `through`.
-    Missed {
-        through: u64,
-        notice: MissedNotice,
-    },
+    /// Records up to the one with `id` were skipped; resume after `id`.
+    Missed { id: String, notice: MissedNotice },
 }
 
 /// What a client gets of a record (a caller's view: private apps, the
@@ -75,8 +73,11 @@ pub type Allowed = Arc<dyn Fn() -> bool + Send + Sync>;
 pub struct Subscription {
     pub tenant: String,
     pub filter: Filter,
-    /// Deliver records with ids above this one.
+    /// Deliver records with positions above this one.
     pub after: u64,
+    /// How the tenant is shown positions: the ids of the records sent, and
+    /// of a missed notice, and its cursor.
+    pub seal: TenantSeal,
     pub sees: Sees,
     pub allowed: Allowed,
 }
@@ -230,7 +231,7 @@ impl Follower {
             let read_everything = records.len() < READ_BATCH;
             let mut held = false;
             for (record, verdict) in records {
-                let id = record.id;
+                let id = record.position;
                 match verdict {
                     Verdict::Show => match self.sender.try_send(TailEvent::Record(record)) {
                         Ok(()) if id <= self.counted_to => {
@@ -322,11 +323,11 @@ impl Follower {
         };
         let notice = MissedNotice {
             count: self.behind,
-            cursor: skipped.encode(),
+            cursor: skipped.encode(&self.subscription.seal),
         };
         let permit = room.next().expect("room for at least one message");
         permit.send(TailEvent::Missed {
-            through: self.counted_to,
+            id: self.subscription.seal.id(self.counted_to),
             notice,
         });
         (self.sent, self.behind) = (self.counted_to, 0);
@@ -339,17 +340,19 @@ impl Follower {
     /// async threads.
     async fn read(&self, after: u64, limit: usize) -> Option<Vec<(LogRecord, Verdict)>> {
         let store = self.store.clone();
-        let (tenant, filter, sees) = (
+        let (tenant, filter, sees, seal) = (
             self.subscription.tenant.clone(),
             self.subscription.filter.clone(),
             self.subscription.sees.clone(),
+            self.subscription.seal.clone(),
         );
         let read = move || {
             let records = store.read_after(&tenant, &filter, after, limit);
             records
                 .into_iter()
-                .map(|record| {
+                .map(|mut record| {
                     let verdict = sees(&record);
+                    seal.fill_id(&mut record);
                     (record, verdict)
                 })
                 .collect()
@@ -370,13 +373,14 @@ impl Follower {
             let done = records.len() < COUNT_BATCH;
             for (record, verdict) in records
                 .iter()
-                .take_while(|(record, _)| record.id <= through)
+                .take_while(|(record, _)| record.position <= through)
             {
                 // A held record is one the client may yet get.
                 count += u64::from(*verdict != Verdict::Hide);
-                position = record.id;
+                position = record.position;
             }
-            if done || position >= through || records.last().is_some_and(|(r, _)| r.id > through) {
+            let past = records.last().is_some_and(|(r, _)| r.position > through);
+            if done || position >= through || past {
                 return Some(count);
             }
         }

@@ -115,7 +115,12 @@ async fn runner_regexes_and_fields_filter_history_and_tail() {
         regex: Some(r"step [13]$".into()),
         ..LogsParams::default()
     };
-    let mut live = Box::pin(client.tail(&params, Some(0)).await.unwrap());
+    let mut live = Box::pin(
+        client
+            .tail(&params, Some(tailwater_model::wire::AFTER_START))
+            .await
+            .unwrap(),
+    );
     let mut seen = Vec::new();
     while seen.len() < 4 {
         let record = tokio::time::timeout(Duration::from_secs(5), live.next())

@@ -152,7 +152,7 @@ fn websocket_records(
     Box::pin(socket.filter_map(|frame| async move {
         match frame {
             Ok(Message::Text(text)) => match serde_json::from_str(&text) {
-                Ok(TailMessage::Record { record, .. }) => Some(Ok(record)),
+                Ok(TailMessage::Record { record, .. }) => Some(Ok(*record)),
                 Ok(other) => Some(Err(format!("unexpected {other:?}"))),
                 Err(error) => Some(Err(error.to_string())),
             },
@@ -524,7 +524,12 @@ async fn lines_stored_before_the_gateways_start_reach_only_the_caller_it_names()
     }
     // B resuming from before the request with Last-Event-ID gets it all
     // again, in order: nothing held was passed by.
-    let mut resumed = Box::pin(b_caller.tail(&request, Some(0)).await.unwrap());
+    let mut resumed = Box::pin(
+        b_caller
+            .tail(&request, Some(tailwater_model::wire::AFTER_START))
+            .await
+            .unwrap(),
+    );
     assert_eq!(until_message(&mut resumed, "side marker").await, everything);
 }
 
@@ -548,7 +553,7 @@ async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_set
     assert_eq!((status, messages(&page).len()), (200, 0), "{page}");
     // The page's `as_of` stops before what it held back, so a tail that
     // follows from it (as the console does) gets the lines once settled.
-    let as_of = page["as_of"].as_u64().unwrap();
+    let as_of = page["as_of"].as_str().unwrap().to_owned();
     let mut followed =
         websocket_records(websocket_tail(&server, &a, &format!("r-5&after={as_of}")).await);
     let (status, info) = call(&server, "GET", "/v1/requests/r-5", &c, None).await;

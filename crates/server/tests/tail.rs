@@ -45,12 +45,14 @@ async fn tail_follows_and_resumes_after_the_last_event_without_gap_or_duplicate(
     assert_eq!(next_records(&mut live, 3).await, ["r1 3", "r1 4", "r1 5"]);
     drop(live);
 
-    // Resume after record id 4 ("r1 3"): everything after it, then live.
+    // Resume after the record "r1 3": everything after it, then live.
     let filter = LogsParams {
         runner: Some("r1".into()),
         ..Default::default()
     };
-    let mut resumed = Box::pin(client.tail(&filter, Some(4)).await.unwrap());
+    let page = client.logs(&filter).await.unwrap();
+    let r1_3 = page.records.iter().find(|r| r.message == "r1 3").unwrap();
+    let mut resumed = Box::pin(client.tail(&filter, Some(&r1_3.id)).await.unwrap());
     assert_eq!(next_records(&mut resumed, 2).await, ["r1 4", "r1 5"]);
     client.ingest(&batch("r2", 0..2)).await.unwrap(); // filtered out
     client.ingest(&batch("r1", 6..7)).await.unwrap();
@@ -59,7 +61,7 @@ async fn tail_follows_and_resumes_after_the_last_event_without_gap_or_duplicate(
     // A history page's `as_of` continues into the tail exactly.
     let page = client.logs(&filter).await.unwrap();
     assert_eq!(page.records.len(), 7);
-    let mut after_page = Box::pin(client.tail(&filter, Some(page.as_of)).await.unwrap());
+    let mut after_page = Box::pin(client.tail(&filter, Some(&page.as_of)).await.unwrap());
     client.ingest(&batch("r1", 7..8)).await.unwrap();
     assert_eq!(next_records(&mut after_page, 1).await, ["r1 7"]);
 
@@ -172,12 +174,13 @@ fn assert_every_record_once(seqs: &[u64], notices: usize) {
 }
 
 /// Pages through a missed notice's cursor (with the tail's filter,
-/// `runner=r1`): exactly `count` records, none past the notice's id. Their
-/// seqs.
+/// `runner=r1`): exactly `count` records, none past the notice's id (opened
+/// with the server's `seal`). Their seqs.
 async fn fetch_missed(
     client: &tailwater_client::Client,
     missed: &tailwater_model::wire::MissedNotice,
-    through: u64,
+    through: &str,
+    seal: &tailwater_model::TenantSeal,
 ) -> Vec<u64> {
     let mut fetched = Vec::new();
     let mut params = LogsParams {
@@ -197,7 +200,12 @@ async fn fetch_missed(
     }
     assert!(missed.count > 500, "past the buffer: {missed:?}");
     assert_eq!(fetched.len() as u64, missed.count);
-    assert!(fetched.last().unwrap().id <= through);
+    let through = seal
+        .position(through)
+        .expect("the notice's id is the tenant's");
+    assert!(fetched
+        .iter()
+        .all(|record| seal.position(&record.id).unwrap() <= through));
     assert!(fetched.iter().all(|record| record.runner == "r1"));
     fetched.iter().map(|record| record.seq).collect()
 }
@@ -205,7 +213,8 @@ async fn fetch_missed(
 #[tokio::test]
 async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_exactly_the_skipped_records(
 ) {
-    let (_dir, server, client) = common::server(500).await;
+    let (dir, server, client) = common::server(500).await;
+    let seal = common::seal(dir.path(), "default");
     let mut slow = SlowSseClient::connect(&server, "runner=r1").await;
 
     // While the client reads nothing, ingest goes on at full speed.
@@ -219,12 +228,15 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
     let mut last_id = 0;
     while seqs.last() != Some(&20_002) {
         let event = slow.next().await;
-        let id: u64 = event.id.parse().unwrap();
-        assert!(id > last_id, "ids rise: {event:?}");
-        last_id = id;
+        let position = seal.position(&event.id).expect("an id of this tenant");
+        assert!(
+            position > last_id,
+            "ids stand for rising positions: {event:?}"
+        );
+        last_id = position;
         if event.event == "record" {
             let record: LogRecord = serde_json::from_str(&event.data).unwrap();
-            assert_eq!(record.id, id);
+            assert_eq!(record.id, event.id);
             seqs.push(record.seq);
             continue;
         }
@@ -235,7 +247,7 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
         // The cursor pages through exactly the skipped records, up to the
         // notice's id (what Last-Event-ID resumes after).
         missed_records += missed.count;
-        seqs.extend(fetch_missed(&client, &missed, id).await);
+        seqs.extend(fetch_missed(&client, &missed, &event.id, &seal).await);
     }
     assert_every_record_once(&seqs, notices);
     // Skipping is visible in /metrics, and the client is counted while open.
@@ -257,7 +269,7 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
                     runner: Some("r1".into()),
                     ..Default::default()
                 },
-                Some(0),
+                Some(tailwater_model::wire::AFTER_START),
             )
             .await
             .unwrap(),
@@ -271,12 +283,12 @@ async fn a_client_that_stops_reading_gets_a_missed_notice_whose_cursor_fetches_e
 
 #[tokio::test]
 async fn a_missed_cursor_refuses_a_backward_read() {
-    let (_dir, _server, client) = common::server(500).await;
+    let (dir, _server, client) = common::server(500).await;
     let cursor = tailwater_model::IdRange {
         after: 1,
         through: 5,
     }
-    .encode();
+    .encode(&common::seal(dir.path(), "default"));
     let error = client
         .logs(&LogsParams {
             cursor: Some(cursor),
@@ -334,7 +346,7 @@ mod websocket {
         }
     }
 
-    async fn next_ids(socket: &mut Socket, count: usize) -> Vec<(u64, String)> {
+    async fn next_ids(socket: &mut Socket, count: usize) -> Vec<(String, String)> {
         let mut got = Vec::new();
         while got.len() < count {
             match next_message(socket).await {
@@ -351,7 +363,7 @@ mod websocket {
     #[tokio::test]
     async fn websocket_tail_follows_filters_and_resumes_after_a_reconnect_without_gap_or_duplicate()
     {
-        let (_dir, server, client) = common::server(10_000).await;
+        let (dir, server, client) = common::server(10_000).await;
         client.ingest(&batch("r1", 0..2)).await.unwrap();
         let mut socket = connect(&server, "runner=r1").await;
         client.ingest(&batch("r2", 0..3)).await.unwrap(); // filtered out
@@ -363,13 +375,17 @@ mod websocket {
 
         // Records stored while disconnected come first after a reconnect.
         client.ingest(&batch("r1", 5..8)).await.unwrap();
-        let last_id = first.last().unwrap().0;
+        let last_id = first.last().unwrap().0.clone();
         let mut socket = connect(&server, &format!("runner=r1&after={last_id}")).await;
         client.ingest(&batch("r1", 8..9)).await.unwrap();
         let second = next_ids(&mut socket, 4).await;
         let messages: Vec<&str> = second.iter().map(|(_, m)| m.as_str()).collect();
         assert_eq!(messages, ["r1 5", "r1 6", "r1 7", "r1 8"]);
-        assert!(second.iter().all(|(id, _)| *id > last_id));
+        let seal = common::seal(dir.path(), "default");
+        let after = seal.position(&last_id).unwrap();
+        assert!(second
+            .iter()
+            .all(|(id, _)| seal.position(id).unwrap() > after));
 
         // Shutdown closes it with a reason, instead of hanging.
         tokio::time::timeout(Duration::from_secs(10), server.shutdown())
@@ -470,7 +486,8 @@ mod websocket {
 
     #[tokio::test]
     async fn a_websocket_client_that_stops_reading_gets_a_missed_message_then_live_records() {
-        let (_dir, server, client) = common::server(500).await;
+        let (dir, server, client) = common::server(500).await;
+        let seal = common::seal(dir.path(), "default");
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(server.addr).await.unwrap();
@@ -494,7 +511,7 @@ mod websocket {
                 TailMessage::Record { record, .. } => seqs.push(record.seq),
                 TailMessage::Missed { id, notice } => {
                     notices += 1;
-                    seqs.extend(fetch_missed(&client, &notice, id).await);
+                    seqs.extend(fetch_missed(&client, &notice, &id, &seal).await);
                 }
             }
         }

@@ -125,7 +125,8 @@ mod tests {
     fn part(dir: &std::path::Path, name: &str, blocks: u64) -> Part {
         let records: Vec<LogRecord> = (0..blocks * 100)
             .map(|n| LogRecord {
-                id: n + 1,
+                id: String::new(),
+                position: n + 1,
                 ts: jiff::Timestamp::from_second(1_763_600_000 + n as i64).unwrap(),
                 tenant: "acme".into(),
                 app: "sdxl".into(),

@@ -80,8 +80,8 @@ fn concurrent_appends_share_fsyncs_and_tail_never_skips_an_id() {
             while (seen.len() as u64) < total {
                 let records = store.read_after("t", &Filter::default(), after, 500);
                 for record in records {
-                    seen.push(record.id);
-                    after = record.id;
+                    seen.push(record.position);
+                    after = record.position;
                 }
             }
             seen
@@ -116,7 +116,7 @@ fn concurrent_appends_share_fsyncs_and_tail_never_skips_an_id() {
     drop(Arc::into_inner(store).unwrap());
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let records = all(&store, "t");
-    let ids: HashSet<u64> = records.iter().map(|r| r.id).collect();
+    let ids: HashSet<u64> = records.iter().map(|r| r.position).collect();
     assert_eq!((records.len() as u64, ids.len() as u64), (total, total));
 }
 

@@ -269,7 +269,7 @@ impl Memtable {
                     let row = &table.records[*index as usize];
                     Cursor {
                         ts_ns: row.ts_ns,
-                        id: row.id,
+                        position: row.id,
                     }
                 };
                 let start = match &lower {

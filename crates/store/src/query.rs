@@ -43,7 +43,7 @@ impl Bounds {
             .map(|since| {
                 Bound::Included(Cursor {
                     ts_ns: timestamp_ns(since),
-                    id: 0,
+                    position: 0,
                 })
             })
             .unwrap_or(Bound::Unbounded);
@@ -52,7 +52,7 @@ impl Bounds {
             .map(|until| {
                 Bound::Excluded(Cursor {
                     ts_ns: timestamp_ns(until),
-                    id: 0,
+                    position: 0,
                 })
             })
             .unwrap_or(Bound::Unbounded);
@@ -294,7 +294,7 @@ impl Iterator for BlockRecords<'_> {
             };
             let position = Cursor {
                 ts_ns: self.block.ts(index),
-                id: self.block.id(index),
+                position: self.block.id(index),
             };
             if !self.bounds.contains(&position)
                 || !self.filter.matches_message(self.block.message(index))
@@ -504,8 +504,9 @@ pub(crate) fn after_id(
     parts: &[Arc<Part>],
 ) -> (Vec<LogRecord>, Vec<SkippedBlock>) {
     let mut skipped = Vec::new();
-    let wanted =
-        |record: &LogRecord| record.id > after && record.tenant == tenant && filter.matches(record);
+    let wanted = |record: &LogRecord| {
+        record.position > after && record.tenant == tenant && filter.matches(record)
+    };
     let mut records: Vec<LogRecord> = Vec::new();
     let memtable_covers_all = memtable.min_id().is_some_and(|min| min <= after + 1)
         || parts.iter().all(|p| p.footer.max_id <= after);
@@ -529,7 +530,10 @@ pub(crate) fn after_id(
         let mut heap: BinaryHeap<std::cmp::Reverse<IdOrdered>> = BinaryHeap::new();
         while records.len() < limit {
             while let Some((min_id, part, block)) = pending.last().copied() {
-                if heap.peek().is_some_and(|head| head.0.record.id < min_id) {
+                if heap
+                    .peek()
+                    .is_some_and(|head| head.0.record.position < min_id)
+                {
                     break;
                 }
                 pending.pop();
@@ -557,14 +561,14 @@ pub(crate) fn after_id(
     (records, skipped)
 }
 
-/// A record ordered by id alone.
+/// A record ordered by position alone.
 struct IdOrdered {
     record: LogRecord,
 }
 
 impl PartialEq for IdOrdered {
     fn eq(&self, other: &Self) -> bool {
-        self.record.id == other.record.id
+        self.record.position == other.record.position
     }
 }
 impl Eq for IdOrdered {}
@@ -575,7 +579,7 @@ impl PartialOrd for IdOrdered {
 }
 impl Ord for IdOrdered {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.record.id.cmp(&other.record.id)
+        self.record.position.cmp(&other.record.position)
     }
 }
 

@@ -140,11 +140,11 @@ fn check(store: &Store, filter: Filter, expected: impl Fn(&LogRecord) -> bool) {
     let wanted: Vec<u64> = everything
         .iter()
         .filter(|r| expected(r))
-        .map(|r| r.id)
+        .map(|r| r.position)
         .collect();
     for direction in [Direction::Forward, Direction::Backward] {
         let got = all_pages(store, &filter, direction);
-        let mut ids: Vec<u64> = got.iter().map(|r| r.id).collect();
+        let mut ids: Vec<u64> = got.iter().map(|r| r.position).collect();
         let positions: Vec<Cursor> = got.iter().map(Cursor::of).collect();
         let mut sorted = positions.clone();
         sorted.sort();
@@ -158,7 +158,7 @@ fn check(store: &Store, filter: Filter, expected: impl Fn(&LogRecord) -> bool) {
     let mut tail: Vec<u64> = store
         .read_after("t", &filter, 0, usize::MAX)
         .iter()
-        .map(|r| r.id)
+        .map(|r| r.position)
         .collect();
     tail.sort();
     let mut wanted = wanted;

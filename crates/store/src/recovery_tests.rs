@@ -220,7 +220,7 @@ fn a_torn_tail_is_reported_as_torn_not_as_lost() {
     assert!(store
         .read_after("t", &Filter::default(), 30, 100)
         .iter()
-        .all(|r| r.id > 30));
+        .all(|r| r.position > 30));
     assert_eq!(store.read_after("t", &Filter::default(), 30, 100).len(), 10);
 }
 

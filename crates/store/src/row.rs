@@ -53,7 +53,8 @@ impl Row {
     /// The whole record, with its stream's labels.
     pub fn to_record(&self, tenant: &str, labels: &StreamLabels) -> LogRecord {
         LogRecord {
-            id: self.id,
+            id: String::new(),
+            position: self.id,
             ts: timestamp(self.ts_ns),
             tenant: tenant.to_owned(),
             app: labels.app.clone(),

@@ -252,7 +252,10 @@ fn read_after_follows_ingest_order() {
             messages(&after),
             ["line 0 of r2", "line 1 of r2", "line 2 of r2"]
         );
-        assert_eq!(after.iter().map(|r| r.id).collect::<Vec<_>>(), [6, 7, 8]);
+        assert_eq!(
+            after.iter().map(|r| r.position).collect::<Vec<_>>(),
+            [6, 7, 8]
+        );
     });
 }
 
@@ -336,7 +339,7 @@ fn flushed_parts_survive_reopen_and_keep_ingest_idempotent() {
     assert_eq!((again.accepted, again.duplicates), (50, 50));
     let all = everything(&store, "t");
     assert_eq!(all.records.len(), 250);
-    let ids: std::collections::HashSet<u64> = all.records.iter().map(|r| r.id).collect();
+    let ids: std::collections::HashSet<u64> = all.records.iter().map(|r| r.position).collect();
     assert_eq!(ids.len(), 250, "ids stay unique across flushes and reopen");
 }
 
@@ -631,19 +634,19 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                     None => break,
                 }
             }
-            let expected: Vec<u64> = expected.iter().map(|r| r.id).collect();
-            let got: Vec<u64> = got.iter().map(|r| r.id).collect();
+            let expected: Vec<u64> = expected.iter().map(|r| r.position).collect();
+            let got: Vec<u64> = got.iter().map(|r| r.position).collect();
             assert_eq!(got, expected, "seed {seed}, {filter:?}, {direction:?}");
             let after = rng.random_range(0..=store.last_id());
             let tail: Vec<u64> = store
                 .read_after("t", &filter, after, 25)
                 .iter()
-                .map(|r| r.id)
+                .map(|r| r.position)
                 .collect();
             let mut expected_tail: Vec<u64> = model
                 .iter()
-                .filter(|r| r.tenant == "t" && r.id > after && filter.matches(r))
-                .map(|r| r.id)
+                .filter(|r| r.tenant == "t" && r.position > after && filter.matches(r))
+                .map(|r| r.position)
                 .collect();
             expected_tail.sort();
             expected_tail.truncate(25);

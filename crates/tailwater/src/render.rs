@@ -9,9 +9,9 @@
 //! escaped (`\x07`), so a log line cannot move the cursor, retitle the
 //! window or ring the bell.
 
+use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anstyle::{AnsiColor, Style};
 use clap::{Args, ValueEnum};
@@ -95,8 +95,12 @@ pub struct Printer {
     /// Whether to show app and runner (off in `tailwater dev`, which runs
     /// one worker).
     labels: bool,
-    last_printed: Arc<AtomicU64>,
+    /// The ids of the records printed last, newest at the back.
+    recent: Arc<Mutex<VecDeque<String>>>,
 }
+
+/// Ids [`Printer::has_printed`] remembers.
+const RECENT_IDS: usize = 4096;
 
 impl Printer {
     pub fn new(args: &OutputArgs) -> Printer {
@@ -114,7 +118,7 @@ impl Printer {
             time: args.time,
             zone: TimeZone::system(),
             labels: true,
-            last_printed: Arc::default(),
+            recent: Arc::default(),
         }
     }
 
@@ -124,9 +128,11 @@ impl Printer {
         self
     }
 
-    /// The id of the last record printed (0 before the first).
-    pub fn last_printed(&self) -> u64 {
-        self.last_printed.load(Ordering::Acquire)
+    /// Whether the record with this `id` is among the last few thousand
+    /// printed.
+    pub fn has_printed(&self, id: &str) -> bool {
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().rev().any(|printed| printed == id)
     }
 
     /// Prints `records` and flushes. [`OutputClosed`] when stdout is gone.
@@ -138,7 +144,11 @@ impl Printer {
         let now = Timestamp::now();
         let written = records.into_iter().try_for_each(|record| {
             self.write(&mut out, record, now)?;
-            self.last_printed.fetch_max(record.id, Ordering::AcqRel);
+            let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+            if recent.len() == RECENT_IDS {
+                recent.pop_front();
+            }
+            recent.push_back(record.id.clone());
             Ok(())
         });
         written.and_then(|()| out.flush()).map_err(|error| {

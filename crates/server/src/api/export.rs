@@ -80,13 +80,15 @@ pub async fn export(
             )));
         }
     }
-    let mut query = super::read::query(&state, &params, Timestamp::now())?;
+    let seal = state.registry.seal(&tenant);
+    let mut query = super::read::query(&state, &params, Timestamp::now(), &seal)?;
     query.limit = EXPORT_PAGE;
     if params.direction.as_deref().is_none_or(str::is_empty) {
         query.direction = Direction::Forward;
     }
 
     let as_of = state.store.last_id();
+    let as_of_header = HeaderValue::from_str(&seal.id(as_of)).expect("an id is base64url");
     let (sender, chunks) = mpsc::channel::<std::io::Result<Bytes>>(CHUNKS_IN_FLIGHT);
     let snapshot = Snapshot {
         state: state.clone(),
@@ -94,6 +96,7 @@ pub async fn export(
         query,
         view,
         as_of,
+        seal,
     };
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks::new(compression, sender);
@@ -121,7 +124,7 @@ pub async fn export(
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(AS_OF_HEADER, HeaderValue::from(as_of));
+    headers.insert(AS_OF_HEADER, as_of_header);
     headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     match compression {
         Compression::None => {}
@@ -151,6 +154,7 @@ struct Snapshot {
     query: tailwater_model::Query,
     view: Option<crate::auth::CallerView>,
     as_of: u64,
+    seal: tailwater_model::TenantSeal,
 }
 
 impl Snapshot {
@@ -167,13 +171,14 @@ impl Snapshot {
                 .query(&self.tenant, &query)
                 .map_err(std::io::Error::other)?;
             skipped.add(&page.skipped, self.view.as_ref(), &self.state.registry);
-            for record in &page.records {
+            for mut record in page.records {
                 let visible = self
                     .view
                     .as_ref()
-                    .is_none_or(|view| view.sees(record, &self.state.registry));
-                if record.id <= self.as_of && visible {
-                    write_record(out, record, format)?;
+                    .is_none_or(|view| view.sees(&record, &self.state.registry));
+                if record.position <= self.as_of && visible {
+                    self.seal.fill_id(&mut record);
+                    write_record(out, &record, format)?;
                     *lines += 1;
                     out.send_if_full()?;
                 }

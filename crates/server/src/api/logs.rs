@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use jiff::Timestamp;
-use tailwater_model::wire::{LogsPage, LogsParams, TailMessage};
+use tailwater_model::wire::{parse_after, LogsPage, LogsParams, TailMessage};
 use tailwater_model::{Filter, IdRange, LogRecord};
 
 use super::read::Skipped;
@@ -60,12 +60,17 @@ pub async fn history(
     pairs: Query<Vec<(String, String)>>,
 ) -> Result<Json<LogsPage>, ApiError> {
     let (mut params, tenant, view) = params(&state, &principal, pairs).await?;
-    // A live tail's missed notice hands out a range of ids as the cursor.
-    let missed = params.cursor.as_deref().and_then(IdRange::decode);
+    let seal = state.registry.seal(&tenant);
+    // A live tail's missed notice hands out a range of positions as the
+    // cursor.
+    let missed = params
+        .cursor
+        .as_deref()
+        .and_then(|cursor| IdRange::decode(cursor, &seal));
     if missed.is_some() {
         params.cursor = None;
     }
-    let query = super::read::query(&state, &params, Timestamp::now())?;
+    let query = super::read::query(&state, &params, Timestamp::now(), &seal)?;
     let store = state.store.clone();
     let mut page = match missed {
         None => {
@@ -73,9 +78,9 @@ pub async fn history(
                 .await
                 .map_err(ApiError::internal)?
                 .map_err(ApiError::internal)?;
-            LogsPage {
+            History {
                 records: page.records,
-                next_cursor: page.next.map(|cursor| cursor.encode()),
+                next_cursor: page.next.map(|cursor| cursor.encode(&seal)),
                 as_of: page.as_of,
                 incomplete: Skipped::of(&page.skipped, view.as_ref(), &state.registry),
             }
@@ -86,7 +91,7 @@ pub async fn history(
                     "a missed-records cursor reads forward, in ingest order: leave direction out",
                 ));
             }
-            let (view, registry) = (view.clone(), state.registry.clone());
+            let (view, registry, seal) = (view.clone(), state.registry.clone(), seal.clone());
             tokio::task::spawn_blocking(move || {
                 let as_of = store.last_id();
                 let (mut records, skipped) =
@@ -94,15 +99,15 @@ pub async fn history(
                 // More may follow only a full page that stopped inside the range.
                 let next = records
                     .last()
-                    .filter(|last| records.len() == query.limit && last.id < range.through)
+                    .filter(|last| records.len() == query.limit && last.position < range.through)
                     .map(|last| IdRange {
-                        after: last.id,
+                        after: last.position,
                         through: range.through,
                     });
-                records.retain(|record| record.id <= range.through);
-                LogsPage {
+                records.retain(|record| record.position <= range.through);
+                History {
                     records,
-                    next_cursor: next.map(|range| range.encode()),
+                    next_cursor: next.map(|range| range.encode(&seal)),
                     as_of,
                     incomplete: Skipped::of(&skipped, view.as_ref(), &registry),
                 }
@@ -125,7 +130,8 @@ pub async fn history(
                 Verdict::Show => true,
                 Verdict::Hide => false,
                 Verdict::Hold => {
-                    first_held = Some(first_held.map_or(record.id, |id| id.min(record.id)));
+                    let position = record.position;
+                    first_held = Some(first_held.map_or(position, |held| held.min(position)));
                     false
                 }
             });
@@ -138,7 +144,24 @@ pub async fn history(
             page.as_of = page.as_of.min(held - 1);
         }
     }
-    Ok(Json(page))
+    let mut records = page.records;
+    for record in &mut records {
+        seal.fill_id(record);
+    }
+    Ok(Json(LogsPage {
+        records,
+        next_cursor: page.next_cursor,
+        as_of: seal.id(page.as_of),
+        incomplete: page.incomplete,
+    }))
+}
+
+/// A page of history before its positions are sealed.
+struct History {
+    records: Vec<LogRecord>,
+    next_cursor: Option<String>,
+    as_of: u64,
+    incomplete: Option<tailwater_model::wire::Incomplete>,
 }
 
 /// `GET /v1/logs/tail`: a live tail of the records the query string's
@@ -151,17 +174,25 @@ pub async fn tail(
 ) -> Result<Response, ApiError> {
     let (params, tenant, view) = params(&state, &principal, pairs).await?;
     let filter = super::read::filter(&state, &params, Timestamp::now())?;
-    let after = params.after_id().map_err(ApiError::bad_request)?;
-    Ok(serve_tail(
-        &state, &principal, tenant, filter, view, after, transport,
-    ))
+    serve_tail(
+        &state,
+        &principal,
+        tenant,
+        filter,
+        view,
+        params.after.as_deref(),
+        transport,
+    )
 }
 
 /// How a live tail reaches its client: a WebSocket when the request asks to
 /// upgrade, else server-sent events (resuming after `Last-Event-ID`).
 pub enum TailTransport {
     WebSocket(WebSocketUpgrade),
-    Sse { last_event_id: Option<u64> },
+    /// `Last-Event-ID`, as sent: opened with the tenant's seal once known.
+    Sse {
+        last_event_id: Option<String>,
+    },
 }
 
 impl FromRequestParts<AppState> for TailTransport {
@@ -185,13 +216,8 @@ impl FromRequestParts<AppState> for TailTransport {
             Some(value) => Some(
                 value
                     .to_str()
-                    .ok()
-                    .and_then(|text| text.trim().parse::<u64>().ok())
-                    .ok_or_else(|| {
-                        ApiError::bad_request(
-                            "invalid Last-Event-ID: send the id of the last event you received",
-                        )
-                    })?,
+                    .map(|text| text.trim().to_owned())
+                    .map_err(|_| invalid_last_event_id())?,
             ),
         };
         Ok(TailTransport::Sse { last_event_id })
@@ -200,24 +226,30 @@ impl FromRequestParts<AppState> for TailTransport {
 
 /// A live tail of `tenant`'s records matching `filter`, as `view` may see
 /// them, for as long as the principal's token is live: the one function
-/// every tail route ends in. Starts after `Last-Event-ID`, else `after`,
-/// else with the next record stored.
+/// every tail route ends in. Starts after `Last-Event-ID`, else after the
+/// id `after`, else with the next record stored; either must be an id this
+/// tenant was given.
 pub(crate) fn serve_tail(
     state: &AppState,
     principal: &Principal,
     tenant: String,
     filter: Filter,
     view: Option<CallerView>,
-    after: Option<u64>,
+    after: Option<&str>,
     transport: TailTransport,
-) -> Response {
-    let last_event_id = match &transport {
-        TailTransport::Sse { last_event_id } => *last_event_id,
-        TailTransport::WebSocket(_) => None,
+) -> Result<Response, ApiError> {
+    let seal = state.registry.seal(&tenant);
+    let after = match &transport {
+        TailTransport::Sse {
+            last_event_id: Some(id),
+        } => Some(parse_after(id, &seal).map_err(|_| invalid_last_event_id())?),
+        _ => after
+            .filter(|after| !after.is_empty())
+            .map(|after| parse_after(after, &seal))
+            .transpose()
+            .map_err(ApiError::bad_request)?,
     };
-    let after = last_event_id
-        .or(after)
-        .unwrap_or_else(|| state.store.last_id());
+    let after = after.unwrap_or_else(|| state.store.last_id());
     let registry = state.registry.clone();
     let sees = move |record: &LogRecord| match &view {
         None => Verdict::Show,
@@ -228,10 +260,11 @@ pub(crate) fn serve_tail(
         tenant,
         filter,
         after,
+        seal,
         sees: Arc::new(sees),
         allowed: Arc::new(move || registry.is_live(&token_id)),
     };
-    match transport {
+    Ok(match transport {
         TailTransport::Sse { .. } => sse(tail::follow(state, subscription)).into_response(),
         TailTransport::WebSocket(upgrade) => {
             let state = state.clone();
@@ -239,7 +272,13 @@ pub(crate) fn serve_tail(
                 .protocols([WEBSOCKET_PROTOCOL])
                 .on_upgrade(move |socket| websocket(socket, tail::follow(&state, subscription)))
         }
-    }
+    })
+}
+
+fn invalid_last_event_id() -> ApiError {
+    ApiError::bad_request(
+        "invalid Last-Event-ID: send the id of the last event you received, unchanged",
+    )
 }
 
 /// Server-sent events: `event: record` with the record as data and its id
@@ -250,11 +289,11 @@ fn sse(tail: Tail) -> impl IntoResponse {
     let events = futures_util::stream::unfold(tail, |mut tail| async move {
         let event = match tail.next().await? {
             TailEvent::Record(record) => Event::default()
-                .id(record.id.to_string())
+                .id(record.id.clone())
                 .event("record")
                 .data(serde_json::to_string(&record).expect("records serialize to json")),
-            TailEvent::Missed { through, notice } => Event::default()
-                .id(through.to_string())
+            TailEvent::Missed { id, notice } => Event::default()
+                .id(id)
                 .event("missed")
                 .data(serde_json::to_string(&notice).expect("notices serialize to json")),
         };
@@ -282,8 +321,8 @@ async fn websocket(mut socket: WebSocket, mut tail: Tail) {
             event = tail.next() => {
                 let Some(event) = event else { break };
                 let message = match event {
-                    TailEvent::Record(record) => TailMessage::Record { id: record.id, record },
-                    TailEvent::Missed { through, notice } => TailMessage::Missed { id: through, notice },
+                    TailEvent::Record(record) => TailMessage::Record { id: record.id.clone(), record: Box::new(record) },
+                    TailEvent::Missed { id, notice } => TailMessage::Missed { id, notice },
                 };
                 let text = serde_json::to_string(&message).expect("tail messages serialize to json");
                 if socket.send(Message::Text(text.into())).await.is_err() {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use jiff::Timestamp;
 use tailwater_model::wire::{Incomplete, LogsParams};
-use tailwater_model::{Filter, Query};
+use tailwater_model::{Filter, Query, TenantSeal};
 use tailwater_store::SkippedBlock;
 
 use super::ApiError;
@@ -22,9 +22,10 @@ pub(crate) fn query(
     state: &AppState,
     params: &LogsParams,
     now: Timestamp,
+    seal: &TenantSeal,
 ) -> Result<Query, ApiError> {
     params
-        .to_query_within(now, state.regex_size_limit)
+        .to_query_within(now, state.regex_size_limit, seal)
         .map_err(ApiError::bad_request)
 }
 

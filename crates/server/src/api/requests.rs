@@ -97,7 +97,10 @@ fn find_request(
         };
         let lifecycle = lifecycle(store, tenant, &app, id)?;
         let order = |(summary, lifecycle): &(RequestSummary, Lifecycle)| {
-            let start = lifecycle.start.as_ref().map_or(u64::MAX, |start| start.id);
+            let start = lifecycle
+                .start
+                .as_ref()
+                .map_or(u64::MAX, |start| start.position);
             (start, summary.first_ts)
         };
         let candidate = (summary, lifecycle);

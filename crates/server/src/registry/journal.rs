@@ -323,7 +323,9 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 /// Write to a temporary file (mode 600), fsync, rename over, fsync the
 /// directory: readers see the old file or the new one, never half of one.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let temporary: PathBuf = path.with_extension("json.tmp");
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
     let mut file = fs::OpenOptions::new()
         .create(true)
         .write(true)

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde_json::Value;
 use tailwater_client::Client;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{FieldsJson, Stream};
+use tailwater_model::{FieldsJson, SealKey, Stream, TenantSeal};
 use tailwater_server::{start, RunningServer, ServerConfig};
 
 pub const TOKEN: &str = "tw_server_test";
@@ -45,6 +45,14 @@ pub async fn server_in(
     let server = start(config).await.unwrap();
     let client = Client::new(&server.url(), token).unwrap();
     (server, client)
+}
+
+/// How the server with its data in `dir` seals `tenant`'s positions, read
+/// from its key file: so a test can check the order ids stand for, which
+/// clients cannot.
+pub fn seal(dir: &std::path::Path, tenant: &str) -> TenantSeal {
+    let key = std::fs::read(dir.join("auth/seal.key")).unwrap();
+    SealKey::new(key.try_into().unwrap()).tenant(tenant)
 }
 
 /// Records `seqs` of `runner` (app `app`), stamped now: message

@@ -86,7 +86,7 @@ impl BlockRecord for LogRecord {
         timestamp_ns(self.ts)
     }
     fn id(&self) -> u64 {
-        self.id
+        self.position
     }
     fn seq(&self) -> u64 {
         self.seq
@@ -458,7 +458,8 @@ impl DecodedBlock {
                     .map_err(|error| format!("block fields do not decode: {error}"))?,
             };
         Ok(LogRecord {
-            id: self.ids[index],
+            id: String::new(),
+            position: self.ids[index],
             ts: jiff::Timestamp::from_nanosecond(i128::from(self.ts[index]))
                 .map_err(|error| error.to_string())?,
             tenant: self.tenant.clone(),

@@ -18,7 +18,8 @@ fn partition() -> Partition {
 
 fn record(id: u64, runner: &str, seq: u64, message: &str) -> LogRecord {
     LogRecord {
-        id,
+        id: String::new(),
+        position: id,
         ts: Timestamp::from_nanosecond(1_763_600_000_000_000_000 + i128::from(id) * 1_000).unwrap(),
         tenant: "acme".into(),
         app: "sdxl".into(),
@@ -68,7 +69,7 @@ fn read_everything(part: &Part) -> Vec<LogRecord> {
     let mut records: Vec<LogRecord> = (0..part.footer.blocks.len())
         .flat_map(|block| part.read_block(block).unwrap())
         .collect();
-    records.sort_by_key(|r| r.id);
+    records.sort_by_key(|r| r.position);
     records
 }
 

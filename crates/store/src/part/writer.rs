@@ -406,7 +406,7 @@ pub fn write_part(
     }
     let mut writer = PartWriter::create(dir, name, partition, crate::DEFAULT_ZSTD_LEVEL)?;
     for (labels, mut stream) in by_stream {
-        stream.sort_by_key(|r| (timestamp_ns(r.ts), r.id));
+        stream.sort_by_key(|r| (timestamp_ns(r.ts), r.position));
         writer.add_stream(labels, stream)?;
     }
     writer.finish()

@@ -221,11 +221,11 @@ async fn catch_up(client: &tailwater_client::Client, params: &LogsParams, printe
     let Ok(page) = client.logs(&newest).await else {
         return;
     };
-    let Some(last) = page.records.first().map(|record| record.id) else {
+    let Some(last) = page.records.first().map(|record| record.id.clone()) else {
         return;
     };
     let deadline = tokio::time::Instant::now() + CATCH_UP_TIMEOUT;
-    while printer.last_printed() < last && tokio::time::Instant::now() < deadline {
+    while !printer.has_printed(&last) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

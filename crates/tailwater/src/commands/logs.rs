@@ -188,7 +188,7 @@ async fn print_latest(
     lines: usize,
     printer: &Printer,
     incomplete: &mut Incomplete,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<String> {
     let mut records = Vec::new();
     let mut params = LogsParams {
         direction: Some("backward".into()),
@@ -199,7 +199,7 @@ async fn print_latest(
         let want = (lines - records.len()).min(tailwater_model::wire::MAX_PAGE_LIMIT);
         params.limit = Some(want.to_string());
         let page = client.logs(&params).await?;
-        as_of.get_or_insert(page.as_of);
+        as_of.get_or_insert_with(|| page.as_of.clone());
         incomplete.note(&page);
         records.extend(page.records);
         match page.next_cursor {
@@ -222,7 +222,7 @@ async fn print_all_since(
     params: &LogsParams,
     printer: &Printer,
     incomplete: &mut Incomplete,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<String> {
     let mut params = LogsParams {
         direction: Some("forward".into()),
         limit: Some(tailwater_model::wire::MAX_PAGE_LIMIT.to_string()),
@@ -231,7 +231,7 @@ async fn print_all_since(
     let mut as_of = None;
     loop {
         let page = client.logs(&params).await?;
-        as_of.get_or_insert(page.as_of);
+        as_of.get_or_insert_with(|| page.as_of.clone());
         incomplete.note(&page);
         printer.print(&page.records)?;
         match page.next_cursor {
@@ -242,14 +242,14 @@ async fn print_all_since(
     Ok(as_of.unwrap_or_default())
 }
 
-/// Prints records stored after record id `after`, as they come. When the
+/// Prints records stored after the record with id `after`, as they come. When the
 /// connection drops (a server restart, a network blip), it connects again
 /// and resumes after the last record printed: the server sends exactly the
 /// records after that id, so nothing is lost or repeated.
 pub async fn follow_from(
     client: &Client,
     params: &LogsParams,
-    mut after: u64,
+    mut after: String,
     printer: &Printer,
 ) -> anyhow::Result<()> {
     // A time window closes over history; following goes on past `until`.
@@ -260,7 +260,7 @@ pub async fn follow_from(
     };
     let mut retry = Backoff::default();
     loop {
-        match client.tail(&params, Some(after)).await {
+        match client.tail(&params, Some(&after)).await {
             Ok(stream) => {
                 if retry.failed() {
                     eprintln!("tailwater: following again");
@@ -271,7 +271,7 @@ pub async fn follow_from(
                     match item {
                         Ok(record) => {
                             printer.print([&record])?;
-                            after = record.id;
+                            after = record.id.clone();
                         }
                         Err(error) => {
                             eprintln!("tailwater: live tail interrupted: {error}; reconnecting");
