@@ -169,7 +169,7 @@ impl AppState {
         config: &ServerConfig,
     ) -> anyhow::Result<AppState> {
         let registry = Arc::new(registry);
-        recovery::write_loss_notices(&store);
+        recovery::write_loss_notices(&store, &registry);
         let (new_records, _) = watch::channel(store.last_id());
         let store = Arc::new(store);
         let runners = Arc::new(Runners::open(

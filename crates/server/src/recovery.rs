@@ -28,7 +28,7 @@ use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{FieldsJson, Level, Source, Stream};
 use tailwater_store::{DamageKind, Store, WalDamage};
 
-use crate::registry::DEFAULT_TENANT;
+use crate::registry::{Registry, DEFAULT_TENANT};
 use crate::runners::SERVER_BOOT_SUFFIX;
 
 /// The app of the server's own records about itself, in tenant `default`.
@@ -37,14 +37,16 @@ pub const NOTICE_APP: &str = "tailwater";
 pub const NOTICE_RUNNER: &str = "server";
 
 /// Writes a `system` record for each stretch of lost records the store's
-/// open found (blocking: it appends).
-pub fn write_loss_notices(store: &Store) {
+/// open found (blocking: it appends). The operator's, in tenant `default`,
+/// gives the store's positions as they are; the runner's own tenant is told
+/// them sealed, as every id it sees ([`tailwater_model::positions`]).
+pub fn write_loss_notices(store: &Store, registry: &Registry) {
     let now = Timestamp::now();
     // Unique and rising across starts, as the runner table's notices.
     let first_seq = u64::try_from(now.as_microsecond()).unwrap_or_default();
     for (index, loss) in store.recovery_report().lost_or_possibly().enumerate() {
         let seq = first_seq + index as u64;
-        let lost = describe(loss);
+        let lost = describe(loss, true);
         let possibly = loss.kind == DamageKind::PossiblyLost;
         let (event, were) = if possibly {
             (
@@ -67,6 +69,10 @@ pub fn write_loss_notices(store: &Store) {
             "before_id": loss.before_id,
         });
         if let Some((tenant, labels)) = &loss.owner {
+            let seal = registry.seal(tenant);
+            let mut theirs = fields.clone();
+            theirs["after_id"] = json!(loss.after_id.map(|position| seal.id(position)));
+            theirs["before_id"] = json!(loss.before_id.map(|position| seal.id(position)));
             let batch = IngestBatch {
                 app: labels.app.clone(),
                 version: labels.version.clone(),
@@ -76,8 +82,8 @@ pub fn write_loss_notices(store: &Store) {
                 records: vec![notice(
                     seq,
                     now,
-                    format!("{lost} of this runner {were}"),
-                    &fields,
+                    format!("{} of this runner {were}", describe(loss, false)),
+                    &theirs,
                 )],
             };
             append(store, tenant, batch);
@@ -123,9 +129,11 @@ pub fn write_loss_notices(store: &Store) {
     }
 }
 
-/// "10 acknowledged records (ids 21 to 30)", as closely as is known.
-fn describe(loss: &WalDamage) -> String {
+/// "10 acknowledged records (ids 21 to 30)", as closely as is known; the
+/// positions only `with_positions`.
+fn describe(loss: &WalDamage, with_positions: bool) -> String {
     let range = match (loss.after_id, loss.before_id) {
+        _ if !with_positions => String::new(),
         (Some(after), Some(before)) if before > after + 1 => {
             format!(" (ids {} to {})", after + 1, before - 1)
         }

@@ -160,6 +160,20 @@ async fn a_flipped_byte_in_the_log_loses_one_batch_and_says_so() {
         !in_runner[0].message.contains(copy),
         "no server path in a tenant's logs"
     );
+    // Nor the store's positions, which tell of other tenants: the ids
+    // around the loss are sealed, as every id the tenant sees.
+    assert!(
+        !in_runner[0].message.contains("ids 21"),
+        "{}",
+        in_runner[0].message
+    );
+    let theirs = serde_json::to_value(&in_runner[0].fields).unwrap();
+    assert!(theirs.get("copy").is_none(), "{theirs}");
+    let sealed = |key: &str| seal.position(theirs[key].as_str().unwrap());
+    assert_eq!(
+        (sealed("after_id"), sealed("before_id")),
+        (Some(20), Some(31))
+    );
 
     assert_eq!(
         metric(&server, "tailwater_store_wal_lost_regions_total").await,
