@@ -11,6 +11,9 @@
 //!   opaque [`Cursor`] that pages through them.
 //! - [`positions`]: a record's place in ingest order, sealed for its
 //!   tenant, as ids, cursors and resume points carry it.
+//! - [`lifecycle`]: the events `system` records tell of (a worker's start
+//!   and exit, requests, what the agent did with lines, the server's
+//!   notices), by name and field.
 //! - [`matcher`]: how labels and messages are matched: exact values, regexes
 //!   ([`Pattern`], size-bounded) and substrings.
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
@@ -29,6 +32,7 @@
 //! ```
 
 pub mod filter;
+pub mod lifecycle;
 pub mod matcher;
 pub mod parse;
 pub mod positions;

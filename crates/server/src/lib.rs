@@ -24,6 +24,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod ingest;
 pub mod limits;
 pub mod metrics;
 pub mod ownership;
@@ -44,7 +45,7 @@ use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::limits::{IngestLimits, RateLimiter};
+use crate::limits::IngestLimits;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
 use crate::registry::Registry;
@@ -134,17 +135,14 @@ impl ServerConfig {
 pub struct AppState {
     pub store: Arc<Store>,
     pub registry: Arc<Registry>,
-    /// The newest stored record id; live tails wait on it.
-    pub new_records: watch::Sender<u64>,
     /// Turns `true` when the server shuts down, so live tails end and
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
     /// See [`ServerConfig::regex_size_limit`].
     pub regex_size_limit: usize,
-    pub limits: Arc<IngestLimits>,
-    pub rates: Arc<RateLimiter>,
-    pub redactor: Arc<Redactor>,
+    /// The one ingest pipeline, which every way in hands batches to.
+    pub ingest: Arc<ingest::Pipeline>,
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
     pub histogram_max_records: usize,
@@ -152,9 +150,6 @@ pub struct AppState {
     pub runners: Arc<Runners>,
     pub tail_buffer: u64,
     pub tail_stats: Arc<tail::TailStats>,
-    /// How long records are kept unless their app says otherwise: ingest
-    /// refuses records already past it.
-    pub retention_max_age: std::time::Duration,
     /// When records were stored: settles requests with no recorded caller.
     pub settling: Arc<ownership::Settling>,
 }
@@ -170,12 +165,10 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let registry = Arc::new(registry);
         recovery::write_loss_notices(&store, &registry);
-        let (new_records, _) = watch::channel(store.last_id());
         let store = Arc::new(store);
         let runners = Arc::new(Runners::open(
             &config.data_dir,
             store.clone(),
-            new_records.clone(),
             &registry,
             config.runners.clone(),
         )?);
@@ -188,24 +181,30 @@ impl AppState {
             store.clone(),
             config.request_owner_grace,
         ));
+        let metrics = Arc::new(metrics);
+        let ingest = Arc::new(ingest::Pipeline::new(
+            registry.clone(),
+            config.limits.clone(),
+            redactor,
+            metrics.clone(),
+            runners.clone(),
+            settling.clone(),
+            config.retention.max_age,
+        ));
         Ok(AppState {
-            metrics: Arc::new(metrics),
+            metrics,
+            ingest,
             store,
             registry,
             runners,
-            new_records,
             stopping: watch::channel(false).0,
             max_batch_bytes: config.max_batch_bytes,
-            limits: Arc::new(config.limits.clone()),
-            rates: Arc::new(RateLimiter::default()),
-            redactor: Arc::new(redactor),
             public_metrics: config.public_metrics,
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,
             tail_stats,
             settling,
             histogram_max_records: config.histogram_max_records.max(1),
-            retention_max_age: config.retention.max_age,
         })
     }
 }

@@ -30,6 +30,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tailwater_model::lifecycle::Event;
 use tailwater_model::tenancy::AppSettings;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{Fields, FieldsJson, Level, Stream};
@@ -332,7 +333,7 @@ impl CutTally {
                 "the server cut lines of this batch to its limits: {}; each is marked in its field '{MARK_FIELD}'",
                 described.join(", ")
             ),
-            json!({ "event": "ingest_cut", "lines": counts, "max_line_bytes": max_line_bytes }),
+            json!({ "event": Event::IngestCut, "lines": counts, "max_line_bytes": max_line_bytes }),
         ))
     }
 }
@@ -575,7 +576,7 @@ impl RateLimiter {
                 described.join(", ")
             ),
             json!({
-                "event": "rate_limited",
+                "event": Event::RateLimited,
                 "reason": main.reason,
                 "reasons": reasons,
                 "limit": main.limit,

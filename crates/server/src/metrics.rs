@@ -76,7 +76,6 @@ pub struct Metrics {
     pub refused_records: Counters<ReasonLabels>,
     pub retimed_records: Counters<ReasonLabels>,
     pub late_request_starts: Counters<AppLabels>,
-    tail_clients: Family<TenantLabels, Gauge>,
     query_seconds: Family<EndpointLabels, Histogram>,
     /// Connections open now ([`crate::serve`]).
     pub connections_open: Gauge,
@@ -147,12 +146,6 @@ impl Metrics {
             "late_request_starts",
             "request_start records naming a caller stored more than --request-owner-grace after their request's first line: kept with the caller as 'late_caller', deciding nothing",
         );
-        let tail_clients = Family::<TenantLabels, Gauge>::default();
-        registry.register(
-            "tail_clients",
-            "Live tail connections open now",
-            tail_clients.clone(),
-        );
         let query_seconds =
             Family::<EndpointLabels, Histogram>::new_with_constructor(query_histogram as fn() -> _);
         registry.register(
@@ -185,7 +178,6 @@ impl Metrics {
             refused_records,
             retimed_records,
             late_request_starts,
-            tail_clients,
             query_seconds,
             connections_open,
             connections_closed,
@@ -228,15 +220,6 @@ impl Metrics {
             .register_collector(Box::new(RegistryCollector(registry)));
     }
 
-    /// Counts one open live tail of `tenant` for as long as the guard lives.
-    pub fn tail_client(&self, tenant: &str) -> TailClientGuard {
-        let gauge = self.tail_clients.get_or_create_owned(&TenantLabels {
-            tenant: tenant.to_owned(),
-        });
-        gauge.inc();
-        TailClientGuard { gauge }
-    }
-
     /// Records how long a query on `endpoint` (`logs`, …) took to answer.
     pub fn observe_query(&self, endpoint: &str, took: Duration) {
         self.query_seconds
@@ -244,19 +227,6 @@ impl Metrics {
                 endpoint: endpoint.to_owned(),
             })
             .observe(took.as_secs_f64());
-    }
-}
-
-/// Holds one count in `tailwater_tail_clients` until dropped: a live tail
-/// keeps it for its whole connection.
-#[must_use = "the client is counted only while the guard lives"]
-pub struct TailClientGuard {
-    gauge: Gauge,
-}
-
-impl Drop for TailClientGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
     }
 }
 
@@ -443,6 +413,17 @@ struct TailCollector(Arc<TailStats>);
 
 impl Collector for TailCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "tail_clients",
+            "Live tail connections open now",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (tenant, count) in self.0.clients_by_tenant() {
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            ConstGauge::new(count).encode(family.encode_family(&TenantLabels { tenant })?)?;
+        }
         encode_counter(
             &mut encoder,
             "tail_missed_notices",
@@ -558,7 +539,9 @@ mod tests {
     fn tail_clients_are_counted_while_their_guard_lives() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), Default::default()).unwrap();
-        let metrics = Metrics::new(Arc::new(store));
+        let mut metrics = Metrics::new(Arc::new(store));
+        let stats = Arc::<TailStats>::default();
+        metrics.watch_tail(stats.clone());
         let sample = |metrics: &Metrics| {
             let text = metrics.render();
             let lines = text.lines().map(|line| Ok(line.to_owned()));
@@ -574,8 +557,8 @@ mod tests {
                     _ => panic!("a gauge"),
                 })
         };
-        let first = metrics.tail_client("acme");
-        let second = metrics.tail_client("acme");
+        let first = stats.client("acme");
+        let second = stats.client("acme");
         assert_eq!(sample(&metrics), Some(2.0));
         drop(first);
         assert_eq!(sample(&metrics), Some(1.0));

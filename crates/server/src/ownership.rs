@@ -63,6 +63,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tailwater_model::lifecycle::{field, Event, EVENT};
 use tailwater_model::wire::IngestRecord;
 use tailwater_model::{FieldsJson, Filter, LogRecord, Matcher, Stream};
 use tailwater_store::Store;
@@ -199,9 +200,8 @@ impl Settling {
                 continue;
             }
             let mut fields = record.fields.to_map();
-            let is_start =
-                fields.get("event").and_then(|event| event.as_str()) == Some("request_start");
-            if !is_start || !fields.contains_key("caller") {
+            let is_start = Event::of(&fields) == Some(Event::RequestStart);
+            if !is_start || !fields.contains_key(field::CALLER) {
                 continue;
             }
             let newest = self.store.last_id();
@@ -209,7 +209,7 @@ impl Settling {
             if first.is_none_or(|first| first > self.stored_before(self.grace, newest)) {
                 continue;
             }
-            if let Some(caller) = fields.remove("caller") {
+            if let Some(caller) = fields.remove(field::CALLER) {
                 fields.insert("late_caller".to_owned(), caller);
             }
             record.fields = FieldsJson::from_map(&fields);
@@ -248,7 +248,7 @@ impl Recorded {
     /// Read from a request's deciding `request_start`, if it has one
     /// (`None`: the request is settled to anyone).
     pub fn of_start(start: Option<&LogRecord>) -> Recorded {
-        match start.and_then(|start| start.fields.get("caller")) {
+        match start.and_then(|start| start.fields.get(field::CALLER)) {
             None => Recorded::Anyone,
             Some(serde_json::Value::String(caller)) => Recorded::Caller(caller.clone()),
             Some(_) => Recorded::Nobody,
@@ -279,7 +279,7 @@ fn starts_filter(app: &str, request_id: &str) -> Filter {
         app: Some(Matcher::Eq(app.to_owned())),
         request_id: Some(request_id.to_owned()),
         stream: Some(Stream::System),
-        fields: [("event".to_owned(), "request_start".to_owned())].into(),
+        fields: [(EVENT.to_owned(), Event::RequestStart.as_str().to_owned())].into(),
         ..Filter::default()
     }
 }
@@ -309,7 +309,7 @@ pub fn deciding_start(
         let starts = store.read_after(tenant, &filter, after, STARTS_BATCH);
         if let Some(start) = starts
             .iter()
-            .find(|start| start.fields.get("caller").is_some())
+            .find(|start| start.fields.get(field::CALLER).is_some())
         {
             return Some(start.clone());
         }

@@ -24,6 +24,7 @@
 
 use jiff::Timestamp;
 use serde_json::json;
+use tailwater_model::lifecycle::Event;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{FieldsJson, Level, Source, Stream};
 use tailwater_store::{DamageKind, Store, WalDamage};
@@ -50,12 +51,12 @@ pub fn write_loss_notices(store: &Store, registry: &Registry) {
         let possibly = loss.kind == DamageKind::PossiblyLost;
         let (event, were) = if possibly {
             (
-                "wal_possible_loss",
+                Event::WalPossibleLoss,
                 "MAY have been acknowledged and were lost: the log's last frame was damaged (a damaged byte, not a write a crash cut short)",
             )
         } else {
             (
-                "wal_loss",
+                Event::WalLoss,
                 "were lost: the server's write-ahead log was damaged (the records stored after them were kept)",
             )
         };

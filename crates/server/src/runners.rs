@@ -37,6 +37,7 @@ use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tailwater_model::lifecycle::{self, field, Event as Kind};
 use tailwater_model::wire::{
     IngestBatch, IngestRecord, IngestResponse, Runner, RunnerExit, RunnerRequests, RunnerState,
 };
@@ -90,7 +91,6 @@ impl Default for RunnerSettings {
 /// The runner table, shared by ingest, the runner routes and the upkeep task.
 pub struct Runners {
     store: Arc<Store>,
-    new_records: watch::Sender<u64>,
     path: PathBuf,
     settings: RunnerSettings,
     table: Mutex<HashMap<Key, Entry>>,
@@ -154,7 +154,8 @@ struct Sighting {
 struct Event {
     seq: u64,
     ts: Timestamp,
-    name: String,
+    /// `None` for an event tailwater does not know (kept, shown, not acted on).
+    kind: Option<Kind>,
     fields: Fields,
 }
 
@@ -204,14 +205,16 @@ impl Event {
     /// The lifecycle event a `system` record holds, if it holds one (the
     /// server's own notices are not events of the runner).
     fn new(seq: u64, ts: Timestamp, fields: &Fields) -> Option<Event> {
-        let name = fields.get("event")?.as_str()?;
-        if is_server_notice(name) {
+        let name = fields.get(lifecycle::EVENT)?.as_str()?;
+        let kind = Kind::parse(name);
+        // The table's own notices, not events of the runner.
+        if matches!(kind, Some(Kind::Lost | Kind::Returned)) {
             return None;
         }
         Some(Event {
             seq,
             ts,
-            name: name.to_owned(),
+            kind,
             fields: fields.clone(),
         })
     }
@@ -234,17 +237,12 @@ fn as_stored(ts: Timestamp) -> Timestamp {
     Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
 }
 
-fn is_server_notice(event: &str) -> bool {
-    matches!(event, "lost" | "returned")
-}
-
 impl Runners {
     /// Loads the table from `<data>/runners/` and replays what the store
     /// holds after it.
     pub fn open(
         data_dir: &Path,
         store: Arc<Store>,
-        new_records: watch::Sender<u64>,
         registry: &Registry,
         settings: RunnerSettings,
     ) -> anyhow::Result<Runners> {
@@ -277,7 +275,6 @@ impl Runners {
             .collect();
         let runners = Runners {
             store,
-            new_records,
             path,
             settings,
             table: Mutex::new(table),
@@ -323,6 +320,11 @@ impl Runners {
             }
         }
         replayed
+    }
+
+    /// The store the table appends to.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     /// Stores a batch (refusing records past `retention`, the app's) and
@@ -464,7 +466,6 @@ impl Runners {
                 tracing::error!(%error, runner, "cannot store a runner notice");
             }
         }
-        self.new_records.send_replace(self.store.last_id());
     }
 
     /// Forgets one runner when the table is full: the one heard from
@@ -675,14 +676,15 @@ impl Entry {
         let runner = &mut self.runner;
         let ended = runner.state.is_final();
         let in_flight = event
-            .int("in_flight")
+            .int(field::IN_FLIGHT)
             .and_then(|count| u64::try_from(count).ok());
-        match event.name.as_str() {
+        let Some(kind) = event.kind else { return };
+        match kind {
             // A new run of the worker. A `restart` record only announces
             // one (after a backoff the agent may never finish: a stop
             // signal cancels it), so until this `start` the runner keeps
             // its last run's end, and a cancelled restart leaves it there.
-            "start" => {
+            Kind::Start => {
                 runner.state = RunnerState::Initializing;
                 runner.started = event.ts;
                 runner.ready_at = None;
@@ -692,20 +694,20 @@ impl Entry {
                 self.stop_signal = None;
                 self.oom_seen = false;
             }
-            "ready" => {
+            Kind::Ready => {
                 runner.ready_at.get_or_insert(event.ts);
                 if runner.state == RunnerState::Initializing {
                     runner.state = RunnerState::Ready;
                 }
             }
-            "request_start" => {
+            Kind::RequestStart => {
                 runner.requests.in_flight =
                     in_flight.unwrap_or(runner.requests.in_flight.saturating_add(1));
                 if !ended {
                     runner.state = RunnerState::Running;
                 }
             }
-            "request_end" => {
+            Kind::RequestEnd => {
                 runner.requests.served += 1;
                 runner.requests.in_flight =
                     in_flight.unwrap_or(runner.requests.in_flight.saturating_sub(1));
@@ -717,15 +719,17 @@ impl Entry {
                     };
                 }
             }
-            "stop" => {
-                self.stop_signal = event.int("signal").and_then(|n| i32::try_from(n).ok());
+            Kind::Stop => {
+                self.stop_signal = event.int(field::SIGNAL).and_then(|n| i32::try_from(n).ok());
             }
-            "oom_kill" => self.oom_seen = true,
-            "exit" | "spawn_failed" => {
-                let code = event.int("exit_code").and_then(|n| i32::try_from(n).ok());
-                let signal = event.int("signal").and_then(|n| i32::try_from(n).ok());
+            Kind::OomKill => self.oom_seen = true,
+            Kind::Exit | Kind::SpawnFailed => {
+                let code = event
+                    .int(field::EXIT_CODE)
+                    .and_then(|n| i32::try_from(n).ok());
+                let signal = event.int(field::SIGNAL).and_then(|n| i32::try_from(n).ok());
                 let oom_killed =
-                    event.flag("oom_killed") || (self.oom_seen && signal == Some(SIGKILL));
+                    event.flag(field::OOM_KILLED) || (self.oom_seen && signal == Some(SIGKILL));
                 runner.state = if oom_killed {
                     RunnerState::OomKilled
                 } else if code == Some(0) || (signal.is_some() && signal == self.stop_signal) {
@@ -785,7 +789,7 @@ impl Entry {
                 human(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX)),
             ),
             json!({
-                "event": "lost",
+                "event": Kind::Lost,
                 "boot": self.runner.boot,
                 "last_seen": self.runner.last_seen.to_string(),
                 "heartbeat_timeout_ms": timeout.as_millis() as u64,
@@ -803,7 +807,7 @@ impl Entry {
                 human(silent)
             ),
             json!({
-                "event": "returned",
+                "event": Kind::Returned,
                 "boot": self.runner.boot,
                 "silent_ms": silent.as_millis().max(0) as u64,
             }),

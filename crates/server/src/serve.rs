@@ -2,9 +2,10 @@
 //! connection's life. It owns the connection limits ([`ConnectionLimits`]):
 //! how long a request head may take to arrive, how long a connection may
 //! sit idle between requests, how many connections may be open at once and
-//! what happens at that cap, the longest URI and request head; and the
-//! JSON shape of the answers hyper makes on its own to heads it cannot
-//! take (400, 414, 431).
+//! what happens at that cap, the longest URI and request head, how long a
+//! request body may stall and how long an answer may wait for a client
+//! that does not read it; and the JSON shape of the answers hyper makes on
+//! its own to heads it cannot take (400, 414, 431).
 //!
 //! At the cap, a new connection takes the place of the open one that has
 //! waited longest without a request in progress (idle, or still sending
@@ -49,6 +50,12 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Longest URI (path and query), in bytes.
 pub const DEFAULT_MAX_URI_BYTES: usize = 16 * 1024;
+/// How long a request body may take to arrive whole once its handler
+/// starts reading it.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an answer (a live tail's too) may wait on a client that does
+/// not read it before the connection is closed.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// File descriptors kept for the store, the registry and the process when
 /// the cap is fitted under the open-file limit.
 const FD_RESERVE: u64 = 128;
@@ -59,12 +66,20 @@ const GRACE: Duration = Duration::from_secs(10);
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// The limits on connections (`tailwater server --header-read-timeout`,
-/// `--idle-timeout`, `--max-connections`, `--max-header-bytes`,
-/// `--max-uri-bytes`).
+/// `--idle-timeout`, `--body-read-timeout`, `--write-timeout`,
+/// `--max-connections`, `--max-header-bytes`, `--max-uri-bytes`).
 #[derive(Clone, Debug)]
 pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A request body not whole this long after its handler started
+    /// reading it fails its request (the handler answers, in the API's
+    /// error shape, that it could not read the body), and the connection
+    /// closes: a trickle cannot hold a request either.
+    pub body_read_timeout: Duration,
+    /// A write to a client that stays blocked this long (the client reads
+    /// nothing) closes the connection: answers, live tails and WebSockets.
+    pub write_timeout: Duration,
     pub max_connections: usize,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
@@ -75,6 +90,8 @@ impl Default for ConnectionLimits {
         ConnectionLimits {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             max_uri_bytes: DEFAULT_MAX_URI_BYTES,
@@ -338,6 +355,7 @@ async fn serve_http<S>(
         shared: shared.clone(),
         _place: place,
         replacement: None,
+        write_stall: Stall::default(),
     };
     let service = {
         let (conn, shared) = (conn.clone(), shared.clone());
@@ -348,7 +366,10 @@ async fn serve_http<S>(
                 conn.shift(&[IDLE, HEAD], BUSY, 0);
                 let response = match uri_too_long(&request, shared.limits.max_uri_bytes) {
                     Some(error) => error.into_response(),
-                    None => match app.call(request).await {
+                    None => match app
+                        .call(request.map(|body| TimedBody::new(body, &shared)))
+                        .await
+                    {
                         Ok(response) => response,
                         Err(never) => match never {},
                     },
@@ -447,6 +468,81 @@ impl hyper::body::Body for DoneBody {
     }
 }
 
+/// A timer that runs from the first wait (until cleared, for a stall that
+/// progress ends).
+#[derive(Default)]
+struct Stall(Option<Pin<Box<tokio::time::Sleep>>>);
+
+impl Stall {
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+
+    /// Whether the wait has lasted `timeout`; if not, `cx` is woken when it
+    /// has.
+    fn expired(&mut self, cx: &mut Context<'_>, timeout: Duration) -> bool {
+        let sleep = self
+            .0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        sleep.as_mut().poll(cx).is_ready()
+    }
+}
+
+/// A request's body that fails unless it arrives whole within
+/// `--body-read-timeout` of its handler's first read: a client that sends
+/// a head and then a trickle (or nothing) of its body cannot hold a
+/// request, and its connection, for ever.
+struct TimedBody {
+    inner: Incoming,
+    deadline: Stall,
+    shared: Arc<Shared>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming, shared: &Arc<Shared>) -> TimedBody {
+        TimedBody {
+            inner,
+            deadline: Stall::default(),
+            shared: shared.clone(),
+        }
+    }
+}
+
+impl hyper::body::Body for TimedBody {
+    type Data = axum::body::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(frame.map(|frame| frame.map_err(Into::into))),
+            Poll::Pending => {
+                let timeout = this.shared.limits.body_read_timeout;
+                if !this.deadline.expired(cx, timeout) {
+                    return Poll::Pending;
+                }
+                this.shared.closed("body_timeout");
+                let message = format!(
+                    "the request body did not arrive whole within {} s (--body-read-timeout): send it at once",
+                    timeout.as_secs_f64()
+                );
+                Poll::Ready(Some(Err(message.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Marks its connection idle again once dropped (with the answer's body).
 struct RequestDone {
     conn: Arc<Conn>,
@@ -524,6 +620,8 @@ struct Tracked<S> {
     /// The replacement answer and how much of it is written; once set,
     /// whatever hyper writes is dropped.
     replacement: Option<(Vec<u8>, usize)>,
+    /// Since when writes wait on a client that reads nothing.
+    write_stall: Stall,
 }
 
 impl<S: AsyncWrite + Unpin> Tracked<S> {
@@ -554,6 +652,28 @@ impl<S: AsyncWrite + Unpin> Tracked<S> {
             }
             None => false,
         }
+    }
+
+    /// A write that cannot go on (the client reads nothing) fails once it
+    /// has waited `--write-timeout`: hyper, or the WebSocket, then closes.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.write_stall.clear();
+            return polled;
+        }
+        let timeout = self.shared.limits.write_timeout;
+        if self.write_stall.expired(cx, timeout) {
+            self.shared.closed("write_timeout");
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for --write-timeout",
+            )));
+        }
+        Poll::Pending
     }
 
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -595,7 +715,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         if self.replaces(buf) {
             return Poll::Ready(Ok(buf.len()));
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch_write(cx, written)
     }
 
     fn poll_write_vectored(
@@ -607,7 +728,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         if first.is_some_and(|first| self.replaces(first)) {
             return Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()));
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, written)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -616,7 +738,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_replacement(cx))?;
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let flushed = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch_write(cx, flushed)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

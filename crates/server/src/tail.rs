@@ -26,16 +26,16 @@
 //! nothing in memory (the store is the buffer) and never delays ingest;
 //! each time a tail starts holding is counted in [`TailStats`].
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tailwater_model::wire::MissedNotice;
 use tailwater_model::{Filter, IdRange, LogRecord, TenantSeal};
 use tailwater_store::Store;
 use tokio::sync::{mpsc, watch};
 
-use crate::metrics::{Metrics, TailClientGuard};
 use crate::ownership::Verdict;
 use crate::AppState;
 
@@ -82,10 +82,12 @@ pub struct Subscription {
     pub allowed: Allowed,
 }
 
-/// Live tail clients and what slowness cost them, since the server started.
+/// Live tail clients and what slowness cost them, since the server started:
+/// the one count of them, which `/metrics` reads at each scrape.
 #[derive(Debug, Default)]
 pub struct TailStats {
-    clients: AtomicU64,
+    /// Clients connected now, by tenant (a tenant once seen stays, at 0).
+    clients: Mutex<BTreeMap<String, u64>>,
     missed_notices: AtomicU64,
     missed_records: AtomicU64,
     holds: AtomicU64,
@@ -99,7 +101,29 @@ impl TailStats {
 
     /// Tail clients connected now.
     pub fn clients(&self) -> u64 {
-        self.clients.load(Ordering::Relaxed)
+        self.clients_by_tenant()
+            .iter()
+            .map(|(_, count)| count)
+            .sum()
+    }
+
+    /// Tail clients connected now, by tenant.
+    pub fn clients_by_tenant(&self) -> Vec<(String, u64)> {
+        let clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        clients
+            .iter()
+            .map(|(tenant, count)| (tenant.clone(), *count))
+            .collect()
+    }
+
+    /// Counts a client of `tenant` for as long as the guard lives.
+    pub fn client(self: &Arc<Self>, tenant: &str) -> ClientGuard {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        *clients.entry(tenant.to_owned()).or_default() += 1;
+        ClientGuard {
+            stats: self.clone(),
+            tenant: tenant.to_owned(),
+        }
     }
 
     /// Missed notices sent to clients that fell too far behind.
@@ -113,27 +137,20 @@ impl TailStats {
     }
 }
 
-/// Counts a tail client for as long as it lives, in [`TailStats`] and in
-/// `tailwater_tail_clients{tenant}`: the one place where a tail client
-/// starts and ends, whatever its transport.
-struct ClientGuard {
+/// One tail client counted in [`TailStats`] while it lives: the one place
+/// where a tail client starts and ends, whatever its transport.
+#[must_use = "the client is counted only while the guard lives"]
+pub struct ClientGuard {
     stats: Arc<TailStats>,
-    _gauge: TailClientGuard,
-}
-
-impl ClientGuard {
-    fn start(stats: &Arc<TailStats>, metrics: &Metrics, tenant: &str) -> ClientGuard {
-        stats.clients.fetch_add(1, Ordering::Relaxed);
-        ClientGuard {
-            stats: stats.clone(),
-            _gauge: metrics.tail_client(tenant),
-        }
-    }
+    tenant: String,
 }
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.stats.clients.fetch_sub(1, Ordering::Relaxed);
+        let mut clients = self.stats.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = clients.get_mut(&self.tenant) {
+            *count = count.saturating_sub(1);
+        }
     }
 }
 
@@ -171,8 +188,7 @@ pub fn follow(state: &AppState, subscription: Subscription) -> Tail {
         subscription,
         buffer: state.tail_buffer,
         stats: state.tail_stats.clone(),
-        metrics: state.metrics.clone(),
-        newest: state.new_records.subscribe(),
+        newest: state.store.subscribe(),
         stopping: state.stopping.subscribe(),
         sender,
         holding: false,
@@ -196,7 +212,6 @@ struct Follower {
     behind: u64,
     buffer: u64,
     stats: Arc<TailStats>,
-    metrics: Arc<Metrics>,
     newest: watch::Receiver<u64>,
     stopping: watch::Receiver<bool>,
     sender: mpsc::Sender<TailEvent>,
@@ -206,7 +221,7 @@ struct Follower {
 
 impl Follower {
     async fn run(mut self) {
-        let _client = ClientGuard::start(&self.stats, &self.metrics, &self.subscription.tenant);
+        let _client = self.stats.client(&self.subscription.tenant);
         loop {
             // Each phase breaks when the client left, the server stops, or
             // the token is no longer live.

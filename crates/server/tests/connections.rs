@@ -266,3 +266,116 @@ async fn silent_and_slow_connections_are_closed_but_live_tails_go_on() {
         .expect("the idle connection is closed by the shutdown");
     drop((sse, ws));
 }
+
+/// Waits until `/metrics` counts a close for `reason`.
+async fn wait_for_close(server: &RunningServer, reason: &str) -> String {
+    let wanted = format!("reason=\"{reason}\"}}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let counts = closed_counts(server).await;
+            if counts.contains(&wanted) {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no close for {reason} is counted"))
+}
+
+#[tokio::test]
+async fn a_trickled_body_fails_its_request_and_a_client_that_reads_nothing_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(TOKEN.into());
+    config.connections.body_read_timeout = Duration::from_secs(1);
+    config.connections.write_timeout = Duration::from_secs(1);
+    config.tail_buffer = 1_000_000;
+    let server = start(config).await.unwrap();
+    let client = Client::new(&server.url(), TOKEN).unwrap();
+
+    // A body sent a byte at a time, each well within any idle wait: the
+    // whole of it is due within --body-read-timeout.
+    let mut trickle = TcpStream::connect(server.addr).await.unwrap();
+    trickle
+        .write_all(
+            format!(
+                "POST /v1/ingest HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let _ = trickle.write_all(b" ").await;
+            tokio::select! {
+                read = trickle.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => return answer,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    })
+    .await
+    .expect("a trickled body is cut off");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("--body-read-timeout"), "{answer}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    wait_for_close(&server, "body_timeout").await;
+
+    // A live tail from the first record, over a socket whose client never
+    // reads: once the kernel's buffers are full the server's writes wait,
+    // and after --write-timeout the connection is closed and the tail
+    // client is no longer counted.
+    for first in (0..20_000).step_by(5_000) {
+        let mut batch = common::batch("writes", "r1", first..first + 5_000);
+        for record in &mut batch.records {
+            record.message = format!("{} {}", record.message, "x".repeat(300));
+        }
+        client.ingest(&batch).await.unwrap();
+    }
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut deaf = socket.connect(server.addr).await.unwrap();
+    deaf.write_all(
+        format!(
+            "GET /v1/logs/tail?app=writes&after=0 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let counts = wait_for_close(&server, "write_timeout").await;
+    assert!(!counts.contains("reason=\"idle_timeout\"}"), "{counts}");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while common::metric(&server, "tailwater_tail_clients").await != 0.0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the tail ended with its connection");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), closed(&mut deaf))
+            .await
+            .is_ok(),
+        "the connection is closed"
+    );
+    // Other clients were served all along.
+    assert_eq!(
+        client
+            .logs(&Default::default())
+            .await
+            .unwrap()
+            .records
+            .len(),
+        100
+    );
+    server.shutdown().await.unwrap();
+}

@@ -176,7 +176,7 @@ impl Inner {
         drop(state);
         if self.options.durability != Durability::SyncEachBatch {
             // Readable now; durable when the OS (or the interval) says.
-            self.visible.fetch_max(last_id, Ordering::AcqRel);
+            self.visible.raise(last_id);
         }
         drop(guard);
 
@@ -269,7 +269,7 @@ impl Inner {
             return Err(StoreError::io(&path)(error));
         }
         self.durable.fetch_max(target, Ordering::AcqRel);
-        self.visible.fetch_max(target, Ordering::AcqRel);
+        self.visible.raise(target);
         Ok(())
     }
 

@@ -47,7 +47,7 @@ impl Inner {
             return Err(StoreError::io(&path)(error));
         }
         self.durable.fetch_max(writer.last_id, Ordering::AcqRel);
-        self.visible.fetch_max(writer.last_id, Ordering::AcqRel);
+        self.visible.raise(writer.last_id);
         let segment = writer.segment + 1;
         let new_path = wal_path(&self.dir, segment);
         let spare = crate::open::spare_segment(&self.dir);

@@ -72,11 +72,12 @@ mod query;
 mod recovery;
 mod retention;
 mod row;
+mod visibility;
 mod wal;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -95,6 +96,7 @@ use crate::part::reader::Part;
 pub use crate::part::Partition;
 pub use crate::recovery::{DamageKind, RecoveryReport, WalDamage, DAMAGED_DIR};
 pub use crate::retention::{DeleteReason, Deleted};
+use crate::visibility::Visibility;
 use crate::wal::WalWriter;
 
 #[derive(Debug, thiserror::Error)]
@@ -234,9 +236,8 @@ struct Inner {
     writer: Mutex<Writer>,
     /// What readers see: the memtable and the parts.
     state: RwLock<State>,
-    /// The highest id readers may see: raised once records are durable, in
-    /// id order, so live tail never skips one.
-    visible: Arc<AtomicU64>,
+    /// The highest id readers may see, and the wake-up that rises with it.
+    visible: Arc<Visibility>,
     /// The highest id known to be on disk.
     durable: AtomicU64,
     /// Held by the append whose fsync covers the others waiting (group
@@ -343,7 +344,7 @@ impl Store {
 
     /// One page of `tenant`'s records matching the query, in time order.
     pub fn query(&self, tenant: &str, query: &Query) -> Result<Page, StoreError> {
-        let as_of = self.inner.visible.load(Ordering::Acquire);
+        let as_of = self.inner.visible.load();
         let state = self.inner.read();
         let page = query::page(
             tenant,
@@ -449,7 +450,15 @@ impl Store {
 
     /// The id of the newest readable record (0 when empty).
     pub fn last_id(&self) -> u64 {
-        self.inner.visible.load(Ordering::Acquire)
+        self.inner.visible.load()
+    }
+
+    /// A wake-up that rises with [`Store::last_id`]: whoever appends (the
+    /// ingest pipeline, the server's own records, recovery), a reader
+    /// following the store learns of it here, with no one to remember to
+    /// tell it. Cheap to hold; never lowered.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.visible.subscribe()
     }
 
     /// Writes everything in the memtable into parts now, and waits for it.

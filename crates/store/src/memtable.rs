@@ -25,13 +25,13 @@
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tailwater_model::{Cursor, Filter, LogRecord};
 
 use crate::part::StreamLabels;
 use crate::row::Row;
+use crate::visibility::Visibility;
 
 /// What one heap allocation costs beyond the bytes asked for (size-class
 /// rounding and the allocator's own bookkeeping), roughly.
@@ -44,7 +44,7 @@ const MAX_RESERVED_ROWS: usize = 4 << 20;
 pub(crate) struct Memtable {
     active: Table,
     frozen: Vec<Arc<Table>>,
-    visible: Arc<AtomicU64>,
+    visible: Arc<Visibility>,
     /// Rows a table has room for.
     max_rows: usize,
     /// The row vectors of the last table flushed, emptied, for the next
@@ -86,7 +86,7 @@ struct StreamKey {
 
 impl Memtable {
     /// An empty memtable whose tables are frozen at about `max_bytes`.
-    pub fn new(visible: Arc<AtomicU64>, next_id: u64, segment: u64, max_bytes: usize) -> Memtable {
+    pub fn new(visible: Arc<Visibility>, next_id: u64, segment: u64, max_bytes: usize) -> Memtable {
         // Room for the most rows a table can hold (were their strings
         // empty), reserved once: growing the vector copied all of it each
         // time. Pages are only resident once rows are written to them.
@@ -239,7 +239,7 @@ impl Memtable {
 
     /// Visible records with ids above `after`, in id order.
     pub fn after_id(&self, after: u64) -> impl Iterator<Item = Entry<'_>> {
-        let visible = self.visible.load(Ordering::Acquire);
+        let visible = self.visible.load();
         self.tables()
             .flat_map(move |table| {
                 let skip = table.records.partition_point(|record| record.id <= after);
@@ -261,7 +261,7 @@ impl Memtable {
         upper: Bound<Cursor>,
         backward: bool,
     ) -> Box<dyn Iterator<Item = Entry<'_>> + '_> {
-        let visible = self.visible.load(Ordering::Acquire);
+        let visible = self.visible.load();
         let mut runs = Vec::new();
         for table in self.tables() {
             for stream in &table.streams {

@@ -15,6 +15,7 @@ use crate::dedup::Dedup;
 use crate::memtable::Memtable;
 use crate::part::reader::Part;
 use crate::recovery::{FrameSummary, Recovery};
+use crate::visibility::Visibility;
 use crate::wal::{WalReader, WalWriter};
 use crate::{
     part, part_number, wal_path, Counters, Inner, State, StoreError, StoreOptions, Writer,
@@ -108,7 +109,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
     last_id += recovery.skipped_ids;
     // Appends go to a new segment: the replayed ones are only read.
     let segment = last_segment + 1;
-    let visible = Arc::new(AtomicU64::new(last_id));
+    let visible = Arc::new(Visibility::new(last_id));
     let mut memtable = Memtable::new(
         visible.clone(),
         last_id + 1,

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::Json;
+use tailwater_model::lifecycle::{Event, EVENT};
 use tailwater_model::wire::{LogsPage, RequestInfo, RequestState};
 use tailwater_model::{Direction, Filter, LogRecord, Matcher, Stream};
 use tailwater_store::{RequestSummary, Store, StoreError};
@@ -44,13 +45,13 @@ struct Lifecycle {
 
 /// `app`'s lifecycle records of request `id`. Blocking.
 fn lifecycle(store: &Store, tenant: &str, app: &str, id: &str) -> Result<Lifecycle, StoreError> {
-    let query = |event: Option<&str>, direction, limit| tailwater_model::Query {
+    let query = |event: Option<Event>, direction, limit| tailwater_model::Query {
         filter: Filter {
             app: Some(Matcher::Eq(app.to_owned())),
             request_id: Some(id.to_owned()),
             stream: event.map(|_| Stream::System),
             fields: event
-                .map(|event| [("event".to_owned(), event.to_owned())].into())
+                .map(|event| [(EVENT.to_owned(), event.as_str().to_owned())].into())
                 .unwrap_or_default(),
             ..Filter::default()
         },
@@ -62,7 +63,10 @@ fn lifecycle(store: &Store, tenant: &str, app: &str, id: &str) -> Result<Lifecyc
         start: ownership::deciding_start(store, tenant, app, id, 0)
             .or_else(|| ownership::first_start(store, tenant, app, id)),
         end: store
-            .query(tenant, &query(Some("request_end"), Direction::Backward, 1))?
+            .query(
+                tenant,
+                &query(Some(Event::RequestEnd), Direction::Backward, 1),
+            )?
             .records
             .pop(),
         first: None,

@@ -144,6 +144,16 @@ pub struct ServerArgs {
     /// before it is closed. Live tails are never cut while they stream.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: std::time::Duration,
+    /// How long a request body may take to arrive whole once its handler
+    /// reads it; past it the request fails (its answer says why) and the
+    /// connection closes.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    body_read_timeout: std::time::Duration,
+    /// How long a write may wait on a client that reads nothing (an answer,
+    /// a live tail, a WebSocket) before the connection is closed; a tail
+    /// client then resumes with Last-Event-ID.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    write_timeout: std::time::Duration,
     /// Connections open at once, at most (fewer if `ulimit -n` does not
     /// allow them). At the cap a new connection takes the place of the one
     /// waiting longest with no request in progress.
@@ -194,6 +204,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.connections = tailwater_server::serve::ConnectionLimits {
         header_read_timeout: args.header_read_timeout,
         idle_timeout: args.idle_timeout,
+        body_read_timeout: args.body_read_timeout,
+        write_timeout: args.write_timeout,
         max_connections: args.max_connections.max(1),
         max_header_bytes: args.max_header_bytes,
         max_uri_bytes: args.max_uri_bytes,

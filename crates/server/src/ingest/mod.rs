@@ -1,0 +1,376 @@
+//! The one ingest pipeline: every way records come in (the agent's batch
+//! API today; OTLP, Loki push, Elasticsearch bulk and a NATS consumer next)
+//! decodes its body at the edge into an [`IngestBatch`] and hands it to
+//! [`Pipeline::accept`], which owns everything after: so limits, rates,
+//! redaction, refusals, request ownership, the runner table and metrics
+//! behave the same whatever the protocol.
+//!
+//! In order: the batch's labels and the token's app; its shape and
+//! sequence numbers ([`crate::limits`]); no secret in a label; the app
+//! (created with the tenant's defaults on its first batch: senders need no
+//! prior step); its rate limits and the runner's; then each record
+//! redacted ([`crate::redact`]) and held to the line limits, the server's
+//! own reports added, late `request_start`s marked, and the batch stored
+//! through the runner table (the store refuses records past the app's
+//! retention or the out-of-order window, and stores records dated past
+//! `--max-clock-skew` at its own time: the answer says how many, by
+//! reason). What was refused, retimed, cut, redacted and stored is counted
+//! in [`crate::metrics`]; a refusal is a [`Refused`] the edge answers in
+//! its protocol's own shape.
+//!
+//! Sources that carry no runner, boot or sequence (a protocol whose
+//! clients are not tailwater's agent) map to the identity the dedup and
+//! the runner table key on as that protocol's decoder documents: runner
+//! from the source's own instance id, boot from the connection's start,
+//! sequence from the arrival order. The pipeline itself only requires all
+//! three to be present.
+
+mod reports;
+mod unavailable;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tailwater_model::wire::{IngestBatch, IngestResponse};
+
+pub use unavailable::{is_disk_full, Unavailable, STORE_UNAVAILABLE_RETRY_AFTER};
+
+use crate::auth::{Denied, Principal};
+use crate::limits::{self, CutTally, IngestLimits, RateLimiter, Refusal, Throttled};
+use crate::metrics::{AppLabels, Metrics, PatternLabels, ReasonLabels};
+use crate::ownership::Settling;
+use crate::redact::{Redactor, Replaced};
+use crate::registry::{validate_app_name, Registry, RegistryError};
+use crate::runners::Runners;
+use reports::AgentReports;
+
+/// Why a batch was not stored; nothing of it was.
+#[derive(Debug)]
+pub enum Refused {
+    /// Malformed, or past a limit: the sender must change it.
+    Invalid { code: &'static str, message: String },
+    /// The token may not send this app's records.
+    Denied(Denied),
+    /// The registry would not take the app (its name, or a limit).
+    Registry(RegistryError),
+    /// Over a rate limit: the same batch is taken after `retry_after`.
+    Throttled(Throttled),
+    /// The store cannot take it now: the same batch, later.
+    Unavailable(Unavailable),
+    /// The server's own fault; the detail is in its log only.
+    Internal(String),
+}
+
+/// Everything the pipeline acts on, shared by every edge.
+pub struct Pipeline {
+    registry: Arc<Registry>,
+    limits: IngestLimits,
+    rates: RateLimiter,
+    redactor: Redactor,
+    metrics: Arc<Metrics>,
+    runners: Arc<Runners>,
+    settling: Arc<Settling>,
+    /// Records older than their app's retention (else this) are refused.
+    retention_max_age: Duration,
+}
+
+impl Pipeline {
+    pub fn new(
+        registry: Arc<Registry>,
+        limits: IngestLimits,
+        redactor: Redactor,
+        metrics: Arc<Metrics>,
+        runners: Arc<Runners>,
+        settling: Arc<Settling>,
+        retention_max_age: Duration,
+    ) -> Pipeline {
+        Pipeline {
+            registry,
+            limits,
+            rates: RateLimiter::default(),
+            redactor,
+            metrics,
+            runners,
+            settling,
+            retention_max_age,
+        }
+    }
+
+    pub fn limits(&self) -> &IngestLimits {
+        &self.limits
+    }
+
+    /// Stores `batch` for `tenant`, sent with `principal`'s token; blocking
+    /// (the registry's file, redaction of a large batch, the store's fsync):
+    /// call it off the async threads.
+    pub fn accept(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        batch: IngestBatch,
+    ) -> Result<IngestResponse, Refused> {
+        self.admit(principal, tenant, &batch)?;
+        self.store(tenant, batch)
+    }
+
+    /// Counts a batch an edge refused before it could decode it (too
+    /// large, say), under the token's app when it has one.
+    pub fn count_unread(&self, tenant: &str, app: &str, reason: &str) {
+        self.count_refused(tenant, app, reason, 0);
+    }
+
+    /// The checks that need no disk: labels, the token's app, the batch's
+    /// shape, secrets in labels.
+    fn admit(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        batch: &IngestBatch,
+    ) -> Result<(), Refused> {
+        for (name, value) in [
+            ("app", &batch.app),
+            ("runner", &batch.runner),
+            ("boot", &batch.boot),
+        ] {
+            if value.trim().is_empty() {
+                return Err(Refused::Invalid {
+                    code: "bad_request",
+                    message: format!(
+                        "invalid ingest batch: {name} is empty; every batch names its {name}"
+                    ),
+                });
+            }
+        }
+        principal
+            .allow_ingest_app(&batch.app)
+            .map_err(Refused::Denied)?;
+        let lines = batch.records.len();
+        if let Err(error) = validate_app_name(&batch.app) {
+            // Not a label value to keep: counted under no app.
+            self.count_refused(tenant, "", limits::INVALID_LABEL, lines);
+            return Err(Refused::Registry(error));
+        }
+        if let Err(Refusal { reason, message }) = self.limits.check_batch(batch) {
+            self.count_refused(tenant, &batch.app, reason, lines);
+            return Err(Refused::Invalid {
+                code: reason,
+                message,
+            });
+        }
+        // Labels are identity, so never redacted (see redact.rs): refused.
+        for (name, value) in [
+            ("app", &batch.app),
+            ("version", &batch.version),
+            ("runner", &batch.runner),
+            ("boot", &batch.boot),
+        ] {
+            if let Some(pattern) = self.redactor.secret_in(value) {
+                // Not a label value to keep in metrics: counted under no app.
+                self.count_refused(tenant, "", limits::SECRET_IN_LABEL, lines);
+                return Err(Refused::Invalid {
+                    code: limits::SECRET_IN_LABEL,
+                    message: format!("invalid ingest batch: its {name} looks like a secret (redaction pattern {pattern}); labels name runners and apps to everyone who reads the logs and are never redacted: give the agent another --{name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The app, its rates, redaction and cuts, then the store.
+    fn store(&self, tenant: &str, mut batch: IngestBatch) -> Result<IngestResponse, Refused> {
+        if let Err(error) = self.registry.ensure_app(tenant, &batch.app) {
+            if let RegistryError::Io(io) = &error {
+                if is_disk_full(io.as_ref()) {
+                    tracing::warn!(error = %format!("{io:#}"), tenant, app = %batch.app, "ingest batch refused: the disk is full");
+                    let reason = Unavailable::DiskFull;
+                    self.count_refused(tenant, &batch.app, reason.code(), batch.records.len());
+                    return Err(Refused::Unavailable(reason));
+                }
+            }
+            return Err(Refused::Registry(error));
+        }
+        let settings = self
+            .registry
+            .app(tenant, &batch.app)
+            .map(|app| app.settings);
+        let app_rate = self.limits.app_rate(settings.as_ref());
+        let runner_rate = self.limits.runner_rate;
+        if let Err(throttled) =
+            self.rates
+                .admit(tenant, &batch, app_rate, runner_rate, Instant::now())
+        {
+            self.count_refused(tenant, &batch.app, throttled.reason, batch.records.len());
+            tracing::debug!(tenant, app = %batch.app, runner = %batch.runner, reason = throttled.reason, "ingest batch throttled");
+            return Err(Refused::Throttled(throttled));
+        }
+
+        let max_line_bytes = self.limits.max_line_bytes(settings.as_ref());
+        let mut seen = Seen::default();
+        for record in &mut batch.records {
+            self.redactor
+                .redact(&mut record.message, &mut record.fields, &mut seen.replaced);
+            self.redactor.redact_request_id(record, &mut seen.replaced);
+            let cuts = self.limits.cut_record(record, max_line_bytes);
+            seen.cut.add(record, cuts);
+            seen.agents.read(record);
+        }
+        if let Some(report) = seen.cut.report(max_line_bytes, &self.limits) {
+            batch.records.push(report);
+        }
+        let rate_report = self.rates.take_report(tenant, &batch);
+        if let Some(pending) = &rate_report {
+            batch.records.push(pending.record.clone());
+        }
+        self.mark_late_starts(tenant, &mut batch);
+
+        let app = batch.app.clone();
+        let total = batch.records.len();
+        let message_bytes: u64 = batch.records.iter().map(|r| r.message.len() as u64).sum();
+        let retention = settings
+            .as_ref()
+            .and_then(|settings| settings.retention_days)
+            .map_or(self.retention_max_age, |days| {
+                Duration::from_secs(u64::from(days) * 24 * 60 * 60)
+            });
+        let response = match self.runners.append(tenant, batch, retention) {
+            Ok(response) => response,
+            Err(error) => {
+                if let Some(pending) = rate_report {
+                    self.rates.restore(pending);
+                }
+                return Err(match Unavailable::of(&error) {
+                    Some(unavailable) => {
+                        tracing::warn!(%error, tenant, app = %app, "ingest batch refused: the store cannot take writes now");
+                        self.count_refused(tenant, &app, unavailable.code(), total);
+                        Refused::Unavailable(unavailable)
+                    }
+                    None => {
+                        tracing::error!(%error, tenant, app = %app, "ingest batch failed");
+                        Refused::Internal(error.to_string())
+                    }
+                });
+            }
+        };
+        if response.accepted > 0 {
+            // When its records were stored: requests without a recorded
+            // caller settle from here.
+            self.settling.stamp(self.runners.store().last_id());
+        }
+        self.count_stored(tenant, &app, &response, &seen, message_bytes, total);
+        Ok(response)
+    }
+
+    fn mark_late_starts(&self, tenant: &str, batch: &mut IngestBatch) {
+        let late = self
+            .settling
+            .mark_late_starts(tenant, &batch.app, &mut batch.records);
+        if late > 0 {
+            tracing::info!(tenant, app = %batch.app, late, "request_start records naming a caller came later than --request-owner-grace after their request's first line; they decide nothing");
+            self.metrics
+                .late_request_starts
+                .get_or_create(&AppLabels {
+                    tenant: tenant.to_owned(),
+                    app: batch.app.clone(),
+                })
+                .inc_by(late);
+        }
+    }
+
+    /// Counts what the store took and refused of a batch, and what the
+    /// pipeline changed in it.
+    fn count_stored(
+        &self,
+        tenant: &str,
+        app: &str,
+        response: &IngestResponse,
+        seen: &Seen,
+        message_bytes: u64,
+        total: usize,
+    ) {
+        let metrics = &self.metrics;
+        let labels = |reason: &str| ReasonLabels {
+            tenant: tenant.to_owned(),
+            app: app.to_owned(),
+            reason: reason.to_owned(),
+        };
+        // Refused records are not stored, so a batch sent again is refused
+        // (and counted) again, as its answer says.
+        for (reason, count) in &response.refused_by_reason {
+            let refused = metrics.refused_records.get_or_create(&labels(reason));
+            refused.inc_by(*count as u64);
+        }
+        for (reason, count) in &response.retimed_by_reason {
+            let retimed = metrics.retimed_records.get_or_create(&labels(reason));
+            retimed.inc_by(*count as u64);
+        }
+        // A batch sent again after a lost answer is all duplicates: its
+        // lines, cuts, redactions and the agents' reports in it were
+        // counted the first time.
+        if response.accepted == 0 {
+            return;
+        }
+        let app_labels = AppLabels {
+            tenant: tenant.to_owned(),
+            app: app.to_owned(),
+        };
+        metrics
+            .ingested_lines
+            .get_or_create(&app_labels)
+            .inc_by(response.accepted as u64);
+        // Exact unless a batch is partly duplicates (rare: an agent's
+        // batches are cut the same way when sent again): then pro rata.
+        let stored_bytes = message_bytes * response.accepted as u64 / total.max(1) as u64;
+        metrics
+            .ingested_bytes
+            .get_or_create(&app_labels)
+            .inc_by(stored_bytes);
+        for (reason, count) in seen.cut.counts() {
+            metrics
+                .cut_lines
+                .get_or_create(&labels(reason))
+                .inc_by(*count);
+        }
+        for (pattern, count) in &seen.replaced {
+            let pattern = PatternLabels {
+                tenant: tenant.to_owned(),
+                app: app.to_owned(),
+                pattern: self.redactor.name(*pattern).to_owned(),
+            };
+            metrics.redactions.get_or_create(&pattern).inc_by(*count);
+        }
+        if seen.agents.throttled > 0 {
+            metrics
+                .agent_throttled_lines
+                .get_or_create(&app_labels)
+                .inc_by(seen.agents.throttled);
+        }
+        for (reason, lines) in &seen.agents.dropped {
+            let dropped = metrics.agent_dropped_lines.get_or_create(&labels(reason));
+            dropped.inc_by(*lines);
+        }
+    }
+
+    /// Counts a refused batch (and its lines, when it was read).
+    fn count_refused(&self, tenant: &str, app: &str, reason: &str, lines: usize) {
+        let labels = ReasonLabels {
+            tenant: tenant.to_owned(),
+            app: app.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.metrics.refused_batches.get_or_create(&labels).inc();
+        if lines > 0 {
+            self.metrics
+                .refused_lines
+                .get_or_create(&labels)
+                .inc_by(lines as u64);
+        }
+    }
+}
+
+/// What the pipeline changed in a batch and read of it on the way.
+#[derive(Default)]
+struct Seen {
+    cut: CutTally,
+    replaced: Replaced,
+    agents: AgentReports,
+}
