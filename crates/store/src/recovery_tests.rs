@@ -271,6 +271,36 @@ fn a_flipped_byte_in_an_acknowledged_last_frame_is_reported_possibly_lost() {
     assert_eq!(after.len(), 3, "a tail resuming after id 20 gets them");
 }
 
+#[test]
+fn a_flipped_byte_in_the_length_of_an_acknowledged_last_frame_is_no_torn_write() {
+    for bit in [0x08, 0x80] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        store.append("t", batch("r1", 0..10)).unwrap();
+        store.append("t", batch("r1", 10..20)).unwrap();
+        drop(store);
+        let path = wal_path(dir.path(), 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let frame = frames(&bytes)[1].clone();
+        // The length's first byte: the frame now seems to end inside the
+        // file or past its end, as a torn write would.
+        bytes[frame.start] ^= bit;
+        std::fs::write(&path, &bytes).unwrap();
+
+        let store = open(dir.path());
+        let report = store.recovery_report();
+        assert_eq!(report.damage.len(), 1, "bit {bit:#x}");
+        let loss = &report.damage[0];
+        assert_eq!(loss.kind, DamageKind::PossiblyLost, "bit {bit:#x}");
+        assert_eq!(
+            (loss.after_id, loss.records),
+            (Some(10), Some(10)),
+            "read from its payload, which its checksum proves whole"
+        );
+        assert_eq!(store.counters().wal_torn_tail_bytes, 0);
+    }
+}
+
 /// A crash in the middle of a write into a reused file: the older
 /// segment's bytes follow what was written, so the header's length ends
 /// the frame inside them. That is no whole frame: a quiet torn tail.

@@ -428,7 +428,9 @@ pub fn rewrite<T>(path: &Path, recovered: &Recovered<T>) -> io::Result<()> {
 }
 
 /// The payload of `damage` when it is exactly one frame of `segment`: its
-/// header's length ends it, and its number is the segment's.
+/// header's length ends it, and its number is the segment's; or its
+/// checksum proves the whole of it was written, and only its length is
+/// damaged (a flipped byte there would otherwise pass for a torn write).
 fn one_frame<'a, T>(
     bytes: &'a [u8],
     damage: &Damage<T>,
@@ -438,17 +440,20 @@ fn one_frame<'a, T>(
     let header_len = if current { HEADER_LEN } else { V1_HEADER_LEN };
     let start = usize::try_from(damage.offset).ok()?;
     let header = bytes.get(start..start + header_len)?;
+    let end = start.checked_add(usize::try_from(damage.len).ok()?)?;
+    let payload = bytes.get(start + header_len..end)?;
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let checks = || match current {
+        true => frame_crc(&segment.to_le_bytes(), payload) == crc,
+        false => crc32fast::hash(payload) == crc,
+    };
     let len = u32::from_le_bytes(header[0..4].try_into().unwrap()) as u64;
     if header_len as u64 + len != damage.len {
-        return None;
+        return checks().then_some(payload);
     }
-    let payload = &bytes[start + header_len..start + damage.len as usize];
     // A damaged number is still ours when the checksum proves it: the
     // frame was written whole, by this segment.
-    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-    let ours = !current
-        || header[8..16] == segment.to_le_bytes()
-        || frame_crc(&segment.to_le_bytes(), payload) == crc;
+    let ours = !current || header[8..16] == segment.to_le_bytes() || checks();
     ours.then_some(payload)
 }
 
@@ -661,6 +666,24 @@ mod tests {
             (MAGIC.len() + HEADER_LEN + 4) as u64
         );
         assert!(recovered.damage[0].whole_frame);
+
+        // A flipped bit in its length, making it longer (past the end of
+        // the file) or shorter: the checksum over what is there still
+        // shows it was written whole, so it is not taken for a torn write.
+        for bit in [0x01, 0x40] {
+            write_segment(&path, 1, &[b"kept", b"a longer payload, with a flip"]);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let length = MAGIC.len() + HEADER_LEN + 4;
+            bytes[length] ^= bit;
+            std::fs::write(&path, &bytes).unwrap();
+            let (recovered, payloads) = replay_all(&path, 1);
+            assert_eq!(payloads, vec![b"kept".to_vec()], "bit {bit:#x}");
+            assert!(recovered.damage[0].whole_frame, "bit {bit:#x}");
+            assert_eq!(
+                recovered.damage[0].peeked.as_deref(),
+                Some(&b"a longer payload, with a flip"[..])
+            );
+        }
     }
 
     #[test]
@@ -692,14 +715,11 @@ mod tests {
             assert_eq!(damage.after.as_deref(), Some(&b"after"[..]));
             assert!(recovered.has_gaps());
             assert_eq!(recovered.end, bytes.len() as u64);
-            // Its length intact (its number, if damaged, proved by the
-            // checksum), what is left of it is peeked at.
-            let intact_header = at != 0 && at != 1;
-            assert_eq!(
-                damage.peeked.is_some(),
-                intact_header,
-                "flipped at {at} of the frame"
-            );
+            // Known to be one frame (by its length, or, with its length or
+            // number damaged, by its checksum), what is left of it is
+            // peeked at.
+            assert!(damage.whole_frame, "flipped at {at} of the frame");
+            assert!(damage.peeked.is_some(), "flipped at {at} of the frame");
 
             // Rewritten without it, the segment reads cleanly.
             rewrite(&path, &recovered).unwrap();
