@@ -17,15 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-use tailwater_model::{Level, Stream};
+use tailwater_model::Stream;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::outbox::{fields, Outbox};
-use crate::requests::Requests;
+use crate::line::{Line, Progress};
 
 const READ_CHUNK: usize = 64 * 1024;
 /// The pipe buffer asked for, so a worker that writes a burst is not blocked
@@ -47,6 +45,8 @@ const DEFAULT_TTY_SIZE: (u16, u16) = (80, 24);
 /// and the final state is always kept. Blank states (a bar clearing itself)
 /// are not states. With an interval of zero every state is kept.
 pub struct LineSplitter {
+    /// The stream the lines are of.
+    stream: Stream,
     pending: Vec<u8>,
     max_line_bytes: usize,
     progress_interval: Duration,
@@ -55,25 +55,6 @@ pub struct LineSplitter {
     carriage_return: bool,
     rewrites: Option<Rewrites>,
     collapsed: Option<Collapsed>,
-}
-
-/// One line, without its line ending; borrowed from what was read where it
-/// can be, so a line costs no copy before the spool.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Line<'a> {
-    pub bytes: &'a [u8],
-    /// The line goes on in the next piece (it was longer than the maximum).
-    pub continued: bool,
-}
-
-/// How a kept state of a rewritten line stands for the others.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Progress {
-    /// The states this record stands for: itself and those skipped since the
-    /// previous kept state.
-    pub updates: u64,
-    /// This is the line's final state.
-    pub last: bool,
 }
 
 /// A rewritten line that ended, with some of its states not kept.
@@ -96,9 +77,10 @@ struct Rewrites {
 }
 
 impl LineSplitter {
-    pub fn new(max_line_bytes: usize, progress_interval: Duration) -> LineSplitter {
+    pub fn new(stream: Stream, max_line_bytes: usize, progress_interval: Duration) -> LineSplitter {
         assert!(max_line_bytes > 0);
         LineSplitter {
+            stream,
             pending: Vec::new(),
             max_line_bytes,
             progress_interval,
@@ -110,12 +92,7 @@ impl LineSplitter {
 
     /// Feeds bytes read at `now`; calls `emit` for every line (or kept
     /// progress state) they complete.
-    pub fn push(
-        &mut self,
-        mut bytes: &[u8],
-        now: Instant,
-        emit: &mut impl FnMut(Line<'_>, Option<Progress>),
-    ) {
+    pub fn push(&mut self, mut bytes: &[u8], now: Instant, emit: &mut impl FnMut(Line<'_>)) {
         while !bytes.is_empty() {
             if std::mem::take(&mut self.carriage_return) {
                 if bytes[0] == b'\n' {
@@ -152,7 +129,7 @@ impl LineSplitter {
 
     /// Keeps the waiting progress state if its interval has passed, so a bar
     /// that stalls still shows where it stalled.
-    pub fn flush_due(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
+    pub fn flush_due(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>)) {
         if self.rewrites.is_none() {
             return;
         }
@@ -168,7 +145,7 @@ impl LineSplitter {
         };
         if rewrites.held.is_some() && rewrites.due(now, interval) {
             let state = rewrites.held.take().expect("a held state");
-            emit(line(&state), Some(rewrites.keep(now, false)));
+            emit(line(self.stream, &state, Some(rewrites.keep(now, false))));
         }
     }
 
@@ -179,7 +156,7 @@ impl LineSplitter {
     }
 
     /// The stream ended: the last line, if it had no newline.
-    pub fn finish(&mut self, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
+    pub fn finish(&mut self, emit: &mut impl FnMut(Line<'_>)) {
         self.carriage_return = false;
         if self.rewrites.is_some() || !self.pending.is_empty() {
             self.end_line(&[], emit);
@@ -187,7 +164,7 @@ impl LineSplitter {
     }
 
     /// A `\r` that does not end the line: what came before it is one state.
-    fn rewrite(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
+    fn rewrite(&mut self, now: Instant, emit: &mut impl FnMut(Line<'_>)) {
         let state = std::mem::take(&mut self.pending);
         let interval = self.progress_interval;
         let rewrites = self.rewrites.get_or_insert_with(Rewrites::default);
@@ -198,23 +175,23 @@ impl LineSplitter {
         rewrites.since_kept += 1;
         if rewrites.due(now, interval) {
             rewrites.held = None;
-            emit(line(&state), Some(rewrites.keep(now, false)));
+            emit(line(self.stream, &state, Some(rewrites.keep(now, false))));
         } else {
             rewrites.held = Some(state);
         }
     }
 
     /// The line ends with `tail` (what came of it in this read).
-    fn end_line(&mut self, tail: &[u8], emit: &mut impl FnMut(Line<'_>, Option<Progress>)) {
+    fn end_line(&mut self, tail: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         if self.rewrites.is_none() && self.pending.is_empty() && tail.len() <= self.max_line_bytes {
             // The common case: a whole line within one read, passed on as
             // it lies in the read buffer.
-            emit(line(tail), None);
+            emit(line(self.stream, tail, None));
             return;
         }
         self.append_bounded(tail, emit);
         let Some(mut rewrites) = self.rewrites.take() else {
-            emit(line(&self.pending), None);
+            emit(line(self.stream, &self.pending, None));
             self.pending.clear();
             return;
         };
@@ -228,14 +205,14 @@ impl LineSplitter {
         };
         match final_state {
             // A line drawn once is just a line.
-            Some(state) if rewrites.states == 1 => emit(line(&state), None),
+            Some(state) if rewrites.states == 1 => emit(line(self.stream, &state, None)),
             Some(state) => {
                 let progress = rewrites.keep(Instant::now(), true);
-                emit(line(&state), Some(progress));
+                emit(line(self.stream, &state, Some(progress)));
             }
             // The final state was kept already, or there was none: a blank
             // line stays a blank line.
-            None if rewrites.states == 0 => emit(line(&blank), None),
+            None if rewrites.states == 0 => emit(line(self.stream, &blank, None)),
             None => {}
         }
         if rewrites.states > rewrites.kept {
@@ -246,22 +223,15 @@ impl LineSplitter {
         }
     }
 
-    fn append_bounded(
-        &mut self,
-        mut bytes: &[u8],
-        emit: &mut impl FnMut(Line<'_>, Option<Progress>),
-    ) {
+    fn append_bounded(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(Line<'_>)) {
         while self.pending.len() + bytes.len() > self.max_line_bytes {
             let room = self.max_line_bytes - self.pending.len();
             self.pending.extend_from_slice(&bytes[..room]);
             bytes = &bytes[room..];
-            emit(
-                Line {
-                    bytes: &self.pending,
-                    continued: true,
-                },
-                None,
-            );
+            emit(Line {
+                continued: true,
+                ..Line::new(self.stream, &self.pending)
+            });
             self.pending.clear();
         }
         self.pending.extend_from_slice(bytes);
@@ -286,10 +256,10 @@ impl Rewrites {
     }
 }
 
-fn line(bytes: &[u8]) -> Line<'_> {
+fn line(stream: Stream, bytes: &[u8], progress: Option<Progress>) -> Line<'_> {
     Line {
-        bytes,
-        continued: false,
+        progress,
+        ..Line::new(stream, bytes)
     }
 }
 
@@ -614,23 +584,32 @@ pub struct Cutting {
     pub progress_interval: Duration,
 }
 
-/// Reads `reader` to its end: records each line (attributed to the one
-/// request in flight, if exactly one is), then echoes to `echo` (if any).
+/// Where capture's lines go. Capture does not know what becomes of them
+/// (as ripgrep's searcher writes to a `Sink` it does not know): the agent's
+/// sink attributes them to a request, stamps and spools them.
+pub trait LineSink: Sync {
+    /// One line, or kept progress state, as read (`in_request` unset).
+    fn line(&self, line: Line<'_>);
+    /// A progress line of `stream` ended with some of its states not kept
+    /// (at most one per `interval`): nothing is dropped silently.
+    fn progress_collapsed(&self, stream: Stream, collapsed: Collapsed, interval: Duration);
+    /// Reading `stream` failed: its capture stops here.
+    fn read_failed(&self, stream: Stream, error: &io::Error);
+}
+
+/// Reads `reader` to its end: hands each line to `sink`, then echoes to
+/// `echo` (if any).
 pub async fn capture(
     reader: Reader,
     stream: Stream,
     mut echo: Option<Box<dyn AsyncWrite + Unpin + Send>>,
-    outbox: &Outbox,
-    requests: &Requests,
+    sink: &impl LineSink,
     cutting: Cutting,
 ) {
-    let mut splitter = LineSplitter::new(cutting.max_line_bytes, cutting.progress_interval);
+    let mut splitter = LineSplitter::new(stream, cutting.max_line_bytes, cutting.progress_interval);
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut consumed = 0u64;
-    let mut record = |line: Line<'_>, progress: Option<Progress>| {
-        let in_request = requests.sole_in_flight();
-        outbox.record_line(stream, line, in_request.as_deref(), progress);
-    };
+    let mut record = |line: Line<'_>| sink.line(line);
     loop {
         let read = if splitter.holds_progress() {
             match tokio::time::timeout(cutting.progress_interval, reader.read(&mut chunk)).await {
@@ -648,16 +627,13 @@ pub async fn capture(
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(error) => {
-                outbox.system_warning(format!(
-                    "stopped reading the worker's {}: {error}",
-                    stream.as_str()
-                ));
+                sink.read_failed(stream, &error);
                 break;
             }
         };
         splitter.push(&chunk[..read], Instant::now(), &mut record);
         if let Some(collapsed) = splitter.take_collapsed() {
-            report_collapsed(outbox, stream, collapsed, cutting.progress_interval);
+            sink.progress_collapsed(stream, collapsed, cutting.progress_interval);
         }
         consumed += read as u64;
         reader.watermark.recorded(consumed);
@@ -670,30 +646,8 @@ pub async fn capture(
     }
     splitter.finish(&mut record);
     if let Some(collapsed) = splitter.take_collapsed() {
-        report_collapsed(outbox, stream, collapsed, cutting.progress_interval);
+        sink.progress_collapsed(stream, collapsed, cutting.progress_interval);
     }
-}
-
-/// Says how many states of a progress line were not kept: nothing is
-/// dropped silently.
-fn report_collapsed(outbox: &Outbox, stream: Stream, collapsed: Collapsed, interval: Duration) {
-    outbox.system(
-        Level::Debug,
-        format!(
-            "a progress line on {} was drawn {} times; kept {} (its final state and at most one per {}, --progress-interval)",
-            stream.as_str(),
-            collapsed.states,
-            collapsed.kept,
-            crate::format_duration(interval),
-        ),
-        fields(json!({
-            "event": "progress_collapsed",
-            "output": stream.as_str(),
-            "states": collapsed.states,
-            "kept": collapsed.kept,
-            "interval_ms": interval.as_millis() as u64,
-        })),
-    );
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -717,14 +671,14 @@ mod tests {
         chunks: &[(u64, &[u8])],
     ) -> (Vec<Emitted>, Vec<Collapsed>) {
         let start = Instant::now();
-        let mut splitter = LineSplitter::new(max, interval);
+        let mut splitter = LineSplitter::new(Stream::Stdout, max, interval);
         let mut lines = Vec::new();
         let mut collapsed = Vec::new();
-        let mut emit = |line: Line<'_>, progress| {
+        let mut emit = |line: Line<'_>| {
             lines.push((
                 String::from_utf8(line.bytes.to_vec()).unwrap(),
                 line.continued,
-                progress,
+                line.progress,
             ))
         };
         for (at, chunk) in chunks {
@@ -905,12 +859,12 @@ mod tests {
     #[test]
     fn a_waiting_state_is_kept_when_its_interval_passes() {
         let start = Instant::now();
-        let mut splitter = LineSplitter::new(1024, SECOND);
+        let mut splitter = LineSplitter::new(Stream::Stdout, 1024, SECOND);
         let mut lines = Vec::new();
-        let mut emit = |line: Line<'_>, progress: Option<Progress>| {
+        let mut emit = |line: Line<'_>| {
             lines.push((
                 String::from_utf8(line.bytes.to_vec()).unwrap(),
-                progress.map(|p| p.updates),
+                line.progress.map(|p| p.updates),
             ))
         };
         splitter.push(b"\r1/3\r2/3\r3/3\r", start, &mut emit);

@@ -32,7 +32,7 @@ use tailwater_model::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::capture::Line;
+use crate::line::Line;
 use crate::requests::{Outcome, Ready, Requests, Via, Which};
 
 /// The longest command line accepted; a longer one is answered with an
@@ -247,15 +247,10 @@ async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, 
                 None | Some(Value::Null) => requests.sole_in_flight(),
                 Some(value) => Some(request_id(value, "request_id")?.into()),
             };
-            requests.outbox().record_line(
-                stream,
-                Line {
-                    bytes: text.as_bytes(),
-                    continued: false,
-                },
-                request.as_deref(),
-                None,
-            );
+            requests.outbox().record_line(Line {
+                in_request: request.as_deref(),
+                ..Line::new(stream, text.as_bytes())
+            });
             Ok(Map::new())
         }
         _ => unreachable!("one of the verbs above"),

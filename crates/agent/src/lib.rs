@@ -26,6 +26,7 @@
 pub mod capture;
 pub mod cgroup;
 pub mod control;
+pub mod line;
 pub mod outbox;
 pub mod proxy;
 pub mod reaper;

@@ -28,11 +28,11 @@ use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{parse_line, Fields, FieldsJson, Level, Stream};
 use tokio::sync::Notify;
 
-use crate::capture::{Line, Progress};
+use crate::line::Line;
 use crate::runner_id;
 use crate::spool::{
-    self, read_batch, Backlog, BatchLimits, Captured, Receipt, Recovery, SegmentHeader, Spool,
-    Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
+    self, read_batch, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool, Stop, Tally,
+    FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 use crate::AgentConfig;
 
@@ -168,29 +168,13 @@ impl Outbox {
     /// Records one captured line, as it was read: stamped with its time and
     /// sequence number, and spooled without parsing (it is parsed when read
     /// for shipping, [`parse_captured`]), so capturing a line costs a copy.
-    /// `in_request` is the one request in flight when it was read (if
-    /// exactly one was); `progress`, what a kept state of a progress bar
-    /// stands for.
-    pub fn record_line(
-        &self,
-        stream: Stream,
-        line: Line<'_>,
-        in_request: Option<&str>,
-        progress: Option<Progress>,
-    ) {
-        let captured = Captured {
-            stream,
-            bytes: line.bytes,
-            continued: line.continued,
-            in_request,
-            progress: progress.map(|p| (p.updates.min(u32::MAX as u64) as u32, p.last)),
-        };
+    pub fn record_line(&self, line: Line<'_>) {
         let was_empty = {
             let mut state = self.lock();
             let seq = state.next_seq;
             state.next_seq += 1;
             let ts = spool::timestamp_ns(Timestamp::now());
-            state.spool.append_captured(seq, ts, &captured, 0)
+            state.spool.append_captured(seq, ts, &line, 0)
         };
         self.added(was_empty);
     }
@@ -259,7 +243,7 @@ impl Outbox {
                 return Ok(None);
             };
             // Read without the lock: producers go on meanwhile.
-            let read = match read_batch(&plan, limits) {
+            let read = match read_batch(&plan, limits, parse_captured) {
                 Ok(read) => read,
                 Err(error) => {
                     self.lock().spool.release();
@@ -491,7 +475,7 @@ fn system_record(
 /// flight when it was read. A piece of a long line says `continued`; a kept
 /// progress state says how many states it stands for (`progress_updates`)
 /// and whether it is the final one (`progress_final`).
-pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> IngestRecord {
+pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Line<'_>) -> IngestRecord {
     // Valid UTF-8 is checked the fast way first; the lossy walk is for the
     // rare line that is not.
     let text = match std::str::from_utf8(line.bytes) {
@@ -507,9 +491,9 @@ pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Captured<'_>) -> Inge
         if line.continued {
             map.insert("continued".into(), true.into());
         }
-        if let Some((updates, last)) = line.progress {
-            map.insert("progress_updates".into(), updates.into());
-            if last {
+        if let Some(progress) = line.progress {
+            map.insert("progress_updates".into(), progress.updates.into());
+            if progress.last {
                 map.insert("progress_final".into(), true.into());
             }
         }
@@ -607,10 +591,7 @@ mod tests {
     }
 
     fn line(text: &str) -> Line<'_> {
-        Line {
-            bytes: text.as_bytes(),
-            continued: false,
-        }
+        Line::new(Stream::Stdout, text.as_bytes())
     }
 
     fn limits(max_records: usize) -> BatchLimits {
@@ -626,21 +607,12 @@ mod tests {
     fn lines_are_sequenced_parsed_and_marked() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
-        outbox.record_line(
-            Stream::Stdout,
-            line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#),
-            None,
-            None,
-        );
-        outbox.record_line(
-            Stream::Stderr,
-            Line {
-                bytes: b"bad \xff byte",
-                continued: true,
-            },
-            Some("req-1"),
-            None,
-        );
+        outbox.record_line(line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#));
+        outbox.record_line(Line {
+            continued: true,
+            in_request: Some("req-1"),
+            ..Line::new(Stream::Stderr, b"bad \xff byte")
+        });
         let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
         assert_eq!(batch.body.boot, outbox.boot());
         let [first, second] = &batch.body.records[..] else {
@@ -661,11 +633,61 @@ mod tests {
     }
 
     #[test]
+    fn a_captured_line_is_parsed_with_what_capture_knew() {
+        let stamped = Timestamp::from_second(1_700_000_000).unwrap();
+        let json = parse_captured(
+            0,
+            stamped,
+            &Line {
+                in_request: Some("in-flight"),
+                ..Line::new(
+                    Stream::Stderr,
+                    br#"{"level":"error","msg":"boom","request_id":"own"}"#,
+                )
+            },
+        );
+        assert_eq!(
+            (
+                json.level,
+                json.message.as_str(),
+                json.request_id.as_deref()
+            ),
+            (Level::Error, "boom", Some("own")),
+            "a line's own request id wins over the one in flight"
+        );
+        assert_eq!(
+            (json.stream, json.ts, json.seq),
+            (Stream::Stderr, stamped, 0)
+        );
+        let bar = parse_captured(
+            1,
+            stamped,
+            &Line {
+                stream: Stream::Stdout,
+                bytes: b"50%|#####     | 5/10 \xff",
+                continued: true,
+                in_request: Some("in-flight"),
+                progress: Some(crate::line::Progress {
+                    updates: 7,
+                    last: true,
+                }),
+            },
+        );
+        assert_eq!(bar.request_id.as_deref(), Some("in-flight"));
+        assert!(bar.invalid_utf8);
+        assert_eq!(bar.message, "50%|#####     | 5/10 \u{fffd}");
+        let bar_fields = bar.fields.to_map();
+        assert_eq!(bar_fields["continued"], true);
+        assert_eq!(bar_fields["progress_updates"], 7);
+        assert_eq!(bar_fields["progress_final"], true);
+    }
+
+    #[test]
     fn batches_respect_limits_and_acknowledged_records_leave() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
         for n in 0..10 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None, None);
+            outbox.record_line(line(&format!("line {n}")));
         }
         let first = outbox.next_batch(&limits(4)).unwrap().unwrap();
         assert_eq!((first.body.records.len(), first.stop), (4, Stop::Full));
@@ -693,7 +715,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
         for n in 0..1000 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
+            outbox.record_line(line(&format!("line {n:04}")));
         }
         let mut shipped = Vec::new();
         let mut reports = Vec::new();
@@ -736,7 +758,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), spool::MIN_SPOOL_MAX_BYTES)).unwrap();
         for n in 0..500 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
+            outbox.record_line(line(&format!("line {n:04}")));
         }
         // Shipping works for one batch: the drops so far are reported (seq
         // 500), then a flood pushes the report out before it is shipped.
@@ -744,7 +766,7 @@ mod tests {
         outbox.acknowledge(&batch);
         let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
         for n in 500..1500 {
-            outbox.record_line(Stream::Stdout, line(&format!("line {n:04}")), None, None);
+            outbox.record_line(line(&format!("line {n:04}")));
         }
         let mut reports = Vec::new();
         while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
@@ -789,7 +811,7 @@ mod tests {
         let first_boot = {
             let outbox = Outbox::open(&config).unwrap();
             for n in 0..3 {
-                outbox.record_line(Stream::Stdout, line(&format!("line {n}")), None, None);
+                outbox.record_line(line(&format!("line {n}")));
             }
             outbox.flush();
             outbox.boot().to_owned()

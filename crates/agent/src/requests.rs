@@ -23,9 +23,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tailwater_model::{Fields, Level};
+use tailwater_model::{Fields, Level, Stream};
 
-use crate::capture::OutputSync;
+use crate::capture::{Collapsed, LineSink, OutputSync};
+use crate::line::Line;
 use crate::outbox::{fields, Outbox};
 
 /// How long a request mark waits for the capture to catch up before it
@@ -334,6 +335,45 @@ pub enum Which<'a> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent's sink for captured lines: each is attributed to the one
+/// request in flight (if exactly one is) and recorded.
+impl LineSink for Requests {
+    fn line(&self, line: Line<'_>) {
+        let in_request = self.sole_in_flight();
+        self.outbox.record_line(Line {
+            in_request: in_request.as_deref(),
+            ..line
+        });
+    }
+
+    fn progress_collapsed(&self, stream: Stream, collapsed: Collapsed, interval: Duration) {
+        self.outbox.system(
+            Level::Debug,
+            format!(
+                "a progress line on {} was drawn {} times; kept {} (its final state and at most one per {}, --progress-interval)",
+                stream.as_str(),
+                collapsed.states,
+                collapsed.kept,
+                crate::format_duration(interval),
+            ),
+            fields(json!({
+                "event": "progress_collapsed",
+                "output": stream.as_str(),
+                "states": collapsed.states,
+                "kept": collapsed.kept,
+                "interval_ms": interval.as_millis() as u64,
+            })),
+        );
+    }
+
+    fn read_failed(&self, stream: Stream, error: &std::io::Error) {
+        self.outbox.system_warning(format!(
+            "stopped reading the worker's {}: {error}",
+            stream.as_str()
+        ));
+    }
 }
 
 #[cfg(test)]

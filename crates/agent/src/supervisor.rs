@@ -418,7 +418,6 @@ async fn run_once(
                 continue;
             }
         };
-        let outbox = outbox.clone();
         let requests = shared.requests.clone();
         let echo = config.echo;
         readers.push(tokio::spawn(async move {
@@ -427,7 +426,7 @@ async fn run_once(
                 (true, Stream::Stderr) => Some(Box::new(tokio::io::stderr())),
                 (true, _) => Some(Box::new(tokio::io::stdout())),
             };
-            capture(reader, stream, echo, &outbox, &requests, cutting).await;
+            capture(reader, stream, echo, &*requests, cutting).await;
         }));
     }
 
