@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use tailwater_agent::outbox::parse_captured;
+use tailwater_agent::ship::decode::parse_captured;
 use tailwater_agent::spool::{read_batch, BatchLimits, SegmentHeader, Spool, Stop};
 use tailwater_model::wire::IngestBatch;
 

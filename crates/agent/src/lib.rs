@@ -32,10 +32,9 @@ pub mod proxy;
 pub mod reaper;
 pub mod requests;
 pub mod runner_id;
-pub mod shipper;
+pub mod ship;
 pub mod spool;
 pub mod supervisor;
-pub mod throttle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,12 +48,12 @@ use crate::control::ControlSocket;
 use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
 use crate::requests::Requests;
-pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
+pub use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
+pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
 pub use crate::supervisor::{RestartBackoff, RestartPolicy, DEFAULT_RESTART_MAX};
-pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 
 /// Longest line kept whole, unless configured otherwise; longer ones are
 /// split into pieces of this size.
@@ -223,10 +222,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         let outbox = outbox.clone();
         tokio::task::spawn_blocking(move || outbox.recover_leftovers())
     };
-    let mut shipper = tokio::spawn(shipper::ship(
-        client.clone(),
+    let mut shipper = tokio::spawn(ship::ship(
+        ship::Http(client.clone()),
         outbox.clone(),
-        shipper::ShipOptions {
+        ship::ShipOptions {
             rate: config.rate_limit(),
             heartbeat: config.heartbeat_interval,
         },

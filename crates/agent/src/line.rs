@@ -42,3 +42,24 @@ impl<'a> Line<'a> {
         }
     }
 }
+
+/// A captured line as a record without parsing it (its bytes the message,
+/// the request in flight its request id): for the tests of the layers that
+/// keep lines but do not parse them.
+#[cfg(test)]
+pub fn unparsed(
+    seq: u64,
+    ts: jiff::Timestamp,
+    line: &Line<'_>,
+) -> tailwater_model::wire::IngestRecord {
+    tailwater_model::wire::IngestRecord {
+        seq,
+        ts,
+        stream: line.stream,
+        level: tailwater_model::Level::Info,
+        request_id: line.in_request.map(str::to_owned),
+        message: String::from_utf8_lossy(line.bytes).into_owned(),
+        fields: tailwater_model::FieldsJson::new(),
+        invalid_utf8: false,
+    }
+}

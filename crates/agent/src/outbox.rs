@@ -6,7 +6,8 @@
 //! [`Outbox::system_warning`]; the time and the per-boot sequence number
 //! are taken under one lock, so records are in sequence order and their
 //! times too. A captured line goes into the spool as it was read and is
-//! parsed when it is read back for shipping ([`parse_captured`]): the
+//! parsed when it is read back for shipping (by the parser the shipper
+//! hands [`Outbox::next_batch`]): the
 //! worker's pipe is drained at the cost of a copy a line. The shipper takes batches with
 //! [`Outbox::next_batch`] and hands them back with
 //! [`Outbox::acknowledge`] (or [`Outbox::release`] when sending failed).
@@ -25,7 +26,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{parse_line, Fields, FieldsJson, Level, Stream};
+use tailwater_model::{Fields, FieldsJson, Level, Stream};
 use tokio::sync::Notify;
 
 use crate::line::Line;
@@ -166,8 +167,8 @@ impl Outbox {
     }
 
     /// Records one captured line, as it was read: stamped with its time and
-    /// sequence number, and spooled without parsing (it is parsed when read
-    /// for shipping, [`parse_captured`]), so capturing a line costs a copy.
+    /// sequence number, and spooled without parsing (the shipper parses it
+    /// when it reads it back), so capturing a line costs a copy.
     pub fn record_line(&self, line: Line<'_>) {
         let was_empty = {
             let mut state = self.lock();
@@ -237,13 +238,20 @@ impl Outbox {
     /// A batch may be empty when the rate limit's allowance is spent
     /// (`stop` is then [`Stop::Throttled`]). Hand it back with
     /// [`Outbox::acknowledge`] or [`Outbox::release`].
-    pub fn next_batch(&self, limits: &BatchLimits) -> io::Result<Option<Batch>> {
+    /// A captured line becomes a record through `parse` (the shipper's
+    /// parser: see [`spool::read_batch`]). Blocking (disk reads, parsing):
+    /// run it off the async threads.
+    pub fn next_batch(
+        &self,
+        limits: &BatchLimits,
+        parse: impl Fn(u64, Timestamp, &Line<'_>) -> IngestRecord,
+    ) -> io::Result<Option<Batch>> {
         for _ in 0..MAX_DISCARDS_PER_BATCH {
             let Some(plan) = self.lock().spool.plan_read() else {
                 return Ok(None);
             };
             // Read without the lock: producers go on meanwhile.
-            let read = match read_batch(&plan, limits, parse_captured) {
+            let read = match read_batch(&plan, limits, &parse) {
                 Ok(read) => read,
                 Err(error) => {
                     self.lock().spool.release();
@@ -469,50 +477,6 @@ fn system_record(
     }
 }
 
-/// What a captured line becomes when it is shipped: parsed with the model's
-/// parser for level, request id, time and fields; invalid UTF-8 replaced
-/// and marked; a line naming no request of its own belongs to the one in
-/// flight when it was read. A piece of a long line says `continued`; a kept
-/// progress state says how many states it stands for (`progress_updates`)
-/// and whether it is the final one (`progress_final`).
-pub fn parse_captured(seq: u64, stamped: Timestamp, line: &Line<'_>) -> IngestRecord {
-    // Valid UTF-8 is checked the fast way first; the lossy walk is for the
-    // rare line that is not.
-    let text = match std::str::from_utf8(line.bytes) {
-        Ok(text) => std::borrow::Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(line.bytes),
-    };
-    let invalid_utf8 = matches!(text, std::borrow::Cow::Owned(_));
-    let parsed = parse_line(&text);
-    let mut fields = parsed.fields;
-    if line.continued || line.progress.is_some() {
-        // A piece of a long line or a progress bar: rare enough to parse.
-        let mut map = fields.to_map();
-        if line.continued {
-            map.insert("continued".into(), true.into());
-        }
-        if let Some(progress) = line.progress {
-            map.insert("progress_updates".into(), progress.updates.into());
-            if progress.last {
-                map.insert("progress_final".into(), true.into());
-            }
-        }
-        fields = FieldsJson::from_map(&map);
-    }
-    IngestRecord {
-        seq,
-        ts: parsed.ts.unwrap_or(stamped),
-        stream: line.stream,
-        level: parsed.level.unwrap_or_default(),
-        request_id: parsed
-            .request_id
-            .or_else(|| line.in_request.map(str::to_owned)),
-        message: parsed.message,
-        fields,
-        invalid_utf8,
-    }
-}
-
 /// Opens the runner's spool, `<spool>/<runner>/` ([`runner_id::open_spool`]
 /// chooses the runner). Without `--spool`, a default place that is not
 /// writable falls back to the temporary directory, with a warning.
@@ -581,6 +545,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::line::unparsed;
     use crate::spool::runner_dir_name;
 
     fn config(dir: &Path, cap: u64) -> AgentConfig {
@@ -604,107 +569,34 @@ mod tests {
     }
 
     #[test]
-    fn lines_are_sequenced_parsed_and_marked() {
-        let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
-        outbox.record_line(line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#));
-        outbox.record_line(Line {
-            continued: true,
-            in_request: Some("req-1"),
-            ..Line::new(Stream::Stderr, b"bad \xff byte")
-        });
-        let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
-        assert_eq!(batch.body.boot, outbox.boot());
-        let [first, second] = &batch.body.records[..] else {
-            panic!("two records")
-        };
-        assert_eq!(
-            (first.seq, first.level, first.message.as_str()),
-            (0, Level::Warn, "hot")
-        );
-        assert_eq!(first.request_id.as_deref(), Some("r9"));
-        assert_eq!((second.seq, second.stream), (1, Stream::Stderr));
-        assert!(second.invalid_utf8);
-        assert_eq!(second.message, "bad \u{fffd} byte");
-        assert_eq!(second.request_id.as_deref(), Some("req-1"));
-        assert_eq!(second.fields.to_map().get("continued"), Some(&true.into()));
-        // Line bytes are the line as written, not the parsed message.
-        assert_eq!(batch.receipt.line_bytes, 45 + 10);
-    }
-
-    #[test]
-    fn a_captured_line_is_parsed_with_what_capture_knew() {
-        let stamped = Timestamp::from_second(1_700_000_000).unwrap();
-        let json = parse_captured(
-            0,
-            stamped,
-            &Line {
-                in_request: Some("in-flight"),
-                ..Line::new(
-                    Stream::Stderr,
-                    br#"{"level":"error","msg":"boom","request_id":"own"}"#,
-                )
-            },
-        );
-        assert_eq!(
-            (
-                json.level,
-                json.message.as_str(),
-                json.request_id.as_deref()
-            ),
-            (Level::Error, "boom", Some("own")),
-            "a line's own request id wins over the one in flight"
-        );
-        assert_eq!(
-            (json.stream, json.ts, json.seq),
-            (Stream::Stderr, stamped, 0)
-        );
-        let bar = parse_captured(
-            1,
-            stamped,
-            &Line {
-                stream: Stream::Stdout,
-                bytes: b"50%|#####     | 5/10 \xff",
-                continued: true,
-                in_request: Some("in-flight"),
-                progress: Some(crate::line::Progress {
-                    updates: 7,
-                    last: true,
-                }),
-            },
-        );
-        assert_eq!(bar.request_id.as_deref(), Some("in-flight"));
-        assert!(bar.invalid_utf8);
-        assert_eq!(bar.message, "50%|#####     | 5/10 \u{fffd}");
-        let bar_fields = bar.fields.to_map();
-        assert_eq!(bar_fields["continued"], true);
-        assert_eq!(bar_fields["progress_updates"], 7);
-        assert_eq!(bar_fields["progress_final"], true);
-    }
-
-    #[test]
     fn batches_respect_limits_and_acknowledged_records_leave() {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(&config(dir.path(), 1 << 20)).unwrap();
         for n in 0..10 {
             outbox.record_line(line(&format!("line {n}")));
         }
-        let first = outbox.next_batch(&limits(4)).unwrap().unwrap();
+        let first = outbox.next_batch(&limits(4), unparsed).unwrap().unwrap();
         assert_eq!((first.body.records.len(), first.stop), (4, Stop::Full));
         outbox.release();
         // A byte limit below one record still ships that one record.
         let mut one = limits(100);
         one.max_bytes = 1;
         assert_eq!(
-            outbox.next_batch(&one).unwrap().unwrap().body.records.len(),
+            outbox
+                .next_batch(&one, unparsed)
+                .unwrap()
+                .unwrap()
+                .body
+                .records
+                .len(),
             1
         );
         outbox.release();
         outbox.acknowledge(&first);
-        let rest = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        let rest = outbox.next_batch(&limits(100), unparsed).unwrap().unwrap();
         assert_eq!(rest.body.records.first().unwrap().seq, 4);
         outbox.acknowledge(&rest);
-        assert!(outbox.next_batch(&limits(100)).unwrap().is_none());
+        assert!(outbox.next_batch(&limits(100), unparsed).unwrap().is_none());
         assert_eq!(outbox.pending(), (0, 0));
         assert_eq!(outbox.shutdown().records, 0);
         assert!(!dir.path().join(runner_dir_name(&rest.body.runner)).exists());
@@ -719,7 +611,7 @@ mod tests {
         }
         let mut shipped = Vec::new();
         let mut reports = Vec::new();
-        while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
+        while let Some(batch) = outbox.next_batch(&limits(100), unparsed).unwrap() {
             for record in &batch.body.records {
                 if record.stream == Stream::System {
                     reports.push(record.clone());
@@ -762,14 +654,14 @@ mod tests {
         }
         // Shipping works for one batch: the drops so far are reported (seq
         // 500), then a flood pushes the report out before it is shipped.
-        let batch = outbox.next_batch(&limits(10)).unwrap().unwrap();
+        let batch = outbox.next_batch(&limits(10), unparsed).unwrap().unwrap();
         outbox.acknowledge(&batch);
         let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
         for n in 500..1500 {
             outbox.record_line(line(&format!("line {n:04}")));
         }
         let mut reports = Vec::new();
-        while let Some(batch) = outbox.next_batch(&limits(100)).unwrap() {
+        while let Some(batch) = outbox.next_batch(&limits(100), unparsed).unwrap() {
             for record in &batch.body.records {
                 if record.fields.to_map().get("event") == Some(&json!("dropped")) {
                     reports.push(record.clone());
@@ -820,14 +712,14 @@ mod tests {
         config.app = "renamed".into();
         let outbox = Outbox::open(&config).unwrap();
         outbox.recover_leftovers();
-        let old = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        let old = outbox.next_batch(&limits(100), unparsed).unwrap().unwrap();
         assert_eq!(
             (old.body.boot.as_str(), old.body.app.as_str()),
             (first_boot.as_str(), "app")
         );
         assert_eq!(old.body.records.len(), 3);
         outbox.acknowledge(&old);
-        let new = outbox.next_batch(&limits(100)).unwrap().unwrap();
+        let new = outbox.next_batch(&limits(100), unparsed).unwrap().unwrap();
         assert_eq!(
             (new.body.boot.as_str(), new.body.app.as_str()),
             (outbox.boot(), "renamed")
