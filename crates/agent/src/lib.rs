@@ -214,8 +214,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         },
     };
 
-    let outbox = Arc::new(Outbox::open(&config)?);
-    let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    let outbox = {
+        // Opening the spool touches the disk: not on the async threads.
+        let config = config.clone();
+        Arc::new(tokio::task::spawn_blocking(move || Outbox::open(&config)).await??)
+    };
+    let flusher = outbox.start_flusher()?;
     // What a previous agent left is read while the worker starts, not
     // before: it ships first, once read.
     let recovering = {
@@ -291,8 +295,14 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         )),
     };
     shipper.abort();
-    flusher.abort();
-    let left = outbox.shutdown();
+    let left = tokio::task::spawn_blocking({
+        let outbox = outbox.clone();
+        move || {
+            flusher.stop();
+            outbox.shutdown()
+        }
+    })
+    .await?;
     if let (Some(why), true) = (why, left.records > 0) {
         let runner = outbox.runner();
         let again = match outbox.runner_origin() {

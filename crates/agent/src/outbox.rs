@@ -20,7 +20,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -60,13 +60,45 @@ pub struct Outbox {
     /// Records added so far, so the shipper can tell a quiet worker by
     /// looking twice.
     appended: AtomicU64,
-    written: Notify,
+    /// Wakes the flusher thread.
+    flush: FlushSignal,
     closed: AtomicBool,
 }
 
 struct State {
     next_seq: u64,
     spool: Spool,
+}
+
+#[derive(Default)]
+struct FlushSignal {
+    wanted: Mutex<FlushWanted>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct FlushWanted {
+    flush: bool,
+    stop: bool,
+}
+
+/// The running flusher thread ([`Outbox::start_flusher`]).
+pub struct Flusher {
+    outbox: Arc<Outbox>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Flusher {
+    /// Stops the flusher once it has flushed what it was woken for.
+    pub fn stop(self) {
+        lock(&self.outbox.flush.wanted).stop = true;
+        self.outbox.flush.changed.notify_one();
+        let _ = self.thread.join();
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A batch read from the spool, ready to send.
@@ -108,7 +140,7 @@ impl Outbox {
             work: Notify::new(),
             shipper_waiting: AtomicBool::new(false),
             appended: AtomicU64::new(0),
-            written: Notify::new(),
+            flush: FlushSignal::default(),
             closed: AtomicBool::new(false),
         };
         outbox.report_recovery(recovery);
@@ -220,7 +252,11 @@ impl Outbox {
         self.appended.fetch_add(1, Ordering::Release);
         self.wake_shipper();
         if was_empty {
-            self.written.notify_one();
+            let mut wanted = lock(&self.flush.wanted);
+            if !wanted.flush {
+                wanted.flush = true;
+                self.flush.changed.notify_one();
+            }
         }
     }
 
@@ -421,19 +457,52 @@ impl Outbox {
         self.shipper_waiting.store(false, Ordering::Release);
     }
 
-    /// Writes buffered records to the spool's file.
+    /// Writes buffered records to the spool's file, then does the fsyncs
+    /// `--spool-fsync` owes, without the lock (capture waits on it).
+    /// Blocking.
     pub fn flush(&self) {
-        self.lock().spool.flush();
+        let unsynced = {
+            let mut state = self.lock();
+            state.spool.flush();
+            state.spool.take_unsynced()
+        };
+        if !unsynced.is_empty() {
+            if let Err(error) = unsynced.sync(&self.dir) {
+                self.lock().spool.sync_failed(error);
+            }
+        }
     }
 
-    /// Writes records to the spool's file about [`FLUSH_DELAY`] after they
-    /// come; runs until aborted.
-    pub async fn flush_continuously(self: Arc<Self>) {
-        loop {
-            self.written.notified().await;
-            tokio::time::sleep(FLUSH_DELAY).await;
-            self.flush();
-        }
+    /// Starts the flusher: a thread of its own (writes and fsyncs are
+    /// blocking work) that writes records to the spool's file about
+    /// [`FLUSH_DELAY`] after they come, until [`Flusher::stop`].
+    pub fn start_flusher(self: &Arc<Self>) -> io::Result<Flusher> {
+        let outbox = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("tailwater-spool-flush".into())
+            .spawn(move || loop {
+                let stop = {
+                    let mut wanted = lock(&outbox.flush.wanted);
+                    while !wanted.flush && !wanted.stop {
+                        wanted = outbox
+                            .flush
+                            .changed
+                            .wait(wanted)
+                            .unwrap_or_else(|e| e.into_inner());
+                    }
+                    wanted.flush = false;
+                    wanted.stop
+                };
+                if stop {
+                    return;
+                }
+                std::thread::sleep(FLUSH_DELAY);
+                outbox.flush();
+            })?;
+        Ok(Flusher {
+            outbox: self.clone(),
+            thread,
+        })
     }
 
     /// The agent stops: the spool is written and fsynced, and removed when

@@ -184,7 +184,10 @@ impl Spool {
             acked_offset,
             dropped: self.dropped.clone(),
         };
-        if let Err(error) = write_ledger(&self.dir, &ledger, self.durability) {
+        if self.durability == Durability::Machine {
+            self.unsynced.ledger = true;
+        }
+        if let Err(error) = write_ledger(&self.dir, &ledger) {
             self.problem(format!(
                 "cannot write the spool ledger in {}: {error}",
                 self.dir.display()
@@ -220,7 +223,7 @@ pub(super) fn read_ledger(dir: &Path) -> Result<Option<Ledger>, String> {
 }
 
 /// Replaces the ledger: written beside it, then renamed over it.
-pub(super) fn write_ledger(dir: &Path, ledger: &Ledger, durability: Durability) -> io::Result<()> {
+pub(super) fn write_ledger(dir: &Path, ledger: &Ledger) -> io::Result<()> {
     let mut bytes = LEDGER_MAGIC.to_vec();
     bytes.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
     serde_json::to_writer(&mut bytes, ledger).expect("a ledger serializes to JSON");
@@ -233,15 +236,8 @@ pub(super) fn write_ledger(dir: &Path, ledger: &Ledger, durability: Durability) 
         .mode(0o600)
         .open(&temporary)?;
     file.write_all(&bytes)?;
-    if durability == Durability::Machine {
-        file.sync_data()?;
-    }
     drop(file);
-    fs::rename(&temporary, dir.join(LEDGER_FILE))?;
-    if durability == Durability::Machine {
-        sync_directory(dir)?;
-    }
-    Ok(())
+    fs::rename(&temporary, dir.join(LEDGER_FILE))
 }
 
 /// fsyncs a directory: the names created, renamed or removed in it last.

@@ -65,6 +65,7 @@ mod lock;
 mod read;
 mod recovery;
 mod segment;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -78,6 +79,7 @@ use read::*;
 pub use read::{read_batch, ReadBatch, ReadPlan};
 pub use recovery::{Leftover, Recovered};
 use segment::*;
+pub use sync::Unsynced;
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -256,6 +258,8 @@ pub struct Spool {
     /// A previous agent's segments not recovered yet, oldest first, each
     /// with its acknowledged offset (0: none of it).
     leftovers: VecDeque<(u64, u64)>,
+    /// fsyncs [`Durability::Machine`] owes, done outside the lock.
+    unsynced: Unsynced,
     _lock: File,
 }
 impl Spool {

@@ -126,6 +126,7 @@ impl Spool {
             syncer,
             durability: Durability::Process,
             leftovers,
+            unsynced: Unsynced::default(),
             _lock: lock,
         };
         spool.write_ledger();

@@ -62,21 +62,20 @@ impl Spool {
         head.extend_from_slice(&[0; FRAME_HEAD_BYTES]);
         serde_json::to_writer(&mut head, &*self.header).expect("a header serializes to JSON");
         seal_frame(&mut head, SEGMENT_MAGIC.len());
-        let written = (&file)
-            .write_all(&head)
-            .and_then(|()| match self.durability {
-                Durability::Machine => file.sync_data().and_then(|()| sync_directory(&self.dir)),
-                Durability::Process => Ok(()),
-            });
-        if let Err(error) = written {
+        if let Err(error) = (&file).write_all(&head) {
             let _ = fs::remove_file(&path);
             return Err(error);
+        }
+        let file = Arc::new(file);
+        if self.durability == Durability::Machine {
+            self.unsynced.owe(&file);
+            self.unsynced.directory = true;
         }
         let len = head.len() as u64;
         self.bytes += len;
         self.segments.push_back(Segment {
             id,
-            file: Arc::new(file),
+            file,
             header: self.header.clone(),
             start: len,
             len,

@@ -603,3 +603,21 @@ fn runner_ids_become_safe_directory_names() {
     assert_eq!(runner_dir_name("../etc"), "%2E.%2Fetc");
     assert_eq!(runner_dir_name("a b/é"), "a%20b%2F%C3%A9");
 }
+
+#[test]
+fn machine_durability_owes_its_fsyncs_to_whoever_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
+    append_lines(&mut spool, 0..3);
+    spool.flush();
+    assert!(spool.take_unsynced().is_empty(), "nothing owed by default");
+    spool.set_durability(Durability::Machine);
+    let _ = spool.take_unsynced();
+    append_lines(&mut spool, 3..6);
+    spool.flush();
+    let owed = spool.take_unsynced();
+    assert!(!owed.is_empty(), "the segment flushed to is owed an fsync");
+    owed.sync(dir.path()).unwrap();
+    assert!(spool.take_unsynced().is_empty(), "owed once");
+    assert_eq!(drain(&mut spool).len(), 6);
+}

@@ -5,8 +5,9 @@ use super::*;
 use crate::line::Line;
 
 impl Spool {
-    /// Appends a record of this boot. Returns whether the write buffer was
-    /// empty before (someone should flush it soon).
+    /// Appends a record of this boot. Returns whether someone should flush
+    /// soon: the write buffer was empty before, or fsyncs are owed
+    /// ([`Spool::take_unsynced`]).
     pub fn append(&mut self, record: &IngestRecord, flags: u8, line_bytes: u64) -> bool {
         debug_assert_eq!(flags & FLAG_CAPTURED, 0);
         let prefix = Prefix {
@@ -74,7 +75,8 @@ impl Spool {
             self.roll();
         }
         self.enforce_cap();
-        was_empty
+        // Owed fsyncs want a flusher too.
+        was_empty || !self.unsynced.is_empty()
     }
 
     /// Writes the buffered records to the open segment's file.
@@ -87,14 +89,11 @@ impl Spool {
             .segments
             .back_mut()
             .expect("buffered records have an open segment");
-        let written = (&*segment.file)
-            .write_all(&self.buffer)
-            .and_then(|()| match durability {
-                Durability::Machine => segment.file.sync_data(),
-                Durability::Process => Ok(()),
-            });
-        match written {
+        match (&*segment.file).write_all(&self.buffer) {
             Ok(()) => {
+                if durability == Durability::Machine {
+                    self.unsynced.owe(&segment.file);
+                }
                 segment.len += self.buffer.len() as u64;
                 self.buffer.clear();
                 self.buffered = Stats::default();
