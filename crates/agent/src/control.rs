@@ -275,17 +275,15 @@ fn request_id(value: &Value, key: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::capture::OutputSync;
-    use crate::outbox::Outbox;
-    use crate::AgentConfig;
+    use crate::outbox::{Options, Outbox};
 
     /// Requests over an outbox spooling into a temporary directory, kept as
     /// long as the requests are.
     fn requests() -> (Requests, tempfile::TempDir) {
         let spool = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        config.spool_dir = Some(spool.path().to_owned());
+        let options = Options::new("app", spool.path(), 1 << 20);
         let requests = Requests::new(
-            Arc::new(Outbox::open(&config).unwrap()),
+            Arc::new(Outbox::open(&options).unwrap()),
             Arc::new(OutputSync::default()),
         );
         (requests, spool)

@@ -1,23 +1,31 @@
 //! The worker agent behind `tailwater run`: it starts the worker, captures
 //! its stdout and stderr from the first byte, and ships every line.
 //!
-//! Data flows one way:
+//! Data flows one way, and each layer imports only those below it:
 //!
 //! - [`supervisor`] starts the worker in its own process group, forwards
 //!   signals to it, stops it within a deadline, and reports how it ended;
 //!   [`reaper`] reaps every child (the agent may be PID 1), and [`cgroup`]
 //!   notices OOM kills;
+//! - [`proxy`] (`--proxy`) and the [`control`] socket mark requests in
+//!   [`requests`], which knows which are in flight and is the sink capture
+//!   writes to, so a line belongs to its request;
 //! - [`capture`] reads the worker's pipes (or pseudo-terminal), cuts them
-//!   into lines, collapses progress bars, and echoes them;
-//! - [`requests`] knows which requests are in flight, marked by the
-//!   [`proxy`] (`--proxy`) or through the [`control`] socket, so a line
-//!   belongs to its request;
-//! - [`outbox`] stamps each line with its time and sequence number, parses
-//!   it, and keeps it in the [`spool`] on disk until the server has it (the
-//!   spool of the runner [`runner_id`] chooses: `--runner`, else the host
-//!   name, so a restarted container ships what the last agent left);
-//! - [`shipper`] sends what the spool holds in batches, retrying while the
-//!   server is away, within the [`throttle`]'s rate limit.
+//!   into [`line::Line`]s, collapses progress bars, and echoes them, writing
+//!   to a [`capture::LineSink`] it does not know;
+//! - [`ship`] sends what the spool holds in batches through a
+//!   [`ship::Transport`] (HTTP to the server), retrying while the server is
+//!   away, within its rate limit, parsing each line as it reads it back;
+//! - [`outbox`] (the recorder) stamps each record with its time and
+//!   sequence number and keeps it in the [`spool`] on disk until the server
+//!   has it (the spool of the runner [`runner_id`] chooses: `--runner`, else
+//!   the host name, so a restarted container ships what the last agent
+//!   left); it turns what the spool says it dropped into records;
+//! - [`spool`] frames, checksums and keeps records in segment files with a
+//!   ledger of what was acknowledged; it parses nothing and reports nothing.
+//!
+//! [`config`] is what the agent was told, read by the layers above the
+//! outbox.
 //!
 //! Lifecycle events (start, ready, request start and end, stop, OOM kill,
 //! exit with code or signal) are records of the `system` stream, in the same
@@ -25,6 +33,7 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod config;
 pub mod control;
 pub mod line;
 pub mod outbox;
@@ -36,14 +45,16 @@ pub mod ship;
 pub mod spool;
 pub mod supervisor;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tailwater_client::Client;
-use tailwater_model::Source;
 
 use crate::capture::OutputSync;
+pub use crate::config::{
+    AgentConfig, RestartBackoff, RestartPolicy, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PROGRESS_INTERVAL, DEFAULT_RESTART_MAX, DEFAULT_STOP_TIMEOUT,
+};
 use crate::control::ControlSocket;
 use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
@@ -53,121 +64,6 @@ pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
-pub use crate::supervisor::{RestartBackoff, RestartPolicy, DEFAULT_RESTART_MAX};
-
-/// Longest line kept whole, unless configured otherwise; longer ones are
-/// split into pieces of this size.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
-/// How long the agent keeps trying to ship after the worker exited.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the worker has to exit after a stop signal before it is
-/// SIGKILLed: below Docker's 10 s (and Kubernetes' 30 s) grace period, so
-/// the agent still has time to record the end and ship it.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
-/// A line rewritten with `\r` (a progress bar) keeps at most one state per
-/// this interval, and its final state.
-pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    pub server: String,
-    pub token: String,
-    /// PEM certificates to trust for an https server (`--ca-cert`), beside
-    /// the public roots.
-    pub ca_certificate: Option<Vec<u8>>,
-    pub app: String,
-    pub version: String,
-    /// This worker's runner id (`--runner`); `None`: the host name, see
-    /// [`runner_id`].
-    pub runner: Option<String>,
-    pub source: Source,
-    /// The worker's program and arguments.
-    pub command: Vec<String>,
-    /// Set `PYTHONUNBUFFERED=1` for the worker, so Python prints as it goes.
-    pub unbuffered: bool,
-    /// Copy the worker's output to the agent's own stdout and stderr.
-    pub echo: bool,
-    pub max_line_bytes: usize,
-    /// Where runners' spools live (each in `<spool_dir>/<runner>/`); `None`
-    /// is [`spool::default_spool_root`].
-    pub spool_dir: Option<PathBuf>,
-    /// Disk the spool may use; past it the oldest records are dropped and
-    /// counted.
-    pub spool_max_bytes: u64,
-    /// What the spool survives: the agent killed (default), or the machine
-    /// crashing too (an fsync per flush).
-    pub spool_durability: SpoolDurability,
-    /// Lines per second shipped at most (`None`: no limit).
-    pub rate_lines: Option<u64>,
-    /// Bytes of lines per second shipped at most (`None`: no limit).
-    pub rate_bytes: Option<u64>,
-    pub drain_timeout: Duration,
-    /// Run the worker on a pseudo-terminal: line-buffered output, stdout and
-    /// stderr merged.
-    pub tty: bool,
-    /// After a stop signal, how long the worker has before SIGKILL.
-    pub stop_timeout: Duration,
-    /// One state per interval of a line rewritten with `\r`.
-    pub progress_interval: Duration,
-    /// The worker's health check URL (`http://`): ready when it answers 2xx.
-    pub health: Option<String>,
-    /// Be a reverse proxy in front of the worker's HTTP port.
-    pub proxy: Option<ProxyConfig>,
-    /// Where the control socket goes; a private temporary directory if not
-    /// given.
-    pub control_socket: Option<PathBuf>,
-    /// With nothing shipped for this long, an empty batch says the runner is
-    /// alive (`None`: no heartbeats).
-    pub heartbeat_interval: Option<Duration>,
-    /// When a worker that ended is started again.
-    pub restart: RestartPolicy,
-    /// Restarts allowed at most; 0 is no limit.
-    pub restart_max: u32,
-    /// The wait before each restart.
-    pub restart_backoff: RestartBackoff,
-}
-
-impl AgentConfig {
-    pub fn new(server: &str, token: &str, app: &str, command: Vec<String>) -> AgentConfig {
-        AgentConfig {
-            server: server.to_owned(),
-            token: token.to_owned(),
-            ca_certificate: None,
-            app: app.to_owned(),
-            version: String::new(),
-            runner: None,
-            source: Source::Run,
-            command,
-            unbuffered: true,
-            echo: true,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            spool_dir: None,
-            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
-            spool_durability: SpoolDurability::default(),
-            rate_lines: DEFAULT_RATE_LINES,
-            rate_bytes: DEFAULT_RATE_BYTES,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            tty: false,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
-            progress_interval: DEFAULT_PROGRESS_INTERVAL,
-            health: None,
-            proxy: None,
-            control_socket: None,
-            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
-            restart: RestartPolicy::default(),
-            restart_max: DEFAULT_RESTART_MAX,
-            restart_backoff: RestartBackoff::default(),
-        }
-    }
-
-    /// The shipping rate limit.
-    pub fn rate_limit(&self) -> RateLimit {
-        RateLimit {
-            lines_per_second: self.rate_lines,
-            bytes_per_second: self.rate_bytes,
-        }
-    }
-}
 
 /// Keeps the agent's own memory small: no transparent huge pages for this
 /// process. The allocator (mimalloc, chosen for the server) asks for huge
@@ -216,8 +112,8 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
 
     let outbox = {
         // Opening the spool touches the disk: not on the async threads.
-        let config = config.clone();
-        Arc::new(tokio::task::spawn_blocking(move || Outbox::open(&config)).await??)
+        let options = config.outbox();
+        Arc::new(tokio::task::spawn_blocking(move || Outbox::open(&options)).await??)
     };
     let flusher = outbox.start_flusher()?;
     // What a previous agent left is read while the worker starts, not

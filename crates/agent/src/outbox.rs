@@ -26,7 +26,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Fields, FieldsJson, Level, Stream};
+use tailwater_model::{Fields, FieldsJson, Level, Source, Stream};
 use tokio::sync::Notify;
 
 use crate::line::Line;
@@ -35,7 +35,6 @@ use crate::spool::{
     self, read_batch, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool, Stop, Tally,
     FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
-use crate::AgentConfig;
 
 /// How soon after a record comes it is written from the spool's buffer to
 /// its file (where it survives the agent being killed). Records coming
@@ -44,6 +43,37 @@ const FLUSH_DELAY: Duration = Duration::from_millis(1);
 /// Unreadable segments skipped in one call of [`Outbox::next_batch`], at
 /// most (each is counted in a drop report).
 const MAX_DISCARDS_PER_BATCH: usize = 16;
+
+/// What the outbox is opened with: the labels of this boot's records and
+/// where and how they are spooled (`AgentConfig::outbox` makes it).
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub app: String,
+    pub version: String,
+    pub source: Source,
+    /// `--runner`; `None`: the host name ([`runner_id`]).
+    pub runner: Option<String>,
+    /// `--spool`; `None`: [`spool::default_spool_root`].
+    pub spool_dir: Option<PathBuf>,
+    pub spool_max_bytes: u64,
+    pub spool_durability: spool::Durability,
+}
+
+impl Options {
+    /// An app's outbox in `spool_dir`, capped at `spool_max_bytes`, with the
+    /// defaults otherwise (the tests').
+    pub fn new(app: &str, spool_dir: &Path, spool_max_bytes: u64) -> Options {
+        Options {
+            app: app.to_owned(),
+            version: String::new(),
+            source: Source::Run,
+            runner: None,
+            spool_dir: Some(spool_dir.to_owned()),
+            spool_max_bytes,
+            spool_durability: spool::Durability::default(),
+        }
+    }
+}
 
 pub struct Outbox {
     boot: String,
@@ -114,7 +144,7 @@ impl Outbox {
     /// boot, without reading what a previous agent left there: that is
     /// [`Outbox::recover_leftovers`]' job, in the background, and it ships
     /// first.
-    pub fn open(config: &AgentConfig) -> anyhow::Result<Outbox> {
+    pub fn open(config: &Options) -> anyhow::Result<Outbox> {
         let boot = hex::encode(rand::random::<[u8; 8]>());
         let header = SegmentHeader {
             app: config.app.clone(),
@@ -549,7 +579,7 @@ fn system_record(
 /// Opens the runner's spool, `<spool>/<runner>/` ([`runner_id::open_spool`]
 /// chooses the runner). Without `--spool`, a default place that is not
 /// writable falls back to the temporary directory, with a warning.
-fn open_spool(config: &AgentConfig, header: &SegmentHeader) -> anyhow::Result<runner_id::Opened> {
+fn open_spool(config: &Options, header: &SegmentHeader) -> anyhow::Result<runner_id::Opened> {
     let given = config.runner.as_deref();
     let cap = config.spool_max_bytes;
     if let Some(root) = &config.spool_dir {
@@ -617,11 +647,8 @@ mod tests {
     use crate::line::unparsed;
     use crate::spool::runner_dir_name;
 
-    fn config(dir: &Path, cap: u64) -> AgentConfig {
-        let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        config.spool_dir = Some(dir.to_owned());
-        config.spool_max_bytes = cap;
-        config
+    fn config(dir: &Path, cap: u64) -> Options {
+        Options::new("app", dir, cap)
     }
 
     fn line(text: &str) -> Line<'_> {

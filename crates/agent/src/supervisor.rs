@@ -30,10 +30,11 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::capture::{capture, Cutting, OutputSync, Outputs, Reader};
 use crate::cgroup::{self, OomWatch};
+use crate::config::{AgentConfig, RestartPolicy};
+use crate::format_duration;
 use crate::outbox::{fields, Outbox};
 use crate::reaper::{InitRole, Reaper};
 use crate::requests::Requests;
-use crate::{format_duration, AgentConfig};
 
 /// Signals the agent passes on to the worker's process group.
 const FORWARDED: [libc::c_int; 6] = [
@@ -50,67 +51,6 @@ const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQU
 /// After the worker exits, how long its pipes may stay open (held by a child
 /// it left behind) before the agent stops reading them.
 const PIPE_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
-
-/// Restarts allowed unless configured otherwise (`--restart-max`; 0 is no
-/// limit).
-pub const DEFAULT_RESTART_MAX: u32 = 5;
-
-/// When a worker that ended is started again (`--restart`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum RestartPolicy {
-    /// The agent ends with the worker.
-    #[default]
-    Never,
-    /// Again when it exited with a code other than 0 or was killed.
-    OnFailure,
-    /// Again however it ended.
-    Always,
-}
-
-impl RestartPolicy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RestartPolicy::Never => "never",
-            RestartPolicy::OnFailure => "on-failure",
-            RestartPolicy::Always => "always",
-        }
-    }
-}
-
-impl std::str::FromStr for RestartPolicy {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<RestartPolicy, String> {
-        match text {
-            "never" => Ok(RestartPolicy::Never),
-            "on-failure" => Ok(RestartPolicy::OnFailure),
-            "always" => Ok(RestartPolicy::Always),
-            _ => Err(format!(
-                "invalid --restart '{text}': write never, on-failure or always"
-            )),
-        }
-    }
-}
-
-/// The wait before each restart: `first`, doubling up to `max`; back to
-/// `first` once a worker ran `reset_after` (it was healthy for a while, so
-/// its next failure is a new story, not the same crash loop).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RestartBackoff {
-    pub first: Duration,
-    pub max: Duration,
-    pub reset_after: Duration,
-}
-
-impl Default for RestartBackoff {
-    fn default() -> RestartBackoff {
-        RestartBackoff {
-            first: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            reset_after: Duration::from_secs(60),
-        }
-    }
-}
 
 /// What the supervisor shares with the rest of the agent.
 pub struct Shared<'a> {

@@ -60,12 +60,9 @@ mod tests {
     use super::*;
     use crate::outbox::Outbox;
     use crate::spool::BatchLimits;
-    use crate::AgentConfig;
 
-    fn config(dir: &Path) -> AgentConfig {
-        let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        config.spool_dir = Some(dir.to_owned());
-        config
+    fn config(dir: &Path) -> crate::outbox::Options {
+        crate::outbox::Options::new("app", dir, 1 << 20)
     }
 
     fn line(text: &str) -> Line<'_> {

@@ -12,7 +12,6 @@ use tailwater_model::Stream;
 
 use super::*;
 use crate::line::Line;
-use crate::AgentConfig;
 
 /// Answers each batch with the next scripted outcome (accepting once the
 /// script is spent) and keeps what it was sent, and when.
@@ -65,9 +64,8 @@ fn accepted(batch: &IngestBatch) -> IngestResponse {
 }
 
 fn outbox(dir: &Path, lines: u64) -> Arc<Outbox> {
-    let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-    config.spool_dir = Some(dir.to_owned());
-    let outbox = Arc::new(Outbox::open(&config).unwrap());
+    let options = crate::outbox::Options::new("app", dir, 1 << 20);
+    let outbox = Arc::new(Outbox::open(&options).unwrap());
     for n in 0..lines {
         let text = format!("line {n}");
         outbox.record_line(Line::new(Stream::Stdout, text.as_bytes()));
