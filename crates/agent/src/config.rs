@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tailwater_model::Source;
 
-use crate::outbox;
 use crate::proxy::ProxyConfig;
+use crate::recorder;
 use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 use crate::spool::{Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES};
@@ -118,9 +118,9 @@ impl AgentConfig {
         }
     }
 
-    /// What the outbox is opened with.
-    pub fn outbox(&self) -> outbox::Options {
-        outbox::Options {
+    /// What the recorder is opened with.
+    pub fn recorder(&self) -> recorder::Options {
+        recorder::Options {
             app: self.app.clone(),
             version: self.version.clone(),
             source: self.source,

@@ -247,7 +247,7 @@ async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, 
                 None | Some(Value::Null) => requests.sole_in_flight(),
                 Some(value) => Some(request_id(value, "request_id")?.into()),
             };
-            requests.outbox().record_line(Line {
+            requests.recorder().record_line(Line {
                 in_request: request.as_deref(),
                 ..Line::new(stream, text.as_bytes())
             });
@@ -275,15 +275,15 @@ fn request_id(value: &Value, key: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::capture::OutputSync;
-    use crate::outbox::{Options, Outbox};
+    use crate::recorder::{Options, Recorder};
 
-    /// Requests over an outbox spooling into a temporary directory, kept as
+    /// Requests over a recorder spooling into a temporary directory, kept as
     /// long as the requests are.
     fn requests() -> (Requests, tempfile::TempDir) {
         let spool = tempfile::tempdir().unwrap();
         let options = Options::new("app", spool.path(), 1 << 20);
         let requests = Requests::new(
-            Arc::new(Outbox::open(&options).unwrap()),
+            Arc::new(Recorder::open(&options).unwrap()),
             Arc::new(OutputSync::default()),
         );
         (requests, spool)

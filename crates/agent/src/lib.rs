@@ -16,7 +16,7 @@
 //! - [`ship`] sends what the spool holds in batches through a
 //!   [`ship::Transport`] (HTTP to the server), retrying while the server is
 //!   away, within its rate limit, parsing each line as it reads it back;
-//! - [`outbox`] (the recorder) stamps each record with its time and
+//! - [`recorder`] stamps each record with its time and
 //!   sequence number and keeps it in the [`spool`] on disk until the server
 //!   has it (the spool of the runner [`runner_id`] chooses: `--runner`, else
 //!   the host name, so a restarted container ships what the last agent
@@ -25,7 +25,7 @@
 //!   ledger of what was acknowledged; it parses nothing and reports nothing.
 //!
 //! [`config`] is what the agent was told, read by the layers above the
-//! outbox.
+//! recorder.
 //!
 //! Lifecycle events (start, ready, request start and end, stop, OOM kill,
 //! exit with code or signal) are records of the `system` stream, in the same
@@ -36,9 +36,9 @@ pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod line;
-pub mod outbox;
 pub mod proxy;
 pub mod reaper;
+pub mod recorder;
 pub mod requests;
 pub mod runner_id;
 pub mod ship;
@@ -56,8 +56,8 @@ pub use crate::config::{
     DEFAULT_PROGRESS_INTERVAL, DEFAULT_RESTART_MAX, DEFAULT_STOP_TIMEOUT,
 };
 use crate::control::ControlSocket;
-use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
+use crate::recorder::Recorder;
 use crate::requests::Requests;
 pub use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
@@ -110,34 +110,34 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         },
     };
 
-    let outbox = {
+    let recorder = {
         // Opening the spool touches the disk: not on the async threads.
-        let options = config.outbox();
-        Arc::new(tokio::task::spawn_blocking(move || Outbox::open(&options)).await??)
+        let options = config.recorder();
+        Arc::new(tokio::task::spawn_blocking(move || Recorder::open(&options)).await??)
     };
-    let flusher = outbox.start_flusher()?;
+    let flusher = recorder.start_flusher()?;
     // What a previous agent left is read while the worker starts, not
     // before: it ships first, once read.
     let recovering = {
-        let outbox = outbox.clone();
-        tokio::task::spawn_blocking(move || outbox.recover_leftovers())
+        let recorder = recorder.clone();
+        tokio::task::spawn_blocking(move || recorder.recover_leftovers())
     };
     let mut shipper = tokio::spawn(ship::ship(
         ship::Http(client.clone()),
-        outbox.clone(),
+        recorder.clone(),
         ship::ShipOptions {
             rate: config.rate_limit(),
             heartbeat: config.heartbeat_interval,
         },
     ));
     if let Some(error) = no_control {
-        outbox.system_warning(format!(
+        recorder.system_warning(format!(
             "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
             std::env::temp_dir().display()
         ));
     }
     let sync = Arc::new(OutputSync::default());
-    let requests = Arc::new(Requests::new(outbox.clone(), sync.clone()));
+    let requests = Arc::new(Requests::new(recorder.clone(), sync.clone()));
 
     let mut tasks = Vec::new();
     let mut control = control;
@@ -162,7 +162,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     let exit_code = supervisor::supervise(
         &config,
         supervisor::Shared {
-            outbox: &outbox,
+            recorder: &recorder,
             requests: &requests,
             sync: &sync,
             control_socket: control.as_ref().map(ControlSocket::path),
@@ -177,7 +177,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     // Leftovers are read whole (a bounded disk read) before the end is
     // planned, so what is left for the next agent is counted right.
     let _ = recovering.await;
-    outbox.close();
+    recorder.close();
     // The worker is gone; a stop signal now (a second Ctrl-C, the
     // platform's TERM) means "do not wait for the server any longer".
     let why = tokio::select! {
@@ -192,16 +192,16 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     };
     shipper.abort();
     let left = tokio::task::spawn_blocking({
-        let outbox = outbox.clone();
+        let recorder = recorder.clone();
         move || {
             flusher.stop();
-            outbox.shutdown()
+            recorder.shutdown()
         }
     })
     .await?;
     if let (Some(why), true) = (why, left.records > 0) {
-        let runner = outbox.runner();
-        let again = match outbox.runner_origin() {
+        let runner = recorder.runner();
+        let again = match recorder.runner_origin() {
             runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
             runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
                 format!("with --runner {runner}")
@@ -212,7 +212,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             left.records,
             left.line_bytes,
             client.server(),
-            outbox.dir().display(),
+            recorder.dir().display(),
         );
     }
     Ok(exit_code)

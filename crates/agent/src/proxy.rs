@@ -40,7 +40,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::outbox::fields;
+use crate::recorder::fields;
 use crate::requests::{Outcome, Ready, Requests, Ticket, Via, Which};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

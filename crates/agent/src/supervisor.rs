@@ -32,8 +32,8 @@ use crate::capture::{capture, Cutting, OutputSync, Outputs, Reader};
 use crate::cgroup::{self, OomWatch};
 use crate::config::{AgentConfig, RestartPolicy};
 use crate::format_duration;
-use crate::outbox::{fields, Outbox};
 use crate::reaper::{InitRole, Reaper};
+use crate::recorder::{fields, Recorder};
 use crate::requests::Requests;
 
 /// Signals the agent passes on to the worker's process group.
@@ -54,7 +54,7 @@ const PIPE_DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// What the supervisor shares with the rest of the agent.
 pub struct Shared<'a> {
-    pub outbox: &'a Arc<Outbox>,
+    pub recorder: &'a Arc<Recorder>,
     pub requests: &'a Arc<Requests>,
     pub sync: &'a Arc<OutputSync>,
     /// The control socket, given to the worker as `TAILWATER_CONTROL`.
@@ -62,12 +62,12 @@ pub struct Shared<'a> {
 }
 
 /// Runs the worker to its end (and again, as `--restart` says), capturing
-/// its output into the outbox. Returns the exit code for the agent: the
+/// its output into the recorder. Returns the exit code for the agent: the
 /// last worker's, or 128 + its fatal signal.
 pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
-    let outbox = shared.outbox;
+    let recorder = shared.recorder;
     if config.command.is_empty() {
-        outbox.system(Level::Error, "no command to run".into(), Default::default());
+        recorder.system(Level::Error, "no command to run".into(), Default::default());
         return 127;
     }
 
@@ -76,7 +76,7 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
         Ok(reaper) => reaper,
         Err(error) => {
             let message = format!("cannot watch for exited children: {error}");
-            return spawn_failed(config, outbox, message, &error, 1);
+            return spawn_failed(config, recorder, message, &error, 1);
         }
     };
     // Listening before the worker starts: a stop requested while it starts
@@ -85,7 +85,7 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
         Ok(signals) => signals,
         Err(error) => {
             let message = format!("cannot listen for signals: {error}");
-            return spawn_failed(config, outbox, message, &error, 1);
+            return spawn_failed(config, recorder, message, &error, 1);
         }
     };
 
@@ -113,7 +113,7 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             return run.code;
         }
         if config.restart_max != 0 && restarts >= config.restart_max {
-            outbox.system(
+            recorder.system(
                 Level::Error,
                 format!(
                     "not restarting the worker: it was restarted {restarts} times already (--restart-max {})",
@@ -131,7 +131,7 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             0 => String::new(),
             max => format!(" of {max}"),
         };
-        outbox.system(
+        recorder.system(
             Level::Warn,
             format!(
                 "restarting the worker in {} (restart {restarts}{of_max}, --restart {}): it {}",
@@ -153,7 +153,7 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             // The last worker's `exit` stands as the runner's end: the
             // server keeps it until a `start`, which now never comes.
             let name = signal_name(number);
-            outbox.system(
+            recorder.system(
                 Level::Info,
                 format!(
                     "received {name} while waiting to restart the worker: not restarting; the runner ends as its last worker did ({})",
@@ -201,13 +201,13 @@ impl Run {
 /// Records that the worker could not be started and returns `code`.
 fn spawn_failed(
     config: &AgentConfig,
-    outbox: &Outbox,
+    recorder: &Recorder,
     message: String,
     error: &std::io::Error,
     code: i32,
 ) -> i32 {
     eprintln!("tailwater: {message}");
-    outbox.system(
+    recorder.system(
         Level::Error,
         message,
         fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
@@ -224,7 +224,7 @@ async fn run_once(
     signals: &mut Signals,
     oom_unavailable_said: &mut bool,
 ) -> Run {
-    let outbox = shared.outbox;
+    let recorder = shared.recorder;
     let command_line = config.command.join(" ");
     let (program, arguments) = config
         .command
@@ -244,7 +244,7 @@ async fn run_once(
                 "pipes"
             };
             let message = format!("cannot open {what} for the worker's output: {error}");
-            return Run::failed_to_start(spawn_failed(config, outbox, message, &error, 1));
+            return Run::failed_to_start(spawn_failed(config, recorder, message, &error, 1));
         }
     };
 
@@ -255,7 +255,7 @@ async fn run_once(
         .stdout(Stdio::from(outputs.stdout))
         .stderr(Stdio::from(outputs.stderr))
         .env("TAILWATER_APP", &config.app)
-        .env("TAILWATER_RUNNER", outbox.runner());
+        .env("TAILWATER_RUNNER", recorder.runner());
     if let Some(path) = shared.control_socket {
         command.env("TAILWATER_CONTROL", path);
     }
@@ -305,23 +305,23 @@ async fn run_once(
                 127
             };
             let message = format!("failed to start {command_line}: {error}");
-            return Run::failed_to_start(spawn_failed(config, outbox, message, &error, code));
+            return Run::failed_to_start(spawn_failed(config, recorder, message, &error, code));
         }
     };
     shared.requests.worker_started();
-    outbox.system(
+    recorder.system(
         Level::Info,
         format!(
             "starting {command_line} (pid {pid}) as runner {}",
-            outbox.runner()
+            recorder.runner()
         ),
         fields(json!({
             "event": "start",
             "command": config.command,
             "pid": pid,
-            "boot": outbox.boot(),
-            "runner": outbox.runner(),
-            "runner_from": outbox.runner_origin().as_str(),
+            "boot": recorder.boot(),
+            "runner": recorder.runner(),
+            "runner_from": recorder.runner_origin().as_str(),
             "agent_version": env!("CARGO_PKG_VERSION"),
             "init": role.as_str(),
             "tty": outputs.tty,
@@ -351,7 +351,7 @@ async fn run_once(
         let reader = match Reader::new(fd, outputs.tty, shared.sync) {
             Ok(reader) => reader,
             Err(error) => {
-                outbox.system_warning(format!(
+                recorder.system_warning(format!(
                     "cannot read the worker's {}: {error}",
                     stream.as_str()
                 ));
@@ -370,10 +370,10 @@ async fn run_once(
         }));
     }
 
-    let oom = watch_oom(outbox, oom_unavailable_said);
+    let oom = watch_oom(recorder, oom_unavailable_said);
 
     let (status, stop_requested) =
-        wait_forwarding_signals(exited, pid, signals, config.stop_timeout, outbox).await;
+        wait_forwarding_signals(exited, pid, signals, config.stop_timeout, recorder).await;
     let run_time = started.elapsed();
 
     let deadline = tokio::time::Instant::now() + PIPE_DRAIN_AFTER_EXIT;
@@ -381,7 +381,7 @@ async fn run_once(
         let abort = reader.abort_handle();
         if tokio::time::timeout_at(deadline, reader).await.is_err() {
             abort.abort();
-            outbox.system_warning(format!(
+            recorder.system_warning(format!(
                 "stopped reading output {}s after the worker exited: a process it started still holds its stdout or stderr open",
                 PIPE_DRAIN_AFTER_EXIT.as_secs()
             ));
@@ -390,13 +390,13 @@ async fn run_once(
     if let Some(resizes) = resizes {
         resizes.abort();
     }
-    let oom_kills = oom.finish(outbox);
+    let oom_kills = oom.finish(recorder);
     shared.requests.end_unfinished();
     reaper.reap();
 
     let Some(status) = status else {
         let error = "lost track of the worker";
-        outbox.system(
+        recorder.system(
             Level::Error,
             error.into(),
             fields(json!({ "event": "exit", "error": error })),
@@ -410,7 +410,7 @@ async fn run_once(
         };
     };
     let (code, exit_fields) = report_exit(
-        outbox,
+        recorder,
         status,
         Ending {
             run_time,
@@ -508,7 +508,7 @@ async fn wait_forwarding_signals(
     pid: u32,
     signals: &mut Signals,
     stop_timeout: Duration,
-    outbox: &Outbox,
+    recorder: &Recorder,
 ) -> (Option<ExitStatus>, bool) {
     let mut stop_deadline: Option<tokio::time::Instant> = None;
     let mut stop_requested = false;
@@ -522,7 +522,7 @@ async fn wait_forwarding_signals(
                     stop_requested = true;
                     stop_deadline = Some(tokio::time::Instant::now() + stop_timeout);
                     let name = signal_name(number);
-                    outbox.system(
+                    recorder.system(
                         Level::Info,
                         format!(
                             "received {name}, passed it on: the worker has {} to exit (--stop-timeout)",
@@ -539,7 +539,7 @@ async fn wait_forwarding_signals(
             }
             _ = tokio::time::sleep_until(stop_deadline.unwrap_or(far_future)), if stop_deadline.is_some() => {
                 signal_worker(pid, libc::SIGKILL);
-                outbox.system(
+                recorder.system(
                     Level::Warn,
                     format!(
                         "the worker did not exit within {} of being asked to stop (--stop-timeout): sent SIGKILL",
@@ -575,13 +575,13 @@ struct OomWatcher {
 
 /// `unavailable_said`: whether the agent already said it cannot count OOM
 /// kills (once is enough, whatever the restarts).
-fn watch_oom(outbox: &Arc<Outbox>, unavailable_said: &mut bool) -> OomWatcher {
+fn watch_oom(recorder: &Arc<Recorder>, unavailable_said: &mut bool) -> OomWatcher {
     let watch = match cgroup::find().and_then(OomWatch::start) {
         Ok(watch) => Arc::new(Mutex::new(watch)),
         Err(reason) => {
             if !std::mem::replace(unavailable_said, true) {
                 let (message, extra) = cgroup::unavailable_record(&reason);
-                outbox.system(Level::Info, message, extra);
+                recorder.system(Level::Info, message, extra);
             }
             return OomWatcher {
                 watch: None,
@@ -590,13 +590,13 @@ fn watch_oom(outbox: &Arc<Outbox>, unavailable_said: &mut bool) -> OomWatcher {
         }
     };
     let task = {
-        let (watch, outbox) = (watch.clone(), outbox.clone());
+        let (watch, recorder) = (watch.clone(), recorder.clone());
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(cgroup::CHECK_INTERVAL);
             ticks.tick().await;
             loop {
                 ticks.tick().await;
-                check_oom(&watch, &outbox);
+                check_oom(&watch, &recorder);
             }
         })
     };
@@ -606,23 +606,23 @@ fn watch_oom(outbox: &Arc<Outbox>, unavailable_said: &mut bool) -> OomWatcher {
     }
 }
 
-fn check_oom(watch: &Mutex<OomWatch>, outbox: &Outbox) {
+fn check_oom(watch: &Mutex<OomWatch>, recorder: &Recorder) {
     let mut watch = watch.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((before, after)) = watch.check() {
         let (message, extra) = cgroup::oom_kill_record(watch.cgroup(), before, after);
-        outbox.system(Level::Error, message, extra);
+        recorder.system(Level::Error, message, extra);
     }
 }
 
 impl OomWatcher {
     /// The last check; OOM kills since the worker started, if they can be
     /// counted.
-    fn finish(self, outbox: &Outbox) -> Option<u64> {
+    fn finish(self, recorder: &Recorder) -> Option<u64> {
         if let Some(task) = self.task {
             task.abort();
         }
         let watch = self.watch?;
-        check_oom(&watch, outbox);
+        check_oom(&watch, recorder);
         let total = watch.lock().unwrap_or_else(|e| e.into_inner()).total();
         Some(total)
     }
@@ -638,7 +638,7 @@ struct Ending {
 
 /// Records the exit; returns the agent's exit code and the exit as fields
 /// (`exit_code`, or `signal` and `signal_name`).
-fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> (i32, Fields) {
+fn report_exit(recorder: &Recorder, status: ExitStatus, ending: Ending) -> (i32, Fields) {
     let took = format_duration(ending.run_time);
     let mut extra = fields(json!({
         "event": "exit",
@@ -651,7 +651,7 @@ fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> (i32, Fie
     if let Some(code) = status.code() {
         let level = if code == 0 { Level::Info } else { Level::Error };
         extra.insert("exit_code".into(), code.into());
-        outbox.system(
+        recorder.system(
             level,
             format!("exited with code {code} after {took}"),
             extra,
@@ -675,7 +675,7 @@ fn report_exit(outbox: &Outbox, status: ExitStatus, ending: Ending) -> (i32, Fie
     extra.insert("signal_name".into(), name.into());
     extra.insert("core_dumped".into(), status.core_dumped().into());
     extra.insert("oom_killed".into(), oom_killed.into());
-    outbox.system(
+    recorder.system(
         Level::Error,
         format!("killed by signal {number} ({name}){core} after {took}{cause}"),
         extra,

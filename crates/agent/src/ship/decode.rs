@@ -58,11 +58,11 @@ mod tests {
     use tailwater_model::{Level, Stream};
 
     use super::*;
-    use crate::outbox::Outbox;
+    use crate::recorder::Recorder;
     use crate::spool::BatchLimits;
 
-    fn config(dir: &Path) -> crate::outbox::Options {
-        crate::outbox::Options::new("app", dir, 1 << 20)
+    fn config(dir: &Path) -> crate::recorder::Options {
+        crate::recorder::Options::new("app", dir, 1 << 20)
     }
 
     fn line(text: &str) -> Line<'_> {
@@ -81,18 +81,18 @@ mod tests {
     #[test]
     fn lines_are_sequenced_parsed_and_marked() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(&config(dir.path())).unwrap();
-        outbox.record_line(line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#));
-        outbox.record_line(Line {
+        let recorder = Recorder::open(&config(dir.path())).unwrap();
+        recorder.record_line(line(r#"{"level":"warn","msg":"hot","requestId":"r9"}"#));
+        recorder.record_line(Line {
             continued: true,
             in_request: Some("req-1"),
             ..Line::new(Stream::Stderr, b"bad \xff byte")
         });
-        let batch = outbox
+        let batch = recorder
             .next_batch(&limits(10), parse_captured)
             .unwrap()
             .unwrap();
-        assert_eq!(batch.body.boot, outbox.boot());
+        assert_eq!(batch.body.boot, recorder.boot());
         let [first, second] = &batch.body.records[..] else {
             panic!("two records")
         };

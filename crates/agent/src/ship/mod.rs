@@ -1,5 +1,5 @@
 //! Shipping: the spool's records to the server, in batches, until the
-//! outbox is closed and empty.
+//! recorder is closed and empty.
 //!
 //! Batches are sized by records and bytes, and by time: a batch goes out
 //! when the worker has been quiet for [`QUIET_GAP`] (so a quiet worker's
@@ -49,7 +49,7 @@ pub mod transport;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::outbox::{Batch, Outbox};
+use crate::recorder::{Batch, Recorder};
 use crate::spool::{BatchLimits, Stop};
 use reports::{report_held_back, HeldBack, RateLimited, Refused};
 use throttle::{RateLimit, Throttle};
@@ -86,16 +86,16 @@ pub struct ShipOptions {
     pub heartbeat: Option<Duration>,
 }
 
-/// Ships the outbox's records through `transport` until the outbox is
+/// Ships the recorder's records through `transport` until the recorder is
 /// closed and empty.
-pub async fn ship(transport: impl Transport, outbox: Arc<Outbox>, options: ShipOptions) {
-    Shipper::new(transport, outbox, options).run().await
+pub async fn ship(transport: impl Transport, recorder: Arc<Recorder>, options: ShipOptions) {
+    Shipper::new(transport, recorder, options).run().await
 }
 
 /// The shipper's state between batches.
 struct Shipper<T> {
     transport: T,
-    outbox: Arc<Outbox>,
+    recorder: Arc<Recorder>,
     heartbeat: Option<Duration>,
     throttle: Throttle,
     /// A stretch of holding back for the rate limit, to be reported.
@@ -115,10 +115,10 @@ struct Shipper<T> {
 }
 
 impl<T: Transport> Shipper<T> {
-    fn new(transport: T, outbox: Arc<Outbox>, options: ShipOptions) -> Shipper<T> {
+    fn new(transport: T, recorder: Arc<Recorder>, options: ShipOptions) -> Shipper<T> {
         Shipper {
             transport,
-            outbox,
+            recorder,
             heartbeat: options.heartbeat,
             throttle: Throttle::new(options.rate, Instant::now()),
             held: None,
@@ -134,15 +134,15 @@ impl<T: Transport> Shipper<T> {
 
     async fn run(mut self) {
         loop {
-            if self.outbox.backlog().records == 0 {
-                if self.outbox.is_closed() {
+            if self.recorder.backlog().records == 0 {
+                if self.recorder.is_closed() {
                     return;
                 }
                 self.idle().await;
                 continue;
             }
             if !self.failing && self.held.is_none() && self.limited.is_none() {
-                gather(&self.outbox, self.max_records, self.max_bytes).await;
+                gather(&self.recorder, self.max_records, self.max_bytes).await;
             }
             let Some(batch) = self.next_batch().await else {
                 continue;
@@ -160,20 +160,20 @@ impl<T: Transport> Shipper<T> {
     /// the heartbeat is due.
     async fn idle(&mut self) {
         let Some(every) = self.heartbeat else {
-            self.outbox.wait_for_work(IDLE_WAIT).await;
+            self.recorder.wait_for_work(IDLE_WAIT).await;
             return;
         };
         let due = self.last_sent + every;
         let now = Instant::now();
         if now < due {
-            self.outbox.wait_for_work(due - now).await;
+            self.recorder.wait_for_work(due - now).await;
             return;
         }
         // Tried once per interval, whatever the answer: a heartbeat is news
         // of now, never worth a retry later.
         self.last_sent = now;
         let server = self.transport.destination();
-        match self.transport.send(&self.outbox.heartbeat()).await {
+        match self.transport.send(&self.recorder.heartbeat()).await {
             Outcome::Accepted(_) if self.failing => {
                 self.failing = false;
                 eprintln!("tailwater: shipping logs to {server} again");
@@ -203,19 +203,19 @@ impl<T: Transport> Shipper<T> {
             line_bytes: allowance.bytes,
         };
         match self
-            .blocking(move |outbox| outbox.next_batch(&limits, decode::parse_captured))
+            .blocking(move |recorder| recorder.next_batch(&limits, decode::parse_captured))
             .await
         {
             Ok(Some(batch)) => Some(batch),
             Ok(None) => {
                 // Counted but not readable yet; look again shortly.
-                self.outbox.wait_for_work(FIRST_RETRY).await;
+                self.recorder.wait_for_work(FIRST_RETRY).await;
                 None
             }
             Err(error) => {
                 eprintln!(
                     "tailwater: cannot read the spool at {}: {error}; retrying",
-                    self.outbox.dir().display()
+                    self.recorder.dir().display()
                 );
                 tokio::time::sleep(jittered(self.retry)).await;
                 self.back_off();
@@ -226,10 +226,10 @@ impl<T: Transport> Shipper<T> {
 
     /// The rate limit's allowance is spent: wait for more.
     async fn hold_back(&mut self) {
-        self.outbox.release();
+        self.recorder.release();
         let now = Instant::now();
         self.held.get_or_insert_with(HeldBack::new);
-        let backlog = self.outbox.backlog();
+        let backlog = self.recorder.backlog();
         let delay = self
             .throttle
             .delay(backlog.records, backlog.line_bytes, now);
@@ -246,7 +246,7 @@ impl<T: Transport> Shipper<T> {
             } => {
                 // The receiver asks this runner to slow down: wait as long
                 // as it says (never less), the lines staying in the spool.
-                self.outbox.release();
+                self.recorder.release();
                 let wait = self.asked_wait(retry_after);
                 let limited = self.limited.get_or_insert_with(RateLimited::new);
                 if limited.answers == 0 {
@@ -254,7 +254,7 @@ impl<T: Transport> Shipper<T> {
                         "tailwater: {} is rate limiting this runner ({reason}); waiting {} as it asks, the lines stay in the spool at {}",
                         self.transport.destination(),
                         crate::format_duration(wait),
-                        self.outbox.dir().display()
+                        self.recorder.dir().display()
                     );
                 }
                 limited.answers += 1;
@@ -269,7 +269,7 @@ impl<T: Transport> Shipper<T> {
                 // The receiver cannot store for now (a full disk, a stalled
                 // store): as after a 429, wait as long as it says, the
                 // lines staying in the spool.
-                self.outbox.release();
+                self.recorder.release();
                 let wait = self.asked_wait(retry_after);
                 if !self.failing {
                     self.failing = true;
@@ -277,7 +277,7 @@ impl<T: Transport> Shipper<T> {
                         "tailwater: {} cannot store logs now ({reason}); waiting {} as it asks, the lines stay in the spool at {}",
                         self.transport.destination(),
                         crate::format_duration(wait),
-                        self.outbox.dir().display()
+                        self.recorder.dir().display()
                     );
                 }
                 tokio::time::sleep(wait).await;
@@ -289,12 +289,12 @@ impl<T: Transport> Shipper<T> {
                 reason,
                 ..
             } => {
-                self.outbox.release();
+                self.recorder.release();
                 if !self.failing {
                     self.failing = true;
                     eprintln!(
                         "tailwater: cannot ship logs yet: {reason}; keeping them in the spool at {} and retrying",
-                        self.outbox.dir().display()
+                        self.recorder.dir().display()
                     );
                 }
                 tokio::time::sleep(jittered(self.retry)).await;
@@ -308,7 +308,7 @@ impl<T: Transport> Shipper<T> {
     async fn accepted(&mut self, batch: Batch, answer: tailwater_model::wire::IngestResponse) {
         if answer.refused > 0 {
             let server = self.transport.destination();
-            self.refused.report(&self.outbox, &batch, &answer, server);
+            self.refused.report(&self.recorder, &batch, &answer, server);
         }
         let now = Instant::now();
         self.last_sent = now;
@@ -319,19 +319,19 @@ impl<T: Transport> Shipper<T> {
             held.add(&batch);
         }
         let throttled = batch.stop == Stop::Throttled;
-        self.blocking(move |outbox| outbox.acknowledge(&batch))
+        self.blocking(move |recorder| recorder.acknowledge(&batch))
             .await;
         if throttled {
             let since = self.held.get_or_insert_with(HeldBack::new).started;
             if now.duration_since(since) >= THROTTLE_REPORT_EVERY {
-                report_held_back(&self.outbox, self.held.take(), self.throttle.limit());
+                report_held_back(&self.recorder, self.held.take(), self.throttle.limit());
                 self.held = Some(HeldBack::new());
             }
         } else {
-            report_held_back(&self.outbox, self.held.take(), self.throttle.limit());
+            report_held_back(&self.recorder, self.held.take(), self.throttle.limit());
         }
         if let Some(limited) = self.limited.take() {
-            limited.report(&self.outbox);
+            limited.report(&self.recorder);
         }
         self.retry = FIRST_RETRY;
         self.max_records = MAX_BATCH_RECORDS;
@@ -348,7 +348,7 @@ impl<T: Transport> Shipper<T> {
     /// record, which is dropped and counted.
     async fn too_large(&mut self, batch: Batch, reason: String) {
         if batch.body.records.len() > 1 {
-            self.outbox.release();
+            self.recorder.release();
             self.max_bytes = ((batch.receipt.end - batch.receipt.start) / 2).max(1);
             self.max_records = batch.body.records.len() / 2;
         } else {
@@ -356,7 +356,7 @@ impl<T: Transport> Shipper<T> {
                 "tailwater: the server refused record {} of boot {} as too large ({reason}); it is dropped and counted",
                 batch.receipt.first_seq, batch.body.boot
             );
-            self.blocking(move |outbox| outbox.reject(&batch)).await;
+            self.blocking(move |recorder| recorder.reject(&batch)).await;
         }
     }
 
@@ -375,10 +375,10 @@ impl<T: Transport> Shipper<T> {
     /// pool: none of it on the async threads.
     async fn blocking<R: Send + 'static>(
         &self,
-        work: impl FnOnce(&Outbox) -> R + Send + 'static,
+        work: impl FnOnce(&Recorder) -> R + Send + 'static,
     ) -> R {
-        let outbox = self.outbox.clone();
-        match tokio::task::spawn_blocking(move || work(&outbox)).await {
+        let recorder = self.recorder.clone();
+        match tokio::task::spawn_blocking(move || work(&recorder)).await {
             Ok(result) => result,
             Err(error) => std::panic::resume_unwind(error.into_panic()),
         }
@@ -387,15 +387,15 @@ impl<T: Transport> Shipper<T> {
 
 /// Lets a batch gather: returns once the worker is quiet (no record came
 /// for [`QUIET_GAP`]), the batch is full, [`MAX_BATCH_DELAY`] passed, or
-/// the outbox closed. It looks rather than being woken per record: a
+/// the recorder closed. It looks rather than being woken per record: a
 /// worker printing flat out costs the agent a few timer wake-ups per
 /// batch, not one per line.
-async fn gather(outbox: &Outbox, max_records: usize, max_bytes: u64) {
+async fn gather(recorder: &Recorder, max_records: usize, max_bytes: u64) {
     let deadline = tokio::time::Instant::now() + MAX_BATCH_DELAY;
-    let mut seen = outbox.appended();
+    let mut seen = recorder.appended();
     loop {
-        let backlog = outbox.backlog();
-        if outbox.is_closed()
+        let backlog = recorder.backlog();
+        if recorder.is_closed()
             || backlog.records >= max_records as u64
             || backlog.frame_bytes >= max_bytes
         {
@@ -406,7 +406,7 @@ async fn gather(outbox: &Outbox, max_records: usize, max_bytes: u64) {
             return;
         }
         tokio::time::sleep(QUIET_GAP.min(deadline - now)).await;
-        let appended = outbox.appended();
+        let appended = recorder.appended();
         if appended == seen {
             return;
         }

@@ -10,7 +10,7 @@ use tailwater_model::wire::IngestResponse;
 use tailwater_model::Level;
 
 use super::throttle::RateLimit;
-use crate::outbox::{fields, Batch, Outbox};
+use crate::recorder::{fields, Batch, Recorder};
 use crate::spool::Tally;
 
 /// A stretch of time while the server answered 429 (rate limited): how
@@ -31,9 +31,9 @@ impl RateLimited {
     }
 
     /// Shipping works again: one record says how it was held up.
-    pub(super) fn report(self, outbox: &Outbox) {
+    pub(super) fn report(self, recorder: &Recorder) {
         let until = Timestamp::now();
-        outbox.system(
+        recorder.system(
             Level::Warn,
             format!(
                 "the server rate limited this runner between {} and {until}: {} answers 429, waited {} in all as it asked (Retry-After); the lines waited in the spool and were shipped late, none dropped",
@@ -67,7 +67,7 @@ pub(super) struct Refused {
 impl Refused {
     pub(super) fn report(
         &mut self,
-        outbox: &Outbox,
+        recorder: &Recorder,
         batch: &Batch,
         answer: &IngestResponse,
         server: &str,
@@ -90,7 +90,7 @@ impl Refused {
                 answer.refused
             );
         }
-        outbox.system(
+        recorder.system(
             Level::Warn,
             format!(
                 "the server refused {} of the lines {}..={} of boot {} and did not store them: {why}",
@@ -137,13 +137,13 @@ impl HeldBack {
     }
 }
 
-pub(super) fn report_held_back(outbox: &Outbox, held: Option<HeldBack>, limit: RateLimit) {
+pub(super) fn report_held_back(recorder: &Recorder, held: Option<HeldBack>, limit: RateLimit) {
     let Some(held) = held.filter(|held| held.lines.lines > 0) else {
         return;
     };
     let until = Timestamp::now();
     let HeldBack { since, lines, .. } = held;
-    outbox.system(
+    recorder.system(
         Level::Warn,
         format!(
             "throttled: {} lines, {} bytes held back between {since} and {until} ({}); shipped late, none dropped",

@@ -1,5 +1,5 @@
 //! The shipper through its [`Transport`] seam: a transport that answers as
-//! scripted, over a real outbox and spool in a temporary directory, and
+//! scripted, over a real recorder and spool in a temporary directory, and
 //! the shipper doing what it does over HTTP for each answer.
 
 use std::collections::VecDeque;
@@ -63,24 +63,24 @@ fn accepted(batch: &IngestBatch) -> IngestResponse {
     }
 }
 
-fn outbox(dir: &Path, lines: u64) -> Arc<Outbox> {
-    let options = crate::outbox::Options::new("app", dir, 1 << 20);
-    let outbox = Arc::new(Outbox::open(&options).unwrap());
+fn recorder(dir: &Path, lines: u64) -> Arc<Recorder> {
+    let options = crate::recorder::Options::new("app", dir, 1 << 20);
+    let recorder = Arc::new(Recorder::open(&options).unwrap());
     for n in 0..lines {
         let text = format!("line {n}");
-        outbox.record_line(Line::new(Stream::Stdout, text.as_bytes()));
+        recorder.record_line(Line::new(Stream::Stdout, text.as_bytes()));
     }
-    outbox
+    recorder
 }
 
-/// Ships until the outbox is closed and empty (the shipper's own end).
-async fn ship_all(transport: Scripted, outbox: Arc<Outbox>) {
-    outbox.close();
+/// Ships until the recorder is closed and empty (the shipper's own end).
+async fn ship_all(transport: Scripted, recorder: Arc<Recorder>) {
+    recorder.close();
     let options = ShipOptions {
         rate: RateLimit::default(),
         heartbeat: None,
     };
-    tokio::time::timeout(Duration::from_secs(20), ship(transport, outbox, options))
+    tokio::time::timeout(Duration::from_secs(20), ship(transport, recorder, options))
         .await
         .expect("the shipper ends once everything is shipped");
 }
@@ -110,13 +110,13 @@ fn event(fields: &serde_json::Map<String, serde_json::Value>) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_is_waited_out_with_the_lines_kept_and_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = outbox(dir.path(), 3);
+    let recorder = recorder(dir.path(), 3);
     let asked = Duration::from_millis(300);
     let transport = Scripted::new([Outcome::RetryAfter {
         retry_after: Some(asked),
         reason: "app over its rate limit".into(),
     }]);
-    ship_all(transport.clone(), outbox.clone()).await;
+    ship_all(transport.clone(), recorder.clone()).await;
 
     let sent = transport.sent();
     let [(first_at, first), (again_at, again), ..] = &sent[..] else {
@@ -138,20 +138,20 @@ async fn retry_after_is_waited_out_with_the_lines_kept_and_reported() {
     };
     assert_eq!(report["answers"], 1);
     assert!(report["waited_ms"].as_u64().unwrap() >= 300);
-    assert_eq!(outbox.backlog().records, 0);
+    assert_eq!(recorder.backlog().records, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_large_splits_the_batch_and_a_single_record_is_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = outbox(dir.path(), 10);
+    let recorder = recorder(dir.path(), 10);
     let too_large = || Outcome::TooLarge {
         reason: "batch too large".into(),
     };
     // Too large at 10 lines, then at 5, then at 2; then the single line 0
     // is too large on its own.
     let transport = Scripted::new([too_large(), too_large(), too_large(), too_large()]);
-    ship_all(transport.clone(), outbox.clone()).await;
+    ship_all(transport.clone(), recorder.clone()).await;
 
     let sent = transport.sent();
     let sizes: Vec<usize> = sent.iter().map(|(_, b)| lines(b).len()).collect();
@@ -174,7 +174,7 @@ async fn too_large_splits_the_batch_and_a_single_record_is_dropped_and_counted()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = outbox(dir.path(), 3);
+    let recorder = recorder(dir.path(), 3);
     let asked = Duration::from_millis(200);
     let full = || Outcome::Unavailable {
         retry_after: Some(asked),
@@ -187,7 +187,7 @@ async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
         reason: "cannot reach the server".into(),
     };
     let transport = Scripted::new([full(), full(), unreachable]);
-    ship_all(transport.clone(), outbox.clone()).await;
+    ship_all(transport.clone(), recorder.clone()).await;
 
     let sent = transport.sent();
     assert_eq!(sent.len(), 4, "three failures, then shipped: {sent:?}");
@@ -201,6 +201,6 @@ async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
     // Unreachable: the backoff (100 ms doubled twice, jittered), no less.
     let backoff = sent[3].0.duration_since(sent[2].0);
     assert!(backoff >= Duration::from_millis(300), "{backoff:?}");
-    assert_eq!(outbox.backlog().records, 0);
+    assert_eq!(recorder.backlog().records, 0);
     assert!(events(&sent).iter().all(|e| event(e) != "dropped"));
 }
