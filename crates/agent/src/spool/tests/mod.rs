@@ -1,4 +1,7 @@
-//! The spool's tests: real files in a temporary directory.
+//! The spool's tests: real files in a temporary directory. `recovery`
+//! holds those of restarts, torn files and durability.
+
+mod recovery;
 
 use super::*;
 use crate::line::{Line, Progress};
@@ -7,7 +10,7 @@ use tailwater_model::{Fields, FieldsJson, Level, Stream};
 
 /// Opens the spool and adopts every leftover, as the agent does in the
 /// background.
-fn open_recovered(dir: &Path, header: SegmentHeader, cap: u64) -> (Spool, Recovery) {
+pub(super) fn open_recovered(dir: &Path, header: SegmentHeader, cap: u64) -> (Spool, Recovery) {
     let (mut spool, mut recovery) = Spool::open(dir, header, cap).unwrap();
     while let Some(leftover) = spool.next_leftover() {
         spool.adopt(leftover.recover(), &mut recovery);
@@ -15,49 +18,7 @@ fn open_recovered(dir: &Path, header: SegmentHeader, cap: u64) -> (Spool, Recove
     (spool, recovery)
 }
 
-#[test]
-fn leftovers_ship_first_and_stay_in_the_ledger_until_adopted() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        append_lines(&mut spool, 0..3);
-        spool.flush();
-    }
-    {
-        // Opened, new records written, killed before the leftover was
-        // read: nothing is readable meanwhile, and nothing is lost.
-        let (mut spool, recovery) = Spool::open(dir.path(), header("b2"), 1 << 20).unwrap();
-        assert_eq!(recovery.records, 0, "not read at open");
-        append_lines(&mut spool, 0..2);
-        assert!(spool.plan_read().is_none(), "the leftover ships first");
-        assert!(!spool.leftovers_recovered());
-    }
-    {
-        // Killed again with one leftover adopted, one not: the ledger
-        // still names both.
-        let (mut spool, mut found) = Spool::open(dir.path(), header("b3"), 1 << 20).unwrap();
-        let first = spool.next_leftover().unwrap();
-        spool.adopt(first.recover(), &mut found);
-        assert_eq!(found.records, 3);
-        assert!(!spool.leftovers_recovered());
-    }
-    let (mut spool, recovery) = Spool::open(dir.path(), header("b4"), 1 << 20).unwrap();
-    append_lines(&mut spool, 0..1);
-    let mut found = Recovery::default();
-    while let Some(leftover) = spool.next_leftover() {
-        spool.adopt(leftover.recover(), &mut found);
-    }
-    assert!(recovery.ledger_problem.is_none());
-    assert_eq!(
-        (found.records, found.boots.clone()),
-        (5, vec!["b1".to_owned(), "b2".to_owned()])
-    );
-    let shipped = drain(&mut spool);
-    let boots: Vec<&str> = shipped.iter().map(|(boot, _, _)| boot.as_str()).collect();
-    assert_eq!(boots, ["b1", "b1", "b1", "b2", "b2", "b4"]);
-}
-
-fn header(boot: &str) -> SegmentHeader {
+pub(super) fn header(boot: &str) -> SegmentHeader {
     SegmentHeader {
         app: "app".into(),
         version: "v1".into(),
@@ -67,7 +28,7 @@ fn header(boot: &str) -> SegmentHeader {
     }
 }
 
-fn record(seq: u64, message: &str) -> IngestRecord {
+pub(super) fn record(seq: u64, message: &str) -> IngestRecord {
     IngestRecord {
         seq,
         ts: Timestamp::from_second(1_700_000_000 + seq as i64).unwrap(),
@@ -80,14 +41,14 @@ fn record(seq: u64, message: &str) -> IngestRecord {
     }
 }
 
-fn append_lines(spool: &mut Spool, seqs: std::ops::Range<u64>) {
+pub(super) fn append_lines(spool: &mut Spool, seqs: std::ops::Range<u64>) {
     for seq in seqs {
         let line = format!("line {seq:04}");
         spool.append(&record(seq, &line), 0, line.len() as u64);
     }
 }
 
-const ALL: BatchLimits = BatchLimits {
+pub(super) const ALL: BatchLimits = BatchLimits {
     max_records: usize::MAX,
     max_bytes: u64::MAX,
     lines: None,
@@ -96,7 +57,7 @@ const ALL: BatchLimits = BatchLimits {
 
 /// Reads and acknowledges everything, as the shipper would: the records
 /// in order with their boots.
-fn drain(spool: &mut Spool) -> Vec<(String, u64, String)> {
+pub(super) fn drain(spool: &mut Spool) -> Vec<(String, u64, String)> {
     let mut out = Vec::new();
     while let Some(plan) = spool.plan_read() {
         let batch = read_batch(&plan, &ALL).unwrap();
@@ -113,7 +74,7 @@ fn drain(spool: &mut Spool) -> Vec<(String, u64, String)> {
     out
 }
 
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
+pub(super) fn segment_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -206,7 +167,7 @@ fn captured_lines_come_back_as_capture_knew_them() {
 /// What the tests make of a captured line: its bytes as the message, the
 /// request in flight as its request id (the shipper's parser is not the
 /// spool's business).
-fn as_record(seq: u64, ts: Timestamp, line: &Line<'_>) -> IngestRecord {
+pub(super) fn as_record(seq: u64, ts: Timestamp, line: &Line<'_>) -> IngestRecord {
     IngestRecord {
         seq,
         ts,
@@ -220,24 +181,8 @@ fn as_record(seq: u64, ts: Timestamp, line: &Line<'_>) -> IngestRecord {
 }
 
 /// [`super::read_batch`] with [`as_record`].
-fn read_batch(plan: &ReadPlan, limits: &BatchLimits) -> io::Result<ReadBatch> {
+pub(super) fn read_batch(plan: &ReadPlan, limits: &BatchLimits) -> io::Result<ReadBatch> {
     super::read_batch(plan, limits, as_record)
-}
-
-#[test]
-fn with_machine_durability_records_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        spool.set_durability(Durability::Machine);
-        append_lines(&mut spool, 0..10);
-        spool.flush();
-        assert!(spool.take_problems().is_empty());
-        // Killed: no shutdown.
-    }
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
-    assert_eq!(recovery.records, 10);
-    assert_eq!(drain(&mut spool).len(), 10);
 }
 
 #[test]
@@ -298,142 +243,6 @@ fn every_part_of_a_record_comes_back() {
     let mut body = Vec::new();
     encode_record(&written[0], &mut body);
     assert!(body.ends_with(&serde_json::to_vec(&fields).unwrap()));
-}
-
-#[test]
-fn a_restart_ships_what_was_not_acknowledged_with_its_boot_and_seq() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        append_lines(&mut spool, 0..10);
-        let plan = spool.plan_read().unwrap();
-        let limits = BatchLimits {
-            max_records: 4,
-            ..ALL
-        };
-        let batch = read_batch(&plan, &limits).unwrap();
-        assert_eq!((batch.records.len(), batch.stop), (4, Stop::Full));
-        spool.acknowledge(&batch.receipt);
-        // Flushed, but the agent dies without a shutdown.
-        spool.flush();
-    }
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
-    assert_eq!(recovery.records, 6);
-    assert_eq!(recovery.boots, ["b1"]);
-    assert_eq!(recovery.line_bytes, 6 * 9);
-    append_lines(&mut spool, 0..2);
-    let shipped = drain(&mut spool);
-    let expected: Vec<_> = (4..10)
-        .map(|seq| ("b1".to_owned(), seq, format!("line {seq:04}")))
-        .chain((0..2).map(|seq| ("b2".to_owned(), seq, format!("line {seq:04}"))))
-        .collect();
-    assert_eq!(shipped, expected);
-}
-
-#[test]
-fn a_half_written_last_record_is_cut_off() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        append_lines(&mut spool, 0..5);
-        spool.flush();
-    }
-    let [segment] = &segment_files(dir.path())[..] else {
-        panic!("one segment")
-    };
-    let len = fs::metadata(segment).unwrap().len();
-    // Cut the last record in the middle of its JSON.
-    let file = OpenOptions::new().write(true).open(segment).unwrap();
-    file.set_len(len - 10).unwrap();
-    drop(file);
-
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
-    assert_eq!(recovery.records, 4);
-    let record_bytes = (len - 10) - fs::metadata(segment).unwrap().len();
-    assert_eq!(recovery.truncated_bytes, record_bytes);
-    let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
-    assert_eq!(shipped, [0, 1, 2, 3]);
-}
-
-#[test]
-fn a_record_failing_its_checksum_ends_the_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        append_lines(&mut spool, 0..5);
-        spool.flush();
-    }
-    let [segment] = &segment_files(dir.path())[..] else {
-        panic!("one segment")
-    };
-    // Flip a byte of the fourth record's message.
-    let mut bytes = fs::read(segment).unwrap();
-    let at = bytes.windows(9).position(|w| w == b"line 0003").unwrap();
-    bytes[at + 8] = b'X';
-    fs::write(segment, &bytes).unwrap();
-
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
-    assert_eq!(recovery.records, 3);
-    assert!(recovery.truncated_bytes > 0);
-    let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
-    assert_eq!(shipped, [0, 1, 2]);
-}
-
-#[test]
-fn a_segment_without_a_whole_header_is_discarded() {
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("000000000003.seg"), b"TWSPOOL1\x20\x00").unwrap();
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b1"), 1 << 20);
-    assert_eq!(recovery.discarded.len(), 1);
-    append_lines(&mut spool, 0..1);
-    spool.flush();
-    // Numbering goes on after the discarded file.
-    assert_eq!(
-        segment_files(dir.path()),
-        [dir.path().join("000000000004.seg")]
-    );
-}
-
-#[test]
-fn the_ledger_survives_a_restart_and_a_torn_ledger_ships_everything_again() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-        append_lines(&mut spool, 0..8);
-        let plan = spool.plan_read().unwrap();
-        let batch = read_batch(
-            &plan,
-            &BatchLimits {
-                max_records: 5,
-                ..ALL
-            },
-        )
-        .unwrap();
-        spool.acknowledge(&batch.receipt);
-        spool.flush();
-    }
-    let ledger = read_ledger(dir.path()).unwrap().unwrap();
-    let [segment] = &segment_files(dir.path())[..] else {
-        panic!("one segment")
-    };
-    assert_eq!(segment, &segment_path(dir.path(), ledger.acked_segment));
-    assert!(ledger.acked_offset > 0);
-    {
-        let (spool, recovery) = open_recovered(dir.path(), header("b2"), 1 << 20);
-        assert_eq!(recovery.records, 3);
-        assert!(recovery.ledger_problem.is_none());
-        drop(spool);
-    }
-    // A torn ledger: nothing counts as acknowledged (the server
-    // deduplicates what it has), and the problem is reported.
-    let path = dir.path().join(LEDGER_FILE);
-    let bytes = fs::read(&path).unwrap();
-    fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
-    let (mut spool, recovery) = open_recovered(dir.path(), header("b3"), 1 << 20);
-    assert!(recovery.ledger_problem.is_some());
-    assert_eq!(recovery.records, 8);
-    let shipped: Vec<u64> = drain(&mut spool).iter().map(|(_, seq, _)| *seq).collect();
-    assert_eq!(shipped, (0..8).collect::<Vec<_>>());
 }
 
 #[test]
@@ -581,43 +390,8 @@ fn records_that_cannot_be_written_are_counted_as_dropped() {
 }
 
 #[test]
-fn a_second_agent_on_the_same_directory_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-    let Err(error) = Spool::open(dir.path(), header("b2"), 1 << 20) else {
-        panic!("opened twice")
-    };
-    assert!(error.in_use);
-    assert!(
-        error.message.contains("in use by another `tailwater run`")
-            && error
-                .message
-                .contains(&format!("pid {}", std::process::id())),
-        "{error}"
-    );
-}
-
-#[test]
 fn runner_ids_become_safe_directory_names() {
     assert_eq!(runner_dir_name("r-gpu-a100_1.x"), "r-gpu-a100_1.x");
     assert_eq!(runner_dir_name("../etc"), "%2E.%2Fetc");
     assert_eq!(runner_dir_name("a b/é"), "a%20b%2F%C3%A9");
-}
-
-#[test]
-fn machine_durability_owes_its_fsyncs_to_whoever_flushes() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut spool, _) = open_recovered(dir.path(), header("b1"), 1 << 20);
-    append_lines(&mut spool, 0..3);
-    spool.flush();
-    assert!(spool.take_unsynced().is_empty(), "nothing owed by default");
-    spool.set_durability(Durability::Machine);
-    let _ = spool.take_unsynced();
-    append_lines(&mut spool, 3..6);
-    spool.flush();
-    let owed = spool.take_unsynced();
-    assert!(!owed.is_empty(), "the segment flushed to is owed an fsync");
-    owed.sync(dir.path()).unwrap();
-    assert!(spool.take_unsynced().is_empty(), "owed once");
-    assert_eq!(drain(&mut spool).len(), 6);
 }
