@@ -29,7 +29,8 @@
 //! is fsynced in the background, the open one, the ledger and the directory
 //! at shutdown. [`Durability::Machine`] (`--spool-fsync`) fsyncs every
 //! flush, each new segment's directory entry, and the ledger and its
-//! directory after each rename.
+//! directory after each rename; the spool owes these ([`Unsynced`]) and the
+//! caller does them without its lock.
 //!
 //! The ledger is `TWLEDGR1` and one frame holding `{acked_segment,
 //! acked_offset, dropped}`: every record before that position is
@@ -101,10 +102,11 @@ pub enum Durability {
     /// shutdown).
     #[default]
     Process,
-    /// Every write is fsynced before the next (segment data, a new segment's
-    /// directory entry, the ledger and its directory): the spool survives a
-    /// machine crash, at the cost of an fsync per flush, which capture waits
-    /// for (`--spool-fsync`).
+    /// Every write is fsynced (segment data, a new segment's directory
+    /// entry, the ledger and its directory) by whoever flushes, after letting
+    /// go of the spool ([`Spool::take_unsynced`]): the spool survives a
+    /// machine crash, at the cost of an fsync per flush, which capture never
+    /// waits for (`--spool-fsync`).
     Machine,
 }
 
