@@ -86,29 +86,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     if let Some(pem) = &config.ca_certificate {
         client = client.with_ca_certificate(pem)?;
     }
-    let health = config
-        .health
-        .as_deref()
-        .map(proxy::parse_health_url)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let proxy_listener = match &config.proxy {
-        Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
-            anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
-        })?),
-        None => None,
-    };
-    let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
-        Ok(control) => (Some(control), None),
-        Err(error) => match &config.control_socket {
-            Some(path) => {
-                anyhow::bail!("cannot make the control socket {}: {error}", path.display())
-            }
-            // Without a path asked for, a read-only /tmp costs only the
-            // socket, and a system record says so.
-            None => (None, Some(error)),
-        },
-    };
+    let entrances = Entrances::open(&config).await?;
 
     let recorder = {
         // Opening the spool touches the disk: not on the async threads.
@@ -130,34 +108,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             heartbeat: config.heartbeat_interval,
         },
     ));
-    if let Some(error) = no_control {
-        recorder.system_warning(format!(
-            "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
-            std::env::temp_dir().display()
-        ));
-    }
     let sync = Arc::new(OutputSync::default());
     let requests = Arc::new(Requests::new(recorder.clone(), sync.clone()));
-
-    let mut tasks = Vec::new();
-    let mut control = control;
-    if let Some(control) = control.as_mut() {
-        tasks.push(control.serve(requests.clone()));
-    }
-    if let (Some(listener), Some(proxy)) = (proxy_listener, &config.proxy) {
-        tasks.push(proxy::serve(
-            listener,
-            proxy,
-            health.clone(),
-            requests.clone(),
-        ));
-    }
-    if let Some(url) = health {
-        tasks.push(tokio::spawn(proxy::wait_until_healthy(
-            url,
-            requests.clone(),
-        )));
-    }
+    let (control, markers) = entrances.serve(&config, &recorder, &requests);
 
     let exit_code = supervisor::supervise(
         &config,
@@ -169,7 +122,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         },
     )
     .await;
-    for task in tasks {
+    for task in markers {
         task.abort();
     }
     drop(control);
@@ -178,18 +131,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     // planned, so what is left for the next agent is counted right.
     let _ = recovering.await;
     recorder.close();
-    // The worker is gone; a stop signal now (a second Ctrl-C, the
-    // platform's TERM) means "do not wait for the server any longer".
-    let why = tokio::select! {
-        shipped = tokio::time::timeout(config.drain_timeout, &mut shipper) => match shipped {
-            Ok(_) => None,
-            Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
-        },
-        number = stop_signal() => Some(format!(
-            "before {} stopped the agent",
-            supervisor::signal_name(number)
-        )),
-    };
+    let why = drain(&config, &mut shipper).await;
     shipper.abort();
     let left = tokio::task::spawn_blocking({
         let recorder = recorder.clone();
@@ -200,22 +142,123 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     })
     .await?;
     if let (Some(why), true) = (why, left.records > 0) {
-        let runner = recorder.runner();
-        let again = match recorder.runner_origin() {
-            runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
-            runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
-                format!("with --runner {runner}")
-            }
-        };
-        eprintln!(
-            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again {again} and the same --spool",
-            left.records,
-            left.line_bytes,
-            client.server(),
-            recorder.dir().display(),
-        );
+        say_what_is_left(&recorder, left, client.server(), &why);
     }
     Ok(exit_code)
+}
+
+/// Where requests are marked from, bound before the worker starts: a
+/// configuration the agent cannot serve fails here.
+struct Entrances {
+    health: Option<hyper::Uri>,
+    proxy: Option<tokio::net::TcpListener>,
+    control: Option<ControlSocket>,
+    /// Why there is no control socket, when none was asked for by path.
+    no_control: Option<std::io::Error>,
+}
+
+impl Entrances {
+    async fn open(config: &AgentConfig) -> anyhow::Result<Entrances> {
+        let health = config
+            .health
+            .as_deref()
+            .map(proxy::parse_health_url)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let proxy = match &config.proxy {
+            Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
+                anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
+            })?),
+            None => None,
+        };
+        let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
+            Ok(control) => (Some(control), None),
+            Err(error) => match &config.control_socket {
+                Some(path) => {
+                    anyhow::bail!("cannot make the control socket {}: {error}", path.display())
+                }
+                // Without a path asked for, a read-only /tmp costs only the
+                // socket, and a system record says so.
+                None => (None, Some(error)),
+            },
+        };
+        Ok(Entrances {
+            health,
+            proxy,
+            control,
+            no_control,
+        })
+    }
+
+    /// Serves the control socket, the proxy and the health poller; returns
+    /// the control socket (kept until the worker ends) and their tasks.
+    fn serve(
+        self,
+        config: &AgentConfig,
+        recorder: &Recorder,
+        requests: &Arc<Requests>,
+    ) -> (Option<ControlSocket>, Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(error) = self.no_control {
+            recorder.system_warning(format!(
+                "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
+                std::env::temp_dir().display()
+            ));
+        }
+        let mut tasks = Vec::new();
+        let mut control = self.control;
+        if let Some(control) = control.as_mut() {
+            tasks.push(control.serve(requests.clone()));
+        }
+        if let (Some(listener), Some(proxy)) = (self.proxy, &config.proxy) {
+            tasks.push(proxy::serve(
+                listener,
+                proxy,
+                self.health.clone(),
+                requests.clone(),
+            ));
+        }
+        if let Some(url) = self.health {
+            tasks.push(tokio::spawn(proxy::wait_until_healthy(
+                url,
+                requests.clone(),
+            )));
+        }
+        (control, tasks)
+    }
+}
+
+/// Lets the shipper finish, within `--drain-timeout`. The worker is gone; a
+/// stop signal now (a second Ctrl-C, the platform's TERM) means "do not
+/// wait for the server any longer". Returns why it did not finish, if not.
+async fn drain(config: &AgentConfig, shipper: &mut tokio::task::JoinHandle<()>) -> Option<String> {
+    tokio::select! {
+        shipped = tokio::time::timeout(config.drain_timeout, shipper) => match shipped {
+            Ok(_) => None,
+            Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
+        },
+        number = stop_signal() => Some(format!(
+            "before {} stopped the agent",
+            supervisor::signal_name(number)
+        )),
+    }
+}
+
+/// Says on stderr what stays in the spool for the next agent, and how to
+/// make that agent the same runner.
+fn say_what_is_left(recorder: &Recorder, left: spool::Backlog, server: &str, why: &str) {
+    let runner = recorder.runner();
+    let again = match recorder.runner_origin() {
+        runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
+        runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
+            format!("with --runner {runner}")
+        }
+    };
+    eprintln!(
+        "tailwater: {} lines ({} bytes) could not be shipped to {server} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again {again} and the same --spool",
+        left.records,
+        left.line_bytes,
+        recorder.dir().display(),
+    );
 }
 
 /// The next SIGTERM, SIGINT or SIGQUIT; never, if they cannot be listened

@@ -54,6 +54,72 @@ const FORWARDED: [libc::c_int; 6] = [
 /// `--stop-timeout` deadline.
 const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT];
 
+/// The `restart_limit` record: `--restart-max` restarts were made.
+fn record_restart_limit(config: &AgentConfig, recorder: &Recorder, restarts: u32) {
+    recorder.system(
+        Level::Error,
+        format!(
+            "not restarting the worker: it was restarted {restarts} times already (--restart-max {})",
+            config.restart_max
+        ),
+        fields(json!({ "event": "restart_limit", "restarts": restarts, "restart_max": config.restart_max })),
+    );
+}
+
+/// The `restart` record, before the wait: which attempt, after how long,
+/// and how the last run ended.
+fn record_restart(
+    config: &AgentConfig,
+    recorder: &Recorder,
+    restarts: u32,
+    delay: Duration,
+    run: &Run,
+) {
+    let of_max = match config.restart_max {
+        0 => String::new(),
+        max => format!(" of {max}"),
+    };
+    recorder.system(
+        Level::Warn,
+        format!(
+            "restarting the worker in {} (restart {restarts}{of_max}, --restart {}): it {}",
+            format_duration(delay),
+            config.restart.as_str(),
+            run.ending,
+        ),
+        fields(json!({
+            "event": "restart",
+            "attempt": restarts,
+            "restart_max": config.restart_max,
+            "policy": config.restart.as_str(),
+            "delay_ms": delay.as_millis() as u64,
+            "previous_exit": run.exit_fields,
+            "previous_run_time_ms": run.run_time.as_millis() as u64,
+        })),
+    );
+}
+
+/// The `restart_cancelled` record: a stop signal came during the wait. The
+/// last worker's `exit` stands as the runner's end: the server keeps it
+/// until a `start`, which now never comes.
+fn record_restart_cancelled(recorder: &Recorder, restarts: u32, number: libc::c_int, run: &Run) {
+    let name = signal_name(number);
+    recorder.system(
+        Level::Info,
+        format!(
+            "received {name} while waiting to restart the worker: not restarting; the runner ends as its last worker did ({})",
+            run.ending
+        ),
+        fields(json!({
+            "event": "restart_cancelled",
+            "attempt": restarts,
+            "stop_signal": number,
+            "stop_signal_name": name,
+            "previous_exit": run.exit_fields,
+        })),
+    );
+}
+
 /// What the supervisor shares with the rest of the agent.
 pub struct Shared<'a> {
     pub recorder: &'a Arc<Recorder>,
@@ -115,60 +181,16 @@ pub async fn supervise(config: &AgentConfig, shared: Shared<'_>) -> i32 {
             return run.code;
         }
         if config.restart_max != 0 && restarts >= config.restart_max {
-            recorder.system(
-                Level::Error,
-                format!(
-                    "not restarting the worker: it was restarted {restarts} times already (--restart-max {})",
-                    config.restart_max
-                ),
-                fields(json!({ "event": "restart_limit", "restarts": restarts, "restart_max": config.restart_max })),
-            );
+            record_restart_limit(config, recorder, restarts);
             return run.code;
         }
         if run.run_time >= backoff.reset_after {
             delay = backoff.first;
         }
         restarts += 1;
-        let of_max = match config.restart_max {
-            0 => String::new(),
-            max => format!(" of {max}"),
-        };
-        recorder.system(
-            Level::Warn,
-            format!(
-                "restarting the worker in {} (restart {restarts}{of_max}, --restart {}): it {}",
-                format_duration(delay),
-                config.restart.as_str(),
-                run.ending,
-            ),
-            fields(json!({
-                "event": "restart",
-                "attempt": restarts,
-                "restart_max": config.restart_max,
-                "policy": config.restart.as_str(),
-                "delay_ms": delay.as_millis() as u64,
-                "previous_exit": run.exit_fields,
-                "previous_run_time_ms": run.run_time.as_millis() as u64,
-            })),
-        );
+        record_restart(config, recorder, restarts, delay, &run);
         if let Some(number) = signals.stop_within(delay).await {
-            // The last worker's `exit` stands as the runner's end: the
-            // server keeps it until a `start`, which now never comes.
-            let name = signal_name(number);
-            recorder.system(
-                Level::Info,
-                format!(
-                    "received {name} while waiting to restart the worker: not restarting; the runner ends as its last worker did ({})",
-                    run.ending
-                ),
-                fields(json!({
-                    "event": "restart_cancelled",
-                    "attempt": restarts,
-                    "stop_signal": number,
-                    "stop_signal_name": name,
-                    "previous_exit": run.exit_fields,
-                })),
-            );
+            record_restart_cancelled(recorder, restarts, number, &run);
             return run.code;
         }
         delay = (delay * 2).min(backoff.max);
