@@ -50,6 +50,12 @@ impl Recorder {
             state.spool.flush();
             state.spool.take_unsynced()
         };
+        self.sync(unsynced);
+    }
+
+    /// Does the fsyncs the spool owes (taken under the lock, done after
+    /// letting go of it). Blocking.
+    pub(super) fn sync(&self, unsynced: spool::Unsynced) {
         if !unsynced.is_empty() {
             if let Err(error) = unsynced.sync(&self.dir) {
                 self.lock().spool.sync_failed(error);

@@ -65,6 +65,9 @@ impl Recorder {
                 let mut state = self.lock();
                 state.spool.discard_corrupt(plan.segment(), at);
                 self.report_locked(&mut state);
+                let unsynced = state.spool.take_unsynced();
+                drop(state);
+                self.sync(unsynced);
                 continue;
             }
             let header = &read.header;
@@ -89,10 +92,15 @@ impl Recorder {
 
     /// The server has `batch`: forget it. Drops counted meanwhile are
     /// reported now that shipping works.
+    /// Blocking (the ledger is written, and fsynced under `--spool-fsync`).
     pub fn acknowledge(&self, batch: &Batch) {
-        let mut state = self.lock();
-        state.spool.acknowledge(&batch.receipt);
-        self.report_locked(&mut state);
+        let unsynced = {
+            let mut state = self.lock();
+            state.spool.acknowledge(&batch.receipt);
+            self.report_locked(&mut state);
+            state.spool.take_unsynced()
+        };
+        self.sync(unsynced);
     }
 
     /// `batch` was not shipped; it will be read again.
@@ -102,10 +110,15 @@ impl Recorder {
 
     /// The server refused `batch` for good (one record too large for it, or
     /// invalid): count it as dropped and go on.
+    /// Blocking, as [`Recorder::acknowledge`].
     pub fn reject(&self, batch: &Batch) {
-        let mut state = self.lock();
-        state.spool.reject(&batch.receipt, &batch.body.boot);
-        self.report_locked(&mut state);
+        let unsynced = {
+            let mut state = self.lock();
+            state.spool.reject(&batch.receipt, &batch.body.boot);
+            self.report_locked(&mut state);
+            state.spool.take_unsynced()
+        };
+        self.sync(unsynced);
     }
 
     /// Lines and bytes not yet acknowledged.

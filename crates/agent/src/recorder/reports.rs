@@ -16,7 +16,12 @@ impl Recorder {
                 break;
             };
             let recovered = leftover.recover();
-            self.lock().spool.adopt(recovered, &mut recovery);
+            let unsynced = {
+                let mut state = self.lock();
+                state.spool.adopt(recovered, &mut recovery);
+                state.spool.take_unsynced()
+            };
+            self.sync(unsynced);
         }
         self.report_recovery(recovery);
         // The shipper may be waiting for the leftovers.

@@ -199,3 +199,22 @@ fn a_restart_reports_what_it_found_and_ships_it_first() {
     assert_eq!(found_fields["lines"], 3);
     assert_eq!(found.seq, 0);
 }
+
+#[test]
+fn with_spool_fsync_an_acknowledgement_leaves_no_fsync_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = config(dir.path(), 1 << 20);
+    options.spool_durability = spool::Durability::Machine;
+    let recorder = Recorder::open(&options).unwrap();
+    for n in 0..3 {
+        recorder.record_line(line(&format!("line {n}")));
+    }
+    let batch = recorder
+        .next_batch(&limits(100), unparsed)
+        .unwrap()
+        .unwrap();
+    recorder.acknowledge(&batch);
+    // The ledger naming the acknowledgement is fsynced by the call, not left
+    // for a flusher that only wakes when the worker writes again.
+    assert!(recorder.lock().spool.take_unsynced().is_empty());
+}
