@@ -109,3 +109,71 @@ pub async fn capture(
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// `(stream, text, continued, progress updates)`.
+    type KeptLine = (Stream, String, bool, Option<u64>);
+
+    /// A sink that keeps what capture hands it.
+    #[derive(Default)]
+    struct Kept {
+        lines: Mutex<Vec<KeptLine>>,
+        collapsed: Mutex<Vec<(Stream, Collapsed)>>,
+    }
+
+    impl LineSink for Kept {
+        fn line(&self, line: Line<'_>) {
+            assert_eq!(line.in_request, None, "capture knows no requests");
+            lock(&self.lines).push((
+                line.stream,
+                String::from_utf8(line.bytes.to_vec()).unwrap(),
+                line.continued,
+                line.progress.map(|p| p.updates),
+            ));
+        }
+
+        fn progress_collapsed(&self, stream: Stream, collapsed: Collapsed, _: Duration) {
+            lock(&self.collapsed).push((stream, collapsed));
+        }
+
+        fn read_failed(&self, stream: Stream, error: &io::Error) {
+            panic!("reading {stream:?} failed: {error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn capture_hands_each_line_of_its_stream_to_the_sink() {
+        let sync = OutputSync::default();
+        let (reader, writer) = pipe().unwrap();
+        let reader = Reader::new(reader, false, &sync).unwrap();
+        let mut writer = std::fs::File::from(writer);
+        writer
+            .write_all(b"one\r\n12345678\n1/3\r2/3\r3/3\n")
+            .unwrap();
+        drop(writer);
+        let sink = Kept::default();
+        let cutting = Cutting {
+            max_line_bytes: 5,
+            progress_interval: Duration::from_secs(60),
+        };
+        capture(reader, Stream::Stderr, None, &sink, cutting).await;
+        let lines = sink.lines.into_inner().unwrap();
+        let expected = [
+            (Stream::Stderr, "one".to_owned(), false, None),
+            (Stream::Stderr, "12345".to_owned(), true, None),
+            (Stream::Stderr, "678".to_owned(), false, None),
+            (Stream::Stderr, "1/3".to_owned(), false, Some(1)),
+            (Stream::Stderr, "3/3".to_owned(), false, Some(2)),
+        ];
+        assert_eq!(lines, expected);
+        assert_eq!(
+            sink.collapsed.into_inner().unwrap(),
+            [(Stream::Stderr, Collapsed { states: 3, kept: 2 })]
+        );
+    }
+}
