@@ -4,6 +4,7 @@
 
 use std::fs;
 
+use tailwater_agent::ship::decode::parse_captured;
 use tailwater_agent::spool::{read_batch, BatchLimits, SegmentHeader, Spool, Stop};
 use tailwater_model::wire::IngestBatch;
 
@@ -68,7 +69,7 @@ pub fn spool_records(data: &[u8]) -> usize {
         let Some(plan) = spool.plan_read() else {
             break;
         };
-        let Ok(batch) = read_batch(&plan, &limits) else {
+        let Ok(batch) = read_batch(&plan, &limits, parse_captured) else {
             spool.release();
             break;
         };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tailwater_model::Fields;
 
-use crate::outbox::fields;
+use crate::recorder::fields;
 
 /// How often the count is read while the worker runs.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);

@@ -32,7 +32,7 @@ use tailwater_model::Stream;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::capture::Line;
+use crate::line::Line;
 use crate::requests::{Outcome, Ready, Requests, Via, Which};
 
 /// The longest command line accepted; a longer one is answered with an
@@ -247,15 +247,10 @@ async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, 
                 None | Some(Value::Null) => requests.sole_in_flight(),
                 Some(value) => Some(request_id(value, "request_id")?.into()),
             };
-            requests.outbox().record_line(
-                stream,
-                Line {
-                    bytes: text.as_bytes(),
-                    continued: false,
-                },
-                request.as_deref(),
-                None,
-            );
+            requests.recorder().record_line(Line {
+                in_request: request.as_deref(),
+                ..Line::new(stream, text.as_bytes())
+            });
             Ok(Map::new())
         }
         _ => unreachable!("one of the verbs above"),
@@ -280,17 +275,15 @@ fn request_id(value: &Value, key: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use crate::capture::OutputSync;
-    use crate::outbox::Outbox;
-    use crate::AgentConfig;
+    use crate::recorder::{Options, Recorder};
 
-    /// Requests over an outbox spooling into a temporary directory, kept as
+    /// Requests over a recorder spooling into a temporary directory, kept as
     /// long as the requests are.
     fn requests() -> (Requests, tempfile::TempDir) {
         let spool = tempfile::tempdir().unwrap();
-        let mut config = AgentConfig::new("http://127.0.0.1:1", "t", "app", vec!["true".into()]);
-        config.spool_dir = Some(spool.path().to_owned());
+        let options = Options::new("app", spool.path(), 1 << 20);
         let requests = Requests::new(
-            Arc::new(Outbox::open(&config).unwrap()),
+            Arc::new(Recorder::open(&options).unwrap()),
             Arc::new(OutputSync::default()),
         );
         (requests, spool)

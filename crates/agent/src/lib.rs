@@ -1,23 +1,31 @@
 //! The worker agent behind `tailwater run`: it starts the worker, captures
 //! its stdout and stderr from the first byte, and ships every line.
 //!
-//! Data flows one way:
+//! Data flows one way, and each layer imports only those below it:
 //!
 //! - [`supervisor`] starts the worker in its own process group, forwards
 //!   signals to it, stops it within a deadline, and reports how it ended;
 //!   [`reaper`] reaps every child (the agent may be PID 1), and [`cgroup`]
 //!   notices OOM kills;
+//! - [`proxy`] (`--proxy`) and the [`control`] socket mark requests in
+//!   [`requests`], which knows which are in flight and is the sink capture
+//!   writes to, so a line belongs to its request;
 //! - [`capture`] reads the worker's pipes (or pseudo-terminal), cuts them
-//!   into lines, collapses progress bars, and echoes them;
-//! - [`requests`] knows which requests are in flight, marked by the
-//!   [`proxy`] (`--proxy`) or through the [`control`] socket, so a line
-//!   belongs to its request;
-//! - [`outbox`] stamps each line with its time and sequence number, parses
-//!   it, and keeps it in the [`spool`] on disk until the server has it (the
-//!   spool of the runner [`runner_id`] chooses: `--runner`, else the host
-//!   name, so a restarted container ships what the last agent left);
-//! - [`shipper`] sends what the spool holds in batches, retrying while the
-//!   server is away, within the [`throttle`]'s rate limit.
+//!   into [`line::Line`]s, collapses progress bars, and echoes them, writing
+//!   to a [`capture::LineSink`] it does not know;
+//! - [`ship`] sends what the spool holds in batches through a
+//!   [`ship::Transport`] (HTTP to the server), retrying while the server is
+//!   away, within its rate limit, parsing each line as it reads it back;
+//! - [`recorder`] stamps each record with its time and
+//!   sequence number and keeps it in the [`spool`] on disk until the server
+//!   has it (the spool of the runner [`runner_id`] chooses: `--runner`, else
+//!   the host name, so a restarted container ships what the last agent
+//!   left); it turns what the spool says it dropped into records;
+//! - [`spool`] frames, checksums and keeps records in segment files with a
+//!   ledger of what was acknowledged; it parses nothing and reports nothing.
+//!
+//! [`config`] is what the agent was told, read by the layers above the
+//! recorder.
 //!
 //! Lifecycle events (start, ready, request start and end, stop, OOM kill,
 //! exit with code or signal) are records of the `system` stream, in the same
@@ -25,149 +33,37 @@
 
 pub mod capture;
 pub mod cgroup;
+pub mod config;
 pub mod control;
-pub mod outbox;
+pub mod line;
 pub mod proxy;
 pub mod reaper;
+pub mod recorder;
 pub mod requests;
 pub mod runner_id;
-pub mod shipper;
+pub mod ship;
 pub mod spool;
 pub mod supervisor;
-pub mod throttle;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tailwater_client::Client;
-use tailwater_model::Source;
 
 use crate::capture::OutputSync;
+pub use crate::config::{
+    AgentConfig, RestartBackoff, RestartPolicy, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_PROGRESS_INTERVAL, DEFAULT_RESTART_MAX, DEFAULT_STOP_TIMEOUT,
+};
 use crate::control::ControlSocket;
-use crate::outbox::Outbox;
 pub use crate::proxy::ProxyConfig;
+use crate::recorder::Recorder;
 use crate::requests::Requests;
-pub use crate::shipper::DEFAULT_HEARTBEAT_INTERVAL;
+pub use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
+pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
-pub use crate::supervisor::{RestartBackoff, RestartPolicy, DEFAULT_RESTART_MAX};
-pub use crate::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
-
-/// Longest line kept whole, unless configured otherwise; longer ones are
-/// split into pieces of this size.
-pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
-/// How long the agent keeps trying to ship after the worker exited.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the worker has to exit after a stop signal before it is
-/// SIGKILLed: below Docker's 10 s (and Kubernetes' 30 s) grace period, so
-/// the agent still has time to record the end and ship it.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
-/// A line rewritten with `\r` (a progress bar) keeps at most one state per
-/// this interval, and its final state.
-pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
-
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    pub server: String,
-    pub token: String,
-    /// PEM certificates to trust for an https server (`--ca-cert`), beside
-    /// the public roots.
-    pub ca_certificate: Option<Vec<u8>>,
-    pub app: String,
-    pub version: String,
-    /// This worker's runner id (`--runner`); `None`: the host name, see
-    /// [`runner_id`].
-    pub runner: Option<String>,
-    pub source: Source,
-    /// The worker's program and arguments.
-    pub command: Vec<String>,
-    /// Set `PYTHONUNBUFFERED=1` for the worker, so Python prints as it goes.
-    pub unbuffered: bool,
-    /// Copy the worker's output to the agent's own stdout and stderr.
-    pub echo: bool,
-    pub max_line_bytes: usize,
-    /// Where runners' spools live (each in `<spool_dir>/<runner>/`); `None`
-    /// is [`spool::default_spool_root`].
-    pub spool_dir: Option<PathBuf>,
-    /// Disk the spool may use; past it the oldest records are dropped and
-    /// counted.
-    pub spool_max_bytes: u64,
-    /// What the spool survives: the agent killed (default), or the machine
-    /// crashing too (an fsync per flush).
-    pub spool_durability: SpoolDurability,
-    /// Lines per second shipped at most (`None`: no limit).
-    pub rate_lines: Option<u64>,
-    /// Bytes of lines per second shipped at most (`None`: no limit).
-    pub rate_bytes: Option<u64>,
-    pub drain_timeout: Duration,
-    /// Run the worker on a pseudo-terminal: line-buffered output, stdout and
-    /// stderr merged.
-    pub tty: bool,
-    /// After a stop signal, how long the worker has before SIGKILL.
-    pub stop_timeout: Duration,
-    /// One state per interval of a line rewritten with `\r`.
-    pub progress_interval: Duration,
-    /// The worker's health check URL (`http://`): ready when it answers 2xx.
-    pub health: Option<String>,
-    /// Be a reverse proxy in front of the worker's HTTP port.
-    pub proxy: Option<ProxyConfig>,
-    /// Where the control socket goes; a private temporary directory if not
-    /// given.
-    pub control_socket: Option<PathBuf>,
-    /// With nothing shipped for this long, an empty batch says the runner is
-    /// alive (`None`: no heartbeats).
-    pub heartbeat_interval: Option<Duration>,
-    /// When a worker that ended is started again.
-    pub restart: RestartPolicy,
-    /// Restarts allowed at most; 0 is no limit.
-    pub restart_max: u32,
-    /// The wait before each restart.
-    pub restart_backoff: RestartBackoff,
-}
-
-impl AgentConfig {
-    pub fn new(server: &str, token: &str, app: &str, command: Vec<String>) -> AgentConfig {
-        AgentConfig {
-            server: server.to_owned(),
-            token: token.to_owned(),
-            ca_certificate: None,
-            app: app.to_owned(),
-            version: String::new(),
-            runner: None,
-            source: Source::Run,
-            command,
-            unbuffered: true,
-            echo: true,
-            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            spool_dir: None,
-            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
-            spool_durability: SpoolDurability::default(),
-            rate_lines: DEFAULT_RATE_LINES,
-            rate_bytes: DEFAULT_RATE_BYTES,
-            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
-            tty: false,
-            stop_timeout: DEFAULT_STOP_TIMEOUT,
-            progress_interval: DEFAULT_PROGRESS_INTERVAL,
-            health: None,
-            proxy: None,
-            control_socket: None,
-            heartbeat_interval: Some(DEFAULT_HEARTBEAT_INTERVAL),
-            restart: RestartPolicy::default(),
-            restart_max: DEFAULT_RESTART_MAX,
-            restart_backoff: RestartBackoff::default(),
-        }
-    }
-
-    /// The shipping rate limit.
-    pub fn rate_limit(&self) -> RateLimit {
-        RateLimit {
-            lines_per_second: self.rate_lines,
-            bytes_per_second: self.rate_bytes,
-        }
-    }
-}
 
 /// Keeps the agent's own memory small: no transparent huge pages for this
 /// process. The allocator (mimalloc, chosen for the server) asks for huge
@@ -190,86 +86,43 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     if let Some(pem) = &config.ca_certificate {
         client = client.with_ca_certificate(pem)?;
     }
-    let health = config
-        .health
-        .as_deref()
-        .map(proxy::parse_health_url)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let proxy_listener = match &config.proxy {
-        Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
-            anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
-        })?),
-        None => None,
-    };
-    let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
-        Ok(control) => (Some(control), None),
-        Err(error) => match &config.control_socket {
-            Some(path) => {
-                anyhow::bail!("cannot make the control socket {}: {error}", path.display())
-            }
-            // Without a path asked for, a read-only /tmp costs only the
-            // socket, and a system record says so.
-            None => (None, Some(error)),
-        },
-    };
+    let entrances = Entrances::open(&config).await?;
 
-    let outbox = Arc::new(Outbox::open(&config)?);
-    let flusher = tokio::spawn(outbox.clone().flush_continuously());
+    let recorder = {
+        // Opening the spool touches the disk: not on the async threads.
+        let options = config.recorder();
+        Arc::new(tokio::task::spawn_blocking(move || Recorder::open(&options)).await??)
+    };
+    let flusher = recorder.start_flusher()?;
     // What a previous agent left is read while the worker starts, not
     // before: it ships first, once read.
     let recovering = {
-        let outbox = outbox.clone();
-        tokio::task::spawn_blocking(move || outbox.recover_leftovers())
+        let recorder = recorder.clone();
+        tokio::task::spawn_blocking(move || recorder.recover_leftovers())
     };
-    let mut shipper = tokio::spawn(shipper::ship(
-        client.clone(),
-        outbox.clone(),
-        shipper::ShipOptions {
+    let mut shipper = tokio::spawn(ship::ship(
+        ship::Http(client.clone()),
+        recorder.clone(),
+        ship::ShipOptions {
             rate: config.rate_limit(),
             heartbeat: config.heartbeat_interval,
         },
     ));
-    if let Some(error) = no_control {
-        outbox.system_warning(format!(
-            "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
-            std::env::temp_dir().display()
-        ));
-    }
     let sync = Arc::new(OutputSync::default());
-    let requests = Arc::new(Requests::new(outbox.clone(), sync.clone()));
-
-    let mut tasks = Vec::new();
-    let mut control = control;
-    if let Some(control) = control.as_mut() {
-        tasks.push(control.serve(requests.clone()));
-    }
-    if let (Some(listener), Some(proxy)) = (proxy_listener, &config.proxy) {
-        tasks.push(proxy::serve(
-            listener,
-            proxy,
-            health.clone(),
-            requests.clone(),
-        ));
-    }
-    if let Some(url) = health {
-        tasks.push(tokio::spawn(proxy::wait_until_healthy(
-            url,
-            requests.clone(),
-        )));
-    }
+    let requests = Arc::new(Requests::new(recorder.clone(), sync.clone()));
+    let (control, markers) = entrances.serve(&config, &recorder, &requests);
 
     let exit_code = supervisor::supervise(
         &config,
         supervisor::Shared {
-            outbox: &outbox,
+            recorder: &recorder,
             requests: &requests,
             sync: &sync,
             control_socket: control.as_ref().map(ControlSocket::path),
         },
     )
     .await;
-    for task in tasks {
+    for task in markers {
         task.abort();
     }
     drop(control);
@@ -277,11 +130,109 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     // Leftovers are read whole (a bounded disk read) before the end is
     // planned, so what is left for the next agent is counted right.
     let _ = recovering.await;
-    outbox.close();
-    // The worker is gone; a stop signal now (a second Ctrl-C, the
-    // platform's TERM) means "do not wait for the server any longer".
-    let why = tokio::select! {
-        shipped = tokio::time::timeout(config.drain_timeout, &mut shipper) => match shipped {
+    recorder.close();
+    let why = drain(&config, &mut shipper).await;
+    shipper.abort();
+    let left = tokio::task::spawn_blocking({
+        let recorder = recorder.clone();
+        move || {
+            flusher.stop();
+            recorder.shutdown()
+        }
+    })
+    .await?;
+    if let (Some(why), true) = (why, left.records > 0) {
+        say_what_is_left(&recorder, left, client.server(), &why);
+    }
+    Ok(exit_code)
+}
+
+/// Where requests are marked from, bound before the worker starts: a
+/// configuration the agent cannot serve fails here.
+struct Entrances {
+    health: Option<hyper::Uri>,
+    proxy: Option<tokio::net::TcpListener>,
+    control: Option<ControlSocket>,
+    /// Why there is no control socket, when none was asked for by path.
+    no_control: Option<std::io::Error>,
+}
+
+impl Entrances {
+    async fn open(config: &AgentConfig) -> anyhow::Result<Entrances> {
+        let health = config
+            .health
+            .as_deref()
+            .map(proxy::parse_health_url)
+            .transpose()
+            .map_err(anyhow::Error::msg)?;
+        let proxy = match &config.proxy {
+            Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
+                anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
+            })?),
+            None => None,
+        };
+        let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {
+            Ok(control) => (Some(control), None),
+            Err(error) => match &config.control_socket {
+                Some(path) => {
+                    anyhow::bail!("cannot make the control socket {}: {error}", path.display())
+                }
+                // Without a path asked for, a read-only /tmp costs only the
+                // socket, and a system record says so.
+                None => (None, Some(error)),
+            },
+        };
+        Ok(Entrances {
+            health,
+            proxy,
+            control,
+            no_control,
+        })
+    }
+
+    /// Serves the control socket, the proxy and the health poller; returns
+    /// the control socket (kept until the worker ends) and their tasks.
+    fn serve(
+        self,
+        config: &AgentConfig,
+        recorder: &Recorder,
+        requests: &Arc<Requests>,
+    ) -> (Option<ControlSocket>, Vec<tokio::task::JoinHandle<()>>) {
+        if let Some(error) = self.no_control {
+            recorder.system_warning(format!(
+                "no control socket: cannot make one in {}: {error}; the worker cannot mark readiness or requests through it",
+                std::env::temp_dir().display()
+            ));
+        }
+        let mut tasks = Vec::new();
+        let mut control = self.control;
+        if let Some(control) = control.as_mut() {
+            tasks.push(control.serve(requests.clone()));
+        }
+        if let (Some(listener), Some(proxy)) = (self.proxy, &config.proxy) {
+            tasks.push(proxy::serve(
+                listener,
+                proxy,
+                self.health.clone(),
+                requests.clone(),
+            ));
+        }
+        if let Some(url) = self.health {
+            tasks.push(tokio::spawn(proxy::wait_until_healthy(
+                url,
+                requests.clone(),
+            )));
+        }
+        (control, tasks)
+    }
+}
+
+/// Lets the shipper finish, within `--drain-timeout`. The worker is gone; a
+/// stop signal now (a second Ctrl-C, the platform's TERM) means "do not
+/// wait for the server any longer". Returns why it did not finish, if not.
+async fn drain(config: &AgentConfig, shipper: &mut tokio::task::JoinHandle<()>) -> Option<String> {
+    tokio::select! {
+        shipped = tokio::time::timeout(config.drain_timeout, shipper) => match shipped {
             Ok(_) => None,
             Err(_) => Some(format!("within {}s (--drain-timeout)", config.drain_timeout.as_secs())),
         },
@@ -289,27 +240,25 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             "before {} stopped the agent",
             supervisor::signal_name(number)
         )),
-    };
-    shipper.abort();
-    flusher.abort();
-    let left = outbox.shutdown();
-    if let (Some(why), true) = (why, left.records > 0) {
-        let runner = outbox.runner();
-        let again = match outbox.runner_origin() {
-            runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
-            runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
-                format!("with --runner {runner}")
-            }
-        };
-        eprintln!(
-            "tailwater: {} lines ({} bytes) could not be shipped to {} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again {again} and the same --spool",
-            left.records,
-            left.line_bytes,
-            client.server(),
-            outbox.dir().display(),
-        );
     }
-    Ok(exit_code)
+}
+
+/// Says on stderr what stays in the spool for the next agent, and how to
+/// make that agent the same runner.
+fn say_what_is_left(recorder: &Recorder, left: spool::Backlog, server: &str, why: &str) {
+    let runner = recorder.runner();
+    let again = match recorder.runner_origin() {
+        runner_id::Origin::HostName => format!("on this host (or with --runner {runner})"),
+        runner_id::Origin::Given | runner_id::Origin::HostNameInUse => {
+            format!("with --runner {runner}")
+        }
+    };
+    eprintln!(
+        "tailwater: {} lines ({} bytes) could not be shipped to {server} {why}; they are kept in the spool at {} and shipped when `tailwater run` starts again {again} and the same --spool",
+        left.records,
+        left.line_bytes,
+        recorder.dir().display(),
+    );
 }
 
 /// The next SIGTERM, SIGINT or SIGQUIT; never, if they cannot be listened

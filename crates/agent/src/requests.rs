@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tailwater_model::{Fields, Level};
+use tailwater_model::{Fields, Level, Stream};
 
-use crate::capture::OutputSync;
-use crate::outbox::{fields, Outbox};
+use crate::capture::{Collapsed, LineSink, OutputSync};
+use crate::line::Line;
+use crate::recorder::{fields, Recorder};
 
 /// How long a request mark waits for the capture to catch up before it
 /// goes ahead anyway (a capture held up by a blocked echo must not hold
@@ -156,7 +157,7 @@ pub enum Ready {
 
 /// The requests in flight and their records.
 pub struct Requests {
-    outbox: Arc<Outbox>,
+    recorder: Arc<Recorder>,
     sync: Arc<OutputSync>,
     state: Mutex<InFlight>,
     ready: AtomicBool,
@@ -164,9 +165,9 @@ pub struct Requests {
 }
 
 impl Requests {
-    pub fn new(outbox: Arc<Outbox>, sync: Arc<OutputSync>) -> Requests {
+    pub fn new(recorder: Arc<Recorder>, sync: Arc<OutputSync>) -> Requests {
         Requests {
-            outbox,
+            recorder,
             sync,
             state: Mutex::new(InFlight::default()),
             ready: AtomicBool::new(false),
@@ -217,7 +218,7 @@ impl Requests {
         extra.insert("event".into(), "ready".into());
         extra.insert("via".into(), via.into());
         extra.insert("startup_ms".into(), (elapsed.as_millis() as u64).into());
-        self.outbox.system(
+        self.recorder.system(
             Level::Info,
             format!("ready after {} ({reason})", crate::format_duration(elapsed)),
             extra,
@@ -239,7 +240,7 @@ impl Requests {
         extra.insert("in_flight".into(), state.len().into());
         // Under the lock: a line attributed to this request comes after its
         // start record.
-        self.outbox
+        self.recorder
             .request_event(id, Level::Info, format!("request {id} started"), extra);
         ticket
     }
@@ -316,11 +317,11 @@ impl Requests {
         if let Outcome::Error(error) = outcome {
             extra.insert("error".into(), error.as_str().into());
         }
-        self.outbox.request_event(id, level, message, extra);
+        self.recorder.request_event(id, level, message, extra);
     }
 
-    pub(crate) fn outbox(&self) -> &Outbox {
-        &self.outbox
+    pub(crate) fn recorder(&self) -> &Recorder {
+        &self.recorder
     }
 }
 
@@ -334,6 +335,45 @@ pub enum Which<'a> {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The agent's sink for captured lines: each is attributed to the one
+/// request in flight (if exactly one is) and recorded.
+impl LineSink for Requests {
+    fn line(&self, line: Line<'_>) {
+        let in_request = self.sole_in_flight();
+        self.recorder.record_line(Line {
+            in_request: in_request.as_deref(),
+            ..line
+        });
+    }
+
+    fn progress_collapsed(&self, stream: Stream, collapsed: Collapsed, interval: Duration) {
+        self.recorder.system(
+            Level::Debug,
+            format!(
+                "a progress line on {} was drawn {} times; kept {} (its final state and at most one per {}, --progress-interval)",
+                stream.as_str(),
+                collapsed.states,
+                collapsed.kept,
+                crate::format_duration(interval),
+            ),
+            fields(json!({
+                "event": "progress_collapsed",
+                "output": stream.as_str(),
+                "states": collapsed.states,
+                "kept": collapsed.kept,
+                "interval_ms": interval.as_millis() as u64,
+            })),
+        );
+    }
+
+    fn read_failed(&self, stream: Stream, error: &std::io::Error) {
+        self.recorder.system_warning(format!(
+            "stopped reading the worker's {}: {error}",
+            stream.as_str()
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -19,20 +19,24 @@
 //! `GET /healthz` (and `HEAD`) is not a request: it is answered from the
 //! worker's health check (`--health`, else the worker's own `/healthz`),
 //! and leaves no record, so a load balancer's polling does not fill the logs.
+//!
+//! The files: this one (the flags, the server, the health check),
+//! `tracked` (the body that ends a request), `headers`.
+
+mod headers;
+mod tracked;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -40,20 +44,22 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::outbox::fields;
+use crate::recorder::fields;
 use crate::requests::{Outcome, Ready, Requests, Ticket, Via, Which};
+use headers::*;
+use tracked::{End, Tracked};
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How often the health check is tried until the worker is ready.
 pub const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
 /// How long one health check may take.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `X-Request-Id` taken from a client; a longer one is replaced.
-const MAX_CLIENT_REQUEST_ID: usize = 200;
+pub(super) const MAX_CLIENT_REQUEST_ID: usize = 200;
 
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(super) static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// `LISTEN=TARGET`: where the agent listens, and the worker's address.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -382,184 +388,10 @@ pub async fn wait_until_healthy(url: Uri, requests: Arc<Requests>) {
     }
 }
 
-/// A response body that ends its request when it has been sent whole, has
-/// failed, or was dropped (the client went away).
-struct Tracked {
-    inner: Incoming,
-    end: Option<End>,
-}
-
-struct End {
-    requests: Arc<Requests>,
-    ticket: Ticket,
-    status: u16,
-}
-
-impl End {
-    fn finish(self, outcome: Outcome) {
-        let finished = Instant::now();
-        // Ending waits for the capture to settle; not in a body's poll.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                self.requests
-                    .end(
-                        Which::Ticket(self.ticket),
-                        finished,
-                        Some(self.status),
-                        outcome,
-                    )
-                    .await;
-            });
-        }
-    }
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(None) => {
-                if let Some(end) = this.end.take() {
-                    end.finish(Outcome::Completed);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(error))) => {
-                if let Some(end) = this.end.take() {
-                    end.finish(Outcome::Error(format!(
-                        "the worker's response broke off: {error}"
-                    )));
-                }
-                Poll::Ready(Some(Err(error.into())))
-            }
-            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if let Some(end) = self.end.take() {
-            // An empty body (a HEAD, a 204) may be dropped unpolled: it was
-            // sent whole.
-            let outcome = if self.inner.is_end_stream() {
-                Outcome::Completed
-            } else {
-                Outcome::ClientClosed
-            };
-            end.finish(outcome);
-        }
-    }
-}
-
-/// The protocol a request asks to switch to (`Connection: upgrade` and an
-/// `Upgrade` header), if it asks.
-fn upgrade_asked(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| headers.get(hyper::header::UPGRADE).cloned())
-        .flatten()
-}
-
-/// The client's `X-Request-Id`, when it is a usable one: 1 to 200 visible
-/// ASCII characters.
-fn client_request_id(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(&REQUEST_ID)?.to_str().ok()?.trim();
-    let usable = !value.is_empty()
-        && value.len() <= MAX_CLIENT_REQUEST_ID
-        && value.bytes().all(|byte| byte.is_ascii_graphic());
-    usable.then(|| value.to_owned())
-}
-
-fn new_request_id() -> String {
-    format!("req-{}", hex::encode(rand::random::<[u8; 8]>()))
-}
-
-/// Headers that are about one connection, not the message (RFC 9110 7.6.1),
-/// and those the `Connection` header names.
-fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-}
-
-fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
-    let name = HeaderName::from_static("x-forwarded-for");
-    let value = match headers.get(&name).and_then(|value| value.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&value) {
-        headers.insert(name, value);
-    }
-}
-
-fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = json!({ "error": { "code": code, "message": message } }).to_string();
-    Response::builder()
-        .status(status)
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(
-            Full::new(Bytes::from(body))
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
-        .expect("a status and a JSON body make a response")
-}
-
-/// An error and its causes, `a: b: c` (hyper's own message is terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
+    use hyper::header::HeaderMap;
+
     use super::*;
 
     #[test]

@@ -1,0 +1,206 @@
+//! The shipper through its [`Transport`] seam: a transport that answers as
+//! scripted, over a real recorder and spool in a temporary directory, and
+//! the shipper doing what it does over HTTP for each answer.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tailwater_model::wire::{IngestBatch, IngestResponse};
+use tailwater_model::Stream;
+
+use super::*;
+use crate::line::Line;
+
+/// Answers each batch with the next scripted outcome (accepting once the
+/// script is spent) and keeps what it was sent, and when.
+#[derive(Clone, Default)]
+struct Scripted {
+    answers: Arc<Mutex<VecDeque<Outcome>>>,
+    sent: Arc<Mutex<Vec<(Instant, IngestBatch)>>>,
+}
+
+impl Scripted {
+    fn new(answers: impl IntoIterator<Item = Outcome>) -> Scripted {
+        Scripted {
+            answers: Arc::new(Mutex::new(answers.into_iter().collect())),
+            sent: Arc::default(),
+        }
+    }
+
+    fn sent(&self) -> Vec<(Instant, IngestBatch)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+impl Transport for Scripted {
+    fn destination(&self) -> &str {
+        "scripted"
+    }
+
+    async fn send(&self, batch: &IngestBatch) -> Outcome {
+        self.sent
+            .lock()
+            .unwrap()
+            .push((Instant::now(), batch.clone()));
+        self.answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Outcome::Accepted(accepted(batch)))
+    }
+}
+
+fn accepted(batch: &IngestBatch) -> IngestResponse {
+    IngestResponse {
+        accepted: batch.records.len(),
+        duplicates: 0,
+        refused: 0,
+        refused_reason: None,
+        refused_by_reason: Default::default(),
+        retimed_by_reason: Default::default(),
+    }
+}
+
+fn recorder(dir: &Path, lines: u64) -> Arc<Recorder> {
+    let options = crate::recorder::Options::new("app", dir, 1 << 20);
+    let recorder = Arc::new(Recorder::open(&options).unwrap());
+    for n in 0..lines {
+        let text = format!("line {n}");
+        recorder.record_line(Line::new(Stream::Stdout, text.as_bytes()));
+    }
+    recorder
+}
+
+/// Ships until the recorder is closed and empty (the shipper's own end).
+async fn ship_all(transport: Scripted, recorder: Arc<Recorder>) {
+    recorder.close();
+    let options = ShipOptions {
+        rate: RateLimit::default(),
+        heartbeat: None,
+    };
+    tokio::time::timeout(Duration::from_secs(20), ship(transport, recorder, options))
+        .await
+        .expect("the shipper ends once everything is shipped");
+}
+
+/// The worker's lines among a batch's records, by sequence number.
+fn lines(batch: &IngestBatch) -> Vec<u64> {
+    batch
+        .records
+        .iter()
+        .filter(|r| r.stream != Stream::System)
+        .map(|r| r.seq)
+        .collect()
+}
+
+fn events(sent: &[(Instant, IngestBatch)]) -> Vec<serde_json::Map<String, serde_json::Value>> {
+    sent.iter()
+        .flat_map(|(_, batch)| &batch.records)
+        .filter(|r| r.stream == Stream::System)
+        .map(|r| r.fields.to_map())
+        .collect()
+}
+
+fn event(fields: &serde_json::Map<String, serde_json::Value>) -> &str {
+    fields.get("event").and_then(|e| e.as_str()).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_waited_out_with_the_lines_kept_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 3);
+    let asked = Duration::from_millis(300);
+    let transport = Scripted::new([Outcome::RetryAfter {
+        retry_after: Some(asked),
+        reason: "app over its rate limit".into(),
+    }]);
+    ship_all(transport.clone(), recorder.clone()).await;
+
+    let sent = transport.sent();
+    let [(first_at, first), (again_at, again), ..] = &sent[..] else {
+        panic!("sent again after the wait: {sent:?}")
+    };
+    assert_eq!(lines(first), [0, 1, 2]);
+    assert_eq!(lines(again), [0, 1, 2], "the same lines, kept in the spool");
+    let waited = again_at.duration_since(*first_at);
+    assert!(
+        waited >= asked && waited < asked.mul_f64(1.25) + Duration::from_millis(200),
+        "waited {waited:?} when asked {asked:?}"
+    );
+    let limited: Vec<_> = events(&sent)
+        .into_iter()
+        .filter(|e| event(e) == "server_rate_limited")
+        .collect();
+    let [report] = &limited[..] else {
+        panic!("one server_rate_limited record: {limited:?}")
+    };
+    assert_eq!(report["answers"], 1);
+    assert!(report["waited_ms"].as_u64().unwrap() >= 300);
+    assert_eq!(recorder.backlog().records, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_large_splits_the_batch_and_a_single_record_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 10);
+    let too_large = || Outcome::TooLarge {
+        reason: "batch too large".into(),
+    };
+    // Too large at 10 lines, then at 5, then at 2; then the single line 0
+    // is too large on its own.
+    let transport = Scripted::new([too_large(), too_large(), too_large(), too_large()]);
+    ship_all(transport.clone(), recorder.clone()).await;
+
+    let sent = transport.sent();
+    let sizes: Vec<usize> = sent.iter().map(|(_, b)| lines(b).len()).collect();
+    assert_eq!(&sizes[..4], [10, 5, 2, 1], "halved each time: {sizes:?}");
+    assert!(sent[..4].iter().all(|(_, b)| lines(b)[0] == 0));
+    // Line 0 is dropped; every other line is shipped once, in order.
+    let shipped: Vec<u64> = sent[4..].iter().flat_map(|(_, b)| lines(b)).collect();
+    assert_eq!(shipped, (1..10).collect::<Vec<_>>());
+    let dropped: Vec<_> = events(&sent)
+        .into_iter()
+        .filter(|e| event(e) == "dropped")
+        .collect();
+    let [report] = &dropped[..] else {
+        panic!("one drop report: {dropped:?}")
+    };
+    assert_eq!(report["reason"], "rejected_by_server");
+    assert_eq!(report["dropped_lines"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 3);
+    let asked = Duration::from_millis(200);
+    let full = || Outcome::Unavailable {
+        retry_after: Some(asked),
+        answered: true,
+        reason: "507: the disk is full".into(),
+    };
+    let unreachable = Outcome::Unavailable {
+        retry_after: None,
+        answered: false,
+        reason: "cannot reach the server".into(),
+    };
+    let transport = Scripted::new([full(), full(), unreachable]);
+    ship_all(transport.clone(), recorder.clone()).await;
+
+    let sent = transport.sent();
+    assert_eq!(sent.len(), 4, "three failures, then shipped: {sent:?}");
+    for (_, batch) in &sent {
+        assert_eq!(lines(batch), [0, 1, 2], "the same lines each time");
+    }
+    for pair in sent[..3].windows(2) {
+        let waited = pair[1].0.duration_since(pair[0].0);
+        assert!(waited >= asked, "waited {waited:?} when asked {asked:?}");
+    }
+    // Unreachable: the backoff (100 ms doubled twice, jittered), no less.
+    let backoff = sent[3].0.duration_since(sent[2].0);
+    assert!(backoff >= Duration::from_millis(300), "{backoff:?}");
+    assert_eq!(recorder.backlog().records, 0);
+    assert!(events(&sent).iter().all(|e| event(e) != "dropped"));
+}
