@@ -11,6 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tailwater_model::lifecycle::Event;
 
 use serde_json::json;
 use tailwater_model::Fields;
@@ -281,7 +282,7 @@ pub fn oom_kill_record(cgroup: &MemoryCgroup, before: u64, after: u64) -> (Strin
         "out of memory: the kernel's OOM killer killed {processes} in the worker's memory cgroup{within}; oom_kill went from {before} to {after}"
     );
     let mut extra = fields(json!({
-        "event": "oom_kill",
+        "event": Event::OomKill,
         "oom_kills": killed,
         "oom_kill_count": after,
         "cgroup": cgroup.dir.display().to_string(),
@@ -297,7 +298,7 @@ pub fn oom_kill_record(cgroup: &MemoryCgroup, before: u64, after: u64) -> (Strin
 pub fn unavailable_record(reason: &str) -> (String, Fields) {
     (
         format!("OOM kills will not be reported: {reason}"),
-        fields(json!({ "event": "oom_watch_unavailable", "reason": reason })),
+        fields(json!({ "event": Event::OomWatchUnavailable, "reason": reason })),
     )
 }
 

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tailwater_model::lifecycle::{Event, EVENT};
 
 use serde_json::json;
 use tailwater_model::{Fields, Level, Stream};
@@ -215,7 +216,7 @@ impl Requests {
                 Fields::new(),
             ),
         };
-        extra.insert("event".into(), "ready".into());
+        extra.insert(EVENT.into(), Event::Ready.as_str().into());
         extra.insert("via".into(), via.into());
         extra.insert("startup_ms".into(), (elapsed.as_millis() as u64).into());
         self.recorder.system(
@@ -235,7 +236,7 @@ impl Requests {
         let mut state = lock(&self.state);
         let ticket = state.start(id, via, received);
         let mut extra = detail;
-        extra.insert("event".into(), "request_start".into());
+        extra.insert(EVENT.into(), Event::RequestStart.as_str().into());
         extra.insert("via".into(), via.as_str().into());
         extra.insert("in_flight".into(), state.len().into());
         // Under the lock: a line attributed to this request comes after its
@@ -305,7 +306,7 @@ impl Requests {
             ),
         };
         let mut extra = fields(json!({
-            "event": "request_end",
+            "event": Event::RequestEnd,
             "via": entry.via.as_str(),
             "outcome": outcome.as_str(),
             "duration_ms": duration.as_millis() as u64,
@@ -359,7 +360,7 @@ impl LineSink for Requests {
                 crate::format_duration(interval),
             ),
             fields(json!({
-                "event": "progress_collapsed",
+                "event": Event::ProgressCollapsed,
                 "output": stream.as_str(),
                 "states": collapsed.states,
                 "kept": collapsed.kept,

@@ -3,6 +3,7 @@
 //! spool counts; the recorder reports).
 
 use super::*;
+use tailwater_model::lifecycle::Event;
 
 impl Recorder {
     /// Checks and takes in what a previous agent left in the spool, one
@@ -73,7 +74,7 @@ impl Recorder {
                     "cut off {} bytes of a torn or corrupt record at the end of a spool segment in {dir} (the agent before was killed while writing it, or the disk is damaged)",
                     recovery.truncated_bytes
                 ),
-                fields(json!({ "event": "spool_truncated", "truncated_bytes": recovery.truncated_bytes })),
+                fields(json!({ "event": Event::SpoolTruncated, "truncated_bytes": recovery.truncated_bytes })),
             );
         }
         for file in &recovery.discarded {
@@ -87,7 +88,7 @@ impl Recorder {
                     recovery.records, recovery.line_bytes
                 ),
                 fields(json!({
-                    "event": "spool_recovered",
+                    "event": Event::SpoolRecovered,
                     "lines": recovery.records,
                     "bytes": recovery.line_bytes,
                     "boots": recovery.boots,

@@ -3,6 +3,7 @@
 //! and a stretch of holding back for the rate limit (`throttled`).
 
 use std::time::{Duration, Instant};
+use tailwater_model::lifecycle::Event;
 
 use jiff::Timestamp;
 use serde_json::json;
@@ -42,7 +43,7 @@ impl RateLimited {
                 crate::format_duration(self.waited),
             ),
             fields(json!({
-                "event": "server_rate_limited",
+                "event": Event::ServerRateLimited,
                 "answers": self.answers,
                 "waited_ms": self.waited.as_millis() as u64,
                 "since": self.since.to_string(),
@@ -97,7 +98,7 @@ impl Refused {
                 answer.refused, receipt.first_seq, receipt.last_seq, batch.body.boot
             ),
             fields(json!({
-                "event": "server_refused",
+                "event": Event::ServerRefused,
                 "refused_lines": answer.refused,
                 "reasons": reasons,
                 "first_seq": receipt.first_seq,
@@ -152,7 +153,7 @@ pub(super) fn report_held_back(recorder: &Recorder, held: Option<HeldBack>, limi
             limit.describe()
         ),
         fields(json!({
-            "event": "throttled",
+            "event": Event::Throttled,
             "held_lines": lines.lines,
             "held_bytes": lines.bytes,
             "since": since.to_string(),

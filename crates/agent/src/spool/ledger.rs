@@ -2,6 +2,7 @@
 //! and the tallies that count dropped records.
 
 use super::*;
+use tailwater_model::lifecycle::Event;
 
 /// Records counted for a report: how many, their bytes, their time span and
 /// their sequence numbers.
@@ -71,7 +72,7 @@ impl Tally {
     /// `dropped_bytes`, `first`, `last` (RFC 3339) and `seqs`.
     pub fn to_fields(&self) -> serde_json::Map<String, serde_json::Value> {
         let json = serde_json::json!({
-            "event": "dropped",
+            "event": Event::Dropped,
             "reason": self.reason,
             "dropped_lines": self.lines,
             "dropped_bytes": self.bytes,

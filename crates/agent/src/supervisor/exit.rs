@@ -6,6 +6,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tailwater_model::lifecycle::Event;
 
 use serde_json::json;
 use tailwater_model::{Fields, Level};
@@ -94,7 +95,7 @@ pub(super) fn report_exit(
 ) -> (i32, Fields) {
     let took = format_duration(ending.run_time);
     let mut extra = fields(json!({
-        "event": "exit",
+        "event": Event::Exit,
         "run_time_ms": ending.run_time.as_millis() as u64,
         "orphans_reaped": ending.orphans_reaped,
     }));

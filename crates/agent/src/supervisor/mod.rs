@@ -28,6 +28,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
+use tailwater_model::lifecycle::Event;
 
 use serde_json::json;
 use tailwater_model::Level;
@@ -62,7 +63,7 @@ fn record_restart_limit(config: &AgentConfig, recorder: &Recorder, restarts: u32
             "not restarting the worker: it was restarted {restarts} times already (--restart-max {})",
             config.restart_max
         ),
-        fields(json!({ "event": "restart_limit", "restarts": restarts, "restart_max": config.restart_max })),
+        fields(json!({ "event": Event::RestartLimit, "restarts": restarts, "restart_max": config.restart_max })),
     );
 }
 
@@ -88,7 +89,7 @@ fn record_restart(
             run.ending,
         ),
         fields(json!({
-            "event": "restart",
+            "event": Event::Restart,
             "attempt": restarts,
             "restart_max": config.restart_max,
             "policy": config.restart.as_str(),
@@ -111,7 +112,7 @@ fn record_restart_cancelled(recorder: &Recorder, restarts: u32, number: libc::c_
             run.ending
         ),
         fields(json!({
-            "event": "restart_cancelled",
+            "event": Event::RestartCancelled,
             "attempt": restarts,
             "stop_signal": number,
             "stop_signal_name": name,
@@ -281,7 +282,7 @@ async fn wait_forwarding_signals(
                             format_duration(stop_timeout)
                         ),
                         fields(json!({
-                            "event": "stop",
+                            "event": Event::Stop,
                             "signal": number,
                             "signal_name": name,
                             "stop_timeout_ms": stop_timeout.as_millis() as u64,
@@ -297,7 +298,7 @@ async fn wait_forwarding_signals(
                         "the worker did not exit within {} of being asked to stop (--stop-timeout): sent SIGKILL",
                         format_duration(stop_timeout)
                     ),
-                    fields(json!({ "event": "stop_timeout", "stop_timeout_ms": stop_timeout.as_millis() as u64 })),
+                    fields(json!({ "event": Event::StopTimeout, "stop_timeout_ms": stop_timeout.as_millis() as u64 })),
                 );
                 stop_deadline = None;
             }

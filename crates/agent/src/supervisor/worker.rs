@@ -6,6 +6,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+use tailwater_model::lifecycle::Event;
 
 use serde_json::json;
 use tailwater_model::{Fields, Level, Stream};
@@ -60,7 +61,7 @@ pub(super) fn spawn_failed(
     recorder.system(
         Level::Error,
         message,
-        fields(json!({ "event": "spawn_failed", "command": config.command, "error": error.to_string() })),
+        fields(json!({ "event": Event::SpawnFailed, "command": config.command, "error": error.to_string() })),
     );
     code
 }
@@ -227,7 +228,7 @@ fn record_start(config: &AgentConfig, shared: &Shared<'_>, role: &InitRole, pid:
             recorder.runner()
         ),
         fields(json!({
-            "event": "start",
+            "event": Event::Start,
             "command": config.command,
             "pid": pid,
             "boot": recorder.boot(),
@@ -309,7 +310,7 @@ fn ended(
         recorder.system(
             Level::Error,
             error.into(),
-            fields(json!({ "event": "exit", "error": error })),
+            fields(json!({ "event": Event::Exit, "error": error })),
         );
         return Run {
             code: 1,
