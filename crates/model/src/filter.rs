@@ -9,6 +9,7 @@ use jiff::Timestamp;
 
 use crate::matcher::{Matcher, Pattern, Substring};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
+use crate::time::timestamp_ns;
 use crate::words::Phrase;
 
 /// Conditions a record must meet, all of them; every `None` (and an empty
@@ -311,11 +312,6 @@ impl IdRange {
         let through = u64::from_be_bytes(bytes[9..17].try_into().unwrap());
         (after < through).then_some(IdRange { after, through })
     }
-}
-
-/// Nanoseconds since the Unix epoch, saturated to `i64` (years 1677–2262).
-pub fn timestamp_ns(ts: Timestamp) -> i64 {
-    ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Times and durations as people type them: `90s`, `15m`, `2h`, `7d`,
-//! `1h30m`, RFC 3339 timestamps, and `now`.
+//! `1h30m`, RFC 3339 timestamps, and `now`; and a time as the nanoseconds
+//! since the Unix epoch that stores, spools and columns keep.
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
@@ -34,6 +35,23 @@ pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
     })?;
     now.checked_sub(ago)
         .map_err(|_| format!("time '{text}' is too far in the past"))
+}
+
+/// Nanoseconds since the Unix epoch, saturated to `i64` (years 1677–2262).
+pub fn timestamp_ns(ts: Timestamp) -> i64 {
+    ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+/// The time `ns` nanoseconds after the Unix epoch: the inverse of
+/// [`timestamp_ns`]. Every `i64` is in jiff's range (years -9999–9999), so
+/// this never fails; the saturation is only there so no caller needs a
+/// fallback of its own.
+pub fn timestamp_from_ns(ns: i64) -> Timestamp {
+    Timestamp::from_nanosecond(i128::from(ns)).unwrap_or(if ns < 0 {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
 }
 
 #[cfg(test)]
@@ -86,5 +104,20 @@ mod tests {
         assert!(parse_time("yesterday-ish", now)
             .unwrap_err()
             .contains("RFC 3339"));
+    }
+
+    #[test]
+    fn nanoseconds_and_times_round_trip_over_the_whole_i64_range() {
+        for ns in [i64::MIN, -1, 0, 1, 1_763_600_000_123_456_789, i64::MAX] {
+            assert_eq!(timestamp_ns(timestamp_from_ns(ns)), ns);
+        }
+        assert_eq!(
+            timestamp_from_ns(1_763_600_000_123_456_789),
+            "2025-11-20T00:53:20.123456789Z"
+                .parse::<Timestamp>()
+                .unwrap()
+        );
+        assert_eq!(timestamp_ns(Timestamp::MAX), i64::MAX, "saturates");
+        assert_eq!(timestamp_ns(Timestamp::MIN), i64::MIN, "saturates");
     }
 }

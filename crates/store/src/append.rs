@@ -374,7 +374,7 @@ impl Clock {
 }
 
 fn clamped_ns(ts: jiff::Timestamp) -> i64 {
-    tailwater_model::filter::timestamp_ns(ts)
+    tailwater_model::time::timestamp_ns(ts)
 }
 
 /// Records of one append refused for one reason: how many, and the oldest

@@ -16,7 +16,7 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
 use crate::cache::BlockCache;

@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::{timestamp_from_ns, timestamp_ns};
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
 use super::bloom::{BloomBuilder, WordBloom};
@@ -459,8 +459,7 @@ impl DecodedBlock {
             };
         Ok(LogRecord {
             id: self.ids[index],
-            ts: jiff::Timestamp::from_nanosecond(i128::from(self.ts[index]))
-                .map_err(|error| error.to_string())?,
+            ts: timestamp_from_ns(self.ts[index]),
             tenant: self.tenant.clone(),
             app: self.labels.app.clone(),
             version: self.labels.version.clone(),
