@@ -20,6 +20,13 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
     Ok(duration)
 }
 
+/// [`parse_duration`] as a [`std::time::Duration`], the type settings and
+/// timers take: the value parser of every duration flag.
+pub fn parse_std_duration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = parse_duration(text)?;
+    std::time::Duration::try_from(duration).map_err(|error| error.to_string())
+}
+
 /// Parses a point in time: RFC 3339 (`2026-11-20T10:00:00Z`), `now`, or a
 /// duration meaning that long before `now` (`15m`).
 pub fn parse_time(text: &str, now: Timestamp) -> Result<Timestamp, String> {
@@ -81,6 +88,17 @@ mod tests {
             parse_duration("250ms").unwrap(),
             SignedDuration::from_millis(250)
         );
+    }
+
+    #[test]
+    fn durations_for_settings_and_timers() {
+        assert_eq!(
+            parse_std_duration("1h30m").unwrap(),
+            std::time::Duration::from_secs(5400)
+        );
+        assert!(parse_std_duration("soon")
+            .unwrap_err()
+            .contains("such as 90s"));
     }
 
     #[test]
