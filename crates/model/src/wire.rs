@@ -280,6 +280,18 @@ impl LogsParams {
         pairs
     }
 
+    /// The parameters as a query string (`app=sdxl&limit=100`), every name
+    /// and value percent-encoded: `GET /v1/logs?` followed by this asks for
+    /// exactly these parameters.
+    pub fn to_query_string(&self) -> String {
+        let pairs: Vec<String> = self
+            .to_pairs()
+            .iter()
+            .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
+            .collect();
+        pairs.join("&")
+    }
+
     /// The parameters that describe `query` (times as RFC 3339): the inverse
     /// of [`LogsParams::to_query`].
     pub fn from_query(query: &Query) -> LogsParams {
@@ -998,6 +1010,21 @@ pub struct AppStatus {
     pub stored_bytes: u64,
 }
 
+/// `text` with every byte but the unreserved ones (ASCII letters, digits,
+/// `-`, `.`, `_`, `~`) written `%XX`: safe as one path segment or one query
+/// name or value, whatever it holds.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1168,6 +1195,22 @@ mod tests {
             serde_urlencoded::to_string(LogsParams::default()).unwrap(),
             ""
         );
+        // As the query string a client sends.
+        let sent = params.to_query_string();
+        assert!(sent.contains("runner_re=gpu-%28a%7Cb%29"), "{sent}");
+        assert_eq!(
+            serde_urlencoded::from_str::<LogsParams>(&sent).unwrap(),
+            params
+        );
+        assert_eq!(LogsParams::default().to_query_string(), "");
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(percent_encode("abc-_.~XYZ09"), "abc-_.~XYZ09");
+        assert_eq!(percent_encode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+        assert_eq!(percent_encode("a b&c?d#é"), "a%20b%26c%3Fd%23%C3%A9");
+        assert_eq!(percent_encode(""), "");
     }
 
     #[test]
