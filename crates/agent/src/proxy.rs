@@ -38,6 +38,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
+use tailwater_model::wire::ErrorBody;
 use tokio::net::TcpListener;
 
 use crate::outbox::fields;
@@ -534,7 +535,8 @@ fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 }
 
 fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = json!({ "error": { "code": code, "message": message } }).to_string();
+    let body =
+        serde_json::to_string(&ErrorBody::new(code, message)).expect("an error body serializes");
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")

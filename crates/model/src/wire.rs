@@ -687,6 +687,19 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+impl ErrorBody {
+    /// The body of every error answer, from the server's API and from the
+    /// agent's proxy alike.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
 /// Where a runner's life stands (`GET /v1/runners`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1203,6 +1216,15 @@ mod tests {
             params
         );
         assert_eq!(LogsParams::default().to_query_string(), "");
+    }
+
+    #[test]
+    fn an_error_body_has_the_api_shape() {
+        assert_eq!(
+            serde_json::to_value(ErrorBody::new("bad_gateway", "the worker is not listening"))
+                .unwrap(),
+            serde_json::json!({"error": {"code": "bad_gateway", "message": "the worker is not listening"}})
+        );
     }
 
     #[test]
