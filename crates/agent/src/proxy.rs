@@ -38,10 +38,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
+use tailwater_model::fields_of;
 use tailwater_model::wire::ErrorBody;
 use tokio::net::TcpListener;
 
-use crate::outbox::fields;
 use crate::requests::{Outcome, Ready, Requests, Ticket, Via, Which};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -186,7 +186,7 @@ impl Proxy {
         let id = client_request_id(request.headers()).unwrap_or_else(new_request_id);
         let id_header =
             HeaderValue::from_str(&id).expect("a checked or generated id is a header value");
-        let detail = fields(json!({
+        let detail = fields_of(json!({
             "method": request.method().as_str(),
             "path": request.uri().path(),
         }));

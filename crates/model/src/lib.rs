@@ -38,5 +38,5 @@ pub mod words;
 pub use filter::{Cursor, Direction, Filter, IdRange, Labels, Query};
 pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
-pub use record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
+pub use record::{fields_of, Fields, FieldsJson, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

@@ -11,6 +11,15 @@ use serde_json::value::RawValue;
 /// Extra structured fields of a record: a JSON object.
 pub type Fields = serde_json::Map<String, serde_json::Value>;
 
+/// The fields of a JSON object (`json!({"event": "exit"})`); anything else
+/// has none, so a record is never lost to the shape of its fields.
+pub fn fields_of(value: serde_json::Value) -> Fields {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => Fields::new(),
+    }
+}
+
 /// An ingested record's fields as the compact JSON text of an object, the
 /// form the store keeps them in: ingest carries the text from the wire to
 /// the store without building a map of it (most records are neither
@@ -547,6 +556,15 @@ mod tests {
 
     fn fields_json(json: &str) -> Result<FieldsJson, String> {
         serde_json::from_str(json).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn fields_of_an_object_and_of_anything_else() {
+        let fields = fields_of(serde_json::json!({"event": "exit", "code": 0}));
+        assert_eq!(fields["event"], "exit");
+        assert_eq!(fields.len(), 2);
+        assert!(fields_of(serde_json::json!([1, 2])).is_empty());
+        assert!(fields_of(serde_json::Value::Null).is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::filter::{Cursor, Direction, Filter, Query};
 use crate::matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
-use crate::record::{FieldsJson, Level, LogRecord, Source, Stream};
+use crate::record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
 
@@ -47,6 +47,29 @@ pub struct IngestRecord {
     pub fields: FieldsJson,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invalid_utf8: bool,
+}
+
+impl IngestRecord {
+    /// A record the platform writes itself, on the `system` stream: an
+    /// agent's lifecycle event, a server's notice in a runner's logs.
+    pub fn system(
+        seq: u64,
+        ts: Timestamp,
+        level: Level,
+        message: String,
+        fields: Fields,
+    ) -> IngestRecord {
+        IngestRecord {
+            seq,
+            ts,
+            stream: Stream::System,
+            level,
+            request_id: None,
+            message,
+            fields: FieldsJson::from_map(&fields),
+            invalid_utf8: false,
+        }
+    }
 }
 
 /// The answer to an ingest: how many records were new, and how many had been
@@ -1216,6 +1239,23 @@ mod tests {
             params
         );
         assert_eq!(LogsParams::default().to_query_string(), "");
+    }
+
+    #[test]
+    fn a_system_record_is_on_the_system_stream_with_its_fields() {
+        let ts = Timestamp::UNIX_EPOCH;
+        let fields = crate::fields_of(serde_json::json!({"event": "lost"}));
+        let record = IngestRecord::system(7, ts, Level::Warn, "gone".into(), fields.clone());
+        assert_eq!(
+            (record.seq, record.ts, record.stream),
+            (7, ts, Stream::System)
+        );
+        assert_eq!(
+            (record.level, record.message.as_str()),
+            (Level::Warn, "gone")
+        );
+        assert_eq!(record.request_id, None);
+        assert_eq!(record.fields.to_map(), fields);
     }
 
     #[test]

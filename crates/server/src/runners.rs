@@ -40,7 +40,7 @@ use serde_json::json;
 use tailwater_model::wire::{
     IngestBatch, IngestRecord, IngestResponse, Runner, RunnerExit, RunnerRequests, RunnerState,
 };
-use tailwater_model::{Fields, FieldsJson, Filter, Level, LogRecord, Source, Stream};
+use tailwater_model::{fields_of, Fields, Filter, Level, LogRecord, Source, Stream};
 use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -748,9 +748,8 @@ impl Entry {
 
     fn notice(&self, level: Level, message: String, fields: serde_json::Value) -> Notice {
         let now = Timestamp::now();
-        let serde_json::Value::Object(fields) = fields else {
-            unreachable!("notice fields are an object")
-        };
+        // Unique per notice, and rising: the time in µs.
+        let seq = u64::try_from(now.as_microsecond()).unwrap_or_default();
         Notice {
             tenant: self.runner.tenant.clone(),
             batch: IngestBatch {
@@ -759,17 +758,13 @@ impl Entry {
                 runner: self.runner.runner.clone(),
                 boot: format!("{}{SERVER_BOOT_SUFFIX}", self.runner.boot),
                 source: self.runner.source,
-                records: vec![IngestRecord {
-                    // Unique per notice, and rising: the time in µs.
-                    seq: u64::try_from(now.as_microsecond()).unwrap_or_default(),
-                    ts: now,
-                    stream: Stream::System,
+                records: vec![IngestRecord::system(
+                    seq,
+                    now,
                     level,
-                    request_id: None,
                     message,
-                    fields: FieldsJson::from_map(&fields),
-                    invalid_utf8: false,
-                }],
+                    fields_of(fields),
+                )],
             },
         }
     }
