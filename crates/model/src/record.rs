@@ -318,6 +318,17 @@ impl Level {
         Level::Fatal,
     ];
 
+    /// The level as one byte, as stored parts and spools keep it: its rank,
+    /// from 0 (trace). Written to disk, so never renumbered.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The level of a [`Level::code`]; `None` for a byte that is none.
+    pub fn from_code(code: u8) -> Option<Level> {
+        Level::ALL.get(usize::from(code)).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Trace => "trace",
@@ -386,6 +397,23 @@ pub enum Stream {
 }
 
 impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::System];
+
+    /// The stream as one byte, as stored parts and spools keep it: 0
+    /// stdout, 1 stderr, 2 system. Written to disk, so never renumbered.
+    pub fn code(self) -> u8 {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+            Stream::System => 2,
+        }
+    }
+
+    /// The stream of a [`Stream::code`]; `None` for a byte that is none.
+    pub fn from_code(code: u8) -> Option<Stream> {
+        Stream::ALL.get(usize::from(code)).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
@@ -556,6 +584,22 @@ mod tests {
 
     fn fields_json(json: &str) -> Result<FieldsJson, String> {
         serde_json::from_str(json).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn level_and_stream_codes_are_the_bytes_on_disk() {
+        // Parts and spools already written hold these bytes.
+        let levels = Level::ALL.map(Level::code);
+        assert_eq!(levels, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(Stream::ALL.map(Stream::code), [0, 1, 2]);
+        for level in Level::ALL {
+            assert_eq!(Level::from_code(level.code()), Some(level));
+        }
+        for stream in Stream::ALL {
+            assert_eq!(Stream::from_code(stream.code()), Some(stream));
+        }
+        assert_eq!(Level::from_code(6), None);
+        assert_eq!(Stream::from_code(3), None);
     }
 
     #[test]
