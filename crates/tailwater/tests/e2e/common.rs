@@ -16,12 +16,80 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tailwater")
 }
 
+/// A port that was free a moment ago, only for what must be named before
+/// anything binds it: an agent's proxy and its worker's port, a server an
+/// agent is pointed at before it starts. Another process may take it
+/// meanwhile; a server started now binds [`ANY_PORT`] instead.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `--listen 127.0.0.1:ANY_PORT`: the kernel picks a free port as the
+/// server binds it, and the server says which ([`announced_port`]). A port
+/// found free beforehand may be taken by the time the server binds it.
+pub const ANY_PORT: u16 = 0;
+
+/// The port in the first line of `output` that announces an address
+/// ([`announced_in`]), within 20 s. The rest of `output` is read and dropped on a
+/// thread, so the process never blocks on a full pipe.
+pub fn announced_port(output: impl Read + Send + 'static) -> u16 {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(output).lines();
+        let mut sender = Some(sender);
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(port) = announced_in(&line) {
+                if let Some(sender) = sender.take() {
+                    let _ = sender.send(port);
+                }
+            }
+        }
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the process announces `listening on http://HOST:PORT` within 20 s")
+}
+
+/// The port of the address `line` announces: `tailwater server listening
+/// on http://HOST:PORT …`, or the `server  http://HOST:PORT` line of the
+/// banners of `tailwater dev` and `tailwater demo`.
+pub fn announced_in(line: &str) -> Option<u16> {
+    let line = line.trim_start();
+    let rest = match line.split_once("listening on ") {
+        Some((_, rest)) => rest,
+        None => line.strip_prefix("server ")?,
+    };
+    let url = rest.split_whitespace().next()?;
+    let authority = url.split("://").nth(1)?;
+    authority
+        .split('/')
+        .next()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn announced_addresses_are_read() {
+    assert_eq!(
+        announced_in("tailwater server listening on http://127.0.0.1:43017 (data in /d)"),
+        Some(43017)
+    );
+    assert_eq!(
+        announced_in("sink listening on https://[::1]:8443"),
+        Some(8443)
+    );
+    assert_eq!(
+        announced_in("  server    http://127.0.0.1:9 (web UI: …)"),
+        Some(9)
+    );
+    assert_eq!(announced_in("  token     tw_abc"), None);
 }
 
 /// A `tailwater server` child process; killed when dropped.
@@ -39,12 +107,13 @@ impl TestServer {
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut server = TestServer::start_on(free_port(), &data);
+        let mut server = TestServer::start_on(ANY_PORT, &data);
         server._dir = Some(dir);
         server
     }
 
-    /// A server on `port` over `data`, once it answers health checks.
+    /// A server on `port` (or on any free one: [`ANY_PORT`]) over `data`,
+    /// once it answers health checks.
     pub fn start_on(port: u16, data: &Path) -> TestServer {
         TestServer::start_on_with(port, data, &[])
     }
@@ -81,15 +150,16 @@ impl TestServer {
     }
 
     fn start_command(port: u16, data: &Path, flags: &[&str], mut command: Command) -> TestServer {
-        let child = command
+        let mut child = command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data)
             .args(flags)
             .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
             .env("TAILWATER_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let port = announced_port(child.stdout.take().expect("piped"));
         let server = TestServer {
             port,
             spool: data.parent().unwrap_or(data).join("spool"),

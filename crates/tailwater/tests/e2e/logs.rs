@@ -302,8 +302,8 @@ echo 'plain'
 fn follow_across_a_server_restart_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     let ingest = |seqs| ingest_seqs(port, "restart", seqs);
     ingest(0..20);
 

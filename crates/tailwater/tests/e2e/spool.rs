@@ -266,7 +266,7 @@ fn two_agents_without_runner_on_one_host_and_spool_both_run_as_different_runners
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let stop = dir.path().join("stop");
-    let server = TestServer::start_on(free_port(), &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
     let app = "spool-twins";
     let host = "twin-host";
     let worker = |name: &str| {
@@ -365,9 +365,9 @@ fn a_server_away_for_a_while_gets_every_line_once_in_order() {
     const LINES: usize = 1200;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     let app = "spool-outage";
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     let worker = agent(
         port,
         &dir.path().join("spool"),
