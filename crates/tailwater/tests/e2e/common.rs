@@ -174,6 +174,18 @@ impl TestServer {
         server
     }
 
+    /// The live tail connections open now, as `/metrics` counts them
+    /// (`tailwater_tail_clients`, summed over tenants).
+    pub fn tail_clients(&self) -> u64 {
+        let (status, metrics) = http("GET", self.port, "/metrics", Some(TOKEN), None);
+        assert_eq!(status, 200, "{metrics}");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("tailwater_tail_clients"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// The server process's id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the server runs").id()
@@ -523,6 +535,8 @@ pub struct Relay {
 struct RelayState {
     down: bool,
     open: Vec<TcpStream>,
+    /// Connections closed at once because the relay was down.
+    refused: u64,
 }
 
 impl Relay {
@@ -536,6 +550,7 @@ impl Relay {
                 let Ok(client) = client else { return };
                 let mut state = shared.lock().unwrap();
                 if state.down {
+                    state.refused += 1;
                     continue; // dropped: closed at once
                 }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
@@ -556,6 +571,11 @@ impl Relay {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// How many connections were closed at once while the relay was down.
+    pub fn refused(&self) -> u64 {
+        self.state.lock().unwrap().refused
     }
 
     /// Cuts every open connection and refuses new ones (`true`), or lets
