@@ -424,7 +424,9 @@ async fn a_silent_runner_is_lost_with_a_notice_and_returns_with_another() {
     assert_eq!(state(&done), "exited");
     let events = done["events"].as_array().unwrap();
     assert!(
-        events.iter().all(|record| record["fields"]["event"] != "lost"),
+        events
+            .iter()
+            .all(|record| record["fields"]["event"] != "lost"),
         "{done}"
     );
     server.shutdown().await.unwrap();

@@ -169,6 +169,8 @@ fn kill_9_during_ingest(flags: &[&str]) {
     let data = dir.path().join("data");
     let server = TestServer::start_on_with(ANY_PORT, &data, flags);
     let port = server.port;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = progress.clone();
     let writer = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
         for start in (0u64..).step_by(20) {
@@ -183,10 +185,15 @@ fn kill_9_during_ingest(flags: &[&str]) {
                 break; // the server is gone
             }
             acknowledged.push(start);
+            written.store(acknowledged.len(), std::sync::atomic::Ordering::Relaxed);
         }
         acknowledged
     });
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Killed mid-stream, once enough is acknowledged that a small memtable
+    // has been flushed several times over.
+    wait_for("50 acknowledged batches", Duration::from_secs(30), || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= 50
+    });
     server.kill_9();
     let acknowledged = writer.join().unwrap();
     assert!(
