@@ -1,6 +1,8 @@
 //! Times and durations as people type them: `90s`, `15m`, `2h`, `7d`,
-//! `1h30m`, RFC 3339 timestamps, and `now`; and a time as the nanoseconds
-//! since the Unix epoch that stores, spools and columns keep.
+//! `1h30m`, RFC 3339 timestamps, and `now`; durations as people read them
+//! (the one home of that text: [`format_duration`], [`format_rough`],
+//! [`format_setting`]); and a time as the nanoseconds since the Unix epoch
+//! that stores, spools and columns keep.
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
@@ -25,6 +27,43 @@ pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
 pub fn parse_std_duration(text: &str) -> Result<std::time::Duration, String> {
     let duration = parse_duration(text)?;
     std::time::Duration::try_from(duration).map_err(|error| error.to_string())
+}
+
+/// A duration for people, to about two digits: `153ms`, `8s`, `2.4s`,
+/// `3m05s`, `2h10m`.
+pub fn format_duration(duration: std::time::Duration) -> String {
+    let millis = duration.as_millis();
+    let seconds = duration.as_secs();
+    match millis {
+        0..1_000 => format!("{millis}ms"),
+        1_000..60_000 if duration.subsec_millis() == 0 => format!("{seconds}s"),
+        1_000..60_000 => format!("{:.1}s", duration.as_secs_f64()),
+        60_000..3_600_000 => format!("{}m{:02}s", seconds / 60, seconds % 60),
+        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
+    }
+}
+
+/// A duration in its largest whole unit, for ages and notices: `12s`,
+/// `3m`, `2h`, `4d`. The sign is left to the caller (`3m ago`, `in 3m`).
+pub fn format_rough(duration: SignedDuration) -> String {
+    let (amount, unit) = match duration.as_secs().unsigned_abs() {
+        s @ 0..60 => (s, "s"),
+        s @ 60..3600 => (s / 60, "m"),
+        s @ 3600..86400 => (s / 3600, "h"),
+        s => (s / 86400, "d"),
+    };
+    format!("{amount}{unit}")
+}
+
+/// A duration as a setting is written, in the largest unit that divides it
+/// (`7d`, `1h`, `15m`, `90s`): [`parse_duration`] reads it back exactly.
+pub fn format_setting(duration: std::time::Duration) -> String {
+    match duration.as_secs() {
+        s if s % 86400 == 0 && s > 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 /// Parses a point in time: RFC 3339 (`2026-11-20T10:00:00Z`), `now`, or a
@@ -99,6 +138,43 @@ mod tests {
         assert!(parse_std_duration("soon")
             .unwrap_err()
             .contains("such as 90s"));
+    }
+
+    #[test]
+    fn durations_for_people() {
+        let ms = std::time::Duration::from_millis;
+        assert_eq!(format_duration(ms(153)), "153ms");
+        assert_eq!(format_duration(ms(8_000)), "8s");
+        assert_eq!(format_duration(ms(2_449)), "2.4s");
+        assert_eq!(format_duration(ms(185_000)), "3m05s");
+        assert_eq!(format_duration(ms(7_800_000)), "2h10m");
+    }
+
+    #[test]
+    fn rough_durations_in_their_largest_whole_unit() {
+        let secs = SignedDuration::from_secs;
+        assert_eq!(format_rough(secs(0)), "0s");
+        assert_eq!(format_rough(secs(59)), "59s");
+        assert_eq!(format_rough(secs(179)), "2m");
+        assert_eq!(format_rough(secs(7300)), "2h");
+        assert_eq!(format_rough(secs(4 * 86400 + 5)), "4d");
+        assert_eq!(format_rough(secs(-3)), "3s");
+    }
+
+    #[test]
+    fn settings_are_written_as_they_are_read() {
+        for text in ["7d", "1h", "15m", "90s", "0s", "25h"] {
+            let duration = parse_std_duration(text).unwrap();
+            assert_eq!(
+                parse_std_duration(&format_setting(duration)).unwrap(),
+                duration
+            );
+        }
+        assert_eq!(
+            format_setting(std::time::Duration::from_secs(2 * 86400)),
+            "2d"
+        );
+        assert_eq!(format_setting(std::time::Duration::from_secs(5400)), "90m");
     }
 
     #[test]

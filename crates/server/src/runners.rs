@@ -37,6 +37,7 @@ use anyhow::Context;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tailwater_model::time::format_rough;
 use tailwater_model::wire::{
     IngestBatch, IngestRecord, IngestResponse, Runner, RunnerExit, RunnerRequests, RunnerState,
 };
@@ -776,8 +777,8 @@ impl Entry {
             format!(
                 "runner {} is lost: nothing heard from its agent for {} (the server's --heartbeat-timeout is {}); it may have been killed, or cut off from the server",
                 self.runner.runner,
-                human(silent),
-                human(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX)),
+                format_rough(silent),
+                format_rough(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX)),
             ),
             json!({
                 "event": "lost",
@@ -795,7 +796,7 @@ impl Entry {
             format!(
                 "runner {} is back after {} of silence",
                 self.runner.runner,
-                human(silent)
+                format_rough(silent)
             ),
             json!({
                 "event": "returned",
@@ -808,13 +809,3 @@ impl Entry {
 
 /// SIGKILL's number, the same on every Unix.
 const SIGKILL: i32 = 9;
-
-/// `90s`, `12m`, `3h` — whole units, for notices.
-fn human(duration: SignedDuration) -> String {
-    let seconds = duration.as_secs().max(0);
-    match seconds {
-        0..=119 => format!("{seconds}s"),
-        120..=7199 => format!("{}m", seconds / 60),
-        _ => format!("{}h", seconds / 3600),
-    }
-}

@@ -17,6 +17,7 @@ use anstyle::{AnsiColor, Style};
 use clap::{Args, ValueEnum};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use tailwater_model::time::format_rough;
 use tailwater_model::{Level, LogRecord, Stream};
 
 /// The output flags every command that prints records shares.
@@ -288,17 +289,11 @@ fn sgr_length(text: &str) -> Option<usize> {
 /// `12s ago`, `3m ago`, `2h ago`, `4d ago`; `now` within a second.
 fn relative(ts: Timestamp, now: Timestamp) -> String {
     let seconds = now.as_second() - ts.as_second();
-    let (amount, unit) = match seconds.unsigned_abs() {
-        0 => return "now".to_owned(),
-        s @ 1..60 => (s, "s"),
-        s @ 60..3600 => (s / 60, "m"),
-        s @ 3600..86400 => (s / 3600, "h"),
-        s => (s / 86400, "d"),
-    };
-    if seconds < 0 {
-        format!("in {amount}{unit}")
-    } else {
-        format!("{amount}{unit} ago")
+    let rough = format_rough(jiff::SignedDuration::from_secs(seconds));
+    match seconds {
+        0 => "now".to_owned(),
+        ..0 => format!("in {rough}"),
+        _ => format!("{rough} ago"),
     }
 }
 
