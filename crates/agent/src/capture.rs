@@ -24,6 +24,7 @@ use tokio::io::Interest;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::lock;
 use crate::outbox::{fields, Outbox};
 use crate::requests::Requests;
 
@@ -694,10 +695,6 @@ fn report_collapsed(outbox: &Outbox, stream: Stream, collapsed: Collapsed, inter
             "interval_ms": interval.as_millis() as u64,
         })),
     );
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

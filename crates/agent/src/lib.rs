@@ -333,3 +333,28 @@ async fn stop_signal() -> i32 {
 
 /// A duration for people: `153ms`, `2.4s`, `3m05s` (its home is the model).
 pub use tailwater_model::time::format_duration;
+
+/// The guard of `mutex`, even when a thread panicked holding it: the
+/// agent's shared state stays usable (a panicked capture task must not
+/// stop the worker's other output from being recorded).
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    #[test]
+    fn a_poisoned_lock_still_gives_its_value() {
+        let mutex = Mutex::new(7);
+        let _ = std::panic::catch_unwind(|| {
+            let _guard = mutex.lock().unwrap();
+            panic!("poisons the lock");
+        });
+        assert!(mutex.is_poisoned());
+        assert_eq!(*super::lock(&mutex), 7);
+    }
+}

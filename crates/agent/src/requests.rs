@@ -26,6 +26,7 @@ use serde_json::json;
 use tailwater_model::{Fields, Level};
 
 use crate::capture::OutputSync;
+use crate::lock;
 use crate::outbox::{fields, Outbox};
 
 /// How long a request mark waits for the capture to catch up before it
@@ -330,10 +331,6 @@ pub enum Which<'a> {
     Ticket(Ticket),
     /// The oldest in flight with this id.
     Id(&'a str),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
