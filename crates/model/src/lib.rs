@@ -14,7 +14,10 @@
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
 //! - [`tenancy`]: the HTTP bodies of tenants, apps, their settings and
 //!   scoped tokens.
-//! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
+//! - [`text`]: a record as one line of text ([`LogRecord::text_line`]),
+//!   plain or in a caller's [`text::TextStyle`].
+//! - [`time`]: times and durations as people type and read them (`15m`,
+//!   RFC 3339), and nanoseconds since the epoch.
 //! - [`words`]: what full-text search matches: whole words and phrases.
 //!
 //! ```
@@ -31,6 +34,7 @@ pub mod matcher;
 pub mod parse;
 pub mod record;
 pub mod tenancy;
+pub mod text;
 pub mod time;
 pub mod wire;
 pub mod words;

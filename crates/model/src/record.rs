@@ -502,85 +502,9 @@ pub struct LogRecord {
     pub invalid_utf8: bool,
 }
 
-impl LogRecord {
-    /// The record as one line of plain text, the one home of that layout:
-    /// `2026-11-21T10:00:00.123456789Z sdxl r-1a2b stderr ERROR [req-7] message`.
-    /// The time is in full unless the formatter is given a precision
-    /// (`{:.3}`); line breaks inside the message are written `\n` and `\r`,
-    /// so a record is always one line.
-    pub fn text_line(&self) -> TextLine<'_> {
-        TextLine(self)
-    }
-}
-
-/// [`LogRecord::text_line`].
-pub struct TextLine<'a>(&'a LogRecord);
-
-impl fmt::Display for TextLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let record = self.0;
-        match f.precision() {
-            Some(digits) => write!(f, "{:.digits$}", record.ts)?,
-            None => write!(f, "{}", record.ts)?,
-        }
-        let level = record.level.as_str().to_ascii_uppercase();
-        write!(
-            f,
-            " {} {} {:<6} {:<5} ",
-            record.app,
-            record.runner,
-            record.stream.as_str(),
-            level
-        )?;
-        if let Some(request) = &record.request_id {
-            write!(f, "[{request}] ")?;
-        }
-        if record.stream == Stream::System {
-            f.write_str("tailwater: ")?;
-        }
-        let mut rest = record.message.as_str();
-        while let Some(at) = rest.find(['\n', '\r']) {
-            f.write_str(&rest[..at])?;
-            f.write_str(if rest.as_bytes()[at] == b'\n' {
-                "\\n"
-            } else {
-                "\\r"
-            })?;
-            rest = &rest[at + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_record_is_one_line_of_text() {
-        let record = LogRecord {
-            id: 1,
-            ts: "2026-11-21T10:00:00.123456789Z".parse().unwrap(),
-            tenant: "t".into(),
-            app: "sdxl".into(),
-            version: String::new(),
-            runner: "r-1".into(),
-            boot: "b".into(),
-            seq: 0,
-            source: Source::Run,
-            stream: Stream::Stderr,
-            level: Level::Error,
-            request_id: Some("req-7".into()),
-            message: "two\nlines\r".into(),
-            fields: Fields::new(),
-            invalid_utf8: false,
-        };
-        assert_eq!(
-            record.text_line().to_string(),
-            "2026-11-21T10:00:00.123456789Z sdxl r-1 stderr ERROR [req-7] two\\nlines\\r"
-        );
-        assert!(format!("{:.3}", record.text_line()).starts_with("2026-11-21T10:00:00.123Z sdxl"));
-    }
 
     fn fields_json(json: &str) -> Result<FieldsJson, String> {
         serde_json::from_str(json).map_err(|error| error.to_string())
