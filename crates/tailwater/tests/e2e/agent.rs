@@ -103,7 +103,9 @@ fn a_command_that_cannot_start_is_reported() {
 
 #[test]
 fn a_server_started_after_the_worker_still_receives_every_line_once() {
-    let port = free_port();
+    // The agent's address from the start; the server comes later.
+    let relay = Relay::without_server();
+    let port = relay.port;
     let dir = tempfile::tempdir().unwrap();
     let mut agent = Command::new(binary())
         .args([
@@ -133,7 +135,8 @@ fn a_server_started_after_the_worker_still_receives_every_line_once() {
     let echoed = lines_of(agent.stdout.take().unwrap());
     line_containing(&echoed, "line 300", Duration::from_secs(20))
         .unwrap_or_else(|seen| panic!("the worker's last line was not echoed: {seen:?}"));
-    let server = TestServer::start_on(port, &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
+    relay.connect_to(server.port);
     let output = agent.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
 

@@ -526,6 +526,9 @@ pub fn ingest_batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> Stri
 
 /// A TCP relay on loopback in front of a server, to make network blips:
 /// while it is down, open connections are cut and new ones closed at once.
+/// Also the address of a server that does not exist yet
+/// ([`Relay::without_server`]): the relay holds the port from the start, so
+/// nothing else can take it before the server comes.
 pub struct Relay {
     pub port: u16,
     state: std::sync::Arc<std::sync::Mutex<RelayState>>,
@@ -534,6 +537,8 @@ pub struct Relay {
 #[derive(Default)]
 struct RelayState {
     down: bool,
+    /// The server's port; none yet for [`Relay::without_server`].
+    target: Option<u16>,
     open: Vec<TcpStream>,
     /// Connections closed at once because the relay was down.
     refused: u64,
@@ -541,6 +546,14 @@ struct RelayState {
 
 impl Relay {
     pub fn start(target: u16) -> Relay {
+        let relay = Relay::without_server();
+        relay.connect_to(target);
+        relay
+    }
+
+    /// A relay with no server behind it yet: every connection is closed at
+    /// once until [`Relay::connect_to`].
+    pub fn without_server() -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(RelayState::default()));
@@ -549,10 +562,13 @@ impl Relay {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 let mut state = shared.lock().unwrap();
-                if state.down {
-                    state.refused += 1;
-                    continue; // dropped: closed at once
-                }
+                let target = match state.target {
+                    Some(target) if !state.down => target,
+                    _ => {
+                        state.refused += 1;
+                        continue; // dropped: closed at once
+                    }
+                };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
@@ -571,6 +587,11 @@ impl Relay {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Relays every connection from now on to the server on `port`.
+    pub fn connect_to(&self, port: u16) {
+        self.state.lock().unwrap().target = Some(port);
     }
 
     /// How many connections were closed at once while the relay was down.
