@@ -16,10 +16,11 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tailwater")
 }
 
-/// A port that was free a moment ago, only for what must be named before
-/// anything binds it: an agent's proxy and its worker's port, a server an
-/// agent is pointed at before it starts. Another process may take it
-/// meanwhile; a server started now binds [`ANY_PORT`] instead.
+/// A port that was free a moment ago, only for what another program must
+/// be told before it binds it: an agent's proxy and its worker's port, a
+/// browser driver. Another process may take it meanwhile; a server binds
+/// [`ANY_PORT`] instead, and a server that comes later is reached through
+/// a [`Relay`] that holds its port from the start.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
