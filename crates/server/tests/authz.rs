@@ -112,8 +112,13 @@ async fn ok(server: &RunningServer, method: &str, path: &str, body: Value) -> Va
     serde_json::from_str(&text).unwrap()
 }
 
+/// `POST /v1/tokens`: the created token, as the server answers it.
+async fn create_token(server: &RunningServer, body: Value) -> Value {
+    ok(server, "POST", "/v1/tokens", body).await
+}
+
 async fn new_token(server: &RunningServer, body: Value) -> (String, String) {
-    let created = ok(server, "POST", "/v1/tokens", body).await;
+    let created = create_token(server, body).await;
     (
         created["token"].as_str().unwrap().to_owned(),
         created["id"].as_str().unwrap().to_owned(),
@@ -444,10 +449,8 @@ async fn authorization_matrix() {
         json!(null),
     )
     .await;
-    let created = ok(
+    let created = create_token(
         &server,
-        "POST",
-        "/v1/tokens",
         json!({"scope": "owner", "tenant": "acme", "expires_in": "1s"}),
     )
     .await;
@@ -774,13 +777,7 @@ async fn what_each_scope_sees_in_listings() {
 async fn secrets_are_shown_once_and_stored_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_on(dir.path()).await;
-    let created = ok(
-        &server,
-        "POST",
-        "/v1/tokens",
-        json!({"scope": "owner", "name": "ci"}),
-    )
-    .await;
+    let created = create_token(&server, json!({"scope": "owner", "name": "ci"})).await;
     let secret = created["token"].as_str().unwrap();
     assert!(secret.starts_with("tw_") && secret.len() > 40);
     assert!(created["id"].as_str().unwrap().starts_with("tok_"));
@@ -846,13 +843,7 @@ async fn revocation_and_expiry_take_effect_at_once_even_on_an_open_tail() {
         "a revoked token's tail got: {rest}"
     );
 
-    let created = ok(
-        &server,
-        "POST",
-        "/v1/tokens",
-        json!({"scope": "owner", "expires_in": "1s"}),
-    )
-    .await;
+    let created = create_token(&server, json!({"scope": "owner", "expires_in": "1s"})).await;
     let short = created["token"].as_str().unwrap();
     assert_eq!(
         call(&server, "GET", "/v1/apps", Some(short), None).await.0,
