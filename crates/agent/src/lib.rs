@@ -36,6 +36,7 @@ pub mod cgroup;
 pub mod config;
 pub mod control;
 pub mod line;
+mod lock;
 pub mod proxy;
 pub mod reaper;
 pub mod recorder;
@@ -46,7 +47,6 @@ pub mod spool;
 pub mod supervisor;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tailwater_client::Client;
 
@@ -280,30 +280,5 @@ async fn stop_signal() -> i32 {
     }
 }
 
-/// A duration for people: `153ms`, `8s`, `2.4s`, `3m05s`, `2h10m`.
-pub fn format_duration(duration: Duration) -> String {
-    let millis = duration.as_millis();
-    let seconds = duration.as_secs();
-    match millis {
-        0..1_000 => format!("{millis}ms"),
-        1_000..60_000 if duration.subsec_millis() == 0 => format!("{seconds}s"),
-        1_000..60_000 => format!("{:.1}s", duration.as_secs_f64()),
-        60_000..3_600_000 => format!("{}m{:02}s", seconds / 60, seconds % 60),
-        _ => format!("{}h{:02}m", seconds / 3600, seconds % 3600 / 60),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_for_people() {
-        let ms = Duration::from_millis;
-        assert_eq!(format_duration(ms(153)), "153ms");
-        assert_eq!(format_duration(ms(8_000)), "8s");
-        assert_eq!(format_duration(ms(2_449)), "2.4s");
-        assert_eq!(format_duration(ms(185_000)), "3m05s");
-        assert_eq!(format_duration(ms(7_800_000)), "2h10m");
-    }
-}
+/// A duration for people: `153ms`, `2.4s`, `3m05s` (its home is the model).
+pub use tailwater_model::time::format_duration;

@@ -25,6 +25,8 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 
+use crate::lock::lock;
+
 /// How often the agent reaps without a `SIGCHLD`.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -140,8 +142,4 @@ impl Reaper {
             }
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }

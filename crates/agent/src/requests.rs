@@ -28,6 +28,7 @@ use tailwater_model::{Fields, Level, Stream};
 
 use crate::capture::{Collapsed, LineSink, OutputSync};
 use crate::line::Line;
+use crate::lock::lock;
 use crate::recorder::{fields, Recorder};
 
 /// How long a request mark waits for the capture to catch up before it
@@ -332,10 +333,6 @@ pub enum Which<'a> {
     Ticket(Ticket),
     /// The oldest in flight with this id.
     Id(&'a str),
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The agent's sink for captured lines: each is attributed to the one

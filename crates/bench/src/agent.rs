@@ -28,6 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, ensure, Context};
 use serde::Deserialize;
+use tailwater_model::wire::LogsParams;
 
 use crate::http::{self, Connection};
 use crate::measure::{median, millis, Row, Unit};
@@ -159,7 +160,14 @@ fn wait_polling(children: &mut [Child]) -> anyhow::Result<(bool, Vec<u64>)> {
 /// spooled): the `exit` record of `runner`, read back from the server.
 fn exit_recorded(addr: SocketAddr, token: &str, runner: &str) -> anyhow::Result<i128> {
     let mut connection = Connection::open(addr, token)?;
-    let path = format!("/v1/logs?runner={runner}&stream=system&direction=backward&limit=20");
+    let params = LogsParams {
+        runner: Some(runner.to_owned()),
+        stream: Some("system".to_owned()),
+        direction: Some("backward".to_owned()),
+        limit: Some("20".to_owned()),
+        ..LogsParams::default()
+    };
+    let path = format!("/v1/logs?{}", params.to_query_string());
     let response = connection.request("GET", &path, b"")?;
     ensure!(
         response.status == 200,

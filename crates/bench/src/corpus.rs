@@ -24,6 +24,7 @@ use std::path::Path;
 use jiff::Timestamp;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tailwater_model::time::timestamp_from_ns;
 use tailwater_model::Stream;
 
 /// A token planted exactly once in every corpus, for the rare-term search.
@@ -168,10 +169,6 @@ fn fleet(seed: u64) -> Vec<RunnerLabels> {
     runners
 }
 
-fn ts(ns: i64) -> Timestamp {
-    Timestamp::from_nanosecond(i128::from(ns)).expect("corpus times are years from jiff's limits")
-}
-
 struct FileLines {
     reader: BufReader<File>,
     runners: usize,
@@ -186,7 +183,7 @@ impl FileLines {
         let mut line = CorpusLine {
             runner: (index % self.runners as u64) as usize,
             stream: Stream::Stdout,
-            ts: ts(START_NS + index as i64 * 1_000_000),
+            ts: timestamp_from_ns(START_NS + index as i64 * 1_000_000),
             bytes: Vec::new(),
             kind: Kind::File,
         };
@@ -288,7 +285,7 @@ impl Synthetic {
             return Some(CorpusLine {
                 runner,
                 stream: Stream::Stderr,
-                ts: ts(self.clock_ns),
+                ts: timestamp_from_ns(self.clock_ns),
                 bytes: planted_line().into_bytes(),
                 kind: Kind::Planted,
             });
@@ -302,7 +299,7 @@ impl Synthetic {
         Some(CorpusLine {
             runner,
             stream,
-            ts: ts(self.clock_ns),
+            ts: timestamp_from_ns(self.clock_ns),
             bytes,
             kind,
         })
@@ -408,7 +405,7 @@ fn random_level(rng: &mut StdRng) -> usize {
 
 fn plain(rng: &mut StdRng, level: usize, message: &str, now_ns: i64) -> String {
     let upper = ["TRACE", "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"][level];
-    let time = ts(now_ns);
+    let time = timestamp_from_ns(now_ns);
     match rng.random_range(0..6) {
         0 => format!(
             "{} | {upper:<8} | handler:run:{} - {message}",

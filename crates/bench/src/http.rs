@@ -221,19 +221,6 @@ impl<R: BufRead> Read for Chunked<R> {
     }
 }
 
-/// `%`-escapes everything but unreserved characters, for a query value.
-pub fn escape(value: &str) -> String {
-    let mut out = String::new();
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
 /// The sink's side (`tailwater-bench sink`): an axum server on a loopback
 /// port that reads each `POST /v1/ingest` body whole and discards it. It
 /// prints the line the server prints (`listening on http://ADDR`), and runs
@@ -430,12 +417,6 @@ mod tests {
         let mut wire = &b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n"[..];
         let head = read_head(&mut wire).unwrap();
         assert_eq!((head.status, head.chunked), (404, true));
-    }
-
-    #[test]
-    fn query_values_are_escaped() {
-        assert_eq!(escape("a+b/c=="), "a%2Bb%2Fc%3D%3D");
-        assert_eq!(escape("abc-_.~"), "abc-_.~");
     }
 
     #[test]

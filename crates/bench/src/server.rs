@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, ensure, Context};
 use serde::Deserialize;
-use tailwater_model::wire::{IngestBatch, IngestRecord, IngestResponse, MAX_PAGE_LIMIT};
+use tailwater_model::wire::{
+    IngestBatch, IngestRecord, IngestResponse, LogsParams, MAX_PAGE_LIMIT,
+};
 
 use crate::corpus::Corpus;
 use crate::http::{self, Connection, Served};
@@ -219,11 +221,13 @@ fn scan_all(served: &Served, token: &str) -> anyhow::Result<(u64, Duration)> {
     let mut cursor: Option<String> = None;
     let start = Instant::now();
     loop {
-        let mut path = format!("/v1/logs?limit={MAX_PAGE_LIMIT}&direction=forward");
-        if let Some(cursor) = &cursor {
-            path.push_str("&cursor=");
-            path.push_str(&http::escape(cursor));
-        }
+        let params = LogsParams {
+            limit: Some(MAX_PAGE_LIMIT.to_string()),
+            direction: Some("forward".to_owned()),
+            cursor: cursor.clone(),
+            ..LogsParams::default()
+        };
+        let path = format!("/v1/logs?{}", params.to_query_string());
         let response = connection.request("GET", &path, b"")?;
         ensure!(
             response.status == 200,

@@ -27,6 +27,7 @@ use tailwater_model::tenancy::{
     AppInfo, AppPatch, CreatedToken, NewApp, NewTenant, NewToken, TenantInfo, TenantPatch,
     TokenInfo,
 };
+use tailwater_model::wire::percent_encode;
 use tailwater_model::wire::{
     ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
     RequestInfo, RunnerDetail, RunnerList, RunnerState, StatusInfo, MAX_PAGE_LIMIT,
@@ -376,7 +377,7 @@ impl Client {
         name: &str,
         patch: &TenantPatch,
     ) -> Result<TenantInfo, ClientError> {
-        let path = format!("/v1/tenants/{}", encode(name));
+        let path = format!("/v1/tenants/{}", percent_encode(name));
         self.json(self.request(reqwest::Method::PATCH, &path).json(patch))
             .await
     }
@@ -398,7 +399,7 @@ impl Client {
 
     /// `DELETE /v1/tokens/{id}`: revokes it, from now on.
     pub async fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
-        let path = format!("/v1/tokens/{}", encode(id));
+        let path = format!("/v1/tokens/{}", percent_encode(id));
         self.json(self.request(reqwest::Method::DELETE, &path))
             .await
     }
@@ -429,7 +430,7 @@ impl Client {
         name: &str,
         patch: &AppPatch,
     ) -> Result<AppInfo, ClientError> {
-        let path = format!("/v1/apps/{}", encode(name));
+        let path = format!("/v1/apps/{}", percent_encode(name));
         self.json(tenant_query(self.request(reqwest::Method::PATCH, &path), tenant).json(patch))
             .await
     }
@@ -460,7 +461,7 @@ impl Client {
         runner: &str,
         app: Option<&str>,
     ) -> Result<RunnerDetail, ClientError> {
-        let path = format!("/v1/runners/{}", encode(runner));
+        let path = format!("/v1/runners/{}", percent_encode(runner));
         let query: Vec<(&str, &str)> = app.map(|app| ("app", app)).into_iter().collect();
         self.json(tenant_query(
             self.request(reqwest::Method::GET, &path).query(&query),
@@ -475,7 +476,7 @@ impl Client {
         tenant: Option<&str>,
         id: &str,
     ) -> Result<RequestInfo, ClientError> {
-        let path = format!("/v1/requests/{}", encode(id));
+        let path = format!("/v1/requests/{}", percent_encode(id));
         self.json(tenant_query(
             self.request(reqwest::Method::GET, &path),
             tenant,
@@ -553,17 +554,4 @@ fn tenant_query(request: reqwest::RequestBuilder, tenant: Option<&str>) -> reqwe
         Some(tenant) => request.query(&[("tenant", tenant)]),
         None => request,
     }
-}
-
-/// A path segment, percent-encoded.
-fn encode(segment: &str) -> String {
-    let mut encoded = String::new();
-    for byte in segment.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            encoded.push(byte as char);
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    encoded
 }

@@ -10,6 +10,7 @@ use jiff::Timestamp;
 use crate::matcher::{Matcher, Pattern, Substring};
 use crate::positions::{TenantSeal, SEALED_LEN};
 use crate::record::{Fields, Level, LogRecord, Source, Stream};
+use crate::time::timestamp_ns;
 use crate::words::Phrase;
 
 /// Conditions a record must meet, all of them; every `None` (and an empty
@@ -325,11 +326,6 @@ impl IdRange {
         let through = seal.open(through.try_into().unwrap())?;
         (after < through).then_some(IdRange { after, through })
     }
-}
-
-/// Nanoseconds since the Unix epoch, saturated to `i64` (years 1677–2262).
-pub fn timestamp_ns(ts: Timestamp) -> i64 {
-    ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 #[cfg(test)]

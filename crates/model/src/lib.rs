@@ -19,7 +19,10 @@
 //! - [`wire`]: the HTTP bodies shared by server, client and agent.
 //! - [`tenancy`]: the HTTP bodies of tenants, apps, their settings and
 //!   scoped tokens.
-//! - [`time`]: times and durations as people type them (`15m`, RFC 3339).
+//! - [`text`]: a record as one line of text ([`LogRecord::text_line`]),
+//!   plain or in a caller's [`text::TextStyle`].
+//! - [`time`]: times and durations as people type and read them (`15m`,
+//!   RFC 3339), and nanoseconds since the epoch.
 //! - [`words`]: what full-text search matches: whole words and phrases.
 //!
 //! ```
@@ -38,6 +41,7 @@ pub mod parse;
 pub mod positions;
 pub mod record;
 pub mod tenancy;
+pub mod text;
 pub mod time;
 pub mod wire;
 pub mod words;
@@ -46,5 +50,5 @@ pub use filter::{Cursor, Direction, Filter, IdRange, Labels, Query};
 pub use matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 pub use parse::{parse_line, ParsedLine};
 pub use positions::{SealKey, TenantSeal};
-pub use record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
+pub use record::{fields_of, Fields, FieldsJson, Level, LogRecord, Source, Stream};
 pub use words::Phrase;

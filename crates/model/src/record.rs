@@ -11,6 +11,15 @@ use serde_json::value::RawValue;
 /// Extra structured fields of a record: a JSON object.
 pub type Fields = serde_json::Map<String, serde_json::Value>;
 
+/// The fields of a JSON object (`json!({"event": "exit"})`); anything else
+/// has none, so a record is never lost to the shape of its fields.
+pub fn fields_of(value: serde_json::Value) -> Fields {
+    match value {
+        serde_json::Value::Object(map) => map,
+        _ => Fields::new(),
+    }
+}
+
 /// An ingested record's fields as the compact JSON text of an object, the
 /// form the store keeps them in: ingest carries the text from the wire to
 /// the store without building a map of it (most records are neither
@@ -309,6 +318,17 @@ impl Level {
         Level::Fatal,
     ];
 
+    /// The level as one byte, as stored parts and spools keep it: its rank,
+    /// from 0 (trace). Written to disk, so never renumbered.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The level of a [`Level::code`]; `None` for a byte that is none.
+    pub fn from_code(code: u8) -> Option<Level> {
+        Level::ALL.get(usize::from(code)).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Level::Trace => "trace",
@@ -377,6 +397,23 @@ pub enum Stream {
 }
 
 impl Stream {
+    pub const ALL: [Stream; 3] = [Stream::Stdout, Stream::Stderr, Stream::System];
+
+    /// The stream as one byte, as stored parts and spools keep it: 0
+    /// stdout, 1 stderr, 2 system. Written to disk, so never renumbered.
+    pub fn code(self) -> u8 {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+            Stream::System => 2,
+        }
+    }
+
+    /// The stream of a [`Stream::code`]; `None` for a byte that is none.
+    pub fn from_code(code: u8) -> Option<Stream> {
+        Stream::ALL.get(usize::from(code)).copied()
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
@@ -472,89 +509,37 @@ pub struct LogRecord {
     pub invalid_utf8: bool,
 }
 
-impl LogRecord {
-    /// The record as one line of plain text, the one home of that layout:
-    /// `2026-11-21T10:00:00.123456789Z sdxl r-1a2b stderr ERROR [req-7] message`.
-    /// The time is in full unless the formatter is given a precision
-    /// (`{:.3}`); line breaks inside the message are written `\n` and `\r`,
-    /// so a record is always one line.
-    pub fn text_line(&self) -> TextLine<'_> {
-        TextLine(self)
-    }
-}
-
-/// [`LogRecord::text_line`].
-pub struct TextLine<'a>(&'a LogRecord);
-
-impl fmt::Display for TextLine<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let record = self.0;
-        match f.precision() {
-            Some(digits) => write!(f, "{:.digits$}", record.ts)?,
-            None => write!(f, "{}", record.ts)?,
-        }
-        let level = record.level.as_str().to_ascii_uppercase();
-        write!(
-            f,
-            " {} {} {:<6} {:<5} ",
-            record.app,
-            record.runner,
-            record.stream.as_str(),
-            level
-        )?;
-        if let Some(request) = &record.request_id {
-            write!(f, "[{request}] ")?;
-        }
-        if record.stream == Stream::System {
-            f.write_str("tailwater: ")?;
-        }
-        let mut rest = record.message.as_str();
-        while let Some(at) = rest.find(['\n', '\r']) {
-            f.write_str(&rest[..at])?;
-            f.write_str(if rest.as_bytes()[at] == b'\n' {
-                "\\n"
-            } else {
-                "\\r"
-            })?;
-            rest = &rest[at + 1..];
-        }
-        f.write_str(rest)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_record_is_one_line_of_text() {
-        let record = LogRecord {
-            id: String::new(),
-            position: 1,
-            ts: "2026-11-21T10:00:00.123456789Z".parse().unwrap(),
-            tenant: "t".into(),
-            app: "sdxl".into(),
-            version: String::new(),
-            runner: "r-1".into(),
-            boot: "b".into(),
-            seq: 0,
-            source: Source::Run,
-            stream: Stream::Stderr,
-            level: Level::Error,
-            request_id: Some("req-7".into()),
-            message: "two\nlines\r".into(),
-            fields: Fields::new(),
-            invalid_utf8: false,
-        };
-        assert_eq!(
-            record.text_line().to_string(),
-            "2026-11-21T10:00:00.123456789Z sdxl r-1 stderr ERROR [req-7] two\\nlines\\r"
-        );
-        assert!(format!("{:.3}", record.text_line()).starts_with("2026-11-21T10:00:00.123Z sdxl"));
-    }
-
     fn fields_json(json: &str) -> Result<FieldsJson, String> {
         serde_json::from_str(json).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn level_and_stream_codes_are_the_bytes_on_disk() {
+        // Parts and spools already written hold these bytes.
+        let levels = Level::ALL.map(Level::code);
+        assert_eq!(levels, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(Stream::ALL.map(Stream::code), [0, 1, 2]);
+        for level in Level::ALL {
+            assert_eq!(Level::from_code(level.code()), Some(level));
+        }
+        for stream in Stream::ALL {
+            assert_eq!(Stream::from_code(stream.code()), Some(stream));
+        }
+        assert_eq!(Level::from_code(6), None);
+        assert_eq!(Stream::from_code(3), None);
+    }
+
+    #[test]
+    fn fields_of_an_object_and_of_anything_else() {
+        let fields = fields_of(serde_json::json!({"event": "exit", "code": 0}));
+        assert_eq!(fields["event"], "exit");
+        assert_eq!(fields.len(), 2);
+        assert!(fields_of(serde_json::json!([1, 2])).is_empty());
+        assert!(fields_of(serde_json::Value::Null).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::filter::{Cursor, Direction, Filter, Query};
 use crate::matcher::{Matcher, Pattern, Substring, DEFAULT_REGEX_SIZE_LIMIT};
 use crate::positions::TenantSeal;
-use crate::record::{FieldsJson, Level, LogRecord, Source, Stream};
+use crate::record::{Fields, FieldsJson, Level, LogRecord, Source, Stream};
 use crate::time::parse_time;
 use crate::words::Phrase;
 
@@ -48,6 +48,29 @@ pub struct IngestRecord {
     pub fields: FieldsJson,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub invalid_utf8: bool,
+}
+
+impl IngestRecord {
+    /// A record the platform writes itself, on the `system` stream: an
+    /// agent's lifecycle event, a server's notice in a runner's logs.
+    pub fn system(
+        seq: u64,
+        ts: Timestamp,
+        level: Level,
+        message: String,
+        fields: Fields,
+    ) -> IngestRecord {
+        IngestRecord {
+            seq,
+            ts,
+            stream: Stream::System,
+            level,
+            request_id: None,
+            message,
+            fields: FieldsJson::from_map(&fields),
+            invalid_utf8: false,
+        }
+    }
 }
 
 /// The answer to an ingest: how many records were new, and how many had been
@@ -280,6 +303,18 @@ impl LogsParams {
                 .map(|(key, value)| (format!("{FIELD_PREFIX}{key}"), value.clone())),
         );
         pairs
+    }
+
+    /// The parameters as a query string (`app=sdxl&limit=100`), every name
+    /// and value percent-encoded: `GET /v1/logs?` followed by this asks for
+    /// exactly these parameters.
+    pub fn to_query_string(&self) -> String {
+        let pairs: Vec<String> = self
+            .to_pairs()
+            .iter()
+            .map(|(name, value)| format!("{}={}", percent_encode(name), percent_encode(value)))
+            .collect();
+        pairs.join("&")
     }
 
     /// The parameters that describe `query` (times as RFC 3339): the inverse
@@ -692,6 +727,19 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+impl ErrorBody {
+    /// The body of every error answer, from the server's API and from the
+    /// agent's proxy alike.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
 /// Where a runner's life stands (`GET /v1/runners`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -1015,6 +1063,21 @@ pub struct AppStatus {
     pub stored_bytes: u64,
 }
 
+/// `text` with every byte but the unreserved ones (ASCII letters, digits,
+/// `-`, `.`, `_`, `~`) written `%XX`: safe as one path segment or one query
+/// name or value, whatever it holds.
+pub fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1203,6 +1266,48 @@ mod tests {
             serde_urlencoded::to_string(LogsParams::default()).unwrap(),
             ""
         );
+        // As the query string a client sends.
+        let sent = params.to_query_string();
+        assert!(sent.contains("runner_re=gpu-%28a%7Cb%29"), "{sent}");
+        assert_eq!(
+            serde_urlencoded::from_str::<LogsParams>(&sent).unwrap(),
+            params
+        );
+        assert_eq!(LogsParams::default().to_query_string(), "");
+    }
+
+    #[test]
+    fn a_system_record_is_on_the_system_stream_with_its_fields() {
+        let ts = Timestamp::UNIX_EPOCH;
+        let fields = crate::fields_of(serde_json::json!({"event": "lost"}));
+        let record = IngestRecord::system(7, ts, Level::Warn, "gone".into(), fields.clone());
+        assert_eq!(
+            (record.seq, record.ts, record.stream),
+            (7, ts, Stream::System)
+        );
+        assert_eq!(
+            (record.level, record.message.as_str()),
+            (Level::Warn, "gone")
+        );
+        assert_eq!(record.request_id, None);
+        assert_eq!(record.fields.to_map(), fields);
+    }
+
+    #[test]
+    fn an_error_body_has_the_api_shape() {
+        assert_eq!(
+            serde_json::to_value(ErrorBody::new("bad_gateway", "the worker is not listening"))
+                .unwrap(),
+            serde_json::json!({"error": {"code": "bad_gateway", "message": "the worker is not listening"}})
+        );
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_bytes() {
+        assert_eq!(percent_encode("abc-_.~XYZ09"), "abc-_.~XYZ09");
+        assert_eq!(percent_encode("a+b/c=="), "a%2Bb%2Fc%3D%3D");
+        assert_eq!(percent_encode("a b&c?d#é"), "a%20b%26c%3Fd%23%C3%A9");
+        assert_eq!(percent_encode(""), "");
     }
 
     #[test]

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tailwater_model::lifecycle::Event;
 use tailwater_model::tenancy::AppSettings;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{Fields, FieldsJson, Level, Stream};
+use tailwater_model::{fields_of, Fields, FieldsJson, Level};
 
 /// The longest line stored whole, for apps without their own
 /// `max_line_bytes`: the agent's own `--max-line-bytes`, so lines it
@@ -355,19 +355,7 @@ pub fn server_seq(first_seq: u64, kind: ReportKind) -> u64 {
 }
 
 fn server_record(seq: u64, ts: jiff::Timestamp, message: String, fields: Value) -> IngestRecord {
-    let Value::Object(fields) = fields else {
-        unreachable!("report fields are an object")
-    };
-    IngestRecord {
-        seq,
-        ts,
-        stream: Stream::System,
-        level: Level::Warn,
-        request_id: None,
-        message,
-        fields: FieldsJson::from_map(&fields),
-        invalid_utf8: false,
-    }
+    IngestRecord::system(seq, ts, Level::Warn, message, fields_of(fields))
 }
 
 /// A batch held back by a rate limit.
@@ -727,6 +715,7 @@ fn drop_long_keys(fields: &mut Fields, max: usize) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tailwater_model::Stream;
 
     fn record(seq: u64, message: &str) -> IngestRecord {
         IngestRecord {

@@ -26,7 +26,7 @@ use jiff::Timestamp;
 use serde_json::json;
 use tailwater_model::lifecycle::Event;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
-use tailwater_model::{FieldsJson, Level, Source, Stream};
+use tailwater_model::{fields_of, Level, Source};
 use tailwater_store::{DamageKind, Store, WalDamage};
 
 use crate::registry::{Registry, DEFAULT_TENANT};
@@ -158,16 +158,7 @@ fn describe(loss: &WalDamage, with_positions: bool) -> String {
 }
 
 fn notice(seq: u64, ts: Timestamp, message: String, fields: &serde_json::Value) -> IngestRecord {
-    IngestRecord {
-        seq,
-        ts,
-        stream: Stream::System,
-        level: Level::Error,
-        request_id: None,
-        message,
-        fields: FieldsJson::from_map(fields.as_object().expect("notice fields are an object")),
-        invalid_utf8: false,
-    }
+    IngestRecord::system(seq, ts, Level::Error, message, fields_of(fields.clone()))
 }
 
 fn append(store: &Store, tenant: &str, batch: IngestBatch) {

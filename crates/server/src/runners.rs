@@ -38,10 +38,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tailwater_model::lifecycle::{self, field, Event as Kind};
+use tailwater_model::time::format_rough;
 use tailwater_model::wire::{
     IngestBatch, IngestRecord, IngestResponse, Runner, RunnerExit, RunnerRequests, RunnerState,
 };
-use tailwater_model::{Fields, FieldsJson, Filter, Level, LogRecord, Source, Stream};
+use tailwater_model::{fields_of, Fields, Filter, Level, LogRecord, Source, Stream};
 use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -752,9 +753,8 @@ impl Entry {
 
     fn notice(&self, level: Level, message: String, fields: serde_json::Value) -> Notice {
         let now = Timestamp::now();
-        let serde_json::Value::Object(fields) = fields else {
-            unreachable!("notice fields are an object")
-        };
+        // Unique per notice, and rising: the time in µs.
+        let seq = u64::try_from(now.as_microsecond()).unwrap_or_default();
         Notice {
             tenant: self.runner.tenant.clone(),
             batch: IngestBatch {
@@ -763,17 +763,13 @@ impl Entry {
                 runner: self.runner.runner.clone(),
                 boot: format!("{}{SERVER_BOOT_SUFFIX}", self.runner.boot),
                 source: self.runner.source,
-                records: vec![IngestRecord {
-                    // Unique per notice, and rising: the time in µs.
-                    seq: u64::try_from(now.as_microsecond()).unwrap_or_default(),
-                    ts: now,
-                    stream: Stream::System,
+                records: vec![IngestRecord::system(
+                    seq,
+                    now,
                     level,
-                    request_id: None,
                     message,
-                    fields: FieldsJson::from_map(&fields),
-                    invalid_utf8: false,
-                }],
+                    fields_of(fields),
+                )],
             },
         }
     }
@@ -785,8 +781,8 @@ impl Entry {
             format!(
                 "runner {} is lost: nothing heard from its agent for {} (the server's --heartbeat-timeout is {}); it may have been killed, or cut off from the server",
                 self.runner.runner,
-                human(silent),
-                human(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX)),
+                format_rough(silent),
+                format_rough(SignedDuration::try_from(timeout).unwrap_or(SignedDuration::MAX)),
             ),
             json!({
                 "event": Kind::Lost,
@@ -804,7 +800,7 @@ impl Entry {
             format!(
                 "runner {} is back after {} of silence",
                 self.runner.runner,
-                human(silent)
+                format_rough(silent)
             ),
             json!({
                 "event": Kind::Returned,
@@ -817,13 +813,3 @@ impl Entry {
 
 /// SIGKILL's number, the same on every Unix.
 const SIGKILL: i32 = 9;
-
-/// `90s`, `12m`, `3h` — whole units, for notices.
-fn human(duration: SignedDuration) -> String {
-    let seconds = duration.as_secs().max(0);
-    match seconds {
-        0..=119 => format!("{seconds}s"),
-        120..=7199 => format!("{}m", seconds / 60),
-        _ => format!("{}h", seconds / 3600),
-    }
-}

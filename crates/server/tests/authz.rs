@@ -112,12 +112,29 @@ async fn ok(server: &RunningServer, method: &str, path: &str, body: Value) -> Va
     serde_json::from_str(&text).unwrap()
 }
 
+/// `POST /v1/tokens`: the created token, as the server answers it.
+async fn create_token(server: &RunningServer, body: Value) -> Value {
+    ok(server, "POST", "/v1/tokens", body).await
+}
+
 async fn new_token(server: &RunningServer, body: Value) -> (String, String) {
-    let created = ok(server, "POST", "/v1/tokens", body).await;
+    let created = create_token(server, body).await;
     (
         created["token"].as_str().unwrap().to_owned(),
         created["id"].as_str().unwrap().to_owned(),
     )
+}
+
+/// Returns once the server's time is past `expires` (a token's expiry, as
+/// the server gave it): the server has no clock a test can move, and reads
+/// the same system clock as this.
+async fn until_past(expires: &Value) {
+    let expires: jiff::Timestamp = expires.as_str().expect("an expiry").parse().unwrap();
+    let left = expires.duration_since(jiff::Timestamp::now());
+    if let Result::Ok(left) = Duration::try_from(left) {
+        tokio::time::sleep(left + Duration::from_millis(1)).await;
+    }
+    assert!(jiff::Timestamp::now() > expires);
 }
 
 fn batch(app: &str, runner: &str, request: &str) -> Value {
@@ -432,12 +449,13 @@ async fn authorization_matrix() {
         json!(null),
     )
     .await;
-    let (expired, _) = new_token(
+    let created = create_token(
         &server,
         json!({"scope": "owner", "tenant": "acme", "expires_in": "1s"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = created["token"].as_str().unwrap().to_owned();
+    until_past(&created["expires"]).await;
     let tokens: [Option<&str>; 8] = [
         Some(ADMIN),
         Some(&owner),
@@ -759,13 +777,7 @@ async fn what_each_scope_sees_in_listings() {
 async fn secrets_are_shown_once_and_stored_hashed() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_on(dir.path()).await;
-    let created = ok(
-        &server,
-        "POST",
-        "/v1/tokens",
-        json!({"scope": "owner", "name": "ci"}),
-    )
-    .await;
+    let created = create_token(&server, json!({"scope": "owner", "name": "ci"})).await;
     let secret = created["token"].as_str().unwrap();
     assert!(secret.starts_with("tw_") && secret.len() > 40);
     assert!(created["id"].as_str().unwrap().starts_with("tok_"));
@@ -831,13 +843,14 @@ async fn revocation_and_expiry_take_effect_at_once_even_on_an_open_tail() {
         "a revoked token's tail got: {rest}"
     );
 
-    let (short, _) = new_token(&server, json!({"scope": "owner", "expires_in": "1s"})).await;
+    let created = create_token(&server, json!({"scope": "owner", "expires_in": "1s"})).await;
+    let short = created["token"].as_str().unwrap();
     assert_eq!(
-        call(&server, "GET", "/v1/apps", Some(&short), None).await.0,
+        call(&server, "GET", "/v1/apps", Some(short), None).await.0,
         200
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, text) = call(&server, "GET", "/v1/apps", Some(&short), None).await;
+    until_past(&created["expires"]).await;
+    let (status, text) = call(&server, "GET", "/v1/apps", Some(short), None).await;
     assert_eq!(status, 401);
     assert!(text.contains("expired"), "{text}");
     server.shutdown().await.unwrap();

@@ -68,6 +68,17 @@ fn state(runner: &Value) -> &str {
     runner["state"].as_str().unwrap()
 }
 
+/// Starts runner `id` (ready) and then says nothing more: the server takes
+/// it for lost once its heartbeat timeout has passed since now, which
+/// tells a test when a runner heard from earlier has been judged too.
+async fn silent_since_now(server: &RunningServer, id: &str) {
+    let events = [
+        (0, json!({"event": "start"})),
+        (1, json!({"event": "ready"})),
+    ];
+    ingest(server, batch("sd", id, "b1", &events)).await;
+}
+
 /// Waits (up to a generous deadline) until runner `id` is in `wanted`.
 async fn wait_for_state(server: &RunningServer, id: &str, wanted: &str) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -302,7 +313,10 @@ async fn a_restart_keeps_the_last_runs_end_until_the_next_start() {
         ),
     )
     .await;
-    tokio::time::sleep(heartbeat_timeout * 4).await;
+    // A live runner heard from last, after it: once the server has taken
+    // that one for lost, it has judged this one past its timeout too.
+    silent_since_now(&server, "witness").await;
+    wait_for_state(&server, "witness", "lost").await;
     let runner = get(&server, "/v1/runners/again").await;
     crashed(&runner);
     let events: Vec<&str> = runner["events"]
@@ -404,8 +418,17 @@ async fn a_silent_runner_is_lost_with_a_notice_and_returns_with_another() {
 
     // A runner that ended is never lost.
     ingest(&server, batch("sd", "done", "b1", &lived(0))).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(state(&get(&server, "/v1/runners/done").await), "exited");
+    silent_since_now(&server, "witness").await;
+    wait_for_state(&server, "witness", "lost").await;
+    let done = get(&server, "/v1/runners/done").await;
+    assert_eq!(state(&done), "exited");
+    let events = done["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|record| record["fields"]["event"] != "lost"),
+        "{done}"
+    );
     server.shutdown().await.unwrap();
 }
 

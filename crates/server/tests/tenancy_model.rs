@@ -30,6 +30,7 @@ use futures_util::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+use tailwater_model::wire::percent_encode;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
 const ADMIN: &str = "tw_tenancy_model_admin";
@@ -154,7 +155,7 @@ async fn run(seed: u64) {
                 let (status, body) = http(
                     &world.server,
                     "PATCH",
-                    &format!("/v1/apps/{}?tenant={tenant}", encode(app)),
+                    &format!("/v1/apps/{}?tenant={tenant}", percent_encode(app)),
                     ADMIN,
                     Some(json!({"private_logs": true})),
                 )
@@ -714,18 +715,4 @@ async fn http_text(server: &RunningServer, path: &str, token: &str) -> (u16, Str
         .await
         .unwrap();
     (response.status().as_u16(), response.text().await.unwrap())
-}
-
-/// A path segment, percent-encoded.
-fn encode(segment: &str) -> String {
-    segment
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

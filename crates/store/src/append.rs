@@ -295,17 +295,6 @@ impl Inner {
     }
 }
 
-/// `90s`, `15m`, `1h`: a duration as a setting is written.
-fn humantime(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    match seconds {
-        s if s % 86400 == 0 && s > 0 => format!("{}d", s / 86400),
-        s if s % 3600 == 0 && s > 0 => format!("{}h", s / 3600),
-        s if s % 60 == 0 && s > 0 => format!("{}m", s / 60),
-        s => format!("{s}s"),
-    }
-}
-
 /// The store's clock for one append: what a record's time may be.
 struct Clock {
     now: jiff::Timestamp,
@@ -374,7 +363,7 @@ impl Clock {
 }
 
 fn clamped_ns(ts: jiff::Timestamp) -> i64 {
-    tailwater_model::filter::timestamp_ns(ts)
+    tailwater_model::time::timestamp_ns(ts)
 }
 
 /// Records of one append refused for one reason: how many, and the oldest
@@ -417,14 +406,14 @@ impl Tally {
             reasons.push(format!(
                 "{} records (the oldest at {oldest}) were older than the app's retention of {} and were refused: they would be deleted at once; check the runner's clock, or raise the app's retention_days",
                 self.older_than_retention.count,
-                humantime(max_age.unwrap_or_default())
+                tailwater_model::time::format_setting(max_age.unwrap_or_default())
             ));
         }
         if let Some(oldest) = self.out_of_order.oldest {
             reasons.push(format!(
                 "{} records (the oldest at {oldest}) were more than {} older than the newest record of runner {runner} (boot {boot}) and were refused: send each runner's records in time order, or raise the server's --out-of-order-window",
                 self.out_of_order.count,
-                humantime(window)
+                tailwater_model::time::format_setting(window)
             ));
         }
         let by_reason = |pairs: [(&str, usize); 2]| {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{Fields, FieldsJson, Filter, Query, Stream};
 

@@ -644,8 +644,7 @@ fn private_file() -> std::fs::OpenOptions {
 
 /// The UTC day of a time, as `YYYY-MM-DD`.
 fn day_of(ts_ns: i64) -> String {
-    jiff::Timestamp::from_nanosecond(i128::from(ts_ns))
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    tailwater_model::time::timestamp_from_ns(ts_ns)
         .strftime("%Y-%m-%d")
         .to_string()
 }

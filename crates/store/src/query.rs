@@ -16,14 +16,13 @@ use std::collections::BinaryHeap;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::{Cursor, Direction, Filter, Labels, LogRecord, Query};
 
 use crate::cache::BlockCache;
 use crate::damage::SkippedBlock;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
-use crate::part::block::{level_code, stream_code};
 use crate::part::reader::Part;
 use crate::part::{BlockMeta, Footer, StreamLabels};
 use crate::Page;
@@ -164,10 +163,10 @@ impl<'f> Prune<'f> {
         let filter = self.filter;
         filter
             .min_level
-            .is_none_or(|level| block.levels >> level_code(level) != 0)
+            .is_none_or(|level| block.levels >> level.code() != 0)
             && filter
                 .stream
-                .is_none_or(|stream| block.outputs & (1 << stream_code(stream)) != 0)
+                .is_none_or(|stream| block.outputs & (1 << stream.code()) != 0)
             && self.words.iter().all(|word| block.words.may_contain(word))
             && (self.alternatives.is_empty()
                 || self.alternatives.iter().any(|alternative| {

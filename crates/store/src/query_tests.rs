@@ -45,12 +45,16 @@ fn batch(runner: usize, seqs: std::ops::Range<u64>) -> IngestBatch {
         records: seqs
             .map(|seq| {
                 let kind = (seq % 5) as usize;
-                let fields = serde_json::json!({
+                let mut fields = serde_json::json!({
                     "kind": KINDS[kind],
                     "seq": seq,
                     "ok": seq % 2 == 0,
                     "gpu": {"id": runner},
                 });
+                // Empty in some records and missing in the rest.
+                if seq.is_multiple_of(4) {
+                    fields["note"] = "".into();
+                }
                 IngestRecord {
                     seq,
                     // Runners share seconds, so ties are broken by id.
@@ -133,7 +137,8 @@ fn parity(record: &LogRecord) -> u64 {
 
 /// Checks that `filter` returns exactly the records `expected` picks (a
 /// predicate written apart from the filter), forward and backward, paged,
-/// and through `read_after` (live tail).
+/// and through `read_after` (live tail). A check whose `expected` picks
+/// nothing fails: a filter that returns nothing passes it whatever it does.
 fn check(store: &Store, filter: Filter, expected: impl Fn(&LogRecord) -> bool) {
     let everything = all_pages(store, &Filter::default(), Direction::Forward);
     assert_eq!(everything.len(), 80);
@@ -142,6 +147,10 @@ fn check(store: &Store, filter: Filter, expected: impl Fn(&LogRecord) -> bool) {
         .filter(|r| expected(r))
         .map(|r| r.position)
         .collect();
+    assert!(
+        !wanted.is_empty(),
+        "{filter:?}: expects no record, so it checks nothing; make it pick some"
+    );
     for direction in [Direction::Forward, Direction::Backward] {
         let got = all_pages(store, &filter, direction);
         let mut ids: Vec<u64> = got.iter().map(|r| r.position).collect();
@@ -205,14 +214,15 @@ fn label_matchers_equal_not_equal_regex_and_not_regex() {
             },
             |r| r.runner != "cpu-1",
         );
-        // Anchored: a regex matches whole values only.
+        // Anchored: a regex matches whole values only (`cpu` is not
+        // `cpu-1`).
         check(
             store,
             Filter {
-                runner: Some(Matcher::Re(re("gpu"))),
+                runner: Some(Matcher::Re(re("cpu|gpu-l4-1"))),
                 ..Filter::default()
             },
-            |_| false,
+            |r| r.runner == "gpu-l4-1",
         );
         check(
             store,
@@ -263,13 +273,15 @@ fn substrings_with_and_without_case() {
             },
             |r| kind(r) == 1,
         );
+        // Case kept: `memory` (kind 0, and kind 1's `memoryless`) is not
+        // `Memory`.
         check(
             store,
             Filter {
-                contains: Some(Substring::new("outofmemory", true).unwrap()),
+                contains: Some(Substring::new("Memory", true).unwrap()),
                 ..Filter::default()
             },
-            |_| false,
+            |r| kind(r) == 1,
         );
         check(
             store,
@@ -365,13 +377,14 @@ fn field_equality_and_request_ids() {
             },
             |r| r.runner == "cpu-1" && parity(r) == 0,
         );
+        // A missing field never matches, not even the empty value.
         check(
             store,
             Filter {
-                fields: fields(&[("missing", "")]),
+                fields: fields(&[("note", "")]),
                 ..Filter::default()
             },
-            |_| false,
+            |r| seq_of(r).is_multiple_of(4),
         );
         check(
             store,

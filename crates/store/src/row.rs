@@ -13,6 +13,7 @@
 
 use serde::{Deserialize, Serialize};
 use tailwater_model::filter::{Labels, RecordParts};
+use tailwater_model::time::timestamp_from_ns;
 use tailwater_model::wire::IngestRecord;
 use tailwater_model::{Fields, Filter, Level, LogRecord, Stream};
 
@@ -55,7 +56,7 @@ impl Row {
         LogRecord {
             id: String::new(),
             position: self.id,
-            ts: timestamp(self.ts_ns),
+            ts: timestamp_from_ns(self.ts_ns),
             tenant: tenant.to_owned(),
             app: labels.app.clone(),
             version: labels.version.clone(),
@@ -76,7 +77,7 @@ impl Row {
     /// fields are parsed only for a filter on fields.
     pub fn matches(&self, filter: &Filter, labels: &StreamLabels) -> bool {
         let parts = RecordParts {
-            ts: timestamp(self.ts_ns),
+            ts: timestamp_from_ns(self.ts_ns),
             level: self.level,
             source: labels.source,
             stream: self.stream,
@@ -99,10 +100,6 @@ impl Row {
             json => serde_json::from_str(json).unwrap_or_default(),
         }
     }
-}
-
-fn timestamp(ts_ns: i64) -> jiff::Timestamp {
-    jiff::Timestamp::from_nanosecond(i128::from(ts_ns)).unwrap_or(jiff::Timestamp::MAX)
 }
 
 impl BlockRecord for Row {

@@ -663,7 +663,7 @@ fn queries_agree_with_a_naive_model_on_random_data() {
             let expected = (!of_request.is_empty()).then(|| {
                 let times = of_request
                     .iter()
-                    .map(|r| tailwater_model::filter::timestamp_ns(r.ts));
+                    .map(|r| tailwater_model::time::timestamp_ns(r.ts));
                 (
                     of_request.len() as u64,
                     times.clone().min().unwrap(),

@@ -1,6 +1,7 @@
-//! How a record looks on a terminal or in a pipe: the one home of the text
-//! line (`tailwater logs`, `tailwater dev`), its colours, its time formats,
-//! and `--json` (the API's record shape, one per line).
+//! How a record looks on a terminal or in a pipe (`tailwater logs`,
+//! `tailwater dev`): the colours and time formats of the text line, whose
+//! layout is the model's ([`tailwater_model::text`]), and `--json` (the
+//! API's record shape, one per line).
 //!
 //! Colours are on only when stdout is a terminal, `NO_COLOR` is unset and
 //! `--no-color` is not given (`--color always` forces them, for `less -R`).
@@ -10,6 +11,7 @@
 //! window or ring the bell.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +19,8 @@ use anstyle::{AnsiColor, Style};
 use clap::{Args, ValueEnum};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use tailwater_model::text::{TextPart, TextStyle};
+use tailwater_model::time::format_rough;
 use tailwater_model::{Level, LogRecord, Stream};
 
 /// The output flags every command that prints records shares.
@@ -172,39 +176,16 @@ impl Printer {
             serde_json::to_writer(&mut *out, record)?;
             return writeln!(out);
         }
-        let paint = |style: Style| if self.color { style } else { Style::new() };
-        let time = self.format_time(record.ts, now);
-        write!(out, "{} ", Painted(paint(TIME), &time))?;
-        if self.labels {
-            write!(
-                out,
-                "{} {} ",
-                Painted(paint(APP), &record.app),
-                Painted(paint(RUNNER), &record.runner)
-            )?;
-        }
-        let stream = format!("{:<6}", record.stream.as_str());
-        let level = format!("{:<5}", record.level.as_str().to_ascii_uppercase());
-        write!(
-            out,
-            "{} {} ",
-            Painted(paint(stream_style(record.stream)), &stream),
-            Painted(paint(level_style(record.level)), &level)
-        )?;
-        if let Some(request) = &record.request_id {
-            write!(out, "[{}] ", Painted(paint(REQUEST), request))?;
-        }
-        // Lifecycle lines (start, ready, requests, exit) are the agent's
-        // own: set apart from the worker's output.
-        let message_style = if record.stream == Stream::System {
-            write!(out, "{} ", Painted(paint(LIFECYCLE), "tailwater:"))?;
-            paint(LIFECYCLE)
+        let style = Styled { printer: self, now };
+        writeln!(out, "{}", record.styled_text_line(&style))
+    }
+
+    fn paint(&self, style: Style) -> Style {
+        if self.color {
+            style
         } else {
             Style::new()
-        };
-        write!(out, "{}", message_style.render())?;
-        write_message(out, &record.message, self.color)?;
-        writeln!(out, "{}", message_style.render_reset())
+        }
     }
 
     fn format_time(&self, ts: Timestamp, now: Timestamp) -> String {
@@ -216,6 +197,54 @@ impl Printer {
                 .to_string(),
             TimeFormat::Relative => format!("{:>8}", relative(ts, now)),
         }
+    }
+}
+
+/// The printer's look of each part of the model's text line.
+struct Styled<'a> {
+    printer: &'a Printer,
+    now: Timestamp,
+}
+
+impl TextStyle for Styled<'_> {
+    fn time(&self, f: &mut fmt::Formatter<'_>, ts: Timestamp) -> fmt::Result {
+        let time = self.printer.format_time(ts, self.now);
+        write!(f, "{}", Painted(self.printer.paint(TIME), &time))
+    }
+
+    fn labels(&self) -> bool {
+        self.printer.labels
+    }
+
+    fn part(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        record: &LogRecord,
+        part: TextPart,
+        text: &str,
+    ) -> fmt::Result {
+        let style = match part {
+            TextPart::App => APP,
+            TextPart::Runner => RUNNER,
+            TextPart::Stream => stream_style(record.stream),
+            TextPart::Level => level_style(record.level),
+            TextPart::Request => REQUEST,
+            TextPart::Lifecycle => LIFECYCLE,
+        };
+        write!(f, "{}", Painted(self.printer.paint(style), text))
+    }
+
+    fn message(&self, f: &mut fmt::Formatter<'_>, record: &LogRecord) -> fmt::Result {
+        // Lifecycle lines (start, ready, requests, exit) are the agent's
+        // own: set apart from the worker's output.
+        let style = if record.stream == Stream::System {
+            self.printer.paint(LIFECYCLE)
+        } else {
+            Style::new()
+        };
+        write!(f, "{}", style.render())?;
+        write_message(f, &record.message, self.printer.color)?;
+        write!(f, "{}", style.render_reset())
     }
 }
 
@@ -256,18 +285,18 @@ impl std::fmt::Display for Painted<'_> {
 
 /// A message, with its colour codes (SGR: `ESC [ … m`) kept when `color`
 /// and dropped otherwise, and every other control character escaped.
-fn write_message(out: &mut impl Write, message: &str, color: bool) -> std::io::Result<()> {
+fn write_message(out: &mut impl fmt::Write, message: &str, color: bool) -> fmt::Result {
     let mut coloured = false;
     let mut rest = message;
     while let Some(at) = rest.find(|c: char| c.is_control() && c != '\t') {
-        out.write_all(&rest.as_bytes()[..at])?;
+        out.write_str(&rest[..at])?;
         let control = rest[at..].chars().next().expect("found above");
         rest = &rest[at + control.len_utf8()..];
         if control == '\x1b' {
             if let Some(length) = sgr_length(rest) {
                 if color {
-                    out.write_all(b"\x1b")?;
-                    out.write_all(&rest.as_bytes()[..length])?;
+                    out.write_str("\x1b")?;
+                    out.write_str(&rest[..length])?;
                     coloured = true;
                 }
                 rest = &rest[length..];
@@ -276,10 +305,10 @@ fn write_message(out: &mut impl Write, message: &str, color: bool) -> std::io::R
         }
         write!(out, "\\x{:02x}", control as u32)?;
     }
-    out.write_all(rest.as_bytes())?;
+    out.write_str(rest)?;
     if coloured {
         // The worker's colour must not run into the next line.
-        out.write_all(b"\x1b[0m")?;
+        out.write_str("\x1b[0m")?;
     }
     Ok(())
 }
@@ -298,17 +327,11 @@ fn sgr_length(text: &str) -> Option<usize> {
 /// `12s ago`, `3m ago`, `2h ago`, `4d ago`; `now` within a second.
 fn relative(ts: Timestamp, now: Timestamp) -> String {
     let seconds = now.as_second() - ts.as_second();
-    let (amount, unit) = match seconds.unsigned_abs() {
-        0 => return "now".to_owned(),
-        s @ 1..60 => (s, "s"),
-        s @ 60..3600 => (s / 60, "m"),
-        s @ 3600..86400 => (s / 3600, "h"),
-        s => (s / 86400, "d"),
-    };
-    if seconds < 0 {
-        format!("in {amount}{unit}")
-    } else {
-        format!("{amount}{unit} ago")
+    let rough = format_rough(jiff::SignedDuration::from_secs(seconds));
+    match seconds {
+        0 => "now".to_owned(),
+        ..0 => format!("in {rough}"),
+        _ => format!("{rough} ago"),
     }
 }
 
@@ -317,9 +340,37 @@ mod tests {
     use super::*;
 
     fn message(text: &str, color: bool) -> String {
-        let mut out = Vec::new();
+        let mut out = String::new();
         write_message(&mut out, text, color).unwrap();
-        String::from_utf8(out).unwrap()
+        out
+    }
+
+    #[test]
+    fn an_uncoloured_line_is_the_models_text_line() {
+        let printer = Printer {
+            json: false,
+            color: false,
+            time: TimeFormat::Utc,
+            zone: TimeZone::UTC,
+            labels: true,
+            recent: Arc::default(),
+        };
+        let mut record: LogRecord = serde_json::from_value(serde_json::json!({
+            "id": 1, "ts": "2026-11-21T10:00:00.123456789Z", "tenant": "t", "app": "sdxl",
+            "version": "", "runner": "r-1", "boot": "b", "seq": 0, "source": "run",
+            "stream": "stderr", "level": "error", "request_id": "req-7",
+            "message": "cuda oom", "fields": {}
+        }))
+        .unwrap();
+        for stream in [Stream::Stderr, Stream::System] {
+            record.stream = stream;
+            let mut out = Vec::new();
+            printer.write(&mut out, &record, Timestamp::now()).unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("{:.3}\n", record.text_line())
+            );
+        }
     }
 
     #[test]

@@ -19,13 +19,13 @@ mod output;
 mod split;
 
 use std::io;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tailwater_model::Stream;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::line::Line;
+use crate::lock::lock;
 pub use output::{
     copy_terminal_size, pipe, pipe_size, pty, OutputSync, Outputs, Reader, PIPE_BUFFER_BYTES,
 };
@@ -106,13 +106,10 @@ pub async fn capture(
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::sync::Mutex;
 
     use super::*;
 

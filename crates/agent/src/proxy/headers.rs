@@ -4,13 +4,13 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use tailwater_model::wire::ErrorBody;
 
 use bytes::Bytes;
 
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
-use serde_json::json;
 
 use super::{ProxyBody, MAX_CLIENT_REQUEST_ID, REQUEST_ID};
 
@@ -81,7 +81,8 @@ pub(super) fn append_forwarded_for(headers: &mut HeaderMap, peer: SocketAddr) {
 }
 
 pub(super) fn json_error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
-    let body = json!({ "error": { "code": code, "message": message } }).to_string();
+    let body =
+        serde_json::to_string(&ErrorBody::new(code, message)).expect("an error body serializes");
     Response::builder()
         .status(status)
         .header(hyper::header::CONTENT_TYPE, "application/json")

@@ -3,6 +3,7 @@
 //! letting go of the lock capture waits on; the shutdown.
 
 use super::*;
+use crate::lock::lock;
 
 /// How soon after a record comes it is written from the spool's buffer to
 /// its file (where it survives the agent being killed). Records coming
@@ -34,10 +35,6 @@ impl Flusher {
         self.recorder.flush.changed.notify_one();
         let _ = self.thread.join();
     }
-}
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Recorder {

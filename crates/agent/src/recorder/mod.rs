@@ -40,6 +40,7 @@ use tailwater_model::{Fields, FieldsJson, Level, Source, Stream};
 use tokio::sync::Notify;
 
 use crate::line::Line;
+use crate::lock::lock;
 use crate::runner_id;
 use crate::spool::{
     self, read_batch, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool, Stop, Tally,
@@ -304,10 +305,5 @@ fn open_spool(config: &Options, header: &SegmentHeader) -> anyhow::Result<runner
     Err(error.into())
 }
 
-/// A JSON object literal as [`Fields`].
-pub fn fields(value: serde_json::Value) -> Fields {
-    match value {
-        serde_json::Value::Object(map) => map,
-        _ => Fields::new(),
-    }
-}
+/// A JSON object as a record's fields (its home is the model).
+pub use tailwater_model::fields_of as fields;

@@ -10,7 +10,7 @@
 use axum::extract::{Query, State};
 use axum::Json;
 use jiff::Timestamp;
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::wire::{Histogram, HistogramBucket, LevelCounts, MAX_PAGE_LIMIT};
 use tailwater_model::{Direction, Query as PageQuery};
 

@@ -20,7 +20,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
-use tailwater_model::wire::{ErrorBody, ErrorDetail};
+use tailwater_model::wire::ErrorBody;
 
 use crate::auth::{Denied, Principal};
 use crate::registry::{RegistryError, TokenRejected};
@@ -253,12 +253,7 @@ pub(crate) fn only_tenant(mut pairs: Vec<(String, String)>) -> Result<Option<Str
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message,
-            },
-        };
+        let body = ErrorBody::new(self.code, self.message);
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -171,8 +171,7 @@ fn request_info(
         .or(lifecycle.first.as_ref());
     let started = match &lifecycle.start {
         Some(start) => start.ts,
-        None => jiff::Timestamp::from_nanosecond(i128::from(summary.first_ts))
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
+        None => tailwater_model::time::timestamp_from_ns(summary.first_ts),
     };
     let ended = lifecycle.end.as_ref().map(|end| end.ts);
     let duration_ms = int(&lifecycle.end, "duration_ms")

@@ -16,7 +16,7 @@
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::{timestamp_from_ns, timestamp_ns};
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
 use super::bloom::{BloomBuilder, WordBloom};
@@ -218,7 +218,7 @@ pub fn encode_with<R: BlockRecord>(
             .seq
             .push((record.seq() as i64).wrapping_sub(previous_seq));
         previous_seq = record.seq() as i64;
-        let (level, stream) = (level_code(record.level()), stream_code(record.stream()));
+        let (level, stream) = (record.level().code(), record.stream().code());
         columns.kind.push(level | stream << LEVEL_BITS);
         levels |= 1 << level;
         outputs |= 1 << stream;
@@ -377,8 +377,8 @@ impl DecodedBlock {
             ids.push(id as u64);
             seqs.push(seq as u64);
             let kind = columns.kind[position];
-            if level_from_code(kind & ((1 << LEVEL_BITS) - 1)).is_none()
-                || stream_from_code(kind >> LEVEL_BITS).is_none()
+            if Level::from_code(kind & ((1 << LEVEL_BITS) - 1)).is_none()
+                || Stream::from_code(kind >> LEVEL_BITS).is_none()
             {
                 return Err("block has an unknown level or stream".into());
             }
@@ -460,8 +460,7 @@ impl DecodedBlock {
         Ok(LogRecord {
             id: String::new(),
             position: self.ids[index],
-            ts: jiff::Timestamp::from_nanosecond(i128::from(self.ts[index]))
-                .map_err(|error| error.to_string())?,
+            ts: timestamp_from_ns(self.ts[index]),
             tenant: self.tenant.clone(),
             app: self.labels.app.clone(),
             version: self.labels.version.clone(),
@@ -469,8 +468,8 @@ impl DecodedBlock {
             boot: self.labels.boot.clone(),
             seq: self.seqs[index],
             source: self.labels.source,
-            stream: stream_from_code(kind >> LEVEL_BITS).expect("checked when decoded"),
-            level: level_from_code(kind & ((1 << LEVEL_BITS) - 1)).expect("checked when decoded"),
+            stream: Stream::from_code(kind >> LEVEL_BITS).expect("checked when decoded"),
+            level: Level::from_code(kind & ((1 << LEVEL_BITS) - 1)).expect("checked when decoded"),
             request_id,
             message: self.message(index).to_owned(),
             fields,
@@ -502,28 +501,6 @@ pub fn decode(
 ) -> Result<Vec<LogRecord>, String> {
     let block = DecodedBlock::new(compressed, raw_len, tenant, labels)?;
     (0..block.len()).map(|index| block.record(index)).collect()
-}
-
-pub fn level_code(level: Level) -> u8 {
-    level as u8
-}
-
-fn level_from_code(code: u8) -> Option<Level> {
-    Level::ALL.get(code as usize).copied()
-}
-
-pub fn stream_code(stream: Stream) -> u8 {
-    match stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
-        Stream::System => 2,
-    }
-}
-
-fn stream_from_code(code: u8) -> Option<Stream> {
-    [Stream::Stdout, Stream::Stderr, Stream::System]
-        .get(code as usize)
-        .copied()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use tailwater_model::filter::timestamp_ns;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::LogRecord;
 
 use super::block::{self, BlockRecord};

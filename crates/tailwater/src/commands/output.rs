@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::{Args, FromArgMatches, Parser};
 use jiff::Timestamp;
+use tailwater_model::time::{format_duration, format_rough};
 
 use crate::Connection;
 
@@ -32,14 +33,11 @@ pub fn ago(time: Option<Timestamp>, now: Timestamp) -> String {
     let Some(time) = time else {
         return "-".to_owned();
     };
-    let seconds = now.duration_since(time).as_secs();
-    match seconds {
-        ..=0 => "just now".to_owned(),
-        1..=59 => format!("{seconds}s ago"),
-        60..=3599 => format!("{}m ago", seconds / 60),
-        3600..=86_399 => format!("{}h ago", seconds / 3600),
-        _ => format!("{}d ago", seconds / 86_400),
+    let age = now.duration_since(time);
+    if age.as_secs() <= 0 {
+        return "just now".to_owned();
     }
+    format!("{} ago", format_rough(age))
 }
 
 /// `2026-01-01T00:00:00.25Z (5m ago)`, to the millisecond; `-` for none.
@@ -53,14 +51,12 @@ pub fn when(time: Option<Timestamp>, now: Timestamp) -> String {
     }
 }
 
-/// `250ms`, `1.5s`, `2m 5s`.
+/// `250ms`, `1.5s`, `2m05s`; `-` for none.
 pub fn duration_ms(ms: Option<u64>) -> String {
-    match ms {
-        None => "-".to_owned(),
-        Some(ms @ ..=999) => format!("{ms}ms"),
-        Some(ms @ ..=59_999) => format!("{:.1}s", ms as f64 / 1000.0),
-        Some(ms) => format!("{}m {}s", ms / 60_000, ms % 60_000 / 1000),
-    }
+    ms.map_or_else(
+        || "-".to_owned(),
+        |ms| format_duration(std::time::Duration::from_millis(ms)),
+    )
 }
 
 /// `tailwater logs` as a parser of its own, for the `… logs ID`

@@ -8,6 +8,7 @@ use tailwater_agent::{
     AgentConfig, ProxyConfig, RestartPolicy, SpoolDurability, DEFAULT_MAX_LINE_BYTES,
     DEFAULT_RESTART_MAX, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
+use tailwater_model::time::parse_std_duration;
 use tailwater_model::Source;
 
 use crate::Connection;
@@ -75,7 +76,7 @@ pub struct RunArgs {
     /// exit before it is SIGKILLed. Keep it below the platform's grace
     /// period (Docker: 10s, Kubernetes: 30s), so the agent can still record
     /// the end and ship it.
-    #[arg(long, default_value = "8s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "8s", value_parser = parse_std_duration, value_name = "DURATION")]
     stop_timeout: Duration,
     /// Run the worker on a pseudo-terminal instead of pipes. Programs that
     /// buffer output written to a pipe (C stdio, Python without
@@ -89,7 +90,7 @@ pub struct RunArgs {
     /// one state per this interval, and always its final state; the number
     /// of states not kept is reported in a system record. 0s keeps every
     /// state.
-    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "1s", value_parser = parse_std_duration, value_name = "DURATION")]
     progress_interval: Duration,
     /// The worker's health check, an http:// URL: the worker is recorded as
     /// ready when it first answers 2xx (also when it says so through the
@@ -111,7 +112,7 @@ pub struct RunArgs {
     /// With nothing shipped for this long, send the server an empty batch
     /// (a heartbeat), so it can tell a quiet runner from a lost one. 0s
     /// sends none.
-    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    #[arg(long, default_value = "10s", value_parser = parse_std_duration, value_name = "DURATION")]
     heartbeat_interval: Duration,
     /// Start the worker again when it ends: never, on-failure (a code other
     /// than 0, or killed by a signal) or always. Each restart waits 1s,
@@ -183,11 +184,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.
     Ok(u8::try_from(code).unwrap_or(1))
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration = tailwater_model::time::parse_duration(text)?;
-    Duration::try_from(duration).map_err(|error| error.to_string())
 }
 
 fn parse_restart(text: &str) -> Result<RestartPolicy, String> {

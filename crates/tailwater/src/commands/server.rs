@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use tailwater_model::time::parse_std_duration;
 use tailwater_server::limits::{self, IngestLimits, Rate};
 use tailwater_server::tls::TlsFiles;
 use tailwater_server::{ServerConfig, DEFAULT_MAX_BATCH_BYTES};
@@ -27,7 +28,7 @@ pub struct ServerArgs {
     #[arg(long, value_enum, default_value = "sync")]
     durability: DurabilityArg,
     /// With --durability interval: how often the log is fsynced.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = parse_std_duration)]
     sync_interval: std::time::Duration,
     /// Memory for recent records before they are written into compressed
     /// parts, in bytes.
@@ -39,16 +40,16 @@ pub struct ServerArgs {
     block_cache_bytes: usize,
     /// How far behind the newest record of its runner a record may be and
     /// still be stored; older ones are refused and counted.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_std_duration)]
     out_of_order_window: std::time::Duration,
     /// How far ahead of the server's clock a record's time may be; a record
     /// dated further ahead is stored at the server's time, keeps its own in
     /// the field original_ts, and is counted (so a runner's wrong clock
     /// never makes its later lines look out of order).
-    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, default_value = "5m", value_parser = parse_std_duration)]
     max_clock_skew: std::time::Duration,
     /// How long records are kept (whole days are deleted once past it).
-    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    #[arg(long, default_value = "90d", value_parser = parse_std_duration)]
     retention: std::time::Duration,
     /// Disk the stored parts may take, in bytes; past it the oldest days are
     /// deleted. Unlimited when not given.
@@ -125,7 +126,7 @@ pub struct ServerArgs {
     histogram_max_records: usize,
     /// How long a runner that has not ended may be silent (agents send a
     /// heartbeat every 10 s when idle) before it is marked lost.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_std_duration)]
     heartbeat_timeout: std::time::Duration,
     /// Runners the runner table keeps; past it, the one heard from longest
     /// ago is forgotten (its logs are kept), counted and logged.
@@ -138,21 +139,21 @@ pub struct ServerArgs {
     /// How long a client may take to send a request's head once it starts
     /// (over TLS: from connecting to the end of the handshake); past it the
     /// connection is closed.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = parse_std_duration)]
     header_read_timeout: std::time::Duration,
     /// How long a connection may wait for its next request (or its first)
     /// before it is closed. Live tails are never cut while they stream.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_std_duration)]
     idle_timeout: std::time::Duration,
     /// How long a request body may take to arrive whole once its handler
     /// reads it; past it the request fails (its answer says why) and the
     /// connection closes.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration)]
     body_read_timeout: std::time::Duration,
     /// How long a write may wait on a client that reads nothing (an answer,
     /// a live tail, a WebSocket) before the connection is closed; a tail
     /// client then resumes with Last-Event-ID.
-    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = parse_std_duration)]
     write_timeout: std::time::Duration,
     /// Connections open at once, at most (fewer if `ulimit -n` does not
     /// allow them). At the cap a new connection takes the place of the one
@@ -171,7 +172,7 @@ pub struct ServerArgs {
     /// again) callers see none of the request; one with no recorded caller
     /// by then is any caller's of the app. 0s: a request's start must come
     /// in the batch of its first line.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = parse_std_duration)]
     request_owner_grace: std::time::Duration,
 }
 
@@ -259,11 +260,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     }
     server.run_until_signal().await?;
     Ok(0)
-}
-
-fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    let duration = tailwater_model::time::parse_duration(text)?;
-    std::time::Duration::try_from(duration).map_err(|error| error.to_string())
 }
 
 /// `TAILWATER_BOOTSTRAP_TOKEN`, if set and not empty.

@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::*;
@@ -103,9 +103,11 @@ fn a_command_that_cannot_start_is_reported() {
 
 #[test]
 fn a_server_started_after_the_worker_still_receives_every_line_once() {
-    let port = free_port();
+    // The agent's address from the start; the server comes later.
+    let relay = Relay::without_server();
+    let port = relay.port;
     let dir = tempfile::tempdir().unwrap();
-    let agent = Command::new(binary())
+    let mut agent = Command::new(binary())
         .args([
             "run",
             "--server",
@@ -114,7 +116,6 @@ fn a_server_started_after_the_worker_still_receives_every_line_once() {
             TOKEN,
             "--app",
             "early",
-            "--quiet",
             // Its own spool, not the machine's default place (shared by
             // every agent of this host that is given no --spool).
             "--spool",
@@ -126,11 +127,16 @@ fn a_server_started_after_the_worker_still_receives_every_line_once() {
             "-c",
             "i=1; while [ $i -le 300 ]; do echo \"line $i\"; i=$((i+1)); done",
         ])
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    // The worker is long done before the server exists.
-    std::thread::sleep(Duration::from_millis(1500));
-    let server = TestServer::start_on(port, &dir.path().join("data"));
+    // The worker has written its last line (the agent echoes it) before
+    // the server exists.
+    let echoed = lines_of(agent.stdout.take().unwrap());
+    line_containing(&echoed, "line 300", Duration::from_secs(20))
+        .unwrap_or_else(|seen| panic!("the worker's last line was not echoed: {seen:?}"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
+    relay.connect_to(server.port);
     let output = agent.wait_with_output().unwrap();
     assert!(output.status.success(), "{output:?}");
 

@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -81,8 +83,8 @@ fn ingest_is_idempotent_by_runner_boot_and_seq() {
 fn acknowledged_records_survive_kill_9_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     for start in (0..500).step_by(50) {
         let (status, _) = http(
             "POST",
@@ -114,20 +116,29 @@ fn acknowledged_records_survive_kill_9_of_the_server() {
 #[test]
 fn the_first_start_prints_a_new_admin_token_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut server = std::process::Command::new(binary())
-        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{ANY_PORT}"),
+            "--data",
+        ])
         .arg(dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for("the server", std::time::Duration::from_secs(20), || {
+    let stdout = lines_of(server.stdout.take().unwrap());
+    let announced = line_containing(&stdout, "listening on", Duration::from_secs(20))
+        .unwrap_or_else(|seen| panic!("no address announced in: {seen:#?}"));
+    let port = announced_in(&announced).expect("an address");
+    wait_for("the server", Duration::from_secs(20), || {
         http("GET", port, "/healthz", None, None).0 == 200
     });
+    let printed = line_containing(&stdout, "tw_", Duration::from_secs(20))
+        .unwrap_or_else(|seen| panic!("no token printed in: {seen:#?}"));
     server.kill().unwrap();
-    let output = server.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let token = stdout
+    server.wait().unwrap();
+    let token = printed
         .split_whitespace()
         .find(|word| word.starts_with("tw_"))
         .expect("a token is printed");
@@ -156,8 +167,10 @@ fn kill_9_during_ingest_into_reused_log_files_keeps_every_acknowledged_record_on
 fn kill_9_during_ingest(flags: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on_with(port, &data, flags);
+    let server = TestServer::start_on_with(ANY_PORT, &data, flags);
+    let port = server.port;
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let written = progress.clone();
     let writer = std::thread::spawn(move || {
         let mut acknowledged = Vec::new();
         for start in (0u64..).step_by(20) {
@@ -172,10 +185,15 @@ fn kill_9_during_ingest(flags: &[&str]) {
                 break; // the server is gone
             }
             acknowledged.push(start);
+            written.store(acknowledged.len(), std::sync::atomic::Ordering::Relaxed);
         }
         acknowledged
     });
-    std::thread::sleep(std::time::Duration::from_millis(700));
+    // Killed mid-stream, once enough is acknowledged that a small memtable
+    // has been flushed several times over.
+    wait_for("50 acknowledged batches", Duration::from_secs(30), || {
+        progress.load(std::sync::atomic::Ordering::Relaxed) >= 50
+    });
     server.kill_9();
     let acknowledged = writer.join().unwrap();
     assert!(

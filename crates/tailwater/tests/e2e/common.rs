@@ -16,12 +16,81 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_tailwater")
 }
 
+/// A port that was free a moment ago, only for what another program must
+/// be told before it binds it: an agent's proxy and its worker's port, a
+/// browser driver. Another process may take it meanwhile; a server binds
+/// [`ANY_PORT`] instead, and a server that comes later is reached through
+/// a [`Relay`] that holds its port from the start.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// `--listen 127.0.0.1:ANY_PORT`: the kernel picks a free port as the
+/// server binds it, and the server says which ([`announced_port`]). A port
+/// found free beforehand may be taken by the time the server binds it.
+pub const ANY_PORT: u16 = 0;
+
+/// The port in the first line of `output` that announces an address
+/// ([`announced_in`]), within 20 s. The rest of `output` is read and dropped on a
+/// thread, so the process never blocks on a full pipe.
+pub fn announced_port(output: impl Read + Send + 'static) -> u16 {
+    use std::io::BufRead;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(output).lines();
+        let mut sender = Some(sender);
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(port) = announced_in(&line) {
+                if let Some(sender) = sender.take() {
+                    let _ = sender.send(port);
+                }
+            }
+        }
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the process announces `listening on http://HOST:PORT` within 20 s")
+}
+
+/// The port of the address `line` announces: `tailwater server listening
+/// on http://HOST:PORT …`, or the `server  http://HOST:PORT` line of the
+/// banners of `tailwater dev` and `tailwater demo`.
+pub fn announced_in(line: &str) -> Option<u16> {
+    let line = line.trim_start();
+    let rest = match line.split_once("listening on ") {
+        Some((_, rest)) => rest,
+        None => line.strip_prefix("server ")?,
+    };
+    let url = rest.split_whitespace().next()?;
+    let authority = url.split("://").nth(1)?;
+    authority
+        .split('/')
+        .next()?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn announced_addresses_are_read() {
+    assert_eq!(
+        announced_in("tailwater server listening on http://127.0.0.1:43017 (data in /d)"),
+        Some(43017)
+    );
+    assert_eq!(
+        announced_in("sink listening on https://[::1]:8443"),
+        Some(8443)
+    );
+    assert_eq!(
+        announced_in("  server    http://127.0.0.1:9 (web UI: …)"),
+        Some(9)
+    );
+    assert_eq!(announced_in("  token     tw_abc"), None);
 }
 
 /// A `tailwater server` child process; killed when dropped.
@@ -39,12 +108,13 @@ impl TestServer {
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
-        let mut server = TestServer::start_on(free_port(), &data);
+        let mut server = TestServer::start_on(ANY_PORT, &data);
         server._dir = Some(dir);
         server
     }
 
-    /// A server on `port` over `data`, once it answers health checks.
+    /// A server on `port` (or on any free one: [`ANY_PORT`]) over `data`,
+    /// once it answers health checks.
     pub fn start_on(port: u16, data: &Path) -> TestServer {
         TestServer::start_on_with(port, data, &[])
     }
@@ -81,15 +151,16 @@ impl TestServer {
     }
 
     fn start_command(port: u16, data: &Path, flags: &[&str], mut command: Command) -> TestServer {
-        let child = command
+        let mut child = command
             .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
             .arg(data)
             .args(flags)
             .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
             .env("TAILWATER_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let port = announced_port(child.stdout.take().expect("piped"));
         let server = TestServer {
             port,
             spool: data.parent().unwrap_or(data).join("spool"),
@@ -102,6 +173,18 @@ impl TestServer {
             || http("GET", port, "/healthz", None, None).0 == 200,
         );
         server
+    }
+
+    /// The live tail connections open now, as `/metrics` counts them
+    /// (`tailwater_tail_clients`, summed over tenants).
+    pub fn tail_clients(&self) -> u64 {
+        let (status, metrics) = http("GET", self.port, "/metrics", Some(TOKEN), None);
+        assert_eq!(status, 200, "{metrics}");
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("tailwater_tail_clients"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
     }
 
     /// The server process's id.
@@ -444,6 +527,9 @@ pub fn ingest_batch(app: &str, runner: &str, seqs: std::ops::Range<u64>) -> Stri
 
 /// A TCP relay on loopback in front of a server, to make network blips:
 /// while it is down, open connections are cut and new ones closed at once.
+/// Also the address of a server that does not exist yet
+/// ([`Relay::without_server`]): the relay holds the port from the start, so
+/// nothing else can take it before the server comes.
 pub struct Relay {
     pub port: u16,
     state: std::sync::Arc<std::sync::Mutex<RelayState>>,
@@ -452,11 +538,23 @@ pub struct Relay {
 #[derive(Default)]
 struct RelayState {
     down: bool,
+    /// The server's port; none yet for [`Relay::without_server`].
+    target: Option<u16>,
     open: Vec<TcpStream>,
+    /// Connections closed at once because the relay was down.
+    refused: u64,
 }
 
 impl Relay {
     pub fn start(target: u16) -> Relay {
+        let relay = Relay::without_server();
+        relay.connect_to(target);
+        relay
+    }
+
+    /// A relay with no server behind it yet: every connection is closed at
+    /// once until [`Relay::connect_to`].
+    pub fn without_server() -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let state = std::sync::Arc::new(std::sync::Mutex::new(RelayState::default()));
@@ -465,9 +563,13 @@ impl Relay {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
                 let mut state = shared.lock().unwrap();
-                if state.down {
-                    continue; // dropped: closed at once
-                }
+                let target = match state.target {
+                    Some(target) if !state.down => target,
+                    _ => {
+                        state.refused += 1;
+                        continue; // dropped: closed at once
+                    }
+                };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
                     continue;
                 };
@@ -486,6 +588,16 @@ impl Relay {
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Relays every connection from now on to the server on `port`.
+    pub fn connect_to(&self, port: u16) {
+        self.state.lock().unwrap().target = Some(port);
+    }
+
+    /// How many connections were closed at once while the relay was down.
+    pub fn refused(&self) -> u64 {
+        self.state.lock().unwrap().refused
     }
 
     /// Cuts every open connection and refuses new ones (`true`), or lets

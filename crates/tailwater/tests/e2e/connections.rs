@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, http, line_containing, lines_of, wait_for, TestServer, TOKEN};
+use crate::common::{http, line_containing, lines_of, wait_for, TestServer, ANY_PORT, TOKEN};
 
 /// Lets this test process open the thousands of sockets it floods with.
 fn raise_own_open_file_limit() {
@@ -58,13 +58,13 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 fn a_flood_of_silent_sockets_at_a_small_fd_limit_leaves_health_and_reads_answered() {
     raise_own_open_file_limit();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let server = TestServer::start_with_open_files(
-        port,
+        ANY_PORT,
         &dir.path().join("data"),
         &["--header-read-timeout", "2s", "--idle-timeout", "3s"],
         256,
     );
+    let port = server.port;
     let batch = crate::common::ingest_batch("flooded", "r1", 0..3);
     let (status, body) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&batch));
     assert_eq!(status, 200, "{body}");
@@ -158,9 +158,13 @@ fn a_flood_of_silent_sockets_at_a_small_fd_limit_leaves_health_and_reads_answere
 #[test]
 fn plain_http_off_loopback_warns_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let mut child = Command::new(crate::common::binary())
-        .args(["server", "--listen", &format!("0.0.0.0:{port}"), "--data"])
+        .args([
+            "server",
+            "--listen",
+            &format!("0.0.0.0:{ANY_PORT}"),
+            "--data",
+        ])
         .arg(dir.path().join("data"))
         .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
         .stdout(Stdio::null())

@@ -7,13 +7,13 @@ use crate::common::*;
 /// whole traceback and the exit code of the worker that crashed importing.
 #[test]
 fn demo_workers_logs_include_the_import_crash_with_traceback_and_exit_code() {
-    let port = free_port();
     let mut demo = Command::new(binary())
-        .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["demo", "--listen", &format!("127.0.0.1:{ANY_PORT}")])
         .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let port = announced_port(demo.stdout.take().expect("piped"));
     let server = DemoServer { port };
 
     let mut crashed = Vec::new();

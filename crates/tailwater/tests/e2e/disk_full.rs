@@ -6,13 +6,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    fill, free_port, line_containing, lines_of, messages, wait_for, TestServer, Tmpfs,
+    fill, line_containing, lines_of, messages, wait_for, TestServer, Tmpfs, ANY_PORT,
 };
 
 #[test]
 fn the_agent_waits_as_a_full_disk_asks_and_ships_every_line_after() {
     let disk = Tmpfs::mount("16m");
-    let server = TestServer::start_on(free_port(), &disk.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &disk.path().join("data"));
     let filler = disk.path().join("filler");
     fill(&filler);
 

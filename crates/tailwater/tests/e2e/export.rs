@@ -269,7 +269,7 @@ fn damage_a_block_of(data: &std::path::Path, app: &str) {
 fn cli_reads_that_meet_a_damaged_block_warn_and_export_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let server = TestServer::start_on_with(free_port(), &data, &["--memtable-max-bytes", "1"]);
+    let server = TestServer::start_on_with(ANY_PORT, &data, &["--memtable-max-bytes", "1"]);
     for (app, runner) in [("sdxl", "r1"), ("other", "r2")] {
         let (status, answer) = http(
             "POST",

@@ -87,11 +87,11 @@ fn kill_9_rounds_under_concurrent_agents_keep_every_line_once() {
     let mut rng = StdRng::seed_from_u64(seed());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     // A small memtable, so flushes (and reused log files) happen between
     // the kills too.
     let flags = ["--memtable-max-bytes", "200000"];
-    let mut server = TestServer::start_on_with(port, &data, &flags);
+    let mut server = TestServer::start_on_with(ANY_PORT, &data, &flags);
+    let port = server.port;
     let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
     let mut agents: Vec<Child> = runners
         .iter()
@@ -372,8 +372,8 @@ fn a_flipped_byte_in_the_log_costs_its_frame_and_is_reported_exactly() {
     let mut rng = StdRng::seed_from_u64(seed());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let mut server = TestServer::start_on(port, &data);
+    let mut server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
     const RUN_CHUNKS: usize = 15;
     let mut agents = start_agents(&server, &runners, RUN_CHUNKS);
@@ -520,10 +520,10 @@ fn a_flipped_byte_in_a_part_is_told_to_readers_and_costs_exactly_its_block() {
     let mut rng = StdRng::seed_from_u64(seed());
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     // Small memtables: the lines go to several parts as they come.
     let flags = ["--memtable-max-bytes", "100000"];
-    let server = TestServer::start_on_with(port, &data, &flags);
+    let server = TestServer::start_on_with(ANY_PORT, &data, &flags);
+    let port = server.port;
     let runners: Vec<String> = (0..AGENTS).map(|n| format!("fault-{n}")).collect();
     const RUN_CHUNKS: usize = 10;
     let mut agents = start_agents(&server, &runners, RUN_CHUNKS);
@@ -715,10 +715,10 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
     // Declared before the server, so unmounted after it is killed.
     let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
     let data = disk.path.join("data");
-    let port = free_port();
     // Small memtables: flushes into parts meet the full disk too.
     let flags = ["--memtable-max-bytes", "200000"];
-    let mut server = TestServer::start_on_with(port, &data, &flags);
+    let mut server = TestServer::start_on_with(ANY_PORT, &data, &flags);
+    let port = server.port;
     // The agents' spools stay off the full disk: the server's is the fault.
     server.spool = dir.path().join("spool");
     // A ballast leaves the server 64 KiB: less than a
@@ -802,8 +802,8 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
 fn a_damaged_acknowledged_last_frame_is_reported_lost() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     for seqs in [0..50, 50..100] {
         let batch = ingest_batch("faults", "fault-9", seqs);
         let (status, body) = http("POST", port, "/v1/ingest", Some(TOKEN), Some(&batch));

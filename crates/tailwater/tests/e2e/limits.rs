@@ -20,16 +20,21 @@ struct FlaggedServer {
 
 impl FlaggedServer {
     fn start(data: &Path, flags: &[&str], scheme: &str) -> FlaggedServer {
-        let port = free_port();
-        let child = Command::new(binary())
-            .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        let mut child = Command::new(binary())
+            .args([
+                "server",
+                "--listen",
+                &format!("127.0.0.1:{ANY_PORT}"),
+                "--data",
+            ])
             .arg(data)
             .args(flags)
             .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
             .env("TAILWATER_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
+        let port = announced_port(child.stdout.take().expect("piped"));
         let server = FlaggedServer { port, child };
         // Over TLS the plain-HTTP probe gets no answer: wait for the port.
         wait_for("the server to listen", Duration::from_secs(20), || {

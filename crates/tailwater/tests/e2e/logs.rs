@@ -22,9 +22,11 @@ fn follow_shows_a_new_line_within_a_second() {
         .recv_timeout(Duration::from_secs(10))
         .expect("history is printed first");
     assert!(first.ends_with("from history"), "{first}");
-    // Let the follower connect; a line written before it does is still
-    // shown, but this test is about lines that arrive while following.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the follower's live tail is open: a line written before it is
+    // still shown, but this test is about lines that arrive while following.
+    wait_for("the follower's live tail", Duration::from_secs(10), || {
+        server.tail_clients() == 1
+    });
 
     let output = run_worker(&server, "live", "echo 'fresh line'");
     // The agent exits only after the server acknowledged the line.
@@ -302,8 +304,8 @@ echo 'plain'
 fn follow_across_a_server_restart_loses_and_repeats_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     let ingest = |seqs| ingest_seqs(port, "restart", seqs);
     ingest(0..20);
 
@@ -379,8 +381,11 @@ fn follow_through_a_network_blip_loses_and_repeats_nothing() {
 
     relay.set_down(true);
     ingest(20..40);
-    // Long enough for several failed reconnections.
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_for(
+        "several failed reconnections",
+        Duration::from_secs(20),
+        || relay.refused() >= 3,
+    );
     relay.set_down(false);
     ingest(40..50);
     take_seqs(&lines, 30, &mut seen);

@@ -185,9 +185,9 @@ fn runner_states_of_real_workers_and_the_cli_tables() {
 fn a_runner_whose_agent_is_killed_goes_lost_and_the_table_survives_a_server_kill() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     let flags = ["--heartbeat-timeout", "3s"];
-    let server = TestServer::start_on_with(port, &data, &flags);
+    let server = TestServer::start_on_with(ANY_PORT, &data, &flags);
+    let port = server.port;
     assert_eq!(run_worker(&server, "done", "exit 0").status.code(), Some(0));
 
     let mut agent = server

@@ -196,7 +196,9 @@ type StartAgent<'a> = &'a dyn Fn(u16, &Path, &str, &[&str], &str) -> Child;
 fn kill_an_agent_then_start_another(app: &str, start: StartAgent) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let port = free_port();
+    // The agents' address from the start; the server comes later.
+    let relay = Relay::without_server();
+    let port = relay.port;
     let mut first = start(
         port,
         &spool,
@@ -213,7 +215,8 @@ fn kill_an_agent_then_start_another(app: &str, start: StartAgent) -> Vec<Value> 
     drop(echo);
     // The worker dies of SIGPIPE at its next tick, with no one reading.
 
-    let server = TestServer::start_on(port, &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
+    relay.connect_to(server.port);
     wait_success(start(port, &spool, app, &[], "echo 'second boot'"));
 
     let records = server.logs(&["--app", app]);
@@ -266,7 +269,7 @@ fn two_agents_without_runner_on_one_host_and_spool_both_run_as_different_runners
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let stop = dir.path().join("stop");
-    let server = TestServer::start_on(free_port(), &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
     let app = "spool-twins";
     let host = "twin-host";
     let worker = |name: &str| {
@@ -365,9 +368,9 @@ fn a_server_away_for_a_while_gets_every_line_once_in_order() {
     const LINES: usize = 1200;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
     let app = "spool-outage";
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     let worker = agent(
         port,
         &dir.path().join("spool"),
@@ -485,7 +488,8 @@ fn over_the_spool_cap_the_oldest_are_dropped_and_counted_exactly() {
     const LINES: usize = 2000;
     const CAP: &str = "16384";
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let relay = Relay::without_server();
+    let port = relay.port;
     let app = "spool-cap";
     let mut child = agent(
         port,
@@ -504,7 +508,8 @@ fn over_the_spool_cap_the_oldest_are_dropped_and_counted_exactly() {
     );
     // Let the agent record the exit, with the server still away.
     std::thread::sleep(Duration::from_millis(300));
-    let server = TestServer::start_on(port, &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
+    relay.connect_to(server.port);
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut echo, &mut rest).unwrap();
     assert!(child.wait().unwrap().success());
@@ -791,7 +796,8 @@ fn a_quiet_runner_sends_heartbeats_the_server_accepts() {
 fn a_large_leftover_spool_does_not_delay_the_worker() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
-    let port = free_port();
+    let relay = Relay::without_server();
+    let port = relay.port;
     let app = "spool-large";
     const LINES: u64 = 100_000;
     // About 20 MB of spool, with no server to ship to.
@@ -810,7 +816,8 @@ fn a_large_leftover_spool_does_not_delay_the_worker() {
     let runner_dir = spool.join(format!("{app}-runner"));
     assert!(runner_dir.exists(), "the first agent left its spool");
 
-    let server = TestServer::start_on(port, &dir.path().join("data"));
+    let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
+    relay.connect_to(server.port);
     wait_success(agent(port, &spool, app, &[], "echo first"));
     assert!(!runner_dir.exists(), "everything left was shipped");
 

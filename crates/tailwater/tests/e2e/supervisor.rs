@@ -172,6 +172,32 @@ echo stopping
 exit 5
 "#;
 
+/// Waits until the short-lived orphans of [`ORPHANING_WORKER`] have ended
+/// (the long one is then `agent`'s only live `sleep`), then until `agent`
+/// has reaped them: no zombie stays.
+fn short_orphans_end_and_are_reaped(agent: u32) {
+    let live_sleeps = || {
+        children_of(agent)
+            .into_iter()
+            .filter(|(pid, state)| {
+                *state != 'Z'
+                    && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|comm| comm == "sleep\n")
+            })
+            .count()
+    };
+    wait_for(
+        "the short-lived orphans to end",
+        Duration::from_secs(10),
+        || live_sleeps() == 1,
+    );
+    wait_for(
+        "no zombie child of the agent",
+        Duration::from_secs(5),
+        || zombies_of(agent).is_empty(),
+    );
+}
+
 /// Checks what [`ORPHANING_WORKER`] leaves with `agent` as its reaper:
 /// orphans come to the agent, and no zombie stays.
 fn check_orphans_are_reaped(agent: u32, dir: &Path) {
@@ -184,13 +210,7 @@ fn check_orphans_are_reaped(agent: u32, dir: &Path) {
         Some(agent),
         "an orphan of the worker is the agent's child"
     );
-    // The short-lived orphans have exited by now; none is left a zombie.
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        zombies_of(agent),
-        Vec::<u32>::new(),
-        "zombie children of the agent"
-    );
+    short_orphans_end_and_are_reaped(agent);
     send_signal(orphan, libc::SIGKILL);
     wait_for(
         "the killed orphan to be reaped",
@@ -284,12 +304,7 @@ fn as_pid_1_of_a_pid_namespace_it_reaps_and_forwards_term() {
         Duration::from_secs(5),
         || children_of(agent).iter().any(|(pid, _)| is_sleep(*pid)),
     );
-    std::thread::sleep(Duration::from_millis(800));
-    assert_eq!(
-        zombies_of(agent),
-        Vec::<u32>::new(),
-        "zombie children of PID 1"
-    );
+    short_orphans_end_and_are_reaped(agent);
 
     // PID 1 gets no default signal handling from the kernel: the agent must
     // handle TERM itself and pass it on.

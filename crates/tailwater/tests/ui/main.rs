@@ -307,8 +307,8 @@ async fn live_tail_shows_a_new_line_within_a_second(engine: Engine) {
 async fn live_tail_resumes_after_the_server_restarts(engine: Engine) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = free_port();
-    let server = TestServer::start_on(port, &data);
+    let server = TestServer::start_on(ANY_PORT, &data);
+    let port = server.port;
     assert!(run_worker(&server, "resume", "echo 'before the restart'")
         .status
         .success());
