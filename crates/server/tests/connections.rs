@@ -285,15 +285,12 @@ async fn wait_for_close(server: &RunningServer, reason: &str) -> String {
 
 #[tokio::test]
 async fn a_trickled_body_fails_its_request_and_a_client_that_reads_nothing_is_let_go() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path().to_owned());
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.bootstrap_token = Some(TOKEN.into());
-    config.connections.body_read_timeout = Duration::from_secs(1);
-    config.connections.write_timeout = Duration::from_secs(1);
-    config.tail_buffer = 1_000_000;
-    let server = start(config).await.unwrap();
-    let client = Client::new(&server.url(), TOKEN).unwrap();
+    let (_dir, server, client) = common::server_with(|config| {
+        config.connections.body_read_timeout = Duration::from_secs(1);
+        config.connections.write_timeout = Duration::from_secs(1);
+        config.tail_buffer = 1_000_000;
+    })
+    .await;
 
     // A body sent a byte at a time, each well within any idle wait: the
     // whole of it is due within --body-read-timeout.

@@ -356,7 +356,7 @@ mod tests {
             recent: Arc::default(),
         };
         let mut record: LogRecord = serde_json::from_value(serde_json::json!({
-            "id": 1, "ts": "2026-11-21T10:00:00.123456789Z", "tenant": "t", "app": "sdxl",
+            "id": "AAAAAAAAAAAAAAAAAAAAAA", "ts": "2026-11-21T10:00:00.123456789Z", "tenant": "t", "app": "sdxl",
             "version": "", "runner": "r-1", "boot": "b", "seq": 0, "source": "run",
             "stream": "stderr", "level": "error", "request_id": "req-7",
             "message": "cuda oom", "fields": {}
