@@ -1,11 +1,12 @@
 //! The tailwater server: the HTTP API over the embedded store.
 //!
-//! - [`registry`]: tenants, apps and their settings, and API tokens (hashed),
-//!   in a snapshot and a journal of changes; readers never wait on writers.
-//! - [`auth`]: the scope rules: the [`auth::Principal`] a request acts as,
-//!   and what it may do.
-//! - [`api`]: the routes: ingest, history, live tail, histogram, health,
-//!   and the web UI.
+//! - [`access`]: who may do what with whose logs: the registry (tenants,
+//!   apps, hashed tokens, the key that seals record ids), the scopes and
+//!   the recorded-caller rule.
+//! - [`ingest`]: the one ingest pipeline every way in hands batches to.
+//! - [`api`]: the routes, thin adapters over the rest: ingest's first edge,
+//!   history, live tail, export, histogram, requests, runners, tenancy,
+//!   health, and the web UI.
 //! - [`tail`]: how live tail follows the store, and what a slow client
 //!   misses.
 //! - [`limits`]: ingest limits (sizes, rates) and the reports of them.
@@ -22,15 +23,13 @@
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
 //! and the tests all start it this way.
 
+pub mod access;
 pub mod api;
-pub mod auth;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
-pub mod ownership;
 pub mod recovery;
 pub mod redact;
-pub mod registry;
 pub mod runners;
 pub mod serve;
 pub mod tail;
@@ -45,10 +44,11 @@ use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::access::registry::Registry;
+use crate::access::{ownership, registry};
 use crate::limits::IngestLimits;
 use crate::metrics::Metrics;
 use crate::redact::Redactor;
-use crate::registry::Registry;
 use crate::runners::{RunnerSettings, Runners};
 
 /// The address the server listens on unless told otherwise: loopback only.

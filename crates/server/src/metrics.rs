@@ -215,7 +215,7 @@ impl Metrics {
     }
 
     /// Exports the registry's refusals by its limits, read at each scrape.
-    pub fn watch_registry(&mut self, registry: Arc<crate::registry::Registry>) {
+    pub fn watch_registry(&mut self, registry: Arc<crate::access::registry::Registry>) {
         self.registry
             .register_collector(Box::new(RegistryCollector(registry)));
     }
@@ -503,7 +503,7 @@ struct TenantReasonLabels {
 
 /// Reads the registry's refusals (token names too long, too many tokens or
 /// apps) at each scrape.
-struct RegistryCollector(Arc<crate::registry::Registry>);
+struct RegistryCollector(Arc<crate::access::registry::Registry>);
 
 impl std::fmt::Debug for RegistryCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

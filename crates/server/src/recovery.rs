@@ -29,7 +29,7 @@ use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{fields_of, Level, Source};
 use tailwater_store::{DamageKind, Store, WalDamage};
 
-use crate::registry::{Registry, DEFAULT_TENANT};
+use crate::access::registry::{Registry, DEFAULT_TENANT};
 use crate::runners::SERVER_BOOT_SUFFIX;
 
 /// The app of the server's own records about itself, in tenant `default`.

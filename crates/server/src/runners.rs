@@ -47,7 +47,7 @@ use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::registry::{write_atomically, Registry};
+use crate::access::registry::{write_atomically, Registry};
 
 /// How long a runner that has not ended may be silent before it is lost,
 /// unless configured otherwise (`--heartbeat-timeout`). Agents send a

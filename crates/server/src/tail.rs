@@ -18,7 +18,7 @@
 //! stored after them. Skipping is counted in [`TailStats`] and logged.
 //!
 //! A caller's record whose request's ownership is not settled yet
-//! ([`crate::ownership`]) is held back: the follower stops just before it
+//! ([`crate::access::ownership`]) is held back: the follower stops just before it
 //! and reads it again from the store (on each new record, and every
 //! [`HOLD_POLL`]) until it settles, then sends it or passes it by. What
 //! follows it waits too, so records leave in id order and a client that
@@ -36,7 +36,7 @@ use tailwater_model::{Filter, IdRange, LogRecord, TenantSeal};
 use tailwater_store::Store;
 use tokio::sync::{mpsc, watch};
 
-use crate::ownership::Verdict;
+use crate::access::ownership::Verdict;
 use crate::AppState;
 
 /// How many matching records a live tail client may fall behind the newest

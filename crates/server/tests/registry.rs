@@ -46,7 +46,7 @@ async fn long_token_names_are_refused_with_a_json_400_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let server = server_in(dir.path()).await;
     let owner = tenant_with_owner(&server, "acme").await;
-    let long = "n".repeat(tailwater_server::registry::DEFAULT_MAX_TOKEN_NAME_BYTES + 1);
+    let long = "n".repeat(tailwater_server::access::registry::DEFAULT_MAX_TOKEN_NAME_BYTES + 1);
     let (status, answer) = call(
         &server,
         "POST",

@@ -539,7 +539,7 @@ async fn a_request_with_no_recorded_caller_reaches_any_caller_once_its_owner_set
     let (a, _) = token(&server, "caller", None).await;
     let (c, _) = token(&server, "caller", Some("pub")).await;
     let mut a_ws = websocket_records(websocket_tail(&server, &a, "r-5").await);
-    let hold = tailwater_server::ownership::DEFAULT_REQUEST_OWNER_GRACE * 3 / 2;
+    let hold = tailwater_server::access::ownership::DEFAULT_REQUEST_OWNER_GRACE * 3 / 2;
 
     let sent = std::time::Instant::now();
     ingest(

@@ -210,7 +210,7 @@ async fn run(seed: u64) {
         }
     }
 
-    let grace = tailwater_server::ownership::DEFAULT_REQUEST_OWNER_GRACE;
+    let grace = tailwater_server::access::ownership::DEFAULT_REQUEST_OWNER_GRACE;
     let ingest_began = tokio::time::Instant::now();
     ingest_randomly(&mut rng, &world, &mut model, seed).await;
     assert!(

@@ -152,7 +152,7 @@ struct Snapshot {
     state: AppState,
     tenant: String,
     query: tailwater_model::Query,
-    view: Option<crate::auth::CallerView>,
+    view: Option<crate::access::scopes::CallerView>,
     as_of: u64,
     seal: tailwater_model::TenantSeal,
 }

@@ -17,7 +17,7 @@ use tailwater_model::{Direction, Query as PageQuery};
 use super::logs::params;
 use super::read::Skipped;
 use super::ApiError;
-use crate::auth::Principal;
+use crate::access::scopes::Principal;
 use crate::AppState;
 
 /// Buckets when the request names no number.

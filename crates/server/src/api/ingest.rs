@@ -12,7 +12,7 @@ use axum::Json;
 use tailwater_model::wire::IngestBatch;
 
 use super::{only_tenant, ApiError};
-use crate::auth::{Action, Principal};
+use crate::access::scopes::{Action, Principal};
 use crate::ingest::Refused;
 use crate::limits;
 use crate::AppState;

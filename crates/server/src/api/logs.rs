@@ -19,8 +19,8 @@ use tailwater_model::{Filter, IdRange, LogRecord};
 
 use super::read::Skipped;
 use super::{take_tenant, ApiError};
-use crate::auth::{CallerView, Principal};
-use crate::ownership::Verdict;
+use crate::access::ownership::Verdict;
+use crate::access::scopes::{CallerView, Principal};
 use crate::tail::{self, Subscription, Tail, TailEvent};
 use crate::AppState;
 

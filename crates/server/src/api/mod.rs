@@ -22,8 +22,8 @@ use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use tailwater_model::wire::ErrorBody;
 
-use crate::auth::{Denied, Principal};
-use crate::registry::{RegistryError, TokenRejected};
+use crate::access::registry::{RegistryError, TokenRejected};
+use crate::access::scopes::{Denied, Principal};
 use crate::AppState;
 
 pub fn router(state: AppState) -> Router {

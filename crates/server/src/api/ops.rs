@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::ApiError;
-use crate::auth::Principal;
+use crate::access::scopes::Principal;
 use crate::AppState;
 
 /// Paths whose answer time is a query's latency, and their endpoint label.
@@ -91,8 +91,8 @@ fn is_request_logs(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::registry::Registry;
     use crate::redact::Redactor;
-    use crate::registry::Registry;
     use crate::ServerConfig;
 
     #[tokio::test]

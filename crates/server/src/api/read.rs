@@ -12,8 +12,8 @@ use tailwater_model::{Filter, Query, TenantSeal};
 use tailwater_store::SkippedBlock;
 
 use super::ApiError;
-use crate::auth::CallerView;
-use crate::registry::Registry;
+use crate::access::registry::Registry;
+use crate::access::scopes::CallerView;
 use crate::AppState;
 
 /// `params` as a page query, under the server's limits: a bad or too

@@ -7,11 +7,11 @@
 //! system record carries `fields.caller`: the public id (`tok_…`, as
 //! `POST /v1/tokens` returns it and `GET /v1/tokens` lists it) of the caller
 //! token the request was made with. Caller tokens then read that request only
-//! if they are that token (see [`crate::auth`], rule 5); owners and admins
+//! if they are that token (see [`crate::access::scopes`], rule 5); owners and admins
 //! read every request of their tenant. A request is its app's: the app's
 //! first `request_start` naming a caller, in ingest order, decides, and
 //! another app sending the same request id has a request of its own
-//! ([`crate::ownership`]).
+//! ([`crate::access::ownership`]).
 //!
 //! A request that does not exist, and one the token may not see, are both
 //! 404, so a caller cannot learn that another caller's request exists.
@@ -27,9 +27,9 @@ use tailwater_model::{Direction, Filter, LogRecord, Matcher, Stream};
 use tailwater_store::{RequestSummary, Store, StoreError};
 
 use super::{only_tenant, take_tenant, ApiError};
-use crate::auth::{CallerView, Principal};
-use crate::ownership;
-use crate::registry::Registry;
+use crate::access::ownership;
+use crate::access::registry::Registry;
+use crate::access::scopes::{CallerView, Principal};
 use crate::AppState;
 
 /// One app's `request_start` and `request_end` records of a request.

@@ -8,7 +8,7 @@ use tailwater_model::wire::{RunnerDetail, RunnerList, RunnerState};
 use tailwater_model::{Direction, Filter, Matcher, Stream};
 
 use super::{no_other_params, take_param, take_tenant, ApiError};
-use crate::auth::{Action, Principal};
+use crate::access::scopes::{Action, Principal};
 use crate::AppState;
 
 /// A runner's newest `system` records `GET /v1/runners/{runner}` returns.

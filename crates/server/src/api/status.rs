@@ -8,7 +8,7 @@ use axum::Json;
 use tailwater_model::wire::{AppStatus, DamagedPartStatus, StatusInfo, StoreStatus};
 
 use super::{only_tenant, ApiError};
-use crate::auth::{Action, Principal};
+use crate::access::scopes::{Action, Principal};
 use crate::AppState;
 
 pub async fn status(

@@ -1,5 +1,5 @@
 //! Tenants, tokens and apps: `/v1/tenants`, `/v1/tokens`, `/v1/apps`.
-//! Who may call what is decided in [`crate::auth`].
+//! Who may call what is decided in [`crate::access::scopes`].
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -12,8 +12,8 @@ use tailwater_model::tenancy::{
 };
 
 use super::{only_tenant, ApiError};
-use crate::auth::{Action, Principal};
-use crate::registry::{no_such_token, validate_app_name};
+use crate::access::registry::{no_such_token, validate_app_name};
+use crate::access::scopes::{Action, Principal};
 use crate::AppState;
 
 type Pairs = Query<Vec<(String, String)>>;

@@ -35,12 +35,12 @@ use tailwater_model::wire::{IngestBatch, IngestResponse};
 
 pub use unavailable::{is_disk_full, Unavailable, STORE_UNAVAILABLE_RETRY_AFTER};
 
-use crate::auth::{Denied, Principal};
+use crate::access::ownership::Settling;
+use crate::access::registry::{validate_app_name, Registry, RegistryError};
+use crate::access::scopes::{Denied, Principal};
 use crate::limits::{self, CutTally, IngestLimits, RateLimiter, Refusal, Throttled};
 use crate::metrics::{AppLabels, Metrics, PatternLabels, ReasonLabels};
-use crate::ownership::Settling;
 use crate::redact::{Redactor, Replaced};
-use crate::registry::{validate_app_name, Registry, RegistryError};
 use crate::runners::Runners;
 use reports::AgentReports;
 

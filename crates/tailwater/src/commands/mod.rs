@@ -57,8 +57,8 @@ impl LocalServer {
             (None, Some(temporary)) => temporary.path().to_owned(),
             (None, None) => unreachable!("a temporary directory is made without --data"),
         };
-        let token =
-            server::bootstrap_token().unwrap_or_else(tailwater_server::auth::generate_token);
+        let token = server::bootstrap_token()
+            .unwrap_or_else(tailwater_server::access::scopes::generate_token);
         let mut config = tailwater_server::ServerConfig::new(data.clone());
         config.listen = listen;
         config.bootstrap_token = Some(token.clone());

@@ -77,14 +77,14 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = limits::DEFAULT_MAX_FIELD_KEY_BYTES)]
     max_field_key_bytes: usize,
     /// Longest token name, in bytes; longer ones are refused with a 400.
-    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKEN_NAME_BYTES)]
+    #[arg(long, default_value_t = tailwater_server::access::registry::DEFAULT_MAX_TOKEN_NAME_BYTES)]
     max_token_name_bytes: usize,
     /// Live (neither revoked nor expired) tokens one tenant may have; more
     /// are refused with a 400.
-    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_TOKENS_PER_TENANT)]
+    #[arg(long, default_value_t = tailwater_server::access::registry::DEFAULT_MAX_TOKENS_PER_TENANT)]
     max_tokens_per_tenant: usize,
     /// Apps one tenant may have; more are refused with a 400.
-    #[arg(long, default_value_t = tailwater_server::registry::DEFAULT_MAX_APPS_PER_TENANT)]
+    #[arg(long, default_value_t = tailwater_server::access::registry::DEFAULT_MAX_APPS_PER_TENANT)]
     max_apps_per_tenant: usize,
     /// Lines per second each app may send, for apps without their own
     /// rate_limit_lines_per_sec (429 past it). No limit when not given.
@@ -237,7 +237,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
             bytes_per_sec: args.runner_rate_bytes,
         },
     };
-    config.registry = tailwater_server::registry::RegistryLimits {
+    config.registry = tailwater_server::access::registry::RegistryLimits {
         max_token_name_bytes: args.max_token_name_bytes,
         max_tokens_per_tenant: args.max_tokens_per_tenant,
         max_apps_per_tenant: args.max_apps_per_tenant,

@@ -14,7 +14,7 @@
 //! tenant's live tokens and apps: one owner cannot make the registry, and
 //! with it every tenant's requests, slow.
 //!
-//! Who may do what is not decided here but in [`crate::auth`].
+//! Who may do what is not decided here but in [`crate::access::scopes`].
 
 mod journal;
 pub mod seal;

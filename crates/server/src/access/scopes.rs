@@ -1,7 +1,7 @@
 //! Who is asking, and may they? The scope rules, in one place.
 //!
 //! Tokens themselves (random, shown once, SHA-256 at rest, compared in
-//! constant time, expiry, revocation) live in [`crate::registry`]; this
+//! constant time, expiry, revocation) live in [`crate::access::registry`]; this
 //! module turns a token into a [`Principal`] and decides what it may do.
 //!
 //! The rules, checked in this order:
@@ -41,7 +41,7 @@
 //!    request that does not exist. Checked per record, as it leaves
 //!    ([`CallerView::judge`]), against the first `request_start` naming a
 //!    caller (in ingest order) of the record's own app
-//!    ([`crate::ownership`]): a start stored after a tail opened applies to
+//!    ([`crate::access::ownership`]): a start stored after a tail opened applies to
 //!    that tail at once, and another app's start decides nothing about
 //!    this app's records. Runners of one app are one trust domain (one
 //!    ingest token speaks for all of them).
@@ -55,12 +55,12 @@
 
 use std::sync::Arc;
 
-use crate::ownership::{RequestStarts, Settling, Verdict};
-use crate::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
+use crate::access::ownership::{RequestStarts, Settling, Verdict};
+use crate::access::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
 
-pub use crate::registry::generate_secret as generate_token;
+pub use crate::access::registry::generate_secret as generate_token;
 
 /// Who a request acts as, once its token checked out.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! Who a request belongs to: the caller its gateway recorded, for the
-//! recorded-caller rule ([`crate::auth`], rule 5), found from the store.
+//! recorded-caller rule ([`crate::access::scopes`], rule 5), found from the store.
 //!
 //! **A request is its app's.** A request id is chosen by whoever sends
 //! it, so two apps of a tenant may send records with the same one. Each
