@@ -2,6 +2,7 @@
 //! crashes, and files of earlier releases.
 
 use super::*;
+use tailwater_model::tenancy::{NewApp, TenantPatch};
 
 #[test]
 fn first_start_creates_one_admin_token_stored_hashed() {
@@ -479,7 +480,12 @@ fn kill_9_while_changing_loses_nothing_acknowledged() {
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "registry::tests::child_creates_tokens_until_killed",
+                // The test's name as the harness has it: its path less the
+                // crate's name.
+                &format!(
+                    "{}::child_creates_tokens_until_killed",
+                    module_path!().split_once("::").unwrap().1
+                ),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",
