@@ -1,4 +1,5 @@
-//! From memory to parts, and small parts to larger ones.
+//! From memory to parts (merging small parts into larger ones is
+//! [`crate::merge`]'s).
 //!
 //! A full (or old) memtable is frozen: the log is fsynced and a new segment
 //! started, and the table waits, still readable, for its flush. The flush
@@ -6,29 +7,19 @@
 //! parts in for the table and deletes the log segments it came from. A crash
 //! anywhere in between loses nothing: until a segment is deleted, replay
 //! restores what is not in a part, and replay skips what is.
-//!
-//! Merges take a partition's small parts and write one part with their
-//! records, each stream merged in time order a block at a time, so memory
-//! stays bounded whatever the partition's size. The merged part names the
-//! parts it replaces; if a crash leaves them behind, opening the store
-//! deletes them.
 
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tailwater_model::LogRecord;
-
 use crate::memtable::Table;
-use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
-use crate::part::writer::{PartWriter, BLOCK_COPY_MIN_BYTES};
-use crate::part::{BlockMeta, Partition, StreamLabels};
+use crate::part::writer::PartWriter;
+use crate::part::{Partition, StreamLabels};
 use crate::row::Row;
 use crate::wal::WalWriter;
-use crate::{day_of, part_number, wal_path, Durability, Inner, State, StoreError, Writer};
+use crate::{day_of, wal_path, Durability, Inner, State, StoreError, Writer};
 
 /// How often the background thread looks at the memtable's age, merges and
 /// (with interval durability) the clock.
@@ -235,7 +226,7 @@ impl Inner {
     }
 
     /// Writes one part of `partition` with what `fill` adds, and opens it.
-    fn write_part(
+    pub(crate) fn write_part(
         &self,
         partition: &Partition,
         replaces: Vec<u64>,
@@ -277,188 +268,6 @@ impl Inner {
         }
         Ok(())
     }
-
-    /// Merges parts of like size: in each partition, parts smaller than
-    /// [`crate::StoreOptions::merged_part_bytes`] fall in tiers by size
-    /// (each tier [`crate::StoreOptions::merge_min_parts`] times the one
-    /// below, from [`crate::MERGE_TIER_BASE_BYTES`]), and a tier with that
-    /// many parts is merged into one of the next. A record is rewritten once
-    /// per tier, not once per merge. Returns how many merges ran.
-    pub(crate) fn merge_all(&self) -> Result<usize, StoreError> {
-        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        let mut tiers: BTreeMap<(Partition, u32), Vec<Arc<Part>>> = BTreeMap::new();
-        let unmergeable = self
-            .unmergeable
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        for part in &self.read().parts {
-            if part.file_len < self.options.merged_part_bytes && !unmergeable.contains(part.path())
-            {
-                let tier = (part.file_len / crate::MERGE_TIER_BASE_BYTES)
-                    .max(1)
-                    .ilog(self.options.merge_min_parts.max(2) as u64);
-                tiers
-                    .entry((part.footer.partition.clone(), tier))
-                    .or_default()
-                    .push(part.clone());
-            }
-        }
-        let mut merges = 0;
-        for ((partition, _), parts) in tiers {
-            if parts.len() >= self.options.merge_min_parts.max(2) {
-                self.merge(&partition, &parts)?;
-                merges += 1;
-            }
-        }
-        Ok(merges)
-    }
-
-    fn merge(&self, partition: &Partition, parts: &[Arc<Part>]) -> Result<(), StoreError> {
-        let started = Instant::now();
-        // Each stream's blocks in all the parts, and the requests each
-        // block holds (for the blocks copied whole).
-        let mut streams: BTreeMap<&StreamLabels, Vec<SourceBlock>> = BTreeMap::new();
-        let mut seq_ranges: BTreeMap<&StreamLabels, Vec<(u64, u64)>> = BTreeMap::new();
-        let mut block_requests: Vec<HashMap<u32, Vec<[u8; 8]>>> = Vec::new();
-        for (source, part) in parts.iter().enumerate() {
-            let footer = &part.footer;
-            for (index, block) in footer.blocks.iter().enumerate() {
-                let labels = &footer.streams[block.stream as usize].labels;
-                streams.entry(labels).or_default().push(SourceBlock {
-                    source,
-                    part,
-                    index,
-                    meta: block,
-                });
-            }
-            for stream in &footer.streams {
-                seq_ranges
-                    .entry(&stream.labels)
-                    .or_default()
-                    .extend(&stream.seq_ranges);
-            }
-            let mut requests: HashMap<u32, Vec<[u8; 8]>> = HashMap::new();
-            for meta in &footer.requests {
-                for block in &meta.blocks {
-                    requests.entry(*block).or_default().push(meta.key);
-                }
-            }
-            block_requests.push(requests);
-        }
-        // Never empty: an empty list marks a flushed part.
-        let replaces: Vec<u64> = parts
-            .iter()
-            .map(|part| part_number(part.path()).unwrap_or(0))
-            .collect();
-        let mut failure = None;
-        let mut damaged = |part: &Path, reason: String| {
-            failure = Some((part.to_owned(), reason.clone()));
-            std::io::Error::other(reason)
-        };
-        let mut copied = 0u64;
-        let merged = self.write_part(
-            partition,
-            replaces,
-            |writer| {
-                writer.merged_from(parts.iter().map(|part| &part.footer));
-                for (labels, blocks) in streams {
-                    let mut stream = writer.stream::<LogRecord>();
-                    // Large blocks are copied whole, whatever their times
-                    // (a part's blocks may overlap: readers order records
-                    // across blocks); the small ones are rewritten together.
-                    let (mut large, small): (Vec<SourceBlock>, Vec<SourceBlock>) =
-                        blocks.into_iter().partition(|block| {
-                            is_large(block.meta, self.options.merge_copy_min_records)
-                        });
-                    large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
-                    for block in large {
-                        let keys = block_requests[block.source]
-                            .get(&(block.index as u32))
-                            .map_or(&[][..], Vec::as_slice);
-                        match block.part.read_compressed(block.index) {
-                            Ok(compressed) => stream.copy_block(&compressed, block.meta, keys)?,
-                            Err(error) => {
-                                return Err(damaged(block.part.path(), error.to_string()));
-                            }
-                        }
-                        copied += 1;
-                    }
-                    let mut merge = StreamMerge::new(small);
-                    let written = merge.by_ref().try_for_each(|record| stream.push(record));
-                    if let Some((part, reason)) = merge.failure {
-                        return Err(damaged(&part, reason));
-                    }
-                    written?;
-                    if let Some(ranges) = seq_ranges.get(labels) {
-                        stream.add_seq_ranges(ranges);
-                    }
-                    stream.finish(labels.clone())?;
-                }
-                Ok(())
-            },
-            self.options.zstd_level,
-        );
-        let merged = match (merged, failure) {
-            (Ok(part), None) => part,
-            (_, Some((damaged, reason))) => {
-                // A damaged block: leave the parts as they are, so queries
-                // still serve what is readable, and leave the damaged part
-                // out of merges from now on (the others merge without it),
-                // rather than fail on it again every tick.
-                tracing::error!(
-                    %reason,
-                    part = %damaged.display(),
-                    "a merge could not read a block; the part is left as it is and out of merges"
-                );
-                if let Some(part) = parts.iter().find(|part| part.path() == damaged) {
-                    self.damage().unmergeable(part, reason);
-                }
-                let mut unmergeable = self.unmergeable.lock().unwrap_or_else(|e| e.into_inner());
-                if unmergeable.insert(damaged) {
-                    self.counters().unmergeable_parts += 1;
-                }
-                return Ok(());
-            }
-            (Err(error), None) => return Err(error),
-        };
-        let (records, bytes_before) = (
-            merged.footer.records,
-            parts.iter().map(|part| part.file_len).sum::<u64>(),
-        );
-        let bytes_after = merged.file_len;
-        let written = merged.footer.blocks.len() as u64 - copied;
-        {
-            let mut state = self.write();
-            state
-                .parts
-                .retain(|part| !parts.iter().any(|old| Arc::ptr_eq(old, part)));
-            state.parts.push(merged);
-        }
-        for part in parts {
-            let _ = std::fs::remove_file(part.path());
-        }
-        {
-            let mut counters = self.counters();
-            counters.merges += 1;
-            counters.merge_blocks_copied += copied;
-            counters.merge_blocks_written += written;
-        }
-        tracing::info!(
-            tenant = %partition.tenant,
-            app = %partition.app,
-            day = %partition.day,
-            parts = parts.len(),
-            records,
-            blocks_copied = copied,
-            blocks_written = written,
-            bytes_before,
-            bytes_after,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "parts merged"
-        );
-        Ok(())
-    }
 }
 
 const NANOS_PER_DAY: i64 = 86_400 * 1_000_000_000;
@@ -469,133 +278,6 @@ type PartitionKey<'t> = (&'t str, &'t str, i64);
 /// The UTC day of a time, as a number of days since the epoch.
 pub(crate) fn day_number(ts_ns: i64) -> i64 {
     ts_ns.div_euclid(NANOS_PER_DAY)
-}
-
-/// A block of a stream in one of a merge's parts.
-struct SourceBlock<'a> {
-    /// The part's place among the merge's.
-    source: usize,
-    part: &'a Arc<Part>,
-    index: usize,
-    meta: &'a BlockMeta,
-}
-
-/// Whether a merge copies a block as it is rather than rewrite its records
-/// with others: when it holds at least `min_records` records or
-/// [`BLOCK_COPY_MIN_BYTES`] bytes. A flush writes each stream's records
-/// since the last flush, so its blocks are usually large enough, and a
-/// record is then compressed once, however many merges its part goes
-/// through.
-fn is_large(meta: &BlockMeta, min_records: usize) -> bool {
-    meta.count as usize >= min_records || meta.raw_len as usize >= BLOCK_COPY_MIN_BYTES
-}
-
-/// One stream's records from blocks of several parts, in time order (then
-/// id), built a record at a time. A block is opened only when its first
-/// record could come next, so memory holds the blocks whose times overlap
-/// the position reached, not all of them.
-struct StreamMerge<'a> {
-    /// Blocks not yet opened, the one with the earliest start last.
-    pending: Vec<SourceBlock<'a>>,
-    open: Vec<Option<OpenBlock<'a>>>,
-    /// The next record of each open block, by (time, id).
-    heap: BinaryHeap<std::cmp::Reverse<((i64, u64), usize)>>,
-    /// The part a block could not be read from, and why.
-    failure: Option<(PathBuf, String)>,
-}
-
-struct OpenBlock<'a> {
-    part: &'a Part,
-    block: DecodedBlock,
-    /// Its next record.
-    position: usize,
-}
-
-impl<'a> StreamMerge<'a> {
-    fn new(mut blocks: Vec<SourceBlock<'a>>) -> StreamMerge<'a> {
-        blocks.sort_by_key(|block| std::cmp::Reverse((block.meta.min_ts, block.meta.min_id)));
-        StreamMerge {
-            pending: blocks,
-            open: Vec::new(),
-            heap: BinaryHeap::new(),
-            failure: None,
-        }
-    }
-
-    /// Opens every pending block whose records could come before the
-    /// heap's head: no record of a block comes before (its min time, its
-    /// min id).
-    fn open_due(&mut self) {
-        while let Some(next) = self.pending.last() {
-            let start = (next.meta.min_ts, next.meta.min_id);
-            if self
-                .heap
-                .peek()
-                .is_some_and(|std::cmp::Reverse((head, _))| start > *head)
-            {
-                return;
-            }
-            let next = self.pending.pop().expect("peeked");
-            match next.part.open_block(next.index) {
-                Ok(block) => {
-                    let slot = match self.open.iter().position(Option::is_none) {
-                        Some(free) => free,
-                        None => {
-                            self.open.push(None);
-                            self.open.len() - 1
-                        }
-                    };
-                    self.open[slot] = Some(OpenBlock {
-                        part: next.part,
-                        block,
-                        position: 0,
-                    });
-                    self.queue(slot);
-                }
-                Err(error) => {
-                    self.failure = Some((next.part.path().to_owned(), error.to_string()));
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Queues the next record of an open block, or closes it.
-    fn queue(&mut self, slot: usize) {
-        let Some(open) = &self.open[slot] else { return };
-        if open.position < open.block.len() {
-            let key = (open.block.ts(open.position), open.block.id(open.position));
-            self.heap.push(std::cmp::Reverse((key, slot)));
-        } else {
-            self.open[slot] = None;
-        }
-    }
-}
-
-impl Iterator for StreamMerge<'_> {
-    type Item = LogRecord;
-
-    fn next(&mut self) -> Option<LogRecord> {
-        self.open_due();
-        if self.failure.is_some() {
-            return None;
-        }
-        let std::cmp::Reverse((_, slot)) = self.heap.pop()?;
-        let open = self.open[slot].as_mut()?;
-        let record = match open.block.record(open.position) {
-            Ok(record) => record,
-            Err(reason) => {
-                self.failure = Some((
-                    open.part.path().to_owned(),
-                    format!("part {} is corrupt: {reason}", open.part.path().display()),
-                ));
-                return None;
-            }
-        };
-        open.position += 1;
-        self.queue(slot);
-        Some(record)
-    }
 }
 
 /// The background thread: flushes frozen tables, flushes the memtable when

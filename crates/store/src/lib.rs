@@ -64,12 +64,15 @@ mod cache;
 mod damage;
 mod dedup;
 mod flush;
+mod follow;
 mod memtable;
+mod merge;
 mod open;
 mod options;
 pub mod part;
 mod query;
 mod recovery;
+mod requests;
 mod retention;
 mod row;
 mod visibility;
@@ -382,7 +385,7 @@ impl Store {
         limit: usize,
     ) -> (Vec<LogRecord>, Vec<SkippedBlock>) {
         let state = self.inner.read();
-        let (records, skipped) = query::after_id(
+        let (records, skipped) = follow::after_id(
             tenant,
             filter,
             after_id,
@@ -426,7 +429,7 @@ impl Store {
     /// footers' request index and the memtable (no block is read).
     pub fn request(&self, tenant: &str, request_id: &str) -> Option<RequestSummary> {
         let state = self.inner.read();
-        query::request_summary(tenant, None, request_id, &state.memtable, &state.parts)
+        requests::request_summary(tenant, None, request_id, &state.memtable, &state.parts)
     }
 
     /// What is known of one request of one of `tenant`'s apps: a request
@@ -439,13 +442,13 @@ impl Store {
         request_id: &str,
     ) -> Option<RequestSummary> {
         let state = self.inner.read();
-        query::request_summary(tenant, Some(app), request_id, &state.memtable, &state.parts)
+        requests::request_summary(tenant, Some(app), request_id, &state.memtable, &state.parts)
     }
 
     /// The apps of `tenant` holding records of a request, in name order.
     pub fn request_apps(&self, tenant: &str, request_id: &str) -> Vec<String> {
         let state = self.inner.read();
-        query::request_apps(tenant, request_id, &state.memtable, &state.parts)
+        requests::request_apps(tenant, request_id, &state.memtable, &state.parts)
     }
 
     /// The id of the newest readable record (0 when empty).
@@ -712,3 +715,5 @@ mod recovery_tests;
 mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wal_tests;
