@@ -18,12 +18,23 @@
 //! in [`crate::metrics`]; a refusal is a [`Refused`] the edge answers in
 //! its protocol's own shape.
 //!
-//! Sources that carry no runner, boot or sequence (a protocol whose
-//! clients are not tailwater's agent) map to the identity the dedup and
-//! the runner table key on as that protocol's decoder documents: runner
-//! from the source's own instance id, boot from the connection's start,
-//! sequence from the arrival order. The pipeline itself only requires all
-//! three to be present.
+//! Sources that carry no runner, boot or sequence (clients that are not
+//! tailwater's agent) map onto them, so that dedup, the out-of-order window
+//! and the runner table work unchanged:
+//!
+//! - runner: the source's own instance label, as each decoder names it
+//!   (OTLP `service.instance.id`, else `faas.instance`, `host.name`, …; a
+//!   Loki or Elasticsearch label that is a tailwater label); else the
+//!   sender's token id, one runner per token;
+//! - boot: the protocol's name and the UTC day (`otlp-2026-12-07`), so one
+//!   boot's dedup state holds at most a day of records;
+//! - seq: the record's own unique id when the protocol carries one (OTLP
+//!   `log.record.uid`, an Elasticsearch `_id`), hashed into the agent's
+//!   range (below `limits::MAX_AGENT_SEQ`); else a hash of its time,
+//!   message and attributes, so a batch sent again is stored once and two
+//!   identical records of the same nanosecond are one (as Loki does).
+//!
+//! The pipeline itself only requires all three to be present.
 
 mod reports;
 mod unavailable;
