@@ -187,6 +187,37 @@ fn hint(error: &anyhow::Error) -> Option<String> {
     }
 }
 
+impl Command {
+    /// Whether the command prints an answer and ends (so a closed pipe is
+    /// its reader saying it has enough), rather than running on (a server,
+    /// an agent, `dev`, the demo) or following its reader itself (`logs`,
+    /// which stops when its pager quits).
+    fn prints_and_ends(&self) -> bool {
+        matches!(
+            self,
+            Command::Status(_)
+                | Command::Login(_)
+                | Command::Completions(_)
+                | Command::Tenant(_)
+                | Command::Token(_)
+                | Command::App(_)
+                | Command::Requests(_)
+                | Command::Runners(_)
+                | Command::Export(_)
+        )
+    }
+}
+
+/// Ends the process at a write to a closed pipe (`tailwater status | head
+/// -1`), as Unix tools do, instead of `println!` panicking on the error that
+/// Rust's ignored SIGPIPE turns it into. Sockets are not affected: their
+/// writes never raise SIGPIPE.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // thread is started.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 fn main() -> ExitCode {
     if std::env::args_os()
         .nth(1)
@@ -195,6 +226,9 @@ fn main() -> ExitCode {
         keep_the_agent_small();
     }
     let cli = Cli::parse();
+    if cli.command.prints_and_ends() {
+        die_quietly_on_a_closed_pipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -42,7 +42,7 @@ pub struct ExportArgs {
     /// Compress the output with gzip.
     #[arg(long)]
     gzip: bool,
-    /// Write to this file instead of stdout.
+    /// Write to this file instead of stdout (`-`: stdout).
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
 }
@@ -70,7 +70,12 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u8> {
     };
     let export = client.export(&params, format).await?;
     let progress = progress_bar();
-    let mut out = Output::open(args.output.as_deref(), args.gzip)?;
+    // `-o -` is stdout, as for most tools, not a file named `-`.
+    let file = args
+        .output
+        .as_deref()
+        .filter(|path| *path != std::path::Path::new("-"));
+    let mut out = Output::open(file, args.gzip)?;
     let (mut bytes, mut lines) = (0u64, 0u64);
     let mut last_line = LastLine {
         rest: Some(Vec::new()),
@@ -94,7 +99,7 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u8> {
     if incomplete.is_some() {
         lines -= 1;
     }
-    if let Some(path) = &args.output {
+    if let Some(path) = file {
         eprintln!(
             "tailwater: exported {lines} lines ({}) to {} (records up to id {})",
             indicatif::HumanBytes(bytes),

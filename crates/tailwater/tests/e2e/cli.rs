@@ -367,3 +367,48 @@ fn every_command_has_help_with_examples() {
         );
     }
 }
+
+/// `tailwater status | head -1` and the like: a command that prints an
+/// answer ends quietly (by SIGPIPE, as Unix tools do) when its reader is
+/// gone, instead of panicking or saying it succeeded.
+#[test]
+fn printing_commands_end_quietly_when_their_reader_is_gone() {
+    use std::os::unix::process::ExitStatusExt;
+    let server = TestServer::start();
+    let (status, answer) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&ingest_batch("piped", "r1", 0..2000)),
+    );
+    assert_eq!(status, 200, "{answer}");
+    for args in [
+        &["status", "--json"][..],
+        &["token", "list"],
+        &["runners", "ls", "--json"],
+        &["export", "-o", "-"],
+    ] {
+        let mut child = server
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the first write.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = stderr(&output);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("exported"),
+            "{args:?} claims success: {stderr}"
+        );
+        assert_eq!(
+            output.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {:?} {stderr}",
+            output.status
+        );
+    }
+}
