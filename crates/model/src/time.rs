@@ -6,12 +6,16 @@
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
-/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m`. A day is
-/// 24 hours.
+/// Parses a duration such as `90s`, `15m`, `2h`, `7d` or `1h30m` (and `0`,
+/// which needs no unit). A day is 24 hours. The one syntax of every
+/// duration a user types.
 pub fn parse_duration(text: &str) -> Result<SignedDuration, String> {
     let invalid = || {
         format!("invalid duration '{text}': write a number and a unit, such as 90s, 15m, 2h or 7d")
     };
+    if text.trim() == "0" {
+        return Ok(SignedDuration::ZERO);
+    }
     let span: Span = text.trim().parse().map_err(|_| invalid())?;
     let duration = span
         .to_duration(SpanRelativeTo::days_are_24_hours())
@@ -138,6 +142,11 @@ mod tests {
         assert!(parse_std_duration("soon")
             .unwrap_err()
             .contains("such as 90s"));
+        // Zero needs no unit; any other number does, whatever the flag.
+        assert_eq!(parse_std_duration("0").unwrap(), std::time::Duration::ZERO);
+        assert!(parse_std_duration("3")
+            .unwrap_err()
+            .contains("write a number and a unit"));
     }
 
     #[test]

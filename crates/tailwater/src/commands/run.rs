@@ -69,9 +69,9 @@ pub struct RunArgs {
     /// the spool and is counted in a system record. Default: no limit.
     #[arg(long, value_name = "BYTES")]
     rate_bytes: Option<u64>,
-    /// After the worker exits, how long to keep trying to ship, in seconds.
-    #[arg(long, default_value_t = 30)]
-    drain_timeout: u64,
+    /// After the worker exits, how long to keep trying to ship.
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration, value_name = "DURATION")]
+    drain_timeout: Duration,
     /// After a stop signal (TERM, INT, QUIT), how long the worker has to
     /// exit before it is SIGKILLed. Keep it below the platform's grace
     /// period (Docker: 10s, Kubernetes: 30s), so the agent can still record
@@ -170,7 +170,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     }
     config.rate_lines = args.rate_lines;
     config.rate_bytes = args.rate_bytes;
-    config.drain_timeout = Duration::from_secs(args.drain_timeout);
+    config.drain_timeout = args.drain_timeout;
     config.stop_timeout = args.stop_timeout;
     config.tty = args.tty;
     config.progress_interval = args.progress_interval;

@@ -412,3 +412,20 @@ fn printing_commands_end_quietly_when_their_reader_is_gone() {
         );
     }
 }
+
+/// Every duration flag takes the one syntax (`30s`, `2m`; `0` alone needs
+/// no unit), and says so when given a bare number.
+#[test]
+fn every_duration_flag_takes_the_same_syntax() {
+    let home = tempfile::tempdir().unwrap();
+    for flag in ["--drain-timeout", "--stop-timeout"] {
+        let output = bare(home.path(), &["run", flag, "3", "--", "true"], &[]);
+        assert_eq!(output.status.code(), Some(2), "{flag}: {output:?}");
+        assert!(
+            stderr(&output).contains("write a number and a unit, such as 90s"),
+            "{flag}: {}",
+            stderr(&output)
+        );
+    }
+    // (`--drain-timeout 0` in a real run: e2e/spool.rs.)
+}

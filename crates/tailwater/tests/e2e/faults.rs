@@ -70,7 +70,7 @@ fn start_agent_of(server: &TestServer, runner: &str, chunks: usize) -> Child {
             "--runner",
             runner,
             "--drain-timeout",
-            "120",
+            "2m",
             "--",
             python(),
             "-c",
