@@ -87,12 +87,17 @@ pub(super) struct Ending {
 }
 
 /// Records the exit; returns the agent's exit code and the exit as fields
-/// (`exit_code`, or `signal` and `signal_name`).
+/// (`exit_code`, or `signal` and `signal_name`). An end the user asked for
+/// (`stop_requested`: the worker died of the stop signal the agent passed
+/// on, or exited with the shell's code for it, 128 + the signal) is
+/// `info`, as a clean exit is; any other failure is an `error`.
 pub(super) fn report_exit(
     recorder: &Recorder,
     status: ExitStatus,
     ending: Ending,
+    stop_requested: bool,
 ) -> (i32, Fields) {
+    let asked = |signal: i32| stop_requested && super::STOP_SIGNALS.contains(&signal);
     let took = format_duration(ending.run_time);
     let mut extra = fields(json!({
         "event": Event::Exit,
@@ -103,11 +108,17 @@ pub(super) fn report_exit(
         extra.insert("oom_kills".into(), kills.into());
     }
     if let Some(code) = status.code() {
-        let level = if code == 0 { Level::Info } else { Level::Error };
+        let as_asked = code > 128 && asked(code - 128);
+        let level = if code == 0 || as_asked {
+            Level::Info
+        } else {
+            Level::Error
+        };
+        let how = if as_asked { ", stopped as asked" } else { "" };
         extra.insert("exit_code".into(), code.into());
         recorder.system(
             level,
-            format!("exited with code {code} after {took}"),
+            format!("exited with code {code} after {took}{how}"),
             extra,
         );
         return (code, fields(json!({ "exit_code": code })));
@@ -129,9 +140,14 @@ pub(super) fn report_exit(
     extra.insert("signal_name".into(), name.into());
     extra.insert("core_dumped".into(), status.core_dumped().into());
     extra.insert("oom_killed".into(), oom_killed.into());
+    let (level, how) = if asked(number) {
+        (Level::Info, ", stopped as asked")
+    } else {
+        (Level::Error, "")
+    };
     recorder.system(
-        Level::Error,
-        format!("killed by signal {number} ({name}){core} after {took}{cause}"),
+        level,
+        format!("killed by signal {number} ({name}){core} after {took}{cause}{how}"),
         extra,
     );
     let exit = fields(json!({ "signal": number, "signal_name": name, "oom_killed": oom_killed }));

@@ -320,7 +320,7 @@ fn ended(
             stop_requested,
         };
     };
-    let (code, exit_fields) = report_exit(recorder, status, ending);
+    let (code, exit_fields) = report_exit(recorder, status, ending, stop_requested);
     let ending = match status.code() {
         Some(code) => format!("exited with code {code}"),
         None => format!(

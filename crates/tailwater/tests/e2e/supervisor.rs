@@ -352,6 +352,40 @@ fn sigterm_is_passed_to_the_worker_and_its_exit_code_kept() {
     assert_eq!(records.last().unwrap()["fields"]["exit_code"], 7);
 }
 
+/// A stop the user asked for is no failure: the worker's end is recorded
+/// at `info` and says so, whether the stop signal killed it or it exited
+/// with the shell's code for it; a worker that fails on its own is still
+/// an `error`.
+#[test]
+fn a_stop_the_user_asked_for_is_recorded_as_info() {
+    let server = TestServer::start();
+    for (runner, script) in [
+        ("killed", "echo ready\nexec sleep 30"),
+        ("coded", "trap 'exit 143' TERM\necho ready\nwhile :; do sleep 0.1; done"),
+    ] {
+        let agent = start_agent(&server, runner, &[], &["sh", "-c", script]);
+        wait_for_record(&server, runner, "the worker to start", has_message("ready"));
+        send_signal(agent.id(), libc::SIGTERM);
+        wait_agent(agent);
+        let records = records(&server, runner);
+        let [exit] = events(&records, "exit")[..] else {
+            panic!("one exit record: {records:#?}")
+        };
+        assert_eq!(exit["level"], "info", "{runner}: {exit:#}");
+        assert!(
+            exit["message"].as_str().unwrap().ends_with("stopped as asked"),
+            "{runner}: {exit:#}"
+        );
+    }
+    let agent = start_agent(&server, "failed", &[], &["sh", "-c", "exit 143"]);
+    wait_agent(agent);
+    let records = records(&server, "failed");
+    let [exit] = events(&records, "exit")[..] else {
+        panic!("one exit record: {records:#?}")
+    };
+    assert_eq!(exit["level"], "error", "not asked to stop: {exit:#}");
+}
+
 /// A worker and the child it started (one process group), each saying
 /// which signals reach it; SIGINT stops the worker, which stops its child.
 const SIGNAL_LOGGING_WORKER: &str = r#"
