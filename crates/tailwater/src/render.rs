@@ -132,6 +132,15 @@ impl Printer {
         self
     }
 
+    /// Whether any record was printed.
+    pub fn printed_any(&self) -> bool {
+        !self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Whether the record with this `id` is among the last few thousand
     /// printed.
     pub fn has_printed(&self, id: &str) -> bool {

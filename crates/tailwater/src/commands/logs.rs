@@ -7,6 +7,7 @@
 //! filter flags, flattened into their own args), [`crate::render::OutputArgs`]
 //! and [`print_logs`].
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::Args;
@@ -128,6 +129,11 @@ pub async fn print_logs(
         }
     };
     incomplete.warn();
+    if !follow && !printer.printed_any() && std::io::stdout().is_terminal() {
+        // On a terminal, an empty answer is said (a pipe gets nothing, as
+        // grep's would), with why when the range itself is empty.
+        eprintln!("tailwater: no lines matched{}", why_none(params));
+    }
     if follow {
         tokio::select! {
             followed = follow_from(client, params, as_of, printer) => followed?,
@@ -135,6 +141,19 @@ pub async fn print_logs(
         }
     }
     Ok(())
+}
+
+/// Why no record can match `params`, when their time range is empty.
+fn why_none(params: &LogsParams) -> &'static str {
+    let Ok(filter) = params.to_filter(jiff::Timestamp::now()) else {
+        return "";
+    };
+    match (filter.since, filter.until) {
+        (Some(since), Some(until)) if until <= since => {
+            " (--until is not after --since: the time range is empty)"
+        }
+        _ => "",
+    }
 }
 
 impl FilterArgs {

@@ -500,3 +500,40 @@ fn take_seqs(lines: &Receiver<(Instant, String)>, count: usize, seen: &mut Vec<u
         seen.push(record["seq"].as_u64().unwrap());
     }
 }
+
+/// On a terminal, a read that matches nothing says so on stderr (with why
+/// when the time range itself is empty); into a pipe it prints nothing, as
+/// grep does.
+#[test]
+fn on_a_terminal_no_match_is_said_and_an_empty_range_explained() {
+    let server = TestServer::start();
+    let on_a_terminal = |args: &str| {
+        let command = format!("{} logs {args}", binary());
+        let output = std::process::Command::new("script")
+            .args(["-qefc", &command, "/dev/null"])
+            .env("TAILWATER_SERVER", server.url())
+            .env("TAILWATER_TOKEN", TOKEN)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let screen = on_a_terminal("--app nothing-here");
+    assert!(screen.contains("no lines matched"), "{screen}");
+    assert!(!screen.contains("time range is empty"), "{screen}");
+    let screen = on_a_terminal("--since 2026-01-02T00:00:00Z --until 2026-01-01T00:00:00Z");
+    assert!(
+        screen.contains("no lines matched (--until is not after --since"),
+        "{screen}"
+    );
+    let piped = server
+        .command(&["logs", "--app", "nothing-here"])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(
+        piped.stdout.is_empty() && piped.stderr.is_empty(),
+        "{piped:?}"
+    );
+}

@@ -361,7 +361,10 @@ fn a_stop_the_user_asked_for_is_recorded_as_info() {
     let server = TestServer::start();
     for (runner, script) in [
         ("killed", "echo ready\nexec sleep 30"),
-        ("coded", "trap 'exit 143' TERM\necho ready\nwhile :; do sleep 0.1; done"),
+        (
+            "coded",
+            "trap 'exit 143' TERM\necho ready\nwhile :; do sleep 0.1; done",
+        ),
     ] {
         let agent = start_agent(&server, runner, &[], &["sh", "-c", script]);
         wait_for_record(&server, runner, "the worker to start", has_message("ready"));
@@ -373,7 +376,10 @@ fn a_stop_the_user_asked_for_is_recorded_as_info() {
         };
         assert_eq!(exit["level"], "info", "{runner}: {exit:#}");
         assert!(
-            exit["message"].as_str().unwrap().ends_with("stopped as asked"),
+            exit["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("stopped as asked"),
             "{runner}: {exit:#}"
         );
     }
