@@ -38,12 +38,10 @@ use tailwater_model::LogRecord;
 pub enum ClientError {
     #[error("invalid server url '{0}': use a full url such as http://127.0.0.1:7070")]
     InvalidUrl(String),
-    #[error("cannot reach the tailwater server at {server}: is it running? (set --server or TAILWATER_SERVER)")]
-    Unreachable {
-        server: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    /// The server could not be reached (or the connection broke): `reason`
+    /// is what the system said, in a few words.
+    #[error("cannot reach the tailwater server at {server} ({reason}): is it running? (set --server or TAILWATER_SERVER)")]
+    Unreachable { server: String, reason: String },
     #[error("{message}")]
     Api {
         status: u16,
@@ -149,10 +147,7 @@ impl Client {
     }
 
     fn unreachable(&self, source: reqwest::Error) -> ClientError {
-        ClientError::Unreachable {
-            server: self.base.clone(),
-            source,
-        }
+        unreachable(&self.base, &source)
     }
 
     async fn send(
@@ -321,7 +316,7 @@ impl Client {
                     ),
                     Ok(_) => None,
                     Err(eventsource_stream::EventStreamError::Transport(source)) => {
-                        Some(Err(ClientError::Unreachable { server, source }))
+                        Some(Err(unreachable(&server, &source)))
                     }
                     Err(error) => Some(Err(protocol(error.to_string()))),
                 }
@@ -348,10 +343,7 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("an export without x-tailwater-as-of".into()))?;
         let server = self.base.clone();
         let chunks = response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|source| ClientError::Unreachable {
-                server: server.clone(),
-                source,
-            })
+            chunk.map_err(|source| unreachable(&server, &source))
         });
         Ok(Export {
             as_of,
@@ -546,6 +538,28 @@ impl<S: Stream<Item = Result<TailEvent, ClientError>>> GapFiller<S> {
                 Err(error) => return Some((Err(error), self)),
             }
         }
+    }
+}
+
+/// [`ClientError::Unreachable`], with what the system said in a few words
+/// ("connection refused", "timed out") rather than the error's whole chain.
+fn unreachable(server: &str, error: &reqwest::Error) -> ClientError {
+    let mut io = None;
+    let mut innermost: &dyn std::error::Error = error;
+    while let Some(next) = innermost.source() {
+        innermost = next;
+        io = io.or(next.downcast_ref::<std::io::Error>());
+    }
+    let reason = match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(std::io::ErrorKind::ConnectionReset) => "the connection was reset".to_owned(),
+        Some(std::io::ErrorKind::TimedOut) => "timed out".to_owned(),
+        _ if error.is_timeout() => "timed out".to_owned(),
+        _ => innermost.to_string().to_lowercase(),
+    };
+    ClientError::Unreachable {
+        server: server.to_owned(),
+        reason,
     }
 }
 
