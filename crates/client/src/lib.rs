@@ -342,9 +342,9 @@ impl Client {
             .and_then(|value| Some(value.to_str().ok()?.to_owned()))
             .ok_or_else(|| ClientError::Protocol("an export without x-tailwater-as-of".into()))?;
         let server = self.base.clone();
-        let chunks = response.bytes_stream().map(move |chunk| {
-            chunk.map_err(|source| unreachable(&server, &source))
-        });
+        let chunks = response
+            .bytes_stream()
+            .map(move |chunk| chunk.map_err(|source| unreachable(&server, &source)));
         Ok(Export {
             as_of,
             chunks: Box::pin(chunks),

@@ -6,6 +6,7 @@ use tailwater_model::tenancy::{
     AppInfo, AppPatch, NewApp, NewTenant, NewToken, Scope, TenantPatch,
 };
 
+use super::output::print_table;
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -194,16 +195,16 @@ pub async fn tenant(args: TenantArgs) -> anyhow::Result<u8> {
             if json {
                 return print_json(serde_json::to_value(&tenants)?).map(|()| 0);
             }
-            println!(
-                "{:<24} {:>5} {:<13} CREATED",
-                "TENANT", "APPS", "PRIVATE_LOGS"
-            );
-            for tenant in tenants {
-                println!(
-                    "{:<24} {:>5} {:<13} {}",
-                    tenant.name, tenant.apps, tenant.private_logs, tenant.created
-                );
-            }
+            let mut rows = vec![row(&["TENANT", "APPS", "PRIVATE_LOGS", "CREATED"])];
+            rows.extend(tenants.into_iter().map(|tenant| {
+                vec![
+                    tenant.name,
+                    tenant.apps.to_string(),
+                    tenant.private_logs.to_string(),
+                    tenant.created.to_string(),
+                ]
+            }));
+            print_table(&rows)?;
         }
     }
     Ok(0)
@@ -245,10 +246,9 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<u8> {
             if json {
                 return print_json(serde_json::to_value(&tokens)?).map(|()| 0);
             }
-            println!(
-                "{:<21} {:<7} {:<16} {:<16} {:<8} {:<25} NAME",
-                "ID", "SCOPE", "TENANT", "APP", "STATE", "EXPIRES"
-            );
+            let mut rows = vec![row(&[
+                "ID", "SCOPE", "TENANT", "APP", "STATE", "EXPIRES", "NAME",
+            ])];
             let now = jiff::Timestamp::now();
             for token in tokens {
                 let state = if token.revoked.is_some() {
@@ -258,17 +258,17 @@ pub async fn token(args: TokenArgs) -> anyhow::Result<u8> {
                 } else {
                     "live"
                 };
-                println!(
-                    "{:<21} {:<7} {:<16} {:<16} {:<8} {:<25} {}",
+                rows.push(vec![
                     token.id,
-                    token.scope,
+                    token.scope.to_string(),
                     or_dash(token.tenant),
                     or_dash(token.app),
-                    state,
+                    state.to_owned(),
                     or_dash(token.expires),
-                    or_dash(token.name)
-                );
+                    or_dash(token.name),
+                ]);
             }
+            print_table(&rows)?;
         }
         TokenCommand::Revoke { id } => {
             let token = client.revoke_token(&id).await?;
@@ -288,10 +288,25 @@ fn patch(settings: Settings) -> AppPatch {
     }
 }
 
+/// An app's row of `app ls`.
+fn cells(app: &AppInfo) -> Vec<String> {
+    let settings = &app.settings;
+    vec![
+        app.name.clone(),
+        app.tenant.clone(),
+        settings.private_logs.to_string(),
+        or_dash(settings.retention_days),
+        or_dash(settings.max_line_bytes),
+        or_dash(settings.rate_limit_lines_per_sec),
+        or_dash(settings.rate_limit_bytes_per_sec),
+    ]
+}
+
+/// An app on one line, as `app create` and `app set` say what they made.
 fn describe(app: &AppInfo) -> String {
     let settings = &app.settings;
     format!(
-        "{:<24} {:<16} {:<13} {:<10} {:<15} {:<10} {}",
+        "app {} of tenant {}: private_logs {}, retention_days {}, max_line_bytes {}, rate_limit_lines_per_sec {}, rate_limit_bytes_per_sec {}",
         app.name,
         app.tenant,
         settings.private_logs,
@@ -300,6 +315,10 @@ fn describe(app: &AppInfo) -> String {
         or_dash(settings.rate_limit_lines_per_sec),
         or_dash(settings.rate_limit_bytes_per_sec),
     )
+}
+
+fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|cell| (*cell).to_owned()).collect()
 }
 
 pub async fn app(args: AppArgs) -> anyhow::Result<u8> {
@@ -340,13 +359,17 @@ pub async fn app(args: AppArgs) -> anyhow::Result<u8> {
             if json {
                 return print_json(serde_json::to_value(&apps)?).map(|()| 0);
             }
-            println!(
-                "{:<24} {:<16} {:<13} {:<10} {:<15} {:<10} BYTES/S",
-                "APP", "TENANT", "PRIVATE_LOGS", "RETENTION", "MAX_LINE_BYTES", "LINES/S"
-            );
-            for app in &apps {
-                println!("{}", describe(app));
-            }
+            let mut rows = vec![row(&[
+                "APP",
+                "TENANT",
+                "PRIVATE_LOGS",
+                "RETENTION",
+                "MAX_LINE_BYTES",
+                "LINES/S",
+                "BYTES/S",
+            ])];
+            rows.extend(apps.iter().map(cells));
+            print_table(&rows)?;
         }
     }
     Ok(0)

@@ -95,6 +95,28 @@ fn token_create_prints_only_the_token_and_the_cli_manages_tenants_and_apps() {
     assert_eq!(apps[0]["private_logs"], true);
     assert_eq!(apps[0]["retention_days"], 14);
 
+    // The tables line up: each column starts where its header does.
+    for listing in [&["token", "list"][..], &["app", "list"]] {
+        let text = as_owner(listing);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines.len() >= 2, "{text}");
+        let starts = |line: &str| -> Vec<usize> {
+            let bytes = line.as_bytes();
+            (0..bytes.len())
+                .filter(|&at| bytes[at] != b' ' && (at == 0 || bytes[at - 1] == b' '))
+                .filter(|&at| at == 0 || at >= 2 && bytes[at - 2] == b' ')
+                .collect()
+        };
+        let header = starts(lines[0]);
+        for line in &lines[1..] {
+            let cells = starts(line);
+            assert!(
+                cells.iter().all(|at| header.contains(at)),
+                "{listing:?} misaligned:\n{text}"
+            );
+        }
+    }
+
     let tokens: Value = serde_json::from_str(&as_owner(&["token", "list", "--json"])).unwrap();
     let tokens = tokens.as_array().unwrap();
     assert_eq!(tokens.len(), 2, "the owner's tenant's tokens, no admin one");
