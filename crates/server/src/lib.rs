@@ -258,6 +258,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
         .recursive(true)
         .create(&config.data_dir)?;
+    // Bound first: a start that cannot listen changes nothing on disk, and
+    // so cannot make an admin token it would never show.
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}: is another server using it? pass another --listen",
+                config.listen
+            )
+        })?;
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
@@ -280,14 +290,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         state.stopping.subscribe(),
     );
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {}: is another server using it? pass another --listen",
-                config.listen
-            )
-        })?;
     let addr = listener.local_addr()?;
     if config.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(

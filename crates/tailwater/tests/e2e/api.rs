@@ -116,6 +116,23 @@ fn acknowledged_records_survive_kill_9_of_the_server() {
 #[test]
 fn the_first_start_prints_a_new_admin_token_once() {
     let dir = tempfile::tempdir().unwrap();
+    // A first start that cannot listen makes no token it would never show.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let failed = std::process::Command::new(binary())
+        .args(["server", "--listen"])
+        .arg(taken.local_addr().unwrap().to_string())
+        .arg("--data")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("cannot listen on"),
+        "{failed:?}"
+    );
+    assert!(!dir.path().join("auth").exists(), "nothing made");
+    drop(taken);
+
     let mut server = std::process::Command::new(binary())
         .args([
             "server",
@@ -147,6 +164,32 @@ fn the_first_start_prints_a_new_admin_token_once() {
             .unwrap()
             .contains(token)
     );
+
+    // An operator who lost it starts the server once with a new secret as
+    // the bootstrap token (README: "Lost the admin token?").
+    let regained = "tw_regained_by_the_operator";
+    let mut server = std::process::Command::new(binary())
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{ANY_PORT}"),
+            "--data",
+        ])
+        .arg(dir.path())
+        .env("TAILWATER_BOOTSTRAP_TOKEN", regained)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let port = announced_port(server.stdout.take().unwrap());
+    wait_for("the server", Duration::from_secs(20), || {
+        http("GET", port, "/healthz", None, None).0 == 200
+    });
+    for admin in [regained, token] {
+        let (status, body) = http("GET", port, "/v1/tokens", Some(admin), None);
+        assert_eq!(status, 200, "{admin}: {body}");
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
 
 /// kill -9 of the server while clients are ingesting: every batch it
