@@ -133,10 +133,77 @@ impl fmt::Display for TextLine<'_> {
     }
 }
 
+/// Fields as logfmt, in key order: `status=500 model="sdxl turbo"
+/// gpu="{\"id\":0}"`. A value is bare when it is a number, a boolean,
+/// `null` or a string of no space, quote, `=` or control character; else
+/// quoted, with `"` and `\` escaped; objects and arrays as their JSON.
+/// Line breaks and other control characters are escaped, so the fields
+/// stay on their record's line.
+pub fn logfmt(fields: &crate::Fields) -> String {
+    let mut out = String::new();
+    for (key, value) in fields {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        push_logfmt(&mut out, key);
+        out.push('=');
+        match value {
+            serde_json::Value::String(text) => push_logfmt(&mut out, text),
+            other => push_logfmt(&mut out, &other.to_string()),
+        }
+    }
+    out
+}
+
+fn push_logfmt(out: &mut String, text: &str) {
+    let bare = !text.is_empty()
+        && !text
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control());
+    if bare {
+        out.push_str(text);
+        return;
+    }
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::{Fields, Level, Source};
+
+    #[test]
+    fn fields_as_logfmt_stay_on_one_line_and_read_back_unambiguously() {
+        let fields: Fields = serde_json::from_value(serde_json::json!({
+            "status": 500,
+            "ok": false,
+            "none": null,
+            "model": "sdxl turbo",
+            "plain": "a100",
+            "quote": "say \"hi\"",
+            "lines": "one\ntwo",
+            "empty": "",
+            "gpu": {"id": 0},
+        }))
+        .unwrap();
+        assert_eq!(
+            logfmt(&fields),
+            r#"empty="" gpu="{\"id\":0}" lines="one\ntwo" model="sdxl turbo" none=null ok=false plain=a100 quote="say \"hi\"" status=500"#
+        );
+        assert_eq!(logfmt(&Fields::new()), "");
+    }
 
     fn record() -> LogRecord {
         LogRecord {

@@ -42,6 +42,10 @@ pub struct OutputArgs {
     /// 3339), relative (`3m ago`).
     #[arg(long, value_enum, default_value_t = TimeFormat::Local, value_name = "FORMAT")]
     pub time: TimeFormat,
+    /// Show each record's fields after its message, as logfmt
+    /// (`status=500 model="sdxl turbo"`).
+    #[arg(long)]
+    pub fields: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -95,6 +99,8 @@ pub struct Printer {
     json: bool,
     color: bool,
     time: TimeFormat,
+    /// Fields after the message (`--fields`).
+    fields: bool,
     zone: TimeZone,
     /// Whether to show app and runner (off in `tailwater dev`, which runs
     /// one worker).
@@ -120,6 +126,7 @@ impl Printer {
             json: args.json,
             color,
             time: args.time,
+            fields: args.fields,
             zone: TimeZone::system(),
             labels: true,
             recent: Arc::default(),
@@ -186,7 +193,12 @@ impl Printer {
             return writeln!(out);
         }
         let style = Styled { printer: self, now };
-        writeln!(out, "{}", record.styled_text_line(&style))
+        write!(out, "{}", record.styled_text_line(&style))?;
+        if self.fields && !record.fields.is_empty() {
+            let fields = tailwater_model::text::logfmt(&record.fields);
+            write!(out, " {}", Painted(self.paint(FIELDS), &fields))?;
+        }
+        writeln!(out)
     }
 
     fn paint(&self, style: Style) -> Style {
@@ -258,6 +270,7 @@ impl TextStyle for Styled<'_> {
 }
 
 const TIME: Style = Style::new().dimmed();
+const FIELDS: Style = Style::new().dimmed();
 const APP: Style = AnsiColor::Blue.on_default();
 const RUNNER: Style = Style::new().dimmed();
 const REQUEST: Style = AnsiColor::Cyan.on_default().bold();
@@ -361,6 +374,7 @@ mod tests {
             color: false,
             time: TimeFormat::Utc,
             zone: TimeZone::UTC,
+            fields: false,
             labels: true,
             recent: Arc::default(),
         };

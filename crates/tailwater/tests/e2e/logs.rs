@@ -537,3 +537,43 @@ fn on_a_terminal_no_match_is_said_and_an_empty_range_explained() {
         "{piped:?}"
     );
 }
+
+/// `--fields` shows a record's fields after its message, as logfmt, on the
+/// record's one line; without it, text output leaves them out.
+#[test]
+fn fields_show_as_logfmt_with_the_fields_flag() {
+    let server = TestServer::start();
+    let batch = serde_json::json!({
+        "app": "fields", "version": "v1", "runner": "r1", "boot": "b1",
+        "records": [{
+            "seq": 0, "ts": jiff::Timestamp::now().to_string(), "stream": "stdout",
+            "level": "info", "message": "request done",
+            "fields": {"status": 500, "model": "sdxl turbo", "note": "two\nlines"}
+        }]
+    });
+    let (status, answer) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&batch.to_string()),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let shown = |flags: &[&str]| {
+        let output = server
+            .command(&[&["logs", "--app", "fields", "--no-color"][..], flags].concat())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let with = shown(&["--fields"]);
+    assert_eq!(with.lines().count(), 1, "{with}");
+    assert!(
+        with.trim_end()
+            .ends_with(r#"request done model="sdxl turbo" note="two\nlines" status=500"#),
+        "{with}"
+    );
+    let without = shown(&[]);
+    assert!(without.trim_end().ends_with("request done"), "{without}");
+}
