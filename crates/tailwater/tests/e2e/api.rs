@@ -133,14 +133,7 @@ fn the_first_start_prints_a_new_admin_token_once() {
     assert!(!dir.path().join("auth").exists(), "nothing made");
     drop(taken);
 
-    let mut server = std::process::Command::new(binary())
-        .args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{ANY_PORT}"),
-            "--data",
-        ])
-        .arg(dir.path())
+    let mut server = unbootstrapped_server(dir.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -168,14 +161,7 @@ fn the_first_start_prints_a_new_admin_token_once() {
     // An operator who lost it starts the server once with a new secret as
     // the bootstrap token (README: "Lost the admin token?").
     let regained = "tw_regained_by_the_operator";
-    let mut server = std::process::Command::new(binary())
-        .args([
-            "server",
-            "--listen",
-            &format!("127.0.0.1:{ANY_PORT}"),
-            "--data",
-        ])
-        .arg(dir.path())
+    let mut server = unbootstrapped_server(dir.path())
         .env("TAILWATER_BOOTSTRAP_TOKEN", regained)
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -190,6 +176,21 @@ fn the_first_start_prints_a_new_admin_token_once() {
     }
     server.kill().unwrap();
     server.wait().unwrap();
+}
+
+/// `tailwater server` on any port over `data`, with no bootstrap token of
+/// the tests' own.
+fn unbootstrapped_server(data: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(binary());
+    command
+        .args([
+            "server",
+            "--listen",
+            &format!("127.0.0.1:{ANY_PORT}"),
+            "--data",
+        ])
+        .arg(data);
+    command
 }
 
 /// kill -9 of the server while clients are ingesting: every batch it
