@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use tailwater_model::wire::IngestBatch;
 use tailwater_model::Query;
+use tailwater_server::access::registry::validate_app_name;
 use tailwater_server::limits::IngestLimits;
 use tailwater_server::redact::Redactor;
-use tailwater_server::access::registry::validate_app_name;
 use tailwater_store::{Store, StoreOptions};
 
 /// Small limits, so the fuzzer's short inputs reach the cuts.

@@ -131,7 +131,11 @@ pub fn cursor(data: &[u8]) {
         let encoded = cursor.encode(&mine);
         assert_eq!(Cursor::decode(&encoded, &mine), Ok(cursor));
         assert!(Cursor::decode(&encoded, &theirs).is_err(), "not theirs");
-        assert_eq!(IdRange::decode(&encoded, &mine), None, "a cursor is no range");
+        assert_eq!(
+            IdRange::decode(&encoded, &mine),
+            None,
+            "a cursor is no range"
+        );
         let range = IdRange {
             after: a.min(b),
             through: a.max(b),
@@ -139,7 +143,10 @@ pub fn cursor(data: &[u8]) {
         let encoded = range.encode(&mine);
         assert_eq!(IdRange::decode(&encoded, &mine), (a != b).then_some(range));
         assert_eq!(IdRange::decode(&encoded, &theirs), None, "not theirs");
-        assert!(Cursor::decode(&encoded, &mine).is_err(), "a range is no cursor");
+        assert!(
+            Cursor::decode(&encoded, &mine).is_err(),
+            "a range is no cursor"
+        );
         assert_eq!(mine.position(&mine.id(b)), Some(b));
         assert_eq!(theirs.position(&mine.id(b)), None, "not theirs");
     }

@@ -35,7 +35,7 @@ pub(super) const BIT_REQUEST_ID: u8 = 2;
 
 /// Appends a record's body after its prefix (see the module's doc).
 pub(super) fn encode_record(record: &IngestRecord, buffer: &mut Vec<u8>) {
-    let stream = stream_code(record.stream);
+    let stream = record.stream.code();
     let level = Level::ALL
         .iter()
         .position(|level| *level == record.level)
@@ -82,7 +82,7 @@ pub(super) fn encode_captured(line: &Line<'_>, buffer: &mut Vec<u8>) {
         Some(Progress { last: false, .. }) => bits |= BIT_PROGRESS,
         None => {}
     }
-    buffer.extend_from_slice(&[stream_code(line.stream), bits]);
+    buffer.extend_from_slice(&[line.stream.code(), bits]);
     if let Some(progress) = line.progress {
         let updates = progress.updates.min(u32::MAX as u64) as u32;
         buffer.extend_from_slice(&updates.to_le_bytes());
@@ -115,29 +115,12 @@ pub(super) fn decode_captured(mut body: &[u8]) -> Option<Line<'_>> {
         None
     };
     Some(Line {
-        stream: stream_from_code(stream)?,
+        stream: Stream::from_code(stream)?,
         bytes: body,
         continued: bits & BIT_CONTINUED != 0,
         in_request,
         progress,
     })
-}
-
-pub(super) fn stream_code(stream: Stream) -> u8 {
-    match stream {
-        Stream::Stdout => 0,
-        Stream::Stderr => 1,
-        Stream::System => 2,
-    }
-}
-
-pub(super) fn stream_from_code(code: u8) -> Option<Stream> {
-    match code {
-        0 => Some(Stream::Stdout),
-        1 => Some(Stream::Stderr),
-        2 => Some(Stream::System),
-        _ => None,
-    }
 }
 
 pub(super) fn put_bytes(buffer: &mut Vec<u8>, bytes: &[u8]) {
@@ -164,7 +147,7 @@ pub(super) fn decode_record(prefix: &Prefix, mut body: &[u8]) -> Option<IngestRe
     let &[stream, level, bits] = take(&mut body, 3)? else {
         return None;
     };
-    let stream = stream_from_code(stream)?;
+    let stream = Stream::from_code(stream)?;
     let level = *Level::ALL.get(level as usize)?;
     let message = string(&mut body)?;
     let request_id = string(&mut body)?;

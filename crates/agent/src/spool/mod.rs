@@ -383,14 +383,5 @@ fn segment_path(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:012}{SEGMENT_SUFFIX}"))
 }
 
-pub fn timestamp_ns(ts: jiff::Timestamp) -> i64 {
-    ts.as_nanosecond().clamp(i64::MIN as i128, i64::MAX as i128) as i64
-}
-/// Nanoseconds as a timestamp (clamped to the representable range).
-pub fn timestamp(ns: i64) -> jiff::Timestamp {
-    jiff::Timestamp::from_nanosecond(ns as i128).unwrap_or(if ns < 0 {
-        jiff::Timestamp::MIN
-    } else {
-        jiff::Timestamp::MAX
-    })
-}
+/// Nanoseconds ↔ times, as spools keep them (their home is the model).
+pub use tailwater_model::time::{timestamp_from_ns as timestamp, timestamp_ns};
