@@ -506,8 +506,12 @@ fn over_the_spool_cap_the_oldest_are_dropped_and_counted_exactly() {
         &format!("line {LINES} of the flood"),
         Duration::from_secs(30),
     );
-    // Let the agent record the exit, with the server still away.
-    std::thread::sleep(Duration::from_millis(300));
+    // The agent records the exit while the server is still away: its
+    // record is in the spool (whose segments keep messages as written).
+    let spool = dir.path().join("spool");
+    wait_for("the exit in the spool", Duration::from_secs(30), || {
+        spool_holds(&spool, b"exited with code 0")
+    });
     let server = TestServer::start_on(ANY_PORT, &dir.path().join("data"));
     relay.connect_to(server.port);
     let mut rest = String::new();
@@ -850,4 +854,18 @@ fn a_large_leftover_spool_does_not_delay_the_worker() {
         last_old["seq"], LINES,
         "after the first agent's start record"
     );
+}
+
+/// Whether a file under `dir` holds `needle`.
+fn spool_holds(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let path = entry.path();
+        if path.is_dir() {
+            return spool_holds(&path, needle);
+        }
+        std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+    })
 }
