@@ -34,6 +34,20 @@ pub mod field {
     /// `dropped`, `server_refused`, `oom_watch_unavailable`: why, as a short
     /// snake_case word.
     pub const REASON: &str = "reason";
+    /// `request_end`: how it ended: `completed`, `error`, `client_closed`
+    /// (the client went away) or `unfinished` (the worker exited first).
+    pub const OUTCOME: &str = "outcome";
+    /// `request_end`: the HTTP status answered, when there was one.
+    pub const STATUS: &str = "status";
+}
+
+/// Whether a `request_end`'s fields say the request was served: completed,
+/// with no 5xx status. An error, a client that went away and a request its
+/// worker left unfinished are failures.
+pub fn request_served(fields: &crate::Fields) -> bool {
+    let completed = fields.get(field::OUTCOME).and_then(|o| o.as_str()) == Some("completed");
+    let status = fields.get(field::STATUS).and_then(|s| s.as_u64());
+    completed && status.is_none_or(|status| status < 500)
 }
 
 macro_rules! events {

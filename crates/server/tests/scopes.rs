@@ -129,7 +129,10 @@ async fn runner_states_follow_the_lifecycle_records() {
     .await;
     let runner = get(&server, "/v1/runners/ok").await;
     assert_eq!(state(&runner), "running");
-    assert_eq!(runner["requests"], json!({"served": 0, "in_flight": 1}));
+    assert_eq!(
+        runner["requests"],
+        json!({"served": 0, "failed": 0, "in_flight": 1})
+    );
 
     let request_end = (
         3,
@@ -141,7 +144,42 @@ async fn runner_states_follow_the_lifecycle_records() {
     ingest(&server, ended).await;
     let runner = get(&server, "/v1/runners/ok").await;
     assert_eq!(state(&runner), "ready");
-    assert_eq!(runner["requests"], json!({"served": 1, "in_flight": 0}));
+    assert_eq!(
+        runner["requests"],
+        json!({"served": 1, "failed": 0, "in_flight": 0})
+    );
+
+    // Failures are counted apart: an error, a 5xx answer, a client that
+    // went away, a request its worker left unfinished.
+    let failures: Vec<(u64, Value)> = [
+        json!({"outcome": "error", "error": "boom"}),
+        json!({"outcome": "completed", "status": 503}),
+        json!({"outcome": "client_closed"}),
+        json!({"outcome": "unfinished"}),
+    ]
+    .into_iter()
+    .zip(10..)
+    .flat_map(|(how, seq)| {
+        let request = format!("f{seq}");
+        let mut end = json!({"event": "request_end", "request": request, "in_flight": 0});
+        end.as_object_mut()
+            .unwrap()
+            .extend(how.as_object().unwrap().clone());
+        [
+            (
+                seq * 2,
+                json!({"event": "request_start", "request": request, "in_flight": 1}),
+            ),
+            (seq * 2 + 1, end),
+        ]
+    })
+    .collect();
+    ingest(&server, batch("sd-failing", "failing", "b1", &failures)).await;
+    let failing = get(&server, "/v1/runners/failing").await;
+    assert_eq!(
+        failing["requests"],
+        json!({"served": 0, "failed": 4, "in_flight": 0})
+    );
 
     ingest(
         &server,

@@ -138,7 +138,7 @@ export class RunnerPage extends SubjectPage {
       ["last seen", ago(runner.last_seen)],
       ["exited", runner.exited_at ? clock(runner.exited_at, true) : "—"],
       ["exit", exitReason(runner.exit)],
-      ["requests", `${count(runner.requests?.served ?? 0)} served · ${count(runner.requests?.in_flight ?? 0)} in flight`],
+      ["requests", `${count(runner.requests?.served ?? 0)} served · ${count(runner.requests?.failed ?? 0)} failed · ${count(runner.requests?.in_flight ?? 0)} in flight`],
     ];
     replace(this.card, h("dl", { class: "facts" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])));
     const events = runner.events || [];

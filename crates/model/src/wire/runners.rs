@@ -88,8 +88,13 @@ pub struct RunnerExit {
 /// A runner's requests in its current life.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunnerRequests {
-    /// Requests that ended (whatever the outcome).
+    /// Requests that ended with an answer: completed, no 5xx status.
     pub served: u64,
+    /// Requests that ended otherwise: an error or a 5xx answer, a client
+    /// that went away, or a worker that exited first
+    /// ([`crate::lifecycle::request_served`]).
+    #[serde(default)]
+    pub failed: u64,
     pub in_flight: u64,
 }
 

@@ -184,7 +184,11 @@ impl Entry {
                 }
             }
             Kind::RequestEnd => {
-                runner.requests.served += 1;
+                if lifecycle::request_served(&event.fields) {
+                    runner.requests.served += 1;
+                } else {
+                    runner.requests.failed += 1;
+                }
                 runner.requests.in_flight =
                     in_flight.unwrap_or(runner.requests.in_flight.saturating_sub(1));
                 if !ended {

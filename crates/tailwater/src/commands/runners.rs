@@ -193,17 +193,18 @@ fn or_dash(text: &str) -> String {
     }
 }
 
-/// `12 served, 1 in flight`.
+/// `12 served, 2 failed, 1 in flight` (the counts that are not 0 after
+/// served).
 fn requests(runner: &Runner) -> String {
     let requests = &runner.requests;
-    if requests.in_flight == 0 {
-        format!("{} served", requests.served)
-    } else {
-        format!(
-            "{} served, {} in flight",
-            requests.served, requests.in_flight
-        )
+    let mut text = format!("{} served", requests.served);
+    if requests.failed > 0 {
+        text.push_str(&format!(", {} failed", requests.failed));
     }
+    if requests.in_flight > 0 {
+        text.push_str(&format!(", {} in flight", requests.in_flight));
+    }
+    text
 }
 
 /// `code 0`, `signal 11, core dumped`, `signal 9, out of memory`.

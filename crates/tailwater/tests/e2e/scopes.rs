@@ -312,7 +312,7 @@ fn requests_marked_through_the_agent_show_their_state_and_logs() {
 
     wait_for_runner(&server, "ctl-runner", "a request in flight", |runner| {
         runner["state"] == "running"
-            && runner["requests"] == serde_json::json!({"served": 1, "in_flight": 1})
+            && runner["requests"] == serde_json::json!({"served": 1, "failed": 0, "in_flight": 1})
     });
     let done = cli_json(&server, &["requests", "show", "req-done", "--json"]);
     assert_eq!(done["state"], "completed");
@@ -392,7 +392,8 @@ fn requests_marked_through_the_agent_show_their_state_and_logs() {
     assert_eq!(runner["state"], "exited");
     assert_eq!(
         runner["requests"],
-        serde_json::json!({"served": 3, "in_flight": 0})
+        // req-cut, left unfinished by the worker's exit, failed.
+        serde_json::json!({"served": 2, "failed": 1, "in_flight": 0})
     );
 
     let output = server
