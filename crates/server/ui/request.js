@@ -48,6 +48,7 @@ export class RequestPage extends SubjectPage {
       ["duration", request.duration_ms != null ? duration(request.duration_ms) : "—"],
       ["lines", count(request.records ?? 0)],
     ];
+    if (request.error) facts.splice(2, 0, ["error", h("span", { class: "error-text" }, request.error)]);
     replace(this.card, h("dl", { class: "facts facts-wide" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])));
   }
 }

@@ -177,4 +177,8 @@ pub struct RequestInfo {
     pub duration_ms: Option<u64>,
     /// Records stored for it.
     pub records: u64,
+    /// Why it failed, when it did: the worker's error, or what cut it
+    /// short (its worker exited first).
+    #[serde(default)]
+    pub error: Option<String>,
 }

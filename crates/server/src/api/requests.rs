@@ -181,7 +181,7 @@ fn request_info(
             u64::try_from(took.as_millis()).ok()
         });
     let status = int(&lifecycle.end, "status").or(summary.status);
-    let request_state = match &lifecycle.end {
+    let request_state: RequestState = match &lifecycle.end {
         Some(end) => match end.fields.get("outcome").and_then(|value| value.as_str()) {
             Some("unfinished") => RequestState::Unfinished,
             Some("completed") | None => RequestState::Completed,
@@ -215,6 +215,19 @@ fn request_info(
         ended,
         duration_ms,
         records: summary.records,
+        error: failure(&lifecycle.end, request_state),
+    }
+}
+
+/// Why a request failed: its end's `error` field, else, when it did not
+/// complete, its end's message.
+fn failure(end: &Option<LogRecord>, state: RequestState) -> Option<String> {
+    let end = end.as_ref()?;
+    let error = end.fields.get("error").and_then(serde_json::Value::as_str);
+    match (error, state) {
+        (Some(error), _) => Some(error.to_owned()),
+        (None, RequestState::Completed) => None,
+        (None, _) => Some(end.message.clone()),
     }
 }
 

@@ -69,6 +69,13 @@ pub async fn run(args: RequestsArgs) -> anyhow::Result<u8> {
                 vec!["started".into(), when(Some(info.started))],
                 vec!["ended".into(), when(info.ended)],
                 vec!["duration".into(), duration_ms(info.duration_ms)],
+                vec![
+                    "error".into(),
+                    // One cell of a table: its control characters shown.
+                    info.error.as_deref().map_or("-".into(), |error| {
+                        error.chars().flat_map(char::escape_default).collect()
+                    }),
+                ],
                 vec!["app".into(), info.app.clone()],
                 vec![
                     "version".into(),

@@ -317,6 +317,7 @@ fn requests_marked_through_the_agent_show_their_state_and_logs() {
     let done = cli_json(&server, &["requests", "show", "req-done", "--json"]);
     assert_eq!(done["state"], "completed");
     assert_eq!(done["status"], 201);
+    assert_eq!(done["error"], serde_json::Value::Null, "no error: {done}");
     assert_eq!(
         (done["app"].as_str(), done["runner"].as_str()),
         (Some("ctl"), Some("ctl-runner"))
@@ -388,6 +389,24 @@ fn requests_marked_through_the_agent_show_their_state_and_logs() {
     assert!(messages(&page).contains(&"working on req-done"));
     let cut = cli_json(&server, &["requests", "show", "req-cut", "--json"]);
     assert_eq!(cut["state"], "unfinished", "{cut}");
+    // What cut it short is said, in the API and by `requests show`.
+    assert!(
+        cut["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("still in flight when the worker exited")),
+        "{cut}"
+    );
+    let shown = server
+        .command(&["requests", "show", "req-cut"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown
+            .lines()
+            .any(|line| line.starts_with("error") && line.contains("still in flight")),
+        "{shown}"
+    );
     let runner = runner(&server, "ctl-runner");
     assert_eq!(runner["state"], "exited");
     assert_eq!(
