@@ -574,7 +574,7 @@ async fn a_request_shows_its_status_timing_runner_and_only_to_its_caller() {
         json!({
             "request_id": "q-alice", "tenant": "default", "app": "sd", "version": "v7", "runner": "gw",
             "state": "completed", "status": 201, "started": "2026-01-01T00:00:00Z",
-            "ended": "2026-01-01T00:00:00.25Z", "duration_ms": 250, "records": 3,
+            "ended": "2026-01-01T00:00:00.25Z", "duration_ms": 250, "records": 3, "error": null,
         })
     );
     let open = get(&server, "/v1/requests/q-open").await;
