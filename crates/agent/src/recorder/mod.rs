@@ -25,7 +25,7 @@ mod flush;
 mod queue;
 mod reports;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::io;
 use std::path::{Path, PathBuf};

@@ -10,11 +10,13 @@ fn config(dir: &Path, cap: u64) -> Options {
     Options::new("app", dir, cap)
 }
 
-fn line(text: &str) -> Line<'_> {
+/// A stdout line, as capture hands one over (the ship layer's tests too).
+pub(crate) fn line(text: &str) -> Line<'_> {
     Line::new(Stream::Stdout, text.as_bytes())
 }
 
-fn limits(max_records: usize) -> BatchLimits {
+/// Batches of at most `max_records`, bytes aplenty.
+pub(crate) fn limits(max_records: usize) -> BatchLimits {
     BatchLimits {
         max_records,
         max_bytes: 1 << 20,

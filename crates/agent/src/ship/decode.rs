@@ -58,24 +58,11 @@ mod tests {
     use tailwater_model::{Level, Stream};
 
     use super::*;
+    use crate::recorder::tests::{limits, line};
     use crate::recorder::Recorder;
-    use crate::spool::BatchLimits;
 
     fn config(dir: &Path) -> crate::recorder::Options {
         crate::recorder::Options::new("app", dir, 1 << 20)
-    }
-
-    fn line(text: &str) -> Line<'_> {
-        Line::new(Stream::Stdout, text.as_bytes())
-    }
-
-    fn limits(max_records: usize) -> BatchLimits {
-        BatchLimits {
-            max_records,
-            max_bytes: 1 << 20,
-            lines: None,
-            line_bytes: None,
-        }
     }
 
     #[test]
