@@ -43,6 +43,7 @@ pub fn logs_params(data: &[u8]) {
     let now = Timestamp::from_second(1_800_000_000).unwrap();
     let seal = seal("acme");
     let _ = params.after_position(&seal);
+    let _ = params.around_position(&seal);
     if let Ok(query) = params.to_query_within(now, REGEX_SIZE_LIMIT, &seal) {
         let _ = query.filter.required_words();
     }

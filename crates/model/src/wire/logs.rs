@@ -57,7 +57,8 @@ pub struct LogsPage {
 /// | `field.KEY` | the field `KEY` has this value (`field.status=200`); several allowed |
 /// | `since`, `until` | a time window (RFC 3339, `now`, or a duration ago) |
 ///
-/// plus paging (`limit`, `direction`, `cursor`) and, for live tail, `after`.
+/// plus paging (`limit`, `direction`, `cursor`), for live tail `after`, and
+/// for history `around` (the records next to one record).
 /// An empty value counts as absent, except for `field.KEY` (where it wants
 /// the empty string). Each parameter may be given once; a label takes one
 /// of its four forms; unknown parameters are refused, so a typo is never
@@ -109,6 +110,9 @@ pub struct LogsParams {
     /// Live tail only: start after the record with this `id` (as
     /// `Last-Event-ID`), or from the first record with `0`.
     pub after: Option<String>,
+    /// History only: the page around the record with this `id` (see
+    /// [`LogsParams::around_position`]).
+    pub around: Option<String>,
     /// `field.KEY=VALUE`, keyed by `KEY` (without the `field.` prefix).
     pub fields: BTreeMap<String, String>,
 }
@@ -123,7 +127,7 @@ const LABEL_FORMS: [&str; 4] = ["", "_not", "_re", "_not_re"];
 
 impl LogsParams {
     /// Every named parameter but `field.KEY`, in a fixed order.
-    fn slots(&mut self) -> [(&'static str, &mut Option<String>); 30] {
+    fn slots(&mut self) -> [(&'static str, &mut Option<String>); 31] {
         [
             ("app", &mut self.app),
             ("app_not", &mut self.app_not),
@@ -155,6 +159,7 @@ impl LogsParams {
             ("direction", &mut self.direction),
             ("cursor", &mut self.cursor),
             ("after", &mut self.after),
+            ("around", &mut self.around),
         ]
     }
 
@@ -186,7 +191,7 @@ impl LogsParams {
             let mut slots = params.slots();
             let Some((_, slot)) = slots.iter_mut().find(|(known, _)| *known == name) else {
                 return Err(format!(
-                    "unknown parameter '{name}': use app, version, runner or boot (each also with _not, _re or _not_re), request, source, stream, level, text, contains, case, regex, {FIELD_PREFIX}KEY, since, until, limit, direction, cursor or after"
+                    "unknown parameter '{name}': use app, version, runner or boot (each also with _not, _re or _not_re), request, source, stream, level, text, contains, case, regex, {FIELD_PREFIX}KEY, since, until, limit, direction, cursor, after or around"
                 ));
             };
             if slot.replace(value).is_some() {
@@ -433,6 +438,38 @@ impl LogsParams {
                 .map(|text| Cursor::decode(text, seal))
                 .transpose()?,
         })
+    }
+
+    /// The position of the record a history page is `around`, if given: the
+    /// page holds that record (when the filter matches it) between up to
+    /// `limit` matching records before it and `limit` after it, oldest
+    /// first. It is its own way of paging, so `cursor`, `direction` and
+    /// `after` are refused beside it.
+    pub fn around_position(&self, seal: &TenantSeal) -> Result<Option<u64>, String> {
+        let Some(text) = self.around.as_deref().filter(|v| !v.is_empty()) else {
+            return Ok(None);
+        };
+        let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.is_empty());
+        for (name, value) in [
+            ("cursor", &self.cursor),
+            ("direction", &self.direction),
+            ("after", &self.after),
+        ] {
+            if given(value) {
+                return Err(format!(
+                    "around and {name} are both given: around reads both ways from one record, so leave {name} out"
+                ));
+            }
+        }
+        match seal.position(text) {
+            Some(position) => Ok(Some(position)),
+            None => {
+                let shown: String = text.chars().take(40).collect();
+                Err(format!(
+                    "invalid around '{shown}': use the id of a record one of this tenant's reads returned, unchanged"
+                ))
+            }
+        }
     }
 
     /// The position a live tail starts after, from its `after` id, if

@@ -86,6 +86,28 @@ fn bad_params_get_clear_errors() {
 }
 
 #[test]
+fn around_takes_a_sealed_id_and_no_other_paging() {
+    let seal = key().tenant("t");
+    let around = |pairs: &[(&str, &str)]| {
+        LogsParams::from_pairs(pairs.iter().copied())
+            .unwrap()
+            .around_position(&seal)
+    };
+    let id = seal.id(42);
+    assert_eq!(around(&[("around", &id)]), Ok(Some(42)));
+    assert_eq!(around(&[("around", "")]), Ok(None));
+    assert_eq!(around(&[]), Ok(None));
+    for bad in ["0", "42", "x", &key().tenant("other").id(42)] {
+        let error = around(&[("around", bad)]).unwrap_err();
+        assert!(error.starts_with("invalid around"), "{error}");
+    }
+    for (name, value) in [("cursor", "c"), ("direction", "forward"), ("after", "0")] {
+        let error = around(&[("around", &id), (name, value)]).unwrap_err();
+        assert!(error.contains(&format!("leave {name} out")), "{error}");
+    }
+}
+
+#[test]
 fn label_forms_regexes_text_and_fields_become_a_filter() {
     let params = LogsParams::from_pairs([
         ("app_not", "whisper"),

@@ -61,6 +61,10 @@ pub async fn history(
 ) -> Result<Json<LogsPage>, ApiError> {
     let (mut params, tenant, view) = params(&state, &principal, pairs).await?;
     let seal = state.registry.seal(&tenant);
+    let around = params
+        .around_position(&seal)
+        .map_err(ApiError::bad_request)?;
+    params.around = None;
     // A live tail's missed notice hands out a range of positions as the
     // cursor.
     let missed = params
@@ -72,8 +76,22 @@ pub async fn history(
     }
     let query = super::read::query(&state, &params, Timestamp::now(), &seal)?;
     let store = state.store.clone();
-    let mut page = match missed {
-        None => {
+    let mut page = match (around, missed) {
+        (Some(position), _) => {
+            let (view, registry) = (view.clone(), state.registry.clone());
+            tokio::task::spawn_blocking(move || {
+                around_record(&store, &tenant, query, position, view.as_ref(), &registry)
+            })
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "no record has this id here: use the id of a record one of this tenant's reads returned",
+                )
+            })?
+        }
+        (None, None) => {
             let page = tokio::task::spawn_blocking(move || store.query(&tenant, &query))
                 .await
                 .map_err(ApiError::internal)?
@@ -85,7 +103,7 @@ pub async fn history(
                 incomplete: Skipped::of(&page.skipped, view.as_ref(), &state.registry),
             }
         }
-        Some(range) => {
+        (None, Some(range)) => {
             if params.direction.as_deref() == Some("backward") {
                 return Err(ApiError::bad_request(
                     "a missed-records cursor reads forward, in ingest order: leave direction out",
@@ -153,6 +171,53 @@ pub async fn history(
         next_cursor: page.next_cursor,
         as_of: seal.id(page.as_of),
         incomplete: page.incomplete,
+    }))
+}
+
+/// `around`: the record at `position`, if it is the tenant's and the
+/// principal sees it, between up to `query.limit` records matching the
+/// query before it and as many after it, oldest first; `None` if not. The
+/// record itself is on the page only when the query matches it too, so
+/// `around=ID&level=error` shows the errors around any record.
+fn around_record(
+    store: &tailwater_store::Store,
+    tenant: &str,
+    query: tailwater_model::Query,
+    position: u64,
+    view: Option<&CallerView>,
+    registry: &crate::access::registry::Registry,
+) -> Result<Option<History>, tailwater_store::StoreError> {
+    let Some(before_it) = position.checked_sub(1) else {
+        return Ok(None);
+    };
+    let (found, mut skipped) = store.read_after_reporting(tenant, &Filter::default(), before_it, 1);
+    let Some(record) = found.into_iter().find(|record| record.position == position) else {
+        return Ok(None);
+    };
+    if view.is_some_and(|view| view.judge(&record, registry) != Verdict::Show) {
+        return Ok(None);
+    }
+    let from = |direction| tailwater_model::Query {
+        direction,
+        cursor: Some(tailwater_model::Cursor::of(&record)),
+        ..query.clone()
+    };
+    let before = store.query(tenant, &from(tailwater_model::Direction::Backward))?;
+    let after = store.query(tenant, &from(tailwater_model::Direction::Forward))?;
+    skipped.extend(before.skipped);
+    skipped.extend(after.skipped);
+    let mut records = before.records;
+    records.reverse();
+    let as_of = after.as_of.max(before.as_of);
+    if query.filter.matches(&record) {
+        records.push(record);
+    }
+    records.extend(after.records);
+    Ok(Some(History {
+        records,
+        next_cursor: None,
+        as_of,
+        incomplete: Skipped::of(&skipped, view, registry),
     }))
 }
 

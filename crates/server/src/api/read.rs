@@ -24,6 +24,7 @@ pub(crate) fn query(
     now: Timestamp,
     seal: &TenantSeal,
 ) -> Result<Query, ApiError> {
+    refuse_around(params)?;
     params
         .to_query_within(now, state.regex_size_limit, seal)
         .map_err(ApiError::bad_request)
@@ -36,9 +37,21 @@ pub(crate) fn filter(
     params: &LogsParams,
     now: Timestamp,
 ) -> Result<Filter, ApiError> {
+    refuse_around(params)?;
     params
         .to_filter_within(now, state.regex_size_limit)
         .map_err(ApiError::bad_request)
+}
+
+/// `around` pages history by itself: `GET /v1/logs` takes it out of the
+/// parameters before they become a query, and every other read refuses it.
+fn refuse_around(params: &LogsParams) -> Result<(), ApiError> {
+    match params.around.as_deref() {
+        Some(around) if !around.is_empty() => Err(ApiError::bad_request(
+            "around reads history only (GET /v1/logs): leave it out here",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// The unreadable blocks a read of several pages skipped, each once: a

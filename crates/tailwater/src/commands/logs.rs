@@ -34,6 +34,16 @@ pub struct LogsArgs {
     /// Keep printing new lines as they arrive.
     #[arg(long, short)]
     follow: bool,
+    /// Show the lines around one record: its id as `--json` or the console
+    /// shows it. From the record's own app and runner unless --app,
+    /// --runner, --version or --boot say otherwise; other filters apply.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["follow", "lines"])]
+    around: Option<String>,
+    /// With --around: how many lines to show before the record, and how many
+    /// after it.
+    #[arg(long, short = 'C', value_name = "N", requires = "around", default_value_t = 10,
+          value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    context: u16,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -103,7 +113,11 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
     let client = args.connection.client()?;
     let params = args.filter.params()?;
     let printer = Printer::new(&args.output);
-    match print_logs(&client, &params, args.lines, args.follow, &printer).await {
+    let printed = match &args.around {
+        Some(id) => print_around(&client, &args.filter, params, id, args.context, &printer).await,
+        None => print_logs(&client, &params, args.lines, args.follow, &printer).await,
+    };
+    match printed {
         Err(error) if error.is::<OutputClosed>() => Ok(0),
         other => other.map(|()| 0),
     }
@@ -139,6 +153,53 @@ pub async fn print_logs(
             followed = follow_from(client, params, as_of, printer) => followed?,
             () = crate::render::stdout_closed() => return Err(OutputClosed.into()),
         }
+    }
+    Ok(())
+}
+
+/// `--around ID`: the record and `context` lines before and after it, from
+/// its app and runner unless the filter names a label of its own.
+async fn print_around(
+    client: &Client,
+    filter: &FilterArgs,
+    mut params: LogsParams,
+    id: &str,
+    context: u16,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let names_labels = [&filter.app, &filter.version, &filter.runner, &filter.boot]
+        .iter()
+        .any(|label| label.is_some())
+        || filter.where_.iter().any(|pair| {
+            ["app", "version", "runner", "boot"]
+                .iter()
+                .any(|label| pair.starts_with(label))
+        });
+    if !names_labels {
+        // The record itself first, to learn where it was printed.
+        let alone = LogsParams {
+            around: Some(id.to_owned()),
+            limit: Some("1".into()),
+            ..LogsParams::default()
+        };
+        let page = client.logs(&alone).await?;
+        let record = page
+            .records
+            .iter()
+            .find(|record| record.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no record has the id {id}"))?;
+        params.app = Some(record.app.clone());
+        params.runner = Some(record.runner.clone());
+    }
+    params.around = Some(id.to_owned());
+    params.limit = Some(context.to_string());
+    let page = client.logs(&params).await?;
+    let mut incomplete = Incomplete::default();
+    incomplete.note(&page);
+    printer.print(&page.records)?;
+    incomplete.warn();
+    if !printer.printed_any() && std::io::stdout().is_terminal() {
+        eprintln!("tailwater: no lines matched around {id}");
     }
     Ok(())
 }

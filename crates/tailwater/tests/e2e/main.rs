@@ -5,6 +5,7 @@ mod common;
 
 mod agent;
 mod api;
+mod around;
 mod cli;
 mod connections;
 mod demo;
