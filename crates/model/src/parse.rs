@@ -5,11 +5,13 @@
 //! understands the common shapes and keeps everything else verbatim:
 //!
 //! - JSON objects, with the keys loggers use for the level (`level`,
-//!   `severity`, `levelname`, `lvl`), the message (`msg`, `message`), the
-//!   request (`request_id`, `requestId`) and the time (`ts`, `time`,
-//!   `timestamp`). Every other key becomes a field, but a request id of
-//!   `null` (no request) is dropped. RunPod's `{"requestId", "message",
-//!   "level"}` lines are one case of this.
+//!   `severity`, `levelname`, `lvl`), the message (`msg`, `message`, and
+//!   structlog's `event`), the request (`request_id`, `requestId`) and the
+//!   time (`ts`, `time`, `timestamp`). Every other key becomes a field, but
+//!   a request id of `null` (no request) is dropped. RunPod's
+//!   `{"requestId", "message", "level"}` lines (with its `TIP` level, an
+//!   info) and python-json-logger's are cases of this; loguru's and
+//!   tracing-subscriber's nested shapes are flattened first ([`shapes`]).
 //! - Plain-text level prefixes: `INFO | msg` (and loguru's
 //!   `time | LEVEL | msg`), `[ERROR] msg`, `WARNING: msg` (and Python
 //!   logging's `WARNING:logger:msg`), and glog's `E1120 12:00:00.000000 42
@@ -22,6 +24,8 @@
 //! The recognised level token is removed from the message (the level is kept
 //! beside it); nothing else is. A line that fits no shape is kept as it is,
 //! with no level, so the caller picks the default.
+
+mod shapes;
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -43,7 +47,7 @@ pub struct ParsedLine {
 }
 
 const LEVEL_KEYS: [&str; 4] = ["level", "severity", "levelname", "lvl"];
-const MESSAGE_KEYS: [&str; 2] = ["msg", "message"];
+const MESSAGE_KEYS: [&str; 3] = ["msg", "message", "event"];
 const REQUEST_ID_KEYS: [&str; 3] = ["request_id", "requestId", "requestID"];
 const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
 
@@ -72,6 +76,7 @@ fn parse_json(line: &str) -> Option<ParsedLine> {
         return None;
     }
     let mut object: Fields = serde_json::from_str(trimmed).ok()?;
+    shapes::flatten(&mut object);
     let mut parsed = ParsedLine::default();
 
     if let Some((key, level)) = take_first(&object, &LEVEL_KEYS, json_level) {

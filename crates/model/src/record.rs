@@ -346,7 +346,8 @@ impl Level {
         let level = match name.to_ascii_lowercase().as_str() {
             "trace" | "trc" => Level::Trace,
             "debug" | "dbg" => Level::Debug,
-            "info" | "inf" | "information" | "informational" | "notice" => Level::Info,
+            // RunPod's logger has a `TIP` level between info and warn.
+            "info" | "inf" | "information" | "informational" | "notice" | "tip" => Level::Info,
             "warn" | "wrn" | "warning" => Level::Warn,
             "error" | "err" | "eror" => Level::Error,
             "fatal" | "crit" | "critical" | "panic" | "emerg" | "emergency" | "alert" => {
