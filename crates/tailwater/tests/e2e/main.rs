@@ -17,6 +17,7 @@ mod logs;
 mod requests;
 mod restarts;
 mod scopes;
+mod shipping;
 mod spool;
 mod supervisor;
 mod tenancy;
