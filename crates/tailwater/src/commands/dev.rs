@@ -340,11 +340,11 @@ fn worker_port() -> anyhow::Result<u16> {
 fn spare_ports(range: &str) -> Vec<u16> {
     let mut bounds = range.split_whitespace().map(str::parse::<u16>);
     let ephemeral = match (bounds.next(), bounds.next()) {
-        (Some(Ok(low)), Some(Ok(high))) => low..=high,
-        _ => 1..=0,
+        (Some(Ok(low)), Some(Ok(high))) => Some(low..=high),
+        _ => None,
     };
     (1024..=u16::MAX)
-        .filter(|port| !ephemeral.contains(port))
+        .filter(|port| !ephemeral.as_ref().is_some_and(|range| range.contains(port)))
         .collect()
 }
 
