@@ -1,68 +1,14 @@
-//! A full disk under the server (a size-capped tmpfs it fills).
+//! A full disk under the server (a size-capped tmpfs it fills,
+//! [`Tmpfs`]).
 
 use super::*;
-
-/// A size-capped tmpfs mounted for one test; unmounted when dropped, after
-/// a panic too.
-struct Tmpfs {
-    path: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(path).unwrap();
-        let output = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700")])
-            .arg("tailwater-faults")
-            .arg(path)
-            .output();
-        match output {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => panic!(
-                "cannot mount a tmpfs at {} ({}): this test fills a small disk; run it as root (as CI does)",
-                path.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-            Err(error) => panic!("cannot run mount ({error}): install util-linux"),
-        }
-        Tmpfs {
-            path: path.to_owned(),
-        }
-    }
-
-    fn free_bytes(&self) -> u64 {
-        use std::os::unix::ffi::OsStrExt;
-        let path = std::ffi::CString::new(self.path.as_os_str().as_bytes()).unwrap();
-        // SAFETY: statvfs(3) fills the struct it is given.
-        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
-        stat.f_bavail as u64 * stat.f_frsize as u64
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let unmounted = std::process::Command::new("umount")
-            .arg(&self.path)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !unmounted {
-            // Still busy (a child holding a file): detach it now, freed
-            // once the last user lets go.
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(&self.path)
-                .status();
-        }
-    }
-}
 
 #[test]
 fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is_back() {
     let dir = tempfile::tempdir().unwrap();
     // Declared before the server, so unmounted after it is killed.
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "16m");
-    let data = disk.path.join("data");
+    let disk = Tmpfs::mount("16m");
+    let data = disk.path().join("data");
     // Small memtables: flushes into parts meet the full disk too.
     let flags = ["--memtable-max-bytes", "200000"];
     let mut server = TestServer::start_on_with(ANY_PORT, &data, &flags);
@@ -71,7 +17,7 @@ fn a_full_disk_refuses_ingest_keeps_answering_and_takes_every_line_once_space_is
     server.spool = dir.path().join("spool");
     // A ballast leaves the server 64 KiB: less than a
     // memtable's log.
-    let ballast = disk.path.join("ballast");
+    let ballast = disk.path().join("ballast");
     let headroom = 64 * 1024;
     std::fs::write(&ballast, vec![0u8; (disk.free_bytes() - headroom) as usize]).unwrap();
 
