@@ -62,6 +62,22 @@ wait $server
         .map(|address| address.port())
         .expect("the banner names the proxy's address");
     assert_ne!(proxy_port, ANY_PORT, "{output}");
+    // The worker's port, told to it as PORT: outside the kernel's
+    // ephemeral range, where no bind to port 0 can take it first.
+    let worker_port: u16 = output
+        .split("(to the worker on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .expect("the banner names the worker's port");
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut bounds = range
+        .split_whitespace()
+        .map(|bound| bound.parse::<u16>().unwrap());
+    let (low, high) = (bounds.next().unwrap(), bounds.next().unwrap());
+    assert!(
+        !(low..=high).contains(&worker_port),
+        "{worker_port} is in the ephemeral range {low}-{high}"
+    );
 
     // A request through the proxy: answered by the worker, recorded with
     // an id that its log line carries.
@@ -82,7 +98,9 @@ wait $server
     // Shown once: from the server, not echoed by the agent as well.
     let shown = output
         .lines()
-        .filter(|line| line.contains("stdout") && line.contains("worker up on"))
+        .filter(|line| {
+            line.contains("stdout") && line.contains(&format!("worker up on {worker_port}"))
+        })
         .count();
     assert_eq!(shown, 1, "{output}");
     // The logs are in the embedded server, for `tailwater logs` too.
