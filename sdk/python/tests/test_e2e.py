@@ -141,7 +141,7 @@ def settled(server: Server, request_id: str) -> Dict[str, Any]:
 # Two requests in two threads, then two in two asyncio tasks, each pair in
 # flight together while every line is written. One of each pair fails.
 CONCURRENT_WORKER = r"""
-import asyncio, logging, threading
+import asyncio, logging, sys, threading
 import tailwater
 
 log = tailwater.RunPodLogger()
@@ -157,7 +157,10 @@ def serve(job_id, fail):
         both_in.wait(20)
         log.info(job_id + ": runpod line", extra={"job": job_id, "steps": 30, "message": "kept"})
         std.info("%s: logging line", job_id, extra={"job": job_id})
-        print(job_id + ": plain print, not attributed", flush=True)
+        # One write: print() writes the newline apart, and another
+        # thread's line could come between.
+        sys.stdout.write(job_id + ": plain print, not attributed\n")
+        sys.stdout.flush()
         both_in.wait(20)
         if fail:
             raise RuntimeError(job_id + " exploded")
