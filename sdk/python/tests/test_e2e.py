@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 import pytest
 
@@ -31,8 +31,7 @@ def binary() -> str:
     path = os.environ.get("TAILWATER_BIN") or str(REPOSITORY / "target" / "debug" / "tailwater")
     if not os.access(path, os.X_OK):
         pytest.fail(
-            f"no tailwater binary at {path}: run `cargo build -p tailwater`, "
-            "or set TAILWATER_BIN to the binary's path"
+            f"no tailwater binary at {path}: run `cargo build -p tailwater`, or set TAILWATER_BIN to the binary's path"
         )
     return path
 

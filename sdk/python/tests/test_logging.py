@@ -158,7 +158,7 @@ def test_loguru_sink_writes_agent_lines(loguru: Any, capsys: Any) -> None:
     with tailwater.request("job-6"):
         loguru.bind(model="sdxl", level="custom").warning("inside")
         try:
-            1 / 0
+            _ = 1 / 0
         except ZeroDivisionError:
             loguru.exception("failed")
     got = lines(capsys.readouterr().out)

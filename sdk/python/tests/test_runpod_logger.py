@@ -24,7 +24,7 @@ theirs = rp_logger.RunPodLogger()
 LONG = {n: "<" + "a" * (n // 2 - 1) + "b" * (n - n // 2 - 1) + ">" for n in (4095, 4096, 4097, 5000, 100_000)}
 
 Call = Callable[[Any], None]
-CALLS: List[Callable[[Any], None]] = [
+CALLS: List[Callable[..., None]] = [
     lambda log: log.info("hello"),
     lambda log: log.debug("debugging", "job-1"),
     lambda log: log.trace("tracing", request_id="job-2"),
@@ -37,7 +37,7 @@ CALLS: List[Callable[[Any], None]] = [
     lambda log: log.secret("PIN", 1234),
     lambda log: log.info(None),
     lambda log: log.info(""),
-    *[(lambda n: lambda log: log.error(LONG[n], "job-long"))(n) for n in LONG],
+    *[lambda log, n=n: log.error(LONG[n], "job-long") for n in LONG],
 ]
 
 
@@ -58,9 +58,7 @@ def mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
 
 
 @pytest.mark.parametrize("level", ["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "NOTSET", 0, 3, "info"])
-def test_the_same_calls_print_the_same_lines(
-    capsys: pytest.CaptureFixture[str], mode: str, level: Any
-) -> None:
+def test_the_same_calls_print_the_same_lines(capsys: pytest.CaptureFixture[str], mode: str, level: Any) -> None:
     assert printed(capsys, ours, lambda log: log.set_level(level)) == printed(
         capsys, theirs, lambda log: log.set_level(level)
     )
@@ -160,9 +158,7 @@ def test_lines_carry_the_current_request(capsys: pytest.CaptureFixture[str], mod
         assert outside == "INFO   | outside\n"
 
 
-def test_under_the_agent_lines_are_json(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_under_the_agent_lines_are_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RUNPOD_ENDPOINT_ID", raising=False)
     monkeypatch.setenv("TAILWATER_CONTROL", "/nonexistent/control.sock")
     ours.set_level("DEBUG")

@@ -57,10 +57,7 @@ def _timeout() -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        warn(
-            f"{TIMEOUT_ENV} must be a number of seconds above 0, not {text!r}; "
-            f"using {DEFAULT_TIMEOUT_SECONDS}"
-        )
+        warn(f"{TIMEOUT_ENV} must be a number of seconds above 0, not {text!r}; using {DEFAULT_TIMEOUT_SECONDS}")
         return DEFAULT_TIMEOUT_SECONDS
     return value
 

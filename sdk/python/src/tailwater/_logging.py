@@ -20,9 +20,12 @@ from . import _lines
 from ._requests import current_request_id
 
 # What every LogRecord has: anything else on a record came from `extra=`.
-_STANDARD_ATTRIBUTES = frozenset(
-    logging.LogRecord("", 0, "", 0, "", (), None).__dict__
-) | {"message", "asctime", "taskName", "request_id"}
+_STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "request_id",
+}
 
 
 class RequestIdFilter(logging.Filter):

@@ -26,9 +26,7 @@ MAX_REQUEST_ID_BYTES = 256
 #: read by people in a table.
 MAX_ERROR_CHARS = 4096
 
-_current: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
-    "tailwater_request_id", default=None
-)
+_current: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("tailwater_request_id", default=None)
 
 F = TypeVar("F", bound=Callable[..., Any])
 RequestId = Union[str, int]
@@ -51,9 +49,7 @@ def check_id(request_id: Any) -> str:
     digits) of 1 to 256 bytes. Raises `ValueError` for anything else, at the
     call that named it, rather than losing the request's marks later."""
     if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
-        raise ValueError(
-            f"a request id is a string (or an int), not {type(request_id).__name__}"
-        )
+        raise ValueError(f"a request id is a string (or an int), not {type(request_id).__name__}")
     text = str(request_id)
     size = len(text.encode("utf-8", "surrogatepass"))
     if not 1 <= size <= MAX_REQUEST_ID_BYTES:
@@ -139,9 +135,7 @@ class Request:
 
     def _enter(self) -> None:
         if self._entered:
-            raise RuntimeError(
-                f"request {self.id} was already entered: make a new tailwater.request for each request"
-            )
+            raise RuntimeError(f"request {self.id} was already entered: make a new tailwater.request for each request")
         self._entered = True
         self._token = _current.set(self.id)
 

@@ -52,9 +52,7 @@ def _level_of(level: Level) -> str:
         return level.upper()
     if isinstance(level, int) and not isinstance(level, bool) and 0 <= level < len(LOG_LEVELS):
         return LOG_LEVELS[level]
-    raise ValueError(
-        f"Invalid debug level: {level}: use one of {', '.join(LOG_LEVELS)} or 0 to {len(LOG_LEVELS) - 1}"
-    )
+    raise ValueError(f"Invalid debug level: {level}: use one of {', '.join(LOG_LEVELS)} or 0 to {len(LOG_LEVELS) - 1}")
 
 
 def _level_from_environment() -> str:
@@ -116,9 +114,7 @@ class RunPodLogger:
         """Prints `message` at `message_level` for `job_id` (else the current
         request), with `extra` fields."""
         if message_level != TIP and message_level not in LOG_LEVELS:
-            raise ValueError(
-                f"Invalid message level: {message_level!r}: use one of {', '.join(LOG_LEVELS)} or {TIP}"
-            )
+            raise ValueError(f"Invalid message level: {message_level!r}: use one of {', '.join(LOG_LEVELS)} or {TIP}")
         if self.level == "NOTSET":
             return
         if message_level != TIP and LOG_LEVELS.index(message_level) < LOG_LEVELS.index(self.level):
