@@ -282,3 +282,60 @@ def test_a_forked_child_has_its_own_connection(agent: FakeAgent) -> None:
         pass
     assert agent.connections == 2
     assert _control.CONTROL is not None
+
+
+def test_a_task_cancelled_while_starting_still_ends_its_request(agent: FakeAgent) -> None:
+    answering = threading.Event()
+    release = threading.Event()
+
+    def slow_start(command: Any) -> Any:
+        if "request_start" in command:
+            answering.set()
+            release.wait(5)
+        return agent.default_answer(command)
+
+    agent.answer = slow_start
+
+    async def main() -> Optional[str]:
+        async def serve() -> None:
+            async with tailwater.request("cancelled"):
+                pytest.fail("the block must not run")
+
+        task = asyncio.create_task(serve())
+        await asyncio.get_running_loop().run_in_executor(None, answering.wait, 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()
+        await asyncio.get_running_loop().run_in_executor(None, lambda: wait_until(lambda: len(agent.commands) == 2))
+        return tailwater.current_request_id()
+
+    assert asyncio.run(main()) is None
+    assert agent.commands == [{"request_start": "cancelled"}, {"request_end": "cancelled", "error": "cancelled"}]
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_an_interrupted_round_trip_does_not_shift_answers(agent: FakeAgent, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent.answer = lambda command: {"ok": True, "to": command}
+    assert tailwater.ready()
+    connection = _control.CONTROL._connection
+    assert connection is not None
+
+    def interrupted() -> bytes:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(connection.reader, "readline", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _control.CONTROL.send({"request_start": "first"})
+    # The answer to `first` is left unread on the old connection: the next
+    # command must not take it for its own.
+    assert _control.CONTROL.send({"request_start": "second"}) == {"ok": True, "to": {"request_start": "second"}}
+    assert agent.connections == 2

@@ -131,7 +131,15 @@ class Control:
             try:
                 if connection is None:
                     connection = self._connection = _Connection(path, _timeout())
-                answer = connection.round_trip(command)
+                try:
+                    answer = connection.round_trip(command)
+                except BaseException:
+                    # Interrupted (KeyboardInterrupt, a signal handler's
+                    # exception) after sending: the answer would be read as
+                    # the next command's. Start again on a new connection.
+                    connection.close()
+                    self._connection = None
+                    raise
                 self._unreachable_said = False
                 return answer
             except (OSError, ValueError) as error:

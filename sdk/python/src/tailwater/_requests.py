@@ -166,8 +166,18 @@ class Request:
 
     async def __aenter__(self) -> Request:
         self._enter()
-        # The round trip blocks; other tasks run meanwhile.
-        await asyncio.get_running_loop().run_in_executor(None, self._start)
+        loop = asyncio.get_running_loop()
+        # The round trip blocks: other tasks run meanwhile.
+        started = loop.run_in_executor(None, self._start)
+        try:
+            await asyncio.shield(started)
+        except BaseException as error:
+            # Cancelled while the start was on its way: the block will not
+            # run, nor `__aexit__`. Restore the id, and end the request once
+            # its start is through (in the background: this task is going).
+            self._exit(error)
+            started.add_done_callback(lambda _: loop.run_in_executor(None, self._end))
+            raise
         return self
 
     async def __aexit__(self, kind: Any, error: Optional[BaseException], traceback: Any) -> None:
