@@ -339,3 +339,31 @@ def test_an_interrupted_round_trip_does_not_shift_answers(agent: FakeAgent, monk
     # command must not take it for its own.
     assert _control.CONTROL.send({"request_start": "second"}) == {"ok": True, "to": {"request_start": "second"}}
     assert agent.connections == 2
+
+
+def test_a_generator_has_its_request_whoever_runs_each_step(agent: FakeAgent) -> None:
+    @tailwater.request(lambda name: name)
+    def steps(name: str) -> Any:
+        for _ in range(3):
+            received = yield tailwater.current_request_id()
+            assert received in (None, "sent")
+
+    # Interleaved in one thread: each sees its own, the caller neither.
+    a, b = steps("a"), steps("b")
+    assert list(zip(a, b)) == [("a", "b")] * 3
+    assert tailwater.current_request_id() is None
+    assert list(b) == []  # zip stopped at the end of a
+    # Each step on another thread of a pool, with no context copied.
+    c = steps("c")
+    with ThreadPoolExecutor(3) as pool:
+        seen = [pool.submit(next, c).result(), pool.submit(c.send, "sent").result()]
+        leaked = [pool.submit(tailwater.current_request_id).result() for _ in range(6)]
+    assert seen == ["c", "c"] and leaked == [None] * 6
+    with pytest.raises(ValueError):
+        c.throw(ValueError("stop"))
+    assert agent.commands[-1] == {"request_end": "c", "error": "ValueError: stop"}
+    assert [c for c in agent.verbs() if c.startswith("request_end")] == [
+        "request_end=a",
+        "request_end=b",
+        "request_end=c",
+    ]

@@ -15,7 +15,7 @@ import functools
 import inspect
 import secrets
 import sys
-from typing import Any, Callable, Optional, TypeVar, Union, cast
+from typing import Any, Callable, Generator, Optional, TypeVar, Union, cast
 
 from ._control import CONTROL
 
@@ -193,6 +193,38 @@ IdOf = Callable[..., Optional[RequestId]]
 Check = Callable[[Any], Optional[str]]
 
 
+def _in_own_context(scope: Request, inner: Generator[Any, Any, Any], checked: Callable[[Request, Any], Any]) -> Any:
+    """Runs the generator `inner` as `scope`, each step in a context of its
+    own: its request is current in its body and never in the code that
+    iterates it, whichever thread runs each step (a thread pool may run
+    each on another) and however it is interleaved with other generators.
+    Sent values, thrown exceptions and closing are passed on."""
+    context = contextvars.copy_context()
+    context.run(scope.__enter__)
+    failure: Optional[BaseException] = None
+    try:
+        step: Callable[[Any], Any] = inner.send
+        value: Any = None
+        while True:
+            try:
+                item = context.run(step, value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value = yield checked(scope, item)
+                step = inner.send
+            except GeneratorExit:
+                context.run(inner.close)
+                raise
+            except BaseException as thrown:
+                step, value = inner.throw, thrown
+    except BaseException as error:
+        failure = error
+        raise
+    finally:
+        context.run(scope.__exit__, type(failure), failure, None)
+
+
 def wrap(fn: F, id_of: IdOf, check: Optional[Check] = None) -> F:
     """`fn`, each call of it a :class:`Request` named by `id_of(*args,
     **kwargs)`. Keeps `fn`'s kind (function, coroutine function, generator
@@ -221,9 +253,8 @@ def wrap(fn: F, id_of: IdOf, check: Optional[Check] = None) -> F:
 
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
-            with open_request(args, kwargs) as scope:
-                for item in fn(*args, **kwargs):
-                    yield checked(scope, item)
+            scope = open_request(args, kwargs)
+            return (yield from _in_own_context(scope, fn(*args, **kwargs), checked))
 
         return cast(F, gen_wrapper)
 
