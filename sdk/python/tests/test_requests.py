@@ -367,3 +367,12 @@ def test_a_generator_has_its_request_whoever_runs_each_step(agent: FakeAgent) ->
         "request_end=b",
         "request_end=c",
     ]
+
+
+@pytest.mark.parametrize("bad", [99, 1000, "200", 200.0, True])
+def test_a_status_that_is_no_http_status_is_refused_where_it_is_set(agent: FakeAgent, bad: Any) -> None:
+    with tailwater.request("s") as scope:
+        with pytest.raises(ValueError, match="a request's status is an HTTP status, a number from 100 to 999"):
+            scope.status = bad
+        scope.error = 3  # type: ignore[assignment]  # anything is taken as its text
+    assert agent.commands[-1] == {"request_end": "s", "error": "3"}

@@ -106,7 +106,7 @@ class Request:
 
     def __init__(self, request_id: Optional[RequestId] = None) -> None:
         self.id: str = new_id() if request_id is None else check_id(request_id)
-        self.status: Optional[int] = None
+        self._status: Optional[int] = None
         self.error: Optional[str] = None
         self.duration_ms: Optional[int] = None
         self._token: Optional[contextvars.Token[Optional[str]]] = None
@@ -114,6 +114,20 @@ class Request:
 
     def __repr__(self) -> str:
         return f"Request({self.id!r})"
+
+    @property
+    def status(self) -> Optional[int]:
+        """The HTTP status to end the request with, or `None`."""
+        return self._status
+
+    @status.setter
+    def status(self, status: Optional[int]) -> None:
+        # Checked here, where the mistake is made: the agent would refuse
+        # the whole end, and the request would stay in flight.
+        valid = isinstance(status, int) and not isinstance(status, bool) and 100 <= status <= 999
+        if status is not None and not valid:
+            raise ValueError(f"a request's status is an HTTP status, a number from 100 to 999, not {status!r}")
+        self._status = status
 
     # The marks, sent from whichever thread runs them.
 
@@ -124,10 +138,10 @@ class Request:
     def _end(self) -> None:
         _flush_output()
         command: dict[str, Any] = {"request_end": self.id}
-        if self.status is not None:
-            command["status"] = self.status
+        if self._status is not None:
+            command["status"] = self._status
         if self.error is not None:
-            command["error"] = cut_middle(self.error)
+            command["error"] = cut_middle(str(self.error))
         answer = CONTROL.send(command)
         if answer and answer.get("ok") is True:
             duration = answer.get("duration_ms")
