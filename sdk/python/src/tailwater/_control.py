@@ -131,15 +131,7 @@ class Control:
             try:
                 if connection is None:
                     connection = self._connection = _Connection(path, _timeout())
-                try:
-                    answer = connection.round_trip(command)
-                except BaseException:
-                    # Interrupted (KeyboardInterrupt, a signal handler's
-                    # exception) after sending: the answer would be read as
-                    # the next command's. Start again on a new connection.
-                    connection.close()
-                    self._connection = None
-                    raise
+                answer = connection.round_trip(command)
                 self._unreachable_said = False
                 return answer
             except (OSError, ValueError) as error:
@@ -163,6 +155,14 @@ class Control:
                         "not marked until it answers again"
                     )
                 return None
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, a signal handler's
+                # exception), perhaps after sending: its answer would be read
+                # as the next command's. Start again on a new connection.
+                if connection is not None:
+                    connection.close()
+                self._connection = None
+                raise
         return None
 
 
