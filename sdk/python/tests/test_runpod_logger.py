@@ -221,3 +221,9 @@ def test_a_bad_level_in_the_environment_is_said_not_fatal() -> None:
 def test_the_cut_is_runpods() -> None:
     assert _runpod.MAX_MESSAGE_LENGTH == rp_logger.MAX_MESSAGE_LENGTH
     assert _runpod.LOG_LEVELS == rp_logger.LOG_LEVELS
+
+
+def test_extra_fields_must_be_a_mapping() -> None:
+    ours.set_level("DEBUG")
+    with pytest.raises(TypeError, match="extra fields are a mapping of names to values, such as a dict, not list"):
+        ours.info("x", extra=["steps", 30])  # type: ignore[arg-type]

@@ -34,8 +34,10 @@ _write_lock = threading.Lock()
 def add_fields(line: Dict[str, Any], fields: Optional[Mapping[Any, Any]]) -> Dict[str, Any]:
     """Adds `fields` to `line` (in place, and returns it). A key the line
     already has, or one the parser reads, gets an `extra_` prefix."""
-    if not fields:
+    if fields is None:
         return line
+    if not isinstance(fields, Mapping):
+        raise TypeError(f"extra fields are a mapping of names to values, such as a dict, not {type(fields).__name__}")
     for key, value in fields.items():
         name = str(key)
         while name in PARSED_KEYS or name in line:
