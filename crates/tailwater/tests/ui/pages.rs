@@ -1,0 +1,226 @@
+//! A runner's and a request's pages, the runners table, and a caller's
+//! token that opens one request at a time.
+
+use serde_json::Value;
+
+use crate::browser::{then_enter, Browser, Engine};
+use crate::common::*;
+
+/// A Python worker that marks a request through the control socket, as the
+/// SDKs do, and logs inside it. With `GATE` set, the request stays in
+/// flight until that file exists.
+pub const REQUEST_WORKER: &str = r#"
+import json, os, socket, time
+control = socket.socket(socket.AF_UNIX)
+control.connect(os.environ["TAILWATER_CONTROL"])
+f = control.makefile("rw")
+def tell(command):
+    f.write(json.dumps(command) + "\n"); f.flush()
+    return json.loads(f.readline())
+request = os.environ["REQUEST"]
+print("loading weights", flush=True)
+tell({"ready": True})
+tell({"request_start": request})
+print(json.dumps({"level": "info", "msg": "denoising", "step": 1}), flush=True)
+gate = os.environ.get("GATE")
+while gate and not os.path.exists(gate):
+    time.sleep(0.02)
+print(json.dumps({"level": "warning", "msg": "nsfw filter slow"}), flush=True)
+tell({"request_end": request, "status": 200})
+print("idle", flush=True)
+"#;
+
+pub fn request_worker(server: &TestServer, runner: &str, request: &str) -> std::process::Command {
+    let mut command = server.command(&[
+        "run",
+        "--app",
+        "sdxl",
+        "--version",
+        "v3",
+        "--runner",
+        runner,
+        "--",
+        "python3",
+        "-c",
+        REQUEST_WORKER,
+    ]);
+    command.env("REQUEST", request);
+    command
+}
+
+pub async fn the_runners_table_and_a_runners_page(engine: Engine) {
+    let server = TestServer::start();
+    let output = request_worker(&server, "gpu-7", "req-ui-1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let crash = run_worker(&server, "sdxl", "echo 'import torch' && kill -9 $$");
+    assert!(!crash.status.success());
+
+    let browser = Browser::open(engine).await;
+    browser.sign_in(&server, "/runners").await;
+    browser
+        .wait_until(
+            "both runners",
+            "return document.querySelectorAll('.runners-page tbody tr').length === 2",
+        )
+        .await;
+    let rows = browser
+        .js("return [...document.querySelectorAll('.runners-page tbody tr')].map((tr) => [...tr.cells].map((td) => td.textContent))")
+        .await;
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).unwrap();
+    let gpu = rows.iter().find(|row| row[0] == "gpu-7").unwrap();
+    assert_eq!(gpu[1], "exited", "{gpu:?}");
+    assert_eq!(gpu[3], "v3", "{gpu:?}");
+    assert_eq!(gpu[6], "exit 0", "{gpu:?}");
+    assert_eq!(gpu[7], "1", "one request served: {gpu:?}");
+    let crashed = rows.iter().find(|row| row[0] == "sdxl-runner").unwrap();
+    assert_eq!(crashed[1], "crashed", "{crashed:?}");
+    assert_eq!(crashed[6], "SIGKILL", "{crashed:?}");
+    browser.screenshot("runners").await;
+
+    // A click anywhere on its row opens it: here its start time. (A cell,
+    // not the row: Firefox's WebDriver clicks only what it hit-tests.)
+    browser.click("tr[data-runner=gpu-7] td:nth-child(5)").await;
+    browser
+        .wait_until(
+            "the runner's card, timeline and logs",
+            "return location.pathname === '/runners/gpu-7'
+                && document.querySelector('.facts')?.textContent.includes('exit 0')
+                && document.querySelectorAll('.timeline .event').length >= 4
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('nsfw filter slow'))",
+        )
+        .await;
+    let events: Vec<String> = serde_json::from_value(
+        browser
+            .js("return [...document.querySelectorAll('.timeline .event-name')].map((e) => e.textContent)")
+            .await,
+    )
+    .unwrap();
+    for event in ["start", "ready", "request start", "request end", "exit"] {
+        assert!(
+            events.iter().any(|e| e == event),
+            "no {event} in {events:?}"
+        );
+    }
+    let messages = browser.messages().await;
+    assert!(
+        messages.iter().all(|m| !m.contains("import torch")),
+        "only this runner's lines: {messages:?}"
+    );
+    browser.screenshot("runner").await;
+    browser.close().await;
+}
+
+pub async fn a_requests_page_shows_its_status_timing_runner_and_live_logs(engine: Engine) {
+    let server = TestServer::start();
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("go");
+    let mut worker = request_worker(&server, "gpu-9", "req-live")
+        .env("GATE", &gate_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let browser = Browser::open(engine).await;
+    browser.sign_in(&server, "/").await;
+    // The request id field opens its page.
+    let goto = browser.wait_for_element("input.goto").await;
+    goto.send_keys(&then_enter("req-live")).await.unwrap();
+    browser
+        .wait_until(
+            "the request in flight, with its first line",
+            "return location.pathname === '/requests/req-live'
+                && document.querySelector('.request-page .facts')?.textContent.includes('in flight')
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('denoising'))
+                && document.querySelector('.status-live.on') !== null",
+        )
+        .await;
+    browser.screenshot("request-in-flight").await;
+    let title = browser.client.title().await.unwrap();
+    assert_eq!(title, "request req-live · tailwater");
+
+    std::fs::write(&gate_file, "").unwrap();
+    browser
+        .wait_until(
+            "the new line, live, and the status once it ended",
+            "return [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('nsfw filter slow'))
+                && document.querySelector('.request-page .facts')?.textContent.includes('200')
+                && document.querySelector('.request-page .facts')?.textContent.includes('completed')",
+        )
+        .await;
+    assert!(worker.wait().unwrap().success());
+    let facts = browser
+        .js("return document.querySelector('.request-page .facts').textContent")
+        .await;
+    let facts = facts.as_str().unwrap();
+    assert!(facts.contains("gpu-9") && facts.contains("sdxl"), "{facts}");
+    let messages = browser.messages().await;
+    assert!(
+        messages
+            .iter()
+            .all(|m| !m.contains("loading weights") && !m.contains("idle")),
+        "only the request's lines: {messages:?}"
+    );
+    browser.screenshot("request").await;
+
+    // Its runner is a click away.
+    browser.click(".request-page .facts a").await;
+    browser
+        .wait_until(
+            "the runner's page",
+            "return location.pathname === '/runners/gpu-9'",
+        )
+        .await;
+    browser.close().await;
+}
+
+pub async fn a_callers_token_opens_one_request_at_a_time(engine: Engine) {
+    let server = TestServer::start();
+    let output = request_worker(&server, "gpu-3", "req-caller")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let token = server
+        .command(&["token", "create", "--scope", "caller"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{token:?}");
+    let token = String::from_utf8(token.stdout).unwrap();
+
+    let browser = Browser::open(engine).await;
+    browser.client.goto(&server.url()).await.unwrap();
+    let input = browser.wait_for_element("input[name=token]").await;
+    input.send_keys(token.trim()).await.unwrap();
+    browser.click("form.signin button[type=submit]").await;
+    browser
+        .wait_until(
+            "the caller's start page",
+            "return document.querySelector('.state-title')?.textContent.includes('one request') ?? false",
+        )
+        .await;
+    let nav = browser
+        .js("return document.querySelector('.nav') === null")
+        .await;
+    assert_eq!(
+        nav,
+        Value::Bool(true),
+        "no logs or runners pages for a caller"
+    );
+
+    browser
+        .wait_for_element("input.goto")
+        .await
+        .send_keys(&then_enter("req-caller"))
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "the request's lines",
+            "const rows = [...document.querySelectorAll('.logview .row')].map((r) => r.textContent);
+             return rows.some((r) => r.includes('nsfw filter slow')) && rows.every((r) => r.includes('req-caller'))",
+        )
+        .await;
+    browser.screenshot("request-as-caller").await;
+    browser.close().await;
+}
