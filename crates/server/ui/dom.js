@@ -54,3 +54,43 @@ export function state(kind, title, detail) {
 export function count(number) {
   return Number(number).toLocaleString("en-US");
 }
+
+/**
+ * A button that copies `text()` to the clipboard and says so: through the
+ * Clipboard API, else the older `execCommand("copy")` a page may use
+ * without permission.
+ */
+export function copyButton(label, text, title) {
+  const button = h("button", { type: "button", class: "link copy", title, onclick: async (event) => {
+    event.stopPropagation();
+    const copied = await copyText(text());
+    button.textContent = copied ? "copied" : "could not copy: select it and press Ctrl+C";
+    button.classList.toggle("copied", copied);
+    setTimeout(() => {
+      button.textContent = label;
+      button.classList.remove("copied");
+    }, 2000);
+  } }, label);
+  return button;
+}
+
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    return true;
+  } catch {
+    // Not allowed here (or no Clipboard API): the older way.
+  }
+  const area = h("textarea", { class: "copy-area", readonly: true, "aria-hidden": "true" });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  let copied = false;
+  try {
+    copied = document.execCommand("copy");
+  } catch {
+    copied = false;
+  }
+  area.remove();
+  return copied;
+}

@@ -291,6 +291,27 @@ pub async fn histogram_counts_by_level_and_a_drag_zooms(engine: Engine) {
             .all(|n| n.as_u64() >= Some(1)),
         "one bar for each level present: {bars}"
     );
+    // Over the time the lines span, not the whole 15 minutes: the worker
+    // printed for a few milliseconds, shown in the middle of a second or so,
+    // not squeezed into the right edge.
+    let (since, until) = histogram_window(&browser).await;
+    let shown = until.duration_since(since);
+    assert!(
+        shown >= jiff::SignedDuration::from_millis(500)
+            && shown < jiff::SignedDuration::from_secs(10),
+        "the histogram spans {shown:?}"
+    );
+    let bars: Vec<f64> = serde_json::from_value(
+        browser
+            .js("const svg = document.querySelector('.histogram-svg');
+                 return [...svg.querySelectorAll('rect.bar')].map((r) => Number(r.getAttribute('x')) / svg.clientWidth)")
+            .await,
+    )
+    .unwrap();
+    assert!(
+        bars.iter().all(|x| (0.2..0.8).contains(x)),
+        "the bars stand in the middle: {bars:?}"
+    );
     browser.screenshot("histogram").await;
 
     // Dragging across the last third zooms the range to it.
@@ -326,11 +347,22 @@ pub async fn histogram_counts_by_level_and_a_drag_zooms(engine: Engine) {
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     let from: jiff::Timestamp = query["from"].parse().unwrap();
     let to: jiff::Timestamp = query["to"].parse().unwrap();
-    let span = to.duration_since(from);
+    let span = to.duration_since(from).as_secs_f64() / shown.as_secs_f64();
     assert!(
-        span > jiff::SignedDuration::from_mins(4) && span < jiff::SignedDuration::from_mins(6),
-        "a third of 15 minutes: {span:?}"
+        from >= since && to <= until && (0.25..0.42).contains(&span),
+        "a third of the histogram's {since}..{until}: {from}..{to}"
     );
     browser.screenshot("histogram-zoomed").await;
     browser.close().await;
+}
+
+/// The window the histogram shows, as it says on its element.
+pub async fn histogram_window(browser: &Browser) -> (jiff::Timestamp, jiff::Timestamp) {
+    let window: Vec<String> = serde_json::from_value(
+        browser
+            .js("const h = document.querySelector('.histogram'); return [h.dataset.since, h.dataset.until]")
+            .await,
+    )
+    .unwrap();
+    (window[0].parse().unwrap(), window[1].parse().unwrap())
 }
