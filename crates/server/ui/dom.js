@@ -61,7 +61,7 @@ export function count(number) {
  * without permission.
  */
 export function copyButton(label, text, title) {
-  const button = h("button", { type: "button", class: "link copy", title, onclick: async (event) => {
+  const button = h("button", { type: "button", class: "link copy", title, dataset: { copy: label }, onclick: async (event) => {
     event.stopPropagation();
     const copied = await copyText(text());
     button.textContent = copied ? "copied" : "could not copy: select it and press Ctrl+C";
@@ -74,9 +74,14 @@ export function copyButton(label, text, title) {
   return button;
 }
 
+/** How long the Clipboard API may take to answer before the older way is tried. */
+const CLIPBOARD_WAIT_MS = 1000;
+
 async function copyText(text) {
   try {
-    await navigator.clipboard.writeText(text);
+    // A browser may leave the promise pending (a permission never asked).
+    const late = new Promise((_, reject) => setTimeout(() => reject(new Error("no answer")), CLIPBOARD_WAIT_MS));
+    await Promise.race([navigator.clipboard.writeText(text), late]);
     return true;
   } catch {
     // Not allowed here (or no Clipboard API): the older way.

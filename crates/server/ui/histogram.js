@@ -130,7 +130,7 @@ export class Histogram {
     const ticks = Math.max(2, Math.floor(width / 150));
     for (let i = 0; i <= ticks; i++) {
       const x = (i / ticks) * width;
-      const label = svg("text", { class: "axis", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" });
+      const label = svg("text", { class: "axis tick", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" });
       const text = clock(new Date(since + ((until - since) * i) / ticks).toISOString(), withDate);
       // `12-04 09:08` over days, `09:08:51` within one, `09:08:51.250` within seconds.
       label.textContent = withDate ? text.slice(5, 16) : until - since < 20_000 ? text : text.slice(0, 8);

@@ -126,7 +126,8 @@ export class LogView {
 
   fitColumns() {
     for (const [name, [least, most]] of Object.entries(COLUMN_CHARS)) {
-      const chars = Math.max(least, Math.min(most, this.chars[name]));
+      // A character more than the longest: no rounding cuts its last one.
+      const chars = Math.max(least, Math.min(most, this.chars[name])) + 1;
       this.element.style.setProperty(`--${name}-chars`, `${chars}ch`);
     }
   }

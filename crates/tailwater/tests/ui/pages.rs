@@ -108,6 +108,13 @@ pub async fn the_runners_table_and_a_runners_page(engine: Engine) {
         messages.iter().all(|m| !m.contains("import torch")),
         "only this runner's lines: {messages:?}"
     );
+    let live = browser
+        .js("return [document.querySelector('.button.live').hidden, document.querySelector('.ended-note').textContent]")
+        .await;
+    assert_eq!(
+        live,
+        serde_json::json!([true, "this runner has exited: no live tail"])
+    );
     browser.screenshot("runner").await;
     browser.close().await;
 }
@@ -150,6 +157,25 @@ pub async fn a_requests_page_shows_its_status_timing_runner_and_live_logs(engine
         )
         .await;
     assert!(worker.wait().unwrap().success());
+    // Ended: Live off and no longer offered, every line of it still shown,
+    // oldest first, and a green 200.
+    browser
+        .wait_until(
+            "no live tail once it ended",
+            "return document.querySelector('.button.live').hidden
+                && document.querySelector('.ended-note')?.textContent.includes('ended')
+                && document.querySelector('.status-live') === null
+                && document.querySelector('.status').textContent.includes('all loaded')
+                && document.querySelector('.request-page .badge.status-ok')?.textContent === '200'
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('nsfw filter slow'))",
+        )
+        .await;
+    let messages = browser.messages().await;
+    let at = |text: &str| messages.iter().position(|m| m.contains(text));
+    assert!(
+        at("denoising") < at("nsfw filter slow") && at("denoising").is_some(),
+        "oldest first: {messages:?}"
+    );
     let facts = browser
         .js("return document.querySelector('.request-page .facts').textContent")
         .await;
