@@ -125,6 +125,7 @@ export class Explorer {
   }
 
   stop() {
+    this.stopped = true;
     this.abort?.abort();
     clearInterval(this.histogramTimer);
   }
@@ -195,10 +196,11 @@ export class Explorer {
     if (this.ended && this.state.live) {
       this.state.live = false;
       this.stickToEnd = this.abort != null && this.state.order === "oldest" && this.view.isAtEnd();
-      if (this.abort) this.load();
+      if (this.abort && !this.stopped) this.load();
     }
     this.refreshControls();
-    this.onState?.(stateToUrl(this.state, this.defaults));
+    // A card answering after its page was left must not touch the address.
+    if (!this.stopped) this.onState?.(stateToUrl(this.state, this.defaults));
   }
 
   refreshControls() {

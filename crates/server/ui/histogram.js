@@ -127,13 +127,15 @@ export class Histogram {
     const since = parseTime(data.since).getTime();
     const until = parseTime(data.until).getTime();
     const withDate = spansDays(since, until - 1);
-    const ticks = Math.max(2, Math.floor(width / 150));
-    for (let i = 0; i <= ticks; i++) {
-      const x = (i / ticks) * width;
-      const label = svg("text", { class: "axis tick", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" });
-      const text = clock(new Date(since + ((until - since) * i) / ticks).toISOString(), withDate);
-      // `12-04 09:08` over days, `09:08:51` within one, `09:08:51.250` within seconds.
-      label.textContent = withDate ? text.slice(5, 16) : until - since < 20_000 ? text : text.slice(0, 8);
+    // Ticks on round times (a multiple of one of `STEPS`), about 150 px apart.
+    const interval = STEPS.find((ms) => ms * Math.max(2, Math.floor(width / 150)) >= until - since) ?? until - since;
+    for (let t = Math.ceil(since / interval) * interval; t <= until; t += interval) {
+      const x = ((t - since) / (until - since)) * width;
+      const anchor = x < 40 ? "start" : x > width - 40 ? "end" : "middle";
+      const label = svg("text", { class: "axis tick", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": anchor });
+      const text = clock(new Date(t).toISOString(), withDate);
+      // `12-04 09:08` over days, `09:08` by minutes, `09:08:51` by seconds, `09:08:51.250` within them.
+      label.textContent = withDate ? text.slice(5, 16) : interval < 1000 ? text : interval < 60_000 ? text.slice(0, 8) : text.slice(0, 5);
       chart.append(label);
     }
     const topLabel = svg("text", { class: "axis", x: 4, y: 11 });
