@@ -49,6 +49,7 @@ in_every_browser!(
     pages::a_requests_page_shows_its_status_timing_runner_and_live_logs,
     scale::a_hundred_thousand_lines_scroll_with_few_rows_in_the_page,
     pages::a_callers_token_opens_one_request_at_a_time,
+    pages::a_runners_page_is_live_until_it_is_lost_and_again_when_it_returns,
     reading::a_runners_page_reads_a_traceback_top_to_bottom,
     reading::request_ids_show_whole_and_copy,
     reading::dates_show_when_the_lines_span_days,

@@ -250,3 +250,112 @@ pub async fn a_callers_token_opens_one_request_at_a_time(engine: Engine) {
     browser.screenshot("request-as-caller").await;
     browser.close().await;
 }
+
+/// The pid of the worker of `runner`'s latest life, as its `start` record says.
+fn worker_pid(server: &TestServer, runner: &str, app: &str) -> Option<i64> {
+    let path = format!("/v1/runners/{runner}?app={app}");
+    let (status, body) = http("GET", server.port, &path, Some(TOKEN), None);
+    if status != 200 {
+        return None;
+    }
+    let runner: Value = serde_json::from_str(&body).unwrap();
+    runner["events"]
+        .as_array()?
+        .iter()
+        .rev()
+        .find(|event| event["fields"]["event"] == "start")?["fields"]["pid"]
+        .as_i64()
+}
+
+/// Whether the runner's page follows it live (`live`), offers Live (`offered`) or says it ended (`ended`).
+const LIVE_STATE: &str = "return [document.querySelector('.status-live.on') !== null,
+    !document.querySelector('.button.live').hidden,
+    document.querySelector('.ended-note').hidden ? '' : document.querySelector('.ended-note').textContent]";
+
+pub async fn a_runners_page_is_live_until_it_is_lost_and_again_when_it_returns(engine: Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_on_with(
+        ANY_PORT,
+        &dir.path().join("data"),
+        &["--heartbeat-timeout", "3s"],
+    );
+    let gate = dir.path().join("go");
+    // Its agents say they are alive every second, well within the 3 s.
+    let agent = |script: &str| {
+        server
+            .command(&[
+                "run",
+                "--app",
+                "gone",
+                "--runner",
+                "gone-1",
+                "--heartbeat-interval",
+                "1s",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = agent("echo up; exec sleep 600");
+    let browser = Browser::open(engine).await;
+    browser.sign_in(&server, "/runners/gone-1?app=gone").await;
+    browser
+        .wait_until(
+            "the running runner, followed live",
+            "return document.querySelector('.status-live.on') !== null
+                && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('up'))",
+        )
+        .await;
+
+    // Its agent is killed, its worker too: nothing says it ended, until
+    // the server gives it up as lost.
+    let pid = worker_pid(&server, "gone-1", "gone").expect("the worker's pid");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // SAFETY: kill(2) of the worker this test started, orphaned above.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    browser
+        .wait_until_within(
+            "Live off and not offered once it is lost",
+            &format!(
+                "const [live, offered, ended] = (() => {{ {LIVE_STATE} }})();
+                      return !live && !offered && ended.includes('lost')"
+            ),
+            std::time::Duration::from_secs(30),
+        )
+        .await;
+    browser.screenshot("runner-lost").await;
+
+    // Heard from again (a new agent as the same runner): Live is offered
+    // again; once that worker exits, no more.
+    let mut second = agent(&format!(
+        "echo back; while [ ! -e '{}' ]; do sleep 0.05; done",
+        gate.display()
+    ));
+    browser
+        .wait_until(
+            "Live offered again",
+            &format!(
+                "const [live, offered, ended] = (() => {{ {LIVE_STATE} }})();
+                      return offered && ended === ''"
+            ),
+        )
+        .await;
+    std::fs::write(&gate, "").unwrap();
+    assert!(second.wait().unwrap().success());
+    browser
+        .wait_until(
+            "Live not offered once it has exited",
+            &format!(
+                "const [live, offered, ended] = (() => {{ {LIVE_STATE} }})();
+                      return !live && !offered && ended.includes('exited')"
+            ),
+        )
+        .await;
+    browser.close().await;
+}
