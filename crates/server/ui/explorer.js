@@ -301,7 +301,9 @@ export class Explorer {
         const page = await get("/v1/logs", { ...this.params, limit: 1, direction }, { signal });
         return page.records[0] ? parseTime(page.records[0].ts).getTime() : null;
       }));
-      const [since, until] = this.window().map((date) => date.getTime());
+      // The range the lines were asked over; while live, up to now.
+      const since = Date.parse(this.params.since);
+      const until = this.params.until ? Date.parse(this.params.until) : Date.now();
       const fitted = fitWindow({ since, until, first, last, live: this.state.live, buckets: this.histogram.buckets() });
       const params = { ...this.params, since: new Date(fitted.since).toISOString(), until: new Date(fitted.until).toISOString(), buckets: fitted.buckets };
       const data = await get("/v1/histogram", params, { signal });
@@ -429,7 +431,7 @@ export class Explorer {
       replace(this.status);
       return;
     }
-    const parts = [h("span", { class: "status-count" }, `${count(this.view.length)} lines`)];
+    const parts = [h("span", { class: "status-count" }, `${count(this.view.length)} line${this.view.length === 1 ? "" : "s"}`)];
     const day = this.view.day();
     if (day) parts.push(" · ", h("span", { class: "status-day", title: "every line shown is of this day: the times alone are shown" }, day));
     parts.push(this.state.order === "newest" ? " · newest first" : " · oldest first");

@@ -148,7 +148,7 @@ export class Histogram {
 
     let shown = data.counted_since
       ? `${count(data.total)} lines counted (only the newest, from ${clock(data.counted_since, true)}: narrow the search to count all)`
-      : `${count(data.total)} lines`;
+      : `${count(data.total)} line${data.total === 1 ? "" : "s"}`;
     if (data.incomplete) shown += ` (${data.incomplete.message})`;
     replace(this.note,
       h("span", { class: "histogram-total" }, shown),

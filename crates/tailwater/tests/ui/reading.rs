@@ -189,6 +189,8 @@ pub async fn a_runners_page_reads_a_traceback_top_to_bottom(engine: Engine) {
 /// A request id as long as a UUID, and one with markup in it.
 const LONG_ID: &str = "req-0f9c2a51-7d4e-4b8a-9e3f-2c6d1a7b8e90";
 const MARKUP_ID: &str = "<img src=x onerror=\"window.injected=3\">";
+/// A runner and a version named with markup, as any client of the ingest API may send.
+const MARKUP_RUNNER: &str = "<img src=x onerror=\"window.injected=4\">";
 
 /// Presses Ctrl+V where the focus is.
 async fn paste(browser: &Browser) {
@@ -217,12 +219,23 @@ pub async fn request_ids_show_whole_and_copy(engine: Engine) {
     .collect::<Vec<_>>()
     .join("\n");
     assert!(run_worker(&server, "ids", &script).status.success());
+    let batch = json!({"app": "ids", "version": "<i>v</i>", "runner": MARKUP_RUNNER, "boot": "b1", "records": [
+        {"seq": 0, "ts": jiff::Timestamp::now().to_string(), "stream": "stdout", "level": "info", "message": "a runner named with markup"},
+    ]});
+    let (status, body) = http(
+        "POST",
+        server.port,
+        "/v1/ingest",
+        Some(TOKEN),
+        Some(&batch.to_string()),
+    );
+    assert_eq!(status, 200, "{body}");
     let browser = Browser::open(engine).await;
     browser.sign_in(&server, "/?q=app:ids").await;
     browser
         .wait_until(
             "the lines",
-            "return document.querySelectorAll('.logview .row').length === 4",
+            "return document.querySelectorAll('.logview .row').length === 5",
         )
         .await;
 
@@ -298,6 +311,30 @@ pub async fn request_ids_show_whole_and_copy(engine: Engine) {
     );
     browser.wait_until("the markup id's page", &page).await;
     assert_inert(&browser).await;
+
+    // A runner named with markup: its chip, its page, as text.
+    browser
+        .client
+        .goto(&format!("{}/?q=app:ids", server.url()))
+        .await
+        .unwrap();
+    let chip = format!(
+        "return [...document.querySelectorAll('.chip.runner')].some((c) => c.textContent === {MARKUP_RUNNER:?})"
+    );
+    browser.wait_until("the markup runner's chip", &chip).await;
+    assert_inert(&browser).await;
+    browser
+        .js("[...document.querySelectorAll('.row')].find((r) => r.textContent.includes('a runner named with markup')).querySelector('.msg').click()")
+        .await;
+    browser.click(".row.expanded a[data-nav]").await;
+    let page = format!(
+        "return document.querySelector('h1.subject-id')?.textContent === {MARKUP_RUNNER:?}
+            && document.querySelector('.runner-page .facts')?.textContent.includes('<i>v</i>')
+            && [...document.querySelectorAll('.logview .row')].some((r) => r.textContent.includes('a runner named with markup'))"
+    );
+    browser.wait_until("the markup runner's page", &page).await;
+    assert_inert(&browser).await;
+    browser.screenshot("runner-markup").await;
     browser.close().await;
 }
 
