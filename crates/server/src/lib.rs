@@ -30,6 +30,7 @@ pub mod limits;
 pub mod metrics;
 pub mod recovery;
 pub mod redact;
+pub mod requests;
 pub mod runners;
 pub mod serve;
 pub mod tail;
