@@ -15,6 +15,7 @@ mod faults;
 mod limits;
 mod logs;
 mod requests;
+mod requests_list;
 mod restarts;
 mod scopes;
 mod spool;
