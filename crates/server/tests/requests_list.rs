@@ -44,8 +44,8 @@ fn sent(i: u64, base: Timestamp) -> Sent {
     };
     Sent {
         id: format!("req-{i:03}"),
-        app: if i % 4 == 0 { "b" } else { "a" },
-        runner: if i % 3 == 0 { "r2" } else { "r1" },
+        app: if i.is_multiple_of(4) { "b" } else { "a" },
+        runner: if i.is_multiple_of(3) { "r2" } else { "r1" },
         at: base + SignedDuration::from_secs(i as i64),
         end,
         lines: i % 3,
@@ -216,7 +216,8 @@ async fn pages_list_every_request_once_newest_first_and_each_filter_holds() {
     }
 
     // Filters, alone and together, against the model.
-    let checks: Vec<(&str, Box<dyn Fn(&Sent) -> bool>)> = vec![
+    type Keeps = Box<dyn Fn(&Sent) -> bool>;
+    let checks: Vec<(&str, Keeps)> = vec![
         ("app=b", Box::new(|r| r.app == "b")),
         ("runner=r2", Box::new(|r| r.runner == "r2")),
         (
