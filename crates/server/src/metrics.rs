@@ -169,7 +169,7 @@ impl Metrics {
         let requests_list_cut = Counter::default();
         registry.register(
             "requests_list_scan_cut",
-            "Pages of GET /v1/requests that stopped at the most request starts one page reads (requests::list::SCAN_MAX) and handed out a cursor with fewer requests than asked",
+            "Pages of GET /v1/requests that stopped at the most request starts one page reads (--requests-scan-max) and handed out a cursor with fewer requests than asked",
             requests_list_cut.clone(),
         );
         Metrics {

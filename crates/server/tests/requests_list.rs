@@ -343,3 +343,31 @@ async fn bad_input_is_refused_with_what_to_do() {
     assert_eq!(ids(page["requests"].as_array().unwrap()), ["req-003"]);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_page_reads_a_bounded_number_of_starts_and_says_where_to_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = server_in(dir.path(), TOKEN, |config| config.requests_scan_max = 5).await;
+    let base = Timestamp::from_millisecond(Timestamp::now().as_millisecond() - 600_000).unwrap();
+    let requests: Vec<Sent> = (0..24).map(|i| sent(i, base)).collect();
+    let mut seq = 0;
+    send(&server, &requests, &mut seq).await;
+
+    // Four of the 24 are in flight (i % 6 == 2): at most 5 starts a page,
+    // so some pages are short, or empty, and still go on.
+    let (status, first) = call(
+        &server,
+        "GET",
+        "/v1/requests?state=in_flight&limit=4",
+        TOKEN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["requests"].as_array().unwrap().len() < 4, "{first}");
+    assert!(first["next_cursor"].is_string(), "{first}");
+    let listed = all_pages(&server, TOKEN, "state=in_flight", 4).await;
+    assert_eq!(ids(&listed), expected(&requests, |r| r.end == End::Open));
+    assert!(common::metric(&server, "tailwater_requests_list_scan_cut_total").await >= 4.0);
+    server.shutdown().await.unwrap();
+}

@@ -296,6 +296,11 @@ impl RequestsView {
         &self.token_id
     }
 
+    /// The one app this caller reads, if its token names one.
+    pub fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+
     /// Whether this caller lists a request of `app` recorded as `recorded`.
     pub fn lists(&self, app: &str, recorded: &Recorded, registry: &Registry) -> bool {
         self.app.as_deref().is_none_or(|own| own == app)

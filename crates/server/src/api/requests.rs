@@ -44,27 +44,32 @@ pub async fn list(
         .to_query(Timestamp::now(), &seal)
         .map_err(ApiError::bad_request)?;
     let view = principal.requests_view(&tenant, query.app.as_deref(), &state.registry)?;
+    // A caller is not told of damage in apps it may not see.
+    let told_damage = view.is_none();
     let (store, registry, runners) = (
         state.store.clone(),
         state.registry.clone(),
         state.runners.clone(),
     );
+    let scan_max = state.requests_scan_max;
     let listed = tokio::task::spawn_blocking(move || {
-        requests::list::list(&store, &registry, &runners, &tenant, view.as_ref(), &query)
-            .map(|listed| (listed, view))
+        let sources = requests::list::Sources {
+            store: &store,
+            registry: &registry,
+            runners: &runners,
+            scan_max,
+        };
+        requests::list::list(&sources, &tenant, view.as_ref(), &query)
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(ApiError::internal)?;
-    let (listed, view) = listed;
     if listed.scan_cut {
         state.metrics.requests_list_scan_cut();
     }
-    let incomplete = match view {
-        // A caller is not told of damage in apps it cannot see.
-        Some(_) => None,
-        None => Skipped::of(&listed.skipped, None, &state.registry),
-    };
+    let incomplete = told_damage
+        .then(|| Skipped::of(&listed.skipped, None, &state.registry))
+        .flatten();
     Ok(Json(RequestList {
         requests: listed.requests,
         next_cursor: listed.next.map(|cursor| cursor.encode(&seal)),

@@ -15,9 +15,10 @@
 //! private app's.
 //!
 //! **A page is bounded.** Each start costs a few reads of the store's
-//! request index, so one page reads at most [`SCAN_MAX`] starts: with a
-//! `state` that few requests have, a page may hold fewer than `limit`
-//! requests and still hand out a cursor.
+//! request index, so one page reads at most `scan_max` starts (the
+//! server's `--requests-scan-max`, [`DEFAULT_SCAN_MAX`]): with a `state`
+//! that few requests have, a page may hold fewer than `limit` requests and
+//! still hand out a cursor.
 
 use tailwater_model::lifecycle::{field, Event, EVENT};
 use tailwater_model::wire::{RequestInfo, RequestsQuery};
@@ -30,8 +31,9 @@ use crate::access::registry::Registry;
 use crate::access::scopes::RequestsView;
 use crate::runners::Runners;
 
-/// The most `request_start` records one page reads.
-pub const SCAN_MAX: usize = 5_000;
+/// The most `request_start` records one page reads, unless the server is
+/// configured otherwise (`--requests-scan-max`).
+pub const DEFAULT_SCAN_MAX: usize = 5_000;
 /// Starts read at a time when a `state` filter may pass over many.
 const STATE_BATCH: usize = 256;
 
@@ -43,20 +45,35 @@ pub struct Listed {
     pub next: Option<Cursor>,
     /// Damaged blocks the read skipped: requests may be missing.
     pub skipped: Vec<SkippedBlock>,
-    /// Whether the page stopped at [`SCAN_MAX`] starts read.
+    /// Whether the page stopped at the most starts it may read.
     pub scan_cut: bool,
+}
+
+/// Where a list reads, and what it may read for one page.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub store: &'a Store,
+    pub registry: &'a Registry,
+    pub runners: &'a Runners,
+    /// The most `request_start` records one page reads (at least 1).
+    pub scan_max: usize,
 }
 
 /// The page of `tenant`'s requests `query` asks for, as `view` may see
 /// them (all, when `None`). Blocking.
 pub fn list(
-    store: &Store,
-    registry: &Registry,
-    runners: &Runners,
+    sources: &Sources<'_>,
     tenant: &str,
     view: Option<&RequestsView>,
     query: &RequestsQuery,
 ) -> Result<Listed, StoreError> {
+    let Sources {
+        store,
+        registry,
+        runners,
+        scan_max,
+    } = *sources;
+    let scan_max = scan_max.max(1);
     let mut listed = Listed::default();
     if query.is_empty_range() {
         return Ok(listed);
@@ -71,9 +88,13 @@ pub fn list(
         ..Filter::default()
     };
     if let Some(view) = view {
+        // Only starts naming this caller can be its; of its app, if it has one.
         filter
             .fields
             .insert(field::CALLER.to_owned(), view.token_id().to_owned());
+        if filter.app.is_none() {
+            filter.app = view.app().map(|app| Matcher::Eq(app.to_owned()));
+        }
     }
     let mut cursor = query.cursor;
     let mut scanned = 0;
@@ -88,7 +109,7 @@ pub fn list(
             &Query {
                 filter: filter.clone(),
                 direction: Direction::Backward,
-                limit: batch.clamp(1, SCAN_MAX - scanned),
+                limit: batch.clamp(1, scan_max - scanned),
                 cursor,
             },
         )?;
@@ -134,7 +155,7 @@ pub fn list(
         let Some(next) = page.next else {
             return Ok(listed);
         };
-        if scanned >= SCAN_MAX {
+        if scanned >= scan_max {
             listed.next = Some(next);
             listed.scan_cut = true;
             return Ok(listed);
