@@ -23,7 +23,7 @@ mod spool;
 mod store;
 
 pub use ingest::ingest_body;
-pub use model::{cursor, filter_match, logs_params, parse_line};
+pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use spool::{spool, spool_records};
 pub use store::{block, part, part_records, wal, wal_records};
 
@@ -31,10 +31,11 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 9] = [
+pub const TARGETS: [(&str, Target); 10] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
+    ("requests_params", requests_params),
     ("filter_match", filter_match),
     ("cursor", cursor),
     ("wal", wal),

@@ -16,6 +16,7 @@ mod faults;
 mod limits;
 mod logs;
 mod requests;
+mod requests_list;
 mod restarts;
 mod scopes;
 mod shipping;
