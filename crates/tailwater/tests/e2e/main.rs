@@ -23,3 +23,4 @@ mod spool;
 mod supervisor;
 mod tenancy;
 mod terminal;
+mod tour;

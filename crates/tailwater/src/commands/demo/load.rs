@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::worker::{Generate, MAX_BATCH, MAX_PROMPT_TOKENS};
+use super::worker::{every, Generate, MAX_BATCH, MAX_PROMPT_TOKENS};
 
 /// What the client of one runner asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl Plan {
     pub fn ask(self, n: u64, large_batch_sent: bool) -> Generate {
         let prompt = PROMPTS[(n % PROMPTS.len() as u64) as usize];
         match self {
-            Plan::LongPromptEvery7th if n % 7 == 0 => Generate {
+            Plan::LongPromptEvery7th if every(n, 7) => Generate {
                 prompt: std::iter::repeat_n(prompt, 2 + MAX_PROMPT_TOKENS / 6)
                     .collect::<Vec<_>>()
                     .join(", "),

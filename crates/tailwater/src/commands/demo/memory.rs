@@ -14,7 +14,9 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::worker::MEMORY_LIMIT_ENV;
+/// Set for a worker whose agent runs in the demo's memory cgroup, to its
+/// limit (bytes): the worker may then really run out of host memory.
+pub const MEMORY_LIMIT_ENV: &str = "TAILWATER_DEMO_MEMORY_LIMIT";
 
 /// The memory limit of the cgroup the demo makes: room for the agent and
 /// the worker as they are, little more.

@@ -47,11 +47,15 @@ enum WorkerKind {
 pub const MAX_PROMPT_TOKENS: usize = 77;
 /// The largest batch the (pretend) GPU holds.
 pub const MAX_BATCH: u32 = 4;
-/// Set by the demo when the worker's agent runs in a memory cgroup with
-/// this limit (bytes): the worker may then really run out of host memory.
-pub const MEMORY_LIMIT_ENV: &str = "TAILWATER_DEMO_MEMORY_LIMIT";
 /// How long one (pretend) denoising step takes.
 const STEP_TIME: Duration = Duration::from_millis(60);
+
+/// Whether `n` is a multiple of `k` (`u64::is_multiple_of` is newer than
+/// the workspace's Rust, 1.85).
+#[allow(clippy::manual_is_multiple_of)]
+pub fn every(n: u64, k: u64) -> bool {
+    n % k == 0
+}
 
 /// What a client asks of `POST /generate`.
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -212,7 +216,7 @@ async fn generate(
         json!({ "steps": ask.steps }),
     );
     let served = worker.served.fetch_add(1, Ordering::Relaxed) + 1;
-    if served % 5 == 0 {
+    if every(served, 5) {
         eprintln!(
             "WARNING: vram usage at {}% ({:.1}/80.0 GiB); consider a smaller batch size",
             88 + served % 8,
