@@ -60,6 +60,7 @@ fn every_tour_command_prints_lines_on_the_demo() {
     );
     let work = tempfile::tempdir().unwrap();
     let mut ran = 0;
+    let mut printed = Vec::new();
     for command in &commands {
         if NOT_READS.contains(&command[1].as_str()) {
             continue;
@@ -70,6 +71,7 @@ fn every_tour_command_prints_lines_on_the_demo() {
             "`{}` prints at least one line on the demo's data",
             command.join(" ")
         );
+        printed.extend(lines);
         ran += 1;
     }
     assert_eq!(
@@ -78,6 +80,7 @@ fn every_tour_command_prints_lines_on_the_demo() {
         "only step 6's two commands are not run: {commands:#?}"
     );
 
+    the_sample_lines_are_what_the_demo_prints(&printed);
     runners_are_ready_and_count_requests(&demo);
     the_failed_request_has_its_traceback(&demo);
     the_oom_kill_is_recorded(&demo);
@@ -240,28 +243,89 @@ fn the_progress_bar_is_collapsed(demo: &Demo) {
     assert!(last["fields"]["progress_updates"].as_u64().unwrap() >= 2);
 }
 
-/// The `tailwater …` lines of the `sh` blocks of README.md's tour, as
-/// words, their comments cut.
-fn tour_commands() -> Vec<Vec<String>> {
+/// Each log line of the tour's sample output (a block without a language
+/// whose line starts with a date) is one the tour's commands printed: its
+/// date, time, app, runner and stream, its request, and its message, in a
+/// line of one record, the numbers (times, pids, counts, durations) aside
+/// and `…` standing for anything. The level and where the message starts
+/// are left free, so a traceback printed as one record (its lines grouped
+/// by the agent) still holds each line of the sample.
+fn the_sample_lines_are_what_the_demo_prints(printed: &[String]) {
+    let samples: Vec<String> = blocks(&tour(), "```")
+        .into_iter()
+        .filter(|line| line.starts_with("20"))
+        .collect();
+    assert!(samples.len() >= 10, "the tour's sample lines: {samples:#?}");
+    let number = regex::Regex::new("[0-9]+").unwrap();
+    let pattern = |text: &str| {
+        number
+            .replace_all(&regex::escape(text).replace('…', ".*"), "[0-9]+")
+            .into_owned()
+    };
+    for sample in samples {
+        // date time app runner stream LEVEL [request] message
+        let words: Vec<&str> = sample.split_whitespace().collect();
+        let head = pattern(&words[..5].join(" "));
+        let after_level = sample
+            .split_once(&format!(" {} ", words[5]))
+            .map_or("", |(_, rest)| rest)
+            .trim_start();
+        let (request, message) = match after_level.strip_prefix('[') {
+            Some(tagged) => {
+                let (id, message) = tagged.split_once("] ").unwrap();
+                (format!(r"\[{}\] .*", pattern(id)), message.trim_start())
+            }
+            None => (".*".to_owned(), after_level),
+        };
+        let line =
+            regex::Regex::new(&format!(r"^{head} +[A-Z]+ +{request}{}", pattern(message))).unwrap();
+        assert!(
+            printed.iter().any(|printed| line.is_match(printed)),
+            "the tour's sample line is not printed by its commands:\n{sample}\n(pattern {line})"
+        );
+    }
+}
+
+/// README.md's tour section.
+fn tour() -> String {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
         .expect("README.md");
     let tour = readme
         .split_once("\n## A five-minute tour")
         .expect("README.md has the tour")
         .1;
-    let tour = tour.split("\n## ").next().unwrap();
-    let mut commands = Vec::new();
-    let mut in_sh = false;
-    for line in tour.lines() {
+    tour.split("\n## ").next().unwrap().to_owned()
+}
+
+/// The lines of the fenced blocks that open with `fence` (```` ```sh ````,
+/// or a bare ```` ``` ````).
+fn blocks(text: &str, fence: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    // The fence of the block the line is in, if any.
+    let mut block: Option<&str> = None;
+    for line in text.lines() {
         if line.starts_with("```") {
-            in_sh = !in_sh && line.trim() == "```sh";
+            block = match block {
+                Some(_) => None,
+                None => Some(line.trim()),
+            };
             continue;
         }
-        if in_sh && line.starts_with("tailwater ") {
-            commands.push(words(line));
+        if block == Some(fence) {
+            lines.push(line.to_owned());
         }
     }
-    commands
+    lines
+}
+
+/// The `tailwater …` lines of the `sh` blocks of README.md's tour, as
+/// words, their comments cut.
+fn tour_commands() -> Vec<Vec<String>> {
+    blocks(&tour(), "```sh")
+        .iter()
+        .filter(|line| line.starts_with("tailwater "))
+        .map(|line| words(line))
+        .collect()
 }
 
 /// A line split as the shell would: single and double quotes, and a `#`
