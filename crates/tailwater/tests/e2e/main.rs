@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod limits;
 mod logs;
+mod readme;
 mod requests;
 mod restarts;
 mod scopes;
