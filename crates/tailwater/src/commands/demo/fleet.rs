@@ -3,7 +3,7 @@
 //! container: a GPU runner whose agent ends is started again (a new boot of
 //! the same runner), the crashing one is left crashed.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -55,8 +55,8 @@ pub const RUNNERS: [Runner; 3] = [
     },
 ];
 
-/// A GPU runner's two ports: its agent's proxy (what clients call) and its
-/// worker's own.
+/// A GPU runner's two ports: its agent's proxy (what clients call; port 0
+/// lets the kernel pick it as the agent binds it) and its worker's own.
 #[derive(Clone, Copy, Debug)]
 pub struct Ports {
     pub proxy: SocketAddr,
@@ -67,15 +67,16 @@ pub struct Ports {
 /// port of its own choosing (`--listen`, 7070 by default) they follow it:
 /// the proxies at 7071, 7072, the workers at 7081, 7082, so the banner's
 /// `curl` lines stay the same from run to run. Beside a server on any port
-/// (`--listen …:0`, as tests start it) the kernel picks them; a port found
-/// free this way could be taken before its agent binds it, which the agent
-/// would then say (until the agent can announce a port it picked itself).
+/// (`--listen …:0`, as tests start it) each proxy binds port 0 and its
+/// agent says which it got, and each worker gets a port outside the
+/// kernel's ephemeral range (as `tailwater dev`'s does): no port is found
+/// free and then bound by another process.
 pub fn ports(listen: SocketAddr, gpu: u16) -> anyhow::Result<Ports> {
     let ip = listen.ip();
     if listen.port() == 0 {
         return Ok(Ports {
-            proxy: SocketAddr::new(ip, free_port(ip)?),
-            worker: free_port(IpAddr::from([127, 0, 0, 1]))?,
+            proxy: SocketAddr::new(ip, 0),
+            worker: crate::commands::dev::worker_port()?,
         });
     }
     let port = |offset: u16| {
@@ -91,10 +92,6 @@ pub fn ports(listen: SocketAddr, gpu: u16) -> anyhow::Result<Ports> {
     })
 }
 
-fn free_port(ip: IpAddr) -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind((ip, 0))?.local_addr()?.port())
-}
-
 /// How to start one runner's agent.
 pub struct Launch {
     pub exe: PathBuf,
@@ -104,6 +101,9 @@ pub struct Launch {
     pub ports: Option<Ports>,
     /// The memory cgroup the agent starts in, if any.
     pub cgroup: Option<std::sync::Arc<MemoryCgroup>>,
+    /// Where the proxy of the agent now running listens, as it says
+    /// (`tailwater_agent::proxy::announcement`); `None` between agents.
+    pub proxy: watch::Sender<Option<SocketAddr>>,
 }
 
 /// Restarts of one runner at most: an agent that cannot start at all (a
@@ -129,8 +129,17 @@ pub async fn keep_running(
                 return;
             }
         };
+        let stderr = agent
+            .stderr
+            .take()
+            .map(|stderr| tokio::spawn(pass_on(stderr, launch.proxy.clone())));
         tokio::select! {
-            _ = agent.wait() => {}
+            _ = agent.wait() => {
+                launch.proxy.send_replace(None);
+                if let Some(stderr) = stderr {
+                    stderr.abort();
+                }
+            }
             _ = stopping(&mut stop) => {
                 if let Some(pid) = agent.id() {
                     // SAFETY: kill(2) on a child we started; no memory effects.
@@ -193,6 +202,7 @@ fn command(runner: &Runner, launch: &Launch) -> tokio::process::Command {
     command
         .env("TAILWATER_TOKEN", &launch.token)
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         // Ctrl-C reaches the demo, which stops the agents in order.
         .process_group(0)
         .kill_on_drop(true);
@@ -202,4 +212,27 @@ fn command(runner: &Runner, launch: &Launch) -> tokio::process::Command {
 /// Until `stop` turns true (or its sender is gone).
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Passes an agent's stderr on to ours, line by line, but for the line that
+/// says where its proxy listens: that address goes to `proxy`.
+async fn pass_on(stderr: tokio::process::ChildStderr, proxy: watch::Sender<Option<SocketAddr>>) {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let mut stderr = tokio::io::BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if !matches!(stderr.read_until(b'\n', &mut line).await, Ok(1..)) {
+            return;
+        }
+        match tailwater_agent::proxy::announced(&String::from_utf8_lossy(&line)) {
+            Some(address) => {
+                proxy.send_replace(Some(address));
+            }
+            None => {
+                let _ = std::io::stderr().write_all(&line);
+            }
+        }
+    }
 }

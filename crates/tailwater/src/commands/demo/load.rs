@@ -13,6 +13,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use super::worker::{every, Generate, MAX_BATCH, MAX_PROMPT_TOKENS};
 
 /// What the client of one runner asks.
@@ -64,16 +66,21 @@ pub fn request_id(short: &str, n: u64) -> String {
     format!("req-{short}-{n:04}")
 }
 
-/// Sends requests to the proxy at `proxy` until the task is aborted.
-pub async fn drive(proxy: SocketAddr, short: &'static str, plan: Plan, interval: Duration) {
+/// Sends requests to the runner's proxy (where its agent now says it
+/// listens) until the task is aborted.
+pub async fn drive(
+    mut proxy: watch::Receiver<Option<SocketAddr>>,
+    short: &'static str,
+    plan: Plan,
+    interval: Duration,
+) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
         .expect("a plain HTTP client builds");
-    let base = format!("http://{proxy}");
     let mut large_batch_sent = false;
     for n in 1u64.. {
-        wait_until_ready(&client, &base).await;
+        let base = wait_until_ready(&client, &mut proxy).await;
         let ask = plan.ask(n, large_batch_sent);
         large_batch_sent |= ask.batch > MAX_BATCH;
         // Any answer, or none (a worker killed mid-request): on to the next.
@@ -90,15 +97,27 @@ pub async fn drive(proxy: SocketAddr, short: &'static str, plan: Plan, interval:
     }
 }
 
-/// Until the runner's `/healthz` (the agent's proxy asking the worker's
-/// health check) answers 2xx.
-async fn wait_until_ready(client: &reqwest::Client, base: &str) {
+/// Until the runner has a proxy and its `/healthz` (the agent's proxy
+/// asking the worker's health check) answers 2xx; the proxy's URL.
+async fn wait_until_ready(
+    client: &reqwest::Client,
+    proxy: &mut watch::Receiver<Option<SocketAddr>>,
+) -> String {
     loop {
-        let answer = client.get(format!("{base}/healthz")).send().await;
-        if answer.is_ok_and(|response| response.status().is_success()) {
-            return;
+        let address = *proxy.borrow_and_update();
+        if let Some(address) = address {
+            let base = format!("http://{address}");
+            let answer = client.get(format!("{base}/healthz")).send().await;
+            if answer.is_ok_and(|response| response.status().is_success()) {
+                return base;
+            }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A new agent's address, or a moment (the demo stopping drops the
+        // sender: then only the moment).
+        let pause = Duration::from_millis(200);
+        if let Ok(Err(_)) = tokio::time::timeout(pause, proxy.changed()).await {
+            tokio::time::sleep(pause).await;
+        }
     }
 }
 

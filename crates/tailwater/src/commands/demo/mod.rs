@@ -31,6 +31,9 @@ pub use worker::{run as worker, DemoWorkerArgs};
 use fleet::{Kind, Launch, RUNNERS};
 use memory::MemoryCgroup;
 
+/// How long the banner waits for an agent to say where its proxy listens.
+const PROXY_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Args, Debug)]
 pub struct DemoArgs {
     /// Keep the demo's data here (default: a temporary directory, removed on
@@ -76,6 +79,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             Kind::CrashOnImport => None,
         };
         let oom = runner.kind == Kind::Gpu(load::Plan::LargeBatchAt9th);
+        let (proxy, proxy_seen) = watch::channel(None);
         let launch = Launch {
             exe: exe.clone(),
             server: url.clone(),
@@ -83,21 +87,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
             spool: data.join("spool"),
             ports,
             cgroup: oom.then(|| cgroup.as_ref().ok().cloned()).flatten(),
+            proxy,
         };
         agents.push(tokio::spawn(fleet::keep_running(
             runner,
             launch,
             stopped.clone(),
         )));
-        let what = match (runner.kind, ports) {
-            (Kind::Gpu(plan), Some(ports)) => {
-                first_proxy = first_proxy.or(Some(ports.proxy));
+        let what = match runner.kind {
+            Kind::Gpu(plan) => {
                 clients.push(tokio::spawn(load::drive(
-                    ports.proxy,
+                    proxy_seen.clone(),
                     runner.short,
                     plan,
                     args.request_interval,
                 )));
+                // Where the agent says its proxy listens (it picks the port
+                // when asked for port 0).
+                let mut seen = proxy_seen;
+                let address =
+                    tokio::time::timeout(PROXY_ANNOUNCE_TIMEOUT, seen.wait_for(Option::is_some))
+                        .await
+                        .ok()
+                        .and_then(|seen| seen.ok().and_then(|address| *address));
+                let at = match address {
+                    Some(address) => {
+                        first_proxy = first_proxy.or(Some(address));
+                        format!("http://{address}")
+                    }
+                    None => "(its proxy is not listening: see above)".into(),
+                };
                 let story = match plan {
                     load::Plan::LongPromptEvery7th => format!(
                         "{} and every 7th fail (a traceback, status 500)",
@@ -115,9 +134,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<u8> {
                         ),
                     },
                 };
-                format!("http://{}  {story}", ports.proxy)
+                format!("{at}  {story}")
             }
-            _ => "crashes while importing".into(),
+            Kind::CrashOnImport => "crashes while importing".into(),
         };
         table.push(format!("  {:<11} {:<14} {what}", runner.runner, runner.app));
     }
