@@ -201,7 +201,7 @@ async fn pages_list_every_request_once_newest_first_and_each_filter_holds() {
         );
         let (state, status, error) = match model.end {
             End::Ok => ("completed", json!(200), Value::Null),
-            End::ServerError => ("completed", json!(503), Value::Null),
+            End::ServerError => ("completed", json!(503), json!("the worker answered 503")),
             End::Failed => ("error", Value::Null, json!("model exploded")),
             End::Open => ("in_flight", Value::Null, Value::Null),
         };

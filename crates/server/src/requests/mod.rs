@@ -182,18 +182,21 @@ pub fn info(
         ended,
         duration_ms,
         records: summary.records,
-        error: failure(&lifecycle.end, request_state),
+        error: failure(&lifecycle.end, request_state, status),
     }
 }
 
 /// Why a request failed: its end's `error` field, else, when it did not
-/// complete, its end's message.
-fn failure(end: &Option<LogRecord>, state: RequestState) -> Option<String> {
+/// complete, its end's message; one that completed with a server error
+/// (5xx, a failure as runners count it) says its status.
+fn failure(end: &Option<LogRecord>, state: RequestState, status: Option<i64>) -> Option<String> {
     let end = end.as_ref()?;
     let error = end.fields.get("error").and_then(serde_json::Value::as_str);
     match (error, state) {
         (Some(error), _) => Some(error.to_owned()),
-        (None, RequestState::Completed) => None,
+        (None, RequestState::Completed) => status
+            .filter(|status| *status >= 500)
+            .map(|status| format!("the worker answered {status}")),
         (None, _) => Some(end.message.clone()),
     }
 }
