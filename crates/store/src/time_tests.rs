@@ -147,7 +147,7 @@ fn lines_of_one_time_read_in_sequence_order_on_every_path() {
     let store = store(dir.path());
     let ts = at("2026-11-20T10:00:00.007Z");
     let line = |runner: &str, seq: u64| {
-        let stream = if seq % 2 == 0 {
+        let stream = if seq.is_multiple_of(2) {
             Stream::Stdout
         } else {
             Stream::Stderr
