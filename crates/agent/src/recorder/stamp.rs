@@ -3,11 +3,11 @@
 
 /// Stamps are whole microseconds, each a microsecond at least after the
 /// last. Microseconds, not nanoseconds: a block stores time deltas in the
-/// largest unit dividing them all, and the corpus stored in microseconds
-/// costs 1.8 % more than in milliseconds, in nanoseconds 6.5 % more
-/// (BENCHMARKS.md); a microsecond apart is also as fast as a worker's lines
-/// come (the agent takes about one a microsecond at full speed), so stamps
-/// do not run ahead of the clock for long.
+/// largest unit dividing them all, and the benchmark corpus stored in
+/// microseconds costs 10.5 % more than in milliseconds, in nanoseconds
+/// 18.8 % more (BENCHMARKS.md); a microsecond apart is also about as fast
+/// as the agent reads a worker's lines at full speed, so stamps do not run
+/// ahead of the clock for long.
 pub(super) const STAMP_STEP_NS: i64 = 1_000;
 /// How far back the clock may step (NTP) and stamps still go on a
 /// microsecond at a time from the last: past it, the clock is believed, so

@@ -213,6 +213,36 @@ fn stdout_and_stderr_in_a_tight_loop_read_back_in_capture_order_everywhere() {
         ],
     );
     assert!(us.split(' ').next().unwrap().ends_with("000Z"), "{us}");
+    // The API: a text export at the precision asked for; a precision that
+    // does not exist, or one for NDJSON (which has every digit), refused.
+    let (status, body) = http(
+        "GET",
+        server.port,
+        "/v1/export?app=order&stream=stdout&time_precision=us",
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!(status, 200, "{body}");
+    // (The body comes chunked: its records are the lines naming the app.)
+    let records: Vec<&str> = body.lines().filter(|l| l.contains(" order ")).collect();
+    assert_eq!(records.len(), LINES / 2, "{body}");
+    assert!(
+        records.iter().all(|line| fraction_digits(line) == 6),
+        "{body}"
+    );
+    for (query, says) in [
+        ("time_precision=s", "use ms, us or ns"),
+        ("time_precision=us&time_precision=ns", "give it once"),
+        (
+            "format=ndjson&time_precision=us",
+            "ndjson keeps every digit",
+        ),
+    ] {
+        let path = format!("/v1/export?app=order&{query}");
+        let (status, body) = http("GET", server.port, &path, Some(TOKEN), None);
+        assert_eq!(status, 400, "{query}: {body}");
+        assert!(body.contains(says), "{query}: {body}");
+    }
     // A precision that does not exist is refused, saying which do.
     let refused = server
         .command(&["logs", "--app", "order", "--time-precision", "s"])
