@@ -292,7 +292,15 @@ fn start_capture(
                 Stream::Stderr => EchoTo::Stderr,
                 _ => EchoTo::Stdout,
             };
-            let echo = echo.then(|| Echo::start(to)).flatten();
+            let echo = echo.then(|| Echo::start(to)).flatten().or_else(|| {
+                if echo {
+                    requests.recorder().system_warning(format!(
+                        "cannot start a thread to echo the worker's {}: it is captured, not echoed",
+                        stream.as_str()
+                    ));
+                }
+                None
+            });
             let echo =
                 echo.map(|echo| Box::new(echo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>);
             capture(reader, stream, echo, &*requests, cutting).await;
