@@ -20,7 +20,7 @@ use clap::{Args, ValueEnum};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tailwater_model::text::{TextPart, TextStyle};
-use tailwater_model::time::format_rough;
+use tailwater_model::time::{format_rough, TimePrecision};
 use tailwater_model::{Level, LogRecord, Stream};
 
 /// The output flags every command that prints records shares.
@@ -42,6 +42,11 @@ pub struct OutputArgs {
     /// 3339), relative (`3m ago`).
     #[arg(long, value_enum, default_value_t = TimeFormat::Local, value_name = "FORMAT")]
     pub time: TimeFormat,
+    /// Digits of a second in local and utc times: ms (3), us (6) or ns
+    /// (9). The store keeps what the agent stamped (microseconds) or the
+    /// worker's own time; --json always has every digit.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Ms, value_name = "UNIT")]
+    pub time_precision: PrecisionArg,
     /// Show each record's fields after its message, as logfmt
     /// (`status=500 model="sdxl turbo"`).
     #[arg(long)]
@@ -62,6 +67,25 @@ pub enum TimeFormat {
     Local,
     Utc,
     Relative,
+}
+
+/// `--time-precision`: [`TimePrecision`] as a flag's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+impl From<PrecisionArg> for TimePrecision {
+    fn from(arg: PrecisionArg) -> TimePrecision {
+        match arg {
+            PrecisionArg::Ms => TimePrecision::Ms,
+            PrecisionArg::Us => TimePrecision::Us,
+            PrecisionArg::Ns => TimePrecision::Ns,
+        }
+    }
 }
 
 /// Stdout closed under us (`| head`, a pager that quit): a normal way to
@@ -99,6 +123,7 @@ pub struct Printer {
     json: bool,
     color: bool,
     time: TimeFormat,
+    precision: TimePrecision,
     /// Fields after the message (`--fields`).
     fields: bool,
     zone: TimeZone,
@@ -126,6 +151,7 @@ impl Printer {
             json: args.json,
             color,
             time: args.time,
+            precision: args.time_precision.into(),
             fields: args.fields,
             zone: TimeZone::system(),
             labels: true,
@@ -211,11 +237,15 @@ impl Printer {
 
     fn format_time(&self, ts: Timestamp, now: Timestamp) -> String {
         match self.time {
-            TimeFormat::Utc => format!("{ts:.3}"),
-            TimeFormat::Local => ts
-                .to_zoned(self.zone.clone())
-                .strftime("%Y-%m-%d %H:%M:%S%.3f")
-                .to_string(),
+            TimeFormat::Utc => self.precision.rfc3339(ts),
+            TimeFormat::Local => {
+                let format = match self.precision {
+                    TimePrecision::Ms => "%Y-%m-%d %H:%M:%S%.3f",
+                    TimePrecision::Us => "%Y-%m-%d %H:%M:%S%.6f",
+                    TimePrecision::Ns => "%Y-%m-%d %H:%M:%S%.9f",
+                };
+                ts.to_zoned(self.zone.clone()).strftime(format).to_string()
+            }
             TimeFormat::Relative => format!("{:>8}", relative(ts, now)),
         }
     }
@@ -373,6 +403,7 @@ mod tests {
             json: false,
             color: false,
             time: TimeFormat::Utc,
+            precision: TimePrecision::Ms,
             zone: TimeZone::UTC,
             fields: false,
             labels: true,
@@ -425,5 +456,45 @@ mod tests {
         assert_eq!(ago(7300), "2h ago");
         assert_eq!(ago(4 * 86400 + 5), "4d ago");
         assert_eq!(ago(-3), "in 3s");
+    }
+
+    #[test]
+    fn times_show_milliseconds_unless_more_digits_are_asked_for() {
+        let ts: Timestamp = "2026-11-21T10:00:00.123456789Z".parse().unwrap();
+        let shown = |time, precision| {
+            let printer = Printer {
+                json: false,
+                color: false,
+                time,
+                precision,
+                zone: TimeZone::UTC,
+                fields: false,
+                labels: true,
+                recent: Arc::default(),
+            };
+            printer.format_time(ts, ts)
+        };
+        let cases = [
+            (
+                TimePrecision::Ms,
+                "2026-11-21T10:00:00.123Z",
+                "2026-11-21 10:00:00.123",
+            ),
+            (
+                TimePrecision::Us,
+                "2026-11-21T10:00:00.123456Z",
+                "2026-11-21 10:00:00.123456",
+            ),
+            (
+                TimePrecision::Ns,
+                "2026-11-21T10:00:00.123456789Z",
+                "2026-11-21 10:00:00.123456789",
+            ),
+        ];
+        for (precision, utc, local) in cases {
+            assert_eq!(shown(TimeFormat::Utc, precision), utc);
+            assert_eq!(shown(TimeFormat::Local, precision), local);
+            assert_eq!(shown(TimeFormat::Relative, precision).trim(), "now");
+        }
     }
 }
