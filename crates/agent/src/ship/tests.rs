@@ -79,6 +79,7 @@ async fn ship_all(transport: Scripted, recorder: Arc<Recorder>) {
     let options = ShipOptions {
         rate: RateLimit::default(),
         heartbeat: None,
+        multiline: Some(super::group::Grouping::default()),
     };
     tokio::time::timeout(Duration::from_secs(20), ship(transport, recorder, options))
         .await
