@@ -29,7 +29,8 @@ pub enum Kind {
     /// `panic:` or `fatal error:`, `goroutine N [state]:` blocks of frames
     /// separated by blank lines.
     Go,
-    /// `thread '…' panicked at …`, the message, `stack backtrace:` frames,
+    /// `thread '…' panicked at …` (`thread '…' (tid) panicked at …` since Rust
+    /// 1.91), the message, `stack backtrace:` frames,
     /// `note: run with RUST_BACKTRACE…`.
     Rust,
 }
@@ -101,7 +102,9 @@ pub fn start(line: &str) -> Option<Event> {
         (Kind::Jvm, State::Jvm)
     } else if line.starts_with("panic: ") || line.starts_with("fatal error: ") {
         (Kind::Go, State::Go)
-    } else if line.starts_with("thread '") && line.contains("' panicked at ") {
+    } else if line.starts_with("thread '") && line.contains(" panicked at ") {
+        // `thread 'main' panicked at`, since Rust 1.91 `thread 'main' (42)
+        // panicked at`.
         (Kind::Rust, State::RustMessage(0))
     } else {
         return None;
@@ -118,6 +121,27 @@ impl Event {
     /// is an error.
     pub fn level(&self) -> Level {
         Level::Error
+    }
+
+    /// Whether the event is surely not over: a Python traceback before its
+    /// exception line or after a chaining line, a Rust panic before its
+    /// closing note (printing a backtrace, symbols are looked up: that can
+    /// take a while). Its next line is worth waiting for longer.
+    pub fn expects_more(&self) -> bool {
+        matches!(
+            self.state,
+            State::PyFrames
+                | State::PyChain
+                | State::PyChainBlank
+                | State::RustMessage(_)
+                | State::RustBacktrace
+        )
+    }
+
+    /// Whether nothing more can belong to the event (a Rust panic's closing
+    /// note was read): no need to wait for a next line.
+    pub fn is_over(&self) -> bool {
+        self.state == State::Closed
     }
 
     /// Whether `line`, the next line of the event's stream, belongs to it;

@@ -432,7 +432,8 @@ mod tests {
 
     #[test]
     fn a_message_of_several_lines_prints_them_indented() {
-        let traceback = "Traceback (most recent call last):\n  File \"w.py\", line 1\r\nZeroDivisionError: x";
+        let traceback =
+            "Traceback (most recent call last):\n  File \"w.py\", line 1\r\nZeroDivisionError: x";
         assert_eq!(
             message(traceback, false),
             "Traceback (most recent call last):\n      File \"w.py\", line 1\n    ZeroDivisionError: x"

@@ -18,7 +18,8 @@
 //! mixed; lines of the other stream may come between) and of one request,
 //! each stamped within `wait` of the one before it (decided on the stamps
 //! in the spool, so a re-read decides the same), and at most `max_bytes`
-//! of text. A group that reaches it is cut: its record says `continued`
+//! of text (an event that surely goes on waits [`UNFINISHED_PATIENCE`]
+//! times `wait`, one that is over not at all). A group that reaches it is cut: its record says `continued`
 //! and the rest of the trace goes on in the next record, counted
 //! ([`Assembler::cut`]) and told in a `multiline_cut` record. A group
 //! still open when the spool's end is reached waits, at most `wait` after
@@ -40,6 +41,11 @@ pub const DEFAULT_MULTILINE_WAIT: Duration = Duration::from_millis(200);
 /// A group's text at most, unless configured otherwise; a longer trace is
 /// cut into records of this size.
 pub const DEFAULT_MULTILINE_MAX_BYTES: usize = 64 * 1024;
+/// An event that surely goes on (a Python traceback before its exception
+/// line, a Rust panic before its closing note: printing a backtrace looks
+/// up symbols, which takes a while) waits this many times the wait for its
+/// next line.
+pub const UNFINISHED_PATIENCE: u32 = 5;
 /// A line stamped this far before the last line of its group means the
 /// clock went back: the group does not wait on it.
 const CLOCK_STEP: SignedDuration = SignedDuration::from_secs(1);
@@ -118,8 +124,21 @@ impl Assembler {
 
 /// Whether `ts` is past `group`'s wait for its next line.
 fn waited(group: &Group, ts: Timestamp, wait: Duration) -> bool {
-    let since = ts.duration_since(group.last);
-    since >= SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX)
+    ts.duration_since(group.last) >= patience(group, wait)
+}
+
+/// How long after its last line `group` waits for the next: not at all
+/// once its event is over, longer while it surely goes on. Decided by the
+/// lines read, so a re-read decides the same.
+fn patience(group: &Group, wait: Duration) -> SignedDuration {
+    let wait = if group.event.is_over() {
+        Duration::ZERO
+    } else if group.event.expects_more() {
+        wait.saturating_mul(UNFINISHED_PATIENCE)
+    } else {
+        wait
+    };
+    SignedDuration::try_from(wait).unwrap_or(SignedDuration::MAX)
 }
 
 /// A line that can be in a group: whole, not a progress bar's state.
@@ -247,9 +266,7 @@ impl Assemble for Assembler {
         let mut first_due = None;
         for group in std::mem::take(&mut self.open) {
             let since = now.duration_since(group.last);
-            let left = SignedDuration::try_from(grouping.wait)
-                .unwrap_or(SignedDuration::MAX)
-                .saturating_sub(since);
+            let left = patience(&group, grouping.wait).saturating_sub(since);
             if left <= SignedDuration::ZERO || since < -CLOCK_STEP {
                 out.push(group.record(false));
                 continue;

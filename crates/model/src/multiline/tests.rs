@@ -136,6 +136,8 @@ note: Some details are omitted, run with `RUST_BACKTRACE=full` for a verbose bac
 fn a_rust_panic_with_and_without_backtrace_is_one_event() {
     let text = format!("loading\n{RUST}\nafter");
     assert_eq!(groups(&text), ["loading", RUST, "after"]);
+    let with_id = RUST.replace("'main' panicked", "'main' (4711) panicked");
+    assert_eq!(groups(&with_id), [with_id.as_str()]);
     let short = "thread '<unnamed>' panicked at 'boom', src/lib.rs:1:1\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace";
     assert_eq!(groups(&format!("{short}\nnext")), [short, "next"]);
 }
@@ -211,4 +213,25 @@ fn hostile_lines_never_panic_the_rules() {
     assert_eq!(trim_event("\n\n  \n"), "");
     assert_eq!(trim_event("a\n \n"), "a");
     assert_eq!(trim_event(""), "");
+}
+
+#[test]
+fn an_event_says_when_it_surely_goes_on_and_when_it_is_over() {
+    let mut rust = start("thread 'main' panicked at a.rs:1:1:").unwrap();
+    assert!(rust.expects_more() && !rust.is_over());
+    assert!(rust.accepts("boom"));
+    assert!(rust.accepts("stack backtrace:"));
+    assert!(rust.expects_more());
+    assert!(rust.accepts("note: Some details are omitted"));
+    assert!(rust.is_over() && !rust.expects_more());
+    assert!(!rust.accepts("   0: more"));
+    let mut python = start("Traceback (most recent call last):").unwrap();
+    assert!(python.expects_more());
+    assert!(python.accepts("ValueError: x"));
+    assert!(
+        !python.expects_more() && !python.is_over(),
+        "a chain may follow"
+    );
+    let go = start("panic: x").unwrap();
+    assert!(!go.expects_more() && !go.is_over());
 }

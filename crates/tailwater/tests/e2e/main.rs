@@ -14,6 +14,7 @@ mod export;
 mod faults;
 mod limits;
 mod logs;
+mod multiline;
 mod requests;
 mod restarts;
 mod scopes;

@@ -99,14 +99,25 @@ fn never_across_requests_nor_past_the_wait() {
     assert_eq!(records[0].message, TRACEBACK[0], "a start alone is a line");
     assert_eq!(records[1].request_id.as_deref(), Some("req-1"));
     let wait = Grouping::default().wait.as_millis() as i64;
+    let patience = wait * UNFINISHED_PATIENCE as i64;
     let lines = [
         (0, err(TRACEBACK[0])),
-        (wait - 1, err(TRACEBACK[1])),
-        (2 * wait, err(TRACEBACK[2])),
+        // A traceback before its exception line surely goes on: waited
+        // for longer.
+        (patience - 1, err(TRACEBACK[1])),
+        (2 * patience, err(TRACEBACK[2])),
     ];
     let (records, _) = assemble(Some(Grouping::default()), &lines);
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].message, TRACEBACK[..2].join("\n"));
+    // After its exception line, the plain wait.
+    let lines = [
+        (0, err(TRACEBACK[0])),
+        (1, err(TRACEBACK[3])),
+        (1 + wait, err("")),
+    ];
+    let (records, _) = assemble(Some(Grouping::default()), &lines);
+    assert_eq!(records.len(), 2);
 }
 
 #[test]
@@ -153,6 +164,27 @@ fn an_open_group_waits_for_its_wait_then_is_finished() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].message, "panic: boom");
     assert_eq!(records[0].level, Level::Error);
+    // A Rust panic's closing note ends it: nothing to wait for.
+    assembler.line(
+        2,
+        at(10),
+        &err("thread 'main' panicked at a.rs:1:1:"),
+        &mut records,
+    );
+    assembler.line(3, at(11), &err("boom"), &mut records);
+    assert!(
+        assembler.finish(Some(at(500)), &mut records).is_some(),
+        "a message goes on"
+    );
+    assembler.line(
+        4,
+        at(12),
+        &err("note: run with `RUST_BACKTRACE=1`"),
+        &mut records,
+    );
+    assert_eq!(assembler.finish(Some(at(12)), &mut records), None);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[1].message.lines().count(), 3);
 }
 
 #[test]
@@ -215,7 +247,9 @@ fn the_spool_waits_for_an_open_group_and_a_restart_groups_it_the_same() {
         recorder.record_line(err(TRACEBACK[1]));
         let batch = read(&recorder);
         // The line before ships; the traceback waits before its first line.
-        assert!(matches!(batch.stop, Stop::Pending(wait) if wait <= DEFAULT_MULTILINE_WAIT));
+        assert!(
+            matches!(batch.stop, Stop::Pending(wait) if wait <= DEFAULT_MULTILINE_WAIT * UNFINISHED_PATIENCE)
+        );
         let [before] = &batch.body.records[..] else {
             panic!("one record: {:#?}", batch.body.records)
         };
