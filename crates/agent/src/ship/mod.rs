@@ -34,7 +34,8 @@
 //!
 //! The files: [`transport`] (where a batch goes and how it was taken: the
 //! [`Transport`] trait, HTTP its first implementation), [`decode`] (a
-//! spooled line made a record to ship), [`throttle`] (the rate limit),
+//! spooled line made a record to ship), [`group`] (the lines of a
+//! traceback made one record), [`throttle`] (the rate limit),
 //! `reports` (what shipping tells in the runner's logs). Reading the spool
 //! and writing its ledger run on the blocking pool, never on the async
 //! threads.

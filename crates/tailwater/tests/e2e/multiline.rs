@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -417,4 +418,89 @@ fn a_json_message_of_several_lines_is_one_record_printed_as_lines() {
     // JSON output is unchanged: one line a record.
     let json = server.logs(&["--app", "json", "--stream", "stdout"]);
     assert_eq!(json.len(), 3);
+}
+
+/// An agent killed with -9 while a traceback waits for its next line:
+/// every line was in the spool, the line before it was shipped, and the
+/// next agent on the runner ships the traceback once, as one record.
+#[test]
+fn an_agent_killed_mid_traceback_loses_nothing_and_the_next_ships_it_once() {
+    use std::io::{BufRead, BufReader};
+
+    let server = TestServer::start();
+    let traceback = [
+        "Traceback (most recent call last):",
+        "  File \"/app/handler.py\", line 9, in <module>",
+        "    load_weights()",
+    ];
+    let script = format!(
+        "echo before; printf '%s\\n' '{}' '{}' '{}' >&2; echo \"pid $$\"; exec sleep 60",
+        traceback[0], traceback[1], traceback[2]
+    );
+    // A long wait, so the traceback surely waits while the test kills.
+    let flags = ["--runner", "mid", "--multiline-wait", "5s"];
+    let mut first = server
+        .command(
+            &[
+                &["run", "--app", "mid"],
+                &flags[..],
+                &["--", "sh", "-c", &script],
+            ]
+            .concat(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut echo = BufReader::new(first.stdout.take().unwrap());
+    let mut worker = None;
+    let mut line = String::new();
+    while worker.is_none() {
+        line.clear();
+        assert!(
+            echo.read_line(&mut line).unwrap() > 0,
+            "the agent's echo ended"
+        );
+        worker = line
+            .trim()
+            .strip_prefix("pid ")
+            .map(|pid| pid.parse::<i32>().unwrap());
+    }
+    wait_for(
+        "the line before to be shipped",
+        Duration::from_secs(20),
+        || messages(&server.logs(&["--app", "mid"])).contains(&"before"),
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // SAFETY: kill(2) of the worker this test started (its own group).
+    unsafe { libc::kill(worker.unwrap(), libc::SIGKILL) };
+    let shipped = server.logs(&["--app", "mid", "--stream", "stderr"]);
+    assert!(shipped.is_empty(), "the traceback waited: {shipped:#?}");
+
+    let second = server
+        .command(&[&["run", "--app", "mid"], &flags[..], &["--", "true"]].concat())
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let records = server.logs(&["--app", "mid"]);
+    assert_eq!(
+        messages(&records)
+            .iter()
+            .filter(|m| **m == "before")
+            .count(),
+        1
+    );
+    let stderr = of(&records, "stderr");
+    assert_eq!(messages(&stderr), [traceback.join("\n")]);
+    assert_eq!(stderr[0]["level"], "error");
+    let before = records.iter().find(|r| r["message"] == "before").unwrap();
+    assert_eq!(
+        stderr[0]["boot"], before["boot"],
+        "shipped as the killed agent's"
+    );
 }
