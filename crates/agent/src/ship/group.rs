@@ -17,13 +17,19 @@
 //! knows: a group takes lines of one stream (stdout and stderr are never
 //! mixed; lines of the other stream may come between) and of one request,
 //! each stamped within `wait` of the one before it (decided on the stamps
-//! in the spool, so a re-read decides the same), and at most `max_bytes`
-//! of text (an event that surely goes on waits [`UNFINISHED_PATIENCE`]
-//! times `wait`, one that is over not at all). A group that reaches it is cut: its record says `continued`
-//! and the rest of the trace goes on in the next record, counted
-//! ([`Assembler::cut`]) and told in a `multiline_cut` record. A group
-//! still open when the spool's end is reached waits, at most `wait` after
-//! its last line, for more.
+//! in the spool, so a re-read decides the same; an event that surely goes
+//! on waits [`UNFINISHED_PATIENCE`] times `wait`, one that is over not at
+//! all), and at most `max_bytes` of text. A group that reaches it is cut:
+//! its record says `continued` and the rest of the trace goes on in the
+//! next record, counted ([`Assembler::cut`]) and told in a `multiline_cut`
+//! record. A group still open when the spool's end is reached waits for
+//! more, at most that long after its last line.
+//!
+//! Known limits: a batch cut by the rate limit or by limits halved after a
+//! "too large" answer, with a group open since its start, cuts the group
+//! there (a re-read after a restart may then group differently; the first
+//! line's record is still stored once). A trace that crosses a spool
+//! segment's end is two records.
 
 use std::time::Duration;
 
