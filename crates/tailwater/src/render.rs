@@ -8,7 +8,9 @@
 //! A worker's own colour codes pass through when colours are on and are
 //! removed otherwise; every other control character in a message is shown
 //! escaped (`\x07`), so a log line cannot move the cursor, retitle the
-//! window or ring the bell.
+//! window or ring the bell. A message of several lines (a traceback, a
+//! JSON message holding newlines) prints them as lines, each after the
+//! first indented by [`CONTINUATION`], so they read as one record.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -207,7 +209,7 @@ impl Printer {
         })
     }
 
-    /// One record, one line.
+    /// One record: one line, or its message's lines indented under it.
     pub fn write(
         &self,
         out: &mut impl Write,
@@ -335,8 +337,13 @@ impl std::fmt::Display for Painted<'_> {
     }
 }
 
+/// What starts each line of a message after its first: they stand out of
+/// the column of times, so a record of several lines reads as one.
+pub const CONTINUATION: &str = "    ";
+
 /// A message, with its colour codes (SGR: `ESC [ … m`) kept when `color`
-/// and dropped otherwise, and every other control character escaped.
+/// and dropped otherwise, its line breaks (`\n`, `\r\n`) as lines indented
+/// by [`CONTINUATION`], and every other control character escaped.
 fn write_message(out: &mut impl fmt::Write, message: &str, color: bool) -> fmt::Result {
     let mut coloured = false;
     let mut rest = message;
@@ -344,6 +351,14 @@ fn write_message(out: &mut impl fmt::Write, message: &str, color: bool) -> fmt::
         out.write_str(&rest[..at])?;
         let control = rest[at..].chars().next().expect("found above");
         rest = &rest[at + control.len_utf8()..];
+        if control == '\r' && rest.starts_with('\n') {
+            continue;
+        }
+        if control == '\n' {
+            out.write_str("\n")?;
+            out.write_str(CONTINUATION)?;
+            continue;
+        }
         if control == '\x1b' {
             if let Some(length) = sgr_length(rest) {
                 if color {
@@ -444,6 +459,21 @@ mod tests {
             "bell\\x07 title\\x1b]0;pwned\\x07 tab\tkept"
         );
         assert_eq!(message("cursor\x1b[2Jclear", false), "cursor\\x1b[2Jclear");
+    }
+
+    #[test]
+    fn a_message_of_several_lines_prints_them_indented() {
+        let traceback =
+            "Traceback (most recent call last):\n  File \"w.py\", line 1\r\nZeroDivisionError: x";
+        assert_eq!(
+            message(traceback, false),
+            "Traceback (most recent call last):\n      File \"w.py\", line 1\n    ZeroDivisionError: x"
+        );
+        assert_eq!(
+            message("a\rb\x0bc\n\x07", false),
+            "a\\x0db\\x0bc\n    \\x07",
+            "other control characters stay escaped"
+        );
     }
 
     #[test]

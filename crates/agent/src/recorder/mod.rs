@@ -44,8 +44,8 @@ use crate::line::Line;
 use crate::lock::lock;
 use crate::runner_id;
 use crate::spool::{
-    self, read_batch, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool, Stop, Tally,
-    FLAG_DROP_REPORT, FLAG_UNMETERED,
+    self, read_batch, Assemble, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool,
+    Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 pub use flush::Flusher;
 use flush::*;

@@ -15,6 +15,7 @@ mod export;
 mod faults;
 mod limits;
 mod logs;
+mod multiline;
 mod order;
 mod readme;
 mod requests;
