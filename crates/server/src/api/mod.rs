@@ -7,6 +7,7 @@ mod histogram;
 mod ingest;
 mod logs;
 mod ops;
+mod otlp;
 mod read;
 mod requests;
 mod runners;
@@ -37,7 +38,15 @@ pub fn router(state: AppState) -> Router {
                 state.max_batch_bytes.saturating_add(1),
             )),
         )
-        .route("/v1/logs", get(logs::history))
+        .route(
+            "/v1/logs",
+            // GET reads history; POST is OTLP/HTTP logs (its fixed path).
+            get(logs::history)
+                .post(otlp::export)
+                .layer(DefaultBodyLimit::max(
+                    state.max_batch_bytes.saturating_add(1),
+                )),
+        )
         .route("/v1/logs/tail", get(logs::tail))
         .route("/v1/export", get(export::export))
         .route(
