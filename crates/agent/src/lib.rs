@@ -166,9 +166,13 @@ impl Entrances {
             .transpose()
             .map_err(anyhow::Error::msg)?;
         let proxy = match &config.proxy {
-            Some(proxy) => Some(proxy::bind(proxy).await.map_err(|error| {
-                anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
-            })?),
+            Some(proxy) => {
+                let listener = proxy::bind(proxy).await.map_err(|error| {
+                    anyhow::anyhow!("cannot listen on {} for --proxy: {error}", proxy.listen)
+                })?;
+                eprintln!("{}", proxy::announcement(listener.local_addr()?, proxy));
+                Some(listener)
+            }
             None => None,
         };
         let (control, no_control) = match ControlSocket::bind(config.control_socket.as_deref()) {

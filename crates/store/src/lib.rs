@@ -715,7 +715,11 @@ fn dir_name(name: &str) -> String {
 #[cfg(test)]
 mod append_tests;
 #[cfg(test)]
+mod crash_tests;
+#[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod names_tests;
 #[cfg(test)]

@@ -1,9 +1,15 @@
 //! What the store's unit tests share: an ingest record and a batch of them,
-//! with every field a test does not set at a plain value.
+//! with every field a test does not set at a plain value; stores of both
+//! kinds (memtable only, flushed into parts) and a look at all they hold.
+
+use std::path::Path;
 
 use jiff::Timestamp;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{Level, Stream};
+use tailwater_model::{LogRecord, Query};
+
+use crate::{Page, Store, StoreOptions};
 
 /// Record `seq` at `ts` saying `message`: stdout, info, no request, no
 /// fields.
@@ -30,4 +36,73 @@ pub fn batch_of(app: &str, runner: &str, records: Vec<IngestRecord>) -> IngestBa
         source: Default::default(),
         records,
     }
+}
+
+pub fn batch(runner: &str, boot: &str, seqs: std::ops::Range<u64>, ts_second: i64) -> IngestBatch {
+    IngestBatch {
+        app: "sdxl".into(),
+        version: "v1".into(),
+        runner: runner.into(),
+        boot: boot.into(),
+        source: Default::default(),
+        records: seqs
+            .map(|seq| IngestRecord {
+                seq,
+                // Several records share each second, to exercise tie-breaks.
+                ts: Timestamp::from_second(ts_second + (seq / 3) as i64).unwrap(),
+                stream: Stream::Stdout,
+                level: if seq % 5 == 0 {
+                    Level::Error
+                } else {
+                    Level::Info
+                },
+                request_id: Some(format!("req-{}", seq % 4)),
+                message: format!("line {seq} of {runner}"),
+                fields: Default::default(),
+                invalid_utf8: false,
+            })
+            .collect(),
+    }
+}
+
+pub fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+/// A store that flushes its memtable into parts after every append, so reads
+/// go through parts and blocks.
+pub fn open_flushing(dir: &Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            memtable_max_bytes: 1,
+            background: false,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Both kinds of store: memtable-only and flushed-into-parts.
+pub fn both(test: impl Fn(&dyn Fn(&Path) -> Store)) {
+    test(&open);
+    test(&open_flushing);
+}
+
+/// One page holding every record of `tenant` (the tests store fewer than
+/// 1000), newest first.
+pub fn everything(store: &Store, tenant: &str) -> Page {
+    store
+        .query(
+            tenant,
+            &Query {
+                limit: 1000,
+                ..Query::default()
+            },
+        )
+        .unwrap()
+}
+
+pub fn messages(records: &[LogRecord]) -> Vec<String> {
+    records.iter().map(|r| r.message.clone()).collect()
 }

@@ -123,6 +123,26 @@ pub async fn bind(config: &ProxyConfig) -> std::io::Result<TcpListener> {
     TcpListener::bind(config.listen).await
 }
 
+/// What the agent says on stderr once the proxy is bound:
+/// `tailwater: proxy listening on http://ADDR (to the worker at TARGET)`,
+/// ADDR the address bound. With port 0 in LISTEN the kernel picks a free
+/// port as the proxy binds it, and this line says which: whoever starts the
+/// agent (`tailwater dev`, tests) reads it ([`announced`]) instead of
+/// picking a port that looks free beforehand, which another process may
+/// take before the proxy binds it.
+pub fn announcement(bound: SocketAddr, config: &ProxyConfig) -> String {
+    format!("{ANNOUNCEMENT}{bound} (to the worker at {})", config.target)
+}
+
+const ANNOUNCEMENT: &str = "tailwater: proxy listening on http://";
+
+/// The address a line of the agent's stderr announces the proxy bound, if
+/// it is that line ([`announcement`]).
+pub fn announced(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once(ANNOUNCEMENT)?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
 struct Proxy {
     target: String,
     health: Uri,
@@ -393,6 +413,28 @@ mod tests {
     use hyper::header::HeaderMap;
 
     use super::*;
+
+    #[test]
+    fn the_bound_address_is_announced_and_read_back() {
+        let config: ProxyConfig = "127.0.0.1:0=127.0.0.1:8000".parse().unwrap();
+        for bound in ["127.0.0.1:43017", "[::1]:8080", "0.0.0.0:1"] {
+            let bound: SocketAddr = bound.parse().unwrap();
+            let line = announcement(bound, &config);
+            assert!(
+                line.ends_with("(to the worker at 127.0.0.1:8000)"),
+                "{line}"
+            );
+            assert_eq!(announced(&line), Some(bound), "{line}");
+        }
+        assert_eq!(
+            announced("tailwater: shipping logs to http://x:1 again"),
+            None
+        );
+        assert_eq!(
+            announced("tailwater: proxy listening on http://nowhere"),
+            None
+        );
+    }
 
     #[test]
     fn proxy_flags() {

@@ -34,11 +34,12 @@ that its log lines carry. Press Ctrl-C to stop: the worker gets SIGINT and
 --stop-timeout (8s) to exit, its last lines are shown, then everything stops.")]
 pub struct DevArgs {
     /// Be the worker's reverse proxy on 127.0.0.1:PORT: each request is
-    /// recorded and its lines attributed to it.
+    /// recorded and its lines attributed to it. 0: any free port, shown
+    /// in the banner.
     #[arg(long)]
     port: Option<u16>,
     /// With --port: where the worker listens, given to it as PORT
-    /// [default: a free port].
+    /// [default: a free port outside the kernel's ephemeral range].
     #[arg(long, requires = "port")]
     worker_port: Option<u16>,
     /// Keep the data here (default: a temporary directory, removed on exit).
@@ -64,6 +65,8 @@ const RUNNER: &str = "local";
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for the last stored lines to reach the screen.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the agent may take to say where its proxy listens.
+const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
     super::init_tracing("warn");
@@ -93,7 +96,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
     let printer = Printer::new(&args.output).without_labels();
 
     let proxy = match args.port {
-        Some(port) => Some((port, args.worker_port.map_or_else(free_port, Ok)?)),
+        Some(port) => Some((port, args.worker_port.map_or_else(worker_port, Ok)?)),
         None => None,
     };
     let exe = std::env::current_exe()?;
@@ -119,9 +122,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<u8> {
         agent
             .arg("--proxy")
             .arg(format!("127.0.0.1:{port}=127.0.0.1:{worker_port}"))
-            .env("PORT", worker_port.to_string());
+            .env("PORT", worker_port.to_string())
+            .stderr(Stdio::piped());
     }
     let mut agent = agent.arg("--").args(&args.command).spawn()?;
+    // The address the proxy bound (with --port 0, the only way to know it).
+    let proxy = match (agent.stderr.take(), proxy) {
+        (Some(stderr), Some((_, worker_port))) => proxy_address(stderr)
+            .await
+            .map(|address| (address, worker_port)),
+        _ => None,
+    };
 
     print_banner(&args, &url, &token, &data, temporary.is_some(), proxy);
     let mut follower = tokio::spawn({
@@ -236,16 +247,16 @@ fn print_banner(
     token: &str,
     data: &std::path::Path,
     temporary: bool,
-    proxy: Option<(u16, u16)>,
+    proxy: Option<(SocketAddr, u16)>,
 ) {
     let mut banner = format!(
         "tailwater dev: `{command}` under the agent, app {app}\n\n",
         command = args.command.join(" "),
         app = args.app
     );
-    if let Some((port, worker_port)) = proxy {
+    if let Some((address, worker_port)) = proxy {
         banner.push_str(&format!(
-            "  requests  http://127.0.0.1:{port}  (to the worker on 127.0.0.1:{worker_port}, its PORT)\n"
+            "  requests  http://{address}  (to the worker on 127.0.0.1:{worker_port}, its PORT)\n"
         ));
     }
     banner.push_str(&format!(
@@ -260,10 +271,81 @@ fn print_banner(
     eprintln!("{banner}");
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// Passes the agent's stderr on to ours, line by line, but for the line
+/// that says where its proxy listens (`tailwater_agent::proxy::announcement`):
+/// that address is returned, for the banner. None when the agent ends (or
+/// says nothing of it within [`ANNOUNCE_TIMEOUT`]) first: then what it said
+/// instead, such as why it cannot listen, is on our stderr.
+async fn proxy_address(stderr: tokio::process::ChildStderr) -> Option<SocketAddr> {
+    use std::io::Write;
+    use tokio::io::AsyncBufReadExt;
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut sender = Some(sender);
+        let mut stderr = tokio::io::BufReader::new(stderr);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if !matches!(stderr.read_until(b'\n', &mut line).await, Ok(1..)) {
+                return;
+            }
+            let announced = tailwater_agent::proxy::announced(&String::from_utf8_lossy(&line));
+            match (announced, sender.take()) {
+                (Some(address), Some(sender)) => {
+                    let _ = sender.send(address);
+                }
+                (_, unused) => {
+                    sender = unused;
+                    let _ = std::io::stderr().write_all(&line);
+                }
+            }
+        }
+    });
+    tokio::time::timeout(ANNOUNCE_TIMEOUT, receiver)
+        .await
+        .ok()?
+        .ok()
+}
+
+/// A port for the worker, which is told it (`PORT`) before it binds it and
+/// cannot bind port 0 and say which it got. It lies outside the kernel's
+/// ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`), where the
+/// kernel never picks a port for a bind to port 0 or an outgoing
+/// connection, so nothing on the machine that binds port 0 can take it
+/// before the worker binds it (as it could a port found free by binding
+/// port 0). Ports are taken in turn from a counter for the whole process,
+/// started at a place of this process's own (so two `tailwater dev`s go
+/// different ways), skipping any something holds.
+fn worker_port() -> anyhow::Result<u16> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let spare = spare_ports(&range);
+    let start = std::process::id() as usize * 7919;
+    for _ in 0..spare.len() {
+        let port = spare[(start + NEXT.fetch_add(1, Ordering::Relaxed)) % spare.len()];
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!(
+        "no port outside the kernel's ephemeral range ({}) is free for the worker: name one with --worker-port",
+        range.trim()
+    )
+}
+
+/// The ports from 1024 up that `range` (`LOW HIGH`, as the kernel writes
+/// `ip_local_port_range`) leaves out; all of them when it cannot be read.
+fn spare_ports(range: &str) -> Vec<u16> {
+    let mut bounds = range.split_whitespace().map(str::parse::<u16>);
+    let ephemeral = match (bounds.next(), bounds.next()) {
+        (Some(Ok(low)), Some(Ok(high))) => Some(low..=high),
+        _ => None,
+    };
+    (1024..=u16::MAX)
+        .filter(|port| !ephemeral.as_ref().is_some_and(|range| range.contains(port)))
+        .collect()
 }
 
 /// Ctrl-C and SIGTERM, as they come.
@@ -285,6 +367,30 @@ impl StopSignals {
         tokio::select! {
             _ = self.interrupt.recv() => "interrupted",
             _ = self.terminate.recv() => "terminated",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_worker_gets_a_port_outside_the_ephemeral_range() {
+        assert_eq!(
+            spare_ports("32768\t60999\n").len(),
+            (32768 - 1024) + (65535 - 60999)
+        );
+        assert!(spare_ports("1024 65535").is_empty());
+        assert_eq!(
+            spare_ports("2000 65534"),
+            (1024..2000).chain([65535]).collect::<Vec<_>>()
+        );
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let (first, second) = (worker_port().unwrap(), worker_port().unwrap());
+        assert_ne!(first, second);
+        for port in [first, second] {
+            assert!(spare_ports(&range).contains(&port), "{port} in {range}");
         }
     }
 }

@@ -102,7 +102,9 @@ pub struct RunArgs {
     /// LISTEN, forward to TARGET (0.0.0.0:8080=127.0.0.1:8000, or 8080=8000).
     /// Every request gets an X-Request-Id (the client's, or a new one), and
     /// its start and end (status, duration) are recorded; GET /healthz is
-    /// answered from the worker's health check and not recorded.
+    /// answered from the worker's health check and not recorded. Port 0 in
+    /// LISTEN: any free port; the address bound is said on stderr
+    /// ("tailwater: proxy listening on http://ADDR …").
     #[arg(long, value_name = "LISTEN=TARGET", value_parser = parse_proxy)]
     proxy: Option<ProxyConfig>,
     /// Where to make the control socket (given to the worker as

@@ -10,9 +10,8 @@ use crate::common::*;
 /// worker, and then everything stops, temporary data removed, exit 0.
 #[test]
 fn dev_shows_the_workers_lines_and_ctrl_c_stops_everything() {
-    // The agent's proxy needs its port named up front; the server's is
-    // whatever it binds, read from the banner.
-    let proxy_port = free_port();
+    // The server and the agent's proxy bind any free port, and the banner
+    // says which.
     let worker = r#"
 echo "worker up on $PORT"
 trap 'echo "worker got SIGINT"; kill $server; wait $server; exit 0' INT
@@ -23,7 +22,7 @@ wait $server
     let mut command = Command::new(binary());
     command
         .args(["dev", "--listen", &format!("127.0.0.1:{ANY_PORT}")])
-        .args(["--port", &proxy_port.to_string(), "--", "sh", "-c", worker])
+        .args(["--port", &ANY_PORT.to_string(), "--", "sh", "-c", worker])
         .env("TAILWATER_BOOTSTRAP_TOKEN", TOKEN)
         .env_remove("NO_COLOR");
     let mut dev = Pty::spawn(command);
@@ -48,6 +47,37 @@ wait $server
         .find_map(announced_in)
         .expect("the banner names the server's address");
     assert_ne!(server_port, ANY_PORT, "{output}");
+    let proxy_port = output
+        .lines()
+        .find_map(|line| {
+            let url = line
+                .trim()
+                .strip_prefix("requests")?
+                .split_whitespace()
+                .next()?;
+            url.strip_prefix("http://")?
+                .parse::<std::net::SocketAddr>()
+                .ok()
+        })
+        .map(|address| address.port())
+        .expect("the banner names the proxy's address");
+    assert_ne!(proxy_port, ANY_PORT, "{output}");
+    // The worker's port, told to it as PORT: outside the kernel's
+    // ephemeral range, where no bind to port 0 can take it first.
+    let worker_port: u16 = output
+        .split("(to the worker on 127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .expect("the banner names the worker's port");
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+    let mut bounds = range
+        .split_whitespace()
+        .map(|bound| bound.parse::<u16>().unwrap());
+    let (low, high) = (bounds.next().unwrap(), bounds.next().unwrap());
+    assert!(
+        !(low..=high).contains(&worker_port),
+        "{worker_port} is in the ephemeral range {low}-{high}"
+    );
 
     // A request through the proxy: answered by the worker, recorded with
     // an id that its log line carries.
@@ -68,7 +98,9 @@ wait $server
     // Shown once: from the server, not echoed by the agent as well.
     let shown = output
         .lines()
-        .filter(|line| line.contains("stdout") && line.contains("worker up on"))
+        .filter(|line| {
+            line.contains("stdout") && line.contains(&format!("worker up on {worker_port}"))
+        })
         .count();
     assert_eq!(shown, 1, "{output}");
     // The logs are in the embedded server, for `tailwater logs` too.

@@ -18,6 +18,7 @@ mod logs;
 mod requests;
 mod restarts;
 mod scopes;
+mod shipping;
 mod spool;
 mod supervisor;
 mod tenancy;

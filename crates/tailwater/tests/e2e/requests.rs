@@ -44,6 +44,15 @@ fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<(String, St
     (status, response_headers, body)
 }
 
+/// The port the agent's proxy bound (its `--proxy` asked for port 0), as
+/// the agent says on stderr; the rest of its stderr is read and dropped.
+fn proxy_port(agent: &mut std::process::Child) -> u16 {
+    let stderr = agent.stderr.take().expect("the agent's stderr is piped");
+    port_announced_by(stderr, |line| {
+        tailwater_agent::proxy::announced(line).map(|address| address.port())
+    })
+}
+
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()
@@ -101,16 +110,17 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 fn the_proxy_attributes_overlapping_requests_without_mixing_them() {
     let python = python();
     let server = TestServer::start();
-    let (listen, worker_port) = (free_port(), free_port());
-    let proxy = format!("127.0.0.1:{listen}=127.0.0.1:{worker_port}");
+    let worker_port = spare_port();
+    let proxy = format!("127.0.0.1:{ANY_PORT}=127.0.0.1:{worker_port}");
     let health = format!("http://127.0.0.1:{worker_port}/healthz");
     let worker_port_text = worker_port.to_string();
-    let agent = start_agent(
+    let mut agent = start_agent(
         &server,
         "proxied",
         &["--proxy", &proxy, "--health", &health],
         &[python, "-c", OVERLAPPING_SERVER, &worker_port_text],
     );
+    let listen = proxy_port(&mut agent);
     wait_for_record(
         &server,
         "proxied",
@@ -477,15 +487,16 @@ fn a_websocket_passes_through_the_proxy_as_one_request() {
 
     let python = python();
     let server = TestServer::start();
-    let (listen, worker_port) = (free_port(), free_port());
-    let proxy = format!("127.0.0.1:{listen}=127.0.0.1:{worker_port}");
+    let worker_port = spare_port();
+    let proxy = format!("127.0.0.1:{ANY_PORT}=127.0.0.1:{worker_port}");
     let worker_port_text = worker_port.to_string();
-    let agent = start_agent(
+    let mut agent = start_agent(
         &server,
         "sockets",
         &["--proxy", &proxy],
         &[python, "-c", WEBSOCKET_SERVER, &worker_port_text],
     );
+    let listen = proxy_port(&mut agent);
     wait_for("the worker to listen", Duration::from_secs(20), || {
         TcpStream::connect(("127.0.0.1", worker_port)).is_ok()
     });

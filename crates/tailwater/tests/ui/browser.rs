@@ -1,6 +1,6 @@
 //! A headless browser driven over WebDriver, Chromium or Firefox: its
-//! driver (chromedriver, geckodriver) started by the test on a free
-//! loopback port, a fresh profile and download folder per browser, removed
+//! driver (chromedriver, geckodriver) started by the test on any free
+//! loopback port (it binds port 0 and says which it got), a fresh profile and download folder per browser, removed
 //! with it, and screenshots saved under `target/ui-screenshots/<browser>/`.
 
 use std::os::unix::process::CommandExt;
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-use crate::common::{free_port, TestServer, TOKEN};
+use crate::common::{port_announced_by, TestServer, TOKEN};
 
 /// Chromium's flags for running as root in a container, with nothing
 /// reaching out to the network.
@@ -66,35 +66,36 @@ impl Engine {
         }
     }
 
-    /// Starts its WebDriver server on `port`, in its own process group so
-    /// the browser it starts goes with it.
-    fn start_driver(self, port: u16, profile: &Path) -> Child {
-        let mut command = match self {
+    /// Starts its WebDriver server on any free loopback port, in its own
+    /// process group so the browser it starts goes with it; returns it and
+    /// the port it says it bound.
+    fn start_driver(self, profile: &Path) -> (Child, u16) {
+        let (mut command, announced): (_, fn(&str) -> Option<u16>) = match self {
             Engine::Chromium => {
                 let mut command = Command::new(self.find("chromedriver"));
-                command.arg(format!("--port={port}"));
-                command
+                command.arg("--port=0");
+                (command, chromedriver_port)
             }
             Engine::Firefox => {
                 let mut command = Command::new(self.find("geckodriver"));
-                // Given a profile of ours, geckodriver does not learn which
-                // port Firefox picks for Marionette (a known geckodriver
-                // bug), so it picks the port itself.
-                command
-                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                    .args(["--marionette-port", &free_port().to_string()]);
-                command
+                // No --marionette-port: geckodriver then has Firefox bind
+                // Marionette to port 0 and reads the port Firefox got from
+                // the profile (`MarionetteActivePort`), ours too.
+                command.args(["--host", "127.0.0.1", "--port", "0"]);
+                (command, geckodriver_port)
             }
         };
         // What the driver and the browser write besides the profile goes
         // with it too.
-        command
+        let mut driver = command
             .env("TMPDIR", profile)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
-            .unwrap()
+            .unwrap();
+        let port = port_announced_by(driver.stdout.take().expect("piped"), announced);
+        (driver, port)
     }
 
     /// The session's capabilities: headless, 1440×900, a fresh profile
@@ -173,6 +174,37 @@ impl Engine {
     }
 }
 
+/// The port in chromedriver's `ChromeDriver was started successfully on
+/// port N.`
+fn chromedriver_port(line: &str) -> Option<u16> {
+    let (_, rest) = line.split_once("started successfully on port ")?;
+    rest.trim().trim_end_matches('.').parse().ok()
+}
+
+/// The port in geckodriver's `… INFO Listening on 127.0.0.1:N`.
+fn geckodriver_port(line: &str) -> Option<u16> {
+    let (_, rest) = line.split_once("Listening on ")?;
+    let address: std::net::SocketAddr = rest.split_whitespace().next()?.parse().ok()?;
+    Some(address.port())
+}
+
+#[test]
+fn drivers_announcements_are_read() {
+    assert_eq!(
+        chromedriver_port("ChromeDriver was started successfully on port 46169."),
+        Some(46169)
+    );
+    assert_eq!(
+        chromedriver_port("Starting ChromeDriver 156.0 (1a2e…) on port 0"),
+        None
+    );
+    assert_eq!(
+        geckodriver_port("1733555555555\tgeckodriver\tINFO\tListening on 127.0.0.1:4444"),
+        Some(4444)
+    );
+    assert_eq!(geckodriver_port("geckodriver\tINFO\tShutting down"), None);
+}
+
 /// `text`, then the Enter key: typed as a person types and submits (a
 /// `\n` is Enter to chromedriver but a plain character to geckodriver).
 pub fn then_enter(text: &str) -> String {
@@ -202,8 +234,7 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let downloads = profile.path().join("downloads");
         std::fs::create_dir_all(&downloads).unwrap();
-        let port = free_port();
-        let driver = engine.start_driver(port, profile.path());
+        let (driver, port) = engine.start_driver(profile.path());
         let capabilities = engine.capabilities(profile.path(), &downloads);
         let mut builder =
             ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());

@@ -2,6 +2,10 @@
 //! loopback: each limit's answer, what is stored, its count in the
 //! Prometheus exposition (parsed), and its `system` record in the runner's
 //! own logs.
+//!
+//! This file has the limits on lines, rates, labels and fields, and what
+//! all the files share; `redaction.rs` the redaction, `metrics.rs`
+//! `/metrics` and `/readyz`.
 
 use std::collections::HashMap;
 
@@ -14,7 +18,10 @@ use tailwater_model::LogRecord;
 use tailwater_server::limits::Rate;
 use tailwater_server::{start, RunningServer, ServerConfig};
 
+#[path = "../common/mod.rs"]
 mod common;
+mod metrics;
+mod redaction;
 
 use common::{scrape, server_in};
 
@@ -60,24 +67,6 @@ fn events<'a>(records: &'a [LogRecord], event: &str) -> Vec<&'a LogRecord> {
         .iter()
         .filter(|record| record.fields.get("event") == Some(&json!(event)))
         .collect()
-}
-
-/// Scrapes until sample `key` is `want` (a tail's end is seen by the
-/// server a moment after the client leaves).
-async fn wait_for_sample(server: &RunningServer, key: &str, want: f64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let samples = scrape(server, Some(ADMIN)).await;
-        let value = samples.get(key).copied();
-        if value == Some(want) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{key} is {value:?}, not {want}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
 }
 
 fn sample(samples: &HashMap<String, f64>, key: &str) -> f64 {
@@ -322,305 +311,6 @@ async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
         );
         assert_eq!(sample(&samples, &key), 1.0, "{key}");
     }
-    server.shutdown().await.unwrap();
-}
-
-/// Every byte under `dir`, for a secret that must not be anywhere.
-fn files_contain(dir: &std::path::Path, needle: &str) -> bool {
-    let mut stack = vec![dir.to_owned()];
-    while let Some(path) = stack.pop() {
-        if path.is_dir() {
-            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            if bytes
-                .windows(needle.len())
-                .any(|window| window == needle.as_bytes())
-            {
-                return true;
-            }
-        }
-    }
-    false
-}
-
-#[tokio::test]
-async fn default_redaction_replaces_secrets_before_anything_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
-    let aws = "AKIAIOSFODNN7EXAMPLE";
-    let github = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
-    let bearer = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlc2lnbmF0dXJl";
-    let mut with_fields = record(1, "calling the hub");
-    with_fields["fields"] = json!({"env": {"GITHUB_TOKEN": github}, "attempt": 2});
-    let records = vec![
-        record(0, &format!("boto3 uses {aws} for s3")),
-        with_fields,
-        record(
-            2,
-            &format!("request headers: Authorization: Bearer {bearer}"),
-        ),
-        record(3, "step 10 loss 0.25"),
-    ];
-    let (status, _, answer) = post(&server, &batch("secrets", "r1", records)).await;
-    assert_eq!(status, 200, "{answer}");
-
-    let logs = runner_logs(&client, "r1").await;
-    let messages: Vec<&str> = logs.iter().map(|r| r.message.as_str()).collect();
-    assert_eq!(
-        messages,
-        [
-            "boto3 uses [REDACTED:aws_access_key] for s3",
-            "calling the hub",
-            "request headers: Authorization: Bearer [REDACTED:authorization]",
-            "step 10 loss 0.25",
-        ]
-    );
-    assert_eq!(
-        logs[1].fields["env"]["GITHUB_TOKEN"],
-        "[REDACTED:github_token]"
-    );
-    assert_eq!(logs[1].fields["attempt"], 2);
-    // Not in the log files either: redaction happens before the write.
-    for secret in [aws, github, bearer] {
-        assert!(!files_contain(dir.path(), secret), "{secret} is on disk");
-    }
-    let samples = scrape(&server, Some(ADMIN)).await;
-    for pattern in ["aws_access_key", "github_token", "authorization"] {
-        let key = format!(
-            r#"tailwater_redactions_total{{app="secrets",pattern="{pattern}",tenant="default"}}"#
-        );
-        assert_eq!(sample(&samples, &key), 1.0, "{key}");
-    }
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn custom_redaction_patterns_apply_and_defaults_can_be_turned_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_in(dir.path(), ADMIN, |config| {
-        config.redact_defaults = false;
-        config.redact = vec![r"(?P<keep>patient=)\w+".into()];
-    })
-    .await;
-    let records = vec![record(0, "patient=alice98 key AKIAIOSFODNN7EXAMPLE")];
-    let (status, _, _) = post(&server, &batch("custom", "r1", records)).await;
-    assert_eq!(status, 200);
-    let logs = runner_logs(&client, "r1").await;
-    assert_eq!(
-        logs[0].message,
-        "patient=[REDACTED:custom_1] key AKIAIOSFODNN7EXAMPLE"
-    );
-    assert!(!files_contain(dir.path(), "alice98"));
-    let samples = scrape(&server, Some(ADMIN)).await;
-    assert_eq!(
-        sample(
-            &samples,
-            r#"tailwater_redactions_total{app="custom",pattern="custom_1",tenant="default"}"#
-        ),
-        1.0
-    );
-    server.shutdown().await.unwrap();
-
-    let error = start({
-        let mut config = ServerConfig::new(dir.path().join("other"));
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        config.redact = vec!["([unclosed".into()];
-        config
-    })
-    .await
-    .err()
-    .expect("a bad pattern stops the start");
-    assert!(
-        error
-            .to_string()
-            .contains("invalid --redact pattern custom_1"),
-        "{error}"
-    );
-}
-
-#[tokio::test]
-async fn metrics_take_an_admin_token_and_expose_ingest_store_and_query_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, client) = server_in(dir.path(), ADMIN, |_| {}).await;
-    let mut throttled = record(2, "throttled: 40 lines held back");
-    throttled["stream"] = json!("system");
-    throttled["fields"] = json!({"event": "throttled", "held_lines": 40, "held_bytes": 400});
-    let mut dropped = record(3, "dropped 7 lines");
-    dropped["stream"] = json!("system");
-    dropped["fields"] = json!({"event": "dropped", "reason": "spool_full", "dropped_lines": 7});
-    let records = vec![record(0, "hello"), record(1, "world!"), throttled, dropped];
-    let (status, _, _) = post(&server, &batch("seen", "r1", records.clone())).await;
-    assert_eq!(status, 200);
-    // A batch sent again is not counted again.
-    post(&server, &batch("seen", "r1", records)).await;
-    runner_logs(&client, "r1").await;
-
-    let samples = scrape(&server, Some(ADMIN)).await;
-    let app = r#"{app="seen",tenant="default"}"#;
-    assert_eq!(
-        sample(&samples, &format!("tailwater_ingested_lines_total{app}")),
-        4.0
-    );
-    let text_bytes = ("hello world!".len() - 1
-        + "throttled: 40 lines held back".len()
-        + "dropped 7 lines".len()) as f64;
-    assert_eq!(
-        sample(&samples, &format!("tailwater_ingested_bytes_total{app}")),
-        text_bytes
-    );
-    assert_eq!(
-        sample(
-            &samples,
-            &format!("tailwater_agent_throttled_lines_total{app}")
-        ),
-        40.0
-    );
-    assert_eq!(
-        sample(
-            &samples,
-            r#"tailwater_agent_dropped_lines_total{app="seen",reason="spool_full",tenant="default"}"#
-        ),
-        7.0
-    );
-    assert_eq!(
-        sample(&samples, &format!("tailwater_store_records{app}")),
-        4.0
-    );
-    assert_eq!(sample(&samples, "tailwater_store_appended_total{}"), 4.0);
-    assert_eq!(sample(&samples, "tailwater_store_duplicates_total{}"), 4.0);
-    // Everything is still in the memtable: no block was decoded.
-    assert_eq!(
-        sample(&samples, "tailwater_store_block_cache_misses_total{}"),
-        0.0
-    );
-    assert_eq!(sample(&samples, "tailwater_store_block_cache_bytes{}"), 0.0);
-    assert!(
-        sample(
-            &samples,
-            r#"tailwater_query_duration_seconds_count{endpoint="logs"}"#
-        ) >= 1.0
-    );
-    // The runner table: r1 in one state, nothing forgotten.
-    let runners: f64 = samples
-        .iter()
-        .filter(|(key, _)| key.starts_with("tailwater_runners{") && key.contains(r#"app="seen""#))
-        .map(|(_, value)| value)
-        .sum();
-    assert_eq!(runners, 1.0);
-    assert_eq!(sample(&samples, "tailwater_runners_evicted_total{}"), 0.0);
-    assert_eq!(
-        sample(&samples, "tailwater_tail_missed_notices_total{}"),
-        0.0
-    );
-    assert_eq!(
-        sample(&samples, "tailwater_tail_missed_records_total{}"),
-        0.0
-    );
-
-    // Every query endpoint is timed.
-    let http = reqwest::Client::new();
-    for path in [
-        "/v1/export?app=seen",
-        "/v1/histogram?app=seen",
-        "/v1/requests/no-such-request/logs",
-    ] {
-        let response = http
-            .get(format!("{}{path}", server.url()))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap();
-        response.bytes().await.unwrap();
-    }
-    let samples = scrape(&server, Some(ADMIN)).await;
-    for endpoint in ["export", "histogram", "request_logs"] {
-        let key = format!(r#"tailwater_query_duration_seconds_count{{endpoint="{endpoint}"}}"#);
-        assert_eq!(sample(&samples, &key), 1.0, "{key}");
-    }
-
-    // Live tails are counted while they are open, SSE and WebSocket alike.
-    let tail_clients = r#"tailwater_tail_clients{tenant="default"}"#;
-    let sse = http
-        .get(format!("{}/v1/logs/tail?app=seen", server.url()))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sse.status(), 200);
-    let mut websocket = {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("ws://{}/v1/logs/tail?app=seen", server.addr);
-        let mut request = url.into_client_request().unwrap();
-        request
-            .headers_mut()
-            .insert("authorization", format!("Bearer {ADMIN}").parse().unwrap());
-        tokio_tungstenite::connect_async(request).await.unwrap().0
-    };
-    wait_for_sample(&server, tail_clients, 2.0).await;
-    drop(sse);
-    wait_for_sample(&server, tail_clients, 1.0).await;
-    websocket.close(None).await.unwrap();
-    wait_for_sample(&server, tail_clients, 0.0).await;
-
-    // Who may read them.
-    let anonymous = reqwest::get(format!("{}/metrics", server.url()))
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let owner = client
-        .create_token(&tailwater_model::tenancy::NewToken {
-            scope: tailwater_model::tenancy::Scope::Owner,
-            tenant: Some("default".into()),
-            app: None,
-            expires_in: None,
-            name: None,
-        })
-        .await
-        .unwrap();
-    let response = reqwest::Client::new()
-        .get(format!("{}/metrics", server.url()))
-        .bearer_auth(&owner.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 403);
-    let body: Value = response.json().await.unwrap();
-    assert!(body["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("--public-metrics"));
-    server.shutdown().await.unwrap();
-
-    // A full runner table forgets the runner heard from longest ago, and
-    // says so.
-    let (server, _) = server_in(dir.path(), ADMIN, |config| {
-        config.public_metrics = true;
-        config.runners.max_runners = 1;
-    })
-    .await;
-    let samples = scrape(&server, None).await;
-    assert_eq!(
-        sample(&samples, &format!("tailwater_store_records{app}")),
-        4.0
-    );
-    let (status, _, _) = post(&server, &batch("seen", "r2", vec![record(0, "hi")])).await;
-    assert_eq!(status, 200);
-    let samples = scrape(&server, None).await;
-    assert_eq!(sample(&samples, "tailwater_runners_evicted_total{}"), 1.0);
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn readyz_answers_without_a_token_once_the_store_is_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let (server, _) = server_in(dir.path(), ADMIN, |_| {}).await;
-    let response = reqwest::get(format!("{}/readyz", server.url()))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "ready");
     server.shutdown().await.unwrap();
 }
 
