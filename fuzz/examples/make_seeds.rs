@@ -81,6 +81,19 @@ fn main() {
         seed("logs_params", name, query.as_bytes());
     }
 
+    for (name, query) in [
+        (
+            "filters",
+            "app=sdxl&runner=gpu-a100-7&state=error&since=1h&until=now&limit=500".to_owned(),
+        ),
+        (
+            "cursor",
+            format!("state=in_flight&cursor={}", cursor.encode(&seal)),
+        ),
+    ] {
+        seed("requests_params", name, query.as_bytes());
+    }
+
     for (name, parts) in [
         (
             "words",

@@ -24,7 +24,7 @@ mod spool;
 mod store;
 
 pub use ingest::ingest_body;
-pub use model::{cursor, filter_match, logs_params, parse_line};
+pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use protocols::{otlp, otlp_records};
 pub use spool::{spool, spool_records};
 pub use store::{block, part, part_records, wal, wal_records};
@@ -33,10 +33,11 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 10] = [
+pub const TARGETS: [(&str, Target); 11] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
+    ("requests_params", requests_params),
     ("filter_match", filter_match),
     ("cursor", cursor),
     ("wal", wal),

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use jiff::Timestamp;
 use tailwater_model::matcher::Matcher;
-use tailwater_model::wire::LogsParams;
+use tailwater_model::wire::{LogsParams, RequestsParams, MAX_REQUESTS_LIMIT};
 use tailwater_model::words::words;
 use tailwater_model::{Cursor, Filter, IdRange, Pattern, Phrase, SealKey, Substring, TenantSeal};
 
@@ -46,6 +46,39 @@ pub fn logs_params(data: &[u8]) {
     let _ = params.around_position(&seal);
     if let Ok(query) = params.to_query_within(now, REGEX_SIZE_LIMIT, &seal) {
         let _ = query.filter.required_words();
+    }
+}
+
+/// A query string, as `GET /v1/requests` reads it: pairs, parameters (what
+/// they ask for read back the same from what they write), a query within
+/// its page limits, and a cursor that opens for its own tenant only.
+pub fn requests_params(data: &[u8]) {
+    let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(data) else {
+        return;
+    };
+    let Ok(params) = RequestsParams::from_pairs(pairs) else {
+        return;
+    };
+    let again =
+        RequestsParams::from_pairs(params.to_pairs()).expect("written parameters read back");
+    assert_eq!(
+        again.to_pairs(),
+        params.to_pairs(),
+        "parameters survive to_pairs"
+    );
+    let now = Timestamp::from_second(1_800_000_000).unwrap();
+    let (mine, theirs) = (seal("acme"), seal("globex"));
+    let query = params.to_query(now, &mine);
+    assert_eq!(again.to_query(now, &mine), query, "the same query");
+    if let Ok(query) = query {
+        assert!((1..=MAX_REQUESTS_LIMIT).contains(&query.limit));
+        if query.cursor.is_some() {
+            assert!(
+                params.to_query(now, &theirs).is_err(),
+                "a cursor opens for its tenant only"
+            );
+        }
+        let _ = query.is_empty_range();
     }
 }
 

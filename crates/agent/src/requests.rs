@@ -12,6 +12,13 @@
 //! agent reads them after the response went out and another request is
 //! alone in flight by then.
 //!
+//! The same holds when a request fails: a worker that prints a traceback
+//! and then ends the request with an error has the traceback recorded
+//! before the end (the settle above), and a worker that dies in the middle
+//! of a request has its output drained before the request is ended
+//! unfinished (`supervisor::worker`), so its last words are the request's
+//! too (tested end to end in `tests/e2e/requests_list.rs`).
+//!
 //! Requests are marked by the proxy (`--proxy`) or by the worker through the
 //! control socket; both report here, and this module writes the lifecycle
 //! records: `ready` (once per start of the worker), `request_start`,

@@ -30,7 +30,8 @@ use tailwater_model::tenancy::{
 use tailwater_model::wire::percent_encode;
 use tailwater_model::wire::{
     ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
-    RequestInfo, RunnerDetail, RunnerList, RunnerState, StatusInfo, MAX_PAGE_LIMIT,
+    RequestInfo, RequestList, RequestsParams, RunnerDetail, RunnerList, RunnerState, StatusInfo,
+    MAX_PAGE_LIMIT,
 };
 use tailwater_model::LogRecord;
 
@@ -457,6 +458,22 @@ impl Client {
         let query: Vec<(&str, &str)> = app.map(|app| ("app", app)).into_iter().collect();
         self.json(tenant_query(
             self.request(reqwest::Method::GET, &path).query(&query),
+            tenant,
+        ))
+        .await
+    }
+
+    /// `GET /v1/requests`: a page of `tenant`'s requests (the token's own
+    /// tenant when `None`), newest start first; `params.cursor` continues
+    /// from the previous page's `next_cursor`.
+    pub async fn requests(
+        &self,
+        tenant: Option<&str>,
+        params: &RequestsParams,
+    ) -> Result<RequestList, ClientError> {
+        self.json(tenant_query(
+            self.request(reqwest::Method::GET, "/v1/requests")
+                .query(&params.to_pairs()),
             tenant,
         ))
         .await

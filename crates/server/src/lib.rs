@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod protocols;
 pub mod recovery;
 pub mod redact;
+pub mod requests;
 pub mod runners;
 pub mod serve;
 pub mod tail;
@@ -90,6 +91,8 @@ pub struct ServerConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Records one histogram counts at most (the newest first).
     pub histogram_max_records: usize,
+    /// `request_start` records one page of `GET /v1/requests` reads at most.
+    pub requests_scan_max: usize,
     /// The runner table: heartbeat timeout, size.
     pub runners: RunnerSettings,
     /// How many matching records a live tail client may fall behind the
@@ -125,6 +128,7 @@ impl ServerConfig {
             public_metrics: false,
             tls: None,
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
+            requests_scan_max: requests::list::DEFAULT_SCAN_MAX,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
             registry: registry::RegistryLimits::default(),
@@ -151,6 +155,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
     pub histogram_max_records: usize,
+    /// See [`ServerConfig::requests_scan_max`].
+    pub requests_scan_max: usize,
     /// Each runner's state; ingest appends through it.
     pub runners: Arc<Runners>,
     pub tail_buffer: u64,
@@ -211,6 +217,7 @@ impl AppState {
             tail_stats,
             settling,
             histogram_max_records: config.histogram_max_records.max(1),
+            requests_scan_max: config.requests_scan_max.max(1),
         })
     }
 }

@@ -80,6 +80,7 @@ pub struct Metrics {
     /// Connections open now ([`crate::serve`]).
     pub connections_open: Gauge,
     connections_closed: Counters<CloseLabels>,
+    requests_list_cut: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -150,7 +151,7 @@ impl Metrics {
             Family::<EndpointLabels, Histogram>::new_with_constructor(query_histogram as fn() -> _);
         registry.register(
             "query_duration_seconds",
-            "Time to answer a query (logs, request_logs, histogram; export until its first byte), until its response starts",
+            "Time to answer a query (logs, request_logs, requests, histogram; export until its first byte), until its response starts",
             query_seconds.clone(),
         );
         registry.register_collector(Box::new(StoreCollector(store)));
@@ -164,6 +165,12 @@ impl Metrics {
             &mut registry,
             "connections_closed",
             "Connections the server closed or refused by a connection limit, by reason (header_timeout, idle_timeout, evicted at --max-connections, refused with every place busy, accept_failed out of file descriptors, tls_handshake_failed)",
+        );
+        let requests_list_cut = Counter::default();
+        registry.register(
+            "requests_list_scan_cut",
+            "Pages of GET /v1/requests that stopped at the most request starts one page reads (--requests-scan-max) and handed out a cursor with fewer requests than asked",
+            requests_list_cut.clone(),
         );
         Metrics {
             registry,
@@ -181,7 +188,13 @@ impl Metrics {
             query_seconds,
             connections_open,
             connections_closed,
+            requests_list_cut,
         }
+    }
+
+    /// Counts one page of `GET /v1/requests` cut at its scan limit.
+    pub fn requests_list_scan_cut(&self) {
+        self.requests_list_cut.inc();
     }
 
     /// Counts one connection closed or refused by a connection limit.

@@ -4,7 +4,7 @@
 
 import { h, replace, state as stateView } from "./dom.js";
 import { get, loadSession, saveSession, signedOut } from "./api.js";
-import { Explorer, stateFromUrl, stateToUrl } from "./explorer.js";
+import { Explorer } from "./explorer.js";
 import { RunnersPage, RunnerPage } from "./runners.js";
 import { RequestPage } from "./request.js";
 import { requestPath } from "./format.js";
@@ -37,10 +37,10 @@ function withQuery(change) {
   return `${location.pathname}${text ? `?${text}` : ""}`;
 }
 
-/** Keeps the explorer's state in the address, so a link reopens the same view. */
+/** Keeps the explorer's state (as a query string) in the address, so a link reopens the same view. */
 function explorerStateChanged(state) {
   const app = new URLSearchParams(location.search).get("app");
-  const query = new URLSearchParams(stateToUrl(state));
+  const query = new URLSearchParams(state);
   if (app) query.set("app", app);
   const text = query.toString();
   history.replaceState(null, "", `${location.pathname}${text ? `?${text}` : ""}`);
@@ -63,14 +63,14 @@ function render() {
     // A caller's token reads one request at a time, and nothing else.
     page = null;
   } else if (path === "/") {
-    page = new Explorer({ base: { app }, state: stateFromUrl(location.search), onState: explorerStateChanged, navigate });
+    page = new Explorer({ base: { app }, search: location.search, onState: explorerStateChanged, navigate });
     page.element.classList.add("page", "logs-page");
   } else if (path === "/runners") {
     page = new RunnersPage({ app, state: query.get("state"), navigate, onState: ({ state }) => history.replaceState(null, "", withQuery({ state })) });
   } else if ((match = /^\/runners\/([^/]+)$/.exec(path))) {
-    page = new RunnerPage({ runner: decodePart(match[1]), app, explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
+    page = new RunnerPage({ runner: decodePart(match[1]), app, search: location.search, navigate, onState: explorerStateChanged });
   } else if ((match = /^\/requests\/([^/]+)$/.exec(path))) {
-    page = new RequestPage({ id: decodePart(match[1]), explorerState: pageDefaults(query, "7d"), navigate, onState: explorerStateChanged });
+    page = new RequestPage({ id: decodePart(match[1]), search: location.search, navigate, onState: explorerStateChanged });
   }
   const view = page
     ? page.element
@@ -97,15 +97,6 @@ function titleOf(path) {
   if (section === "runners") return id ? `runner ${id}` : "Runners";
   if (section === "requests") return `request ${id}`;
   return "Logs";
-}
-
-/** A runner's or a request's logs: oldest first over a long range, live, unless the address says otherwise. */
-function pageDefaults(query, range) {
-  const state = stateFromUrl(query.toString());
-  if (!query.has("range")) state.range = range;
-  if (!query.has("order")) state.order = "oldest";
-  if (!query.has("live") && !query.has("range")) state.live = true;
-  return state;
 }
 
 function header(session, path, app) {

@@ -54,3 +54,48 @@ export function state(kind, title, detail) {
 export function count(number) {
   return Number(number).toLocaleString("en-US");
 }
+
+/**
+ * A button that copies `text()` to the clipboard and says so: through the
+ * Clipboard API, else the older `execCommand("copy")` a page may use
+ * without permission.
+ */
+export function copyButton(label, text, title) {
+  const button = h("button", { type: "button", class: "link copy", title, dataset: { copy: label }, onclick: async (event) => {
+    event.stopPropagation();
+    const copied = await copyText(text());
+    button.textContent = copied ? "copied" : "could not copy: select it and press Ctrl+C";
+    button.classList.toggle("copied", copied);
+    setTimeout(() => {
+      button.textContent = label;
+      button.classList.remove("copied");
+    }, 2000);
+  } }, label);
+  return button;
+}
+
+/** How long the Clipboard API may take to answer before the older way is tried. */
+const CLIPBOARD_WAIT_MS = 1000;
+
+async function copyText(text) {
+  try {
+    // A browser may leave the promise pending (a permission never asked).
+    const late = new Promise((_, reject) => setTimeout(() => reject(new Error("no answer")), CLIPBOARD_WAIT_MS));
+    await Promise.race([navigator.clipboard.writeText(text), late]);
+    return true;
+  } catch {
+    // Not allowed here (or no Clipboard API): the older way.
+  }
+  const area = h("textarea", { class: "copy-area", readonly: true, "aria-hidden": "true" });
+  area.value = text;
+  document.body.append(area);
+  area.select();
+  let copied = false;
+  try {
+    copied = document.execCommand("copy");
+  } catch {
+    copied = false;
+  }
+  area.remove();
+  return copied;
+}

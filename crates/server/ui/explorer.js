@@ -7,7 +7,7 @@ import { h, replace, state as stateView, count } from "./dom.js";
 import { get, getBlob, follow } from "./api.js";
 import { parseSearch, withQualifier } from "./search.js";
 import { LogView } from "./logview.js";
-import { Histogram } from "./histogram.js";
+import { Histogram, fitWindow } from "./histogram.js";
 import { parseDuration, parseTime } from "./format.js";
 
 export const RANGES = [
@@ -19,43 +19,58 @@ const NEXT_PAGE = 2000;
 /** How often the histogram is redrawn while following. */
 const LIVE_HISTOGRAM_EVERY_MS = 5000;
 
+/**
+ * What a view shows when its address does not say. The logs page reads
+ * newest first, as a live feed of the whole fleet does: what happens now on
+ * top. A runner's or a request's page reads oldest first, as its worker
+ * printed it (a traceback top to bottom), live while it runs.
+ */
+export const LOGS_DEFAULTS = { range: "1h", order: "newest", live: false };
+export const SUBJECT_DEFAULTS = { range: "7d", order: "oldest", live: true };
+
 /** The explorer's state from a URL's query string. */
-export function stateFromUrl(search) {
+export function stateFromUrl(search, defaults = LOGS_DEFAULTS) {
   const query = new URLSearchParams(search);
-  const range = query.get("range") || "1h";
+  const range = query.get("range") || defaults.range;
+  const order = query.get("order");
+  const known = RANGES.some(([key]) => key === range);
   return {
     q: query.get("q") || "",
-    range: RANGES.some(([key]) => key === range) ? range : "1h",
+    range: known ? range : defaults.range,
     from: query.get("from") || "",
     to: query.get("to") || "",
-    order: query.get("order") === "oldest" ? "oldest" : "newest",
-    live: query.get("live") === "1",
+    order: order === "oldest" || order === "newest" ? order : defaults.order,
+    // A custom range has an end: nothing to follow unless asked.
+    live: query.has("live") ? query.get("live") === "1" : defaults.live && range !== "custom",
   };
 }
 
 /** The explorer's state as a query string (defaults left out). */
-export function stateToUrl(state) {
+export function stateToUrl(state, defaults = LOGS_DEFAULTS) {
   const query = new URLSearchParams();
   if (state.q) query.set("q", state.q);
-  if (state.range !== "1h") query.set("range", state.range);
+  if (state.range !== defaults.range) query.set("range", state.range);
   if (state.range === "custom") {
     query.set("from", state.from);
     query.set("to", state.to);
   }
-  if (state.order === "oldest") query.set("order", "oldest");
-  if (state.live) query.set("live", "1");
+  if (state.order !== defaults.order) query.set("order", state.order);
+  if (state.live !== (defaults.live && state.range !== "custom")) query.set("live", state.live ? "1" : "0");
   return query.toString();
 }
 
 export class Explorer {
   /**
    * `base`: filters every query carries (`{runner}`, `{request}`, the app
-   * picked); `state`: from the URL; `onState(state)`: the state changed;
-   * `navigate(path)`: open another page.
+   * picked); `search`: the URL's query string, read over `defaults`;
+   * `onState(query)`: the state changed, as a query string; `navigate(path)`:
+   * open another page.
    */
-  constructor({ base = {}, state, onState, navigate, placeholder }) {
+  constructor({ base = {}, search = "", defaults = LOGS_DEFAULTS, onState, navigate, placeholder }) {
     this.base = base;
-    this.state = { ...state };
+    this.defaults = { ...defaults };
+    this.state = stateFromUrl(search, this.defaults);
+    this.ended = null;
     this.onState = onState;
     this.navigate = navigate;
     this.view = new LogView({
@@ -83,10 +98,11 @@ export class Explorer {
     this.to = h("input", { type: "datetime-local", step: "1", "aria-label": "to" });
     this.custom = h("form", { class: "custom-range", hidden: this.state.range !== "custom", onsubmit: (event) => { event.preventDefault(); this.applyCustom(); } },
       this.from, h("span", { class: "dim" }, "to"), this.to, h("button", { type: "submit", class: "button" }, "Apply"));
-    this.newest = h("button", { type: "button", class: "seg", onclick: () => this.update({ order: "newest" }) }, "Newest first");
-    this.oldest = h("button", { type: "button", class: "seg", onclick: () => this.update({ order: "oldest" }) }, "Oldest first");
+    this.newest = h("button", { type: "button", class: "seg", title: "newest first: what happens now on top (n)", onclick: () => this.update({ order: "newest" }) }, "Newest first");
+    this.oldest = h("button", { type: "button", class: "seg", title: "oldest first: as it was printed, a traceback top to bottom (o)", onclick: () => this.update({ order: "oldest" }) }, "Oldest first");
     this.liveButton = h("button", { type: "button", class: "button live", title: "follow new lines (f)", onclick: () => this.toggleLive() },
       h("span", { class: "live-dot" }), "Live");
+    this.endedNote = h("span", { class: "ended-note", hidden: true });
     this.downloadMenu = h("details", { class: "menu" },
       h("summary", { class: "button" }, "Download"),
       h("div", { class: "menu-items" },
@@ -97,7 +113,7 @@ export class Explorer {
     this.overlay = h("div", { class: "overlay", hidden: true });
     this.element = h("div", { class: "explorer" },
       h("div", { class: "toolbar" }, form,
-        h("div", { class: "toolbar-group" }, this.range, h("div", { class: "segmented" }, this.newest, this.oldest), this.liveButton, this.downloadMenu)),
+        h("div", { class: "toolbar-group" }, this.range, h("div", { class: "segmented" }, this.newest, this.oldest), this.liveButton, this.endedNote, this.downloadMenu)),
       this.custom, this.searchError, this.histogram.element, this.status,
       h("div", { class: "logs" }, this.view.element, this.newLines, this.overlay));
     this.refreshControls();
@@ -109,6 +125,7 @@ export class Explorer {
   }
 
   stop() {
+    this.stopped = true;
     this.abort?.abort();
     clearInterval(this.histogramTimer);
   }
@@ -119,6 +136,7 @@ export class Explorer {
   }
 
   toggleLive() {
+    if (this.ended) return;
     this.update({ live: !this.state.live, ...(this.state.range === "custom" && !this.state.live ? { range: "15m" } : {}) });
   }
 
@@ -161,8 +179,28 @@ export class Explorer {
   update(change) {
     this.state = { ...this.state, ...change };
     this.refreshControls();
-    this.onState?.(this.state);
+    this.onState?.(stateToUrl(this.state, this.defaults));
     this.load();
+  }
+
+  /**
+   * The subject shown has ended (`reason` says how), or goes on again
+   * (null): an ended one has no new lines to follow, so Live is turned off
+   * and not offered. Lines read live so far are read again from the store,
+   * the last ones with them, and the view stays at the end if it was.
+   */
+  setEnded(reason) {
+    if ((reason || null) === this.ended) return;
+    this.ended = reason || null;
+    this.defaults.live = !this.ended;
+    if (this.ended && this.state.live) {
+      this.state.live = false;
+      this.stickToEnd = this.abort != null && this.state.order === "oldest" && this.view.isAtEnd();
+      if (this.abort && !this.stopped) this.load();
+    }
+    this.refreshControls();
+    // A card answering after its page was left must not touch the address.
+    if (!this.stopped) this.onState?.(stateToUrl(this.state, this.defaults));
   }
 
   refreshControls() {
@@ -175,21 +213,10 @@ export class Explorer {
     this.newest.setAttribute("aria-pressed", String(this.state.order === "newest"));
     this.oldest.setAttribute("aria-pressed", String(this.state.order === "oldest"));
     this.liveButton.setAttribute("aria-pressed", String(this.state.live));
+    this.liveButton.hidden = Boolean(this.ended);
+    this.endedNote.hidden = !this.ended;
+    replace(this.endedNote, this.ended ? `${this.ended}: no live tail` : "");
     this.element?.classList.toggle("is-live", this.state.live);
-  }
-
-  /**
-   * Narrows the histogram of a preset range to when the subject lived: a
-   * runner's lives, a request's span (`end` null while it goes on), so it
-   * shows them rather than a sliver of the last 7 days. The lines are not
-   * narrowed: nothing is hidden by it.
-   */
-  setBounds(start, end) {
-    const key = `${start?.getTime()}-${end?.getTime()}`;
-    if (key === this.boundsKey) return;
-    this.boundsKey = key;
-    this.bounds = { start, end };
-    if (this.params && this.abort && !this.abort.signal.aborted) this.loadHistogram(this.abort.signal);
   }
 
   /** The time window `[since, until)` the state means, now. */
@@ -201,19 +228,6 @@ export class Explorer {
     }
     const now = Date.now();
     return [new Date(now - (parseDuration(this.state.range) ?? 3_600_000)), new Date(now)];
-  }
-
-  /** The histogram's window: the state's, narrowed to the bounds given. */
-  histogramWindow() {
-    let [since, until] = this.window().map((date) => date.getTime());
-    const now = Date.now();
-    if (this.state.range !== "custom" && this.bounds?.start) {
-      const end = this.bounds.end ? Math.min(now, this.bounds.end.getTime()) : now;
-      const margin = Math.max(1000, (end - this.bounds.start.getTime()) * 0.02);
-      since = Math.max(since, this.bounds.start.getTime() - margin);
-      if (this.bounds.end) until = Math.min(until, end + margin);
-    }
-    return [new Date(since), new Date(Math.max(until, since + 1000))];
   }
 
   /** The filters of the current state: `{params}` or `{error}`. */
@@ -260,7 +274,6 @@ export class Explorer {
       return;
     }
     const [since, until] = this.window();
-    this.view.withDate = until - since > 86_400_000;
     this.params = { ...params, since: since.toISOString(), ...(this.state.live ? {} : { until: until.toISOString() }) };
     this.showOverlay(stateView("loading", "Loading lines…"));
     this.setStatus("loading…");
@@ -271,14 +284,28 @@ export class Explorer {
     this.hasMore = true;
     const page = await this.nextPage(FIRST_PAGE);
     if (!page || abort.signal.aborted) return;
+    if (this.stickToEnd) requestAnimationFrame(() => this.view.scrollToEnd());
+    this.stickToEnd = false;
     if (this.state.live) this.startLive(page.as_of, abort.signal);
   }
 
+  /**
+   * The histogram over the time the matching lines span (within the
+   * range; up to now while live), not the whole range: the oldest and the
+   * newest match are asked for, one line each.
+   */
   async loadHistogram(signal) {
-    const [since, until] = this.histogramWindow();
-    const params = { ...this.params, since: since.toISOString(), until: until.toISOString(), buckets: this.histogram.buckets() };
     if (!this.histogram.data) this.histogram.loading();
     try {
+      const [first, last] = await Promise.all(["forward", "backward"].map(async (direction) => {
+        const page = await get("/v1/logs", { ...this.params, limit: 1, direction }, { signal });
+        return page.records[0] ? parseTime(page.records[0].ts).getTime() : null;
+      }));
+      // The range the lines were asked over; while live, up to now.
+      const since = Date.parse(this.params.since);
+      const until = this.params.until ? Date.parse(this.params.until) : Date.now();
+      const fitted = fitWindow({ since, until, first, last, live: this.state.live, buckets: this.histogram.buckets() });
+      const params = { ...this.params, since: new Date(fitted.since).toISOString(), until: new Date(fitted.until).toISOString(), buckets: fitted.buckets };
       const data = await get("/v1/histogram", params, { signal });
       if (!signal.aborted) this.histogram.show(data);
     } catch (error) {
@@ -404,7 +431,9 @@ export class Explorer {
       replace(this.status);
       return;
     }
-    const parts = [h("span", { class: "status-count" }, `${count(this.view.length)} lines`)];
+    const parts = [h("span", { class: "status-count" }, `${count(this.view.length)} line${this.view.length === 1 ? "" : "s"}`)];
+    const day = this.view.day();
+    if (day) parts.push(" · ", h("span", { class: "status-day", title: "every line shown is of this day: the times alone are shown" }, day));
     parts.push(this.state.order === "newest" ? " · newest first" : " · oldest first");
     if (this.paging) parts.push(" · loading more…");
     else if (this.hasMore) parts.push(" · scroll for more");

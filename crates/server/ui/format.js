@@ -21,6 +21,20 @@ export function clock(ts, withDate = false) {
   return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ${time}`;
 }
 
+/** A time's local day, `2026-11-21`. */
+export function localDay(date) {
+  const pad = (n) => String(n).padStart(2, "0");
+  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
+}
+
+/**
+ * Whether times from `first` to `last` (Dates or milliseconds) fall on more
+ * than one local day: times then need their dates to be told apart.
+ */
+export function spansDays(first, last) {
+  return localDay(new Date(first)) !== localDay(new Date(last));
+}
+
 /** An RFC 3339 time cut to milliseconds, as the CLI writes it: `2026-11-21T10:00:00.123Z`. */
 export function rfc3339Millis(ts) {
   const match = /^(.*T\d\d:\d\d:\d\d)(?:\.(\d+))?Z$/.exec(ts);

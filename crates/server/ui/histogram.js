@@ -1,15 +1,48 @@
 // The volume histogram above the logs: records per time bucket, stacked by
-// level, from `GET /v1/histogram`. Dragging across it zooms the view to the
-// dragged range; hovering shows a bucket's counts.
+// level, from `GET /v1/histogram`, over the time the lines span (see
+// `fitWindow`). Dragging across it zooms the view to the dragged range;
+// hovering shows a bucket's counts.
 
 import { h, svg, replace, count } from "./dom.js";
-import { LEVELS, clock, parseTime } from "./format.js";
+import { LEVELS, clock, parseTime, spansDays } from "./format.js";
 
 const HEIGHT = 96;
 const AXIS = 18;
 /** Pixels per bucket the histogram aims for. */
 const BUCKET_WIDTH = 9;
 const MAX_BUCKETS = 240;
+/** Bucket widths, in ms, that read well on an axis: the least that fits is taken. */
+const STEPS = [
+  1, 2, 5, 10, 20, 50, 100, 200, 500,
+  1e3, 2e3, 5e3, 10e3, 15e3, 30e3, 60e3, 120e3, 300e3, 600e3, 900e3, 1800e3,
+  3600e3, 7200e3, 10800e3, 21600e3, 43200e3, 86400e3, 172800e3, 604800e3,
+];
+/** The least span a histogram shows (a lone line sits in its middle). */
+const MIN_SPAN_MS = 1000;
+
+/**
+ * The histogram's window and buckets for lines from `first` to `last` (ms;
+ * null when none match) in a range `[since, until)`: the lines' span with a
+ * little room on each side (up to `until` while `live`, where new lines
+ * land), cut to buckets of a round width (`STEPS`) that start on a multiple
+ * of it, at most `buckets` of them, and kept within the range. With no
+ * lines, the whole range.
+ */
+export function fitWindow({ since, until, first, last, live, buckets }) {
+  if (first == null || last == null) return { since, until, buckets };
+  let start = first;
+  let end = live ? Math.max(until, last + 1) : last + 1;
+  if (end - start < MIN_SPAN_MS) {
+    const middle = (start + end) / 2;
+    [start, end] = [middle - MIN_SPAN_MS / 2, middle + MIN_SPAN_MS / 2];
+  }
+  const room = (end - start) * 0.04;
+  [start, end] = [start - room, live ? end : end + room];
+  const step = STEPS.find((ms) => ms * buckets >= end - start) ?? Math.ceil((end - start) / buckets);
+  const from = Math.max(since, Math.floor(start / step) * step);
+  const to = Math.min(live ? end : until, Math.ceil(end / step) * step);
+  return { since: from, until: to, buckets: Math.max(1, Math.min(buckets, Math.ceil((to - from) / step))) };
+}
 
 export class Histogram {
   constructor({ onZoom }) {
@@ -34,6 +67,9 @@ export class Histogram {
 
   show(data) {
     this.data = data;
+    // The window shown, for a reader of the page (and its tests).
+    this.element.dataset.since = data.since;
+    this.element.dataset.until = data.until;
     this.element.classList.remove("is-loading");
     this.draw();
   }
@@ -90,14 +126,16 @@ export class Histogram {
     });
     const since = parseTime(data.since).getTime();
     const until = parseTime(data.until).getTime();
-    const withDate = until - since > 86_400_000;
-    const ticks = Math.max(2, Math.floor(width / 150));
-    for (let i = 0; i <= ticks; i++) {
-      const x = (i / ticks) * width;
-      const label = svg("text", { class: "axis", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": i === 0 ? "start" : i === ticks ? "end" : "middle" });
-      const text = clock(new Date(since + ((until - since) * i) / ticks).toISOString(), withDate);
-      // `12-04 09:08` over days, `09:08:51` within one, `09:08:51.250` within seconds.
-      label.textContent = withDate ? text.slice(5, 16) : until - since < 20_000 ? text : text.slice(0, 8);
+    const withDate = spansDays(since, until - 1);
+    // Ticks on round times (a multiple of one of `STEPS`), about 150 px apart.
+    const interval = STEPS.find((ms) => ms * Math.max(2, Math.floor(width / 150)) >= until - since) ?? until - since;
+    for (let t = Math.ceil(since / interval) * interval; t <= until; t += interval) {
+      const x = ((t - since) / (until - since)) * width;
+      const anchor = x < 40 ? "start" : x > width - 40 ? "end" : "middle";
+      const label = svg("text", { class: "axis tick", x: Math.min(width - 2, Math.max(2, x)), y: HEIGHT - 4, "text-anchor": anchor });
+      const text = clock(new Date(t).toISOString(), withDate);
+      // `12-04 09:08` over days, `09:08` by minutes, `09:08:51` by seconds, `09:08:51.250` within them.
+      label.textContent = withDate ? text.slice(5, 16) : interval < 1000 ? text : interval < 60_000 ? text.slice(0, 8) : text.slice(0, 5);
       chart.append(label);
     }
     const topLabel = svg("text", { class: "axis", x: 4, y: 11 });
@@ -110,7 +148,7 @@ export class Histogram {
 
     let shown = data.counted_since
       ? `${count(data.total)} lines counted (only the newest, from ${clock(data.counted_since, true)}: narrow the search to count all)`
-      : `${count(data.total)} lines`;
+      : `${count(data.total)} line${data.total === 1 ? "" : "s"}`;
     if (data.incomplete) shown += ` (${data.incomplete.message})`;
     replace(this.note,
       h("span", { class: "histogram-total" }, shown),

@@ -1,24 +1,36 @@
-// One request's page: its status, timing and runner from
+// One request's page: its status, state, timing, runner and error from
 // `/v1/requests/{id}`, and its logs, live while it runs.
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, duration, parseTime, runnerPath } from "./format.js";
+import { clock, duration, runnerPath } from "./format.js";
 import { SubjectPage } from "./subject.js";
 
 const REFRESH_MS = 2000;
+/** Requests that ended one way or another (every state but `in_flight`). */
+const ENDED = { completed: "this request has ended", error: "this request failed", unfinished: "this request was cut short" };
 
-function statusBadge(status) {
-  if (status == null) return h("span", { class: "badge state-running" }, "no status yet");
-  const kind = status >= 500 ? "error" : status >= 400 ? "warn" : "ok";
-  return h("span", { class: `badge status-${kind}` }, String(status));
+/**
+ * The HTTP status, in the colour of how the request went: a failed or
+ * unfinished request is never green, whatever status it gave; one with no
+ * status says why it has none.
+ */
+function statusBadge(request) {
+  const failed = request.state === "error" || request.state === "unfinished";
+  if (request.status == null) {
+    return request.state === "in_flight"
+      ? h("span", { class: "badge state-in_flight" }, "no status yet")
+      : h("span", { class: `badge ${failed ? "status-error" : "status-none"}`, title: "the worker gave no HTTP status" }, "none");
+  }
+  const kind = failed || request.status >= 500 ? "error" : request.status >= 400 ? "warn" : "ok";
+  return h("span", { class: `badge status-${kind}` }, String(request.status));
 }
 
 export class RequestPage extends SubjectPage {
-  constructor({ id, explorerState, navigate, onState }) {
+  constructor({ id, search, navigate, onState }) {
     super({
       kind: "request", title: id, head: h("span", { class: "dim" }, "Request"), base: { request: id },
-      refreshMs: REFRESH_MS, explorerState, navigate, onState,
+      refreshMs: REFRESH_MS, search, navigate, onState,
     });
     this.id = id;
   }
@@ -33,22 +45,27 @@ export class RequestPage extends SubjectPage {
       if (error.status !== 404) this.done();
       return;
     }
-    if (request.ended) this.done();
-    this.explorer.setBounds(parseTime(request.started), request.ended ? parseTime(request.ended) : null);
+    const ended = ENDED[request.state] || null;
+    this.explorer.setEnded(ended);
+    if (ended) this.done();
     const path = runnerPath(request);
     const runnerLink = h("a", { href: path, class: "mono", onclick: (event) => { event.preventDefault(); this.navigate(path); } }, request.runner);
     const facts = [
-      ["status", statusBadge(request.status)],
+      ["status", statusBadge(request)],
       ["state", h("span", { class: `badge state-${request.state}` }, request.state.replace(/_/g, " "))],
       ["app", request.app],
       ["version", request.version || "—"],
       ["runner", runnerLink],
       ["started", request.started ? clock(request.started, true) : "—"],
-      ["ended", request.ended ? clock(request.ended, true) : "still running"],
+      ["ended", request.ended ? clock(request.ended, true) : ended ? "—" : "still running"],
       ["duration", request.duration_ms != null ? duration(request.duration_ms) : "—"],
       ["lines", count(request.records ?? 0)],
     ];
-    if (request.error) facts.splice(2, 0, ["error", h("span", { class: "error-text" }, request.error)]);
-    replace(this.card, h("dl", { class: "facts facts-wide" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])));
+    replace(this.card,
+      h("dl", { class: "facts facts-wide" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])),
+      // The worker's error may hold several lines (a traceback): whole, as text.
+      request.error ? h("div", { class: "request-error", role: "alert" },
+        h("span", { class: "request-error-name" }, "error"),
+        h("pre", { class: "error-text" }, request.error)) : null);
   }
 }

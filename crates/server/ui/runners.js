@@ -4,11 +4,12 @@
 
 import { h, replace, state as stateView, count } from "./dom.js";
 import { get } from "./api.js";
-import { clock, ago, duration, parseTime, runnerPath } from "./format.js";
+import { clock, ago, duration, parseTime, runnerPath, spansDays } from "./format.js";
 import { SubjectPage } from "./subject.js";
 
 export const STATES = ["initializing", "ready", "running", "exited", "crashed", "oom-killed", "lost"];
-const ENDED = new Set(["exited", "crashed", "oom-killed", "lost"]);
+/** How a runner in each state that is over has ended. */
+const ENDED = { exited: "this runner has exited", crashed: "this runner crashed", "oom-killed": "this runner was OOM-killed", lost: "this runner is gone (lost)" };
 const REFRESH_MS = 5000;
 
 const SIGNALS = { 1: "SIGHUP", 2: "SIGINT", 3: "SIGQUIT", 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 13: "SIGPIPE", 15: "SIGTERM" };
@@ -96,13 +97,13 @@ export class RunnersPage {
 
 /** One runner: its card, lifecycle timeline and logs. */
 export class RunnerPage extends SubjectPage {
-  constructor({ runner, app, explorerState, navigate, onState }) {
+  constructor({ runner, app, search, navigate, onState }) {
     const timeline = h("ol", { class: "timeline" });
     super({
       kind: "runner", title: runner, base: { runner, app },
       head: h("a", { href: "/runners", class: "back", onclick: (e) => { e.preventDefault(); navigate("/runners"); } }, "← Runners"),
       aside: h("section", { class: "card timeline-card" }, h("h2", null, "Lifecycle"), timeline),
-      refreshMs: REFRESH_MS, explorerState, navigate, onState,
+      refreshMs: REFRESH_MS, search, navigate, onState,
     });
     this.timeline = timeline;
     this.runner = runner;
@@ -120,12 +121,12 @@ export class RunnerPage extends SubjectPage {
       return;
     }
     // An ended runner waiting out its restart backoff starts again: keep
-    // refreshing until it ends with no restart pending.
+    // refreshing until it ends with no restart pending. A lost one may be
+    // heard from again: its card keeps refreshing, and Live comes back.
     const restarting = runner.events?.at(-1)?.fields?.event === "restart";
-    if (ENDED.has(runner.state) && !restarting) this.done();
-    // Its lifecycle records reach back to its first life's start.
-    const first = runner.events?.[0]?.ts ?? runner.started;
-    this.explorer.setBounds(parseTime(first), runner.exited_at ? parseTime(runner.exited_at) : null);
+    const ended = restarting ? null : ENDED[runner.state] || null;
+    this.explorer.setEnded(ended);
+    if (ended && runner.state !== "lost") this.done();
     const startup = runner.ready_at && runner.started ? parseTime(runner.ready_at) - parseTime(runner.started) : null;
     const facts = [
       ["state", stateBadge(runner.state)],
@@ -142,11 +143,12 @@ export class RunnerPage extends SubjectPage {
     ];
     replace(this.card, h("dl", { class: "facts" }, facts.map(([name, value]) => [h("dt", null, name), h("dd", null, value)])));
     const events = runner.events || [];
+    const withDate = events.length > 0 && spansDays(parseTime(events[0].ts), parseTime(events.at(-1).ts));
     replace(this.timeline, events.length
       ? events.map((event) => {
         const kind = event.fields?.event || event.level;
         return h("li", { class: `event event-${kind} level-${event.level}` },
-          h("span", { class: "event-time", title: event.ts }, clock(event.ts)),
+          h("span", { class: "event-time", title: event.ts }, clock(event.ts, withDate)),
           h("span", { class: "event-name" }, String(kind).replace(/_/g, " ")),
           h("span", { class: "event-message" }, event.message));
       })

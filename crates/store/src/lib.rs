@@ -456,6 +456,18 @@ impl Store {
         requests::request_summary(tenant, Some(app), request_id, &state.memtable, &state.parts)
     }
 
+    /// [`Store::request_in_app`] of many requests at once (`(app, id)`
+    /// each), in their order, for a list of requests: one pass over the
+    /// memtable for them all.
+    pub fn requests_in_apps(
+        &self,
+        tenant: &str,
+        requests: &[(String, String)],
+    ) -> Vec<Option<RequestSummary>> {
+        let state = self.inner.read();
+        requests::request_summaries(tenant, requests, &state.memtable, &state.parts)
+    }
+
     /// The apps of `tenant` holding records of a request, in name order.
     pub fn request_apps(&self, tenant: &str, request_id: &str) -> Vec<String> {
         let state = self.inner.read();

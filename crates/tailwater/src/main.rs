@@ -74,7 +74,8 @@ enum Command {
     Runners(commands::runners::RunnersArgs),
     /// Export every record a filter matches, as text or NDJSON, to a file.
     Export(Box<commands::export::ExportArgs>),
-    /// Start a server and demo workers that log like GPU workers.
+    /// Start a server and demo GPU workers that serve requests through their
+    /// agents (a failed request, an OOM kill, a crash on import).
     #[command(
         after_help = "Examples:\n  tailwater demo\n  tailwater demo --listen 127.0.0.1:7171 --data ./demo-data"
     )]

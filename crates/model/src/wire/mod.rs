@@ -5,12 +5,14 @@ use serde::{Deserialize, Serialize};
 mod ingest;
 mod logs;
 mod reads;
+mod requests;
 mod runners;
 mod status;
 
 pub use ingest::*;
 pub use logs::*;
 pub use reads::*;
+pub use requests::*;
 pub use runners::*;
 pub use status::*;
 

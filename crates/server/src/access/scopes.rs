@@ -26,6 +26,7 @@
 //!    | create, list, change apps | yes | yes | no | no |
 //!    | read runners (`/v1/runners`) | yes | yes | no | no |
 //!    | read a request (`/v1/requests/{id}`, its logs and tail) | yes | yes | no | as read logs, and see 5. and 6. |
+//!    | list requests (`/v1/requests`) | yes | yes | no | only those recorded with it (5.), never a private app; only its app if it has one |
 //!
 //!    Refusals are 403 `forbidden` and say what the token may do.
 //! 4. **Private apps.** A caller that names a private app (`app=`, or its
@@ -55,7 +56,7 @@
 
 use std::sync::Arc;
 
-use crate::access::ownership::{RequestStarts, Settling, Verdict};
+use crate::access::ownership::{Recorded, RequestStarts, Settling, Verdict};
 use crate::access::registry::{Registry, TokenIdentity, DEFAULT_TENANT};
 use tailwater_model::tenancy::Scope;
 use tailwater_model::LogRecord;
@@ -220,6 +221,45 @@ impl Principal {
                 "a caller token reads one request's logs at a time: add request=ID (`tailwater logs --request ID`)".into(),
             ));
         };
+        self.allow_caller_app(tenant, app, registry)?;
+        Ok(Some(CallerView {
+            tenant: tenant.to_owned(),
+            app: self.app.clone(),
+            token_id: self.token_id.clone(),
+            starts: Arc::new(RequestStarts::new(settling.clone(), tenant, request)),
+        }))
+    }
+
+    /// For a list of requests (`GET /v1/requests`) by this token in
+    /// `tenant`: `None` when it sees every request, else the
+    /// [`RequestsView`] of a caller, who lists only the requests recorded
+    /// with it (rule 5), of its app if it has one, never of a private app.
+    pub fn requests_view(
+        &self,
+        tenant: &str,
+        app: Option<&str>,
+        registry: &Registry,
+    ) -> Result<Option<RequestsView>, Denied> {
+        self.allow(Action::ReadLogs)?;
+        if self.scope != Scope::Caller {
+            return Ok(None);
+        }
+        self.allow_caller_app(tenant, app, registry)?;
+        Ok(Some(RequestsView {
+            tenant: tenant.to_owned(),
+            app: self.app.clone(),
+            token_id: self.token_id.clone(),
+        }))
+    }
+
+    /// A caller names only its own app (if its token has one), never a
+    /// private one.
+    fn allow_caller_app(
+        &self,
+        tenant: &str,
+        app: Option<&str>,
+        registry: &Registry,
+    ) -> Result<(), Denied> {
         if let (Some(own), Some(asked)) = (&self.app, app) {
             if own != asked {
                 return Err(Denied::Forbidden(format!(
@@ -234,12 +274,38 @@ impl Principal {
                 )));
             }
         }
-        Ok(Some(CallerView {
-            tenant: tenant.to_owned(),
-            app: self.app.clone(),
-            token_id: self.token_id.clone(),
-            starts: Arc::new(RequestStarts::new(settling.clone(), tenant, request)),
-        }))
+        Ok(())
+    }
+}
+
+/// What a caller token sees of a list of requests: only those whose
+/// deciding `request_start` names it (never one settled to anyone: a
+/// caller learns other requests only by their id), of its app if it has
+/// one, never of a private app.
+#[derive(Clone, Debug)]
+pub struct RequestsView {
+    tenant: String,
+    app: Option<String>,
+    token_id: String,
+}
+
+impl RequestsView {
+    /// The caller token's public id: a listed request's deciding start
+    /// names it in `fields.caller`.
+    pub fn token_id(&self) -> &str {
+        &self.token_id
+    }
+
+    /// The one app this caller reads, if its token names one.
+    pub fn app(&self) -> Option<&str> {
+        self.app.as_deref()
+    }
+
+    /// Whether this caller lists a request of `app` recorded as `recorded`.
+    pub fn lists(&self, app: &str, recorded: &Recorded, registry: &Registry) -> bool {
+        self.app.as_deref().is_none_or(|own| own == app)
+            && !registry.is_private(&self.tenant, app)
+            && *recorded == Recorded::Caller(self.token_id.clone())
     }
 }
 

@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/{file}", get(ui::asset))
         .route("/v1/runners", get(runners::list))
         .route("/v1/runners/{runner}", get(runners::show))
+        .route("/v1/requests", get(requests::list))
         .route("/v1/requests/{id}", get(requests::show))
         .route("/v1/requests/{id}/logs", get(requests::logs))
         .route("/v1/requests/{id}/logs/tail", get(requests::tail))

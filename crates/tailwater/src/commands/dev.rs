@@ -316,7 +316,7 @@ async fn proxy_address(stderr: tokio::process::ChildStderr) -> Option<SocketAddr
 /// port 0). Ports are taken in turn from a counter for the whole process,
 /// started at a place of this process's own (so two `tailwater dev`s go
 /// different ways), skipping any something holds.
-fn worker_port() -> anyhow::Result<u16> {
+pub(crate) fn worker_port() -> anyhow::Result<u16> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")

@@ -124,6 +124,10 @@ pub struct ServerArgs {
     /// past it, the answer says it counted only those.
     #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
     histogram_max_records: usize,
+    /// `request_start` records one page of `GET /v1/requests` reads at most;
+    /// past it, the page hands out a cursor with what it found.
+    #[arg(long, default_value_t = tailwater_server::requests::list::DEFAULT_SCAN_MAX)]
+    requests_scan_max: usize,
     /// How long a runner that has not ended may be silent (agents send a
     /// heartbeat every 10 s when idle) before it is marked lost.
     #[arg(long, default_value = "60s", value_parser = parse_std_duration)]
@@ -203,6 +207,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.max_batch_bytes = args.max_batch_bytes;
     config.regex_size_limit = args.regex_size_limit;
     config.histogram_max_records = args.histogram_max_records;
+    config.requests_scan_max = args.requests_scan_max;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
     config.tail_buffer = args.tail_buffer;

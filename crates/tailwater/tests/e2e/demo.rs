@@ -50,37 +50,42 @@ fn demo_workers_logs_include_the_import_crash_with_traceback_and_exit_code() {
     assert_eq!(exit["fields"]["exit_code"], 1);
     assert_eq!(exit["level"], "error");
     assert_eq!(crashed.first().unwrap()["fields"]["event"], "start");
+
     assert!(crashed
         .iter()
-        .all(|r| r["runner"] == "r-gpu-l4-1" && r["version"] == "v7"));
+        .all(|r| r["runner"] == "gpu-l4-1" && r["version"] == "v7"));
 
-    // The GPU workers load their model and serve requests with request ids.
+    // The GPU workers load their model and serve requests through their
+    // agents, the worker's lines between the agent's start and end.
     let mut served = Vec::new();
     wait_for(
         "a GPU worker's finished request",
         Duration::from_secs(30),
         || {
             served = server.logs(&["--app", "sdxl-turbo", "--request", "req-a100-1-0001"]);
-            served.iter().any(|r| r["message"] == "Finished.")
+            served.iter().any(|r| r["fields"]["event"] == "request_end")
         },
     );
     assert_eq!(
-        messages(&served),
+        messages(&served)[1..4],
         ["Started.", "generating 1024x1024, 4 steps", "Finished."]
     );
-    assert_eq!(served[1]["level"], "debug");
-    // The two runners load side by side; the other one's line may still be
-    // on its way when this one's first request is stored.
+    assert_eq!(served[0]["fields"]["event"], "request_start");
+    assert_eq!(served[2]["level"], "debug");
+    assert_eq!(served[4]["fields"]["status"], 200);
     let mut loading = Vec::new();
     wait_for(
         "both GPU runners' model loaded line",
         Duration::from_secs(30),
         || {
             loading = server.logs(&["--app", "sdxl-turbo", "--grep", "model loaded"]);
-            loading.len() >= 2
+            let runners: std::collections::BTreeSet<_> = loading
+                .iter()
+                .map(|r| r["runner"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            runners.len() == 2
         },
     );
-    assert_eq!(loading.len(), 2, "one per GPU runner");
     assert_eq!(loading[0]["fields"]["vram_gb"], 9.8);
 
     // SIGTERM stops the demo cleanly.

@@ -1,0 +1,354 @@
+//! Every cell of the matrix, asked over real HTTP and asserted.
+
+use serde_json::{json, Value};
+
+use super::matrix::{Endpoint::*, Want::*, KINDS, MATRIX};
+use super::*;
+
+#[tokio::test]
+async fn authorization_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_on(dir.path()).await;
+
+    // Two tenants, each with a public app and a private one, each app with
+    // one request's record.
+    for tenant in ["acme", "globex"] {
+        ok(&server, "POST", "/v1/tenants", json!({"name": tenant})).await;
+        for (app, private) in [("pub", false), ("priv", true)] {
+            let path = format!("/v1/apps?tenant={tenant}");
+            ok(
+                &server,
+                "POST",
+                &path,
+                json!({"name": app, "private_logs": private}),
+            )
+            .await;
+            let path = format!("/v1/ingest?tenant={tenant}");
+            ok(
+                &server,
+                "POST",
+                &path,
+                batch(app, &format!("seed-{app}"), &format!("r-{app}")),
+            )
+            .await;
+        }
+    }
+    let (owner, _) = new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
+    let (ingest, _) = new_token(
+        &server,
+        json!({"scope": "ingest", "tenant": "acme", "app": "pub"}),
+    )
+    .await;
+    let (caller, caller_id) =
+        new_token(&server, json!({"scope": "caller", "tenant": "acme"})).await;
+    // Requests the gateway recorded as made by this caller, and by another.
+    for tenant in ["acme", "globex"] {
+        for app in ["pub", "priv"] {
+            let path = format!("/v1/ingest?tenant={tenant}");
+            for (request, who) in [("mine", caller_id.as_str()), ("theirs", "tok_someone_else")] {
+                let runner = format!("gw-{request}-{app}");
+                let start = gateway_start(app, &runner, &format!("{request}-{app}"), who);
+                ok(&server, "POST", &path, start).await;
+            }
+        }
+    }
+    let (revoked, revoked_id) =
+        new_token(&server, json!({"scope": "owner", "tenant": "acme"})).await;
+    ok(
+        &server,
+        "DELETE",
+        &format!("/v1/tokens/{revoked_id}"),
+        json!(null),
+    )
+    .await;
+    let created = create_token(
+        &server,
+        json!({"scope": "owner", "tenant": "acme", "expires_in": "1s"}),
+    )
+    .await;
+    let expired = created["token"].as_str().unwrap().to_owned();
+    until_past(&created["expires"]).await;
+    let tokens: [Option<&str>; 8] = [
+        Some(ADMIN),
+        Some(&owner),
+        Some(&ingest),
+        Some(&caller),
+        None,
+        Some("tw_not_a_token"),
+        Some(&expired),
+        Some(&revoked),
+    ];
+
+    let mut cells = 0;
+    let mut unique = 0;
+    for (row, &(endpoint, which_tenant, app, wants)) in MATRIX.iter().enumerate() {
+        let tenant = if which_tenant == "other" {
+            "globex"
+        } else {
+            "acme"
+        };
+        for (column, (token, want)) in tokens.iter().zip(wants).enumerate() {
+            unique += 1;
+            let fresh = format!("n{row}x{column}");
+            let (method, path, body) = match endpoint {
+                Ingest => (
+                    "POST",
+                    format!("/v1/ingest?tenant={tenant}"),
+                    Some(batch(app, &fresh, "r-new")),
+                ),
+                Logs => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                LogsAnyApp => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=r-{app}"),
+                    None,
+                ),
+                LogsNoRequest => ("GET", format!("/v1/logs?tenant={tenant}&app={app}"), None),
+                Tail => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&app={app}&after=0"),
+                    None,
+                ),
+                TailAnyApp => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&after=0"),
+                    None,
+                ),
+                TailNoRequest => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&app={app}&after=0"),
+                    None,
+                ),
+                CreateTenant => ("POST", "/v1/tenants".into(), Some(json!({"name": fresh}))),
+                ListTenants => ("GET", "/v1/tenants".into(), None),
+                UpdateTenant => (
+                    "PATCH",
+                    format!("/v1/tenants/{tenant}"),
+                    Some(json!({"private_logs": false})),
+                ),
+                // Ingest: a caller token for a private app is refused
+                // whoever asks (tests/registry.rs tests that).
+                CreateToken => (
+                    "POST",
+                    "/v1/tokens".into(),
+                    Some(json!({"scope": "ingest", "tenant": tenant, "app": app})),
+                ),
+                ListTokens => ("GET", format!("/v1/tokens?tenant={tenant}"), None),
+                RevokeToken => {
+                    let (_, victim) = new_token(
+                        &server,
+                        json!({"scope": "ingest", "tenant": tenant, "app": app}),
+                    )
+                    .await;
+                    ("DELETE", format!("/v1/tokens/{victim}"), None)
+                }
+                CreateApp => (
+                    "POST",
+                    format!("/v1/apps?tenant={tenant}"),
+                    Some(json!({"name": fresh, "private_logs": app == "priv"})),
+                ),
+                ListApps => ("GET", format!("/v1/apps?tenant={tenant}"), None),
+                Runners => (
+                    "GET",
+                    format!("/v1/runners?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                RunnerShow => (
+                    "GET",
+                    format!("/v1/runners/seed-{app}?tenant={tenant}"),
+                    None,
+                ),
+                Request => ("GET", format!("/v1/requests/r-{app}?tenant={tenant}"), None),
+                RequestLogs => (
+                    "GET",
+                    format!("/v1/requests/r-{app}/logs?tenant={tenant}"),
+                    None,
+                ),
+                RequestTail => (
+                    "GET",
+                    format!("/v1/requests/r-{app}/logs/tail?tenant={tenant}&after=0"),
+                    None,
+                ),
+                RequestMine => (
+                    "GET",
+                    format!("/v1/requests/mine-{app}?tenant={tenant}"),
+                    None,
+                ),
+                RequestTheirs => (
+                    "GET",
+                    format!("/v1/requests/theirs-{app}?tenant={tenant}"),
+                    None,
+                ),
+                RequestTheirsLogs => (
+                    "GET",
+                    format!("/v1/requests/theirs-{app}/logs?tenant={tenant}"),
+                    None,
+                ),
+                RequestList => (
+                    "GET",
+                    format!("/v1/requests?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                RequestListAnyApp => ("GET", format!("/v1/requests?tenant={tenant}"), None),
+                RequestListTheirs => (
+                    "GET",
+                    format!("/v1/requests?tenant={tenant}&runner=gw-theirs-{app}"),
+                    None,
+                ),
+                LogsTheirs => (
+                    "GET",
+                    format!("/v1/logs?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                TailTheirs => (
+                    "GET",
+                    format!("/v1/logs/tail?tenant={tenant}&request=theirs-{app}&after=0"),
+                    None,
+                ),
+                WsTail => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&request=r-{app}&app={app}&after=0"),
+                    None,
+                ),
+                WsTailNoRequest => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&app={app}&after=0"),
+                    None,
+                ),
+                WsTailTheirs => (
+                    "WS",
+                    format!("/v1/logs/tail?tenant={tenant}&request=theirs-{app}&after=0"),
+                    None,
+                ),
+                Export => (
+                    "GET",
+                    format!("/v1/export?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                ExportNoRequest => ("GET", format!("/v1/export?tenant={tenant}&app={app}"), None),
+                ExportTheirs => (
+                    "GET",
+                    format!("/v1/export?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                Histogram => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                HistogramNoRequest => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                HistogramTheirs => (
+                    "GET",
+                    format!("/v1/histogram?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
+                Status => ("GET", format!("/v1/status?tenant={tenant}"), None),
+                Metrics => ("GET", "/metrics".into(), None),
+                UpdateApp => (
+                    "PATCH",
+                    format!("/v1/apps/{app}?tenant={tenant}"),
+                    Some(json!({"private_logs": app == "priv"})),
+                ),
+            };
+            let (status, text) = call(&server, method, &path, *token, body).await;
+            let what = format!(
+                "{endpoint:?} {which_tenant} {app} as {}: {method} {path} answered {status} {text}",
+                KINDS[column]
+            );
+            let code = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+            // A successful WebSocket upgrade stands for a 200 below.
+            let status = if method == "WS" && status == 101 {
+                200
+            } else {
+                status
+            };
+            let records = if method == "WS" {
+                text.matches(r#""type":"record""#).count()
+            } else if is_tail(&path) {
+                text.matches("event: record").count()
+            } else if path.starts_with("/v1/export") && status == 200 {
+                text.lines().filter(|line| !line.is_empty()).count()
+            } else if path.starts_with("/v1/histogram") && status == 200 {
+                let total = serde_json::from_str::<Value>(&text).unwrap()["total"].as_u64();
+                total.unwrap() as usize
+            } else if path.starts_with("/v1/requests?") && status == 200 {
+                serde_json::from_str::<Value>(&text).unwrap()["requests"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            } else if is_page(&path) && status == 200 {
+                serde_json::from_str::<Value>(&text).unwrap()["records"]
+                    .as_array()
+                    .unwrap()
+                    .len()
+            } else {
+                usize::MAX
+            };
+            match want {
+                Ok => {
+                    assert!(status == 200 || status == 201, "{what}");
+                    if records != usize::MAX {
+                        assert!(records > 0, "{what}");
+                    }
+                }
+                Empty => assert_eq!((status, records), (200, 0), "{what}"),
+                Unauth => assert_eq!(
+                    (status, code.as_deref()),
+                    (401, Some("unauthorized")),
+                    "{what}"
+                ),
+                Forbidden => assert_eq!(
+                    (status, code.as_deref()),
+                    (403, Some("forbidden")),
+                    "{what}"
+                ),
+                Private => {
+                    assert_eq!(
+                        (status, code.as_deref()),
+                        (403, Some("private_logs")),
+                        "{what}"
+                    )
+                }
+                NotFound => assert_eq!(
+                    (status, code.as_deref()),
+                    (404, Some("not_found")),
+                    "{what}"
+                ),
+            }
+            cells += 1;
+        }
+    }
+    assert_eq!(cells, MATRIX.len() * KINDS.len());
+    assert_eq!(unique, cells);
+
+    // Exactly which requests each lists: a caller its own of public apps,
+    // an owner every request of its tenant that has a start.
+    let mut listed = Vec::new();
+    for token in [&caller, &owner] {
+        let (status, text) = call(&server, "GET", "/v1/requests", Some(token), None).await;
+        assert_eq!(status, 200, "{text}");
+        let mut ids: Vec<String> = serde_json::from_str::<Value>(&text).unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|request| request["request_id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        listed.push(ids);
+    }
+    assert_eq!(listed[0], ["mine-pub"]);
+    assert_eq!(
+        listed[1],
+        ["mine-priv", "mine-pub", "theirs-priv", "theirs-pub"]
+    );
+    server.shutdown().await.unwrap();
+}

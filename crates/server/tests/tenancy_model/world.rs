@@ -1,0 +1,199 @@
+//! The world of the model: tenants, apps and tokens made, and random
+//! ingest (attacks among it) recorded in the model as the server took it.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde_json::json;
+use tailwater_server::{start, ServerConfig};
+
+use super::*;
+
+pub(crate) async fn build_world(rng: &mut StdRng) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.bootstrap_token = Some(ADMIN.into());
+    let server = start(config).await.unwrap();
+    let mut world = World {
+        server,
+        _dir: dir,
+        apps: BTreeMap::new(),
+        tokens: vec![Token {
+            secret: ADMIN.into(),
+            id: String::new(),
+            scope: "admin",
+            tenant: None,
+            app: None,
+        }],
+        ingest: BTreeMap::new(),
+    };
+    for tenant in TENANTS {
+        let (status, body) = http(
+            &world.server,
+            "POST",
+            "/v1/tenants",
+            ADMIN,
+            Some(json!({"name": tenant})),
+        )
+        .await;
+        assert!(status < 300, "create tenant {tenant}: {status} {body}");
+        // Three apps of the adversarial names, the same names in several
+        // tenants; the longest name allowed always among them.
+        let mut apps: Vec<String> = APP_NAMES
+            .iter()
+            .map(|name| {
+                if name.is_empty() {
+                    "é".repeat(100)
+                } else {
+                    (*name).to_owned()
+                }
+            })
+            .collect();
+        while apps.len() > 3 {
+            apps.remove(rng.random_range(0..apps.len() - 1));
+        }
+        for app in &apps {
+            let (status, body) = http(
+                &world.server,
+                "POST",
+                &format!("/v1/apps?tenant={tenant}"),
+                ADMIN,
+                Some(json!({"name": app})),
+            )
+            .await;
+            assert!(
+                status < 300,
+                "create app {app:?} in {tenant}: {status} {body}"
+            );
+            let token = new_token(
+                &world.server,
+                json!({"scope": "ingest", "tenant": tenant, "app": app}),
+            )
+            .await;
+            world
+                .ingest
+                .insert((tenant.to_owned(), app.clone()), token.clone());
+            world.tokens.push(token);
+        }
+        world
+            .tokens
+            .push(new_token(&world.server, json!({"scope": "owner", "tenant": tenant})).await);
+        world.apps.insert(tenant.to_owned(), apps);
+    }
+    world
+}
+
+/// Random batches from every app's ingest token, on shared runner, boot and
+/// request names, with gateway `request_start` records naming callers (some
+/// backdated, as an attacker would), and attacks: a token sending another
+/// app's batch.
+pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut Model, seed: u64) {
+    let mut next_seq: BTreeMap<(String, String, String), u64> = BTreeMap::new();
+    let mut marker = 0;
+    let keys: Vec<(String, String)> = world.ingest.keys().cloned().collect();
+    for _ in 0..40 {
+        let (tenant, app) = keys[rng.random_range(0..keys.len())].clone();
+        let token = &world.ingest[&(tenant.clone(), app.clone())];
+        // An attack: this token sends a batch for another app of any tenant.
+        let target_app = if rng.random_bool(0.15) {
+            keys[rng.random_range(0..keys.len())].1.clone()
+        } else {
+            app.clone()
+        };
+        let runner = RUNNERS[rng.random_range(0..RUNNERS.len())];
+        let seq_key = (tenant.clone(), app.clone(), runner.to_owned());
+        let first_seq = *next_seq.get(&seq_key).unwrap_or(&0);
+        let mut records = Vec::new();
+        let mut stored = Vec::new();
+        let mut starts = Vec::new();
+        let count = rng.random_range(1..6);
+        for index in 0..count {
+            let seq = first_seq + index;
+            let request = rng
+                .random_bool(0.7)
+                .then(|| REQUESTS[rng.random_range(0..REQUESTS.len())].to_owned());
+            marker += 1;
+            let text = format!("m{marker} of {app}");
+            let level = ["info", "warn", "error"][rng.random_range(0..3)];
+            let mut record = json!({
+                "seq": seq, "ts": jiff::Timestamp::now().to_string(), "stream": "stdout",
+                "level": level,
+                "message": text,
+            });
+            if let Some(request) = &request {
+                record["request_id"] = json!(request);
+                if rng.random_bool(0.3) {
+                    // A gateway's request_start, naming a caller of this
+                    // tenant (or of another: it then locks every caller
+                    // out), or none; sometimes backdated by an hour.
+                    let callers: Vec<&Token> = world
+                        .tokens
+                        .iter()
+                        .filter(|t| t.scope == "caller")
+                        .collect();
+                    let caller = rng
+                        .random_bool(0.7)
+                        .then(|| callers[rng.random_range(0..callers.len())].id.clone());
+                    let ts = if rng.random_bool(0.5) {
+                        jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3000)
+                    } else {
+                        jiff::Timestamp::now()
+                    };
+                    record["stream"] = json!("system");
+                    record["ts"] = json!(ts.to_string());
+                    record["fields"] = match &caller {
+                        Some(caller) => json!({"event": "request_start", "caller": caller}),
+                        None => json!({"event": "request_start"}),
+                    };
+                    starts.push((request.clone(), caller));
+                }
+            }
+            records.push(record);
+            stored.push(Stored {
+                marker: format!("m{marker}"),
+                tenant: tenant.clone(),
+                app: app.clone(),
+                runner: runner.to_owned(),
+                request,
+            });
+        }
+        let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
+            "source": "gateway", "records": records});
+        let (status, answer) = http(
+            &world.server,
+            "POST",
+            &format!("/v1/ingest?tenant={tenant}"),
+            &token.secret,
+            Some(batch),
+        )
+        .await;
+        if target_app != app {
+            assert_eq!(
+                status, 403,
+                "seed {seed}: an ingest token of {app:?} wrote app {target_app:?}: {answer}"
+            );
+            continue;
+        }
+        assert_eq!(status, 200, "seed {seed}: ingest: {answer}");
+        assert_eq!(
+            (answer["accepted"].as_u64(), answer["refused"].as_u64()),
+            (Some(count), Some(0)),
+            "seed {seed}: every record of {tenant}/{app:?} {runner} stored, none refused by another app's records: {answer}"
+        );
+        next_seq.insert(seq_key, first_seq + count);
+        for (request, caller) in starts {
+            model
+                .started
+                .insert((tenant.clone(), app.clone(), request.clone()));
+            if let Some(caller) = caller {
+                model
+                    .owners
+                    .entry((tenant.clone(), app.clone(), request))
+                    .or_insert(caller);
+            }
+        }
+        model.records.extend(stored);
+    }
+}
