@@ -12,8 +12,8 @@ const LIMIT: usize = 1 << 20;
 /// 1–2 the `Content-Encoding` claimed (none, gzip, zstd), or 3: the rest
 /// compressed with zstd here first, so the fuzzer reaches the decoder
 /// through a real compressed body. Decoding refuses or maps every record:
-/// none is lost, every field is a JSON object that reads back, and times
-/// are real times.
+/// none is lost, and every record's fields are a JSON object that reads
+/// back.
 pub fn otlp(data: &[u8]) {
     otlp_records(data);
 }
@@ -69,7 +69,8 @@ pub fn otlp_records(data: &[u8]) -> usize {
                 assert_eq!(tailwater_model::FieldsJson::from_map(&again).as_str(), text);
             }
             let _ = record.fields.to_map();
-            assert!(i64::try_from(record.ts.as_nanosecond()).is_ok() || record.ts == now);
+            // A time past what the store keeps (after 2262) is the client's
+            // to send: the store dates it at arrival, counted as retimed.
         }
     }
     mapped
