@@ -49,6 +49,63 @@ fn main() {
         seed("parse_line", name, line.as_bytes());
     }
 
+    // Multi-line events: a mode byte (the size cap), then lines, each led
+    // by a byte (bit 0 stderr, bits 1-2 the request, bits 3-7 the pause).
+    let lines = |mode: u8, lines: &[(u8, &str)]| {
+        let mut data = vec![mode];
+        for (index, (control, text)) in lines.iter().enumerate() {
+            if index > 0 {
+                data.push(b'\n');
+            }
+            data.push(*control);
+            data.extend_from_slice(text.as_bytes());
+        }
+        data
+    };
+    seed(
+        "multiline",
+        "python",
+        &lines(
+            63,
+            &[
+                (0, "about to divide"),
+                (1, "Traceback (most recent call last):"),
+                (1, "  File \"w.py\", line 1, in <module>"),
+                (0, "  stdout between"),
+                (1, "ZeroDivisionError: division by zero"),
+                (1, ""),
+                (
+                    1,
+                    "During handling of the above exception, another exception occurred:",
+                ),
+                (1, ""),
+                (1, "Traceback (most recent call last):"),
+                (1 | 2, "  File \"w.py\", line 3, in <module>"),
+                (1 | 96, "KeyError: 'x'"),
+            ],
+        ),
+    );
+    seed(
+        "multiline",
+        "go-cut",
+        &lines(
+            1,
+            &[
+                (1, "panic: boom"),
+                (1, ""),
+                (1, "goroutine 1 [running]:"),
+                (1, "main.main()"),
+                (1, "\t/w/main.go:5 +0x1d"),
+                (1, "exit status 2"),
+                (0, "Exception in thread \"main\" java.lang.Error: x"),
+                (0, "\tat Main.main(Main.java:3)"),
+                (0, "thread 'main' (7) panicked at a.rs:1:1:"),
+                (0, "boom"),
+                (0, "note: run with `RUST_BACKTRACE=1`"),
+            ],
+        ),
+    );
+
     let seal = tailwater_fuzz::model::seal("acme");
     let cursor = Cursor {
         ts_ns: 1_767_225_600_000_000_000,

@@ -69,7 +69,7 @@ pub fn spool_records(data: &[u8]) -> usize {
         let Some(plan) = spool.plan_read() else {
             break;
         };
-        let Ok(batch) = read_batch(&plan, &limits, parse_captured) else {
+        let Ok(batch) = read_batch(&plan, &limits, &mut parse_captured) else {
             spool.release();
             break;
         };

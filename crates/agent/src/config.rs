@@ -9,6 +9,7 @@ use tailwater_model::Source;
 
 use crate::proxy::ProxyConfig;
 use crate::recorder;
+use crate::ship::group::Grouping;
 use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 use crate::spool::{Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES};
@@ -83,6 +84,10 @@ pub struct AgentConfig {
     pub restart_max: u32,
     /// The wait before each restart.
     pub restart_backoff: RestartBackoff,
+    /// How the lines of a traceback or a panic are grouped into one record
+    /// (`--multiline-wait`, `--multiline-max-bytes`); `None`: every line is
+    /// its own record (`--multiline off`).
+    pub multiline: Option<Grouping>,
 }
 
 impl AgentConfig {
@@ -115,6 +120,7 @@ impl AgentConfig {
             restart: RestartPolicy::default(),
             restart_max: DEFAULT_RESTART_MAX,
             restart_backoff: RestartBackoff::default(),
+            multiline: Some(Grouping::default()),
         }
     }
 

@@ -59,6 +59,7 @@ use crate::control::ControlSocket;
 pub use crate::proxy::ProxyConfig;
 use crate::recorder::Recorder;
 use crate::requests::Requests;
+pub use crate::ship::group::{Grouping, DEFAULT_MULTILINE_MAX_BYTES, DEFAULT_MULTILINE_WAIT};
 pub use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
 pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
@@ -106,6 +107,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         ship::ShipOptions {
             rate: config.rate_limit(),
             heartbeat: config.heartbeat_interval,
+            multiline: config.multiline,
         },
     ));
     let sync = Arc::new(OutputSync::default());

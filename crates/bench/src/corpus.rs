@@ -95,10 +95,19 @@ enum Lines {
 }
 
 impl Corpus {
-    /// `lines` synthetic lines, the same for the same `seed`.
+    /// `lines` synthetic lines, the same for the same `seed`, stamped in
+    /// microseconds as the agent stamps them.
     pub fn synthetic(seed: u64, lines: u64) -> Corpus {
+        Corpus::synthetic_stamped(seed, lines, 1_000)
+    }
+
+    /// [`Corpus::synthetic`], each line's time cut to `unit_ns` and at
+    /// least that after its runner's last line (as the agent stamps in
+    /// microseconds): to measure what coarser or finer times cost.
+    pub fn synthetic_stamped(seed: u64, lines: u64, unit_ns: i64) -> Corpus {
         let runners = fleet(seed);
-        let synthetic = Synthetic::new(seed, lines, &runners);
+        let mut synthetic = Synthetic::new(seed, lines, &runners);
+        synthetic.unit_ns = unit_ns.max(1);
         Corpus {
             runners,
             total: lines,
@@ -227,6 +236,10 @@ struct Synthetic {
     total: u64,
     emitted: u64,
     clock_ns: i64,
+    /// Times are cut to this many ns, each runner's rising by one at least.
+    unit_ns: i64,
+    /// Each runner's last time.
+    last_ns: Vec<i64>,
     /// The runner in the middle of a multi-line print.
     burst: Option<usize>,
 }
@@ -244,7 +257,7 @@ struct Request {
 
 impl Synthetic {
     fn new(seed: u64, total: u64, runners: &[RunnerLabels]) -> Synthetic {
-        let runners = runners
+        let runners: Vec<RunnerState> = runners
             .iter()
             .map(|labels| RunnerState {
                 app: APPS
@@ -255,12 +268,15 @@ impl Synthetic {
                 request: None,
             })
             .collect();
+        let count = runners.len();
         Synthetic {
             rng: StdRng::seed_from_u64(seed),
             runners,
             total,
             emitted: 0,
             clock_ns: START_NS,
+            unit_ns: 1_000,
+            last_ns: vec![i64::MIN; count],
             burst: None,
         }
     }
@@ -285,7 +301,7 @@ impl Synthetic {
             return Some(CorpusLine {
                 runner,
                 stream: Stream::Stderr,
-                ts: timestamp_from_ns(self.clock_ns),
+                ts: self.stamp(runner),
                 bytes: planted_line().into_bytes(),
                 kind: Kind::Planted,
             });
@@ -299,10 +315,19 @@ impl Synthetic {
         Some(CorpusLine {
             runner,
             stream,
-            ts: timestamp_from_ns(self.clock_ns),
+            ts: self.stamp(runner),
             bytes,
             kind,
         })
+    }
+
+    /// When the agent would have stamped `runner`'s next line: the clock
+    /// cut to the unit, a unit after the runner's last at least.
+    fn stamp(&mut self, runner: usize) -> Timestamp {
+        let cut = self.clock_ns.div_euclid(self.unit_ns) * self.unit_ns;
+        let ts = cut.max(self.last_ns[runner].saturating_add(self.unit_ns));
+        self.last_ns[runner] = ts;
+        timestamp_from_ns(ts)
     }
 
     /// Queues what `runner` prints next: one line, or several.

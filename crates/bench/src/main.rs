@@ -36,6 +36,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::corpus::Corpus;
 use crate::measure::Report;
 use crate::query::Grep;
+use tailwater_model::time::TimePrecision;
 
 /// Lines of a `--quick` run: well under a minute on two shared cores.
 const QUICK_LINES: u64 = 200_000;
@@ -172,10 +173,18 @@ struct Options {
     /// Runs of the agent and of its baseline, taking turns.
     #[arg(long, default_value_t = 3, value_parser = at_least_one)]
     agent_runs: u64,
+    /// The unit of the synthetic corpus's times: us, as the agent stamps
+    /// lines; ms or ns to measure what coarser or finer times cost.
+    #[arg(long, default_value = "us", value_parser = stamp_unit)]
+    stamp_unit: TimePrecision,
     /// Seconds of live tail at 1000 lines/s [default: 3 with --quick, else
     /// 10].
     #[arg(long, value_parser = at_least_one)]
     tail_seconds: Option<u64>,
+}
+
+fn stamp_unit(text: &str) -> Result<TimePrecision, String> {
+    text.parse()
 }
 
 fn at_least_one(text: &str) -> Result<u64, String> {
@@ -259,9 +268,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             None => {
                 let lines = options.lines.unwrap_or(default_lines);
-                Ok(Corpus::synthetic(
+                let unit_ns = 10i64.pow(9 - options.stamp_unit.digits() as u32);
+                Ok(Corpus::synthetic_stamped(
                     options.seed,
                     at_most.map_or(lines, |most| lines.min(most)),
+                    unit_ns,
                 ))
             }
         }
@@ -269,7 +280,11 @@ fn run(command: Command) -> anyhow::Result<()> {
     let corpus = make_corpus(None)?;
     let describe = match &options.corpus {
         Some(path) => format!("{run_kind} run, lines of {}", path.display()),
-        None => format!("{run_kind} run, synthetic (seed {})", options.seed),
+        None => format!(
+            "{run_kind} run, synthetic (seed {}, times in {})",
+            options.seed,
+            options.stamp_unit.as_str()
+        ),
     };
     let describe = format!(
         "{describe}, {} runners, {} cores",

@@ -27,6 +27,7 @@ use tailwater_model::tenancy::{
     AppInfo, AppPatch, CreatedToken, NewApp, NewTenant, NewToken, TenantInfo, TenantPatch,
     TokenInfo,
 };
+use tailwater_model::time::TimePrecision;
 use tailwater_model::wire::percent_encode;
 use tailwater_model::wire::{
     ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
@@ -332,10 +333,24 @@ impl Client {
         params: &LogsParams,
         format: ExportFormat,
     ) -> Result<Export, ClientError> {
-        let request = self
+        self.export_at(params, format, None).await
+    }
+
+    /// [`Client::export`], a text export's times shown to `precision`
+    /// (`time_precision`; every digit they have without it).
+    pub async fn export_at(
+        &self,
+        params: &LogsParams,
+        format: ExportFormat,
+        precision: Option<TimePrecision>,
+    ) -> Result<Export, ClientError> {
+        let mut request = self
             .request(reqwest::Method::GET, "/v1/export")
             .query(params)
             .query(&[("format", format.as_str())]);
+        if let Some(precision) = precision {
+            request = request.query(&[("time_precision", precision.as_str())]);
+        }
         let response = self.send(request).await?;
         let as_of = response
             .headers()

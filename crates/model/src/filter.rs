@@ -386,6 +386,36 @@ mod tests {
     }
 
     #[test]
+    fn cursors_keep_every_nanosecond_and_old_millisecond_ones_still_open() {
+        let key = SealKey::new([1; SealKey::LEN]);
+        let acme = key.tenant("acme");
+        // A record stamped to the nanosecond: its cursor holds that time,
+        // not the millisecond it falls in.
+        let mut at = record("x", Level::Info);
+        at.ts = "2026-11-20T10:00:00.123456789Z".parse().unwrap();
+        at.position = 41;
+        let cursor = Cursor::of(&at);
+        assert_eq!(cursor.ts_ns % 1_000_000_000, 123_456_789);
+        let back = Cursor::decode(&cursor.encode(&acme), &acme).unwrap();
+        assert_eq!(back, cursor);
+        assert_eq!(crate::time::timestamp_from_ns(back.ts_ns), at.ts);
+        // A cursor made when times were cut to the millisecond is the same
+        // encoding (version 3, ns since the epoch), so it still opens, and
+        // sorts before every record later in that millisecond.
+        let old = Cursor {
+            ts_ns: cursor.ts_ns / 1_000_000 * 1_000_000,
+            position: 40,
+        };
+        let text = old.encode(&acme);
+        assert_eq!(Cursor::decode(&text, &acme).unwrap(), old);
+        assert!(old < cursor);
+        for ts_ns in [i64::MIN, -1, 0, i64::MAX] {
+            let edge = Cursor { ts_ns, position: 1 };
+            assert_eq!(Cursor::decode(&edge.encode(&acme), &acme).unwrap(), edge);
+        }
+    }
+
+    #[test]
     fn id_ranges_round_trip_and_are_told_apart_from_cursors() {
         let key = SealKey::new([1; SealKey::LEN]);
         let acme = key.tenant("acme");

@@ -37,6 +37,7 @@
 pub mod filter;
 pub mod lifecycle;
 pub mod matcher;
+pub mod multiline;
 pub mod parse;
 pub mod positions;
 pub mod record;

@@ -117,6 +117,9 @@ events! {
     Dropped = "dropped",
     /// Repeated progress-bar redraws collapsed into one line.
     ProgressCollapsed = "progress_collapsed",
+    /// Multi-line events (tracebacks) longer than the agent's
+    /// `--multiline-max-bytes`, shipped cut into several records.
+    MultilineCut = "multiline_cut",
     /// The agent found its spool cut short and kept what was whole.
     SpoolTruncated = "spool_truncated",
     /// The agent recovered a spool left by an earlier run.

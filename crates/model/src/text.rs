@@ -48,7 +48,9 @@ pub trait TextStyle {
         f.write_str(text)
     }
 
-    /// Writes the message, last on the line; it must not break the line.
+    /// Writes the message, last on the line. It may break the line only to
+    /// go on with the same record (the CLI indents a message's further
+    /// lines); nothing in it may start what reads as another record.
     fn message(&self, f: &mut fmt::Formatter<'_>, record: &LogRecord) -> fmt::Result;
 }
 

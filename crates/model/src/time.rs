@@ -2,7 +2,7 @@
 //! `1h30m`, RFC 3339 timestamps, and `now`; durations as people read them
 //! (the one home of that text: [`format_duration`], [`format_rough`],
 //! [`format_setting`]); and a time as the nanoseconds since the Unix epoch
-//! that stores, spools and columns keep.
+//! that stores, spools and columns keep, shown to a [`TimePrecision`].
 
 use jiff::{SignedDuration, Span, SpanRelativeTo, Timestamp};
 
@@ -102,6 +102,58 @@ pub fn timestamp_from_ns(ns: i64) -> Timestamp {
     } else {
         Timestamp::MAX
     })
+}
+
+/// How many digits of a second a time is shown with: `ms` (3, what people
+/// read and what times were kept to before), `us` (6, what the agent
+/// stamps) or `ns` (9, what the store can hold). Shown times are cut, never
+/// rounded up, so a time never shows as later than it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TimePrecision {
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+impl TimePrecision {
+    /// Every precision, as [`TimePrecision::as_str`] names it.
+    pub const ALL: [TimePrecision; 3] = [TimePrecision::Ms, TimePrecision::Us, TimePrecision::Ns];
+
+    /// Digits after the decimal point: 3, 6 or 9.
+    pub fn digits(self) -> usize {
+        match self {
+            TimePrecision::Ms => 3,
+            TimePrecision::Us => 6,
+            TimePrecision::Ns => 9,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimePrecision::Ms => "ms",
+            TimePrecision::Us => "us",
+            TimePrecision::Ns => "ns",
+        }
+    }
+
+    /// `ts` in RFC 3339, UTC, with exactly this many digits of a second.
+    pub fn rfc3339(self, ts: Timestamp) -> String {
+        format!("{ts:.*}", self.digits())
+    }
+}
+
+impl std::str::FromStr for TimePrecision {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        TimePrecision::ALL
+            .into_iter()
+            .find(|precision| precision.as_str() == text)
+            .ok_or_else(|| {
+                format!("invalid time precision '{text}': use ms, us or ns (digits of a second shown: 3, 6 or 9)")
+            })
+    }
 }
 
 #[cfg(test)]
@@ -222,5 +274,50 @@ mod tests {
         );
         assert_eq!(timestamp_ns(Timestamp::MAX), i64::MAX, "saturates");
         assert_eq!(timestamp_ns(Timestamp::MIN), i64::MIN, "saturates");
+    }
+
+    #[test]
+    fn time_precisions_cut_to_their_digits_and_round_trip_their_names() {
+        let ts: Timestamp = "2026-11-20T10:00:00.123456789Z".parse().unwrap();
+        assert_eq!(TimePrecision::Ms.rfc3339(ts), "2026-11-20T10:00:00.123Z");
+        assert_eq!(TimePrecision::Us.rfc3339(ts), "2026-11-20T10:00:00.123456Z");
+        assert_eq!(
+            TimePrecision::Ns.rfc3339(ts),
+            "2026-11-20T10:00:00.123456789Z"
+        );
+        // A whole second keeps its digits; a time shown is never later.
+        let whole: Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
+        assert_eq!(
+            TimePrecision::Us.rfc3339(whole),
+            "2026-11-20T10:00:00.000000Z"
+        );
+        let late: Timestamp = "2026-11-20T10:00:00.999999999Z".parse().unwrap();
+        assert_eq!(TimePrecision::Ms.rfc3339(late), "2026-11-20T10:00:00.999Z");
+        for precision in TimePrecision::ALL {
+            assert_eq!(precision.as_str().parse(), Ok(precision));
+            // What is shown reads back, to its digits.
+            let shown: Timestamp = precision.rfc3339(ts).parse().unwrap();
+            let unit = 10i64.pow(9 - precision.digits() as u32);
+            assert_eq!(timestamp_ns(shown), timestamp_ns(ts) / unit * unit);
+        }
+        assert_eq!(TimePrecision::default(), TimePrecision::Ms);
+        let error = "s".parse::<TimePrecision>().unwrap_err();
+        assert!(error.contains("use ms, us or ns"), "{error}");
+    }
+
+    #[test]
+    fn nanosecond_times_round_trip_through_numbers_and_text() {
+        for text in [
+            "2026-11-20T10:00:00.123456789Z",
+            "2026-11-20T10:00:00.000001Z",
+            "1969-12-31T23:59:59.999999999Z",
+        ] {
+            let ts: Timestamp = text.parse().unwrap();
+            assert_eq!(timestamp_from_ns(timestamp_ns(ts)), ts);
+            // RFC 3339 as the wire writes it (serde uses Display) keeps every digit.
+            let json = serde_json::to_string(&ts).unwrap();
+            assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), ts);
+            assert_eq!(json, format!("\"{text}\""));
+        }
     }
 }

@@ -462,6 +462,8 @@ export class Explorer {
       blob = await getBlob("/v1/export", {
         ...this.params,
         format,
+        // Text as `tailwater export` writes it: times to the millisecond.
+        ...(format === "text" ? { time_precision: "ms" } : {}),
         direction: this.state.order === "newest" ? "backward" : "forward",
       }, { signal: this.abort.signal });
     } catch (error) {

@@ -341,10 +341,12 @@ impl Clock {
     /// The time a record dated `ts` is stored at, and why it is not its
     /// own when it is not.
     fn judge(&self, ts: jiff::Timestamp) -> (jiff::Timestamp, Option<&'static str>) {
-        // Kept to the millisecond, as CloudWatch and Elasticsearch keep
-        // them: finer digits of a capture time are noise that costs two
-        // bytes a record to store. Order within a runner is kept by id.
-        let ts = jiff::Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts);
+        // Kept as given, to the nanosecond: the agent stamps each line of a
+        // runner a microsecond apart at least, so time order is capture
+        // order, and a block's times cost what their finest digit needs
+        // (`part::block`: deltas in the largest unit dividing them all).
+        // Stores written when times were cut to the millisecond read as
+        // they did: such times are ns times that happen to end in zeros.
         let retimed = if i64::try_from(ts.as_nanosecond()).is_err() {
             Some(RETIMED_OUT_OF_RANGE)
         } else if ts > self.latest {
@@ -354,10 +356,7 @@ impl Clock {
         };
         match retimed {
             None => (ts, None),
-            Some(reason) => (
-                jiff::Timestamp::from_millisecond(self.now.as_millisecond()).unwrap_or(self.now),
-                Some(reason),
-            ),
+            Some(reason) => (self.now, Some(reason)),
         }
     }
 }

@@ -743,4 +743,6 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod time_tests;
+#[cfg(test)]
 mod wal_tests;

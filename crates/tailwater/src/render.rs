@@ -8,7 +8,9 @@
 //! A worker's own colour codes pass through when colours are on and are
 //! removed otherwise; every other control character in a message is shown
 //! escaped (`\x07`), so a log line cannot move the cursor, retitle the
-//! window or ring the bell.
+//! window or ring the bell. A message of several lines (a traceback, a
+//! JSON message holding newlines) prints them as lines, each after the
+//! first indented by [`CONTINUATION`], so they read as one record.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -20,7 +22,7 @@ use clap::{Args, ValueEnum};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 use tailwater_model::text::{TextPart, TextStyle};
-use tailwater_model::time::format_rough;
+use tailwater_model::time::{format_rough, TimePrecision};
 use tailwater_model::{Level, LogRecord, Stream};
 
 /// The output flags every command that prints records shares.
@@ -42,6 +44,11 @@ pub struct OutputArgs {
     /// 3339), relative (`3m ago`).
     #[arg(long, value_enum, default_value_t = TimeFormat::Local, value_name = "FORMAT")]
     pub time: TimeFormat,
+    /// Digits of a second in local and utc times: ms (3), us (6) or ns
+    /// (9). The store keeps what the agent stamped (microseconds) or the
+    /// worker's own time; --json always has every digit.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Ms, value_name = "UNIT")]
+    pub time_precision: PrecisionArg,
     /// Show each record's fields after its message, as logfmt
     /// (`status=500 model="sdxl turbo"`).
     #[arg(long)]
@@ -62,6 +69,25 @@ pub enum TimeFormat {
     Local,
     Utc,
     Relative,
+}
+
+/// `--time-precision`: [`TimePrecision`] as a flag's values.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    #[default]
+    Ms,
+    Us,
+    Ns,
+}
+
+impl From<PrecisionArg> for TimePrecision {
+    fn from(arg: PrecisionArg) -> TimePrecision {
+        match arg {
+            PrecisionArg::Ms => TimePrecision::Ms,
+            PrecisionArg::Us => TimePrecision::Us,
+            PrecisionArg::Ns => TimePrecision::Ns,
+        }
+    }
 }
 
 /// Stdout closed under us (`| head`, a pager that quit): a normal way to
@@ -99,6 +125,7 @@ pub struct Printer {
     json: bool,
     color: bool,
     time: TimeFormat,
+    precision: TimePrecision,
     /// Fields after the message (`--fields`).
     fields: bool,
     zone: TimeZone,
@@ -126,6 +153,7 @@ impl Printer {
             json: args.json,
             color,
             time: args.time,
+            precision: args.time_precision.into(),
             fields: args.fields,
             zone: TimeZone::system(),
             labels: true,
@@ -181,7 +209,7 @@ impl Printer {
         })
     }
 
-    /// One record, one line.
+    /// One record: one line, or its message's lines indented under it.
     pub fn write(
         &self,
         out: &mut impl Write,
@@ -211,11 +239,15 @@ impl Printer {
 
     fn format_time(&self, ts: Timestamp, now: Timestamp) -> String {
         match self.time {
-            TimeFormat::Utc => format!("{ts:.3}"),
-            TimeFormat::Local => ts
-                .to_zoned(self.zone.clone())
-                .strftime("%Y-%m-%d %H:%M:%S%.3f")
-                .to_string(),
+            TimeFormat::Utc => self.precision.rfc3339(ts),
+            TimeFormat::Local => {
+                let format = match self.precision {
+                    TimePrecision::Ms => "%Y-%m-%d %H:%M:%S%.3f",
+                    TimePrecision::Us => "%Y-%m-%d %H:%M:%S%.6f",
+                    TimePrecision::Ns => "%Y-%m-%d %H:%M:%S%.9f",
+                };
+                ts.to_zoned(self.zone.clone()).strftime(format).to_string()
+            }
             TimeFormat::Relative => format!("{:>8}", relative(ts, now)),
         }
     }
@@ -305,8 +337,13 @@ impl std::fmt::Display for Painted<'_> {
     }
 }
 
+/// What starts each line of a message after its first: they stand out of
+/// the column of times, so a record of several lines reads as one.
+pub const CONTINUATION: &str = "    ";
+
 /// A message, with its colour codes (SGR: `ESC [ … m`) kept when `color`
-/// and dropped otherwise, and every other control character escaped.
+/// and dropped otherwise, its line breaks (`\n`, `\r\n`) as lines indented
+/// by [`CONTINUATION`], and every other control character escaped.
 fn write_message(out: &mut impl fmt::Write, message: &str, color: bool) -> fmt::Result {
     let mut coloured = false;
     let mut rest = message;
@@ -314,6 +351,14 @@ fn write_message(out: &mut impl fmt::Write, message: &str, color: bool) -> fmt::
         out.write_str(&rest[..at])?;
         let control = rest[at..].chars().next().expect("found above");
         rest = &rest[at + control.len_utf8()..];
+        if control == '\r' && rest.starts_with('\n') {
+            continue;
+        }
+        if control == '\n' {
+            out.write_str("\n")?;
+            out.write_str(CONTINUATION)?;
+            continue;
+        }
         if control == '\x1b' {
             if let Some(length) = sgr_length(rest) {
                 if color {
@@ -373,6 +418,7 @@ mod tests {
             json: false,
             color: false,
             time: TimeFormat::Utc,
+            precision: TimePrecision::Ms,
             zone: TimeZone::UTC,
             fields: false,
             labels: true,
@@ -416,6 +462,21 @@ mod tests {
     }
 
     #[test]
+    fn a_message_of_several_lines_prints_them_indented() {
+        let traceback =
+            "Traceback (most recent call last):\n  File \"w.py\", line 1\r\nZeroDivisionError: x";
+        assert_eq!(
+            message(traceback, false),
+            "Traceback (most recent call last):\n      File \"w.py\", line 1\n    ZeroDivisionError: x"
+        );
+        assert_eq!(
+            message("a\rb\x0bc\n\x07", false),
+            "a\\x0db\\x0bc\n    \\x07",
+            "other control characters stay escaped"
+        );
+    }
+
+    #[test]
     fn relative_times_round_down_to_one_unit() {
         let now: Timestamp = "2026-12-04T10:00:00Z".parse().unwrap();
         let ago = |seconds: i64| relative(now - jiff::SignedDuration::from_secs(seconds), now);
@@ -425,5 +486,45 @@ mod tests {
         assert_eq!(ago(7300), "2h ago");
         assert_eq!(ago(4 * 86400 + 5), "4d ago");
         assert_eq!(ago(-3), "in 3s");
+    }
+
+    #[test]
+    fn times_show_milliseconds_unless_more_digits_are_asked_for() {
+        let ts: Timestamp = "2026-11-21T10:00:00.123456789Z".parse().unwrap();
+        let shown = |time, precision| {
+            let printer = Printer {
+                json: false,
+                color: false,
+                time,
+                precision,
+                zone: TimeZone::UTC,
+                fields: false,
+                labels: true,
+                recent: Arc::default(),
+            };
+            printer.format_time(ts, ts)
+        };
+        let cases = [
+            (
+                TimePrecision::Ms,
+                "2026-11-21T10:00:00.123Z",
+                "2026-11-21 10:00:00.123",
+            ),
+            (
+                TimePrecision::Us,
+                "2026-11-21T10:00:00.123456Z",
+                "2026-11-21 10:00:00.123456",
+            ),
+            (
+                TimePrecision::Ns,
+                "2026-11-21T10:00:00.123456789Z",
+                "2026-11-21 10:00:00.123456789",
+            ),
+        ];
+        for (precision, utc, local) in cases {
+            assert_eq!(shown(TimeFormat::Utc, precision), utc);
+            assert_eq!(shown(TimeFormat::Local, precision), local);
+            assert_eq!(shown(TimeFormat::Relative, precision).trim(), "now");
+        }
     }
 }

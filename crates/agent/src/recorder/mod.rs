@@ -24,6 +24,7 @@
 mod flush;
 mod queue;
 mod reports;
+mod stamp;
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -43,8 +44,8 @@ use crate::line::Line;
 use crate::lock::lock;
 use crate::runner_id;
 use crate::spool::{
-    self, read_batch, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool, Stop, Tally,
-    FLAG_DROP_REPORT, FLAG_UNMETERED,
+    self, read_batch, Assemble, Backlog, BatchLimits, Receipt, Recovery, SegmentHeader, Spool,
+    Stop, Tally, FLAG_DROP_REPORT, FLAG_UNMETERED,
 };
 pub use flush::Flusher;
 use flush::*;
@@ -103,7 +104,24 @@ pub struct Recorder {
 
 struct State {
     next_seq: u64,
+    /// The last time given a record, in ns: the next is later
+    /// ([`State::stamp`], [`stamp::next`]).
+    last_ts_ns: i64,
     spool: Spool,
+}
+
+impl State {
+    /// The next record's sequence number and time, taken together under
+    /// the recorder's lock: one runner's records, stdout, stderr and the
+    /// agent's own, get strictly increasing times in sequence order, so
+    /// reading them in time order is reading them in capture order.
+    fn stamp(&mut self) -> (u64, i64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let now = spool::timestamp_ns(Timestamp::now());
+        self.last_ts_ns = stamp::next(self.last_ts_ns, now);
+        (seq, self.last_ts_ns)
+    }
 }
 
 impl Recorder {
@@ -133,7 +151,11 @@ impl Recorder {
             labels: header,
             runner_origin: origin,
             dir: spool.dir().to_owned(),
-            state: Mutex::new(State { next_seq: 0, spool }),
+            state: Mutex::new(State {
+                next_seq: 0,
+                last_ts_ns: i64::MIN,
+                spool,
+            }),
             work: Notify::new(),
             shipper_waiting: AtomicBool::new(false),
             appended: AtomicU64::new(0),
@@ -169,9 +191,7 @@ impl Recorder {
     pub fn record_line(&self, line: Line<'_>) {
         let was_empty = {
             let mut state = self.lock();
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            let ts = spool::timestamp_ns(Timestamp::now());
+            let (seq, ts) = state.stamp();
             state.spool.append_captured(seq, ts, &line, 0)
         };
         self.added(was_empty);
@@ -251,8 +271,8 @@ fn push_locked(
     line_bytes: Option<u64>,
     make: impl FnOnce(u64, Timestamp) -> IngestRecord,
 ) -> bool {
-    let record = make(state.next_seq, Timestamp::now());
-    state.next_seq += 1;
+    let (seq, ts) = state.stamp();
+    let record = make(seq, spool::timestamp(ts));
     let line_bytes = line_bytes.unwrap_or(record.message.len() as u64);
     state.spool.append(&record, flags, line_bytes)
 }

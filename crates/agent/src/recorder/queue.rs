@@ -41,20 +41,26 @@ impl Recorder {
     /// A batch may be empty when the rate limit's allowance is spent
     /// (`stop` is then [`Stop::Throttled`]). Hand it back with
     /// [`Recorder::acknowledge`] or [`Recorder::release`].
-    /// A captured line becomes a record through `parse` (the shipper's
-    /// parser: see [`spool::read_batch`]). Blocking (disk reads, parsing):
+    /// Captured lines become records through `assemble` (the shipper's
+    /// parser and grouping: see [`spool::read_batch`]). Blocking (disk reads, parsing):
     /// run it off the async threads.
     pub fn next_batch(
         &self,
         limits: &BatchLimits,
-        parse: impl Fn(u64, Timestamp, &Line<'_>) -> IngestRecord,
+        assemble: &mut impl Assemble,
     ) -> io::Result<Option<Batch>> {
         for _ in 0..MAX_DISCARDS_PER_BATCH {
-            let Some(plan) = self.lock().spool.plan_read() else {
+            // Looked at before the read is planned: once closed, nothing
+            // more is written.
+            let closed = self.is_closed();
+            let Some(mut plan) = self.lock().spool.plan_read() else {
                 return Ok(None);
             };
+            if closed {
+                plan.no_more_lines();
+            }
             // Read without the lock: producers go on meanwhile.
-            let read = match read_batch(&plan, limits, &parse) {
+            let read = match read_batch(&plan, limits, assemble) {
                 Ok(read) => read,
                 Err(error) => {
                     self.lock().spool.release();

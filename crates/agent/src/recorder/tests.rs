@@ -32,7 +32,10 @@ fn batches_respect_limits_and_acknowledged_records_leave() {
     for n in 0..10 {
         recorder.record_line(line(&format!("line {n}")));
     }
-    let first = recorder.next_batch(&limits(4), unparsed).unwrap().unwrap();
+    let first = recorder
+        .next_batch(&limits(4), &mut unparsed)
+        .unwrap()
+        .unwrap();
     assert_eq!((first.body.records.len(), first.stop), (4, Stop::Full));
     recorder.release();
     // A byte limit below one record still ships that one record.
@@ -40,7 +43,7 @@ fn batches_respect_limits_and_acknowledged_records_leave() {
     one.max_bytes = 1;
     assert_eq!(
         recorder
-            .next_batch(&one, unparsed)
+            .next_batch(&one, &mut unparsed)
             .unwrap()
             .unwrap()
             .body
@@ -51,13 +54,13 @@ fn batches_respect_limits_and_acknowledged_records_leave() {
     recorder.release();
     recorder.acknowledge(&first);
     let rest = recorder
-        .next_batch(&limits(100), unparsed)
+        .next_batch(&limits(100), &mut unparsed)
         .unwrap()
         .unwrap();
     assert_eq!(rest.body.records.first().unwrap().seq, 4);
     recorder.acknowledge(&rest);
     assert!(recorder
-        .next_batch(&limits(100), unparsed)
+        .next_batch(&limits(100), &mut unparsed)
         .unwrap()
         .is_none());
     assert_eq!(recorder.pending(), (0, 0));
@@ -74,7 +77,7 @@ fn overflow_drops_oldest_and_reports_exact_counts_when_shipping_resumes() {
     }
     let mut shipped = Vec::new();
     let mut reports = Vec::new();
-    while let Some(batch) = recorder.next_batch(&limits(100), unparsed).unwrap() {
+    while let Some(batch) = recorder.next_batch(&limits(100), &mut unparsed).unwrap() {
         for record in &batch.body.records {
             if record.stream == Stream::System {
                 reports.push(record.clone());
@@ -117,14 +120,17 @@ fn a_drop_report_dropped_in_turn_is_counted_again() {
     }
     // Shipping works for one batch: the drops so far are reported (seq
     // 500), then a flood pushes the report out before it is shipped.
-    let batch = recorder.next_batch(&limits(10), unparsed).unwrap().unwrap();
+    let batch = recorder
+        .next_batch(&limits(10), &mut unparsed)
+        .unwrap()
+        .unwrap();
     recorder.acknowledge(&batch);
     let mut shipped: BTreeSet<u64> = batch.body.records.iter().map(|r| r.seq).collect();
     for n in 500..1500 {
         recorder.record_line(line(&format!("line {n:04}")));
     }
     let mut reports = Vec::new();
-    while let Some(batch) = recorder.next_batch(&limits(100), unparsed).unwrap() {
+    while let Some(batch) = recorder.next_batch(&limits(100), &mut unparsed).unwrap() {
         for record in &batch.body.records {
             if record.fields.to_map().get("event") == Some(&json!("dropped")) {
                 reports.push(record.clone());
@@ -176,7 +182,7 @@ fn a_restart_reports_what_it_found_and_ships_it_first() {
     let recorder = Recorder::open(&config).unwrap();
     recorder.recover_leftovers();
     let old = recorder
-        .next_batch(&limits(100), unparsed)
+        .next_batch(&limits(100), &mut unparsed)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -186,7 +192,7 @@ fn a_restart_reports_what_it_found_and_ships_it_first() {
     assert_eq!(old.body.records.len(), 3);
     recorder.acknowledge(&old);
     let new = recorder
-        .next_batch(&limits(100), unparsed)
+        .next_batch(&limits(100), &mut unparsed)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -212,7 +218,7 @@ fn with_spool_fsync_an_acknowledgement_leaves_no_fsync_owed() {
         recorder.record_line(line(&format!("line {n}")));
     }
     let batch = recorder
-        .next_batch(&limits(100), unparsed)
+        .next_batch(&limits(100), &mut unparsed)
         .unwrap()
         .unwrap();
     recorder.acknowledge(&batch);

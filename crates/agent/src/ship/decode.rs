@@ -76,7 +76,7 @@ mod tests {
             ..Line::new(Stream::Stderr, b"bad \xff byte")
         });
         let batch = recorder
-            .next_batch(&limits(10), parse_captured)
+            .next_batch(&limits(10), &mut parse_captured)
             .unwrap()
             .unwrap();
         assert_eq!(batch.body.boot, recorder.boot());

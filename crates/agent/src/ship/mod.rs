@@ -34,12 +34,14 @@
 //!
 //! The files: [`transport`] (where a batch goes and how it was taken: the
 //! [`Transport`] trait, HTTP its first implementation), [`decode`] (a
-//! spooled line made a record to ship), [`throttle`] (the rate limit),
+//! spooled line made a record to ship), [`group`] (the lines of a
+//! traceback made one record), [`throttle`] (the rate limit),
 //! `reports` (what shipping tells in the runner's logs). Reading the spool
 //! and writing its ledger run on the blocking pool, never on the async
 //! threads.
 
 pub mod decode;
+pub mod group;
 mod reports;
 #[cfg(test)]
 mod tests;
@@ -51,7 +53,8 @@ use std::time::{Duration, Instant};
 
 use crate::recorder::{Batch, Recorder};
 use crate::spool::{BatchLimits, Stop};
-use reports::{report_held_back, HeldBack, RateLimited, Refused};
+use group::{Assembler, Grouping};
+use reports::{report_held_back, Cut, HeldBack, RateLimited, Refused};
 use throttle::{RateLimit, Throttle};
 pub use transport::{Http, Outcome, Transport};
 
@@ -84,6 +87,9 @@ pub struct ShipOptions {
     /// With nothing shipped for this long, an empty batch tells the server
     /// the runner is alive (`None`: never).
     pub heartbeat: Option<Duration>,
+    /// How the lines of a traceback are grouped into one record (`None`:
+    /// they are not).
+    pub multiline: Option<Grouping>,
 }
 
 /// Ships the recorder's records through `transport` until the recorder is
@@ -103,6 +109,10 @@ struct Shipper<T> {
     /// A stretch of 429s, to be reported once shipping works.
     limited: Option<RateLimited>,
     refused: Refused,
+    multiline: Option<Grouping>,
+    cut: Cut,
+    /// Events of the batch in hand cut at the size cap.
+    batch_cut: u64,
     /// The next wait after a failure.
     retry: Duration,
     /// Sending fails: said once on stderr until it works again.
@@ -124,6 +134,9 @@ impl<T: Transport> Shipper<T> {
             held: None,
             limited: None,
             refused: Refused::default(),
+            multiline: options.multiline,
+            cut: Cut::default(),
+            batch_cut: 0,
             retry: FIRST_RETRY,
             failing: false,
             max_bytes: MAX_BATCH_BYTES,
@@ -147,6 +160,13 @@ impl<T: Transport> Shipper<T> {
             let Some(batch) = self.next_batch().await else {
                 continue;
             };
+            if let (Stop::Pending(wait), true) = (batch.stop, batch.body.records.is_empty()) {
+                // A traceback's lines may still be coming: wait for them,
+                // at most its wait.
+                self.recorder.release();
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                continue;
+            }
             if batch.body.records.is_empty() {
                 self.hold_back().await;
                 continue;
@@ -202,11 +222,20 @@ impl<T: Transport> Shipper<T> {
             lines: allowance.lines,
             line_bytes: allowance.bytes,
         };
-        match self
-            .blocking(move |recorder| recorder.next_batch(&limits, decode::parse_captured))
-            .await
-        {
-            Ok(Some(batch)) => Some(batch),
+        let mut assembler = Assembler::new(self.multiline);
+        let (read, assembler) = self
+            .blocking(move |recorder| (recorder.next_batch(&limits, &mut assembler), assembler))
+            .await;
+        match read {
+            Ok(Some(batch)) => {
+                let receipt = &batch.receipt;
+                self.batch_cut = assembler
+                    .cut
+                    .iter()
+                    .filter(|&&seq| (receipt.first_seq..=receipt.last_seq).contains(&seq))
+                    .count() as u64;
+                Some(batch)
+            }
             Ok(None) => {
                 // Counted but not readable yet; look again shortly.
                 self.recorder.wait_for_work(FIRST_RETRY).await;
@@ -332,6 +361,9 @@ impl<T: Transport> Shipper<T> {
         }
         if let Some(limited) = self.limited.take() {
             limited.report(&self.recorder);
+        }
+        if let (cut @ 1.., Some(grouping)) = (std::mem::take(&mut self.batch_cut), self.multiline) {
+            self.cut.report(&self.recorder, cut, grouping.max_bytes);
         }
         self.retry = FIRST_RETRY;
         self.max_records = MAX_BATCH_RECORDS;

@@ -1,6 +1,7 @@
 //! What the shipper tells in the runner's own logs: a stretch of 429s
 //! (`server_rate_limited`), lines the server refused (`server_refused`),
-//! and a stretch of holding back for the rate limit (`throttled`).
+//! a stretch of holding back for the rate limit (`throttled`), and
+//! multi-line events cut at their size cap (`multiline_cut`).
 
 use std::time::{Duration, Instant};
 use tailwater_model::lifecycle::Event;
@@ -163,4 +164,37 @@ pub(super) fn report_held_back(recorder: &Recorder, held: Option<HeldBack>, limi
             "rate_bytes": limit.bytes_per_second,
         })),
     );
+}
+
+/// Multi-line events cut at `--multiline-max-bytes`: each batch that
+/// shipped some says so in a `multiline_cut` record (this batch's, and a
+/// running count), and the agent's stderr the first time. The cut records
+/// themselves say `continued`.
+#[derive(Default)]
+pub(super) struct Cut {
+    pub(super) events: u64,
+}
+
+impl Cut {
+    pub(super) fn report(&mut self, recorder: &Recorder, cut: u64, max_bytes: usize) {
+        if self.events == 0 {
+            eprintln!(
+                "tailwater: a multi-line event (a traceback) was longer than --multiline-max-bytes ({max_bytes}) and is shipped in pieces marked continued; raise the setting to keep such events whole"
+            );
+        }
+        self.events += cut;
+        recorder.system(
+            Level::Warn,
+            format!(
+                "{cut} multi-line events were longer than --multiline-max-bytes ({max_bytes} bytes) and were shipped in pieces (marked continued), {} since the agent started; raise the setting to keep them whole",
+                self.events
+            ),
+            fields(json!({
+                "event": Event::MultilineCut,
+                "events": cut,
+                "total": self.events,
+                "max_bytes": max_bytes,
+            })),
+        );
+    }
 }

@@ -79,6 +79,7 @@ async fn ship_all(transport: Scripted, recorder: Arc<Recorder>) {
     let options = ShipOptions {
         rate: RateLimit::default(),
         heartbeat: None,
+        multiline: Some(super::group::Grouping::default()),
     };
     tokio::time::timeout(Duration::from_secs(20), ship(transport, recorder, options))
         .await
@@ -203,4 +204,54 @@ async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
     assert!(backoff >= Duration::from_millis(300), "{backoff:?}");
     assert_eq!(recorder.backlog().records, 0);
     assert!(events(&sent).iter().all(|e| event(e) != "dropped"));
+}
+
+#[tokio::test]
+async fn a_traceback_over_the_cap_ships_in_pieces_counted_in_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 1);
+    let mut traceback = vec!["Traceback (most recent call last):".to_owned()];
+    traceback.extend((0..40).map(|n| format!("  File \"deep.py\", line {n}, in f")));
+    traceback.push("RecursionError: too deep".to_owned());
+    for line in &traceback {
+        recorder.record_line(Line::new(Stream::Stderr, line.as_bytes()));
+    }
+    recorder.close();
+    let transport = Scripted::default();
+    let grouping = group::Grouping {
+        max_bytes: 256,
+        ..group::Grouping::default()
+    };
+    let options = ShipOptions {
+        rate: RateLimit::default(),
+        heartbeat: None,
+        multiline: Some(grouping),
+    };
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        ship(transport.clone(), recorder, options),
+    )
+    .await
+    .expect("shipped");
+    let sent = transport.sent();
+    let pieces: Vec<_> = sent
+        .iter()
+        .flat_map(|(_, batch)| &batch.records)
+        .filter(|r| r.stream == Stream::Stderr)
+        .collect();
+    assert!(pieces.len() > 4, "{pieces:#?}");
+    let joined: Vec<&str> = pieces.iter().map(|r| r.message.as_str()).collect();
+    assert_eq!(joined.join("\n"), traceback.join("\n"), "nothing lost");
+    let cut = pieces.len() as u64 - 1;
+    for piece in &pieces[..pieces.len() - 1] {
+        assert_eq!(piece.fields.to_map()["continued"], true);
+    }
+    let reports: Vec<_> = events(&sent)
+        .into_iter()
+        .filter(|fields| event(fields) == "multiline_cut")
+        .collect();
+    let counted: u64 = reports.iter().map(|f| f["events"].as_u64().unwrap()).sum();
+    assert_eq!(counted, cut, "every cut counted: {reports:#?}");
+    assert_eq!(reports.last().unwrap()["total"], cut);
+    assert_eq!(reports[0]["max_bytes"], 256);
 }

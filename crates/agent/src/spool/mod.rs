@@ -77,7 +77,7 @@ use ledger::*;
 pub use ledger::{SeqRange, Tally};
 use lock::*;
 use read::*;
-pub use read::{read_batch, ReadBatch, ReadPlan};
+pub use read::{read_batch, Assemble, ReadBatch, ReadPlan};
 pub use recovery::{Leftover, Recovered};
 use segment::*;
 pub use sync::Unsynced;
@@ -221,6 +221,9 @@ pub enum Stop {
     Throttled,
     /// The frame at this offset is unreadable.
     Corrupt(u64),
+    /// Lines held in a group wait at most this long for more (the batch
+    /// ends before the group).
+    Pending(std::time::Duration),
 }
 /// A batch's place in the spool and its counts.
 #[derive(Clone, Debug, Default)]

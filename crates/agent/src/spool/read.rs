@@ -2,8 +2,64 @@
 //! acknowledged or released), reading it within limits without the lock,
 //! and forgetting what the server has.
 
+use std::time::Duration;
+
+use jiff::Timestamp;
+
 use super::*;
 use crate::line::Line;
+
+/// How captured lines read back become records: the caller's business
+/// (the shipper parses them, and groups the lines of a traceback into one
+/// record); the spool parses nothing. A plain function of one line
+/// (`seq`, the time it was stamped with, the line) is an `Assemble` that
+/// makes a record of each line.
+///
+/// An assembler may hold lines back in open groups; the spool then keeps
+/// the batch's limits off lines that join them, and ends the batch before
+/// the first line of a group that must wait (it is read again next time,
+/// from there: a batch never ends inside a group, so a group is formed
+/// from the same lines however often it is read, after a restart too).
+pub trait Assemble {
+    /// Takes the line captured as `seq` at `ts`; pushes onto `out` the
+    /// records it finishes.
+    fn line(&mut self, seq: u64, ts: Timestamp, line: &Line<'_>, out: &mut Vec<IngestRecord>);
+
+    /// A record of the agent's own, stamped `ts`, is read: pushes the
+    /// groups that time finished.
+    fn tick(&mut self, _ts: Timestamp, _out: &mut Vec<IngestRecord>) {}
+
+    /// Whether `line` would join a group held open.
+    fn joins(&self, _ts: Timestamp, _line: &Line<'_>) -> bool {
+        false
+    }
+
+    /// Whether any group is held open.
+    fn is_open(&self) -> bool {
+        false
+    }
+
+    /// Reading stops: pushes the open groups that are finished. `more`:
+    /// lines stamped from then on may still follow in this segment (`None`:
+    /// none will, so every group is finished). Returns how long the first
+    /// group that must wait for more may still wait, if one must.
+    fn finish(
+        &mut self,
+        _more: Option<Timestamp>,
+        _out: &mut Vec<IngestRecord>,
+    ) -> Option<Duration> {
+        None
+    }
+
+    /// Pushes every open group as it is: the batch cannot hold more.
+    fn cut(&mut self, _out: &mut Vec<IngestRecord>) {}
+}
+
+impl<F: Fn(u64, Timestamp, &Line<'_>) -> IngestRecord> Assemble for F {
+    fn line(&mut self, seq: u64, ts: Timestamp, line: &Line<'_>, out: &mut Vec<IngestRecord>) {
+        out.push(self(seq, ts, line));
+    }
+}
 
 /// Where the shipper reads its next batch: the oldest segment's part not
 /// yet acknowledged and already written. The segment stays pinned (not
@@ -14,6 +70,9 @@ pub struct ReadPlan {
     pub(super) header: Arc<SegmentHeader>,
     pub(super) start: u64,
     pub(super) end: u64,
+    /// Lines stamped from this time on may still be written after `end`
+    /// (the segment is open); `None`: the segment is finished.
+    pub(super) more: Option<Timestamp>,
 }
 
 /// Records read for one batch, and what to acknowledge once shipped.
@@ -45,6 +104,9 @@ impl Spool {
             header: head.header.clone(),
             start: head.start,
             end: head.len,
+            // Taken under the lock every record is stamped under: a line
+            // not written yet is stamped after it.
+            more: head.open.then(Timestamp::now),
         })
     }
 
@@ -119,10 +181,15 @@ impl Spool {
 /// becomes a record through `parse` (`seq`, the time it was stamped with,
 /// the line as read): the spool keeps lines as read and leaves parsing to
 /// the layer that ships them.
+///
+/// Lines the assembler holds open are read past the batch's limits (a
+/// group is bounded by its assembler) unless the batch already holds twice
+/// them; a group that must wait for more lines ends the batch before its
+/// first line ([`Stop::Pending`]).
 pub fn read_batch(
     plan: &ReadPlan,
     limits: &BatchLimits,
-    parse: impl Fn(u64, jiff::Timestamp, &Line<'_>) -> IngestRecord,
+    assemble: &mut impl Assemble,
 ) -> io::Result<ReadBatch> {
     let mut reader = FrameReader::new(&plan.file, plan.start, plan.end);
     let mut records = Vec::new();
@@ -132,6 +199,8 @@ pub fn read_batch(
         end: plan.start,
         ..Receipt::default()
     };
+    // Where the batch may end: the last point with no group open.
+    let mut settled = (receipt.clone(), 0);
     let stop = loop {
         let at = reader.pos;
         let (body, next) = match reader.next()? {
@@ -142,13 +211,30 @@ pub fn read_batch(
         let Some(prefix) = Prefix::decode(body) else {
             break Stop::Corrupt(at);
         };
-        if records.len() >= limits.max_records
-            || (!records.is_empty() && next - plan.start > limits.max_bytes)
+        let body = &body[RECORD_PREFIX_BYTES..];
+        let captured = if prefix.flags & FLAG_CAPTURED != 0 {
+            match decode_captured(body) {
+                Some(line) => Some(line),
+                None => break Stop::Corrupt(at),
+            }
+        } else {
+            None
+        };
+        let stamped = timestamp(prefix.ts);
+        let joins = captured
+            .as_ref()
+            .is_some_and(|line| assemble.joins(stamped, line));
+        // A line joining an open group is read whatever the limits, up to
+        // twice them (the assembler bounds a group; halved limits may not).
+        let frames = receipt.records as usize;
+        let bound: u8 = if joins { 2 } else { 1 };
+        if frames >= limits.max_records.saturating_mul(bound.into())
+            || (frames > 0 && next - plan.start > limits.max_bytes.saturating_mul(bound.into()))
         {
             break Stop::Full;
         }
         let line_bytes = prefix.line_bytes as u64;
-        if prefix.flags & FLAG_UNMETERED == 0 {
+        if prefix.flags & FLAG_UNMETERED == 0 && !joins {
             let over_lines = limits
                 .lines
                 .is_some_and(|lines| receipt.metered_lines + 1 > lines);
@@ -160,16 +246,17 @@ pub fn read_batch(
                 break Stop::Throttled;
             }
         }
-        let body = &body[RECORD_PREFIX_BYTES..];
-        let record = if prefix.flags & FLAG_CAPTURED != 0 {
-            decode_captured(body).map(|line| parse(prefix.seq, timestamp(prefix.ts), &line))
-        } else {
-            decode_record(&prefix, body)
-        };
-        let Some(record) = record else {
-            break Stop::Corrupt(at);
-        };
-        if records.is_empty() {
+        match captured {
+            Some(line) => assemble.line(prefix.seq, stamped, &line, &mut records),
+            None => {
+                let Some(record) = decode_record(&prefix, body) else {
+                    break Stop::Corrupt(at);
+                };
+                assemble.tick(stamped, &mut records);
+                records.push(record);
+            }
+        }
+        if receipt.records == 0 {
             receipt.first_seq = prefix.seq;
             receipt.first_ts = prefix.ts;
         }
@@ -182,7 +269,35 @@ pub fn read_batch(
             receipt.metered_bytes += line_bytes;
         }
         receipt.end = next;
-        records.push(record);
+        if !assemble.is_open() {
+            settled = (receipt.clone(), records.len());
+        }
+    };
+    let stop = match stop {
+        Stop::End => match assemble.finish(plan.more, &mut records) {
+            None => Stop::End,
+            Some(wait) => {
+                // The open groups wait for more lines: the batch ends
+                // before the first of them, to be read again from there.
+                (receipt, _) = settled.clone();
+                records.truncate(settled.1);
+                Stop::Pending(wait)
+            }
+        },
+        Stop::Corrupt(_) => {
+            // Nothing more of this segment can be read.
+            assemble.finish(None, &mut records);
+            stop
+        }
+        Stop::Full | Stop::Throttled | Stop::Pending(_) => {
+            if assemble.is_open() && settled.0.records > 0 {
+                (receipt, _) = settled.clone();
+                records.truncate(settled.1);
+            } else {
+                assemble.cut(&mut records);
+            }
+            stop
+        }
     };
     Ok(ReadBatch {
         header: plan.header.clone(),
@@ -195,6 +310,12 @@ pub fn read_batch(
 impl ReadPlan {
     pub fn segment(&self) -> u64 {
         self.segment
+    }
+
+    /// No more lines will be written (the recorder is closed): every group
+    /// read is finished.
+    pub fn no_more_lines(&mut self) {
+        self.more = None;
     }
 }
 

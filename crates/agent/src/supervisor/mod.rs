@@ -21,6 +21,7 @@
 //! The files: this one (the restart loop and signals), `worker` (one run),
 //! `exit` (OOM kills and the exit, recorded).
 
+mod echo;
 mod exit;
 mod worker;
 

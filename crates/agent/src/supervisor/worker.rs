@@ -13,6 +13,7 @@ use tailwater_model::{Fields, Level, Stream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinHandle;
 
+use super::echo::{Echo, EchoTo};
 use super::exit::{report_exit, watch_oom, Ending};
 use super::{signal_name, wait_forwarding_signals, Shared, Signals};
 use crate::capture::{capture, Cutting, Outputs, Reader};
@@ -244,6 +245,14 @@ fn record_start(config: &AgentConfig, shared: &Shared<'_>, role: &InitRole, pid:
 
 /// One capture task per output, each writing to the requests (which
 /// attribute and record its lines) and echoing as `--echo` says.
+///
+/// The tasks run on a single-threaded runtime of their own
+/// ([`capture_runtime`]): it runs woken tasks in the order they were woken,
+/// which is the order the kernel saw the pipes become readable (on the
+/// agent's multi-threaded runtime, a task woken last may run first, or two
+/// at once), and a task never waits for its echo ([`Echo`]): so a worker's
+/// `print` and the traceback it wrote to stderr right after are captured in
+/// that order.
 fn start_capture(
     config: &AgentConfig,
     shared: &Shared<'_>,
@@ -254,6 +263,15 @@ fn start_capture(
         max_line_bytes: config.max_line_bytes,
         progress_interval: config.progress_interval,
     };
+    let (done, all_done) = tokio::sync::mpsc::channel::<()>(1);
+    let runtime = capture_runtime(all_done).unwrap_or_else(|error| {
+        shared.recorder.system_warning(format!(
+            "cannot start the capture thread ({error}): capturing on the agent's runtime, so lines of stdout and stderr written at once may be recorded out of order"
+        ));
+        tokio::runtime::Handle::current()
+    });
+    // Readers register with the runtime that reads them.
+    let _in_capture = runtime.enter();
     let mut tasks = Vec::new();
     for (fd, stream) in readers {
         let reader = match Reader::new(fd, tty, shared.sync) {
@@ -268,16 +286,48 @@ fn start_capture(
         };
         let requests = shared.requests.clone();
         let echo = config.echo;
-        tasks.push(tokio::spawn(async move {
-            let echo: Option<Box<dyn tokio::io::AsyncWrite + Unpin + Send>> = match (echo, stream) {
-                (false, _) => None,
-                (true, Stream::Stderr) => Some(Box::new(tokio::io::stderr())),
-                (true, _) => Some(Box::new(tokio::io::stdout())),
+        let done = done.clone();
+        tasks.push(runtime.spawn(async move {
+            let to = match stream {
+                Stream::Stderr => EchoTo::Stderr,
+                _ => EchoTo::Stdout,
             };
+            let echo = echo.then(|| Echo::start(to)).flatten().or_else(|| {
+                if echo {
+                    requests.recorder().system_warning(format!(
+                        "cannot start a thread to echo the worker's {}: it is captured, not echoed",
+                        stream.as_str()
+                    ));
+                }
+                None
+            });
+            let echo =
+                echo.map(|echo| Box::new(echo) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>);
             capture(reader, stream, echo, &*requests, cutting).await;
+            drop(done);
         }));
     }
     tasks
+}
+
+/// A single-threaded runtime on a thread of its own, running until every
+/// sender of `all_done` is gone (each capture task holds one, finished or
+/// aborted).
+fn capture_runtime(
+    mut all_done: tokio::sync::mpsc::Receiver<()>,
+) -> std::io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("tailwater-capture".into())
+        .spawn(move || {
+            runtime.block_on(async move { while all_done.recv().await.is_some() {} });
+            // An echo blocked on a paused terminal must not hold the thread.
+            runtime.shutdown_background();
+        })?;
+    Ok(handle)
 }
 
 /// Lets the capture tasks read to the end of output, for at most

@@ -19,6 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flate2::write::GzEncoder;
 use jiff::Timestamp;
+use tailwater_model::time::TimePrecision;
 use tailwater_model::wire::ExportFormat as Format;
 use tailwater_model::{Direction, LogRecord};
 use tokio::sync::mpsc;
@@ -68,6 +69,18 @@ pub async fn export(
             )))
         }
     };
+    let precision = match take_once(&mut pairs, "time_precision")? {
+        Some(text) if format == Format::Ndjson => {
+            return Err(ApiError::bad_request(format!(
+                "time_precision={text} is for text exports: ndjson keeps every digit of a time; leave it out"
+            )))
+        }
+        Some(text) => Some(
+            text.parse::<TimePrecision>()
+                .map_err(ApiError::bad_request)?,
+        ),
+        None => None,
+    };
     let (params, tenant, view) = params(&state, &principal, Query(pairs)).await?;
     for (name, given) in [
         ("limit", &params.limit),
@@ -101,7 +114,7 @@ pub async fn export(
     tokio::task::spawn_blocking(move || {
         let mut out = Chunks::new(compression, sender);
         let mut lines = 0u64;
-        match snapshot.write(&mut out, format, &mut lines) {
+        match snapshot.write(&mut out, (format, precision), &mut lines) {
             Ok(()) => tracing::debug!(tenant = %snapshot.tenant, lines, "export sent"),
             // The client went away: nothing to tell anyone.
             Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
@@ -161,7 +174,8 @@ impl Snapshot {
     /// Writes every record, page by page, counting the lines; then, if
     /// blocks could not be read, a last line saying what is missing
     /// ([`Format::incomplete_line`]).
-    fn write(&self, out: &mut Chunks, format: Format, lines: &mut u64) -> std::io::Result<()> {
+    fn write(&self, out: &mut Chunks, look: Look, lines: &mut u64) -> std::io::Result<()> {
+        let (format, _) = look;
         let mut query = self.query.clone();
         let mut skipped = Skipped::default();
         loop {
@@ -178,7 +192,7 @@ impl Snapshot {
                     .is_none_or(|view| view.sees(&record, &self.state.registry));
                 if record.position <= self.as_of && visible {
                     self.seal.fill_id(&mut record);
-                    write_record(out, &record, format)?;
+                    write_record(out, &record, look)?;
                     *lines += 1;
                     out.send_if_full()?;
                 }
@@ -233,10 +247,19 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-fn write_record(out: &mut impl Write, record: &LogRecord, format: Format) -> std::io::Result<()> {
-    match format {
-        Format::Ndjson => serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)?,
-        Format::Text => write!(out, "{}", record.text_line())?,
+/// How records are written: the format, and for text the digits of a
+/// second shown (every digit the time has without one).
+type Look = (Format, Option<TimePrecision>);
+
+fn write_record(out: &mut impl Write, record: &LogRecord, look: Look) -> std::io::Result<()> {
+    match look {
+        (Format::Ndjson, _) => {
+            serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)?
+        }
+        (Format::Text, None) => write!(out, "{}", record.text_line())?,
+        (Format::Text, Some(precision)) => {
+            write!(out, "{:.*}", precision.digits(), record.text_line())?
+        }
     }
     out.write_all(b"\n")
 }

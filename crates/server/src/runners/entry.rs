@@ -22,9 +22,7 @@ impl Sighting {
             .records
             .iter()
             .filter(|record| record.stream == Stream::System)
-            .filter_map(|record| {
-                Event::new(record.seq, as_stored(record.ts), &record.fields.to_map())
-            })
+            .filter_map(|record| Event::new(record.seq, record.ts, &record.fields.to_map()))
             .collect();
         Sighting {
             app: batch.app.clone(),
@@ -32,7 +30,7 @@ impl Sighting {
             runner: batch.runner.clone(),
             boot: batch.boot.clone(),
             source: batch.source,
-            first_ts: batch.records.first().map(|record| as_stored(record.ts)),
+            first_ts: batch.records.first().map(|record| record.ts),
             events,
         }
     }
@@ -80,12 +78,6 @@ impl Event {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(false)
     }
-}
-
-/// A record time as the store keeps it (to the millisecond), so the table
-/// reads the same whether built live or replayed from the store.
-pub(super) fn as_stored(ts: Timestamp) -> Timestamp {
-    Timestamp::from_millisecond(ts.as_millisecond()).unwrap_or(ts)
 }
 
 impl Entry {

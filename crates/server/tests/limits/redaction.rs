@@ -29,10 +29,13 @@ async fn default_redaction_replaces_secrets_before_anything_is_written() {
     let aws = "AKIAIOSFODNN7EXAMPLE";
     let github = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
     let bearer = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlc2lnbmF0dXJl";
+    // Made in order: times are kept to the nanosecond, so the order they
+    // are made in is the order they read in.
+    let first = record(0, &format!("boto3 uses {aws} for s3"));
     let mut with_fields = record(1, "calling the hub");
     with_fields["fields"] = json!({"env": {"GITHUB_TOKEN": github}, "attempt": 2});
     let records = vec![
-        record(0, &format!("boto3 uses {aws} for s3")),
+        first,
         with_fields,
         record(
             2,

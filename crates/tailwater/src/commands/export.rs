@@ -24,6 +24,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tailwater_model::wire::ExportFormat;
 
 use super::logs::FilterArgs;
+use crate::render::PrecisionArg;
 use crate::Connection;
 
 #[derive(Args, Debug)]
@@ -39,6 +40,10 @@ pub struct ExportArgs {
     /// the API's record shape).
     #[arg(long, value_enum, default_value = "text")]
     format: FormatArg,
+    /// Digits of a second in a text export's times: ms (3), us (6) or ns
+    /// (9). An ndjson export has every digit.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Ms, value_name = "UNIT")]
+    time_precision: PrecisionArg,
     /// Compress the output with gzip.
     #[arg(long)]
     gzip: bool,
@@ -68,7 +73,8 @@ pub async fn run(args: ExportArgs) -> anyhow::Result<u8> {
         FormatArg::Text => ExportFormat::Text,
         FormatArg::Ndjson => ExportFormat::Ndjson,
     };
-    let export = client.export(&params, format).await?;
+    let precision = (format == ExportFormat::Text).then(|| args.time_precision.into());
+    let export = client.export_at(&params, format, precision).await?;
     let progress = progress_bar();
     // `-o -` is stdout, as for most tools, not a file named `-`.
     let file = args

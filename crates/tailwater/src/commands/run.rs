@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use clap::Args;
 use tailwater_agent::{
-    AgentConfig, ProxyConfig, RestartPolicy, SpoolDurability, DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_RESTART_MAX, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
+    AgentConfig, Grouping, ProxyConfig, RestartPolicy, SpoolDurability, DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MULTILINE_MAX_BYTES, DEFAULT_RESTART_MAX, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
 };
 use tailwater_model::time::parse_std_duration;
 use tailwater_model::Source;
@@ -126,10 +126,26 @@ pub struct RunArgs {
     /// Restarts allowed at most with --restart (0: no limit).
     #[arg(long, default_value_t = DEFAULT_RESTART_MAX, value_name = "N")]
     restart_max: u32,
+    /// Ship the lines of a traceback or a panic (Python, JVM, Go, Rust) as
+    /// one record at error level: on, or off for a record per line.
+    #[arg(long, default_value = "on", value_name = "on|off", value_parser = ["on", "off"])]
+    multiline: String,
+    /// How long a traceback's next line is waited for before its record is
+    /// shipped; a line written later starts a record of its own.
+    #[arg(long, default_value = "200ms", value_parser = parse_std_duration, value_name = "DURATION")]
+    multiline_wait: Duration,
+    /// A traceback's record holds at most this many bytes; a longer one is
+    /// shipped in pieces marked continued, counted in a system record.
+    #[arg(long, default_value_t = DEFAULT_MULTILINE_MAX_BYTES, value_name = "BYTES")]
+    multiline_max_bytes: usize,
     /// The worker's command and arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
 }
+
+/// `--multiline-wait` at most: every record shipped after a traceback
+/// waits for it.
+const MAX_MULTILINE_WAIT: Duration = Duration::from_secs(10);
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     super::init_tracing("warn");
@@ -148,6 +164,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     anyhow::ensure!(
         args.rate_lines != Some(0) && args.rate_bytes != Some(0),
         "--rate-lines and --rate-bytes must be at least 1 (leave them out for no limit)"
+    );
+    anyhow::ensure!(
+        args.multiline_max_bytes > 0,
+        "--multiline-max-bytes must be at least 1 (use --multiline off to ship every line alone)"
+    );
+    anyhow::ensure!(
+        args.multiline_wait <= MAX_MULTILINE_WAIT,
+        "--multiline-wait must be at most 10s: a traceback's lines come within milliseconds, and each record waits this long for the next"
     );
     anyhow::ensure!(
         !args.app.trim().is_empty(),
@@ -182,6 +206,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.heartbeat_interval = Some(args.heartbeat_interval).filter(|every| !every.is_zero());
     config.restart = args.restart;
     config.restart_max = args.restart_max;
+    config.multiline = (args.multiline == "on").then_some(Grouping {
+        wait: args.multiline_wait,
+        max_bytes: args.multiline_max_bytes,
+    });
     let code = tailwater_agent::run(config).await?;
     // Exit codes are 0..=255; a worker's code is already in that range, and
     // 128 + signal is too.

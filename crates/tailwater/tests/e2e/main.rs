@@ -15,6 +15,8 @@ mod export;
 mod faults;
 mod limits;
 mod logs;
+mod multiline;
+mod order;
 mod readme;
 mod requests;
 mod requests_list;

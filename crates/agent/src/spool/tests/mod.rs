@@ -126,7 +126,7 @@ fn captured_lines_come_back_as_capture_knew_them() {
     // The spool hands each line to the layer above as it was appended, with
     // its stamp; it parses nothing itself.
     let given = std::cell::RefCell::new(Vec::new());
-    let batch = super::read_batch(&plan, &ALL, |seq, ts, line| {
+    let batch = super::read_batch(&plan, &ALL, &mut |seq, ts, line: &Line<'_>| {
         let owned = (
             seq,
             ts,
@@ -182,7 +182,7 @@ pub(super) fn as_record(seq: u64, ts: Timestamp, line: &Line<'_>) -> IngestRecor
 
 /// [`super::read_batch`] with [`as_record`].
 pub(super) fn read_batch(plan: &ReadPlan, limits: &BatchLimits) -> io::Result<ReadBatch> {
-    super::read_batch(plan, limits, as_record)
+    super::read_batch(plan, limits, &mut as_record)
 }
 
 #[test]
