@@ -1,7 +1,7 @@
 //! Fuzz targets for every decoder of bytes that come from outside the
 //! process: what a client sends (the ingest body, query parameters,
-//! filters and regexes, cursors), what a worker prints (the line parser,
-//! the grouping of a traceback's lines),
+//! filters and regexes, cursors, other protocols' requests), what a worker
+//! prints (the line parser, the grouping of a traceback's lines),
 //! and what is read back from disk after a crash or a flipped byte (WAL
 //! frames, part footers and blocks, the agent's spool segments).
 //!
@@ -21,12 +21,14 @@
 mod ingest;
 pub mod model;
 mod multiline;
+mod protocols;
 mod spool;
 mod store;
 
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
+pub use protocols::{otlp, otlp_records};
 pub use spool::{spool, spool_records};
 pub use store::{block, part, part_records, wal, wal_records};
 
@@ -34,7 +36,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 11] = [
+pub const TARGETS: [(&str, Target); 12] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -46,6 +48,7 @@ pub const TARGETS: [(&str, Target); 11] = [
     ("block", block),
     ("spool", spool),
     ("multiline", multiline),
+    ("otlp", otlp),
 ];
 
 /// Separates the parts of one input.

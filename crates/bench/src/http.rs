@@ -56,7 +56,13 @@ impl Connection {
         self.writer.try_clone()
     }
 
-    fn send_head(&mut self, method: &str, path: &str, body: &[u8], extra: &str) -> io::Result<()> {
+    fn send_head(
+        &mut self,
+        method: &str,
+        path: &str,
+        (content_type, body): (&str, &[u8]),
+        extra: &str,
+    ) -> io::Result<()> {
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\n{extra}",
             self.token
@@ -65,7 +71,7 @@ impl Connection {
         if method == "POST" {
             request.extend_from_slice(
                 format!(
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                     body.len()
                 )
                 .as_bytes(),
@@ -83,8 +89,18 @@ impl Connection {
         }
     }
 
-    /// Sends a request and reads the whole response.
+    /// Sends a request (a JSON body, if any) and reads the whole response.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<Response> {
+        self.request_typed(method, path, ("application/json", body))
+    }
+
+    /// [`Connection::request`] with a body of another content type.
+    pub fn request_typed(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: (&str, &[u8]),
+    ) -> anyhow::Result<Response> {
         self.send_head(method, path, body, "")?;
         let head = read_head(&mut self.reader)?;
         let mut body = Vec::new();
@@ -105,7 +121,7 @@ impl Connection {
 
     /// Opens a server-sent events stream: its decoded body, read as lines.
     pub fn events(mut self, path: &str) -> anyhow::Result<impl BufRead> {
-        self.send_head("GET", path, b"", "Accept: text/event-stream\r\n")?;
+        self.send_head("GET", path, ("", b""), "Accept: text/event-stream\r\n")?;
         let head = read_head(&mut self.reader)?;
         ensure!(
             head.status == 200,

@@ -22,6 +22,7 @@ mod http;
 mod ingest;
 mod measure;
 mod memory;
+mod otlp;
 mod query;
 mod server;
 mod size;

@@ -74,6 +74,8 @@ pub fn find_tailwater(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 struct Bodies {
     /// `(runner index, JSON body)`, in the order they were cut.
     bodies: Vec<(usize, Vec<u8>)>,
+    /// The same batches as OTLP/HTTP protobuf bodies ([`crate::otlp`]).
+    otlp: Vec<(usize, Vec<u8>)>,
     lines: u64,
     raw_path: PathBuf,
 }
@@ -87,9 +89,11 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
     let mut pending: Vec<(Vec<IngestRecord>, usize, u64)> =
         runners.iter().map(|_| (Vec::new(), 0, 0)).collect();
     let mut bodies = Vec::new();
+    let mut otlp = Vec::new();
     let mut lines = 0;
-    let cut = |runner: usize, records: Vec<IngestRecord>| -> anyhow::Result<(usize, Vec<u8>)> {
+    let mut cut = |runner: usize, records: Vec<IngestRecord>| -> anyhow::Result<()> {
         let labels = &runners[runner];
+        otlp.push((runner, crate::otlp::body(labels, &records)));
         let batch = IngestBatch {
             app: labels.app.clone(),
             version: labels.version.clone(),
@@ -98,7 +102,8 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
             source: Default::default(),
             records,
         };
-        Ok((runner, serde_json::to_vec(&batch)?))
+        bodies.push((runner, serde_json::to_vec(&batch)?));
+        Ok(())
     };
     for line in corpus {
         let line = line.context("cannot read the corpus")?;
@@ -111,17 +116,18 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
         lines += 1;
         if records.len() == BATCH_LINES || *bytes >= BATCH_BYTES {
             *bytes = 0;
-            bodies.push(cut(line.runner, std::mem::take(records))?);
+            cut(line.runner, std::mem::take(records))?;
         }
     }
     for (runner, (records, _, _)) in pending.into_iter().enumerate() {
         if !records.is_empty() {
-            bodies.push(cut(runner, records)?);
+            cut(runner, records)?;
         }
     }
     raw.flush()?;
     Ok(Bodies {
         bodies,
+        otlp,
         lines,
         raw_path,
     })
@@ -137,16 +143,32 @@ struct Posted {
     accepted: u64,
 }
 
+/// Where and as what bodies are POSTed.
+#[derive(Clone, Copy)]
+struct Endpoint {
+    path: &'static str,
+    content_type: &'static str,
+}
+
+const NATIVE: Endpoint = Endpoint {
+    path: "/v1/ingest",
+    content_type: "application/json",
+};
+const OTLP: Endpoint = Endpoint {
+    path: "/v1/logs",
+    content_type: "application/x-protobuf",
+};
+
 /// POSTs every body to `served`, each runner's batches in order on one of
 /// `connections` connections, all connections at once.
 fn post_all(
     served: &Served,
     token: &str,
-    bodies: &Bodies,
+    (endpoint, bodies): (Endpoint, &[(usize, Vec<u8>)]),
     connections: usize,
 ) -> anyhow::Result<Posted> {
     let mut per_connection: Vec<Vec<&[u8]>> = vec![Vec::new(); connections];
-    for (runner, body) in &bodies.bodies {
+    for (runner, body) in bodies {
         per_connection[runner % connections].push(body);
     }
     let mut opened = Vec::new();
@@ -165,10 +187,15 @@ fn post_all(
                     barrier.wait();
                     let mut accepted = 0;
                     for body in bodies {
-                        let response = connection.request("POST", "/v1/ingest", body)?;
+                        let response = connection.request_typed(
+                            "POST",
+                            endpoint.path,
+                            (endpoint.content_type, body),
+                        )?;
                         if response.status != 200 {
                             bail!(
-                                "POST /v1/ingest answered {}: {}",
+                                "POST {} answered {}: {}",
+                                endpoint.path,
                                 response.status,
                                 String::from_utf8_lossy(&response.body)
                             );
@@ -270,7 +297,7 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
     let mut sink_command = Command::new(&exe);
     sink_command.arg("sink");
     let sink = Served::start(sink_command, &setup.work.join("sink.log"), "the sink")?;
-    let sunk = post_all(&sink, &token, &bodies, setup.connections)?;
+    let sunk = post_all(&sink, &token, (NATIVE, &bodies.bodies), setup.connections)?;
     sink.stop()?;
 
     eprintln!("  POSTing them to tailwater server");
@@ -288,7 +315,7 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
         &setup.work.join("server.log"),
         "tailwater server",
     )?;
-    let posted = post_all(&server, &token, &bodies, setup.connections)?;
+    let posted = post_all(&server, &token, (NATIVE, &bodies.bodies), setup.connections)?;
     ensure!(
         posted.accepted == lines,
         "the server accepted {} of {lines} fresh lines: a benchmark or server bug (its log: {})",
@@ -334,11 +361,62 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
     let stopped = server.stop();
     rows.extend(agent?);
     stopped?;
+
+    eprintln!("  POSTing the same batches as OTLP to a fresh tailwater server");
+    rows.push(otlp_row(setup, &token, &bodies, &posted)?);
     Ok(Measured {
         rows,
         lines,
         raw_bytes: std::fs::metadata(&bodies.raw_path)?.len(),
     })
+}
+
+/// The same batches as OTLP/HTTP protobuf to a fresh server: per core,
+/// beside native ingest of the same run.
+fn otlp_row(setup: &Setup, token: &str, bodies: &Bodies, native: &Posted) -> anyhow::Result<Row> {
+    let data = setup.work.join("server-otlp-data");
+    let mut command = Command::new(&setup.tailwater);
+    command
+        .arg("server")
+        .arg("--data")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0"])
+        .env("TAILWATER_BOOTSTRAP_TOKEN", token)
+        .env("TAILWATER_LOG", "warn");
+    let server = Served::start(
+        command,
+        &setup.work.join("server-otlp.log"),
+        "tailwater server (OTLP)",
+    )?;
+    let posted = post_all(&server, token, (OTLP, &bodies.otlp), setup.connections)?;
+    // OTLP answers no counts: the store's says what was kept.
+    let mut connection = Connection::open(server.addr, token)?;
+    let status = connection.request("GET", "/v1/status", b"")?;
+    let stored = serde_json::from_slice::<serde_json::Value>(&status.body)?["store"]["records"]
+        .as_u64()
+        .unwrap_or(0);
+    server.stop()?;
+    ensure!(
+        stored == bodies.lines,
+        "the server stored {stored} of {} OTLP lines: a benchmark or server bug",
+        bodies.lines
+    );
+    let rate = |time: Duration| {
+        (time.as_secs_f64() > 0.0).then(|| bodies.lines as f64 / time.as_secs_f64())
+    };
+    Ok(Row::new(
+        "server ingest over HTTP, OTLP protobuf",
+        Unit::LinesPerCpuSecond,
+        rate(posted.cpu),
+        rate(native.cpu),
+    )
+    .baseline_is("native ingest per core (the row above), same batches, same run")
+    .target("≥ 0.5× native", |_, ratio| ratio.map(|ratio| ratio >= 0.5))
+    .note(format!(
+        "the same {} batches as ExportLogsServiceRequest protobuf (the runner's labels as service.* resource attributes, fields as attributes, uncompressed) POSTed to POST /v1/logs of a fresh server over {} connections; per core = lines ÷ the server's CPU time, as above",
+        bodies.otlp.len(),
+        setup.connections
+    )))
 }
 
 /// The server's memory targets, ingesting and scanning: the store's own

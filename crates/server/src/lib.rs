@@ -28,6 +28,7 @@ pub mod api;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
+pub mod protocols;
 pub mod recovery;
 pub mod redact;
 pub mod requests;
@@ -106,6 +107,9 @@ pub struct ServerConfig {
     /// naming a caller must be stored; a request without one is shown to
     /// callers once its first line is half as old again.
     pub request_owner_grace: std::time::Duration,
+    /// Record ids (OTLP `log.record.uid`) remembered per tenant to store a
+    /// record sent again once (`ingest::identity`); 0: none.
+    pub dedup_uids: usize,
 }
 
 impl ServerConfig {
@@ -130,6 +134,7 @@ impl ServerConfig {
             registry: registry::RegistryLimits::default(),
             connections: serve::ConnectionLimits::default(),
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
+            dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
         }
     }
 }
@@ -196,6 +201,7 @@ impl AppState {
             runners.clone(),
             settling.clone(),
             config.retention.max_age,
+            config.dedup_uids,
         ));
         Ok(AppState {
             metrics,

@@ -252,3 +252,23 @@ fn dedup_memory_of_sparse_sequence_numbers_is_freed_once_they_are_in_parts() {
     let again = store.append("t", sparse("a", 0..records + 10, ts)).unwrap();
     assert_eq!((again.accepted, again.duplicates), (10, records as usize));
 }
+
+#[test]
+fn the_highest_sequence_number_of_a_stream_survives_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.highest_seq("t", "pub", "r1", "b"), None);
+    store.append("t", batch("pub", 0..10, ago(1))).unwrap();
+    store.append("t", batch("pub", 20..25, ago(1))).unwrap();
+    assert_eq!(store.highest_seq("t", "pub", "r1", "b"), Some(24));
+    // Another app, runner, boot or tenant has none of it.
+    assert_eq!(store.highest_seq("t", "other", "r1", "b"), None);
+    assert_eq!(store.highest_seq("t", "pub", "r2", "b"), None);
+    assert_eq!(store.highest_seq("t", "pub", "r1", "b2"), None);
+    assert_eq!(store.highest_seq("u", "pub", "r1", "b"), None);
+    store.flush().unwrap();
+    assert_eq!(store.highest_seq("t", "pub", "r1", "b"), Some(24));
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    assert_eq!(store.highest_seq("t", "pub", "r1", "b"), Some(24));
+}

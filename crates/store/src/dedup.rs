@@ -69,6 +69,20 @@ impl Dedup {
 }
 
 impl Dedup {
+    /// The highest number stored of a stream, if any (in memory, or in
+    /// parts below the watermark).
+    pub fn highest(&self, tenant: &str, app: &str, runner: &str, boot: &str) -> Option<u64> {
+        let key = (
+            tenant.to_owned(),
+            app.to_owned(),
+            runner.to_owned(),
+            boot.to_owned(),
+        );
+        let seen = self.seen.get(&key)?;
+        let in_memory = seen.ranges.last_key_value().map(|(_, end)| *end);
+        in_memory.max(seen.flushed_through)
+    }
+
     /// Drops the ranges every number of which is in parts: `in_memtable`
     /// gives, for a stream, the lowest number of it still in the memtable
     /// (those must stay answered here). Only streams with more than

@@ -398,6 +398,17 @@ impl Store {
         (records, skipped)
     }
 
+    /// The highest sequence number stored of `runner`'s `boot` in `tenant`'s
+    /// `app`, if any: where a sender that numbers nothing itself goes on
+    /// from (the server numbers its records, see the server's ingest
+    /// identity).
+    pub fn highest_seq(&self, tenant: &str, app: &str, runner: &str, boot: &str) -> Option<u64> {
+        self.inner
+            .lock_writer()
+            .dedup
+            .highest(tenant, app, runner, boot)
+    }
+
     /// `tenant`'s damaged parts: quarantined at open (a quarantined part
     /// whose footer could not be read is known by its folder, which names
     /// its tenant), and served parts with blocks found unreadable since.

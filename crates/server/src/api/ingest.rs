@@ -65,39 +65,56 @@ pub async fn ingest(
         .map_err(ApiError::internal)?;
     match accepted {
         Ok(response) => Ok(Json(response).into_response()),
-        Err(refused) => refusal(refused),
+        Err(refused) => {
+            let (error, retry_after) = refusal(refused);
+            Ok(with_retry_after(error.into_response(), retry_after))
+        }
     }
 }
 
-/// A refusal of the pipeline in this API's shape.
-fn refusal(refused: Refused) -> Result<Response, ApiError> {
-    let (status, code, message, retry_after) = match refused {
+/// A refusal of the pipeline as an error of this API, with how long to
+/// wait before sending the same batch again when waiting helps (429, and
+/// 503/507 with `Retry-After`). Every edge maps it to its protocol's shape.
+pub(super) fn refusal(refused: Refused) -> (ApiError, Option<std::time::Duration>) {
+    match refused {
         Refused::Invalid { code, message } => {
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, code, message))
+            (ApiError::new(StatusCode::BAD_REQUEST, code, message), None)
         }
-        Refused::Denied(denied) => return Err(denied.into()),
-        Refused::Registry(error) => return Err(error.into()),
-        Refused::Internal(error) => return Err(ApiError::internal(error)),
+        Refused::Denied(denied) => (denied.into(), None),
+        Refused::Registry(error) => (error.into(), None),
+        Refused::Internal(error) => (ApiError::internal(error), None),
         Refused::Throttled(throttled) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            throttled.message(),
-            throttled.retry_after,
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                throttled.message(),
+            ),
+            Some(throttled.retry_after),
         ),
         Refused::Unavailable(unavailable) => (
-            match unavailable {
-                crate::ingest::Unavailable::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            },
-            unavailable.code(),
-            unavailable.message().to_owned(),
-            unavailable.retry_after(),
+            ApiError::new(
+                match unavailable {
+                    crate::ingest::Unavailable::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                },
+                unavailable.code(),
+                unavailable.message(),
+            ),
+            Some(unavailable.retry_after()),
         ),
-    };
-    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-    let mut response = ApiError::new(status, code, message).into_response();
+    }
+}
+
+/// `response` with `Retry-After` in whole seconds (at least 1), if given.
+pub(super) fn with_retry_after(
+    mut response: Response,
+    retry_after: Option<std::time::Duration>,
+) -> Response {
+    if let Some(wait) = retry_after {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    Ok(response)
 }

@@ -7,6 +7,7 @@ mod histogram;
 mod ingest;
 mod logs;
 mod ops;
+mod otlp;
 mod read;
 mod requests;
 mod runners;
@@ -37,7 +38,15 @@ pub fn router(state: AppState) -> Router {
                 state.max_batch_bytes.saturating_add(1),
             )),
         )
-        .route("/v1/logs", get(logs::history))
+        .route(
+            "/v1/logs",
+            // GET reads history; POST is OTLP/HTTP logs (its fixed path).
+            get(logs::history)
+                .post(otlp::export)
+                .layer(DefaultBodyLimit::max(
+                    state.max_batch_bytes.saturating_add(1),
+                )),
+        )
         .route("/v1/logs/tail", get(logs::tail))
         .route("/v1/export", get(export::export))
         .route(
@@ -86,14 +95,17 @@ pub fn router(state: AppState) -> Router {
 /// The errors axum answers by itself (a body over its limit, a method a
 /// route does not take, …) are plain text or empty: they are given the
 /// API's JSON shape here, so a client reads every error the same way.
+/// Errors already in a shape (JSON, or a protocol's protobuf) pass.
 async fn json_errors(response: Response) -> Response {
     let status = response.status();
-    let is_json = response
+    let shaped = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        .is_some_and(|value| {
+            value.starts_with("application/json") || value.starts_with("application/x-protobuf")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || shaped {
         return response;
     }
     let text = match axum::body::to_bytes(response.into_body(), 64 * 1024).await {

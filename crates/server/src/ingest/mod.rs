@@ -18,31 +18,20 @@
 //! in [`crate::metrics`]; a refusal is a [`Refused`] the edge answers in
 //! its protocol's own shape.
 //!
-//! Sources that carry no runner, boot or sequence (clients that are not
-//! tailwater's agent) map onto them, so that dedup, the out-of-order window
-//! and the runner table work unchanged:
-//!
-//! - runner: the source's own instance label, as each decoder names it
-//!   (OTLP `service.instance.id`, else `faas.instance`, `host.name`, …; a
-//!   Loki or Elasticsearch label that is a tailwater label); else the
-//!   sender's token id, one runner per token;
-//! - boot: the protocol's name and the UTC day (`otlp-2026-12-07`), so one
-//!   boot's dedup state holds at most a day of records;
-//! - seq: the record's own unique id when the protocol carries one (OTLP
-//!   `log.record.uid`, an Elasticsearch `_id`), hashed into the agent's
-//!   range (below `limits::MAX_AGENT_SEQ`); else a hash of its time,
-//!   message and attributes, so a batch sent again is stored once and two
-//!   identical records of the same nanosecond are one (as Loki does).
+//! Senders that carry no runner, boot or sequence (clients that are not
+//! tailwater's agent) are given them by [`identity`], through
+//! [`Pipeline::accept_unnumbered`].
 //!
 //! The pipeline itself only requires all three to be present.
 
+pub mod identity;
 mod reports;
 mod unavailable;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tailwater_model::wire::{IngestBatch, IngestResponse};
+use tailwater_model::wire::{IngestBatch, IngestRecord, IngestResponse};
 
 pub use unavailable::{is_disk_full, Unavailable, STORE_UNAVAILABLE_RETRY_AFTER};
 
@@ -53,6 +42,7 @@ use crate::limits::{self, CutTally, IngestLimits, RateLimiter, Refusal, Throttle
 use crate::metrics::{AppLabels, Metrics, PatternLabels, ReasonLabels};
 use crate::redact::{Redactor, Replaced};
 use crate::runners::Runners;
+use identity::Identity;
 use reports::AgentReports;
 
 /// Why a batch was not stored; nothing of it was.
@@ -72,6 +62,17 @@ pub enum Refused {
     Internal(String),
 }
 
+/// A batch of a sender that numbers nothing ([`Pipeline::accept_unnumbered`]):
+/// its records' `seq` is set there, each beside its own id, if it has one.
+#[derive(Debug)]
+pub struct Unnumbered {
+    pub app: String,
+    pub version: String,
+    /// `None`: the sender names no instance.
+    pub runner: Option<String>,
+    pub records: Vec<(IngestRecord, Option<String>)>,
+}
+
 /// Everything the pipeline acts on, shared by every edge.
 pub struct Pipeline {
     registry: Arc<Registry>,
@@ -83,6 +84,7 @@ pub struct Pipeline {
     settling: Arc<Settling>,
     /// Records older than their app's retention (else this) are refused.
     retention_max_age: Duration,
+    identity: Identity,
 }
 
 impl Pipeline {
@@ -94,8 +96,10 @@ impl Pipeline {
         runners: Arc<Runners>,
         settling: Arc<Settling>,
         retention_max_age: Duration,
+        dedup_uids: usize,
     ) -> Pipeline {
         Pipeline {
+            identity: Identity::new(runners.store().clone(), dedup_uids),
             registry,
             limits,
             rates: RateLimiter::default(),
@@ -122,6 +126,66 @@ impl Pipeline {
     ) -> Result<IngestResponse, Refused> {
         self.admit(principal, tenant, &batch)?;
         self.store(tenant, batch)
+    }
+
+    /// Stores `batch`, from a sender that numbers nothing, as [`identity`]
+    /// says: its runner (the token's when it names none), the protocol's
+    /// boot of the day of `now`, and the next sequence numbers; records whose
+    /// own id the tenant sent lately are duplicates, left out and counted
+    /// as such in the answer.
+    pub fn accept_unnumbered(
+        &self,
+        principal: &Principal,
+        tenant: &str,
+        protocol: &str,
+        batch: Unnumbered,
+        now: jiff::Timestamp,
+    ) -> Result<IngestResponse, Refused> {
+        let Unnumbered {
+            app,
+            version,
+            runner,
+            records,
+        } = batch;
+        let uids: Vec<Option<String>> = records.iter().map(|(_, uid)| uid.clone()).collect();
+        let mut seen = self.identity.seen(tenant, &app, &uids);
+        // A record sent twice in one batch is stored once too.
+        let mut in_batch = std::collections::HashSet::new();
+        for (uid, seen) in uids.iter().zip(&mut seen) {
+            if let Some(uid) = uid {
+                *seen |= !in_batch.insert(uid.as_str());
+            }
+        }
+        let duplicates = seen.iter().filter(|seen| **seen).count();
+        let mut fresh: Vec<IngestRecord> = records
+            .into_iter()
+            .zip(&seen)
+            .filter(|(_, seen)| !**seen)
+            .map(|((record, _), _)| record)
+            .collect();
+        let runner = runner.unwrap_or_else(|| Identity::token_runner(&principal.token_id));
+        let boot = Identity::boot(protocol, now);
+        let first = self
+            .identity
+            .number(tenant, &app, &runner, &boot, fresh.len());
+        for (record, seq) in fresh.iter_mut().zip(first..) {
+            record.seq = seq;
+        }
+        let batch = IngestBatch {
+            app,
+            version,
+            runner,
+            boot,
+            source: Default::default(),
+            records: fresh,
+        };
+        let app = batch.app.clone();
+        let mut response = self.accept(principal, tenant, batch)?;
+        let stored = uids.into_iter().zip(seen).filter(|(_, seen)| !seen);
+        self.identity
+            .remember(tenant, &app, stored.filter_map(|(uid, _)| uid));
+        response.duplicates += duplicates;
+        Ok(response)
     }
 
     /// Counts a batch an edge refused before it could decode it (too

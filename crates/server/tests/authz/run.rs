@@ -96,6 +96,17 @@ async fn authorization_matrix() {
                     format!("/v1/ingest?tenant={tenant}"),
                     Some(batch(app, &fresh, "r-new")),
                 ),
+                Otlp => (
+                    "POST",
+                    format!("/v1/logs?tenant={tenant}"),
+                    Some(json!({"resourceLogs": [{
+                        "resource": {"attributes": [
+                            {"key": "service.name", "value": {"stringValue": app}},
+                            {"key": "service.instance.id", "value": {"stringValue": fresh}}
+                        ]},
+                        "scopeLogs": [{"logRecords": [{"body": {"stringValue": "from otlp"}}]}]
+                    }]})),
+                ),
                 Logs => (
                     "GET",
                     format!("/v1/logs?tenant={tenant}&request=r-{app}&app={app}"),
@@ -262,9 +273,19 @@ async fn authorization_matrix() {
                 "{endpoint:?} {which_tenant} {app} as {}: {method} {path} answered {status} {text}",
                 KINDS[column]
             );
-            let code = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|body| body["error"]["code"].as_str().map(str::to_owned));
+            let code = serde_json::from_str::<Value>(&text).ok().and_then(|body| {
+                if endpoint == Otlp {
+                    // OTLP's google.rpc.Status: the gRPC code of each refusal.
+                    let grpc = match body["code"].as_i64()? {
+                        16 => "unauthorized",
+                        7 => "forbidden",
+                        5 => "not_found",
+                        _ => return None,
+                    };
+                    return Some(grpc.to_owned());
+                }
+                body["error"]["code"].as_str().map(str::to_owned)
+            });
             // A successful WebSocket upgrade stands for a 200 below.
             let status = if method == "WS" && status == 101 {
                 200
@@ -285,7 +306,7 @@ async fn authorization_matrix() {
                     .as_array()
                     .unwrap()
                     .len()
-            } else if is_page(&path) && status == 200 {
+            } else if is_page(&path) && method == "GET" && status == 200 {
                 serde_json::from_str::<Value>(&text).unwrap()["records"]
                     .as_array()
                     .unwrap()

@@ -92,6 +92,7 @@ pub(crate) async fn build_world(rng: &mut StdRng) -> World {
 pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut Model, seed: u64) {
     let mut next_seq: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut marker = 0;
+    let mut otlp_sent = 0;
     let keys: Vec<(String, String)> = world.ingest.keys().cloned().collect();
     for _ in 0..40 {
         let (tenant, app) = keys[rng.random_range(0..keys.len())].clone();
@@ -159,16 +160,37 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
                 request,
             });
         }
-        let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
-            "source": "gateway", "records": records});
-        let (status, answer) = http(
-            &world.server,
-            "POST",
-            &format!("/v1/ingest?tenant={tenant}"),
-            &token.secret,
-            Some(batch),
-        )
-        .await;
+        // Some batches come as OTLP logs instead (those without a gateway's
+        // start, which is a system record OTLP cannot send): the same
+        // records, labels and token, through the same pipeline.
+        let otlp = starts.is_empty() && (otlp_sent == 0 || rng.random_bool(0.3));
+        otlp_sent += usize::from(otlp);
+        let (path, batch) = if otlp {
+            (
+                format!("/v1/logs?tenant={tenant}"),
+                otlp_batch(&target_app, runner, &records),
+            )
+        } else {
+            let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
+                "source": "gateway", "records": records});
+            (format!("/v1/ingest?tenant={tenant}"), batch)
+        };
+        let (status, answer) = http(&world.server, "POST", &path, &token.secret, Some(batch)).await;
+        if otlp {
+            let expected = if target_app != app { 403 } else { 200 };
+            assert_eq!(
+                status, expected,
+                "seed {seed}: OTLP of {tenant}/{app:?} as {target_app:?}: {answer}"
+            );
+            assert!(
+                answer.get("partialSuccess").is_none_or(|p| p.is_null()),
+                "seed {seed}: {answer}"
+            );
+            if status == 200 {
+                model.records.extend(stored);
+            }
+            continue;
+        }
         if target_app != app {
             assert_eq!(
                 status, 403,
@@ -196,4 +218,32 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
         }
         model.records.extend(stored);
     }
+    assert!(otlp_sent > 0, "seed {seed}: some batches came as OTLP");
+}
+
+/// `records` (the native batch's) as an OTLP/JSON request of `app`'s
+/// resource, the runner its instance.
+fn otlp_batch(app: &str, runner: &str, records: &[serde_json::Value]) -> serde_json::Value {
+    let text = |value: &str| json!({"stringValue": value});
+    let records: Vec<serde_json::Value> = records
+        .iter()
+        .map(|record| {
+            let mut attributes = Vec::new();
+            if let Some(request) = record["request_id"].as_str() {
+                attributes.push(json!({"key": "request_id", "value": text(request)}));
+            }
+            json!({
+                "severityText": record["level"],
+                "body": text(record["message"].as_str().unwrap()),
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": text(app)},
+            {"key": "service.instance.id", "value": text(runner)}
+        ]},
+        "scopeLogs": [{"logRecords": records}]
+    }]})
 }

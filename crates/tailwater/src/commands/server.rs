@@ -178,6 +178,10 @@ pub struct ServerArgs {
     /// in the batch of its first line.
     #[arg(long, default_value = "2s", value_parser = parse_std_duration)]
     request_owner_grace: std::time::Duration,
+    /// Record ids (OTLP's log.record.uid) remembered per tenant, so that a
+    /// record sent again is stored once; 0 remembers none.
+    #[arg(long, default_value_t = tailwater_server::ingest::identity::DEFAULT_DEDUP_UIDS)]
+    dedup_uids: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -217,6 +221,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         max_uri_bytes: args.max_uri_bytes,
     };
     config.request_owner_grace = args.request_owner_grace;
+    config.dedup_uids = args.dedup_uids;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.out_of_order_window = args.out_of_order_window;

@@ -1,0 +1,102 @@
+//! The protocols other senders speak, decoded at the edge into ingest
+//! batches for [`crate::ingest::Pipeline`]: OpenTelemetry's OTLP logs
+//! ([`otlp`]) so far. Each decoder is pure (bytes in, batches out), so it is
+//! tested and fuzzed without a server; its HTTP route lives in `api`.
+
+pub mod otlp;
+
+use std::io::Read;
+
+/// Why a body's `Content-Encoding` could not be undone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Undecoded {
+    /// An encoding we do not read; the message names it.
+    Unsupported(String),
+    /// Over the limit once decompressed.
+    TooLarge,
+    /// Not what its encoding says it is.
+    Invalid(String),
+}
+
+/// `body` with its `Content-Encoding` (`gzip`, `zstd`, `identity` or none)
+/// undone, refused past `limit` bytes decompressed: a small body must not
+/// become a large one in memory.
+pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, Undecoded> {
+    let encoding = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
+    let reader: Box<dyn Read + '_> = match encoding.as_str() {
+        "" | "identity" => {
+            return if body.len() > limit {
+                Err(Undecoded::TooLarge)
+            } else {
+                Ok(body.to_vec())
+            }
+        }
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|error| Undecoded::Invalid(format!("invalid zstd body: {error}")))?,
+        ),
+        other => {
+            return Err(Undecoded::Unsupported(format!(
+                "content encoding '{}' is not supported: send gzip, zstd or none",
+                other.escape_debug()
+            )))
+        }
+    };
+    let mut out = Vec::new();
+    let read = reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|error| Undecoded::Invalid(format!("invalid {encoding} body: {error}")))?;
+    if read > limit {
+        return Err(Undecoded::TooLarge);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(bytes).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn encodings_are_undone_within_the_limit() {
+        let text = b"hello hello hello".repeat(100);
+        assert_eq!(decompress(&text, None, 10_000).unwrap(), text);
+        assert_eq!(decompress(&text, Some("identity"), 10_000).unwrap(), text);
+        assert_eq!(
+            decompress(&gzip(&text), Some("gzip"), 10_000).unwrap(),
+            text
+        );
+        let zstd = zstd::encode_all(&text[..], 3).unwrap();
+        assert_eq!(decompress(&zstd, Some("ZSTD"), 10_000).unwrap(), text);
+    }
+
+    #[test]
+    fn a_bomb_a_lie_and_an_unknown_encoding_are_refused() {
+        // A megabyte of zeros is a kilobyte of gzip: refused past the limit
+        // without inflating it all.
+        let bomb = gzip(&vec![0; 1 << 20]);
+        assert!(bomb.len() < 4096);
+        assert_eq!(
+            decompress(&bomb, Some("gzip"), 1000),
+            Err(Undecoded::TooLarge)
+        );
+        assert_eq!(decompress(&[0; 2000], None, 1000), Err(Undecoded::TooLarge));
+        assert!(matches!(
+            decompress(b"not gzip", Some("gzip"), 1000),
+            Err(Undecoded::Invalid(_))
+        ));
+        assert!(matches!(
+            decompress(b"x", Some("br"), 1000),
+            Err(Undecoded::Unsupported(message)) if message.contains("gzip, zstd or none")
+        ));
+    }
+}

@@ -1,0 +1,77 @@
+//! The protocol targets: what the edges of other senders (OTLP/HTTP logs)
+//! do to a request's bytes before the ingest pipeline.
+
+use tailwater_server::protocols::otlp::{self, Encoding};
+use tailwater_server::protocols::{decompress, Undecoded};
+
+/// The most a body may hold once decompressed (the server's is
+/// `--max-batch-bytes`): small, so bombs are found quickly.
+const LIMIT: usize = 1 << 20;
+
+/// An OTLP logs request. The first byte: bit 0 JSON (else protobuf); bits
+/// 1–2 the `Content-Encoding` claimed (none, gzip, zstd), or 3: the rest
+/// compressed with zstd here first, so the fuzzer reaches the decoder
+/// through a real compressed body. Decoding refuses or maps every record:
+/// none is lost, and every record's fields are a JSON object that reads
+/// back.
+pub fn otlp(data: &[u8]) {
+    otlp_records(data);
+}
+
+/// [`otlp`], saying how many records the request held (0 when refused).
+pub fn otlp_records(data: &[u8]) -> usize {
+    let Some((&mode, rest)) = data.split_first() else {
+        return 0;
+    };
+    let encoding = if mode & 1 == 1 {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    let compressed;
+    let (body, claimed) = match (mode >> 1) & 3 {
+        0 => (rest, None),
+        1 => (rest, Some("gzip")),
+        2 => (rest, Some("zstd")),
+        _ => {
+            compressed = zstd::encode_all(rest, 1).expect("zstd encodes in memory");
+            (&compressed[..], Some("zstd"))
+        }
+    };
+    let body = match decompress(body, claimed, LIMIT) {
+        Ok(body) => body,
+        Err(Undecoded::TooLarge) => return 0,
+        Err(Undecoded::Invalid(message) | Undecoded::Unsupported(message)) => {
+            assert!(!message.is_empty());
+            return 0;
+        }
+    };
+    assert!(body.len() <= LIMIT, "decompression keeps to its limit");
+    let Ok(request) = otlp::decode(&body, encoding) else {
+        return 0;
+    };
+    let sent: usize = request
+        .resource_logs
+        .iter()
+        .flat_map(|resource| &resource.scope_logs)
+        .map(|scope| scope.log_records.len())
+        .sum();
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let resources = otlp::resources(request, now);
+    let mapped: usize = resources.iter().map(|r| r.records.len()).sum();
+    assert_eq!(mapped, sent, "every record is mapped");
+    for resource in &resources {
+        for record in &resource.records {
+            let text = record.fields.as_str();
+            if !text.is_empty() {
+                let again: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(text).expect("fields are a JSON object");
+                assert_eq!(tailwater_model::FieldsJson::from_map(&again).as_str(), text);
+            }
+            let _ = record.fields.to_map();
+            // A time past what the store keeps (after 2262) is the client's
+            // to send: the store dates it at arrival, counted as retimed.
+        }
+    }
+    mapped
+}
