@@ -193,16 +193,18 @@ impl AppState {
             config.request_owner_grace,
         ));
         let metrics = Arc::new(metrics);
-        let ingest = Arc::new(ingest::Pipeline::new(
-            registry.clone(),
-            config.limits.clone(),
-            redactor,
-            metrics.clone(),
-            runners.clone(),
-            settling.clone(),
-            config.retention.max_age,
-            config.dedup_uids,
-        ));
+        let ingest = Arc::new(
+            ingest::Pipeline::new(
+                registry.clone(),
+                config.limits.clone(),
+                redactor,
+                metrics.clone(),
+                runners.clone(),
+                settling.clone(),
+                config.retention.max_age,
+            )
+            .remembering_uids(config.dedup_uids),
+        );
         Ok(AppState {
             metrics,
             ingest,

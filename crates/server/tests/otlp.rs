@@ -33,8 +33,11 @@ fn kv(key: &str, value: &str) -> KeyValue {
     }
 }
 
+/// Attributes as `(key, text)` pairs.
+type Pairs<'a> = &'a [(&'a str, &'a str)];
+
 /// A resource's records: `(message, severity number, attributes)` each.
-fn resource(labels: &[(&str, &str)], records: &[(&str, i32, &[(&str, &str)])]) -> ResourceLogs {
+fn resource(labels: Pairs, records: &[(&str, i32, Pairs)]) -> ResourceLogs {
     let now = jiff::Timestamp::now().as_nanosecond() as u64;
     ResourceLogs {
         resource: Some(Resource {
@@ -249,15 +252,17 @@ async fn bad_requests_get_the_protocols_errors_and_store_nothing() {
         &[("ok", 9, &[])],
     )]);
     let bomb = gzip(&vec![b'a'; 1 << 20]);
-    let cases: Vec<(
-        &str,
-        Option<&str>,
-        Vec<(&str, &str)>,
+    // (what, token, headers, body, HTTP status, gRPC code, the message says)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Vec<(&'a str, &'a str)>,
         Vec<u8>,
         u16,
         i32,
-        &str,
-    )> = vec![
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no token",
             None,

@@ -96,10 +96,9 @@ impl Pipeline {
         runners: Arc<Runners>,
         settling: Arc<Settling>,
         retention_max_age: Duration,
-        dedup_uids: usize,
     ) -> Pipeline {
         Pipeline {
-            identity: Identity::new(runners.store().clone(), dedup_uids),
+            identity: Identity::new(runners.store().clone(), identity::DEFAULT_DEDUP_UIDS),
             registry,
             limits,
             rates: RateLimiter::default(),
@@ -109,6 +108,13 @@ impl Pipeline {
             settling,
             retention_max_age,
         }
+    }
+
+    /// The pipeline remembering `dedup_uids` record ids per tenant
+    /// (`--dedup-uids`) instead of [`identity::DEFAULT_DEDUP_UIDS`].
+    pub fn remembering_uids(mut self, dedup_uids: usize) -> Pipeline {
+        self.identity = Identity::new(self.runners.store().clone(), dedup_uids);
+        self
     }
 
     pub fn limits(&self) -> &IngestLimits {
