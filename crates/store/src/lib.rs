@@ -731,6 +731,8 @@ mod crash_tests;
 #[cfg(test)]
 mod engine_tests;
 #[cfg(test)]
+mod merge_tests;
+#[cfg(test)]
 mod model_tests;
 #[cfg(test)]
 mod names_tests;

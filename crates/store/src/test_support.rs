@@ -3,6 +3,7 @@
 //! kinds (memtable only, flushed into parts) and a look at all they hold.
 
 use std::path::Path;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
@@ -105,4 +106,42 @@ pub fn everything(store: &Store, tenant: &str) -> Page {
 
 pub fn messages(records: &[LogRecord]) -> Vec<String> {
     records.iter().map(|r| r.message.clone()).collect()
+}
+
+/// `count` records from `first`, one millisecond apart from `start`.
+pub fn run(runner: &str, first: u64, count: u64, start: Timestamp) -> IngestBatch {
+    batch_of(
+        "sdxl",
+        runner,
+        (first..first + count)
+            .map(|seq| {
+                record(
+                    seq,
+                    start + Duration::from_millis(seq),
+                    format!("line {seq} of {runner}"),
+                )
+            })
+            .collect(),
+    )
+}
+
+pub fn all(store: &Store, tenant: &str) -> Vec<LogRecord> {
+    let mut records = Vec::new();
+    let mut query = Query {
+        limit: 1000,
+        direction: tailwater_model::Direction::Forward,
+        ..Query::default()
+    };
+    loop {
+        let page = store.query(tenant, &query).unwrap();
+        records.extend(page.records);
+        match page.next {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return records,
+        }
+    }
+}
+
+pub fn start() -> Timestamp {
+    "2026-11-20T10:00:00Z".parse().unwrap()
 }

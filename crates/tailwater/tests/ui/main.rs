@@ -4,8 +4,8 @@
 //! (`chromium::NAME`, `firefox::NAME`), one at a time; each view leaves a
 //! screenshot in `target/ui-screenshots/<browser>/`.
 
-#[allow(dead_code)]
-#[path = "../e2e/common.rs"]
+#[allow(dead_code, unused_imports)]
+#[path = "../e2e/common/mod.rs"]
 mod common;
 
 mod browser;
