@@ -6,6 +6,7 @@ mod export;
 mod histogram;
 mod ingest;
 mod logs;
+mod loki;
 mod ops;
 mod otlp;
 mod read;
@@ -14,6 +15,7 @@ mod runners;
 mod status;
 mod tenancy;
 mod ui;
+mod unnumbered;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
@@ -48,6 +50,12 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .route("/v1/logs/tail", get(logs::tail))
+        .route(
+            "/loki/api/v1/push",
+            post(loki::push).layer(DefaultBodyLimit::max(
+                state.max_batch_bytes.saturating_add(1),
+            )),
+        )
         .route("/v1/export", get(export::export))
         .route(
             "/v1/tenants",
@@ -215,6 +223,18 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// The password of an `Authorization: Basic` value, if it is one.
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (_, password) = text.split_once(':')?;
+    Some(password.to_owned())
+}
+
 /// Takes `tenant` out of a query string's pairs: the tenant a request acts
 /// on, when not the token's own.
 pub(crate) fn take_tenant(pairs: &mut Vec<(String, String)>) -> Result<Option<String>, ApiError> {
@@ -284,17 +304,25 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let unauthorized =
             |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        let basic;
         let token = match parts.headers.get(header::AUTHORIZATION) {
-            Some(header) => header
-                .to_str()
-                .ok()
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .map(str::trim)
-                .ok_or_else(|| {
-                    unauthorized(
-                        "malformed authorization header: use 'Authorization: Bearer <token>'",
-                    )
-                })?,
+            Some(header) => {
+                let value = header.to_str().unwrap_or_default();
+                match value.strip_prefix("Bearer ") {
+                    Some(token) => token.trim(),
+                    // Basic auth's password is the token, the user any
+                    // name: shippers that speak only basic auth (Vector's
+                    // and Fly.io's Loki sinks) send it so.
+                    None => {
+                        basic = basic_password(value).ok_or_else(|| {
+                            unauthorized(
+                                "malformed authorization header: use 'Authorization: Bearer <token>' (or basic auth with the token as the password)",
+                            )
+                        })?;
+                        basic.as_str()
+                    }
+                }
+            }
             // Browsers cannot set headers on a WebSocket; they can offer
             // subprotocols, which stay out of URLs and access logs.
             None => logs::websocket_bearer(&parts.headers)

@@ -15,22 +15,19 @@
 //! request will be taken later.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceResponse,
 };
-use tailwater_model::wire::IngestRecord;
 
-use super::ingest::{refusal, with_retry_after};
-use super::{only_tenant, ApiError};
-use crate::access::scopes::{Action, Principal};
-use crate::ingest::{Refused, Unnumbered};
-use crate::limits;
+use super::ingest::with_retry_after;
+use super::unnumbered::{self, Failure};
+use super::ApiError;
+use crate::access::scopes::Principal;
 use crate::protocols::otlp::{self, Encoding};
-use crate::protocols::{decompress, Undecoded};
 use crate::AppState;
 
 /// The protocol's name in the boot of what it sends (`otlp-2026-12-07`).
@@ -56,8 +53,6 @@ pub async fn export(
     }
 }
 
-type Failure = (ApiError, Option<std::time::Duration>);
-
 async fn receive(
     state: &AppState,
     principal: Result<Principal, ApiError>,
@@ -66,75 +61,14 @@ async fn receive(
     encoding: Option<Encoding>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<ExportLogsServiceResponse, Failure> {
-    let principal = principal.map_err(|error| (error, None))?;
-    let tenant = principal
-        .tenant_for(
-            only_tenant(pairs).map_err(|e| (e, None))?.as_deref(),
-            &state.registry,
-        )
-        .map_err(|error| (error.into(), None))?;
-    principal
-        .allow(Action::Ingest)
-        .map_err(|denied| (denied.into(), None))?;
+    let (principal, tenant) = unnumbered::admit(state, principal, pairs)?;
     let Some(encoding) = encoding else {
         return Err((
-            ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send OTLP logs as application/x-protobuf or application/json",
-            ),
+            unnumbered::unsupported("send OTLP logs as application/x-protobuf or application/json"),
             None,
         ));
     };
-    let limit = state.max_batch_bytes;
-    let too_large = || {
-        let app = principal.app.as_deref().unwrap_or_default();
-        state
-            .ingest
-            .count_unread(&tenant, app, limits::BATCH_TOO_LARGE);
-        (
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "batch_too_large",
-                format!("the request is over the limit of {limit} bytes, compressed or not (--max-batch-bytes): send smaller batches"),
-            ),
-            None,
-        )
-    };
-    let body = match body {
-        Ok(body) if body.len() <= limit => body,
-        Ok(_)
-        | Err(BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_))) => {
-            return Err(too_large())
-        }
-        Err(rejection) => {
-            return Err((
-                ApiError::bad_request(format!(
-                    "cannot read the request body ({}): send it again",
-                    rejection.body_text()
-                )),
-                None,
-            ))
-        }
-    };
-    let encoded = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|value| value.to_str().unwrap_or("unreadable"));
-    let body = match decompress(&body, encoded, limit) {
-        Ok(body) => body,
-        Err(Undecoded::TooLarge) => return Err(too_large()),
-        Err(Undecoded::Invalid(message)) => return Err((ApiError::bad_request(message), None)),
-        Err(Undecoded::Unsupported(message)) => {
-            return Err((
-                ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    message,
-                ),
-                None,
-            ))
-        }
-    };
+    let body = unnumbered::read_body(state, &principal, &tenant, headers, body)?;
     let ingest = state.ingest.clone();
     tokio::task::spawn_blocking(move || {
         let now = jiff::Timestamp::now();
@@ -152,87 +86,29 @@ async fn receive(
     .map_err(|error| (ApiError::internal(error), None))?
 }
 
-/// Each resource through the pipeline. A refusal with nothing stored is
-/// the answer; after something was stored, it is the partial success's.
+/// Each resource through the pipeline; the answer OTLP gives of it.
 fn store(
     ingest: &crate::ingest::Pipeline,
     principal: &Principal,
     tenant: &str,
-    resources: Vec<otlp::Resource>,
+    resources: Vec<crate::protocols::Source>,
     now: jiff::Timestamp,
 ) -> Result<ExportLogsServiceResponse, Failure> {
-    let mut stored = 0usize;
-    let mut rejected = 0usize;
-    let mut first_refusal: Option<Failure> = None;
-    for resource in resources {
-        let count = resource.records.len();
-        if count == 0 {
-            continue;
-        }
-        let Some(app) = resource.app.or_else(|| principal.app.clone()) else {
-            rejected += count;
-            first_refusal.get_or_insert((
-                ApiError::bad_request(
-                    "the resource names no app: set service.name (OTEL_SERVICE_NAME), or send with an ingest token of one app",
-                ),
-                None,
-            ));
-            continue;
-        };
-        let batch = Unnumbered {
-            app,
-            version: resource.version,
-            runner: resource.runner,
-            records: resource
-                .records
-                .into_iter()
-                .map(|record| {
-                    let ingest_record = IngestRecord {
-                        seq: 0,
-                        ts: record.ts,
-                        stream: record.stream,
-                        level: record.level,
-                        request_id: record.request_id,
-                        message: record.message,
-                        fields: record.fields,
-                        invalid_utf8: false,
-                    };
-                    (ingest_record, record.uid)
-                })
-                .collect(),
-        };
-        match ingest.accept_unnumbered(principal, tenant, PROTOCOL, batch, now) {
-            Ok(response) => {
-                stored += response.accepted + response.duplicates;
-                rejected += response.refused;
-                if response.refused > 0 {
-                    let reason = response.refused_reason.clone().unwrap_or_default();
-                    first_refusal.get_or_insert((ApiError::bad_request(reason), None));
-                }
-            }
-            Err(refused) => {
-                let retryable = matches!(refused, Refused::Throttled(_) | Refused::Unavailable(_));
-                if stored == 0 && retryable {
-                    // Nothing is stored: the client sends it all again.
-                    return Err(refusal(refused));
-                }
-                rejected += count;
-                first_refusal.get_or_insert(refusal(refused));
-            }
-        }
-    }
-    match first_refusal {
-        Some(failure) if stored == 0 => Err(failure),
-        Some((error, _)) => Ok(ExportLogsServiceResponse {
-            partial_success: Some(ExportLogsPartialSuccess {
-                rejected_log_records: rejected as i64,
-                error_message: error.message,
-            }),
+    const NO_APP: &str = "the resource names no app: set service.name (OTEL_SERVICE_NAME), or send with an ingest token of one app";
+    let outcome = unnumbered::store(
+        ingest,
+        principal,
+        tenant,
+        (PROTOCOL, NO_APP),
+        resources,
+        now,
+    )?;
+    Ok(ExportLogsServiceResponse {
+        partial_success: outcome.refusal.map(|(error, _)| ExportLogsPartialSuccess {
+            rejected_log_records: outcome.rejected as i64,
+            error_message: error.message,
         }),
-        None => Ok(ExportLogsServiceResponse {
-            partial_success: None,
-        }),
-    }
+    })
 }
 
 /// `google.rpc.Status`, the body of an OTLP/HTTP error.

@@ -1,11 +1,42 @@
 //! The protocols other senders speak, decoded at the edge into ingest
 //! batches for [`crate::ingest::Pipeline`]: OpenTelemetry's OTLP logs
-//! ([`otlp`]) so far. Each decoder is pure (bytes in, batches out), so it is
+//! ([`otlp`]) and Loki push ([`loki`]). Each decoder is pure (bytes in, batches out), so it is
 //! tested and fuzzed without a server; its HTTP route lives in `api`.
 
+pub mod loki;
 pub mod otlp;
 
 use std::io::Read;
+
+use jiff::Timestamp;
+use tailwater_model::{FieldsJson, Level, Stream};
+
+/// The records of one source a request holds (an OTLP resource, a Loki
+/// stream), labelled, not yet numbered: what an edge hands
+/// `ingest::Pipeline::accept_unnumbered`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Source {
+    /// `None`: the source names no app; the token's is used.
+    pub app: Option<String>,
+    pub version: String,
+    /// `None`: the source names no instance; the token's id is used.
+    pub runner: Option<String>,
+    pub records: Vec<Record>,
+}
+
+/// One record, mapped.
+#[derive(Debug, PartialEq)]
+pub struct Record {
+    pub ts: Timestamp,
+    pub level: Level,
+    pub stream: Stream,
+    pub request_id: Option<String>,
+    pub message: String,
+    pub fields: FieldsJson,
+    /// The record's own id, where its protocol carries one (OTLP
+    /// `log.record.uid`), as text.
+    pub uid: Option<String>,
+}
 
 /// Why a body's `Content-Encoding` could not be undone.
 #[derive(Debug, PartialEq, Eq)]

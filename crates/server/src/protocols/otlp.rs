@@ -25,6 +25,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord as OtlpRecord;
 use serde_json::Value;
 use tailwater_model::{Fields, FieldsJson, Level, Stream};
 
+use super::{Record, Source};
+
 /// How the body is written: the `Content-Type` of OTLP/HTTP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Encoding {
@@ -63,30 +65,6 @@ pub fn decode(body: &[u8], encoding: Encoding) -> Result<ExportLogsServiceReques
     }
 }
 
-/// One resource's records, labelled, not yet numbered.
-#[derive(Debug, Default, PartialEq)]
-pub struct Resource {
-    /// `None`: the resource names no app; the token's is used.
-    pub app: Option<String>,
-    pub version: String,
-    /// `None`: the resource names no instance; the token's id is used.
-    pub runner: Option<String>,
-    pub records: Vec<Record>,
-}
-
-/// One record, mapped.
-#[derive(Debug, PartialEq)]
-pub struct Record {
-    pub ts: Timestamp,
-    pub level: Level,
-    pub stream: Stream,
-    pub request_id: Option<String>,
-    pub message: String,
-    pub fields: FieldsJson,
-    /// `log.record.uid`, as its text.
-    pub uid: Option<String>,
-}
-
 const APP_KEYS: [&str; 2] = ["service.name", "faas.name"];
 const VERSION_KEYS: [&str; 2] = ["service.version", "faas.version"];
 const RUNNER_KEYS: [&str; 5] = [
@@ -104,7 +82,7 @@ const UNNAMED_SERVICE: &str = "unknown_service";
 
 /// The request's resources, each with its records mapped; `now` dates
 /// records that carry no time.
-pub fn resources(request: ExportLogsServiceRequest, now: Timestamp) -> Vec<Resource> {
+pub fn resources(request: ExportLogsServiceRequest, now: Timestamp) -> Vec<Source> {
     request
         .resource_logs
         .into_iter()
@@ -135,7 +113,7 @@ pub fn resources(request: ExportLogsServiceRequest, now: Timestamp) -> Vec<Resou
                     records.push(mapped);
                 }
             }
-            Resource {
+            Source {
                 app,
                 version,
                 runner,
