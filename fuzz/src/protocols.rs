@@ -75,3 +75,44 @@ pub fn otlp_records(data: &[u8]) -> usize {
     }
     mapped
 }
+
+/// A Loki push. The first byte: bit 0 JSON (else snappy protobuf); bit 1:
+/// the rest is a protobuf `PushRequest` to snappy-compress here first, so
+/// the fuzzer reaches the protobuf and label decoders through real snappy.
+/// Every entry of every stream is mapped (none lost), each record's fields
+/// a JSON object that reads back.
+pub fn loki(data: &[u8]) {
+    use tailwater_server::protocols::loki::{self, Encoding};
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let encoding = if mode & 1 == 1 {
+        Encoding::Json
+    } else {
+        Encoding::SnappyProtobuf
+    };
+    let compressed;
+    let body = if mode & 2 == 2 && encoding == Encoding::SnappyProtobuf {
+        compressed = snap::raw::Encoder::new()
+            .compress_vec(rest)
+            .expect("snappy compresses in memory");
+        &compressed[..]
+    } else {
+        rest
+    };
+    let Ok(streams) = loki::decode(body, encoding, LIMIT) else {
+        return;
+    };
+    let sent: usize = streams.iter().map(|stream| stream.entries.len()).sum();
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let sources = loki::sources(streams, now);
+    let mapped: usize = sources.iter().map(|source| source.records.len()).sum();
+    assert_eq!(mapped, sent, "every entry is mapped");
+    for record in sources.iter().flat_map(|source| &source.records) {
+        let text = record.fields.as_str();
+        if !text.is_empty() {
+            let _: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(text).expect("fields are a JSON object");
+        }
+    }
+}

@@ -78,3 +78,18 @@ fn otlp_seeds_reach_the_mapping() {
         assert_eq!(tailwater_fuzz::otlp_records(&data), records, "{seed}");
     }
 }
+
+/// The Loki seeds decode: the fuzzer starts from pushes the mapping reads.
+#[test]
+fn loki_seeds_reach_the_mapping() {
+    use tailwater_server::protocols::loki::{self, Encoding};
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("seeds/loki");
+    let json = fs::read(root.join("json")).unwrap();
+    let streams = loki::decode(&json[1..], Encoding::Json, 1 << 20).unwrap();
+    assert_eq!(streams[0].entries.len(), 2);
+    let raw = fs::read(root.join("protobuf-snappy-by-target")).unwrap();
+    let body = snap::raw::Encoder::new().compress_vec(&raw[1..]).unwrap();
+    let streams = loki::decode(&body, Encoding::SnappyProtobuf, 1 << 20).unwrap();
+    assert_eq!(streams[0].entries.len(), 2);
+    assert_eq!(streams[0].labels[2].1, "a \"quoted\" value");
+}
