@@ -30,6 +30,8 @@ pub(crate) enum Endpoint {
     /// `POST /v1/logs`: OTLP/HTTP logs (JSON) of a resource naming the app;
     /// its errors are `google.rpc.Status` codes, read as the API's.
     Otlp,
+    /// `POST /loki/api/v1/push`: a JSON push of a stream labelled with the app.
+    Loki,
     /// `GET /v1/logs?request=R&app=A`.
     Logs,
     /// `GET /v1/logs?request=R` (no app named).
@@ -115,6 +117,10 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Otlp,          "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (Otlp,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Otlp,          "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Loki,          "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Loki,          "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (Loki,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Loki,          "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),

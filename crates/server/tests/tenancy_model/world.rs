@@ -92,7 +92,7 @@ pub(crate) async fn build_world(rng: &mut StdRng) -> World {
 pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut Model, seed: u64) {
     let mut next_seq: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut marker = 0;
-    let mut otlp_sent = 0;
+    let (mut otlp_sent, mut loki_sent) = (0, 0);
     let keys: Vec<(String, String)> = world.ingest.keys().cloned().collect();
     for _ in 0..40 {
         let (tenant, app) = keys[rng.random_range(0..keys.len())].clone();
@@ -160,33 +160,55 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
                 request,
             });
         }
-        // Some batches come as OTLP logs instead (those without a gateway's
-        // start, which is a system record OTLP cannot send): the same
-        // records, labels and token, through the same pipeline.
-        let otlp = starts.is_empty() && (otlp_sent == 0 || rng.random_bool(0.3));
-        otlp_sent += usize::from(otlp);
-        let (path, batch) = if otlp {
-            (
+        // Some batches come as OTLP logs or a Loki push instead (those
+        // without a gateway's start, which is a system record neither can
+        // send): the same records, labels and token, through the same
+        // pipeline.
+        let protocol = match starts.is_empty() {
+            false => Protocol::Native,
+            true if otlp_sent == 0 => Protocol::Otlp,
+            true if loki_sent == 0 => Protocol::Loki,
+            true => [
+                Protocol::Native,
+                Protocol::Native,
+                Protocol::Otlp,
+                Protocol::Loki,
+            ][rng.random_range(0..4)],
+        };
+        otlp_sent += usize::from(protocol == Protocol::Otlp);
+        loki_sent += usize::from(protocol == Protocol::Loki);
+        let (path, batch) = match protocol {
+            Protocol::Otlp => (
                 format!("/v1/logs?tenant={tenant}"),
                 otlp_batch(&target_app, runner, &records),
-            )
-        } else {
-            let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
-                "source": "gateway", "records": records});
-            (format!("/v1/ingest?tenant={tenant}"), batch)
+            ),
+            Protocol::Loki => (
+                format!("/loki/api/v1/push?tenant={tenant}"),
+                loki_push(&target_app, runner, &records),
+            ),
+            Protocol::Native => {
+                let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
+                    "source": "gateway", "records": records});
+                (format!("/v1/ingest?tenant={tenant}"), batch)
+            }
         };
         let (status, answer) = http(&world.server, "POST", &path, &token.secret, Some(batch)).await;
-        if otlp {
-            let expected = if target_app != app { 403 } else { 200 };
+        if protocol != Protocol::Native {
+            let stored_status = if protocol == Protocol::Otlp { 200 } else { 204 };
+            let expected = if target_app != app {
+                403
+            } else {
+                stored_status
+            };
             assert_eq!(
                 status, expected,
-                "seed {seed}: OTLP of {tenant}/{app:?} as {target_app:?}: {answer}"
+                "seed {seed}: {protocol:?} of {tenant}/{app:?} as {target_app:?}: {answer}"
             );
             assert!(
                 answer.get("partialSuccess").is_none_or(|p| p.is_null()),
                 "seed {seed}: {answer}"
             );
-            if status == 200 {
+            if status == stored_status {
                 model.records.extend(stored);
             }
             continue;
@@ -219,6 +241,10 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
         model.records.extend(stored);
     }
     assert!(otlp_sent > 0, "seed {seed}: some batches came as OTLP");
+    assert!(
+        loki_sent > 0,
+        "seed {seed}: some batches came as a Loki push"
+    );
 }
 
 /// `records` (the native batch's) as an OTLP/JSON request of `app`'s
@@ -246,4 +272,30 @@ fn otlp_batch(app: &str, runner: &str, records: &[serde_json::Value]) -> serde_j
         ]},
         "scopeLogs": [{"logRecords": records}]
     }]})
+}
+
+/// How a batch is sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    Native,
+    Otlp,
+    Loki,
+}
+
+/// `records` (the native batch's) as a Loki JSON push of `app`'s stream,
+/// each line a JSON object the line parser reads back (level, message,
+/// request id).
+fn loki_push(app: &str, runner: &str, records: &[serde_json::Value]) -> serde_json::Value {
+    let values: Vec<serde_json::Value> = records
+        .iter()
+        .map(|record| {
+            let mut line = json!({"level": record["level"], "msg": record["message"]});
+            if let Some(request) = record["request_id"].as_str() {
+                line["request_id"] = json!(request);
+            }
+            let ts = jiff::Timestamp::now().as_nanosecond().to_string();
+            json!([ts, line.to_string()])
+        })
+        .collect();
+    json!({"streams": [{"stream": {"app": app, "runner": runner}, "values": values}]})
 }
