@@ -14,7 +14,7 @@
 //! | runner | the `runner` label, else `instance`, `host`, `pod`; else the token's id |
 //! | time | the entry's |
 //! | stream | the `stream` label (`stdout`, `stderr`), else stdout |
-//! | level, message, request id, fields | the line, read as the agent reads a worker's ([`tailwater_model::parse_line`]); a `level` or `detected_level` label when the line names none |
+//! | level, message, request id, fields | the line, read as the agent reads a worker's ([`tailwater_model::parse_line`]); a `level`, `detected_level` or `severity` label when the line names none |
 //! | fields | also every other label, and the entry's structured metadata |
 
 use jiff::Timestamp;
@@ -198,7 +198,8 @@ pub fn sources(streams: Vec<PushStream>, now: Timestamp) -> Vec<Source> {
             let version = take(&["version"]).unwrap_or_default();
             let runner = take(&["runner", "instance", "host", "pod"]).filter(|r| !r.is_empty());
             let stream_name = take(&["stream"]);
-            let label_level = take(&["level", "detected_level"]).and_then(|l| Level::from_name(&l));
+            let label_level =
+                take(&["level", "detected_level", "severity"]).and_then(|l| Level::from_name(&l));
             let output = match stream_name.as_deref() {
                 Some("stderr") => Stream::Stderr,
                 _ => Stream::Stdout,
