@@ -345,6 +345,14 @@ async fn bad_requests_get_the_protocols_errors_and_store_nothing() {
     }
     let (_, page) = call(&server, "GET", "/v1/logs?limit=10", TOKEN, None).await;
     assert_eq!(page["records"], json!([]), "nothing stored");
+    // The resource that named no app is counted as refused.
+    let metrics = common::metrics_text(&server).await;
+    assert!(
+        metrics.contains(
+            r#"tailwater_ingest_refused_lines_total{tenant="default",app="",reason="no_app"} 1"#
+        ),
+        "{metrics}"
+    );
 
     // An app token's own app is taken when the resource names none; a
     // resource of another app in the same request is refused alone.

@@ -135,6 +135,7 @@ pub(super) fn store(
             continue;
         }
         let Some(app) = source.app.or_else(|| principal.app.clone()) else {
+            ingest.count_undelivered(tenant, limits::NO_APP, count);
             outcome.rejected += count;
             outcome
                 .refusal

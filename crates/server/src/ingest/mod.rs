@@ -200,6 +200,12 @@ impl Pipeline {
         self.count_refused(tenant, app, reason, 0);
     }
 
+    /// Counts `lines` an edge decoded and refused before the pipeline (a
+    /// source naming no app, say), under no app.
+    pub fn count_undelivered(&self, tenant: &str, reason: &str, lines: usize) {
+        self.count_refused(tenant, "", reason, lines);
+    }
+
     /// The checks that need no disk: labels, the token's app, the batch's
     /// shape, secrets in labels.
     fn admit(

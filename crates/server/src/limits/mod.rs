@@ -59,6 +59,9 @@ pub const INVALID_SEQ: &str = "invalid_seq";
 pub const LINE_TOO_LONG: &str = "line_too_long";
 pub const TOO_MANY_FIELDS: &str = "too_many_fields";
 pub const INVALID_REQUEST_ID: &str = "invalid_request_id";
+/// A source of another protocol (an OTLP resource, a Loki stream) that
+/// names no app, sent with a token of none.
+pub const NO_APP: &str = "no_app";
 
 /// A rate: lines and bytes (of message text) per second; `None` is no
 /// limit.
