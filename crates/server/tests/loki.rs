@@ -142,7 +142,16 @@ async fn bad_pushes_are_refused_and_store_nothing() {
     assert_eq!(status, 201, "{created}");
     let api_token = created["token"].as_str().unwrap().to_owned();
     let good = loki::encode(&[(r#"{app="api"}"#, &[(now_ns(), "hello")])]);
-    let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    // (what, Authorization, headers, body, status, the message says)
+    type Case<'a> = (
+        &'a str,
+        Option<String>,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("no token", None, vec![PROTOBUF], good.clone(), 401, "token"),
         (
             "a bad password",
