@@ -33,8 +33,7 @@ pub enum Encoding {
 
 impl Encoding {
     pub fn of_content_type(content_type: &str) -> Option<Encoding> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        match essence.to_ascii_lowercase().as_str() {
+        match super::media_type(content_type).as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::SnappyProtobuf),
             // Loki reads a push without a content type as JSON too.
             "application/json" | "" => Some(Encoding::Json),

@@ -38,6 +38,13 @@ pub struct Record {
     pub uid: Option<String>,
 }
 
+/// The media type of a `Content-Type` value, lowercased, without its
+/// parameters: `Application/JSON; charset=utf-8` is `application/json`.
+pub fn media_type(content_type: &str) -> String {
+    let essence = content_type.split(';').next().unwrap_or("");
+    essence.trim().to_ascii_lowercase()
+}
+
 /// Why a body's `Content-Encoding` could not be undone.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Undecoded {

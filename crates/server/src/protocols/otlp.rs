@@ -38,8 +38,7 @@ impl Encoding {
     /// The encoding a `Content-Type` names; `None` for one OTLP does not
     /// speak.
     pub fn of_content_type(content_type: &str) -> Option<Encoding> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        match essence.to_ascii_lowercase().as_str() {
+        match super::media_type(content_type).as_str() {
             "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
             "application/json" => Some(Encoding::Json),
             _ => None,
