@@ -104,7 +104,9 @@ impl Connection {
         self.send_head(method, path, body, "")?;
         let head = read_head(&mut self.reader)?;
         let mut body = Vec::new();
-        if head.chunked {
+        if head.status == 204 || head.status == 304 {
+            // No body, and no length to say so.
+        } else if head.chunked {
             Chunked::new(&mut self.reader).read_to_end(&mut body)?;
         } else {
             let length = head

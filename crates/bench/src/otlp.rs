@@ -1,5 +1,5 @@
-//! The corpus's batches as OTLP/HTTP bodies, for the server's OTLP ingest
-//! figure: each batch one `ExportLogsServiceRequest` of one resource (the
+//! The corpus's batches as other protocols' bodies, for the server's
+//! protocol ingest figures: as a Loki push ([`loki_body`]), and as OTLP/HTTP: each batch one `ExportLogsServiceRequest` of one resource (the
 //! runner's labels as `service.*` attributes), its records carrying what
 //! the agent's do: time, severity, body, stream, request id, and each
 //! field as an attribute. Protobuf, as SDKs send by default.
@@ -98,4 +98,22 @@ fn any(value: Value) -> AnyValue {
         other => any_value::Value::StringValue(other.to_string()),
     };
     AnyValue { value: Some(value) }
+}
+
+/// A batch's raw lines as a Loki client pushes them: one stream labelled
+/// with the runner's labels, each line with its time, as snappy protobuf
+/// (Loki's `PushRequest`, as the server's own encoder writes it).
+pub fn loki_body(labels: &RunnerLabels, lines: &[(i128, String)]) -> Vec<u8> {
+    let quoted = |value: &str| value.replace('\\', "\\\\").replace('"', "\\\"");
+    let stream = format!(
+        "{{app=\"{}\", version=\"{}\", runner=\"{}\"}}",
+        quoted(&labels.app),
+        quoted(&labels.version),
+        quoted(&labels.runner)
+    );
+    let entries: Vec<(i128, &str)> = lines
+        .iter()
+        .map(|(ts, line)| (*ts, line.as_str()))
+        .collect();
+    tailwater_server::protocols::loki::encode(&[(stream.as_str(), &entries)])
 }

@@ -76,6 +76,8 @@ struct Bodies {
     bodies: Vec<(usize, Vec<u8>)>,
     /// The same batches as OTLP/HTTP protobuf bodies ([`crate::otlp`]).
     otlp: Vec<(usize, Vec<u8>)>,
+    /// The same batches' raw lines as Loki pushes (snappy protobuf).
+    loki: Vec<(usize, Vec<u8>)>,
     lines: u64,
     raw_path: PathBuf,
 }
@@ -86,14 +88,16 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
         File::create(&raw_path).with_context(|| format!("cannot create {}", raw_path.display()))?,
     );
     let runners = corpus.runners().to_vec();
-    let mut pending: Vec<(Vec<IngestRecord>, usize, u64)> =
-        runners.iter().map(|_| (Vec::new(), 0, 0)).collect();
+    let mut pending: Vec<Pending> = runners.iter().map(|_| Pending::default()).collect();
     let mut bodies = Vec::new();
     let mut otlp = Vec::new();
+    let mut loki = Vec::new();
     let mut lines = 0;
-    let mut cut = |runner: usize, records: Vec<IngestRecord>| -> anyhow::Result<()> {
+    let mut cut = |runner: usize, pending: Pending| -> anyhow::Result<()> {
         let labels = &runners[runner];
+        let records = pending.records;
         otlp.push((runner, crate::otlp::body(labels, &records)));
+        loki.push((runner, crate::otlp::loki_body(labels, &pending.raw)));
         let batch = IngestBatch {
             app: labels.app.clone(),
             version: labels.version.clone(),
@@ -109,28 +113,45 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
         let line = line.context("cannot read the corpus")?;
         raw.write_all(&line.bytes)?;
         raw.write_all(b"\n")?;
-        let (records, bytes, seq) = &mut pending[line.runner];
-        records.push(crate::ingest::record(&line, *seq));
-        *seq += 1;
-        *bytes += line.bytes.len();
+        let batch = &mut pending[line.runner];
+        batch.records.push(crate::ingest::record(&line, batch.seq));
+        batch.raw.push((
+            line.ts.as_nanosecond(),
+            String::from_utf8_lossy(&line.bytes).into_owned(),
+        ));
+        batch.seq += 1;
+        batch.bytes += line.bytes.len();
         lines += 1;
-        if records.len() == BATCH_LINES || *bytes >= BATCH_BYTES {
-            *bytes = 0;
-            cut(line.runner, std::mem::take(records))?;
+        if batch.records.len() == BATCH_LINES || batch.bytes >= BATCH_BYTES {
+            let seq = batch.seq;
+            let full = std::mem::take(batch);
+            batch.seq = seq;
+            cut(line.runner, full)?;
         }
     }
-    for (runner, (records, _, _)) in pending.into_iter().enumerate() {
-        if !records.is_empty() {
-            cut(runner, records)?;
+    for (runner, batch) in pending.into_iter().enumerate() {
+        if !batch.records.is_empty() {
+            cut(runner, batch)?;
         }
     }
     raw.flush()?;
     Ok(Bodies {
         bodies,
         otlp,
+        loki,
         lines,
         raw_path,
     })
+}
+
+/// One runner's batch being cut: its records as the agent sends them,
+/// the raw lines (time, text) as a Loki client sends them.
+#[derive(Default)]
+struct Pending {
+    records: Vec<IngestRecord>,
+    raw: Vec<(i128, String)>,
+    bytes: usize,
+    seq: u64,
 }
 
 /// One ingest of every body into a serving child.
@@ -156,6 +177,10 @@ const NATIVE: Endpoint = Endpoint {
 };
 const OTLP: Endpoint = Endpoint {
     path: "/v1/logs",
+    content_type: "application/x-protobuf",
+};
+const LOKI: Endpoint = Endpoint {
+    path: "/loki/api/v1/push",
     content_type: "application/x-protobuf",
 };
 
@@ -192,7 +217,7 @@ fn post_all(
                             endpoint.path,
                             (endpoint.content_type, body),
                         )?;
-                        if response.status != 200 {
+                        if !(200..300).contains(&response.status) {
                             bail!(
                                 "POST {} answered {}: {}",
                                 endpoint.path,
@@ -363,7 +388,21 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
     stopped?;
 
     eprintln!("  POSTing the same batches as OTLP to a fresh tailwater server");
-    rows.push(otlp_row(setup, &token, &bodies, &posted)?);
+    rows.push(protocol_row(
+        setup,
+        &token,
+        (OTLP, &bodies.otlp),
+        lines,
+        &posted,
+    )?);
+    eprintln!("  POSTing the same lines as Loki pushes to a fresh tailwater server");
+    rows.push(protocol_row(
+        setup,
+        &token,
+        (LOKI, &bodies.loki),
+        lines,
+        &posted,
+    )?);
     Ok(Measured {
         rows,
         lines,
@@ -371,10 +410,18 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
     })
 }
 
-/// The same batches as OTLP/HTTP protobuf to a fresh server: per core,
-/// beside native ingest of the same run.
-fn otlp_row(setup: &Setup, token: &str, bodies: &Bodies, native: &Posted) -> anyhow::Result<Row> {
-    let data = setup.work.join("server-otlp-data");
+/// The same batches through another protocol's endpoint (OTLP, Loki) of a
+/// fresh server: per core, beside native ingest of the same run.
+fn protocol_row(
+    setup: &Setup,
+    token: &str,
+    (endpoint, bodies): (Endpoint, &[(usize, Vec<u8>)]),
+    lines: u64,
+    native: &Posted,
+) -> anyhow::Result<Row> {
+    let otlp = endpoint.path == OTLP.path;
+    let name = if otlp { "otlp" } else { "loki" };
+    let data = setup.work.join(format!("server-{name}-data"));
     let mut command = Command::new(&setup.tailwater);
     command
         .arg("server")
@@ -385,11 +432,11 @@ fn otlp_row(setup: &Setup, token: &str, bodies: &Bodies, native: &Posted) -> any
         .env("TAILWATER_LOG", "warn");
     let server = Served::start(
         command,
-        &setup.work.join("server-otlp.log"),
-        "tailwater server (OTLP)",
+        &setup.work.join(format!("server-{name}.log")),
+        "tailwater server",
     )?;
-    let posted = post_all(&server, token, (OTLP, &bodies.otlp), setup.connections)?;
-    // OTLP answers no counts: the store's says what was kept.
+    let posted = post_all(&server, token, (endpoint, bodies), setup.connections)?;
+    // Neither answers counts: the store's says what was kept.
     let mut connection = Connection::open(server.addr, token)?;
     let status = connection.request("GET", "/v1/status", b"")?;
     let stored = serde_json::from_slice::<serde_json::Value>(&status.body)?["store"]["records"]
@@ -397,26 +444,31 @@ fn otlp_row(setup: &Setup, token: &str, bodies: &Bodies, native: &Posted) -> any
         .unwrap_or(0);
     server.stop()?;
     ensure!(
-        stored == bodies.lines,
-        "the server stored {stored} of {} OTLP lines: a benchmark or server bug",
-        bodies.lines
+        stored == lines,
+        "the server stored {stored} of {lines} lines sent to {}: a benchmark or server bug",
+        endpoint.path
     );
-    let rate = |time: Duration| {
-        (time.as_secs_f64() > 0.0).then(|| bodies.lines as f64 / time.as_secs_f64())
+    let rate =
+        |time: Duration| (time.as_secs_f64() > 0.0).then(|| lines as f64 / time.as_secs_f64());
+    let (figure, how) = if otlp {
+        (
+            "server ingest over HTTP, OTLP protobuf",
+            "the same batches as ExportLogsServiceRequest protobuf (the runner's labels as service.* resource attributes, fields as attributes, uncompressed) POSTed to POST /v1/logs",
+        )
+    } else {
+        (
+            "server ingest over HTTP, Loki protobuf",
+            "the same batches' raw lines as Loki PushRequests (snappy protobuf, the runner's labels as the stream's; the server parses each line, as the agent does before it ships) POSTed to POST /loki/api/v1/push",
+        )
     };
-    Ok(Row::new(
-        "server ingest over HTTP, OTLP protobuf",
-        Unit::LinesPerCpuSecond,
-        rate(posted.cpu),
-        rate(native.cpu),
-    )
-    .baseline_is("native ingest per core (the row above), same batches, same run")
-    .target("≥ 0.5× native", |_, ratio| ratio.map(|ratio| ratio >= 0.5))
-    .note(format!(
-        "the same {} batches as ExportLogsServiceRequest protobuf (the runner's labels as service.* resource attributes, fields as attributes, uncompressed) POSTed to POST /v1/logs of a fresh server over {} connections; per core = lines ÷ the server's CPU time, as above",
-        bodies.otlp.len(),
-        setup.connections
-    )))
+    Ok(Row::new(figure, Unit::LinesPerCpuSecond, rate(posted.cpu), rate(native.cpu))
+        .baseline_is("native ingest per core (the first row), same batches, same run")
+        .target("≥ 0.5× native", |_, ratio| ratio.map(|ratio| ratio >= 0.5))
+        .note(format!(
+            "{how}, {} bodies, to a fresh server over {} connections; per core = lines ÷ the server's CPU time, as above",
+            bodies.len(),
+            setup.connections
+        )))
 }
 
 /// The server's memory targets, ingesting and scanning: the store's own
