@@ -158,12 +158,16 @@ impl Shared {
     /// progress to close; false when every connection is busy.
     fn evict_oldest(&self) -> bool {
         let open = self.open.lock().expect("connection table lock");
-        let mut candidates: Vec<&Arc<Conn>> = open
+        // Each connection's time read once: connections move on while this
+        // sorts, and a key that changes under a sort breaks its order (the
+        // standard sort panics on it).
+        let mut candidates: Vec<(u64, &Arc<Conn>)> = open
             .values()
             .filter(|conn| matches!(conn.phase(), IDLE | HEAD))
+            .map(|conn| (conn.since_ms.load(Ordering::Acquire), conn))
             .collect();
-        candidates.sort_by_key(|conn| conn.since_ms.load(Ordering::Acquire));
-        for conn in candidates {
+        candidates.sort_by_key(|(since, _)| *since);
+        for (_, conn) in candidates {
             if conn.shift(&[IDLE, HEAD], EVICTED, 0) {
                 return true;
             }
