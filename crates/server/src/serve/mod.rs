@@ -334,3 +334,6 @@ fn fit_to_fd_limit(wanted: usize) -> usize {
     }
     wanted.min(allowed).max(1)
 }
+
+#[cfg(test)]
+mod tests;
