@@ -94,6 +94,15 @@ async fn snappy_protobuf_and_gzip_json_pushes_are_stored_field_by_field() {
         (Some(0), Some(1))
     );
 
+    // A `Content-Encoding: snappy` (as tracing-loki sends) names the
+    // protobuf's own snappy, as Loki reads it.
+    let body = loki::encode(&[(r#"{app="sdxl", runner="pod-2"}"#, &[(t + 2, "said snappy")])]);
+    let headers = [PROTOBUF, ("content-encoding", "Snappy")];
+    let (status, text) = push(&server, bearer(TOKEN), &headers, body).await;
+    assert_eq!((status, text.as_str()), (204, ""));
+    let sdxl = stored(&server, "sdxl").await;
+    assert_eq!(sdxl.last().unwrap()["message"], "said snappy", "{sdxl:?}");
+
     // JSON, gzipped, the token as basic auth's password (any user name).
     let body = json!({"streams": [{
         "stream": {"service_name": "api", "detected_level": "warn"},
@@ -200,6 +209,25 @@ async fn bad_pushes_are_refused_and_store_nothing() {
             good.clone(),
             415,
             "application/x-protobuf",
+        ),
+        (
+            "json said to be snappy",
+            bearer(TOKEN),
+            vec![
+                ("content-type", "application/json"),
+                ("content-encoding", "snappy"),
+            ],
+            br#"{"streams": []}"#.to_vec(),
+            415,
+            "content encoding 'snappy' is not supported",
+        ),
+        (
+            "snappy twice",
+            bearer(TOKEN),
+            vec![PROTOBUF, ("content-encoding", "snappy, gzip")],
+            good.clone(),
+            415,
+            "not supported",
         ),
         (
             "another app's token",

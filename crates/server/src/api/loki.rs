@@ -1,6 +1,7 @@
 //! `POST /loki/api/v1/push`: Loki push, as Promtail, Alloy, Vector's and
 //! Fluent Bit's Loki outputs and Loki client libraries send it (snappy
-//! protobuf, or JSON with gzip allowed). The token is the bearer, or the
+//! protobuf, with or without a `Content-Encoding: snappy` saying so, or
+//! JSON with gzip allowed). The token is the bearer, or the
 //! password of basic auth (Vector's Loki sink, Fly.io's log shipper).
 //! Decoded by [`crate::protocols::loki`], each stream through the pipeline
 //! as OTLP's resources are ([`super::unnumbered`]).
@@ -60,6 +61,23 @@ async fn receive(
             ),
             None,
         ));
+    };
+    // Loki reads `Content-Encoding: snappy` on a protobuf push as naming
+    // the protobuf's own snappy (tracing-loki sends it): nothing more to
+    // undo. On JSON it is an encoding we do not read.
+    let own_snappy = encoding == Encoding::SnappyProtobuf
+        && headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.trim().eq_ignore_ascii_case("snappy"));
+    let without_snappy;
+    let headers = if own_snappy {
+        let mut rest = headers.clone();
+        rest.remove(header::CONTENT_ENCODING);
+        without_snappy = rest;
+        &without_snappy
+    } else {
+        headers
     };
     let body = unnumbered::read_body(state, &principal, &tenant, headers, body)?;
     let (ingest, limit) = (state.ingest.clone(), state.max_batch_bytes);
