@@ -15,7 +15,10 @@
 //! - Plain-text level prefixes: `INFO | msg` (and loguru's
 //!   `time | LEVEL | msg`), `[ERROR] msg`, `WARNING: msg` (and Python
 //!   logging's `WARNING:logger:msg`), and glog's `E1120 12:00:00.000000 42
-//!   file.cc:7] msg`.
+//!   file.cc:7] msg` (or `E20261120 …`, with the year, as glog 0.6 and
+//!   later print by default).
+//! - RunPod's logger's text line, printed outside RunPod: `INFO   | job-id |
+//!   msg`, the job's id as the request's ([`runpod`]).
 //!
 //! - The first and last lines of a Python traceback (`Traceback (most recent
 //!   call last):` and `ValueError: …`) are errors, kept verbatim, so a
@@ -25,6 +28,7 @@
 //! beside it); nothing else is. A line that fits no shape is kept as it is,
 //! with no level, so the caller picks the default.
 
+mod runpod;
 mod shapes;
 
 use jiff::Timestamp;
@@ -57,6 +61,9 @@ pub fn parse_line(line: &str) -> ParsedLine {
         return parsed;
     }
     if let Some(parsed) = parse_glog(line) {
+        return parsed;
+    }
+    if let Some(parsed) = runpod::parse(line) {
         return parsed;
     }
     if let Some(parsed) = parse_level_prefix(line) {
@@ -170,31 +177,32 @@ fn json_timestamp(value: &Value) -> Option<Timestamp> {
     }
 }
 
-/// glog / abseil: `Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg`.
+/// glog / abseil: `Lmmdd hh:mm:ss.uuuuuu threadid file:line] msg`, where
+/// `L` is `I`, `W`, `E` or `F`; glog 0.6 and later print the year too
+/// (`Lyyyymmdd …`, its `log_year_in_prefix`, on by default). The thread id
+/// is padded with spaces.
 fn parse_glog(line: &str) -> Option<ParsedLine> {
-    let bytes = line.as_bytes();
-    let level = match bytes.first()? {
+    let level = match line.as_bytes().first()? {
         b'I' => Level::Info,
         b'W' => Level::Warn,
         b'E' => Level::Error,
         b'F' => Level::Fatal,
         _ => return None,
     };
-    let date_ok = bytes.len() > 15
-        && bytes[1..5].iter().all(u8::is_ascii_digit)
-        && bytes[5] == b' '
-        && bytes[6..8].iter().all(u8::is_ascii_digit)
-        && bytes[8] == b':'
-        && bytes[9..11].iter().all(u8::is_ascii_digit)
-        && bytes[11] == b':'
-        && bytes[12..14].iter().all(u8::is_ascii_digit);
-    if !date_ok {
+    // The first byte is ASCII: the rest starts on a character.
+    let (date, rest) = line[1..].split_once(' ')?;
+    if !matches!(date.len(), 4 | 8) || !date.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let close = line.find("] ")?;
-    let header = &line[14..close];
+    let (time, rest) = rest.split_once(' ')?;
+    if !is_glog_time(time) {
+        return None;
+    }
+    let (header, message) = match rest.split_once("] ") {
+        Some(split) => split,
+        None => (rest.strip_suffix(']')?, ""),
+    };
     let mut parts = header.split_whitespace();
-    let _fraction = parts.next().filter(|part| part.starts_with('.'))?;
     let thread = parts.next()?.parse::<u64>().ok()?;
     let location = parts.next()?;
     if parts.next().is_some() || !location.contains(':') {
@@ -205,10 +213,21 @@ fn parse_glog(line: &str) -> Option<ParsedLine> {
     fields.insert("location".into(), location.into());
     Some(ParsedLine {
         level: Some(level),
-        message: line[close + 2..].to_owned(),
+        message: message.to_owned(),
         fields: FieldsJson::from_map(&fields),
         ..ParsedLine::default()
     })
+}
+
+/// `hh:mm:ss.uuuuuu`: digits where digits go, and some of a second.
+fn is_glog_time(time: &str) -> bool {
+    let bytes = time.as_bytes();
+    bytes.len() > 9
+        && bytes.iter().enumerate().all(|(at, byte)| match at {
+            2 | 5 => *byte == b':',
+            8 => *byte == b'.',
+            _ => byte.is_ascii_digit(),
+        })
 }
 
 /// `INFO | msg`, `time | INFO | msg`, `[ERROR] msg`, `WARNING: msg`,
@@ -471,6 +490,59 @@ mod tests {
             parsed.fields,
             fields(json!({"thread": 4242, "location": "engine.cc:88"}))
         );
+    }
+
+    #[test]
+    fn glog_prefix_with_the_year_and_every_level() {
+        // glog 0.6 and later print the year; the thread id is padded.
+        for (line, level) in [
+            (
+                "I20261207 12:34:56.789012  1234 main.cc:42] ready",
+                Level::Info,
+            ),
+            (
+                "W20261207 12:34:56.789012  1234 main.cc:42] ready",
+                Level::Warn,
+            ),
+            ("E1207 12:34:56.789012 1234 main.cc:42] ready", Level::Error),
+            ("F1207 12:34:56.789012 1234 main.cc:42] ready", Level::Fatal),
+        ] {
+            let parsed = parse_line(line);
+            assert_eq!(parsed.level, Some(level), "{line}");
+            assert_eq!(parsed.message, "ready", "{line}");
+            assert_eq!(
+                parsed.fields,
+                fields(json!({"thread": 1234, "location": "main.cc:42"})),
+                "{line}"
+            );
+        }
+        // A message of nothing, and one that holds `] `.
+        let parsed = parse_line("I1207 12:34:56.789012 7 a.py:1]");
+        assert_eq!(
+            (parsed.level, parsed.message.as_str()),
+            (Some(Level::Info), "")
+        );
+        let parsed = parse_line("W1207 12:34:56.789012 7 a.py:1] [x] done] ok");
+        assert_eq!(parsed.message, "[x] done] ok");
+    }
+
+    #[test]
+    fn glog_lookalikes_are_verbatim() {
+        for line in [
+            "E120 12:34:56.789012 1234 main.cc:42] short date",
+            "E123456 12:34:56.789012 1234 main.cc:42] six digits",
+            "E1207 12:34:56 1234 main.cc:42] no fraction",
+            "E1207 12-34-56.789012 1234 main.cc:42] dashes",
+            "E1207 12:34:56.789012 main main.cc:42] named thread",
+            "E1207 12:34:56.789012 1234 main.cc] no line",
+            "E1207 12:34:56.789012 1234 main.cc:42 extra] too many",
+            "E1207 12:34:56.789012 1234 main.cc:42 no bracket",
+            "Iñ207 12:34:56.789012 1234 main.cc:42] not ascii",
+        ] {
+            let parsed = parse_line(line);
+            assert_eq!(parsed.level, None, "{line}");
+            assert_eq!(parsed.message, line);
+        }
     }
 
     #[test]
