@@ -42,6 +42,11 @@ fn main() {
         ("prefix", "ERROR | worker crashed: CUDA out of memory"),
         ("bracket", "[WARN] queue is 90% full"),
         ("glog", "I0101 12:00:00.123456  1234 main.cc:42] started"),
+        (
+            "glog_year",
+            "E20260101 12:00:00.123456  1234 main.cc:42] NCCL error: unhandled cuda error",
+        ),
+        ("runpod_text", "INFO   | sync-3f2c9a1e-u1 | Started."),
         ("python", "WARNING:root:deprecated"),
         ("traceback", "RuntimeError: CUDA error: out of memory"),
         ("plain", "loading model weights 3/7"),

@@ -274,3 +274,48 @@ def test_runpod_jobs_are_requests(server: Server, fail: bool) -> None:
         assert info["error"] == "RuntimeError: the model fell over"
     else:
         assert info["state"] == "completed" and info["error"] is None
+
+
+# runpod's own logger, without the SDK, as a worker run outside RunPod
+# prints it: `LEVEL  | job id | message` text lines, not JSON.
+RUNPOD_TEXT_WORKER = r"""
+import runpod
+
+log = runpod.RunPodLogger()
+log.info("worker up")
+
+def handler(job):
+    log.info("generating", request_id=job["id"])
+    log.warn("queue | long", job["id"])
+    log.debug("step | 3")
+    return {"image": "cat.png"}
+
+runpod.serverless.start({"handler": handler})
+"""
+
+
+def test_runpods_text_lines_give_their_level_and_job(server: Server) -> None:
+    job = {"id": "rp-text-1", "input": {}}
+    done = server.run("rptext", RUNPOD_TEXT_WORKER, "--test_input", json.dumps(job))
+    assert done.returncode == 0, done.stdout + done.stderr
+    expected = {
+        # message: (level, request id)
+        "worker up": ("info", None),
+        "Started.": ("info", "rp-text-1"),
+        "generating": ("info", "rp-text-1"),
+        "queue | long": ("warn", "rp-text-1"),
+        "step | 3": ("debug", None),
+    }
+    lines = wait_for(
+        "runpod's lines",
+        lambda: (lambda lines: lines if set(expected) <= set(lines) else None)(
+            by_message(server.logs(app="rptext"))
+        ),
+    )
+    for message, (level, request_id) in expected.items():
+        record = lines[message]
+        assert (record["level"], record["request_id"]) == (level, request_id), record
+        assert record["fields"] == {}, record
+    # runpod's own lines of the job are found by its id.
+    job_lines = by_message(server.logs(app="rptext", request="rp-text-1"))
+    assert {"Started.", "generating", "queue | long"} <= set(job_lines), job_lines
