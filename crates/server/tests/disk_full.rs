@@ -3,9 +3,6 @@
 //! shape (the client reads it as "try again then"), nothing is lost, and
 //! once space is freed the same batch is stored exactly once.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use tailwater_client::{Client, ClientError};
@@ -14,60 +11,8 @@ use tailwater_server::{start, ServerConfig};
 
 mod common;
 
+use common::tmpfs::{fill, Tmpfs};
 use common::TOKEN;
-
-/// A tmpfs of `size` mounted on a new directory, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .expect("mount(8) runs");
-        assert!(
-            output.status.success(),
-            "cannot mount a tmpfs ({}): run the tests as root (as CI does)",
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily: if the test failed, the server may still hold files there.
-        let _ = Command::new("umount")
-            .arg("--lazy")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Writes `path` until the filesystem has no byte left.
-fn fill(path: &Path) -> PathBuf {
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 4096];
-    loop {
-        match file.write(&chunk) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(error) if error.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(error) => panic!("filling {}: {error}", path.display()),
-        }
-    }
-    // The last partial page too.
-    while file.write(&[0u8]).is_ok_and(|n| n == 1) {}
-    path.to_owned()
-}
 
 #[tokio::test]
 async fn a_full_disk_answers_507_with_retry_after_and_loses_nothing() {

@@ -4,7 +4,8 @@
 //! `opentelemetry-otlp`'s OTLP/HTTP protobuf exporter (gzip), sending an
 //! ingest token. What is stored is checked field by field through
 //! `GET /v1/logs`. The token decides the app: a service left unnamed is
-//! the token's app, and one naming another app is refused.
+//! the token's app, and one naming another app is refused. On a full disk
+//! the SDK is told to send again, and does: nothing is lost.
 
 mod common;
 
@@ -20,6 +21,18 @@ use opentelemetry_sdk::Resource;
 use serde_json::{json, Value};
 use tailwater_server::RunningServer;
 use tracing_subscriber::layer::SubscriberExt;
+
+/// A kilobyte of message.
+const PAD: &str = concat!(
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+);
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const SPAN_ID: &str = "00f067aa0ba902b7";
@@ -46,12 +59,12 @@ async fn stored(server: &RunningServer, app: &str) -> Vec<Value> {
 /// then shuts the provider down, which exports what its batch holds. On
 /// a thread of its own: the exporter's client blocks.
 async fn send_through_sdk(
-    server: &RunningServer,
+    url: String,
     token: &str,
     resource: &[(&'static str, &'static str)],
     emit: impl FnOnce() + Send + 'static,
 ) {
-    let endpoint = format!("{}/v1/logs", server.url());
+    let endpoint = format!("{url}/v1/logs");
     let headers = HashMap::from([("authorization".to_owned(), format!("Bearer {token}"))]);
     let resource = Resource::builder()
         .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(*k, *v)))
@@ -90,7 +103,7 @@ async fn tracing_events_through_the_sdk_are_stored_field_by_field() {
         ("service.instance.id", "pod-1"),
         ("cloud.region", "eu"),
     ];
-    send_through_sdk(&server, &token, &resource, || {
+    send_through_sdk(server.url(), &token, &resource, || {
         // Inside a span of a trace (as a request from a traced caller is):
         // the SDK stamps each record with its ids.
         let span = SpanContext::new(
@@ -185,7 +198,7 @@ async fn the_ingest_token_decides_the_app() {
     let token = ingest_token(&server, "sdxl").await;
     // An app that names no service: the SDK says `unknown_service…`, and
     // the token's app is taken.
-    send_through_sdk(&server, &token, &[], || {
+    send_through_sdk(server.url(), &token, &[], || {
         tracing::info!(target: "worker", "unnamed service");
     })
     .await;
@@ -199,10 +212,75 @@ async fn the_ingest_token_decides_the_app() {
 
     // A resource naming another app than the token's is refused, and
     // nothing of it is stored, under either app.
-    send_through_sdk(&server, &token, &[("service.name", "whisper")], || {
+    send_through_sdk(server.url(), &token, &[("service.name", "whisper")], || {
         tracing::info!(target: "worker", "not mine to send");
     })
     .await;
     assert_eq!(stored(&server, "whisper").await, Vec::<Value>::new());
     assert_eq!(stored(&server, "sdxl").await, records);
+}
+
+#[tokio::test]
+async fn on_a_full_disk_the_sdk_is_told_to_send_again_and_nothing_is_lost() {
+    let disk = common::tmpfs::Tmpfs::mount("16m");
+    let (server, _admin) = common::server_in(&disk.path().join("data"), TOKEN, |_| {}).await;
+    let token = ingest_token(&server, "sdxl").await;
+    let resource = [("service.name", "sdxl"), ("service.instance.id", "pod-1")];
+    send_through_sdk(server.url(), &token, &resource, || {
+        tracing::info!(target: "worker", "before the disk filled");
+    })
+    .await;
+
+    let filler = common::tmpfs::fill(&disk.path().join("filler"));
+    let (url, sender_token) = (server.url(), token.clone());
+    let sending = tokio::spawn(async move {
+        // Enough that the store needs pages it cannot get: 200 KiB.
+        send_through_sdk(url, &sender_token, &resource, || {
+            for n in 0..200 {
+                tracing::info!(target: "worker", "while the disk was full {n} {}", PAD);
+            }
+        })
+        .await
+    });
+    // The export is refused (a 503 with a Retry-After the SDK honours:
+    // OTLP clients send nothing again after a 507) and counted ...
+    let refused =
+        r#"tailwater_ingest_refused_batches_total{app="sdxl",reason="disk_full",tenant="default"}"#;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !common::scrape(&server, Some(TOKEN))
+        .await
+        .contains_key(refused)
+    {
+        assert!(std::time::Instant::now() < deadline, "no refusal counted");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The answer itself, as any client sees it.
+    let records: Vec<Value> = (0..200)
+        .map(|_| json!({"body": {"stringValue": PAD}}))
+        .collect();
+    let body = json!({"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]});
+    let answer = reqwest::Client::new()
+        .post(format!("{}/v1/logs", server.url()))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "4");
+    let status: Value = answer.json().await.unwrap();
+    assert_eq!(status["code"], 14, "UNAVAILABLE: {status}");
+    // ... and once there is space again, the SDK's next try is stored.
+    std::fs::remove_file(filler).unwrap();
+    sending.await.unwrap();
+    let messages: Vec<String> = stored(&server, "sdxl")
+        .await
+        .iter()
+        .map(|record| record["message"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = std::iter::once("before the disk filled".to_owned())
+        .chain((0..200).map(|n| format!("while the disk was full {n} {PAD}")))
+        .collect();
+    assert_eq!(messages, expected, "every record, once, in order");
+    server.shutdown().await.unwrap();
 }

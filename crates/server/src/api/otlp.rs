@@ -11,8 +11,9 @@
 //! refusal's status with a `google.rpc.Status`: 400 for a malformed body,
 //! 413 past `--max-batch-bytes` (compressed or not), 415 for a content type
 //! or encoding OTLP does not use, 401/403 for the token, and 429 or 503
-//! with `Retry-After` (the answers clients send again) when the same
-//! request will be taken later.
+//! with `Retry-After` (the answers clients send again; a full disk is a
+//! 503 here, and the wait at most 4 s) when the same request will be
+//! taken later.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -49,8 +50,30 @@ pub async fn export(
     let answer = encoding.unwrap_or(Encoding::Protobuf);
     match receive(&state, principal, pairs, &headers, encoding, body).await {
         Ok(response) => encode(answer, StatusCode::OK, &response, None),
-        Err((error, retry_after)) => status(answer, &error, retry_after),
+        Err((error, retry_after)) => {
+            let (error, retry_after) = as_clients_retry(error, retry_after);
+            status(answer, &error, retry_after)
+        }
     }
+}
+
+/// The longest wait an OTLP client is asked for. SDKs give an export 10 s
+/// in all (`OTEL_EXPORTER_OTLP_TIMEOUT`), waits included, and drop it
+/// rather than wait past that: a longer wait (a full disk's 10 s) would
+/// lose what they hold.
+const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// A refusal the sender may send again, as OTLP clients read one: they send
+/// again only after 429, 502, 503 or 504, so a full disk (507 on the other
+/// edges) is a 503 here; and within [`MAX_RETRY_AFTER`].
+fn as_clients_retry(
+    mut error: ApiError,
+    retry_after: Option<std::time::Duration>,
+) -> (ApiError, Option<std::time::Duration>) {
+    if error.status == StatusCode::INSUFFICIENT_STORAGE {
+        error.status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+    (error, retry_after.map(|wait| wait.min(MAX_RETRY_AFTER)))
 }
 
 async fn receive(
@@ -133,7 +156,7 @@ fn status(
         StatusCode::FORBIDDEN => 7,                                   // PERMISSION_DENIED
         StatusCode::NOT_FOUND => 5,                                   // NOT_FOUND
         StatusCode::UNSUPPORTED_MEDIA_TYPE => 12,                     // UNIMPLEMENTED
-        StatusCode::TOO_MANY_REQUESTS | StatusCode::INSUFFICIENT_STORAGE => 8, // RESOURCE_EXHAUSTED
+        StatusCode::TOO_MANY_REQUESTS => 8,                           // RESOURCE_EXHAUSTED
         StatusCode::SERVICE_UNAVAILABLE => 14,                        // UNAVAILABLE
         _ => 13,                                                      // INTERNAL
     };

@@ -5,6 +5,8 @@
 // Each test file uses some of these.
 #![allow(dead_code)]
 
+pub mod tmpfs;
+
 use std::collections::HashMap;
 
 use jiff::Timestamp;
