@@ -111,3 +111,42 @@ fn bad_bodies_get_clear_errors() {
     assert!(error.starts_with("invalid Loki JSON body"), "{error}");
     assert_eq!(Encoding::of_content_type("text/plain"), None);
 }
+
+#[test]
+fn protobuf_entries_carry_structured_metadata_as_fields() {
+    let request = wire::PushRequest {
+        streams: vec![wire::StreamAdapter {
+            labels: r#"{app="api"}"#.into(),
+            entries: vec![wire::EntryAdapter {
+                timestamp: Some(wire::Timestamp {
+                    seconds: 1_796_637_600,
+                    nanos: 7,
+                }),
+                line: "slow request".into(),
+                structured_metadata: vec![
+                    wire::LabelPair {
+                        name: "trace_id".into(),
+                        value: "abc".into(),
+                    },
+                    wire::LabelPair {
+                        name: "user".into(),
+                        value: "u-1".into(),
+                    },
+                ],
+            }],
+        }],
+    };
+    let raw = prost::Message::encode_to_vec(&request);
+    let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+    let streams = decode(&body, Encoding::SnappyProtobuf, 1 << 20).unwrap();
+    let sources = sources(streams, now());
+    let [record] = &sources[0].records[..] else {
+        panic!("{sources:?}")
+    };
+    assert_eq!(record.ts.as_nanosecond(), 1_796_637_600_000_000_007);
+    assert_eq!(record.message, "slow request");
+    assert_eq!(
+        serde_json::Value::Object(record.fields.to_map()),
+        json!({"trace_id": "abc", "user": "u-1"})
+    );
+}
