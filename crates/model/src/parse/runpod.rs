@@ -13,9 +13,11 @@
 //!
 //! The id is the word before the first ` | `, when it looks like an id:
 //! no spaces, at most [`MAX_JOB_ID_BYTES`], of letters, digits and
-//! `-_.:`, with at least one digit, `-` or `_` (RunPod's ids are UUIDs with
-//! a suffix, `sync-…`, `test-…`, or `local_test`). A word of letters alone
-//! (`step | 3`) is the message's, as RunPod wrote it outside a job.
+//! `-_.:`, with a letter and at least one digit, `-` or `_` (RunPod's ids
+//! are UUIDs with a suffix, `sync-…`, `test-…`, or `local_test`). A word
+//! of letters alone (`step | 3`), a number or a date (`3 | done`,
+//! `2026-12-07 | nightly`) is the message's, as RunPod wrote it outside a
+//! job.
 
 use crate::record::Level;
 
@@ -57,6 +59,7 @@ fn is_job_id(word: &str) -> bool {
         && word
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && word.bytes().any(|b| b.is_ascii_alphabetic())
         && word
             .bytes()
             .any(|b| b.is_ascii_digit() || matches!(b, b'-' | b'_'))
@@ -151,12 +154,21 @@ mod tests {
                 of(Level::Info, None, "loss is 0.2 | lr 3e-4"),
             ),
             ("ERROR  | a/b | c", of(Level::Error, None, "a/b | c")),
+            ("INFO   | 3 | done", of(Level::Info, None, "3 | done")),
+            (
+                "INFO   | 2026-12-07 | nightly",
+                of(Level::Info, None, "2026-12-07 | nightly"),
+            ),
+            (
+                "INFO   | 10:00:00.5 | tick",
+                of(Level::Info, None, "10:00:00.5 | tick"),
+            ),
         ] {
             assert_eq!(read(line), expected, "{line}");
         }
-        let long = format!("INFO   | {} | m", "1".repeat(super::MAX_JOB_ID_BYTES + 1));
+        let long = format!("INFO   | j{} | m", "1".repeat(super::MAX_JOB_ID_BYTES));
         assert_eq!(read(&long).1, None);
-        let longest = format!("INFO   | {} | m", "1".repeat(super::MAX_JOB_ID_BYTES));
+        let longest = format!("INFO   | j{} | m", "1".repeat(super::MAX_JOB_ID_BYTES - 1));
         assert_eq!(read(&longest).1.unwrap().len(), super::MAX_JOB_ID_BYTES);
     }
 
