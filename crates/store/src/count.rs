@@ -146,7 +146,7 @@ impl<'f> Scan<'f> {
     }
 
     /// Counts block `index` of `part` from its footer alone, if it can be.
-    fn from_footer(&self, part: &Part, index: usize) -> Option<u64> {
+    fn by_footer(&self, part: &Part, index: usize) -> Option<u64> {
         let meta = &part.footer.blocks[index];
         (!self.per_record && self.buckets.is_none() && self.bounds.holds(meta.min_ts, meta.max_ts))
             .then_some(u64::from(meta.count))
@@ -310,16 +310,13 @@ pub(crate) fn in_parts(
         let mut apps: BTreeMap<String, AppCount> = BTreeMap::new();
         let mut skipped = Vec::new();
         let mut lowered = Vec::new();
-        loop {
-            let Some(&(part, index)) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                break;
-            };
+        while let Some(&(part, index)) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
             let app = &part.footer.partition.app;
             if !apps.contains_key(app) {
                 apps.insert(app.clone(), scan.tally());
             }
             let count = apps.get_mut(app).expect("inserted");
-            if let Some(records) = scan.from_footer(part, index) {
+            if let Some(records) = scan.by_footer(part, index) {
                 count.total += records;
                 continue;
             }
