@@ -5,8 +5,10 @@
 //! The blocks to read are chosen as a page chooses them (`query::Prune`).
 //! Then each is judged on its columns alone:
 //! - a block wholly inside the time window whose filter asks nothing of
-//!   single records (labels and time only) is counted from its footer entry,
-//!   unread, when no histogram is asked;
+//!   single records (labels and time only) is counted from its footer entry
+//!   when no histogram is asked, once its bytes pass their checksum (read,
+//!   not decompressed: a damaged block is skipped and said so, as a page
+//!   skips it);
 //! - a filter that requires a word (a phrase's, a substring's or a regex's
 //!   inner words) searches the block's whole message column at once, ASCII
 //!   lowercased, for its longest such word with a vectorized substring
@@ -317,7 +319,12 @@ pub(crate) fn in_parts(
             }
             let count = apps.get_mut(app).expect("inserted");
             if let Some(records) = scan.by_footer(part, index) {
-                count.total += records;
+                // Read and checksummed, not decompressed: a damaged block
+                // is skipped and said so, as a page would.
+                match part.read_compressed(index) {
+                    Ok(_) => count.total += records,
+                    Err(error) => skipped.push(SkippedBlock::of(part, index, error)),
+                }
                 continue;
             }
             let block = match part.open_block(index) {
