@@ -18,7 +18,11 @@
 //!   ([`DecodedBlock::parts`]).
 //!
 //! Every record a count takes passes the same `Filter::matches_parts` a page
-//! applies, so a count is the number of records paging would return. Blocks
+//! applies, so a count is the number of records paging would return. One
+//! difference, on bytes the store never writes: a block that passes its
+//! checksum and decodes, but whose fields of some record are not JSON, is
+//! counted by what it holds (fields are read only when a filter asks for
+//! them), where a page skips it. Blocks
 //! are shared among up to `StoreOptions::query_threads` threads; the
 //! memtable is counted under the read lock, the parts after it is let go
 //! (a part's file stays open while it is read, even once merged away).
