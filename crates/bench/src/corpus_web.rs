@@ -27,8 +27,8 @@ use crate::corpus::{planted_line, random_chars, CorpusLine, Kind, RunnerLabels};
 pub const COMMON_TERM: &str = "GET";
 
 const SERVICES: [(&str, &str); 4] = [
-    ("edge-nginx", "1.27.3"),
     ("api-gateway", "2026.11.4"),
+    ("edge-nginx", "1.27.3"),
     ("checkout-svc", "v88"),
     ("auth-apache", "2.4.62"),
 ];
@@ -185,7 +185,7 @@ impl Web {
         let rfc3339 = format!("{ts:.3}");
         match (service, roll) {
             // nginx: access lines mostly, error lines sometimes.
-            (0, r) if r < 0.85 => (
+            (1, r) if r < 0.85 => (
                 Stream::Stdout,
                 format!(
                     "{ip} - - [{}] \"{method} {path} HTTP/1.1\" {status} {bytes} \"-\" \"{agent}\" rt={:.3} req={request}",
@@ -193,7 +193,7 @@ impl Web {
                     millis / 1000.0
                 ),
             ),
-            (0, _) => (
+            (1, _) => (
                 Stream::Stderr,
                 format!(
                     "{} [error] {}#{}: *{} connect() failed (111: Connection refused) while connecting to upstream, client: {ip}, server: api.example.com, request: \"{method} {path} HTTP/1.1\", upstream: \"http://10.0.3.{}:8080{path}\", host: \"api.example.com\"",
@@ -205,13 +205,13 @@ impl Web {
                 ),
             ),
             // The gateway: structured JSON, and RFC 5424 from its sidecar.
-            (1, r) if r < 0.8 => (
+            (0, r) if r < 0.8 => (
                 Stream::Stdout,
                 format!(
                     "{{\"time\":\"{rfc3339}\",\"level\":\"{level}\",\"msg\":\"{message}\",\"request_id\":\"{request}\",\"method\":\"{method}\",\"path\":\"{path}\",\"status\":{status},\"duration_ms\":{millis},\"user_id\":{id}}}"
                 ),
             ),
-            (1, _) => (
+            (0, _) => (
                 Stream::Stdout,
                 format!(
                     "<{}>1 {rfc3339} gw-{} envoy {} {} - {message}: {method} {path} {status} via upstream checkout",

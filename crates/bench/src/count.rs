@@ -13,7 +13,8 @@
 //! - every record read (`Store::query` page after page, records built),
 //!   beside ClickHouse reading every row (`FORMAT Null`).
 //!
-//! The store runs without its block cache, as in the query rows.
+//! The store runs without its block cache, as in the query rows, but for
+//! the full read, which pages as the server does, with its cache.
 
 use std::path::Path;
 use std::process::Command;
@@ -44,9 +45,9 @@ pub fn run(
     common_term: &str,
     clickhouse: &mut anyhow::Result<ClickHouse>,
 ) -> anyhow::Result<Vec<Row>> {
-    let open = |threads: usize| {
+    let open = |threads: usize, block_cache_bytes: usize| {
         let options = StoreOptions {
-            block_cache_bytes: 0,
+            block_cache_bytes,
             query_threads: threads,
             ..StoreOptions::default()
         };
@@ -81,7 +82,7 @@ pub fn run(
     );
 
     {
-        let store = open(1)?;
+        let store = open(1, 0)?;
         let count = |filter: Filter, buckets: Option<Buckets>| {
             let store = &store;
             move || -> anyhow::Result<usize> {
@@ -195,7 +196,13 @@ pub fn run(
                 ),
             )?);
         }
+    }
 
+    {
+        // As the server reads: a page stops inside blocks the next page
+        // needs, which the block cache keeps (without it every page would
+        // decode again the blocks it shares with the one before).
+        let store = open(1, tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)?;
         let read_all = || -> anyhow::Result<usize> {
             let mut query = Query {
                 filter: Filter::default(),
@@ -229,7 +236,7 @@ pub fn run(
 
     let threads = tailwater_store::default_query_threads();
     if let (Grep::Rg(_), true) = (grep, threads > 1) {
-        let store = open(threads)?;
+        let store = open(threads, 0)?;
         let count =
             || -> anyhow::Result<usize> { Ok(store.count(TENANT, &word, None)?.total() as usize) };
         rows.push(

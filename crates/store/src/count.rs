@@ -111,8 +111,16 @@ struct Scan<'f> {
     rest: Filter,
     /// Whether `rest` asks anything of single records.
     per_record: bool,
-    /// The longest word every match holds, to search for, and its length.
+    /// The longest word every match holds, to search for.
     word: Option<Finder<'f>>,
+    /// Whether that word has ASCII letters (else the column is searched as
+    /// it is, not lowercased).
+    word_has_letters: bool,
+    /// What a record holding the word whole must still pass: `rest`, or
+    /// without its phrase when the phrase is that one word (the hit proves
+    /// it), and whether that asks anything.
+    at_hit: Filter,
+    at_hit_per_record: bool,
     buckets: Option<Buckets>,
 }
 
@@ -128,11 +136,28 @@ impl<'f> Scan<'f> {
             ..filter.clone()
         };
         let per_record = asks_of_records(&rest);
+        let hit_proves_phrase = rest.contains.is_none()
+            && rest.regex.is_none()
+            && rest
+                .text
+                .as_ref()
+                .is_some_and(|phrase| phrase.words.len() == 1 && phrase.words[0] == word);
+        let at_hit = if hit_proves_phrase {
+            Filter {
+                text: None,
+                ..rest.clone()
+            }
+        } else {
+            rest.clone()
+        };
         Scan {
             bounds,
-            rest,
             per_record,
+            at_hit_per_record: asks_of_records(&at_hit),
+            at_hit,
+            rest,
             word: (!word.is_empty()).then(|| Finder::new(word.as_bytes())),
+            word_has_letters: word.bytes().any(|byte| byte.is_ascii_alphabetic()),
             buckets,
         }
     }
@@ -167,7 +192,10 @@ impl<'f> Scan<'f> {
         lowered: &mut Vec<u8>,
         count: &mut AppCount,
     ) -> Result<(), String> {
-        let judge = |index: usize, count: &mut AppCount| -> Result<(), String> {
+        let judge = |index: usize,
+                     count: &mut AppCount,
+                     (rest, per_record): (&Filter, bool)|
+         -> Result<(), String> {
             let position = tailwater_model::Cursor {
                 ts_ns: block.ts(index),
                 position: block.id(index),
@@ -175,10 +203,10 @@ impl<'f> Scan<'f> {
             if !self.bounds.contains(&position) {
                 return Ok(());
             }
-            if self.per_record {
+            if per_record {
                 let mut fields_error = None;
                 let parts = block.parts(index);
-                let matched = self.rest.matches_parts(parts, || {
+                let matched = rest.matches_parts(parts, || {
                     block.fields(index).unwrap_or_else(|error| {
                         fields_error = Some(error);
                         Default::default()
@@ -196,14 +224,19 @@ impl<'f> Scan<'f> {
         };
         let Some(word) = &self.word else {
             for index in 0..block.len() {
-                judge(index, count)?;
+                judge(index, count, (&self.rest, self.per_record))?;
             }
             return Ok(());
         };
         let (text, places) = block.message_column();
-        lowered.clear();
-        lowered.extend_from_slice(text.as_bytes());
-        lowered.make_ascii_lowercase();
+        let lowered: &[u8] = if self.word_has_letters {
+            lowered.clear();
+            lowered.extend_from_slice(text.as_bytes());
+            lowered.make_ascii_lowercase();
+            lowered
+        } else {
+            text.as_bytes()
+        };
         let len = word.needle().len();
         let (mut from, mut record) = (0usize, 0usize);
         while let Some(found) = word.find(&lowered[from..]) {
@@ -220,7 +253,7 @@ impl<'f> Scan<'f> {
                 && (at == start || !is_word_byte(lowered[at - 1]))
                 && (at + len == end || !is_word_byte(lowered[at + len]));
             if whole {
-                judge(record, count)?;
+                judge(record, count, (&self.at_hit, self.at_hit_per_record))?;
                 from = end.max(at + 1);
             } else {
                 from = at + 1;
