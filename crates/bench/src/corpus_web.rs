@@ -66,7 +66,7 @@ const MESSAGES: [&str; 8] = [
 
 /// The fleet: each service's instances, on one version.
 pub fn fleet(seed: u64) -> Vec<RunnerLabels> {
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_0f_3eb5);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x005e_ed0f_3eb5);
     let mut runners = Vec::new();
     for (service, version) in SERVICES {
         for _ in 0..INSTANCES {
@@ -251,5 +251,51 @@ impl Web {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::corpus::{Corpus, Kind, RARE_TERM};
+
+    #[test]
+    fn the_web_corpus_is_seeded_mixed_and_plants_its_term_once() {
+        let lines: Vec<_> = Corpus::web(7, 5_000).map(Result::unwrap).collect();
+        let again: Vec<_> = Corpus::web(7, 5_000).map(Result::unwrap).collect();
+        assert_eq!(lines, again, "the same seed makes the same lines");
+        assert_eq!(lines.len(), 5_000);
+        let text: Vec<String> = lines
+            .iter()
+            .map(|line| String::from_utf8(line.bytes.clone()).unwrap())
+            .collect();
+        let planted = text.iter().filter(|line| line.contains(RARE_TERM)).count();
+        assert_eq!(planted, 1);
+        assert!(lines.iter().filter(|line| line.kind == Kind::Web).count() > 4_900);
+        // Every format of the mix is there.
+        let has = |test: &dyn Fn(&str) -> bool| text.iter().any(|line| test(line));
+        assert!(has(&|line| line.starts_with("{\"time\":")), "JSON");
+        assert!(
+            has(&|line| line.starts_with("time=") && line.contains(" msg=\"")),
+            "logfmt"
+        );
+        assert!(
+            has(&|line| line.starts_with('<') && line.contains(">1 ")),
+            "RFC 5424"
+        );
+        assert!(
+            has(&|line| line.contains("] \"GET ") && line.contains(" rt=")),
+            "nginx access"
+        );
+        assert!(
+            has(&|line| line.contains(" [error] ") && line.contains("upstream")),
+            "nginx error"
+        );
+        assert!(
+            has(&|line| line.contains("\"https://shop.example.com/\"")),
+            "Apache access"
+        );
+        assert!(has(&|line| line.contains("[proxy:error]")), "Apache error");
+        // Times rise with one clock.
+        assert!(lines.windows(2).all(|pair| pair[0].ts <= pair[1].ts));
     }
 }
