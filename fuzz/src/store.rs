@@ -191,7 +191,19 @@ fn open_and_read(dir: &Path, strict: bool) -> Vec<(String, Vec<LogRecord>)> {
         let forward = pages(&store, &tenant, Filter::default(), Direction::Forward);
         let backward = pages(&store, &tenant, Filter::default(), Direction::Backward);
         let after = store.read_after(&tenant, &Filter::default(), 0, 100_000);
+        let counted = store
+            .count(&tenant, &Filter::default(), None)
+            .expect("a store counts");
+        // A block whose bytes pass their checksum but whose records do not
+        // all build (never written so by the store) is skipped by a page
+        // and counted by what it holds; else a count is what paging reads.
+        let intact = store.damaged_parts(&tenant).is_empty();
         if strict {
+            assert!(
+                counted.total() as usize == forward.len()
+                    || (!intact && counted.total() as usize > forward.len()),
+                "a count is what paging reads"
+            );
             assert_eq!(
                 forward.len(),
                 backward.len(),
@@ -209,10 +221,17 @@ fn open_and_read(dir: &Path, strict: bool) -> Vec<(String, Vec<LogRecord>)> {
                     text: Some(Phrase::new(word)),
                     ..Filter::default()
                 };
+                let counted = store.count(&tenant, &filter, None).expect("a store counts");
                 let found = pages(&store, &tenant, filter, Direction::Forward);
                 assert!(
                     !strict || found.iter().any(|r| r.id == record.id),
                     "a record is found by its words"
+                );
+                assert!(
+                    !strict
+                        || counted.total() as usize == found.len()
+                        || (!intact && counted.total() as usize > found.len()),
+                    "a word's count is what paging finds"
                 );
             }
             if let Some(request) = &record.request_id {

@@ -67,6 +67,8 @@ pub enum Kind {
     Planted,
     /// A line of a `--corpus` file.
     File,
+    /// A line of the web and service corpus ([`crate::corpus_web`]).
+    Web,
 }
 
 /// One captured line.
@@ -91,6 +93,7 @@ pub struct Corpus {
 
 enum Lines {
     Synthetic(Box<Synthetic>),
+    Web(Box<crate::corpus_web::Web>),
     File(FileLines),
 }
 
@@ -112,6 +115,18 @@ impl Corpus {
             runners,
             total: lines,
             lines: Lines::Synthetic(Box::new(synthetic)),
+        }
+    }
+
+    /// `lines` lines of web and service logs ([`crate::corpus_web`]), the
+    /// same for the same `seed`.
+    pub fn web(seed: u64, lines: u64) -> Corpus {
+        let runners = crate::corpus_web::fleet(seed);
+        let web = crate::corpus_web::Web::new(seed, lines, runners.len());
+        Corpus {
+            runners,
+            total: lines,
+            lines: Lines::Web(Box::new(web)),
         }
     }
 
@@ -156,6 +171,7 @@ impl Iterator for Corpus {
     fn next(&mut self) -> Option<Self::Item> {
         match &mut self.lines {
             Lines::Synthetic(synthetic) => synthetic.next().map(Ok),
+            Lines::Web(web) => web.next().map(Ok),
             Lines::File(file) => file.next(),
         }
     }
@@ -224,7 +240,7 @@ impl FileLines {
     }
 }
 
-fn planted_line() -> String {
+pub(crate) fn planted_line() -> String {
     format!("WARNING: nccl watchdog saw marker {RARE_TERM} once; continuing")
 }
 
@@ -622,7 +638,7 @@ fn request_id(rng: &mut StdRng) -> String {
     )
 }
 
-fn random_chars(rng: &mut StdRng, len: usize, alphabet: &[u8]) -> String {
+pub(crate) fn random_chars(rng: &mut StdRng, len: usize, alphabet: &[u8]) -> String {
     (0..len)
         .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
         .collect()

@@ -6,7 +6,9 @@
 //! JSON). The machine is shared and noisy: compare ratios, not values.
 //!
 //! - [`corpus`]: the lines, deterministic from a seed, streamed.
-//! - [`ingest`], [`size`], [`query`], [`memory`]: one figure group each.
+//! - [`ingest`], [`size`], [`query`], [`count`], [`memory`]: one figure
+//!   group each; [`clickhouse`]: ClickHouse (chdb) as the count rows'
+//!   baseline.
 //! - [`server`], [`agent`]: the `tailwater` binary measured from outside,
 //!   over loopback HTTP ([`http`]).
 //! - [`measure`]: timing, peak memory, the table and JSON output.
@@ -17,7 +19,10 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
+mod clickhouse;
 mod corpus;
+mod corpus_web;
+mod count;
 mod http;
 mod ingest;
 mod measure;
@@ -86,6 +91,9 @@ enum Command {
         lines: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The web and service corpus instead of the workers'.
+        #[arg(long)]
+        web: bool,
     },
     /// Internal: run a command and print its peak resident memory.
     #[command(hide = true)]
@@ -150,9 +158,15 @@ struct Options {
     /// [default: 5 with --quick, else 9].
     #[arg(long, value_parser = at_least_one)]
     runs: Option<u64>,
-    /// The common term to search for.
-    #[arg(long, default_value = corpus::COMMON_TERM)]
-    common_term: String,
+    /// The synthetic corpus to generate: `workers` (GPU workers' output)
+    /// or `web` (web and service logs: JSON, logfmt, RFC 5424, Apache and
+    /// nginx access and error lines).
+    #[arg(long, default_value = "workers", value_parser = ["workers", "web"])]
+    generate: String,
+    /// The common term to search for [default: `tokens` in the workers'
+    /// corpus, `GET` in the web one].
+    #[arg(long)]
+    common_term: Option<String>,
     /// The message regex to search for (the regex crate's syntax, which rg
     /// shares for the baseline).
     #[arg(long, default_value = query::REGEX)]
@@ -232,7 +246,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Query(options) => (only(false, false, true, false, false), options),
         Command::Memory(options) => (only(false, false, false, true, false), options),
         Command::Server(options) => (only(false, false, false, false, true), options),
-        Command::Corpus { lines, seed } => return print_corpus(seed, lines),
+        Command::Corpus { lines, seed, web } => return print_corpus(seed, lines, web),
         Command::PeakRss { command } => {
             return measure::peak_rss_wrapper(&command[0], &command[1..])
         }
@@ -267,6 +281,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                     )
                 })
             }
+            None if options.generate == "web" => Ok(Corpus::web(
+                options.seed,
+                at_most.map_or(options.lines.unwrap_or(default_lines), |most| {
+                    options.lines.unwrap_or(default_lines).min(most)
+                }),
+            )),
             None => {
                 let lines = options.lines.unwrap_or(default_lines);
                 let unit_ns = 10i64.pow(9 - options.stamp_unit.digits() as u32);
@@ -281,6 +301,10 @@ fn run(command: Command) -> anyhow::Result<()> {
     let corpus = make_corpus(None)?;
     let describe = match &options.corpus {
         Some(path) => format!("{run_kind} run, lines of {}", path.display()),
+        None if options.generate == "web" => format!(
+            "{run_kind} run, synthetic web and service logs (seed {}, times in us)",
+            options.seed,
+        ),
         None => format!(
             "{run_kind} run, synthetic (seed {}, times in {})",
             options.seed,
@@ -304,6 +328,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             )
         })?;
     let grep = Grep::detect();
+    let common_term = options.common_term.clone().unwrap_or_else(|| {
+        match (&options.corpus, options.generate.as_str()) {
+            (None, "web") => corpus_web::COMMON_TERM,
+            _ => corpus::COMMON_TERM,
+        }
+        .to_owned()
+    });
     let mut rows = Vec::new();
     let (mut lines, mut raw_bytes) = (0, 0);
     if figures.ingest || figures.size || figures.query || figures.memory {
@@ -328,8 +359,28 @@ fn run(command: Command) -> anyhow::Result<()> {
                 &ingested,
                 &grep,
                 runs,
-                &options.common_term,
+                &common_term,
                 &options.regex,
+            )?);
+            eprintln!("loading the records into ClickHouse (chdb) for the count rows");
+            let mut clickhouse = clickhouse::ClickHouse::load(
+                &ingested.records_path,
+                &work.path().join("clickhouse"),
+            );
+            match &clickhouse {
+                Ok(loaded) => eprintln!(
+                    "  loaded in {:.1} s, {} bytes stored",
+                    loaded.load_seconds, loaded.stored_bytes
+                ),
+                Err(error) => eprintln!("warning: no ClickHouse baseline: {error:#}"),
+            }
+            eprintln!("timing counts");
+            rows.extend(count::run(
+                &ingested,
+                &grep,
+                runs,
+                &common_term,
+                &mut clickhouse,
             )?);
         }
         if figures.memory {
@@ -396,9 +447,14 @@ fn run(command: Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_corpus(seed: u64, lines: u64) -> anyhow::Result<()> {
+fn print_corpus(seed: u64, lines: u64, web: bool) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for line in Corpus::synthetic(seed, lines) {
+    let corpus = if web {
+        Corpus::web(seed, lines)
+    } else {
+        Corpus::synthetic(seed, lines)
+    };
+    for line in corpus {
         let line = line?;
         out.write_all(&line.bytes)?;
         out.write_all(b"\n")?;

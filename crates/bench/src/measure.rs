@@ -245,6 +245,12 @@ impl Row {
         self.note = note.into();
         self
     }
+
+    /// Adds `more` to the note.
+    pub fn note_more(mut self, more: &str) -> Row {
+        self.note.push_str(more);
+        self
+    }
 }
 
 /// The whole result: what was run, and the rows.

@@ -144,7 +144,7 @@ impl Grep {
 }
 
 /// Runs an `rg --count` command: its count, 0 when nothing matched.
-fn rg_count(mut command: Command) -> anyhow::Result<usize> {
+pub(crate) fn rg_count(mut command: Command) -> anyhow::Result<usize> {
     let output = command.output().context("cannot run rg")?;
     match output.status.code() {
         Some(0) => String::from_utf8_lossy(&output.stdout)
@@ -311,7 +311,7 @@ pub fn run(
 }
 
 /// Both ways of answering, timed in turns after one untimed warm-up each.
-fn compare(
+pub(crate) fn compare(
     runs: usize,
     mut store: impl FnMut() -> anyhow::Result<usize>,
     mut baseline: impl FnMut() -> anyhow::Result<usize>,
@@ -339,7 +339,7 @@ fn compare(
     })
 }
 
-struct Compared {
+pub(crate) struct Compared {
     store: Duration,
     baseline: Duration,
     found: (usize, usize),
@@ -347,7 +347,7 @@ struct Compared {
 }
 
 impl Compared {
-    fn row(&self, figure: &str, baseline_is: &str) -> Row {
+    pub(crate) fn row(&self, figure: &str, baseline_is: &str) -> Row {
         Row::new(
             figure,
             Unit::Milliseconds,

@@ -30,9 +30,9 @@ use tailwater_model::tenancy::{
 use tailwater_model::time::TimePrecision;
 use tailwater_model::wire::percent_encode;
 use tailwater_model::wire::{
-    ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsPage, LogsParams, MissedNotice,
-    RequestInfo, RequestList, RequestsParams, RunnerDetail, RunnerList, RunnerState, StatusInfo,
-    MAX_PAGE_LIMIT,
+    ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsCount, LogsPage, LogsParams,
+    MissedNotice, RequestInfo, RequestList, RequestsParams, RunnerDetail, RunnerList, RunnerState,
+    StatusInfo, MAX_PAGE_LIMIT,
 };
 use tailwater_model::LogRecord;
 
@@ -252,6 +252,24 @@ impl Client {
     pub async fn logs(&self, params: &LogsParams) -> Result<LogsPage, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/v1/logs").query(params))
             .await
+    }
+
+    /// `GET /v1/logs/count`: how many records match `params`' filters (its
+    /// paging parameters are left out: a count answers at once).
+    pub async fn count(&self, params: &LogsParams) -> Result<LogsCount, ClientError> {
+        let filters = LogsParams {
+            limit: None,
+            direction: None,
+            cursor: None,
+            after: None,
+            around: None,
+            ..params.clone()
+        };
+        self.json(
+            self.request(reqwest::Method::GET, "/v1/logs/count")
+                .query(&filters),
+        )
+        .await
     }
 
     /// `GET /v1/logs/tail`: records as they are stored, after the record

@@ -57,9 +57,6 @@ use crate::runners::{RunnerSettings, Runners};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest ingest request body, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
-/// Records one `GET /v1/histogram` counts at most, unless configured
-/// otherwise: past it, the answer holds the newest and says so.
-pub const DEFAULT_HISTOGRAM_MAX_RECORDS: usize = 1_000_000;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -89,8 +86,6 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`).
     pub tls: Option<tls::TlsFiles>,
-    /// Records one histogram counts at most (the newest first).
-    pub histogram_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most.
     pub requests_scan_max: usize,
     /// The runner table: heartbeat timeout, size.
@@ -127,7 +122,6 @@ impl ServerConfig {
             redact: Vec::new(),
             public_metrics: false,
             tls: None,
-            histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
             requests_scan_max: requests::list::DEFAULT_SCAN_MAX,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
@@ -154,7 +148,6 @@ pub struct AppState {
     pub ingest: Arc<ingest::Pipeline>,
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
-    pub histogram_max_records: usize,
     /// See [`ServerConfig::requests_scan_max`].
     pub requests_scan_max: usize,
     /// Each runner's state; ingest appends through it.
@@ -218,7 +211,6 @@ impl AppState {
             tail_buffer: config.tail_buffer,
             tail_stats,
             settling,
-            histogram_max_records: config.histogram_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
         })
     }

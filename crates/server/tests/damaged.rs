@@ -123,6 +123,16 @@ async fn reads_that_skip_a_damaged_block_say_so_count_it_and_status_lists_the_pa
     assert_eq!(histogram["incomplete"]["damaged_blocks"], 1);
     assert_eq!(histogram["incomplete"]["records"], 30);
 
+    // A count: what it could read, and why the rest is missing.
+    let count = client.count(&LogsParams::default()).await.unwrap();
+    assert_eq!((count.total, count.complete), (20, false));
+    assert_eq!(count.incomplete.as_ref(), Some(&expected));
+    let count = client.count(&other).await.unwrap();
+    assert_eq!(
+        (count.total, count.complete, count.incomplete),
+        (20, true, None)
+    );
+
     // Export, both formats: every readable record, then a last line that
     // says what is missing.
     let ndjson = export(&server, "ndjson").await;
@@ -150,8 +160,9 @@ async fn reads_that_skip_a_damaged_block_say_so_count_it_and_status_lists_the_pa
         Some(expected)
     );
 
-    // Each read that met the block is counted.
-    assert_eq!(damaged_block_reads(&server).await, 4.0);
+    // Each read that met the block is counted (history, histogram, count,
+    // two exports).
+    assert_eq!(damaged_block_reads(&server).await, 5.0);
 
     // Status lists the part, and counts only what can be read.
     let status = client.status().await.unwrap();

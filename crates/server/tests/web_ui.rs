@@ -1,6 +1,7 @@
 //! The web UI's side of the server over real HTTP on loopback: the page and
 //! its assets, embedded and locked down by a Content-Security-Policy, and
-//! `GET /v1/histogram`, the counts its volume chart draws.
+//! `GET /v1/histogram`, the counts its volume chart draws (and
+//! `GET /v1/logs/count`, the total they add up to).
 
 use jiff::{SignedDuration, Timestamp};
 use serde_json::Value;
@@ -12,7 +13,7 @@ use tailwater_server::{start, RunningServer, ServerConfig};
 
 const TOKEN: &str = "tw_web_ui_test";
 
-async fn server(histogram_max_records: Option<usize>) -> (tempfile::TempDir, RunningServer) {
+async fn server() -> (tempfile::TempDir, RunningServer) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path().to_owned());
     config.listen = "127.0.0.1:0".parse().unwrap();
@@ -20,9 +21,6 @@ async fn server(histogram_max_records: Option<usize>) -> (tempfile::TempDir, Run
     // Callers read requests with no recorded caller here at once: a
     // request's start comes in its first batch, so no grace is needed.
     config.request_owner_grace = std::time::Duration::ZERO;
-    if let Some(max) = histogram_max_records {
-        config.histogram_max_records = max;
-    }
     let server = start(config).await.unwrap();
     (dir, server)
 }
@@ -44,7 +42,7 @@ async fn get(server: &RunningServer, path: &str, token: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn the_page_and_its_assets_are_served_from_the_binary_with_a_strict_policy() {
-    let (_dir, server) = server(None).await;
+    let (_dir, server) = server().await;
     let http = reqwest::Client::new();
     for path in ["/", "/runners", "/runners/gpu-1", "/requests/req-42"] {
         // No token: the page itself is public; the API calls it makes are not.
@@ -161,7 +159,7 @@ fn seeded(base: Timestamp) -> IngestBatch {
 
 #[tokio::test]
 async fn the_histogram_counts_matching_records_per_bucket_and_level() {
-    let (_dir, server) = server(None).await;
+    let (_dir, server) = server().await;
     let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
     let base = ten_minutes_ago();
     client.ingest(&seeded(base)).await.unwrap();
@@ -222,34 +220,71 @@ async fn the_histogram_counts_matching_records_per_bucket_and_level() {
 }
 
 #[tokio::test]
-async fn a_histogram_past_its_record_limit_says_what_it_counted() {
-    let (_dir, server) = server(Some(2)).await;
+async fn a_count_is_what_history_returns_and_what_the_histogram_totals() {
+    let (_dir, server) = server().await;
     let client = Client::new(&format!("http://{}", server.addr), TOKEN).unwrap();
     let base = ten_minutes_ago();
     client.ingest(&seeded(base)).await.unwrap();
     let until = base + SignedDuration::from_secs(180);
+    let window = format!("since={base}&until={until}");
+    for filters in [
+        "",
+        "&level=warn",
+        "&request=req-1",
+        "&text=line%202",
+        "&level=fatal",
+    ] {
+        let (status, count) =
+            get(&server, &format!("/v1/logs/count?{window}{filters}"), TOKEN).await;
+        assert_eq!(status, 200, "{count}");
+        assert_eq!(count["complete"], true, "{count}");
+        let (_, page) = get(&server, &format!("/v1/logs?{window}{filters}"), TOKEN).await;
+        let records = page["records"].as_array().unwrap().len() as u64;
+        assert_eq!(count["total"], records, "{filters}: {count}");
+        let (_, histogram) = get(&server, &format!("/v1/histogram?{window}{filters}"), TOKEN).await;
+        assert_eq!(histogram["total"], records, "{filters}: {histogram}");
+    }
+    // Without a window, all of history.
+    let (_, count) = get(&server, "/v1/logs/count", TOKEN).await;
+    assert_eq!(count["total"], 7, "{count}");
+
+    // A count answers at once: paging is refused, and says what it takes.
+    let (status, body) = get(&server, "/v1/logs/count?limit=5", TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("'limit'") && message.contains("since and until"),
+        "{message}"
+    );
+    let (status, body) = get(&server, "/v1/logs/count?level=loud", TOKEN).await;
+    assert_eq!(status, 400, "{body}");
+
+    // A caller counts its request's records only, and nothing without one.
+    let caller = client
+        .create_token(&NewToken {
+            scope: Scope::Caller,
+            tenant: None,
+            app: None,
+            expires_in: None,
+            name: None,
+        })
+        .await
+        .unwrap()
+        .token;
+    let (status, body) = get(&server, &format!("/v1/logs/count?{window}"), &caller).await;
+    assert_eq!(status, 403, "{body}");
     let (status, body) = get(
         &server,
-        &format!("/v1/histogram?since={base}&until={until}&buckets=3"),
-        TOKEN,
+        &format!("/v1/logs/count?{window}&request=req-1"),
+        &caller,
     )
     .await;
-    assert_eq!(status, 200, "{body}");
-    let histogram: Histogram = serde_json::from_value(body).unwrap();
-    assert!(!histogram.complete);
-    assert_eq!(histogram.total, 2, "the newest two");
-    assert_eq!(
-        histogram.counted_since,
-        Some(base + SignedDuration::from_secs(92))
-    );
-    assert_eq!(histogram.buckets[2].counts.fatal, 1);
-    assert_eq!(histogram.buckets[1].counts.error, 1);
-    assert_eq!(histogram.buckets[0].counts.total(), 0);
+    assert_eq!((status, body["total"].as_u64()), (200, Some(3)), "{body}");
 }
 
 #[tokio::test]
 async fn bad_histogram_requests_get_a_json_400_that_says_what_to_do() {
-    let (_dir, server) = server(None).await;
+    let (_dir, server) = server().await;
     for (query, says) in [
         ("buckets=0", "use a whole number from 1 to 1000"),
         ("buckets=ten", "use a whole number from 1 to 1000"),

@@ -61,6 +61,7 @@
 
 mod append;
 mod cache;
+mod count;
 mod damage;
 mod dedup;
 mod flush;
@@ -89,6 +90,7 @@ use tailwater_model::{Cursor, Filter, LogRecord, Query};
 
 use crate::cache::BlockCache;
 pub use crate::cache::CacheStats;
+pub use crate::count::{AppCount, Buckets, Counts, LEVELS};
 pub use crate::damage::{DamagedPart, SkippedBlock};
 use crate::dedup::Dedup;
 use crate::memtable::Memtable;
@@ -360,6 +362,39 @@ impl Store {
         drop(state);
         self.inner.note_skipped(&page.skipped);
         Ok(page)
+    }
+
+    /// How many of `tenant`'s records match `filter` (its time window
+    /// included), by app, and by time bucket and level when `buckets` are
+    /// given: the number of records paging through [`Store::query`] with
+    /// the same filter returns, found without building them, on up to
+    /// [`StoreOptions::query_threads`] threads. Unreadable blocks are
+    /// skipped, counted and returned, as a page's.
+    pub fn count(
+        &self,
+        tenant: &str,
+        filter: &Filter,
+        buckets: Option<Buckets>,
+    ) -> Result<Counts, StoreError> {
+        let as_of = self.inner.visible.load();
+        let state = self.inner.read();
+        let mut apps = count::in_memtable(tenant, filter, buckets, &state.memtable);
+        let parts = state.parts.clone();
+        drop(state);
+        let (in_parts, skipped) = count::in_parts(
+            tenant,
+            filter,
+            buckets,
+            &parts,
+            self.inner.options.query_threads,
+        );
+        count::merge(&mut apps, in_parts);
+        self.inner.note_skipped(&skipped);
+        Ok(Counts {
+            apps,
+            as_of,
+            skipped,
+        })
     }
 
     /// Up to `limit` of `tenant`'s records matching `filter` whose id is above

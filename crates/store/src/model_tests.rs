@@ -1,6 +1,7 @@
 //! The store against a naive model on random data.
 
 use jiff::Timestamp;
+use tailwater_model::time::timestamp_ns;
 use tailwater_model::wire::{IngestBatch, IngestRecord};
 use tailwater_model::{Direction, Filter, Level, Matcher, Query, Stream};
 
@@ -23,6 +24,7 @@ fn queries_agree_with_a_naive_model_on_random_data() {
             StoreOptions {
                 merge_min_parts: 2,
                 merge_copy_min_records: rng.random_range(1..60),
+                query_threads: rng.random_range(1..4),
                 ..StoreOptions::default()
             },
         )
@@ -48,7 +50,14 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                             .then(|| format!("req-{}", rng.random_range(0..5))),
                         message: format!(
                             "{} {}",
-                            ["alpha", "beta gamma", "delta"][rng.random_range(0..3)],
+                            [
+                                "alpha",
+                                "beta gamma",
+                                "delta",
+                                "GAMMA\nbeta",
+                                "alphagamma",
+                                "Gamma_delta gamma"
+                            ][rng.random_range(0..6)],
                             rng.random_range(0..4)
                         ),
                         fields: tailwater_model::FieldsJson::from_map(
@@ -132,7 +141,8 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                     .then(|| Level::ALL[rng.random_range(0..6)]),
                 text: rng.random_bool(0.3).then(|| {
                     tailwater_model::Phrase::new(
-                        ["gamma", "beta gamma", "delta 2", "alpha"][rng.random_range(0..4)],
+                        ["gamma", "beta gamma", "delta 2", "alpha", "GAMMA beta"]
+                            [rng.random_range(0..5)],
                     )
                 }),
                 since: rng
@@ -171,6 +181,38 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                     None => break,
                 }
             }
+            // A count is the number of records paging returns, by bucket
+            // and level too.
+            let buckets = Buckets {
+                since_ns: 1_000_000_000_000,
+                step_ns: rng.random_range(1..20) * 1_000_000_000,
+                count: rng.random_range(1..8),
+            };
+            let mut histogram = vec![[0u64; LEVELS]; buckets.count];
+            for record in &expected {
+                let offset = (timestamp_ns(record.ts) - buckets.since_ns) as u64 / buckets.step_ns;
+                histogram[(offset as usize).min(buckets.count - 1)]
+                    [record.level.code() as usize] += 1;
+            }
+            let counts = store.count("t", &filter, Some(buckets)).unwrap();
+            assert_eq!(
+                counts.total(),
+                expected.len() as u64,
+                "seed {seed}, {filter:?}"
+            );
+            assert!(counts.skipped.is_empty());
+            if !expected.is_empty() {
+                assert_eq!(
+                    counts.apps["a"].buckets, histogram,
+                    "seed {seed}, {filter:?}"
+                );
+            }
+            let counts = store.count("t", &filter, None).unwrap();
+            assert_eq!(
+                counts.total(),
+                expected.len() as u64,
+                "seed {seed}, {filter:?}"
+            );
             let expected: Vec<u64> = expected.iter().map(|r| r.position).collect();
             let got: Vec<u64> = got.iter().map(|r| r.position).collect();
             assert_eq!(got, expected, "seed {seed}, {filter:?}, {direction:?}");

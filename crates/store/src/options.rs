@@ -57,6 +57,13 @@ pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;
 /// Parts at least this large are left out of merges.
 pub const DEFAULT_MERGED_PART_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Threads a count scans blocks on unless configured otherwise: every core
+/// the process may use, as a count is short and the cores are idle
+/// between queries; ingest is on threads of its own.
+pub fn default_query_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub durability: Durability,
@@ -74,6 +81,9 @@ pub struct StoreOptions {
     /// Bytes of decoded blocks kept for the next page (see
     /// [`DEFAULT_BLOCK_CACHE_BYTES`]); 0 keeps none.
     pub block_cache_bytes: usize,
+    /// Threads one count ([`crate::Store::count`]) may scan blocks on (see
+    /// [`default_query_threads`]); 1 scans on the caller's thread alone.
+    pub query_threads: usize,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -99,6 +109,7 @@ impl Default for StoreOptions {
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            query_threads: default_query_threads(),
             background: true,
         }
     }

@@ -75,7 +75,7 @@ impl Bounds {
         }
     }
 
-    fn contains(&self, position: &Cursor) -> bool {
+    pub fn contains(&self, position: &Cursor) -> bool {
         let above = match &self.lower {
             Bound::Included(start) => position >= start,
             Bound::Excluded(start) => position > start,
@@ -89,8 +89,25 @@ impl Bounds {
         above && below
     }
 
+    /// Whether every record with a time in `min_ts..=max_ts` falls within,
+    /// whatever its position.
+    pub fn holds(&self, min_ts: i64, max_ts: i64) -> bool {
+        let above = match &self.lower {
+            Bound::Included(start) => {
+                min_ts > start.ts_ns || (min_ts == start.ts_ns && start.position == 0)
+            }
+            Bound::Excluded(start) => min_ts > start.ts_ns,
+            Bound::Unbounded => true,
+        };
+        let below = match &self.upper {
+            Bound::Included(end) | Bound::Excluded(end) => max_ts < end.ts_ns,
+            Bound::Unbounded => true,
+        };
+        above && below
+    }
+
     /// Whether records with times in `min_ts..=max_ts` may fall within.
-    fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
+    pub fn overlaps(&self, min_ts: i64, max_ts: i64) -> bool {
         let above = match &self.lower {
             Bound::Included(start) | Bound::Excluded(start) => max_ts >= start.ts_ns,
             Bound::Unbounded => true,

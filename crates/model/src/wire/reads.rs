@@ -69,6 +69,18 @@ pub enum TailMessage {
     },
 }
 
+/// `GET /v1/logs/count`: how many records match the filters of
+/// `/v1/logs` (all of history unless `since` or `until` bound it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsCount {
+    pub total: u64,
+    /// `false` when matching records could not be read (`incomplete`), so
+    /// `total` lacks them.
+    pub complete: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
 /// `GET /v1/histogram`: how many records match the filters, per time
 /// bucket and level, over `[since, until)`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -82,10 +94,11 @@ pub struct Histogram {
     pub buckets: Vec<HistogramBucket>,
     /// Records counted.
     pub total: u64,
-    /// `false` when the counts leave matching records out: more matched
-    /// than the server counts for one histogram (the counts then hold only
-    /// the newest ones, from `counted_since` on), or some could not be read
-    /// (`incomplete`).
+    /// `false` when the counts leave matching records out: some could not
+    /// be read (`incomplete`), or (from servers before counts were read
+    /// from the store's columns) more matched than the server counted for
+    /// one histogram, and the counts hold only the newest ones, from
+    /// `counted_since` on.
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted_since: Option<Timestamp>,
@@ -115,7 +128,12 @@ pub struct LevelCounts {
 
 impl LevelCounts {
     pub fn add(&mut self, level: Level) {
-        let count = match level {
+        self.add_many(level, 1);
+    }
+
+    /// Adds `count` records of `level`.
+    pub fn add_many(&mut self, level: Level, count: u64) {
+        let counted = match level {
             Level::Trace => &mut self.trace,
             Level::Debug => &mut self.debug,
             Level::Info => &mut self.info,
@@ -123,7 +141,7 @@ impl LevelCounts {
             Level::Error => &mut self.error,
             Level::Fatal => &mut self.fatal,
         };
-        *count += 1;
+        *counted += count;
     }
 
     pub fn total(&self) -> u64 {

@@ -364,6 +364,20 @@ impl CallerView {
         self.sees_app(app, registry) && self.starts.recorded(app).admits(&self.token_id)
     }
 
+    /// The request this caller reads.
+    pub fn request_id(&self) -> &str {
+        self.starts.request_id()
+    }
+
+    /// Whether this caller is shown its request's records of `app` now:
+    /// what [`CallerView::sees`] answers for each of them, asked once for
+    /// all (a count judges apps, not records). Blocking, as
+    /// [`CallerView::sees`].
+    pub fn shows_request_in(&self, app: &str, registry: &Registry) -> bool {
+        self.sees_app(app, registry)
+            && self.starts.recorded(app).verdict(&self.token_id) == Verdict::Show
+    }
+
     /// Whether records of `app` are visible to this caller.
     pub fn sees_app(&self, app: &str, registry: &Registry) -> bool {
         self.app.as_deref().is_none_or(|own| own == app) && !registry.is_private(&self.tenant, app)

@@ -2,6 +2,7 @@
 //! (and `/metrics` with `--public-metrics`) needs a bearer token; every error
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
+mod count;
 mod export;
 mod histogram;
 mod ingest;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
                 )),
         )
         .route("/v1/logs/tail", get(logs::tail))
+        .route("/v1/logs/count", get(count::count))
         .route(
             "/loki/api/v1/push",
             post(loki::push).layer(DefaultBodyLimit::max(

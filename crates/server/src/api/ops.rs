@@ -25,6 +25,7 @@ const TIMED_QUERIES: &[(&str, &str)] = &[
     ("/v1/logs", "logs"),
     ("/v1/export", "export"),
     ("/v1/histogram", "histogram"),
+    ("/v1/logs/count", "count"),
     ("/v1/requests", "requests"),
 ];
 

@@ -43,6 +43,23 @@ pub(crate) fn filter(
         .map_err(ApiError::bad_request)
 }
 
+/// Parameters of `/v1/logs` that page or follow.
+const PAGING: [&str; 4] = ["limit", "direction", "cursor", "after"];
+
+/// Refuses the parameters that page or follow, for a read that answers at
+/// once (a count, a histogram); `takes` says what it takes instead.
+pub(crate) fn refuse_paging(pairs: &[(String, String)], takes: &str) -> Result<(), ApiError> {
+    match pairs
+        .iter()
+        .find(|(name, _)| PAGING.contains(&name.as_str()))
+    {
+        Some((name, _)) => Err(ApiError::bad_request(format!(
+            "unknown parameter '{name}': {takes}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// `around` pages history by itself: `GET /v1/logs` takes it out of the
 /// parameters before they become a query, and every other read refuses it.
 fn refuse_around(params: &LogsParams) -> Result<(), ApiError> {

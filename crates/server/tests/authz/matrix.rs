@@ -98,6 +98,12 @@ pub(crate) enum Endpoint {
     HistogramTheirs,
     /// `GET /v1/status`.
     Status,
+    /// `GET /v1/logs/count?request=R&app=A`.
+    Count,
+    /// `GET /v1/logs/count?app=A` (no request).
+    CountNoRequest,
+    /// `GET /v1/logs/count?request=theirs-A`.
+    CountTheirs,
     /// `GET /metrics` (the server runs without `--public-metrics`).
     Metrics,
 }
@@ -270,4 +276,17 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Status,        "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     // Metrics name every tenant: admin only (see limits.rs for --public-metrics).
     (Metrics,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    // A count reads records as /v1/logs does.
+    (Count,         "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (Count,         "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (Count,         "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (Count,         "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CountNoRequest,"own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CountNoRequest,"own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CountNoRequest,"other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CountNoRequest,"other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CountTheirs,   "own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (CountTheirs,   "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (CountTheirs,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CountTheirs,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
 ];

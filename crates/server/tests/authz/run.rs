@@ -269,6 +269,21 @@ async fn authorization_matrix() {
                     None,
                 ),
                 Status => ("GET", format!("/v1/status?tenant={tenant}"), None),
+                Count => (
+                    "GET",
+                    format!("/v1/logs/count?tenant={tenant}&request=r-{app}&app={app}"),
+                    None,
+                ),
+                CountNoRequest => (
+                    "GET",
+                    format!("/v1/logs/count?tenant={tenant}&app={app}"),
+                    None,
+                ),
+                CountTheirs => (
+                    "GET",
+                    format!("/v1/logs/count?tenant={tenant}&request=theirs-{app}"),
+                    None,
+                ),
                 Metrics => ("GET", "/metrics".into(), None),
                 UpdateApp => (
                     "PATCH",
@@ -306,7 +321,9 @@ async fn authorization_matrix() {
                 text.matches("event: record").count()
             } else if path.starts_with("/v1/export") && status == 200 {
                 text.lines().filter(|line| !line.is_empty()).count()
-            } else if path.starts_with("/v1/histogram") && status == 200 {
+            } else if (path.starts_with("/v1/histogram") || path.starts_with("/v1/logs/count"))
+                && status == 200
+            {
                 let total = serde_json::from_str::<Value>(&text).unwrap()["total"].as_u64();
                 total.unwrap() as usize
             } else if path.starts_with("/v1/requests?") && status == 200 {

@@ -17,7 +17,7 @@
 //!   and the ingest takes less than the grace, so every start counts.
 //!
 //! Every read path is held to the model: history, live tail over SSE and
-//! WebSocket (opened before the records exist), export, histogram,
+//! WebSocket (opened before the records exist), export, histogram, count,
 //! `/v1/requests/{id}` and its logs, the list of requests (`/v1/requests`,
 //! paged), runners and status. A failure prints
 //! the seed; `TENANCY_MODEL_SEED=N` replays one.

@@ -104,6 +104,7 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
         let mut history_records = 0;
         let mut export = BTreeSet::new();
         let mut histogram_total = 0;
+        let mut count_total = 0;
         for tenant in tenants {
             let tenant_q = tenant.map(|t| format!("tenant={t}&")).unwrap_or_default();
             let (status, page) = http(
@@ -146,6 +147,18 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
             .await;
             assert_eq!(status, 200, "{who}: histogram {request:?}: {histogram}");
             histogram_total += histogram["total"].as_u64().unwrap();
+
+            let (status, count) = http(
+                server,
+                "GET",
+                &format!("/v1/logs/count?{query}{tenant_q}since=2h"),
+                &token.secret,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{who}: count {request:?}: {count}");
+            assert_eq!(count["complete"], true, "{who}: count {request:?}: {count}");
+            count_total += count["total"].as_u64().unwrap();
         }
         let history_markers: BTreeSet<String> =
             history.iter().filter(|m| is_marker(m)).cloned().collect();
@@ -161,6 +174,10 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
         assert_eq!(
             histogram_total as usize, history_records,
             "{who}: histogram of request {request:?} counts what history shows"
+        );
+        assert_eq!(
+            count_total as usize, history_records,
+            "{who}: count of request {request:?} is what history shows"
         );
 
         // A request's own page: found exactly when the token sees any of

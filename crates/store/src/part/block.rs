@@ -16,6 +16,7 @@
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
+use tailwater_model::filter::{Labels, RecordParts};
 use tailwater_model::time::{timestamp_from_ns, timestamp_ns};
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
@@ -442,6 +443,53 @@ impl DecodedBlock {
         &self.columns.messages[range.start as usize..range.end as usize]
     }
 
+    /// Every message, one after another (between them a newline, or
+    /// nothing in a block where a message holds one), and each message's
+    /// place in it, in record order: what a scan searches at once.
+    pub fn message_column(&self) -> (&str, &[Range<u32>]) {
+        (&self.columns.messages, &self.messages)
+    }
+
+    /// Level of record `index`.
+    pub fn level(&self, index: usize) -> Level {
+        Level::from_code(self.columns.kind[index] & ((1 << LEVEL_BITS) - 1))
+            .expect("checked when decoded")
+    }
+
+    /// What a filter looks at of record `index`, borrowed from the columns:
+    /// a count judges records without building them.
+    pub fn parts(&self, index: usize) -> RecordParts<'_> {
+        let kind = self.columns.kind[index];
+        let request_id = match self.columns.request[index] {
+            0 => None,
+            n => Some(self.columns.request_dictionary[n as usize - 1].as_str()),
+        };
+        RecordParts {
+            ts: timestamp_from_ns(self.ts[index]),
+            level: self.level(index),
+            source: self.labels.source,
+            stream: Stream::from_code(kind >> LEVEL_BITS).expect("checked when decoded"),
+            request_id,
+            labels: Labels {
+                app: &self.labels.app,
+                version: &self.labels.version,
+                runner: &self.labels.runner,
+                boot: &self.labels.boot,
+            },
+            message: self.message(index),
+        }
+    }
+
+    /// The fields of record `index`, parsed.
+    pub fn fields(&self, index: usize) -> Result<Fields, String> {
+        let range = &self.fields[index];
+        match &self.columns.fields[range.start as usize..range.end as usize] {
+            b"" => Ok(Fields::new()),
+            json => serde_json::from_slice(json)
+                .map_err(|error| format!("block fields do not decode: {error}")),
+        }
+    }
+
     /// Builds record `index`.
     pub fn record(&self, index: usize) -> Result<LogRecord, String> {
         let columns = &self.columns;
@@ -450,13 +498,7 @@ impl DecodedBlock {
             0 => None,
             n => Some(columns.request_dictionary[n as usize - 1].clone()),
         };
-        let fields_range = &self.fields[index];
-        let fields: Fields =
-            match &columns.fields[fields_range.start as usize..fields_range.end as usize] {
-                b"" => Fields::new(),
-                json => serde_json::from_slice(json)
-                    .map_err(|error| format!("block fields do not decode: {error}"))?,
-            };
+        let fields = self.fields(index)?;
         Ok(LogRecord {
             id: String::new(),
             position: self.ids[index],

@@ -20,7 +20,7 @@ use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --runner r-gpu-1 --since 2h --until 1h --time utc\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train\n  tailwater logs --app sdxl -n 10000 | less -R\n\nFollowing (-f) survives server restarts and network blips: it resumes after the last\nline shown, with nothing lost and nothing repeated."
+    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --runner r-gpu-1 --since 2h --until 1h --time utc\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train\n  tailwater logs --app sdxl -n 10000 | less -R\n  tailwater logs --app sdxl --since 1d --grep 'out of memory' --count\n\nFollowing (-f) survives server restarts and network blips: it resumes after the last\nline shown, with nothing lost and nothing repeated."
 )]
 pub struct LogsArgs {
     #[command(flatten)]
@@ -44,6 +44,10 @@ pub struct LogsArgs {
     #[arg(long, short = 'C', value_name = "N", requires = "around", default_value_t = 10,
           value_parser = clap::value_parser!(u16).range(1..=10_000))]
     context: u16,
+    /// Print how many lines match instead of the lines (all of history
+    /// unless --since or --until bound it; with --json, the server's answer).
+    #[arg(long, conflicts_with_all = ["follow", "lines", "around"])]
+    count: bool,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -112,6 +116,10 @@ const DEFAULT_LINES: usize = 100;
 pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
     let client = args.connection.client()?;
     let params = args.filter.params()?;
+    if args.count {
+        print_count(&client, &params, args.output.json).await?;
+        return Ok(0);
+    }
     let printer = Printer::new(&args.output);
     let printed = match &args.around {
         Some(id) => print_around(&client, &args.filter, params, id, args.context, &printer).await,
@@ -121,6 +129,22 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
         Err(error) if error.is::<OutputClosed>() => Ok(0),
         other => other.map(|()| 0),
     }
+}
+
+/// Prints how many records `params` selects (the number, or with `json` the
+/// server's answer), and warns when the count lacks records it could not
+/// read.
+async fn print_count(client: &Client, params: &LogsParams, json: bool) -> anyhow::Result<()> {
+    let count = client.count(params).await?;
+    if json {
+        println!("{}", serde_json::to_string(&count)?);
+    } else {
+        println!("{}", count.total);
+    }
+    if let Some(incomplete) = &count.incomplete {
+        eprintln!("tailwater: warning: the count is {}", incomplete.message);
+    }
+    Ok(())
 }
 
 /// Prints the records `params` selects, oldest first: the latest `lines`

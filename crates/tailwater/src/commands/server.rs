@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// bytes (0 keeps none).
     #[arg(long, default_value_t = tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)]
     block_cache_bytes: usize,
+    /// Threads one count (`GET /v1/logs/count`, a histogram) may read
+    /// blocks on; every core the server may use unless told otherwise.
+    #[arg(long, default_value_t = tailwater_store::default_query_threads())]
+    query_threads: usize,
     /// How far behind the newest record of its runner a record may be and
     /// still be stored; older ones are refused and counted.
     #[arg(long, default_value = "1h", value_parser = parse_std_duration)]
@@ -120,10 +124,6 @@ pub struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "TAILWATER_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    /// Records one `GET /v1/histogram` counts at most (the newest first);
-    /// past it, the answer says it counted only those.
-    #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
-    histogram_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most;
     /// past it, the page hands out a cursor with what it found.
     #[arg(long, default_value_t = tailwater_server::requests::list::DEFAULT_SCAN_MAX)]
@@ -206,7 +206,6 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.regex_size_limit = args.regex_size_limit;
-    config.histogram_max_records = args.histogram_max_records;
     config.requests_scan_max = args.requests_scan_max;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
@@ -224,6 +223,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.dedup_uids = args.dedup_uids;
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
+    config.store.query_threads = args.query_threads.max(1);
     config.store.out_of_order_window = args.out_of_order_window;
     config.store.max_clock_skew = args.max_clock_skew;
     config.retention.max_age = args.retention;

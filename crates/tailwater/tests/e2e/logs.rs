@@ -577,3 +577,57 @@ fn fields_show_as_logfmt_with_the_fields_flag() {
     let without = shown(&[]);
     assert!(without.trim_end().ends_with("request done"), "{without}");
 }
+
+#[test]
+fn count_is_the_number_of_lines_logs_shows() {
+    let server = TestServer::start();
+    let script = r#"
+echo '{"level":"info","requestId":"req-1","message":"job started"}'
+echo '{"level":"warning","requestId":"req-2","message":"slow disk"}'
+echo '[ERROR] job weights missing' >&2
+echo 'INFO | plain progress'
+echo '{"level":"info","request_id":"req-1","msg":"job done","duration_ms":812}'
+"#;
+    assert!(run_worker(&server, "counts", script).status.success());
+    let shapes: [&[&str]; 6] = [
+        &["--app", "counts"],
+        &["--app", "counts", "--level", "warn"],
+        &["--request", "req-1"],
+        &["--app", "counts", "--grep", "JOB"],
+        &["--app", "counts", "--stream", "stderr"],
+        &["--app", "nothing-here"],
+    ];
+    for filters in shapes {
+        let shown = server.logs(filters).len();
+        let mut args = vec!["logs", "--count"];
+        args.extend(filters);
+        let output = server.command(&args).output().unwrap();
+        assert!(output.status.success(), "{filters:?}: {output:?}");
+        let printed = String::from_utf8(output.stdout).unwrap();
+        assert_eq!(printed, format!("{shown}\n"), "{filters:?}");
+    }
+
+    // With --json: the server's answer.
+    let output = server
+        .command(&[
+            "logs", "--count", "--json", "--app", "counts", "--grep", "job",
+        ])
+        .output()
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let shown = server.logs(&["--app", "counts", "--grep", "job"]);
+    assert!(shown.len() >= 3, "{shown:?}");
+    assert_eq!(
+        (answer["total"].as_u64(), answer["complete"].as_bool()),
+        (Some(shown.len() as u64), Some(true))
+    );
+
+    // A count does not follow.
+    let output = server.command(&["logs", "--count", "-f"]).output().unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        error.contains("--count") && error.contains("--follow"),
+        "{error}"
+    );
+}
