@@ -18,6 +18,8 @@
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
 //! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
+//! - [`cluster`]: distributed mode: nodes meeting on a NATS JetStream
+//!   cluster (`--nats`), publishing accepted batches and materializing them.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -110,6 +113,8 @@ pub struct ServerConfig {
     /// Record ids (OTLP `log.record.uid`) remembered per tenant to store a
     /// record sent again once (`ingest::identity`); 0: none.
     pub dedup_uids: usize,
+    /// Distributed mode (`--nats`, `--node`): `None`, the embedded default.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -135,6 +140,7 @@ impl ServerConfig {
             connections: serve::ConnectionLimits::default(),
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
+            cluster: None,
         }
     }
 }
@@ -174,6 +180,19 @@ impl AppState {
         redactor: Redactor,
         config: &ServerConfig,
     ) -> anyhow::Result<AppState> {
+        AppState::open_with(store, registry, redactor, config, ingest::Sink::Local, None)
+    }
+
+    /// [`AppState::open`], keeping accepted batches in `sink`, and
+    /// exporting the cluster's `stats` when given.
+    pub fn open_with(
+        store: Store,
+        registry: Registry,
+        redactor: Redactor,
+        config: &ServerConfig,
+        sink: ingest::Sink,
+        stats: Option<Arc<cluster::stats::Stats>>,
+    ) -> anyhow::Result<AppState> {
         let registry = Arc::new(registry);
         recovery::write_loss_notices(&store, &registry);
         let store = Arc::new(store);
@@ -188,6 +207,9 @@ impl AppState {
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
         metrics.watch_registry(registry.clone());
+        if let Some(stats) = stats {
+            metrics.watch_cluster(stats);
+        }
         let settling = Arc::new(ownership::Settling::new(
             store.clone(),
             config.request_owner_grace,
@@ -203,7 +225,8 @@ impl AppState {
                 settling.clone(),
                 config.retention.max_age,
             )
-            .remembering_uids(config.dedup_uids),
+            .remembering_uids(config.dedup_uids)
+            .keeping_in(sink, boot_suffix(config)),
         );
         Ok(AppState {
             metrics,
@@ -221,6 +244,15 @@ impl AppState {
             histogram_max_records: config.histogram_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
         })
+    }
+}
+
+/// What a node adds to the boots it gives senders that number nothing: in
+/// distributed mode its name and start (nodes number apart), else nothing.
+fn boot_suffix(config: &ServerConfig) -> String {
+    match &config.cluster {
+        Some(cluster) => format!("@{}-{}", cluster.node, jiff::Timestamp::now().as_second()),
+        None => String::new(),
     }
 }
 
@@ -291,11 +323,46 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.bootstrap_token.as_deref(),
     )?;
     let registry = registry.with_limits(config.registry.clone());
+    let cluster = match &config.cluster {
+        Some(cluster_config) => {
+            anyhow::ensure!(
+                config.store.durability == tailwater_store::Durability::SyncEachBatch,
+                "distributed mode acknowledges the cluster's batches once they are durable here: run it with --durability sync"
+            );
+            let cluster = cluster::Cluster::connect(cluster_config.clone()).await?;
+            let stats = Arc::new(cluster::stats::Stats::new(cluster_config.partitions));
+            Some((cluster, stats))
+        }
+        None => None,
+    };
     let state = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || AppState::open(store, registry, redactor, &config))
-            .await??
+        let (sink, stats) = match &cluster {
+            Some((cluster, stats)) => {
+                let publisher = cluster::publish::Publisher::new(
+                    cluster.clone(),
+                    tokio::runtime::Handle::current(),
+                    stats.clone(),
+                );
+                (ingest::Sink::Cluster(Arc::new(publisher)), Some(stats.clone()))
+            }
+            None => (ingest::Sink::Local, None),
+        };
+        tokio::task::spawn_blocking(move || {
+            AppState::open_with(store, registry, redactor, &config, sink, stats)
+        })
+        .await??
     };
+    if let Some((cluster, stats)) = cluster {
+        let materializer = Arc::new(cluster::materialize::Materializer {
+            cluster,
+            registry: state.registry.clone(),
+            runners: state.runners.clone(),
+            settling: state.settling.clone(),
+            stats,
+        });
+        materializer.spawn(state.stopping.subscribe());
+    }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
