@@ -188,7 +188,7 @@ impl Cluster {
                 }
                 Err(error) => {
                     return Err(anyhow::anyhow!(error)).context(format!(
-                        "cannot create the JetStream stream {STREAM}: is JetStream enabled on the NATS servers?"
+                        "cannot create the JetStream stream {STREAM}: is JetStream enabled on the NATS servers, with room for --nats-max-bytes on --nats-replicas of them?"
                     ))
                 }
             }

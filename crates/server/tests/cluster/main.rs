@@ -1,0 +1,208 @@
+//! Distributed mode against a real NATS cluster (three `nats-server`s on
+//! loopback, [`nats::NatsCluster`]) and two tailwater nodes in this
+//! process, each with its own data directory: a batch accepted by one node
+//! is answered only after JetStream has it, and every node reads it into
+//! its own store, exactly once: from the sender's retries (to the same
+//! node or another), and through the kill -9 of the stream's leader while
+//! lines are being shipped.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod nats;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{batch, metric, server_in, TOKEN};
+use nats::NatsCluster;
+use tailwater_client::{Client, ClientError};
+use tailwater_model::wire::LogsParams;
+use tailwater_server::cluster::ClusterConfig;
+use tailwater_server::RunningServer;
+
+/// Few partitions: every one is a consumer per node, and the machine is
+/// shared.
+const PARTITIONS: u32 = 4;
+/// How long a line may take to reach every node.
+const VISIBLE_WITHIN: Duration = Duration::from_secs(60);
+
+struct Node {
+    _dir: tempfile::TempDir,
+    server: RunningServer,
+    client: Client,
+}
+
+/// A tailwater node named `name` on `nats`, with the tests' admin token.
+async fn node(name: &str, nats: &NatsCluster) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let urls = nats.urls();
+    let (server, client) = server_in(dir.path(), TOKEN, |config| {
+        let mut cluster = ClusterConfig::new(urls, name.to_owned());
+        cluster.partitions = PARTITIONS;
+        // Within the test servers' 1 GB of file storage.
+        cluster.max_bytes = 256 * 1024 * 1024;
+        config.cluster = Some(cluster);
+    })
+    .await;
+    Node {
+        _dir: dir,
+        server,
+        client,
+    }
+}
+
+/// How many times each sequence number of `app`'s runner `runner` is
+/// stored on the node `client` talks to.
+async fn stored(client: &Client, app: &str, runner: &str) -> BTreeMap<u64, usize> {
+    let params = LogsParams {
+        app: Some(app.to_owned()),
+        runner: Some(runner.to_owned()),
+        limit: Some("10000".to_owned()),
+        ..Default::default()
+    };
+    let page = client.logs(&params).await.unwrap();
+    assert!(page.next_cursor.is_none(), "one page holds them all");
+    let mut seqs = BTreeMap::new();
+    for record in page.records {
+        let seq = record
+            .message
+            .strip_prefix(&format!("{runner} "))
+            .and_then(|seq| seq.parse().ok())
+            .unwrap_or_else(|| panic!("a record of the test: {record:?}"));
+        *seqs.entry(seq).or_default() += 1;
+    }
+    seqs
+}
+
+/// Waits until the node `client` talks to holds each of `seqs` of the
+/// runner (and nothing else of it), then checks each is there once.
+async fn wait_stored_once(node: &Node, app: &str, runner: &str, seqs: &[u64]) {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let stored = stored(&node.client, app, runner).await;
+        let complete = seqs.iter().all(|seq| stored.contains_key(seq));
+        if complete {
+            let twice: Vec<_> = stored.iter().filter(|(_, n)| **n > 1).collect();
+            assert!(twice.is_empty(), "stored more than once: {twice:?}");
+            let unknown: Vec<_> = stored.keys().filter(|seq| !seqs.contains(seq)).collect();
+            assert!(unknown.is_empty(), "never acknowledged: {unknown:?}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} lines on {} after {VISIBLE_WITHIN:?}",
+            stored.len(),
+            seqs.len(),
+            node.server.url()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_shipped_to_one_node_are_read_once_from_every_node() {
+    let nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+
+    let answer = a.client.ingest(&batch("api", "r1", 0..100)).await.unwrap();
+    assert_eq!((answer.accepted, answer.duplicates), (100, 0));
+    let seqs: Vec<u64> = (0..100).collect();
+    wait_stored_once(&b, "api", "r1", &seqs).await;
+    wait_stored_once(&a, "api", "r1", &seqs).await;
+
+    // Both ways, and many runners (so several partitions).
+    for runner in 0..8 {
+        let runner = format!("w{runner}");
+        let answer = b.client.ingest(&batch("api", &runner, 0..10)).await.unwrap();
+        assert_eq!(answer.accepted, 10);
+    }
+    let seqs: Vec<u64> = (0..10).collect();
+    for runner in 0..8 {
+        wait_stored_once(&a, "api", &format!("w{runner}"), &seqs).await;
+    }
+    assert!(metric(&a.server, "tailwater_cluster_materialized_records_total").await >= 180.0);
+    assert_eq!(
+        metric(&b.server, "tailwater_cluster_published_batches_total").await,
+        8.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_batch_is_stored_once_whichever_node_it_is_sent_to() {
+    let nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+
+    let first = batch("api", "r1", 0..50);
+    let answer = a.client.ingest(&first).await.unwrap();
+    assert_eq!((answer.accepted, answer.duplicates), (50, 0));
+    // Its answer lost, the agent sends it again: to the same node, and
+    // (failing over) to the other.
+    let again = a.client.ingest(&first).await.unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 50));
+    let elsewhere = b.client.ingest(&first).await.unwrap();
+    assert_eq!((elsewhere.accepted, elsewhere.duplicates), (0, 50));
+    // A later batch of the runner: once it is read, everything before it
+    // in its partition has been.
+    let answer = b.client.ingest(&batch("api", "r1", 50..60)).await.unwrap();
+    assert_eq!(answer.accepted, 10);
+
+    let seqs: Vec<u64> = (0..60).collect();
+    wait_stored_once(&a, "api", "r1", &seqs).await;
+    wait_stored_once(&b, "api", "r1", &seqs).await;
+    // Counted as ingested once, and the retries as duplicates.
+    let ingested = metric(&a.server, "tailwater_ingested_lines_total").await
+        + metric(&b.server, "tailwater_ingested_lines_total").await;
+    assert_eq!(ingested, 60.0);
+    let duplicates = metric(&a.server, "tailwater_cluster_published_duplicates_total").await
+        + metric(&b.server, "tailwater_cluster_published_duplicates_total").await;
+    assert_eq!(duplicates, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() {
+    let mut nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+
+    const BATCHES: u64 = 30;
+    const LINES: u64 = 20;
+    let mut acknowledged = Vec::new();
+    let mut refused = 0;
+    for index in 0..BATCHES {
+        if index == BATCHES / 3 {
+            let leader = nats.stream_leader(tailwater_server::cluster::STREAM).await;
+            nats.kill(leader);
+        }
+        let seqs = index * LINES..(index + 1) * LINES;
+        // As the agent does: the same batch until it is acknowledged.
+        let deadline = Instant::now() + VISIBLE_WITHIN;
+        loop {
+            match a.client.ingest(&batch("api", "r1", seqs.clone())).await {
+                Ok(answer) => {
+                    assert_eq!(answer.accepted + answer.duplicates, LINES as usize);
+                    acknowledged.extend(seqs);
+                    break;
+                }
+                Err(error) => {
+                    // 503 cluster_unavailable: JetStream did not acknowledge.
+                    let ClientError::Unavailable { code, .. } = &error else {
+                        panic!("a refusal to send again: {error}");
+                    };
+                    assert_eq!(code, "cluster_unavailable");
+                    assert!(Instant::now() < deadline, "never acknowledged: {error}");
+                    refused += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+    eprintln!("{refused} refusals while the leader was away");
+    assert_eq!(acknowledged.len() as u64, BATCHES * LINES);
+    wait_stored_once(&b, "api", "r1", &acknowledged).await;
+    wait_stored_once(&a, "api", "r1", &acknowledged).await;
+    // Each refusal was answered and counted, not hidden.
+    let failures = metric(&a.server, "tailwater_cluster_publish_failures_total").await;
+    assert_eq!(failures, f64::from(refused));
+}
