@@ -107,6 +107,20 @@ impl ClusterConfig {
             self.partitions
         );
         anyhow::ensure!(
+            (1..=5).contains(&self.replicas),
+            "invalid --nats-replicas {}: JetStream keeps 1 to 5 copies (3 survives the loss of one NATS server)",
+            self.replicas
+        );
+        anyhow::ensure!(
+            self.max_ack_pending >= 1,
+            "invalid --nats-max-ack-pending {}: a node must be allowed at least one batch in flight",
+            self.max_ack_pending
+        );
+        anyhow::ensure!(
+            !self.publish_timeout.is_zero(),
+            "invalid --nats-publish-timeout 0s: give JetStream time to acknowledge (10s rides out an election)"
+        );
+        anyhow::ensure!(
             !self.urls.is_empty(),
             "--nats needs at least one server URL (nats://host:4222)"
         );
