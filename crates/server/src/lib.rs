@@ -344,7 +344,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                     tokio::runtime::Handle::current(),
                     stats.clone(),
                 );
-                (ingest::Sink::Cluster(Arc::new(publisher)), Some(stats.clone()))
+                (
+                    ingest::Sink::Cluster(Arc::new(publisher)),
+                    Some(stats.clone()),
+                )
             }
             None => (ingest::Sink::Local, None),
         };

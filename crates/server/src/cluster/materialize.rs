@@ -187,10 +187,7 @@ impl Materializer {
         if let Err(error) = self.registry.ensure_app(&tenant, &batch.app) {
             tracing::warn!(tenant, app = %batch.app, ?error, "this node's registry does not take an app the accepting node took; its records are stored all the same");
         }
-        let response = self
-            .runners
-            .append(&tenant, batch, retention)
-?;
+        let response = self.runners.append(&tenant, batch, retention)?;
         if response.accepted > 0 {
             self.settling.stamp(self.runners.store().last_id());
         }

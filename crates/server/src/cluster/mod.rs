@@ -13,8 +13,8 @@
 //!   message only once its records are durable there;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`.
 
-pub mod message;
 pub mod materialize;
+pub mod message;
 pub mod publish;
 pub mod stats;
 

@@ -114,7 +114,11 @@ async fn lines_shipped_to_one_node_are_read_once_from_every_node() {
     // Both ways, and many runners (so several partitions).
     for runner in 0..8 {
         let runner = format!("w{runner}");
-        let answer = b.client.ingest(&batch("api", &runner, 0..10)).await.unwrap();
+        let answer = b
+            .client
+            .ingest(&batch("api", &runner, 0..10))
+            .await
+            .unwrap();
         assert_eq!(answer.accepted, 10);
     }
     let seqs: Vec<u64> = (0..10).collect();
@@ -160,6 +164,18 @@ async fn a_retried_batch_is_stored_once_whichever_node_it_is_sent_to() {
     assert_eq!(duplicates, 2.0);
 }
 
+/// Sends `seqs` of runner `r1` to `node` until they are acknowledged.
+async fn ship_until_acknowledged(node: &Node, seqs: std::ops::Range<u64>) {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        match node.client.ingest(&batch("api", "r1", seqs.clone())).await {
+            Ok(_) => return,
+            Err(error) => assert!(Instant::now() < deadline, "never acknowledged: {error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() {
     let mut nats = NatsCluster::start(3).await;
@@ -170,10 +186,11 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
     const LINES: u64 = 20;
     let mut acknowledged = Vec::new();
     let mut refused = 0;
+    let mut killed = 0;
     for index in 0..BATCHES {
         if index == BATCHES / 3 {
-            let leader = nats.stream_leader(tailwater_server::cluster::STREAM).await;
-            nats.kill(leader);
+            killed = nats.stream_leader(tailwater_server::cluster::STREAM).await;
+            nats.kill(killed);
         }
         let seqs = index * LINES..(index + 1) * LINES;
         // As the agent does: the same batch until it is acknowledged.
@@ -205,4 +222,12 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
     // Each refusal was answered and counted, not hidden.
     let failures = metric(&a.server, "tailwater_cluster_publish_failures_total").await;
     assert_eq!(failures, f64::from(refused));
+
+    // The killed server back (its JetStream directory kept): the cluster
+    // takes it in and shipping goes on.
+    nats.restart(killed).await;
+    let more = BATCHES * LINES..BATCHES * LINES + LINES;
+    ship_until_acknowledged(&a, more.clone()).await;
+    acknowledged.extend(more);
+    wait_stored_once(&b, "api", "r1", &acknowledged).await;
 }

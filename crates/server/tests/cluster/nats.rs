@@ -6,7 +6,7 @@
 //! leader) answers 200. Killed (SIGKILL) when dropped.
 
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,8 @@ struct Server {
 }
 
 pub struct NatsCluster {
-    dir: tempfile::TempDir,
+    /// The servers' configurations, logs and JetStream directories.
+    _dir: tempfile::TempDir,
     servers: Vec<Server>,
 }
 
@@ -78,7 +79,7 @@ impl NatsCluster {
             });
         }
         drop(held);
-        let mut cluster = NatsCluster { dir, servers };
+        let mut cluster = NatsCluster { _dir: dir, servers };
         for index in 0..size {
             cluster.spawn(index);
         }
@@ -109,10 +110,6 @@ impl NatsCluster {
     pub async fn restart(&mut self, index: usize) {
         self.spawn(index);
         self.wait_ready(index).await;
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     /// The index of the server leading `stream` now, as a running
