@@ -268,6 +268,9 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     /// The runner table's upkeep, which saves it once more as it ends.
     runner_upkeep: JoinHandle<()>,
+    /// Distributed mode's consumers, which end with the server (each
+    /// finishes the batch it is storing, so the store closes after them).
+    materializers: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -278,6 +281,9 @@ impl RunningServer {
         }
         let served = self.task.await?.context("server failed");
         self.runner_upkeep.await?;
+        for materializer in self.materializers {
+            materializer.await?;
+        }
         served
     }
 
@@ -356,6 +362,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })
         .await??
     };
+    let mut materializers = Vec::new();
     if let Some((cluster, stats)) = cluster {
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,
@@ -364,7 +371,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             settling: state.settling.clone(),
             stats,
         });
-        materializer.spawn(state.stopping.subscribe());
+        materializers = materializer.spawn(state.stopping.subscribe());
     }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
@@ -410,6 +417,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: Some(shutdown),
         task,
         runner_upkeep,
+        materializers,
     })
 }
 

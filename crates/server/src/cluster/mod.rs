@@ -53,6 +53,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// flight to what one fetch asks for, twice.
 pub const DEFAULT_MAX_ACK_PENDING: i64 = 256;
 
+/// NATS's own default `max_payload` (1 MiB), assumed until the server
+/// this node is connected to says its own.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
 /// How this node joins the cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -139,8 +143,7 @@ impl ClusterConfig {
 pub struct Cluster {
     pub config: ClusterConfig,
     pub jetstream: jetstream::Context,
-    /// The largest message the servers take (their `max_payload`).
-    pub max_payload: usize,
+    client: async_nats::Client,
 }
 
 impl Cluster {
@@ -165,14 +168,22 @@ impl Cluster {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.publish_timeout)
             .build(client.clone());
-        let max_payload = client.server_info().max_payload;
         let cluster = Cluster {
             config,
             jetstream,
-            max_payload,
+            client,
         };
         cluster.ensure_stream().await?;
         Ok(cluster)
+    }
+
+    /// The largest message the server this node is connected to takes (its
+    /// `max_payload`), or NATS's default before it has said.
+    pub fn max_payload(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            max_payload => max_payload,
+        }
     }
 
     async fn ensure_stream(&self) -> anyhow::Result<()> {

@@ -63,7 +63,7 @@ impl Publisher {
             batch,
         };
         // Room for the headers (the message id) within max_payload.
-        let max_bytes = self.cluster.max_payload.saturating_sub(256).max(1);
+        let max_bytes = self.cluster.max_payload().saturating_sub(256).max(1);
         let messages = message::encode_within(&envelope, max_bytes);
         let subject = ClusterConfig::subject(partition);
         let timeout = self.cluster.config.publish_timeout;

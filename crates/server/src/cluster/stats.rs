@@ -18,7 +18,8 @@ pub struct PartitionStats {
     pub published_duplicates: AtomicU64,
     /// Batches this node could not publish (the sender was answered 503).
     pub publish_failures: AtomicU64,
-    /// Messages this node stored and acknowledged.
+    /// Messages this node stored and acknowledged (a batch larger than
+    /// the servers' `max_payload` travels as several).
     pub materialized_batches: AtomicU64,
     /// Records of them this node's store took.
     pub materialized_records: AtomicU64,
@@ -83,7 +84,7 @@ impl Collector for StatsCollector {
             ("cluster_published_batches", "Batches this node published to the cluster's stream, by partition (each acknowledged by JetStream before the sender was answered)", |s| &s.published_batches),
             ("cluster_published_duplicates", "Of them, batches JetStream already held (a sender's retry, stored once)", |s| &s.published_duplicates),
             ("cluster_publish_failures", "Batches this node could not publish (the sender was answered 503 cluster_unavailable and sends again)", |s| &s.publish_failures),
-            ("cluster_materialized_batches", "Batches this node stored from the cluster's stream and acknowledged", |s| &s.materialized_batches),
+            ("cluster_materialized_batches", "Messages (batches, or parts of one larger than the servers' max_payload) this node stored from the cluster's stream and acknowledged", |s| &s.materialized_batches),
             ("cluster_materialized_records", "Records this node's store took from the cluster's stream (duplicates not counted)", |s| &s.materialized_records),
             ("cluster_materialized_refused", "Records in the cluster's stream this node's store refused (out_of_order, older_than_retention)", |s| &s.materialized_refused),
             ("cluster_materialize_failures", "Batches this node could not store for now; delivered again after a while", |s| &s.materialize_failures),

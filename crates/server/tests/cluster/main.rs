@@ -34,7 +34,11 @@ struct Node {
 
 /// A tailwater node named `name` on `nats`, with the tests' admin token.
 async fn node(name: &str, nats: &NatsCluster) -> Node {
-    let dir = tempfile::tempdir().unwrap();
+    node_in(tempfile::tempdir().unwrap(), name, nats).await
+}
+
+/// [`node`], with its data in `dir` (a node started again keeps its own).
+async fn node_in(dir: tempfile::TempDir, name: &str, nats: &NatsCluster) -> Node {
     let urls = nats.urls();
     let (server, client) = server_in(dir.path(), TOKEN, |config| {
         let mut cluster = ClusterConfig::new(urls, name.to_owned());
@@ -67,7 +71,7 @@ async fn stored(client: &Client, app: &str, runner: &str) -> BTreeMap<u64, usize
         let seq = record
             .message
             .strip_prefix(&format!("{runner} "))
-            .and_then(|seq| seq.parse().ok())
+            .and_then(|rest| rest.split(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("a record of the test: {record:?}"));
         *seqs.entry(seq).or_default() += 1;
     }
@@ -125,7 +129,33 @@ async fn lines_shipped_to_one_node_are_read_once_from_every_node() {
     for runner in 0..8 {
         wait_stored_once(&a, "api", &format!("w{runner}"), &seqs).await;
     }
-    assert!(metric(&a.server, "tailwater_cluster_materialized_records_total").await >= 180.0);
+    // A batch larger than a message may be (256 KB here): in several, each
+    // line once.
+    let mut large = batch("api", "big", 0..100);
+    let mut noise = 0x2545_f491_4f6c_dd1d_u64;
+    for record in &mut large.records {
+        record.message = (0..8 * 1024)
+            .map(|_| {
+                noise ^= noise << 13;
+                noise ^= noise >> 7;
+                noise ^= noise << 17;
+                char::from(b'!' + (noise % 90) as u8)
+            })
+            .collect();
+        record
+            .message
+            .insert_str(0, &format!("big {} ", record.seq));
+    }
+    let answer = a.client.ingest(&large).await.unwrap();
+    assert_eq!(answer.accepted, 100);
+    let seqs: Vec<u64> = (0..100).collect();
+    wait_stored_once(&b, "api", "big", &seqs).await;
+    let messages = metric(&b.server, "tailwater_cluster_materialized_batches_total").await;
+    assert!(
+        messages > 10.0,
+        "{messages}: 9 batches, the last in several messages"
+    );
+    assert!(metric(&a.server, "tailwater_cluster_materialized_records_total").await >= 280.0);
     assert_eq!(
         metric(&b.server, "tailwater_cluster_published_batches_total").await,
         8.0
@@ -162,6 +192,47 @@ async fn a_retried_batch_is_stored_once_whichever_node_it_is_sent_to() {
     let duplicates = metric(&a.server, "tailwater_cluster_published_duplicates_total").await
         + metric(&b.server, "tailwater_cluster_published_duplicates_total").await;
     assert_eq!(duplicates, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_away_catches_up_from_the_stream_where_it_left_off() {
+    let nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+    for first in (0..50).step_by(10) {
+        a.client
+            .ingest(&batch("api", "r1", first..first + 10))
+            .await
+            .unwrap();
+    }
+    let before: Vec<u64> = (0..50).collect();
+    wait_stored_once(&b, "api", "r1", &before).await;
+
+    // B stops (its consumers with it); A goes on taking lines.
+    let Node {
+        _dir: dir, server, ..
+    } = b;
+    server.shutdown().await.unwrap();
+    for first in [50, 100] {
+        let answer = a
+            .client
+            .ingest(&batch("api", "r1", first..first + 50))
+            .await
+            .unwrap();
+        assert_eq!(answer.accepted, 50);
+    }
+
+    // Back under its name and with its data, B reads what it missed, once.
+    let b = node_in(dir, "b", &nats).await;
+    let all: Vec<u64> = (0..150).collect();
+    wait_stored_once(&b, "api", "r1", &all).await;
+    // From where its acknowledgements ended, not from the stream's start
+    // (the last acknowledgement before it stopped may have been lost).
+    let batches = metric(&b.server, "tailwater_cluster_materialized_batches_total").await;
+    assert!(
+        (2.0..=3.0).contains(&batches),
+        "{batches} batches read again"
+    );
 }
 
 /// Sends `seqs` of runner `r1` to `node` until they are acknowledged.

@@ -3,7 +3,8 @@
 //! ports, each with JetStream on its own directory, started from
 //! configurations generated into a temporary directory, ready once every
 //! server's `/healthz` (which in a cluster waits for JetStream's meta
-//! leader) answers 200. Killed (SIGKILL) when dropped.
+//! leader) answers 200. Killed (SIGKILL) when dropped. Messages are held
+//! to 256 KB, so a large batch travels as several.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -62,7 +63,7 @@ impl NatsCluster {
                     "server_name: {name}\n\
                      listen: 127.0.0.1:{client_port}\n\
                      http: 127.0.0.1:{monitor_port}\n\
-                     max_payload: 8MB\n\
+                     max_payload: 256KB\n\
                      jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
                      cluster {{\n  name: tailwater-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n",
                     routes.join(", ")
