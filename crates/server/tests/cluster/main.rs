@@ -235,6 +235,36 @@ async fn a_node_away_catches_up_from_the_stream_where_it_left_off() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition() {
+    let nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    // Whoever may publish on the stream's subjects (only tailwater nodes
+    // should: ARCHITECTURE.md): bytes that are no batch, another format's,
+    // and a frame whose JSON is no envelope, into every partition.
+    let client = async_nats::connect(nats.urls()[0].as_str()).await.unwrap();
+    let jetstream = async_nats::jetstream::new(client);
+    let mut not_json = vec![1];
+    not_json.extend(zstd::bulk::compress(b"{\"tenant\":1}", 1).unwrap());
+    for partition in 0..PARTITIONS {
+        for payload in [b"garbage".to_vec(), b"\x07abc".to_vec(), not_json.clone()] {
+            let subject = ClusterConfig::subject(partition);
+            let ack = jetstream.publish(subject, payload.into()).await.unwrap();
+            ack.await.unwrap();
+        }
+    }
+    // Lines after them, in every partition, are stored all the same.
+    for runner in 0..8 {
+        let runner = format!("w{runner}");
+        a.client.ingest(&batch("api", &runner, 0..5)).await.unwrap();
+    }
+    for runner in 0..8 {
+        wait_stored_once(&a, "api", &format!("w{runner}"), &[0, 1, 2, 3, 4]).await;
+    }
+    let undecodable = metric(&a.server, "tailwater_cluster_undecodable_total").await;
+    assert_eq!(undecodable, f64::from(3 * PARTITIONS));
+}
+
 /// Sends `seqs` of runner `r1` to `node` until they are acknowledged.
 async fn ship_until_acknowledged(node: &Node, seqs: std::ops::Range<u64>) {
     let deadline = Instant::now() + VISIBLE_WITHIN;
