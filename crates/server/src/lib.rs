@@ -248,10 +248,16 @@ impl AppState {
 }
 
 /// What a node adds to the boots it gives senders that number nothing: in
-/// distributed mode its name and start (nodes number apart), else nothing.
+/// distributed mode its name and start in milliseconds (nodes, and lives
+/// of one node, number apart: each reads only its own store, which may
+/// not yet hold what another numbered), else nothing.
 fn boot_suffix(config: &ServerConfig) -> String {
     match &config.cluster {
-        Some(cluster) => format!("@{}-{}", cluster.node, jiff::Timestamp::now().as_second()),
+        Some(cluster) => format!(
+            "@{}-{}",
+            cluster.node,
+            jiff::Timestamp::now().as_millisecond()
+        ),
         None => String::new(),
     }
 }

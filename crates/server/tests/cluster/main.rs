@@ -265,6 +265,69 @@ async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition
     assert_eq!(undecodable, f64::from(3 * PARTITIONS));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_that_number_nothing_lose_nothing_to_two_nodes_numbering_them() {
+    let nats = NatsCluster::start(3).await;
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+    // OTLP records carry no sequence: each node numbers them. B numbers a
+    // record of the instance; A, having read it, numbers on from it; B,
+    // from what it numbered itself. Under one boot the two nodes' numbers
+    // would meet, and the store keep only the first.
+    send_otlp(&b, &["b0"]).await;
+    wait_for_words(&a, &["b0"]).await;
+    send_otlp(&a, &["a0", "a1", "a2"]).await;
+    send_otlp(&b, &["b1", "b2"]).await;
+    let all = ["a0", "a1", "a2", "b0", "b1", "b2"];
+    wait_for_words(&a, &all).await;
+    wait_for_words(&b, &all).await;
+}
+
+/// `words` as the bodies of OTLP records of app `otel`, instance `i-1`,
+/// sent to `node`.
+async fn send_otlp(node: &Node, words: &[&str]) {
+    let now = jiff::Timestamp::now().as_nanosecond().to_string();
+    let records: Vec<_> = words
+        .iter()
+        .map(|word| serde_json::json!({"timeUnixNano": now, "body": {"stringValue": word}}))
+        .collect();
+    let body = serde_json::json!({"resourceLogs": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "otel"}},
+            {"key": "service.instance.id", "value": {"stringValue": "i-1"}}
+        ]},
+        "scopeLogs": [{"logRecords": records}]
+    }]});
+    let (status, answer) = common::call(&node.server, "POST", "/v1/logs", TOKEN, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// Waits until `node` holds as many records of app `otel` as `want`, then
+/// checks they are `want` (sorted).
+async fn wait_for_words(node: &Node, want: &[&str]) {
+    let params = LogsParams {
+        app: Some("otel".to_owned()),
+        limit: Some("100".to_owned()),
+        ..Default::default()
+    };
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let page = node.client.logs(&params).await.unwrap();
+        let mut words: Vec<_> = page.records.iter().map(|r| r.message.clone()).collect();
+        words.sort();
+        if words.len() >= want.len() {
+            assert_eq!(words, want, "on {}", node.server.url());
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {words:?} on {}",
+            node.server.url()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Sends `seqs` of runner `r1` to `node` until they are acknowledged.
 async fn ship_until_acknowledged(node: &Node, seqs: std::ops::Range<u64>) {
     let deadline = Instant::now() + VISIBLE_WITHIN;
