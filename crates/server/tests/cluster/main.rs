@@ -105,7 +105,7 @@ async fn wait_stored_once(node: &Node, app: &str, runner: &str, seqs: &[u64]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_shipped_to_one_node_are_read_once_from_every_node() {
-    let nats = NatsCluster::start(3).await;
+    let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     let b = node("b", &nats).await;
 
@@ -164,7 +164,7 @@ async fn lines_shipped_to_one_node_are_read_once_from_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_batch_is_stored_once_whichever_node_it_is_sent_to() {
-    let nats = NatsCluster::start(3).await;
+    let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     let b = node("b", &nats).await;
 
@@ -196,7 +196,7 @@ async fn a_retried_batch_is_stored_once_whichever_node_it_is_sent_to() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_away_catches_up_from_the_stream_where_it_left_off() {
-    let nats = NatsCluster::start(3).await;
+    let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     let b = node("b", &nats).await;
     for first in (0..50).step_by(10) {
@@ -237,7 +237,7 @@ async fn a_node_away_catches_up_from_the_stream_where_it_left_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition() {
-    let nats = NatsCluster::start(3).await;
+    let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     // Whoever may publish on the stream's subjects (only tailwater nodes
     // should: ARCHITECTURE.md): bytes that are no batch, another format's,
@@ -267,7 +267,7 @@ async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn senders_that_number_nothing_lose_nothing_to_two_nodes_numbering_them() {
-    let nats = NatsCluster::start(3).await;
+    let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     let b = node("b", &nats).await;
     // OTLP records carry no sequence: each node numbers them. B numbers a
@@ -342,7 +342,7 @@ async fn ship_until_acknowledged(node: &Node, seqs: std::ops::Range<u64>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() {
-    let mut nats = NatsCluster::start(3).await;
+    let mut nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
     let b = node("b", &nats).await;
 
@@ -353,7 +353,7 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
     let mut killed = 0;
     for index in 0..BATCHES {
         if index == BATCHES / 3 {
-            killed = nats.stream_leader(tailwater_server::cluster::STREAM).await;
+            killed = nats.stream_leader(tailwater_server::cluster::STREAM);
             nats.kill(killed);
         }
         let seqs = index * LINES..(index + 1) * LINES;
@@ -389,7 +389,7 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
 
     // The killed server back (its JetStream directory kept): the cluster
     // takes it in and shipping goes on.
-    nats.restart(killed).await;
+    tokio::task::block_in_place(|| nats.restart(killed));
     let more = BATCHES * LINES..BATCHES * LINES + LINES;
     ship_until_acknowledged(&a, more.clone()).await;
     acknowledged.extend(more);

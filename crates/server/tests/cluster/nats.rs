@@ -5,8 +5,12 @@
 //! server's `/healthz` (which in a cluster waits for JetStream's meta
 //! leader) answers 200. Killed (SIGKILL) when dropped. Messages are held
 //! to 256 KB, so a large batch travels as several.
+//!
+//! Blocking (std only), so the server's tests and the binary's end-to-end
+//! tests (`crates/tailwater/tests/e2e/cluster.rs`) share it.
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +41,7 @@ fn free_port() -> (u16, TcpListener) {
 
 impl NatsCluster {
     /// `size` servers, routed, with JetStream; ready.
-    pub async fn start(size: usize) -> NatsCluster {
+    pub fn start(size: usize) -> NatsCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut held = Vec::new();
         let mut ports = Vec::new();
@@ -85,7 +89,7 @@ impl NatsCluster {
             cluster.spawn(index);
         }
         for index in 0..size {
-            cluster.wait_ready(index).await;
+            cluster.wait_ready(index);
         }
         cluster
     }
@@ -108,24 +112,21 @@ impl NatsCluster {
 
     /// Starts server `index` again (its JetStream directory kept) and
     /// waits until it is ready.
-    pub async fn restart(&mut self, index: usize) {
+    pub fn restart(&mut self, index: usize) {
         self.spawn(index);
-        self.wait_ready(index).await;
+        self.wait_ready(index);
     }
 
     /// The index of the server leading `stream` now, as a running
     /// server's monitoring endpoint (`/jsz`) tells.
-    pub async fn stream_leader(&self, stream: &str) -> usize {
+    pub fn stream_leader(&self, stream: &str) -> usize {
         let server = self
             .servers
             .iter()
             .find(|server| server.process.is_some())
             .expect("a running server");
-        let url = format!(
-            "http://127.0.0.1:{}/jsz?accounts=true&streams=true",
-            server.monitor_port
-        );
-        let jsz: serde_json::Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+        let (_, body) = get(server.monitor_port, "/jsz?accounts=true&streams=true");
+        let jsz: serde_json::Value = serde_json::from_str(&body).unwrap();
         let leader = jsz["account_details"]
             .as_array()
             .into_iter()
@@ -158,20 +159,10 @@ impl NatsCluster {
         server.process = Some(process);
     }
 
-    async fn wait_ready(&self, index: usize) {
+    fn wait_ready(&self, index: usize) {
         let server = &self.servers[index];
-        let url = format!("http://127.0.0.1:{}/healthz", server.monitor_port);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
         let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Ok(response) = http.get(&url).send().await {
-                if response.status().is_success() {
-                    return;
-                }
-            }
+        while get(server.monitor_port, "/healthz").0 != 200 {
             if Instant::now() > deadline {
                 let log = std::fs::read_to_string(&server.log).unwrap_or_default();
                 panic!(
@@ -179,9 +170,34 @@ impl NatsCluster {
                     server.name
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// `GET path` of a monitoring port: the status (0 when nothing answered)
+/// and the body.
+fn get(port: u16, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    if stream.write_all(request.as_bytes()).is_err()
+        || stream.read_to_string(&mut response).is_err()
+    {
+        return (0, String::new());
+    }
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_owned())
 }
 
 impl Drop for NatsCluster {
