@@ -274,9 +274,10 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     /// The runner table's upkeep, which saves it once more as it ends.
     runner_upkeep: JoinHandle<()>,
-    /// Distributed mode's consumers, which end with the server (each
-    /// finishes the batch it is storing, so the store closes after them).
-    materializers: Vec<JoinHandle<()>>,
+    /// Distributed mode's consumers and heartbeat, which end with the
+    /// server (each consumer finishes the batch it is storing, so the store
+    /// closes after them; the heartbeat's key is deleted).
+    cluster_tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -287,8 +288,8 @@ impl RunningServer {
         }
         let served = self.task.await?.context("server failed");
         self.runner_upkeep.await?;
-        for materializer in self.materializers {
-            materializer.await?;
+        for task in self.cluster_tasks {
+            task.await?;
         }
         served
     }
@@ -368,8 +369,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })
         .await??
     };
-    let mut materializers = Vec::new();
+    let mut cluster_tasks = Vec::new();
     if let Some((cluster, stats)) = cluster {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
+        let members = cluster::members::Members::join(&cluster, url, stats.clone()).await?;
+        cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,
             registry: state.registry.clone(),
@@ -377,7 +386,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             settling: state.settling.clone(),
             stats,
         });
-        materializers = materializer.spawn(state.stopping.subscribe());
+        cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
     }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
@@ -423,7 +432,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: Some(shutdown),
         task,
         runner_upkeep,
-        materializers,
+        cluster_tasks,
     })
 }
 

@@ -11,9 +11,11 @@
 //! - [`materialize`]: every node reads every partition through its own
 //!   durable pull consumer into its local store, acknowledging each
 //!   message only once its records are durable there;
+//! - [`members`]: each node's heartbeat in a key-value bucket, with a TTL;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`.
 
 pub mod materialize;
+pub mod members;
 pub mod message;
 pub mod publish;
 pub mod stats;
@@ -52,6 +54,9 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
 /// that acknowledge after a slow write; this bounds a partition's work in
 /// flight to what one fetch asks for, twice.
 pub const DEFAULT_MAX_ACK_PENDING: i64 = 256;
+/// How long a node's heartbeat lasts (`--nats-node-ttl`): a node silent
+/// for longer is taken for gone. It beats four times as often.
+pub const DEFAULT_NODE_TTL: Duration = Duration::from_secs(10);
 
 /// NATS's own default `max_payload` (1 MiB), assumed until the server
 /// this node is connected to says its own.
@@ -71,6 +76,7 @@ pub struct ClusterConfig {
     pub max_age: Duration,
     pub max_bytes: i64,
     pub max_ack_pending: i64,
+    pub node_ttl: Duration,
 }
 
 impl ClusterConfig {
@@ -84,6 +90,7 @@ impl ClusterConfig {
             max_age: DEFAULT_MAX_AGE,
             max_bytes: DEFAULT_MAX_BYTES,
             max_ack_pending: DEFAULT_MAX_ACK_PENDING,
+            node_ttl: DEFAULT_NODE_TTL,
         }
     }
 
@@ -123,6 +130,11 @@ impl ClusterConfig {
         anyhow::ensure!(
             !self.publish_timeout.is_zero(),
             "invalid --nats-publish-timeout 0s: give JetStream time to acknowledge (10s rides out an election)"
+        );
+        anyhow::ensure!(
+            self.node_ttl >= Duration::from_secs(1),
+            "invalid --nats-node-ttl {:?}: give heartbeats at least 1s",
+            self.node_ttl
         );
         anyhow::ensure!(
             !self.urls.is_empty(),

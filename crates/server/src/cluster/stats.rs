@@ -52,12 +52,15 @@ impl PartitionStats {
 #[derive(Debug)]
 pub struct Stats {
     partitions: Vec<PartitionStats>,
+    /// Nodes with a live heartbeat, this one included, as last listed.
+    pub live_nodes: AtomicU64,
 }
 
 impl Stats {
     pub fn new(partitions: u32) -> Stats {
         Stats {
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            live_nodes: AtomicU64::new(0),
         }
     }
 
@@ -118,6 +121,15 @@ impl Collector for StatsCollector {
             let last = i64::try_from(stats.last_sequence.load(Relaxed)).unwrap_or(i64::MAX);
             ConstGauge::new(last).encode(family.encode_family(&labels)?)?;
         }
+        let nodes = i64::try_from(self.0.live_nodes.load(Relaxed)).unwrap_or(i64::MAX);
+        let gauge = ConstGauge::new(nodes);
+        let family = encoder.encode_descriptor(
+            "cluster_nodes",
+            "Nodes whose heartbeat is younger than --nats-node-ttl, this one included",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(family)?;
         Ok(())
     }
 }

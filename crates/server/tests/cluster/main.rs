@@ -45,6 +45,7 @@ async fn node_in(dir: tempfile::TempDir, name: &str, nats: &NatsCluster) -> Node
         cluster.partitions = PARTITIONS;
         // Within the test servers' 1 GB of file storage.
         cluster.max_bytes = 256 * 1024 * 1024;
+        cluster.node_ttl = Duration::from_secs(2);
         config.cluster = Some(cluster);
     })
     .await;
@@ -324,6 +325,30 @@ async fn wait_for_words(node: &Node, want: &[&str]) {
             "only {words:?} on {}",
             node.server.url()
         );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_see_each_other_and_one_that_leaves_drops_out() {
+    let nats = NatsCluster::start(3);
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+    wait_for_nodes(&a, 2).await;
+    wait_for_nodes(&b, 2).await;
+    b.server.shutdown().await.unwrap();
+    wait_for_nodes(&a, 1).await;
+}
+
+/// Waits until `node` counts `count` live nodes.
+async fn wait_for_nodes(node: &Node, count: usize) {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let live = metric(&node.server, "tailwater_cluster_nodes").await;
+        if live == count as f64 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{live} live nodes, not {count}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

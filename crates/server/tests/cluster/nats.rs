@@ -176,7 +176,7 @@ impl NatsCluster {
 }
 
 /// `GET path` of a monitoring port: the status (0 when nothing answered)
-/// and the body.
+/// and the body (HTTP/1.0, so never chunked).
 fn get(port: u16, path: &str) -> (u16, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
         return (0, String::new());
@@ -184,7 +184,7 @@ fn get(port: u16, path: &str) -> (u16, String) {
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
     let mut response = String::new();
     if stream.write_all(request.as_bytes()).is_err()
         || stream.read_to_string(&mut response).is_err()

@@ -224,6 +224,11 @@ struct ClusterArgs {
     /// stores them.
     #[arg(long, default_value_t = tailwater_server::cluster::DEFAULT_MAX_ACK_PENDING)]
     nats_max_ack_pending: i64,
+    /// How long a node's heartbeat lasts: a node silent for longer
+    /// (stopped, killed, frozen) is taken for gone. It beats 4 times as
+    /// often.
+    #[arg(long, default_value = "10s", value_parser = parse_std_duration)]
+    nats_node_ttl: std::time::Duration,
 }
 
 impl ClusterArgs {
@@ -239,6 +244,7 @@ impl ClusterArgs {
         config.max_age = self.nats_max_age;
         config.max_bytes = self.nats_max_bytes;
         config.max_ack_pending = self.nats_max_ack_pending;
+        config.node_ttl = self.nats_node_ttl;
         Some(config)
     }
 }

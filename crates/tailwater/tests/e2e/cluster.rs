@@ -3,7 +3,8 @@
 //! harness). A node killed with kill -9 right after acknowledging lines
 //! loses none of them: the other node reads them from the stream, and the
 //! killed node, started again over its data, catches up on what it
-//! missed, each line once.
+//! missed, each line once. Its heartbeat lapses meanwhile, and the other
+//! node sees it gone.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -30,6 +31,8 @@ fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
         // Within the test servers' 1 GB of file storage.
         "--nats-max-bytes",
         "268435456",
+        "--nats-node-ttl",
+        "2s",
     ];
     TestServer::start_on_with(ANY_PORT, &dir.join(name), &flags)
 }
@@ -43,6 +46,17 @@ fn lines(node: &TestServer) -> BTreeSet<String> {
         .collect();
     assert_eq!(lines.len(), records.len(), "a line stored twice");
     lines
+}
+
+/// The live nodes `node` counts (`tailwater_cluster_nodes`).
+fn live_nodes(node: &TestServer) -> u64 {
+    let (status, metrics) = http("GET", node.port, "/metrics", Some(TOKEN), None);
+    assert_eq!(status, 200, "{metrics}");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tailwater_cluster_nodes "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tailwater_cluster_nodes in {metrics}"))
 }
 
 fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
@@ -62,8 +76,15 @@ fn a_node_killed_after_acknowledging_loses_nothing_and_catches_up_when_it_return
     let a = node(dir.path(), "a", &nats);
     let b = node(dir.path(), "b", &nats);
 
+    wait_for("b to see both nodes", Duration::from_secs(30), || {
+        live_nodes(&b) == 2
+    });
     ship(&a, 0..100);
     a.kill_9();
+    // Its heartbeat lapses (--nats-node-ttl).
+    wait_for("b to see a gone", Duration::from_secs(30), || {
+        live_nodes(&b) == 1
+    });
     wait_for(
         "node b to hold what a acknowledged",
         Duration::from_secs(60),
