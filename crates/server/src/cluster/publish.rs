@@ -48,9 +48,6 @@ impl Publisher {
         batch_id: &str,
     ) -> Result<IngestResponse, PublishFailed> {
         let records = batch.records.len();
-        if records == 0 {
-            return Ok(IngestResponse::default());
-        }
         let partition = message::partition_of(
             tenant,
             &batch.app,
@@ -72,9 +69,13 @@ impl Publisher {
         let published = self.runtime.block_on(async {
             let mut duplicates = 0;
             for (index, payload) in messages.into_iter().enumerate() {
-                let publish = PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(message::message_id(batch_id, index));
+                let mut publish = PublishMessage::build().payload(payload.into());
+                // An empty batch is a runner's heartbeat: it has no identity
+                // (a duplicate is harmless), and every one must reach the
+                // runner tables.
+                if records > 0 {
+                    publish = publish.message_id(message::message_id(batch_id, index));
+                }
                 let acked = async {
                     let ack = jetstream.send_publish(subject.clone(), publish).await?;
                     ack.await

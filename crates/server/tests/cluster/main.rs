@@ -330,6 +330,38 @@ async fn wait_for_words(node: &Node, want: &[&str]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runners_heartbeats_reach_every_nodes_runner_table() {
+    let nats = NatsCluster::start(3);
+    let a = node("a", &nats).await;
+    let b = node("b", &nats).await;
+    a.client.ingest(&batch("api", "idle", 0..1)).await.unwrap();
+    let first = wait_for_runner(&b, None).await;
+    // An idle agent's heartbeat: a batch of no records, sent to A.
+    a.client.ingest(&batch("api", "idle", 0..0)).await.unwrap();
+    let later = wait_for_runner(&b, Some(first)).await;
+    assert!(later > first);
+}
+
+/// Waits until `node`'s runner table has runner `idle`, seen after
+/// `after` if given; when it was last seen.
+async fn wait_for_runner(node: &Node, after: Option<jiff::Timestamp>) -> jiff::Timestamp {
+    let deadline = Instant::now() + VISIBLE_WITHIN;
+    loop {
+        let runners = node.client.runners(None, Some("api"), None).await.unwrap();
+        let seen = runners
+            .runners
+            .iter()
+            .find(|runner| runner.runner == "idle")
+            .map(|runner| runner.last_seen);
+        if let Some(seen) = seen.filter(|seen| after.is_none_or(|after| *seen > after)) {
+            return seen;
+        }
+        assert!(Instant::now() < deadline, "runner idle on b: {seen:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_see_each_other_and_one_that_leaves_drops_out() {
     let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
