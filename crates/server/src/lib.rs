@@ -328,14 +328,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 config.listen
             )
         })?;
-    let store_dir = config.data_dir.join("store");
-    let options = config.store.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
-    let (registry, new_admin_token) = Registry::open(
-        &config.data_dir.join("auth"),
-        config.bootstrap_token.as_deref(),
-    )?;
-    let registry = registry.with_limits(config.registry.clone());
+    // Distributed mode joins its cluster before anything is opened: a node
+    // that cannot (or is configured unlike the stream) changes nothing.
     let cluster = match &config.cluster {
         Some(cluster_config) => {
             anyhow::ensure!(
@@ -348,6 +342,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         }
         None => None,
     };
+    let store_dir = config.data_dir.join("store");
+    let options = config.store.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
+    let (registry, new_admin_token) = Registry::open(
+        &config.data_dir.join("auth"),
+        config.bootstrap_token.as_deref(),
+    )?;
+    let registry = registry.with_limits(config.registry.clone());
     let state = {
         let config = config.clone();
         let (sink, stats) = match &cluster {

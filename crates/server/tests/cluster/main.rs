@@ -255,12 +255,12 @@ async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition
         }
     }
     // Lines after them, in every partition, are stored all the same.
-    for runner in 0..8 {
-        let runner = format!("w{runner}");
-        a.client.ingest(&batch("api", &runner, 0..5)).await.unwrap();
+    let runners = runner_in_each_partition();
+    for runner in &runners {
+        a.client.ingest(&batch("api", runner, 0..5)).await.unwrap();
     }
-    for runner in 0..8 {
-        wait_stored_once(&a, "api", &format!("w{runner}"), &[0, 1, 2, 3, 4]).await;
+    for runner in &runners {
+        wait_stored_once(&a, "api", runner, &[0, 1, 2, 3, 4]).await;
     }
     let undecodable = metric(&a.server, "tailwater_cluster_undecodable_total").await;
     assert_eq!(undecodable, f64::from(3 * PARTITIONS));
@@ -362,6 +362,27 @@ async fn wait_for_runner(node: &Node, after: Option<jiff::Timestamp>) -> jiff::T
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_configured_with_other_partitions_refuses_to_start() {
+    let nats = NatsCluster::start(3);
+    let _a = node("a", &nats).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = tailwater_server::ServerConfig::new(dir.path().to_owned());
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    let mut cluster = ClusterConfig::new(nats.urls(), "c".to_owned());
+    cluster.partitions = PARTITIONS * 2;
+    cluster.max_bytes = 256 * 1024 * 1024;
+    config.cluster = Some(cluster);
+    let error = tailwater_server::start(config)
+        .await
+        .err()
+        .expect("refused");
+    let message = format!("{error:#}");
+    assert!(message.contains("--nats-partitions"), "{message}");
+    // It changed nothing on disk.
+    assert!(!dir.path().join("store").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_see_each_other_and_one_that_leaves_drops_out() {
     let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
@@ -383,6 +404,21 @@ async fn wait_for_nodes(node: &Node, count: usize) {
         assert!(Instant::now() < deadline, "{live} live nodes, not {count}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A runner of app `api` (tenant `default`) in each partition, in order.
+fn runner_in_each_partition() -> Vec<String> {
+    (0..PARTITIONS)
+        .map(|partition| {
+            (0..)
+                .map(|n| format!("w{n}"))
+                .find(|runner| {
+                    let of = tailwater_server::cluster::message::partition_of;
+                    of("default", "api", runner, PARTITIONS) == partition
+                })
+                .unwrap()
+        })
+        .collect()
 }
 
 /// Sends `seqs` of runner `r1` to `node` until they are acknowledged.
