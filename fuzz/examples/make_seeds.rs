@@ -34,6 +34,20 @@ fn main() {
         br#"{"app":"a.","runner":"r","boot":"b","records":[{"seq":1,"ts":"2026-01-01T00:00:00Z","stream":"stderr","level":"error","request_id":"req\u0001","message":"token=sk_live_1234567890abcdefghijkl and a line much longer than sixty-four bytes, to be cut","fields":{"a":1,"b":[1,2],"c":{"d":"e"},"f":null,"g":"a long field value that is longer than sixty four bytes, to be cut"}}]}"#,
     );
 
+    // A message of the cluster's stream, as a node publishes it (mode 0),
+    // and an envelope's JSON for the target to frame (mode 1).
+    let envelope = tailwater_server::cluster::message::Envelope {
+        tenant: "default".into(),
+        retention_secs: 86_400,
+        batch: batch("sdxl", 0, 3),
+    };
+    let mut message = vec![0];
+    message.extend(tailwater_server::cluster::message::encode(&envelope));
+    seed("cluster_message", "message", &message);
+    let mut json = vec![16];
+    json.extend(serde_json::to_vec(&envelope).unwrap());
+    seed("cluster_message", "envelope", &json);
+
     for (name, line) in [
         (
             "json",

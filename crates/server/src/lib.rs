@@ -18,6 +18,8 @@
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
 //! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
+//! - [`cluster`]: distributed mode: nodes meeting on a NATS JetStream
+//!   cluster (`--nats`), publishing accepted batches and materializing them.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cluster;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -105,6 +108,8 @@ pub struct ServerConfig {
     /// Record ids (OTLP `log.record.uid`) remembered per tenant to store a
     /// record sent again once (`ingest::identity`); 0: none.
     pub dedup_uids: usize,
+    /// Distributed mode (`--nats`, `--node`): `None`, the embedded default.
+    pub cluster: Option<cluster::ClusterConfig>,
 }
 
 impl ServerConfig {
@@ -129,6 +134,7 @@ impl ServerConfig {
             connections: serve::ConnectionLimits::default(),
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
+            cluster: None,
         }
     }
 }
@@ -167,6 +173,19 @@ impl AppState {
         redactor: Redactor,
         config: &ServerConfig,
     ) -> anyhow::Result<AppState> {
+        AppState::open_with(store, registry, redactor, config, ingest::Sink::Local, None)
+    }
+
+    /// [`AppState::open`], keeping accepted batches in `sink`, and
+    /// exporting the cluster's `stats` when given.
+    pub fn open_with(
+        store: Store,
+        registry: Registry,
+        redactor: Redactor,
+        config: &ServerConfig,
+        sink: ingest::Sink,
+        stats: Option<Arc<cluster::stats::Stats>>,
+    ) -> anyhow::Result<AppState> {
         let registry = Arc::new(registry);
         recovery::write_loss_notices(&store, &registry);
         let store = Arc::new(store);
@@ -181,6 +200,9 @@ impl AppState {
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
         metrics.watch_registry(registry.clone());
+        if let Some(stats) = stats {
+            metrics.watch_cluster(stats);
+        }
         let settling = Arc::new(ownership::Settling::new(
             store.clone(),
             config.request_owner_grace,
@@ -196,7 +218,8 @@ impl AppState {
                 settling.clone(),
                 config.retention.max_age,
             )
-            .remembering_uids(config.dedup_uids),
+            .remembering_uids(config.dedup_uids)
+            .keeping_in(sink, boot_suffix(config)),
         );
         Ok(AppState {
             metrics,
@@ -216,6 +239,21 @@ impl AppState {
     }
 }
 
+/// What a node adds to the boots it gives senders that number nothing: in
+/// distributed mode its name and start in milliseconds (nodes, and lives
+/// of one node, number apart: each reads only its own store, which may
+/// not yet hold what another numbered), else nothing.
+fn boot_suffix(config: &ServerConfig) -> String {
+    match &config.cluster {
+        Some(cluster) => format!(
+            "@{}-{}",
+            cluster.node,
+            jiff::Timestamp::now().as_millisecond()
+        ),
+        None => String::new(),
+    }
+}
+
 /// A server serving in the background.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -228,6 +266,10 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     /// The runner table's upkeep, which saves it once more as it ends.
     runner_upkeep: JoinHandle<()>,
+    /// Distributed mode's consumers and heartbeat, which end with the
+    /// server (each consumer finishes the batch it is storing, so the store
+    /// closes after them; the heartbeat's key is deleted).
+    cluster_tasks: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -238,6 +280,9 @@ impl RunningServer {
         }
         let served = self.task.await?.context("server failed");
         self.runner_upkeep.await?;
+        for task in self.cluster_tasks {
+            task.await?;
+        }
         served
     }
 
@@ -275,6 +320,20 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 config.listen
             )
         })?;
+    // Distributed mode joins its cluster before anything is opened: a node
+    // that cannot (or is configured unlike the stream) changes nothing.
+    let cluster = match &config.cluster {
+        Some(cluster_config) => {
+            anyhow::ensure!(
+                config.store.durability == tailwater_store::Durability::SyncEachBatch,
+                "distributed mode acknowledges the cluster's batches once they are durable here: run it with --durability sync"
+            );
+            let cluster = cluster::Cluster::connect(cluster_config.clone()).await?;
+            let stats = Arc::new(cluster::stats::Stats::new(cluster_config.partitions));
+            Some((cluster, stats))
+        }
+        None => None,
+    };
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
@@ -285,9 +344,44 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let registry = registry.with_limits(config.registry.clone());
     let state = {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || AppState::open(store, registry, redactor, &config))
-            .await??
+        let (sink, stats) = match &cluster {
+            Some((cluster, stats)) => {
+                let publisher = cluster::publish::Publisher::new(
+                    cluster.clone(),
+                    tokio::runtime::Handle::current(),
+                    stats.clone(),
+                );
+                (
+                    ingest::Sink::Cluster(Arc::new(publisher)),
+                    Some(stats.clone()),
+                )
+            }
+            None => (ingest::Sink::Local, None),
+        };
+        tokio::task::spawn_blocking(move || {
+            AppState::open_with(store, registry, redactor, &config, sink, stats)
+        })
+        .await??
     };
+    let mut cluster_tasks = Vec::new();
+    if let Some((cluster, stats)) = cluster {
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let url = format!("{scheme}://{}", listener.local_addr()?);
+        let members = cluster::members::Members::join(&cluster, url, stats.clone()).await?;
+        cluster_tasks.push(members.spawn(state.stopping.subscribe()));
+        let materializer = Arc::new(cluster::materialize::Materializer {
+            cluster,
+            registry: state.registry.clone(),
+            runners: state.runners.clone(),
+            settling: state.settling.clone(),
+            stats,
+        });
+        cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
+    }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
@@ -332,6 +426,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: Some(shutdown),
         task,
         runner_upkeep,
+        cluster_tasks,
     })
 }
 

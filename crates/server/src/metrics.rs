@@ -233,6 +233,12 @@ impl Metrics {
             .register_collector(Box::new(RegistryCollector(registry)));
     }
 
+    /// Exports what distributed mode did, by partition, read at each scrape.
+    pub fn watch_cluster(&mut self, stats: Arc<crate::cluster::stats::Stats>) {
+        self.registry
+            .register_collector(Box::new(crate::cluster::stats::StatsCollector(stats)));
+    }
+
     /// Records how long a query on `endpoint` (`logs`, …) took to answer.
     pub fn observe_query(&self, endpoint: &str, took: Duration) {
         self.query_seconds

@@ -18,6 +18,11 @@
 //! in [`crate::metrics`]; a refusal is a [`Refused`] the edge answers in
 //! its protocol's own shape.
 //!
+//! Where an accepted batch goes is the pipeline's [`Sink`]: the local
+//! store (the embedded default), or, in distributed mode, the NATS
+//! cluster's stream ([`crate::cluster`]), which every node materializes
+//! into its own store; the sender is answered once the sink has it.
+//!
 //! Senders that carry no runner, boot or sequence (clients that are not
 //! tailwater's agent) are given them by [`identity`], through
 //! [`Pipeline::accept_unnumbered`].
@@ -38,6 +43,8 @@ pub use unavailable::{is_disk_full, Unavailable, STORE_UNAVAILABLE_RETRY_AFTER};
 use crate::access::ownership::Settling;
 use crate::access::registry::{validate_app_name, Registry, RegistryError};
 use crate::access::scopes::{Denied, Principal};
+use crate::cluster::message::batch_id;
+use crate::cluster::publish::Publisher;
 use crate::limits::{self, CutTally, IngestLimits, RateLimiter, Refusal, Throttled};
 use crate::metrics::{AppLabels, Metrics, PatternLabels, ReasonLabels};
 use crate::redact::{Redactor, Replaced};
@@ -73,6 +80,15 @@ pub struct Unnumbered {
     pub records: Vec<(IngestRecord, Option<String>)>,
 }
 
+/// Where accepted batches are kept: the one seam between the pipeline and
+/// storage.
+pub enum Sink {
+    /// This server's store, through the runner table (the default).
+    Local,
+    /// The cluster's replicated stream; every node stores it from there.
+    Cluster(Arc<Publisher>),
+}
+
 /// Everything the pipeline acts on, shared by every edge.
 pub struct Pipeline {
     registry: Arc<Registry>,
@@ -85,6 +101,11 @@ pub struct Pipeline {
     /// Records older than their app's retention (else this) are refused.
     retention_max_age: Duration,
     identity: Identity,
+    sink: Sink,
+    /// Added to the boots [`identity`] gives (in distributed mode, the
+    /// node and its start), so nodes numbering the same runner's records
+    /// never give two records one sequence number.
+    boot_suffix: String,
 }
 
 impl Pipeline {
@@ -107,7 +128,18 @@ impl Pipeline {
             runners,
             settling,
             retention_max_age,
+            sink: Sink::Local,
+            boot_suffix: String::new(),
         }
+    }
+
+    /// The pipeline keeping accepted batches in `sink`; with
+    /// [`Sink::Cluster`], numbering unnumbered senders' records under
+    /// boots ending in `boot_suffix` (unique to this node's process).
+    pub fn keeping_in(mut self, sink: Sink, boot_suffix: String) -> Pipeline {
+        self.sink = sink;
+        self.boot_suffix = boot_suffix;
+        self
     }
 
     /// The pipeline remembering `dedup_uids` record ids per tenant
@@ -170,7 +202,7 @@ impl Pipeline {
             .map(|((record, _), _)| record)
             .collect();
         let runner = runner.unwrap_or_else(|| Identity::token_runner(&principal.token_id));
-        let boot = Identity::boot(protocol, now);
+        let boot = Identity::boot(protocol, now) + &self.boot_suffix;
         let first = self
             .identity
             .number(tenant, &app, &runner, &boot, fresh.len());
@@ -265,6 +297,11 @@ impl Pipeline {
 
     /// The app, its rates, redaction and cuts, then the store.
     fn store(&self, tenant: &str, mut batch: IngestBatch) -> Result<IngestResponse, Refused> {
+        // As the sender sent it: a retry has the same.
+        let batch_id = match self.sink {
+            Sink::Local => String::new(),
+            Sink::Cluster(_) => batch_id(tenant, &batch),
+        };
         if let Err(error) = self.registry.ensure_app(tenant, &batch.app) {
             if let RegistryError::Io(io) = &error {
                 if is_disk_full(io.as_ref()) {
@@ -319,32 +356,60 @@ impl Pipeline {
             .map_or(self.retention_max_age, |days| {
                 Duration::from_secs(u64::from(days) * 24 * 60 * 60)
             });
-        let response = match self.runners.append(tenant, batch, retention) {
+        let response = match self.keep(tenant, &app, batch, retention, &batch_id) {
             Ok(response) => response,
-            Err(error) => {
+            Err(refused) => {
                 if let Some(pending) = rate_report {
                     self.rates.restore(pending);
                 }
-                return Err(match Unavailable::of(&error) {
-                    Some(unavailable) => {
-                        tracing::warn!(%error, tenant, app = %app, "ingest batch refused: the store cannot take writes now");
-                        self.count_refused(tenant, &app, unavailable.code(), total);
-                        Refused::Unavailable(unavailable)
-                    }
-                    None => {
-                        tracing::error!(%error, tenant, app = %app, "ingest batch failed");
-                        Refused::Internal(error.to_string())
-                    }
-                });
+                if let Refused::Unavailable(unavailable) = &refused {
+                    self.count_refused(tenant, &app, unavailable.code(), total);
+                }
+                return Err(refused);
             }
         };
-        if response.accepted > 0 {
-            // When its records were stored: requests without a recorded
-            // caller settle from here.
-            self.settling.stamp(self.runners.store().last_id());
-        }
         self.count_stored(tenant, &app, &response, &seen, message_bytes, total);
         Ok(response)
+    }
+
+    /// Hands `batch` to the sink; the refusal is logged, not yet counted.
+    fn keep(
+        &self,
+        tenant: &str,
+        app: &str,
+        batch: IngestBatch,
+        retention: Duration,
+        batch_id: &str,
+    ) -> Result<IngestResponse, Refused> {
+        match &self.sink {
+            Sink::Local => {
+                let response = self
+                    .runners
+                    .append(tenant, batch, retention)
+                    .map_err(|error| match Unavailable::of(&error) {
+                        Some(unavailable) => {
+                            tracing::warn!(%error, tenant, app = %app, "ingest batch refused: the store cannot take writes now");
+                            Refused::Unavailable(unavailable)
+                        }
+                        None => {
+                            tracing::error!(%error, tenant, app = %app, "ingest batch failed");
+                            Refused::Internal(error.to_string())
+                        }
+                    })?;
+                if response.accepted > 0 {
+                    // When its records were stored: requests without a
+                    // recorded caller settle from here.
+                    self.settling.stamp(self.runners.store().last_id());
+                }
+                Ok(response)
+            }
+            Sink::Cluster(publisher) => publisher
+                .publish(tenant, batch, retention, batch_id)
+                .map_err(|error| {
+                    tracing::warn!(%error, tenant, app = %app, "ingest batch refused: the NATS cluster did not acknowledge it");
+                    Refused::Unavailable(Unavailable::Cluster)
+                }),
+        }
     }
 
     fn mark_late_starts(&self, tenant: &str, batch: &mut IngestBatch) {

@@ -23,6 +23,9 @@ pub enum Unavailable {
     Unwritable,
     /// The store cannot take writes for now: HTTP 503.
     Stalled,
+    /// Distributed mode: the NATS cluster did not acknowledge the batch
+    /// (no quorum, a leader being elected, unreachable): HTTP 503.
+    Cluster,
 }
 
 impl Unavailable {
@@ -42,6 +45,7 @@ impl Unavailable {
             Unavailable::DiskFull => "disk_full",
             Unavailable::Unwritable => "unwritable",
             Unavailable::Stalled => "store_stalled",
+            Unavailable::Cluster => "cluster_unavailable",
         }
     }
 
@@ -50,6 +54,7 @@ impl Unavailable {
             Unavailable::DiskFull => "the server's disk is full: send the batch again after Retry-After (the server's operator must free space)",
             Unavailable::Unwritable => "this app's records of that day cannot be written to disk for now (the server's log says why; other apps are not affected): send the batch again after Retry-After",
             Unavailable::Stalled => "the server cannot store records for now (its log says why): send the batch again after Retry-After",
+            Unavailable::Cluster => "the server's NATS cluster did not acknowledge the batch (its log says why): send the batch again after Retry-After, to this server or another",
         }
     }
 

@@ -182,6 +182,71 @@ pub struct ServerArgs {
     /// record sent again is stored once; 0 remembers none.
     #[arg(long, default_value_t = tailwater_server::ingest::identity::DEFAULT_DEDUP_UIDS)]
     dedup_uids: usize,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Distributed mode: nodes meeting on a NATS JetStream cluster.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Distributed mode (NATS JetStream)")]
+struct ClusterArgs {
+    /// Run as a node of a cluster over these NATS servers (JetStream on,
+    /// 2.9 or later; comma-separated nats://host:port): accepted batches
+    /// are published to a replicated stream and every node stores them.
+    /// Needs --node and --durability sync.
+    #[arg(long, env = "TAILWATER_NATS", value_delimiter = ',', requires = "node")]
+    nats: Vec<String>,
+    /// This node's name in the cluster: unique, and the same at every
+    /// restart (its consumers are named after it).
+    #[arg(long, env = "TAILWATER_NODE", requires = "nats")]
+    node: Option<String>,
+    /// Partitions of the stream (by tenant, app and runner); fixed once
+    /// the stream exists: every node must give the same.
+    #[arg(long, default_value_t = tailwater_server::cluster::DEFAULT_PARTITIONS)]
+    nats_partitions: u32,
+    /// Copies JetStream keeps of each batch (1 to 5; 3 survives the loss
+    /// of one NATS server).
+    #[arg(long, default_value_t = tailwater_server::cluster::DEFAULT_REPLICAS)]
+    nats_replicas: usize,
+    /// How long a batch waits for JetStream's acknowledgement before the
+    /// sender is answered 503 cluster_unavailable (and sends it again).
+    #[arg(long, default_value = "10s", value_parser = parse_std_duration)]
+    nats_publish_timeout: std::time::Duration,
+    /// The stream's replay window by age: a node away longer cannot catch
+    /// up from the stream.
+    #[arg(long, default_value = "7d", value_parser = parse_std_duration)]
+    nats_max_age: std::time::Duration,
+    /// The stream's replay window by size, in bytes (each of the
+    /// --nats-replicas servers keeps this much).
+    #[arg(long, default_value_t = tailwater_server::cluster::DEFAULT_MAX_BYTES)]
+    nats_max_bytes: i64,
+    /// Batches of one partition a node may hold unacknowledged while it
+    /// stores them.
+    #[arg(long, default_value_t = tailwater_server::cluster::DEFAULT_MAX_ACK_PENDING)]
+    nats_max_ack_pending: i64,
+    /// How long a node's heartbeat lasts: a node silent for longer
+    /// (stopped, killed, frozen) is taken for gone. It beats 4 times as
+    /// often.
+    #[arg(long, default_value = "10s", value_parser = parse_std_duration)]
+    nats_node_ttl: std::time::Duration,
+}
+
+impl ClusterArgs {
+    fn config(self) -> Option<tailwater_server::cluster::ClusterConfig> {
+        let node = self.node?;
+        if self.nats.is_empty() {
+            return None;
+        }
+        let mut config = tailwater_server::cluster::ClusterConfig::new(self.nats, node);
+        config.partitions = self.nats_partitions;
+        config.replicas = self.nats_replicas;
+        config.publish_timeout = self.nats_publish_timeout;
+        config.max_age = self.nats_max_age;
+        config.max_bytes = self.nats_max_bytes;
+        config.max_ack_pending = self.nats_max_ack_pending;
+        config.node_ttl = self.nats_node_ttl;
+        Some(config)
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -221,6 +286,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     };
     config.request_owner_grace = args.request_owner_grace;
     config.dedup_uids = args.dedup_uids;
+    config.cluster = args.cluster.config();
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.query_threads = args.query_threads.max(1);

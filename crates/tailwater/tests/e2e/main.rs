@@ -7,6 +7,7 @@ mod agent;
 mod api;
 mod around;
 mod cli;
+mod cluster;
 mod connections;
 mod demo;
 mod dev;

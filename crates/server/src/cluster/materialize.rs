@@ -1,0 +1,201 @@
+//! Every node reads every partition of the stream into its own store (this
+//! slice: each node a full replica, so every query stays local and whole),
+//! through one durable pull consumer per partition named after the node
+//! (`<node>-p<partition>`): after a restart it resumes where its
+//! acknowledgements ended. A message is acknowledged only once its
+//! records are durable in this node's store (cluster mode keeps the
+//! store's `SyncEachBatch`); one delivered again (an acknowledgement lost
+//! in a crash) is recognised by the store's sequence numbers and stored
+//! once.
+//!
+//! A message this node cannot store for now (a full disk) is left for
+//! JetStream to deliver again after [`RETRY_DELAY`], while the partition's
+//! next messages go on; one that is not a batch is terminated, counted and
+//! logged, never retried forever. The app's registry entry is made as on
+//! the node that accepted it; if this node's registry will not take it,
+//! the records are stored anyway (the accepting node decided) and the
+//! reason logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::Message;
+use futures_util::StreamExt;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::message;
+use super::stats::Stats;
+use super::{Cluster, ClusterConfig, STREAM};
+use crate::access::ownership::Settling;
+use crate::access::registry::Registry;
+use crate::runners::Runners;
+
+/// Messages one pull asks for.
+const FETCH_MESSAGES: usize = 128;
+/// How long one pull waits for messages before it asks again.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long a message this node could not store waits before JetStream
+/// delivers it again.
+pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How long JetStream waits for an acknowledgement before it delivers a
+/// message again (a node that died holding it).
+const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// What a node materializes into.
+pub struct Materializer {
+    pub cluster: Cluster,
+    pub registry: Arc<Registry>,
+    pub runners: Arc<Runners>,
+    pub settling: Arc<Settling>,
+    pub stats: Arc<Stats>,
+}
+
+impl Materializer {
+    /// One task per partition, until `stopping` turns true.
+    pub fn spawn(self: Arc<Self>, stopping: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        (0..self.cluster.config.partitions)
+            .map(|partition| tokio::spawn(self.clone().run(partition, stopping.clone())))
+            .collect()
+    }
+
+    async fn run(self: Arc<Self>, partition: u32, mut stopping: watch::Receiver<bool>) {
+        let stop = |stopping: &watch::Receiver<bool>| *stopping.borrow();
+        while !stop(&stopping) {
+            let consumer = match self.consumer(partition).await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(partition, error = %format!("{error:#}"), "cannot open this node's consumer of a partition; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_DELAY) => continue,
+                        _ = stopped(&mut stopping) => return,
+                    }
+                }
+            };
+            while !stop(&stopping) {
+                let pull = consumer
+                    .batch()
+                    .max_messages(FETCH_MESSAGES)
+                    .expires(FETCH_WAIT)
+                    .messages();
+                let mut messages = tokio::select! {
+                    messages = pull => match messages {
+                        Ok(messages) => messages,
+                        Err(error) => {
+                            tracing::warn!(partition, %error, "pulling a partition's messages failed; trying again");
+                            tokio::time::sleep(RETRY_DELAY).await;
+                            break;
+                        }
+                    },
+                    _ = stopped(&mut stopping) => return,
+                };
+                while let Some(next) = messages.next().await {
+                    match next {
+                        Ok(message) => self.apply(partition, message).await,
+                        Err(error) => {
+                            tracing::debug!(partition, %error, "a pull ended early");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// This node's durable consumer of `partition`, made on first use.
+    async fn consumer(&self, partition: u32) -> anyhow::Result<PullConsumer> {
+        let config = &self.cluster.config;
+        let name = format!("{}-p{partition}", config.node);
+        let stream = self.cluster.jetstream.get_stream(STREAM).await?;
+        let consumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    description: Some(format!(
+                        "tailwater node {} materializing partition {partition}",
+                        config.node
+                    )),
+                    filter_subject: ClusterConfig::subject(partition),
+                    deliver_policy: DeliverPolicy::All,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: config.max_ack_pending,
+                    num_replicas: config.replicas,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        Ok(consumer)
+    }
+
+    async fn apply(self: &Arc<Self>, partition: u32, message: Message) {
+        let stats = self.stats.partition(partition);
+        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+        let envelope = match message::decode(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(error) => {
+                tracing::error!(partition, sequence, %error, "a message of the cluster's stream is not a batch this node reads; it is not stored");
+                stats.undecodable.fetch_add(1, Relaxed);
+                if let Err(error) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(partition, sequence, %error, "cannot terminate an undecodable message");
+                }
+                return;
+            }
+        };
+        let this = self.clone();
+        let stored = tokio::task::spawn_blocking(move || this.store(envelope)).await;
+        match stored {
+            Ok(Ok(response)) => {
+                stats.materialized_batches.fetch_add(1, Relaxed);
+                stats
+                    .materialized_records
+                    .fetch_add(response.accepted as u64, Relaxed);
+                stats
+                    .materialized_refused
+                    .fetch_add(response.refused as u64, Relaxed);
+                stats.last_sequence.fetch_max(sequence, Relaxed);
+                // Durable here: a lost acknowledgement only means the
+                // batch comes again and is recognised as stored.
+                if let Err(error) = message.ack().await {
+                    tracing::debug!(partition, sequence, %error, "acknowledging a stored batch failed; it will come again and be stored once");
+                }
+            }
+            Ok(Err(error)) => {
+                stats.materialize_failures.fetch_add(1, Relaxed);
+                tracing::warn!(partition, sequence, error = %format!("{error:#}"), "cannot store a batch of the cluster's stream for now; it comes again in {RETRY_DELAY:?}");
+                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+            Err(panicked) => {
+                stats.materialize_failures.fetch_add(1, Relaxed);
+                tracing::error!(partition, sequence, %panicked, "storing a batch of the cluster's stream panicked");
+                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
+    }
+
+    /// Stores one batch as the accepting node's pipeline would have.
+    fn store(
+        &self,
+        envelope: message::Envelope,
+    ) -> anyhow::Result<tailwater_model::wire::IngestResponse> {
+        let retention = envelope.retention();
+        let message::Envelope { tenant, batch, .. } = envelope;
+        if let Err(error) = self.registry.ensure_app(&tenant, &batch.app) {
+            tracing::warn!(tenant, app = %batch.app, ?error, "this node's registry does not take an app the accepting node took; its records are stored all the same");
+        }
+        let response = self.runners.append(&tenant, batch, retention)?;
+        if response.accepted > 0 {
+            self.settling.stamp(self.runners.store().last_id());
+        }
+        Ok(response)
+    }
+}
+
+/// Resolves once `stopping` turns true (or its sender is gone).
+async fn stopped(stopping: &mut watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stopping| *stopping).await;
+}

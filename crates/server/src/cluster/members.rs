@@ -1,0 +1,142 @@
+//! Membership: every node puts a heartbeat under `node.<name>` in the
+//! key-value bucket [`BUCKET`] every quarter of `--nats-node-ttl`; the
+//! bucket keeps each value for the TTL (nats-server 2.9 has bucket-wide
+//! TTLs, not per key), so a node that stops (or is killed, or frozen)
+//! drops out of [`Members::live`] within the TTL, and one that shuts down
+//! deletes its own key at once. The first slice counts live nodes
+//! (`tailwater_cluster_nodes`); partition assignment by compare-and-set
+//! on `assign.<partition>` keys builds on it (ARCHITECTURE.md).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{kv, stream};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::stats::Stats;
+use super::Cluster;
+
+/// The bucket of heartbeats (and, next, of partition assignments).
+pub const BUCKET: &str = "TAILWATER_NODES";
+
+/// What a node says of itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub node: String,
+    /// Where its HTTP API listens.
+    pub url: String,
+    /// When it started (ms since the epoch): a restart is a new life.
+    pub started_ms: i64,
+    pub version: String,
+}
+
+/// This node in the bucket.
+pub struct Members {
+    bucket: kv::Store,
+    me: Heartbeat,
+    interval: Duration,
+    stats: Arc<Stats>,
+}
+
+impl Members {
+    /// Opens the bucket (made on first use) for the node `cluster` is
+    /// configured as, listening at `url`.
+    pub async fn join(
+        cluster: &Cluster,
+        url: String,
+        stats: Arc<Stats>,
+    ) -> anyhow::Result<Members> {
+        let config = &cluster.config;
+        let jetstream = &cluster.jetstream;
+        // The bucket's stream, made as nats-server makes a bucket's (KV_ and
+        // $KV. names, one value per key, rollups, direct gets): async-nats
+        // 0.46's create_key_value first reads the account's information,
+        // which it cannot parse from a 2.9 server.
+        let stream = stream::Config {
+            name: format!("KV_{BUCKET}"),
+            description: Some("tailwater nodes: heartbeats".to_owned()),
+            subjects: vec![format!("$KV.{BUCKET}.>")],
+            max_messages_per_subject: 1,
+            max_age: config.node_ttl,
+            duplicate_window: config.node_ttl.min(Duration::from_secs(120)),
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::New,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        jetstream
+            .get_or_create_stream(stream)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("cannot make the key-value bucket {BUCKET}: {error}")
+            })?;
+        let bucket = jetstream.get_key_value(BUCKET).await.map_err(|error| {
+            anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}")
+        })?;
+        Ok(Members {
+            bucket,
+            me: Heartbeat {
+                node: config.node.clone(),
+                url,
+                started_ms: jiff::Timestamp::now().as_millisecond(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
+            interval: (config.node_ttl / 4).max(Duration::from_millis(100)),
+            stats,
+        })
+    }
+
+    fn key(&self) -> String {
+        format!("node.{}", self.me.node)
+    }
+
+    /// The nodes whose heartbeat is younger than the TTL.
+    pub async fn live(&self) -> anyhow::Result<Vec<Heartbeat>> {
+        let mut keys = self.bucket.keys().await?;
+        let mut live = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key?;
+            if !key.starts_with("node.") {
+                continue;
+            }
+            if let Some(value) = self.bucket.get(&key).await? {
+                match serde_json::from_slice(&value) {
+                    Ok(heartbeat) => live.push(heartbeat),
+                    Err(error) => tracing::warn!(key, %error, "a heartbeat this node cannot read"),
+                }
+            }
+        }
+        Ok(live)
+    }
+
+    /// Beats until `stopping`, then leaves (deletes its key).
+    pub fn spawn(self, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
+            let mut ticks = tokio::time::interval(self.interval);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = stopping.wait_for(|stopping| *stopping) => break,
+                }
+                if let Err(error) = self.bucket.put(self.key(), value.clone().into()).await {
+                    tracing::warn!(%error, "cannot put this node's heartbeat; others may take it for gone");
+                }
+                match self.live().await {
+                    Ok(live) => self.stats.live_nodes.store(live.len() as u64, Relaxed),
+                    Err(error) => tracing::debug!(%error, "cannot list the live nodes"),
+                }
+            }
+            if let Err(error) = self.bucket.delete(self.key()).await {
+                tracing::debug!(%error, "cannot delete this node's heartbeat; it expires");
+            }
+        })
+    }
+}

@@ -1,0 +1,135 @@
+//! What distributed mode did, by partition: read at each scrape of
+//! `GET /metrics` (`tailwater_cluster_*`), and the figures a future
+//! `tailwater cluster status` shows.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+/// One partition's counters on this node.
+#[derive(Debug, Default)]
+pub struct PartitionStats {
+    /// Batches this node published (answered only after JetStream's ack).
+    pub published_batches: AtomicU64,
+    /// Of them, batches JetStream already had (a sender's retry).
+    pub published_duplicates: AtomicU64,
+    /// Batches this node could not publish (the sender was answered 503).
+    pub publish_failures: AtomicU64,
+    /// Messages this node stored and acknowledged (a batch larger than
+    /// the servers' `max_payload` travels as several).
+    pub materialized_batches: AtomicU64,
+    /// Records of them this node's store took.
+    pub materialized_records: AtomicU64,
+    /// Records of them the store refused (out of order, past retention).
+    pub materialized_refused: AtomicU64,
+    /// Messages this node could not store for now: left unacknowledged
+    /// and delivered again after a while.
+    pub materialize_failures: AtomicU64,
+    /// Messages that are not batches (another version's, or damaged):
+    /// terminated, never stored. Each is in the log with its sequence.
+    pub undecodable: AtomicU64,
+    /// The stream sequence of the last message this node stored.
+    pub last_sequence: AtomicU64,
+}
+
+impl PartitionStats {
+    pub fn published(&self, duplicate: bool) {
+        self.published_batches.fetch_add(1, Relaxed);
+        if duplicate {
+            self.published_duplicates.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn publish_failed(&self) {
+        self.publish_failures.fetch_add(1, Relaxed);
+    }
+}
+
+/// Every partition's counters on this node.
+#[derive(Debug)]
+pub struct Stats {
+    partitions: Vec<PartitionStats>,
+    /// Nodes with a live heartbeat, this one included, as last listed.
+    pub live_nodes: AtomicU64,
+}
+
+impl Stats {
+    pub fn new(partitions: u32) -> Stats {
+        Stats {
+            partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            live_nodes: AtomicU64::new(0),
+        }
+    }
+
+    /// The counters of `partition` (below the count: as `partition_of` gives).
+    pub fn partition(&self, partition: u32) -> &PartitionStats {
+        &self.partitions[partition as usize % self.partitions.len()]
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: String,
+}
+
+type Figure = fn(&PartitionStats) -> &AtomicU64;
+
+/// Reads [`Stats`] at each scrape.
+#[derive(Debug)]
+pub struct StatsCollector(pub std::sync::Arc<Stats>);
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counters: [(&str, &str, Figure); 8] = [
+            ("cluster_published_batches", "Batches this node published to the cluster's stream, by partition (each acknowledged by JetStream before the sender was answered)", |s| &s.published_batches),
+            ("cluster_published_duplicates", "Of them, batches JetStream already held (a sender's retry, stored once)", |s| &s.published_duplicates),
+            ("cluster_publish_failures", "Batches this node could not publish (the sender was answered 503 cluster_unavailable and sends again)", |s| &s.publish_failures),
+            ("cluster_materialized_batches", "Messages (batches, or parts of one larger than the servers' max_payload) this node stored from the cluster's stream and acknowledged", |s| &s.materialized_batches),
+            ("cluster_materialized_records", "Records this node's store took from the cluster's stream (duplicates not counted)", |s| &s.materialized_records),
+            ("cluster_materialized_refused", "Records in the cluster's stream this node's store refused (out_of_order, older_than_retention)", |s| &s.materialized_refused),
+            ("cluster_materialize_failures", "Batches this node could not store for now; delivered again after a while", |s| &s.materialize_failures),
+            ("cluster_undecodable", "Messages in the cluster's stream that are not batches this node reads; never stored (the log names their sequence)", |s| &s.undecodable),
+        ];
+        for (name, help, figure) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstCounter::new(0u64).metric_type(),
+            )?;
+            for (partition, stats) in self.0.partitions.iter().enumerate() {
+                let labels = PartitionLabels {
+                    partition: partition.to_string(),
+                };
+                ConstCounter::new(figure(stats).load(Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "cluster_last_sequence",
+            "The stream sequence of the last batch this node stored, by partition",
+            None,
+            ConstGauge::new(0i64).metric_type(),
+        )?;
+        for (partition, stats) in self.0.partitions.iter().enumerate() {
+            let labels = PartitionLabels {
+                partition: partition.to_string(),
+            };
+            let last = i64::try_from(stats.last_sequence.load(Relaxed)).unwrap_or(i64::MAX);
+            ConstGauge::new(last).encode(family.encode_family(&labels)?)?;
+        }
+        let nodes = i64::try_from(self.0.live_nodes.load(Relaxed)).unwrap_or(i64::MAX);
+        let gauge = ConstGauge::new(nodes);
+        let family = encoder.encode_descriptor(
+            "cluster_nodes",
+            "Nodes whose heartbeat is younger than --nats-node-ttl, this one included",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(family)?;
+        Ok(())
+    }
+}

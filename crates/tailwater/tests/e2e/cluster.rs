@@ -1,0 +1,100 @@
+//! Distributed mode with the real binary: `tailwater server --nats …
+//! --node …` on a real three-server NATS cluster (the server's tests'
+//! harness). A node killed with kill -9 right after acknowledging lines
+//! loses none of them: the other node reads them from the stream, and the
+//! killed node, started again over its data, catches up on what it
+//! missed, each line once. Its heartbeat lapses meanwhile, and the other
+//! node sees it gone.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+// The server's tests use all of it, these some.
+#[allow(dead_code)]
+#[path = "../../../server/tests/cluster/nats.rs"]
+mod nats;
+
+use super::common::{http, ingest_batch, wait_for, TestServer, ANY_PORT, TOKEN};
+use nats::NatsCluster;
+
+/// A node named `name` with its data under `dir`.
+fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
+    let urls = nats.urls().join(",");
+    let flags = [
+        "--nats",
+        &urls,
+        "--node",
+        name,
+        "--nats-partitions",
+        "4",
+        // Within the test servers' 1 GB of file storage.
+        "--nats-max-bytes",
+        "268435456",
+        "--nats-node-ttl",
+        "2s",
+    ];
+    TestServer::start_on_with(ANY_PORT, &dir.join(name), &flags)
+}
+
+/// The lines of app `api` a node holds, checking each is there once.
+fn lines(node: &TestServer) -> BTreeSet<String> {
+    let records = node.logs(&["--app", "api"]);
+    let lines: BTreeSet<String> = records
+        .iter()
+        .map(|record| record["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(lines.len(), records.len(), "a line stored twice");
+    lines
+}
+
+/// The live nodes `node` counts (`tailwater_cluster_nodes`).
+fn live_nodes(node: &TestServer) -> u64 {
+    let (status, metrics) = http("GET", node.port, "/metrics", Some(TOKEN), None);
+    assert_eq!(status, 200, "{metrics}");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("tailwater_cluster_nodes "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no tailwater_cluster_nodes in {metrics}"))
+}
+
+fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
+    seqs.map(|seq| format!("line {seq}")).collect()
+}
+
+fn ship(node: &TestServer, seqs: std::ops::Range<u64>) {
+    let body = ingest_batch("api", "r1", seqs);
+    let (status, answer) = http("POST", node.port, "/v1/ingest", Some(TOKEN), Some(&body));
+    assert_eq!(status, 200, "{answer}");
+}
+
+#[test]
+fn a_node_killed_after_acknowledging_loses_nothing_and_catches_up_when_it_returns() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "a", &nats);
+    let b = node(dir.path(), "b", &nats);
+
+    wait_for("b to see both nodes", Duration::from_secs(30), || {
+        live_nodes(&b) == 2
+    });
+    ship(&a, 0..100);
+    a.kill_9();
+    // Its heartbeat lapses (--nats-node-ttl).
+    wait_for("b to see a gone", Duration::from_secs(30), || {
+        live_nodes(&b) == 1
+    });
+    wait_for(
+        "node b to hold what a acknowledged",
+        Duration::from_secs(60),
+        || lines(&b) == expected(0..100),
+    );
+
+    ship(&b, 100..200);
+    let a = node(dir.path(), "a", &nats);
+    wait_for("node a to catch up", Duration::from_secs(60), || {
+        lines(&a) == expected(0..200)
+    });
+    assert_eq!(lines(&b), expected(0..200));
+}
