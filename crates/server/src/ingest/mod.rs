@@ -260,10 +260,12 @@ impl Pipeline {
                 });
             }
         }
-        principal
-            .allow_ingest_app(&batch.app)
-            .map_err(Refused::Denied)?;
         let lines = batch.records.len();
+        if let Err(denied) = principal.allow_ingest_app(&batch.app) {
+            let own = principal.app.as_deref().unwrap_or_default();
+            self.count_refused(tenant, own, limits::OTHER_APP, lines);
+            return Err(Refused::Denied(denied));
+        }
         if let Err(error) = validate_app_name(&batch.app) {
             // Not a label value to keep: counted under no app.
             self.count_refused(tenant, "", limits::INVALID_LABEL, lines);

@@ -62,6 +62,10 @@ pub const INVALID_REQUEST_ID: &str = "invalid_request_id";
 /// A source of another protocol (an OTLP resource, a Loki stream) that
 /// names no app, sent with a token of none.
 pub const NO_APP: &str = "no_app";
+/// A batch naming another app than its ingest token's: counted under the
+/// token's own app (the name it sent is the sender's to choose, so it is no
+/// metric label).
+pub const OTHER_APP: &str = "other_app";
 
 /// A rate: lines and bytes (of message text) per second; `None` is no
 /// limit.
