@@ -18,6 +18,8 @@
 //! - [`runners`]: each runner's state, from its lifecycle records and
 //!   heartbeats; lost runners.
 //! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
+//! - [`drains`]: an app's records sent on to its owner's URLs (NDJSON,
+//!   OTLP, Loki), signed, at least once.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -25,6 +27,7 @@
 
 pub mod access;
 pub mod api;
+pub mod drains;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -110,6 +113,8 @@ pub struct ServerConfig {
     /// Record ids (OTLP `log.record.uid`) remembered per tenant to store a
     /// record sent again once (`ingest::identity`); 0: none.
     pub dedup_uids: usize,
+    /// How drains batch, retry, connect, and which addresses they may reach.
+    pub drains: drains::DrainSettings,
 }
 
 impl ServerConfig {
@@ -135,6 +140,7 @@ impl ServerConfig {
             connections: serve::ConnectionLimits::default(),
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
+            drains: drains::DrainSettings::default(),
         }
     }
 }
@@ -163,6 +169,8 @@ pub struct AppState {
     pub tail_stats: Arc<tail::TailStats>,
     /// When records were stored: settles requests with no recorded caller.
     pub settling: Arc<ownership::Settling>,
+    /// Every app's drains.
+    pub drains: Arc<drains::Drains>,
 }
 
 impl AppState {
@@ -188,6 +196,13 @@ impl AppState {
         metrics.watch_tail(tail_stats.clone());
         metrics.watch_runners(runners.clone());
         metrics.watch_registry(registry.clone());
+        let drains = Arc::new(drains::Drains::open(
+            &config.data_dir.join("drains"),
+            config.drains.clone(),
+            store.clone(),
+            registry.clone(),
+        )?);
+        metrics.watch_drains(drains.clone());
         let settling = Arc::new(ownership::Settling::new(
             store.clone(),
             config.request_owner_grace,
@@ -218,6 +233,7 @@ impl AppState {
             tail_buffer: config.tail_buffer,
             tail_stats,
             settling,
+            drains,
             histogram_max_records: config.histogram_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
         })
@@ -297,6 +313,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             .await??
     };
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
+    state.drains.start(state.stopping.subscribe());
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),

@@ -1,0 +1,397 @@
+//! Drains: an app's records sent on, as they are stored, to a URL its
+//! owner chose, in NDJSON, OTLP/HTTP or Loki push.
+//!
+//! - [`config`]: drains and their cursors on disk.
+//! - [`worker`]: one task per drain following the store (as live tail
+//!   does, woken by [`tailwater_store::Store::subscribe`]), batching,
+//!   delivering at least once, retrying, pausing.
+//! - [`format`]: the bodies. [`sign`]: the signature header.
+//! - [`destination`]: which URLs and addresses a drain may reach.
+//!
+//! A drain never slows ingest: it reads what the store already holds, on
+//! its own task, a batch at a time (bounded by [`DrainSettings`]), and
+//! one tenant's slow or failing receiver delays only its own drain.
+
+pub mod config;
+pub mod destination;
+pub mod format;
+pub mod sign;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngCore;
+use tailwater_model::wire::{CreatedDrain, DrainInfo, NewDrain};
+use tailwater_store::Store;
+use tokio::sync::watch;
+
+use crate::access::registry::{Registry, RegistryError};
+use config::{Cursor, DrainConfig, DrainFiles};
+
+pub use sign::{signature, verify, SIGNATURE_HEADER};
+
+/// The header holding a batch's id: the same for every attempt at the same
+/// records, before and after a restart.
+pub const BATCH_ID_HEADER: &str = "tailwater-batch-id";
+/// The header holding the drain's id.
+pub const DRAIN_ID_HEADER: &str = "tailwater-drain";
+/// The reason a drain paused by its owner shows.
+pub const PAUSED_BY_OWNER: &str = "paused by its owner";
+
+/// How drains batch, retry and connect (`tailwater server --drain-…`).
+#[derive(Clone, Debug)]
+pub struct DrainSettings {
+    /// `--drain-batch-records`: most records one delivery holds.
+    pub batch_records: usize,
+    /// `--drain-batch-bytes`: a batch is sent once about this large.
+    pub batch_bytes: usize,
+    /// `--drain-batch-wait`: longest a record waits for a fuller batch.
+    pub batch_wait: Duration,
+    /// `--drain-max-failures`: failed attempts in a row before a drain
+    /// pauses.
+    pub max_failures: u32,
+    /// `--drain-backoff`: the first retry's delay; it doubles, up to
+    /// `backoff_max`, each with jitter (a delay between half and all of it).
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Longest `Retry-After` honoured; a longer one waits this long.
+    pub retry_after_max: Duration,
+    /// `--drain-timeout`: one delivery's whole time, connecting included.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// `--drain-allow-private`: whether drains may reach loopback and
+    /// private addresses (off: a drain cannot probe the server's network).
+    pub allow_private: bool,
+    /// `--max-drains-per-app`.
+    pub max_per_app: usize,
+}
+
+impl Default for DrainSettings {
+    fn default() -> DrainSettings {
+        DrainSettings {
+            batch_records: 1000,
+            batch_bytes: 1024 * 1024,
+            batch_wait: Duration::from_secs(1),
+            max_failures: 10,
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(300),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            allow_private: false,
+            max_per_app: 5,
+        }
+    }
+}
+
+/// What a drain's owner wants of it now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Control {
+    Active,
+    Paused,
+    Deleted,
+}
+
+/// What a drain counted since the server started (`/metrics`).
+#[derive(Debug, Default)]
+struct Stats {
+    delivered_records: AtomicU64,
+    delivered_batches: AtomicU64,
+    failed_attempts: AtomicU64,
+    pauses: AtomicU64,
+    /// Failed attempts in a row at the batch being sent.
+    failures: AtomicU32,
+    /// The time (ns) of the oldest record read but not yet delivered; 0
+    /// when it has none.
+    oldest_pending_ns: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+/// One drain: its settings, what its owner wants, its counts.
+struct Drain {
+    config: Mutex<DrainConfig>,
+    control: watch::Sender<Control>,
+    stats: Stats,
+}
+
+impl Drain {
+    fn config(&self) -> DrainConfig {
+        self.config
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn info(&self) -> DrainInfo {
+        let mut info = self.config().info();
+        info.failures = self.stats.failures.load(Ordering::Relaxed);
+        info.delivered = self.stats.delivered_records.load(Ordering::Relaxed);
+        info.last_error = self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        info
+    }
+}
+
+/// What every drain's worker shares.
+struct Shared {
+    files: DrainFiles,
+    settings: DrainSettings,
+    store: Arc<Store>,
+    registry: Arc<Registry>,
+    client: reqwest::Client,
+}
+
+/// Every drain of the server.
+pub struct Drains {
+    shared: Arc<Shared>,
+    drains: Mutex<BTreeMap<String, Arc<Drain>>>,
+    stopping: Mutex<Option<watch::Receiver<bool>>>,
+}
+
+/// Why a drain call was refused.
+pub type DrainError = RegistryError;
+
+impl Drains {
+    /// The drains kept in `dir`; none delivers before [`Drains::start`].
+    pub fn open(
+        dir: &Path,
+        settings: DrainSettings,
+        store: Arc<Store>,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<Drains> {
+        let files = DrainFiles::open(dir)?;
+        let client = destination::client(
+            settings.allow_private,
+            settings.connect_timeout,
+            settings.timeout,
+        )?;
+        let mut drains = BTreeMap::new();
+        for (config, _) in files.load()? {
+            let control = match config.paused {
+                Some(_) => Control::Paused,
+                None => Control::Active,
+            };
+            let drain = Drain {
+                config: Mutex::new(config.clone()),
+                control: watch::channel(control).0,
+                stats: Stats::default(),
+            };
+            drains.insert(config.id, Arc::new(drain));
+        }
+        Ok(Drains {
+            shared: Arc::new(Shared {
+                files,
+                settings,
+                store,
+                registry,
+                client,
+            }),
+            drains: Mutex::new(drains),
+            stopping: Mutex::new(None),
+        })
+    }
+
+    fn drains(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Drain>>> {
+        self.drains.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts every drain's worker; they end when `stopping` turns true.
+    pub fn start(&self, stopping: watch::Receiver<bool>) {
+        *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = Some(stopping.clone());
+        for drain in self.drains().values() {
+            worker::spawn(self.shared.clone(), drain.clone(), stopping.clone());
+        }
+    }
+
+    /// A new drain of `tenant`'s `app`, delivering the records stored from
+    /// now on (blocking: writes its files).
+    pub fn create(
+        &self,
+        tenant: &str,
+        app: &str,
+        new: NewDrain,
+    ) -> Result<CreatedDrain, DrainError> {
+        let settings = &self.shared.settings;
+        let url = destination::check_url(new.url.trim(), settings.allow_private)
+            .map_err(RegistryError::Invalid)?;
+        if let Some(name) = &new.name {
+            if name.len() > 200 || name.chars().any(char::is_control) {
+                return Err(RegistryError::Invalid(
+                    "a drain name is at most 200 bytes with no control characters: give a shorter one".into(),
+                ));
+            }
+        }
+        let mut drains = self.drains();
+        let of_app = drains
+            .values()
+            .filter(|drain| {
+                let config = drain.config();
+                config.tenant == tenant && config.app == app
+            })
+            .count();
+        if of_app >= settings.max_per_app {
+            return Err(RegistryError::Limit {
+                reason: "too_many_drains",
+                message: format!(
+                    "app {app} has {of_app} drains, the most an app may have (--max-drains-per-app): delete one first"
+                ),
+            });
+        }
+        let mut bytes = [0u8; 8];
+        rand::rng().fill_bytes(&mut bytes);
+        let id = format!("drn_{}", hex::encode(bytes));
+        let mut secret = [0u8; 32];
+        rand::rng().fill_bytes(&mut secret);
+        let config = DrainConfig {
+            id: id.clone(),
+            tenant: tenant.to_owned(),
+            app: app.to_owned(),
+            name: new.name,
+            url: url.to_string(),
+            format: new.format,
+            created: jiff::Timestamp::now(),
+            secret: format!("whsec_{}", hex::encode(secret)),
+            paused: None,
+        };
+        let from_now = self.shared.store.last_id();
+        self.shared.files.create(
+            &config,
+            Cursor {
+                delivered: from_now,
+                pending: None,
+            },
+        )?;
+        let drain = Arc::new(Drain {
+            config: Mutex::new(config.clone()),
+            control: watch::channel(Control::Active).0,
+            stats: Stats::default(),
+        });
+        drains.insert(id, drain.clone());
+        if let Some(stopping) = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            worker::spawn(self.shared.clone(), drain.clone(), stopping);
+        }
+        tracing::info!(drain = %config.id, tenant, app, url = %config.url, "drain created");
+        Ok(CreatedDrain {
+            secret: config.secret.clone(),
+            info: drain.info(),
+        })
+    }
+
+    /// `tenant`'s drains of `app`.
+    pub fn list(&self, tenant: &str, app: &str) -> Vec<DrainInfo> {
+        self.drains()
+            .values()
+            .map(|drain| drain.info())
+            .filter(|info| info.tenant == tenant && info.app == app)
+            .collect()
+    }
+
+    fn find(&self, tenant: &str, app: &str, id: &str) -> Result<Arc<Drain>, DrainError> {
+        self.drains()
+            .get(id)
+            .filter(|drain| {
+                let config = drain.config();
+                config.tenant == tenant && config.app == app
+            })
+            .cloned()
+            .ok_or_else(|| {
+                RegistryError::NotFound(format!(
+                    "no drain '{id}' of app {app}: list them with `tailwater drain list --app {app}`"
+                ))
+            })
+    }
+
+    /// Pauses a drain (blocking: writes its file). Its cursor stays.
+    pub fn pause(&self, tenant: &str, app: &str, id: &str) -> Result<DrainInfo, DrainError> {
+        let drain = self.find(tenant, app, id)?;
+        set_paused(&self.shared, &drain, Some(PAUSED_BY_OWNER.into()))?;
+        drain.control.send_replace(Control::Paused);
+        Ok(drain.info())
+    }
+
+    /// Resumes a paused drain from its cursor, its failures forgotten.
+    pub fn resume(&self, tenant: &str, app: &str, id: &str) -> Result<DrainInfo, DrainError> {
+        let drain = self.find(tenant, app, id)?;
+        set_paused(&self.shared, &drain, None)?;
+        drain.stats.failures.store(0, Ordering::Relaxed);
+        drain.control.send_replace(Control::Active);
+        tracing::info!(drain = %id, tenant, app, "drain resumed");
+        Ok(drain.info())
+    }
+
+    /// Deletes a drain: it stops, and its files go.
+    pub fn delete(&self, tenant: &str, app: &str, id: &str) -> Result<DrainInfo, DrainError> {
+        let drain = self.find(tenant, app, id)?;
+        self.shared.files.delete(id)?;
+        self.drains().remove(id);
+        drain.control.send_replace(Control::Deleted);
+        tracing::info!(drain = %id, tenant, app, "drain deleted");
+        Ok(drain.info())
+    }
+
+    /// Each drain's figures for `/metrics`: labels and counts.
+    pub fn figures(&self) -> Vec<DrainFigures> {
+        let now = jiff::Timestamp::now().as_nanosecond() as i64;
+        self.drains()
+            .values()
+            .map(|drain| {
+                let config = drain.config();
+                let stats = &drain.stats;
+                let oldest = stats.oldest_pending_ns.load(Ordering::Relaxed);
+                DrainFigures {
+                    tenant: config.tenant,
+                    app: config.app,
+                    drain: config.id,
+                    delivered_records: stats.delivered_records.load(Ordering::Relaxed),
+                    delivered_batches: stats.delivered_batches.load(Ordering::Relaxed),
+                    failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
+                    pauses: stats.pauses.load(Ordering::Relaxed),
+                    paused: config.paused.is_some(),
+                    lag_seconds: match oldest {
+                        0 => 0.0,
+                        oldest => (now.saturating_sub(oldest)).max(0) as f64 / 1e9,
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// One drain's figures at a scrape.
+#[derive(Clone, Debug)]
+pub struct DrainFigures {
+    pub tenant: String,
+    pub app: String,
+    pub drain: String,
+    pub delivered_records: u64,
+    pub delivered_batches: u64,
+    pub failed_attempts: u64,
+    pub pauses: u64,
+    pub paused: bool,
+    /// How old the oldest record read but not yet delivered is.
+    pub lag_seconds: f64,
+}
+
+/// Writes a drain's paused state (`None`: active) to its file, then to
+/// the drain.
+fn set_paused(shared: &Shared, drain: &Drain, paused: Option<String>) -> Result<(), DrainError> {
+    let mut config = drain.config.lock().unwrap_or_else(|e| e.into_inner());
+    let mut changed = config.clone();
+    changed.paused = paused;
+    shared.files.save_config(&changed)?;
+    *config = changed;
+    Ok(())
+}
