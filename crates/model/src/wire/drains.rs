@@ -58,6 +58,11 @@ pub struct NewDrain {
     /// A name to tell drains apart by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// A bearer token the receiver asks for (another tailwater's ingest
+    /// token, say), sent as `Authorization: Bearer …`. Kept as the secret
+    /// is, never shown again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Whether a drain delivers.

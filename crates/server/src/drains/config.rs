@@ -33,6 +33,9 @@ pub struct DrainConfig {
     pub created: Timestamp,
     /// Signs each delivery; shown once, at creation.
     pub secret: String,
+    /// Sent as `Authorization: Bearer …`, when the receiver wants one.
+    #[serde(default)]
+    pub token: Option<String>,
     /// Why it is paused, if it is.
     #[serde(default)]
     pub paused: Option<String>,

@@ -229,6 +229,14 @@ impl Drains {
                 ));
             }
         }
+        if let Some(token) = &new.token {
+            let printable = token.bytes().all(|b| b.is_ascii_graphic());
+            if token.is_empty() || token.len() > 4096 || !printable {
+                return Err(RegistryError::Invalid(
+                    "a drain token is 1 to 4096 printable ASCII characters, no spaces: give the receiver's token as it issued it".into(),
+                ));
+            }
+        }
         let mut drains = self.drains();
         let of_app = drains
             .values()
@@ -259,6 +267,7 @@ impl Drains {
             format: new.format,
             created: jiff::Timestamp::now(),
             secret: format!("whsec_{}", hex::encode(secret)),
+            token: new.token,
             paused: None,
         };
         let from_now = self.shared.store.last_id();

@@ -230,9 +230,11 @@ impl Worker {
             let attempt = async {
                 let url = reqwest::Url::parse(&config.url).map_err(|e| e.to_string())?;
                 super::destination::check_host(&url, settings.allow_private)?;
-                self.shared
-                    .client
-                    .post(url)
+                let mut request = self.shared.client.post(url);
+                if let Some(token) = &config.token {
+                    request = request.bearer_auth(token);
+                }
+                request
                     .header(
                         reqwest::header::CONTENT_TYPE,
                         format::content_type(config.format),
