@@ -651,7 +651,13 @@ async fn otlp_and_loki_drains_feed_a_second_tailwater() {
     let token = |app: &'static str| {
         let receiving = &receiving;
         async move {
-            let created = ok(receiving, "POST", "/v1/tokens", json!({"scope": "ingest", "app": app})).await;
+            let created = ok(
+                receiving,
+                "POST",
+                "/v1/tokens",
+                json!({"scope": "ingest", "app": app}),
+            )
+            .await;
             created["token"].as_str().unwrap().to_owned()
         }
     };
@@ -666,8 +672,20 @@ async fn otlp_and_loki_drains_feed_a_second_tailwater() {
     // The Loki drain goes to another tenant of the receiving server, so
     // each format's records are counted apart.
     ok(&receiving, "POST", "/v1/tenants", json!({"name": "mirror"})).await;
-    ok(&receiving, "POST", "/v1/apps?tenant=mirror", json!({"name": "sdxl"})).await;
-    let created = ok(&receiving, "POST", "/v1/tokens", json!({"scope": "ingest", "tenant": "mirror", "app": "sdxl"})).await;
+    ok(
+        &receiving,
+        "POST",
+        "/v1/apps?tenant=mirror",
+        json!({"name": "sdxl"}),
+    )
+    .await;
+    let created = ok(
+        &receiving,
+        "POST",
+        "/v1/tokens",
+        json!({"scope": "ingest", "tenant": "mirror", "app": "sdxl"}),
+    )
+    .await;
     let loki_token = created["token"].as_str().unwrap().to_owned();
     ok(
         &server,
@@ -697,7 +715,10 @@ async fn otlp_and_loki_drains_feed_a_second_tailwater() {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let messages: BTreeSet<&str> = records.iter().map(|r| r["message"].as_str().unwrap()).collect();
+        let messages: BTreeSet<&str> = records
+            .iter()
+            .map(|r| r["message"].as_str().unwrap())
+            .collect();
         let wanted: BTreeSet<String> = (0..75).map(|seq| format!("r1 {seq}")).collect();
         let wanted: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
         assert_eq!(messages, wanted, "{tenant}: exactly the app's records");
@@ -710,7 +731,14 @@ async fn otlp_and_loki_drains_feed_a_second_tailwater() {
             "default" => assert_eq!(tenth["request_id"], "req-10"),
             _ => assert_eq!(tenth["fields"]["request_id"], "req-10"),
         }
-        assert_eq!(tenth["fields"]["step"], if tenant == "default" { json!(10) } else { json!("10") });
+        assert_eq!(
+            tenth["fields"]["step"],
+            if tenant == "default" {
+                json!(10)
+            } else {
+                json!("10")
+            }
+        );
     }
     server.shutdown().await.unwrap();
     receiving.shutdown().await.unwrap();
