@@ -22,7 +22,7 @@ use serde_json::Value;
 use tailwater_model::wire::DrainFormat;
 use tailwater_model::{Level, LogRecord};
 
-use crate::protocols::loki::{encode_streams, label_set, OutStream};
+use crate::protocols::loki::{encode_streams, label_set, OutEntry, OutStream};
 
 /// The `Content-Type` of a format's bodies.
 pub fn content_type(format: DrainFormat) -> &'static str {
@@ -162,8 +162,7 @@ fn otlp(records: &[LogRecord]) -> Vec<u8> {
 type StreamKey<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
 
 fn loki(records: &[LogRecord]) -> Vec<u8> {
-    let mut streams: BTreeMap<StreamKey, Vec<(i128, String, Vec<(String, String)>)>> =
-        BTreeMap::new();
+    let mut streams: BTreeMap<StreamKey, Vec<OutEntry>> = BTreeMap::new();
     for record in records {
         let key = (
             record.app.as_str(),

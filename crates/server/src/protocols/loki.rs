@@ -353,12 +353,15 @@ pub fn encode(streams: &[(&str, &[(i128, &str)])]) -> Vec<u8> {
         .expect("snappy compresses in memory")
 }
 
+/// One entry of a push as drains write it: time in ns, line, structured
+/// metadata.
+pub type OutEntry = (i128, String, Vec<(String, String)>);
+
 /// One stream of a push as drains write it: its labels (`{a="b", …}`,
-/// see [`label_set`]) and its entries (time in ns, line, structured
-/// metadata).
+/// see [`label_set`]) and its entries.
 pub struct OutStream {
     pub labels: String,
-    pub entries: Vec<(i128, String, Vec<(String, String)>)>,
+    pub entries: Vec<OutEntry>,
 }
 
 /// The protobuf body of `streams` with their structured metadata,
