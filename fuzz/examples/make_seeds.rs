@@ -34,6 +34,30 @@ fn main() {
         br#"{"app":"a.","runner":"r","boot":"b","records":[{"seq":1,"ts":"2026-01-01T00:00:00Z","stream":"stderr","level":"error","request_id":"req\u0001","message":"token=sk_live_1234567890abcdefghijkl and a line much longer than sixty-four bytes, to be cut","fields":{"a":1,"b":[1,2],"c":{"d":"e"},"f":null,"g":"a long field value that is longer than sixty four bytes, to be cut"}}]}"#,
     );
 
+    // A drain's body, a signature header, a Loki label value.
+    for (name, mode, parts) in [
+        (
+            "public",
+            0u8,
+            [
+                &br#"{"url":"https://logs.example.com/in","format":"otlp","name":"archive"}"#[..],
+                b"t=1800000000,v1=00",
+                b"sdxl \"v2\"\\n",
+            ],
+        ),
+        (
+            "loopback",
+            1,
+            [
+                br#"{"url":"http://[::ffff:127.0.0.1]:9/in","token":"tw_x"}"#,
+                b"v1=zz,t=-1",
+                "\u{3a9}/\u{1f600}\n".as_bytes(),
+            ],
+        ),
+    ] {
+        seed("drain", name, &join(mode, &parts));
+    }
+
     for (name, line) in [
         (
             "json",

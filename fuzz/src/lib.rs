@@ -1,6 +1,7 @@
 //! Fuzz targets for every decoder of bytes that come from outside the
 //! process: what a client sends (the ingest body, query parameters,
-//! filters and regexes, cursors, other protocols' requests), what a worker
+//! filters and regexes, cursors, other protocols' requests, a drain's
+//! settings and the signature receivers check), what a worker
 //! prints (the line parser, the grouping of a traceback's lines),
 //! and what is read back from disk after a crash or a flipped byte (WAL
 //! frames, part footers and blocks, the agent's spool segments).
@@ -18,6 +19,7 @@
 //! bytes framed with valid checksums, so the fuzzer reaches the decoders
 //! behind a checksum as well as the checks themselves.
 
+mod drains;
 mod ingest;
 pub mod model;
 mod multiline;
@@ -25,6 +27,7 @@ mod protocols;
 mod spool;
 mod store;
 
+pub use drains::drain;
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
@@ -36,7 +39,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 13] = [
+pub const TARGETS: [(&str, Target); 14] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -50,6 +53,7 @@ pub const TARGETS: [(&str, Target); 13] = [
     ("multiline", multiline),
     ("otlp", otlp),
     ("loki", loki),
+    ("drain", drain),
 ];
 
 /// Separates the parts of one input.
