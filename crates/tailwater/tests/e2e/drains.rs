@@ -2,8 +2,8 @@
 //! sending server is killed with SIGKILL mid-stream (a delivery in flight)
 //! and started again on its data. Every record reaches the receiver of the
 //! test, signed; a record that comes twice comes under a batch id already
-//! seen; and a second tailwater server fed through its OTLP endpoint holds
-//! each record once.
+//! seen; a second tailwater server fed through its OTLP endpoint holds
+//! each record once; and README's Python check verifies a real delivery.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tailwater_server::drains::verify;
 
-use super::common::{http, spare_port, wait_for, TestServer, TOKEN};
+use super::common::{http, python, spare_port, wait_for, TestServer, TOKEN};
 
 /// One delivery: its headers (lowercase names) and body.
 #[derive(Clone, Debug)]
@@ -221,6 +221,36 @@ fn a_drain_survives_kill_9_of_its_server_losing_nothing() {
         deliveries.len() > bodies.len(),
         "no batch was sent again: the kill missed every delivery in flight"
     );
+    // README's few lines of Python verify a real delivery, and refuse it
+    // under another secret.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let snippet = readme
+        .split_once("**Verifying a delivery**")
+        .and_then(|(_, rest)| rest.split_once("```python\n"))
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("README shows how to verify a delivery in Python")
+        .0;
+    let delivery = &deliveries[deliveries.len() - 1];
+    let body_file = dir.path().join("body");
+    std::fs::write(&body_file, &delivery.body).unwrap();
+    let script = format!(
+        "{snippet}\nimport os, sys\nbody = open(sys.argv[1], 'rb').read()\nprint(verify(os.environ['SECRET'], os.environ['SIGNATURE'], body), verify('whsec_other', os.environ['SIGNATURE'], body))\n"
+    );
+    let output = std::process::Command::new(python())
+        .args(["-c", &script])
+        .arg(&body_file)
+        .env("SECRET", &secret)
+        .env("SIGNATURE", &delivery.headers["tailwater-signature"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "True False",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
     // The second tailwater: each record once (OTLP's log.record.uid).
     wait_for(
         "every record in the receiving tailwater",
