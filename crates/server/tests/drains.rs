@@ -32,11 +32,13 @@ struct Delivery {
     status: u16,
 }
 
-/// A receiving HTTP server: it answers `status` (with `Retry-After: 0`
+/// A receiving HTTP server: it answers its script, then `status` (with `Retry-After: 0`
 /// on a 429) and keeps every delivery.
 #[derive(Clone, Default)]
 struct Receiver {
     deliveries: Arc<Mutex<Vec<Delivery>>>,
+    /// Answers to give first, in order; then `status`.
+    script: Arc<Mutex<std::collections::VecDeque<u16>>>,
     status: Arc<AtomicU16>,
 }
 
@@ -50,7 +52,8 @@ impl Receiver {
             axum::routing::post(move |headers: HeaderMap, body: Bytes| {
                 let kept = kept.clone();
                 async move {
-                    let status = kept.status.load(Ordering::SeqCst);
+                    let scripted = kept.script.lock().unwrap().pop_front();
+                    let status = scripted.unwrap_or_else(|| kept.status.load(Ordering::SeqCst));
                     let header = |name: &str| {
                         headers
                             .get(name)
@@ -79,6 +82,11 @@ impl Receiver {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (receiver, addr)
+    }
+
+    /// Answers `statuses` to the next deliveries, one each.
+    fn script(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().extend(statuses);
     }
 
     fn answer(&self, status: u16) {
@@ -329,27 +337,29 @@ async fn a_receiver_answering_429_and_500_is_retried_then_the_drain_pauses_and_r
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
 
-    // 429 then 500: retried until it answers 200.
-    receiver.answer(429);
+    // 429, 429, 500 (fewer than the 4 failures that pause): retried
+    // until it answers 200.
+    receiver.script(&[429, 429, 500]);
     ingest(&server, "acme", "sdxl", "r1", 0..10).await;
-    until("two attempts answered 429", || {
-        receiver.deliveries().len() >= 2
-    })
-    .await;
-    receiver.answer(500);
-    let seen = receiver.deliveries().len();
-    until("an attempt answered 500", || {
-        receiver.deliveries().len() > seen
-    })
-    .await;
-    receiver.answer(200);
     until("the 10 records", || receiver.records().len() == 10).await;
+    let statuses: Vec<u16> = receiver.deliveries().iter().map(|d| d.status).collect();
+    assert_eq!(statuses, [429, 429, 500, 200]);
     let ids: BTreeSet<String> = receiver
         .deliveries()
         .iter()
         .map(|d| d.batch_id.clone())
         .collect();
     assert_eq!(ids.len(), 1, "every attempt at one batch carries its id");
+    let (_, list) = call(
+        &server,
+        "GET",
+        "/v1/apps/sdxl/drains?tenant=acme",
+        TOKEN,
+        None,
+    )
+    .await;
+    let state = (list[0]["state"].as_str(), list[0]["failures"].as_u64());
+    assert_eq!(state, (Some("active"), Some(0)));
 
     // Failing on: after 4 in a row it pauses.
     receiver.answer(500);

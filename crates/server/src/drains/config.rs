@@ -127,6 +127,13 @@ impl DrainFiles {
         Ok(drains)
     }
 
+    /// Where drain `id`'s delivery stands.
+    pub fn cursor(&self, id: &str) -> anyhow::Result<Cursor> {
+        let path = self.cursor_path(id);
+        let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_slice(&bytes).with_context(|| format!("cannot read {}", path.display()))
+    }
+
     /// Writes a new drain: its cursor first, so a drain on disk always has
     /// one.
     pub fn create(&self, config: &DrainConfig, cursor: Cursor) -> anyhow::Result<()> {

@@ -60,7 +60,7 @@ pub struct DrainSettings {
     pub backoff_max: Duration,
     /// Longest `Retry-After` honoured; a longer one waits this long.
     pub retry_after_max: Duration,
-    /// `--drain-timeout`: one delivery's whole time, connecting included.
+    /// `--drain-delivery-timeout`: one delivery's whole time, connecting included.
     pub timeout: Duration,
     pub connect_timeout: Duration,
     /// `--drain-allow-private`: whether drains may reach loopback and

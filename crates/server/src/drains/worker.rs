@@ -82,16 +82,15 @@ impl Worker {
     async fn deliver_from_cursor(&mut self) -> Result<(), Stop> {
         let id = self.drain.config().id;
         let files = self.shared.files.clone();
-        let mut cursor = blocking(move || {
-            files.load().ok().and_then(|all| {
-                all.into_iter()
-                    .find(|(c, _)| c.id == id)
-                    .map(|(_, cur)| cur)
-            })
-        })
-        .await
-        .flatten()
-        .ok_or(Stop::Control)?;
+        let mut cursor = match blocking(move || files.cursor(&id)).await {
+            Some(Ok(cursor)) => cursor,
+            Some(Err(error)) => {
+                tracing::error!(?error, "a drain cannot read its cursor; it tries again");
+                self.wait(self.shared.settings.backoff_max).await?;
+                return Err(Stop::Control);
+            }
+            None => return Err(Stop::Server),
+        };
         loop {
             let records = match cursor.pending {
                 Some(through) => self.read_range(cursor.delivered, through).await?,
@@ -106,13 +105,17 @@ impl Worker {
                 self.save(cursor).await?;
                 continue;
             };
+            let first_ns = records[0].ts.as_nanosecond() as i64;
+            let stats = &self.drain.stats;
+            stats.oldest_pending_ns.store(first_ns, Ordering::Relaxed);
             if cursor.pending.is_none() {
                 cursor.pending = Some(last);
                 self.save(cursor).await?;
             }
-            self.send(&records, last).await?;
+            let through = cursor.pending.unwrap_or(last);
+            self.send(&records, through).await?;
             cursor = Cursor {
-                delivered: last,
+                delivered: through,
                 pending: None,
             };
             self.save(cursor).await?;
@@ -126,6 +129,10 @@ impl Worker {
     }
 
     async fn save(&self, cursor: Cursor) -> Result<(), Stop> {
+        if *self.control.borrow() == Control::Deleted {
+            // Its files are gone: write none back.
+            return Err(Stop::Control);
+        }
         let (files, id) = (self.shared.files.clone(), self.drain.config().id);
         match blocking(move || files.save_cursor(&id, cursor)).await {
             Some(Ok(())) => Ok(()),
@@ -140,11 +147,25 @@ impl Worker {
     }
 
     /// The app's records in `(after, through]`: a batch written down as
-    /// pending, read again as it was.
+    /// pending, read again as it was (whole, even if the batch settings
+    /// shrank since: it was one batch under the settings it was made by).
     async fn read_range(&self, after: u64, through: u64) -> Result<Vec<LogRecord>, Stop> {
-        let mut records = self.read(after, self.shared.settings.batch_records).await?;
-        records.retain(|record| record.position <= through);
-        Ok(records)
+        let limit = self.shared.settings.batch_records;
+        let (mut records, mut from) = (Vec::new(), after);
+        loop {
+            let read = self.read(from, limit).await?;
+            let done = read.len() < limit;
+            for record in read {
+                if record.position > through {
+                    return Ok(records);
+                }
+                from = record.position;
+                records.push(record);
+            }
+            if done || from >= through {
+                return Ok(records);
+            }
+        }
     }
 
     /// The next batch after `after`: as soon as it is full (records or
@@ -215,13 +236,14 @@ impl Worker {
         blocking(read).await.ok_or(Stop::Server)
     }
 
-    /// Sends one batch until a receiver takes it; `Err` when paused (by
-    /// its failures or its owner), deleted, or the server stops.
-    async fn send(&self, records: &[LogRecord], last: u64) -> Result<(), Stop> {
+    /// Sends one batch, which ends at position `through`, until a receiver
+    /// takes it; `Err` when paused (by its failures or its owner), deleted,
+    /// or the server stops.
+    async fn send(&self, records: &[LogRecord], through: u64) -> Result<(), Stop> {
         let config = self.drain.config();
         let body = format::encode(config.format, records);
         let seal = self.shared.registry.seal(&config.tenant);
-        let batch_id = format!("{}.{}", config.id, seal.id(last));
+        let batch_id = format!("{}.{}", config.id, seal.id(through));
         let settings = &self.shared.settings;
         let stats = &self.drain.stats;
         loop {

@@ -210,7 +210,7 @@ pub struct ServerArgs {
     drain_backoff_max: std::time::Duration,
     /// One drain delivery's whole time, connecting included.
     #[arg(long, default_value = "30s", value_parser = parse_std_duration)]
-    drain_timeout: std::time::Duration,
+    drain_delivery_timeout: std::time::Duration,
     /// Drains one app may have.
     #[arg(long, default_value_t = DrainSettings::default().max_per_app)]
     max_drains_per_app: usize,
@@ -262,7 +262,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         max_failures: args.drain_max_failures.max(1),
         backoff: args.drain_backoff,
         backoff_max: args.drain_backoff_max.max(args.drain_backoff),
-        timeout: args.drain_timeout,
+        timeout: args.drain_delivery_timeout,
         max_per_app: args.max_drains_per_app,
         ..DrainSettings::default()
     };
