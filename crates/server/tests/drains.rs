@@ -30,9 +30,11 @@ struct Delivery {
     body: Bytes,
     /// What the receiver answered.
     status: u16,
+    /// When it came.
+    at: tokio::time::Instant,
 }
 
-/// A receiving HTTP server: it answers its script, then `status` (with `Retry-After: 0`
+/// A receiving HTTP server: it answers its script, then `status` (with `Retry-After: 1`
 /// on a 429) and keeps every delivery.
 #[derive(Clone, Default)]
 struct Receiver {
@@ -66,13 +68,14 @@ impl Receiver {
                         authorization: header("authorization"),
                         body,
                         status,
+                        at: tokio::time::Instant::now(),
                     });
                     let mut response = axum::response::Response::new(axum::body::Body::empty());
                     *response.status_mut() = StatusCode::from_u16(status).unwrap();
                     if status == 429 {
                         response
                             .headers_mut()
-                            .insert("retry-after", "0".parse().unwrap());
+                            .insert("retry-after", "1".parse().unwrap());
                     }
                     response
                 }
@@ -337,13 +340,18 @@ async fn a_receiver_answering_429_and_500_is_retried_then_the_drain_pauses_and_r
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
 
-    // 429, 429, 500 (fewer than the 4 failures that pause): retried
+    // 429, 500, 500 (fewer than the 4 failures that pause): retried
     // until it answers 200.
-    receiver.script(&[429, 429, 500]);
+    receiver.script(&[429, 500, 500]);
     ingest(&server, "acme", "sdxl", "r1", 0..10).await;
     until("the 10 records", || receiver.records().len() == 10).await;
     let statuses: Vec<u16> = receiver.deliveries().iter().map(|d| d.status).collect();
-    assert_eq!(statuses, [429, 429, 500, 200]);
+    assert_eq!(statuses, [429, 500, 500, 200]);
+    // The 429 said `Retry-After: 1`: the next attempt waited that long
+    // (the backoff alone is at most 40 ms here).
+    let deliveries = receiver.deliveries();
+    let waited = deliveries[1].at - deliveries[0].at;
+    assert!(waited >= Duration::from_secs(1), "retried after {waited:?}");
     let ids: BTreeSet<String> = receiver
         .deliveries()
         .iter()
