@@ -323,15 +323,6 @@ impl Worker {
         let config = self.drain.config();
         let reason =
             format!("paused after {failures} failed deliveries in a row; the last: {error}");
-        let (shared, drain) = (self.shared.clone(), self.drain.clone());
-        let paused = reason.clone();
-        let written = blocking(move || set_paused(&shared, &drain, Some(paused))).await;
-        if let Some(Err(error)) = written {
-            tracing::error!(?error, drain = %config.id, "cannot write a drain's pause; it pauses until the server restarts");
-        }
-        self.drain.control.send_replace(Control::Paused);
-        self.drain.stats.pauses.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(drain = %config.id, tenant = %config.tenant, app = %config.app, %reason, "drain paused");
         let now = jiff::Timestamp::now();
         let message = format!(
             "drain {} to {} {reason}: nothing is lost, it goes on from where it stopped once resumed (`tailwater drain resume {} --app {}`)",
@@ -360,6 +351,17 @@ impl Worker {
         if let Some(Err(error)) = blocking(move || store.append(&tenant, batch)).await {
             tracing::error!(%error, "cannot write a drain's pause notice in its app's logs");
         }
+        // Told in the app's logs and counted first: whoever sees it paused
+        // finds why.
+        self.drain.stats.pauses.fetch_add(1, Ordering::Relaxed);
+        let (shared, drain) = (self.shared.clone(), self.drain.clone());
+        let paused = reason.clone();
+        let written = blocking(move || set_paused(&shared, &drain, Some(paused))).await;
+        if let Some(Err(error)) = written {
+            tracing::error!(?error, drain = %config.id, "cannot write a drain's pause; it pauses until the server restarts");
+        }
+        self.drain.control.send_replace(Control::Paused);
+        tracing::warn!(drain = %config.id, tenant = %config.tenant, app = %config.app, %reason, "drain paused");
     }
 }
 
