@@ -762,3 +762,36 @@ async fn otlp_and_loki_drains_feed_a_second_tailwater() {
     server.shutdown().await.unwrap();
     receiving.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_tenant_has_at_most_its_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = server_in(dir.path(), TOKEN, |config| {
+        config.drains.max_per_app = 2;
+        config.drains.max_per_tenant = 3;
+    })
+    .await;
+    tenants(&server).await;
+    let url = json!({"url": "https://drains.invalid/in"});
+    for app in ["sdxl", "sdxl", "other"] {
+        let path = format!("/v1/apps/{app}/drains?tenant=acme");
+        ok(&server, "POST", &path, url.clone()).await;
+    }
+    let (status, answer) = call(
+        &server,
+        "POST",
+        "/v1/apps/other/drains?tenant=acme",
+        TOKEN,
+        Some(url.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("too_many_drains"))
+    );
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("--max-drains-per-tenant"), "{message}");
+    // Another tenant is not held to this one's count.
+    ok(&server, "POST", "/v1/apps/other/drains?tenant=globex", url).await;
+    server.shutdown().await.unwrap();
+}

@@ -68,6 +68,9 @@ pub struct DrainSettings {
     pub allow_private: bool,
     /// `--max-drains-per-app`.
     pub max_per_app: usize,
+    /// `--max-drains-per-tenant`: each drain is a task that reads the
+    /// store as records arrive, so one tenant's drains are bounded.
+    pub max_per_tenant: usize,
 }
 
 impl Default for DrainSettings {
@@ -84,6 +87,7 @@ impl Default for DrainSettings {
             connect_timeout: Duration::from_secs(10),
             allow_private: false,
             max_per_app: 5,
+            max_per_tenant: 20,
         }
     }
 }
@@ -142,6 +146,10 @@ impl Drain {
 
 /// What every drain's worker shares.
 struct Shared {
+    /// Held while a drain's files change (creation, pause, resume,
+    /// deletion), so they change one at a time, in the order the drains'
+    /// state does; readers never wait for it.
+    writing: Mutex<()>,
     files: DrainFiles,
     settings: DrainSettings,
     store: Arc<Store>,
@@ -188,6 +196,7 @@ impl Drains {
         }
         Ok(Drains {
             shared: Arc::new(Shared {
+                writing: Mutex::new(()),
                 files,
                 settings,
                 store,
@@ -237,20 +246,31 @@ impl Drains {
                 ));
             }
         }
-        let mut drains = self.drains();
-        let of_app = drains
+        let _writing = self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let (of_tenant, of_app) = self
+            .drains()
             .values()
-            .filter(|drain| {
-                let config = drain.config();
-                config.tenant == tenant && config.app == app
-            })
-            .count();
-        if of_app >= settings.max_per_app {
-            return Err(RegistryError::Limit {
-                reason: "too_many_drains",
-                message: format!(
+            .map(|drain| drain.config())
+            .filter(|config| config.tenant == tenant)
+            .fold((0, 0), |(all, same), config| {
+                (all + 1, same + usize::from(config.app == app))
+            });
+        if of_app >= settings.max_per_app || of_tenant >= settings.max_per_tenant {
+            let message = match of_app >= settings.max_per_app {
+                true => format!(
                     "app {app} has {of_app} drains, the most an app may have (--max-drains-per-app): delete one first"
                 ),
+                false => format!(
+                    "tenant {tenant} has {of_tenant} drains, the most a tenant may have (--max-drains-per-tenant): delete one first"
+                ),
+            };
+            return Err(RegistryError::Limit {
+                reason: "too_many_drains",
+                message,
             });
         }
         let mut bytes = [0u8; 8];
@@ -283,7 +303,7 @@ impl Drains {
             control: watch::channel(Control::Active).0,
             stats: Stats::default(),
         });
-        drains.insert(id, drain.clone());
+        self.drains().insert(id, drain.clone());
         if let Some(stopping) = self
             .stopping
             .lock()
@@ -343,6 +363,11 @@ impl Drains {
 
     /// Deletes a drain: it stops, and its files go.
     pub fn delete(&self, tenant: &str, app: &str, id: &str) -> Result<DrainInfo, DrainError> {
+        let _writing = self
+            .shared
+            .writing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let drain = self.find(tenant, app, id)?;
         self.shared.files.delete(id)?;
         self.drains().remove(id);
@@ -397,10 +422,10 @@ pub struct DrainFigures {
 /// Writes a drain's paused state (`None`: active) to its file, then to
 /// the drain.
 fn set_paused(shared: &Shared, drain: &Drain, paused: Option<String>) -> Result<(), DrainError> {
-    let mut config = drain.config.lock().unwrap_or_else(|e| e.into_inner());
-    let mut changed = config.clone();
+    let _writing = shared.writing.lock().unwrap_or_else(|e| e.into_inner());
+    let mut changed = drain.config();
     changed.paused = paused;
     shared.files.save_config(&changed)?;
-    *config = changed;
+    *drain.config.lock().unwrap_or_else(|e| e.into_inner()) = changed;
     Ok(())
 }

@@ -25,6 +25,11 @@ use super::config::Cursor;
 use super::{format, set_paused, Control, Drain, Shared, BATCH_ID_HEADER, DRAIN_ID_HEADER};
 use crate::runners::SERVER_BOOT_SUFFIX;
 
+/// The shortest time between two of a drain's reads of the store while it
+/// gathers a batch: however fast records arrive (any tenant's wake every
+/// drain), a drain reads the store at most this often.
+const MIN_READ_INTERVAL: Duration = Duration::from_millis(50);
+
 /// Why a worker stopped what it was doing.
 enum Stop {
     /// Paused or deleted by its owner, or paused by its failures.
@@ -174,7 +179,10 @@ impl Worker {
         let settings = self.shared.settings.clone();
         let (mut records, mut bytes, mut scanned) = (Vec::new(), 0usize, after);
         let mut deadline = None;
+        let mut next_read = Instant::now();
         loop {
+            tokio::time::sleep_until(next_read).await;
+            next_read = Instant::now() + MIN_READ_INTERVAL;
             let stored_up_to = *self.newest.borrow_and_update();
             let want = settings.batch_records - records.len();
             let read = self.read(scanned, want).await?;

@@ -214,6 +214,9 @@ pub struct ServerArgs {
     /// Drains one app may have.
     #[arg(long, default_value_t = DrainSettings::default().max_per_app)]
     max_drains_per_app: usize,
+    /// Drains one tenant may have, across its apps.
+    #[arg(long, default_value_t = DrainSettings::default().max_per_tenant)]
+    max_drains_per_tenant: usize,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -264,6 +267,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         backoff_max: args.drain_backoff_max.max(args.drain_backoff),
         timeout: args.drain_delivery_timeout,
         max_per_app: args.max_drains_per_app,
+        max_per_tenant: args.max_drains_per_tenant,
         ..DrainSettings::default()
     };
     config.store.memtable_max_bytes = args.memtable_max_bytes;
