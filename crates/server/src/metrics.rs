@@ -486,6 +486,20 @@ impl Collector for DrainsCollector {
         for figure in &figures {
             ConstGauge::new(figure.lag_seconds).encode(family.encode_family(&labels(figure))?)?;
         }
+        let counter = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "drain_refused",
+            "Drain creations refused, by tenant and reason (too_many_drains: past --max-drains-per-app or --max-drains-per-tenant; invalid: a URL, a destination that is not public, a name or token)",
+            None,
+            counter.metric_type(),
+        )?;
+        for (tenant, reason, count) in self.0.refused() {
+            let labels = TenantReasonLabels {
+                tenant,
+                reason: reason.to_owned(),
+            };
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

@@ -605,6 +605,13 @@ async fn refusals_say_what_to_do_and_change_nothing() {
         (got, answer["error"]["code"].as_str()),
         (400, Some("too_many_drains"))
     );
+    // Each refusal that reached the drains is counted: five URLs, names or
+    // tokens (the two bodies that did not parse are the API's), one limit.
+    let samples = scrape(&server, Some(TOKEN)).await;
+    let refused = |reason: &str| {
+        samples[&format!("tailwater_drain_refused_total{{reason=\"{reason}\",tenant=\"acme\"}}")]
+    };
+    assert_eq!((refused("invalid"), refused("too_many_drains")), (5.0, 1.0));
     server.shutdown().await.unwrap();
 }
 

@@ -39,6 +39,13 @@ pub use sign::{signature, verify, SIGNATURE_HEADER};
 pub const BATCH_ID_HEADER: &str = "tailwater-batch-id";
 /// The header holding the drain's id.
 pub const DRAIN_ID_HEADER: &str = "tailwater-drain";
+/// Why a drain's creation was refused, as `/metrics` counts it: past
+/// `--max-drains-per-app` or `--max-drains-per-tenant`.
+pub const TOO_MANY_DRAINS: &str = "too_many_drains";
+/// … or its URL (scheme, credentials, a destination that is not public),
+/// name or token refused.
+pub const INVALID: &str = "invalid";
+
 /// The reason a drain paused by its owner shows.
 pub const PAUSED_BY_OWNER: &str = "paused by its owner";
 
@@ -162,6 +169,8 @@ pub struct Drains {
     shared: Arc<Shared>,
     drains: Mutex<BTreeMap<String, Arc<Drain>>>,
     stopping: Mutex<Option<watch::Receiver<bool>>>,
+    /// Creations refused, by tenant and reason (`/metrics`).
+    refused: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
 
 /// Why a drain call was refused.
@@ -204,6 +213,7 @@ impl Drains {
                 client,
             }),
             drains: Mutex::new(drains),
+            refused: Mutex::default(),
             stopping: Mutex::new(None),
         })
     }
@@ -223,6 +233,36 @@ impl Drains {
     /// A new drain of `tenant`'s `app`, delivering the records stored from
     /// now on (blocking: writes its files).
     pub fn create(
+        &self,
+        tenant: &str,
+        app: &str,
+        new: NewDrain,
+    ) -> Result<CreatedDrain, DrainError> {
+        let created = self.try_create(tenant, app, new);
+        let reason = match &created {
+            Err(RegistryError::Limit { reason, .. }) => Some(*reason),
+            Err(RegistryError::Invalid(_)) => Some(INVALID),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+            *refused.entry((tenant.to_owned(), reason)).or_default() += 1;
+        }
+        created
+    }
+
+    /// Drain creations refused since the server started: tenant, reason
+    /// ([`TOO_MANY_DRAINS`], [`INVALID`]: a URL, destination, name or
+    /// token refused), count.
+    pub fn refused(&self) -> Vec<(String, &'static str, u64)> {
+        let refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        refused
+            .iter()
+            .map(|((tenant, reason), count)| (tenant.clone(), *reason, *count))
+            .collect()
+    }
+
+    fn try_create(
         &self,
         tenant: &str,
         app: &str,
@@ -269,7 +309,7 @@ impl Drains {
                 ),
             };
             return Err(RegistryError::Limit {
-                reason: "too_many_drains",
+                reason: TOO_MANY_DRAINS,
                 message,
             });
         }
