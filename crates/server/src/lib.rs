@@ -252,6 +252,8 @@ pub struct RunningServer {
     task: JoinHandle<std::io::Result<()>>,
     /// The runner table's upkeep, which saves it once more as it ends.
     runner_upkeep: JoinHandle<()>,
+    /// The drains, whose workers end with the server.
+    drains: Arc<drains::Drains>,
 }
 
 impl RunningServer {
@@ -262,6 +264,7 @@ impl RunningServer {
         }
         let served = self.task.await?.context("server failed");
         self.runner_upkeep.await?;
+        self.drains.stopped().await;
         served
     }
 
@@ -314,6 +317,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     state.drains.start(state.stopping.subscribe());
+    let drains = state.drains.clone();
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -357,6 +361,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: Some(shutdown),
         task,
         runner_upkeep,
+        drains,
     })
 }
 

@@ -237,7 +237,7 @@ impl Metrics {
     /// each scrape.
     pub fn watch_drains(&mut self, drains: Arc<crate::drains::Drains>) {
         self.registry
-            .register_collector(Box::new(DrainsCollector(drains)));
+            .register_collector(Box::new(crate::drains::figures::Collector(drains)));
     }
 
     /// Records how long a query on `endpoint` (`logs`, …) took to answer.
@@ -425,83 +425,6 @@ fn encode_counter(
     let counter = ConstCounter::new(value);
     let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
     counter.encode(metric)
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DrainLabels {
-    tenant: String,
-    app: String,
-    drain: String,
-}
-
-/// Reads each drain's figures at each scrape.
-struct DrainsCollector(Arc<crate::drains::Drains>);
-
-impl std::fmt::Debug for DrainsCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DrainsCollector")
-    }
-}
-
-impl Collector for DrainsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        type Figure = fn(&crate::drains::DrainFigures) -> u64;
-        let figures = self.0.figures();
-        let labels = |f: &crate::drains::DrainFigures| DrainLabels {
-            tenant: f.tenant.clone(),
-            app: f.app.clone(),
-            drain: f.drain.clone(),
-        };
-        let counters: [(&str, &str, Figure); 4] = [
-            ("drain_delivered_records", "Records drains delivered (a receiver answered 2xx), since the server started", |f| f.delivered_records),
-            ("drain_delivered_batches", "Batches drains delivered, since the server started", |f| f.delivered_batches),
-            ("drain_failed_attempts", "Drain deliveries that failed (no connection, a timeout, an answer but 2xx); each is retried", |f| f.failed_attempts),
-            ("drain_pauses", "Times drains paused after --drain-max-failures failed deliveries in a row (each also a drain_paused record in the app's logs)", |f| f.pauses),
-        ];
-        for (name, help, value) in counters {
-            let counter = ConstCounter::new(0u64);
-            let mut family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-            for figure in &figures {
-                ConstCounter::new(value(figure)).encode(family.encode_family(&labels(figure))?)?;
-            }
-        }
-        let gauge = ConstGauge::new(0i64);
-        let mut family = encoder.encode_descriptor(
-            "drain_paused",
-            "Whether a drain is paused now (1), by its owner or by its failures",
-            None,
-            gauge.metric_type(),
-        )?;
-        for figure in &figures {
-            ConstGauge::new(i64::from(figure.paused))
-                .encode(family.encode_family(&labels(figure))?)?;
-        }
-        let gauge = ConstGauge::new(0f64);
-        let mut family = encoder.encode_descriptor(
-            "drain_lag_seconds",
-            "Age of the oldest record a drain has read but not yet delivered (0: caught up)",
-            None,
-            gauge.metric_type(),
-        )?;
-        for figure in &figures {
-            ConstGauge::new(figure.lag_seconds).encode(family.encode_family(&labels(figure))?)?;
-        }
-        let counter = ConstCounter::new(0u64);
-        let mut family = encoder.encode_descriptor(
-            "drain_refused",
-            "Drain creations refused, by tenant and reason (too_many_drains: past --max-drains-per-app or --max-drains-per-tenant; invalid: a URL, a destination that is not public, a name or token)",
-            None,
-            counter.metric_type(),
-        )?;
-        for (tenant, reason, count) in self.0.refused() {
-            let labels = TenantReasonLabels {
-                tenant,
-                reason: reason.to_owned(),
-            };
-            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
 }
 
 /// Reads what slow live tail clients missed at each scrape.

@@ -7,6 +7,7 @@
 //!   delivering at least once, retrying, pausing.
 //! - [`format`]: the bodies. [`sign`]: the signature header.
 //! - [`destination`]: which URLs and addresses a drain may reach.
+//! - [`figures`]: what `/metrics` shows of them.
 //!
 //! A drain never slows ingest: it reads what the store already holds, on
 //! its own task, a batch at a time (bounded by [`DrainSettings`]), and
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod destination;
+pub mod figures;
 pub mod format;
 pub mod sign;
 mod worker;
@@ -169,6 +171,8 @@ pub struct Drains {
     shared: Arc<Shared>,
     drains: Mutex<BTreeMap<String, Arc<Drain>>>,
     stopping: Mutex<Option<watch::Receiver<bool>>>,
+    /// Every worker started: [`Drains::stopped`] waits for them.
+    workers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Creations refused, by tenant and reason (`/metrics`).
     refused: Mutex<BTreeMap<(String, &'static str), u64>>,
 }
@@ -214,6 +218,7 @@ impl Drains {
             }),
             drains: Mutex::new(drains),
             refused: Mutex::default(),
+            workers: Mutex::default(),
             stopping: Mutex::new(None),
         })
     }
@@ -226,7 +231,20 @@ impl Drains {
     pub fn start(&self, stopping: watch::Receiver<bool>) {
         *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = Some(stopping.clone());
         for drain in self.drains().values() {
-            worker::spawn(self.shared.clone(), drain.clone(), stopping.clone());
+            let worker = worker::spawn(self.shared.clone(), drain.clone(), stopping.clone());
+            self.workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(worker);
+        }
+    }
+
+    /// Returns once every worker has ended (after `stopping` turned true):
+    /// none holds the store or writes a cursor any more.
+    pub async fn stopped(&self) {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for worker in workers {
+            let _ = worker.await;
         }
     }
 
@@ -350,7 +368,11 @@ impl Drains {
             .unwrap_or_else(|e| e.into_inner())
             .clone()
         {
-            worker::spawn(self.shared.clone(), drain.clone(), stopping);
+            let worker = worker::spawn(self.shared.clone(), drain.clone(), stopping);
+            self.workers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(worker);
         }
         tracing::info!(drain = %config.id, tenant, app, url = %config.url, "drain created");
         Ok(CreatedDrain {
@@ -415,48 +437,6 @@ impl Drains {
         tracing::info!(drain = %id, tenant, app, "drain deleted");
         Ok(drain.info())
     }
-
-    /// Each drain's figures for `/metrics`: labels and counts.
-    pub fn figures(&self) -> Vec<DrainFigures> {
-        let now = jiff::Timestamp::now().as_nanosecond() as i64;
-        self.drains()
-            .values()
-            .map(|drain| {
-                let config = drain.config();
-                let stats = &drain.stats;
-                let oldest = stats.oldest_pending_ns.load(Ordering::Relaxed);
-                DrainFigures {
-                    tenant: config.tenant,
-                    app: config.app,
-                    drain: config.id,
-                    delivered_records: stats.delivered_records.load(Ordering::Relaxed),
-                    delivered_batches: stats.delivered_batches.load(Ordering::Relaxed),
-                    failed_attempts: stats.failed_attempts.load(Ordering::Relaxed),
-                    pauses: stats.pauses.load(Ordering::Relaxed),
-                    paused: config.paused.is_some(),
-                    lag_seconds: match oldest {
-                        0 => 0.0,
-                        oldest => (now.saturating_sub(oldest)).max(0) as f64 / 1e9,
-                    },
-                }
-            })
-            .collect()
-    }
-}
-
-/// One drain's figures at a scrape.
-#[derive(Clone, Debug)]
-pub struct DrainFigures {
-    pub tenant: String,
-    pub app: String,
-    pub drain: String,
-    pub delivered_records: u64,
-    pub delivered_batches: u64,
-    pub failed_attempts: u64,
-    pub pauses: u64,
-    pub paused: bool,
-    /// How old the oldest record read but not yet delivered is.
-    pub lag_seconds: f64,
 }
 
 /// Writes a drain's paused state (`None`: active) to its file, then to

@@ -38,7 +38,11 @@ enum Stop {
     Server,
 }
 
-pub(super) fn spawn(shared: Arc<Shared>, drain: Arc<Drain>, stopping: watch::Receiver<bool>) {
+pub(super) fn spawn(
+    shared: Arc<Shared>,
+    drain: Arc<Drain>,
+    stopping: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let worker = Worker {
         control: drain.control.subscribe(),
         newest: shared.store.subscribe(),
@@ -46,7 +50,7 @@ pub(super) fn spawn(shared: Arc<Shared>, drain: Arc<Drain>, stopping: watch::Rec
         drain,
         stopping,
     };
-    tokio::spawn(worker.run());
+    tokio::spawn(worker.run())
 }
 
 struct Worker {
