@@ -232,11 +232,15 @@ impl Drains {
         *self.stopping.lock().unwrap_or_else(|e| e.into_inner()) = Some(stopping.clone());
         for drain in self.drains().values() {
             let worker = worker::spawn(self.shared.clone(), drain.clone(), stopping.clone());
-            self.workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(worker);
+            self.keep_worker(worker);
         }
+    }
+
+    fn keep_worker(&self, worker: tokio::task::JoinHandle<()>) {
+        let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
+        // Deleted drains' workers have ended: nothing to wait for.
+        workers.retain(|worker| !worker.is_finished());
+        workers.push(worker);
     }
 
     /// Returns once every worker has ended (after `stopping` turned true):
@@ -369,10 +373,7 @@ impl Drains {
             .clone()
         {
             let worker = worker::spawn(self.shared.clone(), drain.clone(), stopping);
-            self.workers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(worker);
+            self.keep_worker(worker);
         }
         tracing::info!(drain = %config.id, tenant, app, url = %config.url, "drain created");
         Ok(CreatedDrain {
