@@ -47,6 +47,29 @@ fn main() {
     let mut json = vec![16];
     json.extend(serde_json::to_vec(&envelope).unwrap());
     seed("cluster_message", "envelope", &json);
+    // A drain's body, a signature header, a Loki label value.
+    for (name, mode, parts) in [
+        (
+            "public",
+            0u8,
+            [
+                &br#"{"url":"https://logs.example.com/in","format":"otlp","name":"archive"}"#[..],
+                b"t=1800000000,v1=00",
+                b"sdxl \"v2\"\\n",
+            ],
+        ),
+        (
+            "loopback",
+            1,
+            [
+                br#"{"url":"http://[::ffff:127.0.0.1]:9/in","token":"tw_x"}"#,
+                b"v1=zz,t=-1",
+                "\u{3a9}/\u{1f600}\n".as_bytes(),
+            ],
+        ),
+    ] {
+        seed("drain", name, &join(mode, &parts));
+    }
 
     for (name, line) in [
         (

@@ -3,6 +3,9 @@
 //! filters and regexes, cursors, other protocols' requests), what other
 //! nodes publish (the cluster's stream), what a worker prints (the line
 //! parser, the grouping of a traceback's lines),
+//! filters and regexes, cursors, other protocols' requests, a drain's
+//! settings and the signature receivers check), what a worker
+//! prints (the line parser, the grouping of a traceback's lines),
 //! and what is read back from disk after a crash or a flipped byte (WAL
 //! frames, part footers and blocks, the agent's spool segments).
 //!
@@ -20,6 +23,7 @@
 //! behind a checksum as well as the checks themselves.
 
 mod cluster;
+mod drains;
 mod ingest;
 pub mod model;
 mod multiline;
@@ -28,6 +32,7 @@ mod spool;
 mod store;
 
 pub use cluster::cluster_message;
+pub use drains::drain;
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
@@ -54,6 +59,7 @@ pub const TARGETS: [(&str, Target); 14] = [
     ("otlp", otlp),
     ("loki", loki),
     ("cluster_message", cluster_message),
+    ("drain", drain),
 ];
 
 /// Separates the parts of one input.

@@ -17,6 +17,8 @@
 //! # }
 //! ```
 
+mod drains;
+
 use std::time::Duration;
 
 use bytes::Bytes;

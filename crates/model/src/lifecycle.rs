@@ -141,6 +141,8 @@ events! {
     WalLoss = "wal_loss",
     /// The server's write-ahead log may have lost acknowledged records.
     WalPossibleLoss = "wal_possible_loss",
+    /// A drain of the app paused after failed deliveries in a row.
+    DrainPaused = "drain_paused",
 }
 
 impl Event {

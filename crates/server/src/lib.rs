@@ -20,6 +20,8 @@
 //! - [`recovery`]: `system` records of what a damaged write-ahead log lost.
 //! - [`cluster`]: distributed mode: nodes meeting on a NATS JetStream
 //!   cluster (`--nats`), publishing accepted batches and materializing them.
+//! - [`drains`]: an app's records sent on to its owner's URLs (NDJSON,
+//!   OTLP, Loki), signed, at least once.
 //!
 //! [`start`] binds and serves in the background and hands back a
 //! [`RunningServer`]; the `tailwater server` and `tailwater demo` commands
@@ -28,6 +30,7 @@
 pub mod access;
 pub mod api;
 pub mod cluster;
+pub mod drains;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -110,6 +113,8 @@ pub struct ServerConfig {
     pub dedup_uids: usize,
     /// Distributed mode (`--nats`, `--node`): `None`, the embedded default.
     pub cluster: Option<cluster::ClusterConfig>,
+    /// How drains batch, retry, connect, and which addresses they may reach.
+    pub drains: drains::DrainSettings,
 }
 
 impl ServerConfig {
@@ -135,6 +140,7 @@ impl ServerConfig {
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
             cluster: None,
+            drains: drains::DrainSettings::default(),
         }
     }
 }
@@ -162,6 +168,8 @@ pub struct AppState {
     pub tail_stats: Arc<tail::TailStats>,
     /// When records were stored: settles requests with no recorded caller.
     pub settling: Arc<ownership::Settling>,
+    /// Every app's drains.
+    pub drains: Arc<drains::Drains>,
 }
 
 impl AppState {
@@ -203,6 +211,13 @@ impl AppState {
         if let Some(stats) = stats {
             metrics.watch_cluster(stats);
         }
+        let drains = Arc::new(drains::Drains::open(
+            &config.data_dir.join("drains"),
+            config.drains.clone(),
+            store.clone(),
+            registry.clone(),
+        )?);
+        metrics.watch_drains(drains.clone());
         let settling = Arc::new(ownership::Settling::new(
             store.clone(),
             config.request_owner_grace,
@@ -234,6 +249,7 @@ impl AppState {
             tail_buffer: config.tail_buffer,
             tail_stats,
             settling,
+            drains,
             requests_scan_max: config.requests_scan_max.max(1),
         })
     }
@@ -270,6 +286,8 @@ pub struct RunningServer {
     /// server (each consumer finishes the batch it is storing, so the store
     /// closes after them; the heartbeat's key is deleted).
     cluster_tasks: Vec<JoinHandle<()>>,
+    /// The drains, whose workers end with the server.
+    drains: Arc<drains::Drains>,
 }
 
 impl RunningServer {
@@ -283,6 +301,7 @@ impl RunningServer {
         for task in self.cluster_tasks {
             task.await?;
         }
+        self.drains.stopped().await;
         served
     }
 
@@ -383,6 +402,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
     }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
+    state.drains.start(state.stopping.subscribe());
+    let drains = state.drains.clone();
     let stopping = state.stopping.clone();
     spawn_store_upkeep(
         state.store.clone(),
@@ -427,6 +448,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         task,
         runner_upkeep,
         cluster_tasks,
+        drains,
     })
 }
 

@@ -239,6 +239,13 @@ impl Metrics {
             .register_collector(Box::new(crate::cluster::stats::StatsCollector(stats)));
     }
 
+    /// Exports each drain's deliveries, failures, pauses and lag, read at
+    /// each scrape.
+    pub fn watch_drains(&mut self, drains: Arc<crate::drains::Drains>) {
+        self.registry
+            .register_collector(Box::new(crate::drains::figures::Collector(drains)));
+    }
+
     /// Records how long a query on `endpoint` (`logs`, …) took to answer.
     pub fn observe_query(&self, endpoint: &str, took: Duration) {
         self.query_seconds

@@ -68,6 +68,10 @@ enum Command {
     /// Apps and their settings: create, set, list.
     #[command(visible_alias = "apps")]
     App(commands::tenancy::AppArgs),
+    /// An app's drains: its records sent on to a URL (NDJSON, OTLP, Loki),
+    /// signed: create, list, pause, resume, delete.
+    #[command(visible_alias = "drains")]
+    Drain(commands::drains::DrainArgs),
     /// One request: its state, status, timing, runner and logs.
     Requests(commands::requests::RequestsArgs),
     /// Runners and their states, and their logs across their whole life.
@@ -202,6 +206,7 @@ impl Command {
                 | Command::Tenant(_)
                 | Command::Token(_)
                 | Command::App(_)
+                | Command::Drain(_)
                 | Command::Requests(_)
                 | Command::Runners(_)
                 | Command::Export(_)
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
             Command::Tenant(args) => commands::tenancy::tenant(args).await,
             Command::Token(args) => commands::tenancy::token(args).await,
             Command::App(args) => commands::tenancy::app(args).await,
+            Command::Drain(args) => commands::drains::run(args).await,
             Command::Requests(args) => commands::requests::run(args).await,
             Command::Runners(args) => commands::runners::run(args).await,
             Command::Export(args) => commands::export::run(*args).await,

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod drains;
 mod ingest;
 mod logs;
 mod reads;
@@ -9,6 +10,7 @@ mod requests;
 mod runners;
 mod status;
 
+pub use drains::*;
 pub use ingest::*;
 pub use logs::*;
 pub use reads::*;

@@ -3,6 +3,7 @@
 //! is `{"error": {"code", "message"}}` with the fitting status.
 
 mod count;
+mod drains;
 mod export;
 mod histogram;
 mod ingest;
@@ -77,6 +78,16 @@ pub fn router(state: AppState) -> Router {
             post(tenancy::create_app).get(tenancy::list_apps),
         )
         .route("/v1/apps/{name}", patch(tenancy::update_app))
+        .route(
+            "/v1/apps/{name}/drains",
+            post(drains::create).get(drains::list),
+        )
+        .route(
+            "/v1/apps/{name}/drains/{id}",
+            axum::routing::delete(drains::delete),
+        )
+        .route("/v1/apps/{name}/drains/{id}/pause", post(drains::pause))
+        .route("/v1/apps/{name}/drains/{id}/resume", post(drains::resume))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/histogram", get(histogram::histogram))

@@ -352,3 +352,61 @@ pub fn encode(streams: &[(&str, &[(i128, &str)])]) -> Vec<u8> {
         .compress_vec(&prost::Message::encode_to_vec(&request))
         .expect("snappy compresses in memory")
 }
+
+/// One entry of a push as drains write it: time in ns, line, structured
+/// metadata.
+pub type OutEntry = (i128, String, Vec<(String, String)>);
+
+/// One stream of a push as drains write it: its labels (`{a="b", …}`,
+/// see [`label_set`]) and its entries.
+pub struct OutStream {
+    pub labels: String,
+    pub entries: Vec<OutEntry>,
+}
+
+/// The protobuf body of `streams` with their structured metadata,
+/// snappy-compressed: what a drain in the Loki format sends.
+pub fn encode_streams(streams: Vec<OutStream>) -> Vec<u8> {
+    let request = wire::PushRequest {
+        streams: streams
+            .into_iter()
+            .map(|stream| wire::StreamAdapter {
+                labels: stream.labels,
+                entries: stream
+                    .entries
+                    .into_iter()
+                    .map(|(ns, line, metadata)| wire::EntryAdapter {
+                        timestamp: Some(wire::Timestamp {
+                            seconds: ns.div_euclid(1_000_000_000) as i64,
+                            nanos: ns.rem_euclid(1_000_000_000) as i32,
+                        }),
+                        line,
+                        structured_metadata: metadata
+                            .into_iter()
+                            .map(|(name, value)| wire::LabelPair { name, value })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+    };
+    snap::raw::Encoder::new()
+        .compress_vec(&prost::Message::encode_to_vec(&request))
+        .expect("snappy compresses in memory")
+}
+
+/// `{name="value", …}` with `\` and `"` escaped as PromQL and LogQL read
+/// them (the inverse of [`parse_labels`]).
+pub fn label_set(labels: &[(&str, &str)]) -> String {
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(name, value)| {
+            let escaped = value
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{name}=\"{escaped}\"")
+        })
+        .collect();
+    format!("{{{}}}", pairs.join(", "))
+}

@@ -162,5 +162,8 @@ pub(crate) async fn server_on(dir: &std::path::Path) -> RunningServer {
     // Callers read requests with no recorded caller here at once: a
     // request's start comes in its first batch, so no grace is needed.
     config.request_owner_grace = std::time::Duration::ZERO;
+    // The matrix makes a drain for each cell that acts on one.
+    config.drains.max_per_app = 1000;
+    config.drains.max_per_tenant = 1000;
     start(config).await.unwrap()
 }

@@ -106,6 +106,16 @@ pub(crate) enum Endpoint {
     CountTheirs,
     /// `GET /metrics` (the server runs without `--public-metrics`).
     Metrics,
+    /// `POST /v1/apps/A/drains` (to a URL that never answers).
+    CreateDrain,
+    /// `GET /v1/apps/A/drains`.
+    ListDrains,
+    /// `POST /v1/apps/A/drains/D/pause` of a drain the admin made.
+    PauseDrain,
+    /// `POST /v1/apps/A/drains/D/resume`.
+    ResumeDrain,
+    /// `DELETE /v1/apps/A/drains/D`.
+    DeleteDrain,
 }
 use Endpoint::*;
 
@@ -289,4 +299,26 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (CountTheirs,   "own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
     (CountTheirs,   "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (CountTheirs,   "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // An app's drains are its tenant's owner's (a private app's too):
+    // ingest and caller tokens are refused, other tenants are 404.
+    (CreateDrain,  "own",    "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateDrain,  "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (CreateDrain,  "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (CreateDrain,  "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ListDrains,   "own",    "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ListDrains,   "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ListDrains,   "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ListDrains,   "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (PauseDrain,   "own",    "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (PauseDrain,   "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (PauseDrain,   "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (PauseDrain,   "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ResumeDrain,  "own",    "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ResumeDrain,  "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (ResumeDrain,  "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (ResumeDrain,  "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (DeleteDrain,  "own",    "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (DeleteDrain,  "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (DeleteDrain,  "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (DeleteDrain,  "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
 ];

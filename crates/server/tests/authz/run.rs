@@ -5,6 +5,9 @@ use serde_json::{json, Value};
 use super::matrix::{Endpoint::*, Want::*, KINDS, MATRIX};
 use super::*;
 
+/// A drain destination that never answers (`.invalid` resolves to nothing).
+const NOWHERE: &str = "https://drains.invalid/in";
+
 #[tokio::test]
 async fn authorization_matrix() {
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +293,28 @@ async fn authorization_matrix() {
                     format!("/v1/apps/{app}?tenant={tenant}"),
                     Some(json!({"private_logs": app == "priv"})),
                 ),
+                CreateDrain => (
+                    "POST",
+                    format!("/v1/apps/{app}/drains?tenant={tenant}"),
+                    Some(json!({"url": NOWHERE, "name": fresh})),
+                ),
+                ListDrains => (
+                    "GET",
+                    format!("/v1/apps/{app}/drains?tenant={tenant}"),
+                    None,
+                ),
+                PauseDrain | ResumeDrain | DeleteDrain => {
+                    let path = format!("/v1/apps/{app}/drains?tenant={tenant}");
+                    let victim = ok(&server, "POST", &path, json!({"url": NOWHERE})).await;
+                    let id = victim["id"].as_str().unwrap();
+                    let (method, action) = match endpoint {
+                        PauseDrain => ("POST", "/pause"),
+                        ResumeDrain => ("POST", "/resume"),
+                        _ => ("DELETE", ""),
+                    };
+                    let path = format!("/v1/apps/{app}/drains/{id}{action}?tenant={tenant}");
+                    (method, path, None)
+                }
             };
             let (status, text) = call(&server, method, &path, *token, body).await;
             let what = format!(

@@ -19,7 +19,8 @@
 //! Every read path is held to the model: history, live tail over SSE and
 //! WebSocket (opened before the records exist), export, histogram, count,
 //! `/v1/requests/{id}` and its logs, the list of requests (`/v1/requests`,
-//! paged), runners and status. A failure prints
+//! paged), runners and status; and every app's drain delivers exactly its
+//! records, out of other tenants' reach (`drains.rs`). A failure prints
 //! the seed; `TENANCY_MODEL_SEED=N` replays one.
 
 //!
@@ -28,6 +29,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod drains;
 mod reads;
 mod world;
 
@@ -222,6 +224,7 @@ async fn run(seed: u64) {
         }
     }
 
+    let drains = drains::make_drains(&world, seed).await;
     // Live tails open before anything is written: every caller on every
     // request, and every owner, over SSE and WebSocket. (An admin's tail is
     // of one tenant at a time, as an owner's is.)
@@ -265,6 +268,7 @@ async fn run(seed: u64) {
         check_reads(&world.server, token, &model, seed).await;
     }
     check_positions_stay_home(&world, seed).await;
+    drains::check_drains(&world, &model, &drains, seed).await;
     let tails: Vec<_> = tails
         .into_iter()
         .map(|(token, request, open)| (token, request, tokio::spawn(open.read())))

@@ -3,6 +3,7 @@
 pub mod completions;
 pub mod demo;
 pub mod dev;
+pub mod drains;
 pub mod export;
 pub mod login;
 pub mod logs;

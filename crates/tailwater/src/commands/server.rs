@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use tailwater_model::time::parse_std_duration;
+use tailwater_server::drains::DrainSettings;
 use tailwater_server::limits::{self, IngestLimits, Rate};
 use tailwater_server::tls::TlsFiles;
 use tailwater_server::{ServerConfig, DEFAULT_MAX_BATCH_BYTES};
@@ -182,6 +183,40 @@ pub struct ServerArgs {
     /// record sent again is stored once; 0 remembers none.
     #[arg(long, default_value_t = tailwater_server::ingest::identity::DEFAULT_DEDUP_UIDS)]
     dedup_uids: usize,
+    /// Let drains reach loopback, private and link-local addresses (off:
+    /// an app's owner cannot point a drain at this server's network or a
+    /// cloud metadata address).
+    #[arg(long)]
+    drain_allow_private: bool,
+    /// Most records one drain delivery holds.
+    #[arg(long, default_value_t = DrainSettings::default().batch_records)]
+    drain_batch_records: usize,
+    /// A drain sends its batch once it holds about this many bytes.
+    #[arg(long, default_value_t = DrainSettings::default().batch_bytes)]
+    drain_batch_bytes: usize,
+    /// Longest a stored record waits for a fuller drain batch.
+    #[arg(long, default_value = "1s", value_parser = parse_std_duration)]
+    drain_batch_wait: std::time::Duration,
+    /// Failed deliveries in a row after which a drain pauses (it says so in
+    /// its app's logs; `tailwater drain resume` goes on from its place).
+    #[arg(long, default_value_t = DrainSettings::default().max_failures)]
+    drain_max_failures: u32,
+    /// A drain's first retry delay; it doubles up to --drain-backoff-max,
+    /// with jitter, or waits the receiver's Retry-After when longer.
+    #[arg(long, default_value = "500ms", value_parser = parse_std_duration)]
+    drain_backoff: std::time::Duration,
+    /// The longest delay between a drain's retries.
+    #[arg(long, default_value = "60s", value_parser = parse_std_duration)]
+    drain_backoff_max: std::time::Duration,
+    /// One drain delivery's whole time, connecting included.
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration)]
+    drain_delivery_timeout: std::time::Duration,
+    /// Drains one app may have.
+    #[arg(long, default_value_t = DrainSettings::default().max_per_app)]
+    max_drains_per_app: usize,
+    /// Drains one tenant may have, across its apps.
+    #[arg(long, default_value_t = DrainSettings::default().max_per_tenant)]
+    max_drains_per_tenant: usize,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -287,6 +322,19 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.request_owner_grace = args.request_owner_grace;
     config.dedup_uids = args.dedup_uids;
     config.cluster = args.cluster.config();
+    config.drains = DrainSettings {
+        allow_private: args.drain_allow_private,
+        batch_records: args.drain_batch_records.max(1),
+        batch_bytes: args.drain_batch_bytes.max(1),
+        batch_wait: args.drain_batch_wait,
+        max_failures: args.drain_max_failures.max(1),
+        backoff: args.drain_backoff,
+        backoff_max: args.drain_backoff_max.max(args.drain_backoff),
+        timeout: args.drain_delivery_timeout,
+        max_per_app: args.max_drains_per_app,
+        max_per_tenant: args.max_drains_per_tenant,
+        ..DrainSettings::default()
+    };
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.query_threads = args.query_threads.max(1);

@@ -355,6 +355,7 @@ fn every_command_has_help_with_examples() {
         "tenant",
         "token",
         "app",
+        "drain",
         "demo",
     ] {
         let output = bare(home.path(), &[command, "--help"], &[]);

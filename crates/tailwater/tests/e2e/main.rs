@@ -12,6 +12,7 @@ mod connections;
 mod demo;
 mod dev;
 mod disk_full;
+mod drains;
 mod export;
 mod faults;
 mod limits;
