@@ -28,7 +28,7 @@
 mod document;
 mod shapes;
 
-pub use document::parse_document;
+pub use document::{parse_document, take_text};
 
 use jiff::Timestamp;
 use serde_json::Value;
