@@ -7,7 +7,7 @@
 //! | what | keys, in the order they are looked for |
 //! |---|---|
 //! | time | `@timestamp`, `timestamp`, `time`, `ts`, `date`, `timereported`: RFC 3339, or epoch seconds, milliseconds, microseconds or nanoseconds by magnitude (Fluent Bit's `date` is float seconds) |
-//! | message | `message`, `msg`, `log`, `MESSAGE`, `event`, `short_message` |
+//! | message | `message`, `msg`, `log`, `MESSAGE`, `event`, `short_message`; read as the agent reads a worker's line ([`super::parse_line`]): the level, request id, time and fields the line names fill what the document does not say |
 //! | level | `level`, `log.level` (ECS, dotted or nested), `severity`, `levelname`, `lvl`, `priority` (by name); else a syslog severity number (0–7) in `syslog.severity`, `log.syslog.severity.code`, `PRIORITY` (journald) or `syslogseverity` |
 //! | request id | `request_id`, `requestId`, `requestID` |
 //!
@@ -17,7 +17,7 @@
 use serde_json::Value;
 
 use super::{read_object, Keys, ParsedLine, REQUEST_ID_KEYS};
-use crate::record::{Fields, Level};
+use crate::record::{Fields, FieldsJson, Level};
 
 const DOCUMENT_KEYS: Keys = Keys {
     level: &[
@@ -66,9 +66,33 @@ pub fn parse_document(mut object: Fields) -> ParsedLine {
         take_syslog_severity(&mut object)
     };
     let text = serde_json::to_string(&object).unwrap_or_default();
-    let mut parsed = read_object(object, &DOCUMENT_KEYS, || text);
+    let mut whole = false;
+    let mut parsed = read_object(object, &DOCUMENT_KEYS, || {
+        whole = true;
+        text
+    });
     parsed.level = parsed.level.or(syslog);
+    if !whole {
+        read_message(&mut parsed);
+    }
     parsed
+}
+
+/// The message read as the agent reads a worker's line (a shipper that
+/// tails a file sends the line as it was printed): its level, request id,
+/// time and fields fill what the document does not say; the message is
+/// the line's.
+fn read_message(parsed: &mut ParsedLine) {
+    let line = super::parse_line(&parsed.message);
+    parsed.message = line.message;
+    parsed.level = parsed.level.or(line.level);
+    parsed.request_id = parsed.request_id.take().or(line.request_id);
+    parsed.ts = parsed.ts.or(line.ts);
+    if !line.fields.as_str().is_empty() {
+        let mut fields = line.fields.to_map();
+        fields.extend(parsed.fields.to_map());
+        parsed.fields = FieldsJson::from_map(&fields);
+    }
 }
 
 /// The text of the first of `keys` present as a string or a number, taken
@@ -217,6 +241,37 @@ mod tests {
         let parsed = document(json!({"msg": "m", "level": "info", "PRIORITY": "3"}));
         assert_eq!(parsed.level, Some(Level::Info));
         assert_eq!(fields(&parsed), json!({"PRIORITY": "3"}));
+    }
+
+    #[test]
+    fn the_message_is_read_as_a_workers_line() {
+        // A tailed file's JSON line, inside Fluent Bit's `log`.
+        let parsed = document(
+            json!({"log": "{\"level\":\"error\",\"msg\":\"cuda oom\",\"request_id\":\"r-1\",\"gpu\":0}", "stream": "stderr"}),
+        );
+        assert_eq!(
+            (
+                parsed.message.as_str(),
+                parsed.level,
+                parsed.request_id.as_deref()
+            ),
+            ("cuda oom", Some(Level::Error), Some("r-1"))
+        );
+        assert_eq!(fields(&parsed), json!({"gpu": 0, "stream": "stderr"}));
+        // The document's own keys win over the line's.
+        let parsed = document(
+            json!({"message": "[ERROR] failed", "level": "warn", "gpu": 1, "request_id": "doc"}),
+        );
+        assert_eq!(
+            (
+                parsed.message.as_str(),
+                parsed.level,
+                parsed.request_id.as_deref()
+            ),
+            ("failed", Some(Level::Warn), Some("doc"))
+        );
+        let parsed = document(json!({"message": "Traceback (most recent call last):"}));
+        assert_eq!(parsed.level, Some(Level::Error));
     }
 
     #[test]

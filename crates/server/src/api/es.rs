@@ -53,10 +53,7 @@ const PRODUCT: HeaderValue = HeaderValue::from_static("Elasticsearch");
 /// The routes at the root (`/` is the console's too: see [`root`]).
 pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
-        .route(
-            "/_bulk",
-            post(bulk).put(bulk).layer(body_limit(state)),
-        )
+        .route("/_bulk", post(bulk).put(bulk).layer(body_limit(state)))
         .route(
             "/{index}/_bulk",
             post(bulk_index).put(bulk_index).layer(body_limit(state)),
@@ -83,9 +80,7 @@ fn body_limit(state: &AppState) -> DefaultBodyLimit {
 }
 
 async fn product(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert("x-elastic-product", PRODUCT);
+    response.headers_mut().insert("x-elastic-product", PRODUCT);
     response
 }
 
@@ -100,6 +95,11 @@ pub async fn root(headers: HeaderMap) -> Response {
     if html {
         return super::ui::page(headers).await;
     }
+    cluster().await
+}
+
+/// `GET /es/` (and `/es`): the cluster's info.
+pub async fn cluster() -> Response {
     product(info().await).await
 }
 
@@ -248,7 +248,11 @@ async fn receive(
             "content-type header [{}] is not supported: send a bulk as application/x-ndjson or application/json",
             content_type.chars().take(100).collect::<String>()
         );
-        let error = ApiError::new(StatusCode::NOT_ACCEPTABLE, "media_type_header_exception", message);
+        let error = ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            "media_type_header_exception",
+            message,
+        );
         return Err((error, None));
     }
     let body = unnumbered::read_body(state, &principal, &tenant, headers, body)?;
@@ -388,8 +392,6 @@ fn error_response(error: &ApiError, retry_after: Option<std::time::Duration>) ->
             HeaderValue::from_static("Basic realm=\"tailwater\", Bearer, ApiKey"),
         );
     }
-    response
-        .headers_mut()
-        .insert("x-elastic-product", PRODUCT);
+    response.headers_mut().insert("x-elastic-product", PRODUCT);
     with_retry_after(response, retry_after)
 }

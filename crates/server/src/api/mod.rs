@@ -66,6 +66,7 @@ pub fn router(state: AppState) -> Router {
         )
         .merge(es::routes(&state))
         .nest("/es", es::prefixed(&state))
+        .route("/es/", get(es::cluster))
         .route("/v1/export", get(export::export))
         .route(
             "/v1/tenants",
