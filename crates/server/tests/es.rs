@@ -336,7 +336,17 @@ async fn bad_requests_get_elasticsearchs_errors_and_store_nothing() {
         json!({"index": {"_index": "logs"}}),
         json!({"message": "m"}),
     ]);
-    let cases: Vec<(&str, Option<String>, &str, String, u16, &str, &str)> = vec![
+    // (what, Authorization, content type, body, status, type, the reason says)
+    type Case<'a> = (
+        &'a str,
+        Option<String>,
+        &'a str,
+        String,
+        u16,
+        &'a str,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no token",
             None,

@@ -164,7 +164,16 @@ async fn fluent_bit_and_vector_bodies_are_stored_field_by_field() {
 async fn bad_bodies_are_refused_and_store_nothing() {
     let (_dir, server, _admin) = common::server(10_000).await;
     let token = ingest_token(&server, "api").await;
-    let cases: Vec<(&str, Option<&str>, (&str, &str), &str, u16, &str)> = vec![
+    // (what, token, content type, body, status, the message says)
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        (&'a str, &'a str),
+        &'a str,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("no token", None, JSON, r#"[{"msg":"m"}]"#, 401, "token"),
         (
             "not json",
