@@ -30,7 +30,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -50,17 +50,30 @@ const NO_APP: &str = "the document names no app: give it an app (or service.name
 const VERSION: &str = "8.17.0";
 const PRODUCT: HeaderValue = HeaderValue::from_static("Elasticsearch");
 
-/// The routes at the root (`/` is the console's too: see [`root`]).
-pub fn routes(state: &AppState) -> Router<AppState> {
-    Router::new()
-        .route("/_bulk", post(bulk).put(bulk).layer(body_limit(state)))
-        .route(
-            "/{index}/_bulk",
-            post(bulk_index).put(bulk_index).layer(body_limit(state)),
-        )
-        .route("/_cat/health", get(cat_health))
-        .route("/_cluster/health", get(cluster_health))
+/// `POST`/`PUT /_bulk`.
+pub fn bulk_route(state: &AppState) -> MethodRouter<AppState> {
+    post(bulk)
+        .put(bulk)
+        .layer(body_limit(state))
         .layer(axum::middleware::map_response(product))
+}
+
+/// `POST`/`PUT /{index}/_bulk`.
+pub fn index_bulk_route(state: &AppState) -> MethodRouter<AppState> {
+    post(bulk_index)
+        .put(bulk_index)
+        .layer(body_limit(state))
+        .layer(axum::middleware::map_response(product))
+}
+
+/// `GET /_cat/health`.
+pub fn cat_health_route() -> MethodRouter<AppState> {
+    get(cat_health).layer(axum::middleware::map_response(product))
+}
+
+/// `GET /_cluster/health`.
+pub fn cluster_health_route() -> MethodRouter<AppState> {
+    get(cluster_health).layer(axum::middleware::map_response(product))
 }
 
 /// The same routes under `/es`, with `/` always the cluster's, and
@@ -68,7 +81,10 @@ pub fn routes(state: &AppState) -> Router<AppState> {
 pub fn prefixed(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(info))
-        .merge(routes(state))
+        .route("/_bulk", bulk_route(state))
+        .route("/{index}/_bulk", index_bulk_route(state))
+        .route("/_cat/health", cat_health_route())
+        .route("/_cluster/health", cluster_health_route())
         .fallback(no_handler)
         .layer(axum::middleware::map_response(product))
 }

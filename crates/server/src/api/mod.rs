@@ -64,7 +64,11 @@ pub fn router(state: AppState) -> Router {
                 state.max_batch_bytes.saturating_add(1),
             )),
         )
-        .merge(es::routes(&state))
+        // Elasticsearch's API, as log shippers use it; the same under /es.
+        .route("/_bulk", es::bulk_route(&state))
+        .route("/{index}/_bulk", es::index_bulk_route(&state))
+        .route("/_cat/health", es::cat_health_route())
+        .route("/_cluster/health", es::cluster_health_route())
         .nest("/es", es::prefixed(&state))
         .route("/es/", get(es::cluster))
         .route("/v1/export", get(export::export))
