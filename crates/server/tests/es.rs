@@ -198,17 +198,24 @@ async fn bulk_documents_are_stored_field_by_field_and_answered_item_by_item() {
 #[tokio::test]
 async fn a_browser_gets_the_console_and_a_client_the_cluster() {
     let (_dir, server, _admin) = common::server(10_000).await;
-    let html = [("accept", "text/html,application/xhtml+xml,*/*;q=0.8")];
-    let (status, headers, page) = send(&server, "GET", "/", None, &html, vec![]).await;
-    assert_eq!(status, 200);
-    assert!(headers["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/html"));
-    assert!(page.contains("<html"), "{page}");
-    assert!(!headers.contains_key("x-elastic-product"));
+    // A browser, and curl's `*/*`: the console.
+    for accept in [
+        "text/html,application/xhtml+xml,application/json;q=0.9,*/*;q=0.8",
+        "*/*",
+    ] {
+        let html = [("accept", accept)];
+        let (status, headers, page) = send(&server, "GET", "/", None, &html, vec![]).await;
+        assert_eq!(status, 200);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(page.contains("<html"), "{page}");
+        assert!(!headers.contains_key("x-elastic-product"));
+    }
+    // Elasticsearch's clients ask for JSON.
     for (path, accept) in [
-        ("/", None),
+        ("/", Some("application/json")),
         (
             "/",
             Some("application/vnd.elasticsearch+json; compatible-with=8"),
@@ -230,7 +237,8 @@ async fn a_browser_gets_the_console_and_a_client_the_cluster() {
         );
         assert_eq!(info["tagline"], "You Know, for Search");
     }
-    let (status, headers, _) = send(&server, "HEAD", "/", None, &[], vec![]).await;
+    let json = [("accept", "application/json")];
+    let (status, headers, _) = send(&server, "HEAD", "/", None, &json, vec![]).await;
     assert_eq!(
         (status, &headers["x-elastic-product"]),
         (200, &"Elasticsearch".parse().unwrap())

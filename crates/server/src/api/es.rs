@@ -1,6 +1,7 @@
 //! Elasticsearch's API, as much of it as log shippers use: `POST`/`PUT`
-//! `/_bulk` and `/{index}/_bulk`, `GET /` (cluster info, 8.x; a browser
-//! asking for HTML gets the web console instead), and the health probes
+//! `/_bulk` and `/{index}/_bulk`, `GET /` (cluster info, 8.x, for a
+//! client asking for JSON; a browser or `curl` gets the web console), and
+//! the health probes
 //! shippers send first: `GET /_cat/health` (rsyslog's `omelasticsearch`)
 //! and `GET /_cluster/health` (Vector's healthcheck). The same routes are
 //! under `/es` too, for a client that cannot tell a console from a
@@ -100,18 +101,22 @@ async fn product(mut response: Response) -> Response {
     response
 }
 
-/// `GET /`: the web console for a browser (an `Accept` naming HTML), the
-/// cluster's info for anything else.
+/// `GET /`: the cluster's info for a client asking for JSON and not HTML
+/// (Elasticsearch's clients ask for `application/json` or
+/// `application/vnd.elasticsearch+json`); the web console for anything
+/// else (a browser, `curl`).
 pub async fn root(headers: HeaderMap) -> Response {
-    let html = headers
+    let accept: Vec<&str> = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|accept| accept.contains("text/html"));
-    if html {
-        return super::ui::page(headers).await;
+        .collect();
+    let json = accept.iter().any(|accept| accept.contains("json"));
+    let html = accept.iter().any(|accept| accept.contains("text/html"));
+    if json && !html {
+        return cluster().await;
     }
-    cluster().await
+    super::ui::page(headers).await
 }
 
 /// `GET /es/` (and `/es`): the cluster's info.
