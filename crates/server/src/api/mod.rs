@@ -1,6 +1,8 @@
-//! The HTTP API. Every route but `/healthz`, `/readyz`, `/v1/openapi.json`
-//! (and `/metrics` with `--public-metrics`) needs a bearer token; every error
-//! is `{"error": {"code", "message"}}` with the fitting status.
+//! The HTTP API. Every route but `/healthz`, `/readyz`, `/v1/openapi.json`,
+//! the web console, Elasticsearch's cluster info and health probes (and
+//! `/metrics` with `--public-metrics`) needs a token; every error is
+//! `{"error": {"code", "message"}}` with the fitting status, but those of
+//! another protocol's routes, which answer in its own shape.
 
 mod es;
 mod export;
