@@ -16,7 +16,7 @@ mod common;
 use std::io::Write;
 
 use base64::Engine;
-use common::{call, TOKEN};
+use common::{call, ingest_token, stored, TOKEN};
 use serde_json::{json, Value};
 use tailwater_server::RunningServer;
 
@@ -63,20 +63,6 @@ async fn bulk(
     let (status, headers, text) = send(server, "POST", path, auth, &[NDJSON], body.into()).await;
     assert_eq!(headers["x-elastic-product"], "Elasticsearch", "{text}");
     (status, serde_json::from_str(&text).unwrap())
-}
-
-async fn stored(server: &RunningServer, app: &str) -> Vec<Value> {
-    let path = format!("/v1/logs?app={app}&direction=forward&limit=1000");
-    let (status, page) = call(server, "GET", &path, TOKEN, None).await;
-    assert_eq!(status, 200, "{page}");
-    page["records"].as_array().unwrap().clone()
-}
-
-async fn ingest_token(server: &RunningServer, app: &str) -> String {
-    let body = json!({"scope": "ingest", "tenant": "default", "app": app});
-    let (status, created) = call(server, "POST", "/v1/tokens", TOKEN, Some(body)).await;
-    assert_eq!(status, 201, "{created}");
-    created["token"].as_str().unwrap().to_owned()
 }
 
 fn ndjson(lines: &[Value]) -> String {

@@ -11,9 +11,8 @@ use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{call, TOKEN};
-use serde_json::{json, Value};
-use tailwater_server::RunningServer;
+use common::{call, stored, TOKEN};
+use serde_json::json;
 
 /// rsyslogd in the foreground; killed (and reaped) when dropped.
 struct Rsyslogd(Child);
@@ -23,13 +22,6 @@ impl Drop for Rsyslogd {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-async fn stored(server: &RunningServer, app: &str) -> Vec<Value> {
-    let path = format!("/v1/logs?app={app}&direction=forward&limit=1000");
-    let (status, page) = call(server, "GET", &path, TOKEN, None).await;
-    assert_eq!(status, 200, "{page}");
-    page["records"].as_array().unwrap().clone()
 }
 
 #[tokio::test]

@@ -253,10 +253,7 @@ async fn receive(
     // the client's settings of a cluster: taken and let be.
     let tenant = take_tenant(&mut pairs).map_err(|error| (error, None))?;
     let (principal, tenant) = unnumbered::admit_to(state, principal, tenant.as_deref())?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+    let content_type = unnumbered::content_type(headers);
     let media = crate::protocols::media_type(content_type);
     if !matches!(
         media.as_str(),

@@ -14,7 +14,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tailwater_model::wire::IngestResponse;
@@ -51,10 +51,7 @@ async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<IngestResponse, Failure> {
     let (principal, tenant) = unnumbered::admit(state, principal, pairs)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+    let content_type = unnumbered::content_type(headers);
     let media = crate::protocols::media_type(content_type);
     if !matches!(
         media.as_str(),

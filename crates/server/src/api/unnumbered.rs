@@ -51,6 +51,15 @@ pub(super) fn admit_to(
     Ok((principal, tenant))
 }
 
+/// The request's `Content-Type`, `""` when it has none (or one that is
+/// not text).
+pub(super) fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
+}
+
 /// A 415 saying what to send instead.
 pub(super) fn unsupported(message: impl Into<String>) -> ApiError {
     ApiError::new(
