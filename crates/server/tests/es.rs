@@ -167,6 +167,15 @@ async fn bulk_documents_are_stored_field_by_field_and_answered_item_by_item() {
     assert_eq!(vector["ts"], "2026-12-07T10:00:01Z");
     assert_eq!(vector["fields"], json!({"source_type": "file"}));
 
+    // Each document refused is counted, by reason.
+    let metrics = common::metrics_text(&server).await;
+    for (reason, count) in [("invalid_document", 1), ("unsupported_action", 2)] {
+        let line = format!(
+            r#"tailwater_ingest_refused_lines_total{{tenant="default",app="",reason="{reason}"}} {count}"#
+        );
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+
     // Sent again with its `_id`: stored once, answered as created.
     let again = ndjson(&[
         json!({"index": {"_index": "vector-2026.12.07", "_id": "v-1"}}),

@@ -42,7 +42,7 @@ use super::{take_tenant, ApiError};
 use crate::access::scopes::Principal;
 use crate::protocols::documents;
 use crate::protocols::es_bulk::{self, Action, ItemError};
-use crate::AppState;
+use crate::{limits, AppState};
 
 /// The protocol's name in the boot of what it sends (`es-2026-12-07`).
 const PROTOCOL: &str = "es";
@@ -290,7 +290,14 @@ async fn receive(
                     mapped.push((position, documents::document(object, now, uid)));
                     Ok(())
                 }
-                Err(error) => Err(error),
+                Err(error) => {
+                    let reason = match item.action {
+                        Action::Update | Action::Delete => limits::UNSUPPORTED_ACTION,
+                        Action::Index | Action::Create => limits::INVALID_DOCUMENT,
+                    };
+                    ingest.count_undelivered(&tenant, reason, 1);
+                    Err(error)
+                }
             };
             answers.push(Answer {
                 action: item.action,

@@ -62,6 +62,11 @@ pub const INVALID_REQUEST_ID: &str = "invalid_request_id";
 /// A source of another protocol (an OTLP resource, a Loki stream) that
 /// names no app, sent with a token of none.
 pub const NO_APP: &str = "no_app";
+/// An Elasticsearch bulk's document that is not a JSON object, or whose
+/// `_index` or `_id` is past Elasticsearch's limits.
+pub const INVALID_DOCUMENT: &str = "invalid_document";
+/// An Elasticsearch bulk's `update` or `delete`: logs are kept as sent.
+pub const UNSUPPORTED_ACTION: &str = "unsupported_action";
 
 /// A rate: lines and bytes (of message text) per second; `None` is no
 /// limit.
