@@ -40,6 +40,7 @@ use super::ingest::with_retry_after;
 use super::unnumbered::{self, Failure};
 use super::{take_tenant, ApiError};
 use crate::access::scopes::Principal;
+use crate::ingest::Pipeline;
 use crate::protocols::documents;
 use crate::protocols::es_bulk::{self, Action, ItemError};
 use crate::{limits, AppState};
@@ -306,40 +307,7 @@ async fn receive(
                 result,
             });
         }
-        let mut stored = 0;
-        let mut retry: Option<Failure> = None;
-        for (source, positions) in documents::sources(mapped) {
-            let count = source.records.len();
-            let outcome =
-                unnumbered::store_source(&ingest, &principal, &tenant, (PROTOCOL, NO_APP), source, now);
-            let error = match outcome {
-                Ok(response) if response.refused == 0 => {
-                    stored += count;
-                    continue;
-                }
-                Ok(response) => {
-                    stored += response.accepted + response.duplicates;
-                    // The store says how many, not which.
-                    let reason = format!(
-                        "{} of the {count} documents of this app and runner in the request were refused, the rest stored (which ones is not known): {}",
-                        response.refused,
-                        response.refused_reason.unwrap_or_default()
-                    );
-                    ItemError::new(400, "illegal_argument_exception", reason)
-                }
-                Err(((error, retry_after), retryable)) => {
-                    let item = item_error(&error);
-                    if retryable {
-                        retry.get_or_insert((error, retry_after));
-                    }
-                    item
-                }
-            };
-            for position in positions {
-                let reason = error.reason.clone();
-                answers[position].result = Err(ItemError::new(error.status, error.kind, reason));
-            }
-        }
+        let stored = store(&ingest, &principal, &tenant, mapped, &mut answers, now);
         // Sent again as it is, the whole request may be taken later.
         let all_retryable = answers.iter().all(|answer| {
             answer
@@ -347,13 +315,65 @@ async fn receive(
                 .as_ref()
                 .is_err_and(|error| matches!(error.status, 429 | 503 | 507))
         });
-        match retry {
-            Some(failure) if stored == 0 && all_retryable => Err(failure),
+        match stored {
+            Err(failure) if all_retryable => Err(failure),
             _ => Ok(answers),
         }
     })
     .await
     .map_err(|error| (ApiError::internal(error), None))?
+}
+
+/// The documents through the pipeline, a source (an app and runner) at a
+/// time, each source's outcome written into its documents' answers. `Err`:
+/// nothing was stored, and a refusal the sender may retry (a rate, a full
+/// disk) was met, the first of them.
+fn store(
+    ingest: &Pipeline,
+    principal: &Principal,
+    tenant: &str,
+    mapped: Vec<(usize, documents::Document)>,
+    answers: &mut [Answer],
+    now: jiff::Timestamp,
+) -> Result<usize, Failure> {
+    let mut stored = 0;
+    let mut retry: Option<Failure> = None;
+    for (source, positions) in documents::sources(mapped) {
+        let count = source.records.len();
+        let outcome =
+            unnumbered::store_source(ingest, principal, tenant, (PROTOCOL, NO_APP), source, now);
+        let error = match outcome {
+            Ok(response) if response.refused == 0 => {
+                stored += count;
+                continue;
+            }
+            Ok(response) => {
+                stored += response.accepted + response.duplicates;
+                // The store says how many, not which.
+                let reason = format!(
+                    "{} of the {count} documents of this app and runner in the request were refused, the rest stored (which ones is not known): {}",
+                    response.refused,
+                    response.refused_reason.unwrap_or_default()
+                );
+                ItemError::new(400, "illegal_argument_exception", reason)
+            }
+            Err(((error, retry_after), retryable)) => {
+                let item = item_error(&error);
+                if retryable {
+                    retry.get_or_insert((error, retry_after));
+                }
+                item
+            }
+        };
+        for position in positions {
+            let reason = error.reason.clone();
+            answers[position].result = Err(ItemError::new(error.status, error.kind, reason));
+        }
+    }
+    match retry {
+        Some(failure) if stored == 0 => Err(failure),
+        _ => Ok(stored),
+    }
 }
 
 /// An id for a document sent without one: 20 characters of URL-safe
