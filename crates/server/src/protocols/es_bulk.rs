@@ -1,6 +1,5 @@
 //! An Elasticsearch `_bulk` body, as rsyslog's `omelasticsearch`, Vector's
-//! and Fluent Bit's `es` outputs, Filebeat and the official clients send
-//! it: NDJSON, an action line (`{"index": {"_index", "_id"}}`) and, for
+//! and Fluent Bit's `es` outputs and the official clients send it: NDJSON, an action line (`{"index": {"_index", "_id"}}`) and, for
 //! `index`, `create` and `update`, a source line after it. Pure decoding;
 //! the HTTP edge is `api::es`, the mapping of each document
 //! [`super::documents`].
