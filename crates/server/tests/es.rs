@@ -519,3 +519,40 @@ async fn over_a_rate_limit_the_bulk_is_429_with_retry_after() {
     let refused = common::metric(&server, "tailwater_ingest_refused_lines_total").await;
     assert_eq!(refused, 5.0);
 }
+
+#[tokio::test]
+async fn one_runner_over_its_rate_gets_429_items_while_the_others_are_stored() {
+    let (_dir, server, _admin) = common::server_with(|config| {
+        config.limits.runner_rate.lines_per_sec = Some(2);
+    })
+    .await;
+    let mut lines = vec![
+        json!({"index": {"_index": "logs"}}),
+        json!({"message": "calm", "app": "api", "host": "calm-1"}),
+    ];
+    for n in 0..5 {
+        lines.push(json!({"index": {"_index": "logs"}}));
+        lines.push(json!({"message": n, "app": "api", "host": "noisy-1"}));
+    }
+    // A second's worth goes at once (the noisy runner's rate is spent);
+    // the next bulk finds it so.
+    let (status, answer) = bulk(&server, "/_bulk", bearer(TOKEN), &ndjson(&lines[2..])).await;
+    assert_eq!(
+        (status, &answer["errors"]),
+        (200, &json!(false)),
+        "{answer}"
+    );
+    let (status, answer) = bulk(&server, "/_bulk", bearer(TOKEN), &ndjson(&lines)).await;
+    assert_eq!((status, &answer["errors"]), (200, &json!(true)), "{answer}");
+    let items = answer["items"].as_array().unwrap();
+    assert_eq!(items[0]["index"]["status"], 201);
+    for item in &items[1..] {
+        let item = &item["index"];
+        assert_eq!(item["status"], 429, "{item}");
+        assert_eq!(item["error"]["type"], "es_rejected_execution_exception");
+    }
+    let records = stored(&server, "api").await;
+    let calm: Vec<_> = records.iter().filter(|r| r["runner"] == "calm-1").collect();
+    assert_eq!(calm.len(), 1);
+    assert_eq!(records.len(), 6, "the first bulk's 5 and the calm one");
+}
