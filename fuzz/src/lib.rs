@@ -36,7 +36,7 @@ pub use drains::drain;
 pub use ingest::ingest_body;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
-pub use protocols::{loki, otlp, otlp_records};
+pub use protocols::{es_bulk, json_docs, loki, otlp, otlp_records};
 pub use spool::{spool, spool_records};
 pub use store::{block, part, part_records, wal, wal_records};
 
@@ -44,7 +44,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 14] = [
+pub const TARGETS: [(&str, Target); 17] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -60,6 +60,8 @@ pub const TARGETS: [(&str, Target); 14] = [
     ("loki", loki),
     ("cluster_message", cluster_message),
     ("drain", drain),
+    ("es_bulk", es_bulk),
+    ("json_docs", json_docs),
 ];
 
 /// Separates the parts of one input.

@@ -2,7 +2,7 @@
 //! do to a request's bytes before the ingest pipeline.
 
 use tailwater_server::protocols::otlp::{self, Encoding};
-use tailwater_server::protocols::{decompress, Undecoded};
+use tailwater_server::protocols::{decompress, documents, Undecoded};
 
 /// The most a body may hold once decompressed (the server's is
 /// `--max-batch-bytes`): small, so bombs are found quickly.
@@ -115,4 +115,74 @@ pub fn loki(data: &[u8]) {
                 serde_json::from_str(text).expect("fields are a JSON object");
         }
     }
+}
+
+/// An Elasticsearch `_bulk` body. The first byte: bit 0, the request's
+/// path names an index (`/logs/_bulk`). Decoding refuses the whole or
+/// answers every action (none more than its lines); every document read
+/// is mapped, each once, its fields a JSON object that reads back.
+pub fn es_bulk(data: &[u8]) {
+    use tailwater_server::protocols::es_bulk;
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
+    let path_index = (mode & 1 == 1).then_some("logs");
+    let items = match es_bulk::decode(body, path_index) {
+        Ok(items) => items,
+        Err(malformed) => {
+            assert!(malformed.kind.ends_with("_exception"));
+            assert!(!malformed.reason.is_empty());
+            return;
+        }
+    };
+    let lines = body.split(|byte| *byte == b'\n').count();
+    assert!(items.len() <= lines, "an action a line at most");
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let mapped: Vec<_> = items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(position, item)| {
+            assert!(!item.index.is_empty());
+            let document = item.document.ok()?;
+            Some((position, documents::document(document, now, item.id)))
+        })
+        .collect();
+    check_sources(mapped);
+}
+
+/// A `/v1/ingest/json` body (a JSON array of documents, or NDJSON): every
+/// document of one read is mapped, each once, in its source.
+pub fn json_docs(data: &[u8]) {
+    let Ok(objects) = documents::decode(data) else {
+        return;
+    };
+    let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+    let mapped = objects
+        .into_iter()
+        .map(|object| documents::document(object, now, None))
+        .enumerate()
+        .collect();
+    check_sources(mapped);
+}
+
+/// Documents gathered into sources: each position once, records beside
+/// their positions, fields JSON objects that read back.
+fn check_sources(mapped: Vec<(usize, documents::Document)>) {
+    let mut sent: Vec<usize> = mapped.iter().map(|(position, _)| *position).collect();
+    let mut seen = Vec::new();
+    for (source, positions) in documents::sources(mapped) {
+        assert_eq!(source.records.len(), positions.len());
+        seen.extend(positions);
+        for record in &source.records {
+            let text = record.fields.as_str();
+            if !text.is_empty() {
+                let again: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(text).expect("fields are a JSON object");
+                assert_eq!(tailwater_model::FieldsJson::from_map(&again).as_str(), text);
+            }
+        }
+    }
+    sent.sort_unstable();
+    seen.sort_unstable();
+    assert_eq!(sent, seen, "every document is in one source, once");
 }

@@ -29,7 +29,10 @@
 //! with no level, so the caller picks the default.
 
 mod runpod;
+mod document;
 mod shapes;
+
+pub use document::{parse_document, take_text};
 
 use jiff::Timestamp;
 use serde_json::Value;
@@ -50,10 +53,24 @@ pub struct ParsedLine {
     pub fields: FieldsJson,
 }
 
-const LEVEL_KEYS: [&str; 4] = ["level", "severity", "levelname", "lvl"];
+/// The keys a JSON object names its level, message, request and time
+/// with, each list in the order they are looked for.
+pub(crate) struct Keys {
+    pub level: &'static [&'static str],
+    pub message: &'static [&'static str],
+    pub request_id: &'static [&'static str],
+    pub time: &'static [&'static str],
+}
+
+/// The keys of a worker's JSON line.
+const LINE_KEYS: Keys = Keys {
+    level: &["level", "severity", "levelname", "lvl"],
+    message: &MESSAGE_KEYS,
+    request_id: &REQUEST_ID_KEYS,
+    time: &["ts", "time", "timestamp"],
+};
 const MESSAGE_KEYS: [&str; 3] = ["msg", "message", "event"];
 const REQUEST_ID_KEYS: [&str; 3] = ["request_id", "requestId", "requestID"];
-const TIME_KEYS: [&str; 3] = ["ts", "time", "timestamp"];
 
 /// Parses one line (without its newline) of worker output.
 pub fn parse_line(line: &str) -> ParsedLine {
@@ -84,34 +101,43 @@ fn parse_json(line: &str) -> Option<ParsedLine> {
     }
     let mut object: Fields = serde_json::from_str(trimmed).ok()?;
     shapes::flatten(&mut object);
-    let mut parsed = ParsedLine::default();
+    Some(read_object(object, &LINE_KEYS, || trimmed.to_owned()))
+}
 
-    if let Some((key, level)) = take_first(&object, &LEVEL_KEYS, json_level) {
+/// The level, message, request id and time of a (flattened) JSON object,
+/// found under `keys`; the keys left are its fields. With no message key,
+/// the message is `whole` (the object's text), so text search still finds
+/// it; its keys are fields as well.
+pub(crate) fn read_object(
+    mut object: Fields,
+    keys: &Keys,
+    whole: impl FnOnce() -> String,
+) -> ParsedLine {
+    let mut parsed = ParsedLine::default();
+    if let Some((key, level)) = take_first(&object, keys.level, json_level) {
         object.remove(&key);
         parsed.level = Some(level);
     }
-    parsed.message = match take_first(&object, &MESSAGE_KEYS, json_string) {
+    parsed.message = match take_first(&object, keys.message, json_string) {
         Some((key, message)) => {
             object.remove(&key);
             message
         }
-        // No message key: the whole line is the message, so text search
-        // still finds it; its keys are fields as well.
-        None => trimmed.to_owned(),
+        None => whole(),
     };
-    if let Some((key, request_id)) = take_first(&object, &REQUEST_ID_KEYS, json_string) {
+    if let Some((key, request_id)) = take_first(&object, keys.request_id, json_string) {
         object.remove(&key);
         parsed.request_id = Some(request_id);
     }
     // A request id of null says the line belongs to no request (RunPod's
     // worker prints `"requestId": null` outside a job): no field to keep.
-    object.retain(|key, value| !(value.is_null() && REQUEST_ID_KEYS.contains(&key.as_str())));
-    if let Some((key, ts)) = take_first(&object, &TIME_KEYS, json_timestamp) {
+    object.retain(|key, value| !(value.is_null() && keys.request_id.contains(&key.as_str())));
+    if let Some((key, ts)) = take_first(&object, keys.time, json_timestamp) {
         object.remove(&key);
         parsed.ts = Some(ts);
     }
     parsed.fields = FieldsJson::from_map(&object);
-    Some(parsed)
+    parsed
 }
 
 /// The first of `keys` present in `object` whose value `read` accepts. A value
@@ -168,7 +194,10 @@ fn json_timestamp(value: &Value) -> Option<Timestamp> {
                         v if v < 1e17 => 1e3,
                         _ => 1.0,
                     };
-                    (value * scale) as i128
+                    // Whole and fraction scaled apart: `1796637600.25` s
+                    // times 1e9 in one f64 misses its last microseconds.
+                    let whole = value.trunc();
+                    whole as i128 * scale as i128 + ((value - whole) * scale).round() as i128
                 }
             };
             Timestamp::from_nanosecond(nanos).ok()

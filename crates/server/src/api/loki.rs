@@ -15,7 +15,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::ingest::with_retry_after;
@@ -50,10 +50,7 @@ async fn receive(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(), Failure> {
     let (principal, tenant) = unnumbered::admit(state, principal, pairs)?;
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+    let content_type = unnumbered::content_type(headers);
     let Some(encoding) = Encoding::of_content_type(content_type) else {
         return Err((
             unnumbered::unsupported(

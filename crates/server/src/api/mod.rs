@@ -1,12 +1,16 @@
-//! The HTTP API. Every route but `/healthz`, `/readyz`, `/v1/openapi.json`
-//! (and `/metrics` with `--public-metrics`) needs a bearer token; every error
-//! is `{"error": {"code", "message"}}` with the fitting status.
+//! The HTTP API. Every route but `/healthz`, `/readyz`, `/v1/openapi.json`,
+//! the web console, Elasticsearch's cluster info and health probes (and
+//! `/metrics` with `--public-metrics`) needs a token; every error is
+//! `{"error": {"code", "message"}}` with the fitting status, but those of
+//! another protocol's routes, which answer in its own shape.
 
 mod count;
 mod drains;
+mod es;
 mod export;
 mod histogram;
 mod ingest;
+mod json;
 mod logs;
 mod loki;
 mod ops;
@@ -59,6 +63,19 @@ pub fn router(state: AppState) -> Router {
                 state.max_batch_bytes.saturating_add(1),
             )),
         )
+        .route(
+            "/v1/ingest/json",
+            post(json::ingest).layer(DefaultBodyLimit::max(
+                state.max_batch_bytes.saturating_add(1),
+            )),
+        )
+        // Elasticsearch's API, as log shippers use it; the same under /es.
+        .route("/_bulk", es::bulk_route(&state))
+        .route("/{index}/_bulk", es::index_bulk_route(&state))
+        .route("/_cat/health", es::cat_health_route())
+        .route("/_cluster/health", es::cluster_health_route())
+        .nest("/es", es::prefixed(&state))
+        .route("/es/", get(es::cluster))
         .route("/v1/export", get(export::export))
         .route(
             "/v1/tenants",
@@ -91,7 +108,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/histogram", get(histogram::histogram))
-        .route("/", get(ui::page))
+        // The web console for a browser, Elasticsearch's cluster info
+        // for its clients.
+        .route("/", get(es::root))
         .route("/runners", get(ui::page))
         .route("/runners/{runner}", get(ui::page))
         .route("/requests/{id}", get(ui::page))
@@ -248,6 +267,19 @@ fn basic_password(value: &str) -> Option<String> {
     Some(password.to_owned())
 }
 
+/// The token of an `Authorization: ApiKey` value: the key of
+/// `base64(id:key)`, or the value as it is when it is not that.
+fn api_key(value: &str) -> String {
+    use base64::Engine;
+    let encoded = value.trim_start_matches("ApiKey ").trim();
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|decoded| String::from_utf8(decoded).ok())
+        .and_then(|text| text.split_once(':').map(|(_, key)| key.to_owned()))
+        .unwrap_or_else(|| encoded.to_owned())
+}
+
 /// Takes `tenant` out of a query string's pairs: the tenant a request acts
 /// on, when not the token's own.
 pub(crate) fn take_tenant(pairs: &mut Vec<(String, String)>) -> Result<Option<String>, ApiError> {
@@ -323,6 +355,12 @@ impl FromRequestParts<AppState> for Principal {
                 let value = header.to_str().unwrap_or_default();
                 match value.strip_prefix("Bearer ") {
                     Some(token) => token.trim(),
+                    // Elasticsearch's clients: `base64(id:key)`, the key
+                    // the token; or the token as it is.
+                    None if value.starts_with("ApiKey ") => {
+                        basic = api_key(value);
+                        basic.as_str()
+                    }
                     // Basic auth's password is the token, the user any
                     // name: shippers that speak only basic auth (Vector's
                     // and Fly.io's Loki sinks) send it so.

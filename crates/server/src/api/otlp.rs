@@ -41,10 +41,7 @@ pub async fn export(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("");
+    let content_type = unnumbered::content_type(&headers);
     let encoding = Encoding::of_content_type(content_type);
     // Errors go back in the request's encoding (protobuf when unknown).
     let answer = encoding.unwrap_or(Encoding::Protobuf);

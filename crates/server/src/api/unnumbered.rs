@@ -1,4 +1,5 @@
-//! What the edges of senders that number nothing (OTLP, Loki push) share:
+//! What the edges of senders that number nothing (OTLP, Loki push,
+//! Elasticsearch `_bulk`, JSON documents) share:
 //! each source of a request through
 //! [`crate::ingest::Pipeline::accept_unnumbered`], and what was stored and
 //! refused of the whole, for the edge to answer in its protocol's shape.
@@ -8,7 +9,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody};
 use axum::http::{header, HeaderMap, StatusCode};
-use tailwater_model::wire::IngestRecord;
+use tailwater_model::wire::{IngestRecord, IngestResponse};
 
 use super::ingest::refusal;
 use super::{only_tenant, ApiError};
@@ -29,15 +30,34 @@ pub(super) fn admit(
     principal: Result<Principal, ApiError>,
     pairs: Vec<(String, String)>,
 ) -> Result<(Principal, String), Failure> {
-    let principal = principal.map_err(|error| (error, None))?;
     let tenant = only_tenant(pairs).map_err(|error| (error, None))?;
+    admit_to(state, principal, tenant.as_deref())
+}
+
+/// [`admit`] with the tenant already read from the query (`None`: the
+/// token's own).
+pub(super) fn admit_to(
+    state: &AppState,
+    principal: Result<Principal, ApiError>,
+    tenant: Option<&str>,
+) -> Result<(Principal, String), Failure> {
+    let principal = principal.map_err(|error| (error, None))?;
     let tenant = principal
-        .tenant_for(tenant.as_deref(), &state.registry)
+        .tenant_for(tenant, &state.registry)
         .map_err(|error| (error.into(), None))?;
     principal
         .allow(Action::Ingest)
         .map_err(|denied| (denied.into(), None))?;
     Ok((principal, tenant))
+}
+
+/// The request's `Content-Type`, `""` when it has none (or one that is
+/// not text).
+pub(super) fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("")
 }
 
 /// A 415 saying what to send instead.
@@ -134,37 +154,7 @@ pub(super) fn store(
         if count == 0 {
             continue;
         }
-        let Some(app) = source.app.or_else(|| principal.app.clone()) else {
-            ingest.count_undelivered(tenant, limits::NO_APP, count);
-            outcome.rejected += count;
-            outcome
-                .refusal
-                .get_or_insert((ApiError::bad_request(no_app), None));
-            continue;
-        };
-        let batch = Unnumbered {
-            app,
-            version: source.version,
-            runner: source.runner,
-            records: source
-                .records
-                .into_iter()
-                .map(|record| {
-                    let ingest_record = IngestRecord {
-                        seq: 0,
-                        ts: record.ts,
-                        stream: record.stream,
-                        level: record.level,
-                        request_id: record.request_id,
-                        message: record.message,
-                        fields: record.fields,
-                        invalid_utf8: false,
-                    };
-                    (ingest_record, record.uid)
-                })
-                .collect(),
-        };
-        match ingest.accept_unnumbered(principal, tenant, protocol, batch, now) {
+        match store_source(ingest, principal, tenant, (protocol, no_app), source, now) {
             Ok(response) => {
                 outcome.stored += response.accepted + response.duplicates;
                 outcome.rejected += response.refused;
@@ -175,13 +165,12 @@ pub(super) fn store(
                         .get_or_insert((ApiError::bad_request(reason), None));
                 }
             }
-            Err(refused) => {
-                let retryable = matches!(refused, Refused::Throttled(_) | Refused::Unavailable(_));
+            Err((failure, retryable)) => {
                 if outcome.stored == 0 && retryable {
-                    return Err(refusal(refused));
+                    return Err(failure);
                 }
                 outcome.rejected += count;
-                outcome.refusal.get_or_insert(refusal(refused));
+                outcome.refusal.get_or_insert(failure);
             }
         }
     }
@@ -189,4 +178,51 @@ pub(super) fn store(
         Some(failure) if outcome.stored == 0 => Err(failure),
         refusal => Ok(Outcome { refusal, ..outcome }),
     }
+}
+
+/// One source through the pipeline: the pipeline's answer, or its refusal
+/// (nothing of the source stored) and whether the sender may send the same
+/// again later (a rate, a full disk). A source naming no app takes the
+/// token's, else is refused with `no_app`.
+pub(super) fn store_source(
+    ingest: &Pipeline,
+    principal: &Principal,
+    tenant: &str,
+    (protocol, no_app): (&str, &str),
+    source: Source,
+    now: jiff::Timestamp,
+) -> Result<IngestResponse, (Failure, bool)> {
+    let count = source.records.len();
+    let Some(app) = source.app.or_else(|| principal.app.clone()) else {
+        ingest.count_undelivered(tenant, limits::NO_APP, count);
+        return Err(((ApiError::bad_request(no_app), None), false));
+    };
+    let batch = Unnumbered {
+        app,
+        version: source.version,
+        runner: source.runner,
+        records: source
+            .records
+            .into_iter()
+            .map(|record| {
+                let ingest_record = IngestRecord {
+                    seq: 0,
+                    ts: record.ts,
+                    stream: record.stream,
+                    level: record.level,
+                    request_id: record.request_id,
+                    message: record.message,
+                    fields: record.fields,
+                    invalid_utf8: false,
+                };
+                (ingest_record, record.uid)
+            })
+            .collect(),
+    };
+    ingest
+        .accept_unnumbered(principal, tenant, protocol, batch, now)
+        .map_err(|refused| {
+            let retryable = matches!(refused, Refused::Throttled(_) | Refused::Unavailable(_));
+            (refusal(refused), retryable)
+        })
 }

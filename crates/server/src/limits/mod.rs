@@ -66,6 +66,11 @@ pub const NO_APP: &str = "no_app";
 /// token's own app (the name it sent is the sender's to choose, so it is no
 /// metric label).
 pub const OTHER_APP: &str = "other_app";
+/// An Elasticsearch bulk's document that is not a JSON object, or whose
+/// `_index` or `_id` is past Elasticsearch's limits.
+pub const INVALID_DOCUMENT: &str = "invalid_document";
+/// An Elasticsearch bulk's `update` or `delete`: logs are kept as sent.
+pub const UNSUPPORTED_ACTION: &str = "unsupported_action";
 
 /// A rate: lines and bytes (of message text) per second; `None` is no
 /// limit.

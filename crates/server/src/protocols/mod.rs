@@ -1,8 +1,12 @@
 //! The protocols other senders speak, decoded at the edge into ingest
 //! batches for [`crate::ingest::Pipeline`]: OpenTelemetry's OTLP logs
-//! ([`otlp`]) and Loki push ([`loki`]). Each decoder is pure (bytes in, batches out), so it is
+//! ([`otlp`]), Loki push ([`loki`]), Elasticsearch `_bulk` ([`es_bulk`])
+//! and plain JSON documents ([`documents`], also the mapping of each
+//! `_bulk` document). Each decoder is pure (bytes in, batches out), so it is
 //! tested and fuzzed without a server; its HTTP route lives in `api`.
 
+pub mod documents;
+pub mod es_bulk;
 pub mod loki;
 pub mod otlp;
 

@@ -39,8 +39,15 @@ pub(crate) async fn call(
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    if let Some(body) = body {
-        request = request.json(&body);
+    match body {
+        // A string is a body of its own (an Elasticsearch bulk's NDJSON).
+        Some(Value::String(text)) => {
+            request = request
+                .header("content-type", "application/x-ndjson")
+                .body(text);
+        }
+        Some(body) => request = request.json(&body),
+        None => {}
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();

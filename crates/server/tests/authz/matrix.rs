@@ -32,6 +32,12 @@ pub(crate) enum Endpoint {
     Otlp,
     /// `POST /loki/api/v1/push`: a JSON push of a stream labelled with the app.
     Loki,
+    /// `POST /_bulk`: an Elasticsearch bulk of one document naming the
+    /// app; a refusal of the document is its item's error (in a 200),
+    /// read as the API's.
+    EsBulk,
+    /// `POST /v1/ingest/json`: an array of one document naming the app.
+    JsonDocs,
     /// `GET /v1/logs?request=R&app=A`.
     Logs,
     /// `GET /v1/logs?request=R` (no app named).
@@ -137,6 +143,14 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Loki,          "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (Loki,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Loki,          "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (EsBulk,        "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (EsBulk,        "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (EsBulk,        "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (EsBulk,        "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (JsonDocs,      "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (JsonDocs,      "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (JsonDocs,      "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (JsonDocs,      "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
     (Logs,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),

@@ -118,6 +118,21 @@ async fn authorization_matrix() {
                         "values": [[jiff::Timestamp::now().as_nanosecond().to_string(), "from loki"]]
                     }]})),
                 ),
+                // A string body is sent as it is (NDJSON).
+                EsBulk => (
+                    "POST",
+                    format!("/_bulk?tenant={tenant}"),
+                    Some(Value::String(format!(
+                        "{}\n{}\n",
+                        json!({"index": {"_index": "logs"}}),
+                        json!({"message": "from es", "app": app, "runner": fresh})
+                    ))),
+                ),
+                JsonDocs => (
+                    "POST",
+                    format!("/v1/ingest/json?tenant={tenant}"),
+                    Some(json!([{"message": "from json", "app": app, "runner": fresh}])),
+                ),
                 Logs => (
                     "GET",
                     format!("/v1/logs?tenant={tenant}&request=r-{app}&app={app}"),
@@ -332,8 +347,23 @@ async fn authorization_matrix() {
                     };
                     return Some(grpc.to_owned());
                 }
+                if endpoint == EsBulk {
+                    // Elasticsearch's error shape, tailwater's code beside.
+                    return body["error"]["tailwater_code"].as_str().map(str::to_owned);
+                }
                 body["error"]["code"].as_str().map(str::to_owned)
             });
+            // A bulk's document refused is its item's error, in a 200.
+            let item = serde_json::from_str::<Value>(&text)
+                .ok()
+                .filter(|_| endpoint == EsBulk && status == 200)
+                .and_then(|body| body["items"][0]["index"]["status"].as_u64());
+            let (status, code) = match item {
+                Some(403) => (403, Some("forbidden".to_owned())),
+                Some(404) => (404, Some("not_found".to_owned())),
+                Some(other) => (other as u16, code),
+                None => (status, code),
+            };
             // A successful WebSocket upgrade stands for a 200 below.
             let status = if method == "WS" && status == 101 {
                 200

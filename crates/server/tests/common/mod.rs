@@ -181,3 +181,20 @@ pub async fn metric(server: &RunningServer, name: &str) -> f64 {
     assert!(!values.is_empty(), "no {name} in\n{text}");
     values.iter().sum()
 }
+
+/// Every record of `app` (up to 1000), oldest first, as the read API
+/// returns them, read with [`TOKEN`].
+pub async fn stored(server: &RunningServer, app: &str) -> Vec<Value> {
+    let path = format!("/v1/logs?app={app}&direction=forward&limit=1000");
+    let (status, page) = call(server, "GET", &path, TOKEN, None).await;
+    assert_eq!(status, 200, "{page}");
+    page["records"].as_array().unwrap().clone()
+}
+
+/// A new ingest token of `app` in tenant `default`, its secret.
+pub async fn ingest_token(server: &RunningServer, app: &str) -> String {
+    let body = serde_json::json!({"scope": "ingest", "tenant": "default", "app": app});
+    let (status, created) = call(server, "POST", "/v1/tokens", TOKEN, Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+    created["token"].as_str().unwrap().to_owned()
+}

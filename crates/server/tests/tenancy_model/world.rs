@@ -95,7 +95,7 @@ pub(crate) async fn build_world(rng: &mut StdRng) -> World {
 pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut Model, seed: u64) {
     let mut next_seq: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut marker = 0;
-    let (mut otlp_sent, mut loki_sent) = (0, 0);
+    let (mut otlp_sent, mut loki_sent, mut docs_sent, mut es_sent) = (0, 0, 0, 0);
     let keys: Vec<(String, String)> = world.ingest.keys().cloned().collect();
     for _ in 0..40 {
         let (tenant, app) = keys[rng.random_range(0..keys.len())].clone();
@@ -163,23 +163,49 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
                 request,
             });
         }
-        // Some batches come as OTLP logs or a Loki push instead (those
-        // without a gateway's start, which is a system record neither can
-        // send): the same records, labels and token, through the same
-        // pipeline.
+        // Some batches come as OTLP logs, a Loki push, JSON documents or
+        // an Elasticsearch bulk instead (those without a gateway's start,
+        // which is a system record none can send): the same records,
+        // labels and token, through the same pipeline.
         let protocol = match starts.is_empty() {
             false => Protocol::Native,
             true if otlp_sent == 0 => Protocol::Otlp,
             true if loki_sent == 0 => Protocol::Loki,
+            true if docs_sent == 0 => Protocol::Json,
+            true if es_sent == 0 => Protocol::EsBulk,
             true => [
                 Protocol::Native,
                 Protocol::Native,
                 Protocol::Otlp,
                 Protocol::Loki,
-            ][rng.random_range(0..4)],
+                Protocol::Json,
+                Protocol::EsBulk,
+            ][rng.random_range(0..6)],
         };
         otlp_sent += usize::from(protocol == Protocol::Otlp);
         loki_sent += usize::from(protocol == Protocol::Loki);
+        docs_sent += usize::from(protocol == Protocol::Json);
+        es_sent += usize::from(protocol == Protocol::EsBulk);
+        if protocol == Protocol::EsBulk {
+            // Each document's item says what became of it, in a 200.
+            let path = format!("/_bulk?tenant={tenant}");
+            let body = es_bulk(&documents(&target_app, runner, &records));
+            let items = post_ndjson(&world.server, &path, &token.secret, body).await;
+            let want = if target_app != app { 403 } else { 201 };
+            let statuses: Vec<u64> = items
+                .iter()
+                .map(|item| item["index"]["status"].as_u64().unwrap())
+                .collect();
+            assert_eq!(
+                statuses,
+                vec![want; records.len()],
+                "seed {seed}: bulk of {tenant}/{app:?} as {target_app:?}: {items:?}"
+            );
+            if want == 201 {
+                model.records.extend(stored);
+            }
+            continue;
+        }
         let (path, batch) = match protocol {
             Protocol::Otlp => (
                 format!("/v1/logs?tenant={tenant}"),
@@ -189,6 +215,11 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
                 format!("/loki/api/v1/push?tenant={tenant}"),
                 loki_push(&target_app, runner, &records),
             ),
+            Protocol::Json => (
+                format!("/v1/ingest/json?tenant={tenant}"),
+                json!(documents(&target_app, runner, &records)),
+            ),
+            Protocol::EsBulk => unreachable!("sent above"),
             Protocol::Native => {
                 let batch = json!({"app": target_app, "version": "v1", "runner": runner, "boot": "b1",
                     "source": "gateway", "records": records});
@@ -197,7 +228,7 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
         };
         let (status, answer) = http(&world.server, "POST", &path, &token.secret, Some(batch)).await;
         if protocol != Protocol::Native {
-            let stored_status = if protocol == Protocol::Otlp { 200 } else { 204 };
+            let stored_status = if protocol == Protocol::Loki { 204 } else { 200 };
             let expected = if target_app != app {
                 403
             } else {
@@ -248,6 +279,57 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
         loki_sent > 0,
         "seed {seed}: some batches came as a Loki push"
     );
+    assert!(docs_sent > 0, "seed {seed}: some came as JSON documents");
+    assert!(
+        es_sent > 0,
+        "seed {seed}: some came as an Elasticsearch bulk"
+    );
+}
+
+/// `records` (the native batch's) as JSON documents naming `app` and the
+/// runner, as a shipper sends them.
+fn documents(app: &str, runner: &str, records: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .map(|record| {
+            let mut document = json!({
+                "@timestamp": record["ts"], "app": app, "runner": runner,
+                "level": record["level"], "message": record["message"],
+            });
+            if let Some(request) = record["request_id"].as_str() {
+                document["request_id"] = json!(request);
+            }
+            document
+        })
+        .collect()
+}
+
+/// `documents` as an Elasticsearch bulk: an index action before each.
+fn es_bulk(documents: &[serde_json::Value]) -> String {
+    documents
+        .iter()
+        .map(|document| format!("{}\n{document}\n", json!({"index": {"_index": "logs"}})))
+        .collect()
+}
+
+/// `POST path` of an NDJSON body with `token`: the bulk's items.
+async fn post_ndjson(
+    server: &tailwater_server::RunningServer,
+    path: &str,
+    token: &str,
+    body: String,
+) -> Vec<serde_json::Value> {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}{path}", server.addr))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    answer["items"].as_array().unwrap().clone()
 }
 
 /// `records` (the native batch's) as an OTLP/JSON request of `app`'s
@@ -283,6 +365,8 @@ enum Protocol {
     Native,
     Otlp,
     Loki,
+    Json,
+    EsBulk,
 }
 
 /// `records` (the native batch's) as a Loki JSON push of `app`'s stream,
