@@ -61,6 +61,11 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// otherwise: past it, the answer holds the newest and says so.
 pub const DEFAULT_HISTOGRAM_MAX_RECORDS: usize = 1_000_000;
 
+/// Records one Loki API query (`/loki/api/v1/...`) reads at most, unless
+/// configured otherwise: past it, the query is refused with an error that
+/// names the limit, never answered in part.
+pub const DEFAULT_LOGQL_MAX_RECORDS: usize = 1_000_000;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -91,6 +96,8 @@ pub struct ServerConfig {
     pub tls: Option<tls::TlsFiles>,
     /// Records one histogram counts at most (the newest first).
     pub histogram_max_records: usize,
+    /// Records one Loki API query reads at most (`--logql-max-records`).
+    pub logql_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most.
     pub requests_scan_max: usize,
     /// The runner table: heartbeat timeout, size.
@@ -128,6 +135,7 @@ impl ServerConfig {
             public_metrics: false,
             tls: None,
             histogram_max_records: DEFAULT_HISTOGRAM_MAX_RECORDS,
+            logql_max_records: DEFAULT_LOGQL_MAX_RECORDS,
             requests_scan_max: requests::list::DEFAULT_SCAN_MAX,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
@@ -155,6 +163,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
     pub histogram_max_records: usize,
+    /// See [`ServerConfig::logql_max_records`].
+    pub logql_max_records: usize,
     /// See [`ServerConfig::requests_scan_max`].
     pub requests_scan_max: usize,
     /// Each runner's state; ingest appends through it.
@@ -219,6 +229,7 @@ impl AppState {
             tail_stats,
             settling,
             histogram_max_records: config.histogram_max_records.max(1),
+            logql_max_records: config.logql_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
         })
     }

@@ -34,6 +34,7 @@ pub mod pipeline;
 
 use crate::matcher::{Matcher, Pattern};
 
+pub use lex::duration_ns;
 pub use parse::parse;
 
 /// The longest query text read, in bytes (Grafana's longest queries are a

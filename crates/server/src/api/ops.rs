@@ -26,6 +26,8 @@ const TIMED_QUERIES: &[(&str, &str)] = &[
     ("/v1/export", "export"),
     ("/v1/histogram", "histogram"),
     ("/v1/requests", "requests"),
+    ("/loki/api/v1/query", "loki_query"),
+    ("/loki/api/v1/query_range", "loki_query_range"),
 ];
 
 pub async fn metrics(

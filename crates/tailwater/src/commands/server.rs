@@ -124,6 +124,11 @@ pub struct ServerArgs {
     /// past it, the answer says it counted only those.
     #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
     histogram_max_records: usize,
+    /// Records one Loki API query (`/loki/api/v1/query`, `query_range`,
+    /// label and series reads) reads at most; past it, the query is
+    /// refused with an error naming this limit.
+    #[arg(long, default_value_t = tailwater_server::DEFAULT_LOGQL_MAX_RECORDS)]
+    logql_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most;
     /// past it, the page hands out a cursor with what it found.
     #[arg(long, default_value_t = tailwater_server::requests::list::DEFAULT_SCAN_MAX)]
@@ -207,6 +212,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.max_batch_bytes = args.max_batch_bytes;
     config.regex_size_limit = args.regex_size_limit;
     config.histogram_max_records = args.histogram_max_records;
+    config.logql_max_records = args.logql_max_records;
     config.requests_scan_max = args.requests_scan_max;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
