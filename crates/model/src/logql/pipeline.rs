@@ -174,7 +174,7 @@ impl LineFilter {
 impl LabelFilter {
     /// Whether the labels pass; a value a numeric comparison cannot read
     /// passes with `__error__` set, as in Loki (`| __error__=""` drops
-    /// such lines).
+    /// such lines); a missing label fails it.
     fn passes(&self, labels: &mut LabelSet) -> bool {
         match self {
             LabelFilter::And(left, right) => left.passes(labels) && right.passes(labels),
@@ -189,7 +189,14 @@ impl LabelFilter {
                 value,
                 kind,
             } => {
-                let text = labels.get(name).cloned().unwrap_or_default();
+                // As Loki: a line already marked passes (only `__error__`
+                // filters drop it), one without the label does not.
+                if labels.contains_key(ERROR_LABEL) {
+                    return true;
+                }
+                let Some(text) = labels.get(name).cloned() else {
+                    return false;
+                };
                 let Some(read) = read_number(&text, *kind) else {
                     labels.insert(ERROR_LABEL.to_owned(), "LabelFilterErr".to_owned());
                     labels.insert(

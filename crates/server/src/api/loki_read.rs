@@ -285,16 +285,16 @@ impl Scan<'_> {
                 .query(self.tenant, &page)
                 .map_err(LokiError::internal)?;
             skipped.add(&found.skipped, self.view, &self.state.registry);
-            *scanned += found.records.len();
-            if *scanned > max {
-                return Err(LokiError::limit(
-                    "max_records",
-                    format!(
-                        "the query would read more than {max} records (the server's --logql-max-records): narrow the time range, the stream selector or the line filters"
-                    ),
-                ));
-            }
             for record in &found.records {
+                *scanned += 1;
+                if *scanned > max {
+                    return Err(LokiError::limit(
+                        "max_records",
+                        format!(
+                            "the query would read more than {max} records (the server's --logql-max-records): narrow the time range, the stream selector or the line filters"
+                        ),
+                    ));
+                }
                 if self
                     .view
                     .is_some_and(|view| !view.sees(record, &self.state.registry))
