@@ -44,7 +44,10 @@ async fn get(server: &RunningServer, path: &str, pairs: &[(&str, &str)]) -> (u16
         .unwrap();
     let status = response.status().as_u16();
     let text = response.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn now_ns() -> i64 {
@@ -58,7 +61,11 @@ async fn seed(client: &tailwater_client::Client) -> i64 {
     let record = |seq: u64, level: Level, message: &str, request: Option<&str>| IngestRecord {
         seq,
         ts: base + jiff::SignedDuration::from_secs(seq as i64),
-        stream: if level >= Level::Error { Stream::Stderr } else { Stream::Stdout },
+        stream: if level >= Level::Error {
+            Stream::Stderr
+        } else {
+            Stream::Stdout
+        },
         level,
         request_id: request.map(str::to_owned),
         message: message.to_owned(),
@@ -90,12 +97,21 @@ async fn seed(client: &tailwater_client::Client) -> i64 {
         .ingest(&batch(
             "sdxl",
             "pod-2",
-            vec![record(5, Level::Warn, r#"status=503 took=250ms path="/gen a""#, None)],
+            vec![record(
+                5,
+                Level::Warn,
+                r#"status=503 took=250ms path="/gen a""#,
+                None,
+            )],
         ))
         .await
         .unwrap();
     client
-        .ingest(&batch("other", "pod-9", vec![record(6, Level::Info, "elsewhere oom", None)]))
+        .ingest(&batch(
+            "other",
+            "pod-9",
+            vec![record(6, Level::Info, "elsewhere oom", None)],
+        ))
         .await
         .unwrap();
     base.as_nanosecond() as i64
@@ -108,7 +124,11 @@ async fn save_and_test_gets_two() {
     let (status, body) = get(
         &server,
         "/loki/api/v1/query",
-        &[("query", "vector(1)+vector(1)"), ("direction", ""), ("time", "4000000000")],
+        &[
+            ("query", "vector(1)+vector(1)"),
+            ("direction", ""),
+            ("time", "4000000000"),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -150,7 +170,12 @@ async fn explore_reads_log_streams_with_labels_and_metadata() {
             .await
         }
     };
-    let (status, body) = range(r#"{app="sdxl", runner="pod-1"} |= "oom""#, "backward", "1000").await;
+    let (status, body) = range(
+        r#"{app="sdxl", runner="pod-1"} |= "oom""#,
+        "backward",
+        "1000",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "streams");
     let result = body["data"]["result"].as_array().unwrap();
@@ -174,27 +199,44 @@ async fn explore_reads_log_streams_with_labels_and_metadata() {
             .unwrap()
             .iter()
             .flat_map(|stream| stream["values"].as_array().unwrap().clone())
-            .map(|pair| (pair[0].as_str().unwrap().to_owned(), pair[1].as_str().unwrap().to_owned()))
+            .map(|pair| {
+                (
+                    pair[0].as_str().unwrap().to_owned(),
+                    pair[1].as_str().unwrap().to_owned(),
+                )
+            })
             .collect();
         lines.sort();
         lines.into_iter().map(|(ns, line)| (ns, line)).collect()
     };
     let (_, newest) = range(r#"{app="sdxl"}"#, "backward", "2").await;
     let newest: Vec<String> = lines(&newest).into_iter().map(|(_, line)| line).collect();
-    assert_eq!(newest, ["request end", "status=503 took=250ms path=\"/gen a\""]);
+    assert_eq!(
+        newest,
+        ["request end", "status=503 took=250ms path=\"/gen a\""]
+    );
     let (_, oldest) = range(r#"{app="sdxl"}"#, "forward", "2").await;
     let oldest: Vec<String> = lines(&oldest).into_iter().map(|(_, line)| line).collect();
     assert_eq!(oldest, ["loading model", "request start"]);
 
     // Parsers and label filters.
-    let (status, body) =
-        range(r#"{app="sdxl"} | logfmt | status >= 500 and took > 100ms"#, "backward", "100").await;
+    let (status, body) = range(
+        r#"{app="sdxl"} | logfmt | status >= 500 and took > 100ms"#,
+        "backward",
+        "100",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let result = body["data"]["result"].as_array().unwrap();
     assert_eq!(result.len(), 1, "{body}");
     assert_eq!(result[0]["stream"]["path"], "/gen a");
     assert_eq!(result[0]["stream"]["status"], "503");
-    let (_, body) = range(r#"{app=~"sd.*"} | request_id="req-1" | line_format "{{.level}}: {{.runner}}""#, "forward", "100").await;
+    let (_, body) = range(
+        r#"{app=~"sd.*"} | request_id="req-1" | line_format "{{.level}}: {{.runner}}""#,
+        "forward",
+        "100",
+    )
+    .await;
     let got: Vec<String> = lines(&body).into_iter().map(|(_, line)| line).collect();
     assert_eq!(got, ["info: pod-1", "error: pod-1", "info: pod-1"]);
 }
@@ -212,7 +254,13 @@ async fn the_volume_histogram_and_metric_queries_answer_matrices() {
             let (status, body) = get(
                 server,
                 "/loki/api/v1/query_range",
-                &[("query", query), ("start", &start), ("end", &end), ("step", "10000ms"), ("direction", "backward")],
+                &[
+                    ("query", query),
+                    ("start", &start),
+                    ("end", &end),
+                    ("step", "10000ms"),
+                    ("direction", "backward"),
+                ],
             )
             .await;
             assert_eq!(status, 200, "{body}");
@@ -235,7 +283,10 @@ async fn the_volume_histogram_and_metric_queries_answer_matrices() {
         ]
     );
     let rate = matrix(r#"sum(rate({app="sdxl"} |= "request" [10s]))"#).await;
-    assert_eq!(rate, vec![json!({"metric": {}, "values": [[t(10), "0.2"]]})]);
+    assert_eq!(
+        rate,
+        vec![json!({"metric": {}, "values": [[t(10), "0.2"]]})]
+    );
     let by_runner = matrix(r#"count by (runner) (bytes_over_time({app="sdxl"}[10s])) * 2"#).await;
     assert_eq!(by_runner.len(), 2);
     assert_eq!(by_runner[0]["metric"], json!({"runner": "pod-1"}));
@@ -245,11 +296,19 @@ async fn the_volume_histogram_and_metric_queries_answer_matrices() {
     let (status, body) = get(
         &server,
         "/loki/api/v1/query_range",
-        &[("query", r#"count_over_time({app="sdxl"} | json [10s])"#), ("start", &start), ("end", &end), ("step", "10s")],
+        &[
+            ("query", r#"count_over_time({app="sdxl"} | json [10s])"#),
+            ("start", &start),
+            ("end", &end),
+            ("step", "10s"),
+        ],
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("__error__"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("__error__"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +321,15 @@ async fn the_label_browser_series_and_stats() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["data"],
-        json!(["app", "detected_level", "level", "runner", "source", "stream", "version"])
+        json!([
+            "app",
+            "detected_level",
+            "level",
+            "runner",
+            "source",
+            "stream",
+            "version"
+        ])
     );
     let (_, body) = get(&server, "/loki/api/v1/label/app/values", &window).await;
     assert_eq!(body["data"], json!(["other", "sdxl"]));
@@ -289,7 +356,11 @@ async fn the_label_browser_series_and_stats() {
     assert_eq!(body["streams"], 3);
     // What Grafana may ask and tailwater does not answer: 404, and Grafana
     // turns those features off.
-    for path in ["/loki/api/v1/detected_fields", "/loki/api/v1/patterns", "/loki/api/v1/index/volume"] {
+    for path in [
+        "/loki/api/v1/detected_fields",
+        "/loki/api/v1/patterns",
+        "/loki/api/v1/index/volume",
+    ] {
         let (status, _) = get(&server, path, &scoped).await;
         assert_eq!(status, 404, "{path}");
     }
@@ -303,7 +374,17 @@ async fn errors_are_lokis_shape_and_limits_are_named_and_counted() {
     let query_range = |query: &'static str, limit: &'static str| {
         let (start, end, server) = (start.clone(), end.clone(), &server);
         async move {
-            get(server, "/loki/api/v1/query_range", &[("query", query), ("limit", limit), ("start", &start), ("end", &end)]).await
+            get(
+                server,
+                "/loki/api/v1/query_range",
+                &[
+                    ("query", query),
+                    ("limit", limit),
+                    ("start", &start),
+                    ("end", &end),
+                ],
+            )
+            .await
         }
     };
     let (status, body) = query_range(r#"{app="sdxl""#, "10").await;
@@ -314,31 +395,74 @@ async fn errors_are_lokis_shape_and_limits_are_named_and_counted() {
     // Past the records a query may read: refused, naming the setting.
     let (status, body) = query_range(r#"{app="sdxl"}"#, "10").await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("--logql-max-records"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("--logql-max-records"),
+        "{body}"
+    );
     // Fewer lines than that are answered.
     let (status, _) = query_range(r#"{app="sdxl"}"#, "2").await;
     assert_eq!(status, 200);
     let (status, body) = query_range(r#"{app="sdxl"}"#, "100000").await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("max_entries_limit"), "{body}");
-    let (status, body) = get(&server, "/loki/api/v1/query", &[("query", r#"{app="sdxl"}"#)]).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_entries_limit"),
+        "{body}"
+    );
+    let (status, body) = get(
+        &server,
+        "/loki/api/v1/query",
+        &[("query", r#"{app="sdxl"}"#)],
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("range query"), "{body}");
-    let (status, body) = get(&server, "/loki/api/v1/query_range", &[("query", r#"rate({app="sdxl"}[1m])"#), ("start", "0"), ("end", &end), ("step", "1s")]).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("range query"),
+        "{body}"
+    );
+    let (status, body) = get(
+        &server,
+        "/loki/api/v1/query_range",
+        &[
+            ("query", r#"rate({app="sdxl"}[1m])"#),
+            ("start", "0"),
+            ("end", &end),
+            ("step", "1s"),
+        ],
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("maximum resolution"), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("maximum resolution"),
+        "{body}"
+    );
     let metrics = common::metrics_text(&server).await;
     for reason in ["bad_query", "max_records", "max_entries", "max_points"] {
         assert!(
-            metrics.contains(&format!("tailwater_loki_queries_refused_total{{reason=\"{reason}\"}}")),
+            metrics.contains(&format!(
+                "tailwater_loki_queries_refused_total{{reason=\"{reason}\"}}"
+            )),
             "{reason}: {metrics}"
         );
     }
     // Without a token: 401 in the same shape.
-    let response = reqwest::get(format!("{}/loki/api/v1/labels", server.url())).await.unwrap();
+    let response = reqwest::get(format!("{}/loki/api/v1/labels", server.url()))
+        .await
+        .unwrap();
     assert_eq!(response.status(), 401);
     let body: Value = response.json().await.unwrap();
-    assert!(body["message"].as_str().unwrap().contains("token"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("token"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -358,32 +482,50 @@ async fn live_tail_sends_history_then_new_lines_over_a_websocket() {
     let mut request = format!("ws://{}/loki/api/v1/tail?{query}", server.addr)
         .into_client_request()
         .unwrap();
-    request.headers_mut().insert("authorization", basic().parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", basic().parse().unwrap());
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let mut next_frame = async || loop {
         match tokio::time::timeout(std::time::Duration::from_secs(10), socket.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) => return serde_json::from_str::<Value>(&text).unwrap(),
+            Ok(Some(Ok(Message::Text(text)))) => {
+                return serde_json::from_str::<Value>(&text).unwrap()
+            }
             Ok(Some(Ok(_))) => continue,
             other => panic!("no frame: {other:?}"),
         }
     };
     // History: the newest matching line (limit 1).
     let history = next_frame().await;
-    assert_eq!(history["streams"][0]["values"][0][1], "request end", "{history}");
+    assert_eq!(
+        history["streams"][0]["values"][0][1], "request end",
+        "{history}"
+    );
     // Then what is stored from now on, if it matches.
     let mut batch = common::batch("sdxl", "pod-3", 0..2);
     batch.records[0].message = "request begins".into();
     batch.records[1].message = "unrelated".into();
     client.ingest(&batch).await.unwrap();
     let live = next_frame().await;
-    assert_eq!(live["streams"][0]["values"][0][1], "request begins", "{live}");
+    assert_eq!(
+        live["streams"][0]["values"][0][1], "request begins",
+        "{live}"
+    );
     assert_eq!(live["streams"][0]["stream"]["runner"], "pod-3");
     socket.close(None).await.unwrap();
 
     // Not an upgrade: a clear 400.
-    let (status, body) = get(&server, "/loki/api/v1/tail", &[("query", r#"{app="sdxl"}"#)]).await;
+    let (status, body) = get(
+        &server,
+        "/loki/api/v1/tail",
+        &[("query", r#"{app="sdxl"}"#)],
+    )
+    .await;
     assert_eq!(status, 400);
-    assert!(body["message"].as_str().unwrap().contains("websocket"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("websocket"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -410,14 +552,22 @@ async fn a_caller_reads_its_request_only_and_never_labels() {
         async move {
             let path = format!(
                 "/loki/api/v1/query_range?{}",
-                encode(&[("query", query), ("start", &start), ("end", &end), ("direction", "forward")])
+                encode(&[
+                    ("query", query),
+                    ("start", &start),
+                    ("end", &end),
+                    ("direction", "forward")
+                ])
             );
             call(server, "GET", &path, &caller, None).await
         }
     };
     let (status, body) = read(r#"{app="sdxl"}"#).await;
     assert_eq!(status, 403, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("request_id"), "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("request_id"),
+        "{body}"
+    );
     // Its request's lines, once the request's owner settled (no recorded
     // caller: after the grace).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -444,9 +594,19 @@ async fn a_caller_reads_its_request_only_and_never_labels() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert!(lines.iter().all(|(request, _)| request == "req-1"), "{lines:?}");
+    assert!(
+        lines.iter().all(|(request, _)| request == "req-1"),
+        "{lines:?}"
+    );
     let (status, _) = call(&server, "GET", "/loki/api/v1/labels", &caller, None).await;
     assert_eq!(status, 403);
-    let (status, _) = call(&server, "GET", "/loki/api/v1/series?match%5B%5D=%7Bapp%3D%22sdxl%22%7D", &caller, None).await;
+    let (status, _) = call(
+        &server,
+        "GET",
+        "/loki/api/v1/series?match%5B%5D=%7Bapp%3D%22sdxl%22%7D",
+        &caller,
+        None,
+    )
+    .await;
     assert_eq!(status, 403);
 }

@@ -179,7 +179,8 @@ async fn read(
                 json!(names)
             }
             Read::Values(name) => {
-                let values: BTreeSet<&String> = sets.iter().filter_map(|set| set.get(name)).collect();
+                let values: BTreeSet<&String> =
+                    sets.iter().filter_map(|set| set.get(name)).collect();
                 json!(values)
             }
             Read::Series => json!(sets),

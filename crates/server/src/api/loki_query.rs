@@ -15,9 +15,7 @@ use tailwater_model::logql::pipeline::LabelSet;
 use tailwater_model::logql::{Expr, MetricExpr};
 use tailwater_model::Direction;
 
-use super::loki_read::{
-    now_ns, ns_string, respond, success, view_for, LokiError, Params, Scan,
-};
+use super::loki_read::{now_ns, ns_string, respond, success, view_for, LokiError, Params, Scan};
 use super::read::Skipped;
 use super::ApiError;
 use crate::access::scopes::{CallerView, Principal};
@@ -73,7 +71,9 @@ async fn instant(
     let (value, skipped) = evaluate(state, &principal, tenant, metric, steps).await?;
     let at = seconds(time);
     let data = match value {
-        Value::Scalar(number) => json!({"resultType": "scalar", "result": [at, sample_text(number)]}),
+        Value::Scalar(number) => {
+            json!({"resultType": "scalar", "result": [at, sample_text(number)]})
+        }
         Value::Vector(series) => json!({
             "resultType": "vector",
             "result": series.iter().filter_map(|one| {
@@ -154,12 +154,17 @@ async fn range(
                     let values: Vec<Json> = one
                         .points
                         .iter()
-                        .map(|(index, value)| json!([seconds(steps.at(*index)), sample_text(*value)]))
+                        .map(|(index, value)| {
+                            json!([seconds(steps.at(*index)), sample_text(*value)])
+                        })
                         .collect();
                     json!({"metric": one.labels, "values": values})
                 })
                 .collect();
-            Ok(success(json!({"resultType": "matrix", "result": result}), &skipped))
+            Ok(success(
+                json!({"resultType": "matrix", "result": result}),
+                &skipped,
+            ))
         }
     }
 }

@@ -27,6 +27,9 @@ pub(crate) struct LokiError {
     /// Why, for the refusal count; `None` for what is not a refusal of the
     /// query (the token, the tenant, an internal error).
     reason: Option<&'static str>,
+    /// `errorType`: `bad_data` for a query, else the API's error code
+    /// (`unauthorized`, `forbidden`, `private_logs`, `not_found`, …).
+    code: &'static str,
     message: String,
 }
 
@@ -36,6 +39,7 @@ impl LokiError {
         LokiError {
             status: StatusCode::BAD_REQUEST,
             reason: Some("bad_query"),
+            code: "bad_data",
             message: message.into(),
         }
     }
@@ -45,6 +49,7 @@ impl LokiError {
         LokiError {
             status: StatusCode::BAD_REQUEST,
             reason: Some(reason),
+            code: "bad_data",
             message: message.into(),
         }
     }
@@ -59,6 +64,7 @@ impl From<ApiError> for LokiError {
         LokiError {
             status: error.status,
             reason: None,
+            code: error.code,
             message: error.message,
         }
     }
@@ -79,15 +85,9 @@ pub(crate) fn respond(state: &AppState, result: Result<Response, LokiError>) -> 
             if let Some(reason) = error.reason {
                 state.metrics.loki_query_refused(reason);
             }
-            let kind = match error.status.as_u16() {
-                400 => "bad_data",
-                401 | 403 => "unauthorized",
-                404 => "not_found",
-                _ => "internal",
-            };
             let body = serde_json::json!({
                 "status": "error",
-                "errorType": kind,
+                "errorType": error.code,
                 "error": error.message,
                 "message": error.message,
             });
@@ -116,11 +116,7 @@ impl Params {
     }
 
     /// The tenant the read acts on, as for every read (`?tenant=`).
-    pub fn tenant(
-        &mut self,
-        state: &AppState,
-        principal: &Principal,
-    ) -> Result<String, LokiError> {
+    pub fn tenant(&mut self, state: &AppState, principal: &Principal) -> Result<String, LokiError> {
         let asked = take_tenant(&mut self.0)?;
         Ok(principal.tenant_for(asked.as_deref(), &state.registry)?)
     }
@@ -140,9 +136,9 @@ impl Params {
 
     /// The query, parsed under the server's regex limit.
     pub fn query(&mut self, state: &AppState) -> Result<Expr, LokiError> {
-        let text = self.take("query")?.ok_or_else(|| {
-            LokiError::bad_query("missing query: give query={app=\"name\"}")
-        })?;
+        let text = self
+            .take("query")?
+            .ok_or_else(|| LokiError::bad_query("missing query: give query={app=\"name\"}"))?;
         logql::parse(&text, state.regex_size_limit).map_err(LokiError::bad_query)
     }
 
@@ -198,10 +194,7 @@ pub(crate) fn parse_time(text: &str) -> Option<i64> {
     match text.parse::<i64>() {
         Ok(number) if text.trim_start_matches('-').len() <= 10 => number.checked_mul(1_000_000_000),
         Ok(number) => Some(number),
-        Err(_) => text
-            .parse::<jiff::Timestamp>()
-            .ok()
-            .map(timestamp_ns),
+        Err(_) => text.parse::<jiff::Timestamp>().ok().map(timestamp_ns),
     }
 }
 

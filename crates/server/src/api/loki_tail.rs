@@ -134,7 +134,12 @@ fn frame(query: &LogQuery, records: &[LogRecord]) -> String {
     json!({"streams": streams}).to_string()
 }
 
-async fn serve(mut socket: WebSocket, query: Arc<LogQuery>, history: Vec<LogRecord>, mut live: Tail) {
+async fn serve(
+    mut socket: WebSocket,
+    query: Arc<LogQuery>,
+    history: Vec<LogRecord>,
+    mut live: Tail,
+) {
     if !history.is_empty()
         && socket
             .send(Message::Text(frame(&query, &history).into()))

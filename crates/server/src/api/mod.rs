@@ -99,7 +99,10 @@ pub fn router(state: AppState) -> Router {
         .route("/loki/api/v1/query", get(loki_query::query))
         .route("/loki/api/v1/query_range", get(loki_query::query_range))
         .route("/loki/api/v1/labels", get(loki_meta::labels))
-        .route("/loki/api/v1/label/{name}/values", get(loki_meta::label_values))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(loki_meta::label_values),
+        )
         .route("/loki/api/v1/series", get(loki_meta::series))
         .route("/loki/api/v1/index/stats", get(loki_meta::index_stats))
         .route("/loki/api/v1/status/buildinfo", get(loki_meta::buildinfo))
