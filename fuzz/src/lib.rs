@@ -19,6 +19,7 @@
 //! behind a checksum as well as the checks themselves.
 
 mod ingest;
+mod logql;
 pub mod model;
 mod multiline;
 mod protocols;
@@ -26,6 +27,7 @@ mod spool;
 mod store;
 
 pub use ingest::ingest_body;
+pub use logql::logql;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
 pub use protocols::{loki, otlp, otlp_records};
@@ -36,7 +38,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 13] = [
+pub const TARGETS: [(&str, Target); 14] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -50,6 +52,7 @@ pub const TARGETS: [(&str, Target); 13] = [
     ("multiline", multiline),
     ("otlp", otlp),
     ("loki", loki),
+    ("logql", logql),
 ];
 
 /// Separates the parts of one input.
