@@ -35,7 +35,11 @@ fn records() -> Vec<LogRecord> {
                 boot: "b".into(),
                 seq: index as u64,
                 source: Source::Run,
-                stream: if level == Level::Error { Stream::Stderr } else { Stream::Stdout },
+                stream: if level == Level::Error {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                },
                 level,
                 request_id: (index == 1).then(|| "req-1".to_owned()),
                 message: (*message).to_owned(),

@@ -131,8 +131,14 @@ fn the_parser_agrees_with_grafanas_grammar_on_the_corpus() {
             OnlyGrafana(_) => (true, false),
         };
         if (grafana, ours.is_ok()) != expected {
+            let why = match verdict {
+                OnlyGrafana(why) => {
+                    format!(" (the corpus expects only grafana to accept it: {why})")
+                }
+                _ => String::new(),
+            };
             wrong.push(format!(
-                "{query:?}: grafana accepts {grafana}, tailwater {ours:?}"
+                "{query:?}: grafana accepts {grafana}, tailwater {ours:?}{why}"
             ));
         }
         if let Err(error) = ours {

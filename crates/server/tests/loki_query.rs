@@ -207,7 +207,7 @@ async fn explore_reads_log_streams_with_labels_and_metadata() {
             })
             .collect();
         lines.sort();
-        lines.into_iter().map(|(ns, line)| (ns, line)).collect()
+        lines
     };
     let (_, newest) = range(r#"{app="sdxl"}"#, "backward", "2").await;
     let newest: Vec<String> = lines(&newest).into_iter().map(|(_, line)| line).collect();

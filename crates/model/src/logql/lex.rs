@@ -315,10 +315,12 @@ fn quoted(text: &str, start: usize) -> Result<(String, usize), String> {
                     'x' => 2,
                     'u' => 4,
                     'U' => 8,
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "at {}: unknown escape \\{escape} in a string: write \\\\ for a backslash",
                         start + 1 + offset
-                    )),
+                    ))
+                    }
                 };
                 let mut code = 0u32;
                 for _ in 0..digits {

@@ -47,6 +47,13 @@ impl Steps {
     }
 }
 
+/// A range expression's lines, grouped by their labels after the pipeline.
+pub type Groups = Vec<(LabelSet, Vec<Sample>)>;
+/// What reads a range expression's lines: the caller's store.
+pub type Fetch<'a, E> = dyn FnMut(&RangeExpr) -> Result<Groups, E> + 'a;
+/// Per step: the sum, count, least and most of the values aggregated.
+type Accumulated = BTreeMap<usize, (f64, f64, f64, f64)>;
+
 /// One line a range function counts: its time and its size in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
@@ -81,7 +88,7 @@ pub enum EvalError<E> {
 pub fn evaluate<E>(
     expr: &MetricExpr,
     steps: Steps,
-    fetch: &mut dyn FnMut(&RangeExpr) -> Result<Vec<(LabelSet, Vec<Sample>)>, E>,
+    fetch: &mut Fetch<'_, E>,
 ) -> Result<Value, EvalError<E>> {
     let mut points = 0usize;
     eval(expr, steps, fetch, &mut points)
@@ -90,7 +97,7 @@ pub fn evaluate<E>(
 fn eval<E>(
     expr: &MetricExpr,
     steps: Steps,
-    fetch: &mut dyn FnMut(&RangeExpr) -> Result<Vec<(LabelSet, Vec<Sample>)>, E>,
+    fetch: &mut Fetch<'_, E>,
     points: &mut usize,
 ) -> Result<Value, EvalError<E>> {
     Ok(match expr {
@@ -212,7 +219,7 @@ fn group_key(labels: &LabelSet, grouping: Option<&Grouping>) -> LabelSet {
 
 fn aggregate(op: AggregateOp, grouping: Option<&Grouping>, series: Vec<Series>) -> Vec<Series> {
     // Per group, per step: (sum, count, min, max).
-    let mut groups: BTreeMap<LabelSet, BTreeMap<usize, (f64, f64, f64, f64)>> = BTreeMap::new();
+    let mut groups: BTreeMap<LabelSet, Accumulated> = BTreeMap::new();
     for one in series {
         let group = groups.entry(group_key(&one.labels, grouping)).or_default();
         for (index, value) in one.points {

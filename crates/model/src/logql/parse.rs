@@ -358,7 +358,7 @@ impl Parser {
         self.expect(Tok::LBrace, "'{' to start a stream selector")?;
         let mut matchers = Vec::new();
         while self.peek() != Some(&Tok::RBrace) {
-            matchers.push(self.label_matcher(false)?);
+            matchers.push(self.label_matcher()?);
             match self.peek() {
                 // As Loki's grammar: a comma is followed by a matcher.
                 Some(Tok::Comma)
@@ -382,9 +382,8 @@ impl Parser {
         Ok(matchers)
     }
 
-    /// `name op "value"`; `numbers` allows none but a string value (a label
-    /// filter reads numbers elsewhere).
-    fn label_matcher(&mut self, _in_filter: bool) -> Result<LabelMatcher, String> {
+    /// `name op "value"`, the value a quoted string.
+    fn label_matcher(&mut self) -> Result<LabelMatcher, String> {
         let name = match self.advance() {
             Some(Tok::Ident(name)) => name,
             _ => {
@@ -527,7 +526,7 @@ impl Parser {
                 Some(Tok::Eq | Tok::Ne | Tok::EqTilde | Tok::NotTilde)
             );
             if is_matcher {
-                labels.push(LabelMatcherOrName::Matcher(self.label_matcher(true)?));
+                labels.push(LabelMatcherOrName::Matcher(self.label_matcher()?));
             } else {
                 match self.advance() {
                     Some(Tok::Ident(name)) => labels.push(LabelMatcherOrName::Name(name)),
