@@ -119,12 +119,23 @@ async fn read(
         .into());
     }
     let end = params.time("end", now_ns())?;
-    let start = params.time("start", end.saturating_sub(DEFAULT_WINDOW_NS))?;
+    // `since`: a duration before `end`, as Loki reads it.
+    let window = match params.take("since")? {
+        None => DEFAULT_WINDOW_NS,
+        Some(text) => logql::duration_ns(&text)
+            .filter(|ns| *ns > 0)
+            .ok_or_else(|| {
+                LokiError::bad_query(format!(
+                    "invalid since '{text}': give a duration such as 1h"
+                ))
+            })?,
+    };
+    let start = params.time("start", end.saturating_sub(window))?;
     let texts = match matches {
         Some(matches) => matches,
         None => params.take("query")?.into_iter().collect(),
     };
-    params.done(&["since", "step", "interval"])?;
+    params.done(&["step", "interval"])?;
     let mut queries = Vec::new();
     for text in texts.iter().filter(|text| !text.trim().is_empty()) {
         match logql::parse(text, state.regex_size_limit).map_err(LokiError::bad_query)? {
