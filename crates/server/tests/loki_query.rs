@@ -336,7 +336,12 @@ async fn the_label_browser_series_and_stats() {
     // `since` instead of `start`, as Loki takes it.
     let (_, body) = get(&server, "/loki/api/v1/label/app/values", &[("since", "1h")]).await;
     assert_eq!(body["data"], json!(["other", "sdxl"]));
-    let (status, _) = get(&server, "/loki/api/v1/label/app/values", &[("since", "soon")]).await;
+    let (status, _) = get(
+        &server,
+        "/loki/api/v1/label/app/values",
+        &[("since", "soon")],
+    )
+    .await;
     assert_eq!(status, 400);
     let mut scoped = window.to_vec();
     scoped.push(("query", r#"{app="sdxl"}"#));
