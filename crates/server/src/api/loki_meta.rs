@@ -15,6 +15,7 @@ use axum::Json;
 use serde_json::json;
 use tailwater_model::logql::pipeline::{stream_labels, LabelSet};
 use tailwater_model::logql::{self, Expr, LogQuery};
+use tailwater_model::wire::MAX_PAGE_LIMIT;
 use tailwater_model::Direction;
 
 use super::loki_read::{now_ns, respond, success, LokiError, Params, Scan};
@@ -173,6 +174,12 @@ async fn read(
                 since_ns: start,
                 until_ns: end,
                 direction: Direction::Backward,
+                // One record names every label; values want them all.
+                first_page: if matches!(what, Read::Names) {
+                    16
+                } else {
+                    MAX_PAGE_LIMIT
+                },
             };
             scan.run(&mut scanned, &mut skipped, |record, output| {
                 entries += 1;

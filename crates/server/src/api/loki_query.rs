@@ -13,6 +13,7 @@ use serde_json::{json, Value as Json};
 use tailwater_model::logql::metric::{self, EvalError, Sample, Steps, Value};
 use tailwater_model::logql::pipeline::LabelSet;
 use tailwater_model::logql::{Expr, MetricExpr};
+use tailwater_model::wire::MAX_PAGE_LIMIT;
 use tailwater_model::Direction;
 
 use super::loki_read::{now_ns, ns_string, respond, success, view_for, LokiError, Params, Scan};
@@ -117,6 +118,7 @@ async fn range(
                     since_ns: start,
                     until_ns: end,
                     direction,
+                    first_page: limit,
                 };
                 streams(&scan, limit)
             })
@@ -224,6 +226,7 @@ async fn evaluate(
                 since_ns: from.saturating_add(1),
                 until_ns: through.saturating_add(1),
                 direction: Direction::Forward,
+                first_page: MAX_PAGE_LIMIT,
             };
             let mut groups: HashMap<LabelSet, Vec<Sample>> = HashMap::new();
             scan.run(&mut scanned, &mut skipped, |record, output| {

@@ -246,6 +246,9 @@ pub(crate) struct Scan<'a> {
     /// Exclusive, in nanoseconds.
     pub until_ns: i64,
     pub direction: Direction,
+    /// Records the first page asks the store for (the lines wanted, when
+    /// few); each later page asks twice as many, up to a full page.
+    pub first_page: usize,
 }
 
 impl Scan<'_> {
@@ -267,11 +270,13 @@ impl Scan<'_> {
         let mut page = Query {
             filter,
             direction: self.direction,
-            limit: MAX_PAGE_LIMIT,
+            limit: self.first_page,
             cursor: None,
         };
+        let mut size = self.first_page.clamp(1, MAX_PAGE_LIMIT);
         loop {
-            page.limit = MAX_PAGE_LIMIT.min(max.saturating_sub(*scanned) + 1);
+            page.limit = size.min(max.saturating_sub(*scanned) + 1);
+            size = size.saturating_mul(2).min(MAX_PAGE_LIMIT);
             let found = self
                 .state
                 .store

@@ -81,6 +81,7 @@ async fn open(
                 since_ns: start,
                 until_ns: i64::MAX,
                 direction: Direction::Backward,
+                first_page: limit,
             };
             let mut lines = Vec::new();
             scan.run(&mut 0, &mut Skipped::default(), |record, _| {
