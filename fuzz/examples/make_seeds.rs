@@ -180,6 +180,39 @@ fn main() {
         seed("logs_params", name, query.as_bytes());
     }
 
+    // The queries Grafana's Loki data source sends (Save & test, Explore,
+    // the logs volume, Logs Drilldown), and the rest of what is read.
+    for (name, query) in [
+        ("save_and_test", "vector(1)+vector(1)"),
+        (
+            "selector",
+            r#"{app="sdxl", runner!="pod-1", level=~"warn|error", stream!~"std.*"}"#,
+        ),
+        (
+            "line_filters",
+            r#"{app="sdxl"} |= "cuda" != "debug" |~ "oom|OOM" !~ "(?i)retry" |= "a" or "b""#,
+        ),
+        (
+            "json",
+            r#"{app=~".+"} | json | status >= 500 and took > 100ms, nested_a="b" | drop __error__, __error_details__"#,
+        ),
+        (
+            "logfmt",
+            r#"{app="sdxl"} | logfmt | (status=200 or size <= 10MB) | keep app, status | line_format "{{.status}} {{ .app }}""#,
+        ),
+        ("request", r#"{source="run"} | request_id="req-1""#),
+        (
+            "volume",
+            r#"sum by (level, detected_level) (count_over_time({app="sdxl"} |= "oom" | drop __error__[1s]))"#,
+        ),
+        (
+            "metric",
+            r#"avg(rate({app="sdxl"}[5s] | json)) / max(bytes_rate({app=""}[2s] offset 1s)) * 100 - count without (stream) (bytes_over_time({level="error"}[3s]))"#,
+        ),
+    ] {
+        seed("logql", name, query.as_bytes());
+    }
+
     for (name, query) in [
         (
             "filters",

@@ -25,6 +25,7 @@
 mod cluster;
 mod drains;
 mod ingest;
+mod logql;
 pub mod model;
 mod multiline;
 mod protocols;
@@ -34,6 +35,7 @@ mod store;
 pub use cluster::cluster_message;
 pub use drains::drain;
 pub use ingest::ingest_body;
+pub use logql::logql;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
 pub use protocols::{es_bulk, json_docs, loki, otlp, otlp_records};
@@ -44,7 +46,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 17] = [
+pub const TARGETS: [(&str, Target); 18] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -62,6 +64,7 @@ pub const TARGETS: [(&str, Target); 17] = [
     ("drain", drain),
     ("es_bulk", es_bulk),
     ("json_docs", json_docs),
+    ("logql", logql),
 ];
 
 /// Separates the parts of one input.

@@ -36,6 +36,7 @@
 
 pub mod filter;
 pub mod lifecycle;
+pub mod logql;
 pub mod matcher;
 pub mod multiline;
 pub mod parse;

@@ -64,6 +64,11 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Largest ingest request body, in bytes, unless configured otherwise.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
+/// Records one Loki API query (`/loki/api/v1/...`) reads at most, unless
+/// configured otherwise: past it, the query is refused with an error that
+/// names the limit, never answered in part.
+pub const DEFAULT_LOGQL_MAX_RECORDS: usize = 1_000_000;
+
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
@@ -92,6 +97,8 @@ pub struct ServerConfig {
     pub public_metrics: bool,
     /// Serve HTTPS with this certificate and key (`--tls-cert`, `--tls-key`).
     pub tls: Option<tls::TlsFiles>,
+    /// Records one Loki API query reads at most (`--logql-max-records`).
+    pub logql_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most.
     pub requests_scan_max: usize,
     /// The runner table: heartbeat timeout, size.
@@ -132,6 +139,7 @@ impl ServerConfig {
             redact: Vec::new(),
             public_metrics: false,
             tls: None,
+            logql_max_records: DEFAULT_LOGQL_MAX_RECORDS,
             requests_scan_max: requests::list::DEFAULT_SCAN_MAX,
             runners: RunnerSettings::default(),
             tail_buffer: tail::DEFAULT_TAIL_BUFFER,
@@ -160,6 +168,8 @@ pub struct AppState {
     pub ingest: Arc<ingest::Pipeline>,
     pub metrics: Arc<Metrics>,
     pub public_metrics: bool,
+    /// See [`ServerConfig::logql_max_records`].
+    pub logql_max_records: usize,
     /// See [`ServerConfig::requests_scan_max`].
     pub requests_scan_max: usize,
     /// Each runner's state; ingest appends through it.
@@ -250,6 +260,7 @@ impl AppState {
             tail_stats,
             settling,
             drains,
+            logql_max_records: config.logql_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
         })
     }

@@ -81,6 +81,7 @@ pub struct Metrics {
     pub connections_open: Gauge,
     connections_closed: Counters<CloseLabels>,
     requests_list_cut: Counter,
+    loki_queries_refused: Counters<CloseLabels>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,7 +173,13 @@ impl Metrics {
             "Pages of GET /v1/requests that stopped at the most request starts one page reads (--requests-scan-max) and handed out a cursor with fewer requests than asked",
             requests_list_cut.clone(),
         );
+        let loki_queries_refused = counters(
+            &mut registry,
+            "loki_queries_refused",
+            "Loki API queries (/loki/api/v1/...) refused, by reason (bad_query; max_records: past --logql-max-records; max_points; max_entries: a limit past the most lines one query returns)",
+        );
         Metrics {
+            loki_queries_refused,
             registry,
             ingested_lines,
             ingested_bytes,
@@ -195,6 +202,15 @@ impl Metrics {
     /// Counts one page of `GET /v1/requests` cut at its scan limit.
     pub fn requests_list_scan_cut(&self) {
         self.requests_list_cut.inc();
+    }
+
+    /// Counts one Loki API query refused, by why.
+    pub fn loki_query_refused(&self, reason: &str) {
+        self.loki_queries_refused
+            .get_or_create(&CloseLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one connection closed or refused by a connection limit.

@@ -13,6 +13,10 @@ mod ingest;
 mod json;
 mod logs;
 mod loki;
+mod loki_meta;
+mod loki_query;
+mod loki_read;
+mod loki_tail;
 mod ops;
 mod otlp;
 mod read;
@@ -123,6 +127,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/logs/tail", get(requests::tail))
         .route("/v1/status", get(status::status))
         .route("/v1/openapi.json", get(ops::openapi))
+        // The Loki query API, for Grafana's Loki data source.
+        .route("/loki/api/v1/query", get(loki_query::query))
+        .route("/loki/api/v1/query_range", get(loki_query::query_range))
+        .route("/loki/api/v1/labels", get(loki_meta::labels))
+        .route(
+            "/loki/api/v1/label/{name}/values",
+            get(loki_meta::label_values),
+        )
+        .route("/loki/api/v1/series", get(loki_meta::series))
+        .route("/loki/api/v1/index/stats", get(loki_meta::index_stats))
+        .route("/loki/api/v1/status/buildinfo", get(loki_meta::buildinfo))
+        .route("/loki/api/v1/tail", get(loki_tail::tail))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -27,6 +27,8 @@ const TIMED_QUERIES: &[(&str, &str)] = &[
     ("/v1/histogram", "histogram"),
     ("/v1/logs/count", "count"),
     ("/v1/requests", "requests"),
+    ("/loki/api/v1/query", "loki_query"),
+    ("/loki/api/v1/query_range", "loki_query_range"),
 ];
 
 pub async fn metrics(

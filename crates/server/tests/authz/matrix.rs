@@ -122,6 +122,22 @@ pub(crate) enum Endpoint {
     ResumeDrain,
     /// `DELETE /v1/apps/A/drains/D`.
     DeleteDrain,
+    /// `GET /loki/api/v1/query_range?query={app="A"} | request_id="r-A"`.
+    LokiQuery,
+    /// `GET /loki/api/v1/query_range?query={app="A"}` (no request).
+    LokiQueryNoRequest,
+    /// `GET /loki/api/v1/query_range?query={app=~".+"} | request_id="theirs-A"`.
+    LokiQueryTheirs,
+    /// `GET /loki/api/v1/query_range?query=sum(count_over_time({app="A"} | request_id="r-A" [1h]))`.
+    LokiMetric,
+    /// `GET /loki/api/v1/tail?query={app="A"} | request_id="r-A"` as a WebSocket.
+    LokiTail,
+    /// `GET /loki/api/v1/tail?query={app=~".+"} | request_id="theirs-A"` as a WebSocket.
+    LokiTailTheirs,
+    /// `GET /loki/api/v1/label/app/values?query={app="A"}`.
+    LokiLabelValues,
+    /// `GET /loki/api/v1/series?match[]={app="A"}`.
+    LokiSeries,
 }
 use Endpoint::*;
 
@@ -335,4 +351,39 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (DeleteDrain,  "own",    "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (DeleteDrain,  "other",  "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (DeleteDrain,  "other",  "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    // The Loki query API: a caller names its request in LogQL
+    // (`| request_id="ID"`), and reads as through /v1/logs; label and
+    // series reads are for owners and admins.
+    (LokiQuery,     "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (LokiQuery,     "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (LokiQuery,     "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiQuery,     "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryNoRequest,"own","pub", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryNoRequest,"own","priv",[Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryNoRequest,"other","pub",[Ok,      NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryNoRequest,"other","priv",[Ok,     NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryTheirs,"own",  "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryTheirs,"own",  "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryTheirs,"other","pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiQueryTheirs,"other","priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiMetric,    "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (LokiMetric,    "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (LokiMetric,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiMetric,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiTail,      "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
+    (LokiTail,      "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),
+    (LokiTail,      "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiTail,      "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiTailTheirs,"own",   "pub",  [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LokiTailTheirs,"own",   "priv", [Ok,       Ok,        Forbidden, Empty,     Unauth, Unauth, Unauth, Unauth]),
+    (LokiTailTheirs,"other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiTailTheirs,"other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiLabelValues,"own",  "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiLabelValues,"own",  "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiLabelValues,"other","pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiLabelValues,"other","priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiSeries,    "own",   "pub",  [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiSeries,    "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (LokiSeries,    "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (LokiSeries,    "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
 ];

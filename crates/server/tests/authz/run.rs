@@ -4,6 +4,48 @@ use serde_json::{json, Value};
 
 use super::matrix::{Endpoint::*, Want::*, KINDS, MATRIX};
 use super::*;
+use tailwater_model::wire::percent_encode;
+
+/// A read of the Loki API with a LogQL `query`.
+fn loki(
+    method: &'static str,
+    route: &str,
+    tenant: &str,
+    query: &str,
+) -> (&'static str, String, Option<Value>) {
+    let path = format!(
+        "/loki/api/v1/{route}?tenant={tenant}&query={}",
+        percent_encode(query)
+    );
+    (method, path, None)
+}
+
+fn is_loki_read(path: &str) -> bool {
+    path.starts_with("/loki/api/v1/") && !path.starts_with("/loki/api/v1/push")
+}
+
+/// Lines (or points, values, series) of a Loki answer: its frames for a
+/// tail.
+fn loki_lines(text: &str) -> usize {
+    text.lines()
+        .map(|frame| {
+            let body: Value = serde_json::from_str(frame).unwrap();
+            let result = if body["streams"].is_array() {
+                &body["streams"]
+            } else if body["data"]["result"].is_array() {
+                &body["data"]["result"]
+            } else {
+                &body["data"]
+            };
+            result
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["values"].as_array().map_or(1, Vec::len))
+                .sum::<usize>()
+        })
+        .sum()
+}
 
 /// A drain destination that never answers (`.invalid` resolves to nothing).
 const NOWHERE: &str = "https://drains.invalid/in";
@@ -330,6 +372,55 @@ async fn authorization_matrix() {
                     let path = format!("/v1/apps/{app}/drains/{id}{action}?tenant={tenant}");
                     (method, path, None)
                 }
+                LokiQuery => loki(
+                    "GET",
+                    "query_range",
+                    tenant,
+                    &format!(r#"{{app="{app}"}} | request_id="r-{app}""#),
+                ),
+                LokiQueryNoRequest => {
+                    loki("GET", "query_range", tenant, &format!(r#"{{app="{app}"}}"#))
+                }
+                LokiQueryTheirs => loki(
+                    "GET",
+                    "query_range",
+                    tenant,
+                    &format!(r#"{{app=~".+"}} | request_id="theirs-{app}""#),
+                ),
+                LokiMetric => loki(
+                    "GET",
+                    "query_range",
+                    tenant,
+                    &format!(
+                        r#"sum(count_over_time({{app="{app}"}} | request_id="r-{app}" [1h]))"#
+                    ),
+                ),
+                LokiTail => loki(
+                    "WS",
+                    "tail",
+                    tenant,
+                    &format!(r#"{{app="{app}"}} | request_id="r-{app}""#),
+                ),
+                LokiTailTheirs => loki(
+                    "WS",
+                    "tail",
+                    tenant,
+                    &format!(r#"{{app=~".+"}} | request_id="theirs-{app}""#),
+                ),
+                LokiLabelValues => loki(
+                    "GET",
+                    "label/app/values",
+                    tenant,
+                    &format!(r#"{{app="{app}"}}"#),
+                ),
+                LokiSeries => (
+                    "GET",
+                    format!(
+                        "/loki/api/v1/series?tenant={tenant}&match%5B%5D={}",
+                        percent_encode(&format!(r#"{{app="{app}"}}"#))
+                    ),
+                    None,
+                ),
             };
             let (status, text) = call(&server, method, &path, *token, body).await;
             let what = format!(
@@ -351,6 +442,10 @@ async fn authorization_matrix() {
                     // Elasticsearch's error shape, tailwater's code beside.
                     return body["error"]["tailwater_code"].as_str().map(str::to_owned);
                 }
+                if is_loki_read(&path) {
+                    // Loki's error shape, the API's code as its errorType.
+                    return body["errorType"].as_str().map(str::to_owned);
+                }
                 body["error"]["code"].as_str().map(str::to_owned)
             });
             // A bulk's document refused is its item's error, in a 200.
@@ -370,7 +465,9 @@ async fn authorization_matrix() {
             } else {
                 status
             };
-            let records = if method == "WS" {
+            let records = if is_loki_read(&path) && matches!(status, 200 | 101) {
+                loki_lines(&text)
+            } else if method == "WS" {
                 text.matches(r#""type":"record""#).count()
             } else if is_tail(&path) {
                 text.matches("event: record").count()

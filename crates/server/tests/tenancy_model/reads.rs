@@ -105,6 +105,7 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
         let mut export = BTreeSet::new();
         let mut histogram_total = 0;
         let mut count_total = 0;
+        let mut loki = BTreeSet::new();
         for tenant in tenants {
             let tenant_q = tenant.map(|t| format!("tenant={t}&")).unwrap_or_default();
             let (status, page) = http(
@@ -159,7 +160,39 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
             assert_eq!(status, 200, "{who}: count {request:?}: {count}");
             assert_eq!(count["complete"], true, "{who}: count {request:?}: {count}");
             count_total += count["total"].as_u64().unwrap();
+
+            // The Loki query API, as Grafana asks it: every source, the
+            // request named in LogQL.
+            let logql = match request {
+                Some(request) => format!(r#"{{source=~".+"}} | request_id="{request}""#),
+                None => r#"{source=~".+"}"#.to_owned(),
+            };
+            let start = jiff::Timestamp::now().as_nanosecond() - 7_200_000_000_000;
+            let (status, body) = http(
+                server,
+                "GET",
+                &format!(
+                    "/loki/api/v1/query_range?{tenant_q}limit=10000&direction=forward&start={start}&query={}",
+                    percent_encode(&logql)
+                ),
+                &token.secret,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{who}: loki query_range {request:?}: {body}");
+            for stream in body["data"]["result"].as_array().unwrap() {
+                for pair in stream["values"].as_array().unwrap() {
+                    let line = pair[1].as_str().unwrap();
+                    loki.insert(line.split(' ').next().unwrap_or("").to_owned());
+                }
+            }
         }
+        let loki_markers: BTreeSet<String> =
+            loki.iter().filter(|m| is_marker(m)).cloned().collect();
+        assert_eq!(
+            loki_markers, want,
+            "{who}: loki query_range of request {request:?}"
+        );
         let history_markers: BTreeSet<String> =
             history.iter().filter(|m| is_marker(m)).cloned().collect();
         assert_eq!(

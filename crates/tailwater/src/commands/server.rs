@@ -125,6 +125,12 @@ pub struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "TAILWATER_TLS_KEY")]
     tls_key: Option<PathBuf>,
+    #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
+    /// Records one Loki API query (`/loki/api/v1/query`, `query_range`,
+    /// label and series reads) reads at most; past it, the query is
+    /// refused with an error naming this limit.
+    #[arg(long, default_value_t = tailwater_server::DEFAULT_LOGQL_MAX_RECORDS)]
+    logql_max_records: usize,
     /// `request_start` records one page of `GET /v1/requests` reads at most;
     /// past it, the page hands out a cursor with what it found.
     #[arg(long, default_value_t = tailwater_server::requests::list::DEFAULT_SCAN_MAX)]
@@ -306,6 +312,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
     config.regex_size_limit = args.regex_size_limit;
+    config.logql_max_records = args.logql_max_records;
     config.requests_scan_max = args.requests_scan_max;
     config.runners.heartbeat_timeout = args.heartbeat_timeout;
     config.runners.max_runners = args.max_runners;
