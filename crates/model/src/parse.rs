@@ -28,8 +28,8 @@
 //! beside it); nothing else is. A line that fits no shape is kept as it is,
 //! with no level, so the caller picks the default.
 
-mod runpod;
 mod document;
+mod runpod;
 mod shapes;
 
 pub use document::{parse_document, take_text};

@@ -219,7 +219,8 @@ async fn the_ingest_token_decides_the_app() {
     // ... and the refusal is counted under the token's own app (the name
     // the sender chose is no metric label).
     let metrics = common::scrape(&server, Some(TOKEN)).await;
-    let refused = r#"tailwater_ingest_refused_lines_total{app="sdxl",reason="other_app",tenant="default"}"#;
+    let refused =
+        r#"tailwater_ingest_refused_lines_total{app="sdxl",reason="other_app",tenant="default"}"#;
     assert_eq!(metrics.get(refused), Some(&1.0), "{metrics:#?}");
 }
 

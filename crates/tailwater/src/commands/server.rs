@@ -125,7 +125,6 @@ pub struct ServerArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, requires = "tls_cert", env = "TAILWATER_TLS_KEY")]
     tls_key: Option<PathBuf>,
-    #[arg(long, default_value_t = tailwater_server::DEFAULT_HISTOGRAM_MAX_RECORDS)]
     /// Records one Loki API query (`/loki/api/v1/query`, `query_range`,
     /// label and series reads) reads at most; past it, the query is
     /// refused with an error naming this limit.
