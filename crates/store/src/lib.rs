@@ -75,8 +75,8 @@ mod query;
 mod recovery;
 mod requests;
 mod retention;
-mod scan_threads;
 mod row;
+mod scan_threads;
 mod visibility;
 mod wal;
 
@@ -773,6 +773,8 @@ fn dir_name(name: &str) -> String {
 
 #[cfg(test)]
 mod append_tests;
+#[cfg(test)]
+mod count_limit_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
