@@ -25,6 +25,7 @@
 
 pub mod access;
 pub mod api;
+pub mod count_slots;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -105,6 +106,9 @@ pub struct ServerConfig {
     /// Record ids (OTLP `log.record.uid`) remembered per tenant to store a
     /// record sent again once (`ingest::identity`); 0: none.
     pub dedup_uids: usize,
+    /// Counts (and histograms) one tenant runs at once
+    /// (`--count-concurrency`); see [`count_slots`].
+    pub count_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -129,6 +133,7 @@ impl ServerConfig {
             connections: serve::ConnectionLimits::default(),
             request_owner_grace: ownership::DEFAULT_REQUEST_OWNER_GRACE,
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
+            count_concurrency: count_slots::DEFAULT_COUNT_CONCURRENCY,
         }
     }
 }
@@ -156,6 +161,8 @@ pub struct AppState {
     pub tail_stats: Arc<tail::TailStats>,
     /// When records were stored: settles requests with no recorded caller.
     pub settling: Arc<ownership::Settling>,
+    /// Each tenant's slots for counts running at once.
+    pub count_slots: Arc<count_slots::CountSlots>,
 }
 
 impl AppState {
@@ -212,6 +219,7 @@ impl AppState {
             tail_stats,
             settling,
             requests_scan_max: config.requests_scan_max.max(1),
+            count_slots: Arc::new(count_slots::CountSlots::new(config.count_concurrency)),
         })
     }
 }

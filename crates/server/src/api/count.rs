@@ -8,17 +8,18 @@
 //! view shows, exactly what paging `/v1/logs` would have shown it.
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use jiff::Timestamp;
 use tailwater_model::wire::{Incomplete, LogsCount};
 use tailwater_model::Filter;
-use tailwater_store::{AppCount, Buckets, Store};
+use tailwater_store::{AppCount, Buckets, StoreError};
 
 use super::logs::params;
 use super::read::{refuse_paging, Skipped};
 use super::ApiError;
-use crate::access::registry::Registry;
 use crate::access::scopes::{CallerView, Principal};
+use crate::count_slots::{COUNT_RETRY_AFTER, COUNT_WAIT};
 use crate::AppState;
 
 pub async fn count(
@@ -40,9 +41,16 @@ pub async fn count(
     }))
 }
 
+/// A count refused as one of more than `--count-concurrency` of its
+/// tenant's at once.
+pub const COUNT_BUSY: &str = "count_busy";
+/// A count refused as reading more than `--count-scan-limit` records.
+pub const COUNT_TOO_LARGE: &str = "count_too_large";
+
 /// What of `tenant`'s matches of `filter` the caller `view` (or anyone,
 /// when `None`) sees, per app, and what it lacks of them: counted off the
-/// async threads, as a count may read many blocks.
+/// async threads, as a count may read many blocks, in one of the tenant's
+/// count slots ([`crate::count_slots`]). Refusals are counted per tenant.
 pub(super) async fn visible(
     state: &AppState,
     tenant: String,
@@ -50,18 +58,29 @@ pub(super) async fn visible(
     filter: Filter,
     buckets: Option<Buckets>,
 ) -> Result<(Vec<AppCount>, Option<Incomplete>), ApiError> {
-    let store = state.store.clone();
-    let registry = state.registry.clone();
+    let Some(slot) = state.count_slots.take(&tenant, COUNT_WAIT).await else {
+        state.metrics.count_refused(&tenant, COUNT_BUSY);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            COUNT_BUSY,
+            format!(
+                "this tenant already runs {} counts or histograms at once (the server's --count-concurrency): ask again when one ends",
+                state.count_slots.per_tenant()
+            ),
+        )
+        .retry_after(COUNT_RETRY_AFTER));
+    };
+    let state = state.clone();
     tokio::task::spawn_blocking(move || {
-        count_as(&store, &registry, &tenant, view.as_ref(), &filter, buckets)
+        let _slot = slot;
+        count_as(&state, &tenant, view.as_ref(), &filter, buckets)
     })
     .await
     .map_err(ApiError::internal)?
 }
 
 fn count_as(
-    store: &Store,
-    registry: &Registry,
+    state: &AppState,
     tenant: &str,
     view: Option<&CallerView>,
     filter: &Filter,
@@ -71,9 +90,17 @@ fn count_as(
         // Not reached: a caller's view is of the request its filter names.
         return Ok((Vec::new(), None));
     }
-    let counts = store
+    let registry = &state.registry;
+    let counts = state
+        .store
         .count(tenant, filter, buckets)
-        .map_err(ApiError::internal)?;
+        .map_err(|error| match error {
+            StoreError::CountTooLarge { .. } => {
+                state.metrics.count_refused(tenant, COUNT_TOO_LARGE);
+                ApiError::new(StatusCode::BAD_REQUEST, COUNT_TOO_LARGE, error.to_string())
+            }
+            error => ApiError::internal(error),
+        })?;
     let incomplete = Skipped::of(&counts.skipped, view, registry);
     let apps = counts
         .apps
