@@ -3,6 +3,7 @@
 //! and concurrent counts share one pool of helper threads.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tailwater_model::Filter;
@@ -46,9 +47,10 @@ fn a_count_past_the_scan_limit_is_refused_naming_the_setting() {
     assert!(message.contains("--count-scan-limit"), "{message}");
     assert_eq!(message, message.to_lowercase(), "{message}");
     // A narrower count (one runner's first batches, by time) is within it.
-    let mut narrow = Filter::default();
-    narrow.until =
-        Some(Timestamp::from_second(1_700_000_000).unwrap() + std::time::Duration::from_millis(30));
+    let narrow = Filter {
+        until: Some(Timestamp::from_second(1_700_000_000).unwrap() + Duration::from_millis(30)),
+        ..Filter::default()
+    };
     assert_eq!(store.count("t", &narrow, None).unwrap().total(), 30);
     // Another tenant, with nothing stored, is not refused for it.
     assert_eq!(
