@@ -95,9 +95,15 @@ fn count_as(
         .store
         .count(tenant, filter, buckets)
         .map_err(|error| match error {
-            StoreError::CountTooLarge { .. } => {
+            StoreError::CountTooLarge { limit, .. } => {
                 state.metrics.count_refused(tenant, COUNT_TOO_LARGE);
-                ApiError::new(StatusCode::BAD_REQUEST, COUNT_TOO_LARGE, error.to_string())
+                // Not how many it would read: a caller token would learn
+                // of records in apps its view does not show.
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    COUNT_TOO_LARGE,
+                    format!("this count would read more than {limit} stored records, the server's limit for one count (--count-scan-limit): narrow it with since and until, or app, or ask the server's admin to raise the limit"),
+                )
             }
             error => ApiError::internal(error),
         })?;
