@@ -118,3 +118,54 @@ fn count_as(
         .collect();
     Ok((apps, incomplete))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::response::IntoResponse;
+
+    use super::*;
+    use crate::access::registry::Registry;
+    use crate::redact::Redactor;
+    use crate::ServerConfig;
+
+    #[tokio::test]
+    async fn a_tenant_past_its_slots_gets_429_with_retry_after_and_others_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().to_owned());
+        config.count_concurrency = 1;
+        let store =
+            tailwater_store::Store::open(&dir.path().join("store"), config.store.clone()).unwrap();
+        let (registry, _) = Registry::open(&dir.path().join("auth"), None).unwrap();
+        let state = crate::AppState::open(store, registry, Redactor::none(), &config).unwrap();
+
+        // Tenant a's one slot is held (as by a long count of its own).
+        let held = state.count_slots.take("a", COUNT_WAIT).await.unwrap();
+        let busy = visible(&state, "a".into(), None, Filter::default(), None)
+            .await
+            .unwrap_err()
+            .into_response();
+        assert_eq!(busy.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(busy.headers()["retry-after"], "1");
+        let body = axum::body::to_bytes(busy.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], COUNT_BUSY);
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("--count-concurrency"), "{message}");
+        let metrics = state.metrics.render();
+        assert!(
+            metrics.contains(r#"tailwater_count_refused_total{tenant="a",reason="count_busy"} 1"#),
+            "{metrics}"
+        );
+
+        // Tenant b counts meanwhile; a counts again once its slot is free.
+        visible(&state, "b".into(), None, Filter::default(), None)
+            .await
+            .unwrap();
+        drop(held);
+        visible(&state, "a".into(), None, Filter::default(), None)
+            .await
+            .unwrap();
+    }
+}
