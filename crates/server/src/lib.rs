@@ -31,6 +31,7 @@ pub mod access;
 pub mod api;
 pub mod cluster;
 pub mod drains;
+pub mod count_slots;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;
@@ -122,6 +123,9 @@ pub struct ServerConfig {
     pub cluster: Option<cluster::ClusterConfig>,
     /// How drains batch, retry, connect, and which addresses they may reach.
     pub drains: drains::DrainSettings,
+    /// Counts (and histograms) one tenant runs at once
+    /// (`--count-concurrency`); see [`count_slots`].
+    pub count_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -149,6 +153,7 @@ impl ServerConfig {
             dedup_uids: ingest::identity::DEFAULT_DEDUP_UIDS,
             cluster: None,
             drains: drains::DrainSettings::default(),
+            count_concurrency: count_slots::DEFAULT_COUNT_CONCURRENCY,
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct AppState {
     pub settling: Arc<ownership::Settling>,
     /// Every app's drains.
     pub drains: Arc<drains::Drains>,
+    /// Each tenant's slots for counts running at once.
+    pub count_slots: Arc<count_slots::CountSlots>,
 }
 
 impl AppState {
@@ -262,6 +269,7 @@ impl AppState {
             drains,
             logql_max_records: config.logql_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
+            count_slots: Arc::new(count_slots::CountSlots::new(config.count_concurrency)),
         })
     }
 }

@@ -76,6 +76,7 @@ pub struct Metrics {
     pub refused_records: Counters<ReasonLabels>,
     pub retimed_records: Counters<ReasonLabels>,
     pub late_request_starts: Counters<AppLabels>,
+    count_refused: Counters<TenantReasonLabels>,
     query_seconds: Family<EndpointLabels, Histogram>,
     /// Connections open now ([`crate::serve`]).
     pub connections_open: Gauge,
@@ -148,6 +149,11 @@ impl Metrics {
             "late_request_starts",
             "request_start records naming a caller stored more than --request-owner-grace after their request's first line: kept with the caller as 'late_caller', deciding nothing",
         );
+        let count_refused = counters(
+            &mut registry,
+            "count_refused",
+            "Counts and histograms refused, by tenant and reason (count_too_large: they would read more stored records than --count-scan-limit; count_busy: the tenant already ran --count-concurrency of them for longer than a count waits)",
+        );
         let query_seconds =
             Family::<EndpointLabels, Histogram>::new_with_constructor(query_histogram as fn() -> _);
         registry.register(
@@ -192,6 +198,7 @@ impl Metrics {
             refused_records,
             retimed_records,
             late_request_starts,
+            count_refused,
             query_seconds,
             connections_open,
             connections_closed,
@@ -263,6 +270,16 @@ impl Metrics {
     }
 
     /// Records how long a query on `endpoint` (`logs`, …) took to answer.
+    /// Counts one count or histogram of `tenant` refused for `reason`.
+    pub fn count_refused(&self, tenant: &str, reason: &str) {
+        self.count_refused
+            .get_or_create(&TenantReasonLabels {
+                tenant: tenant.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn observe_query(&self, endpoint: &str, took: Duration) {
         self.query_seconds
             .get_or_create(&EndpointLabels {

@@ -23,7 +23,10 @@
 //! checksum and decodes, but whose fields of some record are not JSON, is
 //! counted by what it holds (fields are read only when a filter asks for
 //! them), where a page skips it. Blocks
-//! are shared among up to `StoreOptions::query_threads` threads; the
+//! are shared among up to `StoreOptions::query_threads` threads (the
+//! caller's, and helpers free in the store's pool: `scan_threads`), and a
+//! count whose blocks hold more than `StoreOptions::count_scan_limit`
+//! records is refused before it reads one; the
 //! memtable is counted under the read lock, the parts after it is let go
 //! (a part's file stays open while it is read, even once merged away).
 
@@ -40,6 +43,8 @@ use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
 use crate::query::{candidate_blocks, Bounds, Prune};
+use crate::scan_threads::ScanThreads;
+use crate::StoreError;
 
 /// Levels a histogram counts apart, by [`Level::code`].
 pub const LEVELS: usize = 6;
@@ -309,22 +314,31 @@ pub(crate) fn in_memtable(
     apps
 }
 
-/// Counts `tenant`'s records matching `filter` in `parts`, on up to
-/// `threads` threads.
+/// What one count may spend: up to `threads` threads (its caller's, and
+/// helpers `pool` has free), and `scan_limit` stored records read.
+pub(crate) struct Budget<'a> {
+    pub threads: usize,
+    pub pool: &'a ScanThreads,
+    pub scan_limit: u64,
+}
+
+/// Counts `tenant`'s records matching `filter` in `parts`, within
+/// `budget`: refused before reading when its blocks hold more records
+/// than the budget's scan limit.
 pub(crate) fn in_parts(
     tenant: &str,
     filter: &Filter,
     buckets: Option<Buckets>,
     parts: &[Arc<Part>],
-    threads: usize,
-) -> (BTreeMap<String, AppCount>, Vec<SkippedBlock>) {
+    budget: &Budget,
+) -> Result<(BTreeMap<String, AppCount>, Vec<SkippedBlock>), StoreError> {
     let query = Query {
         filter: filter.clone(),
         ..Query::default()
     };
     let bounds = Bounds::of(&query);
     if bounds.is_empty() {
-        return Default::default();
+        return Ok(Default::default());
     }
     let prune = Prune::new(filter);
     let mut words = filter.required_words();
@@ -343,6 +357,18 @@ pub(crate) fn in_parts(
                 .map(move |index| (&**part, index))
         })
         .collect();
+    // Every block chosen is read (checksummed, if not decompressed): its
+    // records, matching or not, are the cost the limit bounds.
+    let records: u64 = blocks
+        .iter()
+        .map(|(part, index)| u64::from(part.footer.blocks[*index].count))
+        .sum();
+    if records > budget.scan_limit {
+        return Err(StoreError::CountTooLarge {
+            records,
+            limit: budget.scan_limit,
+        });
+    }
     let next = AtomicUsize::new(0);
     let found = Mutex::new((BTreeMap::<String, AppCount>::new(), Vec::new()));
     let work = || {
@@ -388,12 +414,13 @@ pub(crate) fn in_parts(
         merge(&mut found.0, apps);
         found.1.append(&mut skipped);
     };
-    let threads = threads.clamp(1, blocks.len().max(1));
-    if threads == 1 {
+    let wanted = budget.threads.clamp(1, blocks.len().max(1)) - 1;
+    let lease = budget.pool.lend(tenant, wanted);
+    if lease.helpers == 0 {
         work();
     } else {
         std::thread::scope(|scope| {
-            for _ in 1..threads {
+            for _ in 0..lease.helpers {
                 // A thread the system will not give is no failure: the
                 // threads that run take its blocks (they share one index).
                 let _ = std::thread::Builder::new()
@@ -407,7 +434,7 @@ pub(crate) fn in_parts(
         .into_inner()
         .unwrap_or_else(|error| error.into_inner());
     apps.retain(|_, count| count.total > 0);
-    (apps, skipped)
+    Ok((apps, skipped))
 }
 
 /// Adds the counts of `more` to `apps`.

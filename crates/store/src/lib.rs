@@ -76,6 +76,7 @@ mod recovery;
 mod requests;
 mod retention;
 mod row;
+mod scan_threads;
 mod visibility;
 mod wal;
 
@@ -124,6 +125,8 @@ pub enum StoreError {
     },
     #[error("the store stopped accepting writes after a failure it cannot recover from while running ({0}); fix the cause and restart the server: what was acknowledged is safe")]
     Failed(String),
+    #[error("this count would read {records} stored records, more than the server's count scan limit of {limit} (--count-scan-limit): narrow it with since and until, or app, or ask the server's admin to raise the limit")]
+    CountTooLarge { records: u64, limit: u64 },
 }
 
 impl StoreError {
@@ -272,6 +275,8 @@ struct Inner {
     counters: Mutex<Counters>,
     /// What open found damaged in the log.
     recovery: RecoveryReport,
+    /// The helper threads counts share.
+    scan_threads: scan_threads::ScanThreads,
     /// Decoded blocks kept for the next page.
     cache: BlockCache,
     _lock: File,
@@ -368,8 +373,11 @@ impl Store {
     /// included), by app, and by time bucket and level when `buckets` are
     /// given: the number of records paging through [`Store::query`] with
     /// the same filter returns, found without building them, on up to
-    /// [`StoreOptions::query_threads`] threads. Unreadable blocks are
-    /// skipped, counted and returned, as a page's.
+    /// [`StoreOptions::query_threads`] threads (the caller's and helpers
+    /// free in the store's one pool). Unreadable blocks are skipped,
+    /// counted and returned, as a page's. A count that would read more
+    /// than [`StoreOptions::count_scan_limit`] stored records is refused
+    /// ([`StoreError::CountTooLarge`]) before it reads any.
     pub fn count(
         &self,
         tenant: &str,
@@ -386,8 +394,12 @@ impl Store {
             filter,
             buckets,
             &parts,
-            self.inner.options.query_threads,
-        );
+            &count::Budget {
+                threads: self.inner.options.query_threads,
+                pool: &self.inner.scan_threads,
+                scan_limit: self.inner.options.count_scan_limit,
+            },
+        )?;
         count::merge(&mut apps, in_parts);
         self.inner.note_skipped(&skipped);
         Ok(Counts {
@@ -761,6 +773,8 @@ fn dir_name(name: &str) -> String {
 
 #[cfg(test)]
 mod append_tests;
+#[cfg(test)]
+mod count_limit_tests;
 #[cfg(test)]
 mod crash_tests;
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         "store opened"
     );
     let cache = BlockCache::new(options.block_cache_bytes);
+    let scan_threads = crate::scan_threads::ScanThreads::new(options.query_threads);
     Ok(Inner {
         dir: dir.to_owned(),
         options,
@@ -157,6 +158,7 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         damage: Mutex::new(damage),
         counters: Mutex::new(Counters::recovered(&recovery)),
         recovery,
+        scan_threads,
         cache,
         _lock: lock,
     })

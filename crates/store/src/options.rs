@@ -64,6 +64,13 @@ pub fn default_query_threads() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// Stored records one count (or histogram) may read unless configured
+/// otherwise: about 2 GiB of log text, some seconds on one core (the
+/// bench counts 1,000,000 lines in 0.2 to 0.9 s on one thread,
+/// BENCHMARKS.md, issue 21); past it a count is refused, naming the
+/// setting, rather than hold threads and disk for minutes.
+pub const DEFAULT_COUNT_SCAN_LIMIT: u64 = 20_000_000;
+
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub durability: Durability,
@@ -84,6 +91,10 @@ pub struct StoreOptions {
     /// Threads one count ([`crate::Store::count`]) may scan blocks on (see
     /// [`default_query_threads`]); 1 scans on the caller's thread alone.
     pub query_threads: usize,
+    /// Stored records (in parts, matching or not) one count may read (see
+    /// [`DEFAULT_COUNT_SCAN_LIMIT`]): a count that would read more is
+    /// refused with [`crate::StoreError::CountTooLarge`] before it reads.
+    pub count_scan_limit: u64,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -110,6 +121,7 @@ impl Default for StoreOptions {
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             query_threads: default_query_threads(),
+            count_scan_limit: DEFAULT_COUNT_SCAN_LIMIT,
             background: true,
         }
     }

@@ -210,6 +210,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Sent as `Retry-After` when the same request may succeed later.
+    retry_after: Option<std::time::Duration>,
 }
 
 impl ApiError {
@@ -218,6 +220,15 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// This error, telling the client to ask again after `wait`.
+    pub fn retry_after(self, wait: std::time::Duration) -> ApiError {
+        ApiError {
+            retry_after: Some(wait),
+            ..self
         }
     }
 
@@ -348,7 +359,8 @@ pub(crate) fn only_tenant(mut pairs: Vec<(String, String)>) -> Result<Option<Str
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody::new(self.code, self.message);
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response =
+            ingest::with_retry_after((self.status, Json(body)).into_response(), self.retry_after);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

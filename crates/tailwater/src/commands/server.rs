@@ -40,9 +40,19 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)]
     block_cache_bytes: usize,
     /// Threads one count (`GET /v1/logs/count`, a histogram) may read
-    /// blocks on; every core the server may use unless told otherwise.
+    /// blocks on; every core the server may use unless told otherwise. All
+    /// counts share one pool of these (each also scans on its own thread),
+    /// and no tenant holds more than half of it.
     #[arg(long, default_value_t = tailwater_store::default_query_threads())]
     query_threads: usize,
+    /// Stored records one count or histogram may read; one that would read
+    /// more is refused (400 count_too_large) before it reads any.
+    #[arg(long, default_value_t = tailwater_store::DEFAULT_COUNT_SCAN_LIMIT)]
+    count_scan_limit: u64,
+    /// Counts and histograms one tenant runs at once; more wait up to 2 s
+    /// for one to end, then are refused (429 count_busy, Retry-After).
+    #[arg(long, default_value_t = tailwater_server::count_slots::DEFAULT_COUNT_CONCURRENCY)]
+    count_concurrency: usize,
     /// How far behind the newest record of its runner a record may be and
     /// still be stored; older ones are refused and counted.
     #[arg(long, default_value = "1h", value_parser = parse_std_duration)]
@@ -344,6 +354,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.store.memtable_max_bytes = args.memtable_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.query_threads = args.query_threads.max(1);
+    config.store.count_scan_limit = args.count_scan_limit;
+    config.count_concurrency = args.count_concurrency.max(1);
     config.store.out_of_order_window = args.out_of_order_window;
     config.store.max_clock_skew = args.max_clock_skew;
     config.retention.max_age = args.retention;
