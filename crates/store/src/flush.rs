@@ -252,7 +252,7 @@ impl Inner {
 
     /// Removes the log segments up to `last`, whose records are all in
     /// parts now, but those a held table's rows may be in; one is kept as
-    /// the spare for a next segment to reuse.
+    /// the spare for a next segment to reuse, cut to the bound.
     fn delete_segments_through(&self, last: u64) -> Result<(), StoreError> {
         let held = self.read().memtable.held_through_segment().unwrap_or(0);
         for (number, path) in crate::open::wal_segments(&self.dir)? {
@@ -262,6 +262,7 @@ impl Inner {
             let spare = crate::spare_wal_path(&self.dir);
             if !spare.exists() && crate::wal::is_current_format(&path) {
                 std::fs::rename(&path, &spare).map_err(StoreError::io(&path))?;
+                crate::wal::keep_spare_within(&spare, self.options.wal_spare_max_bytes);
             } else {
                 std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             }

@@ -57,6 +57,14 @@ pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;
 /// Parts at least this large are left out of merges.
 pub const DEFAULT_MERGED_PART_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Bytes the write-ahead log keeps of a segment whose records are all in
+/// parts, unless configured otherwise (see [`crate::wal`]): the spare is cut
+/// to this, at a frame's end, so the log holds at most twice this beside
+/// the frames not yet in parts. The first this many bytes of each segment
+/// are written over the spare without growing the file (an fsync then
+/// writes only data); 8 MiB is about 60 batches of 1000 lines.
+pub const DEFAULT_WAL_SPARE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Threads a count scans blocks on unless configured otherwise: every core
 /// the process may use, as a count is short and the cores are idle
 /// between queries; ingest is on threads of its own.
@@ -84,6 +92,8 @@ pub struct StoreOptions {
     /// Threads one count ([`crate::Store::count`]) may scan blocks on (see
     /// [`default_query_threads`]); 1 scans on the caller's thread alone.
     pub query_threads: usize,
+    /// See [`DEFAULT_WAL_SPARE_MAX_BYTES`]; 0 keeps no spare.
+    pub wal_spare_max_bytes: u64,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -110,6 +120,7 @@ impl Default for StoreOptions {
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             query_threads: default_query_threads(),
+            wal_spare_max_bytes: DEFAULT_WAL_SPARE_MAX_BYTES,
             background: true,
         }
     }
