@@ -357,7 +357,10 @@ fn a_crash_right_after_the_spare_is_cut_loses_nothing_acknowledged() {
     assert!(!reported_loss(&crashed), "{:?}", crashed.recovery_report());
     drop(crashed);
     append_big(&store, 2010, 99);
-    assert!(log_bytes(dir.path()) > 2 * SPARE_BOUND, "past the spare's end");
+    assert!(
+        log_bytes(dir.path()) > 2 * SPARE_BOUND,
+        "past the spare's end"
+    );
     let image = crash_image(dir.path());
     let crashed = open_bounded(image.path());
     assert_eq!(all(&crashed, "t").len(), 3000);
