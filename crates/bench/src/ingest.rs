@@ -35,9 +35,9 @@ const CHUNK_BATCHES: usize = 64;
 pub struct Ingested {
     pub store_dir: PathBuf,
     /// Bytes of every file under the store directory while the store was
-    /// still open, after the final flush and merge: what a server keeps at
-    /// rest (log segments and the spare included; a closed store removes
-    /// its spare).
+    /// still open, once they stopped changing after the final flush and
+    /// merge: what a server keeps at rest (log segments and the spare
+    /// included; a closed store removes its spare).
     pub stored_bytes: u64,
     /// Every line's raw bytes and a newline, in batch order.
     pub raw_path: PathBuf,
@@ -168,7 +168,7 @@ pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
     timing.store.cpu += timing.background_cpu;
     runner_file.flush()?;
     records_file.flush()?;
-    let stored_bytes = crate::size::dir_bytes(&store_dir)
+    let stored_bytes = crate::size::at_rest_bytes(&store_dir)
         .with_context(|| format!("cannot measure {}", store_dir.display()))?;
     drop(store);
 

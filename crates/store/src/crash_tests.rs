@@ -381,3 +381,45 @@ fn a_spare_a_crash_left_long_is_cut_when_the_store_opens() {
     assert!(kept <= SPARE_BOUND, "{kept}");
     assert_eq!(all(&crashed, "t").len(), 1000);
 }
+
+#[test]
+fn an_idle_store_keeps_no_more_of_its_log_than_its_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    // With the background thread, and no bound on the spare: the idle
+    // trim alone.
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            wal_spare_max_bytes: u64::MAX,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    append_big(&store, 0, 100);
+    store.flush().unwrap();
+    append_big(&store, 1000, 100);
+    store.flush().unwrap();
+    // One acknowledged batch not in parts: its frame stays.
+    append_big(&store, 2000, 1);
+    let frames = 8 + 16 + 10 * 1000;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while log_bytes(dir.path()) > 2 * frames {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle log still keeps {} bytes",
+            log_bytes(dir.path())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(!dir.path().join(WAL_DIR).join(crate::wal::SPARE).exists());
+    // A crash now loses nothing acknowledged, and finds no damage: the
+    // segment ends with its own frames.
+    let image = crash_image(dir.path());
+    let crashed = open_bounded(image.path());
+    assert_eq!(all(&crashed, "t").len(), 2010);
+    assert!(crashed.recovery_report().damage.is_empty());
+    drop(crashed);
+    // Appends go on after the trim.
+    append_big(&store, 2010, 1);
+    assert_eq!(all(&store, "t").len(), 2020);
+}

@@ -34,7 +34,11 @@
 //! frames is still whole older frames, as recovery expects; the spare's
 //! records are all in parts, so a crash during or after the cut loses
 //! nothing (it is not fsynced: a cut the crash undoes only leaves the
-//! spare longer).
+//! spare longer). A store that goes a tick of its background thread
+//! without an append keeps no more than its frames: the spare is removed
+//! and the segment being written cut to its frames
+//! (`Inner::trim_idle_log`); the next two segments then grow
+//! their files, and reuse resumes after them.
 //!
 //! Segments of the first format (no magic, frames without the segment
 //! number) are still read.
@@ -186,13 +190,23 @@ impl WalWriter {
     }
 }
 
+impl WalWriter {
+    /// Cuts what the file holds past this segment's frames (the older
+    /// frames of a reused file). Safe at any time between appends: what
+    /// it removes is another segment's, all in parts.
+    pub fn cut_older(&self) -> io::Result<()> {
+        if self.file.metadata()?.len() > self.len {
+            self.file.set_len(self.len)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for WalWriter {
     /// A done segment is cut to its frames: what a reused file held past
     /// them is not left for a recovery to read as a torn tail.
     fn drop(&mut self) {
-        if self.file.metadata().is_ok_and(|meta| meta.len() > self.len) {
-            let _ = self.file.set_len(self.len);
-        }
+        let _ = self.cut_older();
     }
 }
 
