@@ -62,7 +62,8 @@ pub const DEFAULT_MERGED_PART_BYTES: u64 = 512 * 1024 * 1024;
 /// to this, at a frame's end, so the log holds at most twice this beside
 /// the frames not yet in parts. The first this many bytes of each segment
 /// are written over the spare without growing the file (an fsync then
-/// writes only data); 8 MiB is about 60 batches of 1000 lines.
+/// writes only data); 8 MiB is about 60 batches of 1000 lines. An idle
+/// store keeps no spare at all.
 pub const DEFAULT_WAL_SPARE_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Threads a count scans blocks on unless configured otherwise: every core
