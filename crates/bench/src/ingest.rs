@@ -34,6 +34,11 @@ const CHUNK_BATCHES: usize = 64;
 /// What ingest leaves for the other figures.
 pub struct Ingested {
     pub store_dir: PathBuf,
+    /// Bytes of every file under the store directory while the store was
+    /// still open, once they stopped changing after the final flush and
+    /// merge: what a server keeps at rest (log segments and the spare
+    /// included; a closed store removes its spare).
+    pub stored_bytes: u64,
     /// Every line's raw bytes and a newline, in batch order.
     pub raw_path: PathBuf,
     /// Every record as ingested, one JSON object a line (`app`, `runner`,
@@ -163,6 +168,8 @@ pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
     timing.store.cpu += timing.background_cpu;
     runner_file.flush()?;
     records_file.flush()?;
+    let stored_bytes = crate::size::at_rest_bytes(&store_dir)
+        .with_context(|| format!("cannot measure {}", store_dir.display()))?;
     drop(store);
 
     let (since, until) = runner_span.map_or((Timestamp::MIN, Timestamp::MAX), |(first, last)| {
@@ -172,6 +179,7 @@ pub fn run(corpus: Corpus, work: &Path) -> anyhow::Result<Ingested> {
     let raw_bytes = raw.metadata()?.len();
     Ok(Ingested {
         store_dir,
+        stored_bytes,
         raw_path,
         records_path,
         raw_bytes,

@@ -250,9 +250,20 @@ impl Inner {
         Ok(Arc::new(part))
     }
 
+    /// What the log keeps once the store is idle: the segment being
+    /// written cut to its frames and no spare (see [`crate::wal`]). Under
+    /// the writer lock, so no append or new segment comes meanwhile.
+    pub(crate) fn trim_idle_log(&self) {
+        let writer = self.lock_writer();
+        if let Err(error) = writer.wal.cut_older() {
+            tracing::warn!(%error, path = %writer.wal.path().display(), "could not cut an idle log segment to its frames");
+        }
+        crate::wal::keep_spare_within(&crate::spare_wal_path(&self.dir), 0);
+    }
+
     /// Removes the log segments up to `last`, whose records are all in
     /// parts now, but those a held table's rows may be in; one is kept as
-    /// the spare for a next segment to reuse.
+    /// the spare for a next segment to reuse, cut to the bound.
     fn delete_segments_through(&self, last: u64) -> Result<(), StoreError> {
         let held = self.read().memtable.held_through_segment().unwrap_or(0);
         for (number, path) in crate::open::wal_segments(&self.dir)? {
@@ -262,6 +273,7 @@ impl Inner {
             let spare = crate::spare_wal_path(&self.dir);
             if !spare.exists() && crate::wal::is_current_format(&path) {
                 std::fs::rename(&path, &spare).map_err(StoreError::io(&path))?;
+                crate::wal::keep_spare_within(&spare, self.options.wal_spare_max_bytes);
             } else {
                 std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
             }
@@ -281,7 +293,8 @@ pub(crate) fn day_number(ts_ns: i64) -> i64 {
 }
 
 /// The background thread: flushes frozen tables, flushes the memtable when
-/// it is old enough, fsyncs on the interval, and merges, until the store is
+/// it is old enough, fsyncs on the interval, merges, and trims the log of
+/// a store a tick went by without an append to, until the store is
 /// dropped.
 pub(crate) fn background(inner: &Inner) {
     let interval = match inner.options.durability {
@@ -290,6 +303,9 @@ pub(crate) fn background(inner: &Inner) {
     };
     let mut last_sync = Instant::now();
     let mut last_error: Option<String> = None;
+    // The last id appended at the previous tick, and whether the log was
+    // trimmed since it changed.
+    let mut last_seen = (inner.lock_writer().last_id, false);
     loop {
         {
             let (stop, wake) = &inner.wake;
@@ -325,6 +341,15 @@ pub(crate) fn background(inner: &Inner) {
         // of the others.
         let merged = inner.merge_all().map(|_| ());
         let result = flushed.and(merged);
+        let last_id = inner.lock_writer().last_id;
+        match last_seen {
+            (seen, false) if seen == last_id => {
+                inner.trim_idle_log();
+                last_seen.1 = true;
+            }
+            (seen, _) if seen != last_id => last_seen = (last_id, false),
+            _ => {}
+        }
         match result {
             Ok(()) => last_error = None,
             Err(error) => {

@@ -122,6 +122,10 @@ pub(crate) fn open(dir: &Path, options: StoreOptions) -> Result<Inner, StoreErro
         memtable.insert_stream(&tenant, &labels, rows, number);
     }
     let wal_path = wal_path(dir, segment);
+    // A crash leaves the spare as it was: cut it as a flush would.
+    if let Some(spare) = spare_segment(dir) {
+        crate::wal::keep_spare_within(&spare, options.wal_spare_max_bytes);
+    }
     let spare = spare_segment(dir);
     let wal = WalWriter::create(&wal_path, segment, spare.as_deref())
         .map_err(StoreError::io(&wal_path))?;

@@ -57,6 +57,15 @@ pub const MERGE_TIER_BASE_BYTES: u64 = 256 * 1024;
 /// Parts at least this large are left out of merges.
 pub const DEFAULT_MERGED_PART_BYTES: u64 = 512 * 1024 * 1024;
 
+/// Bytes the write-ahead log keeps of a segment whose records are all in
+/// parts, unless configured otherwise (see [`crate::wal`]): the spare is cut
+/// to this, at a frame's end, so the log holds at most twice this beside
+/// the frames not yet in parts. The first this many bytes of each segment
+/// are written over the spare without growing the file (an fsync then
+/// writes only data); 8 MiB is about 60 batches of 1000 lines. An idle
+/// store keeps no spare at all.
+pub const DEFAULT_WAL_SPARE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
 /// Threads a count scans blocks on unless configured otherwise: every core
 /// the process may use, as a count is short and the cores are idle
 /// between queries; ingest is on threads of its own.
@@ -95,6 +104,8 @@ pub struct StoreOptions {
     /// [`DEFAULT_COUNT_SCAN_LIMIT`]): a count that would read more is
     /// refused with [`crate::StoreError::CountTooLarge`] before it reads.
     pub count_scan_limit: u64,
+    /// See [`DEFAULT_WAL_SPARE_MAX_BYTES`]; 0 keeps no spare.
+    pub wal_spare_max_bytes: u64,
     /// Flush and merge on a background thread (the default). When `false`,
     /// the append that fills the memtable flushes it before it returns, and
     /// nothing merges unless [`crate::Store::merge`] is called: for tests
@@ -122,6 +133,7 @@ impl Default for StoreOptions {
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             query_threads: default_query_threads(),
             count_scan_limit: DEFAULT_COUNT_SCAN_LIMIT,
+            wal_spare_max_bytes: DEFAULT_WAL_SPARE_MAX_BYTES,
             background: true,
         }
     }

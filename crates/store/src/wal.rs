@@ -24,6 +24,22 @@
 //! is cut to its length when it is done, so only the segment being written
 //! at a crash can end in older bytes. A closed store removes its spare.
 //!
+//! What the log keeps once its records are in parts is bounded
+//! ([`crate::StoreOptions::wal_spare_max_bytes`]): a segment that becomes
+//! the spare is cut, at the end of a frame, to at most that many bytes
+//! ([`keep_spare_within`]), so the spare and the older bytes a reused
+//! segment holds past its own frames are each at most that. A segment
+//! longer than the spare grows its file past it as a new file does. The
+//! cut is at a frame's end so that what a reused file holds past its own
+//! frames is still whole older frames, as recovery expects; the spare's
+//! records are all in parts, so a crash during or after the cut loses
+//! nothing (it is not fsynced: a cut the crash undoes only leaves the
+//! spare longer). A store that goes a tick of its background thread
+//! without an append keeps no more than its frames: the spare is removed
+//! and the segment being written cut to its frames
+//! (`Inner::trim_idle_log`); the next two segments then grow
+//! their files, and reuse resumes after them.
+//!
 //! Segments of the first format (no magic, frames without the segment
 //! number) are still read.
 //!
@@ -174,13 +190,23 @@ impl WalWriter {
     }
 }
 
+impl WalWriter {
+    /// Cuts what the file holds past this segment's frames (the older
+    /// frames of a reused file). Safe at any time between appends: what
+    /// it removes is another segment's, all in parts.
+    pub fn cut_older(&self) -> io::Result<()> {
+        if self.file.metadata()?.len() > self.len {
+            self.file.set_len(self.len)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for WalWriter {
     /// A done segment is cut to its frames: what a reused file held past
     /// them is not left for a recovery to read as a torn tail.
     fn drop(&mut self) {
-        if self.file.metadata().is_ok_and(|meta| meta.len() > self.len) {
-            let _ = self.file.set_len(self.len);
-        }
+        let _ = self.cut_older();
     }
 }
 
@@ -196,6 +222,55 @@ pub(crate) fn frame_crc(segment: &[u8; 8], payload: &[u8]) -> u32 {
 pub fn is_current_format(path: &Path) -> bool {
     let mut magic = [0; MAGIC.len()];
     File::open(path).is_ok_and(|file| file.read_exact_at(&mut magic, 0).is_ok() && &magic == MAGIC)
+}
+
+/// Cuts the spare at `path` (a done segment, all its records in parts) to
+/// at most `max` bytes, at the end of a frame, or removes it when `max`
+/// cannot hold its magic (0 keeps no spare). A failure to cut removes it:
+/// the spare only saves time, never data.
+pub fn keep_spare_within(path: &Path, max: u64) {
+    let cut = match max < MAGIC.len() as u64 {
+        true => Ok(false),
+        false => cut_to_frames_within(path, max).map(|()| true),
+    };
+    match cut {
+        Ok(true) => {}
+        Ok(false) => remove_spare(path),
+        Err(error) => {
+            tracing::warn!(%error, path = %path.display(), "could not cut the spare log segment to its bound; removing it instead");
+            remove_spare(path);
+        }
+    }
+}
+
+fn remove_spare(path: &Path) {
+    if let Err(error) = fs::remove_file(path) {
+        if error.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(%error, path = %path.display(), "could not remove the spare log segment");
+        }
+    }
+}
+
+/// Cuts the segment at `path` after its last frame that ends within `max`
+/// bytes (after the magic, when none does), reading only frame headers.
+/// A segment already within `max` is left as it is.
+fn cut_to_frames_within(path: &Path, max: u64) -> io::Result<()> {
+    let file = OpenOptions::new().read(true).write(true).open(path)?;
+    let len = file.metadata()?.len();
+    if len <= max {
+        return Ok(());
+    }
+    let mut end = MAGIC.len() as u64;
+    let mut header = [0; HEADER_LEN];
+    while file.read_exact_at(&mut header, end).is_ok() {
+        let frame_len = u32::from_le_bytes(header[0..4].try_into().unwrap());
+        let next = end + (HEADER_LEN as u64) + u64::from(frame_len);
+        if frame_len > MAX_FRAME_LEN || next > len.min(max) {
+            break;
+        }
+        end = next;
+    }
+    file.set_len(end)
 }
 
 /// A batch as the log holds it: labels once, then the rows.

@@ -341,3 +341,47 @@ fn garbage_length_does_not_allocate_or_panic() {
     assert!(payloads.is_empty());
     assert_eq!(recovered.discarded_bytes(), 64);
 }
+
+#[test]
+fn a_spare_is_cut_at_the_end_of_a_frame_within_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(SPARE);
+    let payload = [7u8; 100];
+    write_segment(&path, 3, &[&payload[..]; 10]);
+    let frame = (HEADER_LEN + payload.len()) as u64;
+    let whole = MAGIC.len() as u64 + 10 * frame;
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+
+    // Within the bound: left as it is.
+    keep_spare_within(&path, whole);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
+    // Cut after the last frame that fits, never inside one.
+    keep_spare_within(&path, MAGIC.len() as u64 + 3 * frame + 50);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        MAGIC.len() as u64 + 3 * frame
+    );
+    let (recovered, payloads) = replay_all(&path, 3);
+    assert_eq!(payloads.len(), 3);
+    assert!(recovered.damage.is_empty());
+    // A later segment written over it ends where its own frames do: the
+    // older frames after them are whole.
+    let reused = dir.path().join("4.log");
+    let mut writer = WalWriter::create(&reused, 4, Some(&path)).unwrap();
+    writer.append(&payload).unwrap();
+    // A crash: the writer is never dropped (which cuts the file).
+    std::mem::forget(writer);
+    let (recovered, payloads) = replay_all(&reused, 4);
+    assert_eq!(payloads, vec![payload.to_vec()]);
+    assert!(recovered.damage.is_empty(), "{:?}", recovered.damage);
+    assert_eq!(recovered.end, MAGIC.len() as u64 + frame);
+
+    // Smaller than a frame: only the magic; smaller than that: removed.
+    write_segment(&path, 5, &[&payload[..]; 2]);
+    keep_spare_within(&path, frame);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), MAGIC.len() as u64);
+    keep_spare_within(&path, 0);
+    assert!(!path.exists());
+    // A spare that is not there is no error.
+    keep_spare_within(&path, 0);
+}
