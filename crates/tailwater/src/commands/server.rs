@@ -35,6 +35,11 @@ pub struct ServerArgs {
     /// parts, in bytes.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_MEMTABLE_MAX_BYTES)]
     memtable_max_bytes: usize,
+    /// Bytes of an emptied log segment kept to write the next one over
+    /// (it is cut to this at a frame's end; an idle server keeps none):
+    /// the log holds at most twice this beside what is not yet in parts.
+    #[arg(long, default_value_t = tailwater_store::DEFAULT_WAL_SPARE_MAX_BYTES)]
+    wal_spare_max_bytes: u64,
     /// Memory for decoded blocks kept for the next page of a query, in
     /// bytes (0 keeps none).
     #[arg(long, default_value_t = tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)]
@@ -352,6 +357,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
         ..DrainSettings::default()
     };
     config.store.memtable_max_bytes = args.memtable_max_bytes;
+    config.store.wal_spare_max_bytes = args.wal_spare_max_bytes;
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.query_threads = args.query_threads.max(1);
     config.store.count_scan_limit = args.count_scan_limit;
