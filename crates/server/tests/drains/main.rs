@@ -13,6 +13,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod https;
 mod refusals;
 mod tailwater;
 
