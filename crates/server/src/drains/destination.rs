@@ -234,6 +234,29 @@ mod tests {
         .is_err());
     }
 
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |path: &std::path::Path| super::super::DrainSettings {
+            ca_file: Some(path.to_owned()),
+            ..Default::default()
+        };
+        let missing = dir.path().join("missing.pem");
+        let error = client(&settings(&missing)).unwrap_err().to_string();
+        assert!(
+            error.contains("--drain-ca-file") && error.contains("missing.pem"),
+            "{error}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = client(&settings(&empty)).unwrap_err().to_string();
+        assert!(error.contains("--drain-ca-file"), "{error}");
+        let good = dir.path().join("ca.pem");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        assert!(client(&settings(&good)).is_ok());
+    }
+
     #[tokio::test]
     async fn the_resolver_drops_private_addresses() {
         let refused = Resolver {
