@@ -54,16 +54,19 @@ impl Drains {
             ..Filter::default()
         };
         let first = store.read_after(&config.tenant, &filter, from, 1);
-        let Some(first) = first.first() else {
-            // Nothing of the app up to `stored_up_to`: the next scrape
-            // reads only what came after it.
-            let mut lag = lag.lock().unwrap_or_else(|e| e.into_inner());
-            if lag.checked == from {
-                lag.checked = stored_up_to.max(from);
-            }
-            return None;
+        let first = first.first();
+        // Nothing of the app lies between `from` and the first found (or,
+        // none found, `stored_up_to`): the next scrape reads from there.
+        // The first itself is read again, so one retention removed goes.
+        let checked = match first {
+            Some(first) => first.position.saturating_sub(1),
+            None => stored_up_to,
         };
-        Some(first.ts.as_nanosecond() as i64)
+        let mut lag = lag.lock().unwrap_or_else(|e| e.into_inner());
+        if lag.checked == from {
+            lag.checked = checked.max(from);
+        }
+        first.map(|first| first.ts.as_nanosecond() as i64)
     }
 }
 
