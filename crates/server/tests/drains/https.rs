@@ -76,7 +76,7 @@ async fn an_https_receiver_gets_every_record_once_with_the_ca_and_none_without()
     let untrusting_dir = tempfile::tempdir().unwrap();
     let (untrusting, _) = server_in(untrusting_dir.path(), TOKEN, sending(false)).await;
 
-    // The receiver's ingest token (made over HTTPS would be the same).
+    // An ingest token of the receiver's, made over its HTTPS.
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(ca.as_bytes()).unwrap())
         .build()
