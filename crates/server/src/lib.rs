@@ -30,8 +30,8 @@
 pub mod access;
 pub mod api;
 pub mod cluster;
-pub mod drains;
 pub mod count_slots;
+pub mod drains;
 pub mod ingest;
 pub mod limits;
 pub mod metrics;

@@ -42,7 +42,12 @@ pub async fn metrics(
             "/metrics takes an admin token (they cover every tenant); or start the server with --public-metrics to let anyone who can reach it scrape",
         ));
     }
-    let text = state.metrics.render();
+    // Off the async threads: some figures are read from the store (a
+    // drain's lag).
+    let metrics = state.metrics.clone();
+    let text = tokio::task::spawn_blocking(move || metrics.render())
+        .await
+        .map_err(ApiError::internal)?;
     Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text).into_response())
 }
 

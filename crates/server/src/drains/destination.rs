@@ -132,21 +132,74 @@ impl Resolve for Resolver {
     }
 }
 
-/// The HTTP client every drain sends with.
-pub fn client(
-    allow_private: bool,
-    connect_timeout: Duration,
-    request_timeout: Duration,
-) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .dns_resolver(Arc::new(Resolver { allow_private }))
+/// The HTTP client every drain sends with: it trusts the public web
+/// roots, and the authorities of `--drain-ca-file` if given (a file that
+/// cannot be read or holds no certificate stops the start, naming it).
+pub fn client(settings: &super::DrainSettings) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(Arc::new(Resolver {
+            allow_private: settings.allow_private,
+        }))
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(connect_timeout)
-        .timeout(request_timeout)
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
         .pool_idle_timeout(Duration::from_secs(30))
-        .user_agent(concat!("tailwater-drain/", env!("CARGO_PKG_VERSION")))
-        .build()
+        .user_agent(concat!("tailwater-drain/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &settings.ca_file {
+        for authority in authorities(path)? {
+            builder = builder.add_root_certificate(authority);
+        }
+    }
+    Ok(builder.build()?)
+}
+
+/// A refused TLS certificate somewhere in `error`'s causes, in plain
+/// words and what to do; `None` when the failure is something else.
+pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use rustls::CertificateError as Cert;
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        // An io::Error's source skips what it wraps: look inside it first.
+        cause = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+        let refused = match error.downcast_ref::<rustls::Error>() {
+            Some(rustls::Error::InvalidCertificate(why)) => Some(why),
+            _ => None,
+        };
+        if let Some(why) = refused {
+            let what = match why {
+                Cert::UnknownIssuer => "is signed by an authority drains do not trust: if your own CA signed it, start the server with --drain-ca-file <its PEM>".to_owned(),
+                Cert::Expired | Cert::ExpiredContext { .. } => "has expired: the receiver needs a new one".to_owned(),
+                Cert::NotValidYet | Cert::NotValidYetContext { .. } => "is not valid yet: check the receiver's and this server's clocks".to_owned(),
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. } => "is not for the drain url's host: give the url with the name the certificate is for".to_owned(),
+                other => format!("was refused ({other:?}): the receiver needs a certificate a public or --drain-ca-file authority issued"),
+            };
+            return Some(format!(
+                "certificate problem: the receiver's TLS certificate {what}"
+            ));
+        }
+    }
+    None
+}
+
+/// The certificates of a PEM file given as `--drain-ca-file`.
+fn authorities(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|error| {
+        anyhow::anyhow!("cannot read the drain ca file {shown}: {error}: give --drain-ca-file a readable PEM file of CA certificates")
+    })?;
+    let authorities = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+        anyhow::anyhow!("the drain ca file {shown} is not PEM certificates ({error}): give --drain-ca-file the CA certificates in PEM")
+    })?;
+    if authorities.is_empty() {
+        anyhow::bail!("no certificate in the drain ca file {shown}: give --drain-ca-file a PEM file with at least one CA certificate");
+    }
+    Ok(authorities)
 }
 
 #[cfg(test)]
@@ -179,6 +232,29 @@ mod tests {
             true
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_ca_file_that_is_missing_or_holds_no_certificate_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = |path: &std::path::Path| super::super::DrainSettings {
+            ca_file: Some(path.to_owned()),
+            ..Default::default()
+        };
+        let missing = dir.path().join("missing.pem");
+        let error = client(&settings(&missing)).unwrap_err().to_string();
+        assert!(
+            error.contains("--drain-ca-file") && error.contains("missing.pem"),
+            "{error}"
+        );
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let error = client(&settings(&empty)).unwrap_err().to_string();
+        assert!(error.contains("--drain-ca-file"), "{error}");
+        let good = dir.path().join("ca.pem");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        std::fs::write(&good, ca.cert.pem()).unwrap();
+        assert!(client(&settings(&good)).is_ok());
     }
 
     #[tokio::test]

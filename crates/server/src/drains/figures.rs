@@ -3,12 +3,15 @@
 //! tenant the creations refused.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use tailwater_model::{Filter, Matcher};
+
+use super::config::DrainConfig;
 use super::Drains;
 
 impl Drains {
@@ -20,7 +23,7 @@ impl Drains {
             .map(|drain| {
                 let config = drain.config();
                 let stats = &drain.stats;
-                let oldest = stats.oldest_pending_ns.load(Ordering::Relaxed);
+                let oldest = self.oldest_waiting(&config, &stats.lag);
                 DrainFigures {
                     tenant: config.tenant,
                     app: config.app,
@@ -31,12 +34,62 @@ impl Drains {
                     pauses: stats.pauses.load(Ordering::Relaxed),
                     paused: config.paused.is_some(),
                     lag_seconds: match oldest {
-                        0 => 0.0,
-                        oldest => (now.saturating_sub(oldest)).max(0) as f64 / 1e9,
+                        None => 0.0,
+                        Some(oldest) => (now.saturating_sub(oldest)).max(0) as f64 / 1e9,
                     },
                 }
             })
             .collect()
+    }
+
+    /// The time (ns) of the first of the app's records stored past the
+    /// drain's cursor (read, pending or not read yet; its worker running
+    /// or paused); `None` when it has delivered everything stored.
+    fn oldest_waiting(&self, config: &DrainConfig, lag: &Mutex<Lag>) -> Option<i64> {
+        let from = lag.lock().unwrap_or_else(|e| e.into_inner()).checked;
+        let store = &self.shared.store;
+        let stored_up_to = store.last_id();
+        let filter = Filter {
+            app: Some(Matcher::Eq(config.app.clone())),
+            ..Filter::default()
+        };
+        let first = store.read_after(&config.tenant, &filter, from, 1);
+        let first = first.first();
+        // Nothing of the app lies between `from` and the first found (or,
+        // none found, `stored_up_to`): the next scrape reads from there.
+        // The first itself is read again, so one retention removed goes.
+        let checked = match first {
+            Some(first) => first.position.saturating_sub(1),
+            None => stored_up_to,
+        };
+        let mut lag = lag.lock().unwrap_or_else(|e| e.into_inner());
+        if lag.checked == from {
+            lag.checked = checked.max(from);
+        }
+        first.map(|first| first.ts.as_nanosecond() as i64)
+    }
+}
+
+/// Where a drain's lag is read from at each scrape: its cursor, and how
+/// far past it the store is known to hold none of the app's records (so a
+/// caught-up drain's scrape reads only what is new).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Lag {
+    cursor: u64,
+    checked: u64,
+}
+
+impl Lag {
+    /// A drain that delivered every record up to position `delivered`.
+    pub fn at(delivered: u64) -> Lag {
+        Lag {
+            cursor: delivered,
+            checked: delivered,
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
     }
 }
 
@@ -51,7 +104,8 @@ pub struct DrainFigures {
     pub failed_attempts: u64,
     pub pauses: u64,
     pub paused: bool,
-    /// How old the oldest record read but not yet delivered is.
+    /// How old the first of the app's records stored past the drain's
+    /// cursor is (0: caught up).
     pub lag_seconds: f64,
 }
 
@@ -113,7 +167,7 @@ impl prometheus_client::collector::Collector for Collector {
         let gauge = ConstGauge::new(0f64);
         let mut family = encoder.encode_descriptor(
             "drain_lag_seconds",
-            "Age of the oldest record a drain has read but not yet delivered (0: caught up)",
+            "Age of the first of the app's records stored but not yet delivered by a drain, running or paused (0: caught up)",
             None,
             gauge.metric_type(),
         )?;

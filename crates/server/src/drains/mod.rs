@@ -22,7 +22,7 @@ mod worker;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -75,6 +75,10 @@ pub struct DrainSettings {
     /// `--drain-allow-private`: whether drains may reach loopback and
     /// private addresses (off: a drain cannot probe the server's network).
     pub allow_private: bool,
+    /// `--drain-ca-file`: a PEM file of certificate authorities drains
+    /// trust besides the public web roots (a receiver whose certificate
+    /// an own CA signed).
+    pub ca_file: Option<std::path::PathBuf>,
     /// `--max-drains-per-app`.
     pub max_per_app: usize,
     /// `--max-drains-per-tenant`: each drain is a task that reads the
@@ -95,6 +99,7 @@ impl Default for DrainSettings {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             allow_private: false,
+            ca_file: None,
             max_per_app: 5,
             max_per_tenant: 20,
         }
@@ -118,10 +123,27 @@ struct Stats {
     pauses: AtomicU64,
     /// Failed attempts in a row at the batch being sent.
     failures: AtomicU32,
-    /// The time (ns) of the oldest record read but not yet delivered; 0
-    /// when it has none.
-    oldest_pending_ns: AtomicI64,
+    /// Where its lag is read from (see [`figures`]).
+    lag: Mutex<figures::Lag>,
     last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    /// A drain's counts, none yet, its cursor at `delivered`.
+    fn at(delivered: u64) -> Stats {
+        Stats {
+            lag: Mutex::new(figures::Lag::at(delivered)),
+            ..Stats::default()
+        }
+    }
+
+    /// The drain's cursor moved (or was written again) to `delivered`.
+    fn delivered_through(&self, delivered: u64) {
+        let mut lag = self.lag.lock().unwrap_or_else(|e| e.into_inner());
+        if lag.cursor() != delivered {
+            *lag = figures::Lag::at(delivered);
+        }
+    }
 }
 
 /// One drain: its settings, what its owner wants, its counts.
@@ -189,13 +211,9 @@ impl Drains {
         registry: Arc<Registry>,
     ) -> anyhow::Result<Drains> {
         let files = DrainFiles::open(dir)?;
-        let client = destination::client(
-            settings.allow_private,
-            settings.connect_timeout,
-            settings.timeout,
-        )?;
+        let client = destination::client(&settings)?;
         let mut drains = BTreeMap::new();
-        for (config, _) in files.load()? {
+        for (config, cursor) in files.load()? {
             let control = match config.paused {
                 Some(_) => Control::Paused,
                 None => Control::Active,
@@ -203,7 +221,7 @@ impl Drains {
             let drain = Drain {
                 config: Mutex::new(config.clone()),
                 control: watch::channel(control).0,
-                stats: Stats::default(),
+                stats: Stats::at(cursor.delivered),
             };
             drains.insert(config.id, Arc::new(drain));
         }
@@ -363,7 +381,7 @@ impl Drains {
         let drain = Arc::new(Drain {
             config: Mutex::new(config.clone()),
             control: watch::channel(Control::Active).0,
-            stats: Stats::default(),
+            stats: Stats::at(from_now),
         });
         self.drains().insert(id, drain.clone());
         if let Some(stopping) = self

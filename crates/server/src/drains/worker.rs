@@ -114,9 +114,6 @@ impl Worker {
                 self.save(cursor).await?;
                 continue;
             };
-            let first_ns = records[0].ts.as_nanosecond() as i64;
-            let stats = &self.drain.stats;
-            stats.oldest_pending_ns.store(first_ns, Ordering::Relaxed);
             if cursor.pending.is_none() {
                 cursor.pending = Some(last);
                 self.save(cursor).await?;
@@ -133,7 +130,6 @@ impl Worker {
                 .delivered_records
                 .fetch_add(records.len() as u64, Ordering::Relaxed);
             stats.delivered_batches.fetch_add(1, Ordering::Relaxed);
-            stats.oldest_pending_ns.store(0, Ordering::Relaxed);
         }
     }
 
@@ -144,7 +140,10 @@ impl Worker {
         }
         let (files, id) = (self.shared.files.clone(), self.drain.config().id);
         match blocking(move || files.save_cursor(&id, cursor)).await {
-            Some(Ok(())) => Ok(()),
+            Some(Ok(())) => {
+                self.drain.stats.delivered_through(cursor.delivered);
+                Ok(())
+            }
             Some(Err(error)) => {
                 // Not moving on is safe: the batch is sent again.
                 tracing::error!(%error, "a drain cannot write its cursor; it retries");
@@ -205,12 +204,7 @@ impl Worker {
             if read_everything {
                 scanned = scanned.max(stored_up_to);
             }
-            if let Some(first) = records.first() {
-                let ns = first.ts.as_nanosecond() as i64;
-                self.drain
-                    .stats
-                    .oldest_pending_ns
-                    .store(ns, Ordering::Relaxed);
+            if !records.is_empty() {
                 deadline.get_or_insert_with(|| Instant::now() + settings.batch_wait);
             }
             let until = async {
@@ -380,6 +374,9 @@ impl Worker {
 /// A transport error in a few words (no URL: it is the owner's already).
 fn describe(error: &reqwest::Error) -> String {
     use std::error::Error;
+    if let Some(problem) = super::destination::certificate_problem(error) {
+        return problem;
+    }
     let mut text = if error.is_timeout() {
         "the delivery timed out".to_owned()
     } else if error.is_connect() {

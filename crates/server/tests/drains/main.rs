@@ -7,12 +7,15 @@
 //!
 //! The files: `delivery.rs` (what arrives, signed; retries, pauses,
 //! resumes, restarts), `refusals.rs` (what is refused, and counted),
-//! `tailwater.rs` (a second tailwater receiving); the receiver and the
+//! `tailwater.rs` (a second tailwater receiving), `https.rs` (an HTTPS
+//! receiver, trusted through `--drain-ca-file` or refused for its
+//! certificate; a paused drain's lag); the receiver and the
 //! helpers they share are here.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
+mod https;
 mod refusals;
 mod tailwater;
 

@@ -208,6 +208,11 @@ pub struct ServerArgs {
     /// cloud metadata address).
     #[arg(long)]
     drain_allow_private: bool,
+    /// A PEM file of certificate authorities drains trust besides the
+    /// public web roots: for a receiver whose certificate your own CA
+    /// signed.
+    #[arg(long, value_name = "PATH")]
+    drain_ca_file: Option<std::path::PathBuf>,
     /// Most records one drain delivery holds.
     #[arg(long, default_value_t = DrainSettings::default().batch_records)]
     drain_batch_records: usize,
@@ -345,6 +350,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.cluster = args.cluster.config();
     config.drains = DrainSettings {
         allow_private: args.drain_allow_private,
+        ca_file: args.drain_ca_file,
         batch_records: args.drain_batch_records.max(1),
         batch_bytes: args.drain_batch_bytes.max(1),
         batch_wait: args.drain_batch_wait,
