@@ -1,4 +1,4 @@
-//! `POST /loki/api/v1/push` over real HTTP: snappy protobuf and gzipped
+//! `POST /loki/api/v1/push` over real HTTP: snappy protobuf, gzipped and deflated
 //! JSON, the token as the bearer or as basic auth's password; what is
 //! stored, field by field, through the read API; refusals with nothing (or
 //! only the refused streams) stored.
@@ -141,6 +141,23 @@ async fn snappy_protobuf_and_gzip_json_pushes_are_stored_field_by_field() {
             .as_nanosecond(),
         t + 5
     );
+
+    // JSON as raw DEFLATE, as Loki's Go clients send `deflate`.
+    let body = json!({"streams": [{
+        "stream": {"service_name": "api"},
+        "values": [[(t + 6).to_string(), "deflated"]]
+    }]})
+    .to_string();
+    let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+    raw.write_all(body.as_bytes()).unwrap();
+    let headers = [
+        ("content-type", "application/json"),
+        ("content-encoding", "deflate"),
+    ];
+    let (status, text) = push(&server, bearer(TOKEN), &headers, raw.finish().unwrap()).await;
+    assert_eq!(status, 204, "{text}");
+    let api = stored(&server, "api").await;
+    assert_eq!(api.last().unwrap()["message"], "deflated", "{api:?}");
 }
 
 #[tokio::test]

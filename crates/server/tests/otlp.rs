@@ -315,7 +315,7 @@ async fn bad_requests_get_the_protocols_errors_and_store_nothing() {
             good.clone(),
             415,
             12,
-            "gzip, zstd or none",
+            "gzip, deflate, zstd or none",
         ),
         (
             "another app's token",

@@ -60,8 +60,8 @@ pub enum Undecoded {
     Invalid(String),
 }
 
-/// `body` with its `Content-Encoding` (`gzip`, `zstd`, `identity` or none)
-/// undone, refused past `limit` bytes decompressed: a small body must not
+/// `body` with its `Content-Encoding` (`gzip`, `deflate`, `zstd`,
+/// `identity` or none) undone, refused past `limit` bytes decompressed: a small body must not
 /// become a large one in memory.
 pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<Vec<u8>, Undecoded> {
     let encoding = encoding.unwrap_or("identity").trim().to_ascii_lowercase();
@@ -74,13 +74,18 @@ pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<V
             }
         }
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        // HTTP's `deflate` is zlib's format (RFC 1950), but Loki, and Go
+        // clients after it, read and send raw DEFLATE (RFC 1951): a body
+        // opening with a zlib header is read as zlib, any other as raw.
+        "deflate" if is_zlib(body) => Box::new(flate2::read::ZlibDecoder::new(body)),
+        "deflate" => Box::new(flate2::read::DeflateDecoder::new(body)),
         "zstd" => Box::new(
             zstd::stream::read::Decoder::new(body)
                 .map_err(|error| Undecoded::Invalid(format!("invalid zstd body: {error}")))?,
         ),
         other => {
             return Err(Undecoded::Unsupported(format!(
-                "content encoding '{}' is not supported: send gzip, zstd or none",
+                "content encoding '{}' is not supported: send gzip, deflate, zstd or none",
                 other.escape_debug()
             )))
         }
@@ -94,6 +99,17 @@ pub fn decompress(body: &[u8], encoding: Option<&str>, limit: usize) -> Result<V
         return Err(Undecoded::TooLarge);
     }
     Ok(out)
+}
+
+/// Whether `body` opens with a zlib header: the deflate method, a window
+/// of at most 32 KiB, and the header's check bits (RFC 1950, 2.2).
+fn is_zlib(body: &[u8]) -> bool {
+    match body {
+        [cmf, flg, ..] => {
+            cmf & 0x0f == 8 && cmf >> 4 <= 7 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +135,27 @@ mod tests {
         );
         let zstd = zstd::encode_all(&text[..], 3).unwrap();
         assert_eq!(decompress(&zstd, Some("ZSTD"), 10_000).unwrap(), text);
+        // deflate as HTTP says (zlib) and as Loki's Go clients send it (raw).
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        zlib.write_all(&text).unwrap();
+        let zlib = zlib.finish().unwrap();
+        assert!(is_zlib(&zlib));
+        assert_eq!(decompress(&zlib, Some("deflate"), 10_000).unwrap(), text);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        raw.write_all(&text).unwrap();
+        let raw = raw.finish().unwrap();
+        assert!(!is_zlib(&raw));
+        assert_eq!(decompress(&raw, Some("deflate"), 10_000).unwrap(), text);
+        let bomb = {
+            let mut raw =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            raw.write_all(&vec![0; 1 << 20]).unwrap();
+            raw.finish().unwrap()
+        };
+        assert_eq!(
+            decompress(&bomb, Some("deflate"), 1000),
+            Err(Undecoded::TooLarge)
+        );
     }
 
     #[test]
@@ -138,7 +175,7 @@ mod tests {
         ));
         assert!(matches!(
             decompress(b"x", Some("br"), 1000),
-            Err(Undecoded::Unsupported(message)) if message.contains("gzip, zstd or none")
+            Err(Undecoded::Unsupported(message)) if message.contains("gzip, deflate, zstd or none")
         ));
     }
 }
