@@ -29,7 +29,9 @@ pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    pub server: String,
+    /// The servers' URLs (`--server A,B`): shipped to one at a time, the
+    /// next when it is away (see [`crate::ship::failover`]). At least one.
+    pub servers: Vec<String>,
     pub token: String,
     /// PEM certificates to trust for an https server (`--ca-cert`), beside
     /// the public roots.
@@ -91,9 +93,9 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    pub fn new(server: &str, token: &str, app: &str, command: Vec<String>) -> AgentConfig {
+    pub fn new(servers: Vec<String>, token: &str, app: &str, command: Vec<String>) -> AgentConfig {
         AgentConfig {
-            server: server.to_owned(),
+            servers,
             token: token.to_owned(),
             ca_certificate: None,
             app: app.to_owned(),

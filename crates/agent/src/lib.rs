@@ -61,6 +61,7 @@ use crate::recorder::Recorder;
 use crate::requests::Requests;
 pub use crate::ship::group::{Grouping, DEFAULT_MULTILINE_MAX_BYTES, DEFAULT_MULTILINE_WAIT};
 pub use crate::ship::throttle::{RateLimit, DEFAULT_RATE_BYTES, DEFAULT_RATE_LINES};
+use crate::ship::Transport;
 pub use crate::ship::DEFAULT_HEARTBEAT_INTERVAL;
 pub use crate::spool::{
     Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES, MIN_SPOOL_MAX_BYTES,
@@ -83,9 +84,17 @@ pub fn stay_small() {
 /// it. Fails before the worker starts on a configuration it cannot serve (a
 /// proxy address in use, a control socket path it cannot bind).
 pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
-    let mut client = Client::new(&config.server, &config.token)?;
-    if let Some(pem) = &config.ca_certificate {
-        client = client.with_ca_certificate(pem)?;
+    anyhow::ensure!(
+        !config.servers.is_empty(),
+        "no server to ship to: pass --server URL (several, comma-separated or repeated, to fail over)"
+    );
+    let mut clients = Vec::with_capacity(config.servers.len());
+    for server in &config.servers {
+        let mut client = Client::new(server, &config.token)?;
+        if let Some(pem) = &config.ca_certificate {
+            client = client.with_ca_certificate(pem)?;
+        }
+        clients.push(ship::Http(client));
     }
     let entrances = Entrances::open(&config).await?;
 
@@ -101,8 +110,9 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         let recorder = recorder.clone();
         tokio::task::spawn_blocking(move || recorder.recover_leftovers())
     };
+    let transport = Arc::new(ship::Failover::new(clients, recorder.clone()));
     let mut shipper = tokio::spawn(ship::ship(
-        ship::Http(client.clone()),
+        transport.clone(),
         recorder.clone(),
         ship::ShipOptions {
             rate: config.rate_limit(),
@@ -144,7 +154,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     })
     .await?;
     if let (Some(why), true) = (why, left.records > 0) {
-        say_what_is_left(&recorder, left, client.server(), &why);
+        say_what_is_left(&recorder, left, transport.destination(), &why);
     }
     Ok(exit_code)
 }

@@ -128,6 +128,9 @@ events! {
     ServerRateLimited = "server_rate_limited",
     /// The server refused records of a batch it took.
     ServerRefused = "server_refused",
+    /// The agent moved to the next of its servers (`--server A,B`): the
+    /// one in use was away.
+    ServerFailover = "server_failover",
     // The server's own notices about a runner.
     /// The server's rate limit refused batches of this runner.
     RateLimited = "rate_limited",

@@ -94,8 +94,15 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
     /// The server's URL [default: the profile's, else http://127.0.0.1:7070].
-    #[arg(long, env = "TAILWATER_SERVER", value_name = "URL")]
-    server: Option<String>,
+    /// `tailwater run` takes several (comma-separated or repeated): it ships
+    /// to one and fails over to the next when that one is away.
+    #[arg(
+        long,
+        env = "TAILWATER_SERVER",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    server: Vec<String>,
     /// An API token (printed by the server on its first start) [default: the
     /// profile's].
     #[arg(long, env = "TAILWATER_TOKEN", hide_env_values = true)]
@@ -119,7 +126,10 @@ impl Connection {
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
         let flags = [
-            ("--server", self.server.clone()),
+            (
+                "--server",
+                (!self.server.is_empty()).then(|| self.server.join(",")),
+            ),
             ("--token", self.token.clone()),
             ("--profile", self.profile.clone()),
             (
@@ -137,8 +147,11 @@ impl Connection {
 
     /// The server and token, by flags, environment, profile, default.
     pub fn resolve(&self) -> anyhow::Result<config::Resolved> {
+        // Several servers are joined: a profile's token (its one server's)
+        // is then never taken for them.
+        let servers = (!self.server.is_empty()).then(|| self.server.join(","));
         let resolved = config::resolve(
-            self.server.as_deref(),
+            servers.as_deref(),
             self.token.as_deref(),
             self.profile.as_deref(),
         )?;
@@ -147,6 +160,10 @@ impl Connection {
     }
 
     pub fn client(&self) -> anyhow::Result<tailwater_client::Client> {
+        anyhow::ensure!(
+            self.server.len() <= 1,
+            "--server takes one URL here; several (to fail over) are for `tailwater run` only"
+        );
         let resolved = self.resolve()?;
         let token = resolved.token.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no token for {}: pass --token, set TAILWATER_TOKEN, or save one with `tailwater login` (the server prints an admin token on its first start)", resolved.server)
@@ -156,6 +173,21 @@ impl Connection {
             Some(pem) => Ok(client.with_ca_certificate(&pem)?),
             None => Ok(client),
         }
+    }
+
+    /// The servers `tailwater run` ships to, in order: those given, else
+    /// the one resolved (a profile's, or the default). An empty one is an
+    /// error.
+    pub fn servers(&self, resolved: &config::Resolved) -> anyhow::Result<Vec<String>> {
+        if self.server.is_empty() {
+            return Ok(vec![resolved.server.clone()]);
+        }
+        let servers: Vec<String> = self.server.iter().map(|s| s.trim().to_owned()).collect();
+        anyhow::ensure!(
+            servers.iter().all(|s| !s.is_empty()),
+            "--server has an empty URL: give URLs separated by commas, such as --server http://a:7070,http://b:7070"
+        );
+        Ok(servers)
     }
 
     /// The PEM of `--ca-cert`, if given.

@@ -32,8 +32,14 @@
 //! runner's labels, no records) tells the server the runner is alive, so it
 //! can tell a quiet runner from a lost one.
 //!
+//! With several servers (`--server A,B`), [`Failover`] sends to one at a
+//! time and moves to the next, round robin, when the one in use is away
+//! (no connection, a reset, a timeout, 502/503/504); the batch that failed
+//! stays in the spool and goes, after the usual backoff, to the next one.
+//!
 //! The files: [`transport`] (where a batch goes and how it was taken: the
-//! [`Transport`] trait, HTTP its first implementation), [`decode`] (a
+//! [`Transport`] trait, HTTP its first implementation), [`failover`]
+//! (several receivers, one at a time), [`decode`] (a
 //! spooled line made a record to ship), [`group`] (the lines of a
 //! traceback made one record), [`throttle`] (the rate limit),
 //! `reports` (what shipping tells in the runner's logs). Reading the spool
@@ -41,6 +47,7 @@
 //! threads.
 
 pub mod decode;
+pub mod failover;
 pub mod group;
 mod reports;
 #[cfg(test)]
@@ -53,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use crate::recorder::{Batch, Recorder};
 use crate::spool::{BatchLimits, Stop};
+pub use failover::Failover;
 use group::{Assembler, Grouping};
 use reports::{report_held_back, Cut, HeldBack, RateLimited, Refused};
 use throttle::{RateLimit, Throttle};
@@ -294,6 +302,7 @@ impl<T: Transport> Shipper<T> {
                 retry_after,
                 answered: true,
                 reason,
+                ..
             } => {
                 // The receiver cannot store for now (a full disk, a stalled
                 // store): as after a 429, wait as long as it says, the

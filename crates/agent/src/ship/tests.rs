@@ -74,7 +74,7 @@ fn recorder(dir: &Path, lines: u64) -> Arc<Recorder> {
 }
 
 /// Ships until the recorder is closed and empty (the shipper's own end).
-async fn ship_all(transport: Scripted, recorder: Arc<Recorder>) {
+async fn ship_all(transport: impl Transport, recorder: Arc<Recorder>) {
     recorder.close();
     let options = ShipOptions {
         rate: RateLimit::default(),
@@ -180,11 +180,13 @@ async fn unavailable_keeps_the_lines_in_the_spool_for_the_asked_time() {
     let full = || Outcome::Unavailable {
         retry_after: Some(asked),
         answered: true,
+        elsewhere: false,
         reason: "507: the disk is full".into(),
     };
     let unreachable = Outcome::Unavailable {
         retry_after: None,
         answered: false,
+        elsewhere: true,
         reason: "cannot reach the server".into(),
     };
     let transport = Scripted::new([full(), full(), unreachable]);
@@ -254,4 +256,64 @@ async fn a_traceback_over_the_cap_ships_in_pieces_counted_in_a_record() {
     assert_eq!(counted, cut, "every cut counted: {reports:#?}");
     assert_eq!(reports.last().unwrap()["total"], cut);
     assert_eq!(reports[0]["max_bytes"], 256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_server_fails_over_to_the_next_with_the_same_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 3);
+    let away = Outcome::Unavailable {
+        retry_after: None,
+        answered: false,
+        elsewhere: true,
+        reason: "connection refused".into(),
+    };
+    let (a, b) = (Scripted::new([away]), Scripted::default());
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
+    ship_all(failover, recorder.clone()).await;
+
+    let (to_a, to_b) = (a.sent(), b.sent());
+    assert_eq!(to_a.len(), 1, "A was tried once: {to_a:?}");
+    assert_eq!(lines(&to_a[0].1), [0, 1, 2]);
+    let shipped: Vec<u64> = to_b.iter().flat_map(|(_, batch)| lines(batch)).collect();
+    assert_eq!(shipped, [0, 1, 2], "the unacknowledged lines went to B");
+    let reports: Vec<_> = events(&to_b)
+        .into_iter()
+        .filter(|fields| fields["event"] == "server_failover")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["failovers"], 1);
+    assert_eq!(reports[0]["reason"], "connection refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_that_every_node_would_give_do_not_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 2);
+    let script = [
+        Outcome::RetryAfter {
+            retry_after: Some(Duration::from_millis(1)),
+            reason: "429: slow down".into(),
+        },
+        Outcome::Rejected {
+            reason: "401: unknown token".into(),
+        },
+        Outcome::Unavailable {
+            retry_after: Some(Duration::from_millis(1)),
+            answered: true,
+            elsewhere: false,
+            reason: "507: the disk is full".into(),
+        },
+    ];
+    let (a, b) = (Scripted::new(script), Scripted::default());
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
+    ship_all(failover, recorder.clone()).await;
+
+    // Three refusals, then shipped (and the 429s reported after), all to A.
+    let to_a = a.sent();
+    assert!(to_a.len() >= 4, "{to_a:?}");
+    for (_, batch) in &to_a[..4] {
+        assert_eq!(lines(batch), [0, 1], "the same lines each time, to A");
+    }
+    assert!(b.sent().is_empty(), "nothing went to B: {:?}", b.sent());
 }

@@ -30,9 +30,13 @@ pub enum Outcome {
     /// Not stored now: the receiver could not be reached (`answered`
     /// false), or answered that it cannot store for now (HTTP 507: its disk
     /// is full; 503: its store is stalled), for `retry_after` when given.
+    /// `elsewhere`: another node may take it (this one could not be reached,
+    /// or answered 502, 503 or 504), so a [`Failover`](super::failover)
+    /// moves on; a 507 or a 4xx means the same on every node.
     Unavailable {
         retry_after: Option<Duration>,
         answered: bool,
+        elsewhere: bool,
         reason: String,
     },
 }
@@ -52,12 +56,24 @@ impl Outcome {
 
 /// Sends batches to one receiver.
 pub trait Transport: Send + Sync + 'static {
-    /// The receiver, as messages name it (the server's URL).
+    /// The receiver, as messages name it (the server's URL; with several,
+    /// the one in use).
     fn destination(&self) -> &str;
 
     /// Sends `batch` (an empty one is a heartbeat) and says how it was
     /// taken.
     fn send(&self, batch: &IngestBatch) -> impl Future<Output = Outcome> + Send;
+}
+
+/// A shared transport (the agent keeps one to name the server in use).
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn destination(&self) -> &str {
+        (**self).destination()
+    }
+
+    fn send(&self, batch: &IngestBatch) -> impl Future<Output = Outcome> + Send {
+        (**self).send(batch)
+    }
 }
 
 /// The server's ingest API over HTTP.
@@ -95,6 +111,7 @@ fn outcome_of(error: ClientError) -> Outcome {
         } => Outcome::Unavailable {
             retry_after,
             answered: true,
+            elsewhere: status == 503,
             reason: format!("{status}: {message}"),
         },
         ClientError::Api {
@@ -117,9 +134,16 @@ fn outcome_of(error: ClientError) -> Outcome {
             reason: error.to_string(),
         },
         ClientError::Unreachable { .. } | ClientError::Protocol(_) | ClientError::Api { .. } => {
+            // A gateway's 502 or 504, or no answer at all: this node is
+            // away; another may be up. A 500 is this request's own trouble.
+            let elsewhere = match &error {
+                ClientError::Api { status, .. } => matches!(status, 502 | 504),
+                _ => true,
+            };
             Outcome::Unavailable {
                 retry_after: None,
                 answered: false,
+                elsewhere,
                 reason: error.to_string(),
             }
         }

@@ -181,7 +181,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         args.runner.as_deref().is_none_or(|r| !r.trim().is_empty()),
         "--runner is empty: give this worker an id, or leave it out for the host name"
     );
-    let mut config = AgentConfig::new(&connection.server, &token, &args.app, args.command);
+    let servers = args.connection.servers(&connection)?;
+    let mut config = AgentConfig::new(servers, &token, &args.app, args.command);
     config.ca_certificate = args.connection.ca_certificate()?;
     config.version = args.version;
     config.runner = args.runner;

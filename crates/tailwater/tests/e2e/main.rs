@@ -14,6 +14,7 @@ mod dev;
 mod disk_full;
 mod drains;
 mod export;
+mod failover;
 mod faults;
 mod limits;
 mod logs;
