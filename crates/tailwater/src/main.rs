@@ -305,3 +305,61 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Connection;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        connection: Connection,
+    }
+
+    /// What `resolve` gives without flags: unused when servers are given.
+    fn nothing_resolved() -> crate::config::Resolved {
+        crate::config::Resolved {
+            server: String::new(),
+            token: None,
+            token_origin: crate::config::Origin::Default,
+        }
+    }
+
+    fn servers(args: &[&str]) -> Vec<String> {
+        let flags = Flags::try_parse_from([&["tailwater"], args].concat()).unwrap();
+        flags.connection.servers(&nothing_resolved()).unwrap()
+    }
+
+    #[test]
+    fn several_servers_comma_separated_or_repeated_keep_their_order() {
+        assert_eq!(
+            servers(&[
+                "--server",
+                "http://a:1,http://b:2",
+                "--server",
+                "http://c:3"
+            ]),
+            ["http://a:1", "http://b:2", "http://c:3"]
+        );
+        assert_eq!(servers(&["--server", "http://a:1"]), ["http://a:1"]);
+    }
+
+    #[test]
+    fn an_empty_server_in_the_list_is_an_error_and_other_commands_take_one() {
+        let flags = Flags::try_parse_from(["tailwater", "--server", "http://a:1,,http://b:2"]);
+        let error = flags
+            .unwrap()
+            .connection
+            .servers(&nothing_resolved())
+            .unwrap_err();
+        assert!(error.to_string().contains("empty URL"), "{error}");
+        let flags = Flags::try_parse_from(["tailwater", "--server", "http://a:1,http://b:2"]);
+        let error = flags.unwrap().connection.client().err().unwrap();
+        assert!(
+            error.to_string().contains("for `tailwater run` only"),
+            "{error}"
+        );
+    }
+}

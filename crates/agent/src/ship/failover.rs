@@ -7,11 +7,14 @@
 //! a busy loop. Refusals (4xx, 429, 507) mean the same on every node and
 //! are passed on as they are.
 //!
-//! Each move is told on the agent's stderr and in a `server_failover`
-//! system record in the runner's own logs (shipped to the new receiver),
-//! which names both and carries the running count.
+//! Each move is counted; the first after a batch was taken is told on the
+//! agent's stderr and in a `server_failover` system record in the runner's
+//! own logs (shipped to the new receiver), which names both and carries the
+//! running count. While every receiver is away the moves go on, counted but
+//! not told again (the shipper says once that shipping fails), so an outage
+//! neither floods stderr nor fills the spool with records about itself.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -27,6 +30,8 @@ pub struct Failover<T> {
     transports: Vec<T>,
     current: AtomicUsize,
     failovers: AtomicU64,
+    /// A move was told and no batch was taken since: the next is not told.
+    told: AtomicBool,
     recorder: Arc<Recorder>,
 }
 
@@ -38,12 +43,14 @@ impl<T: Transport> Failover<T> {
             transports,
             current: AtomicUsize::new(0),
             failovers: AtomicU64::new(0),
+            told: AtomicBool::new(false),
             recorder,
         }
     }
 
     /// Moves from the transport at `from` to the next, unless another send
-    /// moved already; tells it.
+    /// moved already; counts it, and tells it unless one was told since the
+    /// last batch taken.
     fn fail_over(&self, from: usize, reason: &str) {
         let to = (from + 1) % self.transports.len();
         if self
@@ -54,6 +61,9 @@ impl<T: Transport> Failover<T> {
             return;
         }
         let failovers = self.failovers.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.told.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let (away, next) = (
             self.transports[from].destination(),
             self.transports[to].destination(),
@@ -83,6 +93,9 @@ impl<T: Transport> Transport for Failover<T> {
     async fn send(&self, batch: &IngestBatch) -> Outcome {
         let index = self.current.load(Ordering::Acquire);
         let outcome = self.transports[index].send(batch).await;
+        if let Outcome::Accepted(_) = outcome {
+            self.told.store(false, Ordering::Release);
+        }
         if let Outcome::Unavailable {
             elsewhere: true,
             reason,

@@ -317,3 +317,32 @@ async fn refusals_that_every_node_would_give_do_not_fail_over() {
     }
     assert!(b.sent().is_empty(), "nothing went to B: {:?}", b.sent());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_every_server_is_away_the_moves_are_counted_and_told_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = recorder(dir.path(), 1);
+    let away = || Outcome::Unavailable {
+        retry_after: None,
+        answered: false,
+        elsewhere: true,
+        reason: "connection refused".into(),
+    };
+    let (a, b) = (Scripted::new([away(), away()]), Scripted::new([away()]));
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
+    ship_all(failover, recorder.clone()).await;
+
+    // A, B, A away, then B takes the line and the one report (each failed
+    // try carried them too: they stay in the spool until taken).
+    let to_b = b.sent();
+    assert_eq!(to_b.len(), 2, "{to_b:?}");
+    let taken = &to_b[1..];
+    assert_eq!(lines(&taken[0].1), [0]);
+    let reports: Vec<_> = events(taken)
+        .into_iter()
+        .filter(|fields| fields["event"] == "server_failover")
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["failovers"], 1, "{reports:?}");
+    assert_eq!(a.sent().len(), 2, "{:?}", a.sent());
+}
