@@ -20,6 +20,9 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// The live nodes, and each partition's last sequence and every node's
     /// consumer lag (GET /v1/cluster).
+    #[command(
+        after_help = "Examples:\n  tailwater cluster status\n  tailwater cluster status --profile prod --json"
+    )]
     Status {
         #[command(flatten)]
         connection: Connection,
