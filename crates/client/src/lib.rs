@@ -32,9 +32,9 @@ use tailwater_model::tenancy::{
 use tailwater_model::time::TimePrecision;
 use tailwater_model::wire::percent_encode;
 use tailwater_model::wire::{
-    ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsCount, LogsPage, LogsParams,
-    MissedNotice, RequestInfo, RequestList, RequestsParams, RunnerDetail, RunnerList, RunnerState,
-    StatusInfo, MAX_PAGE_LIMIT,
+    ClusterStatus, ErrorBody, ExportFormat, IngestBatch, IngestResponse, LogsCount, LogsPage,
+    LogsParams, MissedNotice, RequestInfo, RequestList, RequestsParams, RunnerDetail, RunnerList,
+    RunnerState, StatusInfo, MAX_PAGE_LIMIT,
 };
 use tailwater_model::LogRecord;
 
@@ -238,6 +238,13 @@ impl Client {
     /// and the tenant's store size (owner and admin tokens).
     pub async fn status(&self) -> Result<StatusInfo, ClientError> {
         self.json(self.request(reqwest::Method::GET, "/v1/status"))
+            .await
+    }
+
+    /// `GET /v1/cluster` (admin tokens): this node, the live nodes, and
+    /// each partition's last sequence and every node's consumer of it.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.json(self.request(reqwest::Method::GET, "/v1/cluster"))
             .await
     }
 

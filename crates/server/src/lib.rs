@@ -187,6 +187,8 @@ pub struct AppState {
     pub drains: Arc<drains::Drains>,
     /// Each tenant's slots for counts running at once.
     pub count_slots: Arc<count_slots::CountSlots>,
+    /// This node's connection to its cluster (`--nats`); `None` embedded.
+    pub cluster: Option<cluster::Cluster>,
 }
 
 impl AppState {
@@ -270,6 +272,7 @@ impl AppState {
             logql_max_records: config.logql_max_records.max(1),
             requests_scan_max: config.requests_scan_max.max(1),
             count_slots: Arc::new(count_slots::CountSlots::new(config.count_concurrency)),
+            cluster: None,
         })
     }
 }
@@ -401,6 +404,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })
         .await??
     };
+    let mut state = state;
+    state.cluster = cluster.as_ref().map(|(cluster, _)| cluster.clone());
     let mut cluster_tasks = Vec::new();
     if let Some((cluster, stats)) = cluster {
         let scheme = if config.tls.is_some() {

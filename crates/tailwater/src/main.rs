@@ -78,6 +78,9 @@ enum Command {
     Runners(commands::runners::RunnersArgs),
     /// Export every record a filter matches, as text or NDJSON, to a file.
     Export(Box<commands::export::ExportArgs>),
+    /// Distributed mode: the live nodes, partitions and consumer lag
+    /// (admin tokens).
+    Cluster(commands::cluster::ClusterArgs),
     /// Start a server and demo GPU workers that serve requests through their
     /// agents (a failed request, an OOM kill, a crash on import).
     #[command(
@@ -242,6 +245,7 @@ impl Command {
                 | Command::Requests(_)
                 | Command::Runners(_)
                 | Command::Export(_)
+                | Command::Cluster(_)
         )
     }
 }
@@ -287,6 +291,7 @@ fn main() -> ExitCode {
             Command::Requests(args) => commands::requests::run(args).await,
             Command::Runners(args) => commands::runners::run(args).await,
             Command::Export(args) => commands::export::run(*args).await,
+            Command::Cluster(args) => commands::cluster::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
         }

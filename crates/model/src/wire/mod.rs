@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod cluster;
 mod drains;
 mod ingest;
 mod logs;
@@ -10,6 +11,7 @@ mod requests;
 mod runners;
 mod status;
 
+pub use cluster::*;
 pub use drains::*;
 pub use ingest::*;
 pub use logs::*;

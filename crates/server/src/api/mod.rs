@@ -4,6 +4,7 @@
 //! `{"error": {"code", "message"}}` with the fitting status, but those of
 //! another protocol's routes, which answer in its own shape.
 
+mod cluster;
 mod count;
 mod drains;
 mod es;
@@ -127,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/requests/{id}/logs/tail", get(requests::tail))
         .route("/v1/status", get(status::status))
         .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/cluster", get(cluster::status))
         // The Loki query API, for Grafana's Loki data source.
         .route("/loki/api/v1/query", get(loki_query::query))
         .route("/loki/api/v1/query_range", get(loki_query::query_range))

@@ -108,7 +108,7 @@ impl Materializer {
     /// This node's durable consumer of `partition`, made on first use.
     async fn consumer(&self, partition: u32) -> anyhow::Result<PullConsumer> {
         let config = &self.cluster.config;
-        let name = format!("{}-p{partition}", config.node);
+        let name = super::status::consumer_name(&config.node, partition);
         let stream = self.cluster.jetstream.get_stream(STREAM).await?;
         let consumer = stream
             .get_or_create_consumer(

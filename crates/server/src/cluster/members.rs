@@ -99,21 +99,11 @@ impl Members {
 
     /// The nodes whose heartbeat is younger than the TTL.
     pub async fn live(&self) -> anyhow::Result<Vec<Heartbeat>> {
-        let mut keys = self.bucket.keys().await?;
-        let mut live = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key?;
-            if !key.starts_with("node.") {
-                continue;
-            }
-            if let Some(value) = self.bucket.get(&key).await? {
-                match serde_json::from_slice(&value) {
-                    Ok(heartbeat) => live.push(heartbeat),
-                    Err(error) => tracing::warn!(key, %error, "a heartbeat this node cannot read"),
-                }
-            }
-        }
-        Ok(live)
+        Ok(live_in(&self.bucket)
+            .await?
+            .into_iter()
+            .map(|(heartbeat, _)| heartbeat)
+            .collect())
     }
 
     /// Beats until `stopping`, then leaves (deletes its key).
@@ -139,4 +129,39 @@ impl Members {
             }
         })
     }
+}
+
+/// Opens the bucket of heartbeats (made by [`Members::join`]).
+pub async fn open(cluster: &Cluster) -> anyhow::Result<kv::Store> {
+    cluster
+        .jetstream
+        .get_key_value(BUCKET)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}"))
+}
+
+/// The heartbeats in `bucket` younger than its TTL, each with when the
+/// NATS server stored it (ms since the epoch).
+pub async fn live_in(bucket: &kv::Store) -> anyhow::Result<Vec<(Heartbeat, i64)>> {
+    let mut keys = bucket.keys().await?;
+    let mut live = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if !key.starts_with("node.") {
+            continue;
+        }
+        if let Some(entry) = bucket.entry(&key).await? {
+            if entry.operation != kv::Operation::Put {
+                continue;
+            }
+            match serde_json::from_slice(&entry.value) {
+                Ok(heartbeat) => {
+                    let stored_ms = entry.created.unix_timestamp_nanos() / 1_000_000;
+                    live.push((heartbeat, i64::try_from(stored_ms).unwrap_or(0)));
+                }
+                Err(error) => tracing::warn!(key, %error, "a heartbeat this node cannot read"),
+            }
+        }
+    }
+    Ok(live)
 }

@@ -12,13 +12,16 @@
 //!   durable pull consumer into its local store, acknowledging each
 //!   message only once its records are durable there;
 //! - [`members`]: each node's heartbeat in a key-value bucket, with a TTL;
-//! - [`stats`]: what each does, by partition, for `GET /metrics`.
+//! - [`stats`]: what each does, by partition, for `GET /metrics`;
+//! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
+//!   shows.
 
 pub mod materialize;
 pub mod members;
 pub mod message;
 pub mod publish;
 pub mod stats;
+pub mod status;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! What distributed mode did, by partition: read at each scrape of
-//! `GET /metrics` (`tailwater_cluster_*`), and the figures a future
-//! `tailwater cluster status` shows.
+//! `GET /metrics` (`tailwater_cluster_*`). `tailwater cluster status`
+//! shows JetStream's own figures instead ([`super::status`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

@@ -112,6 +112,8 @@ pub(crate) enum Endpoint {
     CountTheirs,
     /// `GET /metrics` (the server runs without `--public-metrics`).
     Metrics,
+    /// `GET /v1/cluster` (the matrix's server is embedded: `{"mode": "embedded"}`).
+    Cluster,
     /// `POST /v1/apps/A/drains` (to a URL that never answers).
     CreateDrain,
     /// `GET /v1/apps/A/drains`.
@@ -316,6 +318,8 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Status,        "other", "-",    [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     // Metrics name every tenant: admin only (see limits.rs for --public-metrics).
     (Metrics,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    // The cluster's status covers every tenant: admin only.
+    (Cluster,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     // A count reads records as /v1/logs does.
     (Count,         "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
     (Count,         "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),

@@ -345,6 +345,7 @@ async fn authorization_matrix() {
                     None,
                 ),
                 Metrics => ("GET", "/metrics".into(), None),
+                Cluster => ("GET", "/v1/cluster".into(), None),
                 UpdateApp => (
                     "PATCH",
                     format!("/v1/apps/{app}?tenant={tenant}"),

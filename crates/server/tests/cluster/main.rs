@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod nats;
+mod status;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

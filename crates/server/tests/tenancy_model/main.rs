@@ -19,9 +19,10 @@
 //! Every read path is held to the model: history, live tail over SSE and
 //! WebSocket (opened before the records exist), export, histogram, count,
 //! `/v1/requests/{id}` and its logs, the list of requests (`/v1/requests`,
-//! paged), runners and status; and every app's drain delivers exactly its
-//! records, out of other tenants' reach (`drains.rs`). A failure prints
-//! the seed; `TENANCY_MODEL_SEED=N` replays one.
+//! paged), runners, status and the cluster's status (admin only); and
+//! every app's drain delivers exactly its records, out of other tenants'
+//! reach (`drains.rs`). A failure prints the seed; `TENANCY_MODEL_SEED=N`
+//! replays one.
 
 //!
 //! The files: `world.rs` (the world and the random ingest), `reads.rs`

@@ -286,6 +286,22 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
             );
         }
     }
+    // The cluster's status covers every tenant: admin tokens only (the
+    // model's server is embedded, so it says just that).
+    let (status, body) = http(server, "GET", "/v1/cluster", &token.secret, None).await;
+    if token.scope == "admin" {
+        assert_eq!(
+            (status, body.clone()),
+            (200, json!({"mode": "embedded"})),
+            "{who}: cluster"
+        );
+    } else {
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (403, &json!("forbidden")),
+            "{who}: cluster: {body}"
+        );
+    }
 }
 
 /// `GET /v1/requests`, every page of two: exactly the model's requests for

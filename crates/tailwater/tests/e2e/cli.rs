@@ -357,6 +357,7 @@ fn every_command_has_help_with_examples() {
         "app",
         "drain",
         "demo",
+        "cluster",
     ] {
         let output = bare(home.path(), &[command, "--help"], &[]);
         assert!(output.status.success(), "{command}: {}", stderr(&output));

@@ -4,7 +4,8 @@
 //! loses none of them: the other node reads them from the stream, and the
 //! killed node, started again over its data, catches up on what it
 //! missed, each line once. Its heartbeat lapses meanwhile, and the other
-//! node sees it gone.
+//! node sees it gone; `tailwater cluster status` shows both nodes, every
+//! partition read by both, then the killed one gone.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -59,6 +60,43 @@ fn live_nodes(node: &TestServer) -> u64 {
         .unwrap_or_else(|| panic!("no tailwater_cluster_nodes in {metrics}"))
 }
 
+/// `tailwater cluster status --json` of `node`.
+fn cluster_status(node: &TestServer) -> serde_json::Value {
+    let output = node
+        .command(&["cluster", "status", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "tailwater cluster status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn node_names(status: &serde_json::Value) -> Vec<&str> {
+    status["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|node| node["node"].as_str().unwrap())
+        .collect()
+}
+
+/// Every partition of the 4 has every live node's consumer with nothing
+/// pending.
+fn nothing_pending(status: &serde_json::Value) -> bool {
+    let partitions = status["partitions"].as_array().unwrap();
+    partitions.len() == 4
+        && partitions.iter().all(|partition| {
+            let consumers = partition["consumers"].as_array().unwrap();
+            consumers.len() == node_names(status).len()
+                && consumers
+                    .iter()
+                    .all(|consumer| consumer["pending"] == 0 && consumer["ack_pending"] == 0)
+        })
+}
+
 fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
     seqs.map(|seq| format!("line {seq}")).collect()
 }
@@ -80,10 +118,26 @@ fn a_node_killed_after_acknowledging_loses_nothing_and_catches_up_when_it_return
         live_nodes(&b) == 2
     });
     ship(&a, 0..100);
+    // `tailwater cluster status`: both nodes, every partition read by both.
+    wait_for(
+        "cluster status to show both nodes with nothing pending",
+        Duration::from_secs(60),
+        || {
+            let status = cluster_status(&b);
+            node_names(&status) == ["a", "b"] && nothing_pending(&status)
+        },
+    );
+    let table = b.command(&["cluster", "status"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("answered by node b"), "{table}");
+    assert!(table.contains("2 live"), "{table}");
+    for consumer in ["a-p0", "a-p3", "b-p0", "b-p3"] {
+        assert!(table.contains(consumer), "{table}");
+    }
     a.kill_9();
     // Its heartbeat lapses (--nats-node-ttl).
     wait_for("b to see a gone", Duration::from_secs(30), || {
-        live_nodes(&b) == 1
+        live_nodes(&b) == 1 && node_names(&cluster_status(&b)) == ["b"]
     });
     wait_for(
         "node b to hold what a acknowledged",

@@ -1,0 +1,68 @@
+//! `GET /v1/cluster`: distributed mode as this node sees it.
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /v1/cluster` (admin tokens only). A server without `--nats`
+/// answers `{"mode": "embedded"}` and nothing else.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// `cluster` (distributed mode) or `embedded` (a server on its own).
+    pub mode: String,
+    /// The node that answered (`--node`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Nodes whose heartbeat is younger than `--nats-node-ttl`, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<ClusterNode>,
+    /// Every partition of the stream, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<ClusterPartition>,
+}
+
+/// A live node, as its heartbeat says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub node: String,
+    /// Where its HTTP API listens.
+    pub url: String,
+    pub version: String,
+    /// When it started (ms since the epoch).
+    pub started_ms: i64,
+    /// How long ago its last heartbeat was stored (ms, by the NATS
+    /// server's clock against this node's).
+    pub heartbeat_age_ms: u64,
+}
+
+/// One partition of the stream.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterPartition {
+    pub partition: u32,
+    /// The stream sequence of the partition's last message (0: none yet).
+    pub last_sequence: u64,
+    /// Each live node's consumer of it (`<node>-p<partition>`).
+    pub consumers: Vec<ClusterConsumer>,
+}
+
+/// A node's consumer of one partition, as JetStream says.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClusterConsumer {
+    pub node: String,
+    /// `<node>-p<partition>`.
+    pub consumer: String,
+    /// The stream sequence last delivered to the node. JetStream moves a
+    /// consumer past other partitions' messages, so this (and `ack_floor`)
+    /// may be above the partition's `last_sequence`.
+    pub delivered: u64,
+    /// The stream sequence up to which the node acknowledged everything:
+    /// at or above `last_sequence`, with `pending` and `ack_pending` 0,
+    /// the node has stored the whole partition.
+    pub ack_floor: u64,
+    /// Messages of the partition not yet delivered to the node.
+    pub pending: u64,
+    /// Messages delivered and not yet acknowledged (being stored).
+    pub ack_pending: u64,
+    /// Why JetStream gave no figures (the consumer is missing, or the
+    /// cluster did not answer); the figures are then 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -1,0 +1,96 @@
+//! What `GET /v1/cluster` (and `tailwater cluster status`) shows: the live
+//! nodes from the heartbeat bucket and, per partition, the stream's last
+//! sequence and each live node's consumer of it, as JetStream says (stream
+//! and consumer info requests a 2.9 server answers).
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use futures_util::future::join_all;
+use tailwater_model::wire::{ClusterConsumer, ClusterNode, ClusterPartition, ClusterStatus};
+
+use super::{members, Cluster, ClusterConfig, STREAM};
+
+/// The consumer through which `node` reads `partition`.
+pub fn consumer_name(node: &str, partition: u32) -> String {
+    format!("{node}-p{partition}")
+}
+
+/// The cluster as this node sees it now. Fails only when the stream or the
+/// bucket cannot be read (no quorum); a consumer JetStream cannot describe
+/// is shown with its error.
+pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
+    let bucket = members::open(cluster).await?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let mut nodes: Vec<ClusterNode> = members::live_in(&bucket)
+        .await?
+        .into_iter()
+        .map(|(heartbeat, stored_ms)| ClusterNode {
+            node: heartbeat.node,
+            url: heartbeat.url,
+            version: heartbeat.version,
+            started_ms: heartbeat.started_ms,
+            heartbeat_age_ms: u64::try_from(now_ms.saturating_sub(stored_ms)).unwrap_or(0),
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.node.cmp(&b.node));
+    let stream = cluster
+        .jetstream
+        .get_stream_no_info(STREAM)
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open the stream {STREAM}: {error}"))?;
+    let names: Vec<&str> = nodes.iter().map(|node| node.node.as_str()).collect();
+    let partitions = join_all((0..cluster.config.partitions).map(|partition| {
+        let stream = &stream;
+        let names = &names;
+        async move {
+            let last_sequence = match stream
+                .get_last_raw_message_by_subject(&ClusterConfig::subject(partition))
+                .await
+            {
+                Ok(message) => message.sequence,
+                Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => 0,
+                Err(error) => {
+                    return Err(anyhow::anyhow!(
+                        "cannot read the last message of partition {partition}: {error}"
+                    ))
+                }
+            };
+            let consumers = join_all(names.iter().map(|node| async move {
+                let consumer = consumer_name(node, partition);
+                let mut shown = ClusterConsumer {
+                    node: (*node).to_owned(),
+                    consumer: consumer.clone(),
+                    delivered: 0,
+                    ack_floor: 0,
+                    pending: 0,
+                    ack_pending: 0,
+                    error: None,
+                };
+                match stream.consumer_info(&consumer).await {
+                    Ok(info) => {
+                        shown.delivered = info.delivered.stream_sequence;
+                        shown.ack_floor = info.ack_floor.stream_sequence;
+                        shown.pending = info.num_pending;
+                        shown.ack_pending = info.num_ack_pending as u64;
+                    }
+                    Err(error) => shown.error = Some(error.to_string()),
+                }
+                shown
+            }))
+            .await;
+            Ok(ClusterPartition {
+                partition,
+                last_sequence,
+                consumers,
+            })
+        }
+    }))
+    .await
+    .into_iter()
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(ClusterStatus {
+        mode: "cluster".to_owned(),
+        node: Some(cluster.config.node.clone()),
+        nodes,
+        partitions,
+    })
+}

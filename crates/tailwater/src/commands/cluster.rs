@@ -1,0 +1,213 @@
+//! `tailwater cluster status`: distributed mode as the node asked sees it:
+//! the live nodes, and per partition the stream's last sequence and each
+//! node's consumer of it (how far it has stored, what is pending). Admin
+//! tokens.
+
+use clap::{Args, Subcommand};
+use tailwater_model::wire::ClusterStatus;
+
+use super::output::{duration_ms, print_json, print_table};
+use crate::Connection;
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  tailwater cluster status\n  tailwater cluster status --json")]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// The live nodes, and each partition's last sequence and every node's
+    /// consumer lag (GET /v1/cluster).
+    #[command(
+        after_help = "Examples:\n  tailwater cluster status\n  tailwater cluster status --profile prod --json"
+    )]
+    Status {
+        #[command(flatten)]
+        connection: Connection,
+        /// The API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(args: ClusterArgs) -> anyhow::Result<u8> {
+    match args.command {
+        ClusterCommand::Status { connection, json } => {
+            let status = connection.client()?.cluster_status().await?;
+            if json {
+                return print_json(serde_json::to_value(&status)?);
+            }
+            for line in render(&status) {
+                match line {
+                    Line::Text(text) => println!("{text}"),
+                    Line::Table(rows) => print_table(&rows)?,
+                }
+            }
+            Ok(0)
+        }
+    }
+}
+
+enum Line {
+    Text(String),
+    Table(Vec<Vec<String>>),
+}
+
+/// What `tailwater cluster status` prints of `status`.
+fn render(status: &ClusterStatus) -> Vec<Line> {
+    let Some(node) = &status.node else {
+        return vec![Line::Text(format!(
+            "mode     {} (no --nats): this server is not part of a cluster",
+            status.mode
+        ))];
+    };
+    let mut lines = vec![
+        Line::Text(format!("mode     {}, answered by node {node}", status.mode)),
+        Line::Text(format!("nodes    {} live", status.nodes.len())),
+    ];
+    let mut nodes = vec![["NODE", "URL", "VERSION", "HEARTBEAT"]
+        .map(String::from)
+        .to_vec()];
+    nodes.extend(status.nodes.iter().map(|live| {
+        vec![
+            live.node.clone(),
+            live.url.clone(),
+            live.version.clone(),
+            format!("{} ago", duration_ms(Some(live.heartbeat_age_ms))),
+        ]
+    }));
+    lines.push(Line::Table(nodes));
+    let behind = status
+        .partitions
+        .iter()
+        .flat_map(|partition| &partition.consumers)
+        .filter(|consumer| consumer.pending + consumer.ack_pending > 0 || consumer.error.is_some())
+        .count();
+    lines.push(Line::Text(format!(
+        "partitions {} ({behind} consumers behind or unreadable)",
+        status.partitions.len()
+    )));
+    let mut table = vec![[
+        "PARTITION",
+        "LAST SEQ",
+        "CONSUMER",
+        "DELIVERED",
+        "ACK FLOOR",
+        "PENDING",
+        "ACK PENDING",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for partition in &status.partitions {
+        if partition.consumers.is_empty() {
+            table.push(vec![
+                partition.partition.to_string(),
+                partition.last_sequence.to_string(),
+                "-".into(),
+            ]);
+        }
+        for consumer in &partition.consumers {
+            let mut row = vec![
+                partition.partition.to_string(),
+                partition.last_sequence.to_string(),
+                consumer.consumer.clone(),
+            ];
+            match &consumer.error {
+                Some(error) => row.push(format!("unreadable: {error}")),
+                None => row.extend(
+                    [
+                        consumer.delivered,
+                        consumer.ack_floor,
+                        consumer.pending,
+                        consumer.ack_pending,
+                    ]
+                    .map(|figure| figure.to_string()),
+                ),
+            }
+            table.push(row);
+        }
+    }
+    lines.push(Line::Table(table));
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use tailwater_model::wire::{ClusterConsumer, ClusterNode, ClusterPartition};
+
+    use super::*;
+
+    fn text(lines: &[Line]) -> String {
+        let mut out = String::new();
+        for line in lines {
+            match line {
+                Line::Text(text) => out.push_str(&format!("{text}\n")),
+                Line::Table(rows) => {
+                    for row in rows {
+                        out.push_str(&format!("{}\n", row.join(" | ")));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_embedded_server_is_said_to_be_one() {
+        let status = ClusterStatus {
+            mode: "embedded".into(),
+            node: None,
+            nodes: vec![],
+            partitions: vec![],
+        };
+        assert_eq!(
+            text(&render(&status)),
+            "mode     embedded (no --nats): this server is not part of a cluster\n"
+        );
+    }
+
+    #[test]
+    fn nodes_and_each_consumer_of_each_partition_are_shown() {
+        let consumer = |node: &str, pending, error: Option<&str>| ClusterConsumer {
+            node: node.into(),
+            consumer: format!("{node}-p0"),
+            delivered: 7,
+            ack_floor: 7,
+            pending,
+            ack_pending: 0,
+            error: error.map(String::from),
+        };
+        let status = ClusterStatus {
+            mode: "cluster".into(),
+            node: Some("a".into()),
+            nodes: vec![ClusterNode {
+                node: "a".into(),
+                url: "http://127.0.0.1:7070".into(),
+                version: "0.1.0".into(),
+                started_ms: 0,
+                heartbeat_age_ms: 1500,
+            }],
+            partitions: vec![ClusterPartition {
+                partition: 0,
+                last_sequence: 9,
+                consumers: vec![
+                    consumer("a", 2, None),
+                    consumer("b", 0, Some("consumer not found")),
+                ],
+            }],
+        };
+        assert_eq!(
+            text(&render(&status)),
+            "mode     cluster, answered by node a\n\
+             nodes    1 live\n\
+             NODE | URL | VERSION | HEARTBEAT\n\
+             a | http://127.0.0.1:7070 | 0.1.0 | 1.5s ago\n\
+             partitions 1 (2 consumers behind or unreadable)\n\
+             PARTITION | LAST SEQ | CONSUMER | DELIVERED | ACK FLOOR | PENDING | ACK PENDING\n\
+             0 | 9 | a-p0 | 7 | 7 | 2 | 0\n\
+             0 | 9 | b-p0 | unreadable: consumer not found\n"
+        );
+    }
+}
