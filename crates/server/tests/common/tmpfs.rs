@@ -1,4 +1,5 @@
-//! A size-capped tmpfs, for tests of a disk that is really full.
+//! A size-capped tmpfs, for tests of a disk that is really full (the
+//! server's tests and, by path, the end-to-end tests).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,16 @@ impl Tmpfs {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The bytes still free on it.
+    pub fn free_bytes(&self) -> u64 {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::ffi::CString::new(self.path().as_os_str().as_bytes()).unwrap();
+        // SAFETY: statvfs(3) fills the struct it is given.
+        let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(path.as_ptr(), &mut stat) }, 0);
+        stat.f_bavail as u64 * stat.f_frsize as u64
     }
 }
 

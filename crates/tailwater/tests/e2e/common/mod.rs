@@ -6,7 +6,8 @@
 //! announces), `server.rs` (`TestServer` and a worker run against it),
 //! `http.rs` (a raw HTTP call and an ingest body), `process.rs` (a child's
 //! lines, the tools a test needs), `pty.rs` (`Pty`), `relay.rs` (`Relay`)
-//! and `tmpfs.rs` (`Tmpfs`); what they all share is here.
+//! and `tmpfs.rs` (`Tmpfs`, the server tests' own file, included by path);
+//! what they all share is here.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ mod process;
 mod pty;
 mod relay;
 mod server;
+#[path = "../../../../server/tests/common/tmpfs.rs"]
 mod tmpfs;
 
 pub use http::{http, ingest_batch};
