@@ -107,13 +107,20 @@ impl ReplicatedChange {
     /// registry, names what it may not (an invalid tenant or app name, a
     /// malformed token hash) or does not belong under `key`.
     pub fn decode(key: &str, value: &[u8]) -> Result<ReplicatedChange, String> {
-        let change: Change =
-            serde_json::from_slice(value).map_err(|error| format!("not a change: {error}"))?;
-        check(&change)?;
-        let expected = change_key(&change);
+        let change = ReplicatedChange::read(value)?;
+        let expected = change.key();
         if expected != key {
             return Err(format!("a change of {expected} under the key {key}"));
         }
+        Ok(change)
+    }
+
+    /// [`ReplicatedChange::decode`] of a value whose key is not known yet
+    /// (a journal line's change, say).
+    pub fn read(value: &[u8]) -> Result<ReplicatedChange, String> {
+        let change: Change =
+            serde_json::from_slice(value).map_err(|error| format!("not a change: {error}"))?;
+        check(&change)?;
         Ok(ReplicatedChange(change))
     }
 
