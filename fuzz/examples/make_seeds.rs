@@ -64,15 +64,26 @@ fn main() {
         };
         registry.create_app("acme", &app).unwrap();
         let (_, token) = registry
-            .create_token(Scope::Caller, Some("acme".into()), None, None, Some("gateway".into()))
+            .create_token(
+                Scope::Caller,
+                Some("acme".into()),
+                None,
+                None,
+                Some("gateway".into()),
+            )
             .unwrap();
         registry.revoke_token(&token.id).unwrap();
         drop(registry);
         let journal = fs::read(dir.path().join("registry.journal")).unwrap();
-        for (n, line) in journal.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        for (n, line) in journal
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let line: serde_json::Value = serde_json::from_slice(line).unwrap();
             let value = serde_json::to_vec(&line["change"]).unwrap();
-            let key = ReplicatedChange::read(&value).unwrap().key();
+            let change = ReplicatedChange::read(&value).unwrap();
+            let (key, value) = (change.key(), change.encode());
             let entry = [key.as_bytes(), tailwater_fuzz::SPLIT, &value].concat();
             seed("registry_entry", &format!("change{n}"), &entry);
         }

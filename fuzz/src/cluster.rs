@@ -86,7 +86,11 @@ pub fn registry_entry(data: &[u8]) {
             ..entry
         }])
         .expect("applies again");
-    assert_eq!(registry.bytes_written(), written, "the same value twice writes nothing");
+    assert_eq!(
+        registry.bytes_written(),
+        written,
+        "the same value twice writes nothing"
+    );
     drop(registry);
     Registry::open_replica(dir.path()).expect("what a replica applied loads again");
 }

@@ -204,8 +204,8 @@ mod tests {
             text(&render(&status)),
             "mode     cluster, answered by node a\n\
              nodes    1 live\n\
-             NODE | URL | VERSION | HEARTBEAT\n\
-             a | http://127.0.0.1:7070 | 0.1.0 | 1.5s ago\n\
+             NODE | URL | VERSION | HEARTBEAT | REGISTRY\n\
+             a | http://127.0.0.1:7070 | 0.1.0 | 1.5s ago | rev 3\n\
              partitions 1 (2 consumers behind or unreadable)\n\
              PARTITION | LAST SEQ | CONSUMER | DELIVERED | ACK FLOOR | PENDING | ACK PENDING\n\
              0 | 9 | a-p0 | 7 | 7 | 2 | 0\n\

@@ -324,7 +324,11 @@ impl Registry {
                     continue;
                 }
             };
-            if next.value_of(&change).as_deref() != Some(value.as_slice()) {
+            // Compared as this node encodes both: a value written by
+            // another version (fields in another order) that says the same
+            // is the same.
+            let canonical = serde_json::to_vec(&change).map_err(anyhow::Error::from)?;
+            if next.value_of(&change) != Some(canonical) {
                 // Apps may arrive before their tenant (its newest value
                 // came later): a tenant with defaults holds them until then.
                 if let Change::App { tenant, app, .. } = &change {
