@@ -435,7 +435,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         new_admin_token = tokio::task::spawn_blocking(move || {
             let pushed = registry.push_local()?;
             if pushed > 0 {
-                tracing::info!(pushed, "this node's tenants, apps and tokens the cluster lacked are now shared");
+                tracing::info!(
+                    pushed,
+                    "this node's tenants, apps and tokens the cluster lacked are now shared"
+                );
             }
             registry.ensure_admin(bootstrap.as_deref())
         })
@@ -449,13 +452,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "http"
         };
         let url = format!("{scheme}://{}", listener.local_addr()?);
-        let members = cluster::members::Members::join(
-            &cluster,
-            url,
-            stats.clone(),
-            state.registry.clone(),
-        )
-        .await?;
+        let members =
+            cluster::members::Members::join(&cluster, url, stats.clone(), state.registry.clone())
+                .await?;
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,

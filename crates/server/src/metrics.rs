@@ -586,15 +586,13 @@ impl Collector for RegistryCollector {
             };
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
-        drop(family);
         if !self.0.is_replica() {
             return Ok(());
         }
         // Distributed mode: this node's replica of the cluster's registry.
         let stats = self.0.replica_stats();
-        let read = |value: &std::sync::atomic::AtomicU64| {
-            value.load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let read =
+            |value: &std::sync::atomic::AtomicU64| value.load(std::sync::atomic::Ordering::Relaxed);
         for (name, help, value) in [
             (
                 "registry_replica_applied",

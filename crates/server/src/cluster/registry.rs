@@ -115,24 +115,20 @@ impl SharedRegistry {
 }
 
 impl Replication for SharedRegistry {
-    fn write(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected: Option<u64>,
-    ) -> Result<u64, WriteFailed> {
+    fn write(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<u64, WriteFailed> {
         let timeout = self.timeout;
         self.runtime.block_on(async {
             let written = async {
                 match expected {
-                    None => self
-                        .bucket
-                        .create(key, value.into())
-                        .await
-                        .map_err(|error| match error.kind() {
-                            kv::CreateErrorKind::AlreadyExists => WriteFailed::Conflict,
-                            _ => WriteFailed::Unavailable(error.to_string()),
-                        }),
+                    None => {
+                        self.bucket
+                            .create(key, value.into())
+                            .await
+                            .map_err(|error| match error.kind() {
+                                kv::CreateErrorKind::AlreadyExists => WriteFailed::Conflict,
+                                _ => WriteFailed::Unavailable(error.to_string()),
+                            })
+                    }
                     Some(revision) => self
                         .bucket
                         .update(key, value.into(), revision)
@@ -250,10 +246,9 @@ pub fn spawn_watch(
                         }
                     }
                     let registry = registry.clone();
-                    let applied = tokio::task::spawn_blocking(move || {
-                        registry.apply_replicated(&batch)
-                    })
-                    .await;
+                    let applied =
+                        tokio::task::spawn_blocking(move || registry.apply_replicated(&batch))
+                            .await;
                     match applied {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => {
@@ -266,7 +261,10 @@ pub fn spawn_watch(
                         }
                     }
                     if let Some(why) = failed {
-                        tracing::warn!(why, "the watch of the cluster's registry stopped; watching again");
+                        tracing::warn!(
+                            why,
+                            "the watch of the cluster's registry stopped; watching again"
+                        );
                         break;
                     }
                 },

@@ -101,7 +101,10 @@ async fn tenants_and_tokens_made_or_revoked_on_one_node_hold_on_every_node() {
     let refused = on_b.status().await.unwrap_err();
     assert_eq!(code(&refused).map(|(status, _)| status), Some(401));
     wait_until("the revoked token is refused on a", || async {
-        matches!(on_a.status().await, Err(ClientError::Api { status: 401, .. }))
+        matches!(
+            on_a.status().await,
+            Err(ClientError::Api { status: 401, .. })
+        )
     })
     .await;
     // Every node lists the same tokens, and applied the same revision.
@@ -181,7 +184,9 @@ async fn an_app_made_private_on_one_node_hides_its_records_from_callers_on_anoth
     })
     .await;
     let app = b.client.apps(None).await.unwrap();
-    assert!(app.iter().any(|app| app.name == "api" && app.settings.private_logs));
+    assert!(app
+        .iter()
+        .any(|app| app.name == "api" && app.settings.private_logs));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,8 +52,7 @@ pub trait Replication: Send + Sync {
     /// Writes `value` under `key` if the key's newest revision is still
     /// `expected` (`None`: only if the key does not exist); the new
     /// revision.
-    fn write(&self, key: &str, value: Vec<u8>, expected: Option<u64>)
-        -> Result<u64, WriteFailed>;
+    fn write(&self, key: &str, value: Vec<u8>, expected: Option<u64>) -> Result<u64, WriteFailed>;
     /// The newest revision of `key` in the bucket (`None`: no such key).
     fn revision(&self, key: &str) -> Result<Option<u64>, WriteFailed>;
     /// How long a writer waits for the bucket, and for this node's watch
@@ -157,8 +156,8 @@ fn check(change: &Change) -> Result<(), String> {
             if !id_ok {
                 return Err(format!("invalid token id {:?}", token.id));
             }
-            let hash_ok = token.sha256.len() == 64
-                && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            let hash_ok =
+                token.sha256.len() == 64 && token.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !hash_ok {
                 return Err(format!("token {} has a malformed hash", token.id));
             }
@@ -423,9 +422,8 @@ impl Registry {
                 Err(failed) => return Err(self.write_failed(failed)),
             }
         }
-        Err(self.unavailable(
-            "other nodes kept changing this at the same time: try again".to_owned(),
-        ))
+        Err(self
+            .unavailable("other nodes kept changing this at the same time: try again".to_owned()))
     }
 
     fn write_failed(&self, failed: WriteFailed) -> RegistryError {
