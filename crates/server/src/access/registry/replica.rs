@@ -546,3 +546,6 @@ pub fn caught_up(registry: &Registry, revision: u64, timeout: Duration) -> anyho
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;
