@@ -128,11 +128,14 @@ async fn tenants_and_tokens_made_or_revoked_on_one_node_hold_on_every_node() {
     .await;
     assert!(metric(&b.server, "tailwater_registry_replica_applied_total").await >= 2.0);
     // Each node's heartbeat says how far it has applied the registry.
-    wait_until("the cluster's status shows both nodes at one revision", || async {
-        let status = a.client.cluster_status().await.unwrap();
-        let revisions: Vec<u64> = status.nodes.iter().map(|n| n.registry_revision).collect();
-        revisions.len() == 2 && revisions[0] > 0 && revisions[0] == revisions[1]
-    })
+    wait_until(
+        "the cluster's status shows both nodes at one revision",
+        || async {
+            let status = a.client.cluster_status().await.unwrap();
+            let revisions: Vec<u64> = status.nodes.iter().map(|n| n.registry_revision).collect();
+            revisions.len() == 2 && revisions[0] > 0 && revisions[0] == revisions[1]
+        },
+    )
     .await;
 }
 

@@ -62,7 +62,10 @@ fn a_replica_applies_the_buckets_values_in_any_order_and_keeps_them() {
     assert_eq!(registry.replica_stats().applied.load(Relaxed), 4); // placeholder tenant too
     let check = |registry: &Registry| {
         let acme = registry.tenant("acme").expect("the tenant");
-        assert!(acme.private_logs, "the tenant's own value, not the placeholder");
+        assert!(
+            acme.private_logs,
+            "the tenant's own value, not the placeholder"
+        );
         assert_eq!(acme.apps, 1);
         assert!(registry.is_private("acme", "api v2"));
         let identity = registry.authenticate(secret).unwrap();
@@ -90,10 +93,7 @@ fn a_replica_applies_the_buckets_values_in_any_order_and_keeps_them() {
             "created": created}}),
     );
     registry.apply_replicated(&[rehashed]).unwrap();
-    assert_eq!(
-        registry.authenticate(secret),
-        Err(TokenRejected::Unknown)
-    );
+    assert_eq!(registry.authenticate(secret), Err(TokenRejected::Unknown));
     assert!(registry.authenticate("tw_other").is_ok());
     drop(registry);
 
@@ -101,7 +101,11 @@ fn a_replica_applies_the_buckets_values_in_any_order_and_keeps_them() {
     let registry = Registry::open_replica(dir.path()).unwrap();
     assert!(registry.tenant("acme").unwrap().private_logs);
     assert!(registry.authenticate("tw_other").is_ok());
-    assert_eq!(registry.applied_revision(), 0, "revisions come from the watch");
+    assert_eq!(
+        registry.applied_revision(),
+        0,
+        "revisions come from the watch"
+    );
 }
 
 #[test]
