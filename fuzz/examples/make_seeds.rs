@@ -47,6 +47,47 @@ fn main() {
     let mut json = vec![16];
     json.extend(serde_json::to_vec(&envelope).unwrap());
     seed("cluster_message", "envelope", &json);
+    // Values of the cluster's shared registry, as a registry writes them:
+    // the changes its journal holds (a tenant, an app, tokens), each
+    // under its key.
+    {
+        use tailwater_model::tenancy::{NewApp, Scope};
+        use tailwater_server::access::registry::replica::ReplicatedChange;
+        use tailwater_server::access::registry::Registry;
+        let dir = tempfile::tempdir().unwrap();
+        let (registry, _) = Registry::open(dir.path(), Some("tw_seed")).unwrap();
+        registry.create_tenant("acme", true).unwrap();
+        let app = NewApp {
+            name: "api v2 ✓".into(),
+            retention_days: Some(3),
+            ..NewApp::default()
+        };
+        registry.create_app("acme", &app).unwrap();
+        let (_, token) = registry
+            .create_token(
+                Scope::Caller,
+                Some("acme".into()),
+                None,
+                None,
+                Some("gateway".into()),
+            )
+            .unwrap();
+        registry.revoke_token(&token.id).unwrap();
+        drop(registry);
+        let journal = fs::read(dir.path().join("registry.journal")).unwrap();
+        for (n, line) in journal
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
+            let line: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let value = serde_json::to_vec(&line["change"]).unwrap();
+            let change = ReplicatedChange::read(&value).unwrap();
+            let (key, value) = (change.key(), change.encode());
+            let entry = [key.as_bytes(), tailwater_fuzz::SPLIT, &value].concat();
+            seed("registry_entry", &format!("change{n}"), &entry);
+        }
+    }
     // A drain's body, a signature header, a Loki label value.
     for (name, mode, parts) in [
         (

@@ -41,3 +41,56 @@ pub fn cluster_message(data: &[u8]) {
     let partition = message::partition_of(&envelope.tenant, &batch.app, &batch.runner, partitions);
     assert!(partition < partitions);
 }
+
+/// A value of the cluster's shared registry (the bucket
+/// `TAILWATER_REGISTRY`), as any NATS user with rights to the bucket could
+/// put it: the key, [`crate::SPLIT`], the value. One that decodes is under
+/// its own key and encodes again to one that decodes the same; applied to
+/// a replica it is taken (the registry's state stays one it can load), and
+/// applied again writes nothing (a change is the new value of one thing).
+pub fn registry_entry(data: &[u8]) {
+    use tailwater_server::access::registry::replica::{Entry, ReplicatedChange};
+    use tailwater_server::access::registry::Registry;
+
+    let parts = crate::split(data);
+    let [key, value] = parts.as_slice() else {
+        return;
+    };
+    let Ok(key) = std::str::from_utf8(key) else {
+        return;
+    };
+    let Ok(change) = ReplicatedChange::decode(key, value) else {
+        return;
+    };
+    assert_eq!(change.key(), key, "a value is kept under its own key");
+    let encoded = change.encode();
+    let again = ReplicatedChange::decode(key, &encoded).expect("an encoded change decodes");
+    assert_eq!(again.encode(), encoded, "a change survives the bucket");
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let registry = Registry::open_replica(dir.path()).expect("a new registry opens");
+    let entry = Entry {
+        key: key.to_owned(),
+        revision: 7,
+        value: Some(value.to_vec()),
+        pending: 0,
+    };
+    registry
+        .apply_replicated(std::slice::from_ref(&entry))
+        .expect("a change that decodes applies");
+    assert_eq!(registry.applied_revision(), 7);
+    let written = registry.bytes_written();
+    registry
+        .apply_replicated(&[Entry {
+            revision: 8,
+            ..entry
+        }])
+        .expect("applies again");
+    assert_eq!(
+        registry.bytes_written(),
+        written,
+        "the same value twice writes nothing"
+    );
+    drop(registry);
+    Registry::open_replica(dir.path()).expect("what a replica applied loads again");
+}

@@ -1,7 +1,7 @@
 //! Fuzz targets for every decoder of bytes that come from outside the
 //! process: what a client sends (the ingest body, query parameters,
 //! filters and regexes, cursors, other protocols' requests), what other
-//! nodes publish (the cluster's stream), what a worker prints (the line
+//! nodes publish (the cluster's stream and shared registry), what a worker prints (the line
 //! parser, the grouping of a traceback's lines),
 //! filters and regexes, cursors, other protocols' requests, a drain's
 //! settings and the signature receivers check), what a worker
@@ -32,7 +32,7 @@ mod protocols;
 mod spool;
 mod store;
 
-pub use cluster::cluster_message;
+pub use cluster::{cluster_message, registry_entry};
 pub use drains::drain;
 pub use ingest::ingest_body;
 pub use logql::logql;
@@ -46,7 +46,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 18] = [
+pub const TARGETS: [(&str, Target); 19] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -65,6 +65,7 @@ pub const TARGETS: [(&str, Target); 18] = [
     ("es_bulk", es_bulk),
     ("json_docs", json_docs),
     ("logql", logql),
+    ("registry_entry", registry_entry),
 ];
 
 /// Separates the parts of one input.

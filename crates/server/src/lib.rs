@@ -378,10 +378,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let store_dir = config.data_dir.join("store");
     let options = config.store.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_dir, options)).await??;
-    let (registry, new_admin_token) = Registry::open(
-        &config.data_dir.join("auth"),
-        config.bootstrap_token.as_deref(),
-    )?;
+    let auth_dir = config.data_dir.join("auth");
+    // Distributed mode: the registry is a replica of the cluster's shared
+    // one (`cluster::registry`), whose admin token is made once caught up.
+    let (registry, mut new_admin_token, shared_registry) = match &cluster {
+        Some((cluster, _)) => {
+            let mut registry = Registry::open_replica(&auth_dir)?;
+            let bucket = cluster::registry::open(cluster).await?;
+            cluster::registry::share_seal_key(&bucket, &mut registry, &auth_dir).await?;
+            (registry, None, Some(bucket))
+        }
+        None => {
+            let (registry, shown_once) =
+                Registry::open(&auth_dir, config.bootstrap_token.as_deref())?;
+            (registry, shown_once, None)
+        }
+    };
     let registry = registry.with_limits(config.registry.clone());
     let state = {
         let config = config.clone();
@@ -407,6 +419,32 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let mut state = state;
     state.cluster = cluster.as_ref().map(|(cluster, _)| cluster.clone());
     let mut cluster_tasks = Vec::new();
+    if let (Some((cluster, _)), Some(bucket)) = (&cluster, shared_registry) {
+        let registry = state.registry.clone();
+        registry.replicate_to(Arc::new(cluster::registry::SharedRegistry::new(
+            bucket.clone(),
+            cluster,
+        )));
+        cluster_tasks.push(cluster::registry::spawn_watch(
+            bucket,
+            registry.clone(),
+            state.stopping.subscribe(),
+        ));
+        cluster::registry::catch_up(cluster, &registry, cluster.config.publish_timeout * 6).await?;
+        let bootstrap = config.bootstrap_token.clone();
+        new_admin_token = tokio::task::spawn_blocking(move || {
+            let pushed = registry.push_local()?;
+            if pushed > 0 {
+                tracing::info!(
+                    pushed,
+                    "this node's tenants, apps and tokens the cluster lacked are now shared"
+                );
+            }
+            registry.ensure_admin(bootstrap.as_deref())
+        })
+        .await?
+        .map_err(|error| anyhow::anyhow!("cannot join the cluster's registry: {error:?}"))?;
+    }
     if let Some((cluster, stats)) = cluster {
         let scheme = if config.tls.is_some() {
             "https"
@@ -414,7 +452,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "http"
         };
         let url = format!("{scheme}://{}", listener.local_addr()?);
-        let members = cluster::members::Members::join(&cluster, url, stats.clone()).await?;
+        let members =
+            cluster::members::Members::join(&cluster, url, stats.clone(), state.registry.clone())
+                .await?;
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,

@@ -586,6 +586,53 @@ impl Collector for RegistryCollector {
             };
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
+        if !self.0.is_replica() {
+            return Ok(());
+        }
+        // Distributed mode: this node's replica of the cluster's registry.
+        let stats = self.0.replica_stats();
+        let read =
+            |value: &std::sync::atomic::AtomicU64| value.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "registry_replica_applied",
+                "Changes of the cluster's shared registry applied on this node (ones it had already are not counted)",
+                read(&stats.applied),
+            ),
+            (
+                "registry_replica_undecodable",
+                "Values of the cluster's registry bucket that are no registry change, skipped (each logged with its key)",
+                read(&stats.undecodable),
+            ),
+            (
+                "registry_replica_unavailable",
+                "Registry writes refused with 503 cluster_unavailable: the shared registry could not take them (nothing changed)",
+                read(&stats.unavailable),
+            ),
+            (
+                "registry_replica_conflicts",
+                "Registry writes that met another node's change of the same key first, decided again on it",
+                read(&stats.conflicts),
+            ),
+        ] {
+            encode_counter(&mut encoder, name, help, value)?;
+        }
+        for (name, help, value) in [
+            (
+                "registry_replica_revision",
+                "The newest revision of the cluster's registry bucket applied on this node",
+                self.0.applied_revision(),
+            ),
+            (
+                "registry_replica_pending",
+                "The watch's lag: values of the registry bucket newer than the last one delivered to this node",
+                read(&stats.pending),
+            ),
+        ] {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
         Ok(())
     }
 }

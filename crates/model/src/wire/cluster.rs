@@ -31,6 +31,10 @@ pub struct ClusterNode {
     /// How long ago its last heartbeat was stored (ms, by the NATS
     /// server's clock against this node's).
     pub heartbeat_age_ms: u64,
+    /// The newest revision of the cluster's shared registry the node had
+    /// applied at its last heartbeat (0 from nodes that do not say).
+    #[serde(default)]
+    pub registry_revision: u64,
 }
 
 /// One partition of the stream.

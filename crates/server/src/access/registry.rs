@@ -17,6 +17,7 @@
 //! Who may do what is not decided here but in [`crate::access::scopes`].
 
 mod journal;
+pub mod replica;
 pub mod seal;
 mod tenants;
 mod tokens;
@@ -24,7 +25,7 @@ mod tokens;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::Path;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use anyhow::Context;
 use jiff::Timestamp;
@@ -96,6 +97,9 @@ pub enum RegistryError {
         reason: &'static str,
         message: String,
     },
+    /// Distributed mode: the cluster's shared registry cannot take the
+    /// change now (NATS unreachable, no quorum); nothing changed here.
+    Unavailable(String),
     Io(anyhow::Error),
 }
 
@@ -207,6 +211,10 @@ struct Loaded {
     state: State,
     by_digest: HashMap<[u8; 32], usize>,
     by_id: HashMap<Arc<str>, usize>,
+    /// Distributed mode: the revision in the cluster's bucket of each key
+    /// this state holds as the bucket had it (see [`replica`]); changes
+    /// are written by compare-and-set on it. Empty when embedded.
+    revisions: HashMap<String, u64>,
 }
 
 impl Loaded {
@@ -214,6 +222,7 @@ impl Loaded {
         let mut loaded = Loaded {
             by_digest: HashMap::with_capacity(state.tokens.len()),
             by_id: HashMap::with_capacity(state.tokens.len()),
+            revisions: HashMap::new(),
             state,
         };
         for index in 0..loaded.state.tokens.len() {
@@ -272,6 +281,18 @@ impl Loaded {
             }
             Change::Token(token) => match self.by_id.get(token.id.as_str()) {
                 Some(&index) => {
+                    // A digest the token no longer has must not find it.
+                    let old = &self.state.tokens[index].sha256;
+                    if *old != token.sha256 {
+                        if let Some(digest) = hex::decode(old)
+                            .ok()
+                            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                        {
+                            if self.by_digest.get(&digest) == Some(&index) {
+                                self.by_digest.remove(&digest);
+                            }
+                        }
+                    }
                     self.state.tokens[index] = Arc::new(token);
                     self.index_token(index)?;
                 }
@@ -305,6 +326,16 @@ pub struct Registry {
     refused: Mutex<BTreeMap<(String, &'static str), u64>>,
     /// Seals record positions for each tenant.
     seal_key: SealKey,
+    /// Distributed mode: where changes are written (the cluster's shared
+    /// registry), set once at start; unset, the registry is embedded.
+    replication: OnceLock<Arc<dyn replica::Replication>>,
+    /// Distributed mode: one change at a time from this node.
+    writer: Mutex<()>,
+    /// Distributed mode: the newest revision of the bucket applied here,
+    /// and writers waiting for theirs.
+    applied: Mutex<u64>,
+    applied_changed: Condvar,
+    replica_stats: replica::ReplicaStats,
 }
 
 impl Registry {
@@ -314,6 +345,22 @@ impl Registry {
     /// the caller can show it once. A bootstrap token never seen before is
     /// added as admin; one that was revoked stays revoked.
     pub fn open(dir: &Path, bootstrap: Option<&str>) -> anyhow::Result<(Registry, Option<String>)> {
+        Registry::open_with(dir, bootstrap, true)
+    }
+
+    /// Loads the registry from `dir` as [`Registry::open`] does but makes
+    /// no admin token: distributed mode makes it in the cluster's shared
+    /// registry once this node has caught up with it
+    /// ([`Registry::ensure_admin`]).
+    pub fn open_replica(dir: &Path) -> anyhow::Result<Registry> {
+        Ok(Registry::open_with(dir, None, false)?.0)
+    }
+
+    fn open_with(
+        dir: &Path,
+        bootstrap: Option<&str>,
+        make_admin: bool,
+    ) -> anyhow::Result<(Registry, Option<String>)> {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let legacy = dir.join(LEGACY_TOKENS_FILE);
         let mut changed = false;
@@ -336,6 +383,7 @@ impl Registry {
 
         let mut shown_once = None;
         let new_admin = match bootstrap {
+            _ if !make_admin => None,
             Some(token) => loaded
                 .find(&hash(token))
                 .is_none()
@@ -374,6 +422,11 @@ impl Registry {
             limits: RegistryLimits::default(),
             refused: Mutex::default(),
             seal_key,
+            replication: OnceLock::new(),
+            writer: Mutex::new(()),
+            applied: Mutex::new(0),
+            applied_changed: Condvar::new(),
+            replica_stats: replica::ReplicaStats::default(),
         };
         Ok((registry, shown_once))
     }
@@ -401,10 +454,18 @@ impl Registry {
     /// Decides a change on the newest state, journals it, then makes it
     /// current. `decide` gives the change (`None`: nothing to write) and
     /// what to answer.
+    ///
+    /// In distributed mode the change is written to the cluster's shared
+    /// registry instead, and made current here when this node's watch of
+    /// it applies it ([`replica`]); `decide` may then be asked again, on a
+    /// newer state, when another node changed the same key first.
     fn change<R>(
         &self,
-        decide: impl FnOnce(&Loaded) -> Result<(Option<Change>, R), RegistryError>,
+        decide: impl Fn(&Loaded) -> Result<(Option<Change>, R), RegistryError>,
     ) -> Result<R, RegistryError> {
+        if let Some(replication) = self.replication.get() {
+            return self.change_replicated(replication.as_ref(), decide);
+        }
         let mut journal = self
             .journal
             .lock()

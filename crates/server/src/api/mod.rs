@@ -279,6 +279,12 @@ impl From<RegistryError> for ApiError {
             RegistryError::Limit { reason, message } => {
                 ApiError::new(StatusCode::BAD_REQUEST, reason, message)
             }
+            RegistryError::Unavailable(message) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unavailable",
+                message,
+            )
+            .retry_after(std::time::Duration::from_secs(1)),
             RegistryError::Io(error) => ApiError::internal(format!("{error:#}")),
         }
     }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::stats::Stats;
 use super::Cluster;
+use crate::access::registry::Registry;
 
 /// The bucket of heartbeats (and, next, of partition assignments).
 pub const BUCKET: &str = "TAILWATER_NODES";
@@ -32,6 +33,10 @@ pub struct Heartbeat {
     /// When it started (ms since the epoch): a restart is a new life.
     pub started_ms: i64,
     pub version: String,
+    /// The newest revision of the shared registry this node had applied
+    /// (`cluster::registry`).
+    #[serde(default)]
+    pub registry_revision: u64,
 }
 
 /// This node in the bucket.
@@ -40,6 +45,7 @@ pub struct Members {
     me: Heartbeat,
     interval: Duration,
     stats: Arc<Stats>,
+    registry: Arc<Registry>,
 }
 
 impl Members {
@@ -49,6 +55,7 @@ impl Members {
         cluster: &Cluster,
         url: String,
         stats: Arc<Stats>,
+        registry: Arc<Registry>,
     ) -> anyhow::Result<Members> {
         let config = &cluster.config;
         let jetstream = &cluster.jetstream;
@@ -87,9 +94,11 @@ impl Members {
                 url,
                 started_ms: jiff::Timestamp::now().as_millisecond(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                registry_revision: 0,
             },
             interval: (config.node_ttl / 4).max(Duration::from_millis(100)),
             stats,
+            registry,
         })
     }
 
@@ -107,16 +116,17 @@ impl Members {
     }
 
     /// Beats until `stopping`, then leaves (deletes its key).
-    pub fn spawn(self, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(mut self, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
             let mut ticks = tokio::time::interval(self.interval);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
                     _ = stopping.wait_for(|stopping| *stopping) => break,
                 }
-                if let Err(error) = self.bucket.put(self.key(), value.clone().into()).await {
+                self.me.registry_revision = self.registry.applied_revision();
+                let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
+                if let Err(error) = self.bucket.put(self.key(), value.into()).await {
                     tracing::warn!(%error, "cannot put this node's heartbeat; others may take it for gone");
                 }
                 match self.live().await {

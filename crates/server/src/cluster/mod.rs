@@ -12,6 +12,9 @@
 //!   durable pull consumer into its local store, acknowledging each
 //!   message only once its records are durable there;
 //! - [`members`]: each node's heartbeat in a key-value bucket, with a TTL;
+//! - [`registry`]: tenants, apps, hashed tokens and the seal key shared by
+//!   every node through a key-value bucket, watched into each node's
+//!   registry;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`;
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
 //!   shows.
@@ -20,6 +23,7 @@ pub mod materialize;
 pub mod members;
 pub mod message;
 pub mod publish;
+pub mod registry;
 pub mod stats;
 pub mod status;
 

@@ -29,6 +29,7 @@ pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
             version: heartbeat.version,
             started_ms: heartbeat.started_ms,
             heartbeat_age_ms: u64::try_from(now_ms.saturating_sub(stored_ms)).unwrap_or(0),
+            registry_revision: heartbeat.registry_revision,
         })
         .collect();
     nodes.sort_by(|a, b| a.node.cmp(&b.node));

@@ -305,6 +305,12 @@ impl Pipeline {
             Sink::Cluster(_) => batch_id(tenant, &batch),
         };
         if let Err(error) = self.registry.ensure_app(tenant, &batch.app) {
+            if let RegistryError::Unavailable(why) = &error {
+                tracing::warn!(tenant, app = %batch.app, why, "ingest batch refused: its new app cannot be made in the cluster's registry now");
+                let reason = Unavailable::Cluster;
+                self.count_refused(tenant, &batch.app, reason.code(), batch.records.len());
+                return Err(Refused::Unavailable(reason));
+            }
             if let RegistryError::Io(io) = &error {
                 if is_disk_full(io.as_ref()) {
                     tracing::warn!(error = %format!("{io:#}"), tenant, app = %batch.app, "ingest batch refused: the disk is full");

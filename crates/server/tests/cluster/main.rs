@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod nats;
+mod registry;
 mod status;
 
 use std::collections::BTreeMap;

@@ -117,6 +117,20 @@ impl NatsCluster {
         self.wait_ready(index);
     }
 
+    /// Starts every stopped server again at once (one alone is not ready
+    /// until a quorum is back) and waits until all are ready.
+    pub fn restart_stopped(&mut self) {
+        let stopped: Vec<usize> = (0..self.servers.len())
+            .filter(|&index| self.servers[index].process.is_none())
+            .collect();
+        for &index in &stopped {
+            self.spawn(index);
+        }
+        for index in stopped {
+            self.wait_ready(index);
+        }
+    }
+
     /// The index of the server leading `stream` now, as a running
     /// server's monitoring endpoint (`/jsz`) tells.
     pub fn stream_leader(&self, stream: &str) -> usize {

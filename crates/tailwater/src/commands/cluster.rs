@@ -67,7 +67,7 @@ fn render(status: &ClusterStatus) -> Vec<Line> {
         Line::Text(format!("mode     {}, answered by node {node}", status.mode)),
         Line::Text(format!("nodes    {} live", status.nodes.len())),
     ];
-    let mut nodes = vec![["NODE", "URL", "VERSION", "HEARTBEAT"]
+    let mut nodes = vec![["NODE", "URL", "VERSION", "HEARTBEAT", "REGISTRY"]
         .map(String::from)
         .to_vec()];
     nodes.extend(status.nodes.iter().map(|live| {
@@ -76,6 +76,7 @@ fn render(status: &ClusterStatus) -> Vec<Line> {
             live.url.clone(),
             live.version.clone(),
             format!("{} ago", duration_ms(Some(live.heartbeat_age_ms))),
+            format!("rev {}", live.registry_revision),
         ]
     }));
     lines.push(Line::Table(nodes));
@@ -188,6 +189,7 @@ mod tests {
                 version: "0.1.0".into(),
                 started_ms: 0,
                 heartbeat_age_ms: 1500,
+                registry_revision: 3,
             }],
             partitions: vec![ClusterPartition {
                 partition: 0,
@@ -202,8 +204,8 @@ mod tests {
             text(&render(&status)),
             "mode     cluster, answered by node a\n\
              nodes    1 live\n\
-             NODE | URL | VERSION | HEARTBEAT\n\
-             a | http://127.0.0.1:7070 | 0.1.0 | 1.5s ago\n\
+             NODE | URL | VERSION | HEARTBEAT | REGISTRY\n\
+             a | http://127.0.0.1:7070 | 0.1.0 | 1.5s ago | rev 3\n\
              partitions 1 (2 consumers behind or unreadable)\n\
              PARTITION | LAST SEQ | CONSUMER | DELIVERED | ACK FLOOR | PENDING | ACK PENDING\n\
              0 | 9 | a-p0 | 7 | 7 | 2 | 0\n\

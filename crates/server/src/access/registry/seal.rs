@@ -46,6 +46,27 @@ pub fn load_or_create(dir: &Path) -> anyhow::Result<SealKey> {
     }
 }
 
+/// The key file's bytes in `dir` (made by [`load_or_create`]), as
+/// distributed mode offers them to the cluster.
+pub fn read_bytes(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join(SEAL_KEY_FILE);
+    fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Replaces the key in `dir` with `bytes` (the cluster's, in distributed
+/// mode), refusing bytes that are no key.
+pub fn replace(dir: &Path, bytes: &[u8]) -> anyhow::Result<SealKey> {
+    let key: [u8; SealKey::LEN] = bytes.try_into().map_err(|_| {
+        anyhow::anyhow!(
+            "the cluster's seal key holds {} bytes, not a key of {}: restore it (key `seal` of the bucket TAILWATER_REGISTRY) from a node's {SEAL_KEY_FILE}",
+            bytes.len(),
+            SealKey::LEN
+        )
+    })?;
+    write_atomically(&dir.join(SEAL_KEY_FILE), &key)?;
+    Ok(SealKey::new(key))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,7 +122,7 @@ impl Registry {
                     ));
                 }
             }
-            Ok((Some(Change::Token(stored)), ()))
+            Ok((Some(Change::Token(stored.clone())), ()))
         })?;
         Ok((secret, info))
     }
