@@ -180,6 +180,19 @@ impl<'f> Prune<'f> {
     }
 }
 
+/// Whether `filter` asks anything of single records beyond their labels and
+/// time.
+pub(crate) fn asks_of_records(filter: &Filter) -> bool {
+    filter.request_id.is_some()
+        || filter.source.is_some()
+        || filter.stream.is_some()
+        || filter.min_level.is_some()
+        || filter.text.is_some()
+        || filter.contains.is_some()
+        || filter.regex.is_some()
+        || !filter.fields.is_empty()
+}
+
 /// The blocks of `part` that may hold matches of `tenant`'s query, as
 /// indexes, judged from the footer alone: labels once per stream, then each
 /// block's levels, outputs and word filter; the request index when the

@@ -13,6 +13,7 @@
 //! borrowed row (`Store::scan`).
 
 use std::cmp::Ordering;
+use std::collections::binary_heap::PeekMut;
 use std::collections::BinaryHeap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::damage::SkippedBlock;
 use crate::memtable::{Entry, Memtable};
 use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
-use crate::query::{candidate_blocks, Bounds, Prune};
+use crate::query::{asks_of_records, candidate_blocks, Bounds, Prune};
 use crate::record_ref::RecordRef;
 use crate::Page;
 
@@ -167,16 +168,19 @@ struct Merge<'m, 'p, 'f> {
     filter: &'f Filter,
     bounds: Bounds,
     backward: bool,
+    /// Whether a block's row must be judged one by one: labels were
+    /// judged for its whole stream when the block was chosen, and time is
+    /// the bounds'.
+    per_record: bool,
     sources: Vec<Source<'m, 'p>>,
-    heap: BinaryHeap<Head>,
     skipped: Vec<SkippedBlock>,
 }
 
 impl Merge<'_, '_, '_> {
-    /// Moves `source` to its next matching row and puts it in the heap; a
-    /// source read through is let go at once, so a scan that reads through
-    /// many blocks holds one at a time.
-    fn advance(&mut self, source: usize) {
+    /// Moves `source` to its next matching row, its position; a source
+    /// read through is let go at once, so a scan that reads through many
+    /// blocks holds one at a time.
+    fn advance(&mut self, source: usize) -> Option<Cursor> {
         let position = match &mut self.sources[source] {
             Source::Memtable { rows, current } => {
                 let (tenant, filter) = (self.tenant, self.filter);
@@ -187,7 +191,8 @@ impl Merge<'_, '_, '_> {
                 })
             }
             Source::Block(rows) => {
-                match next_in_block(rows, self.backward, self.bounds, self.filter) {
+                let filter = self.per_record.then_some(self.filter);
+                match next_in_block(rows, self.backward, self.bounds, filter) {
                     Ok(position) => position,
                     Err(reason) => {
                         self.skip(source, &reason);
@@ -197,13 +202,17 @@ impl Merge<'_, '_, '_> {
             }
             Source::Done => None,
         };
-        match position {
-            Some(position) => self.heap.push(Head {
-                position,
-                backward: self.backward,
-                source,
-            }),
-            None => self.sources[source] = Source::Done,
+        if position.is_none() {
+            self.sources[source] = Source::Done;
+        }
+        position
+    }
+
+    fn head(&self, position: Cursor, source: usize) -> Head {
+        Head {
+            position,
+            backward: self.backward,
+            source,
         }
     }
 
@@ -224,13 +233,14 @@ impl Merge<'_, '_, '_> {
     }
 }
 
-/// The next row of `rows` within `bounds` that `filter` takes, made its
-/// head; an error when a row's fields, asked for, do not decode.
+/// The next row of `rows` within `bounds` that `filter` takes (every row,
+/// without one), made its head; an error when a row's fields, asked for,
+/// do not decode.
 fn next_in_block(
     rows: &mut BlockRows<'_>,
     backward: bool,
     bounds: Bounds,
-    filter: &Filter,
+    filter: Option<&Filter>,
 ) -> Result<Option<Cursor>, String> {
     let block = &rows.block;
     loop {
@@ -244,7 +254,14 @@ fn next_in_block(
             ts_ns: block.ts(index),
             position: block.id(index),
         };
-        if !bounds.contains(&position) || !filter.matches_message(block.message(index)) {
+        if !bounds.contains(&position) {
+            continue;
+        }
+        let Some(filter) = filter else {
+            rows.current = index;
+            return Ok(Some(position));
+        };
+        if !filter.matches_message(block.message(index)) {
             continue;
         }
         let mut fields_error = None;
@@ -317,21 +334,24 @@ pub(crate) fn scan(
         filter,
         bounds,
         backward,
+        per_record: asks_of_records(filter),
         sources: vec![Source::Memtable {
             rows: memtable.in_time_range(bounds.lower, bounds.upper, backward),
             current: None,
         }],
-        heap: BinaryHeap::new(),
         skipped: Vec::new(),
     };
-    merge.advance(0);
+    let mut heap = BinaryHeap::new();
+    if let Some(position) = merge.advance(0) {
+        heap.push(merge.head(position, 0));
+    }
 
     let (mut visited, mut last, mut more) = (0usize, None, false);
     let mut opened = Vec::new();
     loop {
         // Open every block whose first record could come before the head.
         while let Some(next) = pending.last() {
-            let could_come_first = match merge.heap.peek() {
+            let could_come_first = match heap.peek() {
                 None => true,
                 Some(head) if backward => next.edge_ts >= head.position.ts_ns,
                 Some(head) => next.edge_ts <= head.position.ts_ns,
@@ -358,20 +378,33 @@ pub(crate) fn scan(
                 part: next.part,
                 index: next.block,
             }));
-            merge.advance(merge.sources.len() - 1);
+            let source = merge.sources.len() - 1;
+            if let Some(position) = merge.advance(source) {
+                heap.push(merge.head(position, source));
+            }
         }
-        let Some(head) = merge.heap.pop() else { break };
+        // The head is moved on in place: one sift, not a pop and a push.
+        let Some(mut head) = heap.peek_mut() else {
+            break;
+        };
         if visited == query.limit {
             more = true;
             break;
         }
-        match visit(merge.sources[head.source].row()) {
+        let source = head.source;
+        match visit(merge.sources[source].row()) {
             Ok(()) => {
                 visited += 1;
                 last = Some(head.position);
-                merge.advance(head.source);
+                match merge.advance(source) {
+                    Some(position) => head.position = position,
+                    None => drop(PeekMut::pop(head)),
+                }
             }
-            Err(reason) => merge.skip(head.source, &reason),
+            Err(reason) => {
+                merge.skip(source, &reason);
+                PeekMut::pop(head);
+            }
         }
     }
     let next = last.filter(|_| more);
