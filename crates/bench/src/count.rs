@@ -267,6 +267,17 @@ pub fn run(
                 "; store: Store::scan, pages of {FULL_READ_PAGE} borrowed records in time order, each looked at; ClickHouse: every row read, in no order"
             )),
         );
+        // The same, beside ClickHouse asked for the store's order.
+        rows.push(
+            against_clickhouse(
+                clickhouse,
+                runs,
+                "read every record, vs ClickHouse in time order",
+                scan_all,
+                "SELECT * FROM logs ORDER BY ts FORMAT Null",
+            )?
+            .note_more("; store: as the row above; ClickHouse: every row read and sorted by time, as the store returns them"),
+        );
         // What an export does: every record written out as NDJSON, ids
         // sealed as the server seals them, into /dev/null.
         let seal = tailwater_model::SealKey::new([7; tailwater_model::SealKey::LEN]).tenant(TENANT);

@@ -109,7 +109,6 @@ impl Source<'_, '_> {
 
 /// Row `index` of `block`, borrowed.
 fn block_row(block: &DecodedBlock, index: usize) -> RecordRef<'_> {
-    let parts = block.parts(index);
     let (tenant, labels) = block.owner();
     RecordRef {
         position: block.id(index),
@@ -117,10 +116,10 @@ fn block_row(block: &DecodedBlock, index: usize) -> RecordRef<'_> {
         tenant,
         labels,
         seq: block.seq(index),
-        stream: parts.stream,
-        level: parts.level,
-        request_id: parts.request_id,
-        message: parts.message,
+        stream: block.stream(index),
+        level: block.level(index),
+        request_id: block.request_id(index),
+        message: block.message(index),
         fields_json: block.fields_json(index),
         invalid_utf8: block.invalid_utf8(index),
     }

@@ -248,3 +248,59 @@ fn a_visitors_error_skips_its_block_and_says_so() {
         scanned.skipped
     );
 }
+
+/// Strings are escaped as serde_json escapes them, whatever bytes they
+/// hold and wherever in an eight-byte chunk those fall.
+#[test]
+fn strings_are_written_as_serde_writes_them() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let mut cases: Vec<String> = (0u8..0x80)
+        .map(|byte| char::from(byte).to_string())
+        .collect();
+    cases.extend(["", "plain ascii text over eight", "é\u{7f}\u{2028}🦀\"\\"].map(String::from));
+    for _ in 0..2000 {
+        let len = rng.random_range(0..40);
+        cases.push(
+            (0..len)
+                .map(|_| match rng.random_range(0..6) {
+                    0 => char::from(rng.random_range(0u8..0x20)),
+                    1 => ['"', '\\', 'é', '\u{fffd}'][rng.random_range(0..4)],
+                    _ => char::from(rng.random_range(0x20u8..0x7f)),
+                })
+                .collect(),
+        );
+    }
+    for case in cases {
+        let mut written = Vec::new();
+        crate::record_ref::write_json_str(&mut written, &case);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            serde_json::to_string(&case).unwrap(),
+            "{case:?}"
+        );
+    }
+}
+
+/// Times are written as jiff displays them, whole seconds, every digit of
+/// a fraction and the edges of what the store holds.
+#[test]
+fn times_are_written_as_jiff_displays_them() {
+    use tailwater_model::time::timestamp_from_ns;
+    let base = 1_795_000_000_000_000_000i64;
+    let mut times = vec![0, -1, 1, i64::MIN, i64::MAX, -1_000_000_000, base];
+    for shift in 0..9 {
+        times.push(base + 10i64.pow(shift));
+        times.push(base + 123_456_789 / 10i64.pow(shift));
+        times.push(base - 10i64.pow(shift));
+    }
+    for ts in times {
+        let mut written = Vec::new();
+        crate::record_ref::write_time(&mut written, ts);
+        assert_eq!(
+            String::from_utf8(written).unwrap(),
+            timestamp_from_ns(ts).to_string(),
+            "{ts}"
+        );
+    }
+}

@@ -490,6 +490,19 @@ impl DecodedBlock {
         }
     }
 
+    /// Output stream of record `index`.
+    pub fn stream(&self, index: usize) -> Stream {
+        Stream::from_code(self.columns.kind[index] >> LEVEL_BITS).expect("checked when decoded")
+    }
+
+    /// Request id of record `index`, if it has one.
+    pub fn request_id(&self, index: usize) -> Option<&str> {
+        match self.columns.request[index] {
+            0 => None,
+            n => Some(self.columns.request_dictionary[n as usize - 1].as_str()),
+        }
+    }
+
     /// Sequence number of record `index`.
     pub fn seq(&self, index: usize) -> u64 {
         self.seqs[index]
