@@ -53,15 +53,15 @@ fn both_ways(store: &Store, tenant: &str, query: &Query) -> (Vec<LogRecord>, Vec
 fn varied(seq: u64, ts: Timestamp) -> IngestRecord {
     let mut record = record(seq, ts, format!("line {seq} \"quoted\" \u{e9}\ttab"));
     record.level = Level::ALL[seq as usize % 6];
-    record.request_id = (seq % 3 == 0).then(|| format!("req-{}", seq % 4));
-    record.invalid_utf8 = seq % 7 == 0;
-    if seq % 2 == 0 {
+    record.request_id = seq.is_multiple_of(3).then(|| format!("req-{}", seq % 4));
+    record.invalid_utf8 = seq.is_multiple_of(7);
+    if seq.is_multiple_of(2) {
         // Keys not in sorted order: kept as sent, the same JSON.
         record.fields =
             serde_json::from_str(&format!(r#"{{"z":{seq},"a":{{"s":"x\ny"}},"m":[1,2.5]}}"#))
                 .unwrap();
     }
-    if seq % 11 == 0 {
+    if seq.is_multiple_of(11) {
         record.message.push_str("\nsecond line");
     }
     record
