@@ -19,8 +19,9 @@
 //!   thread flushes it into immutable parts ([`part`]), one per tenant, app
 //!   and day, then deletes the log it came from; the same thread merges a
 //!   partition's small parts into larger ones ([`flush`]);
-//! - queries ([`query`]) merge the memtable with the part blocks their
-//!   footers cannot rule out.
+//! - queries merge the memtable with the part blocks their footers cannot
+//!   rule out ([`query`] chooses them, [`scan`] reads them in time order,
+//!   building records for a page or lending them borrowed to a visitor).
 //!
 //! On open ([`open`]), parts are loaded (a damaged one is moved to
 //! `quarantine/` and reported, never fatal) and the log is replayed into the
