@@ -10,8 +10,12 @@
 //!   and level;
 //! - a rare term and one request id, counted, beside ClickHouse (`LIKE`
 //!   through its token index, `request_id =` through its bloom filter);
-//! - every record read (`Store::query` page after page, records built),
-//!   beside ClickHouse reading every row (`FORMAT Null`).
+//! - every record read: `Store::query` page after page (records built),
+//!   and `Store::scan` (borrowed rows), beside ClickHouse reading every row
+//!   (`FORMAT Null`);
+//! - every record exported as NDJSON (`Store::scan` and
+//!   `RecordRef::write_json`, as the server's export) into `/dev/null`,
+//!   beside ClickHouse's `INTO OUTFILE '/dev/null' FORMAT JSONEachRow`.
 //!
 //! The store runs without its block cache, as in the query rows, but for
 //! the full read, which pages as the server does, with its cache.
@@ -203,13 +207,14 @@ pub fn run(
         // needs, which the block cache keeps (without it every page would
         // decode again the blocks it shares with the one before).
         let store = open(1, tailwater_store::DEFAULT_BLOCK_CACHE_BYTES)?;
+        let every_record = |cursor| Query {
+            filter: Filter::default(),
+            direction: Direction::Forward,
+            limit: FULL_READ_PAGE,
+            cursor,
+        };
         let read_all = || -> anyhow::Result<usize> {
-            let mut query = Query {
-                filter: Filter::default(),
-                direction: Direction::Forward,
-                limit: FULL_READ_PAGE,
-                cursor: None,
-            };
+            let mut query = every_record(None);
             let mut read = 0;
             loop {
                 let page = store.query(TENANT, &query)?;
@@ -224,12 +229,88 @@ pub fn run(
             against_clickhouse(
                 clickhouse,
                 runs.min(3),
-                "read every record",
+                "read every record, records built",
                 read_all,
                 "SELECT * FROM logs FORMAT Null",
             )?
             .note_more(&format!(
                 "; store: Store::query, pages of {FULL_READ_PAGE} records in time order, every record built; ClickHouse: every row read, in no order"
+            )),
+        );
+        // Borrowed rows, each looked at (its message's bytes summed).
+        let scan_all = || -> anyhow::Result<usize> {
+            let mut query = every_record(None);
+            let (mut read, mut bytes) = (0, 0usize);
+            loop {
+                let page = store.scan(TENANT, &query, |row| {
+                    read += 1;
+                    bytes += row.message.len() + row.fields_json.len();
+                    Ok(())
+                })?;
+                match page.next {
+                    Some(next) => query.cursor = Some(next),
+                    None => break,
+                }
+            }
+            std::hint::black_box(bytes);
+            Ok(read)
+        };
+        rows.push(
+            against_clickhouse(
+                clickhouse,
+                runs,
+                "read every record",
+                scan_all,
+                "SELECT * FROM logs FORMAT Null",
+            )?
+            .note_more(&format!(
+                "; store: Store::scan, pages of {FULL_READ_PAGE} borrowed records in time order, each looked at; ClickHouse: every row read, in no order"
+            )),
+        );
+        // The same, beside ClickHouse asked for the store's order.
+        rows.push(
+            against_clickhouse(
+                clickhouse,
+                runs,
+                "read every record, vs ClickHouse in time order",
+                scan_all,
+                "SELECT * FROM logs ORDER BY ts FORMAT Null",
+            )?
+            .note_more("; store: as the row above; ClickHouse: every row read and sorted by time, as the store returns them"),
+        );
+        // What an export does: every record written out as NDJSON, ids
+        // sealed as the server seals them, into /dev/null.
+        let seal = tailwater_model::SealKey::new([7; tailwater_model::SealKey::LEN]).tenant(TENANT);
+        let export_all = || -> anyhow::Result<usize> {
+            let mut sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+            let mut query = every_record(None);
+            let (mut read, mut text) = (0, Vec::with_capacity(8 << 20));
+            loop {
+                let page = store.scan(TENANT, &query, |row| {
+                    row.write_json(&seal.id(row.position), &mut text)?;
+                    text.push(b'\n');
+                    read += 1;
+                    Ok(())
+                })?;
+                std::io::Write::write_all(&mut sink, &text)?;
+                text.clear();
+                match page.next {
+                    Some(next) => query.cursor = Some(next),
+                    None => break,
+                }
+            }
+            Ok(read)
+        };
+        rows.push(
+            against_clickhouse(
+                clickhouse,
+                runs,
+                "export every record as NDJSON",
+                export_all,
+                "SELECT * FROM logs INTO OUTFILE '/dev/null' APPEND FORMAT JSONEachRow",
+            )?
+            .note_more(&format!(
+                "; store: Store::scan, pages of {FULL_READ_PAGE}, each record written as the server's export writes it (RecordRef::write_json, every label, fields, a sealed id) into /dev/null; ClickHouse: its six columns as JSON lines into /dev/null"
             )),
         );
     }

@@ -42,7 +42,7 @@ use crate::damage::SkippedBlock;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
 use crate::part::reader::Part;
-use crate::query::{candidate_blocks, Bounds, Prune};
+use crate::query::{asks_of_records, candidate_blocks, Bounds, Prune};
 use crate::scan_threads::ScanThreads;
 use crate::StoreError;
 
@@ -266,19 +266,6 @@ impl<'f> Scan<'f> {
         }
         Ok(())
     }
-}
-
-/// Whether `filter` asks anything of single records beyond their labels and
-/// time.
-fn asks_of_records(filter: &Filter) -> bool {
-    filter.request_id.is_some()
-        || filter.source.is_some()
-        || filter.stream.is_some()
-        || filter.min_level.is_some()
-        || filter.text.is_some()
-        || filter.contains.is_some()
-        || filter.regex.is_some()
-        || !filter.fields.is_empty()
 }
 
 /// Counts `tenant`'s records matching `filter` (its time window included),

@@ -19,8 +19,9 @@
 //!   thread flushes it into immutable parts ([`part`]), one per tenant, app
 //!   and day, then deletes the log it came from; the same thread merges a
 //!   partition's small parts into larger ones ([`flush`]);
-//! - queries ([`query`]) merge the memtable with the part blocks their
-//!   footers cannot rule out.
+//! - queries merge the memtable with the part blocks their footers cannot
+//!   rule out ([`query`] chooses them, [`scan`] reads them in time order,
+//!   building records for a page or lending them borrowed to a visitor).
 //!
 //! On open ([`open`]), parts are loaded (a damaged one is moved to
 //! `quarantine/` and reported, never fatal) and the log is replayed into the
@@ -72,10 +73,12 @@ mod open;
 mod options;
 pub mod part;
 mod query;
+mod record_ref;
 mod recovery;
 mod requests;
 mod retention;
 mod row;
+mod scan;
 mod scan_threads;
 mod visibility;
 mod wal;
@@ -100,6 +103,7 @@ use crate::open::{load_parts, wal_segments};
 pub use crate::options::*;
 use crate::part::reader::Part;
 pub use crate::part::Partition;
+pub use crate::record_ref::RecordRef;
 pub use crate::recovery::{DamageKind, RecoveryReport, WalDamage, DAMAGED_DIR};
 pub use crate::retention::{DeleteReason, Deleted};
 use crate::visibility::Visibility;
@@ -148,6 +152,18 @@ pub struct Page {
     pub as_of: u64,
     /// Blocks that may hold matches but could not be read (damaged on
     /// disk), skipped: when not empty, the page lacks their matches.
+    pub skipped: Vec<SkippedBlock>,
+}
+
+/// What [`Store::scan`] says besides the records it visited: a
+/// [`Page`] without its records.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanPage {
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<Cursor>,
+    /// The newest record id readable when the page was read.
+    pub as_of: u64,
+    /// Blocks that may hold matches but could not be read, skipped.
     pub skipped: Vec<SkippedBlock>,
 }
 
@@ -356,7 +372,7 @@ impl Store {
     pub fn query(&self, tenant: &str, query: &Query) -> Result<Page, StoreError> {
         let as_of = self.inner.visible.load();
         let state = self.inner.read();
-        let page = query::page(
+        let page = scan::page(
             tenant,
             query,
             &state.memtable,
@@ -367,6 +383,41 @@ impl Store {
         drop(state);
         self.inner.note_skipped(&page.skipped);
         Ok(page)
+    }
+
+    /// Visits the records [`Store::query`] would return for `query`, in
+    /// the same order and with the same cursor, without building them:
+    /// each is borrowed from the block's columns or the memtable
+    /// ([`RecordRef`]), its labels shared by its stream. What reads every
+    /// record (an export) pays for the records it writes, not for records
+    /// built and dropped.
+    ///
+    /// `visit` runs under the store's read lock: it must not wait for
+    /// anything (write into memory, send afterwards). An error from it says
+    /// the record cannot be read (as [`RecordRef::write_json`] fails on a
+    /// damaged block): the rest of its block is skipped and returned in
+    /// [`ScanPage::skipped`], as a page skips a damaged block.
+    pub fn scan(
+        &self,
+        tenant: &str,
+        query: &Query,
+        mut visit: impl FnMut(RecordRef<'_>) -> Result<(), String>,
+    ) -> Result<ScanPage, StoreError> {
+        let as_of = self.inner.visible.load();
+        let state = self.inner.read();
+        let scanned = scan::scan(
+            tenant,
+            query,
+            (&state.memtable, &state.parts, &self.inner.cache),
+            &mut visit,
+        );
+        drop(state);
+        self.inner.note_skipped(&scanned.skipped);
+        Ok(ScanPage {
+            next: scanned.next,
+            as_of,
+            skipped: scanned.skipped,
+        })
     }
 
     /// How many of `tenant`'s records match `filter` (its time window
@@ -789,6 +840,8 @@ mod names_tests;
 mod query_tests;
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod scan_tests;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]

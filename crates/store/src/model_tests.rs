@@ -181,6 +181,29 @@ fn queries_agree_with_a_naive_model_on_random_data() {
                     None => break,
                 }
             }
+            // A scan visits what the pages return, borrowed.
+            let mut scan = Query {
+                cursor: None,
+                ..query.clone()
+            };
+            let mut visited = Vec::new();
+            loop {
+                let page = store
+                    .scan("t", &scan, |row| {
+                        visited.push(row.position);
+                        Ok(())
+                    })
+                    .unwrap();
+                match page.next {
+                    Some(next) => scan.cursor = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(
+                visited,
+                got.iter().map(|r| r.position).collect::<Vec<_>>(),
+                "seed {seed}, {filter:?}: scan"
+            );
             // A count is the number of records paging returns, by bucket
             // and level too.
             let buckets = Buckets {

@@ -178,26 +178,21 @@ impl Snapshot {
         let (format, _) = look;
         let mut query = self.query.clone();
         let mut skipped = Skipped::default();
+        let mut page_text = Vec::with_capacity(CHUNK_BYTES * 2);
         loop {
-            let page = self
-                .state
-                .store
-                .query(&self.tenant, &query)
-                .map_err(std::io::Error::other)?;
-            skipped.add(&page.skipped, self.view.as_ref(), &self.state.registry);
-            for mut record in page.records {
-                let visible = self
-                    .view
-                    .as_ref()
-                    .is_none_or(|view| view.sees(&record, &self.state.registry));
-                if record.position <= self.as_of && visible {
-                    self.seal.fill_id(&mut record);
-                    write_record(out, &record, look)?;
-                    *lines += 1;
-                    out.send_if_full()?;
-                }
+            let next = match &self.view {
+                None => self.scan_page(&query, look, &mut page_text, lines)?,
+                Some(view) => self.built_page(&query, view, look, &mut page_text, lines)?,
+            };
+            skipped.add(&next.1, self.view.as_ref(), &self.state.registry);
+            // Written and sent outside the store's lock: a slow client
+            // holds this task, never the store.
+            for piece in page_text.chunks(CHUNK_BYTES) {
+                out.write_all(piece)?;
+                out.send_if_full()?;
             }
-            match page.next {
+            page_text.clear();
+            match next.0 {
                 Some(next) => query.cursor = Some(next),
                 None => break,
             }
@@ -208,7 +203,71 @@ impl Snapshot {
         }
         out.finish()
     }
+
+    /// One page of an owner's export, written into `text` from the store's
+    /// borrowed rows (`Store::scan`): NDJSON straight from the row, text
+    /// from the record built.
+    fn scan_page(
+        &self,
+        query: &tailwater_model::Query,
+        look: Look,
+        text: &mut Vec<u8>,
+        lines: &mut u64,
+    ) -> std::io::Result<Page> {
+        let page = self
+            .state
+            .store
+            .scan(&self.tenant, query, |row| {
+                if row.position > self.as_of {
+                    return Ok(());
+                }
+                match look {
+                    (Format::Ndjson, _) => {
+                        row.write_json(&self.seal.id(row.position), text)?;
+                        text.push(b'\n');
+                    }
+                    _ => write_record(text, &row.to_record()?, look)
+                        .map_err(|error| error.to_string())?,
+                }
+                *lines += 1;
+                Ok(())
+            })
+            .map_err(std::io::Error::other)?;
+        Ok((page.next, page.skipped))
+    }
+
+    /// One page of a caller's export, each record built and judged by the
+    /// caller's view, which may read the store (so not under its lock).
+    fn built_page(
+        &self,
+        query: &tailwater_model::Query,
+        view: &crate::access::scopes::CallerView,
+        look: Look,
+        text: &mut Vec<u8>,
+        lines: &mut u64,
+    ) -> std::io::Result<Page> {
+        let page = self
+            .state
+            .store
+            .query(&self.tenant, query)
+            .map_err(std::io::Error::other)?;
+        for mut record in page.records {
+            if record.position <= self.as_of && view.sees(&record, &self.state.registry) {
+                self.seal.fill_id(&mut record);
+                write_record(text, &record, look)?;
+                *lines += 1;
+            }
+        }
+        Ok((page.next, page.skipped))
+    }
 }
+
+/// What a page of an export says besides its records: where the next
+/// starts, and the blocks it skipped.
+type Page = (
+    Option<tailwater_model::Cursor>,
+    Vec<tailwater_store::SkippedBlock>,
+);
 
 /// Takes a parameter that only export knows out of the pairs.
 fn take_once(pairs: &mut Vec<(String, String)>, name: &str) -> Result<Option<String>, ApiError> {

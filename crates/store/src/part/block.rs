@@ -490,6 +490,45 @@ impl DecodedBlock {
         }
     }
 
+    /// Output stream of record `index`.
+    pub fn stream(&self, index: usize) -> Stream {
+        Stream::from_code(self.columns.kind[index] >> LEVEL_BITS).expect("checked when decoded")
+    }
+
+    /// Request id of record `index`, if it has one.
+    pub fn request_id(&self, index: usize) -> Option<&str> {
+        match self.columns.request[index] {
+            0 => None,
+            n => Some(self.columns.request_dictionary[n as usize - 1].as_str()),
+        }
+    }
+
+    /// Sequence number of record `index`.
+    pub fn seq(&self, index: usize) -> u64 {
+        self.seqs[index]
+    }
+
+    /// The fields of record `index` as the block keeps them: compact JSON
+    /// text, empty for none; not checked (see [`DecodedBlock::fields`]).
+    pub fn fields_json(&self, index: usize) -> &[u8] {
+        let range = &self.fields[index];
+        &self.columns.fields[range.start as usize..range.end as usize]
+    }
+
+    /// Whether record `index`'s output was not valid UTF-8.
+    pub fn invalid_utf8(&self, index: usize) -> bool {
+        self.columns
+            .invalid_utf8
+            .binary_search(&(index as u32))
+            .is_ok()
+    }
+
+    /// The tenant and the labels of the block's stream, shared by its
+    /// records.
+    pub fn owner(&self) -> (&str, &StreamLabels) {
+        (&self.tenant, &self.labels)
+    }
+
     /// Builds record `index`.
     pub fn record(&self, index: usize) -> Result<LogRecord, String> {
         let columns = &self.columns;
