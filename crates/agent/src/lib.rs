@@ -110,7 +110,12 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         let recorder = recorder.clone();
         tokio::task::spawn_blocking(move || recorder.recover_leftovers())
     };
-    let transport = Arc::new(ship::Failover::new(clients, recorder.clone()));
+    let status = Arc::new(ship::ShipStatus::new(config.servers.clone()));
+    let transport = Arc::new(ship::Failover::new(
+        clients,
+        recorder.clone(),
+        status.clone(),
+    ));
     let mut shipper = tokio::spawn(ship::ship(
         transport.clone(),
         recorder.clone(),
@@ -119,10 +124,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             heartbeat: config.heartbeat_interval,
             multiline: config.multiline,
         },
+        status.clone(),
     ));
     let sync = Arc::new(OutputSync::default());
     let requests = Arc::new(Requests::new(recorder.clone(), sync.clone()));
-    let (control, markers) = entrances.serve(&config, &recorder, &requests);
+    let (control, markers) = entrances.serve(&config, &recorder, &requests, &status);
 
     let exit_code = supervisor::supervise(
         &config,
@@ -213,6 +219,7 @@ impl Entrances {
         config: &AgentConfig,
         recorder: &Recorder,
         requests: &Arc<Requests>,
+        status: &Arc<ship::ShipStatus>,
     ) -> (Option<ControlSocket>, Vec<tokio::task::JoinHandle<()>>) {
         if let Some(error) = self.no_control {
             recorder.system_warning(format!(
@@ -223,7 +230,7 @@ impl Entrances {
         let mut tasks = Vec::new();
         let mut control = self.control;
         if let Some(control) = control.as_mut() {
-            tasks.push(control.serve(requests.clone()));
+            tasks.push(control.serve(requests.clone(), status.clone()));
         }
         if let (Some(listener), Some(proxy)) = (self.proxy, &config.proxy) {
             tasks.push(proxy::serve(
