@@ -39,7 +39,8 @@
 //!
 //! The files: [`transport`] (where a batch goes and how it was taken: the
 //! [`Transport`] trait, HTTP its first implementation), [`failover`]
-//! (several receivers, one at a time), [`status`] (what shipping is doing
+//! (several receivers, one at a time), [`nats`] (a cluster's intake
+//! stream, `--nats`), [`status`] (what shipping is doing
 //! now, for the control socket's `status`), [`decode`] (a
 //! spooled line made a record to ship), [`group`] (the lines of a
 //! traceback made one record), [`throttle`] (the rate limit),
@@ -50,6 +51,7 @@
 pub mod decode;
 pub mod failover;
 pub mod group;
+pub mod nats;
 mod reports;
 pub mod status;
 #[cfg(test)]
@@ -67,7 +69,7 @@ use group::{Assembler, Grouping};
 use reports::{report_held_back, Cut, HeldBack, RateLimited, Refused};
 pub use status::{AgentStatus, ShipStatus};
 use throttle::{RateLimit, Throttle};
-pub use transport::{Http, Outcome, Transport};
+pub use transport::{Http, Outcome, Receiver, Transport};
 
 /// Records in one ingest request at most.
 pub const MAX_BATCH_RECORDS: usize = 2_000;
