@@ -46,6 +46,11 @@ const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How long JetStream waits for a node's acknowledgement before it hands
 /// the message to another (a node that died relaying it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// The most the intake stream holds (or `--nats-max-bytes`, if less): it
+/// holds only what no node relayed yet. Full, it refuses new messages
+/// (their agents keep them in their spools and send again), never
+/// dropping one it acknowledged.
+pub const INTAKE_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// How long a message waits before it comes again when the pipeline could
 /// not take it and said no time, or its app does not exist yet.
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -65,7 +70,8 @@ pub type Relay = Arc<dyn Fn(&str, IngestBatch) -> Relayed + Send + Sync>;
 
 /// Makes sure of the intake stream: `tailwater.intake.*.*.*`, the batches
 /// stream's replicas, age and duplicate window, work-queue retention (a
-/// message goes once relayed).
+/// message goes once relayed), at most [`INTAKE_MAX_BYTES`], refusing new
+/// messages when full.
 pub async fn ensure_stream(cluster: &Cluster) -> anyhow::Result<()> {
     let config = &cluster.config;
     cluster
@@ -77,9 +83,9 @@ pub async fn ensure_stream(cluster: &Cluster) -> anyhow::Result<()> {
             num_replicas: config.replicas,
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::Old,
+            discard: stream::DiscardPolicy::New,
             max_age: config.max_age,
-            max_bytes: config.max_bytes,
+            max_bytes: config.max_bytes.min(INTAKE_MAX_BYTES),
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         })
