@@ -418,7 +418,6 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let intake = Arc::new(cluster::intake::Intake {
             cluster: cluster.clone(),
-            registry: state.registry.clone(),
             relay: intake_relay(state.ingest.clone()),
             stats: stats.clone(),
         });

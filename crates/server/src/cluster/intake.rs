@@ -9,9 +9,10 @@
 //! once that is done.
 //!
 //! **The subject is the identity.** NATS permissions decide who may
-//! publish on a subject; the envelope's tenant, app and runner must equal
-//! the subject's, and the app must exist here (a NATS credential never
-//! makes one), or the message is terminated, counted
+//! publish on a subject, as an ingest token of that app would (the
+//! pipeline makes the app in an existing tenant, as for HTTP); the
+//! envelope's tenant, app and runner must equal the subject's, or the
+//! message is terminated, counted
 //! (`tailwater_cluster_intake_refused_total{reason}`) and logged. Its
 //! `retention_secs` is never read: the app's own applies. A message the
 //! pipeline cannot take now (a rate limit, the cluster unavailable) is
@@ -33,7 +34,6 @@ use tokio::task::JoinHandle;
 use super::message;
 use super::stats::Stats;
 use super::{Cluster, DUPLICATE_WINDOW};
-use crate::access::registry::Registry;
 
 /// The stream agents publish to.
 pub const INTAKE_STREAM: &str = "TAILWATER_INTAKE";
@@ -52,7 +52,7 @@ const ACK_WAIT: Duration = Duration::from_secs(30);
 /// dropping one it acknowledged.
 pub const INTAKE_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// How long a message waits before it comes again when the pipeline could
-/// not take it and said no time, or its app does not exist yet.
+/// not take it and said no time.
 pub const RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// What became of a batch handed to the pipeline.
@@ -99,7 +99,6 @@ pub async fn ensure_stream(cluster: &Cluster) -> anyhow::Result<()> {
 /// A node's relay of the intake stream.
 pub struct Intake {
     pub cluster: Cluster,
-    pub registry: Arc<Registry>,
     pub relay: Relay,
     pub stats: Arc<Stats>,
 }
@@ -167,8 +166,8 @@ impl Intake {
     /// Checks one message's identity, then relays it.
     async fn apply(&self, message: Message) {
         let subject = message.subject.to_string();
-        let batch = match self.check(&subject, &message.payload) {
-            Ok(batch) => batch,
+        let (tenant, batch) = match self.check(&subject, &message.payload) {
+            Ok(checked) => checked,
             Err((reason, detail)) => {
                 self.stats.intake.refused(reason);
                 tracing::warn!(
@@ -181,16 +180,6 @@ impl Intake {
                 return;
             }
         };
-        let (tenant, app) = match message::parse_intake_subject(&subject) {
-            Some((tenant, app, _)) => (tenant, app),
-            None => unreachable!("checked"),
-        };
-        if self.registry.app(&tenant, &app).is_none() {
-            self.stats.intake.refused("unknown_app");
-            tracing::warn!(tenant, app, "an agent published batches of an app this node does not know: create it (`tailwater app create`); they wait in the intake stream");
-            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
-            return;
-        }
         let relay = self.relay.clone();
         let relayed = tokio::task::spawn_blocking(move || relay(&tenant, batch)).await;
         match relayed {
@@ -220,8 +209,13 @@ impl Intake {
         }
     }
 
-    /// The batch of a message whose envelope names what its subject does.
-    fn check(&self, subject: &str, payload: &[u8]) -> Result<IngestBatch, (&'static str, String)> {
+    /// The tenant and batch of a message whose envelope names what its
+    /// subject does.
+    fn check(
+        &self,
+        subject: &str,
+        payload: &[u8],
+    ) -> Result<(String, IngestBatch), (&'static str, String)> {
         let (tenant, app, runner) = message::parse_intake_subject(subject)
             .ok_or(("subject", "not an intake subject".to_owned()))?;
         let envelope =
@@ -236,7 +230,7 @@ impl Intake {
                 ),
             ));
         }
-        Ok(batch)
+        Ok((tenant, batch))
     }
 }
 

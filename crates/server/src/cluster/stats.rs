@@ -54,8 +54,8 @@ impl PartitionStats {
 pub struct IntakeStats {
     /// Messages this node put through the pipeline and acknowledged.
     pub relayed: AtomicU64,
-    /// Messages terminated or held back, by reason (`identity`, `subject`,
-    /// `undecodable`, `pipeline`, `unknown_app`).
+    /// Messages terminated, by reason (`identity`, `subject`,
+    /// `undecodable`, `pipeline`).
     refused: Mutex<Vec<(&'static str, u64)>>,
 }
 
@@ -167,7 +167,7 @@ impl Collector for StatsCollector {
         relayed.encode(family)?;
         let mut family = encoder.encode_descriptor(
             "cluster_intake_refused",
-            "Intake messages this node did not relay, by reason: identity (the envelope names another tenant, app or runner than its subject), subject, undecodable, pipeline (refused for good), terminated and never stored; unknown_app (no such app here: delivered again)",
+            "Intake messages this node did not relay, by reason: identity (the envelope names another tenant, app or runner than its subject), subject, undecodable, pipeline (refused for good), terminated and never stored",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;

@@ -85,7 +85,7 @@ async fn an_agents_batch_on_its_intake_subject_is_stored_and_no_other_app_can_be
     let nodes = urls_as(&nats, "node", "nodepw");
     let a = node_at(tempfile::tempdir().unwrap(), "a", nodes.clone()).await;
     let b = node_at(tempfile::tempdir().unwrap(), "b", nodes).await;
-    // The apps exist (a NATS credential never makes one): made here by a
+    // Both apps exist, so only the permissions keep web's lines out: made by a
     // batch over HTTP.
     for app in ["api", "web"] {
         a.client.ingest(&batch(app, "http", 0..1)).await.unwrap();

@@ -71,7 +71,7 @@ fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app()
     let nodes = urls_as(&nats, "node", "nodepw");
     let a = node(dir.path(), "a", &nodes);
     let b = node(dir.path(), "b", &nodes);
-    // The apps exist (a NATS credential never makes one).
+    // Both apps exist, so only the permissions keep web's lines out.
     for app in ["api", "web"] {
         let (status, answer) = http(
             "POST",
