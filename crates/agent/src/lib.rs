@@ -101,6 +101,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
     };
     let destinations = receivers.iter().map(|r| r.destination().to_owned());
     let status = Arc::new(ship::ShipStatus::new(destinations.collect()));
+    for receiver in &receivers {
+        if let ship::Receiver::Nats(nats) = receiver {
+            nats.report_to(status.clone());
+        }
+    }
     let transport = Arc::new(ship::Failover::new(
         receivers,
         recorder.clone(),

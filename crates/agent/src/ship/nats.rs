@@ -13,7 +13,7 @@
 //! (`_INBOX_<tenant>.<app>`), the only subjects its credential may
 //! subscribe to, and moves between the given servers itself.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream::context::PublishErrorKind;
@@ -23,6 +23,7 @@ use tailwater_model::cluster::{
 };
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 
+use super::status::ShipStatus;
 use super::transport::{Outcome, Transport};
 
 /// How long a message waits for JetStream's acknowledgement (an election
@@ -41,6 +42,46 @@ pub struct Nats {
     /// The last permissions violation the server reported, taken by the
     /// send it refused.
     violation: Arc<Mutex<Option<String>>>,
+    moves: Arc<Moves>,
+}
+
+/// Which NATS server the client is connected to, and its moves from one
+/// to another (the client's own failovers), for the agent's status.
+#[derive(Default)]
+struct Moves {
+    client: OnceLock<async_nats::Client>,
+    status: OnceLock<Arc<ShipStatus>>,
+    /// The server connected to now, or last before the connection was
+    /// lost.
+    server: Mutex<Option<String>>,
+}
+
+impl Moves {
+    /// The client (re)connected: a move when the server is another.
+    fn connected(&self) {
+        let Some(client) = self.client.get() else {
+            return;
+        };
+        let info = client.server_info();
+        let now = format!("nats://{}:{}", info.host, info.port);
+        let before = self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(now.clone());
+        let Some(status) = self.status.get() else {
+            return;
+        };
+        match before {
+            Some(before) if before != now => {
+                let failovers = status.failed_over(&before, &now, "the connection was lost");
+                eprintln!(
+                    "tailwater: the connection to {before} was lost; publishing through {now} from now on (failover {failovers}), the lines not yet acknowledged stay in the spool and go there"
+                );
+            }
+            _ => status.connected_to(&now),
+        }
+    }
 }
 
 impl Nats {
@@ -60,6 +101,8 @@ impl Nats {
                 anyhow::anyhow!("invalid --nats URL ({error}): give nats://[user:password@]host:port, comma-separated")
             })?;
         let violation = Arc::new(Mutex::new(None));
+        let moves = Arc::new(Moves::default());
+        let moved = moves.clone();
         let mut options = async_nats::ConnectOptions::new();
         // The client does not read the user from URLs.
         if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
@@ -78,19 +121,22 @@ impl Nats {
             .connection_timeout(PUBLISH_TIMEOUT)
             .retry_on_initial_connect()
             .event_callback(move |event| {
-                let seen = seen.clone();
+                let (seen, moved) = (seen.clone(), moved.clone());
                 async move {
-                    if let async_nats::Event::ServerError(async_nats::ServerError::Other(error)) =
-                        &event
-                    {
-                        if error.to_ascii_lowercase().contains("permissions violation") {
+                    match &event {
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(error))
+                            if error.to_ascii_lowercase().contains("permissions violation") =>
+                        {
                             *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
                         }
+                        async_nats::Event::Connected => moved.connected(),
+                        _ => {}
                     }
                 }
             })
             .connect(addrs.clone())
             .await?;
+        let _ = moves.client.set(client.clone());
         let jetstream = async_nats::jetstream::ContextBuilder::new()
             .timeout(PUBLISH_TIMEOUT)
             .build(client.clone());
@@ -108,7 +154,16 @@ impl Nats {
                 intake_subject(tenant, app, "*").replace("%2A", "*")
             ),
             violation,
+            moves,
         })
+    }
+
+    /// Tells `status` the server in use and each move from one to another.
+    pub fn report_to(&self, status: Arc<ShipStatus>) {
+        let _ = self.moves.status.set(status);
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            self.moves.connected();
+        }
     }
 
     /// The largest message the server takes, room left for the headers.

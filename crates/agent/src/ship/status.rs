@@ -140,6 +140,11 @@ impl ShipStatus {
         state.failovers.count
     }
 
+    /// Shipping goes to `server` (a NATS client connected, not a move).
+    pub fn connected_to(&self, server: &str) {
+        self.lock().server = server.to_owned();
+    }
+
     /// Failovers so far.
     pub fn failovers(&self) -> u64 {
         self.lock().failovers.count

@@ -3,7 +3,9 @@
 //! with the documented users and permissions. A worker's lines reach the
 //! stores of both nodes, through a node's pipeline (redacted); the same
 //! credential run as another app is refused by nats-server, the agent
-//! says why, and nothing of that app is stored.
+//! says why, and nothing of that app is stored. A kill -9 of the NATS
+//! server an agent publishes through is a failover in `tailwater agent
+//! status`, and loses no line.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -67,7 +69,7 @@ fn stored(node: &TestServer, app: &str, runner: &str) -> Vec<String> {
 #[test]
 fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app() {
     let dir = tempfile::tempdir().unwrap();
-    let nats = NatsCluster::start_with(3, ACCOUNTS);
+    let mut nats = NatsCluster::start_with(3, ACCOUNTS);
     let nodes = urls_as(&nats, "node", "nodepw");
     let a = node(dir.path(), "a", &nodes);
     let b = node(dir.path(), "b", &nodes);
@@ -153,5 +155,91 @@ fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app()
     assert!(stderr.contains("could not be shipped"), "{stderr}");
     for node in [&a, &b] {
         assert!(stored(node, "web", "gpu-8").is_empty(), "web was written");
+    }
+
+    // A kill -9 of the NATS server the agent publishes through: the
+    // client moves to another, `agent status` shows the move, and every
+    // line printed reaches the nodes.
+    let (socket, stop) = (dir.path().join("control.sock"), dir.path().join("stop"));
+    let script = format!(
+        "i=0; while [ ! -e {stop} ]; do echo \"moved $i\"; i=$((i+1)); sleep 0.01; done",
+        stop = stop.display()
+    );
+    let agent = a
+        .command(&[
+            "run",
+            "--nats",
+            &agent_urls,
+            "--app",
+            "api",
+            "--runner",
+            "gpu-9",
+        ])
+        .arg("--control-socket")
+        .arg(&socket)
+        .args(["--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = || -> serde_json::Value {
+        let output = a
+            .command(&["agent", "status", "--json", "--socket"])
+            .arg(&socket)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&output.stdout).unwrap_or_default()
+    };
+    let mut before = serde_json::Value::Null;
+    wait_for("the agent publishing", Duration::from_secs(30), || {
+        before = status();
+        before["shipped"]["lines"].as_u64().unwrap_or(0) >= 20
+    });
+    let in_use = before["server"].as_str().unwrap().to_owned();
+    assert!(in_use.starts_with("nats://127.0.0.1:"), "{before}");
+    assert_eq!(before["failovers"]["count"], 0, "{before}");
+    let killed = nats
+        .urls()
+        .iter()
+        .position(|url| *url == in_use)
+        .unwrap_or_else(|| panic!("{in_use} is none of {:?}", nats.urls()));
+    nats.kill(killed);
+    let mut after = serde_json::Value::Null;
+    wait_for(
+        "the failover in the agent's status",
+        Duration::from_secs(60),
+        || {
+            after = status();
+            after["failovers"]["count"] == 1
+                && after["shipped"]["lines"].as_u64()
+                    > before["shipped"]["lines"].as_u64().map(|n| n + 20)
+        },
+    );
+    assert_ne!(after["server"], in_use.as_str(), "{after}");
+    assert_eq!(
+        after["failovers"]["last"]["from"],
+        in_use.as_str(),
+        "{after}"
+    );
+    std::fs::File::create(&stop).unwrap();
+    let output = agent.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("the connection to {in_use} was lost")),
+        "{stderr}"
+    );
+    let printed = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("moved "))
+        .count();
+    for node in [&a, &b] {
+        wait_for("every line on every node", Duration::from_secs(60), || {
+            stored(node, "api", "gpu-9")
+                .iter()
+                .filter(|m| m.starts_with("moved "))
+                .count()
+                == printed
+        });
     }
 }
