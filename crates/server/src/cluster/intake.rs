@@ -41,8 +41,10 @@ pub const INTAKE_STREAM: &str = "TAILWATER_INTAKE";
 pub const INTAKE_CONSUMER: &str = "intake";
 /// Messages one pull asks for.
 const FETCH_MESSAGES: usize = 16;
-/// How long one pull waits before it asks again.
-const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long one pull waits for messages before it asks again (messages
+/// that come are handed over at once; shorter, idle nodes' pulls add up:
+/// with 1 s, the cluster tests' nodes missed heartbeats under load).
+const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// How long JetStream waits for a node's acknowledgement before it hands
 /// the message to another (a node that died relaying it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
@@ -136,8 +138,19 @@ impl Intake {
                         },
                         _ = stopped(&mut stopping) => return,
                     };
-                    while let Some(Ok(message)) = messages.next().await {
-                        self.apply(message).await;
+                    loop {
+                        // A pull waits up to FETCH_WAIT for messages: a
+                        // node stopping does not wait for it (what it was
+                        // handed and did not acknowledge goes to another
+                        // node after the ack wait).
+                        let next = tokio::select! {
+                            next = messages.next() => next,
+                            _ = stopped(&mut stopping) => return,
+                        };
+                        match next {
+                            Some(Ok(message)) => self.apply(message).await,
+                            _ => break,
+                        }
                     }
                 }
             }
