@@ -88,6 +88,11 @@ fn main() {
             seed("registry_entry", &format!("change{n}"), &entry);
         }
     }
+    // An agent's intake subject, and three names (tenant, app, runner) one
+    // a line, with the characters a subject cannot hold as they are.
+    let subject = tailwater_server::cluster::message::intake_subject("acme", "api", "gpu-7");
+    seed("intake_subject", "subject", subject.as_bytes());
+    seed("intake_subject", "names", "a.b\n*\ngpu 7>%é".as_bytes());
     // A drain's body, a signature header, a Loki label value.
     for (name, mode, parts) in [
         (

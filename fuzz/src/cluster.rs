@@ -94,3 +94,32 @@ pub fn registry_entry(data: &[u8]) {
     drop(registry);
     Registry::open_replica(dir.path()).expect("what a replica applied loads again");
 }
+
+/// An intake subject (docs/agents-on-nats.md: the subject is an agent's
+/// identity): as text, parsed into its tenant, app and runner, which make
+/// that very subject again (one subject per identity, so a permission on
+/// it holds); and its lines as three names, whose subject has five tokens
+/// and parses back to them.
+pub fn intake_subject(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Some((tenant, app, runner)) = message::parse_intake_subject(&text) {
+        assert_eq!(
+            message::intake_subject(&tenant, &app, &runner),
+            text,
+            "one subject per identity"
+        );
+    }
+    let mut names = text.splitn(3, '\n');
+    let (tenant, app, runner) = (
+        names.next().unwrap_or_default(),
+        names.next().unwrap_or_default(),
+        names.next().unwrap_or_default(),
+    );
+    let subject = message::intake_subject(tenant, app, runner);
+    assert_eq!(subject.split('.').count(), 5, "{subject}");
+    assert!(!subject.contains(['*', '>', ' ']), "{subject}");
+    assert_eq!(
+        message::parse_intake_subject(&subject),
+        Some((tenant.to_owned(), app.to_owned(), runner.to_owned()))
+    );
+}

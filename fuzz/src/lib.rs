@@ -32,7 +32,7 @@ mod protocols;
 mod spool;
 mod store;
 
-pub use cluster::{cluster_message, registry_entry};
+pub use cluster::{cluster_message, intake_subject, registry_entry};
 pub use drains::drain;
 pub use ingest::ingest_body;
 pub use logql::logql;
@@ -46,7 +46,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 19] = [
+pub const TARGETS: [(&str, Target); 20] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -66,6 +66,7 @@ pub const TARGETS: [(&str, Target); 19] = [
     ("json_docs", json_docs),
     ("logql", logql),
     ("registry_entry", registry_entry),
+    ("intake_subject", intake_subject),
 ];
 
 /// Separates the parts of one input.

@@ -27,12 +27,24 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(8);
 /// this interval, and its final state.
 pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A cluster's NATS servers (`nats://[user:password@]host:port`) and the
+/// tenant whose intake subjects the agent publishes on.
+#[derive(Clone, Debug)]
+pub struct NatsTarget {
+    pub urls: Vec<String>,
+    pub tenant: String,
+}
+
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     /// The servers' URLs (`--server A,B`): shipped to one at a time, the
     /// next when it is away (see [`crate::ship::failover`]). At least one.
     pub servers: Vec<String>,
     pub token: String,
+    /// Publish to a tailwater cluster's NATS instead (`--nats`), as this
+    /// tenant's app (docs/agents-on-nats.md); the servers and token are
+    /// then not used.
+    pub nats: Option<NatsTarget>,
     /// PEM certificates to trust for an https server (`--ca-cert`), beside
     /// the public roots.
     pub ca_certificate: Option<Vec<u8>>,
@@ -97,6 +109,7 @@ impl AgentConfig {
         AgentConfig {
             servers,
             token: token.to_owned(),
+            nats: None,
             ca_certificate: None,
             app: app.to_owned(),
             version: String::new(),

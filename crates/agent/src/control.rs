@@ -16,6 +16,7 @@
 //! | `{"request_end":"ID","status":200}` | it ended; `status` optional | `{"ok":true,"duration_ms":N}` |
 //! | `{"request_end":"ID","error":"…"}` | it failed | `{"ok":true,"duration_ms":N}` |
 //! | `{"log":"text","request_id":"ID"}` | one line for request `ID`, however many are in flight; `log` may be a JSON object (a structured line), `stream` may be `"stderr"` | `{"ok":true}` |
+//! | `{"agent_status":true}` | what shipping is doing now (`tailwater agent status`) | `{"ok":true,"status":{…}}`: [`AgentStatus`] |
 //!
 //! Request ids are strings (numbers are taken as their text) of 1 to 256
 //! bytes. The answer to `request_start` and `request_end` comes once the
@@ -34,6 +35,9 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::line::Line;
 use crate::requests::{Outcome, Ready, Requests, Via, Which};
+#[cfg(doc)]
+use crate::ship::AgentStatus;
+use crate::ship::ShipStatus;
 
 /// The longest command line accepted; a longer one is answered with an
 /// error and the connection closed.
@@ -86,8 +90,13 @@ impl ControlSocket {
         &self.path
     }
 
-    /// Answers commands in the background until the task is aborted.
-    pub fn serve(&mut self, requests: Arc<Requests>) -> tokio::task::JoinHandle<()> {
+    /// Answers commands in the background until the task is aborted;
+    /// `status` is what shipping is doing.
+    pub fn serve(
+        &mut self,
+        requests: Arc<Requests>,
+        status: Arc<ShipStatus>,
+    ) -> tokio::task::JoinHandle<()> {
         let listener = self.listener.take().expect("served once");
         tokio::spawn(async move {
             loop {
@@ -95,9 +104,9 @@ impl ControlSocket {
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 };
-                let requests = requests.clone();
+                let (requests, status) = (requests.clone(), status.clone());
                 tokio::spawn(async move {
-                    let _ = serve_connection(stream, &requests).await;
+                    let _ = serve_connection(stream, &requests, &status).await;
                 });
             }
         })
@@ -129,7 +138,11 @@ fn private_dir() -> std::io::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn serve_connection(stream: UnixStream, requests: &Requests) -> std::io::Result<()> {
+async fn serve_connection(
+    stream: UnixStream,
+    requests: &Requests,
+    status: &ShipStatus,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut line = Vec::new();
@@ -153,15 +166,15 @@ async fn serve_connection(stream: UnixStream, requests: &Requests) -> std::io::R
         if text.trim().is_empty() {
             continue;
         }
-        let answer = handle(text.trim(), requests).await;
+        let answer = handle(text.trim(), requests, status).await;
         write.write_all(answer.as_bytes()).await?;
         write.flush().await?;
     }
 }
 
 /// Answers one command line (the answer ends with a newline).
-pub async fn handle(line: &str, requests: &Requests) -> String {
-    match command(line, requests).await {
+pub async fn handle(line: &str, requests: &Requests, status: &ShipStatus) -> String {
+    match command(line, requests, status).await {
         Ok(mut answer) => {
             answer.insert("ok".into(), true.into());
             format!("{}\n", Value::Object(answer))
@@ -174,21 +187,30 @@ fn failure(error: String) -> String {
     format!("{}\n", json!({ "ok": false, "error": error }))
 }
 
-async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, String> {
+async fn command(
+    line: &str,
+    requests: &Requests,
+    status: &ShipStatus,
+) -> Result<Map<String, Value>, String> {
     let Ok(Value::Object(object)) = serde_json::from_str::<Value>(line) else {
         return Err("not a JSON object: send one object per line, such as {\"ready\":true}".into());
     };
-    let verbs: Vec<&str> = ["ready", "request_start", "request_end", "log"]
-        .into_iter()
-        .filter(|verb| object.contains_key(*verb))
-        .collect();
+    let verbs: Vec<&str> = [
+        "ready",
+        "request_start",
+        "request_end",
+        "log",
+        "agent_status",
+    ]
+    .into_iter()
+    .filter(|verb| object.contains_key(*verb))
+    .collect();
     let verb = match verbs[..] {
         [verb] => verb,
-        [] => {
-            return Err(
-                "unknown command: expected one of ready, request_start, request_end, log".into(),
-            )
-        }
+        [] => return Err(
+            "unknown command: expected one of ready, request_start, request_end, log, agent_status"
+                .into(),
+        ),
         _ => return Err(format!("one command per line, not {}", verbs.join(" and "))),
     };
     match verb {
@@ -253,6 +275,18 @@ async fn command(line: &str, requests: &Requests) -> Result<Map<String, Value>, 
             });
             Ok(Map::new())
         }
+        "agent_status" => {
+            if object["agent_status"] != Value::Bool(true) {
+                return Err("agent_status must be true".into());
+            }
+            let now = status.snapshot(requests.recorder());
+            let mut answer = Map::new();
+            answer.insert(
+                "status".into(),
+                serde_json::to_value(now).map_err(|error| error.to_string())?,
+            );
+            Ok(answer)
+        }
         _ => unreachable!("one of the verbs above"),
     }
 }
@@ -277,6 +311,10 @@ mod tests {
     use crate::capture::OutputSync;
     use crate::recorder::{Options, Recorder};
 
+    fn status() -> ShipStatus {
+        ShipStatus::new(vec!["http://a".into()])
+    }
+
     /// Requests over a recorder spooling into a temporary directory, kept as
     /// long as the requests are.
     fn requests() -> (Requests, tempfile::TempDir) {
@@ -290,7 +328,7 @@ mod tests {
     }
 
     async fn answer(requests: &Requests, line: &str) -> Value {
-        let answer = handle(line, requests).await;
+        let answer = handle(line, requests, &status()).await;
         assert!(answer.ends_with('\n'), "one line: {answer:?}");
         serde_json::from_str(&answer).unwrap()
     }
@@ -327,6 +365,15 @@ mod tests {
             true
         );
         assert_eq!(requests.sole_in_flight(), None);
+        let now = answer(&requests, r#"{"agent_status":true}"#).await;
+        assert_eq!(now["ok"], true);
+        assert_eq!(now["status"]["server"], "http://a");
+        assert_eq!(now["status"]["app"], "app");
+        assert_eq!(now["status"]["failovers"]["count"], 0);
+        assert!(
+            now["status"]["spool"]["lines"].as_u64().unwrap() > 0,
+            "{now}"
+        );
     }
 
     #[tokio::test]
@@ -341,6 +388,7 @@ mod tests {
                 "one command per line, not ready and request_start",
             ),
             (r#"{"ready":false}"#, "ready must be true"),
+            (r#"{"agent_status":1}"#, "agent_status must be true"),
             (
                 r#"{"request_start":""}"#,
                 "request_start must be a request id of 1 to 256 bytes",
@@ -374,7 +422,7 @@ mod tests {
         let path = dir.path().join("control.sock");
         let mut socket = ControlSocket::bind(Some(&path)).unwrap();
         let (requests, _spool) = requests();
-        let task = socket.serve(Arc::new(requests));
+        let task = socket.serve(Arc::new(requests), Arc::new(status()));
         let mut client = UnixStream::connect(&path).await.unwrap();
         client
             .write_all(b"{\"ready\":true}\n\n{\"request_end\":\"x\"}\n")

@@ -52,8 +52,8 @@ use tailwater_client::Client;
 
 use crate::capture::OutputSync;
 pub use crate::config::{
-    AgentConfig, RestartBackoff, RestartPolicy, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_PROGRESS_INTERVAL, DEFAULT_RESTART_MAX, DEFAULT_STOP_TIMEOUT,
+    AgentConfig, NatsTarget, RestartBackoff, RestartPolicy, DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_LINE_BYTES, DEFAULT_PROGRESS_INTERVAL, DEFAULT_RESTART_MAX, DEFAULT_STOP_TIMEOUT,
 };
 use crate::control::ControlSocket;
 pub use crate::proxy::ProxyConfig;
@@ -84,18 +84,7 @@ pub fn stay_small() {
 /// it. Fails before the worker starts on a configuration it cannot serve (a
 /// proxy address in use, a control socket path it cannot bind).
 pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
-    anyhow::ensure!(
-        !config.servers.is_empty(),
-        "no server to ship to: pass --server URL (several, comma-separated or repeated, to fail over)"
-    );
-    let mut clients = Vec::with_capacity(config.servers.len());
-    for server in &config.servers {
-        let mut client = Client::new(server, &config.token)?;
-        if let Some(pem) = &config.ca_certificate {
-            client = client.with_ca_certificate(pem)?;
-        }
-        clients.push(ship::Http(client));
-    }
+    let receivers = receivers(&config).await?;
     let entrances = Entrances::open(&config).await?;
 
     let recorder = {
@@ -110,7 +99,18 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         let recorder = recorder.clone();
         tokio::task::spawn_blocking(move || recorder.recover_leftovers())
     };
-    let transport = Arc::new(ship::Failover::new(clients, recorder.clone()));
+    let destinations = receivers.iter().map(|r| r.destination().to_owned());
+    let status = Arc::new(ship::ShipStatus::new(destinations.collect()));
+    for receiver in &receivers {
+        if let ship::Receiver::Nats(nats) = receiver {
+            nats.report_to(status.clone());
+        }
+    }
+    let transport = Arc::new(ship::Failover::new(
+        receivers,
+        recorder.clone(),
+        status.clone(),
+    ));
     let mut shipper = tokio::spawn(ship::ship(
         transport.clone(),
         recorder.clone(),
@@ -119,10 +119,11 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
             heartbeat: config.heartbeat_interval,
             multiline: config.multiline,
         },
+        status.clone(),
     ));
     let sync = Arc::new(OutputSync::default());
     let requests = Arc::new(Requests::new(recorder.clone(), sync.clone()));
-    let (control, markers) = entrances.serve(&config, &recorder, &requests);
+    let (control, markers) = entrances.serve(&config, &recorder, &requests, &status);
 
     let exit_code = supervisor::supervise(
         &config,
@@ -157,6 +158,28 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         say_what_is_left(&recorder, left, transport.destination(), &why);
     }
     Ok(exit_code)
+}
+
+/// Where this agent ships: a cluster's NATS (`--nats`), else each server
+/// (`--server A,B`), failed over in that order.
+async fn receivers(config: &AgentConfig) -> anyhow::Result<Vec<ship::Receiver>> {
+    if let Some(nats) = &config.nats {
+        let nats = ship::nats::Nats::connect(&nats.urls, &nats.tenant, &config.app).await?;
+        return Ok(vec![ship::Receiver::Nats(Box::new(nats))]);
+    }
+    anyhow::ensure!(
+        !config.servers.is_empty(),
+        "no server to ship to: pass --server URL (several, comma-separated or repeated, to fail over)"
+    );
+    let mut receivers = Vec::with_capacity(config.servers.len());
+    for server in &config.servers {
+        let mut client = Client::new(server, &config.token)?;
+        if let Some(pem) = &config.ca_certificate {
+            client = client.with_ca_certificate(pem)?;
+        }
+        receivers.push(ship::Receiver::Http(ship::Http(client)));
+    }
+    Ok(receivers)
 }
 
 /// Where requests are marked from, bound before the worker starts: a
@@ -213,6 +236,7 @@ impl Entrances {
         config: &AgentConfig,
         recorder: &Recorder,
         requests: &Arc<Requests>,
+        status: &Arc<ship::ShipStatus>,
     ) -> (Option<ControlSocket>, Vec<tokio::task::JoinHandle<()>>) {
         if let Some(error) = self.no_control {
             recorder.system_warning(format!(
@@ -223,7 +247,7 @@ impl Entrances {
         let mut tasks = Vec::new();
         let mut control = self.control;
         if let Some(control) = control.as_mut() {
-            tasks.push(control.serve(requests.clone()));
+            tasks.push(control.serve(requests.clone(), status.clone()));
         }
         if let (Some(listener), Some(proxy)) = (self.proxy, &config.proxy) {
             tasks.push(proxy::serve(

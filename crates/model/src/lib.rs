@@ -24,6 +24,8 @@
 //! - [`time`]: times and durations as people type and read them (`15m`,
 //!   RFC 3339), and nanoseconds since the epoch.
 //! - [`words`]: what full-text search matches: whole words and phrases.
+//! - [`cluster`]: what travels through the cluster's NATS streams (the
+//!   message format, partitions, message ids, intake subjects), pure.
 //!
 //! ```
 //! use tailwater_model::{parse_line, Level};
@@ -34,6 +36,7 @@
 //! assert_eq!(parsed.request_id.as_deref(), Some("req-7"));
 //! ```
 
+pub mod cluster;
 pub mod filter;
 pub mod lifecycle;
 pub mod logql;

@@ -456,6 +456,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             cluster::members::Members::join(&cluster, url, stats.clone(), state.registry.clone())
                 .await?;
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
+        let intake = Arc::new(cluster::intake::Intake {
+            cluster: cluster.clone(),
+            relay: intake_relay(state.ingest.clone()),
+            stats: stats.clone(),
+        });
+        cluster_tasks.push(intake.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,
             registry: state.registry.clone(),
@@ -558,4 +564,37 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+/// How the intake relay hands an agent's batch to the pipeline: as a batch
+/// sent with an ingest token of its app (the NATS permissions on its
+/// subject stand for the token), through every check, into the cluster.
+fn intake_relay(pipeline: Arc<ingest::Pipeline>) -> cluster::intake::Relay {
+    use cluster::intake::Relayed;
+    Arc::new(move |tenant, batch| {
+        let principal = access::scopes::Principal {
+            token_id: "nats-intake".to_owned(),
+            scope: tailwater_model::tenancy::Scope::Ingest,
+            tenant: Some(tenant.to_owned()),
+            app: Some(batch.app.clone()),
+        };
+        match pipeline.accept(&principal, tenant, batch) {
+            Ok(_) => Relayed::Taken,
+            Err(ingest::Refused::Throttled(throttled)) => Relayed::Later {
+                delay: throttled.retry_after,
+                reason: throttled.limit,
+            },
+            Err(ingest::Refused::Unavailable(unavailable)) => Relayed::Later {
+                delay: cluster::intake::RETRY_DELAY,
+                reason: format!("{unavailable:?}"),
+            },
+            Err(ingest::Refused::Internal(error)) => Relayed::Later {
+                delay: cluster::intake::RETRY_DELAY,
+                reason: error,
+            },
+            Err(refused) => Relayed::Refused {
+                reason: format!("{refused:?}"),
+            },
+        }
+    })
 }

@@ -73,6 +73,7 @@ pub struct Metrics {
     pub redactions: Counters<PatternLabels>,
     pub agent_throttled_lines: Counters<AppLabels>,
     pub agent_dropped_lines: Counters<ReasonLabels>,
+    pub agent_failovers: Counters<AppLabels>,
     pub refused_records: Counters<ReasonLabels>,
     pub retimed_records: Counters<ReasonLabels>,
     pub late_request_starts: Counters<AppLabels>,
@@ -133,6 +134,11 @@ impl Metrics {
             &mut registry,
             "agent_dropped_lines",
             "Lines agents report they dropped, by reason (spool_full, rejected_by_server, ...)",
+        );
+        let agent_failovers = counters(
+            &mut registry,
+            "agent_failovers",
+            "Moves agents report from a server that was away to the next of their --server list (their server_failover records)",
         );
         let refused_records = counters(
             &mut registry,
@@ -195,6 +201,7 @@ impl Metrics {
             redactions,
             agent_throttled_lines,
             agent_dropped_lines,
+            agent_failovers,
             refused_records,
             retimed_records,
             late_request_starts,

@@ -90,6 +90,9 @@ enum Command {
     /// A demo worker (used by `tailwater demo`).
     #[command(hide = true)]
     DemoWorker(commands::demo::DemoWorkerArgs),
+    /// A running agent (`tailwater run`), over its control socket: the
+    /// server in use, failovers, lines shipped, the spool's backlog.
+    Agent(commands::agent::AgentArgs),
 }
 
 /// Where a client command finds the server: flags, then the environment,
@@ -246,6 +249,7 @@ impl Command {
                 | Command::Runners(_)
                 | Command::Export(_)
                 | Command::Cluster(_)
+                | Command::Agent(_)
         )
     }
 }
@@ -294,6 +298,7 @@ fn main() -> ExitCode {
             Command::Cluster(args) => commands::cluster::run(args).await,
             Command::Demo(args) => commands::demo::run(args).await,
             Command::DemoWorker(args) => commands::demo::worker(args).await,
+            Command::Agent(args) => commands::agent::run(args).await,
         }
     });
     // Leave no background task (a stuck pipe reader, a retry) holding the

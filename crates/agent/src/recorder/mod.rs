@@ -170,6 +170,11 @@ impl Recorder {
         &self.boot
     }
 
+    /// The app this agent's records are of.
+    pub fn app(&self) -> &str {
+        &self.labels.app
+    }
+
     /// The runner this agent runs as.
     pub fn runner(&self) -> &str {
         &self.labels.runner

@@ -7,14 +7,15 @@
 //! a busy loop. Refusals (4xx, 429, 507) mean the same on every node and
 //! are passed on as they are.
 //!
-//! Each move is counted; the first after a batch was taken is told on the
+//! Each move is counted (in [`ShipStatus`], which the control socket's
+//! `status` answers from, with the server in use); the first after a batch was taken is told on the
 //! agent's stderr and in a `server_failover` system record in the runner's
 //! own logs (shipped to the new receiver), which names both and carries the
 //! running count. While every receiver is away the moves go on, counted but
 //! not told again (the shipper says once that shipping fails), so an outage
 //! neither floods stderr nor fills the spool with records about itself.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
@@ -22,6 +23,7 @@ use tailwater_model::lifecycle::Event;
 use tailwater_model::wire::IngestBatch;
 use tailwater_model::Level;
 
+use super::status::ShipStatus;
 use super::transport::{Outcome, Transport};
 use crate::recorder::{fields, Recorder};
 
@@ -29,7 +31,8 @@ use crate::recorder::{fields, Recorder};
 pub struct Failover<T> {
     transports: Vec<T>,
     current: AtomicUsize,
-    failovers: AtomicU64,
+    /// The server in use and the failovers so far, as `status` shows them.
+    status: Arc<ShipStatus>,
     /// A move was told and no batch was taken since: the next is not told.
     told: AtomicBool,
     recorder: Arc<Recorder>,
@@ -37,12 +40,17 @@ pub struct Failover<T> {
 
 impl<T: Transport> Failover<T> {
     /// The first of `transports` is used first; at least one is needed.
-    pub fn new(transports: Vec<T>, recorder: Arc<Recorder>) -> Failover<T> {
+    /// Moves are counted in `status`.
+    pub fn new(
+        transports: Vec<T>,
+        recorder: Arc<Recorder>,
+        status: Arc<ShipStatus>,
+    ) -> Failover<T> {
         assert!(!transports.is_empty(), "failover needs a transport");
         Failover {
             transports,
             current: AtomicUsize::new(0),
-            failovers: AtomicU64::new(0),
+            status,
             told: AtomicBool::new(false),
             recorder,
         }
@@ -60,14 +68,14 @@ impl<T: Transport> Failover<T> {
         {
             return;
         }
-        let failovers = self.failovers.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.told.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let (away, next) = (
             self.transports[from].destination(),
             self.transports[to].destination(),
         );
+        let failovers = self.status.failed_over(away, next, reason);
+        if self.told.swap(true, Ordering::AcqRel) {
+            return;
+        }
         eprintln!(
             "tailwater: {away} is unavailable ({reason}); shipping to {next} from now on (failover {failovers}), the lines not yet acknowledged stay in the spool and go there"
         );

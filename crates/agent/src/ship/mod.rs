@@ -39,7 +39,9 @@
 //!
 //! The files: [`transport`] (where a batch goes and how it was taken: the
 //! [`Transport`] trait, HTTP its first implementation), [`failover`]
-//! (several receivers, one at a time), [`decode`] (a
+//! (several receivers, one at a time), [`nats`] (a cluster's intake
+//! stream, `--nats`), [`status`] (what shipping is doing
+//! now, for the control socket's `status`), [`decode`] (a
 //! spooled line made a record to ship), [`group`] (the lines of a
 //! traceback made one record), [`throttle`] (the rate limit),
 //! `reports` (what shipping tells in the runner's logs). Reading the spool
@@ -49,7 +51,9 @@
 pub mod decode;
 pub mod failover;
 pub mod group;
+pub mod nats;
 mod reports;
+pub mod status;
 #[cfg(test)]
 mod tests;
 pub mod throttle;
@@ -63,8 +67,9 @@ use crate::spool::{BatchLimits, Stop};
 pub use failover::Failover;
 use group::{Assembler, Grouping};
 use reports::{report_held_back, Cut, HeldBack, RateLimited, Refused};
+pub use status::{AgentStatus, ShipStatus};
 use throttle::{RateLimit, Throttle};
-pub use transport::{Http, Outcome, Transport};
+pub use transport::{Http, Outcome, Receiver, Transport};
 
 /// Records in one ingest request at most.
 pub const MAX_BATCH_RECORDS: usize = 2_000;
@@ -101,15 +106,24 @@ pub struct ShipOptions {
 }
 
 /// Ships the recorder's records through `transport` until the recorder is
-/// closed and empty.
-pub async fn ship(transport: impl Transport, recorder: Arc<Recorder>, options: ShipOptions) {
-    Shipper::new(transport, recorder, options).run().await
+/// closed and empty, keeping `status` up to date.
+pub async fn ship(
+    transport: impl Transport,
+    recorder: Arc<Recorder>,
+    options: ShipOptions,
+    status: Arc<ShipStatus>,
+) {
+    Shipper::new(transport, recorder, options, status)
+        .run()
+        .await
 }
 
 /// The shipper's state between batches.
 struct Shipper<T> {
     transport: T,
     recorder: Arc<Recorder>,
+    /// What shipping is doing, for the control socket's `status`.
+    status: Arc<ShipStatus>,
     heartbeat: Option<Duration>,
     throttle: Throttle,
     /// A stretch of holding back for the rate limit, to be reported.
@@ -133,10 +147,16 @@ struct Shipper<T> {
 }
 
 impl<T: Transport> Shipper<T> {
-    fn new(transport: T, recorder: Arc<Recorder>, options: ShipOptions) -> Shipper<T> {
+    fn new(
+        transport: T,
+        recorder: Arc<Recorder>,
+        options: ShipOptions,
+        status: Arc<ShipStatus>,
+    ) -> Shipper<T> {
         Shipper {
             transport,
             recorder,
+            status,
             heartbeat: options.heartbeat,
             throttle: Throttle::new(options.rate, Instant::now()),
             held: None,
@@ -179,7 +199,12 @@ impl<T: Transport> Shipper<T> {
                 self.hold_back().await;
                 continue;
             }
+            // Named before the send: a failover moves the destination on.
+            let server = self.transport.destination().to_owned();
             let outcome = self.transport.send(&batch.body).await;
+            if !matches!(outcome, Outcome::Accepted(_)) {
+                self.status.failed(&server, outcome.reason());
+            }
             self.take(batch, outcome).await;
         }
     }
@@ -201,7 +226,11 @@ impl<T: Transport> Shipper<T> {
         // of now, never worth a retry later.
         self.last_sent = now;
         let server = self.transport.destination();
-        match self.transport.send(&self.recorder.heartbeat()).await {
+        let outcome = self.transport.send(&self.recorder.heartbeat()).await;
+        if !matches!(outcome, Outcome::Accepted(_)) {
+            self.status.failed(server, outcome.reason());
+        }
+        match outcome {
             Outcome::Accepted(_) if self.failing => {
                 self.failing = false;
                 eprintln!("tailwater: shipping logs to {server} again");
@@ -357,8 +386,10 @@ impl<T: Transport> Shipper<T> {
             held.add(&batch);
         }
         let throttled = batch.stop == Stop::Throttled;
+        let records = batch.body.records.len();
         self.blocking(move |recorder| recorder.acknowledge(&batch))
             .await;
+        self.status.shipped(records);
         if throttled {
             let since = self.held.get_or_insert_with(HeldBack::new).started;
             if now.duration_since(since) >= THROTTLE_REPORT_EVERY {

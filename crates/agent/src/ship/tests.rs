@@ -75,15 +75,32 @@ fn recorder(dir: &Path, lines: u64) -> Arc<Recorder> {
 
 /// Ships until the recorder is closed and empty (the shipper's own end).
 async fn ship_all(transport: impl Transport, recorder: Arc<Recorder>) {
+    ship_all_into(transport, recorder, status()).await
+}
+
+/// A status of shipping to A, then B.
+fn status() -> Arc<ShipStatus> {
+    Arc::new(ShipStatus::new(vec!["a".into(), "b".into()]))
+}
+
+/// [`ship_all`], keeping `status`.
+async fn ship_all_into(
+    transport: impl Transport,
+    recorder: Arc<Recorder>,
+    status: Arc<ShipStatus>,
+) {
     recorder.close();
     let options = ShipOptions {
         rate: RateLimit::default(),
         heartbeat: None,
         multiline: Some(super::group::Grouping::default()),
     };
-    tokio::time::timeout(Duration::from_secs(20), ship(transport, recorder, options))
-        .await
-        .expect("the shipper ends once everything is shipped");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        ship(transport, recorder, options, status),
+    )
+    .await
+    .expect("the shipper ends once everything is shipped");
 }
 
 /// The worker's lines among a batch's records, by sequence number.
@@ -231,7 +248,7 @@ async fn a_traceback_over_the_cap_ships_in_pieces_counted_in_a_record() {
     };
     tokio::time::timeout(
         Duration::from_secs(20),
-        ship(transport.clone(), recorder, options),
+        ship(transport.clone(), recorder, options, status()),
     )
     .await
     .expect("shipped");
@@ -269,8 +286,24 @@ async fn an_unreachable_server_fails_over_to_the_next_with_the_same_lines() {
         reason: "connection refused".into(),
     };
     let (a, b) = (Scripted::new([away]), Scripted::default());
-    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
-    ship_all(failover, recorder.clone()).await;
+    let status = status();
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone(), status.clone());
+    ship_all_into(failover, recorder.clone(), status.clone()).await;
+
+    // The status shows the move and what was shipped.
+    let now = status.snapshot(&recorder);
+    assert_eq!(now.failovers.count, 1);
+    assert_eq!(
+        now.failovers.last.as_ref().unwrap().reason,
+        "connection refused"
+    );
+    assert_eq!(now.last_error.as_ref().unwrap().error, "connection refused");
+    assert!(!now.failing);
+    assert!(
+        now.shipped.batches >= 1 && now.shipped.lines >= 3,
+        "{now:?}"
+    );
+    assert_eq!(now.spool.lines, 0, "{now:?}");
 
     let (to_a, to_b) = (a.sent(), b.sent());
     assert_eq!(to_a.len(), 1, "A was tried once: {to_a:?}");
@@ -306,8 +339,10 @@ async fn refusals_that_every_node_would_give_do_not_fail_over() {
         },
     ];
     let (a, b) = (Scripted::new(script), Scripted::default());
-    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
-    ship_all(failover, recorder.clone()).await;
+    let status = status();
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone(), status.clone());
+    ship_all_into(failover, recorder.clone(), status.clone()).await;
+    assert_eq!(status.failovers(), 0);
 
     // Three refusals, then shipped (and the 429s reported after), all to A.
     let to_a = a.sent();
@@ -329,8 +364,10 @@ async fn while_every_server_is_away_the_moves_are_counted_and_told_once() {
         reason: "connection refused".into(),
     };
     let (a, b) = (Scripted::new([away(), away()]), Scripted::new([away()]));
-    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone());
-    ship_all(failover, recorder.clone()).await;
+    let status = status();
+    let failover = Failover::new(vec![a.clone(), b.clone()], recorder.clone(), status.clone());
+    ship_all_into(failover, recorder.clone(), status.clone()).await;
+    assert_eq!(status.failovers(), 3, "every move counted, told or not");
 
     // A, B, A away, then B takes the line and the one report (each failed
     // try carried them too: they stay in the spool until taken).

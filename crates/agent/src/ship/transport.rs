@@ -2,7 +2,8 @@
 //! took it, in the shipper's terms ([`Outcome`]), so the shipper decides
 //! what to do (wait, split, drop, retry) without knowing the protocol.
 //! [`Http`] (the server's `/v1/ingest` through `tailwater_client`) is the
-//! first implementation.
+//! first implementation, [`Nats`](super::nats::Nats) (a cluster's intake
+//! stream) the second; [`Receiver`] is either, as the agent was told.
 
 use std::future::Future;
 use std::time::Duration;
@@ -73,6 +74,29 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
 
     fn send(&self, batch: &IngestBatch) -> impl Future<Output = Outcome> + Send {
         (**self).send(batch)
+    }
+}
+
+/// Where this agent ships: a server over HTTP (`--server`, one of several
+/// under a [`Failover`](super::Failover)), or a cluster's NATS (`--nats`).
+pub enum Receiver {
+    Http(Http),
+    Nats(Box<super::nats::Nats>),
+}
+
+impl Transport for Receiver {
+    fn destination(&self) -> &str {
+        match self {
+            Receiver::Http(http) => http.destination(),
+            Receiver::Nats(nats) => nats.destination(),
+        }
+    }
+
+    async fn send(&self, batch: &IngestBatch) -> Outcome {
+        match self {
+            Receiver::Http(http) => http.send(batch).await,
+            Receiver::Nats(nats) => nats.send(batch).await,
+        }
     }
 }
 

@@ -15,10 +15,13 @@
 //! - [`registry`]: tenants, apps, hashed tokens and the seal key shared by
 //!   every node through a key-value bucket, watched into each node's
 //!   registry;
+//! - [`intake`]: batches agents published straight to NATS, relayed
+//!   through the ingest pipeline by any node;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`;
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
 //!   shows.
 
+pub mod intake;
 pub mod materialize;
 pub mod members;
 pub mod message;
@@ -176,7 +179,15 @@ impl Cluster {
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .context("invalid --nats URL: give nats://host:port, comma-separated")?;
-        let client = async_nats::ConnectOptions::new()
+        // The NATS user (`nats://user:password@host:port`, see
+        // docs/agents-on-nats.md): the client does not read it from URLs.
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+            let user = addr.username().unwrap_or_default().to_owned();
+            let password = addr.password().unwrap_or_default().to_owned();
+            options = options.user_and_password(user, password);
+        }
+        let client = options
             .name(format!("tailwater-{}", config.node))
             .connection_timeout(config.publish_timeout)
             .request_timeout(Some(config.publish_timeout))
@@ -193,6 +204,7 @@ impl Cluster {
             client,
         };
         cluster.ensure_stream().await?;
+        intake::ensure_stream(&cluster).await?;
         Ok(cluster)
     }
 

@@ -3,6 +3,7 @@
 //! shows JetStream's own figures instead ([`super::status`]).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -48,10 +49,39 @@ impl PartitionStats {
     }
 }
 
+/// What this node relayed of the intake stream (agents' batches).
+#[derive(Debug, Default)]
+pub struct IntakeStats {
+    /// Messages this node put through the pipeline and acknowledged.
+    pub relayed: AtomicU64,
+    /// Messages terminated, by reason (`identity`, `subject`,
+    /// `undecodable`, `pipeline`).
+    refused: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl IntakeStats {
+    pub fn refused(&self, reason: &'static str) {
+        let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        match refused.iter_mut().find(|(seen, _)| *seen == reason) {
+            Some((_, count)) => *count += 1,
+            None => refused.push((reason, 1)),
+        }
+    }
+
+    /// Refusals so far, by reason.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
 /// Every partition's counters on this node.
 #[derive(Debug)]
 pub struct Stats {
     partitions: Vec<PartitionStats>,
+    pub intake: IntakeStats,
     /// Nodes with a live heartbeat, this one included, as last listed.
     pub live_nodes: AtomicU64,
 }
@@ -60,6 +90,7 @@ impl Stats {
     pub fn new(partitions: u32) -> Stats {
         Stats {
             partitions: (0..partitions).map(|_| PartitionStats::default()).collect(),
+            intake: IntakeStats::default(),
             live_nodes: AtomicU64::new(0),
         }
     }
@@ -73,6 +104,11 @@ impl Stats {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
 }
 
 type Figure = fn(&PartitionStats) -> &AtomicU64;
@@ -120,6 +156,26 @@ impl Collector for StatsCollector {
             };
             let last = i64::try_from(stats.last_sequence.load(Relaxed)).unwrap_or(i64::MAX);
             ConstGauge::new(last).encode(family.encode_family(&labels)?)?;
+        }
+        let relayed = ConstCounter::new(self.0.intake.relayed.load(Relaxed));
+        let family = encoder.encode_descriptor(
+            "cluster_intake_relayed",
+            "Messages agents published to the intake stream that this node put through the ingest pipeline and acknowledged",
+            None,
+            relayed.metric_type(),
+        )?;
+        relayed.encode(family)?;
+        let mut family = encoder.encode_descriptor(
+            "cluster_intake_refused",
+            "Intake messages this node did not relay, by reason: identity (the envelope names another tenant, app or runner than its subject), subject, undecodable, pipeline (refused for good), terminated and never stored",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (reason, count) in self.0.intake.refusals() {
+            let labels = ReasonLabels {
+                reason: reason.to_owned(),
+            };
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
         }
         let nodes = i64::try_from(self.0.live_nodes.load(Relaxed)).unwrap_or(i64::MAX);
         let gauge = ConstGauge::new(nodes);

@@ -504,6 +504,12 @@ impl Pipeline {
                 .get_or_create(&app_labels)
                 .inc_by(seen.agents.throttled);
         }
+        if seen.agents.failovers > 0 {
+            metrics
+                .agent_failovers
+                .get_or_create(&app_labels)
+                .inc_by(seen.agents.failovers);
+        }
         for (reason, lines) in &seen.agents.dropped {
             let dropped = metrics.agent_dropped_lines.get_or_create(&labels(reason));
             dropped.inc_by(*lines);

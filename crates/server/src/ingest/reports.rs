@@ -1,7 +1,7 @@
 //! What the agents' own `system` records in a batch report, for the
-//! owner's metrics: lines their rate limit held back (`throttled`) and
-//! lines they dropped (`dropped`, by reason). See the agent's shipper and
-//! spool.
+//! owner's metrics: lines their rate limit held back (`throttled`), lines
+//! they dropped (`dropped`, by reason) and their moves from one server to
+//! the next (`server_failover`). See the agent's shipper and spool.
 
 use tailwater_model::lifecycle::{field, Event};
 use tailwater_model::wire::IngestRecord;
@@ -11,6 +11,10 @@ use tailwater_model::Stream;
 pub(super) struct AgentReports {
     pub throttled: u64,
     pub dropped: Vec<(String, u64)>,
+    /// Failovers agents told (each `server_failover` record: the first
+    /// move after a batch was taken; moves while every server is away are
+    /// in the agent's status, not told one by one).
+    pub failovers: u64,
 }
 
 impl AgentReports {
@@ -22,6 +26,7 @@ impl AgentReports {
         let number = |key: &str| fields.get(key).and_then(|value| value.as_u64());
         match Event::of(&fields) {
             Some(Event::Throttled) => self.throttled += number(field::HELD_LINES).unwrap_or(0),
+            Some(Event::ServerFailover) => self.failovers += 1,
             Some(Event::Dropped) => {
                 // A reason is a metric label: only a short snake_case word
                 // (as agents write them) is kept, so series stay few.

@@ -8,6 +8,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod intake;
 mod nats;
 mod registry;
 mod status;
@@ -41,7 +42,11 @@ async fn node(name: &str, nats: &NatsCluster) -> Node {
 
 /// [`node`], with its data in `dir` (a node started again keeps its own).
 async fn node_in(dir: tempfile::TempDir, name: &str, nats: &NatsCluster) -> Node {
-    let urls = nats.urls();
+    node_at(dir, name, nats.urls()).await
+}
+
+/// [`node_in`], connecting to `urls` (which may carry a NATS user).
+async fn node_at(dir: tempfile::TempDir, name: &str, urls: Vec<String>) -> Node {
     let (server, client) = server_in(dir.path(), TOKEN, |config| {
         let mut cluster = ClusterConfig::new(urls, name.to_owned());
         cluster.partitions = PARTITIONS;

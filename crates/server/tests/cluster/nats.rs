@@ -42,6 +42,12 @@ fn free_port() -> (u16, TcpListener) {
 impl NatsCluster {
     /// `size` servers, routed, with JetStream; ready.
     pub fn start(size: usize) -> NatsCluster {
+        NatsCluster::start_with(size, "")
+    }
+
+    /// [`NatsCluster::start`], each server's configuration ending with
+    /// `extra` (accounts and users, say).
+    pub fn start_with(size: usize, extra: &str) -> NatsCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut held = Vec::new();
         let mut ports = Vec::new();
@@ -69,7 +75,7 @@ impl NatsCluster {
                      http: 127.0.0.1:{monitor_port}\n\
                      max_payload: 256KB\n\
                      jetstream {{\n  store_dir: {store:?}\n  max_memory_store: 64MB\n  max_file_store: 1GB\n}}\n\
-                     cluster {{\n  name: tailwater-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n",
+                     cluster {{\n  name: tailwater-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n{extra}\n",
                     routes.join(", ")
                 ),
             )

@@ -107,6 +107,22 @@ pub struct RunArgs {
     /// ("tailwater: proxy listening on http://ADDR …").
     #[arg(long, value_name = "LISTEN=TARGET", value_parser = parse_proxy)]
     proxy: Option<ProxyConfig>,
+    /// Publish straight to a tailwater cluster's NATS instead of a server
+    /// (comma-separated nats://user:password@host:port; the user may
+    /// publish only this app's intake subjects: docs/agents-on-nats.md).
+    /// --server and --token are then not used.
+    #[arg(
+        long,
+        env = "TAILWATER_AGENT_NATS",
+        value_delimiter = ',',
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    nats: Vec<String>,
+    /// With --nats: the tenant whose app this worker belongs to (the
+    /// intake subject's first name).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    nats_tenant: String,
     /// Where to make the control socket (given to the worker as
     /// TAILWATER_CONTROL); by default in a private temporary directory.
     #[arg(long, value_name = "PATH")]
@@ -150,9 +166,14 @@ const MAX_MULTILINE_WAIT: Duration = Duration::from_secs(10);
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     super::init_tracing("warn");
     let connection = args.connection.resolve()?;
-    let token = connection.token.clone().ok_or_else(|| {
-        anyhow::anyhow!("no token: pass --token or set TAILWATER_TOKEN (an ingest or admin token)")
-    })?;
+    let token = match (connection.token.clone(), args.nats.is_empty()) {
+        (Some(token), _) => token,
+        // Publishing to NATS, the NATS user is the credential.
+        (None, false) => String::new(),
+        (None, true) => anyhow::bail!(
+            "no token: pass --token or set TAILWATER_TOKEN (an ingest or admin token)"
+        ),
+    };
     anyhow::ensure!(
         args.max_line_bytes > 0,
         "--max-line-bytes must be at least 1"
@@ -184,6 +205,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let servers = args.connection.servers(&connection)?;
     let mut config = AgentConfig::new(servers, &token, &args.app, args.command);
     config.ca_certificate = args.connection.ca_certificate()?;
+    if !args.nats.is_empty() {
+        config.nats = Some(tailwater_agent::NatsTarget {
+            urls: args.nats,
+            tenant: args.nats_tenant,
+        });
+    }
     config.version = args.version;
     config.runner = args.runner;
     config.source = args.source.parse::<Source>().map_err(anyhow::Error::msg)?;

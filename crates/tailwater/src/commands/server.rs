@@ -251,10 +251,17 @@ pub struct ServerArgs {
 #[command(next_help_heading = "Distributed mode (NATS JetStream)")]
 struct ClusterArgs {
     /// Run as a node of a cluster over these NATS servers (JetStream on,
-    /// 2.9 or later; comma-separated nats://host:port): accepted batches
-    /// are published to a replicated stream and every node stores them.
-    /// Needs --node and --durability sync.
-    #[arg(long, env = "TAILWATER_NATS", value_delimiter = ',', requires = "node")]
+    /// 2.9 or later; comma-separated nats://host:port, with the node's
+    /// NATS user as nats://user:password@host:port): accepted batches are
+    /// published to a replicated stream and every node stores them. Needs
+    /// --node and --durability sync.
+    #[arg(
+        long,
+        env = "TAILWATER_NATS",
+        value_delimiter = ',',
+        requires = "node",
+        hide_env_values = true
+    )]
     nats: Vec<String>,
     /// This node's name in the cluster: unique, and the same at every
     /// restart (its consumers are named after it).

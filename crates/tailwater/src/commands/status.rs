@@ -76,7 +76,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<u8> {
 }
 
 /// `1.5 MiB`.
-fn bytes(count: u64) -> String {
+pub fn bytes(count: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = count as f64;
     let mut unit = 0;

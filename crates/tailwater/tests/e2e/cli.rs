@@ -358,6 +358,7 @@ fn every_command_has_help_with_examples() {
         "drain",
         "demo",
         "cluster",
+        "agent",
     ] {
         let output = bare(home.path(), &[command, "--help"], &[]);
         assert!(output.status.success(), "{command}: {}", stderr(&output));

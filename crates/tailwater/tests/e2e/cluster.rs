@@ -14,7 +14,7 @@ use std::time::Duration;
 // The server's tests use all of it, these some.
 #[allow(dead_code)]
 #[path = "../../../server/tests/cluster/nats.rs"]
-mod nats;
+pub mod nats;
 
 use super::common::{http, ingest_batch, wait_for, TestServer, ANY_PORT, TOKEN};
 use nats::NatsCluster;

@@ -4,6 +4,7 @@
 mod common;
 
 mod agent;
+mod agent_nats;
 mod api;
 mod around;
 mod cli;

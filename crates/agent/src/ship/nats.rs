@@ -1,0 +1,265 @@
+//! Publishing straight to a tailwater cluster's NATS (`tailwater run
+//! --nats URL[,URL…]`, docs/agents-on-nats.md): each batch on its runner's
+//! intake subject (`tailwater.intake.<tenant>.<app>.<runner>`), in the
+//! cluster's message format with the batch's `Nats-Msg-Id` (both from
+//! `tailwater_model::cluster`, as the nodes' publisher makes them), so a
+//! batch sent again is stored once. A batch is `Accepted` only once
+//! JetStream acknowledged every one of its messages (on a majority of the
+//! intake stream's replicas); a node then puts it through the ingest
+//! pipeline. The NATS credential allows only this app's subjects: a
+//! permissions violation is `Rejected`, said with what to check.
+//!
+//! The client connects with an inbox prefix of this app's
+//! (`_INBOX_<tenant>.<app>`), the only subjects its credential may
+//! subscribe to, and moves between the given servers itself.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use tailwater_model::cluster::{
+    batch_id, encode_within, intake_subject, message_id, subject_token, Envelope,
+};
+use tailwater_model::wire::{IngestBatch, IngestResponse};
+
+use super::status::ShipStatus;
+use super::transport::{Outcome, Transport};
+
+/// How long a message waits for JetStream's acknowledgement (an election
+/// of the stream's leader takes about 6 s on 2.9).
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// NATS's own `max_payload` (1 MiB), assumed until the server says.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// An app's batches to the cluster's intake stream.
+pub struct Nats {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+    tenant: String,
+    /// The servers (without credentials) and the subject, for messages.
+    destination: String,
+    /// The last permissions violation the server reported, taken by the
+    /// send it refused.
+    violation: Arc<Mutex<Option<String>>>,
+    moves: Arc<Moves>,
+}
+
+/// Which NATS server the client is connected to, and its moves from one
+/// to another (the client's own failovers), for the agent's status.
+#[derive(Default)]
+struct Moves {
+    client: OnceLock<async_nats::Client>,
+    status: OnceLock<Arc<ShipStatus>>,
+    /// The server connected to now, or last before the connection was
+    /// lost.
+    server: Mutex<Option<String>>,
+}
+
+impl Moves {
+    /// The client (re)connected: a move when the server is another.
+    fn connected(&self) {
+        let Some(client) = self.client.get() else {
+            return;
+        };
+        let info = client.server_info();
+        let now = format!("nats://{}:{}", info.host, info.port);
+        let before = self
+            .server
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(now.clone());
+        let Some(status) = self.status.get() else {
+            return;
+        };
+        match before {
+            Some(before) if before != now => {
+                let failovers = status.failed_over(&before, &now, "the connection was lost");
+                eprintln!(
+                    "tailwater: the connection to {before} was lost; publishing through {now} from now on (failover {failovers}), the lines not yet acknowledged stay in the spool and go there"
+                );
+            }
+            _ => status.connected_to(&now),
+        }
+    }
+}
+
+impl Nats {
+    /// A client of `urls` (`nats://[user:password@]host:port`) for
+    /// `tenant`'s `app`; connects in the background, so the worker starts
+    /// while NATS is away.
+    pub async fn connect(urls: &[String], tenant: &str, app: &str) -> anyhow::Result<Nats> {
+        anyhow::ensure!(
+            !urls.is_empty(),
+            "--nats needs at least one server URL (nats://host:4222)"
+        );
+        let addrs = urls
+            .iter()
+            .map(|url| url.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| {
+                anyhow::anyhow!("invalid --nats URL ({error}): give nats://[user:password@]host:port, comma-separated")
+            })?;
+        let violation = Arc::new(Mutex::new(None));
+        let moves = Arc::new(Moves::default());
+        let moved = moves.clone();
+        let mut options = async_nats::ConnectOptions::new();
+        // The client does not read the user from URLs.
+        if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+            let user = addr.username().unwrap_or_default().to_owned();
+            let password = addr.password().unwrap_or_default().to_owned();
+            options = options.user_and_password(user, password);
+        }
+        let seen = violation.clone();
+        let client = options
+            .name(format!("tailwater-agent-{app}"))
+            .custom_inbox_prefix(format!(
+                "_INBOX_{}.{}",
+                subject_token(tenant),
+                subject_token(app)
+            ))
+            .connection_timeout(PUBLISH_TIMEOUT)
+            .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let (seen, moved) = (seen.clone(), moved.clone());
+                async move {
+                    match &event {
+                        async_nats::Event::ServerError(async_nats::ServerError::Other(error))
+                            if error.to_ascii_lowercase().contains("permissions violation") =>
+                        {
+                            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+                        }
+                        async_nats::Event::Connected => moved.connected(),
+                        _ => {}
+                    }
+                }
+            })
+            .connect(addrs.clone())
+            .await?;
+        let _ = moves.client.set(client.clone());
+        let jetstream = async_nats::jetstream::ContextBuilder::new()
+            .timeout(PUBLISH_TIMEOUT)
+            .build(client.clone());
+        let servers: Vec<String> = addrs
+            .iter()
+            .map(|addr| format!("nats://{}:{}", addr.host(), addr.port()))
+            .collect();
+        Ok(Nats {
+            client,
+            jetstream,
+            tenant: tenant.to_owned(),
+            destination: format!(
+                "{} ({})",
+                servers.join(","),
+                intake_subject(tenant, app, "*").replace("%2A", "*")
+            ),
+            violation,
+            moves,
+        })
+    }
+
+    /// Tells `status` the server in use and each move from one to another.
+    pub fn report_to(&self, status: Arc<ShipStatus>) {
+        let _ = self.moves.status.set(status);
+        if self.client.connection_state() == async_nats::connection::State::Connected {
+            self.moves.connected();
+        }
+    }
+
+    /// The largest message the server takes, room left for the headers.
+    fn max_message_bytes(&self) -> usize {
+        let max = match self.client.server_info().max_payload {
+            0 => DEFAULT_MAX_PAYLOAD,
+            max => max,
+        };
+        max.saturating_sub(256).max(1)
+    }
+
+    /// A send that got no acknowledgement: refused by the credential's
+    /// permissions, or JetStream away.
+    fn unacknowledged(&self, subject: &str, error: String) -> Outcome {
+        let violation = self
+            .violation
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match violation {
+            Some(violation) => Outcome::Rejected {
+                reason: format!(
+                    "permissions violation: the NATS user may not publish to {subject} (nats-server said: {violation}); check its permissions (docs/agents-on-nats.md) and --nats-tenant, --app and --runner"
+                ),
+            },
+            None => Outcome::Unavailable {
+                retry_after: None,
+                answered: false,
+                // The client moves between the servers itself.
+                elsewhere: false,
+                reason: error,
+            },
+        }
+    }
+}
+
+impl Transport for Nats {
+    fn destination(&self) -> &str {
+        &self.destination
+    }
+
+    async fn send(&self, batch: &IngestBatch) -> Outcome {
+        let subject = intake_subject(&self.tenant, &batch.app, &batch.runner);
+        let records = batch.records.len();
+        let id = batch_id(&self.tenant, batch);
+        let envelope = Envelope {
+            tenant: self.tenant.clone(),
+            // Never read: the app's own retention applies.
+            retention_secs: 0,
+            batch: batch.clone(),
+        };
+        let messages = encode_within(&envelope, self.max_message_bytes());
+        let count = messages.len();
+        let mut duplicates = 0;
+        for (index, payload) in messages.into_iter().enumerate() {
+            let mut publish = PublishMessage::build().payload(payload.into());
+            // A heartbeat (no records) has no identity: every one counts.
+            if records > 0 {
+                publish = publish.message_id(message_id(&id, index));
+            }
+            let acked = async {
+                let ack = self
+                    .jetstream
+                    .send_publish(subject.clone(), publish)
+                    .await?;
+                ack.await
+            };
+            match tokio::time::timeout(PUBLISH_TIMEOUT, acked).await {
+                Ok(Ok(ack)) => duplicates += usize::from(ack.duplicate),
+                Ok(Err(error)) => {
+                    let reason = match error.kind() {
+                        PublishErrorKind::StreamNotFound => format!(
+                            "no intake stream takes {subject}: is a tailwater node running with --nats on this NATS?"
+                        ),
+                        _ if error.to_string().contains("maximum payload") => {
+                            return Outcome::TooLarge {
+                                reason: error.to_string(),
+                            }
+                        }
+                        _ => format!("publishing to {subject} failed: {error}"),
+                    };
+                    return self.unacknowledged(&subject, reason);
+                }
+                Err(_) => {
+                    return self.unacknowledged(
+                        &subject,
+                        format!("no acknowledgement from JetStream within {PUBLISH_TIMEOUT:?}"),
+                    )
+                }
+            }
+        }
+        let all_duplicates = records > 0 && duplicates == count;
+        Outcome::Accepted(IngestResponse {
+            accepted: if all_duplicates { 0 } else { records },
+            duplicates: if all_duplicates { records } else { 0 },
+            ..IngestResponse::default()
+        })
+    }
+}
