@@ -94,7 +94,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         if let Some(pem) = &config.ca_certificate {
             client = client.with_ca_certificate(pem)?;
         }
-        clients.push(ship::Http(client));
+        clients.push(ship::Http::new(client));
     }
     let entrances = Entrances::open(&config).await?;
 

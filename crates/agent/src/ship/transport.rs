@@ -5,6 +5,7 @@
 //! first implementation.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tailwater_client::{Client, ClientError};
@@ -76,16 +77,49 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
 }
 
-/// The server's ingest API over HTTP.
-pub struct Http(pub Client);
+/// The server's ingest API over HTTP: batches in binary
+/// (`application/x-tailwater-batch`) while the server takes them; once it
+/// answers 415 (an older server, or one started with
+/// `--ingest-binary=false`), the same batch and every later one in JSON.
+pub struct Http {
+    client: Client,
+    binary: AtomicBool,
+}
+
+impl Http {
+    pub fn new(client: Client) -> Http {
+        Http {
+            client,
+            binary: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether batches go in binary (until the server refuses it).
+    pub fn sends_binary(&self) -> bool {
+        self.binary.load(Ordering::Relaxed)
+    }
+}
 
 impl Transport for Http {
     fn destination(&self) -> &str {
-        self.0.server()
+        self.client.server()
     }
 
     async fn send(&self, batch: &IngestBatch) -> Outcome {
-        match self.0.ingest(batch).await {
+        if self.sends_binary() {
+            match self.client.ingest_binary(batch).await {
+                Err(ClientError::Api { status: 415, .. }) => {
+                    self.binary.store(false, Ordering::Relaxed);
+                    tracing::info!(
+                        server = self.client.server(),
+                        "the server does not take binary batches: sending JSON from now on"
+                    );
+                }
+                Ok(answer) => return Outcome::Accepted(answer),
+                Err(error) => return outcome_of(error),
+            }
+        }
+        match self.client.ingest(batch).await {
             Ok(answer) => Outcome::Accepted(answer),
             Err(error) => outcome_of(error),
         }
