@@ -411,6 +411,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                     (lines, raw_bytes) = (server.lines, server.raw_bytes);
                 }
                 rows.extend(server.rows);
+                let beside = server::beside_store(&rows, ingest::STORE_ROW);
+                rows.extend(beside);
             }
             // `all` still reports the store's figures, and says why these
             // are missing; `server` alone fails.

@@ -6,6 +6,7 @@ mod common;
 mod agent;
 mod api;
 mod around;
+mod binary_ingest;
 mod cli;
 mod cluster;
 mod connections;
