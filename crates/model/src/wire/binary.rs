@@ -31,6 +31,13 @@ pub const BINARY_BATCH_MEDIA_TYPE: &str = "application/x-tailwater-batch";
 /// version it does not know (415), and the agent falls back to JSON.
 pub const BINARY_BATCH_VERSION: u8 = 1;
 
+/// Records one binary batch may hold: far more than an agent sends (2,000
+/// at most), and as many as the smallest JSON records an 8 MiB body
+/// (`--max-batch-bytes`' default) holds, so a binary body, whose records
+/// may take 8 bytes each, never makes the server hold more records at
+/// once than a JSON body can.
+pub const MAX_BINARY_BATCH_RECORDS: usize = 100_000;
+
 /// Why a binary body is not a batch; the message is lowercase and says
 /// what is wrong, for the server's 400.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,6 +53,17 @@ struct WireBatch<'a> {
     boot: &'a str,
     source: u8,
     records: Vec<WireRecord<'a>>,
+}
+
+/// [`WireBatch`] without its records: what decoding reads first.
+#[derive(Deserialize)]
+struct WireLabels<'a> {
+    #[serde(borrow)]
+    app: &'a str,
+    version: &'a str,
+    runner: &'a str,
+    boot: &'a str,
+    source: u8,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -105,15 +123,28 @@ pub fn decode_binary_batch(body: &[u8]) -> Result<IngestBatch, BinaryBatchError>
             "unknown binary batch version {version} (this server reads {BINARY_BATCH_VERSION})"
         )));
     }
-    let (wire, trailing): (WireBatch, _) = postcard::take_from_bytes(rest)
-        .map_err(|e| error(format!("the body is not a batch ({})", postcard_words(&e))))?;
-    if !trailing.is_empty() {
-        return Err(error(format!("{} bytes follow the batch", trailing.len())));
+    let malformed =
+        |e: postcard::Error| error(format!("the body is not a batch ({})", postcard_words(&e)));
+    // The labels, then the records one by one: their count is checked
+    // before anything is allocated for them.
+    let (wire, rest): (WireLabels, _) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    let (count, mut rest): (u64, _) = postcard::take_from_bytes(rest).map_err(malformed)?;
+    if count > MAX_BINARY_BATCH_RECORDS as u64 {
+        return Err(error(format!(
+            "it holds {count} records, more than the {MAX_BINARY_BATCH_RECORDS} a binary batch may hold: send smaller batches"
+        )));
     }
     let source = Source::from_code(wire.source)
         .ok_or_else(|| error(format!("unknown source code {}", wire.source)))?;
-    let mut records = Vec::with_capacity(wire.records.len());
-    for (at, record) in wire.records.into_iter().enumerate() {
+    let mut records = Vec::with_capacity((count as usize).min(rest.len()));
+    for at in 0..count {
+        let (record, after): (WireRecord, _) = postcard::take_from_bytes(rest).map_err(|e| {
+            error(format!(
+                "record {at}: not a record ({})",
+                postcard_words(&e)
+            ))
+        })?;
+        rest = after;
         let at_record = |what: String| error(format!("record {at}: {what}"));
         let ts = Timestamp::from_nanosecond(record.ts_ns).map_err(|_| {
             at_record(format!(
@@ -141,6 +172,9 @@ pub fn decode_binary_batch(body: &[u8]) -> Result<IngestBatch, BinaryBatchError>
             fields,
             invalid_utf8: record.invalid_utf8,
         });
+    }
+    if !rest.is_empty() {
+        return Err(error(format!("{} bytes follow the batch", rest.len())));
     }
     Ok(IngestBatch {
         app: wire.app.to_owned(),
@@ -224,6 +258,26 @@ mod tests {
         for error in [refused(b"\x01"), refused(&longer)] {
             assert_eq!(error, error.to_lowercase());
         }
+    }
+
+    #[test]
+    fn a_count_past_the_limit_is_refused_before_anything_is_read() {
+        let mut empty = batch();
+        empty.records.clear();
+        let mut body = encode_binary_batch(&empty);
+        assert_eq!(body.pop(), Some(0), "the count is last");
+        let count = MAX_BINARY_BATCH_RECORDS as u64 + 1;
+        body.extend(postcard::to_allocvec(&count).unwrap());
+        let refused = decode_binary_batch(&body).unwrap_err().to_string();
+        assert_eq!(
+            refused,
+            format!("it holds {count} records, more than the {MAX_BINARY_BATCH_RECORDS} a binary batch may hold: send smaller batches")
+        );
+        // At the limit, the count is taken, and the records must be there.
+        body.truncate(body.len() - 3);
+        body.extend(postcard::to_allocvec(&(count - 1)).unwrap());
+        let refused = decode_binary_batch(&body).unwrap_err().to_string();
+        assert_eq!(refused, "record 0: not a record (it ends too soon)");
     }
 
     #[test]
