@@ -231,27 +231,32 @@ mod tests {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
                 let seen = seen.clone();
-                let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let seen = seen.clone();
-                    async move {
-                        let body: Bytes = request.into_body().collect().await.unwrap().to_bytes();
-                        seen.send(body.first().copied().unwrap_or(0)).unwrap();
-                        let answer = match serde_json::from_slice::<IngestBatch>(&body) {
-                            Ok(batch) if !bad => Response::new(Full::new(Bytes::from(format!(
-                                r#"{{"accepted":{},"duplicates":0}}"#,
-                                batch.records.len()
-                            )))),
-                            _ => {
-                                let mut answer = Response::new(Full::new(Bytes::from(
-                                    r#"{"error":{"code":"bad_request","message":"invalid ingest batch: expected value at line 1 column 1"}}"#,
-                                )));
-                                *answer.status_mut() = hyper::StatusCode::BAD_REQUEST;
-                                answer
-                            }
-                        };
-                        Ok::<_, Infallible>(answer)
-                    }
-                });
+                let service = hyper::service::service_fn(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let body: Bytes =
+                                request.into_body().collect().await.unwrap().to_bytes();
+                            seen.send(body.first().copied().unwrap_or(0)).unwrap();
+                            let answer = match serde_json::from_slice::<IngestBatch>(&body) {
+                                Ok(batch) if !bad => {
+                                    Response::new(Full::new(Bytes::from(format!(
+                                        r#"{{"accepted":{},"duplicates":0}}"#,
+                                        batch.records.len()
+                                    ))))
+                                }
+                                _ => {
+                                    let mut answer = Response::new(Full::new(Bytes::from(
+                                        r#"{"error":{"code":"bad_request","message":"invalid ingest batch: expected value at line 1 column 1"}}"#,
+                                    )));
+                                    *answer.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                                    answer
+                                }
+                            };
+                            Ok::<_, Infallible>(answer)
+                        }
+                    },
+                );
                 tokio::spawn(
                     hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service),
