@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use tailwater_agent::spool::{SegmentHeader, Spool};
 use tailwater_fuzz::join;
-use tailwater_model::wire::{IngestBatch, IngestRecord};
+use tailwater_model::wire::{encode_binary_batch, IngestBatch, IngestRecord};
 use tailwater_model::{Cursor, FieldsJson, IdRange, Level, Stream};
 use tailwater_store::part::reader::Part;
 use tailwater_store::{Store, StoreOptions};
@@ -27,12 +27,12 @@ fn main() {
         ("fields", batch("x-612e", 7, 2)),
     ] {
         seed("ingest_body", name, &serde_json::to_vec(&batch).unwrap());
+        seed("ingest_binary", name, &encode_binary_batch(&batch));
     }
-    seed(
-        "ingest_body",
-        "cut",
-        br#"{"app":"a.","runner":"r","boot":"b","records":[{"seq":1,"ts":"2026-01-01T00:00:00Z","stream":"stderr","level":"error","request_id":"req\u0001","message":"token=sk_live_1234567890abcdefghijkl and a line much longer than sixty-four bytes, to be cut","fields":{"a":1,"b":[1,2],"c":{"d":"e"},"f":null,"g":"a long field value that is longer than sixty four bytes, to be cut"}}]}"#,
-    );
+    let cut = br#"{"app":"a.","runner":"r","boot":"b","records":[{"seq":1,"ts":"2026-01-01T00:00:00Z","stream":"stderr","level":"error","request_id":"req\u0001","message":"token=sk_live_1234567890abcdefghijkl and a line much longer than sixty-four bytes, to be cut","fields":{"a":1,"b":[1,2],"c":{"d":"e"},"f":null,"g":"a long field value that is longer than sixty four bytes, to be cut"}}]}"#;
+    seed("ingest_body", "cut", cut);
+    let cut: IngestBatch = serde_json::from_slice(cut).unwrap();
+    seed("ingest_binary", "cut", &encode_binary_batch(&cut));
 
     // A message of the cluster's stream, as a node publishes it (mode 0),
     // and an envelope's JSON for the target to frame (mode 1).

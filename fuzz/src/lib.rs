@@ -34,7 +34,7 @@ mod store;
 
 pub use cluster::{cluster_message, intake_subject, registry_entry};
 pub use drains::drain;
-pub use ingest::ingest_body;
+pub use ingest::{ingest_binary, ingest_body};
 pub use logql::logql;
 pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
@@ -46,7 +46,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 20] = [
+pub const TARGETS: [(&str, Target); 21] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -67,6 +67,7 @@ pub const TARGETS: [(&str, Target); 20] = [
     ("logql", logql),
     ("registry_entry", registry_entry),
     ("intake_subject", intake_subject),
+    ("ingest_binary", ingest_binary),
 ];
 
 /// Separates the parts of one input.

@@ -31,6 +31,9 @@ const BATCH_LINES: usize = 1000;
 /// Batches built ahead of each timed stretch: bounds memory at any size.
 const CHUNK_BATCHES: usize = 64;
 
+/// The store's ingest per core: the row the server's rows stand beside.
+pub const STORE_ROW: &str = "ingest, fsync per batch";
+
 /// What ingest leaves for the other figures.
 pub struct Ingested {
     pub store_dir: PathBuf,
@@ -325,7 +328,7 @@ impl Timing {
             "the same raw bytes appended to a plain file, same batches, sync_data per batch";
         vec![
             Row::new(
-                "ingest, fsync per batch",
+                STORE_ROW,
                 Unit::LinesPerCpuSecond,
                 rate(self.store.cpu),
                 rate(self.plain.cpu),

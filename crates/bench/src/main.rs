@@ -80,8 +80,10 @@ enum Command {
     /// Peak memory of a full scan (ingests first).
     Memory(Options),
     /// The tailwater binary over loopback HTTP: server ingest and memory,
-    /// agent overhead and memory, live-tail latency. Build the binary
-    /// first: cargo build --release -p tailwater -p tailwater-bench.
+    /// agent overhead and memory, live-tail latency; and the store's own
+    /// ingest first, which the server's ingest rows stand beside. Build
+    /// the binary first: cargo build --release -p tailwater -p
+    /// tailwater-bench.
     Server(Options),
     /// Print the generated corpus's raw lines to stdout, to look at or to
     /// feed other tools.
@@ -245,7 +247,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Size(options) => (only(false, true, false, false, false), options),
         Command::Query(options) => (only(false, false, true, false, false), options),
         Command::Memory(options) => (only(false, false, false, true, false), options),
-        Command::Server(options) => (only(false, false, false, false, true), options),
+        Command::Server(options) => (only(true, false, false, false, true), options),
         Command::Corpus { lines, seed, web } => return print_corpus(seed, lines, web),
         Command::PeakRss { command } => {
             return measure::peak_rss_wrapper(&command[0], &command[1..])
@@ -411,6 +413,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                     (lines, raw_bytes) = (server.lines, server.raw_bytes);
                 }
                 rows.extend(server.rows);
+                let beside = server::beside_store(&rows, ingest::STORE_ROW);
+                rows.extend(beside);
             }
             // `all` still reports the store's figures, and says why these
             // are missing; `server` alone fails.

@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, ensure, Context};
 use serde::Deserialize;
 use tailwater_model::wire::{
-    IngestBatch, IngestRecord, IngestResponse, LogsParams, MAX_PAGE_LIMIT,
+    encode_binary_batch, IngestBatch, IngestRecord, IngestResponse, LogsParams,
+    BINARY_BATCH_MEDIA_TYPE, MAX_PAGE_LIMIT,
 };
 
 use crate::corpus::Corpus;
@@ -74,6 +75,9 @@ pub fn find_tailwater(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 struct Bodies {
     /// `(runner index, JSON body)`, in the order they were cut.
     bodies: Vec<(usize, Vec<u8>)>,
+    /// The same batches as binary bodies (`application/x-tailwater-batch`,
+    /// as the agent sends them).
+    binary: Vec<(usize, Vec<u8>)>,
     /// The same batches as OTLP/HTTP protobuf bodies ([`crate::otlp`]).
     otlp: Vec<(usize, Vec<u8>)>,
     /// The same batches' raw lines as Loki pushes (snappy protobuf).
@@ -90,6 +94,7 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
     let runners = corpus.runners().to_vec();
     let mut pending: Vec<Pending> = runners.iter().map(|_| Pending::default()).collect();
     let mut bodies = Vec::new();
+    let mut binary = Vec::new();
     let mut otlp = Vec::new();
     let mut loki = Vec::new();
     let mut lines = 0;
@@ -107,6 +112,7 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
             records,
         };
         bodies.push((runner, serde_json::to_vec(&batch)?));
+        binary.push((runner, encode_binary_batch(&batch)));
         Ok(())
     };
     for line in corpus {
@@ -137,6 +143,7 @@ fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
     raw.flush()?;
     Ok(Bodies {
         bodies,
+        binary,
         otlp,
         loki,
         lines,
@@ -174,6 +181,10 @@ struct Endpoint {
 const NATIVE: Endpoint = Endpoint {
     path: "/v1/ingest",
     content_type: "application/json",
+};
+const BINARY: Endpoint = Endpoint {
+    path: "/v1/ingest",
+    content_type: BINARY_BATCH_MEDIA_TYPE,
 };
 const OTLP: Endpoint = Endpoint {
     path: "/v1/logs",
@@ -387,6 +398,14 @@ pub fn run(setup: &Setup, corpus: Corpus) -> anyhow::Result<Measured> {
     rows.extend(agent?);
     stopped?;
 
+    eprintln!("  POSTing the same batches in binary to a fresh tailwater server");
+    rows.push(protocol_row(
+        setup,
+        &token,
+        (BINARY, &bodies.binary),
+        lines,
+        &posted,
+    )?);
     eprintln!("  POSTing the same batches as OTLP to a fresh tailwater server");
     rows.push(protocol_row(
         setup,
@@ -419,8 +438,11 @@ fn protocol_row(
     lines: u64,
     native: &Posted,
 ) -> anyhow::Result<Row> {
-    let otlp = endpoint.path == OTLP.path;
-    let name = if otlp { "otlp" } else { "loki" };
+    let name = match endpoint.path {
+        _ if endpoint.content_type == BINARY.content_type => "binary",
+        path if path == OTLP.path => "otlp",
+        _ => "loki",
+    };
     let data = setup.work.join(format!("server-{name}-data"));
     let mut command = Command::new(&setup.tailwater);
     command
@@ -450,25 +472,70 @@ fn protocol_row(
     );
     let rate =
         |time: Duration| (time.as_secs_f64() > 0.0).then(|| lines as f64 / time.as_secs_f64());
-    let (figure, how) = if otlp {
-        (
+    let (figure, how) = match name {
+        "binary" => (
+            BINARY_ROW,
+            "the same batches as binary bodies (application/x-tailwater-batch, as the agent sends them) POSTed to POST /v1/ingest",
+        ),
+        "otlp" => (
             "server ingest over HTTP, OTLP protobuf",
             "the same batches as ExportLogsServiceRequest protobuf (the runner's labels as service.* resource attributes, fields as attributes, uncompressed) POSTed to POST /v1/logs",
-        )
-    } else {
-        (
+        ),
+        _ => (
             "server ingest over HTTP, Loki protobuf",
             "the same batches' raw lines as Loki PushRequests (snappy protobuf, the runner's labels as the stream's; the server parses each line, as the agent does before it ships) POSTed to POST /loki/api/v1/push",
-        )
+        ),
     };
-    Ok(Row::new(figure, Unit::LinesPerCpuSecond, rate(posted.cpu), rate(native.cpu))
-        .baseline_is("native ingest per core (the first row), same batches, same run")
-        .target("≥ 0.5× native", |_, ratio| ratio.map(|ratio| ratio >= 0.5))
+    let row = Row::new(figure, Unit::LinesPerCpuSecond, rate(posted.cpu), rate(native.cpu))
+        .baseline_is("native ingest per core (the first row: JSON), same batches, same run")
         .note(format!(
             "{how}, {} bodies, to a fresh server over {} connections; per core = lines ÷ the server's CPU time, as above",
             bodies.len(),
             setup.connections
-        )))
+        ));
+    Ok(if name == "binary" {
+        row.target("≥ 750,000 lines/s/core", |value, _| {
+            Some(value >= 750_000.0)
+        })
+    } else {
+        row.target("≥ 0.5× native", |_, ratio| {
+            ratio.map(|ratio| ratio >= 0.5)
+        })
+    })
+}
+
+/// The binary ingest row's name, which [`beside_store`] looks for.
+const BINARY_ROW: &str = "server ingest over HTTP, binary";
+/// The JSON ingest row's name.
+const JSON_ROW: &str = "server ingest over HTTP";
+
+/// The server's ingest per core over HTTP, JSON and binary, each beside
+/// the store's own ingest per core of the same run (`store_row`, the
+/// in-process row): what HTTP, decoding and the pipeline cost over the
+/// store. Nothing when either was not measured.
+pub fn beside_store(rows: &[Row], store_row: &str) -> Vec<Row> {
+    let value = |name: &str| rows.iter().find(|row| row.figure == name)?.value;
+    let Some(store) = value(store_row) else {
+        return Vec::new();
+    };
+    [(JSON_ROW, "JSON"), (BINARY_ROW, "binary")]
+        .into_iter()
+        .filter_map(|(name, format)| {
+            let server = value(name)?;
+            Some(
+                Row::new(
+                    &format!("server ingest over HTTP, {format}, beside the store's"),
+                    Unit::LinesPerCpuSecond,
+                    Some(server),
+                    Some(store),
+                )
+                .baseline_is(format!("the store's own ingest per core ('{store_row}'), same run"))
+                .note(format!(
+                    "the '{name}' row's figure over the store's in-process figure: the share of the store's speed the server keeps through HTTP, decoding and the pipeline (the store's row counts its final flush and merge, the server's does not: see that row)"
+                )),
+            )
+        })
+        .collect()
 }
 
 /// The server's memory targets, ingesting and scanning: the store's own
@@ -491,7 +558,7 @@ fn ingest_rows(
     let sink_is = "the same bodies, same client, to the sink: an axum handler in its own process that reads each body and discards it";
     vec![
         Row::new(
-            "server ingest over HTTP",
+            JSON_ROW,
             Unit::LinesPerCpuSecond,
             rate(posted.cpu),
             rate(sunk.cpu),

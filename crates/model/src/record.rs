@@ -459,6 +459,23 @@ impl Source {
             Source::Deploy => "deploy",
         }
     }
+
+    /// The source as one byte, as binary ingest batches carry it. Sent
+    /// between processes, so never renumbered.
+    pub fn code(self) -> u8 {
+        match self {
+            Source::Run => 0,
+            Source::Gateway => 1,
+            Source::Deploy => 2,
+        }
+    }
+
+    /// The source of a [`Source::code`]; `None` for a byte that is none.
+    pub fn from_code(code: u8) -> Option<Source> {
+        [Source::Run, Source::Gateway, Source::Deploy]
+            .get(usize::from(code))
+            .copied()
+    }
 }
 
 impl FromStr for Source {

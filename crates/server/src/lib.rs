@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub retention: Retention,
     /// Largest ingest request body; larger ones are refused with 413.
     pub max_batch_bytes: usize,
+    /// Whether `POST /v1/ingest` takes binary batches
+    /// (`--ingest-binary`, on); off, it answers them 415.
+    pub ingest_binary: bool,
     /// Most memory one query regex (or substring, or label regex) may take
     /// once compiled, in bytes; larger ones are refused with 400.
     pub regex_size_limit: usize,
@@ -137,6 +140,7 @@ impl ServerConfig {
             store: StoreOptions::default(),
             retention: Retention::default(),
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            ingest_binary: true,
             regex_size_limit: tailwater_model::DEFAULT_REGEX_SIZE_LIMIT,
             limits: IngestLimits::default(),
             redact_defaults: true,
@@ -167,6 +171,8 @@ pub struct AppState {
     /// graceful shutdown does not wait on them forever.
     pub stopping: watch::Sender<bool>,
     pub max_batch_bytes: usize,
+    /// See [`ServerConfig::ingest_binary`].
+    pub ingest_binary: bool,
     /// See [`ServerConfig::regex_size_limit`].
     pub regex_size_limit: usize,
     /// The one ingest pipeline, which every way in hands batches to.
@@ -263,6 +269,7 @@ impl AppState {
             runners,
             stopping: watch::channel(false).0,
             max_batch_bytes: config.max_batch_bytes,
+            ingest_binary: config.ingest_binary,
             public_metrics: config.public_metrics,
             regex_size_limit: config.regex_size_limit,
             tail_buffer: config.tail_buffer,

@@ -84,6 +84,12 @@ pub struct Metrics {
     connections_closed: Counters<CloseLabels>,
     requests_list_cut: Counter,
     loki_queries_refused: Counters<CloseLabels>,
+    ingest_bodies: Counters<FormatLabels>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FormatLabels {
+    pub format: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -190,7 +196,13 @@ impl Metrics {
             "loki_queries_refused",
             "Loki API queries (/loki/api/v1/...) refused, by reason (bad_query; max_records: past --logql-max-records; max_points; max_entries: a limit past the most lines one query returns)",
         );
+        let ingest_bodies = counters(
+            &mut registry,
+            "ingest_bodies",
+            "Bodies POST /v1/ingest decoded, by format (json; binary: application/x-tailwater-batch, what the agent sends servers that take it)",
+        );
         Metrics {
+            ingest_bodies,
             loki_queries_refused,
             registry,
             ingested_lines,
@@ -216,6 +228,16 @@ impl Metrics {
     /// Counts one page of `GET /v1/requests` cut at its scan limit.
     pub fn requests_list_scan_cut(&self) {
         self.requests_list_cut.inc();
+    }
+
+    /// Counts one body of `POST /v1/ingest` decoded as `format` (`json`,
+    /// `binary`).
+    pub fn ingest_body(&self, format: &str) {
+        self.ingest_bodies
+            .get_or_create(&FormatLabels {
+                format: format.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts one Loki API query refused, by why.

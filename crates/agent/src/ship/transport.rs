@@ -6,6 +6,7 @@
 //! stream) the second; [`Receiver`] is either, as the agent was told.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tailwater_client::{Client, ClientError};
@@ -100,19 +101,75 @@ impl Transport for Receiver {
     }
 }
 
-/// The server's ingest API over HTTP.
-pub struct Http(pub Client);
+/// The server's ingest API over HTTP: batches in binary
+/// (`application/x-tailwater-batch`) while the server takes them; once it
+/// answers 415 (`--ingest-binary=false`), or 400 to a batch it then takes
+/// as JSON (a server older than binary batches), the same batch and every
+/// later one in JSON.
+pub struct Http {
+    client: Client,
+    binary: AtomicBool,
+}
+
+impl Http {
+    pub fn new(client: Client) -> Http {
+        Http {
+            client,
+            binary: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether batches go in binary (until the server refuses it).
+    pub fn sends_binary(&self) -> bool {
+        self.binary.load(Ordering::Relaxed)
+    }
+}
 
 impl Transport for Http {
     fn destination(&self) -> &str {
-        self.0.server()
+        self.client.server()
     }
 
     async fn send(&self, batch: &IngestBatch) -> Outcome {
-        match self.0.ingest(batch).await {
+        if !self.sends_binary() {
+            return self.send_json(batch).await;
+        }
+        match self.client.ingest_binary(batch).await {
+            Ok(answer) => Outcome::Accepted(answer),
+            Err(ClientError::Api { status: 415, .. }) => {
+                self.to_json();
+                self.send_json(batch).await
+            }
+            // A server older than binary batches reads every body as JSON,
+            // so it answers 400: the same batch as JSON tells it from a
+            // batch that is bad whatever its form.
+            Err(ClientError::Api { status: 400, .. }) => match self.client.ingest(batch).await {
+                Ok(answer) => {
+                    self.to_json();
+                    Outcome::Accepted(answer)
+                }
+                Err(error) => outcome_of(error),
+            },
+            Err(error) => outcome_of(error),
+        }
+    }
+}
+
+impl Http {
+    async fn send_json(&self, batch: &IngestBatch) -> Outcome {
+        match self.client.ingest(batch).await {
             Ok(answer) => Outcome::Accepted(answer),
             Err(error) => outcome_of(error),
         }
+    }
+
+    /// From now on, JSON: the server does not take binary batches.
+    fn to_json(&self) {
+        self.binary.store(false, Ordering::Relaxed);
+        tracing::info!(
+            server = self.client.server(),
+            "the server does not take binary batches: sending JSON from now on"
+        );
     }
 }
 
@@ -171,5 +228,115 @@ fn outcome_of(error: ClientError) -> Outcome {
                 reason: error.to_string(),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use tailwater_model::wire::IngestRecord;
+
+    use super::*;
+
+    /// A server as tailwater's were before binary batches (no such server
+    /// can run in a test): every body read as JSON, 400 in the API's shape
+    /// when it is not a batch; `bad`, a batch it refuses in any form.
+    /// Answers its address and the bodies' first bytes, in order.
+    async fn older_server(bad: bool) -> (String, tokio::sync::mpsc::UnboundedReceiver<u8>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (seen, bodies) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                let service = hyper::service::service_fn(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let seen = seen.clone();
+                        async move {
+                            let body: Bytes =
+                                request.into_body().collect().await.unwrap().to_bytes();
+                            seen.send(body.first().copied().unwrap_or(0)).unwrap();
+                            let answer = match serde_json::from_slice::<IngestBatch>(&body) {
+                                Ok(batch) if !bad => {
+                                    Response::new(Full::new(Bytes::from(format!(
+                                        r#"{{"accepted":{},"duplicates":0}}"#,
+                                        batch.records.len()
+                                    ))))
+                                }
+                                _ => {
+                                    let mut answer = Response::new(Full::new(Bytes::from(
+                                        r#"{"error":{"code":"bad_request","message":"invalid ingest batch: expected value at line 1 column 1"}}"#,
+                                    )));
+                                    *answer.status_mut() = hyper::StatusCode::BAD_REQUEST;
+                                    answer
+                                }
+                            };
+                            Ok::<_, Infallible>(answer)
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        (format!("http://{addr}"), bodies)
+    }
+
+    fn batch() -> IngestBatch {
+        IngestBatch {
+            app: "a".into(),
+            version: String::new(),
+            runner: "r".into(),
+            boot: "b".into(),
+            source: Default::default(),
+            records: vec![IngestRecord::system(
+                0,
+                jiff::Timestamp::now(),
+                Default::default(),
+                "hello".into(),
+                Default::default(),
+            )],
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_server_gets_json_from_its_first_400_on() {
+        let (url, mut bodies) = older_server(false).await;
+        let http = Http::new(Client::new(&url, "tw_x").unwrap());
+        assert!(http.sends_binary());
+        for _ in 0..2 {
+            let outcome = http.send(&batch()).await;
+            assert!(
+                matches!(outcome, Outcome::Accepted(ref a) if a.accepted == 1),
+                "{outcome:?}"
+            );
+        }
+        assert!(!http.sends_binary());
+        // Binary once (its version byte), then JSON (`{`) only.
+        let mut sent = Vec::new();
+        while let Ok(first) = bodies.try_recv() {
+            sent.push(first);
+        }
+        assert_eq!(sent, [1, b'{', b'{']);
+    }
+
+    #[tokio::test]
+    async fn a_batch_refused_in_any_form_is_rejected_and_binary_kept() {
+        let (url, _bodies) = older_server(true).await;
+        let http = Http::new(Client::new(&url, "tw_x").unwrap());
+        let outcome = http.send(&batch()).await;
+        assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
+        assert!(
+            http.sends_binary(),
+            "a bad batch says nothing of the server"
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+mod binary;
 mod cluster;
 mod drains;
 mod ingest;
@@ -11,6 +12,7 @@ mod requests;
 mod runners;
 mod status;
 
+pub use binary::*;
 pub use cluster::*;
 pub use drains::*;
 pub use ingest::*;

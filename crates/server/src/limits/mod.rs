@@ -5,6 +5,7 @@
 //! | limit | setting | when hit |
 //! |---|---|---|
 //! | body size | `--max-batch-bytes` | 413 `batch_too_large`: the agent sends smaller batches, and drops (and reports) a single record still too large |
+//! | body format | `--ingest-binary` (on) | 415 `unsupported_media_type` for a binary body when off; 400 `invalid_body` counted for a body that does not decode |
 //! | label values (`version`, `runner`, `boot`; `app` by the registry's rule) | `--max-label-bytes`, no control characters | 400 `invalid_label`: nothing stored |
 //! | sequence numbers | below [`MAX_AGENT_SEQ`] | 400 `invalid_seq`: higher ones are the server's own records |
 //! | app rate | the app's `rate_limit_lines_per_sec` / `rate_limit_bytes_per_sec`, else `--app-rate-lines` / `--app-rate-bytes` | 429 with `Retry-After`: the agent keeps the batch and sends it again |
@@ -59,6 +60,11 @@ pub const INVALID_SEQ: &str = "invalid_seq";
 pub const LINE_TOO_LONG: &str = "line_too_long";
 pub const TOO_MANY_FIELDS: &str = "too_many_fields";
 pub const INVALID_REQUEST_ID: &str = "invalid_request_id";
+/// An ingest body that does not decode (JSON, or a binary batch).
+pub const INVALID_BODY: &str = "invalid_body";
+/// A binary ingest body sent to a server started with
+/// `--ingest-binary=false` (415): the agent sends it again as JSON.
+pub const UNSUPPORTED_MEDIA_TYPE: &str = "unsupported_media_type";
 /// A source of another protocol (an OTLP resource, a Loki stream) that
 /// names no app, sent with a token of none.
 pub const NO_APP: &str = "no_app";

@@ -15,12 +15,16 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tailwater_model::wire::{encode_binary_batch, IngestBatch, BINARY_BATCH_MEDIA_TYPE};
 use tailwater_server::{start, RunningServer, ServerConfig};
 
 pub(crate) const ADMIN: &str = "tw_authz_admin";
 
 /// One HTTP call: status and body (a tail is read until it is quiet for
 /// `TAIL_QUIET`, and its body is the events).
+/// The method of [`call`] that POSTs its body, an ingest batch, in binary.
+pub(crate) const POST_BINARY: &str = "POST binary";
+
 pub(crate) async fn call(
     server: &RunningServer,
     method: &str,
@@ -32,6 +36,8 @@ pub(crate) async fn call(
         return websocket(server, path, token).await;
     }
     let http = reqwest::Client::new();
+    let binary = method == POST_BINARY;
+    let method = if binary { "POST" } else { method };
     let mut request = http.request(
         method.parse().unwrap(),
         format!("http://{}{path}", server.addr),
@@ -45,6 +51,13 @@ pub(crate) async fn call(
             request = request
                 .header("content-type", "application/x-ndjson")
                 .body(text);
+        }
+        // A batch sent in binary, as the agent sends it.
+        Some(body) if binary => {
+            let batch: IngestBatch = serde_json::from_value(body).unwrap();
+            request = request
+                .header("content-type", BINARY_BATCH_MEDIA_TYPE)
+                .body(encode_binary_batch(&batch));
         }
         Some(body) => request = request.json(&body),
         None => {}

@@ -27,6 +27,9 @@ pub(crate) const KINDS: [&str; 8] = [
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Endpoint {
     Ingest,
+    /// `POST /v1/ingest` with the same batch in binary
+    /// (`application/x-tailwater-batch`, as the agent sends it).
+    IngestBinary,
     /// `POST /v1/logs`: OTLP/HTTP logs (JSON) of a resource naming the app;
     /// its errors are `google.rpc.Status` codes, read as the API's.
     Otlp,
@@ -153,6 +156,10 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Ingest,        "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (Ingest,        "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Ingest,        "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (IngestBinary,  "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (IngestBinary,  "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    (IngestBinary,  "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
+    (IngestBinary,  "other", "priv", [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),
     (Otlp,          "own",   "pub",  [Ok,       Ok,        Ok,        Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (Otlp,          "own",   "priv", [Ok,       Ok,        Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     (Otlp,          "other", "pub",  [Ok,       NotFound,  NotFound,  NotFound,  Unauth, Unauth, Unauth, Unauth]),

@@ -141,6 +141,11 @@ async fn authorization_matrix() {
                     format!("/v1/ingest?tenant={tenant}"),
                     Some(batch(app, &fresh, "r-new")),
                 ),
+                IngestBinary => (
+                    POST_BINARY,
+                    format!("/v1/ingest?tenant={tenant}"),
+                    Some(batch(app, &fresh, "r-new")),
+                ),
                 Otlp => (
                     "POST",
                     format!("/v1/logs?tenant={tenant}"),

@@ -1,5 +1,5 @@
 //! The world of the model: tenants, apps and tokens made, and random
-//! ingest (attacks among it) recorded in the model as the server took it.
+//! ingest (attacks among it; native batches in JSON or binary) recorded in the model as the server took it.
 
 use std::collections::BTreeMap;
 
@@ -96,6 +96,7 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
     let mut next_seq: BTreeMap<(String, String, String), u64> = BTreeMap::new();
     let mut marker = 0;
     let (mut otlp_sent, mut loki_sent, mut docs_sent, mut es_sent) = (0, 0, 0, 0);
+    let mut binary_sent = 0;
     let keys: Vec<(String, String)> = world.ingest.keys().cloned().collect();
     for _ in 0..40 {
         let (tenant, app) = keys[rng.random_range(0..keys.len())].clone();
@@ -226,7 +227,15 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
                 (format!("/v1/ingest?tenant={tenant}"), batch)
             }
         };
-        let (status, answer) = http(&world.server, "POST", &path, &token.secret, Some(batch)).await;
+        // Native batches come as JSON or, as the agent sends them, in
+        // binary: the same rules either way.
+        let binary = protocol == Protocol::Native && (binary_sent == 0 || rng.random_bool(0.5));
+        let (status, answer) = if binary {
+            binary_sent += 1;
+            post_binary(&world.server, &path, &token.secret, batch).await
+        } else {
+            http(&world.server, "POST", &path, &token.secret, Some(batch)).await
+        };
         if protocol != Protocol::Native {
             let stored_status = if protocol == Protocol::Loki { 204 } else { 200 };
             let expected = if target_app != app {
@@ -275,6 +284,7 @@ pub(crate) async fn ingest_randomly(rng: &mut StdRng, world: &World, model: &mut
         model.records.extend(stored);
     }
     assert!(otlp_sent > 0, "seed {seed}: some batches came as OTLP");
+    assert!(binary_sent > 0, "seed {seed}: some came in binary");
     assert!(
         loki_sent > 0,
         "seed {seed}: some batches came as a Loki push"
@@ -313,6 +323,28 @@ fn es_bulk(documents: &[serde_json::Value]) -> String {
 }
 
 /// `POST path` of an NDJSON body with `token`: the bulk's items.
+/// POSTs a native `batch` in binary (`application/x-tailwater-batch`), as
+/// the agent sends it: the status and JSON answer.
+async fn post_binary(
+    server: &tailwater_server::RunningServer,
+    path: &str,
+    token: &str,
+    batch: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    use tailwater_model::wire::{encode_binary_batch, IngestBatch, BINARY_BATCH_MEDIA_TYPE};
+    let batch: IngestBatch = serde_json::from_value(batch).unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("http://{}{path}", server.addr))
+        .bearer_auth(token)
+        .header("content-type", BINARY_BATCH_MEDIA_TYPE)
+        .body(encode_binary_batch(&batch))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
 async fn post_ndjson(
     server: &tailwater_server::RunningServer,
     path: &str,

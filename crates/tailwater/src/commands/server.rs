@@ -78,6 +78,11 @@ pub struct ServerArgs {
     /// Largest ingest request body, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_BATCH_BYTES)]
     max_batch_bytes: usize,
+    /// Take binary ingest batches (application/x-tailwater-batch, what the
+    /// agent sends by default); `--ingest-binary=false` answers them 415,
+    /// and agents send JSON instead.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    ingest_binary: bool,
     /// Most memory one query regex (or `contains` text, or label regex) may
     /// take once compiled, in bytes; larger ones are refused with a 400.
     #[arg(long, default_value_t = tailwater_model::DEFAULT_REGEX_SIZE_LIMIT)]
@@ -337,6 +342,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.listen = args.listen;
     config.bootstrap_token = bootstrap_token();
     config.max_batch_bytes = args.max_batch_bytes;
+    config.ingest_binary = args.ingest_binary;
     config.regex_size_limit = args.regex_size_limit;
     config.logql_max_records = args.logql_max_records;
     config.requests_scan_max = args.requests_scan_max;

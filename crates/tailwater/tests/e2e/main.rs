@@ -7,6 +7,7 @@ mod agent;
 mod agent_nats;
 mod api;
 mod around;
+mod binary_ingest;
 mod cli;
 mod cluster;
 mod connections;
