@@ -94,7 +94,10 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
         if let Some(pem) = &config.ca_certificate {
             client = client.with_ca_certificate(pem)?;
         }
-        clients.push(ship::Http(client));
+        clients.push(ship::Http {
+            client,
+            timeout: config.send_timeout,
+        });
     }
     let entrances = Entrances::open(&config).await?;
 

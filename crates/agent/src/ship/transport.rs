@@ -76,18 +76,35 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
 }
 
-/// The server's ingest API over HTTP.
-pub struct Http(pub Client);
+/// The server's ingest API over HTTP. A server that takes the connection
+/// but never answers (frozen, SIGSTOPped, its disk hung) is given up on
+/// after `timeout` (`--send-timeout`) and taken for unreachable, so a
+/// [`Failover`](super::failover) moves on; the batch stays in the spool and
+/// a copy the frozen server stores later is recognised by its sequence
+/// numbers and stored once.
+pub struct Http {
+    pub client: Client,
+    pub timeout: Duration,
+}
 
 impl Transport for Http {
     fn destination(&self) -> &str {
-        self.0.server()
+        self.client.server()
     }
 
     async fn send(&self, batch: &IngestBatch) -> Outcome {
-        match self.0.ingest(batch).await {
-            Ok(answer) => Outcome::Accepted(answer),
-            Err(error) => outcome_of(error),
+        match tokio::time::timeout(self.timeout, self.client.ingest(batch)).await {
+            Ok(Ok(answer)) => Outcome::Accepted(answer),
+            Ok(Err(error)) => outcome_of(error),
+            Err(_) => Outcome::Unavailable {
+                retry_after: None,
+                answered: false,
+                elsewhere: true,
+                reason: format!(
+                    "no answer within {}s (--send-timeout)",
+                    self.timeout.as_secs_f64()
+                ),
+            },
         }
     }
 }
