@@ -414,7 +414,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "http"
         };
         let url = format!("{scheme}://{}", listener.local_addr()?);
-        let members = cluster::members::Members::join(&cluster, url, stats.clone()).await?;
+        let gaps = Arc::new(cluster::window::Gaps::open(
+            config.data_dir.join("cluster-gaps.json"),
+        )?);
+        let members =
+            cluster::members::Members::join(&cluster, url, stats.clone(), gaps.clone()).await?;
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,
@@ -422,6 +426,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             runners: state.runners.clone(),
             settling: state.settling.clone(),
             stats,
+            gaps,
         });
         cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
     }

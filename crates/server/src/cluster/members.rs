@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::stats::Stats;
+use super::window::Gaps;
 use super::Cluster;
 
 /// The bucket of heartbeats (and, next, of partition assignments).
@@ -32,6 +33,10 @@ pub struct Heartbeat {
     /// When it started (ms since the epoch): a restart is a new life.
     pub started_ms: i64,
     pub version: String,
+    /// Messages the stream dropped before this node read them
+    /// ([`super::window`]), so every node's status shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<tailwater_model::wire::ClusterGap>,
 }
 
 /// This node in the bucket.
@@ -40,6 +45,7 @@ pub struct Members {
     me: Heartbeat,
     interval: Duration,
     stats: Arc<Stats>,
+    gaps: Arc<Gaps>,
 }
 
 impl Members {
@@ -49,6 +55,7 @@ impl Members {
         cluster: &Cluster,
         url: String,
         stats: Arc<Stats>,
+        gaps: Arc<Gaps>,
     ) -> anyhow::Result<Members> {
         let config = &cluster.config;
         let jetstream = &cluster.jetstream;
@@ -87,9 +94,11 @@ impl Members {
                 url,
                 started_ms: jiff::Timestamp::now().as_millisecond(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
+                gaps: Vec::new(),
             },
             interval: (config.node_ttl / 4).max(Duration::from_millis(100)),
             stats,
+            gaps,
         })
     }
 
@@ -107,16 +116,17 @@ impl Members {
     }
 
     /// Beats until `stopping`, then leaves (deletes its key).
-    pub fn spawn(self, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+    pub fn spawn(mut self, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
             let mut ticks = tokio::time::interval(self.interval);
             loop {
                 tokio::select! {
                     _ = ticks.tick() => {}
                     _ = stopping.wait_for(|stopping| *stopping) => break,
                 }
-                if let Err(error) = self.bucket.put(self.key(), value.clone().into()).await {
+                self.me.gaps = self.gaps.list();
+                let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
+                if let Err(error) = self.bucket.put(self.key(), value.into()).await {
                     tracing::warn!(%error, "cannot put this node's heartbeat; others may take it for gone");
                 }
                 match self.live().await {

@@ -14,7 +14,9 @@
 //! - [`members`]: each node's heartbeat in a key-value bucket, with a TTL;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`;
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
-//!   shows.
+//!   shows;
+//! - [`window`]: messages the stream dropped before this node read them,
+//!   found, counted, kept and shown.
 
 pub mod materialize;
 pub mod members;
@@ -22,6 +24,7 @@ pub mod message;
 pub mod publish;
 pub mod stats;
 pub mod status;
+pub mod window;
 
 use std::time::Duration;
 

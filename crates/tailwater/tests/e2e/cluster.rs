@@ -45,7 +45,7 @@ pub(super) fn node_with(dir: &Path, name: &str, nats: &NatsCluster, max_bytes: &
 }
 
 /// The lines of app `api` a node holds, checking each is there once.
-fn lines(node: &TestServer) -> BTreeSet<String> {
+pub(super) fn lines(node: &TestServer) -> BTreeSet<String> {
     let records = node.logs(&["--app", "api"]);
     let lines: BTreeSet<String> = records
         .iter()
@@ -103,11 +103,11 @@ fn nothing_pending(status: &serde_json::Value) -> bool {
         })
 }
 
-fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
+pub(super) fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
     seqs.map(|seq| format!("line {seq}")).collect()
 }
 
-fn ship(node: &TestServer, seqs: std::ops::Range<u64>) {
+pub(super) fn ship(node: &TestServer, seqs: std::ops::Range<u64>) {
     let body = ingest_batch("api", "r1", seqs);
     let (status, answer) = http("POST", node.port, "/v1/ingest", Some(TOKEN), Some(&body));
     assert_eq!(status, 200, "{answer}");
