@@ -8,6 +8,7 @@ mod api;
 mod around;
 mod cli;
 mod cluster;
+mod cluster_docs;
 mod cluster_faults;
 mod connections;
 mod demo;
