@@ -67,7 +67,11 @@ fn embedded(setup: &Setup, token: &str) -> anyhow::Result<Served> {
         .args(["--listen", "127.0.0.1:0"])
         .env("TAILWATER_BOOTSTRAP_TOKEN", token)
         .env("TAILWATER_LOG", "warn");
-    Served::start(command, &setup.work.join("embedded.log"), "tailwater server")
+    Served::start(
+        command,
+        &setup.work.join("embedded.log"),
+        "tailwater server",
+    )
 }
 
 fn get_json(served: &Served, token: &str, path: &str) -> anyhow::Result<serde_json::Value> {
@@ -168,7 +172,11 @@ fn post_to_nodes(
             .collect();
         handles
             .into_iter()
-            .map(|handle| handle.join().unwrap_or_else(|_| Err(anyhow!("a client panicked"))))
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client panicked")))
+            })
             .collect::<anyhow::Result<Vec<Posted>>>()
     })?;
     let wall = start.elapsed();
@@ -225,16 +233,16 @@ pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Ve
         bodies.bodies.len(),
         setup.connections
     );
-    let mut rows = vec![
-        Row::new(
-            "cluster ingest, 3 nodes, wall",
-            Unit::LinesPerSecond,
-            Some(rate(&clustered)),
-            Some(rate(&alone)),
-        )
-        .baseline_is("one embedded server, same batches, same run")
-        .note(format!("wall clock from the first request to the last answer; {how}")),
-    ];
+    let mut rows = vec![Row::new(
+        "cluster ingest, 3 nodes, wall",
+        Unit::LinesPerSecond,
+        Some(rate(&clustered)),
+        Some(rate(&alone)),
+    )
+    .baseline_is("one embedded server, same batches, same run")
+    .note(format!(
+        "wall clock from the first request to the last answer; {how}"
+    ))];
     for per_cent in [50, 99] {
         rows.push(
             Row::new(
@@ -252,9 +260,11 @@ pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Ve
     }
     eprintln!("  waiting for every node to store everything");
     for name in ["a", "b", "c"] {
-        until(&format!("node {name} to catch up"), Duration::from_secs(600), || {
-            caught_up(&nodes[0], &token, name)
-        })?;
+        until(
+            &format!("node {name} to catch up"),
+            Duration::from_secs(600),
+            || caught_up(&nodes[0], &token, name),
+        )?;
     }
 
     eprintln!("  kill -9 of a node while an agent ships to it");
@@ -268,9 +278,11 @@ pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Ve
     std::fs::create_dir_all(&dir)?;
     let load = build_bodies(catch_up, &dir)?;
     post_all(&b, &token, (NATIVE, &load.bodies), setup.connections)?;
-    until("node b to store the batches", Duration::from_secs(600), || {
-        caught_up(&b, &token, "b")
-    })?;
+    until(
+        "node b to store the batches",
+        Duration::from_secs(600),
+        || caught_up(&b, &token, "b"),
+    )?;
     let held = records(&b, &token)?;
     let started = Instant::now();
     let a = node(setup, &urls, "a", &token)?;
@@ -315,29 +327,48 @@ fn failover(setup: &Setup, a: Served, [b, c]: [&Served; 2], token: &str) -> anyh
     let mut agent = Command::new(&setup.tailwater)
         .arg("run")
         .args(["--server", &servers.join(",")])
-        .args(["--token", token, "--app", "bench-failover", "--runner", "failover-1"])
+        .args([
+            "--token",
+            token,
+            "--app",
+            "bench-failover",
+            "--runner",
+            "failover-1",
+        ])
         .arg("--spool")
         .arg(setup.work.join("failover-spool"))
         .arg("--quiet")
         .arg("--")
         .arg(&exe)
-        .args(["emit-timed", "--rate", &AGENT_RATE.to_string(), "--count", &count.to_string()])
+        .args([
+            "emit-timed",
+            "--rate",
+            &AGENT_RATE.to_string(),
+            "--count",
+            &count.to_string(),
+        ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(setup.work.join("failover-agent.log"))?)
+        .stderr(std::fs::File::create(
+            setup.work.join("failover-agent.log"),
+        )?)
         .spawn()
         .context("cannot start the agent")?;
     let measured = (|| -> anyhow::Result<Duration> {
         let before_a = published(&a, token)?;
-        until("the agent to ship to node a", Duration::from_secs(60), || {
-            Ok(published(&a, token)? >= before_a + 5)
-        })?;
+        until(
+            "the agent to ship to node a",
+            Duration::from_secs(60),
+            || Ok(published(&a, token)? >= before_a + 5),
+        )?;
         let before = published(b, token)? + published(c, token)?;
         let killed = Instant::now();
         // Served's drop is SIGKILL.
         drop(a);
-        let served = until("another node to take the agent's batches", Duration::from_secs(60), || {
-            Ok(published(b, token)? + published(c, token)? > before)
-        })?;
+        let served = until(
+            "another node to take the agent's batches",
+            Duration::from_secs(60),
+            || Ok(published(b, token)? + published(c, token)? > before),
+        )?;
         Ok(served - killed)
     })();
     // A stop signal: the agent records its worker's end and ships it, so
@@ -357,4 +388,3 @@ fn failover(setup: &Setup, a: Served, [b, c]: [&Served; 2], token: &str) -> anyh
         "an agent (`tailwater run --server a,b,c`, a worker printing {AGENT_RATE} lines/s) shipping to node a; kill -9 of a; until node b or c has acknowledged a batch (its tailwater_cluster_published_batches_total grows, polled every 5 ms): the agent's retry after the refused connection plus JetStream's acknowledgement"
     )))
 }
-
