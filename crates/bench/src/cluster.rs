@@ -190,8 +190,12 @@ fn post_to_nodes(
     Ok(total)
 }
 
-/// Every cluster figure.
-pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Vec<Row>> {
+/// Every cluster figure, and the lines and raw bytes of the batches.
+pub fn run(
+    setup: &Setup,
+    corpus: Corpus,
+    catch_up: Corpus,
+) -> anyhow::Result<(Vec<Row>, u64, u64)> {
     let found = Command::new("nats-server").arg("--version").output();
     ensure!(
         found.is_ok_and(|output| output.status.success()),
@@ -200,6 +204,7 @@ pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Ve
     eprintln!("  building the HTTP batches");
     let bodies = build_bodies(corpus, setup.work)?;
     let lines = bodies.lines;
+    let raw_bytes = std::fs::metadata(&bodies.raw_path)?.len();
     let token = random_token();
     let per_node = setup.connections.div_ceil(3);
 
@@ -312,7 +317,7 @@ pub fn run(setup: &Setup, corpus: Corpus, catch_up: Corpus) -> anyhow::Result<Ve
     b.stop()?;
     c.stop()?;
     drop(nats);
-    Ok(rows)
+    Ok((rows, lines, raw_bytes))
 }
 
 /// The agent ships to a, b, c; a is killed (kill -9); how long until b or

@@ -463,10 +463,11 @@ fn run(command: Command) -> anyhow::Result<()> {
         };
         let at_most = options.server_lines.unwrap_or(FULL_SERVER_LINES);
         let batches = make_corpus(Some(at_most))?;
-        (lines, raw_bytes) = (batches.len(), 0);
         // Fresh lines (other runners) for a node to catch up on: a tenth.
         let catch_up = Corpus::synthetic(options.seed + 1, (batches.len() / 10).max(1));
-        rows.extend(cluster::run(&setup, batches, catch_up)?);
+        let cluster_rows;
+        (cluster_rows, lines, raw_bytes) = cluster::run(&setup, batches, catch_up)?;
+        rows.extend(cluster_rows);
     }
     let report = Report {
         corpus: describe,

@@ -79,7 +79,7 @@ pub(crate) struct Bodies {
     /// The same batches' raw lines as Loki pushes (snappy protobuf).
     loki: Vec<(usize, Vec<u8>)>,
     pub(crate) lines: u64,
-    raw_path: PathBuf,
+    pub(crate) raw_path: PathBuf,
 }
 
 pub(crate) fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
