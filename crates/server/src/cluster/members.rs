@@ -150,9 +150,37 @@ pub async fn open(cluster: &Cluster) -> anyhow::Result<kv::Store> {
         .map_err(|error| anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}"))
 }
 
+/// How long one listing of the heartbeats may take. Listing keys reads
+/// them through an ordered consumer that can wait forever for a key that
+/// expired (or was put again) while it was listed (seen against
+/// nats-server 2.9 with a node frozen and resumed): such a listing is
+/// given up and made again.
+const LIST_WITHIN: Duration = Duration::from_secs(3);
+/// Listings tried before the heartbeats are said to be unreadable.
+const LIST_ATTEMPTS: u32 = 3;
+
 /// The heartbeats in `bucket` younger than its TTL, each with when the
 /// NATS server stored it (ms since the epoch).
 pub async fn live_in(bucket: &kv::Store) -> anyhow::Result<Vec<(Heartbeat, i64)>> {
+    for attempt in 1..LIST_ATTEMPTS {
+        match tokio::time::timeout(LIST_WITHIN, list(bucket)).await {
+            Ok(listed) => return listed,
+            Err(_) => tracing::debug!(
+                attempt,
+                "listing the nodes' heartbeats did not end within {LIST_WITHIN:?}; listing again"
+            ),
+        }
+    }
+    tokio::time::timeout(LIST_WITHIN, list(bucket))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot list the nodes' heartbeats in {BUCKET} within {LIST_WITHIN:?}, {LIST_ATTEMPTS} times"
+            )
+        })?
+}
+
+async fn list(bucket: &kv::Store) -> anyhow::Result<Vec<(Heartbeat, i64)>> {
     let mut keys = bucket.keys().await?;
     let mut live = Vec::new();
     while let Some(key) = keys.next().await {
