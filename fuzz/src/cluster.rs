@@ -2,7 +2,9 @@
 //! cluster's stream (another node's batch, or anything a NATS user with
 //! publish rights put there) before its store.
 
+use tailwater_server::cluster::members::Heartbeat;
 use tailwater_server::cluster::message::{self, FORMAT};
+use tailwater_server::cluster::window::Gaps;
 
 /// A message of the stream. The first byte: 0, the rest is the message
 /// as it came; else the rest is the envelope's JSON, compressed and framed
@@ -122,4 +124,27 @@ pub fn intake_subject(data: &[u8]) {
         message::parse_intake_subject(&subject),
         Some((tenant.to_owned(), app.to_owned(), runner.to_owned()))
     );
+}
+
+/// A heartbeat from the nodes' key-value bucket (any NATS user with write
+/// rights can put one there), with the gaps it carries; and the same
+/// bytes as the node's own list of gaps on disk (`cluster-gaps.json`).
+/// One that decodes encodes again to the same; a list of gaps that opens
+/// lists what it holds.
+pub fn cluster_heartbeat(data: &[u8]) {
+    if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(data) {
+        let again: Heartbeat =
+            serde_json::from_slice(&serde_json::to_vec(&heartbeat).expect("a heartbeat encodes"))
+                .expect("an encoded heartbeat decodes");
+        assert_eq!(again, heartbeat, "a heartbeat survives the bucket");
+    }
+    let dir = tempfile::tempdir().expect("a scratch directory");
+    let path = dir.path().join("cluster-gaps.json");
+    std::fs::write(&path, data).expect("the scratch directory takes a file");
+    if let Ok(gaps) = Gaps::open(path) {
+        let listed = gaps.list();
+        let decoded: Vec<tailwater_model::wire::ClusterGap> =
+            serde_json::from_slice(data).expect("a list that opened decodes");
+        assert_eq!(listed, decoded);
+    }
 }

@@ -32,7 +32,7 @@ mod protocols;
 mod spool;
 mod store;
 
-pub use cluster::{cluster_message, intake_subject, registry_entry};
+pub use cluster::{cluster_heartbeat, cluster_message, intake_subject, registry_entry};
 pub use drains::drain;
 pub use ingest::{ingest_binary, ingest_body};
 pub use logql::logql;
@@ -46,7 +46,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 21] = [
+pub const TARGETS: [(&str, Target); 22] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -61,6 +61,7 @@ pub const TARGETS: [(&str, Target); 21] = [
     ("otlp", otlp),
     ("loki", loki),
     ("cluster_message", cluster_message),
+    ("cluster_heartbeat", cluster_heartbeat),
     ("drain", drain),
     ("es_bulk", es_bulk),
     ("json_docs", json_docs),

@@ -19,6 +19,11 @@ use crate::spool::{Durability as SpoolDurability, DEFAULT_SPOOL_MAX_BYTES};
 pub const DEFAULT_MAX_LINE_BYTES: usize = 256 * 1024;
 /// How long the agent keeps trying to ship after the worker exited.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one batch waits for the server's answer before the agent takes
+/// the server for unreachable and (with several) fails over. Above a
+/// cluster node's publish timeout (10s), so a server waiting out a NATS
+/// election is not abandoned.
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the worker has to exit after a stop signal before it is
 /// SIGKILLed: below Docker's 10 s (and Kubernetes' 30 s) grace period, so
 /// the agent still has time to record the end and ship it.
@@ -75,6 +80,8 @@ pub struct AgentConfig {
     /// Bytes of lines per second shipped at most (`None`: no limit).
     pub rate_bytes: Option<u64>,
     pub drain_timeout: Duration,
+    /// How long one batch waits for the server's answer (`--send-timeout`).
+    pub send_timeout: Duration,
     /// Run the worker on a pseudo-terminal: line-buffered output, stdout and
     /// stderr merged.
     pub tty: bool,
@@ -125,6 +132,7 @@ impl AgentConfig {
             rate_lines: DEFAULT_RATE_LINES,
             rate_bytes: DEFAULT_RATE_BYTES,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            send_timeout: DEFAULT_SEND_TIMEOUT,
             tty: false,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             progress_interval: DEFAULT_PROGRESS_INTERVAL,

@@ -177,7 +177,10 @@ async fn receivers(config: &AgentConfig) -> anyhow::Result<Vec<ship::Receiver>> 
         if let Some(pem) = &config.ca_certificate {
             client = client.with_ca_certificate(pem)?;
         }
-        receivers.push(ship::Receiver::Http(ship::Http::new(client)));
+        receivers.push(ship::Receiver::Http(ship::Http::new(
+            client,
+            config.send_timeout,
+        )));
     }
     Ok(receivers)
 }

@@ -11,6 +11,8 @@
 //!   baseline.
 //! - [`server`], [`agent`]: the `tailwater` binary measured from outside,
 //!   over loopback HTTP ([`http`]).
+//! - [`cluster`]: distributed mode (three nodes on a three-server NATS
+//!   cluster) against one embedded server.
 //! - [`measure`]: timing, peak memory, the table and JSON output.
 
 /// The allocator the `tailwater` binary uses, so the store is measured as
@@ -20,6 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
 mod clickhouse;
+mod cluster;
 mod corpus;
 mod corpus_web;
 mod count;
@@ -85,6 +88,12 @@ enum Command {
     /// the binary first: cargo build --release -p tailwater -p
     /// tailwater-bench.
     Server(Options),
+    /// Distributed mode: three `tailwater server --nats` nodes on a
+    /// three-server NATS cluster against one embedded server: ingest,
+    /// acknowledgement latency, failover after a kill -9, a node's catch-up.
+    /// Needs nats-server (scripts/bench-setup) and the binary built first:
+    /// cargo build --release -p tailwater -p tailwater-bench.
+    Cluster(Options),
     /// Print the generated corpus's raw lines to stdout, to look at or to
     /// feed other tools.
     Corpus {
@@ -217,6 +226,7 @@ struct Figures {
     query: bool,
     memory: bool,
     server: bool,
+    cluster: bool,
 }
 
 fn main() -> ExitCode {
@@ -240,6 +250,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         query,
         memory,
         server,
+        cluster: false,
     };
     let (figures, options) = match command {
         Command::All(options) => (only(true, true, true, true, true), options),
@@ -248,6 +259,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Query(options) => (only(false, false, true, false, false), options),
         Command::Memory(options) => (only(false, false, false, true, false), options),
         Command::Server(options) => (only(true, false, false, false, true), options),
+        Command::Cluster(options) => (
+            Figures {
+                cluster: true,
+                ..only(false, false, false, false, false)
+            },
+            options,
+        ),
         Command::Corpus { lines, seed, web } => return print_corpus(seed, lines, web),
         Command::PeakRss { command } => {
             return measure::peak_rss_wrapper(&command[0], &command[1..])
@@ -433,6 +451,27 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Err(error) => return Err(error),
         }
+    }
+    if figures.cluster {
+        eprintln!("measuring distributed mode: three nodes on a three-server NATS cluster");
+        let tailwater = server::find_tailwater(options.tailwater.clone())?;
+        let setup = server::Setup {
+            tailwater,
+            work: work.path(),
+            connections: options.connections as usize,
+            agent_lines: 0,
+            agent_runs: 0,
+            tail_seconds: 0,
+            seed: options.seed,
+            grep: &grep,
+        };
+        let at_most = options.server_lines.unwrap_or(FULL_SERVER_LINES);
+        let batches = make_corpus(Some(at_most))?;
+        // Fresh lines (other runners) for a node to catch up on: a tenth.
+        let catch_up = Corpus::synthetic(options.seed + 1, (batches.len() / 10).max(1));
+        let cluster_rows;
+        (cluster_rows, lines, raw_bytes) = cluster::run(&setup, batches, catch_up)?;
+        rows.extend(cluster_rows);
     }
     let report = Report {
         corpus: describe,

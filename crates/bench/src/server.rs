@@ -72,9 +72,9 @@ pub fn find_tailwater(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// The prebuilt request bodies, and the same lines as raw text.
-struct Bodies {
+pub(crate) struct Bodies {
     /// `(runner index, JSON body)`, in the order they were cut.
-    bodies: Vec<(usize, Vec<u8>)>,
+    pub(crate) bodies: Vec<(usize, Vec<u8>)>,
     /// The same batches as binary bodies (`application/x-tailwater-batch`,
     /// as the agent sends them).
     binary: Vec<(usize, Vec<u8>)>,
@@ -82,11 +82,11 @@ struct Bodies {
     otlp: Vec<(usize, Vec<u8>)>,
     /// The same batches' raw lines as Loki pushes (snappy protobuf).
     loki: Vec<(usize, Vec<u8>)>,
-    lines: u64,
-    raw_path: PathBuf,
+    pub(crate) lines: u64,
+    pub(crate) raw_path: PathBuf,
 }
 
-fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
+pub(crate) fn build_bodies(corpus: Corpus, work: &Path) -> anyhow::Result<Bodies> {
     let raw_path = work.join("http-raw.log");
     let mut raw = BufWriter::new(
         File::create(&raw_path).with_context(|| format!("cannot create {}", raw_path.display()))?,
@@ -162,23 +162,25 @@ struct Pending {
 }
 
 /// One ingest of every body into a serving child.
-struct Posted {
-    wall: Duration,
+pub(crate) struct Posted {
+    pub(crate) wall: Duration,
     /// The child's CPU time during it.
     cpu: Duration,
     /// The child's peak RSS after it (its start included).
     peak_rss: u64,
-    accepted: u64,
+    pub(crate) accepted: u64,
+    /// Each request's time from sending to the whole answer.
+    pub(crate) latencies: Vec<Duration>,
 }
 
 /// Where and as what bodies are POSTed.
 #[derive(Clone, Copy)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     path: &'static str,
     content_type: &'static str,
 }
 
-const NATIVE: Endpoint = Endpoint {
+pub(crate) const NATIVE: Endpoint = Endpoint {
     path: "/v1/ingest",
     content_type: "application/json",
 };
@@ -197,7 +199,7 @@ const LOKI: Endpoint = Endpoint {
 
 /// POSTs every body to `served`, each runner's batches in order on one of
 /// `connections` connections, all connections at once.
-fn post_all(
+pub(crate) fn post_all(
     served: &Served,
     token: &str,
     (endpoint, bodies): (Endpoint, &[(usize, Vec<u8>)]),
@@ -219,15 +221,18 @@ fn post_all(
             .zip(&per_connection)
             .map(|(mut connection, bodies)| {
                 let barrier = &barrier;
-                scope.spawn(move || -> anyhow::Result<u64> {
+                scope.spawn(move || -> anyhow::Result<(u64, Vec<Duration>)> {
                     barrier.wait();
                     let mut accepted = 0;
+                    let mut latencies = Vec::with_capacity(bodies.len());
                     for body in bodies {
+                        let sent = Instant::now();
                         let response = connection.request_typed(
                             "POST",
                             endpoint.path,
                             (endpoint.content_type, body),
                         )?;
+                        latencies.push(sent.elapsed());
                         if !(200..300).contains(&response.status) {
                             bail!(
                                 "POST {} answered {}: {}",
@@ -242,14 +247,14 @@ fn post_all(
                             accepted += answer.accepted as u64;
                         }
                     }
-                    Ok(accepted)
+                    Ok((accepted, latencies))
                 })
             })
             .collect();
         let cpu = http::process_cpu(pid)?;
         let start = Instant::now();
         barrier.wait();
-        let results: Vec<anyhow::Result<u64>> = handles
+        let results: Vec<anyhow::Result<(u64, Vec<Duration>)>> = handles
             .into_iter()
             .map(|handle| {
                 handle
@@ -261,14 +266,18 @@ fn post_all(
         Ok((results, http::process_cpu(pid)?.saturating_sub(cpu), wall))
     })?;
     let mut accepted = 0;
+    let mut latencies = Vec::new();
     for result in results {
-        accepted += result?;
+        let (taken, times) = result?;
+        accepted += taken;
+        latencies.extend(times);
     }
     Ok(Posted {
         wall,
         cpu,
         peak_rss: http::process_peak_rss(pid)?,
         accepted,
+        latencies,
     })
 }
 
@@ -308,7 +317,7 @@ fn scan_all(served: &Served, token: &str) -> anyhow::Result<(u64, Duration)> {
     }
 }
 
-fn random_token() -> String {
+pub(crate) fn random_token() -> String {
     let bytes: [u8; 16] = rand::random();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     format!("bench-{hex}")

@@ -392,7 +392,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some((cluster, _)) => {
             let mut registry = Registry::open_replica(&auth_dir)?;
             let bucket = cluster::registry::open(cluster).await?;
-            cluster::registry::share_seal_key(&bucket, &mut registry, &auth_dir).await?;
+            cluster::registry::share_seal_key(
+                &bucket,
+                &mut registry,
+                &auth_dir,
+                cluster.config.publish_timeout * 3,
+            )
+            .await?;
             (registry, None, Some(bucket))
         }
         None => {
@@ -459,9 +465,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             "http"
         };
         let url = format!("{scheme}://{}", listener.local_addr()?);
-        let members =
-            cluster::members::Members::join(&cluster, url, stats.clone(), state.registry.clone())
-                .await?;
+        let gaps = Arc::new(cluster::window::Gaps::open(
+            config.data_dir.join("cluster-gaps.json"),
+        )?);
+        let members = cluster::members::Members::join(
+            &cluster,
+            url,
+            stats.clone(),
+            state.registry.clone(),
+            gaps.clone(),
+        )
+        .await?;
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let intake = Arc::new(cluster::intake::Intake {
             cluster: cluster.clone(),
@@ -475,6 +489,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             runners: state.runners.clone(),
             settling: state.settling.clone(),
             stats,
+            gaps,
         });
         cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
     }

@@ -106,16 +106,25 @@ impl Transport for Receiver {
 /// answers 415 (`--ingest-binary=false`), or 400 to a batch it then takes
 /// as JSON (a server older than binary batches), the same batch and every
 /// later one in JSON.
+///
+/// A server that takes the connection but never answers (frozen,
+/// SIGSTOPped, its disk hung) is given up on after `timeout`
+/// (`--send-timeout`) and taken for unreachable, so a
+/// [`Failover`](super::failover) moves on; the batch stays in the spool and
+/// a copy the frozen server stores later is recognised by its sequence
+/// numbers and stored once.
 pub struct Http {
     client: Client,
     binary: AtomicBool,
+    timeout: Duration,
 }
 
 impl Http {
-    pub fn new(client: Client) -> Http {
+    pub fn new(client: Client, timeout: Duration) -> Http {
         Http {
             client,
             binary: AtomicBool::new(true),
+            timeout,
         }
     }
 
@@ -131,6 +140,24 @@ impl Transport for Http {
     }
 
     async fn send(&self, batch: &IngestBatch) -> Outcome {
+        match tokio::time::timeout(self.timeout, self.send_in_time(batch)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::Unavailable {
+                retry_after: None,
+                answered: false,
+                elsewhere: true,
+                reason: format!(
+                    "no answer within {}s (--send-timeout)",
+                    self.timeout.as_secs_f64()
+                ),
+            },
+        }
+    }
+}
+
+impl Http {
+    /// One batch, binary first (see the type), without the time limit.
+    async fn send_in_time(&self, batch: &IngestBatch) -> Outcome {
         if !self.sends_binary() {
             return self.send_json(batch).await;
         }
@@ -153,9 +180,7 @@ impl Transport for Http {
             Err(error) => outcome_of(error),
         }
     }
-}
 
-impl Http {
     async fn send_json(&self, batch: &IngestBatch) -> Outcome {
         match self.client.ingest(batch).await {
             Ok(answer) => Outcome::Accepted(answer),
@@ -310,7 +335,7 @@ mod tests {
     #[tokio::test]
     async fn an_older_server_gets_json_from_its_first_400_on() {
         let (url, mut bodies) = older_server(false).await;
-        let http = Http::new(Client::new(&url, "tw_x").unwrap());
+        let http = Http::new(Client::new(&url, "tw_x").unwrap(), Duration::from_secs(30));
         assert!(http.sends_binary());
         for _ in 0..2 {
             let outcome = http.send(&batch()).await;
@@ -331,7 +356,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_refused_in_any_form_is_rejected_and_binary_kept() {
         let (url, _bodies) = older_server(true).await;
-        let http = Http::new(Client::new(&url, "tw_x").unwrap());
+        let http = Http::new(Client::new(&url, "tw_x").unwrap(), Duration::from_secs(30));
         let outcome = http.send(&batch()).await;
         assert!(matches!(outcome, Outcome::Rejected { .. }), "{outcome:?}");
         assert!(

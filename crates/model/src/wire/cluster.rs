@@ -69,4 +69,22 @@ pub struct ClusterConsumer {
     /// cluster did not answer); the figures are then 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Stretches of the stream the node found gone before it had read
+    /// them (past the replay window, `--nats-max-age`/`--nats-max-bytes`):
+    /// the partition's messages among them are missing from its store.
+    /// The node says so in its heartbeat; kept until its data is removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<ClusterGap>,
+}
+
+/// Stream sequences `from_sequence..=to_sequence` (of all partitions) left
+/// the stream before a node read them; the partition's messages among them
+/// never reached the node's store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterGap {
+    pub partition: u32,
+    pub from_sequence: u64,
+    pub to_sequence: u64,
+    /// When the node found it (ms since the epoch).
+    pub detected_ms: i64,
 }

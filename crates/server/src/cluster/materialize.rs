@@ -15,11 +15,17 @@
 //! the node that accepted it; if this node's registry will not take it,
 //! the records are stored anyway (the accepting node decided) and the
 //! reason logged.
+//!
+//! Each consumer's position is checked against the stream's first
+//! sequence when it opens and every [`window::CHECK_EVERY`] after, so
+//! messages the stream dropped before this node read them are never
+//! missed silently ([`window`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::Message;
 use futures_util::StreamExt;
@@ -29,6 +35,7 @@ use tokio::task::JoinHandle;
 
 use super::message;
 use super::stats::Stats;
+use super::window::{self, Gaps, Reader};
 use super::{Cluster, ClusterConfig, STREAM};
 use crate::access::ownership::Settling;
 use crate::access::registry::Registry;
@@ -52,6 +59,15 @@ pub struct Materializer {
     pub runners: Arc<Runners>,
     pub settling: Arc<Settling>,
     pub stats: Arc<Stats>,
+    pub gaps: Arc<Gaps>,
+}
+
+/// What became of one delivered message.
+enum Applied {
+    /// Stored (or never to be: terminated).
+    Done,
+    /// Left for JetStream to deliver again.
+    Retried,
 }
 
 impl Materializer {
@@ -65,8 +81,8 @@ impl Materializer {
     async fn run(self: Arc<Self>, partition: u32, mut stopping: watch::Receiver<bool>) {
         let stop = |stopping: &watch::Receiver<bool>| *stopping.borrow();
         while !stop(&stopping) {
-            let consumer = match self.consumer(partition).await {
-                Ok(consumer) => consumer,
+            let (consumer, mut reader) = match self.consumer(partition).await {
+                Ok(opened) => opened,
                 Err(error) => {
                     tracing::warn!(partition, error = %format!("{error:#}"), "cannot open this node's consumer of a partition; trying again");
                     tokio::select! {
@@ -75,7 +91,22 @@ impl Materializer {
                     }
                 }
             };
+            let mut checked: Option<tokio::time::Instant> = None;
             while !stop(&stopping) {
+                if checked.is_none_or(|at| at.elapsed() >= window::CHECK_EVERY) {
+                    let stats = self.stats.partition(partition);
+                    let stream = self.cluster.jetstream.get_stream_no_info(STREAM).await;
+                    let checking = match &stream {
+                        Ok(stream) => reader.check(stream, &self.gaps, stats).await,
+                        Err(error) => Err(anyhow::anyhow!("cannot open the stream: {error}")),
+                    };
+                    match checking {
+                        Ok(()) => checked = Some(tokio::time::Instant::now()),
+                        Err(error) => {
+                            tracing::warn!(partition, error = %format!("{error:#}"), "cannot check this node's consumer against the stream's replay window; trying again")
+                        }
+                    }
+                }
                 let pull = consumer
                     .batch()
                     .max_messages(FETCH_MESSAGES)
@@ -94,7 +125,13 @@ impl Materializer {
                 };
                 while let Some(next) = messages.next().await {
                     match next {
-                        Ok(message) => self.apply(partition, message).await,
+                        Ok(message) => {
+                            let sequence = message.info().map_or(0, |info| info.stream_sequence);
+                            match self.apply(partition, message).await {
+                                Applied::Done => reader.unstored.remove(&sequence),
+                                Applied::Retried => reader.unstored.insert(sequence),
+                            };
+                        }
                         Err(error) => {
                             tracing::debug!(partition, %error, "a pull ended early");
                             break;
@@ -105,11 +142,17 @@ impl Materializer {
         }
     }
 
-    /// This node's durable consumer of `partition`, made on first use.
-    async fn consumer(&self, partition: u32) -> anyhow::Result<PullConsumer> {
+    /// This node's durable consumer of `partition`, made on first use, and
+    /// what the replay window's checks know of it.
+    async fn consumer(&self, partition: u32) -> anyhow::Result<(PullConsumer, Reader)> {
         let config = &self.cluster.config;
         let name = super::status::consumer_name(&config.node, partition);
         let stream = self.cluster.jetstream.get_stream(STREAM).await?;
+        let new = match stream.consumer_info(&name).await {
+            Ok(_) => false,
+            Err(error) if error.kind() == ConsumerInfoErrorKind::NotFound => true,
+            Err(error) => return Err(error.into()),
+        };
         let consumer = stream
             .get_or_create_consumer(
                 &name,
@@ -129,10 +172,10 @@ impl Materializer {
                 },
             )
             .await?;
-        Ok(consumer)
+        Ok((consumer, Reader::new(partition, name, new)))
     }
 
-    async fn apply(self: &Arc<Self>, partition: u32, message: Message) {
+    async fn apply(self: &Arc<Self>, partition: u32, message: Message) -> Applied {
         let stats = self.stats.partition(partition);
         let sequence = message.info().map_or(0, |info| info.stream_sequence);
         let envelope = match message::decode(&message.payload) {
@@ -143,7 +186,7 @@ impl Materializer {
                 if let Err(error) = message.ack_with(AckKind::Term).await {
                     tracing::warn!(partition, sequence, %error, "cannot terminate an undecodable message");
                 }
-                return;
+                return Applied::Done;
             }
         };
         let this = self.clone();
@@ -163,16 +206,19 @@ impl Materializer {
                 if let Err(error) = message.ack().await {
                     tracing::debug!(partition, sequence, %error, "acknowledging a stored batch failed; it will come again and be stored once");
                 }
+                Applied::Done
             }
             Ok(Err(error)) => {
                 stats.materialize_failures.fetch_add(1, Relaxed);
                 tracing::warn!(partition, sequence, error = %format!("{error:#}"), "cannot store a batch of the cluster's stream for now; it comes again in {RETRY_DELAY:?}");
                 let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                Applied::Retried
             }
             Err(panicked) => {
                 stats.materialize_failures.fetch_add(1, Relaxed);
                 tracing::error!(partition, sequence, %panicked, "storing a batch of the cluster's stream panicked");
                 let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                Applied::Retried
             }
         }
     }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::stats::Stats;
+use super::window::Gaps;
 use super::Cluster;
 use crate::access::registry::Registry;
 
@@ -37,6 +38,10 @@ pub struct Heartbeat {
     /// (`cluster::registry`).
     #[serde(default)]
     pub registry_revision: u64,
+    /// Messages the stream dropped before this node read them
+    /// ([`super::window`]), so every node's status shows them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<tailwater_model::wire::ClusterGap>,
 }
 
 /// This node in the bucket.
@@ -46,6 +51,7 @@ pub struct Members {
     interval: Duration,
     stats: Arc<Stats>,
     registry: Arc<Registry>,
+    gaps: Arc<Gaps>,
 }
 
 impl Members {
@@ -56,6 +62,7 @@ impl Members {
         url: String,
         stats: Arc<Stats>,
         registry: Arc<Registry>,
+        gaps: Arc<Gaps>,
     ) -> anyhow::Result<Members> {
         let config = &cluster.config;
         let jetstream = &cluster.jetstream;
@@ -95,10 +102,12 @@ impl Members {
                 started_ms: jiff::Timestamp::now().as_millisecond(),
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 registry_revision: 0,
+                gaps: Vec::new(),
             },
             interval: (config.node_ttl / 4).max(Duration::from_millis(100)),
             stats,
             registry,
+            gaps,
         })
     }
 
@@ -125,6 +134,7 @@ impl Members {
                     _ = stopping.wait_for(|stopping| *stopping) => break,
                 }
                 self.me.registry_revision = self.registry.applied_revision();
+                self.me.gaps = self.gaps.list();
                 let value = serde_json::to_vec(&self.me).expect("a heartbeat serializes");
                 if let Err(error) = self.bucket.put(self.key(), value.into()).await {
                     tracing::warn!(%error, "cannot put this node's heartbeat; others may take it for gone");
@@ -150,9 +160,37 @@ pub async fn open(cluster: &Cluster) -> anyhow::Result<kv::Store> {
         .map_err(|error| anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}"))
 }
 
+/// How long one listing of the heartbeats may take. Listing keys reads
+/// them through an ordered consumer that can wait forever for a key that
+/// expired (or was put again) while it was listed (seen against
+/// nats-server 2.9 with a node frozen and resumed): such a listing is
+/// given up and made again.
+const LIST_WITHIN: Duration = Duration::from_secs(3);
+/// Listings tried before the heartbeats are said to be unreadable.
+const LIST_ATTEMPTS: u32 = 3;
+
 /// The heartbeats in `bucket` younger than its TTL, each with when the
 /// NATS server stored it (ms since the epoch).
 pub async fn live_in(bucket: &kv::Store) -> anyhow::Result<Vec<(Heartbeat, i64)>> {
+    for attempt in 1..LIST_ATTEMPTS {
+        match tokio::time::timeout(LIST_WITHIN, list(bucket)).await {
+            Ok(listed) => return listed,
+            Err(_) => tracing::debug!(
+                attempt,
+                "listing the nodes' heartbeats did not end within {LIST_WITHIN:?}; listing again"
+            ),
+        }
+    }
+    tokio::time::timeout(LIST_WITHIN, list(bucket))
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "cannot list the nodes' heartbeats in {BUCKET} within {LIST_WITHIN:?}, {LIST_ATTEMPTS} times"
+            )
+        })?
+}
+
+async fn list(bucket: &kv::Store) -> anyhow::Result<Vec<(Heartbeat, i64)>> {
     let mut keys = bucket.keys().await?;
     let mut live = Vec::new();
     while let Some(key) = keys.next().await {

@@ -19,7 +19,9 @@
 //!   through the ingest pipeline by any node;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`;
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
-//!   shows.
+//!   shows;
+//! - [`window`]: messages the stream dropped before this node read them,
+//!   found, counted, kept and shown.
 
 pub mod intake;
 pub mod materialize;
@@ -29,6 +31,7 @@ pub mod publish;
 pub mod registry;
 pub mod stats;
 pub mod status;
+pub mod window;
 
 use std::time::Duration;
 

@@ -77,20 +77,32 @@ pub async fn open(cluster: &Cluster) -> anyhow::Result<kv::Store> {
 
 /// The key sealing record ids is the cluster's: the first node puts its
 /// own (create); every other adopts the one there, replacing its own in
-/// `dir` (ids and cursors it handed out before no longer open).
+/// `dir` (ids and cursors it handed out before no longer open). A bucket
+/// just made may not take writes until its stream has a leader (several
+/// nodes starting at once on a loaded machine): failures other than "it
+/// exists" are tried again for `patience`, which is safe because a create
+/// that did land is then found as the cluster's key, equal to this one.
 pub async fn share_seal_key(
     bucket: &kv::Store,
     registry: &mut Registry,
     dir: &std::path::Path,
+    patience: Duration,
 ) -> anyhow::Result<()> {
     let mine = seal::read_bytes(dir)?;
-    match bucket.create(SEAL_KEY, mine.clone().into()).await {
-        Ok(_) => {
-            tracing::info!("this node's seal key is now the cluster's");
-            return Ok(());
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match bucket.create(SEAL_KEY, mine.clone().into()).await {
+            Ok(_) => {
+                tracing::info!("this node's seal key is now the cluster's");
+                return Ok(());
+            }
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => break,
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::info!(%error, "waiting for the registry's bucket to take the seal key");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => anyhow::bail!("cannot share the seal key through {BUCKET}: {error}"),
         }
-        Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => {}
-        Err(error) => anyhow::bail!("cannot share the seal key through {BUCKET}: {error}"),
     }
     let theirs = bucket
         .get(SEAL_KEY)

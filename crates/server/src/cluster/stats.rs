@@ -32,6 +32,12 @@ pub struct PartitionStats {
     /// Messages that are not batches (another version's, or damaged):
     /// terminated, never stored. Each is in the log with its sequence.
     pub undecodable: AtomicU64,
+    /// Stretches of the stream dropped (past the replay window) before this
+    /// node read them (`cluster::window`).
+    pub window_gaps: AtomicU64,
+    /// The stream sequences in them (of all partitions: an upper bound on
+    /// this partition's messages missing here).
+    pub window_gap_sequences: AtomicU64,
     /// The stream sequence of the last message this node stored.
     pub last_sequence: AtomicU64,
 }
@@ -119,7 +125,7 @@ pub struct StatsCollector(pub std::sync::Arc<Stats>);
 
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, Figure); 8] = [
+        let counters: [(&str, &str, Figure); 10] = [
             ("cluster_published_batches", "Batches this node published to the cluster's stream, by partition (each acknowledged by JetStream before the sender was answered)", |s| &s.published_batches),
             ("cluster_published_duplicates", "Of them, batches JetStream already held (a sender's retry, stored once)", |s| &s.published_duplicates),
             ("cluster_publish_failures", "Batches this node could not publish (the sender was answered 503 cluster_unavailable and sends again)", |s| &s.publish_failures),
@@ -127,6 +133,8 @@ impl Collector for StatsCollector {
             ("cluster_materialized_records", "Records this node's store took from the cluster's stream (duplicates not counted)", |s| &s.materialized_records),
             ("cluster_materialized_refused", "Records in the cluster's stream this node's store refused (out_of_order, older_than_retention)", |s| &s.materialized_refused),
             ("cluster_materialize_failures", "Batches this node could not store for now; delivered again after a while", |s| &s.materialize_failures),
+            ("cluster_window_gaps", "Stretches of the cluster's stream dropped (past --nats-max-age or --nats-max-bytes) before this node read them: this partition's records among them are missing here (GET /v1/cluster lists them)", |s| &s.window_gaps),
+            ("cluster_window_gap_sequences", "Stream sequences (of all partitions) in those stretches: at most this many of this partition's messages are missing here", |s| &s.window_gap_sequences),
             ("cluster_undecodable", "Messages in the cluster's stream that are not batches this node reads; never stored (the log names their sequence)", |s| &s.undecodable),
         ];
         for (name, help, figure) in counters {

@@ -5,7 +5,11 @@
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures_util::future::join_all;
-use tailwater_model::wire::{ClusterConsumer, ClusterNode, ClusterPartition, ClusterStatus};
+use std::collections::HashMap;
+
+use tailwater_model::wire::{
+    ClusterConsumer, ClusterGap, ClusterNode, ClusterPartition, ClusterStatus,
+};
 
 use super::{members, Cluster, ClusterConfig, STREAM};
 
@@ -20,8 +24,12 @@ pub fn consumer_name(node: &str, partition: u32) -> String {
 pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
     let bucket = members::open(cluster).await?;
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let mut nodes: Vec<ClusterNode> = members::live_in(&bucket)
-        .await?
+    let live = members::live_in(&bucket).await?;
+    let gaps: HashMap<String, Vec<ClusterGap>> = live
+        .iter()
+        .map(|(heartbeat, _)| (heartbeat.node.clone(), heartbeat.gaps.clone()))
+        .collect();
+    let mut nodes: Vec<ClusterNode> = live
         .into_iter()
         .map(|(heartbeat, stored_ms)| ClusterNode {
             node: heartbeat.node,
@@ -42,6 +50,7 @@ pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
     let partitions = join_all((0..cluster.config.partitions).map(|partition| {
         let stream = &stream;
         let names = &names;
+        let gaps = &gaps;
         async move {
             let last_sequence = match stream
                 .get_last_raw_message_by_subject(&ClusterConfig::subject(partition))
@@ -65,6 +74,13 @@ pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
                     pending: 0,
                     ack_pending: 0,
                     error: None,
+                    gaps: gaps
+                        .get(*node)
+                        .into_iter()
+                        .flatten()
+                        .filter(|gap| gap.partition == partition)
+                        .cloned()
+                        .collect(),
                 };
                 match stream.consumer_info(&consumer).await {
                     Ok(info) => {

@@ -34,7 +34,7 @@ pub struct NatsCluster {
 }
 
 /// A free loopback port (held until the caller drops the listener).
-fn free_port() -> (u16, TcpListener) {
+pub fn free_port() -> (u16, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     (listener.local_addr().unwrap().port(), listener)
 }
@@ -90,6 +90,38 @@ impl NatsCluster {
             });
         }
         drop(held);
+        NatsCluster::run(dir, servers)
+    }
+
+    /// Servers from configurations written elsewhere (docs/cluster.md's,
+    /// in the end-to-end tests): each `(name, text, client port, monitor
+    /// port)`, with `{dir}` in the text standing for a directory of the
+    /// server's own; ready.
+    #[allow(dead_code)]
+    pub fn with_configs(configs: Vec<(String, String, u16, u16)>) -> NatsCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let servers = configs
+            .into_iter()
+            .map(|(name, text, client_port, monitor_port)| {
+                let own = dir.path().join(&name);
+                std::fs::create_dir_all(&own).unwrap();
+                let config = dir.path().join(format!("{name}.conf"));
+                std::fs::write(&config, text.replace("{dir}", own.to_str().unwrap())).unwrap();
+                Server {
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port,
+                    monitor_port,
+                    config,
+                    process: None,
+                }
+            })
+            .collect();
+        NatsCluster::run(dir, servers)
+    }
+
+    fn run(dir: tempfile::TempDir, servers: Vec<Server>) -> NatsCluster {
+        let size = servers.len();
         let mut cluster = NatsCluster { _dir: dir, servers };
         for index in 0..size {
             cluster.spawn(index);

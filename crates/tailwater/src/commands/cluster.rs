@@ -4,7 +4,7 @@
 //! tokens.
 
 use clap::{Args, Subcommand};
-use tailwater_model::wire::ClusterStatus;
+use tailwater_model::wire::{ClusterGap, ClusterStatus};
 
 use super::output::{duration_ms, print_json, print_table};
 use crate::Connection;
@@ -131,6 +131,37 @@ fn render(status: &ClusterStatus) -> Vec<Line> {
         }
     }
     lines.push(Line::Table(table));
+    let gaps: Vec<(&str, &ClusterGap)> = status
+        .partitions
+        .iter()
+        .flat_map(|partition| &partition.consumers)
+        .flat_map(|consumer| {
+            consumer
+                .gaps
+                .iter()
+                .map(|gap| (consumer.node.as_str(), gap))
+        })
+        .collect();
+    if !gaps.is_empty() {
+        lines.push(Line::Text(format!(
+            "gaps     {}: the stream dropped these sequences (--nats-max-age, --nats-max-bytes) before the node read them; the partition's records among them are missing from that node's store",
+            gaps.len()
+        )));
+        let mut table = vec![["NODE", "PARTITION", "SEQUENCES", "FOUND"]
+            .map(String::from)
+            .to_vec()];
+        for (node, gap) in gaps {
+            let found = jiff::Timestamp::from_millisecond(gap.detected_ms)
+                .map_or_else(|_| gap.detected_ms.to_string(), |at| at.to_string());
+            table.push(vec![
+                node.to_owned(),
+                gap.partition.to_string(),
+                format!("{}-{}", gap.from_sequence, gap.to_sequence),
+                found,
+            ]);
+        }
+        lines.push(Line::Table(table));
+    }
     lines
 }
 
@@ -179,6 +210,7 @@ mod tests {
             pending,
             ack_pending: 0,
             error: error.map(String::from),
+            gaps: Vec::new(),
         };
         let status = ClusterStatus {
             mode: "cluster".into(),
@@ -210,6 +242,43 @@ mod tests {
              PARTITION | LAST SEQ | CONSUMER | DELIVERED | ACK FLOOR | PENDING | ACK PENDING\n\
              0 | 9 | a-p0 | 7 | 7 | 2 | 0\n\
              0 | 9 | b-p0 | unreadable: consumer not found\n"
+        );
+    }
+
+    #[test]
+    fn what_a_node_missed_past_the_replay_window_is_listed() {
+        let status = ClusterStatus {
+            mode: "cluster".into(),
+            node: Some("a".into()),
+            nodes: Vec::new(),
+            partitions: vec![ClusterPartition {
+                partition: 3,
+                last_sequence: 90,
+                consumers: vec![ClusterConsumer {
+                    node: "b".into(),
+                    consumer: "b-p3".into(),
+                    delivered: 90,
+                    ack_floor: 90,
+                    pending: 0,
+                    ack_pending: 0,
+                    error: None,
+                    gaps: vec![ClusterGap {
+                        partition: 3,
+                        from_sequence: 12,
+                        to_sequence: 40,
+                        detected_ms: 0,
+                    }],
+                }],
+            }],
+        };
+        let shown = text(&render(&status));
+        assert!(
+            shown.contains("gaps     1: the stream dropped these sequences"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("b | 3 | 12-40 | 1970-01-01T00:00:00Z\n"),
+            "{shown}"
         );
     }
 }

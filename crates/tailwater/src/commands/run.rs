@@ -72,6 +72,12 @@ pub struct RunArgs {
     /// After the worker exits, how long to keep trying to ship.
     #[arg(long, default_value = "30s", value_parser = parse_std_duration, value_name = "DURATION")]
     drain_timeout: Duration,
+    /// How long one batch waits for the server's answer before the server
+    /// is taken for unreachable and, with several --server, the next is
+    /// used (a frozen server accepts connections but never answers). Keep
+    /// it above the server's --nats-publish-timeout in a cluster.
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration, value_name = "DURATION")]
+    send_timeout: Duration,
     /// After a stop signal (TERM, INT, QUIT), how long the worker has to
     /// exit before it is SIGKILLed. Keep it below the platform's grace
     /// period (Docker: 10s, Kubernetes: 30s), so the agent can still record
@@ -225,6 +231,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     config.rate_lines = args.rate_lines;
     config.rate_bytes = args.rate_bytes;
     config.drain_timeout = args.drain_timeout;
+    anyhow::ensure!(
+        !args.send_timeout.is_zero(),
+        "invalid --send-timeout 0: give the server time to answer (30s is the default)"
+    );
+    config.send_timeout = args.send_timeout;
     config.stop_timeout = args.stop_timeout;
     config.tty = args.tty;
     config.progress_interval = args.progress_interval;

@@ -420,7 +420,7 @@ fn printing_commands_end_quietly_when_their_reader_is_gone() {
 #[test]
 fn every_duration_flag_takes_the_same_syntax() {
     let home = tempfile::tempdir().unwrap();
-    for flag in ["--drain-timeout", "--stop-timeout"] {
+    for flag in ["--drain-timeout", "--stop-timeout", "--send-timeout"] {
         let output = bare(home.path(), &["run", flag, "3", "--", "true"], &[]);
         assert_eq!(output.status.code(), Some(2), "{flag}: {output:?}");
         assert!(

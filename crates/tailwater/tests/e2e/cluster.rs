@@ -20,7 +20,14 @@ use super::common::{http, ingest_batch, wait_for, TestServer, ANY_PORT, TOKEN};
 use nats::NatsCluster;
 
 /// A node named `name` with its data under `dir`.
-fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
+pub(super) fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
+    // Within the test servers' 1 GB of file storage.
+    node_with(dir, name, nats, "268435456")
+}
+
+/// [`node`] with the stream's replay window held to `max_bytes` (the
+/// first node to start makes the stream).
+pub(super) fn node_with(dir: &Path, name: &str, nats: &NatsCluster, max_bytes: &str) -> TestServer {
     let urls = nats.urls().join(",");
     let flags = [
         "--nats",
@@ -29,9 +36,8 @@ fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
         name,
         "--nats-partitions",
         "4",
-        // Within the test servers' 1 GB of file storage.
         "--nats-max-bytes",
-        "268435456",
+        max_bytes,
         "--nats-node-ttl",
         "2s",
     ];
@@ -39,7 +45,7 @@ fn node(dir: &Path, name: &str, nats: &NatsCluster) -> TestServer {
 }
 
 /// The lines of app `api` a node holds, checking each is there once.
-fn lines(node: &TestServer) -> BTreeSet<String> {
+pub(super) fn lines(node: &TestServer) -> BTreeSet<String> {
     let records = node.logs(&["--app", "api"]);
     let lines: BTreeSet<String> = records
         .iter()
@@ -50,7 +56,7 @@ fn lines(node: &TestServer) -> BTreeSet<String> {
 }
 
 /// The live nodes `node` counts (`tailwater_cluster_nodes`).
-fn live_nodes(node: &TestServer) -> u64 {
+pub(super) fn live_nodes(node: &TestServer) -> u64 {
     let (status, metrics) = http("GET", node.port, "/metrics", Some(TOKEN), None);
     assert_eq!(status, 200, "{metrics}");
     metrics
@@ -61,7 +67,7 @@ fn live_nodes(node: &TestServer) -> u64 {
 }
 
 /// `tailwater cluster status --json` of `node`.
-fn cluster_status(node: &TestServer) -> serde_json::Value {
+pub(super) fn cluster_status(node: &TestServer) -> serde_json::Value {
     let output = node
         .command(&["cluster", "status", "--json"])
         .output()
@@ -74,7 +80,7 @@ fn cluster_status(node: &TestServer) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap()
 }
 
-fn node_names(status: &serde_json::Value) -> Vec<&str> {
+pub(super) fn node_names(status: &serde_json::Value) -> Vec<&str> {
     status["nodes"]
         .as_array()
         .into_iter()
@@ -97,11 +103,11 @@ fn nothing_pending(status: &serde_json::Value) -> bool {
         })
 }
 
-fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
+pub(super) fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
     seqs.map(|seq| format!("line {seq}")).collect()
 }
 
-fn ship(node: &TestServer, seqs: std::ops::Range<u64>) {
+pub(super) fn ship(node: &TestServer, seqs: std::ops::Range<u64>) {
     let body = ingest_batch("api", "r1", seqs);
     let (status, answer) = http("POST", node.port, "/v1/ingest", Some(TOKEN), Some(&body));
     assert_eq!(status, 200, "{answer}");

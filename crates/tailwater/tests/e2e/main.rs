@@ -10,6 +10,8 @@ mod around;
 mod binary_ingest;
 mod cli;
 mod cluster;
+mod cluster_docs;
+mod cluster_faults;
 mod connections;
 mod demo;
 mod dev;

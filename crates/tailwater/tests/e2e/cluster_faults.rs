@@ -1,0 +1,254 @@
+//! Distributed mode under the failures an operator meets, with the real
+//! binary on a real three-server NATS cluster (`cluster.rs`' harness): a
+//! tailwater node frozen (SIGSTOP) past its heartbeat's TTL while an agent
+//! ships to it, then resumed; and a node away while the stream dropped
+//! messages it never read (past the replay window), which must never be
+//! hidden.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use super::cluster::nats::NatsCluster;
+use super::cluster::{cluster_status, expected, lines, node, node_names, node_with, ship};
+use super::common::{http, messages, wait_for, TestServer, TOKEN};
+
+/// The `line N…` messages of app `worker` a node holds, checking each is
+/// there once.
+fn worker_lines(node: &TestServer) -> BTreeSet<String> {
+    let records = node.logs(&["--app", "worker"]);
+    let lines: Vec<&str> = messages(&records)
+        .into_iter()
+        .filter(|message| message.starts_with("line "))
+        .collect();
+    let once: BTreeSet<String> = lines.iter().map(|line| (*line).to_owned()).collect();
+    assert_eq!(once.len(), lines.len(), "a line stored twice");
+    once
+}
+
+/// Sends `signal` to `node`'s process.
+fn signal(node: &TestServer, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(node.pid()).unwrap();
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+}
+
+/// `tailwater run` shipping numbered lines to `servers` (in that order)
+/// until `stop` exists; lines printed once `marker` exists end in
+/// ` after`.
+fn agent(runner: &TestServer, servers: &str, marker: &Path, stop: &Path) -> Child {
+    let script = format!(
+        "i=0; while [ ! -e {stop} ]; do if [ -e {marker} ]; then echo \"line $i after\"; else echo \"line $i\"; fi; i=$((i+1)); sleep 0.005; done",
+        stop = stop.display(),
+        marker = marker.display()
+    );
+    runner
+        .command(&[
+            "run",
+            "--server",
+            servers,
+            // A frozen node takes the connection and never answers.
+            "--send-timeout",
+            "3s",
+            "--app",
+            "worker",
+            "--runner",
+            "worker-1",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_node_frozen_past_its_ttl_drops_out_its_agent_fails_over_and_it_catches_up_on_resume() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let a = node(dir.path(), "a", &nats);
+    let b = node(dir.path(), "b", &nats);
+    let c = node(dir.path(), "c", &nats);
+    wait_for("b to see three nodes", Duration::from_secs(30), || {
+        node_names(&cluster_status(&b)) == ["a", "b", "c"]
+    });
+    let (frozen, stop) = (dir.path().join("frozen"), dir.path().join("stop"));
+    let servers = format!("{},{},{}", a.url(), b.url(), c.url());
+    let worker = agent(&b, &servers, &frozen, &stop);
+    wait_for("lines through a on c", Duration::from_secs(30), || {
+        worker_lines(&c).len() >= 50
+    });
+
+    signal(&a, libc::SIGSTOP);
+    std::fs::File::create(&frozen).unwrap();
+    // Its heartbeat lapses (--nats-node-ttl 2s); the others say so.
+    wait_for("cluster status to drop a", Duration::from_secs(30), || {
+        node_names(&cluster_status(&b)) == ["b", "c"]
+    });
+    // The agent gives a up (--send-timeout) and ships to b.
+    wait_for(
+        "lines printed after the freeze on b and c",
+        Duration::from_secs(60),
+        || {
+            // Queries keep being answered, promptly, by the nodes not frozen.
+            [&b, &c].iter().all(|node| {
+                let asked = Instant::now();
+                let after = worker_lines(node)
+                    .iter()
+                    .filter(|line| line.ends_with(" after"))
+                    .count();
+                let took = asked.elapsed();
+                assert!(took < Duration::from_secs(10), "a query took {took:?}");
+                after >= 50
+            })
+        },
+    );
+
+    signal(&a, libc::SIGCONT);
+    wait_for(
+        "cluster status to show a again",
+        Duration::from_secs(30),
+        || node_names(&cluster_status(&b)) == ["a", "b", "c"],
+    );
+    std::fs::File::create(&stop).unwrap();
+    let output = worker.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the agent failed: {stderr}");
+    assert!(
+        stderr.contains("no answer within 3s (--send-timeout)") && stderr.contains("shipping to"),
+        "the agent did not say it failed over: {stderr}"
+    );
+    // The agent exits once everything printed is acknowledged.
+    let printed: BTreeSet<String> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| line.starts_with("line "))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        printed
+            .iter()
+            .filter(|line| line.ends_with(" after"))
+            .count()
+            >= 50,
+        "{printed:?}"
+    );
+    for (name, node) in [("a", &a), ("b", &b), ("c", &c)] {
+        wait_for(
+            &format!("node {name} to hold every acknowledged line once"),
+            Duration::from_secs(60),
+            || worker_lines(node) == printed,
+        );
+    }
+}
+
+/// The gaps `status` lists for `node`'s consumers.
+fn gaps_of<'a>(status: &'a serde_json::Value, node: &str) -> Vec<&'a serde_json::Value> {
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|partition| partition["consumers"].as_array().into_iter().flatten())
+        .filter(|consumer| consumer["node"] == node)
+        .flat_map(|consumer| consumer["gaps"].as_array().into_iter().flatten())
+        .collect()
+}
+
+/// `tailwater_cluster_window_gaps_total`, summed over partitions, on `node`.
+fn window_gaps(node: &TestServer) -> u64 {
+    let (status, metrics) = http("GET", node.port, "/metrics", Some(TOKEN), None);
+    assert_eq!(status, 200, "{metrics}");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("tailwater_cluster_window_gaps_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_node_back_after_the_stream_dropped_what_it_had_not_read_shows_the_gap_never_hides_it() {
+    let nats = NatsCluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    // A replay window of 64 KiB: a hundred or so batches.
+    let window = "65536";
+    let a = node_with(dir.path(), "a", &nats, window);
+    let b = node_with(dir.path(), "b", &nats, window);
+    wait_for("a to see both nodes", Duration::from_secs(30), || {
+        node_names(&cluster_status(&a)) == ["a", "b"]
+    });
+    ship(&a, 0..100);
+    wait_for("b to hold the first lines", Duration::from_secs(60), || {
+        lines(&b) == expected(0..100)
+    });
+    drop(b);
+    // While b is away the stream rolls past everything it had not read;
+    // a keeps up (it is waited for), so it misses nothing.
+    let mut next = 100;
+    for _ in 0..25 {
+        for _ in 0..10 {
+            ship(&a, next..next + 20);
+            next += 20;
+        }
+        wait_for("a to keep up", Duration::from_secs(60), || {
+            lines(&a) == expected(0..next)
+        });
+    }
+
+    let b = node_with(dir.path(), "b", &nats, window);
+    wait_for(
+        "b's gap in the status of both nodes",
+        Duration::from_secs(60),
+        || {
+            !gaps_of(&cluster_status(&b), "b").is_empty()
+                && !gaps_of(&cluster_status(&a), "b").is_empty()
+        },
+    );
+    let status = cluster_status(&a);
+    assert!(
+        gaps_of(&status, "a").is_empty(),
+        "a missed nothing: {status}"
+    );
+    let gap = gaps_of(&status, "b")[0].clone();
+    let (from, to) = (
+        gap["from_sequence"].as_u64().unwrap(),
+        gap["to_sequence"].as_u64().unwrap(),
+    );
+    assert!(from >= 1 && to >= from, "{gap}");
+    assert!(window_gaps(&b) >= 1);
+    assert_eq!(window_gaps(&a), 0);
+    let table = b.command(&["cluster", "status"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("before the node read them") && table.contains(&format!("{from}-{to}")),
+        "{table}"
+    );
+    // What b holds is short of what a holds, and said to be.
+    wait_for("b to read what is left", Duration::from_secs(60), || {
+        nothing_pending_for(&cluster_status(&b), "b")
+    });
+    let on_b = lines(&b);
+    assert!(on_b.is_subset(&expected(0..next)) && on_b.len() < next as usize);
+
+    // A restart does not forget it.
+    drop(b);
+    let b = node_with(dir.path(), "b", &nats, window);
+    wait_for(
+        "b's gap shown after a restart",
+        Duration::from_secs(30),
+        || gaps_of(&cluster_status(&b), "b").first() == Some(&&gap),
+    );
+}
+
+/// Every partition's consumer of `node` has nothing pending.
+fn nothing_pending_for(status: &serde_json::Value, node: &str) -> bool {
+    status["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|partition| partition["consumers"].as_array().into_iter().flatten())
+        .filter(|consumer| consumer["node"] == node)
+        .all(|consumer| consumer["pending"] == 0 && consumer["ack_pending"] == 0)
+}
