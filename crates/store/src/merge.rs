@@ -13,6 +13,7 @@ use std::time::Instant;
 use tailwater_model::LogRecord;
 
 use crate::part::block::DecodedBlock;
+use crate::part::layout;
 use crate::part::reader::Part;
 use crate::part::writer::BLOCK_COPY_MIN_BYTES;
 use crate::part::{BlockMeta, Partition, StreamLabels};
@@ -48,14 +49,79 @@ impl Inner {
         let mut merges = 0;
         for ((partition, _), parts) in tiers {
             if parts.len() >= self.options.merge_min_parts.max(2) {
-                self.merge(&partition, &parts)?;
+                self.merge(&partition, &parts, false)?;
                 merges += 1;
             }
         }
         Ok(merges)
     }
 
-    fn merge(&self, partition: &Partition, parts: &[Arc<Part>]) -> Result<(), StoreError> {
+    /// Settles the flushed parts of one partition (that of the oldest):
+    /// writes them again as one part at
+    /// [`crate::StoreOptions::merge_zstd_level`], every stream's records
+    /// in full blocks (a flush's are as large as its memtable let them be),
+    /// as a merge that lists them as replaced, so a part is settled once.
+    /// Returns whether there was one to settle; never when merges compress
+    /// no harder than flushes.
+    pub(crate) fn settle_one(&self) -> Result<bool, StoreError> {
+        if self.options.merge_zstd_level <= self.options.zstd_level {
+            return Ok(false);
+        }
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let unmergeable = self
+            .unmergeable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let flushed: Vec<Arc<Part>> = self
+            .read()
+            .parts
+            .iter()
+            .filter(|part| {
+                part.footer.replaces.is_empty()
+                    && part.file_len < self.options.merged_part_bytes
+                    && !unmergeable.contains(part.path())
+            })
+            .cloned()
+            .collect();
+        let Some(oldest) = flushed
+            .iter()
+            .min_by_key(|part| part_number(part.path()).unwrap_or(0))
+        else {
+            return Ok(false);
+        };
+        let partition = oldest.footer.partition.clone();
+        let parts: Vec<Arc<Part>> = flushed
+            .iter()
+            .filter(|part| part.footer.partition == partition)
+            .cloned()
+            .collect();
+        self.merge(&partition, &parts, true)?;
+        self.counters().parts_settled += parts.len() as u64;
+        Ok(true)
+    }
+
+    /// Merges `parts` into one; `rewrite`: every block's records written
+    /// anew into full blocks, none copied.
+    fn merge(
+        &self,
+        partition: &Partition,
+        parts: &[Arc<Part>],
+        rewrite: bool,
+    ) -> Result<(), StoreError> {
+        let cpu = crate::thread_cpu_ns();
+        let merged = self.merge_timed(partition, parts, rewrite);
+        let spent = crate::thread_cpu_ns().saturating_sub(cpu);
+        self.counters().merge_cpu_ns += spent;
+        merged
+    }
+
+    fn merge_timed(
+        &self,
+        partition: &Partition,
+        parts: &[Arc<Part>],
+        rewrite: bool,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         // Each stream's blocks in all the parts, and the requests each
         // block holds (for the blocks copied whole).
@@ -97,7 +163,12 @@ impl Inner {
             failure = Some((part.to_owned(), reason.clone()));
             std::io::Error::other(reason)
         };
-        let mut copied = 0u64;
+        let (mut copied, mut recompressed) = (0u64, 0u64);
+        // Blocks below the merge's level are compressed again (format 1
+        // ones written anew as format 2), unless merges compress no harder
+        // than flushes.
+        let level = self.options.merge_zstd_level.max(self.options.zstd_level);
+        let recompress = self.options.merge_zstd_level > self.options.zstd_level;
         let merged = self.write_part(
             partition,
             replaces,
@@ -110,20 +181,40 @@ impl Inner {
                     // across blocks); the small ones are rewritten together.
                     let (mut large, small): (Vec<SourceBlock>, Vec<SourceBlock>) =
                         blocks.into_iter().partition(|block| {
-                            is_large(block.meta, self.options.merge_copy_min_records)
+                            !rewrite && is_large(block.meta, self.options.merge_copy_min_records)
                         });
                     large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
                     for block in large {
                         let keys = block_requests[block.source]
                             .get(&(block.index as u32))
                             .map_or(&[][..], Vec::as_slice);
-                        match block.part.read_compressed(block.index) {
-                            Ok(compressed) => stream.copy_block(&compressed, block.meta, keys)?,
+                        let compressed = match block.part.read_compressed(block.index) {
+                            Ok(compressed) => compressed,
                             Err(error) => {
                                 return Err(damaged(block.part.path(), error.to_string()));
                             }
+                        };
+                        match layout::level_of(&compressed) {
+                            Some(at) if recompress && at < level => {
+                                let done = stream.recompress_block(&compressed, block.meta, keys)?;
+                                if let Err(reason) = done {
+                                    return Err(damaged(block.part.path(), reason));
+                                }
+                                recompressed += 1;
+                            }
+                            None if recompress => {
+                                let records = block
+                                    .part
+                                    .read_block(block.index)
+                                    .map_err(|error| damaged(block.part.path(), error.to_string()))?;
+                                stream.write_block(&records)?;
+                                recompressed += 1;
+                            }
+                            _ => {
+                                stream.copy_block(&compressed, block.meta, keys)?;
+                                copied += 1;
+                            }
                         }
-                        copied += 1;
                     }
                     let mut merge = StreamMerge::new(small);
                     let written = merge.by_ref().try_for_each(|record| stream.push(record));
@@ -138,7 +229,7 @@ impl Inner {
                 }
                 Ok(())
             },
-            self.options.zstd_level,
+            level,
         );
         let merged = match (merged, failure) {
             (Ok(part), None) => part,
@@ -168,7 +259,7 @@ impl Inner {
             parts.iter().map(|part| part.file_len).sum::<u64>(),
         );
         let bytes_after = merged.file_len;
-        let written = merged.footer.blocks.len() as u64 - copied;
+        let written = merged.footer.blocks.len() as u64 - copied - recompressed;
         {
             let mut state = self.write();
             state
@@ -184,6 +275,7 @@ impl Inner {
             counters.merges += 1;
             counters.merge_blocks_copied += copied;
             counters.merge_blocks_written += written;
+            counters.merge_blocks_recompressed += recompressed;
         }
         tracing::info!(
             tenant = %partition.tenant,
@@ -193,6 +285,7 @@ impl Inner {
             records,
             blocks_copied = copied,
             blocks_written = written,
+            blocks_recompressed = recompressed,
             bytes_before,
             bytes_after,
             elapsed_ms = started.elapsed().as_millis() as u64,

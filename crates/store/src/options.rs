@@ -88,8 +88,12 @@ pub struct StoreOptions {
     pub out_of_order_window: Duration,
     /// See [`DEFAULT_MAX_CLOCK_SKEW`].
     pub max_clock_skew: Duration,
-    /// zstd level of blocks.
+    /// zstd level of blocks a flush writes.
     pub zstd_level: i32,
+    /// zstd level of blocks a merge writes, and that it compresses again
+    /// the blocks it copies at (see [`DEFAULT_MERGE_ZSTD_LEVEL`]); at or
+    /// below `zstd_level`, merges copy blocks as they are.
+    pub merge_zstd_level: i32,
     pub merge_min_parts: usize,
     pub merged_part_bytes: u64,
     /// See [`DEFAULT_MERGE_COPY_MIN_RECORDS`].
@@ -118,6 +122,13 @@ pub struct StoreOptions {
 /// level 6's ratio on log text.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+/// zstd level of blocks merges write unless configured otherwise: a
+/// merge compresses each record again at it, once (blocks already at it are
+/// copied), and so does settling, which a store does to a flushed part
+/// once it is idle, so what rests on disk is compressed harder than ingest
+/// could afford (BENCHMARKS.md, issue 21, has the measurements behind it).
+pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 9;
+
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
@@ -127,6 +138,7 @@ impl Default for StoreOptions {
             out_of_order_window: DEFAULT_OUT_OF_ORDER_WINDOW,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            merge_zstd_level: DEFAULT_MERGE_ZSTD_LEVEL,
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,

@@ -248,7 +248,7 @@ fn a_part_of_another_format_version_says_so() {
     match Part::open(&path) {
         Err(PartError::Corrupt { reason, .. }) => assert_eq!(
             reason,
-            "written in part format TWPART02 by another tailwater version; this one reads TWPART03"
+            "written in part format TWPART02 by another tailwater version; this one reads TWPART03 and TWPART04"
         ),
         other => panic!("{:?}", other.map(|part| part.footer.records)),
     }
