@@ -174,6 +174,9 @@ impl Inner {
             replaces,
             |writer| {
                 writer.merged_from(parts.iter().map(|part| &part.footer));
+                if rewrite {
+                    writer.settled_blocks();
+                }
                 for (labels, blocks) in streams {
                     let mut stream = writer.stream::<LogRecord>();
                     // Large blocks are copied whole, whatever their times

@@ -195,7 +195,8 @@ pub fn level_of(block: &[u8]) -> Option<i32> {
 }
 
 /// Decompresses a block; `raw_len` is its index entry's, the most memory
-/// its sections may take together.
+/// its sections may take together (a section table claiming more is
+/// damage).
 pub fn decompress(
     block: &[u8],
     raw_len: usize,
@@ -209,8 +210,8 @@ pub fn decompress(
             .map_err(fail);
     }
     let table = table(block)?;
-    if table.iter().map(|(raw, _)| *raw).sum::<usize>() != raw_len {
-        return Err("block sections disagree with its index entry".into());
+    if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
+        return Err("block sections are larger than its index entry says".into());
     }
     let mut at = HEADER_LEN;
     let mut sections: [Vec<u8>; SECTIONS] = Default::default();

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tailwater_model::LogRecord;
 
 use super::block::DecodedBlock;
-use super::writer::BLOCK_MAX_RECORDS;
+use super::writer::SETTLED_BLOCK_MAX_RECORDS;
 use super::{Footer, MAGIC, MAGIC_03, TRAILER_LEN};
 
 /// Bytes read from the end of a part at open, in the hope that the footer
@@ -102,13 +102,13 @@ impl Part {
         // What a footer says of its blocks' records is believed before a
         // block is read (a count sums it to refuse a scan, a count without
         // a filter takes it as the answer), so it must be what a writer
-        // could have written: 1 to BLOCK_MAX_RECORDS a block (a record
+        // could have written: 1 to SETTLED_BLOCK_MAX_RECORDS a block (a record
         // takes at least a byte of columns), and the part's total their
         // sum. Anything else is damage, whatever its checksum says.
         let mut records = 0u64;
         for block in &footer.blocks {
             if block.count == 0
-                || block.count as usize > BLOCK_MAX_RECORDS
+                || block.count as usize > SETTLED_BLOCK_MAX_RECORDS
                 || block.raw_len < block.count
                 || block.min_ts > block.max_ts
                 || block.min_id > block.max_id
