@@ -304,7 +304,11 @@ fn main() {
     else {
         panic!("a store writes block format 2");
     };
-    seed("block", "format-2", &join(3, &[&numbers, &messages, &fields]));
+    seed(
+        "block",
+        "format-2",
+        &join(3, &[&numbers, &messages, &fields]),
+    );
     // Block format 1 and a TWPART03 part, as the code before format 2
     // wrote them (the store's own fixture).
     let old = include_bytes!("../../crates/store/src/part/fixtures/twpart03.twp");

@@ -199,17 +199,18 @@ impl Inner {
                         };
                         match layout::level_of(&compressed) {
                             Some(at) if recompress && at < level => {
-                                let done = stream.recompress_block(&compressed, block.meta, keys)?;
+                                let done =
+                                    stream.recompress_block(&compressed, block.meta, keys)?;
                                 if let Err(reason) = done {
                                     return Err(damaged(block.part.path(), reason));
                                 }
                                 recompressed += 1;
                             }
                             None if recompress => {
-                                let records = block
-                                    .part
-                                    .read_block(block.index)
-                                    .map_err(|error| damaged(block.part.path(), error.to_string()))?;
+                                let records =
+                                    block.part.read_block(block.index).map_err(|error| {
+                                        damaged(block.part.path(), error.to_string())
+                                    })?;
                                 stream.write_block(&records)?;
                                 recompressed += 1;
                             }

@@ -310,10 +310,20 @@ fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
                 .map(|n| {
                     let seq = flush * 3000 + n;
                     let ts = start() + Duration::from_micros(seq * 64_123 + seq % 7);
-                    record(seq, ts, format!("step {seq} loss 0.{} tokens/s {}", seq * 37 % 1000, seq % 91))
+                    record(
+                        seq,
+                        ts,
+                        format!(
+                            "step {seq} loss 0.{} tokens/s {}",
+                            seq * 37 % 1000,
+                            seq % 91
+                        ),
+                    )
                 })
                 .collect();
-            store.append("t", batch_of("sdxl", runner, records)).unwrap();
+            store
+                .append("t", batch_of("sdxl", runner, records))
+                .unwrap();
         }
         store.flush().unwrap();
     }
@@ -341,7 +351,10 @@ fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
     let store = Store::open(dir.path(), options).unwrap();
     assert_eq!(all(&store, "t"), before);
     assert_eq!(store.settle().unwrap(), 0, "still settled after a restart");
-    let again = store.append("t", batch_of("sdxl", "r1", vec![record(5, start(), "x".into())]));
+    let again = store.append(
+        "t",
+        batch_of("sdxl", "r1", vec![record(5, start(), "x".into())]),
+    );
     assert_eq!(again.unwrap().duplicates, 1);
 }
 
@@ -367,7 +380,10 @@ fn a_merge_writes_blocks_of_the_older_format_anew_in_the_newer() {
     let store = Store::open(dir.path(), options).unwrap();
     let on_the_day = jiff::Timestamp::from_second(1_763_600_500).unwrap();
     store
-        .append("acme", batch_of("sdxl", "r-new", vec![record(1, on_the_day, "new".into())]))
+        .append(
+            "acme",
+            batch_of("sdxl", "r-new", vec![record(1, on_the_day, "new".into())]),
+        )
         .unwrap();
     store.flush().unwrap();
     let before = all(&store, "acme");

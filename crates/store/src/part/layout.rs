@@ -238,7 +238,13 @@ fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
     for (index, entry) in table.iter_mut().enumerate() {
         *entry = (word(2 + index * 8), word(2 + index * 8 + 4));
     }
-    if HEADER_LEN + table.iter().map(|(_, compressed)| *compressed).sum::<usize>() != block.len() {
+    if HEADER_LEN
+        + table
+            .iter()
+            .map(|(_, compressed)| *compressed)
+            .sum::<usize>()
+        != block.len()
+    {
         return Err("block sections disagree with its length".into());
     }
     Ok(table)
@@ -253,7 +259,9 @@ pub fn recompress(
 ) -> Result<Vec<u8>, String> {
     let raw_len = table(block)?.iter().map(|(raw, _)| *raw).sum();
     match decompress(block, raw_len, decompressor)? {
-        Raw::V2([numbers, messages, fields]) => Ok(compressor.block([&numbers, &messages, &fields]).0),
+        Raw::V2([numbers, messages, fields]) => {
+            Ok(compressor.block([&numbers, &messages, &fields]).0)
+        }
         Raw::V1(_) => Err("not a format 2 block".into()),
     }
 }
@@ -270,7 +278,11 @@ mod tests {
             // A millisecond clock: nothing below it is stored.
             vec![1_763_600_000_000_000_000, 1_763_600_000_001_000_000],
             // Microseconds, and one step back (a delta below zero).
-            vec![1_763_600_000_000_123_000, 1_763_600_000_064_999_000, 1_763_600_000_064_998_000],
+            vec![
+                1_763_600_000_000_123_000,
+                1_763_600_000_064_999_000,
+                1_763_600_000_064_998_000,
+            ],
             // Nanoseconds, and the ends of what an i64 holds.
             vec![i64::MIN, -1, 0, 7, 999_999, i64::MAX],
         ] {

@@ -113,7 +113,9 @@ impl Part {
                 || block.min_ts > block.max_ts
                 || block.min_id > block.max_id
             {
-                return Err(corrupt("a block's index entry claims records it cannot hold"));
+                return Err(corrupt(
+                    "a block's index entry claims records it cannot hold",
+                ));
             }
             records += u64::from(block.count);
         }
