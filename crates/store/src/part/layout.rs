@@ -103,7 +103,7 @@ impl Numbers {
             self.sub.extend(
                 times
                     .iter()
-                    .map(|ts| (ts.rem_euclid(NS_PER_MS) as u64 / unit >> (8 * plane)) as u8),
+                    .map(|ts| ((ts.rem_euclid(NS_PER_MS) as u64 / unit) >> (8 * plane)) as u8),
             );
         }
     }
