@@ -216,9 +216,6 @@ pub struct Counters {
     /// Blocks merges wrote anew, from records of overlapping or small
     /// blocks.
     pub merge_blocks_written: u64,
-    /// Blocks merges (and settling) compressed again at
-    /// [`StoreOptions::merge_zstd_level`] rather than copy as they were.
-    pub merge_blocks_recompressed: u64,
     /// Flushed parts settled: written again at the merge level once the
     /// store was idle ([`Store::settle`]).
     pub parts_settled: u64,

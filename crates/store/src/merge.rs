@@ -13,7 +13,6 @@ use std::time::Instant;
 use tailwater_model::LogRecord;
 
 use crate::part::block::DecodedBlock;
-use crate::part::layout;
 use crate::part::reader::Part;
 use crate::part::writer::BLOCK_COPY_MIN_BYTES;
 use crate::part::{BlockMeta, Partition, StreamLabels};
@@ -56,8 +55,9 @@ impl Inner {
         Ok(merges)
     }
 
-    /// Settles the flushed parts of one partition (that of the oldest):
-    /// writes them again as one part at
+    /// Settles flushed parts of one partition (that of the oldest, up to
+    /// [`crate::SETTLE_STEP_BYTES`] of them): writes them again as one
+    /// part at
     /// [`crate::StoreOptions::merge_zstd_level`], every stream's records
     /// in full blocks (a flush's are as large as its memtable let them be),
     /// as a merge that lists them as replaced, so a part is settled once.
@@ -91,11 +91,22 @@ impl Inner {
             return Ok(false);
         };
         let partition = oldest.footer.partition.clone();
-        let parts: Vec<Arc<Part>> = flushed
+        let mut in_partition: Vec<&Arc<Part>> = flushed
             .iter()
             .filter(|part| part.footer.partition == partition)
-            .cloned()
             .collect();
+        in_partition.sort_by_key(|part| part_number(part.path()).unwrap_or(0));
+        // Oldest first, up to a step's bytes (one part at least): the
+        // thread that settles is the one that flushes.
+        let mut parts: Vec<Arc<Part>> = Vec::new();
+        let mut bytes = 0u64;
+        for part in in_partition {
+            if !parts.is_empty() && bytes + part.file_len > crate::SETTLE_STEP_BYTES {
+                break;
+            }
+            bytes += part.file_len;
+            parts.push(part.clone());
+        }
         self.merge(&partition, &parts, true)?;
         self.counters().parts_settled += parts.len() as u64;
         Ok(true)
@@ -163,12 +174,16 @@ impl Inner {
             failure = Some((part.to_owned(), reason.clone()));
             std::io::Error::other(reason)
         };
-        let (mut copied, mut recompressed) = (0u64, 0u64);
-        // Blocks below the merge's level are compressed again (format 1
-        // ones written anew as format 2), unless merges compress no harder
-        // than flushes.
-        let level = self.options.merge_zstd_level.max(self.options.zstd_level);
-        let recompress = self.options.merge_zstd_level > self.options.zstd_level;
+        let mut copied = 0u64;
+        // Settling writes every record again at the merge level; a tier
+        // merge copies large blocks as they are and writes the small ones'
+        // records at a flush's level, so it stays as cheap as a flush (it
+        // runs while ingest does, on the thread that flushes).
+        let level = if rewrite {
+            self.options.merge_zstd_level
+        } else {
+            self.options.zstd_level
+        };
         let merged = self.write_part(
             partition,
             replaces,
@@ -197,28 +212,8 @@ impl Inner {
                                 return Err(damaged(block.part.path(), error.to_string()));
                             }
                         };
-                        match layout::level_of(&compressed) {
-                            Some(at) if recompress && at < level => {
-                                let done =
-                                    stream.recompress_block(&compressed, block.meta, keys)?;
-                                if let Err(reason) = done {
-                                    return Err(damaged(block.part.path(), reason));
-                                }
-                                recompressed += 1;
-                            }
-                            None if recompress => {
-                                let records =
-                                    block.part.read_block(block.index).map_err(|error| {
-                                        damaged(block.part.path(), error.to_string())
-                                    })?;
-                                stream.write_block(&records)?;
-                                recompressed += 1;
-                            }
-                            _ => {
-                                stream.copy_block(&compressed, block.meta, keys)?;
-                                copied += 1;
-                            }
-                        }
+                        stream.copy_block(&compressed, block.meta, keys)?;
+                        copied += 1;
                     }
                     let mut merge = StreamMerge::new(small);
                     let written = merge.by_ref().try_for_each(|record| stream.push(record));
@@ -263,7 +258,7 @@ impl Inner {
             parts.iter().map(|part| part.file_len).sum::<u64>(),
         );
         let bytes_after = merged.file_len;
-        let written = merged.footer.blocks.len() as u64 - copied - recompressed;
+        let written = merged.footer.blocks.len() as u64 - copied;
         {
             let mut state = self.write();
             state
@@ -279,7 +274,6 @@ impl Inner {
             counters.merges += 1;
             counters.merge_blocks_copied += copied;
             counters.merge_blocks_written += written;
-            counters.merge_blocks_recompressed += recompressed;
         }
         tracing::info!(
             tenant = %partition.tenant,
@@ -289,7 +283,6 @@ impl Inner {
             records,
             blocks_copied = copied,
             blocks_written = written,
-            blocks_recompressed = recompressed,
             bytes_before,
             bytes_after,
             elapsed_ms = started.elapsed().as_millis() as u64,

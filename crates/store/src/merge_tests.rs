@@ -60,22 +60,10 @@ fn small_parts_merge_into_one_without_losing_or_repeating_a_record() {
 
 #[test]
 fn a_merge_copies_large_blocks_and_rewrites_small_ones_together() {
-    // Merges compressing no harder than flushes: large blocks copied.
-    merge_large_and_small_blocks(crate::DEFAULT_ZSTD_LEVEL, (5, 0));
-}
-
-#[test]
-fn a_merge_at_a_higher_level_recompresses_large_blocks_keeping_every_record() {
-    // The default: large blocks compressed again, their columns untouched.
-    merge_large_and_small_blocks(crate::DEFAULT_MERGE_ZSTD_LEVEL, (0, 5));
-}
-
-fn merge_large_and_small_blocks(merge_zstd_level: i32, (copied, recompressed): (u64, u64)) {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         background: false,
         merge_min_parts: 3,
-        merge_zstd_level,
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), options.clone()).unwrap();
@@ -143,13 +131,9 @@ fn merge_large_and_small_blocks(merge_zstd_level: i32, (copied, recompressed): (
     let counters = store.counters();
     assert_eq!(counters.merges, 1);
     assert_eq!(
-        (
-            counters.merge_blocks_copied,
-            counters.merge_blocks_recompressed,
-            counters.merge_blocks_written
-        ),
-        (copied, recompressed, 2),
-        "r1's three blocks and r4's two copied or recompressed; r2's and r3's records rewritten, a block each"
+        (counters.merge_blocks_copied, counters.merge_blocks_written),
+        (5, 2),
+        "r1's three blocks and r4's two copied; r2's and r3's records rewritten, a block each"
     );
     assert_eq!(
         all(&store, "t"),
@@ -359,7 +343,7 @@ fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
 }
 
 #[test]
-fn a_merge_writes_blocks_of_the_older_format_anew_in_the_newer() {
+fn settling_writes_blocks_of_the_older_format_anew_in_the_newer() {
     let dir = tempfile::tempdir().unwrap();
     let day = dir.path().join("parts/acme/sdxl/2025-11-20");
     std::fs::create_dir_all(&day).unwrap();
@@ -371,28 +355,17 @@ fn a_merge_writes_blocks_of_the_older_format_anew_in_the_newer() {
     .unwrap();
     let options = StoreOptions {
         background: false,
-        merge_min_parts: 2,
-        // Every block is large: copied, so compressed again (format 1
-        // ones written anew as format 2).
-        merge_copy_min_records: 1,
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), options).unwrap();
-    let on_the_day = jiff::Timestamp::from_second(1_763_600_500).unwrap();
-    store
-        .append(
-            "acme",
-            batch_of("sdxl", "r-new", vec![record(1, on_the_day, "new".into())]),
-        )
-        .unwrap();
-    store.flush().unwrap();
     let before = all(&store, "acme");
-    assert_eq!(before.len(), 61);
-    store.merge().unwrap();
+    assert_eq!(before.len(), 60);
+    assert_eq!(store.settle().unwrap(), 1);
     assert_eq!(all(&store, "acme"), before);
     let parts = store.inner.read().parts.clone();
     assert_eq!(parts.len(), 1);
     let part = &parts[0];
+    assert_eq!(part.footer.replaces, [1]);
     for index in 0..part.footer.blocks.len() {
         let block = part.read_compressed(index).unwrap();
         assert_eq!(
@@ -400,8 +373,4 @@ fn a_merge_writes_blocks_of_the_older_format_anew_in_the_newer() {
             Some(crate::DEFAULT_MERGE_ZSTD_LEVEL)
         );
     }
-    assert_eq!(
-        store.counters().merge_blocks_recompressed,
-        part.footer.blocks.len() as u64
-    );
 }

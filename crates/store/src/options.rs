@@ -90,9 +90,8 @@ pub struct StoreOptions {
     pub max_clock_skew: Duration,
     /// zstd level of blocks a flush writes.
     pub zstd_level: i32,
-    /// zstd level of blocks a merge writes, and that it compresses again
-    /// the blocks it copies at (see [`DEFAULT_MERGE_ZSTD_LEVEL`]); at or
-    /// below `zstd_level`, merges copy blocks as they are.
+    /// zstd level of settled parts (see [`DEFAULT_MERGE_ZSTD_LEVEL`]); at
+    /// or below `zstd_level`, nothing is settled.
     pub merge_zstd_level: i32,
     pub merge_min_parts: usize,
     pub merged_part_bytes: u64,
@@ -122,12 +121,19 @@ pub struct StoreOptions {
 /// level 6's ratio on log text.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
-/// zstd level of blocks merges write unless configured otherwise: a
-/// merge compresses each record again at it, once (blocks already at it are
-/// copied), and so does settling, which a store does to a flushed part
-/// once it is idle, so what rests on disk is compressed harder than ingest
-/// could afford (BENCHMARKS.md, issue 21, has the measurements behind it).
-pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 9;
+/// zstd level settling writes at unless configured otherwise: a store
+/// that is idle writes its flushed parts again at it, once, in full
+/// blocks, so what rests on disk is compressed harder than ingest could
+/// afford (BENCHMARKS.md, issue 21, has the measurements behind it). Tier
+/// merges, which run while ingest does, copy blocks as they are.
+pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 16;
+
+/// Bytes of flushed parts one settling step rewrites at most (one part at
+/// least): settling runs on the thread that flushes, so a step must end
+/// before appends fill the two tables they may leave waiting (at level 16
+/// a step of 8 MiB of parts, about 50 MB of text, takes some 10 s of a
+/// core here, 20 µs a line).
+pub const SETTLE_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {

@@ -8,8 +8,7 @@
 //!   and the sections, each its own zstd frame: the numbers ([`Numbers`]:
 //!   times, ids, sequence numbers, levels and streams, requests, as
 //!   postcard), the messages, and the fields. Each column kind is
-//!   compressed with statistics of its own, and a merge can recompress a
-//!   block at another level without decoding its columns.
+//!   compressed with statistics of its own.
 //!
 //! A time is split into whole milliseconds, stored as deltas from the
 //! previous record's (zigzag varints: small for a runner's lines), and what
@@ -248,22 +247,6 @@ fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
         return Err("block sections disagree with its length".into());
     }
     Ok(table)
-}
-
-/// A format 2 block compressed again at `compressor`'s level, section by
-/// section, its columns untouched (their raw length stays the same).
-pub fn recompress(
-    block: &[u8],
-    compressor: &mut BlockCompressor,
-    decompressor: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<Vec<u8>, String> {
-    let raw_len = table(block)?.iter().map(|(raw, _)| *raw).sum();
-    match decompress(block, raw_len, decompressor)? {
-        Raw::V2([numbers, messages, fields]) => {
-            Ok(compressor.block([&numbers, &messages, &fields]).0)
-        }
-        Raw::V1(_) => Err("not a format 2 block".into()),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tailwater_model::LogRecord;
 
 use super::block::{self, BlockRecord};
 use super::bloom::{BloomBuilder, WordBloom};
-use super::layout::{self, BlockCompressor};
+use super::layout::BlockCompressor;
 use super::{
     BlockMeta, Footer, Partition, RequestMeta, StreamLabels, StreamMeta, EXTENSION, MAGIC,
 };
@@ -53,8 +53,6 @@ pub struct PartWriter {
     compressor: BlockCompressor,
     /// Records and message bytes a block holds at most.
     block_max: (usize, usize),
-    /// Made when a block is first recompressed.
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
     finished: bool,
 }
 
@@ -96,43 +94,6 @@ impl<R: BlockRecord> StreamWriter<'_, R> {
         self.write_chunk()?;
         self.part
             .copy_block(self.index, compressed, meta, request_keys)
-    }
-
-    /// Adds a format 2 block of another part (as [`StreamWriter::copy_block`])
-    /// compressed again at this part's level, its columns untouched. The
-    /// inner error: the block's bytes do not decompress (damage).
-    pub fn recompress_block(
-        &mut self,
-        compressed: &[u8],
-        meta: &BlockMeta,
-        request_keys: &[[u8; 8]],
-    ) -> io::Result<Result<(), String>> {
-        let decompressor = match &mut self.part.decompressor {
-            Some(decompressor) => decompressor,
-            none => none.insert(zstd::bulk::Decompressor::new()?),
-        };
-        let block = match layout::recompress(compressed, &mut self.part.compressor, decompressor) {
-            Ok(block) => block,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        let meta = BlockMeta {
-            len: block.len() as u32,
-            crc32: crc32fast::hash(&block),
-            ..meta.clone()
-        };
-        self.copy_block(&block, &meta, request_keys).map(Ok)
-    }
-
-    /// Writes `records` (the next, in time order) as one block of their
-    /// own: a block of an older format written anew.
-    pub fn write_block(&mut self, records: &[R]) -> io::Result<()> {
-        self.write_chunk()?;
-        self.part.write_block(self.index, records, &mut self.seqs)
-    }
-
-    /// The zstd level this part's blocks are written at.
-    pub fn level(&self) -> i32 {
-        self.part.compressor.level()
     }
 
     /// Adds sequence numbers held by copied blocks (from their parts'
@@ -214,7 +175,6 @@ impl PartWriter {
             words: WordBloom::builder(),
             compressor: BlockCompressor::new(zstd_level)?,
             block_max: (BLOCK_MAX_RECORDS, BLOCK_MAX_BYTES),
-            decompressor: None,
             finished: false,
         })
     }

@@ -54,10 +54,10 @@ pub struct ServerArgs {
     /// more is refused (400 count_too_large) before it reads any.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_COUNT_SCAN_LIMIT)]
     count_scan_limit: u64,
-    /// zstd level (1 to 22) of what rests on disk: merges compress at it,
-    /// and an idle server settles each flushed part at it once; flushes
-    /// write at 3. Higher is smaller and costs merge CPU (BENCHMARKS.md);
-    /// 3 or less turns recompression off.
+    /// zstd level (1 to 22) of what rests on disk: an idle server writes
+    /// each flushed part again at it once, in full blocks; flushes write at
+    /// 3. Higher is smaller and costs more CPU while idle (BENCHMARKS.md);
+    /// 3 or less settles nothing.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_MERGE_ZSTD_LEVEL,
           value_parser = clap::value_parser!(i32).range(1..=22))]
     merge_zstd_level: i32,
