@@ -108,7 +108,14 @@ impl Inner {
             parts.push(part.clone());
         }
         self.merge(&partition, &parts, true)?;
-        self.counters().parts_settled += parts.len() as u64;
+        // A merge that met a damaged block left its parts as they were.
+        let state = self.read();
+        let settled = parts
+            .iter()
+            .filter(|part| !state.parts.iter().any(|live| Arc::ptr_eq(live, part)))
+            .count();
+        drop(state);
+        self.counters().parts_settled += settled as u64;
         Ok(true)
     }
 
