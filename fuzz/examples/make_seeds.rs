@@ -11,6 +11,7 @@ use tailwater_agent::spool::{SegmentHeader, Spool};
 use tailwater_fuzz::join;
 use tailwater_model::wire::{encode_binary_batch, IngestBatch, IngestRecord};
 use tailwater_model::{Cursor, FieldsJson, IdRange, Level, Stream};
+use tailwater_store::part::layout::{self, Raw};
 use tailwater_store::part::reader::Part;
 use tailwater_store::{Store, StoreOptions};
 
@@ -343,7 +344,28 @@ fn main() {
 
     let meta = &part.footer.blocks[0];
     let compressed = part.read_compressed(0).unwrap();
-    let columns = zstd::bulk::decompress(&compressed, meta.raw_len as usize).unwrap();
+    let mut decompressor = zstd::bulk::Decompressor::new().unwrap();
+    let Raw::V2([numbers, messages, fields]) =
+        layout::decompress(&compressed, meta.raw_len as usize, &mut decompressor).unwrap()
+    else {
+        panic!("a store writes block format 2");
+    };
+    seed(
+        "block",
+        "format-2",
+        &join(3, &[&numbers, &messages, &fields]),
+    );
+    // Block format 1 and a TWPART03 part, as the code before format 2
+    // wrote them (the store's own fixture).
+    let old = include_bytes!("../../crates/store/src/part/fixtures/twpart03.twp");
+    seed("part", "twpart03", &join(0, &[old]));
+    let old_dir = tempfile::tempdir().unwrap();
+    let old_path = old_dir.path().join("000000000001.twp");
+    fs::write(&old_path, old).unwrap();
+    let old_part = Part::open(&old_path).unwrap();
+    let old_meta = &old_part.footer.blocks[0];
+    let old_block = old_part.read_compressed(0).unwrap();
+    let columns = zstd::bulk::decompress(&old_block, old_meta.raw_len as usize).unwrap();
     seed("block", "framed", &join(1, &[&columns]));
     let mut raw = ((meta.raw_len as usize).div_ceil(16) as u16)
         .to_le_bytes()

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use tailwater_model::{Direction, Filter, LogRecord, Phrase, Query};
 use tailwater_store::part::block::DecodedBlock;
+use tailwater_store::part::layout::BlockCompressor;
 use tailwater_store::part::reader::Part;
 use tailwater_store::part::{StreamLabels, MAGIC as PART_MAGIC};
 use tailwater_store::{Store, StoreOptions};
@@ -140,7 +141,9 @@ pub fn part_file(blocks: &[u8], footer: &[u8]) -> Vec<u8> {
 }
 
 /// One block: raw compressed bytes with a decompressed size from the
-/// input (mode bit 0 clear), or columns (postcard) compressed here (set).
+/// input (mode bit 0 clear), or format 1 columns (postcard) compressed here
+/// (bit 0 set), or format 2 sections (numbers, messages, fields) each
+/// compressed here (bits 0 and 1 set).
 /// Decoded into records.
 pub fn block(data: &[u8]) {
     let Some((&mode, rest)) = data.split_first() else {
@@ -153,7 +156,15 @@ pub fn block(data: &[u8]) {
         boot: "b1".into(),
         source: Default::default(),
     };
-    let (compressed, raw_len) = if mode & 1 == 0 {
+    let (compressed, raw_len) = if mode & 3 == 3 {
+        // Block format 2: numbers, messages and fields, each compressed
+        // here, behind the format's header.
+        let sections = crate::split(rest);
+        let section = |index: usize| sections.get(index).copied().unwrap_or_default();
+        let mut compressor = BlockCompressor::new(1).expect("zstd level 1");
+        let (block, raw_len) = compressor.block([section(0), section(1), section(2)]);
+        (block, raw_len as usize)
+    } else if mode & 1 == 0 {
         let Some((len, compressed)) = rest.split_first_chunk::<2>() else {
             return;
         };

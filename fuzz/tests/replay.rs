@@ -60,6 +60,11 @@ fn part_and_spool_seeds_reach_their_decoders() {
     let written = tailwater_fuzz::part_records(&read("part/raw"));
     assert!(written > 0, "the raw part seed holds records");
     assert_eq!(tailwater_fuzz::part_records(&read("part/framed")), written);
+    assert_eq!(
+        tailwater_fuzz::part_records(&read("part/twpart03")),
+        60,
+        "a part of the older format (block format 1) reads whole"
+    );
     let spooled = tailwater_fuzz::spool_records(&read("spool/raw"));
     assert!(spooled > 0, "the raw spool seed holds records");
     assert_eq!(

@@ -203,6 +203,10 @@ struct Options {
     /// lines; ms or ns to measure what coarser or finer times cost.
     #[arg(long, default_value = "us", value_parser = stamp_unit)]
     stamp_unit: TimePrecision,
+    /// The store's zstd level for merges and settling (what rests on disk)
+    /// [default: the store's, `DEFAULT_MERGE_ZSTD_LEVEL`].
+    #[arg(long)]
+    merge_zstd_level: Option<i32>,
     /// Seconds of live tail at 1000 lines/s [default: 3 with --quick, else
     /// 10].
     #[arg(long, value_parser = at_least_one)]
@@ -363,7 +367,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             corpus.len(),
             work.path().display()
         );
-        let ingested = ingest::run(corpus, work.path())?;
+        let ingested = ingest::run(corpus, work.path(), options.merge_zstd_level)?;
         (lines, raw_bytes) = (ingested.lines, ingested.raw_bytes);
         if figures.ingest {
             rows.extend(ingested.rows.iter().cloned());

@@ -97,3 +97,63 @@ fn concurrent_counts_share_the_pool_and_all_finish_whole() {
         assert!(totals.iter().all(|total| *total == expected), "{totals:?}");
     }
 }
+
+/// Rewrites the footer of the part at `path` with `change`, its checksum
+/// made to pass: a footer that lies, which no flipped byte could make.
+fn rewrite_footer(path: &std::path::Path, change: impl FnOnce(&mut crate::part::Footer)) {
+    let mut footer = crate::part::reader::Part::open(path).unwrap().footer;
+    let bytes = std::fs::read(path).unwrap();
+    let footer_len = u32::from_le_bytes(bytes[bytes.len() - 16..][..4].try_into().unwrap());
+    let data_end = bytes.len() - 16 - footer_len as usize;
+    change(&mut footer);
+    let encoded = zstd::bulk::compress(&postcard::to_stdvec(&footer).unwrap(), 3).unwrap();
+    let mut out = bytes[..data_end].to_vec();
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&encoded).to_le_bytes());
+    out.splice(data_end..data_end, encoded);
+    out.extend_from_slice(crate::part::MAGIC);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn a_footer_claiming_records_its_blocks_cannot_hold_is_damage_not_a_refused_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with(dir.path(), 1_000, 1);
+    fill(&store);
+    drop(store);
+    let mut parts: Vec<_> = walkdir(&dir.path().join("parts"));
+    parts.sort();
+    assert_eq!(parts.len(), 10);
+    // One part's footer says its block holds a million records: a count
+    // summing footers would refuse every count of this tenant for it.
+    rewrite_footer(&parts[0], |footer| {
+        footer.blocks[0].count = 1_000_000;
+        footer.records += 1_000_000 - 10;
+    });
+    let store = store_with(dir.path(), 1_000, 1);
+    // The part is damage (quarantined, reported), and the count of what
+    // is left is answered, not refused.
+    assert_eq!(
+        store.count("t", &Filter::default(), None).unwrap().total(),
+        90
+    );
+    let damaged = store.damaged_parts("t");
+    assert_eq!(damaged.len(), 1, "{damaged:?}");
+    assert!(
+        damaged[0].reason.contains("claims records it cannot hold"),
+        "{damaged:?}"
+    );
+}
+
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        } else if path.extension().is_some_and(|ext| ext == "twp") {
+            found.push(path);
+        }
+    }
+    found
+}

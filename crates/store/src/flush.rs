@@ -294,8 +294,8 @@ pub(crate) fn day_number(ts_ns: i64) -> i64 {
 
 /// The background thread: flushes frozen tables, flushes the memtable when
 /// it is old enough, fsyncs on the interval, merges, and trims the log of
-/// a store a tick went by without an append to, until the store is
-/// dropped.
+/// a store a tick went by without an append to (and, each further idle
+/// tick, settles a flushed part), until the store is dropped.
 pub(crate) fn background(inner: &Inner) {
     let interval = match inner.options.durability {
         Durability::Interval(every) => Some(every.max(Duration::from_millis(1))),
@@ -346,6 +346,13 @@ pub(crate) fn background(inner: &Inner) {
             (seen, false) if seen == last_id => {
                 inner.trim_idle_log();
                 last_seen.1 = true;
+            }
+            // Idle: settle a flushed part a tick (compress it harder)
+            // while no append comes.
+            (seen, true) if seen == last_id && result.is_ok() => {
+                if let Err(error) = inner.settle_one() {
+                    tracing::error!(%error, "settling a part failed; retrying");
+                }
             }
             (seen, _) if seen != last_id => last_seen = (last_id, false),
             _ => {}

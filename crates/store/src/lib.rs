@@ -101,6 +101,19 @@ use crate::memtable::Memtable;
 #[cfg(test)]
 use crate::open::{load_parts, wal_segments};
 pub use crate::options::*;
+
+/// User plus system CPU time of the calling thread so far, in ns.
+pub(crate) fn thread_cpu_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the struct it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    (now.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(now.tv_nsec as u64)
+}
 use crate::part::reader::Part;
 pub use crate::part::Partition;
 pub use crate::record_ref::RecordRef;
@@ -219,6 +232,11 @@ pub struct Counters {
     /// Blocks merges wrote anew, from records of overlapping or small
     /// blocks.
     pub merge_blocks_written: u64,
+    /// Flushed parts settled: written again at the merge level once the
+    /// store was idle ([`Store::settle`]).
+    pub parts_settled: u64,
+    /// CPU time merges and settling took, in ns (the merging thread's).
+    pub merge_cpu_ns: u64,
     /// Parts in which a merge found a block it could not read: each is
     /// left as it is (queries serve its readable blocks) and out of every
     /// later merge, and the error is logged once.
@@ -596,6 +614,17 @@ impl Store {
     pub fn merge(&self) -> Result<(), StoreError> {
         while self.inner.merge_all()? > 0 {}
         Ok(())
+    }
+
+    /// Settles every flushed part now: each is written again at
+    /// [`StoreOptions::merge_zstd_level`] (the background thread settles
+    /// one a tick while no append comes). Returns how many.
+    pub fn settle(&self) -> Result<u64, StoreError> {
+        let mut settled = 0;
+        while self.inner.settle_one()? {
+            settled += 1;
+        }
+        Ok(settled)
     }
 
     /// Deletes partitions past their app's retention age, then the oldest

@@ -48,14 +48,98 @@ impl Inner {
         let mut merges = 0;
         for ((partition, _), parts) in tiers {
             if parts.len() >= self.options.merge_min_parts.max(2) {
-                self.merge(&partition, &parts)?;
+                self.merge(&partition, &parts, false)?;
                 merges += 1;
             }
         }
         Ok(merges)
     }
 
-    fn merge(&self, partition: &Partition, parts: &[Arc<Part>]) -> Result<(), StoreError> {
+    /// Settles flushed parts of one partition (that of the oldest, up to
+    /// [`crate::SETTLE_STEP_BYTES`] of them): writes them again as one
+    /// part at
+    /// [`crate::StoreOptions::merge_zstd_level`], every stream's records
+    /// in full blocks (a flush's are as large as its memtable let them be),
+    /// as a merge that lists them as replaced, so a part is settled once.
+    /// Returns whether there was one to settle; never when merges compress
+    /// no harder than flushes.
+    pub(crate) fn settle_one(&self) -> Result<bool, StoreError> {
+        if self.options.merge_zstd_level <= self.options.zstd_level {
+            return Ok(false);
+        }
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        let unmergeable = self
+            .unmergeable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let flushed: Vec<Arc<Part>> = self
+            .read()
+            .parts
+            .iter()
+            .filter(|part| {
+                part.footer.replaces.is_empty()
+                    && part.file_len < self.options.merged_part_bytes
+                    && !unmergeable.contains(part.path())
+            })
+            .cloned()
+            .collect();
+        let Some(oldest) = flushed
+            .iter()
+            .min_by_key(|part| part_number(part.path()).unwrap_or(0))
+        else {
+            return Ok(false);
+        };
+        let partition = oldest.footer.partition.clone();
+        let mut in_partition: Vec<&Arc<Part>> = flushed
+            .iter()
+            .filter(|part| part.footer.partition == partition)
+            .collect();
+        in_partition.sort_by_key(|part| part_number(part.path()).unwrap_or(0));
+        // Oldest first, up to a step's bytes (one part at least): the
+        // thread that settles is the one that flushes.
+        let mut parts: Vec<Arc<Part>> = Vec::new();
+        let mut bytes = 0u64;
+        for part in in_partition {
+            if !parts.is_empty() && bytes + part.file_len > crate::SETTLE_STEP_BYTES {
+                break;
+            }
+            bytes += part.file_len;
+            parts.push(part.clone());
+        }
+        self.merge(&partition, &parts, true)?;
+        // A merge that met a damaged block left its parts as they were.
+        let state = self.read();
+        let settled = parts
+            .iter()
+            .filter(|part| !state.parts.iter().any(|live| Arc::ptr_eq(live, part)))
+            .count();
+        drop(state);
+        self.counters().parts_settled += settled as u64;
+        Ok(true)
+    }
+
+    /// Merges `parts` into one; `rewrite`: every block's records written
+    /// anew into full blocks, none copied.
+    fn merge(
+        &self,
+        partition: &Partition,
+        parts: &[Arc<Part>],
+        rewrite: bool,
+    ) -> Result<(), StoreError> {
+        let cpu = crate::thread_cpu_ns();
+        let merged = self.merge_timed(partition, parts, rewrite);
+        let spent = crate::thread_cpu_ns().saturating_sub(cpu);
+        self.counters().merge_cpu_ns += spent;
+        merged
+    }
+
+    fn merge_timed(
+        &self,
+        partition: &Partition,
+        parts: &[Arc<Part>],
+        rewrite: bool,
+    ) -> Result<(), StoreError> {
         let started = Instant::now();
         // Each stream's blocks in all the parts, and the requests each
         // block holds (for the blocks copied whole).
@@ -98,11 +182,23 @@ impl Inner {
             std::io::Error::other(reason)
         };
         let mut copied = 0u64;
+        // Settling writes every record again at the merge level; a tier
+        // merge copies large blocks as they are and writes the small ones'
+        // records at a flush's level, so it stays as cheap as a flush (it
+        // runs while ingest does, on the thread that flushes).
+        let level = if rewrite {
+            self.options.merge_zstd_level
+        } else {
+            self.options.zstd_level
+        };
         let merged = self.write_part(
             partition,
             replaces,
             |writer| {
                 writer.merged_from(parts.iter().map(|part| &part.footer));
+                if rewrite {
+                    writer.settled_blocks();
+                }
                 for (labels, blocks) in streams {
                     let mut stream = writer.stream::<LogRecord>();
                     // Large blocks are copied whole, whatever their times
@@ -110,19 +206,20 @@ impl Inner {
                     // across blocks); the small ones are rewritten together.
                     let (mut large, small): (Vec<SourceBlock>, Vec<SourceBlock>) =
                         blocks.into_iter().partition(|block| {
-                            is_large(block.meta, self.options.merge_copy_min_records)
+                            !rewrite && is_large(block.meta, self.options.merge_copy_min_records)
                         });
                     large.sort_by_key(|block| (block.meta.min_ts, block.meta.min_id));
                     for block in large {
                         let keys = block_requests[block.source]
                             .get(&(block.index as u32))
                             .map_or(&[][..], Vec::as_slice);
-                        match block.part.read_compressed(block.index) {
-                            Ok(compressed) => stream.copy_block(&compressed, block.meta, keys)?,
+                        let compressed = match block.part.read_compressed(block.index) {
+                            Ok(compressed) => compressed,
                             Err(error) => {
                                 return Err(damaged(block.part.path(), error.to_string()));
                             }
-                        }
+                        };
+                        stream.copy_block(&compressed, block.meta, keys)?;
                         copied += 1;
                     }
                     let mut merge = StreamMerge::new(small);
@@ -138,7 +235,7 @@ impl Inner {
                 }
                 Ok(())
             },
-            self.options.zstd_level,
+            level,
         );
         let merged = match (merged, failure) {
             (Ok(part), None) => part,

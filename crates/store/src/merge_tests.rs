@@ -279,3 +279,98 @@ fn a_merge_that_meets_a_damaged_block_leaves_that_part_out_from_then_on() {
     assert!(damaged.exists(), "the damaged part is kept as it is");
     assert_eq!(all(&store, "t").len(), 120);
 }
+
+#[test]
+fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options.clone()).unwrap();
+    for flush in 0..2u64 {
+        for runner in ["r1", "r2"] {
+            let records = (0..3000)
+                .map(|n| {
+                    let seq = flush * 3000 + n;
+                    let ts = start() + Duration::from_micros(seq * 64_123 + seq % 7);
+                    record(
+                        seq,
+                        ts,
+                        format!(
+                            "step {seq} loss 0.{} tokens/s {}",
+                            seq * 37 % 1000,
+                            seq % 91
+                        ),
+                    )
+                })
+                .collect();
+            store
+                .append("t", batch_of("sdxl", runner, records))
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    let before = all(&store, "t");
+    let bytes_before = store.stats()[0].stored_bytes;
+    assert_eq!(store.settle().unwrap(), 1, "one partition");
+    assert_eq!(store.settle().unwrap(), 0, "a settled part is settled once");
+    let counters = store.counters();
+    assert_eq!(counters.parts_settled, 2, "both flushed parts");
+    assert_eq!(
+        (counters.merge_blocks_written, counters.merge_blocks_copied),
+        (2, 0),
+        "each runner's records written again into one full block: {counters:?}"
+    );
+    assert!(counters.merge_cpu_ns > 0);
+    let after = store.stats();
+    assert_eq!(after[0].parts, 1);
+    assert!(
+        after[0].stored_bytes < bytes_before,
+        "{} !< {bytes_before}",
+        after[0].stored_bytes
+    );
+    assert_eq!(all(&store, "t"), before);
+    drop(store);
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(all(&store, "t"), before);
+    assert_eq!(store.settle().unwrap(), 0, "still settled after a restart");
+    let again = store.append(
+        "t",
+        batch_of("sdxl", "r1", vec![record(5, start(), "x".into())]),
+    );
+    assert_eq!(again.unwrap().duplicates, 1);
+}
+
+#[test]
+fn settling_writes_blocks_of_the_older_format_anew_in_the_newer() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = dir.path().join("parts/acme/sdxl/2025-11-20");
+    std::fs::create_dir_all(&day).unwrap();
+    // Written by the code before block format 2 (see part::tests).
+    std::fs::write(
+        day.join("000000000001.twp"),
+        include_bytes!("part/fixtures/twpart03.twp"),
+    )
+    .unwrap();
+    let options = StoreOptions {
+        background: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    let before = all(&store, "acme");
+    assert_eq!(before.len(), 60);
+    assert_eq!(store.settle().unwrap(), 1);
+    assert_eq!(all(&store, "acme"), before);
+    let parts = store.inner.read().parts.clone();
+    assert_eq!(parts.len(), 1);
+    let part = &parts[0];
+    assert_eq!(part.footer.replaces, [1]);
+    for index in 0..part.footer.blocks.len() {
+        let block = part.read_compressed(index).unwrap();
+        assert_eq!(
+            crate::part::layout::level_of(&block),
+            Some(crate::DEFAULT_MERGE_ZSTD_LEVEL)
+        );
+    }
+}

@@ -88,8 +88,11 @@ pub struct StoreOptions {
     pub out_of_order_window: Duration,
     /// See [`DEFAULT_MAX_CLOCK_SKEW`].
     pub max_clock_skew: Duration,
-    /// zstd level of blocks.
+    /// zstd level of blocks a flush writes.
     pub zstd_level: i32,
+    /// zstd level of settled parts (see [`DEFAULT_MERGE_ZSTD_LEVEL`]); at
+    /// or below `zstd_level`, nothing is settled.
+    pub merge_zstd_level: i32,
     pub merge_min_parts: usize,
     pub merged_part_bytes: u64,
     /// See [`DEFAULT_MERGE_COPY_MIN_RECORDS`].
@@ -118,6 +121,20 @@ pub struct StoreOptions {
 /// level 6's ratio on log text.
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 
+/// zstd level settling writes at unless configured otherwise: a store
+/// that is idle writes its flushed parts again at it, once, in full
+/// blocks, so what rests on disk is compressed harder than ingest could
+/// afford (BENCHMARKS.md, issue 21, has the measurements behind it). Tier
+/// merges, which run while ingest does, copy blocks as they are.
+pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 16;
+
+/// Bytes of flushed parts one settling step rewrites at most (one part at
+/// least): settling runs on the thread that flushes, so a step must end
+/// before appends fill the two tables they may leave waiting (at level 16
+/// a step of 8 MiB of parts, about 50 MB of text, takes some 10 s of a
+/// core here, 20 µs a line).
+pub const SETTLE_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
@@ -127,6 +144,7 @@ impl Default for StoreOptions {
             out_of_order_window: DEFAULT_OUT_OF_ORDER_WINDOW,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             zstd_level: DEFAULT_ZSTD_LEVEL,
+            merge_zstd_level: DEFAULT_MERGE_ZSTD_LEVEL,
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,

@@ -1,13 +1,14 @@
 //! A block: records of one stream in time order, stored as columns and
 //! compressed with zstd.
 //!
-//! Columns are chosen for what compresses: times as deltas in the block's
-//! own unit (the largest that divides them all: a millisecond clock costs a
-//! byte a record, not four), ids and sequence numbers as deltas, level and
-//! output stream in one byte, request ids as a dictionary, messages one per
-//! line so zstd sees them as one text (with a length column only in a block
-//! where a message holds a newline), and fields as compact JSON, one object
-//! per line.
+//! Columns are chosen for what compresses: times as whole milliseconds and
+//! what is below them apart ([`layout`]), ids and sequence numbers as
+//! deltas, level and output stream in one byte, request ids as a
+//! dictionary, messages one per line so zstd sees them as one text (with a
+//! length column only in a block where a message holds a newline), and
+//! fields as compact JSON, one object per line. Numbers, messages and
+//! fields are compressed apart ([`layout`] has the bytes, and the format
+//! of older blocks, still read).
 //!
 //! Reading goes through [`DecodedBlock`]: the columns decompressed once,
 //! records built one at a time as a reader takes them, so a scan holds a
@@ -15,30 +16,17 @@
 
 use std::ops::Range;
 
-use serde::{Deserialize, Serialize};
 use tailwater_model::filter::{Labels, RecordParts};
 use tailwater_model::time::{timestamp_from_ns, timestamp_ns};
 use tailwater_model::{Fields, Level, LogRecord, Stream};
 
 use super::bloom::{BloomBuilder, WordBloom};
+use super::layout::{self, BlockCompressor, ColumnsV1, Numbers, Raw};
 use super::{BlockMeta, StreamLabels};
 
-#[derive(Default, Serialize, Deserialize)]
+/// A block's columns once read, whatever its format.
+#[derive(Default)]
 struct Columns {
-    /// Time of the first record (ns).
-    first_ts: i64,
-    /// The unit of `ts`, in ns: every delta is a multiple of it.
-    ts_unit: u64,
-    /// Each record's time after the previous one's, in `ts_unit`s (the
-    /// first is 0). Records come in time order, so deltas are not negative;
-    /// were one, it wraps and still decodes exactly.
-    ts: Vec<u64>,
-    /// Deltas from the previous id (the first from 0).
-    id: Vec<i64>,
-    seq: Vec<i64>,
-    /// Level code in the low 3 bits, output stream code above. (Bytes, as
-    /// postcard writes a sequence of `u8`s: the same layout, written at once.)
-    #[serde(with = "serde_bytes")]
     kind: Vec<u8>,
     request_dictionary: Vec<String>,
     /// 0 for none, else 1 + an index into `request_dictionary`.
@@ -49,7 +37,6 @@ struct Columns {
     messages: String,
     /// Each record's fields as compact JSON (which never holds a raw
     /// newline), one per line; an empty line for none.
-    #[serde(with = "serde_bytes")]
     fields: Vec<u8>,
     /// Positions of records whose output was not valid UTF-8.
     invalid_utf8: Vec<u32>,
@@ -157,7 +144,7 @@ impl<T: BlockRecord> BlockRecord for &T {
 /// and its index entry as the first block of stream 0.
 pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> (Vec<u8>, BlockMeta) {
     let mut compressor =
-        zstd::bulk::Compressor::new(zstd_level).expect("zstd accepts the configured level");
+        BlockCompressor::new(zstd_level).expect("zstd accepts the configured level");
     encode_with(records, &mut compressor, &mut WordBloom::builder(), 0, 0)
 }
 
@@ -172,103 +159,95 @@ pub fn encode<R: BlockRecord>(records: &[R], zstd_level: i32) -> (Vec<u8>, Block
 /// further pass read them from memory again.
 pub fn encode_with<R: BlockRecord>(
     records: &[R],
-    compressor: &mut zstd::bulk::Compressor<'_>,
+    compressor: &mut BlockCompressor,
     words: &mut BloomBuilder,
     stream: u32,
     offset: u64,
 ) -> (Vec<u8>, BlockMeta) {
-    let mut columns = Columns::default();
+    let mut numbers = Numbers::default();
+    let mut messages = String::new();
+    let mut fields = Vec::new();
+    let mut times = Vec::with_capacity(records.len());
     let mut newline = false;
     let mut request_positions = std::collections::HashMap::new();
-    let first_ts = records.first().map_or(0, BlockRecord::ts_ns);
-    let (mut previous_ts, mut previous_id, mut previous_seq) = (first_ts, 0i64, 0i64);
-    let mut ts_unit = 0u64;
+    let (mut previous_id, mut previous_seq) = (0i64, 0i64);
     let (mut levels, mut outputs) = (0u8, 0u8);
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let (mut min_id, mut max_id) = (u64::MAX, 0);
-    columns.first_ts = first_ts;
     // Every column's room at once: growing them record by record copied
     // each one several times.
     let message_bytes: usize = records
         .iter()
         .map(|record| record.message().len() + 1)
         .sum();
-    columns.messages.reserve(message_bytes);
-    columns.fields.reserve(records.len());
-    for column in [&mut columns.id, &mut columns.seq] {
+    messages.reserve(message_bytes);
+    fields.reserve(records.len());
+    for column in [&mut numbers.id, &mut numbers.seq] {
         column.reserve(records.len());
     }
-    columns.ts.reserve(records.len());
-    columns.kind.reserve(records.len());
-    columns.request.reserve(records.len());
-    columns.message_len.reserve(records.len());
+    numbers.kind.reserve(records.len());
+    numbers.request.reserve(records.len());
+    numbers.message_len.reserve(records.len());
     for (position, record) in records.iter().enumerate() {
         let ts = record.ts_ns();
-        let delta = ts.wrapping_sub(previous_ts) as u64;
-        ts_unit = gcd(ts_unit, delta);
-        columns.ts.push(delta);
-        previous_ts = ts;
+        times.push(ts);
         min_ts = min_ts.min(ts);
         max_ts = max_ts.max(ts);
         let id = record.id();
-        columns.id.push((id as i64).wrapping_sub(previous_id));
+        numbers.id.push((id as i64).wrapping_sub(previous_id));
         previous_id = id as i64;
         min_id = min_id.min(id);
         max_id = max_id.max(id);
-        columns
+        numbers
             .seq
             .push((record.seq() as i64).wrapping_sub(previous_seq));
         previous_seq = record.seq() as i64;
         let (level, stream) = (record.level().code(), record.stream().code());
-        columns.kind.push(level | stream << LEVEL_BITS);
+        numbers.kind.push(level | stream << LEVEL_BITS);
         levels |= 1 << level;
         outputs |= 1 << stream;
         let request = match record.request_id() {
             None => 0,
             Some(request_id) => *request_positions.entry(request_id).or_insert_with(|| {
-                columns.request_dictionary.push(request_id.to_owned());
-                columns.request_dictionary.len() as u32
+                numbers.request_dictionary.push(request_id.to_owned());
+                numbers.request_dictionary.len() as u32
             }),
         };
-        columns.request.push(request);
+        numbers.request.push(request);
         let message = record.message();
         newline |= memchr::memchr(b'\n', message.as_bytes()).is_some();
-        columns.messages.push_str(message);
-        columns.messages.push('\n');
-        columns.message_len.push(message.len() as u32);
+        messages.push_str(message);
+        messages.push('\n');
+        numbers.message_len.push(message.len() as u32);
         words.add_text(message);
-        record.write_fields(&mut columns.fields);
-        columns.fields.push(b'\n');
+        record.write_fields(&mut fields);
+        fields.push(b'\n');
         if record.invalid_utf8() {
-            columns.invalid_utf8.push(position as u32);
+            numbers.invalid_utf8.push(position as u32);
         }
     }
     if newline {
         // Messages with newlines in them are kept whole by their lengths,
         // one after another.
-        let mut joined = String::with_capacity(columns.messages.len());
+        let mut joined = String::with_capacity(messages.len());
         let mut at = 0;
-        for &len in &columns.message_len {
-            joined.push_str(&columns.messages[at..at + len as usize]);
+        for &len in &numbers.message_len {
+            joined.push_str(&messages[at..at + len as usize]);
             at += len as usize + 1;
         }
-        columns.messages = joined;
+        messages = joined;
     } else {
-        columns.message_len = Vec::new();
+        numbers.message_len = Vec::new();
     }
-    columns.ts_unit = ts_unit.max(1);
-    for delta in &mut columns.ts {
-        *delta /= columns.ts_unit;
-    }
-    let encoded = postcard::to_stdvec(&columns).expect("columns serialize");
-    let compressed = compressor
-        .compress(&encoded)
-        .expect("zstd compresses in memory");
+    numbers.set_times(&times);
+    let encoded = postcard::to_stdvec(&numbers).expect("columns serialize");
+    let (compressed, raw_len) =
+        compressor.block([&encoded, messages.as_bytes(), fields.as_slice()]);
     let meta = BlockMeta {
         stream,
         offset,
         len: compressed.len() as u32,
-        raw_len: encoded.len() as u32,
+        raw_len,
         crc32: crc32fast::hash(&compressed),
         count: records.len() as u32,
         min_ts,
@@ -280,13 +259,6 @@ pub fn encode_with<R: BlockRecord>(
         words: words.take(),
     };
     (compressed, meta)
-}
-
-fn gcd(mut a: u64, mut b: u64) -> u64 {
-    while b != 0 {
-        (a, b) = (b, a % b);
-    }
-    a
 }
 
 /// A block's columns, decompressed and checked, from which records are built
@@ -320,9 +292,6 @@ impl DecodedBlock {
         columns.messages.capacity()
             + held(&columns.fields)
             + held(&columns.kind)
-            + held(&columns.ts)
-            + held(&columns.id)
-            + held(&columns.seq)
             + held(&columns.request)
             + held(&columns.message_len)
             + held(&columns.invalid_utf8)
@@ -334,49 +303,43 @@ impl DecodedBlock {
             + held(&self.fields)
     }
 
-    /// Decompresses and checks a block, with the labels of its stream.
+    /// Decompresses and checks a block (of either format), with the labels
+    /// of its stream.
     pub fn new(
         compressed: &[u8],
         raw_len: usize,
         tenant: &str,
         labels: &StreamLabels,
     ) -> Result<DecodedBlock, String> {
-        let encoded = DECOMPRESSOR
-            .with_borrow_mut(|decompressor| {
-                let decompressor = match decompressor {
-                    Some(decompressor) => decompressor,
-                    None => decompressor.insert(zstd::bulk::Decompressor::new()?),
-                };
-                decompressor.decompress(compressed, raw_len)
-            })
-            .map_err(|error| format!("block does not decompress: {error}"))?;
-        let columns: Columns = postcard::from_bytes(&encoded)
-            .map_err(|error| format!("block does not decode: {error}"))?;
-        drop(encoded);
-        let count = columns.ts.len();
-        let lengths_agree = [
-            columns.id.len(),
-            columns.seq.len(),
-            columns.kind.len(),
-            columns.request.len(),
-        ]
-        .iter()
-        .all(|len| *len == count);
+        let raw = DECOMPRESSOR.with_borrow_mut(|decompressor| {
+            let decompressor = match decompressor {
+                Some(decompressor) => decompressor,
+                None => decompressor.insert(
+                    zstd::bulk::Decompressor::new()
+                        .map_err(|error| format!("block does not decompress: {error}"))?,
+                ),
+            };
+            layout::decompress(compressed, raw_len, decompressor)
+        })?;
+        let decode = |error: postcard::Error| format!("block does not decode: {error}");
+        let (columns, ts, ids, seqs) = match raw {
+            Raw::V1(encoded) => from_v1(postcard::from_bytes(&encoded).map_err(decode)?)?,
+            Raw::V2([numbers, messages, fields]) => {
+                let numbers = postcard::from_bytes(&numbers).map_err(decode)?;
+                let messages = String::from_utf8(messages)
+                    .map_err(|_| "block messages are not utf-8".to_owned())?;
+                from_v2(numbers, messages, fields)?
+            }
+        };
+        let count = ts.len();
         let by_line = columns.message_len.is_empty();
-        if !lengths_agree || (!by_line && columns.message_len.len() != count) {
+        if columns.kind.len() != count
+            || columns.request.len() != count
+            || (!by_line && columns.message_len.len() != count)
+        {
             return Err("block columns disagree in length".into());
         }
-        let mut ts = Vec::with_capacity(count);
-        let mut ids = Vec::with_capacity(count);
-        let mut seqs = Vec::with_capacity(count);
-        let (mut time, mut id, mut seq) = (columns.first_ts, 0i64, 0i64);
         for position in 0..count {
-            time = time.wrapping_add(columns.ts[position].wrapping_mul(columns.ts_unit) as i64);
-            id = id.wrapping_add(columns.id[position]);
-            seq = seq.wrapping_add(columns.seq[position]);
-            ts.push(time);
-            ids.push(id as u64);
-            seqs.push(seq as u64);
             let kind = columns.kind[position];
             if Level::from_code(kind & ((1 << LEVEL_BITS) - 1)).is_none()
                 || Stream::from_code(kind >> LEVEL_BITS).is_none()
@@ -557,6 +520,66 @@ impl DecodedBlock {
             invalid_utf8: columns.invalid_utf8.binary_search(&(index as u32)).is_ok(),
         })
     }
+}
+
+type Decoded = (Columns, Vec<i64>, Vec<u64>, Vec<u64>);
+
+/// A format 1 block's columns, with absolute times, ids and sequence
+/// numbers.
+fn from_v1(v1: ColumnsV1) -> Result<Decoded, String> {
+    let count = v1.ts.len();
+    if v1.id.len() != count || v1.seq.len() != count {
+        return Err("block columns disagree in length".into());
+    }
+    let mut ts = Vec::with_capacity(count);
+    let mut time = v1.first_ts;
+    for delta in &v1.ts {
+        time = time.wrapping_add(delta.wrapping_mul(v1.ts_unit) as i64);
+        ts.push(time);
+    }
+    let columns = Columns {
+        kind: v1.kind,
+        request_dictionary: v1.request_dictionary,
+        request: v1.request,
+        message_len: v1.message_len,
+        messages: v1.messages,
+        fields: v1.fields,
+        invalid_utf8: v1.invalid_utf8,
+    };
+    Ok((columns, ts, running_sum(&v1.id), running_sum(&v1.seq)))
+}
+
+/// A format 2 block's columns, with absolute times, ids and sequence
+/// numbers.
+fn from_v2(numbers: Numbers, messages: String, fields: Vec<u8>) -> Result<Decoded, String> {
+    let count = numbers.kind.len();
+    let ts = numbers.times(count)?;
+    if numbers.id.len() != count || numbers.seq.len() != count {
+        return Err("block columns disagree in length".into());
+    }
+    let (ids, seqs) = (running_sum(&numbers.id), running_sum(&numbers.seq));
+    let columns = Columns {
+        kind: numbers.kind,
+        request_dictionary: numbers.request_dictionary,
+        request: numbers.request,
+        message_len: numbers.message_len,
+        messages,
+        fields,
+        invalid_utf8: numbers.invalid_utf8,
+    };
+    Ok((columns, ts, ids, seqs))
+}
+
+/// Deltas (wrapping) back to the numbers they were taken from.
+fn running_sum(deltas: &[i64]) -> Vec<u64> {
+    let mut total = 0i64;
+    deltas
+        .iter()
+        .map(|delta| {
+            total = total.wrapping_add(*delta);
+            total as u64
+        })
+        .collect()
 }
 
 /// The ranges of the first `count` newline-ended lines of `text`.

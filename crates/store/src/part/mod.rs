@@ -2,11 +2,15 @@
 //! on one day.
 //!
 //! ```text
-//! [block 0][block 1]…[block n-1][footer][footer len: u32 LE][footer crc32: u32 LE]["TWPART01"]
+//! [block 0][block 1]…[block n-1][footer][footer len: u32 LE][footer crc32: u32 LE]["TWPART04"]
 //! ```
 //!
 //! A block holds records of one stream (one label set) in time order
-//! ([`block`]). The footer (postcard, zstd-compressed) describes the whole
+//! ([`block`]; its bytes in [`layout`], which tells block formats 1 and 2
+//! apart by their first byte). `TWPART04` parts may hold blocks of both
+//! formats (a merge copies older blocks as they are unless it recompresses
+//! them); `TWPART03` parts, still read, hold format 1 alone. The footer is
+//! the same in both. The footer (postcard, zstd-compressed) describes the whole
 //! part: its streams with the sequence numbers they hold, and each block's
 //! place, time and id range, levels, output streams, checksum and word
 //! filter ([`bloom`]), plus a request index (request id → blocks). A part
@@ -18,6 +22,7 @@
 
 pub mod block;
 pub mod bloom;
+pub mod layout;
 pub mod reader;
 pub mod writer;
 
@@ -26,7 +31,10 @@ use tailwater_model::Source;
 
 use self::bloom::WordBloom;
 
-pub const MAGIC: &[u8; 8] = b"TWPART03";
+/// What a part written now ends with.
+pub const MAGIC: &[u8; 8] = b"TWPART04";
+/// Parts of block format 1 alone, written before block format 2: read.
+pub const MAGIC_03: &[u8; 8] = b"TWPART03";
 pub const EXTENSION: &str = "twp";
 const TRAILER_LEN: usize = 16;
 

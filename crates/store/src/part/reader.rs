@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tailwater_model::LogRecord;
 
 use super::block::DecodedBlock;
-use super::{Footer, MAGIC, TRAILER_LEN};
+use super::writer::SETTLED_BLOCK_MAX_RECORDS;
+use super::{Footer, MAGIC, MAGIC_03, TRAILER_LEN};
 
 /// Bytes read from the end of a part at open, in the hope that the footer
 /// fits (it is read again, whole, when it does not).
@@ -58,12 +59,13 @@ impl Part {
         file.read_exact_at(&mut tail, file_len - tail_len)
             .map_err(io_error)?;
         let trailer = &tail[tail.len() - TRAILER_LEN..];
-        if &trailer[8..16] != MAGIC {
+        if &trailer[8..16] != MAGIC && &trailer[8..16] != MAGIC_03 {
             if trailer[8..14] == MAGIC[..6] {
                 // TWPARTnn of another version: kept in quarantine, not lost.
                 return Err(corrupt(&format!(
-                    "written in part format {} by another tailwater version; this one reads {}",
+                    "written in part format {} by another tailwater version; this one reads {} and {}",
                     String::from_utf8_lossy(&trailer[8..16]),
+                    String::from_utf8_lossy(MAGIC_03),
                     String::from_utf8_lossy(MAGIC)
                 )));
             }
@@ -96,6 +98,31 @@ impl Part {
             {
                 return Err(corrupt("a block lies outside the part"));
             }
+        }
+        // What a footer says of its blocks' records is believed before a
+        // block is read (a count sums it to refuse a scan, a count without
+        // a filter takes it as the answer), so it must be what a writer
+        // could have written: 1 to SETTLED_BLOCK_MAX_RECORDS a block (a record
+        // takes at least a byte of columns), and the part's total their
+        // sum. Anything else is damage, whatever its checksum says.
+        let mut records = 0u64;
+        for block in &footer.blocks {
+            if block.count == 0
+                || block.count as usize > SETTLED_BLOCK_MAX_RECORDS
+                || block.raw_len < block.count
+                || block.min_ts > block.max_ts
+                || block.min_id > block.max_id
+            {
+                return Err(corrupt(
+                    "a block's index entry claims records it cannot hold",
+                ));
+            }
+            records += u64::from(block.count);
+        }
+        if records != footer.records {
+            return Err(corrupt(
+                "the part's record count is not the sum of its blocks'",
+            ));
         }
         // The request index points into the streams and blocks: a footer
         // that says otherwise is damaged, whatever its checksum says.

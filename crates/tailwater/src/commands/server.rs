@@ -54,6 +54,13 @@ pub struct ServerArgs {
     /// more is refused (400 count_too_large) before it reads any.
     #[arg(long, default_value_t = tailwater_store::DEFAULT_COUNT_SCAN_LIMIT)]
     count_scan_limit: u64,
+    /// zstd level (1 to 22) of what rests on disk: an idle server writes
+    /// each flushed part again at it once, in full blocks; flushes write at
+    /// 3. Higher is smaller and costs more CPU while idle (BENCHMARKS.md);
+    /// 3 or less settles nothing.
+    #[arg(long, default_value_t = tailwater_store::DEFAULT_MERGE_ZSTD_LEVEL,
+          value_parser = clap::value_parser!(i32).range(1..=22))]
+    merge_zstd_level: i32,
     /// Counts and histograms one tenant runs at once; more wait up to 2 s
     /// for one to end, then are refused (429 count_busy, Retry-After).
     #[arg(long, default_value_t = tailwater_server::count_slots::DEFAULT_COUNT_CONCURRENCY)]
@@ -380,6 +387,7 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<u8> {
     config.store.block_cache_bytes = args.block_cache_bytes;
     config.store.query_threads = args.query_threads.max(1);
     config.store.count_scan_limit = args.count_scan_limit;
+    config.store.merge_zstd_level = args.merge_zstd_level;
     config.count_concurrency = args.count_concurrency.max(1);
     config.store.out_of_order_window = args.out_of_order_window;
     config.store.max_clock_skew = args.max_clock_skew;
