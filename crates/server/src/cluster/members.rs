@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream};
+use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -65,35 +65,14 @@ impl Members {
         gaps: Arc<Gaps>,
     ) -> anyhow::Result<Members> {
         let config = &cluster.config;
-        let jetstream = &cluster.jetstream;
-        // The bucket's stream, made as nats-server makes a bucket's (KV_ and
-        // $KV. names, one value per key, rollups, direct gets): async-nats
-        // 0.46's create_key_value first reads the account's information,
-        // which it cannot parse from a 2.9 server.
-        let stream = stream::Config {
-            name: format!("KV_{BUCKET}"),
-            description: Some("tailwater nodes: heartbeats".to_owned()),
-            subjects: vec![format!("$KV.{BUCKET}.>")],
-            max_messages_per_subject: 1,
-            max_age: config.node_ttl,
-            duplicate_window: config.node_ttl.min(Duration::from_secs(120)),
-            num_replicas: config.replicas,
-            storage: stream::StorageType::File,
-            discard: stream::DiscardPolicy::New,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            ..Default::default()
+        // The bucket's TTL is the heartbeats': a node that stops putting
+        // its own drops out within it.
+        let bucket = super::bucket::Bucket {
+            name: BUCKET,
+            description: "tailwater nodes: heartbeats",
+            ttl: Some(config.node_ttl),
         };
-        jetstream
-            .get_or_create_stream(stream)
-            .await
-            .map_err(|error| {
-                anyhow::anyhow!("cannot make the key-value bucket {BUCKET}: {error}")
-            })?;
-        let bucket = jetstream.get_key_value(BUCKET).await.map_err(|error| {
-            anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}")
-        })?;
+        let bucket = super::bucket::open(cluster, &bucket).await?;
         Ok(Members {
             bucket,
             me: Heartbeat {

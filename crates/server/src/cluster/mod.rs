@@ -12,6 +12,8 @@
 //!   durable pull consumer into its local store, acknowledging each
 //!   message only once its records are durable there;
 //! - [`members`]: each node's heartbeat in a key-value bucket, with a TTL;
+//! - [`bucket`]: the key-value buckets above, made as nats-server 2.9
+//!   makes a bucket's stream (async-nats cannot make one against 2.9);
 //! - [`registry`]: tenants, apps, hashed tokens and the seal key shared by
 //!   every node through a key-value bucket, watched into each node's
 //!   registry;
@@ -23,6 +25,7 @@
 //! - [`window`]: messages the stream dropped before this node read them,
 //!   found, counted, kept and shown.
 
+pub mod bucket;
 pub mod intake;
 pub mod materialize;
 pub mod members;

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream};
+use async_nats::jetstream::kv;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -38,41 +38,15 @@ pub struct SharedRegistry {
     timeout: Duration,
 }
 
-/// Opens the bucket, made on first use as nats-server makes a bucket's
-/// stream (see `members.rs` for why by hand): one value per key, no TTL,
-/// never deleted from, R = `--nats-replicas`.
+/// Opens the bucket, made on first use: one value per key, no TTL, never
+/// deleted from.
 pub async fn open(cluster: &Cluster) -> anyhow::Result<kv::Store> {
-    let config = &cluster.config;
-    let stream = stream::Config {
-        name: format!("KV_{BUCKET}"),
-        description: Some("tailwater registry: tenants, apps, hashed tokens".to_owned()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
-        duplicate_window: Duration::from_secs(120),
-        num_replicas: config.replicas,
-        storage: stream::StorageType::File,
-        discard: stream::DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        ..Default::default()
+    let bucket = super::bucket::Bucket {
+        name: BUCKET,
+        description: "tailwater registry: tenants, apps, hashed tokens",
+        ttl: None,
     };
-    let deadline = tokio::time::Instant::now() + config.publish_timeout * 3;
-    loop {
-        match cluster.jetstream.get_or_create_stream(stream.clone()).await {
-            Ok(_) => break,
-            Err(error) if tokio::time::Instant::now() < deadline => {
-                tracing::info!(%error, "waiting for JetStream to make the registry's bucket");
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(error) => anyhow::bail!("cannot make the key-value bucket {BUCKET}: {error}"),
-        }
-    }
-    cluster
-        .jetstream
-        .get_key_value(BUCKET)
-        .await
-        .map_err(|error| anyhow::anyhow!("cannot open the key-value bucket {BUCKET}: {error}"))
+    super::bucket::open(cluster, &bucket).await
 }
 
 /// The key sealing record ids is the cluster's: the first node puts its

@@ -13,37 +13,8 @@ use tailwater_model::cluster::{batch_id, encode, intake_subject, message_id, Env
 use tailwater_model::wire::{IngestBatch, LogsParams};
 
 use super::common::{batch, scrape, TOKEN};
-use super::nats::NatsCluster;
+use super::nats::{NatsCluster, AGENT_ACCOUNTS};
 use super::{node_at, wait_stored_once, Node};
-
-/// Nodes get the whole account; the agent of tenant `default`, app `api`
-/// may publish only its intake subjects and hear only its own inbox (the
-/// snippet of docs/agents-on-nats.md, with test passwords).
-const ACCOUNTS: &str = r#"
-accounts {
-  TAILWATER {
-    jetstream: enabled
-    users: [
-      { user: node, password: nodepw }
-      {
-        user: "agent-default-api", password: agentpw
-        permissions: {
-          publish: { allow: ["tailwater.intake.default.api.*"] }
-          subscribe: { allow: ["_INBOX_default.api.>"] }
-        }
-      }
-    ]
-  }
-}
-"#;
-
-/// `nats://USER:PASSWORD@…` for each server.
-fn urls_as(nats: &NatsCluster, user: &str, password: &str) -> Vec<String> {
-    nats.urls()
-        .iter()
-        .map(|url| url.replacen("nats://", &format!("nats://{user}:{password}@"), 1))
-        .collect()
-}
 
 /// Publishes `batch` of tenant `default` on `subject` as the agent does,
 /// waiting for JetStream's acknowledgement (an error when none comes).
@@ -81,8 +52,8 @@ async fn records_of(node: &Node, app: &str, runner: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agents_batch_on_its_intake_subject_is_stored_and_no_other_app_can_be_written() {
-    let nats = NatsCluster::start_with(3, ACCOUNTS);
-    let nodes = urls_as(&nats, "node", "nodepw");
+    let nats = NatsCluster::start_with(3, AGENT_ACCOUNTS);
+    let nodes = nats.urls_as("node", "nodepw");
     let a = node_at(tempfile::tempdir().unwrap(), "a", nodes.clone()).await;
     let b = node_at(tempfile::tempdir().unwrap(), "b", nodes).await;
     // Both apps exist, so only the permissions keep web's lines out: made by a

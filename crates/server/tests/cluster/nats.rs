@@ -33,6 +33,28 @@ pub struct NatsCluster {
     servers: Vec<Server>,
 }
 
+/// Users of one account: the nodes get the whole account; the agent of
+/// tenant `default`, app `api` may publish only its intake subjects and
+/// hear only its own inbox (the snippet of docs/agents-on-nats.md, with
+/// test passwords). For [`NatsCluster::start_with`].
+pub const AGENT_ACCOUNTS: &str = r#"
+accounts {
+  TAILWATER {
+    jetstream: enabled
+    users: [
+      { user: node, password: nodepw }
+      {
+        user: "agent-default-api", password: agentpw
+        permissions: {
+          publish: { allow: ["tailwater.intake.default.api.*"] }
+          subscribe: { allow: ["_INBOX_default.api.>"] }
+        }
+      }
+    ]
+  }
+}
+"#;
+
 /// A free loopback port (held until the caller drops the listener).
 pub fn free_port() -> (u16, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -133,6 +155,14 @@ impl NatsCluster {
     }
 
     /// The client URL of each server.
+    /// `nats://USER:PASSWORD@…` for each server.
+    pub fn urls_as(&self, user: &str, password: &str) -> Vec<String> {
+        self.urls()
+            .iter()
+            .map(|url| url.replacen("nats://", &format!("nats://{user}:{password}@"), 1))
+            .collect()
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.servers
             .iter()

@@ -11,38 +11,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::cluster::nats::NatsCluster;
+use super::cluster::nats::{NatsCluster, AGENT_ACCOUNTS};
 use super::common::{http, ingest_batch, messages, wait_for, TestServer, ANY_PORT, TOKEN};
-
-/// The nodes get the whole account; the agent of tenant `default`, app
-/// `api`, only its intake subjects and its own inbox (the snippet of
-/// docs/agents-on-nats.md, with test passwords).
-const ACCOUNTS: &str = r#"
-accounts {
-  TAILWATER {
-    jetstream: enabled
-    users: [
-      { user: node, password: nodepw }
-      {
-        user: "agent-default-api", password: agentpw
-        permissions: {
-          publish: { allow: ["tailwater.intake.default.api.*"] }
-          subscribe: { allow: ["_INBOX_default.api.>"] }
-        }
-      }
-    ]
-  }
-}
-"#;
-
-/// `nats://USER:PASSWORD@…` of every server, comma-separated.
-fn urls_as(nats: &NatsCluster, user: &str, password: &str) -> String {
-    nats.urls()
-        .iter()
-        .map(|url| url.replacen("nats://", &format!("nats://{user}:{password}@"), 1))
-        .collect::<Vec<_>>()
-        .join(",")
-}
 
 fn node(dir: &Path, name: &str, urls: &str) -> TestServer {
     let flags = [
@@ -69,8 +39,8 @@ fn stored(node: &TestServer, app: &str, runner: &str) -> Vec<String> {
 #[test]
 fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nats = NatsCluster::start_with(3, ACCOUNTS);
-    let nodes = urls_as(&nats, "node", "nodepw");
+    let mut nats = NatsCluster::start_with(3, AGENT_ACCOUNTS);
+    let nodes = nats.urls_as("node", "nodepw").join(",");
     let a = node(dir.path(), "a", &nodes);
     let b = node(dir.path(), "b", &nodes);
     // Both apps exist, so only the permissions keep web's lines out.
@@ -85,7 +55,7 @@ fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app()
         assert_eq!(status, 200, "{answer}");
     }
 
-    let agent_urls = urls_as(&nats, "agent-default-api", "agentpw");
+    let agent_urls = nats.urls_as("agent-default-api", "agentpw").join(",");
     let script = "for i in $(seq 0 49); do echo \"line $i\"; done; echo 'key AKIAIOSFODNN7EXAMPLE'";
     let output = a
         .command(&[
