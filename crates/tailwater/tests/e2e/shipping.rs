@@ -225,7 +225,8 @@ fn over_the_spool_cap_the_oldest_are_dropped_and_counted_exactly() {
 }
 
 /// An ingest endpoint on loopback that keeps every batch it is sent (with
-/// when it came) and answers as `answer` says for the n-th POST (from 0):
+/// when it came, as JSON whichever form it came in: the agent sends binary
+/// batches) and answers as `answer` says for the n-th POST (from 0):
 /// `Some((status, retry_after_seconds))`, or `None` for 200.
 struct IngestStub {
     port: u16,
@@ -250,6 +251,7 @@ impl IngestStub {
                     let mut writer = stream;
                     loop {
                         let mut length = 0;
+                        let mut binary = false;
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
                             return;
@@ -264,12 +266,20 @@ impl IngestStub {
                                 if name.eq_ignore_ascii_case("content-length") {
                                     length = value.trim().parse().unwrap();
                                 }
+                                if name.eq_ignore_ascii_case("content-type") {
+                                    binary = value.trim() == "application/x-tailwater-batch";
+                                }
                             }
                         }
                         let mut body = vec![0; length];
                         reader.read_exact(&mut body).unwrap();
                         let n = posts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        let batch: Value = serde_json::from_slice(&body).unwrap();
+                        let batch: Value = if binary {
+                            let batch = tailwater_model::wire::decode_binary_batch(&body).unwrap();
+                            serde_json::to_value(batch).unwrap()
+                        } else {
+                            serde_json::from_slice(&body).unwrap()
+                        };
                         let response = match answer(n) {
                             Some((status, retry_after)) => {
                                 let body = r#"{"error":{"code":"rate_limited","message":"app over its rate limit"}}"#;
