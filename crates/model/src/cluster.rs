@@ -192,6 +192,9 @@ fn token_name(token: &str) -> Option<String> {
     if token == "%" {
         return Some(String::new());
     }
+    if token.is_empty() {
+        return None; // the empty name is `%`: one name, one token
+    }
     let bytes = token.as_bytes();
     let mut name = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -199,7 +202,12 @@ fn token_name(token: &str) -> Option<String> {
         match bytes[at] {
             b'%' => {
                 let hex = std::str::from_utf8(bytes.get(at + 1..at + 3)?).ok()?;
-                if hex.bytes().any(|b| b.is_ascii_lowercase()) {
+                // Two upper-case hex digits only (`from_str_radix` would
+                // also take a sign): one name, one token.
+                if !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+                {
                     return None;
                 }
                 let byte = u8::from_str_radix(hex, 16).ok()?;
@@ -324,6 +332,11 @@ mod tests {
             "tailwater.intake.%61cme.api.r",
             "tailwater.intake.acme.api.%FF",
             "tailwater.intake.acme.api.r*",
+            // An empty token is no name (the empty name is `%`), and a
+            // sign is no hex digit: found by fuzzing, both stood for a
+            // name whose own subject is another.
+            "tailwater.intake.ae..igpapu-7",
+            "tailwater.intake.acme.api.%+1",
         ] {
             assert_eq!(parse_intake_subject(other), None, "{other}");
         }
