@@ -49,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use tailwater_model::wire::IngestBatch;
 use tailwater_store::{Retention, Store, StoreOptions};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -479,8 +480,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         cluster_tasks.push(members.spawn(state.stopping.subscribe()));
         let intake = Arc::new(cluster::intake::Intake {
             cluster: cluster.clone(),
-            relay: intake_relay(state.ingest.clone()),
-            stats: stats.clone(),
+            registry: state.registry.clone(),
+            relayer: Arc::new(cluster::relay::Relayer {
+                relay: Arc::new(IntakeRelay(state.ingest.clone())),
+                stats: stats.clone(),
+                node: cluster.config.node.clone(),
+            }),
         });
         cluster_tasks.push(intake.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
@@ -588,35 +593,51 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// How the intake relay hands an agent's batch to the pipeline: as a batch
+/// How the intake relays hand an agent's batch to the pipeline: as a batch
 /// sent with an ingest token of its app (the NATS permissions on its
 /// subject stand for the token), through every check, into the cluster.
-fn intake_relay(pipeline: Arc<ingest::Pipeline>) -> cluster::intake::Relay {
-    use cluster::intake::Relayed;
-    Arc::new(move |tenant, batch| {
+struct IntakeRelay(Arc<ingest::Pipeline>);
+
+impl cluster::relay::Relay for IntakeRelay {
+    fn relay(&self, tenant: &str, batch: IngestBatch) -> cluster::relay::Relayed {
+        use cluster::relay::{Relayed, RETRY_DELAY};
         let principal = access::scopes::Principal {
             token_id: "nats-intake".to_owned(),
             scope: tailwater_model::tenancy::Scope::Ingest,
             tenant: Some(tenant.to_owned()),
             app: Some(batch.app.clone()),
         };
-        match pipeline.accept(&principal, tenant, batch) {
+        match self.0.accept(&principal, tenant, batch) {
             Ok(_) => Relayed::Taken,
             Err(ingest::Refused::Throttled(throttled)) => Relayed::Later {
                 delay: throttled.retry_after,
                 reason: throttled.limit,
             },
             Err(ingest::Refused::Unavailable(unavailable)) => Relayed::Later {
-                delay: cluster::intake::RETRY_DELAY,
+                delay: RETRY_DELAY,
                 reason: format!("{unavailable:?}"),
             },
             Err(ingest::Refused::Internal(error)) => Relayed::Later {
-                delay: cluster::intake::RETRY_DELAY,
+                delay: RETRY_DELAY,
                 reason: error,
             },
-            Err(refused) => Relayed::Refused {
-                reason: format!("{refused:?}"),
+            Err(ingest::Refused::Invalid { code, message }) => Relayed::Refused {
+                code: "invalid",
+                reason: format!("{code}: {message}"),
+            },
+            Err(ingest::Refused::Denied(denied)) => Relayed::Refused {
+                code: "denied",
+                reason: format!("{denied:?}"),
+            },
+            Err(ingest::Refused::Registry(error)) => Relayed::Refused {
+                code: "app",
+                reason: format!("{error:?}"),
             },
         }
-    })
+    }
+
+    fn tell(&self, tenant: &str, notice: IngestBatch) -> cluster::relay::Relayed {
+        // The server's notice goes the way the runner's batches go.
+        self.relay(tenant, notice)
+    }
 }

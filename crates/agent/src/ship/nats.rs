@@ -29,6 +29,9 @@ use super::transport::{Outcome, Transport};
 /// How long a message waits for JetStream's acknowledgement (an election
 /// of the stream's leader takes about 6 s on 2.9).
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the agent waits before it publishes again to a tenant's full
+/// intake stream.
+pub const FULL_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// NATS's own `max_payload` (1 MiB), assumed until the server says.
 const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 
@@ -236,8 +239,21 @@ impl Transport for Nats {
                 Ok(Err(error)) => {
                     let reason = match error.kind() {
                         PublishErrorKind::StreamNotFound => format!(
-                            "no intake stream takes {subject}: is a tailwater node running with --nats on this NATS?"
+                            "no intake stream takes {subject}: is a tailwater node running with --nats on this NATS, and does tenant {} exist?",
+                            self.tenant
                         ),
+                        // The tenant's intake stream is full
+                        // (--nats-intake-tenant-bytes on the nodes): its
+                        // lines wait for the nodes to relay what it holds.
+                        _ if full(&error.to_string()) => {
+                            return Outcome::RetryAfter {
+                                retry_after: Some(FULL_RETRY_AFTER),
+                                reason: format!(
+                                    "the intake of tenant {} on NATS is full ({error}): the nodes have not relayed what it holds yet (are they up? is an app of the tenant over its rate limit?); the lines stay in the spool and are sent again",
+                                    self.tenant
+                                ),
+                            };
+                        }
                         _ if error.to_string().contains("maximum payload") => {
                             return Outcome::TooLarge {
                                 reason: error.to_string(),
@@ -262,4 +278,11 @@ impl Transport for Nats {
             ..IngestResponse::default()
         })
     }
+}
+
+/// Whether JetStream refused a message because its stream is full
+/// (discard new: "maximum bytes exceeded", "maximum messages exceeded").
+fn full(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("maximum bytes exceeded") || error.contains("maximum messages exceeded")
 }

@@ -1,44 +1,56 @@
 //! Batches agents publish straight to NATS (docs/agents-on-nats.md): each
 //! on its runner's intake subject (`tailwater.intake.<tenant>.<app>.<runner>`,
-//! [`message::intake_subject`]) into the work-queue stream
-//! [`INTAKE_STREAM`]. Every node pulls from one shared durable consumer
-//! ([`INTAKE_CONSUMER`]), so each message is relayed by one node at a time,
-//! and relays it through the ingest pipeline (a [`Relay`] handed down by
-//! `lib.rs`: labels, rates, cuts, redaction, the app's retention, then the
-//! partitioned batches stream, as an HTTP batch), acknowledging it only
-//! once that is done.
+//! [`message::intake_subject`]), into **its tenant's own work-queue
+//! stream** `TAILWATER_INTAKE_<tenant>` ([`stream_name`], subjects
+//! `tailwater.intake.<tenant>.*.*`), relayed by every node through the
+//! tenant's own durable consumer ([`INTAKE_CONSUMER`]) by a task of its
+//! own ([`super::relay`] for each message).
 //!
-//! **The subject is the identity.** NATS permissions decide who may
-//! publish on a subject, as an ingest token of that app would (the
-//! pipeline makes the app in an existing tenant, as for HTTP); the
-//! envelope's tenant, app and runner must equal the subject's, or the
-//! message is terminated, counted
-//! (`tailwater_cluster_intake_refused_total{reason}`) and logged. Its
-//! `retention_secs` is never read: the app's own applies. A message the
-//! pipeline cannot take now (a rate limit, the cluster unavailable) is
-//! delivered again after the delay it asked for; one it refuses for good
-//! is terminated and counted (the pipeline counts its refusal too).
+//! One tenant's intake never holds another's: a tenant whose messages
+//! wait (its apps over their rate limits) fills only its own consumer's
+//! `max_ack_pending` and its own stream, which holds at most
+//! `--nats-intake-tenant-bytes` and then refuses its agents' publishes
+//! (discard new: they keep their lines in their spools and say so),
+//! never dropping a message it acknowledged.
+//!
+//! The streams follow the registry: every node makes (or finds) the
+//! stream and consumer of each tenant its registry has, checked every
+//! [`TENANTS_EVERY`] (the registry's watch brings the cluster's tenants),
+//! and stops relaying a tenant no longer there. A tenant that does not
+//! exist has no stream: its agents' publishes find none (no
+//! acknowledgement; they wait in the spools).
+//!
+//! The one shared stream of before (`TAILWATER_INTAKE`, over every
+//! tenant's subjects) overlaps the tenants' streams, so none can be made
+//! while it exists: a node finding it relays what it holds and deletes it
+//! once empty ([`LEGACY_STREAM`]).
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::{stream, Message};
-use futures_util::StreamExt;
-use tailwater_model::wire::IngestBatch;
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+use async_nats::jetstream::{stream, ErrorCode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::message;
-use super::stats::Stats;
+use super::pull::{stopped, Pulled, Puller};
+use super::relay::{Relayer, RETRY_DELAY};
 use super::{Cluster, DUPLICATE_WINDOW};
+use crate::access::registry::Registry;
 
-/// The stream agents publish to.
-pub const INTAKE_STREAM: &str = "TAILWATER_INTAKE";
-/// The one consumer every node pulls intake messages from.
+/// The one stream every tenant's agents published to before each tenant
+/// had its own: relayed until empty, then deleted.
+pub const LEGACY_STREAM: &str = "TAILWATER_INTAKE";
+/// Each tenant's stream is this, `_`, the tenant's name.
+pub const STREAM_PREFIX: &str = "TAILWATER_INTAKE_";
+/// Each intake stream's one consumer, pulled by every node.
 pub const INTAKE_CONSUMER: &str = "intake";
+/// The most one tenant's intake stream holds unless configured otherwise
+/// (`--nats-intake-tenant-bytes`; at most `--nats-max-bytes`).
+pub const DEFAULT_TENANT_BYTES: i64 = 256 * 1024 * 1024;
 /// Messages one pull asks for.
 const FETCH_MESSAGES: usize = 16;
 /// How long one pull waits for messages before it asks again (messages
@@ -48,118 +60,230 @@ const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// How long JetStream waits for a node's acknowledgement before it hands
 /// the message to another (a node that died relaying it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
-/// The most the intake stream holds (or `--nats-max-bytes`, if less): it
-/// holds only what no node relayed yet. Full, it refuses new messages
-/// (their agents keep them in their spools and send again), never
-/// dropping one it acknowledged.
-pub const INTAKE_MAX_BYTES: i64 = 1024 * 1024 * 1024;
-/// How long a message waits before it comes again when the pipeline could
-/// not take it and said no time.
-pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// How often a node compares the tenants it relays with its registry's.
+pub const TENANTS_EVERY: Duration = Duration::from_secs(1);
 
-/// What became of a batch handed to the pipeline.
-pub enum Relayed {
-    /// Taken: on the batches stream.
-    Taken,
-    /// Not now: again after `delay`.
-    Later { delay: Duration, reason: String },
-    /// Never: the pipeline refuses it (and counted it).
-    Refused { reason: String },
+/// The intake stream of `tenant` (tenant names are `a-z 0-9 - _`, valid
+/// in stream names and one subject token as they are).
+pub fn stream_name(tenant: &str) -> String {
+    format!("{STREAM_PREFIX}{tenant}")
 }
 
-/// Hands a tenant's batch to the ingest pipeline (blocking).
-pub type Relay = Arc<dyn Fn(&str, IngestBatch) -> Relayed + Send + Sync>;
-
-/// Makes sure of the intake stream: `tailwater.intake.*.*.*`, the batches
-/// stream's replicas, age and duplicate window, work-queue retention (a
-/// message goes once relayed), at most [`INTAKE_MAX_BYTES`], refusing new
-/// messages when full.
-pub async fn ensure_stream(cluster: &Cluster) -> anyhow::Result<()> {
+/// Makes sure of `tenant`'s intake stream: its agents' subjects, the
+/// batches stream's replicas, age and duplicate window, work-queue
+/// retention (a message goes once relayed), at most
+/// `--nats-intake-tenant-bytes` (and `--nats-max-bytes`), refusing new
+/// messages when full. A bound changed since is set.
+pub async fn ensure_stream(cluster: &Cluster, tenant: &str) -> anyhow::Result<()> {
     let config = &cluster.config;
-    cluster
+    let name = stream_name(tenant);
+    let wanted = stream::Config {
+        name: name.clone(),
+        description: Some(format!(
+            "tailwater batches tenant {tenant}'s agents published, to be relayed"
+        )),
+        subjects: vec![format!(
+            "{}.{}.*.*",
+            message::INTAKE_PREFIX,
+            message::subject_token(tenant)
+        )],
+        num_replicas: config.replicas,
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::WorkQueue,
+        discard: stream::DiscardPolicy::New,
+        max_age: config.max_age,
+        max_bytes: config.intake_tenant_bytes.min(config.max_bytes),
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    };
+    let made = cluster
         .jetstream
-        .get_or_create_stream(stream::Config {
-            name: INTAKE_STREAM.to_owned(),
-            description: Some("tailwater batches agents published, to be relayed".into()),
-            subjects: vec![format!("{}.*.*.*", message::INTAKE_PREFIX)],
-            num_replicas: config.replicas,
-            storage: stream::StorageType::File,
-            retention: stream::RetentionPolicy::WorkQueue,
-            discard: stream::DiscardPolicy::New,
-            max_age: config.max_age,
-            max_bytes: config.max_bytes.min(INTAKE_MAX_BYTES),
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
+        .get_or_create_stream(wanted.clone())
         .await
-        .map_err(|error| {
-            anyhow::anyhow!("cannot create the JetStream stream {INTAKE_STREAM}: {error}")
-        })?;
+        .map_err(|error| anyhow::anyhow!("cannot make the JetStream stream {name}: {error}"))?;
+    if made.cached_info().config.max_bytes != wanted.max_bytes {
+        cluster
+            .jetstream
+            .update_stream(wanted)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot set the bound of {name}: {error}"))?;
+    }
     Ok(())
 }
 
-/// A node's relay of the intake stream.
+/// A node's relays of the intake streams.
 pub struct Intake {
     pub cluster: Cluster,
-    pub relay: Relay,
-    pub stats: Arc<Stats>,
+    pub registry: Arc<Registry>,
+    pub relayer: Arc<Relayer>,
+}
+
+/// A tenant's relay task and how to stop it.
+struct Relaying {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
 }
 
 impl Intake {
-    /// Relays until `stopping` turns true.
+    /// Relays every tenant's intake (and the legacy stream's, while it
+    /// exists) until `stopping` turns true.
     pub fn spawn(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let stop = |stopping: &watch::Receiver<bool>| *stopping.borrow();
-            while !stop(&stopping) {
-                let consumer = match self.consumer().await {
-                    Ok(consumer) => consumer,
-                    Err(error) => {
-                        tracing::warn!(error = %format!("{error:#}"), "cannot open the intake consumer; trying again");
-                        tokio::select! {
-                            _ = tokio::time::sleep(RETRY_DELAY) => continue,
-                            _ = stopped(&mut stopping) => return,
-                        }
+            let mut relaying: HashMap<String, Relaying> = HashMap::new();
+            let legacy = tokio::spawn(self.clone().relay_legacy(stopping.clone()));
+            loop {
+                let tenants: Vec<String> = self
+                    .registry
+                    .tenants()
+                    .into_iter()
+                    .map(|tenant| tenant.name)
+                    .collect();
+                relaying.retain(|tenant, relay| {
+                    let kept = tenants.contains(tenant);
+                    if !kept {
+                        tracing::info!(tenant, "the tenant is gone: no longer relaying its intake");
+                        relay.stop.send_replace(true);
                     }
-                };
-                while !stop(&stopping) {
-                    let pull = consumer
-                        .batch()
-                        .max_messages(FETCH_MESSAGES)
-                        .expires(FETCH_WAIT)
-                        .messages();
-                    let mut messages = tokio::select! {
-                        messages = pull => match messages {
-                            Ok(messages) => messages,
-                            Err(error) => {
-                                tracing::warn!(%error, "pulling intake messages failed; trying again");
-                                tokio::time::sleep(RETRY_DELAY).await;
-                                break;
-                            }
-                        },
+                    kept
+                });
+                for tenant in tenants {
+                    if let std::collections::hash_map::Entry::Vacant(vacant) =
+                        relaying.entry(tenant)
+                    {
+                        let (stop, stopping) = watch::channel(false);
+                        let tenant = vacant.key().clone();
+                        let task = tokio::spawn(self.clone().relay(tenant, stopping));
+                        vacant.insert(Relaying { stop, task });
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(TENANTS_EVERY) => {}
+                    _ = stopped(&mut stopping) => break,
+                }
+            }
+            for relay in relaying.values() {
+                relay.stop.send_replace(true);
+            }
+            for (_, relay) in relaying {
+                let _ = relay.task.await;
+            }
+            let _ = legacy.await;
+        })
+    }
+
+    /// Relays `tenant`'s intake stream until `stopping`.
+    async fn relay(self: Arc<Self>, tenant: String, mut stopping: watch::Receiver<bool>) {
+        let stream = stream_name(&tenant);
+        loop {
+            let opened = async {
+                ensure_stream(&self.cluster, &tenant).await?;
+                self.consumer(&stream).await
+            };
+            let consumer = match opened.await {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(tenant, error = %format!("{error:#}"), "cannot open the tenant's intake stream; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_DELAY) => continue,
                         _ = stopped(&mut stopping) => return,
-                    };
-                    loop {
-                        // A pull waits up to FETCH_WAIT for messages: a
-                        // node stopping does not wait for it (what it was
-                        // handed and did not acknowledge goes to another
-                        // node after the ack wait).
-                        let next = tokio::select! {
-                            next = messages.next() => next,
+                    }
+                }
+            };
+            let mut puller = Puller::new(consumer, FETCH_MESSAGES, FETCH_WAIT);
+            loop {
+                match puller.next(&mut stopping).await {
+                    Pulled::Message(message) => self.relayer.apply(*message).await,
+                    Pulled::Ended => {}
+                    Pulled::Stopped => return,
+                    Pulled::Failed(error) => {
+                        tracing::warn!(
+                            tenant,
+                            error,
+                            "pulling intake messages failed; trying again"
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_DELAY) => break,
                             _ = stopped(&mut stopping) => return,
-                        };
-                        match next {
-                            Some(Ok(message)) => self.apply(message).await,
-                            _ => break,
                         }
                     }
                 }
             }
-        })
+        }
     }
 
-    async fn consumer(&self) -> anyhow::Result<PullConsumer> {
-        let stream = self.cluster.jetstream.get_stream(INTAKE_STREAM).await?;
-        Ok(stream
+    /// Relays the legacy stream, if there is one, until it is empty, then
+    /// deletes it (the tenants' streams can then be made).
+    async fn relay_legacy(self: Arc<Self>, mut stopping: watch::Receiver<bool>) {
+        loop {
+            let consumer = match self.cluster.jetstream.get_stream(LEGACY_STREAM).await {
+                // Not there (the usual case): nothing to do.
+                Err(error) if not_found(&error) => return,
+                Err(error) => Err(anyhow::anyhow!(error)),
+                Ok(_) => self.consumer(LEGACY_STREAM).await,
+            };
+            let consumer = match consumer {
+                Ok(consumer) => consumer,
+                Err(error) => {
+                    tracing::warn!(error = %format!("{error:#}"), "cannot open the legacy intake stream {LEGACY_STREAM}; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_DELAY) => continue,
+                        _ = stopped(&mut stopping) => return,
+                    }
+                }
+            };
+            tracing::warn!("the legacy intake stream {LEGACY_STREAM} (one for every tenant) is here: relaying what it holds, then deleting it so that each tenant gets its own");
+            let mut puller = Puller::new(consumer, FETCH_MESSAGES, Duration::from_secs(1));
+            loop {
+                match puller.next(&mut stopping).await {
+                    Pulled::Message(message) => self.relayer.apply(*message).await,
+                    Pulled::Ended => match self.delete_legacy_if_empty().await {
+                        Ok(true) => return,
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(error = %format!("{error:#}"), "cannot delete the legacy intake stream; trying again")
+                        }
+                    },
+                    Pulled::Stopped => return,
+                    Pulled::Failed(error) => {
+                        tracing::warn!(
+                            error,
+                            "pulling the legacy intake stream failed; trying again"
+                        );
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_DELAY) => break,
+                            _ = stopped(&mut stopping) => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Deletes the legacy stream when it holds nothing (true: gone).
+    async fn delete_legacy_if_empty(&self) -> anyhow::Result<bool> {
+        let jetstream = &self.cluster.jetstream;
+        let mut stream = match jetstream.get_stream(LEGACY_STREAM).await {
+            Ok(stream) => stream,
+            Err(error) if not_found(&error) => return Ok(true),
+            Err(error) => return Err(error.into()),
+        };
+        if stream.info().await?.state.messages > 0 {
+            return Ok(false);
+        }
+        match jetstream.delete_stream(LEGACY_STREAM).await {
+            Ok(_) => {
+                tracing::info!("the legacy intake stream {LEGACY_STREAM} is relayed and deleted; each tenant has its own from now on");
+                Ok(true)
+            }
+            Err(error) if not_found(&error) => Ok(true),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The one consumer of `stream`, made on first use.
+    async fn consumer(&self, stream: &str) -> anyhow::Result<PullConsumer> {
+        let handle = self.cluster.jetstream.get_stream(stream).await?;
+        Ok(handle
             .get_or_create_consumer(
                 INTAKE_CONSUMER,
                 pull::Config {
@@ -175,79 +299,9 @@ impl Intake {
             )
             .await?)
     }
-
-    /// Checks one message's identity, then relays it.
-    async fn apply(&self, message: Message) {
-        let subject = message.subject.to_string();
-        let (tenant, batch) = match self.check(&subject, &message.payload) {
-            Ok(checked) => checked,
-            Err((reason, detail)) => {
-                self.stats.intake.refused(reason);
-                tracing::warn!(
-                    subject,
-                    reason,
-                    detail,
-                    "an intake message is refused; it is not stored"
-                );
-                let _ = message.ack_with(AckKind::Term).await;
-                return;
-            }
-        };
-        let relay = self.relay.clone();
-        let relayed = tokio::task::spawn_blocking(move || relay(&tenant, batch)).await;
-        match relayed {
-            Ok(Relayed::Taken) => {
-                self.stats.intake.relayed.fetch_add(1, Relaxed);
-                if let Err(error) = message.ack().await {
-                    tracing::debug!(%error, "acknowledging a relayed intake message failed; it comes again and is stored once");
-                }
-            }
-            Ok(Relayed::Later { delay, reason }) => {
-                tracing::debug!(subject, reason, "an intake message waits");
-                let _ = message.ack_with(AckKind::Nak(Some(delay))).await;
-            }
-            Ok(Relayed::Refused { reason }) => {
-                self.stats.intake.refused("pipeline");
-                tracing::warn!(
-                    subject,
-                    reason,
-                    "the pipeline refused an intake message; it is not stored"
-                );
-                let _ = message.ack_with(AckKind::Term).await;
-            }
-            Err(panicked) => {
-                tracing::error!(subject, %panicked, "relaying an intake message panicked");
-                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
-        }
-    }
-
-    /// The tenant and batch of a message whose envelope names what its
-    /// subject does.
-    fn check(
-        &self,
-        subject: &str,
-        payload: &[u8],
-    ) -> Result<(String, IngestBatch), (&'static str, String)> {
-        let (tenant, app, runner) = message::parse_intake_subject(subject)
-            .ok_or(("subject", "not an intake subject".to_owned()))?;
-        let envelope =
-            message::decode(payload).map_err(|error| ("undecodable", error.to_string()))?;
-        let batch = envelope.batch;
-        if envelope.tenant != tenant || batch.app != app || batch.runner != runner {
-            return Err((
-                "identity",
-                format!(
-                    "the envelope names tenant {:?}, app {:?}, runner {:?}; its subject {tenant:?}, {app:?}, {runner:?}",
-                    envelope.tenant, batch.app, batch.runner
-                ),
-            ));
-        }
-        Ok((tenant, batch))
-    }
 }
 
-/// Resolves once `stopping` turns true (or its sender is gone).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopping| *stopping).await;
+/// Whether JetStream said the stream does not exist.
+fn not_found(error: &GetStreamError) -> bool {
+    matches!(error.kind(), GetStreamErrorKind::JetStream(error) if error.error_code() == ErrorCode::STREAM_NOT_FOUND)
 }

@@ -17,8 +17,11 @@
 //! - [`registry`]: tenants, apps, hashed tokens and the seal key shared by
 //!   every node through a key-value bucket, watched into each node's
 //!   registry;
-//! - [`intake`]: batches agents published straight to NATS, relayed
-//!   through the ingest pipeline by any node;
+//! - [`intake`]: batches agents published straight to NATS, a stream and
+//!   consumer per tenant, relayed by every node;
+//! - [`relay`]: one intake message checked, put through the ingest
+//!   pipeline, or refused and told in its runner's logs;
+//! - [`pull`]: a consumer's messages, pull by pull;
 //! - [`stats`]: what each does, by partition, for `GET /metrics`;
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
 //!   shows;
@@ -31,7 +34,9 @@ pub mod materialize;
 pub mod members;
 pub mod message;
 pub mod publish;
+pub mod pull;
 pub mod registry;
+pub mod relay;
 pub mod stats;
 pub mod status;
 pub mod window;
@@ -93,6 +98,10 @@ pub struct ClusterConfig {
     pub max_bytes: i64,
     pub max_ack_pending: i64,
     pub node_ttl: Duration,
+    /// The most one tenant's intake stream holds waiting to be relayed
+    /// (`--nats-intake-tenant-bytes`); past it its agents' publishes are
+    /// refused.
+    pub intake_tenant_bytes: i64,
 }
 
 impl ClusterConfig {
@@ -107,6 +116,7 @@ impl ClusterConfig {
             max_bytes: DEFAULT_MAX_BYTES,
             max_ack_pending: DEFAULT_MAX_ACK_PENDING,
             node_ttl: DEFAULT_NODE_TTL,
+            intake_tenant_bytes: intake::DEFAULT_TENANT_BYTES,
         }
     }
 
@@ -151,6 +161,11 @@ impl ClusterConfig {
             self.node_ttl >= Duration::from_secs(1),
             "invalid --nats-node-ttl {:?}: give heartbeats at least 1s",
             self.node_ttl
+        );
+        anyhow::ensure!(
+            self.intake_tenant_bytes >= 1024 * 1024,
+            "invalid --nats-intake-tenant-bytes {}: give each tenant's intake at least 1 MiB (a batch of the agent's is up to the servers' max_payload)",
+            self.intake_tenant_bytes
         );
         anyhow::ensure!(
             !self.urls.is_empty(),
@@ -210,7 +225,6 @@ impl Cluster {
             client,
         };
         cluster.ensure_stream().await?;
-        intake::ensure_stream(&cluster).await?;
         Ok(cluster)
     }
 

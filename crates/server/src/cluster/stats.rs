@@ -60,8 +60,13 @@ impl PartitionStats {
 pub struct IntakeStats {
     /// Messages this node put through the pipeline and acknowledged.
     pub relayed: AtomicU64,
+    /// Messages the pipeline could not take now (a rate limit, the
+    /// cluster unavailable): left to come again after a delay.
+    pub waited: AtomicU64,
+    /// Refusals that could not be told in their runner's logs.
+    pub untold: AtomicU64,
     /// Messages terminated, by reason (`identity`, `subject`,
-    /// `undecodable`, `pipeline`).
+    /// `undecodable`, the pipeline's `invalid`, `denied`, `app`).
     refused: Mutex<Vec<(&'static str, u64)>>,
 }
 
@@ -173,9 +178,17 @@ impl Collector for StatsCollector {
             relayed.metric_type(),
         )?;
         relayed.encode(family)?;
+        for (name, help, figure) in [
+            ("cluster_intake_waited", "Intake messages the pipeline could not take now (a rate limit, the cluster unavailable): they wait in their tenant's intake stream and come again", &self.0.intake.waited),
+            ("cluster_intake_untold", "Intake refusals this node could not write in their runner's logs (logged here instead)", &self.0.intake.untold),
+        ] {
+            let counter = ConstCounter::new(figure.load(Relaxed));
+            let family = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(family)?;
+        }
         let mut family = encoder.encode_descriptor(
             "cluster_intake_refused",
-            "Intake messages this node did not relay, by reason: identity (the envelope names another tenant, app or runner than its subject), subject, undecodable, pipeline (refused for good), terminated and never stored",
+            "Intake messages this node did not relay, by reason: identity (the envelope names another tenant, app or runner than its subject), subject, undecodable, and the pipeline's invalid (a label or limit), denied, app (the app cannot be made); terminated, never stored, and told in the runner's logs (server_refused)",
             None,
             ConstCounter::new(0u64).metric_type(),
         )?;

@@ -263,16 +263,18 @@ impl Runners {
         batch: IngestBatch,
         retention: std::time::Duration,
     ) -> Result<IngestResponse, StoreError> {
-        let sighting = Sighting::of_batch(&batch);
+        // The server's own notices (a node's, come through the cluster)
+        // say nothing of the runner's life, as replay skips them too.
+        let sighting =
+            (!batch.boot.ends_with(SERVER_BOOT_SUFFIX)).then(|| Sighting::of_batch(&batch));
         let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
             let response = self
                 .store
                 .append_within_retention(tenant, batch, retention)?;
-            (
-                response,
-                self.observe(tenant, sighting, Timestamp::now(), true),
-            )
+            let notice = sighting
+                .and_then(|sighting| self.observe(tenant, sighting, Timestamp::now(), true));
+            (response, notice)
         };
         // Outside the gate: the notice is one more append.
         self.write_notices(notice.into_iter().collect());

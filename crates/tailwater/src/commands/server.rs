@@ -308,6 +308,12 @@ struct ClusterArgs {
     /// often.
     #[arg(long, default_value = "10s", value_parser = parse_std_duration)]
     nats_node_ttl: std::time::Duration,
+    /// The most one tenant's agents may hold waiting in its intake stream
+    /// on NATS, in bytes (not yet relayed: a rate-limited app's, or while
+    /// no node is up); past it their publishes are refused and they keep
+    /// the lines in their spools. At most --nats-max-bytes.
+    #[arg(long, default_value_t = tailwater_server::cluster::intake::DEFAULT_TENANT_BYTES)]
+    nats_intake_tenant_bytes: i64,
 }
 
 impl ClusterArgs {
@@ -324,6 +330,7 @@ impl ClusterArgs {
         config.max_bytes = self.nats_max_bytes;
         config.max_ack_pending = self.nats_max_ack_pending;
         config.node_ttl = self.nats_node_ttl;
+        config.intake_tenant_bytes = self.nats_intake_tenant_bytes;
         Some(config)
     }
 }
