@@ -50,7 +50,7 @@ pub const STREAM_PREFIX: &str = "TAILWATER_INTAKE_";
 pub const INTAKE_CONSUMER: &str = "intake";
 /// The most one tenant's intake stream holds unless configured otherwise
 /// (`--nats-intake-tenant-bytes`; at most `--nats-max-bytes`).
-pub const DEFAULT_TENANT_BYTES: i64 = 256 * 1024 * 1024;
+pub const DEFAULT_TENANT_BYTES: i64 = 64 * 1024 * 1024;
 /// Messages one pull asks for.
 const FETCH_MESSAGES: usize = 16;
 /// How long one pull waits for messages before it asks again (messages

@@ -201,3 +201,40 @@ pub fn notice(
     };
     Some((tenant, batch))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_told_to_the_runner_its_subject_names_as_the_servers_notice() {
+        let subject = message::intake_subject("acme", "gpu.api", "w-1");
+        let (tenant, notice) = notice("a", &subject, 7, "identity", "the envelope names web")
+            .expect("an intake subject names a runner");
+        assert_eq!(tenant, "acme");
+        assert_eq!(
+            (notice.app.as_str(), notice.runner.as_str()),
+            ("gpu.api", "w-1")
+        );
+        // The server's own: no sighting of the runner's life.
+        assert!(notice.boot.ends_with(SERVER_BOOT_SUFFIX), "{}", notice.boot);
+        let [record] = notice.records.as_slice() else {
+            panic!("one record: {notice:?}");
+        };
+        let fields = record.fields.to_map();
+        assert_eq!(Event::of(&fields), Some(Event::ServerRefused));
+        assert_eq!(fields[field::REASON], "identity");
+        assert!(
+            record.message.contains("none of it is stored"),
+            "{}",
+            record.message
+        );
+        assert!(record.message.contains("sequence 7"), "{}", record.message);
+        // Nobody to tell when the subject names no runner.
+        assert!(notice_of("tailwater.batches.0").is_none());
+    }
+
+    fn notice_of(subject: &str) -> Option<(String, IngestBatch)> {
+        notice("a", subject, 1, "subject", "not an intake subject")
+    }
+}

@@ -311,7 +311,9 @@ struct ClusterArgs {
     /// The most one tenant's agents may hold waiting in its intake stream
     /// on NATS, in bytes (not yet relayed: a rate-limited app's, or while
     /// no node is up); past it their publishes are refused and they keep
-    /// the lines in their spools. At most --nats-max-bytes.
+    /// the lines in their spools. At most --nats-max-bytes; the same on
+    /// every node (each sets it on the streams it opens). Reserved on the
+    /// NATS servers' storage for every tenant.
     #[arg(long, default_value_t = tailwater_server::cluster::intake::DEFAULT_TENANT_BYTES)]
     nats_intake_tenant_bytes: i64,
 }
