@@ -15,7 +15,7 @@ use tailwater_client::Client;
 use tailwater_model::cluster::{batch_id, encode, intake_subject, message_id, Envelope};
 use tailwater_model::tenancy::{AppPatch, NewTenant, NewToken, Scope};
 use tailwater_model::wire::{IngestBatch, LogsParams};
-use tailwater_server::cluster::intake::stream_name;
+use tailwater_server::cluster::intake::{stream_name, LEGACY_STREAM};
 use tailwater_server::cluster::ClusterConfig;
 
 use super::common::{batch, scrape, server_in, TOKEN};
@@ -366,4 +366,66 @@ async fn a_tenant_whose_intake_waits_or_is_full_holds_no_other_tenant_back() {
         );
     }
     assert!(waits >= 1.0, "slow's messages never waited: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shared_intake_stream_of_before_is_relayed_then_deleted_for_the_tenants_own() {
+    let nats = NatsCluster::start_with(3, AGENT_ACCOUNTS);
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("node".into(), "nodepw".into())
+        .connect(nats.urls()[0].as_str())
+        .await
+        .unwrap();
+    let jetstream = async_nats::jetstream::ContextBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .build(client);
+    // As nodes made it before each tenant had its own, holding a batch
+    // an agent published then.
+    let legacy = async_nats::jetstream::stream::Config {
+        name: LEGACY_STREAM.to_owned(),
+        subjects: vec!["tailwater.intake.*.*.*".to_owned()],
+        num_replicas: 3,
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        discard: async_nats::jetstream::stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let made = jetstream.get_or_create_stream(legacy.clone()).await;
+        let published = match made {
+            Ok(_) => {
+                let subject = intake_subject("default", "api", "old-1");
+                publish(&jetstream, subject, batch("api", "old-1", 0..10)).await
+            }
+            Err(error) => Err(error.to_string()),
+        };
+        match published {
+            Ok(()) => break,
+            Err(error) => assert!(Instant::now() < deadline, "{error}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let a = node_at(
+        tempfile::tempdir().unwrap(),
+        "a",
+        nats.urls_as("node", "nodepw"),
+    )
+    .await;
+    let seqs: Vec<u64> = (0..10).collect();
+    wait_stored_once(&a, "api", "old-1", &seqs).await;
+    // Gone once empty, and the tenant's own stream made in its place.
+    wait_intake_stream(&nats, "default").await;
+    assert!(
+        jetstream.get_stream(LEGACY_STREAM).await.is_err(),
+        "the legacy stream is still there"
+    );
+    publish(
+        &jetstream,
+        intake_subject("default", "api", "new-1"),
+        batch("api", "new-1", 0..10),
+    )
+    .await
+    .unwrap();
+    wait_stored_once(&a, "api", "new-1", &seqs).await;
 }
