@@ -60,6 +60,9 @@ const FETCH_WAIT: Duration = Duration::from_secs(5);
 /// How long JetStream waits for a node's acknowledgement before it hands
 /// the message to another (a node that died relaying it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How often, at most, a node measures a tenant's intake stream (between
+/// pulls) for the metrics.
+const MEASURE_EVERY: Duration = Duration::from_secs(5);
 /// How often a node compares the tenants it relays with its registry's.
 pub const TENANTS_EVERY: Duration = Duration::from_secs(1);
 
@@ -143,6 +146,7 @@ impl Intake {
                     if !kept {
                         tracing::info!(tenant, "the tenant is gone: no longer relaying its intake");
                         relay.stop.send_replace(true);
+                        self.relayer.stats.intake.forget(tenant);
                     }
                     kept
                 });
@@ -190,10 +194,16 @@ impl Intake {
                 }
             };
             let mut puller = Puller::new(consumer, FETCH_MESSAGES, FETCH_WAIT);
+            let mut measured: Option<tokio::time::Instant> = None;
             loop {
                 match puller.next(&mut stopping).await {
                     Pulled::Message(message) => self.relayer.apply(*message).await,
-                    Pulled::Ended => {}
+                    Pulled::Ended => {
+                        if measured.is_none_or(|at| at.elapsed() >= MEASURE_EVERY) {
+                            measured = Some(tokio::time::Instant::now());
+                            self.measure(&tenant, &stream).await;
+                        }
+                    }
                     Pulled::Stopped => return,
                     Pulled::Failed(error) => {
                         tracing::warn!(
@@ -207,6 +217,22 @@ impl Intake {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// Notes what `tenant`'s intake stream holds, for the metrics.
+    async fn measure(&self, tenant: &str, stream: &str) {
+        match self.cluster.jetstream.get_stream(stream).await {
+            Ok(handle) => {
+                let info = handle.cached_info();
+                self.relayer
+                    .stats
+                    .intake
+                    .measured(tenant, info.state.bytes, info.config.max_bytes);
+            }
+            Err(error) => {
+                tracing::debug!(tenant, %error, "cannot measure the tenant's intake stream")
             }
         }
     }

@@ -2,6 +2,7 @@
 //! `GET /metrics` (`tailwater_cluster_*`). `tailwater cluster status`
 //! shows JetStream's own figures instead ([`super::status`]).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -68,9 +69,33 @@ pub struct IntakeStats {
     /// Messages terminated, by reason (`identity`, `subject`,
     /// `undecodable`, the pipeline's `invalid`, `denied`, `app`).
     refused: Mutex<Vec<(&'static str, u64)>>,
+    /// Each tenant's intake stream as last measured: bytes waiting, and
+    /// its bound (`--nats-intake-tenant-bytes`).
+    tenants: Mutex<BTreeMap<String, (u64, i64)>>,
 }
 
 impl IntakeStats {
+    /// What `tenant`'s intake stream holds now, of `bound` bytes.
+    pub fn measured(&self, tenant: &str, bytes: u64, bound: i64) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.insert(tenant.to_owned(), (bytes, bound));
+    }
+
+    /// `tenant` is no longer relayed here.
+    pub fn forget(&self, tenant: &str) {
+        let mut tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants.remove(tenant);
+    }
+
+    /// Each tenant's intake bytes and bound, as last measured.
+    pub fn tenants(&self) -> Vec<(String, u64, i64)> {
+        let tenants = self.tenants.lock().unwrap_or_else(|p| p.into_inner());
+        tenants
+            .iter()
+            .map(|(tenant, (bytes, bound))| (tenant.clone(), *bytes, *bound))
+            .collect()
+    }
+
     pub fn refused(&self, reason: &'static str) {
         let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
         match refused.iter_mut().find(|(seen, _)| *seen == reason) {
@@ -115,6 +140,11 @@ impl Stats {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
     partition: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TenantLabels {
+    tenant: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -197,6 +227,29 @@ impl Collector for StatsCollector {
                 reason: reason.to_owned(),
             };
             ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+        let tenants = self.0.intake.tenants();
+        for (name, help, bound) in [
+            ("cluster_intake_bytes", "Bytes each tenant's agents published to NATS that wait in its intake stream, not yet relayed (measured every few seconds)", false),
+            ("cluster_intake_max_bytes", "The most each tenant's intake stream holds (--nats-intake-tenant-bytes): there, its agents' publishes are refused and their lines wait in their spools", true),
+        ] {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                ConstGauge::new(0i64).metric_type(),
+            )?;
+            for (tenant, bytes, max_bytes) in &tenants {
+                let labels = TenantLabels {
+                    tenant: tenant.clone(),
+                };
+                let value = if bound {
+                    *max_bytes
+                } else {
+                    i64::try_from(*bytes).unwrap_or(i64::MAX)
+                };
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
         }
         let nodes = i64::try_from(self.0.live_nodes.load(Relaxed)).unwrap_or(i64::MAX);
         let gauge = ConstGauge::new(nodes);

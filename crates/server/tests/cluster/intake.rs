@@ -366,6 +366,23 @@ async fn a_tenant_whose_intake_waits_or_is_full_holds_no_other_tenant_back() {
         );
     }
     assert!(waits >= 1.0, "slow's messages never waited: {seen:?}");
+    // The operator sees the tenant's intake full.
+    let full = "tailwater_cluster_intake_bytes{tenant=\"default\"}";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = scrape(&a.server, Some(TOKEN)).await;
+        let bytes = samples.get(full).copied().unwrap_or(0.0);
+        let bound = "tailwater_cluster_intake_max_bytes{tenant=\"default\"}";
+        if bytes > 900.0 * 1024.0 {
+            assert_eq!(samples.get(bound).copied(), Some(1024.0 * 1024.0));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "default's intake shows {bytes} bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
