@@ -25,7 +25,7 @@
 //! while it exists: a node finding it relays what it holds and deletes it
 //! once empty ([`LEGACY_STREAM`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -135,7 +135,7 @@ impl Intake {
             let mut relaying: HashMap<String, Relaying> = HashMap::new();
             let legacy = tokio::spawn(self.clone().relay_legacy(stopping.clone()));
             loop {
-                let tenants: Vec<String> = self
+                let tenants: HashSet<String> = self
                     .registry
                     .tenants()
                     .into_iter()
