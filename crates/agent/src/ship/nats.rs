@@ -286,3 +286,17 @@ fn full(error: &str) -> bool {
     let error = error.to_ascii_lowercase();
     error.contains("maximum bytes exceeded") || error.contains("maximum messages exceeded")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::full;
+
+    #[test]
+    fn a_full_intake_is_told_from_other_failures() {
+        // As nats-server 2.9 answers a publish to a full discard-new stream.
+        assert!(full("nats: maximum bytes exceeded"));
+        assert!(full("publish failed: Maximum Messages Exceeded"));
+        assert!(!full("no stream found for given subject"));
+        assert!(!full("timed out: didn't receive ack in time"));
+    }
+}
