@@ -21,9 +21,10 @@
 //! acknowledgement; they wait in the spools).
 //!
 //! The one shared stream of before (`TAILWATER_INTAKE`, over every
-//! tenant's subjects) overlaps the tenants' streams, so none can be made
-//! while it exists: a node finding it relays what it holds and deletes it
-//! once empty ([`LEGACY_STREAM`]).
+//! tenant's subjects) overlaps the tenants' streams: a node finding it
+//! moves it off the agents' subjects (so the tenants' streams can be made
+//! and it takes no new message), relays what it holds and deletes it once
+//! empty ([`LEGACY_STREAM`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,7 +45,10 @@ use crate::access::registry::Registry;
 /// The one stream every tenant's agents published to before each tenant
 /// had its own: relayed until empty, then deleted.
 pub const LEGACY_STREAM: &str = "TAILWATER_INTAKE";
-/// Each tenant's stream is this, `_`, the tenant's name.
+/// The subject the legacy stream is moved to while it is relayed: none
+/// an agent publishes on.
+pub const LEGACY_DRAINED: &str = "tailwater.legacy_intake.drained";
+/// Each tenant's stream is this, then the tenant's name.
 pub const STREAM_PREFIX: &str = "TAILWATER_INTAKE_";
 /// Each intake stream's one consumer, pulled by every node.
 pub const INTAKE_CONSUMER: &str = "intake";
@@ -245,7 +249,10 @@ impl Intake {
                 // Not there (the usual case): nothing to do.
                 Err(error) if not_found(&error) => return,
                 Err(error) => Err(anyhow::anyhow!(error)),
-                Ok(_) => self.consumer(LEGACY_STREAM).await,
+                Ok(stream) => match self.close_legacy(stream).await {
+                    Ok(()) => self.consumer(LEGACY_STREAM).await,
+                    Err(error) => Err(error),
+                },
             };
             let consumer = match consumer {
                 Ok(consumer) => consumer,
@@ -283,6 +290,26 @@ impl Intake {
                 }
             }
         }
+    }
+
+    /// Moves the legacy stream off the agents' subjects (onto
+    /// [`LEGACY_DRAINED`], which nobody publishes on), so it takes no new
+    /// message and overlaps no tenant's stream: what it holds stays, to be
+    /// relayed, and deleting it once empty loses nothing.
+    async fn close_legacy(&self, stream: stream::Stream) -> anyhow::Result<()> {
+        let mut config = stream.cached_info().config.clone();
+        if config.subjects == [LEGACY_DRAINED] {
+            return Ok(());
+        }
+        config.subjects = vec![LEGACY_DRAINED.to_owned()];
+        self.cluster
+            .jetstream
+            .update_stream(config)
+            .await
+            .map_err(|error| {
+                anyhow::anyhow!("cannot take {LEGACY_STREAM} off the agents' subjects: {error}")
+            })?;
+        Ok(())
     }
 
     /// Deletes the legacy stream when it holds nothing (true: gone).

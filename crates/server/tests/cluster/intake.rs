@@ -55,6 +55,27 @@ async fn publish_as(
     ack.await.map(|_| ()).map_err(|error| error.to_string())
 }
 
+/// [`publish_as`], again while no stream answers on the subject yet (a
+/// stream just made: its subjects reach every NATS server shortly after
+/// its leader is elected), as the agent sends again; the same message id,
+/// so stored once.
+async fn publish_taken(
+    jetstream: &async_nats::jetstream::Context,
+    tenant: &str,
+    subject: String,
+    batch: IngestBatch,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match publish_as(jetstream, tenant, subject.clone(), batch.clone()).await {
+            Err(error) if error.contains("no stream found") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            published => return published,
+        }
+    }
+}
+
 /// Waits until the nodes made `tenant`'s intake stream (they follow the
 /// registry), asking JetStream as a node.
 async fn wait_intake_stream(nats: &NatsCluster, tenant: &str) {
@@ -119,7 +140,8 @@ async fn an_agents_batch_on_its_intake_subject_is_stored_and_no_other_app_can_be
     // (redacted), stored by every node once.
     let mut lines = batch("api", "gpu-7", 0..50);
     lines.records[3].message = "gpu-7 3 key AKIAIOSFODNN7EXAMPLE".into();
-    publish(&jetstream, intake_subject("default", "api", "gpu-7"), lines)
+    let subject = intake_subject("default", "api", "gpu-7");
+    publish_taken(&jetstream, "default", subject, lines)
         .await
         .unwrap();
     let seqs: Vec<u64> = (0..50).collect();
@@ -315,7 +337,7 @@ async fn a_tenant_whose_intake_waits_or_is_full_holds_no_other_tenant_back() {
     for message in 0..40 {
         let lines = heavy_batch("slow", "s1", message * 100, 100);
         let subject = intake_subject("default", "slow", "s1");
-        if let Err(error) = publish_as(&jetstream, "default", subject, lines).await {
+        if let Err(error) = publish_taken(&jetstream, "default", subject, lines).await {
             refusal = Some((message, error));
             break;
         }
@@ -327,7 +349,7 @@ async fn a_tenant_whose_intake_waits_or_is_full_holds_no_other_tenant_back() {
     // Another tenant's agent meanwhile: taken, relayed and stored at once,
     // not after slow's messages' delays (~100 s).
     let subject = intake_subject("other", "fast", "f1");
-    publish_as(&jetstream, "other", subject, batch("fast", "f1", 0..20))
+    publish_taken(&jetstream, "other", subject, batch("fast", "f1", 0..20))
         .await
         .expect("another tenant's intake takes its batch");
     let params = LogsParams {
@@ -437,12 +459,9 @@ async fn the_shared_intake_stream_of_before_is_relayed_then_deleted_for_the_tena
         jetstream.get_stream(LEGACY_STREAM).await.is_err(),
         "the legacy stream is still there"
     );
-    publish(
-        &jetstream,
-        intake_subject("default", "api", "new-1"),
-        batch("api", "new-1", 0..10),
-    )
-    .await
-    .unwrap();
+    let subject = intake_subject("default", "api", "new-1");
+    publish_taken(&jetstream, "default", subject, batch("api", "new-1", 0..10))
+        .await
+        .unwrap();
     wait_stored_once(&a, "api", "new-1", &seqs).await;
 }
