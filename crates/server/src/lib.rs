@@ -600,44 +600,51 @@ struct IntakeRelay(Arc<ingest::Pipeline>);
 
 impl cluster::relay::Relay for IntakeRelay {
     fn relay(&self, tenant: &str, batch: IngestBatch) -> cluster::relay::Relayed {
-        use cluster::relay::{Relayed, RETRY_DELAY};
         let principal = access::scopes::Principal {
             token_id: "nats-intake".to_owned(),
             scope: tailwater_model::tenancy::Scope::Ingest,
             tenant: Some(tenant.to_owned()),
             app: Some(batch.app.clone()),
         };
-        match self.0.accept(&principal, tenant, batch) {
-            Ok(_) => Relayed::Taken,
-            Err(ingest::Refused::Throttled(throttled)) => Relayed::Later {
-                delay: throttled.retry_after,
-                reason: throttled.limit,
-            },
-            Err(ingest::Refused::Unavailable(unavailable)) => Relayed::Later {
-                delay: RETRY_DELAY,
-                reason: format!("{unavailable:?}"),
-            },
-            Err(ingest::Refused::Internal(error)) => Relayed::Later {
-                delay: RETRY_DELAY,
-                reason: error,
-            },
-            Err(ingest::Refused::Invalid { code, message }) => Relayed::Refused {
-                code: "invalid",
-                reason: format!("{code}: {message}"),
-            },
-            Err(ingest::Refused::Denied(denied)) => Relayed::Refused {
-                code: "denied",
-                reason: format!("{denied:?}"),
-            },
-            Err(ingest::Refused::Registry(error)) => Relayed::Refused {
-                code: "app",
-                reason: format!("{error:?}"),
-            },
-        }
+        relayed(self.0.accept(&principal, tenant, batch))
     }
 
     fn tell(&self, tenant: &str, notice: IngestBatch) -> cluster::relay::Relayed {
         // The server's notice goes the way the runner's batches go.
-        self.relay(tenant, notice)
+        relayed(self.0.accept_notice(tenant, notice))
+    }
+}
+
+/// What the pipeline's answer means to an intake relay.
+fn relayed(
+    accepted: Result<tailwater_model::wire::IngestResponse, ingest::Refused>,
+) -> cluster::relay::Relayed {
+    use cluster::relay::{Relayed, RETRY_DELAY};
+    match accepted {
+        Ok(_) => Relayed::Taken,
+        Err(ingest::Refused::Throttled(throttled)) => Relayed::Later {
+            delay: throttled.retry_after,
+            reason: throttled.limit,
+        },
+        Err(ingest::Refused::Unavailable(unavailable)) => Relayed::Later {
+            delay: RETRY_DELAY,
+            reason: format!("{unavailable:?}"),
+        },
+        Err(ingest::Refused::Internal(error)) => Relayed::Later {
+            delay: RETRY_DELAY,
+            reason: error,
+        },
+        Err(ingest::Refused::Invalid { code, message }) => Relayed::Refused {
+            code: "invalid",
+            reason: format!("{code}: {message}"),
+        },
+        Err(ingest::Refused::Denied(denied)) => Relayed::Refused {
+            code: "denied",
+            reason: format!("{denied:?}"),
+        },
+        Err(ingest::Refused::Registry(error)) => Relayed::Refused {
+            code: "app",
+            reason: format!("{error:?}"),
+        },
     }
 }

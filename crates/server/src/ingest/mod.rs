@@ -48,9 +48,18 @@ use crate::cluster::publish::Publisher;
 use crate::limits::{self, CutTally, IngestLimits, RateLimiter, Refusal, Throttled};
 use crate::metrics::{AppLabels, Metrics, PatternLabels, ReasonLabels};
 use crate::redact::{Redactor, Replaced};
-use crate::runners::Runners;
+use crate::runners::{Runners, SERVER_BOOT_SUFFIX};
 use identity::Identity;
 use reports::AgentReports;
+
+/// Who a batch comes from, for the one check that tells them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sender {
+    /// A client, an agent, an intake message: anyone outside.
+    Outside,
+    /// This server's own notice ([`Pipeline::accept_notice`]).
+    Server,
+}
 
 /// Why a batch was not stored; nothing of it was.
 #[derive(Debug)]
@@ -162,7 +171,26 @@ impl Pipeline {
         tenant: &str,
         batch: IngestBatch,
     ) -> Result<IngestResponse, Refused> {
-        self.admit(principal, tenant, &batch)?;
+        self.admit(principal, tenant, &batch, Sender::Outside)?;
+        self.store(tenant, batch)
+    }
+
+    /// Stores a notice of this server's own about a runner (its boot ends
+    /// in [`SERVER_BOOT_SUFFIX`], which [`Pipeline::accept`] refuses from
+    /// senders), through every other check, as a batch of its app would
+    /// be: in a cluster, into the stream, so every node holds it.
+    pub fn accept_notice(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+    ) -> Result<IngestResponse, Refused> {
+        let principal = Principal {
+            token_id: "server-notice".to_owned(),
+            scope: tailwater_model::tenancy::Scope::Ingest,
+            tenant: Some(tenant.to_owned()),
+            app: Some(batch.app.clone()),
+        };
+        self.admit(&principal, tenant, &batch, Sender::Server)?;
         self.store(tenant, batch)
     }
 
@@ -245,6 +273,7 @@ impl Pipeline {
         principal: &Principal,
         tenant: &str,
         batch: &IngestBatch,
+        sender: Sender,
     ) -> Result<(), Refused> {
         for (name, value) in [
             ("app", &batch.app),
@@ -276,6 +305,15 @@ impl Pipeline {
             return Err(Refused::Invalid {
                 code: reason,
                 message,
+            });
+        }
+        if sender == Sender::Outside && batch.boot.ends_with(SERVER_BOOT_SUFFIX) {
+            // Else a sender could dress its batches as the server's
+            // notices, which the runner table takes for no sign of life.
+            self.count_refused(tenant, &batch.app, limits::INVALID_LABEL, lines);
+            return Err(Refused::Invalid {
+                code: limits::INVALID_LABEL,
+                message: format!("invalid ingest batch: a boot ending in '{SERVER_BOOT_SUFFIX}' is kept for the server's own notices; give the agent another --boot"),
             });
         }
         // Labels are identity, so never redacted (see redact.rs): refused.

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | body size | `--max-batch-bytes` | 413 `batch_too_large`: the agent sends smaller batches, and drops (and reports) a single record still too large |
 //! | body format | `--ingest-binary` (on) | 415 `unsupported_media_type` for a binary body when off; 400 `invalid_body` counted for a body that does not decode |
-//! | label values (`version`, `runner`, `boot`; `app` by the registry's rule) | `--max-label-bytes`, no control characters | 400 `invalid_label`: nothing stored |
+//! | label values (`version`, `runner`, `boot`; `app` by the registry's rule) | `--max-label-bytes`, no control characters; a boot not ending in `+server` (the server's own notices') | 400 `invalid_label`: nothing stored |
 //! | sequence numbers | below [`MAX_AGENT_SEQ`] | 400 `invalid_seq`: higher ones are the server's own records |
 //! | app rate | the app's `rate_limit_lines_per_sec` / `rate_limit_bytes_per_sec`, else `--app-rate-lines` / `--app-rate-bytes` | 429 with `Retry-After`: the agent keeps the batch and sends it again |
 //! | runner rate | `--runner-rate-lines` / `--runner-rate-bytes` | 429 with `Retry-After`, the same |

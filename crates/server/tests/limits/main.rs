@@ -267,6 +267,23 @@ async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
     );
     let (status, _, _) = post(&server, &batch("bad\napp", "r1", vec![record(1, "x")])).await;
     assert_eq!(status, 400);
+    // The server's own notices' boot is not a sender's to take (the
+    // runner table would not see the runner's life in such batches).
+    let mut dressed = batch("labels", "r1", vec![record(1, "never stored")]);
+    dressed["boot"] = json!("b1+server");
+    let (status, _, answer) = post(&server, &dressed).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (400, Some("invalid_label")),
+        "{answer}"
+    );
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another --boot"),
+        "{answer}"
+    );
     let reserved = batch("labels", "r1", vec![record(1 << 62, "forged")]);
     let (status, _, answer) = post(&server, &reserved).await;
     assert_eq!(
@@ -285,7 +302,7 @@ async fn fields_labels_sequence_numbers_and_batch_size_have_limits() {
         .all(|r| r.seq != 1 && r.message != "never stored"));
 
     let samples = scrape(&server, Some(ADMIN)).await;
-    for (reason, batches) in [("invalid_label", 1.0), ("invalid_seq", 1.0)] {
+    for (reason, batches) in [("invalid_label", 2.0), ("invalid_seq", 1.0)] {
         let key = format!(
             r#"tailwater_ingest_refused_batches_total{{app="labels",reason="{reason}",tenant="default"}}"#
         );
