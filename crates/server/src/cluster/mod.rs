@@ -23,7 +23,9 @@
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
 //!   shows;
 //! - [`window`]: messages the stream dropped before this node read them,
-//!   found, counted, kept and shown.
+//!   found, counted, kept and shown;
+//! - [`repair`]: such a gap filled from a live peer's store, through a
+//!   node-only endpoint.
 
 pub mod bucket;
 pub mod intake;
@@ -32,6 +34,7 @@ pub mod members;
 pub mod message;
 pub mod publish;
 pub mod registry;
+pub mod repair;
 pub mod stats;
 pub mod status;
 pub mod window;

@@ -263,15 +263,36 @@ impl Runners {
         batch: IngestBatch,
         retention: std::time::Duration,
     ) -> Result<IngestResponse, StoreError> {
+        self.append_as(tenant, batch, true, |store, tenant, batch| {
+            store.append_within_retention(tenant, batch, retention)
+        })
+    }
+
+    /// Stores records a peer held and this node missed (a cluster's repair,
+    /// `cluster::repair`): past the out-of-order window, each once, seen by
+    /// the table as a batch is (no `returned` notice: they are old news).
+    pub fn append_repaired(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+    ) -> Result<IngestResponse, StoreError> {
+        self.append_as(tenant, batch, false, Store::append_repaired)
+    }
+
+    fn append_as(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        live: bool,
+        append: impl FnOnce(&Store, &str, IngestBatch) -> Result<IngestResponse, StoreError>,
+    ) -> Result<IngestResponse, StoreError> {
         let sighting = Sighting::of_batch(&batch);
         let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-            let response = self
-                .store
-                .append_within_retention(tenant, batch, retention)?;
+            let response = append(&self.store, tenant, batch)?;
             (
                 response,
-                self.observe(tenant, sighting, Timestamp::now(), true),
+                self.observe(tenant, sighting, Timestamp::now(), live),
             )
         };
         // Outside the gate: the notice is one more append.
