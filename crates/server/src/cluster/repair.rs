@@ -121,9 +121,12 @@ pub fn page(
     };
     // The tenant asked for, or the first after it (it may have no records
     // left); none: the page is the last.
-    let Some(tenant) = tenants.iter().find(|name| **name >= tenant).cloned() else {
+    let Some(found) = tenants.iter().find(|name| **name >= tenant).cloned() else {
         return Ok(RepairPage::default());
     };
+    // A position is the asked tenant's: another starts at its first record.
+    let after = after.filter(|_| found == tenant);
+    let tenant = found;
     let next_tenant = tenants.iter().find(|name| **name > tenant).cloned();
     let query = Query {
         filter: Filter::default(),
@@ -450,5 +453,141 @@ impl Repairer {
         })
         .await
         .context("storing repaired records panicked")?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use tailwater_model::wire::{IngestBatch, IngestRecord};
+    use tailwater_model::{Level, Stream};
+    use tailwater_store::{Store, StoreOptions};
+
+    use super::*;
+
+    const PARTITIONS: u32 = 2;
+
+    fn batch(runner: &str, seqs: std::ops::Range<u64>, message_bytes: usize) -> IngestBatch {
+        IngestBatch {
+            app: "api".into(),
+            version: "v1".into(),
+            runner: runner.into(),
+            boot: "b".into(),
+            source: Default::default(),
+            records: seqs
+                .map(|seq| IngestRecord {
+                    seq,
+                    ts: jiff::Timestamp::now(),
+                    stream: Stream::Stdout,
+                    level: Level::Info,
+                    request_id: None,
+                    message: format!("{runner} {seq} {}", "x".repeat(message_bytes)),
+                    fields: Default::default(),
+                    invalid_utf8: false,
+                })
+                .collect(),
+        }
+    }
+
+    /// Every page of `partition` from `from`: the records' identities,
+    /// counted, and the pages read.
+    fn read_all(
+        store: &Store,
+        partition: u32,
+        mut from: Option<RepairCursor>,
+    ) -> (BTreeMap<(String, String, u64), usize>, usize) {
+        let mut seen = BTreeMap::new();
+        let mut pages = 0;
+        loop {
+            let page = page(store, PARTITIONS, partition, from.clone()).unwrap();
+            pages += 1;
+            assert!(pages < 1_000, "the pages never end");
+            assert_eq!(page.skipped_blocks, 0);
+            for repaired in page.batches {
+                let batch = repaired.batch;
+                assert_eq!(
+                    message::partition_of(&repaired.tenant, &batch.app, &batch.runner, PARTITIONS),
+                    partition
+                );
+                for record in batch.records {
+                    let identity = (repaired.tenant.clone(), batch.runner.clone(), record.seq);
+                    *seen.entry(identity).or_insert(0) += 1;
+                }
+            }
+            match page.next {
+                Some(next) => from = Some(next),
+                None => return (seen, pages),
+            }
+        }
+    }
+
+    #[test]
+    fn pages_hold_every_tenants_records_of_the_partition_once_within_their_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            background: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).unwrap();
+        let runners = ["r0", "r1", "r2", "r3", "r4", "r5"];
+        // Many small records (more than a page visits) and a few long ones
+        // (more bytes than a page carries), in two tenants.
+        for tenant in ["acme", "zeta"] {
+            for runner in runners {
+                store.append(tenant, batch(runner, 0..900, 10)).unwrap();
+            }
+            store
+                .append(tenant, batch("long", 0..12, 1024 * 1024))
+                .unwrap();
+        }
+        store.flush().unwrap();
+        for partition in 0..PARTITIONS {
+            let (seen, pages) = read_all(&store, partition, None);
+            let mut wanted = BTreeMap::new();
+            for tenant in ["acme", "zeta"] {
+                for (runner, count) in runners.iter().map(|r| (*r, 900)).chain([("long", 12)]) {
+                    if message::partition_of(tenant, "api", runner, PARTITIONS) == partition {
+                        for seq in 0..count {
+                            wanted.insert((tenant.to_owned(), runner.to_owned(), seq), 1);
+                        }
+                    }
+                }
+            }
+            assert_eq!(seen, wanted, "partition {partition}");
+            // 2 × (5 400 + 12) records visited, PAGE_RECORDS a page.
+            assert!(pages >= 2 * 5_412 / PAGE_RECORDS, "{pages} pages");
+        }
+        let long = message::partition_of("acme", "api", "long", PARTITIONS);
+        let first = page(&store, PARTITIONS, long, None).unwrap();
+        let carried: usize = first
+            .batches
+            .iter()
+            .flat_map(|repaired| &repaired.batch.records)
+            .map(|record| record.message.len())
+            .sum();
+        assert!(carried < PAGE_BYTES + 2 * 1024 * 1024, "{carried} bytes");
+
+        // A position in a tenant that is gone is not applied to the next
+        // one: it is read from its first record.
+        let gone = RepairCursor {
+            tenant: "mid".into(),
+            after_ts_ns: Some(i64::MAX),
+            after_position: Some(u64::MAX),
+        };
+        let zeta_long = message::partition_of("zeta", "api", "long", PARTITIONS);
+        let (from_gone, _) = read_all(&store, zeta_long, Some(gone));
+        assert!(from_gone.keys().all(|(tenant, _, _)| tenant == "zeta"));
+        assert!(from_gone.contains_key(&("zeta".to_owned(), "long".to_owned(), 0)));
+    }
+
+    #[test]
+    fn a_page_over_its_bound_or_not_a_page_is_refused() {
+        assert!(decode_page(&vec![b' '; MAX_PAGE_BODY + 1]).is_err());
+        assert!(decode_page(b"{\"batches\": 7}").is_err());
+        assert_eq!(
+            decode_page(b"{\"batches\": []}").unwrap(),
+            RepairPage::default()
+        );
     }
 }
