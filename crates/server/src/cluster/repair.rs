@@ -331,7 +331,13 @@ impl Repairer {
                 continue;
             }
             let started_ms = jiff::Timestamp::now().as_millisecond();
-            match self.copy(client, &peer.url, partition).await {
+            let peer_at = Peer {
+                client,
+                url: &peer.url,
+                key: &node_key(&self.registry),
+            };
+            let partitions = self.cluster.config.partitions;
+            match copy(&peer_at, partitions, partition, |batch| self.store(batch)).await {
                 Ok(records) => {
                     let stats = self.stats.partition(partition);
                     stats
@@ -360,81 +366,6 @@ impl Repairer {
         anyhow::bail!("no live peer could serve it: {}", tried.join("; "))
     }
 
-    /// Reads every page of `partition` from the peer at `url` into this
-    /// node's store; the records stored (not held before).
-    async fn copy(
-        &self,
-        client: &reqwest::Client,
-        url: &str,
-        partition: u32,
-    ) -> anyhow::Result<u64> {
-        let key = node_key(&self.registry);
-        let mut cursor: Option<RepairCursor> = None;
-        let mut stored = 0u64;
-        loop {
-            let mut params = vec![("partition", partition.to_string())];
-            if let Some(cursor) = &cursor {
-                params.push(("tenant", cursor.tenant.clone()));
-                if let (Some(ts_ns), Some(position)) = (cursor.after_ts_ns, cursor.after_position) {
-                    params.push(("after_ts_ns", ts_ns.to_string()));
-                    params.push(("after_position", position.to_string()));
-                }
-            }
-            let mut response = client
-                .get(format!("{}{ROUTE}", url.trim_end_matches('/')))
-                .query(&params)
-                .bearer_auth(&key)
-                .send()
-                .await
-                .context("cannot ask it for records")?;
-            let status = response.status();
-            let mut body = Vec::new();
-            while let Some(chunk) = response.chunk().await.context("reading a page")? {
-                anyhow::ensure!(
-                    body.len() + chunk.len() <= MAX_PAGE_BODY,
-                    "it sent a page over {MAX_PAGE_BODY} bytes"
-                );
-                body.extend_from_slice(&chunk);
-            }
-            anyhow::ensure!(
-                status.is_success(),
-                "it answered {status}: {}",
-                String::from_utf8_lossy(&body[..body.len().min(512)])
-            );
-            let page = decode_page(&body).map_err(anyhow::Error::msg)?;
-            anyhow::ensure!(
-                page.skipped_blocks == 0,
-                "its store skipped {} damaged blocks: it does not hold the whole partition",
-                page.skipped_blocks
-            );
-            for batch in page.batches {
-                // A peer sends its own partition's records only: one that
-                // sent others' would be storing them here unasked.
-                let of = message::partition_of(
-                    &batch.tenant,
-                    &batch.batch.app,
-                    &batch.batch.runner,
-                    self.cluster.config.partitions,
-                );
-                anyhow::ensure!(
-                    of == partition,
-                    "it sent records of partition {of}, not {partition}"
-                );
-                stored += self.store(batch).await? as u64;
-            }
-            match page.next {
-                Some(next) => {
-                    anyhow::ensure!(
-                        cursor.as_ref() != Some(&next),
-                        "it sent the same page again"
-                    );
-                    cursor = Some(next);
-                }
-                None => return Ok(stored),
-            }
-        }
-    }
-
     /// Stores one batch of a peer's, as materializing one would; the
     /// records stored.
     async fn store(&self, repaired: RepairBatch) -> anyhow::Result<usize> {
@@ -453,6 +384,96 @@ impl Repairer {
         })
         .await
         .context("storing repaired records panicked")?
+    }
+}
+
+/// A peer to copy from.
+struct Peer<'a> {
+    client: &'a reqwest::Client,
+    url: &'a str,
+    /// This cluster's node credential.
+    key: &'a str,
+}
+
+/// Reads every page of `partition` (of `partitions`) from `peer`, handing
+/// each batch to `store`; the records it stored. An error as soon as a
+/// page cannot be had or is not one of the whole partition's: what was
+/// stored before stays (stored once, as any repair's), and the caller does
+/// not take the partition for repaired.
+async fn copy<F, Fut>(
+    peer: &Peer<'_>,
+    partitions: u32,
+    partition: u32,
+    mut store: F,
+) -> anyhow::Result<u64>
+where
+    F: FnMut(RepairBatch) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<usize>>,
+{
+    let mut cursor: Option<RepairCursor> = None;
+    let mut stored = 0u64;
+    loop {
+        let mut params = vec![("partition", partition.to_string())];
+        if let Some(cursor) = &cursor {
+            params.push(("tenant", cursor.tenant.clone()));
+            if let (Some(ts_ns), Some(position)) = (cursor.after_ts_ns, cursor.after_position) {
+                params.push(("after_ts_ns", ts_ns.to_string()));
+                params.push(("after_position", position.to_string()));
+            }
+        }
+        let mut response = peer
+            .client
+            .get(format!("{}{ROUTE}", peer.url.trim_end_matches('/')))
+            .query(&params)
+            .bearer_auth(peer.key)
+            .send()
+            .await
+            .context("cannot ask it for records")?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.context("reading a page")? {
+            anyhow::ensure!(
+                body.len() + chunk.len() <= MAX_PAGE_BODY,
+                "it sent a page over {MAX_PAGE_BODY} bytes"
+            );
+            body.extend_from_slice(&chunk);
+        }
+        anyhow::ensure!(
+            status.is_success(),
+            "it answered {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(512)])
+        );
+        let page = decode_page(&body).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            page.skipped_blocks == 0,
+            "its store skipped {} damaged blocks: it does not hold the whole partition",
+            page.skipped_blocks
+        );
+        for batch in page.batches {
+            // A peer sends its own partition's records only: one that sent
+            // others' would be storing them here unasked.
+            let of = message::partition_of(
+                &batch.tenant,
+                &batch.batch.app,
+                &batch.batch.runner,
+                partitions,
+            );
+            anyhow::ensure!(
+                of == partition,
+                "it sent records of partition {of}, not {partition}"
+            );
+            stored += store(batch).await? as u64;
+        }
+        match page.next {
+            Some(next) => {
+                anyhow::ensure!(
+                    cursor.as_ref() != Some(&next),
+                    "it sent the same page again"
+                );
+                cursor = Some(next);
+            }
+            None => return Ok(stored),
+        }
     }
 }
 
@@ -589,5 +610,122 @@ mod tests {
             decode_page(b"{\"batches\": []}").unwrap(),
             RepairPage::default()
         );
+    }
+
+    /// A peer on loopback answering the pages of `script` in turn (status
+    /// and body; past its end, 500), and how many it was asked.
+    async fn scripted(script: Vec<(u16, String)>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::http::StatusCode;
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        let app = axum::Router::new().route(
+            ROUTE,
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let counter = counter.clone();
+                let script = script.clone();
+                async move {
+                    assert_eq!(headers["authorization"], "Bearer k");
+                    let n = counter.fetch_add(1, Relaxed);
+                    let (status, body) = script.get(n).cloned().unwrap_or((500, "{}".into()));
+                    (StatusCode::from_u16(status).unwrap(), body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, asked)
+    }
+
+    fn page_json(runner: &str, seqs: std::ops::Range<u64>, next: Option<&str>) -> String {
+        let page = RepairPage {
+            batches: vec![RepairBatch {
+                tenant: "acme".into(),
+                batch: batch(runner, seqs, 1),
+            }],
+            next: next.map(|tenant| RepairCursor {
+                tenant: tenant.into(),
+                after_ts_ns: Some(1),
+                after_position: Some(1),
+            }),
+            skipped_blocks: 0,
+        };
+        serde_json::to_string(&page).unwrap()
+    }
+
+    /// What [`copy`] gets from a peer answering `script`: its result and
+    /// the records handed to the store.
+    async fn copy_from(script: Vec<(u16, String)>, partition: u32) -> (anyhow::Result<u64>, usize) {
+        let (url, _) = scripted(script).await;
+        let client = reqwest::Client::new();
+        let peer = Peer {
+            client: &client,
+            url: &url,
+            key: "k",
+        };
+        let handed = std::sync::Mutex::new(0usize);
+        let copied = copy(&peer, PARTITIONS, partition, |repaired| {
+            let records = repaired.batch.records.len();
+            *handed.lock().unwrap() += records;
+            async move { anyhow::Ok(records) }
+        })
+        .await;
+        let handed = *handed.lock().unwrap();
+        (copied, handed)
+    }
+
+    #[tokio::test]
+    async fn a_copy_is_whole_or_an_error_whatever_the_peer_answers() {
+        let runner = (0..)
+            .map(|n| format!("w{n}"))
+            .find(|runner| message::partition_of("acme", "api", runner, PARTITIONS) == 0)
+            .unwrap();
+        let other = (0..)
+            .map(|n| format!("w{n}"))
+            .find(|runner| message::partition_of("acme", "api", runner, PARTITIONS) == 1)
+            .unwrap();
+        let first = page_json(&runner, 0..5, Some("acme"));
+        let last = page_json(&runner, 5..8, None);
+
+        // Every page: whole.
+        let (copied, handed) = copy_from(vec![(200, first.clone()), (200, last)], 0).await;
+        assert_eq!(copied.unwrap(), 8);
+        assert_eq!(handed, 8);
+
+        // A peer failing midway, sending another partition's records, the
+        // same page again, something not a page, or a page over its bound:
+        // an error, whatever was stored before.
+        let damaged = {
+            let mut page: RepairPage = serde_json::from_str(&first).unwrap();
+            page.skipped_blocks = 1;
+            serde_json::to_string(&page).unwrap()
+        };
+        let huge = format!(
+            "{{\"batches\": [], \"pad\": \"{}\"}}",
+            "x".repeat(MAX_PAGE_BODY)
+        );
+        for (what, script) in [
+            (
+                "failing midway",
+                vec![(200, first.clone()), (500, "{}".to_owned())],
+            ),
+            (
+                "another partition's",
+                vec![(200, page_json(&other, 0..2, None))],
+            ),
+            (
+                "the same page again",
+                vec![(200, first.clone()), (200, first.clone())],
+            ),
+            (
+                "not a page",
+                vec![(200, first.clone()), (200, "[1, 2]".to_owned())],
+            ),
+            ("a damaged store", vec![(200, damaged)]),
+            ("a page too large", vec![(200, huge)]),
+        ] {
+            let (copied, _) = copy_from(script, 0).await;
+            assert!(copied.is_err(), "{what}: {copied:?}");
+        }
     }
 }
