@@ -82,7 +82,7 @@ impl Gaps {
             partition = gap.partition,
             from_sequence = gap.from_sequence,
             to_sequence = gap.to_sequence,
-            "the cluster's stream dropped messages this node had not read (past --nats-max-age or --nats-max-bytes): this partition's records among them are missing from this node's store"
+            "the cluster's stream dropped messages this node had not read (past --nats-max-age or --nats-max-bytes): this partition's records among them are missing from this node's store until it repairs the gap from a live peer"
         );
         stats.window_gaps.fetch_add(1, Relaxed);
         stats
