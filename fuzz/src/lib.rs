@@ -1,7 +1,8 @@
 //! Fuzz targets for every decoder of bytes that come from outside the
 //! process: what a client sends (the ingest body, query parameters,
 //! filters and regexes, cursors, other protocols' requests), what other
-//! nodes publish (the cluster's stream and shared registry), what a worker prints (the line
+//! nodes publish or send (the cluster's stream and shared registry, a
+//! peer's pages of records for a repair), what a worker prints (the line
 //! parser, the grouping of a traceback's lines),
 //! filters and regexes, cursors, other protocols' requests, a drain's
 //! settings and the signature receivers check), what a worker
