@@ -103,6 +103,11 @@ pub struct ClusterGap {
 /// identity (tenant, app, runner, boot, seq) and everything stored of it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RepairPage {
+    /// The node that served it (`--node`): a repairing node checks it is
+    /// the peer it meant to ask, not one its heartbeat's URL happens to
+    /// reach (a node listening on 0.0.0.0 says so in its URL).
+    #[serde(default)]
+    pub node: String,
     pub batches: Vec<RepairBatch>,
     /// Where the next page starts; `None` when this page was the last.
     #[serde(default)]

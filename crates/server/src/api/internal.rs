@@ -95,5 +95,8 @@ pub async fn records(
             .await
             .map_err(ApiError::internal)?
             .map_err(ApiError::internal)?;
-    Ok(Json(page))
+    Ok(Json(RepairPage {
+        node: cluster.config.node.clone(),
+        ..page
+    }))
 }

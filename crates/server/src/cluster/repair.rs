@@ -201,6 +201,7 @@ pub fn page(
         }),
     };
     Ok(RepairPage {
+        node: String::new(),
         batches,
         next,
         skipped_blocks: scanned.skipped.len() as u64,
@@ -332,6 +333,7 @@ impl Repairer {
             }
             let started_ms = jiff::Timestamp::now().as_millisecond();
             let peer_at = Peer {
+                node: &peer.node,
                 client,
                 url: &peer.url,
                 key: &node_key(&self.registry),
@@ -389,6 +391,8 @@ impl Repairer {
 
 /// A peer to copy from.
 struct Peer<'a> {
+    /// Its name, which its pages must say.
+    node: &'a str,
     client: &'a reqwest::Client,
     url: &'a str,
     /// This cluster's node credential.
@@ -444,6 +448,12 @@ where
             String::from_utf8_lossy(&body[..body.len().min(512)])
         );
         let page = decode_page(&body).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(
+            page.node == peer.node,
+            "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --listen address the others reach (not 0.0.0.0)",
+            peer.url,
+            page.node
+        );
         anyhow::ensure!(
             page.skipped_blocks == 0,
             "its store skipped {} damaged blocks: it does not hold the whole partition",

@@ -161,6 +161,7 @@ async fn scripted(script: Vec<(u16, String)>) -> (String, Arc<std::sync::atomic:
 
 fn page_json(runner: &str, seqs: std::ops::Range<u64>, next: Option<&str>) -> String {
     let page = RepairPage {
+        node: "p".into(),
         batches: vec![RepairBatch {
             tenant: "acme".into(),
             batch: batch(runner, seqs, 1),
@@ -181,6 +182,7 @@ async fn copy_from(script: Vec<(u16, String)>, partition: u32) -> (anyhow::Resul
     let (url, _) = scripted(script).await;
     let client = reqwest::Client::new();
     let peer = Peer {
+        node: "p",
         client: &client,
         url: &url,
         key: "k",
@@ -245,6 +247,10 @@ async fn a_copy_is_whole_or_an_error_whatever_the_peer_answers() {
         ),
         ("a damaged store", vec![(200, damaged)]),
         ("a page too large", vec![(200, huge)]),
+        (
+            "another node",
+            vec![(200, first.replace("\"node\":\"p\"", "\"node\":\"q\""))],
+        ),
     ] {
         let (copied, _) = copy_from(script, 0).await;
         assert!(copied.is_err(), "{what}: {copied:?}");

@@ -138,6 +138,7 @@ async fn only_a_nodes_credential_reads_a_partitions_records_every_tenants_each_o
             assert_eq!(status, 200, "{body}");
             let page: RepairPage = serde_json::from_str(&body).unwrap();
             assert_eq!(page.skipped_blocks, 0);
+            assert_eq!(page.node, "a");
             for repaired in &page.batches {
                 let batch = &repaired.batch;
                 let of = tailwater_server::cluster::message::partition_of;
