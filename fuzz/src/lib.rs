@@ -1,7 +1,8 @@
 //! Fuzz targets for every decoder of bytes that come from outside the
 //! process: what a client sends (the ingest body, query parameters,
 //! filters and regexes, cursors, other protocols' requests), what other
-//! nodes publish (the cluster's stream and shared registry), what a worker prints (the line
+//! nodes publish or send (the cluster's stream and shared registry, a
+//! peer's pages of records for a repair), what a worker prints (the line
 //! parser, the grouping of a traceback's lines),
 //! filters and regexes, cursors, other protocols' requests, a drain's
 //! settings and the signature receivers check), what a worker
@@ -32,7 +33,9 @@ mod protocols;
 mod spool;
 mod store;
 
-pub use cluster::{cluster_heartbeat, cluster_message, intake_subject, registry_entry};
+pub use cluster::{
+    cluster_heartbeat, cluster_message, cluster_repair_page, intake_subject, registry_entry,
+};
 pub use drains::drain;
 pub use ingest::{ingest_binary, ingest_body};
 pub use logql::logql;
@@ -46,7 +49,7 @@ pub use store::{block, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 22] = [
+pub const TARGETS: [(&str, Target); 23] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -69,6 +72,7 @@ pub const TARGETS: [(&str, Target); 22] = [
     ("registry_entry", registry_entry),
     ("intake_subject", intake_subject),
     ("ingest_binary", ingest_binary),
+    ("cluster_repair_page", cluster_repair_page),
 ];
 
 /// Separates the parts of one input.

@@ -488,6 +488,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             }),
         });
         cluster_tasks.push(intake.spawn(state.stopping.subscribe()));
+        let repairer = Arc::new(cluster::repair::Repairer {
+            cluster: cluster.clone(),
+            registry: state.registry.clone(),
+            runners: state.runners.clone(),
+            settling: state.settling.clone(),
+            stats: stats.clone(),
+            gaps: gaps.clone(),
+        });
+        cluster_tasks.push(repairer.spawn(state.stopping.subscribe()));
         let materializer = Arc::new(cluster::materialize::Materializer {
             cluster,
             registry: state.registry.clone(),

@@ -30,12 +30,15 @@ use crate::{retention, Durability, Inner, StoreError, MAX_FROZEN_TABLES, MAX_HEL
 
 impl Inner {
     /// Stores `batch`; with `max_age`, records whose day that retention
-    /// would delete are refused.
+    /// would delete are refused; with `window` false, records older than
+    /// the out-of-order window are taken all the same (a repair: records
+    /// another node stored, [`crate::Store::append_repaired`]).
     pub(crate) fn append(
         &self,
         tenant: &str,
         batch: IngestBatch,
         max_age: Option<Duration>,
+        window: bool,
     ) -> Result<IngestResponse, StoreError> {
         self.check_failed()?;
         self.check_writable(tenant, &batch)?;
@@ -116,7 +119,7 @@ impl Inner {
             // what the clock rule lets in, even when it came from records
             // stored before that rule (or under a larger skew).
             let newest = seen.newest_ts.map(|newest| newest.min(clock.latest_ns));
-            if newest.is_some_and(|newest| ts_ns < newest.saturating_sub(window_ns)) {
+            if window && newest.is_some_and(|newest| ts_ns < newest.saturating_sub(window_ns)) {
                 tally.out_of_order.add(record.ts);
                 continue;
             }

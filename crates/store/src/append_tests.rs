@@ -272,3 +272,48 @@ fn the_highest_sequence_number_of_a_stream_survives_flush_and_reopen() {
     let store = Store::open(dir.path(), options()).unwrap();
     assert_eq!(store.highest_seq("t", "pub", "r1", "b"), Some(24));
 }
+
+#[test]
+fn a_repair_stores_records_older_than_the_window_once_and_duplicates_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    // What this node read from the stream: lines 0..10 three hours ago, then
+    // 20..30 now (the stream dropped 10..20 before it read them).
+    store.append("t", batch("api", 0..10, ago(3))).unwrap();
+    store.append("t", batch("api", 20..30, ago(0))).unwrap();
+    // The missing lines, sent as ingest would: past the out-of-order window.
+    let refused = store.append("t", batch("api", 10..20, ago(3))).unwrap();
+    assert_eq!(refused.accepted, 0);
+    assert_eq!(refused.refused_by_reason[REFUSED_OUT_OF_ORDER], 10);
+
+    // A repair from a peer sends everything it holds of the stream, the
+    // lines this store has among them: the missing ones are stored, the
+    // others recognised, in the memtable and once flushed to a part.
+    let mut peer: Vec<IngestRecord> = (0..10).map(|seq| line(seq, ago(3))).collect();
+    peer.extend((10..20).map(|seq| line(seq, ago(3))));
+    let repaired = store
+        .append_repaired("t", batch_of("api", "r1", peer.clone()))
+        .unwrap();
+    assert_eq!((repaired.accepted, repaired.duplicates), (10, 10));
+    assert_eq!(repaired.refused, 0);
+    store.flush().unwrap();
+    peer.extend((20..30).map(|seq| line(seq, ago(0))));
+    let again = store
+        .append_repaired("t", batch_of("api", "r1", peer))
+        .unwrap();
+    assert_eq!((again.accepted, again.duplicates), (0, 30));
+
+    let records = records_of(&store, "api");
+    let mut seqs: Vec<u64> = records.iter().map(|record| record.seq).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (0..30).collect::<Vec<_>>(), "each line once");
+
+    // After a restart too (deduplication read back from disk).
+    drop(store);
+    let store = Store::open(dir.path(), options()).unwrap();
+    let after = store
+        .append_repaired("t", batch("api", 0..30, ago(3)))
+        .unwrap();
+    assert_eq!((after.accepted, after.duplicates), (0, 30));
+    assert_eq!(records_of(&store, "api").len(), 30);
+}

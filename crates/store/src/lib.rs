@@ -370,7 +370,7 @@ impl Store {
     /// the times the store holds, are stored at the store's time with their
     /// own in the field `original_ts`, and counted.
     pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch, None)
+        self.inner.append(tenant, batch, None, true)
     }
 
     /// [`Store::append`], and records so old that a retention of `max_age`
@@ -383,7 +383,21 @@ impl Store {
         batch: IngestBatch,
         max_age: std::time::Duration,
     ) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch, Some(max_age))
+        self.inner.append(tenant, batch, Some(max_age), true)
+    }
+
+    /// [`Store::append`] without the out-of-order window: for records
+    /// another node of a cluster stored and this one missed (a repair),
+    /// which are older than their stream's newest here for good reason.
+    /// Deduplication by `(app, runner, boot, seq)` still keeps one copy of
+    /// each, so a repair that reads records this store holds stores none
+    /// of them again.
+    pub fn append_repaired(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+    ) -> Result<IngestResponse, StoreError> {
+        self.inner.append(tenant, batch, None, false)
     }
 
     /// One page of `tenant`'s records matching the query, in time order.

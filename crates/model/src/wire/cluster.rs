@@ -87,4 +87,52 @@ pub struct ClusterGap {
     pub to_sequence: u64,
     /// When the node found it (ms since the epoch).
     pub detected_ms: i64,
+    /// When the node had filled it from a live peer's store (ms since the
+    /// epoch): every record of the partition that peer held is stored
+    /// here too (once). Absent while it is not repaired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_ms: Option<i64>,
+    /// The peer it was repaired from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repaired_from: Option<String>,
+}
+
+/// One page of a partition's records, as a node serves them to a peer
+/// repairing a gap (`GET /internal/v1/cluster/records`, node credential
+/// only): every tenant's, grouped by stream, each record with its
+/// identity (tenant, app, runner, boot, seq) and everything stored of it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RepairPage {
+    /// The node that served it (`--node`): a repairing node checks it is
+    /// the peer it meant to ask, not one its heartbeat's URL happens to
+    /// reach (a node listening on 0.0.0.0 says so in its URL).
+    #[serde(default)]
+    pub node: String,
+    pub batches: Vec<RepairBatch>,
+    /// Where the next page starts; `None` when this page was the last.
+    #[serde(default)]
+    pub next: Option<RepairCursor>,
+    /// Blocks of the serving node's store that could not be read (damaged)
+    /// and were skipped: a page with any is not the whole partition.
+    #[serde(default)]
+    pub skipped_blocks: u64,
+}
+
+/// Records of one stream of one tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RepairBatch {
+    pub tenant: String,
+    pub batch: crate::wire::IngestBatch,
+}
+
+/// Where a page of a partition's records starts: the tenant (in name
+/// order), and in it after this time-order position of the serving node's
+/// store (none: from its first record).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairCursor {
+    pub tenant: String,
+    #[serde(default)]
+    pub after_ts_ns: Option<i64>,
+    #[serde(default)]
+    pub after_position: Option<u64>,
 }

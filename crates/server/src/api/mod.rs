@@ -11,6 +11,7 @@ mod es;
 mod export;
 mod histogram;
 mod ingest;
+mod internal;
 mod json;
 mod logs;
 mod loki;
@@ -129,6 +130,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/status", get(status::status))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/v1/cluster", get(cluster::status))
+        // A peer's repair of a gap (node credential only).
+        .route("/internal/v1/cluster/records", get(internal::records))
         // The Loki query API, for Grafana's Loki data source.
         .route("/loki/api/v1/query", get(loki_query::query))
         .route("/loki/api/v1/query_range", get(loki_query::query_range))

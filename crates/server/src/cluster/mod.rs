@@ -26,7 +26,9 @@
 //! - [`status`]: the nodes, partitions and consumers `GET /v1/cluster`
 //!   shows;
 //! - [`window`]: messages the stream dropped before this node read them,
-//!   found, counted, kept and shown.
+//!   found, counted, kept and shown;
+//! - [`repair`]: such a gap filled from a live peer's store, through a
+//!   node-only endpoint.
 
 pub mod bucket;
 pub mod intake;
@@ -37,6 +39,7 @@ pub mod publish;
 pub mod pull;
 pub mod registry;
 pub mod relay;
+pub mod repair;
 pub mod stats;
 pub mod status;
 pub mod window;

@@ -39,6 +39,14 @@ pub struct PartitionStats {
     /// The stream sequences in them (of all partitions: an upper bound on
     /// this partition's messages missing here).
     pub window_gap_sequences: AtomicU64,
+    /// Gaps filled from a live peer's store (`cluster::repair`).
+    pub window_gaps_repaired: AtomicU64,
+    /// Records those repairs stored here (the peer's records this node
+    /// already held are not counted).
+    pub repaired_records: AtomicU64,
+    /// Repairs of this partition that failed (no peer could serve the
+    /// whole partition, or one failed midway); tried again later.
+    pub repair_failures: AtomicU64,
     /// The stream sequence of the last message this node stored.
     pub last_sequence: AtomicU64,
 }
@@ -160,7 +168,7 @@ pub struct StatsCollector(pub std::sync::Arc<Stats>);
 
 impl Collector for StatsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let counters: [(&str, &str, Figure); 10] = [
+        let counters: [(&str, &str, Figure); 13] = [
             ("cluster_published_batches", "Batches this node published to the cluster's stream, by partition (each acknowledged by JetStream before the sender was answered)", |s| &s.published_batches),
             ("cluster_published_duplicates", "Of them, batches JetStream already held (a sender's retry, stored once)", |s| &s.published_duplicates),
             ("cluster_publish_failures", "Batches this node could not publish (the sender was answered 503 cluster_unavailable and sends again)", |s| &s.publish_failures),
@@ -170,6 +178,9 @@ impl Collector for StatsCollector {
             ("cluster_materialize_failures", "Batches this node could not store for now; delivered again after a while", |s| &s.materialize_failures),
             ("cluster_window_gaps", "Stretches of the cluster's stream dropped (past --nats-max-age or --nats-max-bytes) before this node read them: this partition's records among them are missing here (GET /v1/cluster lists them)", |s| &s.window_gaps),
             ("cluster_window_gap_sequences", "Stream sequences (of all partitions) in those stretches: at most this many of this partition's messages are missing here", |s| &s.window_gap_sequences),
+            ("cluster_window_gaps_repaired", "Gaps this node filled from a live peer's store: every record of the partition the peer held is stored here once (GET /v1/cluster shows them repaired)", |s| &s.window_gaps_repaired),
+            ("cluster_repaired_records", "Records repairs of gaps stored here (what this node already held not counted)", |s| &s.repaired_records),
+            ("cluster_repair_failures", "Repairs of a gap that did not complete (no live peer held the whole partition, or one failed midway); tried again later, the gap shown unrepaired until one completes", |s| &s.repair_failures),
             ("cluster_undecodable", "Messages in the cluster's stream that are not batches this node reads; never stored (the log names their sequence)", |s| &s.undecodable),
         ];
         for (name, help, figure) in counters {

@@ -19,7 +19,8 @@
 //! partition's), logged, counted (`tailwater_cluster_window_gaps`,
 //! `…_window_gap_sequences`), kept in `<data>/cluster-gaps.json` across
 //! restarts and put in the node's heartbeat, so `GET /v1/cluster` shows it
-//! from every node.
+//! from every node. [`super::repair`] then fills it from a live peer and
+//! marks it repaired here (kept, with when and from whom).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ const KEPT: usize = 64;
 pub struct Gaps {
     path: PathBuf,
     kept: Mutex<Vec<ClusterGap>>,
+    /// Woken when a gap is found, so its repair starts at once.
+    pub found: tokio::sync::Notify,
 }
 
 impl Gaps {
@@ -65,6 +68,7 @@ impl Gaps {
         Ok(Gaps {
             path,
             kept: Mutex::new(kept),
+            found: tokio::sync::Notify::new(),
         })
     }
 
@@ -78,7 +82,7 @@ impl Gaps {
             partition = gap.partition,
             from_sequence = gap.from_sequence,
             to_sequence = gap.to_sequence,
-            "the cluster's stream dropped messages this node had not read (past --nats-max-age or --nats-max-bytes): this partition's records among them are missing from this node's store"
+            "the cluster's stream dropped messages this node had not read (past --nats-max-age or --nats-max-bytes): this partition's records among them are missing from this node's store until it repairs the gap from a live peer"
         );
         stats.window_gaps.fetch_add(1, Relaxed);
         stats
@@ -87,9 +91,39 @@ impl Gaps {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.push(gap);
         if kept.len() > KEPT {
-            kept.remove(0);
+            // The oldest repaired one goes first: an unrepaired gap is
+            // what the repair works from.
+            let oldest = kept.iter().position(|gap| gap.repaired_ms.is_some());
+            kept.remove(oldest.unwrap_or(0));
         }
-        let written = serde_json::to_vec(&*kept)
+        self.save(&kept);
+        drop(kept);
+        self.found.notify_one();
+    }
+
+    /// The gaps not repaired yet.
+    pub fn unrepaired(&self) -> Vec<ClusterGap> {
+        self.list()
+            .into_iter()
+            .filter(|gap| gap.repaired_ms.is_none())
+            .collect()
+    }
+
+    /// Marks `repaired` (as [`Gaps::unrepaired`] gave them) filled from
+    /// `peer` at `at_ms`; gaps found since are left as they are.
+    pub fn mark_repaired(&self, repaired: &[ClusterGap], peer: &str, at_ms: i64) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for gap in kept.iter_mut() {
+            if gap.repaired_ms.is_none() && repaired.contains(gap) {
+                gap.repaired_ms = Some(at_ms);
+                gap.repaired_from = Some(peer.to_owned());
+            }
+        }
+        self.save(&kept);
+    }
+
+    fn save(&self, kept: &[ClusterGap]) {
+        let written = serde_json::to_vec(kept)
             .map_err(std::io::Error::other)
             .and_then(|bytes| {
                 let temporary = self.path.with_extension("json.tmp");
@@ -166,6 +200,8 @@ impl Reader {
                     from_sequence: from,
                     to_sequence: first - 1,
                     detected_ms,
+                    repaired_ms: None,
+                    repaired_from: None,
                 },
                 stats,
             );
@@ -180,6 +216,8 @@ impl Reader {
                         from_sequence: sequence,
                         to_sequence: sequence,
                         detected_ms,
+                        repaired_ms: None,
+                        repaired_from: None,
                     },
                     stats,
                 );

@@ -263,17 +263,38 @@ impl Runners {
         batch: IngestBatch,
         retention: std::time::Duration,
     ) -> Result<IngestResponse, StoreError> {
+        self.append_as(tenant, batch, true, |store, tenant, batch| {
+            store.append_within_retention(tenant, batch, retention)
+        })
+    }
+
+    /// Stores records a peer held and this node missed (a cluster's repair,
+    /// `cluster::repair`): past the out-of-order window, each once, seen by
+    /// the table as a batch is (no `returned` notice: they are old news).
+    pub fn append_repaired(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+    ) -> Result<IngestResponse, StoreError> {
+        self.append_as(tenant, batch, false, Store::append_repaired)
+    }
+
+    fn append_as(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        live: bool,
+        append: impl FnOnce(&Store, &str, IngestBatch) -> Result<IngestResponse, StoreError>,
+    ) -> Result<IngestResponse, StoreError> {
         // The server's own notices (a node's, come through the cluster)
         // say nothing of the runner's life, as replay skips them too.
         let sighting =
             (!batch.boot.ends_with(SERVER_BOOT_SUFFIX)).then(|| Sighting::of_batch(&batch));
         let (response, notice) = {
             let _gate = self.gate.read().unwrap_or_else(|e| e.into_inner());
-            let response = self
-                .store
-                .append_within_retention(tenant, batch, retention)?;
+            let response = append(&self.store, tenant, batch)?;
             let notice = sighting
-                .and_then(|sighting| self.observe(tenant, sighting, Timestamp::now(), true));
+                .and_then(|sighting| self.observe(tenant, sighting, Timestamp::now(), live));
             (response, notice)
         };
         // Outside the gate: the notice is one more append.

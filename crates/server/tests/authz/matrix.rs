@@ -117,6 +117,10 @@ pub(crate) enum Endpoint {
     Metrics,
     /// `GET /v1/cluster` (the matrix's server is embedded: `{"mode": "embedded"}`).
     Cluster,
+    /// `GET /internal/v1/cluster/records?partition=0`: a peer's repair,
+    /// node credential only (the embedded server has no peers: 404 to
+    /// everyone; tests/cluster/repair.rs has the cluster's refusals).
+    ClusterRecords,
     /// `POST /v1/apps/A/drains` (to a URL that never answers).
     CreateDrain,
     /// `GET /v1/apps/A/drains`.
@@ -327,6 +331,8 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Metrics,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     // The cluster's status covers every tenant: admin only.
     (Cluster,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
+    // A node's repair endpoint: no token opens it, and without --nats it is not there.
+    (ClusterRecords,"-",     "-",    [NotFound, NotFound,  NotFound,  NotFound,  NotFound, NotFound, NotFound, NotFound]),
     // A count reads records as /v1/logs does.
     (Count,         "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
     (Count,         "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),

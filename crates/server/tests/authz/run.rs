@@ -351,6 +351,11 @@ async fn authorization_matrix() {
                 ),
                 Metrics => ("GET", "/metrics".into(), None),
                 Cluster => ("GET", "/v1/cluster".into(), None),
+                ClusterRecords => (
+                    "GET",
+                    "/internal/v1/cluster/records?partition=0".into(),
+                    None,
+                ),
                 UpdateApp => (
                     "PATCH",
                     format!("/v1/apps/{app}?tenant={tenant}"),

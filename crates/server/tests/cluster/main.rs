@@ -11,6 +11,7 @@ mod common;
 mod intake;
 mod nats;
 mod registry;
+mod repair;
 mod status;
 
 use std::collections::BTreeMap;

@@ -302,6 +302,22 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
             "{who}: cluster: {body}"
         );
     }
+    // A peer's repair reads every tenant's records: no token of the model
+    // reaches it (the embedded server has no peers; tests/cluster/repair.rs
+    // refuses every token on a cluster node).
+    let (status, body) = http(
+        server,
+        "GET",
+        "/internal/v1/cluster/records?partition=0",
+        &token.secret,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("not_found")),
+        "{who}: a peer's records: {body}"
+    );
 }
 
 /// `GET /v1/requests`, every page of two: exactly the model's requests for

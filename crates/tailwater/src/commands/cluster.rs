@@ -143,21 +143,33 @@ fn render(status: &ClusterStatus) -> Vec<Line> {
         })
         .collect();
     if !gaps.is_empty() {
+        let repaired = gaps
+            .iter()
+            .filter(|(_, gap)| gap.repaired_ms.is_some())
+            .count();
         lines.push(Line::Text(format!(
-            "gaps     {}: the stream dropped these sequences (--nats-max-age, --nats-max-bytes) before the node read them; the partition's records among them are missing from that node's store",
+            "gaps     {} ({repaired} repaired): the stream dropped these sequences (--nats-max-age, --nats-max-bytes) before the node read them; until the node repairs a gap from a live peer, the partition's records among them are missing from its store",
             gaps.len()
         )));
-        let mut table = vec![["NODE", "PARTITION", "SEQUENCES", "FOUND"]
+        let mut table = vec![["NODE", "PARTITION", "SEQUENCES", "FOUND", "REPAIRED"]
             .map(String::from)
             .to_vec()];
+        let when = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms)
+                .map_or_else(|_| ms.to_string(), |at| at.to_string())
+        };
         for (node, gap) in gaps {
-            let found = jiff::Timestamp::from_millisecond(gap.detected_ms)
-                .map_or_else(|_| gap.detected_ms.to_string(), |at| at.to_string());
+            let repaired = match (gap.repaired_ms, &gap.repaired_from) {
+                (Some(ms), Some(peer)) => format!("{} from {peer}", when(ms)),
+                (Some(ms), None) => when(ms),
+                (None, _) => "not yet".to_owned(),
+            };
             table.push(vec![
                 node.to_owned(),
                 gap.partition.to_string(),
                 format!("{}-{}", gap.from_sequence, gap.to_sequence),
-                found,
+                when(gap.detected_ms),
+                repaired,
             ]);
         }
         lines.push(Line::Table(table));
@@ -262,22 +274,38 @@ mod tests {
                     pending: 0,
                     ack_pending: 0,
                     error: None,
-                    gaps: vec![ClusterGap {
-                        partition: 3,
-                        from_sequence: 12,
-                        to_sequence: 40,
-                        detected_ms: 0,
-                    }],
+                    gaps: vec![
+                        ClusterGap {
+                            partition: 3,
+                            from_sequence: 12,
+                            to_sequence: 40,
+                            detected_ms: 0,
+                            repaired_ms: None,
+                            repaired_from: None,
+                        },
+                        ClusterGap {
+                            partition: 3,
+                            from_sequence: 50,
+                            to_sequence: 60,
+                            detected_ms: 0,
+                            repaired_ms: Some(1_000),
+                            repaired_from: Some("a".into()),
+                        },
+                    ],
                 }],
             }],
         };
         let shown = text(&render(&status));
         assert!(
-            shown.contains("gaps     1: the stream dropped these sequences"),
+            shown.contains("gaps     2 (1 repaired): the stream dropped these sequences"),
             "{shown}"
         );
         assert!(
-            shown.contains("b | 3 | 12-40 | 1970-01-01T00:00:00Z\n"),
+            shown.contains("b | 3 | 12-40 | 1970-01-01T00:00:00Z | not yet\n"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("b | 3 | 50-60 | 1970-01-01T00:00:00Z | 1970-01-01T00:00:01Z from a\n"),
             "{shown}"
         );
     }
