@@ -12,7 +12,11 @@
 //! a block's bytes pass their checksum before they are decompressed; the
 //! writer only ever writes `String`s. So a block that would fail the check
 //! holds bytes no store wrote: the count then counts what it holds, where a
-//! page skips it (as for fields that are not JSON, `count.rs`).
+//! page skips it (as for fields that are not JSON, `count.rs`). The same
+//! holds for the other columns a count does not look at (levels and
+//! streams of records it does not take, request ids, fields), and for a
+//! message column of more lines than records when no record's place is
+//! asked for.
 //!
 //! Format 1 blocks (one frame of every column) are not read here: the
 //! caller decodes them whole.
