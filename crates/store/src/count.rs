@@ -14,6 +14,17 @@
 //!   lowercased, for its longest such word with a vectorized substring
 //!   search (`memchr::memmem`), checks word bounds only at hits, and judges
 //!   only the records holding a hit;
+//! - when what a record holding that word must still pass is its time
+//!   alone (a one-word phrase, with or without labels and a window: the
+//!   count and the histogram of a word), the block is read lean
+//!   ([`LeanReader`]): its numbers and messages decompressed into buffers
+//!   kept from block to block, never its fields, the message column
+//!   lowercased where it was decompressed and searched as bytes (neither
+//!   copied into a `String` nor checked as UTF-8: `part/lean.rs` says why
+//!   that is safe), each record's time worked out only when a bucket or a
+//!   window cutting the block asks for it; so is a block whose filter asks
+//!   nothing of single records but a histogram or a window cutting it (its
+//!   numbers alone);
 //! - any other is judged record by record, on borrowed columns
 //!   ([`DecodedBlock::parts`]).
 //!
@@ -31,6 +42,7 @@
 //! (a part's file stays open while it is read, even once merged away).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +53,9 @@ use tailwater_model::{Filter, Level, Query};
 use crate::damage::SkippedBlock;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
+use crate::part::lean::{LeanBlock, LeanReader};
 use crate::part::reader::Part;
+use crate::part::BlockMeta;
 use crate::query::{asks_of_records, candidate_blocks, Bounds, Prune};
 use crate::scan_threads::ScanThreads;
 use crate::StoreError;
@@ -242,30 +256,142 @@ impl<'f> Scan<'f> {
         } else {
             text.as_bytes()
         };
-        let len = word.needle().len();
-        let (mut from, mut record) = (0usize, 0usize);
-        while let Some(found) = word.find(&lowered[from..]) {
-            let at = from + found;
-            while record < places.len() && places[record].end as usize <= at {
-                record += 1;
+        each_hit(word, lowered, places, |record| {
+            judge(record, count, (&self.at_hit, self.at_hit_per_record))
+        })
+    }
+
+    /// Whether a block can be counted from a [`LeanBlock`]: when what a
+    /// record must pass, beyond holding the word, is its time alone.
+    fn lean(&self) -> bool {
+        match self.word {
+            Some(_) => !self.at_hit_per_record,
+            None => !self.per_record,
+        }
+    }
+
+    /// Adds the matches of `block` (`meta` its index entry) to `count`:
+    /// [`Scan::block`] on the columns a count needs alone, the message
+    /// column searched where it was decompressed (lowercased in place).
+    fn lean_block(
+        &self,
+        meta: &BlockMeta,
+        block: LeanBlock,
+        count: &mut AppCount,
+    ) -> Result<(), String> {
+        if self.word.is_some() && self.word_has_letters {
+            block.messages.make_ascii_lowercase();
+        }
+        let whole = self.bounds.holds(meta.min_ts, meta.max_ts);
+        let mut take = |index: usize| -> Result<(), String> {
+            if self.buckets.is_none() && whole {
+                count.total += 1;
+                return Ok(());
             }
-            let Some(place) = places.get(record) else {
-                break;
+            let position = tailwater_model::Cursor {
+                ts_ns: block.ts[index],
+                position: block.ids[index],
             };
-            let (start, end) = (place.start as usize, place.end as usize);
-            let whole = at >= start
-                && at + len <= end
-                && (at == start || !is_word_byte(lowered[at - 1]))
-                && (at + len == end || !is_word_byte(lowered[at + len]));
-            if whole {
-                judge(record, count, (&self.at_hit, self.at_hit_per_record))?;
-                from = end.max(at + 1);
-            } else {
-                from = at + 1;
+            if self.bounds.contains(&position) {
+                self.take(count, position.ts_ns, block.level(index)?);
+            }
+            Ok(())
+        };
+        let Some(word) = &self.word else {
+            for index in 0..block.len() {
+                take(index)?;
+            }
+            return Ok(());
+        };
+        match block.places {
+            Some(places) => each_hit(word, block.messages, places, take),
+            None => each_line_hit(
+                word,
+                block.messages,
+                block.len(),
+                self.buckets.is_some() || !whole,
+                take,
+            ),
+        }
+    }
+}
+
+/// Calls `hit` with each record (by its place in `places`) whose message
+/// in `text` holds `word` whole: searched at once over the column (a
+/// vectorized substring search), word bounds checked at hits alone, each
+/// record once.
+fn each_hit(
+    word: &Finder,
+    text: &[u8],
+    places: &[Range<u32>],
+    mut hit: impl FnMut(usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let len = word.needle().len();
+    let (mut from, mut record) = (0usize, 0usize);
+    while let Some(found) = word.find(&text[from..]) {
+        let at = from + found;
+        while record < places.len() && places[record].end as usize <= at {
+            record += 1;
+        }
+        let Some(place) = places.get(record) else {
+            break;
+        };
+        let (start, end) = (place.start as usize, place.end as usize);
+        let whole = at >= start
+            && at + len <= end
+            && (at == start || !is_word_byte(text[at - 1]))
+            && (at + len == end || !is_word_byte(text[at + len]));
+        if whole {
+            hit(record)?;
+            from = end.max(at + 1);
+        } else {
+            from = at + 1;
+        }
+    }
+    Ok(())
+}
+
+/// [`each_hit`] over a column of one message a line (no message holds a
+/// newline): no record's place is worked out but at a hit, by counting the
+/// newlines before it, and only when `indexed` (else `hit` is given 0:
+/// the caller needs no record, only how many); after a hit the search
+/// goes on from the next line.
+fn each_line_hit(
+    word: &Finder,
+    text: &[u8],
+    records: usize,
+    indexed: bool,
+    mut hit: impl FnMut(usize) -> Result<(), String>,
+) -> Result<(), String> {
+    let len = word.needle().len();
+    // `record` is the record of the line starting at `counted` or after.
+    let (mut from, mut record, mut counted) = (0usize, 0usize, 0usize);
+    while let Some(found) = word.find(&text[from..]) {
+        let at = from + found;
+        // A newline is no word byte: a line's ends are word bounds.
+        let whole = (at == 0 || !is_word_byte(text[at - 1]))
+            && (at + len == text.len() || !is_word_byte(text[at + len]));
+        if !whole {
+            from = at + 1;
+            continue;
+        }
+        if indexed {
+            record += memchr::memchr_iter(b'\n', &text[counted..at]).count();
+            counted = at;
+            if record >= records {
+                return Err("block columns disagree in length".into());
             }
         }
-        Ok(())
+        hit(record)?;
+        let Some(newline) = memchr::memchr(b'\n', &text[at + len..]) else {
+            break;
+        };
+        from = at + len + newline + 1;
+        if indexed {
+            (record, counted) = (record + 1, from);
+        }
     }
+    Ok(())
 }
 
 /// Counts `tenant`'s records matching `filter` (its time window included),
@@ -362,6 +488,8 @@ pub(crate) fn in_parts(
         let mut apps: BTreeMap<String, AppCount> = BTreeMap::new();
         let mut skipped = Vec::new();
         let mut lowered = Vec::new();
+        // Without a zstd context (memory refused) blocks are decoded whole.
+        let mut lean = LeanReader::new().ok();
         while let Some(&(part, index)) = blocks.get(next.fetch_add(1, Ordering::Relaxed)) {
             let app = &part.footer.partition.app;
             if !apps.contains_key(app) {
@@ -376,6 +504,33 @@ pub(crate) fn in_parts(
                     Err(error) => skipped.push(SkippedBlock::of(part, index, error)),
                 }
                 continue;
+            }
+            if let Some(reader) = lean.as_mut().filter(|_| scan.lean()) {
+                let meta = &part.footer.blocks[index];
+                let times = scan.buckets.is_some() || !scan.bounds.holds(meta.min_ts, meta.max_ts);
+                match reader.read(part, index, scan.word.is_some(), times) {
+                    Ok(Some(block)) => {
+                        let mut mine = scan.tally();
+                        match scan.lean_block(meta, block, &mut mine) {
+                            Ok(()) => count.add(&mine),
+                            Err(reason) => skipped.push(SkippedBlock::of(
+                                part,
+                                index,
+                                format!(
+                                    "part {} is corrupt: block {index}: {reason}",
+                                    part.path().display()
+                                ),
+                            )),
+                        }
+                        continue;
+                    }
+                    // Format 1: decoded whole below.
+                    Ok(None) => {}
+                    Err(error) => {
+                        skipped.push(SkippedBlock::of(part, index, error));
+                        continue;
+                    }
+                }
             }
             let block = match part.open_block(index) {
                 Ok(block) => block,

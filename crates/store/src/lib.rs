@@ -870,6 +870,8 @@ mod append_tests;
 #[cfg(test)]
 mod count_limit_tests;
 #[cfg(test)]
+mod count_word_tests;
+#[cfg(test)]
 mod crash_tests;
 #[cfg(test)]
 mod engine_tests;

@@ -226,6 +226,50 @@ pub fn decompress(
     Ok(Raw::V2(sections))
 }
 
+/// The sections of a block a reader asks for, by their place in a format 2
+/// block.
+pub const NUMBERS: usize = 0;
+pub const MESSAGES: usize = 1;
+
+/// Decompresses only the sections of a format 2 block that `wanted` names,
+/// each into its buffer in `into` (cleared first, its memory reused; the
+/// others left empty), so a reader that needs neither the fields nor the
+/// memory of a fresh buffer a block pays for neither. `Ok(false)`, nothing
+/// read, for a format 1 block (one frame: the caller decodes it whole).
+/// `raw_len` is as for [`decompress`].
+pub fn decompress_into(
+    block: &[u8],
+    raw_len: usize,
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+    wanted: [bool; SECTIONS],
+    into: [&mut Vec<u8>; SECTIONS],
+) -> Result<bool, String> {
+    if block.first() != Some(&FORMAT_2) {
+        return Ok(false);
+    }
+    let table = table(block)?;
+    if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
+        return Err("block sections are larger than its index entry says".into());
+    }
+    let mut at = HEADER_LEN;
+    for ((wanted, buffer), (raw, compressed)) in wanted.into_iter().zip(into).zip(table) {
+        buffer.clear();
+        if wanted {
+            // zstd writes from the buffer's start up to its capacity: a
+            // frame holding more than its table says is caught below.
+            buffer.reserve(raw);
+            decompressor
+                .decompress_to_buffer(&block[at..at + compressed], &mut *buffer)
+                .map_err(|error| format!("block does not decompress: {error}"))?;
+            if buffer.len() != raw {
+                return Err("block section is not the length its table says".into());
+            }
+        }
+        at += compressed;
+    }
+    Ok(true)
+}
+
 /// A format 2 block's section table: (raw, compressed) lengths, checked
 /// to cover its bytes exactly.
 fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {

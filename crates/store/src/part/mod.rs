@@ -23,6 +23,7 @@
 pub mod block;
 pub mod bloom;
 pub mod layout;
+pub mod lean;
 pub mod reader;
 pub mod writer;
 

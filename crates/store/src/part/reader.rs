@@ -189,20 +189,33 @@ impl Part {
     /// Block `index` as stored (compressed), checksum verified: what a merge
     /// copies into a new part without decoding it.
     pub fn read_compressed(&self, index: usize) -> Result<Vec<u8>, PartError> {
+        let mut compressed = Vec::new();
+        self.read_compressed_into(index, &mut compressed)?;
+        Ok(compressed)
+    }
+
+    /// [`Part::read_compressed`] into `buffer` (replacing what it held),
+    /// reusing its memory: a reader of many blocks keeps one.
+    pub fn read_compressed_into(
+        &self,
+        index: usize,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), PartError> {
         let meta = &self.footer.blocks[index];
-        let mut compressed = vec![0u8; meta.len as usize];
+        buffer.clear();
+        buffer.resize(meta.len as usize, 0);
         self.file
-            .read_exact_at(&mut compressed, meta.offset)
+            .read_exact_at(buffer, meta.offset)
             .map_err(|source| PartError::Io {
                 path: self.path.clone(),
                 source,
             })?;
-        if crc32fast::hash(&compressed) != meta.crc32 {
+        if crc32fast::hash(buffer) != meta.crc32 {
             return Err(PartError::Corrupt {
                 path: self.path.clone(),
                 reason: format!("block {index} checksum mismatch"),
             });
         }
-        Ok(compressed)
+        Ok(())
     }
 }
