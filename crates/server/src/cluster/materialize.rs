@@ -28,12 +28,12 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::Message;
-use futures_util::StreamExt;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::message;
+use super::pull::{stopped, Pulled, Puller};
 use super::stats::Stats;
 use super::window::{self, Gaps, Reader};
 use super::{Cluster, ClusterConfig, STREAM};
@@ -91,6 +91,7 @@ impl Materializer {
                     }
                 }
             };
+            let mut puller = Puller::new(consumer, FETCH_MESSAGES, FETCH_WAIT);
             let mut checked: Option<tokio::time::Instant> = None;
             while !stop(&stopping) {
                 if checked.is_none_or(|at| at.elapsed() >= window::CHECK_EVERY) {
@@ -100,41 +101,28 @@ impl Materializer {
                         Ok(stream) => reader.check(stream, &self.gaps, stats).await,
                         Err(error) => Err(anyhow::anyhow!("cannot open the stream: {error}")),
                     };
-                    match checking {
-                        Ok(()) => checked = Some(tokio::time::Instant::now()),
-                        Err(error) => {
-                            tracing::warn!(partition, error = %format!("{error:#}"), "cannot check this node's consumer against the stream's replay window; trying again")
-                        }
+                    // Failed, it is tried again in as long (not before
+                    // every message).
+                    checked = Some(tokio::time::Instant::now());
+                    if let Err(error) = checking {
+                        tracing::warn!(partition, error = %format!("{error:#}"), "cannot check this node's consumer against the stream's replay window; trying again in {:?}", window::CHECK_EVERY);
                     }
                 }
-                let pull = consumer
-                    .batch()
-                    .max_messages(FETCH_MESSAGES)
-                    .expires(FETCH_WAIT)
-                    .messages();
-                let mut messages = tokio::select! {
-                    messages = pull => match messages {
-                        Ok(messages) => messages,
-                        Err(error) => {
-                            tracing::warn!(partition, %error, "pulling a partition's messages failed; trying again");
-                            tokio::time::sleep(RETRY_DELAY).await;
-                            break;
-                        }
-                    },
-                    _ = stopped(&mut stopping) => return,
-                };
-                while let Some(next) = messages.next().await {
-                    match next {
-                        Ok(message) => {
-                            let sequence = message.info().map_or(0, |info| info.stream_sequence);
-                            match self.apply(partition, message).await {
-                                Applied::Done => reader.unstored.remove(&sequence),
-                                Applied::Retried => reader.unstored.insert(sequence),
-                            };
-                        }
-                        Err(error) => {
-                            tracing::debug!(partition, %error, "a pull ended early");
-                            break;
+                match puller.next(&mut stopping).await {
+                    Pulled::Message(message) => {
+                        let sequence = message.info().map_or(0, |info| info.stream_sequence);
+                        match self.apply(partition, *message).await {
+                            Applied::Done => reader.unstored.remove(&sequence),
+                            Applied::Retried => reader.unstored.insert(sequence),
+                        };
+                    }
+                    Pulled::Ended => {}
+                    Pulled::Stopped => return,
+                    Pulled::Failed(error) => {
+                        tracing::warn!(partition, %error, "pulling a partition's messages failed; trying again");
+                        tokio::select! {
+                            _ = tokio::time::sleep(RETRY_DELAY) => break,
+                            _ = stopped(&mut stopping) => return,
                         }
                     }
                 }
@@ -239,9 +227,4 @@ impl Materializer {
         }
         Ok(response)
     }
-}
-
-/// Resolves once `stopping` turns true (or its sender is gone).
-async fn stopped(stopping: &mut watch::Receiver<bool>) {
-    let _ = stopping.wait_for(|stopping| *stopping).await;
 }

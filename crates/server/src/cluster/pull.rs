@@ -1,8 +1,8 @@
 //! Pulling a durable consumer's messages one by one: a pull of up to
 //! `max_messages` waiting up to `wait`, then the next, until the node
 //! stops or a pull fails (the caller opens its consumer again). The one
-//! fetch loop of the intake relays (`intake`); the materializer's own
-//! loop (`materialize`) is the same shape, not yet moved here.
+//! fetch loop of the intake relays (`intake`) and of the materializer
+//! (`materialize`).
 
 use std::time::Duration;
 
