@@ -135,6 +135,12 @@ pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 16;
 /// core here, 20 µs a line).
 pub const SETTLE_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Records a settling step writes between two looks at whether a flush is
+/// due (frozen tables, or an old active one), which it then makes before
+/// going on: a flush waits behind at most this and the block being
+/// compressed, not the step (a look takes the state's read lock).
+pub const SETTLE_FLUSH_CHECK_RECORDS: usize = 1024;
+
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {

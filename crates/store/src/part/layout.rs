@@ -10,6 +10,15 @@
 //!   postcard), the messages, and the fields. Each column kind is
 //!   compressed with statistics of its own.
 //!
+//! - format 3 (settled blocks): format 2 with the messages split in two
+//!   sections ([`split_numbers`]): the templates, each run of ASCII digits
+//!   replaced by [`MARK`], and the runs themselves, newline-ended, by
+//!   column (a column for each place of a mark in each distinct template).
+//!   A log's lines differ most in their numbers: without them zstd finds
+//!   whole lines again, and the digits compress apart, those of one place
+//!   together. Its table has four sections; reading joins
+//!   the messages again, so a reader sees format 2's three.
+//!
 //! A time is split into whole milliseconds, stored as deltas from the
 //! previous record's (zigzag varints: small for a runner's lines), and what
 //! is left below the millisecond, divided by its block's largest common
@@ -19,12 +28,23 @@
 //! noise zstd cannot shrink, its high ones are mostly the same, and apart
 //! they cost about what their entropy is.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The first byte of a format 2 block.
 pub const FORMAT_2: u8 = 2;
+/// The first byte of a format 3 block.
+pub const FORMAT_3: u8 = 3;
 const SECTIONS: usize = 3;
 const HEADER_LEN: usize = 2 + SECTIONS * 8;
+const SECTIONS_3: usize = 4;
+/// In a format 3 block's templates: a run of digits, the next in the
+/// digits section.
+pub const MARK: u8 = 0x11;
+/// In a format 3 block's templates: the next byte is the message's own
+/// (a [`MARK`] or an `ESCAPE` it held).
+pub const ESCAPE: u8 = 0x12;
 const NS_PER_MS: i64 = 1_000_000;
 
 /// The columns of a format 1 block, as postcard laid them out.
@@ -137,11 +157,25 @@ pub fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// The zstd window of settled blocks, as a power of two: 4 MiB, the most
+/// message bytes a settled block holds
+/// ([`super::writer::SETTLED_BLOCK_MAX_BYTES`]), so a larger one would
+/// find nothing more. With the match finder's tables it bounds what a
+/// settling step's compressor holds (see [`SETTLED_ZSTD_TABLE_LOG`]).
+pub const SETTLED_ZSTD_WINDOW_LOG: u32 = 22;
+/// The size of the match finder's hash and chain tables of settled blocks,
+/// as powers of two (entries of 4 bytes): at level 19 zstd would take 2^23
+/// chain entries for a 4 MiB block, 32 MiB; 2^22 holds a block's every
+/// position and keeps the compressor at about 40 MiB.
+pub const SETTLED_ZSTD_TABLE_LOG: u32 = 22;
+
 /// A zstd compressor and its level, kept by a part's writer for all its
 /// blocks (a context costs about a megabyte of tables to set up).
 pub struct BlockCompressor {
     compressor: zstd::bulk::Compressor<'static>,
     level: i32,
+    /// Writes format 3 blocks (messages split from their numbers).
+    settled: bool,
 }
 
 impl BlockCompressor {
@@ -149,16 +183,42 @@ impl BlockCompressor {
         Ok(BlockCompressor {
             compressor: zstd::bulk::Compressor::new(level)?,
             level,
+            settled: false,
         })
+    }
+
+    /// From now on, blocks for a settled part: format 3, the window and
+    /// tables bounded ([`SETTLED_ZSTD_WINDOW_LOG`]).
+    pub fn settled(&mut self) -> std::io::Result<()> {
+        use zstd::zstd_safe::CParameter;
+        self.compressor
+            .set_parameter(CParameter::WindowLog(SETTLED_ZSTD_WINDOW_LOG))?;
+        self.compressor
+            .set_parameter(CParameter::HashLog(SETTLED_ZSTD_TABLE_LOG))?;
+        self.compressor
+            .set_parameter(CParameter::ChainLog(SETTLED_ZSTD_TABLE_LOG))?;
+        self.settled = true;
+        Ok(())
     }
 
     pub fn level(&self) -> i32 {
         self.level
     }
 
-    /// A format 2 block of these sections; returns it and the raw length
-    /// of its sections together.
+    /// A block of these sections (format 2, or 3 once [`Self::settled`]);
+    /// returns it and the raw length of its sections together (as a
+    /// reader gets them back).
     pub fn block(&mut self, sections: [&[u8]; SECTIONS]) -> (Vec<u8>, u32) {
+        let raw = sections.iter().map(|section| section.len() as u32).sum();
+        if !self.settled {
+            return (self.frames(FORMAT_2, &sections), raw);
+        }
+        let (templates, digits) = split_numbers(sections[1]);
+        let block = self.frames(FORMAT_3, &[sections[0], &templates, &digits, sections[2]]);
+        (block, raw)
+    }
+
+    fn frames(&mut self, format: u8, sections: &[&[u8]]) -> Vec<u8> {
         let frames: Vec<Vec<u8>> = sections
             .iter()
             .map(|section| {
@@ -167,8 +227,9 @@ impl BlockCompressor {
                     .expect("zstd compresses in memory")
             })
             .collect();
-        let mut block = Vec::with_capacity(HEADER_LEN + frames.iter().map(Vec::len).sum::<usize>());
-        block.push(FORMAT_2);
+        let mut block =
+            Vec::with_capacity(2 + 8 * sections.len() + frames.iter().map(Vec::len).sum::<usize>());
+        block.push(format);
         block.push(self.level.clamp(0, 255) as u8);
         for (section, frame) in sections.iter().zip(&frames) {
             block.extend_from_slice(&(section.len() as u32).to_le_bytes());
@@ -177,9 +238,149 @@ impl BlockCompressor {
         for frame in &frames {
             block.extend_from_slice(frame);
         }
-        let raw = sections.iter().map(|section| section.len() as u32).sum();
-        (block, raw)
+        block
     }
+}
+
+/// Messages as templates and digits (format 3). Each line's runs of ASCII
+/// digits become [`MARK`]s in its template (a [`MARK`] or [`ESCAPE`] of the
+/// text is kept after an [`ESCAPE`]); the runs, each newline-ended, go in
+/// columns, one for each place of a mark in each distinct template (in the
+/// order templates first appear), one column after another: the values of
+/// one place in one kind of line (a step counter, a duration) are alike,
+/// and zstd finds more among them than among a line's mixed numbers.
+pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut templates = Vec::with_capacity(messages.len());
+    let mut columns: Vec<Vec<u8>> = Vec::new();
+    let mut known: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut at = 0;
+    for (index, line) in messages.split(|&byte| byte == b'\n').enumerate() {
+        if index > 0 {
+            templates.push(b'\n');
+            at += 1;
+        }
+        let start = templates.len();
+        runs.clear();
+        let mut run_start = None;
+        for (offset, &byte) in line.iter().enumerate() {
+            if byte.is_ascii_digit() {
+                if run_start.is_none() {
+                    templates.push(MARK);
+                    run_start = Some(at + offset);
+                }
+                continue;
+            }
+            if let Some(run) = run_start.take() {
+                runs.push(run..at + offset);
+            }
+            if byte == MARK || byte == ESCAPE {
+                templates.push(ESCAPE);
+            }
+            templates.push(byte);
+        }
+        if let Some(run) = run_start {
+            runs.push(run..at + line.len());
+        }
+        at += line.len();
+        let template = &templates[start..];
+        let base = match known.get(template) {
+            Some(&base) => base,
+            None => {
+                let base = columns.len();
+                columns.resize_with(base + runs.len(), Vec::new);
+                known.insert(template.to_vec(), base);
+                base
+            }
+        };
+        for (place, run) in runs.iter().enumerate() {
+            columns[base + place].extend_from_slice(&messages[run.clone()]);
+            columns[base + place].push(b'\n');
+        }
+    }
+    (templates, columns.concat())
+}
+
+/// The messages back from [`split_numbers`]'s templates and digits, at most
+/// `max` bytes of them (more is damage).
+pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let damaged = || "block messages do not join their numbers".to_owned();
+    // Each line's first column, and each column's count of runs.
+    let mut known: HashMap<&[u8], u32> = HashMap::new();
+    let mut counts: Vec<u32> = Vec::new();
+    let mut bases: Vec<u32> = Vec::new();
+    for line in templates.split(|&byte| byte == b'\n') {
+        let marks = marks_in(line).ok_or_else(damaged)?;
+        let base = *known.entry(line).or_insert_with(|| {
+            counts.resize(counts.len() + marks, 0);
+            (counts.len() - marks) as u32
+        });
+        for count in &mut counts[base as usize..base as usize + marks] {
+            *count += 1;
+        }
+        bases.push(base);
+    }
+    // Where each column's next run starts.
+    let mut next = Vec::with_capacity(counts.len());
+    let mut at = 0;
+    for &count in &counts {
+        next.push(at);
+        for _ in 0..count {
+            at += memchr::memchr(b'\n', &digits[at..]).ok_or_else(damaged)? + 1;
+        }
+    }
+    if at != digits.len() {
+        return Err(damaged());
+    }
+    let mut messages = Vec::with_capacity(max.min(templates.len() + digits.len()));
+    for (index, (line, base)) in templates
+        .split(|&byte| byte == b'\n')
+        .zip(bases)
+        .enumerate()
+    {
+        if index > 0 {
+            messages.push(b'\n');
+        }
+        let (mut at, mut column) = (0, base as usize);
+        while at < line.len() {
+            let special =
+                memchr::memchr2(MARK, ESCAPE, &line[at..]).map_or(line.len(), |found| at + found);
+            messages.extend_from_slice(&line[at..special]);
+            if special == line.len() {
+                break;
+            }
+            if line[special] == ESCAPE {
+                messages.push(line[special + 1]);
+                at = special + 2;
+            } else {
+                let start = next[column];
+                let end = start + memchr::memchr(b'\n', &digits[start..]).expect("counted");
+                messages.extend_from_slice(&digits[start..end]);
+                next[column] = end + 1;
+                column += 1;
+                at = special + 1;
+            }
+        }
+        if messages.len() > max {
+            return Err(damaged());
+        }
+    }
+    Ok(messages)
+}
+
+/// The [`MARK`]s of a template line; `None` when it ends in an [`ESCAPE`].
+fn marks_in(line: &[u8]) -> Option<usize> {
+    let (mut marks, mut at) = (0, 0);
+    while let Some(found) = memchr::memchr2(MARK, ESCAPE, &line[at..]) {
+        if line[at + found] == ESCAPE {
+            line.get(at + found + 1)?;
+            at += found + 2;
+        } else {
+            marks += 1;
+            at += found + 1;
+        }
+    }
+    Some(marks)
 }
 
 /// What a block's bytes hold, decompressed.
@@ -188,9 +389,11 @@ pub enum Raw {
     V2([Vec<u8>; SECTIONS]),
 }
 
-/// The zstd level a format 2 block was compressed at; `None` for format 1.
+/// The zstd level a format 2 or 3 block was compressed at; `None` for
+/// format 1.
 pub fn level_of(block: &[u8]) -> Option<i32> {
-    (block.len() >= HEADER_LEN && block[0] == FORMAT_2).then(|| i32::from(block[1]))
+    (block.len() >= HEADER_LEN && (block[0] == FORMAT_2 || block[0] == FORMAT_3))
+        .then(|| i32::from(block[1]))
 }
 
 /// Decompresses a block; `raw_len` is its index entry's, the most memory
@@ -202,18 +405,44 @@ pub fn decompress(
     decompressor: &mut zstd::bulk::Decompressor<'static>,
 ) -> Result<Raw, String> {
     let fail = |error: std::io::Error| format!("block does not decompress: {error}");
-    if block.first() != Some(&FORMAT_2) {
-        return decompressor
+    match block.first() {
+        Some(&FORMAT_2) => {
+            let [numbers, messages, fields] = sections::<SECTIONS>(block, raw_len, decompressor)?;
+            Ok(Raw::V2([numbers, messages, fields]))
+        }
+        Some(&FORMAT_3) => {
+            // Templates and digits take at most twice the messages'
+            // bytes (an escape a byte; a newline a run of digits).
+            let [numbers, templates, digits, fields] =
+                sections::<SECTIONS_3>(block, raw_len.saturating_mul(2), decompressor)?;
+            let left = raw_len.saturating_sub(numbers.len() + fields.len());
+            let messages = join_numbers(&templates, &digits, left)?;
+            if numbers.len() + messages.len() + fields.len() > raw_len {
+                return Err("block sections are larger than its index entry says".into());
+            }
+            Ok(Raw::V2([numbers, messages, fields]))
+        }
+        _ => decompressor
             .decompress(block, raw_len)
             .map(Raw::V1)
-            .map_err(fail);
+            .map_err(fail),
     }
-    let table = table(block)?;
+}
+
+/// The `N` sections of a format 2 or 3 block, decompressed; `raw_len` the
+/// most memory they may take together.
+fn sections<const N: usize>(
+    block: &[u8],
+    raw_len: usize,
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<[Vec<u8>; N], String> {
+    let fail = |error: std::io::Error| format!("block does not decompress: {error}");
+    let table = table::<N>(block)?;
     if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
         return Err("block sections are larger than its index entry says".into());
     }
-    let mut at = HEADER_LEN;
-    let mut sections: [Vec<u8>; SECTIONS] = Default::default();
+    let mut at = 2 + N * 8;
+    let mut sections: [Vec<u8>; N] = std::array::from_fn(|_| Vec::new());
     for (section, (raw, compressed)) in sections.iter_mut().zip(table) {
         *section = decompressor
             .decompress(&block[at..at + compressed], raw)
@@ -223,21 +452,22 @@ pub fn decompress(
         }
         at += compressed;
     }
-    Ok(Raw::V2(sections))
+    Ok(sections)
 }
 
-/// A format 2 block's section table: (raw, compressed) lengths, checked
-/// to cover its bytes exactly.
-fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
-    if block.len() < HEADER_LEN {
+/// A format 2 or 3 block's section table: (raw, compressed) lengths,
+/// checked to cover its bytes exactly.
+fn table<const N: usize>(block: &[u8]) -> Result<[(usize, usize); N], String> {
+    let header_len = 2 + N * 8;
+    if block.len() < header_len {
         return Err("block shorter than its header".into());
     }
-    let mut table = [(0usize, 0usize); SECTIONS];
+    let mut table = [(0usize, 0usize); N];
     let word = |at: usize| u32::from_le_bytes(block[at..at + 4].try_into().unwrap()) as usize;
     for (index, entry) in table.iter_mut().enumerate() {
         *entry = (word(2 + index * 8), word(2 + index * 8 + 4));
     }
-    if HEADER_LEN
+    if header_len
         + table
             .iter()
             .map(|(_, compressed)| *compressed)
@@ -252,6 +482,54 @@ fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_split_from_their_numbers_join_back_exactly() {
+        for text in [
+            "",
+            "step 12 loss 0.345 tokens/s 9000\nstep 13 loss 0.3 tokens/s 9001\n",
+            "7",
+            "no numbers at all\n",
+            "marks \u{11} and escapes \u{12}\u{11}1\u{12} kept 42\n",
+            "ends in digits 0099",
+        ] {
+            let (templates, digits) = split_numbers(text.as_bytes());
+            assert_eq!(
+                join_numbers(&templates, &digits, text.len()).unwrap(),
+                text.as_bytes()
+            );
+            if !text.is_empty() {
+                assert!(join_numbers(&templates, &digits, text.len() - 1).is_err());
+            }
+        }
+        let (templates, _) = split_numbers(b"step 12 loss 0.345\n");
+        assert_eq!(templates, b"step \x11 loss \x11.\x11\n");
+        // The numbers of one place in one kind of line together.
+        let (templates, digits) = split_numbers(b"a 1 b 2\nc 3\na 4 b 5\n");
+        assert_eq!(templates, b"a \x11 b \x11\nc \x11\na \x11 b \x11\n");
+        assert_eq!(digits, b"1\n4\n2\n5\n3\n");
+        // Damage: a mark with no digits left, digits left over, an escape
+        // at the end.
+        assert!(join_numbers(b"a\x11", b"", 10).is_err());
+        assert!(join_numbers(b"a", b"1\n", 10).is_err());
+        assert!(join_numbers(b"a\x12", b"", 10).is_err());
+    }
+
+    #[test]
+    fn settled_blocks_read_back_as_their_sections() {
+        let mut compressor = BlockCompressor::new(19).unwrap();
+        compressor.settled().unwrap();
+        let sections: [&[u8]; SECTIONS] = [b"numbers", b"run 1 of 20\nrun 2 of 20\n", b"{}\n{}\n"];
+        let (block, raw) = compressor.block(sections);
+        assert_eq!(block[0], FORMAT_3);
+        assert_eq!(level_of(&block), Some(19));
+        let mut decompressor = zstd::bulk::Decompressor::new().unwrap();
+        let Raw::V2(read) = decompress(&block, raw as usize, &mut decompressor).unwrap() else {
+            panic!("format 3 reads as sections");
+        };
+        assert_eq!(read, sections.map(<[u8]>::to_vec));
+        assert!(decompress(&block, raw as usize - 1, &mut decompressor).is_err());
+    }
 
     #[test]
     fn times_split_at_the_millisecond_come_back_exactly() {
