@@ -40,13 +40,13 @@ pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
 pub use protocols::{es_bulk, json_docs, loki, otlp, otlp_records};
 pub use spool::{spool, spool_records};
-pub use store::{block, part, part_records, wal, wal_records};
+pub use store::{block, block_numbers, part, part_records, wal, wal_records};
 
 /// A target: a function of one input.
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 22] = [
+pub const TARGETS: [(&str, Target); 23] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -69,6 +69,7 @@ pub const TARGETS: [(&str, Target); 22] = [
     ("registry_entry", registry_entry),
     ("intake_subject", intake_subject),
     ("ingest_binary", ingest_binary),
+    ("block_numbers", block_numbers),
 ];
 
 /// Separates the parts of one input.

@@ -45,6 +45,10 @@ pub const MARK: u8 = 0x11;
 /// In a format 3 block's templates: the next byte is the message's own
 /// (a [`MARK`] or an `ESCAPE` it held).
 pub const ESCAPE: u8 = 0x12;
+/// The first byte of a format 3 block's numbers: they come by column.
+pub const BY_COLUMN: u8 = b'c';
+/// The first byte of a format 3 block's numbers: they come in line order.
+pub const IN_ORDER: u8 = b'o';
 const NS_PER_MS: i64 = 1_000_000;
 
 /// The columns of a format 1 block, as postcard laid them out.
@@ -214,28 +218,53 @@ impl BlockCompressor {
             return (self.frames(FORMAT_2, &sections), raw);
         }
         let (templates, digits) = split_numbers(sections[1]);
-        let block = self.frames(FORMAT_3, &[sections[0], &templates, &digits, sections[2]]);
-        (block, raw)
+        // The numbers by column or in line order, whichever is smaller:
+        // many lines of few templates gain by column, lines of many
+        // templates (each its own column) lose.
+        let [by_column, in_order] = digits.map(|digits| {
+            let frame = self.compress(&digits);
+            (digits, frame)
+        });
+        let digits = if by_column.1.len() <= in_order.1.len() {
+            by_column
+        } else {
+            in_order
+        };
+        let mut frames: Vec<(usize, Vec<u8>)> = [sections[0], &templates]
+            .iter()
+            .map(|section| (section.len(), self.compress(section)))
+            .collect();
+        frames.push((digits.0.len(), digits.1));
+        frames.push((sections[2].len(), self.compress(sections[2])));
+        (self.assemble(FORMAT_3, frames), raw)
+    }
+
+    fn compress(&mut self, section: &[u8]) -> Vec<u8> {
+        self.compressor
+            .compress(section)
+            .expect("zstd compresses in memory")
     }
 
     fn frames(&mut self, format: u8, sections: &[&[u8]]) -> Vec<u8> {
-        let frames: Vec<Vec<u8>> = sections
+        let frames = sections
             .iter()
-            .map(|section| {
-                self.compressor
-                    .compress(section)
-                    .expect("zstd compresses in memory")
-            })
+            .map(|section| (section.len(), self.compress(section)))
             .collect();
-        let mut block =
-            Vec::with_capacity(2 + 8 * sections.len() + frames.iter().map(Vec::len).sum::<usize>());
+        self.assemble(format, frames)
+    }
+
+    /// A block of `format` of its sections' (raw length, zstd frame).
+    fn assemble(&self, format: u8, frames: Vec<(usize, Vec<u8>)>) -> Vec<u8> {
+        let mut block = Vec::with_capacity(
+            2 + 8 * frames.len() + frames.iter().map(|(_, frame)| frame.len()).sum::<usize>(),
+        );
         block.push(format);
         block.push(self.level.clamp(0, 255) as u8);
-        for (section, frame) in sections.iter().zip(&frames) {
-            block.extend_from_slice(&(section.len() as u32).to_le_bytes());
+        for (raw, frame) in &frames {
+            block.extend_from_slice(&(*raw as u32).to_le_bytes());
             block.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         }
-        for frame in &frames {
+        for (_, frame) in &frames {
             block.extend_from_slice(frame);
         }
         block
@@ -249,10 +278,15 @@ impl BlockCompressor {
 /// order templates first appear), one column after another: the values of
 /// one place in one kind of line (a step counter, a duration) are alike,
 /// and zstd finds more among them than among a line's mixed numbers.
-pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, Vec<u8>) {
+///
+/// Returns the templates and the numbers both ways, by column
+/// ([`BY_COLUMN`] first) and in line order ([`IN_ORDER`] first), for the
+/// writer to keep the one that compresses smaller.
+pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, [Vec<u8>; 2]) {
     let mut templates = Vec::with_capacity(messages.len());
     let mut columns: Vec<Vec<u8>> = Vec::new();
     let mut known: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut in_order = vec![IN_ORDER];
     let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
     let mut at = 0;
     for (index, line) in messages.split(|&byte| byte == b'\n').enumerate() {
@@ -262,25 +296,29 @@ pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, Vec<u8>) {
         }
         let start = templates.len();
         runs.clear();
-        let mut run_start = None;
-        for (offset, &byte) in line.iter().enumerate() {
-            if byte.is_ascii_digit() {
-                if run_start.is_none() {
+        let mut offset = 0;
+        while offset < line.len() {
+            let byte = line[offset];
+            if byte.is_ascii_hexdigit() {
+                let end = line[offset..]
+                    .iter()
+                    .position(|byte| !byte.is_ascii_hexdigit())
+                    .map_or(line.len(), |found| offset + found);
+                let run = &line[offset..end];
+                if run.iter().any(u8::is_ascii_digit) {
                     templates.push(MARK);
-                    run_start = Some(at + offset);
+                    runs.push(at + offset..at + end);
+                } else {
+                    templates.extend_from_slice(run);
                 }
+                offset = end;
                 continue;
-            }
-            if let Some(run) = run_start.take() {
-                runs.push(run..at + offset);
             }
             if byte == MARK || byte == ESCAPE {
                 templates.push(ESCAPE);
             }
             templates.push(byte);
-        }
-        if let Some(run) = run_start {
-            runs.push(run..at + line.len());
+            offset += 1;
         }
         at += line.len();
         let template = &templates[start..];
@@ -296,21 +334,41 @@ pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, Vec<u8>) {
         for (place, run) in runs.iter().enumerate() {
             columns[base + place].extend_from_slice(&messages[run.clone()]);
             columns[base + place].push(b'\n');
+            in_order.extend_from_slice(&messages[run.clone()]);
+            in_order.push(b'\n');
         }
     }
-    (templates, columns.concat())
+    let mut by_column = Vec::with_capacity(in_order.len());
+    by_column.push(BY_COLUMN);
+    for column in columns {
+        by_column.extend_from_slice(&column);
+    }
+    (templates, [by_column, in_order])
 }
 
 /// The messages back from [`split_numbers`]'s templates and digits, at most
 /// `max` bytes of them (more is damage).
 pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let damaged = || "block messages do not join their numbers".to_owned();
+    let by_column = match digits.split_first() {
+        Some((&BY_COLUMN, _)) => true,
+        Some((&IN_ORDER, _)) => false,
+        _ => return Err(damaged()),
+    };
+    let digits = &digits[1..];
     // Each line's first column, and each column's count of runs.
     let mut known: HashMap<&[u8], u32> = HashMap::new();
     let mut counts: Vec<u32> = Vec::new();
     let mut bases: Vec<u32> = Vec::new();
     for line in templates.split(|&byte| byte == b'\n') {
         let marks = marks_in(line).ok_or_else(damaged)?;
+        if !by_column {
+            // One column: every run in line order.
+            counts.resize(1, 0);
+            counts[0] += marks as u32;
+            bases.push(0);
+            continue;
+        }
         let base = *known.entry(line).or_insert_with(|| {
             counts.resize(counts.len() + marks, 0);
             (counts.len() - marks) as u32
@@ -357,7 +415,7 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
                 let end = start + memchr::memchr(b'\n', &digits[start..]).expect("counted");
                 messages.extend_from_slice(&digits[start..end]);
                 next[column] = end + 1;
-                column += 1;
+                column += usize::from(by_column);
                 at = special + 1;
             }
         }
@@ -493,26 +551,38 @@ mod tests {
             "marks \u{11} and escapes \u{12}\u{11}1\u{12} kept 42\n",
             "ends in digits 0099",
         ] {
-            let (templates, digits) = split_numbers(text.as_bytes());
-            assert_eq!(
-                join_numbers(&templates, &digits, text.len()).unwrap(),
-                text.as_bytes()
-            );
-            if !text.is_empty() {
-                assert!(join_numbers(&templates, &digits, text.len() - 1).is_err());
+            let (templates, both) = split_numbers(text.as_bytes());
+            for digits in both {
+                assert_eq!(
+                    join_numbers(&templates, &digits, text.len()).unwrap(),
+                    text.as_bytes()
+                );
+                if !text.is_empty() {
+                    assert!(join_numbers(&templates, &digits, text.len() - 1).is_err());
+                }
             }
         }
         let (templates, _) = split_numbers(b"step 12 loss 0.345\n");
         assert_eq!(templates, b"step \x11 loss \x11.\x11\n");
         // The numbers of one place in one kind of line together.
-        let (templates, digits) = split_numbers(b"a 1 b 2\nc 3\na 4 b 5\n");
+        let (templates, [by_column, in_order]) = split_numbers(b"a 1 b 2\nc 3\na 4 b 5\n");
         assert_eq!(templates, b"a \x11 b \x11\nc \x11\na \x11 b \x11\n");
-        assert_eq!(digits, b"1\n4\n2\n5\n3\n");
+        assert_eq!(by_column, b"c1\n4\n2\n5\n3\n");
+        assert_eq!(in_order, b"o1\n2\n3\n4\n5\n");
+        // Hexadecimal runs holding a digit are numbers too (ids, hashes);
+        // words of hexadecimal letters alone are not.
+        let (templates, [_, in_order]) = split_numbers(b"req=525a4bc3-c608 feed added\n");
+        assert_eq!(templates, b"req=\x11-\x11 feed added\n");
+        assert_eq!(in_order, b"o525a4bc3\nc608\n");
         // Damage: a mark with no digits left, digits left over, an escape
         // at the end.
-        assert!(join_numbers(b"a\x11", b"", 10).is_err());
-        assert!(join_numbers(b"a", b"1\n", 10).is_err());
-        assert!(join_numbers(b"a\x12", b"", 10).is_err());
+        // an unknown order.
+        assert!(join_numbers(b"a\x11", b"o", 10).is_err());
+        assert!(join_numbers(b"a", b"o1\n", 10).is_err());
+        assert!(join_numbers(b"a\x12", b"o", 10).is_err());
+        assert!(join_numbers(b"a", b"", 10).is_err());
+        assert!(join_numbers(b"a\x11", b"x1\n", 10).is_err());
+        assert_eq!(join_numbers(b"a\x11", b"c1\n", 10).unwrap(), b"a1");
     }
 
     #[test]
