@@ -263,7 +263,7 @@ impl Inner {
                     let mut merge = StreamMerge::new(small);
                     let written = merge.by_ref().try_for_each(|record| {
                         pushed += 1;
-                        if rewrite && pushed % crate::SETTLE_FLUSH_CHECK_RECORDS == 0 {
+                        if rewrite && pushed.is_multiple_of(crate::SETTLE_FLUSH_CHECK_RECORDS) {
                             longest_gap = longest_gap.max(last_look.elapsed());
                             self.flush_due();
                             last_look = Instant::now();

@@ -11,12 +11,13 @@
 //!   compressed with statistics of its own.
 //!
 //! - format 3 (settled blocks): format 2 with the messages split in two
-//!   sections ([`split_numbers`]): the templates, each run of ASCII digits
-//!   replaced by [`MARK`], and the runs themselves, newline-ended, by
-//!   column (a column for each place of a mark in each distinct template).
-//!   A log's lines differ most in their numbers: without them zstd finds
-//!   whole lines again, and the digits compress apart, those of one place
-//!   together. Its table has four sections; reading joins
+//!   sections ([`split_numbers`]): the templates, each number (a run of
+//!   hexadecimal digits holding a decimal one) replaced by [`MARK`], and
+//!   the numbers themselves, newline-ended, by column (one for each place
+//!   of a mark in each distinct template) or in line order, whichever
+//!   compresses smaller. A log's lines differ most in their numbers:
+//!   without them zstd finds whole lines again, and the numbers compress
+//!   apart, those of one place together when that pays. Its table has four sections; reading joins
 //!   the messages again, so a reader sees format 2's three.
 //!
 //! A time is split into whole milliseconds, stored as deltas from the
@@ -271,10 +272,11 @@ impl BlockCompressor {
     }
 }
 
-/// Messages as templates and digits (format 3). Each line's runs of ASCII
-/// digits become [`MARK`]s in its template (a [`MARK`] or [`ESCAPE`] of the
-/// text is kept after an [`ESCAPE`]); the runs, each newline-ended, go in
-/// columns, one for each place of a mark in each distinct template (in the
+/// Messages as templates and numbers (format 3). Each line's numbers
+/// (runs of hexadecimal digits holding a decimal one: counts, times, ids,
+/// hashes; a word of the letters a–f alone is text) become [`MARK`]s in
+/// its template (a [`MARK`] or [`ESCAPE`] of the text is kept after an
+/// [`ESCAPE`]); the numbers, each newline-ended, go in columns, one for each place of a mark in each distinct template (in the
 /// order templates first appear), one column after another: the values of
 /// one place in one kind of line (a step counter, a duration) are alike,
 /// and zstd finds more among them than among a line's mixed numbers.
