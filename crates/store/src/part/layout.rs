@@ -349,7 +349,9 @@ pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, [Vec<u8>; 2]) {
 }
 
 /// The messages back from [`split_numbers`]'s templates and digits, at most
-/// `max` bytes of them (more is damage).
+/// `max` bytes of them (more is damage). Its loops look at bytes one at a
+/// time, not with `memchr`: the stretches between marks and the numbers
+/// are a few bytes long, shorter than a vector search pays for.
 pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u8>, String> {
     let damaged = || "block messages do not join their numbers".to_owned();
     let by_column = match digits.split_first() {
@@ -358,86 +360,115 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
         _ => return Err(damaged()),
     };
     let digits = &digits[1..];
-    // Each line's first column, and each column's count of runs.
-    let mut known: HashMap<&[u8], u32> = HashMap::new();
-    let mut counts: Vec<u32> = Vec::new();
+    // By column: each line's first column, and where each column's next
+    // number starts; in line order, one column.
     let mut bases: Vec<u32> = Vec::new();
-    for line in templates.split(|&byte| byte == b'\n') {
-        let marks = marks_in(line).ok_or_else(damaged)?;
-        if !by_column {
-            // One column: every run in line order.
-            counts.resize(1, 0);
-            counts[0] += marks as u32;
-            bases.push(0);
-            continue;
-        }
-        let base = *known.entry(line).or_insert_with(|| {
-            counts.resize(counts.len() + marks, 0);
-            (counts.len() - marks) as u32
-        });
-        for count in &mut counts[base as usize..base as usize + marks] {
-            *count += 1;
-        }
-        bases.push(base);
-    }
-    // Where each column's next run starts.
-    let mut next = Vec::with_capacity(counts.len());
-    let mut at = 0;
-    for &count in &counts {
-        next.push(at);
-        for _ in 0..count {
-            at += memchr::memchr(b'\n', &digits[at..]).ok_or_else(damaged)? + 1;
-        }
-    }
-    if at != digits.len() {
-        return Err(damaged());
-    }
-    let mut messages = Vec::with_capacity(max.min(templates.len() + digits.len()));
-    for (index, (line, base)) in templates
-        .split(|&byte| byte == b'\n')
-        .zip(bases)
-        .enumerate()
-    {
-        if index > 0 {
-            messages.push(b'\n');
-        }
-        let (mut at, mut column) = (0, base as usize);
-        while at < line.len() {
-            let special =
-                memchr::memchr2(MARK, ESCAPE, &line[at..]).map_or(line.len(), |found| at + found);
-            messages.extend_from_slice(&line[at..special]);
-            if special == line.len() {
-                break;
+    let mut next: Vec<usize> = vec![0];
+    if by_column {
+        let mut known: HashMap<&[u8], u32> = HashMap::new();
+        let mut counts: Vec<u32> = Vec::new();
+        for line in templates.split(|&byte| byte == b'\n') {
+            let marks = marks_in(line).ok_or_else(damaged)?;
+            let base = *known.entry(line).or_insert_with(|| {
+                counts.resize(counts.len() + marks, 0);
+                (counts.len() - marks) as u32
+            });
+            for count in &mut counts[base as usize..base as usize + marks] {
+                *count += 1;
             }
-            if line[special] == ESCAPE {
-                messages.push(line[special + 1]);
-                at = special + 2;
-            } else {
-                let start = next[column];
-                let end = start + memchr::memchr(b'\n', &digits[start..]).expect("counted");
-                messages.extend_from_slice(&digits[start..end]);
-                next[column] = end + 1;
-                column += usize::from(by_column);
-                at = special + 1;
+            bases.push(base);
+        }
+        next.clear();
+        let mut at = 0;
+        for &count in &counts {
+            next.push(at);
+            for _ in 0..count {
+                at = newline_after(digits, at).ok_or_else(damaged)? + 1;
             }
         }
-        if messages.len() > max {
+        if at != digits.len() {
             return Err(damaged());
         }
     }
+    let mut messages = Vec::with_capacity(max.min(templates.len() + digits.len()));
+    let (mut at, mut line, mut column) = (0, 0, 0);
+    while at < templates.len() {
+        let start = at;
+        while at < templates.len() && !SPECIAL[templates[at] as usize] {
+            at += 1;
+        }
+        messages.extend_from_slice(&templates[start..at]);
+        let Some(&byte) = templates.get(at) else {
+            break;
+        };
+        match byte {
+            ESCAPE => {
+                messages.push(*templates.get(at + 1).ok_or_else(damaged)?);
+                at += 2;
+            }
+            MARK => {
+                let place = if by_column {
+                    bases[line] as usize + column
+                } else {
+                    0
+                };
+                let from = *next.get(place).ok_or_else(damaged)?;
+                let end = newline_after(digits, from).ok_or_else(damaged)?;
+                messages.extend_from_slice(&digits[from..end]);
+                next[place] = end + 1;
+                column += 1;
+                at += 1;
+            }
+            _ => {
+                messages.push(b'\n');
+                (line, column) = (line + 1, 0);
+                at += 1;
+                if messages.len() > max {
+                    return Err(damaged());
+                }
+            }
+        }
+    }
+    // Every number taken: by column, each column's end is the next one's
+    // start (checked above); in line order, the one column's is the end.
+    if messages.len() > max || (!by_column && next[0] != digits.len()) {
+        return Err(damaged());
+    }
     Ok(messages)
+}
+
+/// Bytes a template's scan stops at: a mark, an escape, a line's end.
+const SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    special[MARK as usize] = true;
+    special[ESCAPE as usize] = true;
+    special[b'\n' as usize] = true;
+    special
+};
+
+/// Where the next newline is in `digits` from `at`.
+fn newline_after(digits: &[u8], at: usize) -> Option<usize> {
+    digits
+        .get(at..)?
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map(|found| at + found)
 }
 
 /// The [`MARK`]s of a template line; `None` when it ends in an [`ESCAPE`].
 fn marks_in(line: &[u8]) -> Option<usize> {
     let (mut marks, mut at) = (0, 0);
-    while let Some(found) = memchr::memchr2(MARK, ESCAPE, &line[at..]) {
-        if line[at + found] == ESCAPE {
-            line.get(at + found + 1)?;
-            at += found + 2;
-        } else {
-            marks += 1;
-            at += found + 1;
+    while at < line.len() {
+        match line[at] {
+            ESCAPE => {
+                line.get(at + 1)?;
+                at += 2;
+            }
+            MARK => {
+                marks += 1;
+                at += 1;
+            }
+            _ => at += 1,
         }
     }
     Some(marks)
