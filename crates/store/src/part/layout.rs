@@ -367,8 +367,10 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
     if by_column {
         let mut known: HashMap<&[u8], u32> = HashMap::new();
         let mut counts: Vec<u32> = Vec::new();
-        for line in templates.split(|&byte| byte == b'\n') {
-            let marks = marks_in(line).ok_or_else(damaged)?;
+        let mut at = 0;
+        while at <= templates.len() {
+            let (line, marks) = line_marks(templates, at).ok_or_else(damaged)?;
+            at += line.len() + 1;
             let base = *known.entry(line).or_insert_with(|| {
                 counts.resize(counts.len() + marks, 0);
                 (counts.len() - marks) as u32
@@ -380,10 +382,11 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
         }
         next.clear();
         let mut at = 0;
+        let mut newlines = memchr::memchr_iter(b'\n', digits);
         for &count in &counts {
             next.push(at);
-            for _ in 0..count {
-                at = newline_after(digits, at).ok_or_else(damaged)? + 1;
+            if count > 0 {
+                at = newlines.nth(count as usize - 1).ok_or_else(damaged)? + 1;
             }
         }
         if at != digits.len() {
@@ -394,16 +397,7 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
     let (mut at, mut line, mut column) = (0, 0, 0);
     while at < templates.len() {
         let start = at;
-        // Eight bytes at a time while none is special, then one at a time.
-        while let Some(word) = templates.get(at..at + 8) {
-            if has_special(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
-                break;
-            }
-            at += 8;
-        }
-        while at < templates.len() && !SPECIAL[templates[at] as usize] {
-            at += 1;
-        }
+        at = next_special(templates, at);
         messages.extend_from_slice(&templates[start..at]);
         let Some(&byte) = templates.get(at) else {
             break;
@@ -453,6 +447,43 @@ const SPECIAL: [bool; 256] = {
     special
 };
 
+/// The first mark, escape or newline in `bytes` from `at`, or its length:
+/// eight bytes at a time while none is special, then one at a time.
+fn next_special(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(word) = bytes.get(at..at + 8) {
+        if has_special(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+            break;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && !SPECIAL[bytes[at] as usize] {
+        at += 1;
+    }
+    at
+}
+
+/// The template line from `at` (to its newline or the end) and its
+/// [`MARK`]s; `None` when it ends in an [`ESCAPE`].
+fn line_marks(templates: &[u8], start: usize) -> Option<(&[u8], usize)> {
+    let (mut at, mut marks) = (start, 0);
+    loop {
+        at = next_special(templates, at);
+        match templates.get(at) {
+            None | Some(b'\n') => return Some((&templates[start..at], marks)),
+            Some(&ESCAPE) => {
+                if matches!(templates.get(at + 1), None | Some(b'\n')) {
+                    return None;
+                }
+                at += 2;
+            }
+            Some(_) => {
+                marks += 1;
+                at += 1;
+            }
+        }
+    }
+}
+
 /// Whether any of eight bytes is a mark, an escape or a newline (a byte
 /// equal to one XORs to zero; the test for a zero byte is exact).
 fn has_special(word: u64) -> bool {
@@ -471,25 +502,6 @@ fn newline_after(digits: &[u8], at: usize) -> Option<usize> {
         .iter()
         .position(|&byte| byte == b'\n')
         .map(|found| at + found)
-}
-
-/// The [`MARK`]s of a template line; `None` when it ends in an [`ESCAPE`].
-fn marks_in(line: &[u8]) -> Option<usize> {
-    let (mut marks, mut at) = (0, 0);
-    while at < line.len() {
-        match line[at] {
-            ESCAPE => {
-                line.get(at + 1)?;
-                at += 2;
-            }
-            MARK => {
-                marks += 1;
-                at += 1;
-            }
-            _ => at += 1,
-        }
-    }
-    Some(marks)
 }
 
 /// What a block's bytes hold, decompressed.
