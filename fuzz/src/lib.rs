@@ -43,13 +43,13 @@ pub use model::{cursor, filter_match, logs_params, parse_line, requests_params};
 pub use multiline::multiline;
 pub use protocols::{es_bulk, json_docs, loki, otlp, otlp_records};
 pub use spool::{spool, spool_records};
-pub use store::{block, part, part_records, wal, wal_records};
+pub use store::{block, block_numbers, part, part_records, wal, wal_records};
 
 /// A target: a function of one input.
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 23] = [
+pub const TARGETS: [(&str, Target); 24] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -73,6 +73,7 @@ pub const TARGETS: [(&str, Target); 23] = [
     ("intake_subject", intake_subject),
     ("ingest_binary", ingest_binary),
     ("cluster_repair_page", cluster_repair_page),
+    ("block_numbers", block_numbers),
 ];
 
 /// Separates the parts of one input.

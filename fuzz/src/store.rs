@@ -8,7 +8,7 @@ use std::path::Path;
 
 use tailwater_model::{Direction, Filter, LogRecord, Phrase, Query};
 use tailwater_store::part::block::DecodedBlock;
-use tailwater_store::part::layout::BlockCompressor;
+use tailwater_store::part::layout::{join_numbers, split_numbers, BlockCompressor};
 use tailwater_store::part::reader::Part;
 use tailwater_store::part::{StreamLabels, MAGIC as PART_MAGIC};
 use tailwater_store::{Store, StoreOptions};
@@ -185,6 +185,26 @@ pub fn block(data: &[u8]) {
                 assert_eq!(record.message, block.message(index));
             }
         }
+    }
+}
+
+/// Block format 3's messages (settled blocks), as its reader joins them:
+/// any templates and digits (the input's two parts) join within their
+/// bound or are refused, and any text (the whole input) split from its
+/// numbers joins back as it was.
+pub fn block_numbers(data: &[u8]) {
+    if let [templates, digits] = crate::split(data)[..] {
+        let max = templates.len() + digits.len();
+        if let Ok(joined) = join_numbers(templates, digits, max) {
+            assert!(joined.len() <= max);
+        }
+    }
+    let (templates, both) = split_numbers(data);
+    for digits in both {
+        assert_eq!(
+            join_numbers(&templates, &digits, data.len()).as_deref(),
+            Ok(data)
+        );
     }
 }
 

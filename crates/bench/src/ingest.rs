@@ -79,7 +79,12 @@ struct Ready {
     raw: Vec<u8>,
 }
 
-pub fn run(corpus: Corpus, work: &Path, merge_zstd_level: Option<i32>) -> anyhow::Result<Ingested> {
+pub fn run(
+    corpus: Corpus,
+    work: &Path,
+    merge_zstd_level: Option<i32>,
+    numbers_apart: bool,
+) -> anyhow::Result<Ingested> {
     let store_dir = work.join("store");
     let raw_path = work.join("raw.log");
     let records_path = work.join("records.jsonl");
@@ -87,6 +92,7 @@ pub fn run(corpus: Corpus, work: &Path, merge_zstd_level: Option<i32>) -> anyhow
     let options = StoreOptions {
         durability: Durability::SyncEachBatch,
         merge_zstd_level: merge_zstd_level.unwrap_or(tailwater_store::DEFAULT_MERGE_ZSTD_LEVEL),
+        settle_numbers_apart: numbers_apart,
         ..StoreOptions::default()
     };
     let store = Store::open(&store_dir, options)
@@ -175,9 +181,15 @@ pub fn run(corpus: Corpus, work: &Path, merge_zstd_level: Option<i32>) -> anyhow
     // which a server does once ingest pauses (each flushed part written
     // again at the merge level), done here at once.
     timing.merge_cpu = Duration::from_nanos(store.counters().merge_cpu_ns);
+    // Settling's memory: the peak above what the process held before it.
+    let pid = std::process::id();
+    crate::http::reset_peak_rss(pid)?;
+    let before_settle = crate::http::process_peak_rss(pid)?;
     let (settled, took) = thread_span(|| store.settle());
     settled.context("cannot settle the store")?;
     timing.settle_cpu = took.cpu;
+    timing.settle_rss = crate::http::process_peak_rss(pid)?.saturating_sub(before_settle);
+    timing.settle_flush_wait = Duration::from_nanos(store.counters().settle_longest_flush_wait_ns);
     runner_file.flush()?;
     records_file.flush()?;
     let stored_bytes = crate::size::at_rest_bytes(&store_dir)
@@ -275,6 +287,10 @@ struct Timing {
     merge_cpu: Duration,
     /// Settling every flushed part after ingest (not in `store.cpu`).
     settle_cpu: Duration,
+    /// Peak resident bytes while settling, above those before it.
+    settle_rss: u64,
+    /// The longest a settling step went without looking for a due flush.
+    settle_flush_wait: Duration,
     chunks: u64,
     batches: u64,
 }
@@ -366,10 +382,12 @@ impl Timing {
                 None,
             )
             .note(format!(
-                "lines ÷ the CPU time of merges during ingest and the final merge ({:.2} s) and of settling every flushed part afterwards ({:.2} s): what compressing at rest at the merge level (`merge_zstd_level`) costs, {:.2} µs a line, apart from ingest",
+                "lines ÷ the CPU time of merges during ingest and the final merge ({:.2} s) and of settling every flushed part afterwards ({:.2} s): what compressing at rest at the merge level (`merge_zstd_level`) costs, {:.2} µs a line, apart from ingest; settling's peak memory above the process's before it (VmHWM, reset): {:.1} MiB; the longest a settling step went without looking for a due flush (the most a flush waits behind it): {:.0} ms",
                 self.merge_cpu.as_secs_f64(),
                 self.settle_cpu.as_secs_f64(),
                 merge_cpu.as_secs_f64() * 1e6 / lines.max(1) as f64,
+                self.settle_rss as f64 / (1024.0 * 1024.0),
+                self.settle_flush_wait.as_secs_f64() * 1e3,
             )),
             Row::new(
                 "ingest, fsync per batch, wall",

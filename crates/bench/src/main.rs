@@ -207,6 +207,10 @@ struct Options {
     /// [default: the store's, `DEFAULT_MERGE_ZSTD_LEVEL`].
     #[arg(long)]
     merge_zstd_level: Option<i32>,
+    /// Settle into block format 3 (the store's `settle_numbers_apart`;
+    /// off by default, as the server's `--settle-numbers-apart`).
+    #[arg(long)]
+    numbers_apart: bool,
     /// Seconds of live tail at 1000 lines/s [default: 3 with --quick, else
     /// 10].
     #[arg(long, value_parser = at_least_one)]
@@ -367,7 +371,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             corpus.len(),
             work.path().display()
         );
-        let ingested = ingest::run(corpus, work.path(), options.merge_zstd_level)?;
+        let ingested = ingest::run(
+            corpus,
+            work.path(),
+            options.merge_zstd_level,
+            options.numbers_apart,
+        )?;
         (lines, raw_bytes) = (ingested.lines, ingested.raw_bytes);
         if figures.ingest {
             rows.extend(ingested.rows.iter().cloned());

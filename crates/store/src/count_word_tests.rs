@@ -92,6 +92,8 @@ fn counts_of_random_words_are_what_paging_returns() {
                 memtable_max_bytes: rng.random_range(4_000..60_000),
                 merge_min_parts: 2,
                 merge_zstd_level: 9,
+                // Settled blocks of both formats (3 is read whole).
+                settle_numbers_apart: seed % 2 == 1,
                 query_threads: rng.random_range(1..3),
                 background: false,
                 ..StoreOptions::default()

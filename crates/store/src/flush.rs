@@ -76,6 +76,12 @@ impl Inner {
     /// failure, once every table was tried.
     pub(crate) fn flush_frozen(&self) -> Result<(), StoreError> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        self.flush_frozen_locked()
+    }
+
+    /// [`Inner::flush_frozen`] by a caller that holds `flushing` already:
+    /// a settling step, between its blocks ([`Inner::flush_due`]).
+    pub(crate) fn flush_frozen_locked(&self) -> Result<(), StoreError> {
         let mut first_failure = None;
         let tables = self.read().memtable.frozen_tables();
         for table in tables {

@@ -235,6 +235,14 @@ pub struct Counters {
     /// Flushed parts settled: written again at the merge level once the
     /// store was idle ([`Store::settle`]).
     pub parts_settled: u64,
+    /// Flushes a settling step made between its blocks, as they came due
+    /// (frozen tables, or an old active one), rather than keep them
+    /// waiting until the step ended.
+    pub settle_flushes: u64,
+    /// The longest a settling step went without looking for a due flush
+    /// (between looks, or from the last to its end), in ns: the most a
+    /// flush waited behind settling.
+    pub settle_longest_flush_wait_ns: u64,
     /// CPU time merges and settling took, in ns (the merging thread's).
     pub merge_cpu_ns: u64,
     /// Parts in which a merge found a block it could not read: each is

@@ -119,6 +119,38 @@ impl Inner {
         Ok(true)
     }
 
+    /// Flushes what is due, for a settling step between its blocks (it
+    /// holds `flushing` and runs on the thread that flushes): the frozen
+    /// tables, and the active one once past its age, so a flush waits
+    /// behind at most a block of settling, not the whole step. Counted in
+    /// `Counters::settle_flushes`; a failure is logged and left to the
+    /// background thread's next tick, which retries it.
+    fn flush_due(&self) {
+        let (frozen, old) = {
+            let state = self.read();
+            (
+                state.memtable.frozen_count() > 0,
+                !state.memtable.active_is_empty()
+                    && state.memtable.active_age() >= self.options.memtable_max_age,
+            )
+        };
+        if !frozen && !old {
+            return;
+        }
+        let flushed = if old {
+            let mut writer = self.lock_writer();
+            let mut state = self.write();
+            self.freeze(&mut writer, &mut state)
+        } else {
+            Ok(())
+        }
+        .and_then(|()| self.flush_frozen_locked());
+        self.counters().settle_flushes += 1;
+        if let Err(error) = flushed {
+            tracing::error!(%error, "a flush during settling failed; retrying");
+        }
+    }
+
     /// Merges `parts` into one; `rewrite`: every block's records written
     /// anew into full blocks, none copied.
     fn merge(
@@ -182,6 +214,12 @@ impl Inner {
             std::io::Error::other(reason)
         };
         let mut copied = 0u64;
+        // A settling step looks for a due flush every so many records it
+        // writes (all streams together); the longest it went without is
+        // the most a flush waited behind it.
+        let mut pushed = 0usize;
+        let mut last_look = Instant::now();
+        let mut longest_gap = std::time::Duration::ZERO;
         // Settling writes every record again at the merge level; a tier
         // merge copies large blocks as they are and writes the small ones'
         // records at a flush's level, so it stays as cheap as a flush (it
@@ -197,7 +235,7 @@ impl Inner {
             |writer| {
                 writer.merged_from(parts.iter().map(|part| &part.footer));
                 if rewrite {
-                    writer.settled_blocks();
+                    writer.settled_blocks(self.options.settle_numbers_apart)?;
                 }
                 for (labels, blocks) in streams {
                     let mut stream = writer.stream::<LogRecord>();
@@ -223,7 +261,15 @@ impl Inner {
                         copied += 1;
                     }
                     let mut merge = StreamMerge::new(small);
-                    let written = merge.by_ref().try_for_each(|record| stream.push(record));
+                    let written = merge.by_ref().try_for_each(|record| {
+                        pushed += 1;
+                        if rewrite && pushed.is_multiple_of(crate::SETTLE_FLUSH_CHECK_RECORDS) {
+                            longest_gap = longest_gap.max(last_look.elapsed());
+                            self.flush_due();
+                            last_look = Instant::now();
+                        }
+                        stream.push(record)
+                    });
                     if let Some((part, reason)) = merge.failure {
                         return Err(damaged(&part, reason));
                     }
@@ -278,6 +324,11 @@ impl Inner {
         }
         {
             let mut counters = self.counters();
+            if rewrite {
+                let longest_gap = longest_gap.max(last_look.elapsed()).as_nanos() as u64;
+                counters.settle_longest_flush_wait_ns =
+                    counters.settle_longest_flush_wait_ns.max(longest_gap);
+            }
             counters.merges += 1;
             counters.merge_blocks_copied += copied;
             counters.merge_blocks_written += written;

@@ -282,9 +282,19 @@ fn a_merge_that_meets_a_damaged_block_leaves_that_part_out_from_then_on() {
 
 #[test]
 fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
+    settles_keeping_every_record(false);
+}
+
+#[test]
+fn settling_with_numbers_apart_keeps_every_record() {
+    settles_keeping_every_record(true);
+}
+
+fn settles_keeping_every_record(numbers_apart: bool) {
     let dir = tempfile::tempdir().unwrap();
     let options = StoreOptions {
         background: false,
+        settle_numbers_apart: numbers_apart,
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), options.clone()).unwrap();
@@ -340,6 +350,49 @@ fn settling_writes_each_flushed_part_again_harder_once_keeping_every_record() {
         batch_of("sdxl", "r1", vec![record(5, start(), "x".into())]),
     );
     assert_eq!(again.unwrap().duplicates, 1);
+}
+
+#[test]
+fn a_flush_due_while_settling_is_made_between_its_blocks_not_after_the_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        background: false,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    for flush in 0..2u64 {
+        for runner in ["r1", "r2"] {
+            store
+                .append("t", run(runner, flush * 3000, 3000, start()))
+                .unwrap();
+        }
+        store.flush().unwrap();
+    }
+    // Records frozen and waiting for their flush, as an append that fills
+    // the memtable leaves them, when a settling step begins.
+    store.append("t", run("r3", 0, 50, start())).unwrap();
+    {
+        let mut writer = store.inner.lock_writer();
+        let mut state = store.inner.write();
+        store.inner.freeze(&mut writer, &mut state).unwrap();
+    }
+    assert_eq!(store.inner.read().memtable.frozen_count(), 1);
+    let flushes = store.counters().flushes;
+    assert!(store.inner.settle_one().unwrap());
+    let counters = store.counters();
+    assert_eq!(
+        (counters.settle_flushes, counters.flushes),
+        (1, flushes + 1),
+        "the step flushed the frozen table between its blocks: {counters:?}"
+    );
+    assert_eq!(store.inner.read().memtable.frozen_count(), 0);
+    assert_eq!(
+        counters.parts_settled, 2,
+        "the step settled the parts it took, not the one flushed meanwhile"
+    );
+    assert_eq!(all(&store, "t").len(), 12_050);
+    assert_eq!(store.settle().unwrap(), 1, "that one is settled next");
+    assert_eq!(all(&store, "t").len(), 12_050);
 }
 
 #[test]

@@ -93,6 +93,8 @@ pub struct StoreOptions {
     /// zstd level of settled parts (see [`DEFAULT_MERGE_ZSTD_LEVEL`]); at
     /// or below `zstd_level`, nothing is settled.
     pub merge_zstd_level: i32,
+    /// See [`DEFAULT_SETTLE_NUMBERS_APART`].
+    pub settle_numbers_apart: bool,
     pub merge_min_parts: usize,
     pub merged_part_bytes: u64,
     /// See [`DEFAULT_MERGE_COPY_MIN_RECORDS`].
@@ -128,12 +130,26 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 /// merges, which run while ingest does, copy blocks as they are.
 pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 16;
 
+/// Whether settling writes block format 3 (messages' numbers apart from
+/// their text): 0.77× `zstd -3` at rest against format 2's 0.82–0.84×, but
+/// counts and searches over such blocks read 2–3× slower today (their
+/// numbers are joined back into the text, and a word's lean count reads
+/// format 2 only); BENCHMARKS.md, issue 21, block format 3. Off until
+/// reading it is as fast; every format is read either way.
+pub const DEFAULT_SETTLE_NUMBERS_APART: bool = false;
+
 /// Bytes of flushed parts one settling step rewrites at most (one part at
 /// least): settling runs on the thread that flushes, so a step must end
 /// before appends fill the two tables they may leave waiting (at level 16
 /// a step of 8 MiB of parts, about 50 MB of text, takes some 10 s of a
 /// core here, 20 µs a line).
 pub const SETTLE_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Records a settling step writes between two looks at whether a flush is
+/// due (frozen tables, or an old active one), which it then makes before
+/// going on: a flush waits behind at most this and the block being
+/// compressed, not the step (a look takes the state's read lock).
+pub const SETTLE_FLUSH_CHECK_RECORDS: usize = 1024;
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
@@ -145,6 +161,7 @@ impl Default for StoreOptions {
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             zstd_level: DEFAULT_ZSTD_LEVEL,
             merge_zstd_level: DEFAULT_MERGE_ZSTD_LEVEL,
+            settle_numbers_apart: DEFAULT_SETTLE_NUMBERS_APART,
             merge_min_parts: DEFAULT_MERGE_MIN_PARTS,
             merged_part_bytes: DEFAULT_MERGED_PART_BYTES,
             merge_copy_min_records: DEFAULT_MERGE_COPY_MIN_RECORDS,

@@ -10,6 +10,16 @@
 //!   postcard), the messages, and the fields. Each column kind is
 //!   compressed with statistics of its own.
 //!
+//! - format 3 (settled blocks): format 2 with the messages split in two
+//!   sections ([`split_numbers`]): the templates, each number (a run of
+//!   hexadecimal digits holding a decimal one) replaced by [`MARK`], and
+//!   the numbers themselves, newline-ended, by column (one for each place
+//!   of a mark in each distinct template) or in line order, whichever
+//!   compresses smaller. A log's lines differ most in their numbers:
+//!   without them zstd finds whole lines again, and the numbers compress
+//!   apart, those of one place together when that pays. Its table has four sections; reading joins
+//!   the messages again, so a reader sees format 2's three.
+//!
 //! A time is split into whole milliseconds, stored as deltas from the
 //! previous record's (zigzag varints: small for a runner's lines), and what
 //! is left below the millisecond, divided by its block's largest common
@@ -19,12 +29,27 @@
 //! noise zstd cannot shrink, its high ones are mostly the same, and apart
 //! they cost about what their entropy is.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 /// The first byte of a format 2 block.
 pub const FORMAT_2: u8 = 2;
+/// The first byte of a format 3 block.
+pub const FORMAT_3: u8 = 3;
 const SECTIONS: usize = 3;
 const HEADER_LEN: usize = 2 + SECTIONS * 8;
+const SECTIONS_3: usize = 4;
+/// In a format 3 block's templates: a run of digits, the next in the
+/// digits section.
+pub const MARK: u8 = 0x11;
+/// In a format 3 block's templates: the next byte is the message's own
+/// (a [`MARK`] or an `ESCAPE` it held).
+pub const ESCAPE: u8 = 0x12;
+/// The first byte of a format 3 block's numbers: they come by column.
+pub const BY_COLUMN: u8 = b'c';
+/// The first byte of a format 3 block's numbers: they come in line order.
+pub const IN_ORDER: u8 = b'o';
 const NS_PER_MS: i64 = 1_000_000;
 
 /// The columns of a format 1 block, as postcard laid them out.
@@ -137,11 +162,25 @@ pub fn gcd(mut a: u64, mut b: u64) -> u64 {
     a
 }
 
+/// The zstd window of settled blocks, as a power of two: 4 MiB, the most
+/// message bytes a settled block holds
+/// ([`super::writer::SETTLED_BLOCK_MAX_BYTES`]), so a larger one would
+/// find nothing more. With the match finder's tables it bounds what a
+/// settling step's compressor holds (see [`SETTLED_ZSTD_TABLE_LOG`]).
+pub const SETTLED_ZSTD_WINDOW_LOG: u32 = 22;
+/// The size of the match finder's hash and chain tables of settled blocks,
+/// as powers of two (entries of 4 bytes): at level 19 zstd would take 2^23
+/// chain entries for a 4 MiB block, 32 MiB; 2^22 holds a block's every
+/// position and keeps the compressor at about 40 MiB.
+pub const SETTLED_ZSTD_TABLE_LOG: u32 = 22;
+
 /// A zstd compressor and its level, kept by a part's writer for all its
 /// blocks (a context costs about a megabyte of tables to set up).
 pub struct BlockCompressor {
     compressor: zstd::bulk::Compressor<'static>,
     level: i32,
+    /// Writes format 3 blocks (messages split from their numbers).
+    settled: bool,
 }
 
 impl BlockCompressor {
@@ -149,37 +188,321 @@ impl BlockCompressor {
         Ok(BlockCompressor {
             compressor: zstd::bulk::Compressor::new(level)?,
             level,
+            settled: false,
         })
+    }
+
+    /// From now on, blocks for a settled part: the window and tables
+    /// bounded ([`SETTLED_ZSTD_WINDOW_LOG`]); format 3 when
+    /// `numbers_apart`, else format 2.
+    pub fn settled(&mut self, numbers_apart: bool) -> std::io::Result<()> {
+        use zstd::zstd_safe::CParameter;
+        self.compressor
+            .set_parameter(CParameter::WindowLog(SETTLED_ZSTD_WINDOW_LOG))?;
+        self.compressor
+            .set_parameter(CParameter::HashLog(SETTLED_ZSTD_TABLE_LOG))?;
+        self.compressor
+            .set_parameter(CParameter::ChainLog(SETTLED_ZSTD_TABLE_LOG))?;
+        self.settled = numbers_apart;
+        Ok(())
     }
 
     pub fn level(&self) -> i32 {
         self.level
     }
 
-    /// A format 2 block of these sections; returns it and the raw length
-    /// of its sections together.
+    /// A block of these sections (format 2, or 3 once [`Self::settled`]);
+    /// returns it and the raw length of its sections together (as a
+    /// reader gets them back).
     pub fn block(&mut self, sections: [&[u8]; SECTIONS]) -> (Vec<u8>, u32) {
-        let frames: Vec<Vec<u8>> = sections
+        let raw = sections.iter().map(|section| section.len() as u32).sum();
+        if !self.settled {
+            return (self.frames(FORMAT_2, &sections), raw);
+        }
+        let (templates, digits) = split_numbers(sections[1]);
+        // The numbers by column or in line order, whichever is smaller:
+        // many lines of few templates gain by column, lines of many
+        // templates (each its own column) lose.
+        let [by_column, in_order] = digits.map(|digits| {
+            let frame = self.compress(&digits);
+            (digits, frame)
+        });
+        let digits = if by_column.1.len() <= in_order.1.len() {
+            by_column
+        } else {
+            in_order
+        };
+        let mut frames: Vec<(usize, Vec<u8>)> = [sections[0], &templates]
             .iter()
-            .map(|section| {
-                self.compressor
-                    .compress(section)
-                    .expect("zstd compresses in memory")
-            })
+            .map(|section| (section.len(), self.compress(section)))
             .collect();
-        let mut block = Vec::with_capacity(HEADER_LEN + frames.iter().map(Vec::len).sum::<usize>());
-        block.push(FORMAT_2);
+        frames.push((digits.0.len(), digits.1));
+        frames.push((sections[2].len(), self.compress(sections[2])));
+        (self.assemble(FORMAT_3, frames), raw)
+    }
+
+    fn compress(&mut self, section: &[u8]) -> Vec<u8> {
+        self.compressor
+            .compress(section)
+            .expect("zstd compresses in memory")
+    }
+
+    fn frames(&mut self, format: u8, sections: &[&[u8]]) -> Vec<u8> {
+        let frames = sections
+            .iter()
+            .map(|section| (section.len(), self.compress(section)))
+            .collect();
+        self.assemble(format, frames)
+    }
+
+    /// A block of `format` of its sections' (raw length, zstd frame).
+    fn assemble(&self, format: u8, frames: Vec<(usize, Vec<u8>)>) -> Vec<u8> {
+        let mut block = Vec::with_capacity(
+            2 + 8 * frames.len() + frames.iter().map(|(_, frame)| frame.len()).sum::<usize>(),
+        );
+        block.push(format);
         block.push(self.level.clamp(0, 255) as u8);
-        for (section, frame) in sections.iter().zip(&frames) {
-            block.extend_from_slice(&(section.len() as u32).to_le_bytes());
+        for (raw, frame) in &frames {
+            block.extend_from_slice(&(*raw as u32).to_le_bytes());
             block.extend_from_slice(&(frame.len() as u32).to_le_bytes());
         }
-        for frame in &frames {
+        for (_, frame) in &frames {
             block.extend_from_slice(frame);
         }
-        let raw = sections.iter().map(|section| section.len() as u32).sum();
-        (block, raw)
+        block
     }
+}
+
+/// Messages as templates and numbers (format 3). Each line's numbers
+/// (runs of hexadecimal digits holding a decimal one: counts, times, ids,
+/// hashes; a word of the letters a–f alone is text) become [`MARK`]s in
+/// its template (a [`MARK`] or [`ESCAPE`] of the text is kept after an
+/// [`ESCAPE`]); the numbers, each newline-ended, go in columns, one for each place of a mark in each distinct template (in the
+/// order templates first appear), one column after another: the values of
+/// one place in one kind of line (a step counter, a duration) are alike,
+/// and zstd finds more among them than among a line's mixed numbers.
+///
+/// Returns the templates and the numbers both ways, by column
+/// ([`BY_COLUMN`] first) and in line order ([`IN_ORDER`] first), for the
+/// writer to keep the one that compresses smaller.
+pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, [Vec<u8>; 2]) {
+    let mut templates = Vec::with_capacity(messages.len());
+    let mut columns: Vec<Vec<u8>> = Vec::new();
+    let mut known: HashMap<Vec<u8>, usize> = HashMap::new();
+    let mut in_order = vec![IN_ORDER];
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut at = 0;
+    for (index, line) in messages.split(|&byte| byte == b'\n').enumerate() {
+        if index > 0 {
+            templates.push(b'\n');
+            at += 1;
+        }
+        let start = templates.len();
+        runs.clear();
+        let mut offset = 0;
+        while offset < line.len() {
+            let byte = line[offset];
+            if byte.is_ascii_hexdigit() {
+                let end = line[offset..]
+                    .iter()
+                    .position(|byte| !byte.is_ascii_hexdigit())
+                    .map_or(line.len(), |found| offset + found);
+                let run = &line[offset..end];
+                if run.iter().any(u8::is_ascii_digit) {
+                    templates.push(MARK);
+                    runs.push(at + offset..at + end);
+                } else {
+                    templates.extend_from_slice(run);
+                }
+                offset = end;
+                continue;
+            }
+            if byte == MARK || byte == ESCAPE {
+                templates.push(ESCAPE);
+            }
+            templates.push(byte);
+            offset += 1;
+        }
+        at += line.len();
+        let template = &templates[start..];
+        let base = match known.get(template) {
+            Some(&base) => base,
+            None => {
+                let base = columns.len();
+                columns.resize_with(base + runs.len(), Vec::new);
+                known.insert(template.to_vec(), base);
+                base
+            }
+        };
+        for (place, run) in runs.iter().enumerate() {
+            columns[base + place].extend_from_slice(&messages[run.clone()]);
+            columns[base + place].push(b'\n');
+            in_order.extend_from_slice(&messages[run.clone()]);
+            in_order.push(b'\n');
+        }
+    }
+    let mut by_column = Vec::with_capacity(in_order.len());
+    by_column.push(BY_COLUMN);
+    for column in columns {
+        by_column.extend_from_slice(&column);
+    }
+    (templates, [by_column, in_order])
+}
+
+/// The messages back from [`split_numbers`]'s templates and digits, at most
+/// `max` bytes of them (more is damage). Its loops look at bytes one at a
+/// time, not with `memchr`: the stretches between marks and the numbers
+/// are a few bytes long, shorter than a vector search pays for.
+pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let damaged = || "block messages do not join their numbers".to_owned();
+    let by_column = match digits.split_first() {
+        Some((&BY_COLUMN, _)) => true,
+        Some((&IN_ORDER, _)) => false,
+        _ => return Err(damaged()),
+    };
+    let digits = &digits[1..];
+    // By column: each line's first column, and where each column's next
+    // number starts; in line order, one column.
+    let mut bases: Vec<u32> = Vec::new();
+    let mut next: Vec<usize> = vec![0];
+    if by_column {
+        let mut known: HashMap<&[u8], u32> = HashMap::new();
+        let mut counts: Vec<u32> = Vec::new();
+        let mut at = 0;
+        while at <= templates.len() {
+            let (line, marks) = line_marks(templates, at).ok_or_else(damaged)?;
+            at += line.len() + 1;
+            let base = *known.entry(line).or_insert_with(|| {
+                counts.resize(counts.len() + marks, 0);
+                (counts.len() - marks) as u32
+            });
+            for count in &mut counts[base as usize..base as usize + marks] {
+                *count += 1;
+            }
+            bases.push(base);
+        }
+        next.clear();
+        let mut at = 0;
+        let mut newlines = memchr::memchr_iter(b'\n', digits);
+        for &count in &counts {
+            next.push(at);
+            if count > 0 {
+                at = newlines.nth(count as usize - 1).ok_or_else(damaged)? + 1;
+            }
+        }
+        if at != digits.len() {
+            return Err(damaged());
+        }
+    }
+    let mut messages = Vec::with_capacity(max.min(templates.len() + digits.len()));
+    let (mut at, mut line, mut column) = (0, 0, 0);
+    while at < templates.len() {
+        let start = at;
+        at = next_special(templates, at);
+        messages.extend_from_slice(&templates[start..at]);
+        let Some(&byte) = templates.get(at) else {
+            break;
+        };
+        match byte {
+            ESCAPE => {
+                messages.push(*templates.get(at + 1).ok_or_else(damaged)?);
+                at += 2;
+            }
+            MARK => {
+                let place = if by_column {
+                    bases[line] as usize + column
+                } else {
+                    0
+                };
+                let from = *next.get(place).ok_or_else(damaged)?;
+                let end = newline_after(digits, from).ok_or_else(damaged)?;
+                messages.extend_from_slice(&digits[from..end]);
+                next[place] = end + 1;
+                column += 1;
+                at += 1;
+            }
+            _ => {
+                messages.push(b'\n');
+                (line, column) = (line + 1, 0);
+                at += 1;
+                if messages.len() > max {
+                    return Err(damaged());
+                }
+            }
+        }
+    }
+    // Every number taken: by column, each column's end is the next one's
+    // start (checked above); in line order, the one column's is the end.
+    if messages.len() > max || (!by_column && next[0] != digits.len()) {
+        return Err(damaged());
+    }
+    Ok(messages)
+}
+
+/// Bytes a template's scan stops at: a mark, an escape, a line's end.
+const SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    special[MARK as usize] = true;
+    special[ESCAPE as usize] = true;
+    special[b'\n' as usize] = true;
+    special
+};
+
+/// The first mark, escape or newline in `bytes` from `at`, or its length:
+/// eight bytes at a time while none is special, then one at a time.
+fn next_special(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(word) = bytes.get(at..at + 8) {
+        if has_special(u64::from_le_bytes(word.try_into().expect("eight bytes"))) {
+            break;
+        }
+        at += 8;
+    }
+    while at < bytes.len() && !SPECIAL[bytes[at] as usize] {
+        at += 1;
+    }
+    at
+}
+
+/// The template line from `at` (to its newline or the end) and its
+/// [`MARK`]s; `None` when it ends in an [`ESCAPE`].
+fn line_marks(templates: &[u8], start: usize) -> Option<(&[u8], usize)> {
+    let (mut at, mut marks) = (start, 0);
+    loop {
+        at = next_special(templates, at);
+        match templates.get(at) {
+            None | Some(b'\n') => return Some((&templates[start..at], marks)),
+            Some(&ESCAPE) => {
+                if matches!(templates.get(at + 1), None | Some(b'\n')) {
+                    return None;
+                }
+                at += 2;
+            }
+            Some(_) => {
+                marks += 1;
+                at += 1;
+            }
+        }
+    }
+}
+
+/// Whether any of eight bytes is a mark, an escape or a newline (a byte
+/// equal to one XORs to zero; the test for a zero byte is exact).
+fn has_special(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero = |value: u64| value.wrapping_sub(ONES) & !value & HIGHS != 0;
+    zero(word ^ (ONES * MARK as u64))
+        || zero(word ^ (ONES * ESCAPE as u64))
+        || zero(word ^ (ONES * b'\n' as u64))
+}
+
+/// Where the next newline is in `digits` from `at`.
+fn newline_after(digits: &[u8], at: usize) -> Option<usize> {
+    digits
+        .get(at..)?
+        .iter()
+        .position(|&byte| byte == b'\n')
+        .map(|found| at + found)
 }
 
 /// What a block's bytes hold, decompressed.
@@ -188,9 +511,11 @@ pub enum Raw {
     V2([Vec<u8>; SECTIONS]),
 }
 
-/// The zstd level a format 2 block was compressed at; `None` for format 1.
+/// The zstd level a format 2 or 3 block was compressed at; `None` for
+/// format 1.
 pub fn level_of(block: &[u8]) -> Option<i32> {
-    (block.len() >= HEADER_LEN && block[0] == FORMAT_2).then(|| i32::from(block[1]))
+    (block.len() >= HEADER_LEN && (block[0] == FORMAT_2 || block[0] == FORMAT_3))
+        .then(|| i32::from(block[1]))
 }
 
 /// Decompresses a block; `raw_len` is its index entry's, the most memory
@@ -202,18 +527,44 @@ pub fn decompress(
     decompressor: &mut zstd::bulk::Decompressor<'static>,
 ) -> Result<Raw, String> {
     let fail = |error: std::io::Error| format!("block does not decompress: {error}");
-    if block.first() != Some(&FORMAT_2) {
-        return decompressor
+    match block.first() {
+        Some(&FORMAT_2) => {
+            let [numbers, messages, fields] = sections::<SECTIONS>(block, raw_len, decompressor)?;
+            Ok(Raw::V2([numbers, messages, fields]))
+        }
+        Some(&FORMAT_3) => {
+            // Templates and digits take at most twice the messages'
+            // bytes (an escape a byte; a newline a run of digits).
+            let [numbers, templates, digits, fields] =
+                sections::<SECTIONS_3>(block, raw_len.saturating_mul(2), decompressor)?;
+            let left = raw_len.saturating_sub(numbers.len() + fields.len());
+            let messages = join_numbers(&templates, &digits, left)?;
+            if numbers.len() + messages.len() + fields.len() > raw_len {
+                return Err("block sections are larger than its index entry says".into());
+            }
+            Ok(Raw::V2([numbers, messages, fields]))
+        }
+        _ => decompressor
             .decompress(block, raw_len)
             .map(Raw::V1)
-            .map_err(fail);
+            .map_err(fail),
     }
-    let table = table(block)?;
+}
+
+/// The `N` sections of a format 2 or 3 block, decompressed; `raw_len` the
+/// most memory they may take together.
+fn sections<const N: usize>(
+    block: &[u8],
+    raw_len: usize,
+    decompressor: &mut zstd::bulk::Decompressor<'static>,
+) -> Result<[Vec<u8>; N], String> {
+    let fail = |error: std::io::Error| format!("block does not decompress: {error}");
+    let table = table::<N>(block)?;
     if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
         return Err("block sections are larger than its index entry says".into());
     }
-    let mut at = HEADER_LEN;
-    let mut sections: [Vec<u8>; SECTIONS] = Default::default();
+    let mut at = 2 + N * 8;
+    let mut sections: [Vec<u8>; N] = std::array::from_fn(|_| Vec::new());
     for (section, (raw, compressed)) in sections.iter_mut().zip(table) {
         *section = decompressor
             .decompress(&block[at..at + compressed], raw)
@@ -223,7 +574,7 @@ pub fn decompress(
         }
         at += compressed;
     }
-    Ok(Raw::V2(sections))
+    Ok(sections)
 }
 
 /// The sections of a block a reader asks for, by their place in a format 2
@@ -247,7 +598,7 @@ pub fn decompress_into(
     if block.first() != Some(&FORMAT_2) {
         return Ok(false);
     }
-    let table = table(block)?;
+    let table = table::<SECTIONS>(block)?;
     if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
         return Err("block sections are larger than its index entry says".into());
     }
@@ -270,18 +621,19 @@ pub fn decompress_into(
     Ok(true)
 }
 
-/// A format 2 block's section table: (raw, compressed) lengths, checked
-/// to cover its bytes exactly.
-fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
-    if block.len() < HEADER_LEN {
+/// A format 2 or 3 block's section table: (raw, compressed) lengths,
+/// checked to cover its bytes exactly.
+fn table<const N: usize>(block: &[u8]) -> Result<[(usize, usize); N], String> {
+    let header_len = 2 + N * 8;
+    if block.len() < header_len {
         return Err("block shorter than its header".into());
     }
-    let mut table = [(0usize, 0usize); SECTIONS];
+    let mut table = [(0usize, 0usize); N];
     let word = |at: usize| u32::from_le_bytes(block[at..at + 4].try_into().unwrap()) as usize;
     for (index, entry) in table.iter_mut().enumerate() {
         *entry = (word(2 + index * 8), word(2 + index * 8 + 4));
     }
-    if HEADER_LEN
+    if header_len
         + table
             .iter()
             .map(|(_, compressed)| *compressed)
@@ -296,6 +648,75 @@ fn table(block: &[u8]) -> Result<[(usize, usize); SECTIONS], String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_split_from_their_numbers_join_back_exactly() {
+        for text in [
+            "",
+            "step 12 loss 0.345 tokens/s 9000\nstep 13 loss 0.3 tokens/s 9001\n",
+            "7",
+            "no numbers at all\n",
+            "marks \u{11} and escapes \u{12}\u{11}1\u{12} kept 42\n",
+            "ends in digits 0099",
+        ] {
+            let (templates, both) = split_numbers(text.as_bytes());
+            for digits in both {
+                assert_eq!(
+                    join_numbers(&templates, &digits, text.len()).unwrap(),
+                    text.as_bytes()
+                );
+                if !text.is_empty() {
+                    assert!(join_numbers(&templates, &digits, text.len() - 1).is_err());
+                }
+            }
+        }
+        let (templates, _) = split_numbers(b"step 12 loss 0.345\n");
+        assert_eq!(templates, b"step \x11 loss \x11.\x11\n");
+        // The numbers of one place in one kind of line together.
+        let (templates, [by_column, in_order]) = split_numbers(b"a 1 b 2\nc 3\na 4 b 5\n");
+        assert_eq!(templates, b"a \x11 b \x11\nc \x11\na \x11 b \x11\n");
+        assert_eq!(by_column, b"c1\n4\n2\n5\n3\n");
+        assert_eq!(in_order, b"o1\n2\n3\n4\n5\n");
+        // Hexadecimal runs holding a digit are numbers too (ids, hashes);
+        // words of hexadecimal letters alone are not.
+        let (templates, [_, in_order]) = split_numbers(b"req=525a4bc3-c608 feed added\n");
+        assert_eq!(templates, b"req=\x11-\x11 feed added\n");
+        assert_eq!(in_order, b"o525a4bc3\nc608\n");
+        // The scan eight bytes at a time stops where a byte at a time would.
+        for word in [
+            *b"abcdefgh",
+            *b"abc\x11efgh",
+            *b"\x12bcdefgh",
+            *b"abcdefg\n",
+        ] {
+            let special = word.iter().any(|byte| SPECIAL[*byte as usize]);
+            assert_eq!(has_special(u64::from_le_bytes(word)), special, "{word:?}");
+        }
+        // Damage: a mark with no digits left, digits left over, an escape
+        // at the end, no order, an unknown order.
+        assert!(join_numbers(b"a\x11", b"o", 10).is_err());
+        assert!(join_numbers(b"a", b"o1\n", 10).is_err());
+        assert!(join_numbers(b"a\x12", b"o", 10).is_err());
+        assert!(join_numbers(b"a", b"", 10).is_err());
+        assert!(join_numbers(b"a\x11", b"x1\n", 10).is_err());
+        assert_eq!(join_numbers(b"a\x11", b"c1\n", 10).unwrap(), b"a1");
+    }
+
+    #[test]
+    fn settled_blocks_read_back_as_their_sections() {
+        let mut compressor = BlockCompressor::new(19).unwrap();
+        compressor.settled(true).unwrap();
+        let sections: [&[u8]; SECTIONS] = [b"numbers", b"run 1 of 20\nrun 2 of 20\n", b"{}\n{}\n"];
+        let (block, raw) = compressor.block(sections);
+        assert_eq!(block[0], FORMAT_3);
+        assert_eq!(level_of(&block), Some(19));
+        let mut decompressor = zstd::bulk::Decompressor::new().unwrap();
+        let Raw::V2(read) = decompress(&block, raw as usize, &mut decompressor).unwrap() else {
+            panic!("format 3 reads as sections");
+        };
+        assert_eq!(read, sections.map(<[u8]>::to_vec));
+        assert!(decompress(&block, raw as usize - 1, &mut decompressor).is_err());
+    }
 
     #[test]
     fn times_split_at_the_millisecond_come_back_exactly() {

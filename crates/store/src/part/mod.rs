@@ -7,9 +7,10 @@
 //!
 //! A block holds records of one stream (one label set) in time order
 //! ([`block`]; its bytes in [`layout`], which tells block formats 1 and 2
-//! apart by their first byte). `TWPART04` parts may hold blocks of both
-//! formats (a merge copies older blocks as they are unless it recompresses
-//! them); `TWPART03` parts, still read, hold format 1 alone. The footer is
+//! apart by their first byte). `TWPART05` parts may hold blocks of every
+//! format (a merge copies older blocks as they are unless it recompresses
+//! them; settling writes format 3); `TWPART04` parts, still read, hold
+//! formats 1 and 2, `TWPART03` ones format 1 alone. The footer is
 //! the same in both. The footer (postcard, zstd-compressed) describes the whole
 //! part: its streams with the sequence numbers they hold, and each block's
 //! place, time and id range, levels, output streams, checksum and word
@@ -33,7 +34,9 @@ use tailwater_model::Source;
 use self::bloom::WordBloom;
 
 /// What a part written now ends with.
-pub const MAGIC: &[u8; 8] = b"TWPART04";
+pub const MAGIC: &[u8; 8] = b"TWPART05";
+/// Parts of block formats 1 and 2, written before block format 3: read.
+pub const MAGIC_04: &[u8; 8] = b"TWPART04";
 /// Parts of block format 1 alone, written before block format 2: read.
 pub const MAGIC_03: &[u8; 8] = b"TWPART03";
 pub const EXTENSION: &str = "twp";

@@ -10,7 +10,7 @@ use tailwater_model::LogRecord;
 
 use super::block::DecodedBlock;
 use super::writer::SETTLED_BLOCK_MAX_RECORDS;
-use super::{Footer, MAGIC, MAGIC_03, TRAILER_LEN};
+use super::{Footer, MAGIC, MAGIC_03, MAGIC_04, TRAILER_LEN};
 
 /// Bytes read from the end of a part at open, in the hope that the footer
 /// fits (it is read again, whole, when it does not).
@@ -59,13 +59,17 @@ impl Part {
         file.read_exact_at(&mut tail, file_len - tail_len)
             .map_err(io_error)?;
         let trailer = &tail[tail.len() - TRAILER_LEN..];
-        if &trailer[8..16] != MAGIC && &trailer[8..16] != MAGIC_03 {
+        if ![MAGIC, MAGIC_04, MAGIC_03]
+            .iter()
+            .any(|magic| magic[..] == trailer[8..16])
+        {
             if trailer[8..14] == MAGIC[..6] {
                 // TWPARTnn of another version: kept in quarantine, not lost.
                 return Err(corrupt(&format!(
-                    "written in part format {} by another tailwater version; this one reads {} and {}",
+                    "written in part format {} by another tailwater version; this one reads {}, {} and {}",
                     String::from_utf8_lossy(&trailer[8..16]),
                     String::from_utf8_lossy(MAGIC_03),
+                    String::from_utf8_lossy(MAGIC_04),
                     String::from_utf8_lossy(MAGIC)
                 )));
             }

@@ -248,7 +248,7 @@ fn a_part_of_another_format_version_says_so() {
     match Part::open(&path) {
         Err(PartError::Corrupt { reason, .. }) => assert_eq!(
             reason,
-            "written in part format TWPART02 by another tailwater version; this one reads TWPART03 and TWPART04"
+            "written in part format TWPART02 by another tailwater version; this one reads TWPART03, TWPART04 and TWPART05"
         ),
         other => panic!("{:?}", other.map(|part| part.footer.records)),
     }
@@ -287,4 +287,54 @@ fn a_part_written_before_block_format_2_reads_back_whole() {
     let mut expected = fixture_records();
     expected.sort_by_key(|r| r.position);
     assert_eq!(read_everything(&part), expected);
+}
+
+/// `fixtures/twpart04.twp`: a part written before block format 3
+/// (`TWPART04`, its blocks format 2, settled at level 16) by
+/// `tailwater-bench size --lines 60 --keep` at `7822afe` (the part of app
+/// `llama-3-8b-vllm`); `fixtures/twpart04.jsonl`: its records as the
+/// benchmark wrote them.
+#[test]
+fn a_part_written_before_block_format_3_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("000000000006.twp");
+    std::fs::write(&path, include_bytes!("fixtures/twpart04.twp")).unwrap();
+    let part = Part::open(&path).unwrap();
+    let key = |runner: &str, ts: i64, request: &str, message: &str| {
+        (
+            runner.to_owned(),
+            ts,
+            request.to_owned(),
+            message.to_owned(),
+        )
+    };
+    let mut read: Vec<_> = read_everything(&part)
+        .iter()
+        .map(|record| {
+            assert_eq!(record.app, "llama-3-8b-vllm");
+            key(
+                &record.runner,
+                tailwater_model::time::timestamp_ns(record.ts),
+                record.request_id.as_deref().unwrap_or(""),
+                &record.message,
+            )
+        })
+        .collect();
+    let mut written: Vec<_> = include_str!("fixtures/twpart04.jsonl")
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |name: &str| line[name].as_str().unwrap().to_owned();
+            key(
+                &text("runner"),
+                line["ts"].as_i64().unwrap(),
+                &text("request_id"),
+                &text("message"),
+            )
+        })
+        .collect();
+    read.sort();
+    written.sort();
+    assert_eq!(written.len(), 21);
+    assert_eq!(read, written);
 }

@@ -181,8 +181,11 @@ impl PartWriter {
 
     /// Writes blocks of up to [`SETTLED_BLOCK_MAX_RECORDS`] and
     /// [`SETTLED_BLOCK_MAX_BYTES`]: for a part settled at rest.
-    pub fn settled_blocks(&mut self) {
+    /// Its blocks are compressed with a bounded window, in format 3 when
+    /// `numbers_apart` ([`super::layout::BlockCompressor::settled`]).
+    pub fn settled_blocks(&mut self, numbers_apart: bool) -> io::Result<()> {
         self.block_max = (SETTLED_BLOCK_MAX_RECORDS, SETTLED_BLOCK_MAX_BYTES);
+        self.compressor.settled(numbers_apart)
     }
 
     /// Marks the parts this one replaces (a merge's inputs).
