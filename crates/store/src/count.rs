@@ -513,14 +513,7 @@ pub(crate) fn in_parts(
                         let mut mine = scan.tally();
                         match scan.lean_block(meta, block, &mut mine) {
                             Ok(()) => count.add(&mine),
-                            Err(reason) => skipped.push(SkippedBlock::of(
-                                part,
-                                index,
-                                format!(
-                                    "part {} is corrupt: block {index}: {reason}",
-                                    part.path().display()
-                                ),
-                            )),
+                            Err(reason) => skipped.push(corrupt(part, index, reason)),
                         }
                         continue;
                     }
@@ -542,14 +535,7 @@ pub(crate) fn in_parts(
             let mut mine = scan.tally();
             match scan.block(&block, &mut lowered, &mut mine) {
                 Ok(()) => count.add(&mine),
-                Err(reason) => skipped.push(SkippedBlock::of(
-                    part,
-                    index,
-                    format!(
-                        "part {} is corrupt: block {index}: {reason}",
-                        part.path().display()
-                    ),
-                )),
+                Err(reason) => skipped.push(corrupt(part, index, reason)),
             }
         }
         let mut found = found.lock().unwrap_or_else(|error| error.into_inner());
@@ -584,4 +570,16 @@ pub(crate) fn merge(apps: &mut BTreeMap<String, AppCount>, more: BTreeMap<String
     for (app, count) in more {
         apps.entry(app).or_default().add(&count);
     }
+}
+
+/// A block whose contents do not hold together, passed over and reported.
+fn corrupt(part: &Part, index: usize, reason: String) -> SkippedBlock {
+    SkippedBlock::of(
+        part,
+        index,
+        format!(
+            "part {} is corrupt: block {index}: {reason}",
+            part.path().display()
+        ),
+    )
 }
