@@ -488,16 +488,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             }),
         });
         cluster_tasks.push(intake.spawn(state.stopping.subscribe()));
-        let repairer = Arc::new(cluster::repair::Repairer {
-            cluster: cluster.clone(),
-            registry: state.registry.clone(),
-            runners: state.runners.clone(),
-            settling: state.settling.clone(),
-            stats: stats.clone(),
-            gaps: gaps.clone(),
-        });
-        cluster_tasks.push(repairer.spawn(state.stopping.subscribe()));
-        let materializer = Arc::new(cluster::materialize::Materializer {
+        let local = Arc::new(cluster::local::Local {
             cluster,
             registry: state.registry.clone(),
             runners: state.runners.clone(),
@@ -505,7 +496,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             stats,
             gaps,
         });
-        cluster_tasks.extend(materializer.spawn(state.stopping.subscribe()));
+        cluster_tasks.push(local.clone().spawn_repairer(state.stopping.subscribe()));
+        cluster_tasks.extend(local.spawn_materializers(state.stopping.subscribe()));
     }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     state.drains.start(state.stopping.subscribe());

@@ -32,14 +32,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::local::{Arrival, Local};
 use super::message;
 use super::pull::{stopped, Pulled, Puller};
-use super::stats::Stats;
-use super::window::{self, Gaps, Reader};
-use super::{Cluster, ClusterConfig, STREAM};
-use crate::access::ownership::Settling;
-use crate::access::registry::Registry;
-use crate::runners::Runners;
+use super::window::{self, Reader};
+use super::{ClusterConfig, STREAM};
 
 /// Messages one pull asks for.
 const FETCH_MESSAGES: usize = 128;
@@ -52,16 +49,6 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// message again (a node that died holding it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
 
-/// What a node materializes into.
-pub struct Materializer {
-    pub cluster: Cluster,
-    pub registry: Arc<Registry>,
-    pub runners: Arc<Runners>,
-    pub settling: Arc<Settling>,
-    pub stats: Arc<Stats>,
-    pub gaps: Arc<Gaps>,
-}
-
 /// What became of one delivered message.
 enum Applied {
     /// Stored (or never to be: terminated).
@@ -70,15 +57,19 @@ enum Applied {
     Retried,
 }
 
-impl Materializer {
-    /// One task per partition, until `stopping` turns true.
-    pub fn spawn(self: Arc<Self>, stopping: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+impl Local {
+    /// Materializes every partition, a task each, until `stopping` turns
+    /// true.
+    pub fn spawn_materializers(
+        self: Arc<Self>,
+        stopping: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
         (0..self.cluster.config.partitions)
-            .map(|partition| tokio::spawn(self.clone().run(partition, stopping.clone())))
+            .map(|partition| tokio::spawn(self.clone().materialize(partition, stopping.clone())))
             .collect()
     }
 
-    async fn run(self: Arc<Self>, partition: u32, mut stopping: watch::Receiver<bool>) {
+    async fn materialize(self: Arc<Self>, partition: u32, mut stopping: watch::Receiver<bool>) {
         let stop = |stopping: &watch::Receiver<bool>| *stopping.borrow();
         while !stop(&stopping) {
             let (consumer, mut reader) = match self.consumer(partition).await {
@@ -178,7 +169,12 @@ impl Materializer {
             }
         };
         let this = self.clone();
-        let stored = tokio::task::spawn_blocking(move || this.store(envelope)).await;
+        let stored = tokio::task::spawn_blocking(move || {
+            let retention = envelope.retention();
+            let message::Envelope { tenant, batch, .. } = envelope;
+            this.store(&tenant, batch, Arrival::Stream { retention })
+        })
+        .await;
         match stored {
             Ok(Ok(response)) => {
                 stats.materialized_batches.fetch_add(1, Relaxed);
@@ -209,22 +205,5 @@ impl Materializer {
                 Applied::Retried
             }
         }
-    }
-
-    /// Stores one batch as the accepting node's pipeline would have.
-    fn store(
-        &self,
-        envelope: message::Envelope,
-    ) -> anyhow::Result<tailwater_model::wire::IngestResponse> {
-        let retention = envelope.retention();
-        let message::Envelope { tenant, batch, .. } = envelope;
-        if let Err(error) = self.registry.ensure_app(&tenant, &batch.app) {
-            tracing::warn!(tenant, app = %batch.app, ?error, "this node's registry does not take an app the accepting node took; its records are stored all the same");
-        }
-        let response = self.runners.append(&tenant, batch, retention)?;
-        if response.accepted > 0 {
-            self.settling.stamp(self.runners.store().last_id());
-        }
-        Ok(response)
     }
 }

@@ -32,6 +32,7 @@
 
 pub mod bucket;
 pub mod intake;
+pub mod local;
 pub mod materialize;
 pub mod members;
 pub mod message;

@@ -11,7 +11,7 @@
 //! shares, never a tenant's or an admin's token; a server without `--nats`
 //! does not have the route at all.
 //!
-//! Repairing ([`Repairer`]): when a gap is found (and every
+//! Repairing ([`Local::spawn_repairer`]): when a gap is found (and every
 //! [`RETRY_EVERY`] while one is left) the node picks, for each partition
 //! with a gap, a live peer (its heartbeat's `url`) that shows no gap of
 //! that partition itself and whose consumer of it has read past the gap's
@@ -45,12 +45,9 @@ use tailwater_store::{Store, StoreError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::stats::Stats;
-use super::window::Gaps;
-use super::{members, message, Cluster, STREAM};
-use crate::access::ownership::Settling;
+use super::local::{Arrival, Local};
+use super::{members, message, STREAM};
 use crate::access::registry::Registry;
-use crate::runners::Runners;
 
 /// Where a node serves its records of a partition to a peer's repair.
 pub const ROUTE: &str = "/internal/v1/cluster/records";
@@ -219,19 +216,9 @@ pub fn decode_page(body: &[u8]) -> Result<RepairPage, String> {
     serde_json::from_slice(body).map_err(|error| format!("not a page of records: {error}"))
 }
 
-/// What repairs this node's gaps.
-pub struct Repairer {
-    pub cluster: Cluster,
-    pub registry: Arc<Registry>,
-    pub runners: Arc<Runners>,
-    pub settling: Arc<Settling>,
-    pub stats: Arc<Stats>,
-    pub gaps: Arc<Gaps>,
-}
-
-impl Repairer {
-    /// Repairs until `stopping` turns true.
-    pub fn spawn(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
+impl Local {
+    /// Repairs this node's gaps until `stopping` turns true.
+    pub fn spawn_repairer(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
             let client = match reqwest::Client::builder()
                 .connect_timeout(CONNECT_TIMEOUT)
@@ -259,7 +246,7 @@ impl Repairer {
         })
     }
 
-    async fn repair_all(&self, client: &reqwest::Client) {
+    async fn repair_all(self: &Arc<Self>, client: &reqwest::Client) {
         let mut by_partition: BTreeMap<u32, Vec<ClusterGap>> = BTreeMap::new();
         for gap in self.gaps.unrepaired() {
             by_partition.entry(gap.partition).or_default().push(gap);
@@ -285,7 +272,7 @@ impl Repairer {
     /// Fills `gaps` (all of `partition`) from the first live peer that
     /// holds them and serves the whole partition.
     async fn repair(
-        &self,
+        self: &Arc<Self>,
         client: &reqwest::Client,
         partition: u32,
         gaps: &[ClusterGap],
@@ -339,7 +326,11 @@ impl Repairer {
                 key: &node_key(&self.registry),
             };
             let partitions = self.cluster.config.partitions;
-            match copy(&peer_at, partitions, partition, |batch| self.store(batch)).await {
+            match copy(&peer_at, partitions, partition, |batch| {
+                self.store_repaired(batch)
+            })
+            .await
+            {
                 Ok(records) => {
                     let stats = self.stats.partition(partition);
                     stats
@@ -370,18 +361,11 @@ impl Repairer {
 
     /// Stores one batch of a peer's, as materializing one would; the
     /// records stored.
-    async fn store(&self, repaired: RepairBatch) -> anyhow::Result<usize> {
+    async fn store_repaired(self: &Arc<Self>, repaired: RepairBatch) -> anyhow::Result<usize> {
         let RepairBatch { tenant, batch } = repaired;
-        if let Err(error) = self.registry.ensure_app(&tenant, &batch.app) {
-            tracing::warn!(tenant, app = %batch.app, ?error, "this node's registry does not take an app a peer holds; its records are repaired all the same");
-        }
-        let runners = self.runners.clone();
-        let settling = self.settling.clone();
+        let this = self.clone();
         tokio::task::spawn_blocking(move || {
-            let response = runners.append_repaired(&tenant, batch)?;
-            if response.accepted > 0 {
-                settling.stamp(runners.store().last_id());
-            }
+            let response = this.store(&tenant, batch, Arrival::Repair)?;
             anyhow::Ok(response.accepted)
         })
         .await
