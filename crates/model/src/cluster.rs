@@ -27,6 +27,11 @@ pub const FORMAT: u8 = 1;
 /// The most bytes a message may inflate to (a batch is at most
 /// `--max-batch-bytes`, 8 MiB by default, before the pipeline's reports).
 pub const MAX_DECODED_BYTES: usize = 64 * 1024 * 1024;
+/// The most records one message holds (a batch with more is cut into
+/// several, as for bytes): a node numbers a message's records by its stream
+/// sequence and their place in it, in 16 bits, and leaves the upper half
+/// of that room to its own notices between two messages.
+pub const MESSAGE_RECORDS: usize = 1 << 15;
 /// zstd's level for messages: fast, and most of the gain.
 const ZSTD_LEVEL: i32 = 1;
 
@@ -68,27 +73,42 @@ pub fn encode(envelope: &Envelope) -> Vec<u8> {
     message
 }
 
-/// `envelope` as messages of at most `max_bytes` each: halved by records
-/// until each fits (a single record that does not fit is sent alone, for
+/// `envelope` as messages of at most `max_bytes` and [`MESSAGE_RECORDS`]
+/// each: cut by count, then halved by records until each fits (a single record that does not fit is sent alone, for
 /// the stream to refuse). Deterministic, so a batch sent again is cut the
 /// same way and each part keeps its `Nats-Msg-Id`.
 pub fn encode_within(envelope: &Envelope, max_bytes: usize) -> Vec<Vec<u8>> {
-    let message = encode(envelope);
     let records = envelope.batch.records.len();
+    if records > MESSAGE_RECORDS {
+        let mut messages = Vec::new();
+        for start in (0..records).step_by(MESSAGE_RECORDS) {
+            let end = (start + MESSAGE_RECORDS).min(records);
+            messages.extend(encode_within(&part_of(envelope, start..end), max_bytes));
+        }
+        return messages;
+    }
+    let message = encode(envelope);
     if message.len() <= max_bytes || records <= 1 {
         return vec![message];
     }
-    let half = |range: std::ops::Range<usize>| Envelope {
+    let mut messages = encode_within(&part_of(envelope, 0..records / 2), max_bytes);
+    messages.extend(encode_within(
+        &part_of(envelope, records / 2..records),
+        max_bytes,
+    ));
+    messages
+}
+
+/// The envelope with only `range` of its records.
+fn part_of(envelope: &Envelope, range: std::ops::Range<usize>) -> Envelope {
+    Envelope {
         tenant: envelope.tenant.clone(),
         retention_secs: envelope.retention_secs,
         batch: IngestBatch {
             records: envelope.batch.records[range].to_vec(),
             ..envelope.batch.clone()
         },
-    };
-    let mut messages = encode_within(&half(0..records / 2), max_bytes);
-    messages.extend(encode_within(&half(records / 2..records), max_bytes));
-    messages
+    }
 }
 
 /// The envelope in `message`.
@@ -277,6 +297,29 @@ mod tests {
         }
         assert_eq!(records, envelope.batch.records);
         assert_eq!(encode_within(&envelope, 2_000), messages, "deterministic");
+    }
+
+    #[test]
+    fn a_batch_of_more_records_than_a_message_numbers_is_cut_by_count() {
+        let mut envelope = envelope(0);
+        envelope.batch.records = (0..MESSAGE_RECORDS as u64 * 2 + 5)
+            .map(|seq| IngestRecord {
+                seq,
+                ts: jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+                stream: Stream::Stdout,
+                level: Level::Info,
+                request_id: None,
+                message: String::new(),
+                fields: Default::default(),
+                invalid_utf8: false,
+            })
+            .collect();
+        let messages = encode_within(&envelope, usize::MAX);
+        let counts: Vec<usize> = messages
+            .iter()
+            .map(|message| decode(message).unwrap().batch.records.len())
+            .collect();
+        assert_eq!(counts, [MESSAGE_RECORDS, MESSAGE_RECORDS, 5]);
     }
 
     #[test]

@@ -495,9 +495,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             settling: state.settling.clone(),
             stats,
             gaps,
+            applied: config.data_dir.join(cluster::materialize::APPLIED_FILE),
         });
         cluster_tasks.push(local.clone().spawn_repairer(state.stopping.subscribe()));
-        cluster_tasks.extend(local.spawn_materializers(state.stopping.subscribe()));
+        cluster_tasks.push(local.spawn_materializer(state.stopping.subscribe()));
     }
     let runner_upkeep = state.runners.spawn_upkeep(state.stopping.subscribe());
     state.drains.start(state.stopping.subscribe());

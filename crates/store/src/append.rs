@@ -28,18 +28,40 @@ use crate::part::StreamLabels;
 use crate::row::Row;
 use crate::{retention, Durability, Inner, StoreError, MAX_FROZEN_TABLES, MAX_HELD_MEMTABLES};
 
+/// How one append treats its batch: each public `Store::append…` is one
+/// set of these.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Rules {
+    /// Records whose day a retention of this age would delete are refused.
+    pub max_age: Option<Duration>,
+    /// Records older than the out-of-order window are refused; without it
+    /// they are taken all the same (a repair: records another node stored,
+    /// [`crate::Store::append_repaired`]).
+    pub window: bool,
+    /// The batch's records are numbered from this position, record `i` of
+    /// the batch as given `first + i`, rather than from the store's next
+    /// id ([`crate::Store::append_at`]); a position not above the last id
+    /// is moved to the next one, and counted.
+    pub first: Option<u64>,
+    /// Return once written, before the log is synced: the caller syncs
+    /// ([`crate::Store::sync`]) before it tells anyone the batch is stored.
+    pub deferred: bool,
+}
+
 impl Inner {
-    /// Stores `batch`; with `max_age`, records whose day that retention
-    /// would delete are refused; with `window` false, records older than
-    /// the out-of-order window are taken all the same (a repair: records
-    /// another node stored, [`crate::Store::append_repaired`]).
+    /// Stores `batch` under `rules`.
     pub(crate) fn append(
         &self,
         tenant: &str,
         batch: IngestBatch,
-        max_age: Option<Duration>,
-        window: bool,
+        rules: Rules,
     ) -> Result<IngestResponse, StoreError> {
+        let Rules {
+            max_age,
+            window,
+            first,
+            deferred,
+        } = rules;
         self.check_failed()?;
         self.check_writable(tenant, &batch)?;
         let mut guard = self.lock_writer();
@@ -96,7 +118,8 @@ impl Inner {
         };
         // Read only when a number below the dedup watermark comes.
         let mut parts = None;
-        for mut record in records {
+        let mut moved = 0u64;
+        for (index, mut record) in records.into_iter().enumerate() {
             if seen.contains(record.seq) {
                 continue;
             }
@@ -130,11 +153,16 @@ impl Inner {
             }
             seen.insert(record.seq);
             seen.saw_time(ts_ns);
-            fresh.push(Row::new(
-                writer.last_id + 1 + fresh.len() as u64,
-                ts_ns,
-                record,
-            ));
+            let next = fresh.last().map_or(writer.last_id, |row: &Row| row.id) + 1;
+            let id = match first.map(|first| first.saturating_add(index as u64)) {
+                Some(position) if position >= next => position,
+                Some(_) => {
+                    moved += 1;
+                    next
+                }
+                None => next,
+            };
+            fresh.push(Row::new(id, ts_ns, record));
         }
         let response = tally.response(
             fresh.len(),
@@ -144,6 +172,7 @@ impl Inner {
             &runner,
             &boot,
         );
+        tally.moved = moved;
         let Some(last) = fresh.last() else {
             self.count(&response, &tally);
             return Ok(response);
@@ -195,7 +224,7 @@ impl Inner {
                 }
             }
         }
-        if self.options.durability == Durability::SyncEachBatch {
+        if self.options.durability == Durability::SyncEachBatch && !deferred {
             self.commit(last_id)?;
         }
         // Counted once stored (and, when each batch is synced, durable): an
@@ -245,6 +274,14 @@ impl Inner {
         counters.refused_older_than_retention += tally.older_than_retention.count as u64;
         counters.retimed_clock_skew += tally.clock_skew as u64;
         counters.retimed_out_of_range += tally.out_of_range as u64;
+        counters.positions_moved += tally.moved;
+    }
+
+    /// Makes every record appended so far durable and visible (what
+    /// deferred appends wait for).
+    pub(crate) fn sync(&self) -> Result<(), StoreError> {
+        let last_id = self.lock_writer().last_id;
+        self.commit(last_id)
     }
 
     /// Makes ids up to `id` durable and visible: one fsync for every append
@@ -390,6 +427,8 @@ struct Tally {
     older_than_retention: Refused,
     clock_skew: usize,
     out_of_range: usize,
+    /// Records given the store's next id: their position was not above it.
+    moved: u64,
 }
 
 impl Tally {

@@ -92,6 +92,7 @@ use std::thread::JoinHandle;
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 use tailwater_model::{Cursor, Filter, LogRecord, Query};
 
+use crate::append::Rules;
 use crate::cache::BlockCache;
 pub use crate::cache::CacheStats;
 pub use crate::count::{AppCount, Buckets, Counts, LEVELS};
@@ -267,6 +268,9 @@ pub struct Counters {
     /// and the records their payload still told ([`recovery`]).
     pub wal_possibly_lost_regions: u64,
     pub wal_possibly_lost_records: u64,
+    /// Records [`Store::append_at`] could not store at their position (not
+    /// above the store's last id) and stored at the next id instead.
+    pub positions_moved: u64,
     /// Batches refused because a partition they hold could not be written
     /// into parts (see [`StoreError::PartitionUnwritable`]).
     pub refused_unwritable: u64,
@@ -378,7 +382,14 @@ impl Store {
     /// the times the store holds, are stored at the store's time with their
     /// own in the field `original_ts`, and counted.
     pub fn append(&self, tenant: &str, batch: IngestBatch) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch, None, true)
+        self.inner.append(
+            tenant,
+            batch,
+            Rules {
+                window: true,
+                ..Rules::default()
+            },
+        )
     }
 
     /// [`Store::append`], and records so old that a retention of `max_age`
@@ -391,7 +402,52 @@ impl Store {
         batch: IngestBatch,
         max_age: std::time::Duration,
     ) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch, Some(max_age), true)
+        self.inner.append(
+            tenant,
+            batch,
+            Rules {
+                max_age: Some(max_age),
+                window: true,
+                ..Rules::default()
+            },
+        )
+    }
+
+    /// [`Store::append_within_retention`], with the ids given: record `i`
+    /// of the batch as given (refused and duplicate ones included) is
+    /// numbered `first + i`, so a batch numbered by its place in a log
+    /// every node reads in order (a cluster's stream) has the same ids on
+    /// every node, and a live tail or a cursor moves between them. Ids
+    /// still only rise: a record whose position is not above the store's
+    /// last id (another writer took it) gets the next id instead, counted
+    /// in [`Counters::positions_moved`].
+    ///
+    /// Returns once the batch is written, before it is durable or
+    /// readable: call [`Store::sync`] before telling anyone it is stored
+    /// (one sync covers every batch appended before it).
+    pub fn append_at(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        first: u64,
+        max_age: std::time::Duration,
+    ) -> Result<IngestResponse, StoreError> {
+        self.inner.append(
+            tenant,
+            batch,
+            Rules {
+                max_age: Some(max_age),
+                window: true,
+                first: Some(first),
+                deferred: true,
+            },
+        )
+    }
+
+    /// Makes every batch appended so far durable and readable: what
+    /// [`Store::append_at`] leaves to its caller.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync()
     }
 
     /// [`Store::append`] without the out-of-order window: for records
@@ -405,7 +461,7 @@ impl Store {
         tenant: &str,
         batch: IngestBatch,
     ) -> Result<IngestResponse, StoreError> {
-        self.inner.append(tenant, batch, None, false)
+        self.inner.append(tenant, batch, Rules::default())
     }
 
     /// One page of `tenant`'s records matching the query, in time order.
@@ -889,6 +945,8 @@ mod merge_tests;
 mod model_tests;
 #[cfg(test)]
 mod names_tests;
+#[cfg(test)]
+mod position_tests;
 #[cfg(test)]
 mod query_tests;
 #[cfg(test)]

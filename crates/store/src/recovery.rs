@@ -45,7 +45,9 @@
 //! bytes are kept under `damaged/<segment>.<unix ms>.from-<offset>.log`
 //! (files 0600, the folder 0700; the operator removes them).
 //!
-//! Ids never go backwards: ids in a log are consecutive, so lost records'
+//! Ids never go backwards: ids in a log are consecutive (or, given from
+//! outside by `Store::append_at`, rising with room between batches; a
+//! count is then bounded by the bytes), so lost records'
 //! ids lie between the frames around them, and a tail's lie above
 //! everything read. A record takes at least one byte of a frame, so the
 //! next id is set above the highest id read plus the bytes of every
@@ -305,8 +307,13 @@ impl<'a> Recovery<'a> {
             .filter(|_| kind == DamageKind::PossiblyLost);
         // Not taken as `before_id`: its count is unchecked, and ids are
         // skipped as for a stretch with no id above it.
+        // Ids given from outside ([`crate::Store::append_at`]) leave room
+        // between frames; a record takes at least a byte, so the bytes
+        // bound the count.
         let records = match (after_id, before_id) {
-            (Some(above), Some(below)) if below > above => Some(below - above - 1),
+            (Some(above), Some(below)) if below > above => {
+                Some((below - above - 1).min(damage.len))
+            }
             _ => peeked_ids.map(|(first, last)| last - first + 1),
         };
         // Whose records were lost, only when the damaged frame's own labels

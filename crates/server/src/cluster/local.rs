@@ -23,13 +23,18 @@ pub struct Local {
     pub settling: Arc<Settling>,
     pub stats: Arc<Stats>,
     pub gaps: Arc<Gaps>,
+    /// Where the materializer notes the last stream sequence it stored
+    /// ([`super::materialize::APPLIED_FILE`]).
+    pub applied: std::path::PathBuf,
 }
 
 /// How a batch came to this node.
 pub enum Arrival {
     /// From the stream, as the accepting node's pipeline took it (records
-    /// past the app's `retention` are refused, as there).
-    Stream { retention: Duration },
+    /// past the app's `retention` are refused, as there), its records
+    /// numbered from `first` (their place in the stream; durable once the
+    /// materializer syncs the store).
+    Stream { retention: Duration, first: u64 },
     /// From a peer's store, filling a gap: old records, stored past the
     /// out-of-order window, each once.
     Repair,
@@ -50,7 +55,9 @@ impl Local {
             tracing::warn!(tenant, app = %batch.app, ?error, "this node's registry does not take an app another node took; its records are stored all the same");
         }
         let response = match arrival {
-            Arrival::Stream { retention } => self.runners.append(tenant, batch, retention)?,
+            Arrival::Stream { retention, first } => {
+                self.runners.append_at(tenant, batch, retention, first)?
+            }
             Arrival::Repair => self.runners.append_repaired(tenant, batch)?,
         };
         if response.accepted > 0 {

@@ -89,6 +89,22 @@ impl Puller {
     }
 }
 
+impl Puller {
+    /// A message of the current pull that has arrived already, without
+    /// waiting for one.
+    pub fn ready(&mut self) -> Option<Box<Message>> {
+        use futures_util::FutureExt as _;
+        let batch = self.pulling.as_mut()?;
+        match batch.next().now_or_never()? {
+            Some(Ok(message)) => Some(Box::new(message)),
+            Some(Err(_)) | None => {
+                self.pulling = None;
+                None
+            }
+        }
+    }
+}
+
 /// Resolves once `stopping` turns true (or its sender is gone).
 pub async fn stopped(stopping: &mut watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stopping| *stopping).await;

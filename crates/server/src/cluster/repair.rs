@@ -299,9 +299,9 @@ impl Local {
                 tried.push(format!("{} has a gap of its own there", peer.node));
                 continue;
             }
-            // Its consumer has stored everything of the partition up to
-            // the gap's end (acknowledged only once durable).
-            let consumer = super::status::consumer_name(&peer.node, partition);
+            // Its consumer has stored everything up to the gap's end
+            // (acknowledged only once durable).
+            let consumer = super::materialize::consumer_name(&peer.node);
             let read_through = match stream.consumer_info(&consumer).await {
                 Ok(info) if info.num_ack_pending > 0 => info.ack_floor.stream_sequence,
                 Ok(info) => info.delivered.stream_sequence,

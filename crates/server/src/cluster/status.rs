@@ -1,7 +1,9 @@
 //! What `GET /v1/cluster` (and `tailwater cluster status`) shows: the live
 //! nodes from the heartbeat bucket and, per partition, the stream's last
-//! sequence and each live node's consumer of it, as JetStream says (stream
-//! and consumer info requests a 2.9 server answers).
+//! sequence and each live node's consumer of the stream beside it (a node
+//! has read the partition through once its consumer's ack floor reaches
+//! that sequence), as JetStream says (stream and consumer info requests a
+//! 2.9 server answers).
 
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use futures_util::future::join_all;
@@ -12,11 +14,6 @@ use tailwater_model::wire::{
 };
 
 use super::{members, Cluster, ClusterConfig, STREAM};
-
-/// The consumer through which `node` reads `partition`.
-pub fn consumer_name(node: &str, partition: u32) -> String {
-    format!("{node}-p{partition}")
-}
 
 /// The cluster as this node sees it now. Fails only when the stream or the
 /// bucket cannot be read (no quorum); a consumer JetStream cannot describe
@@ -65,7 +62,10 @@ pub async fn status(cluster: &Cluster) -> anyhow::Result<ClusterStatus> {
                 }
             };
             let consumers = join_all(names.iter().map(|node| async move {
-                let consumer = consumer_name(node, partition);
+                // A node reads every partition through its one consumer of
+                // the stream: what it has read of the partition is all of
+                // it up to the consumer's position.
+                let consumer = super::materialize::consumer_name(node);
                 let mut shown = ClusterConsumer {
                     node: (*node).to_owned(),
                     consumer: consumer.clone(),

@@ -7,39 +7,37 @@
 //! acknowledged). Left alone, a node away for longer than the window would
 //! silently miss records.
 //!
-//! So each node checks, when it opens its consumer of a partition and every
-//! [`CHECK_EVERY`] after, whether the stream's first sequence has passed
-//! what this consumer had read: the consumer's delivered sequence (JetStream
-//! moves it past other partitions' messages as it scans), or its ack floor
-//! while messages are unacknowledged, or nothing for a consumer just made
-//! (it starts at the first message left). Messages this node was given and
-//! could not store yet (a full disk) that have since left the stream are
-//! gaps too. Each gap is a stretch of stream sequences (of all partitions:
-//! JetStream cannot say which of the dropped messages were this
-//! partition's), logged, counted (`tailwater_cluster_window_gaps`,
-//! `…_window_gap_sequences`), kept in `<data>/cluster-gaps.json` across
-//! restarts and put in the node's heartbeat, so `GET /v1/cluster` shows it
-//! from every node. [`super::repair`] then fills it from a live peer and
-//! marks it repaired here (kept, with when and from whom).
+//! A node reads the whole stream in order ([`super::materialize`]), so it
+//! knows the next sequence it should get: a message delivered past it, or
+//! a stream whose first sequence has passed it (checked between pulls,
+//! every [`CHECK_EVERY`], while nothing is in hand), means the stream
+//! dropped what lies between before this node read it. A message this
+//! node could not store yet is held, never dropped. Each gap is a stretch
+//! of stream sequences, recorded for every partition (JetStream cannot say
+//! which partitions the dropped messages were of), logged, counted
+//! (`tailwater_cluster_window_gaps`, `…_window_gap_sequences`), kept in
+//! `<data>/cluster-gaps.json` across restarts and put in the node's
+//! heartbeat, so `GET /v1/cluster` shows it from every node.
+//! [`super::repair`] then fills it from a live peer and marks it repaired
+//! here (kept, with when and from whom).
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use async_nats::jetstream::stream::Stream;
 use tailwater_model::wire::ClusterGap;
 
-use super::stats::PartitionStats;
+use super::stats::{PartitionStats, Stats};
 
-/// How often a consumer's position is checked against the stream's first
-/// sequence while it runs.
+/// How often the next sequence this node expects is checked against the
+/// stream's first while no message comes.
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
-/// Gaps kept (and put in the heartbeat), the newest; the counters keep the
-/// totals.
-const KEPT: usize = 64;
+/// Gaps kept (and put in the heartbeat), the newest, repaired ones
+/// dropped first; the counters keep the totals. One stretch dropped is a
+/// gap of each partition: 16 stretches of the default 16 partitions.
+const KEPT: usize = 256;
 
 /// The gaps this node found, kept on disk.
 pub struct Gaps {
@@ -94,11 +92,38 @@ impl Gaps {
             // The oldest repaired one goes first: an unrepaired gap is
             // what the repair works from.
             let oldest = kept.iter().position(|gap| gap.repaired_ms.is_some());
-            kept.remove(oldest.unwrap_or(0));
+            let dropped = kept.remove(oldest.unwrap_or(0));
+            if dropped.repaired_ms.is_none() {
+                tracing::error!(
+                    partition = dropped.partition,
+                    from_sequence = dropped.from_sequence,
+                    to_sequence = dropped.to_sequence,
+                    "more unrepaired gaps than this node keeps: the oldest is forgotten unrepaired (rebuild this node from a peer, docs/cluster.md)"
+                );
+            }
         }
         self.save(&kept);
         drop(kept);
         self.found.notify_one();
+    }
+
+    /// Records that the stream dropped sequences `from..=to` before this
+    /// node read them: a gap of each of the `partitions`.
+    pub fn record_missed(&self, from: u64, to: u64, partitions: u32, stats: &Stats) {
+        let detected_ms = jiff::Timestamp::now().as_millisecond();
+        for partition in 0..partitions {
+            self.record(
+                ClusterGap {
+                    partition,
+                    from_sequence: from,
+                    to_sequence: to,
+                    detected_ms,
+                    repaired_ms: None,
+                    repaired_from: None,
+                },
+                stats.partition(partition),
+            );
+        }
     }
 
     /// The gaps not repaired yet.
@@ -133,97 +158,5 @@ impl Gaps {
         if let Err(error) = written {
             tracing::warn!(path = %self.path.display(), %error, "cannot keep the gaps found on disk; they are shown until this node stops");
         }
-    }
-}
-
-/// What one node's consumer of one partition has read, as the checks know.
-pub struct Reader {
-    pub partition: u32,
-    pub consumer: String,
-    /// Made by this life of the node: it began at the stream's first
-    /// message then, so everything before is missing here.
-    pub new: bool,
-    /// Messages delivered and not stored yet (left for JetStream to deliver
-    /// again).
-    pub unstored: BTreeSet<u64>,
-    /// Gaps are reported up to here already.
-    reported_through: u64,
-}
-
-impl Reader {
-    pub fn new(partition: u32, consumer: String, new: bool) -> Reader {
-        Reader {
-            partition,
-            consumer,
-            new,
-            unstored: BTreeSet::new(),
-            reported_through: 0,
-        }
-    }
-
-    /// Compares this consumer's position with the stream's first sequence
-    /// and records what was dropped unread.
-    pub async fn check<I>(
-        &mut self,
-        stream: &Stream<I>,
-        gaps: &Gaps,
-        stats: &PartitionStats,
-    ) -> anyhow::Result<()> {
-        // The stream first: its first sequence only grows, so a consumer
-        // read after it is never behind a newer one (no false gap).
-        let first = stream
-            .get_info()
-            .await
-            .context("cannot read the stream's first sequence")?
-            .state
-            .first_sequence;
-        let read_through = if self.new {
-            0
-        } else {
-            let info = stream
-                .consumer_info(&self.consumer)
-                .await
-                .context("cannot read this node's consumer")?;
-            if info.num_ack_pending > 0 {
-                info.ack_floor.stream_sequence
-            } else {
-                info.delivered.stream_sequence
-            }
-        };
-        self.new = false;
-        let from = read_through.max(self.reported_through) + 1;
-        let detected_ms = jiff::Timestamp::now().as_millisecond();
-        if first > from {
-            gaps.record(
-                ClusterGap {
-                    partition: self.partition,
-                    from_sequence: from,
-                    to_sequence: first - 1,
-                    detected_ms,
-                    repaired_ms: None,
-                    repaired_from: None,
-                },
-                stats,
-            );
-        }
-        let dropped: Vec<u64> = self.unstored.range(..first).copied().collect();
-        for sequence in dropped {
-            self.unstored.remove(&sequence);
-            if sequence < from {
-                gaps.record(
-                    ClusterGap {
-                        partition: self.partition,
-                        from_sequence: sequence,
-                        to_sequence: sequence,
-                        detected_ms,
-                        repaired_ms: None,
-                        repaired_from: None,
-                    },
-                    stats,
-                );
-            }
-        }
-        self.reported_through = self.reported_through.max(first.saturating_sub(1));
-        Ok(())
     }
 }

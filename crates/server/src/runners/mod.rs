@@ -268,6 +268,21 @@ impl Runners {
         })
     }
 
+    /// [`Runners::append`], its records numbered from `first` and not
+    /// durable until the store is synced ([`Store::append_at`]): a
+    /// cluster's stream, stored in its order.
+    pub fn append_at(
+        &self,
+        tenant: &str,
+        batch: IngestBatch,
+        retention: std::time::Duration,
+        first: u64,
+    ) -> Result<IngestResponse, StoreError> {
+        self.append_as(tenant, batch, true, |store, tenant, batch| {
+            store.append_at(tenant, batch, first, retention)
+        })
+    }
+
     /// Stores records a peer held and this node missed (a cluster's repair,
     /// `cluster::repair`): past the out-of-order window, each once, seen by
     /// the table as a batch is (no `returned` notice: they are old news).

@@ -10,6 +10,7 @@
 mod common;
 mod intake;
 mod nats;
+mod positions;
 mod registry;
 mod repair;
 mod status;
