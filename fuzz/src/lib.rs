@@ -34,7 +34,8 @@ mod spool;
 mod store;
 
 pub use cluster::{
-    cluster_heartbeat, cluster_message, cluster_repair_page, intake_subject, registry_entry,
+    cluster_heartbeat, cluster_message, cluster_repair_page, cluster_stream_page, intake_subject,
+    registry_entry,
 };
 pub use drains::drain;
 pub use ingest::{ingest_binary, ingest_body};
@@ -49,7 +50,7 @@ pub use store::{block, block_numbers, part, part_records, wal, wal_records};
 pub type Target = fn(&[u8]);
 
 /// The targets, by name: what the replay test reads.
-pub const TARGETS: [(&str, Target); 24] = [
+pub const TARGETS: [(&str, Target); 25] = [
     ("ingest_body", ingest_body),
     ("parse_line", parse_line),
     ("logs_params", logs_params),
@@ -73,6 +74,7 @@ pub const TARGETS: [(&str, Target); 24] = [
     ("intake_subject", intake_subject),
     ("ingest_binary", ingest_binary),
     ("cluster_repair_page", cluster_repair_page),
+    ("cluster_stream_page", cluster_stream_page),
     ("block_numbers", block_numbers),
 ];
 

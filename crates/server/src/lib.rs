@@ -196,6 +196,9 @@ pub struct AppState {
     pub count_slots: Arc<count_slots::CountSlots>,
     /// This node's connection to its cluster (`--nats`); `None` embedded.
     pub cluster: Option<cluster::Cluster>,
+    /// How far this node has stored the cluster's stream (what it may
+    /// serve a peer filling a stretch); `None` embedded.
+    pub applied: Option<Arc<cluster::applied::Applied>>,
 }
 
 impl AppState {
@@ -281,6 +284,7 @@ impl AppState {
             requests_scan_max: config.requests_scan_max.max(1),
             count_slots: Arc::new(count_slots::CountSlots::new(config.count_concurrency)),
             cluster: None,
+            applied: None,
         })
     }
 }
@@ -469,6 +473,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         let gaps = Arc::new(cluster::window::Gaps::open(
             config.data_dir.join("cluster-gaps.json"),
         )?);
+        let applied = Arc::new(cluster::applied::Applied::open(&config.data_dir));
+        state.applied = Some(applied.clone());
         let members = cluster::members::Members::join(
             &cluster,
             url,
@@ -495,7 +501,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             settling: state.settling.clone(),
             stats,
             gaps,
-            applied: config.data_dir.join(cluster::materialize::APPLIED_FILE),
+            applied: applied.clone(),
         });
         cluster_tasks.push(local.clone().spawn_repairer(state.stopping.subscribe()));
         cluster_tasks.push(local.spawn_materializer(state.stopping.subscribe()));

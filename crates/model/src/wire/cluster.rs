@@ -125,6 +125,36 @@ pub struct RepairBatch {
     pub batch: crate::wire::IngestBatch,
 }
 
+/// One page of a stretch of the stream's records, as a node that stored
+/// them at the ids the stream gives serves them to a peer filling the same
+/// stretch in order (`GET /internal/v1/cluster/stream-records`, node
+/// credential only): every tenant's, in id order, in runs of consecutive
+/// ids of one stream.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamPage {
+    /// The node that served it, as [`RepairPage::node`].
+    #[serde(default)]
+    pub node: String,
+    pub runs: Vec<StreamRun>,
+    /// The id the next page starts after; `None` when this page was the
+    /// last.
+    #[serde(default)]
+    pub next_after: Option<u64>,
+    /// Blocks of the serving node's store that could not be read (damaged)
+    /// and were skipped: a page with any is not the whole stretch.
+    #[serde(default)]
+    pub skipped_blocks: u64,
+}
+
+/// Records of one stream of one tenant whose ids follow each other: record
+/// `i` of `batch` has the id `first + i`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamRun {
+    pub tenant: String,
+    pub first: u64,
+    pub batch: crate::wire::IngestBatch,
+}
+
 /// Where a page of a partition's records starts: the tenant (in name
 /// order), and in it after this time-order position of the serving node's
 /// store (none: from its first record).

@@ -132,6 +132,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cluster", get(cluster::status))
         // A peer's repair of a gap (node credential only).
         .route("/internal/v1/cluster/records", get(internal::records))
+        .route(
+            "/internal/v1/cluster/stream-records",
+            get(internal::stream_records),
+        )
         // The Loki query API, for Grafana's Loki data source.
         .route("/loki/api/v1/query", get(loki_query::query))
         .route("/loki/api/v1/query_range", get(loki_query::query_range))

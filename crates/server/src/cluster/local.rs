@@ -23,9 +23,8 @@ pub struct Local {
     pub settling: Arc<Settling>,
     pub stats: Arc<Stats>,
     pub gaps: Arc<Gaps>,
-    /// Where the materializer notes the last stream sequence it stored
-    /// ([`super::materialize::APPLIED_FILE`]).
-    pub applied: std::path::PathBuf,
+    /// How far this node has stored the stream.
+    pub applied: Arc<super::applied::Applied>,
 }
 
 /// How a batch came to this node.

@@ -18,7 +18,7 @@
 //! acknowledges all, so the last message's acknowledgement covers the
 //! others). Where to start is this node's own: the consumer is made again
 //! at every start, from the message after the last one this node stored
-//! ([`APPLIED_FILE`]), so an acknowledgement lost in a crash only means a
+//! ([`super::applied`]), so an acknowledgement lost in a crash only means a
 //! batch comes again, and the store's sequence numbers store it once.
 //!
 //! A message that is not a batch is skipped, counted and logged, never
@@ -29,12 +29,12 @@
 //! A jump in the sequences delivered, or a stream whose first sequence
 //! has passed the next one this node expects, is the stream having
 //! dropped messages before this node read them (past its replay window):
-//! a gap, kept and repaired from a live peer ([`super::window`],
-//! [`super::repair`]).
+//! a gap. The node stops there and fills it in order from a live peer
+//! ([`super::stretch`]), else leaves it to the repair of partitions
+//! ([`super::window`], [`super::repair`]).
 //!
 //! [`Store::append_at`]: tailwater_store::Store::append_at
 
-use std::path::Path;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,11 +65,6 @@ pub const RETRY_DELAY: Duration = Duration::from_secs(2);
 /// message again (one held for longer is kept in hand and reported in
 /// progress).
 const ACK_WAIT: Duration = Duration::from_secs(30);
-/// The file in the data directory holding the stream sequence of the last
-/// message this node stored (written after each sync; never ahead of the
-/// store, so a stale one only means messages come again).
-pub const APPLIED_FILE: &str = "cluster-applied";
-
 /// Where ids from the stream start: above every id a store numbered by
 /// itself (a node upgraded from a version that did keeps those records
 /// below), with 46 bits for the sequence.
@@ -82,12 +77,6 @@ pub const POSITION_BASE: u64 = 1 << 62;
 /// own notices written between two messages.
 pub fn position(sequence: u64) -> u64 {
     POSITION_BASE | (sequence & ((1 << 46) - 1)) << 16
-}
-
-/// The stream sequence of the message a record at `id` came in, when the
-/// id is a stream position.
-pub fn sequence_at(id: u64) -> Option<u64> {
-    (id >= POSITION_BASE).then_some((id - POSITION_BASE) >> 16)
 }
 
 /// The consumer through which `node` reads the stream.
@@ -115,6 +104,9 @@ struct Stored {
     through: usize,
     /// Why the next one could not be stored, if one could not.
     failed: Option<anyhow::Error>,
+    /// The sequences the stream dropped before the next one, if it came
+    /// past a stretch: it waits until they are filled.
+    gap: Option<(u64, u64)>,
 }
 
 impl Local {
@@ -170,8 +162,14 @@ impl Local {
                     Pulled::Ended => {
                         if checked.is_none_or(|at| at.elapsed() >= window::CHECK_EVERY) {
                             checked = Some(tokio::time::Instant::now());
-                            match self.check_window(expected).await {
-                                Ok(first) => expected = expected.max(first),
+                            match self.first_sequence().await {
+                                Ok(first) if first > expected => {
+                                    if !self.fill(expected, first - 1, &mut stopping).await {
+                                        return;
+                                    }
+                                    expected = first;
+                                }
+                                Ok(_) => {}
                                 Err(error) => {
                                     tracing::warn!(error = %format!("{error:#}"), "cannot check this node's reading against the stream's replay window; trying again in {:?}", window::CHECK_EVERY);
                                 }
@@ -196,8 +194,8 @@ impl Local {
     /// or, on a node that kept no record of it, where its consumers of the
     /// partitions (of the version before) had read to, or the first message.
     async fn start_sequence(&self) -> anyhow::Result<u64> {
-        if let Some(applied) = read_applied(&self.applied) {
-            return Ok(applied + 1);
+        if let Some(progress) = self.applied.get() {
+            return Ok(progress.applied + 1);
         }
         let stream = self.cluster.jetstream.get_stream(STREAM).await?;
         let mut read_through: Option<u64> = None;
@@ -216,7 +214,9 @@ impl Local {
                 Err(error) => return Err(error.into()),
             }
         }
-        Ok(read_through.map_or(1, |through| through + 1))
+        let start = read_through.map_or(1, |through| through + 1);
+        self.applied.begin(start);
+        Ok(start)
     }
 
     /// This node's consumer of the stream, made anew to start at `start`;
@@ -302,6 +302,7 @@ impl Local {
                     Stored {
                         through: 0,
                         failed: Some(anyhow::anyhow!("storing panicked: {panicked}")),
+                        gap: None,
                     },
                     *expected,
                 ),
@@ -316,6 +317,13 @@ impl Local {
                 }
             }
             from += stored.through;
+            if let Some((first, last)) = stored.gap {
+                if !self.fill(first, last, stopping).await {
+                    return false;
+                }
+                *expected = last + 1;
+                continue;
+            }
             let Some(error) = stored.failed else {
                 continue;
             };
@@ -332,20 +340,17 @@ impl Local {
         true
     }
 
-    /// Stores `run` in order, then syncs the store; `expected` is the next
-    /// sequence, moved past each message stored and past a stretch the
-    /// stream dropped (recorded as a gap).
+    /// Stores `run` in order, up to a message past a stretch the stream
+    /// dropped, then syncs the store; `expected` is the next sequence,
+    /// moved past each message stored.
     fn store_run(&self, run: &[Delivered], expected: &mut u64) -> Stored {
         let mut through = 0;
         let mut failed = None;
+        let mut gap = None;
         for delivered in run {
             if delivered.sequence > *expected {
-                self.gaps.record_missed(
-                    *expected,
-                    delivered.sequence - 1,
-                    self.cluster.config.partitions,
-                    &self.stats,
-                );
+                gap = Some((*expected, delivered.sequence - 1));
+                break;
             }
             match self.store_message(delivered) {
                 Ok(()) => {
@@ -365,11 +370,16 @@ impl Local {
                 return Stored {
                     through: 0,
                     failed: Some(error.into()),
+                    gap: None,
                 };
             }
-            write_applied(&self.applied, run[through - 1].sequence);
+            self.applied.stored_through(run[through - 1].sequence);
         }
-        Stored { through, failed }
+        Stored {
+            through,
+            failed,
+            gap,
+        }
     }
 
     fn store_message(&self, delivered: &Delivered) -> anyhow::Result<()> {
@@ -404,27 +414,16 @@ impl Local {
         Ok(())
     }
 
-    /// The stream's first sequence, with what this node expected before it
-    /// recorded as a gap.
-    async fn check_window(&self, expected: u64) -> anyhow::Result<u64> {
-        let first = self
+    /// The stream's first sequence.
+    async fn first_sequence(&self) -> anyhow::Result<u64> {
+        Ok(self
             .cluster
             .jetstream
             .get_stream(STREAM)
             .await?
             .cached_info()
             .state
-            .first_sequence;
-        if first > expected {
-            let gaps = self.gaps.clone();
-            let stats = self.stats.clone();
-            let partitions = self.cluster.config.partitions;
-            tokio::task::spawn_blocking(move || {
-                gaps.record_missed(expected, first - 1, partitions, &stats)
-            })
-            .await?;
-        }
-        Ok(first)
+            .first_sequence)
     }
 }
 
@@ -445,28 +444,6 @@ fn partition_in(subject: &str) -> u32 {
         .unwrap_or(0)
 }
 
-fn read_applied(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    match text.trim().parse() {
-        Ok(sequence) => Some(sequence),
-        Err(_) => {
-            tracing::warn!(path = %path.display(), "cannot read the last stream sequence this node stored; reading the stream again from where its consumers were (what is stored already is recognised)");
-            None
-        }
-    }
-}
-
-/// Kept without an fsync: written after the store's, so it is never ahead;
-/// a stale one only means messages come again.
-fn write_applied(path: &Path, sequence: u64) {
-    let temporary = path.with_extension("tmp");
-    let written = std::fs::write(&temporary, sequence.to_string())
-        .and_then(|()| std::fs::rename(&temporary, path));
-    if let Err(error) = written {
-        tracing::warn!(path = %path.display(), %error, "cannot note the last stream sequence this node stored; after a restart it reads more of the stream again");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,9 +452,11 @@ mod tests {
     #[test]
     fn positions_rise_with_the_sequence_and_tell_it_back() {
         assert!(position(1) > position(0) + u64::from(u16::MAX));
-        assert_eq!(sequence_at(position(77) + 5), Some(77));
-        assert_eq!(sequence_at(12_345), None, "numbered by the store itself");
-        assert!(position(1) > u64::from(u32::MAX) << 20);
+        assert_eq!(position(77) + 5, POSITION_BASE + (77 << 16) + 5);
+        assert!(
+            position(0) > u64::from(u32::MAX) << 20,
+            "above ids a store gave itself"
+        );
         assert_eq!(partition_in("tailwater.batches.7"), 7);
         assert_eq!(partition_in("elsewhere"), 0);
         assert_eq!(ClusterConfig::subject(3), "tailwater.batches.3");

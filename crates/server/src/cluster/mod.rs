@@ -30,6 +30,7 @@
 //! - [`repair`]: such a gap filled from a live peer's store, through a
 //!   node-only endpoint.
 
+pub mod applied;
 pub mod bucket;
 pub mod intake;
 pub mod local;
@@ -43,6 +44,7 @@ pub mod relay;
 pub mod repair;
 pub mod stats;
 pub mod status;
+pub mod stretch;
 pub mod window;
 
 use std::time::Duration;

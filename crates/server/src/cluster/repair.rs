@@ -63,9 +63,9 @@ pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// the JSON around [`PAGE_RECORDS`] records, escapes included, with room.
 pub const MAX_PAGE_BODY: usize = 32 * 1024 * 1024;
 /// How long a repairing node waits to connect to a peer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one page may take, request to last byte.
-const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(super) const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often gaps left unrepaired (no peer could serve them) are tried
 /// again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(10);

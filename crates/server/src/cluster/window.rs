@@ -88,20 +88,7 @@ impl Gaps {
             .fetch_add(gap.to_sequence - gap.from_sequence + 1, Relaxed);
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
         kept.push(gap);
-        if kept.len() > KEPT {
-            // The oldest repaired one goes first: an unrepaired gap is
-            // what the repair works from.
-            let oldest = kept.iter().position(|gap| gap.repaired_ms.is_some());
-            let dropped = kept.remove(oldest.unwrap_or(0));
-            if dropped.repaired_ms.is_none() {
-                tracing::error!(
-                    partition = dropped.partition,
-                    from_sequence = dropped.from_sequence,
-                    to_sequence = dropped.to_sequence,
-                    "more unrepaired gaps than this node keeps: the oldest is forgotten unrepaired (rebuild this node from a peer, docs/cluster.md)"
-                );
-            }
-        }
+        Self::bound(&mut kept);
         self.save(&kept);
         drop(kept);
         self.found.notify_one();
@@ -126,6 +113,30 @@ impl Gaps {
         }
     }
 
+    /// Records that the stream dropped sequences `from..=to` before this
+    /// node read them and that it filled them from `peer` already
+    /// ([`super::stretch`]): a gap of each partition, repaired.
+    pub fn record_filled(&self, from: u64, to: u64, partitions: u32, stats: &Stats, peer: &str) {
+        let now_ms = jiff::Timestamp::now().as_millisecond();
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for partition in 0..partitions {
+            let stats = stats.partition(partition);
+            stats.window_gaps.fetch_add(1, Relaxed);
+            stats.window_gap_sequences.fetch_add(to - from + 1, Relaxed);
+            stats.window_gaps_repaired.fetch_add(1, Relaxed);
+            kept.push(ClusterGap {
+                partition,
+                from_sequence: from,
+                to_sequence: to,
+                detected_ms: now_ms,
+                repaired_ms: Some(now_ms),
+                repaired_from: Some(peer.to_owned()),
+            });
+        }
+        Self::bound(&mut kept);
+        self.save(&kept);
+    }
+
     /// The gaps not repaired yet.
     pub fn unrepaired(&self) -> Vec<ClusterGap> {
         self.list()
@@ -145,6 +156,23 @@ impl Gaps {
             }
         }
         self.save(&kept);
+    }
+
+    /// Keeps the newest [`KEPT`]: the oldest repaired one goes first (an
+    /// unrepaired gap is what the repair works from).
+    fn bound(kept: &mut Vec<ClusterGap>) {
+        while kept.len() > KEPT {
+            let oldest = kept.iter().position(|gap| gap.repaired_ms.is_some());
+            let dropped = kept.remove(oldest.unwrap_or(0));
+            if dropped.repaired_ms.is_none() {
+                tracing::error!(
+                    partition = dropped.partition,
+                    from_sequence = dropped.from_sequence,
+                    to_sequence = dropped.to_sequence,
+                    "more unrepaired gaps than this node keeps: the oldest is forgotten unrepaired (rebuild this node from a peer, docs/cluster.md)"
+                );
+            }
+        }
     }
 
     fn save(&self, kept: &[ClusterGap]) {

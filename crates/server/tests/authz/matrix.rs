@@ -121,6 +121,10 @@ pub(crate) enum Endpoint {
     /// node credential only (the embedded server has no peers: 404 to
     /// everyone; tests/cluster/repair.rs has the cluster's refusals).
     ClusterRecords,
+    /// `GET /internal/v1/cluster/stream-records?from_sequence=1&to_sequence=1`:
+    /// a peer filling a stretch of the stream, node credential only (404
+    /// to everyone on the embedded server, as `ClusterRecords`).
+    ClusterStreamRecords,
     /// `POST /v1/apps/A/drains` (to a URL that never answers).
     CreateDrain,
     /// `GET /v1/apps/A/drains`.
@@ -333,6 +337,7 @@ pub(crate) const MATRIX: &[(Endpoint, &str, &str, [Want; 8])] = &[
     (Cluster,       "-",     "-",    [Ok,       Forbidden, Forbidden, Forbidden, Unauth, Unauth, Unauth, Unauth]),
     // A node's repair endpoint: no token opens it, and without --nats it is not there.
     (ClusterRecords,"-",     "-",    [NotFound, NotFound,  NotFound,  NotFound,  NotFound, NotFound, NotFound, NotFound]),
+    (ClusterStreamRecords,"-",     "-",    [NotFound, NotFound,  NotFound,  NotFound,  NotFound, NotFound, NotFound, NotFound]),
     // A count reads records as /v1/logs does.
     (Count,         "own",   "pub",  [Ok,       Ok,        Forbidden, Ok,        Unauth, Unauth, Unauth, Unauth]),
     (Count,         "own",   "priv", [Ok,       Ok,        Forbidden, Private,   Unauth, Unauth, Unauth, Unauth]),

@@ -356,6 +356,11 @@ async fn authorization_matrix() {
                     "/internal/v1/cluster/records?partition=0".into(),
                     None,
                 ),
+                ClusterStreamRecords => (
+                    "GET",
+                    "/internal/v1/cluster/stream-records?from_sequence=1&to_sequence=1".into(),
+                    None,
+                ),
                 UpdateApp => (
                     "PATCH",
                     format!("/v1/apps/{app}?tenant={tenant}"),

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 
 use tailwater_model::tenancy::{NewApp, NewTenant, NewToken, Scope};
-use tailwater_model::wire::{LogsParams, RepairPage};
+use tailwater_model::wire::{LogsParams, RepairPage, StreamPage};
 use tailwater_server::cluster::repair::{node_key_of, NODE_LABEL, ROUTE};
+use tailwater_server::cluster::stretch;
 
 use super::common::{batch, seal};
 use super::nats::NatsCluster;
@@ -171,4 +172,71 @@ async fn only_a_nodes_credential_reads_a_partitions_records_every_tenants_each_o
     assert!(twice.is_empty(), "served twice: {twice:?}");
     shipped.sort();
     assert_eq!(served.into_keys().collect::<Vec<_>>(), shipped);
+
+    // A stretch of the stream, with its ids: the same credential only.
+    let stretch_url = |query: &str| format!("{}{}?{query}", a.server.url(), stretch::ROUTE);
+    for (who, offered) in [
+        ("no token", None),
+        ("the admin token", Some(super::common::TOKEN)),
+        ("an owner token", Some(owner.token.as_str())),
+        ("a caller token", Some(caller.token.as_str())),
+        ("a wrong node key", Some(wrong.as_str())),
+    ] {
+        let (status, body) = get(&stretch_url("from_sequence=1&to_sequence=1"), offered).await;
+        assert_eq!(status, 401, "{who}: {body}");
+        assert!(!body.contains("api"), "{who}: {body}");
+    }
+    for bad in [
+        "from_sequence=0&to_sequence=1",
+        "from_sequence=3&to_sequence=2",
+        "to_sequence=2",
+        "from_sequence=1&to_sequence=2&after=x",
+        "from_sequence=1&to_sequence=2&partition=0",
+    ] {
+        let (status, body) = get(&stretch_url(bad), Some(&key)).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let applied: Vec<u64> = std::fs::read_to_string(data.join("cluster-applied"))
+        .unwrap()
+        .split_whitespace()
+        .map(|number| number.parse().unwrap())
+        .collect();
+    let (last, exact_from) = (applied[0], applied[1]);
+    assert_eq!(exact_from, 1, "a node that read the stream from its start");
+    // Not stored yet: the node says so, and the peer asks another.
+    let (status, body) = get(
+        &stretch_url(&format!("from_sequence=1&to_sequence={}", last + 1)),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("\"not_held\""), "{body}");
+    // Every record of the stream once, every tenant's, with ids rising.
+    let mut by_stretch: Vec<Identity> = Vec::new();
+    let mut after = 0u64;
+    loop {
+        let query = format!("from_sequence=1&to_sequence={last}&after={after}");
+        let (status, body) = get(&stretch_url(&query), Some(&key)).await;
+        assert_eq!(status, 200, "{body}");
+        let page: StreamPage = serde_json::from_str(&body).unwrap();
+        assert_eq!(page.node, "a");
+        let end = stretch::check_page(&page, 1, last, after).unwrap();
+        for run in &page.runs {
+            for record in &run.batch.records {
+                by_stretch.push((
+                    run.tenant.clone(),
+                    run.batch.app.clone(),
+                    run.batch.runner.clone(),
+                    run.batch.boot.clone(),
+                    record.seq,
+                ));
+            }
+        }
+        match page.next_after {
+            Some(next) => after = next.max(end),
+            None => break,
+        }
+    }
+    by_stretch.sort();
+    assert_eq!(by_stretch, shipped);
 }

@@ -305,19 +305,17 @@ pub(crate) async fn check_reads(server: &RunningServer, token: &Token, model: &M
     // A peer's repair reads every tenant's records: no token of the model
     // reaches it (the embedded server has no peers; tests/cluster/repair.rs
     // refuses every token on a cluster node).
-    let (status, body) = http(
-        server,
-        "GET",
+    for path in [
         "/internal/v1/cluster/records?partition=0",
-        &token.secret,
-        None,
-    )
-    .await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (404, &json!("not_found")),
-        "{who}: a peer's records: {body}"
-    );
+        "/internal/v1/cluster/stream-records?from_sequence=1&to_sequence=1",
+    ] {
+        let (status, body) = http(server, "GET", path, &token.secret, None).await;
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (404, &json!("not_found")),
+            "{who}: a peer's records ({path}): {body}"
+        );
+    }
 }
 
 /// `GET /v1/requests`, every page of two: exactly the model's requests for

@@ -244,6 +244,9 @@ fn a_node_back_after_the_stream_dropped_what_it_had_not_read_shows_the_gap_and_r
             })
         },
     );
+    // Filled in order from a, with the stream's ids: each record has the
+    // same id on both nodes, so a tail or a cursor still moves between them.
+    assert_eq!(ids(&b), ids(&a), "record ids, node by node");
     assert!(counter(&b, "tailwater_cluster_window_gaps_repaired_total") >= 1);
     assert!(counter(&b, "tailwater_cluster_repaired_records_total") >= 1);
     assert_eq!(
@@ -285,6 +288,20 @@ fn a_node_back_after_the_stream_dropped_what_it_had_not_read_shows_the_gap_and_r
         counter(&b, "tailwater_cluster_window_gaps_repaired_total"),
         0
     );
+}
+
+/// Each record of app `api` on `node`, by its identity, with its id.
+fn ids(node: &TestServer) -> std::collections::BTreeMap<(String, u64), String> {
+    node.logs(&["--app", "api"])
+        .iter()
+        .map(|record| {
+            let text = |key: &str| record[key].as_str().unwrap_or_default().to_owned();
+            (
+                (text("runner"), record["seq"].as_u64().unwrap()),
+                text("id"),
+            )
+        })
+        .collect()
 }
 
 /// The records of app `api` `node` holds, checking no identity (tenant,
