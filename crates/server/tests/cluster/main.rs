@@ -6,6 +6,7 @@
 //! node or another), and through the kill -9 of the stream's leader while
 //! lines are being shipped.
 
+mod auth;
 #[path = "../common/mod.rs"]
 mod common;
 mod intake;
