@@ -8,15 +8,13 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine as _;
 use nkeys::KeyPair;
-use serde_json::json;
 use tailwater_server::cluster::{Cluster, ClusterConfig};
 
 use super::common::{batch, server_in, TOKEN};
-use super::nats::{nkey_accounts, NatsCluster};
+use super::nats::{nkey_accounts, NatsCluster, OperatorMode};
 use super::{wait_stored_once, Node, PARTITIONS};
 
 /// `text` in `dir/name`, readable by its owner only (as tailwater asks).
@@ -117,99 +115,16 @@ async fn a_node_with_its_nkey_joins_and_a_wrong_seed_is_refused_at_start() {
     );
 }
 
-/// A JWT of `claims`, signed by `issuer` (nats-server's `ed25519-nkey`).
-fn jwt(issuer: &KeyPair, subject: &KeyPair, name: &str, nats: serde_json::Value) -> String {
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "jti": format!("{}{now}", &subject.public_key()[..20]),
-        "iat": now,
-        "iss": issuer.public_key(),
-        "name": name,
-        "sub": subject.public_key(),
-        "nats": nats,
-    });
-    let header = json!({"typ": "JWT", "alg": "ed25519-nkey"});
-    let signed = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let signature = issuer.sign(signed.as_bytes()).unwrap();
-    format!("{signed}.{}", b64(&signature))
-}
-
-/// An account's claims: no limits, JetStream on (an empty `nats` for the
-/// system account needs none).
-fn account(operator: &KeyPair, account: &KeyPair, name: &str) -> String {
-    let unlimited = json!({
-        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
-        "wildcards": true, "conn": -1, "leaf": -1,
-        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1
-    });
-    jwt(
-        operator,
-        account,
-        name,
-        json!({"type": "account", "version": 2, "limits": unlimited}),
-    )
-}
-
-/// A user's creds file, as `nsc generate creds` writes it.
-fn creds(account: &KeyPair, user: &KeyPair) -> String {
-    let token = jwt(
-        account,
-        user,
-        "node",
-        json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
-    );
-    format!(
-        "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
-         ************************* IMPORTANT *************************\n\
-         NKEY Seed printed below can be used to sign and prove identity.\n\
-         NKEYs are sensitive and should be treated as secrets.\n\n\
-         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n\n\
-         *************************************************************\n",
-        user.seed().unwrap()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_with_a_creds_file_joins_servers_in_operator_mode() {
-    let operator = KeyPair::new_operator();
-    let system = KeyPair::new_account();
-    let tailwater = KeyPair::new_account();
-    let operator_jwt = jwt(
-        &operator,
-        &operator,
-        "tailwater-test",
-        json!({"type": "operator", "version": 2}),
-    );
-    let extra = format!(
-        "operator: {operator_jwt}\n\
-         system_account: {system}\n\
-         resolver: MEMORY\n\
-         resolver_preload: {{\n  {system}: {system_jwt}\n  {account}: {account_jwt}\n}}\n",
-        system = system.public_key(),
-        system_jwt = jwt(
-            &operator,
-            &system,
-            "SYS",
-            json!({"type": "account", "version": 2})
-        ),
-        account = tailwater.public_key(),
-        account_jwt = account(&operator, &tailwater, "TAILWATER"),
-    );
-    let nats = NatsCluster::start_with(3, &extra);
+    let mode = OperatorMode::new();
+    let nats = NatsCluster::start_with(3, &mode.config());
     let dir = tempfile::tempdir().unwrap();
 
     let file = secret(
         dir.path(),
         "node.creds",
-        &creds(&tailwater, &KeyPair::new_user()),
+        &OperatorMode::creds(&mode.account, &[], &[]),
     );
     let a = node_with(config(&nats, "a", Some(file), None)).await;
     ships_and_stores(&a).await;
@@ -218,7 +133,7 @@ async fn a_node_with_a_creds_file_joins_servers_in_operator_mode() {
     let file = secret(
         dir.path(),
         "stranger.creds",
-        &creds(&KeyPair::new_account(), &KeyPair::new_user()),
+        &OperatorMode::creds(&KeyPair::new_account(), &[], &[]),
     );
     let refused = Cluster::connect(config(&nats, "b", Some(file), None))
         .await

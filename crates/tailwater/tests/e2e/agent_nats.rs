@@ -8,13 +8,14 @@
 //! status`, and loses no line. The same with nkey users (`--nats-nkey` on
 //! the node and the agent): the agent's lines are stored, another app's
 //! are refused; a seed others may read, or one the servers do not know,
-//! is refused with what to do.
+//! is refused with what to do. With creds files (`--nats-creds`) against
+//! servers in operator mode: the same permissions hold.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::cluster::nats::{nkey_accounts, NatsCluster, AGENT_ACCOUNTS};
+use super::cluster::nats::{nkey_accounts, NatsCluster, OperatorMode, AGENT_ACCOUNTS};
 use super::common::{http, ingest_batch, messages, wait_for, TestServer, ANY_PORT, TOKEN};
 
 fn node(dir: &Path, name: &str, urls: &str) -> TestServer {
@@ -217,11 +218,11 @@ fn an_agent_publishing_to_nats_reaches_every_node_and_cannot_write_another_app()
     }
 }
 
-/// `seed` in `dir/name` with `mode`.
-fn seed_file(dir: &Path, name: &str, seed: &str, mode: u32) -> std::path::PathBuf {
+/// `text` (a seed, a creds file) in `dir/name` with `mode`.
+fn secret_file(dir: &Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt as _;
     let path = dir.join(name);
-    std::fs::write(&path, format!("{seed}\n")).unwrap();
+    std::fs::write(&path, format!("{text}\n")).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
 }
@@ -235,8 +236,8 @@ fn an_agent_with_an_nkey_reaches_the_node_and_cannot_write_another_app() {
         &nkey_accounts(&node_key.public_key(), &agent_key.public_key()),
     );
     let urls = nats.urls().join(",");
-    let node_seed = seed_file(dir.path(), "node.nk", &node_key.seed().unwrap(), 0o600);
-    let agent_seed = seed_file(dir.path(), "agent.nk", &agent_key.seed().unwrap(), 0o600);
+    let node_seed = secret_file(dir.path(), "node.nk", &node_key.seed().unwrap(), 0o600);
+    let agent_seed = secret_file(dir.path(), "agent.nk", &agent_key.seed().unwrap(), 0o600);
     let a = TestServer::start_on_with(
         ANY_PORT,
         &dir.path().join("a"),
@@ -303,7 +304,7 @@ fn an_agent_with_an_nkey_reaches_the_node_and_cannot_write_another_app() {
     assert!(stored(&a, "web", "gpu-8").is_empty(), "web was written");
 
     // A seed others may read: refused at start, before the worker runs.
-    let exposed = seed_file(dir.path(), "exposed.nk", &agent_key.seed().unwrap(), 0o644);
+    let exposed = secret_file(dir.path(), "exposed.nk", &agent_key.seed().unwrap(), 0o644);
     let output = agent(&exposed, "api", "gpu-9", "echo ran");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
@@ -315,7 +316,7 @@ fn an_agent_with_an_nkey_reaches_the_node_and_cannot_write_another_app() {
 
     // A user the servers do not know: the agent says its credentials are
     // refused; nothing is stored.
-    let stranger = seed_file(
+    let stranger = secret_file(
         dir.path(),
         "stranger.nk",
         &nkeys::KeyPair::new_user().seed().unwrap(),
@@ -332,4 +333,83 @@ fn an_agent_with_an_nkey_reaches_the_node_and_cannot_write_another_app() {
         stored(&a, "api", "gpu-10").is_empty(),
         "a stranger was stored"
     );
+}
+
+#[test]
+fn an_agent_with_a_creds_file_reaches_the_node_in_operator_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let mode = OperatorMode::new();
+    let nats = NatsCluster::start_with(3, &mode.config());
+    let urls = nats.urls().join(",");
+    let node_creds = OperatorMode::creds(&mode.account, &[], &[]);
+    let node_creds = secret_file(dir.path(), "node.creds", &node_creds, 0o600);
+    // The permissions docs/agents-on-nats.md gives the agent's user.
+    let agent_creds = OperatorMode::creds(
+        &mode.account,
+        &["tailwater.intake.default.api.*"],
+        &["_INBOX_default.api.>"],
+    );
+    let agent_creds = secret_file(dir.path(), "agent.creds", &agent_creds, 0o600);
+    let a = TestServer::start_on_with(
+        ANY_PORT,
+        &dir.path().join("a"),
+        &[
+            "--nats",
+            &urls,
+            "--nats-creds",
+            node_creds.to_str().unwrap(),
+            "--node",
+            "a",
+            "--nats-partitions",
+            "4",
+            "--nats-max-bytes",
+            "268435456",
+        ],
+    );
+    for app in ["api", "web"] {
+        let (status, answer) = http(
+            "POST",
+            a.port,
+            "/v1/ingest",
+            Some(TOKEN),
+            Some(&ingest_batch(app, "http", 0..1)),
+        );
+        assert_eq!(status, 200, "{answer}");
+    }
+    let agent = |app: &str, runner: &str, script: &str| {
+        a.command(&["run", "--nats", &urls, "--nats-creds"])
+            .arg(&agent_creds)
+            .args(["--app", app, "--runner", runner, "--drain-timeout", "15s"])
+            .args(["--", "sh", "-c", script])
+            .stdout(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let output = agent(
+        "api",
+        "gpu-7",
+        "for i in $(seq 0 19); do echo \"line $i\"; done",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the agent failed: {stderr}");
+    wait_for(
+        "the agent's lines on the node",
+        Duration::from_secs(60),
+        || {
+            stored(&a, "api", "gpu-7")
+                .iter()
+                .filter(|m| m.starts_with("line "))
+                .count()
+                == 20
+        },
+    );
+
+    let output = agent("web", "gpu-8", "echo 'a web line'");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("may not publish to tailwater.intake.default.web.gpu-8"),
+        "{stderr}"
+    );
+    assert!(stored(&a, "web", "gpu-8").is_empty(), "web was written");
 }
