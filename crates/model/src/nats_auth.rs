@@ -123,6 +123,13 @@ fn parse_nkey(text: &str) -> Result<NatsAuth, String> {
 fn read_secret(path: &Path, flag: &str) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt as _;
     let shown = path.display();
+    // Asked before opening: a pipe would hold the start until written to.
+    let is_file = std::fs::metadata(path).is_ok_and(|meta| meta.is_file());
+    if !is_file && path.exists() {
+        return Err(format!(
+            "{flag} {shown} is not a file: give the path of the credential file"
+        ));
+    }
     let file = std::fs::File::open(path).map_err(|error| {
         format!("cannot read {flag} {shown}: {error}; give the path of a file this user may read")
     })?;
@@ -330,6 +337,12 @@ mod tests {
         let other_public = file(&dir, "other.nk", &other_public, 0o600);
         let more = format!("{seed}\n{seed}\n{seed}\n");
         let more = file(&dir, "more.nk", &more, 0o600);
+        let fifo = dir.path().join("fifo.nk");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
         let huge = file(
             &dir,
             "huge.nk",
@@ -351,6 +364,7 @@ mod tests {
             ),
             (load(None, Some(&missing), false), "cannot read --nats-nkey"),
             (load(None, Some(dir.path()), false), "is not a file"),
+            (load(None, Some(&fifo), false), "is not a file"),
             (
                 load(None, Some(&account), false),
                 "of type Account, not of a user",
