@@ -14,7 +14,8 @@ use nkeys::KeyPair;
 use tailwater_server::cluster::{Cluster, ClusterConfig};
 
 use super::common::{batch, server_in, TOKEN};
-use super::nats::{nkey_accounts, NatsCluster, OperatorMode};
+use super::nats::{nkey_accounts, NatsCluster};
+use super::operator::OperatorMode;
 use super::{wait_stored_once, Node, PARTITIONS};
 
 /// `text` in `dir/name`, readable by its owner only (as tailwater asks).

@@ -11,6 +11,7 @@ mod auth;
 mod common;
 mod intake;
 mod nats;
+mod operator;
 mod registry;
 mod repair;
 mod status;

@@ -15,8 +15,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use super::cluster::nats::{nkey_accounts, NatsCluster, OperatorMode, AGENT_ACCOUNTS};
+use super::cluster::nats::{nkey_accounts, NatsCluster, AGENT_ACCOUNTS};
 use super::common::{http, ingest_batch, messages, wait_for, TestServer, ANY_PORT, TOKEN};
+
+#[path = "../../../server/tests/cluster/operator.rs"]
+mod operator;
+use operator::OperatorMode;
 
 fn node(dir: &Path, name: &str, urls: &str) -> TestServer {
     let flags = [
