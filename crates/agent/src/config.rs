@@ -38,6 +38,11 @@ pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 pub struct NatsTarget {
     pub urls: Vec<String>,
     pub tenant: String,
+    /// The NATS user as a creds file (`--nats-creds`) or an nkey seed's
+    /// file (`--nats-nkey`) instead of one in the URLs; read at start
+    /// (`tailwater_model::nats_auth`).
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]

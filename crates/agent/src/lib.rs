@@ -164,7 +164,7 @@ pub async fn run(config: AgentConfig) -> anyhow::Result<i32> {
 /// (`--server A,B`), failed over in that order.
 async fn receivers(config: &AgentConfig) -> anyhow::Result<Vec<ship::Receiver>> {
     if let Some(nats) = &config.nats {
-        let nats = ship::nats::Nats::connect(&nats.urls, &nats.tenant, &config.app).await?;
+        let nats = ship::nats::Nats::connect(nats, &config.app).await?;
         return Ok(vec![ship::Receiver::Nats(Box::new(nats))]);
     }
     anyhow::ensure!(

@@ -26,6 +26,8 @@
 //! - [`words`]: what full-text search matches: whole words and phrases.
 //! - [`cluster`]: what travels through the cluster's NATS streams (the
 //!   message format, partitions, message ids, intake subjects), pure.
+//! - [`nats_auth`]: NATS credentials beyond the URL (an nkey seed, a creds
+//!   file), read from private files and checked, for nodes and agents.
 //!
 //! ```
 //! use tailwater_model::{parse_line, Level};
@@ -42,6 +44,7 @@ pub mod lifecycle;
 pub mod logql;
 pub mod matcher;
 pub mod multiline;
+pub mod nats_auth;
 pub mod parse;
 pub mod positions;
 pub mod record;

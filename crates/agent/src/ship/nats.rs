@@ -9,6 +9,11 @@
 //! pipeline. The NATS credential allows only this app's subjects: a
 //! permissions violation is `Rejected`, said with what to check.
 //!
+//! The NATS user is the one in the URLs, or a creds file (`--nats-creds`)
+//! or an nkey seed's file (`--nats-nkey`), read and checked at start
+//! (`tailwater_model::nats_auth`); while NATS refuses it, each send is
+//! `Unavailable` saying so, and the lines wait in the spool.
+//!
 //! The client connects with an inbox prefix of this app's
 //! (`_INBOX_<tenant>.<app>`), the only subjects its credential may
 //! subscribe to, and moves between the given servers itself.
@@ -21,10 +26,12 @@ use async_nats::jetstream::message::PublishMessage;
 use tailwater_model::cluster::{
     batch_id, encode_within, intake_subject, message_id, subject_token, Envelope,
 };
+use tailwater_model::nats_auth::{self, NatsAuth};
 use tailwater_model::wire::{IngestBatch, IngestResponse};
 
 use super::status::ShipStatus;
 use super::transport::{Outcome, Transport};
+use crate::config::NatsTarget;
 
 /// How long a message waits for JetStream's acknowledgement (an election
 /// of the stream's leader takes about 6 s on 2.9).
@@ -45,6 +52,9 @@ pub struct Nats {
     /// The last permissions violation the server reported, taken by the
     /// send it refused.
     violation: Arc<Mutex<Option<String>>>,
+    /// NATS's refusal of the credentials, since the client last
+    /// connected: each send it holds back says so.
+    refused: Arc<Mutex<Option<String>>>,
     moves: Arc<Moves>,
 }
 
@@ -88,10 +98,13 @@ impl Moves {
 }
 
 impl Nats {
-    /// A client of `urls` (`nats://[user:password@]host:port`) for
-    /// `tenant`'s `app`; connects in the background, so the worker starts
-    /// while NATS is away.
-    pub async fn connect(urls: &[String], tenant: &str, app: &str) -> anyhow::Result<Nats> {
+    /// A client of `target`'s servers (`nats://[user:password@]host:port`)
+    /// for its tenant's `app`, as the NATS user in the URLs or in its
+    /// creds or nkey file (read and checked here, so a wrong one fails the
+    /// start); connects in the background, so the worker starts while
+    /// NATS is away.
+    pub async fn connect(target: &NatsTarget, app: &str) -> anyhow::Result<Nats> {
+        let (urls, tenant) = (&target.urls, target.tenant.as_str());
         anyhow::ensure!(
             !urls.is_empty(),
             "--nats needs at least one server URL (nats://host:4222)"
@@ -103,17 +116,34 @@ impl Nats {
             .map_err(|error| {
                 anyhow::anyhow!("invalid --nats URL ({error}): give nats://[user:password@]host:port, comma-separated")
             })?;
+        let url_user = addrs.iter().find(|addr| addr.username().is_some());
+        let auth = nats_auth::load(
+            target.creds.as_deref(),
+            target.nkey.as_deref(),
+            url_user.is_some(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let violation = Arc::new(Mutex::new(None));
+        let refused = Arc::new(Mutex::new(None));
         let moves = Arc::new(Moves::default());
         let moved = moves.clone();
         let mut options = async_nats::ConnectOptions::new();
         // The client does not read the user from URLs.
-        if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+        if let Some(addr) = url_user {
             let user = addr.username().unwrap_or_default().to_owned();
             let password = addr.password().unwrap_or_default().to_owned();
             options = options.user_and_password(user, password);
         }
-        let seen = violation.clone();
+        match &auth {
+            NatsAuth::Url => {}
+            NatsAuth::Nkey { seed, .. } => options = options.nkey(seed.clone()),
+            NatsAuth::Creds { text, .. } => {
+                options = options.credentials(text).map_err(|error| {
+                    anyhow::anyhow!("--nats-creds: async-nats cannot read the creds file ({error})")
+                })?;
+            }
+        }
+        let (seen, told) = (violation.clone(), refused.clone());
         let client = options
             .name(format!("tailwater-agent-{app}"))
             .custom_inbox_prefix(format!(
@@ -124,7 +154,7 @@ impl Nats {
             .connection_timeout(PUBLISH_TIMEOUT)
             .retry_on_initial_connect()
             .event_callback(move |event| {
-                let (seen, moved) = (seen.clone(), moved.clone());
+                let (seen, told, moved) = (seen.clone(), told.clone(), moved.clone());
                 async move {
                     match &event {
                         async_nats::Event::ServerError(async_nats::ServerError::Other(error))
@@ -132,7 +162,22 @@ impl Nats {
                         {
                             *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
                         }
-                        async_nats::Event::Connected => moved.connected(),
+                        async_nats::Event::ServerError(error)
+                            if nats_auth::refused(&error.to_string()) =>
+                        {
+                            *told.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(error.to_string());
+                        }
+                        async_nats::Event::ClientError(error)
+                            if nats_auth::refused(&error.to_string()) =>
+                        {
+                            *told.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(error.to_string());
+                        }
+                        async_nats::Event::Connected => {
+                            *told.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                            moved.connected();
+                        }
                         _ => {}
                     }
                 }
@@ -157,6 +202,7 @@ impl Nats {
                 intake_subject(tenant, app, "*").replace("%2A", "*")
             ),
             violation,
+            refused,
             moves,
         })
     }
@@ -179,8 +225,24 @@ impl Nats {
     }
 
     /// A send that got no acknowledgement: refused by the credential's
-    /// permissions, or JetStream away.
+    /// permissions, the credentials refused (the lines wait in the spool
+    /// for them to be fixed), or JetStream away.
     fn unacknowledged(&self, subject: &str, error: String) -> Outcome {
+        let refused = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(refused) = refused {
+            return Outcome::Unavailable {
+                retry_after: None,
+                answered: false,
+                elsewhere: false,
+                reason: format!(
+                    "the NATS servers refused the agent's credentials ({refused}): check --nats-nkey, --nats-creds or the user in the --nats URLs against the nats-server's users (docs/agents-on-nats.md); the lines stay in the spool"
+                ),
+            };
+        }
         let violation = self
             .violation
             .lock()

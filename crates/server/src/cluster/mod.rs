@@ -47,10 +47,13 @@ pub mod status;
 pub mod stretch;
 pub mod window;
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, stream};
+use tailwater_model::nats_auth::{self, NatsAuth};
 
 /// The stream every accepted batch goes to.
 pub const STREAM: &str = "TAILWATER_BATCHES";
@@ -92,8 +95,14 @@ const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
 /// How this node joins the cluster.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
-    /// NATS servers to connect to (any of them; the client fails over).
+    /// NATS servers to connect to (any of them; the client fails over),
+    /// with the node's NATS user in them or not (`nats://user:password@…`).
     pub urls: Vec<String>,
+    /// The node's NATS user as a creds file (`--nats-creds`) or an nkey
+    /// seed's file (`--nats-nkey`) instead, read at connect
+    /// (`tailwater_model::nats_auth`).
+    pub creds: Option<PathBuf>,
+    pub nkey: Option<PathBuf>,
     /// This node's name: unique in the cluster, stable across restarts
     /// (its consumers are named after it).
     pub node: String,
@@ -114,6 +123,8 @@ impl ClusterConfig {
     pub fn new(urls: Vec<String>, node: String) -> ClusterConfig {
         ClusterConfig {
             urls,
+            creds: None,
+            nkey: None,
             node,
             partitions: DEFAULT_PARTITIONS,
             replicas: DEFAULT_REPLICAS,
@@ -197,7 +208,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// Connects (waiting for a server to answer, up to the publish timeout)
-    /// and makes sure the stream is there, as configured.
+    /// and makes sure the stream is there, as configured. Credentials
+    /// NATS refuses fail the start, saying which to check.
     pub async fn connect(config: ClusterConfig) -> anyhow::Result<Cluster> {
         config.check()?;
         let addrs = config
@@ -206,22 +218,68 @@ impl Cluster {
             .map(|url| url.parse::<async_nats::ServerAddr>())
             .collect::<Result<Vec<_>, _>>()
             .context("invalid --nats URL: give nats://host:port, comma-separated")?;
-        // The NATS user (`nats://user:password@host:port`, see
-        // docs/agents-on-nats.md): the client does not read it from URLs.
+        let url_user = addrs.iter().find(|addr| addr.username().is_some());
+        let auth = nats_auth::load(
+            config.creds.as_deref(),
+            config.nkey.as_deref(),
+            url_user.is_some(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let mut options = async_nats::ConnectOptions::new();
-        if let Some(addr) = addrs.iter().find(|addr| addr.username().is_some()) {
+        // The NATS user (`nats://user:password@host:port`, see
+        // docs/cluster.md): the client does not read it from URLs.
+        if let Some(addr) = url_user {
             let user = addr.username().unwrap_or_default().to_owned();
             let password = addr.password().unwrap_or_default().to_owned();
             options = options.user_and_password(user, password);
         }
+        match &auth {
+            NatsAuth::Url => {}
+            NatsAuth::Nkey { seed, .. } => options = options.nkey(seed.clone()),
+            NatsAuth::Creds { text, .. } => {
+                options = options
+                    .credentials(text)
+                    .context("--nats-creds: async-nats cannot read the creds file")?;
+            }
+        }
+        if let Some(public_key) = auth.public_key() {
+            tracing::info!(user = public_key, "connecting to NATS as this nkey user");
+        }
+        let refused = Arc::new(Mutex::new(None::<String>));
+        let (connected_tx, mut connected) = tokio::sync::watch::channel(false);
+        let connected_tx = Arc::new(connected_tx);
+        let seen = refused.clone();
         let client = options
             .name(format!("tailwater-{}", config.node))
             .connection_timeout(config.publish_timeout)
             .request_timeout(Some(config.publish_timeout))
             .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let (seen, connected_tx) = (seen.clone(), connected_tx.clone());
+                async move {
+                    if let Some(error) = refusal(&event) {
+                        tracing::warn!(%error, "the NATS servers refused this node's credentials: check --nats-nkey, --nats-creds or the user in the --nats URLs against the nats-server's users (docs/cluster.md)");
+                        *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(error);
+                        connected_tx.send_replace(true);
+                    } else if event == async_nats::Event::Connected {
+                        *seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        connected_tx.send_replace(true);
+                    }
+                }
+            })
             .connect(addrs)
             .await
             .context("cannot connect to NATS: is --nats right and the server up?")?;
+        // The first answer: connected, or the credentials refused (then
+        // the client would only try again, and the stream's creation time
+        // out saying nothing of them).
+        let _ =
+            tokio::time::timeout(config.publish_timeout, connected.wait_for(|told| *told)).await;
+        if let Some(error) = refused.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            anyhow::bail!(
+                "the NATS servers refused this node's credentials ({error}): check --nats-nkey, --nats-creds or the user in the --nats URLs against the users of the nats-server configuration (docs/cluster.md)"
+            );
+        }
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(config.publish_timeout)
             .build(client.clone());
@@ -284,4 +342,16 @@ impl Cluster {
         );
         Ok(())
     }
+}
+
+/// The server's refusal of the client's credentials, as async-nats tells
+/// it: at connect (a client error, as the client keeps trying) or on a
+/// live connection.
+fn refusal(event: &async_nats::Event) -> Option<String> {
+    let error = match event {
+        async_nats::Event::ServerError(error) => error.to_string(),
+        async_nats::Event::ClientError(error) => error.to_string(),
+        _ => return None,
+    };
+    nats_auth::refused(&error).then_some(error)
 }

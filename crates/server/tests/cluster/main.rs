@@ -6,10 +6,12 @@
 //! node or another), and through the kill -9 of the stream's leader while
 //! lines are being shipped.
 
+mod auth;
 #[path = "../common/mod.rs"]
 mod common;
 mod intake;
 mod nats;
+mod operator;
 mod positions;
 mod registry;
 mod repair;

@@ -55,6 +55,32 @@ accounts {
 }
 "#;
 
+/// [`AGENT_ACCOUNTS`] with nkey users (their public keys, `U…`) instead
+/// of passwords: `node` gets the whole account; `agent`, of tenant
+/// `default`, app `api`, may publish only its intake subjects and hear
+/// only its own inbox (docs/agents-on-nats.md's nkey snippet).
+pub fn nkey_accounts(node: &str, agent: &str) -> String {
+    format!(
+        r#"
+accounts {{
+  TAILWATER {{
+    jetstream: enabled
+    users: [
+      {{ nkey: {node} }}
+      {{
+        nkey: {agent}
+        permissions: {{
+          publish: {{ allow: ["tailwater.intake.default.api.*"] }}
+          subscribe: {{ allow: ["_INBOX_default.api.>"] }}
+        }}
+      }}
+    ]
+  }}
+}}
+"#
+    )
+}
+
 /// A free loopback port (held until the caller drops the listener).
 pub fn free_port() -> (u16, TcpListener) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -114,8 +114,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "LISTEN=TARGET", value_parser = parse_proxy)]
     proxy: Option<ProxyConfig>,
     /// Publish straight to a tailwater cluster's NATS instead of a server
-    /// (comma-separated nats://user:password@host:port; the user may
-    /// publish only this app's intake subjects: docs/agents-on-nats.md).
+    /// (comma-separated nats://user:password@host:port, or the user in
+    /// --nats-nkey or --nats-creds; the user may publish only this app's
+    /// intake subjects: docs/agents-on-nats.md).
     /// --server and --token are then not used.
     #[arg(
         long,
@@ -125,6 +126,26 @@ pub struct RunArgs {
         hide_env_values = true
     )]
     nats: Vec<String>,
+    /// With --nats: the NATS user as a creds file (its user JWT and seed,
+    /// as `nsc generate creds` writes it) instead of user:password in
+    /// the URLs. Only its owner may read it (chmod 600).
+    #[arg(
+        long,
+        env = "TAILWATER_AGENT_NATS_CREDS",
+        value_name = "FILE",
+        requires = "nats"
+    )]
+    nats_creds: Option<PathBuf>,
+    /// With --nats: the NATS user as an nkey, a file holding only the
+    /// user's seed (SU…, as `nk -gen user -pubout` writes it). Only its
+    /// owner may read it (chmod 600).
+    #[arg(
+        long,
+        env = "TAILWATER_AGENT_NATS_NKEY",
+        value_name = "FILE",
+        requires = "nats"
+    )]
+    nats_nkey: Option<PathBuf>,
     /// With --nats: the tenant whose app this worker belongs to (the
     /// intake subject's first name).
     #[arg(long, default_value = "default", value_name = "NAME")]
@@ -215,6 +236,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         config.nats = Some(tailwater_agent::NatsTarget {
             urls: args.nats,
             tenant: args.nats_tenant,
+            creds: args.nats_creds,
+            nkey: args.nats_nkey,
         });
     }
     config.version = args.version;

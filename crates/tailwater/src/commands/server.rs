@@ -269,7 +269,8 @@ pub struct ServerArgs {
 struct ClusterArgs {
     /// Run as a node of a cluster over these NATS servers (JetStream on,
     /// 2.9 or later; comma-separated nats://host:port, with the node's
-    /// NATS user as nats://user:password@host:port): accepted batches are
+    /// NATS user as nats://user:password@host:port, or --nats-nkey or
+    /// --nats-creds): accepted batches are
     /// published to a replicated stream and every node stores them. Needs
     /// --node and --durability sync.
     #[arg(
@@ -280,6 +281,27 @@ struct ClusterArgs {
         hide_env_values = true
     )]
     nats: Vec<String>,
+    /// The node's NATS user as a creds file (its user JWT and seed, as
+    /// `nsc generate creds` writes it) instead of user:password in the
+    /// --nats URLs. Only its owner may read it (chmod 600).
+    #[arg(
+        long,
+        env = "TAILWATER_NATS_CREDS",
+        value_name = "FILE",
+        requires = "nats"
+    )]
+    nats_creds: Option<PathBuf>,
+    /// The node's NATS user as an nkey: a file holding only the user's
+    /// seed (SU…, as `nk -gen user -pubout` writes it; the nats-server
+    /// configuration names its public key U…). Only its owner may read
+    /// it (chmod 600).
+    #[arg(
+        long,
+        env = "TAILWATER_NATS_NKEY",
+        value_name = "FILE",
+        requires = "nats"
+    )]
+    nats_nkey: Option<PathBuf>,
     /// This node's name in the cluster: unique, and the same at every
     /// restart (its consumers are named after it).
     #[arg(long, env = "TAILWATER_NODE", requires = "nats")]
@@ -330,6 +352,8 @@ impl ClusterArgs {
             return None;
         }
         let mut config = tailwater_server::cluster::ClusterConfig::new(self.nats, node);
+        config.creds = self.nats_creds;
+        config.nkey = self.nats_nkey;
         config.partitions = self.nats_partitions;
         config.replicas = self.nats_replicas;
         config.publish_timeout = self.nats_publish_timeout;
