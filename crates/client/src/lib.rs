@@ -101,6 +101,10 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: String,
+    /// Trusted beside the public roots (`--ca-cert`).
+    certificates: Vec<reqwest::Certificate>,
+    /// The longest wait for the server's next bytes ([`Client::with_read_timeout`]).
+    read_timeout: Option<Duration>,
 }
 
 impl Client {
@@ -110,33 +114,55 @@ impl Client {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
             _ => return Err(ClientError::InvalidUrl(server.to_owned())),
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|error| ClientError::Protocol(error.to_string()))?;
-        Ok(Client {
-            http,
+        let mut client = Client {
+            http: reqwest::Client::new(),
             base,
             token: token.to_owned(),
-        })
+            certificates: Vec::new(),
+            read_timeout: None,
+        };
+        client.build()?;
+        Ok(client)
+    }
+
+    /// Builds the HTTP client of these settings.
+    fn build(&mut self) -> Result<(), ClientError> {
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        for certificate in &self.certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        if let Some(timeout) = self.read_timeout {
+            builder = builder.read_timeout(timeout);
+        }
+        self.http = builder
+            .build()
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        Ok(())
     }
 
     /// Trusts the certificates in `pem` for `https://`, beside the public
     /// roots: for a server whose certificate is self-signed or from a
     /// private authority (`--ca-cert`, `TAILWATER_CA_CERT`).
     pub fn with_ca_certificate(mut self, pem: &[u8]) -> Result<Client, ClientError> {
-        let certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
+        self.certificates = reqwest::Certificate::from_pem_bundle(pem).map_err(|error| {
             ClientError::Protocol(format!(
                 "invalid CA certificate: {error}; give a PEM file with one or more certificates"
             ))
         })?;
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        for certificate in certificates {
-            builder = builder.add_root_certificate(certificate);
-        }
-        self.http = builder
-            .build()
-            .map_err(|error| ClientError::Protocol(error.to_string()))?;
+        self.build()?;
+        Ok(self)
+    }
+
+    /// Gives the server at most `timeout` for each of its answers' next
+    /// bytes (its headers, then each read of the body): a server that
+    /// takes the connection and then sends nothing, frozen or cut off
+    /// without a reset, is then [`ClientError::Unreachable`] ("timed
+    /// out") instead of awaited forever. For a live tail, keep it above
+    /// the server's keep-alive (15 s), which it sends when there is
+    /// nothing else.
+    pub fn with_read_timeout(mut self, timeout: Duration) -> Result<Client, ClientError> {
+        self.read_timeout = Some(timeout);
+        self.build()?;
         Ok(self)
     }
 

@@ -15,6 +15,9 @@
 //! token = "tw_…"
 //! ```
 //!
+//! A profile's `server` may list several, comma-separated (the nodes of a
+//! cluster; `Connection::servers` in main.rs splits and checks them).
+//!
 //! A profile's token is only ever sent to that profile's server: with
 //! `--server` pointing elsewhere, the token must come from a flag or the
 //! environment too.

@@ -100,8 +100,11 @@ enum Command {
 #[derive(Args, Clone, Debug)]
 pub struct Connection {
     /// The server's URL [default: the profile's, else http://127.0.0.1:7070].
-    /// `tailwater run` takes several (comma-separated or repeated): it ships
-    /// to one and fails over to the next when that one is away.
+    /// Several (comma-separated or repeated; a profile's `server` too) for
+    /// the nodes of a cluster: `tailwater run` ships to one and fails over
+    /// to the next when that one is away; `tailwater logs` reads from the
+    /// first that answers, and `-f` moves to the next when its server stops
+    /// answering; other commands use the first.
     #[arg(
         long,
         env = "TAILWATER_SERVER",
@@ -165,35 +168,40 @@ impl Connection {
         Ok(resolved)
     }
 
+    /// A client of the first server (see [`Connection::clients`]).
     pub fn client(&self) -> anyhow::Result<tailwater_client::Client> {
-        anyhow::ensure!(
-            self.server.len() <= 1,
-            "--server takes one URL here; several (to fail over) are for `tailwater run` only"
-        );
+        let mut clients = self.clients()?;
+        Ok(clients.remove(0))
+    }
+
+    /// A client of each server, in their order, with the one token.
+    pub fn clients(&self) -> anyhow::Result<Vec<tailwater_client::Client>> {
         let resolved = self.resolve()?;
         let token = resolved.token.as_deref().ok_or_else(|| {
             anyhow::anyhow!("no token for {}: pass --token, set TAILWATER_TOKEN, or save one with `tailwater login` (the server prints an admin token on its first start)", resolved.server)
         })?;
-        let client = tailwater_client::Client::new(&resolved.server, token)?;
-        match self.ca_certificate()? {
-            Some(pem) => Ok(client.with_ca_certificate(&pem)?),
-            None => Ok(client),
+        let pem = self.ca_certificate()?;
+        let mut clients = Vec::new();
+        for server in self.servers(&resolved)? {
+            let client = tailwater_client::Client::new(&server, token)?;
+            clients.push(match &pem {
+                Some(pem) => client.with_ca_certificate(pem)?,
+                None => client,
+            });
         }
+        Ok(clients)
     }
 
-    /// The servers `tailwater run` ships to, in order: those given, else
-    /// the one resolved (a profile's, or the default). An empty one is an
-    /// error.
+    /// The servers, in order: those given, else the resolved one (a
+    /// profile's, which may list several too, or the default). An empty
+    /// one, or one without its scheme, is an error.
     pub fn servers(&self, resolved: &config::Resolved) -> anyhow::Result<Vec<String>> {
-        if self.server.is_empty() {
-            return Ok(vec![resolved.server.clone()]);
-        }
-        let servers: Vec<String> = self.server.iter().map(|s| s.trim().to_owned()).collect();
-        anyhow::ensure!(
-            servers.iter().all(|s| !s.is_empty()),
-            "--server has an empty URL: give URLs separated by commas, such as --server http://a:7070,http://b:7070"
-        );
-        Ok(servers)
+        let given: Vec<&str> = if self.server.is_empty() {
+            resolved.server.split(',').collect()
+        } else {
+            self.server.iter().map(String::as_str).collect()
+        };
+        parse_servers(&given)
     }
 
     /// The PEM of `--ca-cert`, if given.
@@ -209,6 +217,24 @@ impl Connection {
         })?;
         Ok(Some(pem))
     }
+}
+
+/// Server URLs as given (each trimmed): at least one, none empty, each
+/// with its scheme.
+fn parse_servers(given: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut servers = Vec::new();
+    for server in given.iter().map(|server| server.trim()) {
+        anyhow::ensure!(
+            !server.is_empty(),
+            "--server has an empty URL: give URLs separated by commas, such as --server http://a:7070,http://b:7070"
+        );
+        anyhow::ensure!(
+            server.contains("://"),
+            "--server '{server}' has no scheme: write it in full, such as http://{server} (or https://)"
+        );
+        servers.push(server.to_owned());
+    }
+    Ok(servers)
 }
 
 /// What to do about an error the server gave, beyond its own message.
@@ -357,19 +383,46 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_server_in_the_list_is_an_error_and_other_commands_take_one() {
-        let flags = Flags::try_parse_from(["tailwater", "--server", "http://a:1,,http://b:2"]);
-        let error = flags
-            .unwrap()
-            .connection
-            .servers(&nothing_resolved())
-            .unwrap_err();
+    fn an_empty_server_or_one_without_its_scheme_is_an_error_saying_what_to_write() {
+        let error = super::parse_servers(&["http://a:1", "", "http://b:2"]).unwrap_err();
         assert!(error.to_string().contains("empty URL"), "{error}");
-        let flags = Flags::try_parse_from(["tailwater", "--server", "http://a:1,http://b:2"]);
-        let error = flags.unwrap().connection.client().err().unwrap();
-        assert!(
-            error.to_string().contains("for `tailwater run` only"),
-            "{error}"
+        let error = super::parse_servers(&["http://a:1", " b:7070"]).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "--server 'b:7070' has no scheme: write it in full, such as http://b:7070 (or https://)"
         );
+        assert_eq!(
+            super::parse_servers(&[" http://a:1", "https://b:2 "]).unwrap(),
+            ["http://a:1", "https://b:2"]
+        );
+    }
+
+    #[test]
+    fn a_profiles_server_may_list_several() {
+        let flags = Flags::try_parse_from(["tailwater"]).unwrap();
+        let resolved = crate::config::Resolved {
+            server: "http://a:1, http://b:2".into(),
+            ..nothing_resolved()
+        };
+        assert_eq!(
+            flags.connection.servers(&resolved).unwrap(),
+            ["http://a:1", "http://b:2"]
+        );
+    }
+
+    #[test]
+    fn logs_reads_from_each_server_and_other_commands_take_the_first() {
+        let flags = Flags::try_parse_from([
+            "tailwater",
+            "--server",
+            "http://a:1,http://b:2",
+            "--token",
+            "tw_x",
+        ])
+        .unwrap();
+        let clients = flags.connection.clients().unwrap();
+        let servers: Vec<&str> = clients.iter().map(|client| client.server()).collect();
+        assert_eq!(servers, ["http://a:1", "http://b:2"]);
+        assert_eq!(flags.connection.client().unwrap().server(), "http://a:1");
     }
 }

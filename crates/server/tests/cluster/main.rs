@@ -4,7 +4,8 @@
 //! is answered only after JetStream has it, and every node reads it into
 //! its own store, exactly once: from the sender's retries (to the same
 //! node or another), and through the kill -9 of the stream's leader while
-//! lines are being shipped.
+//! lines are being shipped (a live tail through it then resumes on the
+//! other node with no gap and no duplicate).
 
 mod auth;
 #[path = "../common/mod.rs"]
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::{batch, metric, server_in, TOKEN};
+use futures_util::StreamExt;
 use nats::NatsCluster;
 use tailwater_client::{Client, ClientError};
 use tailwater_model::wire::LogsParams;
@@ -452,6 +454,27 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
 
     const BATCHES: u64 = 30;
     const LINES: u64 = 20;
+    // A live tail on b throughout the kill, which moves to a afterwards
+    // with the last id it had.
+    let r1 = LogsParams {
+        app: Some("api".to_owned()),
+        runner: Some("r1".to_owned()),
+        ..Default::default()
+    };
+    let mut on_b = Box::pin(b.client.tail(&r1, None).await.unwrap());
+    let half = (BATCHES * LINES / 2) as usize;
+    let seen_on_b = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while seen.len() < half {
+            let next = tokio::time::timeout(VISIBLE_WITHIN, on_b.next()).await;
+            let record = next
+                .unwrap_or_else(|_| panic!("no record within {VISIBLE_WITHIN:?}"))
+                .expect("the tail goes on")
+                .expect("a record");
+            seen.push(record);
+        }
+        seen
+    });
     let mut acknowledged = Vec::new();
     let mut refused = 0;
     let mut killed = 0;
@@ -498,4 +521,35 @@ async fn killing_the_streams_leader_while_shipping_loses_no_acknowledged_line() 
     ship_until_acknowledged(&a, more.clone()).await;
     acknowledged.extend(more);
     wait_stored_once(&b, "api", "r1", &acknowledged).await;
+
+    // The tail resumed on a after the last record it had from b: each
+    // acknowledged line once, and nothing more.
+    let mut seen = seen_on_b.await.unwrap();
+    let last = seen.last().unwrap().id.clone();
+    let mut on_a = Box::pin(a.client.tail(&r1, Some(&last)).await.unwrap());
+    while seen.len() < acknowledged.len() {
+        let next = tokio::time::timeout(VISIBLE_WITHIN, on_a.next()).await;
+        let record = next
+            .unwrap_or_else(|_| panic!("{} of {} lines tailed", seen.len(), acknowledged.len()))
+            .expect("the tail goes on")
+            .expect("a record");
+        seen.push(record);
+    }
+    let mut times: BTreeMap<u64, usize> = BTreeMap::new();
+    for record in &seen {
+        let seq = record
+            .message
+            .strip_prefix("r1 ")
+            .and_then(|rest| rest.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("a record of the test: {record:?}"));
+        *times.entry(seq).or_default() += 1;
+    }
+    let tailed: Vec<u64> = times.keys().copied().collect();
+    let mut want = acknowledged.clone();
+    want.sort_unstable();
+    assert_eq!(tailed, want, "the lines tailed on b then a");
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "tailed twice: {twice:?}");
+    let more = tokio::time::timeout(Duration::from_secs(2), on_a.next()).await;
+    assert!(more.is_err(), "an extra record: {more:?}");
 }

@@ -3,6 +3,11 @@
 //! network blip resumes after the last record printed (SSE `Last-Event-ID`),
 //! again with no gap and no duplicate.
 //!
+//! With several servers (the nodes of a cluster, where a record has the
+//! same id on every node), history comes from the first that answers, and
+//! `-f` moves on to the next ([`Servers`], round robin) when the one it
+//! follows stops answering, resuming after the last record printed.
+//!
 //! For other commands that print a filter's records: [`FilterArgs`] (the
 //! filter flags, flattened into their own args), [`crate::render::OutputArgs`]
 //! and [`print_logs`].
@@ -13,6 +18,7 @@ use std::time::Duration;
 use clap::Args;
 use futures_util::StreamExt;
 use tailwater_client::Client;
+use tailwater_model::time::parse_std_duration;
 use tailwater_model::wire::{LogsParams, FIELD_PREFIX};
 
 use crate::render::{OutputArgs, OutputClosed, Printer};
@@ -20,7 +26,7 @@ use crate::Connection;
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --runner r-gpu-1 --since 2h --until 1h --time utc\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train\n  tailwater logs --app sdxl -n 10000 | less -R\n  tailwater logs --app sdxl --since 1d --grep 'out of memory' --count\n\nFollowing (-f) survives server restarts and network blips: it resumes after the last\nline shown, with nothing lost and nothing repeated."
+    after_help = "Examples:\n  tailwater logs --app sdxl -f\n  tailwater logs --request req-42 --json\n  tailwater logs --app sdxl --level warn --since 15m --grep 'out of memory'\n  tailwater logs --runner r-gpu-1 --since 2h --until 1h --time utc\n  tailwater logs --where 'runner_re=gpu-a100-.*' --regex 'step [0-9]+ loss' --field phase=train\n  tailwater logs --app sdxl -n 10000 | less -R\n  tailwater logs --app sdxl --since 1d --grep 'out of memory' --count\n  tailwater logs --app sdxl -f --server http://node-a:7070,http://node-b:7070\n\nFollowing (-f) survives server restarts and network blips: it resumes after the last\nline shown, with nothing lost and nothing repeated. With several --server (the nodes of\na cluster), it reads from the first that answers and, when that one stops answering,\nfollows the next from the last line shown."
 )]
 pub struct LogsArgs {
     #[command(flatten)]
@@ -48,6 +54,12 @@ pub struct LogsArgs {
     /// unless --since or --until bound it; with --json, the server's answer).
     #[arg(long, conflicts_with_all = ["follow", "lines", "around"])]
     count: bool,
+    /// With several --server: how long a server may send nothing before it
+    /// is taken as gone (it sends a keep-alive every 15 s while a tail is
+    /// quiet, so keep it above that); -f then follows the next, and reading
+    /// history asks the next.
+    #[arg(long, default_value = "45s", value_parser = parse_std_duration, value_name = "DURATION")]
+    idle_timeout: Duration,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -114,16 +126,24 @@ pub struct FilterArgs {
 const DEFAULT_LINES: usize = 100;
 
 pub async fn run(args: LogsArgs) -> anyhow::Result<u8> {
-    let client = args.connection.client()?;
+    anyhow::ensure!(
+        !args.idle_timeout.is_zero(),
+        "invalid --idle-timeout 0: give servers time to answer (45s is the default)"
+    );
+    let mut servers = Servers::new(args.connection.clients()?, args.idle_timeout)?;
     let params = args.filter.params()?;
     if args.count {
-        print_count(&client, &params, args.output.json).await?;
+        let client = servers.first_answering().await?;
+        print_count(client, &params, args.output.json).await?;
         return Ok(0);
     }
     let printer = Printer::new(&args.output);
     let printed = match &args.around {
-        Some(id) => print_around(&client, &args.filter, params, id, args.context, &printer).await,
-        None => print_logs(&client, &params, args.lines, args.follow, &printer).await,
+        Some(id) => {
+            let client = servers.first_answering().await?;
+            print_around(client, &args.filter, params, id, args.context, &printer).await
+        }
+        None => print_logs(&mut servers, &params, args.lines, args.follow, &printer).await,
     };
     match printed {
         Err(error) if error.is::<OutputClosed>() => Ok(0),
@@ -150,14 +170,17 @@ async fn print_count(client: &Client, params: &LogsParams, json: bool) -> anyhow
 /// Prints the records `params` selects, oldest first: the latest `lines`
 /// (default 100), or with `since` and no `lines` every one since then; then,
 /// with `follow`, every new one as it is stored, until the output closes
-/// ([`OutputClosed`]) or the server refuses (a revoked token, …).
+/// ([`OutputClosed`]) or the server refuses (a revoked token, …). History
+/// comes from the first of `servers` that answers; following moves on from
+/// there.
 pub async fn print_logs(
-    client: &Client,
+    servers: &mut Servers,
     params: &LogsParams,
     lines: Option<usize>,
     follow: bool,
     printer: &Printer,
 ) -> anyhow::Result<()> {
+    let client = servers.first_answering().await?;
     let mut incomplete = Incomplete::default();
     let as_of = match (params.since.is_some(), lines) {
         (true, None) => print_all_since(client, params, printer, &mut incomplete).await?,
@@ -174,7 +197,7 @@ pub async fn print_logs(
     }
     if follow {
         tokio::select! {
-            followed = follow_from(client, params, as_of, printer) => followed?,
+            followed = follow_across(servers, params, as_of, printer) => followed?,
             () = crate::render::stdout_closed() => return Err(OutputClosed.into()),
         }
     }
@@ -353,6 +376,21 @@ async fn print_all_since(
 pub async fn follow_from(
     client: &Client,
     params: &LogsParams,
+    after: String,
+    printer: &Printer,
+) -> anyhow::Result<()> {
+    let mut servers = Servers::one(client.clone());
+    follow_across(&mut servers, params, after, printer).await
+}
+
+/// [`follow_from`] the current of `servers`; when it stops answering (its
+/// connection drops or breaks, or, with several, it sends nothing for their
+/// idle timeout), the next, round robin, each resuming after the last
+/// record printed. A record has the same id on every node of a cluster, so
+/// the next node sends exactly the records after it.
+async fn follow_across(
+    servers: &mut Servers,
+    params: &LogsParams,
     mut after: String,
     printer: &Printer,
 ) -> anyhow::Result<()> {
@@ -364,18 +402,32 @@ pub async fn follow_from(
     };
     let mut retry = Backoff::default();
     loop {
+        let client = servers.follower();
         match client.tail(&params, Some(&after)).await {
             Ok(stream) => {
-                if retry.failed() {
+                if servers.several() && (retry.failed() || servers.moved()) {
+                    eprintln!("tailwater: following {} now", client.server());
+                } else if retry.failed() {
                     eprintln!("tailwater: following again");
                 }
                 retry.reset();
+                servers.settle();
                 let mut stream = std::pin::pin!(stream);
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(record) => {
                             printer.print([&record])?;
                             after = record.id.clone();
+                        }
+                        Err(error) if servers.several() => {
+                            let why = servers.why(&error);
+                            let next = servers.move_on();
+                            eprintln!(
+                                "tailwater: live tail from {} interrupted: {why}; trying {next}",
+                                client.server()
+                            );
+                            retry.fail();
+                            break;
                         }
                         Err(error) => {
                             eprintln!("tailwater: live tail interrupted: {error}; reconnecting");
@@ -384,9 +436,23 @@ pub async fn follow_from(
                         }
                     }
                 }
+                if !retry.failed() && servers.several() {
+                    // The server ended the stream (it is shutting down).
+                    let next = servers.move_on();
+                    eprintln!(
+                        "tailwater: {} ended the live tail; trying {next}",
+                        client.server()
+                    );
+                }
             }
             Err(error) if error.is_transient() => {
-                if !retry.failed() {
+                if servers.several() {
+                    let why = servers.why(&error);
+                    let next = servers.move_on();
+                    if !retry.failed() {
+                        eprintln!("tailwater: {why}; trying {next}");
+                    }
+                } else if !retry.failed() {
                     eprintln!("tailwater: {error}; retrying");
                 }
                 retry.fail();
@@ -395,6 +461,128 @@ pub async fn follow_from(
         }
         // A stream the server ended (it is shutting down) is retried too.
         tokio::time::sleep(retry.delay()).await;
+    }
+}
+
+/// The servers `logs` reads from, in their order, and the one in use: the
+/// first that answers, then, while following, the next each time the one
+/// followed stops answering (round robin, so a server back after an outage
+/// is come to again).
+pub struct Servers {
+    /// Each server's client, as given.
+    clients: Vec<Client>,
+    /// Each server's client for following: with several servers, one that
+    /// takes a server silent for the idle timeout as gone.
+    followers: Vec<Client>,
+    current: usize,
+    /// Moved since the last live tail was opened.
+    moved: bool,
+    idle_timeout: Duration,
+}
+
+impl Servers {
+    /// `clients`, at least one, the first used first.
+    pub fn new(clients: Vec<Client>, idle_timeout: Duration) -> anyhow::Result<Servers> {
+        anyhow::ensure!(!clients.is_empty(), "no server to read from: give --server");
+        let followers = if clients.len() > 1 {
+            clients
+                .iter()
+                .map(|client| client.clone().with_read_timeout(idle_timeout))
+                .collect::<Result<_, _>>()?
+        } else {
+            // One server behaves as it always did: waited for.
+            clients.clone()
+        };
+        Ok(Servers {
+            clients,
+            followers,
+            current: 0,
+            moved: false,
+            idle_timeout,
+        })
+    }
+
+    /// One server, waited for however long it takes.
+    pub fn one(client: Client) -> Servers {
+        Servers {
+            clients: vec![client.clone()],
+            followers: vec![client],
+            current: 0,
+            moved: false,
+            idle_timeout: Duration::MAX,
+        }
+    }
+
+    fn several(&self) -> bool {
+        self.clients.len() > 1
+    }
+
+    /// The client following the server in use.
+    fn follower(&self) -> Client {
+        self.followers[self.current].clone()
+    }
+
+    /// Moves to the next server, round robin; returns its URL.
+    fn move_on(&mut self) -> String {
+        self.current = (self.current + 1) % self.clients.len();
+        self.moved = true;
+        self.clients[self.current].server().to_owned()
+    }
+
+    /// What `error` says, naming --idle-timeout when it is what was hit.
+    fn why(&self, error: &tailwater_client::ClientError) -> String {
+        match error {
+            tailwater_client::ClientError::Unreachable { server, reason }
+                if reason == "timed out" && self.several() =>
+            {
+                format!(
+                    "{server} sent nothing for {:?} (--idle-timeout)",
+                    self.idle_timeout
+                )
+            }
+            error => error.to_string(),
+        }
+    }
+
+    /// Whether it moved since [`Servers::settle`].
+    fn moved(&self) -> bool {
+        self.moved
+    }
+
+    fn settle(&mut self) {
+        self.moved = false;
+    }
+
+    /// The first server, from the one in use on, that answers (`GET
+    /// /healthz` within the idle timeout), made the one in use; with one
+    /// server, that one, unasked. An error names each server and why it did
+    /// not answer.
+    pub async fn first_answering(&mut self) -> anyhow::Result<&Client> {
+        if !self.several() {
+            return Ok(&self.clients[0]);
+        }
+        let mut reasons = Vec::new();
+        for asked in 1..=self.clients.len() {
+            let client = &self.clients[self.current];
+            let reason = match tokio::time::timeout(self.idle_timeout, client.health()).await {
+                Ok(Ok(())) => return Ok(&self.clients[self.current]),
+                Ok(Err(error)) => error.to_string(),
+                Err(_) => format!(
+                    "no answer from {} within {:?} (--idle-timeout)",
+                    client.server(),
+                    self.idle_timeout
+                ),
+            };
+            let next = self.move_on();
+            if asked < self.clients.len() {
+                eprintln!("tailwater: {reason}; trying {next}");
+            }
+            reasons.push(reason);
+        }
+        anyhow::bail!(
+            "no server answered: {}; check that one of them runs, or give others with --server",
+            reasons.join("; ")
+        )
     }
 }
 
@@ -452,6 +640,173 @@ impl Incomplete {
                 "tailwater: warning: the lines shown are {}{more}",
                 first.message
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_millis(500);
+
+    fn client(url: &str) -> Client {
+        Client::new(url, "tw_test").unwrap()
+    }
+
+    /// A port nothing listens on.
+    fn closed() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    }
+
+    /// A server that takes connections and never answers (frozen): the
+    /// kernel accepts for it.
+    fn frozen() -> (TcpListener, String) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        (listener, url)
+    }
+
+    /// A server answering each request with `answer(its head)` then
+    /// holding the connection open, silent; the heads are sent on `heads`.
+    fn serving(answer: fn(&str) -> String) -> (String, mpsc::Receiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (heads, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut open: Vec<TcpStream> = Vec::new();
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line.to_lowercase());
+                }
+                stream.write_all(answer(&head).as_bytes()).unwrap();
+                let _ = heads.send(head);
+                open.push(stream);
+            }
+        });
+        (url, received)
+    }
+
+    fn healthy(_head: &str) -> String {
+        "HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".to_owned()
+    }
+
+    fn record(id: u64) -> String {
+        let record = serde_json::json!({
+            "id": id.to_string(), "ts": "2026-01-01T00:00:00Z", "tenant": "default",
+            "app": "api", "version": "v1", "runner": "r1", "boot": "b1", "seq": id,
+            "source": "run", "stream": "stdout", "level": "info", "request_id": null,
+            "message": format!("line {id}"),
+        });
+        format!("event: record\nid: {id}\ndata: {record}\n\n")
+    }
+
+    /// A live tail of the records after `Last-Event-ID` (none: after 0) up
+    /// to 4, then silence.
+    fn tail_to_4(head: &str) -> String {
+        let after: u64 = head
+            .lines()
+            .find_map(|line| line.strip_prefix("last-event-id: "))
+            .map_or(0, |id| id.trim().parse().unwrap());
+        let records: String = (after + 1..=4).map(record).collect();
+        format!("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n{records}")
+    }
+
+    /// Records 1 and 2, then silence: a node frozen mid-tail.
+    fn tail_to_2(_head: &str) -> String {
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n{}{}",
+            record(1),
+            record(2)
+        )
+    }
+
+    #[test]
+    fn servers_are_moved_through_in_order_round_robin() {
+        let urls = ["http://a:1", "http://b:2", "http://c:3"];
+        let mut servers = Servers::new(urls.map(client).to_vec(), IDLE).unwrap();
+        let moves: Vec<String> = (0..4).map(|_| servers.move_on()).collect();
+        assert_eq!(
+            moves,
+            ["http://b:2", "http://c:3", "http://a:1", "http://b:2"]
+        );
+        assert!(Servers::new(Vec::new(), IDLE).is_err());
+    }
+
+    #[tokio::test]
+    async fn reading_uses_the_first_server_that_answers() {
+        let (_frozen, silent) = frozen();
+        let (answering, _) = serving(healthy);
+        let urls = [silent.as_str(), closed().as_str(), answering.as_str()].map(client);
+        let mut servers = Servers::new(urls.to_vec(), IDLE).unwrap();
+        let started = Instant::now();
+        let chosen = servers.first_answering().await.unwrap();
+        assert_eq!(chosen.server(), answering);
+        assert!(started.elapsed() < IDLE * 4, "{:?}", started.elapsed());
+        // The one chosen stays in use.
+        assert_eq!(servers.first_answering().await.unwrap().server(), answering);
+
+        let (_frozen, silent) = frozen();
+        let urls = [silent.clone(), closed()];
+        let mut servers = Servers::new(urls.iter().map(|u| client(u)).collect(), IDLE).unwrap();
+        let Err(error) = servers.first_answering().await else {
+            panic!("no server answers");
+        };
+        let error = error.to_string();
+        assert!(error.starts_with("no server answered: "), "{error}");
+        assert!(
+            error.contains(&format!("no answer from {silent} within")),
+            "{error}"
+        );
+        assert!(error.contains("connection refused"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn one_server_is_used_unasked() {
+        let mut servers = Servers::new(vec![client(&closed())], IDLE).unwrap();
+        assert!(servers.first_answering().await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn following_moves_on_in_order_past_a_dead_server_after_the_last_record_printed() {
+        let (stalls, _) = serving(tail_to_2);
+        let (next, heads) = serving(tail_to_4);
+        let urls = [stalls, closed(), next];
+        let clients = urls.iter().map(|url| client(url)).collect();
+        let mut servers = Servers::new(clients, IDLE).unwrap();
+        let printer = Printer::new(&OutputArgs {
+            json: true,
+            ..OutputArgs::default()
+        });
+        let shown = printer.clone();
+        let following = tokio::spawn(async move {
+            follow_across(&mut servers, &LogsParams::default(), "0".into(), &shown).await
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !printer.has_printed("4") {
+            assert!(Instant::now() < deadline, "record 4 never printed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        following.abort();
+        // The next server was asked for what came after the last record
+        // shown: nothing repeated, nothing skipped.
+        let asked = heads.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert!(asked.contains("last-event-id: 2\r\n"), "{asked}");
+        for id in 1..=4 {
+            assert!(printer.has_printed(&id.to_string()), "{id}");
         }
     }
 }

@@ -5,7 +5,9 @@
 //! killed node, started again over its data, catches up on what it
 //! missed, each line once. Its heartbeat lapses meanwhile, and the other
 //! node sees it gone; `tailwater cluster status` shows both nodes, every
-//! partition read by both, then the killed one gone.
+//! partition read by both, then the killed one gone. A live tail
+//! (`tailwater logs -f` given both nodes, the doomed one first) moves to
+//! the other node and prints every acknowledged line once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -16,7 +18,7 @@ use std::time::Duration;
 #[path = "../../../server/tests/cluster/nats.rs"]
 pub mod nats;
 
-use super::common::{http, ingest_batch, wait_for, TestServer, ANY_PORT, TOKEN};
+use super::common::{http, ingest_batch, wait_for, Follower, TestServer, ANY_PORT, TOKEN};
 use nats::NatsCluster;
 
 /// A node named `name` with its data under `dir`.
@@ -103,6 +105,43 @@ fn nothing_pending(status: &serde_json::Value) -> bool {
         })
 }
 
+/// Waits until `follower` printed each line of `want` (the records whose
+/// message starts with `line `), and no other, each once.
+pub(super) fn wait_printed_once(follower: &mut Follower, want: &BTreeSet<String>) {
+    wait_for(
+        "the follower to print every acknowledged line",
+        Duration::from_secs(90),
+        || {
+            assert!(
+                follower.running(),
+                "the follower ended: {}",
+                follower.stderr()
+            );
+            let printed = follower.printed("line ");
+            let twice: Vec<_> = printed.iter().filter(|(_, times)| **times > 1).collect();
+            assert!(twice.is_empty(), "printed twice: {twice:?}");
+            let unknown: Vec<_> = printed
+                .keys()
+                .filter(|line| !want.contains(*line))
+                .collect();
+            assert!(unknown.is_empty(), "never acknowledged: {unknown:?}");
+            printed.len() == want.len()
+        },
+    );
+}
+
+/// Waits until `follower`'s live tail is open on `node`.
+pub(super) fn wait_following(follower: &mut Follower, node: &TestServer) {
+    wait_for("the follower's live tail", Duration::from_secs(30), || {
+        assert!(
+            follower.running(),
+            "the follower ended: {}",
+            follower.stderr()
+        );
+        node.tail_clients() == 1
+    });
+}
+
 pub(super) fn expected(seqs: std::ops::Range<u64>) -> BTreeSet<String> {
     seqs.map(|seq| format!("line {seq}")).collect()
 }
@@ -123,6 +162,11 @@ fn a_node_killed_after_acknowledging_loses_nothing_and_catches_up_when_it_return
     wait_for("b to see both nodes", Duration::from_secs(30), || {
         live_nodes(&b) == 2
     });
+    // A live tail of both, on a (to be killed) first.
+    let a_url = a.url();
+    let servers = format!("{a_url},{}", b.url());
+    let mut follower = Follower::start(&b, &servers, "api", &[]);
+    wait_following(&mut follower, &a);
     ship(&a, 0..100);
     // `tailwater cluster status`: both nodes, every partition read by both.
     wait_for(
@@ -157,4 +201,11 @@ fn a_node_killed_after_acknowledging_loses_nothing_and_catches_up_when_it_return
         lines(&a) == expected(0..200)
     });
     assert_eq!(lines(&b), expected(0..200));
+    // The tail moved to b with the last line it printed, and went on there.
+    wait_printed_once(&mut follower, &expected(0..200));
+    let said = follower.stderr();
+    assert!(
+        said.contains(&format!("{a_url} ")) && said.contains(&format!("following {} now", b.url())),
+        "the follower did not say it moved: {said}"
+    );
 }

@@ -3,7 +3,9 @@
 //! tailwater node frozen (SIGSTOP) past its heartbeat's TTL while an agent
 //! ships to it, then resumed; and a node away while the stream dropped
 //! messages it never read (past the replay window), which must never be
-//! hidden, and is filled from a peer's store.
+//! hidden, and is filled from a peer's store. Through each, a live tail
+//! (`tailwater logs -f` given the nodes, the doomed one first) moves to
+//! another node and prints every acknowledged line once.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::cluster::nats::NatsCluster;
 use super::cluster::{cluster_status, expected, lines, node, node_names, node_with, ship};
-use super::common::{http, messages, wait_for, TestServer, TOKEN};
+use super::cluster::{wait_following, wait_printed_once};
+use super::common::{http, messages, wait_for, Follower, TestServer, TOKEN};
 
 /// The `line N…` messages of app `worker` a node holds, checking each is
 /// there once.
@@ -78,6 +81,10 @@ fn a_node_frozen_past_its_ttl_drops_out_its_agent_fails_over_and_it_catches_up_o
     });
     let (frozen, stop) = (dir.path().join("frozen"), dir.path().join("stop"));
     let servers = format!("{},{},{}", a.url(), b.url(), c.url());
+    // A live tail on a (to be frozen) first; a server silent past the
+    // server's keep-alive (15 s) is taken as gone.
+    let mut follower = Follower::start(&b, &servers, "worker", &["--idle-timeout", "20s"]);
+    wait_following(&mut follower, &a);
     let worker = agent(&b, &servers, &frozen, &stop);
     wait_for("lines through a on c", Duration::from_secs(30), || {
         worker_lines(&c).len() >= 50
@@ -108,6 +115,16 @@ fn a_node_frozen_past_its_ttl_drops_out_its_agent_fails_over_and_it_catches_up_o
         },
     );
 
+    // The live tail hears nothing from a, and follows b.
+    let following_b = format!("following {} now", b.url());
+    wait_for("the follower to move to b", Duration::from_secs(60), || {
+        assert!(
+            follower.running(),
+            "the follower ended: {}",
+            follower.stderr()
+        );
+        follower.stderr().contains(&following_b)
+    });
     signal(&a, libc::SIGCONT);
     wait_for(
         "cluster status to show a again",
@@ -143,6 +160,15 @@ fn a_node_frozen_past_its_ttl_drops_out_its_agent_fails_over_and_it_catches_up_o
             || worker_lines(node) == printed,
         );
     }
+    wait_printed_once(&mut follower, &printed);
+    let said = follower.stderr();
+    assert!(
+        said.contains(&format!(
+            "live tail from {0} interrupted: {0} sent nothing for 20s (--idle-timeout)",
+            a.url()
+        )),
+        "the follower did not say why it moved: {said}"
+    );
 }
 
 /// The gaps `status` lists for `node`'s consumers.
@@ -180,6 +206,10 @@ fn a_node_back_after_the_stream_dropped_what_it_had_not_read_shows_the_gap_and_r
     wait_for("a to see both nodes", Duration::from_secs(30), || {
         node_names(&cluster_status(&a)) == ["a", "b"]
     });
+    // A live tail on b (to be stopped, then to come back with a gap) first.
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut follower = Follower::start(&a, &format!("{b_url},{a_url}"), "api", &[]);
+    wait_following(&mut follower, &b);
     ship(&a, 0..100);
     wait_for("b to hold the first lines", Duration::from_secs(60), || {
         lines(&b) == expected(0..100)
@@ -287,6 +317,13 @@ fn a_node_back_after_the_stream_dropped_what_it_had_not_read_shows_the_gap_and_r
     assert_eq!(
         counter(&b, "tailwater_cluster_window_gaps_repaired_total"),
         0
+    );
+    // The live tail moved to a when b went, and printed each line once.
+    wait_printed_once(&mut follower, &everything);
+    let said = follower.stderr();
+    assert!(
+        said.contains(&format!("{b_url} ")) && said.contains(&format!("following {a_url} now")),
+        "the follower did not say it moved: {said}"
     );
 }
 

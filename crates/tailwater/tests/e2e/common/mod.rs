@@ -5,7 +5,8 @@
 //! By topic: `ports.rs` (which port a program binds, and reading the one it
 //! announces), `server.rs` (`TestServer` and a worker run against it),
 //! `http.rs` (a raw HTTP call and an ingest body), `process.rs` (a child's
-//! lines, the tools a test needs), `pty.rs` (`Pty`), `relay.rs` (`Relay`)
+//! lines, the tools a test needs), `follower.rs` (`Follower`, `logs -f`
+//! across servers), `pty.rs` (`Pty`), `relay.rs` (`Relay`)
 //! and `tmpfs.rs` (`Tmpfs`, the server tests' own file, included by path);
 //! what they all share is here.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod follower;
 mod http;
 mod ports;
 mod process;
@@ -22,6 +24,7 @@ mod server;
 #[path = "../../../../server/tests/common/tmpfs.rs"]
 mod tmpfs;
 
+pub use follower::Follower;
 pub use http::{http, ingest_batch};
 pub use ports::{announced_in, announced_port, port_announced_by, spare_port, ANY_PORT};
 pub use process::{line_containing, lines_of, python, unshare};
