@@ -264,6 +264,7 @@ pub fn run(
         );
     }
     eprintln!("  waiting for every node to store everything");
+    let waiting = Instant::now();
     for name in ["a", "b", "c"] {
         until(
             &format!("node {name} to catch up"),
@@ -271,6 +272,19 @@ pub fn run(
             || caught_up(&nodes[0], &token, name),
         )?;
     }
+    let stored = clustered.wall + waiting.elapsed();
+    rows.push(
+        Row::new(
+            "cluster stored on every node, wall",
+            Unit::LinesPerSecond,
+            Some(lines as f64 / stored.as_secs_f64()),
+            Some(rate(&alone)),
+        )
+        .baseline_is("one embedded server, same batches, same run (stored when answered)")
+        .note(
+            "wall clock from the first request to every node's consumer having stored the whole stream (each node reads it in order, one consumer, storing a run of messages then syncing once), polled every 5 ms through GET /v1/cluster",
+        ),
+    );
 
     eprintln!("  kill -9 of a node while an agent ships to it");
     let [a, b, c]: [Served; 3] = nodes

@@ -41,6 +41,8 @@ pub const ROUTE: &str = "/internal/v1/cluster/stream-records";
 /// that can be asked, before it goes on and leaves the gap to the repair
 /// of partitions.
 pub const FILL_WAIT: Duration = Duration::from_secs(30);
+/// The fewest records a page reads of each tenant of the serving store.
+const TENANT_READ_MIN: usize = 64;
 /// How often the live peers are asked again meanwhile.
 const ASK_EVERY: Duration = Duration::from_secs(2);
 
@@ -61,17 +63,20 @@ pub fn page(store: &Store, from: u64, to: u64, after: Option<u64>) -> StreamPage
     let after = after.unwrap_or(0).max(position(from).saturating_sub(1));
     let mut tenants: Vec<String> = store.stats().into_iter().map(|app| app.tenant).collect();
     tenants.dedup();
+    // What a page builds stays near a page whatever the tenants: each is
+    // read for its share (at least a few dozen records).
+    let share = (PAGE_RECORDS / tenants.len().max(1)).clamp(TENANT_READ_MIN, PAGE_RECORDS);
     let mut found: Vec<(String, LogRecord)> = Vec::new();
     let mut skipped_blocks = 0u64;
-    // A tenant whose read was cut by the limit may hold more past its last
+    // A tenant whose read was cut by its share may hold more past its last
     // record: the page ends there.
     let mut cut_at: Option<u64> = None;
     for tenant in tenants {
         let (records, skipped) =
-            store.read_after_reporting(&tenant, &Filter::default(), after, PAGE_RECORDS);
+            store.read_after_reporting(&tenant, &Filter::default(), after, share);
         skipped_blocks += skipped.len() as u64;
         let last = records.last().map_or(u64::MAX, |record| record.position);
-        if records.len() == PAGE_RECORDS && last < end {
+        if records.len() == share && last < end {
             cut_at = Some(cut_at.map_or(last, |cut| cut.min(last)));
         }
         found.extend(

@@ -158,3 +158,19 @@ fn a_page_out_of_order_outside_the_stretch_or_stuck_is_refused() {
     // A page that moves nothing is refused when it says there is more.
     assert!(check_page(&page(vec![], Some(7)), 5, 6, 7).is_err());
 }
+
+#[test]
+fn many_tenants_are_read_a_share_each_and_every_record_comes_once() {
+    let (_dir, store) = store();
+    // 40 tenants: each read for 64 records a page, not a whole page.
+    for message in 0..120u64 {
+        let tenant = format!("t{}", message % 40);
+        let first = (message / 40) * 30;
+        at(&store, &tenant, 1 + message, batch("r", first..first + 30));
+    }
+    let (records, pages) = read_all(&store, 1, 120);
+    assert_eq!(records.len(), 3_600);
+    assert!(pages >= 2, "{pages} pages");
+    let ids: Vec<u64> = records.iter().map(|(_, _, id)| *id).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order");
+}
