@@ -374,13 +374,13 @@ impl Local {
 }
 
 /// A peer to copy from.
-struct Peer<'a> {
+pub(super) struct Peer<'a> {
     /// Its name, which its pages must say.
-    node: &'a str,
-    client: &'a reqwest::Client,
-    url: &'a str,
+    pub node: &'a str,
+    pub client: &'a reqwest::Client,
+    pub url: &'a str,
     /// This cluster's node credential.
-    key: &'a str,
+    pub key: &'a str,
 }
 
 /// Reads every page of `partition` (of `partitions`) from `peer`, handing

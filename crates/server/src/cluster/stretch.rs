@@ -32,7 +32,7 @@ use tokio::sync::watch;
 use super::local::{Arrival, Local};
 use super::materialize::position;
 use super::pull::stopped;
-use super::repair::{self, MAX_PAGE_BODY, PAGE_BYTES, PAGE_RECORDS};
+use super::repair::{self, Peer, MAX_PAGE_BODY, PAGE_BYTES, PAGE_RECORDS};
 use super::{members, message};
 
 /// Where a node serves the records of a stretch of the stream.
@@ -190,6 +190,78 @@ pub fn check_page(page: &StreamPage, from: u64, to: u64, after: u64) -> Result<u
     Ok(past)
 }
 
+/// Reads every page of sequences `from..=to` from `peer`, handing each
+/// page's runs to `store`; the records it stored. What a failure midway
+/// stored stays (its ids are the stream's).
+async fn copy<F, Fut>(peer: &Peer<'_>, from: u64, to: u64, mut store: F) -> Result<u64, Unfilled>
+where
+    F: FnMut(Vec<StreamRun>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u64>>,
+{
+    let failed = |error: anyhow::Error| Unfilled::Failed(error);
+    let mut after = position(from).saturating_sub(1);
+    let mut stored = 0u64;
+    loop {
+        let params = [
+            ("from_sequence", from.to_string()),
+            ("to_sequence", to.to_string()),
+            ("after", after.to_string()),
+        ];
+        let mut response = peer
+            .client
+            .get(format!("{}{ROUTE}", peer.url.trim_end_matches('/')))
+            .query(&params)
+            .bearer_auth(peer.key)
+            .send()
+            .await
+            .context("cannot ask it for records")
+            .map_err(failed)?;
+        let status = response.status();
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .context("reading a page")
+            .map_err(failed)?
+        {
+            if body.len() + chunk.len() > MAX_PAGE_BODY {
+                return Err(failed(anyhow::anyhow!(
+                    "it sent a page over {MAX_PAGE_BODY} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let text = || String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
+        if status == reqwest::StatusCode::CONFLICT {
+            return Err(Unfilled::NotHeld(text()));
+        }
+        if !status.is_success() {
+            return Err(failed(anyhow::anyhow!("it answered {status}: {}", text())));
+        }
+        let page = decode_page(&body).map_err(|error| failed(anyhow::Error::msg(error)))?;
+        if page.node != peer.node {
+            return Err(failed(anyhow::anyhow!(
+                "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --listen address the others reach (not 0.0.0.0)",
+                peer.url,
+                page.node
+            )));
+        }
+        if page.skipped_blocks > 0 {
+            return Err(Unfilled::NotHeld(format!(
+                "its store skipped {} damaged blocks",
+                page.skipped_blocks
+            )));
+        }
+        check_page(&page, from, to, after).map_err(|error| failed(anyhow::Error::msg(error)))?;
+        let next = page.next_after;
+        stored += store(page.runs).await.map_err(failed)?;
+        match next {
+            Some(next) => after = next,
+            None => return Ok(stored),
+        }
+    }
+}
+
 impl Local {
     /// Fills sequences `from..=to` (dropped by the stream before this node
     /// read them) from a live peer, in order, before anything after them
@@ -271,10 +343,22 @@ impl Local {
             if peer.node == self.cluster.config.node {
                 continue;
             }
-            match self
-                .copy_stretch(&client, &peer.node, &peer.url, &key, from, to)
-                .await
-            {
+            let at = Peer {
+                node: &peer.node,
+                client: &client,
+                url: &peer.url,
+                key: &key,
+            };
+            let stored = copy(&at, from, to, |runs| {
+                let this = self.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || this.store_runs(runs))
+                        .await
+                        .context("storing a stretch's records panicked")?
+                }
+            })
+            .await;
+            match stored {
                 Ok(records) => return Ok((peer.node, records)),
                 Err(Unfilled::NotHeld(why)) => not_held.push(format!("{}: {why}", peer.node)),
                 Err(Unfilled::Failed(error)) => failures.push(format!("{}: {error:#}", peer.node)),
@@ -291,85 +375,6 @@ impl Local {
                     .collect::<Vec<_>>()
                     .join("; ")
             ))),
-        }
-    }
-
-    /// Copies every page of the stretch from one peer; the records stored.
-    /// What a failure midway stored stays (its ids are the stream's).
-    async fn copy_stretch(
-        self: &Arc<Self>,
-        client: &reqwest::Client,
-        node: &str,
-        url: &str,
-        key: &str,
-        from: u64,
-        to: u64,
-    ) -> Result<u64, Unfilled> {
-        let failed = |error: anyhow::Error| Unfilled::Failed(error);
-        let mut after = position(from).saturating_sub(1);
-        let mut stored = 0u64;
-        loop {
-            let params = [
-                ("from_sequence", from.to_string()),
-                ("to_sequence", to.to_string()),
-                ("after", after.to_string()),
-            ];
-            let mut response = client
-                .get(format!("{}{ROUTE}", url.trim_end_matches('/')))
-                .query(&params)
-                .bearer_auth(key)
-                .send()
-                .await
-                .context("cannot ask it for records")
-                .map_err(failed)?;
-            let status = response.status();
-            let mut body = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .context("reading a page")
-                .map_err(failed)?
-            {
-                if body.len() + chunk.len() > MAX_PAGE_BODY {
-                    return Err(failed(anyhow::anyhow!(
-                        "it sent a page over {MAX_PAGE_BODY} bytes"
-                    )));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let text = || String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned();
-            if status == reqwest::StatusCode::CONFLICT {
-                return Err(Unfilled::NotHeld(text()));
-            }
-            if !status.is_success() {
-                return Err(failed(anyhow::anyhow!("it answered {status}: {}", text())));
-            }
-            let page = decode_page(&body).map_err(|error| failed(anyhow::Error::msg(error)))?;
-            if page.node != node {
-                return Err(failed(anyhow::anyhow!(
-                    "{url} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --listen address the others reach (not 0.0.0.0)",
-                    page.node
-                )));
-            }
-            if page.skipped_blocks > 0 {
-                return Err(Unfilled::NotHeld(format!(
-                    "its store skipped {} damaged blocks",
-                    page.skipped_blocks
-                )));
-            }
-            check_page(&page, from, to, after)
-                .map_err(|error| failed(anyhow::Error::msg(error)))?;
-            let next = page.next_after;
-            let this = self.clone();
-            stored += tokio::task::spawn_blocking(move || this.store_runs(page.runs))
-                .await
-                .context("storing a stretch's records panicked")
-                .map_err(failed)?
-                .map_err(failed)?;
-            match next {
-                Some(next) => after = next,
-                None => return Ok(stored),
-            }
         }
     }
 

@@ -174,3 +174,108 @@ fn many_tenants_are_read_a_share_each_and_every_record_comes_once() {
     let ids: Vec<u64> = records.iter().map(|(_, _, id)| *id).collect();
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order");
 }
+
+/// A peer on loopback answering the pages of `script` in turn (status
+/// and body; past its end, 500).
+async fn scripted(script: Vec<(u16, String)>) -> String {
+    use axum::http::StatusCode;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        ROUTE,
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let asked = asked.clone();
+            let script = script.clone();
+            async move {
+                assert_eq!(headers["authorization"], "Bearer k");
+                let n = asked.fetch_add(1, Relaxed);
+                let (status, body) = script.get(n).cloned().unwrap_or((500, "{}".into()));
+                (StatusCode::from_u16(status).unwrap(), body)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn page_json(node: &str, first: u64, records: u64, next_after: Option<u64>) -> String {
+    serde_json::to_string(&StreamPage {
+        node: node.into(),
+        runs: vec![StreamRun {
+            tenant: "acme".into(),
+            first,
+            batch: batch("r", 0..records),
+        }],
+        next_after,
+        skipped_blocks: 0,
+    })
+    .unwrap()
+}
+
+/// What [`copy`] of sequences 5..=6 gets from a peer answering `script`:
+/// the records stored, or why not.
+async fn copy_from(script: Vec<(u16, String)>) -> Result<u64, Unfilled> {
+    let url = scripted(script).await;
+    let client = reqwest::Client::new();
+    let peer = Peer {
+        node: "p",
+        client: &client,
+        url: &url,
+        key: "k",
+    };
+    copy(&peer, 5, 6, |runs| async move {
+        Ok(runs.iter().map(|run| run.batch.records.len() as u64).sum())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_copy_of_a_stretch_is_whole_not_held_or_an_error_whatever_the_peer_answers() {
+    let first = page_json("p", position(5), 3, Some(position(5) + 2));
+    let last = page_json("p", position(6), 2, None);
+    let copied = copy_from(vec![(200, first.clone()), (200, last)]).await;
+    assert!(matches!(copied, Ok(5)), "{copied:?}");
+
+    let said = copy_from(vec![(409, "{\"error\":{\"code\":\"not_held\"}}".into())]).await;
+    assert!(matches!(said, Err(Unfilled::NotHeld(_))), "{said:?}");
+    let damaged = {
+        let mut page: StreamPage = serde_json::from_str(&first).unwrap();
+        page.skipped_blocks = 2;
+        serde_json::to_string(&page).unwrap()
+    };
+    let skipped = copy_from(vec![(200, damaged)]).await;
+    assert!(matches!(skipped, Err(Unfilled::NotHeld(_))), "{skipped:?}");
+
+    let huge = format!(
+        "{{\"runs\": [], \"pad\": \"{}\"}}",
+        "x".repeat(MAX_PAGE_BODY)
+    );
+    for (what, script) in [
+        (
+            "failing midway",
+            vec![(200, first.clone()), (500, "{}".into())],
+        ),
+        (
+            "the same page again",
+            vec![(200, first.clone()), (200, first.clone())],
+        ),
+        (
+            "another node",
+            vec![(200, page_json("q", position(5), 1, None))],
+        ),
+        (
+            "outside the stretch",
+            vec![(200, page_json("p", position(7), 1, None))],
+        ),
+        ("not a page", vec![(200, "[1, 2]".into())]),
+        ("a page too large", vec![(200, huge)]),
+    ] {
+        let copied = copy_from(script).await;
+        assert!(
+            matches!(copied, Err(Unfilled::Failed(_))),
+            "{what}: {copied:?}"
+        );
+    }
+}
