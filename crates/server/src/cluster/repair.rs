@@ -207,6 +207,12 @@ pub fn page(
 
 /// A page as a peer sent it; anything else is an error.
 pub fn decode_page(body: &[u8]) -> Result<RepairPage, String> {
+    decode_bounded(body)
+}
+
+/// A peer's page of records of any kind: at most [`MAX_PAGE_BODY`] bytes
+/// of JSON.
+pub(super) fn decode_bounded<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
     if body.len() > MAX_PAGE_BODY {
         return Err(format!(
             "a page of {} bytes is over {MAX_PAGE_BODY}",
@@ -473,4 +479,4 @@ where
 
 #[cfg(test)]
 #[path = "repair_tests.rs"]
-mod tests;
+pub(super) mod tests;

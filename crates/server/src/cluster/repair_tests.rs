@@ -134,14 +134,17 @@ fn a_page_over_its_bound_or_not_a_page_is_refused() {
     );
 }
 
-/// A peer on loopback answering the pages of `script` in turn (status
-/// and body; past its end, 500), and how many it was asked.
-async fn scripted(script: Vec<(u16, String)>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+/// A peer on loopback answering `route` with the pages of `script` in
+/// turn (status and body; past its end, 500), and how many it was asked.
+pub(in crate::cluster) async fn scripted(
+    route: &str,
+    script: Vec<(u16, String)>,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
     use axum::http::StatusCode;
     let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counter = asked.clone();
     let app = axum::Router::new().route(
-        ROUTE,
+        route,
         axum::routing::get(move |headers: axum::http::HeaderMap| {
             let counter = counter.clone();
             let script = script.clone();
@@ -179,7 +182,7 @@ fn page_json(runner: &str, seqs: std::ops::Range<u64>, next: Option<&str>) -> St
 /// What [`copy`] gets from a peer answering `script`: its result and
 /// the records handed to the store.
 async fn copy_from(script: Vec<(u16, String)>, partition: u32) -> (anyhow::Result<u64>, usize) {
-    let (url, _) = scripted(script).await;
+    let (url, _) = scripted(ROUTE, script).await;
     let client = reqwest::Client::new();
     let peer = Peer {
         node: "p",

@@ -150,13 +150,7 @@ pub fn page(store: &Store, from: u64, to: u64, after: Option<u64>) -> StreamPage
 
 /// A page as a peer sent it; anything else is an error.
 pub fn decode_page(body: &[u8]) -> Result<StreamPage, String> {
-    if body.len() > MAX_PAGE_BODY {
-        return Err(format!(
-            "a page of {} bytes is over {MAX_PAGE_BODY}",
-            body.len()
-        ));
-    }
-    serde_json::from_slice(body).map_err(|error| format!("not a page of records: {error}"))
+    repair::decode_bounded(body)
 }
 
 /// Checks a page of sequences `from..=to` asked for after `after`: its

@@ -175,31 +175,6 @@ fn many_tenants_are_read_a_share_each_and_every_record_comes_once() {
     assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "in id order");
 }
 
-/// A peer on loopback answering the pages of `script` in turn (status
-/// and body; past its end, 500).
-async fn scripted(script: Vec<(u16, String)>) -> String {
-    use axum::http::StatusCode;
-    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-    let asked = std::sync::Arc::new(AtomicUsize::new(0));
-    let app = axum::Router::new().route(
-        ROUTE,
-        axum::routing::get(move |headers: axum::http::HeaderMap| {
-            let asked = asked.clone();
-            let script = script.clone();
-            async move {
-                assert_eq!(headers["authorization"], "Bearer k");
-                let n = asked.fetch_add(1, Relaxed);
-                let (status, body) = script.get(n).cloned().unwrap_or((500, "{}".into()));
-                (StatusCode::from_u16(status).unwrap(), body)
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    url
-}
-
 fn page_json(node: &str, first: u64, records: u64, next_after: Option<u64>) -> String {
     serde_json::to_string(&StreamPage {
         node: node.into(),
@@ -217,7 +192,7 @@ fn page_json(node: &str, first: u64, records: u64, next_after: Option<u64>) -> S
 /// What [`copy`] of sequences 5..=6 gets from a peer answering `script`:
 /// the records stored, or why not.
 async fn copy_from(script: Vec<(u16, String)>) -> Result<u64, Unfilled> {
-    let url = scripted(script).await;
+    let (url, _) = crate::cluster::repair::tests::scripted(ROUTE, script).await;
     let client = reqwest::Client::new();
     let peer = Peer {
         node: "p",
