@@ -375,6 +375,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         })?;
     // Distributed mode joins its cluster before anything is opened: a node
     // that cannot (or is configured unlike the stream) changes nothing.
+    // Its peers call it at the URL its heartbeat carries.
+    let advertised = match &config.cluster {
+        Some(cluster_config) => Some(cluster::peer::advertised(
+            cluster_config.advertise.as_deref(),
+            config.tls.is_some(),
+            listener.local_addr()?,
+        )?),
+        None => None,
+    };
     let cluster = match &config.cluster {
         Some(cluster_config) => {
             anyhow::ensure!(
@@ -463,13 +472,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await?
         .map_err(|error| anyhow::anyhow!("cannot join the cluster's registry: {error:?}"))?;
     }
-    if let Some((cluster, stats)) = cluster {
-        let scheme = if config.tls.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        let url = format!("{scheme}://{}", listener.local_addr()?);
+    if let (Some((cluster, stats)), Some(url)) = (cluster, advertised) {
         let gaps = Arc::new(cluster::window::Gaps::open(
             config.data_dir.join("cluster-gaps.json"),
         )?);

@@ -28,7 +28,9 @@
 //! - [`window`]: messages the stream dropped before this node read them,
 //!   found, counted, kept and shown;
 //! - [`repair`]: such a gap filled from a live peer's store, through a
-//!   node-only endpoint.
+//!   node-only endpoint;
+//! - [`peer`]: how nodes reach each other: the URL a heartbeat carries,
+//!   and the one HTTP client peers are called with.
 
 pub mod applied;
 pub mod bucket;
@@ -37,6 +39,7 @@ pub mod local;
 pub mod materialize;
 pub mod members;
 pub mod message;
+pub mod peer;
 pub mod publish;
 pub mod pull;
 pub mod registry;
@@ -117,6 +120,16 @@ pub struct ClusterConfig {
     /// (`--nats-intake-tenant-bytes`); past it its agents' publishes are
     /// refused.
     pub intake_tenant_bytes: i64,
+    /// The URL the other nodes reach this one at, carried in its
+    /// heartbeat (`--nats-advertise`); none: the address it listens on
+    /// ([`peer::advertised`]).
+    pub advertise: Option<String>,
+    /// More certificates the peer client trusts besides the public roots
+    /// (`--nats-peer-ca`): the nodes' own, or their CA's ([`peer::client`]).
+    pub peer_ca: Option<PathBuf>,
+    /// How long a node waits at a stretch the stream dropped for a peer
+    /// that can fill it in order (`--nats-fill-wait`).
+    pub fill_wait: Duration,
 }
 
 impl ClusterConfig {
@@ -134,6 +147,9 @@ impl ClusterConfig {
             max_ack_pending: DEFAULT_MAX_ACK_PENDING,
             node_ttl: DEFAULT_NODE_TTL,
             intake_tenant_bytes: intake::DEFAULT_TENANT_BYTES,
+            advertise: None,
+            peer_ca: None,
+            fill_wait: stretch::DEFAULT_FILL_WAIT,
         }
     }
 
@@ -204,6 +220,8 @@ pub struct Cluster {
     pub config: ClusterConfig,
     pub jetstream: jetstream::Context,
     client: async_nats::Client,
+    /// The HTTP client peers are called with ([`peer::client`]).
+    pub peers: reqwest::Client,
 }
 
 impl Cluster {
@@ -212,6 +230,7 @@ impl Cluster {
     /// NATS refuses fail the start, saying which to check.
     pub async fn connect(config: ClusterConfig) -> anyhow::Result<Cluster> {
         config.check()?;
+        let peers = peer::client(&config)?;
         let addrs = config
             .urls
             .iter()
@@ -287,6 +306,7 @@ impl Cluster {
             config,
             jetstream,
             client,
+            peers,
         };
         cluster.ensure_stream().await?;
         Ok(cluster)

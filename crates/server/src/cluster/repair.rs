@@ -62,10 +62,6 @@ pub const PAGE_BYTES: usize = 4 * 1024 * 1024;
 /// The most a repairing node reads of one page's body: [`PAGE_BYTES`] and
 /// the JSON around [`PAGE_RECORDS`] records, escapes included, with room.
 pub const MAX_PAGE_BODY: usize = 32 * 1024 * 1024;
-/// How long a repairing node waits to connect to a peer.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one page may take, request to last byte.
-pub(super) const PAGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often gaps left unrepaired (no peer could serve them) are tried
 /// again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(10);
@@ -226,17 +222,8 @@ impl Local {
     /// Repairs this node's gaps until `stopping` turns true.
     pub fn spawn_repairer(self: Arc<Self>, mut stopping: watch::Receiver<bool>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            let client = match reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .timeout(PAGE_TIMEOUT)
-                .build()
-            {
-                Ok(client) => client,
-                Err(error) => {
-                    tracing::error!(%error, "cannot make the HTTP client that repairs gaps from peers; gaps stay unrepaired");
-                    return;
-                }
-            };
+            // Made at start (`peer::client`): timeouts, `--nats-peer-ca`.
+            let client = self.cluster.peers.clone();
             loop {
                 let repairing = self.repair_all(&client);
                 tokio::select! {
@@ -422,7 +409,7 @@ where
             .bearer_auth(peer.key)
             .send()
             .await
-            .context("cannot ask it for records")?;
+            .map_err(super::peer::call_failed)?;
         let status = response.status();
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.context("reading a page")? {
@@ -440,7 +427,7 @@ where
         let page = decode_page(&body).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(
             page.node == peer.node,
-            "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --listen address the others reach (not 0.0.0.0)",
+            "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --nats-advertise URL that reaches it",
             peer.url,
             page.node
         );

@@ -14,10 +14,12 @@
 //! as any.
 //!
 //! When every live peer says it does not hold the stretch, or none is
-//! reachable for [`FILL_WAIT`], the node goes on reading, and the gap is
-//! left to [`super::repair`] (a partition's records copied whole, given
-//! this node's own ids): the node's records of that stretch are then no
-//! copy of the stream's ids, and it serves no peer that stretch.
+//! reachable for `--nats-fill-wait` ([`DEFAULT_FILL_WAIT`]), the node
+//! goes on reading, and the gap is left to [`super::repair`] (a
+//! partition's records copied whole, given this node's own ids): the
+//! node's records of that stretch are then no copy of the stream's ids,
+//! and it serves no peer that stretch. Peers are called at their
+//! heartbeat's URL with the client of [`super::peer`].
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -39,8 +41,8 @@ use super::{members, message};
 pub const ROUTE: &str = "/internal/v1/cluster/stream-records";
 /// How long a node waits at a stretch the stream dropped for a live peer
 /// that can be asked, before it goes on and leaves the gap to the repair
-/// of partitions.
-pub const FILL_WAIT: Duration = Duration::from_secs(30);
+/// of partitions, unless configured otherwise (`--nats-fill-wait`).
+pub const DEFAULT_FILL_WAIT: Duration = Duration::from_secs(30);
 /// The fewest records a page reads of each tenant of the serving store.
 const TENANT_READ_MIN: usize = 64;
 /// How often the live peers are asked again meanwhile.
@@ -208,8 +210,7 @@ where
             .bearer_auth(peer.key)
             .send()
             .await
-            .context("cannot ask it for records")
-            .map_err(failed)?;
+            .map_err(|error| failed(super::peer::call_failed(error)))?;
         let status = response.status();
         let mut body = Vec::new();
         while let Some(chunk) = response
@@ -235,7 +236,7 @@ where
         let page = decode_page(&body).map_err(|error| failed(anyhow::Error::msg(error)))?;
         if page.node != peer.node {
             return Err(failed(anyhow::anyhow!(
-                "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --listen address the others reach (not 0.0.0.0)",
+                "{} answered as node {:?}: its heartbeat's URL reaches another node; give each node a --nats-advertise URL that reaches it",
                 peer.url,
                 page.node
             )));
@@ -268,6 +269,7 @@ impl Local {
         stopping: &mut watch::Receiver<bool>,
     ) -> bool {
         let partitions = self.cluster.config.partitions;
+        let fill_wait = self.cluster.config.fill_wait;
         let waited = tokio::time::Instant::now();
         let why = loop {
             match self.fill_from_a_peer(from, to).await {
@@ -286,7 +288,7 @@ impl Local {
                     return true;
                 }
                 Err(Unfilled::NotHeld(why)) => break why,
-                Err(Unfilled::Failed(error)) if waited.elapsed() >= FILL_WAIT => {
+                Err(Unfilled::Failed(error)) if waited.elapsed() >= fill_wait => {
                     break format!("{error:#}")
                 }
                 Err(Unfilled::Failed(error)) => {
@@ -326,11 +328,8 @@ impl Local {
         let failed = |error: anyhow::Error| Unfilled::Failed(error);
         let bucket = members::open(&self.cluster).await.map_err(failed)?;
         let live = members::live_in(&bucket).await.map_err(failed)?;
-        let client = reqwest::Client::builder()
-            .connect_timeout(repair::CONNECT_TIMEOUT)
-            .timeout(repair::PAGE_TIMEOUT)
-            .build()
-            .map_err(|error| failed(error.into()))?;
+        // Made at start (`peer::client`): timeouts, `--nats-peer-ca`.
+        let client = &self.cluster.peers;
         let key = repair::node_key(&self.registry);
         let (mut not_held, mut failures) = (Vec::new(), Vec::new());
         for (peer, _) in live {
@@ -339,7 +338,7 @@ impl Local {
             }
             let at = Peer {
                 node: &peer.node,
-                client: &client,
+                client,
                 url: &peer.url,
                 key: &key,
             };

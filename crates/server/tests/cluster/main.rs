@@ -13,6 +13,7 @@ mod common;
 mod intake;
 mod nats;
 mod operator;
+mod peers;
 mod positions;
 mod registry;
 mod repair;

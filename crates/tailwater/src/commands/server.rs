@@ -343,6 +343,35 @@ struct ClusterArgs {
     /// NATS servers' storage for every tenant.
     #[arg(long, default_value_t = tailwater_server::cluster::intake::DEFAULT_TENANT_BYTES)]
     nats_intake_tenant_bytes: i64,
+    /// The URL the other nodes reach this one at (http://host:port, or
+    /// https:// with --tls-cert), carried in its heartbeat: they repair
+    /// gaps from it there. Default: the --listen address, which peers
+    /// cannot reach when it is 0.0.0.0 or behind NAT or a container's
+    /// port mapping.
+    #[arg(
+        long,
+        env = "TAILWATER_NATS_ADVERTISE",
+        value_name = "URL",
+        requires = "nats"
+    )]
+    nats_advertise: Option<String>,
+    /// Certificates (PEM: the nodes' own, or the CA that issued them)
+    /// this node trusts when it calls its peers over HTTPS, besides the
+    /// public roots: for nodes serving --tls-cert certificates that are
+    /// self-signed or from a private CA.
+    #[arg(
+        long,
+        env = "TAILWATER_NATS_PEER_CA",
+        value_name = "FILE",
+        requires = "nats"
+    )]
+    nats_peer_ca: Option<PathBuf>,
+    /// How long a node waits at a stretch the stream dropped before it
+    /// read it for a live peer that can fill it in order (with the
+    /// stream's ids); past it the node reads on and repairs the gap from a
+    /// peer's partitions (with its own ids).
+    #[arg(long, default_value = "30s", value_parser = parse_std_duration)]
+    nats_fill_wait: std::time::Duration,
 }
 
 impl ClusterArgs {
@@ -362,6 +391,9 @@ impl ClusterArgs {
         config.max_ack_pending = self.nats_max_ack_pending;
         config.node_ttl = self.nats_node_ttl;
         config.intake_tenant_bytes = self.nats_intake_tenant_bytes;
+        config.advertise = self.nats_advertise;
+        config.peer_ca = self.nats_peer_ca;
+        config.fill_wait = self.nats_fill_wait;
         Some(config)
     }
 }
