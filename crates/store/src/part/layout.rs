@@ -362,20 +362,23 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
     join_lines(templates, digits, max, None)
 }
 
-/// [`join_numbers`], writing only the lines (by index) `wanted` holds
-/// `true` for, when given: the others are left empty (their newlines kept),
-/// their numbers passed over. A reader that needs only the lines holding a
-/// word ([`lines_holding`]) joins those.
+/// [`join_numbers`], writing only the lines `wanted` names when given (by
+/// index and where each starts in `templates`, in order: what
+/// [`lines_holding`] returns): the others are left empty (their newlines
+/// kept), their numbers passed over.
 ///
-/// Where each number ends is found first, in one pass over the digits;
-/// then each line's marks (and, by column, its first column: lines of one
-/// template share columns) in one pass over the templates; then the lines
-/// are written, each mark's number found by its index, not searched for.
+/// Where each number ends is found first, in one pass over the digits.
+/// Numbers in line order, the templates holding no escape, only the
+/// wanted lines are read: the marks before each are counted at once.
+/// Else each line's marks (and, by column, its first column: lines of one
+/// template share columns) are found in one pass over the templates; then
+/// the lines are written, each mark's number found by its index, not
+/// searched for.
 pub fn join_lines(
     templates: &[u8],
     digits: &[u8],
     max: usize,
-    wanted: Option<&[bool]>,
+    wanted: Option<&[(usize, usize)]>,
 ) -> Result<Vec<u8>, String> {
     let damaged = || "block messages do not join their numbers".to_owned();
     let by_column = match digits.split_first() {
@@ -388,12 +391,7 @@ pub fn join_lines(
         return Err(damaged());
     }
     // Number `n` is `digits[start(n)..ends[n]]`.
-    let mut ends: Vec<u32> = Vec::with_capacity(digits.len() / 4);
-    for (at, &byte) in digits.iter().enumerate() {
-        if byte == b'\n' {
-            ends.push(at as u32);
-        }
-    }
+    let ends = newlines(digits);
     let start = |number: usize| {
         if number == 0 {
             0
@@ -401,13 +399,24 @@ pub fn join_lines(
             ends[number - 1] as usize + 1
         }
     };
+    let escaped = memchr::memchr(ESCAPE, templates).is_some();
+    if let Some(wanted) = wanted.filter(|_| !by_column && !escaped) {
+        return join_in_order(templates, digits, &ends, max, wanted);
+    }
+    let wanted: Option<Vec<bool>> = wanted.map(|wanted| {
+        let mut lines = vec![false; wanted.last().map_or(0, |(line, _)| line + 1)];
+        for (line, _) in wanted {
+            lines[*line] = true;
+        }
+        lines
+    });
+    let wanted = wanted.as_deref();
     // Each line's (marks, first column); the next number of each column.
     let mut lines: Vec<(u32, u32)> = Vec::new();
     let mut next: Vec<usize> = vec![0];
     if by_column || wanted.is_some() {
         // Without an escape, every mark byte is a mark: a line's are
         // counted at once; with one, byte by byte.
-        let escaped = memchr::memchr(ESCAPE, templates).is_some();
         let marks_of = |start: usize, line: &[u8]| -> Result<usize, String> {
             if escaped {
                 Ok(line_marks(templates, start).ok_or_else(damaged)?.1)
@@ -515,6 +524,85 @@ pub fn join_lines(
     Ok(messages)
 }
 
+/// Where each newline of `digits` is: eight bytes at a time, each newline
+/// found by the bits of an exact mask (no branch a byte).
+fn newlines(digits: &[u8]) -> Vec<u32> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut ends = Vec::with_capacity(digits.len() / 3);
+    let mut chunks = digits.chunks_exact(8);
+    let mut base = 0u32;
+    for chunk in &mut chunks {
+        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ (ONES * 0x0a);
+        // The high bit of each byte that was a newline (now zero).
+        let mut zeros = !(((word & LOWS) + LOWS) | word | LOWS);
+        while zeros != 0 {
+            ends.push(base + zeros.trailing_zeros() / 8);
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (at, &byte) in chunks.remainder().iter().enumerate() {
+        if byte == b'\n' {
+            ends.push(base + at as u32);
+        }
+    }
+    ends
+}
+
+/// [`join_lines`] of the `wanted` lines alone, numbers in line order and
+/// the templates holding no escape (every mark byte a mark): the numbers
+/// of the lines between are counted, not read line by line.
+fn join_in_order(
+    templates: &[u8],
+    digits: &[u8],
+    ends: &[u32],
+    max: usize,
+    wanted: &[(usize, usize)],
+) -> Result<Vec<u8>, String> {
+    let damaged = || "block messages do not join their numbers".to_owned();
+    let mut messages = Vec::new();
+    // Lines written (their newlines), template bytes and numbers passed.
+    let (mut lines, mut at, mut number) = (0usize, 0usize, 0usize);
+    for &(line, start) in wanted {
+        if line < lines || start < at || start > templates.len() {
+            return Err(damaged());
+        }
+        messages.resize(messages.len() + (line - lines), b'\n');
+        number += memchr::memchr_iter(MARK, &templates[at..start]).count();
+        let end = memchr::memchr(b'\n', &templates[start..])
+            .map_or(templates.len(), |found| start + found);
+        let mut from = start;
+        while let Some(found) = memchr::memchr(MARK, &templates[from..end]) {
+            messages.extend_from_slice(&templates[from..from + found]);
+            let last = *ends.get(number).ok_or_else(damaged)? as usize;
+            let first = if number == 0 {
+                0
+            } else {
+                ends[number - 1] as usize + 1
+            };
+            messages.extend_from_slice(&digits[first..last]);
+            number += 1;
+            from += found + 1;
+        }
+        messages.extend_from_slice(&templates[from..end]);
+        if messages.len() > max {
+            return Err(damaged());
+        }
+        (lines, at) = (line, end);
+    }
+    // The newlines of the lines after; every number taken.
+    messages.resize(
+        messages.len() + memchr::memchr_iter(b'\n', &templates[at..]).count(),
+        b'\n',
+    );
+    number += memchr::memchr_iter(MARK, &templates[at..]).count();
+    if number != ends.len() || messages.len() > max {
+        return Err(damaged());
+    }
+    Ok(messages)
+}
+
 /// Where the template line from `at` ends (its newline, or the end).
 fn lines_end(templates: &[u8], at: usize) -> usize {
     memchr::memchr(b'\n', &templates[at.min(templates.len())..])
@@ -524,10 +612,10 @@ fn lines_end(templates: &[u8], at: usize) -> usize {
 
 /// Which lines of `templates` (a format 3 block's, each line a message's)
 /// hold `word` (not empty, lowercase, ASCII word bytes or non-ASCII ones,
-/// no ASCII digit) as a whole word, ASCII case ignored: `true` by line index, lines
-/// past the end of the answer hold none. Such a word stands in a line's
+/// no ASCII digit) as a whole word, ASCII case ignored: each such line's
+/// index and where it starts, in order. Such a word stands in a line's
 /// template as in its message ([`template_word_before`]).
-pub fn lines_holding(templates: &[u8], word: &[u8]) -> Vec<bool> {
+pub fn lines_holding(templates: &[u8], word: &[u8]) -> Vec<(usize, usize)> {
     let mut wanted = Vec::new();
     let lowered = templates.to_ascii_lowercase();
     let finder = memchr::memmem::Finder::new(word);
@@ -538,11 +626,10 @@ pub fn lines_holding(templates: &[u8], word: &[u8]) -> Vec<bool> {
             from = at + 1;
             continue;
         }
+        let start = memchr::memrchr(b'\n', &lowered[counted..at])
+            .map_or(counted, |newline| counted + newline + 1);
         line += memchr::memchr_iter(b'\n', &lowered[counted..at]).count();
-        if wanted.len() <= line {
-            wanted.resize(line + 1, false);
-        }
-        wanted[line] = true;
+        wanted.push((line, start));
         match memchr::memchr(b'\n', &lowered[at..]) {
             Some(newline) => {
                 from = at + newline + 1;
@@ -905,21 +992,35 @@ mod tests {
         assert_eq!(join_numbers(b"a\x11", b"c1\n", 10).unwrap(), b"a1");
         // Some lines alone: the others empty, their numbers passed over,
         // in line order and by column.
-        let text = b"a 1 b 2\nc 3\na 4 b 5\nc 6";
-        let (templates, both) = split_numbers(text);
-        for digits in both {
-            let wanted = [false, true, true];
+        for (text, escaped) in [
+            (&b"a 1 b 2\nc 3\na 4 b 5\nc 6"[..], false),
+            (b"a 1 b 2\nc 3\na 4 b 5\x11\nc 6", true),
+        ] {
+            let (templates, both) = split_numbers(text);
             assert_eq!(
-                join_lines(&templates, &digits, text.len(), Some(&wanted)).unwrap(),
-                b"\nc 3\na 4 b 5\n"
+                lines_holding(&templates, b"c"),
+                [(1, 8), (3, 20 + 2 * escaped as usize)]
             );
-            assert_eq!(
-                join_lines(&templates, &digits, text.len(), Some(&[])).unwrap(),
-                b"\n\n\n"
-            );
-            // A number missing is damage, joined or passed over.
-            let short = &digits[..digits.len() - 2];
-            assert!(join_lines(&templates, short, text.len(), Some(&[true])).is_err());
+            for digits in both {
+                let lines = [(1, 8), (2, 12)];
+                let mut expected = b"\nc 3\na 4 b 5".to_vec();
+                if escaped {
+                    expected.push(MARK);
+                }
+                expected.push(b'\n');
+                assert_eq!(
+                    join_lines(&templates, &digits, text.len(), Some(&lines)).unwrap(),
+                    expected
+                );
+                assert_eq!(
+                    join_lines(&templates, &digits, text.len(), Some(&[])).unwrap(),
+                    b"\n\n\n"
+                );
+                // A number missing is damage, joined or passed over.
+                let short = &digits[..digits.len() - 2];
+                assert!(join_lines(&templates, short, text.len(), Some(&lines)).is_err());
+                assert!(join_lines(&templates, short, text.len(), Some(&[])).is_err());
+            }
         }
     }
 
@@ -941,7 +1042,7 @@ mod tests {
         assert_eq!([numbers, messages, fields], sections.map(<[u8]>::to_vec));
         // The lines holding a word alone.
         let wanted = lines_holding(&templates, b"run");
-        assert_eq!(wanted, [true, true]);
+        assert_eq!(wanted, [(0, 0), (1, 11)]);
         assert!(lines_holding(&templates, b"of20").is_empty());
     }
 
