@@ -390,6 +390,10 @@ pub fn join_lines(
     if u32::try_from(digits.len()).is_err() || digits.last().is_some_and(|&last| last != b'\n') {
         return Err(damaged());
     }
+    let escaped = memchr::memchr(ESCAPE, templates).is_some();
+    if let Some(wanted) = wanted.filter(|_| !by_column && !escaped) {
+        return join_in_order(templates, digits, max, wanted);
+    }
     // Number `n` is `digits[start(n)..ends[n]]`.
     let ends = newlines(digits);
     let start = |number: usize| {
@@ -399,10 +403,6 @@ pub fn join_lines(
             ends[number - 1] as usize + 1
         }
     };
-    let escaped = memchr::memchr(ESCAPE, templates).is_some();
-    if let Some(wanted) = wanted.filter(|_| !by_column && !escaped) {
-        return join_in_order(templates, digits, &ends, max, wanted);
-    }
     let wanted: Option<Vec<bool>> = wanted.map(|wanted| {
         let mut lines = vec![false; wanted.last().map_or(0, |(line, _)| line + 1)];
         for (line, _) in wanted {
@@ -527,15 +527,11 @@ pub fn join_lines(
 /// Where each newline of `digits` is: eight bytes at a time, each newline
 /// found by the bits of an exact mask (no branch a byte).
 fn newlines(digits: &[u8]) -> Vec<u32> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let mut ends = Vec::with_capacity(digits.len() / 3);
     let mut chunks = digits.chunks_exact(8);
     let mut base = 0u32;
     for chunk in &mut chunks {
-        let word = u64::from_le_bytes(chunk.try_into().expect("eight bytes")) ^ (ONES * 0x0a);
-        // The high bit of each byte that was a newline (now zero).
-        let mut zeros = !(((word & LOWS) + LOWS) | word | LOWS);
+        let mut zeros = newline_mask(chunk.try_into().expect("eight bytes"));
         while zeros != 0 {
             ends.push(base + zeros.trailing_zeros() / 8);
             zeros &= zeros - 1;
@@ -551,38 +547,38 @@ fn newlines(digits: &[u8]) -> Vec<u32> {
 }
 
 /// [`join_lines`] of the `wanted` lines alone, numbers in line order and
-/// the templates holding no escape (every mark byte a mark): the numbers
-/// of the lines between are counted, not read line by line.
+/// the templates holding no escape (every mark byte a mark): the marks of
+/// the lines between are counted at once and their numbers passed over
+/// eight digit bytes at a time ([`skip_numbers`]), not read line by line.
 fn join_in_order(
     templates: &[u8],
     digits: &[u8],
-    ends: &[u32],
     max: usize,
     wanted: &[(usize, usize)],
 ) -> Result<Vec<u8>, String> {
     let damaged = || "block messages do not join their numbers".to_owned();
     let mut messages = Vec::new();
-    // Lines written (their newlines), template bytes and numbers passed.
+    // Lines written (their newlines), template bytes and digits passed.
     let (mut lines, mut at, mut number) = (0usize, 0usize, 0usize);
     for &(line, start) in wanted {
         if line < lines || start < at || start > templates.len() {
             return Err(damaged());
         }
         messages.resize(messages.len() + (line - lines), b'\n');
-        number += memchr::memchr_iter(MARK, &templates[at..start]).count();
+        let passed = memchr::memchr_iter(MARK, &templates[at..start]).count();
+        number = skip_numbers(digits, number, passed).ok_or_else(damaged)?;
         let end = memchr::memchr(b'\n', &templates[start..])
             .map_or(templates.len(), |found| start + found);
         let mut from = start;
         while let Some(found) = memchr::memchr(MARK, &templates[from..end]) {
             messages.extend_from_slice(&templates[from..from + found]);
-            let last = *ends.get(number).ok_or_else(damaged)? as usize;
-            let first = if number == 0 {
-                0
-            } else {
-                ends[number - 1] as usize + 1
-            };
-            messages.extend_from_slice(&digits[first..last]);
-            number += 1;
+            // A number is a few bytes: looked for a byte at a time.
+            let last = digits[number..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .ok_or_else(damaged)?;
+            messages.extend_from_slice(&digits[number..number + last]);
+            number += last + 1;
             from += found + 1;
         }
         messages.extend_from_slice(&templates[from..end]);
@@ -591,16 +587,54 @@ fn join_in_order(
         }
         (lines, at) = (line, end);
     }
-    // The newlines of the lines after; every number taken.
+    // The newlines of the lines after; every number taken, none left.
     messages.resize(
         messages.len() + memchr::memchr_iter(b'\n', &templates[at..]).count(),
         b'\n',
     );
-    number += memchr::memchr_iter(MARK, &templates[at..]).count();
-    if number != ends.len() || messages.len() > max {
+    let passed = memchr::memchr_iter(MARK, &templates[at..]).count();
+    if skip_numbers(digits, number, passed) != Some(digits.len()) || messages.len() > max {
         return Err(damaged());
     }
     Ok(messages)
+}
+
+/// Where in `digits` the number `count` numbers after the one at `from`
+/// starts (each newline-ended): newlines counted eight bytes at a time;
+/// `None` when fewer are left.
+fn skip_numbers(digits: &[u8], mut from: usize, mut count: usize) -> Option<usize> {
+    while count > 0 {
+        match digits.get(from..from + 8) {
+            Some(chunk) => {
+                let mask = newline_mask(chunk.try_into().expect("eight bytes"));
+                let found = mask.count_ones() as usize;
+                if found < count {
+                    (from, count) = (from + 8, count - found);
+                    continue;
+                }
+                // The `count`th newline of the eight.
+                let mut mask = mask;
+                for _ in 1..count {
+                    mask &= mask - 1;
+                }
+                return Some(from + mask.trailing_zeros() as usize / 8 + 1);
+            }
+            None => {
+                let newline = from + digits.get(from..)?.iter().position(|&b| b == b'\n')?;
+                (from, count) = (newline + 1, count - 1);
+            }
+        }
+    }
+    Some(from)
+}
+
+/// The high bit of each of eight bytes that is a newline (exact: no
+/// carry from one byte reaches the next).
+fn newline_mask(bytes: [u8; 8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let word = u64::from_le_bytes(bytes) ^ (ONES * u64::from(b'\n'));
+    !(((word & LOWS) + LOWS) | word | LOWS)
 }
 
 /// Where the template line from `at` ends (its newline, or the end).
