@@ -367,13 +367,12 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
 /// [`lines_holding`] returns): the others are left empty (their newlines
 /// kept), their numbers passed over.
 ///
-/// Where each number ends is found first, in one pass over the digits.
 /// Numbers in line order, the templates holding no escape, only the
-/// wanted lines are read: the marks before each are counted at once.
-/// Else each line's marks (and, by column, its first column: lines of one
-/// template share columns) are found in one pass over the templates; then
-/// the lines are written, each mark's number found by its index, not
-/// searched for.
+/// wanted lines are read ([`join_in_order`]). Else where each number ends
+/// is found first, in one pass over the digits; then each line's marks
+/// (and, by column, its first column: lines of one template share
+/// columns) in one pass over the templates; then the lines are written,
+/// each mark's number found by its index, not searched for.
 pub fn join_lines(
     templates: &[u8],
     digits: &[u8],
