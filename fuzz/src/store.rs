@@ -6,9 +6,12 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
+use tailwater_model::words::is_word_byte;
 use tailwater_model::{Direction, Filter, LogRecord, Phrase, Query};
 use tailwater_store::part::block::DecodedBlock;
-use tailwater_store::part::layout::{join_numbers, split_numbers, BlockCompressor};
+use tailwater_store::part::layout::{
+    join_lines, join_numbers, lines_holding, split_numbers, BlockCompressor,
+};
 use tailwater_store::part::reader::Part;
 use tailwater_store::part::{StreamLabels, MAGIC as PART_MAGIC};
 use tailwater_store::{Store, StoreOptions};
@@ -190,8 +193,9 @@ pub fn block(data: &[u8]) {
 
 /// Block format 3's messages (settled blocks), as its reader joins them:
 /// any templates and digits (the input's two parts) join within their
-/// bound or are refused, and any text (the whole input) split from its
-/// numbers joins back as it was.
+/// bound or are refused, any text (the whole input) split from its
+/// numbers joins back as it was, and the lines found holding a word on
+/// the templates are the text's, joined alone as they were.
 pub fn block_numbers(data: &[u8]) {
     if let [templates, digits] = crate::split(data)[..] {
         let max = templates.len() + digits.len();
@@ -200,12 +204,58 @@ pub fn block_numbers(data: &[u8]) {
         }
     }
     let (templates, both) = split_numbers(data);
+    // The lines holding a word without digits (the input's first run of
+    // ASCII letters), found on the templates, are those of the text; joined
+    // alone, they are the text's lines, the others left empty.
+    let word: Vec<u8> = data
+        .split(|byte| !byte.is_ascii_alphabetic())
+        .find(|run| !run.is_empty())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let wanted = (!word.is_empty()).then(|| lines_holding(&templates, &word));
+    if let Some(wanted) = &wanted {
+        let lines: Vec<&[u8]> = data.split(|&byte| byte == b'\n').collect();
+        let holding: Vec<usize> = (0..lines.len())
+            .filter(|&line| holds_word(lines[line], &word))
+            .collect();
+        let found: Vec<usize> = wanted.iter().map(|(line, _)| *line).collect();
+        assert_eq!(found, holding);
+    }
     for digits in both {
         assert_eq!(
             join_numbers(&templates, &digits, data.len()).as_deref(),
             Ok(data)
         );
+        if let Some(wanted) = &wanted {
+            let expected: Vec<&[u8]> = data
+                .split(|&byte| byte == b'\n')
+                .enumerate()
+                .map(|(line, text)| {
+                    if wanted.iter().any(|(held, _)| *held == line) {
+                        text
+                    } else {
+                        &[]
+                    }
+                })
+                .collect();
+            assert_eq!(
+                join_lines(&templates, &digits, data.len(), Some(wanted)),
+                Ok(expected.join(&b'\n'))
+            );
+        }
     }
+}
+
+/// Whether `line` holds `word` (lowercase) whole, ASCII case ignored.
+fn holds_word(line: &[u8], word: &[u8]) -> bool {
+    let line = line.to_ascii_lowercase();
+    (0..line.len().saturating_sub(word.len() - 1)).any(|at| {
+        line[at..].starts_with(word)
+            && (at == 0 || !is_word_byte(line[at - 1]))
+            && line
+                .get(at + word.len())
+                .is_none_or(|&byte| !is_word_byte(byte))
+    })
 }
 
 /// Opens a store over `dir` and reads every tenant's records, forward in

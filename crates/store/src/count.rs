@@ -24,7 +24,9 @@
 //!   that is safe), each record's time worked out only when a bucket or a
 //!   window cutting the block asks for it; so is a block whose filter asks
 //!   nothing of single records but a histogram or a window cutting it (its
-//!   numbers alone);
+//!   numbers alone); of a settled block of format 3, the templates are
+//!   searched in place of the messages for a word holding no digit, the
+//!   numbers not joined back (`part/lean.rs`);
 //! - any other is judged record by record, on borrowed columns
 //!   ([`DecodedBlock::parts`]).
 //!
@@ -53,6 +55,7 @@ use tailwater_model::{Filter, Level, Query};
 use crate::damage::SkippedBlock;
 use crate::memtable::Memtable;
 use crate::part::block::DecodedBlock;
+use crate::part::layout;
 use crate::part::lean::{LeanBlock, LeanReader};
 use crate::part::reader::Part;
 use crate::part::BlockMeta;
@@ -135,6 +138,9 @@ struct Scan<'f> {
     /// Whether that word has ASCII letters (else the column is searched as
     /// it is, not lowercased).
     word_has_letters: bool,
+    /// Whether that word has ASCII digits (else a format 3 block's
+    /// templates are searched, not its messages joined again).
+    word_has_digits: bool,
     /// What a record holding the word whole must still pass: `rest`, or
     /// without its phrase when the phrase is that one word (the hit proves
     /// it), and whether that asks anything.
@@ -177,6 +183,7 @@ impl<'f> Scan<'f> {
             rest,
             word: (!word.is_empty()).then(|| Finder::new(word.as_bytes())),
             word_has_letters: word.bytes().any(|byte| byte.is_ascii_alphabetic()),
+            word_has_digits: word.bytes().any(|byte| byte.is_ascii_digit()),
             buckets,
         }
     }
@@ -308,7 +315,7 @@ impl<'f> Scan<'f> {
             None => each_line_hit(
                 word,
                 block.messages,
-                block.len(),
+                (block.len(), block.templates),
                 self.buckets.is_some() || !whole,
                 take,
             ),
@@ -352,14 +359,16 @@ fn each_hit(
 }
 
 /// [`each_hit`] over a column of one message a line (no message holds a
-/// newline): no record's place is worked out but at a hit, by counting the
-/// newlines before it, and only when `indexed` (else `hit` is given 0:
-/// the caller needs no record, only how many); after a hit the search
-/// goes on from the next line.
+/// newline), or of a format 3 block's templates when `templates` (a mark
+/// beside a hit is a word byte: `layout::template_word_before`): no
+/// record's place is worked out but at a hit, by counting the newlines
+/// before it, and only when `indexed` (else `hit` is given 0: the caller
+/// needs no record, only how many); after a hit the search goes on from
+/// the next line.
 fn each_line_hit(
     word: &Finder,
     text: &[u8],
-    records: usize,
+    (records, templates): (usize, bool),
     indexed: bool,
     mut hit: impl FnMut(usize) -> Result<(), String>,
 ) -> Result<(), String> {
@@ -369,8 +378,12 @@ fn each_line_hit(
     while let Some(found) = word.find(&text[from..]) {
         let at = from + found;
         // A newline is no word byte: a line's ends are word bounds.
-        let whole = (at == 0 || !is_word_byte(text[at - 1]))
-            && (at + len == text.len() || !is_word_byte(text[at + len]));
+        let whole = if templates {
+            !layout::template_word_before(text, at) && !layout::template_word_after(text, at + len)
+        } else {
+            (at == 0 || !is_word_byte(text[at - 1]))
+                && (at + len == text.len() || !is_word_byte(text[at + len]))
+        };
         if !whole {
             from = at + 1;
             continue;
@@ -508,7 +521,8 @@ pub(crate) fn in_parts(
             if let Some(reader) = lean.as_mut().filter(|_| scan.lean()) {
                 let meta = &part.footer.blocks[index];
                 let times = scan.buckets.is_some() || !scan.bounds.holds(meta.min_ts, meta.max_ts);
-                match reader.read(part, index, scan.word.is_some(), times) {
+                let templates = !scan.word_has_digits;
+                match reader.read(part, index, scan.word.is_some(), times, templates) {
                     Ok(Some(block)) => {
                         let mut mine = scan.tally();
                         match scan.lean_block(meta, block, &mut mine) {
@@ -525,7 +539,15 @@ pub(crate) fn in_parts(
                     }
                 }
             }
-            let block = match part.open_block(index) {
+            // Of a format 3 block, only the messages holding a word
+            // without digits are joined with their numbers: no other
+            // record can match.
+            let word = scan
+                .word
+                .as_ref()
+                .filter(|_| !scan.word_has_digits)
+                .map(Finder::needle);
+            let block = match part.open_block_holding(index, word) {
                 Ok(block) => block,
                 Err(error) => {
                     skipped.push(SkippedBlock::of(part, index, error));

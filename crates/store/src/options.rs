@@ -131,11 +131,13 @@ pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
 pub const DEFAULT_MERGE_ZSTD_LEVEL: i32 = 16;
 
 /// Whether settling writes block format 3 (messages' numbers apart from
-/// their text): 0.77× `zstd -3` at rest against format 2's 0.82–0.84×, but
-/// counts and searches over such blocks read 2–3× slower today (their
-/// numbers are joined back into the text, and a word's lean count reads
-/// format 2 only); BENCHMARKS.md, issue 21, block format 3. Off until
-/// reading it is as fast; every format is read either way.
+/// their text): 0.77× `zstd -3` at rest against format 2's 0.82–0.84×. A
+/// count of a word reads it faster than format 2 (the templates are
+/// searched, nothing joined), but a page of a common word still costs
+/// 1.7–2.7× format 2's CPU and a page of every record 2.3–2.6× (the
+/// messages are joined with their numbers); BENCHMARKS.md, issue 21,
+/// format 3 read. Off until pages read it as fast; every format is read
+/// either way.
 pub const DEFAULT_SETTLE_NUMBERS_APART: bool = false;
 
 /// Bytes of flushed parts one settling step rewrites at most (one part at

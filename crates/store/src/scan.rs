@@ -24,6 +24,7 @@ use crate::cache::BlockCache;
 use crate::damage::SkippedBlock;
 use crate::memtable::{Entry, Memtable};
 use crate::part::block::DecodedBlock;
+use crate::part::layout::FORMAT_3;
 use crate::part::reader::Part;
 use crate::query::{asks_of_records, candidate_blocks, Bounds, Prune};
 use crate::record_ref::RecordRef;
@@ -328,6 +329,16 @@ pub(crate) fn scan(
         pending.sort_by_key(|p| std::cmp::Reverse(p.edge_ts));
     }
 
+    // A word every match holds whole, without digits: of a format 3
+    // block, only the messages holding it are joined with their numbers
+    // (`DecodedBlock::holding`), no other record can match.
+    let mut words = filter.required_words();
+    words.sort_by_key(|word| std::cmp::Reverse(word.len()));
+    let word = words
+        .into_iter()
+        .next()
+        .filter(|word| !word.bytes().any(|byte| byte.is_ascii_digit()));
+
     let mut merge = Merge {
         tenant,
         filter,
@@ -359,7 +370,18 @@ pub(crate) fn scan(
                 break;
             }
             let next = pending.pop().expect("peeked");
-            let block = match cache.open(next.part, next.block) {
+            let holding = word
+                .as_deref()
+                .filter(|_| next.part.block_format(next.block).ok() == Some(FORMAT_3));
+            let decoded = match holding {
+                // Partial: not from the cache, nor kept in it.
+                Some(word) => next
+                    .part
+                    .open_block_holding(next.block, Some(word.as_bytes()))
+                    .map(Arc::new),
+                None => cache.open(next.part, next.block),
+            };
+            let block = match decoded {
                 Ok(block) => block,
                 Err(error) => {
                     merge
@@ -417,7 +439,10 @@ pub(crate) fn scan(
             } else {
                 meta.max_ts >= cursor.ts_ns
             };
-            if let Some(block) = block.upgrade().filter(|_| continues) {
+            if let Some(block) = block
+                .upgrade()
+                .filter(|block| continues && !block.is_partial())
+            {
                 cache.keep(part, index, block);
             }
         }

@@ -274,6 +274,9 @@ pub struct DecodedBlock {
     seqs: Vec<u64>,
     messages: Vec<Range<u32>>,
     fields: Vec<Range<u32>>,
+    /// Only the messages holding a word were joined (see
+    /// [`DecodedBlock::holding`]).
+    partial: bool,
 }
 
 impl DecodedBlock {
@@ -303,13 +306,28 @@ impl DecodedBlock {
             + held(&self.fields)
     }
 
-    /// Decompresses and checks a block (of either format), with the labels
+    /// Decompresses and checks a block (of any format), with the labels
     /// of its stream.
     pub fn new(
         compressed: &[u8],
         raw_len: usize,
         tenant: &str,
         labels: &StreamLabels,
+    ) -> Result<DecodedBlock, String> {
+        DecodedBlock::holding(compressed, raw_len, tenant, labels, None)
+    }
+
+    /// [`DecodedBlock::new`] for a reader that needs only the records whose
+    /// message holds `word` (lowercase, no ASCII digit) as a whole word,
+    /// ASCII case ignored: of a format 3 block of one message a line, only
+    /// those messages are joined with their numbers, the others left empty
+    /// ([`DecodedBlock::is_partial`]); any other block is decoded whole.
+    pub fn holding(
+        compressed: &[u8],
+        raw_len: usize,
+        tenant: &str,
+        labels: &StreamLabels,
+        word: Option<&[u8]>,
     ) -> Result<DecodedBlock, String> {
         let raw = DECOMPRESSOR.with_borrow_mut(|decompressor| {
             let decompressor = match decompressor {
@@ -322,10 +340,28 @@ impl DecodedBlock {
             layout::decompress(compressed, raw_len, decompressor)
         })?;
         let decode = |error: postcard::Error| format!("block does not decode: {error}");
+        let mut partial = false;
         let (columns, ts, ids, seqs) = match raw {
             Raw::V1(encoded) => from_v1(postcard::from_bytes(&encoded).map_err(decode)?)?,
             Raw::V2([numbers, messages, fields]) => {
                 let numbers = postcard::from_bytes(&numbers).map_err(decode)?;
+                let messages = String::from_utf8(messages)
+                    .map_err(|_| "block messages are not utf-8".to_owned())?;
+                from_v2(numbers, messages, fields)?
+            }
+            Raw::V3([encoded, templates, digits, fields]) => {
+                let numbers: Numbers = postcard::from_bytes(&encoded).map_err(decode)?;
+                // Template lines are records only where a message is a
+                // line.
+                let wanted = word
+                    .filter(|word| !word.is_empty() && numbers.message_len.is_empty())
+                    .map(|word| layout::lines_holding(&templates, word));
+                partial = wanted.is_some();
+                let left = raw_len.saturating_sub(encoded.len() + fields.len());
+                let messages = layout::join_lines(&templates, &digits, left, wanted.as_deref())?;
+                if encoded.len() + messages.len() + fields.len() > raw_len {
+                    return Err("block sections are larger than its index entry says".into());
+                }
                 let messages = String::from_utf8(messages)
                     .map_err(|_| "block messages are not utf-8".to_owned())?;
                 from_v2(numbers, messages, fields)?
@@ -373,6 +409,7 @@ impl DecodedBlock {
             return Err("block invalid-utf8 mark out of range".into());
         }
         Ok(DecodedBlock {
+            partial,
             tenant: tenant.to_owned(),
             labels: labels.clone(),
             ts,
@@ -386,6 +423,13 @@ impl DecodedBlock {
 
     pub fn len(&self) -> usize {
         self.ts.len()
+    }
+
+    /// Whether only the messages holding a word were joined, the others
+    /// left empty ([`DecodedBlock::holding`]): such a block serves only the
+    /// reader that asked for it, never a cache.
+    pub fn is_partial(&self) -> bool {
+        self.partial
     }
 
     pub fn is_empty(&self) -> bool {

@@ -17,8 +17,12 @@
 //!   of a mark in each distinct template) or in line order, whichever
 //!   compresses smaller. A log's lines differ most in their numbers:
 //!   without them zstd finds whole lines again, and the numbers compress
-//!   apart, those of one place together when that pays. Its table has four sections; reading joins
-//!   the messages again, so a reader sees format 2's three.
+//!   apart, those of one place together when that pays. Its table has four
+//!   sections. A reader that needs the messages joins them again
+//!   ([`join_lines`]); one that needs only those holding a word without
+//!   digits finds them in the templates ([`lines_holding`]) and joins
+//!   those alone, and a count of such a word searches the templates
+//!   without joining any (`lean.rs`).
 //!
 //! A time is split into whole milliseconds, stored as deltas from the
 //! previous record's (zigzag varints: small for a runner's lines), and what
@@ -29,9 +33,12 @@
 //! noise zstd cannot shrink, its high ones are mostly the same, and apart
 //! they cost about what their entropy is.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use serde::{Deserialize, Serialize};
+use tailwater_model::words::is_word_byte;
 
 /// The first byte of a format 2 block.
 pub const FORMAT_2: u8 = 2;
@@ -350,10 +357,28 @@ pub fn split_numbers(messages: &[u8]) -> (Vec<u8>, [Vec<u8>; 2]) {
 }
 
 /// The messages back from [`split_numbers`]'s templates and digits, at most
-/// `max` bytes of them (more is damage). Its loops look at bytes one at a
-/// time, not with `memchr`: the stretches between marks and the numbers
-/// are a few bytes long, shorter than a vector search pays for.
+/// `max` bytes of them (more is damage).
 pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    join_lines(templates, digits, max, None)
+}
+
+/// [`join_numbers`], writing only the lines `wanted` names when given (by
+/// index and where each starts in `templates`, in order: what
+/// [`lines_holding`] returns): the others are left empty (their newlines
+/// kept), their numbers passed over.
+///
+/// Numbers in line order, the templates holding no escape, only the
+/// wanted lines are read ([`join_in_order`]). Else where each number ends
+/// is found first, in one pass over the digits; then each line's marks
+/// (and, by column, its first column: lines of one template share
+/// columns) in one pass over the templates; then the lines are written,
+/// each mark's number found by its index, not searched for.
+pub fn join_lines(
+    templates: &[u8],
+    digits: &[u8],
+    max: usize,
+    wanted: Option<&[(usize, usize)]>,
+) -> Result<Vec<u8>, String> {
     let damaged = || "block messages do not join their numbers".to_owned();
     let by_column = match digits.split_first() {
         Some((&BY_COLUMN, _)) => true,
@@ -361,82 +386,322 @@ pub fn join_numbers(templates: &[u8], digits: &[u8], max: usize) -> Result<Vec<u
         _ => return Err(damaged()),
     };
     let digits = &digits[1..];
-    // By column: each line's first column, and where each column's next
-    // number starts; in line order, one column.
-    let mut bases: Vec<u32> = Vec::new();
+    if u32::try_from(digits.len()).is_err() || digits.last().is_some_and(|&last| last != b'\n') {
+        return Err(damaged());
+    }
+    let escaped = memchr::memchr(ESCAPE, templates).is_some();
+    if let Some(wanted) = wanted.filter(|_| !by_column && !escaped) {
+        return join_in_order(templates, digits, max, wanted);
+    }
+    // Number `n` is `digits[start(n)..ends[n]]`.
+    let ends = newlines(digits);
+    let start = |number: usize| {
+        if number == 0 {
+            0
+        } else {
+            ends[number - 1] as usize + 1
+        }
+    };
+    let wanted: Option<Vec<bool>> = wanted.map(|wanted| {
+        let mut lines = vec![false; wanted.last().map_or(0, |(line, _)| line + 1)];
+        for (line, _) in wanted {
+            lines[*line] = true;
+        }
+        lines
+    });
+    let wanted = wanted.as_deref();
+    // Each line's (marks, first column); the next number of each column.
+    let mut lines: Vec<(u32, u32)> = Vec::new();
     let mut next: Vec<usize> = vec![0];
-    if by_column {
-        let mut known: HashMap<&[u8], u32> = HashMap::new();
-        let mut counts: Vec<u32> = Vec::new();
+    if by_column || wanted.is_some() {
+        // Without an escape, every mark byte is a mark: a line's are
+        // counted at once; with one, byte by byte.
+        let marks_of = |start: usize, line: &[u8]| -> Result<usize, String> {
+            if escaped {
+                Ok(line_marks(templates, start).ok_or_else(damaged)?.1)
+            } else {
+                Ok(line.iter().filter(|&&byte| byte == MARK).count())
+            }
+        };
+        // By column: each template's first column and marks.
+        let mut known: HashMap<Line, (u32, u32), BuildHasherDefault<Prehashed>> =
+            HashMap::default();
+        let mut counts: Vec<usize> = Vec::new();
         let mut at = 0;
         while at <= templates.len() {
-            let (line, marks) = line_marks(templates, at).ok_or_else(damaged)?;
-            at += line.len() + 1;
-            let base = *known.entry(line).or_insert_with(|| {
-                counts.resize(counts.len() + marks, 0);
-                (counts.len() - marks) as u32
-            });
-            for count in &mut counts[base as usize..base as usize + marks] {
-                *count += 1;
-            }
-            bases.push(base);
+            let end =
+                memchr::memchr(b'\n', &templates[at..]).map_or(templates.len(), |found| at + found);
+            let (start, line) = (at, &templates[at..end]);
+            at = end + 1;
+            let (base, marks) = if by_column {
+                let (base, marks) = match known.entry(Line(line)) {
+                    Entry::Occupied(entry) => *entry.get(),
+                    Entry::Vacant(entry) => {
+                        let marks = marks_of(start, line)?;
+                        let base = counts.len();
+                        counts.resize(base + marks, 0);
+                        *entry.insert((base as u32, marks as u32))
+                    }
+                };
+                for count in &mut counts[base as usize..(base + marks) as usize] {
+                    *count += 1;
+                }
+                (base, marks)
+            } else {
+                let marks = marks_of(start, line)?;
+                counts.resize(1, 0);
+                counts[0] += marks;
+                (0, marks as u32)
+            };
+            lines.push((marks, base));
         }
         next.clear();
-        let mut at = 0;
-        let mut newlines = memchr::memchr_iter(b'\n', digits);
-        for &count in &counts {
-            next.push(at);
-            if count > 0 {
-                at = newlines.nth(count as usize - 1).ok_or_else(damaged)? + 1;
-            }
+        let mut total = 0;
+        for count in counts {
+            next.push(total);
+            total += count;
         }
-        if at != digits.len() {
+        // Every number taken, none wanting.
+        if total != ends.len() {
             return Err(damaged());
         }
     }
     let mut messages = Vec::with_capacity(max.min(templates.len() + digits.len()));
-    let (mut at, mut line, mut column) = (0, 0, 0);
-    while at < templates.len() {
-        let start = at;
-        at = next_special(templates, at);
-        messages.extend_from_slice(&templates[start..at]);
-        let Some(&byte) = templates.get(at) else {
-            break;
-        };
-        match byte {
-            ESCAPE => {
-                messages.push(*templates.get(at + 1).ok_or_else(damaged)?);
-                at += 2;
-            }
-            MARK => {
-                let place = if by_column {
-                    bases[line] as usize + column
-                } else {
-                    0
-                };
-                let from = *next.get(place).ok_or_else(damaged)?;
-                let end = newline_after(digits, from).ok_or_else(damaged)?;
-                messages.extend_from_slice(&digits[from..end]);
-                next[place] = end + 1;
-                column += 1;
-                at += 1;
-            }
-            _ => {
-                messages.push(b'\n');
-                (line, column) = (line + 1, 0);
-                at += 1;
-                if messages.len() > max {
-                    return Err(damaged());
-                }
+    let (mut at, mut line) = (0, 0);
+    while at <= templates.len() {
+        if line > 0 {
+            messages.push(b'\n');
+            if messages.len() > max {
+                return Err(damaged());
             }
         }
+        let (marks, base) = lines.get(line).copied().unwrap_or((0, 0));
+        if wanted.is_some_and(|wanted| !wanted.get(line).copied().unwrap_or(false)) {
+            // Passed over: its numbers taken, not written.
+            if by_column {
+                for place in base..base + marks {
+                    next[place as usize] += 1;
+                }
+            } else {
+                next[0] += marks as usize;
+            }
+            at = lines_end(templates, at);
+            line += 1;
+            continue;
+        }
+        let mut column = base as usize;
+        loop {
+            let from = at;
+            at = next_special(templates, at);
+            messages.extend_from_slice(&templates[from..at]);
+            match templates.get(at) {
+                None => break,
+                Some(&ESCAPE) => {
+                    messages.push(*templates.get(at + 1).ok_or_else(damaged)?);
+                    at += 2;
+                }
+                Some(&MARK) => {
+                    let place = if by_column { column } else { 0 };
+                    let number = next[place];
+                    let end = *ends.get(number).ok_or_else(damaged)? as usize;
+                    messages.extend_from_slice(&digits[start(number)..end]);
+                    next[place] = number + 1;
+                    column += 1;
+                    at += 1;
+                }
+                Some(_) => break,
+            }
+        }
+        at += 1;
+        line += 1;
     }
-    // Every number taken: by column, each column's end is the next one's
-    // start (checked above); in line order, the one column's is the end.
-    if messages.len() > max || (!by_column && next[0] != digits.len()) {
+    // In line order without a first pass, every number must have been
+    // taken (by column, the first pass checked it).
+    if messages.len() > max || (lines.is_empty() && next[0] != ends.len()) {
         return Err(damaged());
     }
     Ok(messages)
+}
+
+/// Where each newline of `digits` is: eight bytes at a time, each newline
+/// found by the bits of an exact mask (no branch a byte).
+fn newlines(digits: &[u8]) -> Vec<u32> {
+    let mut ends = Vec::with_capacity(digits.len() / 3);
+    let mut chunks = digits.chunks_exact(8);
+    let mut base = 0u32;
+    for chunk in &mut chunks {
+        let mut zeros = newline_mask(chunk.try_into().expect("eight bytes"));
+        while zeros != 0 {
+            ends.push(base + zeros.trailing_zeros() / 8);
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (at, &byte) in chunks.remainder().iter().enumerate() {
+        if byte == b'\n' {
+            ends.push(base + at as u32);
+        }
+    }
+    ends
+}
+
+/// [`join_lines`] of the `wanted` lines alone, numbers in line order and
+/// the templates holding no escape (every mark byte a mark): the marks of
+/// the lines between are counted at once and their numbers passed over
+/// eight digit bytes at a time ([`skip_numbers`]), not read line by line.
+fn join_in_order(
+    templates: &[u8],
+    digits: &[u8],
+    max: usize,
+    wanted: &[(usize, usize)],
+) -> Result<Vec<u8>, String> {
+    let damaged = || "block messages do not join their numbers".to_owned();
+    let mut messages = Vec::new();
+    // Lines written (their newlines), template bytes and digits passed.
+    let (mut lines, mut at, mut number) = (0usize, 0usize, 0usize);
+    for &(line, start) in wanted {
+        if line < lines || start < at || start > templates.len() {
+            return Err(damaged());
+        }
+        messages.resize(messages.len() + (line - lines), b'\n');
+        let passed = memchr::memchr_iter(MARK, &templates[at..start]).count();
+        number = skip_numbers(digits, number, passed).ok_or_else(damaged)?;
+        let end = memchr::memchr(b'\n', &templates[start..])
+            .map_or(templates.len(), |found| start + found);
+        let mut from = start;
+        while let Some(found) = memchr::memchr(MARK, &templates[from..end]) {
+            messages.extend_from_slice(&templates[from..from + found]);
+            // A number is a few bytes: looked for a byte at a time.
+            let last = digits[number..]
+                .iter()
+                .position(|&byte| byte == b'\n')
+                .ok_or_else(damaged)?;
+            messages.extend_from_slice(&digits[number..number + last]);
+            number += last + 1;
+            from += found + 1;
+        }
+        messages.extend_from_slice(&templates[from..end]);
+        if messages.len() > max {
+            return Err(damaged());
+        }
+        (lines, at) = (line, end);
+    }
+    // The newlines of the lines after; every number taken, none left.
+    messages.resize(
+        messages.len() + memchr::memchr_iter(b'\n', &templates[at..]).count(),
+        b'\n',
+    );
+    let passed = memchr::memchr_iter(MARK, &templates[at..]).count();
+    if skip_numbers(digits, number, passed) != Some(digits.len()) || messages.len() > max {
+        return Err(damaged());
+    }
+    Ok(messages)
+}
+
+/// Where in `digits` the number `count` numbers after the one at `from`
+/// starts (each newline-ended): newlines counted eight bytes at a time;
+/// `None` when fewer are left.
+fn skip_numbers(digits: &[u8], mut from: usize, mut count: usize) -> Option<usize> {
+    while count > 0 {
+        match digits.get(from..from + 8) {
+            Some(chunk) => {
+                let mask = newline_mask(chunk.try_into().expect("eight bytes"));
+                let found = mask.count_ones() as usize;
+                if found < count {
+                    (from, count) = (from + 8, count - found);
+                    continue;
+                }
+                // The `count`th newline of the eight.
+                let mut mask = mask;
+                for _ in 1..count {
+                    mask &= mask - 1;
+                }
+                return Some(from + mask.trailing_zeros() as usize / 8 + 1);
+            }
+            None => {
+                let newline = from + digits.get(from..)?.iter().position(|&b| b == b'\n')?;
+                (from, count) = (newline + 1, count - 1);
+            }
+        }
+    }
+    Some(from)
+}
+
+/// The high bit of each of eight bytes that is a newline (exact: no
+/// carry from one byte reaches the next).
+fn newline_mask(bytes: [u8; 8]) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOWS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let word = u64::from_le_bytes(bytes) ^ (ONES * u64::from(b'\n'));
+    !(((word & LOWS) + LOWS) | word | LOWS)
+}
+
+/// Where the template line from `at` ends (its newline, or the end).
+fn lines_end(templates: &[u8], at: usize) -> usize {
+    memchr::memchr(b'\n', &templates[at.min(templates.len())..])
+        .map_or(templates.len(), |found| at + found)
+        + 1
+}
+
+/// Which lines of `templates` (a format 3 block's, each line a message's)
+/// hold `word` (not empty, lowercase, ASCII word bytes or non-ASCII ones,
+/// no ASCII digit) as a whole word, ASCII case ignored: each such line's
+/// index and where it starts, in order. Such a word stands in a line's
+/// template as in its message ([`template_word_before`]).
+pub fn lines_holding(templates: &[u8], word: &[u8]) -> Vec<(usize, usize)> {
+    let mut wanted = Vec::new();
+    let lowered = templates.to_ascii_lowercase();
+    let finder = memchr::memmem::Finder::new(word);
+    let (mut from, mut line, mut counted) = (0usize, 0usize, 0usize);
+    while let Some(found) = finder.find(&lowered[from..]) {
+        let at = from + found;
+        if template_word_before(&lowered, at) || template_word_after(&lowered, at + word.len()) {
+            from = at + 1;
+            continue;
+        }
+        let start = memchr::memrchr(b'\n', &lowered[counted..at])
+            .map_or(counted, |newline| counted + newline + 1);
+        line += memchr::memchr_iter(b'\n', &lowered[counted..at]).count();
+        wanted.push((line, start));
+        match memchr::memchr(b'\n', &lowered[at..]) {
+            Some(newline) => {
+                from = at + newline + 1;
+                (line, counted) = (line + 1, from);
+            }
+            None => break,
+        }
+    }
+    wanted
+}
+
+/// A template line as the key of [`join_lines`]'s map: hashed at once
+/// with xxh3 (not fed to the map's SipHash), compared whole.
+#[derive(PartialEq, Eq)]
+struct Line<'t>(&'t [u8]);
+
+impl std::hash::Hash for Line<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(xxhash_rust::xxh3::xxh3_64(self.0));
+    }
+}
+
+/// The hasher of [`Line`]s: their hash is their xxh3, taken as it is.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; any other input is folded in.
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
 }
 
 /// Bytes a template's scan stops at: a mark, an escape, a line's end.
@@ -496,19 +761,14 @@ fn has_special(word: u64) -> bool {
         || zero(word ^ (ONES * b'\n' as u64))
 }
 
-/// Where the next newline is in `digits` from `at`.
-fn newline_after(digits: &[u8], at: usize) -> Option<usize> {
-    digits
-        .get(at..)?
-        .iter()
-        .position(|&byte| byte == b'\n')
-        .map(|found| at + found)
-}
-
 /// What a block's bytes hold, decompressed.
 pub enum Raw {
     V1(Vec<u8>),
     V2([Vec<u8>; SECTIONS]),
+    /// Numbers, templates, digits and fields: the messages not yet
+    /// joined ([`join_lines`]), so that a reader may join only those it
+    /// needs.
+    V3([Vec<u8>; SECTIONS_3]),
 }
 
 /// The zstd level a format 2 or 3 block was compressed at; `None` for
@@ -535,14 +795,7 @@ pub fn decompress(
         Some(&FORMAT_3) => {
             // Templates and digits take at most twice the messages'
             // bytes (an escape a byte; a newline a run of digits).
-            let [numbers, templates, digits, fields] =
-                sections::<SECTIONS_3>(block, raw_len.saturating_mul(2), decompressor)?;
-            let left = raw_len.saturating_sub(numbers.len() + fields.len());
-            let messages = join_numbers(&templates, &digits, left)?;
-            if numbers.len() + messages.len() + fields.len() > raw_len {
-                return Err("block sections are larger than its index entry says".into());
-            }
-            Ok(Raw::V2([numbers, messages, fields]))
+            sections::<SECTIONS_3>(block, raw_len.saturating_mul(2), decompressor).map(Raw::V3)
         }
         _ => decompressor
             .decompress(block, raw_len)
@@ -581,44 +834,114 @@ fn sections<const N: usize>(
 /// block.
 pub const NUMBERS: usize = 0;
 pub const MESSAGES: usize = 1;
+/// The sections of a format 3 block in place of the messages.
+pub const TEMPLATES: usize = 1;
+pub const DIGITS: usize = 2;
 
-/// Decompresses only the sections of a format 2 block that `wanted` names,
-/// each into its buffer in `into` (cleared first, its memory reused; the
-/// others left empty), so a reader that needs neither the fields nor the
-/// memory of a fresh buffer a block pays for neither. `Ok(false)`, nothing
-/// read, for a format 1 block (one frame: the caller decodes it whole).
-/// `raw_len` is as for [`decompress`].
-pub fn decompress_into(
-    block: &[u8],
-    raw_len: usize,
-    decompressor: &mut zstd::bulk::Decompressor<'static>,
-    wanted: [bool; SECTIONS],
-    into: [&mut Vec<u8>; SECTIONS],
-) -> Result<bool, String> {
-    if block.first() != Some(&FORMAT_2) {
-        return Ok(false);
-    }
-    let table = table::<SECTIONS>(block)?;
-    if table.iter().map(|(raw, _)| *raw).sum::<usize>() > raw_len {
-        return Err("block sections are larger than its index entry says".into());
-    }
-    let mut at = HEADER_LEN;
-    for ((wanted, buffer), (raw, compressed)) in wanted.into_iter().zip(into).zip(table) {
-        buffer.clear();
-        if wanted {
-            // zstd writes from the buffer's start up to its capacity: a
-            // frame holding more than its table says is caught below.
-            buffer.reserve(raw);
-            decompressor
-                .decompress_to_buffer(&block[at..at + compressed], &mut *buffer)
-                .map_err(|error| format!("block does not decompress: {error}"))?;
-            if buffer.len() != raw {
-                return Err("block section is not the length its table says".into());
-            }
+/// A format 2 or 3 block's sections, each decompressed only when asked,
+/// into a buffer of the caller's (cleared first, its memory reused): a
+/// reader that needs neither the fields nor a fresh buffer a block pays for
+/// neither, and a reader of format 3 may search the templates without the
+/// digits.
+pub struct Sections<'b> {
+    block: &'b [u8],
+    /// Format 3: templates and digits where format 2 has the messages.
+    pub split: bool,
+    /// Each section's (raw length, start, compressed length).
+    table: [(usize, usize, usize); SECTIONS_3],
+}
+
+impl<'b> Sections<'b> {
+    /// The sections of `block`, `None` for format 1 (one frame: the caller
+    /// decodes it whole); `raw_len` is as for [`decompress`].
+    pub fn of(block: &'b [u8], raw_len: usize) -> Result<Option<Sections<'b>>, String> {
+        let (split, lengths): (bool, Vec<(usize, usize)>) = match block.first() {
+            Some(&FORMAT_2) => (false, table::<SECTIONS>(block)?.to_vec()),
+            Some(&FORMAT_3) => (true, table::<SECTIONS_3>(block)?.to_vec()),
+            _ => return Ok(None),
+        };
+        // Templates and digits take at most twice the messages' bytes (see
+        // `decompress`).
+        let most = if split {
+            raw_len.saturating_mul(2)
+        } else {
+            raw_len
+        };
+        if lengths.iter().map(|(raw, _)| *raw).sum::<usize>() > most {
+            return Err("block sections are larger than its index entry says".into());
         }
-        at += compressed;
+        let mut table = [(0, 0, 0); SECTIONS_3];
+        let mut at = 2 + lengths.len() * 8;
+        for (entry, (raw, compressed)) in table.iter_mut().zip(lengths) {
+            *entry = (raw, at, compressed);
+            at += compressed;
+        }
+        Ok(Some(Sections {
+            block,
+            split,
+            table,
+        }))
     }
-    Ok(true)
+
+    /// The raw length of the fields section (the last).
+    pub fn fields_len(&self) -> usize {
+        self.table[if self.split { SECTIONS_3 } else { SECTIONS } - 1].0
+    }
+
+    /// Decompresses section `index` into `buffer`.
+    pub fn read(
+        &self,
+        index: usize,
+        decompressor: &mut zstd::bulk::Decompressor<'static>,
+        buffer: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let (raw, at, compressed) = self.table[index];
+        buffer.clear();
+        // zstd writes from the buffer's start up to its capacity: a frame
+        // holding more than its table says is caught below.
+        buffer.reserve(raw);
+        decompressor
+            .decompress_to_buffer(&self.block[at..at + compressed], &mut *buffer)
+            .map_err(|error| format!("block does not decompress: {error}"))?;
+        if buffer.len() != raw {
+            return Err("block section is not the length its table says".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether, in a format 3 block's templates, the byte before `at` stands
+/// for a word byte: a [`MARK`] does (it stands for a run of digits), unless
+/// it is the message's own byte after an [`ESCAPE`] (an odd run of them:
+/// an escape's byte is escaped in turn); any other byte as itself. With
+/// [`template_word_after`], what a search of a word holding no digit
+/// checks at a hit in the templates, so that it finds what it would in the
+/// joined messages: such a word stands in the templates as in the
+/// messages (the runs of hexadecimal digits taken out hold a digit, and
+/// cannot start or end inside it).
+pub fn template_word_before(templates: &[u8], at: usize) -> bool {
+    let Some(&byte) = at.checked_sub(1).and_then(|before| templates.get(before)) else {
+        return false;
+    };
+    if byte != MARK {
+        return is_word_byte(byte);
+    }
+    let escapes = templates[..at - 1]
+        .iter()
+        .rev()
+        .take_while(|&&byte| byte == ESCAPE)
+        .count();
+    escapes % 2 == 0
+}
+
+/// Whether, in a format 3 block's templates, the byte at `at`, just after a
+/// word, stands for a word byte: a [`MARK`] there is one (the byte before
+/// it, a word's, is no [`ESCAPE`]); an [`ESCAPE`] is not, nor the byte it
+/// escapes.
+pub fn template_word_after(templates: &[u8], at: usize) -> bool {
+    templates
+        .get(at)
+        .is_some_and(|&byte| byte == MARK || is_word_byte(byte))
 }
 
 /// A format 2 or 3 block's section table: (raw, compressed) lengths,
@@ -700,6 +1023,38 @@ mod tests {
         assert!(join_numbers(b"a", b"", 10).is_err());
         assert!(join_numbers(b"a\x11", b"x1\n", 10).is_err());
         assert_eq!(join_numbers(b"a\x11", b"c1\n", 10).unwrap(), b"a1");
+        // Some lines alone: the others empty, their numbers passed over,
+        // in line order and by column.
+        for (text, escaped) in [
+            (&b"a 1 b 2\nc 3\na 4 b 5\nc 6"[..], false),
+            (b"a 1 b 2\nc 3\na 4 b 5\x11\nc 6", true),
+        ] {
+            let (templates, both) = split_numbers(text);
+            assert_eq!(
+                lines_holding(&templates, b"c"),
+                [(1, 8), (3, 20 + 2 * escaped as usize)]
+            );
+            for digits in both {
+                let lines = [(1, 8), (2, 12)];
+                let mut expected = b"\nc 3\na 4 b 5".to_vec();
+                if escaped {
+                    expected.push(MARK);
+                }
+                expected.push(b'\n');
+                assert_eq!(
+                    join_lines(&templates, &digits, text.len(), Some(&lines)).unwrap(),
+                    expected
+                );
+                assert_eq!(
+                    join_lines(&templates, &digits, text.len(), Some(&[])).unwrap(),
+                    b"\n\n\n"
+                );
+                // A number missing is damage, joined or passed over.
+                let short = &digits[..digits.len() - 2];
+                assert!(join_lines(&templates, short, text.len(), Some(&lines)).is_err());
+                assert!(join_lines(&templates, short, text.len(), Some(&[])).is_err());
+            }
+        }
     }
 
     #[test]
@@ -711,11 +1066,17 @@ mod tests {
         assert_eq!(block[0], FORMAT_3);
         assert_eq!(level_of(&block), Some(19));
         let mut decompressor = zstd::bulk::Decompressor::new().unwrap();
-        let Raw::V2(read) = decompress(&block, raw as usize, &mut decompressor).unwrap() else {
-            panic!("format 3 reads as sections");
+        let Raw::V3([numbers, templates, digits, fields]) =
+            decompress(&block, raw as usize, &mut decompressor).unwrap()
+        else {
+            panic!("format 3 reads as its four sections");
         };
-        assert_eq!(read, sections.map(<[u8]>::to_vec));
-        assert!(decompress(&block, raw as usize - 1, &mut decompressor).is_err());
+        let messages = join_numbers(&templates, &digits, raw as usize).unwrap();
+        assert_eq!([numbers, messages, fields], sections.map(<[u8]>::to_vec));
+        // The lines holding a word alone.
+        let wanted = lines_holding(&templates, b"run");
+        assert_eq!(wanted, [(0, 0), (1, 11)]);
+        assert!(lines_holding(&templates, b"of20").is_empty());
     }
 
     #[test]

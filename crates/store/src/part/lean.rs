@@ -18,6 +18,15 @@
 //! message column of more lines than records when no record's place is
 //! asked for.
 //!
+//! A format 3 block (settled: messages as templates and digits,
+//! `layout.rs`) whose messages are one a line is read the same way with its
+//! templates in place of the messages, its digits not decompressed, when
+//! the word counted holds no digit: such a word stands in the templates as
+//! in the messages, and a mark beside it is a word byte beside it
+//! (`layout::template_word_before`). For a word holding a digit, or a block
+//! where a message holds a newline (its template lines are not its
+//! records), the messages are joined again first.
+//!
 //! Format 1 blocks (one frame of every column) are not read here: the
 //! caller decodes them whole.
 
@@ -29,7 +38,7 @@ use serde::de::{Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use tailwater_model::Level;
 
-use super::layout::{self, Numbers, MESSAGES, NUMBERS};
+use super::layout::{self, Numbers, Sections, DIGITS, MESSAGES, NUMBERS, TEMPLATES};
 use super::reader::{Part, PartError};
 
 /// The low bits of a record's kind byte: its level (as `block.rs` writes).
@@ -41,8 +50,10 @@ pub struct LeanReader {
     compressed: Vec<u8>,
     numbers: Vec<u8>,
     messages: Vec<u8>,
-    /// Never filled: the fields section is not read.
-    fields: Vec<u8>,
+    /// A format 3 block's templates and digits, when its messages are
+    /// joined again.
+    templates: Vec<u8>,
+    digits: Vec<u8>,
     places: Vec<Range<u32>>,
 }
 
@@ -54,6 +65,11 @@ pub struct LeanBlock<'r> {
     /// message holds a newline, one after another), mutable so a reader
     /// may lowercase it in place.
     pub messages: &'r mut [u8],
+    /// Whether `messages` holds a format 3 block's templates, one a line:
+    /// each [`layout::MARK`] in it stands for a run of digits (a word's
+    /// bytes), found with [`layout::template_word_before`] and
+    /// [`layout::template_word_after`].
+    pub templates: bool,
     /// Each record's message place in `messages`, in record order; `None`
     /// when the block holds one message a line (no message holds a
     /// newline): its lines are its records.
@@ -86,7 +102,8 @@ impl LeanReader {
             compressed: Vec::new(),
             numbers: Vec::new(),
             messages: Vec::new(),
-            fields: Vec::new(),
+            templates: Vec::new(),
+            digits: Vec::new(),
             places: Vec::new(),
         })
     }
@@ -95,13 +112,17 @@ impl LeanReader {
     /// when `messages` (else `messages` is empty and `places` `None`), each
     /// record's time and id when `times` (else those are empty: the
     /// numbers are then parsed past, not kept); `None` for a format 1
-    /// block.
+    /// block. Of a format 3 block whose messages are one a line, the
+    /// templates alone are read in their place when `templates` (the
+    /// caller searches them for a word holding no digit); else its
+    /// messages are joined again.
     pub fn read(
         &mut self,
         part: &Part,
         index: usize,
         messages: bool,
         times: bool,
+        templates: bool,
     ) -> Result<Option<LeanBlock<'_>>, PartError> {
         part.read_compressed_into(index, &mut self.compressed)?;
         let corrupt = |reason: String| PartError::Corrupt {
@@ -109,19 +130,13 @@ impl LeanReader {
             reason: format!("block {index}: {reason}"),
         };
         let raw_len = part.footer.blocks[index].raw_len as usize;
-        let mut wanted = [false; 3];
-        (wanted[NUMBERS], wanted[MESSAGES]) = (true, messages);
-        let read = layout::decompress_into(
-            &self.compressed,
-            raw_len,
-            &mut self.decompressor,
-            wanted,
-            [&mut self.numbers, &mut self.messages, &mut self.fields],
-        )
-        .map_err(corrupt)?;
-        if !read {
+        let Some(sections) = Sections::of(&self.compressed, raw_len).map_err(corrupt)? else {
             return Ok(None);
-        }
+        };
+        let decompressor = &mut self.decompressor;
+        sections
+            .read(NUMBERS, decompressor, &mut self.numbers)
+            .map_err(corrupt)?;
         let decode = |error: postcard::Error| corrupt(format!("block does not decode: {error}"));
         let (kind, lengths, ts, ids) = if times {
             let numbers: Numbers = postcard::from_bytes(&self.numbers).map_err(decode)?;
@@ -150,6 +165,24 @@ impl LeanReader {
             )
         };
         let by_line = lengths.is_empty();
+        // Lines of templates are records only where a message is a line.
+        let as_templates = messages && sections.split && templates && by_line;
+        self.messages.clear();
+        if messages && (!sections.split || as_templates) {
+            sections
+                .read(MESSAGES, decompressor, &mut self.messages)
+                .map_err(corrupt)?;
+        } else if messages {
+            sections
+                .read(TEMPLATES, decompressor, &mut self.templates)
+                .map_err(corrupt)?;
+            sections
+                .read(DIGITS, decompressor, &mut self.digits)
+                .map_err(corrupt)?;
+            let left = raw_len.saturating_sub(self.numbers.len() + sections.fields_len());
+            self.messages =
+                layout::join_numbers(&self.templates, &self.digits, left).map_err(corrupt)?;
+        }
         self.places.clear();
         if messages && !by_line {
             places(&self.messages, &lengths, kind.len(), &mut self.places).map_err(corrupt)?;
@@ -157,6 +190,7 @@ impl LeanReader {
         Ok(Some(LeanBlock {
             kind,
             messages: &mut self.messages,
+            templates: as_templates,
             places: (messages && !by_line).then_some(self.places.as_slice()),
             ts,
             ids,

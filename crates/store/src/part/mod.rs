@@ -163,4 +163,6 @@ impl Footer {
 }
 
 #[cfg(test)]
+mod format3_tests;
+#[cfg(test)]
 mod tests;

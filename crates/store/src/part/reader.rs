@@ -175,14 +175,25 @@ impl Part {
     /// Block `index`'s columns, checksum verified, to build records from
     /// one at a time.
     pub fn open_block(&self, index: usize) -> Result<DecodedBlock, PartError> {
+        self.open_block_holding(index, None)
+    }
+
+    /// [`Part::open_block`] for a reader that needs only the records whose
+    /// message holds `word` ([`DecodedBlock::holding`]).
+    pub fn open_block_holding(
+        &self,
+        index: usize,
+        word: Option<&[u8]>,
+    ) -> Result<DecodedBlock, PartError> {
         let meta = &self.footer.blocks[index];
         let compressed = self.read_compressed(index)?;
         let labels = &self.footer.streams[meta.stream as usize].labels;
-        DecodedBlock::new(
+        DecodedBlock::holding(
             &compressed,
             meta.raw_len as usize,
             &self.footer.partition.tenant,
             labels,
+            word,
         )
         .map_err(|reason| PartError::Corrupt {
             path: self.path.clone(),
@@ -196,6 +207,20 @@ impl Part {
         let mut compressed = Vec::new();
         self.read_compressed_into(index, &mut compressed)?;
         Ok(compressed)
+    }
+
+    /// The first byte of block `index` as stored, its format (see
+    /// `layout.rs`), read without its checksum: a hint for choosing how to
+    /// read it, which then checks it.
+    pub fn block_format(&self, index: usize) -> Result<u8, PartError> {
+        let mut byte = [0u8];
+        self.file
+            .read_exact_at(&mut byte, self.footer.blocks[index].offset)
+            .map_err(|source| PartError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(byte[0])
     }
 
     /// [`Part::read_compressed`] into `buffer` (replacing what it held),
