@@ -403,6 +403,11 @@ impl Collector for StoreCollector {
                 counters.retimed_clock_skew + counters.retimed_out_of_range,
             ),
             (
+                "store_positions_moved",
+                "Records of a cluster's stream stored at this node's next id, not the stream's (their id was taken: this node's own notices, or repaired records, before them); a live tail moved to or from this node around them may repeat or miss them",
+                counters.positions_moved,
+            ),
+            (
                 "store_flushes",
                 "Memtable flushes into parts",
                 counters.flushes,
