@@ -67,6 +67,14 @@ impl Applied {
         }
     }
 
+    /// Reading starts again at `start`, whatever was noted before (the
+    /// store it described is gone).
+    pub fn restart(&self, start: u64) {
+        *self.progress.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.begin(start);
+        self.update(|_| {});
+    }
+
     /// Messages through `sequence` are stored and synced.
     pub fn stored_through(&self, sequence: u64) {
         self.update(|progress| progress.applied = progress.applied.max(sequence));
@@ -140,6 +148,15 @@ mod tests {
         );
         again.begin(100);
         assert_eq!(again.get().unwrap().applied, 9, "begin keeps what is known");
+        again.restart(1);
+        assert_eq!(
+            Applied::open(dir.path()).get(),
+            Some(Progress {
+                applied: 0,
+                exact_from: 1
+            }),
+            "kept on disk"
+        );
         std::fs::write(dir.path().join(FILE), "9\n").unwrap();
         assert_eq!(
             Applied::open(dir.path()).get(),

@@ -195,7 +195,18 @@ impl Local {
     /// partitions (of the version before) had read to, or the first message.
     async fn start_sequence(&self) -> anyhow::Result<u64> {
         if let Some(progress) = self.applied.get() {
-            return Ok(progress.applied + 1);
+            if progress.applied == 0 || self.runners.store().last_id() > 0 {
+                return Ok(progress.applied + 1);
+            }
+            // Its store was removed, not what it noted of the stream:
+            // going on after that would leave the store without the
+            // stream's records, silently.
+            tracing::warn!(
+                noted = progress.applied,
+                "this node's store is empty, yet it noted the stream as stored through this sequence (was its store removed?): reading the stream again from its first message"
+            );
+            self.applied.restart(1);
+            return Ok(1);
         }
         let stream = self.cluster.jetstream.get_stream(STREAM).await?;
         let mut read_through: Option<u64> = None;

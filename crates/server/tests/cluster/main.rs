@@ -251,6 +251,25 @@ async fn a_node_away_catches_up_from_the_stream_where_it_left_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_store_was_removed_reads_the_stream_again_from_its_start() {
+    let nats = NatsCluster::start(3);
+    let a = node("a", &nats).await;
+    let answer = a.client.ingest(&batch("api", "r1", 0..30)).await.unwrap();
+    assert_eq!(answer.accepted, 30);
+    let all: Vec<u64> = (0..30).collect();
+    wait_stored_once(&a, "api", "r1", &all).await;
+    let Node {
+        _dir: dir, server, ..
+    } = a;
+    server.shutdown().await.unwrap();
+    // Its store goes; what it noted of the stream stays.
+    std::fs::remove_dir_all(dir.path().join("store")).unwrap();
+    assert!(dir.path().join("cluster-applied").exists());
+    let a = node_in(dir, "a", &nats).await;
+    wait_stored_once(&a, "api", "r1", &all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_is_not_a_batch_is_counted_and_never_stalls_its_partition() {
     let nats = NatsCluster::start(3);
     let a = node("a", &nats).await;
