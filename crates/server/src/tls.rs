@@ -1,7 +1,9 @@
 //! HTTPS: the certificate and key loaded once at start (rustls, with the
 //! `ring` provider). [`crate::serve`] does each TLS handshake in the
 //! connection's own task, so a client that never finishes one holds up no
-//! other.
+//! other. For the server's own clients (drains, a cluster's peers): the
+//! extra authorities a flag names ([`authorities`]), and why a call's
+//! certificate was refused ([`refused_certificate`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,4 +57,51 @@ pub fn load(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The certificates of the PEM file `path`, given as `flag` (`what` the
+/// file holds, for the messages): a file that cannot be read, is not PEM
+/// or holds no certificate stops the start, naming it.
+pub fn authorities(
+    path: &std::path::Path,
+    flag: &str,
+    what: &str,
+) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot read {flag} {shown}: {error}: give {flag} a readable PEM file of {what}"
+        )
+    })?;
+    let authorities = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
+        anyhow::anyhow!(
+            "{flag} {shown} is not PEM certificates ({error}): give {flag} {what} in PEM"
+        )
+    })?;
+    anyhow::ensure!(
+        !authorities.is_empty(),
+        "no certificate in {flag} {shown}: give {flag} a PEM file of {what}"
+    );
+    Ok(authorities)
+}
+
+/// The reason rustls refused a certificate, somewhere in `error`'s causes.
+pub fn refused_certificate<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::CertificateError> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        // An io::Error's source skips what it wraps: look inside it first.
+        cause = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+        if let Some(rustls::Error::InvalidCertificate(why)) = error.downcast_ref::<rustls::Error>()
+        {
+            return Some(why);
+        }
+    }
+    None
 }

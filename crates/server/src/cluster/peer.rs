@@ -5,7 +5,6 @@
 //! the public roots, and the authorities of `--nats-peer-ca`).
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -29,7 +28,8 @@ pub fn client(config: &ClusterConfig) -> anyhow::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("tailwater-node/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &config.peer_ca {
-        for authority in authorities(path)? {
+        let what = "the certificates (or their CA) the nodes serve with --tls-cert";
+        for authority in crate::tls::authorities(path, "--nats-peer-ca", what)? {
             builder = builder.add_root_certificate(authority);
         }
     }
@@ -38,26 +38,10 @@ pub fn client(config: &ClusterConfig) -> anyhow::Result<reqwest::Client> {
         .context("cannot make the HTTP client that calls the cluster's peers")
 }
 
-/// The certificates of the PEM file given as `--nats-peer-ca`.
-fn authorities(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let shown = path.display();
-    let pem = std::fs::read(path).map_err(|error| {
-        anyhow::anyhow!("cannot read the peer ca file {shown}: {error}: give --nats-peer-ca a readable PEM file of the certificates (or their CA) the nodes serve with --tls-cert")
-    })?;
-    let authorities = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-        anyhow::anyhow!("the peer ca file {shown} is not PEM certificates ({error}): give --nats-peer-ca certificates in PEM")
-    })?;
-    anyhow::ensure!(
-        !authorities.is_empty(),
-        "no certificate in the peer ca file {shown}: give --nats-peer-ca a PEM file with at least one certificate"
-    );
-    Ok(authorities)
-}
-
 /// A call to a peer that got no answer, as said in a failed repair's
 /// reasons: with what to pass when the peer's certificate was refused.
 pub fn call_failed(error: reqwest::Error) -> anyhow::Error {
-    let refused = certificate_refused(&error);
+    let refused = crate::tls::refused_certificate(&error).map(|why| format!("{why:?}"));
     let error = anyhow::Error::new(error).context("cannot ask it for records");
     match refused {
         Some(why) => error.context(format!(
@@ -65,26 +49,6 @@ pub fn call_failed(error: reqwest::Error) -> anyhow::Error {
         )),
         None => error,
     }
-}
-
-/// Why rustls refused the peer's certificate, somewhere in `error`'s
-/// causes.
-fn certificate_refused(error: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        // An io::Error's source skips what it wraps: look inside it first.
-        cause = match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-        if let Some(rustls::Error::InvalidCertificate(why)) = error.downcast_ref::<rustls::Error>()
-        {
-            return Some(format!("{why:?}"));
-        }
-    }
-    None
 }
 
 /// The URL this node's heartbeat carries, for peers to call it at:
@@ -209,7 +173,7 @@ mod tests {
     #[test]
     fn a_peer_ca_that_is_missing_or_holds_no_certificate_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        let config = |path: &Path| {
+        let config = |path: &std::path::Path| {
             let mut config = ClusterConfig::new(vec!["nats://n:4222".into()], "a".into());
             config.peer_ca = Some(path.to_owned());
             config
@@ -217,7 +181,7 @@ mod tests {
         let missing = dir.path().join("missing.pem");
         let error = client(&config(&missing)).unwrap_err().to_string();
         assert!(
-            error.starts_with("cannot read the peer ca file")
+            error.starts_with("cannot read --nats-peer-ca")
                 && error.contains("missing.pem")
                 && error.contains("--nats-peer-ca"),
             "{error}"

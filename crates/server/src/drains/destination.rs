@@ -147,7 +147,7 @@ pub fn client(settings: &super::DrainSettings) -> anyhow::Result<reqwest::Client
         .pool_idle_timeout(Duration::from_secs(30))
         .user_agent(concat!("tailwater-drain/", env!("CARGO_PKG_VERSION")));
     if let Some(path) = &settings.ca_file {
-        for authority in authorities(path)? {
+        for authority in crate::tls::authorities(path, "--drain-ca-file", "CA certificates")? {
             builder = builder.add_root_certificate(authority);
         }
     }
@@ -158,48 +158,16 @@ pub fn client(settings: &super::DrainSettings) -> anyhow::Result<reqwest::Client
 /// words and what to do; `None` when the failure is something else.
 pub fn certificate_problem(error: &(dyn std::error::Error + 'static)) -> Option<String> {
     use rustls::CertificateError as Cert;
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        // An io::Error's source skips what it wraps: look inside it first.
-        cause = match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|inner| inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
+    crate::tls::refused_certificate(error).map(|why| {
+        let what = match why {
+            Cert::UnknownIssuer => "is signed by an authority drains do not trust: if your own CA signed it, start the server with --drain-ca-file <its PEM>".to_owned(),
+            Cert::Expired | Cert::ExpiredContext { .. } => "has expired: the receiver needs a new one".to_owned(),
+            Cert::NotValidYet | Cert::NotValidYetContext { .. } => "is not valid yet: check the receiver's and this server's clocks".to_owned(),
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => "is not for the drain url's host: give the url with the name the certificate is for".to_owned(),
+            other => format!("was refused ({other:?}): the receiver needs a certificate a public or --drain-ca-file authority issued"),
         };
-        let refused = match error.downcast_ref::<rustls::Error>() {
-            Some(rustls::Error::InvalidCertificate(why)) => Some(why),
-            _ => None,
-        };
-        if let Some(why) = refused {
-            let what = match why {
-                Cert::UnknownIssuer => "is signed by an authority drains do not trust: if your own CA signed it, start the server with --drain-ca-file <its PEM>".to_owned(),
-                Cert::Expired | Cert::ExpiredContext { .. } => "has expired: the receiver needs a new one".to_owned(),
-                Cert::NotValidYet | Cert::NotValidYetContext { .. } => "is not valid yet: check the receiver's and this server's clocks".to_owned(),
-                Cert::NotValidForName | Cert::NotValidForNameContext { .. } => "is not for the drain url's host: give the url with the name the certificate is for".to_owned(),
-                other => format!("was refused ({other:?}): the receiver needs a certificate a public or --drain-ca-file authority issued"),
-            };
-            return Some(format!(
-                "certificate problem: the receiver's TLS certificate {what}"
-            ));
-        }
-    }
-    None
-}
-
-/// The certificates of a PEM file given as `--drain-ca-file`.
-fn authorities(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let shown = path.display();
-    let pem = std::fs::read(path).map_err(|error| {
-        anyhow::anyhow!("cannot read the drain ca file {shown}: {error}: give --drain-ca-file a readable PEM file of CA certificates")
-    })?;
-    let authorities = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| {
-        anyhow::anyhow!("the drain ca file {shown} is not PEM certificates ({error}): give --drain-ca-file the CA certificates in PEM")
-    })?;
-    if authorities.is_empty() {
-        anyhow::bail!("no certificate in the drain ca file {shown}: give --drain-ca-file a PEM file with at least one CA certificate");
-    }
-    Ok(authorities)
+        format!("certificate problem: the receiver's TLS certificate {what}")
+    })
 }
 
 #[cfg(test)]

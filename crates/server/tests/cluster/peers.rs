@@ -16,6 +16,7 @@ use tailwater_server::ServerConfig;
 
 use super::common::{batch, TOKEN};
 use super::nats::{free_port, NatsCluster};
+use super::status::wait_status;
 use super::{stored, wait_stored_once, Node, PARTITIONS, VISIBLE_WITHIN};
 
 /// A self-signed certificate for the nodes, and its files.
@@ -81,23 +82,6 @@ async fn https_node(
         _dir: dir,
         server,
         client,
-    }
-}
-
-/// Asks `node` for the cluster's status until `done` holds of it.
-async fn wait_status(
-    node: &Node,
-    what: &str,
-    done: impl Fn(&ClusterStatus) -> bool,
-) -> ClusterStatus {
-    let deadline = Instant::now() + VISIBLE_WITHIN;
-    loop {
-        let status = node.client.cluster_status().await.unwrap();
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "never {what}: {status:#?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -10,7 +10,7 @@ use super::nats::NatsCluster;
 use super::{node, runner_in_each_partition, Node, PARTITIONS, VISIBLE_WITHIN};
 
 /// Asks `node` for the cluster's status until `done` holds of it.
-async fn wait_status(
+pub(super) async fn wait_status(
     node: &Node,
     what: &str,
     done: impl Fn(&ClusterStatus) -> bool,
